@@ -1,0 +1,26 @@
+# The two commands a user runs, plus the separate long targets.
+BUILD ?= build
+JOBS ?= $(shell nproc)
+DEMO_STEPS ?= 120
+
+.PHONY: all build demo test bench clean
+
+all: build
+
+$(BUILD)/CMakeCache.txt:
+	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release
+
+build: $(BUILD)/CMakeCache.txt
+	cmake --build $(BUILD) -j $(JOBS)
+
+demo: build
+	$(BUILD)/troupe train --config configs/tiny.toml --run-dir runs/demo --steps $(DEMO_STEPS)
+
+test: build
+	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
+
+bench: build
+	bench/run_bench.sh $(BUILD)
+
+clean:
+	rm -rf $(BUILD)

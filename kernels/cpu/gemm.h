@@ -1,0 +1,40 @@
+#pragma once
+// Deterministic GEMM. Row-major. Dimension letters: see kernels/README.md.
+//
+// Contract (the determinism contract of DESIGN.md §5): every output element is
+//   C[i,j] = beta * C[i,j] + s,   s = Σ_k A'[i,k] B'[k,j]
+// where s is accumulated over k in one fixed order that depends on K alone — never on
+// M, N, the position (i, j), the thread count, or what else is in the batch. So a row
+// of a micro-batch gets the same bits whether it is computed alone or with others.
+#include <cstdint>
+
+namespace troupe::kernels {
+
+enum class Trans { N, T };
+
+// C (M,N) = beta*C + op(A) (M,K) · op(B) (K,N). beta is 0 or 1 in practice.
+// op(A)[i,k] = A[i*lda + k] (N) or A[k*lda + i] (T); likewise B.
+template <typename T>
+void gemm(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, const T* A, int64_t lda,
+          const T* B, int64_t ldb, T beta, T* C, int64_t ldc);
+
+// y (R,O) = x (R,I) · Wᵀ, W (O,I): a bias-free Linear layer. beta=1 accumulates.
+template <typename T>
+void linear_forward(const T* x, const T* W, T* y, int64_t R, int64_t I, int64_t O,
+                    T beta = T(0)) {
+  gemm<T>(Trans::N, Trans::T, R, O, I, x, I, W, I, beta, y, O);
+}
+
+// dx (R,I) += dy (R,O) · W (O,I);  dW (O,I) += dyᵀ (O,R) · x (R,I). Either may be null.
+template <typename T>
+void linear_backward(const T* dy, const T* x, const T* W, T* dx, T* dW, int64_t R, int64_t I,
+                     int64_t O) {
+  if (dx) gemm<T>(Trans::N, Trans::N, R, I, O, dy, O, W, I, T(1), dx, I);
+  if (dW) gemm<T>(Trans::T, Trans::N, O, I, R, dy, O, x, I, T(1), dW, I);
+}
+
+// OpenBLAS sgemm with the same signature, for benchmarks only: its bits may depend on M.
+void blas_sgemm(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda,
+                const float* B, int64_t ldb, float beta, float* C, int64_t ldc);
+
+}  // namespace troupe::kernels

@@ -1,0 +1,157 @@
+#include "kernels/cpu/ops.h"
+
+#include <cmath>
+#include <limits>
+#include <vector>
+
+namespace troupe::kernels {
+
+template <typename T>
+void rmsnorm_forward(const T* x, const T* w, T eps, T* out, T* rstd, int64_t N, int64_t D) {
+  for (int64_t n = 0; n < N; ++n) {
+    const T* xr = x + n * D;
+    T ss = 0;
+    for (int64_t d = 0; d < D; ++d) ss += xr[d] * xr[d];
+    T r = T(1) / std::sqrt(ss / T(D) + eps);
+    rstd[n] = r;
+    T* o = out + n * D;
+    for (int64_t d = 0; d < D; ++d) o[d] = xr[d] * r * (w ? w[d] : T(1));
+  }
+}
+
+template <typename T>
+void rmsnorm_backward(const T* dout, const T* x, const T* w, const T* rstd, T* dx, T* dw,
+                      int64_t N, int64_t D) {
+  for (int64_t n = 0; n < N; ++n) {
+    const T* xr = x + n * D;
+    const T* g = dout + n * D;
+    T r = rstd[n];
+    // out = x r w;  dL/dx = r (g w) − x r³/D Σ (g w x)
+    T dot = 0;
+    for (int64_t d = 0; d < D; ++d) dot += g[d] * (w ? w[d] : T(1)) * xr[d];
+    T c = dot * r * r * r / T(D);
+    T* dxr = dx + n * D;
+    for (int64_t d = 0; d < D; ++d) dxr[d] += g[d] * (w ? w[d] : T(1)) * r - xr[d] * c;
+    if (dw)
+      for (int64_t d = 0; d < D; ++d) dw[d] += g[d] * xr[d] * r;
+  }
+}
+
+template <typename T>
+T sigmoid(T x) {
+  return T(1) / (T(1) + std::exp(-x));
+}
+template <typename T>
+T silu(T x) {
+  return x * sigmoid(x);
+}
+template <typename T>
+T silu_grad(T x) {
+  T s = sigmoid(x);
+  return s * (T(1) + x * (T(1) - s));
+}
+
+template <typename T>
+void softmax_rows(T* x, int64_t N, int64_t D) {
+  for (int64_t n = 0; n < N; ++n) {
+    T* r = x + n * D;
+    T m = -std::numeric_limits<T>::infinity();
+    for (int64_t d = 0; d < D; ++d) m = r[d] > m ? r[d] : m;
+    T s = 0;
+    for (int64_t d = 0; d < D; ++d) {
+      r[d] = r[d] == -std::numeric_limits<T>::infinity() ? T(0) : std::exp(r[d] - m);
+      s += r[d];
+    }
+    T inv = T(1) / s;
+    for (int64_t d = 0; d < D; ++d) r[d] *= inv;
+  }
+}
+
+template <typename T>
+void softmax_rows_backward(const T* p, const T* dp, T* dx, int64_t N, int64_t D) {
+  for (int64_t n = 0; n < N; ++n) {
+    const T* pr = p + n * D;
+    const T* gr = dp + n * D;
+    T dot = 0;
+    for (int64_t d = 0; d < D; ++d) dot += gr[d] * pr[d];
+    T* o = dx + n * D;
+    for (int64_t d = 0; d < D; ++d) o[d] += pr[d] * (gr[d] - dot);
+  }
+}
+
+template <typename T>
+static void rope_rotate(T* x, int64_t N, int64_t D, int64_t stride, const int32_t* pos, T theta,
+                        T sign) {
+  const int64_t h = D / 2;
+  for (int64_t n = 0; n < N; ++n) {
+    T* v = x + n * stride;
+    for (int64_t i = 0; i < h; ++i) {
+      T freq = std::pow(theta, -T(2 * i) / T(D));
+      T ang = T(pos[n]) * freq;
+      T c = std::cos(ang), s = sign * std::sin(ang);
+      T a = v[i], b = v[i + h];
+      v[i] = a * c - b * s;
+      v[i + h] = b * c + a * s;
+    }
+  }
+}
+
+template <typename T>
+void rope_forward(T* x, int64_t N, int64_t D, int64_t stride, const int32_t* pos, T theta) {
+  rope_rotate(x, N, D, stride, pos, theta, T(1));
+}
+template <typename T>
+void rope_backward(T* dx, int64_t N, int64_t D, int64_t stride, const int32_t* pos, T theta) {
+  rope_rotate(dx, N, D, stride, pos, theta, T(-1));
+}
+
+template <typename T>
+T cross_entropy(const T* logits, const int32_t* target, int64_t N, int64_t V, T scale,
+                T* dlogits) {
+  T total = 0;
+  std::vector<T> p(V);
+  for (int64_t n = 0; n < N; ++n) {
+    if (target[n] < 0) continue;
+    const T* l = logits + n * V;
+    T m = l[0];
+    for (int64_t v = 1; v < V; ++v) m = l[v] > m ? l[v] : m;
+    T s = 0;
+    for (int64_t v = 0; v < V; ++v) {
+      p[v] = std::exp(l[v] - m);
+      s += p[v];
+    }
+    total += std::log(s) + m - l[target[n]];
+    if (dlogits) {
+      T inv = T(1) / s;
+      T* g = dlogits + n * V;
+      for (int64_t v = 0; v < V; ++v) g[v] += scale * (p[v] * inv - (v == target[n] ? T(1) : T(0)));
+    }
+  }
+  return total;
+}
+
+template <typename T>
+T sum(const T* x, int64_t n) {
+  T s = 0;
+  for (int64_t i = 0; i < n; ++i) s += x[i];
+  return s;
+}
+
+#define TROUPE_OPS_INSTANTIATE(T)                                                               \
+  template void rmsnorm_forward<T>(const T*, const T*, T, T*, T*, int64_t, int64_t);           \
+  template void rmsnorm_backward<T>(const T*, const T*, const T*, const T*, T*, T*, int64_t,   \
+                                    int64_t);                                                  \
+  template T sigmoid<T>(T);                                                                    \
+  template T silu<T>(T);                                                                       \
+  template T silu_grad<T>(T);                                                                  \
+  template void softmax_rows<T>(T*, int64_t, int64_t);                                         \
+  template void softmax_rows_backward<T>(const T*, const T*, T*, int64_t, int64_t);            \
+  template void rope_forward<T>(T*, int64_t, int64_t, int64_t, const int32_t*, T);             \
+  template void rope_backward<T>(T*, int64_t, int64_t, int64_t, const int32_t*, T);            \
+  template T cross_entropy<T>(const T*, const int32_t*, int64_t, int64_t, T, T*);              \
+  template T sum<T>(const T*, int64_t);
+
+TROUPE_OPS_INSTANTIATE(float)
+TROUPE_OPS_INSTANTIATE(double)
+
+}  // namespace troupe::kernels

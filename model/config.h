@@ -1,0 +1,93 @@
+#pragma once
+// Job configuration: the structs every layer reads. Parsing (TOML file, then
+// --set overrides; precedence --set > file > defaults) lives in model/config_parse.*.
+// Every key has a default here and a one-line doc in configs/README.md.
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace troupe::model {
+
+struct ModelConfig {  // [model]: SPEC-model.md §2
+  int64_t vocab_size = 258;
+  int64_t seq_len = 128;
+  int64_t d_model = 128;
+  int64_t n_layers = 4;
+  int64_t n_heads = 4;
+  int64_t q_lora_rank = 64;
+  int64_t kv_lora_rank = 32;
+  int64_t qk_nope_head_dim = 32;
+  int64_t qk_rope_head_dim = 16;
+  int64_t v_head_dim = 32;
+  double rope_theta = 10000.0;
+  double rms_norm_eps = 1e-6;
+  int64_t hc_mult = 4;
+  int64_t sinkhorn_iters = 20;
+  int64_t first_k_dense = 1;
+  int64_t dense_inter = 384;
+  int64_t n_routed_experts = 8;
+  int64_t n_shared_experts = 1;
+  int64_t moe_inter = 96;
+  int64_t top_k = 2;
+  int64_t n_group = 4;
+  int64_t topk_group = 2;
+  double routed_scaling = 1.0;
+  double bias_update_speed = 0.001;
+  double seq_aux_alpha = 0.0001;
+  int64_t mtp_depth = 1;
+  double mtp_lambda = 0.3;
+  std::vector<int64_t> engram_layers = {};
+  std::vector<int64_t> engram_orders = {2, 3};
+  int64_t engram_heads = 4;
+  int64_t engram_head_dim = 16;
+  int64_t engram_table_rows = 10007;
+  int64_t engram_conv_kernel = 4;
+  int64_t engram_conv_dilation = 3;
+  std::string residual = "mhc";  // registry: mhc | plain
+  std::string ffn = "moe";       // registry: moe | dense
+
+  int64_t qk_head_dim() const { return qk_nope_head_dim + qk_rope_head_dim; }
+  bool is_moe_layer(int64_t l) const { return ffn == "moe" && l >= first_k_dense; }
+};
+
+struct DataConfig {  // [data]
+  std::string corpus_dir = "/usr/share/games/fortunes";
+  int64_t val_modulus = 20;  // a document is validation when xxh64(text,0) % val_modulus == 0
+  int64_t val_rows_max = 64; // rows of T evaluated at each validation (0 = all)
+};
+
+struct TrainConfig {  // [train]
+  int64_t steps = 600;
+  int64_t batch_size = 16;        // global rows of T per step
+  int64_t micro_batch_rows = 2;   // rows per logical micro-batch (the unit of determinism)
+  double lr = 3e-3;
+  int64_t warmup_steps = 50;
+  double min_lr_ratio = 0.1;      // cosine decays to lr·min_lr_ratio
+  double weight_decay = 0.1;
+  double grad_clip = 1.0;
+  uint64_t seed = 1234;
+  int64_t eval_every = 100;       // steps between validations (the last step always runs one)
+  int64_t threads = 0;            // compute threads; 0 = all cores. Never changes results.
+};
+
+struct OptimizerConfig {  // [optimizer]
+  std::string name = "adamw";  // registry: adamw (muon: issue 4)
+  double beta1 = 0.9;
+  double beta2 = 0.95;
+  double eps = 1e-8;
+};
+
+struct Fp8Config {  // [fp8]
+  bool enabled = false;
+};
+
+struct JobConfig {
+  ModelConfig model;
+  DataConfig data;
+  TrainConfig train;
+  OptimizerConfig optimizer;
+  Fp8Config fp8;
+  std::string source;  // the file it was read from, for messages
+};
+
+}  // namespace troupe::model

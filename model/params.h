@@ -1,0 +1,54 @@
+#pragma once
+// The parameter table: one row per tensor (SPEC §9 name, shape, offset into the one
+// contiguous buffer, initialisation, optimizer group). Parameters, gradients and
+// optimizer state are each one span of floats laid out by this table.
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "model/config.h"
+
+namespace troupe::model {
+
+enum class Init { Normal, Zeros, Ones, Constant };
+// How a tensor is updated. AdamW: decoupled weight decay applies. AdamWNoDecay: norms,
+// mHC α/b. Muon: block matrices (issue 4; AdamW until then). Rule: the balancing bias,
+// updated by SPEC §3.3's sign rule only, never by a gradient.
+enum class OptGroup { AdamW, AdamWNoDecay, Muon, Rule };
+
+struct ParamInfo {
+  std::string name;
+  std::vector<int64_t> shape;
+  int64_t offset = 0;
+  int64_t numel = 0;
+  Init init = Init::Normal;
+  double init_value = 0.0;  // std for Normal, value for Constant
+  OptGroup group = OptGroup::AdamW;
+};
+
+class ParamTable {
+ public:
+  explicit ParamTable(const ModelConfig& cfg);
+  const std::vector<ParamInfo>& all() const { return params_; }
+  int64_t total() const { return total_; }
+  bool has(std::string_view name) const;
+  const ParamInfo& at(std::string_view name) const;  // throws std::out_of_range naming it
+  int64_t offset(std::string_view name) const { return at(name).offset; }
+
+ private:
+  void add(std::string name, std::vector<int64_t> shape, Init init, double value, OptGroup g);
+  std::vector<ParamInfo> params_;
+  std::unordered_map<std::string, size_t> index_;
+  int64_t total_ = 0;
+};
+
+// Fills params (total floats) from the counter RNG: each tensor from its own key
+// (purpose = FNV-1a of its name), so the weights depend on (config, seed) alone.
+template <typename T>
+void init_params(const ParamTable& table, uint64_t seed, T* params);
+
+const char* opt_group_name(OptGroup g);
+
+}  // namespace troupe::model
