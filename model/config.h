@@ -3,6 +3,7 @@
 // --set overrides; precedence --set > file > defaults) lives in model/config_parse.*.
 // Every key has a default here and a one-line doc in configs/README.md.
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -48,12 +49,15 @@ struct ModelConfig {  // [model]: SPEC-model.md §2
 
   int64_t qk_head_dim() const { return qk_nope_head_dim + qk_rope_head_dim; }
   bool is_moe_layer(int64_t l) const { return ffn == "moe" && l >= first_k_dense; }
+  bool operator==(const ModelConfig&) const = default;
 };
 
 struct DataConfig {  // [data]
   std::string corpus_dir = "/usr/share/games/fortunes";
   int64_t val_modulus = 20;  // a document is validation when xxh64(text,0) % val_modulus == 0
   int64_t val_rows_max = 64; // rows of T evaluated at each validation (0 = all)
+  bool shuffle = true;       // shuffle training documents, a new order each epoch
+  bool operator==(const DataConfig&) const = default;
 };
 
 struct TrainConfig {  // [train]
@@ -68,6 +72,7 @@ struct TrainConfig {  // [train]
   uint64_t seed = 1234;
   int64_t eval_every = 100;       // steps between validations (the last step always runs one)
   int64_t threads = 0;            // compute threads; 0 = all cores. Never changes results.
+  bool operator==(const TrainConfig&) const = default;
 };
 
 struct OptimizerConfig {  // [optimizer]
@@ -75,10 +80,12 @@ struct OptimizerConfig {  // [optimizer]
   double beta1 = 0.9;
   double beta2 = 0.95;
   double eps = 1e-8;
+  bool operator==(const OptimizerConfig&) const = default;
 };
 
 struct Fp8Config {  // [fp8]
   bool enabled = false;
+  bool operator==(const Fp8Config&) const = default;
 };
 
 struct JobConfig {
@@ -88,6 +95,15 @@ struct JobConfig {
   OptimizerConfig optimizer;
   Fp8Config fp8;
   std::string source;  // the file it was read from, for messages
+  // Where each explicitly set key came from, for messages: "section.key" ->
+  // "configs/x.toml:12" or "--set section.key=value". Keys absent here hold defaults.
+  std::map<std::string, std::string> origins;
+
+  // The settings alone (not source/origins): what determines the job's result.
+  bool same_settings(const JobConfig& o) const {
+    return model == o.model && data == o.data && train == o.train && optimizer == o.optimizer &&
+           fp8 == o.fp8;
+  }
 };
 
 }  // namespace troupe::model

@@ -36,5 +36,8 @@ void linear_backward(const T* dy, const T* x, const T* W, T* dx, T* dW, int64_t 
 // OpenBLAS sgemm with the same signature, for benchmarks only: its bits may depend on M.
 void blas_sgemm(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda,
                 const float* B, int64_t ldb, float beta, float* C, int64_t ldc);
+// OpenBLAS's thread count, for benchmarks only (our gemm is single-threaded).
+void blas_set_num_threads(int n);
+int blas_num_threads();
 
 }  // namespace troupe::kernels

@@ -1,0 +1,3 @@
+file(REMOVE_RECURSE
+  "libtroupe_kernels.a"
+)

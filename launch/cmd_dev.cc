@@ -1,0 +1,115 @@
+// `troupe dev`: developer tools behind the parity tests (tests/reference/).
+//   troupe dev grads --config C [--set k=v] --out DIR [--perturb]
+// writes DIR/weights.safetensors (F32), DIR/batch.safetensors (the first training batch)
+// and DIR/ours64.safetensors / DIR/ours32.safetensors: loss terms, expert counts and
+// every parameter gradient computed by troupe in FP64 and FP32 on the same weights.
+#include <filesystem>
+
+#include "launch/commands.h"
+#include "model/config_parse.h"
+#include "model/data.h"
+#include "model/rng.h"
+#include "model/trainer.h"
+#include "model/weights_io.h"
+
+namespace troupe::launch {
+
+namespace {
+
+struct DevArgs {
+  std::string config, out;
+  std::vector<std::string> sets;
+  bool perturb = false;
+  int threads = 2;
+};
+
+bool ends_with(const std::string& s, const std::string& suffix) {
+  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+// Moves the parameters that init leaves at trivial values (α = 0.01, b = 0, norms = 1,
+// zero balancing bias) to generic ones, so parity exercises every path of mHC and routing.
+void perturb(const model::ParamTable& table, uint64_t seed, float* params) {
+  for (const auto& p : table.all()) {
+    model::CounterRng rng(seed, model::purpose_of("parity.perturb." + p.name));
+    float* w = params + p.offset;
+    for (int64_t i = 0; i < p.numel; ++i) {
+      const double z = rng.normal(uint64_t(i));
+      const std::string& n = p.name;
+      if (n.find(".alpha_") != std::string::npos) w[i] = float(1.0 + 0.3 * z);
+      else if (n.find("_hc.b_") != std::string::npos) w[i] = float(0.5 * z);
+      else if (ends_with(n, "e_score_correction_bias")) w[i] = float(0.05 * z);
+      else if (p.init == model::Init::Ones) w[i] = float(1.0 + 0.1 * z);
+    }
+  }
+}
+
+template <typename T>
+void dump_grads(const model::JobConfig& cfg, const model::ParamTable& table,
+                const std::vector<float>& params32, const model::Batch& batch, int threads,
+                const std::string& path) {
+  std::vector<T> params(params32.begin(), params32.end());
+  model::GradEngine<T> engine(cfg.model, table, threads);
+  model::LossParts<T> lp =
+      engine.run(params.data(), batch, cfg.train.micro_batch_rows, true, cfg.model.mtp_depth > 0);
+  model::SafetensorsFile f;
+  auto scalar = [&](const std::string& name, double v) {
+    f.tensors[name] = model::to_tensor_data(std::vector<double>{v}, {1});
+  };
+  scalar("loss", double(lp.total()));
+  scalar("ce", double(lp.ce));
+  scalar("mtp_ce", cfg.model.mtp_lambda > 0 ? double(lp.mtp) / cfg.model.mtp_lambda : 0.0);
+  scalar("bal", double(lp.bal));
+  for (const auto& p : table.all()) {
+    if (p.group == model::OptGroup::Rule) continue;
+    const T* g = engine.grad().data() + p.offset;
+    f.tensors["grad." + p.name] =
+        model::to_tensor_data(std::vector<double>(g, g + p.numel), p.shape);
+  }
+  for (size_t l = 0; l < engine.counts().size(); ++l) {
+    const auto& c = engine.counts()[l];
+    if (c.empty()) continue;
+    f.tensors["counts." + std::to_string(l)] =
+        model::to_tensor_data(std::vector<double>(c.begin(), c.end()), {int64_t(c.size())});
+  }
+  model::write_safetensors(path, f);
+}
+
+void run_grads(const DevArgs& a) {
+  model::JobConfig cfg = model::load_config(a.config, a.sets);
+  model::ParamTable table(cfg.model);
+  std::vector<float> params(static_cast<size_t>(table.total()));
+  model::init_params(table, cfg.train.seed, params.data());
+  if (a.perturb) perturb(table, cfg.train.seed, params.data());
+  model::Corpus corpus = model::load_fortunes(cfg.data.corpus_dir, cfg.data.val_modulus);
+  model::PackedStream stream(&corpus.train, cfg.train.seed, true, cfg.model.seq_len);
+  const model::Batch batch = model::train_batch(stream, 0, cfg.train.batch_size);
+  std::filesystem::create_directories(a.out);
+  model::write_safetensors(a.out + "/weights.safetensors",
+                           model::weights_to_safetensors(table, params.data(), cfg.model,
+                                                         cfg.train.seed));
+  model::SafetensorsFile b;
+  b.tensors["inputs"] = model::to_tensor_data(batch.inputs, {batch.rows, batch.seq_len});
+  b.tensors["targets"] = model::to_tensor_data(batch.targets, {batch.rows, batch.seq_len});
+  model::write_safetensors(a.out + "/batch.safetensors", b);
+  dump_grads<double>(cfg, table, params, batch, a.threads, a.out + "/ours64.safetensors");
+  dump_grads<float>(cfg, table, params, batch, a.threads, a.out + "/ours32.safetensors");
+  std::printf("wrote %s/{weights,batch,ours64,ours32}.safetensors\n", a.out.c_str());
+}
+
+}  // namespace
+
+void add_dev_command(CLI::App& app) {
+  auto args = std::make_shared<DevArgs>();
+  CLI::App* dev = app.add_subcommand("dev", "developer tools (parity dumps)");
+  dev->require_subcommand(1);
+  CLI::App* grads = dev->add_subcommand("grads", "dump weights, a batch and troupe's gradients");
+  grads->add_option("--config", args->config, "job configuration (TOML)")->required();
+  grads->add_option("--set", args->sets, "override one key: section.key=value (repeatable)");
+  grads->add_option("--out", args->out, "output directory")->required();
+  grads->add_flag("--perturb", args->perturb, "move α, b, norms and biases off their init");
+  grads->add_option("--threads", args->threads, "compute threads");
+  grads->callback([args] { run_grads(*args); });
+}
+
+}  // namespace troupe::launch

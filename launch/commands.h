@@ -1,0 +1,20 @@
+#pragma once
+// Each subcommand registers itself on the CLI11 app; main() dispatches and turns
+// exceptions into one-line errors with exit status 2.
+#include <CLI/CLI.hpp>
+#include <stdexcept>
+#include <string>
+
+namespace troupe::launch {
+
+// A user error (bad argument, file, config): printed as one line, exit status 2.
+struct UsageError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+void add_train_command(CLI::App& app);
+void add_export_command(CLI::App& app);
+void add_eval_command(CLI::App& app);
+void add_dev_command(CLI::App& app);
+
+}  // namespace troupe::launch

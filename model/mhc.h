@@ -1,0 +1,101 @@
+#pragma once
+// mHC: manifold-constrained hyper-connections (SPEC-model.md §3.1, layouts §11).
+// Dimension letters: kernels/README.md (N tokens, S streams = hc_mult, C width).
+//
+// Per token, X (S,C) holds S residual streams; vec(X) is stream-major (m·C + c).
+//   x̂      = vec(X) / sqrt(mean(vec(X)²) + rms_norm_eps)                  (S·C)
+//   H_pre  = σ(α_pre · φ_pre x̂ + b_pre)                                    (S)
+//   H_post = 2σ(α_post · φ_post x̂ + b_post)                                (S)
+//   H̃_res  = α_res · mat(φ_res x̂) + b_res   (row r of φ_res → entry [r/S, r%S])
+//   H_res  = SinkhornKnopp(exp(H̃_res)), sinkhorn_iters rounds of (rows, then columns)
+//   u      = Σ_j H_pre[j] X_j                           → the wrapped sublayer f = F(u)
+//   X'_k   = Σ_j H_res[k,j] X_j + H_post[k] · f
+// The backward differentiates through every Sinkhorn round (each round's matrices are
+// kept in the cache); no implicit-function shortcut.
+//
+// Call protocol, per layer and per micro-batch, with one MhcCache per mHC instance:
+//   forward : mhc_pre_forward → (caller: f = F(u)) → mhc_post_forward
+//   backward: mhc_post_backward → (caller: df → du through F) → mhc_pre_backward
+// Each call exactly once, in this order. The two backward calls share one RMSNorm: the
+// x̂-gradient is accumulated in the cache by mhc_post_backward and pushed through the
+// RMSNorm into dX by mhc_pre_backward, which must come last; a call out of order throws
+// std::logic_error naming the expected call (the cache is then unusable until the next
+// mhc_pre_forward). mhc_pre_forward may be called at any time and starts over (a
+// forward without backward, as in evaluation, simply never runs the backward calls).
+//
+// Gradients: mhc_post_backward completes the gradients of φ_post, φ_res, α_post,
+// α_res, b_post, b_res; mhc_pre_backward those of φ_pre, α_pre, b_pre. All accumulate
+// (+=) into `grads` (laid out like `params`), and dX is accumulated, never overwritten.
+//
+// Determinism: single-threaded; every sum runs in an order fixed by (S, C,
+// sinkhorn_iters) alone, so a token's outputs (u, X', dX, df) have the same bits however
+// many tokens share the call. Parameter gradients sum over tokens in index order.
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "model/config.h"
+#include "model/params.h"
+
+namespace troupe::model {
+
+// Offsets into the parameter buffer of one mHC instance's tensors.
+struct MhcLayout {
+  int64_t phi_pre, phi_post, phi_res, alpha_pre, alpha_post, alpha_res, b_pre, b_post, b_res;
+  // prefix e.g. "model.layers.0.attn_hc."; throws std::out_of_range naming a missing
+  // tensor and std::invalid_argument when a shape disagrees with the table's config.
+  static MhcLayout from(const ParamTable& table, const std::string& prefix);
+};
+
+// What the backward needs, for one mHC instance and one call of N tokens. Owns its
+// buffers; they grow to the largest N seen and are reused without reallocation.
+template <typename T>
+struct MhcCache {
+  enum class Stage { Empty, PreForward, PostForward, PostBackward };
+  Stage stage = Stage::Empty;
+  int64_t N = 0, S = 0, C = 0, iters = 0;
+
+  std::vector<T> x;        // (N,S,C) the input streams
+  std::vector<T> xhat;     // (N,S·C) RMSNorm of vec(X)
+  std::vector<T> rstd;     // (N)
+  std::vector<T> proj;     // (N,P) φ x̂, P = 2S + S²: [pre (S) | post (S) | res (S²)]
+  std::vector<T> h_pre;    // (N,S)
+  std::vector<T> h_post;   // (N,S)
+  std::vector<T> sk_mat;   // (N, 2·iters+1, S, S): exp(H̃−max), then per round the
+                           //   matrix after the row step and after the column step
+  std::vector<T> sk_sum;   // (N, iters, 2, S): per round the row sums, then column sums
+  std::vector<T> f;        // (N,C) the sublayer output given to mhc_post_forward
+  std::vector<T> dproj;    // (N,P) gradient w.r.t. φ x̂ (filled by the backward calls)
+  std::vector<T> dxhat;    // (N,S·C) gradient w.r.t. x̂ (accumulated across both calls)
+  std::vector<T> scratch;  // (2·S²) per-token work space of the Sinkhorn backward
+
+  int64_t P() const { return 2 * S + S * S; }
+  // H_res (S,S) of token n: the last matrix of its Sinkhorn sequence.
+  const T* h_res(int64_t n) const { return sk_mat.data() + (n * (2 * iters + 1) + 2 * iters) * S * S; }
+};
+
+// X (N,S,C) -> u (N,C) overwritten; computes and caches x̂, H_pre, H_post, H_res.
+template <typename T>
+void mhc_pre_forward(const ModelConfig& cfg, const MhcLayout& L, const T* params, const T* X,
+                     int64_t N, T* u, MhcCache<T>& cache);
+
+// X (N,S,C), f (N,C) -> Xout (N,S,C) overwritten. X is the tensor given to
+// mhc_pre_forward; Xout never aliases X.
+template <typename T>
+void mhc_post_forward(const ModelConfig& cfg, const MhcLayout& L, const T* params, const T* X,
+                      const T* f, T* Xout, MhcCache<T>& cache);
+
+// dXout (N,S,C) -> dX (N,S,C) += through Σ_j H_res[k,j] X_j (the x̂ part of H_post's and
+// H_res's dependence on X is completed by mhc_pre_backward); df (N,C) OVERWRITTEN with
+// Σ_k H_post[k] dXout_k; grads += for φ_post, φ_res, α_post, α_res, b_post, b_res.
+template <typename T>
+void mhc_post_backward(const ModelConfig& cfg, const MhcLayout& L, const T* params, T* grads,
+                       const T* dXout, T* dX, T* df, MhcCache<T>& cache);
+
+// du (N,C) -> dX (N,S,C) += through u = Σ_j H_pre[j] X_j and, via the shared RMSNorm,
+// through H_pre's, H_post's and H_res's dependence on X; grads += for φ_pre, α_pre, b_pre.
+template <typename T>
+void mhc_pre_backward(const ModelConfig& cfg, const MhcLayout& L, const T* params, T* grads,
+                      const T* du, T* dX, MhcCache<T>& cache);
+
+}  // namespace troupe::model

@@ -1,0 +1,293 @@
+#include "model/mla.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <stdexcept>
+
+#include "kernels/cpu/gemm.h"
+#include "kernels/cpu/ops.h"
+
+namespace troupe::model {
+
+namespace {
+
+// The widths of one MLA block, from the config (letters as in mla.h).
+struct Dims {
+  int64_t C, H, QL, KL, DN, DR, DQ, DV, DKV;
+  explicit Dims(const ModelConfig& c)
+      : C(c.d_model),
+        H(c.n_heads),
+        QL(c.q_lora_rank),
+        KL(c.kv_lora_rank),
+        DN(c.qk_nope_head_dim),
+        DR(c.qk_rope_head_dim),
+        DQ(c.qk_nope_head_dim + c.qk_rope_head_dim),
+        DV(c.v_head_dim),
+        DKV(c.qk_nope_head_dim + c.v_head_dim) {}
+};
+
+void require(bool ok, const char* what) {
+  if (!ok) throw std::invalid_argument(std::string("mla: ") + what);
+}
+
+// y (n) += a · x (n). Elements are independent, so the compiler vectorises it without
+// reordering any sum.
+template <typename T>
+inline void axpy(int64_t n, T a, const T* __restrict x, T* __restrict y) {
+  for (int64_t i = 0; i < n; ++i) y[i] += a * x[i];
+}
+
+// doc (T) or null -> first (T): the first position of the row that query t may see. Keys
+// in [first[t], t] whose doc differs from doc[t] are masked one by one in the core.
+void key_first_positions(const int32_t* doc, int64_t Tlen, int32_t* first) {
+  for (int64_t t = 0; t < Tlen; ++t) {
+    int64_t lo = 0;
+    if (doc)
+      while (doc[lo] != doc[t]) ++lo;
+    first[t] = static_cast<int32_t>(lo);
+  }
+}
+
+// One (row, head) of the attention core. Strided views into the token-major buffers:
+// q (T,DQ) stride H·DQ, kv (T,[k_nope|v]) stride H·DKV, k_pe (T,DR) stride DR,
+// o (T,DV) stride H·DV (overwritten); probs (T,T) overwritten; kt (DQ,T) scratch.
+template <typename T>
+void attention_head_forward(const Dims& d, int64_t Tlen, const T* q, const T* kv, const T* k_pe,
+                            const int32_t* doc, const int32_t* first, T* kt, T* probs, T* o) {
+  const int64_t qs = d.H * d.DQ, kvs = d.H * d.DKV, os = d.H * d.DV;
+  const T scale = T(1) / std::sqrt(T(d.DQ));
+  // kt (DQ,T) = [k_nope | k_pe]ᵀ, so the scores of one query are axpys over keys.
+  for (int64_t t = 0; t < Tlen; ++t) {
+    for (int64_t i = 0; i < d.DN; ++i) kt[i * Tlen + t] = kv[t * kvs + i];
+    for (int64_t i = 0; i < d.DR; ++i) kt[(d.DN + i) * Tlen + t] = k_pe[t * d.DR + i];
+  }
+  for (int64_t t = 0; t < Tlen; ++t) {
+    const int64_t lo = first[t], len = t - lo + 1;
+    T* p = probs + t * Tlen;
+    std::fill(p, p + Tlen, T(0));
+    // s[t'] = Σ_i q[t,i] k[t',i] (i ascending) · scale, for t' in [lo, t]
+    const T* qt = q + t * qs;
+    for (int64_t i = 0; i < d.DQ; ++i) axpy(len, qt[i], kt + i * Tlen + lo, p + lo);
+    for (int64_t j = lo; j <= t; ++j) p[j] *= scale;
+    if (doc)
+      for (int64_t j = lo; j < t; ++j)
+        if (doc[j] != doc[t]) p[j] = -std::numeric_limits<T>::infinity();
+    kernels::softmax_rows(p + lo, 1, len);  // -inf -> probability exactly 0
+    // o[t] = Σ_t' p[t'] v[t'] (t' ascending)
+    T* ot = o + t * os;
+    std::fill(ot, ot + d.DV, T(0));
+    for (int64_t j = lo; j <= t; ++j) axpy(d.DV, p[j], kv + j * kvs + d.DN, ot);
+  }
+}
+
+// Backward of attention_head_forward. d_o (T,DV) stride H·DV; accumulates into
+// dq (T,DQ) stride H·DQ, dkv (T,[dk_nope|dv]) stride H·DKV and dk_pe (T,DR) (shared by
+// all heads, so heads add in order). vt (DV,T), dp (T), ds (T) are scratch.
+template <typename T>
+void attention_head_backward(const Dims& d, int64_t Tlen, const T* q, const T* kv, const T* k_pe,
+                             const int32_t* first, const T* probs, const T* d_o, T* vt, T* dp,
+                             T* ds, T* dq, T* dkv, T* dk_pe) {
+  const int64_t qs = d.H * d.DQ, kvs = d.H * d.DKV, os = d.H * d.DV;
+  const T scale = T(1) / std::sqrt(T(d.DQ));
+  for (int64_t t = 0; t < Tlen; ++t)
+    for (int64_t i = 0; i < d.DV; ++i) vt[i * Tlen + t] = kv[t * kvs + d.DN + i];
+  for (int64_t t = 0; t < Tlen; ++t) {
+    const int64_t lo = first[t], len = t - lo + 1;
+    const T* p = probs + t * Tlen + lo;
+    const T* dout_t = d_o + t * os;
+    // o[t] = Σ p[t'] v[t']  =>  dp[t'] = do[t]·v[t']
+    std::fill(dp, dp + len, T(0));
+    for (int64_t i = 0; i < d.DV; ++i) axpy(len, dout_t[i], vt + i * Tlen + lo, dp);
+    // p = softmax(s)  =>  ds = p ⊙ (dp − Σ dp⊙p)
+    std::fill(ds, ds + len, T(0));
+    kernels::softmax_rows_backward(p, dp, ds, 1, len);
+    // s[t'] = q[t]·k[t'] · scale  =>  dq[t] += ds·scale k[t'],  dk[t'] += ds·scale q[t];
+    // o[t] = Σ p[t'] v[t']  =>  dv[t'] += p[t'] do[t]
+    const T* qt = q + t * qs;
+    T* dqt = dq + t * qs;
+    for (int64_t j = 0; j < len; ++j) {
+      const int64_t tk = lo + j;
+      const T c = ds[j] * scale;
+      axpy(d.DN, c, kv + tk * kvs, dqt);
+      axpy(d.DR, c, k_pe + tk * d.DR, dqt + d.DN);
+      axpy(d.DN, c, qt, dkv + tk * kvs);
+      axpy(d.DR, c, qt + d.DN, dk_pe + tk * d.DR);
+      axpy(d.DV, p[j], dout_t, dkv + tk * kvs + d.DN);
+    }
+  }
+}
+
+// Sizes every cache buffer for a call of N = R·T tokens (no reallocation when unchanged).
+template <typename T>
+void size_cache(const Dims& d, int64_t R, int64_t Tlen, MlaCache<T>& c) {
+  const int64_t N = R * Tlen;
+  c.R = R;
+  c.Tlen = Tlen;
+  c.key_first.resize(N);
+  c.q_a.resize(N * d.QL);
+  c.q_rstd.resize(N);
+  c.c_q.resize(N * d.QL);
+  c.q.resize(N * d.H * d.DQ);
+  c.kv_a.resize(N * (d.KL + d.DR));
+  c.kv_rstd.resize(N);
+  c.c_kv.resize(N * d.KL);
+  c.k_pe.resize(N * d.DR);
+  c.kv.resize(N * d.H * d.DKV);
+  c.probs.resize(R * d.H * Tlen * Tlen);
+  c.attn.resize(N * d.H * d.DV);
+  c.kt.resize(d.DQ * Tlen);
+}
+
+// Zero-filled scratch of n values (storage reused across calls).
+template <typename T>
+T* zeroed(std::vector<T>& v, int64_t n) {
+  v.assign(n, T(0));
+  return v.data();
+}
+
+}  // namespace
+
+MlaLayout MlaLayout::from(const ParamTable& table, const std::string& prefix) {
+  auto info = [&](const char* name) -> const ParamInfo& { return table.at(prefix + name); };
+  const ParamInfo &q_a = info("q_a_proj.weight"), &q_a_norm = info("q_a_layernorm.weight"),
+                  &q_b = info("q_b_proj.weight"), &kv_a = info("kv_a_proj_with_mqa.weight"),
+                  &kv_a_norm = info("kv_a_layernorm.weight"), &kv_b = info("kv_b_proj.weight"),
+                  &o = info("o_proj.weight");
+  // The chain u -> q_a -> q_b and u -> kv_a -> kv_b -> o must fit together.
+  require(q_a.shape.size() == 2 && q_b.shape.size() == 2 && kv_a.shape.size() == 2 &&
+              kv_b.shape.size() == 2 && o.shape.size() == 2,
+          "projection weights must be 2-D");
+  require(q_a_norm.numel == q_a.shape[0] && q_b.shape[1] == q_a.shape[0],
+          "q_a_proj / q_a_layernorm / q_b_proj widths differ");
+  require(kv_a.shape[1] == q_a.shape[1] && o.shape[0] == q_a.shape[1],
+          "kv_a_proj_with_mqa / o_proj do not match q_a_proj's d_model");
+  require(kv_b.shape[1] == kv_a_norm.numel && kv_a.shape[0] > kv_a_norm.numel,
+          "kv_a_layernorm / kv_b_proj widths differ");
+  return MlaLayout{q_a.offset,  q_a_norm.offset,  q_b.offset, kv_a.offset,
+                   kv_a_norm.offset, kv_b.offset, o.offset};
+}
+
+template <typename T>
+void mla_forward(const ModelConfig& cfg, const MlaLayout& L, const T* params, const T* u,
+                 int64_t R, int64_t Tlen, const int32_t* pos, const int32_t* doc, T* out,
+                 MlaCache<T>& c) {
+  const Dims d(cfg);
+  require(R > 0 && Tlen > 0, "forward needs R > 0 and Tlen > 0");
+  require(d.DR % 2 == 0, "qk_rope_head_dim must be even");
+  const int64_t N = R * Tlen, QW = d.H * d.DQ, KVA = d.KL + d.DR;
+  const T eps = T(cfg.rms_norm_eps), theta = T(cfg.rope_theta);
+  size_cache(d, R, Tlen, c);
+  c.u.assign(u, u + N * d.C);
+  c.pos.assign(pos, pos + N);
+  for (int64_t r = 0; r < R; ++r)
+    key_first_positions(doc ? doc + r * Tlen : nullptr, Tlen, c.key_first.data() + r * Tlen);
+
+  // c_q (N,QL) = RMSNorm_q(u · W_q_aᵀ);  q (N,H·DQ) = c_q · W_q_bᵀ, RoPE on each q_pe
+  kernels::linear_forward(u, params + L.q_a, c.q_a.data(), N, d.C, d.QL);
+  kernels::rmsnorm_forward(c.q_a.data(), params + L.q_a_norm, eps, c.c_q.data(),
+                           c.q_rstd.data(), N, d.QL);
+  kernels::linear_forward(c.c_q.data(), params + L.q_b, c.q.data(), N, d.QL, QW);
+  for (int64_t h = 0; h < d.H; ++h)
+    kernels::rope_forward(c.q.data() + h * d.DQ + d.DN, N, d.DR, QW, pos, theta);
+
+  // [c_kv | k_pe] (N,KL+DR) = u · W_kv_aᵀ;  c_kv ← RMSNorm_kv(c_kv);  RoPE on k_pe
+  kernels::linear_forward(u, params + L.kv_a, c.kv_a.data(), N, d.C, KVA);
+  for (int64_t n = 0; n < N; ++n) {
+    const T* row = c.kv_a.data() + n * KVA;
+    kernels::rmsnorm_forward(row, params + L.kv_a_norm, eps, c.c_kv.data() + n * d.KL,
+                             c.kv_rstd.data() + n, 1, d.KL);
+    std::copy(row + d.KL, row + KVA, c.k_pe.data() + n * d.DR);
+  }
+  kernels::rope_forward(c.k_pe.data(), N, d.DR, d.DR, pos, theta);
+  // kv (N,H·(DN+DV)) = c_kv · W_kv_bᵀ
+  kernels::linear_forward(c.c_kv.data(), params + L.kv_b, c.kv.data(), N, d.KL, d.H * d.DKV);
+
+  for (int64_t r = 0; r < R; ++r)
+    for (int64_t h = 0; h < d.H; ++h) {
+      const int64_t n0 = r * Tlen;
+      attention_head_forward(d, Tlen, c.q.data() + n0 * QW + h * d.DQ,
+                             c.kv.data() + n0 * d.H * d.DKV + h * d.DKV,
+                             c.k_pe.data() + n0 * d.DR, doc ? doc + n0 : nullptr,
+                             c.key_first.data() + n0, c.kt.data(),
+                             c.probs.data() + (r * d.H + h) * Tlen * Tlen,
+                             c.attn.data() + n0 * d.H * d.DV + h * d.DV);
+    }
+  // out (N,C) = attn (N,H·DV) · W_oᵀ
+  kernels::linear_forward(c.attn.data(), params + L.o, out, N, d.H * d.DV, d.C);
+}
+
+template <typename T>
+void mla_backward(const ModelConfig& cfg, const MlaLayout& L, const T* params, T* grads,
+                  const T* dout, T* du, const MlaCache<T>& c) {
+  const Dims d(cfg);
+  const int64_t R = c.R, Tlen = c.Tlen, N = R * Tlen, QW = d.H * d.DQ, KVA = d.KL + d.DR;
+  require(N > 0, "backward before forward");
+  require(static_cast<int64_t>(c.q.size()) == N * QW &&
+              static_cast<int64_t>(c.kv.size()) == N * d.H * d.DKV &&
+              static_cast<int64_t>(c.u.size()) == N * d.C,
+          "cache was filled with another config");
+  const T theta = T(cfg.rope_theta);
+  MlaBackwardScratch<T>& s = c.scratch;
+
+  // out = attn · W_oᵀ
+  T* d_attn = zeroed(s.d_attn, N * d.H * d.DV);
+  kernels::linear_backward(dout, c.attn.data(), params + L.o, d_attn, grads + L.o, N,
+                           d.H * d.DV, d.C);
+
+  // attention core, per (row, head)
+  T* dq = zeroed(s.dq, N * QW);
+  T* dkv = zeroed(s.dkv, N * d.H * d.DKV);
+  T* dk_pe = zeroed(s.dk_pe, N * d.DR);
+  T* vt = zeroed(s.vt, d.DV * Tlen);
+  T* dp = zeroed(s.dp, Tlen);
+  T* ds = zeroed(s.ds, Tlen);
+  for (int64_t r = 0; r < R; ++r)
+    for (int64_t h = 0; h < d.H; ++h) {
+      const int64_t n0 = r * Tlen;
+      attention_head_backward(d, Tlen, c.q.data() + n0 * QW + h * d.DQ,
+                              c.kv.data() + n0 * d.H * d.DKV + h * d.DKV,
+                              c.k_pe.data() + n0 * d.DR, c.key_first.data() + n0,
+                              c.probs.data() + (r * d.H + h) * Tlen * Tlen,
+                              d_attn + n0 * d.H * d.DV + h * d.DV, vt, dp, ds,
+                              dq + n0 * QW + h * d.DQ, dkv + n0 * d.H * d.DKV + h * d.DKV,
+                              dk_pe + n0 * d.DR);
+    }
+
+  // q = RoPE(c_q · W_q_bᵀ);  c_q = RMSNorm_q(q_a);  q_a = u · W_q_aᵀ
+  for (int64_t h = 0; h < d.H; ++h)
+    kernels::rope_backward(dq + h * d.DQ + d.DN, N, d.DR, QW, c.pos.data(), theta);
+  T* dc_q = zeroed(s.dc_q, N * d.QL);
+  kernels::linear_backward(dq, c.c_q.data(), params + L.q_b, dc_q, grads + L.q_b, N, d.QL, QW);
+  T* dq_a = zeroed(s.dq_a, N * d.QL);
+  kernels::rmsnorm_backward(dc_q, c.q_a.data(), params + L.q_a_norm, c.q_rstd.data(), dq_a,
+                            grads + L.q_a_norm, N, d.QL);
+  kernels::linear_backward(dq_a, c.u.data(), params + L.q_a, du, grads + L.q_a, N, d.C, d.QL);
+
+  // kv = c_kv · W_kv_bᵀ;  c_kv = RMSNorm_kv(kv_a[:, :KL]);  k_pe = RoPE(kv_a[:, KL:])
+  T* dc_kv = zeroed(s.dc_kv, N * d.KL);
+  kernels::linear_backward(dkv, c.c_kv.data(), params + L.kv_b, dc_kv, grads + L.kv_b, N, d.KL,
+                           d.H * d.DKV);
+  kernels::rope_backward(dk_pe, N, d.DR, d.DR, c.pos.data(), theta);
+  T* dkv_a = zeroed(s.dkv_a, N * KVA);
+  for (int64_t n = 0; n < N; ++n) {
+    kernels::rmsnorm_backward(dc_kv + n * d.KL, c.kv_a.data() + n * KVA, params + L.kv_a_norm,
+                              c.kv_rstd.data() + n, dkv_a + n * KVA, grads + L.kv_a_norm, 1,
+                              d.KL);
+    std::copy(dk_pe + n * d.DR, dk_pe + (n + 1) * d.DR, dkv_a + n * KVA + d.KL);
+  }
+  // kv_a = u · W_kv_aᵀ
+  kernels::linear_backward(dkv_a, c.u.data(), params + L.kv_a, du, grads + L.kv_a, N, d.C, KVA);
+}
+
+#define TROUPE_MLA_INSTANTIATE(T)                                                              \
+  template void mla_forward<T>(const ModelConfig&, const MlaLayout&, const T*, const T*,       \
+                               int64_t, int64_t, const int32_t*, const int32_t*, T*,           \
+                               MlaCache<T>&);                                                  \
+  template void mla_backward<T>(const ModelConfig&, const MlaLayout&, const T*, T*, const T*,  \
+                                T*, const MlaCache<T>&);
+
+TROUPE_MLA_INSTANTIATE(float)
+TROUPE_MLA_INSTANTIATE(double)
+
+}  // namespace troupe::model

@@ -1,0 +1,436 @@
+#include "model/model.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "kernels/cpu/gemm.h"
+#include "kernels/cpu/ops.h"
+#include "model/ffn.h"
+#include "model/mhc.h"
+#include "model/mla.h"
+
+namespace troupe::model {
+
+namespace k = troupe::kernels;
+
+LossScale loss_scale_of(const Batch& b, bool with_mtp) {
+  LossScale s;
+  s.rows = b.rows;
+  for (int64_t r = 0; r < b.rows; ++r) {
+    for (int64_t t = 0; t < b.seq_len; ++t) {
+      bool valid = b.targets[r * b.seq_len + t] >= 0;
+      s.ce_targets += valid;
+      // MTP position t−1 predicts the target of position t (SPEC §3.4, §11).
+      if (with_mtp && t >= 1) s.mtp_targets += valid;
+    }
+  }
+  return s;
+}
+
+namespace {
+
+// One pre-norm sublayer of a block, wrapped by mHC (or a plain residual).
+template <typename T>
+struct Sublayer {
+  bool hc = true;
+  MhcLayout hc_layout{};
+  MhcCache<T> hc_cache;
+  int64_t norm_w = 0;     // offset of the RMSNorm weight
+  std::vector<T> u;       // (N,C) sublayer input (before its RMSNorm)
+  std::vector<T> normed;  // (N,C)
+  std::vector<T> rstd;    // (N)
+  std::vector<T> f;       // (N,C) sublayer output F(normed)
+};
+
+template <typename T>
+struct Block {
+  Sublayer<T> attn, ffn;
+  MlaLayout mla{};
+  MlaCache<T> mla_cache;
+  bool moe = false;
+  MoeLayout moe_layout{};
+  MoeCache<T> moe_cache;
+  SwigluLayout dense{};
+  SwigluCache<T> dense_cache;
+};
+
+// The MTP module's activations (SPEC §3.4), over M = R·(T−1) positions.
+template <typename T>
+struct Mtp {
+  int64_t norm_h = 0, norm_e = 0, proj = 0, ln1 = 0, ln2 = 0;
+  MlaLayout mla{};
+  MlaCache<T> mla_cache;
+  SwigluLayout mlp{};
+  SwigluCache<T> mlp_cache;
+  std::vector<int32_t> pos, tok, tgt;              // (M)
+  std::vector<T> hsel, esel, a, b, ra, rb, cat;    // (M,C) x4, (M) x2, (M,2C)
+  std::vector<T> hp, n1, r1, att, x1, n2, r2, x2;  // (M,C) / (M)
+  std::vector<T> z, rz, logits;                    // (M,C), (M), (M,V)
+};
+
+template <typename T>
+void resize(std::vector<T>& v, int64_t n) {
+  v.resize(static_cast<size_t>(n));
+}
+
+template <typename T>
+void zero(std::vector<T>& v, int64_t n) {
+  v.assign(static_cast<size_t>(n), T(0));
+}
+
+}  // namespace
+
+template <typename T>
+struct Model<T>::Impl {
+  const ModelConfig& cfg;
+  const ParamTable& table;
+  int64_t C, S, V, L;
+  int64_t embed, final_norm, head;
+  std::vector<Block<T>> blocks;
+  bool mtp_on;
+  Mtp<T> mtp;
+
+  // Per-call state.
+  int64_t R = 0, Tn = 0, N = 0;
+  const Batch* mb = nullptr;
+  T bal_weight = 0;                         // seq_aux_alpha / global rows
+  T last_bal = 0;                           // balance loss of the current call
+  std::vector<int32_t> pos;                 // (N) position ids, restarting per row
+  std::vector<std::vector<T>> xs;           // 2L+1 stream tensors (N,S,C)
+  std::vector<T> h, hn, hrstd, logits;      // (N,C) (N,C) (N) (N,V)
+  std::vector<T> dlogits, dh, dhn, dX, dXn;  // backward buffers
+  std::vector<T> dnormed, du, df, tmp, tmp2;
+
+  Impl(const ModelConfig& c, const ParamTable& t);
+  void bind_sizes(const Batch& b);
+  void stage_forward(const T* P, int64_t l, int which);
+  void stage_backward(const T* P, T* G, int64_t l, int which, const T* dXout, T* dXin);
+  void sublayer_f_forward(const T* P, int64_t l, int which, const T* in, T* out, T& bal);
+  void sublayer_f_backward(const T* P, T* G, int64_t l, int which, const T* dout, T* din);
+  LossParts<T> forward(const T* P, const LossScale& s, bool with_mtp, bool need_grad);
+  void mtp_forward(const T* P, const LossScale& s, bool need_grad, LossParts<T>& out);
+  void mtp_backward(const T* P, T* G);
+  void backward(const T* P, T* G, bool with_mtp);
+};
+
+template <typename T>
+Model<T>::Impl::Impl(const ModelConfig& c, const ParamTable& t)
+    : cfg(c),
+      table(t),
+      C(c.d_model),
+      S(c.residual == "mhc" ? c.hc_mult : 1),
+      V(c.vocab_size),
+      L(c.n_layers),
+      embed(t.offset("model.embed_tokens.weight")),
+      final_norm(t.offset("model.norm.weight")),
+      head(t.offset("lm_head.weight")),
+      blocks(static_cast<size_t>(c.n_layers)),
+      mtp_on(c.mtp_depth > 0) {
+  for (int64_t l = 0; l < L; ++l) {
+    const std::string p = "model.layers." + std::to_string(l) + ".";
+    Block<T>& b = blocks[l];
+    b.attn.hc = b.ffn.hc = (c.residual == "mhc");
+    if (b.attn.hc) {
+      b.attn.hc_layout = MhcLayout::from(t, p + "attn_hc.");
+      b.ffn.hc_layout = MhcLayout::from(t, p + "mlp_hc.");
+    }
+    b.attn.norm_w = t.offset(p + "input_layernorm.weight");
+    b.ffn.norm_w = t.offset(p + "post_attention_layernorm.weight");
+    b.mla = MlaLayout::from(t, p + "self_attn.");
+    b.moe = c.is_moe_layer(l);
+    if (b.moe)
+      b.moe_layout = MoeLayout::from(t, c, p + "mlp.");
+    else
+      b.dense = SwigluLayout::from(t, p + "mlp.");
+  }
+  if (mtp_on) {
+    mtp.norm_h = t.offset("mtp.norm_h.weight");
+    mtp.norm_e = t.offset("mtp.norm_e.weight");
+    mtp.proj = t.offset("mtp.proj.weight");
+    mtp.ln1 = t.offset("mtp.block.input_layernorm.weight");
+    mtp.ln2 = t.offset("mtp.block.post_attention_layernorm.weight");
+    mtp.mla = MlaLayout::from(t, "mtp.block.self_attn.");
+    mtp.mlp = SwigluLayout::from(t, "mtp.block.mlp.");
+  }
+}
+
+template <typename T>
+void Model<T>::Impl::bind_sizes(const Batch& b) {
+  mb = &b;
+  R = b.rows;
+  Tn = b.seq_len;
+  N = R * Tn;
+  resize(pos, N);
+  for (int64_t n = 0; n < N; ++n) pos[n] = static_cast<int32_t>(n % Tn);
+  xs.resize(static_cast<size_t>(2 * L + 1));
+  for (auto& x : xs) resize(x, N * S * C);
+  for (auto& blk : blocks) {
+    for (Sublayer<T>* s : {&blk.attn, &blk.ffn}) {
+      resize(s->u, N * C);
+      resize(s->normed, N * C);
+      resize(s->rstd, N);
+      resize(s->f, N * C);
+    }
+  }
+  resize(h, N * C);
+  resize(hn, N * C);
+  resize(hrstd, N);
+  resize(logits, N * V);
+}
+
+// F of sublayer `which` (0 attention, 1 FFN) of block l: in (N,C) -> out (N,C).
+template <typename T>
+void Model<T>::Impl::sublayer_f_forward(const T* P, int64_t l, int which, const T* in, T* out,
+                                        T& bal) {
+  Block<T>& b = blocks[l];
+  if (which == 0) {
+    mla_forward(cfg, b.mla, P, in, R, Tn, pos.data(), nullptr, out, b.mla_cache);
+  } else if (b.moe) {
+    // The balance loss is a mean over the global batch's rows: weight α / rows.
+    bal += moe_forward(cfg, b.moe_layout, P, in, R, Tn, bal_weight, out, b.moe_cache);
+  } else {
+    swiglu_forward(b.dense, P, in, N, C, out, b.dense_cache);
+  }
+}
+
+template <typename T>
+void Model<T>::Impl::sublayer_f_backward(const T* P, T* G, int64_t l, int which, const T* dout,
+                                         T* din) {
+  Block<T>& b = blocks[l];
+  if (which == 0)
+    mla_backward(cfg, b.mla, P, G, dout, din, b.mla_cache);
+  else if (b.moe)
+    moe_backward(cfg, b.moe_layout, P, G, dout, din, b.moe_cache);
+  else
+    swiglu_backward(b.dense, P, G, dout, din, b.dense_cache);
+}
+
+// X_out = mHC(X_in, F ∘ RMSNorm) for sublayer `which` of block l (SPEC §3 step 2b/2c).
+template <typename T>
+void Model<T>::Impl::stage_forward(const T* P, int64_t l, int which) {
+  Block<T>& b = blocks[l];
+  Sublayer<T>& s = which == 0 ? b.attn : b.ffn;
+  const T* X = xs[2 * l + which].data();
+  T* Xout = xs[2 * l + which + 1].data();
+  if (s.hc)
+    mhc_pre_forward(cfg, s.hc_layout, P, X, N, s.u.data(), s.hc_cache);
+  else
+    std::copy(X, X + N * C, s.u.begin());
+  k::rmsnorm_forward(s.u.data(), P + s.norm_w, T(cfg.rms_norm_eps), s.normed.data(),
+                     s.rstd.data(), N, C);
+  T bal = 0;
+  sublayer_f_forward(P, l, which, s.normed.data(), s.f.data(), bal);
+  last_bal += bal;
+  if (s.hc) {
+    mhc_post_forward(cfg, s.hc_layout, P, X, s.f.data(), Xout, s.hc_cache);
+  } else {
+    for (int64_t i = 0; i < N * C; ++i) Xout[i] = X[i] + s.f[i];
+  }
+}
+
+// dXout (N,S,C) -> dXin (N,S,C) overwritten; parameter gradients accumulate into G.
+template <typename T>
+void Model<T>::Impl::stage_backward(const T* P, T* G, int64_t l, int which, const T* dXout,
+                                    T* dXin) {
+  Block<T>& b = blocks[l];
+  Sublayer<T>& s = which == 0 ? b.attn : b.ffn;
+  std::fill(dXin, dXin + N * S * C, T(0));
+  resize(df, N * C);
+  if (s.hc) {
+    mhc_post_backward(cfg, s.hc_layout, P, G, dXout, dXin, df.data(), s.hc_cache);
+  } else {
+    std::copy(dXout, dXout + N * C, dXin);
+    std::copy(dXout, dXout + N * C, df.begin());
+  }
+  zero(dnormed, N * C);
+  sublayer_f_backward(P, G, l, which, df.data(), dnormed.data());
+  zero(du, N * C);
+  k::rmsnorm_backward(dnormed.data(), s.u.data(), P + s.norm_w, s.rstd.data(), du.data(),
+                      G + s.norm_w, N, C);
+  if (s.hc) {
+    mhc_pre_backward(cfg, s.hc_layout, P, G, du.data(), dXin, s.hc_cache);
+  } else {
+    for (int64_t i = 0; i < N * C; ++i) dXin[i] += du[i];
+  }
+}
+
+template <typename T>
+LossParts<T> Model<T>::Impl::forward(const T* P, const LossScale& sc, bool with_mtp,
+                                     bool need_grad) {
+  const Batch& b = *mb;
+  bal_weight = sc.rows > 0 ? T(cfg.seq_aux_alpha) / T(sc.rows) : T(0);
+  last_bal = 0;
+  // h0 = embed[tokens], copied into every stream.
+  T* X0 = xs[0].data();
+  for (int64_t n = 0; n < N; ++n) {
+    const T* e = P + embed + int64_t(b.inputs[n]) * C;
+    for (int64_t s = 0; s < S; ++s) std::copy(e, e + C, X0 + (n * S + s) * C);
+  }
+  for (int64_t l = 0; l < L; ++l) {
+    stage_forward(P, l, 0);
+    stage_forward(P, l, 1);
+  }
+  // h = Σ_streams X_L; logits = head · RMSNorm_final(h).
+  const T* XL = xs[2 * L].data();
+  for (int64_t n = 0; n < N; ++n) {
+    T* hr = h.data() + n * C;
+    std::copy(XL + n * S * C, XL + n * S * C + C, hr);
+    for (int64_t s = 1; s < S; ++s)
+      for (int64_t c = 0; c < C; ++c) hr[c] += XL[(n * S + s) * C + c];
+  }
+  k::rmsnorm_forward(h.data(), P + final_norm, T(cfg.rms_norm_eps), hn.data(), hrstd.data(), N,
+                     C);
+  k::linear_forward(hn.data(), P + head, logits.data(), N, C, V);
+  LossParts<T> out;
+  T inv = sc.ce_targets > 0 ? T(1) / T(sc.ce_targets) : T(0);
+  if (need_grad) zero(dlogits, N * V);
+  out.ce_sum = k::cross_entropy(logits.data(), b.targets.data(), N, V, inv,
+                                need_grad ? dlogits.data() : nullptr);
+  for (int64_t n = 0; n < N; ++n) out.ce_count += b.targets[n] >= 0;
+  out.ce = out.ce_sum * inv;
+  out.bal = last_bal;
+  if (with_mtp && mtp_on && Tn >= 2) mtp_forward(P, sc, need_grad, out);
+  return out;
+}
+
+// MTP depth 1 (SPEC §3.4): position t of each row sees h_t and embed[tok_{t+1}] and
+// predicts the target of position t+1; a plain pre-norm block over T−1 positions.
+template <typename T>
+void Model<T>::Impl::mtp_forward(const T* P, const LossScale& sc, bool need_grad,
+                                 LossParts<T>& out) {
+  const Batch& b = *mb;
+  const int64_t Tm = Tn - 1, M = R * Tm;
+  const T eps = T(cfg.rms_norm_eps);
+  Mtp<T>& m = mtp;
+  resize(m.pos, M), resize(m.tok, M), resize(m.tgt, M);
+  for (auto* v : {&m.hsel, &m.esel, &m.a, &m.b, &m.hp, &m.n1, &m.att, &m.x1, &m.n2, &m.x2, &m.z})
+    resize(*v, M * C);
+  for (auto* v : {&m.ra, &m.rb, &m.r1, &m.r2, &m.rz}) resize(*v, M);
+  resize(m.cat, M * 2 * C);
+  resize(m.logits, M * V);
+  for (int64_t r = 0; r < R; ++r) {
+    for (int64_t t = 0; t < Tm; ++t) {
+      const int64_t i = r * Tm + t, src = r * Tn + t;
+      m.pos[i] = static_cast<int32_t>(t);
+      m.tok[i] = b.inputs[src + 1];
+      m.tgt[i] = b.targets[src + 1];
+      std::copy(h.data() + src * C, h.data() + (src + 1) * C, m.hsel.data() + i * C);
+      const T* e = P + embed + int64_t(m.tok[i]) * C;
+      std::copy(e, e + C, m.esel.data() + i * C);
+    }
+  }
+  k::rmsnorm_forward(m.hsel.data(), P + m.norm_h, eps, m.a.data(), m.ra.data(), M, C);
+  k::rmsnorm_forward(m.esel.data(), P + m.norm_e, eps, m.b.data(), m.rb.data(), M, C);
+  for (int64_t i = 0; i < M; ++i) {
+    std::copy(m.a.data() + i * C, m.a.data() + (i + 1) * C, m.cat.data() + i * 2 * C);
+    std::copy(m.b.data() + i * C, m.b.data() + (i + 1) * C, m.cat.data() + i * 2 * C + C);
+  }
+  k::linear_forward(m.cat.data(), P + m.proj, m.hp.data(), M, 2 * C, C);
+  k::rmsnorm_forward(m.hp.data(), P + m.ln1, eps, m.n1.data(), m.r1.data(), M, C);
+  mla_forward(cfg, m.mla, P, m.n1.data(), R, Tm, m.pos.data(), nullptr, m.att.data(),
+              m.mla_cache);
+  for (int64_t i = 0; i < M * C; ++i) m.x1[i] = m.hp[i] + m.att[i];
+  k::rmsnorm_forward(m.x1.data(), P + m.ln2, eps, m.n2.data(), m.r2.data(), M, C);
+  swiglu_forward(m.mlp, P, m.n2.data(), M, C, m.x2.data(), m.mlp_cache);
+  for (int64_t i = 0; i < M * C; ++i) m.x2[i] += m.x1[i];
+  k::rmsnorm_forward(m.x2.data(), P + final_norm, eps, m.z.data(), m.rz.data(), M, C);
+  k::linear_forward(m.z.data(), P + head, m.logits.data(), M, C, V);
+  T w = sc.mtp_targets > 0 ? T(cfg.mtp_lambda) / T(sc.mtp_targets) : T(0);
+  if (need_grad) zero(tmp2, M * V);  // dlogits of the MTP head
+  T ce = k::cross_entropy(m.logits.data(), m.tgt.data(), M, V, w,
+                          need_grad ? tmp2.data() : nullptr);
+  out.mtp = ce * w;
+}
+
+// Backward of mtp_forward: accumulates into dh (N,C) and the parameter gradients.
+template <typename T>
+void Model<T>::Impl::mtp_backward(const T* P, T* G) {
+  Mtp<T>& m = mtp;
+  const int64_t Tm = Tn - 1, M = R * Tm;
+  const T* dlog = tmp2.data();
+  std::vector<T> dz(M * C, T(0)), dx2(M * C, T(0)), dn(M * C, T(0));
+  k::linear_backward(dlog, m.z.data(), P + head, dz.data(), G + head, M, C, V);
+  k::rmsnorm_backward(dz.data(), m.x2.data(), P + final_norm, m.rz.data(), dx2.data(),
+                      G + final_norm, M, C);
+  // x2 = x1 + SwiGLU(n2): dx1 = dx2 + back through the FFN.
+  std::vector<T> dx1(dx2);
+  swiglu_backward(m.mlp, P, G, dx2.data(), dn.data(), m.mlp_cache);
+  k::rmsnorm_backward(dn.data(), m.x1.data(), P + m.ln2, m.r2.data(), dx1.data(), G + m.ln2, M,
+                      C);
+  // x1 = hp + MLA(n1).
+  std::vector<T> dhp(dx1);
+  std::fill(dn.begin(), dn.end(), T(0));
+  mla_backward(cfg, m.mla, P, G, dx1.data(), dn.data(), m.mla_cache);
+  k::rmsnorm_backward(dn.data(), m.hp.data(), P + m.ln1, m.r1.data(), dhp.data(), G + m.ln1, M,
+                      C);
+  std::vector<T> dcat(M * 2 * C, T(0)), da(M * C), db(M * C), dsel(M * C, T(0));
+  k::linear_backward(dhp.data(), m.cat.data(), P + m.proj, dcat.data(), G + m.proj, M, 2 * C, C);
+  for (int64_t i = 0; i < M; ++i) {
+    std::copy(dcat.data() + i * 2 * C, dcat.data() + i * 2 * C + C, da.data() + i * C);
+    std::copy(dcat.data() + i * 2 * C + C, dcat.data() + (i + 1) * 2 * C, db.data() + i * C);
+  }
+  k::rmsnorm_backward(da.data(), m.hsel.data(), P + m.norm_h, m.ra.data(), dsel.data(),
+                      G + m.norm_h, M, C);
+  for (int64_t r = 0; r < R; ++r)
+    for (int64_t t = 0; t < Tm; ++t)
+      for (int64_t c = 0; c < C; ++c) dh[(r * Tn + t) * C + c] += dsel[(r * Tm + t) * C + c];
+  std::fill(dsel.begin(), dsel.end(), T(0));
+  k::rmsnorm_backward(db.data(), m.esel.data(), P + m.norm_e, m.rb.data(), dsel.data(),
+                      G + m.norm_e, M, C);
+  for (int64_t i = 0; i < M; ++i) {
+    T* ge = G + embed + int64_t(m.tok[i]) * C;
+    for (int64_t c = 0; c < C; ++c) ge[c] += dsel[i * C + c];
+  }
+}
+
+template <typename T>
+void Model<T>::Impl::backward(const T* P, T* G, bool with_mtp) {
+  zero(dh, N * C);
+  if (with_mtp && mtp_on && Tn >= 2) mtp_backward(P, G);
+  zero(dhn, N * C);
+  k::linear_backward(dlogits.data(), hn.data(), P + head, dhn.data(), G + head, N, C, V);
+  k::rmsnorm_backward(dhn.data(), h.data(), P + final_norm, hrstd.data(), dh.data(),
+                      G + final_norm, N, C);
+  // h = Σ_streams X_L: every stream receives dh.
+  resize(dX, N * S * C);
+  resize(dXn, N * S * C);
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t s = 0; s < S; ++s)
+      std::copy(dh.data() + n * C, dh.data() + (n + 1) * C, dX.data() + (n * S + s) * C);
+  for (int64_t l = L - 1; l >= 0; --l) {
+    stage_backward(P, G, l, 1, dX.data(), dXn.data());
+    stage_backward(P, G, l, 0, dXn.data(), dX.data());
+  }
+  // X0 = [h0; …; h0] with h0 = embed[tokens].
+  const Batch& b = *mb;
+  for (int64_t n = 0; n < N; ++n) {
+    T* ge = G + embed + int64_t(b.inputs[n]) * C;
+    for (int64_t s = 0; s < S; ++s)
+      for (int64_t c = 0; c < C; ++c) ge[c] += dX[(n * S + s) * C + c];
+  }
+}
+
+template <typename T>
+Model<T>::Model(const ModelConfig& cfg, const ParamTable& table)
+    : impl_(std::make_unique<Impl>(cfg, table)) {}
+
+template <typename T>
+Model<T>::~Model() = default;
+
+template <typename T>
+LossParts<T> Model<T>::step(const T* params, T* grads, const Batch& mb, const LossScale& scale,
+                            bool with_mtp) {
+  Impl& m = *impl_;
+  m.bind_sizes(mb);
+  LossParts<T> out = m.forward(params, scale, with_mtp, grads != nullptr);
+  counts_.assign(static_cast<size_t>(m.L), {});
+  for (int64_t l = 0; l < m.L; ++l)
+    if (m.blocks[l].moe) counts_[l] = m.blocks[l].moe_cache.counts;
+  if (grads) m.backward(params, grads, with_mtp);
+  return out;
+}
+
+template class Model<float>;
+template class Model<double>;
+
+}  // namespace troupe::model

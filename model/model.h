@@ -1,0 +1,59 @@
+#pragma once
+// The V4-mini model (SPEC-model.md §3): forward and backward over one logical
+// micro-batch. A Model owns the activation workspace of one micro-batch; the parameters
+// and gradients are flat buffers laid out by the ParamTable. Templated on the scalar:
+// float trains, double backs the reference-parity tests.
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "model/batch.h"
+#include "model/config.h"
+#include "model/params.h"
+
+namespace troupe::model {
+
+// Global normalisers of the loss (SPEC §3.5): a micro-batch's loss terms are divided by
+// the counts of the whole global batch, so that any split gives the same loss.
+struct LossScale {
+  int64_t ce_targets = 0;   // valid main-head targets in the global batch
+  int64_t mtp_targets = 0;  // valid MTP targets in the global batch
+  int64_t rows = 0;         // rows in the global batch (balance loss is a mean over rows)
+};
+
+// Counts the valid targets of a batch for LossScale.
+LossScale loss_scale_of(const Batch& global_batch, bool with_mtp);
+
+template <typename T>
+struct LossParts {
+  T ce = 0;    // Σ CE / ce_targets
+  T mtp = 0;   // mtp_lambda · Σ CE_mtp / mtp_targets
+  T bal = 0;   // Σ_rows,layers L_bal_row / rows
+  T ce_sum = 0;             // raw Σ CE of the main head (for evaluation)
+  int64_t ce_count = 0;     // valid main targets in this micro-batch
+  T total() const { return ce + mtp + bal; }
+};
+
+template <typename T>
+class Model {
+ public:
+  Model(const ModelConfig& cfg, const ParamTable& table);
+  ~Model();
+  Model(const Model&) = delete;
+  Model& operator=(const Model&) = delete;
+
+  // Forward over micro-batch mb; if grads is non-null, backward too, accumulating into
+  // grads (the caller zeroes them). with_mtp=false skips the MTP head (evaluation).
+  LossParts<T> step(const T* params, T* grads, const Batch& mb, const LossScale& scale,
+                    bool with_mtp);
+
+  // Tokens routed to each expert in the last step(), per layer (empty for dense layers).
+  const std::vector<std::vector<int64_t>>& expert_counts() const { return counts_; }
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+  std::vector<std::vector<int64_t>> counts_;
+};
+
+}  // namespace troupe::model

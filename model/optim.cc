@@ -1,0 +1,69 @@
+#include "model/optim.h"
+
+#include <cmath>
+
+namespace troupe::model {
+
+namespace {
+// Chunk of the canonical norm sum: fixed, so partial sums never depend on threads.
+constexpr int64_t kNormChunkElems = 4096;
+}  // namespace
+
+double lr_at(const TrainConfig& t, int64_t step) {
+  if (t.warmup_steps > 0 && step < t.warmup_steps)
+    return t.lr * double(step + 1) / double(t.warmup_steps);
+  const int64_t decay_steps = std::max<int64_t>(1, t.steps - t.warmup_steps);
+  double progress = std::min(1.0, double(step - t.warmup_steps) / double(decay_steps));
+  const double lo = t.lr * t.min_lr_ratio;
+  return lo + (t.lr - lo) * 0.5 * (1.0 + std::cos(M_PI * progress));
+}
+
+double global_grad_norm(const ParamTable& table, const float* grads) {
+  double total = 0;
+  for (const ParamInfo& p : table.all()) {
+    if (p.group == OptGroup::Rule) continue;
+    for (int64_t lo = 0; lo < p.numel; lo += kNormChunkElems) {
+      const int64_t hi = std::min(p.numel, lo + kNormChunkElems);
+      double part = 0;
+      for (int64_t i = lo; i < hi; ++i) {
+        double g = grads[p.offset + i];
+        part += g * g;
+      }
+      total += part;
+    }
+  }
+  return std::sqrt(total);
+}
+
+AdamW::AdamW(const ParamTable& table, const OptimizerConfig& cfg, double weight_decay)
+    : table_(table),
+      cfg_(cfg),
+      weight_decay_(weight_decay),
+      m_(static_cast<size_t>(table.total()), 0.0f),
+      v_(static_cast<size_t>(table.total()), 0.0f) {}
+
+void AdamW::update(float* params, const float* grads, double lr, double grad_scale,
+                   int64_t step) {
+  const double b1 = cfg_.beta1, b2 = cfg_.beta2;
+  const double c1 = 1.0 - std::pow(b1, double(step + 1));
+  const double c2 = 1.0 - std::pow(b2, double(step + 1));
+  const float fb1 = float(b1), fb2 = float(b2), fscale = float(grad_scale);
+  const float step_size = float(lr / c1), inv_c2 = float(1.0 / c2), eps = float(cfg_.eps);
+  for (const ParamInfo& p : table_.all()) {
+    if (p.group == OptGroup::Rule) continue;
+    const float decay = p.group == OptGroup::AdamWNoDecay ? 0.0f : float(lr * weight_decay_);
+    float* w = params + p.offset;
+    float* m = m_.data() + p.offset;
+    float* v = v_.data() + p.offset;
+    const float* g = grads + p.offset;
+    for (int64_t i = 0; i < p.numel; ++i) {
+      const float gi = g[i] * fscale;
+      m[i] = fb1 * m[i] + (1.0f - fb1) * gi;
+      v[i] = fb2 * v[i] + (1.0f - fb2) * gi * gi;
+      const float denom = std::sqrt(v[i] * inv_c2) + eps;
+      w[i] -= step_size * m[i] / denom + decay * w[i];
+    }
+  }
+}
+
+}  // namespace troupe::model

@@ -1,0 +1,64 @@
+#pragma once
+// Fork-join over independent work items and the canonical tree reduction of DESIGN §5.
+#include <algorithm>
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <thread>
+#include <vector>
+
+namespace troupe::model {
+
+// Runs fn(i, worker) for i in [0, n) on `threads` threads (worker in [0, threads)).
+// Items are claimed dynamically: which thread runs an item never affects its result,
+// because an item's computation reads only its own inputs and writes only its outputs.
+inline void parallel_for(int64_t n, int threads, const std::function<void(int64_t, int)>& fn) {
+  threads = std::max(1, std::min<int>(threads, static_cast<int>(n)));
+  if (threads == 1) {
+    for (int64_t i = 0; i < n; ++i) fn(i, 0);
+    return;
+  }
+  std::atomic<int64_t> next{0};
+  std::vector<std::thread> pool;
+  for (int w = 0; w < threads; ++w)
+    pool.emplace_back([&, w] {
+      for (int64_t i = next++; i < n; i = next++) fn(i, w);
+    });
+  for (auto& t : pool) t.join();
+}
+
+// The split point of the canonical binary tree over ids [lo, hi): the largest power of
+// two strictly below (hi − lo), so every left subtree is an aligned power of two.
+inline int64_t tree_split(int64_t lo, int64_t hi) {
+  int64_t span = 1;
+  while (span * 2 < hi - lo) span *= 2;
+  return lo + span;
+}
+
+// Σ parts[lo..hi) in canonical tree order, for scalars.
+template <typename T>
+T tree_sum(const std::vector<T>& parts, int64_t lo, int64_t hi) {
+  if (hi - lo == 1) return parts[lo];
+  const int64_t mid = tree_split(lo, hi);
+  return tree_sum(parts, lo, mid) + tree_sum(parts, mid, hi);
+}
+
+// In-place canonical tree reduction of buffers bufs[0..n) (each `len` floats) into
+// bufs[0]; elementwise, parallel over element ranges (which cannot change any bit).
+template <typename T>
+void tree_reduce(std::vector<std::vector<T>>& bufs, int64_t lo, int64_t hi, int64_t len,
+                 int threads) {
+  if (hi - lo <= 1) return;
+  const int64_t mid = tree_split(lo, hi);
+  tree_reduce(bufs, lo, mid, len, threads);
+  tree_reduce(bufs, mid, hi, len, threads);
+  T* a = bufs[lo].data();
+  const T* b = bufs[mid].data();
+  const int64_t chunk = 1 << 16;
+  parallel_for((len + chunk - 1) / chunk, threads, [&](int64_t c, int) {
+    const int64_t e = std::min(len, (c + 1) * chunk);
+    for (int64_t i = c * chunk; i < e; ++i) a[i] += b[i];
+  });
+}
+
+}  // namespace troupe::model

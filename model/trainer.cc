@@ -1,0 +1,132 @@
+#include "model/trainer.h"
+
+#include <xxhash.h>
+
+#include <algorithm>
+#include <stdexcept>
+#include <thread>
+
+#include "model/ffn.h"
+#include "model/parallel.h"
+
+namespace troupe::model {
+
+template <typename T>
+GradEngine<T>::GradEngine(const ModelConfig& mcfg, const ParamTable& table, int threads)
+    : mcfg_(mcfg), table_(table), threads_(std::max(1, threads)) {
+  for (int w = 0; w < threads_; ++w) workers_.push_back(std::make_unique<Model<T>>(mcfg, table));
+}
+
+template <typename T>
+GradEngine<T>::~GradEngine() = default;
+
+template <typename T>
+LossParts<T> GradEngine<T>::run(const T* params, const Batch& batch, int64_t mb_rows,
+                                bool backward, bool with_mtp) {
+  if (mb_rows <= 0 || batch.rows % mb_rows != 0)
+    throw std::invalid_argument("batch rows must be a multiple of the micro-batch rows");
+  const int64_t n_mb = batch.rows / mb_rows;
+  const LossScale scale = loss_scale_of(batch, with_mtp);
+  const int64_t P = table_.total();
+  if (backward) {
+    grads_.resize(static_cast<size_t>(std::max<int64_t>(n_mb, 1)));
+    for (auto& g : grads_) g.resize(static_cast<size_t>(P));
+  }
+  std::vector<LossParts<T>> parts(static_cast<size_t>(n_mb));
+  std::vector<std::vector<std::vector<int64_t>>> counts(static_cast<size_t>(n_mb));
+  parallel_for(n_mb, threads_, [&](int64_t i, int w) {
+    const Batch mb = batch.slice(i * mb_rows, mb_rows);
+    T* g = nullptr;
+    if (backward) {
+      std::fill(grads_[i].begin(), grads_[i].end(), T(0));
+      g = grads_[i].data();
+    }
+    parts[i] = workers_[w]->step(params, g, mb, scale, with_mtp);
+    counts[i] = workers_[w]->expert_counts();
+  });
+  if (backward) tree_reduce(grads_, 0, n_mb, P, threads_);
+  // Scalars follow the same canonical tree as the gradients.
+  std::vector<T> ce(n_mb), mtp(n_mb), bal(n_mb), ce_sum(n_mb);
+  LossParts<T> out;
+  for (int64_t i = 0; i < n_mb; ++i) {
+    ce[i] = parts[i].ce, mtp[i] = parts[i].mtp, bal[i] = parts[i].bal;
+    ce_sum[i] = parts[i].ce_sum;
+    out.ce_count += parts[i].ce_count;
+  }
+  if (n_mb > 0) {
+    out.ce = tree_sum(ce, 0, n_mb), out.mtp = tree_sum(mtp, 0, n_mb);
+    out.bal = tree_sum(bal, 0, n_mb), out.ce_sum = tree_sum(ce_sum, 0, n_mb);
+  }
+  counts_.assign(static_cast<size_t>(mcfg_.n_layers), {});
+  for (int64_t i = 0; i < n_mb; ++i)
+    for (size_t l = 0; l < counts[i].size(); ++l) {
+      auto& dst = counts_[l];
+      if (dst.size() < counts[i][l].size()) dst.resize(counts[i][l].size(), 0);
+      for (size_t e = 0; e < counts[i][l].size(); ++e) dst[e] += counts[i][l][e];
+    }
+  return out;
+}
+
+template class GradEngine<float>;
+template class GradEngine<double>;
+
+namespace {
+int resolve_threads(int64_t configured) {
+  if (configured > 0) return static_cast<int>(configured);
+  return std::max(1u, std::thread::hardware_concurrency());
+}
+}  // namespace
+
+Trainer::Trainer(const JobConfig& c)
+    : cfg(c),
+      table(c.model),
+      params(static_cast<size_t>(table.total())),
+      threads_(resolve_threads(c.train.threads)),
+      adamw_(table, c.optimizer, c.train.weight_decay) {
+  corpus_ = std::make_unique<Corpus>(load_fortunes(c.data.corpus_dir, c.data.val_modulus));
+  train_stream_ =
+      std::make_unique<PackedStream>(&corpus_->train, c.train.seed, true, c.model.seq_len);
+  val_stream_ = std::make_unique<PackedStream>(&corpus_->val, c.train.seed, false, c.model.seq_len);
+  engine_ = std::make_unique<GradEngine<float>>(cfg.model, table, threads_);
+  init_params(table, c.train.seed, params.data());
+}
+
+Trainer::~Trainer() = default;
+
+StepStats Trainer::train_step(int64_t step) {
+  const Batch batch = train_batch(*train_stream_, step, cfg.train.batch_size);
+  LossParts<float> lp =
+      engine_->run(params.data(), batch, cfg.train.micro_batch_rows, true, cfg.model.mtp_depth > 0);
+  StepStats st;
+  st.step = step;
+  st.ce = lp.ce, st.mtp = lp.mtp, st.bal = lp.bal, st.loss = lp.total();
+  st.tokens = lp.ce_count;
+  st.lr = lr_at(cfg.train, step);
+  st.grad_norm = global_grad_norm(table, engine_->grad().data());
+  const double clip = cfg.train.grad_clip;
+  const double scale = (clip > 0 && st.grad_norm > clip) ? clip / (st.grad_norm + 1e-6) : 1.0;
+  adamw_.update(params.data(), engine_->grad().data(), st.lr, scale, step);
+  // Auxiliary-loss-free balancing: the bias follows the whole global batch's counts.
+  for (int64_t l = 0; l < cfg.model.n_layers; ++l) {
+    if (!cfg.model.is_moe_layer(l)) continue;
+    const std::string name =
+        "model.layers." + std::to_string(l) + ".mlp.gate.e_score_correction_bias";
+    moe_bias_update(cfg.model, engine_->counts()[l].data(), params.data() + table.offset(name));
+  }
+  return st;
+}
+
+double Trainer::validate() {
+  int64_t rows = cfg.data.val_rows_max;
+  const int64_t mb = cfg.train.micro_batch_rows;
+  rows = std::max<int64_t>(mb, rows / mb * mb);
+  const Batch batch = val_stream_->rows(0, rows);
+  LossParts<float> lp = engine_->run(params.data(), batch, mb, false, false);
+  return lp.ce_count > 0 ? double(lp.ce_sum) / double(lp.ce_count) : 0.0;
+}
+
+uint64_t Trainer::weights_hash() const {
+  return XXH64(params.data(), params.size() * sizeof(float), 0);
+}
+
+}  // namespace troupe::model
