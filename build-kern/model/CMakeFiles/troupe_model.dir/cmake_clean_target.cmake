@@ -1,3 +1,0 @@
-file(REMOVE_RECURSE
-  "libtroupe_model.a"
-)
