@@ -2,6 +2,7 @@
 #include <fstream>
 #include <iterator>
 #include <nlohmann/json.hpp>
+#include <thread>
 
 #include "launch/commands.h"
 #include "model/data.h"

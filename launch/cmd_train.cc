@@ -7,6 +7,7 @@
 #include "launch/commands.h"
 #include "launch/progress.h"
 #include "model/config_parse.h"
+#include "model/flops.h"
 #include "model/trainer.h"
 #include "model/weights_io.h"
 
@@ -26,7 +27,10 @@ void print_params(const model::ParamTable& table) {
   int64_t by_group[4] = {0, 0, 0, 0};
   for (const auto& p : table.all()) {
     std::string shape;
-    for (size_t i = 0; i < p.shape.size(); ++i) shape += (i ? "x" : "") + std::to_string(p.shape[i]);
+    for (size_t i = 0; i < p.shape.size(); ++i) {
+      if (i) shape.push_back('x');
+      shape.append(std::to_string(p.shape[i]));
+    }
     std::printf("%-60s %-12s %-16s %ld\n", p.name.c_str(), shape.c_str(),
                 model::opt_group_name(p.group), long(p.numel));
     by_group[static_cast<int>(p.group)] += p.numel;
@@ -99,10 +103,13 @@ void run_train(const TrainArgs& a) {
       model::weights_to_safetensors(trainer.table, trainer.params.data(), cfg.model,
                                     cfg.train.seed));
   std::printf(
-      "summary: steps %ld  loss %.4f  val_loss %.4f  wall %s  %.0f tok/s  weights %016lx\n"
+      "summary: steps %ld  loss %.4f  val_loss %.4f  wall %s  %.0f tok/s  %.2f GFLOP/s  "
+      "weights %016lx\n"
       "run dir: %s (metrics.jsonl, weights.safetensors, config.json)\n",
       long(steps), last_loss, last_val, format_duration(wall).c_str(),
       double(steps * cfg.train.batch_size * cfg.model.seq_len) / wall,
+      double(steps * cfg.train.batch_size * cfg.model.seq_len) *
+          model::train_flops_per_token(cfg.model) / wall * 1e-9,
       (unsigned long)trainer.weights_hash(), a.run_dir.c_str());
 }
 

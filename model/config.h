@@ -54,28 +54,29 @@ struct ModelConfig {  // [model]: SPEC-model.md §2
 
 struct DataConfig {  // [data]
   std::string corpus_dir = "/usr/share/games/fortunes";
-  int64_t val_modulus = 20;  // a document is validation when xxh64(text,0) % val_modulus == 0
-  int64_t val_rows_max = 64; // rows of T evaluated at each validation (0 = all)
-  bool shuffle = true;       // shuffle training documents, a new order each epoch
+  int64_t val_modulus = 20;   // a document is validation when xxh64(text,0) % val_modulus == 0
+  int64_t val_rows_max = 64;  // rows of T evaluated at each validation (0 = all)
+  bool shuffle = true;        // shuffle training documents, a new order each epoch
   bool operator==(const DataConfig&) const = default;
 };
 
 struct TrainConfig {  // [train]
   int64_t steps = 600;
-  int64_t batch_size = 16;        // global rows of T per step
-  int64_t micro_batch_rows = 2;   // rows per logical micro-batch (the unit of determinism)
+  int64_t batch_size = 16;       // global rows of T per step
+  int64_t micro_batch_rows = 2;  // rows per logical micro-batch (the unit of determinism)
   double lr = 3e-3;
   int64_t warmup_steps = 50;
-  double min_lr_ratio = 0.1;      // cosine decays to lr·min_lr_ratio
+  double min_lr_ratio = 0.1;  // cosine decays to lr·min_lr_ratio
   double weight_decay = 0.1;
   double grad_clip = 1.0;
   uint64_t seed = 1234;
-  int64_t eval_every = 100;       // steps between validations (the last step always runs one)
-  int64_t threads = 0;            // compute threads; 0 = all cores. Never changes results.
+  // Steps between validations; 0 = none but the last (the last step always runs one).
+  int64_t eval_every = 100;
+  int64_t threads = 0;  // compute threads; 0 = all cores. Never changes results.
   bool operator==(const TrainConfig&) const = default;
 };
 
-struct OptimizerConfig {  // [optimizer]
+struct OptimizerConfig {       // [optimizer]
   std::string name = "adamw";  // registry: adamw (muon: issue 4)
   double beta1 = 0.9;
   double beta2 = 0.95;

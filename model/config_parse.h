@@ -8,11 +8,10 @@
 //   configs/x.toml:3: model.n_heads = -2: must be a positive integer
 //   --set model.top_k=abc: not a TOML value
 #include <cstdint>
+#include <nlohmann/json.hpp>
 #include <stdexcept>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "model/config.h"
 

@@ -26,14 +26,17 @@ void check_shape(const ParamTable& t, const std::string& name, std::vector<int64
 // The forward with x given separately, so MoE experts read their gathered inputs in place.
 // x (N,C) -> out (N,C) = beta·out + W2 (silu(W1 x) ⊙ W3 x)
 template <typename T>
-void swiglu_forward_from(const SwigluLayout& L, const T* params, const T* x, int64_t N,
-                         int64_t C, T* out, SwigluCache<T>& c, T beta) {
+void swiglu_forward_from(const SwigluLayout& L, const T* params, const T* x, int64_t N, int64_t C,
+                         T* out, SwigluCache<T>& c, T beta) {
   const int64_t I = L.inter;
   c.N = N, c.C = C, c.I = I;
-  c.a.resize(N * I), c.b.resize(N * I), c.h.resize(N * I);
+  c.a.resize(N * I), c.b.resize(N * I), c.sig.resize(N * I), c.h.resize(N * I);
   k::linear_forward(x, params + L.gate, c.a.data(), N, C, I);  // a = W1 x
   k::linear_forward(x, params + L.up, c.b.data(), N, C, I);    // b = W3 x
-  for (int64_t j = 0; j < N * I; ++j) c.h[j] = c.a[j] * k::sigmoid(c.a[j]) * c.b[j];
+  for (int64_t j = 0; j < N * I; ++j) {
+    c.sig[j] = k::sigmoid(c.a[j]);
+    c.h[j] = c.a[j] * c.sig[j] * c.b[j];  // silu(a) ⊙ b, silu(a) = a·σ(a)
+  }
   k::linear_forward(c.h.data(), params + L.down, out, N, I, C, beta);  // out = W2 h
 }
 
@@ -49,9 +52,9 @@ void swiglu_backward_from(const SwigluLayout& L, const T* params, T* grads, cons
   k::gemm<T>(k::Trans::N, k::Trans::N, N, I, C, dout, C, params + L.down, I, T(0), dh, I);
   k::linear_backward<T>(dout, c.h.data(), params + L.down, nullptr, grads + L.down, N, I, C);
   // h = silu(a) ⊙ b:  da = dh ⊙ b ⊙ silu'(a),  db = dh ⊙ silu(a)
-  // (silu and silu' spelled out as in kernels/cpu/ops.cc, sharing one exp)
+  // (silu and silu' spelled out as in kernels/cpu/ops.cc, from the stored σ(a))
   for (int64_t j = 0; j < N * I; ++j) {
-    const T a = c.a[j], sig = k::sigmoid(a), g = dh[j];
+    const T a = c.a[j], sig = c.sig[j], g = dh[j];
     c.db[j] = g * (a * sig);
     c.da[j] = g * c.b[j] * (sig * (T(1) + a * (T(1) - sig)));
   }
@@ -117,15 +120,12 @@ T top2_sum(const T* v, int64_t n) {
 
 void check_routing_config(const ModelConfig& cfg) {
   const int64_t E = cfg.n_routed_experts, G = cfg.n_group;
-  auto fail = [](const std::string& what) {
-    throw std::invalid_argument("model config: " + what);
-  };
+  auto fail = [](const std::string& what) { throw std::invalid_argument("model config: " + what); };
   if (E < 1 || E > moe_routed_experts_max)
     fail("n_routed_experts = " + std::to_string(E) + " must be in [1, " +
          std::to_string(moe_routed_experts_max) + "]");
   if (G < 1 || E % G != 0)
-    fail("n_group = " + std::to_string(G) + " must divide n_routed_experts = " +
-         std::to_string(E));
+    fail("n_group = " + std::to_string(G) + " must divide n_routed_experts = " + std::to_string(E));
   if (cfg.topk_group < 1 || cfg.topk_group > G)
     fail("topk_group = " + std::to_string(cfg.topk_group) + " must be in [1, n_group]");
   if (cfg.top_k < 1 || cfg.top_k > cfg.topk_group * (E / G))
@@ -266,8 +266,8 @@ T moe_forward(const ModelConfig& cfg, const MoeLayout& L, const T* params, const
     std::memcpy(&c.xs[row * C], &c.x[c.token_of[row] * C], sizeof(T) * C);
   for (int64_t e = 0; e < E; ++e) {
     const int64_t b = c.expert_begin[e], n = c.expert_begin[e + 1] - b;
-    swiglu_forward_from(L.experts[e], params, c.xs.data() + b * C, n, C, c.ys.data() + b * C, c.experts[e],
-                        T(0));
+    swiglu_forward_from(L.experts[e], params, c.xs.data() + b * C, n, C, c.ys.data() + b * C,
+                        c.experts[e], T(0));
   }
   // out_t += g_{t,r} · y_{e_r}(u_t), r in ascending expert id.
   for (int64_t t = 0; t < N; ++t)
@@ -339,8 +339,8 @@ void moe_experts_backward(const MoeLayout& L, const T* params, T* grads, const T
     }
   for (int64_t e = 0; e < c.E; ++e) {
     const int64_t b = c.expert_begin[e];
-    swiglu_backward_from(L.experts[e], params, grads, c.xs.data() + b * C, c.dys.data() + b * C, c.dxs.data() + b * C,
-                         c.experts[e]);
+    swiglu_backward_from(L.experts[e], params, grads, c.xs.data() + b * C, c.dys.data() + b * C,
+                         c.dxs.data() + b * C, c.experts[e]);
   }
   for (int64_t t = 0; t < N; ++t)
     for (int64_t r = 0; r < K; ++r) {
@@ -369,16 +369,16 @@ void moe_backward(const ModelConfig& cfg, const MoeLayout& L, const T* params, T
 
 // =======================================================================================
 
-#define TROUPE_FFN_INSTANTIATE(T)                                                            \
-  template void swiglu_forward<T>(const SwigluLayout&, const T*, const T*, int64_t, int64_t, \
-                                  T*, SwigluCache<T>&, T);                                   \
-  template void swiglu_backward<T>(const SwigluLayout&, const T*, T*, const T*, T*,          \
-                                   const SwigluCache<T>&);                                   \
-  template T moe_forward<T>(const ModelConfig&, const MoeLayout&, const T*, const T*,        \
-                            int64_t, int64_t, T, T*, MoeCache<T>&);                          \
-  template void moe_backward<T>(const ModelConfig&, const MoeLayout&, const T*, T*,          \
-                                const T*, T*, const MoeCache<T>&);                           \
-  template void moe_route_token<T>(const ModelConfig&, const T*, const T*, int32_t*, T*);    \
+#define TROUPE_FFN_INSTANTIATE(T)                                                                 \
+  template void swiglu_forward<T>(const SwigluLayout&, const T*, const T*, int64_t, int64_t, T*,  \
+                                  SwigluCache<T>&, T);                                            \
+  template void swiglu_backward<T>(const SwigluLayout&, const T*, T*, const T*, T*,               \
+                                   const SwigluCache<T>&);                                        \
+  template T moe_forward<T>(const ModelConfig&, const MoeLayout&, const T*, const T*, int64_t,    \
+                            int64_t, T, T*, MoeCache<T>&);                                        \
+  template void moe_backward<T>(const ModelConfig&, const MoeLayout&, const T*, T*, const T*, T*, \
+                                const MoeCache<T>&);                                              \
+  template void moe_route_token<T>(const ModelConfig&, const T*, const T*, int32_t*, T*);         \
   template void moe_bias_update<T>(const ModelConfig&, const int64_t*, T*);
 
 TROUPE_FFN_INSTANTIATE(float)

@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstring>
 #include <stdexcept>
 
 #include "kernels/cpu/gemm.h"
@@ -14,16 +13,34 @@ using kernels::Trans;
 
 namespace {
 
-// Dot product in 8 interleaved partial sums (lane = index mod 8) combined pairwise: the
-// order depends on n alone, and the compiler can vectorise it.
+// Dot product in 16 interleaved partial sums (lane = index mod 16), folded in halves:
+// the order depends on n alone, and the compiler vectorises it into 2 independent chains
+// (measured at n = 128: 8 lanes is latency-bound, 32 lanes pays for its longer fold).
 template <typename T>
 T dot(const T* a, const T* b, int64_t n) {
-  T acc[8] = {};
+  constexpr int64_t W = 16;
+  T acc[W] = {};
   int64_t c = 0;
-  for (; c + 8 <= n; c += 8)
-    for (int l = 0; l < 8; ++l) acc[l] += a[c + l] * b[c + l];
-  for (int l = 0; c + l < n; ++l) acc[l] += a[c + l] * b[c + l];
-  return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+  for (; c + W <= n; c += W)
+    for (int64_t l = 0; l < W; ++l) acc[l] += a[c + l] * b[c + l];
+  for (int64_t l = 0; c + l < n; ++l) acc[l] += a[c + l] * b[c + l];
+  for (int64_t l = 0; l < 8; ++l) acc[l] += acc[l + 8];
+  for (int64_t l = 0; l < 4; ++l) acc[l] += acc[l + 4];
+  for (int64_t l = 0; l < 2; ++l) acc[l] += acc[l + 2];
+  return acc[0] + acc[1];
+}
+
+// y (n) = (accumulate ? y : 0) + Σ_k coef[k·coef_stride] · rows[k] (n), k ascending for
+// every element; rows (K, n) contiguous.
+template <typename T>
+void combine_rows(const T* coef, int64_t coef_stride, const T* rows, int64_t K, int64_t n, T* y,
+                  bool accumulate) {
+  if (!accumulate) std::fill(y, y + n, T(0));
+  for (int64_t k = 0; k < K; ++k) {
+    const T c = coef[k * coef_stride];
+    const T* r = rows + k * n;
+    for (int64_t i = 0; i < n; ++i) y[i] += c * r[i];
+  }
 }
 
 template <typename T>
@@ -35,8 +52,7 @@ void check_stage(MhcCache<T>& cache, typename MhcCache<T>::Stage expected, const
 
 template <typename T>
 void check_dims(const ModelConfig& cfg, const MhcCache<T>& cache, const char* where) {
-  if (cfg.hc_mult == cache.S && cfg.d_model == cache.C && cfg.sinkhorn_iters == cache.iters)
-    return;
+  if (cfg.hc_mult == cache.S && cfg.d_model == cache.C && cfg.sinkhorn_iters == cache.iters) return;
   throw std::logic_error(std::string(where) +
                          ": config (hc_mult, d_model, sinkhorn_iters) differs from the one "
                          "given to mhc_pre_forward");
@@ -45,100 +61,135 @@ void check_dims(const ModelConfig& cfg, const MhcCache<T>& cache, const char* wh
 // Sizes every buffer for N tokens; grows capacity only, so a reused cache never allocates.
 template <typename T>
 void prepare(MhcCache<T>& c, const ModelConfig& cfg, int64_t N) {
-  if (cfg.hc_mult < 1 || cfg.d_model < 1 || cfg.sinkhorn_iters < 1 || N < 0)
-    throw std::invalid_argument("mhc_pre_forward: need hc_mult, d_model, sinkhorn_iters >= 1 "
-                                "and N >= 0");
+  if (cfg.hc_mult < 1 || cfg.hc_mult > kStreamsMax || cfg.d_model < 1 || cfg.sinkhorn_iters < 1 ||
+      N < 0)
+    throw std::invalid_argument(
+        "mhc_pre_forward: need 1 <= hc_mult <= " + std::to_string(kStreamsMax) +
+        ", d_model >= 1, sinkhorn_iters >= 1, N >= 0; got hc_mult " + std::to_string(cfg.hc_mult) +
+        ", sinkhorn_iters " + std::to_string(cfg.sinkhorn_iters));
   c.N = N, c.S = cfg.hc_mult, c.C = cfg.d_model, c.iters = cfg.sinkhorn_iters;
-  const int64_t S = c.S, D = c.S * c.C, P = c.P();
+  const int64_t S = c.S, D = c.S * c.C, P = c.P(), lanes = c.blocks() * kMhcLanes;
   c.x.resize(N * D);
   c.xhat.resize(N * D);
   c.rstd.resize(N);
   c.proj.resize(N * P);
   c.h_pre.resize(N * S);
   c.h_post.resize(N * S);
-  c.sk_mat.resize(N * (2 * c.iters + 1) * S * S);
-  c.sk_sum.resize(N * c.iters * 2 * S);
+  c.sk_mat.resize(lanes * (2 * c.iters + 1) * S * S);
+  c.sk_sum.resize(lanes * c.iters * 2 * S);
   c.f.resize(N * c.C);
   c.dproj.resize(N * P);
   c.dxhat.resize(N * D);
-  c.scratch.resize(2 * S * S);
 }
 
-// htilde (S,S) -> mats (2·iters+1, S, S), sums (iters, 2, S). mats[0] = exp(H̃ − max H̃);
-// round t writes its row-normalised matrix to mats[2t+1] (row sums to sums[t][0]) and
-// its column-normalised one to mats[2t+2] (column sums to sums[t][1]).
+constexpr int64_t kL = kMhcLanes;
+
+// One block of kL tokens, token-minor (element [..., l] belongs to lane l):
+// htilde (S,S,kL) -> mats (2·iters+1, S,S,kL), sums (iters, 2, S,kL). mats[0] =
+// exp(H̃ − max H̃) per token; round t writes its row-normalised matrix to mats[2t+1] (row
+// sums to sums[t][0]) and its column-normalised one to mats[2t+2] (column sums to
+// sums[t][1]). Every lane runs the scalar algorithm of its own token; the lane loops
+// are what the compiler vectorises.
 template <typename T>
 void sinkhorn_forward(const T* htilde, int64_t S, int64_t iters, T* mats, T* sums) {
   const int64_t SS = S * S;
-  T mx = htilde[0];
-  for (int64_t i = 1; i < SS; ++i) mx = std::max(mx, htilde[i]);
-  for (int64_t i = 0; i < SS; ++i) mats[i] = std::exp(htilde[i] - mx);
+  T w[kStreamsMax * kStreamsMax * kL], cs[kStreamsMax * kL], r[kL], mx[kL];
+  for (int64_t l = 0; l < kL; ++l) mx[l] = htilde[l];
+  for (int64_t e = 1; e < SS; ++e)
+    for (int64_t l = 0; l < kL; ++l) mx[l] = std::max(mx[l], htilde[e * kL + l]);
+  for (int64_t e = 0; e < SS; ++e)
+    for (int64_t l = 0; l < kL; ++l) w[e * kL + l] = std::exp(htilde[e * kL + l] - mx[l]);
+  std::copy(w, w + SS * kL, mats);
   for (int64_t t = 0; t < iters; ++t) {
-    const T* m = mats + 2 * t * SS;
-    T* a = mats + (2 * t + 1) * SS;
-    T* b = a + SS;
-    T* rs = sums + 2 * t * S;
-    T* cs = rs + S;
-    for (int64_t i = 0; i < S; ++i) {  // a = diag(1/rs) m,  rs = m 1
-      T r = 0;
-      for (int64_t j = 0; j < S; ++j) r += m[i * S + j];
-      rs[i] = r;
-      for (int64_t j = 0; j < S; ++j) a[i * S + j] = m[i * S + j] / r;
+    T* rs = sums + 2 * t * S * kL;
+    for (int64_t i = 0; i < S; ++i) {  // w ← diag(1/rs) w,  rs = w 1
+      T* row = w + i * S * kL;
+      for (int64_t l = 0; l < kL; ++l) r[l] = 0;
+      for (int64_t j = 0; j < S; ++j)
+        for (int64_t l = 0; l < kL; ++l) r[l] += row[j * kL + l];
+      for (int64_t j = 0; j < S; ++j)
+        for (int64_t l = 0; l < kL; ++l) row[j * kL + l] /= r[l];
+      std::copy(r, r + kL, rs + i * kL);
     }
-    for (int64_t j = 0; j < S; ++j) cs[j] = 0;  // b = a diag(1/cs),  cs = 1ᵀ a
+    std::copy(w, w + SS * kL, mats + (2 * t + 1) * SS * kL);
+    std::fill(cs, cs + S * kL, T(0));  // w ← w diag(1/cs),  cs = 1ᵀ w
     for (int64_t i = 0; i < S; ++i)
-      for (int64_t j = 0; j < S; ++j) cs[j] += a[i * S + j];
+      for (int64_t jl = 0; jl < S * kL; ++jl) cs[jl] += w[i * S * kL + jl];
     for (int64_t i = 0; i < S; ++i)
-      for (int64_t j = 0; j < S; ++j) b[i * S + j] = a[i * S + j] / cs[j];
+      for (int64_t jl = 0; jl < S * kL; ++jl) w[i * S * kL + jl] /= cs[jl];
+    std::copy(cs, cs + S * kL, rs + S * kL);
+    std::copy(w, w + SS * kL, mats + (2 * t + 2) * SS * kL);
   }
 }
 
-// d (S,S): in dH_res, out dH̃ (overwritten). Undoes the rounds of sinkhorn_forward in
-// reverse, from what it stored; colsum (S) is work space.
+// One block, as sinkhorn_forward: d (S,S,kL), in dH_res, out dH̃ (overwritten). Undoes
+// the rounds in reverse from what the forward stored. It multiplies by reciprocals
+// (S divisions a step instead of S²), a choice of the backward alone.
 template <typename T>
-void sinkhorn_backward(const T* mats, const T* sums, int64_t S, int64_t iters, T* d,
-                       T* colsum) {
+void sinkhorn_backward(const T* mats, const T* sums, int64_t S, int64_t iters, T* d) {
   const int64_t SS = S * S;
+  T acc[kStreamsMax * kL], inv[kStreamsMax * kL];
   for (int64_t t = iters - 1; t >= 0; --t) {
-    const T* a = mats + (2 * t + 1) * SS;
-    const T* b = a + SS;
-    const T* rs = sums + 2 * t * S;
-    const T* cs = rs + S;
+    const T* a = mats + (2 * t + 1) * SS * kL;
+    const T* b = a + SS * kL;
+    const T* rs = sums + 2 * t * S * kL;
+    const T* cs = rs + S * kL;
     // b_ij = a_ij / cs_j  =>  da_ij = (db_ij − Σ_k db_kj b_kj) / cs_j
-    for (int64_t j = 0; j < S; ++j) colsum[j] = 0;
+    for (int64_t jl = 0; jl < S * kL; ++jl) acc[jl] = 0, inv[jl] = T(1) / cs[jl];
     for (int64_t i = 0; i < S; ++i)
-      for (int64_t j = 0; j < S; ++j) colsum[j] += d[i * S + j] * b[i * S + j];
+      for (int64_t jl = 0; jl < S * kL; ++jl) acc[jl] += d[i * S * kL + jl] * b[i * S * kL + jl];
     for (int64_t i = 0; i < S; ++i)
-      for (int64_t j = 0; j < S; ++j) d[i * S + j] = (d[i * S + j] - colsum[j]) / cs[j];
+      for (int64_t jl = 0; jl < S * kL; ++jl)
+        d[i * S * kL + jl] = (d[i * S * kL + jl] - acc[jl]) * inv[jl];
     // a_ij = m_ij / rs_i  =>  dm_ij = (da_ij − Σ_k da_ik a_ik) / rs_i
     for (int64_t i = 0; i < S; ++i) {
-      T s = 0;
-      for (int64_t j = 0; j < S; ++j) s += d[i * S + j] * a[i * S + j];
-      for (int64_t j = 0; j < S; ++j) d[i * S + j] = (d[i * S + j] - s) / rs[i];
+      T* drow = d + i * S * kL;
+      const T* arow = a + i * S * kL;
+      for (int64_t l = 0; l < kL; ++l) acc[l] = 0, inv[l] = T(1) / rs[i * kL + l];
+      for (int64_t j = 0; j < S; ++j)
+        for (int64_t l = 0; l < kL; ++l) acc[l] += drow[j * kL + l] * arow[j * kL + l];
+      for (int64_t j = 0; j < S; ++j)
+        for (int64_t l = 0; l < kL; ++l) drow[j * kL + l] = (drow[j * kL + l] - acc[l]) * inv[l];
     }
   }
   // mats[0] = exp(H̃ − max H̃): dH̃ = dm ⊙ mats[0]. The max is held constant: the result
   // is invariant to a scale of mats[0], so its gradient through the max is zero.
-  for (int64_t i = 0; i < SS; ++i) d[i] *= mats[i];
+  for (int64_t e = 0; e < SS * kL; ++e) d[e] *= mats[e];
 }
 
-// Token n's coefficients from its projection: H_pre, H_post and the Sinkhorn sequence.
+// Block `block`'s coefficients from its projections: H_pre, H_post and the Sinkhorn
+// sequence of H_res. Padding lanes get H̃ = 0.
 template <typename T>
-void coefficients_forward(const MhcLayout& L, const T* params, int64_t n, MhcCache<T>& c) {
+void coefficients_forward(const MhcLayout& L, const T* params, int64_t block, MhcCache<T>& c) {
   const int64_t S = c.S, SS = S * S, P = c.P();
-  const T* pr = c.proj.data() + n * P;
   const T a_pre = params[L.alpha_pre], a_post = params[L.alpha_post];
   const T a_res = params[L.alpha_res];
-  T* hp = c.h_pre.data() + n * S;
-  T* ho = c.h_post.data() + n * S;
-  for (int64_t i = 0; i < S; ++i) {
-    hp[i] = kernels::sigmoid<T>(a_pre * pr[i] + params[L.b_pre + i]);
-    ho[i] = T(2) * kernels::sigmoid<T>(a_post * pr[S + i] + params[L.b_post + i]);
+  T htilde[kStreamsMax * kStreamsMax * kL];
+  for (int64_t l = 0; l < kL; ++l) {
+    const int64_t n = block * kL + l;
+    if (n >= c.N) {
+      for (int64_t e = 0; e < SS; ++e) htilde[e * kL + l] = 0;
+      continue;
+    }
+    const T* pr = c.proj.data() + n * P;
+    T* hp = c.h_pre.data() + n * S;
+    T* ho = c.h_post.data() + n * S;
+    for (int64_t i = 0; i < S; ++i) {
+      hp[i] = kernels::sigmoid<T>(a_pre * pr[i] + params[L.b_pre + i]);
+      ho[i] = T(2) * kernels::sigmoid<T>(a_post * pr[S + i] + params[L.b_post + i]);
+    }
+    for (int64_t e = 0; e < SS; ++e)
+      htilde[e * kL + l] = a_res * pr[2 * S + e] + params[L.b_res + e];
   }
-  T* htilde = c.scratch.data();
-  for (int64_t r = 0; r < SS; ++r) htilde[r] = a_res * pr[2 * S + r] + params[L.b_res + r];
-  sinkhorn_forward(htilde, S, c.iters, c.sk_mat.data() + n * (2 * c.iters + 1) * SS,
-                   c.sk_sum.data() + n * c.iters * 2 * S);
+  sinkhorn_forward(htilde, S, c.iters, c.sk_mat.data() + block * (2 * c.iters + 1) * SS * kL,
+                   c.sk_sum.data() + block * c.iters * 2 * S * kL);
+}
+
+// H (S,S) of token n, gathered from its lane.
+template <typename T>
+void gather_h_res(const MhcCache<T>& c, int64_t n, T* H) {
+  for (int64_t k = 0; k < c.S; ++k)
+    for (int64_t j = 0; j < c.S; ++j) H[k * c.S + j] = c.h_res(n, k, j);
 }
 
 // proj (N,P) = x̂ (N,D) · [φ_pre; φ_post; φ_res]ᵀ, one GEMM per tensor.
@@ -148,8 +199,7 @@ void project(const MhcLayout& L, const T* params, MhcCache<T>& c) {
   const T* xh = c.xhat.data();
   T* pr = c.proj.data();
   kernels::gemm<T>(Trans::N, Trans::T, c.N, S, D, xh, D, params + L.phi_pre, D, T(0), pr, P);
-  kernels::gemm<T>(Trans::N, Trans::T, c.N, S, D, xh, D, params + L.phi_post, D, T(0), pr + S,
-                   P);
+  kernels::gemm<T>(Trans::N, Trans::T, c.N, S, D, xh, D, params + L.phi_post, D, T(0), pr + S, P);
   kernels::gemm<T>(Trans::N, Trans::T, c.N, S * S, D, xh, D, params + L.phi_res, D, T(0),
                    pr + 2 * S, P);
 }
@@ -157,8 +207,7 @@ void project(const MhcLayout& L, const T* params, MhcCache<T>& c) {
 // For the rows [off, off+rows) of proj: dφ (rows,D) += dprojᵀ · x̂, and
 // dx̂ (N,D) = beta·dx̂ + dproj · φ.
 template <typename T>
-void projection_backward(const T* phi, T* dphi, int64_t off, int64_t rows, T beta,
-                         MhcCache<T>& c) {
+void projection_backward(const T* phi, T* dphi, int64_t off, int64_t rows, T beta, MhcCache<T>& c) {
   const int64_t D = c.S * c.C, P = c.P();
   const T* dp = c.dproj.data() + off;
   kernels::gemm<T>(Trans::T, Trans::N, rows, D, c.N, dp, P, c.xhat.data(), D, T(1), dphi, D);
@@ -170,45 +219,62 @@ template <typename T>
 void streams_post_backward(const T* dY, T* dx, T* df, int64_t n, const MhcCache<T>& c) {
   const int64_t S = c.S, C = c.C;
   const T* ho = c.h_post.data() + n * S;
-  const T* H = c.h_res(n);
-  for (int64_t i = 0; i < C; ++i) df[i] = 0;
-  for (int64_t k = 0; k < S; ++k)
-    for (int64_t i = 0; i < C; ++i) df[i] += ho[k] * dY[k * C + i];
-  for (int64_t j = 0; j < S; ++j)
-    for (int64_t k = 0; k < S; ++k) {
-      const T h = H[k * S + j];
-      for (int64_t i = 0; i < C; ++i) dx[j * C + i] += h * dY[k * C + i];
-    }
+  T H[kStreamsMax * kStreamsMax];
+  gather_h_res(c, n, H);
+  combine_rows(ho, 1, dY, S, C, df, false);
+  for (int64_t j = 0; j < S; ++j) combine_rows(H + j, S, dY, S, C, dx + j * C, true);
 }
 
-// Token n: the gradients of H_post and H_res, through σ and Sinkhorn to their logits;
-// writes dproj's post and res columns, accumulates the b gradients, returns the α terms.
+// Token n: H_post = 2σ(z) with dH_post[k] = dY_k · f, so dz = dH_post · H_post (1 − H_post/2);
+// writes dproj's post columns, accumulates db_post, returns the α_post term.
 template <typename T>
-void coefficients_post_backward(const MhcLayout& L, const T* params, T* grads, const T* dY,
-                                int64_t n, MhcCache<T>& c, T& dalpha_post, T& dalpha_res) {
-  const int64_t S = c.S, SS = S * S, C = c.C, P = c.P();
-  const T* x = c.x.data() + n * S * C;
+T post_coefficient_backward(const MhcLayout& L, const T* params, T* grads, const T* dY, int64_t n,
+                            MhcCache<T>& c) {
+  const int64_t S = c.S, C = c.C, P = c.P();
   const T* f = c.f.data() + n * C;
   const T* ho = c.h_post.data() + n * S;
   const T* pr = c.proj.data() + n * P;
   T* dp = c.dproj.data() + n * P;
-  const T a_post = params[L.alpha_post], a_res = params[L.alpha_res];
-  for (int64_t k = 0; k < S; ++k) {  // H_post = 2σ(z): dz = dH_post · H_post (1 − H_post/2)
+  T dalpha = 0;
+  for (int64_t k = 0; k < S; ++k) {
     const T dz = dot(dY + k * C, f, C) * ho[k] * (T(1) - ho[k] / T(2));
-    dalpha_post += dz * pr[S + k];
+    dalpha += dz * pr[S + k];
     grads[L.b_post + k] += dz;
-    dp[S + k] = a_post * dz;
+    dp[S + k] = params[L.alpha_post] * dz;
   }
-  T* d = c.scratch.data();
-  for (int64_t k = 0; k < S; ++k)  // dH_res[k,j] = dY_k · X_j
-    for (int64_t j = 0; j < S; ++j) d[k * S + j] = dot(dY + k * C, x + j * C, C);
-  sinkhorn_backward(c.sk_mat.data() + n * (2 * c.iters + 1) * SS,
-                    c.sk_sum.data() + n * c.iters * 2 * S, S, c.iters, d, d + SS);
-  for (int64_t r = 0; r < SS; ++r) {  // H̃ = α_res · proj_res + b_res
-    dalpha_res += d[r] * pr[2 * S + r];
-    grads[L.b_res + r] += d[r];
-    dp[2 * S + r] = a_res * d[r];
+  return dalpha;
+}
+
+// Block `block`: dH_res[k,j] = dY_k · X_j per token, through the Sinkhorn rounds to dH̃ =
+// α_res · proj_res + b_res; writes dproj's res columns, accumulates db_res, returns the
+// α_res term (tokens in order).
+template <typename T>
+T res_coefficient_backward(const MhcLayout& L, const T* params, T* grads, const T* dXout,
+                           int64_t block, MhcCache<T>& c) {
+  const int64_t S = c.S, SS = S * S, C = c.C, D = S * C, P = c.P();
+  const int64_t n0 = block * kL, count = std::min(kL, c.N - n0);
+  T d[kStreamsMax * kStreamsMax * kL];
+  std::fill(d, d + SS * kL, T(0));
+  for (int64_t l = 0; l < count; ++l) {
+    const T* dY = dXout + (n0 + l) * D;
+    const T* x = c.x.data() + (n0 + l) * D;
+    for (int64_t k = 0; k < S; ++k)
+      for (int64_t j = 0; j < S; ++j) d[(k * S + j) * kL + l] = dot(dY + k * C, x + j * C, C);
   }
+  sinkhorn_backward(c.sk_mat.data() + block * (2 * c.iters + 1) * SS * kL,
+                    c.sk_sum.data() + block * c.iters * 2 * S * kL, S, c.iters, d);
+  T dalpha = 0;
+  for (int64_t l = 0; l < count; ++l) {
+    const T* pr = c.proj.data() + (n0 + l) * P + 2 * S;
+    T* dp = c.dproj.data() + (n0 + l) * P + 2 * S;
+    for (int64_t e = 0; e < SS; ++e) {
+      const T g = d[e * kL + l];
+      dalpha += g * pr[e];
+      grads[L.b_res + e] += g;
+      dp[e] = params[L.alpha_res] * g;
+    }
+  }
+  return dalpha;
 }
 
 }  // namespace
@@ -245,18 +311,17 @@ void mhc_pre_forward(const ModelConfig& cfg, const MhcLayout& L, const T* params
   const int64_t S = cache.S, C = cache.C, D = S * C;
   std::copy(X, X + N * D, cache.x.data());
   // x̂ = vec(X) / sqrt(mean(vec(X)²) + eps), no weight
-  kernels::rmsnorm_forward<T>(X, nullptr, T(cfg.rms_norm_eps), cache.xhat.data(),
-                              cache.rstd.data(), N, D);
+  kernels::rmsnorm_forward<T>(X, nullptr, T(cfg.rms_norm_eps), cache.xhat.data(), cache.rstd.data(),
+                              N, D);
   project(L, params, cache);
+  for (int64_t block = 0; block < cache.blocks(); ++block)
+    coefficients_forward(L, params, block, cache);
   for (int64_t n = 0; n < N; ++n) {
-    coefficients_forward(L, params, n, cache);
     // u = Σ_j H_pre[j] X_j
     const T* x = X + n * D;
     const T* hp = cache.h_pre.data() + n * S;
     T* un = u + n * C;
-    for (int64_t i = 0; i < C; ++i) un[i] = 0;
-    for (int64_t j = 0; j < S; ++j)
-      for (int64_t i = 0; i < C; ++i) un[i] += hp[j] * x[j * C + i];
+    combine_rows(hp, 1, x, S, C, un, false);
   }
   cache.stage = MhcCache<T>::Stage::PreForward;
 }
@@ -273,14 +338,13 @@ void mhc_post_forward(const ModelConfig& cfg, const MhcLayout& /*L*/, const T* /
     // X'_k = Σ_j H_res[k,j] X_j + H_post[k] · f
     const T* x = X + n * D;
     const T* fn = f + n * C;
-    const T* H = cache.h_res(n);
     const T* ho = cache.h_post.data() + n * S;
+    T H[kStreamsMax * kStreamsMax];
+    gather_h_res(cache, n, H);
     for (int64_t k = 0; k < S; ++k) {
       T* y = Xout + n * D + k * C;
-      for (int64_t i = 0; i < C; ++i) y[i] = 0;
-      for (int64_t j = 0; j < S; ++j)
-        for (int64_t i = 0; i < C; ++i) y[i] += H[k * S + j] * x[j * C + i];
-      for (int64_t i = 0; i < C; ++i) y[i] += ho[k] * fn[i];
+      combine_rows(H + k * S, 1, x, S, C, y, false);
+      combine_rows(ho + k, 1, fn, 1, C, y, true);
     }
   }
   cache.stage = MhcCache<T>::Stage::PostForward;
@@ -296,9 +360,10 @@ void mhc_post_backward(const ModelConfig& cfg, const MhcLayout& L, const T* para
   T dalpha_post = 0, dalpha_res = 0;
   for (int64_t n = 0; n < N; ++n) {
     streams_post_backward(dXout + n * D, dX + n * D, df + n * C, n, cache);
-    coefficients_post_backward(L, params, grads, dXout + n * D, n, cache, dalpha_post,
-                               dalpha_res);
+    dalpha_post += post_coefficient_backward(L, params, grads, dXout + n * D, n, cache);
   }
+  for (int64_t block = 0; block < cache.blocks(); ++block)
+    dalpha_res += res_coefficient_backward(L, params, grads, dXout, block, cache);
   grads[L.alpha_post] += dalpha_post;
   grads[L.alpha_res] += dalpha_res;
   // dφ_post, dφ_res += dprojᵀ x̂;  dx̂ = dproj_post φ_post + dproj_res φ_res
@@ -336,21 +401,21 @@ void mhc_pre_backward(const ModelConfig& cfg, const MhcLayout& L, const T* param
   grads[L.alpha_pre] += dalpha_pre;
   projection_backward(params + L.phi_pre, grads + L.phi_pre, 0, S, T(1), cache);
   // x̂ = RMSNorm(vec(X)): dX += rstd·dx̂ − X·rstd³/D·(dx̂·X)
-  kernels::rmsnorm_backward<T>(cache.dxhat.data(), cache.x.data(), nullptr, cache.rstd.data(),
-                               dX, nullptr, N, D);
+  kernels::rmsnorm_backward<T>(cache.dxhat.data(), cache.x.data(), nullptr, cache.rstd.data(), dX,
+                               nullptr, N, D);
   cache.stage = MhcCache<T>::Stage::Empty;
 }
 
-#define TROUPE_MHC_INSTANTIATE(T)                                                             \
-  template struct MhcCache<T>;                                                                \
-  template void mhc_pre_forward<T>(const ModelConfig&, const MhcLayout&, const T*, const T*,  \
-                                   int64_t, T*, MhcCache<T>&);                                \
-  template void mhc_post_forward<T>(const ModelConfig&, const MhcLayout&, const T*, const T*, \
-                                    const T*, T*, MhcCache<T>&);                              \
-  template void mhc_post_backward<T>(const ModelConfig&, const MhcLayout&, const T*, T*,      \
-                                     const T*, T*, T*, MhcCache<T>&);                         \
-  template void mhc_pre_backward<T>(const ModelConfig&, const MhcLayout&, const T*, T*,       \
-                                    const T*, T*, MhcCache<T>&);
+#define TROUPE_MHC_INSTANTIATE(T)                                                                  \
+  template struct MhcCache<T>;                                                                     \
+  template void mhc_pre_forward<T>(const ModelConfig&, const MhcLayout&, const T*, const T*,       \
+                                   int64_t, T*, MhcCache<T>&);                                     \
+  template void mhc_post_forward<T>(const ModelConfig&, const MhcLayout&, const T*, const T*,      \
+                                    const T*, T*, MhcCache<T>&);                                   \
+  template void mhc_post_backward<T>(const ModelConfig&, const MhcLayout&, const T*, T*, const T*, \
+                                     T*, T*, MhcCache<T>&);                                        \
+  template void mhc_pre_backward<T>(const ModelConfig&, const MhcLayout&, const T*, T*, const T*,  \
+                                    T*, MhcCache<T>&);
 
 TROUPE_MHC_INSTANTIATE(float)
 TROUPE_MHC_INSTANTIATE(double)

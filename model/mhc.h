@@ -39,11 +39,20 @@
 
 namespace troupe::model {
 
+// The most streams an mHC instance may have: the Sinkhorn work arrays (S² per token)
+// live on the stack. The mHC paper and the tiny/small configs use 4.
+constexpr int64_t kStreamsMax = 16;
+// Tokens whose Sinkhorn iterations run side by side, one per SIMD lane (8 floats fill an
+// AVX2 register). Each lane does exactly the scalar operations of its own token, so a
+// token's bits do not depend on its neighbours.
+constexpr int64_t kMhcLanes = 8;
+
 // Offsets into the parameter buffer of one mHC instance's tensors.
 struct MhcLayout {
   int64_t phi_pre, phi_post, phi_res, alpha_pre, alpha_post, alpha_res, b_pre, b_post, b_res;
   // prefix e.g. "model.layers.0.attn_hc."; throws std::out_of_range naming a missing
-  // tensor and std::invalid_argument when a shape disagrees with the table's config.
+  // tensor and std::invalid_argument naming a tensor whose shape disagrees with the n and
+  // n·C of phi_pre.
   static MhcLayout from(const ParamTable& table, const std::string& prefix);
 };
 
@@ -55,26 +64,33 @@ struct MhcCache {
   Stage stage = Stage::Empty;
   int64_t N = 0, S = 0, C = 0, iters = 0;
 
-  std::vector<T> x;        // (N,S,C) the input streams
-  std::vector<T> xhat;     // (N,S·C) RMSNorm of vec(X)
-  std::vector<T> rstd;     // (N)
-  std::vector<T> proj;     // (N,P) φ x̂, P = 2S + S²: [pre (S) | post (S) | res (S²)]
-  std::vector<T> h_pre;    // (N,S)
-  std::vector<T> h_post;   // (N,S)
-  std::vector<T> sk_mat;   // (N, 2·iters+1, S, S): exp(H̃−max), then per round the
-                           //   matrix after the row step and after the column step
-  std::vector<T> sk_sum;   // (N, iters, 2, S): per round the row sums, then column sums
-  std::vector<T> f;        // (N,C) the sublayer output given to mhc_post_forward
-  std::vector<T> dproj;    // (N,P) gradient w.r.t. φ x̂ (filled by the backward calls)
-  std::vector<T> dxhat;    // (N,S·C) gradient w.r.t. x̂ (accumulated across both calls)
-  std::vector<T> scratch;  // (2·S²) per-token work space of the Sinkhorn backward
+  std::vector<T> x;       // (N,S,C) the input streams
+  std::vector<T> xhat;    // (N,S·C) RMSNorm of vec(X)
+  std::vector<T> rstd;    // (N)
+  std::vector<T> proj;    // (N,P) φ x̂, P = 2S + S²: [pre (S) | post (S) | res (S²)]
+  std::vector<T> h_pre;   // (N,S)
+  std::vector<T> h_post;  // (N,S)
+  // Sinkhorn, for blocks of kMhcLanes tokens (token n is lane n % kMhcLanes of block
+  // n / kMhcLanes; lanes past N are padding):
+  std::vector<T> sk_mat;  // (blocks, 2·iters+1, S, S, lanes): exp(H̃−max), then per round
+                          //   the matrix after the row step and after the column step
+  std::vector<T> sk_sum;  // (blocks, iters, 2, S, lanes): per round the row sums, then
+                          //   the column sums
+  std::vector<T> f;       // (N,C) the sublayer output given to mhc_post_forward
+  std::vector<T> dproj;   // (N,P) gradient w.r.t. φ x̂ (filled by the backward calls)
+  std::vector<T> dxhat;   // (N,S·C) gradient w.r.t. x̂ (accumulated across both calls)
 
   int64_t P() const { return 2 * S + S * S; }
-  // H_res (S,S) of token n: the last matrix of its Sinkhorn sequence.
-  const T* h_res(int64_t n) const { return sk_mat.data() + (n * (2 * iters + 1) + 2 * iters) * S * S; }
+  int64_t blocks() const { return (N + kMhcLanes - 1) / kMhcLanes; }
+  // H_res[k,j] of token n: the last matrix of its Sinkhorn sequence.
+  T h_res(int64_t n, int64_t k, int64_t j) const {
+    const int64_t block = n / kMhcLanes, lane = n % kMhcLanes;
+    return sk_mat[((block * (2 * iters + 1) + 2 * iters) * S * S + k * S + j) * kMhcLanes + lane];
+  }
 };
 
 // X (N,S,C) -> u (N,C) overwritten; computes and caches x̂, H_pre, H_post, H_res.
+// Throws std::invalid_argument unless 1 <= hc_mult <= kStreamsMax and sinkhorn_iters >= 1.
 template <typename T>
 void mhc_pre_forward(const ModelConfig& cfg, const MhcLayout& L, const T* params, const T* X,
                      int64_t N, T* u, MhcCache<T>& cache);

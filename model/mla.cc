@@ -31,12 +31,10 @@ void require(bool ok, const char* what) {
   if (!ok) throw std::invalid_argument(std::string("mla: ") + what);
 }
 
-// y (n) += a · x (n). Elements are independent, so the compiler vectorises it without
-// reordering any sum.
-template <typename T>
-inline void axpy(int64_t n, T a, const T* __restrict x, T* __restrict y) {
-  for (int64_t i = 0; i < n; ++i) y[i] += a * x[i];
-}
+// Queries per block of the attention core: a block of queries [t0, t1) needs keys [0, t1)
+// only, so blocking skips most of the masked upper triangle while every product stays a
+// gemm. Bits do not depend on it: the skipped terms are exact zeros at the ends of a sum.
+constexpr int64_t kQueryBlock = 32;
 
 // doc (T) or null -> first (T): the first position of the row that query t may see. Keys
 // in [first[t], t] whose doc differs from doc[t] are masked one by one in the core.
@@ -49,72 +47,92 @@ void key_first_positions(const int32_t* doc, int64_t Tlen, int32_t* first) {
   }
 }
 
-// One (row, head) of the attention core. Strided views into the token-major buffers:
-// q (T,DQ) stride H·DQ, kv (T,[k_nope|v]) stride H·DKV, k_pe (T,DR) stride DR,
-// o (T,DV) stride H·DV (overwritten); probs (T,T) overwritten; kt (DQ,T) scratch.
+// kh (T,DQ) = [k_nope | k_pe] of one head, gathered from kv (stride H·DKV) and k_pe.
 template <typename T>
-void attention_head_forward(const Dims& d, int64_t Tlen, const T* q, const T* kv, const T* k_pe,
-                            const int32_t* doc, const int32_t* first, T* kt, T* probs, T* o) {
-  const int64_t qs = d.H * d.DQ, kvs = d.H * d.DKV, os = d.H * d.DV;
-  const T scale = T(1) / std::sqrt(T(d.DQ));
-  // kt (DQ,T) = [k_nope | k_pe]ᵀ, so the scores of one query are axpys over keys.
+void gather_keys(const Dims& d, int64_t Tlen, const T* kv, const T* k_pe, T* kh) {
   for (int64_t t = 0; t < Tlen; ++t) {
-    for (int64_t i = 0; i < d.DN; ++i) kt[i * Tlen + t] = kv[t * kvs + i];
-    for (int64_t i = 0; i < d.DR; ++i) kt[(d.DN + i) * Tlen + t] = k_pe[t * d.DR + i];
-  }
-  for (int64_t t = 0; t < Tlen; ++t) {
-    const int64_t lo = first[t], len = t - lo + 1;
-    T* p = probs + t * Tlen;
-    std::fill(p, p + Tlen, T(0));
-    // s[t'] = Σ_i q[t,i] k[t',i] (i ascending) · scale, for t' in [lo, t]
-    const T* qt = q + t * qs;
-    for (int64_t i = 0; i < d.DQ; ++i) axpy(len, qt[i], kt + i * Tlen + lo, p + lo);
-    for (int64_t j = lo; j <= t; ++j) p[j] *= scale;
-    if (doc)
-      for (int64_t j = lo; j < t; ++j)
-        if (doc[j] != doc[t]) p[j] = -std::numeric_limits<T>::infinity();
-    kernels::softmax_rows(p + lo, 1, len);  // -inf -> probability exactly 0
-    // o[t] = Σ_t' p[t'] v[t'] (t' ascending)
-    T* ot = o + t * os;
-    std::fill(ot, ot + d.DV, T(0));
-    for (int64_t j = lo; j <= t; ++j) axpy(d.DV, p[j], kv + j * kvs + d.DN, ot);
+    std::copy(kv + t * d.H * d.DKV, kv + t * d.H * d.DKV + d.DN, kh + t * d.DQ);
+    std::copy(k_pe + t * d.DR, k_pe + (t + 1) * d.DR, kh + t * d.DQ + d.DN);
   }
 }
 
-// Backward of attention_head_forward. d_o (T,DV) stride H·DV; accumulates into
-// dq (T,DQ) stride H·DQ, dkv (T,[dk_nope|dv]) stride H·DKV and dk_pe (T,DR) (shared by
-// all heads, so heads add in order). vt (DV,T), dp (T), ds (T) are scratch.
+// Row t of the scores (T) -> probabilities in place: scale, mask, softmax over the keys
+// [lo, t]; every other entry exactly 0.
 template <typename T>
-void attention_head_backward(const Dims& d, int64_t Tlen, const T* q, const T* kv, const T* k_pe,
-                             const int32_t* first, const T* probs, const T* d_o, T* vt, T* dp,
-                             T* ds, T* dq, T* dkv, T* dk_pe) {
+void softmax_query(T* p, int64_t Tlen, int64_t t, int64_t lo, const int32_t* doc, T scale) {
+  std::fill(p, p + lo, T(0));
+  std::fill(p + t + 1, p + Tlen, T(0));
+  for (int64_t j = lo; j <= t; ++j) p[j] *= scale;
+  if (doc)
+    for (int64_t j = lo; j < t; ++j)
+      if (doc[j] != doc[t]) p[j] = -std::numeric_limits<T>::infinity();
+  kernels::softmax_rows(p + lo, 1, t - lo + 1);  // -inf -> probability exactly 0
+}
+
+// One (row, head) of the attention core. Strided views into the token-major buffers:
+// q (T,DQ) stride H·DQ, kv (T,[k_nope|v]) stride H·DKV, k_pe (T,DR) stride DR,
+// o (T,DV) stride H·DV (overwritten); probs (T,T) overwritten; kh (T,DQ) scratch.
+template <typename T>
+void attention_head_forward(const Dims& d, int64_t Tlen, const T* q, const T* kv, const T* k_pe,
+                            const int32_t* doc, const int32_t* first, T* kh, T* probs, T* o) {
+  using kernels::Trans;
   const int64_t qs = d.H * d.DQ, kvs = d.H * d.DKV, os = d.H * d.DV;
   const T scale = T(1) / std::sqrt(T(d.DQ));
-  for (int64_t t = 0; t < Tlen; ++t)
-    for (int64_t i = 0; i < d.DV; ++i) vt[i * Tlen + t] = kv[t * kvs + d.DN + i];
-  for (int64_t t = 0; t < Tlen; ++t) {
-    const int64_t lo = first[t], len = t - lo + 1;
-    const T* p = probs + t * Tlen + lo;
-    const T* dout_t = d_o + t * os;
-    // o[t] = Σ p[t'] v[t']  =>  dp[t'] = do[t]·v[t']
-    std::fill(dp, dp + len, T(0));
-    for (int64_t i = 0; i < d.DV; ++i) axpy(len, dout_t[i], vt + i * Tlen + lo, dp);
-    // p = softmax(s)  =>  ds = p ⊙ (dp − Σ dp⊙p)
-    std::fill(ds, ds + len, T(0));
-    kernels::softmax_rows_backward(p, dp, ds, 1, len);
-    // s[t'] = q[t]·k[t'] · scale  =>  dq[t] += ds·scale k[t'],  dk[t'] += ds·scale q[t];
-    // o[t] = Σ p[t'] v[t']  =>  dv[t'] += p[t'] do[t]
-    const T* qt = q + t * qs;
-    T* dqt = dq + t * qs;
-    for (int64_t j = 0; j < len; ++j) {
-      const int64_t tk = lo + j;
-      const T c = ds[j] * scale;
-      axpy(d.DN, c, kv + tk * kvs, dqt);
-      axpy(d.DR, c, k_pe + tk * d.DR, dqt + d.DN);
-      axpy(d.DN, c, qt, dkv + tk * kvs);
-      axpy(d.DR, c, qt + d.DN, dk_pe + tk * d.DR);
-      axpy(d.DV, p[j], dout_t, dkv + tk * kvs + d.DN);
+  gather_keys(d, Tlen, kv, k_pe, kh);
+  for (int64_t t0 = 0; t0 < Tlen; t0 += kQueryBlock) {
+    const int64_t t1 = std::min(Tlen, t0 + kQueryBlock), m = t1 - t0;
+    T* p = probs + t0 * Tlen;
+    // s[t, t'] = q[t]·k[t'] for t in [t0, t1), t' in [0, t1)
+    kernels::gemm<T>(Trans::N, Trans::T, m, t1, d.DQ, q + t0 * qs, qs, kh, d.DQ, T(0), p, Tlen);
+    for (int64_t t = t0; t < t1; ++t)
+      softmax_query(probs + t * Tlen, Tlen, t, first[t], doc, scale);
+    // o[t] = Σ_t' p[t, t'] v[t']  (p is 0 beyond t)
+    kernels::gemm<T>(Trans::N, Trans::N, m, d.DV, t1, p, Tlen, kv + d.DN, kvs, T(0), o + t0 * os,
+                     os);
+  }
+}
+
+// Backward of attention_head_forward. d_o (T,DV) stride H·DV. Writes dq (T,DQ) stride H·DQ
+// and dkv (T,[dk_nope|dv]) stride H·DKV; adds into dk_pe (T,DR), which all heads share
+// (heads add in order). kh, dkh (T,DQ) and dp, ds (T,T) are scratch.
+template <typename T>
+void attention_head_backward(const Dims& d, int64_t Tlen, const T* q, const T* kv, const T* k_pe,
+                             const int32_t* first, const T* probs, const T* d_o, T* kh, T* dkh,
+                             T* dp, T* ds, T* dq, T* dkv, T* dk_pe) {
+  using kernels::Trans;
+  const int64_t qs = d.H * d.DQ, kvs = d.H * d.DKV, os = d.H * d.DV;
+  const T scale = T(1) / std::sqrt(T(d.DQ));
+  gather_keys(d, Tlen, kv, k_pe, kh);
+  for (int64_t t0 = 0; t0 < Tlen; t0 += kQueryBlock) {
+    const int64_t t1 = std::min(Tlen, t0 + kQueryBlock), m = t1 - t0;
+    // o[t] = Σ_t' p[t, t'] v[t']  =>  dp[t, t'] = do[t]·v[t']
+    kernels::gemm<T>(Trans::N, Trans::T, m, t1, d.DV, d_o + t0 * os, os, kv + d.DN, kvs, T(0),
+                     dp + t0 * Tlen, Tlen);
+    // p = softmax(s·scale)  =>  ds = scale · p ⊙ (dp − Σ dp⊙p); exactly 0 where masked
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t lo = first[t];
+      T* dst = ds + t * Tlen;
+      std::fill(dst, dst + Tlen, T(0));
+      kernels::softmax_rows_backward(probs + t * Tlen + lo, dp + t * Tlen + lo, dst + lo, 1,
+                                     t - lo + 1);
+      for (int64_t j = lo; j <= t; ++j) dst[j] *= scale;
     }
+    // s[t, t'] = q[t]·k[t']  =>  dq[t] = Σ_t' ds[t, t'] k[t']  (ds is 0 beyond t)
+    kernels::gemm<T>(Trans::N, Trans::N, m, d.DQ, t1, ds + t0 * Tlen, Tlen, kh, d.DQ, T(0),
+                     dq + t0 * qs, qs);
+  }
+  for (int64_t k0 = 0; k0 < Tlen; k0 += kQueryBlock) {
+    const int64_t k1 = std::min(Tlen, k0 + kQueryBlock), m = k1 - k0, n = Tlen - k0;
+    // dk[t'] = Σ_t ds[t, t'] q[t],  dv[t'] = Σ_t p[t, t'] do[t]  (both 0 for t < t')
+    kernels::gemm<T>(Trans::T, Trans::N, m, d.DQ, n, ds + k0 * Tlen + k0, Tlen, q + k0 * qs, qs,
+                     T(0), dkh + k0 * d.DQ, d.DQ);
+    kernels::gemm<T>(Trans::T, Trans::N, m, d.DV, n, probs + k0 * Tlen + k0, Tlen, d_o + k0 * os,
+                     os, T(0), dkv + k0 * kvs + d.DN, kvs);
+  }
+  // k = [k_nope | k_pe]: k_nope is this head's, k_pe is shared by all heads
+  for (int64_t t = 0; t < Tlen; ++t) {
+    std::copy(dkh + t * d.DQ, dkh + t * d.DQ + d.DN, dkv + t * kvs);
+    for (int64_t i = 0; i < d.DR; ++i) dk_pe[t * d.DR + i] += dkh[t * d.DQ + d.DN + i];
   }
 }
 
@@ -136,13 +154,18 @@ void size_cache(const Dims& d, int64_t R, int64_t Tlen, MlaCache<T>& c) {
   c.kv.resize(N * d.H * d.DKV);
   c.probs.resize(R * d.H * Tlen * Tlen);
   c.attn.resize(N * d.H * d.DV);
-  c.kt.resize(d.DQ * Tlen);
+  c.kh.resize(Tlen * d.DQ);
 }
 
-// Zero-filled scratch of n values (storage reused across calls).
+// Scratch of n values, zero-filled or as left (storage reused across calls).
 template <typename T>
 T* zeroed(std::vector<T>& v, int64_t n) {
   v.assign(n, T(0));
+  return v.data();
+}
+template <typename T>
+T* sized(std::vector<T>& v, int64_t n) {
+  v.resize(n);
   return v.data();
 }
 
@@ -164,14 +187,13 @@ MlaLayout MlaLayout::from(const ParamTable& table, const std::string& prefix) {
           "kv_a_proj_with_mqa / o_proj do not match q_a_proj's d_model");
   require(kv_b.shape[1] == kv_a_norm.numel && kv_a.shape[0] > kv_a_norm.numel,
           "kv_a_layernorm / kv_b_proj widths differ");
-  return MlaLayout{q_a.offset,  q_a_norm.offset,  q_b.offset, kv_a.offset,
-                   kv_a_norm.offset, kv_b.offset, o.offset};
+  return MlaLayout{q_a.offset,       q_a_norm.offset, q_b.offset, kv_a.offset,
+                   kv_a_norm.offset, kv_b.offset,     o.offset};
 }
 
 template <typename T>
-void mla_forward(const ModelConfig& cfg, const MlaLayout& L, const T* params, const T* u,
-                 int64_t R, int64_t Tlen, const int32_t* pos, const int32_t* doc, T* out,
-                 MlaCache<T>& c) {
+void mla_forward(const ModelConfig& cfg, const MlaLayout& L, const T* params, const T* u, int64_t R,
+                 int64_t Tlen, const int32_t* pos, const int32_t* doc, T* out, MlaCache<T>& c) {
   const Dims d(cfg);
   require(R > 0 && Tlen > 0, "forward needs R > 0 and Tlen > 0");
   require(d.DR % 2 == 0, "qk_rope_head_dim must be even");
@@ -185,8 +207,8 @@ void mla_forward(const ModelConfig& cfg, const MlaLayout& L, const T* params, co
 
   // c_q (N,QL) = RMSNorm_q(u · W_q_aᵀ);  q (N,H·DQ) = c_q · W_q_bᵀ, RoPE on each q_pe
   kernels::linear_forward(u, params + L.q_a, c.q_a.data(), N, d.C, d.QL);
-  kernels::rmsnorm_forward(c.q_a.data(), params + L.q_a_norm, eps, c.c_q.data(),
-                           c.q_rstd.data(), N, d.QL);
+  kernels::rmsnorm_forward(c.q_a.data(), params + L.q_a_norm, eps, c.c_q.data(), c.q_rstd.data(), N,
+                           d.QL);
   kernels::linear_forward(c.c_q.data(), params + L.q_b, c.q.data(), N, d.QL, QW);
   for (int64_t h = 0; h < d.H; ++h)
     kernels::rope_forward(c.q.data() + h * d.DQ + d.DN, N, d.DR, QW, pos, theta);
@@ -206,12 +228,10 @@ void mla_forward(const ModelConfig& cfg, const MlaLayout& L, const T* params, co
   for (int64_t r = 0; r < R; ++r)
     for (int64_t h = 0; h < d.H; ++h) {
       const int64_t n0 = r * Tlen;
-      attention_head_forward(d, Tlen, c.q.data() + n0 * QW + h * d.DQ,
-                             c.kv.data() + n0 * d.H * d.DKV + h * d.DKV,
-                             c.k_pe.data() + n0 * d.DR, doc ? doc + n0 : nullptr,
-                             c.key_first.data() + n0, c.kt.data(),
-                             c.probs.data() + (r * d.H + h) * Tlen * Tlen,
-                             c.attn.data() + n0 * d.H * d.DV + h * d.DV);
+      attention_head_forward(
+          d, Tlen, c.q.data() + n0 * QW + h * d.DQ, c.kv.data() + n0 * d.H * d.DKV + h * d.DKV,
+          c.k_pe.data() + n0 * d.DR, doc ? doc + n0 : nullptr, c.key_first.data() + n0, c.kh.data(),
+          c.probs.data() + (r * d.H + h) * Tlen * Tlen, c.attn.data() + n0 * d.H * d.DV + h * d.DV);
     }
   // out (N,C) = attn (N,H·DV) · W_oᵀ
   kernels::linear_forward(c.attn.data(), params + L.o, out, N, d.H * d.DV, d.C);
@@ -232,24 +252,24 @@ void mla_backward(const ModelConfig& cfg, const MlaLayout& L, const T* params, T
 
   // out = attn · W_oᵀ
   T* d_attn = zeroed(s.d_attn, N * d.H * d.DV);
-  kernels::linear_backward(dout, c.attn.data(), params + L.o, d_attn, grads + L.o, N,
-                           d.H * d.DV, d.C);
+  kernels::linear_backward(dout, c.attn.data(), params + L.o, d_attn, grads + L.o, N, d.H * d.DV,
+                           d.C);
 
   // attention core, per (row, head)
-  T* dq = zeroed(s.dq, N * QW);
-  T* dkv = zeroed(s.dkv, N * d.H * d.DKV);
-  T* dk_pe = zeroed(s.dk_pe, N * d.DR);
-  T* vt = zeroed(s.vt, d.DV * Tlen);
-  T* dp = zeroed(s.dp, Tlen);
-  T* ds = zeroed(s.ds, Tlen);
+  T* dq = sized(s.dq, N * QW);             // written whole, head by head
+  T* dkv = sized(s.dkv, N * d.H * d.DKV);  // likewise
+  T* dk_pe = zeroed(s.dk_pe, N * d.DR);    // heads add into it
+  T* kh = sized(s.kh, Tlen * d.DQ);
+  T* dkh = sized(s.dkh, Tlen * d.DQ);
+  T* dp = sized(s.dp, Tlen * Tlen);
+  T* ds = sized(s.ds, Tlen * Tlen);
   for (int64_t r = 0; r < R; ++r)
     for (int64_t h = 0; h < d.H; ++h) {
       const int64_t n0 = r * Tlen;
       attention_head_backward(d, Tlen, c.q.data() + n0 * QW + h * d.DQ,
-                              c.kv.data() + n0 * d.H * d.DKV + h * d.DKV,
-                              c.k_pe.data() + n0 * d.DR, c.key_first.data() + n0,
-                              c.probs.data() + (r * d.H + h) * Tlen * Tlen,
-                              d_attn + n0 * d.H * d.DV + h * d.DV, vt, dp, ds,
+                              c.kv.data() + n0 * d.H * d.DKV + h * d.DKV, c.k_pe.data() + n0 * d.DR,
+                              c.key_first.data() + n0, c.probs.data() + (r * d.H + h) * Tlen * Tlen,
+                              d_attn + n0 * d.H * d.DV + h * d.DV, kh, dkh, dp, ds,
                               dq + n0 * QW + h * d.DQ, dkv + n0 * d.H * d.DKV + h * d.DKV,
                               dk_pe + n0 * d.DR);
     }
@@ -272,20 +292,18 @@ void mla_backward(const ModelConfig& cfg, const MlaLayout& L, const T* params, T
   T* dkv_a = zeroed(s.dkv_a, N * KVA);
   for (int64_t n = 0; n < N; ++n) {
     kernels::rmsnorm_backward(dc_kv + n * d.KL, c.kv_a.data() + n * KVA, params + L.kv_a_norm,
-                              c.kv_rstd.data() + n, dkv_a + n * KVA, grads + L.kv_a_norm, 1,
-                              d.KL);
+                              c.kv_rstd.data() + n, dkv_a + n * KVA, grads + L.kv_a_norm, 1, d.KL);
     std::copy(dk_pe + n * d.DR, dk_pe + (n + 1) * d.DR, dkv_a + n * KVA + d.KL);
   }
   // kv_a = u · W_kv_aᵀ
   kernels::linear_backward(dkv_a, c.u.data(), params + L.kv_a, du, grads + L.kv_a, N, d.C, KVA);
 }
 
-#define TROUPE_MLA_INSTANTIATE(T)                                                              \
-  template void mla_forward<T>(const ModelConfig&, const MlaLayout&, const T*, const T*,       \
-                               int64_t, int64_t, const int32_t*, const int32_t*, T*,           \
-                               MlaCache<T>&);                                                  \
-  template void mla_backward<T>(const ModelConfig&, const MlaLayout&, const T*, T*, const T*,  \
-                                T*, const MlaCache<T>&);
+#define TROUPE_MLA_INSTANTIATE(T)                                                                 \
+  template void mla_forward<T>(const ModelConfig&, const MlaLayout&, const T*, const T*, int64_t, \
+                               int64_t, const int32_t*, const int32_t*, T*, MlaCache<T>&);        \
+  template void mla_backward<T>(const ModelConfig&, const MlaLayout&, const T*, T*, const T*, T*, \
+                                const MlaCache<T>&);
 
 TROUPE_MLA_INSTANTIATE(float)
 TROUPE_MLA_INSTANTIATE(double)

@@ -47,31 +47,32 @@ struct MlaBackwardScratch {
   std::vector<T> dq_a;    // (N,QL)
   std::vector<T> dc_kv;   // (N,KL)
   std::vector<T> dkv_a;   // (N,KL+DR)
-  std::vector<T> vt;      // (DV,T) one head's values, transposed
-  std::vector<T> dp;      // (T) one query's probability gradients
-  std::vector<T> ds;      // (T) one query's score gradients
+  std::vector<T> kh;      // (T,DQ) one head's keys [k_nope | k_pe]
+  std::vector<T> dkh;     // (T,DQ) their gradient
+  std::vector<T> dp;      // (T,T) one head's probability gradients
+  std::vector<T> ds;      // (T,T) one head's score gradients (scaled), 0 where masked
 };
 
 // What mla_backward needs from one mla_forward call. Buffers are resized on each forward
 // call, so a cache reused at the same sizes does not reallocate.
 template <typename T>
 struct MlaCache {
-  int64_t R = 0, Tlen = 0;          // the call's rows and positions per row
-  std::vector<T> u;                 // (N,C) the input
-  std::vector<int32_t> pos;         // (N) RoPE positions
-  std::vector<int32_t> key_first;   // (N) first position of its row a query may attend to
-  std::vector<T> q_a;               // (N,QL) u · W_q_aᵀ, before the norm
-  std::vector<T> q_rstd;            // (N)
-  std::vector<T> c_q;               // (N,QL)
-  std::vector<T> q;                 // (N,H·DQ) after RoPE
-  std::vector<T> kv_a;              // (N,KL+DR) u · W_kv_aᵀ, before norm and RoPE
-  std::vector<T> kv_rstd;           // (N)
-  std::vector<T> c_kv;              // (N,KL) after the norm
-  std::vector<T> k_pe;              // (N,DR) after RoPE
-  std::vector<T> kv;                // (N,H·(DN+DV))
-  std::vector<T> probs;             // (R,H,T,T) attention probabilities, exactly 0 if masked
-  std::vector<T> attn;              // (N,H·DV) [o_1 … o_H], the o_proj input
-  std::vector<T> kt;                // (DQ,T) forward scratch: one head's keys, transposed
+  int64_t R = 0, Tlen = 0;                // the call's rows and positions per row
+  std::vector<T> u;                       // (N,C) the input
+  std::vector<int32_t> pos;               // (N) RoPE positions
+  std::vector<int32_t> key_first;         // (N) first position of its row a query may attend to
+  std::vector<T> q_a;                     // (N,QL) u · W_q_aᵀ, before the norm
+  std::vector<T> q_rstd;                  // (N)
+  std::vector<T> c_q;                     // (N,QL)
+  std::vector<T> q;                       // (N,H·DQ) after RoPE
+  std::vector<T> kv_a;                    // (N,KL+DR) u · W_kv_aᵀ, before norm and RoPE
+  std::vector<T> kv_rstd;                 // (N)
+  std::vector<T> c_kv;                    // (N,KL) after the norm
+  std::vector<T> k_pe;                    // (N,DR) after RoPE
+  std::vector<T> kv;                      // (N,H·(DN+DV))
+  std::vector<T> probs;                   // (R,H,T,T) attention probabilities, exactly 0 if masked
+  std::vector<T> attn;                    // (N,H·DV) [o_1 … o_H], the o_proj input
+  std::vector<T> kh;                      // (T,DQ) forward scratch: one head's keys [k_nope | k_pe]
   mutable MlaBackwardScratch<T> scratch;  // backward scratch (not state)
 };
 
@@ -80,9 +81,8 @@ struct MlaCache {
 // same row is allowed iff t' <= t and (doc == nullptr or doc[t'] == doc[t]), doc (R*Tlen).
 // params: the flat parameter buffer, L its offsets. cache is overwritten for the backward.
 template <typename T>
-void mla_forward(const ModelConfig& cfg, const MlaLayout& L, const T* params, const T* u,
-                 int64_t R, int64_t Tlen, const int32_t* pos, const int32_t* doc, T* out,
-                 MlaCache<T>& cache);
+void mla_forward(const ModelConfig& cfg, const MlaLayout& L, const T* params, const T* u, int64_t R,
+                 int64_t Tlen, const int32_t* pos, const int32_t* doc, T* out, MlaCache<T>& cache);
 
 // dout (R*Tlen,C) -> du (R*Tlen,C) += ..., grads (flat buffer, layout L) += ...
 // cache: from the mla_forward call with the same cfg, L and params.

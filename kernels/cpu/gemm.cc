@@ -7,6 +7,7 @@
 #include <new>
 
 #include "kernels/cpu/gemm_kernel.h"
+#include "kernels/cpu/gemm_pack.h"
 
 // Blocked GEMM in the Goto/BLIS shape: B is packed into kNr-wide column panels, A into
 // kMr-high row panels, both zero-padded to whole tiles so every tile, edges included, runs
@@ -21,6 +22,9 @@ namespace {
 
 using detail::kMr;
 using detail::kNr;
+using detail::pack_a;
+using detail::pack_b;
+using detail::pack_slack;
 using detail::TileOut;
 
 // Block sizes. kc: a B micro-panel (kc × kNr) stays in the 32 KiB L1 while a row of tiles
@@ -43,8 +47,12 @@ struct Blocking<double> {
 static_assert(Blocking<float>::mc % kMr == 0 && Blocking<double>::mc % kMr == 0);
 static_assert(Blocking<float>::nc % kNr<float> == 0 && Blocking<double>::nc % kNr<double> == 0);
 
-constexpr int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
-constexpr int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
+constexpr int64_t ceil_div(int64_t a, int64_t b) {
+  return (a + b - 1) / b;
+}
+constexpr int64_t round_up(int64_t a, int64_t b) {
+  return ceil_div(a, b) * b;
+}
 
 constexpr size_t buffer_alignment_bytes = 64;  // one cache line; ≥ the 32 B of a ymm load
 
@@ -60,7 +68,8 @@ class Scratch {
   T* get(int64_t n) {
     if (n > capacity_) {
       std::free(data_);
-      size_t bytes = round_up(n * int64_t(sizeof(T)), buffer_alignment_bytes);
+      capacity_ = 0;
+      const size_t bytes = round_up(n * int64_t(sizeof(T)), buffer_alignment_bytes);
       data_ = static_cast<T*>(std::aligned_alloc(buffer_alignment_bytes, bytes));
       if (!data_) throw std::bad_alloc();
       capacity_ = n;
@@ -76,8 +85,8 @@ class Scratch {
 template <typename T>
 struct Buffers {
   Scratch<T> a;      // packed A block: mc_pad × kc
-  Scratch<T> b;      // packed B panel: K × nc_pad
-  Scratch<T> carry;  // partial sums between K blocks: mc_pad × nc_pad
+  Scratch<T> b;      // packed B block: kc × nc_pad
+  Scratch<T> carry;  // partial sums between K blocks: M_pad × nc_pad
 };
 
 template <typename T>
@@ -86,72 +95,20 @@ Buffers<T>& thread_buffers() {
   return buffers;
 }
 
-// Packs rows i0..i0+mc of op(A), columns p0..p0+kc, into kMr-row panels, each kc × kMr
-// k-major; rows past mc are zero.
+// Runs every tile of one (mc × nc) block of C over one K block. carry (nullable): this
+// block's partial sums, one kMr × kNr tile after another, jr-major; first: start from zero
+// instead; last: finish into C instead of the carry.
 template <typename T>
-void pack_a(Trans ta, const T* A, int64_t lda, int64_t i0, int64_t mc, int64_t p0, int64_t kc,
-            T* Ap) {
-  for (int64_t ir = 0; ir < mc; ir += kMr) {
-    const int rows = int(std::min<int64_t>(kMr, mc - ir));
-    T* dst = Ap + ir * kc;
-    if (ta == Trans::T) {
-      const T* src = A + p0 * lda + i0 + ir;
-      for (int64_t k = 0; k < kc; ++k, src += lda, dst += kMr) {
-        for (int r = 0; r < rows; ++r) dst[r] = src[r];
-        for (int r = rows; r < kMr; ++r) dst[r] = T(0);
-      }
-    } else if (rows == kMr) {
-      const T* src = A + (i0 + ir) * lda + p0;
-      for (int64_t k = 0; k < kc; ++k, dst += kMr) {
-#pragma GCC unroll 6
-        for (int r = 0; r < kMr; ++r) dst[r] = src[r * lda + k];
-      }
-    } else {
-      const T* src = A + (i0 + ir) * lda + p0;
-      for (int64_t k = 0; k < kc; ++k, dst += kMr) {
-        for (int r = 0; r < rows; ++r) dst[r] = src[r * lda + k];
-        for (int r = rows; r < kMr; ++r) dst[r] = T(0);
-      }
-    }
-  }
-}
-
-// Packs columns j0..j0+nc of op(B), all K rows, into kNr-column panels, each K × kNr
-// k-major; columns past nc are zero.
-template <typename T>
-void pack_b(Trans tb, const T* B, int64_t ldb, int64_t j0, int64_t nc, int64_t K, T* Bp) {
-  constexpr int nr = kNr<T>;
-  for (int64_t jr = 0; jr < nc; jr += nr) {
-    const int cols = int(std::min<int64_t>(nr, nc - jr));
-    T* dst = Bp + jr * K;
-    if (tb == Trans::N) {
-      const T* src = B + j0 + jr;
-      for (int64_t k = 0; k < K; ++k, src += ldb, dst += nr) {
-        for (int c = 0; c < cols; ++c) dst[c] = src[c];
-        for (int c = cols; c < nr; ++c) dst[c] = T(0);
-      }
-    } else {
-      const T* src = B + (j0 + jr) * ldb;
-      for (int64_t k = 0; k < K; ++k, dst += nr) {
-        for (int c = 0; c < cols; ++c) dst[c] = src[c * ldb + k];
-        for (int c = cols; c < nr; ++c) dst[c] = T(0);
-      }
-    }
-  }
-}
-
-// Runs every tile of one (mc × nc) block of C over the K block pc..pc+kc.
-template <typename T>
-void run_block(const T* Ap, const T* Bp, T* carry, int64_t K, int64_t pc, int64_t kc, int64_t mc,
+void run_block(const T* Ap, const T* Bp, T* carry, bool first, bool last, int64_t kc, int64_t mc,
                int64_t nc, T beta, T* C, int64_t ldc) {
   constexpr int nr = kNr<T>;
+  constexpr int64_t tile = kMr * nr;
   const int64_t tiles_m = ceil_div(mc, kMr);
-  const bool first = pc == 0;
-  const bool last = pc + kc == K;
   for (int64_t jr = 0; jr < nc; jr += nr) {
-    const T* b = Bp + jr * K + pc * nr;
+    const T* b = Bp + jr * kc;
+    T* carry_col = carry ? carry + (jr / nr) * tiles_m * tile : nullptr;
     for (int64_t ir = 0; ir < mc; ir += kMr) {
-      T* tile_carry = carry ? carry + ((jr / nr) * tiles_m + ir / kMr) * (kMr * nr) : nullptr;
+      T* tile_carry = carry ? carry_col + (ir / kMr) * tile : nullptr;
       const TileOut<T> out{C + ir * ldc + jr, ldc, beta, int(std::min<int64_t>(kMr, mc - ir)),
                            int(std::min<int64_t>(nr, nc - jr))};
       detail::micro_kernel<T>(kc, Ap + ir * kc, b, first ? nullptr : tile_carry,
@@ -170,8 +127,8 @@ void scale_c(int64_t M, int64_t N, T beta, T* C, int64_t ldc) {
 }  // namespace
 
 template <typename T>
-void gemm(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, const T* A, int64_t lda,
-          const T* B, int64_t ldb, T beta, T* C, int64_t ldc) {
+void gemm(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* B,
+          int64_t ldb, T beta, T* C, int64_t ldc) {
   using Blk = Blocking<T>;
   if (M <= 0 || N <= 0) return;
   if (K <= 0) return scale_c(M, N, beta, C, ldc);
@@ -179,20 +136,23 @@ void gemm(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, const T* A, int64
   const int64_t k_blocks = ceil_div(K, Blk::kc_max);
   const int64_t kc_step = ceil_div(K, k_blocks);
   Buffers<T>& buf = thread_buffers<T>();
+  const int64_t m_pad = round_up(M, kMr);
   for (int64_t jc = 0; jc < N; jc += Blk::nc) {
     const int64_t nc = std::min(Blk::nc, N - jc);
     const int64_t nc_pad = round_up(nc, kNr<T>);
-    T* Bp = buf.b.get(nc_pad * K);
-    pack_b(tb, B, ldb, jc, nc, K, Bp);
-    for (int64_t ic = 0; ic < M; ic += Blk::mc) {
-      const int64_t mc = std::min(Blk::mc, M - ic);
-      const int64_t mc_pad = round_up(mc, kMr);
-      T* carry = k_blocks > 1 ? buf.carry.get(mc_pad * nc_pad) : nullptr;
-      T* Ap = buf.a.get(mc_pad * kc_step);
-      for (int64_t pc = 0; pc < K; pc += kc_step) {
-        const int64_t kc = std::min(kc_step, K - pc);
+    T* carry = k_blocks > 1 ? buf.carry.get(m_pad * nc_pad) : nullptr;
+    T* Bp = buf.b.get(nc_pad * kc_step + pack_slack);
+    T* Ap = buf.a.get(std::min(Blk::mc, m_pad) * kc_step + pack_slack);
+    for (int64_t pc = 0; pc < K; pc += kc_step) {
+      const int64_t kc = std::min(kc_step, K - pc);
+      pack_b(tb, B, ldb, jc, nc, pc, kc, Bp);
+      for (int64_t ic = 0; ic < M; ic += Blk::mc) {
+        const int64_t mc = std::min(Blk::mc, M - ic);
         pack_a(ta, A, lda, ic, mc, pc, kc, Ap);
-        run_block(Ap, Bp, carry, K, pc, kc, mc, nc, beta, C + ic * ldc + jc, ldc);
+        // The carry holds the tiles of rows 0..ic-1 first: ic/kMr tile rows of nc_pad.
+        T* block_carry = carry ? carry + ic * nc_pad : nullptr;
+        run_block(Ap, Bp, block_carry, pc == 0, pc + kc == K, kc, mc, nc, beta, C + ic * ldc + jc,
+                  ldc);
       }
     }
   }
@@ -210,7 +170,8 @@ void blas_sgemm(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, const float
               ldc);
 }
 
-void blas_set_num_threads(int n) { openblas_set_num_threads(n); }
-int blas_num_threads() { return openblas_get_num_threads(); }
+void blas_set_num_threads(int n) {
+  openblas_set_num_threads(n);
+}
 
 }  // namespace troupe::kernels

@@ -38,6 +38,5 @@ void blas_sgemm(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, const float
                 const float* B, int64_t ldb, float beta, float* C, int64_t ldc);
 // OpenBLAS's thread count, for benchmarks only (our gemm is single-threaded).
 void blas_set_num_threads(int n);
-int blas_num_threads();
 
 }  // namespace troupe::kernels

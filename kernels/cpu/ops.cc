@@ -1,5 +1,6 @@
 #include "kernels/cpu/ops.h"
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <vector>
@@ -79,17 +80,47 @@ void softmax_rows_backward(const T* p, const T* dp, T* dx, int64_t N, int64_t D)
   }
 }
 
+// cos/sin of p·θ_i for positions [0, P) and i < D/2, computed in double once per thread
+// and (D, theta), then reused: RoPE runs 10× per step on the same positions.
+template <typename T>
+struct RopeTable {
+  int64_t D = 0;
+  double theta = 0;
+  int64_t positions = 0;
+  std::vector<T> cos, sin;  // (positions, D/2)
+
+  void ensure(int64_t d, double th, int64_t max_pos) {
+    if (d != D || th != theta) {
+      D = d, theta = th, positions = 0;
+      cos.clear(), sin.clear();
+    }
+    if (max_pos < positions) return;
+    const int64_t h = D / 2, p_new = std::max<int64_t>(max_pos + 1, 2 * positions);
+    cos.resize(p_new * h), sin.resize(p_new * h);
+    for (int64_t p = positions; p < p_new; ++p)
+      for (int64_t i = 0; i < h; ++i) {
+        const double ang = double(p) * std::pow(theta, -2.0 * double(i) / double(D));
+        cos[p * h + i] = T(std::cos(ang)), sin[p * h + i] = T(std::sin(ang));
+      }
+    positions = p_new;
+  }
+};
+
 template <typename T>
 static void rope_rotate(T* x, int64_t N, int64_t D, int64_t stride, const int32_t* pos, T theta,
                         T sign) {
+  thread_local RopeTable<T> table;
   const int64_t h = D / 2;
+  int32_t max_pos = 0;
+  for (int64_t n = 0; n < N; ++n) max_pos = std::max(max_pos, pos[n]);
+  table.ensure(D, double(theta), max_pos);
   for (int64_t n = 0; n < N; ++n) {
     T* v = x + n * stride;
+    const T* cs = table.cos.data() + int64_t(pos[n]) * h;
+    const T* sn = table.sin.data() + int64_t(pos[n]) * h;
     for (int64_t i = 0; i < h; ++i) {
-      T freq = std::pow(theta, -T(2 * i) / T(D));
-      T ang = T(pos[n]) * freq;
-      T c = std::cos(ang), s = sign * std::sin(ang);
-      T a = v[i], b = v[i + h];
+      const T c = cs[i], s = sign * sn[i];
+      const T a = v[i], b = v[i + h];
       v[i] = a * c - b * s;
       v[i + h] = b * c + a * s;
     }

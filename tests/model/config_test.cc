@@ -1,0 +1,287 @@
+// Config parsing: defaults, the shipped files, every error kind, precedence, JSON.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <sstream>
+
+#include "model/config_parse.h"
+
+namespace troupe::model {
+namespace {
+
+namespace fs = std::filesystem;
+
+fs::path repo_root() {
+  if (const char* dir = std::getenv("TROUPE_SOURCE_DIR")) return dir;
+  for (fs::path p = fs::current_path(); !p.empty(); p = p.parent_path()) {
+    if (fs::exists(p / "configs" / "tiny.toml")) return p;
+    if (p == p.parent_path()) break;
+  }
+  return fs::current_path();
+}
+
+// A TOML file with `text` in a fresh temp dir, named x.toml.
+std::string write_toml(const std::string& text) {
+  static int counter = 0;
+  fs::path dir =
+      fs::path(::testing::TempDir()) /
+      ("troupe_config_test_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
+  fs::create_directories(dir);
+  fs::path p = dir / "x.toml";
+  std::ofstream(p) << text;
+  return p.string();
+}
+
+// The ConfigError message of f(), or "<no error>".
+std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const ConfigError& e) {
+    return e.what();
+  }
+  return "<no error>";
+}
+
+std::string file_error(const std::string& text, const std::vector<std::string>& sets = {}) {
+  const std::string path = write_toml(text);
+  std::string msg = error_of([&] { load_config(path, sets); });
+  // Name the file the same way in every message, whatever the temp dir is.
+  for (size_t at; (at = msg.find(path)) != std::string::npos;)
+    msg.replace(at, path.size(), "x.toml");
+  return msg;
+}
+
+std::string set_error(const std::vector<std::string>& sets) {
+  return error_of([&] { config_from_sets(sets); });
+}
+
+#define EXPECT_CONTAINS(text, part) \
+  EXPECT_NE(std::string(text).find(part), std::string::npos) << "message: " << (text)
+
+TEST(Config, DefaultsAreValid) {
+  EXPECT_NO_THROW(validate(JobConfig{}));
+  EXPECT_TRUE(config_from_sets({}).same_settings(JobConfig{}));
+}
+
+TEST(Config, TinyTomlEqualsDefaults) {
+  JobConfig cfg = load_config((repo_root() / "configs" / "tiny.toml").string(), {});
+  EXPECT_TRUE(cfg.same_settings(JobConfig{})) << config_to_toml(cfg);
+  EXPECT_EQ(cfg.train.steps, 600);
+  EXPECT_EQ(cfg.train.seed, 1234u);
+  // tiny.toml writes every key of every section out.
+  for (const std::string& s : config_sections())
+    for (const std::string& k : config_keys(s)) EXPECT_EQ(cfg.origins.count(s + "." + k), 1u) << k;
+}
+
+TEST(Config, SmallToml) {
+  JobConfig cfg = load_config((repo_root() / "configs" / "small.toml").string(), {});
+  const ModelConfig& m = cfg.model;
+  EXPECT_EQ(m.d_model, 256);
+  EXPECT_EQ(m.n_layers, 8);
+  EXPECT_EQ(m.n_routed_experts, 16);
+  EXPECT_EQ(m.n_group, 4);
+  EXPECT_EQ(m.topk_group, 2);
+  EXPECT_EQ(m.top_k, 2);
+  EXPECT_EQ(m.seq_len, 256);
+  EXPECT_EQ(m.n_heads, 8);
+  EXPECT_EQ(m.q_lora_rank, 128);
+  EXPECT_EQ(m.kv_lora_rank, 64);
+  EXPECT_EQ(m.dense_inter, 768);
+  EXPECT_EQ(m.moe_inter, 192);
+  EXPECT_EQ(cfg.train.batch_size, 8);
+  EXPECT_EQ(cfg.train.micro_batch_rows, 1);
+  EXPECT_EQ(m.rope_theta, 10000.0);  // otherwise as tiny
+}
+
+TEST(Config, ReadmeDocumentsEveryKey) {
+  std::ifstream in(repo_root() / "configs" / "README.md");
+  std::stringstream text;
+  text << in.rdbuf();
+  ASSERT_FALSE(text.str().empty());
+  for (const std::string& s : config_sections()) {
+    EXPECT_CONTAINS(text.str(), "## [" + s + "]");
+    for (const std::string& k : config_keys(s)) EXPECT_CONTAINS(text.str(), "| `" + k + "` |");
+  }
+  EXPECT_CONTAINS(text.str(), "`--set` > file > defaults");
+}
+
+TEST(ConfigErrors, UnknownKeyNamesFileLineAndKnownKeys) {
+  std::string msg = file_error("[model]\nd_model = 64\n\n# comment\nd_modle = 3\n");
+  EXPECT_CONTAINS(msg, "x.toml:5: unknown key 'model.d_modle' in [model]");
+  EXPECT_CONTAINS(msg, "did you mean 'd_model'?");
+  EXPECT_CONTAINS(msg, "known keys: vocab_size, seq_len, d_model");
+  EXPECT_EQ(msg.find('\n'), std::string::npos);
+  EXPECT_CONTAINS(file_error("[model.sub]\nx = 1\n"), "unknown key 'model.sub'");
+}
+
+TEST(ConfigErrors, UnknownSectionListsKnown) {
+  std::string msg = file_error("[train]\nsteps = 3\n[modle]\nd_model = 3\n");
+  EXPECT_CONTAINS(msg,
+                  "x.toml:3: unknown section [modle]; known sections: model, data, train, "
+                  "optimizer, fp8");
+  EXPECT_CONTAINS(file_error("steps = 3\n"), "x.toml:1: key 'steps' is outside any section");
+  EXPECT_CONTAINS(file_error("model = 3\n"), "x.toml:1: 'model' must be a section");
+}
+
+TEST(ConfigErrors, BadValueNamesFileLineKeyAndRule) {
+  EXPECT_EQ(file_error("\n\n[model]\nn_heads = -2\n"),
+            "x.toml:4: model.n_heads = -2: must be a positive integer");
+  EXPECT_EQ(file_error("[train]\nlr = -1.0\n"),
+            "x.toml:2: train.lr = -1.0: must be a positive number");
+  EXPECT_CONTAINS(file_error("[model]\nrope_theta = inf\n"),
+                  "x.toml:2: model.rope_theta = inf: must be a finite number");
+  EXPECT_CONTAINS(file_error("[train]\nlr = nan\n"), "must be a finite number");
+  EXPECT_CONTAINS(file_error("[model]\nqk_rope_head_dim = 15\n"),
+                  "x.toml:2: model.qk_rope_head_dim = 15: must be even");
+  EXPECT_CONTAINS(file_error("[model]\nvocab_size = 100\n"), "must be at least 258");
+  EXPECT_CONTAINS(file_error("[model]\nengram_orders = [2, 2]\n"), "order 2 is listed twice");
+  EXPECT_CONTAINS(file_error("[optimizer]\nbeta2 = 1.0\n"),
+                  "optimizer.beta2 = 1.0: must be in [0, 1)");
+  EXPECT_CONTAINS(file_error("[data]\nval_modulus = 1\n"), "x.toml:2: data.val_modulus = 1");
+}
+
+TEST(ConfigErrors, WrongType) {
+  EXPECT_EQ(file_error("[model]\nn_heads = \"four\"\n"),
+            "x.toml:2: model.n_heads = \"four\": must be an integer, not a string");
+  EXPECT_CONTAINS(file_error("[train]\nsteps = 3.5\n"),
+                  "x.toml:2: train.steps = 3.5: must be an integer, not a float");
+  EXPECT_CONTAINS(file_error("[train]\nlr = \"fast\"\n"), "train.lr = \"fast\": must be a number");
+  EXPECT_CONTAINS(file_error("[fp8]\nenabled = 1\n"), "fp8.enabled = 1: must be true or false");
+  EXPECT_CONTAINS(file_error("[model]\nresidual = 3\n"), "model.residual = 3: must be a string");
+  EXPECT_CONTAINS(file_error("[model]\nengram_orders = [2, \"x\"]\n"),
+                  "must be a list of integers");
+  EXPECT_CONTAINS(file_error("[train]\nseed = -1\n"), "train.seed = -1: must be a non-negative");
+  // An integer where a float is expected is fine.
+  const std::string path = write_toml("[train]\nlr = 1\n");
+  EXPECT_EQ(load_config(path, {}).train.lr, 1.0);
+}
+
+TEST(ConfigErrors, SyntaxErrorAndMissingFile) {
+  std::string msg = file_error("[model]\nn_heads = = 3\n");
+  EXPECT_CONTAINS(msg, "x.toml:2: TOML syntax error");
+  EXPECT_EQ(msg.find('\n'), std::string::npos);
+  EXPECT_EQ(error_of([] { load_config("/nonexistent/x.toml", {}); }),
+            "config file '/nonexistent/x.toml' not found");
+}
+
+TEST(ConfigErrors, CrossKeyRules) {
+  EXPECT_CONTAINS(file_error("[model]\nn_routed_experts = 10\n"),
+                  "x.toml:2: model.n_routed_experts = 10 must be a multiple of model.n_group = 4");
+  EXPECT_CONTAINS(file_error("[model]\ntopk_group = 5\n"),
+                  "x.toml:2: model.topk_group = 5 must be at most model.n_group = 4");
+  EXPECT_CONTAINS(file_error("[model]\nn_group = 8\n"), "a group needs at least 2");
+  EXPECT_CONTAINS(file_error("[model]\ntop_k = 5\n"),
+                  "x.toml:2: model.top_k = 5 must be at most topk_group·(n_routed_experts/n_group)"
+                  " = 2·(8/4) = 4");
+  EXPECT_CONTAINS(
+      file_error("[train]\nbatch_size = 15\n"),
+      "x.toml:2: train.batch_size = 15 must be a multiple of train.micro_batch_rows = 2");
+  // The location is that of the key set explicitly.
+  EXPECT_CONTAINS(file_error("[train]\nsteps = 1\nmicro_batch_rows = 3\n"), "x.toml:3:");
+  EXPECT_CONTAINS(file_error("[model]\nfirst_k_dense = 5\n"), "at most model.n_layers = 4");
+}
+
+TEST(ConfigErrors, RegistryNamesListKnown) {
+  EXPECT_EQ(file_error("[model]\nresidual = \"hyper\"\n"),
+            "x.toml:2: model.residual = \"hyper\": unknown residual; known: mhc, plain");
+  EXPECT_CONTAINS(file_error("[model]\nffn = \"x\"\n"), "unknown ffn; known: moe, dense");
+  EXPECT_CONTAINS(file_error("[optimizer]\nname = \"sgd\"\n"), "unknown optimizer; known: adamw");
+}
+
+TEST(ConfigErrors, NotImplementedYet) {
+  EXPECT_EQ(file_error("[optimizer]\nname = \"muon\"\n"),
+            "x.toml:2: optimizer.name = \"muon\": Muon is not implemented yet (issue 4); use "
+            "\"adamw\"");
+  EXPECT_EQ(file_error("[model]\nengram_layers = [1]\n"),
+            "x.toml:2: model.engram_layers = [1]: Engram is not implemented yet (issue 4); set "
+            "engram_layers = []");
+  EXPECT_EQ(file_error("[fp8]\nenabled = true\n"),
+            "x.toml:2: fp8.enabled = true: FP8 training is not implemented yet (issue 4)");
+  EXPECT_CONTAINS(file_error("[model]\nengram_layers = [7]\n"), "layer 7 is outside");
+}
+
+TEST(ConfigErrors, SetArguments) {
+  EXPECT_EQ(set_error({"model.top_k=abc"}),
+            "--set model.top_k=abc: not a TOML value (strings need quotes, lists brackets: "
+            "\"adamw\", [1, 2])");
+  EXPECT_CONTAINS(set_error({"train.stepz=3"}), "--set train.stepz=3: unknown key 'train.stepz'");
+  EXPECT_CONTAINS(set_error({"train.stepz=3"}), "did you mean 'steps'?");
+  EXPECT_CONTAINS(set_error({"trian.steps=3"}),
+                  "--set trian.steps=3: unknown section 'trian'; known sections: model");
+  EXPECT_CONTAINS(set_error({"steps=3"}), "--set steps=3: expected section.key=value");
+  EXPECT_CONTAINS(set_error({"train.steps"}), "expected section.key=value");
+  EXPECT_EQ(set_error({"model.n_heads=-2"}), "--set model.n_heads=-2: must be a positive integer");
+  EXPECT_EQ(set_error({"train.steps=\"3\""}),
+            "--set train.steps=\"3\": must be an integer, not a string");
+  EXPECT_CONTAINS(set_error({"train.steps=3\nlr = 1"}), "not a TOML value");
+  EXPECT_CONTAINS(set_error({"model.top_k=9"}), "--set model.top_k=9: model.top_k = 9 must be");
+  EXPECT_EQ(set_error({"optimizer.name=muon"}),
+            "--set optimizer.name=muon: Muon is not implemented yet (issue 4); use \"adamw\"");
+}
+
+TEST(Config, Precedence) {
+  const std::string path = write_toml("[train]\nsteps = 50\nlr = 1e-3\n[model]\nn_layers = 2\n");
+  JobConfig cfg = load_config(path, {"train.steps=7", "model.engram_orders=[2, 3, 4]",
+                                     "data.corpus_dir=/tmp/f", "optimizer.name=\"adamw\""});
+  EXPECT_EQ(cfg.train.steps, 7);  // --set > file
+  EXPECT_EQ(cfg.train.lr, 1e-3);  // file > default
+  EXPECT_EQ(cfg.model.n_layers, 2);
+  EXPECT_EQ(cfg.train.batch_size, 16);  // default
+  EXPECT_EQ(cfg.model.engram_orders, (std::vector<int64_t>{2, 3, 4}));
+  EXPECT_EQ(cfg.data.corpus_dir, "/tmp/f");  // a bare word for a string key
+  EXPECT_EQ(cfg.origins.at("train.steps"), "--set train.steps=7");
+  EXPECT_EQ(cfg.origins.at("train.lr"), path + ":3");
+  EXPECT_EQ(cfg.origins.count("train.batch_size"), 0u);
+  // A later --set of the same key wins.
+  EXPECT_EQ(config_from_sets({"train.steps=3", "train.steps=4"}).train.steps, 4);
+  EXPECT_EQ(config_from_sets({"fp8.enabled=false", "train.lr=2e-3"}).train.lr, 2e-3);
+}
+
+TEST(Config, JsonRoundTrip) {
+  ModelConfig m;
+  m.d_model = 256;
+  m.rope_theta = 12345.678;
+  m.residual = "plain";
+  m.engram_orders = {2, 3, 5};
+  nlohmann::json j = model_config_to_json(m, 42);
+  EXPECT_EQ(j["seed"], 42);
+  EXPECT_EQ(j["d_model"], 256);
+  EXPECT_EQ(j["vocab_size"], 258);
+  EXPECT_EQ(j["residual"], "plain");
+  EXPECT_EQ(j.size(), config_keys("model").size() + 1);
+  EXPECT_EQ(model_config_from_json(j), m);
+  EXPECT_EQ(model_config_from_json(nlohmann::json::parse(j.dump())), m);  // through text
+
+  nlohmann::json partial = {{"d_model", 64}};
+  EXPECT_EQ(model_config_from_json(partial).d_model, 64);  // missing keys keep defaults
+  EXPECT_EQ(model_config_from_json(partial).n_layers, 4);
+
+  nlohmann::json bad = j;
+  bad["n_heads"] = "4";
+  EXPECT_CONTAINS(error_of([&] { model_config_from_json(bad); }),
+                  "troupe_config: model.n_heads = \"4\": must be an integer");
+  bad = j;
+  bad["d_modle"] = 3;
+  EXPECT_CONTAINS(error_of([&] { model_config_from_json(bad); }), "unknown key 'model.d_modle'");
+  bad = j;
+  bad["n_heads"] = -1;
+  EXPECT_CONTAINS(error_of([&] { model_config_from_json(bad); }),
+                  "troupe_config field 'n_heads': model.n_heads = -1: must be a positive integer");
+  EXPECT_CONTAINS(error_of([] { model_config_from_json(nlohmann::json::array()); }),
+                  "must be a JSON object");
+}
+
+TEST(Config, TomlRoundTrip) {
+  JobConfig cfg = config_from_sets({"train.lr=0.1", "model.rope_theta=1e5", "data.shuffle=false",
+                                    "data.corpus_dir=\"/a \\\"b\\\"\"", "train.seed=99"});
+  JobConfig back = load_config(write_toml(config_to_toml(cfg)), {});
+  EXPECT_TRUE(back.same_settings(cfg)) << config_to_toml(cfg);
+  EXPECT_EQ(back.data.corpus_dir, "/a \"b\"");
+}
+
+}  // namespace
+}  // namespace troupe::model
