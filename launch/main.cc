@@ -13,9 +13,14 @@ int main(int argc, char** argv) {
   troupe::launch::add_dev_command(app);
   try {
     app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
   } catch (const CLI::ParseError& e) {
-    int rc = app.exit(e);
-    return rc == 0 ? 0 : 2;
+    if (e.get_exit_code() == 0) return app.exit(e);
+    std::fprintf(stderr, "troupe: error: %s (run with --help for usage)\n", e.what());
+    return 2;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "troupe: error: %s\n", e.what());
     return 2;

@@ -1,0 +1,116 @@
+#!/usr/bin/python3
+"""The `troupe` command end to end: bad input gets one clear line and exit status 2;
+train -> export -> eval round-trips, and eval matches the PyTorch reference to 1e-4.
+
+  cli_test.py --troupe build/troupe --work DIR
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
+TINY = os.path.join(ROOT, "configs", "tiny.toml")
+REFERENCE = os.path.join(ROOT, "tests", "reference", "reference.py")
+failures = []
+
+
+def run(args):
+    return subprocess.run(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def expect_error(name, args, *needles):
+    res = run(args)
+    err = res.stderr.strip()
+    ok = res.returncode == 2 and len(err.splitlines()) == 1 and all(n in err for n in needles)
+    ok = ok and "terminate called" not in err and "Traceback" not in err
+    print(f"{'ok ' if ok else 'BAD'} {name}: status {res.returncode}: {err}")
+    if not ok:
+        failures.append(f"{name}: wanted status 2 and one line naming {needles}; got "
+                        f"{res.returncode}, stderr {res.stderr!r}")
+
+
+def write(path, data, mode="w"):
+    with open(path, mode) as f:
+        f.write(data)
+    return path
+
+
+def bad_input_cases(troupe, work):
+    cfg = write(os.path.join(work, "typo.toml"), "[model]\nd_model = 64\nd_modle = 3\n")
+    expect_error("unknown key", [troupe, "train", "--config", cfg, "--run-dir", work + "/r"],
+                 "typo.toml:3", "d_modle")
+    cfg = write(os.path.join(work, "neg.toml"), "[model]\nn_heads = -2\n")
+    expect_error("bad value", [troupe, "train", "--config", cfg, "--run-dir", work + "/r"],
+                 "neg.toml:2", "n_heads")
+    cfg = write(os.path.join(work, "sect.toml"), "[modle]\nx = 1\n")
+    expect_error("unknown section", [troupe, "train", "--config", cfg, "--run-dir", work + "/r"],
+                 "modle")
+    expect_error("missing config", [troupe, "train", "--config", work + "/nope.toml",
+                                    "--run-dir", work + "/r"], "nope.toml")
+    expect_error("bad --set", [troupe, "train", "--config", TINY, "--set", "train.stepz=3",
+                               "--run-dir", work + "/r"], "train.stepz")
+    expect_error("bad --set value", [troupe, "train", "--config", TINY, "--set",
+                                     "model.top_k=abc", "--run-dir", work + "/r"], "model.top_k")
+    expect_error("export without run", [troupe, "export", "--run-dir", work + "/missing",
+                                        "--out", work + "/x.safetensors"], "missing")
+    garbage = write(os.path.join(work, "garbage.safetensors"), os.urandom(64), "wb")
+    expect_error("foreign weights", [troupe, "eval", "--weights", garbage, "--text", TINY],
+                 "garbage.safetensors")
+    expect_error("missing weights", [troupe, "eval", "--weights", work + "/none.safetensors",
+                                     "--text", TINY], "none.safetensors")
+    expect_error("unknown flag", [troupe, "train", "--config", TINY, "--bogus"], "bogus")
+
+
+def round_trip(troupe, work):
+    run_dir = os.path.join(work, "run")
+    res = run([troupe, "train", "--config", TINY, "--run-dir", run_dir, "--steps", "6",
+               "--set", "train.eval_every=3", "--set", "data.val_rows_max=4"])
+    if res.returncode != 0:
+        failures.append(f"train failed: {res.stderr}")
+        return
+    print(res.stdout.strip())
+    lines = [json.loads(l) for l in open(os.path.join(run_dir, "metrics.jsonl"))]
+    need = {"step", "loss", "lr", "tokens_per_s"}
+    if len(lines) != 6 or any(not need <= set(l) for l in lines):
+        failures.append(f"metrics.jsonl: wanted 6 lines with {need}, got {lines[:1]}")
+    if [l["step"] for l in lines if "val_loss" in l] != [2, 5]:
+        failures.append("metrics.jsonl: val_loss wanted on steps 2 and 5 (eval_every=3)")
+    out = os.path.join(work, "exported.safetensors")
+    res = run([troupe, "export", "--run-dir", run_dir, "--out", out])
+    if res.returncode != 0:
+        failures.append(f"export failed: {res.stderr}")
+        return
+    # A truncated copy of a real weights file is refused with the file named.
+    data = open(out, "rb").read()
+    cut = write(os.path.join(work, "truncated.safetensors"), data[: len(data) // 2], "wb")
+    expect_error("truncated weights", [troupe, "eval", "--weights", cut, "--text", TINY],
+                 "truncated.safetensors")
+    text = "/usr/share/games/fortunes/goedel"
+    ours = json.loads(run([troupe, "eval", "--weights", out, "--text", text]).stdout)
+    res = run(["/usr/bin/python3", REFERENCE, "eval", "--weights", out, "--text", text])
+    theirs = json.loads(res.stdout.strip().splitlines()[-1])
+    rel = abs(ours["loss"] - theirs["loss"]) / theirs["loss"]
+    print(f"eval after training: troupe {ours} reference {theirs} relative {rel:.2e}")
+    if ours["tokens"] != theirs["tokens"] or rel > 1e-4:
+        failures.append(f"eval mismatch: troupe {ours} reference {theirs}")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--troupe", required=True)
+    ap.add_argument("--work", required=True)
+    a = ap.parse_args()
+    os.makedirs(a.work, exist_ok=True)
+    bad_input_cases(a.troupe, a.work)
+    round_trip(a.troupe, a.work)
+    for f in failures:
+        print("FAIL:", f)
+    print(f"cli: {len(failures)} failure(s)")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
