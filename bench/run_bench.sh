@@ -13,7 +13,8 @@ trap 'rm -rf "$TMP"' EXIT
 
 echo "== GEMM (single thread) =="
 "$BUILD/bench_gemm" | tee "$TMP/gemm.txt"
-PEAK=$(awk '/^peak/ && /all threads/ {for (i=1;i<=NF;i++) if ($i=="GFLOP/s") print $(i-1)}' "$TMP/gemm.txt" | head -1)
+# The machine's sgemm peak with all threads (OpenBLAS, 2048³), measured just now.
+PEAK=$($PY -c "import re;m=re.search(r'(\d+) threads ([0-9.]+) GFLOP/s',open('$TMP/gemm.txt').read());print(m.group(2) if m else '')")
 
 for cfg in tiny small; do
   steps=${BENCH_STEPS:-20}

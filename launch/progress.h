@@ -25,7 +25,9 @@ inline std::string format_duration(double seconds) {
 class Progress {
  public:
   explicit Progress(int64_t total_steps)
-      : total_(total_steps), tty_(isatty(fileno(stderr))), every_(total_steps >= 20 ? total_steps / 20 : 1) {}
+      : total_(total_steps),
+        tty_(isatty(fileno(stderr))),
+        every_(total_steps >= 20 ? total_steps / 20 : 1) {}
 
   // Called after each step with the loss, lr and the step's throughput.
   void step(int64_t step, double loss, double lr, double tokens_per_s, double elapsed_s) {

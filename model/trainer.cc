@@ -84,8 +84,8 @@ Trainer::Trainer(const JobConfig& c)
       threads_(resolve_threads(c.train.threads)),
       adamw_(table, c.optimizer, c.train.weight_decay) {
   corpus_ = std::make_unique<Corpus>(load_fortunes(c.data.corpus_dir, c.data.val_modulus));
-  train_stream_ =
-      std::make_unique<PackedStream>(&corpus_->train, c.train.seed, c.data.shuffle, c.model.seq_len);
+  train_stream_ = std::make_unique<PackedStream>(&corpus_->train, c.train.seed, c.data.shuffle,
+                                                 c.model.seq_len);
   val_stream_ = std::make_unique<PackedStream>(&corpus_->val, c.train.seed, false, c.model.seq_len);
   engine_ = std::make_unique<GradEngine<float>>(cfg.model, table, threads_);
   init_params(table, c.train.seed, params.data());
