@@ -12,7 +12,7 @@ TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
 
 echo "== GEMM (single thread) =="
-"$BUILD/bench_gemm" | tee "$TMP/gemm.txt"
+"$BUILD/bench/bench_gemm" | tee "$TMP/gemm.txt"
 # The machine's sgemm peak with all threads (OpenBLAS, 2048³), measured just now.
 PEAK=$($PY -c "import re;m=re.search(r'(\d+) threads ([0-9.]+) GFLOP/s',open('$TMP/gemm.txt').read());print(m.group(2) if m else '')")
 
