@@ -7,6 +7,7 @@
 
 #include "kernels/cpu/gemm.h"
 #include "kernels/cpu/ops.h"
+#include "model/linear.h"
 
 namespace troupe::model {
 
@@ -25,32 +26,33 @@ void check_shape(const ParamTable& t, const std::string& name, std::vector<int64
 
 // The forward with x given separately, so MoE experts read their gathered inputs in place.
 // x (N,C) -> out (N,C) = beta·out + W2 (silu(W1 x) ⊙ W3 x)
+// cfg chooses the Linears' precision (model/linear.h).
 template <typename T>
-void swiglu_forward_from(const SwigluLayout& L, const T* params, const T* x, int64_t N, int64_t C,
-                         T* out, SwigluCache<T>& c, T beta) {
+void swiglu_forward_from(const ModelConfig& cfg, const SwigluLayout& L, const T* params, const T* x,
+                         int64_t N, int64_t C, T* out, SwigluCache<T>& c, T beta) {
   const int64_t I = L.inter;
   c.N = N, c.C = C, c.I = I;
   c.a.resize(N * I), c.b.resize(N * I), c.sig.resize(N * I), c.h.resize(N * I);
-  k::linear_forward(x, params + L.gate, c.a.data(), N, C, I);  // a = W1 x
-  k::linear_forward(x, params + L.up, c.b.data(), N, C, I);    // b = W3 x
+  linear_fwd(cfg, x, params + L.gate, c.a.data(), N, C, I);  // a = W1 x
+  linear_fwd(cfg, x, params + L.up, c.b.data(), N, C, I);    // b = W3 x
   for (int64_t j = 0; j < N * I; ++j) {
     c.sig[j] = k::sigmoid(c.a[j]);
     c.h[j] = c.a[j] * c.sig[j] * c.b[j];  // silu(a) ⊙ b, silu(a) = a·σ(a)
   }
-  k::linear_forward(c.h.data(), params + L.down, out, N, I, C, beta);  // out = W2 h
+  linear_fwd(cfg, c.h.data(), params + L.down, out, N, I, C, beta);  // out = W2 h
 }
 
 // dout (N,C), x (N,C) -> dx (N,C) +=, grads += ; restates swiglu_forward_from.
 template <typename T>
-void swiglu_backward_from(const SwigluLayout& L, const T* params, T* grads, const T* x,
-                          const T* dout, T* dx, const SwigluCache<T>& c) {
+void swiglu_backward_from(const ModelConfig& cfg, const SwigluLayout& L, const T* params, T* grads,
+                          const T* x, const T* dout, T* dx, const SwigluCache<T>& c) {
   const int64_t N = c.N, C = c.C, I = c.I;
   if (N == 0) return;
   c.da.resize(N * I), c.db.resize(N * I);
   T* dh = c.da.data();  // dh is turned into da in place below
-  // out = W2 h:  dh = dout·W2 (overwritten: dh is scratch), dW2 += doutᵀ h
-  k::gemm<T>(k::Trans::N, k::Trans::N, N, I, C, dout, C, params + L.down, I, T(0), dh, I);
-  k::linear_backward<T>(dout, c.h.data(), params + L.down, nullptr, grads + L.down, N, I, C);
+  // out = W2 h:  dh = dout·W2 (dh is scratch: zeroed, then accumulated), dW2 += doutᵀ h
+  std::fill(dh, dh + N * I, T(0));
+  linear_bwd(cfg, dout, c.h.data(), params + L.down, dh, grads + L.down, N, I, C);
   // h = silu(a) ⊙ b:  da = dh ⊙ b ⊙ silu'(a),  db = dh ⊙ silu(a)
   // (silu and silu' spelled out as in kernels/cpu/ops.cc, from the stored σ(a))
   for (int64_t j = 0; j < N * I; ++j) {
@@ -59,8 +61,8 @@ void swiglu_backward_from(const SwigluLayout& L, const T* params, T* grads, cons
     c.da[j] = g * c.b[j] * (sig * (T(1) + a * (T(1) - sig)));
   }
   // a = W1 x, b = W3 x
-  k::linear_backward<T>(c.da.data(), x, params + L.gate, dx, grads + L.gate, N, C, I);
-  k::linear_backward<T>(c.db.data(), x, params + L.up, dx, grads + L.up, N, C, I);
+  linear_bwd(cfg, c.da.data(), x, params + L.gate, dx, grads + L.gate, N, C, I);
+  linear_bwd(cfg, c.db.data(), x, params + L.up, dx, grads + L.up, N, C, I);
 }
 
 }  // namespace
@@ -80,17 +82,27 @@ SwigluLayout SwigluLayout::from(const ParamTable& t, const std::string& prefix) 
   return L;
 }
 
+// The standalone SwiGLU (dense layers, MTP block) is not given the model config, so its
+// Linears run in FP32 whatever [fp8] says; FP8 there needs the config passed down
+// (ffn.h's swiglu_forward/backward and their callers in model.cc).
+namespace {
+const ModelConfig& fp32_linears() {
+  static const ModelConfig fp32{};  // fp8 = false
+  return fp32;
+}
+}  // namespace
+
 template <typename T>
 void swiglu_forward(const SwigluLayout& L, const T* params, const T* x, int64_t N, int64_t C,
                     T* out, SwigluCache<T>& cache, T beta) {
   cache.x.assign(x, x + N * C);
-  swiglu_forward_from(L, params, cache.x.data(), N, C, out, cache, beta);
+  swiglu_forward_from(fp32_linears(), L, params, cache.x.data(), N, C, out, cache, beta);
 }
 
 template <typename T>
 void swiglu_backward(const SwigluLayout& L, const T* params, T* grads, const T* dout, T* dx,
                      const SwigluCache<T>& cache) {
-  swiglu_backward_from(L, params, grads, cache.x.data(), dout, dx, cache);
+  swiglu_backward_from(fp32_linears(), L, params, grads, cache.x.data(), dout, dx, cache);
 }
 
 // =======================================================================================
@@ -259,15 +271,15 @@ T moe_forward(const ModelConfig& cfg, const MoeLayout& L, const T* params, const
 
   // Shared expert first (overwrites out), then each routed expert on its gathered batch.
   if (L.has_shared)
-    swiglu_forward_from(L.shared, params, c.x.data(), N, C, out, c.shared, T(0));
+    swiglu_forward_from(cfg, L.shared, params, c.x.data(), N, C, out, c.shared, T(0));
   else
     std::fill(out, out + N * C, T(0));
   for (int64_t row = 0; row < N * K; ++row)
     std::memcpy(&c.xs[row * C], &c.x[c.token_of[row] * C], sizeof(T) * C);
   for (int64_t e = 0; e < E; ++e) {
     const int64_t b = c.expert_begin[e], n = c.expert_begin[e + 1] - b;
-    swiglu_forward_from(L.experts[e], params, c.xs.data() + b * C, n, C, c.ys.data() + b * C,
-                        c.experts[e], T(0));
+    swiglu_forward_from(cfg, L.experts[e], params, c.xs.data() + b * C, n, C,
+                        c.ys.data() + b * C, c.experts[e], T(0));
   }
   // out_t += g_{t,r} · y_{e_r}(u_t), r in ascending expert id.
   for (int64_t t = 0; t < N; ++t)
@@ -322,8 +334,8 @@ void moe_weight_backward(const ModelConfig& cfg, const T* dweight, const MoeCach
 // expert's backward on its sorted rows; dx_t += dx_row, experts in ascending id.
 // Writes dg into dweight (N,K).
 template <typename T>
-void moe_experts_backward(const MoeLayout& L, const T* params, T* grads, const T* dout, T* dx,
-                          T* dweight, const MoeCache<T>& c) {
+void moe_experts_backward(const ModelConfig& cfg, const MoeLayout& L, const T* params, T* grads,
+                          const T* dout, T* dx, T* dweight, const MoeCache<T>& c) {
   const int64_t N = c.N, C = c.C, K = c.K;
   c.dys.resize(N * K * C), c.dxs.assign(N * K * C, T(0));
   for (int64_t t = 0; t < N; ++t)
@@ -339,8 +351,8 @@ void moe_experts_backward(const MoeLayout& L, const T* params, T* grads, const T
     }
   for (int64_t e = 0; e < c.E; ++e) {
     const int64_t b = c.expert_begin[e];
-    swiglu_backward_from(L.experts[e], params, grads, c.xs.data() + b * C, c.dys.data() + b * C,
-                         c.dxs.data() + b * C, c.experts[e]);
+    swiglu_backward_from(cfg, L.experts[e], params, grads, c.xs.data() + b * C,
+                         c.dys.data() + b * C, c.dxs.data() + b * C, c.experts[e]);
   }
   for (int64_t t = 0; t < N; ++t)
     for (int64_t r = 0; r < K; ++r) {
@@ -357,9 +369,10 @@ void moe_backward(const ModelConfig& cfg, const MoeLayout& L, const T* params, T
                   const T* dout, T* dx, const MoeCache<T>& c) {
   const int64_t N = c.N, C = c.C, E = c.E;
   if (N == 0) return;
-  if (L.has_shared) swiglu_backward_from(L.shared, params, grads, c.x.data(), dout, dx, c.shared);
+  if (L.has_shared)
+    swiglu_backward_from(cfg, L.shared, params, grads, c.x.data(), dout, dx, c.shared);
   c.dweight.resize(N * c.K), c.ds.assign(N * E, T(0));
-  moe_experts_backward(L, params, grads, dout, dx, c.dweight.data(), c);
+  moe_experts_backward(cfg, L, params, grads, dout, dx, c.dweight.data(), c);
   moe_weight_backward(cfg, c.dweight.data(), c);
   if (c.bal_weight != T(0)) moe_balance_backward(c);
   // s = σ(u·e):  d(u·e) = ds ⊙ s (1 − s);  dE += d(u·e)ᵀ u,  du += d(u·e) E

@@ -7,6 +7,7 @@
 
 #include "kernels/cpu/gemm.h"
 #include "kernels/cpu/ops.h"
+#include "model/linear.h"
 
 namespace troupe::model {
 
@@ -206,15 +207,15 @@ void mla_forward(const ModelConfig& cfg, const MlaLayout& L, const T* params, co
     key_first_positions(doc ? doc + r * Tlen : nullptr, Tlen, c.key_first.data() + r * Tlen);
 
   // c_q (N,QL) = RMSNorm_q(u · W_q_aᵀ);  q (N,H·DQ) = c_q · W_q_bᵀ, RoPE on each q_pe
-  kernels::linear_forward(u, params + L.q_a, c.q_a.data(), N, d.C, d.QL);
+  linear_fwd(cfg, u, params + L.q_a, c.q_a.data(), N, d.C, d.QL);
   kernels::rmsnorm_forward(c.q_a.data(), params + L.q_a_norm, eps, c.c_q.data(), c.q_rstd.data(), N,
                            d.QL);
-  kernels::linear_forward(c.c_q.data(), params + L.q_b, c.q.data(), N, d.QL, QW);
+  linear_fwd(cfg, c.c_q.data(), params + L.q_b, c.q.data(), N, d.QL, QW);
   for (int64_t h = 0; h < d.H; ++h)
     kernels::rope_forward(c.q.data() + h * d.DQ + d.DN, N, d.DR, QW, pos, theta);
 
   // [c_kv | k_pe] (N,KL+DR) = u · W_kv_aᵀ;  c_kv ← RMSNorm_kv(c_kv);  RoPE on k_pe
-  kernels::linear_forward(u, params + L.kv_a, c.kv_a.data(), N, d.C, KVA);
+  linear_fwd(cfg, u, params + L.kv_a, c.kv_a.data(), N, d.C, KVA);
   for (int64_t n = 0; n < N; ++n) {
     const T* row = c.kv_a.data() + n * KVA;
     kernels::rmsnorm_forward(row, params + L.kv_a_norm, eps, c.c_kv.data() + n * d.KL,
@@ -223,7 +224,7 @@ void mla_forward(const ModelConfig& cfg, const MlaLayout& L, const T* params, co
   }
   kernels::rope_forward(c.k_pe.data(), N, d.DR, d.DR, pos, theta);
   // kv (N,H·(DN+DV)) = c_kv · W_kv_bᵀ
-  kernels::linear_forward(c.c_kv.data(), params + L.kv_b, c.kv.data(), N, d.KL, d.H * d.DKV);
+  linear_fwd(cfg, c.c_kv.data(), params + L.kv_b, c.kv.data(), N, d.KL, d.H * d.DKV);
 
   for (int64_t r = 0; r < R; ++r)
     for (int64_t h = 0; h < d.H; ++h) {
@@ -234,7 +235,7 @@ void mla_forward(const ModelConfig& cfg, const MlaLayout& L, const T* params, co
           c.probs.data() + (r * d.H + h) * Tlen * Tlen, c.attn.data() + n0 * d.H * d.DV + h * d.DV);
     }
   // out (N,C) = attn (N,H·DV) · W_oᵀ
-  kernels::linear_forward(c.attn.data(), params + L.o, out, N, d.H * d.DV, d.C);
+  linear_fwd(cfg, c.attn.data(), params + L.o, out, N, d.H * d.DV, d.C);
 }
 
 template <typename T>
@@ -252,8 +253,7 @@ void mla_backward(const ModelConfig& cfg, const MlaLayout& L, const T* params, T
 
   // out = attn · W_oᵀ
   T* d_attn = zeroed(s.d_attn, N * d.H * d.DV);
-  kernels::linear_backward(dout, c.attn.data(), params + L.o, d_attn, grads + L.o, N, d.H * d.DV,
-                           d.C);
+  linear_bwd(cfg, dout, c.attn.data(), params + L.o, d_attn, grads + L.o, N, d.H * d.DV, d.C);
 
   // attention core, per (row, head)
   T* dq = sized(s.dq, N * QW);             // written whole, head by head
@@ -278,16 +278,16 @@ void mla_backward(const ModelConfig& cfg, const MlaLayout& L, const T* params, T
   for (int64_t h = 0; h < d.H; ++h)
     kernels::rope_backward(dq + h * d.DQ + d.DN, N, d.DR, QW, c.pos.data(), theta);
   T* dc_q = zeroed(s.dc_q, N * d.QL);
-  kernels::linear_backward(dq, c.c_q.data(), params + L.q_b, dc_q, grads + L.q_b, N, d.QL, QW);
+  linear_bwd(cfg, dq, c.c_q.data(), params + L.q_b, dc_q, grads + L.q_b, N, d.QL, QW);
   T* dq_a = zeroed(s.dq_a, N * d.QL);
   kernels::rmsnorm_backward(dc_q, c.q_a.data(), params + L.q_a_norm, c.q_rstd.data(), dq_a,
                             grads + L.q_a_norm, N, d.QL);
-  kernels::linear_backward(dq_a, c.u.data(), params + L.q_a, du, grads + L.q_a, N, d.C, d.QL);
+  linear_bwd(cfg, dq_a, c.u.data(), params + L.q_a, du, grads + L.q_a, N, d.C, d.QL);
 
   // kv = c_kv · W_kv_bᵀ;  c_kv = RMSNorm_kv(kv_a[:, :KL]);  k_pe = RoPE(kv_a[:, KL:])
   T* dc_kv = zeroed(s.dc_kv, N * d.KL);
-  kernels::linear_backward(dkv, c.c_kv.data(), params + L.kv_b, dc_kv, grads + L.kv_b, N, d.KL,
-                           d.H * d.DKV);
+  linear_bwd(cfg, dkv, c.c_kv.data(), params + L.kv_b, dc_kv, grads + L.kv_b, N, d.KL,
+             d.H * d.DKV);
   kernels::rope_backward(dk_pe, N, d.DR, d.DR, c.pos.data(), theta);
   T* dkv_a = zeroed(s.dkv_a, N * KVA);
   for (int64_t n = 0; n < N; ++n) {
@@ -296,7 +296,7 @@ void mla_backward(const ModelConfig& cfg, const MlaLayout& L, const T* params, T
     std::copy(dk_pe + n * d.DR, dk_pe + (n + 1) * d.DR, dkv_a + n * KVA + d.KL);
   }
   // kv_a = u · W_kv_aᵀ
-  kernels::linear_backward(dkv_a, c.u.data(), params + L.kv_a, du, grads + L.kv_a, N, d.C, KVA);
+  linear_bwd(cfg, dkv_a, c.u.data(), params + L.kv_a, du, grads + L.kv_a, N, d.C, KVA);
 }
 
 #define TROUPE_MLA_INSTANTIATE(T)                                                                 \
