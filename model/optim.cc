@@ -1,6 +1,9 @@
 #include "model/optim.h"
 
+#include <fmt/format.h>
+
 #include <cmath>
+#include <stdexcept>
 
 namespace troupe::model {
 
@@ -35,6 +38,10 @@ double global_grad_norm(const ParamTable& table, const float* grads) {
   return std::sqrt(total);
 }
 
+OptGroup effective_group(OptGroup g, const OptimizerConfig& cfg) {
+  return g == OptGroup::Muon && cfg.name != "muon" ? OptGroup::AdamW : g;
+}
+
 AdamW::AdamW(const ParamTable& table, const OptimizerConfig& cfg, double weight_decay)
     : table_(table),
       cfg_(cfg),
@@ -50,8 +57,9 @@ void AdamW::update(float* params, const float* grads, double lr, double grad_sca
   const float fb1 = float(b1), fb2 = float(b2), fscale = float(grad_scale);
   const float step_size = float(lr / c1), inv_c2 = float(1.0 / c2), eps = float(cfg_.eps);
   for (const ParamInfo& p : table_.all()) {
-    if (p.group == OptGroup::Rule) continue;
-    const float decay = p.group == OptGroup::AdamWNoDecay ? 0.0f : float(lr * weight_decay_);
+    const OptGroup group = effective_group(p.group, cfg_);
+    if (group == OptGroup::Rule || group == OptGroup::Muon) continue;
+    const float decay = group == OptGroup::AdamWNoDecay ? 0.0f : float(lr * weight_decay_);
     float* w = params + p.offset;
     float* m = m_.data() + p.offset;
     float* v = v_.data() + p.offset;
@@ -64,6 +72,21 @@ void AdamW::update(float* params, const float* grads, double lr, double grad_sca
       w[i] -= step_size * m[i] / denom + decay * w[i];
     }
   }
+}
+
+Optimizer::Optimizer(const ParamTable& table, const OptimizerConfig& cfg, double weight_decay,
+                     int threads)
+    : weight_decay_(weight_decay), adamw_(table, cfg, weight_decay) {
+  if (cfg.name != "adamw" && cfg.name != "muon")
+    throw std::invalid_argument(
+        fmt::format("unknown optimizer '{}'; known: adamw, muon", cfg.name));
+  if (cfg.name == "muon") muon_.emplace(table, MuonSettings{}, threads);
+}
+
+void Optimizer::update(float* params, const float* grads, double lr, double grad_scale,
+                       int64_t step) {
+  adamw_.update(params, grads, lr, grad_scale, step);
+  if (muon_) muon_->update(params, grads, lr, grad_scale, weight_decay_);
 }
 
 }  // namespace troupe::model

@@ -1,10 +1,13 @@
 #pragma once
-// Optimizers over the flat parameter buffer (SPEC §5): AdamW by parameter group, the
-// learning-rate schedule, and global-norm clipping summed in a canonical order.
+// Optimizers over the flat parameter buffer (SPEC §5): AdamW and Muon by parameter group,
+// chosen by [optimizer] name, the learning-rate schedule, and global-norm clipping summed
+// in a canonical order.
 #include <cstdint>
+#include <optional>
 #include <vector>
 
 #include "model/config.h"
+#include "model/muon.h"
 #include "model/params.h"
 
 namespace troupe::model {
@@ -16,10 +19,15 @@ double lr_at(const TrainConfig& t, int64_t step);
 // chunks in index order, so the bits depend on the gradients alone.
 double global_grad_norm(const ParamTable& table, const float* grads);
 
+// The update a tensor of group g gets under cfg: under "muon" each group is its own;
+// under "adamw" the Muon group is updated by AdamW (with decay). What --print-params shows.
+OptGroup effective_group(OptGroup g, const OptimizerConfig& cfg);
+
 class AdamW {
  public:
   AdamW(const ParamTable& table, const OptimizerConfig& cfg, double weight_decay);
-  // One update: grads are multiplied by grad_scale (clipping) first. step is 0-based.
+  // One update of the tensors whose effective group is AdamW or AdamWNoDecay (others are
+  // untouched): grads are multiplied by grad_scale (clipping) first. step is 0-based.
   void update(float* params, const float* grads, double lr, double grad_scale, int64_t step);
   const std::vector<float>& m() const { return m_; }
   const std::vector<float>& v() const { return v_; }
@@ -29,6 +37,25 @@ class AdamW {
   OptimizerConfig cfg_;
   double weight_decay_;
   std::vector<float> m_, v_;
+};
+
+// The optimizer of a job: AdamW for every gradient-trained tensor under "adamw"; under
+// "muon", Muon for the Muon group and AdamW for the rest. The balancing bias (Rule) is
+// never touched here. The trainer constructs one and calls update once per step.
+class Optimizer {
+ public:
+  // threads: Muon's parallelism over tensors; never changes results.
+  Optimizer(const ParamTable& table, const OptimizerConfig& cfg, double weight_decay,
+            int threads);
+  // One step (0-based) at learning rate lr; grads are multiplied by grad_scale first.
+  void update(float* params, const float* grads, double lr, double grad_scale, int64_t step);
+  const AdamW& adamw() const { return adamw_; }
+  const Muon* muon() const { return muon_ ? &*muon_ : nullptr; }  // null under "adamw"
+
+ private:
+  double weight_decay_;
+  AdamW adamw_;
+  std::optional<Muon> muon_;
 };
 
 }  // namespace troupe::model
