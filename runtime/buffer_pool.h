@@ -1,0 +1,69 @@
+// Received payloads land in pooled, 64-byte-aligned buffers. Reusing buffers matters for
+// bandwidth: a fresh 64 MiB allocation page-faults 16 K pages on first touch, which costs
+// more than the transfer itself over shared memory.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <vector>
+
+namespace troupe::runtime {
+
+// Buffers are handed out in power-of-two capacities from buffer_bytes_min up.
+inline constexpr size_t buffer_bytes_min = 4096;      // one page: smaller gains nothing
+inline constexpr size_t buffer_alignment_bytes = 64;  // a cache line; also fine for AVX-512
+
+class BufferPool;
+
+// An owning byte buffer; returns itself to its pool when destroyed. Move-only.
+class ByteBuffer {
+ public:
+  ByteBuffer() = default;
+  ByteBuffer(ByteBuffer&& other) noexcept { swap(other); }
+  ByteBuffer& operator=(ByteBuffer&& other) noexcept {
+    ByteBuffer(std::move(other)).swap(*this);
+    return *this;
+  }
+  ByteBuffer(const ByteBuffer&) = delete;
+  ByteBuffer& operator=(const ByteBuffer&) = delete;
+  ~ByteBuffer();
+
+  std::byte* data() const { return data_; }
+  size_t size() const { return size_; }
+  size_t capacity() const { return capacity_; }
+
+ private:
+  friend class BufferPool;
+  struct State;
+  void swap(ByteBuffer& other) noexcept;
+
+  std::byte* data_ = nullptr;
+  size_t size_ = 0;
+  size_t capacity_ = 0;
+  std::shared_ptr<State> pool_;
+};
+
+// Thread-safe: get() on the fabric's thread, buffers released on any thread.
+class BufferPool {
+ public:
+  // cached_bytes_max: free buffers kept for reuse; beyond it, released buffers are freed.
+  explicit BufferPool(size_t cached_bytes_max);
+  // A buffer of exactly `bytes` size (capacity rounded up). Never fails short of
+  // std::bad_alloc, which the caller's limit checks make unreachable in practice.
+  ByteBuffer get(size_t bytes);
+
+ private:
+  std::shared_ptr<ByteBuffer::State> state_;
+};
+
+struct ByteBuffer::State {
+  ~State();  // frees the cached buffers
+  std::mutex mutex;
+  size_t cached_bytes = 0;
+  size_t cached_bytes_max = 0;
+  std::vector<std::vector<std::byte*>> free_by_class;  // index: log2(capacity)
+};
+
+}  // namespace troupe::runtime

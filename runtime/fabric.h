@@ -1,0 +1,135 @@
+// The fabric moves envelopes and raw tensor payloads between node processes. It knows
+// nothing of the model or of actors: an Envelope names its sender and receiver by address
+// string, and the payloads are opaque bytes. Implementations: UcxFabric (real processes,
+// runtime/ucx_fabric.h); SimFabric (one process, simulated clock) later.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "runtime/buffer_pool.h"
+#include "runtime/status.h"
+
+namespace troupe::runtime {
+
+// ---- Limits. Every size a peer can ask us to hold is bounded by one of these. ----
+
+// The serialized Envelope (addresses, type, the typed header, the payload size list).
+// It travels as the UCX active-message header, which UCX 1.13 requires to fit in the
+// first fragment (ucp worker attribute max_am_header, checked at start); control
+// messages are a few hundred bytes, and anything bigger belongs in a payload.
+inline constexpr size_t envelope_bytes_max = 4096;
+// The length prefix in front of the serialized Envelope: a u32, little-endian.
+inline constexpr size_t frame_prefix_bytes = 4;
+inline constexpr size_t frame_bytes_max = frame_prefix_bytes + envelope_bytes_max;
+// Raw payloads per message: a message carries a handful of tensors (a gradient bucket's
+// shards); 64 bounds the iov we build and the size list a peer can declare.
+inline constexpr size_t payloads_max = 64;
+// All payload bytes of one message. 1 GiB is a 256 M-float shard, larger than any single
+// tensor of the configs we run; bigger state is chunked by the sender. It also bounds the
+// one allocation a (possibly malicious) peer's declared sizes can make us do.
+inline constexpr uint64_t message_bytes_max = uint64_t{1} << 30;
+// Sends accepted but not yet completed by UCX. 1024 keeps rendezvous pipelines and bursts
+// of small eager sends flowing (bandwidth flattens past ~32 in flight) while bounding the
+// headers and caller buffers we pin; send() waits up to send_wait_ms_max for room.
+inline constexpr size_t inflight_messages_max = 1024;
+inline constexpr int64_t send_wait_ms_max = 1000;
+// Delivered messages waiting in receive()'s queue (only when no receive handler is set).
+// Past this the consumer is not keeping up: messages are dropped and counted rather than
+// letting memory grow. It holds a full send window of four peers.
+inline constexpr size_t recv_queue_messages_max = 4096;
+
+static_assert(frame_bytes_max <= UINT32_MAX, "the length prefix is a u32");
+// The declared size list (varints of at most 10 bytes plus a tag byte) must leave room
+// for addresses and the typed header inside the envelope.
+static_assert(payloads_max * 11 <= envelope_bytes_max / 4);
+static_assert(recv_queue_messages_max >= 4 * inflight_messages_max);
+static_assert(message_bytes_max <= (uint64_t{1} << 40), "sizes stay far from overflow");
+
+using PeerId = uint32_t;
+inline constexpr PeerId peer_none = 0;  // ids start at 1
+
+// The header fields of a message. The payloads travel beside it, uncopied.
+struct Envelope {
+  uint64_t epoch = 0;  // the sender's epoch; older than the receiver's means dropped
+  std::string from;    // sender address, e.g. "n3/worker.2"
+  std::string to;      // receiver address
+  uint32_t type = 0;   // meaningful to the layer above
+  std::string header;  // the typed message's serialized header
+};
+
+// A received message. Payloads are views into `storage` (each 64-byte aligned).
+struct Message {
+  PeerId peer = peer_none;
+  Envelope envelope;
+  std::vector<std::span<const std::byte>> payloads;
+  ByteBuffer storage;
+};
+
+struct FabricCounters {
+  uint64_t sent_messages = 0;
+  uint64_t sent_bytes = 0;  // payload bytes of completed sends
+  uint64_t received_messages = 0;
+  uint64_t received_bytes = 0;  // payload bytes delivered
+  uint64_t rejected_malformed = 0;
+  uint64_t rejected_oversized = 0;
+  uint64_t dropped_stale_epoch = 0;
+  uint64_t dropped_queue_full = 0;
+  uint64_t send_failed = 0;  // sends whose completion reported an error
+  uint64_t peers_down = 0;
+};
+
+// Called on the fabric's own thread; must not block (hand the message on and return).
+using ReceiveFn = std::function<void(Message&& message)>;
+using PeerDownFn = std::function<void(PeerId peer, const Status& why)>;
+// Completion of one send: after it runs, the payload memory may be reused.
+using SendDoneFn = std::function<void(const Status& status)>;
+
+struct FabricHandlers {
+  ReceiveFn on_receive;     // empty: messages queue for receive()
+  PeerDownFn on_peer_down;  // empty: peer loss is only counted
+};
+
+class Fabric {
+ public:
+  virtual ~Fabric() = default;
+
+  // Accept connections on `port` (0: any free port). Returns the bound port. Call once.
+  virtual Result<uint16_t> listen(uint16_t port) = 0;
+
+  // Opens an endpoint to "host:port" and returns its peer id. The connection completes
+  // asynchronously; sends before then are queued by the transport. A peer that cannot be
+  // reached surfaces through on_peer_down (and failed sends), not here.
+  virtual Result<PeerId> connect(const std::string& host_port) = 0;
+
+  // Sends `envelope` plus `payloads` (not copied). Returns once the send is accepted;
+  // `done` runs (on the fabric's thread, or inline) when the payload memory may be
+  // reused — the caller keeps it alive and unchanged until then. Errors: too_large or
+  // invalid_argument (limits; nothing sent), unknown_peer, peer_down, busy (in-flight
+  // window full for send_wait_ms_max), closed. After an ok return, a transport failure
+  // is reported to `done` only. May be called from any thread, including handlers.
+  virtual Status send(PeerId peer, const Envelope& envelope,
+                      std::span<const std::span<const std::byte>> payloads,
+                      SendDoneFn done = {}) = 0;
+
+  // Waits until every accepted send has completed, or `timeout` (then Code::timeout).
+  virtual Status flush(std::chrono::milliseconds timeout) = 0;
+
+  // Pops the next delivered message when no receive handler is set; Code::timeout if
+  // none arrives within `timeout`.
+  virtual Result<Message> receive(std::chrono::milliseconds timeout) = 0;
+
+  // The receiver's epoch. Never decreases (asserted); messages with an older epoch are
+  // dropped and counted.
+  virtual void set_epoch(uint64_t epoch) = 0;
+  virtual uint64_t epoch() const = 0;
+
+  virtual FabricCounters counters() const = 0;
+};
+
+}  // namespace troupe::runtime

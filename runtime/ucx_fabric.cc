@@ -1,0 +1,317 @@
+// UcxFabric: setup, the progress loop and the calls other threads make.
+#include "runtime/ucx_fabric.h"
+
+#include <fmt/format.h>
+#include <netdb.h>
+#include <poll.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <future>
+
+#include "runtime/ucx_fabric_impl.h"
+
+namespace troupe::runtime {
+
+namespace {
+
+Status ucx_error(const char* call, ucs_status_t status) {
+  return {Code::io_error, fmt::format("{}: {}", call, ucs_status_string(status))};
+}
+
+// Sets UCX option `name` (without the UCX_ prefix) unless the environment already does.
+Status set_unless_env(ucp_config_t* config, const char* name, const std::string& value) {
+  if (value.empty()) return {};
+  if (std::getenv(fmt::format("UCX_{}", name).c_str()) != nullptr) return {};
+  ucs_status_t s = ucp_config_modify(config, name, value.c_str());
+  if (s != UCS_OK) {
+    return {Code::io_error,
+            fmt::format("ucp_config_modify({}={}): {}", name, value, ucs_status_string(s))};
+  }
+  return {};
+}
+
+Status read_config(const UcxOptions& o, ucp_config_t** config) {
+  ucs_status_t s = ucp_config_read(nullptr, nullptr, config);
+  if (s != UCS_OK) return ucx_error("ucp_config_read", s);
+  Status st = set_unless_env(*config, "TLS", o.tls);
+  if (st.ok()) st = set_unless_env(*config, "NET_DEVICES", o.net_devices);
+  if (st.ok()) st = set_unless_env(*config, "MM_ERROR_HANDLING", o.mm_error_handling ? "y" : "n");
+  if (st.ok()) st = set_unless_env(*config, "RNDV_THRESH", o.rndv_thresh);
+  if (!st.ok()) ucp_config_release(*config);
+  return st;
+}
+
+// Runs fn on the progress thread and waits for its answer.
+template <class T>
+T call_on_progress(UcxFabric::Impl& impl, std::function<T()> fn) {
+  if (impl.on_progress_thread()) return fn();
+  auto promise = std::make_shared<std::promise<T>>();
+  auto future = promise->get_future();
+  impl.post([promise, fn = std::move(fn)] { promise->set_value(fn()); });
+  return future.get();
+}
+
+}  // namespace
+
+Status UcxFabric::Impl::init() {
+  ucp_config_t* config = nullptr;
+  Status st = read_config(options, &config);
+  if (!st.ok()) return st;
+  ucp_params_t params{};
+  params.field_mask = UCP_PARAM_FIELD_FEATURES;
+  params.features = UCP_FEATURE_AM | UCP_FEATURE_WAKEUP;
+  ucs_status_t s = ucp_init(&params, config, &context);
+  ucp_config_release(config);
+  if (s != UCS_OK) return ucx_error("ucp_init", s);
+
+  ucp_worker_params_t wp{};
+  wp.field_mask = UCP_WORKER_PARAM_FIELD_THREAD_MODE;
+  wp.thread_mode = UCS_THREAD_MODE_SERIALIZED;  // only the progress thread touches it
+  s = ucp_worker_create(context, &wp, &worker);
+  if (s != UCS_OK) return ucx_error("ucp_worker_create", s);
+
+  ucp_worker_attr_t attr{};
+  attr.field_mask = UCP_WORKER_ATTR_FIELD_MAX_AM_HEADER;
+  s = ucp_worker_query(worker, &attr);
+  if (s != UCS_OK) return ucx_error("ucp_worker_query", s);
+  if (attr.max_am_header < frame_bytes_max) {
+    return {Code::io_error, fmt::format("UCX max AM header {} B < frame_bytes_max {} B",
+                                        attr.max_am_header, frame_bytes_max)};
+  }
+  s = ucp_worker_get_efd(worker, &event_fd);
+  if (s != UCS_OK) return ucx_error("ucp_worker_get_efd", s);
+
+  ucp_am_handler_param_t hp{};
+  hp.field_mask = UCP_AM_HANDLER_PARAM_FIELD_ID | UCP_AM_HANDLER_PARAM_FIELD_FLAGS |
+                  UCP_AM_HANDLER_PARAM_FIELD_CB | UCP_AM_HANDLER_PARAM_FIELD_ARG;
+  hp.id = fabric_am_id;
+  hp.flags = UCP_AM_FLAG_WHOLE_MSG;
+  hp.cb = [](void* arg, const void* header, size_t header_length, void* data, size_t length,
+             const ucp_am_recv_param_t* param) {
+    return static_cast<Impl*>(arg)->on_am(header, header_length, data, length, param);
+  };
+  hp.arg = this;
+  s = ucp_worker_set_am_recv_handler(worker, &hp);
+  if (s != UCS_OK) return ucx_error("ucp_worker_set_am_recv_handler", s);
+  return {};
+}
+
+void UcxFabric::Impl::post(std::function<void()> fn) {
+  if (on_progress_thread()) {
+    fn();
+    return;
+  }
+  {
+    std::lock_guard<std::mutex> lock(command_mutex);
+    commands.push_back(std::move(fn));
+    commands_pending.store(true);
+  }
+  if (sleeping.load()) ucp_worker_signal(worker);
+}
+
+bool UcxFabric::Impl::run_commands() {
+  if (!commands_pending.load(std::memory_order_relaxed)) return false;
+  std::vector<std::function<void()>> batch;
+  {
+    std::lock_guard<std::mutex> lock(command_mutex);
+    batch.swap(commands);
+    commands_pending.store(false);
+  }
+  for (auto& fn : batch) fn();
+  return !batch.empty();
+}
+
+// Arms the worker and sleeps until a UCX event, a command or progress_sleep_ms_max.
+void UcxFabric::Impl::sleep_until_event() {
+  sleeping.store(true);
+  ucs_status_t s = ucp_worker_arm(worker);
+  if (s == UCS_OK && !commands_pending.load() && !stop.load()) {
+    pollfd p{event_fd, POLLIN, 0};
+    (void)poll(&p, 1, progress_sleep_ms_max);
+  }
+  sleeping.store(false);
+}
+
+void UcxFabric::Impl::progress_loop() {
+  using clock = std::chrono::steady_clock;
+  const auto spin = std::chrono::microseconds(options.progress_spin_us);
+  auto last_activity = clock::now();
+  while (!stop.load(std::memory_order_relaxed)) {
+    bool active = run_commands();
+    active |= ucp_worker_progress(worker) != 0;
+    if (!to_close.empty()) close_failed_endpoints();
+    if (active || options.progress_spin_us < 0) {
+      last_activity = clock::now();
+      continue;
+    }
+    if (clock::now() - last_activity < spin) continue;
+    sleep_until_event();
+    last_activity = clock::now();
+  }
+  run_commands();
+  close_all();
+}
+
+// On the progress thread, at stop: flush-close every live endpoint, bounded in time.
+void UcxFabric::Impl::close_all() {
+  if (listener != nullptr) ucp_listener_destroy(listener);
+  listener = nullptr;
+  std::vector<void*> pending;
+  for (auto& [id, peer] : peers) {
+    if (peer->ep == nullptr) continue;
+    ucp_request_param_t p{};
+    void* r = ucp_ep_close_nbx(peer->ep, &p);
+    peer->ep = nullptr;
+    on_endpoint_ready(peer.get(), UCS_ERR_CANCELED);
+    if (r != nullptr && !UCS_PTR_IS_ERR(r)) pending.push_back(r);
+  }
+  const auto deadline =
+      std::chrono::steady_clock::now() + std::chrono::milliseconds(close_flush_ms_max);
+  for (void* r : pending) {
+    while (ucp_request_check_status(r) == UCS_INPROGRESS &&
+           std::chrono::steady_clock::now() < deadline) {
+      ucp_worker_progress(worker);
+    }
+    ucp_request_free(r);
+  }
+  ucp_worker_progress(worker);
+}
+
+void UcxFabric::Impl::release_inflight() {
+  inflight.fetch_sub(1);
+  if (window_waiters.load() > 0) {
+    { std::lock_guard<std::mutex> lock(window_mutex); }
+    window_cv.notify_all();
+  }
+}
+
+// ---- UcxFabric ----
+
+UcxFabric::UcxFabric(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+Result<std::unique_ptr<UcxFabric>> UcxFabric::create(const UcxOptions& options,
+                                                      FabricHandlers handlers) {
+  auto impl = std::make_unique<Impl>(options);
+  impl->handlers = std::move(handlers);
+  Status st = impl->init();
+  if (!st.ok()) {
+    if (impl->worker != nullptr) ucp_worker_destroy(impl->worker);
+    if (impl->context != nullptr) ucp_cleanup(impl->context);
+    return st;
+  }
+  Impl* raw = impl.get();
+  std::promise<void> started;
+  auto started_future = started.get_future();
+  raw->thread = std::thread([raw, &started] {
+    raw->thread_id = std::this_thread::get_id();
+    started.set_value();
+    raw->progress_loop();
+  });
+  started_future.wait();
+  return std::unique_ptr<UcxFabric>(new UcxFabric(std::move(impl)));
+}
+
+UcxFabric::~UcxFabric() {
+  impl_->stop.store(true);
+  ucp_worker_signal(impl_->worker);
+  impl_->thread.join();
+  ucp_worker_destroy(impl_->worker);
+  ucp_cleanup(impl_->context);
+}
+
+Result<uint16_t> UcxFabric::listen(uint16_t port) {
+  return call_on_progress<Result<uint16_t>>(*impl_, [this, port] {
+    return impl_->do_listen(port);
+  });
+}
+
+Result<PeerId> UcxFabric::connect(const std::string& host_port) {
+  const size_t colon = host_port.rfind(':');
+  if (colon == std::string::npos || colon == 0) {
+    return Result<PeerId>(Code::invalid_argument,
+                          fmt::format("connect: '{}' is not host:port", host_port));
+  }
+  const std::string host = host_port.substr(0, colon);
+  const std::string port = host_port.substr(colon + 1);
+  addrinfo hints{};
+  hints.ai_family = AF_INET;
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* found = nullptr;
+  if (getaddrinfo(host.c_str(), port.c_str(), &hints, &found) != 0 || found == nullptr) {
+    return Result<PeerId>(Code::invalid_argument,
+                          fmt::format("connect: cannot resolve '{}'", host_port));
+  }
+  sockaddr_storage addr{};
+  const socklen_t len = found->ai_addrlen;
+  std::memcpy(&addr, found->ai_addr, len);
+  freeaddrinfo(found);
+  return call_on_progress<Result<PeerId>>(*impl_, [this, addr, len] {
+    return impl_->do_connect(addr, len);
+  });
+}
+
+Status UcxFabric::flush(std::chrono::milliseconds timeout) {
+  Impl& im = *impl_;
+  if (im.on_progress_thread()) return {Code::invalid_argument, "flush on the fabric thread"};
+  std::unique_lock<std::mutex> lock(im.window_mutex);
+  im.window_waiters.fetch_add(1);
+  const bool drained = im.window_cv.wait_for(lock, timeout, [&] { return im.inflight == 0; });
+  im.window_waiters.fetch_sub(1);
+  if (drained) return {};
+  return {Code::timeout, fmt::format("flush: {} sends still in flight", im.inflight.load())};
+}
+
+Result<Message> UcxFabric::receive(std::chrono::milliseconds timeout) {
+  std::unique_lock<std::mutex> lock(impl_->queue_mutex);
+  if (!impl_->queue_cv.wait_for(lock, timeout, [&] { return !impl_->queue.empty(); })) {
+    return Result<Message>(Code::timeout, "receive: no message");
+  }
+  Message m = std::move(impl_->queue.front());
+  impl_->queue.pop_front();
+  return m;
+}
+
+void UcxFabric::set_epoch(uint64_t epoch) {
+  const uint64_t old = impl_->epoch.exchange(epoch);
+  if (epoch < old) {  // an invariant, not an input error: the epoch never goes back
+    fmt::print(stderr, "troupe fabric: epoch went back from {} to {}\n", old, epoch);
+    std::abort();
+  }
+}
+
+uint64_t UcxFabric::epoch() const { return impl_->epoch.load(); }
+
+FabricCounters UcxFabric::counters() const {
+  const AtomicCounters& c = impl_->counters;
+  FabricCounters out;
+  out.sent_messages = c.sent_messages.load();
+  out.sent_bytes = c.sent_bytes.load();
+  out.received_messages = c.received_messages.load();
+  out.received_bytes = c.received_bytes.load();
+  out.rejected_malformed = c.rejected_malformed.load();
+  out.rejected_oversized = c.rejected_oversized.load();
+  out.dropped_stale_epoch = c.dropped_stale_epoch.load();
+  out.dropped_queue_full = c.dropped_queue_full.load();
+  out.send_failed = c.send_failed.load();
+  out.peers_down = c.peers_down.load();
+  return out;
+}
+
+std::string UcxFabric::describe_peer(PeerId peer) {
+  return call_on_progress<std::string>(*impl_, [this, peer]() -> std::string {
+    auto it = impl_->peers.find(peer);
+    if (it == impl_->peers.end() || it->second->ep == nullptr) return "(no endpoint)";
+    char* text = nullptr;
+    size_t size = 0;
+    FILE* f = open_memstream(&text, &size);
+    if (f == nullptr) return "(open_memstream failed)";
+    ucp_ep_print_info(it->second->ep, f);
+    std::fclose(f);
+    std::string out(text, size);
+    std::free(text);
+    return out;
+  });
+}
+
+}  // namespace troupe::runtime

@@ -1,0 +1,62 @@
+// UcxFabric: the Fabric on UCX's ucp active-message API. One context and one worker per
+// fabric, driven by one progress thread that owns every UCX object; other threads hand it
+// commands through a queue. Endpoints use UCP_ERR_HANDLING_MODE_PEER, so a peer's death
+// surfaces as on_peer_down within milliseconds (a hung peer does not: that needs
+// heartbeats, DESIGN.md §3).
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "runtime/fabric.h"
+
+namespace troupe::runtime {
+
+struct UcxOptions {
+  // UCX settings, applied to this fabric's context unless the matching UCX_* variable is
+  // set in the environment (the environment wins, so an operator can override).
+  std::string tls = "shm,tcp";  // UCX_TLS. tcp: listener connections need it, even locally
+  std::string net_devices = "lo";  // UCX_NET_DEVICES. lo for local jobs: a second TCP lane
+                                   // on eth0 doubles small-message latency
+  bool mm_error_handling = true;   // UCX_MM_ERROR_HANDLING: else peer error handling
+                                   // silently moves shared-memory peers to TCP (UCX #8477)
+  std::string rndv_thresh;         // UCX_RNDV_THRESH; empty: UCX's default
+  // The progress thread busy-polls this long after the last activity, then sleeps on the
+  // worker's event fd. Negative: never sleep (one core per process). 0: sleep when idle.
+  int64_t progress_spin_us = 100;
+  std::string listen_host = "0.0.0.0";  // the address listen() binds
+  // Received-payload buffers kept for reuse (see buffer_pool.h).
+  size_t buffer_cache_bytes_max = size_t{512} << 20;
+};
+
+class UcxFabric final : public Fabric {
+ public:
+  // Errors: io_error naming the UCX call that failed (no UCX, no usable transport, or
+  // an active-message header limit below frame_bytes_max).
+  static Result<std::unique_ptr<UcxFabric>> create(const UcxOptions& options,
+                                                    FabricHandlers handlers);
+  // Closes every endpoint (peers see peer_down), stops the progress thread.
+  ~UcxFabric() override;
+
+  Result<uint16_t> listen(uint16_t port) override;
+  Result<PeerId> connect(const std::string& host_port) override;
+  Status send(PeerId peer, const Envelope& envelope,
+              std::span<const std::span<const std::byte>> payloads,
+              SendDoneFn done = {}) override;
+  Status flush(std::chrono::milliseconds timeout) override;
+  Result<Message> receive(std::chrono::milliseconds timeout) override;
+  void set_epoch(uint64_t epoch) override;
+  uint64_t epoch() const override;
+  FabricCounters counters() const override;
+
+  // The transports UCX chose for this peer's endpoint (ucp_ep_print_info), for logs.
+  std::string describe_peer(PeerId peer);
+
+  struct Impl;
+
+ private:
+  explicit UcxFabric(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace troupe::runtime

@@ -1,0 +1,404 @@
+// UcxFabric's I/O paths: listen, connect, send, receive and endpoint errors. Everything
+// here except UcxFabric::send runs on the progress thread.
+#include <fmt/format.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+
+#include <cstring>
+
+#include "runtime/ucx_fabric_impl.h"
+
+namespace troupe::runtime {
+
+namespace {
+
+Status ucx_error(const char* call, ucs_status_t status) {
+  return {Code::io_error, fmt::format("{}: {}", call, ucs_status_string(status))};
+}
+
+void set_peer_error_handling(ucp_ep_params_t* p, PeerState* peer) {
+  p->field_mask |= UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE | UCP_EP_PARAM_FIELD_ERR_HANDLER;
+  p->err_mode = UCP_ERR_HANDLING_MODE_PEER;
+  p->err_handler.cb = [](void* arg, ucp_ep_h, ucs_status_t status) {
+    auto* state = static_cast<PeerState*>(arg);
+    state->impl->on_peer_error(state, status);
+  };
+  p->err_handler.arg = peer;
+}
+
+}  // namespace
+
+// ---- peers ----
+
+// Creates the endpoint described by `params` (error handling added here) and records it.
+PeerId UcxFabric::Impl::add_peer(ucp_ep_params_t* params) {
+  auto state = std::make_unique<PeerState>();
+  state->impl = this;
+  state->id = next_peer;
+  set_peer_error_handling(params, state.get());
+  ucp_ep_h ep = nullptr;
+  ucs_status_t s = ucp_ep_create(worker, params, &ep);
+  if (s != UCS_OK) {
+    fmt::print(stderr, "troupe fabric: ucp_ep_create: {}\n", ucs_status_string(s));
+    return peer_none;
+  }
+  const PeerId id = next_peer++;
+  state->ep = ep;
+  peer_by_ep[ep] = id;
+  PeerState* raw = state.get();
+  peers[id] = std::move(state);
+  {
+    std::lock_guard<std::mutex> lock(peer_mutex);
+    peer_up[id] = true;
+  }
+  flush_new_endpoint(raw);
+  return id;
+}
+
+void UcxFabric::Impl::flush_new_endpoint(PeerState* peer) {
+  ucp_request_param_t p{};
+  p.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA;
+  p.cb.send = [](void* request, ucs_status_t status, void* user_data) {
+    ucp_request_free(request);
+    auto* state = static_cast<PeerState*>(user_data);
+    state->impl->on_endpoint_ready(state, status);
+  };
+  p.user_data = peer;
+  ucs_status_ptr_t r = ucp_ep_flush_nbx(peer->ep, &p);
+  if (r == nullptr) {
+    on_endpoint_ready(peer, UCS_OK);
+  } else if (UCS_PTR_IS_ERR(r)) {
+    on_endpoint_ready(peer, UCS_PTR_STATUS(r));
+  }
+}
+
+// The endpoint's wire-up is done (or it failed): release the sends that waited for it.
+void UcxFabric::Impl::on_endpoint_ready(PeerState* peer, ucs_status_t status) {
+  peer->ready = true;
+  while (!peer->waiting.empty()) {
+    std::unique_ptr<SendOp> op = std::move(peer->waiting.front());
+    peer->waiting.pop_front();
+    if (status == UCS_OK && peer->ep != nullptr) {
+      start_send(*peer, std::move(op));
+    } else {
+      finish_send(op.release(), status == UCS_OK ? UCS_ERR_CONNECTION_RESET : status);
+    }
+  }
+}
+
+Result<uint16_t> UcxFabric::Impl::do_listen(uint16_t port) {
+  if (listener != nullptr) return Result<uint16_t>(Code::invalid_argument, "already listening");
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(port);
+  if (inet_pton(AF_INET, options.listen_host.c_str(), &addr.sin_addr) != 1) {
+    return Result<uint16_t>(Code::invalid_argument,
+                            fmt::format("listen: bad address '{}'", options.listen_host));
+  }
+  ucp_listener_params_t lp{};
+  lp.field_mask = UCP_LISTENER_PARAM_FIELD_SOCK_ADDR | UCP_LISTENER_PARAM_FIELD_CONN_HANDLER;
+  lp.sockaddr.addr = reinterpret_cast<const sockaddr*>(&addr);
+  lp.sockaddr.addrlen = sizeof(addr);
+  lp.conn_handler.cb = [](ucp_conn_request_h request, void* arg) {
+    auto* impl = static_cast<Impl*>(arg);
+    ucp_ep_params_t p{};
+    p.field_mask = UCP_EP_PARAM_FIELD_CONN_REQUEST;
+    p.conn_request = request;
+    impl->add_peer(&p);
+  };
+  lp.conn_handler.arg = this;
+  ucs_status_t s = ucp_listener_create(worker, &lp, &listener);
+  if (s != UCS_OK) return ucx_error("ucp_listener_create", s);
+  ucp_listener_attr_t attr{};
+  attr.field_mask = UCP_LISTENER_ATTR_FIELD_SOCKADDR;
+  s = ucp_listener_query(listener, &attr);
+  if (s != UCS_OK) return ucx_error("ucp_listener_query", s);
+  return ntohs(reinterpret_cast<const sockaddr_in*>(&attr.sockaddr)->sin_port);
+}
+
+Result<PeerId> UcxFabric::Impl::do_connect(const sockaddr_storage& addr, socklen_t len) {
+  ucp_ep_params_t p{};
+  p.field_mask = UCP_EP_PARAM_FIELD_FLAGS | UCP_EP_PARAM_FIELD_SOCK_ADDR;
+  p.flags = UCP_EP_PARAMS_FLAGS_CLIENT_SERVER;
+  p.sockaddr.addr = reinterpret_cast<const sockaddr*>(&addr);
+  p.sockaddr.addrlen = len;
+  const PeerId id = add_peer(&p);
+  if (id == peer_none) return Result<PeerId>(Code::io_error, "connect: ucp_ep_create failed");
+  return id;
+}
+
+void UcxFabric::Impl::on_peer_error(PeerState* peer, ucs_status_t status) {
+  if (!peer->up) return;
+  peer->up = false;
+  to_close.push_back(peer);
+  counters.peers_down.fetch_add(1);
+  {
+    std::lock_guard<std::mutex> lock(peer_mutex);
+    peer_up[peer->id] = false;
+  }
+  if (stop.load()) return;  // shutting down: peers are being closed on purpose
+  fmt::print(stderr, "troupe fabric: peer {} down: {}\n", peer->id, ucs_status_string(status));
+  if (handlers.on_peer_down) {
+    handlers.on_peer_down(peer->id, Status(Code::peer_down, ucs_status_string(status)));
+  }
+}
+
+// Failed endpoints are closed outside UCX callbacks, after ucp_worker_progress returns.
+void UcxFabric::Impl::close_failed_endpoints() {
+  for (PeerState* peer : to_close) {
+    if (peer->ep == nullptr) continue;
+    peer_by_ep.erase(peer->ep);
+    ucp_request_param_t p{};
+    p.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS;
+    p.flags = UCP_EP_CLOSE_FLAG_FORCE;
+    void* r = ucp_ep_close_nbx(peer->ep, &p);
+    if (r != nullptr && !UCS_PTR_IS_ERR(r)) ucp_request_free(r);  // released when done
+    peer->ep = nullptr;
+    on_endpoint_ready(peer, UCS_ERR_CONNECTION_RESET);  // fails the sends still waiting
+  }
+  to_close.clear();
+}
+
+// ---- send ----
+
+Status UcxFabric::send(PeerId peer, const Envelope& envelope,
+                       std::span<const std::span<const std::byte>> payloads, SendDoneFn done) {
+  Impl& im = *impl_;
+  if (im.stop.load()) return {Code::closed, "send: fabric is shutting down"};
+  {
+    std::lock_guard<std::mutex> lock(im.peer_mutex);
+    auto it = im.peer_up.find(peer);
+    if (it == im.peer_up.end()) return {Code::unknown_peer, fmt::format("send: peer {}", peer)};
+    if (!it->second) return {Code::peer_down, fmt::format("send: peer {} is down", peer)};
+  }
+  auto op = std::make_unique<SendOp>();
+  Status st = encode_frame(envelope, payloads, &op->frame);
+  if (!st.ok()) return st;
+  op->impl = &im;
+  op->peer = peer;
+  op->done = std::move(done);
+  for (const auto& p : payloads) {
+    op->payload_bytes += p.size();
+    if (!p.empty()) op->iov.push_back({const_cast<std::byte*>(p.data()), p.size()});
+  }
+  {
+    std::unique_lock<std::mutex> lock(im.window_mutex);
+    auto has_room = [&] { return im.inflight.load() < inflight_messages_max; };
+    if (!has_room()) {
+      if (im.on_progress_thread()) return {Code::busy, "send: in-flight window full"};
+      im.window_waiters.fetch_add(1);
+      const bool room =
+          im.window_cv.wait_for(lock, std::chrono::milliseconds(send_wait_ms_max), has_room);
+      im.window_waiters.fetch_sub(1);
+      if (!room) return {Code::busy, "send: in-flight window full for send_wait_ms_max"};
+    }
+    im.inflight.fetch_add(1);
+  }
+  SendOp* raw = op.release();
+  im.post([raw] { raw->impl->post_send(std::unique_ptr<SendOp>(raw)); });
+  return {};
+}
+
+void UcxFabric::Impl::post_send(std::unique_ptr<SendOp> op) {
+  auto it = peers.find(op->peer);
+  if (it == peers.end() || it->second->ep == nullptr) {
+    finish_send(op.release(), UCS_ERR_CONNECTION_RESET);
+    return;
+  }
+  if (!it->second->ready) {
+    it->second->waiting.push_back(std::move(op));
+    return;
+  }
+  start_send(*it->second, std::move(op));
+}
+
+void UcxFabric::Impl::start_send(PeerState& peer, std::unique_ptr<SendOp> op) {
+  ucp_request_param_t p{};
+  p.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA |
+                   UCP_OP_ATTR_FIELD_DATATYPE | UCP_OP_ATTR_FIELD_FLAGS;
+  p.cb.send = [](void* request, ucs_status_t status, void* user_data) {
+    ucp_request_free(request);
+    auto* sop = static_cast<SendOp*>(user_data);
+    sop->impl->finish_send(sop, status);
+  };
+  p.user_data = op.get();
+  p.flags = UCP_AM_SEND_FLAG_REPLY;  // the receiver learns which endpoint sent it
+  const void* buffer = nullptr;
+  size_t count = 0;
+  if (op->iov.size() == 1) {
+    p.datatype = ucp_dt_make_contig(1);
+    buffer = op->iov[0].buffer;
+    count = op->iov[0].length;
+  } else if (op->iov.empty()) {
+    p.datatype = ucp_dt_make_contig(1);
+  } else {
+    p.datatype = ucp_dt_make_iov();
+    buffer = op->iov.data();
+    count = op->iov.size();
+  }
+  ucs_status_ptr_t r = ucp_am_send_nbx(peer.ep, fabric_am_id, op->frame.data(),
+                                       op->frame.size(), buffer, count, &p);
+  if (r == nullptr) {
+    finish_send(op.release(), UCS_OK);
+  } else if (UCS_PTR_IS_ERR(r)) {
+    finish_send(op.release(), UCS_PTR_STATUS(r));
+  } else {
+    op.release();  // the request's callback finishes it
+  }
+}
+
+void UcxFabric::Impl::finish_send(SendOp* op, ucs_status_t status) {
+  std::unique_ptr<SendOp> owned(op);
+  if (status == UCS_OK) {
+    counters.sent_messages.fetch_add(1, std::memory_order_relaxed);
+    counters.sent_bytes.fetch_add(op->payload_bytes, std::memory_order_relaxed);
+  } else {
+    counters.send_failed.fetch_add(1, std::memory_order_relaxed);
+  }
+  if (op->done) {
+    op->done(status == UCS_OK ? Status()
+                              : Status(Code::peer_down, fmt::format("send to peer {}: {}",
+                                                                    op->peer,
+                                                                    ucs_status_string(status))));
+  }
+  owned.reset();
+  release_inflight();
+}
+
+// ---- receive ----
+
+void UcxFabric::Impl::reject(PeerId peer, RejectReason reason) {
+  if (reject_is_oversized(reason)) {
+    counters.rejected_oversized.fetch_add(1, std::memory_order_relaxed);
+  } else {
+    counters.rejected_malformed.fetch_add(1, std::memory_order_relaxed);
+  }
+  const auto i = static_cast<size_t>(reason);
+  ++reject_counts[i];
+  const auto now = std::chrono::steady_clock::now();
+  if (reject_counts[i] > 1 &&
+      now - last_reject_log[i] < std::chrono::milliseconds(reject_log_interval_ms)) {
+    return;
+  }
+  last_reject_log[i] = now;
+  fmt::print(stderr, "troupe fabric: rejecting message from peer {}: {} ({} so far)\n", peer,
+             reject_reason_name(reason), reject_counts[i]);
+}
+
+ucs_status_t UcxFabric::Impl::on_am(const void* header, size_t header_length, void* data,
+                                    size_t length, const ucp_am_recv_param_t* param) {
+  PeerId peer = peer_none;
+  if ((param->recv_attr & UCP_AM_RECV_ATTR_FIELD_REPLY_EP) != 0) {
+    auto it = peer_by_ep.find(param->reply_ep);
+    if (it != peer_by_ep.end()) peer = it->second;
+  }
+  const bool rndv = (param->recv_attr & UCP_AM_RECV_ATTR_FLAG_RNDV) != 0;
+  Frame frame;
+  RejectReason reason = RejectReason::no_sender_endpoint;
+  if (peer != peer_none) {
+    reason = decode_frame({static_cast<const std::byte*>(header), header_length}, length, &frame);
+  }
+  if (reason != RejectReason::none) {
+    reject(peer, reason);
+    return UCS_OK;  // eager data is dropped; a rendezvous is declined
+  }
+  if (frame.envelope.epoch < epoch.load(std::memory_order_relaxed)) {
+    const uint64_t n = counters.dropped_stale_epoch.fetch_add(1) + 1;
+    if (n == 1 || n % 1000 == 0) {
+      fmt::print(stderr, "troupe fabric: dropping message from peer {}: stale epoch {} < {}"
+                 " ({} so far)\n", peer, frame.envelope.epoch, epoch.load(), n);
+    }
+    return UCS_OK;
+  }
+  std::vector<uint64_t> offsets;
+  const uint64_t storage_bytes = layout_payloads(frame.payload_bytes, &offsets);
+  Message m;
+  m.peer = peer;
+  m.envelope = std::move(frame.envelope);
+  if (storage_bytes > 0) m.storage = pool.get(storage_bytes);
+  std::vector<ucp_dt_iov_t> iov;
+  const auto* src = static_cast<const std::byte*>(data);
+  for (size_t i = 0; i < offsets.size(); ++i) {
+    std::byte* dst = m.storage.data() + offsets[i];
+    m.payloads.emplace_back(dst, frame.payload_bytes[i]);
+    if (frame.payload_bytes[i] == 0) continue;
+    if (rndv) {
+      iov.push_back({dst, frame.payload_bytes[i]});
+    } else {
+      std::memcpy(dst, src, frame.payload_bytes[i]);
+      src += frame.payload_bytes[i];
+    }
+  }
+  if (!rndv) {
+    deliver(std::move(m), length);
+    return UCS_OK;
+  }
+  auto op = std::make_unique<RecvOp>();
+  op->impl = this;
+  op->payload_bytes = length;
+  op->message = std::move(m);
+  op->iov = std::move(iov);
+  start_rndv(data, std::move(op));
+  return UCS_INPROGRESS;
+}
+
+void UcxFabric::Impl::start_rndv(void* data_desc, std::unique_ptr<RecvOp> op) {
+  ucp_request_param_t p{};
+  p.op_attr_mask =
+      UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA | UCP_OP_ATTR_FIELD_DATATYPE;
+  p.cb.recv_am = [](void* request, ucs_status_t status, size_t, void* user_data) {
+    ucp_request_free(request);
+    std::unique_ptr<RecvOp> rop(static_cast<RecvOp*>(user_data));
+    if (status != UCS_OK) {  // usually the sender died mid-transfer
+      fmt::print(stderr, "troupe fabric: rendezvous receive from peer {} failed: {}\n",
+                 rop->message.peer, ucs_status_string(status));
+      return;
+    }
+    rop->impl->deliver(std::move(rop->message), rop->payload_bytes);
+  };
+  p.user_data = op.get();
+  void* buffer = op->iov.data();
+  size_t count = op->iov.size();
+  if (op->iov.size() == 1) {
+    p.datatype = ucp_dt_make_contig(1);
+    buffer = op->iov[0].buffer;
+    count = op->iov[0].length;
+  } else {
+    p.datatype = ucp_dt_make_iov();
+  }
+  ucs_status_ptr_t r = ucp_am_recv_data_nbx(worker, data_desc, buffer, count, &p);
+  if (r == nullptr) {
+    deliver(std::move(op->message), op->payload_bytes);
+  } else if (UCS_PTR_IS_ERR(r)) {
+    fmt::print(stderr, "troupe fabric: rendezvous receive from peer {} failed: {}\n",
+               op->message.peer, ucs_status_string(UCS_PTR_STATUS(r)));
+  } else {
+    op.release();  // the request's callback delivers it
+  }
+}
+
+void UcxFabric::Impl::deliver(Message&& message, uint64_t payload_bytes) {
+  if (handlers.on_receive) {
+    counters.received_messages.fetch_add(1, std::memory_order_relaxed);
+    counters.received_bytes.fetch_add(payload_bytes, std::memory_order_relaxed);
+    handlers.on_receive(std::move(message));
+    return;
+  }
+  {
+    std::lock_guard<std::mutex> lock(queue_mutex);
+    if (queue.size() >= recv_queue_messages_max) {
+      const uint64_t n = counters.dropped_queue_full.fetch_add(1) + 1;
+      if (n == 1 || n % 1000 == 0) {
+        fmt::print(stderr, "troupe fabric: dropping message from peer {}: receive queue full"
+                   " ({} so far)\n", message.peer, n);
+      }
+      return;
+    }
+    counters.received_messages.fetch_add(1, std::memory_order_relaxed);
+    counters.received_bytes.fetch_add(payload_bytes, std::memory_order_relaxed);
+    queue.push_back(std::move(message));
+  }
+  queue_cv.notify_one();
+}
+
+}  // namespace troupe::runtime
