@@ -3,7 +3,7 @@ BUILD ?= build
 JOBS ?= $(shell nproc)
 DEMO_STEPS ?= 120
 
-.PHONY: all build demo test bench clean
+.PHONY: all build demo test bench bench-optim clean
 
 all: build
 
@@ -22,5 +22,13 @@ test: build
 bench: build
 	bench/run_bench.sh $(BUILD)
 
+# AdamW vs Muon on tiny, same steps (BENCH_OPTIM_STEPS, default 600): curves, time, ratio.
+bench-optim: build
+	bench/run_bench_optim.sh $(BUILD)
+
 clean:
 	rm -rf $(BUILD)
+
+.PHONY: bench-fabric
+bench-fabric: build
+	bench/fabric/run_bench_fabric.sh $(BUILD)

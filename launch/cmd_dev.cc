@@ -3,6 +3,9 @@
 // writes DIR/weights.safetensors (F32), DIR/batch.safetensors (the first training batch)
 // and DIR/ours64.safetensors / DIR/ours32.safetensors: loss terms, expert counts and
 // every parameter gradient computed by troupe in FP64 and FP32 on the same weights.
+// With Engram, weights.safetensors holds the tables and the dumps hold each table's
+// gradient as a dense (R, D) tensor `grad.<table name>`: the touched rows' sums, zeros
+// elsewhere (so compare.py checks it row by row, untouched rows included).
 #include <filesystem>
 
 #include "launch/commands.h"
@@ -29,7 +32,8 @@ bool ends_with(const std::string& s, const std::string& suffix) {
 }
 
 // Moves the parameters that init leaves at trivial values (α = 0.01, b = 0, norms = 1,
-// zero balancing bias) to generic ones, so parity exercises every path of mHC and routing.
+// zero balancing bias, zero Engram conv) to generic ones, so parity exercises every path of
+// mHC, routing and Engram.
 void perturb(const model::ParamTable& table, uint64_t seed, float* params) {
   for (const auto& p : table.all()) {
     model::CounterRng rng(seed, model::purpose_of("parity.perturb." + p.name));
@@ -41,16 +45,24 @@ void perturb(const model::ParamTable& table, uint64_t seed, float* params) {
       else if (n.find("_hc.b_") != std::string::npos) w[i] = float(0.5 * z);
       else if (ends_with(n, "e_score_correction_bias")) w[i] = float(0.05 * z);
       else if (p.init == model::Init::Ones) w[i] = float(1.0 + 0.1 * z);
+      else if (ends_with(n, ".engram.conv")) w[i] = float(0.3 * z);
     }
   }
 }
 
 template <typename T>
 void dump_grads(const model::JobConfig& cfg, const model::ParamTable& table,
-                const std::vector<float>& params32, const model::Batch& batch, int threads,
-                const std::string& path) {
+                const std::vector<float>& params32, const model::InProcessEngramStore<float>& eng32,
+                const model::Batch& batch, int threads, const std::string& path) {
   std::vector<T> params(params32.begin(), params32.end());
-  model::GradEngine<T> engine(cfg.model, table, threads);
+  std::vector<std::vector<T>> tables;
+  for (size_t j = 0; j < eng32.tables().size(); ++j) {
+    const auto& info = eng32.tables()[j];
+    const float* src = eng32.data(int64_t(j));
+    tables.emplace_back(src, src + info.rows * info.dim);
+  }
+  const model::InProcessEngramStore<T> engram(cfg.model, std::move(tables));
+  model::GradEngine<T> engine(cfg.model, table, threads, cfg.train.seed, &engram);
   model::LossParts<T> lp =
       engine.run(params.data(), batch, cfg.train.micro_batch_rows, true, cfg.model.mtp_depth > 0);
   model::SafetensorsFile f;
@@ -67,6 +79,17 @@ void dump_grads(const model::JobConfig& cfg, const model::ParamTable& table,
     f.tensors["grad." + p.name] =
         model::to_tensor_data(std::vector<double>(g, g + p.numel), p.shape);
   }
+  if (!cfg.model.engram_layers.empty()) {
+    for (size_t j = 0; j < engram.tables().size(); ++j) {
+      const auto& info = engram.tables()[j];
+      const model::SparseRows<T>& g = engine.engram_grad()[j];
+      std::vector<double> dense(static_cast<size_t>(info.rows * info.dim), 0.0);
+      for (size_t r = 0; r < g.ids.size(); ++r)
+        for (int64_t d = 0; d < info.dim; ++d)
+          dense[g.ids[r] * info.dim + d] = double(g.values[r * info.dim + d]);
+      f.tensors["grad." + info.name] = model::to_tensor_data(dense, {info.rows, info.dim});
+    }
+  }
   for (size_t l = 0; l < engine.counts().size(); ++l) {
     const auto& c = engine.counts()[l];
     if (c.empty()) continue;
@@ -82,19 +105,20 @@ void run_grads(const DevArgs& a) {
   std::vector<float> params(static_cast<size_t>(table.total()));
   model::init_params(table, cfg.train.seed, params.data());
   if (a.perturb) perturb(table, cfg.train.seed, params.data());
+  const model::InProcessEngramStore<float> engram(cfg.model, cfg.train.seed);
   model::Corpus corpus = model::load_fortunes(cfg.data.corpus_dir, cfg.data.val_modulus);
   model::PackedStream stream(&corpus.train, cfg.train.seed, true, cfg.model.seq_len);
   const model::Batch batch = model::train_batch(stream, 0, cfg.train.batch_size);
   std::filesystem::create_directories(a.out);
   model::write_safetensors(a.out + "/weights.safetensors",
                            model::weights_to_safetensors(table, params.data(), cfg.model,
-                                                         cfg.train.seed));
+                                                         cfg.train.seed, &engram));
   model::SafetensorsFile b;
   b.tensors["inputs"] = model::to_tensor_data(batch.inputs, {batch.rows, batch.seq_len});
   b.tensors["targets"] = model::to_tensor_data(batch.targets, {batch.rows, batch.seq_len});
   model::write_safetensors(a.out + "/batch.safetensors", b);
-  dump_grads<double>(cfg, table, params, batch, a.threads, a.out + "/ours64.safetensors");
-  dump_grads<float>(cfg, table, params, batch, a.threads, a.out + "/ours32.safetensors");
+  dump_grads<double>(cfg, table, params, engram, batch, a.threads, a.out + "/ours64.safetensors");
+  dump_grads<float>(cfg, table, params, engram, batch, a.threads, a.out + "/ours32.safetensors");
   std::printf("wrote %s/{weights,batch,ours64,ours32}.safetensors\n", a.out.c_str());
 }
 

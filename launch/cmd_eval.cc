@@ -1,6 +1,7 @@
 // `troupe eval`: mean next-token cross-entropy of the main head on a text file.
 #include <fstream>
 #include <iterator>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <thread>
 
@@ -22,7 +23,11 @@ void run_eval(const std::string& weights, const std::string& text_path, int thre
   model::LoadedWeights w = model::load_weights(weights);
   model::ParamTable table(w.model);
   const model::Batch all = model::eval_rows_from_text(bytes, w.model.seq_len);
-  model::GradEngine<float> engine(w.model, table, threads);
+  std::unique_ptr<model::InProcessEngramStore<float>> engram;
+  if (!w.model.engram_layers.empty())
+    engram = std::make_unique<model::InProcessEngramStore<float>>(w.model,
+                                                                  std::move(w.engram_tables));
+  model::GradEngine<float> engine(w.model, table, threads, w.seed, engram.get());
   double ce_sum = 0;  // chunk sums are added in chunk order: a fixed order
   int64_t count = 0;
   for (int64_t r = 0; r < all.rows; r += kEvalChunkRows) {

@@ -21,8 +21,9 @@ void add_export_command(CLI::App& app) {
     // Load and validate fully, then write: a corrupt run never yields a half-good export.
     model::LoadedWeights w = model::load_weights(src);
     model::ParamTable table(w.model);
-    model::write_safetensors(
-        *out, model::weights_to_safetensors(table, w.params.data(), w.model, w.seed));
+    const model::InProcessEngramStore<float> engram(w.model, std::move(w.engram_tables));
+    model::write_safetensors(*out, model::weights_to_safetensors(table, w.params.data(), w.model,
+                                                                 w.seed, &engram));
     std::printf("exported %zu tensors (%ld parameters) to %s\n", table.all().size(),
                 long(table.total()), out->c_str());
   });

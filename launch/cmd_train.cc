@@ -23,17 +23,19 @@ struct TrainArgs {
   bool print_params = false;
 };
 
-void print_params(const model::ParamTable& table) {
+// Each tensor with the update it gets under this job's [optimizer] name.
+void print_params(const model::ParamTable& table, const model::OptimizerConfig& opt) {
   int64_t by_group[4] = {0, 0, 0, 0};
   for (const auto& p : table.all()) {
+    const model::OptGroup group = model::effective_group(p.group, opt);
     std::string shape;
     for (size_t i = 0; i < p.shape.size(); ++i) {
       if (i) shape.push_back('x');
       shape.append(std::to_string(p.shape[i]));
     }
     std::printf("%-60s %-12s %-16s %ld\n", p.name.c_str(), shape.c_str(),
-                model::opt_group_name(p.group), long(p.numel));
-    by_group[static_cast<int>(p.group)] += p.numel;
+                model::opt_group_name(group), long(p.numel));
+    by_group[static_cast<int>(group)] += p.numel;
   }
   for (auto g : {model::OptGroup::AdamW, model::OptGroup::AdamWNoDecay, model::OptGroup::Muon,
                  model::OptGroup::Rule})
@@ -58,7 +60,7 @@ void run_train(const TrainArgs& a) {
   model::JobConfig cfg = model::load_config(a.config, sets);
   model::Trainer trainer(cfg);
   if (a.print_params) {
-    print_params(trainer.table);
+    print_params(trainer.table, cfg.optimizer);
     return;
   }
   std::filesystem::create_directories(a.run_dir);
@@ -101,7 +103,7 @@ void run_train(const TrainArgs& a) {
   model::write_safetensors(
       a.run_dir + "/weights.safetensors",
       model::weights_to_safetensors(trainer.table, trainer.params.data(), cfg.model,
-                                    cfg.train.seed));
+                                    cfg.train.seed, trainer.engram()));
   std::printf(
       "summary: steps %ld  loss %.4f  val_loss %.4f  wall %s  %.0f tok/s  %.2f GFLOP/s  "
       "weights %016lx\n"

@@ -46,6 +46,9 @@ struct ModelConfig {  // [model]: SPEC-model.md §2
   int64_t engram_conv_dilation = 3;
   std::string residual = "mhc";  // registry: mhc | plain
   std::string ffn = "moe";       // registry: moe | dense
+  // Set from [fp8] enabled by the config loader; not a [model] key (not in the [model]
+  // section's JSON/TOML: a checkpoint's weights are FP32 masters, however they were trained).
+  bool fp8 = false;
 
   int64_t qk_head_dim() const { return qk_nope_head_dim + qk_rope_head_dim; }
   bool is_moe_layer(int64_t l) const { return ffn == "moe" && l >= first_k_dense; }
@@ -77,7 +80,7 @@ struct TrainConfig {  // [train]
 };
 
 struct OptimizerConfig {       // [optimizer]
-  std::string name = "adamw";  // registry: adamw (muon: issue 4)
+  std::string name = "adamw";  // registry: adamw | muon (Muon for the block matrices)
   double beta1 = 0.9;
   double beta2 = 0.95;
   double eps = 1e-8;

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <stdexcept>
 
 #include "kernels/cpu/gemm.h"
 #include "kernels/cpu/ops.h"
@@ -52,6 +53,10 @@ struct Block {
   MoeCache<T> moe_cache;
   SwigluLayout dense{};
   SwigluCache<T> dense_cache;
+  bool engram = false;  // step 2a: X <- X + Engram_l(X, tokens) before the attention mHC
+  EngramLayout engram_layout{};
+  EngramCache<T> engram_cache;
+  std::vector<T> x_engram;  // (N,S,C) the streams after Engram: the attention stage's input
 };
 
 // The MTP module's activations (SPEC §3.4), over M = R·(T−1) positions.
@@ -101,7 +106,9 @@ struct Model<T>::Impl {
   std::vector<T> dlogits, dh, dhn, dX, dXn;  // backward buffers
   std::vector<T> dnormed, du, df, tmp, tmp2;
 
-  Impl(const ModelConfig& c, const ParamTable& t);
+  const EngramStore<T>* engram_store = nullptr;  // per call
+
+  Impl(const ModelConfig& c, const ParamTable& t, uint64_t seed);
   void bind_sizes(const Batch& b);
   void stage_forward(const T* P, int64_t l, int which);
   void stage_backward(const T* P, T* G, int64_t l, int which, const T* dXout, T* dXin);
@@ -110,11 +117,11 @@ struct Model<T>::Impl {
   LossParts<T> forward(const T* P, const LossScale& s, bool with_mtp, bool need_grad);
   void mtp_forward(const T* P, const LossScale& s, bool need_grad, LossParts<T>& out);
   void mtp_backward(const T* P, T* G);
-  void backward(const T* P, T* G, bool with_mtp);
+  void backward(const T* P, T* G, bool with_mtp, EngramGrad<T>* egrad);
 };
 
 template <typename T>
-Model<T>::Impl::Impl(const ModelConfig& c, const ParamTable& t)
+Model<T>::Impl::Impl(const ModelConfig& c, const ParamTable& t, uint64_t seed)
     : cfg(c),
       table(t),
       C(c.d_model),
@@ -137,6 +144,9 @@ Model<T>::Impl::Impl(const ModelConfig& c, const ParamTable& t)
     b.attn.norm_w = t.offset(p + "input_layernorm.weight");
     b.ffn.norm_w = t.offset(p + "post_attention_layernorm.weight");
     b.mla = MlaLayout::from(t, p + "self_attn.");
+    b.engram = std::find(c.engram_layers.begin(), c.engram_layers.end(), l) !=
+               c.engram_layers.end();
+    if (b.engram) b.engram_layout = EngramLayout::from(t, c, seed, l);
     b.moe = c.is_moe_layer(l);
     if (b.moe)
       b.moe_layout = MoeLayout::from(t, c, p + "mlp.");
@@ -171,6 +181,7 @@ void Model<T>::Impl::bind_sizes(const Batch& b) {
       resize(s->rstd, N);
       resize(s->f, N * C);
     }
+    if (blk.engram) resize(blk.x_engram, N * S * C);
   }
   resize(h, N * C);
   resize(hn, N * C);
@@ -210,7 +221,7 @@ template <typename T>
 void Model<T>::Impl::stage_forward(const T* P, int64_t l, int which) {
   Block<T>& b = blocks[l];
   Sublayer<T>& s = which == 0 ? b.attn : b.ffn;
-  const T* X = xs[2 * l + which].data();
+  const T* X = (which == 0 && b.engram) ? b.x_engram.data() : xs[2 * l + which].data();
   T* Xout = xs[2 * l + which + 1].data();
   if (s.hc)
     mhc_pre_forward(cfg, s.hc_layout, P, X, N, s.u.data(), s.hc_cache);
@@ -267,6 +278,10 @@ LossParts<T> Model<T>::Impl::forward(const T* P, const LossScale& sc, bool with_
     for (int64_t s = 0; s < S; ++s) std::copy(e, e + C, X0 + (n * S + s) * C);
   }
   for (int64_t l = 0; l < L; ++l) {
+    Block<T>& blk = blocks[l];
+    if (blk.engram)
+      engram_forward(cfg, blk.engram_layout, P, *engram_store, b.inputs.data(), R, Tn,
+                     xs[2 * l].data(), blk.x_engram.data(), blk.engram_cache);
     stage_forward(P, l, 0);
     stage_forward(P, l, 1);
   }
@@ -384,7 +399,7 @@ void Model<T>::Impl::mtp_backward(const T* P, T* G) {
 }
 
 template <typename T>
-void Model<T>::Impl::backward(const T* P, T* G, bool with_mtp) {
+void Model<T>::Impl::backward(const T* P, T* G, bool with_mtp, EngramGrad<T>* egrad) {
   zero(dh, N * C);
   if (with_mtp && mtp_on && Tn >= 2) mtp_backward(P, G);
   zero(dhn, N * C);
@@ -400,6 +415,12 @@ void Model<T>::Impl::backward(const T* P, T* G, bool with_mtp) {
   for (int64_t l = L - 1; l >= 0; --l) {
     stage_backward(P, G, l, 1, dX.data(), dXn.data());
     stage_backward(P, G, l, 0, dXn.data(), dX.data());
+    if (blocks[l].engram) {  // dX holds d(X after Engram); take it back to the block input
+      std::copy(dX.begin(), dX.end(), dXn.begin());
+      std::fill(dX.begin(), dX.end(), T(0));
+      engram_backward(cfg, blocks[l].engram_layout, P, G, dXn.data(), dX.data(), *egrad,
+                      blocks[l].engram_cache);
+    }
   }
   // X0 = [h0; …; h0] with h0 = embed[tokens].
   const Batch& b = *mb;
@@ -411,22 +432,33 @@ void Model<T>::Impl::backward(const T* P, T* G, bool with_mtp) {
 }
 
 template <typename T>
-Model<T>::Model(const ModelConfig& cfg, const ParamTable& table)
-    : impl_(std::make_unique<Impl>(cfg, table)) {}
+Model<T>::Model(const ModelConfig& cfg, const ParamTable& table, uint64_t seed)
+    : impl_(std::make_unique<Impl>(cfg, table, seed)) {}
 
 template <typename T>
 Model<T>::~Model() = default;
 
 template <typename T>
 LossParts<T> Model<T>::step(const T* params, T* grads, const Batch& mb, const LossScale& scale,
-                            bool with_mtp) {
+                            bool with_mtp, const EngramStore<T>* engram,
+                            EngramGrad<T>* engram_grad) {
   Impl& m = *impl_;
+  if (!m.cfg.engram_layers.empty()) {
+    if (!engram) throw std::invalid_argument("Model::step: Engram layers need an EngramStore");
+    if (grads && !engram_grad)
+      throw std::invalid_argument("Model::step: Engram layers need an EngramGrad output");
+  }
+  if (engram_grad) {
+    engram_grad->resize(engram ? engram->tables().size() : 0);
+    for (auto& g : *engram_grad) g.ids.clear(), g.values.clear();
+  }
+  m.engram_store = engram;
   m.bind_sizes(mb);
   LossParts<T> out = m.forward(params, scale, with_mtp, grads != nullptr);
   counts_.assign(static_cast<size_t>(m.L), {});
   for (int64_t l = 0; l < m.L; ++l)
     if (m.blocks[l].moe) counts_[l] = m.blocks[l].moe_cache.counts;
-  if (grads) m.backward(params, grads, with_mtp);
+  if (grads) m.backward(params, grads, with_mtp, engram_grad);
   return out;
 }
 

@@ -9,6 +9,7 @@
 
 #include "model/batch.h"
 #include "model/config.h"
+#include "model/engram.h"
 #include "model/params.h"
 
 namespace troupe::model {
@@ -37,15 +38,20 @@ struct LossParts {
 template <typename T>
 class Model {
  public:
-  Model(const ModelConfig& cfg, const ParamTable& table);
+  // seed: the job seed, which keys Engram's hash multipliers (unused without Engram).
+  Model(const ModelConfig& cfg, const ParamTable& table, uint64_t seed = 0);
   ~Model();
   Model(const Model&) = delete;
   Model& operator=(const Model&) = delete;
 
   // Forward over micro-batch mb; if grads is non-null, backward too, accumulating into
   // grads (the caller zeroes them). with_mtp=false skips the MTP head (evaluation).
+  // With Engram layers, `engram` supplies the table rows (required; throws without it) and,
+  // with grads, engram_grad receives the micro-batch's sparse table gradient (one entry
+  // per table of engram_tables(cfg), replaced, not accumulated; required with grads).
   LossParts<T> step(const T* params, T* grads, const Batch& mb, const LossScale& scale,
-                    bool with_mtp);
+                    bool with_mtp, const EngramStore<T>* engram = nullptr,
+                    EngramGrad<T>* engram_grad = nullptr);
 
   // Tokens routed to each expert in the last step(), per layer (empty for dense layers).
   const std::vector<std::vector<int64_t>>& expert_counts() const { return counts_; }

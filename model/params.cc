@@ -1,5 +1,6 @@
 #include "model/params.h"
 
+#include <algorithm>
 #include <stdexcept>
 
 #include "model/rng.h"
@@ -72,9 +73,24 @@ ParamTable::ParamTable(const ModelConfig& c) {
     matrix(p + "o_proj.weight", C, H * c.v_head_dim);
   };
 
+  // Engram's dense part (SPEC §4, §11); its tables live outside this buffer (model/engram.h).
+  // The conv starts at zero and is not decayed back there: no-decay AdamW like the norms.
+  auto engram = [&](const std::string& p) {
+    const int64_t S = c.residual == "mhc" ? n : 1, Kc = c.engram_conv_kernel;
+    const int64_t d_mem =
+        int64_t(c.engram_orders.size()) * c.engram_heads * c.engram_head_dim;
+    for (int64_t m = 0; m < S; ++m) matrix(p + "w_k." + std::to_string(m), C, d_mem);
+    matrix(p + "w_v", C, d_mem);
+    for (const char* nm : {"norm_q.", "norm_k.", "norm_c."})
+      for (int64_t m = 0; m < S; ++m) norm(p + nm + std::to_string(m), C);
+    add(p + "conv", {S * C, 1, Kc}, Init::Zeros, 0, OptGroup::AdamWNoDecay);
+  };
+
   add("model.embed_tokens.weight", {c.vocab_size, C}, Init::Normal, kInitStd, OptGroup::AdamW);
   for (int64_t l = 0; l < c.n_layers; ++l) {
     const std::string p = "model.layers." + std::to_string(l) + ".";
+    if (std::find(c.engram_layers.begin(), c.engram_layers.end(), l) != c.engram_layers.end())
+      engram(p + "engram.");
     if (c.residual == "mhc") hc(p + "attn_hc.");
     norm(p + "input_layernorm.weight", C);
     mla(p + "self_attn.");

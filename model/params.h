@@ -14,7 +14,8 @@ namespace troupe::model {
 
 enum class Init { Normal, Zeros, Ones, Constant };
 // How a tensor is updated. AdamW: decoupled weight decay applies. AdamWNoDecay: norms,
-// mHC α/b. Muon: block matrices (issue 4; AdamW until then). Rule: the balancing bias,
+// mHC α/b. Muon: block matrices (Muon under optimizer.name = "muon", else AdamW).
+// Rule: the balancing bias,
 // updated by SPEC §3.3's sign rule only, never by a gradient.
 enum class OptGroup { AdamW, AdamWNoDecay, Muon, Rule };
 

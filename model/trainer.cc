@@ -3,6 +3,7 @@
 #include <xxhash.h>
 
 #include <algorithm>
+#include <cmath>
 #include <stdexcept>
 #include <thread>
 
@@ -12,10 +13,32 @@
 namespace troupe::model {
 
 template <typename T>
-GradEngine<T>::GradEngine(const ModelConfig& mcfg, const ParamTable& table, int threads)
-    : mcfg_(mcfg), table_(table), threads_(std::max(1, threads)) {
-  for (int w = 0; w < threads_; ++w) workers_.push_back(std::make_unique<Model<T>>(mcfg, table));
+GradEngine<T>::GradEngine(const ModelConfig& mcfg, const ParamTable& table, int threads,
+                          uint64_t seed, const EngramStore<T>* engram)
+    : mcfg_(mcfg), table_(table), threads_(std::max(1, threads)), engram_(engram) {
+  if (!mcfg.engram_layers.empty() && !engram)
+    throw std::invalid_argument("GradEngine: the config has Engram layers but no EngramStore");
+  for (int w = 0; w < threads_; ++w)
+    workers_.push_back(std::make_unique<Model<T>>(mcfg, table, seed));
 }
+
+namespace {
+// The sparse table gradients follow the same canonical tree as the dense ones (DESIGN §5):
+// at each node, left += right rowwise (rows on one side copied, on both added left + right).
+// Parallel over tables, which cannot change any bit.
+template <typename T>
+void engram_tree_reduce(std::vector<EngramGrad<T>>& g, int64_t lo, int64_t hi,
+                        const EngramStore<T>& store, int threads) {
+  if (hi - lo <= 1) return;
+  const int64_t mid = tree_split(lo, hi);
+  engram_tree_reduce(g, lo, mid, store, threads);
+  engram_tree_reduce(g, mid, hi, store, threads);
+  const auto& info = store.tables();
+  parallel_for(int64_t(info.size()), threads, [&](int64_t t, int) {
+    sparse_rows_add(g[lo][t], g[mid][t], info[t].dim);
+  });
+}
+}  // namespace
 
 template <typename T>
 GradEngine<T>::~GradEngine() = default;
@@ -32,6 +55,8 @@ LossParts<T> GradEngine<T>::run(const T* params, const Batch& batch, int64_t mb_
     grads_.resize(static_cast<size_t>(std::max<int64_t>(n_mb, 1)));
     for (auto& g : grads_) g.resize(static_cast<size_t>(P));
   }
+  egrads_.resize(static_cast<size_t>(std::max<int64_t>(n_mb, 1)));
+  for (auto& g : egrads_) g.assign(engram_ ? engram_->tables().size() : 0, {});
   std::vector<LossParts<T>> parts(static_cast<size_t>(n_mb));
   std::vector<std::vector<std::vector<int64_t>>> counts(static_cast<size_t>(n_mb));
   parallel_for(n_mb, threads_, [&](int64_t i, int w) {
@@ -41,10 +66,12 @@ LossParts<T> GradEngine<T>::run(const T* params, const Batch& batch, int64_t mb_
       std::fill(grads_[i].begin(), grads_[i].end(), T(0));
       g = grads_[i].data();
     }
-    parts[i] = workers_[w]->step(params, g, mb, scale, with_mtp);
+    parts[i] = workers_[w]->step(params, g, mb, scale, with_mtp, engram_,
+                                 backward && engram_ ? &egrads_[i] : nullptr);
     counts[i] = workers_[w]->expert_counts();
   });
   if (backward) tree_reduce(grads_, 0, n_mb, P, threads_);
+  if (backward && engram_) engram_tree_reduce(egrads_, 0, n_mb, *engram_, threads_);
   // Scalars follow the same canonical tree as the gradients.
   std::vector<T> ce(n_mb), mtp(n_mb), bal(n_mb), ce_sum(n_mb);
   LossParts<T> out;
@@ -71,6 +98,8 @@ template class GradEngine<float>;
 template class GradEngine<double>;
 
 namespace {
+constexpr double kEngramLrMultiplier = 5.0;  // SPEC §4: tables train at lr × 5
+
 int resolve_threads(int64_t configured) {
   if (configured > 0) return static_cast<int>(configured);
   return std::max(1u, std::thread::hardware_concurrency());
@@ -82,13 +111,16 @@ Trainer::Trainer(const JobConfig& c)
       table(c.model),
       params(static_cast<size_t>(table.total())),
       threads_(resolve_threads(c.train.threads)),
-      adamw_(table, c.optimizer, c.train.weight_decay) {
+      optimizer_(table, c.optimizer, c.train.weight_decay, threads_) {
   corpus_ = std::make_unique<Corpus>(load_fortunes(c.data.corpus_dir, c.data.val_modulus));
   train_stream_ = std::make_unique<PackedStream>(&corpus_->train, c.train.seed, c.data.shuffle,
                                                  c.model.seq_len);
   val_stream_ = std::make_unique<PackedStream>(&corpus_->val, c.train.seed, false, c.model.seq_len);
-  engine_ = std::make_unique<GradEngine<float>>(cfg.model, table, threads_);
   init_params(table, c.train.seed, params.data());
+  if (!c.model.engram_layers.empty())
+    engram_ = std::make_unique<InProcessEngramStore<float>>(c.model, c.train.seed);
+  engine_ = std::make_unique<GradEngine<float>>(cfg.model, table, threads_, c.train.seed,
+                                                engram_.get());
 }
 
 Trainer::~Trainer() = default;
@@ -103,9 +135,20 @@ StepStats Trainer::train_step(int64_t step) {
   st.tokens = lp.ce_count;
   st.lr = lr_at(cfg.train, step);
   st.grad_norm = global_grad_norm(table, engine_->grad().data());
+  if (engram_) {  // the global norm covers the Engram tables too: sqrt(‖dense‖² + ‖tables‖²)
+    st.grad_norm = std::sqrt(st.grad_norm * st.grad_norm +
+                             engram_grad_sumsq(engine_->engram_grad()));
+  }
   const double clip = cfg.train.grad_clip;
   const double scale = (clip > 0 && st.grad_norm > clip) ? clip / (st.grad_norm + 1e-6) : 1.0;
-  adamw_.update(params.data(), engine_->grad().data(), st.lr, scale, step);
+  optimizer_.update(params.data(), engine_->grad().data(), st.lr, scale, step);
+  if (engram_) {  // SPEC §4: sparse Adam on the touched rows, lr × 5, no weight decay
+    EngramAdamStep es;
+    es.lr = kEngramLrMultiplier * st.lr;
+    es.beta1 = cfg.optimizer.beta1, es.beta2 = cfg.optimizer.beta2, es.eps = cfg.optimizer.eps;
+    es.grad_scale = scale, es.step = step;
+    engram_->apply(engine_->engram_grad(), es);
+  }
   // Auxiliary-loss-free balancing: the bias follows the whole global batch's counts.
   for (int64_t l = 0; l < cfg.model.n_layers; ++l) {
     if (!cfg.model.is_moe_layer(l)) continue;
@@ -126,7 +169,14 @@ double Trainer::validate() {
 }
 
 uint64_t Trainer::weights_hash() const {
-  return XXH64(params.data(), params.size() * sizeof(float), 0);
+  uint64_t h = XXH64(params.data(), params.size() * sizeof(float), 0);
+  if (engram_) {
+    for (size_t t = 0; t < engram_->tables().size(); ++t) {
+      const auto& info = engram_->tables()[t];
+      h = XXH64(engram_->data(int64_t(t)), size_t(info.rows * info.dim) * sizeof(float), h);
+    }
+  }
+  return h;
 }
 
 }  // namespace troupe::model

@@ -33,6 +33,30 @@ TEST(Trainer, WeightsBitwiseIdenticalForOneAndTwoThreads) {
   EXPECT_EQ(one.validate(), two.validate());
 }
 
+// With Engram the sparse table gradients follow the same canonical tree: the weights and
+// the tables stay bitwise identical for 1 and 2 threads (weights_hash covers the tables).
+TEST(Trainer, EngramWeightsBitwiseIdenticalForOneAndTwoThreads) {
+  auto job = [](int threads) {
+    JobConfig cfg = small_job(threads);
+    cfg.model.engram_layers = {1};
+    cfg.model.engram_table_rows = 211;  // small tables: rows shared across micro-batches
+    return cfg;
+  };
+  Trainer one(job(1)), two(job(2));
+  ASSERT_NE(one.engram(), nullptr);
+  ASSERT_EQ(one.weights_hash(), two.weights_hash());
+  const uint64_t start = one.weights_hash();
+  for (int64_t s = 0; s < 3; ++s) {
+    StepStats a = one.train_step(s), b = two.train_step(s);
+    EXPECT_EQ(a.loss, b.loss) << "step " << s;
+    EXPECT_EQ(a.grad_norm, b.grad_norm) << "step " << s;
+  }
+  EXPECT_NE(one.weights_hash(), start);
+  EXPECT_EQ(one.weights_hash(), two.weights_hash());
+  EXPECT_EQ(one.params, two.params);
+  EXPECT_EQ(one.validate(), two.validate());
+}
+
 TEST(Trainer, LossIsFiniteAndFallsOnRepeatedSteps) {
   Trainer t(small_job(2));
   StepStats first = t.train_step(0);

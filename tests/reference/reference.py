@@ -120,9 +120,21 @@ def param_table(cfg):
         matrix(p + "kv_b_proj.weight", H * (cfg.qk_nope_head_dim + cfg.v_head_dim), cfg.kv_lora_rank)
         matrix(p + "o_proj.weight", C, H * cfg.v_head_dim)
 
+    def engram(p):
+        S, d_mem = (n if cfg.residual == "mhc" else 1), engram_d_mem(cfg)
+        for m in range(S):
+            matrix(p + f"w_k.{m}", C, d_mem)
+        matrix(p + "w_v", C, d_mem)
+        for nm in ("norm_q", "norm_k", "norm_c"):
+            for m in range(S):
+                norm(p + f"{nm}.{m}", C)
+        t.append((p + "conv", (S * C, 1, cfg.engram_conv_kernel), "zeros", 0.0))
+
     t.append(("model.embed_tokens.weight", (cfg.vocab_size, C), "normal", 0.02))
     for l in range(cfg.n_layers):
         p = f"model.layers.{l}."
+        if l in cfg.engram_layers:
+            engram(p + "engram.")
         if cfg.residual == "mhc":
             hc(p + "attn_hc.")
         norm(p + "input_layernorm.weight", C)
@@ -149,7 +161,97 @@ def param_table(cfg):
         mla("mtp.block.self_attn.")
         norm("mtp.block.post_attention_layernorm.weight", C)
         swiglu("mtp.block.mlp.", cfg.dense_inter)
+    for name, rows, dim in engram_tables(cfg):  # outside troupe's dense buffer, same file
+        t.append((name, (rows, dim), "normal", 0.02))
     return t
+
+
+# ---------------------------------------------------------------------------- Engram §4
+
+U64 = (1 << 64) - 1
+
+
+def splitmix64(x):
+    x = (x + 0x9E3779B97F4A7C15) & U64
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & U64
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & U64
+    return x ^ (x >> 31)
+
+
+def engram_multiplier(seed, l, k):
+    return 2 * (splitmix64((seed + 10007 * l + k) & U64) % (1 << 31)) + 1
+
+
+def engram_compress(x):
+    if 65 <= x <= 90:
+        return x + 32
+    if x in (9, 10, 11, 12, 13, 32):
+        return 32
+    return x
+
+
+def is_prime(x):
+    return x >= 2 and all(x % d for d in range(2, int(math.isqrt(x)) + 1))
+
+
+def engram_tables(cfg):
+    """[(name, rows, dim)] in (layer, order, head) order; rows: distinct primes from engram_table_rows."""
+    out, nxt = [], cfg.engram_table_rows
+    for l in cfg.engram_layers:
+        for order in cfg.engram_orders:
+            for j in range(cfg.engram_heads):
+                while not is_prime(nxt):
+                    nxt += 1
+                out.append((f"model.layers.{l}.engram.tables.{order}.{j}", nxt, cfg.engram_head_dim))
+                nxt += 1
+    return out
+
+
+def engram_d_mem(cfg):
+    return len(cfg.engram_orders) * cfg.engram_heads * cfg.engram_head_dim
+
+
+def engram_row_ids(cfg, l, inputs):
+    """inputs (R, T) -> {table name: (R, T) int64 row ids} for layer l. A row is a document:
+    positions before the row start read BOS (256)."""
+    R, T = inputs.shape
+    mult = [engram_multiplier(cfg.seed, l, k) for k in range(max(cfg.engram_orders))]
+    toks = [[engram_compress(int(x)) for x in row] for row in inputs.tolist()]
+    tabs = {(int(n.split(".")[-2]), int(n.split(".")[-1])): (n, rows)
+            for n, rows, _ in engram_tables(cfg) if n.startswith(f"model.layers.{l}.")}
+    out = {}
+    for order in cfg.engram_orders:
+        mix = [[0] * T for _ in range(R)]
+        for r in range(R):
+            for t in range(T):
+                x = 0
+                for k in range(order):
+                    x ^= (toks[r][t - k] if t - k >= 0 else BOS) * mult[k]
+                mix[r][t] = x & U64
+        for j in range(cfg.engram_heads):
+            name, rows = tabs[(order, j)]
+            out[name] = torch.tensor([[x % rows for x in row] for row in mix], dtype=torch.long)
+    return out
+
+
+def engram(P, l, cfg, inputs, X):
+    """X (R, T, S, C) streams at the block input -> X + Y (SPEC §4, §11)."""
+    R, T, S, C = X.shape
+    p = f"model.layers.{l}.engram."
+    ids = engram_row_ids(cfg, l, inputs)
+    e = torch.cat([P[n][ids[n]] for n, _, _ in engram_tables(cfg) if n in ids], dim=-1)  # (R,T,M)
+    v = F.linear(e, P[p + "w_v"])
+    eps, K, dil = cfg.rms_norm_eps, cfg.engram_conv_kernel, cfg.engram_conv_dilation
+    vts = []
+    for m in range(S):
+        k = F.linear(e, P[p + f"w_k.{m}"])
+        s = (rms_norm(X[:, :, m], P[p + f"norm_q.{m}"], eps) * rms_norm(k, P[p + f"norm_k.{m}"], eps)).sum(-1)
+        vts.append(torch.sigmoid(s / math.sqrt(C)).unsqueeze(-1) * v)
+    vt = torch.stack(vts, 2)  # (R,T,S,C)
+    z = torch.stack([rms_norm(vts[m], P[p + f"norm_c.{m}"], eps) for m in range(S)], 2)
+    zc = F.pad(z.reshape(R, T, S * C).transpose(1, 2), ((K - 1) * dil, 0))  # channel m·C + c
+    y = F.conv1d(zc, P[p + "conv"], dilation=dil, groups=S * C).transpose(1, 2).reshape(R, T, S, C)
+    return X + F.silu(y) + vt
 
 
 def is_trained(name):
@@ -157,9 +259,6 @@ def is_trained(name):
 
 
 def check_weights(cfg, P):
-    if cfg.engram_layers:
-        raise SystemExit(f"engram_layers={cfg.engram_layers}: Engram (SPEC §4) is not implemented "
-                         "in the reference yet")
     want = {n: s for n, s, _, _ in param_table(cfg)}
     missing = [n for n in want if n not in P]
     extra = [n for n in P if n not in want]
@@ -385,6 +484,8 @@ def forward(P, cfg, inputs, targets, with_mtp=True, deterministic=True, forced=N
         X = h0.unsqueeze(2).expand(R, T, cfg.hc_mult, h0.shape[-1])
         for l in range(cfg.n_layers):
             p = f"model.layers.{l}."
+            if l in cfg.engram_layers:
+                X = engram(P, l, cfg, inputs, X)
             X = mhc(P, p + "attn_hc.", X, make_attn(p), cfg)
             X = mhc(P, p + "mlp_hc.", X, make_ffn(l, p), cfg)
         h = X.sum(2)
@@ -392,6 +493,8 @@ def forward(P, cfg, inputs, targets, with_mtp=True, deterministic=True, forced=N
         h = h0
         for l in range(cfg.n_layers):
             p = f"model.layers.{l}."
+            if l in cfg.engram_layers:
+                h = engram(P, l, cfg, inputs, h.unsqueeze(2)).squeeze(2)
             h = h + make_attn(p)(h)
             h = h + make_ffn(l, p)(h)
 
@@ -536,8 +639,8 @@ def load_job_config(path, sets):
 def cmd_train_bench(a):
     model_d, train, opt = load_job_config(a.config, a.set)
     if model_d.get("engram_layers"):
-        print(f"train-bench: warning: engram_layers={model_d['engram_layers']} ignored "
-              "(Engram not implemented in the reference); the peer does less work", file=sys.stderr)
+        print(f"train-bench: warning: engram_layers={model_d['engram_layers']} ignored (the eager peer "
+              "has no sparse table optimizer and hashes in Python); the peer does less work", file=sys.stderr)
         model_d["engram_layers"] = []
     cfg = Config(model_d)
     threads = a.threads if a.threads else (train.get("threads") or os.cpu_count())
@@ -817,12 +920,26 @@ def cmd_selftest(a):
         want.append(sorted(cand, key=lambda i: (-sel[i], i))[:3])
     check(got == want, "group-limited top-k routing, ties to the lower index (500 tokens)")
 
+    # 1b. Engram hashing golden values (the same numbers as tests/model/engram_test.cc)
+    check(splitmix64(0) == 16294208416658607535 and
+          [engram_multiplier(1234, 1, k) for k in range(3)] == [371562323, 1194080917, 2174628627],
+          "Engram: splitmix64(0) and the multipliers m_0..m_2 for seed 1234, layer 1")
+    ec = Config(dict(engram_layers=[1], seed=1234))
+    ids = engram_row_ids(ec, 1, torch.tensor([[72, 105, 32, 116, 10, 84]]))
+    check(ids["model.layers.1.engram.tables.2.0"].tolist() == [[4960, 5498, 7504, 4203, 7965, 4203]]
+          and [r for _, r, _ in engram_tables(ec)][:3] == [10007, 10009, 10037],
+          "Engram: row ids of 'Hi t\\nT' (compression: ' t' == '\\nT') and prime table sizes")
+
     # 2. full model: grads via the CLI path, naive transcription, finite differences
-    for variant in ({"residual": "mhc", "ffn": "moe"}, {"residual": "plain", "ffn": "dense"}):
+    engram_sizes = dict(engram_layers=[1], engram_orders=[2, 3], engram_heads=2, engram_head_dim=3,
+                        engram_table_rows=5, engram_conv_kernel=3, engram_conv_dilation=2)
+    for variant in ({"residual": "mhc", "ffn": "moe"}, {"residual": "plain", "ffn": "dense"},
+                    dict(residual="mhc", ffn="moe", **engram_sizes),
+                    dict(residual="plain", ffn="dense", **engram_sizes)):
         cd = dict(SELFTEST_CFG)
         cd.update(variant)
         cfg = Config(cd)
-        tag = f"[{variant['residual']}/{variant['ffn']}]"
+        tag = f"[{variant['residual']}/{variant['ffn']}{'/engram' if cfg.engram_layers else ''}]"
         gen = torch.Generator().manual_seed(11)
         P = selftest_weights(cfg, gen)
         R, T = 2, cfg.seq_len
@@ -847,10 +964,15 @@ def cmd_selftest(a):
         forced = {l: t for l, t in base["topi"].items()}
         for l, c in base["counts"].items():
             check(int(c.sum()) == R * T * cfg.top_k and torch.equal(c, G[f"counts.{l}"]), f"{tag} counts.{l} = {c.tolist()}")
-        with torch.no_grad():
-            nl = naive_loss(P, cfg, inputs, targets)
-        err = abs(float(nl) - float(G["loss"])) / abs(float(nl))
-        check(err < 1e-12, f"{tag} loss {float(G['loss']):.12f} vs naive per-token transcription: rel err {err:.1e}")
+        if not cfg.engram_layers:  # the naive transcription has no Engram; FD covers it below
+            with torch.no_grad():
+                nl = naive_loss(P, cfg, inputs, targets)
+            err = abs(float(nl) - float(G["loss"])) / abs(float(nl))
+            check(err < 1e-12, f"{tag} loss {float(G['loss']):.12f} vs naive per-token transcription: rel err {err:.1e}")
+        else:  # tiny prime tables: rows collide, so a table row's gradient sums positions
+            touched = sum(int((G["grad." + n].abs().sum(1) > 0).sum()) for n, _, _ in engram_tables(cfg))
+            check(0 < touched < len(engram_tables(cfg)) * R * T,
+                  f"{tag} {touched} touched table rows for {R * T} positions x {len(engram_tables(cfg))} tables")
         if cfg.ffn == "moe":
             check(float(G["bal"]) > 0, f"{tag} balance loss is positive ({float(G['bal']):.3e})")
             with torch.no_grad():  # the benchmark's torch.topk routing agrees when there are no ties
@@ -890,7 +1012,8 @@ def cmd_selftest(a):
         check(worst <= FD_REL, f"{tag} directional finite differences on all {n_t} trained tensors: worst err "
                                f"{worst:.1e} ({worst_name})")
         # a few single entries
-        picks = [n for n in ("model.layers.1.attn_hc.alpha_res", "model.layers.0.mlp_hc.b_res",
+        picks = [n for n in ("model.layers.1.engram.conv", "model.layers.1.engram.norm_c.0",
+                             "model.layers.1.attn_hc.alpha_res", "model.layers.0.mlp_hc.b_res",
                              "model.layers.1.mlp.gate.weight", "model.layers.1.self_attn.kv_a_proj_with_mqa.weight",
                              "mtp.proj.weight", "model.embed_tokens.weight") if n in P]
         for name in picks:

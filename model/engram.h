@@ -1,0 +1,156 @@
+#pragma once
+// Engram conditional memory (SPEC-model.md §4, §11): hashed n-gram lookups into tables that
+// live outside the dense parameter buffer, a context-aware gate per mHC stream, and a
+// depthwise causal convolution. Shape letters as in kernels/README.md; J = tables of one
+// layer (orders·K), D = engram_head_dim, M = d_mem = J·D.
+//
+// Hashing conventions (normative; tests/reference/README.md restates them):
+//   P(x)     bytes 'A'..'Z' -> 'a'..'z'; bytes {9,10,11,12,13,32} -> 32; every other id
+//            (other bytes, BOS 256, EOS 257) unchanged.
+//   m_k      2·(splitmix64(seed + 10007·l + k) mod 2^31) + 1, uint64 wrapping, with
+//            splitmix64(x): x += 0x9E3779B97F4A7C15; x = (x ^ x>>30)·0xBF58476D1CE4E5B9;
+//            x = (x ^ x>>27)·0x94D049BB133111EB; return x ^ x>>31 (model/rng.h).
+//            l is the 0-based block index, k the offset (0 = current token); shared by orders.
+//   mix_n    XOR over k = 0..n−1 of P(x_{t−k})·m_k (uint64), with P(x_{t−k}) = 256 (BOS) for
+//            t−k before the row start. A row is the document for Engram as it is for
+//            attention and RoPE (positions restart per row), in pretraining and in eval.
+//   row      mix_n mod R_{l,n,j}.
+//   sizes    distinct primes: the first prime ≥ engram_table_rows goes to the first table,
+//            each later (layer, order, head) — in that order — takes the next prime.
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "model/config.h"
+#include "model/params.h"
+
+namespace troupe::model {
+
+// ------------------------------------------------------------------------------- tables
+
+// Residual streams the module sees: hc_mult under mHC, 1 under the plain residual.
+inline int64_t engram_streams(const ModelConfig& c) {
+  return c.residual == "mhc" ? c.hc_mult : 1;
+}
+
+struct EngramTableInfo {
+  std::string name;  // model.layers.{l}.engram.tables.{order}.{j}
+  int64_t layer = 0, order = 0, head = 0;
+  int64_t rows = 0;  // R, a prime
+  int64_t dim = 0;   // D
+};
+
+// Every Engram table of the config in (layer, order, head) order, with its prime size.
+std::vector<EngramTableInfo> engram_tables(const ModelConfig& cfg);
+// Σ rows·dim over the tables: the parameters outside the dense buffer.
+int64_t engram_table_params(const ModelConfig& cfg);
+
+int64_t next_prime_at_least(int64_t n);
+uint64_t engram_compress(int32_t id);                                 // P(x)
+uint64_t engram_multiplier(uint64_t seed, int64_t layer, int64_t k);  // m_k
+
+// ids (J, R·T) <- the row each table of layer `layer` reads at every position of the
+// micro-batch tokens (R, T). Tables in layer order: orders outer, heads inner.
+void engram_row_ids(const ModelConfig& cfg, uint64_t seed, int64_t layer,
+                    const std::vector<EngramTableInfo>& layer_tables, const int32_t* tokens,
+                    int64_t R, int64_t T, int64_t* ids);
+
+// A sparse gradient of one table: ascending unique row ids and their rows (ids.size(), D).
+template <typename T>
+struct SparseRows {
+  std::vector<int64_t> ids;
+  std::vector<T> values;
+};
+// One SparseRows per table of engram_tables(cfg), in that order.
+template <typename T>
+using EngramGrad = std::vector<SparseRows<T>>;
+
+// a <- a + b rowwise: rows on one side are copied, rows on both sides added as a + b (left
+// + right). The reduction step of the canonical tree (DESIGN §5).
+template <typename T>
+void sparse_rows_add(SparseRows<T>& a, const SparseRows<T>& b, int64_t dim);
+// Σ g² over every row of every table, in table order then ascending row order, in double.
+template <typename T>
+double engram_grad_sumsq(const EngramGrad<T>& g);
+
+// Adam hyper-parameters of one sparse update (SPEC §4/§5: lr already × 5, no decay).
+struct EngramAdamStep {
+  double lr = 0, beta1 = 0.9, beta2 = 0.95, eps = 1e-8;
+  double grad_scale = 1;  // global-norm clipping factor
+  int64_t step = 0;       // the global 0-based step: bias correction uses step + 1
+};
+
+// Where the tables live. This process's in-memory store below; a later issue puts them in
+// shard actors with RocksDB as the cold tier behind the same two calls.
+template <typename T>
+class EngramStore {
+ public:
+  virtual ~EngramStore() = default;
+  virtual const std::vector<EngramTableInfo>& tables() const = 0;
+  // out (n, D) <- rows ids[0..n) of table `table`. Safe to call concurrently; must not be
+  // called concurrently with apply(). Throws std::out_of_range for a bad table or id.
+  virtual void lookup(int64_t table, const int64_t* ids, int64_t n, T* out) const = 0;
+  // One Adam step on exactly the rows present in grad (one SparseRows per table); rows
+  // absent keep their values and their moments. Called once per optimizer step.
+  virtual void apply(const EngramGrad<T>& grad, const EngramAdamStep& s) = 0;
+};
+
+// Tables in host memory with Adam moments for every row (touched rows only are updated:
+// "lazy" Adam — an untouched row's moments do not decay).
+template <typename T>
+class InProcessEngramStore final : public EngramStore<T> {
+ public:
+  // Fresh tables: entry i of a table is 0.02·normal(i) of CounterRng(seed, purpose_of(name)),
+  // the same rule as the dense Normal parameters (params.cc).
+  InProcessEngramStore(const ModelConfig& cfg, uint64_t seed);
+  // Tables given (one (R·D) vector per table, in engram_tables(cfg) order; e.g. loaded).
+  InProcessEngramStore(const ModelConfig& cfg, std::vector<std::vector<T>> values);
+
+  const std::vector<EngramTableInfo>& tables() const override { return info_; }
+  void lookup(int64_t table, const int64_t* ids, int64_t n, T* out) const override;
+  void apply(const EngramGrad<T>& grad, const EngramAdamStep& s) override;
+
+  T* data(int64_t table) { return values_.at(size_t(table)).data(); }
+  const T* data(int64_t table) const { return values_.at(size_t(table)).data(); }
+
+ private:
+  std::vector<EngramTableInfo> info_;
+  std::vector<std::vector<T>> values_, m_, v_;
+};
+
+// ------------------------------------------------------------------------------ module
+
+// Offsets of one Engram layer's dense parameters and its slice of the tables.
+struct EngramLayout {
+  int64_t layer = 0;
+  int64_t first_table = 0;                           // index into engram_tables(cfg)
+  std::vector<EngramTableInfo> tables;               // this layer's J tables
+  std::vector<int64_t> w_k, norm_q, norm_k, norm_c;  // one per stream
+  int64_t w_v = 0, conv = 0;
+  uint64_t seed = 0;  // the job seed: the hash multipliers depend on it
+  static EngramLayout from(const ParamTable& t, const ModelConfig& cfg, uint64_t seed,
+                           int64_t layer);
+};
+
+template <typename T>
+struct EngramCache {
+  int64_t R = 0, Tn = 0, N = 0;
+  std::vector<int64_t> ids;  // (J, N)
+  std::vector<T> e, v;       // (N, M), (N, C)
+  // Per stream m, each (S, N, C) or (S, N): contiguous stream copies and activations.
+  std::vector<T> x, qn, rq, k, kn, rk, s, alpha, vt, cn, rc, conv;
+};
+
+// X (N,S,C) -> Xout (N,S,C) = X + Y; tokens (R,T) give the rows, read through `store`.
+template <typename T>
+void engram_forward(const ModelConfig& cfg, const EngramLayout& L, const T* params,
+                    const EngramStore<T>& store, const int32_t* tokens, int64_t R, int64_t T_,
+                    const T* X, T* Xout, EngramCache<T>& cache);
+// dXout (N,S,C) -> dX (N,S,C) += (the residual path and the gate's read of X); dense
+// gradients += into grads; table gradients of this layer's tables are written (replaced)
+// into tgrad[first_table + j], rows summed in position order.
+template <typename T>
+void engram_backward(const ModelConfig& cfg, const EngramLayout& L, const T* params, T* grads,
+                     const T* dXout, T* dX, EngramGrad<T>& tgrad, EngramCache<T>& cache);
+
+}  // namespace troupe::model
