@@ -82,27 +82,17 @@ SwigluLayout SwigluLayout::from(const ParamTable& t, const std::string& prefix) 
   return L;
 }
 
-// The standalone SwiGLU (dense layers, MTP block) is not given the model config, so its
-// Linears run in FP32 whatever [fp8] says; FP8 there needs the config passed down
-// (ffn.h's swiglu_forward/backward and their callers in model.cc).
-namespace {
-const ModelConfig& fp32_linears() {
-  static const ModelConfig fp32{};  // fp8 = false
-  return fp32;
-}
-}  // namespace
-
 template <typename T>
-void swiglu_forward(const SwigluLayout& L, const T* params, const T* x, int64_t N, int64_t C,
-                    T* out, SwigluCache<T>& cache, T beta) {
+void swiglu_forward(const ModelConfig& cfg, const SwigluLayout& L, const T* params, const T* x,
+                    int64_t N, int64_t C, T* out, SwigluCache<T>& cache, T beta) {
   cache.x.assign(x, x + N * C);
-  swiglu_forward_from(fp32_linears(), L, params, cache.x.data(), N, C, out, cache, beta);
+  swiglu_forward_from(cfg, L, params, cache.x.data(), N, C, out, cache, beta);
 }
 
 template <typename T>
-void swiglu_backward(const SwigluLayout& L, const T* params, T* grads, const T* dout, T* dx,
-                     const SwigluCache<T>& cache) {
-  swiglu_backward_from(fp32_linears(), L, params, grads, cache.x.data(), dout, dx, cache);
+void swiglu_backward(const ModelConfig& cfg, const SwigluLayout& L, const T* params, T* grads,
+                     const T* dout, T* dx, const SwigluCache<T>& cache) {
+  swiglu_backward_from(cfg, L, params, grads, cache.x.data(), dout, dx, cache);
 }
 
 // =======================================================================================
@@ -383,10 +373,10 @@ void moe_backward(const ModelConfig& cfg, const MoeLayout& L, const T* params, T
 // =======================================================================================
 
 #define TROUPE_FFN_INSTANTIATE(T)                                                                 \
-  template void swiglu_forward<T>(const SwigluLayout&, const T*, const T*, int64_t, int64_t, T*,  \
-                                  SwigluCache<T>&, T);                                            \
-  template void swiglu_backward<T>(const SwigluLayout&, const T*, T*, const T*, T*,               \
-                                   const SwigluCache<T>&);                                        \
+  template void swiglu_forward<T>(const ModelConfig&, const SwigluLayout&, const T*, const T*,    \
+                                  int64_t, int64_t, T*, SwigluCache<T>&, T);                      \
+  template void swiglu_backward<T>(const ModelConfig&, const SwigluLayout&, const T*, T*,         \
+                                   const T*, T*, const SwigluCache<T>&);                          \
   template T moe_forward<T>(const ModelConfig&, const MoeLayout&, const T*, const T*, int64_t,    \
                             int64_t, T, T*, MoeCache<T>&);                                        \
   template void moe_backward<T>(const ModelConfig&, const MoeLayout&, const T*, T*, const T*, T*, \

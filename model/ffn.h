@@ -47,12 +47,12 @@ struct SwigluCache {
 
 // x (N,C) -> out (N,C) = beta·out + SwiGLU(x); beta is 0 (overwrite) or 1 (accumulate).
 template <typename T>
-void swiglu_forward(const SwigluLayout& L, const T* params, const T* x, int64_t N, int64_t C,
-                    T* out, SwigluCache<T>& cache, T beta = T(0));
+void swiglu_forward(const ModelConfig& cfg, const SwigluLayout& L, const T* params, const T* x,
+                    int64_t N, int64_t C, T* out, SwigluCache<T>& cache, T beta = T(0));
 // dout (N,C) -> dx (N,C) +=, grads (gate, up, down) +=.
 template <typename T>
-void swiglu_backward(const SwigluLayout& L, const T* params, T* grads, const T* dout, T* dx,
-                     const SwigluCache<T>& cache);
+void swiglu_backward(const ModelConfig& cfg, const SwigluLayout& L, const T* params, T* grads,
+                     const T* dout, T* dx, const SwigluCache<T>& cache);
 
 // ---------------------------------------------------------------------------------------
 // MoE: out = SharedSwiGLU(u) + Σ_{i∈top(u)} g_i SwiGLU_i(u), s_i = σ(u·e_i),

@@ -200,7 +200,7 @@ void Model<T>::Impl::sublayer_f_forward(const T* P, int64_t l, int which, const 
     // The balance loss is a mean over the global batch's rows: weight α / rows.
     bal += moe_forward(cfg, b.moe_layout, P, in, R, Tn, bal_weight, out, b.moe_cache);
   } else {
-    swiglu_forward(b.dense, P, in, N, C, out, b.dense_cache);
+    swiglu_forward(cfg, b.dense, P, in, N, C, out, b.dense_cache);
   }
 }
 
@@ -213,7 +213,7 @@ void Model<T>::Impl::sublayer_f_backward(const T* P, T* G, int64_t l, int which,
   else if (b.moe)
     moe_backward(cfg, b.moe_layout, P, G, dout, din, b.moe_cache);
   else
-    swiglu_backward(b.dense, P, G, dout, din, b.dense_cache);
+    swiglu_backward(cfg, b.dense, P, G, dout, din, b.dense_cache);
 }
 
 // X_out = mHC(X_in, F ∘ RMSNorm) for sublayer `which` of block l (SPEC §3 step 2b/2c).
@@ -346,7 +346,7 @@ void Model<T>::Impl::mtp_forward(const T* P, const LossScale& sc, bool need_grad
               m.mla_cache);
   for (int64_t i = 0; i < M * C; ++i) m.x1[i] = m.hp[i] + m.att[i];
   k::rmsnorm_forward(m.x1.data(), P + m.ln2, eps, m.n2.data(), m.r2.data(), M, C);
-  swiglu_forward(m.mlp, P, m.n2.data(), M, C, m.x2.data(), m.mlp_cache);
+  swiglu_forward(cfg, m.mlp, P, m.n2.data(), M, C, m.x2.data(), m.mlp_cache);
   for (int64_t i = 0; i < M * C; ++i) m.x2[i] += m.x1[i];
   k::rmsnorm_forward(m.x2.data(), P + final_norm, eps, m.z.data(), m.rz.data(), M, C);
   k::linear_forward(m.z.data(), P + head, m.logits.data(), M, C, V);
@@ -369,7 +369,7 @@ void Model<T>::Impl::mtp_backward(const T* P, T* G) {
                       G + final_norm, M, C);
   // x2 = x1 + SwiGLU(n2): dx1 = dx2 + back through the FFN.
   std::vector<T> dx1(dx2);
-  swiglu_backward(m.mlp, P, G, dx2.data(), dn.data(), m.mlp_cache);
+  swiglu_backward(cfg, m.mlp, P, G, dx2.data(), dn.data(), m.mlp_cache);
   k::rmsnorm_backward(dn.data(), m.x1.data(), P + m.ln2, m.r2.data(), dx1.data(), G + m.ln2, M,
                       C);
   // x1 = hp + MLA(n1).

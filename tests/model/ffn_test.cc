@@ -119,14 +119,14 @@ TEST(Swiglu, FiniteDifferencesFp64) {
   fill_normal(w, 4, 1.0);
   SwigluCache<double> cache;
   auto loss = [&] {
-    swiglu_forward(L, p.data(), x.data(), N, C, out.data(), cache);
+    swiglu_forward(ModelConfig{}, L, p.data(), x.data(), N, C, out.data(), cache);
     double s = 0;
     for (int64_t i = 0; i < N * C; ++i) s += out[i] * w[i];
     return s;
   };
   loss();
   std::vector<double> g(table.total(), 0.0), dx(N * C, 0.0);
-  swiglu_backward(L, p.data(), g.data(), w.data(), dx.data(), cache);
+  swiglu_backward(ModelConfig{}, L, p.data(), g.data(), w.data(), dx.data(), cache);
   for (const char* name : {"gate_proj.weight", "up_proj.weight", "down_proj.weight"}) {
     const ParamInfo& info = table.at(prefix + name);
     const double err = worst_fd_error(p.data(), info.offset, sample_indices(info.numel, 5),
@@ -150,9 +150,9 @@ TEST(Swiglu, BetaOneAccumulates) {
   fill_normal(x, 3, 1.0);
   fill_normal(base, 4, 1.0);
   SwigluCache<float> cache;
-  swiglu_forward(L, p.data(), x.data(), N, C, plain.data(), cache);
+  swiglu_forward(ModelConfig{}, L, p.data(), x.data(), N, C, plain.data(), cache);
   acc = base;
-  swiglu_forward(L, p.data(), x.data(), N, C, acc.data(), cache, 1.0f);
+  swiglu_forward(ModelConfig{}, L, p.data(), x.data(), N, C, acc.data(), cache, 1.0f);
   for (int64_t i = 0; i < N * C; ++i) EXPECT_FLOAT_EQ(acc[i], base[i] + plain[i]);
 }
 
@@ -439,11 +439,11 @@ TEST(Moe, Row0IsBatchInvariantFp32) {
   SwigluCache<float> sc;
   std::vector<float> g(table.total(), 0.0f);
   out_all.assign(N * C, 0.0f), dx_all.assign(N * C, 0.0f);
-  swiglu_forward(D, p.data(), x.data(), N, C, out_all.data(), sc);
-  swiglu_backward(D, p.data(), g.data(), dout.data(), dx_all.data(), sc);
+  swiglu_forward(ModelConfig{}, D, p.data(), x.data(), N, C, out_all.data(), sc);
+  swiglu_backward(ModelConfig{}, D, p.data(), g.data(), dout.data(), dx_all.data(), sc);
   out_one.assign(N0 * C, 0.0f), dx_one.assign(N0 * C, 0.0f);
-  swiglu_forward(D, p.data(), x.data(), N0, C, out_one.data(), sc);
-  swiglu_backward(D, p.data(), g.data(), dout.data(), dx_one.data(), sc);
+  swiglu_forward(ModelConfig{}, D, p.data(), x.data(), N0, C, out_one.data(), sc);
+  swiglu_backward(ModelConfig{}, D, p.data(), g.data(), dout.data(), dx_one.data(), sc);
   EXPECT_EQ(0, std::memcmp(out_all.data(), out_one.data(), sizeof(float) * N0 * C));
   EXPECT_EQ(0, std::memcmp(dx_all.data(), dx_one.data(), sizeof(float) * N0 * C));
 }
