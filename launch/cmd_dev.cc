@@ -41,11 +41,16 @@ void perturb(const model::ParamTable& table, uint64_t seed, float* params) {
     for (int64_t i = 0; i < p.numel; ++i) {
       const double z = rng.normal(uint64_t(i));
       const std::string& n = p.name;
-      if (n.find(".alpha_") != std::string::npos) w[i] = float(1.0 + 0.3 * z);
-      else if (n.find("_hc.b_") != std::string::npos) w[i] = float(0.5 * z);
-      else if (ends_with(n, "e_score_correction_bias")) w[i] = float(0.05 * z);
-      else if (p.init == model::Init::Ones) w[i] = float(1.0 + 0.1 * z);
-      else if (ends_with(n, ".engram.conv")) w[i] = float(0.3 * z);
+      if (n.find(".alpha_") != std::string::npos)
+        w[i] = float(1.0 + 0.3 * z);
+      else if (n.find("_hc.b_") != std::string::npos)
+        w[i] = float(0.5 * z);
+      else if (ends_with(n, "e_score_correction_bias"))
+        w[i] = float(0.05 * z);
+      else if (p.init == model::Init::Ones)
+        w[i] = float(1.0 + 0.1 * z);
+      else if (ends_with(n, ".engram.conv"))
+        w[i] = float(0.3 * z);
     }
   }
 }
@@ -110,9 +115,9 @@ void run_grads(const DevArgs& a) {
   model::PackedStream stream(&corpus.train, cfg.train.seed, true, cfg.model.seq_len);
   const model::Batch batch = model::train_batch(stream, 0, cfg.train.batch_size);
   std::filesystem::create_directories(a.out);
-  model::write_safetensors(a.out + "/weights.safetensors",
-                           model::weights_to_safetensors(table, params.data(), cfg.model,
-                                                         cfg.train.seed, &engram));
+  model::write_safetensors(
+      a.out + "/weights.safetensors",
+      model::weights_to_safetensors(table, params.data(), cfg.model, cfg.train.seed, &engram));
   model::SafetensorsFile b;
   b.tensors["inputs"] = model::to_tensor_data(batch.inputs, {batch.rows, batch.seq_len});
   b.tensors["targets"] = model::to_tensor_data(batch.targets, {batch.rows, batch.seq_len});

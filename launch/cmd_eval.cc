@@ -25,8 +25,8 @@ void run_eval(const std::string& weights, const std::string& text_path, int thre
   const model::Batch all = model::eval_rows_from_text(bytes, w.model.seq_len);
   std::unique_ptr<model::InProcessEngramStore<float>> engram;
   if (!w.model.engram_layers.empty())
-    engram = std::make_unique<model::InProcessEngramStore<float>>(w.model,
-                                                                  std::move(w.engram_tables));
+    engram =
+        std::make_unique<model::InProcessEngramStore<float>>(w.model, std::move(w.engram_tables));
   model::GradEngine<float> engine(w.model, table, threads, w.seed, engram.get());
   double ce_sum = 0;  // chunk sums are added in chunk order: a fixed order
   int64_t count = 0;

@@ -22,8 +22,8 @@ void add_export_command(CLI::App& app) {
     model::LoadedWeights w = model::load_weights(src);
     model::ParamTable table(w.model);
     const model::InProcessEngramStore<float> engram(w.model, std::move(w.engram_tables));
-    model::write_safetensors(*out, model::weights_to_safetensors(table, w.params.data(), w.model,
-                                                                 w.seed, &engram));
+    model::write_safetensors(
+        *out, model::weights_to_safetensors(table, w.params.data(), w.model, w.seed, &engram));
     std::printf("exported %zu tensors (%ld parameters) to %s\n", table.all().size(),
                 long(table.total()), out->c_str());
   });

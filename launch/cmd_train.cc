@@ -46,9 +46,14 @@ void print_params(const model::ParamTable& table, const model::OptimizerConfig& 
 
 void write_metrics(std::ofstream& out, const model::StepStats& st, double tokens_per_s,
                    double val_loss, bool has_val) {
-  nlohmann::json j = {{"step", st.step},       {"loss", st.loss}, {"ce", st.ce},
-                      {"mtp", st.mtp},         {"bal", st.bal},   {"lr", st.lr},
-                      {"grad_norm", st.grad_norm}, {"tokens_per_s", tokens_per_s}};
+  nlohmann::json j = {{"step", st.step},
+                      {"loss", st.loss},
+                      {"ce", st.ce},
+                      {"mtp", st.mtp},
+                      {"bal", st.bal},
+                      {"lr", st.lr},
+                      {"grad_norm", st.grad_norm},
+                      {"tokens_per_s", tokens_per_s}};
   if (has_val) j["val_loss"] = val_loss;
   out << j.dump() << "\n";
   out.flush();
@@ -87,8 +92,8 @@ void run_train(const TrainArgs& a) {
     const double dt = std::chrono::duration<double>(clock::now() - ts).count();
     const double tps = double(cfg.train.batch_size * cfg.model.seq_len) / dt;
     last_loss = st.loss;
-    const bool val = (cfg.train.eval_every > 0 && (s + 1) % cfg.train.eval_every == 0) ||
-                     s + 1 == steps;
+    const bool val =
+        (cfg.train.eval_every > 0 && (s + 1) % cfg.train.eval_every == 0) || s + 1 == steps;
     if (val) last_val = trainer.validate();
     write_metrics(metrics, st, tps, last_val, val);
     progress.step(s, st.loss, st.lr, tps, std::chrono::duration<double>(clock::now() - t0).count());
@@ -102,8 +107,8 @@ void run_train(const TrainArgs& a) {
   const double wall = std::chrono::duration<double>(clock::now() - t0).count();
   model::write_safetensors(
       a.run_dir + "/weights.safetensors",
-      model::weights_to_safetensors(trainer.table, trainer.params.data(), cfg.model,
-                                    cfg.train.seed, trainer.engram()));
+      model::weights_to_safetensors(trainer.table, trainer.params.data(), cfg.model, cfg.train.seed,
+                                    trainer.engram()));
   std::printf(
       "summary: steps %ld  loss %.4f  val_loss %.4f  wall %s  %.0f tok/s  %.2f GFLOP/s  "
       "weights %016lx\n"

@@ -268,8 +268,8 @@ T moe_forward(const ModelConfig& cfg, const MoeLayout& L, const T* params, const
     std::memcpy(&c.xs[row * C], &c.x[c.token_of[row] * C], sizeof(T) * C);
   for (int64_t e = 0; e < E; ++e) {
     const int64_t b = c.expert_begin[e], n = c.expert_begin[e + 1] - b;
-    swiglu_forward_from(cfg, L.experts[e], params, c.xs.data() + b * C, n, C,
-                        c.ys.data() + b * C, c.experts[e], T(0));
+    swiglu_forward_from(cfg, L.experts[e], params, c.xs.data() + b * C, n, C, c.ys.data() + b * C,
+                        c.experts[e], T(0));
   }
   // out_t += g_{t,r} · y_{e_r}(u_t), r in ascending expert id.
   for (int64_t t = 0; t < N; ++t)

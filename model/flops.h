@@ -23,8 +23,8 @@ inline double train_flops_per_token(const ModelConfig& c) {
   for (int64_t l = 0; l < c.n_layers; ++l) {
     fwd += mla_flops_fwd(c, keys);
     if (c.is_moe_layer(l))
-      fwd += 2.0 * (c.n_routed_experts * C +
-                    3.0 * C * c.moe_inter * (c.top_k + c.n_shared_experts));
+      fwd +=
+          2.0 * (c.n_routed_experts * C + 3.0 * C * c.moe_inter * (c.top_k + c.n_shared_experts));
     else
       fwd += 2.0 * 3.0 * C * c.dense_inter;
     fwd += 2.0 * 2.0 * (2 * n + n * n) * n * C;  // two mHC coefficient projections

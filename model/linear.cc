@@ -38,11 +38,11 @@ void linear_bwd(const ModelConfig& cfg, const T* dy, const T* x, const T* W, T* 
     refuse_fp8_double();
 }
 
-#define TROUPE_LINEAR_INSTANTIATE(T)                                                         \
-  template void linear_fwd<T>(const ModelConfig&, const T*, const T*, T*, int64_t, int64_t, \
-                              int64_t, T);                                                  \
-  template void linear_bwd<T>(const ModelConfig&, const T*, const T*, const T*, T*, T*,     \
-                              int64_t, int64_t, int64_t);
+#define TROUPE_LINEAR_INSTANTIATE(T)                                                             \
+  template void linear_fwd<T>(const ModelConfig&, const T*, const T*, T*, int64_t, int64_t,      \
+                              int64_t, T);                                                       \
+  template void linear_bwd<T>(const ModelConfig&, const T*, const T*, const T*, T*, T*, int64_t, \
+                              int64_t, int64_t);
 
 TROUPE_LINEAR_INSTANTIATE(float)
 TROUPE_LINEAR_INSTANTIATE(double)

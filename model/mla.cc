@@ -286,8 +286,7 @@ void mla_backward(const ModelConfig& cfg, const MlaLayout& L, const T* params, T
 
   // kv = c_kv · W_kv_bᵀ;  c_kv = RMSNorm_kv(kv_a[:, :KL]);  k_pe = RoPE(kv_a[:, KL:])
   T* dc_kv = zeroed(s.dc_kv, N * d.KL);
-  linear_bwd(cfg, dkv, c.c_kv.data(), params + L.kv_b, dc_kv, grads + L.kv_b, N, d.KL,
-             d.H * d.DKV);
+  linear_bwd(cfg, dkv, c.c_kv.data(), params + L.kv_b, dc_kv, grads + L.kv_b, N, d.KL, d.H * d.DKV);
   kernels::rope_backward(dk_pe, N, d.DR, d.DR, c.pos.data(), theta);
   T* dkv_a = zeroed(s.dkv_a, N * KVA);
   for (int64_t n = 0; n < N; ++n) {

@@ -98,11 +98,11 @@ struct Model<T>::Impl {
   // Per-call state.
   int64_t R = 0, Tn = 0, N = 0;
   const Batch* mb = nullptr;
-  T bal_weight = 0;                         // seq_aux_alpha / global rows
-  T last_bal = 0;                           // balance loss of the current call
-  std::vector<int32_t> pos;                 // (N) position ids, restarting per row
-  std::vector<std::vector<T>> xs;           // 2L+1 stream tensors (N,S,C)
-  std::vector<T> h, hn, hrstd, logits;      // (N,C) (N,C) (N) (N,V)
+  T bal_weight = 0;                          // seq_aux_alpha / global rows
+  T last_bal = 0;                            // balance loss of the current call
+  std::vector<int32_t> pos;                  // (N) position ids, restarting per row
+  std::vector<std::vector<T>> xs;            // 2L+1 stream tensors (N,S,C)
+  std::vector<T> h, hn, hrstd, logits;       // (N,C) (N,C) (N) (N,V)
   std::vector<T> dlogits, dh, dhn, dX, dXn;  // backward buffers
   std::vector<T> dnormed, du, df, tmp, tmp2;
 
@@ -144,8 +144,8 @@ Model<T>::Impl::Impl(const ModelConfig& c, const ParamTable& t, uint64_t seed)
     b.attn.norm_w = t.offset(p + "input_layernorm.weight");
     b.ffn.norm_w = t.offset(p + "post_attention_layernorm.weight");
     b.mla = MlaLayout::from(t, p + "self_attn.");
-    b.engram = std::find(c.engram_layers.begin(), c.engram_layers.end(), l) !=
-               c.engram_layers.end();
+    b.engram =
+        std::find(c.engram_layers.begin(), c.engram_layers.end(), l) != c.engram_layers.end();
     if (b.engram) b.engram_layout = EngramLayout::from(t, c, seed, l);
     b.moe = c.is_moe_layer(l);
     if (b.moe)
@@ -227,8 +227,8 @@ void Model<T>::Impl::stage_forward(const T* P, int64_t l, int which) {
     mhc_pre_forward(cfg, s.hc_layout, P, X, N, s.u.data(), s.hc_cache);
   else
     std::copy(X, X + N * C, s.u.begin());
-  k::rmsnorm_forward(s.u.data(), P + s.norm_w, T(cfg.rms_norm_eps), s.normed.data(),
-                     s.rstd.data(), N, C);
+  k::rmsnorm_forward(s.u.data(), P + s.norm_w, T(cfg.rms_norm_eps), s.normed.data(), s.rstd.data(),
+                     N, C);
   T bal = 0;
   sublayer_f_forward(P, l, which, s.normed.data(), s.f.data(), bal);
   last_bal += bal;
@@ -293,8 +293,7 @@ LossParts<T> Model<T>::Impl::forward(const T* P, const LossScale& sc, bool with_
     for (int64_t s = 1; s < S; ++s)
       for (int64_t c = 0; c < C; ++c) hr[c] += XL[(n * S + s) * C + c];
   }
-  k::rmsnorm_forward(h.data(), P + final_norm, T(cfg.rms_norm_eps), hn.data(), hrstd.data(), N,
-                     C);
+  k::rmsnorm_forward(h.data(), P + final_norm, T(cfg.rms_norm_eps), hn.data(), hrstd.data(), N, C);
   k::linear_forward(hn.data(), P + head, logits.data(), N, C, V);
   LossParts<T> out;
   T inv = sc.ce_targets > 0 ? T(1) / T(sc.ce_targets) : T(0);
@@ -342,8 +341,7 @@ void Model<T>::Impl::mtp_forward(const T* P, const LossScale& sc, bool need_grad
   }
   k::linear_forward(m.cat.data(), P + m.proj, m.hp.data(), M, 2 * C, C);
   k::rmsnorm_forward(m.hp.data(), P + m.ln1, eps, m.n1.data(), m.r1.data(), M, C);
-  mla_forward(cfg, m.mla, P, m.n1.data(), R, Tm, m.pos.data(), nullptr, m.att.data(),
-              m.mla_cache);
+  mla_forward(cfg, m.mla, P, m.n1.data(), R, Tm, m.pos.data(), nullptr, m.att.data(), m.mla_cache);
   for (int64_t i = 0; i < M * C; ++i) m.x1[i] = m.hp[i] + m.att[i];
   k::rmsnorm_forward(m.x1.data(), P + m.ln2, eps, m.n2.data(), m.r2.data(), M, C);
   swiglu_forward(cfg, m.mlp, P, m.n2.data(), M, C, m.x2.data(), m.mlp_cache);
@@ -352,8 +350,8 @@ void Model<T>::Impl::mtp_forward(const T* P, const LossScale& sc, bool need_grad
   k::linear_forward(m.z.data(), P + head, m.logits.data(), M, C, V);
   T w = sc.mtp_targets > 0 ? T(cfg.mtp_lambda) / T(sc.mtp_targets) : T(0);
   if (need_grad) zero(tmp2, M * V);  // dlogits of the MTP head
-  T ce = k::cross_entropy(m.logits.data(), m.tgt.data(), M, V, w,
-                          need_grad ? tmp2.data() : nullptr);
+  T ce =
+      k::cross_entropy(m.logits.data(), m.tgt.data(), M, V, w, need_grad ? tmp2.data() : nullptr);
   out.mtp = ce * w;
 }
 
@@ -370,14 +368,12 @@ void Model<T>::Impl::mtp_backward(const T* P, T* G) {
   // x2 = x1 + SwiGLU(n2): dx1 = dx2 + back through the FFN.
   std::vector<T> dx1(dx2);
   swiglu_backward(cfg, m.mlp, P, G, dx2.data(), dn.data(), m.mlp_cache);
-  k::rmsnorm_backward(dn.data(), m.x1.data(), P + m.ln2, m.r2.data(), dx1.data(), G + m.ln2, M,
-                      C);
+  k::rmsnorm_backward(dn.data(), m.x1.data(), P + m.ln2, m.r2.data(), dx1.data(), G + m.ln2, M, C);
   // x1 = hp + MLA(n1).
   std::vector<T> dhp(dx1);
   std::fill(dn.begin(), dn.end(), T(0));
   mla_backward(cfg, m.mla, P, G, dx1.data(), dn.data(), m.mla_cache);
-  k::rmsnorm_backward(dn.data(), m.hp.data(), P + m.ln1, m.r1.data(), dhp.data(), G + m.ln1, M,
-                      C);
+  k::rmsnorm_backward(dn.data(), m.hp.data(), P + m.ln1, m.r1.data(), dhp.data(), G + m.ln1, M, C);
   std::vector<T> dcat(M * 2 * C, T(0)), da(M * C), db(M * C), dsel(M * C, T(0));
   k::linear_backward(dhp.data(), m.cat.data(), P + m.proj, dcat.data(), G + m.proj, M, 2 * C, C);
   for (int64_t i = 0; i < M; ++i) {
@@ -404,8 +400,8 @@ void Model<T>::Impl::backward(const T* P, T* G, bool with_mtp, EngramGrad<T>* eg
   if (with_mtp && mtp_on && Tn >= 2) mtp_backward(P, G);
   zero(dhn, N * C);
   k::linear_backward(dlogits.data(), hn.data(), P + head, dhn.data(), G + head, N, C, V);
-  k::rmsnorm_backward(dhn.data(), h.data(), P + final_norm, hrstd.data(), dh.data(),
-                      G + final_norm, N, C);
+  k::rmsnorm_backward(dhn.data(), h.data(), P + final_norm, hrstd.data(), dh.data(), G + final_norm,
+                      N, C);
   // h = Σ_streams X_L: every stream receives dh.
   resize(dX, N * S * C);
   resize(dXn, N * S * C);

@@ -27,11 +27,11 @@ LossScale loss_scale_of(const Batch& global_batch, bool with_mtp);
 
 template <typename T>
 struct LossParts {
-  T ce = 0;    // Σ CE / ce_targets
-  T mtp = 0;   // mtp_lambda · Σ CE_mtp / mtp_targets
-  T bal = 0;   // Σ_rows,layers L_bal_row / rows
-  T ce_sum = 0;             // raw Σ CE of the main head (for evaluation)
-  int64_t ce_count = 0;     // valid main targets in this micro-batch
+  T ce = 0;              // Σ CE / ce_targets
+  T mtp = 0;             // mtp_lambda · Σ CE_mtp / mtp_targets
+  T bal = 0;             // Σ_rows,layers L_bal_row / rows
+  T ce_sum = 0;          // raw Σ CE of the main head (for evaluation)
+  int64_t ce_count = 0;  // valid main targets in this micro-batch
   T total() const { return ce + mtp + bal; }
 };
 

@@ -93,7 +93,7 @@ void Muon::update_tensor(const ParamInfo& p, float* params, const float* grads, 
   float* dir = dir_[worker].data();
   for (int64_t i = 0; i < p.numel; ++i) {
     const float gi = g[i] * scale;
-    b[i] = mu * b[i] + gi;   // B ← μB + G
+    b[i] = mu * b[i] + gi;    // B ← μB + G
     dir[i] = gi + mu * b[i];  // Nesterov: G + μB
   }
   float* o = ortho_[worker].data();

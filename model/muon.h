@@ -30,14 +30,13 @@ class Muon {
   Muon(const ParamTable& table, MuonSettings settings, int threads);
   // Updates every OptGroup::Muon tensor of params (others untouched). grads are multiplied
   // by grad_scale (clipping) first; weight_decay is decoupled, applied as lr·wd·W.
-  void update(float* params, const float* grads, double lr, double grad_scale,
-              double weight_decay);
+  void update(float* params, const float* grads, double lr, double grad_scale, double weight_decay);
   // The momentum buffer B, laid out by the table (zero outside Muon tensors).
   const std::vector<float>& momentum() const { return b_; }
 
  private:
-  void update_tensor(const ParamInfo& p, float* params, const float* grads, float scale,
-                     double lr, double weight_decay, int worker);
+  void update_tensor(const ParamInfo& p, float* params, const float* grads, float scale, double lr,
+                     double weight_decay, int worker);
 
   const ParamTable& table_;
   MuonSettings settings_;

@@ -49,8 +49,7 @@ AdamW::AdamW(const ParamTable& table, const OptimizerConfig& cfg, double weight_
       m_(static_cast<size_t>(table.total()), 0.0f),
       v_(static_cast<size_t>(table.total()), 0.0f) {}
 
-void AdamW::update(float* params, const float* grads, double lr, double grad_scale,
-                   int64_t step) {
+void AdamW::update(float* params, const float* grads, double lr, double grad_scale, int64_t step) {
   const double b1 = cfg_.beta1, b2 = cfg_.beta2;
   const double c1 = 1.0 - std::pow(b1, double(step + 1));
   const double c2 = 1.0 - std::pow(b2, double(step + 1));

@@ -45,8 +45,7 @@ class AdamW {
 class Optimizer {
  public:
   // threads: Muon's parallelism over tensors; never changes results.
-  Optimizer(const ParamTable& table, const OptimizerConfig& cfg, double weight_decay,
-            int threads);
+  Optimizer(const ParamTable& table, const OptimizerConfig& cfg, double weight_decay, int threads);
   // One step (0-based) at learning rate lr; grads are multiplied by grad_scale first.
   void update(float* params, const float* grads, double lr, double grad_scale, int64_t step);
   const AdamW& adamw() const { return adamw_; }

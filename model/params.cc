@@ -29,7 +29,9 @@ void ParamTable::add(std::string name, std::vector<int64_t> shape, Init init, do
   params_.push_back(std::move(info));
 }
 
-bool ParamTable::has(std::string_view name) const { return index_.count(std::string(name)); }
+bool ParamTable::has(std::string_view name) const {
+  return index_.count(std::string(name));
+}
 
 const ParamInfo& ParamTable::at(std::string_view name) const {
   auto it = index_.find(std::string(name));
@@ -77,8 +79,7 @@ ParamTable::ParamTable(const ModelConfig& c) {
   // The conv starts at zero and is not decayed back there: no-decay AdamW like the norms.
   auto engram = [&](const std::string& p) {
     const int64_t S = c.residual == "mhc" ? n : 1, Kc = c.engram_conv_kernel;
-    const int64_t d_mem =
-        int64_t(c.engram_orders.size()) * c.engram_heads * c.engram_head_dim;
+    const int64_t d_mem = int64_t(c.engram_orders.size()) * c.engram_heads * c.engram_head_dim;
     for (int64_t m = 0; m < S; ++m) matrix(p + "w_k." + std::to_string(m), C, d_mem);
     matrix(p + "w_v", C, d_mem);
     for (const char* nm : {"norm_q.", "norm_k.", "norm_c."})
@@ -97,8 +98,7 @@ ParamTable::ParamTable(const ModelConfig& c) {
     if (c.residual == "mhc") hc(p + "mlp_hc.");
     norm(p + "post_attention_layernorm.weight", C);
     if (c.is_moe_layer(l)) {
-      add(p + "mlp.gate.weight", {c.n_routed_experts, C}, Init::Normal, kInitStd,
-          OptGroup::AdamW);
+      add(p + "mlp.gate.weight", {c.n_routed_experts, C}, Init::Normal, kInitStd, OptGroup::AdamW);
       add(p + "mlp.gate.e_score_correction_bias", {c.n_routed_experts}, Init::Zeros, 0,
           OptGroup::Rule);
       for (int64_t e = 0; e < c.n_routed_experts; ++e)
@@ -129,10 +129,18 @@ void init_params(const ParamTable& table, uint64_t seed, T* params) {
     CounterRng rng(seed, purpose_of(info.name));
     for (int64_t i = 0; i < info.numel; ++i) {
       switch (info.init) {
-        case Init::Normal: w[i] = T(info.init_value * rng.normal(i)); break;
-        case Init::Zeros: w[i] = T(0); break;
-        case Init::Ones: w[i] = T(1); break;
-        case Init::Constant: w[i] = T(info.init_value); break;
+        case Init::Normal:
+          w[i] = T(info.init_value * rng.normal(i));
+          break;
+        case Init::Zeros:
+          w[i] = T(0);
+          break;
+        case Init::Ones:
+          w[i] = T(1);
+          break;
+        case Init::Constant:
+          w[i] = T(info.init_value);
+          break;
       }
     }
   }
@@ -143,10 +151,14 @@ template void init_params<double>(const ParamTable&, uint64_t, double*);
 
 const char* opt_group_name(OptGroup g) {
   switch (g) {
-    case OptGroup::AdamW: return "adamw";
-    case OptGroup::AdamWNoDecay: return "adamw(no-decay)";
-    case OptGroup::Muon: return "muon";
-    case OptGroup::Rule: return "rule";
+    case OptGroup::AdamW:
+      return "adamw";
+    case OptGroup::AdamWNoDecay:
+      return "adamw(no-decay)";
+    case OptGroup::Muon:
+      return "muon";
+    case OptGroup::Rule:
+      return "rule";
   }
   return "?";
 }

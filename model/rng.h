@@ -29,8 +29,7 @@ constexpr uint64_t purpose_of(std::string_view name) {
 class CounterRng {
  public:
   CounterRng(uint64_t seed, uint64_t purpose, uint64_t step = 0, uint64_t micro_batch = 0)
-      : key_(splitmix64(splitmix64(splitmix64(splitmix64(seed) ^ purpose) ^ step) ^
-                        micro_batch)) {}
+      : key_(splitmix64(splitmix64(splitmix64(splitmix64(seed) ^ purpose) ^ step) ^ micro_batch)) {}
   uint64_t bits(uint64_t index) const { return splitmix64(key_ ^ splitmix64(index)); }
   double uniform(uint64_t index) const {
     return static_cast<double>(bits(index) >> 11) * 0x1.0p-53;

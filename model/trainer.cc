@@ -34,9 +34,8 @@ void engram_tree_reduce(std::vector<EngramGrad<T>>& g, int64_t lo, int64_t hi,
   engram_tree_reduce(g, lo, mid, store, threads);
   engram_tree_reduce(g, mid, hi, store, threads);
   const auto& info = store.tables();
-  parallel_for(int64_t(info.size()), threads, [&](int64_t t, int) {
-    sparse_rows_add(g[lo][t], g[mid][t], info[t].dim);
-  });
+  parallel_for(int64_t(info.size()), threads,
+               [&](int64_t t, int) { sparse_rows_add(g[lo][t], g[mid][t], info[t].dim); });
 }
 }  // namespace
 
@@ -44,8 +43,8 @@ template <typename T>
 GradEngine<T>::~GradEngine() = default;
 
 template <typename T>
-LossParts<T> GradEngine<T>::run(const T* params, const Batch& batch, int64_t mb_rows,
-                                bool backward, bool with_mtp) {
+LossParts<T> GradEngine<T>::run(const T* params, const Batch& batch, int64_t mb_rows, bool backward,
+                                bool with_mtp) {
   if (mb_rows <= 0 || batch.rows % mb_rows != 0)
     throw std::invalid_argument("batch rows must be a multiple of the micro-batch rows");
   const int64_t n_mb = batch.rows / mb_rows;
@@ -119,8 +118,8 @@ Trainer::Trainer(const JobConfig& c)
   init_params(table, c.train.seed, params.data());
   if (!c.model.engram_layers.empty())
     engram_ = std::make_unique<InProcessEngramStore<float>>(c.model, c.train.seed);
-  engine_ = std::make_unique<GradEngine<float>>(cfg.model, table, threads_, c.train.seed,
-                                                engram_.get());
+  engine_ =
+      std::make_unique<GradEngine<float>>(cfg.model, table, threads_, c.train.seed, engram_.get());
 }
 
 Trainer::~Trainer() = default;
@@ -136,8 +135,8 @@ StepStats Trainer::train_step(int64_t step) {
   st.lr = lr_at(cfg.train, step);
   st.grad_norm = global_grad_norm(table, engine_->grad().data());
   if (engram_) {  // the global norm covers the Engram tables too: sqrt(‖dense‖² + ‖tables‖²)
-    st.grad_norm = std::sqrt(st.grad_norm * st.grad_norm +
-                             engram_grad_sumsq(engine_->engram_grad()));
+    st.grad_norm =
+        std::sqrt(st.grad_norm * st.grad_norm + engram_grad_sumsq(engine_->engram_grad()));
   }
   const double clip = cfg.train.grad_clip;
   const double scale = (clip > 0 && st.grad_norm > clip) ? clip / (st.grad_norm + 1e-6) : 1.0;

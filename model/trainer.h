@@ -51,7 +51,7 @@ class GradEngine {
   std::vector<std::unique_ptr<Model<T>>> workers_;  // one activation workspace per thread
   std::vector<std::vector<T>> grads_;               // one gradient buffer per micro-batch
   const EngramStore<T>* engram_ = nullptr;
-  std::vector<EngramGrad<T>> egrads_;               // one sparse table gradient per micro-batch
+  std::vector<EngramGrad<T>> egrads_;  // one sparse table gradient per micro-batch
   std::vector<std::vector<int64_t>> counts_;
 };
 

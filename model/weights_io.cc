@@ -69,7 +69,8 @@ LoadedWeights load_weights(const std::string& path) {
   SafetensorsFile f = read_safetensors(path);
   auto meta = f.metadata.find("troupe_config");
   if (meta == f.metadata.end())
-    throw std::runtime_error(path + ": no 'troupe_config' in the safetensors metadata; "
+    throw std::runtime_error(path +
+                             ": no 'troupe_config' in the safetensors metadata; "
                              "is this a troupe weights file (troupe export)?");
   nlohmann::json j;
   try {

@@ -21,7 +21,7 @@ SafetensorsFile weights_to_safetensors(const ParamTable& table, const T* params,
 struct LoadedWeights {
   ModelConfig model;
   uint64_t seed = 0;
-  std::vector<float> params;  // laid out by ParamTable(model)
+  std::vector<float> params;                      // laid out by ParamTable(model)
   std::vector<std::vector<float>> engram_tables;  // (R·D) each, in engram_tables(model) order
 };
 

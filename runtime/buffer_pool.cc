@@ -12,7 +12,9 @@ size_t capacity_for(size_t bytes) {
   return std::bit_ceil(bytes < buffer_bytes_min ? buffer_bytes_min : bytes);
 }
 
-size_t class_of(size_t capacity) { return static_cast<size_t>(std::countr_zero(capacity)); }
+size_t class_of(size_t capacity) {
+  return static_cast<size_t>(std::countr_zero(capacity));
+}
 
 }  // namespace
 

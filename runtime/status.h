@@ -42,8 +42,8 @@ class [[nodiscard]] Status {
 template <class T>
 class [[nodiscard]] Result {
  public:
-  Result(T value) : v_(std::move(value)) {}                       // NOLINT: implicit by design
-  Result(Status status) : v_(std::move(status)) {}                // NOLINT: implicit by design
+  Result(T value) : v_(std::move(value)) {}         // NOLINT: implicit by design
+  Result(Status status) : v_(std::move(status)) {}  // NOLINT: implicit by design
   Result(Code code, std::string message) : v_(Status(code, std::move(message))) {}
 
   bool ok() const { return std::holds_alternative<T>(v_); }

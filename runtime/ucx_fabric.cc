@@ -191,7 +191,7 @@ void UcxFabric::Impl::release_inflight() {
 UcxFabric::UcxFabric(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
 Result<std::unique_ptr<UcxFabric>> UcxFabric::create(const UcxOptions& options,
-                                                      FabricHandlers handlers) {
+                                                     FabricHandlers handlers) {
   auto impl = std::make_unique<Impl>(options);
   impl->handlers = std::move(handlers);
   Status st = impl->init();
@@ -221,9 +221,8 @@ UcxFabric::~UcxFabric() {
 }
 
 Result<uint16_t> UcxFabric::listen(uint16_t port) {
-  return call_on_progress<Result<uint16_t>>(*impl_, [this, port] {
-    return impl_->do_listen(port);
-  });
+  return call_on_progress<Result<uint16_t>>(*impl_,
+                                            [this, port] { return impl_->do_listen(port); });
 }
 
 Result<PeerId> UcxFabric::connect(const std::string& host_port) {
@@ -246,9 +245,8 @@ Result<PeerId> UcxFabric::connect(const std::string& host_port) {
   const socklen_t len = found->ai_addrlen;
   std::memcpy(&addr, found->ai_addr, len);
   freeaddrinfo(found);
-  return call_on_progress<Result<PeerId>>(*impl_, [this, addr, len] {
-    return impl_->do_connect(addr, len);
-  });
+  return call_on_progress<Result<PeerId>>(
+      *impl_, [this, addr, len] { return impl_->do_connect(addr, len); });
 }
 
 Status UcxFabric::flush(std::chrono::milliseconds timeout) {
@@ -280,7 +278,9 @@ void UcxFabric::set_epoch(uint64_t epoch) {
   }
 }
 
-uint64_t UcxFabric::epoch() const { return impl_->epoch.load(); }
+uint64_t UcxFabric::epoch() const {
+  return impl_->epoch.load();
+}
 
 FabricCounters UcxFabric::counters() const {
   const AtomicCounters& c = impl_->counters;

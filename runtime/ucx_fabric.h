@@ -15,7 +15,7 @@ namespace troupe::runtime {
 struct UcxOptions {
   // UCX settings, applied to this fabric's context unless the matching UCX_* variable is
   // set in the environment (the environment wins, so an operator can override).
-  std::string tls = "shm,tcp";  // UCX_TLS. tcp: listener connections need it, even locally
+  std::string tls = "shm,tcp";     // UCX_TLS. tcp: listener connections need it, even locally
   std::string net_devices = "lo";  // UCX_NET_DEVICES. lo for local jobs: a second TCP lane
                                    // on eth0 doubles small-message latency
   bool mm_error_handling = true;   // UCX_MM_ERROR_HANDLING: else peer error handling
@@ -34,15 +34,14 @@ class UcxFabric final : public Fabric {
   // Errors: io_error naming the UCX call that failed (no UCX, no usable transport, or
   // an active-message header limit below frame_bytes_max).
   static Result<std::unique_ptr<UcxFabric>> create(const UcxOptions& options,
-                                                    FabricHandlers handlers);
+                                                   FabricHandlers handlers);
   // Closes every endpoint (peers see peer_down), stops the progress thread.
   ~UcxFabric() override;
 
   Result<uint16_t> listen(uint16_t port) override;
   Result<PeerId> connect(const std::string& host_port) override;
   Status send(PeerId peer, const Envelope& envelope,
-              std::span<const std::span<const std::byte>> payloads,
-              SendDoneFn done = {}) override;
+              std::span<const std::span<const std::byte>> payloads, SendDoneFn done = {}) override;
   Status flush(std::chrono::milliseconds timeout) override;
   Result<Message> receive(std::chrono::milliseconds timeout) override;
   void set_epoch(uint64_t epoch) override;

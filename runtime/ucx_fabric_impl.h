@@ -48,7 +48,7 @@ struct PeerState {
 struct SendOp {
   UcxFabric::Impl* impl = nullptr;
   PeerId peer = peer_none;
-  std::string frame;  // UCX 1.13: the AM header must live until the send completes
+  std::string frame;              // UCX 1.13: the AM header must live until the send completes
   std::vector<ucp_dt_iov_t> iov;  // non-empty payloads only
   uint64_t payload_bytes = 0;
   SendDoneFn done;
@@ -62,9 +62,9 @@ struct RecvOp {
 };
 
 struct AtomicCounters {
-  std::atomic<uint64_t> sent_messages{0}, sent_bytes{0}, received_messages{0},
-      received_bytes{0}, rejected_malformed{0}, rejected_oversized{0},
-      dropped_stale_epoch{0}, dropped_queue_full{0}, send_failed{0}, peers_down{0};
+  std::atomic<uint64_t> sent_messages{0}, sent_bytes{0}, received_messages{0}, received_bytes{0},
+      rejected_malformed{0}, rejected_oversized{0}, dropped_stale_epoch{0}, dropped_queue_full{0},
+      send_failed{0}, peers_down{0};
 };
 
 struct UcxFabric::Impl {

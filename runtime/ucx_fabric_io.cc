@@ -1,7 +1,7 @@
 // UcxFabric's I/O paths: listen, connect, send, receive and endpoint errors. Everything
 // here except UcxFabric::send runs on the progress thread.
-#include <fmt/format.h>
 #include <arpa/inet.h>
+#include <fmt/format.h>
 #include <netinet/in.h>
 
 #include <cstring>
@@ -236,8 +236,8 @@ void UcxFabric::Impl::start_send(PeerState& peer, std::unique_ptr<SendOp> op) {
     buffer = op->iov.data();
     count = op->iov.size();
   }
-  ucs_status_ptr_t r = ucp_am_send_nbx(peer.ep, fabric_am_id, op->frame.data(),
-                                       op->frame.size(), buffer, count, &p);
+  ucs_status_ptr_t r =
+      ucp_am_send_nbx(peer.ep, fabric_am_id, op->frame.data(), op->frame.size(), buffer, count, &p);
   if (r == nullptr) {
     finish_send(op.release(), UCS_OK);
   } else if (UCS_PTR_IS_ERR(r)) {
@@ -257,8 +257,7 @@ void UcxFabric::Impl::finish_send(SendOp* op, ucs_status_t status) {
   }
   if (op->done) {
     op->done(status == UCS_OK ? Status()
-                              : Status(Code::peer_down, fmt::format("send to peer {}: {}",
-                                                                    op->peer,
+                              : Status(Code::peer_down, fmt::format("send to peer {}: {}", op->peer,
                                                                     ucs_status_string(status))));
   }
   owned.reset();
@@ -305,8 +304,10 @@ ucs_status_t UcxFabric::Impl::on_am(const void* header, size_t header_length, vo
   if (frame.envelope.epoch < epoch.load(std::memory_order_relaxed)) {
     const uint64_t n = counters.dropped_stale_epoch.fetch_add(1) + 1;
     if (n == 1 || n % 1000 == 0) {
-      fmt::print(stderr, "troupe fabric: dropping message from peer {}: stale epoch {} < {}"
-                 " ({} so far)\n", peer, frame.envelope.epoch, epoch.load(), n);
+      fmt::print(stderr,
+                 "troupe fabric: dropping message from peer {}: stale epoch {} < {}"
+                 " ({} so far)\n",
+                 peer, frame.envelope.epoch, epoch.load(), n);
     }
     return UCS_OK;
   }
@@ -389,8 +390,10 @@ void UcxFabric::Impl::deliver(Message&& message, uint64_t payload_bytes) {
     if (queue.size() >= recv_queue_messages_max) {
       const uint64_t n = counters.dropped_queue_full.fetch_add(1) + 1;
       if (n == 1 || n % 1000 == 0) {
-        fmt::print(stderr, "troupe fabric: dropping message from peer {}: receive queue full"
-                   " ({} so far)\n", message.peer, n);
+        fmt::print(stderr,
+                   "troupe fabric: dropping message from peer {}: receive queue full"
+                   " ({} so far)\n",
+                   message.peer, n);
       }
       return;
     }

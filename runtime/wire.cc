@@ -1,8 +1,8 @@
 #include "runtime/wire.h"
 
-#include <cstring>
-
 #include <fmt/format.h>
+
+#include <cstring>
 
 #include "runtime/envelope.pb.h"
 
@@ -10,27 +10,37 @@ namespace troupe::runtime {
 
 const char* reject_reason_name(RejectReason reason) {
   switch (reason) {
-    case RejectReason::none: return "none";
-    case RejectReason::truncated_prefix: return "truncated length prefix";
-    case RejectReason::length_mismatch: return "length prefix disagrees with header bytes";
-    case RejectReason::envelope_too_large: return "envelope larger than envelope_bytes_max";
-    case RejectReason::parse_failed: return "envelope does not parse";
-    case RejectReason::too_many_payloads: return "more payloads than payloads_max";
-    case RejectReason::message_too_large: return "payloads larger than message_bytes_max";
-    case RejectReason::payload_size_mismatch: return "declared payload sizes disagree with data";
-    case RejectReason::no_sender_endpoint: return "no sender endpoint";
-    case RejectReason::count_: break;
+    case RejectReason::none:
+      return "none";
+    case RejectReason::truncated_prefix:
+      return "truncated length prefix";
+    case RejectReason::length_mismatch:
+      return "length prefix disagrees with header bytes";
+    case RejectReason::envelope_too_large:
+      return "envelope larger than envelope_bytes_max";
+    case RejectReason::parse_failed:
+      return "envelope does not parse";
+    case RejectReason::too_many_payloads:
+      return "more payloads than payloads_max";
+    case RejectReason::message_too_large:
+      return "payloads larger than message_bytes_max";
+    case RejectReason::payload_size_mismatch:
+      return "declared payload sizes disagree with data";
+    case RejectReason::no_sender_endpoint:
+      return "no sender endpoint";
+    case RejectReason::count_:
+      break;
   }
   return "unknown";
 }
 
 bool reject_is_oversized(RejectReason reason) {
-  return reason == RejectReason::envelope_too_large ||
-         reason == RejectReason::too_many_payloads || reason == RejectReason::message_too_large;
+  return reason == RejectReason::envelope_too_large || reason == RejectReason::too_many_payloads ||
+         reason == RejectReason::message_too_large;
 }
 
-Status encode_frame(const Envelope& envelope,
-                    std::span<const std::span<const std::byte>> payloads, std::string* out) {
+Status encode_frame(const Envelope& envelope, std::span<const std::span<const std::byte>> payloads,
+                    std::string* out) {
   if (payloads.size() > payloads_max) {
     return {Code::too_large,
             fmt::format("payloads: {} > payloads_max {}", payloads.size(), payloads_max)};
@@ -105,8 +115,7 @@ RejectReason decode_frame(std::span<const std::byte> frame, uint64_t data_bytes,
   return RejectReason::none;
 }
 
-uint64_t layout_payloads(std::span<const uint64_t> payload_bytes,
-                         std::vector<uint64_t>* offsets) {
+uint64_t layout_payloads(std::span<const uint64_t> payload_bytes, std::vector<uint64_t>* offsets) {
   offsets->clear();
   uint64_t at = 0;
   for (uint64_t size : payload_bytes) {

@@ -41,8 +41,8 @@ struct Frame {
 // Writes the frame for `envelope` and the payloads' sizes into `out` (replacing it).
 // Errors (nothing written): too_large naming the limit, when the envelope exceeds
 // envelope_bytes_max, the payloads exceed payloads_max or message_bytes_max.
-Status encode_frame(const Envelope& envelope,
-                    std::span<const std::span<const std::byte>> payloads, std::string* out);
+Status encode_frame(const Envelope& envelope, std::span<const std::span<const std::byte>> payloads,
+                    std::string* out);
 
 // Decodes a frame that arrived with `data_bytes` bytes of payload data. Total: any input
 // gives a reason, never a crash or an allocation beyond envelope_bytes_max. On
@@ -51,7 +51,6 @@ RejectReason decode_frame(std::span<const std::byte> frame, uint64_t data_bytes,
 
 // Where each payload goes in one receive buffer: offsets aligned to
 // buffer_alignment_bytes. Returns the buffer size. Sizes must already be validated.
-uint64_t layout_payloads(std::span<const uint64_t> payload_bytes,
-                         std::vector<uint64_t>* offsets);
+uint64_t layout_payloads(std::span<const uint64_t> payload_bytes, std::vector<uint64_t>* offsets);
 
 }  // namespace troupe::runtime

@@ -32,7 +32,10 @@ struct Counter {
   std::condition_variable cv;
   uint64_t n = 0;
   void bump() {
-    { std::lock_guard<std::mutex> l(m); ++n; }
+    {
+      std::lock_guard<std::mutex> l(m);
+      ++n;
+    }
     cv.notify_all();
   }
   bool wait_for(uint64_t target) {
@@ -48,7 +51,9 @@ rt::Envelope envelope(uint32_t type, std::string header = {}) {
   return e;
 }
 
-std::string u64_bytes(uint64_t v) { return std::string(reinterpret_cast<char*>(&v), 8); }
+std::string u64_bytes(uint64_t v) {
+  return std::string(reinterpret_cast<char*>(&v), 8);
+}
 uint64_t bytes_u64(const std::string& s) {
   uint64_t v = 0;
   std::memcpy(&v, s.data(), std::min<size_t>(8, s.size()));

@@ -197,8 +197,8 @@ std::vector<float> fake_quantized(const float* x, int64_t rows, int64_t cols, Fp
 
 }  // namespace
 
-void fp8_linear_forward(const float* x, const float* W, float* y, int64_t R, int64_t I,
-                        int64_t O, float beta) {
+void fp8_linear_forward(const float* x, const float* W, float* y, int64_t R, int64_t I, int64_t O,
+                        float beta) {
   const std::vector<float> xq = fake_quantized(x, R, I, Fp8Tiling::RowTiles);
   const std::vector<float> wq = fake_quantized(W, O, I, Fp8Tiling::Blocks);
   linear_forward<float>(xq.data(), wq.data(), y, R, I, O, beta);

@@ -21,7 +21,7 @@ namespace troupe::kernels {
 
 enum class Fp8Format { E4M3, E5M2 };
 
-inline constexpr int64_t fp8_tile_len = 128;       // SPEC §6: 1×128 tiles, 128×128 blocks
+inline constexpr int64_t fp8_tile_len = 128;           // SPEC §6: 1×128 tiles, 128×128 blocks
 inline constexpr float fp8_e4m3_max_value = 448.0f;    // 1.75 · 2^8, code 0x7E
 inline constexpr float fp8_e5m2_max_value = 57344.0f;  // 1.75 · 2^15, code 0x7B
 constexpr float fp8_max_value(Fp8Format f) {
@@ -62,8 +62,8 @@ void fp8_quantize_dequantize(const float* x, int64_t rows, int64_t cols, Fp8Tili
 // of determinism, fixes that).
 
 // Fprop: y (R,O) = beta·y + Q(x) (R,I) · Q(W)ᵀ, x in 1×128 tiles along I, W (O,I) in blocks.
-void fp8_linear_forward(const float* x, const float* W, float* y, int64_t R, int64_t I,
-                        int64_t O, float beta = 0.0f);
+void fp8_linear_forward(const float* x, const float* W, float* y, int64_t R, int64_t I, int64_t O,
+                        float beta = 0.0f);
 
 // Dgrad: dx (R,I) += Q(dy) (R,O) · Q(W), dy in 1×128 tiles along O, W in blocks.
 // Wgrad: dW (O,I) += Q(dy)ᵀ · Q(x), dy (R,O) and x (R,I) in 128×1 tiles along R.

@@ -15,13 +15,12 @@ enum class Trans { N, T };
 // C (M,N) = beta*C + op(A) (M,K) · op(B) (K,N). beta is 0 or 1 in practice.
 // op(A)[i,k] = A[i*lda + k] (N) or A[k*lda + i] (T); likewise B.
 template <typename T>
-void gemm(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, const T* A, int64_t lda,
-          const T* B, int64_t ldb, T beta, T* C, int64_t ldc);
+void gemm(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* B,
+          int64_t ldb, T beta, T* C, int64_t ldc);
 
 // y (R,O) = x (R,I) · Wᵀ, W (O,I): a bias-free Linear layer. beta=1 accumulates.
 template <typename T>
-void linear_forward(const T* x, const T* W, T* y, int64_t R, int64_t I, int64_t O,
-                    T beta = T(0)) {
+void linear_forward(const T* x, const T* W, T* y, int64_t R, int64_t I, int64_t O, T beta = T(0)) {
   gemm<T>(Trans::N, Trans::T, R, O, I, x, I, W, I, beta, y, O);
 }
 

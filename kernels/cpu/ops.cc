@@ -21,8 +21,8 @@ void rmsnorm_forward(const T* x, const T* w, T eps, T* out, T* rstd, int64_t N, 
 }
 
 template <typename T>
-void rmsnorm_backward(const T* dout, const T* x, const T* w, const T* rstd, T* dx, T* dw,
-                      int64_t N, int64_t D) {
+void rmsnorm_backward(const T* dout, const T* x, const T* w, const T* rstd, T* dx, T* dw, int64_t N,
+                      int64_t D) {
   for (int64_t n = 0; n < N; ++n) {
     const T* xr = x + n * D;
     const T* g = dout + n * D;
@@ -137,8 +137,7 @@ void rope_backward(T* dx, int64_t N, int64_t D, int64_t stride, const int32_t* p
 }
 
 template <typename T>
-T cross_entropy(const T* logits, const int32_t* target, int64_t N, int64_t V, T scale,
-                T* dlogits) {
+T cross_entropy(const T* logits, const int32_t* target, int64_t N, int64_t V, T scale, T* dlogits) {
   T total = 0;
   std::vector<T> p(V);
   for (int64_t n = 0; n < N; ++n) {
@@ -168,18 +167,18 @@ T sum(const T* x, int64_t n) {
   return s;
 }
 
-#define TROUPE_OPS_INSTANTIATE(T)                                                               \
-  template void rmsnorm_forward<T>(const T*, const T*, T, T*, T*, int64_t, int64_t);           \
-  template void rmsnorm_backward<T>(const T*, const T*, const T*, const T*, T*, T*, int64_t,   \
-                                    int64_t);                                                  \
-  template T sigmoid<T>(T);                                                                    \
-  template T silu<T>(T);                                                                       \
-  template T silu_grad<T>(T);                                                                  \
-  template void softmax_rows<T>(T*, int64_t, int64_t);                                         \
-  template void softmax_rows_backward<T>(const T*, const T*, T*, int64_t, int64_t);            \
-  template void rope_forward<T>(T*, int64_t, int64_t, int64_t, const int32_t*, T);             \
-  template void rope_backward<T>(T*, int64_t, int64_t, int64_t, const int32_t*, T);            \
-  template T cross_entropy<T>(const T*, const int32_t*, int64_t, int64_t, T, T*);              \
+#define TROUPE_OPS_INSTANTIATE(T)                                                            \
+  template void rmsnorm_forward<T>(const T*, const T*, T, T*, T*, int64_t, int64_t);         \
+  template void rmsnorm_backward<T>(const T*, const T*, const T*, const T*, T*, T*, int64_t, \
+                                    int64_t);                                                \
+  template T sigmoid<T>(T);                                                                  \
+  template T silu<T>(T);                                                                     \
+  template T silu_grad<T>(T);                                                                \
+  template void softmax_rows<T>(T*, int64_t, int64_t);                                       \
+  template void softmax_rows_backward<T>(const T*, const T*, T*, int64_t, int64_t);          \
+  template void rope_forward<T>(T*, int64_t, int64_t, int64_t, const int32_t*, T);           \
+  template void rope_backward<T>(T*, int64_t, int64_t, int64_t, const int32_t*, T);          \
+  template T cross_entropy<T>(const T*, const int32_t*, int64_t, int64_t, T, T*);            \
   template T sum<T>(const T*, int64_t);
 
 TROUPE_OPS_INSTANTIATE(float)

@@ -12,8 +12,8 @@ template <typename T>
 void rmsnorm_forward(const T* x, const T* w, T eps, T* out, T* rstd, int64_t N, int64_t D);
 // dx (N,D) += ..., dw (D) += ... (dw may be null; must be null when w is).
 template <typename T>
-void rmsnorm_backward(const T* dout, const T* x, const T* w, const T* rstd, T* dx, T* dw,
-                      int64_t N, int64_t D);
+void rmsnorm_backward(const T* dout, const T* x, const T* w, const T* rstd, T* dx, T* dw, int64_t N,
+                      int64_t D);
 
 // y = x·σ(x), elementwise over n values.
 template <typename T>
@@ -43,8 +43,7 @@ void rope_backward(T* dx, int64_t N, int64_t D, int64_t stride, const int32_t* p
 // Returns Σ over valid rows of −log softmax(logits)[target]; if dlogits is non-null,
 // accumulates scale·(softmax − onehot) into it for the valid rows.
 template <typename T>
-T cross_entropy(const T* logits, const int32_t* target, int64_t N, int64_t V, T scale,
-                T* dlogits);
+T cross_entropy(const T* logits, const int32_t* target, int64_t N, int64_t V, T scale, T* dlogits);
 
 // Σ x over n values, in index order.
 template <typename T>

@@ -292,7 +292,11 @@ struct LinearData {
   std::vector<float> x, W, dy;
 };
 LinearData linear_data(int64_t R, int64_t I, int64_t O) {
-  return {R, I, O, random_values<float>(R * I, 21), random_values<float>(O * I, 22),
+  return {R,
+          I,
+          O,
+          random_values<float>(R * I, 21),
+          random_values<float>(O * I, 22),
           random_values<float>(R * O, 23)};
 }
 
@@ -318,9 +322,9 @@ TEST(Fp8Linear, CloseToFp32AtE4M3Precision) {
   // Each operand carries a relative rounding error of at most 2^-4 (about 2^-5.6 r.m.s.
   // for values spread over a binade); the products' errors are independent, so the norm-wise
   // error of a GEMM sits near √2 · that: a few percent, never below ~1 %.
-  for (const auto& [got, want, what] : {std::tuple{&y8, &y32, "Fprop"},
-                                        std::tuple{&dx8, &dx32, "Dgrad"},
-                                        std::tuple{&dW8, &dW32, "Wgrad"}}) {
+  for (const auto& [got, want, what] :
+       {std::tuple{&y8, &y32, "Fprop"}, std::tuple{&dx8, &dx32, "Dgrad"},
+        std::tuple{&dW8, &dW32, "Wgrad"}}) {
     const double e = rel_error(*got, *want);
     EXPECT_GT(e, 0.005) << what << ": not quantised?";
     EXPECT_LT(e, 0.06) << what;
@@ -346,8 +350,8 @@ TEST(Fp8Linear, IsQuantiseDequantiseThenGemmWithTheV3Tilings) {
 
   std::vector<float> dx(R * I, 0.25f), dW(O * I, 0.25f), want_dx = dx, want_dW = dW;
   fp8_linear_backward(d.dy.data(), d.x.data(), d.W.data(), dx.data(), dW.data(), R, I, O);
-  gemm<float>(Trans::N, Trans::N, R, I, O, qd(d.dy, R, O, Fp8Tiling::RowTiles).data(), O,
-              W.data(), I, 1.0f, want_dx.data(), I);
+  gemm<float>(Trans::N, Trans::N, R, I, O, qd(d.dy, R, O, Fp8Tiling::RowTiles).data(), O, W.data(),
+              I, 1.0f, want_dx.data(), I);
   gemm<float>(Trans::T, Trans::N, O, I, R, qd(d.dy, R, O, Fp8Tiling::ColTiles).data(), O,
               qd(d.x, R, I, Fp8Tiling::ColTiles).data(), I, 1.0f, want_dW.data(), I);
   EXPECT_EQ(dx, want_dx);
@@ -363,8 +367,8 @@ TEST(Fp8Linear, FpropAndDgradRowsAreBitwiseIndependentOfTheOtherRows) {
   for (int64_t r = 0; r < R; ++r) {
     std::vector<float> y1(O), dx1(I, 0.0f);
     fp8_linear_forward(d.x.data() + r * I, d.W.data(), y1.data(), 1, I, O);
-    fp8_linear_backward(d.dy.data() + r * O, d.x.data() + r * I, d.W.data(), dx1.data(), nullptr,
-                        1, I, O);
+    fp8_linear_backward(d.dy.data() + r * O, d.x.data() + r * I, d.W.data(), dx1.data(), nullptr, 1,
+                        I, O);
     EXPECT_EQ(0, std::memcmp(y1.data(), y.data() + r * O, sizeof(float) * O)) << "row " << r;
     EXPECT_EQ(0, std::memcmp(dx1.data(), dx.data() + r * I, sizeof(float) * I)) << "row " << r;
   }

@@ -1,5 +1,7 @@
 // Optimizers (SPEC §5): NS5's known behaviour, one Muon step against an independent FP64
 // restatement of the SPEC formula, AdamW bitwise unchanged, and the Muon/AdamW split.
+#include "model/optim.h"
+
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -9,7 +11,6 @@
 
 #include "model/config_parse.h"
 #include "model/muon.h"
-#include "model/optim.h"
 #include "model/params.h"
 #include "model/rng.h"
 #include "model/trainer.h"
@@ -90,9 +91,8 @@ TEST(NewtonSchulz5, SingularValuesNearOneForWideTallAndSquare) {
     std::vector<double> in = singular_values(m, s.rows, s.cols);
     double frob = 0;
     for (double v : in) frob += v * v;
-    const auto too_small = std::count_if(in.begin(), in.end(), [&](double v) {
-      return v / std::sqrt(frob) < kNs5LiftMin;
-    });
+    const auto too_small = std::count_if(
+        in.begin(), in.end(), [&](double v) { return v / std::sqrt(frob) < kNs5LiftMin; });
     std::vector<double> out = singular_values(o, s.rows, s.cols);
     std::sort(out.begin(), out.end());
     EXPECT_LE(too_small, 1) << s.rows << "x" << s.cols;
@@ -316,11 +316,10 @@ TEST(OptimizerSplit, TinyTableMuonIsTheBlockMatrices) {
   for (const char* name : {"model.embed_tokens.weight", "lm_head.weight",
                            "model.layers.1.mlp.gate.weight", "model.layers.0.attn_hc.phi_pre"})
     EXPECT_EQ(effective_group(table.at(name).group, muon_cfg), OptGroup::AdamW) << name;
-  EXPECT_EQ(effective_group(table.at("model.norm.weight").group, muon_cfg),
-            OptGroup::AdamWNoDecay);
-  EXPECT_EQ(effective_group(table.at("model.layers.1.mlp.gate.e_score_correction_bias").group,
-                            muon_cfg),
-            OptGroup::Rule);
+  EXPECT_EQ(effective_group(table.at("model.norm.weight").group, muon_cfg), OptGroup::AdamWNoDecay);
+  EXPECT_EQ(
+      effective_group(table.at("model.layers.1.mlp.gate.e_score_correction_bias").group, muon_cfg),
+      OptGroup::Rule);
 }
 
 // ---- In the trainer ------------------------------------------------------------------------

@@ -1,21 +1,22 @@
 // The determinism contract in one process: weights after N steps are bitwise identical
 // for 1 and 2 threads, and for different micro-batch placements of the same split.
+#include "model/trainer.h"
+
 #include <gtest/gtest.h>
 
 #include "model/config_parse.h"
 #include "model/parallel.h"
-#include "model/trainer.h"
 
 namespace troupe::model {
 namespace {
 
 JobConfig small_job(int threads) {
-  JobConfig cfg = config_from_sets({
-      "model.n_layers=2", "model.seq_len=32", "model.d_model=32", "model.dense_inter=64",
-      "model.moe_inter=16", "model.q_lora_rank=16", "model.kv_lora_rank=16",
-      "model.qk_nope_head_dim=8", "model.qk_rope_head_dim=8", "model.v_head_dim=8",
-      "train.batch_size=8", "train.micro_batch_rows=2", "train.steps=3", "train.warmup_steps=1",
-      "train.eval_every=0"});
+  JobConfig cfg = config_from_sets(
+      {"model.n_layers=2", "model.seq_len=32", "model.d_model=32", "model.dense_inter=64",
+       "model.moe_inter=16", "model.q_lora_rank=16", "model.kv_lora_rank=16",
+       "model.qk_nope_head_dim=8", "model.qk_rope_head_dim=8", "model.v_head_dim=8",
+       "train.batch_size=8", "train.micro_batch_rows=2", "train.steps=3", "train.warmup_steps=1",
+       "train.eval_every=0"});
   cfg.train.threads = threads;
   return cfg;
 }

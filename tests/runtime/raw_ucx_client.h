@@ -68,8 +68,8 @@ class RawUcxClient {
     ucp_request_param_t p{};
     p.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS;
     p.flags = UCP_AM_SEND_FLAG_REPLY;
-    void* r = ucp_am_send_nbx(ep_, am_id, header.data(), header.size(), data.data(),
-                              data.size(), &p);
+    void* r =
+        ucp_am_send_nbx(ep_, am_id, header.data(), header.size(), data.data(), data.size(), &p);
     if (r == nullptr) return true;
     if (UCS_PTR_IS_ERR(r)) return check(UCS_PTR_STATUS(r), "ucp_am_send_nbx");
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);

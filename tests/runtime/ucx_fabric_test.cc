@@ -2,6 +2,8 @@
 // UCX client is rejected and counted while the node keeps working, stale epochs are
 // dropped, and a peer killed with SIGKILL surfaces as peer_down. Everything is awaited
 // (futures, receive() with a timeout), never slept on.
+#include "runtime/ucx_fabric.h"
+
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <poll.h>
@@ -16,7 +18,6 @@
 #include <string>
 #include <vector>
 
-#include "runtime/ucx_fabric.h"
 #include "runtime/wire.h"
 #include "tests/runtime/raw_ucx_client.h"
 
@@ -89,8 +90,10 @@ TEST(UcxFabric, PayloadsArriveBitExactBothWays) {
     const auto data = pattern(sizes[i], i);
     const std::span<const std::byte> payloads[] = {data};
     std::promise<Status> sent;
-    ASSERT_TRUE(p.client->send(p.to_server, envelope(0, 10 + i), payloads,
-                               [&](const Status& s) { sent.set_value(s); }).ok());
+    ASSERT_TRUE(p.client
+                    ->send(p.to_server, envelope(0, 10 + i), payloads,
+                           [&](const Status& s) { sent.set_value(s); })
+                    .ok());
     Message m = expect_message(*p.server);
     EXPECT_EQ(m.envelope.type, 10 + i);
     EXPECT_EQ(m.envelope.from, "n1/test.0");
@@ -160,11 +163,11 @@ TEST(UcxFabric, GarbledAndTruncatedEnvelopesAreRejectedAndTheNodeKeepsWorking) {
   std::string valid;
   ASSERT_TRUE(encode_frame(envelope(0, 9), {}, &valid).ok());
   const std::vector<std::pair<std::string, std::string>> malformed = {
-      {"", ""},                                          // no prefix at all
-      {header(std::string("\x05\x00", 2)), ""},          // truncated prefix
-      {valid.substr(0, valid.size() - 3), ""},           // truncated envelope
+      {"", ""},                                              // no prefix at all
+      {header(std::string("\x05\x00", 2)), ""},              // truncated prefix
+      {valid.substr(0, valid.size() - 3), ""},               // truncated envelope
       {std::string("\x03\x00\x00\x00\xff\xff\xff", 7), ""},  // does not parse
-      {valid, "unexpected data"},                        // data without declared payloads
+      {valid, "unexpected data"},                            // data without declared payloads
   };
   const std::vector<std::string> oversized = {
       std::string("\x00\x00\x10\x00", 4) + "abc",  // declares 1 MiB

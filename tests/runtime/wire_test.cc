@@ -80,16 +80,14 @@ TEST(Wire, EachReason) {
   std::string valid;
   ASSERT_TRUE(encode_frame(sample_envelope(), {}, &valid).ok());
   for (size_t n = 0; n < frame_prefix_bytes; ++n) {
-    EXPECT_EQ(decode_frame(as_bytes(valid.substr(0, n)), 0, &out),
-              RejectReason::truncated_prefix);
+    EXPECT_EQ(decode_frame(as_bytes(valid.substr(0, n)), 0, &out), RejectReason::truncated_prefix);
   }
   EXPECT_EQ(decode_frame(as_bytes(valid.substr(0, valid.size() - 1)), 0, &out),
             RejectReason::length_mismatch);
   EXPECT_EQ(decode_frame(as_bytes(valid + "x"), 0, &out), RejectReason::length_mismatch);
   EXPECT_EQ(decode_frame(as_bytes(prefix(1 << 20) + "abc"), 0, &out),
             RejectReason::envelope_too_large);
-  EXPECT_EQ(decode_frame(as_bytes(prefix(0xffffffffu)), 0, &out),
-            RejectReason::envelope_too_large);
+  EXPECT_EQ(decode_frame(as_bytes(prefix(0xffffffffu)), 0, &out), RejectReason::envelope_too_large);
   EXPECT_EQ(decode_frame(as_bytes(prefix(3) + "\xff\xff\xff"), 0, &out),
             RejectReason::parse_failed);
   EXPECT_EQ(decode_frame(as_bytes(valid), 1, &out), RejectReason::payload_size_mismatch);
@@ -117,9 +115,15 @@ TEST(Wire, FuzzedFramesNeverCrash) {
     std::string f = valid;
     const uint64_t r = mix(i);
     switch (r % 4) {
-      case 0: f[(r >> 8) % f.size()] ^= static_cast<char>(1u << ((r >> 40) % 8)); break;
-      case 1: f.resize((r >> 8) % f.size()); break;
-      case 2: f[(r >> 8) % f.size()] = static_cast<char>(r >> 48); break;
+      case 0:
+        f[(r >> 8) % f.size()] ^= static_cast<char>(1u << ((r >> 40) % 8));
+        break;
+      case 1:
+        f.resize((r >> 8) % f.size());
+        break;
+      case 2:
+        f[(r >> 8) % f.size()] = static_cast<char>(r >> 48);
+        break;
       default:
         for (size_t k = 0; k < f.size(); ++k) f[k] = static_cast<char>(mix(r + k));
     }
