@@ -71,6 +71,8 @@ struct Mtp {
   std::vector<T> hsel, esel, a, b, ra, rb, cat;    // (M,C) x4, (M) x2, (M,2C)
   std::vector<T> hp, n1, r1, att, x1, n2, r2, x2;  // (M,C) / (M)
   std::vector<T> z, rz, logits;                    // (M,C), (M), (M,V)
+  // Backward buffers, reused across calls: (M,V), (M,C) x8, (M,2C).
+  std::vector<T> dlogits, dz, dx2, dx1, dn, dhp, da, db, dsel, dcat;
 };
 
 template <typename T>
@@ -104,7 +106,7 @@ struct Model<T>::Impl {
   std::vector<std::vector<T>> xs;            // 2L+1 stream tensors (N,S,C)
   std::vector<T> h, hn, hrstd, logits;       // (N,C) (N,C) (N) (N,V)
   std::vector<T> dlogits, dh, dhn, dX, dXn;  // backward buffers
-  std::vector<T> dnormed, du, df, tmp, tmp2;
+  std::vector<T> dnormed, du, df;
 
   const EngramStore<T>* engram_store = nullptr;  // per call
 
@@ -349,9 +351,9 @@ void Model<T>::Impl::mtp_forward(const T* P, const LossScale& sc, bool need_grad
   k::rmsnorm_forward(m.x2.data(), P + final_norm, eps, m.z.data(), m.rz.data(), M, C);
   k::linear_forward(m.z.data(), P + head, m.logits.data(), M, C, V);
   T w = sc.mtp_targets > 0 ? T(cfg.mtp_lambda) / T(sc.mtp_targets) : T(0);
-  if (need_grad) zero(tmp2, M * V);  // dlogits of the MTP head
-  T ce =
-      k::cross_entropy(m.logits.data(), m.tgt.data(), M, V, w, need_grad ? tmp2.data() : nullptr);
+  if (need_grad) zero(m.dlogits, M * V);
+  T ce = k::cross_entropy(m.logits.data(), m.tgt.data(), M, V, w,
+                          need_grad ? m.dlogits.data() : nullptr);
   out.mtp = ce * w;
 }
 
@@ -360,37 +362,40 @@ template <typename T>
 void Model<T>::Impl::mtp_backward(const T* P, T* G) {
   Mtp<T>& m = mtp;
   const int64_t Tm = Tn - 1, M = R * Tm;
-  const T* dlog = tmp2.data();
-  std::vector<T> dz(M * C, T(0)), dx2(M * C, T(0)), dn(M * C, T(0));
-  k::linear_backward(dlog, m.z.data(), P + head, dz.data(), G + head, M, C, V);
-  k::rmsnorm_backward(dz.data(), m.x2.data(), P + final_norm, m.rz.data(), dx2.data(),
+  zero(m.dz, M * C), zero(m.dx2, M * C), zero(m.dn, M * C);
+  k::linear_backward(m.dlogits.data(), m.z.data(), P + head, m.dz.data(), G + head, M, C, V);
+  k::rmsnorm_backward(m.dz.data(), m.x2.data(), P + final_norm, m.rz.data(), m.dx2.data(),
                       G + final_norm, M, C);
   // x2 = x1 + SwiGLU(n2): dx1 = dx2 + back through the FFN.
-  std::vector<T> dx1(dx2);
-  swiglu_backward(cfg, m.mlp, P, G, dx2.data(), dn.data(), m.mlp_cache);
-  k::rmsnorm_backward(dn.data(), m.x1.data(), P + m.ln2, m.r2.data(), dx1.data(), G + m.ln2, M, C);
+  m.dx1 = m.dx2;
+  swiglu_backward(cfg, m.mlp, P, G, m.dx2.data(), m.dn.data(), m.mlp_cache);
+  k::rmsnorm_backward(m.dn.data(), m.x1.data(), P + m.ln2, m.r2.data(), m.dx1.data(), G + m.ln2, M,
+                      C);
   // x1 = hp + MLA(n1).
-  std::vector<T> dhp(dx1);
-  std::fill(dn.begin(), dn.end(), T(0));
-  mla_backward(cfg, m.mla, P, G, dx1.data(), dn.data(), m.mla_cache);
-  k::rmsnorm_backward(dn.data(), m.hp.data(), P + m.ln1, m.r1.data(), dhp.data(), G + m.ln1, M, C);
-  std::vector<T> dcat(M * 2 * C, T(0)), da(M * C), db(M * C), dsel(M * C, T(0));
-  k::linear_backward(dhp.data(), m.cat.data(), P + m.proj, dcat.data(), G + m.proj, M, 2 * C, C);
+  m.dhp = m.dx1;
+  zero(m.dn, M * C);
+  mla_backward(cfg, m.mla, P, G, m.dx1.data(), m.dn.data(), m.mla_cache);
+  k::rmsnorm_backward(m.dn.data(), m.hp.data(), P + m.ln1, m.r1.data(), m.dhp.data(), G + m.ln1, M,
+                      C);
+  zero(m.dcat, M * 2 * C), resize(m.da, M * C), resize(m.db, M * C), zero(m.dsel, M * C);
+  k::linear_backward(m.dhp.data(), m.cat.data(), P + m.proj, m.dcat.data(), G + m.proj, M, 2 * C,
+                     C);
+  const T* dcat = m.dcat.data();
   for (int64_t i = 0; i < M; ++i) {
-    std::copy(dcat.data() + i * 2 * C, dcat.data() + i * 2 * C + C, da.data() + i * C);
-    std::copy(dcat.data() + i * 2 * C + C, dcat.data() + (i + 1) * 2 * C, db.data() + i * C);
+    std::copy(dcat + i * 2 * C, dcat + i * 2 * C + C, m.da.data() + i * C);
+    std::copy(dcat + i * 2 * C + C, dcat + (i + 1) * 2 * C, m.db.data() + i * C);
   }
-  k::rmsnorm_backward(da.data(), m.hsel.data(), P + m.norm_h, m.ra.data(), dsel.data(),
+  k::rmsnorm_backward(m.da.data(), m.hsel.data(), P + m.norm_h, m.ra.data(), m.dsel.data(),
                       G + m.norm_h, M, C);
   for (int64_t r = 0; r < R; ++r)
     for (int64_t t = 0; t < Tm; ++t)
-      for (int64_t c = 0; c < C; ++c) dh[(r * Tn + t) * C + c] += dsel[(r * Tm + t) * C + c];
-  std::fill(dsel.begin(), dsel.end(), T(0));
-  k::rmsnorm_backward(db.data(), m.esel.data(), P + m.norm_e, m.rb.data(), dsel.data(),
+      for (int64_t c = 0; c < C; ++c) dh[(r * Tn + t) * C + c] += m.dsel[(r * Tm + t) * C + c];
+  zero(m.dsel, M * C);
+  k::rmsnorm_backward(m.db.data(), m.esel.data(), P + m.norm_e, m.rb.data(), m.dsel.data(),
                       G + m.norm_e, M, C);
   for (int64_t i = 0; i < M; ++i) {
     T* ge = G + embed + int64_t(m.tok[i]) * C;
-    for (int64_t c = 0; c < C; ++c) ge[c] += dsel[i * C + c];
+    for (int64_t c = 0; c < C; ++c) ge[c] += m.dsel[i * C + c];
   }
 }
 
