@@ -99,6 +99,17 @@ template class GradEngine<double>;
 namespace {
 constexpr double kEngramLrMultiplier = 5.0;  // SPEC §4: tables train at lr × 5
 
+// The first val_rows_max rows of the unshuffled validation stream (0 = every row that ends
+// inside one pass over the validation documents), in whole micro-batches.
+Batch validation_rows(const JobConfig& c, const std::vector<std::string>& docs) {
+  const PackedStream stream(&docs, c.train.seed, false, c.model.seq_len);
+  const int64_t mb = c.train.micro_batch_rows;
+  const int64_t all = (stream.epoch_tokens() - 1) / c.model.seq_len;
+  int64_t rows = c.data.val_rows_max > 0 ? std::min(c.data.val_rows_max, all) : all;
+  rows = std::max<int64_t>(mb, rows / mb * mb);
+  return stream.rows(0, rows);
+}
+
 int resolve_threads(int64_t configured) {
   if (configured > 0) return static_cast<int>(configured);
   return std::max(1u, std::thread::hardware_concurrency());
@@ -114,7 +125,7 @@ Trainer::Trainer(const JobConfig& c)
   corpus_ = std::make_unique<Corpus>(load_fortunes(c.data.corpus_dir, c.data.val_modulus));
   train_stream_ = std::make_unique<PackedStream>(&corpus_->train, c.train.seed, c.data.shuffle,
                                                  c.model.seq_len);
-  val_stream_ = std::make_unique<PackedStream>(&corpus_->val, c.train.seed, false, c.model.seq_len);
+  val_batch_ = validation_rows(c, corpus_->val);
   init_params(table, c.train.seed, params.data());
   if (!c.model.engram_layers.empty())
     engram_ = std::make_unique<InProcessEngramStore<float>>(c.model, c.train.seed);
@@ -159,11 +170,8 @@ StepStats Trainer::train_step(int64_t step) {
 }
 
 double Trainer::validate() {
-  int64_t rows = cfg.data.val_rows_max;
-  const int64_t mb = cfg.train.micro_batch_rows;
-  rows = std::max<int64_t>(mb, rows / mb * mb);
-  const Batch batch = val_stream_->rows(0, rows);
-  LossParts<float> lp = engine_->run(params.data(), batch, mb, false, false);
+  LossParts<float> lp =
+      engine_->run(params.data(), val_batch_, cfg.train.micro_batch_rows, false, false);
   return lp.ce_count > 0 ? double(lp.ce_sum) / double(lp.ce_count) : 0.0;
 }
 

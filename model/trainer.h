@@ -65,7 +65,8 @@ class Trainer {
  private:
   int threads_;
   std::unique_ptr<Corpus> corpus_;
-  std::unique_ptr<PackedStream> train_stream_, val_stream_;
+  std::unique_ptr<PackedStream> train_stream_;
+  Batch val_batch_;  // the validation rows: the same every time, so built once
   std::unique_ptr<InProcessEngramStore<float>> engram_;  // Engram tables (null without Engram)
   std::unique_ptr<GradEngine<float>> engine_;
   Optimizer optimizer_;

@@ -58,6 +58,18 @@ TEST(Trainer, EngramWeightsBitwiseIdenticalForOneAndTwoThreads) {
   EXPECT_EQ(one.validate(), two.validate());
 }
 
+TEST(Trainer, ValRowsMaxZeroMeansTheWholeValidationSet) {
+  JobConfig some = small_job(2), all = small_job(2);
+  some.data.val_rows_max = 4;
+  all.data.val_rows_max = 0;
+  Trainer a(some), b(all);
+  // 4 rows of 32 tokens vs every row of the ~126k validation bytes: different losses.
+  EXPECT_NE(a.validate(), b.validate());
+  all.data.val_rows_max = 1 << 30;  // more rows than exist: clamped to the same set
+  Trainer c(all);
+  EXPECT_EQ(b.validate(), c.validate());
+}
+
 TEST(Trainer, LossIsFiniteAndFallsOnRepeatedSteps) {
   Trainer t(small_job(2));
   StepStats first = t.train_step(0);
