@@ -77,10 +77,11 @@ Muon::Muon(const ParamTable& table, MuonSettings settings, int threads)
 }
 
 void Muon::update(float* params, const float* grads, double lr, double grad_scale,
-                  double weight_decay) {
+                  double weight_decay, FlatRange owned) {
   const float scale = float(grad_scale);
   parallel_for(static_cast<int64_t>(tensors_.size()), threads_, [&](int64_t i, int worker) {
-    update_tensor(*tensors_[i], params, grads, scale, lr, weight_decay, worker);
+    if (owned.covers(*tensors_[i]))
+      update_tensor(*tensors_[i], params, grads, scale, lr, weight_decay, worker);
   });
 }
 

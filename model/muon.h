@@ -30,7 +30,9 @@ class Muon {
   Muon(const ParamTable& table, MuonSettings settings, int threads);
   // Updates every OptGroup::Muon tensor of params (others untouched). grads are multiplied
   // by grad_scale (clipping) first; weight_decay is decoupled, applied as lr·wd·W.
-  void update(float* params, const float* grads, double lr, double grad_scale, double weight_decay);
+  // Only the tensors inside `owned` are touched (a data-parallel owner's share).
+  void update(float* params, const float* grads, double lr, double grad_scale, double weight_decay,
+              FlatRange owned = {});
   // The momentum buffer B, laid out by the table (zero outside Muon tensors).
   const std::vector<float>& momentum() const { return b_; }
 

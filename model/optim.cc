@@ -21,10 +21,10 @@ double lr_at(const TrainConfig& t, int64_t step) {
   return lo + (t.lr - lo) * 0.5 * (1.0 + std::cos(M_PI * progress));
 }
 
-double global_grad_norm(const ParamTable& table, const float* grads) {
-  double total = 0;
+std::vector<double> grad_norm_parts(const ParamTable& table, const float* grads, FlatRange owned) {
+  std::vector<double> parts;
   for (const ParamInfo& p : table.all()) {
-    if (p.group == OptGroup::Rule) continue;
+    if (p.group == OptGroup::Rule || !owned.covers(p)) continue;
     for (int64_t lo = 0; lo < p.numel; lo += kNormChunkElems) {
       const int64_t hi = std::min(p.numel, lo + kNormChunkElems);
       double part = 0;
@@ -32,10 +32,20 @@ double global_grad_norm(const ParamTable& table, const float* grads) {
         double g = grads[p.offset + i];
         part += g * g;
       }
-      total += part;
+      parts.push_back(part);
     }
   }
+  return parts;
+}
+
+double grad_norm_from_parts(const std::vector<double>& parts) {
+  double total = 0;
+  for (double part : parts) total += part;
   return std::sqrt(total);
+}
+
+double global_grad_norm(const ParamTable& table, const float* grads) {
+  return grad_norm_from_parts(grad_norm_parts(table, grads, FlatRange{}));
 }
 
 OptGroup effective_group(OptGroup g, const OptimizerConfig& cfg) {
@@ -49,7 +59,8 @@ AdamW::AdamW(const ParamTable& table, const OptimizerConfig& cfg, double weight_
       m_(static_cast<size_t>(table.total()), 0.0f),
       v_(static_cast<size_t>(table.total()), 0.0f) {}
 
-void AdamW::update(float* params, const float* grads, double lr, double grad_scale, int64_t step) {
+void AdamW::update(float* params, const float* grads, double lr, double grad_scale, int64_t step,
+                   FlatRange owned) {
   const double b1 = cfg_.beta1, b2 = cfg_.beta2;
   const double c1 = 1.0 - std::pow(b1, double(step + 1));
   const double c2 = 1.0 - std::pow(b2, double(step + 1));
@@ -57,7 +68,7 @@ void AdamW::update(float* params, const float* grads, double lr, double grad_sca
   const float step_size = float(lr / c1), inv_c2 = float(1.0 / c2), eps = float(cfg_.eps);
   for (const ParamInfo& p : table_.all()) {
     const OptGroup group = effective_group(p.group, cfg_);
-    if (group == OptGroup::Rule || group == OptGroup::Muon) continue;
+    if (group == OptGroup::Rule || group == OptGroup::Muon || !owned.covers(p)) continue;
     const float decay = group == OptGroup::AdamWNoDecay ? 0.0f : float(lr * weight_decay_);
     float* w = params + p.offset;
     float* m = m_.data() + p.offset;
@@ -83,9 +94,9 @@ Optimizer::Optimizer(const ParamTable& table, const OptimizerConfig& cfg, double
 }
 
 void Optimizer::update(float* params, const float* grads, double lr, double grad_scale,
-                       int64_t step) {
-  adamw_.update(params, grads, lr, grad_scale, step);
-  if (muon_) muon_->update(params, grads, lr, grad_scale, weight_decay_);
+                       int64_t step, FlatRange owned) {
+  adamw_.update(params, grads, lr, grad_scale, step, owned);
+  if (muon_) muon_->update(params, grads, lr, grad_scale, weight_decay_, owned);
 }
 
 }  // namespace troupe::model

@@ -18,6 +18,11 @@ double lr_at(const TrainConfig& t, int64_t step);
 // sqrt(Σ g²) over the gradient-trained parameters, accumulated in double over fixed
 // chunks in index order, so the bits depend on the gradients alone.
 double global_grad_norm(const ParamTable& table, const float* grads);
+// The same sum split for data parallelism: the partial sums (one per fixed chunk) of the
+// gradient-trained tensors inside `owned`, in table order. Concatenating every owner's
+// parts in table order and passing them to grad_norm_from_parts gives global_grad_norm's bits.
+std::vector<double> grad_norm_parts(const ParamTable& table, const float* grads, FlatRange owned);
+double grad_norm_from_parts(const std::vector<double>& parts);
 
 // The update a tensor of group g gets under cfg: under "muon" each group is its own;
 // under "adamw" the Muon group is updated by AdamW (with decay). What --print-params shows.
@@ -28,7 +33,9 @@ class AdamW {
   AdamW(const ParamTable& table, const OptimizerConfig& cfg, double weight_decay);
   // One update of the tensors whose effective group is AdamW or AdamWNoDecay (others are
   // untouched): grads are multiplied by grad_scale (clipping) first. step is 0-based.
-  void update(float* params, const float* grads, double lr, double grad_scale, int64_t step);
+  // Only the tensors inside `owned` are touched (a data-parallel owner's share).
+  void update(float* params, const float* grads, double lr, double grad_scale, int64_t step,
+              FlatRange owned = {});
   const std::vector<float>& m() const { return m_; }
   const std::vector<float>& v() const { return v_; }
 
@@ -47,7 +54,10 @@ class Optimizer {
   // threads: Muon's parallelism over tensors; never changes results.
   Optimizer(const ParamTable& table, const OptimizerConfig& cfg, double weight_decay, int threads);
   // One step (0-based) at learning rate lr; grads are multiplied by grad_scale first.
-  void update(float* params, const float* grads, double lr, double grad_scale, int64_t step);
+  // Only the tensors inside `owned` are touched; the bits of each tensor's update do not
+  // depend on which others are updated with it.
+  void update(float* params, const float* grads, double lr, double grad_scale, int64_t step,
+              FlatRange owned = {});
   const AdamW& adamw() const { return adamw_; }
   const Muon* muon() const { return muon_ ? &*muon_ : nullptr; }  // null under "adamw"
 

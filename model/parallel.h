@@ -35,6 +35,32 @@ inline int64_t tree_split(int64_t lo, int64_t hi) {
   return lo + span;
 }
 
+// A node of the canonical tree: the micro-batch ids [lo, hi).
+struct TreeNode {
+  int64_t lo = 0, hi = 0;
+  bool operator==(const TreeNode&) const = default;
+};
+
+// The maximal nodes of the canonical tree over [0, n) that lie inside [lo, hi), in id order:
+// what a worker holding micro-batches [lo, hi) sends (DESIGN §5). Any contiguous partition
+// of [0, n) yields pieces that combine, in tree order, into the bits of the whole tree.
+inline void tree_pieces_into(int64_t node_lo, int64_t node_hi, int64_t lo, int64_t hi,
+                             std::vector<TreeNode>& out) {
+  if (node_hi <= lo || hi <= node_lo) return;
+  if (lo <= node_lo && node_hi <= hi) {
+    out.push_back({node_lo, node_hi});
+    return;
+  }
+  const int64_t mid = tree_split(node_lo, node_hi);
+  tree_pieces_into(node_lo, mid, lo, hi, out);
+  tree_pieces_into(mid, node_hi, lo, hi, out);
+}
+inline std::vector<TreeNode> tree_pieces(int64_t n, int64_t lo, int64_t hi) {
+  std::vector<TreeNode> out;
+  if (n > 0) tree_pieces_into(0, n, lo, hi, out);
+  return out;
+}
+
 // Σ parts[lo..hi) in canonical tree order, for scalars.
 template <typename T>
 T tree_sum(const std::vector<T>& parts, int64_t lo, int64_t hi) {

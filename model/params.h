@@ -2,6 +2,7 @@
 // The parameter table: one row per tensor (SPEC §9 name, shape, offset into the one
 // contiguous buffer, initialisation, optimizer group). Parameters, gradients and
 // optimizer state are each one span of floats laid out by this table.
+#include <climits>
 #include <cstdint>
 #include <string>
 #include <string_view>
@@ -27,6 +28,13 @@ struct ParamInfo {
   Init init = Init::Normal;
   double init_value = 0.0;  // std for Normal, value for Constant
   OptGroup group = OptGroup::AdamW;
+};
+
+// A span of the flat parameter buffer, [lo, hi) in floats: the tensors a data-parallel
+// owner updates (DESIGN §5). The default covers everything.
+struct FlatRange {
+  int64_t lo = 0, hi = INT64_MAX;
+  bool covers(const ParamInfo& p) const { return lo <= p.offset && p.offset + p.numel <= hi; }
 };
 
 class ParamTable {

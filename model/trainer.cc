@@ -48,18 +48,42 @@ LossParts<T> GradEngine<T>::run(const T* params, const Batch& batch, int64_t mb_
   if (mb_rows <= 0 || batch.rows % mb_rows != 0)
     throw std::invalid_argument("batch rows must be a multiple of the micro-batch rows");
   const int64_t n_mb = batch.rows / mb_rows;
+  if (n_mb == 0) {
+    pieces_.assign(1, Piece<T>{});
+    pieces_[0].counts.assign(size_t(mcfg_.n_layers), {});
+    return {};
+  }
+  return run_range(params, batch, mb_rows, 0, n_mb, backward, with_mtp).front().parts;
+}
+
+template <typename T>
+const std::vector<T>& GradEngine<T>::piece_grad(size_t k) const {
+  return grads_.at(size_t(pieces_.at(k).node.lo - range_lo_));
+}
+
+template <typename T>
+const std::vector<Piece<T>>& GradEngine<T>::run_range(const T* params, const Batch& batch,
+                                                      int64_t mb_rows, int64_t lo, int64_t hi,
+                                                      bool backward, bool with_mtp) {
+  if (mb_rows <= 0 || batch.rows % mb_rows != 0)
+    throw std::invalid_argument("batch rows must be a multiple of the micro-batch rows");
+  const int64_t n_total = batch.rows / mb_rows;
+  if (lo < 0 || hi > n_total || lo >= hi)
+    throw std::invalid_argument("run_range: micro-batch range outside the batch");
+  const int64_t n_mb = hi - lo;
+  range_lo_ = lo;
   const LossScale scale = loss_scale_of(batch, with_mtp);
   const int64_t P = table_.total();
   if (backward) {
-    grads_.resize(static_cast<size_t>(std::max<int64_t>(n_mb, 1)));
+    if (grads_.size() < size_t(n_mb)) grads_.resize(size_t(n_mb));
     for (auto& g : grads_) g.resize(static_cast<size_t>(P));
   }
-  egrads_.resize(static_cast<size_t>(std::max<int64_t>(n_mb, 1)));
+  egrads_.resize(static_cast<size_t>(n_mb));
   for (auto& g : egrads_) g.assign(engram_ ? engram_->tables().size() : 0, {});
   std::vector<LossParts<T>> parts(static_cast<size_t>(n_mb));
   std::vector<std::vector<std::vector<int64_t>>> counts(static_cast<size_t>(n_mb));
   parallel_for(n_mb, threads_, [&](int64_t i, int w) {
-    const Batch mb = batch.slice(i * mb_rows, mb_rows);
+    const Batch mb = batch.slice((lo + i) * mb_rows, mb_rows);
     T* g = nullptr;
     if (backward) {
       std::fill(grads_[i].begin(), grads_[i].end(), T(0));
@@ -69,28 +93,34 @@ LossParts<T> GradEngine<T>::run(const T* params, const Batch& batch, int64_t mb_
                                  backward && engram_ ? &egrads_[i] : nullptr);
     counts[i] = workers_[w]->expert_counts();
   });
-  if (backward) tree_reduce(grads_, 0, n_mb, P, threads_);
-  if (backward && engram_) engram_tree_reduce(egrads_, 0, n_mb, *engram_, threads_);
-  // Scalars follow the same canonical tree as the gradients.
-  std::vector<T> ce(n_mb), mtp(n_mb), bal(n_mb), ce_sum(n_mb);
-  LossParts<T> out;
-  for (int64_t i = 0; i < n_mb; ++i) {
-    ce[i] = parts[i].ce, mtp[i] = parts[i].mtp, bal[i] = parts[i].bal;
-    ce_sum[i] = parts[i].ce_sum;
-    out.ce_count += parts[i].ce_count;
-  }
-  if (n_mb > 0) {
-    out.ce = tree_sum(ce, 0, n_mb), out.mtp = tree_sum(mtp, 0, n_mb);
-    out.bal = tree_sum(bal, 0, n_mb), out.ce_sum = tree_sum(ce_sum, 0, n_mb);
-  }
-  counts_.assign(static_cast<size_t>(mcfg_.n_layers), {});
-  for (int64_t i = 0; i < n_mb; ++i)
-    for (size_t l = 0; l < counts[i].size(); ++l) {
-      auto& dst = counts_[l];
-      if (dst.size() < counts[i][l].size()) dst.resize(counts[i][l].size(), 0);
-      for (size_t e = 0; e < counts[i][l].size(); ++e) dst[e] += counts[i][l][e];
+  pieces_.clear();
+  // Buffers are indexed from the range start; a node's tree shape depends on its length
+  // alone, so reducing [node.lo − lo, node.hi − lo) gives the canonical node's bits.
+  for (const TreeNode& node : tree_pieces(n_total, lo, hi)) {
+    const int64_t a = node.lo - lo, b = node.hi - lo;
+    if (backward) tree_reduce(grads_, a, b, P, threads_);
+    if (backward && engram_) engram_tree_reduce(egrads_, a, b, *engram_, threads_);
+    // Scalars follow the same canonical tree as the gradients.
+    std::vector<T> ce(n_mb), mtp(n_mb), bal(n_mb), ce_sum(n_mb);
+    Piece<T> piece;
+    piece.node = node;
+    for (int64_t i = a; i < b; ++i) {
+      ce[i] = parts[i].ce, mtp[i] = parts[i].mtp, bal[i] = parts[i].bal;
+      ce_sum[i] = parts[i].ce_sum;
+      piece.parts.ce_count += parts[i].ce_count;
     }
-  return out;
+    piece.parts.ce = tree_sum(ce, a, b), piece.parts.mtp = tree_sum(mtp, a, b);
+    piece.parts.bal = tree_sum(bal, a, b), piece.parts.ce_sum = tree_sum(ce_sum, a, b);
+    piece.counts.assign(static_cast<size_t>(mcfg_.n_layers), {});
+    for (int64_t i = a; i < b; ++i)
+      for (size_t l = 0; l < counts[i].size(); ++l) {
+        auto& dst = piece.counts[l];
+        if (dst.size() < counts[i][l].size()) dst.resize(counts[i][l].size(), 0);
+        for (size_t e = 0; e < counts[i][l].size(); ++e) dst[e] += counts[i][l][e];
+      }
+    pieces_.push_back(std::move(piece));
+  }
+  return pieces_;
 }
 
 template class GradEngine<float>;
@@ -135,6 +165,10 @@ Trainer::Trainer(const JobConfig& c)
 
 Trainer::~Trainer() = default;
 
+double clip_scale(double grad_clip, double grad_norm) {
+  return (grad_clip > 0 && grad_norm > grad_clip) ? grad_clip / (grad_norm + 1e-6) : 1.0;
+}
+
 StepStats Trainer::train_step(int64_t step) {
   const Batch batch = train_batch(*train_stream_, step, cfg.train.batch_size);
   LossParts<float> lp =
@@ -149,8 +183,7 @@ StepStats Trainer::train_step(int64_t step) {
     st.grad_norm =
         std::sqrt(st.grad_norm * st.grad_norm + engram_grad_sumsq(engine_->engram_grad()));
   }
-  const double clip = cfg.train.grad_clip;
-  const double scale = (clip > 0 && st.grad_norm > clip) ? clip / (st.grad_norm + 1e-6) : 1.0;
+  const double scale = clip_scale(cfg.train.grad_clip, st.grad_norm);
   optimizer_.update(params.data(), engine_->grad().data(), st.lr, scale, step);
   if (engram_) {  // SPEC §4: sparse Adam on the touched rows, lr × 5, no weight decay
     EngramAdamStep es;
@@ -159,14 +192,121 @@ StepStats Trainer::train_step(int64_t step) {
     es.grad_scale = scale, es.step = step;
     engram_->apply(engine_->engram_grad(), es);
   }
-  // Auxiliary-loss-free balancing: the bias follows the whole global batch's counts.
+  apply_bias_rule(engine_->counts(), FlatRange{});
+  return st;
+}
+
+// Auxiliary-loss-free balancing: the bias follows the whole global batch's counts.
+void Trainer::apply_bias_rule(const std::vector<std::vector<int64_t>>& counts, FlatRange owned) {
   for (int64_t l = 0; l < cfg.model.n_layers; ++l) {
     if (!cfg.model.is_moe_layer(l)) continue;
-    const std::string name =
-        "model.layers." + std::to_string(l) + ".mlp.gate.e_score_correction_bias";
-    moe_bias_update(cfg.model, engine_->counts()[l].data(), params.data() + table.offset(name));
+    const ParamInfo& bias =
+        table.at("model.layers." + std::to_string(l) + ".mlp.gate.e_score_correction_bias");
+    if (!owned.covers(bias)) continue;
+    if (counts.at(size_t(l)).size() != size_t(cfg.model.n_routed_experts))
+      throw std::invalid_argument("expert counts of layer " + std::to_string(l) +
+                                  " do not match n_routed_experts");
+    moe_bias_update(cfg.model, counts[size_t(l)].data(), params.data() + bias.offset);
   }
-  return st;
+}
+
+void Trainer::check_data_parallel() const {
+  if (engram_)
+    throw std::invalid_argument(
+        "Engram layers are not supported across node processes yet (the tables move to "
+        "Engram shard actors in a later issue): set model.engram_layers = [] or use "
+        "`troupe train`");
+}
+
+const std::vector<Piece<float>>& Trainer::compute_range(int64_t step, TreeNode range) {
+  check_data_parallel();
+  const Batch batch = train_batch(*train_stream_, step, cfg.train.batch_size);
+  return engine_->run_range(params.data(), batch, cfg.train.micro_batch_rows, range.lo, range.hi,
+                            true, cfg.model.mtp_depth > 0);
+}
+
+const std::vector<Piece<float>>& Trainer::validate_range(TreeNode range) {
+  return engine_->run_range(params.data(), val_batch_, cfg.train.micro_batch_rows, range.lo,
+                            range.hi, false, false);
+}
+
+namespace {
+// dst[0, len) = the tree-order sum of node [lo, hi) built from the given nodes' slices.
+void combine_node(int64_t lo, int64_t hi, const std::vector<TreeNode>& nodes,
+                  const std::vector<const float*>& slices, int64_t len, float* dst,
+                  std::vector<std::vector<float>>& tmp, size_t depth) {
+  for (size_t i = 0; i < nodes.size(); ++i)
+    if (nodes[i].lo == lo && nodes[i].hi == hi) {
+      std::copy(slices[i], slices[i] + len, dst);
+      return;
+    }
+  if (hi - lo <= 1)
+    throw std::invalid_argument("reduce: no piece covers micro-batch " + std::to_string(lo));
+  const int64_t mid = tree_split(lo, hi);
+  if (tmp.size() <= depth) tmp.resize(depth + 1);
+  tmp[depth].resize(static_cast<size_t>(len));
+  combine_node(lo, mid, nodes, slices, len, dst, tmp, depth + 1);
+  float* right = tmp[depth].data();
+  combine_node(mid, hi, nodes, slices, len, right, tmp, depth + 1);
+  for (int64_t i = 0; i < len; ++i) dst[i] += right[i];
+}
+
+const Piece<float>* find_piece(const std::vector<Piece<float>>& pieces, int64_t lo, int64_t hi) {
+  for (const auto& p : pieces)
+    if (p.node.lo == lo && p.node.hi == hi) return &p;
+  return nullptr;
+}
+
+LossParts<float> combine_parts(const std::vector<Piece<float>>& pieces, int64_t lo, int64_t hi) {
+  if (const Piece<float>* p = find_piece(pieces, lo, hi)) return p->parts;
+  if (hi - lo <= 1)
+    throw std::invalid_argument("combine: no piece covers micro-batch " + std::to_string(lo));
+  const int64_t mid = tree_split(lo, hi);
+  const LossParts<float> a = combine_parts(pieces, lo, mid), b = combine_parts(pieces, mid, hi);
+  LossParts<float> out;
+  out.ce = a.ce + b.ce, out.mtp = a.mtp + b.mtp, out.bal = a.bal + b.bal;
+  out.ce_sum = a.ce_sum + b.ce_sum, out.ce_count = a.ce_count + b.ce_count;
+  return out;
+}
+}  // namespace
+
+LossParts<float> combine_pieces(const std::vector<Piece<float>>& pieces, int64_t n,
+                                std::vector<std::vector<int64_t>>* counts) {
+  if (n <= 0) return {};
+  const LossParts<float> out = combine_parts(pieces, 0, n);
+  if (counts) {
+    counts->clear();
+    for (const auto& p : pieces) {
+      if (counts->size() < p.counts.size()) counts->resize(p.counts.size());
+      for (size_t l = 0; l < p.counts.size(); ++l) {
+        auto& dst = (*counts)[l];
+        if (dst.size() < p.counts[l].size()) dst.resize(p.counts[l].size(), 0);
+        for (size_t e = 0; e < p.counts[l].size(); ++e) dst[e] += p.counts[l][e];
+      }
+    }
+  }
+  return out;
+}
+
+std::vector<double> Trainer::reduce_owned(FlatRange owned, const std::vector<TreeNode>& nodes,
+                                          const std::vector<const float*>& slices) {
+  check_data_parallel();
+  if (nodes.size() != slices.size())
+    throw std::invalid_argument("reduce_owned: one slice per node");
+  if (owned.lo < 0 || owned.hi > table.total() || owned.lo > owned.hi)
+    throw std::invalid_argument("reduce_owned: owned range outside the parameters");
+  owned_grad_.resize(static_cast<size_t>(table.total()));
+  const int64_t len = owned.hi - owned.lo;
+  combine_node(0, micro_batches(), nodes, slices, len, owned_grad_.data() + owned.lo, combine_tmp_,
+               0);
+  return grad_norm_parts(table, owned_grad_.data(), owned);
+}
+
+void Trainer::apply_owned(FlatRange owned, int64_t step, double scale,
+                          const std::vector<std::vector<int64_t>>& counts) {
+  check_data_parallel();
+  optimizer_.update(params.data(), owned_grad_.data(), lr_at(cfg.train, step), scale, step, owned);
+  apply_bias_rule(counts, owned);
 }
 
 double Trainer::validate() {

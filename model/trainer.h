@@ -11,6 +11,7 @@
 #include "model/engram.h"
 #include "model/model.h"
 #include "model/optim.h"
+#include "model/parallel.h"
 #include "model/params.h"
 
 namespace troupe::model {
@@ -22,6 +23,15 @@ struct StepStats {
   // tables' sparse gradient together: sqrt(‖dense‖² + Σ_tables Σ_rows ‖g_row‖²).
   double lr = 0, grad_norm = 0;
   int64_t tokens = 0;  // valid main-head targets of the step
+};
+
+// The reduced contribution of one canonical-tree node [lo, hi) of micro-batches.
+template <typename T>
+struct Piece {
+  TreeNode node;
+  LossParts<T> parts;  // scalars summed over the node in tree order
+  // Tokens per expert per layer over the node (integers: order-free).
+  std::vector<std::vector<int64_t>> counts;
 };
 
 // Forward (+ backward) of a global batch split into logical micro-batches of mb_rows,
@@ -38,22 +48,36 @@ class GradEngine {
   // Returns the reduced loss parts; with backward, grad() holds the reduced gradient.
   LossParts<T> run(const T* params, const Batch& batch, int64_t mb_rows, bool backward,
                    bool with_mtp);
+  // Data parallelism's half of run: computes only micro-batches [lo, hi) of the global
+  // batch (the loss is still normalised by the whole batch) and reduces them into the
+  // nodes tree_pieces(n, lo, hi). piece_grad(k) holds piece k's gradient (with backward).
+  const std::vector<Piece<T>>& run_range(const T* params, const Batch& batch, int64_t mb_rows,
+                                         int64_t lo, int64_t hi, bool backward, bool with_mtp);
+  const std::vector<T>& piece_grad(size_t k) const;
   const std::vector<T>& grad() const { return grads_.front(); }
   // The reduced sparse Engram table gradient (one entry per table; empty without Engram).
   const EngramGrad<T>& engram_grad() const { return egrads_.front(); }
   // Tokens per expert per layer over the whole batch (integers: order-free).
-  const std::vector<std::vector<int64_t>>& counts() const { return counts_; }
+  const std::vector<std::vector<int64_t>>& counts() const { return pieces_.front().counts; }
 
  private:
   const ModelConfig& mcfg_;
   const ParamTable& table_;
   int threads_;
   std::vector<std::unique_ptr<Model<T>>> workers_;  // one activation workspace per thread
-  std::vector<std::vector<T>> grads_;               // one gradient buffer per micro-batch
+  std::vector<std::vector<T>> grads_;  // one gradient buffer per micro-batch of the range
   const EngramStore<T>* engram_ = nullptr;
   std::vector<EngramGrad<T>> egrads_;  // one sparse table gradient per micro-batch
-  std::vector<std::vector<int64_t>> counts_;
+  int64_t range_lo_ = 0;               // the first micro-batch of the last run
+  std::vector<Piece<T>> pieces_;
 };
+
+// The clipping factor for a global gradient norm (1 when no clipping applies).
+double clip_scale(double grad_clip, double grad_norm);
+// Sums pieces covering [0, n) in canonical tree order: the scalars as tree_sum does, the
+// counts (per layer, per expert) when counts is non-null. Throws naming a missing piece.
+LossParts<float> combine_pieces(const std::vector<Piece<float>>& pieces, int64_t n,
+                                std::vector<std::vector<int64_t>>* counts);
 
 class Trainer {
  public:
@@ -70,6 +94,11 @@ class Trainer {
   std::unique_ptr<InProcessEngramStore<float>> engram_;  // Engram tables (null without Engram)
   std::unique_ptr<GradEngine<float>> engine_;
   Optimizer optimizer_;
+  std::vector<float> owned_grad_;                // data parallelism: the owned slice, reduced
+  std::vector<std::vector<float>> combine_tmp_;  // one scratch slice per tree level
+
+  void apply_bias_rule(const std::vector<std::vector<int64_t>>& counts, FlatRange owned);
+  void check_data_parallel() const;  // throws for what data parallelism does not support
 
  public:
   // Loads the corpus and initialises the weights from the job seed.
@@ -80,6 +109,25 @@ class Trainer {
   StepStats train_step(int64_t step);
   // Mean main-head cross-entropy (nats per byte) over the validation rows.
   double validate();
+
+  // ---- Data parallelism (DESIGN §5): train_step split into one worker's shares. Any
+  // placement of micro-batches on workers and of tensors on owners gives train_step's bits.
+  // Workers: the gradients of micro-batches [range] of step s, reduced into the canonical
+  // tree nodes tree_pieces(micro_batches(), range); piece_grad(k) is piece k's gradient.
+  const std::vector<Piece<float>>& compute_range(int64_t step, TreeNode range);
+  const float* piece_grad(size_t k) const { return engine_->piece_grad(k).data(); }
+  // The validation rows' micro-batches [range], forward only (pieces carry ce_sum, ce_count).
+  const std::vector<Piece<float>>& validate_range(TreeNode range);
+  int64_t val_micro_batches() const { return val_batch_.rows / cfg.train.micro_batch_rows; }
+  // Owners: sums, in tree order, the slices [owned.lo, owned.hi) of the pieces covering the
+  // whole step (nodes in any order; slices[i] belongs to nodes[i]). Returns the owned
+  // tensors' grad-norm parts (grad_norm_parts).
+  std::vector<double> reduce_owned(FlatRange owned, const std::vector<TreeNode>& nodes,
+                                   const std::vector<const float*>& slices);
+  // Owners: the optimizer and the balancing rule on the owned tensors, with the step's
+  // global clip scale and expert counts (per layer; empty vectors for dense layers).
+  void apply_owned(FlatRange owned, int64_t step, double clip_scale,
+                   const std::vector<std::vector<int64_t>>& counts);
 
   int threads() const { return threads_; }
   // The Engram tables, or null when the config has no Engram layer.

@@ -1,0 +1,157 @@
+// Data parallelism inside one process: W simulated workers split step s's micro-batches
+// and the tensors, exchange pieces and slices as the worker actors do, and must end with
+// train_step's bits — loss, grad norm and weights — for every W.
+#include <gtest/gtest.h>
+
+#include "model/config_parse.h"
+#include "model/dp_plan.h"
+#include "model/trainer.h"
+
+namespace troupe::model {
+namespace {
+
+JobConfig small_job(const std::string& optimizer) {
+  JobConfig cfg = config_from_sets(
+      {"model.n_layers=2", "model.seq_len=32", "model.d_model=32", "model.dense_inter=64",
+       "model.moe_inter=16", "model.q_lora_rank=16", "model.kv_lora_rank=16",
+       "model.qk_nope_head_dim=8", "model.qk_rope_head_dim=8", "model.v_head_dim=8",
+       "train.batch_size=12", "train.micro_batch_rows=2", "train.steps=3", "train.warmup_steps=1",
+       "train.eval_every=0", "train.threads=1", "optimizer.name=" + optimizer});
+  return cfg;
+}
+
+TEST(DpPlan, RangesAndOwnersCoverEverythingContiguously) {
+  for (int64_t w = 1; w <= 5; ++w) {
+    const auto r = plan_ranges(7, w);
+    ASSERT_EQ(r.size(), size_t(w));
+    EXPECT_EQ(r.front().lo, 0);
+    EXPECT_EQ(r.back().hi, 7);
+    for (size_t i = 1; i < r.size(); ++i) EXPECT_EQ(r[i].lo, r[i - 1].hi);
+  }
+  const ParamTable table(small_job("adamw").model);
+  for (int64_t w = 1; w <= 5; ++w) {
+    const auto o = plan_owners(table, w);
+    ASSERT_EQ(o.size(), size_t(w));
+    EXPECT_EQ(o.front().lo, 0);
+    EXPECT_EQ(o.back().hi, table.total());
+    for (const ParamInfo& p : table.all()) {
+      int covering = 0;
+      for (const FlatRange& f : o) covering += f.covers(p) ? 1 : 0;
+      EXPECT_EQ(covering, 1) << p.name << " with " << w << " workers";
+    }
+  }
+}
+
+TEST(DpPlan, TreePiecesAreMaximalAlignedNodes) {
+  EXPECT_EQ(tree_pieces(8, 0, 3), (std::vector<TreeNode>{{0, 2}, {2, 3}}));
+  EXPECT_EQ(tree_pieces(8, 3, 6), (std::vector<TreeNode>{{3, 4}, {4, 6}}));
+  EXPECT_EQ(tree_pieces(8, 0, 8), (std::vector<TreeNode>{{0, 8}}));
+  EXPECT_EQ(tree_pieces(6, 4, 6), (std::vector<TreeNode>{{4, 6}}));
+  EXPECT_TRUE(tree_pieces(6, 3, 3).empty());
+}
+
+// One step across W simulated workers, following the worker protocol.
+StepStats dp_step(std::vector<std::unique_ptr<Trainer>>& workers, int64_t step) {
+  const int64_t W = int64_t(workers.size());
+  const Trainer& t0 = *workers[0];
+  const auto ranges = plan_ranges(t0.micro_batches(), W);
+  const auto owners = plan_owners(t0.table, W);
+  // Every worker computes its pieces; keep copies of the gradients (the "messages").
+  std::vector<Piece<float>> pieces;
+  std::vector<std::vector<float>> grads;
+  for (int64_t w = 0; w < W; ++w) {
+    if (ranges[w].lo == ranges[w].hi) continue;
+    const auto& ps = workers[w]->compute_range(step, ranges[w]);
+    for (size_t k = 0; k < ps.size(); ++k) {
+      pieces.push_back(ps[k]);
+      const float* g = workers[w]->piece_grad(k);
+      grads.emplace_back(g, g + t0.table.total());
+    }
+  }
+  std::vector<std::vector<int64_t>> counts;
+  const LossParts<float> lp = combine_pieces(pieces, t0.micro_batches(), &counts);
+  // Owners reduce their slices (pieces given in reverse order: order must not matter).
+  std::vector<double> norm_parts;
+  for (int64_t w = 0; w < W; ++w) {
+    std::vector<TreeNode> nodes;
+    std::vector<const float*> slices;
+    for (size_t i = pieces.size(); i-- > 0;) {
+      nodes.push_back(pieces[i].node);
+      slices.push_back(grads[i].data() + owners[w].lo);
+    }
+    const auto parts = workers[w]->reduce_owned(owners[w], nodes, slices);
+    norm_parts.insert(norm_parts.end(), parts.begin(), parts.end());
+  }
+  StepStats st;
+  st.loss = lp.total();
+  st.grad_norm = grad_norm_from_parts(norm_parts);
+  const double scale = clip_scale(t0.cfg.train.grad_clip, st.grad_norm);
+  for (int64_t w = 0; w < W; ++w) workers[w]->apply_owned(owners[w], step, scale, counts);
+  // Gather: every owner's slice to every worker.
+  for (int64_t w = 0; w < W; ++w)
+    for (int64_t o = 0; o < W; ++o)
+      if (o != w)
+        std::copy(workers[o]->params.begin() + owners[o].lo,
+                  workers[o]->params.begin() + owners[o].hi,
+                  workers[w]->params.begin() + owners[o].lo);
+  return st;
+}
+
+void expect_dp_matches_single(const std::string& optimizer) {
+  Trainer single(small_job(optimizer));
+  std::vector<StepStats> ref;
+  for (int64_t s = 0; s < 3; ++s) ref.push_back(single.train_step(s));
+  for (int64_t W : {1, 2, 3, 4, 5}) {
+    std::vector<std::unique_ptr<Trainer>> workers;
+    for (int64_t w = 0; w < W; ++w)
+      workers.push_back(std::make_unique<Trainer>(small_job(optimizer)));
+    for (int64_t s = 0; s < 3; ++s) {
+      const StepStats st = dp_step(workers, s);
+      EXPECT_EQ(st.loss, ref[s].loss) << W << " workers, step " << s;
+      EXPECT_EQ(st.grad_norm, ref[s].grad_norm) << W << " workers, step " << s;
+    }
+    for (int64_t w = 0; w < W; ++w)
+      EXPECT_EQ(workers[w]->weights_hash(), single.weights_hash()) << W << " workers, worker " << w;
+  }
+}
+
+TEST(DataParallel, AdamWBitsMatchTrainStepForOneToFiveWorkers) {
+  expect_dp_matches_single("adamw");
+}
+TEST(DataParallel, MuonBitsMatchTrainStepForOneToFiveWorkers) {
+  expect_dp_matches_single("muon");
+}
+
+TEST(DataParallel, ValidationPiecesCombineToValidate) {
+  Trainer t(small_job("adamw"));
+  const double whole = t.validate();
+  const int64_t n = t.val_micro_batches();
+  std::vector<Piece<float>> pieces;
+  for (const TreeNode& r : plan_ranges(n, 3))
+    if (r.lo < r.hi)
+      for (const auto& p : t.validate_range(r)) pieces.push_back(p);
+  const LossParts<float> lp = combine_pieces(pieces, n, nullptr);
+  EXPECT_EQ(double(lp.ce_sum) / double(lp.ce_count), whole);
+}
+
+TEST(DataParallel, MissingPieceIsAnError) {
+  std::vector<Piece<float>> pieces(1);
+  pieces[0].node = {0, 2};
+  EXPECT_THROW(combine_pieces(pieces, 4, nullptr), std::invalid_argument);
+}
+
+TEST(DataParallel, EngramIsRefusedWithAClearError) {
+  JobConfig cfg = small_job("adamw");
+  cfg.model.engram_layers = {1};
+  cfg.model.engram_table_rows = 211;
+  Trainer t(cfg);
+  try {
+    t.compute_range(0, {0, 1});
+    FAIL() << "expected an error";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("engram_layers"), std::string::npos) << e.what();
+  }
+}
+
+}  // namespace
+}  // namespace troupe::model
