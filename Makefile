@@ -32,3 +32,8 @@ clean:
 .PHONY: bench-fabric
 bench-fabric: build
 	bench/fabric/run_bench_fabric.sh $(BUILD)
+
+# The runtime's overhead: one node process under `troupe launch` vs one plain process.
+.PHONY: bench-dp
+bench-dp: build
+	bench/run_bench_dp.sh $(BUILD)

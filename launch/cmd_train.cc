@@ -6,6 +6,7 @@
 
 #include "launch/commands.h"
 #include "launch/progress.h"
+#include "launch/run_files.h"
 #include "model/config_parse.h"
 #include "model/flops.h"
 #include "model/trainer.h"
@@ -42,21 +43,6 @@ void print_params(const model::ParamTable& table, const model::OptimizerConfig& 
     std::printf("group %-16s %ld parameters\n", model::opt_group_name(g),
                 long(by_group[static_cast<int>(g)]));
   std::printf("total %ld parameters\n", long(table.total()));
-}
-
-void write_metrics(std::ofstream& out, const model::StepStats& st, double tokens_per_s,
-                   double val_loss, bool has_val) {
-  nlohmann::json j = {{"step", st.step},
-                      {"loss", st.loss},
-                      {"ce", st.ce},
-                      {"mtp", st.mtp},
-                      {"bal", st.bal},
-                      {"lr", st.lr},
-                      {"grad_norm", st.grad_norm},
-                      {"tokens_per_s", tokens_per_s}};
-  if (has_val) j["val_loss"] = val_loss;
-  out << j.dump() << "\n";
-  out.flush();
 }
 
 void run_train(const TrainArgs& a) {

@@ -16,5 +16,7 @@ void add_train_command(CLI::App& app);
 void add_export_command(CLI::App& app);
 void add_eval_command(CLI::App& app);
 void add_dev_command(CLI::App& app);
+void add_node_command(CLI::App& app);
+void add_launch_command(CLI::App& app);
 
 }  // namespace troupe::launch

@@ -11,6 +11,8 @@ int main(int argc, char** argv) {
   troupe::launch::add_export_command(app);
   troupe::launch::add_eval_command(app);
   troupe::launch::add_dev_command(app);
+  troupe::launch::add_launch_command(app);
+  troupe::launch::add_node_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

@@ -252,6 +252,15 @@ std::string one_line(std::string s) {
 
 // ---- The file ----------------------------------------------------------------------------
 
+toml::table parse_text(const std::string& text, const std::string& name) {
+  try {
+    return toml::parse(text, std::string_view(name));
+  } catch (const toml::parse_error& e) {
+    throw ConfigError(fmt::format("{}:{}: TOML syntax error: {}", name, e.source().begin.line,
+                                  one_line(std::string(e.description()))));
+  }
+}
+
 toml::table parse_file(const std::string& path) {
   std::error_code ec;
   if (!std::filesystem::exists(path, ec))
@@ -302,8 +311,7 @@ std::vector<Entry> file_entries(const toml::table& root, const std::string& path
   return entries;
 }
 
-void apply_file(JobConfig& cfg, const std::string& path) {
-  const toml::table root = parse_file(path);
+void apply_table(JobConfig& cfg, const toml::table& root, const std::string& path) {
   for (const Entry& e : file_entries(root, path)) {
     const Field* f = find_field(*e.section, e.key);
     if (!f)
@@ -566,7 +574,18 @@ void validate_rest(Checker& c, const JobConfig& cfg) {
 JobConfig load_config(const std::string& path, const std::vector<std::string>& sets) {
   JobConfig cfg;
   cfg.source = path;
-  apply_file(cfg, path);
+  apply_table(cfg, parse_file(path), path);
+  for (const std::string& s : sets) apply_set(cfg, s);
+  cfg.model.fp8 = cfg.fp8.enabled;  // the layers read the switch from their ModelConfig
+  validate(cfg);
+  return cfg;
+}
+
+JobConfig config_from_text(const std::string& text, const std::string& name,
+                           const std::vector<std::string>& sets) {
+  JobConfig cfg;
+  cfg.source = name;
+  apply_table(cfg, parse_text(text, name), name);
   for (const std::string& s : sets) apply_set(cfg, s);
   cfg.model.fp8 = cfg.fp8.enabled;  // the layers read the switch from their ModelConfig
   validate(cfg);

@@ -26,6 +26,11 @@ struct ConfigError : std::runtime_error {
 // validates. Later --set of the same key wins. Throws ConfigError.
 JobConfig load_config(const std::string& path, const std::vector<std::string>& sets);
 
+// As load_config, from the file's text (what a node process receives from the
+// coordinator); `name` stands for the file in messages. Throws ConfigError.
+JobConfig config_from_text(const std::string& text, const std::string& name,
+                           const std::vector<std::string>& sets);
+
 // Defaults + --set only (no file). Throws ConfigError.
 JobConfig config_from_sets(const std::vector<std::string>& sets);
 

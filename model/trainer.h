@@ -98,7 +98,6 @@ class Trainer {
   std::vector<std::vector<float>> combine_tmp_;  // one scratch slice per tree level
 
   void apply_bias_rule(const std::vector<std::vector<int64_t>>& counts, FlatRange owned);
-  void check_data_parallel() const;  // throws for what data parallelism does not support
 
  public:
   // Loads the corpus and initialises the weights from the job seed.
@@ -128,6 +127,9 @@ class Trainer {
   // global clip scale and expert counts (per layer; empty vectors for dense layers).
   void apply_owned(FlatRange owned, int64_t step, double clip_scale,
                    const std::vector<std::vector<int64_t>>& counts);
+
+  // Throws std::invalid_argument naming what data parallelism does not support in this job.
+  void check_data_parallel() const;
 
   int threads() const { return threads_; }
   // The Engram tables, or null when the config has no Engram layer.

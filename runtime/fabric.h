@@ -51,6 +51,11 @@ static_assert(payloads_max * 11 <= envelope_bytes_max / 4);
 static_assert(recv_queue_messages_max >= 4 * inflight_messages_max);
 static_assert(message_bytes_max <= (uint64_t{1} << 40), "sizes stay far from overflow");
 
+// Envelope types below this are the runtime's handshake and membership messages. They are
+// never dropped as stale: a node that has not joined yet has no epoch to send. The router
+// admits them from unauthenticated peers and nothing else (runtime/router.h).
+inline constexpr uint32_t control_types_end = 64;
+
 using PeerId = uint32_t;
 inline constexpr PeerId peer_none = 0;  // ids start at 1
 

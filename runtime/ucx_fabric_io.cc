@@ -301,7 +301,8 @@ ucs_status_t UcxFabric::Impl::on_am(const void* header, size_t header_length, vo
     reject(peer, reason);
     return UCS_OK;  // eager data is dropped; a rendezvous is declined
   }
-  if (frame.envelope.epoch < epoch.load(std::memory_order_relaxed)) {
+  if (frame.envelope.type >= control_types_end &&
+      frame.envelope.epoch < epoch.load(std::memory_order_relaxed)) {
     const uint64_t n = counters.dropped_stale_epoch.fetch_add(1) + 1;
     if (n == 1 || n % 1000 == 0) {
       fmt::print(stderr,

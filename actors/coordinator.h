@@ -1,0 +1,57 @@
+// The coordinator role (DESIGN §4): admits nodes (after the router's handshake), owns the
+// view (epoch, nodes, placement), watches heartbeats and endpoint failures, and drives the
+// data-parallel steps: it combines the workers' loss pieces and the owners' grad-norm
+// parts in canonical order, so the loss lines and the clip scale are the same bits for any
+// number of nodes. Recovery from a lost node is not built yet: the job stops with the
+// reason (a later issue re-runs the step under a new epoch).
+#pragma once
+
+#include <caf/actor.hpp>
+#include <chrono>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "model/config.h"
+#include "model/trainer.h"
+#include "runtime/host.h"
+#include "runtime/roles.h"
+
+namespace troupe::actors {
+
+struct StepReport {
+  model::StepStats stats;
+  double seconds = 0;  // wall time of the step, StepBegin to the last StepDone
+  bool has_val = false;
+  double val_loss = 0;
+};
+
+struct JobResult {
+  bool ok = false;
+  std::string error;  // why the job stopped, when !ok
+  int64_t steps_done = 0;
+  uint64_t weights_hash = 0;
+  std::vector<float> weights;  // worker 0's final parameters (every worker agreed on the hash)
+};
+
+struct CoordinatorOptions {
+  int64_t nodes = 1;  // node processes to wait for; one worker is placed on each
+  runtime::JobSpec job;
+  model::JobConfig config;  // the job, parsed (steps, eval_every, batch)
+  std::chrono::milliseconds heartbeat_timeout{1000};
+  // Every node joined and every worker ready (the corpus loaded) within this, or the job
+  // stops naming what is missing.
+  std::chrono::milliseconds start_timeout{120000};
+  // Called on the coordinator's thread; must not block for long.
+  std::function<void(const StepReport&)> on_step;
+  std::function<void(const std::string& kind, const std::string& text)> on_event;
+  std::function<void(const JobResult&)> on_done;  // exactly once
+};
+
+// Spawns the coordinator as "coordinator.0" on the host's router.
+caf::actor spawn_coordinator(runtime::Host& host, CoordinatorOptions options);
+
+// Asks the coordinator to stop the job (Ctrl-C): nodes are shut down, on_done reports it.
+void request_stop(const caf::actor& coordinator, const std::string& why);
+
+}  // namespace troupe::actors

@@ -1,0 +1,71 @@
+// The message types of the training roles (train.proto) and small helpers to build and
+// read ActorMessages. Types start at control_types_end: below it is the runtime's.
+#pragma once
+
+#include <cstring>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "actors/train.pb.h"
+#include "runtime/actor_message.h"
+
+namespace troupe::actors {
+
+enum TrainType : uint32_t {
+  step_begin_type = runtime::control_types_end,
+  stats_type,
+  grad_slices_type,
+  norm_parts_type,
+  apply_type,
+  weights_type,
+  step_done_type,
+  ready_type,
+  finish_type,
+  final_type,
+};
+
+template <class Proto>
+runtime::ActorMessage make_message(const std::string& from, const std::string& to, uint32_t type,
+                                   const Proto& body) {
+  runtime::ActorMessage m;
+  m.from = from, m.to = to, m.type = type;
+  m.header = body.SerializeAsString();
+  return m;
+}
+
+// A payload viewing memory the sender keeps alive by protocol (no copy, no owner).
+template <class T>
+runtime::Payload view_payload(const T* data, size_t count) {
+  return {nullptr, std::as_bytes(std::span<const T>(data, count))};
+}
+
+// A payload owning a copy (for small vectors built on the spot).
+template <class T>
+runtime::Payload owned_payload(std::vector<T> values) {
+  auto keep = std::make_shared<std::vector<T>>(std::move(values));
+  return {keep, std::as_bytes(std::span<const T>(keep->data(), keep->size()))};
+}
+
+// Reads payload p as T values; false when its size is not a whole number of T.
+template <class T>
+bool read_payload(const runtime::Payload& p, std::vector<T>* out) {
+  if (p.bytes.size() % sizeof(T) != 0) return false;
+  out->resize(p.bytes.size() / sizeof(T));
+  if (!p.bytes.empty()) std::memcpy(out->data(), p.bytes.data(), p.bytes.size());
+  return true;
+}
+
+// Per-layer int64 counts ↔ (layer lengths, one flat payload).
+inline void flatten_counts(const std::vector<std::vector<int64_t>>& counts,
+                           google::protobuf::RepeatedField<int64_t>* layers,
+                           std::vector<int64_t>* flat) {
+  for (const auto& l : counts) {
+    layers->Add(int64_t(l.size()));
+    flat->insert(flat->end(), l.begin(), l.end());
+  }
+}
+bool unflatten_counts(const google::protobuf::RepeatedField<int64_t>& layers,
+                      const runtime::Payload& payload, std::vector<std::vector<int64_t>>* out);
+
+}  // namespace troupe::actors

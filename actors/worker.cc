@@ -1,0 +1,309 @@
+// The worker role: one data-parallel replica of the model (DESIGN §4–5). It holds all the
+// weights, computes its share of each step's logical micro-batches, sends the reduced
+// pieces' gradient slices to their owners, reduces and updates the tensors it owns, and
+// sends them to every other worker. Runs detached (its own thread): a step's compute
+// blocks for as long as the model takes.
+//
+// Zero-copy sends and their lifetime, by protocol: the GradSlices payloads view the
+// engine's piece buffers and the Weights payload views this worker's parameters. The
+// former are overwritten by the next step's compute and the latter by the next step's
+// update; both happen only after the coordinator started the next step, which it does
+// after every worker reported StepDone, i.e. after every owner received every slice and
+// every worker received every owner's weights.
+#include <fmt/format.h>
+
+#include <caf/all.hpp>
+
+#include "actors/protocol.h"
+#include "actors/roles.h"
+#include "model/config_parse.h"
+#include "model/dp_plan.h"
+#include "model/trainer.h"
+#include "runtime/control.pb.h"
+#include "runtime/roles.h"
+
+namespace troupe::actors {
+
+namespace {
+
+using model::FlatRange;
+using model::TreeNode;
+using runtime::ActorMessage;
+using runtime::Payload;
+
+struct WorkerState {
+  runtime::RoleContext ctx;
+  std::unique_ptr<model::Trainer> trainer;
+  int64_t workers = 0, me = 0, total_pieces = 0;
+  std::vector<TreeNode> ranges, val_ranges;
+  std::vector<FlatRange> owners;
+  // The step in flight.
+  int64_t step = -1;
+  std::vector<TreeNode> slice_nodes;
+  std::vector<Payload> slice_payloads;  // received (kept alive) or my own pieces (views)
+  bool reduced = false, applied = false, done = false;
+  int64_t weights_received = 0, weights_expected = 0;
+  uint64_t rejected = 0;
+  static inline const char* name = "worker";
+};
+using Self = caf::stateful_actor<WorkerState>;
+
+FlatRange owned(const WorkerState& s) {
+  return s.owners[size_t(s.me)];
+}
+
+void send_to(Self* self, ActorMessage m) {
+  self->send(self->state.ctx.router, std::move(m));
+}
+
+template <class Proto>
+void reply(Self* self, const std::string& to, uint32_t type, const Proto& body,
+           std::vector<Payload> payloads = {}) {
+  ActorMessage m = make_message(self->state.ctx.address, to, type, body);
+  m.payloads = std::move(payloads);
+  send_to(self, std::move(m));
+}
+
+void reject(Self* self, const ActorMessage& m, const std::string& why) {
+  if (++self->state.rejected <= 5)
+    fmt::print(stderr, "troupe {}: rejected message type {} from {}: {}\n", self->state.ctx.address,
+               m.type, m.from, why);
+}
+
+void enter(WorkerState& s, int64_t step) {
+  if (step == s.step) return;
+  s.step = step;
+  s.slice_nodes.clear();
+  s.slice_payloads.clear();
+  s.reduced = s.applied = s.done = false;
+  s.weights_received = 0;
+}
+
+void try_reduce(Self* self) {
+  auto& s = self->state;
+  if (s.reduced || int64_t(s.slice_nodes.size()) < s.total_pieces) return;
+  std::vector<const float*> slices;
+  for (const Payload& p : s.slice_payloads)
+    slices.push_back(reinterpret_cast<const float*>(p.bytes.data()));
+  std::vector<double> parts;
+  if (owned(s).hi > owned(s).lo) parts = s.trainer->reduce_owned(owned(s), s.slice_nodes, slices);
+  s.reduced = true;
+  s.slice_payloads.clear();  // releases the received buffers
+  train::NormParts np;
+  np.set_step(s.step);
+  np.set_worker(s.me);
+  reply(self, s.ctx.coordinator, norm_parts_type, np, {owned_payload(std::move(parts))});
+}
+
+void try_done(Self* self) {
+  auto& s = self->state;
+  if (s.done || !s.applied || s.weights_received < s.weights_expected) return;
+  s.done = true;
+  train::StepDone d;
+  d.set_step(s.step);
+  d.set_worker(s.me);
+  reply(self, s.ctx.coordinator, step_done_type, d);
+}
+
+void send_stats(Self* self, const train::StepBegin& b,
+                const std::vector<model::Piece<float>>& pieces) {
+  auto& s = self->state;
+  train::Stats st;
+  st.set_step(b.step());
+  st.set_kind(b.kind());
+  st.set_worker(s.me);
+  std::vector<Payload> payloads;
+  for (const auto& p : pieces) {
+    train::PieceStats* ps = st.add_pieces();
+    ps->mutable_node()->set_lo(p.node.lo);
+    ps->mutable_node()->set_hi(p.node.hi);
+    ps->set_ce(p.parts.ce), ps->set_mtp(p.parts.mtp), ps->set_bal(p.parts.bal);
+    ps->set_ce_sum(p.parts.ce_sum), ps->set_ce_count(p.parts.ce_count);
+    std::vector<int64_t> flat;
+    flatten_counts(p.counts, ps->mutable_count_layers(), &flat);
+    payloads.push_back(owned_payload(std::move(flat)));
+  }
+  reply(self, s.ctx.coordinator, stats_type, st, std::move(payloads));
+}
+
+void on_step_begin(Self* self, const train::StepBegin& b) {
+  auto& s = self->state;
+  if (b.kind() == train::VALIDATE) {
+    const TreeNode r = s.val_ranges[size_t(s.me)];
+    static const std::vector<model::Piece<float>> none;
+    send_stats(self, b, r.lo < r.hi ? s.trainer->validate_range(r) : none);
+    return;
+  }
+  enter(s, b.step());
+  const TreeNode r = s.ranges[size_t(s.me)];
+  static const std::vector<model::Piece<float>> none;
+  const auto& pieces = r.lo < r.hi ? s.trainer->compute_range(b.step(), r) : none;
+  send_stats(self, b, pieces);
+  const int64_t P = s.trainer->table.total();
+  for (int64_t o = 0; o < s.workers; ++o) {
+    const FlatRange f = s.owners[size_t(o)];
+    if (f.hi <= f.lo || pieces.empty()) continue;
+    train::GradSlices gs;
+    gs.set_step(b.step());
+    std::vector<Payload> payloads;
+    for (size_t k = 0; k < pieces.size(); ++k) {
+      train::Node* n = gs.add_nodes();
+      n->set_lo(pieces[k].node.lo), n->set_hi(pieces[k].node.hi);
+      payloads.push_back(view_payload(s.trainer->piece_grad(k) + f.lo, size_t(f.hi - f.lo)));
+    }
+    (void)P;
+    if (o == s.me) {
+      for (size_t k = 0; k < pieces.size(); ++k) {
+        s.slice_nodes.push_back(pieces[k].node);
+        s.slice_payloads.push_back(payloads[k]);
+      }
+    } else {
+      reply(self, s.ctx.peers[size_t(o)], grad_slices_type, gs, std::move(payloads));
+    }
+  }
+  try_reduce(self);
+}
+
+void on_grad_slices(Self* self, const ActorMessage& m, const train::GradSlices& gs) {
+  auto& s = self->state;
+  const FlatRange f = owned(s);
+  if (gs.nodes_size() != int(m.payloads.size()) || gs.step() < s.step)
+    return reject(self, m, "gradient slices do not match their nodes, or an old step");
+  for (const Payload& p : m.payloads)
+    if (p.bytes.size() != size_t(f.hi - f.lo) * sizeof(float) ||
+        reinterpret_cast<uintptr_t>(p.bytes.data()) % alignof(float) != 0)
+      return reject(self, m, "gradient slice size does not match the owned range");
+  enter(s, gs.step());
+  for (int i = 0; i < gs.nodes_size(); ++i) {
+    s.slice_nodes.push_back({gs.nodes(i).lo(), gs.nodes(i).hi()});
+    s.slice_payloads.push_back(m.payloads[size_t(i)]);
+  }
+  try_reduce(self);
+}
+
+void on_apply(Self* self, const ActorMessage& m, const train::Apply& a) {
+  auto& s = self->state;
+  std::vector<std::vector<int64_t>> counts;
+  if (m.payloads.size() != 1 || !unflatten_counts(a.count_layers(), m.payloads[0], &counts))
+    return reject(self, m, "apply without valid expert counts");
+  enter(s, a.step());
+  const FlatRange f = owned(s);
+  if (f.hi > f.lo) {
+    s.trainer->apply_owned(f, a.step(), a.clip_scale(), counts);
+    train::Weights w;
+    w.set_step(a.step());
+    w.set_lo(f.lo), w.set_hi(f.hi);
+    for (int64_t o = 0; o < s.workers; ++o)
+      if (o != s.me)
+        reply(self, s.ctx.peers[size_t(o)], weights_type, w,
+              {view_payload(s.trainer->params.data() + f.lo, size_t(f.hi - f.lo))});
+  }
+  s.applied = true;
+  try_done(self);
+}
+
+void on_weights(Self* self, const ActorMessage& m, const train::Weights& w) {
+  auto& s = self->state;
+  bool known = false;
+  for (const FlatRange& f : s.owners) known |= f.lo == w.lo() && f.hi == w.hi() && f.hi > f.lo;
+  if (!known || m.payloads.size() != 1 ||
+      m.payloads[0].bytes.size() != size_t(w.hi() - w.lo()) * sizeof(float) || w.step() < s.step)
+    return reject(self, m, "weights for a range nobody owns, or of the wrong size");
+  enter(s, w.step());
+  std::memcpy(s.trainer->params.data() + w.lo(), m.payloads[0].bytes.data(),
+              m.payloads[0].bytes.size());
+  ++s.weights_received;
+  try_done(self);
+}
+
+void on_message(Self* self, ActorMessage& m) {
+  auto& s = self->state;
+  switch (m.type) {
+    case step_begin_type: {
+      train::StepBegin b;
+      if (!b.ParseFromString(m.header)) return reject(self, m, "malformed StepBegin");
+      return on_step_begin(self, b);
+    }
+    case grad_slices_type: {
+      train::GradSlices gs;
+      if (!gs.ParseFromString(m.header)) return reject(self, m, "malformed GradSlices");
+      return on_grad_slices(self, m, gs);
+    }
+    case apply_type: {
+      train::Apply a;
+      if (!a.ParseFromString(m.header)) return reject(self, m, "malformed Apply");
+      return on_apply(self, m, a);
+    }
+    case weights_type: {
+      train::Weights w;
+      if (!w.ParseFromString(m.header)) return reject(self, m, "malformed Weights");
+      return on_weights(self, m, w);
+    }
+    case finish_type: {
+      train::Final f;
+      f.set_worker(s.me);
+      f.set_weights_hash(s.trainer->weights_hash());
+      std::vector<Payload> payloads;
+      if (s.me == 0)
+        payloads.push_back(view_payload(s.trainer->params.data(), s.trainer->params.size()));
+      return reply(self, s.ctx.coordinator, final_type, f, std::move(payloads));
+    }
+    default:
+      return reject(self, m, "unknown message type");
+  }
+}
+
+void fail(Self* self, const std::string& what) {
+  control::NodeError e;
+  e.set_text(fmt::format("{}: {}", self->state.ctx.address, what));
+  reply(self, self->state.ctx.coordinator, runtime::node_error_type, e);
+  self->quit();
+}
+
+caf::behavior worker(Self* self, runtime::RoleContext ctx) {
+  auto& s = self->state;
+  s.ctx = std::move(ctx);
+  self->send(s.ctx.router, runtime::register_atom::value, fmt::format("worker.{}", s.ctx.index),
+             caf::actor(self));
+  try {
+    model::JobConfig cfg = model::config_from_text(s.ctx.job.config_text, s.ctx.job.config_name,
+                                                   s.ctx.job.config_sets);
+    if (s.ctx.threads > 0) cfg.train.threads = s.ctx.threads;
+    s.trainer = std::make_unique<model::Trainer>(cfg);
+    s.workers = int64_t(s.ctx.peers.size());
+    s.me = s.ctx.index;
+    s.ranges = model::plan_ranges(s.trainer->micro_batches(), s.workers);
+    s.val_ranges = model::plan_ranges(s.trainer->val_micro_batches(), s.workers);
+    s.owners = model::plan_owners(s.trainer->table, s.workers);
+    for (const TreeNode& r : s.ranges)
+      s.total_pieces += int64_t(model::tree_pieces(s.trainer->micro_batches(), r.lo, r.hi).size());
+    for (int64_t o = 0; o < s.workers; ++o)
+      if (o != s.me && s.owners[size_t(o)].hi > s.owners[size_t(o)].lo) ++s.weights_expected;
+    s.trainer->check_data_parallel();
+    train::Ready r;
+    r.set_worker(s.me);
+    r.set_parameters(s.trainer->table.total());
+    r.set_weights_hash(s.trainer->weights_hash());
+    reply(self, s.ctx.coordinator, ready_type, r);
+  } catch (const std::exception& e) {
+    fail(self, e.what());
+    return {};
+  }
+  return {[=](ActorMessage& m) {
+    try {
+      on_message(self, m);
+    } catch (const std::exception& e) {
+      fail(self, e.what());
+    }
+  }};
+}
+
+}  // namespace
+
+void register_worker_role() {
+  runtime::register_role("worker", [](caf::actor_system& sys, const runtime::RoleContext& ctx) {
+    return sys.spawn<caf::detached>(worker, ctx);
+  });
+}
+
+}  // namespace troupe::actors

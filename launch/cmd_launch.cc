@@ -1,0 +1,189 @@
+// `troupe launch --config job.toml --nodes N --run-dir DIR`: the local supervisor (DESIGN
+// §2). It runs the coordinator in this process, starts N `troupe node` processes on
+// 127.0.0.1, shows one progress line for the job, writes the run directory, and stops
+// everything on Ctrl-C, when a node dies, or when the job ends.
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <future>
+#include <thread>
+
+#include "actors/coordinator.h"
+#include "actors/roles.h"
+#include "launch/commands.h"
+#include "launch/progress.h"
+#include "launch/run_files.h"
+#include "launch/supervisor.h"
+#include "model/config_parse.h"
+#include "model/weights_io.h"
+#include "runtime/auth.h"
+#include "runtime/host.h"
+
+namespace troupe::launch {
+
+namespace {
+
+struct LaunchArgs {
+  std::string config, run_dir;
+  std::vector<std::string> sets;
+  int64_t nodes = 1, steps = -1;
+  int threads_per_node = 0;
+};
+
+std::string read_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw UsageError("launch: cannot read " + path);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+// The job secret: DIR/secret, created (0600) on the first launch of this run directory.
+std::string job_secret(const std::string& run_dir) {
+  const std::string path = run_dir + "/secret";
+  if (!std::filesystem::exists(path)) {
+    runtime::Status st = runtime::write_new_secret(path);
+    if (!st.ok()) throw UsageError("launch: " + st.message());
+  }
+  runtime::Result<std::string> secret = runtime::load_secret(path);
+  if (!secret.ok()) throw UsageError("launch: " + secret.status().message());
+  return secret.value();
+}
+
+int run_launch(const LaunchArgs& a) {
+  if (a.nodes < 1 || a.nodes > 64)
+    throw UsageError("launch: --nodes must be in [1, 64], got " + std::to_string(a.nodes));
+  std::vector<std::string> sets = a.sets;
+  if (a.steps >= 0) sets.push_back("train.steps=" + std::to_string(a.steps));
+  const model::JobConfig cfg = model::load_config(a.config, sets);
+  if (!cfg.model.engram_layers.empty())
+    throw UsageError(
+        "launch: Engram layers are not supported across node processes yet (the tables move to "
+        "Engram shard actors in a later issue): set model.engram_layers = [] or use `troupe "
+        "train`");
+  std::filesystem::create_directories(a.run_dir);
+  const std::string secret = job_secret(a.run_dir);
+  {
+    std::ofstream c(a.run_dir + "/config.json");
+    c << model::model_config_to_json(cfg.model, cfg.train.seed).dump(2) << "\n";
+  }
+  std::ofstream metrics(a.run_dir + "/metrics.jsonl"), events(a.run_dir + "/events.jsonl");
+  if (!metrics || !events) throw UsageError("launch: cannot write into " + a.run_dir);
+
+  actors::register_roles();
+  install_stop_signals();
+  runtime::HostOptions ho;
+  ho.node_id = "n0";
+  ho.secret = secret;
+  auto host = runtime::Host::create(ho);
+  if (!host.ok())
+    throw UsageError("launch: cannot start the runtime: " + host.status().to_string());
+
+  const int64_t steps = cfg.train.steps;
+  const int64_t step_tokens = cfg.train.batch_size * cfg.model.seq_len;
+  using clock = std::chrono::steady_clock;
+  const auto t0 = clock::now();
+  Progress progress(steps);
+  double last_val = 0, last_loss = 0;
+  auto done = std::make_shared<std::promise<actors::JobResult>>();
+  std::future<actors::JobResult> result = done->get_future();
+
+  actors::CoordinatorOptions co;
+  co.nodes = a.nodes;
+  co.job = {read_file(a.config), a.config, sets};
+  co.config = cfg;
+  co.on_step = [&](const actors::StepReport& r) {
+    const double tps = double(step_tokens) / std::max(r.seconds, 1e-9);
+    last_loss = r.stats.loss;
+    if (r.has_val) last_val = r.val_loss;
+    write_metrics(metrics, r.stats, tps, r.val_loss, r.has_val);
+    progress.step(r.stats.step, r.stats.loss, r.stats.lr, tps,
+                  std::chrono::duration<double>(clock::now() - t0).count());
+    if (r.has_val) {
+      char buf[96];
+      std::snprintf(buf, sizeof buf, "step %ld  val_loss %.4f nats/byte", long(r.stats.step + 1),
+                    r.val_loss);
+      progress.note(buf);
+    }
+  };
+  co.on_event = [&](const std::string& kind, const std::string& text) {
+    const double t = std::chrono::duration<double>(clock::now() - t0).count();
+    events << nlohmann::json{{"t_s", t}, {"event", kind}, {"text", text}}.dump() << "\n";
+    events.flush();
+    if (kind != "view") progress.note("[" + kind + "] " + text);
+  };
+  co.on_done = [done](const actors::JobResult& r) { done->set_value(r); };
+  caf::actor coordinator = actors::spawn_coordinator(*host.value(), co);
+
+  const std::string address = host.value()->listen_address();
+  std::fprintf(stderr,
+               "troupe launch: %s, %ld node processes, %ld steps of %ld×%ld tokens, %ld "
+               "micro-batches; coordinator at %s\n",
+               a.config.c_str(), long(a.nodes), long(steps), long(cfg.train.batch_size),
+               long(cfg.model.seq_len), long(cfg.train.batch_size / cfg.train.micro_batch_rows),
+               address.c_str());
+  int threads = a.threads_per_node;
+  if (threads <= 0 && cfg.train.threads <= 0)  // share the cores among the nodes
+    threads = std::max<int>(1, int(std::thread::hardware_concurrency()) / int(a.nodes));
+  Supervisor supervisor;
+  for (int64_t i = 0; i < a.nodes; ++i) {
+    std::vector<std::string> argv = {self_exe_path(), "node",          "--join",
+                                     address,         "--secret-file", a.run_dir + "/secret"};
+    if (threads > 0) argv.insert(argv.end(), {"--threads", std::to_string(threads)});
+    supervisor.start(argv, a.run_dir + "/node-" + std::to_string(i + 1) + ".log",
+                     "node " + std::to_string(i + 1));
+  }
+  bool stopping = false;
+  while (result.wait_for(std::chrono::milliseconds(50)) != std::future_status::ready) {
+    if (stop_requested() && !stopping) {
+      stopping = true;
+      actors::request_stop(coordinator, "interrupted (SIGINT/SIGTERM)");
+    }
+    for (const ChildExit& e : supervisor.reap())
+      if (!stopping) {
+        stopping = true;
+        actors::request_stop(coordinator, e.name + " exited (" + e.describe() + "); see " +
+                                              a.run_dir + "/node-*.log");
+      }
+  }
+  const actors::JobResult r = result.get();
+  progress.finish();
+  supervisor.stop_all(std::chrono::milliseconds(5000));
+  const double wall = std::chrono::duration<double>(clock::now() - t0).count();
+  if (!r.ok) {
+    std::fprintf(stderr, "troupe launch: the job stopped at step %ld: %s\n", long(r.steps_done),
+                 r.error.c_str());
+    return 1;
+  }
+  model::ParamTable table(cfg.model);
+  model::write_safetensors(a.run_dir + "/weights.safetensors",
+                           model::weights_to_safetensors<float>(table, r.weights.data(), cfg.model,
+                                                                cfg.train.seed, nullptr));
+  std::printf(
+      "summary: steps %ld  nodes %ld  loss %.4f  val_loss %.4f  wall %s  %.0f tok/s  weights "
+      "%016lx\n"
+      "run dir: %s (metrics.jsonl, events.jsonl, node-*.log, weights.safetensors, config.json)\n",
+      long(steps), long(a.nodes), last_loss, last_val, format_duration(wall).c_str(),
+      double(steps * step_tokens) / wall, (unsigned long)r.weights_hash, a.run_dir.c_str());
+  return 0;
+}
+
+}  // namespace
+
+void add_launch_command(CLI::App& app) {
+  auto args = std::make_shared<LaunchArgs>();
+  CLI::App* cmd =
+      app.add_subcommand("launch", "run a job on N local node processes (data parallel)");
+  cmd->add_option("--config", args->config, "job configuration (TOML)")->required();
+  cmd->add_option("--nodes", args->nodes, "node processes to start on 127.0.0.1 (default 1)");
+  cmd->add_option("--run-dir", args->run_dir, "directory for metrics, events, logs, weights")
+      ->required();
+  cmd->add_option("--set", args->sets, "override one key: section.key=value (repeatable)");
+  cmd->add_option("--steps", args->steps, "number of steps (overrides train.steps)");
+  cmd->add_option("--threads-per-node", args->threads_per_node,
+                  "compute threads of each node (default: the cores shared among the nodes)");
+  cmd->callback([args] {
+    const int code = run_launch(*args);
+    if (code != 0) std::exit(code);
+  });
+}
+
+}  // namespace troupe::launch

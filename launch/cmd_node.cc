@@ -1,0 +1,74 @@
+// `troupe node --join HOST:PORT --secret-file F`: one node process of a job. It joins the
+// coordinator (mutual HMAC-SHA256 handshake over the job secret), then runs the roles the
+// coordinator places on it until the job ends, the coordinator is lost, or a signal.
+// The same command runs under `troupe launch` (127.0.0.1) and under a site launcher
+// (Slurm: one `srun` task per node).
+#include <caf/all.hpp>
+#include <chrono>
+#include <future>
+
+#include "actors/roles.h"
+#include "launch/commands.h"
+#include "launch/supervisor.h"
+#include "runtime/auth.h"
+#include "runtime/host.h"
+#include "runtime/node_agent.h"
+
+namespace troupe::launch {
+
+namespace {
+
+struct NodeArgs {
+  std::string join, secret_file, listen_host = "127.0.0.1";
+  int threads = 0;
+};
+
+int run_node(const NodeArgs& a) {
+  if (a.join.find(':') == std::string::npos)
+    throw UsageError("node: --join wants HOST:PORT (the coordinator's address), got '" + a.join +
+                     "'");
+  runtime::Result<std::string> secret = runtime::load_secret(a.secret_file);
+  if (!secret.ok()) throw UsageError("node: " + secret.status().message());
+  actors::register_roles();
+  install_stop_signals();
+  runtime::HostOptions ho;
+  ho.secret = secret.value();
+  ho.listen_host = a.listen_host;
+  auto host = runtime::Host::create(ho);
+  if (!host.ok()) throw UsageError("node: cannot start the runtime: " + host.status().to_string());
+  auto done = std::make_shared<std::promise<std::pair<int, std::string>>>();
+  std::future<std::pair<int, std::string>> result = done->get_future();
+  runtime::NodeAgentOptions opt;
+  opt.coordinator_address = a.join;
+  opt.role_threads = a.threads;
+  opt.on_exit = [done](int code, const std::string& why) { done->set_value({code, why}); };
+  caf::actor agent = runtime::spawn_node_agent(*host.value(), opt);
+  while (result.wait_for(std::chrono::milliseconds(100)) != std::future_status::ready) {
+    if (stop_requested()) {
+      std::fprintf(stderr, "troupe node: stopped by signal\n");
+      caf::anon_send_exit(agent, caf::exit_reason::user_shutdown);
+      return 1;
+    }
+  }
+  const auto [code, why] = result.get();
+  std::fprintf(stderr, "troupe node: %s%s\n", code == 0 ? "done: " : "error: ", why.c_str());
+  return code;
+}
+
+}  // namespace
+
+void add_node_command(CLI::App& app) {
+  auto args = std::make_shared<NodeArgs>();
+  CLI::App* cmd = app.add_subcommand("node", "run one node process of a job");
+  cmd->add_option("--join", args->join, "the coordinator's HOST:PORT")->required();
+  cmd->add_option("--secret-file", args->secret_file, "the job secret (mode 0600)")->required();
+  cmd->add_option("--listen-host", args->listen_host,
+                  "address other nodes reach this one at (default 127.0.0.1)");
+  cmd->add_option("--threads", args->threads, "compute threads (default: the job's train.threads)");
+  cmd->callback([args] {
+    const int code = run_node(*args);
+    if (code != 0) std::exit(code);
+  });
+}
+
+}  // namespace troupe::launch

@@ -1,0 +1,74 @@
+#include "runtime/host.h"
+
+#include <fmt/format.h>
+
+#include <caf/all.hpp>
+
+namespace troupe::runtime {
+
+struct Host::Impl {
+  explicit Impl(int threads) : system(configure(threads)) {}
+  caf::actor_system_config& configure(int threads) {
+    config.set("scheduler.max-threads", threads);
+    config.set("logger.console", caf::atom("none"));
+    return config;
+  }
+  caf::actor_system_config config;  // before system: the system keeps a reference
+  caf::actor_system system;
+  std::unique_ptr<UcxFabric> fabric;
+  caf::actor router;
+  std::string address;
+};
+
+Result<std::unique_ptr<Host>> Host::create(HostOptions options) {
+  std::unique_ptr<Host> host(new Host);
+  host->impl_ = std::make_unique<Impl>(std::max(1, options.caf_threads));
+  Impl& impl = *host->impl_;
+  // The fabric's handlers run on its thread and only hand messages to the router. The
+  // router handle is filled in below, before listen(): nothing can arrive earlier.
+  auto router_slot = std::make_shared<caf::actor>();
+  FabricHandlers handlers;
+  handlers.on_receive = [router_slot](Message&& m) {
+    caf::anon_send(*router_slot, inbound_atom::value, to_actor_message(std::move(m)));
+  };
+  handlers.on_peer_down = [router_slot](PeerId peer, const Status& why) {
+    caf::anon_send(*router_slot, peer_down_atom::value, peer, why.to_string());
+  };
+  options.ucx.listen_host = options.listen_host;
+  Result<std::unique_ptr<UcxFabric>> fabric = UcxFabric::create(options.ucx, std::move(handlers));
+  if (!fabric.ok()) return fabric.status();
+  impl.fabric = std::move(fabric).value();
+  RouterConfig rc;
+  rc.fabric = impl.fabric.get();
+  rc.node_id = options.node_id;
+  rc.secret = options.secret;
+  impl.router = spawn_router(impl.system, rc);
+  *router_slot = impl.router;
+  Result<uint16_t> port = impl.fabric->listen(options.port);
+  if (!port.ok()) return port.status();
+  impl.address = fmt::format("{}:{}", options.listen_host, port.value());
+  caf::anon_send(impl.router, listen_atom::value, impl.address);
+  return host;
+}
+
+Host::~Host() {
+  if (!impl_) return;
+  caf::anon_send_exit(impl_->router, caf::exit_reason::user_shutdown);
+  impl_->fabric.reset();  // closes endpoints; no handler runs after this
+  impl_->router = nullptr;
+}
+
+caf::actor_system& Host::system() {
+  return impl_->system;
+}
+const caf::actor& Host::router() const {
+  return impl_->router;
+}
+std::string Host::listen_address() const {
+  return impl_->address;
+}
+Fabric& Host::fabric() {
+  return *impl_->fabric;
+}
+
+}  // namespace troupe::runtime

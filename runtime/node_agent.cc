@@ -1,0 +1,160 @@
+#include "runtime/node_agent.h"
+
+#include <fmt/format.h>
+
+#include <caf/all.hpp>
+#include <map>
+
+#include "runtime/control.pb.h"
+#include "runtime/roles.h"
+
+namespace troupe::runtime {
+
+namespace {
+
+struct AgentState {
+  NodeAgentOptions options;
+  caf::actor router;
+  std::string node_id, coordinator_node;
+  uint64_t epoch = 0, heartbeats = 0;
+  JobSpec job;
+  bool welcomed = false, exited = false;
+  std::map<std::string, caf::actor> roles;  // "role.index" → actor
+  static inline const char* name = "node_agent";
+};
+using Self = caf::stateful_actor<AgentState>;
+
+void finish(Self* self, int code, const std::string& why) {
+  auto& s = self->state;
+  if (s.exited) return;
+  s.exited = true;
+  for (auto& [name, actor] : s.roles) self->send_exit(actor, caf::exit_reason::user_shutdown);
+  if (s.options.on_exit) s.options.on_exit(code, why);
+  self->quit();
+}
+
+template <class Proto>
+void to_coordinator(Self* self, uint32_t type, const Proto& body) {
+  ActorMessage m;
+  m.from = self->state.node_id + "/agent.0";
+  m.to = self->state.coordinator_node + "/coordinator.0";
+  m.type = type;
+  m.header = body.SerializeAsString();
+  self->send(self->state.router, std::move(m));
+}
+
+void on_view(Self* self, const control::View& view) {
+  auto& s = self->state;
+  if (view.epoch() > s.epoch) {
+    s.epoch = view.epoch();
+    self->send(s.router, epoch_atom::value, s.epoch);
+  }
+  for (const auto& n : view.nodes())
+    if (n.node_id() != s.node_id)
+      self->send(s.router, address_atom::value, n.node_id(), n.address());
+  std::map<std::string, std::vector<std::string>> peers;  // role → addresses by index
+  for (const auto& p : view.placement()) {
+    auto& list = peers[p.role()];
+    if (list.size() <= size_t(p.index())) list.resize(size_t(p.index()) + 1);
+    list[size_t(p.index())] = make_address(p.node_id(), p.role(), p.index());
+  }
+  for (const auto& p : view.placement()) {
+    if (p.node_id() != s.node_id) continue;
+    const std::string local = fmt::format("{}.{}", p.role(), p.index());
+    if (s.roles.count(local)) continue;
+    const RoleFactory* factory = find_role(p.role());
+    if (!factory) {
+      control::NodeError e;
+      e.set_text(fmt::format("node {} has no role '{}' (this binary does not know it)", s.node_id,
+                             p.role()));
+      to_coordinator(self, node_error_type, e);
+      return finish(self, 1, e.text());
+    }
+    RoleContext ctx;
+    ctx.router = s.router;
+    ctx.node_id = s.node_id;
+    ctx.address = make_address(s.node_id, p.role(), p.index());
+    ctx.index = p.index();
+    ctx.peers = peers[p.role()];
+    ctx.coordinator = s.coordinator_node + "/coordinator.0";
+    ctx.job = s.job;
+    ctx.epoch = s.epoch;
+    ctx.threads = s.options.role_threads;
+    try {
+      s.roles[local] = (*factory)(self->system(), ctx);
+    } catch (const std::exception& ex) {
+      control::NodeError e;
+      e.set_text(fmt::format("{} failed to start: {}", ctx.address, ex.what()));
+      to_coordinator(self, node_error_type, e);
+      return finish(self, 1, e.text());
+    }
+  }
+}
+
+void on_message(Self* self, ActorMessage& m) {
+  auto& s = self->state;
+  switch (m.type) {
+    case welcome_type: {
+      control::Welcome w;
+      if (s.welcomed || !w.ParseFromString(m.header)) return;
+      s.welcomed = true;
+      s.node_id = w.node_id();
+      s.coordinator_node = std::string(node_of(m.from));
+      s.job.config_text = w.config_text();
+      s.job.config_name = w.config_name();
+      s.job.config_sets.assign(w.config_sets().begin(), w.config_sets().end());
+      self->send(s.router, node_id_atom::value, s.node_id);
+      self->send(s.router, bind_atom::value, s.coordinator_node, m.peer);
+      self->send(s.router, epoch_atom::value, w.epoch());
+      s.epoch = w.epoch();
+      fmt::print(stderr, "troupe node {}: joined (epoch {})\n", s.node_id, s.epoch);
+      self->send(self, tick_atom::value);
+      return;
+    }
+    case view_type: {
+      control::View v;
+      if (v.ParseFromString(m.header)) on_view(self, v);
+      return;
+    }
+    case shutdown_type: {
+      control::Shutdown sd;
+      (void)sd.ParseFromString(m.header);
+      return finish(self, 0, sd.reason());
+    }
+    default:
+      fmt::print(stderr, "troupe node {}: unexpected message type {} from {}\n", s.node_id, m.type,
+                 m.from);
+  }
+}
+
+caf::behavior agent(Self* self, caf::actor router, NodeAgentOptions options) {
+  self->state.options = std::move(options);
+  self->state.router = router;
+  self->send(router, register_atom::value, std::string("agent.0"), caf::actor(self));
+  self->send(router, watch_atom::value, caf::actor(self));
+  self->send(router, connect_atom::value, self->state.options.coordinator_address);
+  return {
+      [=](ActorMessage& m) { on_message(self, m); },
+      [=](tick_atom) {
+        auto& s = self->state;
+        control::Heartbeat hb;
+        hb.set_sequence(++s.heartbeats);
+        to_coordinator(self, heartbeat_type, hb);
+        self->delayed_send(self, s.options.heartbeat_interval, tick_atom::value);
+      },
+      [=](node_down_atom, const std::string& node, const std::string& why) {
+        auto& s = self->state;
+        if (node.empty() || node == s.coordinator_node)
+          return finish(self, 1, fmt::format("lost the coordinator: {}", why));
+        fmt::print(stderr, "troupe node {}: node {} is down: {}\n", s.node_id, node, why);
+      },
+  };
+}
+
+}  // namespace
+
+caf::actor spawn_node_agent(Host& host, NodeAgentOptions options) {
+  return host.system().spawn(agent, host.router(), std::move(options));
+}
+
+}  // namespace troupe::runtime

@@ -1,0 +1,27 @@
+// The node agent: the first actor of a `troupe node` process. It joins the coordinator
+// (the router runs the handshake), learns its node id and the job from the Welcome,
+// heartbeats, follows the coordinator's View (epoch, node addresses, placement) and spawns
+// the roles placed on its node from the role registry (roles.h). It ends the process's
+// run, through on_exit, on Shutdown, on losing the coordinator, or when a role fails.
+#pragma once
+
+#include <caf/actor.hpp>
+#include <chrono>
+#include <functional>
+#include <string>
+
+#include "runtime/host.h"
+
+namespace troupe::runtime {
+
+struct NodeAgentOptions {
+  std::string coordinator_address;  // host:port of the coordinator's process
+  std::chrono::milliseconds heartbeat_interval{100};
+  int role_threads = 0;  // RoleContext::threads for the roles placed here
+  // Called once, from an actor thread: exit code (0: the job ended normally) and why.
+  std::function<void(int code, const std::string& why)> on_exit;
+};
+
+caf::actor spawn_node_agent(Host& host, NodeAgentOptions options);
+
+}  // namespace troupe::runtime

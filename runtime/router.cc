@@ -1,0 +1,362 @@
+#include "runtime/router.h"
+
+#include <fmt/format.h>
+
+#include <caf/all.hpp>
+#include <deque>
+#include <map>
+
+#include "runtime/auth.h"
+#include "runtime/control.pb.h"
+
+namespace troupe::runtime {
+
+namespace {
+
+// A connection we opened and are authenticating (we are the connector).
+struct Outgoing {
+  std::string target;  // the node we meant to reach ("" : the coordinator, id unknown)
+  std::string nonce;   // ours: the acceptor must MAC it
+  std::string address;
+};
+// A connection someone opened to us (we are the acceptor).
+struct Incoming {
+  std::string claimed;  // "" : a new node asking to join
+  std::string nonce;    // ours: the connector must MAC it with its claimed name
+  std::string address;  // where the connector accepts connections
+};
+
+struct RouterState {
+  RouterConfig cfg;
+  uint64_t epoch = 0;
+  std::map<std::string, caf::actor> locals;       // "role.index" → actor
+  std::map<std::string, PeerId> peer_of;          // admitted node → peer
+  std::map<PeerId, std::string> node_of_peer;     // peer → admitted node
+  std::map<std::string, std::string> address_of;  // node → host:port
+  std::map<PeerId, Outgoing> outgoing;
+  std::map<PeerId, Incoming> incoming;
+  std::map<std::string, std::deque<ActorMessage>> waiting;  // node → messages until admitted
+  std::vector<caf::actor> watchers;
+  RouterCounters counters;
+  static inline const char* name = "router";
+};
+
+using Self = caf::stateful_actor<RouterState>;
+
+std::string local_part(const std::string& address) {
+  const size_t slash = address.find('/');
+  return slash == std::string::npos ? address : address.substr(slash + 1);
+}
+
+// The MAC an acceptor shows over the connector's nonce (a different domain than proofs, so
+// one can never be replayed as the other).
+std::string acceptor_mac(const std::string& secret, const std::string& nonce,
+                         const std::string& node) {
+  return join_mac(secret, nonce, "acceptor:" + node);
+}
+
+void send_raw(Self* self, PeerId peer, const ActorMessage& m) {
+  Envelope e;
+  e.epoch = self->state.epoch;
+  e.from = m.from, e.to = m.to, e.type = m.type, e.header = m.header;
+  std::vector<std::span<const std::byte>> spans;
+  std::vector<std::shared_ptr<const void>> keep;
+  for (const Payload& p : m.payloads) {
+    spans.push_back(p.bytes);
+    if (p.keep) keep.push_back(p.keep);
+  }
+  const Status st = self->state.cfg.fabric->send(
+      peer, e, spans, [keep = std::move(keep)](const Status&) mutable { keep.clear(); });
+  if (!st.ok()) {
+    ++self->state.counters.send_errors;
+    fmt::print(stderr, "troupe router {}: send to {} failed: {}\n", self->state.cfg.node_id, m.to,
+               st.to_string());
+  } else {
+    ++self->state.counters.sent_remote;
+  }
+}
+
+template <class Proto>
+void send_control(Self* self, PeerId peer, uint32_t type, const Proto& body) {
+  ActorMessage m;
+  m.from = self->state.cfg.node_id + "/router.0";
+  m.type = type;
+  m.header = body.SerializeAsString();
+  send_raw(self, peer, m);
+}
+
+void notify_down(Self* self, const std::string& node, const std::string& why) {
+  for (const caf::actor& w : self->state.watchers) self->send(w, node_down_atom::value, node, why);
+}
+
+void admit(Self* self, const std::string& node, PeerId peer) {
+  auto& s = self->state;
+  s.peer_of[node] = peer;
+  s.node_of_peer[peer] = node;
+  auto it = s.waiting.find(node);
+  if (it == s.waiting.end()) return;
+  for (const ActorMessage& m : it->second) send_raw(self, peer, m);
+  s.waiting.erase(it);
+}
+
+Result<PeerId> open(Self* self, const std::string& address, const std::string& target) {
+  auto& s = self->state;
+  Result<PeerId> peer = s.cfg.fabric->connect(address);
+  if (!peer.ok()) return peer;
+  Outgoing out{target, make_nonce(), address};
+  control::Hello hello;
+  hello.set_claimed_node(s.cfg.node_id);
+  hello.set_nonce(out.nonce);
+  hello.set_listen_address(s.cfg.listen_address);
+  s.outgoing[peer.value()] = out;
+  send_control(self, peer.value(), hello_type, hello);
+  return peer;
+}
+
+void deliver_local(Self* self, ActorMessage&& m) {
+  auto& s = self->state;
+  auto it = s.locals.find(local_part(m.to));
+  if (it == s.locals.end()) {
+    if (++s.counters.dropped_no_actor <= 5)
+      fmt::print(stderr, "troupe router {}: no actor '{}' here (message type {} from {})\n",
+                 s.cfg.node_id, m.to, m.type, m.from);
+    return;
+  }
+  ++s.counters.delivered_local;
+  self->send(it->second, std::move(m));
+}
+
+void route(Self* self, ActorMessage&& m) {
+  auto& s = self->state;
+  m.epoch = s.epoch;
+  if (m.peer != peer_none) {
+    send_raw(self, m.peer, m);
+    return;
+  }
+  const std::string node(node_of(m.to));
+  if (node.empty() || node == s.cfg.node_id) {
+    deliver_local(self, std::move(m));
+    return;
+  }
+  if (auto it = s.peer_of.find(node); it != s.peer_of.end()) {
+    send_raw(self, it->second, m);
+    return;
+  }
+  auto addr = s.address_of.find(node);
+  if (addr == s.address_of.end()) {
+    ++s.counters.send_errors;
+    fmt::print(stderr, "troupe router {}: no route to {} (node not in the view)\n", s.cfg.node_id,
+               m.to);
+    return;
+  }
+  const bool connecting = s.waiting.count(node) > 0;
+  s.waiting[node].push_back(std::move(m));
+  if (connecting) return;
+  if (Result<PeerId> p = open(self, addr->second, node); !p.ok()) {
+    ++s.counters.send_errors;
+    fmt::print(stderr, "troupe router {}: cannot connect to {} at {}: {}\n", s.cfg.node_id, node,
+               addr->second, p.status().to_string());
+    s.waiting.erase(node);
+  }
+}
+
+void refuse(Self* self, PeerId peer, const std::string& reason) {
+  auto& s = self->state;
+  ++s.counters.refused_handshakes;
+  const auto in = s.incoming.find(peer);
+  fmt::print(stderr, "troupe router {}: refused connection from peer {} ({}): {}\n", s.cfg.node_id,
+             peer, in == s.incoming.end() ? "?" : in->second.address, reason);
+  control::Verdict v;
+  v.set_admitted(false);
+  v.set_reason(reason);
+  send_control(self, peer, verdict_type, v);
+  s.incoming.erase(peer);
+}
+
+// The handshake, both sides. Returns true when the message was a handshake step.
+bool handshake(Self* self, ActorMessage& m) {
+  auto& s = self->state;
+  switch (m.type) {
+    case hello_type: {
+      control::Hello h;
+      if (!h.ParseFromString(m.header)) return refuse(self, m.peer, "malformed hello"), true;
+      Incoming in{h.claimed_node(), make_nonce(), h.listen_address()};
+      control::Challenge c;
+      c.set_node(s.cfg.node_id);
+      c.set_nonce(in.nonce);
+      c.set_mac(acceptor_mac(s.cfg.secret, h.nonce(), s.cfg.node_id));
+      s.incoming[m.peer] = in;
+      send_control(self, m.peer, challenge_type, c);
+      return true;
+    }
+    case challenge_type: {
+      auto it = s.outgoing.find(m.peer);
+      control::Challenge c;
+      if (it == s.outgoing.end() || !c.ParseFromString(m.header)) return true;
+      // Our proof goes out even when the acceptor's fails: then it is the acceptor that
+      // logs and counts the refusal, which is where an operator looks.
+      control::Proof p;
+      p.set_mac(join_mac(s.cfg.secret, c.nonce(), s.cfg.node_id));
+      send_control(self, m.peer, proof_type, p);
+      if (!join_mac_ok(s.cfg.secret, it->second.nonce, "acceptor:" + c.node(), c.mac())) {
+        ++s.counters.refused_handshakes;
+        fmt::print(stderr, "troupe router {}: {} did not prove the job secret; not talking to it\n",
+                   s.cfg.node_id, it->second.address);
+        s.waiting.erase(it->second.target);
+        notify_down(self, it->second.target, "the peer failed the handshake (wrong job secret)");
+        s.outgoing.erase(it);
+        return true;
+      }
+      if (it->second.target.empty()) it->second.target = c.node();
+      return true;
+    }
+    case proof_type: {
+      auto it = s.incoming.find(m.peer);
+      control::Proof p;
+      if (it == s.incoming.end()) return true;
+      if (!p.ParseFromString(m.header) ||
+          !join_mac_ok(s.cfg.secret, it->second.nonce, it->second.claimed, p.mac()))
+        return refuse(self, m.peer, "wrong job secret"), true;
+      control::Verdict v;
+      v.set_admitted(true);
+      send_control(self, m.peer, verdict_type, v);
+      const Incoming in = it->second;
+      s.incoming.erase(it);
+      if (in.claimed.empty()) {  // a new node: the local coordinator assigns its id
+        ActorMessage join;
+        join.peer = m.peer;
+        join.to = "coordinator.0";
+        join.type = join_type;
+        join.header = in.address;
+        deliver_local(self, std::move(join));
+      } else {
+        if (!in.address.empty()) s.address_of[in.claimed] = in.address;
+        admit(self, in.claimed, m.peer);
+      }
+      return true;
+    }
+    case verdict_type: {
+      auto it = s.outgoing.find(m.peer);
+      control::Verdict v;
+      if (it == s.outgoing.end() || !v.ParseFromString(m.header)) return true;
+      const Outgoing out = it->second;
+      s.outgoing.erase(it);
+      if (!v.admitted()) {
+        fmt::print(stderr, "troupe router {}: {} refused us: {}\n", s.cfg.node_id, out.address,
+                   v.reason());
+        s.waiting.erase(out.target);
+        notify_down(self, out.target, "refused: " + v.reason());
+        return true;
+      }
+      admit(self, out.target, m.peer);
+      return true;
+    }
+    default:
+      return false;
+  }
+}
+
+void inbound(Self* self, ActorMessage&& m) {
+  auto& s = self->state;
+  ++s.counters.received_remote;
+  if (m.type < control_types_end && handshake(self, m)) return;
+  auto bound = s.node_of_peer.find(m.peer);
+  if (bound == s.node_of_peer.end()) {
+    if (++s.counters.dropped_unauthenticated <= 5)
+      fmt::print(stderr, "troupe router {}: dropped message type {} from unauthenticated peer {}\n",
+                 s.cfg.node_id, m.type, m.peer);
+    return;
+  }
+  if (node_of(m.from) != bound->second) {
+    if (++s.counters.dropped_spoofed <= 5)
+      fmt::print(stderr, "troupe router {}: dropped message from peer {} ({}) claiming to be {}\n",
+                 s.cfg.node_id, m.peer, bound->second, m.from);
+    return;
+  }
+  deliver_local(self, std::move(m));
+}
+
+caf::behavior router(Self* self, RouterConfig cfg) {
+  self->state.cfg = std::move(cfg);
+  return {
+      [=](ActorMessage& m) { route(self, std::move(m)); },
+      [=](inbound_atom, ActorMessage& m) { inbound(self, std::move(m)); },
+      [=](register_atom, const std::string& name, const caf::actor& a) {
+        self->state.locals[name] = a;
+      },
+      [=](bind_atom, const std::string& node, PeerId peer) { admit(self, node, peer); },
+      [=](address_atom, const std::string& node, const std::string& address) {
+        self->state.address_of[node] = address;
+      },
+      [=](node_id_atom, const std::string& id) { self->state.cfg.node_id = id; },
+      [=](listen_atom, const std::string& address) { self->state.cfg.listen_address = address; },
+      [=](epoch_atom, uint64_t epoch) {
+        if (epoch <= self->state.epoch) return;
+        self->state.epoch = epoch;
+        self->state.cfg.fabric->set_epoch(epoch);
+      },
+      [=](watch_atom, const caf::actor& a) { self->state.watchers.push_back(a); },
+      [=](counters_atom) { return self->state.counters; },
+      [=](connect_atom, const std::string& address) {
+        if (Result<PeerId> p = open(self, address, ""); !p.ok())
+          notify_down(self, "", "cannot connect to " + address + ": " + p.status().to_string());
+      },
+      [=](peer_down_atom, PeerId peer, const std::string& why) {
+        auto& s = self->state;
+        std::string node;
+        if (auto it = s.node_of_peer.find(peer); it != s.node_of_peer.end()) {
+          node = it->second;
+          s.peer_of.erase(node);
+          s.node_of_peer.erase(it);
+        } else if (auto o = s.outgoing.find(peer); o != s.outgoing.end()) {
+          node = o->second.target;
+          s.outgoing.erase(o);
+        } else {
+          s.incoming.erase(peer);
+          return;  // an unadmitted stranger left: nothing to report
+        }
+        notify_down(self, node, why);
+      },
+  };
+}
+
+}  // namespace
+
+caf::actor spawn_router(caf::actor_system& system, RouterConfig config) {
+  return system.spawn(router, std::move(config));
+}
+
+ActorMessage to_actor_message(Message&& m) {
+  ActorMessage out;
+  out.peer = m.peer;
+  out.epoch = m.envelope.epoch;
+  out.from = std::move(m.envelope.from);
+  out.to = std::move(m.envelope.to);
+  out.type = m.envelope.type;
+  out.header = std::move(m.envelope.header);
+  auto storage = std::make_shared<ByteBuffer>(std::move(m.storage));
+  for (const auto& p : m.payloads) out.payloads.push_back({storage, p});
+  return out;
+}
+
+bool parse_address(std::string_view text, Address* out) {
+  const size_t slash = text.find('/'), dot = text.rfind('.');
+  if (slash == std::string_view::npos || dot == std::string_view::npos || dot < slash ||
+      slash == 0 || dot == slash + 1 || dot + 1 == text.size())
+    return false;
+  int64_t index = 0;
+  for (char c : text.substr(dot + 1)) {
+    if (c < '0' || c > '9' || index > (int64_t{1} << 40)) return false;
+    index = index * 10 + (c - '0');
+  }
+  out->node = std::string(text.substr(0, slash));
+  out->role = std::string(text.substr(slash + 1, dot - slash - 1));
+  out->index = index;
+  return true;
+}
+
+std::string make_address(std::string_view node, std::string_view role, int64_t index) {
+  return fmt::format("{}/{}.{}", node, role, index);
+}
+
+}  // namespace troupe::runtime
