@@ -13,8 +13,12 @@ $(BUILD)/CMakeCache.txt:
 build: $(BUILD)/CMakeCache.txt
 	cmake --build $(BUILD) -j $(JOBS)
 
+DEMO_NODES ?= 2
+
+# The job on DEMO_NODES node processes on 127.0.0.1 (coordinator in the launch process).
 demo: build
-	$(BUILD)/troupe train --config configs/tiny.toml --run-dir runs/demo --steps $(DEMO_STEPS)
+	$(BUILD)/troupe launch --config configs/tiny.toml --nodes $(DEMO_NODES) --run-dir runs/demo \
+	  --steps $(DEMO_STEPS)
 
 test: build
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)

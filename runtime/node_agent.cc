@@ -144,6 +144,9 @@ caf::behavior agent(Self* self, caf::actor router, NodeAgentOptions options) {
       },
       [=](node_down_atom, const std::string& node, const std::string& why) {
         auto& s = self->state;
+        if (!s.welcomed)
+          return finish(self, 1,
+                        fmt::format("could not join {}: {}", s.options.coordinator_address, why));
         if (node.empty() || node == s.coordinator_node)
           return finish(self, 1, fmt::format("lost the coordinator: {}", why));
         fmt::print(stderr, "troupe node {}: node {} is down: {}\n", s.node_id, node, why);

@@ -1,0 +1,161 @@
+// bench_actors: the fabric's figures measured through the actor layer (issue 5 §6): an
+// actor on one node process sends ActorMessages to an actor on another, through both
+// processes' routers (CAF) and the UcxFabric. run_bench_fabric.sh prints these next to the
+// raw fabric and ucx_perftest, so the difference is the actor layer's cost.
+//   bench_actors serve --port-file F
+//   bench_actors client --connect HOST:PORT [--lat-iters N]
+// The client prints "bw <bytes> <MiB/s> <iters>" per size and
+// "lat 8 <median one-way us> <mean one-way us> <iters>", like bench_fabric.
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <caf/all.hpp>
+#include <chrono>
+#include <fstream>
+#include <future>
+#include <numeric>
+#include <string>
+#include <vector>
+
+#include "runtime/host.h"
+
+namespace rt = troupe::runtime;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+enum : uint32_t { kPing = rt::control_types_end, kPong, kData, kDone, kAck, kQuit };
+const std::string kSecret = "bench-actors-secret-0123456789abcdef";
+
+std::unique_ptr<rt::Host> host(const std::string& id) {
+  rt::HostOptions o;
+  o.node_id = id;
+  o.secret = kSecret;
+  auto h = rt::Host::create(o);
+  if (!h.ok()) {
+    fmt::print(stderr, "bench_actors: {}\n", h.status().to_string());
+    std::exit(1);
+  }
+  return std::move(h).value();
+}
+
+rt::ActorMessage message(const std::string& from, const std::string& to, uint32_t type,
+                         std::string header = {}) {
+  rt::ActorMessage m;
+  m.from = from, m.to = to, m.type = type, m.header = std::move(header);
+  return m;
+}
+
+// The serving side: echoes pings, counts data bytes, acknowledges a batch once all arrived.
+caf::behavior echo(caf::event_based_actor* self, caf::actor router,
+                   std::shared_ptr<std::promise<void>> quit) {
+  auto got = std::make_shared<uint64_t>(0), want = std::make_shared<uint64_t>(~0ull);
+  auto reply_to = std::make_shared<std::string>();
+  self->send(router, rt::register_atom::value, std::string("echo.0"), caf::actor(self));
+  auto maybe_ack = [=] {
+    if (*got < *want) return;
+    self->send(router, message("n0/echo.0", *reply_to, kAck));
+    *got = 0, *want = ~0ull;
+  };
+  return {[=](rt::ActorMessage& m) {
+    switch (m.type) {
+      case kPing:
+        self->send(router, message("n0/echo.0", m.from, kPong));
+        break;
+      case kData:
+        *got += 1;
+        maybe_ack();
+        break;
+      case kDone:
+        *want = std::stoull(m.header);
+        *reply_to = m.from;
+        maybe_ack();
+        break;
+      case kQuit:
+        quit->set_value();
+        break;
+    }
+  }};
+}
+
+int serve(const std::string& port_file) {
+  auto h = host("n0");
+  auto quit = std::make_shared<std::promise<void>>();
+  auto done = quit->get_future();
+  h->system().spawn(echo, h->router(), quit);
+  const std::string a = h->listen_address();
+  std::ofstream(port_file + ".tmp") << a.substr(a.rfind(':') + 1) << "\n";
+  std::rename((port_file + ".tmp").c_str(), port_file.c_str());
+  done.wait();
+  return 0;
+}
+
+int client(const std::string& address, int64_t lat_iters) {
+  auto h = host("n1");
+  const caf::actor router = h->router();
+  caf::anon_send(router, rt::address_atom::value, std::string("n0"), address);
+  caf::scoped_actor self{h->system()};
+  caf::anon_send(router, rt::register_atom::value, std::string("driver.0"), caf::actor(self));
+  auto await = [&](uint32_t type) {
+    bool ok = false;
+    self->receive([&](rt::ActorMessage& m) { ok = m.type == type; },
+                  caf::after(std::chrono::seconds(120)) >> [] {});
+    if (!ok) {
+      fmt::print(stderr, "bench_actors: no reply (type {})\n", type);
+      std::exit(1);
+    }
+  };
+  // Warm up the connection (handshake) and CAF.
+  for (int i = 0; i < 1000; ++i) {
+    self->send(router, message("n1/driver.0", "n0/echo.0", kPing));
+    await(kPong);
+  }
+  for (uint64_t size : {uint64_t(1) << 10, uint64_t(1) << 16, uint64_t(1) << 20, uint64_t(4) << 20,
+                        uint64_t(64) << 20}) {
+    int64_t iters = std::clamp<int64_t>(int64_t((uint64_t(2) << 30) / size), 32, 20000);
+    auto buf = std::make_shared<std::vector<std::byte>>(size, std::byte{1});
+    const auto t0 = Clock::now();
+    for (int64_t i = 0; i < iters; ++i) {
+      rt::ActorMessage m = message("n1/driver.0", "n0/echo.0", kData);
+      m.payloads.push_back({buf, std::span<const std::byte>(buf->data(), buf->size())});
+      self->send(router, std::move(m));
+    }
+    self->send(router, message("n1/driver.0", "n0/echo.0", kDone, std::to_string(iters)));
+    await(kAck);
+    const double s = std::chrono::duration<double>(Clock::now() - t0).count();
+    fmt::print("bw {} {:.1f} {}\n", size, double(size) * double(iters) / s / (1 << 20), iters);
+  }
+  std::vector<double> one_way_us;
+  for (int64_t i = 0; i < lat_iters; ++i) {
+    const auto t0 = Clock::now();
+    self->send(router, message("n1/driver.0", "n0/echo.0", kPing));
+    await(kPong);
+    one_way_us.push_back(std::chrono::duration<double, std::micro>(Clock::now() - t0).count() / 2);
+  }
+  std::sort(one_way_us.begin(), one_way_us.end());
+  const double mean =
+      std::accumulate(one_way_us.begin(), one_way_us.end(), 0.0) / double(one_way_us.size());
+  fmt::print("lat 8 {:.3f} {:.3f} {}\n", one_way_us[one_way_us.size() / 2], mean, lat_iters);
+  self->send(router, message("n1/driver.0", "n0/echo.0", kQuit));
+  h->fabric().flush(std::chrono::milliseconds(1000)).ok();
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const std::vector<std::string> args(argv + 1, argv + argc);
+  auto opt = [&](const std::string& name, const std::string& def) {
+    for (size_t i = 0; i + 1 < args.size(); ++i)
+      if (args[i] == name) return args[i + 1];
+    return def;
+  };
+  if (!args.empty() && args[0] == "serve" && !opt("--port-file", "").empty())
+    return serve(opt("--port-file", ""));
+  if (!args.empty() && args[0] == "client" && !opt("--connect", "").empty())
+    return client(opt("--connect", ""), std::stoll(opt("--lat-iters", "20000")));
+  fmt::print(stderr,
+             "usage: bench_actors serve --port-file F | client --connect HOST:PORT "
+             "[--lat-iters N]\n");
+  return 2;
+}
