@@ -3,7 +3,8 @@
 must notice, stop every process, and say what happened — never hang.
 
 1. kill -9 of one node process mid-run: launch exits 1 within seconds, naming the lost
-   node, and no node process is left behind.
+   node, and no node process is left behind. SIGSTOP (a hang) likewise, by the missed
+   heartbeats (UCX never reports a stopped peer).
 2. SIGINT to launch (Ctrl-C): exits 1 saying it was interrupted; no process left behind.
 3. A `troupe node` with the wrong job secret cannot join: it exits 1 saying it was refused,
    and the running job is undisturbed.
@@ -92,6 +93,31 @@ def kill_a_node(troupe, work):
     check("kill: no node left", not any(alive(n) for n in nodes), f"{nodes}")
 
 
+def hang_a_node(troupe, work):
+    """SIGSTOP: UCX never reports a hung peer; the missed heartbeats must."""
+    run_dir = os.path.join(work, "hang")
+    p = start_launch(troupe, run_dir, 2, 500)
+    wait_for(lambda: steps_done(run_dir) >= 2, 120, "two steps")
+    nodes = children(p.pid)
+    t0 = time.monotonic()
+    os.kill(nodes[0], signal.SIGSTOP)
+    try:
+        out, err = p.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.kill(nodes[0], signal.SIGKILL)
+        p.kill()
+        p.communicate()
+        check("hang: launch stops", False, "still running 30 s after SIGSTOP")
+        return
+    took = time.monotonic() - t0
+    last = err.strip().splitlines()[-1] if err.strip() else "(no stderr)"
+    check("hang: declared dead by missed heartbeats",
+          p.returncode == 1 and "missed heartbeats" in err, last)
+    check("hang: noticed within 1 s + 1 s of slack", took < 2.0 + 6.0,
+          f"{took:.2f} s to exit, including the 5 s grace before SIGKILL of the stopped node")
+    check("hang: no node left", not any(alive(n) for n in nodes), f"{nodes}")
+
+
 def interrupt(troupe, work):
     run_dir = os.path.join(work, "sigint")
     p = start_launch(troupe, run_dir, 2, 500)
@@ -142,6 +168,7 @@ def main():
     shutil.rmtree(a.work, ignore_errors=True)
     os.makedirs(a.work)
     kill_a_node(a.troupe, a.work)
+    hang_a_node(a.troupe, a.work)
     interrupt(a.troupe, a.work)
     wrong_secret(a.troupe, a.work)
     if failures:
