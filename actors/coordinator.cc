@@ -378,7 +378,7 @@ caf::behavior coordinator(Self* self, caf::actor router, CoordinatorOptions opti
 }  // namespace
 
 caf::actor spawn_coordinator(runtime::Host& host, CoordinatorOptions options) {
-  return host.system().spawn(coordinator, host.router(), std::move(options));
+  return host.actor_system().spawn(coordinator, host.router(), std::move(options));
 }
 
 void request_stop(const caf::actor& coordinator, const std::string& why) {

@@ -146,7 +146,10 @@ int run_launch(const LaunchArgs& a) {
   }
   const actors::JobResult r = result.get();
   progress.finish();
-  supervisor.stop_all(std::chrono::milliseconds(5000));
+  // The nodes exit on the coordinator's Shutdown; what has not within 2 s (a hung node) is
+  // stopped: SIGTERM, then SIGKILL after 1 s.
+  supervisor.wait_all(std::chrono::milliseconds(2000));
+  supervisor.stop_all(std::chrono::milliseconds(1000));
   const double wall = std::chrono::duration<double>(clock::now() - t0).count();
   if (!r.ok) {
     std::fprintf(stderr, "troupe launch: the job stopped at step %ld: %s\n", long(r.steps_done),

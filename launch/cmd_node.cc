@@ -5,6 +5,7 @@
 // (Slurm: one `srun` task per node).
 #include <caf/all.hpp>
 #include <chrono>
+#include <csignal>
 #include <future>
 
 #include "actors/roles.h"
@@ -21,6 +22,7 @@ namespace {
 struct NodeArgs {
   std::string join, secret_file, listen_host = "127.0.0.1";
   int threads = 0;
+  bool supervised = false;
 };
 
 int run_node(const NodeArgs& a) {
@@ -31,6 +33,9 @@ int run_node(const NodeArgs& a) {
   if (!secret.ok()) throw UsageError("node: " + secret.status().message());
   actors::register_roles();
   install_stop_signals();
+  // Under `troupe launch`, a terminal's Ctrl-C reaches the whole process group: the
+  // launcher alone turns it into an orderly stop (it then shuts this node down).
+  if (a.supervised) std::signal(SIGINT, SIG_IGN);
   runtime::HostOptions ho;
   ho.secret = secret.value();
   ho.listen_host = a.listen_host;
@@ -65,6 +70,8 @@ void add_node_command(CLI::App& app) {
   cmd->add_option("--listen-host", args->listen_host,
                   "address other nodes reach this one at (default 127.0.0.1)");
   cmd->add_option("--threads", args->threads, "compute threads (default: the job's train.threads)");
+  cmd->add_flag("--supervised", args->supervised,
+                "started by troupe launch: ignore SIGINT, the launcher stops the job");
   cmd->callback([args] {
     const int code = run_node(*args);
     if (code != 0) std::exit(code);

@@ -10,90 +10,154 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
-#include <fstream>
-#include <sstream>
 
 namespace troupe::runtime {
 
+namespace {
+
+constexpr std::string_view join_domain = "troupe-join-v1";
+
+// Closes the descriptor it holds when it goes out of scope.
+struct Fd {
+  int fd = -1;
+  ~Fd() {
+    if (fd >= 0) ::close(fd);
+  }
+};
+
+Status secret_error(Code code, const std::string& path, const std::string& what) {
+  return Status(code, fmt::format("secret file '{}' {}", path, what));
+}
+
+// The whole file when it holds at most `limit` bytes; one byte more says it is too long.
+Result<std::string> read_at_most(int fd, size_t limit, const std::string& path) {
+  std::string text(limit + 1, '\0');
+  size_t got = 0;
+  while (got < text.size()) {
+    const ssize_t n = ::read(fd, text.data() + got, text.size() - got);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0)
+      return secret_error(Code::io_error, path,
+                          "cannot be read: " + std::string(std::strerror(errno)));
+    if (n == 0) break;
+    got += size_t(n);
+  }
+  text.resize(got);
+  return text;
+}
+
+void random_bytes(void* out, size_t n, const char* what) {
+  if (RAND_bytes(static_cast<unsigned char*>(out), int(n)) != 1) {
+    std::fprintf(stderr, "troupe: fatal: OpenSSL RAND_bytes failed making %s\n", what);
+    std::abort();
+  }
+}
+
+void append_field(std::string& out, std::string_view field) {
+  const auto n = uint32_t(field.size());
+  for (int i = 0; i < 4; ++i) out.push_back(char((n >> (8 * i)) & 0xff));
+  out.append(field);
+}
+
+}  // namespace
+
 Result<std::string> load_secret(const std::string& path) {
+  Fd f;  // O_NONBLOCK: a FIFO given by mistake fails the S_ISREG check instead of hanging
+  f.fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+  if (f.fd < 0)
+    return secret_error(Code::io_error, path,
+                        fmt::format("cannot be opened: {}; give the job's secret file (`troupe "
+                                    "launch` creates RUN_DIR/secret)",
+                                    std::strerror(errno)));
   struct stat st {};
-  if (::stat(path.c_str(), &st) != 0)
-    return Status(Code::invalid_argument, fmt::format("secret file '{}': {}; create one with 32 "
-                                                      "random bytes and chmod 600",
-                                                      path, std::strerror(errno)));
+  if (::fstat(f.fd, &st) != 0)
+    return secret_error(Code::io_error, path,
+                        std::string("cannot be read: ") + std::strerror(errno));
   if (!S_ISREG(st.st_mode))
-    return Status(Code::invalid_argument, fmt::format("secret file '{}' is not a file", path));
-  if (st.st_mode & (S_IRWXG | S_IRWXO))
-    return Status(Code::invalid_argument,
-                  fmt::format("secret file '{}' is accessible by group or others (mode {:o}); "
-                              "run: chmod 600 {}",
-                              path, st.st_mode & 0777, path));
-  if (size_t(st.st_size) > secret_bytes_max + 1)
-    return Status(Code::invalid_argument,
-                  fmt::format("secret file '{}' holds {} bytes, more than secret_bytes_max {}",
-                              path, st.st_size, secret_bytes_max));
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream text;
-  text << in.rdbuf();
-  if (!in) return Status(Code::io_error, fmt::format("secret file '{}' cannot be read", path));
-  std::string secret = text.str();
+    return secret_error(Code::invalid_argument, path, "is not a regular file");
+  if ((st.st_mode & (S_IRWXG | S_IRWXO)) != 0)
+    return secret_error(Code::invalid_argument, path,
+                        fmt::format("is accessible by group or others (mode {:03o}); the job "
+                                    "secret must be private: run `chmod 600 {}`",
+                                    st.st_mode & 0777, path));
+  Result<std::string> text = read_at_most(f.fd, secret_bytes_max + 2, path);  // + CRLF
+  if (!text.ok()) return text;
+  std::string secret = std::move(text).value();
   if (!secret.empty() && secret.back() == '\n') secret.pop_back();
   if (!secret.empty() && secret.back() == '\r') secret.pop_back();
+  if (secret.empty())
+    return secret_error(Code::invalid_argument, path,
+                        fmt::format("is empty; write a random secret into it, e.g. `head -c 32 "
+                                    "/dev/urandom | xxd -p -c 64 > {}`",
+                                    path));
   if (secret.size() < secret_bytes_min)
-    return Status(Code::invalid_argument,
-                  fmt::format("secret file '{}' holds {} bytes; a job secret needs at least {} "
-                              "(e.g. head -c 32 /dev/urandom | xxd -p -c 64 > {})",
-                              path, secret.size(), secret_bytes_min, path));
+    return secret_error(Code::invalid_argument, path,
+                        fmt::format("holds {} bytes, fewer than secret_bytes_min {}; use a "
+                                    "random secret, e.g. `head -c 32 /dev/urandom | xxd -p -c "
+                                    "64 > {}`",
+                                    secret.size(), secret_bytes_min, path));
   if (secret.size() > secret_bytes_max)
-    return Status(Code::invalid_argument,
-                  fmt::format("secret file '{}' holds {} bytes, more than secret_bytes_max {}",
-                              path, secret.size(), secret_bytes_max));
+    return secret_error(Code::invalid_argument, path,
+                        fmt::format("holds more than secret_bytes_max {} bytes; is it the "
+                                    "right file?",
+                                    secret_bytes_max));
   return secret;
 }
 
 Status write_new_secret(const std::string& path) {
-  unsigned char raw[32];
-  if (RAND_bytes(raw, sizeof raw) != 1)
-    return Status(Code::io_error, "RAND_bytes failed: no entropy for the job secret");
+  unsigned char raw[new_secret_random_bytes];
+  random_bytes(raw, sizeof raw, "a job secret");
   std::string hex;
   for (unsigned char c : raw) hex += fmt::format("{:02x}", c);
   hex.push_back('\n');
-  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-  if (fd < 0)
-    return Status(Code::io_error,
-                  fmt::format("cannot create secret file '{}': {}", path, std::strerror(errno)));
-  const bool ok = ::write(fd, hex.data(), hex.size()) == ssize_t(hex.size());
-  ::close(fd);
-  if (!ok) return Status(Code::io_error, fmt::format("cannot write secret file '{}'", path));
+  Fd f;
+  f.fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+  if (f.fd < 0 && errno == EEXIST)
+    return secret_error(Code::invalid_argument, path,
+                        "already exists; a new secret never replaces one (remove it first, "
+                        "and restart every node of its job)");
+  if (f.fd < 0)
+    return secret_error(Code::io_error, path,
+                        std::string("cannot be created: ") + std::strerror(errno));
+  // The umask may have taken bits away (0400 under umask 0277): make the mode exactly 0600.
+  if (::fchmod(f.fd, 0600) != 0 || ::write(f.fd, hex.data(), hex.size()) != ssize_t(hex.size()) ||
+      ::fsync(f.fd) != 0) {
+    const int err = errno;
+    ::unlink(path.c_str());
+    return secret_error(Code::io_error, path,
+                        std::string("cannot be written: ") + std::strerror(err));
+  }
   return Status();
 }
 
 std::string make_nonce() {
   std::string nonce(nonce_bytes, '\0');
-  if (RAND_bytes(reinterpret_cast<unsigned char*>(nonce.data()), int(nonce.size())) != 1)
-    throw std::runtime_error("RAND_bytes failed: cannot make a handshake nonce");
+  random_bytes(nonce.data(), nonce.size(), "a handshake nonce");
   return nonce;
 }
 
 std::string hmac_sha256(std::string_view key, std::string_view data) {
+  static const unsigned char empty = 0;  // OpenSSL reads a null key as "no key given"
+  const void* key_bytes = key.empty() ? &empty : static_cast<const void*>(key.data());
+  const auto* data_bytes =
+      data.empty() ? &empty : reinterpret_cast<const unsigned char*>(data.data());
   unsigned char out[EVP_MAX_MD_SIZE];
   unsigned int len = 0;
-  HMAC(EVP_sha256(), key.data(), int(key.size()),
-       reinterpret_cast<const unsigned char*>(data.data()), data.size(), out, &len);
+  if (HMAC(EVP_sha256(), key_bytes, int(key.size()), data_bytes, data.size(), out, &len) ==
+          nullptr ||
+      len != mac_bytes) {
+    std::fprintf(stderr, "troupe: fatal: OpenSSL HMAC-SHA256 failed\n");
+    std::abort();
+  }
   return std::string(reinterpret_cast<const char*>(out), len);
 }
 
-namespace {
-void append_field(std::string& out, std::string_view field) {
-  const uint32_t n = uint32_t(field.size());
-  for (int i = 0; i < 4; ++i) out.push_back(char((n >> (8 * i)) & 0xff));
-  out.append(field);
-}
-}  // namespace
-
 std::string join_mac(std::string_view secret, std::string_view nonce, std::string_view node_name) {
-  std::string msg = "troupe-join-v1";
+  std::string msg(join_domain);
   append_field(msg, nonce);
   append_field(msg, node_name);
   return hmac_sha256(secret, msg);
@@ -101,8 +165,9 @@ std::string join_mac(std::string_view secret, std::string_view nonce, std::strin
 
 bool join_mac_ok(std::string_view secret, std::string_view nonce, std::string_view node_name,
                  std::string_view mac) {
+  if (mac.size() != mac_bytes) return false;
   const std::string want = join_mac(secret, nonce, node_name);
-  return mac.size() == want.size() && CRYPTO_memcmp(mac.data(), want.data(), want.size()) == 0;
+  return CRYPTO_memcmp(mac.data(), want.data(), mac_bytes) == 0;
 }
 
 }  // namespace troupe::runtime

@@ -7,7 +7,7 @@
 namespace troupe::runtime {
 
 struct Host::Impl {
-  explicit Impl(int threads) : system(configure(threads)) {}
+  explicit Impl(int threads) : caf_system(configure(threads)) {}
   caf::actor_system_config& configure(int threads) {
     config.set("scheduler.max-threads", threads);
     // Work sharing: idle scheduler threads block on a condition variable and wake when a
@@ -21,7 +21,7 @@ struct Host::Impl {
     return config;
   }
   caf::actor_system_config config;  // before system: the system keeps a reference
-  caf::actor_system system;
+  caf::actor_system caf_system;
   std::unique_ptr<UcxFabric> fabric;
   caf::actor router;
   std::string address;
@@ -49,7 +49,7 @@ Result<std::unique_ptr<Host>> Host::create(HostOptions options) {
   rc.fabric = impl.fabric.get();
   rc.node_id = options.node_id;
   rc.secret = options.secret;
-  impl.router = spawn_router(impl.system, rc);
+  impl.router = spawn_router(impl.caf_system, rc);
   *router_slot = impl.router;
   Result<uint16_t> port = impl.fabric->listen(options.port);
   if (!port.ok()) return port.status();
@@ -65,8 +65,8 @@ Host::~Host() {
   impl_->router = nullptr;
 }
 
-caf::actor_system& Host::system() {
-  return impl_->system;
+caf::actor_system& Host::actor_system() {
+  return impl_->caf_system;
 }
 const caf::actor& Host::router() const {
   return impl_->router;

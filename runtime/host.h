@@ -33,7 +33,7 @@ class Host {
   Host(const Host&) = delete;
   Host& operator=(const Host&) = delete;
 
-  caf::actor_system& system();
+  caf::actor_system& actor_system();
   const caf::actor& router() const;
   std::string listen_address() const;  // host:port
   Fabric& fabric();

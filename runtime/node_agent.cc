@@ -157,7 +157,7 @@ caf::behavior agent(Self* self, caf::actor router, NodeAgentOptions options) {
 }  // namespace
 
 caf::actor spawn_node_agent(Host& host, NodeAgentOptions options) {
-  return host.system().spawn(agent, host.router(), std::move(options));
+  return host.actor_system().spawn(agent, host.router(), std::move(options));
 }
 
 }  // namespace troupe::runtime

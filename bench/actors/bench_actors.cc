@@ -82,7 +82,7 @@ int serve(const std::string& port_file) {
   auto h = host("n0");
   auto quit = std::make_shared<std::promise<void>>();
   auto done = quit->get_future();
-  h->system().spawn(echo, h->router(), quit);
+  h->actor_system().spawn(echo, h->router(), quit);
   const std::string a = h->listen_address();
   std::ofstream(port_file + ".tmp") << a.substr(a.rfind(':') + 1) << "\n";
   std::rename((port_file + ".tmp").c_str(), port_file.c_str());
@@ -94,7 +94,7 @@ int client(const std::string& address, int64_t lat_iters) {
   auto h = host("n1");
   const caf::actor router = h->router();
   caf::anon_send(router, rt::address_atom::value, std::string("n0"), address);
-  caf::scoped_actor self{h->system()};
+  caf::scoped_actor self{h->actor_system()};
   caf::anon_send(router, rt::register_atom::value, std::string("driver.0"), caf::actor(self));
   auto await = [&](uint32_t type) {
     bool ok = false;

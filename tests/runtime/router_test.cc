@@ -58,7 +58,7 @@ void expect_join(Host& coordinator, Host& node, caf::scoped_actor& c_self) {
 TEST(Router, RightSecretJoins) {
   auto coordinator = make_host("n0", good_secret);
   auto node = make_host("", good_secret);
-  caf::scoped_actor c_self{coordinator->system()};
+  caf::scoped_actor c_self{coordinator->actor_system()};
   caf::anon_send(coordinator->router(), register_atom::value, std::string("coordinator.0"),
                  caf::actor(c_self));
   expect_join(*coordinator, *node, c_self);
@@ -68,8 +68,8 @@ TEST(Router, RightSecretJoins) {
 TEST(Router, WrongSecretIsRefusedAndCounted) {
   auto coordinator = make_host("n0", good_secret);
   auto intruder = make_host("", "a-different-secret-of-32-bytes!!");
-  caf::scoped_actor c_self{coordinator->system()};
-  caf::scoped_actor n_self{intruder->system()};
+  caf::scoped_actor c_self{coordinator->actor_system()};
+  caf::scoped_actor n_self{intruder->actor_system()};
   caf::anon_send(coordinator->router(), register_atom::value, std::string("coordinator.0"),
                  caf::actor(c_self));
   caf::anon_send(intruder->router(), watch_atom::value, caf::actor(n_self));
@@ -96,7 +96,7 @@ TEST(Router, WrongSecretIsRefusedAndCounted) {
 // client replaying a stale proof) is refused by the acceptor.
 TEST(Router, ForgedProofIsRefusedByTheAcceptor) {
   auto coordinator = make_host("n0", good_secret);
-  caf::scoped_actor c_self{coordinator->system()};
+  caf::scoped_actor c_self{coordinator->actor_system()};
   RawUcxClient raw("127.0.0.1", port_of(*coordinator));
   ASSERT_TRUE(raw.ok()) << raw.error();
   auto frame = [](uint32_t type, const std::string& header) {
@@ -123,7 +123,7 @@ TEST(Router, ForgedProofIsRefusedByTheAcceptor) {
 
 TEST(Router, GarbageAndUnauthenticatedMessagesAreCountedAndTheNodeKeepsWorking) {
   auto coordinator = make_host("n0", good_secret);
-  caf::scoped_actor c_self{coordinator->system()};
+  caf::scoped_actor c_self{coordinator->actor_system()};
   caf::anon_send(coordinator->router(), register_atom::value, std::string("coordinator.0"),
                  caf::actor(c_self));
   RawUcxClient raw("127.0.0.1", port_of(*coordinator));
