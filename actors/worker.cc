@@ -87,8 +87,7 @@ void try_reduce(Self* self) {
     slices.push_back(reinterpret_cast<const float*>(p.bytes.data()));
   std::vector<double> parts;
   if (owned(s).hi > owned(s).lo) parts = s.trainer->reduce_owned(owned(s), s.slice_nodes, slices);
-  s.reduced = true;
-  s.slice_payloads.clear();  // releases the received buffers
+  s.reduced = true;  // the slices stay until the next step: apply_owned may read them
   train::NormParts np;
   np.set_step(s.step);
   np.set_worker(s.me);

@@ -295,8 +295,15 @@ std::vector<double> Trainer::reduce_owned(FlatRange owned, const std::vector<Tre
     throw std::invalid_argument("reduce_owned: one slice per node");
   if (owned.lo < 0 || owned.hi > table.total() || owned.lo > owned.hi)
     throw std::invalid_argument("reduce_owned: owned range outside the parameters");
-  owned_grad_.resize(static_cast<size_t>(table.total()));
   const int64_t len = owned.hi - owned.lo;
+  if (nodes.size() == 1 && owned.lo == 0 && owned.hi == table.total()) {
+    if (nodes[0].lo != 0 || nodes[0].hi != micro_batches())
+      throw std::invalid_argument("reduce_owned: one piece must cover the whole step");
+    owned_grad_view_ = slices[0];
+    return grad_norm_parts(table, owned_grad_view_, owned);
+  }
+  owned_grad_view_ = nullptr;
+  owned_grad_.resize(static_cast<size_t>(table.total()));
   combine_node(0, micro_batches(), nodes, slices, len, owned_grad_.data() + owned.lo, combine_tmp_,
                0);
   return grad_norm_parts(table, owned_grad_.data(), owned);
@@ -305,7 +312,8 @@ std::vector<double> Trainer::reduce_owned(FlatRange owned, const std::vector<Tre
 void Trainer::apply_owned(FlatRange owned, int64_t step, double scale,
                           const std::vector<std::vector<int64_t>>& counts) {
   check_data_parallel();
-  optimizer_.update(params.data(), owned_grad_.data(), lr_at(cfg.train, step), scale, step, owned);
+  const float* grads = owned_grad_view_ ? owned_grad_view_ : owned_grad_.data();
+  optimizer_.update(params.data(), grads, lr_at(cfg.train, step), scale, step, owned);
   apply_bias_rule(counts, owned);
 }
 

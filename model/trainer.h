@@ -95,6 +95,7 @@ class Trainer {
   std::unique_ptr<GradEngine<float>> engine_;
   Optimizer optimizer_;
   std::vector<float> owned_grad_;                // data parallelism: the owned slice, reduced
+  const float* owned_grad_view_ = nullptr;       // or the one piece's slice, used in place
   std::vector<std::vector<float>> combine_tmp_;  // one scratch slice per tree level
 
   void apply_bias_rule(const std::vector<std::vector<int64_t>>& counts, FlatRange owned);
@@ -120,7 +121,9 @@ class Trainer {
   int64_t val_micro_batches() const { return val_batch_.rows / cfg.train.micro_batch_rows; }
   // Owners: sums, in tree order, the slices [owned.lo, owned.hi) of the pieces covering the
   // whole step (nodes in any order; slices[i] belongs to nodes[i]). Returns the owned
-  // tensors' grad-norm parts (grad_norm_parts).
+  // tensors' grad-norm parts (grad_norm_parts). The slices must stay valid until
+  // apply_owned: one piece covering the whole step for an owner of everything (one worker)
+  // is used in place, not copied.
   std::vector<double> reduce_owned(FlatRange owned, const std::vector<TreeNode>& nodes,
                                    const std::vector<const float*>& slices);
   // Owners: the optimizer and the balancing rule on the owned tensors, with the step's

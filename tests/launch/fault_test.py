@@ -160,6 +160,19 @@ def wrong_secret(troupe, work):
           "refusal in launch's stderr" if "wrong job secret" in err else err[-300:])
 
 
+def refused_jobs(troupe, work):
+    """What launch cannot run is one clear line and status 2, before any process starts."""
+    cases = [("engram across processes", ["--set", "model.engram_layers=[1]"], "engram_layers"),
+             ("zero nodes", ["--nodes", "0"], "--nodes")]
+    for name, extra, needle in cases:
+        res = subprocess.run([troupe, "launch", "--config", TINY, "--run-dir",
+                              os.path.join(work, "refused"), *extra],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=60)
+        err = res.stderr.strip()
+        check(f"refused: {name}", res.returncode == 2 and needle in err and
+              len(err.splitlines()) == 1, f"status {res.returncode}: {err}")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--troupe", required=True)
@@ -167,6 +180,7 @@ def main():
     a = ap.parse_args()
     shutil.rmtree(a.work, ignore_errors=True)
     os.makedirs(a.work)
+    refused_jobs(a.troupe, a.work)
     kill_a_node(a.troupe, a.work)
     hang_a_node(a.troupe, a.work)
     interrupt(a.troupe, a.work)
