@@ -15,6 +15,7 @@ namespace {
 
 using runtime::ActorMessage;
 using clock = std::chrono::steady_clock;
+using ms = std::chrono::milliseconds;
 using stop_atom = caf::atom_constant<caf::atom("stop")>;
 
 struct NodeInfo {
@@ -144,6 +145,7 @@ void on_join(Self* self, const ActorMessage& m) {
   w.set_config_text(s.opt.job.config_text);
   w.set_config_name(s.opt.job.config_name);
   for (const auto& set : s.opt.job.config_sets) w.add_config_sets(set);
+  w.set_heartbeat_interval_ms(uint32_t(s.opt.config.fault_tolerance.heartbeat_interval_ms));
   ActorMessage r = make_message(s.self_address, n.id + "/agent.0", runtime::welcome_type, w);
   r.peer = n.peer;
   self->send(s.router, std::move(r));
@@ -354,17 +356,18 @@ caf::behavior coordinator(Self* self, caf::actor router, CoordinatorOptions opti
         auto& st = self->state;
         const auto now = clock::now();
         if ((st.phase == Phase::joining || st.phase == Phase::starting) &&
-            now - st.started > st.opt.start_timeout)
+            now - st.started > ms(st.opt.config.fault_tolerance.start_timeout_ms))
           return fail(self, fmt::format("the job did not start within {} s: {} of {} nodes joined, "
                                         "{} workers ready",
-                                        st.opt.start_timeout.count() / 1000, st.nodes.size(),
-                                        st.opt.nodes, st.ready));
+                                        st.opt.config.fault_tolerance.start_timeout_ms / 1000,
+                                        st.nodes.size(), st.opt.nodes, st.ready));
         for (const NodeInfo& n : st.nodes)
-          if (now - n.last_heard > st.opt.heartbeat_timeout)
-            return fail(self,
-                        fmt::format("node {} missed heartbeats for {} ms at step {}: declared "
-                                    "dead (recovery is not built yet)",
-                                    n.id, st.opt.heartbeat_timeout.count(), st.step));
+          if (now - n.last_heard > ms(st.opt.config.fault_tolerance.heartbeat_timeout_ms))
+            return fail(
+                self,
+                fmt::format("node {} missed heartbeats for {} ms at step {}: declared "
+                            "dead (recovery is not built yet)",
+                            n.id, st.opt.config.fault_tolerance.heartbeat_timeout_ms, st.step));
         self->delayed_send(self, std::chrono::milliseconds(100), runtime::tick_atom::value);
       },
       [=](runtime::node_down_atom, const std::string& node, const std::string& why) {

@@ -37,11 +37,9 @@ struct JobResult {
 struct CoordinatorOptions {
   int64_t nodes = 1;  // node processes to wait for; one worker is placed on each
   runtime::JobSpec job;
-  model::JobConfig config;  // the job, parsed (steps, eval_every, batch)
-  std::chrono::milliseconds heartbeat_timeout{1000};
-  // Every node joined and every worker ready (the corpus loaded) within this, or the job
-  // stops naming what is missing.
-  std::chrono::milliseconds start_timeout{120000};
+  // The job, parsed: steps, eval_every, batch; [fault_tolerance] for heartbeats and the
+  // start timeout.
+  model::JobConfig config;
   // Called on the coordinator's thread; must not block for long.
   std::function<void(const StepReport&)> on_step;
   std::function<void(const std::string& kind, const std::string& text)> on_event;

@@ -92,12 +92,21 @@ struct Fp8Config {  // [fp8]
   bool operator==(const Fp8Config&) const = default;
 };
 
+// [fault_tolerance]: how failures are noticed (DESIGN §4). Never changes a job's result.
+struct FaultToleranceConfig {
+  int64_t heartbeat_interval_ms = 100;  // each node process heartbeats the coordinator
+  int64_t heartbeat_timeout_ms = 1000;  // silent this long: declared dead (a hang, SIGSTOP)
+  int64_t start_timeout_ms = 120000;    // every node joined and every worker ready, or stop
+  bool operator==(const FaultToleranceConfig&) const = default;
+};
+
 struct JobConfig {
   ModelConfig model;
   DataConfig data;
   TrainConfig train;
   OptimizerConfig optimizer;
   Fp8Config fp8;
+  FaultToleranceConfig fault_tolerance;
   std::string source;  // the file it was read from, for messages
   // Where each explicitly set key came from, for messages: "section.key" ->
   // "configs/x.toml:12" or "--set section.key=value". Keys absent here hold defaults.
@@ -106,7 +115,7 @@ struct JobConfig {
   // The settings alone (not source/origins): what determines the job's result.
   bool same_settings(const JobConfig& o) const {
     return model == o.model && data == o.data && train == o.train && optimizer == o.optimizer &&
-           fp8 == o.fp8;
+           fp8 == o.fp8 && fault_tolerance == o.fault_tolerance;
   }
 };
 

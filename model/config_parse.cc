@@ -61,6 +61,9 @@ std::vector<Section> build_sections() {
       {"optimizer", {KEY(optimizer, name), KEY(optimizer, beta1), KEY(optimizer, beta2),
                      KEY(optimizer, eps)}},
       {"fp8", {KEY(fp8, enabled)}},
+      {"fault_tolerance", {KEY(fault_tolerance, heartbeat_interval_ms),
+                           KEY(fault_tolerance, heartbeat_timeout_ms),
+                           KEY(fault_tolerance, start_timeout_ms)}},
   };
 }
 // clang-format on
@@ -559,6 +562,15 @@ void validate_rest(Checker& c, const JobConfig& cfg) {
                   fmt::format("train.batch_size = {} must be a multiple of "
                               "train.micro_batch_rows = {}",
                               cfg.train.batch_size, cfg.train.micro_batch_rows));
+
+  for (const char* k : {"heartbeat_interval_ms", "heartbeat_timeout_ms", "start_timeout_ms"})
+    c.positive(std::string("fault_tolerance.") + k);
+  const auto& ft = cfg.fault_tolerance;
+  if (ft.heartbeat_timeout_ms < 2 * ft.heartbeat_interval_ms)
+    c.fail_across({"fault_tolerance.heartbeat_timeout_ms", "fault_tolerance.heartbeat_interval_ms"},
+                  fmt::format("fault_tolerance.heartbeat_timeout_ms = {} must be at least twice "
+                              "heartbeat_interval_ms = {} (one late heartbeat is not a death)",
+                              ft.heartbeat_timeout_ms, ft.heartbeat_interval_ms));
 
   c.registry("optimizer.name", kOptimizers, "optimizer");
   c.fraction("optimizer.beta1", false);

@@ -103,6 +103,8 @@ void on_message(Self* self, ActorMessage& m) {
       s.job.config_text = w.config_text();
       s.job.config_name = w.config_name();
       s.job.config_sets.assign(w.config_sets().begin(), w.config_sets().end());
+      if (w.heartbeat_interval_ms() > 0)
+        s.options.heartbeat_interval = std::chrono::milliseconds(w.heartbeat_interval_ms());
       self->send(s.router, node_id_atom::value, s.node_id);
       self->send(s.router, bind_atom::value, s.coordinator_node, m.peer);
       self->send(s.router, epoch_atom::value, w.epoch());
