@@ -150,7 +150,14 @@ void route(Self* self, ActorMessage&& m) {
     return;
   }
   const bool connecting = s.waiting.count(node) > 0;
-  s.waiting[node].push_back(std::move(m));
+  auto& queue = s.waiting[node];
+  if (queue.size() >= waiting_messages_max) {
+    if (++s.counters.send_errors <= 5)
+      fmt::print(stderr, "troupe router {}: {} messages wait for {}: dropping {} (type {})\n",
+                 s.cfg.node_id, queue.size(), node, m.to, m.type);
+    return;
+  }
+  queue.push_back(std::move(m));
   if (connecting) return;
   if (Result<PeerId> p = open(self, addr->second, node); !p.ok()) {
     ++s.counters.send_errors;

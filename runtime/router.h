@@ -30,6 +30,11 @@ using connect_atom = caf::atom_constant<caf::atom("connect")>;
 using node_id_atom = caf::atom_constant<caf::atom("nodeid")>;  // (id): this process's node id
 using listen_atom = caf::atom_constant<caf::atom("listen")>;   // (host:port) we accept on
 
+// Messages held for a node while its connection is being opened and authenticated. A
+// handshake takes a few round trips; past this the node is not answering and messages
+// are dropped and counted (send_errors) rather than growing without bound.
+inline constexpr size_t waiting_messages_max = 4096;
+
 struct RouterConfig {
   Fabric* fabric = nullptr;    // outlives the router
   std::string node_id;         // "" until the coordinator assigns one
