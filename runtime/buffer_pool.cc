@@ -1,5 +1,7 @@
 #include "runtime/buffer_pool.h"
 
+#include <sys/mman.h>
+
 #include <bit>
 #include <cstdlib>
 #include <new>
@@ -64,8 +66,13 @@ ByteBuffer BufferPool::get(size_t bytes) {
       return b;
     }
   }
-  b.data_ = static_cast<std::byte*>(std::aligned_alloc(buffer_alignment_bytes, b.capacity_));
+  const bool huge = b.capacity_ >= huge_page_bytes;
+  b.data_ = static_cast<std::byte*>(
+      std::aligned_alloc(huge ? huge_page_bytes : buffer_alignment_bytes, b.capacity_));
   if (b.data_ == nullptr) throw std::bad_alloc();
+  // Best effort (the kernel may have THP off): fewer page faults and TLB misses, and cma's
+  // copy into it pins 512x fewer pages.
+  if (huge) (void)madvise(b.data_, b.capacity_, MADV_HUGEPAGE);
   return b;
 }
 

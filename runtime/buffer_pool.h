@@ -14,6 +14,9 @@ namespace troupe::runtime {
 // Buffers are handed out in power-of-two capacities from buffer_bytes_min up.
 inline constexpr size_t buffer_bytes_min = 4096;      // one page: smaller gains nothing
 inline constexpr size_t buffer_alignment_bytes = 64;  // a cache line; also fine for AVX-512
+// Buffers of at least this capacity are aligned to it and asked to use transparent huge
+// pages: x86-64's 2 MiB page.
+inline constexpr size_t huge_page_bytes = size_t{2} << 20;
 
 class BufferPool;
 

@@ -5,6 +5,7 @@
 #include <netdb.h>
 #include <poll.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <future>
@@ -20,9 +21,12 @@ Status ucx_error(const char* call, ucs_status_t status) {
 }
 
 // Sets UCX option `name` (without the UCX_ prefix) unless the environment already does.
-Status set_unless_env(ucp_config_t* config, const char* name, const std::string& value) {
+// `env_name` is the variable that overrides it, when it differs from UCX_<name>.
+Status set_unless_env(ucp_config_t* config, const char* name, const std::string& value,
+                      const char* env_name = nullptr) {
   if (value.empty()) return {};
-  if (std::getenv(fmt::format("UCX_{}", name).c_str()) != nullptr) return {};
+  const std::string env = env_name != nullptr ? env_name : fmt::format("UCX_{}", name);
+  if (std::getenv(env.c_str()) != nullptr) return {};
   ucs_status_t s = ucp_config_modify(config, name, value.c_str());
   if (s != UCS_OK) {
     return {Code::io_error,
@@ -37,6 +41,12 @@ Status read_config(const UcxOptions& o, ucp_config_t** config) {
   Status st = set_unless_env(*config, "TLS", o.tls);
   if (st.ok()) st = set_unless_env(*config, "NET_DEVICES", o.net_devices);
   if (st.ok()) st = set_unless_env(*config, "MM_ERROR_HANDLING", o.mm_error_handling ? "y" : "n");
+  // A transport option goes to ucp_config_modify without its component's prefix (UCX
+  // applies it to every transport that has the field: only cma has this one).
+  if (st.ok()) {
+    st = set_unless_env(*config, "MEMORY_INVALIDATE", o.cma_memory_invalidate ? "y" : "n",
+                        "UCX_CMA_MEMORY_INVALIDATE");
+  }
   if (st.ok()) st = set_unless_env(*config, "RNDV_THRESH", o.rndv_thresh);
   if (!st.ok()) ucp_config_release(*config);
   return st;
@@ -133,21 +143,50 @@ void UcxFabric::Impl::sleep_until_event() {
   sleeping.store(false);
 }
 
+namespace {
+
+// The spin after a sleep of `slept`: longer if the sleep was cut short by an event
+// (spinning through the gap would have been cheaper than the wake-up), else the base.
+std::chrono::microseconds next_spin(const UcxOptions& o, std::chrono::microseconds spin,
+                                    std::chrono::steady_clock::duration slept) {
+  const std::chrono::microseconds max(std::max(o.progress_spin_us_max, o.progress_spin_us));
+  if (slept >= max) return std::chrono::microseconds(o.progress_spin_us);
+  return std::min(spin * 2, max);
+}
+
+}  // namespace
+
 void UcxFabric::Impl::progress_loop() {
   using clock = std::chrono::steady_clock;
-  const auto spin = std::chrono::microseconds(options.progress_spin_us);
+  const bool never_sleep = options.progress_spin_us < 0;
+  auto spin = std::chrono::microseconds(std::max<int64_t>(options.progress_spin_us, 0));
   auto last_activity = clock::now();
+  uint32_t idle_polls = 0;
   while (!stop.load(std::memory_order_relaxed)) {
     bool active = run_commands();
     active |= ucp_worker_progress(worker) != 0;
     if (!to_close.empty()) close_failed_endpoints();
-    if (active || options.progress_spin_us < 0) {
+    if (!rndv_waiting.empty()) start_waiting_rndv();
+    if (never_sleep) continue;
+    if (active) {
       last_activity = clock::now();
+      idle_polls = 0;
       continue;
     }
-    if (clock::now() - last_activity < spin) continue;
+    // The clock costs as much as an empty poll: read it every progress_clock_polls polls.
+    // At least progress_idle_polls_min polls: a thread preempted past its spin still looks
+    // again before it sleeps.
+    if (++idle_polls < progress_idle_polls_min || idle_polls % progress_clock_polls != 0 ||
+        clock::now() - last_activity < spin) {
+      continue;
+    }
+    // Completions stalled above inflight_wake_messages: a waiting sender has room anyway.
+    if (window_waiters.load() > 0) wake_window_waiters();
+    const auto asleep = clock::now();
     sleep_until_event();
     last_activity = clock::now();
+    idle_polls = 0;
+    spin = next_spin(options, spin, last_activity - asleep);
   }
   run_commands();
   close_all();
@@ -157,6 +196,8 @@ void UcxFabric::Impl::progress_loop() {
 void UcxFabric::Impl::close_all() {
   if (listener != nullptr) ucp_listener_destroy(listener);
   listener = nullptr;
+  for (auto& op : rndv_waiting) ucp_am_data_release(worker, op->data_desc);  // declines it
+  rndv_waiting.clear();
   std::vector<void*> pending;
   for (auto& [id, peer] : peers) {
     if (peer->ep == nullptr) continue;
@@ -179,11 +220,15 @@ void UcxFabric::Impl::close_all() {
 }
 
 void UcxFabric::Impl::release_inflight() {
-  inflight.fetch_sub(1);
-  if (window_waiters.load() > 0) {
-    { std::lock_guard<std::mutex> lock(window_mutex); }
-    window_cv.notify_all();
+  const size_t left = inflight.fetch_sub(1) - 1;
+  if ((left == 0 || left == inflight_wake_messages) && window_waiters.load() > 0) {
+    wake_window_waiters();
   }
+}
+
+void UcxFabric::Impl::wake_window_waiters() {
+  { std::lock_guard<std::mutex> lock(window_mutex); }
+  window_cv.notify_all();
 }
 
 // ---- UcxFabric ----

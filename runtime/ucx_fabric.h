@@ -20,10 +20,23 @@ struct UcxOptions {
                                    // on eth0 doubles small-message latency
   bool mm_error_handling = true;   // UCX_MM_ERROR_HANDLING: else peer error handling
                                    // silently moves shared-memory peers to TCP (UCX #8477)
-  std::string rndv_thresh;         // UCX_RNDV_THRESH; empty: UCX's default
+  // UCX_CMA_MEMORY_INVALIDATE. With peer error handling, UCX 1.13 takes a rendezvous lane
+  // only if it can revoke a peer's access to our buffers when the endpoint fails; cma
+  // cannot, so large messages between local processes silently went over TCP loopback
+  // (3-5x slower than cma's single copy). y declares cma's revocation a no-op (UCX #7706):
+  // a peer we have declared down but that still runs could touch a buffer of a failed
+  // transfer through process_vm_readv/writev. Such a peer is a process of the same job
+  // and user on this host, which could ptrace us anyway; worth the bandwidth.
+  bool cma_memory_invalidate = true;
+  std::string rndv_thresh;  // UCX_RNDV_THRESH; empty: UCX's default
   // The progress thread busy-polls this long after the last activity, then sleeps on the
   // worker's event fd. Negative: never sleep (one core per process). 0: sleep when idle.
   int64_t progress_spin_us = 100;
+  // A sleep that an event ends within this was a mistake (a ping-pong whose round trip
+  // outgrew the spin, e.g. after a preemption: both sides then sleep on every message and
+  // an 8 B one-way took 100-300 us here); the spin doubles, up to this. A longer sleep
+  // resets it to progress_spin_us. So an idle fabric spins at most this long, then sleeps.
+  int64_t progress_spin_us_max = 1000;
   std::string listen_host = "0.0.0.0";  // the address listen() binds
   // Received-payload buffers kept for reuse (see buffer_pool.h).
   size_t buffer_cache_bytes_max = size_t{512} << 20;

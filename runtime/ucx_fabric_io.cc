@@ -16,6 +16,16 @@ Status ucx_error(const char* call, ucs_status_t status) {
   return {Code::io_error, fmt::format("{}: {}", call, ucs_status_string(status))};
 }
 
+// Gives `op` its pooled storage and points the message's payload views into it.
+void take_storage(RecvOp& op, BufferPool* pool) {
+  Message& m = op.message;
+  if (op.storage_bytes > 0) m.storage = pool->get(op.storage_bytes);
+  m.payloads.reserve(op.payload_sizes.size());
+  for (size_t i = 0; i < op.payload_sizes.size(); ++i) {
+    m.payloads.emplace_back(m.storage.data() + op.payload_offsets[i], op.payload_sizes[i]);
+  }
+}
+
 void set_peer_error_handling(ucp_ep_params_t* p, PeerState* peer) {
   p->field_mask |= UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE | UCP_EP_PARAM_FIELD_ERR_HANDLER;
   p->err_mode = UCP_ERR_HANDLING_MODE_PEER;
@@ -165,37 +175,67 @@ Status UcxFabric::send(PeerId peer, const Envelope& envelope,
                        std::span<const std::span<const std::byte>> payloads, SendDoneFn done) {
   Impl& im = *impl_;
   if (im.stop.load()) return {Code::closed, "send: fabric is shutting down"};
-  {
-    std::lock_guard<std::mutex> lock(im.peer_mutex);
-    auto it = im.peer_up.find(peer);
-    if (it == im.peer_up.end()) return {Code::unknown_peer, fmt::format("send: peer {}", peer)};
-    if (!it->second) return {Code::peer_down, fmt::format("send: peer {} is down", peer)};
-  }
+  Status st = im.check_peer_up(peer);
+  if (!st.ok()) return st;
   auto op = std::make_unique<SendOp>();
-  Status st = encode_frame(envelope, payloads, &op->frame);
+  st = encode_frame(envelope, payloads, &op->frame);
   if (!st.ok()) return st;
   op->impl = &im;
   op->peer = peer;
   op->done = std::move(done);
+  size_t nonempty = 0;
   for (const auto& p : payloads) {
     op->payload_bytes += p.size();
-    if (!p.empty()) op->iov.push_back({const_cast<std::byte*>(p.data()), p.size()});
+    if (p.empty()) continue;
+    op->single = {const_cast<std::byte*>(p.data()), p.size()};
+    ++nonempty;
   }
-  {
-    std::unique_lock<std::mutex> lock(im.window_mutex);
-    auto has_room = [&] { return im.inflight.load() < inflight_messages_max; };
-    if (!has_room()) {
-      if (im.on_progress_thread()) return {Code::busy, "send: in-flight window full"};
-      im.window_waiters.fetch_add(1);
-      const bool room =
-          im.window_cv.wait_for(lock, std::chrono::milliseconds(send_wait_ms_max), has_room);
-      im.window_waiters.fetch_sub(1);
-      if (!room) return {Code::busy, "send: in-flight window full for send_wait_ms_max"};
+  if (nonempty > 1) {  // the common single payload needs no vector
+    op->iov.reserve(nonempty);
+    for (const auto& p : payloads) {
+      if (!p.empty()) op->iov.push_back({const_cast<std::byte*>(p.data()), p.size()});
     }
-    im.inflight.fetch_add(1);
+  }
+  op->nonempty_payloads = nonempty;
+  if (!im.take_window()) {
+    if (im.on_progress_thread()) return {Code::busy, "send: in-flight window full"};
+    std::unique_lock<std::mutex> lock(im.window_mutex);
+    im.window_waiters.fetch_add(1);
+    const bool room = im.window_cv.wait_for(lock, std::chrono::milliseconds(send_wait_ms_max),
+                                            [&] { return im.take_window(); });
+    im.window_waiters.fetch_sub(1);
+    if (!room) return {Code::busy, "send: in-flight window full for send_wait_ms_max"};
   }
   SendOp* raw = op.release();
   im.post([raw] { raw->impl->post_send(std::unique_ptr<SendOp>(raw)); });
+  return {};
+}
+
+// Takes one slot of the in-flight window if there is room. Lock-free: the mutex is only
+// for senders that wait (release_inflight wakes them).
+bool UcxFabric::Impl::take_window() {
+  size_t n = inflight.load();
+  while (n < inflight_messages_max) {
+    if (inflight.compare_exchange_weak(n, n + 1)) return true;
+  }
+  return false;
+}
+
+Status UcxFabric::Impl::check_peer_up(PeerId peer) {
+  bool known = false;
+  bool up = false;
+  if (on_progress_thread()) {  // the progress thread owns `peers`: no lock needed
+    auto it = peers.find(peer);
+    known = it != peers.end();
+    up = known && it->second->up;
+  } else {
+    std::lock_guard<std::mutex> lock(peer_mutex);
+    auto it = peer_up.find(peer);
+    known = it != peer_up.end();
+    up = known && it->second;
+  }
+  if (!known) return {Code::unknown_peer, fmt::format("send: peer {}", peer)};
+  if (!up) return {Code::peer_down, fmt::format("send: peer {} is down", peer)};
   return {};
 }
 
@@ -225,11 +265,11 @@ void UcxFabric::Impl::start_send(PeerState& peer, std::unique_ptr<SendOp> op) {
   p.flags = UCP_AM_SEND_FLAG_REPLY;  // the receiver learns which endpoint sent it
   const void* buffer = nullptr;
   size_t count = 0;
-  if (op->iov.size() == 1) {
+  if (op->nonempty_payloads == 1) {
     p.datatype = ucp_dt_make_contig(1);
-    buffer = op->iov[0].buffer;
-    count = op->iov[0].length;
-  } else if (op->iov.empty()) {
+    buffer = op->single.buffer;
+    count = op->single.length;
+  } else if (op->nonempty_payloads == 0) {
     p.datatype = ucp_dt_make_contig(1);
   } else {
     p.datatype = ucp_dt_make_iov();
@@ -312,51 +352,69 @@ ucs_status_t UcxFabric::Impl::on_am(const void* header, size_t header_length, vo
     }
     return UCS_OK;
   }
-  std::vector<uint64_t> offsets;
-  const uint64_t storage_bytes = layout_payloads(frame.payload_bytes, &offsets);
-  Message m;
-  m.peer = peer;
-  m.envelope = std::move(frame.envelope);
-  if (storage_bytes > 0) m.storage = pool.get(storage_bytes);
-  std::vector<ucp_dt_iov_t> iov;
-  const auto* src = static_cast<const std::byte*>(data);
-  for (size_t i = 0; i < offsets.size(); ++i) {
-    std::byte* dst = m.storage.data() + offsets[i];
-    m.payloads.emplace_back(dst, frame.payload_bytes[i]);
-    if (frame.payload_bytes[i] == 0) continue;
-    if (rndv) {
-      iov.push_back({dst, frame.payload_bytes[i]});
-    } else {
-      std::memcpy(dst, src, frame.payload_bytes[i]);
-      src += frame.payload_bytes[i];
-    }
-  }
   if (!rndv) {
-    deliver(std::move(m), length);
+    deliver_eager(peer, std::move(frame), static_cast<const std::byte*>(data), length);
     return UCS_OK;
   }
   auto op = std::make_unique<RecvOp>();
   op->impl = this;
+  op->data_desc = data;
+  op->message.peer = peer;
+  op->message.envelope = std::move(frame.envelope);
+  op->payload_sizes = std::move(frame.payload_bytes);
+  op->storage_bytes = layout_payloads(op->payload_sizes, &op->payload_offsets);
   op->payload_bytes = length;
-  op->message = std::move(m);
-  op->iov = std::move(iov);
-  start_rndv(data, std::move(op));
+  rndv_waiting.push_back(std::move(op));
+  start_waiting_rndv();
   return UCS_INPROGRESS;
 }
 
-void UcxFabric::Impl::start_rndv(void* data_desc, std::unique_ptr<RecvOp> op) {
+// Copies an eager message's payloads out of UCX's buffer (valid only during the
+// callback) into pooled storage and delivers it.
+void UcxFabric::Impl::deliver_eager(PeerId peer, Frame&& frame, const std::byte* data,
+                                    size_t length) {
+  const uint64_t storage_bytes = layout_payloads(frame.payload_bytes, &eager_offsets);
+  Message m;
+  m.peer = peer;
+  m.envelope = std::move(frame.envelope);
+  if (storage_bytes > 0) m.storage = pool.get(storage_bytes);
+  m.payloads.reserve(frame.payload_bytes.size());
+  for (size_t i = 0; i < frame.payload_bytes.size(); ++i) {
+    std::byte* dst = m.storage.data() + eager_offsets[i];
+    m.payloads.emplace_back(dst, frame.payload_bytes[i]);
+    if (frame.payload_bytes[i] == 0) continue;
+    std::memcpy(dst, data, frame.payload_bytes[i]);
+    data += frame.payload_bytes[i];
+  }
+  deliver(std::move(m), length);
+}
+
+// Fetches waiting rendezvous messages, oldest first, while rndv_inflight_bytes_max allows
+// (always at least one). Runs from the AM handler and from the progress loop.
+void UcxFabric::Impl::start_waiting_rndv() {
+  while (!rndv_waiting.empty()) {
+    const uint64_t bytes = rndv_waiting.front()->payload_bytes;
+    if (rndv_inflight_bytes > 0 && rndv_inflight_bytes + bytes > rndv_inflight_bytes_max) return;
+    std::unique_ptr<RecvOp> op = std::move(rndv_waiting.front());
+    rndv_waiting.pop_front();
+    start_rndv(std::move(op));
+  }
+}
+
+void UcxFabric::Impl::start_rndv(std::unique_ptr<RecvOp> op) {
+  take_storage(*op, &pool);
+  for (size_t i = 0; i < op->payload_sizes.size(); ++i) {
+    if (op->payload_sizes[i] == 0) continue;
+    op->iov.push_back({op->message.storage.data() + op->payload_offsets[i], op->payload_sizes[i]});
+  }
+  rndv_inflight_bytes += op->payload_bytes;
   ucp_request_param_t p{};
   p.op_attr_mask =
       UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA | UCP_OP_ATTR_FIELD_DATATYPE;
   p.cb.recv_am = [](void* request, ucs_status_t status, size_t, void* user_data) {
     ucp_request_free(request);
     std::unique_ptr<RecvOp> rop(static_cast<RecvOp*>(user_data));
-    if (status != UCS_OK) {  // usually the sender died mid-transfer
-      fmt::print(stderr, "troupe fabric: rendezvous receive from peer {} failed: {}\n",
-                 rop->message.peer, ucs_status_string(status));
-      return;
-    }
-    rop->impl->deliver(std::move(rop->message), rop->payload_bytes);
+    rop->impl->finish_rndv(std::move(rop), status);
   };
   p.user_data = op.get();
   void* buffer = op->iov.data();
@@ -368,15 +426,24 @@ void UcxFabric::Impl::start_rndv(void* data_desc, std::unique_ptr<RecvOp> op) {
   } else {
     p.datatype = ucp_dt_make_iov();
   }
-  ucs_status_ptr_t r = ucp_am_recv_data_nbx(worker, data_desc, buffer, count, &p);
+  ucs_status_ptr_t r = ucp_am_recv_data_nbx(worker, op->data_desc, buffer, count, &p);
   if (r == nullptr) {
-    deliver(std::move(op->message), op->payload_bytes);
+    finish_rndv(std::move(op), UCS_OK);
   } else if (UCS_PTR_IS_ERR(r)) {
-    fmt::print(stderr, "troupe fabric: rendezvous receive from peer {} failed: {}\n",
-               op->message.peer, ucs_status_string(UCS_PTR_STATUS(r)));
+    finish_rndv(std::move(op), UCS_PTR_STATUS(r));
   } else {
-    op.release();  // the request's callback delivers it
+    op.release();  // the request's callback finishes it
   }
+}
+
+void UcxFabric::Impl::finish_rndv(std::unique_ptr<RecvOp> op, ucs_status_t status) {
+  rndv_inflight_bytes -= op->payload_bytes;
+  if (status != UCS_OK) {  // usually the sender died mid-transfer
+    fmt::print(stderr, "troupe fabric: rendezvous receive from peer {} failed: {}\n",
+               op->message.peer, ucs_status_string(status));
+    return;
+  }
+  deliver(std::move(op->message), op->payload_bytes);
 }
 
 void UcxFabric::Impl::deliver(Message&& message, uint64_t payload_bytes) {

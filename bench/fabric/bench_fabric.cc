@@ -2,7 +2,7 @@
 // bench/fabric/run_bench_fabric.sh (serve, then client); the script runs ucx_perftest on
 // the same transports in the same run and prints the ratios.
 //   bench_fabric serve --port-file F [--spin-us N]
-//   bench_fabric client --connect HOST:PORT [--spin-us N] [--lat-iters N]
+//   bench_fabric client --connect HOST:PORT [--spin-us N] [--lat-iters N] [--sizes B,B,...]
 // The client prints "bw <bytes> <MiB/s> <iters>" per size and
 // "lat 8 <median one-way us> <mean one-way us> <iters>".
 #include <fmt/format.h>
@@ -13,6 +13,7 @@
 #include <cstring>
 #include <fstream>
 #include <mutex>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -83,16 +84,18 @@ int serve(int argc, char** argv) {
   rt::Fabric* fabric = nullptr;
   uint64_t received = 0;
   Counter quit;
+  const std::vector<std::byte> pong_payload(8);
+  const rt::Envelope pong_envelope = envelope(kPong);
   rt::FabricHandlers h;
   h.on_receive = [&](rt::Message&& m) {
     const uint32_t type = m.envelope.type;
     if (type == kData && ++received == bytes_u64(m.envelope.header)) {
       received = 0;
       check(fabric->send(m.peer, envelope(kAck), {}), "send ack");
-    } else if (type == kPing) {
-      check(fabric->send(m.peer, envelope(kPong), m.payloads,
-                         [keep = std::make_shared<rt::Message>(std::move(m))](auto&) {}),
-            "send pong");
+    } else if (type == kPing) {  // like ucp_am_lat: the reply comes from our own buffer
+      const size_t bytes = m.payloads.empty() ? 0 : m.payloads[0].size();
+      std::span<const std::byte> p[1] = {std::span(pong_payload).first(std::min<size_t>(bytes, 8))};
+      check(fabric->send(m.peer, pong_envelope, p), "send pong");
     } else if (type == kQuit) {
       quit.bump();
     }
@@ -113,6 +116,7 @@ struct Client {
   Counter acks;
   Counter pings_done;
   std::vector<std::byte> ping_payload = std::vector<std::byte>(8);
+  const rt::Envelope ping_envelope = envelope(kPing);
   std::vector<double> rtt_us;
   uint64_t pings_left = 0;
   Clock::time_point ping_sent;
@@ -120,7 +124,7 @@ struct Client {
   void send_ping() {
     ping_sent = Clock::now();
     std::span<const std::byte> p[1] = {ping_payload};
-    check(fabric->send(peer, envelope(kPing), p), "send ping");
+    check(fabric->send(peer, ping_envelope, p), "send ping");
   }
   void on_receive(rt::Message&& m) {  // on the fabric thread
     if (m.envelope.type == kAck) {
@@ -134,8 +138,8 @@ struct Client {
       }
     }
   }
-  double bandwidth_mib_s(size_t bytes, uint64_t iters, const std::vector<std::byte>& buf) {
-    std::span<const std::byte> p[1] = {std::span(buf.data(), bytes)};
+  double bandwidth_mib_s(size_t bytes, uint64_t iters, const rt::ByteBuffer& buf) {
+    std::span<const std::byte> p[1] = {std::span<const std::byte>(buf.data(), bytes)};
     const rt::Envelope env = envelope(kData, u64_bytes(iters));
     const uint64_t target = acks.n + 1;
     const auto t0 = Clock::now();
@@ -169,8 +173,15 @@ int client(int argc, char** argv) {
   const uint64_t lat_iters = std::stoull(arg(argc, argv, "--lat-iters", "100000"));
   c.latency(1000);  // wire-up and warm-up
   fmt::print(stderr, "{}", made.value()->describe_peer(c.peer));
-  const std::vector<size_t> sizes = {1 << 10, 64 << 10, 1 << 20, 4 << 20, 64 << 20};
-  std::vector<std::byte> buf(sizes.back(), std::byte{1});
+  std::vector<size_t> sizes;
+  std::stringstream size_list(arg(argc, argv, "--sizes", "1024,65536,1048576,4194304,67108864"));
+  for (std::string item; std::getline(size_list, item, ',');) sizes.push_back(std::stoull(item));
+  // Sent from the kind of memory the fabric receives into (pooled, huge pages), as
+  // ucx_perftest sends from memory UCX allocated (ucp_mem_map: shared memory or THP).
+  rt::BufferPool send_pool(0);
+  const rt::ByteBuffer buf =
+      send_pool.get(sizes.empty() ? 1 : *std::max_element(sizes.begin(), sizes.end()));
+  std::memset(buf.data(), 1, buf.size());
   for (size_t size : sizes) {
     const uint64_t iters = std::clamp<uint64_t>((uint64_t{2} << 30) / size, 32, 200000);
     c.bandwidth_mib_s(size, std::max<uint64_t>(iters / 10, 8), buf);  // warm-up
