@@ -11,6 +11,7 @@
 set -euo pipefail
 BUILD=${1:-build}
 BENCH="$BUILD/runtime/bench_fabric"
+ACTORS="$BUILD/runtime/bench_actors"  # the same through routers and CAF (bench/actors)
 PY=/usr/bin/python3
 TMP=$(mktemp -d)
 PIDS=()
@@ -67,6 +68,16 @@ troupe() {  # troupe OUT LOG: one client run against a fresh server
   wait "$!" 2>/dev/null || true
 }
 
+actors() {  # actors OUT LOG: actor to actor on two node processes, through both routers
+  rm -f "$TMP/aport"
+  "$ACTORS" serve --port-file "$TMP/aport" 2>"$TMP/aserve.log" &
+  PIDS+=("$!")
+  for _ in $(seq 100); do [ -s "$TMP/aport" ] && break; sleep 0.1; done
+  "$ACTORS" client --connect "127.0.0.1:$(cat "$TMP/aport")" --lat-iters $(( LAT_ITERS / 5 )) \
+      >"$1" 2>"$2" || { echo "bench_actors client failed:"; tail -5 "$2"; }
+  wait "$!" 2>/dev/null || true
+}
+
 for rep in $(seq "$REPEAT"); do
   : > "$TMP/perftest.$rep"
   for size in "${SIZES[@]}"; do
@@ -75,6 +86,7 @@ for rep in $(seq "$REPEAT"); do
   done
   echo "lat 8 $(perftest ucp_am_lat 8 "$LAT_ITERS")" >> "$TMP/perftest.$rep"
   troupe "$TMP/troupe.$rep" "$TMP/client.log"
+  actors "$TMP/actors.$rep" "$TMP/actors.log"
   echo "pass $rep/$REPEAT done, load $(cut -d' ' -f1 /proc/loadavg)"
 done
 grep -E "lane|am_send" "$TMP/client.log" | sed 's/^#/  troupe endpoint:/' || true
@@ -118,6 +130,21 @@ r = [a / b if b else nan for a, b in zip(t, p)]
 rm, rlo, rhi = summary(r)
 print(f"latency 8 B one-way (median of each run's median): troupe {summary(t)[0]:.3f} us, "
       f"perftest {summary(p)[0]:.3f} us; ratio {rm:.2f}, range {rlo:.2f}-{rhi:.2f}")
+acts = [parse(f"{tmp}/actors.{r}", False) for r in range(1, repeat + 1)]
+print("through the actor layer (router + CAF on both sides) vs the fabric alone:")
+for size in sizes:
+    a = [ac.get(("bw", size), [nan])[0] for ac in acts]
+    t = [tr.get(("bw", size), [nan])[0] for _, tr in runs]
+    r = [x / y if y else nan for x, y in zip(a, t)]
+    label = f"{size >> 20} MiB" if size >= 1 << 20 else f"{size >> 10} KiB"
+    rm, rlo, rhi = summary(r)
+    print(f"{label:>10} actors {summary(a)[0]:10.1f} MiB/s  ratio to fabric {rm:5.2f}  "
+          f"{rlo:.2f}-{rhi:.2f}")
+a = [ac.get(("lat", 8), [nan])[0] for ac in acts]
+t = [tr.get(("lat", 8), [nan])[0] for _, tr in runs]
+r = [x / y if y else nan for x, y in zip(a, t)]
+print(f"latency 8 B one-way through actors: {summary(a)[0]:.2f} us, {summary(r)[0]:.1f}x the "
+      f"fabric's (each hop: fabric thread -> router -> actor, CAF mailboxes)")
 print("per run (troupe/perftest): " + "; ".join(
     f"4 MiB {tr.get(('bw', 4 << 20), [nan])[0] / pt.get(('bw', 4 << 20), [nan] * 8)[5]:.2f}"
     f" lat {tr.get(('lat', 8), [nan])[0] / pt.get(('lat', 8), [nan] * 8)[1]:.2f}"
