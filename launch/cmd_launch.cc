@@ -28,6 +28,9 @@ struct LaunchArgs {
   std::vector<std::string> sets;
   int64_t nodes = 1, steps = -1;
   int threads_per_node = 0;
+  int64_t local_nodes = -1;  // -1: all of --nodes
+  std::string listen_host = "127.0.0.1", secret_file;
+  uint16_t port = 0;
 };
 
 std::string read_file(const std::string& path) {
@@ -36,10 +39,10 @@ std::string read_file(const std::string& path) {
   return std::string(std::istreambuf_iterator<char>(in), {});
 }
 
-// The job secret: DIR/secret, created (0600) on the first launch of this run directory.
-std::string job_secret(const std::string& run_dir) {
-  const std::string path = run_dir + "/secret";
-  if (!std::filesystem::exists(path)) {
+// The job secret: --secret-file, or DIR/secret, created (0600) on the first launch of
+// this run directory.
+std::string job_secret(const std::string& path, bool create) {
+  if (create && !std::filesystem::exists(path)) {
     runtime::Status st = runtime::write_new_secret(path);
     if (!st.ok()) throw UsageError("launch: " + st.message());
   }
@@ -51,6 +54,10 @@ std::string job_secret(const std::string& run_dir) {
 int run_launch(const LaunchArgs& a) {
   if (a.nodes < 1 || a.nodes > 64)
     throw UsageError("launch: --nodes must be in [1, 64], got " + std::to_string(a.nodes));
+  const int64_t local = a.local_nodes < 0 ? a.nodes : a.local_nodes;
+  if (local > a.nodes)
+    throw UsageError("launch: --local-nodes " + std::to_string(local) + " is more than --nodes " +
+                     std::to_string(a.nodes));
   std::vector<std::string> sets = a.sets;
   if (a.steps >= 0) sets.push_back("train.steps=" + std::to_string(a.steps));
   const model::JobConfig cfg = model::load_config(a.config, sets);
@@ -60,7 +67,8 @@ int run_launch(const LaunchArgs& a) {
         "Engram shard actors in a later issue): set model.engram_layers = [] or use `troupe "
         "train`");
   std::filesystem::create_directories(a.run_dir);
-  const std::string secret = job_secret(a.run_dir);
+  const std::string secret_file = a.secret_file.empty() ? a.run_dir + "/secret" : a.secret_file;
+  const std::string secret = job_secret(secret_file, a.secret_file.empty());
   {
     std::ofstream c(a.run_dir + "/config.json");
     c << model::model_config_to_json(cfg.model, cfg.train.seed).dump(2) << "\n";
@@ -73,6 +81,8 @@ int run_launch(const LaunchArgs& a) {
   runtime::HostOptions ho;
   ho.node_id = "n0";
   ho.secret = secret;
+  ho.listen_host = a.listen_host;
+  ho.port = a.port;
   auto host = runtime::Host::create(ho);
   if (!host.ok())
     throw UsageError("launch: cannot start the runtime: " + host.status().to_string());
@@ -122,11 +132,17 @@ int run_launch(const LaunchArgs& a) {
                address.c_str());
   int threads = a.threads_per_node;
   if (threads <= 0 && cfg.train.threads <= 0)  // share the cores among the nodes
-    threads = std::max<int>(1, int(std::thread::hardware_concurrency()) / int(a.nodes));
+    threads = std::max<int>(
+        1, int(std::thread::hardware_concurrency()) / int(std::max<int64_t>(local, 1)));
+  if (local < a.nodes)
+    std::fprintf(stderr,
+                 "troupe launch: waiting for %ld more node(s): troupe node --join %s "
+                 "--secret-file %s\n",
+                 long(a.nodes - local), address.c_str(), secret_file.c_str());
   Supervisor supervisor;
-  for (int64_t i = 0; i < a.nodes; ++i) {
-    std::vector<std::string> argv = {self_exe_path(), "node",          "--join",
-                                     address,         "--secret-file", a.run_dir + "/secret"};
+  for (int64_t i = 0; i < local; ++i) {
+    std::vector<std::string> argv = {self_exe_path(), "node",      "--join",      address,
+                                     "--secret-file", secret_file, "--supervised"};
     if (threads > 0) argv.insert(argv.end(), {"--threads", std::to_string(threads)});
     supervisor.start(argv, a.run_dir + "/node-" + std::to_string(i + 1) + ".log",
                      "node " + std::to_string(i + 1));
@@ -181,6 +197,14 @@ void add_launch_command(CLI::App& app) {
       ->required();
   cmd->add_option("--set", args->sets, "override one key: section.key=value (repeatable)");
   cmd->add_option("--steps", args->steps, "number of steps (overrides train.steps)");
+  cmd->add_option("--local-nodes", args->local_nodes,
+                  "of --nodes, how many to start here (default all; 0: coordinator only, the "
+                  "nodes are started elsewhere, e.g. by srun)");
+  cmd->add_option("--listen-host", args->listen_host,
+                  "address the coordinator listens on (default 127.0.0.1)");
+  cmd->add_option("--port", args->port, "port the coordinator listens on (default: any free)");
+  cmd->add_option("--secret-file", args->secret_file,
+                  "the job secret (default RUN_DIR/secret, created on first use)");
   cmd->add_option("--threads-per-node", args->threads_per_node,
                   "compute threads of each node (default: the cores shared among the nodes)");
   cmd->callback([args] {

@@ -113,8 +113,8 @@ def hang_a_node(troupe, work):
     last = err.strip().splitlines()[-1] if err.strip() else "(no stderr)"
     check("hang: declared dead by missed heartbeats",
           p.returncode == 1 and "missed heartbeats" in err, last)
-    check("hang: noticed within 1 s + 1 s of slack", took < 2.0 + 6.0,
-          f"{took:.2f} s to exit, including the 5 s grace before SIGKILL of the stopped node")
+    check("hang: noticed and stopped", took < 2.0 + 6.0,
+          f"{took:.2f} s to exit: 1 s timeout, then up to 3 s to stop the hung node")
     check("hang: no node left", not any(alive(n) for n in nodes), f"{nodes}")
 
 
@@ -173,6 +173,35 @@ def refused_jobs(troupe, work):
               len(err.splitlines()) == 1, f"status {res.returncode}: {err}")
 
 
+def external_node(troupe, work):
+    """--local-nodes: one node started here, one joining from outside (as srun would)."""
+    run_dir = os.path.join(work, "external")
+    secret = os.path.join(work, "external.secret")
+    with open(secret, "w") as f:
+        f.write("external-node-test-secret-0123456789\n")
+    os.chmod(secret, 0o600)
+    p = subprocess.Popen([troupe, "launch", "--config", TINY, "--nodes", "2", "--local-nodes", "1",
+                          "--secret-file", secret, "--steps", "4", "--run-dir", run_dir],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for(lambda: len(children(p.pid)) == 1, 60, "the local node process")
+    with open(f"/proc/{children(p.pid)[0]}/cmdline") as f:
+        argv = f.read().split("\0")
+    address = argv[argv.index("--join") + 1]
+    node = subprocess.Popen([troupe, "node", "--join", address, "--secret-file", secret],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    out, err = p.communicate(timeout=300)
+    node_out, node_err = node.communicate(timeout=60)
+    plain = subprocess.run([troupe, "train", "--config", TINY, "--steps", "4", "--run-dir",
+                            os.path.join(work, "external-plain")],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=300)
+    h = re.search(r"weights ([0-9a-f]{16})", out)
+    want = re.search(r"weights ([0-9a-f]{16})", plain.stdout)
+    check("external: the job ends, the node too", p.returncode == 0 and node.returncode == 0,
+          f"launch {p.returncode}, node {node.returncode}: {node_err.strip()[-200:]}")
+    check("external: same weights as troupe train", h and want and h.group(1) == want.group(1),
+          f"{h.group(1) if h else None} vs {want.group(1) if want else None}")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--troupe", required=True)
@@ -181,6 +210,7 @@ def main():
     shutil.rmtree(a.work, ignore_errors=True)
     os.makedirs(a.work)
     refused_jobs(a.troupe, a.work)
+    external_node(a.troupe, a.work)
     kill_a_node(a.troupe, a.work)
     hang_a_node(a.troupe, a.work)
     interrupt(a.troupe, a.work)
