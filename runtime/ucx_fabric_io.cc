@@ -147,9 +147,12 @@ void UcxFabric::Impl::on_peer_error(PeerState* peer, ucs_status_t status) {
     peer_up[peer->id] = false;
   }
   if (stop.load()) return;  // shutting down: peers are being closed on purpose
-  fmt::print(stderr, "troupe fabric: peer {} down: {}\n", peer->id, ucs_status_string(status));
+  // With a handler, the layer above decides what a lost peer means (a node leaving at the
+  // end of a job is no news) and reports it; without one, say it here.
   if (handlers.on_peer_down) {
     handlers.on_peer_down(peer->id, Status(Code::peer_down, ucs_status_string(status)));
+  } else {
+    fmt::print(stderr, "troupe fabric: peer {} down: {}\n", peer->id, ucs_status_string(status));
   }
 }
 
