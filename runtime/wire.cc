@@ -45,7 +45,10 @@ Status encode_frame(const Envelope& envelope, std::span<const std::span<const st
     return {Code::too_large,
             fmt::format("payloads: {} > payloads_max {}", payloads.size(), payloads_max)};
   }
-  wire::Envelope pb;
+  // One message object per thread, cleared and refilled: its string and repeated-field
+  // capacity is reused, so a small envelope encodes without touching the allocator.
+  thread_local wire::Envelope pb;
+  pb.Clear();
   pb.set_epoch(envelope.epoch);
   pb.set_from(envelope.from);
   pb.set_to(envelope.to);
@@ -100,17 +103,18 @@ RejectReason decode_frame(std::span<const std::byte> frame, uint64_t data_bytes,
   }
   if (n > envelope_bytes_max) return RejectReason::envelope_too_large;
   if (frame.size() != frame_prefix_bytes + n) return RejectReason::length_mismatch;
-  wire::Envelope pb;
+  thread_local wire::Envelope pb;  // reused per thread, as in encode_frame
+  pb.Clear();
   if (!pb.ParseFromArray(frame.data() + frame_prefix_bytes, static_cast<int>(n))) {
     return RejectReason::parse_failed;
   }
   const RejectReason sizes = check_payload_sizes(pb, data_bytes);
   if (sizes != RejectReason::none) return sizes;
   out->envelope.epoch = pb.epoch();
-  out->envelope.from = std::move(*pb.mutable_from());
-  out->envelope.to = std::move(*pb.mutable_to());
+  out->envelope.from = pb.from();  // copies: moving out would drop the reused capacity
+  out->envelope.to = pb.to();
   out->envelope.type = pb.type();
-  out->envelope.header = std::move(*pb.mutable_header());
+  out->envelope.header = pb.header();
   out->payload_bytes.assign(pb.payload_bytes().begin(), pb.payload_bytes().end());
   return RejectReason::none;
 }
