@@ -138,7 +138,6 @@ void on_step_begin(Self* self, const train::StepBegin& b) {
   static const std::vector<model::Piece<float>> none;
   const auto& pieces = r.lo < r.hi ? s.trainer->compute_range(b.step(), r) : none;
   send_stats(self, b, pieces);
-  const int64_t P = s.trainer->table.total();
   for (int64_t o = 0; o < s.workers; ++o) {
     const FlatRange f = s.owners[size_t(o)];
     if (f.hi <= f.lo || pieces.empty()) continue;
@@ -150,7 +149,6 @@ void on_step_begin(Self* self, const train::StepBegin& b) {
       n->set_lo(pieces[k].node.lo), n->set_hi(pieces[k].node.hi);
       payloads.push_back(view_payload(s.trainer->piece_grad(k) + f.lo, size_t(f.hi - f.lo)));
     }
-    (void)P;
     if (o == s.me) {
       for (size_t k = 0; k < pieces.size(); ++k) {
         s.slice_nodes.push_back(pieces[k].node);

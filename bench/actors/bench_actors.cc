@@ -71,8 +71,11 @@ caf::behavior echo(caf::event_based_actor* self, caf::actor router,
         *reply_to = m.from;
         maybe_ack();
         break;
-      case kQuit:
-        quit->set_value();
+      case kQuit:  // acknowledged, so the client knows it arrived before it shuts down
+        self->send(router, message("n0/echo.0", m.from, kAck));
+        // The router answers after it handed the ack to the fabric (one sender, in order).
+        self->request(router, caf::infinite, rt::counters_atom::value)
+            .then([=](const rt::RouterCounters&) { quit->set_value(); });
         break;
     }
   }};
@@ -87,6 +90,7 @@ int serve(const std::string& port_file) {
   std::ofstream(port_file + ".tmp") << a.substr(a.rfind(':') + 1) << "\n";
   std::rename((port_file + ".tmp").c_str(), port_file.c_str());
   done.wait();
+  (void)h->fabric().flush(std::chrono::milliseconds(2000));
   return 0;
 }
 
@@ -137,7 +141,7 @@ int client(const std::string& address, int64_t lat_iters) {
       std::accumulate(one_way_us.begin(), one_way_us.end(), 0.0) / double(one_way_us.size());
   fmt::print("lat 8 {:.3f} {:.3f} {}\n", one_way_us[one_way_us.size() / 2], mean, lat_iters);
   self->send(router, message("n1/driver.0", "n0/echo.0", kQuit));
-  h->fabric().flush(std::chrono::milliseconds(1000)).ok();
+  await(kAck);
   return 0;
 }
 
