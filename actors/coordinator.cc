@@ -67,9 +67,7 @@ void send_to(Self* self, const std::string& to, uint32_t type, const Proto& body
 void to_all_workers(Self* self, uint32_t type, const google::protobuf::Message& body,
                     const std::vector<runtime::Payload>& payloads = {}) {
   for (const std::string& w : self->state.workers) {
-    ActorMessage m;
-    m.from = self->state.self_address, m.to = w, m.type = type;
-    m.header = body.SerializeAsString();
+    ActorMessage m = make_message(self->state.self_address, w, type, body);
     m.payloads = payloads;
     self->send(self->state.router, std::move(m));
   }

@@ -266,6 +266,7 @@ caf::behavior worker(Self* self, runtime::RoleContext ctx) {
     model::JobConfig cfg = model::config_from_text(s.ctx.job.config_text, s.ctx.job.config_name,
                                                    s.ctx.job.config_sets);
     if (s.ctx.threads > 0) cfg.train.threads = s.ctx.threads;
+    model::check_data_parallel(cfg);  // before the corpus is loaded
     s.trainer = std::make_unique<model::Trainer>(cfg);
     s.workers = int64_t(s.ctx.peers.size());
     s.me = s.ctx.index;
@@ -276,7 +277,6 @@ caf::behavior worker(Self* self, runtime::RoleContext ctx) {
       s.total_pieces += int64_t(model::tree_pieces(s.trainer->micro_batches(), r.lo, r.hi).size());
     for (int64_t o = 0; o < s.workers; ++o)
       if (o != s.me && s.owners[size_t(o)].hi > s.owners[size_t(o)].lo) ++s.weights_expected;
-    s.trainer->check_data_parallel();
     train::Ready r;
     r.set_worker(s.me);
     r.set_parameters(s.trainer->table.total());

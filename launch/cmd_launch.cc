@@ -61,11 +61,11 @@ int run_launch(const LaunchArgs& a) {
   std::vector<std::string> sets = a.sets;
   if (a.steps >= 0) sets.push_back("train.steps=" + std::to_string(a.steps));
   const model::JobConfig cfg = model::load_config(a.config, sets);
-  if (!cfg.model.engram_layers.empty())
-    throw UsageError(
-        "launch: Engram layers are not supported across node processes yet (the tables move to "
-        "Engram shard actors in a later issue): set model.engram_layers = [] or use `troupe "
-        "train`");
+  try {
+    model::check_data_parallel(cfg);
+  } catch (const std::invalid_argument& e) {
+    throw UsageError(std::string("launch: ") + e.what());
+  }
   std::filesystem::create_directories(a.run_dir);
   const std::string secret_file = a.secret_file.empty() ? a.run_dir + "/secret" : a.secret_file;
   const std::string secret = job_secret(secret_file, a.secret_file.empty());

@@ -274,12 +274,7 @@ toml::table parse_file(const std::string& path) {
   std::stringstream text;
   text << in.rdbuf();
   if (!in) throw ConfigError(fmt::format("config file '{}' cannot be read", path));
-  try {
-    return toml::parse(text.str(), std::string_view(path));
-  } catch (const toml::parse_error& e) {
-    throw ConfigError(fmt::format("{}:{}: TOML syntax error: {}", path, e.source().begin.line,
-                                  one_line(std::string(e.description()))));
-  }
+  return parse_text(text.str(), path);
 }
 
 struct Entry {  // one key = value of the file, with its line
@@ -583,14 +578,21 @@ void validate_rest(Checker& c, const JobConfig& cfg) {
 // Nothing is pending at the moment (the parameters are unnamed until something is).
 }  // namespace
 
-JobConfig load_config(const std::string& path, const std::vector<std::string>& sets) {
-  JobConfig cfg;
-  cfg.source = path;
-  apply_table(cfg, parse_file(path), path);
+namespace {
+// What every way of reading a config ends with: --set, the FP8 switch, validation.
+JobConfig finish_config(JobConfig cfg, const std::vector<std::string>& sets) {
   for (const std::string& s : sets) apply_set(cfg, s);
   cfg.model.fp8 = cfg.fp8.enabled;  // the layers read the switch from their ModelConfig
   validate(cfg);
   return cfg;
+}
+}  // namespace
+
+JobConfig load_config(const std::string& path, const std::vector<std::string>& sets) {
+  JobConfig cfg;
+  cfg.source = path;
+  apply_table(cfg, parse_file(path), path);
+  return finish_config(std::move(cfg), sets);
 }
 
 JobConfig config_from_text(const std::string& text, const std::string& name,
@@ -598,18 +600,11 @@ JobConfig config_from_text(const std::string& text, const std::string& name,
   JobConfig cfg;
   cfg.source = name;
   apply_table(cfg, parse_text(text, name), name);
-  for (const std::string& s : sets) apply_set(cfg, s);
-  cfg.model.fp8 = cfg.fp8.enabled;  // the layers read the switch from their ModelConfig
-  validate(cfg);
-  return cfg;
+  return finish_config(std::move(cfg), sets);
 }
 
 JobConfig config_from_sets(const std::vector<std::string>& sets) {
-  JobConfig cfg;
-  for (const std::string& s : sets) apply_set(cfg, s);
-  cfg.model.fp8 = cfg.fp8.enabled;  // the layers read the switch from their ModelConfig
-  validate(cfg);
-  return cfg;
+  return finish_config(JobConfig{}, sets);
 }
 
 void validate(const JobConfig& cfg) {

@@ -23,6 +23,16 @@ GradEngine<T>::GradEngine(const ModelConfig& mcfg, const ParamTable& table, int 
 }
 
 namespace {
+// dst += src, per layer and expert (integers: order-free), growing dst as needed.
+void add_counts(std::vector<std::vector<int64_t>>& dst,
+                const std::vector<std::vector<int64_t>>& src) {
+  if (dst.size() < src.size()) dst.resize(src.size());
+  for (size_t l = 0; l < src.size(); ++l) {
+    if (dst[l].size() < src[l].size()) dst[l].resize(src[l].size(), 0);
+    for (size_t e = 0; e < src[l].size(); ++e) dst[l][e] += src[l][e];
+  }
+}
+
 // The sparse table gradients follow the same canonical tree as the dense ones (DESIGN §5):
 // at each node, left += right rowwise (rows on one side copied, on both added left + right).
 // Parallel over tables, which cannot change any bit.
@@ -94,30 +104,25 @@ const std::vector<Piece<T>>& GradEngine<T>::run_range(const T* params, const Bat
     counts[i] = workers_[w]->expert_counts();
   });
   pieces_.clear();
+  // Scalars follow the same canonical tree as the gradients.
+  std::vector<T> ce(n_mb), mtp(n_mb), bal(n_mb), ce_sum(n_mb);
+  for (int64_t i = 0; i < n_mb; ++i) {
+    ce[i] = parts[i].ce, mtp[i] = parts[i].mtp, bal[i] = parts[i].bal;
+    ce_sum[i] = parts[i].ce_sum;
+  }
   // Buffers are indexed from the range start; a node's tree shape depends on its length
   // alone, so reducing [node.lo − lo, node.hi − lo) gives the canonical node's bits.
   for (const TreeNode& node : tree_pieces(n_total, lo, hi)) {
     const int64_t a = node.lo - lo, b = node.hi - lo;
     if (backward) tree_reduce(grads_, a, b, P, threads_);
     if (backward && engram_) engram_tree_reduce(egrads_, a, b, *engram_, threads_);
-    // Scalars follow the same canonical tree as the gradients.
-    std::vector<T> ce(n_mb), mtp(n_mb), bal(n_mb), ce_sum(n_mb);
     Piece<T> piece;
     piece.node = node;
-    for (int64_t i = a; i < b; ++i) {
-      ce[i] = parts[i].ce, mtp[i] = parts[i].mtp, bal[i] = parts[i].bal;
-      ce_sum[i] = parts[i].ce_sum;
-      piece.parts.ce_count += parts[i].ce_count;
-    }
+    for (int64_t i = a; i < b; ++i) piece.parts.ce_count += parts[i].ce_count;
     piece.parts.ce = tree_sum(ce, a, b), piece.parts.mtp = tree_sum(mtp, a, b);
     piece.parts.bal = tree_sum(bal, a, b), piece.parts.ce_sum = tree_sum(ce_sum, a, b);
     piece.counts.assign(static_cast<size_t>(mcfg_.n_layers), {});
-    for (int64_t i = a; i < b; ++i)
-      for (size_t l = 0; l < counts[i].size(); ++l) {
-        auto& dst = piece.counts[l];
-        if (dst.size() < counts[i][l].size()) dst.resize(counts[i][l].size(), 0);
-        for (size_t e = 0; e < counts[i][l].size(); ++e) dst[e] += counts[i][l][e];
-      }
+    for (int64_t i = a; i < b; ++i) add_counts(piece.counts, counts[i]);
     pieces_.push_back(std::move(piece));
   }
   return pieces_;
@@ -210,8 +215,8 @@ void Trainer::apply_bias_rule(const std::vector<std::vector<int64_t>>& counts, F
   }
 }
 
-void Trainer::check_data_parallel() const {
-  if (engram_)
+void check_data_parallel(const JobConfig& job) {
+  if (!job.model.engram_layers.empty())
     throw std::invalid_argument(
         "Engram layers are not supported across node processes yet (the tables move to "
         "Engram shard actors in a later issue): set model.engram_layers = [] or use "
@@ -219,7 +224,7 @@ void Trainer::check_data_parallel() const {
 }
 
 const std::vector<Piece<float>>& Trainer::compute_range(int64_t step, TreeNode range) {
-  check_data_parallel();
+  check_data_parallel(cfg);
   const Batch batch = train_batch(*train_stream_, step, cfg.train.batch_size);
   return engine_->run_range(params.data(), batch, cfg.train.micro_batch_rows, range.lo, range.hi,
                             true, cfg.model.mtp_depth > 0);
@@ -276,21 +281,14 @@ LossParts<float> combine_pieces(const std::vector<Piece<float>>& pieces, int64_t
   const LossParts<float> out = combine_parts(pieces, 0, n);
   if (counts) {
     counts->clear();
-    for (const auto& p : pieces) {
-      if (counts->size() < p.counts.size()) counts->resize(p.counts.size());
-      for (size_t l = 0; l < p.counts.size(); ++l) {
-        auto& dst = (*counts)[l];
-        if (dst.size() < p.counts[l].size()) dst.resize(p.counts[l].size(), 0);
-        for (size_t e = 0; e < p.counts[l].size(); ++e) dst[e] += p.counts[l][e];
-      }
-    }
+    for (const auto& p : pieces) add_counts(*counts, p.counts);
   }
   return out;
 }
 
 std::vector<double> Trainer::reduce_owned(FlatRange owned, const std::vector<TreeNode>& nodes,
                                           const std::vector<const float*>& slices) {
-  check_data_parallel();
+  check_data_parallel(cfg);
   if (nodes.size() != slices.size())
     throw std::invalid_argument("reduce_owned: one slice per node");
   if (owned.lo < 0 || owned.hi > table.total() || owned.lo > owned.hi)
@@ -311,7 +309,7 @@ std::vector<double> Trainer::reduce_owned(FlatRange owned, const std::vector<Tre
 
 void Trainer::apply_owned(FlatRange owned, int64_t step, double scale,
                           const std::vector<std::vector<int64_t>>& counts) {
-  check_data_parallel();
+  check_data_parallel(cfg);
   const float* grads = owned_grad_view_ ? owned_grad_view_ : owned_grad_.data();
   optimizer_.update(params.data(), grads, lr_at(cfg.train, step), scale, step, owned);
   apply_bias_rule(counts, owned);

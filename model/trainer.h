@@ -72,6 +72,10 @@ class GradEngine {
   std::vector<Piece<T>> pieces_;
 };
 
+// Throws std::invalid_argument naming what data parallelism across node processes does not
+// support in this job (today: Engram layers).
+void check_data_parallel(const JobConfig& job);
+
 // The clipping factor for a global gradient norm (1 when no clipping applies).
 double clip_scale(double grad_clip, double grad_norm);
 // Sums pieces covering [0, n) in canonical tree order: the scalars as tree_sum does, the
@@ -130,9 +134,6 @@ class Trainer {
   // global clip scale and expert counts (per layer; empty vectors for dense layers).
   void apply_owned(FlatRange owned, int64_t step, double clip_scale,
                    const std::vector<std::vector<int64_t>>& counts);
-
-  // Throws std::invalid_argument naming what data parallelism does not support in this job.
-  void check_data_parallel() const;
 
   int threads() const { return threads_; }
   // The Engram tables, or null when the config has no Engram layer.
