@@ -12,6 +12,8 @@ namespace troupe::runtime {
 
 namespace {
 
+using join_deadline_atom = caf::atom_constant<caf::atom("joindead")>;
+
 struct AgentState {
   NodeAgentOptions options;
   caf::actor router;
@@ -135,6 +137,7 @@ caf::behavior agent(Self* self, caf::actor router, NodeAgentOptions options) {
   self->send(router, register_atom::value, std::string("agent.0"), caf::actor(self));
   self->send(router, watch_atom::value, caf::actor(self));
   self->send(router, connect_atom::value, self->state.options.coordinator_address);
+  self->delayed_send(self, self->state.options.join_timeout, join_deadline_atom::value);
   return {
       [=](ActorMessage& m) { on_message(self, m); },
       [=](tick_atom) {
@@ -143,6 +146,14 @@ caf::behavior agent(Self* self, caf::actor router, NodeAgentOptions options) {
         hb.set_sequence(++s.heartbeats);
         to_coordinator(self, heartbeat_type, hb);
         self->delayed_send(self, s.options.heartbeat_interval, tick_atom::value);
+      },
+      [=](join_deadline_atom) {
+        auto& s = self->state;
+        if (!s.welcomed)
+          finish(self, 1,
+                 fmt::format("could not join {}: no welcome within {} ms (is it a troupe "
+                             "coordinator, and is it still starting?)",
+                             s.options.coordinator_address, s.options.join_timeout.count()));
       },
       [=](node_down_atom, const std::string& node, const std::string& why) {
         auto& s = self->state;

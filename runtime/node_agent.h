@@ -17,6 +17,9 @@ namespace troupe::runtime {
 struct NodeAgentOptions {
   std::string coordinator_address;                    // host:port of the coordinator's process
   std::chrono::milliseconds heartbeat_interval{100};  // the coordinator's Welcome may set it
+  // No Welcome within this long (a coordinator that accepts the connection but never
+  // answers): the node gives up with status 1 instead of waiting forever.
+  std::chrono::milliseconds join_timeout{30000};
   int role_threads = 0;  // RoleContext::threads for the roles placed here
   // Called once, from an actor thread: exit code (0: the job ended normally) and why.
   std::function<void(int code, const std::string& why)> on_exit;

@@ -18,6 +18,10 @@ struct Outgoing {
   std::string target;  // the node we meant to reach ("" : the coordinator, id unknown)
   std::string nonce;   // ours: the acceptor must MAC it
   std::string address;
+  // The acceptor's challenge did not prove the job secret. We still answer with our proof
+  // (the acceptor then logs the refusal, where an operator looks) and give up only when
+  // its verdict comes back or the connection drops, so the proof is not lost with us.
+  bool acceptor_failed = false;
 };
 // A connection someone opened to us (we are the acceptor).
 struct Incoming {
@@ -167,6 +171,8 @@ void route(Self* self, ActorMessage&& m) {
   }
 }
 
+constexpr const char* wrong_acceptor = "the peer failed the handshake (wrong job secret)";
+
 void refuse(Self* self, PeerId peer, const std::string& reason) {
   auto& s = self->state;
   ++s.counters.refused_handshakes;
@@ -209,9 +215,7 @@ bool handshake(Self* self, ActorMessage& m) {
         ++s.counters.refused_handshakes;
         fmt::print(stderr, "troupe router {}: {} did not prove the job secret; not talking to it\n",
                    s.cfg.node_id, it->second.address);
-        s.waiting.erase(it->second.target);
-        notify_down(self, it->second.target, "the peer failed the handshake (wrong job secret)");
-        s.outgoing.erase(it);
+        it->second.acceptor_failed = true;
         return true;
       }
       if (it->second.target.empty()) it->second.target = c.node();
@@ -248,6 +252,11 @@ bool handshake(Self* self, ActorMessage& m) {
       if (it == s.outgoing.end() || !v.ParseFromString(m.header)) return true;
       const Outgoing out = it->second;
       s.outgoing.erase(it);
+      if (out.acceptor_failed) {
+        s.waiting.erase(out.target);
+        notify_down(self, out.target, wrong_acceptor);
+        return true;
+      }
       if (!v.admitted()) {
         fmt::print(stderr, "troupe router {}: {} refused us: {}\n", s.cfg.node_id, out.address,
                    v.reason());
@@ -317,7 +326,9 @@ caf::behavior router(Self* self, RouterConfig cfg) {
           s.node_of_peer.erase(it);
         } else if (auto o = s.outgoing.find(peer); o != s.outgoing.end()) {
           node = o->second.target;
+          const bool failed = o->second.acceptor_failed;
           s.outgoing.erase(o);
+          if (failed) return notify_down(self, node, wrong_acceptor);
         } else {
           s.incoming.erase(peer);
           return;  // an unadmitted stranger left: nothing to report
