@@ -1,0 +1,53 @@
+// The node agent's join: a coordinator that admits the connection but never welcomes the
+// node (still starting, or not a troupe coordinator) must not leave `troupe node` waiting
+// forever: the agent gives up after join_timeout with status 1 and says why.
+#include "runtime/node_agent.h"
+
+#include <gtest/gtest.h>
+
+#include <caf/all.hpp>
+#include <future>
+
+#include "runtime/router.h"
+
+namespace troupe::runtime {
+namespace {
+
+const std::string secret = "0123456789abcdef0123456789abcdef";
+
+std::unique_ptr<Host> make_host(const std::string& node_id) {
+  HostOptions o;
+  o.node_id = node_id;
+  o.secret = secret;
+  auto h = Host::create(o);
+  EXPECT_TRUE(h.ok()) << h.status().to_string();
+  return std::move(h).value();
+}
+
+TEST(NodeAgent, GivesUpWhenNoWelcomeComes) {
+  auto coordinator = make_host("n0");
+  auto node = make_host("");
+  // A silent coordinator: it receives the join and never answers.
+  caf::scoped_actor silent{coordinator->actor_system()};
+  caf::anon_send(coordinator->router(), register_atom::value, std::string("coordinator.0"),
+                 caf::actor(silent));
+  std::promise<std::pair<int, std::string>> exited;
+  NodeAgentOptions o;
+  o.coordinator_address = coordinator->listen_address();
+  o.join_timeout = std::chrono::milliseconds(200);
+  o.on_exit = [&](int code, const std::string& why) { exited.set_value({code, why}); };
+  spawn_node_agent(*node, o);
+  bool joined = false;
+  silent->receive([&](ActorMessage& m) { joined = m.type == join_type; },
+                  caf::after(std::chrono::seconds(10)) >> [] {});
+  EXPECT_TRUE(joined) << "the handshake did not complete";
+  auto done = exited.get_future();
+  ASSERT_EQ(done.wait_for(std::chrono::seconds(10)), std::future_status::ready)
+      << "the agent is still waiting 10 s after a 200 ms join timeout";
+  const auto [code, why] = done.get();
+  EXPECT_EQ(code, 1);
+  EXPECT_NE(why.find("no welcome within 200 ms"), std::string::npos) << why;
+}
+
+}  // namespace
+}  // namespace troupe::runtime
