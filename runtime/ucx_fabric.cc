@@ -132,6 +132,13 @@ bool UcxFabric::Impl::run_commands() {
   return !batch.empty();
 }
 
+bool UcxFabric::Impl::start_local_sends() {
+  std::vector<std::unique_ptr<SendOp>> batch;
+  batch.swap(local_sends);  // a send's completion may queue more
+  for (auto& op : batch) post_send(std::move(op));
+  return true;
+}
+
 // Arms the worker and sleeps until a UCX event, a command or progress_sleep_ms_max.
 void UcxFabric::Impl::sleep_until_event() {
   sleeping.store(true);
@@ -165,6 +172,7 @@ void UcxFabric::Impl::progress_loop() {
   while (!stop.load(std::memory_order_relaxed)) {
     bool active = run_commands();
     active |= ucp_worker_progress(worker) != 0;
+    if (!local_sends.empty()) active |= start_local_sends();
     if (!to_close.empty()) close_failed_endpoints();
     if (!rndv_waiting.empty()) start_waiting_rndv();
     if (never_sleep) continue;
@@ -189,6 +197,7 @@ void UcxFabric::Impl::progress_loop() {
     spin = next_spin(options, spin, last_activity - asleep);
   }
   run_commands();
+  start_local_sends();
   close_all();
 }
 

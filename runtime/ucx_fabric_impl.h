@@ -105,6 +105,7 @@ struct UcxFabric::Impl {
   Status init();
   void progress_loop();
   bool run_commands();
+  bool start_local_sends();
   void sleep_until_event();
   void close_all();
   // Runs fn on the progress thread (inline when already on it).
@@ -151,6 +152,10 @@ struct UcxFabric::Impl {
 
   std::mutex command_mutex;
   std::vector<std::function<void()>> commands;
+  // Sends made on the progress thread itself (from a receive handler): started right after
+  // ucp_worker_progress returns, without the command queue's lock and wake-up, and never
+  // from inside a UCX callback.
+  std::vector<std::unique_ptr<SendOp>> local_sends;
   std::atomic<bool> commands_pending{false};
 
   // Progress-thread only.

@@ -209,6 +209,10 @@ Status UcxFabric::send(PeerId peer, const Envelope& envelope,
     im.window_waiters.fetch_sub(1);
     if (!room) return {Code::busy, "send: in-flight window full for send_wait_ms_max"};
   }
+  if (im.on_progress_thread()) {
+    im.local_sends.push_back(std::move(op));
+    return {};
+  }
   SendOp* raw = op.release();
   im.post([raw] { raw->impl->post_send(std::unique_ptr<SendOp>(raw)); });
   return {};
