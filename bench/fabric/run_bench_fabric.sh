@@ -150,4 +150,6 @@ print("per run (troupe/perftest): " + "; ".join(
     f" lat {tr.get(('lat', 8), [nan])[0] / pt.get(('lat', 8), [nan] * 8)[1]:.2f}"
     for pt, tr in runs))
 PYEOF
+# The envelope codec alone (runtime/wire.cc) next to libprotobuf on the same message.
+"$BUILD/runtime/bench_wire"
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
