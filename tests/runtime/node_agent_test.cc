@@ -9,24 +9,18 @@
 #include <future>
 
 #include "runtime/router.h"
+#include "tests/runtime/test_hosts.h"
 
 namespace troupe::runtime {
 namespace {
 
+using test::make_host;
+
 const std::string secret = "0123456789abcdef0123456789abcdef";
 
-std::unique_ptr<Host> make_host(const std::string& node_id) {
-  HostOptions o;
-  o.node_id = node_id;
-  o.secret = secret;
-  auto h = Host::create(o);
-  EXPECT_TRUE(h.ok()) << h.status().to_string();
-  return std::move(h).value();
-}
-
 TEST(NodeAgent, GivesUpWhenNoWelcomeComes) {
-  auto coordinator = make_host("n0");
-  auto node = make_host("");
+  auto coordinator = make_host("n0", secret);
+  auto node = make_host("", secret);
   // A silent coordinator: it receives the join and never answers.
   caf::scoped_actor silent{coordinator->actor_system()};
   caf::anon_send(coordinator->router(), register_atom::value, std::string("coordinator.0"),

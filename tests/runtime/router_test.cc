@@ -12,21 +12,15 @@
 #include "runtime/host.h"
 #include "runtime/wire.h"
 #include "tests/runtime/raw_ucx_client.h"
+#include "tests/runtime/test_hosts.h"
 
 namespace troupe::runtime {
 namespace {
 
+using test::make_host;
+
 constexpr auto wait_for = std::chrono::seconds(10);
 const std::string good_secret = "0123456789abcdef0123456789abcdef";
-
-std::unique_ptr<Host> make_host(const std::string& node_id, const std::string& secret) {
-  HostOptions o;
-  o.node_id = node_id;
-  o.secret = secret;
-  auto h = Host::create(o);
-  EXPECT_TRUE(h.ok()) << h.status().to_string();
-  return std::move(h).value();
-}
 
 RouterCounters counters(caf::scoped_actor& self, const caf::actor& router) {
   RouterCounters out;
