@@ -38,6 +38,7 @@ struct CoordinatorState {
   int64_t n_mb = 0;
   // Readiness and the step in flight.
   int64_t ready = 0;
+  int64_t state_floats_max = 0, state_floats_total = 0;  // from the workers' Ready
   uint64_t initial_hash = 0;
   int64_t step = 0;
   clock::time_point step_started;
@@ -301,9 +302,15 @@ void on_message(Self* self, ActorMessage& m) {
       if (r.weights_hash() != s.initial_hash)
         return fail(self, fmt::format("worker {} starts from other weights ({:016x} vs {:016x})",
                                       r.worker(), r.weights_hash(), s.initial_hash));
+      s.state_floats_max = std::max(s.state_floats_max, r.optimizer_state_floats());
+      s.state_floats_total += r.optimizer_state_floats();
       if (++s.ready < int64_t(s.workers.size())) return;
       s.phase = Phase::running;
-      event(self, "start", fmt::format("{} workers ready, {} parameters", s.ready, r.parameters()));
+      event(self, "start",
+            fmt::format("{} workers ready, {} parameters; optimizer state (ZeRO-1) at most "
+                        "{:.2f} MiB per worker, {:.2f} MiB in all",
+                        s.ready, r.parameters(), double(s.state_floats_max) * 4 / (1 << 20),
+                        double(s.state_floats_total) * 4 / (1 << 20)));
       return start_or_finish(self);
     }
     case stats_type: {

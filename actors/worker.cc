@@ -273,6 +273,7 @@ caf::behavior worker(Self* self, runtime::RoleContext ctx) {
     s.ranges = model::plan_ranges(s.trainer->micro_batches(), s.workers);
     s.val_ranges = model::plan_ranges(s.trainer->val_micro_batches(), s.workers);
     s.owners = model::plan_owners(s.trainer->table, s.workers);
+    s.trainer->keep_optimizer_state(s.owners[size_t(s.me)]);  // ZeRO-1
     for (const TreeNode& r : s.ranges)
       s.total_pieces += int64_t(model::tree_pieces(s.trainer->micro_batches(), r.lo, r.hi).size());
     for (int64_t o = 0; o < s.workers; ++o)
@@ -281,6 +282,7 @@ caf::behavior worker(Self* self, runtime::RoleContext ctx) {
     r.set_worker(s.me);
     r.set_parameters(s.trainer->table.total());
     r.set_weights_hash(s.trainer->weights_hash());
+    r.set_optimizer_state_floats(s.trainer->optimizer_state_floats());
     reply(self, s.ctx.coordinator, ready_type, r);
   } catch (const std::exception& e) {
     fail(self, e.what());

@@ -54,20 +54,22 @@ void newton_schulz5(const float* m, int64_t rows, int64_t cols, float* out, int 
     for (int64_t j = 0; j < cols; ++j) out[i * cols + j] = X[tall ? j * rows + i : i * cols + j];
 }
 
-Muon::Muon(const ParamTable& table, MuonSettings settings, int threads)
+Muon::Muon(const ParamTable& table, MuonSettings settings, int threads, FlatRange state)
     : table_(table),
       settings_(settings),
       threads_(std::max(1, threads)),
-      b_(static_cast<size_t>(table.total()), 0.0f),
+      slots_(table, state, [](const ParamInfo& p) { return p.group == OptGroup::Muon; }),
+      b_(static_cast<size_t>(slots_.floats()), 0.0f),
       dir_(static_cast<size_t>(threads_)),
       ortho_(static_cast<size_t>(threads_)),
       scratch_(static_cast<size_t>(threads_)) {
   int64_t numel_max = 0;
-  for (const ParamInfo& p : table.all()) {
+  for (size_t t = 0; t < table.all().size(); ++t) {
+    const ParamInfo& p = table.all()[t];
     if (p.group != OptGroup::Muon) continue;
     if (p.shape.size() != 2)
       throw std::logic_error(fmt::format("Muon: tensor {} is not 2-D", p.name));
-    tensors_.push_back(&p);
+    tensors_.push_back(t);
     numel_max = std::max(numel_max, p.numel);
   }
   for (int w = 0; w < threads_; ++w) {
@@ -76,21 +78,28 @@ Muon::Muon(const ParamTable& table, MuonSettings settings, int threads)
   }
 }
 
+void Muon::check_state(FlatRange owned) const {
+  for (size_t t : tensors_)
+    if (owned.covers(table_.all()[t])) (void)slots_.at(table_, t);
+}
+
 void Muon::update(float* params, const float* grads, double lr, double grad_scale,
                   double weight_decay, FlatRange owned) {
   const float scale = float(grad_scale);
+  check_state(owned);  // throws here, not inside a worker thread
   parallel_for(static_cast<int64_t>(tensors_.size()), threads_, [&](int64_t i, int worker) {
-    if (owned.covers(*tensors_[i]))
-      update_tensor(*tensors_[i], params, grads, scale, lr, weight_decay, worker);
+    const size_t t = tensors_[size_t(i)];
+    const ParamInfo& p = table_.all()[t];
+    if (owned.covers(p)) update_tensor(t, p, params, grads, scale, lr, weight_decay, worker);
   });
 }
 
-void Muon::update_tensor(const ParamInfo& p, float* params, const float* grads, float scale,
-                         double lr, double weight_decay, int worker) {
+void Muon::update_tensor(size_t t, const ParamInfo& p, float* params, const float* grads,
+                         float scale, double lr, double weight_decay, int worker) {
   const int64_t rows = p.shape[0], cols = p.shape[1];
   const float mu = float(settings_.momentum);
   const float* g = grads + p.offset;
-  float* b = b_.data() + p.offset;
+  float* b = b_.data() + slots_.at(table_, t);
   float* dir = dir_[worker].data();
   for (int64_t i = 0; i < p.numel; ++i) {
     const float gi = g[i] * scale;

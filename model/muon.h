@@ -27,24 +27,28 @@ void newton_schulz5(const float* m, int64_t rows, int64_t cols, float* out, int 
 class Muon {
  public:
   // threads: tensors are updated in parallel, one tensor per work item; never changes bits.
-  Muon(const ParamTable& table, MuonSettings settings, int threads);
+  // state: the tensors whose momentum this one keeps (see StateSlots in optim.h).
+  Muon(const ParamTable& table, MuonSettings settings, int threads, FlatRange state = {});
   // Updates every OptGroup::Muon tensor of params (others untouched). grads are multiplied
   // by grad_scale (clipping) first; weight_decay is decoupled, applied as lr·wd·W.
-  // Only the tensors inside `owned` are touched (a data-parallel owner's share).
+  // Only the tensors inside `owned` are touched (a data-parallel owner's share); each must
+  // lie inside the state range (std::logic_error otherwise).
   void update(float* params, const float* grads, double lr, double grad_scale, double weight_decay,
               FlatRange owned = {});
-  // The momentum buffer B, laid out by the table (zero outside Muon tensors).
-  const std::vector<float>& momentum() const { return b_; }
+  // Throws std::logic_error naming a tensor inside `owned` whose state is not kept here.
+  void check_state(FlatRange owned) const;
+  int64_t state_floats() const { return slots_.floats(); }
 
  private:
-  void update_tensor(const ParamInfo& p, float* params, const float* grads, float scale, double lr,
-                     double weight_decay, int worker);
+  void update_tensor(size_t t, const ParamInfo& p, float* params, const float* grads, float scale,
+                     double lr, double weight_decay, int worker);
 
   const ParamTable& table_;
   MuonSettings settings_;
   int threads_;
-  std::vector<const ParamInfo*> tensors_;  // the Muon tensors, in table order
-  std::vector<float> b_;
+  std::vector<size_t> tensors_;  // the Muon tensors' indices in the table, in table order
+  StateSlots slots_;             // where each tensor's momentum is kept, if here
+  std::vector<float> b_;         // the momentum B of the tensors kept here
   // Per worker: the Nesterov direction, NS5's output and NS5's scratch.
   std::vector<std::vector<float>> dir_, ortho_, scratch_;
 };

@@ -52,12 +52,32 @@ OptGroup effective_group(OptGroup g, const OptimizerConfig& cfg) {
   return g == OptGroup::Muon && cfg.name != "muon" ? OptGroup::AdamW : g;
 }
 
-AdamW::AdamW(const ParamTable& table, const OptimizerConfig& cfg, double weight_decay)
+AdamW::AdamW(const ParamTable& table, const OptimizerConfig& cfg, double weight_decay,
+             FlatRange state)
     : table_(table),
       cfg_(cfg),
       weight_decay_(weight_decay),
-      m_(static_cast<size_t>(table.total()), 0.0f),
-      v_(static_cast<size_t>(table.total()), 0.0f) {}
+      slots_(table, state,
+             [&](const ParamInfo& p) {
+               const OptGroup g = effective_group(p.group, cfg);
+               return g == OptGroup::AdamW || g == OptGroup::AdamWNoDecay;
+             }),
+      m_(static_cast<size_t>(slots_.floats()), 0.0f),
+      v_(static_cast<size_t>(slots_.floats()), 0.0f) {}
+
+void AdamW::check_state(FlatRange owned) const {
+  for (size_t t = 0; t < table_.all().size(); ++t) {
+    const ParamInfo& p = table_.all()[t];
+    const OptGroup group = effective_group(p.group, cfg_);
+    if (group != OptGroup::Rule && group != OptGroup::Muon && owned.covers(p))
+      (void)slots_.at(table_, t);
+  }
+}
+
+std::span<const float> AdamW::state(const std::vector<float>& s, size_t i) const {
+  if (!slots_.has(i)) return {};
+  return {s.data() + slots_.at(table_, i), size_t(table_.all()[i].numel)};
+}
 
 void AdamW::update(float* params, const float* grads, double lr, double grad_scale, int64_t step,
                    FlatRange owned) {
@@ -66,13 +86,15 @@ void AdamW::update(float* params, const float* grads, double lr, double grad_sca
   const double c2 = 1.0 - std::pow(b2, double(step + 1));
   const float fb1 = float(b1), fb2 = float(b2), fscale = float(grad_scale);
   const float step_size = float(lr / c1), inv_c2 = float(1.0 / c2), eps = float(cfg_.eps);
-  for (const ParamInfo& p : table_.all()) {
+  check_state(owned);  // throws before anything is changed
+  for (size_t t = 0; t < table_.all().size(); ++t) {
+    const ParamInfo& p = table_.all()[t];
     const OptGroup group = effective_group(p.group, cfg_);
     if (group == OptGroup::Rule || group == OptGroup::Muon || !owned.covers(p)) continue;
     const float decay = group == OptGroup::AdamWNoDecay ? 0.0f : float(lr * weight_decay_);
     float* w = params + p.offset;
-    float* m = m_.data() + p.offset;
-    float* v = v_.data() + p.offset;
+    float* m = m_.data() + slots_.at(table_, t);
+    float* v = v_.data() + slots_.at(table_, t);
     const float* g = grads + p.offset;
     for (int64_t i = 0; i < p.numel; ++i) {
       const float gi = g[i] * fscale;
@@ -85,16 +107,18 @@ void AdamW::update(float* params, const float* grads, double lr, double grad_sca
 }
 
 Optimizer::Optimizer(const ParamTable& table, const OptimizerConfig& cfg, double weight_decay,
-                     int threads)
-    : weight_decay_(weight_decay), adamw_(table, cfg, weight_decay) {
+                     int threads, FlatRange state)
+    : weight_decay_(weight_decay), adamw_(table, cfg, weight_decay, state) {
   if (cfg.name != "adamw" && cfg.name != "muon")
     throw std::invalid_argument(
         fmt::format("unknown optimizer '{}'; known: adamw, muon", cfg.name));
-  if (cfg.name == "muon") muon_.emplace(table, MuonSettings{}, threads);
+  if (cfg.name == "muon") muon_.emplace(table, MuonSettings{}, threads, state);
 }
 
 void Optimizer::update(float* params, const float* grads, double lr, double grad_scale,
                        int64_t step, FlatRange owned) {
+  adamw_.check_state(owned);  // both before either changes anything
+  if (muon_) muon_->check_state(owned);
   adamw_.update(params, grads, lr, grad_scale, step, owned);
   if (muon_) muon_->update(params, grads, lr, grad_scale, weight_decay_, owned);
 }

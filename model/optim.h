@@ -4,6 +4,7 @@
 // in a canonical order.
 #include <cstdint>
 #include <optional>
+#include <span>
 #include <vector>
 
 #include "model/config.h"
@@ -30,19 +31,28 @@ OptGroup effective_group(OptGroup g, const OptimizerConfig& cfg);
 
 class AdamW {
  public:
-  AdamW(const ParamTable& table, const OptimizerConfig& cfg, double weight_decay);
+  AdamW(const ParamTable& table, const OptimizerConfig& cfg, double weight_decay,
+        FlatRange state = {});
   // One update of the tensors whose effective group is AdamW or AdamWNoDecay (others are
   // untouched): grads are multiplied by grad_scale (clipping) first. step is 0-based.
-  // Only the tensors inside `owned` are touched (a data-parallel owner's share).
+  // Only the tensors inside `owned` are touched (a data-parallel owner's share); each must
+  // lie inside the state range (std::logic_error otherwise).
   void update(float* params, const float* grads, double lr, double grad_scale, int64_t step,
               FlatRange owned = {});
-  const std::vector<float>& m() const { return m_; }
-  const std::vector<float>& v() const { return v_; }
+  // Throws std::logic_error naming a tensor inside `owned` whose state is not kept here.
+  void check_state(FlatRange owned) const;
+  // The moments of table tensor i (empty where it keeps none).
+  std::span<const float> m(size_t i) const { return state(m_, i); }
+  std::span<const float> v(size_t i) const { return state(v_, i); }
+  int64_t state_floats() const { return 2 * slots_.floats(); }
 
  private:
+  std::span<const float> state(const std::vector<float>& s, size_t i) const;
+
   const ParamTable& table_;
   OptimizerConfig cfg_;
   double weight_decay_;
+  StateSlots slots_;
   std::vector<float> m_, v_;
 };
 
@@ -52,7 +62,9 @@ class AdamW {
 class Optimizer {
  public:
   // threads: Muon's parallelism over tensors; never changes results.
-  Optimizer(const ParamTable& table, const OptimizerConfig& cfg, double weight_decay, int threads);
+  // state: the tensors whose optimizer state this one keeps (a data-parallel owner's share).
+  Optimizer(const ParamTable& table, const OptimizerConfig& cfg, double weight_decay, int threads,
+            FlatRange state = {});
   // One step (0-based) at learning rate lr; grads are multiplied by grad_scale first.
   // Only the tensors inside `owned` are touched; the bits of each tensor's update do not
   // depend on which others are updated with it.
@@ -60,6 +72,9 @@ class Optimizer {
               FlatRange owned = {});
   const AdamW& adamw() const { return adamw_; }
   const Muon* muon() const { return muon_ ? &*muon_ : nullptr; }  // null under "adamw"
+  int64_t state_floats() const {
+    return adamw_.state_floats() + (muon_ ? muon_->state_floats() : 0);
+  }
 
  private:
   double weight_decay_;

@@ -1,5 +1,7 @@
 #include "model/params.h"
 
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <stdexcept>
 
@@ -161,6 +163,15 @@ const char* opt_group_name(OptGroup g) {
       return "rule";
   }
   return "?";
+}
+
+int64_t StateSlots::at(const ParamTable& table, size_t i) const {
+  if (offset_[i] < 0)
+    throw std::logic_error(fmt::format(
+        "optimizer: tensor {} is updated here but its state is not kept here (outside the "
+        "state range)",
+        table.all()[i].name));
+  return offset_[i];
 }
 
 }  // namespace troupe::model

@@ -53,6 +53,30 @@ class ParamTable {
   int64_t total_ = 0;
 };
 
+// Optimizer state is kept only for the tensors that need it and lie inside the state range
+// (the default: all): a data-parallel owner keeps the state of its own share alone
+// (ZeRO-1), laid out compactly in table order.
+class StateSlots {
+ public:
+  // One slot per tensor of `table` for which `wanted` holds and that `range` covers.
+  template <class Wanted>
+  StateSlots(const ParamTable& table, FlatRange range, Wanted wanted) {
+    for (const ParamInfo& p : table.all()) {
+      const bool has = wanted(p) && range.covers(p);
+      offset_.push_back(has ? floats_ : -1);
+      if (has) floats_ += p.numel;
+    }
+  }
+  // The state offset of table tensor i; throws std::logic_error naming it when it has none.
+  int64_t at(const ParamTable& table, size_t i) const;
+  bool has(size_t i) const { return offset_[i] >= 0; }
+  int64_t floats() const { return floats_; }
+
+ private:
+  std::vector<int64_t> offset_;
+  int64_t floats_ = 0;
+};
+
 // Fills params (total floats) from the counter RNG: each tensor from its own key
 // (purpose = FNV-1a of its name), so the weights depend on (config, seed) alone.
 template <typename T>

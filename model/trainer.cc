@@ -156,7 +156,7 @@ Trainer::Trainer(const JobConfig& c)
       table(c.model),
       params(static_cast<size_t>(table.total())),
       threads_(resolve_threads(c.train.threads)),
-      optimizer_(table, c.optimizer, c.train.weight_decay, threads_) {
+      optimizer_(std::in_place, table, c.optimizer, c.train.weight_decay, threads_) {
   corpus_ = std::make_unique<Corpus>(load_fortunes(c.data.corpus_dir, c.data.val_modulus));
   train_stream_ = std::make_unique<PackedStream>(&corpus_->train, c.train.seed, c.data.shuffle,
                                                  c.model.seq_len);
@@ -189,7 +189,8 @@ StepStats Trainer::train_step(int64_t step) {
         std::sqrt(st.grad_norm * st.grad_norm + engram_grad_sumsq(engine_->engram_grad()));
   }
   const double scale = clip_scale(cfg.train.grad_clip, st.grad_norm);
-  optimizer_.update(params.data(), engine_->grad().data(), st.lr, scale, step);
+  optimizer_stepped_ = true;
+  optimizer_->update(params.data(), engine_->grad().data(), st.lr, scale, step);
   if (engram_) {  // SPEC §4: sparse Adam on the touched rows, lr × 5, no weight decay
     EngramAdamStep es;
     es.lr = kEngramLrMultiplier * st.lr;
@@ -221,6 +222,12 @@ void check_data_parallel(const JobConfig& job) {
         "Engram layers are not supported across node processes yet (the tables move to "
         "Engram shard actors in a later issue): set model.engram_layers = [] or use "
         "`troupe train`");
+}
+
+void Trainer::keep_optimizer_state(FlatRange owned) {
+  if (optimizer_stepped_)
+    throw std::logic_error("keep_optimizer_state after a step would drop the optimizer's state");
+  optimizer_.emplace(table, cfg.optimizer, cfg.train.weight_decay, threads_, owned);
 }
 
 const std::vector<Piece<float>>& Trainer::compute_range(int64_t step, TreeNode range) {
@@ -311,7 +318,8 @@ void Trainer::apply_owned(FlatRange owned, int64_t step, double scale,
                           const std::vector<std::vector<int64_t>>& counts) {
   check_data_parallel(cfg);
   const float* grads = owned_grad_view_ ? owned_grad_view_ : owned_grad_.data();
-  optimizer_.update(params.data(), grads, lr_at(cfg.train, step), scale, step, owned);
+  optimizer_stepped_ = true;
+  optimizer_->update(params.data(), grads, lr_at(cfg.train, step), scale, step, owned);
   apply_bias_rule(counts, owned);
 }
 

@@ -4,6 +4,7 @@
 // in the canonical tree — so the result is independent of the thread count (DESIGN §5).
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <vector>
 
 #include "model/config.h"
@@ -97,7 +98,8 @@ class Trainer {
   Batch val_batch_;  // the validation rows: the same every time, so built once
   std::unique_ptr<InProcessEngramStore<float>> engram_;  // Engram tables (null without Engram)
   std::unique_ptr<GradEngine<float>> engine_;
-  Optimizer optimizer_;
+  std::optional<Optimizer> optimizer_;  // always set; re-made by keep_optimizer_state
+  bool optimizer_stepped_ = false;
   std::vector<float> owned_grad_;                // data parallelism: the owned slice, reduced
   const float* owned_grad_view_ = nullptr;       // or the one piece's slice, used in place
   std::vector<std::vector<float>> combine_tmp_;  // one scratch slice per tree level
@@ -130,6 +132,10 @@ class Trainer {
   // is used in place, not copied.
   std::vector<double> reduce_owned(FlatRange owned, const std::vector<TreeNode>& nodes,
                                    const std::vector<const float*>& slices);
+  // Owners (ZeRO-1): from now on keep optimizer state for the `owned` tensors alone. Call
+  // before the first step; apply_owned then takes only that range (std::logic_error else).
+  void keep_optimizer_state(FlatRange owned);
+  int64_t optimizer_state_floats() const { return optimizer_->state_floats(); }
   // Owners: the optimizer and the balancing rule on the owned tensors, with the step's
   // global clip scale and expert counts (per layer; empty vectors for dense layers).
   void apply_owned(FlatRange owned, int64_t step, double clip_scale,

@@ -6,10 +6,12 @@
 
 #include <algorithm>
 #include <cmath>
+#include <span>
 #include <string>
 #include <vector>
 
 #include "model/config_parse.h"
+#include "model/dp_plan.h"
 #include "model/muon.h"
 #include "model/params.h"
 #include "model/rng.h"
@@ -275,8 +277,74 @@ TEST(AdamW, OptimizerAdamwIsBitwiseTheAdamwOfBefore) {
                       step == 1 ? 0.7 : 1.0, step);
   }
   EXPECT_EQ(w, w_before);
-  EXPECT_EQ(opt.adamw().m(), m);
-  EXPECT_EQ(opt.adamw().v(), v);
+  for (size_t t = 0; t < table.all().size(); ++t) {
+    const ParamInfo& p = table.all()[t];
+    const auto at = [&](const std::vector<float>& full) {
+      return std::vector<float>(full.begin() + p.offset, full.begin() + p.offset + p.numel);
+    };
+    const auto span_vec = [](std::span<const float> s) {
+      return std::vector<float>(s.begin(), s.end());
+    };
+    if (p.group == OptGroup::Rule) {
+      EXPECT_TRUE(opt.adamw().m(t).empty()) << p.name << ": a Rule tensor keeps no moments";
+      continue;
+    }
+    EXPECT_EQ(span_vec(opt.adamw().m(t)), at(m)) << p.name;
+    EXPECT_EQ(span_vec(opt.adamw().v(t)), at(v)) << p.name;
+  }
+}
+
+// ---- ZeRO-1: an owner keeps the optimizer state of its share alone -----------------------
+
+// Two owners, each with the state of its half (dp_plan's split), give the bits of one
+// optimizer with all the state, under AdamW and under Muon, and keep no more state together.
+TEST(ShardedState, OwnersGiveTheBitsOfOneOptimizer) {
+  const ParamTable table(small_model());
+  const std::vector<FlatRange> owners = plan_owners(table, 2);
+  for (const std::string name : {"adamw", "muon"}) {
+    OptimizerConfig cfg;
+    cfg.name = name;
+    std::vector<float> whole(static_cast<size_t>(table.total()));
+    init_params(table, 5, whole.data());
+    std::vector<float> sharded = whole;
+    Optimizer one(table, cfg, 0.1, 2);
+    Optimizer a(table, cfg, 0.1, 2, owners[0]), b(table, cfg, 0.1, 1, owners[1]);
+    for (int step = 0; step < 3; ++step) {
+      const std::vector<float> g = random_matrix(table.total(), 300 + step, 0.05);
+      one.update(whole.data(), g.data(), 1e-3, 0.9, step);
+      a.update(sharded.data(), g.data(), 1e-3, 0.9, step, owners[0]);
+      b.update(sharded.data(), g.data(), 1e-3, 0.9, step, owners[1]);
+    }
+    EXPECT_EQ(sharded, whole) << name;
+    EXPECT_EQ(a.state_floats() + b.state_floats(), one.state_floats()) << name;
+    EXPECT_GT(a.state_floats(), 0) << name;
+    EXPECT_GT(b.state_floats(), 0) << name;
+    // State only where an update needs it: two AdamW moments, or one Muon momentum.
+    int64_t needed = 0;
+    for (const ParamInfo& p : table.all()) {
+      const OptGroup grp = effective_group(p.group, cfg);
+      needed += grp == OptGroup::Rule ? 0 : grp == OptGroup::Muon ? p.numel : 2 * p.numel;
+    }
+    EXPECT_EQ(one.state_floats(), needed) << name;
+  }
+}
+
+TEST(ShardedState, UpdatingATensorWhoseStateIsElsewhereThrowsNamingIt) {
+  const ParamTable table(small_model());
+  const std::vector<FlatRange> owners = plan_owners(table, 2);
+  for (const std::string name : {"adamw", "muon"}) {
+    OptimizerConfig cfg;
+    cfg.name = name;
+    std::vector<float> w(static_cast<size_t>(table.total())), g(w.size(), 0.01f);
+    Optimizer a(table, cfg, 0.1, 1, owners[0]);
+    try {
+      a.update(w.data(), g.data(), 1e-3, 1.0, 0);  // every tensor, half of them not kept here
+      ADD_FAILURE() << name << ": no error";
+    } catch (const std::logic_error& e) {
+      EXPECT_NE(std::string(e.what()).find("outside the state range"), std::string::npos)
+          << e.what();
+    }
+  }
 }
 
 // ---- The split --------------------------------------------------------------------------
