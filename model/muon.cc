@@ -78,6 +78,16 @@ Muon::Muon(const ParamTable& table, MuonSettings settings, int threads, FlatRang
   }
 }
 
+void Muon::read_state(size_t t, float* out) const {
+  const float* b = b_.data() + slots_.at(table_, t);
+  std::copy(b, b + table_.all()[t].numel, out);
+}
+
+void Muon::write_state(size_t t, const float* in) {
+  float* b = b_.data() + slots_.at(table_, t);
+  std::copy(in, in + table_.all()[t].numel, b);
+}
+
 void Muon::check_state(FlatRange owned) const {
   for (size_t t : tensors_)
     if (owned.covers(table_.all()[t])) (void)slots_.at(table_, t);

@@ -38,6 +38,10 @@ class Muon {
   // Throws std::logic_error naming a tensor inside `owned` whose state is not kept here.
   void check_state(FlatRange owned) const;
   int64_t state_floats() const { return slots_.floats(); }
+  bool keeps(size_t t) const { return slots_.has(t); }
+  // Tensor t's momentum B (numel floats). Throws where it is not kept here.
+  void read_state(size_t t, float* out) const;
+  void write_state(size_t t, const float* in);
 
  private:
   void update_tensor(size_t t, const ParamInfo& p, float* params, const float* grads, float scale,

@@ -74,6 +74,18 @@ void AdamW::check_state(FlatRange owned) const {
   }
 }
 
+void AdamW::read_state(size_t i, float* out) const {
+  const int64_t at = slots_.at(table_, i), n = table_.all()[i].numel;
+  std::copy(m_.begin() + at, m_.begin() + at + n, out);
+  std::copy(v_.begin() + at, v_.begin() + at + n, out + n);
+}
+
+void AdamW::write_state(size_t i, const float* in) {
+  const int64_t at = slots_.at(table_, i), n = table_.all()[i].numel;
+  std::copy(in, in + n, m_.begin() + at);
+  std::copy(in + n, in + 2 * n, v_.begin() + at);
+}
+
 std::span<const float> AdamW::state(const std::vector<float>& s, size_t i) const {
   if (!slots_.has(i)) return {};
   return {s.data() + slots_.at(table_, i), size_t(table_.all()[i].numel)};
@@ -108,7 +120,10 @@ void AdamW::update(float* params, const float* grads, double lr, double grad_sca
 
 Optimizer::Optimizer(const ParamTable& table, const OptimizerConfig& cfg, double weight_decay,
                      int threads, FlatRange state)
-    : weight_decay_(weight_decay), adamw_(table, cfg, weight_decay, state) {
+    : table_(table),
+      cfg_(cfg),
+      weight_decay_(weight_decay),
+      adamw_(table, cfg, weight_decay, state) {
   if (cfg.name != "adamw" && cfg.name != "muon")
     throw std::invalid_argument(
         fmt::format("unknown optimizer '{}'; known: adamw, muon", cfg.name));
@@ -121,6 +136,30 @@ void Optimizer::update(float* params, const float* grads, double lr, double grad
   if (muon_) muon_->check_state(owned);
   adamw_.update(params, grads, lr, grad_scale, step, owned);
   if (muon_) muon_->update(params, grads, lr, grad_scale, weight_decay_, owned);
+}
+
+int64_t Optimizer::state_floats_of(size_t t) const {
+  const ParamInfo& p = table_.all()[t];
+  switch (effective_group(p.group, cfg_)) {
+    case OptGroup::Rule:
+      return 0;
+    case OptGroup::Muon:
+      return p.numel;
+    default:
+      return 2 * p.numel;
+  }
+}
+
+void Optimizer::read_state(size_t t, float* out) const {
+  if (muon_ && effective_group(table_.all()[t].group, cfg_) == OptGroup::Muon)
+    return muon_->read_state(t, out);
+  if (state_floats_of(t) > 0) adamw_.read_state(t, out);
+}
+
+void Optimizer::write_state(size_t t, const float* in) {
+  if (muon_ && effective_group(table_.all()[t].group, cfg_) == OptGroup::Muon)
+    return muon_->write_state(t, in);
+  if (state_floats_of(t) > 0) adamw_.write_state(t, in);
 }
 
 }  // namespace troupe::model

@@ -45,6 +45,10 @@ class AdamW {
   std::span<const float> m(size_t i) const { return state(m_, i); }
   std::span<const float> v(size_t i) const { return state(v_, i); }
   int64_t state_floats() const { return 2 * slots_.floats(); }
+  bool keeps(size_t i) const { return slots_.has(i); }
+  // Tensor i's state as one run: m, then v (2·numel floats). Throws where it is not kept.
+  void read_state(size_t i, float* out) const;
+  void write_state(size_t i, const float* in);
 
  private:
   std::span<const float> state(const std::vector<float>& s, size_t i) const;
@@ -75,8 +79,16 @@ class Optimizer {
   int64_t state_floats() const {
     return adamw_.state_floats() + (muon_ ? muon_->state_floats() : 0);
   }
+  // Table tensor t's optimizer state as one run of floats (AdamW: m then v; Muon: B), for
+  // moving a share between owners. Its size depends on the tensor's group alone (0 for
+  // Rule), so every worker agrees on it; read/write throw where the state is not kept here.
+  int64_t state_floats_of(size_t t) const;
+  void read_state(size_t t, float* out) const;
+  void write_state(size_t t, const float* in);
 
  private:
+  const ParamTable& table_;
+  OptimizerConfig cfg_;
   double weight_decay_;
   AdamW adamw_;
   std::optional<Muon> muon_;

@@ -230,6 +230,35 @@ void Trainer::keep_optimizer_state(FlatRange owned) {
   optimizer_.emplace(table, cfg.optimizer, cfg.train.weight_decay, threads_, owned);
 }
 
+void Trainer::save_version() {
+  saved_params_ = params;
+  saved_optimizer_.reset();
+  saved_optimizer_.emplace(*optimizer_);
+}
+
+void Trainer::restore_version() {
+  if (!saved_optimizer_) throw std::logic_error("restore_version: no saved version");
+  params = saved_params_;
+  optimizer_.reset();
+  optimizer_.emplace(*saved_optimizer_);
+}
+
+void Trainer::reshard_optimizer(FlatRange owned,
+                                const std::function<const float*(size_t)>& state_of) {
+  Optimizer next(table, cfg.optimizer, cfg.train.weight_decay, threads_, owned);
+  for (size_t t = 0; t < table.all().size(); ++t) {
+    if (!owned.covers(table.all()[t]) || next.state_floats_of(t) == 0) continue;
+    const float* in = state_of(t);
+    if (in == nullptr)
+      throw std::logic_error("reshard_optimizer: no state for " + table.all()[t].name);
+    next.write_state(t, in);
+  }
+  optimizer_.reset();
+  optimizer_.emplace(std::move(next));
+  saved_optimizer_.reset();  // a saved version belongs to the old share
+  optimizer_stepped_ = true;
+}
+
 const std::vector<Piece<float>>& Trainer::compute_range(int64_t step, TreeNode range) {
   check_data_parallel(cfg);
   const Batch batch = train_batch(*train_stream_, step, cfg.train.batch_size);

@@ -3,6 +3,7 @@
 // each step is split into logical micro-batches, computed on a thread pool, and reduced
 // in the canonical tree — so the result is independent of the thread count (DESIGN §5).
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <vector>
@@ -100,6 +101,8 @@ class Trainer {
   std::unique_ptr<GradEngine<float>> engine_;
   std::optional<Optimizer> optimizer_;  // always set; re-made by keep_optimizer_state
   bool optimizer_stepped_ = false;
+  std::vector<float> saved_params_;
+  std::optional<Optimizer> saved_optimizer_;
   std::vector<float> owned_grad_;                // data parallelism: the owned slice, reduced
   const float* owned_grad_view_ = nullptr;       // or the one piece's slice, used in place
   std::vector<std::vector<float>> combine_tmp_;  // one scratch slice per tree level
@@ -136,6 +139,17 @@ class Trainer {
   // before the first step; apply_owned then takes only that range (std::logic_error else).
   void keep_optimizer_state(FlatRange owned);
   int64_t optimizer_state_floats() const { return optimizer_->state_floats(); }
+  // Recovery (DESIGN §4). save_version keeps a copy of the weights and the optimizer (the
+  // version before a step); restore_version returns to it (std::logic_error if none).
+  void save_version();
+  void restore_version();
+  // Tensor t's optimizer state as one run of floats (Optimizer::read_state).
+  int64_t optimizer_state_floats_of(size_t t) const { return optimizer_->state_floats_of(t); }
+  void read_optimizer_state(size_t t, float* out) const { optimizer_->read_state(t, out); }
+  // A new share after the owners change: keeps the state of the tensors inside `owned`,
+  // each read from state_of(t) (optimizer_state_floats_of(t) floats), which may point into
+  // the current optimizer. A null for a tensor that has state throws, naming it.
+  void reshard_optimizer(FlatRange owned, const std::function<const float*(size_t)>& state_of);
   // Owners: the optimizer and the balancing rule on the owned tensors, with the step's
   // global clip scale and expert counts (per layer; empty vectors for dense layers).
   void apply_owned(FlatRange owned, int64_t step, double clip_scale,

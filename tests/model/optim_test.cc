@@ -329,6 +329,45 @@ TEST(ShardedState, OwnersGiveTheBitsOfOneOptimizer) {
   }
 }
 
+// Recovery moves state between owners: two owners' shares, read out tensor by tensor and
+// written into one optimizer of the whole table, carry on with the bits of one optimizer
+// that never was split.
+TEST(ShardedState, StateMovedBetweenOwnersCarriesOnBitwise) {
+  const ParamTable table(small_model());
+  const std::vector<FlatRange> owners = plan_owners(table, 2);
+  for (const std::string name : {"adamw", "muon"}) {
+    OptimizerConfig cfg;
+    cfg.name = name;
+    std::vector<float> whole(static_cast<size_t>(table.total()));
+    init_params(table, 6, whole.data());
+    std::vector<float> moved = whole;
+    Optimizer one(table, cfg, 0.1, 1);
+    Optimizer a(table, cfg, 0.1, 1, owners[0]), b(table, cfg, 0.1, 1, owners[1]);
+    std::vector<std::vector<float>> g;
+    for (int step = 0; step < 4; ++step)
+      g.push_back(random_matrix(table.total(), 400 + step, 0.05));
+    for (int step = 0; step < 2; ++step) {
+      one.update(whole.data(), g[step].data(), 1e-3, 1.0, step);
+      a.update(moved.data(), g[step].data(), 1e-3, 1.0, step, owners[0]);
+      b.update(moved.data(), g[step].data(), 1e-3, 1.0, step, owners[1]);
+    }
+    Optimizer merged(table, cfg, 0.1, 1);
+    std::vector<float> buf;
+    for (size_t t = 0; t < table.all().size(); ++t) {
+      buf.assign(size_t(merged.state_floats_of(t)), 0.0f);
+      if (buf.empty()) continue;
+      const Optimizer& from = owners[0].covers(table.all()[t]) ? a : b;
+      from.read_state(t, buf.data());
+      merged.write_state(t, buf.data());
+    }
+    for (int step = 2; step < 4; ++step) {
+      one.update(whole.data(), g[step].data(), 1e-3, 1.0, step);
+      merged.update(moved.data(), g[step].data(), 1e-3, 1.0, step);
+    }
+    EXPECT_EQ(moved, whole) << name;
+  }
+}
+
 TEST(ShardedState, UpdatingATensorWhoseStateIsElsewhereThrowsNamingIt) {
   const ParamTable table(small_model());
   const std::vector<FlatRange> owners = plan_owners(table, 2);
