@@ -13,12 +13,15 @@ $(BUILD)/CMakeCache.txt:
 build: $(BUILD)/CMakeCache.txt
 	cmake --build $(BUILD) -j $(JOBS)
 
-DEMO_NODES ?= 2
+DEMO_NODES ?= 3
+DEMO_KILL_AT ?= 60
 
-# The job on DEMO_NODES node processes on 127.0.0.1 (coordinator in the launch process).
+# The job on DEMO_NODES node processes on 127.0.0.1 (coordinator in the launch process);
+# one node process is killed (-9) after step DEMO_KILL_AT and the others carry on: the
+# weights hash at the end is the one an undisturbed single process gets.
 demo: build
 	$(BUILD)/troupe launch --config configs/tiny.toml --nodes $(DEMO_NODES) --run-dir runs/demo \
-	  --steps $(DEMO_STEPS)
+	  --steps $(DEMO_STEPS) --kill-node-at $(DEMO_KILL_AT)
 
 test: build
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)

@@ -24,7 +24,7 @@ struct NodeInfo {
   clock::time_point last_heard;
 };
 
-enum class Phase { joining, starting, running, finishing, done };
+enum class Phase { joining, starting, running, recovering, finishing, done };
 
 struct CoordinatorState {
   CoordinatorOptions opt;
@@ -34,14 +34,17 @@ struct CoordinatorState {
   clock::time_point started = clock::now();
   uint64_t epoch = 0;
   std::vector<NodeInfo> nodes;
-  std::vector<std::string> workers;  // addresses by index
+  std::vector<std::string> workers;  // addresses by index; worker i lives on nodes[i]
+  std::vector<int64_t> role_index;   // worker i's role index (its name; kept across recoveries)
   int64_t n_mb = 0;
   // Readiness and the step in flight.
   int64_t ready = 0;
   int64_t state_floats_max = 0, state_floats_total = 0;  // from the workers' Ready
   uint64_t initial_hash = 0;
   int64_t step = 0;
-  clock::time_point step_started;
+  int64_t committed = 0;  // train steps every worker applied (StepDone from all)
+  int64_t recovered_in = 0, recoveries = 0;
+  clock::time_point step_started, recovery_started;
   std::vector<model::Piece<float>> pieces;
   int64_t stats_in = 0, norms_in = 0, done_in = 0, val_in = 0, finals_in = 0;
   std::vector<std::vector<double>> norm_parts;  // by worker (owner order = table order)
@@ -113,7 +116,7 @@ void publish_view(Self* self) {
   }
   for (size_t i = 0; i < s.workers.size(); ++i) {
     auto* p = v.add_placement();
-    p->set_role("worker"), p->set_index(int64_t(i)), p->set_node_id(s.nodes[i].id);
+    p->set_role("worker"), p->set_index(s.role_index[i]), p->set_node_id(s.nodes[i].id);
   }
   for (const NodeInfo& n : s.nodes) send_to(self, n.id + "/agent.0", runtime::view_type, v);
   event(self, "view", fmt::format("epoch {}: {} nodes, one worker each", s.epoch, s.nodes.size()));
@@ -152,8 +155,10 @@ void on_join(Self* self, const ActorMessage& m) {
   s.nodes.push_back(n);
   if (int64_t(s.nodes.size()) < s.opt.nodes) return;
   // Worker i lives on node i+1 as index i.
-  for (size_t i = 0; i < s.nodes.size(); ++i)
+  for (size_t i = 0; i < s.nodes.size(); ++i) {
     s.workers.push_back(runtime::make_address(s.nodes[i].id, "worker", int64_t(i)));
+    s.role_index.push_back(int64_t(i));
+  }
   s.phase = Phase::starting;
   bump_epoch(self);
   publish_view(self);
@@ -254,6 +259,7 @@ void on_stats(Self* self, const ActorMessage& m, const train::Stats& st) {
 void on_step_done(Self* self) {
   auto& s = self->state;
   if (++s.done_in < int64_t(s.workers.size())) return;
+  s.committed = s.step + 1;
   s.report.seconds = std::chrono::duration<double>(clock::now() - s.step_started).count();
   s.report.has_val = false;
   const auto& t = s.opt.config.train;
@@ -275,7 +281,65 @@ void on_final(Self* self, const ActorMessage& m, const train::Final& f) {
   if (++s.finals_in < int64_t(s.workers.size())) return;
   s.result.ok = true;
   s.result.steps_done = s.step;
+  s.result.recoveries = s.recoveries;
   end_job(self, s.result);
+}
+
+// A node is lost mid-run (endpoint error, missed heartbeats). With recovery on and the
+// job running, the survivors go back to the committed step under a new epoch and take
+// over its share; else the job stops with the reason.
+void lose_node(Self* self, const std::string& node, const std::string& why, bool hung) {
+  auto& s = self->state;
+  if (s.phase == Phase::done) return;
+  size_t k = 0;
+  while (k < s.nodes.size() && s.nodes[k].id != node) ++k;
+  if (k == s.nodes.size()) return;  // not one of the job's nodes (any more): old news
+  const std::string what = fmt::format("node {} lost at step {}: {}", node, s.step, why);
+  if (!s.opt.config.fault_tolerance.recover)
+    return fail(self, what + " (fault_tolerance.recover = false)");
+  if (s.phase == Phase::recovering)
+    return fail(self, what + ", during a recovery: in-memory recovery takes one loss at a time");
+  if (s.phase != Phase::running)
+    return fail(self, what + " (recovery covers the training steps, not the start or the end)");
+  const int64_t old_n = int64_t(s.workers.size());
+  if (old_n == 1) return fail(self, what + ": it was the last node");
+  if (hung) {  // it may wake up: tell it to leave (the new epoch fences it anyway)
+    control::Shutdown sd;
+    sd.set_reason("this node was declared lost; the job goes on without it");
+    send_to(self, node + "/agent.0", runtime::shutdown_type, sd);
+  }
+  train::Recover r;
+  r.set_version(s.committed);
+  r.set_old_workers(old_n);
+  for (int64_t i = 0; i < old_n; ++i) {
+    if (size_t(i) == k) continue;
+    r.add_workers(s.workers[size_t(i)]);
+    r.add_old_index(i);
+  }
+  s.nodes.erase(s.nodes.begin() + int64_t(k));
+  s.workers.erase(s.workers.begin() + int64_t(k));
+  s.role_index.erase(s.role_index.begin() + int64_t(k));
+  bump_epoch(self);
+  publish_view(self);
+  s.phase = Phase::recovering;
+  s.recovered_in = 0;
+  ++s.recoveries;
+  s.recovery_started = clock::now();
+  event(self, "recover",
+        fmt::format("{}; {} workers go back to step {} (epoch {})", what, s.workers.size(),
+                    s.committed, s.epoch));
+  to_all_workers(self, recover_type, r);
+}
+
+void on_recovered(Self* self) {
+  auto& s = self->state;
+  if (s.phase != Phase::recovering || ++s.recovered_in < int64_t(s.workers.size())) return;
+  s.phase = Phase::running;
+  event(self, "recovered",
+        fmt::format("{} workers at step {} after {:.2f} s", s.workers.size(), s.committed,
+                    std::chrono::duration<double>(clock::now() - s.recovery_started).count()));
+  // A train step every worker applied but whose validation was cut short: validate again.
+  begin_step(self, s.committed > s.step ? train::VALIDATE : train::TRAIN);
 }
 
 void on_message(Self* self, ActorMessage& m) {
@@ -325,16 +389,19 @@ void on_message(Self* self, ActorMessage& m) {
           np.worker() >= int64_t(s.workers.size()) || m.payloads.size() != 1 ||
           !read_payload(m.payloads[0], &parts))
         return fail(self, "malformed NormParts from " + m.from);
-      if (np.step() != s.step) return (void)++s.rejected;
+      if (np.step() != s.step || s.phase != Phase::running) return (void)++s.rejected;
       s.norm_parts[size_t(np.worker())] = std::move(parts);
       ++s.norms_in;
       return try_apply(self);
     }
     case step_done_type: {
       train::StepDone d;
-      if (!d.ParseFromString(m.header) || d.step() != s.step) return (void)++s.rejected;
+      if (!d.ParseFromString(m.header) || d.step() != s.step || s.phase != Phase::running)
+        return (void)++s.rejected;
       return on_step_done(self);
     }
+    case recovered_type:
+      return on_recovered(self);
     case final_type: {
       train::Final f;
       if (!f.ParseFromString(m.header) || s.phase != Phase::finishing) return (void)++s.rejected;
@@ -367,17 +434,18 @@ caf::behavior coordinator(Self* self, caf::actor router, CoordinatorOptions opti
                                         st.opt.config.fault_tolerance.start_timeout_ms / 1000,
                                         st.nodes.size(), st.opt.nodes, st.ready));
         for (const NodeInfo& n : st.nodes)
-          if (now - n.last_heard > ms(st.opt.config.fault_tolerance.heartbeat_timeout_ms))
-            return fail(
-                self,
-                fmt::format("node {} missed heartbeats for {} ms at step {}: declared "
-                            "dead (recovery is not built yet)",
-                            n.id, st.opt.config.fault_tolerance.heartbeat_timeout_ms, st.step));
+          if (now - n.last_heard > ms(st.opt.config.fault_tolerance.heartbeat_timeout_ms)) {
+            lose_node(self, n.id,
+                      fmt::format("missed heartbeats for {} ms: declared dead",
+                                  st.opt.config.fault_tolerance.heartbeat_timeout_ms),
+                      true);
+            break;  // `nodes` changed
+          }
+        if (st.phase == Phase::done) return;
         self->delayed_send(self, std::chrono::milliseconds(100), runtime::tick_atom::value);
       },
       [=](runtime::node_down_atom, const std::string& node, const std::string& why) {
-        fail(self, fmt::format("node {} lost at step {}: {} (recovery is not built yet)", node,
-                               self->state.step, why));
+        lose_node(self, node, why, false);
       },
       [=](stop_atom, const std::string& why) { fail(self, why); },
   };

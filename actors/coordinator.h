@@ -2,8 +2,9 @@
 // view (epoch, nodes, placement), watches heartbeats and endpoint failures, and drives the
 // data-parallel steps: it combines the workers' loss pieces and the owners' grad-norm
 // parts in canonical order, so the loss lines and the clip scale are the same bits for any
-// number of nodes. Recovery from a lost node is not built yet: the job stops with the
-// reason (a later issue re-runs the step under a new epoch).
+// number of nodes. A node lost mid-run ([fault_tolerance] recover): the survivors return to
+// the committed step under a new epoch, take over its share and re-run the step, so the
+// bits are those of a run that lost nothing (worker_recovery.cc).
 #pragma once
 
 #include <caf/actor.hpp>
@@ -31,6 +32,7 @@ struct JobResult {
   std::string error;  // why the job stopped, when !ok
   int64_t steps_done = 0;
   uint64_t weights_hash = 0;
+  int64_t recoveries = 0;      // nodes lost and recovered from
   std::vector<float> weights;  // worker 0's final parameters (every worker agreed on the hash)
 };
 

@@ -23,6 +23,10 @@ enum TrainType : uint32_t {
   ready_type,
   finish_type,
   final_type,
+  buddy_state_type,
+  recover_type,
+  state_transfer_type,
+  recovered_type,
 };
 
 template <class Proto>

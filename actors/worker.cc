@@ -9,59 +9,39 @@
 // former are overwritten by the next step's compute and the latter by the next step's
 // update; both happen only after the coordinator started the next step, which it does
 // after every worker reported StepDone, i.e. after every owner received every slice and
-// every worker received every owner's weights.
+// every worker received every owner's weights. A view change cuts that order short, and
+// an aborted step's views may still be on their way while the worker restores its weights:
+// they carry the old epoch and every receiver drops them (worker_recovery.cc).
+#include "actors/worker.h"
+
 #include <fmt/format.h>
 
-#include <caf/all.hpp>
-
-#include "actors/protocol.h"
 #include "actors/roles.h"
 #include "model/config_parse.h"
 #include "model/dp_plan.h"
-#include "model/trainer.h"
 #include "runtime/control.pb.h"
-#include "runtime/roles.h"
 
 namespace troupe::actors {
 
-namespace {
+namespace worker_impl {
 
-using model::FlatRange;
-using model::TreeNode;
-using runtime::ActorMessage;
-using runtime::Payload;
-
-struct WorkerState {
-  runtime::RoleContext ctx;
-  std::unique_ptr<model::Trainer> trainer;
-  int64_t workers = 0, me = 0, total_pieces = 0;
-  std::vector<TreeNode> ranges, val_ranges;
-  std::vector<FlatRange> owners;
-  // The step in flight.
-  int64_t step = -1;
-  std::vector<TreeNode> slice_nodes;
-  std::vector<Payload> slice_payloads;  // received (kept alive) or my own pieces (views)
-  bool reduced = false, applied = false, done = false;
-  int64_t weights_received = 0, weights_expected = 0;
-  uint64_t rejected = 0;
-  static inline const char* name = "worker";
-};
-using Self = caf::stateful_actor<WorkerState>;
-
-FlatRange owned(const WorkerState& s) {
-  return s.owners[size_t(s.me)];
+void plan(WorkerState& s, int64_t workers, int64_t me) {
+  s.workers = workers;
+  s.me = me;
+  s.ranges = model::plan_ranges(s.trainer->micro_batches(), workers);
+  s.val_ranges = model::plan_ranges(s.trainer->val_micro_batches(), workers);
+  s.owners = model::plan_owners(s.trainer->table, workers);
+  s.total_pieces = 0;
+  for (const TreeNode& r : s.ranges)
+    s.total_pieces += int64_t(model::tree_pieces(s.trainer->micro_batches(), r.lo, r.hi).size());
+  s.weights_expected = 0;
+  for (int64_t o = 0; o < workers; ++o)
+    if (o != me && s.owners[size_t(o)].hi > s.owners[size_t(o)].lo) ++s.weights_expected;
 }
 
 void send_to(Self* self, ActorMessage m) {
+  m.epoch = self->state.epoch;
   self->send(self->state.ctx.router, std::move(m));
-}
-
-template <class Proto>
-void reply(Self* self, const std::string& to, uint32_t type, const Proto& body,
-           std::vector<Payload> payloads = {}) {
-  ActorMessage m = make_message(self->state.ctx.address, to, type, body);
-  m.payloads = std::move(payloads);
-  send_to(self, std::move(m));
 }
 
 void reject(Self* self, const ActorMessage& m, const std::string& why) {
@@ -75,8 +55,30 @@ void enter(WorkerState& s, int64_t step) {
   s.step = step;
   s.slice_nodes.clear();
   s.slice_payloads.clear();
-  s.reduced = s.applied = s.done = false;
+  s.reduced = s.applied = s.done = s.buddy_in = false;
   s.weights_received = 0;
+}
+
+void try_done(Self* self) {
+  auto& s = self->state;
+  if (s.done || !s.applied || s.weights_received < s.weights_expected) return;
+  if (s.workers > 1 && !s.buddy_in) return;
+  s.done = true;
+  s.version = s.step + 1;
+  train::StepDone d;
+  d.set_step(s.step);
+  d.set_worker(s.me);
+  reply(self, s.ctx.coordinator, step_done_type, d);
+}
+
+}  // namespace worker_impl
+
+namespace {
+
+using namespace worker_impl;
+
+FlatRange owned(const WorkerState& s) {
+  return s.owners[size_t(s.me)];
 }
 
 void try_reduce(Self* self) {
@@ -92,16 +94,6 @@ void try_reduce(Self* self) {
   np.set_step(s.step);
   np.set_worker(s.me);
   reply(self, s.ctx.coordinator, norm_parts_type, np, {owned_payload(std::move(parts))});
-}
-
-void try_done(Self* self) {
-  auto& s = self->state;
-  if (s.done || !s.applied || s.weights_received < s.weights_expected) return;
-  s.done = true;
-  train::StepDone d;
-  d.set_step(s.step);
-  d.set_worker(s.me);
-  reply(self, s.ctx.coordinator, step_done_type, d);
 }
 
 void send_stats(Self* self, const train::StepBegin& b,
@@ -134,6 +126,10 @@ void on_step_begin(Self* self, const train::StepBegin& b) {
     return;
   }
   enter(s, b.step());
+  if (s.saved_for != b.step()) {  // the version before this step, until the next one
+    s.trainer->save_version();
+    s.saved_for = b.step();
+  }
   const TreeNode r = s.ranges[size_t(s.me)];
   static const std::vector<model::Piece<float>> none;
   const auto& pieces = r.lo < r.hi ? s.trainer->compute_range(b.step(), r) : none;
@@ -155,7 +151,7 @@ void on_step_begin(Self* self, const train::StepBegin& b) {
         s.slice_payloads.push_back(payloads[k]);
       }
     } else {
-      reply(self, s.ctx.peers[size_t(o)], grad_slices_type, gs, std::move(payloads));
+      reply(self, s.peers[size_t(o)], grad_slices_type, gs, std::move(payloads));
     }
   }
   try_reduce(self);
@@ -192,9 +188,10 @@ void on_apply(Self* self, const ActorMessage& m, const train::Apply& a) {
     w.set_lo(f.lo), w.set_hi(f.hi);
     for (int64_t o = 0; o < s.workers; ++o)
       if (o != s.me)
-        reply(self, s.ctx.peers[size_t(o)], weights_type, w,
+        reply(self, s.peers[size_t(o)], weights_type, w,
               {view_payload(s.trainer->params.data() + f.lo, size_t(f.hi - f.lo))});
   }
+  if (s.workers > 1) send_buddy_copy(self, a.step() + 1);
   s.applied = true;
   try_done(self);
 }
@@ -213,8 +210,25 @@ void on_weights(Self* self, const ActorMessage& m, const train::Weights& w) {
   try_done(self);
 }
 
+void on_message(Self* self, ActorMessage& m);
+
+// Epochs: what was sent before the last view change is dropped; what comes from a newer
+// epoch than the worker's waits for that epoch's Recover (a faster survivor's transfer).
+bool admit_epoch(Self* self, ActorMessage& m) {
+  auto& s = self->state;
+  if (m.epoch < s.epoch) return ++s.stale, false;
+  if (m.epoch == s.epoch || m.type == recover_type) return true;
+  if (s.early.size() >= early_messages_max) {
+    reject(self, m, "too many messages from a newer epoch before its Recover");
+    return false;
+  }
+  s.early.push_back(std::move(m));
+  return false;
+}
+
 void on_message(Self* self, ActorMessage& m) {
   auto& s = self->state;
+  if (!admit_epoch(self, m)) return;
   switch (m.type) {
     case step_begin_type: {
       train::StepBegin b;
@@ -235,6 +249,25 @@ void on_message(Self* self, ActorMessage& m) {
       train::Weights w;
       if (!w.ParseFromString(m.header)) return reject(self, m, "malformed Weights");
       return on_weights(self, m, w);
+    }
+    case buddy_state_type: {
+      train::BuddyState b;
+      if (!b.ParseFromString(m.header)) return reject(self, m, "malformed BuddyState");
+      return on_buddy_state(self, m, b);
+    }
+    case recover_type: {
+      train::Recover r;
+      if (!r.ParseFromString(m.header)) return reject(self, m, "malformed Recover");
+      on_recover(self, m, r);
+      std::vector<ActorMessage> early;  // now in this worker's epoch, or stale
+      early.swap(s.early);
+      for (ActorMessage& e : early) on_message(self, e);
+      return;
+    }
+    case state_transfer_type: {
+      train::StateTransfer t;
+      if (!t.ParseFromString(m.header)) return reject(self, m, "malformed StateTransfer");
+      return on_state_transfer(self, m, t);
     }
     case finish_type: {
       train::Final f;
@@ -268,16 +301,10 @@ caf::behavior worker(Self* self, runtime::RoleContext ctx) {
     if (s.ctx.threads > 0) cfg.train.threads = s.ctx.threads;
     model::check_data_parallel(cfg);  // before the corpus is loaded
     s.trainer = std::make_unique<model::Trainer>(cfg);
-    s.workers = int64_t(s.ctx.peers.size());
-    s.me = s.ctx.index;
-    s.ranges = model::plan_ranges(s.trainer->micro_batches(), s.workers);
-    s.val_ranges = model::plan_ranges(s.trainer->val_micro_batches(), s.workers);
-    s.owners = model::plan_owners(s.trainer->table, s.workers);
+    s.epoch = s.ctx.epoch;
+    s.peers = s.ctx.peers;
+    plan(s, int64_t(s.peers.size()), s.ctx.index);
     s.trainer->keep_optimizer_state(s.owners[size_t(s.me)]);  // ZeRO-1
-    for (const TreeNode& r : s.ranges)
-      s.total_pieces += int64_t(model::tree_pieces(s.trainer->micro_batches(), r.lo, r.hi).size());
-    for (int64_t o = 0; o < s.workers; ++o)
-      if (o != s.me && s.owners[size_t(o)].hi > s.owners[size_t(o)].lo) ++s.weights_expected;
     train::Ready r;
     r.set_worker(s.me);
     r.set_parameters(s.trainer->table.total());

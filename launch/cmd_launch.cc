@@ -2,7 +2,9 @@
 // §2). It runs the coordinator in this process, starts N `troupe node` processes on
 // 127.0.0.1, shows one progress line for the job, writes the run directory, and stops
 // everything on Ctrl-C, when a node dies, or when the job ends.
+#include <atomic>
 #include <chrono>
+#include <csignal>
 #include <filesystem>
 #include <fstream>
 #include <future>
@@ -31,6 +33,7 @@ struct LaunchArgs {
   int64_t local_nodes = -1;  // -1: all of --nodes
   std::string listen_host = "127.0.0.1", secret_file;
   uint16_t port = 0;
+  int64_t kill_node_at = -1;  // chaos: SIGKILL one local node process after this step
 };
 
 std::string read_file(const std::string& path) {
@@ -58,6 +61,10 @@ int run_launch(const LaunchArgs& a) {
   if (local > a.nodes)
     throw UsageError("launch: --local-nodes " + std::to_string(local) + " is more than --nodes " +
                      std::to_string(a.nodes));
+  if (a.kill_node_at >= 0 && local < 2)
+    throw UsageError(
+        "launch: --kill-node-at needs at least 2 node processes started here "
+        "(one to kill, one to go on)");
   std::vector<std::string> sets = a.sets;
   if (a.steps >= 0) sets.push_back("train.steps=" + std::to_string(a.steps));
   const model::JobConfig cfg = model::load_config(a.config, sets);
@@ -93,6 +100,7 @@ int run_launch(const LaunchArgs& a) {
   const auto t0 = clock::now();
   Progress progress(steps);
   double last_val = 0, last_loss = 0;
+  std::atomic<bool> started = false;  // the workers are ready: losses are the coordinator's
   auto done = std::make_shared<std::promise<actors::JobResult>>();
   std::future<actors::JobResult> result = done->get_future();
 
@@ -100,7 +108,9 @@ int run_launch(const LaunchArgs& a) {
   co.nodes = a.nodes;
   co.job = {read_file(a.config), a.config, sets};
   co.config = cfg;
+  std::atomic<bool> kill_due = false;
   co.on_step = [&](const actors::StepReport& r) {
+    if (r.stats.step + 1 == a.kill_node_at) kill_due = true;
     const double tps = double(step_tokens) / std::max(r.seconds, 1e-9);
     last_loss = r.stats.loss;
     if (r.has_val) last_val = r.val_loss;
@@ -119,6 +129,7 @@ int run_launch(const LaunchArgs& a) {
     events << nlohmann::json{{"t_s", t}, {"event", kind}, {"text", text}}.dump() << "\n";
     events.flush();
     if (kind != "view") progress.note("[" + kind + "] " + text);
+    if (kind == "start") started = true;
   };
   co.on_done = [done](const actors::JobResult& r) { done->set_value(r); };
   caf::actor coordinator = actors::spawn_coordinator(*host.value(), co);
@@ -149,12 +160,19 @@ int run_launch(const LaunchArgs& a) {
   }
   bool stopping = false;
   while (result.wait_for(std::chrono::milliseconds(50)) != std::future_status::ready) {
+    if (kill_due.exchange(false)) {  // chaos: the last node process started here
+      progress.note("[chaos] kill -9 node " + std::to_string(local) + " after step " +
+                    std::to_string(a.kill_node_at));
+      supervisor.signal_child(int(local - 1), SIGKILL);
+    }
     if (stop_requested() && !stopping) {
       stopping = true;
       actors::request_stop(coordinator, "interrupted (SIGINT/SIGTERM)");
     }
     for (const ChildExit& e : supervisor.reap())
-      if (!stopping) {
+      if (started && cfg.fault_tolerance.recover) {  // the coordinator recovers or stops
+        progress.note("[exit] " + e.name + " exited (" + e.describe() + ")");
+      } else if (!stopping) {
         stopping = true;
         actors::request_stop(coordinator, e.name + " exited (" + e.describe() + "); see " +
                                               a.run_dir + "/node-*.log");
@@ -177,11 +195,13 @@ int run_launch(const LaunchArgs& a) {
                            model::weights_to_safetensors<float>(table, r.weights.data(), cfg.model,
                                                                 cfg.train.seed, nullptr));
   std::printf(
-      "summary: steps %ld  nodes %ld  loss %.4f  val_loss %.4f  wall %s  %.0f tok/s  weights "
+      "summary: steps %ld  nodes %ld%s  loss %.4f  val_loss %.4f  wall %s  %.0f tok/s  weights "
       "%016lx\n"
       "run dir: %s (metrics.jsonl, events.jsonl, node-*.log, weights.safetensors, config.json)\n",
-      long(steps), long(a.nodes), last_loss, last_val, format_duration(wall).c_str(),
-      double(steps * step_tokens) / wall, (unsigned long)r.weights_hash, a.run_dir.c_str());
+      long(steps), long(a.nodes),
+      r.recoveries > 0 ? (" (" + std::to_string(r.recoveries) + " lost, recovered)").c_str() : "",
+      last_loss, last_val, format_duration(wall).c_str(), double(steps * step_tokens) / wall,
+      (unsigned long)r.weights_hash, a.run_dir.c_str());
   return 0;
 }
 
@@ -207,6 +227,9 @@ void add_launch_command(CLI::App& app) {
                   "the job secret (default RUN_DIR/secret, created on first use)");
   cmd->add_option("--threads-per-node", args->threads_per_node,
                   "compute threads of each node (default: the cores shared among the nodes)");
+  cmd->add_option("--kill-node-at", args->kill_node_at,
+                  "chaos: kill -9 one node process after this step (the job recovers; see "
+                  "[fault_tolerance] recover)");
   cmd->callback([args] {
     const int code = run_launch(*args);
     if (code != 0) std::exit(code);

@@ -135,6 +135,12 @@ int Supervisor::start(const std::vector<std::string>& argv, const std::string& l
   return started_++;
 }
 
+bool Supervisor::signal_child(int index, int sig) {
+  for (const Child& c : children_)
+    if (c.index == index) return ::kill(c.pid, sig) == 0;
+  return false;
+}
+
 std::vector<ChildExit> Supervisor::reap() {
   std::vector<ChildExit> out;
   for (size_t i = 0; i < children_.size();) {

@@ -97,6 +97,10 @@ struct FaultToleranceConfig {
   int64_t heartbeat_interval_ms = 100;  // each node process heartbeats the coordinator
   int64_t heartbeat_timeout_ms = 1000;  // silent this long: declared dead (a hang, SIGSTOP)
   int64_t start_timeout_ms = 120000;    // every node joined and every worker ready, or stop
+  // A lost node (crash, hang) mid-run: the survivors return to the last committed step,
+  // take over its share (optimizer state from the lost owner's buddy) and go on, with the
+  // same bits as a run that lost nothing. false: the job stops instead.
+  bool recover = true;
   bool operator==(const FaultToleranceConfig&) const = default;
 };
 

@@ -63,7 +63,8 @@ std::vector<Section> build_sections() {
       {"fp8", {KEY(fp8, enabled)}},
       {"fault_tolerance", {KEY(fault_tolerance, heartbeat_interval_ms),
                            KEY(fault_tolerance, heartbeat_timeout_ms),
-                           KEY(fault_tolerance, start_timeout_ms)}},
+                           KEY(fault_tolerance, start_timeout_ms),
+                           KEY(fault_tolerance, recover)}},
   };
 }
 // clang-format on

@@ -44,7 +44,9 @@ struct ActorMessage {
   // Inbound: the fabric peer it came from (peer_none if local). Outbound: when set, the
   // router sends to this peer instead of resolving `to` (replies during bootstrap).
   PeerId peer = peer_none;
-  uint64_t epoch = 0;  // the sender's epoch, stamped by its router
+  // The sender's epoch: stamped by its router when 0; a role that acts in a given epoch
+  // (a worker between a view change and its recovery) stamps that one itself.
+  uint64_t epoch = 0;
   std::string from, to;
   uint32_t type = 0;
   std::string header;

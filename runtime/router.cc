@@ -61,7 +61,7 @@ std::string acceptor_mac(const std::string& secret, const std::string& nonce,
 
 void send_raw(Self* self, PeerId peer, const ActorMessage& m) {
   Envelope e;
-  e.epoch = self->state.epoch;
+  e.epoch = m.epoch != 0 ? m.epoch : self->state.epoch;  // a role's own stamp wins
   e.from = m.from, e.to = m.to, e.type = m.type, e.header = m.header;
   std::vector<std::span<const std::byte>> spans;
   std::vector<std::shared_ptr<const void>> keep;
@@ -132,7 +132,7 @@ void deliver_local(Self* self, ActorMessage&& m) {
 
 void route(Self* self, ActorMessage&& m) {
   auto& s = self->state;
-  m.epoch = s.epoch;
+  if (m.epoch == 0) m.epoch = s.epoch;  // a role may stamp its own (the epoch it acts in)
   if (m.peer != peer_none) {
     send_raw(self, m.peer, m);
     return;

@@ -152,6 +152,7 @@ struct UcxFabric::Impl {
 
   std::mutex command_mutex;
   std::vector<std::function<void()>> commands;
+  size_t unclosed_endpoints = 0;  // close_all: flushes still running at close_flush_ms_max
   // Sends made on the progress thread itself (from a receive handler): started right after
   // ucp_worker_progress returns, without the command queue's lock and wake-up, and never
   // from inside a UCX callback.

@@ -1,0 +1,91 @@
+// The worker role's state and the pieces its two files share (worker.cc: the step protocol;
+// worker_recovery.cc: buddy copies and recovery). Internal to actors/.
+#pragma once
+
+#include <caf/all.hpp>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "actors/protocol.h"
+#include "model/parallel.h"
+#include "model/trainer.h"
+#include "runtime/roles.h"
+
+namespace troupe::actors::worker_impl {
+
+using model::FlatRange;
+using model::TreeNode;
+using runtime::ActorMessage;
+using runtime::Payload;
+
+// Messages from a newer epoch held until its Recover: a few per survivor, at most.
+inline constexpr size_t early_messages_max = 4096;
+
+// The optimizer state of one owner's share, as its buddy keeps it (BuddyState).
+struct BuddyCopy {
+  int64_t owner = -1;
+  FlatRange range;
+  Payload runs;  // Optimizer::read_state runs of the range's tensors, in table order
+};
+
+// A recovery in flight: the state transfers this worker still waits for.
+struct Recovery {
+  bool active = false;
+  int64_t version = 0;
+  std::map<size_t, const float*> sources;  // tensor → its state (buffers kept below)
+  std::vector<std::vector<float>> local;   // runs read from this worker's own optimizer
+  std::vector<Payload> received;           // keeps the transfers' and buddy's runs alive
+  int64_t transfers_in = 0, transfers_expected = 0;
+  bool resharded = false, buddy_in = false;
+};
+
+struct WorkerState {
+  runtime::RoleContext ctx;
+  std::unique_ptr<model::Trainer> trainer;
+  uint64_t epoch = 0;              // the epoch it acts in; stamped on what it sends
+  std::vector<std::string> peers;  // the workers, by current index
+  int64_t workers = 0, me = 0, total_pieces = 0;
+  std::vector<TreeNode> ranges, val_ranges;
+  std::vector<FlatRange> owners;
+  int64_t version = 0;                 // train steps applied to this worker's weights
+  int64_t saved_for = -1;              // the step whose begin saved the version before it
+  std::map<int64_t, BuddyCopy> buddy;  // version → the predecessor's share after it
+  // The step in flight.
+  int64_t step = -1;
+  std::vector<TreeNode> slice_nodes;
+  std::vector<Payload> slice_payloads;  // received (kept alive) or my own pieces (views)
+  bool reduced = false, applied = false, done = false, buddy_in = false;
+  int64_t weights_received = 0, weights_expected = 0;
+  Recovery recovery;
+  std::vector<ActorMessage> early;  // from a newer epoch, waiting for its Recover
+  uint64_t rejected = 0, stale = 0;
+  static inline const char* name = "worker";
+};
+using Self = caf::stateful_actor<WorkerState>;
+
+// Plans ranges and owners for `workers` workers with this one at index `me`.
+void plan(WorkerState& s, int64_t workers, int64_t me);
+
+void send_to(Self* self, ActorMessage m);  // stamps the worker's epoch
+template <class Proto>
+void reply(Self* self, const std::string& to, uint32_t type, const Proto& body,
+           std::vector<Payload> payloads = {}) {
+  ActorMessage m = make_message(self->state.ctx.address, to, type, body);
+  m.payloads = std::move(payloads);
+  send_to(self, std::move(m));
+}
+void reject(Self* self, const ActorMessage& m, const std::string& why);
+void try_done(Self* self);
+// Resets the per-step state when a message of a later step arrives.
+void enter(WorkerState& s, int64_t step);
+
+// worker_recovery.cc
+// After an update: the owned share's optimizer state to the buddy (the next worker).
+void send_buddy_copy(Self* self, int64_t version);
+void on_buddy_state(Self* self, const ActorMessage& m, const train::BuddyState& b);
+void on_recover(Self* self, const ActorMessage& m, const train::Recover& r);
+void on_state_transfer(Self* self, const ActorMessage& m, const train::StateTransfer& t);
+
+}  // namespace troupe::actors::worker_impl
