@@ -44,7 +44,7 @@ inline constexpr int64_t close_flush_ms_max = 1000;
 // a third of ucx_perftest). Shared memory copies one message at a time, so more in flight
 // only grows the working set: 4 MiB beat 8 MiB by ~20% and 64 MiB by ~25% at 1-4 MiB
 // messages here; a fast network needs about bandwidth x RTT (400 Gb/s x 10 us = 0.5 MB).
-// A message larger than this is fetched alone.
+// A message larger than this is fetched alone. The limit is per sending peer.
 inline constexpr uint64_t rndv_inflight_bytes_max = uint64_t{4} << 20;
 static_assert(rndv_inflight_bytes_max <= size_t{512} << 20,
               "the default buffer cache keeps every in-flight rendezvous buffer for reuse");
@@ -166,7 +166,9 @@ struct UcxFabric::Impl {
   std::vector<PeerState*> to_close;
   std::deque<std::unique_ptr<RecvOp>> rndv_waiting;
   std::vector<uint64_t> eager_offsets;  // deliver_eager's scratch, reused
-  uint64_t rndv_inflight_bytes = 0;
+  // Per sending peer: a peer that stops answering mid-transfer (a hung node) holds up its
+  // own rendezvous receives, never the others'.
+  std::map<PeerId, uint64_t> rndv_inflight_bytes;
   PeerId next_peer = 1;
   std::array<std::chrono::steady_clock::time_point, reject_reason_count> last_reject_log{};
   std::array<uint64_t, reject_reason_count> reject_counts{};

@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 #include <netinet/in.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include "runtime/ucx_fabric_impl.h"
@@ -392,14 +393,22 @@ void UcxFabric::Impl::deliver_eager(PeerId peer, Frame&& frame, const std::byte*
   deliver(std::move(m), length);
 }
 
-// Fetches waiting rendezvous messages, oldest first, while rndv_inflight_bytes_max allows
-// (always at least one). Runs from the AM handler and from the progress loop.
+// Fetches waiting rendezvous messages, each peer's oldest first, while that peer's
+// rndv_inflight_bytes_max allows (always at least one). Runs from the AM handler and from
+// the progress loop.
 void UcxFabric::Impl::start_waiting_rndv() {
-  while (!rndv_waiting.empty()) {
-    const uint64_t bytes = rndv_waiting.front()->payload_bytes;
-    if (rndv_inflight_bytes > 0 && rndv_inflight_bytes + bytes > rndv_inflight_bytes_max) return;
-    std::unique_ptr<RecvOp> op = std::move(rndv_waiting.front());
-    rndv_waiting.pop_front();
+  std::vector<PeerId> held;  // peers with an earlier message still waiting: keep their order
+  for (auto it = rndv_waiting.begin(); it != rndv_waiting.end();) {
+    const PeerId peer = (*it)->message.peer;
+    const uint64_t inflight = rndv_inflight_bytes[peer], bytes = (*it)->payload_bytes;
+    if (std::find(held.begin(), held.end(), peer) != held.end() ||
+        (inflight > 0 && inflight + bytes > rndv_inflight_bytes_max)) {
+      held.push_back(peer);
+      ++it;
+      continue;
+    }
+    std::unique_ptr<RecvOp> op = std::move(*it);
+    it = rndv_waiting.erase(it);
     start_rndv(std::move(op));
   }
 }
@@ -410,7 +419,7 @@ void UcxFabric::Impl::start_rndv(std::unique_ptr<RecvOp> op) {
     if (op->payload_sizes[i] == 0) continue;
     op->iov.push_back({op->message.storage.data() + op->payload_offsets[i], op->payload_sizes[i]});
   }
-  rndv_inflight_bytes += op->payload_bytes;
+  rndv_inflight_bytes[op->message.peer] += op->payload_bytes;
   ucp_request_param_t p{};
   p.op_attr_mask =
       UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA | UCP_OP_ATTR_FIELD_DATATYPE;
@@ -440,7 +449,8 @@ void UcxFabric::Impl::start_rndv(std::unique_ptr<RecvOp> op) {
 }
 
 void UcxFabric::Impl::finish_rndv(std::unique_ptr<RecvOp> op, ucs_status_t status) {
-  rndv_inflight_bytes -= op->payload_bytes;
+  if ((rndv_inflight_bytes[op->message.peer] -= op->payload_bytes) == 0)
+    rndv_inflight_bytes.erase(op->message.peer);
   if (status != UCS_OK) {  // usually the sender died mid-transfer
     fmt::print(stderr, "troupe fabric: rendezvous receive from peer {} failed: {}\n",
                op->message.peer, ucs_status_string(status));
