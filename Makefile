@@ -44,3 +44,9 @@ bench-fabric: build
 .PHONY: bench-dp
 bench-dp: build
 	bench/run_bench_dp.sh $(BUILD)
+
+# Random single faults (kill -9 or SIGSTOP of one node, at a random step) on 3-4 node
+# jobs; each must end with the undisturbed run's weights. CHAOS_RUNS (12), not in CI.
+.PHONY: chaos-soak
+chaos-soak: build
+	tests/launch/chaos_soak.sh $(BUILD)

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# make chaos-soak: RUNS jobs of tiny on 3 or 4 node processes, each with one node killed
+# (-9) or hung (SIGSTOP) at a random step and moment; every job must end with the weights
+# hash of an undisturbed `troupe train`. Prints one line per job and the tally; exits 1 on
+# any miss. Not in CI (minutes): CI runs tests/launch/fault_test.py.
+#   CHAOS_RUNS (12)   jobs      CHAOS_STEPS (20)   steps per job      CHAOS_SEED (random)
+set -uo pipefail
+BUILD=${1:-build}
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+RUNS=${CHAOS_RUNS:-12}
+STEPS=${CHAOS_STEPS:-20}
+RANDOM=${CHAOS_SEED:-$$}
+TMP=$(mktemp -d)
+trap 'pkill -9 -P $$ 2>/dev/null; rm -rf "$TMP"' EXIT
+job=(--config "$ROOT/configs/tiny.toml" --steps "$STEPS" --set train.eval_every=5)
+want=$("$BUILD/troupe" train "${job[@]}" --run-dir "$TMP/plain" | grep -o 'weights [0-9a-f]*')
+echo "chaos-soak: $RUNS jobs of $STEPS steps; undisturbed: $want"
+bad=0
+for k in $(seq 1 "$RUNS"); do
+  nodes=$((3 + RANDOM % 2)); at=$((RANDOM % (STEPS - 1))); victim=$((1 + RANDOM % nodes))
+  sig=$([ $((RANDOM % 2)) -eq 0 ] && echo KILL || echo STOP)
+  rd="$TMP/run$k"
+  timeout 300 "$BUILD/troupe" launch "${job[@]}" --nodes "$nodes" --run-dir "$rd" \
+    >"$rd.out" 2>"$rd.err" &
+  launch=$!
+  # polling another process's progress: there is nothing to await
+  until [ "$(cat "$rd/metrics.jsonl" 2>/dev/null | wc -l)" -ge "$at" ] &&
+        grep -q '"start"' "$rd/events.jsonl" 2>/dev/null; do
+    kill -0 $launch 2>/dev/null || break
+    sleep 0.02
+  done
+  sleep "0.$((RANDOM % 15))"  # somewhere inside the step
+  pid=$(pgrep -P "$(pgrep -P $launch)" | sed -n "${victim}p")
+  [ -n "$pid" ] && kill -"$sig" "$pid"
+  wait $launch
+  rc=$?
+  got=$(grep -o 'weights [0-9a-f]*' "$rd.out")
+  ok=$([ $rc -eq 0 ] && [ "$got" = "$want" ] && grep -q "1 lost, recovered" "$rd.out" &&
+       echo ok || echo BAD)
+  [ "$ok" = ok ] || { bad=$((bad + 1)); grep -h '^\[' "$rd.err" | tail -4; }
+  echo "$ok job $k: $nodes nodes, SIG$sig node $victim at step $at: status $rc, $got"
+  [ -n "$pid" ] && kill -9 "$pid" 2>/dev/null
+done
+echo "chaos-soak: $((RUNS - bad))/$RUNS jobs recovered to the undisturbed weights"
+[ $bad -eq 0 ]
