@@ -316,6 +316,7 @@ void lose_node(Self* self, const std::string& node, const std::string& why, bool
     r.add_workers(s.workers[size_t(i)]);
     r.add_old_index(i);
   }
+  self->send(s.router, runtime::forget_atom::value, node);  // fenced: no flush, no waiting
   s.nodes.erase(s.nodes.begin() + int64_t(k));
   s.workers.erase(s.workers.begin() + int64_t(k));
   s.role_index.erase(s.role_index.begin() + int64_t(k));

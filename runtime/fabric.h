@@ -122,6 +122,12 @@ class Fabric {
                       std::span<const std::span<const std::byte>> payloads,
                       SendDoneFn done = {}) = 0;
 
+  // Drops the endpoint to `peer` now, without flushing (a node the view dropped, which may
+  // be hung rather than dead): its unfinished sends complete with an error (their `done`
+  // runs), its announced rendezvous messages are declined, later sends to it fail with
+  // peer_down. on_peer_down is not called: the caller knows. Unknown or down peers: no-op.
+  virtual void disconnect(PeerId peer) = 0;
+
   // Waits until every accepted send has completed, or `timeout` (then Code::timeout).
   virtual Status flush(std::chrono::milliseconds timeout) = 0;
 

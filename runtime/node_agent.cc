@@ -4,9 +4,11 @@
 
 #include <caf/all.hpp>
 #include <map>
+#include <set>
 
 #include "runtime/control.pb.h"
 #include "runtime/roles.h"
+#include "runtime/router.h"
 
 namespace troupe::runtime {
 
@@ -22,6 +24,7 @@ struct AgentState {
   JobSpec job;
   bool welcomed = false, exited = false;
   std::map<std::string, caf::actor> roles;  // "role.index" → actor
+  std::set<std::string> view_nodes;         // the nodes of the last view
   static inline const char* name = "node_agent";
 };
 using Self = caf::stateful_actor<AgentState>;
@@ -51,9 +54,15 @@ void on_view(Self* self, const control::View& view) {
     s.epoch = view.epoch();
     self->send(s.router, epoch_atom::value, s.epoch);
   }
-  for (const auto& n : view.nodes())
+  std::set<std::string> listed;
+  for (const auto& n : view.nodes()) {
+    listed.insert(n.node_id());
     if (n.node_id() != s.node_id)
       self->send(s.router, address_atom::value, n.node_id(), n.address());
+  }
+  for (const std::string& gone : s.view_nodes)  // dropped from the view: lost
+    if (!listed.count(gone)) self->send(s.router, forget_atom::value, gone);
+  s.view_nodes = std::move(listed);
   std::map<std::string, std::vector<std::string>> peers;  // role → addresses by index
   for (const auto& p : view.placement()) {
     auto& list = peers[p.role()];

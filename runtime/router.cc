@@ -317,6 +317,16 @@ caf::behavior router(Self* self, RouterConfig cfg) {
         if (Result<PeerId> p = open(self, address, ""); !p.ok())
           notify_down(self, "", "cannot connect to " + address + ": " + p.status().to_string());
       },
+      [=](forget_atom, const std::string& node) {
+        auto& s = self->state;
+        if (auto it = s.peer_of.find(node); it != s.peer_of.end()) {
+          s.cfg.fabric->disconnect(it->second);
+          s.node_of_peer.erase(it->second);
+          s.peer_of.erase(it);
+        }
+        s.address_of.erase(node);
+        s.waiting.erase(node);
+      },
       [=](peer_down_atom, PeerId peer, const std::string& why) {
         auto& s = self->state;
         std::string node;

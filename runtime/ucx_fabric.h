@@ -55,6 +55,7 @@ class UcxFabric final : public Fabric {
   Result<PeerId> connect(const std::string& host_port) override;
   Status send(PeerId peer, const Envelope& envelope,
               std::span<const std::span<const std::byte>> payloads, SendDoneFn done = {}) override;
+  void disconnect(PeerId peer) override;
   Status flush(std::chrono::milliseconds timeout) override;
   Result<Message> receive(std::chrono::milliseconds timeout) override;
   void set_epoch(uint64_t epoch) override;

@@ -153,6 +153,8 @@ struct UcxFabric::Impl {
   std::mutex command_mutex;
   std::vector<std::function<void()>> commands;
   size_t unclosed_endpoints = 0;  // close_all: flushes still running at close_flush_ms_max
+  size_t fenced_peers = 0;        // disconnect()ed while they may still be alive
+  size_t failed_rndv = 0;         // rendezvous receives that ended in an error
   // Sends made on the progress thread itself (from a receive handler): started right after
   // ucp_worker_progress returns, without the command queue's lock and wake-up, and never
   // from inside a UCX callback.

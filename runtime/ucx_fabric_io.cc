@@ -157,6 +157,30 @@ void UcxFabric::Impl::on_peer_error(PeerState* peer, ucs_status_t status) {
   }
 }
 
+void UcxFabric::disconnect(PeerId id) {
+  impl_->post([im = impl_.get(), id] {
+    auto it = im->peers.find(id);
+    if (it == im->peers.end() || !it->second->up) return;
+    PeerState* peer = it->second.get();
+    peer->up = false;
+    ++im->fenced_peers;
+    im->to_close.push_back(peer);
+    im->counters.peers_down.fetch_add(1);
+    {
+      std::lock_guard<std::mutex> lock(im->peer_mutex);
+      im->peer_up[id] = false;
+    }
+    for (auto op = im->rndv_waiting.begin(); op != im->rndv_waiting.end();) {
+      if ((*op)->message.peer != id) {
+        ++op;
+        continue;
+      }
+      ucp_am_data_release(im->worker, (*op)->data_desc);  // declines it
+      op = im->rndv_waiting.erase(op);
+    }
+  });
+}
+
 // Failed endpoints are closed outside UCX callbacks, after ucp_worker_progress returns.
 void UcxFabric::Impl::close_failed_endpoints() {
   for (PeerState* peer : to_close) {
@@ -452,6 +476,7 @@ void UcxFabric::Impl::finish_rndv(std::unique_ptr<RecvOp> op, ucs_status_t statu
   if ((rndv_inflight_bytes[op->message.peer] -= op->payload_bytes) == 0)
     rndv_inflight_bytes.erase(op->message.peer);
   if (status != UCS_OK) {  // usually the sender died mid-transfer
+    ++failed_rndv;
     fmt::print(stderr, "troupe fabric: rendezvous receive from peer {} failed: {}\n",
                op->message.peer, ucs_status_string(status));
     return;

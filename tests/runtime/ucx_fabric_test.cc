@@ -11,6 +11,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
@@ -145,6 +146,43 @@ TEST(UcxFabric, StaleEpochIsDroppedAndCounted) {
   EXPECT_EQ(expect_message(*p.server).envelope.type, role_type + 1);
   EXPECT_EQ(p.server->counters().dropped_stale_epoch, 1u);
   EXPECT_EQ(p.server->counters().received_messages, 2u);
+}
+
+// A peer that stopped answering (here: its fabric thread stuck in a handler, as a SIGSTOPped
+// node's would be) keeps a rendezvous send pending forever; disconnect fences it: the send
+// completes with an error, later sends fail at once, and nothing waits on it any more.
+TEST(UcxFabric, DisconnectFencesAPeerThatStoppedAnswering) {
+  std::promise<void> release;
+  std::shared_future<void> released = release.get_future().share();
+  std::promise<void> stuck;
+  FabricHandlers h;
+  std::atomic<bool> first = true;
+  h.on_receive = [&, released](Message&&) {
+    if (!first.exchange(false)) return;  // what gets through after the release
+    stuck.set_value();
+    released.wait();  // the server's fabric thread stops here
+  };
+  auto server = make_fabric(std::move(h));
+  auto client = make_fabric();
+  const uint16_t port = server->listen(0).value();
+  const PeerId peer = client->connect("127.0.0.1:" + std::to_string(port)).value();
+  ASSERT_TRUE(client->send(peer, envelope(0, 1), {}).ok());
+  ASSERT_EQ(stuck.get_future().wait_for(wait_ms), std::future_status::ready);
+  const auto big = pattern(16 << 20, 7);  // by rendezvous: needs the server to fetch it
+  const std::span<const std::byte> payloads[] = {big};
+  std::promise<Status> sent;
+  ASSERT_TRUE(
+      client->send(peer, envelope(0, 2), payloads, [&](const Status& s) { sent.set_value(s); })
+          .ok());
+  auto done = sent.get_future();
+  EXPECT_EQ(done.wait_for(std::chrono::milliseconds(200)), std::future_status::timeout)
+      << "the send completed though the server is stuck";
+  client->disconnect(peer);
+  ASSERT_EQ(done.wait_for(wait_ms), std::future_status::ready) << "disconnect left the send";
+  EXPECT_FALSE(done.get().ok());
+  EXPECT_EQ(client->send(peer, envelope(0, 3), {}).code(), Code::peer_down);
+  EXPECT_EQ(client->counters().peers_down, 1u);
+  release.set_value();
 }
 
 TEST(UcxFabric, SendLimitsAreErrorsNotCrashes) {
