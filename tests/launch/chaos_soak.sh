@@ -17,7 +17,7 @@ want=$("$BUILD/troupe" train "${job[@]}" --run-dir "$TMP/plain" | grep -o 'weigh
 echo "chaos-soak: $RUNS jobs of $STEPS steps; undisturbed: $want"
 bad=0
 for k in $(seq 1 "$RUNS"); do
-  nodes=$((3 + RANDOM % 2)); at=$((RANDOM % (STEPS - 1))); victim=$((1 + RANDOM % nodes))
+  nodes=$((3 + RANDOM % 2)); at=$((RANDOM % (STEPS - 4))); victim=$((1 + RANDOM % nodes))
   sig=$([ $((RANDOM % 2)) -eq 0 ] && echo KILL || echo STOP)
   rd="$TMP/run$k"
   timeout 300 "$BUILD/troupe" launch "${job[@]}" --nodes "$nodes" --run-dir "$rd" \
@@ -29,7 +29,7 @@ for k in $(seq 1 "$RUNS"); do
     kill -0 $launch 2>/dev/null || break
     sleep 0.02
   done
-  sleep "0.$((RANDOM % 15))"  # somewhere inside the step
+  sleep "$(printf '0.%03d' $((RANDOM % 150)))"  # somewhere inside the step (0-150 ms)
   pid=$(pgrep -P "$(pgrep -P $launch)" | sed -n "${victim}p")
   [ -n "$pid" ] && kill -"$sig" "$pid"
   wait $launch
@@ -37,7 +37,13 @@ for k in $(seq 1 "$RUNS"); do
   got=$(grep -o 'weights [0-9a-f]*' "$rd.out")
   ok=$([ $rc -eq 0 ] && [ "$got" = "$want" ] && grep -q "1 lost, recovered" "$rd.out" &&
        echo ok || echo BAD)
-  [ "$ok" = ok ] || { bad=$((bad + 1)); grep -h '^\[' "$rd.err" | tail -4; }
+  if [ "$ok" != ok ]; then
+    bad=$((bad + 1))
+    keep="${CHAOS_KEEP:-runs/chaos-failed}/job$k"
+    mkdir -p "$keep" && cp -r "$rd" "$rd.out" "$rd.err" "$keep/" 2>/dev/null
+    grep -h -v '^step\|ETA' "$rd.err" | tail -6
+    echo "  (kept in $keep)"
+  fi
   echo "$ok job $k: $nodes nodes, SIG$sig node $victim at step $at: status $rc, $got"
   [ -n "$pid" ] && kill -9 "$pid" 2>/dev/null
 done
