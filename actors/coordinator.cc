@@ -51,7 +51,7 @@ struct CoordinatorState {
   std::vector<model::Piece<float>> val_pieces;
   StepReport report;
   JobResult result;
-  uint64_t rejected = 0;
+  uint64_t rejected = 0, stale = 0;
   static inline const char* name = "coordinator";
 };
 using Self = caf::stateful_actor<CoordinatorState>;
@@ -350,6 +350,9 @@ void on_message(Self* self, ActorMessage& m) {
       if (n.id == runtime::node_of(m.from)) n.last_heard = clock::now();
   };
   heard();
+  // A role's message from before the last view change: the step it belongs to was
+  // aborted (the fabric drops these too, once the router has passed the new epoch on).
+  if (m.type >= runtime::control_types_end && m.epoch < s.epoch) return (void)++s.stale;
   switch (m.type) {
     case runtime::join_type:
       return on_join(self, m);
