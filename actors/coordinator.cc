@@ -44,6 +44,7 @@ struct CoordinatorState {
   int64_t step = 0;
   int64_t committed = 0;  // train steps every worker applied (StepDone from all)
   int64_t recovered_in = 0, recoveries = 0;
+  std::vector<bool> recovered;  // by new worker index, during a recovery
   clock::time_point step_started, recovery_started;
   std::vector<model::Piece<float>> pieces;
   int64_t stats_in = 0, norms_in = 0, done_in = 0, val_in = 0, finals_in = 0;
@@ -324,6 +325,7 @@ void lose_node(Self* self, const std::string& node, const std::string& why, bool
   publish_view(self);
   s.phase = Phase::recovering;
   s.recovered_in = 0;
+  s.recovered.assign(s.workers.size(), false);
   ++s.recoveries;
   s.recovery_started = clock::now();
   event(self, "recover",
@@ -332,9 +334,13 @@ void lose_node(Self* self, const std::string& node, const std::string& why, bool
   to_all_workers(self, recover_type, r);
 }
 
-void on_recovered(Self* self) {
+void on_recovered(Self* self, const train::Recovered& r) {
   auto& s = self->state;
-  if (s.phase != Phase::recovering || ++s.recovered_in < int64_t(s.workers.size())) return;
+  if (s.phase != Phase::recovering || r.worker() < 0 || r.worker() >= int64_t(s.workers.size()) ||
+      s.recovered[size_t(r.worker())])
+    return (void)++s.rejected;
+  s.recovered[size_t(r.worker())] = true;
+  if (++s.recovered_in < int64_t(s.workers.size())) return;
   s.phase = Phase::running;
   event(self, "recovered",
         fmt::format("{} workers at step {} after {:.2f} s", s.workers.size(), s.committed,
@@ -404,8 +410,11 @@ void on_message(Self* self, ActorMessage& m) {
         return (void)++s.rejected;
       return on_step_done(self);
     }
-    case recovered_type:
-      return on_recovered(self);
+    case recovered_type: {
+      train::Recovered r;
+      if (!r.ParseFromString(m.header)) return (void)++s.rejected;
+      return on_recovered(self, r);
+    }
     case final_type: {
       train::Final f;
       if (!f.ParseFromString(m.header) || s.phase != Phase::finishing) return (void)++s.rejected;
@@ -437,6 +446,16 @@ caf::behavior coordinator(Self* self, caf::actor router, CoordinatorOptions opti
                                         "{} workers ready",
                                         st.opt.config.fault_tolerance.start_timeout_ms / 1000,
                                         st.nodes.size(), st.opt.nodes, st.ready));
+        const auto& ft = st.opt.config.fault_tolerance;
+        if (st.phase == Phase::recovering &&
+            now - st.recovery_started > ms(ft.recovery_timeout_ms)) {
+          std::string waiting;
+          for (size_t i = 0; i < st.workers.size(); ++i)
+            if (!st.recovered[i]) waiting += (waiting.empty() ? "" : ", ") + st.workers[i];
+          return fail(self, fmt::format("the recovery at step {} did not finish within {} ms; "
+                                        "waiting for {}",
+                                        st.committed, ft.recovery_timeout_ms, waiting));
+        }
         for (const NodeInfo& n : st.nodes)
           if (now - n.last_heard > ms(st.opt.config.fault_tolerance.heartbeat_timeout_ms)) {
             lose_node(self, n.id,

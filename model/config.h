@@ -101,6 +101,7 @@ struct FaultToleranceConfig {
   // take over its share (optimizer state from the lost owner's buddy) and go on, with the
   // same bits as a run that lost nothing. false: the job stops instead.
   bool recover = true;
+  int64_t recovery_timeout_ms = 30000;  // survivors not recovered within this: the job stops
   bool operator==(const FaultToleranceConfig&) const = default;
 };
 

@@ -126,6 +126,9 @@ class Fabric {
   // be hung rather than dead): its unfinished sends complete with an error (their `done`
   // runs), its announced rendezvous messages are declined, later sends to it fail with
   // peer_down. on_peer_down is not called: the caller knows. Unknown or down peers: no-op.
+  // Caution, UCX 1.13: after force-closing the endpoint of a hung peer with sends pending
+  // over shared memory, one chaos job in 30 saw another peer's messages stall; the router
+  // does not use this yet (next: reproduce with ucx_perftest-like isolation).
   virtual void disconnect(PeerId peer) = 0;
 
   // Waits until every accepted send has completed, or `timeout` (then Code::timeout).

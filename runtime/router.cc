@@ -319,8 +319,10 @@ caf::behavior router(Self* self, RouterConfig cfg) {
       },
       [=](forget_atom, const std::string& node) {
         auto& s = self->state;
+        // The endpoint stays open (not Fabric::disconnect): force-closing one with sends
+        // pending to a hung peer over shared memory was followed, once in 30 chaos jobs,
+        // by other peers' messages never leaving this node (UCX 1.13; see fabric.h).
         if (auto it = s.peer_of.find(node); it != s.peer_of.end()) {
-          s.cfg.fabric->disconnect(it->second);
           s.node_of_peer.erase(it->second);
           s.peer_of.erase(it);
         }

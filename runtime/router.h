@@ -27,8 +27,8 @@
 namespace troupe::runtime {
 
 using connect_atom = caf::atom_constant<caf::atom("connect")>;
-// (node id): the view dropped this node; close its connection now, unflushed (it may be
-// hung rather than gone), and forget its address.
+// (node id): the view dropped this node; forget it (its messages are then dropped as
+// unauthenticated, besides their stale epoch) and its address.
 using forget_atom = caf::atom_constant<caf::atom("forget")>;
 using node_id_atom = caf::atom_constant<caf::atom("nodeid")>;  // (id): this process's node id
 using listen_atom = caf::atom_constant<caf::atom("listen")>;   // (host:port) we accept on
