@@ -4,73 +4,21 @@
 
 #include <caf/all.hpp>
 
-#include "actors/protocol.h"
+#include "actors/coordinator_state.h"
 #include "model/dp_plan.h"
 #include "model/optim.h"
 #include "runtime/control.pb.h"
 
 namespace troupe::actors {
 
-namespace {
-
-using runtime::ActorMessage;
-using clock = std::chrono::steady_clock;
-using ms = std::chrono::milliseconds;
-using stop_atom = caf::atom_constant<caf::atom("stop")>;
-
-struct NodeInfo {
-  std::string id, address;
-  runtime::PeerId peer = runtime::peer_none;
-  clock::time_point last_heard;
-};
-
-enum class Phase { joining, starting, running, recovering, finishing, done };
-
-struct CoordinatorState {
-  CoordinatorOptions opt;
-  caf::actor router;
-  std::string self_address = "n0/coordinator.0";
-  Phase phase = Phase::joining;
-  clock::time_point started = clock::now();
-  uint64_t epoch = 0;
-  std::vector<NodeInfo> nodes;
-  std::vector<std::string> workers;  // addresses by index; worker i lives on nodes[i]
-  std::vector<int64_t> role_index;   // worker i's role index (its name; kept across recoveries)
-  int64_t n_mb = 0;
-  // Readiness and the step in flight.
-  int64_t ready = 0;
-  int64_t state_floats_max = 0, state_floats_total = 0;  // from the workers' Ready
-  uint64_t initial_hash = 0;
-  int64_t step = 0;
-  int64_t committed = 0;  // train steps every worker applied (StepDone from all)
-  int64_t recovered_in = 0, recoveries = 0;
-  std::vector<bool> recovered;  // by new worker index, during a recovery
-  clock::time_point step_started, recovery_started;
-  std::vector<model::Piece<float>> pieces;
-  int64_t stats_in = 0, norms_in = 0, done_in = 0, val_in = 0, finals_in = 0;
-  std::vector<std::vector<double>> norm_parts;  // by worker (owner order = table order)
-  std::vector<model::Piece<float>> val_pieces;
-  StepReport report;
-  JobResult result;
-  uint64_t rejected = 0, stale = 0;
-  static inline const char* name = "coordinator";
-};
-using Self = caf::stateful_actor<CoordinatorState>;
+namespace coordinator_impl {
 
 void event(Self* self, const std::string& kind, const std::string& text) {
   if (self->state.opt.on_event) self->state.opt.on_event(kind, text);
 }
 
-template <class Proto>
-void send_to(Self* self, const std::string& to, uint32_t type, const Proto& body,
-             std::vector<runtime::Payload> payloads = {}) {
-  ActorMessage m = make_message(self->state.self_address, to, type, body);
-  m.payloads = std::move(payloads);
-  self->send(self->state.router, std::move(m));
-}
-
 void to_all_workers(Self* self, uint32_t type, const google::protobuf::Message& body,
-                    const std::vector<runtime::Payload>& payloads = {}) {
+                    const std::vector<runtime::Payload>& payloads) {
   for (const std::string& w : self->state.workers) {
     ActorMessage m = make_message(self->state.self_address, w, type, body);
     m.payloads = payloads;
@@ -100,69 +48,6 @@ void fail(Self* self, const std::string& why) {
   r.error = why;
   r.steps_done = self->state.step;
   end_job(self, std::move(r));
-}
-
-void bump_epoch(Self* self) {
-  ++self->state.epoch;
-  self->send(self->state.router, runtime::epoch_atom::value, self->state.epoch);
-}
-
-void publish_view(Self* self) {
-  auto& s = self->state;
-  control::View v;
-  v.set_epoch(s.epoch);
-  for (const NodeInfo& n : s.nodes) {
-    auto* e = v.add_nodes();
-    e->set_node_id(n.id), e->set_address(n.address);
-  }
-  for (size_t i = 0; i < s.workers.size(); ++i) {
-    auto* p = v.add_placement();
-    p->set_role("worker"), p->set_index(s.role_index[i]), p->set_node_id(s.nodes[i].id);
-  }
-  for (const NodeInfo& n : s.nodes) send_to(self, n.id + "/agent.0", runtime::view_type, v);
-  event(self, "view", fmt::format("epoch {}: {} nodes, one worker each", s.epoch, s.nodes.size()));
-}
-
-void on_join(Self* self, const ActorMessage& m) {
-  auto& s = self->state;
-  if (s.phase != Phase::joining) {
-    control::Shutdown sd;
-    sd.set_reason(fmt::format("the job already has its {} nodes", s.opt.nodes));
-    ActorMessage r = make_message(s.self_address, "agent.0", runtime::shutdown_type, sd);
-    r.peer = m.peer;
-    self->send(s.router, std::move(r));
-    event(self, "join_refused", fmt::format("a node from {} after the job started", m.header));
-    return;
-  }
-  NodeInfo n;
-  n.id = fmt::format("n{}", s.nodes.size() + 1);
-  n.address = m.header;
-  n.peer = m.peer;
-  n.last_heard = clock::now();
-  self->send(s.router, runtime::bind_atom::value, n.id, n.peer);
-  self->send(s.router, runtime::address_atom::value, n.id, n.address);
-  bump_epoch(self);
-  control::Welcome w;
-  w.set_node_id(n.id);
-  w.set_epoch(s.epoch);
-  w.set_config_text(s.opt.job.config_text);
-  w.set_config_name(s.opt.job.config_name);
-  for (const auto& set : s.opt.job.config_sets) w.add_config_sets(set);
-  w.set_heartbeat_interval_ms(uint32_t(s.opt.config.fault_tolerance.heartbeat_interval_ms));
-  ActorMessage r = make_message(s.self_address, n.id + "/agent.0", runtime::welcome_type, w);
-  r.peer = n.peer;
-  self->send(s.router, std::move(r));
-  event(self, "join", fmt::format("{} at {} (epoch {})", n.id, n.address, s.epoch));
-  s.nodes.push_back(n);
-  if (int64_t(s.nodes.size()) < s.opt.nodes) return;
-  // Worker i lives on node i+1 as index i.
-  for (size_t i = 0; i < s.nodes.size(); ++i) {
-    s.workers.push_back(runtime::make_address(s.nodes[i].id, "worker", int64_t(i)));
-    s.role_index.push_back(int64_t(i));
-  }
-  s.phase = Phase::starting;
-  bump_epoch(self);
-  publish_view(self);
 }
 
 void begin_step(Self* self, train::Kind kind) {
@@ -286,68 +171,12 @@ void on_final(Self* self, const ActorMessage& m, const train::Final& f) {
   end_job(self, s.result);
 }
 
-// A node is lost mid-run (endpoint error, missed heartbeats). With recovery on and the
-// job running, the survivors go back to the committed step under a new epoch and take
-// over its share; else the job stops with the reason.
-void lose_node(Self* self, const std::string& node, const std::string& why, bool hung) {
-  auto& s = self->state;
-  if (s.phase == Phase::done) return;
-  size_t k = 0;
-  while (k < s.nodes.size() && s.nodes[k].id != node) ++k;
-  if (k == s.nodes.size()) return;  // not one of the job's nodes (any more): old news
-  const std::string what = fmt::format("node {} lost at step {}: {}", node, s.step, why);
-  if (!s.opt.config.fault_tolerance.recover)
-    return fail(self, what + " (fault_tolerance.recover = false)");
-  if (s.phase == Phase::recovering)
-    return fail(self, what + ", during a recovery: in-memory recovery takes one loss at a time");
-  if (s.phase != Phase::running)
-    return fail(self, what + " (recovery covers the training steps, not the start or the end)");
-  const int64_t old_n = int64_t(s.workers.size());
-  if (old_n == 1) return fail(self, what + ": it was the last node");
-  if (hung) {  // it may wake up: tell it to leave (the new epoch fences it anyway)
-    control::Shutdown sd;
-    sd.set_reason("this node was declared lost; the job goes on without it");
-    send_to(self, node + "/agent.0", runtime::shutdown_type, sd);
-  }
-  train::Recover r;
-  r.set_version(s.committed);
-  r.set_old_workers(old_n);
-  for (int64_t i = 0; i < old_n; ++i) {
-    if (size_t(i) == k) continue;
-    r.add_workers(s.workers[size_t(i)]);
-    r.add_old_index(i);
-  }
-  self->send(s.router, runtime::forget_atom::value, node);  // fenced: no flush, no waiting
-  s.nodes.erase(s.nodes.begin() + int64_t(k));
-  s.workers.erase(s.workers.begin() + int64_t(k));
-  s.role_index.erase(s.role_index.begin() + int64_t(k));
-  bump_epoch(self);
-  publish_view(self);
-  s.phase = Phase::recovering;
-  s.recovered_in = 0;
-  s.recovered.assign(s.workers.size(), false);
-  ++s.recoveries;
-  s.recovery_started = clock::now();
-  event(self, "recover",
-        fmt::format("{}; {} workers go back to step {} (epoch {})", what, s.workers.size(),
-                    s.committed, s.epoch));
-  to_all_workers(self, recover_type, r);
-}
+}  // namespace coordinator_impl
 
-void on_recovered(Self* self, const train::Recovered& r) {
-  auto& s = self->state;
-  if (s.phase != Phase::recovering || r.worker() < 0 || r.worker() >= int64_t(s.workers.size()) ||
-      s.recovered[size_t(r.worker())])
-    return (void)++s.rejected;
-  s.recovered[size_t(r.worker())] = true;
-  if (++s.recovered_in < int64_t(s.workers.size())) return;
-  s.phase = Phase::running;
-  event(self, "recovered",
-        fmt::format("{} workers at step {} after {:.2f} s", s.workers.size(), s.committed,
-                    std::chrono::duration<double>(clock::now() - s.recovery_started).count()));
-  // A train step every worker applied but whose validation was cut short: validate again.
-  begin_step(self, s.committed > s.step ? train::VALIDATE : train::TRAIN);
-}
+namespace {
+
+using namespace coordinator_impl;
+using stop_atom = caf::atom_constant<caf::atom("stop")>;
 
 void on_message(Self* self, ActorMessage& m) {
   auto& s = self->state;

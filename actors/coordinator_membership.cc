@@ -1,0 +1,137 @@
+// The coordinator's membership: nodes joining, the view (epoch, nodes, placement), and a
+// node lost mid-run: the survivors return to the committed step under a new epoch, take
+// over its share and re-run the step (worker_recovery.cc is the workers' side).
+#include <fmt/format.h>
+
+#include "actors/coordinator_state.h"
+#include "runtime/control.pb.h"
+
+namespace troupe::actors::coordinator_impl {
+
+void bump_epoch(Self* self) {
+  ++self->state.epoch;
+  self->send(self->state.router, runtime::epoch_atom::value, self->state.epoch);
+}
+
+void publish_view(Self* self) {
+  auto& s = self->state;
+  control::View v;
+  v.set_epoch(s.epoch);
+  for (const NodeInfo& n : s.nodes) {
+    auto* e = v.add_nodes();
+    e->set_node_id(n.id), e->set_address(n.address);
+  }
+  for (size_t i = 0; i < s.workers.size(); ++i) {
+    auto* p = v.add_placement();
+    p->set_role("worker"), p->set_index(s.role_index[i]), p->set_node_id(s.nodes[i].id);
+  }
+  for (const NodeInfo& n : s.nodes) send_to(self, n.id + "/agent.0", runtime::view_type, v);
+  event(self, "view", fmt::format("epoch {}: {} nodes, one worker each", s.epoch, s.nodes.size()));
+}
+
+void on_join(Self* self, const ActorMessage& m) {
+  auto& s = self->state;
+  if (s.phase != Phase::joining) {
+    control::Shutdown sd;
+    sd.set_reason(fmt::format("the job already has its {} nodes", s.opt.nodes));
+    ActorMessage r = make_message(s.self_address, "agent.0", runtime::shutdown_type, sd);
+    r.peer = m.peer;
+    self->send(s.router, std::move(r));
+    event(self, "join_refused", fmt::format("a node from {} after the job started", m.header));
+    return;
+  }
+  NodeInfo n;
+  n.id = fmt::format("n{}", s.nodes.size() + 1);
+  n.address = m.header;
+  n.peer = m.peer;
+  n.last_heard = clock::now();
+  self->send(s.router, runtime::bind_atom::value, n.id, n.peer);
+  self->send(s.router, runtime::address_atom::value, n.id, n.address);
+  bump_epoch(self);
+  control::Welcome w;
+  w.set_node_id(n.id);
+  w.set_epoch(s.epoch);
+  w.set_config_text(s.opt.job.config_text);
+  w.set_config_name(s.opt.job.config_name);
+  for (const auto& set : s.opt.job.config_sets) w.add_config_sets(set);
+  w.set_heartbeat_interval_ms(uint32_t(s.opt.config.fault_tolerance.heartbeat_interval_ms));
+  ActorMessage r = make_message(s.self_address, n.id + "/agent.0", runtime::welcome_type, w);
+  r.peer = n.peer;
+  self->send(s.router, std::move(r));
+  event(self, "join", fmt::format("{} at {} (epoch {})", n.id, n.address, s.epoch));
+  s.nodes.push_back(n);
+  if (int64_t(s.nodes.size()) < s.opt.nodes) return;
+  // Worker i lives on node i+1 as index i.
+  for (size_t i = 0; i < s.nodes.size(); ++i) {
+    s.workers.push_back(runtime::make_address(s.nodes[i].id, "worker", int64_t(i)));
+    s.role_index.push_back(int64_t(i));
+  }
+  s.phase = Phase::starting;
+  bump_epoch(self);
+  publish_view(self);
+}
+
+// A node is lost mid-run (endpoint error, missed heartbeats). With recovery on and the
+// job running, the survivors go back to the committed step under a new epoch and take
+// over its share; else the job stops with the reason.
+void lose_node(Self* self, const std::string& node, const std::string& why, bool hung) {
+  auto& s = self->state;
+  if (s.phase == Phase::done) return;
+  size_t k = 0;
+  while (k < s.nodes.size() && s.nodes[k].id != node) ++k;
+  if (k == s.nodes.size()) return;  // not one of the job's nodes (any more): old news
+  const std::string what = fmt::format("node {} lost at step {}: {}", node, s.step, why);
+  if (!s.opt.config.fault_tolerance.recover)
+    return fail(self, what + " (fault_tolerance.recover = false)");
+  if (s.phase == Phase::recovering)
+    return fail(self, what + ", during a recovery: in-memory recovery takes one loss at a time");
+  if (s.phase != Phase::running)
+    return fail(self, what + " (recovery covers the training steps, not the start or the end)");
+  const int64_t old_n = int64_t(s.workers.size());
+  if (old_n == 1) return fail(self, what + ": it was the last node");
+  if (hung) {  // it may wake up: tell it to leave (the new epoch fences it anyway)
+    control::Shutdown sd;
+    sd.set_reason("this node was declared lost; the job goes on without it");
+    send_to(self, node + "/agent.0", runtime::shutdown_type, sd);
+  }
+  train::Recover r;
+  r.set_version(s.committed);
+  r.set_old_workers(old_n);
+  for (int64_t i = 0; i < old_n; ++i) {
+    if (size_t(i) == k) continue;
+    r.add_workers(s.workers[size_t(i)]);
+    r.add_old_index(i);
+  }
+  self->send(s.router, runtime::forget_atom::value, node);  // fenced: no flush, no waiting
+  s.nodes.erase(s.nodes.begin() + int64_t(k));
+  s.workers.erase(s.workers.begin() + int64_t(k));
+  s.role_index.erase(s.role_index.begin() + int64_t(k));
+  bump_epoch(self);
+  publish_view(self);
+  s.phase = Phase::recovering;
+  s.recovered_in = 0;
+  s.recovered.assign(s.workers.size(), false);
+  ++s.recoveries;
+  s.recovery_started = clock::now();
+  event(self, "recover",
+        fmt::format("{}; {} workers go back to step {} (epoch {})", what, s.workers.size(),
+                    s.committed, s.epoch));
+  to_all_workers(self, recover_type, r);
+}
+
+void on_recovered(Self* self, const train::Recovered& r) {
+  auto& s = self->state;
+  if (s.phase != Phase::recovering || r.worker() < 0 || r.worker() >= int64_t(s.workers.size()) ||
+      s.recovered[size_t(r.worker())])
+    return (void)++s.rejected;
+  s.recovered[size_t(r.worker())] = true;
+  if (++s.recovered_in < int64_t(s.workers.size())) return;
+  s.phase = Phase::running;
+  event(self, "recovered",
+        fmt::format("{} workers at step {} after {:.2f} s", s.workers.size(), s.committed,
+                    std::chrono::duration<double>(clock::now() - s.recovery_started).count()));
+  // A train step every worker applied but whose validation was cut short: validate again.
+  begin_step(self, s.committed > s.step ? train::VALIDATE : train::TRAIN);
+}
+
+}  // namespace troupe::actors::coordinator_impl
