@@ -5,6 +5,7 @@ where it cannot, and says what happened — never hangs.
 1. kill -9 of one node process mid-run, and SIGSTOP (a hang, seen by the missed
    heartbeats: UCX never reports a stopped peer): the survivors recover and the job ends
    with the weights and loss lines of an undisturbed `troupe train`; no process is left.
+   A hung node that wakes up after it was declared lost is told to leave and changes nothing.
    With fault_tolerance.recover = false the job stops within seconds, naming the node.
 2. SIGINT to launch (Ctrl-C): exits 1 saying it was interrupted; no process left behind.
 3. A `troupe node` with the wrong job secret cannot join: it exits 1 saying it was refused,
@@ -116,6 +117,36 @@ def lose_a_node_and_recover(troupe, work, name, sig, needle):
     check(f"{name}: same loss lines", losses(run_dir) == want_losses,
           f"{len(losses(run_dir))} lines vs {len(want_losses)}")
     check(f"{name}: no node left", not any(alive(n) for n in nodes), f"{nodes}")
+
+
+def hung_node_wakes_up(troupe, work):
+    """A node declared lost for its silence that then wakes up (SIGCONT) is fenced: it is
+    told to leave, and its stale messages change nothing."""
+    steps = 12
+    run_dir = os.path.join(work, "wake")
+    p = start_launch(troupe, run_dir, 3, steps)
+    wait_for(lambda: steps_done(run_dir) >= 2, 120, "two steps")
+    nodes = children(p.pid)
+    os.kill(nodes[1], signal.SIGSTOP)
+
+    def recovered():
+        with open(os.path.join(run_dir, "events.jsonl")) as f:
+            return '"recovered"' in f.read()
+    wait_for(recovered, 60, "the recovery")
+    os.kill(nodes[1], signal.SIGCONT)
+    out, err = p.communicate(timeout=120)
+    want_hash, _ = plain_run(troupe, work, steps)
+    h = re.search(r"weights ([0-9a-f]{16})", out)
+    logs = ""
+    for name in sorted(os.listdir(run_dir)):
+        if name.startswith("node-"):
+            with open(os.path.join(run_dir, name)) as f:
+                logs += f.read()
+    check("wake: the job ends well, same weights", p.returncode == 0 and h and
+          h.group(1) == want_hash, f"status {p.returncode}, {h.group(1) if h else None} vs {want_hash}")
+    check("wake: the woken node is told to leave", "declared lost" in logs,
+          [l for l in logs.splitlines() if "done:" in l])
+    check("wake: no node left", not any(alive(n) for n in nodes), f"{nodes}")
 
 
 def kill_without_recovery(troupe, work):
@@ -239,6 +270,7 @@ def main():
     external_node(a.troupe, a.work)
     lose_a_node_and_recover(a.troupe, a.work, "kill", signal.SIGKILL, "lost at step")
     lose_a_node_and_recover(a.troupe, a.work, "hang", signal.SIGSTOP, "missed heartbeats")
+    hung_node_wakes_up(a.troupe, a.work)
     kill_without_recovery(a.troupe, a.work)
     interrupt(a.troupe, a.work)
     wrong_secret(a.troupe, a.work)
