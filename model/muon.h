@@ -27,7 +27,7 @@ void newton_schulz5(const float* m, int64_t rows, int64_t cols, float* out, int 
 class Muon {
  public:
   // threads: tensors are updated in parallel, one tensor per work item; never changes bits.
-  // state: the tensors whose momentum this one keeps (see StateSlots in optim.h).
+  // state: the tensors whose momentum this one keeps (see StateSlots in params.h).
   Muon(const ParamTable& table, MuonSettings settings, int threads, FlatRange state = {});
   // Updates every OptGroup::Muon tensor of params (others untouched). grads are multiplied
   // by grad_scale (clipping) first; weight_decay is decoupled, applied as lr·wd·W.
@@ -38,7 +38,6 @@ class Muon {
   // Throws std::logic_error naming a tensor inside `owned` whose state is not kept here.
   void check_state(FlatRange owned) const;
   int64_t state_floats() const { return slots_.floats(); }
-  bool keeps(size_t t) const { return slots_.has(t); }
   // Tensor t's momentum B (numel floats). Throws where it is not kept here.
   void read_state(size_t t, float* out) const;
   void write_state(size_t t, const float* in);

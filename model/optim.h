@@ -45,7 +45,6 @@ class AdamW {
   std::span<const float> m(size_t i) const { return state(m_, i); }
   std::span<const float> v(size_t i) const { return state(v_, i); }
   int64_t state_floats() const { return 2 * slots_.floats(); }
-  bool keeps(size_t i) const { return slots_.has(i); }
   // Tensor i's state as one run: m, then v (2·numel floats). Throws where it is not kept.
   void read_state(size_t i, float* out) const;
   void write_state(size_t i, const float* in);

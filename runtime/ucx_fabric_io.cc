@@ -424,7 +424,9 @@ void UcxFabric::Impl::start_waiting_rndv() {
   std::vector<PeerId> held;  // peers with an earlier message still waiting: keep their order
   for (auto it = rndv_waiting.begin(); it != rndv_waiting.end();) {
     const PeerId peer = (*it)->message.peer;
-    const uint64_t inflight = rndv_inflight_bytes[peer], bytes = (*it)->payload_bytes;
+    const auto f = rndv_inflight_bytes.find(peer);  // no entry: nothing in flight
+    const uint64_t inflight = f == rndv_inflight_bytes.end() ? 0 : f->second;
+    const uint64_t bytes = (*it)->payload_bytes;
     if (std::find(held.begin(), held.end(), peer) != held.end() ||
         (inflight > 0 && inflight + bytes > rndv_inflight_bytes_max)) {
       held.push_back(peer);

@@ -39,7 +39,7 @@ bool reject_is_oversized(RejectReason reason) {
 }
 
 // The Envelope's protobuf encoding, written and read by hand: the bytes are exactly what
-// libprotobuf writes for envelope.proto (tests/runtime/wire_test.cc checks both ways and
+// libprotobuf writes for envelope.proto (tests/runtime/wire_protobuf_test.cc checks both ways and
 // fuzzes the two decoders against each other), without its per-message bookkeeping. On
 // the fabric's small-message path that is most of the CPU time (see bench/fabric/bench_wire).
 namespace {
