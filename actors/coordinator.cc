@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <caf/all.hpp>
+#include <cstring>
 
 #include "actors/coordinator_state.h"
 #include "model/dp_plan.h"
@@ -58,6 +59,7 @@ void begin_step(Self* self, train::Kind kind) {
   if (kind == train::TRAIN) {
     s.pieces.clear();
     s.norm_parts.assign(s.workers.size(), {});
+    s.engram_sumsq.assign(s.workers.size(), 0.0);
     s.stats_in = s.norms_in = s.done_in = 0;
     s.step_started = clock::now();
   } else {
@@ -104,7 +106,13 @@ void try_apply(Self* self) {
   st.ce = lp.ce, st.mtp = lp.mtp, st.bal = lp.bal, st.loss = lp.total();
   st.tokens = lp.ce_count;
   st.lr = model::lr_at(s.opt.config.train, s.step);
-  st.grad_norm = model::grad_norm_from_parts(parts);
+  for (size_t w = 1; w < s.engram_sumsq.size(); ++w)
+    if (std::memcmp(&s.engram_sumsq[w], &s.engram_sumsq[0], sizeof(double)) != 0)
+      return fail(self, fmt::format("worker {} reduced another Engram gradient than worker 0 "
+                                    "(sum of squares {} vs {}): the replicas diverged",
+                                    w, s.engram_sumsq[w], s.engram_sumsq[0]));
+  st.grad_norm = model::global_norm_with_engram(
+      s.opt.config.model, model::grad_norm_from_parts(parts), s.engram_sumsq.at(0));
   train::Apply a;
   a.set_step(s.step);
   a.set_clip_scale(model::clip_scale(s.opt.config.train.grad_clip, st.grad_norm));
@@ -154,6 +162,19 @@ void on_step_done(Self* self) {
   finish_step(self);
 }
 
+// Worker 0's weights: the parameters, then each Engram table.
+bool read_final_weights(const ActorMessage& m, const model::ModelConfig& cfg, JobResult* out) {
+  const std::vector<model::EngramTableInfo> tables = model::engram_tables(cfg);
+  if (m.payloads.size() != 1 + tables.size() || !read_payload(m.payloads[0], &out->weights))
+    return false;
+  out->engram_tables.assign(tables.size(), {});
+  for (size_t t = 0; t < tables.size(); ++t)
+    if (!read_payload(m.payloads[1 + t], &out->engram_tables[t]) ||
+        int64_t(out->engram_tables[t].size()) != tables[t].rows * tables[t].dim)
+      return false;
+  return true;
+}
+
 void on_final(Self* self, const ActorMessage& m, const train::Final& f) {
   auto& s = self->state;
   if (s.finals_in == 0) s.result.weights_hash = f.weights_hash();
@@ -161,9 +182,8 @@ void on_final(Self* self, const ActorMessage& m, const train::Final& f) {
     return fail(self, fmt::format("worker {} ends with weights {:016x}, worker 0 with {:016x}: "
                                   "the replicas diverged",
                                   f.worker(), f.weights_hash(), s.result.weights_hash));
-  if (f.worker() == 0 &&
-      (m.payloads.size() != 1 || !read_payload(m.payloads[0], &s.result.weights)))
-    return fail(self, "worker 0 sent no weights with its Final");
+  if (f.worker() == 0 && !read_final_weights(m, s.opt.config.model, &s.result))
+    return fail(self, "worker 0 sent no weights (or Engram tables that do not fit) with its Final");
   if (++s.finals_in < int64_t(s.workers.size())) return;
   s.result.ok = true;
   s.result.steps_done = s.step;
@@ -209,11 +229,16 @@ void on_message(Self* self, ActorMessage& m) {
       s.state_floats_total += r.optimizer_state_floats();
       if (++s.ready < int64_t(s.workers.size())) return;
       s.phase = Phase::running;
+      const int64_t engram = model::engram_table_params(s.opt.config.model);
       event(self, "start",
             fmt::format("{} workers ready, {} parameters; optimizer state (ZeRO-1) at most "
-                        "{:.2f} MiB per worker, {:.2f} MiB in all",
+                        "{:.2f} MiB per worker, {:.2f} MiB in all{}",
                         s.ready, r.parameters(), double(s.state_floats_max) * 4 / (1 << 20),
-                        double(s.state_floats_total) * 4 / (1 << 20)));
+                        double(s.state_floats_total) * 4 / (1 << 20),
+                        engram == 0 ? std::string()
+                                    : fmt::format("; Engram tables replicated: {:.2f} MiB per "
+                                                  "worker with their Adam moments",
+                                                  double(engram) * 3 * 4 / (1 << 20))));
       return start_or_finish(self);
     }
     case stats_type: {
@@ -230,6 +255,7 @@ void on_message(Self* self, ActorMessage& m) {
         return fail(self, "malformed NormParts from " + m.from);
       if (np.step() != s.step || s.phase != Phase::running) return (void)++s.rejected;
       s.norm_parts[size_t(np.worker())] = std::move(parts);
+      s.engram_sumsq[size_t(np.worker())] = np.engram_sumsq();
       ++s.norms_in;
       return try_apply(self);
     }

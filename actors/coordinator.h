@@ -34,6 +34,7 @@ struct JobResult {
   uint64_t weights_hash = 0;
   int64_t recoveries = 0;      // nodes lost and recovered from
   std::vector<float> weights;  // worker 0's final parameters (every worker agreed on the hash)
+  std::vector<std::vector<float>> engram_tables;  // and its Engram tables (table order)
 };
 
 struct CoordinatorOptions {

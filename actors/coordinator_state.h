@@ -48,6 +48,7 @@ struct CoordinatorState {
   std::vector<model::Piece<float>> pieces;
   int64_t stats_in = 0, norms_in = 0, done_in = 0, val_in = 0, finals_in = 0;
   std::vector<std::vector<double>> norm_parts;  // by worker (owner order = table order)
+  std::vector<double> engram_sumsq;             // by worker: each reduced all the tables
   std::vector<model::Piece<float>> val_pieces;
   StepReport report;
   JobResult result;

@@ -16,4 +16,52 @@ bool unflatten_counts(const google::protobuf::RepeatedField<int64_t>& layers,
   return at == flat.size();
 }
 
+void add_engram_piece(const model::EngramGrad<float>& g, const model::TreeNode& node,
+                      train::EngramSlices* msg, std::vector<runtime::Payload>* payloads) {
+  train::Node* n = msg->add_nodes();
+  n->set_lo(node.lo), n->set_hi(node.hi);
+  std::vector<int64_t> ids;
+  std::vector<float> values;
+  for (const model::SparseRows<float>& t : g) {
+    msg->add_table_rows(int64_t(t.ids.size()));
+    ids.insert(ids.end(), t.ids.begin(), t.ids.end());
+    values.insert(values.end(), t.values.begin(), t.values.end());
+  }
+  payloads->push_back(owned_payload(std::move(ids)));
+  payloads->push_back(owned_payload(std::move(values)));
+}
+
+bool read_engram_piece(const train::EngramSlices& msg,
+                       const std::vector<runtime::Payload>& payloads, int i,
+                       const std::vector<model::EngramTableInfo>& tables,
+                       model::EngramGrad<float>* out) {
+  const size_t J = tables.size();
+  if (i < 0 || i >= msg.nodes_size() ||
+      size_t(msg.table_rows_size()) != J * size_t(msg.nodes_size()) ||
+      payloads.size() != 2 * size_t(msg.nodes_size()))
+    return false;
+  std::vector<int64_t> ids;
+  std::vector<float> values;
+  if (!read_payload(payloads[2 * size_t(i)], &ids) ||
+      !read_payload(payloads[2 * size_t(i) + 1], &values))
+    return false;
+  out->assign(J, {});
+  size_t at_id = 0, at_value = 0;
+  for (size_t j = 0; j < J; ++j) {
+    const int64_t rows = msg.table_rows(int(size_t(i) * J + j)), D = tables[j].dim;
+    if (rows < 0 || size_t(rows) > ids.size() - at_id ||
+        size_t(rows * D) > values.size() - at_value)
+      return false;
+    model::SparseRows<float>& t = (*out)[j];
+    t.ids.assign(ids.begin() + int64_t(at_id), ids.begin() + int64_t(at_id) + rows);
+    t.values.assign(values.begin() + int64_t(at_value),
+                    values.begin() + int64_t(at_value) + rows * D);
+    for (size_t r = 0; r < t.ids.size(); ++r)  // ascending, unique, inside the table
+      if (t.ids[r] < 0 || t.ids[r] >= tables[j].rows || (r > 0 && t.ids[r] <= t.ids[r - 1]))
+        return false;
+    at_id += size_t(rows), at_value += size_t(rows * D);
+  }
+  return at_id == ids.size() && at_value == values.size();
+}
+
 }  // namespace troupe::actors

@@ -8,6 +8,8 @@
 #include <vector>
 
 #include "actors/train.pb.h"
+#include "model/engram.h"
+#include "model/parallel.h"
 #include "runtime/actor_message.h"
 
 namespace troupe::actors {
@@ -27,6 +29,7 @@ enum TrainType : uint32_t {
   recover_type,
   state_transfer_type,
   recovered_type,
+  engram_slices_type,
 };
 
 template <class Proto>
@@ -69,6 +72,16 @@ inline void flatten_counts(const std::vector<std::vector<int64_t>>& counts,
     flat->insert(flat->end(), l.begin(), l.end());
   }
 }
+// Engram pieces ↔ EngramSlices (train.proto): appends node's gradient to the message, its
+// two payloads to payloads; reads node i back, checking every count, size and row id
+// against the tables (false when anything does not fit).
+void add_engram_piece(const model::EngramGrad<float>& g, const model::TreeNode& node,
+                      train::EngramSlices* msg, std::vector<runtime::Payload>* payloads);
+bool read_engram_piece(const train::EngramSlices& msg,
+                       const std::vector<runtime::Payload>& payloads, int i,
+                       const std::vector<model::EngramTableInfo>& tables,
+                       model::EngramGrad<float>* out);
+
 bool unflatten_counts(const google::protobuf::RepeatedField<int64_t>& layers,
                       const runtime::Payload& payload, std::vector<std::vector<int64_t>>* out);
 

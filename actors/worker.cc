@@ -55,6 +55,9 @@ void enter(WorkerState& s, int64_t step) {
   s.step = step;
   s.slice_nodes.clear();
   s.slice_payloads.clear();
+  s.engram_nodes.clear();
+  s.engram_grads.clear();
+  s.engram_received.clear();
   s.reduced = s.applied = s.done = s.buddy_in = false;
   s.weights_received = 0;
 }
@@ -83,7 +86,9 @@ FlatRange owned(const WorkerState& s) {
 
 void try_reduce(Self* self) {
   auto& s = self->state;
+  const bool engram = s.trainer->engram() != nullptr;
   if (s.reduced || int64_t(s.slice_nodes.size()) < s.total_pieces) return;
+  if (engram && int64_t(s.engram_nodes.size()) < s.total_pieces) return;
   std::vector<const float*> slices;
   for (const Payload& p : s.slice_payloads)
     slices.push_back(reinterpret_cast<const float*>(p.bytes.data()));
@@ -93,8 +98,11 @@ void try_reduce(Self* self) {
   train::NormParts np;
   np.set_step(s.step);
   np.set_worker(s.me);
+  if (engram) np.set_engram_sumsq(s.trainer->reduce_engram(s.engram_nodes, s.engram_grads));
   reply(self, s.ctx.coordinator, norm_parts_type, np, {owned_payload(std::move(parts))});
 }
+
+void send_engram_pieces(Self* self, int64_t step, const std::vector<model::Piece<float>>& pieces);
 
 void send_stats(Self* self, const train::StepBegin& b,
                 const std::vector<model::Piece<float>>& pieces) {
@@ -154,6 +162,41 @@ void on_step_begin(Self* self, const train::StepBegin& b) {
       reply(self, s.peers[size_t(o)], grad_slices_type, gs, std::move(payloads));
     }
   }
+  if (s.trainer->engram() && !pieces.empty()) send_engram_pieces(self, b.step(), pieces);
+  try_reduce(self);
+}
+
+// Engram: every worker gets every piece's sparse table gradient and reduces them all.
+void send_engram_pieces(Self* self, int64_t step, const std::vector<model::Piece<float>>& pieces) {
+  auto& s = self->state;
+  train::EngramSlices es;
+  es.set_step(step);
+  std::vector<Payload> payloads;
+  for (size_t k = 0; k < pieces.size(); ++k) {
+    add_engram_piece(s.trainer->engram_piece_grad(k), pieces[k].node, &es, &payloads);
+    s.engram_nodes.push_back(pieces[k].node);
+    s.engram_grads.push_back(&s.trainer->engram_piece_grad(k));
+  }
+  for (int64_t o = 0; o < s.workers; ++o)
+    if (o != s.me) reply(self, s.peers[size_t(o)], engram_slices_type, es, payloads);
+}
+
+void on_engram_slices(Self* self, const ActorMessage& m, const train::EngramSlices& es) {
+  auto& s = self->state;
+  if (!s.trainer->engram() || es.step() < s.step)
+    return reject(self, m, "Engram slices without Engram layers, or of an old step");
+  std::vector<std::unique_ptr<model::EngramGrad<float>>> grads;
+  for (int i = 0; i < es.nodes_size(); ++i) {
+    grads.push_back(std::make_unique<model::EngramGrad<float>>());
+    if (!read_engram_piece(es, m.payloads, i, s.trainer->engram()->tables(), grads.back().get()))
+      return reject(self, m, "Engram slices whose rows do not fit the tables");
+  }
+  enter(s, es.step());
+  for (int i = 0; i < es.nodes_size(); ++i) {
+    s.engram_nodes.push_back({es.nodes(i).lo(), es.nodes(i).hi()});
+    s.engram_grads.push_back(grads[size_t(i)].get());
+    s.engram_received.push_back(std::move(grads[size_t(i)]));
+  }
   try_reduce(self);
 }
 
@@ -191,6 +234,7 @@ void on_apply(Self* self, const ActorMessage& m, const train::Apply& a) {
         reply(self, s.peers[size_t(o)], weights_type, w,
               {view_payload(s.trainer->params.data() + f.lo, size_t(f.hi - f.lo))});
   }
+  if (s.trainer->engram()) s.trainer->apply_engram(a.step(), a.clip_scale());
   if (s.workers > 1) send_buddy_copy(self, a.step() + 1);
   s.applied = true;
   try_done(self);
@@ -250,6 +294,11 @@ void on_message(Self* self, ActorMessage& m) {
       if (!w.ParseFromString(m.header)) return reject(self, m, "malformed Weights");
       return on_weights(self, m, w);
     }
+    case engram_slices_type: {
+      train::EngramSlices es;
+      if (!es.ParseFromString(m.header)) return reject(self, m, "malformed EngramSlices");
+      return on_engram_slices(self, m, es);
+    }
     case buddy_state_type: {
       train::BuddyState b;
       if (!b.ParseFromString(m.header)) return reject(self, m, "malformed BuddyState");
@@ -274,8 +323,13 @@ void on_message(Self* self, ActorMessage& m) {
       f.set_worker(s.me);
       f.set_weights_hash(s.trainer->weights_hash());
       std::vector<Payload> payloads;
-      if (s.me == 0)
+      if (s.me == 0) {
         payloads.push_back(view_payload(s.trainer->params.data(), s.trainer->params.size()));
+        if (const auto* e = s.trainer->engram())
+          for (size_t t = 0; t < e->tables().size(); ++t)
+            payloads.push_back(view_payload(e->data(int64_t(t)),
+                                            size_t(e->tables()[t].rows * e->tables()[t].dim)));
+      }
       return reply(self, s.ctx.coordinator, final_type, f, std::move(payloads));
     }
     default:
@@ -299,7 +353,6 @@ caf::behavior worker(Self* self, runtime::RoleContext ctx) {
     model::JobConfig cfg = model::config_from_text(s.ctx.job.config_text, s.ctx.job.config_name,
                                                    s.ctx.job.config_sets);
     if (s.ctx.threads > 0) cfg.train.threads = s.ctx.threads;
-    model::check_data_parallel(cfg);  // before the corpus is loaded
     s.trainer = std::make_unique<model::Trainer>(cfg);
     s.epoch = s.ctx.epoch;
     s.peers = s.ctx.peers;

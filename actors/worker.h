@@ -56,6 +56,11 @@ struct WorkerState {
   int64_t step = -1;
   std::vector<TreeNode> slice_nodes;
   std::vector<Payload> slice_payloads;  // received (kept alive) or my own pieces (views)
+  // Engram: the step's sparse table gradients by piece (this worker's own point into its
+  // engine until the step is reduced; received ones are kept here).
+  std::vector<TreeNode> engram_nodes;
+  std::vector<const model::EngramGrad<float>*> engram_grads;
+  std::vector<std::unique_ptr<model::EngramGrad<float>>> engram_received;
   bool reduced = false, applied = false, done = false, buddy_in = false;
   int64_t weights_received = 0, weights_expected = 0;
   Recovery recovery;

@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <fstream>
 #include <future>
+#include <memory>
 #include <thread>
 
 #include "actors/coordinator.h"
@@ -68,11 +69,6 @@ int run_launch(const LaunchArgs& a) {
   std::vector<std::string> sets = a.sets;
   if (a.steps >= 0) sets.push_back("train.steps=" + std::to_string(a.steps));
   const model::JobConfig cfg = model::load_config(a.config, sets);
-  try {
-    model::check_data_parallel(cfg);
-  } catch (const std::invalid_argument& e) {
-    throw UsageError(std::string("launch: ") + e.what());
-  }
   std::filesystem::create_directories(a.run_dir);
   const std::string secret_file = a.secret_file.empty() ? a.run_dir + "/secret" : a.secret_file;
   const std::string secret = job_secret(secret_file, a.secret_file.empty());
@@ -191,9 +187,12 @@ int run_launch(const LaunchArgs& a) {
     return 1;
   }
   model::ParamTable table(cfg.model);
+  std::unique_ptr<model::InProcessEngramStore<float>> engram;
+  if (!cfg.model.engram_layers.empty())
+    engram = std::make_unique<model::InProcessEngramStore<float>>(cfg.model, r.engram_tables);
   model::write_safetensors(a.run_dir + "/weights.safetensors",
                            model::weights_to_safetensors<float>(table, r.weights.data(), cfg.model,
-                                                                cfg.train.seed, nullptr));
+                                                                cfg.train.seed, engram.get()));
   std::printf(
       "summary: steps %ld  nodes %ld%s  loss %.4f  val_loss %.4f  wall %s  %.0f tok/s  weights "
       "%016lx\n"

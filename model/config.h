@@ -37,7 +37,7 @@ struct ModelConfig {  // [model]: SPEC-model.md §2
   double seq_aux_alpha = 0.0001;
   int64_t mtp_depth = 1;
   double mtp_lambda = 0.3;
-  std::vector<int64_t> engram_layers = {};
+  std::vector<int64_t> engram_layers = {1};
   std::vector<int64_t> engram_orders = {2, 3};
   int64_t engram_heads = 4;
   int64_t engram_head_dim = 16;

@@ -203,6 +203,44 @@ void InProcessEngramStore<T>::apply(const EngramGrad<T>& grad, const EngramAdamS
   }
 }
 
+template <typename T>
+EngramRowsBackup<T> InProcessEngramStore<T>::backup_rows(const EngramGrad<T>& grad) const {
+  if (grad.size() != info_.size())
+    throw std::invalid_argument("engram store: gradient has the wrong number of tables");
+  EngramRowsBackup<T> b;
+  b.ids.resize(info_.size()), b.values.resize(info_.size());
+  b.m.resize(info_.size()), b.v.resize(info_.size());
+  for (size_t t = 0; t < info_.size(); ++t) {
+    const int64_t D = info_[t].dim;
+    b.ids[t] = grad[t].ids;
+    for (int64_t id : grad[t].ids) {
+      if (id < 0 || id >= info_[t].rows)
+        throw std::out_of_range("engram gradient row id out of range in " + info_[t].name);
+      const auto row = [&](const std::vector<T>& src, std::vector<T>& dst) {
+        dst.insert(dst.end(), src.begin() + id * D, src.begin() + (id + 1) * D);
+      };
+      row(values_[t], b.values[t]), row(m_[t], b.m[t]), row(v_[t], b.v[t]);
+    }
+  }
+  return b;
+}
+
+template <typename T>
+void InProcessEngramStore<T>::restore_rows(const EngramRowsBackup<T>& b) {
+  if (b.ids.size() != info_.size())
+    throw std::invalid_argument("engram store: backup has the wrong number of tables");
+  for (size_t t = 0; t < info_.size(); ++t) {
+    const int64_t D = info_[t].dim;
+    for (size_t r = 0; r < b.ids[t].size(); ++r) {
+      const auto row = [&](const std::vector<T>& src, std::vector<T>& dst) {
+        std::copy(src.begin() + int64_t(r) * D, src.begin() + int64_t(r + 1) * D,
+                  dst.begin() + b.ids[t][r] * D);
+      };
+      row(b.values[t], values_[t]), row(b.m[t], m_[t]), row(b.v[t], v_[t]);
+    }
+  }
+}
+
 // ------------------------------------------------------------------------------ module
 
 EngramLayout EngramLayout::from(const ParamTable& t, const ModelConfig& cfg, uint64_t seed,

@@ -95,6 +95,14 @@ class EngramStore {
   virtual void apply(const EngramGrad<T>& grad, const EngramAdamStep& s) = 0;
 };
 
+// The rows an update is about to change, with their values and Adam moments (per table), so
+// that the update can be undone (recovery returns to the version before a step).
+template <typename T>
+struct EngramRowsBackup {
+  std::vector<std::vector<int64_t>> ids;
+  std::vector<std::vector<T>> values, m, v;  // (ids, D) each
+};
+
 // Tables in host memory with Adam moments for every row (touched rows only are updated:
 // "lazy" Adam — an untouched row's moments do not decay).
 template <typename T>
@@ -109,6 +117,9 @@ class InProcessEngramStore final : public EngramStore<T> {
   const std::vector<EngramTableInfo>& tables() const override { return info_; }
   void lookup(int64_t table, const int64_t* ids, int64_t n, T* out) const override;
   void apply(const EngramGrad<T>& grad, const EngramAdamStep& s) override;
+  // The rows of `grad` as they are now; restore_rows puts them back (values and moments).
+  EngramRowsBackup<T> backup_rows(const EngramGrad<T>& grad) const;
+  void restore_rows(const EngramRowsBackup<T>& b);
 
   T* data(int64_t table) { return values_.at(size_t(table)).data(); }
   const T* data(int64_t table) const { return values_.at(size_t(table)).data(); }

@@ -72,6 +72,11 @@ const std::vector<T>& GradEngine<T>::piece_grad(size_t k) const {
 }
 
 template <typename T>
+const EngramGrad<T>& GradEngine<T>::piece_engram_grad(size_t k) const {
+  return egrads_.at(size_t(pieces_.at(k).node.lo - range_lo_));
+}
+
+template <typename T>
 const std::vector<Piece<T>>& GradEngine<T>::run_range(const T* params, const Batch& batch,
                                                       int64_t mb_rows, int64_t lo, int64_t hi,
                                                       bool backward, bool with_mtp) {
@@ -183,21 +188,12 @@ StepStats Trainer::train_step(int64_t step) {
   st.ce = lp.ce, st.mtp = lp.mtp, st.bal = lp.bal, st.loss = lp.total();
   st.tokens = lp.ce_count;
   st.lr = lr_at(cfg.train, step);
-  st.grad_norm = global_grad_norm(table, engine_->grad().data());
-  if (engram_) {  // the global norm covers the Engram tables too: sqrt(‖dense‖² + ‖tables‖²)
-    st.grad_norm =
-        std::sqrt(st.grad_norm * st.grad_norm + engram_grad_sumsq(engine_->engram_grad()));
-  }
+  st.grad_norm = global_norm_with_engram(cfg.model, global_grad_norm(table, engine_->grad().data()),
+                                         engram_ ? engram_grad_sumsq(engine_->engram_grad()) : 0);
   const double scale = clip_scale(cfg.train.grad_clip, st.grad_norm);
   optimizer_stepped_ = true;
   optimizer_->update(params.data(), engine_->grad().data(), st.lr, scale, step);
-  if (engram_) {  // SPEC §4: sparse Adam on the touched rows, lr × 5, no weight decay
-    EngramAdamStep es;
-    es.lr = kEngramLrMultiplier * st.lr;
-    es.beta1 = cfg.optimizer.beta1, es.beta2 = cfg.optimizer.beta2, es.eps = cfg.optimizer.eps;
-    es.grad_scale = scale, es.step = step;
-    engram_->apply(engine_->engram_grad(), es);
-  }
+  if (engram_) engram_adam(engine_->engram_grad(), step, scale);
   apply_bias_rule(engine_->counts(), FlatRange{});
   return st;
 }
@@ -216,12 +212,18 @@ void Trainer::apply_bias_rule(const std::vector<std::vector<int64_t>>& counts, F
   }
 }
 
-void check_data_parallel(const JobConfig& job) {
-  if (!job.model.engram_layers.empty())
-    throw std::invalid_argument(
-        "Engram layers are not supported across node processes yet (the tables move to "
-        "Engram shard actors in a later issue): set model.engram_layers = [] or use "
-        "`troupe train`");
+// SPEC §4: sparse Adam on the touched rows, lr × 5, no weight decay.
+void Trainer::engram_adam(const EngramGrad<float>& grad, int64_t step, double scale) {
+  EngramAdamStep es;
+  es.lr = kEngramLrMultiplier * lr_at(cfg.train, step);
+  es.beta1 = cfg.optimizer.beta1, es.beta2 = cfg.optimizer.beta2, es.eps = cfg.optimizer.eps;
+  es.grad_scale = scale, es.step = step;
+  engram_->apply(grad, es);
+}
+
+double global_norm_with_engram(const ModelConfig& cfg, double dense_norm, double engram_sumsq) {
+  if (cfg.engram_layers.empty()) return dense_norm;
+  return std::sqrt(dense_norm * dense_norm + engram_sumsq);
 }
 
 void Trainer::keep_optimizer_state(FlatRange owned) {
@@ -231,6 +233,7 @@ void Trainer::keep_optimizer_state(FlatRange owned) {
 }
 
 void Trainer::save_version() {
+  engram_backup_.reset();
   saved_params_ = params;
   saved_optimizer_.reset();
   saved_optimizer_.emplace(*optimizer_);
@@ -239,6 +242,8 @@ void Trainer::save_version() {
 void Trainer::restore_version() {
   if (!saved_optimizer_) throw std::logic_error("restore_version: no saved version");
   params = saved_params_;
+  if (engram_backup_) engram_->restore_rows(*engram_backup_);
+  engram_backup_.reset();
   optimizer_.reset();
   optimizer_.emplace(*saved_optimizer_);
 }
@@ -260,7 +265,6 @@ void Trainer::reshard_optimizer(FlatRange owned,
 }
 
 const std::vector<Piece<float>>& Trainer::compute_range(int64_t step, TreeNode range) {
-  check_data_parallel(cfg);
   const Batch batch = train_batch(*train_stream_, step, cfg.train.batch_size);
   return engine_->run_range(params.data(), batch, cfg.train.micro_batch_rows, range.lo, range.hi,
                             true, cfg.model.mtp_depth > 0);
@@ -324,7 +328,6 @@ LossParts<float> combine_pieces(const std::vector<Piece<float>>& pieces, int64_t
 
 std::vector<double> Trainer::reduce_owned(FlatRange owned, const std::vector<TreeNode>& nodes,
                                           const std::vector<const float*>& slices) {
-  check_data_parallel(cfg);
   if (nodes.size() != slices.size())
     throw std::invalid_argument("reduce_owned: one slice per node");
   if (owned.lo < 0 || owned.hi > table.total() || owned.lo > owned.hi)
@@ -345,11 +348,46 @@ std::vector<double> Trainer::reduce_owned(FlatRange owned, const std::vector<Tre
 
 void Trainer::apply_owned(FlatRange owned, int64_t step, double scale,
                           const std::vector<std::vector<int64_t>>& counts) {
-  check_data_parallel(cfg);
   const float* grads = owned_grad_view_ ? owned_grad_view_ : owned_grad_.data();
   optimizer_stepped_ = true;
   optimizer_->update(params.data(), grads, lr_at(cfg.train, step), scale, step, owned);
   apply_bias_rule(counts, owned);
+}
+
+namespace {
+// The tree-order sum of node [lo, hi) of the sparse table gradients, as engram_tree_reduce
+// builds it in one process: at each node, left += right rowwise.
+EngramGrad<float> combine_engram(int64_t lo, int64_t hi, const std::vector<TreeNode>& nodes,
+                                 const std::vector<const EngramGrad<float>*>& grads,
+                                 const std::vector<EngramTableInfo>& info) {
+  for (size_t i = 0; i < nodes.size(); ++i)
+    if (nodes[i].lo == lo && nodes[i].hi == hi) return *grads[i];
+  if (hi - lo <= 1)
+    throw std::invalid_argument("reduce_engram: no piece covers micro-batch " + std::to_string(lo));
+  const int64_t mid = tree_split(lo, hi);
+  EngramGrad<float> left = combine_engram(lo, mid, nodes, grads, info);
+  const EngramGrad<float> right = combine_engram(mid, hi, nodes, grads, info);
+  for (size_t t = 0; t < info.size(); ++t) sparse_rows_add(left[t], right[t], info[t].dim);
+  return left;
+}
+}  // namespace
+
+double Trainer::reduce_engram(const std::vector<TreeNode>& nodes,
+                              const std::vector<const EngramGrad<float>*>& grads) {
+  if (!engram_) throw std::logic_error("reduce_engram: the model has no Engram layer");
+  if (nodes.size() != grads.size())
+    throw std::invalid_argument("reduce_engram: one gradient per node");
+  for (const EngramGrad<float>* g : grads)
+    if (g == nullptr || g->size() != engram_->tables().size())
+      throw std::invalid_argument("reduce_engram: a gradient has the wrong number of tables");
+  engram_grad_ = combine_engram(0, micro_batches(), nodes, grads, engram_->tables());
+  return engram_grad_sumsq(engram_grad_);
+}
+
+void Trainer::apply_engram(int64_t step, double scale) {
+  if (!engram_) throw std::logic_error("apply_engram: the model has no Engram layer");
+  engram_backup_ = engram_->backup_rows(engram_grad_);
+  engram_adam(engram_grad_, step, scale);
 }
 
 double Trainer::validate() {

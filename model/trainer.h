@@ -56,6 +56,8 @@ class GradEngine {
   const std::vector<Piece<T>>& run_range(const T* params, const Batch& batch, int64_t mb_rows,
                                          int64_t lo, int64_t hi, bool backward, bool with_mtp);
   const std::vector<T>& piece_grad(size_t k) const;
+  // Piece k's sparse Engram table gradient (with backward; empty tables without Engram).
+  const EngramGrad<T>& piece_engram_grad(size_t k) const;
   const std::vector<T>& grad() const { return grads_.front(); }
   // The reduced sparse Engram table gradient (one entry per table; empty without Engram).
   const EngramGrad<T>& engram_grad() const { return egrads_.front(); }
@@ -74,9 +76,9 @@ class GradEngine {
   std::vector<Piece<T>> pieces_;
 };
 
-// Throws std::invalid_argument naming what data parallelism across node processes does not
-// support in this job (today: Engram layers).
-void check_data_parallel(const JobConfig& job);
+// The step's global gradient norm from the dense norm and the Engram tables' Σ g²:
+// sqrt(dense² + engram_sumsq) when the model has Engram layers, the dense norm otherwise.
+double global_norm_with_engram(const ModelConfig& cfg, double dense_norm, double engram_sumsq);
 
 // The clipping factor for a global gradient norm (1 when no clipping applies).
 double clip_scale(double grad_clip, double grad_norm);
@@ -106,6 +108,11 @@ class Trainer {
   std::vector<float> owned_grad_;                // data parallelism: the owned slice, reduced
   const float* owned_grad_view_ = nullptr;       // or the one piece's slice, used in place
   std::vector<std::vector<float>> combine_tmp_;  // one scratch slice per tree level
+  EngramGrad<float> engram_grad_;                // data parallelism: the step's, reduced
+  // The Engram rows the step in flight changed, as they were (restore_version puts them back).
+  std::optional<EngramRowsBackup<float>> engram_backup_;
+
+  void engram_adam(const EngramGrad<float>& grad, int64_t step, double clip_scale);
 
   void apply_bias_rule(const std::vector<std::vector<int64_t>>& counts, FlatRange owned);
 
@@ -140,7 +147,8 @@ class Trainer {
   void keep_optimizer_state(FlatRange owned);
   int64_t optimizer_state_floats() const { return optimizer_->state_floats(); }
   // Recovery (DESIGN §4). save_version keeps a copy of the weights and the optimizer (the
-  // version before a step); restore_version returns to it (std::logic_error if none).
+  // version before a step; for the Engram tables, the rows apply_engram changes);
+  // restore_version returns to it (std::logic_error if none).
   void save_version();
   void restore_version();
   // Tensor t's optimizer state as one run of floats (Optimizer::read_state).
@@ -154,6 +162,18 @@ class Trainer {
   // global clip scale and expert counts (per layer; empty vectors for dense layers).
   void apply_owned(FlatRange owned, int64_t step, double clip_scale,
                    const std::vector<std::vector<int64_t>>& counts);
+
+  // Engram (data parallelism): every worker keeps all the tables and applies the same sparse
+  // update, so the replicas stay equal with no owner. engram_piece_grad(k): piece k's sparse
+  // gradient after compute_range. reduce_engram combines the pieces covering the whole step
+  // (nodes in any order; grads[i] belongs to nodes[i]) in tree order, train_step's bits, and
+  // returns their Σ g² (engram_grad_sumsq); apply_engram then runs train_step's sparse Adam.
+  const EngramGrad<float>& engram_piece_grad(size_t k) const {
+    return engine_->piece_engram_grad(k);
+  }
+  double reduce_engram(const std::vector<TreeNode>& nodes,
+                       const std::vector<const EngramGrad<float>*>& grads);
+  void apply_engram(int64_t step, double clip_scale);
 
   int threads() const { return threads_; }
   // The Engram tables, or null when the config has no Engram layer.

@@ -219,8 +219,8 @@ def wrong_secret(troupe, work):
 
 def refused_jobs(troupe, work):
     """What launch cannot run is one clear line and status 2, before any process starts."""
-    cases = [("engram across processes", ["--set", "model.engram_layers=[1]"], "engram_layers"),
-             ("zero nodes", ["--nodes", "0"], "--nodes")]
+    cases = [("zero nodes", ["--nodes", "0"], "--nodes"),
+             ("a bad config value", ["--set", "model.engram_layers=[9]"], "engram_layers")]
     for name, extra, needle in cases:
         res = subprocess.run([troupe, "launch", "--config", TINY, "--run-dir",
                               os.path.join(work, "refused"), *extra],

@@ -10,13 +10,17 @@
 namespace troupe::model {
 namespace {
 
-JobConfig small_job(const std::string& optimizer) {
+JobConfig small_job(const std::string& optimizer, bool engram = false) {
   JobConfig cfg = config_from_sets(
       {"model.n_layers=2", "model.seq_len=32", "model.d_model=32", "model.dense_inter=64",
        "model.moe_inter=16", "model.q_lora_rank=16", "model.kv_lora_rank=16",
        "model.qk_nope_head_dim=8", "model.qk_rope_head_dim=8", "model.v_head_dim=8",
        "train.batch_size=12", "train.micro_batch_rows=2", "train.steps=3", "train.warmup_steps=1",
        "train.eval_every=0", "train.threads=1", "optimizer.name=" + optimizer});
+  if (engram) {
+    cfg.model.engram_layers = {1};
+    cfg.model.engram_table_rows = 211;  // small tables: the steps touch rows more than once
+  }
   return cfg;
 }
 
@@ -59,6 +63,7 @@ StepStats dp_step(std::vector<std::unique_ptr<Trainer>>& workers, int64_t step) 
   // Every worker computes its pieces; keep copies of the gradients (the "messages").
   std::vector<Piece<float>> pieces;
   std::vector<std::vector<float>> grads;
+  std::vector<EngramGrad<float>> egrads;
   for (int64_t w = 0; w < W; ++w) {
     if (ranges[w].lo == ranges[w].hi) continue;
     const auto& ps = workers[w]->compute_range(step, ranges[w]);
@@ -66,7 +71,23 @@ StepStats dp_step(std::vector<std::unique_ptr<Trainer>>& workers, int64_t step) 
       pieces.push_back(ps[k]);
       const float* g = workers[w]->piece_grad(k);
       grads.emplace_back(g, g + t0.table.total());
+      if (t0.engram()) egrads.push_back(workers[w]->engram_piece_grad(k));
     }
+  }
+  // Engram: every worker reduces every piece's table gradient (pieces in reverse order).
+  double engram_sumsq = 0;
+  for (int64_t w = 0; w < W && t0.engram(); ++w) {
+    std::vector<TreeNode> nodes;
+    std::vector<const EngramGrad<float>*> eg;
+    for (size_t i = pieces.size(); i-- > 0;) {
+      nodes.push_back(pieces[i].node);
+      eg.push_back(&egrads[i]);
+    }
+    const double sumsq = workers[w]->reduce_engram(nodes, eg);
+    if (w > 0) {
+      EXPECT_EQ(sumsq, engram_sumsq) << "worker " << w;
+    }
+    engram_sumsq = sumsq;
   }
   std::vector<std::vector<int64_t>> counts;
   const LossParts<float> lp = combine_pieces(pieces, t0.micro_batches(), &counts);
@@ -84,9 +105,13 @@ StepStats dp_step(std::vector<std::unique_ptr<Trainer>>& workers, int64_t step) 
   }
   StepStats st;
   st.loss = lp.total();
-  st.grad_norm = grad_norm_from_parts(norm_parts);
+  st.grad_norm =
+      global_norm_with_engram(t0.cfg.model, grad_norm_from_parts(norm_parts), engram_sumsq);
   const double scale = clip_scale(t0.cfg.train.grad_clip, st.grad_norm);
-  for (int64_t w = 0; w < W; ++w) workers[w]->apply_owned(owners[w], step, scale, counts);
+  for (int64_t w = 0; w < W; ++w) {
+    workers[w]->apply_owned(owners[w], step, scale, counts);
+    if (t0.engram()) workers[w]->apply_engram(step, scale);
+  }
   // Gather: every owner's slice to every worker.
   for (int64_t w = 0; w < W; ++w)
     for (int64_t o = 0; o < W; ++o)
@@ -97,14 +122,14 @@ StepStats dp_step(std::vector<std::unique_ptr<Trainer>>& workers, int64_t step) 
   return st;
 }
 
-void expect_dp_matches_single(const std::string& optimizer) {
-  Trainer single(small_job(optimizer));
+void expect_dp_matches_single(const std::string& optimizer, bool engram = false) {
+  Trainer single(small_job(optimizer, engram));
   std::vector<StepStats> ref;
   for (int64_t s = 0; s < 3; ++s) ref.push_back(single.train_step(s));
   for (int64_t W : {1, 2, 3, 4, 5}) {
     std::vector<std::unique_ptr<Trainer>> workers;
     for (int64_t w = 0; w < W; ++w)
-      workers.push_back(std::make_unique<Trainer>(small_job(optimizer)));
+      workers.push_back(std::make_unique<Trainer>(small_job(optimizer, engram)));
     for (int64_t s = 0; s < 3; ++s) {
       const StepStats st = dp_step(workers, s);
       EXPECT_EQ(st.loss, ref[s].loss) << W << " workers, step " << s;
@@ -140,17 +165,43 @@ TEST(DataParallel, MissingPieceIsAnError) {
   EXPECT_THROW(combine_pieces(pieces, 4, nullptr), std::invalid_argument);
 }
 
-TEST(DataParallel, EngramIsRefusedWithAClearError) {
-  JobConfig cfg = small_job("adamw");
-  cfg.model.engram_layers = {1};
-  cfg.model.engram_table_rows = 211;
-  Trainer t(cfg);
-  try {
-    t.compute_range(0, {0, 1});
-    FAIL() << "expected an error";
-  } catch (const std::invalid_argument& e) {
-    EXPECT_NE(std::string(e.what()).find("engram_layers"), std::string::npos) << e.what();
+TEST(DataParallel, EngramBitsMatchTrainStepForOneToFiveWorkers) {
+  expect_dp_matches_single("adamw", true);
+}
+
+// Recovery returns to the version before the step in flight: the dense weights, the
+// optimizer, and the Engram rows (values and moments) that the step's update changed.
+TEST(DataParallel, RestoreVersionUndoesAnEngramUpdate) {
+  Trainer single(small_job("adamw", true));
+  for (int64_t s = 0; s < 3; ++s) single.train_step(s);
+  std::vector<std::unique_ptr<Trainer>> workers;
+  for (int w = 0; w < 2; ++w)
+    workers.push_back(std::make_unique<Trainer>(small_job("adamw", true)));
+  for (int64_t s = 0; s < 3; ++s) {
+    std::vector<uint64_t> before;
+    for (auto& w : workers) {
+      before.push_back(w->weights_hash());
+      w->save_version();
+    }
+    if (s == 1) {  // the step runs, is undone on both workers, and runs again
+      dp_step(workers, s);
+      for (size_t w = 0; w < workers.size(); ++w) {
+        EXPECT_NE(workers[w]->weights_hash(), before[w]);
+        workers[w]->restore_version();
+        EXPECT_EQ(workers[w]->weights_hash(), before[w]) << "worker " << w;
+      }
+    }
+    dp_step(workers, s);
   }
+  for (auto& w : workers) EXPECT_EQ(w->weights_hash(), single.weights_hash());
+}
+
+TEST(DataParallel, EngramPieceMissingIsAnError) {
+  Trainer t(small_job("adamw", true));
+  const auto& ps = t.compute_range(0, {0, 2});
+  ASSERT_EQ(ps.size(), 1u);
+  const EngramGrad<float> g = t.engram_piece_grad(0);
+  EXPECT_THROW(t.reduce_engram({ps[0].node}, {&g}), std::invalid_argument);
 }
 
 }  // namespace

@@ -23,6 +23,7 @@ namespace {
 // moe_inter 4, one shared expert. Layer 0 is dense (width 12), layer 1 is MoE.
 ModelConfig small_config() {
   ModelConfig c;
+  c.engram_layers = {};  // the FFN tests' table: no Engram parameters between the layers
   c.d_model = 8;
   c.n_layers = 2;
   c.first_k_dense = 1;

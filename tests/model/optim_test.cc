@@ -418,8 +418,9 @@ TEST(OptimizerSplit, TinyTableMuonIsTheBlockMatrices) {
     EXPECT_EQ(effective_group(p.group, adamw_cfg), OptGroup::AdamW) << p.name;
   }
   // 4 layers × 5 attention + 1 dense FFN × 3 + 3 MoE layers × 9 experts × 3, + MTP (proj,
-  // 5 attention, 3 FFN): each expert's matrix its own tensor.
-  EXPECT_EQ(muon, 4 * 5 + 3 + 3 * 9 * 3 + 1 + 5 + 3);
+  // 5 attention, 3 FFN), + Engram at layer 1 (W_K per mHC stream, W_V): each expert's
+  // matrix its own tensor.
+  EXPECT_EQ(muon, 4 * 5 + 3 + 3 * 9 * 3 + 1 + 5 + 3 + 4 + 1);
   for (const char* name : {"model.embed_tokens.weight", "lm_head.weight",
                            "model.layers.1.mlp.gate.weight", "model.layers.0.attn_hc.phi_pre"})
     EXPECT_EQ(effective_group(table.at(name).group, muon_cfg), OptGroup::AdamW) << name;

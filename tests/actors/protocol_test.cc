@@ -1,0 +1,87 @@
+// EngramSlices (train.proto): a piece's sparse table gradients survive the trip, and what
+// does not fit the tables (row ids, counts, sizes) is refused rather than reduced.
+#include "actors/protocol.h"
+
+#include <gtest/gtest.h>
+
+namespace troupe::actors {
+namespace {
+
+std::vector<model::EngramTableInfo> tables() {
+  model::EngramTableInfo a, b;
+  a.rows = 11, a.dim = 2, b.rows = 13, b.dim = 3;
+  return {a, b};
+}
+
+model::EngramGrad<float> grad() {
+  model::EngramGrad<float> g(2);
+  g[0].ids = {1, 4, 10};
+  g[0].values = {1, 2, 3, 4, 5, 6};
+  g[1].ids = {12};
+  g[1].values = {7, 8, 9};
+  return g;
+}
+
+struct Packed {
+  train::EngramSlices msg;
+  std::vector<runtime::Payload> payloads;
+};
+
+Packed pack(const std::vector<model::EngramGrad<float>>& grads) {
+  Packed p;
+  p.msg.set_step(3);
+  for (size_t i = 0; i < grads.size(); ++i)
+    add_engram_piece(grads[i], {int64_t(i), int64_t(i) + 1}, &p.msg, &p.payloads);
+  return p;
+}
+
+TEST(EngramSlices, PiecesRoundTrip) {
+  model::EngramGrad<float> empty(2);
+  const Packed p = pack({grad(), empty});
+  model::EngramGrad<float> out;
+  ASSERT_TRUE(read_engram_piece(p.msg, p.payloads, 0, tables(), &out));
+  for (size_t t = 0; t < 2; ++t) {
+    EXPECT_EQ(out[t].ids, grad()[t].ids);
+    EXPECT_EQ(out[t].values, grad()[t].values);
+  }
+  ASSERT_TRUE(read_engram_piece(p.msg, p.payloads, 1, tables(), &out));
+  EXPECT_TRUE(out[0].ids.empty() && out[1].ids.empty());
+  EXPECT_EQ(p.msg.nodes(1).lo(), 1);
+  EXPECT_FALSE(read_engram_piece(p.msg, p.payloads, 2, tables(), &out));  // no node 2
+}
+
+TEST(EngramSlices, WhatDoesNotFitIsRefused) {
+  model::EngramGrad<float> out;
+  auto refused = [&](model::EngramGrad<float> g) {
+    const Packed p = pack({g});
+    return !read_engram_piece(p.msg, p.payloads, 0, tables(), &out);
+  };
+  model::EngramGrad<float> g = grad();
+  g[1].ids = {13};  // outside a 13-row table
+  EXPECT_TRUE(refused(g));
+  g = grad();
+  g[0].ids = {4, 1, 10};  // not ascending
+  EXPECT_TRUE(refused(g));
+  g = grad();
+  g[0].ids = {1, 1, 10};  // twice
+  EXPECT_TRUE(refused(g));
+  g = grad();
+  g[1].values.pop_back();  // a row of the wrong width
+  EXPECT_TRUE(refused(g));
+  g = grad();
+  g.pop_back();  // a table missing
+  EXPECT_TRUE(refused(g));
+
+  Packed p = pack({grad()});
+  p.msg.set_table_rows(0, 4);  // counts that disagree with the payloads
+  EXPECT_FALSE(read_engram_piece(p.msg, p.payloads, 0, tables(), &out));
+  p = pack({grad()});
+  p.payloads.pop_back();
+  EXPECT_FALSE(read_engram_piece(p.msg, p.payloads, 0, tables(), &out));
+  p = pack({grad()});
+  p.msg.set_table_rows(1, -1);
+  EXPECT_FALSE(read_engram_piece(p.msg, p.payloads, 0, tables(), &out));
+}
+
+}  // namespace
+}  // namespace troupe::actors
