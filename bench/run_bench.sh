@@ -2,7 +2,7 @@
 # make bench: every figure next to its anchor, as a ratio measured in this run.
 #  1. GEMM: troupe's deterministic kernel vs OpenBLAS sgemm on the model's shapes.
 #  2. Training throughput of `troupe train` vs eager PyTorch (FP32, same threads) on the
-#     same config, and troupe's achieved GFLOP/s next to the machine's sgemm peak.
+#     same config (Engram off: the eager peer has none), and troupe's achieved GFLOP/s next to the machine's sgemm peak.
 set -euo pipefail
 BUILD=${1:-build}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -22,7 +22,7 @@ for cfg in tiny small; do
   echo "== training throughput: $cfg, $steps steps, $THREADS threads =="
   "$BUILD/troupe" train --config "$ROOT/configs/$cfg.toml" --run-dir "$TMP/$cfg" \
       --steps "$steps" --set train.eval_every=0 --set "train.threads=$THREADS" \
-      --set data.val_rows_max=2 2>/dev/null | tee "$TMP/$cfg.txt"
+      --set data.val_rows_max=2 --set "model.engram_layers=[]" 2>/dev/null | tee "$TMP/$cfg.txt"
   # Steady-state throughput: the median of per-step tokens_per_s after 2 warm-up steps.
   ours=$($PY -c "
 import json,statistics,sys

@@ -174,8 +174,78 @@ void fp8_dequantize(const uint8_t* q, const float* scale, int64_t rows, int64_t 
   });
 }
 
+namespace {
+
+// decode(encode(v, E4M3)) without the code, branch-free so that a row vectorises: the same
+// value by construction (RNE to 3 mantissa bits on the exact value; below the normals
+// (2^-6) multiples of 2^-9, by an addition whose own rounding is exactly that RNE; ±448
+// beyond; NaN the decoder's NaN). fp8_test checks it against the codes at every boundary.
+inline float e4m3_round(float v) {
+  const float a = std::fabs(v);
+  const uint32_t b = std::bit_cast<uint32_t>(a);
+  const float normal = std::bit_cast<float>((b + 0x7FFFFu + ((b >> 20) & 1u)) & 0xFFF00000u);
+  const float subnormal = (a + 16384.0f) - 16384.0f;  // ulp(2^14) = 2^-9
+  float r = a < 0x1p-6f ? subnormal : normal;
+  r = a >= fp8_e4m3_max_value ? fp8_e4m3_max_value : r;
+  r = std::copysign(r, v);
+  return a != a ? std::numeric_limits<float>::quiet_NaN() : r;
+}
+
+// fp8_quantize_dequantize for E4M3, a block of up to 128 rows at a time: the tiles' scales
+// first (max is order-free, so the bits are those of tile_scale), then row by row.
+void e4m3_quantize_dequantize(const float* x, int64_t rows, int64_t cols, Fp8Tiling tiling,
+                              float* out) {
+  const int64_t L = fp8_tile_len;
+  std::vector<float> col_scale(static_cast<size_t>(cols)), amax(static_cast<size_t>(cols));
+  auto finish = [](float m) {
+    const float s = m / fp8_e4m3_max_value;
+    return s == 0.0f ? 1.0f : s;
+  };
+  for (int64_t r0 = 0; r0 < rows; r0 += L) {
+    const int64_t r1 = std::min(rows, r0 + L);
+    if (tiling != Fp8Tiling::RowTiles) {  // one scale per column (ColTiles) or per block
+      std::fill(amax.begin(), amax.end(), 0.0f);
+      for (int64_t r = r0; r < r1; ++r)
+        for (int64_t c = 0; c < cols; ++c) {
+          const float a = std::fabs(x[r * cols + c]);
+          amax[size_t(c)] = a > amax[size_t(c)] ? a : amax[size_t(c)];
+        }
+      for (int64_t cb = 0; cb < cols; cb += L) {
+        const int64_t c1 = std::min(cols, cb + L);
+        float block = 0.0f;
+        if (tiling == Fp8Tiling::Blocks)
+          for (int64_t c = cb; c < c1; ++c)
+            block = amax[size_t(c)] > block ? amax[size_t(c)] : block;
+        for (int64_t c = cb; c < c1; ++c)
+          col_scale[size_t(c)] = finish(tiling == Fp8Tiling::Blocks ? block : amax[size_t(c)]);
+      }
+    }
+    for (int64_t r = r0; r < r1; ++r) {
+      const float* xr = x + r * cols;
+      float* yr = out + r * cols;
+      if (tiling == Fp8Tiling::RowTiles)
+        for (int64_t cb = 0; cb < cols; cb += L) {
+          const int64_t c1 = std::min(cols, cb + L);
+          float m = 0.0f;
+          for (int64_t c = cb; c < c1; ++c) {
+            const float a = std::fabs(xr[c]);
+            m = a > m ? a : m;
+          }
+          std::fill(col_scale.begin() + cb, col_scale.begin() + c1, finish(m));
+        }
+      for (int64_t c = 0; c < cols; ++c) {
+        const float s = col_scale[size_t(c)];
+        yr[c] = e4m3_round(xr[c] / s) * s;
+      }
+    }
+  }
+}
+
+}  // namespace
+
 void fp8_quantize_dequantize(const float* x, int64_t rows, int64_t cols, Fp8Tiling tiling,
                              Fp8Format f, float* out) {
+  if (f == Fp8Format::E4M3) return e4m3_quantize_dequantize(x, rows, cols, tiling, out);
   const float* dec = decode_table(f);
   for_each_tile(rows, cols, tiling, [&](const Tile& t, int64_t) {
     const float s = tile_scale(x, cols, t, f);  // read before out (maybe x) is written

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -235,6 +236,50 @@ TEST(Fp8Quantize, ScaleIsTileAmaxOver448AndErrorIsBounded) {
                              (1 + std::ldexp(1.0, -20));
         ASSERT_LE(err, bound) << "(" << r << "," << c << ") x=" << v << " s=" << s;
       }
+  }
+}
+
+// The fused path rounds without codes (a branch-free E4M3 rounding): it must give the
+// codes' bits on every rounding boundary of E4M3, both signs, and on the specials. Each row
+// is one 1×128 tile whose amax is 448, so the scale is 1 and x/s is x exactly.
+TEST(Fp8Quantize, FusedE4M3MatchesTheCodesAtEveryBoundary) {
+  std::vector<float> values;
+  for (float sign : {1.0f, -1.0f})
+    for (int c = 0; c < 0x7E; ++c) {
+      const float lo = fp8_decode(uint8_t(c), Fp8Format::E4M3);
+      const float hi = fp8_decode(uint8_t(c + 1), Fp8Format::E4M3);
+      const float mid = (lo + hi) / 2;
+      for (float v : {lo, mid, std::nextafter(mid, lo), std::nextafter(mid, hi)})
+        values.push_back(sign * v);
+    }
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  for (float v : {0.0f, -0.0f, 448.0f, -448.0f, std::nextafter(448.0f, 0.0f), 1e-30f, -1e-30f,
+                  std::numeric_limits<float>::denorm_min(), std::ldexp(1.0f, -10),
+                  std::nextafter(std::ldexp(1.0f, -10), 1.0f), nan, -nan})
+    values.push_back(v);
+  const int64_t cols = 128, per_row = cols - 1;
+  const int64_t rows = (int64_t(values.size()) + per_row - 1) / per_row + 1;
+  std::vector<float> x(size_t(rows * cols), 0.0f);
+  for (int64_t r = 0; r + 1 < rows; ++r) x[size_t(r * cols)] = (r % 2 ? -448.0f : 448.0f);
+  for (size_t i = 0; i < values.size(); ++i)
+    x[size_t(int64_t(i) / per_row * cols + 1 + int64_t(i) % per_row)] = values[i];
+  // The last row: an infinite amax (scale ∞: finite values go to ±0, ∞/∞ to NaN).
+  x[size_t((rows - 1) * cols)] = std::numeric_limits<float>::infinity();
+  x[size_t((rows - 1) * cols + 1)] = -std::numeric_limits<float>::infinity();
+  x[size_t((rows - 1) * cols + 2)] = -3.0f;
+  for (Fp8Tiling t : kTilings) {
+    std::vector<uint8_t> q(x.size());
+    std::vector<float> scale(size_t(fp8_scale_count(rows, cols, t))), back(x.size()),
+        fused(x.size());
+    fp8_quantize(x.data(), rows, cols, t, Fp8Format::E4M3, q.data(), scale.data());
+    fp8_dequantize(q.data(), scale.data(), rows, cols, t, Fp8Format::E4M3, back.data());
+    fp8_quantize_dequantize(x.data(), rows, cols, t, Fp8Format::E4M3, fused.data());
+    for (size_t i = 0; i < x.size(); ++i)
+      ASSERT_EQ(std::bit_cast<uint32_t>(fused[i]), std::bit_cast<uint32_t>(back[i]))
+          << "tiling " << int(t) << " x=" << x[i] << ": " << fused[i] << " vs " << back[i];
+    std::vector<float> in_place = x;  // out may equal x
+    fp8_quantize_dequantize(in_place.data(), rows, cols, t, Fp8Format::E4M3, in_place.data());
+    ASSERT_EQ(0, std::memcmp(in_place.data(), fused.data(), x.size() * sizeof(float)));
   }
 }
 
