@@ -36,6 +36,12 @@ bench-optim: build
 clean:
 	rm -rf $(BUILD)
 
+# SPEC §10's FP8 claim: FP8 vs FP32 on tiny (BENCH_FP8_STEPS, 600), next to the FP32 run's
+# own noise floor (two runs with lr × (1 ± 1e-6)). Four runs, ~15 min on 2 cores.
+.PHONY: bench-fp8-loss
+bench-fp8-loss: build
+	bench/run_bench_fp8_loss.sh $(BUILD)
+
 .PHONY: bench-fabric
 bench-fabric: build
 	bench/fabric/run_bench_fabric.sh $(BUILD)
