@@ -5,8 +5,11 @@
 # per million (train.lr × (1 ± 1e-6)), same seed and data. Training is chaotic (MoE routing
 # and the balancing rule are discontinuous), so the twins diverge from FP32 as FP8 does;
 # the ratio says whether FP8's deviation is larger than that.
-#   BENCH_FP8_STEPS (600)   steps of each run
-#   BENCH_THREADS (nproc)   compute threads of each run
+# With more than one seed, every seed also gets an FP32 and an FP8 run, and the paired
+# differences' mean and standard deviation over the seeds are printed.
+#   BENCH_FP8_STEPS (600)     steps of each run
+#   BENCH_FP8_SEEDS (tiny's)  seeds; the first one also gets the two twins
+#   BENCH_THREADS (nproc)     compute threads of each run
 set -euo pipefail
 BUILD=${1:-build}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -16,6 +19,8 @@ PY=/usr/bin/python3
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
 LR=$(grep -E '^lr *=' "$ROOT/configs/tiny.toml" | sed -E 's/^lr *= *([^ #]+).*/\1/')
+SEED=$(grep -E '^seed *=' "$ROOT/configs/tiny.toml" | sed -E 's/^seed *= *([^ #]+).*/\1/')
+read -r -a SEEDS <<< "${BENCH_FP8_SEEDS:-$SEED}"
 
 run() {  # name, extra --set arguments
   local name=$1
@@ -24,10 +29,20 @@ run() {  # name, extra --set arguments
   "$BUILD/troupe" train --config "$ROOT/configs/tiny.toml" --run-dir "$TMP/$name" \
       --steps "$STEPS" --set "train.threads=$THREADS" "$@" 2>&1 | grep -E '^summary' || true
 }
-run fp32
-run fp8 --set fp8.enabled=true
-run fp32_lr_up --set "train.lr=$($PY -c "print(repr($LR * (1 + 1e-6)))")"
-run fp32_lr_down --set "train.lr=$($PY -c "print(repr($LR * (1 - 1e-6)))")"
-$PY "$ROOT/tools/compare_loss.py" --base "$TMP/fp32" --run "fp8=$TMP/fp8" \
+pairs=()
+for seed in "${SEEDS[@]}"; do
+  run "fp32_seed$seed" --set "train.seed=$seed"
+  run "fp8_seed$seed" --set "train.seed=$seed" --set fp8.enabled=true
+  pairs+=(--pair "$TMP/fp32_seed$seed:$TMP/fp8_seed$seed")
+done
+S0=${SEEDS[0]}
+run fp32_lr_up --set "train.seed=$S0" --set "train.lr=$($PY -c "print(repr($LR * (1 + 1e-6)))")"
+run fp32_lr_down --set "train.seed=$S0" --set "train.lr=$($PY -c "print(repr($LR * (1 - 1e-6)))")"
+echo "== seed $S0: FP8 and the FP32 twins against FP32 =="
+$PY "$ROOT/tools/compare_loss.py" --base "$TMP/fp32_seed$S0" --run "fp8=$TMP/fp8_seed$S0" \
     --anchor "lr×(1+1e-6)=$TMP/fp32_lr_up" --anchor "lr×(1−1e-6)=$TMP/fp32_lr_down" \
     --step "$((STEPS - 1))"
+if [ "${#SEEDS[@]}" -gt 1 ]; then
+  echo "== FP8 against FP32, seed by seed (${SEEDS[*]}) =="
+  $PY "$ROOT/tools/compare_loss.py" "${pairs[@]}" --step "$((STEPS - 1))"
+fi

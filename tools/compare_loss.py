@@ -8,7 +8,12 @@ are runs that differ from the base by a perturbation too small to matter (the ba
 floor): the run's figures are printed next to the anchors' largest, as a ratio.
 
   compare_loss.py --base DIR --run NAME=DIR [--anchor NAME=DIR ...] [--step S]
+  compare_loss.py --pair BASE_DIR:RUN_DIR [--pair ...] [--step S]
+
+--pair: paired runs (e.g. FP32 and FP8 with the same seed, one pair per seed): each pair's
+figures, then their mean and standard deviation over the pairs.
 """
+import math
 import argparse
 import json
 import os
@@ -55,11 +60,16 @@ def figures(base, other, step, skip=100):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--base", required=True)
+    ap.add_argument("--base")
+    ap.add_argument("--pair", action="append", default=[], help="BASE_DIR:RUN_DIR")
     ap.add_argument("--run", action="append", default=[], help="NAME=DIR")
     ap.add_argument("--anchor", action="append", default=[], help="NAME=DIR")
     ap.add_argument("--step", type=int, default=None, help="0-based step (default: the last)")
     a = ap.parse_args()
+    if a.pair:
+        return paired(a.pair, a.step)
+    if not a.base:
+        sys.exit("compare_loss: give --base with --run, or --pair")
     base = load(a.base)
     step = a.step if a.step is not None else max(base[0])
 
@@ -85,6 +95,30 @@ def main():
                 continue
             print(f"{name}: {k}: |{100 * f[k]:.2f}%| vs the anchors' largest "
                   f"{100 * floor:.2f}%: ratio {abs(f[k]) / floor:.2f}")
+
+
+def paired(pairs, step):
+    rows = []
+    for spec in pairs:
+        if ":" not in spec:
+            sys.exit(f"compare_loss: '{spec}' is not BASE_DIR:RUN_DIR")
+        b, r = spec.split(":", 1)
+        base = load(b)
+        s = step if step is not None else max(base[0])
+        rows.append((os.path.basename(r.rstrip("/")), figures(base, load(r), s)))
+    keys = list(rows[0][1].keys())
+    pct = lambda v: "    n/a" if v is None else f"{100 * v:+6.2f}%"
+    print(f"{'pair (run vs its base)':<24}" + "".join(f"{k:>22}" for k in keys))
+    for name, f in rows:
+        print(f"{name:<24}" + "".join(f"{pct(f[k]):>22}" for k in keys))
+    for k in keys:
+        v = [f[k] for _, f in rows if f[k] is not None]
+        if len(v) < 2:
+            continue
+        mean = sum(v) / len(v)
+        sd = math.sqrt(sum((x - mean) ** 2 for x in v) / (len(v) - 1))
+        print(f"{k}: mean {100 * mean:+.2f}%, standard deviation {100 * sd:.2f}% over "
+              f"{len(v)} pairs (standard error of the mean {100 * sd / math.sqrt(len(v)):.2f}%)")
 
 
 if __name__ == "__main__":
