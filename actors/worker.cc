@@ -1,8 +1,10 @@
 // The worker role: one data-parallel replica of the model (DESIGN §4–5). It holds all the
 // weights, computes its share of each step's logical micro-batches, sends the reduced
 // pieces' gradient slices to their owners, reduces and updates the tensors it owns, and
-// sends them to every other worker. Runs detached (its own thread): a step's compute
-// blocks for as long as the model takes.
+// sends them to every other worker. Engram's tables have no owner: every worker holds all
+// of them, gets every piece's sparse table gradient (EngramSlices, owned copies), reduces
+// them in tree order and applies the same sparse Adam step. Runs detached (its own
+// thread): a step's compute blocks for as long as the model takes.
 //
 // Zero-copy sends and their lifetime, by protocol: the GradSlices payloads view the
 // engine's piece buffers and the Weights payload views this worker's parameters. The

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -296,36 +297,48 @@ TEST(AdamW, OptimizerAdamwIsBitwiseTheAdamwOfBefore) {
 
 // ---- ZeRO-1: an owner keeps the optimizer state of its share alone -----------------------
 
-// Two owners, each with the state of its half (dp_plan's split), give the bits of one
-// optimizer with all the state, under AdamW and under Muon, and keep no more state together.
-TEST(ShardedState, OwnersGiveTheBitsOfOneOptimizer) {
-  const ParamTable table(small_model());
+// One optimizer with all the state (`one`, on `whole`) and two owners with dp_plan's
+// halves (`a`, `b`, on `split`), from the same weights.
+struct SplitOptimizers {
+  const ParamTable table{small_model()};
   const std::vector<FlatRange> owners = plan_owners(table, 2);
-  for (const std::string name : {"adamw", "muon"}) {
-    OptimizerConfig cfg;
+  OptimizerConfig cfg;
+  std::vector<float> whole, split;
+  std::optional<Optimizer> one, a, b;
+  SplitOptimizers(const std::string& name, uint64_t seed, int threads) {
     cfg.name = name;
-    std::vector<float> whole(static_cast<size_t>(table.total()));
-    init_params(table, 5, whole.data());
-    std::vector<float> sharded = whole;
-    Optimizer one(table, cfg, 0.1, 2);
-    Optimizer a(table, cfg, 0.1, 2, owners[0]), b(table, cfg, 0.1, 1, owners[1]);
-    for (int step = 0; step < 3; ++step) {
-      const std::vector<float> g = random_matrix(table.total(), 300 + step, 0.05);
-      one.update(whole.data(), g.data(), 1e-3, 0.9, step);
-      a.update(sharded.data(), g.data(), 1e-3, 0.9, step, owners[0]);
-      b.update(sharded.data(), g.data(), 1e-3, 0.9, step, owners[1]);
-    }
-    EXPECT_EQ(sharded, whole) << name;
-    EXPECT_EQ(a.state_floats() + b.state_floats(), one.state_floats()) << name;
-    EXPECT_GT(a.state_floats(), 0) << name;
-    EXPECT_GT(b.state_floats(), 0) << name;
+    whole.resize(static_cast<size_t>(table.total()));
+    init_params(table, seed, whole.data());
+    split = whole;
+    one.emplace(table, cfg, 0.1, threads);
+    a.emplace(table, cfg, 0.1, threads, owners[0]);
+    b.emplace(table, cfg, 0.1, 1, owners[1]);
+  }
+  void step(const std::vector<float>& g, double clip, int step) {
+    one->update(whole.data(), g.data(), 1e-3, clip, step);
+    a->update(split.data(), g.data(), 1e-3, clip, step, owners[0]);
+    b->update(split.data(), g.data(), 1e-3, clip, step, owners[1]);
+  }
+};
+
+// Two owners, each with the state of its half, give the bits of one optimizer with all the
+// state, under AdamW and under Muon, and keep no more state together.
+TEST(ShardedState, OwnersGiveTheBitsOfOneOptimizer) {
+  for (const std::string name : {"adamw", "muon"}) {
+    SplitOptimizers o(name, 5, 2);
+    for (int step = 0; step < 3; ++step)
+      o.step(random_matrix(o.table.total(), 300 + step, 0.05), 0.9, step);
+    EXPECT_EQ(o.split, o.whole) << name;
+    EXPECT_EQ(o.a->state_floats() + o.b->state_floats(), o.one->state_floats()) << name;
+    EXPECT_GT(o.a->state_floats(), 0) << name;
+    EXPECT_GT(o.b->state_floats(), 0) << name;
     // State only where an update needs it: two AdamW moments, or one Muon momentum.
     int64_t needed = 0;
-    for (const ParamInfo& p : table.all()) {
-      const OptGroup grp = effective_group(p.group, cfg);
+    for (const ParamInfo& p : o.table.all()) {
+      const OptGroup grp = effective_group(p.group, o.cfg);
       needed += grp == OptGroup::Rule ? 0 : grp == OptGroup::Muon ? p.numel : 2 * p.numel;
     }
-    EXPECT_EQ(one.state_floats(), needed) << name;
+    EXPECT_EQ(o.one->state_floats(), needed) << name;
   }
 }
 
@@ -333,38 +346,26 @@ TEST(ShardedState, OwnersGiveTheBitsOfOneOptimizer) {
 // written into one optimizer of the whole table, carry on with the bits of one optimizer
 // that never was split.
 TEST(ShardedState, StateMovedBetweenOwnersCarriesOnBitwise) {
-  const ParamTable table(small_model());
-  const std::vector<FlatRange> owners = plan_owners(table, 2);
   for (const std::string name : {"adamw", "muon"}) {
-    OptimizerConfig cfg;
-    cfg.name = name;
-    std::vector<float> whole(static_cast<size_t>(table.total()));
-    init_params(table, 6, whole.data());
-    std::vector<float> moved = whole;
-    Optimizer one(table, cfg, 0.1, 1);
-    Optimizer a(table, cfg, 0.1, 1, owners[0]), b(table, cfg, 0.1, 1, owners[1]);
+    SplitOptimizers o(name, 6, 1);
     std::vector<std::vector<float>> g;
     for (int step = 0; step < 4; ++step)
-      g.push_back(random_matrix(table.total(), 400 + step, 0.05));
-    for (int step = 0; step < 2; ++step) {
-      one.update(whole.data(), g[step].data(), 1e-3, 1.0, step);
-      a.update(moved.data(), g[step].data(), 1e-3, 1.0, step, owners[0]);
-      b.update(moved.data(), g[step].data(), 1e-3, 1.0, step, owners[1]);
-    }
-    Optimizer merged(table, cfg, 0.1, 1);
+      g.push_back(random_matrix(o.table.total(), 400 + step, 0.05));
+    for (int step = 0; step < 2; ++step) o.step(g[step], 1.0, step);
+    Optimizer merged(o.table, o.cfg, 0.1, 1);
     std::vector<float> buf;
-    for (size_t t = 0; t < table.all().size(); ++t) {
+    for (size_t t = 0; t < o.table.all().size(); ++t) {
       buf.assign(size_t(merged.state_floats_of(t)), 0.0f);
       if (buf.empty()) continue;
-      const Optimizer& from = owners[0].covers(table.all()[t]) ? a : b;
+      const Optimizer& from = o.owners[0].covers(o.table.all()[t]) ? *o.a : *o.b;
       from.read_state(t, buf.data());
       merged.write_state(t, buf.data());
     }
     for (int step = 2; step < 4; ++step) {
-      one.update(whole.data(), g[step].data(), 1e-3, 1.0, step);
-      merged.update(moved.data(), g[step].data(), 1e-3, 1.0, step);
+      o.one->update(o.whole.data(), g[step].data(), 1e-3, 1.0, step);
+      merged.update(o.split.data(), g[step].data(), 1e-3, 1.0, step);
     }
-    EXPECT_EQ(moved, whole) << name;
+    EXPECT_EQ(o.split, o.whole) << name;
   }
 }
 
