@@ -37,12 +37,18 @@ void on_join(Self* self, const ActorMessage& m) {
     ActorMessage r = make_message(s.self_address, "agent.0", runtime::shutdown_type, sd);
     r.peer = m.peer;
     self->send(s.router, std::move(r));
-    event(self, "join_refused", fmt::format("a node from {} after the job started", m.header));
+    control::Join j;
+    (void)j.ParseFromString(m.header);
+    event(self, "join_refused",
+          fmt::format("a node from {} (pid {}) after the job started", j.address(), j.pid()));
     return;
   }
+  control::Join j;
+  if (!j.ParseFromString(m.header)) return (void)++s.rejected;
   NodeInfo n;
   n.id = fmt::format("n{}", s.nodes.size() + 1);
-  n.address = m.header;
+  n.address = j.address();
+  n.pid = j.pid();
   n.peer = m.peer;
   n.last_heard = clock::now();
   self->send(s.router, runtime::bind_atom::value, n.id, n.peer);
@@ -58,7 +64,7 @@ void on_join(Self* self, const ActorMessage& m) {
   ActorMessage r = make_message(s.self_address, n.id + "/agent.0", runtime::welcome_type, w);
   r.peer = n.peer;
   self->send(s.router, std::move(r));
-  event(self, "join", fmt::format("{} at {} (epoch {})", n.id, n.address, s.epoch));
+  event(self, "join", fmt::format("{} at {}, pid {} (epoch {})", n.id, n.address, n.pid, s.epoch));
   s.nodes.push_back(n);
   if (int64_t(s.nodes.size()) < s.opt.nodes) return;
   // Worker i lives on node i+1 as index i.
@@ -80,7 +86,8 @@ void lose_node(Self* self, const std::string& node, const std::string& why, bool
   size_t k = 0;
   while (k < s.nodes.size() && s.nodes[k].id != node) ++k;
   if (k == s.nodes.size()) return;  // not one of the job's nodes (any more): old news
-  const std::string what = fmt::format("node {} lost at step {}: {}", node, s.step, why);
+  const std::string what =
+      fmt::format("node {} (pid {}) lost at step {}: {}", node, s.nodes[k].pid, s.step, why);
   if (!s.opt.config.fault_tolerance.recover)
     return fail(self, what + " (fault_tolerance.recover = false)");
   if (s.phase == Phase::recovering)

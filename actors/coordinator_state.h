@@ -19,6 +19,7 @@ using ms = std::chrono::milliseconds;
 
 struct NodeInfo {
   std::string id, address;
+  uint32_t pid = 0;  // the node's process id, as its Hello said (0: not said)
   runtime::PeerId peer = runtime::peer_none;
   clock::time_point last_heard;
 };

@@ -157,7 +157,8 @@ int run_launch(const LaunchArgs& a) {
   bool stopping = false;
   while (result.wait_for(std::chrono::milliseconds(50)) != std::future_status::ready) {
     if (kill_due.exchange(false)) {  // chaos: the last node process started here
-      progress.note("[chaos] kill -9 node " + std::to_string(local) + " after step " +
+      progress.note("[chaos] kill -9 node " + std::to_string(local) + " (pid " +
+                    std::to_string(supervisor.pid_of(int(local - 1))) + ") after step " +
                     std::to_string(a.kill_node_at));
       supervisor.signal_child(int(local - 1), SIGKILL);
     }
@@ -167,11 +168,12 @@ int run_launch(const LaunchArgs& a) {
     }
     for (const ChildExit& e : supervisor.reap())
       if (started && cfg.fault_tolerance.recover) {  // the coordinator recovers or stops
-        progress.note("[exit] " + e.name + " exited (" + e.describe() + ")");
+        progress.note("[exit] " + e.name + " (pid " + std::to_string(e.pid) + ") exited (" +
+                      e.describe() + ")");
       } else if (!stopping) {
         stopping = true;
-        actors::request_stop(coordinator, e.name + " exited (" + e.describe() + "); see " +
-                                              a.run_dir + "/node-*.log");
+        actors::request_stop(coordinator, e.name + " (pid " + std::to_string(e.pid) + ") exited (" +
+                                              e.describe() + "); see " + a.run_dir + "/node-*.log");
       }
   }
   const actors::JobResult r = result.get();

@@ -141,6 +141,12 @@ bool Supervisor::signal_child(int index, int sig) {
   return false;
 }
 
+pid_t Supervisor::pid_of(int index) const {
+  for (const Child& c : children_)
+    if (c.index == index) return c.pid;
+  return 0;
+}
+
 std::vector<ChildExit> Supervisor::reap() {
   std::vector<ChildExit> out;
   for (size_t i = 0; i < children_.size();) {

@@ -53,6 +53,8 @@ class Supervisor {
   // Sends `sig` to the live child `index` (what start() returned). False when it has
   // already been reported ended (or never was started).
   bool signal_child(int index, int sig);
+  // The process id of the live child `index`; 0 once it has been reported ended.
+  pid_t pid_of(int index) const;
   // Children started and not yet reported by reap, wait_all or stop_all.
   size_t live() const { return children_.size(); }
 

@@ -1,6 +1,7 @@
 #include "runtime/router.h"
 
 #include <fmt/format.h>
+#include <unistd.h>
 
 #include <caf/all.hpp>
 #include <deque>
@@ -28,6 +29,7 @@ struct Incoming {
   std::string claimed;  // "" : a new node asking to join
   std::string nonce;    // ours: the connector must MAC it with its claimed name
   std::string address;  // where the connector accepts connections
+  uint32_t pid = 0;     // its process id, as it says
 };
 
 struct RouterState {
@@ -112,6 +114,7 @@ Result<PeerId> open(Self* self, const std::string& address, const std::string& t
   hello.set_claimed_node(s.cfg.node_id);
   hello.set_nonce(out.nonce);
   hello.set_listen_address(s.cfg.listen_address);
+  hello.set_pid(uint32_t(getpid()));
   s.outgoing[peer.value()] = out;
   send_control(self, peer.value(), hello_type, hello);
   return peer;
@@ -193,7 +196,7 @@ bool handshake(Self* self, ActorMessage& m) {
     case hello_type: {
       control::Hello h;
       if (!h.ParseFromString(m.header)) return refuse(self, m.peer, "malformed hello"), true;
-      Incoming in{h.claimed_node(), make_nonce(), h.listen_address()};
+      Incoming in{h.claimed_node(), make_nonce(), h.listen_address(), h.pid()};
       control::Challenge c;
       c.set_node(s.cfg.node_id);
       c.set_nonce(in.nonce);
@@ -238,7 +241,10 @@ bool handshake(Self* self, ActorMessage& m) {
         join.peer = m.peer;
         join.to = "coordinator.0";
         join.type = join_type;
-        join.header = in.address;
+        control::Join j;
+        j.set_address(in.address);
+        j.set_pid(in.pid);
+        join.header = j.SerializeAsString();
         deliver_local(self, std::move(join));
       } else {
         if (!in.address.empty()) s.address_of[in.claimed] = in.address;

@@ -169,7 +169,7 @@ def kill_without_recovery(troupe, work):
     took = time.monotonic() - t0
     last = err.strip().splitlines()[-1] if err.strip() else "(no stderr)"
     check("norecover: exits 1 naming the lost node",
-          p.returncode == 1 and re.search(r"node n[12] lost|exited", last) is not None,
+          p.returncode == 1 and re.search(r"node n[12] \(pid \d+\) lost|exited", last) is not None,
           f"status {p.returncode}: {last}")
     check("norecover: stops within 10 s", took < 10, f"{took:.2f} s")
     check("norecover: no node left", not any(alive(n) for n in nodes), f"{nodes}")

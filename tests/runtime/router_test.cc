@@ -5,6 +5,7 @@
 #include "runtime/router.h"
 
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <caf/all.hpp>
 
@@ -42,7 +43,10 @@ void expect_join(Host& coordinator, Host& node, caf::scoped_actor& c_self) {
   c_self->receive(
       [&](ActorMessage& m) {
         EXPECT_EQ(m.type, uint32_t(join_type));
-        EXPECT_EQ(m.header, node.listen_address());  // where the node accepts connections
+        control::Join j;
+        ASSERT_TRUE(j.ParseFromString(m.header));
+        EXPECT_EQ(j.address(), node.listen_address());  // where the node accepts connections
+        EXPECT_EQ(j.pid(), uint32_t(getpid()));         // both hosts live in this process
         joined = true;
       },
       caf::after(wait_for) >> [] {});
