@@ -23,16 +23,18 @@ for cfg in tiny small; do
   steps=${BENCH_STEPS:-20}
   [ "$cfg" = small ] && steps=${BENCH_STEPS_SMALL:-6}
   echo "== training throughput: $cfg, $steps steps, $THREADS threads =="
-  "$BUILD/troupe" train --config "$ROOT/configs/$cfg.toml" --run-dir "$TMP/$cfg" \
+  # Both sides without Engram: the eager peer has none.
+  sed -E 's/^engram_layers *=.*/engram_layers = []/' "$ROOT/configs/$cfg.toml" > "$TMP/$cfg.toml"
+  "$BUILD/troupe" train --config "$TMP/$cfg.toml" --run-dir "$TMP/$cfg" \
       --steps "$steps" --set train.eval_every=0 --set "train.threads=$THREADS" \
-      --set data.val_rows_max=2 --set "model.engram_layers=[]" 2>/dev/null | tee "$TMP/$cfg.txt"
+      --set data.val_rows_max=2 2>/dev/null | tee "$TMP/$cfg.txt"
   # Steady-state throughput: the median of per-step tokens_per_s after 2 warm-up steps.
   ours=$($PY -c "
 import json,statistics,sys
 v=[json.loads(l)['tokens_per_s'] for l in open('$TMP/$cfg/metrics.jsonl')][2:]
 print(f'{statistics.median(v):.1f}')")
   gflops=$($PY -c "import re;t=open('$TMP/$cfg.txt').read();m=re.search(r'tok/s\s+([0-9.]+) GFLOP/s',t);print(m.group(1) if m else 'nan')")
-  theirs_json=$($PY "$ROOT/tests/reference/reference.py" train-bench --config "$ROOT/configs/$cfg.toml" \
+  theirs_json=$($PY "$ROOT/tests/reference/reference.py" train-bench --config "$TMP/$cfg.toml" \
       --steps "$steps" --threads "$THREADS")
   theirs=$($PY -c "import json;print(json.loads('''$theirs_json''')['tokens_per_s'])")
   $PY -c "print(f'$cfg: troupe {float($ours):.0f} tok/s   eager PyTorch {float($theirs):.0f} tok/s   ratio {float($ours)/float($theirs):.2f}x')"
