@@ -63,6 +63,13 @@ def main():
         runs[f"{n} node processes"] = (weights_hash(res.stdout), loss_lines(d))
     ref_name, (ref_hash, ref_lines) = next(iter(runs.items()))
     bad = []
+    # The weights files too (dense weights and Engram tables, as `troupe export` reads them).
+    with open(os.path.join(a.work, "plain", "weights.safetensors"), "rb") as f:
+        ref_file = f.read()
+    for n in [int(x) for x in a.nodes.split(",")]:
+        with open(os.path.join(a.work, f"nodes{n}", "weights.safetensors"), "rb") as f:
+            if f.read() != ref_file:
+                bad.append(f"{n} node processes: weights.safetensors differs from the plain run's")
     for name, (h, lines) in runs.items():
         print(f"{name:18s} weights {h}  {len(lines)} loss lines  final loss "
               f"{lines[-1]['loss'] if lines else None!r}")
@@ -76,7 +83,7 @@ def main():
                 break
     if bad:
         sys.exit("FAILED:\n" + "\n".join(bad))
-    print(f"ok: {len(runs)} runs, bitwise identical weights and loss lines")
+    print(f"ok: {len(runs)} runs, bitwise identical weights, weights files and loss lines")
 
 
 if __name__ == "__main__":
