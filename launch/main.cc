@@ -2,9 +2,23 @@
 #include <cstdio>
 #include <exception>
 
+#include "kernels/cpu/isa.h"
 #include "launch/commands.h"
 
 int main(int argc, char** argv) {
+  {  // before anything that -march=native compiled runs (as far as main can see to it)
+    char missing[256];
+    constexpr uint32_t built_for = troupe::kernels::isa_compiled_here();
+    if (troupe::kernels::isa_missing(built_for, troupe::kernels::isa_of_this_cpu(), missing,
+                                     sizeof missing) > 0) {
+      std::fprintf(stderr,
+                   "troupe: error: this binary uses %s (it was built with -march=native), "
+                   "which this CPU lacks. Build troupe on this machine (make build), or on the "
+                   "oldest CPU of the cluster.\n",
+                   missing);
+      return 2;
+    }
+  }
   CLI::App app{"troupe: an actor-based elastic training runtime for DeepSeek-V4-style models"};
   app.require_subcommand(1);
   troupe::launch::add_train_command(app);

@@ -1,0 +1,35 @@
+// The instruction-set check that `troupe` runs before anything else.
+#include "kernels/cpu/isa.h"
+
+#include <gtest/gtest.h>
+
+#include <string>
+
+namespace troupe::kernels {
+namespace {
+
+TEST(Isa, ThisCpuHasWhatTheTestsWereBuiltFor) {
+  // The tests are built with -march=native on this machine and run on it.
+  const uint32_t compiled = isa_compiled_here(), cpu = isa_of_this_cpu();
+  EXPECT_NE(compiled, 0u) << "-march=native enables at least SSE4.2 on any machine we run on";
+  char missing[256];
+  EXPECT_EQ(isa_missing(compiled, cpu, missing, sizeof missing), 0) << missing;
+  EXPECT_EQ(std::string(missing), "");
+}
+
+TEST(Isa, NamesWhatTheCpuLacks) {
+  char out[256];
+  EXPECT_EQ(isa_missing(isa_avx2 | isa_fma | isa_avx512f | isa_avx512bw, isa_avx2 | isa_fma, out,
+                        sizeof out),
+            2);
+  EXPECT_EQ(std::string(out), "avx512f avx512bw");
+  EXPECT_EQ(isa_missing(isa_avx512vpopcntdq, 0, out, sizeof out), 1);
+  EXPECT_EQ(std::string(out), "avx512vpopcntdq");
+  // A short buffer: still counted, still terminated.
+  char small[6];
+  EXPECT_EQ(isa_missing(isa_avx | isa_avx2 | isa_fma, 0, small, sizeof small), 3);
+  EXPECT_EQ(std::string(small), "avx a");
+}
+
+}  // namespace
+}  // namespace troupe::kernels
