@@ -24,8 +24,10 @@ struct TrainArgs {
   bool print_params = false;
 };
 
-// Each tensor with the update it gets under this job's [optimizer] name.
-void print_params(const model::ParamTable& table, const model::OptimizerConfig& opt) {
+// Each tensor with the update it gets under this job's [optimizer] name; then the Engram
+// tables, which live outside the dense buffer and get sparse Adam at lr × 5 (SPEC §4).
+void print_params(const model::ParamTable& table, const model::OptimizerConfig& opt,
+                  const model::ModelConfig& mcfg) {
   int64_t by_group[4] = {0, 0, 0, 0};
   for (const auto& p : table.all()) {
     const model::OptGroup group = model::effective_group(p.group, opt);
@@ -38,11 +40,21 @@ void print_params(const model::ParamTable& table, const model::OptimizerConfig& 
                 model::opt_group_name(group), long(p.numel));
     by_group[static_cast<int>(group)] += p.numel;
   }
+  int64_t engram = 0;
+  for (const auto& t : model::engram_tables(mcfg)) {
+    const std::string shape = std::to_string(t.rows) + "x" + std::to_string(t.dim);
+    std::printf("%-60s %-12s %-16s %ld\n", t.name.c_str(), shape.c_str(), "engram-adam",
+                long(t.rows * t.dim));
+    engram += t.rows * t.dim;
+  }
   for (auto g : {model::OptGroup::AdamW, model::OptGroup::AdamWNoDecay, model::OptGroup::Muon,
                  model::OptGroup::Rule})
     std::printf("group %-16s %ld parameters\n", model::opt_group_name(g),
                 long(by_group[static_cast<int>(g)]));
-  std::printf("total %ld parameters\n", long(table.total()));
+  if (engram > 0)
+    std::printf("group %-16s %ld parameters (sparse rows, lr x 5, no decay)\n", "engram-adam",
+                long(engram));
+  std::printf("total %ld parameters\n", long(table.total() + engram));
 }
 
 void run_train(const TrainArgs& a) {
@@ -51,7 +63,7 @@ void run_train(const TrainArgs& a) {
   model::JobConfig cfg = model::load_config(a.config, sets);
   model::Trainer trainer(cfg);
   if (a.print_params) {
-    print_params(trainer.table, cfg.optimizer);
+    print_params(trainer.table, cfg.optimizer, cfg.model);
     return;
   }
   std::filesystem::create_directories(a.run_dir);

@@ -7,6 +7,7 @@ train -> export -> eval round-trips, and eval matches the PyTorch reference to 1
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -98,6 +99,24 @@ def round_trip(troupe, work):
         failures.append(f"eval mismatch: troupe {ours} reference {theirs}")
 
 
+def print_params(troupe):
+    """--print-params: every tensor with its update, the Engram tables included (SPEC §5)."""
+    res = run([troupe, "train", "--config", TINY, "--print-params", "--set", "optimizer.name=muon"])
+    out = res.stdout
+    groups = {m.group(1): int(m.group(2))
+              for m in re.finditer(r"^group (\S+)\s+(\d+) parameters", out, re.M)}
+    total = re.search(r"^total (\d+) parameters", out, re.M)
+    tables = re.findall(r"^model\.layers\.1\.engram\.tables\.\d\.\d\s+(\d+)x16\s+engram-adam",
+                        out, re.M)
+    ok = (res.returncode == 0 and len(tables) == 8 and groups.get("muon", 0) > 0 and
+          groups.get("engram-adam") == sum(int(r) * 16 for r in tables) and total and
+          int(total.group(1)) == sum(groups.values()))
+    print(f"{'ok ' if ok else 'BAD'} --print-params: groups {groups}, {len(tables)} Engram tables")
+    if not ok:
+        failures.append(f"--print-params: status {res.returncode}, groups {groups}, "
+                        f"{len(tables)} tables, total {total.group(1) if total else None}")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--troupe", required=True)
@@ -105,6 +124,7 @@ def main():
     a = ap.parse_args()
     os.makedirs(a.work, exist_ok=True)
     bad_input_cases(a.troupe, a.work)
+    print_params(a.troupe)
     round_trip(a.troupe, a.work)
     for f in failures:
         print("FAIL:", f)
