@@ -236,9 +236,9 @@ void on_message(Self* self, ActorMessage& m) {
                         s.ready, r.parameters(), double(s.state_floats_max) * 4 / (1 << 20),
                         double(s.state_floats_total) * 4 / (1 << 20),
                         engram == 0 ? std::string()
-                                    : fmt::format("; Engram tables replicated: {:.2f} MiB per "
-                                                  "worker with their Adam moments",
-                                                  double(engram) * 3 * 4 / (1 << 20))));
+                                    : fmt::format("; Engram tables ({} parameters) replicated: "
+                                                  "{:.2f} MiB per worker with their Adam moments",
+                                                  engram, double(engram) * 3 * 4 / (1 << 20))));
       return start_or_finish(self);
     }
     case stats_type: {
