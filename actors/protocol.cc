@@ -1,5 +1,7 @@
 #include "actors/protocol.h"
 
+#include <algorithm>
+
 namespace troupe::actors {
 
 bool unflatten_counts(const google::protobuf::RepeatedField<int64_t>& layers,
@@ -14,6 +16,22 @@ bool unflatten_counts(const google::protobuf::RepeatedField<int64_t>& layers,
     at += size_t(layers[l]);
   }
   return at == flat.size();
+}
+
+std::string check_new_pieces(const std::vector<model::TreeNode>& have,
+                             const google::protobuf::RepeatedPtrField<train::Node>& incoming,
+                             int64_t total, int64_t n_micro_batches) {
+  if (int64_t(have.size()) + incoming.size() > total) return "more pieces than the step has";
+  for (int i = 0; i < incoming.size(); ++i) {
+    const model::TreeNode n{incoming[i].lo(), incoming[i].hi()};
+    if (n.lo < 0 || n.lo >= n.hi || n.hi > n_micro_batches) return "a piece outside the batch";
+    const auto same = [&](const model::TreeNode& o) { return o == n; };
+    if (std::any_of(have.begin(), have.end(), same) ||
+        std::any_of(incoming.begin(), incoming.begin() + i,
+                    [&](const train::Node& o) { return o.lo() == n.lo && o.hi() == n.hi; }))
+      return "a piece received twice";
+  }
+  return "";
 }
 
 void add_engram_piece(const model::EngramGrad<float>& g, const model::TreeNode& node,

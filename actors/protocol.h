@@ -82,6 +82,14 @@ bool read_engram_piece(const train::EngramSlices& msg,
                        const std::vector<model::EngramTableInfo>& tables,
                        model::EngramGrad<float>* out);
 
+// Whether a message's pieces (canonical tree nodes over n_micro_batches) may join the
+// `have` ones of a step that has `total` pieces: "" if so, else why not (a node outside
+// the batch or empty, one already received, more than the step has). A duplicated message
+// is refused rather than summed twice.
+std::string check_new_pieces(const std::vector<model::TreeNode>& have,
+                             const google::protobuf::RepeatedPtrField<train::Node>& incoming,
+                             int64_t total, int64_t n_micro_batches);
+
 bool unflatten_counts(const google::protobuf::RepeatedField<int64_t>& layers,
                       const runtime::Payload& payload, std::vector<std::vector<int64_t>>* out);
 

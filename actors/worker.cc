@@ -187,9 +187,10 @@ void on_engram_slices(Self* self, const ActorMessage& m, const train::EngramSlic
   auto& s = self->state;
   if (!s.trainer->engram() || es.step() < s.step)
     return reject(self, m, "Engram slices without Engram layers, or of an old step");
-  const size_t have = es.step() == s.step ? s.engram_nodes.size() : 0;
-  if (have + size_t(es.nodes_size()) > size_t(s.total_pieces))
-    return reject(self, m, "more Engram pieces than the step has");
+  static const std::vector<TreeNode> none;
+  const std::string why = check_new_pieces(es.step() == s.step ? s.engram_nodes : none, es.nodes(),
+                                           s.total_pieces, s.trainer->micro_batches());
+  if (!why.empty()) return reject(self, m, "Engram slices: " + why);
   std::vector<std::unique_ptr<model::EngramGrad<float>>> grads;
   for (int i = 0; i < es.nodes_size(); ++i) {
     grads.push_back(std::make_unique<model::EngramGrad<float>>());
@@ -210,9 +211,10 @@ void on_grad_slices(Self* self, const ActorMessage& m, const train::GradSlices& 
   const FlatRange f = owned(s);
   if (gs.nodes_size() != int(m.payloads.size()) || gs.step() < s.step)
     return reject(self, m, "gradient slices do not match their nodes, or an old step");
-  const size_t have = gs.step() == s.step ? s.slice_nodes.size() : 0;
-  if (have + size_t(gs.nodes_size()) > size_t(s.total_pieces))
-    return reject(self, m, "more gradient pieces than the step has");
+  static const std::vector<TreeNode> none;
+  const std::string why = check_new_pieces(gs.step() == s.step ? s.slice_nodes : none, gs.nodes(),
+                                           s.total_pieces, s.trainer->micro_batches());
+  if (!why.empty()) return reject(self, m, "gradient slices: " + why);
   for (const Payload& p : m.payloads)
     if (p.bytes.size() != size_t(f.hi - f.lo) * sizeof(float) ||
         reinterpret_cast<uintptr_t>(p.bytes.data()) % alignof(float) != 0)
