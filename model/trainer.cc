@@ -296,29 +296,39 @@ void combine_node(int64_t lo, int64_t hi, const std::vector<TreeNode>& nodes,
   for (int64_t i = 0; i < len; ++i) dst[i] += right[i];
 }
 
-const Piece<float>* find_piece(const std::vector<Piece<float>>& pieces, int64_t lo, int64_t hi) {
-  for (const auto& p : pieces)
-    if (p.node.lo == lo && p.node.hi == hi) return &p;
-  return nullptr;
+// Node [lo, hi) of the canonical tree, by value: the piece that is that node (find(lo, hi)
+// returns it, or null), else merge(left, right) of its two halves, as each level of the
+// one-process reduction combines them. `what` names the caller in the error.
+template <class R, class Find, class Merge>
+R combine_in_tree(int64_t lo, int64_t hi, const Find& find, const Merge& merge, const char* what) {
+  if (const R* r = find(lo, hi)) return *r;
+  if (hi - lo <= 1)
+    throw std::invalid_argument(std::string(what) + ": no piece covers micro-batch " +
+                                std::to_string(lo));
+  const int64_t mid = tree_split(lo, hi);
+  R left = combine_in_tree<R>(lo, mid, find, merge, what);
+  merge(left, combine_in_tree<R>(mid, hi, find, merge, what));
+  return left;
 }
 
-LossParts<float> combine_parts(const std::vector<Piece<float>>& pieces, int64_t lo, int64_t hi) {
-  if (const Piece<float>* p = find_piece(pieces, lo, hi)) return p->parts;
-  if (hi - lo <= 1)
-    throw std::invalid_argument("combine: no piece covers micro-batch " + std::to_string(lo));
-  const int64_t mid = tree_split(lo, hi);
-  const LossParts<float> a = combine_parts(pieces, lo, mid), b = combine_parts(pieces, mid, hi);
-  LossParts<float> out;
-  out.ce = a.ce + b.ce, out.mtp = a.mtp + b.mtp, out.bal = a.bal + b.bal;
-  out.ce_sum = a.ce_sum + b.ce_sum, out.ce_count = a.ce_count + b.ce_count;
-  return out;
+LossParts<float> combine_parts(const std::vector<Piece<float>>& pieces, int64_t n) {
+  const auto find = [&](int64_t lo, int64_t hi) -> const LossParts<float>* {
+    for (const auto& p : pieces)
+      if (p.node.lo == lo && p.node.hi == hi) return &p.parts;
+    return nullptr;
+  };
+  const auto merge = [](LossParts<float>& a, const LossParts<float>& b) {
+    a.ce = a.ce + b.ce, a.mtp = a.mtp + b.mtp, a.bal = a.bal + b.bal;
+    a.ce_sum = a.ce_sum + b.ce_sum, a.ce_count = a.ce_count + b.ce_count;
+  };
+  return combine_in_tree<LossParts<float>>(0, n, find, merge, "combine");
 }
 }  // namespace
 
 LossParts<float> combine_pieces(const std::vector<Piece<float>>& pieces, int64_t n,
                                 std::vector<std::vector<int64_t>>* counts) {
   if (n <= 0) return {};
-  const LossParts<float> out = combine_parts(pieces, 0, n);
+  const LossParts<float> out = combine_parts(pieces, n);
   if (counts) {
     counts->clear();
     for (const auto& p : pieces) add_counts(*counts, p.counts);
@@ -354,24 +364,6 @@ void Trainer::apply_owned(FlatRange owned, int64_t step, double scale,
   apply_bias_rule(counts, owned);
 }
 
-namespace {
-// The tree-order sum of node [lo, hi) of the sparse table gradients, as engram_tree_reduce
-// builds it in one process: at each node, left += right rowwise.
-EngramGrad<float> combine_engram(int64_t lo, int64_t hi, const std::vector<TreeNode>& nodes,
-                                 const std::vector<const EngramGrad<float>*>& grads,
-                                 const std::vector<EngramTableInfo>& info) {
-  for (size_t i = 0; i < nodes.size(); ++i)
-    if (nodes[i].lo == lo && nodes[i].hi == hi) return *grads[i];
-  if (hi - lo <= 1)
-    throw std::invalid_argument("reduce_engram: no piece covers micro-batch " + std::to_string(lo));
-  const int64_t mid = tree_split(lo, hi);
-  EngramGrad<float> left = combine_engram(lo, mid, nodes, grads, info);
-  const EngramGrad<float> right = combine_engram(mid, hi, nodes, grads, info);
-  for (size_t t = 0; t < info.size(); ++t) sparse_rows_add(left[t], right[t], info[t].dim);
-  return left;
-}
-}  // namespace
-
 double Trainer::reduce_engram(const std::vector<TreeNode>& nodes,
                               const std::vector<const EngramGrad<float>*>& grads) {
   if (!engram_) throw std::logic_error("reduce_engram: the model has no Engram layer");
@@ -380,7 +372,18 @@ double Trainer::reduce_engram(const std::vector<TreeNode>& nodes,
   for (const EngramGrad<float>* g : grads)
     if (g == nullptr || g->size() != engram_->tables().size())
       throw std::invalid_argument("reduce_engram: a gradient has the wrong number of tables");
-  engram_grad_ = combine_engram(0, micro_batches(), nodes, grads, engram_->tables());
+  // The sparse table gradients follow the tree as engram_tree_reduce does in one process.
+  const auto& info = engram_->tables();
+  const auto find = [&](int64_t lo, int64_t hi) -> const EngramGrad<float>* {
+    for (size_t i = 0; i < nodes.size(); ++i)
+      if (nodes[i].lo == lo && nodes[i].hi == hi) return grads[i];
+    return nullptr;
+  };
+  const auto merge = [&](EngramGrad<float>& a, const EngramGrad<float>& b) {
+    for (size_t t = 0; t < info.size(); ++t) sparse_rows_add(a[t], b[t], info[t].dim);
+  };
+  engram_grad_ =
+      combine_in_tree<EngramGrad<float>>(0, micro_batches(), find, merge, "reduce_engram");
   return engram_grad_sumsq(engram_grad_);
 }
 
