@@ -76,6 +76,12 @@ struct Tile {
   int64_t r0, r1, c0, c1;
 };
 
+// A tile's scale from its amax: amax / the format's largest value, or 1 where that is 0.
+float scale_of_amax(float amax, Fp8Format f) {
+  const float s = amax / fp8_max_value(f);
+  return s == 0.0f ? 1.0f : s;
+}
+
 float tile_scale(const float* x, int64_t cols, const Tile& t, Fp8Format f) {
   float amax = 0.0f;
   for (int64_t r = t.r0; r < t.r1; ++r)
@@ -83,8 +89,7 @@ float tile_scale(const float* x, int64_t cols, const Tile& t, Fp8Format f) {
       const float a = std::fabs(x[r * cols + c]);
       if (a > amax) amax = a;  // NaN never compares greater: it does not poison the tile
     }
-  const float s = amax / fp8_max_value(f);
-  return s == 0.0f ? 1.0f : s;
+  return scale_of_amax(amax, f);
 }
 
 // Visits every tile of the tiling with its index in the scale layout of fp8.h.
@@ -197,10 +202,7 @@ void e4m3_quantize_dequantize(const float* x, int64_t rows, int64_t cols, Fp8Til
                               float* out) {
   const int64_t L = fp8_tile_len;
   std::vector<float> col_scale(static_cast<size_t>(cols)), amax(static_cast<size_t>(cols));
-  auto finish = [](float m) {
-    const float s = m / fp8_e4m3_max_value;
-    return s == 0.0f ? 1.0f : s;
-  };
+  const auto finish = [](float m) { return scale_of_amax(m, Fp8Format::E4M3); };
   for (int64_t r0 = 0; r0 < rows; r0 += L) {
     const int64_t r1 = std::min(rows, r0 + L);
     if (tiling != Fp8Tiling::RowTiles) {  // one scale per column (ColTiles) or per block
