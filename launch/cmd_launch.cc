@@ -168,12 +168,10 @@ int run_launch(const LaunchArgs& a) {
     }
     for (const ChildExit& e : supervisor.reap())
       if (started && cfg.fault_tolerance.recover) {  // the coordinator recovers or stops
-        progress.note("[exit] " + e.name + " (pid " + std::to_string(e.pid) + ") exited (" +
-                      e.describe() + ")");
+        progress.note("[exit] " + e.exited());
       } else if (!stopping) {
         stopping = true;
-        actors::request_stop(coordinator, e.name + " (pid " + std::to_string(e.pid) + ") exited (" +
-                                              e.describe() + "); see " + a.run_dir + "/node-*.log");
+        actors::request_stop(coordinator, e.exited() + "; see " + a.run_dir + "/node-*.log");
       }
   }
   const actors::JobResult r = result.get();

@@ -90,6 +90,10 @@ std::string ChildExit::describe() const {
   return "exit status " + std::to_string(exit_code);
 }
 
+std::string ChildExit::exited() const {
+  return name + " (pid " + std::to_string(pid) + ") exited (" + describe() + ")";
+}
+
 int Supervisor::start(const std::vector<std::string>& argv, const std::string& log_path,
                       const std::string& name) {
   if (argv.empty() || argv[0].empty())

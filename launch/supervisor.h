@@ -20,6 +20,8 @@ struct ChildExit {
   int exit_code = -1;            // when it exited by itself
   int signal = 0;                // when a signal ended it
   std::string describe() const;  // "exit status 3", "killed by SIGKILL", "exit status unknown"
+  // "node 3 (pid 4242) exited (killed by SIGKILL)": what an operator reads in launch's lines.
+  std::string exited() const;
 };
 
 class Supervisor {

@@ -85,6 +85,8 @@ TEST_F(SupervisorTest, ReportsExitCode) {
   EXPECT_EQ(exits[0].signal, 0);
   EXPECT_GT(exits[0].pid, 0);
   EXPECT_EQ(exits[0].describe(), "exit status 3");
+  EXPECT_EQ(exits[0].exited(),
+            "three (pid " + std::to_string(exits[0].pid) + ") exited (exit status 3)");
   EXPECT_EQ(exits[1].name, "zero");
   EXPECT_EQ(exits[1].exit_code, 0);
   EXPECT_TRUE(sup.reap().empty());  // reported once
