@@ -104,8 +104,6 @@ void try_reduce(Self* self) {
   reply(self, s.ctx.coordinator, norm_parts_type, np, {owned_payload(std::move(parts))});
 }
 
-void send_engram_pieces(Self* self, int64_t step, const std::vector<model::Piece<float>>& pieces);
-
 void send_stats(Self* self, const train::StepBegin& b,
                 const std::vector<model::Piece<float>>& pieces) {
   auto& s = self->state;
@@ -125,6 +123,21 @@ void send_stats(Self* self, const train::StepBegin& b,
     payloads.push_back(owned_payload(std::move(flat)));
   }
   reply(self, s.ctx.coordinator, stats_type, st, std::move(payloads));
+}
+
+// Engram: every worker gets every piece's sparse table gradient and reduces them all.
+void send_engram_pieces(Self* self, int64_t step, const std::vector<model::Piece<float>>& pieces) {
+  auto& s = self->state;
+  train::EngramSlices es;
+  es.set_step(step);
+  std::vector<Payload> payloads;
+  for (size_t k = 0; k < pieces.size(); ++k) {
+    add_engram_piece(s.trainer->piece_engram_grad(k), pieces[k].node, &es, &payloads);
+    s.engram_nodes.push_back(pieces[k].node);
+    s.engram_grads.push_back(&s.trainer->piece_engram_grad(k));
+  }
+  for (int64_t o = 0; o < s.workers; ++o)
+    if (o != s.me) reply(self, s.peers[size_t(o)], engram_slices_type, es, payloads);
 }
 
 void on_step_begin(Self* self, const train::StepBegin& b) {
@@ -166,21 +179,6 @@ void on_step_begin(Self* self, const train::StepBegin& b) {
   }
   if (s.trainer->engram() && !pieces.empty()) send_engram_pieces(self, b.step(), pieces);
   try_reduce(self);
-}
-
-// Engram: every worker gets every piece's sparse table gradient and reduces them all.
-void send_engram_pieces(Self* self, int64_t step, const std::vector<model::Piece<float>>& pieces) {
-  auto& s = self->state;
-  train::EngramSlices es;
-  es.set_step(step);
-  std::vector<Payload> payloads;
-  for (size_t k = 0; k < pieces.size(); ++k) {
-    add_engram_piece(s.trainer->engram_piece_grad(k), pieces[k].node, &es, &payloads);
-    s.engram_nodes.push_back(pieces[k].node);
-    s.engram_grads.push_back(&s.trainer->engram_piece_grad(k));
-  }
-  for (int64_t o = 0; o < s.workers; ++o)
-    if (o != s.me) reply(self, s.peers[size_t(o)], engram_slices_type, es, payloads);
 }
 
 void on_engram_slices(Self* self, const ActorMessage& m, const train::EngramSlices& es) {

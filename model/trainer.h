@@ -164,11 +164,11 @@ class Trainer {
                    const std::vector<std::vector<int64_t>>& counts);
 
   // Engram (data parallelism): every worker keeps all the tables and applies the same sparse
-  // update, so the replicas stay equal with no owner. engram_piece_grad(k): piece k's sparse
+  // update, so the replicas stay equal with no owner. piece_engram_grad(k): piece k's sparse
   // gradient after compute_range. reduce_engram combines the pieces covering the whole step
   // (nodes in any order; grads[i] belongs to nodes[i]) in tree order, train_step's bits, and
   // returns their Σ g² (engram_grad_sumsq); apply_engram then runs train_step's sparse Adam.
-  const EngramGrad<float>& engram_piece_grad(size_t k) const {
+  const EngramGrad<float>& piece_engram_grad(size_t k) const {
     return engine_->piece_engram_grad(k);
   }
   double reduce_engram(const std::vector<TreeNode>& nodes,

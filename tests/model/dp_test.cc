@@ -71,7 +71,7 @@ StepStats dp_step(std::vector<std::unique_ptr<Trainer>>& workers, int64_t step) 
       pieces.push_back(ps[k]);
       const float* g = workers[w]->piece_grad(k);
       grads.emplace_back(g, g + t0.table.total());
-      if (t0.engram()) egrads.push_back(workers[w]->engram_piece_grad(k));
+      if (t0.engram()) egrads.push_back(workers[w]->piece_engram_grad(k));
     }
   }
   // Engram: every worker reduces every piece's table gradient (pieces in reverse order).
@@ -200,7 +200,7 @@ TEST(DataParallel, EngramPieceMissingIsAnError) {
   Trainer t(small_job("adamw", true));
   const auto& ps = t.compute_range(0, {0, 2});
   ASSERT_EQ(ps.size(), 1u);
-  const EngramGrad<float> g = t.engram_piece_grad(0);
+  const EngramGrad<float> g = t.piece_engram_grad(0);
   EXPECT_THROW(t.reduce_engram({ps[0].node}, {&g}), std::invalid_argument);
 }
 
