@@ -24,6 +24,17 @@ struct TrainArgs {
   bool print_params = false;
 };
 
+// One line of --print-params: name, shape (AxB), update, parameters.
+void print_tensor(const std::string& name, const std::vector<int64_t>& shape, const char* update,
+                  int64_t numel) {
+  std::string dims;
+  for (size_t i = 0; i < shape.size(); ++i) {
+    if (i) dims.push_back('x');
+    dims.append(std::to_string(shape[i]));
+  }
+  std::printf("%-60s %-12s %-16s %ld\n", name.c_str(), dims.c_str(), update, long(numel));
+}
+
 // Each tensor with the update it gets under this job's [optimizer] name; then the Engram
 // tables, which live outside the dense buffer and get sparse Adam at lr × 5 (SPEC §4).
 void print_params(const model::ParamTable& table, const model::OptimizerConfig& opt,
@@ -31,26 +42,16 @@ void print_params(const model::ParamTable& table, const model::OptimizerConfig& 
   int64_t by_group[4] = {0, 0, 0, 0};
   for (const auto& p : table.all()) {
     const model::OptGroup group = model::effective_group(p.group, opt);
-    std::string shape;
-    for (size_t i = 0; i < p.shape.size(); ++i) {
-      if (i) shape.push_back('x');
-      shape.append(std::to_string(p.shape[i]));
-    }
-    std::printf("%-60s %-12s %-16s %ld\n", p.name.c_str(), shape.c_str(),
-                model::opt_group_name(group), long(p.numel));
+    print_tensor(p.name, p.shape, model::opt_group_name(group), p.numel);
     by_group[static_cast<int>(group)] += p.numel;
   }
-  int64_t engram = 0;
-  for (const auto& t : model::engram_tables(mcfg)) {
-    const std::string shape = std::to_string(t.rows) + "x" + std::to_string(t.dim);
-    std::printf("%-60s %-12s %-16s %ld\n", t.name.c_str(), shape.c_str(), "engram-adam",
-                long(t.rows * t.dim));
-    engram += t.rows * t.dim;
-  }
+  for (const auto& t : model::engram_tables(mcfg))
+    print_tensor(t.name, {t.rows, t.dim}, "engram-adam", t.rows * t.dim);
   for (auto g : {model::OptGroup::AdamW, model::OptGroup::AdamWNoDecay, model::OptGroup::Muon,
                  model::OptGroup::Rule})
     std::printf("group %-16s %ld parameters\n", model::opt_group_name(g),
                 long(by_group[static_cast<int>(g)]));
+  const int64_t engram = model::engram_table_params(mcfg);
   if (engram > 0)
     std::printf("group %-16s %ld parameters (sparse rows, lr x 5, no decay)\n", "engram-adam",
                 long(engram));
