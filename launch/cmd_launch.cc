@@ -69,6 +69,11 @@ int run_launch(const LaunchArgs& a) {
   std::vector<std::string> sets = a.sets;
   if (a.steps >= 0) sets.push_back("train.steps=" + std::to_string(a.steps));
   const model::JobConfig cfg = model::load_config(a.config, sets);
+  if (a.kill_node_at >= cfg.train.steps)  // after the last step the job is finishing: not recovered
+    throw UsageError("launch: --kill-node-at " + std::to_string(a.kill_node_at) +
+                     " is not before the last step; give 0 (as soon as the workers are ready) "
+                     "to " +
+                     std::to_string(cfg.train.steps - 1));
   std::filesystem::create_directories(a.run_dir);
   const std::string secret_file = a.secret_file.empty() ? a.run_dir + "/secret" : a.secret_file;
   const std::string secret = job_secret(secret_file, a.secret_file.empty());
@@ -126,6 +131,7 @@ int run_launch(const LaunchArgs& a) {
     events.flush();
     if (kind != "view") progress.note("[" + kind + "] " + text);
     if (kind == "start") started = true;
+    if (kind == "start" && a.kill_node_at == 0) kill_due = true;  // during step 1
   };
   co.on_done = [done](const actors::JobResult& r) { done->set_value(r); };
   caf::actor coordinator = actors::spawn_coordinator(*host.value(), co);
@@ -226,10 +232,14 @@ void add_launch_command(CLI::App& app) {
                   "the job secret (default RUN_DIR/secret, created on first use)");
   cmd->add_option("--threads-per-node", args->threads_per_node,
                   "compute threads of each node (default: the cores shared among the nodes)");
-  cmd->add_option("--kill-node-at", args->kill_node_at,
-                  "chaos: kill -9 one node process after this step (the job recovers; see "
-                  "[fault_tolerance] recover)");
-  cmd->callback([args] {
+  CLI::Option* kill = cmd->add_option(
+      "--kill-node-at", args->kill_node_at,
+      "chaos: kill -9 one node process after this step, 0: as soon as the workers are "
+      "ready (the job recovers; see [fault_tolerance] recover)");
+  cmd->callback([args, kill] {
+    if (kill->count() > 0 && args->kill_node_at < 0)  // -1 is "none" inside, not a choice
+      throw UsageError("launch: --kill-node-at must be a step (0 or more), got " +
+                       std::to_string(args->kill_node_at));
     const int code = run_launch(*args);
     if (code != 0) std::exit(code);
   });

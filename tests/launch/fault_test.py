@@ -119,6 +119,23 @@ def lose_a_node_and_recover(troupe, work, name, sig, needle):
     check(f"{name}: no node left", not any(alive(n) for n in nodes), f"{nodes}")
 
 
+def kill_as_workers_start(troupe, work):
+    """--kill-node-at 0: a node killed as soon as the workers are ready, during step 1."""
+    steps = 6
+    run_dir = os.path.join(work, "kill0")
+    res = subprocess.run([troupe, "launch", "--config", TINY, "--nodes", "3", "--steps",
+                          str(steps), "--set", "train.eval_every=0", "--kill-node-at", "0",
+                          "--run-dir", run_dir],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=300)
+    want_hash, _ = plain_run(troupe, work, steps)
+    h = re.search(r"weights ([0-9a-f]{16})", res.stdout)
+    check("kill0: recovered at step 0", res.returncode == 0 and "1 lost, recovered" in res.stdout
+          and "lost at step 0" in res.stderr,
+          [l for l in res.stderr.splitlines() if l.startswith("[")][-3:])
+    check("kill0: same weights as an undisturbed run", h and h.group(1) == want_hash,
+          f"{h.group(1) if h else None} vs {want_hash}")
+
+
 def hung_node_wakes_up(troupe, work):
     """A node declared lost for its silence that then wakes up (SIGCONT) is fenced: it is
     told to leave, and its stale messages change nothing."""
@@ -220,7 +237,10 @@ def wrong_secret(troupe, work):
 def refused_jobs(troupe, work):
     """What launch cannot run is one clear line and status 2, before any process starts."""
     cases = [("zero nodes", ["--nodes", "0"], "--nodes"),
-             ("a bad config value", ["--set", "model.engram_layers=[9]"], "engram_layers")]
+             ("a bad config value", ["--set", "model.engram_layers=[9]"], "engram_layers"),
+             ("a kill before step 0", ["--kill-node-at", "-1"], "--kill-node-at"),
+             ("a kill after the last step",
+              ["--nodes", "2", "--steps", "5", "--kill-node-at", "5"], "--kill-node-at 5")]
     for name, extra, needle in cases:
         res = subprocess.run([troupe, "launch", "--config", TINY, "--run-dir",
                               os.path.join(work, "refused"), *extra],
@@ -270,6 +290,7 @@ def main():
     external_node(a.troupe, a.work)
     lose_a_node_and_recover(a.troupe, a.work, "kill", signal.SIGKILL, "lost at step")
     lose_a_node_and_recover(a.troupe, a.work, "hang", signal.SIGSTOP, "missed heartbeats")
+    kill_as_workers_start(a.troupe, a.work)
     hung_node_wakes_up(a.troupe, a.work)
     kill_without_recovery(a.troupe, a.work)
     interrupt(a.troupe, a.work)
