@@ -138,7 +138,7 @@ void add_dev_command(CLI::App& app) {
   grads->add_option("--set", args->sets, "override one key: section.key=value (repeatable)");
   grads->add_option("--out", args->out, "output directory")->required();
   grads->add_flag("--perturb", args->perturb, "move α, b, norms and biases off their init");
-  grads->add_option("--threads", args->threads, "compute threads");
+  grads->add_option("--threads", args->threads, "compute threads")->check(at_least(1, ""));
   grads->callback([args] { run_grads(*args); });
 }
 

@@ -48,7 +48,8 @@ void add_eval_command(CLI::App& app) {
   CLI::App* cmd = app.add_subcommand("eval", "mean next-token loss of weights on a text file");
   cmd->add_option("--weights", *weights, "weights .safetensors (troupe export)")->required();
   cmd->add_option("--text", *text, "text file, read as one document")->required();
-  cmd->add_option("--threads", *threads, "compute threads (0 = all cores)");
+  cmd->add_option("--threads", *threads, "compute threads (0 = all cores)")
+      ->check(at_least(0, "0: all cores"));
   cmd->callback([=] {
     int t = *threads > 0 ? *threads : std::max(1u, std::thread::hardware_concurrency());
     run_eval(*weights, *text, t);

@@ -221,25 +221,25 @@ void add_launch_command(CLI::App& app) {
   cmd->add_option("--run-dir", args->run_dir, "directory for metrics, events, logs, weights")
       ->required();
   cmd->add_option("--set", args->sets, "override one key: section.key=value (repeatable)");
-  cmd->add_option("--steps", args->steps, "number of steps (overrides train.steps)");
+  cmd->add_option("--steps", args->steps, "number of steps (overrides train.steps)")
+      ->check(at_least(1, ""));
   cmd->add_option("--local-nodes", args->local_nodes,
                   "of --nodes, how many to start here (default all; 0: coordinator only, the "
-                  "nodes are started elsewhere, e.g. by srun)");
+                  "nodes are started elsewhere, e.g. by srun)")
+      ->check(at_least(0, "0: the coordinator only"));
   cmd->add_option("--listen-host", args->listen_host,
                   "address the coordinator listens on (default 127.0.0.1)");
   cmd->add_option("--port", args->port, "port the coordinator listens on (default: any free)");
   cmd->add_option("--secret-file", args->secret_file,
                   "the job secret (default RUN_DIR/secret, created on first use)");
   cmd->add_option("--threads-per-node", args->threads_per_node,
-                  "compute threads of each node (default: the cores shared among the nodes)");
-  CLI::Option* kill = cmd->add_option(
-      "--kill-node-at", args->kill_node_at,
-      "chaos: kill -9 one node process after this step, 0: as soon as the workers are "
-      "ready (the job recovers; see [fault_tolerance] recover)");
-  cmd->callback([args, kill] {
-    if (kill->count() > 0 && args->kill_node_at < 0)  // -1 is "none" inside, not a choice
-      throw UsageError("launch: --kill-node-at must be a step (0 or more), got " +
-                       std::to_string(args->kill_node_at));
+                  "compute threads of each node (default: the cores shared among the nodes)")
+      ->check(at_least(0, "0: the cores shared among the nodes"));
+  cmd->add_option("--kill-node-at", args->kill_node_at,
+                  "chaos: kill -9 one node process after this step, 0: as soon as the workers "
+                  "are ready (the job recovers; see [fault_tolerance] recover)")
+      ->check(at_least(0, "0: as soon as the workers are ready"));
+  cmd->callback([args] {
     const int code = run_launch(*args);
     if (code != 0) std::exit(code);
   });

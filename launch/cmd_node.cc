@@ -69,7 +69,8 @@ void add_node_command(CLI::App& app) {
   cmd->add_option("--secret-file", args->secret_file, "the job secret (mode 0600)")->required();
   cmd->add_option("--listen-host", args->listen_host,
                   "address other nodes reach this one at (default 127.0.0.1)");
-  cmd->add_option("--threads", args->threads, "compute threads (default: the job's train.threads)");
+  cmd->add_option("--threads", args->threads, "compute threads (default: the job's train.threads)")
+      ->check(at_least(0, "0: the job's train.threads"));
   cmd->add_flag("--supervised", args->supervised,
                 "started by troupe launch: ignore SIGINT, the launcher stops the job");
   cmd->callback([args] {

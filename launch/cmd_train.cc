@@ -127,7 +127,8 @@ void add_train_command(CLI::App& app) {
   cmd->add_option("--config", args->config, "job configuration (TOML)")->required();
   cmd->add_option("--set", args->sets, "override one key: section.key=value (repeatable)");
   cmd->add_option("--run-dir", args->run_dir, "directory for metrics.jsonl and weights");
-  cmd->add_option("--steps", args->steps, "number of steps (overrides train.steps)");
+  cmd->add_option("--steps", args->steps, "number of steps (overrides train.steps)")
+      ->check(at_least(1, ""));
   cmd->add_flag("--print-params", args->print_params,
                 "list every parameter with its shape and optimizer, then exit");
   cmd->callback([args] {

@@ -12,6 +12,21 @@ struct UsageError : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// A CLI11 check for an integer option: "must be an integer of at least MIN (HINT), got X".
+inline CLI::Validator at_least(long min, const std::string& hint) {
+  return CLI::Validator(
+      [min, hint](std::string& v) -> std::string {
+        try {
+          size_t end = 0;
+          if (std::stol(v, &end) >= min && end == v.size()) return {};
+        } catch (const std::exception&) {
+        }
+        return "must be an integer of at least " + std::to_string(min) +
+               (hint.empty() ? "" : " (" + hint + ")") + ", got " + v;
+      },
+      "INT>=" + std::to_string(min));
+}
+
 void add_train_command(CLI::App& app);
 void add_export_command(CLI::App& app);
 void add_eval_command(CLI::App& app);

@@ -63,6 +63,11 @@ def bad_input_cases(troupe, work):
     expect_error("missing weights", [troupe, "eval", "--weights", work + "/none.safetensors",
                                      "--text", TINY], "none.safetensors")
     expect_error("unknown flag", [troupe, "train", "--config", TINY, "--bogus"], "bogus")
+    expect_error("negative --steps", [troupe, "train", "--config", TINY, "--steps", "-5",
+                                      "--run-dir", work + "/r"], "--steps", "-5")
+    expect_error("negative --local-nodes", [troupe, "launch", "--config", TINY, "--nodes", "2",
+                                            "--local-nodes", "-3", "--run-dir", work + "/r"],
+                 "--local-nodes", "-3")
 
 
 def round_trip(troupe, work):
