@@ -78,8 +78,9 @@ void on_join(Self* self, const ActorMessage& m) {
 }
 
 // A node is lost mid-run (endpoint error, missed heartbeats). With recovery on and the
-// job running, the survivors go back to the committed step under a new epoch and take
-// over its share; else the job stops with the reason.
+// job running or finishing (gathering the final weights), the survivors go back to the
+// committed step under a new epoch and take over its share; else the job stops with the
+// reason.
 void lose_node(Self* self, const std::string& node, const std::string& why, bool hung) {
   auto& s = self->state;
   if (s.phase == Phase::done) return;
@@ -92,8 +93,8 @@ void lose_node(Self* self, const std::string& node, const std::string& why, bool
     return fail(self, what + " (fault_tolerance.recover = false)");
   if (s.phase == Phase::recovering)
     return fail(self, what + ", during a recovery: in-memory recovery takes one loss at a time");
-  if (s.phase != Phase::running)
-    return fail(self, what + " (recovery covers the training steps, not the start or the end)");
+  if (s.phase != Phase::running && s.phase != Phase::finishing)
+    return fail(self, what + " (recovery covers the training steps and the end, not the start)");
   const int64_t old_n = int64_t(s.workers.size());
   if (old_n == 1) return fail(self, what + ": it was the last node");
   if (hung) {  // it may wake up: tell it to leave (the new epoch fences it anyway)
@@ -138,7 +139,9 @@ void on_recovered(Self* self, const train::Recovered& r) {
         fmt::format("{} workers at step {} after {:.2f} s", s.workers.size(), s.committed,
                     std::chrono::duration<double>(clock::now() - s.recovery_started).count()));
   // A train step every worker applied but whose validation was cut short: validate again.
-  begin_step(self, s.committed > s.step ? train::VALIDATE : train::TRAIN);
+  // After the last step: gather the final weights again, from the survivors.
+  if (s.committed > s.step) return begin_step(self, train::VALIDATE);
+  start_or_finish(self);
 }
 
 }  // namespace troupe::actors::coordinator_impl

@@ -72,6 +72,8 @@ void to_all_workers(Self* self, uint32_t type, const google::protobuf::Message& 
                     const std::vector<runtime::Payload>& payloads = {});
 void fail(Self* self, const std::string& why);
 void begin_step(Self* self, train::Kind kind);
+// The next training step, or the end of the job (Finish to every worker) after the last.
+void start_or_finish(Self* self);
 
 // coordinator_membership.cc
 void bump_epoch(Self* self);

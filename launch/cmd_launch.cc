@@ -69,11 +69,10 @@ int run_launch(const LaunchArgs& a) {
   std::vector<std::string> sets = a.sets;
   if (a.steps >= 0) sets.push_back("train.steps=" + std::to_string(a.steps));
   const model::JobConfig cfg = model::load_config(a.config, sets);
-  if (a.kill_node_at >= cfg.train.steps)  // after the last step the job is finishing: not recovered
+  if (a.kill_node_at > cfg.train.steps)
     throw UsageError("launch: --kill-node-at " + std::to_string(a.kill_node_at) +
-                     " is not before the last step; give 0 (as soon as the workers are ready) "
-                     "to " +
-                     std::to_string(cfg.train.steps - 1));
+                     " is after the last step; give 0 (as soon as the workers are ready) to " +
+                     std::to_string(cfg.train.steps) + " (while the final weights are gathered)");
   std::filesystem::create_directories(a.run_dir);
   const std::string secret_file = a.secret_file.empty() ? a.run_dir + "/secret" : a.secret_file;
   const std::string secret = job_secret(secret_file, a.secret_file.empty());
@@ -109,9 +108,18 @@ int run_launch(const LaunchArgs& a) {
   co.nodes = a.nodes;
   co.job = {read_file(a.config), a.config, sets};
   co.config = cfg;
-  std::atomic<bool> kill_due = false;
+  // Chaos: the last node process started here is killed from the coordinator's callback,
+  // before the next step (or the gathering of the final weights) begins. It is alive until
+  // then, so not reaped, so its pid cannot have been reused.
+  std::atomic<pid_t> victim = 0;
+  auto chaos_kill = [&](const std::string& when) {
+    const pid_t pid = victim.exchange(0);
+    if (pid <= 0) return;
+    progress.note("[chaos] kill -9 node " + std::to_string(local) + " (pid " + std::to_string(pid) +
+                  ") " + when);
+    ::kill(pid, SIGKILL);
+  };
   co.on_step = [&](const actors::StepReport& r) {
-    if (r.stats.step + 1 == a.kill_node_at) kill_due = true;
     const double tps = double(step_tokens) / std::max(r.seconds, 1e-9);
     last_loss = r.stats.loss;
     if (r.has_val) last_val = r.val_loss;
@@ -124,6 +132,8 @@ int run_launch(const LaunchArgs& a) {
                     r.val_loss);
       progress.note(buf);
     }
+    if (r.stats.step + 1 == a.kill_node_at)
+      chaos_kill("after step " + std::to_string(a.kill_node_at));
   };
   co.on_event = [&](const std::string& kind, const std::string& text) {
     const double t = std::chrono::duration<double>(clock::now() - t0).count();
@@ -131,7 +141,7 @@ int run_launch(const LaunchArgs& a) {
     events.flush();
     if (kind != "view") progress.note("[" + kind + "] " + text);
     if (kind == "start") started = true;
-    if (kind == "start" && a.kill_node_at == 0) kill_due = true;  // during step 1
+    if (kind == "start" && a.kill_node_at == 0) chaos_kill("as the workers start");
   };
   co.on_done = [done](const actors::JobResult& r) { done->set_value(r); };
   caf::actor coordinator = actors::spawn_coordinator(*host.value(), co);
@@ -160,25 +170,23 @@ int run_launch(const LaunchArgs& a) {
     supervisor.start(argv, a.run_dir + "/node-" + std::to_string(i + 1) + ".log",
                      "node " + std::to_string(i + 1));
   }
+  if (a.kill_node_at >= 0) victim = supervisor.pid_of(int(local - 1));
   bool stopping = false;
   while (result.wait_for(std::chrono::milliseconds(50)) != std::future_status::ready) {
-    if (kill_due.exchange(false)) {  // chaos: the last node process started here
-      progress.note("[chaos] kill -9 node " + std::to_string(local) + " (pid " +
-                    std::to_string(supervisor.pid_of(int(local - 1))) + ") after step " +
-                    std::to_string(a.kill_node_at));
-      supervisor.signal_child(int(local - 1), SIGKILL);
-    }
     if (stop_requested() && !stopping) {
       stopping = true;
       actors::request_stop(coordinator, "interrupted (SIGINT/SIGTERM)");
     }
-    for (const ChildExit& e : supervisor.reap())
+    for (const ChildExit& e : supervisor.reap()) {
+      pid_t pid = e.pid;
+      victim.compare_exchange_strong(pid, 0);        // ended by itself: nothing left to kill
       if (started && cfg.fault_tolerance.recover) {  // the coordinator recovers or stops
         progress.note("[exit] " + e.exited());
       } else if (!stopping) {
         stopping = true;
         actors::request_stop(coordinator, e.exited() + "; see " + a.run_dir + "/node-*.log");
       }
+    }
   }
   const actors::JobResult r = result.get();
   progress.finish();

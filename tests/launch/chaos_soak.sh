@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # make chaos-soak: RUNS jobs of tiny on 3 or 4 node processes, each with one node killed
-# (-9) or hung (SIGSTOP) at a random step and moment; every job must end with the weights
-# hash of an undisturbed `troupe train`. Prints one line per job and the tally; exits 1 on
+# (-9) or hung (SIGSTOP) at a random step and moment, or (one job in four) killed by
+# `--kill-node-at STEPS` while the final weights are gathered; every job must end with the
+# weights hash of an undisturbed `troupe train`. Prints one line per job and the tally; exits 1 on
 # any miss. Not in CI (minutes): CI runs tests/launch/fault_test.py.
 #   CHAOS_RUNS (12)   jobs      CHAOS_STEPS (20)   steps per job      CHAOS_SEED (random)
 set -uo pipefail
@@ -20,18 +21,25 @@ for k in $(seq 1 "$RUNS"); do
   nodes=$((3 + RANDOM % 2)); at=$((RANDOM % (STEPS - 4))); victim=$((1 + RANDOM % nodes))
   sig=$([ $((RANDOM % 2)) -eq 0 ] && echo KILL || echo STOP)
   rd="$TMP/run$k"
-  timeout 300 "$BUILD/troupe" launch "${job[@]}" --nodes "$nodes" --run-dir "$rd" \
+  end=()
+  if [ $((RANDOM % 4)) -eq 0 ]; then  # launch kills its last node after the last step
+    end=(--kill-node-at "$STEPS") sig=KILL victim=last at=$STEPS
+  fi
+  timeout 300 "$BUILD/troupe" launch "${job[@]}" --nodes "$nodes" --run-dir "$rd" "${end[@]}" \
     >"$rd.out" 2>"$rd.err" &
   launch=$!
   # polling another process's progress: there is nothing to await
-  until [ "$(cat "$rd/metrics.jsonl" 2>/dev/null | wc -l)" -ge "$at" ] &&
+  until [ ${#end[@]} -gt 0 ] || [ "$(cat "$rd/metrics.jsonl" 2>/dev/null | wc -l)" -ge "$at" ] &&
         grep -q '"start"' "$rd/events.jsonl" 2>/dev/null; do
     kill -0 $launch 2>/dev/null || break
     sleep 0.02
   done
-  sleep "$(printf '0.%03d' $((RANDOM % 150)))"  # somewhere inside the step (0-150 ms)
-  pid=$(pgrep -P "$(pgrep -P $launch)" | sed -n "${victim}p")
-  [ -n "$pid" ] && kill -"$sig" "$pid"
+  pid=
+  if [ ${#end[@]} -eq 0 ]; then
+    sleep "$(printf '0.%03d' $((RANDOM % 150)))"  # somewhere inside the step (0-150 ms)
+    pid=$(pgrep -P "$(pgrep -P $launch)" | sed -n "${victim}p")
+    [ -n "$pid" ] && kill -"$sig" "$pid"
+  fi
   wait $launch
   rc=$?
   got=$(grep -o 'weights [0-9a-f]*' "$rd.out")

@@ -119,20 +119,21 @@ def lose_a_node_and_recover(troupe, work, name, sig, needle):
     check(f"{name}: no node left", not any(alive(n) for n in nodes), f"{nodes}")
 
 
-def kill_as_workers_start(troupe, work):
-    """--kill-node-at 0: a node killed as soon as the workers are ready, during step 1."""
+def kill_at_the_edges(troupe, work, at):
+    """--kill-node-at 0: a node killed as soon as the workers are ready, during step 1;
+    --kill-node-at STEPS: after the last step, while the final weights are gathered."""
     steps = 6
-    run_dir = os.path.join(work, "kill0")
+    name = f"kill{at}"
     res = subprocess.run([troupe, "launch", "--config", TINY, "--nodes", "3", "--steps",
-                          str(steps), "--set", "train.eval_every=0", "--kill-node-at", "0",
-                          "--run-dir", run_dir],
+                          str(steps), "--set", "train.eval_every=0", "--kill-node-at", str(at),
+                          "--run-dir", os.path.join(work, name)],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=300)
     want_hash, _ = plain_run(troupe, work, steps)
     h = re.search(r"weights ([0-9a-f]{16})", res.stdout)
-    check("kill0: recovered at step 0", res.returncode == 0 and "1 lost, recovered" in res.stdout
-          and "lost at step 0" in res.stderr,
+    check(f"{name}: recovered at step {at}", res.returncode == 0 and
+          "1 lost, recovered" in res.stdout and f"lost at step {at}" in res.stderr,
           [l for l in res.stderr.splitlines() if l.startswith("[")][-3:])
-    check("kill0: same weights as an undisturbed run", h and h.group(1) == want_hash,
+    check(f"{name}: same weights as an undisturbed run", h and h.group(1) == want_hash,
           f"{h.group(1) if h else None} vs {want_hash}")
 
 
@@ -240,7 +241,7 @@ def refused_jobs(troupe, work):
              ("a bad config value", ["--set", "model.engram_layers=[9]"], "engram_layers"),
              ("a kill before step 0", ["--kill-node-at", "-1"], "--kill-node-at"),
              ("a kill after the last step",
-              ["--nodes", "2", "--steps", "5", "--kill-node-at", "5"], "--kill-node-at 5")]
+              ["--nodes", "2", "--steps", "5", "--kill-node-at", "6"], "--kill-node-at 6")]
     for name, extra, needle in cases:
         res = subprocess.run([troupe, "launch", "--config", TINY, "--run-dir",
                               os.path.join(work, "refused"), *extra],
@@ -290,7 +291,8 @@ def main():
     external_node(a.troupe, a.work)
     lose_a_node_and_recover(a.troupe, a.work, "kill", signal.SIGKILL, "lost at step")
     lose_a_node_and_recover(a.troupe, a.work, "hang", signal.SIGSTOP, "missed heartbeats")
-    kill_as_workers_start(a.troupe, a.work)
+    kill_at_the_edges(a.troupe, a.work, 0)
+    kill_at_the_edges(a.troupe, a.work, 6)
     hung_node_wakes_up(a.troupe, a.work)
     kill_without_recovery(a.troupe, a.work)
     interrupt(a.troupe, a.work)
