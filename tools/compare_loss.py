@@ -8,10 +8,11 @@ are runs that differ from the base by a perturbation too small to matter (the ba
 floor): the run's figures are printed next to the anchors' largest, as a ratio.
 
   compare_loss.py --base DIR --run NAME=DIR [--anchor NAME=DIR ...] [--step S]
-  compare_loss.py --pair BASE_DIR:RUN_DIR [--pair ...] [--step S]
+  compare_loss.py --pair BASE_DIR:RUN_DIR [--pair ...] [--step S] [--bound PCT]
 
 --pair: paired runs (e.g. FP32 and FP8 with the same seed, one pair per seed): each pair's
-figures, then their mean and standard deviation over the pairs.
+figures, then their mean and standard deviation over the pairs, and how many pairs differ
+by more than --bound percent (default 0.5, SPEC §10's FP8 bound).
 """
 import math
 import argparse
@@ -65,9 +66,10 @@ def main():
     ap.add_argument("--run", action="append", default=[], help="NAME=DIR")
     ap.add_argument("--anchor", action="append", default=[], help="NAME=DIR")
     ap.add_argument("--step", type=int, default=None, help="0-based step (default: the last)")
+    ap.add_argument("--bound", type=float, default=0.5, help="percent, for --pair (0.5)")
     a = ap.parse_args()
     if a.pair:
-        return paired(a.pair, a.step)
+        return paired(a.pair, a.step, a.bound / 100)
     if not a.base:
         sys.exit("compare_loss: give --base with --run, or --pair")
     base = load(a.base)
@@ -97,7 +99,7 @@ def main():
                   f"{100 * floor:.2f}%: ratio {abs(f[k]) / floor:.2f}")
 
 
-def paired(pairs, step):
+def paired(pairs, step, bound):
     rows = []
     for spec in pairs:
         if ":" not in spec:
@@ -117,8 +119,10 @@ def paired(pairs, step):
             continue
         mean = sum(v) / len(v)
         sd = math.sqrt(sum((x - mean) ** 2 for x in v) / (len(v) - 1))
+        out = sum(1 for x in v if abs(x) > bound)
         print(f"{k}: mean {100 * mean:+.2f}%, standard deviation {100 * sd:.2f}% over "
-              f"{len(v)} pairs (standard error of the mean {100 * sd / math.sqrt(len(v)):.2f}%)")
+              f"{len(v)} pairs (standard error of the mean {100 * sd / math.sqrt(len(v)):.2f}%); "
+              f"{out} of {len(v)} outside ±{100 * bound:g}%")
 
 
 if __name__ == "__main__":

@@ -47,6 +47,14 @@ with tempfile.TemporaryDirectory() as t:
           "ratio 2.00" in r.stdout, r.stdout)
     r = run("--pair", f"{base}:{up}", "--pair", f"{base}:{down}", "--step", "199")
     check("pairs: the mean over pairs", "at step: mean +0.25%" in r.stdout, r.stdout)
+    check("pairs: the spread, and the bound's default", "at step: mean +0.25%, standard "
+          "deviation 1.06% over 2 pairs (standard error of the mean 0.75%);" in r.stdout and
+          "outside ±0.5%" in r.stdout, r.stdout)
+    for bound, want in (("0.6", "1 of 2 outside ±0.6%"), ("0.4", "2 of 2 outside ±0.4%")):
+        r = run("--pair", f"{base}:{up}", "--pair", f"{base}:{down}", "--step", "199",
+                "--bound", bound)
+        check(f"pairs: --bound {bound}", "at step: mean +0.25%" in r.stdout and want in r.stdout,
+              r.stdout)
     r = run("--base", base, "--run", f"up={os.path.join(t, 'missing')}")
     check("a missing run: a clear error", r.returncode != 0 and "cannot read" in r.stderr,
           r.stderr.strip())
