@@ -139,12 +139,6 @@ int Supervisor::start(const std::vector<std::string>& argv, const std::string& l
   return started_++;
 }
 
-bool Supervisor::signal_child(int index, int sig) {
-  for (const Child& c : children_)
-    if (c.index == index) return ::kill(c.pid, sig) == 0;
-  return false;
-}
-
 pid_t Supervisor::pid_of(int index) const {
   for (const Child& c : children_)
     if (c.index == index) return c.pid;

@@ -52,9 +52,6 @@ class Supervisor {
   // SIGTERM to every live child, up to `grace` for them to end, then SIGKILL to the rest
   // and reap them. Returns how each ended. Idempotent: a second call returns nothing.
   std::vector<ChildExit> stop_all(std::chrono::milliseconds grace);
-  // Sends `sig` to the live child `index` (what start() returned). False when it has
-  // already been reported ended (or never was started).
-  bool signal_child(int index, int sig);
   // The process id of the live child `index`; 0 once it has been reported ended.
   pid_t pid_of(int index) const;
   // Children started and not yet reported by reap, wait_all or stop_all.
