@@ -220,26 +220,8 @@ void on_message(Self* self, ActorMessage& m) {
     }
     case ready_type: {
       train::Ready r;
-      if (!r.ParseFromString(m.header) || s.phase != Phase::starting) return (void)++s.rejected;
-      if (s.ready == 0) s.initial_hash = r.weights_hash();
-      if (r.weights_hash() != s.initial_hash)
-        return fail(self, fmt::format("worker {} starts from other weights ({:016x} vs {:016x})",
-                                      r.worker(), r.weights_hash(), s.initial_hash));
-      s.state_floats_max = std::max(s.state_floats_max, r.optimizer_state_floats());
-      s.state_floats_total += r.optimizer_state_floats();
-      if (++s.ready < int64_t(s.workers.size())) return;
-      s.phase = Phase::running;
-      const int64_t engram = model::engram_table_params(s.opt.config.model);
-      event(self, "start",
-            fmt::format("{} workers ready, {} parameters; optimizer state (ZeRO-1) at most "
-                        "{:.2f} MiB per worker, {:.2f} MiB in all{}",
-                        s.ready, r.parameters(), double(s.state_floats_max) * 4 / (1 << 20),
-                        double(s.state_floats_total) * 4 / (1 << 20),
-                        engram == 0 ? std::string()
-                                    : fmt::format("; Engram tables ({} parameters) replicated: "
-                                                  "{:.2f} MiB per worker with their Adam moments",
-                                                  engram, double(engram) * 3 * 4 / (1 << 20))));
-      return start_or_finish(self);
+      if (!r.ParseFromString(m.header)) return (void)++s.rejected;
+      return on_ready(self, r);
     }
     case stats_type: {
       train::Stats st;

@@ -1,9 +1,14 @@
-// The coordinator's membership: nodes joining, the view (epoch, nodes, placement), and a
-// node lost mid-run: the survivors return to the committed step under a new epoch, take
-// over its share and re-run the step (worker_recovery.cc is the workers' side).
+// The coordinator's membership: nodes joining, the view (epoch, nodes, placement), the
+// workers getting ready, and a node lost after every node joined: the survivors return to
+// the committed step under a new epoch, take over its share and re-run the step
+// (worker_recovery.cc is the workers' side).
 #include <fmt/format.h>
 
+#include <algorithm>
+#include <utility>
+
 #include "actors/coordinator_state.h"
+#include "model/engram.h"
 #include "runtime/control.pb.h"
 
 namespace troupe::actors::coordinator_impl {
@@ -72,6 +77,7 @@ void on_join(Self* self, const ActorMessage& m) {
     s.workers.push_back(runtime::make_address(s.nodes[i].id, "worker", int64_t(i)));
     s.role_index.push_back(int64_t(i));
   }
+  s.ready_from.assign(s.workers.size(), false);
   s.phase = Phase::starting;
   bump_epoch(self);
   publish_view(self);
@@ -87,14 +93,19 @@ void lose_node(Self* self, const std::string& node, const std::string& why, bool
   size_t k = 0;
   while (k < s.nodes.size() && s.nodes[k].id != node) ++k;
   if (k == s.nodes.size()) return;  // not one of the job's nodes (any more): old news
+  if (s.start_loss && s.start_loss->node == node) return;  // known, recovered once started
   const std::string what =
       fmt::format("node {} (pid {}) lost at step {}: {}", node, s.nodes[k].pid, s.step, why);
   if (!s.opt.config.fault_tolerance.recover)
     return fail(self, what + " (fault_tolerance.recover = false)");
-  if (s.phase == Phase::recovering)
+  if (s.phase == Phase::recovering || (s.phase == Phase::starting && s.start_loss))
     return fail(self, what + ", during a recovery: in-memory recovery takes one loss at a time");
+  if (s.phase == Phase::starting) {  // the others finish starting, then recover at step 0
+    s.start_loss = CoordinatorState::StartLoss{node, why, hung};
+    return try_start(self);
+  }
   if (s.phase != Phase::running && s.phase != Phase::finishing)
-    return fail(self, what + " (recovery covers the training steps and the end, not the start)");
+    return fail(self, what + " (before every node joined)");
   const int64_t old_n = int64_t(s.workers.size());
   if (old_n == 1) return fail(self, what + ": it was the last node");
   if (hung) {  // it may wake up: tell it to leave (the new epoch fences it anyway)
@@ -125,6 +136,46 @@ void lose_node(Self* self, const std::string& node, const std::string& why, bool
         fmt::format("{}; {} workers go back to step {} (epoch {})", what, s.workers.size(),
                     s.committed, s.epoch));
   to_all_workers(self, recover_type, r);
+}
+
+// The job starts when every worker of the view is ready, but for one on a node lost while
+// they started: that loss is then recovered from at step 0, as one during a step would be.
+void try_start(Self* self) {
+  auto& s = self->state;
+  for (size_t i = 0; i < s.workers.size(); ++i)
+    if (!s.ready_from[i] && !(s.start_loss && s.nodes[i].id == s.start_loss->node)) return;
+  s.phase = Phase::running;
+  const int64_t engram = model::engram_table_params(s.opt.config.model);
+  event(self, "start",
+        fmt::format("{} workers ready, {} parameters; optimizer state (ZeRO-1) at most "
+                    "{:.2f} MiB per worker, {:.2f} MiB in all{}",
+                    s.workers.size() - (s.start_loss ? 1 : 0), s.parameters,
+                    double(s.state_floats_max) * 4 / (1 << 20),
+                    double(s.state_floats_total) * 4 / (1 << 20),
+                    engram == 0 ? std::string()
+                                : fmt::format("; Engram tables ({} parameters) replicated: "
+                                              "{:.2f} MiB per worker with their Adam moments",
+                                              engram, double(engram) * 3 * 4 / (1 << 20))));
+  if (!s.start_loss) return start_or_finish(self);
+  const CoordinatorState::StartLoss lost = *std::exchange(s.start_loss, std::nullopt);
+  lose_node(self, lost.node, lost.why, lost.hung);
+}
+
+void on_ready(Self* self, const train::Ready& r) {
+  auto& s = self->state;
+  if (s.phase != Phase::starting || r.worker() < 0 || r.worker() >= int64_t(s.workers.size()) ||
+      s.ready_from[size_t(r.worker())])
+    return (void)++s.rejected;
+  if (s.ready == 0) s.initial_hash = r.weights_hash();
+  if (r.weights_hash() != s.initial_hash)
+    return fail(self, fmt::format("worker {} starts from other weights ({:016x} vs {:016x})",
+                                  r.worker(), r.weights_hash(), s.initial_hash));
+  s.ready_from[size_t(r.worker())] = true;
+  ++s.ready;
+  s.parameters = r.parameters();
+  s.state_floats_max = std::max(s.state_floats_max, r.optimizer_state_floats());
+  s.state_floats_total += r.optimizer_state_floats();
+  try_start(self);
 }
 
 void on_recovered(Self* self, const train::Recovered& r) {

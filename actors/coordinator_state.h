@@ -5,6 +5,7 @@
 
 #include <caf/all.hpp>
 #include <chrono>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -39,7 +40,15 @@ struct CoordinatorState {
   int64_t n_mb = 0;
   // Readiness and the step in flight.
   int64_t ready = 0;
+  std::vector<bool> ready_from;  // by worker index, while starting
+  // A node lost while the workers start: recovered (at step 0) once the others are ready.
+  struct StartLoss {
+    std::string node, why;
+    bool hung = false;
+  };
+  std::optional<StartLoss> start_loss;
   int64_t state_floats_max = 0, state_floats_total = 0;  // from the workers' Ready
+  int64_t parameters = 0;                                // from the workers' Ready
   uint64_t initial_hash = 0;
   int64_t step = 0;
   int64_t committed = 0;  // train steps every worker applied (StepDone from all)
@@ -81,5 +90,7 @@ void publish_view(Self* self);
 void on_join(Self* self, const ActorMessage& m);
 void lose_node(Self* self, const std::string& node, const std::string& why, bool hung);
 void on_recovered(Self* self, const train::Recovered& r);
+void on_ready(Self* self, const train::Ready& r);
+void try_start(Self* self);
 
 }  // namespace troupe::actors::coordinator_impl

@@ -71,7 +71,7 @@ int run_launch(const LaunchArgs& a) {
   const model::JobConfig cfg = model::load_config(a.config, sets);
   if (a.kill_node_at > cfg.train.steps)
     throw UsageError("launch: --kill-node-at " + std::to_string(a.kill_node_at) +
-                     " is after the last step; give 0 (as soon as the workers are ready) to " +
+                     " is after the last step; give 0 (as the workers start) to " +
                      std::to_string(cfg.train.steps) + " (while the final weights are gathered)");
   std::filesystem::create_directories(a.run_dir);
   const std::string secret_file = a.secret_file.empty() ? a.run_dir + "/secret" : a.secret_file;
@@ -100,7 +100,9 @@ int run_launch(const LaunchArgs& a) {
   const auto t0 = clock::now();
   Progress progress(steps);
   double last_val = 0, last_loss = 0;
-  std::atomic<bool> started = false;  // the workers are ready: losses are the coordinator's
+  // Every node joined (the first view): from then on a lost node is the coordinator's to
+  // recover (or stop for); before, the job waits for it, so launch stops.
+  std::atomic<bool> joined = false;
   auto done = std::make_shared<std::promise<actors::JobResult>>();
   std::future<actors::JobResult> result = done->get_future();
 
@@ -140,8 +142,8 @@ int run_launch(const LaunchArgs& a) {
     events << nlohmann::json{{"t_s", t}, {"event", kind}, {"text", text}}.dump() << "\n";
     events.flush();
     if (kind != "view") progress.note("[" + kind + "] " + text);
-    if (kind == "start") started = true;
-    if (kind == "start" && a.kill_node_at == 0) chaos_kill("as the workers start");
+    if (kind == "view") joined = true;
+    if (kind == "view" && a.kill_node_at == 0) chaos_kill("as the workers start");
   };
   co.on_done = [done](const actors::JobResult& r) { done->set_value(r); };
   caf::actor coordinator = actors::spawn_coordinator(*host.value(), co);
@@ -179,8 +181,8 @@ int run_launch(const LaunchArgs& a) {
     }
     for (const ChildExit& e : supervisor.reap()) {
       pid_t pid = e.pid;
-      victim.compare_exchange_strong(pid, 0);        // ended by itself: nothing left to kill
-      if (started && cfg.fault_tolerance.recover) {  // the coordinator recovers or stops
+      victim.compare_exchange_strong(pid, 0);       // ended by itself: nothing left to kill
+      if (joined && cfg.fault_tolerance.recover) {  // the coordinator recovers or stops
         progress.note("[exit] " + e.exited());
       } else if (!stopping) {
         stopping = true;
@@ -244,9 +246,9 @@ void add_launch_command(CLI::App& app) {
                   "compute threads of each node (default: the cores shared among the nodes)")
       ->check(at_least(0, "0: the cores shared among the nodes"));
   cmd->add_option("--kill-node-at", args->kill_node_at,
-                  "chaos: kill -9 one node process after this step, 0: as soon as the workers "
-                  "are ready (the job recovers; see [fault_tolerance] recover)")
-      ->check(at_least(0, "0: as soon as the workers are ready"));
+                  "chaos: kill -9 one node process after this step, 0: as the workers start "
+                  "(the job recovers; see [fault_tolerance] recover)")
+      ->check(at_least(0, "0: as the workers start"));
   cmd->callback([args] {
     const int code = run_launch(*args);
     if (code != 0) std::exit(code);

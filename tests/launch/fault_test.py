@@ -120,7 +120,7 @@ def lose_a_node_and_recover(troupe, work, name, sig, needle):
 
 
 def kill_at_the_edges(troupe, work, at):
-    """--kill-node-at 0: a node killed as soon as the workers are ready, during step 1;
+    """--kill-node-at 0: a node killed as the workers start (its worker may never be ready);
     --kill-node-at STEPS: after the last step, while the final weights are gathered."""
     steps = 6
     name = f"kill{at}"
