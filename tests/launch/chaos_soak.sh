@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # make chaos-soak: RUNS jobs of tiny on 3 or 4 node processes, each with one node killed
-# (-9) or hung (SIGSTOP) at a random step and moment, or (one job in four) killed by
-# `--kill-node-at STEPS` while the final weights are gathered; every job must end with the
-# weights hash of an undisturbed `troupe train`. Prints one line per job and the tally; exits 1 on
+# (-9) or hung (SIGSTOP) at a random step and moment, or killed by launch itself as the
+# workers start (`--kill-node-at 0`, one job in eight) or while the final weights are
+# gathered (`--kill-node-at STEPS`, one in eight); every job must end with the weights hash
+# of an undisturbed `troupe train`. Prints one line per job and the tally; exits 1 on
 # any miss. Not in CI (minutes): CI runs tests/launch/fault_test.py.
 #   CHAOS_RUNS (12)   jobs      CHAOS_STEPS (20)   steps per job      CHAOS_SEED (random)
 set -uo pipefail
@@ -21,8 +22,10 @@ for k in $(seq 1 "$RUNS"); do
   nodes=$((3 + RANDOM % 2)); at=$((RANDOM % (STEPS - 4))); victim=$((1 + RANDOM % nodes))
   sig=$([ $((RANDOM % 2)) -eq 0 ] && echo KILL || echo STOP)
   rd="$TMP/run$k"
-  end=()
-  if [ $((RANDOM % 4)) -eq 0 ]; then  # launch kills its last node after the last step
+  end=() edge=$((RANDOM % 8))
+  if [ $edge -eq 0 ]; then  # launch kills its last node as the workers start
+    end=(--kill-node-at 0) sig=KILL victim=last at="0 (as the workers start)"
+  elif [ $edge -eq 1 ]; then  # launch kills its last node after the last step
     end=(--kill-node-at "$STEPS") sig=KILL victim=last at=$STEPS
   fi
   timeout 300 "$BUILD/troupe" launch "${job[@]}" --nodes "$nodes" --run-dir "$rd" "${end[@]}" \
