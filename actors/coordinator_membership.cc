@@ -83,48 +83,49 @@ void on_join(Self* self, const ActorMessage& m) {
   publish_view(self);
 }
 
-// A node is lost mid-run (endpoint error, missed heartbeats). With recovery on and the
-// job running or finishing (gathering the final weights), the survivors go back to the
-// committed step under a new epoch and take over its share; else the job stops with the
-// reason.
+// A node is lost (endpoint error, missed heartbeats) after every node joined. With recovery
+// on, the survivors go back to the committed step under a new epoch and take over its share;
+// a further loss before they are done restarts the recovery from the same view, without
+// both. While the workers start, the loss waits until the others are ready. Else the job
+// stops with the reason.
 void lose_node(Self* self, const std::string& node, const std::string& why, bool hung) {
   auto& s = self->state;
   if (s.phase == Phase::done) return;
   size_t k = 0;
   while (k < s.nodes.size() && s.nodes[k].id != node) ++k;
   if (k == s.nodes.size()) return;  // not one of the job's nodes (any more): old news
-  if (s.start_loss && s.start_loss->node == node) return;  // known, recovered once started
+  for (const auto& l : s.start_losses)
+    if (l.node == node) return;  // known, recovered from once the others are ready
   const std::string what =
       fmt::format("node {} (pid {}) lost at step {}: {}", node, s.nodes[k].pid, s.step, why);
   if (!s.opt.config.fault_tolerance.recover)
     return fail(self, what + " (fault_tolerance.recover = false)");
-  if (s.phase == Phase::recovering || (s.phase == Phase::starting && s.start_loss))
-    return fail(self, what + ", during a recovery: in-memory recovery takes one loss at a time");
-  if (s.phase == Phase::starting) {  // the others finish starting, then recover at step 0
-    s.start_loss = CoordinatorState::StartLoss{node, why, hung};
+  if (s.phase == Phase::starting) {
+    s.start_losses.push_back({node, why, hung});
     return try_start(self);
   }
-  if (s.phase != Phase::running && s.phase != Phase::finishing)
+  if (s.phase != Phase::running && s.phase != Phase::finishing && s.phase != Phase::recovering)
     return fail(self, what + " (before every node joined)");
-  const int64_t old_n = int64_t(s.workers.size());
-  if (old_n == 1) return fail(self, what + ": it was the last node");
+  if (s.workers.size() == 1) return fail(self, what + ": it was the last node");
   if (hung) {  // it may wake up: tell it to leave (the new epoch fences it anyway)
     control::Shutdown sd;
     sd.set_reason("this node was declared lost; the job goes on without it");
     send_to(self, node + "/agent.0", runtime::shutdown_type, sd);
   }
-  train::Recover r;
-  r.set_version(s.committed);
-  r.set_old_workers(old_n);
-  for (int64_t i = 0; i < old_n; ++i) {
-    if (size_t(i) == k) continue;
-    r.add_workers(s.workers[size_t(i)]);
-    r.add_old_index(i);
-  }
+  const bool again = s.phase == Phase::recovering;
+  if (!again) s.recovery_base = s.workers;                  // the view the workers recover from
   self->send(s.router, runtime::forget_atom::value, node);  // fenced: no flush, no waiting
   s.nodes.erase(s.nodes.begin() + int64_t(k));
   s.workers.erase(s.workers.begin() + int64_t(k));
   s.role_index.erase(s.role_index.begin() + int64_t(k));
+  train::Recover r;
+  r.set_version(s.committed);
+  r.set_old_workers(int64_t(s.recovery_base.size()));
+  for (const std::string& w : s.workers) {
+    r.add_workers(w);
+    r.add_old_index(std::find(s.recovery_base.begin(), s.recovery_base.end(), w) -
+                    s.recovery_base.begin());
+  }
   bump_epoch(self);
   publish_view(self);
   s.phase = Phase::recovering;
@@ -133,8 +134,8 @@ void lose_node(Self* self, const std::string& node, const std::string& why, bool
   ++s.recoveries;
   s.recovery_started = clock::now();
   event(self, "recover",
-        fmt::format("{}; {} workers go back to step {} (epoch {})", what, s.workers.size(),
-                    s.committed, s.epoch));
+        fmt::format("{}; {} workers go back to step {} (epoch {}){}", what, s.workers.size(),
+                    s.committed, s.epoch, again ? ", the recovery restarted without it" : ""));
   to_all_workers(self, recover_type, r);
 }
 
@@ -143,22 +144,23 @@ void lose_node(Self* self, const std::string& node, const std::string& why, bool
 void try_start(Self* self) {
   auto& s = self->state;
   for (size_t i = 0; i < s.workers.size(); ++i)
-    if (!s.ready_from[i] && !(s.start_loss && s.nodes[i].id == s.start_loss->node)) return;
+    if (!s.ready_from[i] && std::none_of(s.start_losses.begin(), s.start_losses.end(),
+                                         [&](const auto& l) { return l.node == s.nodes[i].id; }))
+      return;
   s.phase = Phase::running;
   const int64_t engram = model::engram_table_params(s.opt.config.model);
   event(self, "start",
         fmt::format("{} workers ready, {} parameters; optimizer state (ZeRO-1) at most "
                     "{:.2f} MiB per worker, {:.2f} MiB in all{}",
-                    s.workers.size() - (s.start_loss ? 1 : 0), s.parameters,
+                    s.workers.size() - s.start_losses.size(), s.parameters,
                     double(s.state_floats_max) * 4 / (1 << 20),
                     double(s.state_floats_total) * 4 / (1 << 20),
                     engram == 0 ? std::string()
                                 : fmt::format("; Engram tables ({} parameters) replicated: "
                                               "{:.2f} MiB per worker with their Adam moments",
                                               engram, double(engram) * 3 * 4 / (1 << 20))));
-  if (!s.start_loss) return start_or_finish(self);
-  const CoordinatorState::StartLoss lost = *std::exchange(s.start_loss, std::nullopt);
-  lose_node(self, lost.node, lost.why, lost.hung);
+  if (s.start_losses.empty()) return start_or_finish(self);
+  for (const auto& l : std::exchange(s.start_losses, {})) lose_node(self, l.node, l.why, l.hung);
 }
 
 void on_ready(Self* self, const train::Ready& r) {

@@ -5,7 +5,6 @@
 
 #include <caf/all.hpp>
 #include <chrono>
-#include <optional>
 #include <string>
 #include <vector>
 
@@ -41,19 +40,20 @@ struct CoordinatorState {
   // Readiness and the step in flight.
   int64_t ready = 0;
   std::vector<bool> ready_from;  // by worker index, while starting
-  // A node lost while the workers start: recovered (at step 0) once the others are ready.
+  // Nodes lost while the workers start: recovered from (at step 0) once the others are ready.
   struct StartLoss {
     std::string node, why;
     bool hung = false;
   };
-  std::optional<StartLoss> start_loss;
+  std::vector<StartLoss> start_losses;
   int64_t state_floats_max = 0, state_floats_total = 0;  // from the workers' Ready
   int64_t parameters = 0;                                // from the workers' Ready
   uint64_t initial_hash = 0;
   int64_t step = 0;
   int64_t committed = 0;  // train steps every worker applied (StepDone from all)
   int64_t recovered_in = 0, recoveries = 0;
-  std::vector<bool> recovered;  // by new worker index, during a recovery
+  std::vector<bool> recovered;             // by new worker index, during a recovery
+  std::vector<std::string> recovery_base;  // the workers of the view a recovery started from
   clock::time_point step_started, recovery_started;
   std::vector<model::Piece<float>> pieces;
   int64_t stats_in = 0, norms_in = 0, done_in = 0, val_in = 0, finals_in = 0;

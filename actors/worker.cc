@@ -142,6 +142,7 @@ void send_engram_pieces(Self* self, int64_t step, const std::vector<model::Piece
 
 void on_step_begin(Self* self, const train::StepBegin& b) {
   auto& s = self->state;
+  s.recovery_base.reset();  // every worker recovered: the coordinator goes on
   if (b.kind() == train::VALIDATE) {
     const TreeNode r = s.val_ranges[size_t(s.me)];
     static const std::vector<model::Piece<float>> none;
@@ -327,6 +328,7 @@ void on_message(Self* self, ActorMessage& m) {
       return on_state_transfer(self, m, t);
     }
     case finish_type: {
+      s.recovery_base.reset();
       train::Final f;
       f.set_worker(s.me);
       f.set_weights_hash(s.trainer->weights_hash());

@@ -5,6 +5,7 @@
 #include <caf/all.hpp>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -30,13 +31,22 @@ struct BuddyCopy {
   Payload runs;  // Optimizer::read_state runs of the range's tensors, in table order
 };
 
+// The view a recovery started from, kept until the next step begins: a further loss during
+// the recovery restarts it from here, with every lost node left out.
+struct RecoveryBase {
+  int64_t version = 0, workers = 0, me = 0;
+  std::vector<FlatRange> owners;
+  std::map<size_t, std::vector<float>> own;  // this worker's share's optimizer state
+  std::optional<BuddyCopy> buddy;            // its predecessor's share, when it had it
+};
+
 // A recovery in flight: the state transfers this worker still waits for.
 struct Recovery {
   bool active = false;
   int64_t version = 0;
   std::map<size_t, const float*> sources;  // tensor → its state (buffers kept below)
   std::vector<std::vector<float>> local;   // runs read from this worker's own optimizer
-  std::vector<Payload> received;           // keeps the transfers' and buddy's runs alive
+  std::vector<Payload> received;           // keeps the transfers' runs alive
   int64_t transfers_in = 0, transfers_expected = 0;
   bool resharded = false, buddy_in = false;
 };
@@ -49,9 +59,10 @@ struct WorkerState {
   int64_t workers = 0, me = 0, total_pieces = 0;
   std::vector<TreeNode> ranges, val_ranges;
   std::vector<FlatRange> owners;
-  int64_t version = 0;                 // train steps applied to this worker's weights
-  int64_t saved_for = -1;              // the step whose begin saved the version before it
-  std::map<int64_t, BuddyCopy> buddy;  // version → the predecessor's share after it
+  int64_t version = 0;                        // train steps applied to this worker's weights
+  int64_t saved_for = -1;                     // the step whose begin saved the version before it
+  std::map<int64_t, BuddyCopy> buddy;         // version → the predecessor's share after it
+  std::optional<RecoveryBase> recovery_base;  // from a Recover to the next StepBegin
   // The step in flight.
   int64_t step = -1;
   std::vector<TreeNode> slice_nodes;

@@ -4,7 +4,8 @@
 // epoch: each survivor returns to the committed version, renumbers, and the new owners
 // gather their shares' state from whoever holds it (the old owner, or the lost owner's
 // buddy). The step then re-runs; since nothing depends on the number of workers, the bits
-// are those of a run that lost nothing.
+// are those of a run that lost nothing. A further loss before the next step begins restarts
+// the recovery from the same view (RecoveryBase), with every lost node left out.
 #include <fmt/format.h>
 
 #include <stdexcept>
@@ -89,15 +90,15 @@ void on_buddy_state(Self* self, const ActorMessage& m, const train::BuddyState& 
   try_done(self);
 }
 
-void on_recover(Self* self, const ActorMessage& m, const train::Recover& r) {
-  auto& s = self->state;
+namespace {
+
+// The view before the first Recover of a recovery: back to version c (the step in flight, if
+// any, is dropped), and what this worker held in it.
+RecoveryBase base_of(WorkerState& s, int64_t c, int64_t old_n) {
   model::Trainer& tr = *s.trainer;
-  s.epoch = m.epoch;  // from here on, even an error report must reach the coordinator
-  const int64_t c = r.version(), old_n = r.old_workers(), old_me = s.me;
-  if (old_n != s.workers || r.workers_size() != r.old_index_size() || r.workers_size() == 0)
+  if (old_n != s.workers)
     throw std::runtime_error(
         fmt::format("Recover for {} workers, but this worker knows {}", old_n, s.workers));
-  // Back to version c: the step in flight (if any) is dropped.
   if (s.saved_for == c) {
     tr.restore_version();
   } else if (s.version != c) {
@@ -106,6 +107,34 @@ void on_recover(Self* self, const ActorMessage& m, const train::Recover& r) {
   }
   s.version = c;
   s.saved_for = -1;
+  RecoveryBase b;
+  b.version = c, b.workers = s.workers, b.me = s.me, b.owners = s.owners;
+  int64_t floats = 0;
+  for (size_t t : state_tensors(tr, s.owners[size_t(s.me)], &floats)) {
+    std::vector<float>& v = b.own[t];
+    v.resize(size_t(tr.optimizer_state_floats_of(t)));
+    tr.read_optimizer_state(t, v.data());
+  }
+  if (auto it = s.buddy.find(c); it != s.buddy.end()) b.buddy = it->second;
+  return b;
+}
+
+}  // namespace
+
+void on_recover(Self* self, const ActorMessage& m, const train::Recover& r) {
+  auto& s = self->state;
+  model::Trainer& tr = *s.trainer;
+  s.epoch = m.epoch;  // from here on, even an error report must reach the coordinator
+  const int64_t c = r.version();
+  // A further loss during a recovery: the coordinator restarts it from the same view.
+  if (!s.recovery_base) s.recovery_base = base_of(s, c, r.old_workers());
+  const RecoveryBase& base = *s.recovery_base;
+  const int64_t old_n = base.workers, old_me = base.me;
+  if (base.version != c || r.old_workers() != old_n || r.workers_size() != r.old_index_size() ||
+      r.workers_size() == 0)
+    throw std::runtime_error(fmt::format(
+        "Recover to step {} from {} workers, but this worker's recovery is to step {} from {}", c,
+        r.old_workers(), base.version, old_n));
   std::vector<bool> alive(size_t(old_n), false);
   for (int64_t i : r.old_index()) {
     if (i < 0 || i >= old_n) throw std::runtime_error("Recover names an unknown worker");
@@ -121,22 +150,18 @@ void on_recover(Self* self, const ActorMessage& m, const train::Recover& r) {
         "share is gone; in-memory recovery cannot go on",
         o, b));
   };
-  const std::vector<FlatRange> old_owners = s.owners;
+  const std::vector<FlatRange>& old_owners = base.owners;
   std::vector<int64_t> owner_of(tr.table.all().size(), -1);
   for (size_t t = 0; t < owner_of.size(); ++t)
     for (int64_t o = 0; o < old_n; ++o)
       if (old_owners[size_t(o)].covers(tr.table.all()[t])) owner_of[t] = o;
-  // The state this worker holds: its own share (its optimizer, at version c) and, when its
-  // predecessor is lost, the predecessor's (the buddy copy of version c; zeros at 0).
+  // The state this worker holds: its own share (at version c) and, when its predecessor is
+  // lost, the predecessor's (the buddy copy of version c; zeros at 0).
   Recovery rec;
   rec.active = true;
   rec.version = c;
+  for (const auto& [t, v] : base.own) rec.sources[t] = v.data();
   int64_t floats = 0;
-  for (size_t t : state_tensors(tr, old_owners[size_t(old_me)], &floats)) {
-    rec.local.emplace_back(size_t(tr.optimizer_state_floats_of(t)));
-    tr.read_optimizer_state(t, rec.local.back().data());
-    rec.sources[t] = rec.local.back().data();
-  }
   const int64_t pred = (old_me + old_n - 1) % old_n;
   if (!alive[size_t(pred)] && pred != old_me) {
     const std::vector<size_t> tensors = state_tensors(tr, old_owners[size_t(pred)], &floats);
@@ -146,17 +171,15 @@ void on_recover(Self* self, const ActorMessage& m, const train::Recover& r) {
         rec.sources[t] = rec.local.back().data();
       }
     } else {
-      auto it = s.buddy.find(c);
-      if (it == s.buddy.end() || it->second.owner != pred)
+      if (!base.buddy || base.buddy->owner != pred)
         throw std::runtime_error(fmt::format(
             "no buddy copy of worker {}'s optimizer state at step {}: cannot take it over", pred,
             c));
-      const float* at = reinterpret_cast<const float*>(it->second.runs.bytes.data());
+      const float* at = reinterpret_cast<const float*>(base.buddy->runs.bytes.data());
       for (size_t t : tensors) {
         rec.sources[t] = at;
         at += tr.optimizer_state_floats_of(t);
       }
-      rec.received.push_back(it->second.runs);
     }
   }
   // The new layout.

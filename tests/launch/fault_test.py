@@ -6,6 +6,8 @@ where it cannot, and says what happened — never hangs.
    heartbeats: UCX never reports a stopped peer): the survivors recover and the job ends
    with the weights and loss lines of an undisturbed `troupe train`; no process is left.
    A hung node that wakes up after it was declared lost is told to leave and changes nothing.
+   Two nodes killed together are recovered from together, unless they are an owner and its
+   buddy: then the job stops, saying so.
    With fault_tolerance.recover = false the job stops within seconds, naming the node.
 2. SIGINT to launch (Ctrl-C): exits 1 saying it was interrupted; no process left behind.
 3. A `troupe node` with the wrong job secret cannot join: it exits 1 saying it was refused,
@@ -14,6 +16,7 @@ where it cannot, and says what happened — never hangs.
   fault_test.py --troupe build/troupe --work DIR
 """
 import argparse
+import json
 import os
 import re
 import shutil
@@ -135,6 +138,44 @@ def kill_at_the_edges(troupe, work, at):
           [l for l in res.stderr.splitlines() if l.startswith("[")][-3:])
     check(f"{name}: same weights as an undisturbed run", h and h.group(1) == want_hash,
           f"{h.group(1) if h else None} vs {want_hash}")
+
+
+def join_pids(run_dir):
+    """Node id (n1, n2, ...: worker 0, 1, ... in that order) to pid, from the join events."""
+    pids = {}
+    with open(os.path.join(run_dir, "events.jsonl")) as f:
+        for line in f:
+            m = re.match(r"(n\d+) at \S+, pid (\d+)", json.loads(line)["text"])
+            if m:
+                pids[m.group(1)] = int(m.group(2))
+    return pids
+
+
+def two_nodes_at_once(troupe, work, victims, recoverable):
+    """Two of four nodes killed together: the second loss lands during the first recovery,
+    which restarts without both. Workers i and i+1 are an owner and its buddy: losing both
+    loses that share's optimizer state, and the job stops saying so."""
+    name = "two-" + "-".join(victims)
+    run_dir = os.path.join(work, name)
+    p = start_launch(troupe, run_dir, 4, 12)
+    wait_for(lambda: steps_done(run_dir) >= 2, 120, "two steps")
+    pids = join_pids(run_dir)
+    nodes = children(p.pid)
+    for v in victims:
+        os.kill(pids[v], signal.SIGKILL)
+    out, err = p.communicate(timeout=120)
+    last = err.strip().splitlines()[-1] if err.strip() else "(no stderr)"
+    if recoverable:
+        want_hash, _ = plain_run(troupe, work, 12)
+        h = re.search(r"weights ([0-9a-f]{16})", out)
+        check(f"{name}: recovered from both, same weights as an undisturbed run",
+              p.returncode == 0 and "2 lost, recovered" in out and "recovery restarted" in err
+              and h and h.group(1) == want_hash,
+              f"status {p.returncode}, {h.group(1) if h else None} vs {want_hash}: {last}")
+    else:
+        check(f"{name}: stops, naming the lost share", p.returncode == 1 and
+              "owner and buddy" in last, f"status {p.returncode}: {last}")
+    check(f"{name}: no node left", not any(alive(n) for n in nodes), f"{nodes}")
 
 
 def hung_node_wakes_up(troupe, work):
@@ -294,6 +335,8 @@ def main():
     kill_at_the_edges(a.troupe, a.work, 0)
     kill_at_the_edges(a.troupe, a.work, 6)
     hung_node_wakes_up(a.troupe, a.work)
+    two_nodes_at_once(a.troupe, a.work, ["n1", "n3"], True)
+    two_nodes_at_once(a.troupe, a.work, ["n2", "n3"], False)
     kill_without_recovery(a.troupe, a.work)
     interrupt(a.troupe, a.work)
     wrong_secret(a.troupe, a.work)
