@@ -2,8 +2,9 @@
 # make chaos-soak: RUNS jobs of tiny on 3 or 4 node processes, each with one node killed
 # (-9) or hung (SIGSTOP) at a random step and moment, or killed by launch itself as the
 # workers start (`--kill-node-at 0`, one job in eight) or while the final weights are
-# gathered (`--kill-node-at STEPS`, one in eight); every job must end with the weights hash
-# of an undisturbed `troupe train`. Prints one line per job and the tally; exits 1 on
+# gathered (`--kill-node-at STEPS`, one in eight), or with two of four nodes that are not an
+# owner and its buddy (n1 and n3, or n2 and n4) killed or hung together (one in eight);
+# every job must end with the weights hash of an undisturbed `troupe train`. Prints one line per job and the tally; exits 1 on
 # any miss. Not in CI (minutes): CI runs tests/launch/fault_test.py.
 #   CHAOS_RUNS (12)   jobs      CHAOS_STEPS (20)   steps per job      CHAOS_SEED (random)
 set -uo pipefail
@@ -27,6 +28,9 @@ for k in $(seq 1 "$RUNS"); do
     end=(--kill-node-at 0) sig=KILL victim=last at="0 (as the workers start)"
   elif [ $edge -eq 1 ]; then  # launch kills its last node after the last step
     end=(--kill-node-at "$STEPS") sig=KILL victim=last at=$STEPS
+  elif [ $edge -eq 2 ]; then  # two nodes together; node ids follow worker order
+    nodes=4 victim="n$((1 + RANDOM % 2))"
+    victim="$victim,n$((${victim#n} + 2))"
   fi
   timeout 300 "$BUILD/troupe" launch "${job[@]}" --nodes "$nodes" --run-dir "$rd" "${end[@]}" \
     >"$rd.out" 2>"$rd.err" &
@@ -40,13 +44,19 @@ for k in $(seq 1 "$RUNS"); do
   pid=
   if [ ${#end[@]} -eq 0 ]; then
     sleep "$(printf '0.%03d' $((RANDOM % 150)))"  # somewhere inside the step (0-150 ms)
-    pid=$(pgrep -P "$(pgrep -P $launch)" | sed -n "${victim}p")
-    [ -n "$pid" ] && kill -"$sig" "$pid"
+    if [ $edge -eq 2 ]; then  # their pids from the join events: "n1 at HOST:PORT, pid P"
+      pid=$(for n in ${victim//,/ }; do
+              grep -o "\"$n at [^,]*, pid [0-9]*" "$rd/events.jsonl" | grep -o '[0-9]*$'
+            done)
+    else
+      pid=$(pgrep -P "$(pgrep -P $launch)" | sed -n "${victim}p")
+    fi
+    [ -n "$pid" ] && kill -"$sig" $pid
   fi
   wait $launch
   rc=$?
   got=$(grep -o 'weights [0-9a-f]*' "$rd.out")
-  ok=$([ $rc -eq 0 ] && [ "$got" = "$want" ] && grep -q "1 lost, recovered" "$rd.out" &&
+  ok=$([ $rc -eq 0 ] && [ "$got" = "$want" ] && grep -q "[12] lost, recovered" "$rd.out" &&
        echo ok || echo BAD)
   if [ "$ok" != ok ]; then
     bad=$((bad + 1))
@@ -56,7 +66,7 @@ for k in $(seq 1 "$RUNS"); do
     echo "  (kept in $keep)"
   fi
   echo "$ok job $k: $nodes nodes, SIG$sig node $victim at step $at: status $rc, $got"
-  [ -n "$pid" ] && kill -9 "$pid" 2>/dev/null
+  [ -n "$pid" ] && kill -9 $pid 2>/dev/null
 done
 echo "chaos-soak: $((RUNS - bad))/$RUNS jobs recovered to the undisturbed weights"
 [ $bad -eq 0 ]
