@@ -51,7 +51,7 @@ void on_join(Self* self, const ActorMessage& m) {
   control::Join j;
   if (!j.ParseFromString(m.header)) return (void)++s.rejected;
   NodeInfo n;
-  n.id = fmt::format("n{}", s.nodes.size() + 1);
+  n.id = fmt::format("n{}", ++s.joins);  // never reused: a node lost while joining is gone
   n.address = j.address();
   n.pid = j.pid();
   n.peer = m.peer;
@@ -83,11 +83,11 @@ void on_join(Self* self, const ActorMessage& m) {
   publish_view(self);
 }
 
-// A node is lost (endpoint error, missed heartbeats) after every node joined. With recovery
-// on, the survivors go back to the committed step under a new epoch and take over its share;
-// a further loss before they are done restarts the recovery from the same view, without
-// both. While the workers start, the loss waits until the others are ready. Else the job
-// stops with the reason.
+// A node is lost (endpoint error, missed heartbeats). Before every node joined, another
+// node may take its place. After, with recovery on, the survivors go back to the committed
+// step under a new epoch and take over its share; a further loss before they are done
+// restarts the recovery from the same view, without both. While the workers start, the
+// loss waits until the others are ready. Else the job stops with the reason.
 void lose_node(Self* self, const std::string& node, const std::string& why, bool hung) {
   auto& s = self->state;
   if (s.phase == Phase::done) return;
@@ -104,8 +104,16 @@ void lose_node(Self* self, const std::string& node, const std::string& why, bool
     s.start_losses.push_back({node, why, hung});
     return try_start(self);
   }
-  if (s.phase != Phase::running && s.phase != Phase::finishing && s.phase != Phase::recovering)
-    return fail(self, what + " (before every node joined)");
+  if (s.phase == Phase::joining) {  // nothing placed on it yet: wait for another node
+    const std::string left =
+        fmt::format("node {} (pid {}) lost before the job started: {}", node, s.nodes[k].pid, why);
+    self->send(s.router, runtime::forget_atom::value, node);
+    s.nodes.erase(s.nodes.begin() + int64_t(k));
+    bump_epoch(self);
+    return event(self, "left",
+                 fmt::format("{}; waiting for {} more node(s) to join", left,
+                             s.opt.nodes - int64_t(s.nodes.size())));
+  }
   if (s.workers.size() == 1) return fail(self, what + ": it was the last node");
   if (hung) {  // it may wake up: tell it to leave (the new epoch fences it anyway)
     control::Shutdown sd;

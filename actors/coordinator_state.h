@@ -34,6 +34,7 @@ struct CoordinatorState {
   clock::time_point started = clock::now();
   uint64_t epoch = 0;
   std::vector<NodeInfo> nodes;
+  int64_t joins = 0;                 // nodes that ever joined: their ids are n1, n2, ...
   std::vector<std::string> workers;  // addresses by index; worker i lives on nodes[i]
   std::vector<int64_t> role_index;   // worker i's role index (its name; kept across recoveries)
   int64_t n_mb = 0;

@@ -321,6 +321,52 @@ def external_node(troupe, work):
           f"{h.group(1) if h else None} vs {want.group(1) if want else None}")
 
 
+def node_lost_while_joining(troupe, work):
+    """A node (started elsewhere, as srun would) that dies before the job has all its nodes
+    is dropped; others take its place and the job ends as if nothing happened."""
+    run_dir = os.path.join(work, "joining")
+    secret = os.path.join(work, "joining.secret")
+    with open(secret, "w") as f:
+        f.write("joining-test-secret-0123456789abcdef\n")
+    os.chmod(secret, 0o600)
+    p = subprocess.Popen([troupe, "launch", "--config", TINY, "--nodes", "3", "--local-nodes", "1",
+                          "--secret-file", secret, "--steps", "4", "--set", "train.eval_every=0",
+                          "--run-dir", run_dir],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def joins():
+        try:
+            with open(os.path.join(run_dir, "events.jsonl")) as f:
+                return sum(1 for line in f if '"join"' in line)
+        except FileNotFoundError:
+            return 0
+    wait_for(lambda: joins() == 1, 60, "the local node's join")
+    with open(f"/proc/{children(p.pid)[0]}/cmdline") as f:
+        argv = f.read().split("\0")
+    node = [troupe, "node", "--join", argv[argv.index("--join") + 1], "--secret-file", secret]
+    quiet = dict(stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    doomed = subprocess.Popen(node, **quiet)
+    wait_for(lambda: joins() == 2, 60, "the doomed node's join")
+    doomed.kill()
+    doomed.wait()
+    wait_for(lambda: "left" in open(os.path.join(run_dir, "events.jsonl")).read(), 30,
+             "the coordinator to notice")
+    others = [subprocess.Popen(node, **quiet) for _ in range(2)]
+    out, err = p.communicate(timeout=300)
+    for o in others:
+        o.wait(timeout=60)
+    want_hash = re.search(r"weights ([0-9a-f]{16})", subprocess.run(
+        [troupe, "train", "--config", TINY, "--steps", "4", "--set", "train.eval_every=0",
+         "--run-dir", os.path.join(work, "joining-plain")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=300).stdout)
+    h = re.search(r"weights ([0-9a-f]{16})", out)
+    check("joining: a node lost before the job starts is replaced",
+          p.returncode == 0 and "[left]" in err and h and want_hash and
+          h.group(1) == want_hash.group(1),
+          f"status {p.returncode}, {[l for l in err.splitlines() if l.startswith('[left')]}, "
+          f"{h.group(1) if h else None}")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--troupe", required=True)
@@ -330,6 +376,7 @@ def main():
     os.makedirs(a.work)
     refused_jobs(a.troupe, a.work)
     external_node(a.troupe, a.work)
+    node_lost_while_joining(a.troupe, a.work)
     lose_a_node_and_recover(a.troupe, a.work, "kill", signal.SIGKILL, "lost at step")
     lose_a_node_and_recover(a.troupe, a.work, "hang", signal.SIGSTOP, "missed heartbeats")
     kill_at_the_edges(a.troupe, a.work, 0)
