@@ -104,6 +104,11 @@ void lose_node(Self* self, const std::string& node, const std::string& why, bool
     s.start_losses.push_back({node, why, hung});
     return try_start(self);
   }
+  if (hung) {  // it may wake up: tell it to leave (the new epoch fences it anyway)
+    control::Shutdown sd;
+    sd.set_reason("this node was declared lost; the job goes on without it");
+    send_to(self, node + "/agent.0", runtime::shutdown_type, sd);
+  }
   if (s.phase == Phase::joining) {  // nothing placed on it yet: wait for another node
     const std::string left =
         fmt::format("node {} (pid {}) lost before the job started: {}", node, s.nodes[k].pid, why);
@@ -115,11 +120,6 @@ void lose_node(Self* self, const std::string& node, const std::string& why, bool
                              s.opt.nodes - int64_t(s.nodes.size())));
   }
   if (s.workers.size() == 1) return fail(self, what + ": it was the last node");
-  if (hung) {  // it may wake up: tell it to leave (the new epoch fences it anyway)
-    control::Shutdown sd;
-    sd.set_reason("this node was declared lost; the job goes on without it");
-    send_to(self, node + "/agent.0", runtime::shutdown_type, sd);
-  }
   const bool again = s.phase == Phase::recovering;
   if (!again) s.recovery_base = s.workers;                  // the view the workers recover from
   self->send(s.router, runtime::forget_atom::value, node);  // fenced: no flush, no waiting
