@@ -292,79 +292,63 @@ def refused_jobs(troupe, work):
               len(err.splitlines()) == 1, f"status {res.returncode}: {err}")
 
 
-def external_node(troupe, work):
-    """--local-nodes: one node started here, one joining from outside (as srun would)."""
-    run_dir = os.path.join(work, "external")
-    secret = os.path.join(work, "external.secret")
+def launch_with_outside_nodes(troupe, work, name, nodes):
+    """`launch --nodes N --local-nodes 1`: returns launch and the command line that starts a
+    node from outside (as srun would), once the local node is running."""
+    secret = os.path.join(work, name + ".secret")
     with open(secret, "w") as f:
-        f.write("external-node-test-secret-0123456789\n")
+        f.write(f"{name}-test-secret-0123456789abcdef\n")
     os.chmod(secret, 0o600)
-    p = subprocess.Popen([troupe, "launch", "--config", TINY, "--nodes", "2", "--local-nodes", "1",
-                          "--secret-file", secret, "--steps", "4", "--run-dir", run_dir],
+    p = subprocess.Popen([troupe, "launch", "--config", TINY, "--nodes", str(nodes),
+                          "--local-nodes", "1", "--secret-file", secret, "--steps", "4", "--set",
+                          "train.eval_every=0", "--run-dir", os.path.join(work, name)],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     wait_for(lambda: len(children(p.pid)) == 1, 60, "the local node process")
     with open(f"/proc/{children(p.pid)[0]}/cmdline") as f:
         argv = f.read().split("\0")
-    address = argv[argv.index("--join") + 1]
-    node = subprocess.Popen([troupe, "node", "--join", address, "--secret-file", secret],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return p, [troupe, "node", "--join", argv[argv.index("--join") + 1], "--secret-file", secret]
+
+
+def external_node(troupe, work):
+    """--local-nodes: one node started here, one joining from outside."""
+    p, node_cmd = launch_with_outside_nodes(troupe, work, "external", 2)
+    node = subprocess.Popen(node_cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     out, err = p.communicate(timeout=300)
     node_out, node_err = node.communicate(timeout=60)
-    plain = subprocess.run([troupe, "train", "--config", TINY, "--steps", "4", "--run-dir",
-                            os.path.join(work, "external-plain")],
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=300)
+    want, _ = plain_run(troupe, work, 4)
     h = re.search(r"weights ([0-9a-f]{16})", out)
-    want = re.search(r"weights ([0-9a-f]{16})", plain.stdout)
     check("external: the job ends, the node too", p.returncode == 0 and node.returncode == 0,
           f"launch {p.returncode}, node {node.returncode}: {node_err.strip()[-200:]}")
-    check("external: same weights as troupe train", h and want and h.group(1) == want.group(1),
-          f"{h.group(1) if h else None} vs {want.group(1) if want else None}")
+    check("external: same weights as troupe train", h and h.group(1) == want,
+          f"{h.group(1) if h else None} vs {want}")
 
 
 def node_lost_while_joining(troupe, work):
-    """A node (started elsewhere, as srun would) that dies before the job has all its nodes
-    is dropped; others take its place and the job ends as if nothing happened."""
-    run_dir = os.path.join(work, "joining")
-    secret = os.path.join(work, "joining.secret")
-    with open(secret, "w") as f:
-        f.write("joining-test-secret-0123456789abcdef\n")
-    os.chmod(secret, 0o600)
-    p = subprocess.Popen([troupe, "launch", "--config", TINY, "--nodes", "3", "--local-nodes", "1",
-                          "--secret-file", secret, "--steps", "4", "--set", "train.eval_every=0",
-                          "--run-dir", run_dir],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    """A node from outside that dies before the job has all its nodes is dropped; others
+    take its place and the job ends as if nothing happened."""
+    p, node_cmd = launch_with_outside_nodes(troupe, work, "joining", 3)
+    events = os.path.join(work, "joining", "events.jsonl")
 
     def joins():
-        try:
-            with open(os.path.join(run_dir, "events.jsonl")) as f:
-                return sum(1 for line in f if '"join"' in line)
-        except FileNotFoundError:
-            return 0
+        with open(events) as f:
+            return sum(1 for line in f if '"join"' in line)
     wait_for(lambda: joins() == 1, 60, "the local node's join")
-    with open(f"/proc/{children(p.pid)[0]}/cmdline") as f:
-        argv = f.read().split("\0")
-    node = [troupe, "node", "--join", argv[argv.index("--join") + 1], "--secret-file", secret]
     quiet = dict(stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    doomed = subprocess.Popen(node, **quiet)
+    doomed = subprocess.Popen(node_cmd, **quiet)
     wait_for(lambda: joins() == 2, 60, "the doomed node's join")
     doomed.kill()
     doomed.wait()
-    wait_for(lambda: "left" in open(os.path.join(run_dir, "events.jsonl")).read(), 30,
-             "the coordinator to notice")
-    others = [subprocess.Popen(node, **quiet) for _ in range(2)]
+    wait_for(lambda: '"left"' in open(events).read(), 30, "the coordinator to notice")
+    others = [subprocess.Popen(node_cmd, **quiet) for _ in range(2)]
     out, err = p.communicate(timeout=300)
     for o in others:
         o.wait(timeout=60)
-    want_hash = re.search(r"weights ([0-9a-f]{16})", subprocess.run(
-        [troupe, "train", "--config", TINY, "--steps", "4", "--set", "train.eval_every=0",
-         "--run-dir", os.path.join(work, "joining-plain")],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=300).stdout)
+    want, _ = plain_run(troupe, work, 4)
     h = re.search(r"weights ([0-9a-f]{16})", out)
     check("joining: a node lost before the job starts is replaced",
-          p.returncode == 0 and "[left]" in err and h and want_hash and
-          h.group(1) == want_hash.group(1),
+          p.returncode == 0 and "[left]" in err and h and h.group(1) == want,
           f"status {p.returncode}, {[l for l in err.splitlines() if l.startswith('[left')]}, "
-          f"{h.group(1) if h else None}")
+          f"{h.group(1) if h else None} vs {want}")
 
 
 def main():
