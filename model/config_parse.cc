@@ -109,6 +109,23 @@ std::string known_sections_text() {
   return join(names);
 }
 
+// "unknown section [X]", or, for a section DESIGN §8 plans but troupe does not have yet,
+// that it is not there yet: a user who read the design gets told, not puzzled.
+std::string unknown_section_text(const std::string& name) {
+  static const std::vector<std::pair<std::string, std::string>> planned = {
+      {"checkpoint", "checkpoints (DESIGN §6)"},
+      {"parallel", "expert and pipeline parallelism"},
+      {"engram", "Engram shard actors (the model's engram_* keys are in [model])"},
+      {"grpo", "GRPO rollouts"}};
+  for (const auto& [section, what] : planned)
+    if (name == section)
+      return fmt::format(
+          "section [{}] is not implemented yet: troupe has no {} so far; known "
+          "sections: {}",
+          name, what, known_sections_text());
+  return fmt::format("unknown section [{}]; known sections: {}", name, known_sections_text());
+}
+
 std::vector<std::string> key_names(const Section& s) {
   std::vector<std::string> names;
   for (const Field& f : s.fields) names.push_back(f.name);
@@ -298,8 +315,8 @@ std::vector<Entry> file_entries(const toml::table& root, const std::string& path
                       "section it belongs to ({})",
                       path, line, name.str(), known_sections_text()));
     if (!s)
-      throw ConfigError(fmt::format("{}:{}: unknown section [{}]; known sections: {}", path, line,
-                                    name.str(), known_sections_text()));
+      throw ConfigError(
+          fmt::format("{}:{}: {}", path, line, unknown_section_text(std::string(name.str()))));
     if (!node.is_table())
       throw ConfigError(fmt::format("{}:{}: '{}' must be a section: write [{}] and its keys below",
                                     path, line, name.str(), name.str()));
@@ -346,9 +363,7 @@ void apply_set(JobConfig& cfg, const std::string& arg) {
     throw ConfigError(fmt::format("{}: expected section.key=value, e.g. train.steps=30", where));
   const std::string section = path.substr(0, dot), key = path.substr(dot + 1);
   const Section* s = find_section(section);
-  if (!s)
-    throw ConfigError(fmt::format("{}: unknown section '{}'; known sections: {}", where, section,
-                                  known_sections_text()));
+  if (!s) throw ConfigError(fmt::format("{}: {}", where, unknown_section_text(section)));
   const Field* f = find_field(*s, key);
   if (!f) throw ConfigError(fmt::format("{}: {}", where, unknown_key_text(*s, key)));
 

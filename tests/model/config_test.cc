@@ -123,6 +123,10 @@ TEST(ConfigErrors, UnknownSectionListsKnown) {
   EXPECT_CONTAINS(msg,
                   "x.toml:3: unknown section [modle]; known sections: model, data, train, "
                   "optimizer, fp8");
+  EXPECT_CONTAINS(file_error("[checkpoint]\nevery_steps = 10\n"),
+                  "x.toml:1: section [checkpoint] is not implemented yet: troupe has no "
+                  "checkpoints (DESIGN §6) so far; known sections: model");
+  EXPECT_CONTAINS(set_error({"grpo.group=8"}), "section [grpo] is not implemented yet");
   EXPECT_CONTAINS(file_error("steps = 3\n"), "x.toml:1: key 'steps' is outside any section");
   EXPECT_CONTAINS(file_error("model = 3\n"), "x.toml:1: 'model' must be a section");
 }
@@ -203,7 +207,7 @@ TEST(ConfigErrors, SetArguments) {
   EXPECT_CONTAINS(set_error({"train.stepz=3"}), "--set train.stepz=3: unknown key 'train.stepz'");
   EXPECT_CONTAINS(set_error({"train.stepz=3"}), "did you mean 'steps'?");
   EXPECT_CONTAINS(set_error({"trian.steps=3"}),
-                  "--set trian.steps=3: unknown section 'trian'; known sections: model");
+                  "--set trian.steps=3: unknown section [trian]; known sections: model");
   EXPECT_CONTAINS(set_error({"steps=3"}), "--set steps=3: expected section.key=value");
   EXPECT_CONTAINS(set_error({"train.steps"}), "expected section.key=value");
   EXPECT_EQ(set_error({"model.n_heads=-2"}), "--set model.n_heads=-2: must be a positive integer");
