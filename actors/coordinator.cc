@@ -2,8 +2,10 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <caf/all.hpp>
 #include <cstring>
+#include <utility>
 
 #include "actors/coordinator_state.h"
 #include "model/dp_plan.h"
@@ -277,6 +279,18 @@ caf::behavior coordinator(Self* self, caf::actor router, CoordinatorOptions opti
       [=](runtime::tick_atom) {
         auto& st = self->state;
         const auto now = clock::now();
+        // The coordinator itself was not running (SIGSTOP, Ctrl-Z, a stalled VM, no CPU): the
+        // nodes' silence over that gap was not observed, so it is not held against them, and
+        // the deadlines move by the gap.
+        const auto gap = now - std::exchange(st.last_tick, now);
+        if (gap > ms(st.opt.config.fault_tolerance.heartbeat_timeout_ms / 2)) {
+          for (NodeInfo& n : st.nodes) n.last_heard = std::max(n.last_heard, now);
+          st.started += gap, st.recovery_started += gap;
+          event(self, "paused",
+                fmt::format("the coordinator did not run for {} ms: no node is declared dead "
+                            "for that silence",
+                            std::chrono::duration_cast<ms>(gap).count()));
+        }
         if ((st.phase == Phase::joining || st.phase == Phase::starting) &&
             now - st.started > ms(st.opt.config.fault_tolerance.start_timeout_ms))
           return fail(self, fmt::format("the job did not start within {} s: {} of {} nodes joined, "

@@ -32,6 +32,7 @@ struct CoordinatorState {
   std::string self_address = "n0/coordinator.0";
   Phase phase = Phase::joining;
   clock::time_point started = clock::now();
+  clock::time_point last_tick = clock::now();  // the heartbeat check before this one
   uint64_t epoch = 0;
   std::vector<NodeInfo> nodes;
   int64_t joins = 0;                 // nodes that ever joined: their ids are n1, n2, ...

@@ -7,7 +7,8 @@ where it cannot, and says what happened — never hangs.
    with the weights and loss lines of an undisturbed `troupe train`; no process is left.
    A hung node that wakes up after it was declared lost is told to leave and changes nothing.
    Two nodes killed together are recovered from together, unless they are an owner and its
-   buddy: then the job stops, saying so.
+   buddy: then the job stops, saying so. A coordinator paused (SIGSTOP) longer than the
+   heartbeat timeout declares no node dead for the silence it could not observe.
    With fault_tolerance.recover = false the job stops within seconds, naming the node.
 2. SIGINT to launch (Ctrl-C): exits 1 saying it was interrupted; no process left behind.
 3. A `troupe node` with the wrong job secret cannot join: it exits 1 saying it was refused,
@@ -208,6 +209,26 @@ def hung_node_wakes_up(troupe, work):
     check("wake: no node left", not any(alive(n) for n in nodes), f"{nodes}")
 
 
+def coordinator_paused(troupe, work):
+    """The coordinator stopped (SIGSTOP to launch: Ctrl-Z, a stalled VM) for longer than the
+    heartbeat timeout: on waking it does not hold the nodes' unobserved silence against
+    them, and the job goes on with every node."""
+    run_dir = os.path.join(work, "paused")
+    p = start_launch(troupe, run_dir, 3, 12)
+    wait_for(lambda: steps_done(run_dir) >= 2, 120, "two steps")
+    os.kill(p.pid, signal.SIGSTOP)
+    time.sleep(2.5)  # the pause itself: 2.5 times the heartbeat timeout
+    os.kill(p.pid, signal.SIGCONT)
+    out, err = p.communicate(timeout=120)
+    want_hash, _ = plain_run(troupe, work, 12)
+    h = re.search(r"weights ([0-9a-f]{16})", out)
+    check("paused: no node declared dead, same weights",
+          p.returncode == 0 and "[paused]" in err and "lost" not in out and h and
+          h.group(1) == want_hash,
+          f"status {p.returncode}, {[l for l in err.splitlines() if l.startswith('[')][-3:]}, "
+          f"{h.group(1) if h else None} vs {want_hash}")
+
+
 def kill_without_recovery(troupe, work):
     """fault_tolerance.recover = false: a lost node stops the job, fast, naming it."""
     run_dir = os.path.join(work, "norecover")
@@ -368,6 +389,7 @@ def main():
     hung_node_wakes_up(a.troupe, a.work)
     two_nodes_at_once(a.troupe, a.work, ["n1", "n3"], True)
     two_nodes_at_once(a.troupe, a.work, ["n2", "n3"], False)
+    coordinator_paused(a.troupe, a.work)
     kill_without_recovery(a.troupe, a.work)
     interrupt(a.troupe, a.work)
     wrong_secret(a.troupe, a.work)
