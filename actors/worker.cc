@@ -60,14 +60,15 @@ void enter(WorkerState& s, int64_t step) {
   s.engram_nodes.clear();
   s.engram_grads.clear();
   s.engram_received.clear();
-  s.reduced = s.applied = s.done = s.buddy_in = false;
+  s.reduced = s.applied = s.done = false;
+  s.buddies_in = 0;
   s.weights_received = 0;
 }
 
 void try_done(Self* self) {
   auto& s = self->state;
   if (s.done || !s.applied || s.weights_received < s.weights_expected) return;
-  if (s.workers > 1 && !s.buddy_in) return;
+  if (s.buddies_in < buddy_count(s, s.workers)) return;
   s.done = true;
   s.version = s.step + 1;
   train::StepDone d;
@@ -244,7 +245,7 @@ void on_apply(Self* self, const ActorMessage& m, const train::Apply& a) {
               {view_payload(s.trainer->params.data() + f.lo, size_t(f.hi - f.lo))});
   }
   if (s.trainer->engram()) s.trainer->apply_engram(a.step(), a.clip_scale());
-  if (s.workers > 1) send_buddy_copy(self, a.step() + 1);
+  send_buddy_copy(self, a.step() + 1);
   s.applied = true;
   try_done(self);
 }

@@ -7,6 +7,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "actors/protocol.h"
@@ -37,7 +38,7 @@ struct RecoveryBase {
   int64_t version = 0, workers = 0, me = 0;
   std::vector<FlatRange> owners;
   std::map<size_t, std::vector<float>> own;  // this worker's share's optimizer state
-  std::optional<BuddyCopy> buddy;            // its predecessor's share, when it had it
+  std::map<int64_t, BuddyCopy> buddies;      // owner → its share, of the predecessors it had
 };
 
 // A recovery in flight: the state transfers this worker still waits for.
@@ -48,7 +49,8 @@ struct Recovery {
   std::vector<std::vector<float>> local;   // runs read from this worker's own optimizer
   std::vector<Payload> received;           // keeps the transfers' runs alive
   int64_t transfers_in = 0, transfers_expected = 0;
-  bool resharded = false, buddy_in = false;
+  int64_t buddies_in = 0;  // the predecessors' copies of the new layout, once resharded
+  bool resharded = false;
 };
 
 struct WorkerState {
@@ -59,9 +61,10 @@ struct WorkerState {
   int64_t workers = 0, me = 0, total_pieces = 0;
   std::vector<TreeNode> ranges, val_ranges;
   std::vector<FlatRange> owners;
-  int64_t version = 0;                        // train steps applied to this worker's weights
-  int64_t saved_for = -1;                     // the step whose begin saved the version before it
-  std::map<int64_t, BuddyCopy> buddy;         // version → the predecessor's share after it
+  int64_t version = 0;     // train steps applied to this worker's weights
+  int64_t saved_for = -1;  // the step whose begin saved the version before it
+  // (version, owner) → the share of one of the `buddy_copies` predecessors after that version.
+  std::map<std::pair<int64_t, int64_t>, BuddyCopy> buddy;
   std::optional<RecoveryBase> recovery_base;  // from a Recover to the next StepBegin
   // The step in flight.
   int64_t step = -1;
@@ -72,7 +75,8 @@ struct WorkerState {
   std::vector<TreeNode> engram_nodes;
   std::vector<const model::EngramGrad<float>*> engram_grads;
   std::vector<std::unique_ptr<model::EngramGrad<float>>> engram_received;
-  bool reduced = false, applied = false, done = false, buddy_in = false;
+  bool reduced = false, applied = false, done = false;
+  int64_t buddies_in = 0;  // the predecessors' copies of this step's update
   int64_t weights_received = 0, weights_expected = 0;
   Recovery recovery;
   std::vector<ActorMessage> early;  // from a newer epoch, waiting for its Recover
@@ -98,8 +102,10 @@ void try_done(Self* self);
 void enter(WorkerState& s, int64_t step);
 
 // worker_recovery.cc
-// After an update: the owned share's optimizer state to the buddy (the next worker).
+// After an update: the owned share's optimizer state to the buddies (the next workers).
 void send_buddy_copy(Self* self, int64_t version);
+// How many buddies each owner has among `workers` workers: buddy_copies, at most workers - 1.
+int64_t buddy_count(const WorkerState& s, int64_t workers);
 void on_buddy_state(Self* self, const ActorMessage& m, const train::BuddyState& b);
 void on_recover(Self* self, const ActorMessage& m, const train::Recover& r);
 void on_state_transfer(Self* self, const ActorMessage& m, const train::StateTransfer& t);

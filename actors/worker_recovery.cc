@@ -1,13 +1,15 @@
 // The worker's side of recovery (DESIGN §4), in memory. After every update an owner sends
-// its share's optimizer state to its buddy, the next worker; a worker keeps the version
-// before the step in flight. When a node is lost the coordinator sends Recover under a new
-// epoch: each survivor returns to the committed version, renumbers, and the new owners
-// gather their shares' state from whoever holds it (the old owner, or the lost owner's
-// buddy). The step then re-runs; since nothing depends on the number of workers, the bits
-// are those of a run that lost nothing. A further loss before the next step begins restarts
-// the recovery from the same view (RecoveryBase), with every lost node left out.
+// its share's optimizer state to its buddies, the next fault_tolerance.buddy_copies workers;
+// a worker keeps the version before the step in flight. When a node is lost the coordinator
+// sends Recover under a new epoch: each survivor returns to the committed version,
+// renumbers, and the new owners gather their shares' state from whoever holds it (the old
+// owner, or the first surviving buddy of a lost one). The step then re-runs; since nothing depends
+// on the number of workers, the bits are those of a run that lost nothing. A further loss before
+// the next step begins restarts the recovery from the same view (RecoveryBase), with every lost
+// node left out.
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <stdexcept>
 
 #include "actors/worker.h"
@@ -39,9 +41,9 @@ void finish_recovery(Self* self) {
       return it == r.sources.end() ? nullptr : it->second;
     });
     r.resharded = true;
-    if (s.workers > 1) send_buddy_copy(self, r.version);
+    send_buddy_copy(self, r.version);
   }
-  if (s.workers > 1 && !r.buddy_in) return;
+  if (r.buddies_in < buddy_count(s, s.workers)) return;
   s.recovery = Recovery{};
   fmt::print(stderr, "troupe {}: recovered: worker {} of {} at step {} (epoch {})\n", s.ctx.address,
              s.me, s.workers, s.version, s.epoch);
@@ -52,8 +54,13 @@ void finish_recovery(Self* self) {
 
 }  // namespace
 
+int64_t buddy_count(const WorkerState& s, int64_t workers) {
+  return std::min(s.trainer->cfg.fault_tolerance.buddy_copies, workers - 1);
+}
+
 void send_buddy_copy(Self* self, int64_t version) {
   auto& s = self->state;
+  if (buddy_count(s, s.workers) == 0) return;
   int64_t floats = 0;
   const std::vector<size_t> tensors = state_tensors(*s.trainer, s.owners[size_t(s.me)], &floats);
   std::vector<float> runs(static_cast<size_t>(floats));
@@ -65,28 +72,35 @@ void send_buddy_copy(Self* self, int64_t version) {
   train::BuddyState b;
   b.set_version(version);
   b.set_worker(s.me);
-  reply(self, s.peers[size_t((s.me + 1) % s.workers)], buddy_state_type, b,
-        {owned_payload(std::move(runs))});
+  const Payload copy = owned_payload(std::move(runs));
+  for (int64_t d = 1; d <= buddy_count(s, s.workers); ++d)
+    reply(self, s.peers[size_t((s.me + d) % s.workers)], buddy_state_type, b, {copy});
 }
 
 void on_buddy_state(Self* self, const ActorMessage& m, const train::BuddyState& b) {
   auto& s = self->state;
-  const int64_t pred = (s.me + s.workers - 1) % s.workers;
+  const int64_t pred = b.worker();
+  if (pred < 0 || pred >= s.workers || pred == s.me ||
+      (s.me - pred + s.workers) % s.workers > buddy_count(s, s.workers))
+    return reject(self, m, "buddy state from a worker that is not one of my predecessors");
   int64_t floats = 0;
   (void)state_tensors(*s.trainer, s.owners[size_t(pred)], &floats);
-  if (b.worker() != pred || m.payloads.size() != 1 ||
-      m.payloads[0].bytes.size() != size_t(floats) * sizeof(float))
-    return reject(self, m, "buddy state from a worker that is not my predecessor, or misfit");
-  s.buddy[b.version()] = {pred, s.owners[size_t(pred)], m.payloads[0]};
-  while (!s.buddy.empty() && s.buddy.begin()->first < b.version() - 1)
+  if (m.payloads.size() != 1 || m.payloads[0].bytes.size() != size_t(floats) * sizeof(float))
+    return reject(self, m, "buddy state of the wrong size");
+  const bool fresh = s.buddy
+                         .insert_or_assign({b.version(), pred},
+                                           BuddyCopy{pred, s.owners[size_t(pred)], m.payloads[0]})
+                         .second;
+  while (!s.buddy.empty() && s.buddy.begin()->first.first < b.version() - 1)
     s.buddy.erase(s.buddy.begin());
+  if (!fresh) return reject(self, m, "a second buddy state of the same version");
   if (s.recovery.active && b.version() == s.recovery.version) {
-    s.recovery.buddy_in = true;
+    ++s.recovery.buddies_in;
     return finish_recovery(self);
   }
   if (b.version() - 1 < s.step) return reject(self, m, "buddy state of an old step");
   enter(s, b.version() - 1);
-  s.buddy_in = true;
+  ++s.buddies_in;
   try_done(self);
 }
 
@@ -115,7 +129,8 @@ RecoveryBase base_of(WorkerState& s, int64_t c, int64_t old_n) {
     v.resize(size_t(tr.optimizer_state_floats_of(t)));
     tr.read_optimizer_state(t, v.data());
   }
-  if (auto it = s.buddy.find(c); it != s.buddy.end()) b.buddy = it->second;
+  for (const auto& [key, copy] : s.buddy)
+    if (key.first == c) b.buddies[key.second] = copy;
   return b;
 }
 
@@ -141,45 +156,46 @@ void on_recover(Self* self, const ActorMessage& m, const train::Recover& r) {
     alive[size_t(i)] = true;
   }
   // Who holds each old share's state now: its owner, or else its buddy.
+  const int64_t copies = buddy_count(s, old_n);
   auto holder = [&](int64_t o) {
-    if (alive[size_t(o)]) return o;
-    const int64_t b = (o + 1) % old_n;
-    if (alive[size_t(b)]) return b;
+    for (int64_t d = 0; d <= copies; ++d)
+      if (alive[size_t((o + d) % old_n)]) return (o + d) % old_n;
     throw std::runtime_error(fmt::format(
-        "workers {} and {} (owner and buddy) are both lost: the optimizer state of their "
-        "share is gone; in-memory recovery cannot go on",
-        o, b));
+        "worker {} and its {} buddies (the next workers) are all lost: the optimizer state of "
+        "its share is gone; in-memory recovery cannot go on (fault_tolerance.buddy_copies = {})",
+        o, copies, copies));
   };
   const std::vector<FlatRange>& old_owners = base.owners;
   std::vector<int64_t> owner_of(tr.table.all().size(), -1);
   for (size_t t = 0; t < owner_of.size(); ++t)
     for (int64_t o = 0; o < old_n; ++o)
       if (old_owners[size_t(o)].covers(tr.table.all()[t])) owner_of[t] = o;
-  // The state this worker holds: its own share (at version c) and, when its predecessor is
-  // lost, the predecessor's (the buddy copy of version c; zeros at 0).
+  // The state this worker holds: its own share (at version c) and the shares of the lost
+  // predecessors it is now the holder of (their buddy copies of version c; zeros at 0).
   Recovery rec;
   rec.active = true;
   rec.version = c;
   for (const auto& [t, v] : base.own) rec.sources[t] = v.data();
   int64_t floats = 0;
-  const int64_t pred = (old_me + old_n - 1) % old_n;
-  if (!alive[size_t(pred)] && pred != old_me) {
+  for (int64_t d = 1; d <= copies; ++d) {
+    const int64_t pred = (old_me - d + old_n) % old_n;
+    if (holder(pred) != old_me) continue;
     const std::vector<size_t> tensors = state_tensors(tr, old_owners[size_t(pred)], &floats);
     if (c == 0) {
       for (size_t t : tensors) {
         rec.local.emplace_back(size_t(tr.optimizer_state_floats_of(t)), 0.0f);
         rec.sources[t] = rec.local.back().data();
       }
-    } else {
-      if (!base.buddy || base.buddy->owner != pred)
-        throw std::runtime_error(fmt::format(
-            "no buddy copy of worker {}'s optimizer state at step {}: cannot take it over", pred,
-            c));
-      const float* at = reinterpret_cast<const float*>(base.buddy->runs.bytes.data());
-      for (size_t t : tensors) {
-        rec.sources[t] = at;
-        at += tr.optimizer_state_floats_of(t);
-      }
+      continue;
+    }
+    auto it = base.buddies.find(pred);
+    if (it == base.buddies.end())
+      throw std::runtime_error(fmt::format(
+          "no buddy copy of worker {}'s optimizer state at step {}: cannot take it over", pred, c));
+    const float* at = reinterpret_cast<const float*>(it->second.runs.bytes.data());
+    for (size_t t : tensors) {
+      rec.sources[t] = at;
+      at += tr.optimizer_state_floats_of(t);
     }
   }
   // The new layout.

@@ -102,6 +102,9 @@ struct FaultToleranceConfig {
   // same bits as a run that lost nothing. false: the job stops instead.
   bool recover = true;
   int64_t recovery_timeout_ms = 30000;  // survivors not recovered within this: the job stops
+  // How many following workers keep a copy of each owner's optimizer state: up to this many
+  // neighbouring workers lost together are recovered from (more memory and traffic per step).
+  int64_t buddy_copies = 1;
   bool operator==(const FaultToleranceConfig&) const = default;
 };
 

@@ -65,7 +65,8 @@ std::vector<Section> build_sections() {
                            KEY(fault_tolerance, heartbeat_timeout_ms),
                            KEY(fault_tolerance, start_timeout_ms),
                            KEY(fault_tolerance, recover),
-                           KEY(fault_tolerance, recovery_timeout_ms)}},
+                           KEY(fault_tolerance, recovery_timeout_ms),
+                           KEY(fault_tolerance, buddy_copies)}},
   };
 }
 // clang-format on
@@ -575,8 +576,8 @@ void validate_rest(Checker& c, const JobConfig& cfg) {
                               "train.micro_batch_rows = {}",
                               cfg.train.batch_size, cfg.train.micro_batch_rows));
 
-  for (const char* k :
-       {"heartbeat_interval_ms", "heartbeat_timeout_ms", "start_timeout_ms", "recovery_timeout_ms"})
+  for (const char* k : {"heartbeat_interval_ms", "heartbeat_timeout_ms", "start_timeout_ms",
+                        "recovery_timeout_ms", "buddy_copies"})
     c.positive(std::string("fault_tolerance.") + k);
   const auto& ft = cfg.fault_tolerance;
   if (ft.heartbeat_timeout_ms < 2 * ft.heartbeat_interval_ms)

@@ -69,10 +69,10 @@ def steps_done(run_dir):
         return 0
 
 
-def start_launch(troupe, run_dir, nodes, steps):
+def start_launch(troupe, run_dir, nodes, steps, extra=()):
     return subprocess.Popen([troupe, "launch", "--config", TINY, "--nodes", str(nodes),
                              "--steps", str(steps), "--set", "train.eval_every=0",
-                             "--run-dir", run_dir],
+                             "--run-dir", run_dir, *extra],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -152,13 +152,15 @@ def join_pids(run_dir):
     return pids
 
 
-def two_nodes_at_once(troupe, work, victims, recoverable):
+def two_nodes_at_once(troupe, work, victims, recoverable, buddy_copies=1):
     """Two of four nodes killed together: the second loss lands during the first recovery,
     which restarts without both. Workers i and i+1 are an owner and its buddy: losing both
-    loses that share's optimizer state, and the job stops saying so."""
-    name = "two-" + "-".join(victims)
+    loses that share's optimizer state, and the job stops saying so, unless
+    fault_tolerance.buddy_copies = 2 gave the share a second buddy."""
+    name = f"two-{'-'.join(victims)}-copies{buddy_copies}"
     run_dir = os.path.join(work, name)
-    p = start_launch(troupe, run_dir, 4, 12)
+    p = start_launch(troupe, run_dir, 4, 12,
+                     ["--set", f"fault_tolerance.buddy_copies={buddy_copies}"])
     wait_for(lambda: steps_done(run_dir) >= 2, 120, "two steps")
     pids = join_pids(run_dir)
     nodes = children(p.pid)
@@ -175,7 +177,7 @@ def two_nodes_at_once(troupe, work, victims, recoverable):
               f"status {p.returncode}, {h.group(1) if h else None} vs {want_hash}: {last}")
     else:
         check(f"{name}: stops, naming the lost share", p.returncode == 1 and
-              "owner and buddy" in last, f"status {p.returncode}: {last}")
+              "buddies (the next workers) are all lost" in last, f"status {p.returncode}: {last}")
     check(f"{name}: no node left", not any(alive(n) for n in nodes), f"{nodes}")
 
 
@@ -389,6 +391,7 @@ def main():
     hung_node_wakes_up(a.troupe, a.work)
     two_nodes_at_once(a.troupe, a.work, ["n1", "n3"], True)
     two_nodes_at_once(a.troupe, a.work, ["n2", "n3"], False)
+    two_nodes_at_once(a.troupe, a.work, ["n2", "n3"], True, buddy_copies=2)
     coordinator_paused(a.troupe, a.work)
     kill_without_recovery(a.troupe, a.work)
     interrupt(a.troupe, a.work)
