@@ -2,9 +2,9 @@
 # make chaos-soak: RUNS jobs of tiny on 3 or 4 node processes, each with one node killed
 # (-9) or hung (SIGSTOP) at a random step and moment, or killed by launch itself as the
 # workers start (`--kill-node-at 0`, one job in eight) or while the final weights are
-# gathered (`--kill-node-at STEPS`, one in eight), or with two of four nodes that are not an
-# owner and its buddy (n1 and n3, or n2 and n4) killed or hung together (one in eight);
-# every job must end with the weights hash of an undisturbed `troupe train`. Prints one line per job and the tally; exits 1 on
+# gathered (`--kill-node-at STEPS`, one in eight), or with any two of four nodes killed or
+# hung together under fault_tolerance.buddy_copies = 2 (one in eight); every job must end
+# with the weights hash of an undisturbed `troupe train`. Prints one line per job and the tally; exits 1 on
 # any miss. Not in CI (minutes): CI runs tests/launch/fault_test.py.
 #   CHAOS_RUNS (12)   jobs      CHAOS_STEPS (20)   steps per job      CHAOS_SEED (random)
 set -uo pipefail
@@ -28,21 +28,22 @@ for k in $(seq 1 "$RUNS"); do
     end=(--kill-node-at 0) sig=KILL victim=last at="0 (as the workers start)"
   elif [ $edge -eq 1 ]; then  # launch kills its last node after the last step
     end=(--kill-node-at "$STEPS") sig=KILL victim=last at=$STEPS
-  elif [ $edge -eq 2 ]; then  # two nodes together; node ids follow worker order
-    nodes=4 victim="n$((1 + RANDOM % 2))"
-    victim="$victim,n$((${victim#n} + 2))"
+  elif [ $edge -eq 2 ]; then  # two nodes together, by node id (n1..n4)
+    first=$((1 + RANDOM % 4))
+    nodes=4 victim="n$first,n$((1 + (first + RANDOM % 3) % 4))"
+    end=(--set fault_tolerance.buddy_copies=2)
   fi
   timeout 300 "$BUILD/troupe" launch "${job[@]}" --nodes "$nodes" --run-dir "$rd" "${end[@]}" \
     >"$rd.out" 2>"$rd.err" &
   launch=$!
   # polling another process's progress: there is nothing to await
-  until [ ${#end[@]} -gt 0 ] || [ "$(cat "$rd/metrics.jsonl" 2>/dev/null | wc -l)" -ge "$at" ] &&
+  until [ "${end[0]:-}" = --kill-node-at ] || [ "$(cat "$rd/metrics.jsonl" 2>/dev/null | wc -l)" -ge "$at" ] &&
         grep -q '"start"' "$rd/events.jsonl" 2>/dev/null; do
     kill -0 $launch 2>/dev/null || break
     sleep 0.02
   done
   pid=
-  if [ ${#end[@]} -eq 0 ]; then
+  if [ "${end[0]:-}" != --kill-node-at ]; then
     sleep "$(printf '0.%03d' $((RANDOM % 150)))"  # somewhere inside the step (0-150 ms)
     if [ $edge -eq 2 ]; then  # their pids from the join events: "n1 at HOST:PORT, pid P"
       pid=$(for n in ${victim//,/ }; do
