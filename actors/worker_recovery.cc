@@ -161,9 +161,9 @@ void on_recover(Self* self, const ActorMessage& m, const train::Recover& r) {
     for (int64_t d = 0; d <= copies; ++d)
       if (alive[size_t((o + d) % old_n)]) return (o + d) % old_n;
     throw std::runtime_error(fmt::format(
-        "worker {} and its {} buddies (the next workers) are all lost: the optimizer state of "
-        "its share is gone; in-memory recovery cannot go on (fault_tolerance.buddy_copies = {})",
-        o, copies, copies));
+        "worker {} and its buddies (the next {}) are all lost: the optimizer state of its share "
+        "is gone; in-memory recovery cannot go on (fault_tolerance.buddy_copies = {})",
+        o, copies == 1 ? std::string("worker") : fmt::format("{} workers", copies), copies));
   };
   const std::vector<FlatRange>& old_owners = base.owners;
   std::vector<int64_t> owner_of(tr.table.all().size(), -1);

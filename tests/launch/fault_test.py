@@ -177,7 +177,7 @@ def two_nodes_at_once(troupe, work, victims, recoverable, buddy_copies=1):
               f"status {p.returncode}, {h.group(1) if h else None} vs {want_hash}: {last}")
     else:
         check(f"{name}: stops, naming the lost share", p.returncode == 1 and
-              "buddies (the next workers) are all lost" in last, f"status {p.returncode}: {last}")
+              "and its buddies (the next worker) are all lost" in last, f"status {p.returncode}: {last}")
     check(f"{name}: no node left", not any(alive(n) for n in nodes), f"{nodes}")
 
 
