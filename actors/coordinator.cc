@@ -316,6 +316,10 @@ caf::behavior coordinator(Self* self, caf::actor router, CoordinatorOptions opti
             break;  // `nodes` changed
           }
         if (st.phase == Phase::done) return;
+        control::Heartbeat hb;  // the nodes' sign that this coordinator is not hung
+        hb.set_sequence(++st.heartbeats);
+        for (const NodeInfo& n : st.nodes)
+          send_to(self, n.id + "/agent.0", runtime::heartbeat_type, hb);
         self->delayed_send(self, std::chrono::milliseconds(100), runtime::tick_atom::value);
       },
       [=](runtime::node_down_atom, const std::string& node, const std::string& why) {

@@ -33,6 +33,7 @@ struct CoordinatorState {
   Phase phase = Phase::joining;
   clock::time_point started = clock::now();
   clock::time_point last_tick = clock::now();  // the heartbeat check before this one
+  uint64_t heartbeats = 0;                     // sent to the nodes, one per tick
   uint64_t epoch = 0;
   std::vector<NodeInfo> nodes;
   int64_t joins = 0;                 // nodes that ever joined: their ids are n1, n2, ...

@@ -102,6 +102,9 @@ struct FaultToleranceConfig {
   // same bits as a run that lost nothing. false: the job stops instead.
   bool recover = true;
   int64_t recovery_timeout_ms = 30000;  // survivors not recovered within this: the job stops
+  // A node that hears nothing from the coordinator this long (a hung coordinator; it sends
+  // every node a heartbeat each heartbeat_interval_ms) leaves with an error: never a hang.
+  int64_t coordinator_timeout_ms = 60000;
   // How many following workers keep a copy of each owner's optimizer state: up to this many
   // neighbouring workers lost together are recovered from (more memory and traffic per step).
   int64_t buddy_copies = 1;

@@ -66,6 +66,7 @@ std::vector<Section> build_sections() {
                            KEY(fault_tolerance, start_timeout_ms),
                            KEY(fault_tolerance, recover),
                            KEY(fault_tolerance, recovery_timeout_ms),
+                           KEY(fault_tolerance, coordinator_timeout_ms),
                            KEY(fault_tolerance, buddy_copies)}},
   };
 }
@@ -577,7 +578,7 @@ void validate_rest(Checker& c, const JobConfig& cfg) {
                               cfg.train.batch_size, cfg.train.micro_batch_rows));
 
   for (const char* k : {"heartbeat_interval_ms", "heartbeat_timeout_ms", "start_timeout_ms",
-                        "recovery_timeout_ms", "buddy_copies"})
+                        "recovery_timeout_ms", "coordinator_timeout_ms", "buddy_copies"})
     c.positive(std::string("fault_tolerance.") + k);
   const auto& ft = cfg.fault_tolerance;
   if (ft.heartbeat_timeout_ms < 2 * ft.heartbeat_interval_ms)
@@ -585,6 +586,12 @@ void validate_rest(Checker& c, const JobConfig& cfg) {
                   fmt::format("fault_tolerance.heartbeat_timeout_ms = {} must be at least twice "
                               "heartbeat_interval_ms = {} (one late heartbeat is not a death)",
                               ft.heartbeat_timeout_ms, ft.heartbeat_interval_ms));
+  if (ft.coordinator_timeout_ms < 2 * ft.heartbeat_interval_ms)
+    c.fail_across(
+        {"fault_tolerance.coordinator_timeout_ms", "fault_tolerance.heartbeat_interval_ms"},
+        fmt::format("fault_tolerance.coordinator_timeout_ms = {} must be at least twice "
+                    "heartbeat_interval_ms = {} (one late heartbeat is not a hang)",
+                    ft.coordinator_timeout_ms, ft.heartbeat_interval_ms));
 
   c.registry("optimizer.name", kOptimizers, "optimizer");
   c.fraction("optimizer.beta1", false);

@@ -3,8 +3,10 @@
 #include <fmt/format.h>
 
 #include <caf/all.hpp>
+#include <chrono>
 #include <map>
 #include <set>
+#include <utility>
 
 #include "runtime/control.pb.h"
 #include "runtime/roles.h"
@@ -21,6 +23,8 @@ struct AgentState {
   caf::actor router;
   std::string node_id, coordinator_node;
   uint64_t epoch = 0, heartbeats = 0;
+  std::chrono::milliseconds coordinator_timeout{0};  // from the Welcome; 0: never
+  std::chrono::steady_clock::time_point coordinator_heard, last_tick;
   JobSpec job;
   bool welcomed = false, exited = false;
   std::map<std::string, caf::actor> roles;  // "role.index" → actor
@@ -104,6 +108,8 @@ void on_view(Self* self, const control::View& view) {
 
 void on_message(Self* self, ActorMessage& m) {
   auto& s = self->state;
+  if (s.welcomed && node_of(m.from) == s.coordinator_node)
+    s.coordinator_heard = std::chrono::steady_clock::now();
   switch (m.type) {
     case welcome_type: {
       control::Welcome w;
@@ -116,6 +122,8 @@ void on_message(Self* self, ActorMessage& m) {
       s.job.config_sets.assign(w.config_sets().begin(), w.config_sets().end());
       if (w.heartbeat_interval_ms() > 0)
         s.options.heartbeat_interval = std::chrono::milliseconds(w.heartbeat_interval_ms());
+      s.coordinator_timeout = std::chrono::milliseconds(w.coordinator_timeout_ms());
+      s.coordinator_heard = s.last_tick = std::chrono::steady_clock::now();
       self->send(s.router, node_id_atom::value, s.node_id);
       self->send(s.router, bind_atom::value, s.coordinator_node, m.peer);
       self->send(s.router, epoch_atom::value, w.epoch());
@@ -129,6 +137,8 @@ void on_message(Self* self, ActorMessage& m) {
       if (v.ParseFromString(m.header)) on_view(self, v);
       return;
     }
+    case heartbeat_type:  // the coordinator is alive: noted above
+      return;
     case shutdown_type: {
       control::Shutdown sd;
       (void)sd.ParseFromString(m.header);
@@ -151,6 +161,15 @@ caf::behavior agent(Self* self, caf::actor router, NodeAgentOptions options) {
       [=](ActorMessage& m) { on_message(self, m); },
       [=](tick_atom) {
         auto& s = self->state;
+        // This node's own pause (SIGSTOP, a stalled VM) is not the coordinator's silence.
+        const auto now = std::chrono::steady_clock::now();
+        if (now - std::exchange(s.last_tick, now) > s.coordinator_timeout / 2)
+          s.coordinator_heard = now;
+        if (s.coordinator_timeout.count() > 0 && now - s.coordinator_heard > s.coordinator_timeout)
+          return finish(self, 1,
+                        fmt::format("the coordinator has sent nothing for {} ms (hung?): this "
+                                    "node leaves (fault_tolerance.coordinator_timeout_ms)",
+                                    s.coordinator_timeout.count()));
         control::Heartbeat hb;
         hb.set_sequence(++s.heartbeats);
         to_coordinator(self, heartbeat_type, hb);

@@ -8,7 +8,8 @@ where it cannot, and says what happened — never hangs.
    A hung node that wakes up after it was declared lost is told to leave and changes nothing.
    Two nodes killed together are recovered from together, unless they are an owner and its
    buddy: then the job stops, saying so. A coordinator paused (SIGSTOP) longer than the
-   heartbeat timeout declares no node dead for the silence it could not observe.
+   heartbeat timeout declares no node dead for the silence it could not observe; one hung
+   for good loses its nodes after fault_tolerance.coordinator_timeout_ms instead of hanging them.
    With fault_tolerance.recover = false the job stops within seconds, naming the node.
 2. SIGINT to launch (Ctrl-C): exits 1 saying it was interrupted; no process left behind.
 3. A `troupe node` with the wrong job secret cannot join: it exits 1 saying it was refused,
@@ -315,7 +316,7 @@ def refused_jobs(troupe, work):
               len(err.splitlines()) == 1, f"status {res.returncode}: {err}")
 
 
-def launch_with_outside_nodes(troupe, work, name, nodes):
+def launch_with_outside_nodes(troupe, work, name, nodes, extra=()):
     """`launch --nodes N --local-nodes 1`: returns launch and the command line that starts a
     node from outside (as srun would), once the local node is running."""
     secret = os.path.join(work, name + ".secret")
@@ -324,7 +325,7 @@ def launch_with_outside_nodes(troupe, work, name, nodes):
     os.chmod(secret, 0o600)
     p = subprocess.Popen([troupe, "launch", "--config", TINY, "--nodes", str(nodes),
                           "--local-nodes", "1", "--secret-file", secret, "--steps", "4", "--set",
-                          "train.eval_every=0", "--run-dir", os.path.join(work, name)],
+                          "train.eval_every=0", "--run-dir", os.path.join(work, name), *extra],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     wait_for(lambda: len(children(p.pid)) == 1, 60, "the local node process")
     with open(f"/proc/{children(p.pid)[0]}/cmdline") as f:
@@ -344,6 +345,28 @@ def external_node(troupe, work):
           f"launch {p.returncode}, node {node.returncode}: {node_err.strip()[-200:]}")
     check("external: same weights as troupe train", h and h.group(1) == want,
           f"{h.group(1) if h else None} vs {want}")
+
+
+def coordinator_hung(troupe, work):
+    """A coordinator hung for good (SIGSTOP, never resumed): a node started elsewhere does
+    not wait forever; it leaves after fault_tolerance.coordinator_timeout_ms, saying why."""
+    p, node_cmd = launch_with_outside_nodes(troupe, work, "hung-coordinator", 2,
+                                            ["--set", "fault_tolerance.coordinator_timeout_ms=1500"])
+    node = subprocess.Popen(node_cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for(lambda: steps_done(os.path.join(work, "hung-coordinator")) >= 1, 120, "one step")
+    os.kill(p.pid, signal.SIGSTOP)
+    t0 = time.monotonic()
+    try:
+        _, err = node.communicate(timeout=30)
+        took = time.monotonic() - t0
+        check("hung coordinator: the outside node leaves, saying why",
+              node.returncode == 1 and "the coordinator has sent nothing for 1500 ms" in err and
+              took < 10, f"status {node.returncode} after {took:.1f} s: {err.strip()[-200:]}")
+    except subprocess.TimeoutExpired:
+        node.kill()
+        check("hung coordinator: the outside node leaves", False, "still waiting after 30 s")
+    p.kill()  # SIGKILL reaches a stopped process; its own node dies with it
+    p.communicate()
 
 
 def node_lost_while_joining(troupe, work):
@@ -384,6 +407,7 @@ def main():
     refused_jobs(a.troupe, a.work)
     external_node(a.troupe, a.work)
     node_lost_while_joining(a.troupe, a.work)
+    coordinator_hung(a.troupe, a.work)
     lose_a_node_and_recover(a.troupe, a.work, "kill", signal.SIGKILL, "lost at step")
     lose_a_node_and_recover(a.troupe, a.work, "hang", signal.SIGSTOP, "missed heartbeats")
     kill_at_the_edges(a.troupe, a.work, 0)
