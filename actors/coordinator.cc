@@ -11,6 +11,7 @@
 #include "model/dp_plan.h"
 #include "model/optim.h"
 #include "runtime/control.pb.h"
+#include "runtime/liveness.h"
 
 namespace troupe::actors {
 
@@ -279,11 +280,12 @@ caf::behavior coordinator(Self* self, caf::actor router, CoordinatorOptions opti
       [=](runtime::tick_atom) {
         auto& st = self->state;
         const auto now = clock::now();
-        // The coordinator itself was not running (SIGSTOP, Ctrl-Z, a stalled VM, no CPU): the
-        // nodes' silence over that gap was not observed, so it is not held against them, and
-        // the deadlines move by the gap.
-        const auto gap = now - std::exchange(st.last_tick, now);
-        if (gap > ms(st.opt.config.fault_tolerance.heartbeat_timeout_ms / 2)) {
+        const ms period(st.opt.config.fault_tolerance.heartbeat_interval_ms);
+        // The coordinator itself was not running: the nodes' silence over that gap was not
+        // observed, so it is not held against them, and the deadlines move by the gap.
+        const auto gap = runtime::own_pause(st.last_tick, now, period,
+                                            ms(st.opt.config.fault_tolerance.heartbeat_timeout_ms));
+        if (gap > clock::duration::zero()) {
           for (NodeInfo& n : st.nodes) n.last_heard = std::max(n.last_heard, now);
           st.started += gap, st.recovery_started += gap;
           event(self, "paused",
@@ -293,10 +295,12 @@ caf::behavior coordinator(Self* self, caf::actor router, CoordinatorOptions opti
         }
         if ((st.phase == Phase::joining || st.phase == Phase::starting) &&
             now - st.started > ms(st.opt.config.fault_tolerance.start_timeout_ms))
-          return fail(self, fmt::format("the job did not start within {} s: {} of {} nodes joined, "
-                                        "{} workers ready",
-                                        st.opt.config.fault_tolerance.start_timeout_ms / 1000,
-                                        st.nodes.size(), st.opt.nodes, st.ready));
+          return fail(self,
+                      fmt::format("the job did not start within {} s: {} of {} nodes joined, "
+                                  "{} workers ready",
+                                  st.opt.config.fault_tolerance.start_timeout_ms / 1000,
+                                  st.nodes.size(), st.opt.nodes,
+                                  std::count(st.ready_from.begin(), st.ready_from.end(), true)));
         const auto& ft = st.opt.config.fault_tolerance;
         if (st.phase == Phase::recovering &&
             now - st.recovery_started > ms(ft.recovery_timeout_ms)) {
@@ -320,7 +324,7 @@ caf::behavior coordinator(Self* self, caf::actor router, CoordinatorOptions opti
         hb.set_sequence(++st.heartbeats);
         for (const NodeInfo& n : st.nodes)
           send_to(self, n.id + "/agent.0", runtime::heartbeat_type, hb);
-        self->delayed_send(self, std::chrono::milliseconds(100), runtime::tick_atom::value);
+        self->delayed_send(self, period, runtime::tick_atom::value);
       },
       [=](runtime::node_down_atom, const std::string& node, const std::string& why) {
         lose_node(self, node, why, false);

@@ -177,12 +177,12 @@ void on_ready(Self* self, const train::Ready& r) {
   if (s.phase != Phase::starting || r.worker() < 0 || r.worker() >= int64_t(s.workers.size()) ||
       s.ready_from[size_t(r.worker())])
     return (void)++s.rejected;
-  if (s.ready == 0) s.initial_hash = r.weights_hash();
+  if (std::none_of(s.ready_from.begin(), s.ready_from.end(), [](bool b) { return b; }))
+    s.initial_hash = r.weights_hash();
   if (r.weights_hash() != s.initial_hash)
     return fail(self, fmt::format("worker {} starts from other weights ({:016x} vs {:016x})",
                                   r.worker(), r.weights_hash(), s.initial_hash));
   s.ready_from[size_t(r.worker())] = true;
-  ++s.ready;
   s.parameters = r.parameters();
   s.state_floats_max = std::max(s.state_floats_max, r.optimizer_state_floats());
   s.state_floats_total += r.optimizer_state_floats();

@@ -33,7 +33,7 @@ struct CoordinatorState {
   Phase phase = Phase::joining;
   clock::time_point started = clock::now();
   clock::time_point last_tick = clock::now();  // the heartbeat check before this one
-  uint64_t heartbeats = 0;                     // sent to the nodes, one per tick
+  uint64_t heartbeats = 0;  // sent to the nodes, one per check (heartbeat_interval_ms)
   uint64_t epoch = 0;
   std::vector<NodeInfo> nodes;
   int64_t joins = 0;                 // nodes that ever joined: their ids are n1, n2, ...
@@ -41,7 +41,6 @@ struct CoordinatorState {
   std::vector<int64_t> role_index;   // worker i's role index (its name; kept across recoveries)
   int64_t n_mb = 0;
   // Readiness and the step in flight.
-  int64_t ready = 0;
   std::vector<bool> ready_from;  // by worker index, while starting
   // Nodes lost while the workers start: recovered from (at step 0) once the others are ready.
   struct StartLoss {

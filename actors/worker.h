@@ -46,7 +46,7 @@ struct Recovery {
   bool active = false;
   int64_t version = 0;
   std::map<size_t, const float*> sources;  // tensor → its state (buffers kept below)
-  std::vector<std::vector<float>> local;   // runs read from this worker's own optimizer
+  std::vector<std::vector<float>> local;   // zero state of the shares taken over at step 0
   std::vector<Payload> received;           // keeps the transfers' runs alive
   int64_t transfers_in = 0, transfers_expected = 0;
   int64_t buddies_in = 0;  // the predecessors' copies of the new layout, once resharded

@@ -87,10 +87,10 @@ void on_buddy_state(Self* self, const ActorMessage& m, const train::BuddyState& 
   (void)state_tensors(*s.trainer, s.owners[size_t(pred)], &floats);
   if (m.payloads.size() != 1 || m.payloads[0].bytes.size() != size_t(floats) * sizeof(float))
     return reject(self, m, "buddy state of the wrong size");
-  const bool fresh = s.buddy
-                         .insert_or_assign({b.version(), pred},
-                                           BuddyCopy{pred, s.owners[size_t(pred)], m.payloads[0]})
-                         .second;
+  const bool fresh =
+      s.buddy
+          .try_emplace({b.version(), pred}, BuddyCopy{pred, s.owners[size_t(pred)], m.payloads[0]})
+          .second;
   while (!s.buddy.empty() && s.buddy.begin()->first.first < b.version() - 1)
     s.buddy.erase(s.buddy.begin());
   if (!fresh) return reject(self, m, "a second buddy state of the same version");

@@ -9,6 +9,7 @@
 #include <utility>
 
 #include "runtime/control.pb.h"
+#include "runtime/liveness.h"
 #include "runtime/roles.h"
 #include "runtime/router.h"
 
@@ -161,9 +162,10 @@ caf::behavior agent(Self* self, caf::actor router, NodeAgentOptions options) {
       [=](ActorMessage& m) { on_message(self, m); },
       [=](tick_atom) {
         auto& s = self->state;
-        // This node's own pause (SIGSTOP, a stalled VM) is not the coordinator's silence.
-        const auto now = std::chrono::steady_clock::now();
-        if (now - std::exchange(s.last_tick, now) > s.coordinator_timeout / 2)
+        // This node's own pause is not the coordinator's silence.
+        const auto now = steady::now();
+        if (own_pause(s.last_tick, now, s.options.heartbeat_interval, s.coordinator_timeout) >
+            steady::duration::zero())
           s.coordinator_heard = now;
         if (s.coordinator_timeout.count() > 0 && now - s.coordinator_heard > s.coordinator_timeout)
           return finish(self, 1,
