@@ -8,10 +8,10 @@
 #include <utility>
 
 #include "actors/coordinator_state.h"
-#include "model/dp_plan.h"
-#include "model/optim.h"
+#include "optim/optim.h"
 #include "runtime/control.pb.h"
 #include "runtime/liveness.h"
+#include "train/dp_plan.h"
 
 namespace troupe::actors {
 

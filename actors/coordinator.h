@@ -13,10 +13,10 @@
 #include <string>
 #include <vector>
 
-#include "model/config.h"
-#include "model/trainer.h"
+#include "config/job_config.h"
 #include "runtime/host.h"
 #include "runtime/roles.h"
+#include "train/trainer.h"
 
 namespace troupe::actors {
 

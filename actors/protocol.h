@@ -9,8 +9,8 @@
 
 #include "actors/train.pb.h"
 #include "model/engram.h"
-#include "model/parallel.h"
 #include "runtime/actor_message.h"
+#include "train/tree.h"
 
 namespace troupe::actors {
 

@@ -19,9 +19,9 @@
 #include <fmt/format.h>
 
 #include "actors/roles.h"
-#include "model/config_parse.h"
-#include "model/dp_plan.h"
+#include "config/config_parse.h"
 #include "runtime/control.pb.h"
+#include "train/dp_plan.h"
 
 namespace troupe::actors {
 
@@ -365,6 +365,7 @@ caf::behavior worker(Self* self, runtime::RoleContext ctx) {
                                                    s.ctx.job.config_sets);
     if (s.ctx.threads > 0) cfg.train.threads = s.ctx.threads;
     s.trainer = std::make_unique<model::Trainer>(cfg);
+    s.buddy_copies = cfg.fault_tolerance.buddy_copies;
     s.epoch = s.ctx.epoch;
     s.peers = s.ctx.peers;
     plan(s, int64_t(s.peers.size()), s.ctx.index);

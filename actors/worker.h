@@ -11,9 +11,9 @@
 #include <vector>
 
 #include "actors/protocol.h"
-#include "model/parallel.h"
-#include "model/trainer.h"
 #include "runtime/roles.h"
+#include "train/trainer.h"
+#include "train/tree.h"
 
 namespace troupe::actors::worker_impl {
 
@@ -56,6 +56,7 @@ struct Recovery {
 struct WorkerState {
   runtime::RoleContext ctx;
   std::unique_ptr<model::Trainer> trainer;
+  int64_t buddy_copies = 1;        // [fault_tolerance] buddy_copies of the job
   uint64_t epoch = 0;              // the epoch it acts in; stamped on what it sends
   std::vector<std::string> peers;  // the workers, by current index
   int64_t workers = 0, me = 0, total_pieces = 0;

@@ -55,7 +55,7 @@ void finish_recovery(Self* self) {
 }  // namespace
 
 int64_t buddy_count(const WorkerState& s, int64_t workers) {
-  return std::min(s.trainer->cfg.fault_tolerance.buddy_copies, workers - 1);
+  return std::min(s.buddy_copies, workers - 1);
 }
 
 void send_buddy_copy(Self* self, int64_t version) {

@@ -8,12 +8,12 @@
 // elsewhere (so compare.py checks it row by row, untouched rows included).
 #include <filesystem>
 
+#include "config/config_parse.h"
+#include "data/data.h"
 #include "launch/commands.h"
-#include "model/config_parse.h"
-#include "model/data.h"
 #include "model/rng.h"
-#include "model/trainer.h"
-#include "model/weights_io.h"
+#include "storage/weights_io.h"
+#include "train/trainer.h"
 
 namespace troupe::launch {
 

@@ -5,11 +5,11 @@
 #include <nlohmann/json.hpp>
 #include <thread>
 
+#include "data/data.h"
 #include "launch/commands.h"
-#include "model/data.h"
 #include "model/params.h"
-#include "model/trainer.h"
-#include "model/weights_io.h"
+#include "storage/weights_io.h"
+#include "train/trainer.h"
 
 namespace troupe::launch {
 

@@ -3,7 +3,7 @@
 
 #include "launch/commands.h"
 #include "model/params.h"
-#include "model/weights_io.h"
+#include "storage/weights_io.h"
 
 namespace troupe::launch {
 

@@ -13,14 +13,14 @@
 
 #include "actors/coordinator.h"
 #include "actors/roles.h"
+#include "config/config_parse.h"
 #include "launch/commands.h"
 #include "launch/progress.h"
 #include "launch/run_files.h"
 #include "launch/supervisor.h"
-#include "model/config_parse.h"
-#include "model/weights_io.h"
 #include "runtime/auth.h"
 #include "runtime/host.h"
+#include "storage/weights_io.h"
 
 namespace troupe::launch {
 

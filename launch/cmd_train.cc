@@ -4,13 +4,13 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "config/config_parse.h"
 #include "launch/commands.h"
 #include "launch/progress.h"
 #include "launch/run_files.h"
-#include "model/config_parse.h"
 #include "model/flops.h"
-#include "model/trainer.h"
-#include "model/weights_io.h"
+#include "storage/weights_io.h"
+#include "train/trainer.h"
 
 namespace troupe::launch {
 

@@ -4,7 +4,7 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
-#include "model/trainer.h"
+#include "train/trainer.h"
 
 namespace troupe::launch {
 

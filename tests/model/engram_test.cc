@@ -8,7 +8,7 @@
 #include <cmath>
 #include <set>
 
-#include "model/config_parse.h"
+#include "config/config_parse.h"
 #include "model/rng.h"
 
 namespace troupe::model {

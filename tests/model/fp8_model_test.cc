@@ -7,11 +7,11 @@
 #include <string>
 #include <vector>
 
+#include "config/config_parse.h"
 #include "kernels/cpu/fp8.h"
 #include "kernels/cpu/gemm.h"
-#include "model/config_parse.h"
 #include "model/linear.h"
-#include "model/trainer.h"
+#include "train/trainer.h"
 
 namespace troupe::model {
 namespace {

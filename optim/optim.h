@@ -1,29 +1,16 @@
 #pragma once
 // Optimizers over the flat parameter buffer (SPEC §5): AdamW and Muon by parameter group,
-// chosen by [optimizer] name, the learning-rate schedule, and global-norm clipping summed
-// in a canonical order.
+// chosen by [optimizer] name. The schedule and clipping math are train/schedule.h.
 #include <cstdint>
 #include <optional>
 #include <span>
 #include <vector>
 
-#include "model/config.h"
-#include "model/muon.h"
 #include "model/params.h"
+#include "optim/muon.h"
+#include "optim/optim_config.h"
 
 namespace troupe::model {
-
-// Linear warm-up to lr over warmup_steps, then cosine to lr·min_lr_ratio at `steps`.
-double lr_at(const TrainConfig& t, int64_t step);
-
-// sqrt(Σ g²) over the gradient-trained parameters, accumulated in double over fixed
-// chunks in index order, so the bits depend on the gradients alone.
-double global_grad_norm(const ParamTable& table, const float* grads);
-// The same sum split for data parallelism: the partial sums (one per fixed chunk) of the
-// gradient-trained tensors inside `owned`, in table order. Concatenating every owner's
-// parts in table order and passing them to grad_norm_from_parts gives global_grad_norm's bits.
-std::vector<double> grad_norm_parts(const ParamTable& table, const float* grads, FlatRange owned);
-double grad_norm_from_parts(const std::vector<double>& parts);
 
 // The update a tensor of group g gets under cfg: under "muon" each group is its own;
 // under "adamw" the Muon group is updated by AdamW (with decay). What --print-params shows.

@@ -8,7 +8,7 @@
 #include <functional>
 #include <sstream>
 
-#include "model/config_parse.h"
+#include "config/config_parse.h"
 
 namespace troupe::model {
 namespace {

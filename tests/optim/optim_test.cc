@@ -1,6 +1,6 @@
 // Optimizers (SPEC §5): NS5's known behaviour, one Muon step against an independent FP64
 // restatement of the SPEC formula, AdamW bitwise unchanged, and the Muon/AdamW split.
-#include "model/optim.h"
+#include "optim/optim.h"
 
 #include <gtest/gtest.h>
 
@@ -11,12 +11,12 @@
 #include <string>
 #include <vector>
 
-#include "model/config_parse.h"
-#include "model/dp_plan.h"
-#include "model/muon.h"
+#include "config/config_parse.h"
 #include "model/params.h"
 #include "model/rng.h"
-#include "model/trainer.h"
+#include "optim/muon.h"
+#include "train/dp_plan.h"
+#include "train/trainer.h"
 
 namespace troupe::model {
 namespace {

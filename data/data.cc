@@ -1,4 +1,4 @@
-#include "model/data.h"
+#include "data/data.h"
 
 #include <fmt/format.h>
 #include <xxhash.h>

@@ -1,4 +1,4 @@
-#include "model/dp_plan.h"
+#include "train/dp_plan.h"
 
 #include <stdexcept>
 

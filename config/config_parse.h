@@ -13,7 +13,7 @@
 #include <string>
 #include <vector>
 
-#include "model/config.h"
+#include "config/job_config.h"
 
 namespace troupe::model {
 

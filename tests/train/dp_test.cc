@@ -3,9 +3,9 @@
 // train_step's bits — loss, grad norm and weights — for every W.
 #include <gtest/gtest.h>
 
-#include "model/config_parse.h"
-#include "model/dp_plan.h"
-#include "model/trainer.h"
+#include "config/config_parse.h"
+#include "train/dp_plan.h"
+#include "train/trainer.h"
 
 namespace troupe::model {
 namespace {

@@ -1,4 +1,4 @@
-#include "model/safetensors.h"
+#include "storage/safetensors.h"
 
 #include <fcntl.h>
 #include <fmt/format.h>

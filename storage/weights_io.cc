@@ -1,11 +1,11 @@
-#include "model/weights_io.h"
+#include "storage/weights_io.h"
 
 #include <cstring>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <stdexcept>
 
-#include "model/config_parse.h"
+#include "config/config_parse.h"
 
 namespace troupe::model {
 

@@ -6,7 +6,7 @@
 #include "model/config.h"
 #include "model/engram.h"
 #include "model/params.h"
-#include "model/safetensors.h"
+#include "storage/safetensors.h"
 
 namespace troupe::model {
 

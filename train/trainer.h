@@ -8,13 +8,15 @@
 #include <optional>
 #include <vector>
 
+#include "data/data.h"
 #include "model/config.h"
-#include "model/data.h"
 #include "model/engram.h"
 #include "model/model.h"
-#include "model/optim.h"
-#include "model/parallel.h"
 #include "model/params.h"
+#include "optim/optim.h"
+#include "train/schedule.h"
+#include "train/train_config.h"
+#include "train/tree.h"
 
 namespace troupe::model {
 
@@ -76,12 +78,6 @@ class GradEngine {
   std::vector<Piece<T>> pieces_;
 };
 
-// The step's global gradient norm from the dense norm and the Engram tables' Σ g²:
-// sqrt(dense² + engram_sumsq) when the model has Engram layers, the dense norm otherwise.
-double global_norm_with_engram(const ModelConfig& cfg, double dense_norm, double engram_sumsq);
-
-// The clipping factor for a global gradient norm (1 when no clipping applies).
-double clip_scale(double grad_clip, double grad_norm);
 // Sums pieces covering [0, n) in canonical tree order: the scalars as tree_sum does, the
 // counts (per layer, per expert) when counts is non-null. Throws naming a missing piece.
 LossParts<float> combine_pieces(const std::vector<Piece<float>>& pieces, int64_t n,
@@ -90,7 +86,7 @@ LossParts<float> combine_pieces(const std::vector<Piece<float>>& pieces, int64_t
 class Trainer {
  public:
   // Members first, as a table of contents.
-  const JobConfig cfg;
+  const TrainJobConfig cfg;
   const ParamTable table;
   std::vector<float> params;  // the one contiguous parameter buffer
 
@@ -118,7 +114,7 @@ class Trainer {
 
  public:
   // Loads the corpus and initialises the weights from the job seed.
-  explicit Trainer(const JobConfig& cfg);
+  explicit Trainer(const TrainJobConfig& cfg);
   ~Trainer();
 
   // Runs step s (0-based) of the job: forward, backward, reduce, clip, update, rebalance.

@@ -1,4 +1,4 @@
-#include "model/muon.h"
+#include "optim/muon.h"
 
 #include <fmt/format.h>
 
@@ -7,7 +7,7 @@
 #include <stdexcept>
 
 #include "kernels/cpu/gemm.h"
-#include "model/parallel.h"
+#include "kernels/cpu/parallel_for.h"
 
 namespace troupe::model {
 
@@ -97,11 +97,13 @@ void Muon::update(float* params, const float* grads, double lr, double grad_scal
                   double weight_decay, FlatRange owned) {
   const float scale = float(grad_scale);
   check_state(owned);  // throws here, not inside a worker thread
-  parallel_for(static_cast<int64_t>(tensors_.size()), threads_, [&](int64_t i, int worker) {
-    const size_t t = tensors_[size_t(i)];
-    const ParamInfo& p = table_.all()[t];
-    if (owned.covers(p)) update_tensor(t, p, params, grads, scale, lr, weight_decay, worker);
-  });
+  kernels::parallel_for(static_cast<int64_t>(tensors_.size()), threads_,
+                        [&](int64_t i, int worker) {
+                          const size_t t = tensors_[size_t(i)];
+                          const ParamInfo& p = table_.all()[t];
+                          if (owned.covers(p))
+                            update_tensor(t, p, params, grads, scale, lr, weight_decay, worker);
+                        });
 }
 
 void Muon::update_tensor(size_t t, const ParamInfo& p, float* params, const float* grads,

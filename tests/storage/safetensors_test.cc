@@ -1,5 +1,5 @@
 // safetensors: round trip, a file as Python writes it, and every malformed input rejected.
-#include "model/safetensors.h"
+#include "storage/safetensors.h"
 
 #include <gtest/gtest.h>
 #include <unistd.h>

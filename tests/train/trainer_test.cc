@@ -1,11 +1,11 @@
 // The determinism contract in one process: weights after N steps are bitwise identical
 // for 1 and 2 threads, and for different micro-batch placements of the same split.
-#include "model/trainer.h"
+#include "train/trainer.h"
 
 #include <gtest/gtest.h>
 
-#include "model/config_parse.h"
-#include "model/parallel.h"
+#include "config/config_parse.h"
+#include "train/tree.h"
 
 namespace troupe::model {
 namespace {

@@ -1,4 +1,4 @@
-#include "model/trainer.h"
+#include "train/trainer.h"
 
 #include <xxhash.h>
 
@@ -8,7 +8,7 @@
 #include <thread>
 
 #include "model/ffn.h"
-#include "model/parallel.h"
+#include "train/tree.h"
 
 namespace troupe::model {
 
@@ -141,7 +141,7 @@ constexpr double kEngramLrMultiplier = 5.0;  // SPEC §4: tables train at lr × 
 
 // The first val_rows_max rows of the unshuffled validation stream (0 = every row that ends
 // inside one pass over the validation documents), in whole micro-batches.
-Batch validation_rows(const JobConfig& c, const std::vector<std::string>& docs) {
+Batch validation_rows(const TrainJobConfig& c, const std::vector<std::string>& docs) {
   const PackedStream stream(&docs, c.train.seed, false, c.model.seq_len);
   const int64_t mb = c.train.micro_batch_rows;
   const int64_t all = (stream.epoch_tokens() - 1) / c.model.seq_len;
@@ -156,7 +156,7 @@ int resolve_threads(int64_t configured) {
 }
 }  // namespace
 
-Trainer::Trainer(const JobConfig& c)
+Trainer::Trainer(const TrainJobConfig& c)
     : cfg(c),
       table(c.model),
       params(static_cast<size_t>(table.total())),
@@ -174,10 +174,6 @@ Trainer::Trainer(const JobConfig& c)
 }
 
 Trainer::~Trainer() = default;
-
-double clip_scale(double grad_clip, double grad_norm) {
-  return (grad_clip > 0 && grad_norm > grad_clip) ? grad_clip / (grad_norm + 1e-6) : 1.0;
-}
 
 StepStats Trainer::train_step(int64_t step) {
   const Batch batch = train_batch(*train_stream_, step, cfg.train.batch_size);
@@ -219,11 +215,6 @@ void Trainer::engram_adam(const EngramGrad<float>& grad, int64_t step, double sc
   es.beta1 = cfg.optimizer.beta1, es.beta2 = cfg.optimizer.beta2, es.eps = cfg.optimizer.eps;
   es.grad_scale = scale, es.step = step;
   engram_->apply(grad, es);
-}
-
-double global_norm_with_engram(const ModelConfig& cfg, double dense_norm, double engram_sumsq) {
-  if (cfg.engram_layers.empty()) return dense_norm;
-  return std::sqrt(dense_norm * dense_norm + engram_sumsq);
 }
 
 void Trainer::keep_optimizer_state(FlatRange owned) {

@@ -1,5 +1,5 @@
 // The fortunes corpus, the packed pretraining stream and evaluation rows (SPEC-model.md §1).
-#include "model/data.h"
+#include "data/data.h"
 
 #include <gtest/gtest.h>
 #include <unistd.h>

@@ -1,4 +1,4 @@
-#include "model/config_parse.h"
+#include "config/config_parse.h"
 
 #include <fmt/format.h>
 #include <toml++/toml.h>
@@ -31,8 +31,8 @@ struct Section {
   std::vector<Field> fields;
 };
 
-template <class S, class T>
-Field make_field(std::string name, S JobConfig::*section, T S::*member) {
+template <class C, class S, class T>
+Field make_field(std::string name, S C::*section, T S::*member) {
   return {std::move(name),
           [section, member](JobConfig& c) -> FieldRef { return &((c.*section).*member); }};
 }

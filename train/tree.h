@@ -1,31 +1,14 @@
 #pragma once
-// Fork-join over independent work items and the canonical tree reduction of DESIGN §5.
+// The canonical tree reduction of DESIGN §5: every sum across micro-batches follows it.
 #include <algorithm>
-#include <atomic>
 #include <cstdint>
-#include <functional>
-#include <thread>
 #include <vector>
+
+#include "kernels/cpu/parallel_for.h"
 
 namespace troupe::model {
 
-// Runs fn(i, worker) for i in [0, n) on `threads` threads (worker in [0, threads)).
-// Items are claimed dynamically: which thread runs an item never affects its result,
-// because an item's computation reads only its own inputs and writes only its outputs.
-inline void parallel_for(int64_t n, int threads, const std::function<void(int64_t, int)>& fn) {
-  threads = std::max(1, std::min<int>(threads, static_cast<int>(n)));
-  if (threads == 1) {
-    for (int64_t i = 0; i < n; ++i) fn(i, 0);
-    return;
-  }
-  std::atomic<int64_t> next{0};
-  std::vector<std::thread> pool;
-  for (int w = 0; w < threads; ++w)
-    pool.emplace_back([&, w] {
-      for (int64_t i = next++; i < n; i = next++) fn(i, w);
-    });
-  for (auto& t : pool) t.join();
-}
+using kernels::parallel_for;
 
 // The split point of the canonical binary tree over ids [lo, hi): the largest power of
 // two strictly below (hi − lo), so every left subtree is an aligned power of two.

@@ -7,8 +7,8 @@
 #include <cstdint>
 #include <vector>
 
-#include "model/parallel.h"
 #include "model/params.h"
+#include "train/tree.h"
 
 namespace troupe::model {
 

@@ -1,0 +1,37 @@
+#pragma once
+// [train] and the sections a training job computes from. Parsed by config/.
+#include <cstdint>
+
+#include "data/data_config.h"
+#include "model/config.h"
+#include "optim/optim_config.h"
+
+namespace troupe::model {
+
+struct TrainConfig {  // [train]
+  int64_t steps = 600;
+  int64_t batch_size = 16;       // global rows of T per step
+  int64_t micro_batch_rows = 2;  // rows per logical micro-batch (the unit of determinism)
+  double lr = 3e-3;
+  int64_t warmup_steps = 50;
+  double min_lr_ratio = 0.1;  // cosine decays to lr·min_lr_ratio
+  double weight_decay = 0.1;
+  double grad_clip = 1.0;
+  uint64_t seed = 1234;
+  // Steps between validations; 0 = none but the last (the last step always runs one).
+  int64_t eval_every = 100;
+  int64_t threads = 0;  // compute threads; 0 = all cores. Never changes results.
+  bool operator==(const TrainConfig&) const = default;
+};
+
+// The sections that determine what a training job computes: everything the trainer reads.
+// config/'s JobConfig adds how the job is run (fault tolerance) and where it came from.
+struct TrainJobConfig {
+  ModelConfig model;
+  DataConfig data;
+  TrainConfig train;
+  OptimizerConfig optimizer;
+  Fp8Config fp8;
+};
+
+}  // namespace troupe::model
