@@ -258,23 +258,22 @@ def functions(blanked):
             if ch == ";" or ch == "}":
                 head_start = i + 1
             elif ch == "{":
-                head = blanked[head_start:i]
-                head = re.sub(r"^\s*(public|private|protected)\s*:(?!:)", "", head)
+                lead = re.match(r"\s*(?:(?:public|private|protected)\s*:(?!:)\s*)?",
+                                blanked[head_start:i]).end()  # spaces and an access label
+                head = blanked[head_start + lead:i]
                 close = match(i)
                 if head.count("(") > head.count(")"):
                     i = close + 1  # inside parentheses: `f(Options o = {}) {`, `size_t{8}`
                     continue
-                if without_init_list(head) != head and re.search(r"[\w>]\s*$", head.rstrip()) and \
-                        not re.search(r"\b(const|override|final|noexcept|mutable|try)\s*$",
-                                      head.rstrip()):
+                if without_init_list(head) != head and re.search(r"[\w>]\s*$", head) and \
+                        not re.search(r"\b(const|override|final|noexcept|mutable|try)\s*$", head):
                     i = close + 1  # a brace initializer in a constructor's initializer list
                     continue
                 if head_is_scope(head):
                     scan(i + 1, close)
                     head_start = close + 1
                 elif is_function_head(head):
-                    stripped = len(head) - len(head.lstrip())
-                    first = line_of[head_start + stripped]
+                    first = line_of[head_start + lead]
                     found.append((function_name(head), first, line_of[close] - first + 1))
                     head_start = close + 1
                 # else: an initializer (`x = {1, 2}`), an enum: skipped whole

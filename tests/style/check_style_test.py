@@ -106,6 +106,11 @@ class CheckStyleTest(unittest.TestCase):
                           "model/b.cc:5: function run is 71 lines",
                           "model/b.cc:78: function Helper2::go is 72 lines")
 
+    def test_access_labels_do_not_shift_the_line(self):
+        text = ("class K {\n public:\n  K() = default;\n\n private:\n  void g() {\n" +
+                "    f();\n" * 69 + "  }\n};\n")
+        self.assert_fails({"actors/k.h": text}, "actors/k.h:6: function g is 71 lines")
+
     def test_lambdas_count_as_part_of_their_function(self):
         lam = "  auto f{k} = [&](int v) {{ if (v) {{ return v; }} return 0; }};\n"
         lam3 = "  auto g{k} = [x](int v) mutable {{\n    return v + x;\n  }};\n"
