@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # make bench: every figure next to its anchor, as a ratio measured in this run.
 #  1. GEMM: troupe's deterministic kernel vs OpenBLAS sgemm on the model's shapes; the
-#     emulated FP8 Linear vs the FP32 one on the same kind of shapes.
+#     emulated FP8 Linear vs the FP32 one on the same kind of shapes; tiny's MoE layer vs
+#     the Linears inside it.
 #  2. Training throughput of `troupe train` vs eager PyTorch (FP32, same threads) on the
 #     same config (Engram off: the eager peer has none), and troupe's achieved GFLOP/s next to the machine's sgemm peak.
 set -euo pipefail
@@ -16,6 +17,8 @@ echo "== GEMM (single thread) =="
 "$BUILD/bench/bench_gemm" | tee "$TMP/gemm.txt"
 echo "== emulated FP8 Linear vs FP32 Linear (single thread) =="
 "$BUILD/bench/bench_fp8"
+echo "== MoE layer vs its Linears (single thread) =="
+"$BUILD/bench/bench_moe"
 # The machine's sgemm peak with all threads (OpenBLAS, 2048³), measured just now.
 PEAK=$($PY -c "import re;m=re.search(r'(\d+) threads ([0-9.]+) GFLOP/s',open('$TMP/gemm.txt').read());print(m.group(2) if m else '')")
 

@@ -5,11 +5,9 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
-#include <ctime>
 #include <functional>
 #include <string>
 #include <vector>
@@ -463,49 +461,6 @@ TEST(Moe, ReusedCacheGivesSameBits) {
   EXPECT_EQ(l1, l2);
   EXPECT_EQ(o1, o2);
   EXPECT_EQ(fresh.counts, reused.counts);
-}
-
-// Timing of one forward+backward at the tiny config (N = 256) in FP32. Not a gate:
-// run with --gtest_also_run_disabled_tests --gtest_filter='*Timing*'.
-TEST(Moe, DISABLED_TimingTinyFp32) {
-  ModelConfig cfg;
-  cfg.mtp_depth = 0;
-  const ParamTable table(cfg);
-  const std::string prefix = "model.layers.1.mlp.";
-  const MoeLayout L = MoeLayout::from(table, cfg, prefix);
-  const int64_t R = 2, Tlen = 128, C = cfg.d_model, N = R * Tlen;
-  std::vector<float> p(table.total());
-  init_params(table, 1234, p.data());
-  std::vector<float> x(N * C), dout(N * C), out(N * C), dx(N * C), g(table.total());
-  fill_normal(x, 3, 1.0);
-  fill_normal(dout, 4, 1.0);
-  MoeCache<float> c;
-  // Wall time and this thread's CPU time (the latter is robust to other jobs on the box).
-  auto cpu_now = [] {
-    timespec ts;
-    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-    return double(ts.tv_sec) + 1e-9 * double(ts.tv_nsec);
-  };
-  const int iters = 20;
-  double fwd_s = 0, bwd_s = 0, cpu_s = 0;
-  for (int it = -2; it < iters; ++it) {  // two warm-up iterations
-    const double c0 = cpu_now();
-    auto t0 = std::chrono::steady_clock::now();
-    moe_forward(cfg, L, p.data(), x.data(), R, Tlen, 1e-4f, out.data(), c);
-    auto t1 = std::chrono::steady_clock::now();
-    moe_backward(cfg, L, p.data(), g.data(), dout.data(), dx.data(), c);
-    auto t2 = std::chrono::steady_clock::now();
-    if (it >= 0) {
-      fwd_s += std::chrono::duration<double>(t1 - t0).count();
-      bwd_s += std::chrono::duration<double>(t2 - t1).count();
-      cpu_s += cpu_now() - c0;
-    }
-  }
-  std::printf(
-      "  MoE tiny fp32 N=%lld: forward %.3f ms, backward %.3f ms, total %.3f ms wall "
-      "(%.3f ms thread CPU)\n",
-      static_cast<long long>(N), 1e3 * fwd_s / iters, 1e3 * bwd_s / iters,
-      1e3 * (fwd_s + bwd_s) / iters, 1e3 * cpu_s / iters);
 }
 
 }  // namespace

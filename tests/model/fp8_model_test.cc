@@ -11,18 +11,16 @@
 #include "kernels/cpu/fp8.h"
 #include "kernels/cpu/gemm.h"
 #include "model/linear.h"
+#include "tests/tiny_test_job.h"
 #include "train/trainer.h"
 
 namespace troupe::model {
 namespace {
 
 JobConfig small_job(bool fp8, int threads) {
-  JobConfig cfg = config_from_sets(
-      {"model.n_layers=2", "model.seq_len=32", "model.d_model=32", "model.dense_inter=64",
-       "model.moe_inter=16", "model.q_lora_rank=16", "model.kv_lora_rank=16",
-       "model.qk_nope_head_dim=8", "model.qk_rope_head_dim=8", "model.v_head_dim=8",
-       "train.batch_size=8", "train.micro_batch_rows=2", "train.steps=8", "train.warmup_steps=2",
-       "train.eval_every=0", std::string("fp8.enabled=") + (fp8 ? "true" : "false")});
+  // 8 steps: long enough for FP8's loss to be compared with FP32's.
+  JobConfig cfg = tests::tiny_test_job({"train.steps=8", "train.warmup_steps=2",
+                                        std::string("fp8.enabled=") + (fp8 ? "true" : "false")});
   cfg.train.threads = threads;
   return cfg;
 }

@@ -1,10 +1,11 @@
 // Optimizers (SPEC §5): NS5's known behaviour, one Muon step against an independent FP64
-// restatement of the SPEC formula, AdamW bitwise unchanged, and the Muon/AdamW split.
+// restatement of the SPEC formula, AdamW against its closed forms, and the Muon/AdamW split.
 #include "optim/optim.h"
 
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cfloat>
 #include <cmath>
 #include <optional>
 #include <span>
@@ -15,6 +16,7 @@
 #include "model/params.h"
 #include "model/rng.h"
 #include "optim/muon.h"
+#include "tests/tiny_test_job.h"
 #include "train/dp_plan.h"
 #include "train/trainer.h"
 
@@ -164,12 +166,11 @@ std::vector<double> ns5_reference(std::vector<double> d, int64_t rows, int64_t c
   return o;
 }
 
+// The tests' tiny model with fewer and narrower experts: the same table as before the shared
+// config (seq_len, now 32 rather than 128, does not enter the table).
 ModelConfig small_model() {
-  return config_from_sets({"model.n_layers=2", "model.d_model=32", "model.dense_inter=48",
-                           "model.moe_inter=16", "model.q_lora_rank=16", "model.kv_lora_rank=16",
-                           "model.qk_nope_head_dim=8", "model.qk_rope_head_dim=8",
-                           "model.v_head_dim=8", "model.n_routed_experts=4", "model.n_group=2",
-                           "model.topk_group=1"})
+  return tests::tiny_test_job({"model.dense_inter=48", "model.n_routed_experts=4",
+                               "model.n_group=2", "model.topk_group=1"})
       .model;
 }
 
@@ -233,65 +234,149 @@ TEST(Muon, TwoStepsMatchFp64Reference) {
   EXPECT_GT(checked, 20);
 }
 
-// ---- AdamW unchanged ----------------------------------------------------------------------
+// ---- AdamW against its closed form ---------------------------------------------------------
 
-// AdamW as it was before Muon, verbatim: every gradient-trained tensor, decay but for
-// AdamWNoDecay. The "adamw" optimizer must reproduce it bit for bit.
-void adamw_before_muon(const ParamTable& table, const OptimizerConfig& cfg, double wd,
-                       std::vector<float>& m_, std::vector<float>& v_, float* params,
-                       const float* grads, double lr, double grad_scale, int64_t step) {
-  const double b1 = cfg.beta1, b2 = cfg.beta2;
-  const double c1 = 1.0 - std::pow(b1, double(step + 1));
-  const double c2 = 1.0 - std::pow(b2, double(step + 1));
-  const float fb1 = float(b1), fb2 = float(b2), fscale = float(grad_scale);
-  const float step_size = float(lr / c1), inv_c2 = float(1.0 / c2), eps = float(cfg.eps);
-  for (const ParamInfo& p : table.all()) {
-    if (p.group == OptGroup::Rule) continue;
-    const float decay = p.group == OptGroup::AdamWNoDecay ? 0.0f : float(lr * wd);
-    float* w = params + p.offset;
-    float* m = m_.data() + p.offset;
-    float* v = v_.data() + p.offset;
-    const float* g = grads + p.offset;
+// What AdamW is (decoupled weight decay, bias-corrected moments; β1 0.9, β2 0.95, ε 1e-8),
+// as closed forms in double that any correct implementation meets to a few roundings.
+
+// Gradients of both signs over ten decades, and zeros: at |g| = ε a first step is lr/2, at
+// |g| ≫ ε it is lr·sign(g)·(1 − ε/|g|).
+float spread_gradient(int64_t i) {
+  static constexpr float kMagnitudes[] = {0.0f, 1e-9f, 1e-8f, 3e-7f, 1e-4f, 0.05f, 2.5f};
+  return (i % 2 ? -1.0f : 1.0f) * kMagnitudes[(i / 2) % 7];
+}
+
+struct AdamWCase {  // the "adamw" optimizer on the small table, from init_params(seed 9)
+  const ParamTable table{small_model()};
+  const OptimizerConfig cfg;
+  std::vector<float> w0, w, g;
+  Optimizer opt;
+  explicit AdamWCase(double wd) : opt(table, cfg, wd, 1) {
+    w0.resize(static_cast<size_t>(table.total()));
+    init_params(table, 9, w0.data());
+    w = w0;
+    g.resize(w0.size());
+    for (int64_t i = 0; i < table.total(); ++i) g[i] = spread_gradient(i);
+  }
+};
+
+// Every weight against want(group, g, w0) within `ulps` float roundings of the weight and of
+// its move; the balancing bias (Rule) untouched, bit for bit. Names the worst element of
+// each tensor that is off.
+template <class Want>
+void expect_weights(const AdamWCase& c, double ulps, Want want) {
+  for (const ParamInfo& p : c.table.all()) {
+    double worst = 0, want_worst = 0;
+    int64_t at = 0;
     for (int64_t i = 0; i < p.numel; ++i) {
-      const float gi = g[i] * fscale;
-      m[i] = fb1 * m[i] + (1.0f - fb1) * gi;
-      v[i] = fb2 * v[i] + (1.0f - fb2) * gi * gi;
-      const float denom = std::sqrt(v[i] * inv_c2) + eps;
-      w[i] -= step_size * m[i] / denom + decay * w[i];
+      const size_t k = static_cast<size_t>(p.offset + i);
+      if (p.group == OptGroup::Rule) {
+        ASSERT_EQ(c.w[k], c.w0[k]) << p.name;
+        continue;
+      }
+      const double w0 = c.w0[k], ref = want(p.group, double(c.g[k]), w0);
+      const double tol = ulps * FLT_EPSILON * (std::abs(w0) + std::abs(ref - w0)) + 1e-30;
+      const double off = std::abs(double(c.w[k]) - ref) / tol;
+      if (off > worst) worst = off, want_worst = ref, at = i;
+    }
+    EXPECT_LE(worst, 1.0) << p.name << "[" << at << "] = " << c.w[p.offset + at] << ", want "
+                          << want_worst << " (w0 " << c.w0[p.offset + at] << ", g "
+                          << c.g[p.offset + at] << ")";
+  }
+}
+
+// The first step: m̂ = g and v̂ = g², so Adam moves each weight by lr·g/(|g| + ε), and the
+// decay takes lr·wd·w off beside it (decoupled: not through the moments, not bias-corrected).
+TEST(AdamW, FirstStepMovesByLrTimesGOverAbsGPlusEpsAndDecaysApart) {
+  const double lr = 1e-3, wd = 0.1;
+  AdamWCase c(wd);
+  EXPECT_EQ(c.opt.muon(), nullptr);
+  c.opt.update(c.w.data(), c.g.data(), lr, 1.0, 0);
+  const double eps = c.cfg.eps;
+  expect_weights(c, 8, [&](OptGroup group, double g, double w0) {
+    const double decay = group == OptGroup::AdamWNoDecay ? 0.0 : lr * wd * w0;
+    return w0 - lr * g / (std::abs(g) + eps) - decay;
+  });
+  // The moments themselves: m = (1 − β1)·g, v = (1 − β2)·g².
+  for (size_t t = 0; t < c.table.all().size(); ++t) {
+    const ParamInfo& p = c.table.all()[t];
+    const std::span<const float> m = c.opt.adamw().m(t), v = c.opt.adamw().v(t);
+    if (p.group == OptGroup::Rule) {
+      EXPECT_TRUE(m.empty() && v.empty()) << p.name << ": a Rule tensor keeps no moments";
+      continue;
+    }
+    ASSERT_EQ(m.size(), size_t(p.numel)) << p.name;
+    for (int64_t i = 0; i < p.numel; ++i) {
+      const double g = c.g[p.offset + i];
+      ASSERT_NEAR(m[i], (1 - c.cfg.beta1) * g, 2 * FLT_EPSILON * std::abs(g)) << p.name;
+      ASSERT_NEAR(v[i], (1 - c.cfg.beta2) * g * g, 4 * FLT_EPSILON * g * g) << p.name;
     }
   }
 }
 
-TEST(AdamW, OptimizerAdamwIsBitwiseTheAdamwOfBefore) {
-  const ParamTable table(small_model());
-  const OptimizerConfig cfg;  // "adamw"
-  ASSERT_EQ(cfg.name, "adamw");
-  std::vector<float> w(static_cast<size_t>(table.total()));
-  init_params(table, 9, w.data());
-  std::vector<float> w_before = w, m(w.size(), 0.0f), v(w.size(), 0.0f);
-  Optimizer opt(table, cfg, 0.1, 2);
-  EXPECT_EQ(opt.muon(), nullptr);
-  for (int step = 0; step < 3; ++step) {
-    const std::vector<float> g = random_matrix(table.total(), 200 + step, 0.05);
-    opt.update(w.data(), g.data(), 1e-3 * (step + 1), step == 1 ? 0.7 : 1.0, step);
-    adamw_before_muon(table, cfg, 0.1, m, v, w_before.data(), g.data(), 1e-3 * (step + 1),
-                      step == 1 ? 0.7 : 1.0, step);
+// Bias correction: under a constant gradient m̂ = g and v̂ = g² at every step, so every
+// step moves by lr_k·g/(|g| + ε), whatever the step's lr.
+TEST(AdamW, BiasCorrectionMakesEveryStepOfAConstantGradientAlike) {
+  AdamWCase c(0.0);
+  const std::vector<double> lrs = {1e-3, 3e-3, 5e-4, 2e-3, 1e-3};
+  double lr_sum = 0;
+  for (size_t s = 0; s < lrs.size(); ++s) {
+    c.opt.update(c.w.data(), c.g.data(), lrs[s], 1.0, int64_t(s));
+    lr_sum += lrs[s];
   }
-  EXPECT_EQ(w, w_before);
-  for (size_t t = 0; t < table.all().size(); ++t) {
-    const ParamInfo& p = table.all()[t];
-    const auto at = [&](const std::vector<float>& full) {
-      return std::vector<float>(full.begin() + p.offset, full.begin() + p.offset + p.numel);
-    };
-    const auto span_vec = [](std::span<const float> s) {
-      return std::vector<float>(s.begin(), s.end());
-    };
-    if (p.group == OptGroup::Rule) {
-      EXPECT_TRUE(opt.adamw().m(t).empty()) << p.name << ": a Rule tensor keeps no moments";
-      continue;
-    }
-    EXPECT_EQ(span_vec(opt.adamw().m(t)), at(m)) << p.name;
-    EXPECT_EQ(span_vec(opt.adamw().v(t)), at(v)) << p.name;
+  const double eps = c.cfg.eps;
+  expect_weights(
+      c, 32, [&](OptGroup, double g, double w0) { return w0 - lr_sum * g / (std::abs(g) + eps); });
+}
+
+// A gradient, then none: step 2 has m̂ = β1·g/(1 + β1) and v̂ = β2·g²/(1 + β2), a move of
+// lr·(β1/(1 + β1))·g / (√(β2/(1 + β2))·|g| + ε): 0.679·lr·sign(g) where |g| ≫ ε.
+TEST(AdamW, BiasCorrectionAfterAGradientAndThenNone) {
+  AdamWCase c(0.0);
+  const double lr0 = 1e-3, lr1 = 2e-3, b1 = c.cfg.beta1, b2 = c.cfg.beta2, eps = c.cfg.eps;
+  const std::vector<float> zero(c.g.size(), 0.0f);
+  c.opt.update(c.w.data(), c.g.data(), lr0, 1.0, 0);
+  c.opt.update(c.w.data(), zero.data(), lr1, 1.0, 1);
+  expect_weights(c, 8, [&](OptGroup, double g, double w0) {
+    const double second =
+        lr1 * (b1 / (1 + b1)) * g / (std::sqrt(b2 / (1 + b2)) * std::abs(g) + eps);
+    return w0 - lr0 * g / (std::abs(g) + eps) - second;
+  });
+}
+
+// No gradient, no moments: only the decay acts, w·(1 − lr·wd) per step, and not at all on
+// the tensors without decay (norms).
+TEST(AdamW, ZeroGradientOnlyDecays) {
+  const double wd = 0.1;
+  AdamWCase c(wd);
+  std::fill(c.g.begin(), c.g.end(), 0.0f);
+  const std::vector<double> lrs = {1e-3, 2e-3, 4e-3};
+  double keep = 1;
+  for (size_t s = 0; s < lrs.size(); ++s) {
+    c.opt.update(c.w.data(), c.g.data(), lrs[s], 1.0, int64_t(s));
+    keep *= 1 - lrs[s] * wd;
+  }
+  expect_weights(c, 8, [&](OptGroup group, double, double w0) {
+    return group == OptGroup::AdamWNoDecay ? w0 : w0 * keep;
+  });
+}
+
+// Clipping scales the gradient before it enters the moments: a step with grad_scale s is
+// the step of the gradient s·g, bit for bit, moments included.
+TEST(AdamW, GradScaleScalesTheGradientBeforeTheMoments) {
+  AdamWCase scaled(0.1), prescaled(0.1);
+  std::vector<float> g_half(scaled.g.size());
+  for (size_t i = 0; i < g_half.size(); ++i) g_half[i] = scaled.g[i] * 0.5f;
+  for (int64_t s = 0; s < 2; ++s) {
+    scaled.opt.update(scaled.w.data(), scaled.g.data(), 1e-3, 0.5, s);
+    prescaled.opt.update(prescaled.w.data(), g_half.data(), 1e-3, 1.0, s);
+  }
+  EXPECT_EQ(scaled.w, prescaled.w);
+  for (size_t t = 0; t < scaled.table.all().size(); ++t) {
+    const auto m = scaled.opt.adamw().m(t), m_pre = prescaled.opt.adamw().m(t);
+    const auto v = scaled.opt.adamw().v(t), v_pre = prescaled.opt.adamw().v(t);
+    EXPECT_TRUE(std::equal(m.begin(), m.end(), m_pre.begin(), m_pre.end()));
+    EXPECT_TRUE(std::equal(v.begin(), v.end(), v_pre.begin(), v_pre.end()));
   }
 }
 
@@ -434,12 +519,7 @@ TEST(OptimizerSplit, TinyTableMuonIsTheBlockMatrices) {
 // ---- In the trainer ------------------------------------------------------------------------
 
 JobConfig muon_job(int threads) {
-  JobConfig cfg = config_from_sets(
-      {"model.n_layers=2", "model.seq_len=32", "model.d_model=32", "model.dense_inter=64",
-       "model.moe_inter=16", "model.q_lora_rank=16", "model.kv_lora_rank=16",
-       "model.qk_nope_head_dim=8", "model.qk_rope_head_dim=8", "model.v_head_dim=8",
-       "train.batch_size=8", "train.micro_batch_rows=2", "train.steps=4", "train.warmup_steps=1",
-       "train.eval_every=0", "optimizer.name=muon"});
+  JobConfig cfg = tests::tiny_test_job({"train.steps=4", "optimizer.name=muon"});
   cfg.train.threads = threads;
   return cfg;
 }

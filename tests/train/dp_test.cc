@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include "config/config_parse.h"
+#include "tests/tiny_test_job.h"
 #include "train/dp_plan.h"
 #include "train/trainer.h"
 
@@ -11,12 +12,9 @@ namespace troupe::model {
 namespace {
 
 JobConfig small_job(const std::string& optimizer, bool engram = false) {
-  JobConfig cfg = config_from_sets(
-      {"model.n_layers=2", "model.seq_len=32", "model.d_model=32", "model.dense_inter=64",
-       "model.moe_inter=16", "model.q_lora_rank=16", "model.kv_lora_rank=16",
-       "model.qk_nope_head_dim=8", "model.qk_rope_head_dim=8", "model.v_head_dim=8",
-       "train.batch_size=12", "train.micro_batch_rows=2", "train.steps=3", "train.warmup_steps=1",
-       "train.eval_every=0", "train.threads=1", "optimizer.name=" + optimizer});
+  // 6 micro-batches: 5 workers get uneven shares.
+  JobConfig cfg = tests::tiny_test_job(
+      {"train.batch_size=12", "train.threads=1", "optimizer.name=" + optimizer});
   if (engram) {
     cfg.model.engram_layers = {1};
     cfg.model.engram_table_rows = 211;  // small tables: the steps touch rows more than once

@@ -5,18 +5,14 @@
 #include <gtest/gtest.h>
 
 #include "config/config_parse.h"
+#include "tests/tiny_test_job.h"
 #include "train/tree.h"
 
 namespace troupe::model {
 namespace {
 
 JobConfig small_job(int threads) {
-  JobConfig cfg = config_from_sets(
-      {"model.n_layers=2", "model.seq_len=32", "model.d_model=32", "model.dense_inter=64",
-       "model.moe_inter=16", "model.q_lora_rank=16", "model.kv_lora_rank=16",
-       "model.qk_nope_head_dim=8", "model.qk_rope_head_dim=8", "model.v_head_dim=8",
-       "train.batch_size=8", "train.micro_batch_rows=2", "train.steps=3", "train.warmup_steps=1",
-       "train.eval_every=0"});
+  JobConfig cfg = tests::tiny_test_job();  // as it is: 3 steps of 8 rows
   cfg.train.threads = threads;
   return cfg;
 }
