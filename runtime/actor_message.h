@@ -81,7 +81,7 @@ using tick_atom = caf::atom_constant<caf::atom("tick")>;           // timers
 
 struct RouterCounters {
   uint64_t delivered_local = 0, sent_remote = 0, received_remote = 0;
-  uint64_t dropped_no_actor = 0;         // no local actor by that name
+  uint64_t dropped_no_actor = 0;  // no local actor by that name
   // A message from a peer not bound to a node (admitted by the handshake, but not, or no
   // longer, a node of the view). Refused handshakes are the fabric's (FabricCounters).
   uint64_t dropped_unauthenticated = 0;

@@ -7,9 +7,9 @@
 #include <unistd.h>
 
 #include <array>
-#include <cerrno>
 #include <atomic>
 #include <boost/asio.hpp>
+#include <cerrno>
 #include <chrono>
 #include <future>
 #include <mutex>
@@ -30,7 +30,15 @@ namespace {
 // accepts again, instead of spinning on the same error.
 constexpr int64_t accept_retry_ms = 100;
 
-enum class Outcome : uint8_t { admitted, refused, malformed, timed_out, closed, over_limit, count_ };
+enum class Outcome : uint8_t {
+  admitted,
+  refused,
+  malformed,
+  timed_out,
+  closed,
+  over_limit,
+  count_
+};
 constexpr size_t outcome_count = size_t(Outcome::count_);
 
 const char* outcome_name(Outcome o) {
@@ -147,12 +155,12 @@ struct Session : std::enable_shared_from_this<Session> {
   std::string who;  // the peer's host:port, for messages
   std::array<unsigned char, handshake_prefix_bytes> prefix{};
   std::string in, out;
-  std::string nonce;    // ours: the other side must MAC it
-  std::string claimed;  // the name the connector claims (either side)
-  control::Hello hello;                        // acceptor: the connector's
-  std::string our_address;                     // acceptor: what on_admit gave the peer
-  std::string acceptor_node, transport;        // connector: who answered, our address
-  ConnectDoneFn done;                          // connector
+  std::string nonce;                     // ours: the other side must MAC it
+  std::string claimed;                   // the name the connector claims (either side)
+  control::Hello hello;                  // acceptor: the connector's
+  std::string our_address;               // acceptor: what on_admit gave the peer
+  std::string acceptor_node, transport;  // connector: who answered, our address
+  ConnectDoneFn done;                    // connector
 };
 
 namespace {
@@ -175,8 +183,8 @@ void read_frame(const SessionPtr& s, std::function<void(const std::string&)> nex
   asio::async_read(s->socket, asio::buffer(s->prefix), [s, next](error_code ec, size_t) {
     if (s->ended) return;
     if (ec) return s->end(Outcome::closed, "hung up in the handshake: " + ec.message());
-    const size_t n = size_t(s->prefix[0]) | size_t(s->prefix[1]) << 8 |
-                     size_t(s->prefix[2]) << 16 | size_t(s->prefix[3]) << 24;
+    const size_t n = size_t(s->prefix[0]) | size_t(s->prefix[1]) << 8 | size_t(s->prefix[2]) << 16 |
+                     size_t(s->prefix[3]) << 24;
     if (n > handshake_frame_bytes_max)
       return s->end(Outcome::malformed,
                     fmt::format("a frame of {} bytes, over handshake_frame_bytes_max {}", n,
@@ -272,7 +280,8 @@ void on_challenge(const SessionPtr& s, const std::string& body) {
     // An empty proof tells the acceptor, which logs it where an operator looks; our MAC
     // never goes to a peer that has not proved the secret.
     return write_frame(s, p.SerializeAsString(), [s](bool) {
-      s->end(Outcome::refused, "it did not prove the job secret (a wrong job secret, here or there)");
+      s->end(Outcome::refused,
+             "it did not prove the job secret (a wrong job secret, here or there)");
     });
   }
   s->acceptor_node = c.node();
@@ -381,8 +390,8 @@ Result<uint16_t> Bootstrap::Impl::do_listen(uint16_t port) {
   const uint16_t bound = a->local_endpoint().port();
   {
     std::lock_guard<std::mutex> lock(mutex);
-    listen_address = address.is_v6() ? fmt::format("[{}]:{}", host, bound)
-                                     : fmt::format("{}:{}", host, bound);
+    listen_address =
+        address.is_v6() ? fmt::format("[{}]:{}", host, bound) : fmt::format("{}:{}", host, bound);
   }
   acceptor = std::move(a);
   accept_next();

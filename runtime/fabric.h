@@ -1,8 +1,9 @@
 // The fabric moves envelopes and raw tensor payloads between node processes. It knows
 // nothing of the model or of actors: an Envelope names its sender and receiver by address
 // string, and the payloads are opaque bytes. A peer is admitted only after a mutual
-// handshake over the job secret (runtime/bootstrap.h), before any byte reaches the transport. Implementations: UcxFabric (real processes,
-// runtime/ucx_fabric.h); SimFabric (one process, simulated clock) later.
+// handshake over the job secret (runtime/bootstrap.h), before any byte reaches the
+// transport. Implementations: UcxFabric (real processes, runtime/ucx_fabric.h); SimFabric
+// (one process, simulated clock) later.
 #pragma once
 
 #include <chrono>

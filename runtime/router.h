@@ -3,8 +3,8 @@
 // the fabric admits a peer only after the mutual HMAC-SHA256 handshake over the job secret
 // (runtime/bootstrap.h) and says who it proved to be (on_peer_up, handed here by Host as
 // peer_up_atom); a message from a peer not bound to a node, or whose sender names another
-// node than the bound one, is dropped and counted. Nodes it has no endpoint for are connected on first use, from the
-// addresses the coordinator's view gives it.
+// node than the bound one, is dropped and counted. Nodes it has no endpoint for are
+// connected on first use, from the addresses the coordinator's view gives it.
 //
 // Commands (actor_message.h atoms):
 //   ActorMessage                    route (local actor, bound peer, or msg.peer if set)

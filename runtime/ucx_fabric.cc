@@ -76,8 +76,9 @@ Status UcxFabric::Impl::init() {
   s = ucp_worker_query(worker, &attr);
   if (s != UCS_OK) return ucx_error("ucp_worker_query", s);
   if (attr.max_am_header < am_token_bytes + frame_bytes_max) {
-    return {Code::io_error, fmt::format("UCX max AM header {} B < {} B (a token and frame_bytes_max)",
-                                        attr.max_am_header, am_token_bytes + frame_bytes_max)};
+    return {Code::io_error,
+            fmt::format("UCX max AM header {} B < {} B (a token and frame_bytes_max)",
+                        attr.max_am_header, am_token_bytes + frame_bytes_max)};
   }
   s = ucp_worker_get_efd(worker, &event_fd);
   if (s != UCS_OK) return ucx_error("ucp_worker_get_efd", s);

@@ -2,9 +2,10 @@
 // fabric, driven by one progress thread that owns every UCX object; other threads hand it
 // commands through a queue. Peers meet through the bootstrap (bootstrap.h): the handshake
 // over the job secret on troupe's own TCP listener, then endpoints made from the worker
-// addresses the two sides swapped; no UCX listener exists. Endpoints use UCP_ERR_HANDLING_MODE_PEER, so a peer's death
-// surfaces as on_peer_down within milliseconds (a hung peer does not: that needs
-// heartbeats, DESIGN.md §3).
+// addresses the two sides swapped; no UCX listener exists. Endpoints use
+// UCP_ERR_HANDLING_MODE_PEER, and the bootstrap's connection stays open as a peer's
+// lifeline, so a peer's death surfaces as on_peer_down within milliseconds (a hung peer
+// does not: that needs heartbeats, DESIGN.md §3).
 #pragma once
 
 #include <memory>

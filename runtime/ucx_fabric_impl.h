@@ -70,7 +70,7 @@ struct SendOp;
 struct PeerState {
   UcxFabric::Impl* impl = nullptr;
   PeerId id = peer_none;
-  ucp_ep_h ep = nullptr;  // null while the handshake runs, and once closed
+  ucp_ep_h ep = nullptr;    // null while the handshake runs, and once closed
   uint64_t send_token = 0;  // the peer's token for us: the head of our messages to it
   uint64_t recv_token = 0;  // ours for it
   PeerInfo info;
@@ -138,7 +138,7 @@ struct UcxFabric::Impl {
   std::string transport_address(const PeerState& peer) const;
   Status open_endpoint(PeerState* peer, const std::string& their_address);
   void on_connected(PeerId id, Result<Admitted> result);
-  Result<std::string> admit(const Admitted& peer);  // bootstrap thread
+  Result<std::string> admit(const Admitted& peer);                    // bootstrap thread
   void lost(const std::string& our_address, const std::string& why);  // bootstrap thread
   void fail_lost_peers();
   void fail_peer(PeerState* peer, const Status& why);
@@ -174,7 +174,7 @@ struct UcxFabric::Impl {
 
   ucp_context_h context = nullptr;
   ucp_worker_h worker = nullptr;
-  std::string worker_address;           // ucp_worker_get_address, given to admitted peers
+  std::string worker_address;            // ucp_worker_get_address, given to admitted peers
   std::unique_ptr<Bootstrap> bootstrap;  // the door; destroyed before the progress thread stops
   int event_fd = -1;
   std::thread thread;

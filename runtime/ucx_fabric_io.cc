@@ -13,7 +13,6 @@ namespace troupe::runtime {
 
 namespace {
 
-
 // Gives `op` its pooled storage and points the message's payload views into it.
 void take_storage(RecvOp& op, BufferPool* pool) {
   Message& m = op.message;
@@ -165,7 +164,8 @@ void UcxFabric::Impl::start_send(PeerState& peer, std::unique_ptr<SendOp> op) {
     sop->impl->finish_send(sop, status);
   };
   p.user_data = op.get();
-  for (size_t i = 0; i < am_token_bytes; ++i) op->frame[i] = char((peer.send_token >> (8 * i)) & 0xff);
+  for (size_t i = 0; i < am_token_bytes; ++i)
+    op->frame[i] = char((peer.send_token >> (8 * i)) & 0xff);
   const void* buffer = nullptr;
   size_t count = 0;
   if (op->nonempty_payloads == 1) {
@@ -241,9 +241,9 @@ ucs_status_t UcxFabric::Impl::on_am(const void* header, size_t header_length, vo
   Frame frame;
   RejectReason reason = RejectReason::no_sender_endpoint;
   if (peer != peer_none) {
-    reason = decode_frame({reinterpret_cast<const std::byte*>(head) + am_token_bytes,
-                           header_length - am_token_bytes},
-                          length, &frame);
+    reason = decode_frame(
+        {reinterpret_cast<const std::byte*>(head) + am_token_bytes, header_length - am_token_bytes},
+        length, &frame);
   }
   if (reason != RejectReason::none) {
     reject(peer, reason);

@@ -92,7 +92,8 @@ bool closed_by_peer(int fd, int ms) {
 }
 
 bool wait_until(const std::function<bool()>& pred) {
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(closed_wait_ms);
+  const auto deadline =
+      std::chrono::steady_clock::now() + std::chrono::milliseconds(closed_wait_ms);
   while (!pred()) {
     if (std::chrono::steady_clock::now() > deadline) return false;
     std::this_thread::sleep_for(std::chrono::milliseconds(5));  // polling another thread
@@ -126,7 +127,7 @@ TEST(Bootstrap, WrongSecretIsRefusedOnBothSidesAndNoAddressTravels) {
 TEST(Bootstrap, GarbageAndOversizedFramesAreClosedAndCounted) {
   auto door = make_door();
   const std::vector<std::string> attacks = {
-      std::string(64, '\xff'),                                      // a length of 4 GiB
+      std::string(64, '\xff'),                                       // a length of 4 GiB
       std::string("\x01\0\0\0\0\0\0\0", 8) + std::string(200, 'A'),  // 1 byte said, more sent
       std::string("\x05\0\0\0", 4) + "\x08\x96\x01\xff\xff",         // not a protobuf Hello
   };

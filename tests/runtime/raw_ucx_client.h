@@ -30,7 +30,7 @@ class RawUcxClient {
     bootstrap_ = std::move(bootstrap).value();  // its connection is our lifeline: kept open
     std::promise<Result<Admitted>> done;
     bootstrap_->connect(host + ":" + std::to_string(port), std::string(8, '\x01') + address_,
-                               [&](Result<Admitted> r) { done.set_value(std::move(r)); });
+                        [&](Result<Admitted> r) { done.set_value(std::move(r)); });
     Result<Admitted> admitted = done.get_future().get();
     if (!admitted.ok()) {
       error_ = admitted.status().to_string();
