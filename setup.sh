@@ -8,7 +8,7 @@ packages=(
   libgtest-dev libgmock-dev libbenchmark-dev
   libopenblas-dev libtomlplusplus-dev nlohmann-json3-dev libcli11-dev
   libspdlog-dev libfmt-dev libssl-dev libxxhash-dev
-  libcaf-dev libucx-dev ucx-utils librocksdb-dev
+  libcaf-dev libucx-dev ucx-utils librocksdb-dev libboost-system-dev
   libprotobuf-dev protobuf-compiler
   python3 python3-torch python3-numpy
   fortunes fortunes-min

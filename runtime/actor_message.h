@@ -18,8 +18,10 @@
 
 namespace troupe::runtime {
 
-// Message types below control_types_end (fabric.h) are the runtime's own (handshake,
-// membership: control.proto); roles number theirs from there up.
+// Message types below control_types_end (fabric.h) are the runtime's own (membership:
+// control.proto); roles number theirs from there up. The handshake's four never travel
+// as envelopes any more (bootstrap.h runs it on its own connection); their numbers stay
+// reserved so that the others keep theirs.
 enum ControlType : uint32_t {
   hello_type = 1,
   challenge_type,
@@ -71,6 +73,7 @@ using bind_atom = caf::atom_constant<caf::atom("bind")>;           // (node id, 
 using address_atom = caf::atom_constant<caf::atom("address")>;     // (node id, host:port)
 using epoch_atom = caf::atom_constant<caf::atom("epoch")>;         // (epoch)
 using peer_down_atom = caf::atom_constant<caf::atom("peerdown")>;  // (peer, why)
+using peer_up_atom = caf::atom_constant<caf::atom("peerup")>;      // (peer, PeerInfo)
 using node_down_atom = caf::atom_constant<caf::atom("nodedown")>;  // to watchers: (node, why)
 using watch_atom = caf::atom_constant<caf::atom("watch")>;         // (actor)
 using counters_atom = caf::atom_constant<caf::atom("counters")>;   // → RouterCounters
@@ -78,10 +81,11 @@ using tick_atom = caf::atom_constant<caf::atom("tick")>;           // timers
 
 struct RouterCounters {
   uint64_t delivered_local = 0, sent_remote = 0, received_remote = 0;
-  uint64_t dropped_no_actor = 0;         // no local actor by that name
-  uint64_t dropped_unauthenticated = 0;  // a non-handshake message from an unadmitted peer
-  uint64_t dropped_spoofed = 0;          // `from` names another node than the admitted peer
-  uint64_t refused_handshakes = 0;       // wrong secret, bad proof
+  uint64_t dropped_no_actor = 0;  // no local actor by that name
+  // A message from a peer not bound to a node (admitted by the handshake, but not, or no
+  // longer, a node of the view). Refused handshakes are the fabric's (FabricCounters).
+  uint64_t dropped_unauthenticated = 0;
+  uint64_t dropped_spoofed = 0;  // `from` names another node than the admitted peer
   uint64_t send_errors = 0;
 };
 
@@ -89,3 +93,4 @@ struct RouterCounters {
 
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::runtime::ActorMessage)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::runtime::RouterCounters)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::runtime::PeerInfo)

@@ -1,7 +1,9 @@
 // The fabric moves envelopes and raw tensor payloads between node processes. It knows
 // nothing of the model or of actors: an Envelope names its sender and receiver by address
-// string, and the payloads are opaque bytes. Implementations: UcxFabric (real processes,
-// runtime/ucx_fabric.h); SimFabric (one process, simulated clock) later.
+// string, and the payloads are opaque bytes. A peer is admitted only after a mutual
+// handshake over the job secret (runtime/bootstrap.h), before any byte reaches the
+// transport. Implementations: UcxFabric (real processes, runtime/ucx_fabric.h); SimFabric
+// (one process, simulated clock) later.
 #pragma once
 
 #include <chrono>
@@ -87,30 +89,57 @@ struct FabricCounters {
   uint64_t dropped_queue_full = 0;
   uint64_t send_failed = 0;  // sends whose completion reported an error
   uint64_t peers_down = 0;
+  // The door (runtime/bootstrap.h): handshakes that admitted a peer, and every connection
+  // closed before that, by reason.
+  uint64_t handshakes_admitted = 0;
+  uint64_t handshakes_refused = 0;     // a wrong job secret, either side
+  uint64_t handshakes_malformed = 0;   // bytes that are not a handshake frame, or too many
+  uint64_t handshakes_timed_out = 0;   // slow or half-open past handshake_deadline_ms
+  uint64_t handshakes_closed = 0;      // the other side hung up, or could not be reached
+  uint64_t handshakes_over_limit = 0;  // closed at once: handshakes_pending_max were open
+};
+
+// Who a peer proved to be in the handshake.
+struct PeerInfo {
+  std::string node;            // its node id; "" for a node that has not joined yet
+  std::string listen_address;  // where it accepts connections, host:port ("" if none)
+  uint32_t pid = 0;            // its process id, as it says (for operators)
+  bool accepted = false;       // it connected to us; false: we connected to it
 };
 
 // Called on the fabric's own thread; must not block (hand the message on and return).
 using ReceiveFn = std::function<void(Message&& message)>;
 using PeerDownFn = std::function<void(PeerId peer, const Status& why)>;
+// A peer passed the handshake: messages from it follow, never before this call.
+using PeerUpFn = std::function<void(PeerId peer, const PeerInfo& info)>;
 // Completion of one send: after it runs, the payload memory may be reused.
 using SendDoneFn = std::function<void(const Status& status)>;
 
 struct FabricHandlers {
   ReceiveFn on_receive;     // empty: messages queue for receive()
   PeerDownFn on_peer_down;  // empty: peer loss is only counted
+  PeerUpFn on_peer_up;      // empty: admission is only counted
 };
 
 class Fabric {
  public:
   virtual ~Fabric() = default;
 
-  // Accept connections on `port` (0: any free port). Returns the bound port. Call once.
+  // Accepts connections on `port` (0: any free port). Returns the bound port. Call once.
+  // Every connection must pass the mutual handshake over the job secret before the
+  // transport hears of it; then on_peer_up(accepted = true). Errors name the address: in
+  // use (another process listens there), not an address of this machine.
   virtual Result<uint16_t> listen(uint16_t port) = 0;
 
-  // Opens an endpoint to "host:port" and returns its peer id. The connection completes
-  // asynchronously; sends before then are queued by the transport. A peer that cannot be
-  // reached surfaces through on_peer_down (and failed sends), not here.
+  // Connects to "host:port" and returns the peer id at once. The handshake and the
+  // endpoint complete asynchronously: on_peer_up when the peer proved the job secret,
+  // on_peer_down (why: wrong job secret, refused, unreachable, timed out) otherwise. Sends
+  // before on_peer_up are queued. Errors here: invalid_argument (not host:port), closed.
   virtual Result<PeerId> connect(const std::string& host_port) = 0;
+
+  // The node id this process claims in handshakes from now on ("" until a node has joined;
+  // the coordinator gives it). Any thread.
+  virtual void set_node_id(const std::string& node_id) = 0;
 
   // Sends `envelope` plus `payloads` (not copied). Returns once the send is accepted;
   // `done` runs (on the fabric's thread, or inline) when the payload memory may be

@@ -22,18 +22,15 @@ struct Host::Impl {
   }
   caf::actor_system_config config;  // before system: the system keeps a reference
   caf::actor_system caf_system;
-  std::unique_ptr<UcxFabric> fabric;
+  std::unique_ptr<Fabric> fabric;
   caf::actor router;
   std::string address;
 };
 
-Result<std::unique_ptr<Host>> Host::create(HostOptions options) {
-  std::unique_ptr<Host> host(new Host);
-  host->impl_ = std::make_unique<Impl>(std::max(1, options.caf_threads));
-  Impl& impl = *host->impl_;
-  // The fabric's handlers run on its thread and only hand messages to the router. The
-  // router handle is filled in below, before listen(): nothing can arrive earlier.
-  auto router_slot = std::make_shared<caf::actor>();
+namespace {
+
+// The fabric's handlers run on its thread and only hand events to the router, in order.
+FabricHandlers router_handlers(const std::shared_ptr<caf::actor>& router_slot) {
   FabricHandlers handlers;
   handlers.on_receive = [router_slot](Message&& m) {
     caf::anon_send(*router_slot, inbound_atom::value, to_actor_message(std::move(m)));
@@ -41,20 +38,45 @@ Result<std::unique_ptr<Host>> Host::create(HostOptions options) {
   handlers.on_peer_down = [router_slot](PeerId peer, const Status& why) {
     caf::anon_send(*router_slot, peer_down_atom::value, peer, why.to_string());
   };
-  options.ucx.listen_host = options.listen_host;
-  Result<std::unique_ptr<UcxFabric>> fabric = UcxFabric::create(options.ucx, std::move(handlers));
+  handlers.on_peer_up = [router_slot](PeerId peer, const PeerInfo& info) {
+    caf::anon_send(*router_slot, peer_up_atom::value, peer, info);
+  };
+  return handlers;
+}
+
+Result<std::unique_ptr<Fabric>> make_ucx_fabric(const HostOptions& o, FabricHandlers handlers) {
+  UcxOptions ucx = o.ucx;
+  ucx.listen_host = o.listen_host;
+  ucx.secret = o.secret;
+  ucx.node_id = o.node_id;
+  Result<std::unique_ptr<UcxFabric>> made = UcxFabric::create(ucx, std::move(handlers));
+  if (!made.ok()) return made.status();
+  return std::unique_ptr<Fabric>(std::move(made).value());
+}
+
+}  // namespace
+
+Result<std::unique_ptr<Host>> Host::create(HostOptions options) {
+  std::unique_ptr<Host> host(new Host);
+  host->impl_ = std::make_unique<Impl>(std::max(1, options.caf_threads));
+  Impl& impl = *host->impl_;
+  // The router handle is filled in below, before listen(): nothing can arrive earlier.
+  auto router_slot = std::make_shared<caf::actor>();
+  FabricHandlers handlers = router_handlers(router_slot);
+  Result<std::unique_ptr<Fabric>> fabric = options.fabric_factory
+                                               ? options.fabric_factory(handlers)
+                                               : make_ucx_fabric(options, handlers);
   if (!fabric.ok()) return fabric.status();
   impl.fabric = std::move(fabric).value();
+  if (!options.node_id.empty()) impl.fabric->set_node_id(options.node_id);
   RouterConfig rc;
   rc.fabric = impl.fabric.get();
   rc.node_id = options.node_id;
-  rc.secret = options.secret;
   impl.router = spawn_router(impl.caf_system, rc);
   *router_slot = impl.router;
   Result<uint16_t> port = impl.fabric->listen(options.port);
   if (!port.ok()) return port.status();
   impl.address = fmt::format("{}:{}", options.listen_host, port.value());
-  caf::anon_send(impl.router, listen_atom::value, impl.address);
   return host;
 }
 

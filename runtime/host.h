@@ -1,18 +1,26 @@
-// One process's share of the runtime: a CAF actor_system, one UcxFabric listening on the
+// One process's share of the runtime: a CAF actor_system, one Fabric listening on the
 // node's port, and the router between them (DESIGN §2). The coordinator's process and every
-// `troupe node` process each create one Host.
+// `troupe node` process each create one Host. The fabric is a UcxFabric unless the options
+// give a factory for another (a simulated or fault-injecting one).
 #pragma once
 
 #include <caf/actor.hpp>
 #include <caf/actor_system.hpp>
+#include <functional>
 #include <memory>
 #include <string>
 
+#include "runtime/fabric.h"
 #include "runtime/router.h"
 #include "runtime/status.h"
 #include "runtime/ucx_fabric.h"
 
 namespace troupe::runtime {
+
+// Makes the host's fabric with the handlers that hand its events to the router. The fabric
+// must run the handshake over the job secret (or stand for one that did: a simulation).
+using FabricFactory =
+    std::function<Result<std::unique_ptr<Fabric>>(const FabricHandlers& handlers)>;
 
 struct HostOptions {
   std::string node_id;  // "" for a node that will be given one at join
@@ -22,12 +30,14 @@ struct HostOptions {
   // CAF scheduler threads. The model's compute runs on its own threads (detached actors),
   // so one scheduler thread is enough; DESIGN §3: keep CAF + UCX threads within the cores.
   int caf_threads = 1;
-  UcxOptions ucx;
+  UcxOptions ucx;  // the default fabric's; secret, node_id, listen_host come from above
+  FabricFactory fabric_factory;  // empty: a UcxFabric
 };
 
 class Host {
  public:
-  // Errors: io_error from the fabric (UCX missing, port taken) naming the cause.
+  // Errors: from the fabric (UCX missing, port taken, --listen-host not an address of
+  // this machine), naming the cause.
   static Result<std::unique_ptr<Host>> create(HostOptions options);
   ~Host();  // stops the router, then the fabric, then the actor system
   Host(const Host&) = delete;

@@ -1,35 +1,21 @@
 #include "runtime/router.h"
 
 #include <fmt/format.h>
-#include <unistd.h>
 
 #include <caf/all.hpp>
 #include <deque>
 #include <map>
 
-#include "runtime/auth.h"
 #include "runtime/control.pb.h"
 
 namespace troupe::runtime {
 
 namespace {
 
-// A connection we opened and are authenticating (we are the connector).
+// A connection we opened; the fabric runs its handshake (bootstrap.h).
 struct Outgoing {
   std::string target;  // the node we meant to reach ("" : the coordinator, id unknown)
-  std::string nonce;   // ours: the acceptor must MAC it
   std::string address;
-  // The acceptor's challenge did not prove the job secret. We still answer with our proof
-  // (the acceptor then logs the refusal, where an operator looks) and give up only when
-  // its verdict comes back or the connection drops, so the proof is not lost with us.
-  bool acceptor_failed = false;
-};
-// A connection someone opened to us (we are the acceptor).
-struct Incoming {
-  std::string claimed;  // "" : a new node asking to join
-  std::string nonce;    // ours: the connector must MAC it with its claimed name
-  std::string address;  // where the connector accepts connections
-  uint32_t pid = 0;     // its process id, as it says
 };
 
 struct RouterState {
@@ -40,7 +26,6 @@ struct RouterState {
   std::map<PeerId, std::string> node_of_peer;     // peer → admitted node
   std::map<std::string, std::string> address_of;  // node → host:port
   std::map<PeerId, Outgoing> outgoing;
-  std::map<PeerId, Incoming> incoming;
   std::map<std::string, std::deque<ActorMessage>> waiting;  // node → messages until admitted
   std::vector<caf::actor> watchers;
   RouterCounters counters;
@@ -52,13 +37,6 @@ using Self = caf::stateful_actor<RouterState>;
 std::string local_part(const std::string& address) {
   const size_t slash = address.find('/');
   return slash == std::string::npos ? address : address.substr(slash + 1);
-}
-
-// The MAC an acceptor shows over the connector's nonce (a different domain than proofs, so
-// one can never be replayed as the other).
-std::string acceptor_mac(const std::string& secret, const std::string& nonce,
-                         const std::string& node) {
-  return join_mac(secret, nonce, "acceptor:" + node);
 }
 
 void send_raw(Self* self, PeerId peer, const ActorMessage& m) {
@@ -82,15 +60,6 @@ void send_raw(Self* self, PeerId peer, const ActorMessage& m) {
   }
 }
 
-template <class Proto>
-void send_control(Self* self, PeerId peer, uint32_t type, const Proto& body) {
-  ActorMessage m;
-  m.from = self->state.cfg.node_id + "/router.0";
-  m.type = type;
-  m.header = body.SerializeAsString();
-  send_raw(self, peer, m);
-}
-
 void notify_down(Self* self, const std::string& node, const std::string& why) {
   for (const caf::actor& w : self->state.watchers) self->send(w, node_down_atom::value, node, why);
 }
@@ -106,17 +75,8 @@ void admit(Self* self, const std::string& node, PeerId peer) {
 }
 
 Result<PeerId> open(Self* self, const std::string& address, const std::string& target) {
-  auto& s = self->state;
-  Result<PeerId> peer = s.cfg.fabric->connect(address);
-  if (!peer.ok()) return peer;
-  Outgoing out{target, make_nonce(), address};
-  control::Hello hello;
-  hello.set_claimed_node(s.cfg.node_id);
-  hello.set_nonce(out.nonce);
-  hello.set_listen_address(s.cfg.listen_address);
-  hello.set_pid(uint32_t(getpid()));
-  s.outgoing[peer.value()] = out;
-  send_control(self, peer.value(), hello_type, hello);
+  Result<PeerId> peer = self->state.cfg.fabric->connect(address);
+  if (peer.ok()) self->state.outgoing[peer.value()] = Outgoing{target, address};
   return peer;
 }
 
@@ -174,114 +134,36 @@ void route(Self* self, ActorMessage&& m) {
   }
 }
 
-constexpr const char* wrong_acceptor = "the peer failed the handshake (wrong job secret)";
-
-void refuse(Self* self, PeerId peer, const std::string& reason) {
+// A peer passed the fabric's handshake. One that connected to us is a node we know (it
+// claims its id: bound now) or a new node (the local coordinator admits it, as a Join);
+// one we connected to is the node we meant, and what waited for it goes out.
+void peer_up(Self* self, PeerId peer, const PeerInfo& info) {
   auto& s = self->state;
-  ++s.counters.refused_handshakes;
-  const auto in = s.incoming.find(peer);
-  fmt::print(stderr, "troupe router {}: refused connection from peer {} ({}): {}\n", s.cfg.node_id,
-             peer, in == s.incoming.end() ? "?" : in->second.address, reason);
-  control::Verdict v;
-  v.set_admitted(false);
-  v.set_reason(reason);
-  send_control(self, peer, verdict_type, v);
-  s.incoming.erase(peer);
-}
-
-// The handshake, both sides. Returns true when the message was a handshake step.
-bool handshake(Self* self, ActorMessage& m) {
-  auto& s = self->state;
-  switch (m.type) {
-    case hello_type: {
-      control::Hello h;
-      if (!h.ParseFromString(m.header)) return refuse(self, m.peer, "malformed hello"), true;
-      Incoming in{h.claimed_node(), make_nonce(), h.listen_address(), h.pid()};
-      control::Challenge c;
-      c.set_node(s.cfg.node_id);
-      c.set_nonce(in.nonce);
-      c.set_mac(acceptor_mac(s.cfg.secret, h.nonce(), s.cfg.node_id));
-      s.incoming[m.peer] = in;
-      send_control(self, m.peer, challenge_type, c);
-      return true;
-    }
-    case challenge_type: {
-      auto it = s.outgoing.find(m.peer);
-      control::Challenge c;
-      if (it == s.outgoing.end() || !c.ParseFromString(m.header)) return true;
-      // Our proof goes out even when the acceptor's fails: then it is the acceptor that
-      // logs and counts the refusal, which is where an operator looks.
-      control::Proof p;
-      p.set_mac(join_mac(s.cfg.secret, c.nonce(), s.cfg.node_id));
-      send_control(self, m.peer, proof_type, p);
-      if (!join_mac_ok(s.cfg.secret, it->second.nonce, "acceptor:" + c.node(), c.mac())) {
-        ++s.counters.refused_handshakes;
-        fmt::print(stderr, "troupe router {}: {} did not prove the job secret; not talking to it\n",
-                   s.cfg.node_id, it->second.address);
-        it->second.acceptor_failed = true;
-        return true;
-      }
-      if (it->second.target.empty()) it->second.target = c.node();
-      return true;
-    }
-    case proof_type: {
-      auto it = s.incoming.find(m.peer);
-      control::Proof p;
-      if (it == s.incoming.end()) return true;
-      if (!p.ParseFromString(m.header) ||
-          !join_mac_ok(s.cfg.secret, it->second.nonce, it->second.claimed, p.mac()))
-        return refuse(self, m.peer, "wrong job secret"), true;
-      control::Verdict v;
-      v.set_admitted(true);
-      send_control(self, m.peer, verdict_type, v);
-      const Incoming in = it->second;
-      s.incoming.erase(it);
-      if (in.claimed.empty()) {  // a new node: the local coordinator assigns its id
-        ActorMessage join;
-        join.peer = m.peer;
-        join.to = "coordinator.0";
-        join.type = join_type;
-        control::Join j;
-        j.set_address(in.address);
-        j.set_pid(in.pid);
-        join.header = j.SerializeAsString();
-        deliver_local(self, std::move(join));
-      } else {
-        if (!in.address.empty()) s.address_of[in.claimed] = in.address;
-        admit(self, in.claimed, m.peer);
-      }
-      return true;
-    }
-    case verdict_type: {
-      auto it = s.outgoing.find(m.peer);
-      control::Verdict v;
-      if (it == s.outgoing.end() || !v.ParseFromString(m.header)) return true;
-      const Outgoing out = it->second;
-      s.outgoing.erase(it);
-      if (out.acceptor_failed) {
-        s.waiting.erase(out.target);
-        notify_down(self, out.target, wrong_acceptor);
-        return true;
-      }
-      if (!v.admitted()) {
-        fmt::print(stderr, "troupe router {}: {} refused us: {}\n", s.cfg.node_id, out.address,
-                   v.reason());
-        s.waiting.erase(out.target);
-        notify_down(self, out.target, "refused: " + v.reason());
-        return true;
-      }
-      admit(self, out.target, m.peer);
-      return true;
-    }
-    default:
-      return false;
+  if (!info.accepted) {
+    auto it = s.outgoing.find(peer);
+    if (it == s.outgoing.end()) return;
+    const std::string node = it->second.target.empty() ? info.node : it->second.target;
+    s.outgoing.erase(it);
+    return admit(self, node, peer);
   }
+  if (!info.node.empty()) {
+    if (!info.listen_address.empty()) s.address_of[info.node] = info.listen_address;
+    return admit(self, info.node, peer);
+  }
+  ActorMessage join;
+  join.peer = peer;
+  join.to = "coordinator.0";
+  join.type = join_type;
+  control::Join j;
+  j.set_address(info.listen_address);
+  j.set_pid(info.pid);
+  join.header = j.SerializeAsString();
+  deliver_local(self, std::move(join));
 }
 
 void inbound(Self* self, ActorMessage&& m) {
   auto& s = self->state;
   ++s.counters.received_remote;
-  if (m.type < control_types_end && handshake(self, m)) return;
   auto bound = s.node_of_peer.find(m.peer);
   if (bound == s.node_of_peer.end()) {
     if (++s.counters.dropped_unauthenticated <= 5)
@@ -310,8 +192,11 @@ caf::behavior router(Self* self, RouterConfig cfg) {
       [=](address_atom, const std::string& node, const std::string& address) {
         self->state.address_of[node] = address;
       },
-      [=](node_id_atom, const std::string& id) { self->state.cfg.node_id = id; },
-      [=](listen_atom, const std::string& address) { self->state.cfg.listen_address = address; },
+      [=](node_id_atom, const std::string& id) {
+        self->state.cfg.node_id = id;
+        self->state.cfg.fabric->set_node_id(id);  // claimed in its handshakes from now on
+      },
+      [=](peer_up_atom, PeerId peer, const PeerInfo& info) { peer_up(self, peer, info); },
       [=](epoch_atom, uint64_t epoch) {
         if (epoch <= self->state.epoch) return;
         self->state.epoch = epoch;
@@ -343,13 +228,11 @@ caf::behavior router(Self* self, RouterConfig cfg) {
           s.peer_of.erase(node);
           s.node_of_peer.erase(it);
         } else if (auto o = s.outgoing.find(peer); o != s.outgoing.end()) {
-          node = o->second.target;
-          const bool failed = o->second.acceptor_failed;
+          node = o->second.target;  // the handshake failed: `why` says how
+          s.waiting.erase(node);
           s.outgoing.erase(o);
-          if (failed) return notify_down(self, node, wrong_acceptor);
         } else {
-          s.incoming.erase(peer);
-          return;  // an unadmitted stranger left: nothing to report
+          return;  // a peer that was never bound (a new node not admitted): no news
         }
         notify_down(self, node, why);
       },

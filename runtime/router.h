@@ -1,10 +1,10 @@
 // The router: one CAF actor per process that maps addresses "node/role.index" to local
-// actors and hands everything else to the fabric (DESIGN §2). It also guards the door:
-// every new connection must complete a mutual HMAC-SHA256 handshake over the job secret
-// (hello → challenge → proof → verdict, control.proto) before anything else from it is
-// delivered, and a message whose sender names another node than the admitted peer is
-// dropped and counted. Nodes it has no endpoint for are connected on first use, from the
-// addresses the coordinator's view gives it.
+// actors and hands everything else to the fabric (DESIGN §2). It keeps the door's word:
+// the fabric admits a peer only after the mutual HMAC-SHA256 handshake over the job secret
+// (runtime/bootstrap.h) and says who it proved to be (on_peer_up, handed here by Host as
+// peer_up_atom); a message from a peer not bound to a node, or whose sender names another
+// node than the bound one, is dropped and counted. Nodes it has no endpoint for are
+// connected on first use, from the addresses the coordinator's view gives it.
 //
 // Commands (actor_message.h atoms):
 //   ActorMessage                    route (local actor, bound peer, or msg.peer if set)
@@ -15,6 +15,7 @@
 //   (watch_atom, actor)             receives (node_down_atom, node, why)
 //   (counters_atom)                 replies RouterCounters
 //   (connect_atom, host:port)       connect and handshake now (a node joining its coordinator)
+//   (peer_up_atom, peer, PeerInfo)  the fabric admitted a peer: bind it, or a Join for a new node
 #pragma once
 
 #include <caf/actor.hpp>
@@ -31,18 +32,15 @@ using connect_atom = caf::atom_constant<caf::atom("connect")>;
 // unauthenticated, besides their stale epoch) and its address.
 using forget_atom = caf::atom_constant<caf::atom("forget")>;
 using node_id_atom = caf::atom_constant<caf::atom("nodeid")>;  // (id): this process's node id
-using listen_atom = caf::atom_constant<caf::atom("listen")>;   // (host:port) we accept on
 
 // Messages held for a node while its connection is being opened and authenticated. A
-// handshake takes a few round trips; past this the node is not answering and messages
+// handshake takes two round trips (bootstrap.h); past this the node is not answering and messages
 // are dropped and counted (send_errors) rather than growing without bound.
 inline constexpr size_t waiting_messages_max = 4096;
 
 struct RouterConfig {
-  Fabric* fabric = nullptr;    // outlives the router
-  std::string node_id;         // "" until the coordinator assigns one
-  std::string secret;          // the job secret (auth.h)
-  std::string listen_address;  // host:port where this process accepts connections
+  Fabric* fabric = nullptr;  // outlives the router; it runs the handshakes
+  std::string node_id;       // "" until the coordinator assigns one
 };
 
 // Spawns the router. The fabric's handlers must forward to it: see Host (host.h).

@@ -52,16 +52,6 @@ Status read_config(const UcxOptions& o, ucp_config_t** config) {
   return st;
 }
 
-// Runs fn on the progress thread and waits for its answer.
-template <class T>
-T call_on_progress(UcxFabric::Impl& impl, std::function<T()> fn) {
-  if (impl.on_progress_thread()) return fn();
-  auto promise = std::make_shared<std::promise<T>>();
-  auto future = promise->get_future();
-  impl.post([promise, fn = std::move(fn)] { promise->set_value(fn()); });
-  return future.get();
-}
-
 }  // namespace
 
 Status UcxFabric::Impl::init() {
@@ -85,12 +75,25 @@ Status UcxFabric::Impl::init() {
   attr.field_mask = UCP_WORKER_ATTR_FIELD_MAX_AM_HEADER;
   s = ucp_worker_query(worker, &attr);
   if (s != UCS_OK) return ucx_error("ucp_worker_query", s);
-  if (attr.max_am_header < frame_bytes_max) {
-    return {Code::io_error, fmt::format("UCX max AM header {} B < frame_bytes_max {} B",
-                                        attr.max_am_header, frame_bytes_max)};
+  if (attr.max_am_header < am_token_bytes + frame_bytes_max) {
+    return {Code::io_error,
+            fmt::format("UCX max AM header {} B < {} B (a token and frame_bytes_max)",
+                        attr.max_am_header, am_token_bytes + frame_bytes_max)};
   }
   s = ucp_worker_get_efd(worker, &event_fd);
   if (s != UCS_OK) return ucx_error("ucp_worker_get_efd", s);
+  ucp_address_t* address = nullptr;
+  size_t address_length = 0;
+  s = ucp_worker_get_address(worker, &address, &address_length);
+  if (s != UCS_OK) return ucx_error("ucp_worker_get_address", s);
+  worker_address.assign(reinterpret_cast<const char*>(address), address_length);
+  ucp_worker_release_address(worker, address);
+  if (am_token_bytes + worker_address.size() > handshake_frame_bytes_max / 2) {
+    return {Code::io_error,
+            fmt::format("the UCX worker address takes {} B, more than a handshake frame "
+                        "(handshake_frame_bytes_max {} B) leaves for it; narrow UCX_TLS",
+                        worker_address.size(), handshake_frame_bytes_max)};
+  }
 
   ucp_am_handler_param_t hp{};
   hp.field_mask = UCP_AM_HANDLER_PARAM_FIELD_ID | UCP_AM_HANDLER_PARAM_FIELD_FLAGS |
@@ -172,9 +175,12 @@ void UcxFabric::Impl::progress_loop() {
   while (!stop.load(std::memory_order_relaxed)) {
     bool active = run_commands();
     active |= ucp_worker_progress(worker) != 0;
+    if (!ready_peers.empty()) start_ready_peers();
+    if (!lost_peers.empty()) fail_lost_peers();
     if (!local_sends.empty()) active |= start_local_sends();
     if (!to_close.empty()) close_failed_endpoints();
     if (!rndv_waiting.empty()) start_waiting_rndv();
+    if (!closing.empty()) reap_closed();
     if (never_sleep) continue;
     if (active) {
       last_activity = clock::now();
@@ -201,32 +207,84 @@ void UcxFabric::Impl::progress_loop() {
   close_all();
 }
 
-// On the progress thread, at stop: flush-close every live endpoint, bounded in time.
-void UcxFabric::Impl::close_all() {
-  if (listener != nullptr) ucp_listener_destroy(listener);
-  listener = nullptr;
-  for (auto& op : rndv_waiting) ucp_am_data_release(worker, op->data_desc);  // declines it
-  rndv_waiting.clear();
-  std::vector<void*> pending;
+// Frees the close requests that completed (the loop calls it while any are open).
+void UcxFabric::Impl::reap_closed() {
+  std::erase_if(closing, [](void* r) {
+    if (ucp_request_check_status(r) == UCS_INPROGRESS) return false;
+    ucp_request_free(r);
+    return true;
+  });
+}
+
+// Progresses the worker until every request in `requests` completed or `deadline`, from
+// the loop itself: never from inside a UCX callback.
+void UcxFabric::Impl::progress_until(const std::vector<void*>& requests,
+                                     std::chrono::steady_clock::time_point deadline) {
+  auto open = [&] {
+    for (void* r : requests)
+      if (ucp_request_check_status(r) == UCS_INPROGRESS) return true;
+    return false;
+  };
+  while (open() && std::chrono::steady_clock::now() < deadline) {
+    ucp_worker_progress(worker);
+    if (!ready_peers.empty()) start_ready_peers();
+  }
+}
+
+// At stop, in the order UCX documents: flush what we sent to the peers that answer (a
+// Shutdown must arrive), bounded by close_flush_ms_max; then close every endpoint with
+// FORCE (peer error handling: UCX's own examples close such endpoints that way; it purges
+// the requests still on them, so none is left for ucp_worker_destroy to trip on); then
+// progress until each close request completes, bounded by close_force_ms_max.
+void UcxFabric::Impl::close_endpoints(std::chrono::steady_clock::time_point flush_deadline) {
+  std::vector<void*> flushes;
+  for (auto& [id, peer] : peers) {
+    if (peer->ep == nullptr || !peer->up || !peer->ready) continue;
+    ucp_request_param_t p{};
+    void* r = ucp_ep_flush_nbx(peer->ep, &p);
+    if (r != nullptr && !UCS_PTR_IS_ERR(r)) flushes.push_back(r);
+  }
+  progress_until(flushes, flush_deadline);  // a flush still open is purged by the close
   for (auto& [id, peer] : peers) {
     if (peer->ep == nullptr) continue;
+    peer_by_token.erase(peer->recv_token);
     ucp_request_param_t p{};
+    p.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS;
+    p.flags = UCP_EP_CLOSE_FLAG_FORCE;
     void* r = ucp_ep_close_nbx(peer->ep, &p);
     peer->ep = nullptr;
-    on_endpoint_ready(peer.get(), UCS_ERR_CANCELED);
-    if (r != nullptr && !UCS_PTR_IS_ERR(r)) pending.push_back(r);
+    peer->up = false;
+    on_endpoint_ready(peer.get(), UCS_ERR_CANCELED);  // fails the sends still waiting
+    if (r != nullptr && !UCS_PTR_IS_ERR(r)) closing.push_back(r);
   }
-  const auto deadline =
-      std::chrono::steady_clock::now() + std::chrono::milliseconds(close_flush_ms_max);
-  for (void* r : pending) {
-    while (ucp_request_check_status(r) == UCS_INPROGRESS &&
-           std::chrono::steady_clock::now() < deadline) {
-      ucp_worker_progress(worker);
-    }
+  const auto force_deadline =
+      std::chrono::steady_clock::now() + std::chrono::milliseconds(close_force_ms_max);
+  progress_until(flushes, force_deadline);
+  progress_until(closing, force_deadline);
+  for (void* r : flushes) {
     if (ucp_request_check_status(r) == UCS_INPROGRESS) ++unclosed_endpoints;
     ucp_request_free(r);
   }
-  ucp_worker_progress(worker);
+  reap_closed();
+  unclosed_endpoints += closing.size();
+}
+
+// On the progress thread, at stop.
+void UcxFabric::Impl::close_all() {
+  for (auto& op : rndv_waiting) ucp_am_data_release(worker, op->data_desc);  // declines it
+  rndv_waiting.clear();
+  close_failed_endpoints();
+  close_endpoints(std::chrono::steady_clock::now() + std::chrono::milliseconds(close_flush_ms_max));
+  // Completions that the closes caused (failed sends) ran inside progress; none is left
+  // queued for a worker that is about to go.
+  start_local_sends();
+}
+
+// The worker may be destroyed only with nothing of ours still running on it: UCX 1.13
+// asserts (ucp_ep_destroy_base: proto_reqs) on an endpoint that still holds a request.
+bool UcxFabric::Impl::worker_destroyable() const {
+  return unclosed_endpoints == 0 && fenced_peers == 0 && failed_rndv == 0 &&
+         rndv_inflight_bytes.empty() && inflight.load() == 0;
 }
 
 void UcxFabric::Impl::release_inflight() {
@@ -264,61 +322,39 @@ Result<std::unique_ptr<UcxFabric>> UcxFabric::create(const UcxOptions& options,
     raw->progress_loop();
   });
   started_future.wait();
-  return std::unique_ptr<UcxFabric>(new UcxFabric(std::move(impl)));
+  std::unique_ptr<UcxFabric> fabric(new UcxFabric(std::move(impl)));
+  BootstrapConfig bc{options.secret, options.node_id, options.listen_host};
+  auto bootstrap = Bootstrap::create(
+      bc, [raw](const Admitted& peer) { return raw->admit(peer); },
+      [raw](const std::string& ours, const std::string& why) { raw->lost(ours, why); });
+  if (!bootstrap.ok()) return bootstrap.status();  // the destructor stops the thread
+  raw->bootstrap = std::move(bootstrap).value();
+  return fabric;
 }
 
 UcxFabric::~UcxFabric() {
+  // No new peer while the endpoints close; the admitted ones keep their bootstrap
+  // connection until the endpoints are closed, so that they see us go after what we sent.
+  if (impl_->bootstrap) impl_->bootstrap->stop_handshakes();
   impl_->stop.store(true);
   ucp_worker_signal(impl_->worker);
   impl_->thread.join();
-  if (impl_->unclosed_endpoints == 0 &&
-      (impl_->fenced_peers > 0 || impl_->failed_rndv > 0 || !impl_->rndv_inflight_bytes.empty())) {
-    // A transfer cut short on one side (a fenced peer that woke up and still talks to the
-    // endpoint we dropped, or a fetch from one) leaves UCX 1.13 state that asserts in
-    // ucp_worker_destroy. A fabric lives as long as its process: leave it to the exit.
+  impl_->bootstrap.reset();
+  if (!impl_->worker_destroyable()) {
+    // A peer that stopped answering (a hung node the job went on without), or a transfer
+    // cut short on one side, leaves requests in UCX 1.13 that never complete, and it
+    // asserts on them in ucp_worker_destroy. A fabric lives as long as its process: leave
+    // the worker to the process's exit.
+    if (impl_->unclosed_endpoints > 0) {
+      fmt::print(stderr,
+                 "troupe fabric: {} endpoint(s) did not close within {} ms (a peer that "
+                 "stopped answering); the UCX worker is left to process exit\n",
+                 impl_->unclosed_endpoints, close_flush_ms_max + close_force_ms_max);
+    }
     return;
   }
-  if (impl_->unclosed_endpoints > 0) {
-    // A peer that stopped answering (a hung node the job went on without) keeps requests
-    // on its endpoint that never complete, and UCX 1.13 asserts on them when the worker is
-    // destroyed: leave the worker to the process's exit instead.
-    fmt::print(stderr,
-               "troupe fabric: {} endpoint(s) did not close within {} ms (a peer that stopped "
-               "answering); the UCX worker is left to process exit\n",
-               impl_->unclosed_endpoints, close_flush_ms_max);
-    return;
-  }
-  ucp_worker_destroy(impl_->worker);
+  ucp_worker_destroy(impl_->worker);  // endpoints, then the worker, then the context
   ucp_cleanup(impl_->context);
-}
-
-Result<uint16_t> UcxFabric::listen(uint16_t port) {
-  return call_on_progress<Result<uint16_t>>(*impl_,
-                                            [this, port] { return impl_->do_listen(port); });
-}
-
-Result<PeerId> UcxFabric::connect(const std::string& host_port) {
-  const size_t colon = host_port.rfind(':');
-  if (colon == std::string::npos || colon == 0) {
-    return Result<PeerId>(Code::invalid_argument,
-                          fmt::format("connect: '{}' is not host:port", host_port));
-  }
-  const std::string host = host_port.substr(0, colon);
-  const std::string port = host_port.substr(colon + 1);
-  addrinfo hints{};
-  hints.ai_family = AF_INET;
-  hints.ai_socktype = SOCK_STREAM;
-  addrinfo* found = nullptr;
-  if (getaddrinfo(host.c_str(), port.c_str(), &hints, &found) != 0 || found == nullptr) {
-    return Result<PeerId>(Code::invalid_argument,
-                          fmt::format("connect: cannot resolve '{}'", host_port));
-  }
-  sockaddr_storage addr{};
-  const socklen_t len = found->ai_addrlen;
-  std::memcpy(&addr, found->ai_addr, len);
-  freeaddrinfo(found);
-  return call_on_progress<Result<PeerId>>(
-      *impl_, [this, addr, len] { return impl_->do_connect(addr, len); });
 }
 
 Status UcxFabric::flush(std::chrono::milliseconds timeout) {
@@ -367,6 +403,7 @@ FabricCounters UcxFabric::counters() const {
   out.dropped_queue_full = c.dropped_queue_full.load();
   out.send_failed = c.send_failed.load();
   out.peers_down = c.peers_down.load();
+  if (impl_->bootstrap) impl_->bootstrap->add_counters(&out);
   return out;
 }
 

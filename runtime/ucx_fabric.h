@@ -1,8 +1,11 @@
 // UcxFabric: the Fabric on UCX's ucp active-message API. One context and one worker per
 // fabric, driven by one progress thread that owns every UCX object; other threads hand it
-// commands through a queue. Endpoints use UCP_ERR_HANDLING_MODE_PEER, so a peer's death
-// surfaces as on_peer_down within milliseconds (a hung peer does not: that needs
-// heartbeats, DESIGN.md §3).
+// commands through a queue. Peers meet through the bootstrap (bootstrap.h): the handshake
+// over the job secret on troupe's own TCP listener, then endpoints made from the worker
+// addresses the two sides swapped; no UCX listener exists. Endpoints use
+// UCP_ERR_HANDLING_MODE_PEER, and the bootstrap's connection stays open as a peer's
+// lifeline, so a peer's death surfaces as on_peer_down within milliseconds (a hung peer
+// does not: that needs heartbeats, DESIGN.md §3).
 #pragma once
 
 #include <memory>
@@ -15,7 +18,7 @@ namespace troupe::runtime {
 struct UcxOptions {
   // UCX settings, applied to this fabric's context unless the matching UCX_* variable is
   // set in the environment (the environment wins, so an operator can override).
-  std::string tls = "shm,tcp";     // UCX_TLS. tcp: listener connections need it, even locally
+  std::string tls = "shm,tcp";     // UCX_TLS
   std::string net_devices = "lo";  // UCX_NET_DEVICES. lo for local jobs: a second TCP lane
                                    // on eth0 doubles small-message latency
   bool mm_error_handling = true;   // UCX_MM_ERROR_HANDLING: else peer error handling
@@ -37,7 +40,9 @@ struct UcxOptions {
   // an 8 B one-way took 100-300 us here); the spin doubles, up to this. A longer sleep
   // resets it to progress_spin_us. So an idle fabric spins at most this long, then sleeps.
   int64_t progress_spin_us_max = 1000;
-  std::string listen_host = "0.0.0.0";  // the address listen() binds
+  std::string listen_host = "127.0.0.1";  // the address listen() binds (bootstrap.h)
+  std::string secret;   // the job secret (load_secret): every peer proves it. Required.
+  std::string node_id;  // claimed in handshakes; "" until the coordinator gives one
   // Received-payload buffers kept for reuse (see buffer_pool.h).
   size_t buffer_cache_bytes_max = size_t{512} << 20;
 };
@@ -45,7 +50,7 @@ struct UcxOptions {
 class UcxFabric final : public Fabric {
  public:
   // Errors: io_error naming the UCX call that failed (no UCX, no usable transport, or
-  // an active-message header limit below frame_bytes_max).
+  // an active-message header limit below frame_bytes_max); invalid_argument: no secret.
   static Result<std::unique_ptr<UcxFabric>> create(const UcxOptions& options,
                                                    FabricHandlers handlers);
   // Closes every endpoint (peers see peer_down), stops the progress thread.
@@ -53,6 +58,7 @@ class UcxFabric final : public Fabric {
 
   Result<uint16_t> listen(uint16_t port) override;
   Result<PeerId> connect(const std::string& host_port) override;
+  void set_node_id(const std::string& node_id) override;
   Status send(PeerId peer, const Envelope& envelope,
               std::span<const std::span<const std::byte>> payloads, SendDoneFn done = {}) override;
   void disconnect(PeerId peer) override;

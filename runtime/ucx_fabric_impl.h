@@ -2,7 +2,6 @@
 // and ucx_fabric_io.cc (the send, receive and endpoint-error paths). Not a public header.
 #pragma once
 
-#include <sys/socket.h>
 #include <ucp/api/ucp.h>
 
 #include <array>
@@ -11,6 +10,7 @@
 #include <condition_variable>
 #include <deque>
 #include <functional>
+#include <future>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -18,6 +18,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "runtime/bootstrap.h"
 #include "runtime/ucx_fabric.h"
 #include "runtime/wire.h"
 
@@ -25,6 +26,10 @@ namespace troupe::runtime {
 
 // The one active-message id the fabric uses.
 inline constexpr unsigned fabric_am_id = 7;
+// Every active-message header starts with the token its receiver gave the sender in the
+// handshake (u64, little-endian): it names the sending peer, and a message without a known
+// token is rejected. Tokens are random, so no peer can pass as another.
+inline constexpr size_t am_token_bytes = 8;
 // How often a rejection reason may log: once per this interval, with a running count.
 inline constexpr int64_t reject_log_interval_ms = 1000;
 // The progress thread's longest sleep; it also wakes on UCX events and commands.
@@ -36,8 +41,13 @@ inline constexpr uint32_t progress_idle_polls_min = 64;
 // reading the clock every 16 polls keeps the spin's idle test under 5% of its time.
 inline constexpr uint32_t progress_clock_polls = 16;
 static_assert(progress_idle_polls_min % progress_clock_polls == 0);
-// How long the destructor lets endpoints flush before it tears the worker down.
+// How long the destructor lets endpoints flush (deliver what was sent: a Shutdown) before
+// it force-closes them. A peer that answers flushes in microseconds; one that stopped
+// answering (a hung node) never does.
 inline constexpr int64_t close_flush_ms_max = 1000;
+// How long a force close may take to complete (it purges locally; milliseconds at most).
+// Past it the worker is left to the process's exit rather than destroyed with requests on it.
+inline constexpr int64_t close_force_ms_max = 1000;
 // Payload bytes of rendezvous receives being fetched at once; later ones wait (their
 // senders with them) until earlier ones land. Unbounded, a window of 512 sends of 4 MiB
 // made us allocate 2 GiB of fresh buffers that page-faulted on first touch (4 MiB ran at
@@ -60,7 +70,10 @@ struct SendOp;
 struct PeerState {
   UcxFabric::Impl* impl = nullptr;
   PeerId id = peer_none;
-  ucp_ep_h ep = nullptr;
+  ucp_ep_h ep = nullptr;    // null while the handshake runs, and once closed
+  uint64_t send_token = 0;  // the peer's token for us: the head of our messages to it
+  uint64_t recv_token = 0;  // ours for it
+  PeerInfo info;
   bool up = true;
   // UCX 1.13 crashes replaying an iov send queued during wire-up, so sends wait here
   // until a flush of the new endpoint completes (wire-up done), then go in order.
@@ -71,7 +84,9 @@ struct PeerState {
 struct SendOp {
   UcxFabric::Impl* impl = nullptr;
   PeerId peer = peer_none;
-  std::string frame;  // UCX 1.13: the AM header must live until the send completes
+  // [am_token_bytes: filled at start][the frame]. UCX 1.13: the AM header must live until
+  // the send completes.
+  std::string frame;
   size_t nonempty_payloads = 0;
   ucp_dt_iov_t single{};          // the payload, when exactly one is non-empty
   std::vector<ucp_dt_iov_t> iov;  // the non-empty payloads, when more than one
@@ -112,14 +127,29 @@ struct UcxFabric::Impl {
   void post(std::function<void()> fn);
   bool on_progress_thread() const { return std::this_thread::get_id() == thread_id; }
 
+  void close_endpoints(std::chrono::steady_clock::time_point flush_deadline);
+  void reap_closed();
+  void progress_until(const std::vector<void*>& requests,
+                      std::chrono::steady_clock::time_point deadline);
+  bool worker_destroyable() const;
+
+  // ---- peers and their handshakes (ucx_fabric_peers.cc) ----
+  PeerState* new_peer(const PeerInfo& info);
+  std::string transport_address(const PeerState& peer) const;
+  Status open_endpoint(PeerState* peer, const std::string& their_address);
+  void on_connected(PeerId id, Result<Admitted> result);
+  Result<std::string> admit(const Admitted& peer);                    // bootstrap thread
+  void lost(const std::string& our_address, const std::string& why);  // bootstrap thread
+  void fail_lost_peers();
+  void fail_peer(PeerState* peer, const Status& why);
+  void forget_peer(PeerState* peer);
+
   // ---- the I/O paths, all on the progress thread (ucx_fabric_io.cc) ----
-  Result<uint16_t> do_listen(uint16_t port);
-  Result<PeerId> do_connect(const sockaddr_storage& addr, socklen_t len);
-  PeerId add_peer(ucp_ep_params_t* params);  // peer_none if UCX refuses
   void post_send(std::unique_ptr<SendOp> op);
   void start_send(PeerState& peer, std::unique_ptr<SendOp> op);
   void flush_new_endpoint(PeerState* peer);
   void on_endpoint_ready(PeerState* peer, ucs_status_t status);
+  void start_ready_peers();
   void finish_send(SendOp* op, ucs_status_t status);
   ucs_status_t on_am(const void* header, size_t header_length, void* data, size_t length,
                      const ucp_am_recv_param_t* param);
@@ -144,6 +174,8 @@ struct UcxFabric::Impl {
 
   ucp_context_h context = nullptr;
   ucp_worker_h worker = nullptr;
+  std::string worker_address;            // ucp_worker_get_address, given to admitted peers
+  std::unique_ptr<Bootstrap> bootstrap;  // the door; destroyed before the progress thread stops
   int event_fd = -1;
   std::thread thread;
   std::thread::id thread_id;
@@ -152,7 +184,7 @@ struct UcxFabric::Impl {
 
   std::mutex command_mutex;
   std::vector<std::function<void()>> commands;
-  size_t unclosed_endpoints = 0;  // close_all: flushes still running at close_flush_ms_max
+  size_t unclosed_endpoints = 0;  // close_all: closes still running at close_force_ms_max
   size_t fenced_peers = 0;        // disconnect()ed while they may still be alive
   size_t failed_rndv = 0;         // rendezvous receives that ended in an error
   // Sends made on the progress thread itself (from a receive handler): started right after
@@ -162,10 +194,18 @@ struct UcxFabric::Impl {
   std::atomic<bool> commands_pending{false};
 
   // Progress-thread only.
-  ucp_listener_h listener = nullptr;
   std::map<PeerId, std::unique_ptr<PeerState>> peers;
-  std::unordered_map<ucp_ep_h, PeerId> peer_by_ep;
+  std::unordered_map<uint64_t, PeerId> peer_by_token;  // recv_token → peer
   std::vector<PeerState*> to_close;
+  // Peers whose new endpoint's flush completed (a UCX callback): their waiting sends start
+  // after ucp_worker_progress returns, never from inside the callback.
+  std::vector<std::pair<PeerState*, ucs_status_t>> ready_peers;
+  // Force-close requests of failed endpoints, progressed to completion (and freed) by the
+  // loop; close_all waits for those still running before the worker may be destroyed.
+  std::vector<void*> closing;
+  // Peers whose bootstrap connection closed (token, why): failed after the worker has
+  // delivered what they sent before they went, so that a Shutdown precedes the loss.
+  std::vector<std::pair<uint64_t, std::string>> lost_peers;
   std::deque<std::unique_ptr<RecvOp>> rndv_waiting;
   std::vector<uint64_t> eager_offsets;  // deliver_eager's scratch, reused
   // Per sending peer: a peer that stops answering mid-transfer (a hung node) holds up its
@@ -193,5 +233,15 @@ struct UcxFabric::Impl {
   std::condition_variable queue_cv;
   std::deque<Message> queue;
 };
+
+// Runs fn on the progress thread and waits for its answer (inline when already on it).
+template <class T>
+T call_on_progress(UcxFabric::Impl& impl, std::function<T()> fn) {
+  if (impl.on_progress_thread()) return fn();
+  auto promise = std::make_shared<std::promise<T>>();
+  auto future = promise->get_future();
+  impl.post([promise, fn = std::move(fn)] { promise->set_value(fn()); });
+  return future.get();
+}
 
 }  // namespace troupe::runtime

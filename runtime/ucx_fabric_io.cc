@@ -13,10 +13,6 @@ namespace troupe::runtime {
 
 namespace {
 
-Status ucx_error(const char* call, ucs_status_t status) {
-  return {Code::io_error, fmt::format("{}: {}", call, ucs_status_string(status))};
-}
-
 // Gives `op` its pooled storage and points the message's payload views into it.
 void take_storage(RecvOp& op, BufferPool* pool) {
   Message& m = op.message;
@@ -27,52 +23,19 @@ void take_storage(RecvOp& op, BufferPool* pool) {
   }
 }
 
-void set_peer_error_handling(ucp_ep_params_t* p, PeerState* peer) {
-  p->field_mask |= UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE | UCP_EP_PARAM_FIELD_ERR_HANDLER;
-  p->err_mode = UCP_ERR_HANDLING_MODE_PEER;
-  p->err_handler.cb = [](void* arg, ucp_ep_h, ucs_status_t status) {
-    auto* state = static_cast<PeerState*>(arg);
-    state->impl->on_peer_error(state, status);
-  };
-  p->err_handler.arg = peer;
-}
-
 }  // namespace
 
-// ---- peers ----
+// ---- endpoints ----
 
-// Creates the endpoint described by `params` (error handling added here) and records it.
-PeerId UcxFabric::Impl::add_peer(ucp_ep_params_t* params) {
-  auto state = std::make_unique<PeerState>();
-  state->impl = this;
-  state->id = next_peer;
-  set_peer_error_handling(params, state.get());
-  ucp_ep_h ep = nullptr;
-  ucs_status_t s = ucp_ep_create(worker, params, &ep);
-  if (s != UCS_OK) {
-    fmt::print(stderr, "troupe fabric: ucp_ep_create: {}\n", ucs_status_string(s));
-    return peer_none;
-  }
-  const PeerId id = next_peer++;
-  state->ep = ep;
-  peer_by_ep[ep] = id;
-  PeerState* raw = state.get();
-  peers[id] = std::move(state);
-  {
-    std::lock_guard<std::mutex> lock(peer_mutex);
-    peer_up[id] = true;
-  }
-  flush_new_endpoint(raw);
-  return id;
-}
-
+// Flushes a new endpoint: when the flush completes, its wire-up is done and the sends that
+// waited for it may go (UCX 1.13 crashes replaying an iov send queued during wire-up).
 void UcxFabric::Impl::flush_new_endpoint(PeerState* peer) {
   ucp_request_param_t p{};
   p.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA;
   p.cb.send = [](void* request, ucs_status_t status, void* user_data) {
     ucp_request_free(request);
     auto* state = static_cast<PeerState*>(user_data);
-    state->impl->on_endpoint_ready(state, status);
+    state->impl->ready_peers.emplace_back(state, status);  // started outside the callback
   };
   p.user_data = peer;
   ucs_status_ptr_t r = ucp_ep_flush_nbx(peer->ep, &p);
@@ -83,118 +46,24 @@ void UcxFabric::Impl::flush_new_endpoint(PeerState* peer) {
   }
 }
 
+void UcxFabric::Impl::start_ready_peers() {
+  std::vector<std::pair<PeerState*, ucs_status_t>> batch;
+  batch.swap(ready_peers);
+  for (auto [peer, status] : batch) on_endpoint_ready(peer, status);
+}
+
 // The endpoint's wire-up is done (or it failed): release the sends that waited for it.
 void UcxFabric::Impl::on_endpoint_ready(PeerState* peer, ucs_status_t status) {
-  peer->ready = true;
+  if (peer->ep != nullptr) peer->ready = true;
   while (!peer->waiting.empty()) {
     std::unique_ptr<SendOp> op = std::move(peer->waiting.front());
     peer->waiting.pop_front();
-    if (status == UCS_OK && peer->ep != nullptr) {
+    if (status == UCS_OK && peer->up && peer->ep != nullptr) {
       start_send(*peer, std::move(op));
     } else {
       finish_send(op.release(), status == UCS_OK ? UCS_ERR_CONNECTION_RESET : status);
     }
   }
-}
-
-Result<uint16_t> UcxFabric::Impl::do_listen(uint16_t port) {
-  if (listener != nullptr) return Result<uint16_t>(Code::invalid_argument, "already listening");
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(port);
-  if (inet_pton(AF_INET, options.listen_host.c_str(), &addr.sin_addr) != 1) {
-    return Result<uint16_t>(Code::invalid_argument,
-                            fmt::format("listen: bad address '{}'", options.listen_host));
-  }
-  ucp_listener_params_t lp{};
-  lp.field_mask = UCP_LISTENER_PARAM_FIELD_SOCK_ADDR | UCP_LISTENER_PARAM_FIELD_CONN_HANDLER;
-  lp.sockaddr.addr = reinterpret_cast<const sockaddr*>(&addr);
-  lp.sockaddr.addrlen = sizeof(addr);
-  lp.conn_handler.cb = [](ucp_conn_request_h request, void* arg) {
-    auto* impl = static_cast<Impl*>(arg);
-    ucp_ep_params_t p{};
-    p.field_mask = UCP_EP_PARAM_FIELD_CONN_REQUEST;
-    p.conn_request = request;
-    impl->add_peer(&p);
-  };
-  lp.conn_handler.arg = this;
-  ucs_status_t s = ucp_listener_create(worker, &lp, &listener);
-  if (s != UCS_OK) return ucx_error("ucp_listener_create", s);
-  ucp_listener_attr_t attr{};
-  attr.field_mask = UCP_LISTENER_ATTR_FIELD_SOCKADDR;
-  s = ucp_listener_query(listener, &attr);
-  if (s != UCS_OK) return ucx_error("ucp_listener_query", s);
-  return ntohs(reinterpret_cast<const sockaddr_in*>(&attr.sockaddr)->sin_port);
-}
-
-Result<PeerId> UcxFabric::Impl::do_connect(const sockaddr_storage& addr, socklen_t len) {
-  ucp_ep_params_t p{};
-  p.field_mask = UCP_EP_PARAM_FIELD_FLAGS | UCP_EP_PARAM_FIELD_SOCK_ADDR;
-  p.flags = UCP_EP_PARAMS_FLAGS_CLIENT_SERVER;
-  p.sockaddr.addr = reinterpret_cast<const sockaddr*>(&addr);
-  p.sockaddr.addrlen = len;
-  const PeerId id = add_peer(&p);
-  if (id == peer_none) return Result<PeerId>(Code::io_error, "connect: ucp_ep_create failed");
-  return id;
-}
-
-void UcxFabric::Impl::on_peer_error(PeerState* peer, ucs_status_t status) {
-  if (!peer->up) return;
-  peer->up = false;
-  to_close.push_back(peer);
-  counters.peers_down.fetch_add(1);
-  {
-    std::lock_guard<std::mutex> lock(peer_mutex);
-    peer_up[peer->id] = false;
-  }
-  if (stop.load()) return;  // shutting down: peers are being closed on purpose
-  // With a handler, the layer above decides what a lost peer means (a node leaving at the
-  // end of a job is no news) and reports it; without one, say it here.
-  if (handlers.on_peer_down) {
-    handlers.on_peer_down(peer->id, Status(Code::peer_down, ucs_status_string(status)));
-  } else {
-    fmt::print(stderr, "troupe fabric: peer {} down: {}\n", peer->id, ucs_status_string(status));
-  }
-}
-
-void UcxFabric::disconnect(PeerId id) {
-  impl_->post([im = impl_.get(), id] {
-    auto it = im->peers.find(id);
-    if (it == im->peers.end() || !it->second->up) return;
-    PeerState* peer = it->second.get();
-    peer->up = false;
-    ++im->fenced_peers;
-    im->to_close.push_back(peer);
-    im->counters.peers_down.fetch_add(1);
-    {
-      std::lock_guard<std::mutex> lock(im->peer_mutex);
-      im->peer_up[id] = false;
-    }
-    for (auto op = im->rndv_waiting.begin(); op != im->rndv_waiting.end();) {
-      if ((*op)->message.peer != id) {
-        ++op;
-        continue;
-      }
-      ucp_am_data_release(im->worker, (*op)->data_desc);  // declines it
-      op = im->rndv_waiting.erase(op);
-    }
-  });
-}
-
-// Failed endpoints are closed outside UCX callbacks, after ucp_worker_progress returns.
-void UcxFabric::Impl::close_failed_endpoints() {
-  for (PeerState* peer : to_close) {
-    if (peer->ep == nullptr) continue;
-    peer_by_ep.erase(peer->ep);
-    ucp_request_param_t p{};
-    p.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS;
-    p.flags = UCP_EP_CLOSE_FLAG_FORCE;
-    void* r = ucp_ep_close_nbx(peer->ep, &p);
-    if (r != nullptr && !UCS_PTR_IS_ERR(r)) ucp_request_free(r);  // released when done
-    peer->ep = nullptr;
-    on_endpoint_ready(peer, UCS_ERR_CONNECTION_RESET);  // fails the sends still waiting
-  }
-  to_close.clear();
 }
 
 // ---- send ----
@@ -208,6 +77,7 @@ Status UcxFabric::send(PeerId peer, const Envelope& envelope,
   auto op = std::make_unique<SendOp>();
   st = encode_frame(envelope, payloads, &op->frame);
   if (!st.ok()) return st;
+  op->frame.insert(0, am_token_bytes, '\0');  // the peer's token, filled in at start_send
   op->impl = &im;
   op->peer = peer;
   op->done = std::move(done);
@@ -273,11 +143,11 @@ Status UcxFabric::Impl::check_peer_up(PeerId peer) {
 
 void UcxFabric::Impl::post_send(std::unique_ptr<SendOp> op) {
   auto it = peers.find(op->peer);
-  if (it == peers.end() || it->second->ep == nullptr) {
+  if (it == peers.end() || !it->second->up) {
     finish_send(op.release(), UCS_ERR_CONNECTION_RESET);
     return;
   }
-  if (!it->second->ready) {
+  if (!it->second->ready) {  // the handshake or the endpoint's wire-up still runs
     it->second->waiting.push_back(std::move(op));
     return;
   }
@@ -286,15 +156,16 @@ void UcxFabric::Impl::post_send(std::unique_ptr<SendOp> op) {
 
 void UcxFabric::Impl::start_send(PeerState& peer, std::unique_ptr<SendOp> op) {
   ucp_request_param_t p{};
-  p.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA |
-                   UCP_OP_ATTR_FIELD_DATATYPE | UCP_OP_ATTR_FIELD_FLAGS;
+  p.op_attr_mask =
+      UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA | UCP_OP_ATTR_FIELD_DATATYPE;
   p.cb.send = [](void* request, ucs_status_t status, void* user_data) {
     ucp_request_free(request);
     auto* sop = static_cast<SendOp*>(user_data);
     sop->impl->finish_send(sop, status);
   };
   p.user_data = op.get();
-  p.flags = UCP_AM_SEND_FLAG_REPLY;  // the receiver learns which endpoint sent it
+  for (size_t i = 0; i < am_token_bytes; ++i)
+    op->frame[i] = char((peer.send_token >> (8 * i)) & 0xff);
   const void* buffer = nullptr;
   size_t count = 0;
   if (op->nonempty_payloads == 1) {
@@ -359,15 +230,20 @@ void UcxFabric::Impl::reject(PeerId peer, RejectReason reason) {
 ucs_status_t UcxFabric::Impl::on_am(const void* header, size_t header_length, void* data,
                                     size_t length, const ucp_am_recv_param_t* param) {
   PeerId peer = peer_none;
-  if ((param->recv_attr & UCP_AM_RECV_ATTR_FIELD_REPLY_EP) != 0) {
-    auto it = peer_by_ep.find(param->reply_ep);
-    if (it != peer_by_ep.end()) peer = it->second;
+  const auto* head = static_cast<const unsigned char*>(header);
+  if (header_length >= am_token_bytes) {
+    uint64_t token = 0;
+    for (size_t i = 0; i < am_token_bytes; ++i) token |= uint64_t(head[i]) << (8 * i);
+    auto it = peer_by_token.find(token);
+    if (it != peer_by_token.end()) peer = it->second;
   }
   const bool rndv = (param->recv_attr & UCP_AM_RECV_ATTR_FLAG_RNDV) != 0;
   Frame frame;
   RejectReason reason = RejectReason::no_sender_endpoint;
   if (peer != peer_none) {
-    reason = decode_frame({static_cast<const std::byte*>(header), header_length}, length, &frame);
+    reason = decode_frame(
+        {reinterpret_cast<const std::byte*>(head) + am_token_bytes, header_length - am_token_bytes},
+        length, &frame);
   }
   if (reason != RejectReason::none) {
     reject(peer, reason);

@@ -70,6 +70,7 @@ std::string arg(int argc, char** argv, const std::string& name, const std::strin
 
 rt::UcxOptions options(int argc, char** argv) {
   rt::UcxOptions o;
+  o.secret = "bench-fabric-secret-0123456789ab";  // both sides run this binary
   o.progress_spin_us = std::stoll(arg(argc, argv, "--spin-us", "100"));
   return o;
 }

@@ -18,11 +18,17 @@ namespace troupe::runtime {
 namespace {
 
 constexpr const char* child_fd_env = "TROUPE_FABRIC_TEST_CHILD_FD";
+
+UcxOptions test_options() {
+  UcxOptions o;
+  o.secret = "peer-down-test-secret-0123456789";
+  return o;
+}
 // UCX reported kill -9 in 3.5–5.5 ms here (DESIGN.md §3); 5 s leaves room for a loaded box.
 constexpr auto peer_down_ms_max = std::chrono::milliseconds(5000);
 
 [[noreturn]] void run_child(int fd) {
-  auto made = UcxFabric::create(UcxOptions{}, {});
+  auto made = UcxFabric::create(test_options(), {});
   if (!made.ok()) _exit(3);
   UcxFabric& fabric = *made.value();
   auto port = fabric.listen(0);
@@ -77,7 +83,7 @@ TEST(UcxFabricPeerDown, KilledPeerSurfacesWithinBound) {
   std::promise<std::chrono::steady_clock::time_point> down;
   FabricHandlers h;
   h.on_peer_down = [&](PeerId, const Status&) { down.set_value(std::chrono::steady_clock::now()); };
-  auto made = UcxFabric::create(UcxOptions{}, std::move(h));
+  auto made = UcxFabric::create(test_options(), std::move(h));
   ASSERT_TRUE(made.ok()) << made.status().to_string();
   UcxFabric& fabric = *made.value();
   auto peer = fabric.connect("127.0.0.1:" + std::to_string(port));

@@ -54,8 +54,16 @@ struct Pair {
   PeerId to_server = peer_none;
 };
 
+const std::string test_secret = "ucx-fabric-test-secret-0123456789";
+
+UcxOptions test_options() {
+  UcxOptions o;
+  o.secret = test_secret;
+  return o;
+}
+
 std::unique_ptr<UcxFabric> make_fabric(FabricHandlers h = {}) {
-  auto made = UcxFabric::create(UcxOptions{}, std::move(h));
+  auto made = UcxFabric::create(test_options(), std::move(h));
   EXPECT_TRUE(made.ok()) << made.status().to_string();
   return made.ok() ? std::move(made).value() : nullptr;
 }
@@ -193,12 +201,13 @@ TEST(UcxFabric, SendLimitsAreErrorsNotCrashes) {
   EXPECT_EQ(p.client->connect("no-port").status().code(), Code::invalid_argument);
 }
 
-// Garbage on the fabric's own active-message id, from a client that is not a UcxFabric.
+// Garbage on the fabric's own active-message id, from a client that is not a UcxFabric
+// (but knows the secret: strangers never reach UCX, see bootstrap_test.cc).
 TEST(UcxFabric, GarbledAndTruncatedEnvelopesAreRejectedAndTheNodeKeepsWorking) {
   auto server = make_fabric();
   auto port = server->listen(0);
   ASSERT_TRUE(port.ok());
-  RawUcxClient raw("127.0.0.1", port.value());
+  RawUcxClient raw("127.0.0.1", port.value(), test_secret);
   ASSERT_TRUE(raw.ok()) << raw.error();
   auto header = [](std::string s) { return s; };
   std::string valid;
@@ -214,11 +223,13 @@ TEST(UcxFabric, GarbledAndTruncatedEnvelopesAreRejectedAndTheNodeKeepsWorking) {
       std::string("\x00\x00\x10\x00", 4) + "abc",  // declares 1 MiB
   };
   for (const auto& [h, d] : malformed) ASSERT_TRUE(raw.send(7, h, d)) << raw.error();
+  // A valid frame without the token the handshake gave: no peer to attribute it to.
+  ASSERT_TRUE(raw.send_untokened(7, valid, "")) << raw.error();
   for (const auto& h : oversized) ASSERT_TRUE(raw.send(7, h, "")) << raw.error();
   ASSERT_TRUE(raw.send(7, valid, "")) << raw.error();  // ordered after the garbage
   Message m = expect_message(*server);
   EXPECT_EQ(m.envelope.type, 9u);
-  EXPECT_EQ(server->counters().rejected_malformed, malformed.size());
+  EXPECT_EQ(server->counters().rejected_malformed, malformed.size() + 1);
   EXPECT_EQ(server->counters().rejected_oversized, oversized.size());
   // And a regular fabric peer still gets through.
   auto client = make_fabric();

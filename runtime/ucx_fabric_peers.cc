@@ -1,0 +1,238 @@
+// UcxFabric's peers: the bootstrap's handshake (bootstrap.h) admits them, then each side
+// makes its endpoint from the other's UCX worker address. No UCX listener exists. Peers
+// fail (UCX endpoint errors, handshakes that did not pass) and are fenced (disconnect);
+// their endpoints are closed outside UCX callbacks. Everything here except the public
+// calls and the bootstrap's callbacks runs on the progress thread.
+#include <fmt/format.h>
+
+#include <cstring>
+
+#include "runtime/auth.h"
+#include "runtime/ucx_fabric_impl.h"
+
+namespace troupe::runtime {
+
+namespace {
+
+void set_peer_error_handling(ucp_ep_params_t* p, PeerState* peer) {
+  p->field_mask |= UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE | UCP_EP_PARAM_FIELD_ERR_HANDLER;
+  p->err_mode = UCP_ERR_HANDLING_MODE_PEER;
+  p->err_handler.cb = [](void* arg, ucp_ep_h, ucs_status_t status) {
+    auto* state = static_cast<PeerState*>(arg);
+    state->impl->on_peer_error(state, status);
+  };
+  p->err_handler.arg = peer;
+}
+
+uint64_t read_token(const std::string& bytes) {
+  uint64_t token = 0;
+  for (size_t i = 0; i < am_token_bytes && i < bytes.size(); ++i)
+    token |= uint64_t(static_cast<unsigned char>(bytes[i])) << (8 * i);
+  return token;
+}
+
+}  // namespace
+
+// A peer with no endpoint yet, and a fresh token that names it in its messages to us.
+PeerState* UcxFabric::Impl::new_peer(const PeerInfo& info) {
+  auto state = std::make_unique<PeerState>();
+  state->impl = this;
+  state->id = next_peer++;
+  state->info = info;
+  do {
+    state->recv_token = read_token(make_nonce());
+  } while (state->recv_token == 0 || peer_by_token.count(state->recv_token) > 0);
+  peer_by_token[state->recv_token] = state->id;
+  {
+    std::lock_guard<std::mutex> lock(peer_mutex);
+    peer_up[state->id] = true;
+  }
+  PeerState* raw = state.get();
+  peers[raw->id] = std::move(state);
+  return raw;
+}
+
+// What this fabric tells `peer` in the handshake: its token, then our worker address.
+std::string UcxFabric::Impl::transport_address(const PeerState& peer) const {
+  std::string out(am_token_bytes, '\0');
+  for (size_t i = 0; i < am_token_bytes; ++i) out[i] = char((peer.recv_token >> (8 * i)) & 0xff);
+  return out + worker_address;
+}
+
+// Makes the endpoint to the worker address the peer gave after it proved the secret.
+Status UcxFabric::Impl::open_endpoint(PeerState* peer, const std::string& their_address) {
+  if (their_address.size() <= am_token_bytes)
+    return {Code::invalid_argument, "the peer's transport address is too short"};
+  peer->send_token = read_token(their_address);
+  ucp_ep_params_t p{};
+  p.field_mask = UCP_EP_PARAM_FIELD_REMOTE_ADDRESS;
+  p.address = reinterpret_cast<const ucp_address_t*>(their_address.data() + am_token_bytes);
+  set_peer_error_handling(&p, peer);
+  ucp_ep_h ep = nullptr;
+  const ucs_status_t s = ucp_ep_create(worker, &p, &ep);
+  if (s != UCS_OK) return {Code::io_error, fmt::format("ucp_ep_create: {}", ucs_status_string(s))};
+  peer->ep = ep;
+  flush_new_endpoint(peer);
+  return {};
+}
+
+// The end of our connect(): the endpoint, or the peer is down with the handshake's reason.
+void UcxFabric::Impl::on_connected(PeerId id, Result<Admitted> result) {
+  auto it = peers.find(id);
+  if (it == peers.end() || !it->second->up) return;  // disconnected meanwhile
+  PeerState* peer = it->second.get();
+  if (!result.ok()) return fail_peer(peer, result.status());
+  peer->info = result.value().info;
+  const Status st = open_endpoint(peer, result.value().transport_address);
+  if (!st.ok()) return fail_peer(peer, st);
+  if (handlers.on_peer_up) handlers.on_peer_up(id, peer->info);
+}
+
+// A connector proved the secret: its endpoint, and our address for it (bootstrap thread).
+Result<std::string> UcxFabric::Impl::admit(const Admitted& admitted) {
+  return call_on_progress<Result<std::string>>(*this, [&]() -> Result<std::string> {
+    if (stop.load()) return Status(Code::closed, "the fabric is shutting down");
+    PeerInfo info = admitted.info;
+    info.accepted = true;
+    PeerState* peer = new_peer(info);
+    const Status st = open_endpoint(peer, admitted.transport_address);
+    if (!st.ok()) {
+      forget_peer(peer);
+      return st;
+    }
+    if (handlers.on_peer_up) handlers.on_peer_up(peer->id, peer->info);
+    return transport_address(*peer);
+  });
+}
+
+// An admitted peer's bootstrap connection closed (bootstrap thread): it is gone.
+void UcxFabric::Impl::lost(const std::string& our_address, const std::string& why) {
+  const uint64_t token = read_token(our_address);
+  post([this, token, why] { lost_peers.emplace_back(token, why); });
+}
+
+// How many progress calls may drain what lost peers sent before they went (each call
+// takes a batch of the shared-memory FIFO): enough for a full window of small messages.
+constexpr int lost_drain_progress_max = 256;
+
+void UcxFabric::Impl::fail_lost_peers() {
+  for (int i = 0; i < lost_drain_progress_max && ucp_worker_progress(worker) != 0; ++i) {
+  }
+  std::vector<std::pair<uint64_t, std::string>> batch;
+  batch.swap(lost_peers);
+  for (const auto& [token, why] : batch) {
+    auto it = peer_by_token.find(token);
+    if (it == peer_by_token.end()) continue;
+    fail_peer(peers.at(it->second).get(), Status(Code::peer_down, why));
+  }
+}
+
+// Removes a peer that was never announced (its endpoint could not be made).
+void UcxFabric::Impl::forget_peer(PeerState* peer) {
+  peer_by_token.erase(peer->recv_token);
+  {
+    std::lock_guard<std::mutex> lock(peer_mutex);
+    peer_up.erase(peer->id);
+  }
+  peers.erase(peer->id);
+}
+
+// The peer is down: later sends fail, its endpoint closes after this progress round, and
+// the layer above hears why (unless the fabric is stopping).
+void UcxFabric::Impl::fail_peer(PeerState* peer, const Status& why) {
+  if (!peer->up) return;
+  peer->up = false;
+  to_close.push_back(peer);
+  counters.peers_down.fetch_add(1);
+  {
+    std::lock_guard<std::mutex> lock(peer_mutex);
+    peer_up[peer->id] = false;
+  }
+  if (stop.load()) return;  // shutting down: peers are being closed on purpose
+  // With a handler, the layer above decides what a lost peer means (a node leaving at the
+  // end of a job is no news) and reports it; without one, say it here.
+  if (handlers.on_peer_down) {
+    handlers.on_peer_down(peer->id, why);
+  } else {
+    fmt::print(stderr, "troupe fabric: peer {} down: {}\n", peer->id, why.to_string());
+  }
+}
+
+void UcxFabric::Impl::on_peer_error(PeerState* peer, ucs_status_t status) {
+  fail_peer(peer, Status(Code::peer_down, ucs_status_string(status)));
+}
+
+// Failed endpoints are force-closed outside UCX callbacks, after ucp_worker_progress
+// returns (UCX: a failed endpoint cannot be flushed; close it with FORCE). The close
+// request is kept until it completes, so that the worker is never destroyed under it.
+void UcxFabric::Impl::close_failed_endpoints() {
+  std::vector<PeerState*> batch;
+  batch.swap(to_close);
+  for (PeerState* peer : batch) {
+    peer_by_token.erase(peer->recv_token);
+    if (peer->ep != nullptr) {
+      ucp_request_param_t p{};
+      p.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS;
+      p.flags = UCP_EP_CLOSE_FLAG_FORCE;
+      void* r = ucp_ep_close_nbx(peer->ep, &p);
+      if (r != nullptr && !UCS_PTR_IS_ERR(r)) closing.push_back(r);
+      peer->ep = nullptr;
+    }
+    on_endpoint_ready(peer, UCS_ERR_CONNECTION_RESET);  // fails the sends still waiting
+  }
+}
+
+// ---- UcxFabric: the calls about peers ----
+
+Result<uint16_t> UcxFabric::listen(uint16_t port) {
+  return impl_->bootstrap->listen(port);
+}
+
+Result<PeerId> UcxFabric::connect(const std::string& host_port) {
+  std::string host;
+  uint16_t port = 0;
+  if (!split_host_port(host_port, &host, &port)) {
+    return Result<PeerId>(Code::invalid_argument,
+                          fmt::format("connect: '{}' is not host:port", host_port));
+  }
+  Impl* im = impl_.get();
+  if (im->stop.load()) return Result<PeerId>(Code::closed, "connect: the fabric is shutting down");
+  auto [id, ours] = call_on_progress<std::pair<PeerId, std::string>>(*im, [im] {
+    PeerState* peer = im->new_peer({});
+    return std::make_pair(peer->id, im->transport_address(*peer));
+  });
+  im->bootstrap->connect(host_port, std::move(ours), [im, id = id](Result<Admitted> r) {
+    im->post([im, id, r = std::move(r)]() mutable { im->on_connected(id, std::move(r)); });
+  });
+  return id;
+}
+
+void UcxFabric::set_node_id(const std::string& node_id) {
+  impl_->bootstrap->set_node_id(node_id);
+}
+
+void UcxFabric::disconnect(PeerId id) {
+  impl_->post([im = impl_.get(), id] {
+    auto it = im->peers.find(id);
+    if (it == im->peers.end() || !it->second->up) return;
+    PeerState* peer = it->second.get();
+    peer->up = false;
+    ++im->fenced_peers;
+    im->to_close.push_back(peer);
+    im->counters.peers_down.fetch_add(1);
+    {
+      std::lock_guard<std::mutex> lock(im->peer_mutex);
+      im->peer_up[id] = false;
+    }
+    for (auto op = im->rndv_waiting.begin(); op != im->rndv_waiting.end();) {
+      if ((*op)->message.peer != id) {
+        ++op;
+        continue;
+      }
+      ucp_am_data_release(im->worker, (*op)->data_desc);  // declines it
+      op = im->rndv_waiting.erase(op);
+    }
+  });
+}
+
+}  // namespace troupe::runtime
