@@ -55,7 +55,8 @@ std::string job_secret(const std::string& path, bool create) {
   return secret.value();
 }
 
-int run_launch(const LaunchArgs& a) {
+// --local-nodes defaulted and checked against --nodes and --kill-node-at.
+int64_t checked_local_nodes(const LaunchArgs& a) {
   if (a.nodes < 1 || a.nodes > 64)
     throw UsageError("launch: --nodes must be in [1, 64], got " + std::to_string(a.nodes));
   const int64_t local = a.local_nodes < 0 ? a.nodes : a.local_nodes;
@@ -66,25 +67,17 @@ int run_launch(const LaunchArgs& a) {
     throw UsageError(
         "launch: --kill-node-at needs at least 2 node processes started here "
         "(one to kill, one to go on)");
+  return local;
+}
+
+// The --set list with --steps folded in (so the nodes read the same job).
+std::vector<std::string> job_sets(const LaunchArgs& a) {
   std::vector<std::string> sets = a.sets;
   if (a.steps >= 0) sets.push_back("train.steps=" + std::to_string(a.steps));
-  const model::JobConfig cfg = model::load_config(a.config, sets);
-  if (a.kill_node_at > cfg.train.steps)
-    throw UsageError("launch: --kill-node-at " + std::to_string(a.kill_node_at) +
-                     " is after the last step; give 0 (as the workers start) to " +
-                     std::to_string(cfg.train.steps) + " (while the final weights are gathered)");
-  std::filesystem::create_directories(a.run_dir);
-  const std::string secret_file = a.secret_file.empty() ? a.run_dir + "/secret" : a.secret_file;
-  const std::string secret = job_secret(secret_file, a.secret_file.empty());
-  {
-    std::ofstream c(a.run_dir + "/config.json");
-    c << model::model_config_to_json(cfg.model, cfg.train.seed).dump(2) << "\n";
-  }
-  std::ofstream metrics(a.run_dir + "/metrics.jsonl"), events(a.run_dir + "/events.jsonl");
-  if (!metrics || !events) throw UsageError("launch: cannot write into " + a.run_dir);
+  return sets;
+}
 
-  actors::register_roles();
-  install_stop_signals();
+std::unique_ptr<runtime::Host> start_host(const LaunchArgs& a, const std::string& secret) {
   runtime::HostOptions ho;
   ho.node_id = "n0";
   ho.secret = secret;
@@ -93,131 +86,223 @@ int run_launch(const LaunchArgs& a) {
   auto host = runtime::Host::create(ho);
   if (!host.ok())
     throw UsageError("launch: cannot start the runtime: " + host.status().to_string());
+  return std::move(host).value();
+}
 
-  const int64_t steps = cfg.train.steps;
-  const int64_t step_tokens = cfg.train.batch_size * cfg.model.seq_len;
-  using clock = std::chrono::steady_clock;
-  const auto t0 = clock::now();
-  Progress progress(steps);
-  double last_val = 0, last_loss = 0;
-  // Every node joined (the first view): from then on a lost node is the coordinator's to
-  // recover (or stop for); before, the job waits for it, so launch stops.
-  std::atomic<bool> joined = false;
-  auto done = std::make_shared<std::promise<actors::JobResult>>();
-  std::future<actors::JobResult> result = done->get_future();
-
-  actors::CoordinatorOptions co;
-  co.nodes = a.nodes;
-  co.job = {read_file(a.config), a.config, sets};
-  co.config = cfg;
-  // Chaos: the last node process started here is killed from the coordinator's callback,
-  // before the next step (or the gathering of the final weights) begins. It is alive until
-  // then, so not reaped, so its pid cannot have been reused.
-  std::atomic<pid_t> victim = 0;
-  auto chaos_kill = [&](const std::string& when) {
-    const pid_t pid = victim.exchange(0);
-    if (pid <= 0) return;
-    progress.note("[chaos] kill -9 node " + std::to_string(local) + " (pid " + std::to_string(pid) +
-                  ") " + when);
-    ::kill(pid, SIGKILL);
-  };
-  co.on_step = [&](const actors::StepReport& r) {
-    const double tps = double(step_tokens) / std::max(r.seconds, 1e-9);
-    last_loss = r.stats.loss;
-    if (r.has_val) last_val = r.val_loss;
-    write_metrics(metrics, r.stats, tps, r.val_loss, r.has_val);
-    progress.step(r.stats.step, r.stats.loss, r.stats.lr, tps,
-                  std::chrono::duration<double>(clock::now() - t0).count());
-    if (r.has_val) {
-      char buf[96];
-      std::snprintf(buf, sizeof buf, "step %ld  val_loss %.4f nats/byte", long(r.stats.step + 1),
-                    r.val_loss);
-      progress.note(buf);
-    }
-    if (r.stats.step + 1 == a.kill_node_at)
-      chaos_kill("after step " + std::to_string(a.kill_node_at));
-  };
-  co.on_event = [&](const std::string& kind, const std::string& text) {
-    const double t = std::chrono::duration<double>(clock::now() - t0).count();
-    events << nlohmann::json{{"t_s", t}, {"event", kind}, {"text", text}}.dump() << "\n";
-    events.flush();
-    if (kind != "view") progress.note("[" + kind + "] " + text);
-    if (kind == "view") joined = true;
-    if (kind == "view" && a.kill_node_at == 0) chaos_kill("as the workers start");
-  };
-  co.on_done = [done](const actors::JobResult& r) { done->set_value(r); };
-  caf::actor coordinator = actors::spawn_coordinator(*host.value(), co);
-
-  const std::string address = host.value()->listen_address();
-  std::fprintf(stderr,
-               "troupe launch: %s, %ld node processes, %ld steps of %ld×%ld tokens, %ld "
-               "micro-batches; coordinator at %s\n",
-               a.config.c_str(), long(a.nodes), long(steps), long(cfg.train.batch_size),
-               long(cfg.model.seq_len), long(cfg.train.batch_size / cfg.train.micro_batch_rows),
-               address.c_str());
-  int threads = a.threads_per_node;
-  if (threads <= 0 && cfg.train.threads <= 0)  // share the cores among the nodes
-    threads = std::max<int>(
-        1, int(std::thread::hardware_concurrency()) / int(std::max<int64_t>(local, 1)));
-  if (local < a.nodes)
-    std::fprintf(stderr,
-                 "troupe launch: waiting for %ld more node(s): troupe node --join %s "
-                 "--secret-file %s\n",
-                 long(a.nodes - local), address.c_str(), secret_file.c_str());
-  Supervisor supervisor;
-  for (int64_t i = 0; i < local; ++i) {
-    std::vector<std::string> argv = {self_exe_path(), "node",      "--join",      address,
-                                     "--secret-file", secret_file, "--supervised"};
-    if (threads > 0) argv.insert(argv.end(), {"--threads", std::to_string(threads)});
-    supervisor.start(argv, a.run_dir + "/node-" + std::to_string(i + 1) + ".log",
-                     "node " + std::to_string(i + 1));
-  }
-  if (a.kill_node_at >= 0) victim = supervisor.pid_of(int(local - 1));
-  bool stopping = false;
-  while (result.wait_for(std::chrono::milliseconds(50)) != std::future_status::ready) {
-    if (stop_requested() && !stopping) {
-      stopping = true;
-      actors::request_stop(coordinator, "interrupted (SIGINT/SIGTERM)");
-    }
-    for (const ChildExit& e : supervisor.reap()) {
-      pid_t pid = e.pid;
-      victim.compare_exchange_strong(pid, 0);       // ended by itself: nothing left to kill
-      if (joined && cfg.fault_tolerance.recover) {  // the coordinator recovers or stops
-        progress.note("[exit] " + e.exited());
-      } else if (!stopping) {
-        stopping = true;
-        actors::request_stop(coordinator, e.exited() + "; see " + a.run_dir + "/node-*.log");
-      }
-    }
-  }
-  const actors::JobResult r = result.get();
-  progress.finish();
-  // The nodes exit on the coordinator's Shutdown; what has not within 2 s (a hung node) is
-  // stopped: SIGTERM, then SIGKILL after 1 s.
-  supervisor.wait_all(std::chrono::milliseconds(2000));
-  supervisor.stop_all(std::chrono::milliseconds(1000));
-  const double wall = std::chrono::duration<double>(clock::now() - t0).count();
-  if (!r.ok) {
-    std::fprintf(stderr, "troupe launch: the job stopped at step %ld: %s\n", long(r.steps_done),
-                 r.error.c_str());
-    return 1;
-  }
+// The weights file of a finished job: worker 0's parameters and Engram tables.
+void write_weights(const std::string& path, const model::JobConfig& cfg,
+                   const actors::JobResult& r) {
   model::ParamTable table(cfg.model);
   std::unique_ptr<model::InProcessEngramStore<float>> engram;
   if (!cfg.model.engram_layers.empty())
     engram = std::make_unique<model::InProcessEngramStore<float>>(cfg.model, r.engram_tables);
-  model::write_safetensors(a.run_dir + "/weights.safetensors",
-                           model::weights_to_safetensors<float>(table, r.weights.data(), cfg.model,
-                                                                cfg.train.seed, engram.get()));
-  std::printf(
-      "summary: steps %ld  nodes %ld%s  loss %.4f  val_loss %.4f  wall %s  %.0f tok/s  weights "
-      "%016lx\n"
-      "run dir: %s (metrics.jsonl, events.jsonl, node-*.log, weights.safetensors, config.json)\n",
-      long(steps), long(a.nodes),
-      r.recoveries > 0 ? (" (" + std::to_string(r.recoveries) + " lost, recovered)").c_str() : "",
-      last_loss, last_val, format_duration(wall).c_str(), double(steps * step_tokens) / wall,
-      (unsigned long)r.weights_hash, a.run_dir.c_str());
-  return 0;
+  model::write_safetensors(
+      path, model::weights_to_safetensors<float>(table, r.weights.data(), cfg.model, cfg.train.seed,
+                                                 engram.get()));
+}
+
+// One launched job: its run directory's files, the progress line, the coordinator and the
+// local node processes. run() returns the process's exit status.
+class LaunchJob {
+ public:
+  explicit LaunchJob(const LaunchArgs& a)
+      : a_(a),
+        local_(checked_local_nodes(a)),
+        sets_(job_sets(a)),
+        cfg_(model::load_config(a.config, sets_)),
+        step_tokens_(cfg_.train.batch_size * cfg_.model.seq_len),
+        progress_(cfg_.train.steps) {
+    if (a.kill_node_at > cfg_.train.steps)
+      throw UsageError("launch: --kill-node-at " + std::to_string(a.kill_node_at) +
+                       " is after the last step; give 0 (as the workers start) to " +
+                       std::to_string(cfg_.train.steps) +
+                       " (while the final weights are gathered)");
+  }
+
+  int run() {
+    open_run_dir();
+    actors::register_roles();
+    install_stop_signals();
+    host_ = start_host(a_, secret_);
+    coordinator_ = actors::spawn_coordinator(*host_, coordinator_options());
+    print_start();
+    start_nodes();
+    const actors::JobResult r = supervise();
+    progress_.finish();
+    // The nodes exit on the coordinator's Shutdown; what has not within 2 s (a hung node) is
+    // stopped: SIGTERM, then SIGKILL after 1 s.
+    supervisor_.wait_all(std::chrono::milliseconds(2000));
+    supervisor_.stop_all(std::chrono::milliseconds(1000));
+    if (!r.ok) {
+      std::fprintf(stderr, "troupe launch: the job stopped at step %ld: %s\n", long(r.steps_done),
+                   r.error.c_str());
+      return 1;
+    }
+    write_weights(a_.run_dir + "/weights.safetensors", cfg_, r);
+    print_summary(r);
+    return 0;
+  }
+
+ private:
+  using clock = std::chrono::steady_clock;
+
+  void open_run_dir() {
+    std::filesystem::create_directories(a_.run_dir);
+    secret_file_ = a_.secret_file.empty() ? a_.run_dir + "/secret" : a_.secret_file;
+    secret_ = job_secret(secret_file_, a_.secret_file.empty());
+    {
+      std::ofstream c(a_.run_dir + "/config.json");
+      c << model::model_config_to_json(cfg_.model, cfg_.train.seed).dump(2) << "\n";
+    }
+    metrics_.open(a_.run_dir + "/metrics.jsonl");
+    events_.open(a_.run_dir + "/events.jsonl");
+    if (!metrics_ || !events_) throw UsageError("launch: cannot write into " + a_.run_dir);
+  }
+
+  double elapsed_s() const { return std::chrono::duration<double>(clock::now() - t0_).count(); }
+
+  // Chaos: the last node process started here is killed from the coordinator's callback,
+  // before the next step (or the gathering of the final weights) begins. It is alive until
+  // then, so not reaped, so its pid cannot have been reused.
+  void chaos_kill(const std::string& when) {
+    const pid_t pid = victim_.exchange(0);
+    if (pid <= 0) return;
+    progress_.note("[chaos] kill -9 node " + std::to_string(local_) + " (pid " +
+                   std::to_string(pid) + ") " + when);
+    ::kill(pid, SIGKILL);
+  }
+
+  void on_step(const actors::StepReport& r) {
+    const double tps = double(step_tokens_) / std::max(r.seconds, 1e-9);
+    last_loss_ = r.stats.loss;
+    if (r.has_val) last_val_ = r.val_loss;
+    write_metrics(metrics_, r.stats, tps, r.val_loss, r.has_val);
+    progress_.step(r.stats.step, r.stats.loss, r.stats.lr, tps, elapsed_s());
+    if (r.has_val) {
+      char buf[96];
+      std::snprintf(buf, sizeof buf, "step %ld  val_loss %.4f nats/byte", long(r.stats.step + 1),
+                    r.val_loss);
+      progress_.note(buf);
+    }
+    if (r.stats.step + 1 == a_.kill_node_at)
+      chaos_kill("after step " + std::to_string(a_.kill_node_at));
+  }
+
+  void on_event(const std::string& kind, const std::string& text) {
+    events_ << nlohmann::json{{"t_s", elapsed_s()}, {"event", kind}, {"text", text}}.dump() << "\n";
+    events_.flush();
+    if (kind != "view") progress_.note("[" + kind + "] " + text);
+    if (kind == "view") joined_ = true;
+    if (kind == "view" && a_.kill_node_at == 0) chaos_kill("as the workers start");
+  }
+
+  actors::CoordinatorOptions coordinator_options() {
+    actors::CoordinatorOptions co;
+    co.nodes = a_.nodes;
+    co.job = {read_file(a_.config), a_.config, sets_};
+    co.config = cfg_;
+    co.on_step = [this](const actors::StepReport& r) { on_step(r); };
+    co.on_event = [this](const std::string& kind, const std::string& text) {
+      on_event(kind, text);
+    };
+    auto done = done_;
+    co.on_done = [done](const actors::JobResult& r) { done->set_value(r); };
+    return co;
+  }
+
+  void print_start() const {
+    std::fprintf(stderr,
+                 "troupe launch: %s, %ld node processes, %ld steps of %ld×%ld tokens, %ld "
+                 "micro-batches; coordinator at %s\n",
+                 a_.config.c_str(), long(a_.nodes), long(cfg_.train.steps),
+                 long(cfg_.train.batch_size), long(cfg_.model.seq_len),
+                 long(cfg_.train.batch_size / cfg_.train.micro_batch_rows),
+                 host_->listen_address().c_str());
+    if (local_ < a_.nodes)
+      std::fprintf(stderr,
+                   "troupe launch: waiting for %ld more node(s): troupe node --join %s "
+                   "--secret-file %s\n",
+                   long(a_.nodes - local_), host_->listen_address().c_str(), secret_file_.c_str());
+  }
+
+  void start_nodes() {
+    int threads = a_.threads_per_node;
+    if (threads <= 0 && cfg_.train.threads <= 0)  // share the cores among the nodes
+      threads = std::max<int>(
+          1, int(std::thread::hardware_concurrency()) / int(std::max<int64_t>(local_, 1)));
+    for (int64_t i = 0; i < local_; ++i) {
+      std::vector<std::string> argv = {self_exe_path(),         "node",          "--join",
+                                       host_->listen_address(), "--secret-file", secret_file_,
+                                       "--supervised"};
+      if (threads > 0) argv.insert(argv.end(), {"--threads", std::to_string(threads)});
+      supervisor_.start(argv, a_.run_dir + "/node-" + std::to_string(i + 1) + ".log",
+                        "node " + std::to_string(i + 1));
+    }
+    if (a_.kill_node_at >= 0) victim_ = supervisor_.pid_of(int(local_ - 1));
+  }
+
+  // Until the coordinator is done: Ctrl-C asks it to stop; a node process that exits is the
+  // coordinator's to recover from once every node joined, else it stops the job.
+  actors::JobResult supervise() {
+    std::future<actors::JobResult> result = done_->get_future();
+    bool stopping = false;
+    while (result.wait_for(std::chrono::milliseconds(50)) != std::future_status::ready) {
+      if (stop_requested() && !stopping) {
+        stopping = true;
+        actors::request_stop(coordinator_, "interrupted (SIGINT/SIGTERM)");
+      }
+      for (const ChildExit& e : supervisor_.reap()) {
+        pid_t pid = e.pid;
+        victim_.compare_exchange_strong(pid, 0);  // ended by itself: nothing left to kill
+        if (joined_ && cfg_.fault_tolerance.recover) {
+          progress_.note("[exit] " + e.exited());
+        } else if (!stopping) {
+          stopping = true;
+          actors::request_stop(coordinator_, e.exited() + "; see " + a_.run_dir + "/node-*.log");
+        }
+      }
+    }
+    return result.get();
+  }
+
+  void print_summary(const actors::JobResult& r) const {
+    const int64_t steps = cfg_.train.steps;
+    const double wall = elapsed_s();
+    std::printf(
+        "summary: steps %ld  nodes %ld%s  loss %.4f  val_loss %.4f  wall %s  %.0f tok/s  "
+        "weights %016lx\n"
+        "run dir: %s (metrics.jsonl, events.jsonl, node-*.log, weights.safetensors, "
+        "config.json)\n",
+        long(steps), long(a_.nodes),
+        r.recoveries > 0 ? (" (" + std::to_string(r.recoveries) + " lost, recovered)").c_str() : "",
+        last_loss_, last_val_, format_duration(wall).c_str(), double(steps * step_tokens_) / wall,
+        (unsigned long)r.weights_hash, a_.run_dir.c_str());
+  }
+
+  const LaunchArgs& a_;
+  const int64_t local_;
+  const std::vector<std::string> sets_;
+  const model::JobConfig cfg_;
+  const int64_t step_tokens_;
+  const clock::time_point t0_ = clock::now();
+  Progress progress_;
+  std::string secret_file_, secret_;
+  std::ofstream metrics_, events_;
+  std::unique_ptr<runtime::Host> host_;
+  caf::actor coordinator_;
+  Supervisor supervisor_;
+  double last_val_ = 0, last_loss_ = 0;
+  // Every node joined (the first view): from then on a lost node is the coordinator's to
+  // recover (or stop for); before, the job waits for it, so launch stops.
+  std::atomic<bool> joined_ = false;
+  std::atomic<pid_t> victim_ = 0;
+  std::shared_ptr<std::promise<actors::JobResult>> done_ =
+      std::make_shared<std::promise<actors::JobResult>>();
+};
+
+int run_launch(const LaunchArgs& a) {
+  LaunchJob job(a);
+  return job.run();
 }
 
 }  // namespace
