@@ -79,7 +79,17 @@ struct PeerState {
   // until a flush of the new endpoint completes (wire-up done), then go in order.
   bool ready = false;
   std::deque<std::unique_ptr<SendOp>> waiting;
+  // Whether on_peer_up has run for it. A peer we connected to may send before its Verdict
+  // reaches us (it made its endpoint when it admitted us): what it sends waits here, in
+  // order, and is delivered right after on_peer_up, so the layer above never sees a
+  // message from a peer it has not been told of. At most early_messages_max.
+  bool announced = false;
+  std::deque<Message> early;
 };
+// Messages held per peer until it is announced: a handshake's worth of a peer's first
+// messages (a Welcome, a View, heartbeats); more means the Verdict is lost, and the peer
+// fails on its handshake deadline anyway.
+inline constexpr size_t early_messages_max = 1024;
 
 struct SendOp {
   UcxFabric::Impl* impl = nullptr;
@@ -158,6 +168,7 @@ struct UcxFabric::Impl {
   void start_rndv(std::unique_ptr<RecvOp> op);
   void finish_rndv(std::unique_ptr<RecvOp> op, ucs_status_t status);
   void deliver(Message&& message, uint64_t payload_bytes);
+  void announce(PeerState* peer);
   void reject(PeerId peer, RejectReason reason);
   void on_peer_error(PeerState* peer, ucs_status_t status);
   void close_failed_endpoints();

@@ -363,6 +363,15 @@ void UcxFabric::Impl::finish_rndv(std::unique_ptr<RecvOp> op, ucs_status_t statu
 }
 
 void UcxFabric::Impl::deliver(Message&& message, uint64_t payload_bytes) {
+  if (auto it = peers.find(message.peer); it != peers.end() && !it->second->announced) {
+    PeerState& peer = *it->second;
+    if (peer.early.size() >= early_messages_max) {
+      counters.dropped_queue_full.fetch_add(1, std::memory_order_relaxed);
+      return;
+    }
+    peer.early.push_back(std::move(message));
+    return;
+  }
   if (handlers.on_receive) {
     counters.received_messages.fetch_add(1, std::memory_order_relaxed);
     counters.received_bytes.fetch_add(payload_bytes, std::memory_order_relaxed);

@@ -85,7 +85,20 @@ void UcxFabric::Impl::on_connected(PeerId id, Result<Admitted> result) {
   peer->info = result.value().info;
   const Status st = open_endpoint(peer, result.value().transport_address);
   if (!st.ok()) return fail_peer(peer, st);
-  if (handlers.on_peer_up) handlers.on_peer_up(id, peer->info);
+  announce(peer);
+}
+
+// Tells the layer above of the peer, then hands it what the peer sent before (in order).
+void UcxFabric::Impl::announce(PeerState* peer) {
+  if (handlers.on_peer_up) handlers.on_peer_up(peer->id, peer->info);
+  peer->announced = true;
+  std::deque<Message> early = std::move(peer->early);
+  peer->early.clear();
+  for (Message& m : early) {
+    uint64_t bytes = 0;
+    for (const auto& p : m.payloads) bytes += p.size();
+    deliver(std::move(m), bytes);
+  }
 }
 
 // A connector proved the secret: its endpoint, and our address for it (bootstrap thread).
@@ -100,7 +113,7 @@ Result<std::string> UcxFabric::Impl::admit(const Admitted& admitted) {
       forget_peer(peer);
       return st;
     }
-    if (handlers.on_peer_up) handlers.on_peer_up(peer->id, peer->info);
+    announce(peer);
     return transport_address(*peer);
   });
 }
