@@ -65,8 +65,6 @@ void on_join(Self* self, const ActorMessage& m) {
   w.set_config_text(s.opt.job.config_text);
   w.set_config_name(s.opt.job.config_name);
   for (const auto& set : s.opt.job.config_sets) w.add_config_sets(set);
-  w.set_heartbeat_interval_ms(uint32_t(s.opt.config.fault_tolerance.heartbeat_interval_ms));
-  w.set_coordinator_timeout_ms(uint32_t(s.opt.config.fault_tolerance.coordinator_timeout_ms));
   ActorMessage r = make_message(s.self_address, n.id + "/agent.0", runtime::welcome_type, w);
   r.peer = n.peer;
   self->send(s.router, std::move(r));

@@ -9,6 +9,7 @@
 #include <future>
 
 #include "actors/roles.h"
+#include "config/config_parse.h"
 #include "launch/commands.h"
 #include "launch/supervisor.h"
 #include "runtime/auth.h"
@@ -46,6 +47,15 @@ int run_node(const NodeArgs& a) {
   runtime::NodeAgentOptions opt;
   opt.coordinator_address = a.join;
   opt.role_threads = a.threads;
+  opt.read_fault_tolerance =
+      [](const runtime::JobSpec& job) -> runtime::Result<runtime::FaultToleranceConfig> {
+    try {
+      return model::config_from_text(job.config_text, job.config_name, job.config_sets)
+          .fault_tolerance;
+    } catch (const std::exception& e) {
+      return runtime::Status(runtime::Code::invalid_argument, e.what());
+    }
+  };
   opt.on_exit = [done](int code, const std::string& why) { done->set_value({code, why}); };
   caf::actor agent = runtime::spawn_node_agent(*host.value(), opt);
   while (result.wait_for(std::chrono::milliseconds(100)) != std::future_status::ready) {

@@ -121,9 +121,12 @@ void on_message(Self* self, ActorMessage& m) {
       s.job.config_text = w.config_text();
       s.job.config_name = w.config_name();
       s.job.config_sets.assign(w.config_sets().begin(), w.config_sets().end());
-      if (w.heartbeat_interval_ms() > 0)
-        s.options.heartbeat_interval = std::chrono::milliseconds(w.heartbeat_interval_ms());
-      s.coordinator_timeout = std::chrono::milliseconds(w.coordinator_timeout_ms());
+      if (s.options.read_fault_tolerance) {
+        Result<FaultToleranceConfig> ft = s.options.read_fault_tolerance(s.job);
+        if (!ft.ok()) return finish(self, 1, "the job's config: " + ft.status().message());
+        s.options.heartbeat_interval = std::chrono::milliseconds(ft.value().heartbeat_interval_ms);
+        s.coordinator_timeout = std::chrono::milliseconds(ft.value().coordinator_timeout_ms);
+      }
       s.coordinator_heard = s.last_tick = std::chrono::steady_clock::now();
       self->send(s.router, node_id_atom::value, s.node_id);
       self->send(s.router, bind_atom::value, s.coordinator_node, m.peer);

@@ -10,13 +10,20 @@
 #include <functional>
 #include <string>
 
+#include "runtime/fault_tolerance.h"
 #include "runtime/host.h"
+#include "runtime/roles.h"
+#include "runtime/status.h"
 
 namespace troupe::runtime {
 
 struct NodeAgentOptions {
-  std::string coordinator_address;                    // host:port of the coordinator's process
-  std::chrono::milliseconds heartbeat_interval{100};  // the coordinator's Welcome may set it
+  std::string coordinator_address;  // host:port of the coordinator's process
+  // Until the Welcome: then the job's [fault_tolerance] heartbeat_interval_ms.
+  std::chrono::milliseconds heartbeat_interval{100};
+  // Reads the job's [fault_tolerance] section from the job the Welcome carries (config/
+  // parses it; runtime/ does not know the file format). An error ends the node (status 1).
+  std::function<Result<FaultToleranceConfig>(const JobSpec& job)> read_fault_tolerance;
   // No Welcome within this long (a coordinator that accepts the connection but never
   // answers): the node gives up with status 1 instead of waiting forever.
   std::chrono::milliseconds join_timeout{30000};
