@@ -39,13 +39,11 @@ void add_counts(std::vector<std::vector<int64_t>>& dst,
 template <typename T>
 void engram_tree_reduce(std::vector<EngramGrad<T>>& g, int64_t lo, int64_t hi,
                         const EngramStore<T>& store, int threads) {
-  if (hi - lo <= 1) return;
-  const int64_t mid = tree_split(lo, hi);
-  engram_tree_reduce(g, lo, mid, store, threads);
-  engram_tree_reduce(g, mid, hi, store, threads);
   const auto& info = store.tables();
-  parallel_for(int64_t(info.size()), threads,
-               [&](int64_t t, int) { sparse_rows_add(g[lo][t], g[mid][t], info[t].dim); });
+  tree_reduce_in_place(g, lo, hi, [&](EngramGrad<T>& into, const EngramGrad<T>& from) {
+    parallel_for(int64_t(info.size()), threads,
+                 [&](int64_t t, int) { sparse_rows_add(into[t], from[t], info[t].dim); });
+  });
 }
 }  // namespace
 
@@ -288,18 +286,18 @@ void combine_node(int64_t lo, int64_t hi, const std::vector<TreeNode>& nodes,
 }
 
 // Node [lo, hi) of the canonical tree, by value: the piece that is that node (find(lo, hi)
-// returns it, or null), else merge(left, right) of its two halves, as each level of the
-// one-process reduction combines them. `what` names the caller in the error.
+// returns it, or null), else merge(left, right) of its two halves (tree_fold). `what` names
+// the caller in the error for a micro-batch no piece covers.
 template <class R, class Find, class Merge>
 R combine_in_tree(int64_t lo, int64_t hi, const Find& find, const Merge& merge, const char* what) {
-  if (const R* r = find(lo, hi)) return *r;
-  if (hi - lo <= 1)
-    throw std::invalid_argument(std::string(what) + ": no piece covers micro-batch " +
-                                std::to_string(lo));
-  const int64_t mid = tree_split(lo, hi);
-  R left = combine_in_tree<R>(lo, mid, find, merge, what);
-  merge(left, combine_in_tree<R>(mid, hi, find, merge, what));
-  return left;
+  const auto at = [&](int64_t a, int64_t b) -> std::optional<R> {
+    if (const R* r = find(a, b)) return *r;
+    if (b - a <= 1)
+      throw std::invalid_argument(std::string(what) + ": no piece covers micro-batch " +
+                                  std::to_string(a));
+    return std::nullopt;
+  };
+  return tree_fold<R>(lo, hi, at, merge);
 }
 
 LossParts<float> combine_parts(const std::vector<Piece<float>>& pieces, int64_t n) {

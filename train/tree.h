@@ -2,6 +2,7 @@
 // The canonical tree reduction of DESIGN §5: every sum across micro-batches follows it.
 #include <algorithm>
 #include <cstdint>
+#include <optional>
 #include <vector>
 
 #include "kernels/cpu/parallel_for.h"
@@ -44,29 +45,55 @@ inline std::vector<TreeNode> tree_pieces(int64_t n, int64_t lo, int64_t hi) {
   return out;
 }
 
+// The one canonical tree reduction (DESIGN §5): node [lo, hi) is `at(lo, hi)` when that
+// returns a value (a leaf, or a piece reduced elsewhere), else merge(left, right) of its two
+// halves, left first. Every sum across micro-batches is this fold; only the values differ.
+template <class R, class At, class Merge>
+R tree_fold(int64_t lo, int64_t hi, const At& at, const Merge& merge) {
+  if (std::optional<R> here = at(lo, hi)) return std::move(*here);
+  const int64_t mid = tree_split(lo, hi);
+  R left = tree_fold<R>(lo, mid, at, merge);
+  merge(left, tree_fold<R>(mid, hi, at, merge));
+  return left;
+}
+
 // Σ parts[lo..hi) in canonical tree order, for scalars.
 template <typename T>
 T tree_sum(const std::vector<T>& parts, int64_t lo, int64_t hi) {
-  if (hi - lo == 1) return parts[lo];
-  const int64_t mid = tree_split(lo, hi);
-  return tree_sum(parts, lo, mid) + tree_sum(parts, mid, hi);
+  const auto leaf = [&](int64_t a, int64_t b) -> std::optional<T> {
+    if (b - a == 1) return parts[a];
+    return std::nullopt;
+  };
+  return tree_fold<T>(lo, hi, leaf, [](T& left, const T& right) { left = left + right; });
 }
 
-// In-place canonical tree reduction of buffers bufs[0..n) (each `len` floats) into
-// bufs[0]; elementwise, parallel over element ranges (which cannot change any bit).
+// In place: items[lo] becomes the canonical tree reduction of items[lo, hi), merged pairwise
+// by add(into, from) (items[lo, hi) are left as scratch). An empty or single range: nothing.
+template <class Item, class Add>
+void tree_reduce_in_place(std::vector<Item>& items, int64_t lo, int64_t hi, const Add& add) {
+  if (hi - lo <= 1) return;
+  const auto leaf = [](int64_t a, int64_t b) -> std::optional<int64_t> {
+    if (b - a == 1) return a;
+    return std::nullopt;
+  };
+  tree_fold<int64_t>(lo, hi, leaf, [&](int64_t& left, int64_t right) {
+    add(items[size_t(left)], items[size_t(right)]);
+  });
+}
+
+// Dense buffers bufs[lo..hi) (each `len` values) reduced into bufs[lo]; elementwise, parallel
+// over element ranges (which cannot change any bit).
 template <typename T>
 void tree_reduce(std::vector<std::vector<T>>& bufs, int64_t lo, int64_t hi, int64_t len,
                  int threads) {
-  if (hi - lo <= 1) return;
-  const int64_t mid = tree_split(lo, hi);
-  tree_reduce(bufs, lo, mid, len, threads);
-  tree_reduce(bufs, mid, hi, len, threads);
-  T* a = bufs[lo].data();
-  const T* b = bufs[mid].data();
-  const int64_t chunk = 1 << 16;
-  parallel_for((len + chunk - 1) / chunk, threads, [&](int64_t c, int) {
-    const int64_t e = std::min(len, (c + 1) * chunk);
-    for (int64_t i = c * chunk; i < e; ++i) a[i] += b[i];
+  tree_reduce_in_place(bufs, lo, hi, [&](std::vector<T>& into, const std::vector<T>& from) {
+    T* a = into.data();
+    const T* b = from.data();
+    const int64_t chunk = 1 << 16;
+    parallel_for((len + chunk - 1) / chunk, threads, [&](int64_t c, int) {
+      const int64_t e = std::min(len, (c + 1) * chunk);
+      for (int64_t i = c * chunk; i < e; ++i) a[i] += b[i];
+    });
   });
 }
 
