@@ -35,7 +35,6 @@ bool unflatten_counts(const google::protobuf::RepeatedField<int64_t>& layers,
 std::string check_new_pieces(const std::vector<model::TreeNode>& have,
                              const google::protobuf::RepeatedPtrField<train::Node>& incoming,
                              int64_t total, int64_t n_micro_batches) {
-  if (int64_t(have.size()) + incoming.size() > total) return "more pieces than the step has";
   for (int i = 0; i < incoming.size(); ++i) {
     const model::TreeNode n{incoming[i].lo(), incoming[i].hi()};
     if (n.lo < 0 || n.lo >= n.hi || n.hi > n_micro_batches) return "a piece outside the batch";
@@ -45,6 +44,7 @@ std::string check_new_pieces(const std::vector<model::TreeNode>& have,
                     [&](const train::Node& o) { return o.lo() == n.lo && o.hi() == n.hi; }))
       return "a piece received twice";
   }
+  if (int64_t(have.size()) + incoming.size() > total) return "more pieces than the step has";
   return "";
 }
 
