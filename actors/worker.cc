@@ -29,6 +29,7 @@
 #include "actors/roles.h"
 #include "model/config_parse.h"
 #include "model/dp_plan.h"
+#include "model/step_rules.h"
 #include "runtime/control.pb.h"
 
 namespace troupe::actors {
@@ -99,6 +100,11 @@ void try_reduce(Self* self) {
   const bool engram = s.trainer->engram() != nullptr;
   if (s.reduced || int64_t(s.slice_nodes.size()) < s.total_pieces) return;
   if (engram && int64_t(s.engram_nodes.size()) < s.total_pieces) return;
+  const std::string cover = model::check_cover(s.slice_nodes, s.trainer->micro_batches());
+  TROUPE_ASSERT(cover.empty(), "step {}: the gradient slices of {} pieces: {}", s.step,
+                s.total_pieces, cover);
+  TROUPE_ASSERT(!engram || model::check_cover(s.engram_nodes, s.trainer->micro_batches()).empty(),
+                "step {}: the Engram pieces do not cover the batch once", s.step);
   std::vector<const float*> slices;
   for (const Payload& p : s.slice_payloads)
     slices.push_back(reinterpret_cast<const float*>(p.bytes.data()));

@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <stdexcept>
 
+#include "actors/invariant.h"
 #include "actors/recovery_plan.h"
 #include "actors/worker.h"
 #include "model/dp_plan.h"
@@ -222,6 +223,7 @@ void send_transfers(Self* self, const RecoveryPlan& plan, const Recovery& rec) {
 Verdict on_recover(Self* self, const train::Recover& r, const ActorMessage& m) {
   auto& s = self->state;
   if (m.epoch <= s.recover_epoch) return drop(Drop::duplicate, "a Recover already taken");
+  TROUPE_ASSERT(m.epoch >= s.epoch, "a Recover of epoch {} admitted at epoch {}", m.epoch, s.epoch);
   s.epoch = s.recover_epoch = m.epoch;  // from here on, even an error must reach the coordinator
   const int64_t c = r.version();
   if (!s.recovery_base) s.recovery_base = base_of(s, c, r.old_workers());
