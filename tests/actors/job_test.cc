@@ -122,5 +122,32 @@ TEST_F(Job, ANodeLostBetweenApplyAndStepDoneChangesNothing) {
   EXPECT_EQ(result->weights_hash, trainer_hash());
 }
 
+TEST_F(Job, AMalformedMessageOfEveryTypeIsDroppedAndTheWorkerGoesOn) {
+  const std::vector<uint32_t> types = {step_begin_type,  grad_slices_type, engram_slices_type,
+                                       apply_type,       weights_type,     commit_type,
+                                       buddy_state_type, recover_type,     state_transfer_type,
+                                       finish_type,      stats_type,       9999};
+  bool sent = false;
+  net->after = [&](const ActorMessage& m) {  // in the middle of step 1
+    train::Apply a;
+    if (sent || m.type != apply_type || !a.ParseFromString(m.header) || a.step() != 1) return;
+    sent = true;
+    for (int64_t w = 0; w < 3; ++w)
+      for (uint32_t t : types) {
+        ActorMessage bad;
+        bad.from = worker_address((w + 1) % 3), bad.to = worker_address(w);
+        bad.type = t, bad.header = "\xff\xff\xff\xff", bad.epoch = net->epoch;
+        caf::anon_send(workers[size_t(w)], bad);
+      }
+  };
+  run_job(3);
+  ASSERT_TRUE(sent);
+  EXPECT_TRUE(result->ok) << result->error;
+  EXPECT_EQ(result->weights_hash, trainer_hash());
+  EXPECT_EQ(dropped("undecodable"), 3u * 10);  // the worker's ten types
+  EXPECT_EQ(dropped("wrong_phase"), 3u);       // Stats: the coordinator's, not a worker's
+  EXPECT_EQ(dropped("unknown_type"), 3u);
+}
+
 }  // namespace
 }  // namespace troupe::actors::testing
