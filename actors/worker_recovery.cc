@@ -215,6 +215,26 @@ void send_transfers(Self* self, const RecoveryPlan& plan, const Recovery& rec) {
   }
 }
 
+// What a Recover must say to be acted on at all: survivors with their old indices, each
+// once, this worker among them, from a view of the size this worker knows.
+std::string check_shape(const WorkerState& s, const train::Recover& r) {
+  const int64_t old_n = s.recovery_base ? s.recovery_base->workers : s.workers;
+  if (r.old_workers() != old_n || r.workers_size() != r.old_index_size() || r.workers_size() == 0 ||
+      r.workers_size() > old_n)
+    return fmt::format("a Recover from {} workers to {}; this worker knows {}", r.old_workers(),
+                       r.workers_size(), old_n);
+  std::vector<bool> seen(size_t(old_n), false);
+  bool me = false;
+  for (int i = 0; i < r.workers_size(); ++i) {
+    const int64_t o = r.old_index(i);
+    if (o < 0 || o >= old_n || seen[size_t(o)]) return "a Recover naming a worker twice or none";
+    seen[size_t(o)] = true;
+    me |= r.workers(i) == s.ctx.address;
+  }
+  if (!me) return "a Recover that does not name this worker among the survivors";
+  return "";
+}
+
 }  // namespace
 
 // A Recover under a new epoch: back to the committed version, renumber, and move the
@@ -223,6 +243,7 @@ void send_transfers(Self* self, const RecoveryPlan& plan, const Recovery& rec) {
 Verdict on_recover(Self* self, const train::Recover& r, const ActorMessage& m) {
   auto& s = self->state;
   if (m.epoch <= s.recover_epoch) return drop(Drop::duplicate, "a Recover already taken");
+  if (std::string why = check_shape(s, r); !why.empty()) return drop(Drop::malformed, why);
   TROUPE_ASSERT(m.epoch >= s.epoch, "a Recover of epoch {} admitted at epoch {}", m.epoch, s.epoch);
   s.epoch = s.recover_epoch = m.epoch;  // from here on, even an error must reach the coordinator
   const int64_t c = r.version();

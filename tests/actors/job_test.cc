@@ -139,6 +139,14 @@ TEST_F(Job, AMalformedMessageOfEveryTypeIsDroppedAndTheWorkerGoesOn) {
         bad.type = t, bad.header = "\xff\xff\xff\xff", bad.epoch = net->epoch;
         caf::anon_send(workers[size_t(w)], bad);
       }
+    train::Recover r;  // decodes, from a future epoch, but names nobody this worker knows
+    r.set_version(1), r.set_old_workers(3);
+    r.add_workers("n9/worker.9"), r.add_old_index(0);
+    for (int64_t w = 0; w < 3; ++w) {
+      ActorMessage bad = make_message("n0/coordinator.0", worker_address(w), recover_type, r);
+      bad.epoch = net->epoch + 100;
+      caf::anon_send(workers[size_t(w)], bad);
+    }
   };
   run_job(3);
   ASSERT_TRUE(sent);
@@ -147,6 +155,7 @@ TEST_F(Job, AMalformedMessageOfEveryTypeIsDroppedAndTheWorkerGoesOn) {
   EXPECT_EQ(dropped("undecodable"), 3u * 10);  // the worker's ten types
   EXPECT_EQ(dropped("wrong_phase"), 3u);       // Stats: the coordinator's, not a worker's
   EXPECT_EQ(dropped("unknown_type"), 3u);
+  EXPECT_EQ(dropped("malformed"), 3u);  // the Recovers: the workers stay in their epoch
 }
 
 }  // namespace
