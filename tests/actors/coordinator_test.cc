@@ -315,5 +315,21 @@ TEST_F(CoordinatorScript, SilenceIsNoticedOnTheVirtualClock) {
   EXPECT_NE(events.back().second.find("missed heartbeats"), std::string::npos);
 }
 
+TEST_F(CoordinatorScript, ARecoveryPastItsTimeoutEndsTheJobNamingWhoIsLate) {
+  lose("n2");
+  recovered(0);
+  const auto& ft = config.fault_tolerance;
+  for (int64_t t = 0; t <= ft.recovery_timeout_ms && !result; t += ft.heartbeat_interval_ms) {
+    for (const char* node : {"n1/agent.0", "n3/agent.0"})
+      to_coordinator(make_message(node, "", runtime::heartbeat_type, control::Heartbeat{}));
+    sched.clock().advance_time(std::chrono::milliseconds(ft.heartbeat_interval_ms));
+    run();
+  }
+  ASSERT_TRUE(result.has_value());
+  EXPECT_FALSE(result->ok);
+  EXPECT_NE(result->error.find("did not finish within"), std::string::npos) << result->error;
+  EXPECT_NE(result->error.find("waiting for n3/worker.2"), std::string::npos) << result->error;
+}
+
 }  // namespace
 }  // namespace troupe::actors::testing
