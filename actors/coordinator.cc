@@ -11,7 +11,6 @@
 
 #include "actors/coordinator_state.h"
 #include "runtime/control.pb.h"
-#include "runtime/router.h"
 
 namespace troupe::actors {
 
