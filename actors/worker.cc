@@ -70,13 +70,20 @@ void enter(WorkerState& s, int64_t step) {
   s.engram_grads.clear();
   s.engram_received.clear();
   s.reduced = s.applied = s.done = false;
-  s.buddies_in = 0;
+  open_buddies(s, step + 1, &s.buddies);
+}
+
+void open_buddies(const WorkerState& s, int64_t version, Receipts* round) {
+  round->open(s.epoch, version, s.workers);
+  for (int64_t o = 0; o < s.workers; ++o)
+    if (o == s.me || (s.me - o + s.workers) % s.workers > buddy_count(s, s.workers))
+      round->waive(o);
 }
 
 void try_done(Self* self) {
   auto& s = self->state;
   if (s.done || !s.applied || !s.weights.complete()) return;
-  if (s.buddies_in < buddy_count(s, s.workers)) return;
+  if (!s.buddies.complete()) return;
   s.done = true;
   s.version = s.step + 1;
   train::StepDone d;

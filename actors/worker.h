@@ -51,7 +51,7 @@ struct Recovery {
   std::vector<std::vector<float>> local;   // zero state of the shares taken over at step 0
   std::vector<Payload> received;           // keeps the transfers' runs alive
   Receipts transfers;                      // StateTransfer, by the sender's new index
-  int64_t buddies_in = 0;  // the predecessors' copies of the new layout, once resharded
+  Receipts buddies;  // the predecessors' copies of the new layout, once resharded
   bool resharded = false;
 };
 
@@ -83,8 +83,8 @@ struct WorkerState {
   std::vector<const model::EngramGrad<float>*> engram_grads;
   std::vector<std::unique_ptr<model::EngramGrad<float>>> engram_received;
   bool reduced = false, applied = false, done = false;
-  int64_t buddies_in = 0;  // the predecessors' copies of this step's update
-  Receipts weights;        // Weights of the step, by owner (owners of nothing waived)
+  Receipts buddies;  // BuddyState of the step's update, by predecessor (the others waived)
+  Receipts weights;  // Weights of the step, by owner (owners of nothing waived)
   Recovery recovery;
   std::vector<ActorMessage> early;  // from a newer epoch, waiting for its Recover
   DropLog drops;
@@ -106,6 +106,8 @@ void reply(Self* self, const std::string& to, uint32_t type, const Proto& body,
 void try_done(Self* self);
 // Resets the per-step state when a message of a later step arrives.
 void enter(WorkerState& s, int64_t step);
+// Opens a round of the BuddyStates of `version` from this worker's buddy_count predecessors.
+void open_buddies(const WorkerState& s, int64_t version, Receipts* round);
 
 // worker_recovery.cc
 // After an update: the owned share's optimizer state to the buddies (the next workers).

@@ -46,7 +46,7 @@ void finish_recovery(Self* self) {
     r.resharded = true;
     send_buddy_copy(self, r.version);
   }
-  if (r.buddies_in < buddy_count(s, s.workers)) return;
+  if (!r.buddies.complete()) return;
   s.recovery = Recovery{};
   fmt::print(stderr, "troupe {}: recovered: worker {} of {} at step {} (epoch {})\n", s.ctx.address,
              s.me, s.workers, s.version, s.epoch);
@@ -103,13 +103,14 @@ Verdict on_buddy_state(Self* self, const train::BuddyState& b, const ActorMessag
     s.buddy.erase(s.buddy.begin());
   if (!fresh) return drop(Drop::duplicate, "a second buddy state of the same version");
   if (s.recovery.active && b.version() == s.recovery.version) {
-    ++s.recovery.buddies_in;
+    if (Verdict v = drop_receipt(s.recovery.buddies.add(s.epoch, b.version(), pred), "BuddyState"))
+      return v;
     finish_recovery(self);
     return {};
   }
   if (b.version() - 1 < s.step) return drop(Drop::wrong_step, "buddy state of an old step");
   enter(s, b.version() - 1);
-  ++s.buddies_in;
+  if (Verdict v = drop_receipt(s.buddies.add(s.epoch, b.version(), pred), "BuddyState")) return v;
   try_done(self);
   return {};
 }
@@ -270,6 +271,7 @@ Verdict on_recover(Self* self, const train::Recover& r, const ActorMessage& m) {
   rec.sources = std::move(mine);
   rec.transfers.open(s.epoch, c, s.workers);
   rec.transfers.waive(s.me);
+  open_buddies(s, c, &rec.buddies);
   s.recovery = std::move(rec);
   fmt::print(stderr,
              "troupe {}: recovering to step {} (epoch {}): worker {} of {} was {} of {}; "
