@@ -23,6 +23,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include "actors/invariant.h"
@@ -42,9 +43,11 @@ void plan(WorkerState& s, int64_t workers, int64_t me) {
   s.ranges = model::plan_ranges(s.trainer->micro_batches(), workers);
   s.val_ranges = model::plan_ranges(s.trainer->val_micro_batches(), workers);
   s.owners = model::plan_owners(s.trainer->table, workers);
-  s.total_pieces = 0;
+  s.step_pieces.clear();
   for (const TreeNode& r : s.ranges)
-    s.total_pieces += int64_t(model::tree_pieces(s.trainer->micro_batches(), r.lo, r.hi).size());
+    for (const TreeNode& p : model::tree_pieces(s.trainer->micro_batches(), r.lo, r.hi))
+      s.step_pieces.push_back(p);
+  s.total_pieces = int64_t(s.step_pieces.size());
   for (size_t t = 0; t < s.trainer->table.all().size(); ++t) {
     int64_t owners = 0;
     for (const FlatRange& f : s.owners) owners += f.covers(s.trainer->table.all()[t]) ? 1 : 0;
@@ -245,6 +248,11 @@ Verdict check_pieces(const WorkerState& s, int64_t step, const std::vector<TreeN
                      const google::protobuf::RepeatedPtrField<train::Node>& nodes) {
   if (step < s.step || step > s.version)
     return drop(Drop::wrong_step, fmt::format("step {} while at step {}", step, s.step));
+  for (const train::Node& n : nodes)
+    if (std::find(s.step_pieces.begin(), s.step_pieces.end(), TreeNode{n.lo(), n.hi()}) ==
+        s.step_pieces.end())
+      return drop(Drop::malformed,
+                  fmt::format("[{}, {}) is not one of the step's pieces", n.lo(), n.hi()));
   static const std::vector<TreeNode> none;
   const std::string why = check_new_pieces(step == s.step ? have : none, nodes, s.total_pieces,
                                            s.trainer->micro_batches());

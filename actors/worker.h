@@ -62,6 +62,7 @@ struct WorkerState {
   std::vector<std::string> peers;  // the workers, by current index
   int64_t workers = 0, me = 0, total_pieces = 0;
   std::vector<TreeNode> ranges, val_ranges;
+  std::vector<TreeNode> step_pieces;  // every worker's canonical pieces: a partition of the batch
   std::vector<FlatRange> owners;
   int64_t version = 0;         // train steps applied to this worker's weights
   int64_t committed = 0;       // train steps the coordinator announced as committed (Commit)

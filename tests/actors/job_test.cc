@@ -142,9 +142,16 @@ TEST_F(Job, AMalformedMessageOfEveryTypeIsDroppedAndTheWorkerGoesOn) {
     train::Recover r;  // decodes, from a future epoch, but names nobody this worker knows
     r.set_version(1), r.set_old_workers(3);
     r.add_workers("n9/worker.9"), r.add_old_index(0);
+    train::GradSlices gs;  // inside the batch, but not one of the step's canonical pieces
+    gs.set_step(1);
+    gs.add_nodes()->set_hi(3);
     for (int64_t w = 0; w < 3; ++w) {
       ActorMessage bad = make_message("n0/coordinator.0", worker_address(w), recover_type, r);
       bad.epoch = net->epoch + 100;
+      caf::anon_send(workers[size_t(w)], bad);
+      bad = make_message(worker_address((w + 1) % 3), worker_address(w), grad_slices_type, gs);
+      bad.epoch = net->epoch;
+      bad.payloads = {owned_payload(std::vector<float>{})};
       caf::anon_send(workers[size_t(w)], bad);
     }
   };
@@ -155,7 +162,8 @@ TEST_F(Job, AMalformedMessageOfEveryTypeIsDroppedAndTheWorkerGoesOn) {
   EXPECT_EQ(dropped("undecodable"), 3u * 10);  // the worker's ten types
   EXPECT_EQ(dropped("wrong_phase"), 3u);       // Stats: the coordinator's, not a worker's
   EXPECT_EQ(dropped("unknown_type"), 3u);
-  EXPECT_EQ(dropped("malformed"), 3u);  // the Recovers: the workers stay in their epoch
+  // The Recovers (the workers stay in their epoch) and the GradSlices.
+  EXPECT_EQ(dropped("malformed"), 3u + 3u);
 }
 
 }  // namespace
