@@ -67,8 +67,7 @@ void shutdown_nodes(Self* self, const std::string& reason) {
 
 void end_job(Self* self, JobResult result) {
   auto& s = self->state;
-  if (s.reported) return;
-  s.reported = true;
+  if (std::exchange(s.ending, true)) return;
   s.core.phase = Phase::done;
   shutdown_nodes(self, result.ok ? "the job ended" : result.error);
   result.dropped = s.drops.counts();
@@ -77,6 +76,7 @@ void end_job(Self* self, JobResult result) {
           fmt::format("messages dropped over the job (coordinator and workers): {}",
                       s.drops.summary()));
   if (!result.ok) event(self, "job_failed", result.error);
+  s.reported = true;
   if (s.opt.on_done) s.opt.on_done(result);
   self->quit();
 }
@@ -156,8 +156,16 @@ caf::error on_exception(Self* self, std::exception_ptr& e) {
     what = x.what();
   } catch (...) {
   }
-  fail(self, fmt::format("the coordinator stopped on an error in phase {}: {}",
-                         phase_name(self->state.core.phase), what));
+  const std::string why = fmt::format("the coordinator stopped on an error in phase {}: {}",
+                                      phase_name(self->state.core.phase), what);
+  try {
+    fail(self, why);
+  } catch (...) {  // a callback threw again: report the first error without the extras
+    auto& s = self->state;
+    JobResult r;
+    r.error = why;
+    if (!std::exchange(s.reported, true) && s.opt.on_done) s.opt.on_done(r);
+  }
   return caf::make_error(caf::sec::runtime_error);
 }
 

@@ -86,6 +86,7 @@ struct CoordinatorState {
   Membership core;
   StepDriver drv;
   DropLog drops{"n0/coordinator.0"};
+  bool ending = false;    // end_job ran (the nodes were told to stop)
   bool reported = false;  // on_done was called
   static inline const char* name = "coordinator";
 };

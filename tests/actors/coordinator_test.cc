@@ -296,6 +296,18 @@ TEST_F(CoordinatorScript, AThrowEndsTheJobWithTheError) {
   EXPECT_EQ(count_sent(runtime::shutdown_type), 3u);  // every node told to stop
 }
 
+TEST_F(CoordinatorScript, AThrowWhileReportingAThrowStillEndsTheJob) {
+  on_step = [](const StepReport&) { throw std::runtime_error("first"); };
+  bool thrown = false;
+  on_event_hook = [&](const std::string& kind) {
+    if (kind == "job_failed" && !std::exchange(thrown, true)) throw std::runtime_error("second");
+  };
+  step(0);
+  ASSERT_TRUE(result.has_value());
+  EXPECT_FALSE(result->ok);
+  EXPECT_NE(result->error.find("first"), std::string::npos) << result->error;
+}
+
 TEST_F(CoordinatorScript, SilenceIsNoticedOnTheVirtualClock) {
   const auto& ft = config.fault_tolerance;
   for (int64_t t = ft.heartbeat_interval_ms; t <= ft.heartbeat_timeout_ms;

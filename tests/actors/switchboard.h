@@ -113,8 +113,9 @@ class Conversation : public ::testing::Test {
   std::vector<std::pair<std::string, std::string>> events;
   std::vector<StepReport> reports;
   std::optional<JobResult> result;
-  std::function<void(const StepReport&)> on_step;  // the test's own, after recording
-  std::shared_ptr<CommitLog> commit_log;           // null: the coordinator's own
+  std::function<void(const StepReport&)> on_step;         // the test's own, after recording
+  std::shared_ptr<CommitLog> commit_log;                  // null: the coordinator's own
+  std::function<void(const std::string&)> on_event_hook;  // the test's own, by event kind
 
   ~Conversation() override {
     for (const auto& w : workers) caf::anon_send_exit(w, caf::exit_reason::user_shutdown);
@@ -138,7 +139,10 @@ class Conversation : public ::testing::Test {
       reports.push_back(r);
       if (on_step) on_step(r);
     };
-    o.on_event = [this](const std::string& k, const std::string& t) { events.push_back({k, t}); };
+    o.on_event = [this](const std::string& k, const std::string& t) {
+      events.push_back({k, t});
+      if (on_event_hook) on_event_hook(k);
+    };
     o.on_done = [this](const JobResult& r) {
       EXPECT_FALSE(result.has_value()) << "on_done twice";
       result = r;
