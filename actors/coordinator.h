@@ -1,18 +1,24 @@
-// The coordinator role (DESIGN §4): admits nodes (after the router's handshake), owns the
-// view (epoch, nodes, placement), watches heartbeats and endpoint failures, and drives the
-// data-parallel steps: it combines the workers' loss pieces and the owners' grad-norm
-// parts in canonical order, so the loss lines and the clip scale are the same bits for any
-// number of nodes. A node lost mid-run ([fault_tolerance] recover): the survivors return to
-// the committed step under a new epoch, take over its share and re-run the step, so the
-// bits are those of a run that lost nothing (worker_recovery.cc).
+// The coordinator role (DESIGN §4), in two layers. The membership core
+// (coordinator_membership.cc) admits nodes (after the router's handshake), owns the view
+// (epoch, nodes, placement), watches heartbeats and endpoint failures, and moves through the
+// job's lifecycle phases. The training driver (coordinator_driver.cc) runs the data-parallel
+// steps on top: it collects the workers' loss pieces and the owners' grad-norm parts and
+// hands them to model/step_rules.h, so the loss lines and the clip scale are the same bits
+// for any number of nodes; it records each commit (CommitLog) before announcing it. A node
+// lost mid-run ([fault_tolerance] recover): the survivors return to the committed step under
+// a new epoch, take over its share and re-run the step, so the bits are those of a run that
+// lost nothing (worker_recovery.cc).
 #pragma once
 
 #include <caf/actor.hpp>
 #include <chrono>
 #include <functional>
+#include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
+#include "actors/commit_log.h"
 #include "config/job_config.h"
 #include "runtime/host.h"
 #include "runtime/roles.h"
@@ -35,6 +41,8 @@ struct JobResult {
   int64_t recoveries = 0;      // nodes lost and recovered from
   std::vector<float> weights;  // worker 0's final parameters (every worker agreed on the hash)
   std::vector<std::vector<float>> engram_tables;  // and its Engram tables (table order)
+  // Messages the coordinator and the workers dropped (dispatch.h), by reason.
+  std::map<std::string, uint64_t> dropped;
 };
 
 struct CoordinatorOptions {
@@ -46,11 +54,17 @@ struct CoordinatorOptions {
   // Called on the coordinator's thread; must not block for long.
   std::function<void(const StepReport&)> on_step;
   std::function<void(const std::string& kind, const std::string& text)> on_event;
-  std::function<void(const JobResult&)> on_done;  // exactly once
+  std::function<void(const JobResult&)> on_done;  // exactly once, whatever happens
+  // Where commits and view changes are recorded before they are announced (null: in memory).
+  std::shared_ptr<CommitLog> commit_log;
 };
 
 // Spawns the coordinator as "coordinator.0" on the host's router.
 caf::actor spawn_coordinator(runtime::Host& host, CoordinatorOptions options);
+// The same on any actor system and router (tests: CAF's test coordinator and a recording
+// actor in the router's place).
+caf::actor spawn_coordinator(caf::actor_system& system, caf::actor router,
+                             CoordinatorOptions options);
 
 // Asks the coordinator to stop the job (Ctrl-C): nodes are shut down, on_done reports it.
 void request_stop(const caf::actor& coordinator, const std::string& why);

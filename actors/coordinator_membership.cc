@@ -1,106 +1,183 @@
-// The coordinator's membership: nodes joining, the view (epoch, nodes, placement), the
-// workers getting ready, and a node lost after every node joined: the survivors return to
-// the committed step under a new epoch, take over its share and re-run the step
-// (worker_recovery.cc is the workers' side).
+// The coordinator's membership core, role-agnostic: nodes joining, the view (epoch, nodes,
+// placement), the placed workers getting ready, liveness (heartbeats, endpoint failures)
+// and a node lost after every node joined: the survivors return to the committed version
+// under a new epoch and re-run what was not committed (worker_recovery.cc is the workers'
+// side). What a step is belongs to the driver (coordinator_driver.cc).
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <stdexcept>
 #include <utility>
 
 #include "actors/coordinator_state.h"
+#include "actors/invariant.h"
 #include "model/engram.h"
 #include "runtime/control.pb.h"
+#include "runtime/liveness.h"
+#include "runtime/router.h"
 
 namespace troupe::actors::coordinator_impl {
 
+namespace {
+
+// Every view change: a new epoch, recorded before anyone hears of it.
 void bump_epoch(Self* self) {
-  ++self->state.epoch;
-  self->send(self->state.router, runtime::epoch_atom::value, self->state.epoch);
+  auto& s = self->state;
+  const uint64_t before = s.core.epoch;
+  ++s.core.epoch;
+  TROUPE_ASSERT(s.core.epoch > before, "epoch {} after {}", s.core.epoch, before);
+  std::vector<std::string> ids;
+  for (const NodeInfo& n : s.core.nodes) ids.push_back(n.id);
+  const runtime::Status st = s.commit_log->record_view(s.core.epoch, ids);
+  if (!st.ok()) throw std::runtime_error("cannot record the view change: " + st.to_string());
+  self->send(s.router, runtime::epoch_atom::value, s.core.epoch);
 }
 
 void publish_view(Self* self) {
-  auto& s = self->state;
+  auto& c = self->state.core;
+  TROUPE_ASSERT(c.workers.size() == c.nodes.size() && c.role_index.size() == c.workers.size(),
+                "{} workers, {} nodes, {} role indices: one worker per node", c.workers.size(),
+                c.nodes.size(), c.role_index.size());
   control::View v;
-  v.set_epoch(s.epoch);
-  for (const NodeInfo& n : s.nodes) {
+  v.set_epoch(c.epoch);
+  for (const NodeInfo& n : c.nodes) {
     auto* e = v.add_nodes();
     e->set_node_id(n.id), e->set_address(n.address);
   }
-  for (size_t i = 0; i < s.workers.size(); ++i) {
+  for (size_t i = 0; i < c.workers.size(); ++i) {
     auto* p = v.add_placement();
-    p->set_role("worker"), p->set_index(s.role_index[i]), p->set_node_id(s.nodes[i].id);
+    p->set_role("worker"), p->set_index(c.role_index[i]), p->set_node_id(c.nodes[i].id);
   }
-  for (const NodeInfo& n : s.nodes) send_to(self, n.id + "/agent.0", runtime::view_type, v);
-  event(self, "view", fmt::format("epoch {}: {} nodes, one worker each", s.epoch, s.nodes.size()));
+  for (const NodeInfo& n : c.nodes) send_to(self, n.id + "/agent.0", runtime::view_type, v);
+  event(self, "view", fmt::format("epoch {}: {} nodes, one worker each", c.epoch, c.nodes.size()));
 }
 
-void on_join(Self* self, const ActorMessage& m) {
+void refuse_join(Self* self, const control::Join& j, const ActorMessage& m) {
   auto& s = self->state;
-  if (s.phase != Phase::joining) {
-    control::Shutdown sd;
-    sd.set_reason(fmt::format("the job already has its {} nodes", s.opt.nodes));
-    ActorMessage r = make_message(s.self_address, "agent.0", runtime::shutdown_type, sd);
-    r.peer = m.peer;
-    self->send(s.router, std::move(r));
-    control::Join j;
-    (void)j.ParseFromString(m.header);
-    event(self, "join_refused",
-          fmt::format("a node from {} (pid {}) after the job started", j.address(), j.pid()));
-    return;
-  }
-  control::Join j;
-  if (!j.ParseFromString(m.header)) return (void)++s.rejected;
-  NodeInfo n;
-  n.id = fmt::format("n{}", ++s.joins);  // never reused: a node lost while joining is gone
-  n.address = j.address();
-  n.pid = j.pid();
-  n.peer = m.peer;
-  n.last_heard = clock::now();
-  self->send(s.router, runtime::bind_atom::value, n.id, n.peer);
-  self->send(s.router, runtime::address_atom::value, n.id, n.address);
-  bump_epoch(self);
+  control::Shutdown sd;
+  sd.set_reason(fmt::format("the job already has its {} nodes", s.opt.nodes));
+  ActorMessage r = make_message(s.self_address, "agent.0", runtime::shutdown_type, sd);
+  r.peer = m.peer;
+  self->send(s.router, std::move(r));
+  event(self, "join_refused",
+        fmt::format("a node from {} (pid {}) after the job started", j.address(), j.pid()));
+}
+
+void welcome(Self* self, const NodeInfo& n) {
+  auto& s = self->state;
   control::Welcome w;
   w.set_node_id(n.id);
-  w.set_epoch(s.epoch);
+  w.set_epoch(s.core.epoch);
   w.set_config_text(s.opt.job.config_text);
   w.set_config_name(s.opt.job.config_name);
   for (const auto& set : s.opt.job.config_sets) w.add_config_sets(set);
   ActorMessage r = make_message(s.self_address, n.id + "/agent.0", runtime::welcome_type, w);
   r.peer = n.peer;
   self->send(s.router, std::move(r));
-  event(self, "join", fmt::format("{} at {}, pid {} (epoch {})", n.id, n.address, n.pid, s.epoch));
-  s.nodes.push_back(n);
-  if (int64_t(s.nodes.size()) < s.opt.nodes) return;
-  // Worker i lives on node i+1 as index i.
-  for (size_t i = 0; i < s.nodes.size(); ++i) {
-    s.workers.push_back(runtime::make_address(s.nodes[i].id, "worker", int64_t(i)));
-    s.role_index.push_back(int64_t(i));
+}
+
+// Every node joined: worker i lives on node i as index i.
+void place_workers(Self* self) {
+  auto& c = self->state.core;
+  for (size_t i = 0; i < c.nodes.size(); ++i) {
+    c.workers.push_back(runtime::make_address(c.nodes[i].id, "worker", int64_t(i)));
+    c.role_index.push_back(int64_t(i));
   }
-  s.ready_from.assign(s.workers.size(), false);
-  s.phase = Phase::starting;
+  c.ready.open(0, -1, int64_t(c.workers.size()));
+  enter_phase(self, Phase::starting);
   bump_epoch(self);
   publish_view(self);
 }
 
-// A node is lost (endpoint error, missed heartbeats). Before every node joined, another
-// node may take its place. After, with recovery on, the survivors go back to the committed
-// step under a new epoch and take over its share; a further loss before they are done
-// restarts the recovery from the same view, without both. While the workers start, the
-// loss waits until the others are ready. Else the job stops with the reason.
+}  // namespace
+
+void on_join(Self* self, const control::Join& j, const ActorMessage& m) {
+  auto& s = self->state;
+  if (s.core.phase != Phase::joining) return refuse_join(self, j, m);
+  NodeInfo n;
+  n.id = fmt::format("n{}", ++s.core.joins);  // never reused: a node lost while joining is gone
+  n.address = j.address();
+  n.pid = j.pid();
+  n.peer = m.peer;
+  n.last_heard = now(self);
+  self->send(s.router, runtime::bind_atom::value, n.id, n.peer);
+  self->send(s.router, runtime::address_atom::value, n.id, n.address);
+  s.core.nodes.push_back(n);
+  bump_epoch(self);
+  welcome(self, n);
+  event(self, "join",
+        fmt::format("{} at {}, pid {} (epoch {})", n.id, n.address, n.pid, s.core.epoch));
+  if (int64_t(s.core.nodes.size()) == s.opt.nodes) place_workers(self);
+}
+
+namespace {
+
+// Node k is gone after the workers were placed: the survivors go back to the committed
+// version under a new epoch and take over its share. A further loss before they are done
+// restarts the recovery from the same view, without both.
+void recover_without(Self* self, size_t k, const std::string& what) {
+  auto& c = self->state.core;
+  const bool again = c.phase == Phase::recovering;
+  if (!again) c.recovery_base = c.workers;  // the view the workers recover from
+  self->send(self->state.router, runtime::forget_atom::value, c.nodes[k].id);  // fenced
+  c.nodes.erase(c.nodes.begin() + int64_t(k));
+  c.workers.erase(c.workers.begin() + int64_t(k));
+  c.role_index.erase(c.role_index.begin() + int64_t(k));
+  train::Recover r;
+  r.set_version(committed_version(self));
+  r.set_old_workers(int64_t(c.recovery_base.size()));
+  for (const std::string& w : c.workers) {
+    r.add_workers(w);
+    r.add_old_index(std::find(c.recovery_base.begin(), c.recovery_base.end(), w) -
+                    c.recovery_base.begin());
+  }
+  bump_epoch(self);
+  publish_view(self);
+  enter_phase(self, Phase::recovering);
+  c.recovered.open(0, -1, int64_t(c.workers.size()));
+  ++c.recoveries;
+  c.recovery_started = now(self);
+  event(self, "recover",
+        fmt::format("{}; {} workers go back to step {} (epoch {}){}", what, c.workers.size(),
+                    r.version(), c.epoch, again ? ", the recovery restarted without it" : ""));
+  to_all_workers(self, recover_type, r);
+}
+
+// Before every node joined, another node may take the lost one's place.
+void forget_joined(Self* self, size_t k, const std::string& why) {
+  auto& c = self->state.core;
+  const std::string left = fmt::format("node {} (pid {}) lost before the job started: {}",
+                                       c.nodes[k].id, c.nodes[k].pid, why);
+  self->send(self->state.router, runtime::forget_atom::value, c.nodes[k].id);
+  c.nodes.erase(c.nodes.begin() + int64_t(k));
+  bump_epoch(self);
+  event(self, "left",
+        fmt::format("{}; waiting for {} more node(s) to join", left,
+                    self->state.opt.nodes - int64_t(c.nodes.size())));
+}
+
+void try_start(Self* self);
+
+}  // namespace
+
+// A node is lost (endpoint error, missed heartbeats). With recovery on, the survivors take
+// over; while the workers start, the loss waits until the others are ready. Else the job
+// stops with the reason.
 void lose_node(Self* self, const std::string& node, const std::string& why, bool hung) {
   auto& s = self->state;
-  if (s.phase == Phase::done) return;
+  auto& c = s.core;
+  if (c.phase == Phase::done) return;
   size_t k = 0;
-  while (k < s.nodes.size() && s.nodes[k].id != node) ++k;
-  if (k == s.nodes.size()) return;  // not one of the job's nodes (any more): old news
-  for (const auto& l : s.start_losses)
+  while (k < c.nodes.size() && c.nodes[k].id != node) ++k;
+  if (k == c.nodes.size()) return;  // not one of the job's nodes (any more): old news
+  for (const auto& l : c.start_losses)
     if (l.node == node) return;  // known, recovered from once the others are ready
   const std::string what =
-      fmt::format("node {} (pid {}) lost at step {}: {}", node, s.nodes[k].pid, s.step, why);
+      fmt::format("node {} (pid {}) lost at step {}: {}", node, c.nodes[k].pid, s.drv.step, why);
   if (!s.opt.config.fault_tolerance.recover)
     return fail(self, what + " (fault_tolerance.recover = false)");
-  if (s.phase == Phase::starting) {
-    s.start_losses.push_back({node, why, hung});
+  if (c.phase == Phase::starting) {
+    c.start_losses.push_back({node, why, hung});
     return try_start(self);
   }
   if (hung) {  // it may wake up: tell it to leave (the new epoch fences it anyway)
@@ -108,100 +185,143 @@ void lose_node(Self* self, const std::string& node, const std::string& why, bool
     sd.set_reason("this node was declared lost; the job goes on without it");
     send_to(self, node + "/agent.0", runtime::shutdown_type, sd);
   }
-  if (s.phase == Phase::joining) {  // nothing placed on it yet: wait for another node
-    const std::string left =
-        fmt::format("node {} (pid {}) lost before the job started: {}", node, s.nodes[k].pid, why);
-    self->send(s.router, runtime::forget_atom::value, node);
-    s.nodes.erase(s.nodes.begin() + int64_t(k));
-    bump_epoch(self);
-    return event(self, "left",
-                 fmt::format("{}; waiting for {} more node(s) to join", left,
-                             s.opt.nodes - int64_t(s.nodes.size())));
-  }
-  if (s.workers.size() == 1) return fail(self, what + ": it was the last node");
-  const bool again = s.phase == Phase::recovering;
-  if (!again) s.recovery_base = s.workers;                  // the view the workers recover from
-  self->send(s.router, runtime::forget_atom::value, node);  // fenced: no flush, no waiting
-  s.nodes.erase(s.nodes.begin() + int64_t(k));
-  s.workers.erase(s.workers.begin() + int64_t(k));
-  s.role_index.erase(s.role_index.begin() + int64_t(k));
-  train::Recover r;
-  r.set_version(s.committed);
-  r.set_old_workers(int64_t(s.recovery_base.size()));
-  for (const std::string& w : s.workers) {
-    r.add_workers(w);
-    r.add_old_index(std::find(s.recovery_base.begin(), s.recovery_base.end(), w) -
-                    s.recovery_base.begin());
-  }
-  bump_epoch(self);
-  publish_view(self);
-  s.phase = Phase::recovering;
-  s.recovered_in = 0;
-  s.recovered.assign(s.workers.size(), false);
-  ++s.recoveries;
-  s.recovery_started = clock::now();
-  event(self, "recover",
-        fmt::format("{}; {} workers go back to step {} (epoch {}){}", what, s.workers.size(),
-                    s.committed, s.epoch, again ? ", the recovery restarted without it" : ""));
-  to_all_workers(self, recover_type, r);
+  if (c.phase == Phase::joining) return forget_joined(self, k, why);
+  if (c.workers.size() == 1) return fail(self, what + ": it was the last node");
+  recover_without(self, k, what);
+}
+
+namespace {
+
+std::string start_text(Self* self) {
+  auto& s = self->state;
+  const int64_t engram = model::engram_table_params(s.opt.config.model);
+  return fmt::format(
+      "{} workers ready, {} parameters; optimizer state (ZeRO-1) at most "
+      "{:.2f} MiB per worker, {:.2f} MiB in all{}",
+      s.core.workers.size() - s.core.start_losses.size(), s.core.parameters,
+      double(s.core.state_floats_max) * 4 / (1 << 20),
+      double(s.core.state_floats_total) * 4 / (1 << 20),
+      engram == 0 ? std::string()
+                  : fmt::format("; Engram tables ({} parameters) replicated: "
+                                "{:.2f} MiB per worker with their Adam moments",
+                                engram, double(engram) * 3 * 4 / (1 << 20)));
 }
 
 // The job starts when every worker of the view is ready, but for one on a node lost while
 // they started: that loss is then recovered from at step 0, as one during a step would be.
 void try_start(Self* self) {
-  auto& s = self->state;
-  for (size_t i = 0; i < s.workers.size(); ++i)
-    if (!s.ready_from[i] && std::none_of(s.start_losses.begin(), s.start_losses.end(),
-                                         [&](const auto& l) { return l.node == s.nodes[i].id; }))
+  auto& c = self->state.core;
+  for (size_t i = 0; i < c.workers.size(); ++i)
+    if (!c.ready.has(int64_t(i)) &&
+        std::none_of(c.start_losses.begin(), c.start_losses.end(),
+                     [&](const auto& l) { return l.node == c.nodes[i].id; }))
       return;
-  s.phase = Phase::running;
-  const int64_t engram = model::engram_table_params(s.opt.config.model);
-  event(self, "start",
-        fmt::format("{} workers ready, {} parameters; optimizer state (ZeRO-1) at most "
-                    "{:.2f} MiB per worker, {:.2f} MiB in all{}",
-                    s.workers.size() - s.start_losses.size(), s.parameters,
-                    double(s.state_floats_max) * 4 / (1 << 20),
-                    double(s.state_floats_total) * 4 / (1 << 20),
-                    engram == 0 ? std::string()
-                                : fmt::format("; Engram tables ({} parameters) replicated: "
-                                              "{:.2f} MiB per worker with their Adam moments",
-                                              engram, double(engram) * 3 * 4 / (1 << 20))));
-  if (s.start_losses.empty()) return start_or_finish(self);
-  for (const auto& l : std::exchange(s.start_losses, {})) lose_node(self, l.node, l.why, l.hung);
+  enter_phase(self, Phase::running);
+  event(self, "start", start_text(self));
+  if (c.start_losses.empty()) return start_training(self);
+  for (const auto& l : std::exchange(c.start_losses, {})) lose_node(self, l.node, l.why, l.hung);
 }
 
-void on_ready(Self* self, const train::Ready& r) {
-  auto& s = self->state;
-  if (s.phase != Phase::starting || r.worker() < 0 || r.worker() >= int64_t(s.workers.size()) ||
-      s.ready_from[size_t(r.worker())])
-    return (void)++s.rejected;
-  if (std::none_of(s.ready_from.begin(), s.ready_from.end(), [](bool b) { return b; }))
-    s.initial_hash = r.weights_hash();
-  if (r.weights_hash() != s.initial_hash)
-    return fail(self, fmt::format("worker {} starts from other weights ({:016x} vs {:016x})",
-                                  r.worker(), r.weights_hash(), s.initial_hash));
-  s.ready_from[size_t(r.worker())] = true;
-  s.parameters = r.parameters();
-  s.state_floats_max = std::max(s.state_floats_max, r.optimizer_state_floats());
-  s.state_floats_total += r.optimizer_state_floats();
+}  // namespace
+
+Verdict on_ready(Self* self, const train::Ready& r, const ActorMessage& m) {
+  auto& c = self->state.core;
+  if (Verdict v = check_worker(self, r.worker(), m)) return v;
+  if (Verdict v = drop_receipt(c.ready.check(0, -1, r.worker()), "Ready")) return v;
+  const bool first = c.ready.missing().size() == c.workers.size();
+  if (first) c.initial_hash = r.weights_hash();
+  if (r.weights_hash() != c.initial_hash) {
+    fail(self, fmt::format("worker {} starts from other weights ({:016x} vs {:016x})", r.worker(),
+                           r.weights_hash(), c.initial_hash));
+    return {};
+  }
+  c.ready.add(0, -1, r.worker());
+  c.parameters = r.parameters();
+  c.state_floats_max = std::max(c.state_floats_max, r.optimizer_state_floats());
+  c.state_floats_total += r.optimizer_state_floats();
   try_start(self);
+  return {};
 }
 
-void on_recovered(Self* self, const train::Recovered& r) {
+Verdict on_recovered(Self* self, const train::Recovered& r, const ActorMessage& m) {
+  auto& c = self->state.core;
+  if (Verdict v = check_worker(self, r.worker(), m)) return v;
+  if (Verdict v = drop_receipt(c.recovered.add(0, -1, r.worker()), "Recovered")) return v;
+  if (!c.recovered.complete()) return {};
+  enter_phase(self, Phase::running);
+  event(
+      self, "recovered",
+      fmt::format("{} workers at step {} after {:.2f} s", c.workers.size(), committed_version(self),
+                  std::chrono::duration<double>(now(self) - c.recovery_started).count()));
+  resume_training(self);
+  return {};
+}
+
+namespace {
+
+// The coordinator itself was not running: the nodes' silence over that gap was not
+// observed, so it is not held against them, and the deadlines move by the gap.
+void excuse_own_pause(Self* self, time_point t) {
   auto& s = self->state;
-  if (s.phase != Phase::recovering || r.worker() < 0 || r.worker() >= int64_t(s.workers.size()) ||
-      s.recovered[size_t(r.worker())])
-    return (void)++s.rejected;
-  s.recovered[size_t(r.worker())] = true;
-  if (++s.recovered_in < int64_t(s.workers.size())) return;
-  s.phase = Phase::running;
-  event(self, "recovered",
-        fmt::format("{} workers at step {} after {:.2f} s", s.workers.size(), s.committed,
-                    std::chrono::duration<double>(clock::now() - s.recovery_started).count()));
-  // A train step every worker applied but whose validation was cut short: validate again.
-  // After the last step: gather the final weights again, from the survivors.
-  if (s.committed > s.step) return begin_step(self, train::VALIDATE);
-  start_or_finish(self);
+  const auto& ft = s.opt.config.fault_tolerance;
+  const auto gap = runtime::own_pause(s.core.last_tick, t, ms(ft.heartbeat_interval_ms),
+                                      ms(ft.heartbeat_timeout_ms));
+  if (gap <= duration::zero()) return;
+  for (NodeInfo& n : s.core.nodes) n.last_heard = std::max(n.last_heard, t);
+  s.core.started += gap, s.core.recovery_started += gap;
+  event(self, "paused",
+        fmt::format("the coordinator did not run for {} ms: no node is declared dead "
+                    "for that silence",
+                    std::chrono::duration_cast<ms>(gap).count()));
+}
+
+// Fails the job when it did not start, or a recovery did not finish, in time.
+bool past_deadline(Self* self, time_point t) {
+  auto& s = self->state;
+  auto& c = s.core;
+  const auto& ft = s.opt.config.fault_tolerance;
+  if ((c.phase == Phase::joining || c.phase == Phase::starting) &&
+      t - c.started > ms(ft.start_timeout_ms)) {
+    const size_t ready =
+        c.phase == Phase::starting ? c.workers.size() - c.ready.missing().size() : 0;
+    fail(self, fmt::format("the job did not start within {} s: {} of {} nodes joined, "
+                           "{} workers ready",
+                           ft.start_timeout_ms / 1000, c.nodes.size(), s.opt.nodes, ready));
+    return true;
+  }
+  if (c.phase != Phase::recovering || t - c.recovery_started <= ms(ft.recovery_timeout_ms))
+    return false;
+  std::string waiting;
+  for (int64_t i : c.recovered.missing())
+    waiting += (waiting.empty() ? "" : ", ") + c.workers[size_t(i)];
+  fail(self, fmt::format("the recovery at step {} did not finish within {} ms; waiting for {}",
+                         committed_version(self), ft.recovery_timeout_ms, waiting));
+  return true;
+}
+
+}  // namespace
+
+// Every heartbeat_interval_ms: liveness by silence, deadlines, and the heartbeats that tell
+// the nodes this coordinator is not hung.
+void on_tick(Self* self) {
+  auto& s = self->state;
+  const auto& ft = s.opt.config.fault_tolerance;
+  const time_point t = now(self);
+  excuse_own_pause(self, t);
+  if (past_deadline(self, t)) return;
+  for (const NodeInfo& n : s.core.nodes)
+    if (t - n.last_heard > ms(ft.heartbeat_timeout_ms)) {
+      lose_node(self, n.id,
+                fmt::format("missed heartbeats for {} ms: declared dead", ft.heartbeat_timeout_ms),
+                true);
+      break;  // `nodes` changed
+    }
+  if (s.core.phase == Phase::done) return;
+  control::Heartbeat hb;
+  hb.set_sequence(++s.core.heartbeats);
+  for (const NodeInfo& n : s.core.nodes)
+    send_to(self, n.id + "/agent.0", runtime::heartbeat_type, hb);
+  self->delayed_send(self, ms(ft.heartbeat_interval_ms), runtime::tick_atom::value);
 }
 
 }  // namespace troupe::actors::coordinator_impl

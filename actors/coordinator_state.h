@@ -1,74 +1,100 @@
-// The coordinator's state and what its two files share (coordinator.cc: the step protocol
-// and the actor; coordinator_membership.cc: joins, the view, lost nodes and recovery).
-// Internal to actors/.
+// The coordinator's state and what its files share (coordinator.cc: the actor, its phases
+// and dispatch; coordinator_membership.cc: the role-agnostic membership core;
+// coordinator_driver.cc: the training driver's step protocol). Internal to actors/.
 #pragma once
 
 #include <caf/all.hpp>
 #include <chrono>
+#include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "actors/coordinator.h"
+#include "actors/dispatch.h"
 #include "actors/protocol.h"
+#include "actors/receipts.h"
+#include "runtime/control.pb.h"
 
 namespace troupe::actors::coordinator_impl {
 
 using runtime::ActorMessage;
-using clock = std::chrono::steady_clock;
+// Time comes from the actor system's clock (self->clock()): CAF's test coordinator drives
+// it virtually, so heartbeats and timeouts are tested without sleeping.
+using time_point = caf::actor_clock::time_point;
+using duration = caf::actor_clock::duration_type;
 using ms = std::chrono::milliseconds;
 
 struct NodeInfo {
   std::string id, address;
   uint32_t pid = 0;  // the node's process id, as its Hello said (0: not said)
   runtime::PeerId peer = runtime::peer_none;
-  clock::time_point last_heard;
+  time_point last_heard;
 };
 
+// The lifecycle phases; each is a behaviour of its own (coordinator.cc, enter_phase).
 enum class Phase { joining, starting, running, recovering, finishing, done };
+const char* phase_name(Phase p);
 
-struct CoordinatorState {
-  CoordinatorOptions opt;
-  caf::actor router;
-  std::string self_address = "n0/coordinator.0";
+// The membership core: who is in the job, where the workers are placed, who is alive, and
+// the lifecycle phase. It knows nothing of steps or models.
+struct Membership {
   Phase phase = Phase::joining;
-  clock::time_point started = clock::now();
-  clock::time_point last_tick = clock::now();  // the heartbeat check before this one
-  uint64_t heartbeats = 0;  // sent to the nodes, one per check (heartbeat_interval_ms)
   uint64_t epoch = 0;
   std::vector<NodeInfo> nodes;
   int64_t joins = 0;                 // nodes that ever joined: their ids are n1, n2, ...
-  std::vector<std::string> workers;  // addresses by index; worker i lives on nodes[i]
+  std::vector<std::string> workers;  // placement: addresses by index; worker i on nodes[i]
   std::vector<int64_t> role_index;   // worker i's role index (its name; kept across recoveries)
-  int64_t n_mb = 0;
-  // Readiness and the step in flight.
-  std::vector<bool> ready_from;  // by worker index, while starting
+  Receipts ready;                    // Ready, by worker index, while starting
   // Nodes lost while the workers start: recovered from (at step 0) once the others are ready.
   struct StartLoss {
     std::string node, why;
     bool hung = false;
   };
   std::vector<StartLoss> start_losses;
-  int64_t state_floats_max = 0, state_floats_total = 0;  // from the workers' Ready
-  int64_t parameters = 0;                                // from the workers' Ready
-  uint64_t initial_hash = 0;
-  int64_t step = 0;
-  int64_t committed = 0;  // train steps every worker applied (StepDone from all)
-  int64_t recovered_in = 0, recoveries = 0;
-  std::vector<bool> recovered;             // by new worker index, during a recovery
+  Receipts recovered;                      // Recovered, by new worker index
   std::vector<std::string> recovery_base;  // the workers of the view a recovery started from
-  clock::time_point step_started, recovery_started;
-  std::vector<model::Piece<float>> pieces;
-  int64_t stats_in = 0, norms_in = 0, done_in = 0, val_in = 0, finals_in = 0;
+  int64_t recoveries = 0;
+  time_point started, last_tick, recovery_started;
+  uint64_t heartbeats = 0;  // sent to the nodes, one per check (heartbeat_interval_ms)
+  // From the workers' Ready: what the start event reports.
+  int64_t state_floats_max = 0, state_floats_total = 0, parameters = 0;
+  uint64_t initial_hash = 0;
+};
+
+// The training driver: the step protocol on top of the membership.
+struct StepDriver {
+  int64_t n_mb = 0;
+  int64_t step = 0;       // the step in flight (train, then its validation)
+  int64_t committed = 0;  // train steps recorded as committed (StepDone from every worker)
+  Receipts stats, norms, done, val, finals;  // by worker index, keyed by (epoch, step)
+  bool apply_sent = false;
+  std::vector<model::Piece<float>> pieces, val_pieces;
   std::vector<std::vector<double>> norm_parts;  // by worker (owner order = table order)
   std::vector<double> engram_sumsq;             // by worker: each reduced all the tables
-  std::vector<model::Piece<float>> val_pieces;
+  time_point step_started;
   StepReport report;
   JobResult result;
-  uint64_t rejected = 0, stale = 0;
+  std::map<std::string, std::vector<train::DropCount>> worker_drops;  // by address, from Final
+};
+
+struct CoordinatorState {
+  CoordinatorOptions opt;
+  caf::actor router;
+  std::string self_address = "n0/coordinator.0";
+  std::shared_ptr<CommitLog> commit_log;
+  Membership core;
+  StepDriver drv;
+  DropLog drops{"n0/coordinator.0"};
+  bool ending = false;    // end_job ran (the nodes were told to stop)
+  bool reported = false;  // on_done was called
   static inline const char* name = "coordinator";
 };
 using Self = caf::stateful_actor<CoordinatorState>;
 
+inline time_point now(Self* self) {
+  return self->clock().now();
+}
 void event(Self* self, const std::string& kind, const std::string& text);
 
 template <class Proto>
@@ -78,21 +104,28 @@ void send_to(Self* self, const std::string& to, uint32_t type, const Proto& body
   m.payloads = std::move(payloads);
   self->send(self->state.router, std::move(m));
 }
-
 void to_all_workers(Self* self, uint32_t type, const google::protobuf::Message& body,
                     const std::vector<runtime::Payload>& payloads = {});
+// Stops the job with `why`: the nodes are shut down, on_done reports it.
 void fail(Self* self, const std::string& why);
-void begin_step(Self* self, train::Kind kind);
-// The next training step, or the end of the job (Finish to every worker) after the last.
-void start_or_finish(Self* self);
+void end_job(Self* self, JobResult result);
+// Switches to phase p's behaviour (coordinator.cc).
+void enter_phase(Self* self, Phase p);
+// Whether message m, claiming to be from worker `index`, comes from that worker's address.
+Verdict check_worker(Self* self, int64_t index, const ActorMessage& m);
 
-// coordinator_membership.cc
-void bump_epoch(Self* self);
-void publish_view(Self* self);
-void on_join(Self* self, const ActorMessage& m);
+// coordinator_membership.cc: the core.
+void on_join(Self* self, const control::Join& j, const ActorMessage& m);
+Verdict on_ready(Self* self, const train::Ready& r, const ActorMessage& m);
+Verdict on_recovered(Self* self, const train::Recovered& r, const ActorMessage& m);
 void lose_node(Self* self, const std::string& node, const std::string& why, bool hung);
-void on_recovered(Self* self, const train::Recovered& r);
-void on_ready(Self* self, const train::Ready& r);
-void try_start(Self* self);
+void on_tick(Self* self);
+
+// coordinator_driver.cc: the training driver. The core calls start_training once every
+// worker is ready, resume_training after a recovery, and reads the version to recover to.
+void start_training(Self* self);
+void resume_training(Self* self);
+int64_t committed_version(Self* self);
+void add_driver_handlers(Self* self, Phase p, Dispatcher& d);
 
 }  // namespace troupe::actors::coordinator_impl

@@ -4,6 +4,20 @@
 
 namespace troupe::actors {
 
+std::string_view type_name(uint32_t type) {
+  static constexpr std::string_view control[] = {"?",        "Hello",   "Challenge", "Proof",
+                                                 "Verdict",  "Welcome", "View",      "Heartbeat",
+                                                 "Shutdown", "Join",    "NodeError"};
+  static constexpr std::string_view train[] = {
+      "StepBegin",     "Stats",     "GradSlices",   "NormParts", "Apply",      "Weights",
+      "StepDone",      "Ready",     "Finish",       "Final",     "BuddyState", "Recover",
+      "StateTransfer", "Recovered", "EngramSlices", "Commit"};
+  static_assert(std::size(train) == train_types_end - step_begin_type);
+  if (type >= runtime::hello_type && type <= runtime::node_error_type) return control[type];
+  if (type >= step_begin_type && type < train_types_end) return train[type - step_begin_type];
+  return "unknown";
+}
+
 bool unflatten_counts(const google::protobuf::RepeatedField<int64_t>& layers,
                       const runtime::Payload& payload, std::vector<std::vector<int64_t>>* out) {
   std::vector<int64_t> flat;
@@ -21,7 +35,6 @@ bool unflatten_counts(const google::protobuf::RepeatedField<int64_t>& layers,
 std::string check_new_pieces(const std::vector<model::TreeNode>& have,
                              const google::protobuf::RepeatedPtrField<train::Node>& incoming,
                              int64_t total, int64_t n_micro_batches) {
-  if (int64_t(have.size()) + incoming.size() > total) return "more pieces than the step has";
   for (int i = 0; i < incoming.size(); ++i) {
     const model::TreeNode n{incoming[i].lo(), incoming[i].hi()};
     if (n.lo < 0 || n.lo >= n.hi || n.hi > n_micro_batches) return "a piece outside the batch";
@@ -31,6 +44,7 @@ std::string check_new_pieces(const std::vector<model::TreeNode>& have,
                     [&](const train::Node& o) { return o.lo() == n.lo && o.hi() == n.hi; }))
       return "a piece received twice";
   }
+  if (int64_t(have.size()) + incoming.size() > total) return "more pieces than the step has";
   return "";
 }
 

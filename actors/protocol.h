@@ -5,6 +5,7 @@
 #include <cstring>
 #include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "actors/train.pb.h"
@@ -30,7 +31,12 @@ enum TrainType : uint32_t {
   state_transfer_type,
   recovered_type,
   engram_slices_type,
+  commit_type,
+  train_types_end,
 };
+
+// The name of a message type (control.proto's or train.proto's) for logs; "unknown" else.
+std::string_view type_name(uint32_t type);
 
 template <class Proto>
 runtime::ActorMessage make_message(const std::string& from, const std::string& to, uint32_t type,

@@ -2,9 +2,18 @@
 // a new role adds a file here and one line to register_roles().
 #pragma once
 
+#include <caf/actor.hpp>
+#include <caf/actor_system.hpp>
+
+#include "runtime/roles.h"
+
 namespace troupe::actors {
 
 void register_worker_role();
+// The worker as register_worker_role spawns it (detached: its compute blocks), or on the
+// actor system's scheduler (tests on CAF's deterministic test coordinator).
+caf::actor spawn_worker(caf::actor_system& system, const runtime::RoleContext& ctx,
+                        bool detached = true);
 
 // Registers every role; call once at process start, before the node agent runs.
 inline void register_roles() {

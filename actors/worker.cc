@@ -6,6 +6,11 @@
 // them in tree order and applies the same sparse Adam step. Runs detached (its own
 // thread): a step's compute blocks for as long as the model takes.
 //
+// The version before a step is kept until the coordinator announces the step's Commit (or,
+// should the Commit be lost, until the next StepBegin, which implies it). Every message is
+// decoded by one dispatcher; what is out of place is dropped and counted (dispatch.h), and
+// the counts travel to the coordinator with Final.
+//
 // Zero-copy sends and their lifetime, by protocol: the GradSlices payloads view the
 // engine's piece buffers and the Weights payload views this worker's parameters. The
 // former are overwritten by the next step's compute and the latter by the next step's
@@ -18,10 +23,15 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+#include <cstring>
+
+#include "actors/invariant.h"
 #include "actors/roles.h"
 #include "config/config_parse.h"
 #include "runtime/control.pb.h"
 #include "train/dp_plan.h"
+#include "train/step_rules.h"
 
 namespace troupe::actors {
 
@@ -33,12 +43,17 @@ void plan(WorkerState& s, int64_t workers, int64_t me) {
   s.ranges = model::plan_ranges(s.trainer->micro_batches(), workers);
   s.val_ranges = model::plan_ranges(s.trainer->val_micro_batches(), workers);
   s.owners = model::plan_owners(s.trainer->table, workers);
-  s.total_pieces = 0;
+  s.step_pieces.clear();
   for (const TreeNode& r : s.ranges)
-    s.total_pieces += int64_t(model::tree_pieces(s.trainer->micro_batches(), r.lo, r.hi).size());
-  s.weights_expected = 0;
-  for (int64_t o = 0; o < workers; ++o)
-    if (o != me && s.owners[size_t(o)].hi > s.owners[size_t(o)].lo) ++s.weights_expected;
+    for (const TreeNode& p : model::tree_pieces(s.trainer->micro_batches(), r.lo, r.hi))
+      s.step_pieces.push_back(p);
+  s.total_pieces = int64_t(s.step_pieces.size());
+  for (size_t t = 0; t < s.trainer->table.all().size(); ++t) {
+    int64_t owners = 0;
+    for (const FlatRange& f : s.owners) owners += f.covers(s.trainer->table.all()[t]) ? 1 : 0;
+    TROUPE_ASSERT(owners == 1, "tensor {} ({}) has {} owners among {} workers", t,
+                  s.trainer->table.all()[t].name, owners, workers);
+  }
 }
 
 void send_to(Self* self, ActorMessage m) {
@@ -46,29 +61,32 @@ void send_to(Self* self, ActorMessage m) {
   self->send(self->state.ctx.router, std::move(m));
 }
 
-void reject(Self* self, const ActorMessage& m, const std::string& why) {
-  if (++self->state.rejected <= 5)
-    fmt::print(stderr, "troupe {}: rejected message type {} from {}: {}\n", self->state.ctx.address,
-               m.type, m.from, why);
-}
-
 void enter(WorkerState& s, int64_t step) {
   if (step == s.step) return;
   s.step = step;
+  s.weights.open(s.epoch, step, s.workers);
+  for (int64_t o = 0; o < s.workers; ++o)
+    if (o == s.me || s.owners[size_t(o)].hi <= s.owners[size_t(o)].lo) s.weights.waive(o);
   s.slice_nodes.clear();
   s.slice_payloads.clear();
   s.engram_nodes.clear();
   s.engram_grads.clear();
   s.engram_received.clear();
   s.reduced = s.applied = s.done = false;
-  s.buddies_in = 0;
-  s.weights_received = 0;
+  open_buddies(s, step + 1, &s.buddies);
+}
+
+void open_buddies(const WorkerState& s, int64_t version, Receipts* round) {
+  round->open(s.epoch, version, s.workers);
+  for (int64_t o = 0; o < s.workers; ++o)
+    if (o == s.me || (s.me - o + s.workers) % s.workers > buddy_count(s, s.workers))
+      round->waive(o);
 }
 
 void try_done(Self* self) {
   auto& s = self->state;
-  if (s.done || !s.applied || s.weights_received < s.weights_expected) return;
-  if (s.buddies_in < buddy_count(s, s.workers)) return;
+  if (s.done || !s.applied || !s.weights.complete()) return;
+  if (!s.buddies.complete()) return;
   s.done = true;
   s.version = s.step + 1;
   train::StepDone d;
@@ -92,6 +110,11 @@ void try_reduce(Self* self) {
   const bool engram = s.trainer->engram() != nullptr;
   if (s.reduced || int64_t(s.slice_nodes.size()) < s.total_pieces) return;
   if (engram && int64_t(s.engram_nodes.size()) < s.total_pieces) return;
+  const std::string cover = model::check_cover(s.slice_nodes, s.trainer->micro_batches());
+  TROUPE_ASSERT(cover.empty(), "step {}: the gradient slices of {} pieces: {}", s.step,
+                s.total_pieces, cover);
+  TROUPE_ASSERT(!engram || model::check_cover(s.engram_nodes, s.trainer->micro_batches()).empty(),
+                "step {}: the Engram pieces do not cover the batch once", s.step);
   std::vector<const float*> slices;
   for (const Payload& p : s.slice_payloads)
     slices.push_back(reinterpret_cast<const float*>(p.bytes.data()));
@@ -141,29 +164,41 @@ void send_engram_pieces(Self* self, int64_t step, const std::vector<model::Piece
     if (o != s.me) reply(self, s.peers[size_t(o)], engram_slices_type, es, payloads);
 }
 
-void on_step_begin(Self* self, const train::StepBegin& b) {
+// The coordinator committed `step` (Commit, or implied by a later StepBegin or validation):
+// the version before it is released.
+Verdict accept_commit(Self* self, int64_t step) {
   auto& s = self->state;
+  if (step + 1 <= s.committed) return drop(Drop::duplicate, "a step already committed");
+  if (step + 1 != s.version)
+    return drop(Drop::wrong_step,
+                fmt::format("a commit of step {} at version {}", step, s.version));
+  TROUPE_ASSERT(step + 1 > s.committed, "commit of step {} after {} committed", step, s.committed);
+  s.committed = step + 1;
+  if (s.saved_for == step) s.saved_for = -1;
+  return {};
+}
+
+Verdict on_validate(Self* self, const train::StepBegin& b) {
+  auto& s = self->state;
+  if (b.step() == s.validated) return drop(Drop::duplicate, "a validation already sent");
+  if (b.step() + 1 != s.committed) {
+    if (Verdict v = accept_commit(self, b.step())) return v;
+  }
+  s.validated = b.step();
   s.recovery_base.reset();  // every worker recovered: the coordinator goes on
-  if (b.kind() == train::VALIDATE) {
-    const TreeNode r = s.val_ranges[size_t(s.me)];
-    static const std::vector<model::Piece<float>> none;
-    send_stats(self, b, r.lo < r.hi ? s.trainer->validate_range(r) : none);
-    return;
-  }
-  enter(s, b.step());
-  if (s.saved_for != b.step()) {  // the version before this step, until the next one
-    s.trainer->save_version();
-    s.saved_for = b.step();
-  }
-  const TreeNode r = s.ranges[size_t(s.me)];
+  const TreeNode r = s.val_ranges[size_t(s.me)];
   static const std::vector<model::Piece<float>> none;
-  const auto& pieces = r.lo < r.hi ? s.trainer->compute_range(b.step(), r) : none;
-  send_stats(self, b, pieces);
+  send_stats(self, b, r.lo < r.hi ? s.trainer->validate_range(r) : none);
+  return {};
+}
+
+void send_grad_slices(Self* self, int64_t step, const std::vector<model::Piece<float>>& pieces) {
+  auto& s = self->state;
   for (int64_t o = 0; o < s.workers; ++o) {
     const FlatRange f = s.owners[size_t(o)];
     if (f.hi <= f.lo || pieces.empty()) continue;
     train::GradSlices gs;
-    gs.set_step(b.step());
+    gs.set_step(step);
     std::vector<Payload> payloads;
     for (size_t k = 0; k < pieces.size(); ++k) {
       train::Node* n = gs.add_nodes();
@@ -179,23 +214,61 @@ void on_step_begin(Self* self, const train::StepBegin& b) {
       reply(self, s.peers[size_t(o)], grad_slices_type, gs, std::move(payloads));
     }
   }
-  if (s.trainer->engram() && !pieces.empty()) send_engram_pieces(self, b.step(), pieces);
-  try_reduce(self);
 }
 
-void on_engram_slices(Self* self, const ActorMessage& m, const train::EngramSlices& es) {
+Verdict on_step_begin(Self* self, const train::StepBegin& b, const ActorMessage&) {
   auto& s = self->state;
-  if (!s.trainer->engram() || es.step() < s.step)
-    return reject(self, m, "Engram slices without Engram layers, or of an old step");
+  if (b.kind() == train::VALIDATE) return on_validate(self, b);
+  if (b.step() == s.begun) return drop(Drop::duplicate, "a step already begun");
+  if (b.step() > 0 && s.committed < b.step()) {  // the StepBegin implies the last Commit
+    if (Verdict v = accept_commit(self, b.step() - 1)) return v;
+  }
+  if (b.step() != s.version)
+    return drop(Drop::wrong_step, fmt::format("step {} at version {}", b.step(), s.version));
+  s.recovery_base.reset();  // every worker recovered: the coordinator goes on
+  enter(s, b.step());
+  s.begun = b.step();
+  if (s.saved_for != b.step()) {  // the version before this step, until its Commit
+    s.trainer->save_version();
+    s.saved_for = b.step();
+  }
+  const TreeNode r = s.ranges[size_t(s.me)];
+  static const std::vector<model::Piece<float>> none;
+  const auto& pieces = r.lo < r.hi ? s.trainer->compute_range(b.step(), r) : none;
+  send_stats(self, b, pieces);
+  send_grad_slices(self, b.step(), pieces);
+  if (s.trainer->engram() && !pieces.empty()) send_engram_pieces(self, b.step(), pieces);
+  try_reduce(self);
+  return {};
+}
+
+// Pieces of a step (GradSlices, EngramSlices): of the step in flight or the next one, each
+// once. A refusal of check_new_pieces is a duplicate when it says so.
+Verdict check_pieces(const WorkerState& s, int64_t step, const std::vector<TreeNode>& have,
+                     const google::protobuf::RepeatedPtrField<train::Node>& nodes) {
+  if (step < s.step || step > s.version)
+    return drop(Drop::wrong_step, fmt::format("step {} while at step {}", step, s.step));
+  for (const train::Node& n : nodes)
+    if (std::find(s.step_pieces.begin(), s.step_pieces.end(), TreeNode{n.lo(), n.hi()}) ==
+        s.step_pieces.end())
+      return drop(Drop::malformed,
+                  fmt::format("[{}, {}) is not one of the step's pieces", n.lo(), n.hi()));
   static const std::vector<TreeNode> none;
-  const std::string why = check_new_pieces(es.step() == s.step ? s.engram_nodes : none, es.nodes(),
-                                           s.total_pieces, s.trainer->micro_batches());
-  if (!why.empty()) return reject(self, m, "Engram slices: " + why);
+  const std::string why = check_new_pieces(step == s.step ? have : none, nodes, s.total_pieces,
+                                           s.trainer->micro_batches());
+  if (why.empty()) return {};
+  return drop(why == "a piece received twice" ? Drop::duplicate : Drop::malformed, why);
+}
+
+Verdict on_engram_slices(Self* self, const train::EngramSlices& es, const ActorMessage& m) {
+  auto& s = self->state;
+  if (!s.trainer->engram()) return drop(Drop::malformed, "Engram slices without Engram layers");
+  if (Verdict v = check_pieces(s, es.step(), s.engram_nodes, es.nodes())) return v;
   std::vector<std::unique_ptr<model::EngramGrad<float>>> grads;
   for (int i = 0; i < es.nodes_size(); ++i) {
     grads.push_back(std::make_unique<model::EngramGrad<float>>());
     if (!read_engram_piece(es, m.payloads, i, s.trainer->engram()->tables(), grads.back().get()))
-      return reject(self, m, "Engram slices whose rows do not fit the tables");
+      return drop(Drop::malformed, "Engram slices whose rows do not fit the tables");
   }
   enter(s, es.step());
   for (int i = 0; i < es.nodes_size(); ++i) {
@@ -204,35 +277,37 @@ void on_engram_slices(Self* self, const ActorMessage& m, const train::EngramSlic
     s.engram_received.push_back(std::move(grads[size_t(i)]));
   }
   try_reduce(self);
+  return {};
 }
 
-void on_grad_slices(Self* self, const ActorMessage& m, const train::GradSlices& gs) {
+Verdict on_grad_slices(Self* self, const train::GradSlices& gs, const ActorMessage& m) {
   auto& s = self->state;
   const FlatRange f = owned(s);
-  if (gs.nodes_size() != int(m.payloads.size()) || gs.step() < s.step)
-    return reject(self, m, "gradient slices do not match their nodes, or an old step");
-  static const std::vector<TreeNode> none;
-  const std::string why = check_new_pieces(gs.step() == s.step ? s.slice_nodes : none, gs.nodes(),
-                                           s.total_pieces, s.trainer->micro_batches());
-  if (!why.empty()) return reject(self, m, "gradient slices: " + why);
+  if (gs.nodes_size() != int(m.payloads.size()))
+    return drop(Drop::malformed, "gradient slices that do not match their nodes");
+  if (Verdict v = check_pieces(s, gs.step(), s.slice_nodes, gs.nodes())) return v;
   for (const Payload& p : m.payloads)
     if (p.bytes.size() != size_t(f.hi - f.lo) * sizeof(float) ||
         reinterpret_cast<uintptr_t>(p.bytes.data()) % alignof(float) != 0)
-      return reject(self, m, "gradient slice size does not match the owned range");
+      return drop(Drop::malformed, "a gradient slice of another size than the owned range");
   enter(s, gs.step());
   for (int i = 0; i < gs.nodes_size(); ++i) {
     s.slice_nodes.push_back({gs.nodes(i).lo(), gs.nodes(i).hi()});
     s.slice_payloads.push_back(m.payloads[size_t(i)]);
   }
   try_reduce(self);
+  return {};
 }
 
-void on_apply(Self* self, const ActorMessage& m, const train::Apply& a) {
+Verdict on_apply(Self* self, const train::Apply& a, const ActorMessage& m) {
   auto& s = self->state;
   std::vector<std::vector<int64_t>> counts;
   if (m.payloads.size() != 1 || !unflatten_counts(a.count_layers(), m.payloads[0], &counts))
-    return reject(self, m, "apply without valid expert counts");
-  enter(s, a.step());
+    return drop(Drop::malformed, "Apply without valid expert counts");
+  if (a.step() != s.step || a.step() != s.begun)
+    return drop(Drop::wrong_step, fmt::format("Apply of step {} at step {}", a.step(), s.step));
+  if (s.applied) return drop(Drop::duplicate, "the step is applied already");
+  if (!s.reduced) return drop(Drop::wrong_phase, "Apply before this owner reduced the step");
   const FlatRange f = owned(s);
   if (f.hi > f.lo) {
     s.trainer->apply_owned(f, a.step(), a.clip_scale(), counts);
@@ -248,104 +323,110 @@ void on_apply(Self* self, const ActorMessage& m, const train::Apply& a) {
   send_buddy_copy(self, a.step() + 1);
   s.applied = true;
   try_done(self);
+  return {};
 }
 
-void on_weights(Self* self, const ActorMessage& m, const train::Weights& w) {
+Verdict on_weights(Self* self, const train::Weights& w, const ActorMessage& m) {
   auto& s = self->state;
-  bool known = false;
-  for (const FlatRange& f : s.owners) known |= f.lo == w.lo() && f.hi == w.hi() && f.hi > f.lo;
-  if (!known || m.payloads.size() != 1 ||
-      m.payloads[0].bytes.size() != size_t(w.hi() - w.lo()) * sizeof(float) || w.step() < s.step)
-    return reject(self, m, "weights for a range nobody owns, or of the wrong size");
+  int64_t owner = -1;
+  for (int64_t o = 0; o < s.workers; ++o) {
+    const FlatRange f = s.owners[size_t(o)];
+    if (f.lo == w.lo() && f.hi == w.hi() && f.hi > f.lo) owner = o;
+  }
+  if (owner < 0 || m.payloads.size() != 1 ||
+      m.payloads[0].bytes.size() != size_t(w.hi() - w.lo()) * sizeof(float))
+    return drop(Drop::malformed, "weights for a range nobody owns, or of the wrong size");
+  if (m.from != s.peers[size_t(owner)])
+    return drop(Drop::unknown_sender, fmt::format("weights of worker {}'s range", owner));
+  if (w.step() < s.step || w.step() > s.version)
+    return drop(Drop::wrong_step, fmt::format("weights of step {} at step {}", w.step(), s.step));
   enter(s, w.step());
+  if (Verdict v = drop_receipt(s.weights.add(s.epoch, w.step(), owner), "Weights")) return v;
   std::memcpy(s.trainer->params.data() + w.lo(), m.payloads[0].bytes.data(),
               m.payloads[0].bytes.size());
-  ++s.weights_received;
   try_done(self);
+  return {};
 }
 
-void on_message(Self* self, ActorMessage& m);
+Verdict on_commit(Self* self, const train::Commit& c, const ActorMessage&) {
+  return accept_commit(self, c.step());
+}
+
+Verdict on_finish(Self* self, const train::Finish&, const ActorMessage&) {
+  auto& s = self->state;
+  if (s.final_epoch == s.epoch) return drop(Drop::duplicate, "Final already sent in this epoch");
+  s.final_epoch = s.epoch;
+  s.recovery_base.reset();
+  train::Final f;
+  f.set_worker(s.me);
+  f.set_weights_hash(s.trainer->weights_hash());
+  for (const auto& [reason, count] : s.drops.counts()) {
+    train::DropCount* d = f.add_drops();
+    d->set_reason(reason), d->set_count(count);
+  }
+  std::vector<Payload> payloads;
+  if (s.me == 0) {
+    payloads.push_back(view_payload(s.trainer->params.data(), s.trainer->params.size()));
+    if (const auto* e = s.trainer->engram())
+      for (size_t t = 0; t < e->tables().size(); ++t)
+        payloads.push_back(
+            view_payload(e->data(int64_t(t)), size_t(e->tables()[t].rows * e->tables()[t].dim)));
+  }
+  reply(self, s.ctx.coordinator, final_type, f, std::move(payloads));
+  return {};
+}
 
 // Epochs: what was sent before the last view change is dropped; what comes from a newer
 // epoch than the worker's waits for that epoch's Recover (a faster survivor's transfer).
-bool admit_epoch(Self* self, ActorMessage& m) {
+Verdict admit_epoch(Self* self, ActorMessage& m, bool* held) {
   auto& s = self->state;
-  if (m.epoch < s.epoch) return ++s.stale, false;
-  if (m.epoch == s.epoch || m.type == recover_type) return true;
-  if (s.early.size() >= early_messages_max) {
-    reject(self, m, "too many messages from a newer epoch before its Recover");
-    return false;
-  }
+  *held = false;
+  if (m.epoch < s.epoch) return drop(Drop::stale_epoch, fmt::format("{} < {}", m.epoch, s.epoch));
+  if (m.epoch == s.epoch || m.type == recover_type) return {};
+  if (s.early.size() >= early_messages_max)
+    return drop(Drop::backlog_full, "too many messages from a newer epoch before its Recover");
   s.early.push_back(std::move(m));
-  return false;
+  *held = true;
+  return {};
 }
 
-void on_message(Self* self, ActorMessage& m) {
+void on_message(Self* self, const Dispatcher& table, ActorMessage& m) {
   auto& s = self->state;
-  if (!admit_epoch(self, m)) return;
-  switch (m.type) {
-    case step_begin_type: {
-      train::StepBegin b;
-      if (!b.ParseFromString(m.header)) return reject(self, m, "malformed StepBegin");
-      return on_step_begin(self, b);
-    }
-    case grad_slices_type: {
-      train::GradSlices gs;
-      if (!gs.ParseFromString(m.header)) return reject(self, m, "malformed GradSlices");
-      return on_grad_slices(self, m, gs);
-    }
-    case apply_type: {
-      train::Apply a;
-      if (!a.ParseFromString(m.header)) return reject(self, m, "malformed Apply");
-      return on_apply(self, m, a);
-    }
-    case weights_type: {
-      train::Weights w;
-      if (!w.ParseFromString(m.header)) return reject(self, m, "malformed Weights");
-      return on_weights(self, m, w);
-    }
-    case engram_slices_type: {
-      train::EngramSlices es;
-      if (!es.ParseFromString(m.header)) return reject(self, m, "malformed EngramSlices");
-      return on_engram_slices(self, m, es);
-    }
-    case buddy_state_type: {
-      train::BuddyState b;
-      if (!b.ParseFromString(m.header)) return reject(self, m, "malformed BuddyState");
-      return on_buddy_state(self, m, b);
-    }
-    case recover_type: {
-      train::Recover r;
-      if (!r.ParseFromString(m.header)) return reject(self, m, "malformed Recover");
-      on_recover(self, m, r);
-      std::vector<ActorMessage> early;  // now in this worker's epoch, or stale
-      early.swap(s.early);
-      for (ActorMessage& e : early) on_message(self, e);
-      return;
-    }
-    case state_transfer_type: {
-      train::StateTransfer t;
-      if (!t.ParseFromString(m.header)) return reject(self, m, "malformed StateTransfer");
-      return on_state_transfer(self, m, t);
-    }
-    case finish_type: {
-      s.recovery_base.reset();
-      train::Final f;
-      f.set_worker(s.me);
-      f.set_weights_hash(s.trainer->weights_hash());
-      std::vector<Payload> payloads;
-      if (s.me == 0) {
-        payloads.push_back(view_payload(s.trainer->params.data(), s.trainer->params.size()));
-        if (const auto* e = s.trainer->engram())
-          for (size_t t = 0; t < e->tables().size(); ++t)
-            payloads.push_back(view_payload(e->data(int64_t(t)),
-                                            size_t(e->tables()[t].rows * e->tables()[t].dim)));
-      }
-      return reply(self, s.ctx.coordinator, final_type, f, std::move(payloads));
-    }
-    default:
-      return reject(self, m, "unknown message type");
+  bool held = false;
+  Verdict v = admit_epoch(self, m, &held);
+  if (!v && held) return;
+  if (!v) v = table.dispatch(m);
+  if (v) {
+    s.drops.record(*v, m);
+    return;
   }
+  if (m.type != recover_type) return;
+  std::vector<ActorMessage> early;  // now in this worker's epoch, or stale
+  early.swap(s.early);
+  for (ActorMessage& e : early) on_message(self, table, e);
+}
+
+template <class Proto>
+using Handler = Verdict (*)(Self*, const Proto&, const ActorMessage&);
+
+template <class Proto>
+void route(Self* self, Dispatcher& d, uint32_t type, Handler<Proto> h) {
+  d.on<Proto>(type, [self, h](const Proto& body, ActorMessage& m) { return h(self, body, m); });
+}
+
+std::shared_ptr<Dispatcher> worker_table(Self* self) {
+  auto d = std::make_shared<Dispatcher>();
+  route<train::StepBegin>(self, *d, step_begin_type, on_step_begin);
+  route<train::GradSlices>(self, *d, grad_slices_type, on_grad_slices);
+  route<train::EngramSlices>(self, *d, engram_slices_type, on_engram_slices);
+  route<train::Apply>(self, *d, apply_type, on_apply);
+  route<train::Weights>(self, *d, weights_type, on_weights);
+  route<train::Commit>(self, *d, commit_type, on_commit);
+  route<train::BuddyState>(self, *d, buddy_state_type, on_buddy_state);
+  route<train::Recover>(self, *d, recover_type, on_recover);
+  route<train::StateTransfer>(self, *d, state_transfer_type, on_state_transfer);
+  route<train::Finish>(self, *d, finish_type, on_finish);
+  return d;
 }
 
 void fail(Self* self, const std::string& what) {
@@ -355,34 +436,41 @@ void fail(Self* self, const std::string& what) {
   self->quit();
 }
 
+void start(Self* self) {
+  auto& s = self->state;
+  model::JobConfig cfg =
+      model::config_from_text(s.ctx.job.config_text, s.ctx.job.config_name, s.ctx.job.config_sets);
+  if (s.ctx.threads > 0) cfg.train.threads = s.ctx.threads;
+  s.trainer = std::make_unique<model::Trainer>(cfg);
+  s.buddy_copies = cfg.fault_tolerance.buddy_copies;
+  s.epoch = s.ctx.epoch;
+  s.peers = s.ctx.peers;
+  plan(s, int64_t(s.peers.size()), s.ctx.index);
+  s.trainer->keep_optimizer_state(s.owners[size_t(s.me)]);  // ZeRO-1
+  train::Ready r;
+  r.set_worker(s.me);
+  r.set_parameters(s.trainer->table.total());
+  r.set_weights_hash(s.trainer->weights_hash());
+  r.set_optimizer_state_floats(s.trainer->optimizer_state_floats());
+  reply(self, s.ctx.coordinator, ready_type, r);
+}
+
 caf::behavior worker(Self* self, runtime::RoleContext ctx) {
   auto& s = self->state;
   s.ctx = std::move(ctx);
+  s.drops.set_owner(s.ctx.address);
   self->send(s.ctx.router, runtime::register_atom::value, fmt::format("worker.{}", s.ctx.index),
              caf::actor(self));
   try {
-    model::JobConfig cfg = model::config_from_text(s.ctx.job.config_text, s.ctx.job.config_name,
-                                                   s.ctx.job.config_sets);
-    if (s.ctx.threads > 0) cfg.train.threads = s.ctx.threads;
-    s.trainer = std::make_unique<model::Trainer>(cfg);
-    s.buddy_copies = cfg.fault_tolerance.buddy_copies;
-    s.epoch = s.ctx.epoch;
-    s.peers = s.ctx.peers;
-    plan(s, int64_t(s.peers.size()), s.ctx.index);
-    s.trainer->keep_optimizer_state(s.owners[size_t(s.me)]);  // ZeRO-1
-    train::Ready r;
-    r.set_worker(s.me);
-    r.set_parameters(s.trainer->table.total());
-    r.set_weights_hash(s.trainer->weights_hash());
-    r.set_optimizer_state_floats(s.trainer->optimizer_state_floats());
-    reply(self, s.ctx.coordinator, ready_type, r);
+    start(self);
   } catch (const std::exception& e) {
     fail(self, e.what());
     return {};
   }
+  const std::shared_ptr<Dispatcher> table = worker_table(self);
   return {[=](ActorMessage& m) {
     try {
-      on_message(self, m);
+      on_message(self, *table, m);
     } catch (const std::exception& e) {
       fail(self, e.what());
     }
@@ -391,9 +479,13 @@ caf::behavior worker(Self* self, runtime::RoleContext ctx) {
 
 }  // namespace
 
+caf::actor spawn_worker(caf::actor_system& system, const runtime::RoleContext& ctx, bool detached) {
+  return detached ? system.spawn<caf::detached>(worker, ctx) : system.spawn(worker, ctx);
+}
+
 void register_worker_role() {
   runtime::register_role("worker", [](caf::actor_system& sys, const runtime::RoleContext& ctx) {
-    return sys.spawn<caf::detached>(worker, ctx);
+    return spawn_worker(sys, ctx, true);
   });
 }
 

@@ -10,7 +10,9 @@
 #include <utility>
 #include <vector>
 
+#include "actors/dispatch.h"
 #include "actors/protocol.h"
+#include "actors/receipts.h"
 #include "runtime/roles.h"
 #include "train/trainer.h"
 #include "train/tree.h"
@@ -48,8 +50,8 @@ struct Recovery {
   std::map<size_t, const float*> sources;  // tensor → its state (buffers kept below)
   std::vector<std::vector<float>> local;   // zero state of the shares taken over at step 0
   std::vector<Payload> received;           // keeps the transfers' runs alive
-  int64_t transfers_in = 0, transfers_expected = 0;
-  int64_t buddies_in = 0;  // the predecessors' copies of the new layout, once resharded
+  Receipts transfers;                      // StateTransfer, by the sender's new index
+  Receipts buddies;  // the predecessors' copies of the new layout, once resharded
   bool resharded = false;
 };
 
@@ -61,14 +63,20 @@ struct WorkerState {
   std::vector<std::string> peers;  // the workers, by current index
   int64_t workers = 0, me = 0, total_pieces = 0;
   std::vector<TreeNode> ranges, val_ranges;
+  std::vector<TreeNode> step_pieces;  // every worker's canonical pieces: a partition of the batch
   std::vector<FlatRange> owners;
-  int64_t version = 0;     // train steps applied to this worker's weights
-  int64_t saved_for = -1;  // the step whose begin saved the version before it
+  int64_t version = 0;         // train steps applied to this worker's weights
+  int64_t committed = 0;       // train steps the coordinator announced as committed (Commit)
+  int64_t saved_for = -1;      // the step whose begin saved the version before it, until Commit
+  uint64_t recover_epoch = 0;  // the epoch of the last Recover taken (a second copy is dropped)
+  uint64_t final_epoch = 0;    // the epoch of the last Finish answered
   // (version, owner) → the share of one of the `buddy_copies` predecessors after that version.
   std::map<std::pair<int64_t, int64_t>, BuddyCopy> buddy;
   std::optional<RecoveryBase> recovery_base;  // from a Recover to the next StepBegin
   // The step in flight.
   int64_t step = -1;
+  int64_t begun = -1;      // the train step whose StepBegin was taken
+  int64_t validated = -1;  // the step whose validation was sent
   std::vector<TreeNode> slice_nodes;
   std::vector<Payload> slice_payloads;  // received (kept alive) or my own pieces (views)
   // Engram: the step's sparse table gradients by piece (this worker's own point into its
@@ -77,11 +85,11 @@ struct WorkerState {
   std::vector<const model::EngramGrad<float>*> engram_grads;
   std::vector<std::unique_ptr<model::EngramGrad<float>>> engram_received;
   bool reduced = false, applied = false, done = false;
-  int64_t buddies_in = 0;  // the predecessors' copies of this step's update
-  int64_t weights_received = 0, weights_expected = 0;
+  Receipts buddies;  // BuddyState of the step's update, by predecessor (the others waived)
+  Receipts weights;  // Weights of the step, by owner (owners of nothing waived)
   Recovery recovery;
   std::vector<ActorMessage> early;  // from a newer epoch, waiting for its Recover
-  uint64_t rejected = 0, stale = 0;
+  DropLog drops;
   static inline const char* name = "worker";
 };
 using Self = caf::stateful_actor<WorkerState>;
@@ -97,18 +105,19 @@ void reply(Self* self, const std::string& to, uint32_t type, const Proto& body,
   m.payloads = std::move(payloads);
   send_to(self, std::move(m));
 }
-void reject(Self* self, const ActorMessage& m, const std::string& why);
 void try_done(Self* self);
 // Resets the per-step state when a message of a later step arrives.
 void enter(WorkerState& s, int64_t step);
+// Opens a round of the BuddyStates of `version` from this worker's buddy_count predecessors.
+void open_buddies(const WorkerState& s, int64_t version, Receipts* round);
 
 // worker_recovery.cc
 // After an update: the owned share's optimizer state to the buddies (the next workers).
 void send_buddy_copy(Self* self, int64_t version);
 // How many buddies each owner has among `workers` workers: buddy_copies, at most workers - 1.
 int64_t buddy_count(const WorkerState& s, int64_t workers);
-void on_buddy_state(Self* self, const ActorMessage& m, const train::BuddyState& b);
-void on_recover(Self* self, const ActorMessage& m, const train::Recover& r);
-void on_state_transfer(Self* self, const ActorMessage& m, const train::StateTransfer& t);
+Verdict on_buddy_state(Self* self, const train::BuddyState& b, const ActorMessage& m);
+Verdict on_recover(Self* self, const train::Recover& r, const ActorMessage& m);
+Verdict on_state_transfer(Self* self, const train::StateTransfer& t, const ActorMessage& m);
 
 }  // namespace troupe::actors::worker_impl

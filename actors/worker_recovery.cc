@@ -12,7 +12,10 @@
 #include <algorithm>
 #include <stdexcept>
 
+#include "actors/invariant.h"
+#include "actors/recovery_plan.h"
 #include "actors/worker.h"
+#include "train/dp_plan.h"
 
 namespace troupe::actors::worker_impl {
 
@@ -35,7 +38,7 @@ void finish_recovery(Self* self) {
   Recovery& r = s.recovery;
   if (!r.active) return;
   if (!r.resharded) {
-    if (r.transfers_in < r.transfers_expected) return;
+    if (!r.transfers.complete()) return;
     s.trainer->reshard_optimizer(s.owners[size_t(s.me)], [&](size_t t) -> const float* {
       auto it = r.sources.find(t);
       return it == r.sources.end() ? nullptr : it->second;
@@ -43,7 +46,7 @@ void finish_recovery(Self* self) {
     r.resharded = true;
     send_buddy_copy(self, r.version);
   }
-  if (r.buddies_in < buddy_count(s, s.workers)) return;
+  if (!r.buddies.complete()) return;
   s.recovery = Recovery{};
   fmt::print(stderr, "troupe {}: recovered: worker {} of {} at step {} (epoch {})\n", s.ctx.address,
              s.me, s.workers, s.version, s.epoch);
@@ -77,31 +80,39 @@ void send_buddy_copy(Self* self, int64_t version) {
     reply(self, s.peers[size_t((s.me + d) % s.workers)], buddy_state_type, b, {copy});
 }
 
-void on_buddy_state(Self* self, const ActorMessage& m, const train::BuddyState& b) {
+Verdict on_buddy_state(Self* self, const train::BuddyState& b, const ActorMessage& m) {
   auto& s = self->state;
   const int64_t pred = b.worker();
   if (pred < 0 || pred >= s.workers || pred == s.me ||
       (s.me - pred + s.workers) % s.workers > buddy_count(s, s.workers))
-    return reject(self, m, "buddy state from a worker that is not one of my predecessors");
+    return drop(Drop::unknown_sender, "buddy state from a worker that is not a predecessor");
+  if (m.from != s.peers[size_t(pred)])
+    return drop(Drop::unknown_sender, fmt::format("buddy state of worker {}", pred));
   int64_t floats = 0;
   (void)state_tensors(*s.trainer, s.owners[size_t(pred)], &floats);
   if (m.payloads.size() != 1 || m.payloads[0].bytes.size() != size_t(floats) * sizeof(float))
-    return reject(self, m, "buddy state of the wrong size");
+    return drop(Drop::malformed, "buddy state of the wrong size");
+  if (b.version() > s.version + 1 || (!s.recovery.active && b.version() - 1 < s.step))
+    return drop(Drop::wrong_step,
+                fmt::format("buddy state of version {} at step {}", b.version(), s.step));
   const bool fresh =
       s.buddy
           .try_emplace({b.version(), pred}, BuddyCopy{pred, s.owners[size_t(pred)], m.payloads[0]})
           .second;
   while (!s.buddy.empty() && s.buddy.begin()->first.first < b.version() - 1)
     s.buddy.erase(s.buddy.begin());
-  if (!fresh) return reject(self, m, "a second buddy state of the same version");
+  if (!fresh) return drop(Drop::duplicate, "a second buddy state of the same version");
   if (s.recovery.active && b.version() == s.recovery.version) {
-    ++s.recovery.buddies_in;
-    return finish_recovery(self);
+    if (Verdict v = drop_receipt(s.recovery.buddies.add(s.epoch, b.version(), pred), "BuddyState"))
+      return v;
+    finish_recovery(self);
+    return {};
   }
-  if (b.version() - 1 < s.step) return reject(self, m, "buddy state of an old step");
+  if (b.version() - 1 < s.step) return drop(Drop::wrong_step, "buddy state of an old step");
   enter(s, b.version() - 1);
-  ++s.buddies_in;
+  if (Verdict v = drop_receipt(s.buddies.add(s.epoch, b.version(), pred), "BuddyState")) return v;
   try_done(self);
+  return {};
 }
 
 namespace {
@@ -136,51 +147,38 @@ RecoveryBase base_of(WorkerState& s, int64_t c, int64_t old_n) {
 
 }  // namespace
 
-void on_recover(Self* self, const ActorMessage& m, const train::Recover& r) {
-  auto& s = self->state;
-  model::Trainer& tr = *s.trainer;
-  s.epoch = m.epoch;  // from here on, even an error report must reach the coordinator
-  const int64_t c = r.version();
-  // A further loss during a recovery: the coordinator restarts it from the same view.
-  if (!s.recovery_base) s.recovery_base = base_of(s, c, r.old_workers());
-  const RecoveryBase& base = *s.recovery_base;
-  const int64_t old_n = base.workers, old_me = base.me;
-  if (base.version != c || r.old_workers() != old_n || r.workers_size() != r.old_index_size() ||
-      r.workers_size() == 0)
-    throw std::runtime_error(fmt::format(
-        "Recover to step {} from {} workers, but this worker's recovery is to step {} from {}", c,
-        r.old_workers(), base.version, old_n));
-  std::vector<bool> alive(size_t(old_n), false);
-  for (int64_t i : r.old_index()) {
-    if (i < 0 || i >= old_n) throw std::runtime_error("Recover names an unknown worker");
-    alive[size_t(i)] = true;
-  }
-  // Who holds each old share's state now: its owner, or else its buddy.
-  const int64_t copies = buddy_count(s, old_n);
-  auto holder = [&](int64_t o) {
-    for (int64_t d = 0; d <= copies; ++d)
-      if (alive[size_t((o + d) % old_n)]) return (o + d) % old_n;
-    throw std::runtime_error(fmt::format(
-        "worker {} and its buddies (the next {}) are all lost: the optimizer state of its share "
-        "is gone; in-memory recovery cannot go on (fault_tolerance.buddy_copies = {})",
-        o, copies == 1 ? std::string("worker") : fmt::format("{} workers", copies), copies));
-  };
-  const std::vector<FlatRange>& old_owners = base.owners;
-  std::vector<int64_t> owner_of(tr.table.all().size(), -1);
-  for (size_t t = 0; t < owner_of.size(); ++t)
-    for (int64_t o = 0; o < old_n; ++o)
-      if (old_owners[size_t(o)].covers(tr.table.all()[t])) owner_of[t] = o;
-  // The state this worker holds: its own share (at version c) and the shares of the lost
-  // predecessors it is now the holder of (their buddy copies of version c; zeros at 0).
+namespace {
+
+RecoveryInput recovery_input(const WorkerState& s, const RecoveryBase& base,
+                             const train::Recover& r) {
+  const model::Trainer& tr = *s.trainer;
+  RecoveryInput in;
+  in.old_workers = base.workers, in.old_me = base.me;
+  in.copies = buddy_count(s, base.workers);
+  in.old_index.assign(r.old_index().begin(), r.old_index().end());
+  in.new_me = -1;
+  for (int i = 0; i < r.workers_size(); ++i)
+    if (r.workers(i) == s.ctx.address) in.new_me = i;
+  in.old_owners = base.owners;
+  in.new_owners = model::plan_owners(tr.table, r.workers_size());
+  in.tensors = tr.table.all();
+  for (size_t t = 0; t < in.tensors.size(); ++t)
+    in.state_floats.push_back(tr.optimizer_state_floats_of(t));
+  return in;
+}
+
+// The state this worker holds at version c: its own share's, and the shares of the lost
+// predecessors it adopts (their buddy copies of version c; zeros at step 0).
+Recovery gather_sources(WorkerState& s, const RecoveryBase& base, const RecoveryPlan& plan,
+                        int64_t c) {
+  const model::Trainer& tr = *s.trainer;
   Recovery rec;
   rec.active = true;
   rec.version = c;
   for (const auto& [t, v] : base.own) rec.sources[t] = v.data();
   int64_t floats = 0;
-  for (int64_t d = 1; d <= copies; ++d) {
-    const int64_t pred = (old_me - d + old_n) % old_n;
-    if (holder(pred) != old_me) continue;
-    const std::vector<size_t> tensors = state_tensors(tr, old_owners[size_t(pred)], &floats);
+  for (int64_t pred : plan.adopted) {
+    const std::vector<size_t> tensors = state_tensors(tr, base.owners[size_t(pred)], &floats);
     if (c == 0) {
       for (size_t t : tensors) {
         rec.local.emplace_back(size_t(tr.optimizer_state_floats_of(t)), 0.0f);
@@ -198,65 +196,119 @@ void on_recover(Self* self, const ActorMessage& m, const train::Recover& r) {
       at += tr.optimizer_state_floats_of(t);
     }
   }
-  // The new layout.
-  int64_t new_me = -1;
-  for (int i = 0; i < r.workers_size(); ++i)
-    if (r.workers(i) == s.ctx.address) new_me = i;
-  if (new_me < 0) throw std::runtime_error("Recover does not name this worker among the survivors");
-  s.peers.assign(r.workers().begin(), r.workers().end());
-  plan(s, int64_t(s.peers.size()), new_me);
-  enter(s, -1);
-  s.buddy.clear();
-  // Send each new owner the state it needs from here; keep what this worker needs itself.
+  return rec;
+}
+
+// Sends each new owner the state it needs from this worker (one transfer each, maybe empty).
+void send_transfers(Self* self, const RecoveryPlan& plan, const Recovery& rec) {
+  auto& s = self->state;
   for (int64_t j = 0; j < s.workers; ++j) {
     if (j == s.me) continue;
     train::StateTransfer st;
-    st.set_version(c);
+    st.set_version(rec.version);
     std::vector<float> runs;
-    for (size_t t : state_tensors(tr, s.owners[size_t(j)], &floats)) {
-      if (holder(owner_of[t]) != old_me) continue;
+    for (size_t t : plan.send[size_t(j)]) {
       st.add_tensors(int64_t(t));
       const float* src = rec.sources.at(t);
-      runs.insert(runs.end(), src, src + tr.optimizer_state_floats_of(t));
+      runs.insert(runs.end(), src, src + s.trainer->optimizer_state_floats_of(t));
     }
     reply(self, s.peers[size_t(j)], state_transfer_type, st, {owned_payload(std::move(runs))});
   }
+}
+
+// What a Recover must say to be acted on at all: survivors with their old indices, each
+// once, this worker among them, from a view of the size this worker knows.
+std::string check_shape(const WorkerState& s, const train::Recover& r) {
+  const int64_t old_n = s.recovery_base ? s.recovery_base->workers : s.workers;
+  if (r.old_workers() != old_n || r.workers_size() != r.old_index_size() || r.workers_size() == 0 ||
+      r.workers_size() > old_n)
+    return fmt::format("a Recover from {} workers to {}; this worker knows {}", r.old_workers(),
+                       r.workers_size(), old_n);
+  std::vector<bool> seen(size_t(old_n), false);
+  bool me = false;
+  for (int i = 0; i < r.workers_size(); ++i) {
+    const int64_t o = r.old_index(i);
+    if (o < 0 || o >= old_n || seen[size_t(o)]) return "a Recover naming a worker twice or none";
+    seen[size_t(o)] = true;
+    me |= r.workers(i) == s.ctx.address;
+  }
+  if (!me) return "a Recover that does not name this worker among the survivors";
+  return "";
+}
+
+}  // namespace
+
+// A Recover under a new epoch: back to the committed version, renumber, and move the
+// optimizer state to its new owners as plan_recovery says. A further loss during a recovery
+// restarts it from the same view (recovery_base).
+Verdict on_recover(Self* self, const train::Recover& r, const ActorMessage& m) {
+  auto& s = self->state;
+  if (m.epoch <= s.recover_epoch) return drop(Drop::duplicate, "a Recover already taken");
+  if (std::string why = check_shape(s, r); !why.empty()) return drop(Drop::malformed, why);
+  TROUPE_ASSERT(m.epoch >= s.epoch, "a Recover of epoch {} admitted at epoch {}", m.epoch, s.epoch);
+  s.epoch = s.recover_epoch = m.epoch;  // from here on, even an error must reach the coordinator
+  const int64_t c = r.version();
+  if (!s.recovery_base) s.recovery_base = base_of(s, c, r.old_workers());
+  const RecoveryBase& base = *s.recovery_base;
+  if (base.version != c || r.old_workers() != base.workers ||
+      r.workers_size() != r.old_index_size() || r.workers_size() == 0)
+    throw std::runtime_error(fmt::format(
+        "Recover to step {} from {} workers, but this worker's recovery is to step {} from {}", c,
+        r.old_workers(), base.version, base.workers));
+  const RecoveryInput in = recovery_input(s, base, r);
+  const RecoveryPlan moves = plan_recovery(in);
+  if (!moves.error.empty()) throw std::runtime_error(moves.error);
+  Recovery rec = gather_sources(s, base, moves, c);
+  s.committed = std::max(s.committed, c);
+  s.peers.assign(r.workers().begin(), r.workers().end());
+  plan(s, int64_t(s.peers.size()), in.new_me);
+  enter(s, -1);
+  s.begun = s.validated = -1;
+  s.buddy.clear();
+  send_transfers(self, moves, rec);
   std::map<size_t, const float*> mine;
-  for (size_t t : state_tensors(tr, s.owners[size_t(s.me)], &floats))
-    if (holder(owner_of[t]) == old_me) mine[t] = rec.sources.at(t);
+  for (size_t t : moves.keep) mine[t] = rec.sources.at(t);
   rec.sources = std::move(mine);
-  rec.transfers_expected = s.workers - 1;
+  rec.transfers.open(s.epoch, c, s.workers);
+  rec.transfers.waive(s.me);
+  open_buddies(s, c, &rec.buddies);
   s.recovery = std::move(rec);
   fmt::print(stderr,
              "troupe {}: recovering to step {} (epoch {}): worker {} of {} was {} of {}; "
              "waiting for {} state transfer(s)\n",
-             s.ctx.address, c, s.epoch, s.me, s.workers, old_me, old_n, s.workers - 1);
+             s.ctx.address, c, s.epoch, s.me, s.workers, base.me, base.workers, s.workers - 1);
   finish_recovery(self);
+  return {};
 }
 
-void on_state_transfer(Self* self, const ActorMessage& m, const train::StateTransfer& t) {
+Verdict on_state_transfer(Self* self, const train::StateTransfer& t, const ActorMessage& m) {
   auto& s = self->state;
   Recovery& r = s.recovery;
-  if (!r.active || t.version() != r.version || m.payloads.size() != 1)
-    return reject(self, m, "state transfer outside a recovery");
+  if (!r.active || t.version() != r.version)
+    return drop(Drop::wrong_phase, "state transfer outside a recovery");
+  if (m.payloads.size() != 1) return drop(Drop::malformed, "state transfer without one payload");
+  const auto from = std::find(s.peers.begin(), s.peers.end(), m.from) - s.peers.begin();
+  if (Verdict v = drop_receipt(r.transfers.check(s.epoch, t.version(), from), "StateTransfer"))
+    return v;
   const model::Trainer& tr = *s.trainer;
   int64_t floats = 0;
   for (int64_t i : t.tensors()) {
     if (i < 0 || size_t(i) >= tr.table.all().size() ||
         !s.owners[size_t(s.me)].covers(tr.table.all()[size_t(i)]))
-      return reject(self, m, "state transfer of a tensor this worker does not own");
+      return drop(Drop::malformed, "state transfer of a tensor this worker does not own");
     floats += tr.optimizer_state_floats_of(size_t(i));
   }
   if (m.payloads[0].bytes.size() != size_t(floats) * sizeof(float))
-    return reject(self, m, "state transfer of the wrong size");
+    return drop(Drop::malformed, "state transfer of the wrong size");
+  r.transfers.add(s.epoch, t.version(), from);
   const float* at = reinterpret_cast<const float*>(m.payloads[0].bytes.data());
   for (int64_t i : t.tensors()) {
     r.sources[size_t(i)] = at;
     at += tr.optimizer_state_floats_of(size_t(i));
   }
   r.received.push_back(m.payloads[0]);
-  ++r.transfers_in;
   finish_recovery(self);
+  return {};
 }
 
 }  // namespace troupe::actors::worker_impl

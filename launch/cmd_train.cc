@@ -10,6 +10,7 @@
 #include "launch/run_files.h"
 #include "model/flops.h"
 #include "storage/weights_io.h"
+#include "train/step_rules.h"
 #include "train/trainer.h"
 
 namespace troupe::launch {
@@ -91,8 +92,7 @@ void run_train(const TrainArgs& a) {
     const double dt = std::chrono::duration<double>(clock::now() - ts).count();
     const double tps = double(cfg.train.batch_size * cfg.model.seq_len) / dt;
     last_loss = st.loss;
-    const bool val =
-        (cfg.train.eval_every > 0 && (s + 1) % cfg.train.eval_every == 0) || s + 1 == steps;
+    const bool val = model::validate_after(cfg.train.eval_every, s, steps);
     if (val) last_val = trainer.validate();
     write_metrics(metrics, st, tps, last_val, val);
     progress.step(s, st.loss, st.lr, tps, std::chrono::duration<double>(clock::now() - t0).count());

@@ -1,0 +1,281 @@
+// The coordinator's training driver: the data-parallel step protocol on top of the
+// membership core. StepBegin → Stats and NormParts from every worker → Apply → StepDone
+// from every worker → the commit is recorded (CommitLog), then announced (Commit) → the
+// validation, when model::validate_after says so → the next step. Every "have all arrived?"
+// is a set of senders keyed by (epoch, step) (receipts.h), so a duplicate changes nothing.
+// It decides when; model/step_rules.h computes what (loss line, clip scale, counts).
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <utility>
+
+#include "actors/coordinator_state.h"
+#include "actors/invariant.h"
+#include "train/dp_plan.h"
+#include "train/step_rules.h"
+
+namespace troupe::actors::coordinator_impl {
+
+int64_t committed_version(Self* self) {
+  return self->state.drv.committed;
+}
+
+namespace {
+
+int64_t worker_count(Self* self) {
+  return int64_t(self->state.core.workers.size());
+}
+
+void begin_step(Self* self, train::Kind kind) {
+  auto& s = self->state;
+  auto& d = s.drv;
+  const int64_t W = worker_count(self);
+  train::StepBegin b;
+  b.set_step(d.step);
+  b.set_kind(kind);
+  if (kind == train::TRAIN) {
+    d.pieces.clear();
+    d.norm_parts.assign(size_t(W), {});
+    d.engram_sumsq.assign(size_t(W), 0.0);
+    d.stats.open(s.core.epoch, d.step, W);
+    d.norms.open(s.core.epoch, d.step, W);
+    d.done.open(s.core.epoch, d.step, W);
+    d.apply_sent = false;
+    d.step_started = now(self);
+  } else {
+    d.val_pieces.clear();
+    d.val.open(s.core.epoch, d.step, W);
+  }
+  to_all_workers(self, step_begin_type, b);
+}
+
+// The next training step, or the end of the job (Finish to every worker) after the last.
+void start_or_finish(Self* self) {
+  auto& s = self->state;
+  if (s.drv.step < s.opt.config.train.steps) return begin_step(self, train::TRAIN);
+  enter_phase(self, Phase::finishing);
+  s.drv.finals.open(s.core.epoch, -1, worker_count(self));
+  to_all_workers(self, finish_type, train::Finish{});
+}
+
+void finish_step(Self* self) {
+  auto& s = self->state;
+  if (s.opt.on_step) s.opt.on_step(s.drv.report);
+  ++s.drv.step;
+  start_or_finish(self);
+}
+
+bool read_pieces(const ActorMessage& m, const train::Stats& st,
+                 std::vector<model::Piece<float>>* out) {
+  if (st.pieces_size() != int(m.payloads.size())) return false;
+  for (int i = 0; i < st.pieces_size(); ++i) {
+    const auto& ps = st.pieces(i);
+    model::Piece<float> p;
+    p.node = {ps.node().lo(), ps.node().hi()};
+    p.parts.ce = ps.ce(), p.parts.mtp = ps.mtp(), p.parts.bal = ps.bal();
+    p.parts.ce_sum = ps.ce_sum(), p.parts.ce_count = ps.ce_count();
+    if (!unflatten_counts(ps.count_layers(), m.payloads[size_t(i)], &p.counts)) return false;
+    out->push_back(std::move(p));
+  }
+  return true;
+}
+
+// A train Stats carries exactly the tree pieces of the sender's micro-batches; a validation
+// one, pieces that overlap none received before.
+Verdict check_piece_nodes(Self* self, const train::Stats& st,
+                          const std::vector<model::Piece<float>>& got) {
+  auto& d = self->state.drv;
+  std::vector<model::TreeNode> nodes;
+  for (const auto& p : got) nodes.push_back(p.node);
+  if (st.kind() == train::TRAIN) {
+    const model::TreeNode r = model::plan_ranges(d.n_mb, worker_count(self))[size_t(st.worker())];
+    if (nodes != model::tree_pieces(d.n_mb, r.lo, r.hi))
+      return drop(Drop::malformed,
+                  fmt::format("pieces other than those of micro-batches [{}, {})", r.lo, r.hi));
+    return {};
+  }
+  for (const auto& p : d.val_pieces) nodes.push_back(p.node);
+  std::sort(nodes.begin(), nodes.end(),
+            [](const model::TreeNode& a, const model::TreeNode& b) { return a.lo < b.lo; });
+  for (size_t i = 0; i < nodes.size(); ++i)
+    if (nodes[i].lo < (i == 0 ? 0 : nodes[i - 1].hi) || nodes[i].lo >= nodes[i].hi)
+      return drop(Drop::malformed, "validation pieces that overlap or are empty");
+  return {};
+}
+
+void try_apply(Self* self) {
+  auto& s = self->state;
+  auto& d = s.drv;
+  if (d.apply_sent || !d.stats.complete() || !d.norms.complete()) return;
+  std::vector<model::TreeNode> nodes;
+  for (const auto& p : d.pieces) nodes.push_back(p.node);
+  const std::string cover = model::check_cover(nodes, d.n_mb);
+  TROUPE_ASSERT(cover.empty(), "step {}: the pieces of {} workers: {}", d.step, worker_count(self),
+                cover);
+  model::StepReports in{d.step, d.n_mb, std::move(d.pieces), std::move(d.norm_parts),
+                        std::move(d.engram_sumsq)};
+  const model::StepDecision dec = model::decide_step(s.opt.config, in);
+  if (!dec.error.empty()) return fail(self, dec.error);
+  d.report.stats = dec.stats;
+  d.apply_sent = true;
+  train::Apply a;
+  a.set_step(d.step);
+  a.set_clip_scale(dec.clip_scale);
+  std::vector<int64_t> flat;
+  flatten_counts(dec.counts, a.mutable_count_layers(), &flat);
+  to_all_workers(self, apply_type, a, {owned_payload(std::move(flat))});
+}
+
+void finish_validation(Self* self) {
+  auto& d = self->state.drv;
+  d.report.has_val = true;
+  d.report.val_loss = model::validation_loss(d.val_pieces);
+  finish_step(self);
+}
+
+Verdict on_stats(Self* self, const train::Stats& st, const ActorMessage& m) {
+  auto& s = self->state;
+  auto& d = s.drv;
+  if (Verdict v = check_worker(self, st.worker(), m)) return v;
+  const bool val = st.kind() == train::VALIDATE;
+  Receipts& round = val ? d.val : d.stats;
+  if (Verdict v = drop_receipt(round.check(s.core.epoch, st.step(), st.worker()), "Stats"))
+    return v;
+  std::vector<model::Piece<float>> got;
+  if (!read_pieces(m, st, &got)) return drop(Drop::malformed, "pieces that do not fit payloads");
+  if (Verdict v = check_piece_nodes(self, st, got)) return v;
+  round.add(s.core.epoch, st.step(), st.worker());
+  auto& into = val ? d.val_pieces : d.pieces;
+  into.insert(into.end(), std::make_move_iterator(got.begin()), std::make_move_iterator(got.end()));
+  if (!val)
+    try_apply(self);
+  else if (d.val.complete())
+    finish_validation(self);
+  return {};
+}
+
+Verdict on_norm_parts(Self* self, const train::NormParts& np, const ActorMessage& m) {
+  auto& s = self->state;
+  auto& d = s.drv;
+  if (Verdict v = check_worker(self, np.worker(), m)) return v;
+  if (Verdict v = drop_receipt(d.norms.check(s.core.epoch, np.step(), np.worker()), "NormParts"))
+    return v;
+  std::vector<double> parts;
+  if (m.payloads.size() != 1 || !read_payload(m.payloads[0], &parts))
+    return drop(Drop::malformed, "norm parts without one payload of doubles");
+  d.norms.add(s.core.epoch, np.step(), np.worker());
+  d.norm_parts[size_t(np.worker())] = std::move(parts);
+  d.engram_sumsq[size_t(np.worker())] = np.engram_sumsq();
+  try_apply(self);
+  return {};
+}
+
+// Every worker applied the step: record the commit, then announce it.
+void commit_step(Self* self) {
+  auto& s = self->state;
+  auto& d = s.drv;
+  TROUPE_ASSERT(d.committed == d.step, "committing step {} after {} committed steps", d.step,
+                d.committed);
+  const runtime::Status st = s.commit_log->record_commit(
+      {.step = d.step, .epoch = s.core.epoch, .workers = worker_count(self)});
+  if (!st.ok())
+    return fail(self,
+                fmt::format("cannot record the commit of step {}: {}", d.step, st.to_string()));
+  d.committed = d.step + 1;
+  train::Commit c;
+  c.set_step(d.step);
+  to_all_workers(self, commit_type, c);
+  d.report.seconds = std::chrono::duration<double>(now(self) - d.step_started).count();
+  d.report.has_val = false;
+  const auto& t = s.opt.config.train;
+  if (model::validate_after(t.eval_every, d.step, t.steps))
+    return begin_step(self, train::VALIDATE);
+  finish_step(self);
+}
+
+Verdict on_step_done(Self* self, const train::StepDone& sd, const ActorMessage& m) {
+  auto& s = self->state;
+  auto& d = s.drv;
+  if (Verdict v = check_worker(self, sd.worker(), m)) return v;
+  if (Verdict v = drop_receipt(d.done.check(s.core.epoch, sd.step(), sd.worker()), "StepDone"))
+    return v;
+  if (!d.apply_sent) return drop(Drop::wrong_step, "StepDone before the step's Apply");
+  d.done.add(s.core.epoch, sd.step(), sd.worker());
+  if (d.done.complete()) commit_step(self);
+  return {};
+}
+
+// Worker 0's weights: the parameters, then each Engram table.
+bool read_final_weights(const ActorMessage& m, const model::ModelConfig& cfg, JobResult* out) {
+  const std::vector<model::EngramTableInfo> tables = model::engram_tables(cfg);
+  if (m.payloads.size() != 1 + tables.size() || !read_payload(m.payloads[0], &out->weights))
+    return false;
+  out->engram_tables.assign(tables.size(), {});
+  for (size_t t = 0; t < tables.size(); ++t)
+    if (!read_payload(m.payloads[1 + t], &out->engram_tables[t]) ||
+        int64_t(out->engram_tables[t].size()) != tables[t].rows * tables[t].dim)
+      return false;
+  return true;
+}
+
+Verdict on_final(Self* self, const train::Final& f, const ActorMessage& m) {
+  auto& s = self->state;
+  auto& d = s.drv;
+  if (Verdict v = check_worker(self, f.worker(), m)) return v;
+  if (Verdict v = drop_receipt(d.finals.check(s.core.epoch, -1, f.worker()), "Final")) return v;
+  if (f.worker() == 0 && !read_final_weights(m, s.opt.config.model, &d.result))
+    return drop(Drop::malformed, "worker 0's Final without weights and Engram tables that fit");
+  if (d.finals.missing().size() == s.core.workers.size()) d.result.weights_hash = f.weights_hash();
+  if (f.weights_hash() != d.result.weights_hash) {
+    fail(self, fmt::format("worker {} ends with weights {:016x}, worker 0 with {:016x}: "
+                           "the replicas diverged",
+                           f.worker(), f.weights_hash(), d.result.weights_hash));
+    return {};
+  }
+  d.finals.add(s.core.epoch, -1, f.worker());
+  d.worker_drops[m.from] = {f.drops().begin(), f.drops().end()};
+  if (!d.finals.complete()) return {};
+  for (const auto& [from, drops] : d.worker_drops)
+    for (const train::DropCount& c : drops) s.drops.add(c.reason(), c.count());
+  d.result.ok = true;
+  d.result.steps_done = d.step;
+  d.result.recoveries = s.core.recoveries;
+  end_job(self, d.result);
+  return {};
+}
+
+}  // namespace
+
+void start_training(Self* self) {
+  start_or_finish(self);
+}
+
+// After a recovery: a train step every worker applied but whose validation was cut short is
+// validated again; after the last step, the final weights are gathered again.
+void resume_training(Self* self) {
+  auto& d = self->state.drv;
+  TROUPE_ASSERT(d.committed == d.step || d.committed == d.step + 1,
+                "resuming at step {} with {} committed", d.step, d.committed);
+  if (d.committed > d.step) return begin_step(self, train::VALIDATE);
+  start_or_finish(self);
+}
+
+void add_driver_handlers(Self* self, Phase p, Dispatcher& d) {
+  if (p == Phase::running) {
+    d.on<train::Stats>(stats_type, [self](const train::Stats& st, ActorMessage& m) {
+      return on_stats(self, st, m);
+    });
+    d.on<train::NormParts>(norm_parts_type, [self](const train::NormParts& np, ActorMessage& m) {
+      return on_norm_parts(self, np, m);
+    });
+    d.on<train::StepDone>(step_done_type, [self](const train::StepDone& sd, ActorMessage& m) {
+      return on_step_done(self, sd, m);
+    });
+  }
+  if (p == Phase::finishing)
+    d.on<train::Final>(final_type, [self](const train::Final& f, ActorMessage& m) {
+      return on_final(self, f, m);
+    });
+}
+
+}  // namespace troupe::actors::coordinator_impl

@@ -1,0 +1,347 @@
+// The coordinator in scripted conversations (switchboard.h): the test plays the workers and
+// the nodes, message by message, on CAF's virtual clock, and checks what the coordinator
+// says and to whom. A duplicate changes nothing; Apply waits for every owner's norm; a node
+// lost between Apply and StepDone sends the survivors back to the committed version; a
+// second loss restarts the recovery; malformed messages of every type are dropped and
+// counted while the job goes on; a throw ends the job through on_done; silence past the
+// heartbeat timeout is noticed on virtual time.
+#include <gtest/gtest.h>
+
+#include "actors/commit_log.h"
+#include "switchboard.h"
+#include "train/dp_plan.h"
+#include "train/step_rules.h"
+
+namespace troupe::actors::testing {
+namespace {
+
+// A CommitLog that remembers how many Commit messages had gone out when each commit was
+// recorded (0: recorded before it was announced), and can refuse.
+class SpyLog final : public CommitLog {
+ public:
+  std::function<size_t()> commits_sent;
+  std::vector<size_t> sent_when_recorded;
+  std::vector<CommitRecord> commits;
+  bool refuse = false;
+  runtime::Status record_commit(const CommitRecord& r) override {
+    sent_when_recorded.push_back(commits_sent());
+    if (refuse) return {runtime::Code::io_error, "disk full"};
+    commits.push_back(r);
+    return {};
+  }
+  runtime::Status record_view(uint64_t, const std::vector<std::string>&) override { return {}; }
+  std::optional<CommitRecord> last_commit() const override {
+    if (commits.empty()) return std::nullopt;
+    return commits.back();
+  }
+};
+
+class CoordinatorScript : public Conversation {
+ protected:
+  std::vector<std::string> live;  // the workers' addresses, by current index
+  std::shared_ptr<SpyLog> log = std::make_shared<SpyLog>();
+  int64_t n_mb = 0;
+
+  void SetUp() override { begin({"train.steps=2", "train.eval_every=0"}); }
+
+  void begin(std::vector<std::string> extra) {
+    extra.push_back("model.engram_layers=[]");
+    log->commits_sent = [this] { return count_sent(commit_type); };
+    commit_log = log;
+    start(3, extra);
+    n_mb = config.train.batch_size / config.train.micro_batch_rows;
+    for (int64_t i = 0; i < 3; ++i) live.push_back(worker_address(i));
+    for (int64_t i = 0; i < 3; ++i) ready(i);
+  }
+
+  template <class Proto>
+  void from(int64_t i, uint32_t type, const Proto& body, std::vector<runtime::Payload> p = {}) {
+    ActorMessage m = make_message(live[size_t(i)], "", type, body);
+    m.payloads = std::move(p);
+    to_coordinator(std::move(m));
+  }
+  void ready(int64_t i) {
+    train::Ready r;
+    r.set_worker(i), r.set_parameters(10), r.set_weights_hash(42), r.set_optimizer_state_floats(5);
+    from(i, ready_type, r);
+  }
+  void stats(int64_t i, int64_t step) {
+    const model::TreeNode r = model::plan_ranges(n_mb, int64_t(live.size()))[size_t(i)];
+    train::Stats st;
+    st.set_step(step), st.set_kind(train::TRAIN), st.set_worker(i);
+    std::vector<runtime::Payload> p;
+    for (const model::TreeNode& n : model::tree_pieces(n_mb, r.lo, r.hi)) {
+      train::PieceStats* ps = st.add_pieces();
+      ps->mutable_node()->set_lo(n.lo), ps->mutable_node()->set_hi(n.hi);
+      ps->set_ce(0.25f * float(n.hi - n.lo)), ps->set_ce_count(n.hi - n.lo);
+      p.push_back(owned_payload(std::vector<int64_t>{}));
+    }
+    from(i, stats_type, st, std::move(p));
+  }
+  void norms(int64_t i, int64_t step) {
+    train::NormParts np;
+    np.set_step(step), np.set_worker(i);
+    from(i, norm_parts_type, np, {owned_payload(std::vector<double>{double(i + 1)})});
+  }
+  void done(int64_t i, int64_t step) {
+    train::StepDone d;
+    d.set_step(step), d.set_worker(i);
+    from(i, step_done_type, d);
+  }
+  void recovered(int64_t i) {
+    train::Recovered r;
+    r.set_worker(i);
+    from(i, recovered_type, r);
+  }
+  void send_final(int64_t i) {
+    train::Final f;
+    f.set_worker(i), f.set_weights_hash(7);
+    train::DropCount* d = f.add_drops();
+    d->set_reason("duplicate"), d->set_count(1);
+    std::vector<runtime::Payload> p;
+    if (i == 0) p.push_back(owned_payload(std::vector<float>(3, 1.0f)));
+    from(i, final_type, f, std::move(p));
+  }
+  void val(int64_t i, int64_t step) {  // a validation share without pieces
+    train::Stats st;
+    st.set_step(step), st.set_kind(train::VALIDATE), st.set_worker(i);
+    from(i, stats_type, st);
+  }
+  // Step s as the workers would answer it, with its validation when the job has one.
+  void step(int64_t s) {
+    for (int64_t i = 0; i < int64_t(live.size()); ++i) stats(i, s), norms(i, s);
+    for (int64_t i = 0; i < int64_t(live.size()); ++i) done(i, s);
+    if (!model::validate_after(config.train.eval_every, s, config.train.steps)) return;
+    for (int64_t i = 0; i < int64_t(live.size()); ++i) val(i, s);
+  }
+  void lose(const std::string& node) {
+    caf::anon_send(coordinator, runtime::node_down_atom::value, node, std::string("killed"));
+    run();
+    live.erase(std::remove_if(live.begin(), live.end(),
+                              [&](const std::string& a) { return runtime::node_of(a) == node; }),
+               live.end());
+  }
+  uint64_t dropped(const std::string& reason) const {
+    auto it = result->dropped.find(reason);
+    return it == result->dropped.end() ? 0 : it->second;
+  }
+};
+
+TEST_F(CoordinatorScript, StartsWhenEveryWorkerIsReady) {
+  EXPECT_EQ(count_sent(runtime::welcome_type), 3u);
+  EXPECT_EQ(count_sent(step_begin_type), 3u);  // step 0 to each worker
+  ready(1);                                    // a second Ready: dropped
+  EXPECT_EQ(count_sent(step_begin_type), 3u);
+}
+
+TEST_F(CoordinatorScript, ADuplicatedNormPartsSendsNoSecondApplyAndNoneEarly) {
+  for (int64_t i = 0; i < 3; ++i) stats(i, 0);
+  norms(0, 0);
+  norms(0, 0);  // a duplicate: counted once
+  norms(1, 0);
+  EXPECT_EQ(count_sent(apply_type), 0u) << "Apply before worker 2's norm";
+  norms(2, 0);
+  EXPECT_EQ(count_sent(apply_type), 3u);  // one to each worker
+  norms(2, 0);
+  norms(1, 0);
+  EXPECT_EQ(count_sent(apply_type), 3u);
+  EXPECT_EQ(count_events("dropped"), 1u);  // logged once per reason
+}
+
+TEST_F(CoordinatorScript, TheCommitIsRecordedThenAnnounced) {
+  step(0);
+  ASSERT_EQ(log->commits.size(), 1u);
+  EXPECT_EQ(log->commits[0].step, 0);
+  EXPECT_EQ(log->sent_when_recorded, (std::vector<size_t>{0}));
+  EXPECT_EQ(count_sent(commit_type), 3u);
+  EXPECT_EQ(count_sent(step_begin_type), 6u);  // then step 1
+}
+
+TEST_F(CoordinatorScript, ACommitThatCannotBeRecordedIsNeverAnnounced) {
+  log->refuse = true;
+  step(0);
+  ASSERT_TRUE(result.has_value());
+  EXPECT_FALSE(result->ok);
+  EXPECT_NE(result->error.find("cannot record the commit of step 0"), std::string::npos);
+  EXPECT_EQ(count_sent(commit_type), 0u);
+}
+
+TEST_F(CoordinatorScript, ADuplicateOfEveryTypeChangesNothing) {
+  for (int64_t s = 0; s < 2; ++s) {
+    for (int64_t i = 0; i < 3; ++i) stats(i, s), stats(i, s), norms(i, s), norms(i, s);
+    for (int64_t i = 0; i < 3; ++i) done(i, s), done(i, s);
+    ready(0);  // a replay from the start
+  }
+  for (int64_t i = 0; i < 3; ++i) val(i, 1), val(i, 1);  // the last step's validation
+  EXPECT_EQ(count_sent(apply_type), 6u);
+  EXPECT_EQ(count_sent(commit_type), 6u);
+  EXPECT_EQ(log->commits.size(), 2u);
+  for (int64_t i = 0; i < 3; ++i) send_final(i), send_final(i);
+  ASSERT_TRUE(result.has_value());
+  EXPECT_TRUE(result->ok) << result->error;
+  EXPECT_EQ(result->steps_done, 2);
+  // Per step: 3 Stats, 3 NormParts, 2 StepDone (3 after the last step: the validation
+  // keeps its round open); 2 validation Stats; 2 Finals; 3 reported in the workers' Finals.
+  EXPECT_EQ(dropped("duplicate"), 8u + 9u + 2u + 2u + 3u);
+  // The last StepDone's copy after step 0 is of another step; the replayed Readys, and the
+  // last validation Stats' copy once the job is finishing, are out of phase.
+  EXPECT_EQ(dropped("wrong_step"), 1u);
+  EXPECT_EQ(dropped("wrong_phase"), 2u + 1u);
+}
+
+TEST_F(CoordinatorScript, ANodeLostBetweenApplyAndStepDoneGoesBackToTheCommit) {
+  step(0);
+  for (int64_t i = 0; i < 3; ++i) stats(i, 1), norms(i, 1);
+  ASSERT_EQ(count_sent(apply_type), 6u);
+  done(0, 1);
+  const uint64_t before = net->epoch;
+  const std::string late = live[1];
+  lose("n2");
+  EXPECT_GT(net->epoch, before);
+  const auto recovers = net->of_type(recover_type);
+  ASSERT_EQ(recovers.size(), 2u);  // to the two survivors
+  train::Recover r;
+  ASSERT_TRUE(r.ParseFromString(recovers[0].header));
+  EXPECT_EQ(r.version(), 1);  // step 0 committed, step 1 not
+  EXPECT_EQ(r.workers_size(), 2);
+  EXPECT_EQ(r.old_index(1), 2);
+  // The lost worker's StepDone, sent before the view changed, arrives late: stale.
+  train::StepDone d;
+  d.set_step(1), d.set_worker(1);
+  ActorMessage m = make_message(late, "", step_done_type, d);
+  m.epoch = before;
+  to_coordinator(m);
+  EXPECT_EQ(log->commits.size(), 1u);
+  recovered(0);
+  recovered(1);
+  EXPECT_EQ(count_sent(step_begin_type), 3u + 3u + 2u);  // step 1 again, on two workers
+  step(1);
+  EXPECT_EQ(log->commits.size(), 2u);
+  EXPECT_EQ(log->commits[1].workers, 2);
+}
+
+TEST_F(CoordinatorScript, ARecoveryThatRestartsWithoutBothNodes) {
+  for (int64_t i = 0; i < 3; ++i) stats(i, 0), norms(i, 0);
+  lose("n2");
+  recovered(0);  // the first survivor is done; then the other node goes too
+  const uint64_t first = net->epoch;
+  lose("n3");
+  EXPECT_GT(net->epoch, first);
+  ASSERT_EQ(count_events("recover"), 2u);
+  EXPECT_NE(events.back().second.find("restarted"), std::string::npos) << events.back().second;
+  const auto recovers = net->of_type(recover_type);
+  train::Recover r;
+  ASSERT_TRUE(r.ParseFromString(recovers.back().header));
+  EXPECT_EQ(r.old_workers(), 3);  // from the same view as the first attempt
+  EXPECT_EQ(r.version(), 0);
+  ActorMessage old = make_message(live[0], "", recovered_type, train::Recovered{});
+  old.epoch = first;  // the first attempt's answer: stale
+  to_coordinator(old);
+  EXPECT_EQ(count_sent(step_begin_type), 3u);
+  recovered(0);
+  EXPECT_EQ(count_sent(step_begin_type), 4u);
+  step(0);
+  EXPECT_EQ(log->commits.size(), 1u);
+}
+
+TEST_F(CoordinatorScript, AMalformedMessageOfEveryTypeIsDroppedAndCounted) {
+  const std::vector<uint32_t> types = {runtime::join_type,
+                                       runtime::heartbeat_type,
+                                       runtime::node_error_type,
+                                       ready_type,
+                                       stats_type,
+                                       norm_parts_type,
+                                       step_done_type,
+                                       recovered_type,
+                                       final_type,
+                                       apply_type,
+                                       commit_type,
+                                       9999};
+  for (uint32_t t : types) {
+    ActorMessage m;
+    m.from = live[0], m.type = t, m.header = "\xff\xff\xff\xff";
+    to_coordinator(m);
+  }
+  // Decodes, but does not fit: pieces of another worker's range, no payload, a stranger.
+  train::Stats st;
+  st.set_step(0), st.set_worker(0);
+  st.add_pieces()->mutable_node()->set_hi(1);
+  from(0, stats_type, st, {owned_payload(std::vector<int64_t>{})});
+  train::NormParts np;
+  np.set_worker(0);
+  from(0, norm_parts_type, np);
+  train::StepDone d;
+  d.set_worker(2);
+  from(0, step_done_type, d);
+  step(0);
+  step(1);
+  for (int64_t i = 0; i < 3; ++i) send_final(i);
+  ASSERT_TRUE(result.has_value());
+  EXPECT_TRUE(result->ok) << result->error;
+  // Join, Heartbeat, NodeError, Stats, NormParts, StepDone do not decode; Ready, Recovered,
+  // Final, Apply and Commit are not taken while the steps run (nor decoded).
+  EXPECT_EQ(dropped("undecodable"), 6u);
+  EXPECT_EQ(dropped("wrong_phase"), 5u);
+  EXPECT_EQ(dropped("unknown_type"), 1u);
+  EXPECT_EQ(dropped("malformed"), 2u);
+  EXPECT_EQ(dropped("unknown_sender"), 1u);
+}
+
+TEST_F(CoordinatorScript, AThrowEndsTheJobWithTheError) {
+  on_step = [](const StepReport&) { throw std::runtime_error("a bug in a callback"); };
+  step(0);
+  ASSERT_TRUE(result.has_value());
+  EXPECT_FALSE(result->ok);
+  EXPECT_NE(result->error.find("a bug in a callback"), std::string::npos) << result->error;
+  EXPECT_EQ(count_sent(runtime::shutdown_type), 3u);  // every node told to stop
+}
+
+TEST_F(CoordinatorScript, AThrowWhileReportingAThrowStillEndsTheJob) {
+  on_step = [](const StepReport&) { throw std::runtime_error("first"); };
+  bool thrown = false;
+  on_event_hook = [&](const std::string& kind) {
+    if (kind == "job_failed" && !std::exchange(thrown, true)) throw std::runtime_error("second");
+  };
+  step(0);
+  ASSERT_TRUE(result.has_value());
+  EXPECT_FALSE(result->ok);
+  EXPECT_NE(result->error.find("first"), std::string::npos) << result->error;
+}
+
+TEST_F(CoordinatorScript, SilenceIsNoticedOnTheVirtualClock) {
+  const auto& ft = config.fault_tolerance;
+  for (int64_t t = ft.heartbeat_interval_ms; t <= ft.heartbeat_timeout_ms;
+       t += ft.heartbeat_interval_ms) {
+    for (const char* node : {"n1/agent.0", "n3/agent.0"}) {
+      ActorMessage hb = make_message(node, "", runtime::heartbeat_type, control::Heartbeat{});
+      to_coordinator(hb);
+    }
+    sched.clock().advance_time(std::chrono::milliseconds(ft.heartbeat_interval_ms));
+    run();
+    EXPECT_EQ(count_events("recover"), 0u) << "at " << t << " ms";
+  }
+  sched.clock().advance_time(std::chrono::milliseconds(ft.heartbeat_interval_ms));
+  run();
+  ASSERT_EQ(count_events("recover"), 1u);
+  EXPECT_NE(events.back().second.find("node n2"), std::string::npos) << events.back().second;
+  EXPECT_NE(events.back().second.find("missed heartbeats"), std::string::npos);
+}
+
+TEST_F(CoordinatorScript, ARecoveryPastItsTimeoutEndsTheJobNamingWhoIsLate) {
+  lose("n2");
+  recovered(0);
+  const auto& ft = config.fault_tolerance;
+  for (int64_t t = 0; t <= ft.recovery_timeout_ms && !result; t += ft.heartbeat_interval_ms) {
+    for (const char* node : {"n1/agent.0", "n3/agent.0"})
+      to_coordinator(make_message(node, "", runtime::heartbeat_type, control::Heartbeat{}));
+    sched.clock().advance_time(std::chrono::milliseconds(ft.heartbeat_interval_ms));
+    run();
+  }
+  ASSERT_TRUE(result.has_value());
+  EXPECT_FALSE(result->ok);
+  EXPECT_NE(result->error.find("did not finish within"), std::string::npos) << result->error;
+  EXPECT_NE(result->error.find("waiting for n3/worker.2"), std::string::npos) << result->error;
+}
+
+}  // namespace
+}  // namespace troupe::actors::testing
