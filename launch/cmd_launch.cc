@@ -277,6 +277,14 @@ class LaunchJob {
         r.recoveries > 0 ? (" (" + std::to_string(r.recoveries) + " lost, recovered)").c_str() : "",
         last_loss_, last_val_, format_duration(wall).c_str(), double(steps * step_tokens_) / wall,
         (unsigned long)r.weights_hash, a_.run_dir.c_str());
+    // Messages the roles dropped (duplicates, stale epochs, malformed ...), by reason: the
+    // job's result does not depend on them, but an operator should see that they happened.
+    if (!r.dropped.empty()) {
+      std::string line;
+      for (const auto& [reason, count] : r.dropped)
+        line += (line.empty() ? "" : ", ") + reason + " " + std::to_string(count);
+      std::printf("dropped messages: %s (see events.jsonl)\n", line.c_str());
+    }
   }
 
   const LaunchArgs& a_;
