@@ -133,7 +133,7 @@ void on_message(Self* self, const Dispatcher& table, ActorMessage& m) {
 }
 
 caf::behavior phase_behavior(Self* self, Phase p) {
-  auto table = std::make_shared<Dispatcher>();
+  auto table = std::make_shared<Dispatcher>(type_name);
   add_core_handlers(self, p, *table);
   add_driver_handlers(self, p, *table);
   return {

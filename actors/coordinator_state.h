@@ -13,7 +13,6 @@
 #include "actors/coordinator.h"
 #include "actors/dispatch.h"
 #include "actors/protocol.h"
-#include "actors/receipts.h"
 #include "runtime/control.pb.h"
 
 namespace troupe::actors::coordinator_impl {
@@ -85,7 +84,7 @@ struct CoordinatorState {
   std::shared_ptr<CommitLog> commit_log;
   Membership core;
   StepDriver drv;
-  DropLog drops{"n0/coordinator.0"};
+  DropLog drops{"n0/coordinator.0", type_name};
   bool ending = false;    // end_job ran (the nodes were told to stop)
   bool reported = false;  // on_done was called
   static inline const char* name = "coordinator";

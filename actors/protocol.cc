@@ -2,20 +2,18 @@
 
 #include <algorithm>
 
+#include "runtime/dispatch.h"
+
 namespace troupe::actors {
 
 std::string_view type_name(uint32_t type) {
-  static constexpr std::string_view control[] = {"?",        "Hello",   "Challenge", "Proof",
-                                                 "Verdict",  "Welcome", "View",      "Heartbeat",
-                                                 "Shutdown", "Join",    "NodeError"};
   static constexpr std::string_view train[] = {
       "StepBegin",     "Stats",     "GradSlices",   "NormParts", "Apply",      "Weights",
       "StepDone",      "Ready",     "Finish",       "Final",     "BuddyState", "Recover",
       "StateTransfer", "Recovered", "EngramSlices", "Commit"};
   static_assert(std::size(train) == train_types_end - step_begin_type);
-  if (type >= runtime::hello_type && type <= runtime::node_error_type) return control[type];
   if (type >= step_begin_type && type < train_types_end) return train[type - step_begin_type];
-  return "unknown";
+  return runtime::control_type_name(type);
 }
 
 bool unflatten_counts(const google::protobuf::RepeatedField<int64_t>& layers,

@@ -415,7 +415,7 @@ void route(Self* self, Dispatcher& d, uint32_t type, Handler<Proto> h) {
 }
 
 std::shared_ptr<Dispatcher> worker_table(Self* self) {
-  auto d = std::make_shared<Dispatcher>();
+  auto d = std::make_shared<Dispatcher>(type_name);
   route<train::StepBegin>(self, *d, step_begin_type, on_step_begin);
   route<train::GradSlices>(self, *d, grad_slices_type, on_grad_slices);
   route<train::EngramSlices>(self, *d, engram_slices_type, on_engram_slices);

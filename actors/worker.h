@@ -12,7 +12,6 @@
 
 #include "actors/dispatch.h"
 #include "actors/protocol.h"
-#include "actors/receipts.h"
 #include "runtime/roles.h"
 #include "train/trainer.h"
 #include "train/tree.h"
@@ -89,7 +88,7 @@ struct WorkerState {
   Receipts weights;  // Weights of the step, by owner (owners of nothing waived)
   Recovery recovery;
   std::vector<ActorMessage> early;  // from a newer epoch, waiting for its Recover
-  DropLog drops;
+  DropLog drops{"", type_name};
   static inline const char* name = "worker";
 };
 using Self = caf::stateful_actor<WorkerState>;

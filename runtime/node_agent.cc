@@ -5,10 +5,12 @@
 #include <caf/all.hpp>
 #include <chrono>
 #include <map>
+#include <memory>
 #include <set>
 #include <utility>
 
 #include "runtime/control.pb.h"
+#include "runtime/dispatch.h"
 #include "runtime/liveness.h"
 #include "runtime/roles.h"
 #include "runtime/router.h"
@@ -30,6 +32,7 @@ struct AgentState {
   bool welcomed = false, exited = false;
   std::map<std::string, caf::actor> roles;  // "role.index" → actor
   std::set<std::string> view_nodes;         // the nodes of the last view
+  DropLog drops{"node agent"};              // what it dropped (dispatch.h), said at exit
   static inline const char* name = "node_agent";
 };
 using Self = caf::stateful_actor<AgentState>;
@@ -39,7 +42,9 @@ void finish(Self* self, int code, const std::string& why) {
   if (s.exited) return;
   s.exited = true;
   for (auto& [name, actor] : s.roles) self->send_exit(actor, caf::exit_reason::user_shutdown);
-  if (s.options.on_exit) s.options.on_exit(code, why);
+  const std::string dropped =
+      s.drops.total() == 0 ? "" : " (the agent dropped messages: " + s.drops.summary() + ")";
+  if (s.options.on_exit) s.options.on_exit(code, why + dropped);
   self->quit();
 }
 
@@ -107,51 +112,73 @@ void on_view(Self* self, const control::View& view) {
   }
 }
 
-void on_message(Self* self, ActorMessage& m) {
+Verdict on_welcome(Self* self, const control::Welcome& w, ActorMessage& m) {
+  auto& s = self->state;
+  if (s.welcomed) return drop(Drop::duplicate, "already welcomed");
+  s.welcomed = true;
+  s.node_id = w.node_id();
+  s.drops.set_owner("node " + s.node_id);
+  s.coordinator_node = std::string(node_of(m.from));
+  s.job.config_text = w.config_text();
+  s.job.config_name = w.config_name();
+  s.job.config_sets.assign(w.config_sets().begin(), w.config_sets().end());
+  if (s.options.read_fault_tolerance) {
+    Result<FaultToleranceConfig> ft = s.options.read_fault_tolerance(s.job);
+    if (!ft.ok()) {
+      finish(self, 1, "the job's config: " + ft.status().message());
+      return {};
+    }
+    s.options.heartbeat_interval = std::chrono::milliseconds(ft.value().heartbeat_interval_ms);
+    s.coordinator_timeout = std::chrono::milliseconds(ft.value().coordinator_timeout_ms);
+  }
+  s.coordinator_heard = s.last_tick = std::chrono::steady_clock::now();
+  self->send(s.router, node_id_atom::value, s.node_id);
+  self->send(s.router, bind_atom::value, s.coordinator_node, m.peer);
+  self->send(s.router, epoch_atom::value, w.epoch());
+  s.epoch = w.epoch();
+  fmt::print(stderr, "troupe node {}: joined (epoch {})\n", s.node_id, s.epoch);
+  self->send(self, tick_atom::value);
+  return {};
+}
+
+// Only the coordinator speaks to the agent, and only once it has welcomed this node.
+Verdict from_coordinator(const AgentState& s, const ActorMessage& m) {
+  if (!s.welcomed) return drop(Drop::wrong_phase, "not welcomed yet");
+  if (node_of(m.from) != s.coordinator_node)
+    return drop(Drop::unknown_sender, "not the coordinator");
+  return {};
+}
+
+std::shared_ptr<Dispatcher> agent_table(Self* self) {
+  auto d = std::make_shared<Dispatcher>();
+  d->on<control::Welcome>(welcome_type, [self](const control::Welcome& w, ActorMessage& m) {
+    return on_welcome(self, w, m);
+  });
+  d->on<control::View>(view_type, [self](const control::View& v, ActorMessage& m) -> Verdict {
+    if (Verdict no = from_coordinator(self->state, m)) return no;
+    on_view(self, v);
+    return {};
+  });
+  d->on<control::Heartbeat>(heartbeat_type, [self](const control::Heartbeat&, ActorMessage& m) {
+    return from_coordinator(self->state, m);  // the coordinator is alive: noted on arrival
+  });
+  d->on<control::Shutdown>(shutdown_type,
+                           [self](const control::Shutdown& sd, ActorMessage& m) -> Verdict {
+                             // Before the Welcome, a coordinator that refuses this node says
+                             // so with a Shutdown: the only peer yet is the one we joined.
+                             if (self->state.welcomed)
+                               if (Verdict no = from_coordinator(self->state, m)) return no;
+                             finish(self, 0, sd.reason());
+                             return {};
+                           });
+  return d;
+}
+
+void on_message(Self* self, const Dispatcher& table, ActorMessage& m) {
   auto& s = self->state;
   if (s.welcomed && node_of(m.from) == s.coordinator_node)
     s.coordinator_heard = std::chrono::steady_clock::now();
-  switch (m.type) {
-    case welcome_type: {
-      control::Welcome w;
-      if (s.welcomed || !w.ParseFromString(m.header)) return;
-      s.welcomed = true;
-      s.node_id = w.node_id();
-      s.coordinator_node = std::string(node_of(m.from));
-      s.job.config_text = w.config_text();
-      s.job.config_name = w.config_name();
-      s.job.config_sets.assign(w.config_sets().begin(), w.config_sets().end());
-      if (s.options.read_fault_tolerance) {
-        Result<FaultToleranceConfig> ft = s.options.read_fault_tolerance(s.job);
-        if (!ft.ok()) return finish(self, 1, "the job's config: " + ft.status().message());
-        s.options.heartbeat_interval = std::chrono::milliseconds(ft.value().heartbeat_interval_ms);
-        s.coordinator_timeout = std::chrono::milliseconds(ft.value().coordinator_timeout_ms);
-      }
-      s.coordinator_heard = s.last_tick = std::chrono::steady_clock::now();
-      self->send(s.router, node_id_atom::value, s.node_id);
-      self->send(s.router, bind_atom::value, s.coordinator_node, m.peer);
-      self->send(s.router, epoch_atom::value, w.epoch());
-      s.epoch = w.epoch();
-      fmt::print(stderr, "troupe node {}: joined (epoch {})\n", s.node_id, s.epoch);
-      self->send(self, tick_atom::value);
-      return;
-    }
-    case view_type: {
-      control::View v;
-      if (v.ParseFromString(m.header)) on_view(self, v);
-      return;
-    }
-    case heartbeat_type:  // the coordinator is alive: noted above
-      return;
-    case shutdown_type: {
-      control::Shutdown sd;
-      (void)sd.ParseFromString(m.header);
-      return finish(self, 0, sd.reason());
-    }
-    default:
-      fmt::print(stderr, "troupe node {}: unexpected message type {} from {}\n", s.node_id, m.type,
-                 m.from);
-  }
+  if (Verdict dropped = table.dispatch(m)) s.drops.record(*dropped, m);
 }
 
 caf::behavior agent(Self* self, caf::actor router, NodeAgentOptions options) {
@@ -161,8 +188,9 @@ caf::behavior agent(Self* self, caf::actor router, NodeAgentOptions options) {
   self->send(router, watch_atom::value, caf::actor(self));
   self->send(router, connect_atom::value, self->state.options.coordinator_address);
   self->delayed_send(self, self->state.options.join_timeout, join_deadline_atom::value);
+  const std::shared_ptr<Dispatcher> table = agent_table(self);
   return {
-      [=](ActorMessage& m) { on_message(self, m); },
+      [=](ActorMessage& m) { on_message(self, *table, m); },
       [=](tick_atom) {
         auto& s = self->state;
         // This node's own pause is not the coordinator's silence.

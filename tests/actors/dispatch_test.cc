@@ -55,7 +55,7 @@ runtime::ActorMessage message(uint32_t type, std::string header) {
 }
 
 TEST(Dispatcher, DecodesThenHandsOver) {
-  Dispatcher d;
+  Dispatcher d(type_name);
   int64_t seen = -1;
   d.on<train::StepDone>(step_done_type, [&](const train::StepDone& sd, runtime::ActorMessage&) {
     seen = sd.step();
@@ -81,7 +81,7 @@ TEST(Dispatcher, DecodesThenHandsOver) {
 }
 
 TEST(DropLog, CountsEveryDropLogsEachReasonOnce) {
-  DropLog log("test");
+  DropLog log("test", type_name);
   const auto m = message(stats_type, "");
   EXPECT_NE(log.record({Drop::duplicate, "again"}, m), "");
   EXPECT_EQ(log.record({Drop::duplicate, "again"}, m), "");

@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-namespace troupe::actors {
+namespace troupe::runtime {
 
 class Receipts {
  public:
@@ -80,4 +80,4 @@ inline const char* add_name(Receipts::Add a) {
   return "?";
 }
 
-}  // namespace troupe::actors
+}  // namespace troupe::runtime

@@ -1,10 +1,18 @@
-#include "actors/dispatch.h"
+#include "runtime/dispatch.h"
 
 #include <fmt/format.h>
 
-#include "actors/protocol.h"
+#include "runtime/actor_message.h"
 
-namespace troupe::actors {
+namespace troupe::runtime {
+
+std::string_view control_type_name(uint32_t type) {
+  static constexpr std::string_view names[] = {"?",        "Hello",   "Challenge", "Proof",
+                                               "Verdict",  "Welcome", "View",      "Heartbeat",
+                                               "Shutdown", "Join",    "NodeError"};
+  if (type >= hello_type && type <= node_error_type) return names[type];
+  return "unknown";
+}
 
 std::string_view drop_name(Drop reason) {
   static constexpr std::string_view names[] = {"undecodable",    "unknown_type", "stale_epoch",
@@ -29,12 +37,12 @@ Verdict drop_receipt(Receipts::Add refused, std::string_view what) {
   return {};
 }
 
-std::string DropLog::record(const Rejected& why, const runtime::ActorMessage& m) {
+std::string DropLog::record(const Rejected& why, const ActorMessage& m) {
   if (n_[size_t(why.reason)]++ != 0) return "";
   std::string line = fmt::format(
       "dropping {} from {} (epoch {}): {}{}{}; further drops for this reason are "
       "counted, not logged",
-      type_name(m.type), m.from.empty() ? "?" : m.from, m.epoch, drop_name(why.reason),
+      names_(m.type), m.from.empty() ? "?" : m.from, m.epoch, drop_name(why.reason),
       why.detail.empty() ? "" : ": ", why.detail);
   fmt::print(stderr, "troupe {}: {}\n", who_, line);
   return line;
@@ -68,11 +76,11 @@ std::string DropLog::summary() const {
   return out;
 }
 
-Verdict Dispatcher::dispatch(runtime::ActorMessage& m) const {
+Verdict Dispatcher::dispatch(ActorMessage& m) const {
   const auto it = table_.find(m.type);
   if (it != table_.end()) return it->second(m);
-  if (type_name(m.type) != "unknown") return drop(Drop::wrong_phase, "not taken now");
+  if (names_(m.type) != "unknown") return drop(Drop::wrong_phase, "not taken now");
   return drop(Drop::unknown_type, fmt::format("type {}", m.type));
 }
 
-}  // namespace troupe::actors
+}  // namespace troupe::runtime
