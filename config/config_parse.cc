@@ -11,6 +11,7 @@
 #include <limits>
 #include <set>
 #include <sstream>
+#include <type_traits>
 #include <variant>
 
 namespace troupe::model {
@@ -18,8 +19,8 @@ namespace {
 
 // ---- The key registry: every config key, its section and the field it sets ---------------
 
-using FieldRef =
-    std::variant<int64_t*, uint64_t*, double*, bool*, std::string*, std::vector<int64_t>*>;
+using FieldRef = std::variant<int64_t*, uint64_t*, double*, bool*, std::string*,
+                              std::vector<int64_t>*, Residual*, Ffn*, OptimizerKind*>;
 
 struct Field {
   std::string name;  // the key inside its section
@@ -92,10 +93,51 @@ const Field* find_field(const Section& s, std::string_view key) {
   return nullptr;
 }
 
-// Registries: component names chosen by config (STYLE.md: an unknown name lists the known).
-const std::vector<std::string> kResiduals = {"mhc", "plain"};
-const std::vector<std::string> kFfns = {"moe", "dense"};
-const std::vector<std::string> kOptimizers = {"adamw", "muon"};
+// ---- Registries: a component chosen by name (STYLE.md: an unknown name lists the known) ---
+
+// Each enum key: its names, from the layer that owns the enum, and what a message calls it.
+template <class E>
+struct Registry;
+template <>
+struct Registry<Residual> {
+  static constexpr const auto& names = kResidualNames;
+  static constexpr std::string_view what = "residual";
+};
+template <>
+struct Registry<Ffn> {
+  static constexpr const auto& names = kFfnNames;
+  static constexpr std::string_view what = "ffn";
+};
+template <>
+struct Registry<OptimizerKind> {
+  static constexpr const auto& names = kOptimizerNames;
+  static constexpr std::string_view what = "optimizer";
+};
+
+template <class E>
+std::string name_of(E value) {
+  for (const auto& [e, name] : Registry<E>::names)
+    if (e == value) return std::string(name);
+  throw std::logic_error(fmt::format("{} {} has no name", Registry<E>::what, int(value)));
+}
+
+template <class E>
+std::string known_names() {
+  std::string out;
+  for (const auto& [e, name] : Registry<E>::names) {
+    if (!out.empty()) out += ", ";
+    out += name;
+  }
+  return out;
+}
+
+// Sets *p to the value named `name`; returns "" on success, else the known names.
+template <class E>
+std::string assign_name(E* p, const std::string& name) {
+  for (const auto& [e, known] : Registry<E>::names)
+    if (known == name) return *p = e, "";
+  return fmt::format("unknown {}; known: {}", Registry<E>::what, known_names<E>());
+}
 
 // ---- Text helpers ---------------------------------------------------------------------------
 
@@ -215,7 +257,25 @@ std::string json_text(const json& v) {
 }
 
 json field_json(const FieldRef& ref) {
-  return std::visit([](auto* p) { return json(*p); }, ref);
+  return std::visit(
+      [](auto* p) {
+        if constexpr (std::is_enum_v<std::remove_pointer_t<decltype(p)>>)
+          return json(name_of(*p));
+        else
+          return json(*p);
+      },
+      ref);
+}
+
+// A key whose value is a name (a string, or an enum by its registry's names): --set takes
+// a bare word for it.
+bool takes_name(const FieldRef& ref) {
+  return std::visit(
+      [](auto* p) {
+        using T = std::remove_pointer_t<decltype(p)>;
+        return std::is_same_v<T, std::string> || std::is_enum_v<T>;
+      },
+      ref);
 }
 
 std::string value_text(const FieldRef& ref) {
@@ -228,45 +288,54 @@ bool is_int64(const json& v) {
           v.get<uint64_t>() <= static_cast<uint64_t>(std::numeric_limits<int64_t>::max()));
 }
 
+// Sets the field a FieldRef points to from a JSON value; each returns "" on success, else
+// what the value must be.
+struct Assign {
+  const json& v;
+  const std::string& got;
+  std::string operator()(int64_t* p) const {
+    if (!is_int64(v)) return "must be an integer" + got;
+    return *p = v.get<int64_t>(), "";
+  }
+  std::string operator()(uint64_t* p) const {
+    if (!v.is_number_integer() || (!v.is_number_unsigned() && v.get<int64_t>() < 0))
+      return "must be a non-negative integer";
+    return *p = v.get<uint64_t>(), "";
+  }
+  std::string operator()(double* p) const {
+    if (!v.is_number()) return "must be a number" + got;
+    return *p = v.get<double>(), "";
+  }
+  std::string operator()(bool* p) const {
+    if (!v.is_boolean()) return "must be true or false" + got;
+    return *p = v.get<bool>(), "";
+  }
+  std::string operator()(std::string* p) const {
+    if (!v.is_string()) return "must be a string (in quotes)" + got;
+    return *p = v.get<std::string>(), "";
+  }
+  std::string operator()(std::vector<int64_t>* p) const {
+    const std::string want = "must be a list of integers like [1, 2]";
+    if (!v.is_array()) return want + got;
+    std::vector<int64_t> out;
+    for (const json& x : v) {
+      if (!is_int64(x)) return want;
+      out.push_back(x.get<int64_t>());
+    }
+    return *p = std::move(out), "";
+  }
+  template <class E>  // a registry's enum: Residual, Ffn, OptimizerKind
+  std::string operator()(E* p) const {
+    static_assert(std::is_enum_v<E>);
+    if (!v.is_string()) return "must be a string (in quotes)" + got;
+    return assign_name(p, v.get<std::string>());
+  }
+};
+
 // Sets *ref from v; returns "" on success, else what the value must be.
 std::string assign(const FieldRef& ref, const json& v) {
   const std::string got = ", not " + json_type_name(v);
-  struct {
-    const json& v;
-    const std::string& got;
-    std::string operator()(int64_t* p) const {
-      if (!is_int64(v)) return "must be an integer" + got;
-      return *p = v.get<int64_t>(), "";
-    }
-    std::string operator()(uint64_t* p) const {
-      if (!v.is_number_integer() || (!v.is_number_unsigned() && v.get<int64_t>() < 0))
-        return "must be a non-negative integer";
-      return *p = v.get<uint64_t>(), "";
-    }
-    std::string operator()(double* p) const {
-      if (!v.is_number()) return "must be a number" + got;
-      return *p = v.get<double>(), "";
-    }
-    std::string operator()(bool* p) const {
-      if (!v.is_boolean()) return "must be true or false" + got;
-      return *p = v.get<bool>(), "";
-    }
-    std::string operator()(std::string* p) const {
-      if (!v.is_string()) return "must be a string (in quotes)" + got;
-      return *p = v.get<std::string>(), "";
-    }
-    std::string operator()(std::vector<int64_t>* p) const {
-      const std::string want = "must be a list of integers like [1, 2]";
-      if (!v.is_array()) return want + got;
-      std::vector<int64_t> out;
-      for (const json& x : v) {
-        if (!is_int64(x)) return want;
-        out.push_back(x.get<int64_t>());
-      }
-      return *p = std::move(out), "";
-    }
-  } visitor{v, got};
-  return std::visit(visitor, ref);
+  return std::visit(Assign{v, got}, ref);
 }
 
 std::string one_line(std::string s) {
@@ -378,16 +447,17 @@ void apply_set(JobConfig& cfg, const std::string& arg) {
     parsed = doc.size() == 1 && doc.contains("v");
   } catch (const toml::parse_error&) {
   }
-  if (std::holds_alternative<std::string*>(ref) && !(parsed && doc["v"].is_string())) {
-    *std::get<std::string*>(ref) = trim(text);  // a bare word for a string key: adamw
-  } else {
-    if (!parsed)
-      throw ConfigError(where +
-                        ": not a TOML value (strings need quotes, lists brackets: "
-                        "\"adamw\", [1, 2])");
-    std::string err = assign(ref, toml_to_json(*doc.get("v")));
-    if (!err.empty()) throw ConfigError(fmt::format("{}: {}", where, err));
-  }
+  json value;
+  if (takes_name(ref) && !(parsed && doc["v"].is_string()))
+    value = trim(text);  // a bare word for a name: adamw
+  else if (parsed)
+    value = toml_to_json(*doc.get("v"));
+  else
+    throw ConfigError(where +
+                      ": not a TOML value (strings need quotes, lists brackets: "
+                      "\"adamw\", [1, 2])");
+  std::string err = assign(ref, value);
+  if (!err.empty()) throw ConfigError(fmt::format("{}: {}", where, err));
   cfg.origins[path] = where;
 }
 
@@ -440,12 +510,6 @@ class Checker {
     const double v = d(key);
     if (!(v >= 0) || v > 1 || (!one_allowed && v == 1))
       fail(key, one_allowed ? "must be in [0, 1]" : "must be in [0, 1)");
-  }
-  void registry(const std::string& key, const std::vector<std::string>& known,
-                const std::string& what) {
-    const std::string& v = *std::get<std::string*>(ref(key));
-    if (std::find(known.begin(), known.end(), v) == known.end())
-      fail(key, fmt::format("unknown {}; known: {}", what, join(known)));
   }
   // Every float key is finite (TOML allows inf and nan).
   void all_reals_finite() {
@@ -511,8 +575,6 @@ void validate_model(Checker& c, const ModelConfig& m) {
                   fmt::format("model.first_k_dense = {} must be at most model.n_layers = {}",
                               m.first_k_dense, m.n_layers));
   if (m.mtp_depth > 1) c.fail("model.mtp_depth", "must be 0 or 1 (SPEC §3.4 defines depth 1)");
-  c.registry("model.residual", kResiduals, "residual");
-  c.registry("model.ffn", kFfns, "ffn");
 
   const std::vector<std::string> moe = {"model.top_k", "model.topk_group", "model.n_group",
                                         "model.n_routed_experts"};
@@ -593,7 +655,6 @@ void validate_rest(Checker& c, const JobConfig& cfg) {
                     "heartbeat_interval_ms = {} (one late heartbeat is not a hang)",
                     ft.coordinator_timeout_ms, ft.heartbeat_interval_ms));
 
-  c.registry("optimizer.name", kOptimizers, "optimizer");
   c.fraction("optimizer.beta1", false);
   c.fraction("optimizer.beta2", false);
   c.positive_real("optimizer.eps");
