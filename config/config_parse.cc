@@ -1,35 +1,25 @@
+// Reading a job's config: the key registry, the TOML file, --set, the troupe_config JSON
+// and config_to_toml. The rules on values are in config_validate.cc.
 #include "config/config_parse.h"
 
 #include <fmt/format.h>
 #include <toml++/toml.h>
 
 #include <algorithm>
-#include <cmath>
 #include <filesystem>
 #include <fstream>
-#include <functional>
 #include <limits>
-#include <set>
 #include <sstream>
+#include <type_traits>
 #include <variant>
 
+#include "config/config_fields.h"
+
 namespace troupe::model {
+using namespace config_detail;
 namespace {
 
 // ---- The key registry: every config key, its section and the field it sets ---------------
-
-using FieldRef =
-    std::variant<int64_t*, uint64_t*, double*, bool*, std::string*, std::vector<int64_t>*>;
-
-struct Field {
-  std::string name;  // the key inside its section
-  std::function<FieldRef(JobConfig&)> ref;
-};
-
-struct Section {
-  std::string name;
-  std::vector<Field> fields;
-};
 
 template <class C, class S, class T>
 Field make_field(std::string name, S C::*section, T S::*member) {
@@ -75,27 +65,72 @@ std::vector<Section> build_sections() {
 #undef M
 #undef KEY
 
-const std::vector<Section>& sections() {
+}  // namespace
+
+const std::vector<Section>& config_detail::sections() {
   static const std::vector<Section> all = build_sections();
   return all;
 }
 
-const Section* find_section(std::string_view name) {
+const Section* config_detail::find_section(std::string_view name) {
   for (const Section& s : sections())
     if (s.name == name) return &s;
   return nullptr;
 }
 
-const Field* find_field(const Section& s, std::string_view key) {
+const Field* config_detail::find_field(const Section& s, std::string_view key) {
   for (const Field& f : s.fields)
     if (f.name == key) return &f;
   return nullptr;
 }
 
-// Registries: component names chosen by config (STYLE.md: an unknown name lists the known).
-const std::vector<std::string> kResiduals = {"mhc", "plain"};
-const std::vector<std::string> kFfns = {"moe", "dense"};
-const std::vector<std::string> kOptimizers = {"adamw", "muon"};
+namespace {
+
+// ---- Registries: a component chosen by name (STYLE.md: an unknown name lists the known) ---
+
+// Each enum key: its names, from the layer that owns the enum, and what a message calls it.
+template <class E>
+struct Registry;
+template <>
+struct Registry<Residual> {
+  static constexpr const auto& names = kResidualNames;
+  static constexpr std::string_view what = "residual";
+};
+template <>
+struct Registry<Ffn> {
+  static constexpr const auto& names = kFfnNames;
+  static constexpr std::string_view what = "ffn";
+};
+template <>
+struct Registry<OptimizerKind> {
+  static constexpr const auto& names = kOptimizerNames;
+  static constexpr std::string_view what = "optimizer";
+};
+
+template <class E>
+std::string name_of(E value) {
+  for (const auto& [e, name] : Registry<E>::names)
+    if (e == value) return std::string(name);
+  throw std::logic_error(fmt::format("{} {} has no name", Registry<E>::what, int(value)));
+}
+
+template <class E>
+std::string known_names() {
+  std::string out;
+  for (const auto& [e, name] : Registry<E>::names) {
+    if (!out.empty()) out += ", ";
+    out += name;
+  }
+  return out;
+}
+
+// Sets *p to the value named `name`; returns "" on success, else the known names.
+template <class E>
+std::string assign_name(E* p, const std::string& name) {
+  for (const auto& [e, known] : Registry<E>::names)
+    if (known == name) return *p = e, "";
+  return fmt::format("unknown {}; known: {}", Registry<E>::what, known_names<E>());
+}
 
 // ---- Text helpers ---------------------------------------------------------------------------
 
@@ -215,12 +250,34 @@ std::string json_text(const json& v) {
 }
 
 json field_json(const FieldRef& ref) {
-  return std::visit([](auto* p) { return json(*p); }, ref);
+  return std::visit(
+      [](auto* p) {
+        if constexpr (std::is_enum_v<std::remove_pointer_t<decltype(p)>>)
+          return json(name_of(*p));
+        else
+          return json(*p);
+      },
+      ref);
 }
 
-std::string value_text(const FieldRef& ref) {
+// A key whose value is a name (a string, or an enum by its registry's names): --set takes
+// a bare word for it.
+bool takes_name(const FieldRef& ref) {
+  return std::visit(
+      [](auto* p) {
+        using T = std::remove_pointer_t<decltype(p)>;
+        return std::is_same_v<T, std::string> || std::is_enum_v<T>;
+      },
+      ref);
+}
+
+}  // namespace
+
+std::string config_detail::value_text(const FieldRef& ref) {
   return json_text(field_json(ref));
 }
+
+namespace {
 
 bool is_int64(const json& v) {
   return v.is_number_integer() &&
@@ -228,45 +285,54 @@ bool is_int64(const json& v) {
           v.get<uint64_t>() <= static_cast<uint64_t>(std::numeric_limits<int64_t>::max()));
 }
 
+// Sets the field a FieldRef points to from a JSON value; each returns "" on success, else
+// what the value must be.
+struct Assign {
+  const json& v;
+  const std::string& got;
+  std::string operator()(int64_t* p) const {
+    if (!is_int64(v)) return "must be an integer" + got;
+    return *p = v.get<int64_t>(), "";
+  }
+  std::string operator()(uint64_t* p) const {
+    if (!v.is_number_integer() || (!v.is_number_unsigned() && v.get<int64_t>() < 0))
+      return "must be a non-negative integer";
+    return *p = v.get<uint64_t>(), "";
+  }
+  std::string operator()(double* p) const {
+    if (!v.is_number()) return "must be a number" + got;
+    return *p = v.get<double>(), "";
+  }
+  std::string operator()(bool* p) const {
+    if (!v.is_boolean()) return "must be true or false" + got;
+    return *p = v.get<bool>(), "";
+  }
+  std::string operator()(std::string* p) const {
+    if (!v.is_string()) return "must be a string (in quotes)" + got;
+    return *p = v.get<std::string>(), "";
+  }
+  std::string operator()(std::vector<int64_t>* p) const {
+    const std::string want = "must be a list of integers like [1, 2]";
+    if (!v.is_array()) return want + got;
+    std::vector<int64_t> out;
+    for (const json& x : v) {
+      if (!is_int64(x)) return want;
+      out.push_back(x.get<int64_t>());
+    }
+    return *p = std::move(out), "";
+  }
+  template <class E>  // a registry's enum: Residual, Ffn, OptimizerKind
+  std::string operator()(E* p) const {
+    static_assert(std::is_enum_v<E>);
+    if (!v.is_string()) return "must be a string (in quotes)" + got;
+    return assign_name(p, v.get<std::string>());
+  }
+};
+
 // Sets *ref from v; returns "" on success, else what the value must be.
 std::string assign(const FieldRef& ref, const json& v) {
   const std::string got = ", not " + json_type_name(v);
-  struct {
-    const json& v;
-    const std::string& got;
-    std::string operator()(int64_t* p) const {
-      if (!is_int64(v)) return "must be an integer" + got;
-      return *p = v.get<int64_t>(), "";
-    }
-    std::string operator()(uint64_t* p) const {
-      if (!v.is_number_integer() || (!v.is_number_unsigned() && v.get<int64_t>() < 0))
-        return "must be a non-negative integer";
-      return *p = v.get<uint64_t>(), "";
-    }
-    std::string operator()(double* p) const {
-      if (!v.is_number()) return "must be a number" + got;
-      return *p = v.get<double>(), "";
-    }
-    std::string operator()(bool* p) const {
-      if (!v.is_boolean()) return "must be true or false" + got;
-      return *p = v.get<bool>(), "";
-    }
-    std::string operator()(std::string* p) const {
-      if (!v.is_string()) return "must be a string (in quotes)" + got;
-      return *p = v.get<std::string>(), "";
-    }
-    std::string operator()(std::vector<int64_t>* p) const {
-      const std::string want = "must be a list of integers like [1, 2]";
-      if (!v.is_array()) return want + got;
-      std::vector<int64_t> out;
-      for (const json& x : v) {
-        if (!is_int64(x)) return want;
-        out.push_back(x.get<int64_t>());
-      }
-      return *p = std::move(out), "";
-    }
-  } visitor{v, got};
-  return std::visit(visitor, ref);
+  return std::visit(Assign{v, got}, ref);
 }
 
 std::string one_line(std::string s) {
@@ -378,233 +444,20 @@ void apply_set(JobConfig& cfg, const std::string& arg) {
     parsed = doc.size() == 1 && doc.contains("v");
   } catch (const toml::parse_error&) {
   }
-  if (std::holds_alternative<std::string*>(ref) && !(parsed && doc["v"].is_string())) {
-    *std::get<std::string*>(ref) = trim(text);  // a bare word for a string key: adamw
-  } else {
-    if (!parsed)
-      throw ConfigError(where +
-                        ": not a TOML value (strings need quotes, lists brackets: "
-                        "\"adamw\", [1, 2])");
-    std::string err = assign(ref, toml_to_json(*doc.get("v")));
-    if (!err.empty()) throw ConfigError(fmt::format("{}: {}", where, err));
-  }
+  json value;
+  if (takes_name(ref) && !(parsed && doc["v"].is_string()))
+    value = trim(text);  // a bare word for a name: adamw
+  else if (parsed)
+    value = toml_to_json(*doc.get("v"));
+  else
+    throw ConfigError(where +
+                      ": not a TOML value (strings need quotes, lists brackets: "
+                      "\"adamw\", [1, 2])");
+  std::string err = assign(ref, value);
+  if (!err.empty()) throw ConfigError(fmt::format("{}: {}", where, err));
   cfg.origins[path] = where;
 }
 
-// ---- Validation ---------------------------------------------------------------------------
-
-class Checker {
- public:
-  explicit Checker(const JobConfig& cfg) : cfg_(cfg), view_(cfg) {}
-
-  int64_t i(const std::string& key) { return *std::get<int64_t*>(ref(key)); }
-  double d(const std::string& key) { return *std::get<double*>(ref(key)); }
-
-  // One key's value breaks a rule: "file:line: key = value: what".
-  [[noreturn]] void fail(const std::string& key, const std::string& what) {
-    auto it = cfg_.origins.find(key);
-    const std::string text = value_text(ref(key));
-    if (it == cfg_.origins.end()) {  // a default, or set by code rather than config
-      JobConfig defaults;
-      const bool is_default = value_text(ref(key, defaults)) == text;
-      throw ConfigError(fmt::format("{}{} = {}{}: {}", prefix(), key, text,
-                                    is_default ? " (default)" : "", what));
-    }
-    if (it->second.starts_with("--set "))
-      throw ConfigError(fmt::format("{}: {}", it->second, what));
-    throw ConfigError(fmt::format("{}: {} = {}: {}", it->second, key, text, what));
-  }
-
-  // A rule across keys: "where: what", where = the first of `keys` set explicitly.
-  [[noreturn]] void fail_across(const std::vector<std::string>& keys, const std::string& what) {
-    for (const std::string& k : keys) {
-      auto it = cfg_.origins.find(k);
-      if (it != cfg_.origins.end()) throw ConfigError(fmt::format("{}: {}", it->second, what));
-    }
-    throw ConfigError(prefix() + what);
-  }
-
-  void positive(const std::string& key) {
-    if (i(key) <= 0) fail(key, "must be a positive integer");
-  }
-  void non_negative(const std::string& key) {
-    if (i(key) < 0) fail(key, "must be a non-negative integer");
-  }
-  void positive_real(const std::string& key) {
-    if (!(d(key) > 0)) fail(key, "must be a positive number");
-  }
-  void non_negative_real(const std::string& key) {
-    if (!(d(key) >= 0)) fail(key, "must be a non-negative number");
-  }
-  void fraction(const std::string& key, bool one_allowed) {
-    const double v = d(key);
-    if (!(v >= 0) || v > 1 || (!one_allowed && v == 1))
-      fail(key, one_allowed ? "must be in [0, 1]" : "must be in [0, 1)");
-  }
-  void registry(const std::string& key, const std::vector<std::string>& known,
-                const std::string& what) {
-    const std::string& v = *std::get<std::string*>(ref(key));
-    if (std::find(known.begin(), known.end(), v) == known.end())
-      fail(key, fmt::format("unknown {}; known: {}", what, join(known)));
-  }
-  // Every float key is finite (TOML allows inf and nan).
-  void all_reals_finite() {
-    for (const Section& s : sections())
-      for (const Field& f : s.fields)
-        if (const FieldRef r = f.ref(view_);
-            std::holds_alternative<double*>(r) && !std::isfinite(*std::get<double*>(r)))
-          fail(s.name + "." + f.name, "must be a finite number");
-  }
-
- private:
-  FieldRef ref(const std::string& key) { return ref(key, view_); }
-  static FieldRef ref(const std::string& key, JobConfig& cfg) {
-    const size_t dot = key.find('.');
-    const Section* s = find_section(key.substr(0, dot));
-    const Field* f = s ? find_field(*s, key.substr(dot + 1)) : nullptr;
-    if (!f) throw std::logic_error("validate: no config key " + key);
-    return f->ref(cfg);
-  }
-  std::string prefix() const { return cfg_.source.empty() ? "" : cfg_.source + ": "; }
-
-  const JobConfig& cfg_;
-  JobConfig view_;  // a copy, so that the registry's (mutable) field refs can read it
-};
-
-void validate_model(Checker& c, const ModelConfig& m) {
-  for (const char* k : {"seq_len",
-                        "d_model",
-                        "n_layers",
-                        "n_heads",
-                        "q_lora_rank",
-                        "kv_lora_rank",
-                        "qk_nope_head_dim",
-                        "qk_rope_head_dim",
-                        "v_head_dim",
-                        "hc_mult",
-                        "sinkhorn_iters",
-                        "dense_inter",
-                        "n_routed_experts",
-                        "moe_inter",
-                        "top_k",
-                        "n_group",
-                        "topk_group",
-                        "engram_heads",
-                        "engram_head_dim",
-                        "engram_table_rows",
-                        "engram_conv_kernel",
-                        "engram_conv_dilation"})
-    c.positive(std::string("model.") + k);
-  for (const char* k : {"first_k_dense", "n_shared_experts", "mtp_depth"})
-    c.non_negative(std::string("model.") + k);
-  for (const char* k : {"rope_theta", "rms_norm_eps", "routed_scaling"})
-    c.positive_real(std::string("model.") + k);
-  for (const char* k : {"bias_update_speed", "seq_aux_alpha", "mtp_lambda"})
-    c.non_negative_real(std::string("model.") + k);
-
-  if (m.vocab_size < 258)
-    c.fail("model.vocab_size", "must be at least 258 (256 bytes + BOS + EOS)");
-  if (m.qk_rope_head_dim % 2 != 0)
-    c.fail("model.qk_rope_head_dim", "must be even (RoPE rotates pairs of dimensions)");
-  if (m.first_k_dense > m.n_layers)
-    c.fail_across({"model.first_k_dense", "model.n_layers"},
-                  fmt::format("model.first_k_dense = {} must be at most model.n_layers = {}",
-                              m.first_k_dense, m.n_layers));
-  if (m.mtp_depth > 1) c.fail("model.mtp_depth", "must be 0 or 1 (SPEC §3.4 defines depth 1)");
-  c.registry("model.residual", kResiduals, "residual");
-  c.registry("model.ffn", kFfns, "ffn");
-
-  const std::vector<std::string> moe = {"model.top_k", "model.topk_group", "model.n_group",
-                                        "model.n_routed_experts"};
-  if (m.n_routed_experts % m.n_group != 0)
-    c.fail_across({"model.n_routed_experts", "model.n_group"},
-                  fmt::format("model.n_routed_experts = {} must be a multiple of model.n_group "
-                              "= {}",
-                              m.n_routed_experts, m.n_group));
-  if (m.n_routed_experts / m.n_group < 2)
-    c.fail_across({"model.n_group", "model.n_routed_experts"},
-                  fmt::format("model.n_group = {} leaves {} expert(s) per group; a group needs "
-                              "at least 2 (its score is the sum of its top 2)",
-                              m.n_group, m.n_routed_experts / m.n_group));
-  if (m.topk_group > m.n_group)
-    c.fail_across({"model.topk_group", "model.n_group"},
-                  fmt::format("model.topk_group = {} must be at most model.n_group = {}",
-                              m.topk_group, m.n_group));
-  const int64_t reachable = m.topk_group * (m.n_routed_experts / m.n_group);
-  if (m.top_k > reachable)
-    c.fail_across(moe,
-                  fmt::format("model.top_k = {} must be at most topk_group·(n_routed_experts"
-                              "/n_group) = {}·({}/{}) = {}; lower top_k or raise topk_group",
-                              m.top_k, m.topk_group, m.n_routed_experts, m.n_group, reachable));
-
-  std::set<int64_t> seen;
-  for (int64_t l : m.engram_layers) {
-    if (l < 0 || l >= m.n_layers)
-      c.fail("model.engram_layers",
-             fmt::format("layer {} is outside 0..n_layers-1 = 0..{}", l, m.n_layers - 1));
-    if (!seen.insert(l).second)
-      c.fail("model.engram_layers", fmt::format("layer {} is listed twice", l));
-  }
-  seen.clear();
-  for (int64_t n : m.engram_orders) {
-    if (n < 1) c.fail("model.engram_orders", "every order must be a positive integer");
-    if (!seen.insert(n).second)
-      c.fail("model.engram_orders", fmt::format("order {} is listed twice", n));
-  }
-  if (!m.engram_layers.empty() && m.engram_orders.empty())
-    c.fail("model.engram_orders", "must not be empty when model.engram_layers is set");
-}
-
-void validate_rest(Checker& c, const JobConfig& cfg) {
-  if (cfg.data.corpus_dir.empty()) c.fail("data.corpus_dir", "must name a directory");
-  if (cfg.data.val_modulus < 2)
-    c.fail("data.val_modulus",
-           "must be an integer >= 2 (1 would put every document in "
-           "validation)");
-  c.non_negative("data.val_rows_max");
-
-  for (const char* k : {"steps", "batch_size", "micro_batch_rows"})
-    c.positive(std::string("train.") + k);
-  for (const char* k : {"warmup_steps", "eval_every", "threads"})
-    c.non_negative(std::string("train.") + k);
-  c.positive_real("train.lr");
-  c.positive_real("train.grad_clip");
-  c.non_negative_real("train.weight_decay");
-  c.fraction("train.min_lr_ratio", true);
-  if (cfg.train.batch_size % cfg.train.micro_batch_rows != 0)
-    c.fail_across({"train.batch_size", "train.micro_batch_rows"},
-                  fmt::format("train.batch_size = {} must be a multiple of "
-                              "train.micro_batch_rows = {}",
-                              cfg.train.batch_size, cfg.train.micro_batch_rows));
-
-  for (const char* k : {"heartbeat_interval_ms", "heartbeat_timeout_ms", "start_timeout_ms",
-                        "recovery_timeout_ms", "coordinator_timeout_ms", "buddy_copies"})
-    c.positive(std::string("fault_tolerance.") + k);
-  const auto& ft = cfg.fault_tolerance;
-  if (ft.heartbeat_timeout_ms < 2 * ft.heartbeat_interval_ms)
-    c.fail_across({"fault_tolerance.heartbeat_timeout_ms", "fault_tolerance.heartbeat_interval_ms"},
-                  fmt::format("fault_tolerance.heartbeat_timeout_ms = {} must be at least twice "
-                              "heartbeat_interval_ms = {} (one late heartbeat is not a death)",
-                              ft.heartbeat_timeout_ms, ft.heartbeat_interval_ms));
-  if (ft.coordinator_timeout_ms < 2 * ft.heartbeat_interval_ms)
-    c.fail_across(
-        {"fault_tolerance.coordinator_timeout_ms", "fault_tolerance.heartbeat_interval_ms"},
-        fmt::format("fault_tolerance.coordinator_timeout_ms = {} must be at least twice "
-                    "heartbeat_interval_ms = {} (one late heartbeat is not a hang)",
-                    ft.coordinator_timeout_ms, ft.heartbeat_interval_ms));
-
-  c.registry("optimizer.name", kOptimizers, "optimizer");
-  c.fraction("optimizer.beta1", false);
-  c.fraction("optimizer.beta2", false);
-  c.positive_real("optimizer.eps");
-}
-
-// Features the config can name but the code cannot run yet. One place, so that the issue
-// implementing a feature deletes its line here.
-// Nothing is pending at the moment (the parameters are unnamed until something is).
-}  // namespace
-
-namespace {
 // What every way of reading a config ends with: --set, the FP8 switch, validation.
 JobConfig finish_config(JobConfig cfg, const std::vector<std::string>& sets) {
   for (const std::string& s : sets) apply_set(cfg, s);
@@ -631,13 +484,6 @@ JobConfig config_from_text(const std::string& text, const std::string& name,
 
 JobConfig config_from_sets(const std::vector<std::string>& sets) {
   return finish_config(JobConfig{}, sets);
-}
-
-void validate(const JobConfig& cfg) {
-  Checker c(cfg);
-  c.all_reals_finite();
-  validate_model(c, cfg.model);
-  validate_rest(c, cfg);
 }
 
 nlohmann::json model_config_to_json(const ModelConfig& m, uint64_t seed) {

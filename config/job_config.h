@@ -10,8 +10,8 @@
 namespace troupe::model {
 
 struct JobConfig : TrainJobConfig {
-  runtime::FaultToleranceConfig fault_tolerance;
-  std::string source;  // the file it was read from, for messages
+  runtime::FaultToleranceConfig fault_tolerance;  // [fault_tolerance]: noticing failures
+  std::string source;                             // the file it was read from, for messages
   // Where each explicitly set key came from, for messages: "section.key" ->
   // "configs/x.toml:12" or "--set section.key=value". Keys absent here hold defaults.
   std::map<std::string, std::string> origins;

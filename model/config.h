@@ -1,61 +1,82 @@
 #pragma once
 // The model's configuration: [model] (SPEC-model.md §2) and [fp8]. Each layer defines the
 // section it reads (data/, optim/, train/, runtime/); config/ parses the file into them
-// (precedence --set > file > defaults). Every key has a one-line doc in configs/README.md.
+// (precedence --set > file > defaults). Every key is documented beside its field (unit,
+// meaning; the default is the initialiser) and in configs/README.md.
+#include <array>
 #include <cstdint>
-#include <string>
+#include <string_view>
+#include <utility>
 #include <vector>
 
 namespace troupe::model {
 
-struct ModelConfig {  // [model]: SPEC-model.md §2
-  int64_t vocab_size = 258;
-  int64_t seq_len = 128;
-  int64_t d_model = 128;
-  int64_t n_layers = 4;
-  int64_t n_heads = 4;
-  int64_t q_lora_rank = 64;
-  int64_t kv_lora_rank = 32;
-  int64_t qk_nope_head_dim = 32;
-  int64_t qk_rope_head_dim = 16;
-  int64_t v_head_dim = 32;
-  double rope_theta = 10000.0;
-  double rms_norm_eps = 1e-6;
-  int64_t hc_mult = 4;
-  int64_t sinkhorn_iters = 20;
-  int64_t first_k_dense = 1;
-  int64_t dense_inter = 384;
-  int64_t n_routed_experts = 8;
-  int64_t n_shared_experts = 1;
-  int64_t moe_inter = 96;
-  int64_t top_k = 2;
-  int64_t n_group = 4;
-  int64_t topk_group = 2;
-  double routed_scaling = 1.0;
-  double bias_update_speed = 0.001;
-  double seq_aux_alpha = 0.0001;
-  int64_t mtp_depth = 1;
-  double mtp_lambda = 0.3;
-  std::vector<int64_t> engram_layers = {1};
-  std::vector<int64_t> engram_orders = {2, 3};
-  int64_t engram_heads = 4;
-  int64_t engram_head_dim = 16;
-  int64_t engram_table_rows = 10007;
-  int64_t engram_conv_kernel = 4;
-  int64_t engram_conv_dilation = 3;
-  std::string residual = "mhc";  // registry: mhc | plain
-  std::string ffn = "moe";       // registry: moe | dense
+// model.residual: how a block's sublayers join the residual stream.
+enum class Residual {
+  mhc,    // hc_mult streams mixed by manifold-constrained hyper-connections (SPEC §3.2)
+  plain,  // one stream, x + f(x)
+};
+// model.ffn: the feed-forward network of blocks first_k_dense and up.
+enum class Ffn {
+  moe,    // routed + shared experts (SPEC §3.3)
+  dense,  // a dense SwiGLU of dense_inter, like the first first_k_dense blocks
+};
+
+// The registries' names in the config (TOML, --set, the troupe_config JSON), in the order
+// an "unknown name" message lists them. config/ reads and writes them only through these.
+inline constexpr std::array<std::pair<Residual, std::string_view>, 2> kResidualNames = {
+    {{Residual::mhc, "mhc"}, {Residual::plain, "plain"}}};
+inline constexpr std::array<std::pair<Ffn, std::string_view>, 2> kFfnNames = {
+    {{Ffn::moe, "moe"}, {Ffn::dense, "dense"}}};
+
+struct ModelConfig {                 // [model]: SPEC-model.md §2
+  int64_t vocab_size = 258;          // tokens, V: 256 bytes + BOS + EOS; at least 258
+  int64_t seq_len = 128;             // tokens, T: tokens per row
+  int64_t d_model = 128;             // channels, C: the model width
+  int64_t n_layers = 4;              // blocks, L: transformer blocks
+  int64_t n_heads = 4;               // heads: attention heads
+  int64_t q_lora_rank = 64;          // channels: MLA query latent width
+  int64_t kv_lora_rank = 32;         // channels: MLA key/value latent width
+  int64_t qk_nope_head_dim = 32;     // channels: per-head query/key part without RoPE
+  int64_t qk_rope_head_dim = 16;     // channels: per-head RoPE part (shared k_pe); even
+  int64_t v_head_dim = 32;           // channels: per-head value width
+  double rope_theta = 10000.0;       // RoPE base θ
+  double rms_norm_eps = 1e-6;        // ε of every RMSNorm (and the mHC norm)
+  int64_t hc_mult = 4;               // streams, n: mHC residual streams
+  int64_t sinkhorn_iters = 20;       // rounds: Sinkhorn–Knopp rounds for H_res
+  int64_t first_k_dense = 1;         // blocks: 0..first_k_dense-1 use a dense SwiGLU, not ffn
+  int64_t dense_inter = 384;         // channels: dense SwiGLU (and MTP block) hidden width
+  int64_t n_routed_experts = 8;      // experts: routed experts per MoE layer
+  int64_t n_shared_experts = 1;      // experts: shared experts per MoE layer
+  int64_t moe_inter = 96;            // channels: hidden width of each expert
+  int64_t top_k = 2;                 // experts: routed experts per token
+  int64_t n_group = 4;               // groups: expert groups (contiguous, ≥ 2 experts each)
+  int64_t topk_group = 2;            // groups: groups kept per token
+  double routed_scaling = 1.0;       // factor on the normalised routed weights g_i
+  double bias_update_speed = 0.001;  // per step, γ: the auxiliary-loss-free bias update
+  double seq_aux_alpha = 0.0001;     // α: weight of the sequence-wise balance loss
+  int64_t mtp_depth = 1;             // modules: multi-token-prediction depth, 0 or 1
+  double mtp_lambda = 0.3;           // weight of the MTP loss
+  std::vector<int64_t> engram_layers = {1};     // block ids with an Engram module; [] = none
+  std::vector<int64_t> engram_orders = {2, 3};  // n-gram orders n of the hashed n-grams
+  int64_t engram_heads = 4;                     // heads, K: hash heads per order
+  int64_t engram_head_dim = 16;                 // channels: width of each table row
+  int64_t engram_table_rows = 10007;            // rows: tables are the distinct primes ≥ this
+  int64_t engram_conv_kernel = 4;               // taps: Engram's depthwise causal conv
+  int64_t engram_conv_dilation = 3;             // tokens: that conv's dilation
+  Residual residual = Residual::mhc;            // registry (kResidualNames): mhc | plain
+  Ffn ffn = Ffn::moe;                           // registry (kFfnNames): moe | dense
   // Set from [fp8] enabled by the config loader; not a [model] key (not in the [model]
   // section's JSON/TOML: a checkpoint's weights are FP32 masters, however they were trained).
   bool fp8 = false;
 
   int64_t qk_head_dim() const { return qk_nope_head_dim + qk_rope_head_dim; }
-  bool is_moe_layer(int64_t l) const { return ffn == "moe" && l >= first_k_dense; }
+  bool is_moe_layer(int64_t l) const { return ffn == Ffn::moe && l >= first_k_dense; }
   bool operator==(const ModelConfig&) const = default;
 };
 
-struct Fp8Config {  // [fp8]
-  bool enabled = false;
+struct Fp8Config {       // [fp8]: SPEC-model.md §6
+  bool enabled = false;  // FP8 (E4M3) GEMMs in every block Linear (1×128 / 128×128 tiles)
   bool operator==(const Fp8Config&) const = default;
 };
 

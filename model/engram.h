@@ -30,7 +30,7 @@ namespace troupe::model {
 
 // Residual streams the module sees: hc_mult under mHC, 1 under the plain residual.
 inline int64_t engram_streams(const ModelConfig& c) {
-  return c.residual == "mhc" ? c.hc_mult : 1;
+  return c.residual == Residual::mhc ? c.hc_mult : 1;
 }
 
 struct EngramTableInfo {

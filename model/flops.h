@@ -18,7 +18,7 @@ inline double mla_flops_fwd(const ModelConfig& c, double keys) {
 
 inline double train_flops_per_token(const ModelConfig& c) {
   const double C = double(c.d_model), keys = double(c.seq_len) / 2.0;
-  const double n = c.residual == "mhc" ? double(c.hc_mult) : 0.0;
+  const double n = c.residual == Residual::mhc ? double(c.hc_mult) : 0.0;
   double fwd = 0;
   for (int64_t l = 0; l < c.n_layers; ++l) {
     fwd += mla_flops_fwd(c, keys);

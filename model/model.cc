@@ -127,7 +127,7 @@ Model<T>::Impl::Impl(const ModelConfig& c, const ParamTable& t, uint64_t seed)
     : cfg(c),
       table(t),
       C(c.d_model),
-      S(c.residual == "mhc" ? c.hc_mult : 1),
+      S(c.residual == Residual::mhc ? c.hc_mult : 1),
       V(c.vocab_size),
       L(c.n_layers),
       embed(t.offset("model.embed_tokens.weight")),
@@ -138,7 +138,7 @@ Model<T>::Impl::Impl(const ModelConfig& c, const ParamTable& t, uint64_t seed)
   for (int64_t l = 0; l < L; ++l) {
     const std::string p = "model.layers." + std::to_string(l) + ".";
     Block<T>& b = blocks[l];
-    b.attn.hc = b.ffn.hc = (c.residual == "mhc");
+    b.attn.hc = b.ffn.hc = (c.residual == Residual::mhc);
     if (b.attn.hc) {
       b.attn.hc_layout = MhcLayout::from(t, p + "attn_hc.");
       b.ffn.hc_layout = MhcLayout::from(t, p + "mlp_hc.");

@@ -80,7 +80,7 @@ ParamTable::ParamTable(const ModelConfig& c) {
   // Engram's dense part (SPEC §4, §11); its tables live outside this buffer (model/engram.h).
   // The conv starts at zero and is not decayed back there: no-decay AdamW like the norms.
   auto engram = [&](const std::string& p) {
-    const int64_t S = c.residual == "mhc" ? n : 1, Kc = c.engram_conv_kernel;
+    const int64_t S = c.residual == Residual::mhc ? n : 1, Kc = c.engram_conv_kernel;
     const int64_t d_mem = int64_t(c.engram_orders.size()) * c.engram_heads * c.engram_head_dim;
     for (int64_t m = 0; m < S; ++m) matrix(p + "w_k." + std::to_string(m), C, d_mem);
     matrix(p + "w_v", C, d_mem);
@@ -94,10 +94,10 @@ ParamTable::ParamTable(const ModelConfig& c) {
     const std::string p = "model.layers." + std::to_string(l) + ".";
     if (std::find(c.engram_layers.begin(), c.engram_layers.end(), l) != c.engram_layers.end())
       engram(p + "engram.");
-    if (c.residual == "mhc") hc(p + "attn_hc.");
+    if (c.residual == Residual::mhc) hc(p + "attn_hc.");
     norm(p + "input_layernorm.weight", C);
     mla(p + "self_attn.");
-    if (c.residual == "mhc") hc(p + "mlp_hc.");
+    if (c.residual == Residual::mhc) hc(p + "mlp_hc.");
     norm(p + "post_attention_layernorm.weight", C);
     if (c.is_moe_layer(l)) {
       add(p + "mlp.gate.weight", {c.n_routed_experts, C}, Init::Normal, kInitStd, OptGroup::AdamW);

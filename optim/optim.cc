@@ -9,7 +9,7 @@
 namespace troupe::model {
 
 OptGroup effective_group(OptGroup g, const OptimizerConfig& cfg) {
-  return g == OptGroup::Muon && cfg.name != "muon" ? OptGroup::AdamW : g;
+  return g == OptGroup::Muon && cfg.name != OptimizerKind::muon ? OptGroup::AdamW : g;
 }
 
 AdamW::AdamW(const ParamTable& table, const OptimizerConfig& cfg, double weight_decay,
@@ -84,10 +84,7 @@ Optimizer::Optimizer(const ParamTable& table, const OptimizerConfig& cfg, double
       cfg_(cfg),
       weight_decay_(weight_decay),
       adamw_(table, cfg, weight_decay, state) {
-  if (cfg.name != "adamw" && cfg.name != "muon")
-    throw std::invalid_argument(
-        fmt::format("unknown optimizer '{}'; known: adamw, muon", cfg.name));
-  if (cfg.name == "muon") muon_.emplace(table, MuonSettings{}, threads, state);
+  if (cfg.name == OptimizerKind::muon) muon_.emplace(table, MuonSettings{}, threads, state);
 }
 
 void Optimizer::update(float* params, const float* grads, double lr, double grad_scale,

@@ -8,16 +8,16 @@
 
 namespace troupe::model {
 
-struct TrainConfig {  // [train]
-  int64_t steps = 600;
+struct TrainConfig {             // [train]
+  int64_t steps = 600;           // steps: optimizer steps of the job
   int64_t batch_size = 16;       // global rows of T per step
   int64_t micro_batch_rows = 2;  // rows per logical micro-batch (the unit of determinism)
-  double lr = 3e-3;
-  int64_t warmup_steps = 50;
-  double min_lr_ratio = 0.1;  // cosine decays to lr·min_lr_ratio
-  double weight_decay = 0.1;
-  double grad_clip = 1.0;
-  uint64_t seed = 1234;
+  double lr = 3e-3;              // peak learning rate (AdamW and Muon), after warm-up
+  int64_t warmup_steps = 50;     // steps: linear warm-up from 0 to lr
+  double min_lr_ratio = 0.1;     // cosine decays to lr·min_lr_ratio
+  double weight_decay = 0.1;     // decoupled weight decay (per unit of lr)
+  double grad_clip = 1.0;        // L2 norm: global-norm gradient clipping threshold
+  uint64_t seed = 1234;          // the job seed: initialisation, data order, sampling
   // Steps between validations; 0 = none but the last (the last step always runs one).
   int64_t eval_every = 100;
   int64_t threads = 0;  // compute threads; 0 = all cores. Never changes results.
@@ -27,11 +27,11 @@ struct TrainConfig {  // [train]
 // The sections that determine what a training job computes: everything the trainer reads.
 // config/'s JobConfig adds how the job is run (fault tolerance) and where it came from.
 struct TrainJobConfig {
-  ModelConfig model;
-  DataConfig data;
-  TrainConfig train;
-  OptimizerConfig optimizer;
-  Fp8Config fp8;
+  ModelConfig model;          // [model]: the network
+  DataConfig data;            // [data]: corpus, split, order
+  TrainConfig train;          // [train]: steps, batch, schedule
+  OptimizerConfig optimizer;  // [optimizer]: which update and its constants
+  Fp8Config fp8;              // [fp8]: FP8 GEMMs on or off
 };
 
 }  // namespace troupe::model

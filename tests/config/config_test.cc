@@ -239,7 +239,7 @@ TEST(Config, JsonRoundTrip) {
   ModelConfig m;
   m.d_model = 256;
   m.rope_theta = 12345.678;
-  m.residual = "plain";
+  m.residual = Residual::plain;
   m.engram_orders = {2, 3, 5};
   nlohmann::json j = model_config_to_json(m, 42);
   EXPECT_EQ(j["seed"], 42);
@@ -275,6 +275,62 @@ TEST(Config, TomlRoundTrip) {
   JobConfig back = load_config(write_toml(config_to_toml(cfg)), {});
   EXPECT_TRUE(back.same_settings(cfg)) << config_to_toml(cfg);
   EXPECT_EQ(back.data.corpus_dir, "/a \"b\"");
+}
+
+// The troupe_config metadata is the same text, byte for byte, as before residual, ffn and
+// optimizer.name became enums: checkpoints written before read back, and new ones hash the
+// same. The expected strings are what model_config_to_json wrote with string fields.
+TEST(Config, TroupeConfigJsonTextIsUnchanged) {
+  const JobConfig tiny = load_config((repo_root() / "configs" / "tiny.toml").string(), {});
+  const std::string tiny_json =
+      R"({"bias_update_speed":0.001,"d_model":128,"dense_inter":384,"engram_conv_dilation":3,)"
+      R"("engram_conv_kernel":4,"engram_head_dim":16,"engram_heads":4,"engram_layers":[1],)"
+      R"("engram_orders":[2,3],"engram_table_rows":10007,"ffn":"moe","first_k_dense":1,)"
+      R"("hc_mult":4,"kv_lora_rank":32,"moe_inter":96,"mtp_depth":1,"mtp_lambda":0.3,"n_group":4,)"
+      R"("n_heads":4,"n_layers":4,"n_routed_experts":8,"n_shared_experts":1,"q_lora_rank":64,)"
+      R"("qk_nope_head_dim":32,"qk_rope_head_dim":16,"residual":"mhc","rms_norm_eps":1e-06,)"
+      R"("rope_theta":10000.0,"routed_scaling":1.0,"seed":1234,"seq_aux_alpha":0.0001,)"
+      R"("seq_len":128,"sinkhorn_iters":20,"top_k":2,"topk_group":2,"v_head_dim":32,)"
+      R"("vocab_size":258})";
+  EXPECT_EQ(model_config_to_json(tiny.model, tiny.train.seed).dump(), tiny_json);
+  EXPECT_EQ(model_config_from_json(nlohmann::json::parse(tiny_json)), tiny.model);
+
+  const JobConfig alt = config_from_sets({"model.residual=plain", "model.ffn=dense"});
+  const std::string alt_json =
+      R"({"bias_update_speed":0.001,"d_model":128,"dense_inter":384,"engram_conv_dilation":3,)"
+      R"("engram_conv_kernel":4,"engram_head_dim":16,"engram_heads":4,"engram_layers":[1],)"
+      R"("engram_orders":[2,3],"engram_table_rows":10007,"ffn":"dense","first_k_dense":1,)"
+      R"("hc_mult":4,"kv_lora_rank":32,"moe_inter":96,"mtp_depth":1,"mtp_lambda":0.3,"n_group":4,)"
+      R"("n_heads":4,"n_layers":4,"n_routed_experts":8,"n_shared_experts":1,"q_lora_rank":64,)"
+      R"("qk_nope_head_dim":32,"qk_rope_head_dim":16,"residual":"plain","rms_norm_eps":1e-06,)"
+      R"("rope_theta":10000.0,"routed_scaling":1.0,"seed":7,"seq_aux_alpha":0.0001,"seq_len":128,)"
+      R"("sinkhorn_iters":20,"top_k":2,"topk_group":2,"v_head_dim":32,"vocab_size":258})";
+  EXPECT_EQ(model_config_to_json(alt.model, 7).dump(), alt_json);
+  EXPECT_EQ(model_config_from_json(nlohmann::json::parse(alt_json)), alt.model);
+}
+
+// The registry keys take their names from a file, --set (quoted or a bare word) and JSON,
+// and write them back as the same names.
+TEST(Config, RegistryNamesEverywhere) {
+  const JobConfig cfg =
+      config_from_sets({"model.residual=plain", "model.ffn=\"dense\"", "optimizer.name=muon"});
+  EXPECT_EQ(cfg.model.residual, Residual::plain);
+  EXPECT_EQ(cfg.model.ffn, Ffn::dense);
+  EXPECT_EQ(cfg.optimizer.name, OptimizerKind::muon);
+  const std::string toml = config_to_toml(cfg);
+  EXPECT_CONTAINS(toml, "\nresidual = \"plain\"\nffn = \"dense\"\n");
+  EXPECT_CONTAINS(toml, "\n[optimizer]\nname = \"muon\"\n");
+  EXPECT_TRUE(load_config(write_toml(toml), {}).same_settings(cfg)) << toml;
+  EXPECT_EQ(set_error({"optimizer.name=sgd"}),
+            "--set optimizer.name=sgd: unknown optimizer; known: adamw, muon");
+  EXPECT_EQ(set_error({"model.ffn=3"}), "--set model.ffn=3: unknown ffn; known: moe, dense");
+  nlohmann::json j = model_config_to_json(cfg.model, 1);
+  j["residual"] = "hyper";
+  EXPECT_EQ(error_of([&] { model_config_from_json(j); }),
+            "troupe_config: model.residual = \"hyper\": unknown residual; known: mhc, plain");
+  j["residual"] = 1;
+  EXPECT_CONTAINS(error_of([&] { model_config_from_json(j); }),
+                  "model.residual = 1: must be a string");
 }
 
 }  // namespace

@@ -29,7 +29,7 @@ ModelConfig mhc_config(int64_t S, int64_t C, int64_t iters) {
   cfg.d_model = C;
   cfg.sinkhorn_iters = iters;
   cfg.n_layers = 1;
-  cfg.ffn = "dense";
+  cfg.ffn = Ffn::dense;
   cfg.mtp_depth = 0;
   return cfg;
 }

@@ -25,8 +25,8 @@ const char* const kMlaTensors[] = {
 // and little else.
 ModelConfig one_block(ModelConfig c) {
   c.n_layers = 1;
-  c.residual = "plain";
-  c.ffn = "dense";
+  c.residual = Residual::plain;
+  c.ffn = Ffn::dense;
   c.mtp_depth = 0;
   return c;
 }

@@ -180,7 +180,7 @@ TEST(Muon, TwoStepsMatchFp64Reference) {
   const ModelConfig mc = small_model();
   const ParamTable table(mc);
   OptimizerConfig muon_cfg;
-  muon_cfg.name = "muon";
+  muon_cfg.name = OptimizerKind::muon;
   const double wd = 0.1, mu = 0.95;
   const std::vector<double> lrs = {3e-3, 2e-3}, scales = {1.0, 0.5};
   std::vector<float> w(static_cast<size_t>(table.total()));
@@ -390,7 +390,7 @@ struct SplitOptimizers {
   OptimizerConfig cfg;
   std::vector<float> whole, split;
   std::optional<Optimizer> one, a, b;
-  SplitOptimizers(const std::string& name, uint64_t seed, int threads) {
+  SplitOptimizers(OptimizerKind name, uint64_t seed, int threads) {
     cfg.name = name;
     whole.resize(static_cast<size_t>(table.total()));
     init_params(table, seed, whole.data());
@@ -409,8 +409,8 @@ struct SplitOptimizers {
 // Two owners, each with the state of its half, give the bits of one optimizer with all the
 // state, under AdamW and under Muon, and keep no more state together.
 TEST(ShardedState, OwnersGiveTheBitsOfOneOptimizer) {
-  for (const std::string name : {"adamw", "muon"}) {
-    SplitOptimizers o(name, 5, 2);
+  for (const auto& [kind, name] : kOptimizerNames) {
+    SplitOptimizers o(kind, 5, 2);
     for (int step = 0; step < 3; ++step)
       o.step(random_matrix(o.table.total(), 300 + step, 0.05), 0.9, step);
     EXPECT_EQ(o.split, o.whole) << name;
@@ -431,8 +431,8 @@ TEST(ShardedState, OwnersGiveTheBitsOfOneOptimizer) {
 // written into one optimizer of the whole table, carry on with the bits of one optimizer
 // that never was split.
 TEST(ShardedState, StateMovedBetweenOwnersCarriesOnBitwise) {
-  for (const std::string name : {"adamw", "muon"}) {
-    SplitOptimizers o(name, 6, 1);
+  for (const auto& [kind, name] : kOptimizerNames) {
+    SplitOptimizers o(kind, 6, 1);
     std::vector<std::vector<float>> g;
     for (int step = 0; step < 4; ++step)
       g.push_back(random_matrix(o.table.total(), 400 + step, 0.05));
@@ -457,9 +457,9 @@ TEST(ShardedState, StateMovedBetweenOwnersCarriesOnBitwise) {
 TEST(ShardedState, UpdatingATensorWhoseStateIsElsewhereThrowsNamingIt) {
   const ParamTable table(small_model());
   const std::vector<FlatRange> owners = plan_owners(table, 2);
-  for (const std::string name : {"adamw", "muon"}) {
+  for (const auto& [kind, name] : kOptimizerNames) {
     OptimizerConfig cfg;
-    cfg.name = name;
+    cfg.name = kind;
     std::vector<float> w(static_cast<size_t>(table.total())), g(w.size(), 0.01f);
     Optimizer a(table, cfg, 0.1, 1, owners[0]);
     try {
@@ -482,7 +482,7 @@ TEST(OptimizerSplit, TinyTableMuonIsTheBlockMatrices) {
   const ModelConfig tiny;  // the defaults are tiny (configs/tiny.toml)
   const ParamTable table(tiny);
   OptimizerConfig muon_cfg, adamw_cfg;
-  muon_cfg.name = "muon";
+  muon_cfg.name = OptimizerKind::muon;
   int64_t muon = 0;
   for (const ParamInfo& p : table.all()) {
     const bool in_block = starts_with(p.name, "model.layers.") || starts_with(p.name, "mtp.");

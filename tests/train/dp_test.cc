@@ -6,6 +6,7 @@
 #include "config/config_parse.h"
 #include "tests/tiny_test_job.h"
 #include "train/dp_plan.h"
+#include "train/step_rules.h"
 #include "train/trainer.h"
 
 namespace troupe::model {
@@ -52,14 +53,18 @@ TEST(DpPlan, TreePiecesAreMaximalAlignedNodes) {
   EXPECT_TRUE(tree_pieces(6, 3, 3).empty());
 }
 
-// One step across W simulated workers, following the worker protocol.
+// One step across W simulated workers, following the worker protocol; the step's decision
+// (loss, grad norm, clip scale, expert counts) is decide_step's, as the coordinator's is.
 StepStats dp_step(std::vector<std::unique_ptr<Trainer>>& workers, int64_t step) {
   const int64_t W = int64_t(workers.size());
   const Trainer& t0 = *workers[0];
   const auto ranges = plan_ranges(t0.micro_batches(), W);
   const auto owners = plan_owners(t0.table, W);
+  StepReports reports;
+  reports.step = step;
+  reports.micro_batches = t0.micro_batches();
   // Every worker computes its pieces; keep copies of the gradients (the "messages").
-  std::vector<Piece<float>> pieces;
+  std::vector<Piece<float>>& pieces = reports.pieces;
   std::vector<std::vector<float>> grads;
   std::vector<EngramGrad<float>> egrads;
   for (int64_t w = 0; w < W; ++w) {
@@ -73,7 +78,6 @@ StepStats dp_step(std::vector<std::unique_ptr<Trainer>>& workers, int64_t step) 
     }
   }
   // Engram: every worker reduces every piece's table gradient (pieces in reverse order).
-  double engram_sumsq = 0;
   for (int64_t w = 0; w < W && t0.engram(); ++w) {
     std::vector<TreeNode> nodes;
     std::vector<const EngramGrad<float>*> eg;
@@ -81,16 +85,9 @@ StepStats dp_step(std::vector<std::unique_ptr<Trainer>>& workers, int64_t step) 
       nodes.push_back(pieces[i].node);
       eg.push_back(&egrads[i]);
     }
-    const double sumsq = workers[w]->reduce_engram(nodes, eg);
-    if (w > 0) {
-      EXPECT_EQ(sumsq, engram_sumsq) << "worker " << w;
-    }
-    engram_sumsq = sumsq;
+    reports.engram_sumsq.push_back(workers[w]->reduce_engram(nodes, eg));
   }
-  std::vector<std::vector<int64_t>> counts;
-  const LossParts<float> lp = combine_pieces(pieces, t0.micro_batches(), &counts);
   // Owners reduce their slices (pieces given in reverse order: order must not matter).
-  std::vector<double> norm_parts;
   for (int64_t w = 0; w < W; ++w) {
     std::vector<TreeNode> nodes;
     std::vector<const float*> slices;
@@ -98,17 +95,13 @@ StepStats dp_step(std::vector<std::unique_ptr<Trainer>>& workers, int64_t step) 
       nodes.push_back(pieces[i].node);
       slices.push_back(grads[i].data() + owners[w].lo);
     }
-    const auto parts = workers[w]->reduce_owned(owners[w], nodes, slices);
-    norm_parts.insert(norm_parts.end(), parts.begin(), parts.end());
+    reports.norm_parts.push_back(workers[w]->reduce_owned(owners[w], nodes, slices));
   }
-  StepStats st;
-  st.loss = lp.total();
-  st.grad_norm =
-      global_norm_with_engram(t0.cfg.model, grad_norm_from_parts(norm_parts), engram_sumsq);
-  const double scale = clip_scale(t0.cfg.train.grad_clip, st.grad_norm);
+  const StepDecision d = decide_step(t0.cfg, reports);
+  EXPECT_EQ(d.error, "");  // every worker reduced the same Engram gradient
   for (int64_t w = 0; w < W; ++w) {
-    workers[w]->apply_owned(owners[w], step, scale, counts);
-    if (t0.engram()) workers[w]->apply_engram(step, scale);
+    workers[w]->apply_owned(owners[w], step, d.clip_scale, d.counts);
+    if (t0.engram()) workers[w]->apply_engram(step, d.clip_scale);
   }
   // Gather: every owner's slice to every worker.
   for (int64_t w = 0; w < W; ++w)
@@ -117,7 +110,7 @@ StepStats dp_step(std::vector<std::unique_ptr<Trainer>>& workers, int64_t step) 
         std::copy(workers[o]->params.begin() + owners[o].lo,
                   workers[o]->params.begin() + owners[o].hi,
                   workers[w]->params.begin() + owners[o].lo);
-  return st;
+  return d.stats;
 }
 
 void expect_dp_matches_single(const std::string& optimizer, bool engram = false) {
@@ -153,8 +146,7 @@ TEST(DataParallel, ValidationPiecesCombineToValidate) {
   for (const TreeNode& r : plan_ranges(n, 3))
     if (r.lo < r.hi)
       for (const auto& p : t.validate_range(r)) pieces.push_back(p);
-  const LossParts<float> lp = combine_pieces(pieces, n, nullptr);
-  EXPECT_EQ(double(lp.ce_sum) / double(lp.ce_count), whole);
+  EXPECT_EQ(validation_loss(pieces), whole);  // the coordinator's rule
 }
 
 TEST(DataParallel, MissingPieceIsAnError) {
