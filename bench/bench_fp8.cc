@@ -12,42 +12,18 @@
 #include <functional>
 #include <vector>
 
+#include "bench/bench_timing.h"
 #include "kernels/cpu/fp8.h"
 #include "kernels/cpu/gemm.h"
 #include "model/rng.h"
 
 namespace {
 
-double thread_seconds() {
-  timespec ts{};
-  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-  return double(ts.tv_sec) + 1e-9 * double(ts.tv_nsec);
-}
+using troupe::bench::normal;
 
-// Best time per call over `samples` samples of ~3 ms each (thread CPU time: the machine is
-// shared; the best discounts other processes' cache disturbance).
+// Best time per call over `samples` samples of ~3 ms each (bench_timing.h).
 double best_seconds(const std::function<void()>& fn, int samples) {
-  fn();
-  double best = 1e30;
-  for (int s = 0; s < samples; ++s) {
-    int calls = 0;
-    const double t0 = thread_seconds();
-    double t = t0;
-    while (t - t0 < 0.003) {
-      fn();
-      ++calls;
-      t = thread_seconds();
-    }
-    best = std::min(best, (t - t0) / calls);
-  }
-  return best;
-}
-
-std::vector<float> normal(int64_t n, uint64_t purpose) {
-  troupe::model::CounterRng rng(7, purpose);
-  std::vector<float> v(static_cast<size_t>(n));
-  for (int64_t i = 0; i < n; ++i) v[size_t(i)] = float(rng.normal(uint64_t(i)));
-  return v;
+  return troupe::bench::best_seconds(fn, samples, 0.003);
 }
 
 }  // namespace

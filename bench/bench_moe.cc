@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "bench/bench_timing.h"
 #include "kernels/cpu/gemm.h"
 #include "model/ffn.h"
 #include "model/params.h"
@@ -24,36 +25,11 @@ namespace {
 
 using namespace troupe::model;
 
-double thread_seconds() {
-  timespec ts{};
-  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-  return double(ts.tv_sec) + 1e-9 * double(ts.tv_nsec);
-}
+using troupe::bench::normal;
 
-// Best time per call over `samples` samples of ~20 ms each (thread CPU time: the machine is
-// shared; the best discounts other processes' cache disturbance).
+// Best time per call over `samples` samples of ~20 ms each (bench_timing.h).
 double best_seconds(const std::function<void()>& fn, int samples) {
-  fn();
-  double best = 1e30;
-  for (int s = 0; s < samples; ++s) {
-    int calls = 0;
-    const double t0 = thread_seconds();
-    double t = t0;
-    while (t - t0 < 0.02) {
-      fn();
-      ++calls;
-      t = thread_seconds();
-    }
-    best = std::min(best, (t - t0) / calls);
-  }
-  return best;
-}
-
-std::vector<float> normal(int64_t n, uint64_t purpose) {
-  CounterRng rng(7, purpose);
-  std::vector<float> v(static_cast<size_t>(n));
-  for (int64_t i = 0; i < n; ++i) v[size_t(i)] = float(rng.normal(uint64_t(i)));
-  return v;
+  return troupe::bench::best_seconds(fn, samples, 0.02);
 }
 
 // One SwiGLU expert's three Linears on `rows` rows, forward and backward (C -> I -> C).
