@@ -27,21 +27,7 @@ import subprocess
 import sys
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-TINY = os.path.join(HERE, "..", "..", "configs", "tiny.toml")
-failures = []
-
-
-def check(name, ok, detail):
-    print(f"{'ok ' if ok else 'BAD'} {name}: {detail}")
-    if not ok:
-        failures.append(f"{name}: {detail}")
-
-
-def children(pid):
-    out = subprocess.run(["pgrep", "-P", str(pid)], stdout=subprocess.PIPE, text=True).stdout
-    return [int(x) for x in out.split()]
-
+from launch_checks import TINY, check, children, failures
 
 def alive(pid):
     try:
