@@ -24,26 +24,9 @@ import subprocess
 import sys
 import time
 
-from launch_checks import TINY, check, children, failures
+from launch_checks import TINY, check, children, failures, steps_done, wait_for
 
 CRASH = ("Assertion", "Caught signal", "killed by SIG", "core dumped")
-
-
-def steps_done(run_dir):
-    try:
-        with open(os.path.join(run_dir, "metrics.jsonl")) as f:
-            return sum(1 for _ in f)
-    except FileNotFoundError:
-        return 0
-
-
-def wait_for(pred, timeout_s, what):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if pred():
-            return
-        time.sleep(0.05)  # polling another process's progress: nothing to await
-    sys.exit(f"timed out after {timeout_s} s waiting for {what}")
 
 
 def plain_hash(troupe, work, steps):

@@ -27,7 +27,8 @@ import subprocess
 import sys
 import time
 
-from launch_checks import TINY, check, children, failures
+from launch_checks import TINY, check, children, failures, steps_done, wait_for
+
 
 def alive(pid):
     try:
@@ -37,23 +38,6 @@ def alive(pid):
     # A zombie is dead for our purposes.
     with open(f"/proc/{pid}/stat") as f:
         return f.read().split(")")[-1].split()[0] != "Z"
-
-
-def wait_for(pred, timeout_s, what):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.05)  # polling another process's progress: nothing to await
-    sys.exit(f"timed out after {timeout_s} s waiting for {what}")
-
-
-def steps_done(run_dir):
-    try:
-        with open(os.path.join(run_dir, "metrics.jsonl")) as f:
-            return sum(1 for _ in f)
-    except FileNotFoundError:
-        return 0
 
 
 def start_launch(troupe, run_dir, nodes, steps, extra=()):

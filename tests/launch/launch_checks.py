@@ -1,7 +1,9 @@
 """What the tests of whole jobs share (tests/launch/*_test.py): the tiny config, one line
-per check with its failures kept for the exit status, and the child processes of launch."""
+per check with its failures kept for the exit status, and the child processes of launch, and waiting for a job's progress."""
 import os
 import subprocess
+import sys
+import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TINY = os.path.join(HERE, "..", "..", "configs", "tiny.toml")
@@ -17,3 +19,22 @@ def check(name, ok, detail):
 def children(pid):
     out = subprocess.run(["pgrep", "-P", str(pid)], stdout=subprocess.PIPE, text=True).stdout
     return [int(x) for x in out.split()]
+
+
+def steps_done(run_dir):
+    """Steps the job in run_dir has logged so far."""
+    try:
+        with open(os.path.join(run_dir, "metrics.jsonl")) as f:
+            return sum(1 for _ in f)
+    except FileNotFoundError:
+        return 0
+
+
+def wait_for(pred, timeout_s, what):
+    """Polls pred until it holds (True), or exits the test naming what never came."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(0.05)  # polling another process's progress: nothing to await
+    sys.exit(f"timed out after {timeout_s} s waiting for {what}")
