@@ -5,7 +5,7 @@
 #include <algorithm>
 #include <cstring>
 
-#include "optim/optim.h"
+#include "train/schedule.h"
 
 namespace troupe::model {
 
@@ -30,11 +30,6 @@ std::string check_cover(std::vector<TreeNode> nodes, int64_t n) {
 StepDecision decide_step(const TrainJobConfig& cfg, const StepReports& in) {
   StepDecision d;
   const LossParts<float> lp = combine_pieces(in.pieces, in.micro_batches, &d.counts);
-  StepStats& st = d.stats;
-  st.step = in.step;
-  st.ce = lp.ce, st.mtp = lp.mtp, st.bal = lp.bal, st.loss = lp.total();
-  st.tokens = lp.ce_count;
-  st.lr = lr_at(cfg.train, in.step);
   for (size_t w = 1; w < in.engram_sumsq.size(); ++w)
     if (std::memcmp(&in.engram_sumsq[w], &in.engram_sumsq[0], sizeof(double)) != 0) {
       d.error = fmt::format(
@@ -45,9 +40,10 @@ StepDecision decide_step(const TrainJobConfig& cfg, const StepReports& in) {
     }
   std::vector<double> parts;
   for (const auto& p : in.norm_parts) parts.insert(parts.end(), p.begin(), p.end());
-  st.grad_norm = global_norm_with_engram(cfg.model, grad_norm_from_parts(parts),
-                                         in.engram_sumsq.empty() ? 0.0 : in.engram_sumsq[0]);
-  d.clip_scale = clip_scale(cfg.train.grad_clip, st.grad_norm);
+  d.stats = step_stats(cfg.train, in.step, lp,
+                       global_norm_with_engram(cfg.model, grad_norm_from_parts(parts),
+                                               in.engram_sumsq.empty() ? 0.0 : in.engram_sumsq[0]));
+  d.clip_scale = clip_scale(cfg.train.grad_clip, d.stats.grad_norm);
   return d;
 }
 

@@ -173,17 +173,25 @@ Trainer::Trainer(const TrainJobConfig& c)
 
 Trainer::~Trainer() = default;
 
-StepStats Trainer::train_step(int64_t step) {
-  const Batch batch = train_batch(*train_stream_, step, cfg.train.batch_size);
-  LossParts<float> lp =
-      engine_->run(params.data(), batch, cfg.train.micro_batch_rows, true, cfg.model.mtp_depth > 0);
+StepStats step_stats(const TrainConfig& t, int64_t step, const LossParts<float>& lp,
+                     double grad_norm) {
   StepStats st;
   st.step = step;
   st.ce = lp.ce, st.mtp = lp.mtp, st.bal = lp.bal, st.loss = lp.total();
   st.tokens = lp.ce_count;
-  st.lr = lr_at(cfg.train, step);
-  st.grad_norm = global_norm_with_engram(cfg.model, global_grad_norm(table, engine_->grad().data()),
-                                         engram_ ? engram_grad_sumsq(engine_->engram_grad()) : 0);
+  st.lr = lr_at(t, step);
+  st.grad_norm = grad_norm;
+  return st;
+}
+
+StepStats Trainer::train_step(int64_t step) {
+  const Batch batch = train_batch(*train_stream_, step, cfg.train.batch_size);
+  LossParts<float> lp =
+      engine_->run(params.data(), batch, cfg.train.micro_batch_rows, true, cfg.model.mtp_depth > 0);
+  const StepStats st =
+      step_stats(cfg.train, step, lp,
+                 global_norm_with_engram(cfg.model, global_grad_norm(table, engine_->grad().data()),
+                                         engram_ ? engram_grad_sumsq(engine_->engram_grad()) : 0));
   const double scale = clip_scale(cfg.train.grad_clip, st.grad_norm);
   optimizer_stepped_ = true;
   optimizer_->update(params.data(), engine_->grad().data(), st.lr, scale, step);

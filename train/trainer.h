@@ -78,6 +78,11 @@ class GradEngine {
   std::vector<Piece<T>> pieces_;
 };
 
+// The stats of train step `step` from its combined loss parts and global gradient norm (the
+// learning rate from the schedule): one definition for troupe train and the coordinator.
+StepStats step_stats(const TrainConfig& t, int64_t step, const LossParts<float>& lp,
+                     double grad_norm);
+
 // Sums pieces covering [0, n) in canonical tree order: the scalars as tree_sum does, the
 // counts (per layer, per expert) when counts is non-null. Throws naming a missing piece.
 LossParts<float> combine_pieces(const std::vector<Piece<float>>& pieces, int64_t n,
