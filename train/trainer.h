@@ -6,6 +6,7 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <string>
 #include <vector>
 
 #include "data/data.h"
@@ -30,6 +31,14 @@ struct StepStats {
 };
 
 // The reduced contribution of one canonical-tree node [lo, hi) of micro-batches.
+// One named run of a checkpoint's state, copied out of the trainer (storage/checkpoint.h
+// names: "param/<tensor>", "optim/<tensor>", "engram/<table>/values|m|v").
+struct StateTensor {
+  std::string name;
+  std::vector<int64_t> shape;
+  std::vector<float> data;
+};
+
 template <typename T>
 struct Piece {
   TreeNode node;
@@ -175,6 +184,19 @@ class Trainer {
   double reduce_engram(const std::vector<TreeNode>& nodes,
                        const std::vector<const EngramGrad<float>*>& grads);
   void apply_engram(int64_t step, double clip_scale);
+
+  // ---- Checkpoints (storage/checkpoint.h). A copy of the state an owner of `owned` writes:
+  // its tensors' weights and optimizer state, and with `engram` every Engram table and its
+  // moments. Taken between steps; training may go on while it is written.
+  std::vector<StateTensor> snapshot_state(FlatRange owned, bool engram) const;
+  // The shard names snapshot_state would give an owner of `owned` (with engram).
+  std::vector<std::string> state_names(FlatRange owned, bool engram) const;
+  // Loads a checkpoint: read(name, out) fills every param/ tensor, the optim/ runs of the
+  // tensors in `owned` (keep_optimizer_state(owned) after), and the Engram tables and
+  // moments. Throws std::runtime_error naming a shard of the wrong size. A saved version is
+  // dropped (it belongs to the state before).
+  void load_state(FlatRange owned,
+                  const std::function<void(const std::string&, std::vector<float>*)>& read);
 
   int threads() const { return threads_; }
   // The Engram tables, or null when the config has no Engram layer.
