@@ -73,6 +73,7 @@ json job_identity(const model::TrainJobConfig& cfg) {
                {"shuffle", cfg.data.shuffle}};
   json optimizer = {
       {"name", optimizer_name(o.name)}, {"beta1", o.beta1}, {"beta2", o.beta2}, {"eps", o.eps}};
+  // Not [checkpoint]: how often the state is saved changes no step's bits.
   return {{"model", model::model_config_to_json(cfg.model, t.seed)},
           {"data", std::move(data)},
           {"train", std::move(train)},
