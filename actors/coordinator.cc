@@ -113,10 +113,10 @@ void add_core_handlers(Self* self, Phase p, Dispatcher& d) {
       return on_ready(self, r, m);
     });
   if (p == Phase::running || p == Phase::recovering || p == Phase::finishing)
-    d.on<train::CheckpointWritten>(
-        checkpoint_written_type, [self](const train::CheckpointWritten& w, ActorMessage& m) {
-          return on_checkpoint_written(self, w, m);
-        });
+    d.on<train::CheckpointWritten>(checkpoint_written_type,
+                                   [self](const train::CheckpointWritten& w, ActorMessage& m) {
+                                     return on_checkpoint_written(self, w, m);
+                                   });
   if (p == Phase::recovering)
     d.on<train::Recovered>(recovered_type, [self](const train::Recovered& r, ActorMessage& m) {
       return on_recovered(self, r, m);

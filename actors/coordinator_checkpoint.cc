@@ -35,8 +35,7 @@ void delete_old(Self* self) {
     const runtime::Status st = s.commit_log->delete_checkpoint(steps[i]);
     if (!st.ok())
       event(self, "checkpoint",
-            fmt::format("could not delete the checkpoint of step {}: {}", steps[i],
-                        st.message()));
+            fmt::format("could not delete the checkpoint of step {}: {}", steps[i], st.message()));
   }
 }
 
@@ -84,11 +83,14 @@ Verdict on_checkpoint_written(Self* self, const train::CheckpointWritten& w,
   if (it == s.checkpoints.end())
     return drop(Drop::wrong_step, fmt::format("a checkpoint of step {} not expected", w.step()));
   PendingCheckpoint& p = it->second;
+  train::ShardList list;
+  if (w.ok() != (m.payloads.size() == 1) ||
+      (w.ok() && !list.ParseFromString(runtime::payload_text(m.payloads[0]))))
+    return drop(Drop::malformed, "a CheckpointWritten without its one shard list");
   if (Verdict v = drop_receipt(p.written.add(m.epoch, w.step(), w.worker()), "CheckpointWritten"))
     return v;
-  if (!w.ok() && p.failed.empty())
-    p.failed = fmt::format("worker {}: {}", w.worker(), w.error());
-  for (const train::ShardEntry& e : w.shards())
+  if (!w.ok() && p.failed.empty()) p.failed = fmt::format("worker {}: {}", w.worker(), w.error());
+  for (const train::ShardEntry& e : list.shards())
     p.shards.push_back({e.name(), e.writer(), e.crc32c(), e.bytes()});
   if (!p.written.complete()) return {};
   if (p.failed.empty())

@@ -180,11 +180,10 @@ void commit_step(Self* self) {
   auto& d = s.drv;
   TROUPE_ASSERT(d.committed == d.step, "committing step {} after {} committed steps", d.step,
                 d.committed);
-  const runtime::Status st = s.commit_log->record_commit(
-      {.step = d.step,
-       .epoch = s.core.epoch,
-       .workers = worker_count(self),
-       .micro_batches = d.consumed});
+  const runtime::Status st = s.commit_log->record_commit({.step = d.step,
+                                                          .epoch = s.core.epoch,
+                                                          .workers = worker_count(self),
+                                                          .micro_batches = d.consumed});
   if (!st.ok())
     return fail(self,
                 fmt::format("cannot record the commit of step {}: {}", d.step, st.to_string()));

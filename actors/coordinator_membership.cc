@@ -73,8 +73,9 @@ void welcome(Self* self, const NodeInfo& n) {
   w.set_config_name(s.opt.job.config_name);
   for (const auto& set : s.opt.job.config_sets) w.add_config_sets(set);
   w.set_run_dir(s.opt.job.run_dir);
-  w.set_resume_manifest(s.opt.job.resume_manifest);
+  w.set_resume(!s.opt.job.resume_manifest.empty());
   ActorMessage r = make_message(s.self_address, n.id + "/agent.0", runtime::welcome_type, w);
+  if (w.resume()) r.payloads.push_back(runtime::text_payload(s.opt.job.resume_manifest));
   r.peer = n.peer;
   self->send(s.router, std::move(r));
 }
@@ -118,20 +119,19 @@ namespace {
 // An owner lost with all its buddies (its optimizer state is gone from memory) at a
 // committed step past 0: the survivors roll back to the newest checkpoint that verifies
 // (Recover carries its manifest); without one the job stops. False: the job stopped.
-bool plan_rollback(Self* self, const std::string& what, train::Recover* r) {
+bool plan_rollback(Self* self, const std::string& what, train::Recover* r, std::string* manifest) {
   auto& s = self->state;
   auto& c = s.core;
   const std::vector<int64_t> survivors(r->old_index().begin(), r->old_index().end());
-  const std::string lost =
-      r->version() == 0 ? "" : share_lost(self, r->old_workers(), survivors);
+  const std::string lost = r->version() == 0 ? "" : share_lost(self, r->old_workers(), survivors);
   if (c.rollback_to < 0 && lost.empty()) return true;
   runtime::Result<storage::Manifest> m = rollback_checkpoint(self);
   if (!m.ok()) {
-    fail(self, fmt::format("{}: {}: the optimizer state of its share is gone "
-                           "(fault_tolerance.buddy_copies = {}) and there is no checkpoint to "
-                           "roll back to: {}",
-                           what, lost, s.opt.config.fault_tolerance.buddy_copies,
-                           m.status().message()));
+    fail(self,
+         fmt::format("{}: {}: the optimizer state of its share is gone "
+                     "(fault_tolerance.buddy_copies = {}) and there is no checkpoint to "
+                     "roll back to: {}",
+                     what, lost, s.opt.config.fault_tolerance.buddy_copies, m.status().message()));
     return false;
   }
   const int64_t step = m.value().step;
@@ -148,7 +148,8 @@ bool plan_rollback(Self* self, const std::string& what, train::Recover* r) {
   c.rollback_to = step;
   s.drv.step = s.drv.committed = step;
   r->set_version(step);
-  r->set_rollback_manifest(m.value().to_json().dump());
+  r->set_rollback(true);
+  *manifest = m.value().to_json().dump();
   return true;
 }
 
@@ -171,7 +172,8 @@ void recover_without(Self* self, size_t k, const std::string& what) {
     r.add_old_index(std::find(c.recovery_base.begin(), c.recovery_base.end(), w) -
                     c.recovery_base.begin());
   }
-  if (!plan_rollback(self, what, &r)) return;
+  std::string manifest;
+  if (!plan_rollback(self, what, &r, &manifest)) return;
   bump_epoch(self);
   publish_view(self);
   enter_phase(self, Phase::recovering);
@@ -181,7 +183,9 @@ void recover_without(Self* self, size_t k, const std::string& what) {
   event(self, "recover",
         fmt::format("{}; {} workers go back to step {} (epoch {}){}", what, c.workers.size(),
                     r.version(), c.epoch, again ? ", the recovery restarted without it" : ""));
-  to_all_workers(self, recover_type, r);
+  to_all_workers(self, recover_type, r,
+                 manifest.empty() ? std::vector<runtime::Payload>{}
+                                  : std::vector<runtime::Payload>{runtime::text_payload(manifest)});
 }
 
 // Before every node joined, another node may take the lost one's place.

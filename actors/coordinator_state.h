@@ -73,8 +73,8 @@ struct StepDriver {
   bool apply_sent = false;
   std::vector<model::Piece<float>> pieces, val_pieces;
   std::vector<std::pair<int64_t, int64_t>> consumed;  // the step's pieces: the data ledger
-  std::vector<std::vector<double>> norm_parts;  // by worker (owner order = table order)
-  std::vector<double> engram_sumsq;             // by worker: each reduced all the tables
+  std::vector<std::vector<double>> norm_parts;        // by worker (owner order = table order)
+  std::vector<double> engram_sumsq;                   // by worker: each reduced all the tables
   time_point step_started;
   StepReport report;
   JobResult result;
@@ -145,8 +145,7 @@ void add_driver_handlers(Self* self, Phase p, Dispatcher& d);
 void expect_checkpoint(Self* self, int64_t version);
 // The view changed: the checkpoints being written by the old one are abandoned.
 void abandon_checkpoints(Self* self);
-Verdict on_checkpoint_written(Self* self, const train::CheckpointWritten& w,
-                              const ActorMessage& m);
+Verdict on_checkpoint_written(Self* self, const train::CheckpointWritten& w, const ActorMessage& m);
 // Whether losing the workers outside `survivors` (old indices) loses some owner's
 // optimizer state with all its buddies, so that only a checkpoint can bring it back: which
 // owner, or "" when every share survives.

@@ -36,9 +36,9 @@ runtime::Status JournalCommitLog::delete_checkpoint(int64_t step) {
   std::error_code ec;
   std::filesystem::remove_all(storage::checkpoint_dir(run_dir_, step), ec);
   if (ec)
-    return runtime::Status(runtime::Code::io_error,
-                           "cannot remove " + storage::checkpoint_dir(run_dir_, step) + ": " +
-                               ec.message());
+    return runtime::Status(
+        runtime::Code::io_error,
+        "cannot remove " + storage::checkpoint_dir(run_dir_, step) + ": " + ec.message());
   return {};
 }
 

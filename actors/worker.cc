@@ -449,8 +449,8 @@ void start(Self* self) {
   plan(s, int64_t(s.peers.size()), s.ctx.index);
   s.storage_faults = storage::StorageFaults::from_env();
   if (!s.ctx.job.resume_manifest.empty())  // every weight, and this share's optimizer state
-    load_checkpoint(s, storage::Manifest::from_json(
-                           nlohmann::json::parse(s.ctx.job.resume_manifest)));
+    load_checkpoint(s,
+                    storage::Manifest::from_json(nlohmann::json::parse(s.ctx.job.resume_manifest)));
   else
     s.trainer->keep_optimizer_state(s.owners[size_t(s.me)]);  // ZeRO-1
   train::Ready r;

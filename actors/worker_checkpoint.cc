@@ -46,13 +46,15 @@ void maybe_checkpoint(Self* self, int64_t version) {
     w.set_worker(me);
     w.set_ok(written.ok());
     if (!written.ok()) w.set_error(written.status().message());
+    train::ShardList list;
     if (written.ok())
       for (const storage::ShardRecord& r : written.value()) {
-        train::ShardEntry* e = w.add_shards();
+        train::ShardEntry* e = list.add_shards();
         e->set_name(r.name), e->set_writer(r.writer), e->set_crc32c(r.crc32c);
         e->set_bytes(r.bytes);
       }
     m.header = w.SerializeAsString();
+    if (written.ok()) m.payloads.push_back(runtime::text_payload(list.SerializeAsString()));
     report(router, std::move(m));
   });
 }
@@ -75,9 +77,10 @@ bool read_loaded_state(const WorkerState& s, size_t tensor, int64_t version,
                                    s.loaded->shards);
   const runtime::Status st = reader.read("optim/" + s.trainer->table.all()[tensor].name, out);
   if (!st.ok())
-    throw std::runtime_error(fmt::format("cannot read a lost owner's optimizer state from the "
-                                         "checkpoint of step {}: {}",
-                                         version, st.message()));
+    throw std::runtime_error(
+        fmt::format("cannot read a lost owner's optimizer state from the "
+                    "checkpoint of step {}: {}",
+                    version, st.message()));
   return true;
 }
 

@@ -250,10 +250,11 @@ namespace {
 // The last fallback: an owner was lost with every buddy, so its share's state is gone from
 // memory. Every survivor loads the newest complete checkpoint for its new share instead,
 // sends its buddies their copies, and the job replays from there.
-Verdict rollback(Self* self, const train::Recover& r) {
+Verdict rollback(Self* self, const train::Recover& r, const ActorMessage& m) {
   auto& s = self->state;
+  if (m.payloads.size() != 1) throw std::runtime_error("a rollback Recover without its manifest");
   const storage::Manifest man =
-      storage::Manifest::from_json(nlohmann::json::parse(r.rollback_manifest()));
+      storage::Manifest::from_json(nlohmann::json::parse(runtime::payload_text(m.payloads[0])));
   int64_t new_me = -1;
   for (int i = 0; i < r.workers_size(); ++i)
     if (r.workers(i) == s.ctx.address) new_me = i;
@@ -272,7 +273,8 @@ Verdict rollback(Self* self, const train::Recover& r) {
   open_buddies(s, man.step, &rec.buddies);
   s.recovery = std::move(rec);
   send_buddy_copy(self, man.step);
-  fmt::print(stderr, "troupe {}: rolling back to the checkpoint of step {} (epoch {}): worker {} of {}\n",
+  fmt::print(stderr,
+             "troupe {}: rolling back to the checkpoint of step {} (epoch {}): worker {} of {}\n",
              s.ctx.address, man.step, s.epoch, s.me, s.workers);
   finish_recovery(self);
   return {};
@@ -289,7 +291,7 @@ Verdict on_recover(Self* self, const train::Recover& r, const ActorMessage& m) {
   if (std::string why = check_shape(s, r); !why.empty()) return drop(Drop::malformed, why);
   TROUPE_ASSERT(m.epoch >= s.epoch, "a Recover of epoch {} admitted at epoch {}", m.epoch, s.epoch);
   s.epoch = s.recover_epoch = m.epoch;  // from here on, even an error must reach the coordinator
-  if (!r.rollback_manifest().empty()) return rollback(self, r);
+  if (r.rollback()) return rollback(self, r, m);
   const int64_t c = r.version();
   if (!s.recovery_base) s.recovery_base = base_of(s, c, r.old_workers());
   const RecoveryBase& base = *s.recovery_base;

@@ -247,9 +247,9 @@ class LaunchJob {
   }
 
   void on_event(const std::string& kind, const std::string& text) {
-    write_or_stop(events_,
-                  nlohmann::json{{"t_s", elapsed_s()}, {"event", kind}, {"text", text}}.dump() +
-                      "\n");
+    write_or_stop(
+        events_,
+        nlohmann::json{{"t_s", elapsed_s()}, {"event", kind}, {"text", text}}.dump() + "\n");
     if (kind != "view") progress_.note("[" + kind + "] " + text);
     if (kind == "view") joined_ = true;
     if (kind == "view" && a_.kill_node_at == 0) chaos_kill("as the workers start");

@@ -42,6 +42,16 @@ struct Payload {
   std::span<const std::byte> bytes;
 };
 
+// Text as a message payload (an envelope holds at most envelope_bytes_max: a checkpoint
+// manifest travels beside it), and back.
+inline Payload text_payload(std::string text) {
+  auto keep = std::make_shared<std::string>(std::move(text));
+  return {keep, std::as_bytes(std::span<const char>(keep->data(), keep->size()))};
+}
+inline std::string payload_text(const Payload& p) {
+  return std::string(reinterpret_cast<const char*>(p.bytes.data()), p.bytes.size());
+}
+
 struct ActorMessage {
   // Inbound: the fabric peer it came from (peer_none if local). Outbound: when set, the
   // router sends to this peer instead of resolving `to` (replies during bootstrap).

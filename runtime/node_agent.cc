@@ -123,7 +123,9 @@ Verdict on_welcome(Self* self, const control::Welcome& w, ActorMessage& m) {
   s.job.config_name = w.config_name();
   s.job.config_sets.assign(w.config_sets().begin(), w.config_sets().end());
   s.job.run_dir = w.run_dir();
-  s.job.resume_manifest = w.resume_manifest();
+  if (w.resume() != (m.payloads.size() == 1))
+    return drop(Drop::malformed, "a Welcome whose resume flag does not match its payloads");
+  if (w.resume()) s.job.resume_manifest = payload_text(m.payloads[0]);
   if (s.options.read_fault_tolerance) {
     Result<FaultToleranceConfig> ft = s.options.read_fault_tolerance(s.job);
     if (!ft.ok()) {

@@ -75,19 +75,22 @@ class CheckpointScript : public Conversation {
   void written(int64_t i, int64_t version, const std::string& error = "") {
     train::CheckpointWritten w;
     w.set_step(version), w.set_worker(i), w.set_ok(error.empty()), w.set_error(error);
+    train::ShardList list;
     if (error.empty()) {
       const std::string writer = "w" + std::to_string(i);
-      auto recs = storage::write_shards(storage::checkpoint_dir(run_dir, version) + "/" + writer,
-                                        writer, version,
-                                        {{"param/t" + std::to_string(i), {4}, bytes.data(), 4}});
+      auto recs =
+          storage::write_shards(storage::checkpoint_dir(run_dir, version) + "/" + writer, writer,
+                                version, {{"param/t" + std::to_string(i), {4}, bytes.data(), 4}});
       ASSERT_TRUE(recs.ok()) << recs.status().message();
       for (const storage::ShardRecord& r : recs.value()) {
-        train::ShardEntry* e = w.add_shards();
+        train::ShardEntry* e = list.add_shards();
         e->set_name(r.name), e->set_writer(r.writer), e->set_crc32c(r.crc32c);
         e->set_bytes(r.bytes);
       }
     }
-    from(i, checkpoint_written_type, w);
+    std::vector<runtime::Payload> p;
+    if (error.empty()) p.push_back(runtime::text_payload(list.SerializeAsString()));
+    from(i, checkpoint_written_type, w, std::move(p));
   }
   void lose(const std::string& node) {
     caf::anon_send(coordinator, runtime::node_down_atom::value, node, std::string("killed"));
@@ -143,8 +146,12 @@ TEST_F(CheckpointScript, OwnerAndBuddyLostRollsEverySurvivorBack) {
   train::Recover r;
   ASSERT_TRUE(r.ParseFromString(recovers.back().header));
   EXPECT_EQ(r.version(), 2);
-  ASSERT_FALSE(r.rollback_manifest().empty());
-  EXPECT_EQ(storage::Manifest::from_json(nlohmann::json::parse(r.rollback_manifest())).step, 2);
+  ASSERT_TRUE(r.rollback());
+  ASSERT_EQ(recovers.back().payloads.size(), 1u);
+  EXPECT_EQ(storage::Manifest::from_json(
+                nlohmann::json::parse(runtime::payload_text(recovers.back().payloads[0])))
+                .step,
+            2);
   EXPECT_EQ(records("rollback"), 1u);
   EXPECT_EQ(count_events("rollback"), 1u);
   train::Recovered done;
@@ -163,8 +170,7 @@ TEST_F(CheckpointScript, OwnerAndBuddyLostWithoutACheckpointStopsSayingWhy) {
   lose("n3");
   ASSERT_TRUE(result.has_value());
   EXPECT_FALSE(result->ok);
-  EXPECT_NE(result->error.find("and its buddies (the next worker) are all lost"),
-            std::string::npos)
+  EXPECT_NE(result->error.find("and its buddies (the next worker) are all lost"), std::string::npos)
       << result->error;
   EXPECT_NE(result->error.find("no checkpoint to roll back to"), std::string::npos)
       << result->error;

@@ -185,7 +185,7 @@ class Conversation : public ::testing::Test {
       ctx.index = i;
       ctx.peers = peers;
       ctx.coordinator = "n0/coordinator.0";
-      ctx.job = {config_text, "tiny.toml", sets};
+      ctx.job = {config_text, "tiny.toml", sets, run_dir, ""};
       ctx.epoch = net->epoch;
       ctx.threads = threads;
       workers.push_back(spawn_worker(sys, ctx, false));

@@ -65,9 +65,15 @@ void resume_matches(const std::string& optimizer, bool engram, int64_t writers) 
   EXPECT_EQ(second.params, straight.params);
 }
 
-TEST(CheckpointState, AdamWResumesBitwise) { resume_matches("adamw", false, 1); }
-TEST(CheckpointState, MuonResumesBitwiseFromThreeOwners) { resume_matches("muon", false, 3); }
-TEST(CheckpointState, EngramTablesAndMomentsResumeBitwise) { resume_matches("adamw", true, 2); }
+TEST(CheckpointState, AdamWResumesBitwise) {
+  resume_matches("adamw", false, 1);
+}
+TEST(CheckpointState, MuonResumesBitwiseFromThreeOwners) {
+  resume_matches("muon", false, 3);
+}
+TEST(CheckpointState, EngramTablesAndMomentsResumeBitwise) {
+  resume_matches("adamw", true, 2);
+}
 
 TEST(CheckpointState, WrongSizeShardIsNamed) {
   const JobConfig cfg = job("adamw", false);
