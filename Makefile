@@ -56,3 +56,9 @@ bench-dp: build
 .PHONY: chaos-soak
 chaos-soak: build
 	tests/launch/chaos_soak.sh $(BUILD)
+
+# Issue 12: tokens/s with a checkpoint every 10 steps next to none (stall %), and the store's
+# write bandwidth next to the disk's own write+fdatasync, both in the same run. ~4 min.
+.PHONY: bench-checkpoint
+bench-checkpoint: build
+	bench/run_bench_checkpoint.sh $(BUILD)
