@@ -51,6 +51,7 @@ std::vector<Section> build_sections() {
       {"optimizer", {KEY(optimizer, name), KEY(optimizer, beta1), KEY(optimizer, beta2),
                      KEY(optimizer, eps)}},
       {"fp8", {KEY(fp8, enabled)}},
+      {"checkpoint", {KEY(checkpoint, every_steps), KEY(checkpoint, keep)}},
       {"fault_tolerance", {KEY(fault_tolerance, heartbeat_interval_ms),
                            KEY(fault_tolerance, heartbeat_timeout_ms),
                            KEY(fault_tolerance, start_timeout_ms),
@@ -150,7 +151,6 @@ std::string known_sections_text() {
 // that it is not there yet: a user who read the design gets told, not puzzled.
 std::string unknown_section_text(const std::string& name) {
   static const std::vector<std::pair<std::string, std::string>> planned = {
-      {"checkpoint", "checkpoints (DESIGN §6)"},
       {"parallel", "expert and pipeline parallelism"},
       {"engram", "Engram shard actors (the model's engram_* keys are in [model])"},
       {"grpo", "GRPO rollouts"}};

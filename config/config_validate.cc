@@ -216,6 +216,9 @@ void validate_rest(Checker& c, const JobConfig& cfg) {
                     "heartbeat_interval_ms = {} (one late heartbeat is not a hang)",
                     ft.coordinator_timeout_ms, ft.heartbeat_interval_ms));
 
+  c.non_negative("checkpoint.every_steps");
+  c.positive("checkpoint.keep");
+
   c.fraction("optimizer.beta1", false);
   c.fraction("optimizer.beta2", false);
   c.positive_real("optimizer.eps");

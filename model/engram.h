@@ -121,6 +121,11 @@ class InProcessEngramStore final : public EngramStore<T> {
   EngramRowsBackup<T> backup_rows(const EngramGrad<T>& grad) const;
   void restore_rows(const EngramRowsBackup<T>& b);
 
+  // A table's Adam moments (checkpoints write and load them with the values).
+  std::vector<T>& moment_m(int64_t table) { return m_.at(size_t(table)); }
+  std::vector<T>& moment_v(int64_t table) { return v_.at(size_t(table)); }
+  const std::vector<T>& moment_m(int64_t table) const { return m_.at(size_t(table)); }
+  const std::vector<T>& moment_v(int64_t table) const { return v_.at(size_t(table)); }
   T* data(int64_t table) { return values_.at(size_t(table)).data(); }
   const T* data(int64_t table) const { return values_.at(size_t(table)).data(); }
 

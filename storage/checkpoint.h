@@ -42,7 +42,8 @@ runtime::Status load_checkpoint(const std::string& run_dir, const Manifest& m,
 // The newest complete checkpoint of the journal whose every shard verifies, going back one
 // at a time past bad ones (each reported through `warn`, e.g. to events.jsonl). Errors:
 // none complete, or none verifies (naming the last error).
-runtime::Result<Manifest> newest_good_checkpoint(const std::string& run_dir, const Journal& j,
-                                                 const std::function<void(const std::string&)>& warn);
+runtime::Result<Manifest> newest_good_checkpoint(
+    const std::string& run_dir, const Journal& j,
+    const std::function<void(const std::string&)>& warn);
 
 }  // namespace troupe::storage

@@ -24,6 +24,14 @@ struct TrainConfig {             // [train]
   bool operator==(const TrainConfig&) const = default;
 };
 
+struct CheckpointConfig {  // [checkpoint] (docs/storage.md)
+  // Steps between checkpoints: one after every every_steps-th committed step; 0 = none.
+  int64_t every_steps = 0;
+  // Complete checkpoints kept; older ones are deleted (never the newest complete one).
+  int64_t keep = 2;
+  bool operator==(const CheckpointConfig&) const = default;
+};
+
 // The sections that determine what a training job computes: everything the trainer reads.
 // config/'s JobConfig adds how the job is run (fault tolerance) and where it came from.
 struct TrainJobConfig {
@@ -32,6 +40,8 @@ struct TrainJobConfig {
   TrainConfig train;          // [train]: steps, batch, schedule
   OptimizerConfig optimizer;  // [optimizer]: which update and its constants
   Fp8Config fp8;              // [fp8]: FP8 GEMMs on or off
+  // [checkpoint]: when the state is written; never changes what is computed.
+  CheckpointConfig checkpoint;
 };
 
 }  // namespace troupe::model

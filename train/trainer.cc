@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <map>
 #include <stdexcept>
 #include <thread>
 
@@ -388,6 +389,90 @@ void Trainer::apply_engram(int64_t step, double scale) {
   if (!engram_) throw std::logic_error("apply_engram: the model has no Engram layer");
   engram_backup_ = engram_->backup_rows(engram_grad_);
   engram_adam(engram_grad_, step, scale);
+}
+
+std::vector<std::string> Trainer::state_names(FlatRange owned, bool engram) const {
+  std::vector<std::string> names;
+  for (size_t t = 0; t < table.all().size(); ++t) {
+    const ParamInfo& p = table.all()[t];
+    if (!owned.covers(p)) continue;
+    names.push_back("param/" + p.name);
+    if (optimizer_->state_floats_of(t) > 0) names.push_back("optim/" + p.name);
+  }
+  if (engram && engram_)
+    for (const auto& info : engram_->tables())
+      for (const char* part : {"/values", "/m", "/v"})
+        names.push_back("engram/" + info.name + part);
+  return names;
+}
+
+std::vector<StateTensor> Trainer::snapshot_state(FlatRange owned, bool engram) const {
+  std::vector<StateTensor> out;
+  for (size_t t = 0; t < table.all().size(); ++t) {
+    const ParamInfo& p = table.all()[t];
+    if (!owned.covers(p)) continue;
+    const float* w = params.data() + p.offset;
+    out.push_back({"param/" + p.name, p.shape, std::vector<float>(w, w + p.numel)});
+    const int64_t n = optimizer_->state_floats_of(t);
+    if (n == 0) continue;
+    StateTensor st{"optim/" + p.name, {n}, std::vector<float>(size_t(n))};
+    optimizer_->read_state(t, st.data.data());
+    out.push_back(std::move(st));
+  }
+  if (!engram || !engram_) return out;
+  for (size_t t = 0; t < engram_->tables().size(); ++t) {
+    const EngramTableInfo& info = engram_->tables()[t];
+    const std::vector<int64_t> shape = {info.rows, info.dim};
+    const float* w = engram_->data(int64_t(t));
+    out.push_back({"engram/" + info.name + "/values", shape,
+                   std::vector<float>(w, w + info.rows * info.dim)});
+    out.push_back({"engram/" + info.name + "/m", shape, engram_->moment_m(int64_t(t))});
+    out.push_back({"engram/" + info.name + "/v", shape, engram_->moment_v(int64_t(t))});
+  }
+  return out;
+}
+
+namespace {
+// read(name, out), then a check that it holds `floats` floats.
+void read_sized(const std::function<void(const std::string&, std::vector<float>*)>& read,
+                const std::string& name, size_t floats, std::vector<float>* out) {
+  read(name, out);
+  if (out->size() != floats)
+    throw std::runtime_error("checkpoint shard " + name + " holds " + std::to_string(out->size()) +
+                             " floats, the model needs " + std::to_string(floats));
+}
+}  // namespace
+
+void Trainer::load_state(FlatRange owned,
+                         const std::function<void(const std::string&, std::vector<float>*)>& read) {
+  std::vector<float> buf;
+  for (const ParamInfo& p : table.all()) {
+    read_sized(read, "param/" + p.name, size_t(p.numel), &buf);
+    std::copy(buf.begin(), buf.end(), params.begin() + p.offset);
+  }
+  std::map<size_t, std::vector<float>> state;
+  for (size_t t = 0; t < table.all().size(); ++t) {
+    const int64_t n = optimizer_->state_floats_of(t);
+    if (!owned.covers(table.all()[t]) || n == 0) continue;
+    read_sized(read, "optim/" + table.all()[t].name, size_t(n), &state[t]);
+  }
+  reshard_optimizer(owned, [&](size_t t) -> const float* {
+    auto it = state.find(t);
+    return it == state.end() ? nullptr : it->second.data();
+  });
+  if (engram_) {
+    for (size_t t = 0; t < engram_->tables().size(); ++t) {
+      const EngramTableInfo& info = engram_->tables()[t];
+      const size_t n = size_t(info.rows * info.dim);
+      read_sized(read, "engram/" + info.name + "/values", n, &buf);
+      std::copy(buf.begin(), buf.end(), engram_->data(int64_t(t)));
+      read_sized(read, "engram/" + info.name + "/m", n, &engram_->moment_m(int64_t(t)));
+      read_sized(read, "engram/" + info.name + "/v", n, &engram_->moment_v(int64_t(t)));
+    }
+  }
+  saved_params_.clear();
+  saved_optimizer_.reset();
+  engram_backup_.reset();
 }
 
 double Trainer::validate() {

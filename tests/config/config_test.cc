@@ -123,12 +123,23 @@ TEST(ConfigErrors, UnknownSectionListsKnown) {
   EXPECT_CONTAINS(msg,
                   "x.toml:3: unknown section [modle]; known sections: model, data, train, "
                   "optimizer, fp8");
-  EXPECT_CONTAINS(file_error("[checkpoint]\nevery_steps = 10\n"),
-                  "x.toml:1: section [checkpoint] is not implemented yet: troupe has no "
-                  "checkpoints (DESIGN §6) so far; known sections: model");
+  EXPECT_CONTAINS(file_error("[parallel]\nexperts = 2\n"),
+                  "x.toml:1: section [parallel] is not implemented yet: troupe has no "
+                  "expert and pipeline parallelism so far; known sections: model");
   EXPECT_CONTAINS(set_error({"grpo.group=8"}), "section [grpo] is not implemented yet");
   EXPECT_CONTAINS(file_error("steps = 3\n"), "x.toml:1: key 'steps' is outside any section");
   EXPECT_CONTAINS(file_error("model = 3\n"), "x.toml:1: 'model' must be a section");
+}
+
+// [checkpoint] is a section now (issue 12): read, and its keys checked.
+TEST(ConfigCheckpoint, ReadAndChecked) {
+  EXPECT_CONTAINS(file_error("[checkpoint]\nevery_steps = -1\n"),
+                  "x.toml:2: checkpoint.every_steps = -1");
+  EXPECT_CONTAINS(file_error("[checkpoint]\nkeep = 0\n"), "x.toml:2: checkpoint.keep = 0");
+  EXPECT_CONTAINS(file_error("[checkpoint]\nevry_steps = 5\n"), "did you mean 'every_steps'?");
+  const JobConfig cfg = load_config(write_toml("[checkpoint]\nevery_steps = 5\nkeep = 3\n"), {});
+  EXPECT_EQ(cfg.checkpoint.every_steps, 5);
+  EXPECT_EQ(cfg.checkpoint.keep, 3);
 }
 
 TEST(ConfigErrors, BadValueNamesFileLineKeyAndRule) {
