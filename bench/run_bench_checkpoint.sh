@@ -49,4 +49,4 @@ print(f"no checkpoints          {none:9.1f} tok/s (median)")
 print(f"checkpoint every {sys.argv[3]:>3}   {ckpt:9.1f} tok/s (median)   ratio {ckpt / none:.3f}, "
       f"stall {100 * (1 - ckpt / none):+.2f}% (issue 12: <= 2%)")
 PYEOF
-"$BUILD/bench_store" "$WORK/store"
+"$BUILD/bench/bench_store" "$WORK/store"

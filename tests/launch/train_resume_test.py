@@ -36,9 +36,15 @@ def train(troupe, run_dir, *extra, env=None):
                           env=env, timeout=300)
 
 
-def start_train(troupe, run_dir):
-    return subprocess.Popen([troupe, "train", *COMMON, "--run-dir", run_dir],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+def start_train(troupe, run_dir, log):
+    with open(log, "w") as err:
+        return subprocess.Popen([troupe, "train", *COMMON, "--run-dir", run_dir],
+                                stdout=subprocess.DEVNULL, stderr=err)
+
+
+def logged(log, text):
+    with open(log) as f:
+        return text in f.read()
 
 
 def weights_hash(res):
@@ -72,16 +78,17 @@ def undisturbed(troupe, work):
 
 def killed_and_resumed(troupe, work, ref):
     run_dir = os.path.join(work, "killed")
-    p = start_train(troupe, run_dir)
-    # Step 5's checkpoint starts after step 4 and is committed at a step boundary after it
-    # is written: by step 8 it is there (a few MB on a local disk).
-    wait_for(lambda: steps_done(run_dir) >= 8 or p.poll() is not None, 240, "8 steps")
+    log = os.path.join(work, "killed.log")
+    p = start_train(troupe, run_dir, log)
+    # Killed once step 5's checkpoint is committed (at a step boundary after its write).
+    wait_for(lambda: logged(log, f"[checkpoint] step {EVERY} written") or p.poll() is not None,
+             240, f"the checkpoint of step {EVERY}")
     p.send_signal(signal.SIGKILL)
-    p.communicate()
+    p.wait()
     done = steps_done(run_dir)
     res = train(troupe, run_dir, "--resume")
     m = re.search(r"resumed from the checkpoint of step (\d+)", res.stderr)
-    check("killed at step ~8, --resume", res.returncode == 0 and weights_hash(res) == ref and m,
+    check("killed after a checkpoint, --resume", res.returncode == 0 and weights_hash(res) == ref and m,
           f"killed after {done} steps; status {res.returncode}, "
           f"{m.group(0) if m else 'no checkpoint resumed'}, weights {weights_hash(res)} "
           f"(undisturbed {ref})")
@@ -120,13 +127,13 @@ def export_checks(troupe, work, run_dir):
 
 def lock_checks(troupe, work):
     run_dir = os.path.join(work, "locked")
-    first = start_train(troupe, run_dir)
+    first = start_train(troupe, run_dir, os.path.join(work, "locked.log"))
     lock = os.path.join(run_dir, "troupe.lock")
     wait_for(lambda: (os.path.exists(lock) and os.path.getsize(lock) > 0) or
              first.poll() is not None, 60, "the first job's lock")
     second = train(troupe, run_dir, "--resume")
     first.send_signal(signal.SIGKILL)
-    first.communicate()
+    first.wait()
     check("a second job on a locked run directory", second.returncode == 2 and
           str(first.pid) in second.stderr, f"status {second.returncode}: "
           f"{second.stderr.strip()} (holder pid {first.pid})")
@@ -147,9 +154,11 @@ def full_metrics_file(troupe, work, ref):
     check("metrics.jsonl full: stops at once, exit 1, names the file",
           res.returncode == 1 and "metrics.jsonl" in err, f"status {res.returncode}: {err}")
     res = train(troupe, run_dir, "--resume")
-    check("metrics.jsonl full, then --resume", res.returncode == 0 and weights_hash(res) == ref,
-          f"status {res.returncode}, weights {weights_hash(res)} (undisturbed {ref}): "
-          f"{last_lines(res.stderr, 2)}")
+    m = re.search(r"resumed from the checkpoint of step (\d+)", res.stderr)
+    check("metrics.jsonl full, then --resume", res.returncode == 0 and m and
+          weights_hash(res) == ref, f"status {res.returncode}, "
+          f"{m.group(0) if m else 'no checkpoint resumed'}, weights {weights_hash(res)} "
+          f"(undisturbed {ref})")
 
 
 def main():
