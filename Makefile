@@ -20,6 +20,7 @@ DEMO_KILL_AT ?= 60
 # one node process is killed (-9) after step DEMO_KILL_AT and the others carry on: the
 # weights hash at the end is the one an undisturbed single process gets.
 demo: build
+	rm -rf runs/demo
 	$(BUILD)/troupe launch --config configs/tiny.toml --nodes $(DEMO_NODES) --run-dir runs/demo \
 	  --steps $(DEMO_STEPS) --kill-node-at $(DEMO_KILL_AT)
 
@@ -62,3 +63,11 @@ chaos-soak: build
 .PHONY: bench-checkpoint
 bench-checkpoint: build
 	bench/run_bench_checkpoint.sh $(BUILD)
+
+# The long kill loop of issue 12: the whole job killed (process group, SIGKILL) at random
+# moments STORAGE_KILLS (200) times over a STORAGE_STEPS (200) step job, each time resumed on 1-4 nodes; it must end with the
+# undisturbed weights and a clean ledger. Prints its seed; STORAGE_SEED=S replays it.
+.PHONY: chaos-storage
+chaos-storage: build
+	STORAGE_KILLS=$${STORAGE_KILLS:-200} STORAGE_STEPS=$${STORAGE_STEPS:-200} python3 tests/launch/storage_test.py \
+	  --troupe $(BUILD)/troupe --work $(BUILD)/chaos_storage --only loop

@@ -112,6 +112,11 @@ void add_core_handlers(Self* self, Phase p, Dispatcher& d) {
     d.on<train::Ready>(ready_type, [self](const train::Ready& r, ActorMessage& m) {
       return on_ready(self, r, m);
     });
+  if (p == Phase::running || p == Phase::recovering || p == Phase::finishing)
+    d.on<train::CheckpointWritten>(
+        checkpoint_written_type, [self](const train::CheckpointWritten& w, ActorMessage& m) {
+          return on_checkpoint_written(self, w, m);
+        });
   if (p == Phase::recovering)
     d.on<train::Recovered>(recovered_type, [self](const train::Recovered& r, ActorMessage& m) {
       return on_recovered(self, r, m);
@@ -176,6 +181,7 @@ caf::behavior coordinator(Self* self, caf::actor router, CoordinatorOptions opti
   s.router = router;
   s.commit_log = s.opt.commit_log ? s.opt.commit_log : std::make_shared<InMemoryCommitLog>();
   s.drv.n_mb = s.opt.config.train.batch_size / s.opt.config.train.micro_batch_rows;
+  s.drv.step = s.drv.committed = s.opt.resume_step;
   s.core.started = s.core.last_tick = now(self);
   self->send(router, runtime::register_atom::value, std::string("coordinator.0"), caf::actor(self));
   self->send(router, runtime::watch_atom::value, caf::actor(self));

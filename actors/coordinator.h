@@ -57,6 +57,8 @@ struct CoordinatorOptions {
   std::function<void(const JobResult&)> on_done;  // exactly once, whatever happens
   // Where commits and view changes are recorded before they are announced (null: in memory).
   std::shared_ptr<CommitLog> commit_log;
+  // A resumed job starts at this step (job.resume_manifest is its checkpoint); 0: fresh.
+  int64_t resume_step = 0;
 };
 
 // Spawns the coordinator as "coordinator.0" on the host's router.

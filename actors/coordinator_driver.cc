@@ -108,7 +108,11 @@ void try_apply(Self* self) {
   auto& d = s.drv;
   if (d.apply_sent || !d.stats.complete() || !d.norms.complete()) return;
   std::vector<model::TreeNode> nodes;
-  for (const auto& p : d.pieces) nodes.push_back(p.node);
+  d.consumed.clear();
+  for (const auto& p : d.pieces) {
+    nodes.push_back(p.node);
+    d.consumed.emplace_back(p.node.lo, p.node.hi);
+  }
   const std::string cover = model::check_cover(nodes, d.n_mb);
   TROUPE_ASSERT(cover.empty(), "step {}: the pieces of {} workers: {}", d.step, worker_count(self),
                 cover);
@@ -177,11 +181,15 @@ void commit_step(Self* self) {
   TROUPE_ASSERT(d.committed == d.step, "committing step {} after {} committed steps", d.step,
                 d.committed);
   const runtime::Status st = s.commit_log->record_commit(
-      {.step = d.step, .epoch = s.core.epoch, .workers = worker_count(self)});
+      {.step = d.step,
+       .epoch = s.core.epoch,
+       .workers = worker_count(self),
+       .micro_batches = d.consumed});
   if (!st.ok())
     return fail(self,
                 fmt::format("cannot record the commit of step {}: {}", d.step, st.to_string()));
   d.committed = d.step + 1;
+  expect_checkpoint(self, d.committed);
   train::Commit c;
   c.set_step(d.step);
   to_all_workers(self, commit_type, c);

@@ -30,6 +30,7 @@ void bump_epoch(Self* self) {
   for (const NodeInfo& n : s.core.nodes) ids.push_back(n.id);
   const runtime::Status st = s.commit_log->record_view(s.core.epoch, ids);
   if (!st.ok()) throw std::runtime_error("cannot record the view change: " + st.to_string());
+  abandon_checkpoints(self);
   self->send(s.router, runtime::epoch_atom::value, s.core.epoch);
 }
 
@@ -71,6 +72,8 @@ void welcome(Self* self, const NodeInfo& n) {
   w.set_config_text(s.opt.job.config_text);
   w.set_config_name(s.opt.job.config_name);
   for (const auto& set : s.opt.job.config_sets) w.add_config_sets(set);
+  w.set_run_dir(s.opt.job.run_dir);
+  w.set_resume_manifest(s.opt.job.resume_manifest);
   ActorMessage r = make_message(s.self_address, n.id + "/agent.0", runtime::welcome_type, w);
   r.peer = n.peer;
   self->send(s.router, std::move(r));
@@ -112,6 +115,43 @@ void on_join(Self* self, const control::Join& j, const ActorMessage& m) {
 
 namespace {
 
+// An owner lost with all its buddies (its optimizer state is gone from memory) at a
+// committed step past 0: the survivors roll back to the newest checkpoint that verifies
+// (Recover carries its manifest); without one the job stops. False: the job stopped.
+bool plan_rollback(Self* self, const std::string& what, train::Recover* r) {
+  auto& s = self->state;
+  auto& c = s.core;
+  const std::vector<int64_t> survivors(r->old_index().begin(), r->old_index().end());
+  const std::string lost =
+      r->version() == 0 ? "" : share_lost(self, r->old_workers(), survivors);
+  if (c.rollback_to < 0 && lost.empty()) return true;
+  runtime::Result<storage::Manifest> m = rollback_checkpoint(self);
+  if (!m.ok()) {
+    fail(self, fmt::format("{}: {}: the optimizer state of its share is gone "
+                           "(fault_tolerance.buddy_copies = {}) and there is no checkpoint to "
+                           "roll back to: {}",
+                           what, lost, s.opt.config.fault_tolerance.buddy_copies,
+                           m.status().message()));
+    return false;
+  }
+  const int64_t step = m.value().step;
+  const runtime::Status st = s.commit_log->record({{"kind", "rollback"}, {"step", step}});
+  if (!st.ok()) {
+    fail(self, fmt::format("cannot record the rollback to step {}: {}", step, st.message()));
+    return false;
+  }
+  if (c.rollback_to < 0)
+    event(self, "rollback",
+          fmt::format("an owner was lost with all its buddy copies: every survivor rolls back "
+                      "to the checkpoint of step {} and replays from there (was at step {})",
+                      step, s.drv.committed));
+  c.rollback_to = step;
+  s.drv.step = s.drv.committed = step;
+  r->set_version(step);
+  r->set_rollback_manifest(m.value().to_json().dump());
+  return true;
+}
+
 // Node k is gone after the workers were placed: the survivors go back to the committed
 // version under a new epoch and take over its share. A further loss before they are done
 // restarts the recovery from the same view, without both.
@@ -131,6 +171,7 @@ void recover_without(Self* self, size_t k, const std::string& what) {
     r.add_old_index(std::find(c.recovery_base.begin(), c.recovery_base.end(), w) -
                     c.recovery_base.begin());
   }
+  if (!plan_rollback(self, what, &r)) return;
   bump_epoch(self);
   publish_view(self);
   enter_phase(self, Phase::recovering);
@@ -248,6 +289,7 @@ Verdict on_recovered(Self* self, const train::Recovered& r, const ActorMessage& 
   if (Verdict v = check_worker(self, r.worker(), m)) return v;
   if (Verdict v = drop_receipt(c.recovered.add(0, -1, r.worker()), "Recovered")) return v;
   if (!c.recovered.complete()) return {};
+  c.rollback_to = -1;
   enter_phase(self, Phase::running);
   event(
       self, "recovered",

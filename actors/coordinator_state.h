@@ -53,6 +53,9 @@ struct Membership {
   std::vector<StartLoss> start_losses;
   Receipts recovered;                      // Recovered, by new worker index
   std::vector<std::string> recovery_base;  // the workers of the view a recovery started from
+  // The recovery in flight is a rollback to the checkpoint of this step (-1: none): an
+  // owner was lost with all its buddies. A further loss during it rolls back again.
+  int64_t rollback_to = -1;
   int64_t recoveries = 0;
   time_point started, last_tick, recovery_started;
   uint64_t heartbeats = 0;  // sent to the nodes, one per check (heartbeat_interval_ms)
@@ -69,12 +72,21 @@ struct StepDriver {
   Receipts stats, norms, done, val, finals;  // by worker index, keyed by (epoch, step)
   bool apply_sent = false;
   std::vector<model::Piece<float>> pieces, val_pieces;
+  std::vector<std::pair<int64_t, int64_t>> consumed;  // the step's pieces: the data ledger
   std::vector<std::vector<double>> norm_parts;  // by worker (owner order = table order)
   std::vector<double> engram_sumsq;             // by worker: each reduced all the tables
   time_point step_started;
   StepReport report;
   JobResult result;
   std::map<std::string, std::vector<train::DropCount>> worker_drops;  // by address, from Final
+};
+
+// A checkpoint being written: each worker of the view reports its shards.
+struct PendingCheckpoint {
+  uint64_t epoch = 0;
+  Receipts written;  // CheckpointWritten, by worker index
+  std::vector<storage::ShardRecord> shards;
+  std::string failed;  // the first worker's error: the checkpoint is skipped
 };
 
 struct CoordinatorState {
@@ -84,6 +96,7 @@ struct CoordinatorState {
   std::shared_ptr<CommitLog> commit_log;
   Membership core;
   StepDriver drv;
+  std::map<int64_t, PendingCheckpoint> checkpoints;  // by step, until complete or skipped
   DropLog drops{"n0/coordinator.0", type_name};
   bool ending = false;    // end_job ran (the nodes were told to stop)
   bool reported = false;  // on_done was called
@@ -126,5 +139,20 @@ void start_training(Self* self);
 void resume_training(Self* self);
 int64_t committed_version(Self* self);
 void add_driver_handlers(Self* self, Phase p, Dispatcher& d);
+
+// coordinator_checkpoint.cc: checkpoints, resume and the last fallback.
+// After the commit of step s: the checkpoint of s + 1 is expected when the job writes one.
+void expect_checkpoint(Self* self, int64_t version);
+// The view changed: the checkpoints being written by the old one are abandoned.
+void abandon_checkpoints(Self* self);
+Verdict on_checkpoint_written(Self* self, const train::CheckpointWritten& w,
+                              const ActorMessage& m);
+// Whether losing the workers outside `survivors` (old indices) loses some owner's
+// optimizer state with all its buddies, so that only a checkpoint can bring it back: which
+// owner, or "" when every share survives.
+std::string share_lost(Self* self, int64_t old_workers, const std::vector<int64_t>& survivors);
+// The newest complete checkpoint whose shards all verify (events name the ones skipped);
+// an error when there is none.
+runtime::Result<storage::Manifest> rollback_checkpoint(Self* self);
 
 }  // namespace troupe::actors::coordinator_impl

@@ -10,7 +10,7 @@ std::string_view type_name(uint32_t type) {
   static constexpr std::string_view train[] = {
       "StepBegin",     "Stats",     "GradSlices",   "NormParts", "Apply",      "Weights",
       "StepDone",      "Ready",     "Finish",       "Final",     "BuddyState", "Recover",
-      "StateTransfer", "Recovered", "EngramSlices", "Commit"};
+      "StateTransfer", "Recovered", "EngramSlices", "Commit",    "CheckpointWritten"};
   static_assert(std::size(train) == train_types_end - step_begin_type);
   if (type >= step_begin_type && type < train_types_end) return train[type - step_begin_type];
   return runtime::control_type_name(type);

@@ -32,6 +32,7 @@ enum TrainType : uint32_t {
   recovered_type,
   engram_slices_type,
   commit_type,
+  checkpoint_written_type,
   train_types_end,
 };
 

@@ -175,6 +175,7 @@ Verdict accept_commit(Self* self, int64_t step) {
   TROUPE_ASSERT(step + 1 > s.committed, "commit of step {} after {} committed", step, s.committed);
   s.committed = step + 1;
   if (s.saved_for == step) s.saved_for = -1;
+  maybe_checkpoint(self, step + 1);
   return {};
 }
 
@@ -446,7 +447,12 @@ void start(Self* self) {
   s.epoch = s.ctx.epoch;
   s.peers = s.ctx.peers;
   plan(s, int64_t(s.peers.size()), s.ctx.index);
-  s.trainer->keep_optimizer_state(s.owners[size_t(s.me)]);  // ZeRO-1
+  s.storage_faults = storage::StorageFaults::from_env();
+  if (!s.ctx.job.resume_manifest.empty())  // every weight, and this share's optimizer state
+    load_checkpoint(s, storage::Manifest::from_json(
+                           nlohmann::json::parse(s.ctx.job.resume_manifest)));
+  else
+    s.trainer->keep_optimizer_state(s.owners[size_t(s.me)]);  // ZeRO-1
   train::Ready r;
   r.set_worker(s.me);
   r.set_parameters(s.trainer->table.total());

@@ -7,12 +7,15 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
 #include "actors/dispatch.h"
 #include "actors/protocol.h"
 #include "runtime/roles.h"
+#include "storage/faults.h"
+#include "storage/journal.h"
 #include "train/trainer.h"
 #include "train/tree.h"
 
@@ -89,7 +92,19 @@ struct WorkerState {
   Recovery recovery;
   std::vector<ActorMessage> early;  // from a newer epoch, waiting for its Recover
   DropLog drops{"", type_name};
+  // Checkpoints (worker_checkpoint.cc): the write in flight, the fault hook, the time spent
+  // copying state out, and the checkpoint this worker was loaded from (resume, rollback).
+  std::thread checkpoint_writer;
+  storage::StorageFaults storage_faults;
+  double snapshot_seconds = 0;
+  std::optional<storage::Manifest> loaded;
   static inline const char* name = "worker";
+  WorkerState() = default;
+  WorkerState(const WorkerState&) = delete;
+  WorkerState& operator=(const WorkerState&) = delete;
+  ~WorkerState() {
+    if (checkpoint_writer.joinable()) checkpoint_writer.join();
+  }
 };
 using Self = caf::stateful_actor<WorkerState>;
 
@@ -109,6 +124,19 @@ void try_done(Self* self);
 void enter(WorkerState& s, int64_t step);
 // Opens a round of the BuddyStates of `version` from this worker's buddy_count predecessors.
 void open_buddies(const WorkerState& s, int64_t version, Receipts* round);
+
+// worker_checkpoint.cc
+// After the Commit that made `version` steps: this owner's share is copied and written on a
+// thread, and reported to the coordinator (CheckpointWritten), when the job checkpoints.
+void maybe_checkpoint(Self* self, int64_t version);
+// Loads checkpoint m into the trainer for this worker's share (owners planned already);
+// the version becomes m.step. Throws naming the shard that could not be read.
+void load_checkpoint(WorkerState& s, const storage::Manifest& m);
+// A lost owner's optimizer state of tensor `tensor` at `version`, read from the checkpoint
+// this worker loaded when that is the version (false otherwise): no buddy holds a copy of
+// the state a job resumed with until the first step is done.
+bool read_loaded_state(const WorkerState& s, size_t tensor, int64_t version,
+                       std::vector<float>* out);
 
 // worker_recovery.cc
 // After an update: the owned share's optimizer state to the buddies (the next workers).

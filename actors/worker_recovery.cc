@@ -187,6 +187,13 @@ Recovery gather_sources(WorkerState& s, const RecoveryBase& base, const Recovery
       continue;
     }
     auto it = base.buddies.find(pred);
+    if (it == base.buddies.end() && s.loaded && s.loaded->step == c) {  // resumed at c
+      for (size_t t : tensors) {
+        read_loaded_state(s, t, c, &rec.local.emplace_back());
+        rec.sources[t] = rec.local.back().data();
+      }
+      continue;
+    }
     if (it == base.buddies.end())
       throw std::runtime_error(fmt::format(
           "no buddy copy of worker {}'s optimizer state at step {}: cannot take it over", pred, c));
@@ -238,6 +245,41 @@ std::string check_shape(const WorkerState& s, const train::Recover& r) {
 
 }  // namespace
 
+namespace {
+
+// The last fallback: an owner was lost with every buddy, so its share's state is gone from
+// memory. Every survivor loads the newest complete checkpoint for its new share instead,
+// sends its buddies their copies, and the job replays from there.
+Verdict rollback(Self* self, const train::Recover& r) {
+  auto& s = self->state;
+  const storage::Manifest man =
+      storage::Manifest::from_json(nlohmann::json::parse(r.rollback_manifest()));
+  int64_t new_me = -1;
+  for (int i = 0; i < r.workers_size(); ++i)
+    if (r.workers(i) == s.ctx.address) new_me = i;
+  s.peers.assign(r.workers().begin(), r.workers().end());
+  plan(s, int64_t(s.peers.size()), new_me);
+  if (s.checkpoint_writer.joinable()) s.checkpoint_writer.join();
+  load_checkpoint(s, man);
+  enter(s, -1);
+  s.begun = s.validated = -1;
+  s.buddy.clear();
+  RecoveryBase base;  // a further loss restarts the rollback from the same view
+  base.version = man.step, base.workers = r.old_workers(), base.me = -1;
+  s.recovery_base = std::move(base);
+  Recovery rec;
+  rec.active = true, rec.version = man.step, rec.resharded = true;
+  open_buddies(s, man.step, &rec.buddies);
+  s.recovery = std::move(rec);
+  send_buddy_copy(self, man.step);
+  fmt::print(stderr, "troupe {}: rolling back to the checkpoint of step {} (epoch {}): worker {} of {}\n",
+             s.ctx.address, man.step, s.epoch, s.me, s.workers);
+  finish_recovery(self);
+  return {};
+}
+
+}  // namespace
+
 // A Recover under a new epoch: back to the committed version, renumber, and move the
 // optimizer state to its new owners as plan_recovery says. A further loss during a recovery
 // restarts it from the same view (recovery_base).
@@ -247,6 +289,7 @@ Verdict on_recover(Self* self, const train::Recover& r, const ActorMessage& m) {
   if (std::string why = check_shape(s, r); !why.empty()) return drop(Drop::malformed, why);
   TROUPE_ASSERT(m.epoch >= s.epoch, "a Recover of epoch {} admitted at epoch {}", m.epoch, s.epoch);
   s.epoch = s.recover_epoch = m.epoch;  // from here on, even an error must reach the coordinator
+  if (!r.rollback_manifest().empty()) return rollback(self, r);
   const int64_t c = r.version();
   if (!s.recovery_base) s.recovery_base = base_of(s, c, r.old_workers());
   const RecoveryBase& base = *s.recovery_base;

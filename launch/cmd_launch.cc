@@ -12,6 +12,7 @@
 #include <thread>
 
 #include "actors/coordinator.h"
+#include "actors/journal_log.h"
 #include "actors/roles.h"
 #include "config/config_parse.h"
 #include "launch/commands.h"
@@ -20,6 +21,9 @@
 #include "launch/supervisor.h"
 #include "runtime/auth.h"
 #include "runtime/host.h"
+#include "storage/checked_file.h"
+#include "storage/checkpoint.h"
+#include "storage/run_lock.h"
 #include "storage/weights_io.h"
 
 namespace troupe::launch {
@@ -35,6 +39,7 @@ struct LaunchArgs {
   std::string listen_host = "127.0.0.1", secret_file;
   uint16_t port = 0;
   int64_t kill_node_at = -1;  // chaos: SIGKILL one local node process after this step
+  bool resume = false;        // continue the run in run_dir from its newest checkpoint
 };
 
 std::string read_file(const std::string& path) {
@@ -121,6 +126,7 @@ class LaunchJob {
 
   int run() {
     open_run_dir();
+    if (write_failed_) throw UsageError("launch: " + write_error_);
     actors::register_roles();
     install_stop_signals();
     host_ = start_host(a_, secret_);
@@ -146,17 +152,59 @@ class LaunchJob {
  private:
   using clock = std::chrono::steady_clock;
 
+  // The run directory is this job's for its life (flock); a directory holding a run is
+  // refused unless --resume, which continues from its newest checkpoint that verifies.
   void open_run_dir() {
-    std::filesystem::create_directories(a_.run_dir);
+    auto lock = storage::RunLock::acquire(a_.run_dir, "troupe launch");
+    if (!lock.ok()) throw UsageError("launch: " + lock.status().message());
+    lock_ = std::move(lock).value();
+    const bool has_run = std::filesystem::exists(a_.run_dir + "/journal") ||
+                         std::filesystem::exists(a_.run_dir + "/config.json");
+    if (has_run && !a_.resume)
+      throw UsageError("launch: run directory " + a_.run_dir +
+                       " already holds a run; pass --resume to continue it from its newest "
+                       "checkpoint, or choose another --run-dir");
     secret_file_ = a_.secret_file.empty() ? a_.run_dir + "/secret" : a_.secret_file;
     secret_ = job_secret(secret_file_, a_.secret_file.empty());
-    {
-      std::ofstream c(a_.run_dir + "/config.json");
-      c << model::model_config_to_json(cfg_.model, cfg_.train.seed).dump(2) << "\n";
+    open_journal();
+    const storage::StorageFaults faults = storage::StorageFaults::from_env();
+    check_write(metrics_.open(a_.run_dir + "/metrics.jsonl", a_.resume, faults));
+    check_write(events_.open(a_.run_dir + "/events.jsonl", a_.resume, faults));
+    storage::CheckedFile config;
+    check_write(config.open(a_.run_dir + "/config.json", false, faults));
+    check_write(
+        config.write(model::model_config_to_json(cfg_.model, cfg_.train.seed).dump(2) + "\n"));
+    if (a_.resume) choose_checkpoint();
+  }
+
+  static void check_write(const runtime::Status& st) {
+    if (!st.ok()) throw UsageError("launch: " + st.message());
+  }
+
+  // The journal, and the job identity it holds: a resume under another config is refused.
+  void open_journal() {
+    auto j = storage::Journal::open(a_.run_dir, false);
+    if (!j.ok()) throw UsageError("launch: " + j.status().message());
+    journal_ = std::shared_ptr<storage::Journal>(std::move(j).value());
+    const nlohmann::json identity = storage::job_identity(cfg_);
+    if (const auto stored = journal_->meta("job")) {
+      const std::string why = storage::identity_mismatch(nlohmann::json::parse(*stored), identity);
+      if (!why.empty())
+        throw UsageError("launch: cannot resume the run in " + a_.run_dir + ": " + why);
+      return;
     }
-    metrics_.open(a_.run_dir + "/metrics.jsonl");
-    events_.open(a_.run_dir + "/events.jsonl");
-    if (!metrics_ || !events_) throw UsageError("launch: cannot write into " + a_.run_dir);
+    check_write(journal_->put_meta("job", identity.dump()));
+  }
+
+  void choose_checkpoint() {
+    auto m = storage::newest_good_checkpoint(
+        a_.run_dir, *journal_, [this](const std::string& w) { on_event("checkpoint_corrupt", w); });
+    if (m.ok()) resume_ = std::move(m).value();
+    const int64_t step = resume_ ? resume_->step : 0;
+    on_event("resume", resume_ ? "from the checkpoint of step " + std::to_string(step)
+                               : "no usable checkpoint (" + m.status().message() +
+                                     "): the job starts from step 0");
+    check_write(journal_->append({{"kind", "resume"}, {"step", step}}));
   }
 
   double elapsed_s() const { return std::chrono::duration<double>(clock::now() - t0_).count(); }
@@ -176,7 +224,7 @@ class LaunchJob {
     const double tps = double(step_tokens_) / std::max(r.seconds, 1e-9);
     last_loss_ = r.stats.loss;
     if (r.has_val) last_val_ = r.val_loss;
-    write_metrics(metrics_, r.stats, tps, r.val_loss, r.has_val);
+    write_or_stop(metrics_, metrics_line(r.stats, tps, r.val_loss, r.has_val));
     progress_.step(r.stats.step, r.stats.loss, r.stats.lr, tps, elapsed_s());
     if (r.has_val) {
       char buf[96];
@@ -188,9 +236,20 @@ class LaunchJob {
       chaos_kill("after step " + std::to_string(a_.kill_node_at));
   }
 
+  // The first failed write stops the job at once, keeping what is committed (checkpoints,
+  // journal): --resume continues once the cause (a full disk) is gone.
+  void write_or_stop(storage::CheckedFile& f, const std::string& line) {
+    const runtime::Status st = f.write(line);
+    if (st.ok() || write_failed_.exchange(true)) return;
+    write_error_ = st.message();
+    progress_.note("[error] " + write_error_ + "; stopping the job (checkpoints and journal kept)");
+    if (coordinator_) actors::request_stop(coordinator_, write_error_);
+  }
+
   void on_event(const std::string& kind, const std::string& text) {
-    events_ << nlohmann::json{{"t_s", elapsed_s()}, {"event", kind}, {"text", text}}.dump() << "\n";
-    events_.flush();
+    write_or_stop(events_,
+                  nlohmann::json{{"t_s", elapsed_s()}, {"event", kind}, {"text", text}}.dump() +
+                      "\n");
     if (kind != "view") progress_.note("[" + kind + "] " + text);
     if (kind == "view") joined_ = true;
     if (kind == "view" && a_.kill_node_at == 0) chaos_kill("as the workers start");
@@ -199,8 +258,12 @@ class LaunchJob {
   actors::CoordinatorOptions coordinator_options() {
     actors::CoordinatorOptions co;
     co.nodes = a_.nodes;
-    co.job = {read_file(a_.config), a_.config, sets_};
+    co.job = {read_file(a_.config), a_.config, sets_,
+              std::filesystem::absolute(a_.run_dir).string(),
+              resume_ ? resume_->to_json().dump() : std::string()};
     co.config = cfg_;
+    co.commit_log = std::make_shared<actors::JournalCommitLog>(co.job.run_dir, journal_);
+    co.resume_step = resume_ ? resume_->step : 0;
     co.on_step = [this](const actors::StepReport& r) { on_step(r); };
     co.on_event = [this](const std::string& kind, const std::string& text) {
       on_event(kind, text);
@@ -275,7 +338,8 @@ class LaunchJob {
         "config.json)\n",
         long(steps), long(a_.nodes),
         r.recoveries > 0 ? (" (" + std::to_string(r.recoveries) + " lost, recovered)").c_str() : "",
-        last_loss_, last_val_, format_duration(wall).c_str(), double(steps * step_tokens_) / wall,
+        last_loss_, last_val_, format_duration(wall).c_str(),
+        double((steps - (resume_ ? resume_->step : 0)) * step_tokens_) / wall,
         (unsigned long)r.weights_hash, a_.run_dir.c_str());
     // Messages the roles dropped (duplicates, stale epochs, malformed ...), by reason: the
     // job's result does not depend on them, but an operator should see that they happened.
@@ -295,7 +359,12 @@ class LaunchJob {
   const clock::time_point t0_ = clock::now();
   Progress progress_;
   std::string secret_file_, secret_;
-  std::ofstream metrics_, events_;
+  storage::RunLock lock_;
+  std::shared_ptr<storage::Journal> journal_;
+  std::optional<storage::Manifest> resume_;
+  storage::CheckedFile metrics_, events_;
+  std::atomic<bool> write_failed_ = false;
+  std::string write_error_;
   std::unique_ptr<runtime::Host> host_;
   caf::actor coordinator_;
   Supervisor supervisor_;
@@ -338,6 +407,9 @@ void add_launch_command(CLI::App& app) {
   cmd->add_option("--threads-per-node", args->threads_per_node,
                   "compute threads of each node (default: the cores shared among the nodes)")
       ->check(at_least(0, "0: the cores shared among the nodes"));
+  cmd->add_flag("--resume", args->resume,
+                "continue the run in --run-dir from its newest complete checkpoint, on any "
+                "number of nodes (the config must match the run's)");
   cmd->add_option("--kill-node-at", args->kill_node_at,
                   "chaos: kill -9 one node process after this step, 0: as the workers start "
                   "(the job recovers; see [fault_tolerance] recover)")

@@ -24,11 +24,20 @@ inline std::string metrics_line(const model::StepStats& st, double tokens_per_s,
   return j.dump() + "\n";
 }
 
-// metrics_line into an unchecked stream (troupe launch's coordinator, until it writes
-// through storage::CheckedFile as troupe train does).
+// One metrics.jsonl line. Losses are written with every bit (JSON doubles of the float
+// values), so two runs' lines compare exactly.
 inline void write_metrics(std::ofstream& out, const model::StepStats& st, double tokens_per_s,
                           double val_loss, bool has_val) {
-  out << metrics_line(st, tokens_per_s, val_loss, has_val);
+  nlohmann::json j = {{"step", st.step},
+                      {"loss", st.loss},
+                      {"ce", st.ce},
+                      {"mtp", st.mtp},
+                      {"bal", st.bal},
+                      {"lr", st.lr},
+                      {"grad_norm", st.grad_norm},
+                      {"tokens_per_s", tokens_per_s}};
+  if (has_val) j["val_loss"] = val_loss;
+  out << j.dump() << "\n";
   out.flush();
 }
 

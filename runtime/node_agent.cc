@@ -122,6 +122,8 @@ Verdict on_welcome(Self* self, const control::Welcome& w, ActorMessage& m) {
   s.job.config_text = w.config_text();
   s.job.config_name = w.config_name();
   s.job.config_sets.assign(w.config_sets().begin(), w.config_sets().end());
+  s.job.run_dir = w.run_dir();
+  s.job.resume_manifest = w.resume_manifest();
   if (s.options.read_fault_tolerance) {
     Result<FaultToleranceConfig> ft = s.options.read_fault_tolerance(s.job);
     if (!ft.ok()) {

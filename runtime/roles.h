@@ -15,6 +15,10 @@ namespace troupe::runtime {
 struct JobSpec {
   std::string config_text, config_name;
   std::vector<std::string> config_sets;
+  std::string run_dir;  // where checkpoints are written (a file system every node sees)
+  // A resumed job: the manifest (JSON) of the checkpoint every worker starts from; empty:
+  // a fresh start from the job seed.
+  std::string resume_manifest;
 };
 
 struct RoleContext {

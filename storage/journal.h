@@ -23,10 +23,10 @@ namespace troupe::storage {
 
 // A complete checkpoint: every shard, who wrote it and its CRC, and the config it belongs to.
 struct Manifest {
-  int64_t step = 0;              // train steps applied: the job continues at step `step`
-  uint64_t epoch = 0;            // the view whose workers wrote it (0 for troupe train)
-  std::string config_hash;       // xxh64 (hex) of `job`'s canonical dump
-  nlohmann::json job;            // the config keys a resume must match (meta/job's value)
+  int64_t step = 0;         // train steps applied: the job continues at step `step`
+  uint64_t epoch = 0;       // the view whose workers wrote it (0 for troupe train)
+  std::string config_hash;  // xxh64 (hex) of `job`'s canonical dump
+  nlohmann::json job;       // the config keys a resume must match (meta/job's value)
   std::vector<ShardRecord> shards;
   nlohmann::json to_json() const;
   // Throws std::runtime_error naming the missing or malformed field.
@@ -38,8 +38,7 @@ class Journal {
   ~Journal();
   // Opens (creates unless read_only) DIR/journal. Errors name the path and RocksDB's status
   // (a second writer gets RocksDB's lock error, prefixed with what to do).
-  static runtime::Result<std::unique_ptr<Journal>> open(const std::string& run_dir,
-                                                        bool read_only);
+  static runtime::Result<std::unique_ptr<Journal>> open(const std::string& run_dir, bool read_only);
 
   // Appends one record (an object with a string "kind"), synced. Returns its sequence
   // number through `seq` when non-null.

@@ -34,6 +34,17 @@ class SpyLog final : public CommitLog {
     if (commits.empty()) return std::nullopt;
     return commits.back();
   }
+  // Checkpoints and the rest: kept in memory.
+  InMemoryCommitLog rest;
+  runtime::Status record_checkpoint(const storage::Manifest& m) override {
+    return rest.record_checkpoint(m);
+  }
+  runtime::Status delete_checkpoint(int64_t step) override { return rest.delete_checkpoint(step); }
+  std::vector<int64_t> checkpoints() const override { return rest.checkpoints(); }
+  runtime::Result<storage::Manifest> checkpoint(int64_t step) const override {
+    return rest.checkpoint(step);
+  }
+  runtime::Status record(const nlohmann::json& r) override { return rest.record(r); }
 };
 
 class CoordinatorScript : public Conversation {

@@ -115,6 +115,7 @@ class Conversation : public ::testing::Test {
   std::optional<JobResult> result;
   std::function<void(const StepReport&)> on_step;         // the test's own, after recording
   std::shared_ptr<CommitLog> commit_log;                  // null: the coordinator's own
+  std::string run_dir;                                    // the job's (checkpoints); "": none
   std::function<void(const std::string&)> on_event_hook;  // the test's own, by event kind
 
   ~Conversation() override {
@@ -132,7 +133,7 @@ class Conversation : public ::testing::Test {
     config = model::config_from_text(config_text, "tiny.toml", sets);
     CoordinatorOptions o;
     o.nodes = nodes;
-    o.job = {config_text, "tiny.toml", sets};
+    o.job = {config_text, "tiny.toml", sets, run_dir, ""};
     o.config = config;
     o.commit_log = commit_log;
     o.on_step = [this](const StepReport& r) {

@@ -1,0 +1,143 @@
+// The coordinator's side of checkpoints (docs/storage.md). After the commit of every
+// every_steps-th step it expects one CheckpointWritten from each worker of the view; when
+// all wrote their shards it records the manifest (CommitLog::record_checkpoint, synced in
+// the journal) and only then deletes the complete checkpoints beyond `keep`. A worker that
+// could not write (full disk, failed sync) makes that checkpoint skipped: the job goes on,
+// nothing older is deleted. A view change abandons the checkpoints in flight (a lost
+// writer's shards may be missing). The last fallback, an owner lost with all its buddies,
+// rolls every survivor back to the newest checkpoint that verifies.
+#include <fmt/format.h>
+
+#include "actors/coordinator_state.h"
+#include "model/params.h"
+#include "storage/checkpoint.h"
+#include "train/dp_plan.h"
+
+namespace troupe::actors::coordinator_impl {
+
+namespace {
+
+void skip(Self* self, int64_t step, const std::string& why) {
+  auto& s = self->state;
+  event(self, "checkpoint_skipped",
+        fmt::format("the checkpoint of step {} is skipped: {}; training goes on, older "
+                    "checkpoints are kept",
+                    step, why));
+  (void)s.commit_log->record({{"kind", "checkpoint_skipped"}, {"step", step}, {"why", why}});
+}
+
+// Keeps the newest `keep` complete checkpoints.
+void delete_old(Self* self) {
+  auto& s = self->state;
+  const std::vector<int64_t> steps = s.commit_log->checkpoints();
+  const int64_t keep = std::max<int64_t>(1, s.opt.config.checkpoint.keep);
+  for (size_t i = 0; i + size_t(keep) < steps.size(); ++i) {
+    const runtime::Status st = s.commit_log->delete_checkpoint(steps[i]);
+    if (!st.ok())
+      event(self, "checkpoint",
+            fmt::format("could not delete the checkpoint of step {}: {}", steps[i],
+                        st.message()));
+  }
+}
+
+void complete(Self* self, int64_t step, PendingCheckpoint& p) {
+  auto& s = self->state;
+  storage::Manifest m;
+  m.step = step;
+  m.epoch = p.epoch;
+  m.job = storage::job_identity(s.opt.config);
+  m.config_hash = storage::identity_hash(m.job);
+  m.shards = std::move(p.shards);
+  const size_t shards = m.shards.size();
+  const runtime::Status st = s.commit_log->record_checkpoint(m);
+  if (!st.ok()) return skip(self, step, "its manifest could not be recorded: " + st.message());
+  event(self, "checkpoint",
+        fmt::format("step {}: {} shards from {} workers, complete", step, shards,
+                    s.core.workers.size()));
+  delete_old(self);
+}
+
+}  // namespace
+
+void expect_checkpoint(Self* self, int64_t version) {
+  auto& s = self->state;
+  const int64_t every = s.opt.config.checkpoint.every_steps;
+  if (every <= 0 || version % every != 0 || s.opt.job.run_dir.empty()) return;
+  PendingCheckpoint& p = s.checkpoints[version];
+  p = PendingCheckpoint{};
+  p.epoch = s.core.epoch;
+  p.written.open(s.core.epoch, version, int64_t(s.core.workers.size()));
+}
+
+void abandon_checkpoints(Self* self) {
+  auto& s = self->state;
+  for (const auto& [step, p] : s.checkpoints)
+    skip(self, step, "the view changed while it was written");
+  s.checkpoints.clear();
+}
+
+Verdict on_checkpoint_written(Self* self, const train::CheckpointWritten& w,
+                              const ActorMessage& m) {
+  auto& s = self->state;
+  if (Verdict v = check_worker(self, w.worker(), m)) return v;
+  auto it = s.checkpoints.find(w.step());
+  if (it == s.checkpoints.end())
+    return drop(Drop::wrong_step, fmt::format("a checkpoint of step {} not expected", w.step()));
+  PendingCheckpoint& p = it->second;
+  if (Verdict v = drop_receipt(p.written.add(m.epoch, w.step(), w.worker()), "CheckpointWritten"))
+    return v;
+  if (!w.ok() && p.failed.empty())
+    p.failed = fmt::format("worker {}: {}", w.worker(), w.error());
+  for (const train::ShardEntry& e : w.shards())
+    p.shards.push_back({e.name(), e.writer(), e.crc32c(), e.bytes()});
+  if (!p.written.complete()) return {};
+  if (p.failed.empty())
+    complete(self, w.step(), p);
+  else
+    skip(self, w.step(), p.failed);
+  s.checkpoints.erase(it);
+  return {};
+}
+
+std::string share_lost(Self* self, int64_t old_workers, const std::vector<int64_t>& survivors) {
+  auto& s = self->state;
+  const model::ParamTable table(s.opt.config.model);
+  const std::vector<model::FlatRange> owners = model::plan_owners(table, old_workers);
+  const int64_t copies =
+      std::min<int64_t>(s.opt.config.fault_tolerance.buddy_copies, old_workers - 1);
+  std::vector<bool> alive(size_t(old_workers), false);
+  for (int64_t i : survivors) alive[size_t(i)] = true;
+  for (int64_t o = 0; o < old_workers; ++o) {
+    if (owners[size_t(o)].hi <= owners[size_t(o)].lo) continue;
+    bool held = false;
+    for (int64_t d = 0; d <= copies && !held; ++d) held = alive[size_t((o + d) % old_workers)];
+    if (!held)
+      return fmt::format("worker {} and its buddies (the next {}) are all lost", o,
+                         copies == 1 ? std::string("worker") : fmt::format("{} workers", copies));
+  }
+  return "";
+}
+
+runtime::Result<storage::Manifest> rollback_checkpoint(Self* self) {
+  auto& s = self->state;
+  std::vector<int64_t> steps = s.commit_log->checkpoints();
+  std::string last_error = "no complete checkpoint (set checkpoint.every_steps)";
+  for (auto it = steps.rbegin(); it != steps.rend(); ++it) {
+    runtime::Result<storage::Manifest> m = s.commit_log->checkpoint(*it);
+    runtime::Status st = m.status();
+    if (st.ok() && !s.opt.job.run_dir.empty()) {
+      storage::CheckpointReader r(storage::checkpoint_dir(s.opt.job.run_dir, *it), *it,
+                                  m.value().shards);
+      st = r.verify_all();
+    }
+    if (st.ok()) return m;
+    last_error = st.message();
+    event(self, "checkpoint_corrupt",
+          fmt::format("the checkpoint of step {} is unusable: {}; falling back to the one "
+                      "before",
+                      *it, st.message()));
+  }
+  return runtime::Status(runtime::Code::invalid_argument, last_error);
+}
+
+}  // namespace troupe::actors::coordinator_impl

@@ -1,0 +1,32 @@
+// The CommitLog on the RocksDB journal of a run directory (storage/journal.h): every record
+// synced before the coordinator announces what it decided. Deleting a checkpoint removes
+// its manifest first, then its shard files, so a crash in between leaves only unreferenced
+// files, never a manifest without its shards.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "actors/commit_log.h"
+
+namespace troupe::actors {
+
+class JournalCommitLog final : public CommitLog {
+ public:
+  JournalCommitLog(std::string run_dir, std::shared_ptr<storage::Journal> journal);
+  runtime::Status record_commit(const CommitRecord& r) override;
+  runtime::Status record_view(uint64_t epoch, const std::vector<std::string>& nodes) override;
+  std::optional<CommitRecord> last_commit() const override { return last_; }
+  runtime::Status record_checkpoint(const storage::Manifest& m) override;
+  runtime::Status delete_checkpoint(int64_t step) override;
+  std::vector<int64_t> checkpoints() const override;
+  runtime::Result<storage::Manifest> checkpoint(int64_t step) const override;
+  runtime::Status record(const nlohmann::json& r) override;
+
+ private:
+  std::string run_dir_;
+  std::shared_ptr<storage::Journal> journal_;
+  std::optional<CommitRecord> last_;
+};
+
+}  // namespace troupe::actors

@@ -1,0 +1,84 @@
+// The worker's side of checkpoints (docs/storage.md). After the Commit of every
+// every_steps-th step each owner copies its share (weights and optimizer state; worker 0
+// also the Engram tables and moments, which every worker holds alike) and writes it on a
+// thread of its own while training goes on; it reports the shards to the coordinator,
+// which makes the checkpoint complete by recording its manifest. Resuming and rolling back
+// load a checkpoint instead: every weight, and the optimizer state of the new share.
+#include <fmt/format.h>
+
+#include <chrono>
+
+#include "actors/worker.h"
+#include "storage/checkpoint.h"
+
+namespace troupe::actors::worker_impl {
+
+namespace {
+
+void report(caf::actor router, ActorMessage m) {
+  caf::anon_send(router, std::move(m));
+}
+
+}  // namespace
+
+void maybe_checkpoint(Self* self, int64_t version) {
+  auto& s = self->state;
+  const int64_t every = s.trainer->cfg.checkpoint.every_steps;
+  if (every <= 0 || version % every != 0 || s.ctx.job.run_dir.empty()) return;
+  if (s.checkpoint_writer.joinable()) s.checkpoint_writer.join();  // one in flight at most
+  const auto t0 = std::chrono::steady_clock::now();
+  auto snap = std::make_shared<std::vector<model::StateTensor>>(
+      s.trainer->snapshot_state(s.owners[size_t(s.me)], s.me == 0));
+  s.snapshot_seconds +=
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const std::string writer = fmt::format("e{}-w{}", s.epoch, s.me);
+  const std::string dir = storage::checkpoint_dir(s.ctx.job.run_dir, version) + "/" + writer;
+  ActorMessage m = make_message(s.ctx.address, s.ctx.coordinator, checkpoint_written_type,
+                                train::CheckpointWritten{});
+  m.epoch = s.epoch;
+  const int64_t me = s.me;
+  s.checkpoint_writer = std::thread([snap, dir, writer, version, me, m = std::move(m),
+                                     router = s.ctx.router, faults = s.storage_faults]() mutable {
+    auto written = storage::write_shards(dir, writer, version, storage::shard_views(*snap), faults);
+    snap.reset();  // the copy is freed as soon as it is on disk
+    train::CheckpointWritten w;
+    w.set_step(version);
+    w.set_worker(me);
+    w.set_ok(written.ok());
+    if (!written.ok()) w.set_error(written.status().message());
+    if (written.ok())
+      for (const storage::ShardRecord& r : written.value()) {
+        train::ShardEntry* e = w.add_shards();
+        e->set_name(r.name), e->set_writer(r.writer), e->set_crc32c(r.crc32c);
+        e->set_bytes(r.bytes);
+      }
+    m.header = w.SerializeAsString();
+    report(router, std::move(m));
+  });
+}
+
+void load_checkpoint(WorkerState& s, const storage::Manifest& m) {
+  const runtime::Status st =
+      storage::load_checkpoint(s.ctx.job.run_dir, m, s.owners[size_t(s.me)], s.trainer.get());
+  if (!st.ok())
+    throw std::runtime_error(
+        fmt::format("cannot load the checkpoint of step {}: {}", m.step, st.message()));
+  s.version = s.committed = m.step;
+  s.saved_for = -1;
+  s.loaded = m;
+}
+
+bool read_loaded_state(const WorkerState& s, size_t tensor, int64_t version,
+                       std::vector<float>* out) {
+  if (!s.loaded || s.loaded->step != version) return false;
+  storage::CheckpointReader reader(storage::checkpoint_dir(s.ctx.job.run_dir, version), version,
+                                   s.loaded->shards);
+  const runtime::Status st = reader.read("optim/" + s.trainer->table.all()[tensor].name, out);
+  if (!st.ok())
+    throw std::runtime_error(fmt::format("cannot read a lost owner's optimizer state from the "
+                                         "checkpoint of step {}: {}",
+                                         version, st.message()));
+  return true;
+}
+
+}  // namespace troupe::actors::worker_impl

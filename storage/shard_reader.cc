@@ -1,0 +1,167 @@
+// The read side of shard_store.h: ShardReader (one writer's database) and CheckpointReader
+// (a checkpoint's shards by name, checked against its manifest).
+#include <fmt/format.h>
+#include <rocksdb/db.h>
+#include <rocksdb/options.h>
+
+#include <cstring>
+#include <nlohmann/json.hpp>
+
+#include "storage/crc32c.h"
+#include "storage/shard_store.h"
+
+namespace troupe::storage {
+
+using runtime::Code;
+using runtime::Result;
+using runtime::Status;
+
+namespace {
+
+constexpr size_t kPrefixBytes = 8;  // "TRSH" + u32 header length
+
+struct ParsedValue {
+  nlohmann::json header;
+  const char* raw = nullptr;
+  size_t raw_bytes = 0;
+};
+
+// Splits a stored value into its header and raw bytes; "" or what is malformed.
+std::string parse_value(const rocksdb::Slice& v, ParsedValue* out) {
+  if (v.size() < kPrefixBytes || std::memcmp(v.data(), "TRSH", 4) != 0)
+    return "not a shard value (no TRSH magic)";
+  uint32_t n = 0;
+  for (int i = 0; i < 4; ++i) n |= static_cast<uint32_t>(static_cast<uint8_t>(v[4 + i])) << (8 * i);
+  if (n > v.size() - kPrefixBytes)
+    return fmt::format("header length {} runs past the value's {} bytes", n, v.size());
+  try {
+    out->header = nlohmann::json::parse(v.data() + kPrefixBytes, v.data() + kPrefixBytes + n);
+  } catch (const nlohmann::json::exception& e) {
+    return std::string("header is not JSON: ") + e.what();
+  }
+  out->raw = v.data() + kPrefixBytes + n;
+  out->raw_bytes = v.size() - kPrefixBytes - n;
+  return "";
+}
+
+// The header against what the reader expects and the bytes that follow it.
+std::string check_header(const ParsedValue& p, const std::string& name, int64_t step, uint32_t* crc,
+                         std::vector<int64_t>* shape) {
+  try {
+    const nlohmann::json& h = p.header;
+    if (h.at("name").get<std::string>() != name)
+      return "header names shard " + h.at("name").get<std::string>();
+    if (h.at("step").get<int64_t>() != step)
+      return fmt::format("header is of step {}, not {}", h.at("step").get<int64_t>(), step);
+    if (h.at("dtype").get<std::string>() != "f32")
+      return "dtype " + h.at("dtype").get<std::string>() + ", expected f32";
+    uint64_t bytes = h.at("bytes").get<uint64_t>();
+    *shape = h.at("shape").get<std::vector<int64_t>>();
+    *crc = h.at("crc32c").get<uint32_t>();
+    if (bytes != p.raw_bytes)
+      return fmt::format("header says {} bytes, the value holds {}", bytes, p.raw_bytes);
+    int64_t numel = 1;
+    for (int64_t d : *shape) numel *= d;
+    if (numel < 0 || static_cast<uint64_t>(numel) * sizeof(float) != bytes)
+      return fmt::format("shape has {} elements but the value holds {} bytes", numel, bytes);
+  } catch (const nlohmann::json::exception& e) {
+    return std::string("header field missing or malformed: ") + e.what();
+  }
+  return "";
+}
+
+}  // namespace
+
+struct ShardReader::Impl {
+  std::string dir;
+  std::unique_ptr<rocksdb::DB> db;
+};
+
+ShardReader::ShardReader() : impl_(std::make_unique<Impl>()) {}
+ShardReader::~ShardReader() = default;
+ShardReader::ShardReader(ShardReader&&) noexcept = default;
+ShardReader& ShardReader::operator=(ShardReader&&) noexcept = default;
+
+Result<ShardReader> ShardReader::open(const std::string& dir) {
+  rocksdb::Options o;
+  o.create_if_missing = false;
+  rocksdb::DB* db = nullptr;
+  rocksdb::Status st = rocksdb::DB::OpenForReadOnly(o, dir, &db);
+  if (!st.ok())
+    return Status(Code::io_error, "cannot open shard database " + dir + ": " + st.ToString());
+  ShardReader r;
+  r.impl_->dir = dir;
+  r.impl_->db.reset(db);
+  return r;
+}
+
+Status ShardReader::read(const std::string& name, int64_t step, std::vector<float>* out,
+                         std::vector<int64_t>* shape) const {
+  auto fail = [&](const std::string& what) {
+    return Status(Code::io_error, impl_->dir + ": shard " + name + ": " + what);
+  };
+  rocksdb::ReadOptions ro;
+  ro.fill_cache = false;  // read once, whole
+  rocksdb::PinnableSlice value;
+  rocksdb::Status st = impl_->db->Get(ro, impl_->db->DefaultColumnFamily(), name, &value);
+  if (st.IsNotFound()) return fail("not in the database");
+  if (!st.ok()) return fail(st.ToString());
+  ParsedValue p;
+  std::vector<int64_t> dims;
+  uint32_t header_crc = 0;
+  std::string bad = parse_value(value, &p);
+  if (bad.empty()) bad = check_header(p, name, step, &header_crc, &dims);
+  if (!bad.empty()) return fail(bad);
+  uint32_t crc = crc32c(p.raw, p.raw_bytes);
+  if (crc != header_crc)
+    return fail(fmt::format("CRC32C mismatch: header {:#010x}, bytes {:#010x}", header_crc, crc));
+  out->resize(p.raw_bytes / sizeof(float));
+  if (p.raw_bytes > 0) std::memcpy(out->data(), p.raw, p.raw_bytes);
+  if (shape != nullptr) *shape = std::move(dims);
+  return Status();
+}
+
+std::vector<std::string> ShardReader::names() const {
+  std::vector<std::string> names;
+  std::unique_ptr<rocksdb::Iterator> it(impl_->db->NewIterator(rocksdb::ReadOptions()));
+  for (it->SeekToFirst(); it->Valid(); it->Next()) names.push_back(it->key().ToString());
+  return names;  // RocksDB's bytewise order: sorted
+}
+
+CheckpointReader::CheckpointReader(std::string step_dir, int64_t step,
+                                   std::vector<ShardRecord> shards)
+    : step_dir_(std::move(step_dir)), step_(step) {
+  for (ShardRecord& r : shards) by_name_[r.name] = std::move(r);
+}
+
+Status CheckpointReader::read(const std::string& name, std::vector<float>* out) {
+  auto rec = by_name_.find(name);
+  if (rec == by_name_.end())
+    return Status(Code::io_error, fmt::format("{}: shard {} is not in the manifest of step {}",
+                                              step_dir_, name, step_));
+  const ShardRecord& r = rec->second;
+  auto& reader = open_[r.writer];
+  if (!reader) {
+    Result<ShardReader> opened = ShardReader::open(step_dir_ + "/" + r.writer);
+    if (!opened.ok()) return opened.status();
+    reader = std::make_unique<ShardReader>(std::move(opened).value());
+  }
+  if (Status s = reader->read(name, step_, out); !s.ok()) return s;
+  size_t bytes = out->size() * sizeof(float);
+  uint32_t crc = crc32c(out->data(), bytes);
+  if (bytes != r.bytes || crc != r.crc32c)
+    return Status(Code::io_error,
+                  fmt::format("{}/{}: shard {}: does not match the manifest: manifest {} bytes "
+                              "CRC32C {:#010x}, stored {} bytes CRC32C {:#010x}",
+                              step_dir_, r.writer, name, r.bytes, r.crc32c, bytes, crc));
+  return Status();
+}
+
+Status CheckpointReader::verify_all() {
+  std::vector<float> buf;
+  for (const auto& [name, rec] : by_name_)
+    if (Status s = read(name, &buf); !s.ok()) return s;
+  return Status();
+}
+
+}  // namespace troupe::storage

@@ -1,0 +1,244 @@
+#!/usr/bin/python3
+"""Checkpoints, the journal and the run directory under `troupe launch` (issue 12). Every
+job must end with the weights of an undisturbed `troupe train` of the same config:
+
+1. kill -9 of the whole job (its process group) after a checkpoint, then --resume on
+   another node count; `troupe ledger --check` passes.
+2. The kill loop: the job's process group is killed at a random moment, again and again
+   (checkpoint writes included), each time resumed on 1-4 nodes; then it runs to the end.
+   STORAGE_KILLS (default 20) kills of a STORAGE_STEPS (20) step job; STORAGE_SEED replays a
+   loop (its seed is printed).
+3. An owner and its buddy killed together: every survivor rolls back to the checkpoint.
+4. Faults at the disk seam (TROUPE_STORAGE_FAULT): a corrupt checkpoint (resume falls back
+   to the one before and says so), a full disk and a failed sync while writing one (skipped,
+   training goes on), metrics.jsonl hitting a full disk (the job stops at the first failed
+   write naming the file; --resume after "freeing space" ends with the same weights).
+5. A run directory belongs to one job: a second launch is refused naming the holder's pid;
+   a directory holding a run is refused without --resume.
+
+  storage_test.py --troupe build/troupe --work DIR [--only NAME]
+"""
+import argparse
+import json
+import os
+import random
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+from launch_checks import TINY, check, failures, steps_done, wait_for
+
+STEPS = int(os.environ.get("STORAGE_STEPS", "20"))
+EVERY = 5
+COMMON = ["--set", "train.eval_every=0", "--set", f"checkpoint.every_steps={EVERY}"]
+
+
+def launch(troupe, run_dir, nodes, extra=(), env=None):
+    """A job in its own process group (so that killpg takes the nodes with it)."""
+    return subprocess.Popen([troupe, "launch", "--config", TINY, "--nodes", str(nodes),
+                             "--steps", str(STEPS), "--run-dir", run_dir, *COMMON, *extra],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True, env=env)
+
+
+def finish(p, timeout=300):
+    out, err = p.communicate(timeout=timeout)
+    h = re.search(r"weights ([0-9a-f]{16})", out)
+    return p.returncode, (h.group(1) if h else None), out, err
+
+
+def last_line(err):
+    return err.strip().splitlines()[-1] if err.strip() else "(no stderr)"
+
+
+def kill_job(p):
+    try:
+        os.killpg(p.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    p.communicate()
+
+
+def events(run_dir):
+    try:
+        with open(os.path.join(run_dir, "events.jsonl")) as f:
+            return [json.loads(l) for l in f if l.strip()]
+    except (FileNotFoundError, json.JSONDecodeError):
+        return []
+
+
+def has_event(run_dir, kind, text=""):
+    return any(e["event"] == kind and text in e["text"] for e in events(run_dir))
+
+
+def checkpoint_done(run_dir, step):
+    return has_event(run_dir, "checkpoint", f"step {step}:")
+
+
+def ledger(troupe, run_dir):
+    res = subprocess.run([troupe, "ledger", run_dir, "--check"], stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, text=True, timeout=60)
+    return res.returncode == 0, res.stdout.strip().splitlines()[-1:] or ["(no output)"]
+
+
+def plain_hash(troupe, work):
+    run_dir = os.path.join(work, "plain")
+    res = subprocess.run([troupe, "train", "--config", TINY, "--steps", str(STEPS), "--run-dir",
+                          run_dir, "--set", "train.eval_every=0"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=600)
+    h = re.search(r"weights ([0-9a-f]{16})", res.stdout)
+    if res.returncode != 0 or not h:
+        sys.exit(f"the undisturbed run failed: {res.stderr[-500:]}")
+    return h.group(1)
+
+
+def kill_and_resume(troupe, work, want):
+    run_dir = os.path.join(work, "resume")
+    p = launch(troupe, run_dir, 2)
+    wait_for(lambda: checkpoint_done(run_dir, EVERY) and steps_done(run_dir) >= EVERY + 3, 300,
+             "a complete checkpoint and three more steps")
+    kill_job(p)
+    code, h, out, err = finish(launch(troupe, run_dir, 3, ["--resume"]))
+    check("kill -9 of the job at 2 nodes, --resume at 3: same weights",
+          code == 0 and h == want, f"status {code}, {h} vs {want}: {last_line(err)}")
+    check("  it resumed from a checkpoint", has_event(run_dir, "resume", "from the checkpoint"),
+          f"{[e['text'] for e in events(run_dir) if e['event'] == 'resume']}")
+    ok, line = ledger(troupe, run_dir)
+    check("  troupe ledger --check", ok, line[0])
+
+
+def kill_loop(troupe, work, want, kills, seed):
+    print(f"kill loop: {kills} kills, STORAGE_SEED={seed}", flush=True)
+    rng = random.Random(seed)
+    run_dir = os.path.join(work, "loop")
+    for i in range(kills):
+        nodes = rng.randint(1, 4)
+        delay = rng.uniform(0.5, 4.0)
+        p = launch(troupe, run_dir, nodes, ["--resume"] if i else [])
+        time.sleep(delay)  # a random moment of another process's run: nothing to await
+        kill_job(p)
+        print(f"  kill {i + 1}: {nodes} node(s), after {delay:.2f} s, {steps_done(run_dir)} "
+              f"metric lines so far", flush=True)
+    code, h, out, err = finish(launch(troupe, run_dir, rng.randint(1, 4), ["--resume"]))
+    check(f"kill loop ({kills} kills of the whole job): same weights", code == 0 and h == want,
+          f"status {code}, {h} vs {want}: {last_line(err)}")
+    ok, line = ledger(troupe, run_dir)
+    check("  troupe ledger --check", ok, line[0])
+
+
+def owner_and_buddy(troupe, work, want):
+    run_dir = os.path.join(work, "rollback")
+    p = launch(troupe, run_dir, 3)
+    wait_for(lambda: checkpoint_done(run_dir, EVERY) and steps_done(run_dir) >= EVERY + 3, 300,
+             "a complete checkpoint and three more steps")
+    pids = {}
+    for e in events(run_dir):
+        m = re.match(r"(n\d+) at \S+, pid (\d+)", e["text"])
+        if m:
+            pids[m.group(1)] = int(m.group(2))
+    for v in ("n2", "n3"):  # workers 1 and 2: worker 1 and its buddy
+        os.kill(pids[v], signal.SIGKILL)
+    code, h, out, err = finish(p)
+    check("owner and its buddy killed together: rolled back, same weights",
+          code == 0 and h == want and has_event(run_dir, "rollback"),
+          f"status {code}, {h} vs {want}: {last_line(err)}")
+    ok, line = ledger(troupe, run_dir)
+    check("  troupe ledger --check", ok, line[0])
+
+
+def with_fault(spec):
+    env = dict(os.environ)
+    env["TROUPE_STORAGE_FAULT"] = spec
+    return env
+
+
+def corrupt_checkpoint(troupe, work, want):
+    run_dir = os.path.join(work, "corrupt")
+    p = launch(troupe, run_dir, 2, env=with_fault(f"corrupt@{2 * EVERY}"))
+    wait_for(lambda: checkpoint_done(run_dir, 2 * EVERY) and steps_done(run_dir) >= 2 * EVERY + 2,
+             300, "the corrupt checkpoint complete")
+    kill_job(p)
+    code, h, out, err = finish(launch(troupe, run_dir, 2, ["--resume"]))
+    check("a corrupt checkpoint: resume falls back to the one before, same weights",
+          code == 0 and h == want and has_event(run_dir, "checkpoint_corrupt", f"{2 * EVERY}")
+          and has_event(run_dir, "resume", f"step {EVERY}"),
+          f"status {code}, {h} vs {want}: {last_line(err)}")
+
+
+def skipped_checkpoint(troupe, work, want, kind, words):
+    run_dir = os.path.join(work, f"skip-{kind}")
+    code, h, out, err = finish(launch(troupe, run_dir, 2, env=with_fault(f"{kind}@{2 * EVERY}")))
+    skipped = [e["text"] for e in events(run_dir) if e["event"] == "checkpoint_skipped"]
+    check(f"{kind} while writing a checkpoint: skipped, training goes on, same weights",
+          code == 0 and h == want and len(skipped) == 1 and words in skipped[0],
+          f"status {code}, {h} vs {want}, skipped: {skipped}")
+    check(f"  {kind}: the checkpoint before it stayed", checkpoint_done(run_dir, EVERY),
+          "the checkpoint of step 5 completed")
+
+
+def disk_fills(troupe, work, want):
+    run_dir = os.path.join(work, "full")
+    code, h, out, err = finish(launch(troupe, run_dir, 2,
+                                      env=with_fault("file-full:metrics.jsonl@2500")))
+    check("metrics.jsonl on a full disk: the job stops at the first failed write, naming it",
+          code == 1 and "metrics.jsonl" in err and "No space left on device" in err,
+          f"status {code}: {last_line(err)}")
+    code, h, out, err = finish(launch(troupe, run_dir, 2, ["--resume"]))
+    check("  --resume after space is freed: same weights", code == 0 and h == want,
+          f"status {code}, {h} vs {want}: {last_line(err)}")
+
+
+def one_job_per_dir(troupe, work):
+    run_dir = os.path.join(work, "locked")
+    a = launch(troupe, run_dir, 1)
+    wait_for(lambda: steps_done(run_dir) >= 1, 120, "the first job's first step")
+    b = subprocess.run([troupe, "launch", "--config", TINY, "--nodes", "1", "--run-dir", run_dir,
+                        "--resume", *COMMON], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                       text=True, timeout=60)
+    check("a second job on a run directory in use is refused, naming the holder",
+          b.returncode == 2 and f"in use by pid {a.pid}" in b.stderr, f"status {b.returncode}: "
+          f"{last_line(b.stderr)}")
+    kill_job(a)
+    c = subprocess.run([troupe, "launch", "--config", TINY, "--nodes", "1", "--run-dir", run_dir,
+                        *COMMON], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                       timeout=60)
+    check("a run directory holding a run is refused without --resume",
+          c.returncode == 2 and "already holds a run" in c.stderr,
+          f"status {c.returncode}: {last_line(c.stderr)}")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--troupe", required=True)
+    ap.add_argument("--work", required=True)
+    ap.add_argument("--only", default="")
+    a = ap.parse_args()
+    shutil.rmtree(a.work, ignore_errors=True)
+    os.makedirs(a.work)
+    want = plain_hash(a.troupe, a.work)
+    print(f"undisturbed run: {want}", flush=True)
+    seed = int(os.environ.get("STORAGE_SEED", random.SystemRandom().randrange(1 << 30)))
+    kills = int(os.environ.get("STORAGE_KILLS", "20"))
+    tests = {
+        "resume": lambda: kill_and_resume(a.troupe, a.work, want),
+        "rollback": lambda: owner_and_buddy(a.troupe, a.work, want),
+        "corrupt": lambda: corrupt_checkpoint(a.troupe, a.work, want),
+        "full": lambda: skipped_checkpoint(a.troupe, a.work, want, "full", "No space left"),
+        "sync": lambda: skipped_checkpoint(a.troupe, a.work, want, "sync", "sync"),
+        "disk": lambda: disk_fills(a.troupe, a.work, want),
+        "lock": lambda: one_job_per_dir(a.troupe, a.work),
+        "loop": lambda: kill_loop(a.troupe, a.work, want, kills, seed),
+    }
+    for name, t in tests.items():
+        if not a.only or name in a.only.split(","):
+            t()
+    if failures:
+        sys.exit("FAILED:\n" + "\n".join(failures))
+    print("ok")
+
+
+if __name__ == "__main__":
+    main()
