@@ -58,6 +58,12 @@ bench-dp: build
 chaos-soak: build
 	tests/launch/chaos_soak.sh $(BUILD)
 
+# Issue 12: tokens/s with a checkpoint every 10 steps next to none (stall %), and the store's
+# write bandwidth next to the disk's own write+fdatasync, both in the same run. ~4 min.
+.PHONY: bench-checkpoint
+bench-checkpoint: build
+	bench/run_bench_checkpoint.sh $(BUILD)
+
 # The long kill loop of issue 12: the whole job killed (process group, SIGKILL) at random
 # moments STORAGE_KILLS (200) times over a STORAGE_STEPS (200) step job, each time resumed on 1-4 nodes; it must end with the
 # undisturbed weights and a clean ledger. Prints its seed; STORAGE_SEED=S replays it.

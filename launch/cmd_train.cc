@@ -1,14 +1,17 @@
-// `troupe train`: trains a model in this process and writes the run directory.
+// `troupe train`: trains a model in this process and writes the run directory (metrics,
+// weights, and with launch/train_run.h the journal and checkpoints; --resume continues).
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
-#include <fstream>
 #include <nlohmann/json.hpp>
 
 #include "config/config_parse.h"
 #include "launch/commands.h"
 #include "launch/progress.h"
 #include "launch/run_files.h"
+#include "launch/train_run.h"
 #include "model/flops.h"
+#include "storage/checked_file.h"
 #include "storage/weights_io.h"
 #include "train/step_rules.h"
 #include "train/trainer.h"
@@ -23,6 +26,7 @@ struct TrainArgs {
   std::string run_dir;
   int64_t steps = -1;
   bool print_params = false;
+  bool resume = false;
 };
 
 // One line of --print-params: name, shape (AxB), update, parameters.
@@ -59,22 +63,77 @@ void print_params(const model::ParamTable& table, const model::OptimizerConfig& 
   std::printf("total %ld parameters\n", long(table.total() + engram));
 }
 
+// config.json: the model config and seed, for readers of the run directory.
+void write_config_json(const std::string& run_dir, const model::JobConfig& cfg) {
+  storage::CheckedFile f;
+  runtime::Status st = f.open(run_dir + "/config.json", /*append=*/false);
+  if (st.ok()) st = f.write(model::model_config_to_json(cfg.model, cfg.train.seed).dump(2) + "\n");
+  if (!st.ok()) throw RunFailed(st.message());
+}
+
+struct LoopEnd {
+  double last_loss = 0, last_val = 0;
+  double wall_s = 0;  // the steps of this process, with the last checkpoint's write
+};
+
+// Steps [from, steps): train, commit to the journal, validate, metrics, checkpoint. A failed
+// write stops the job at once (RunFailed), what is committed kept.
+LoopEnd train_steps(model::Trainer& trainer, const model::JobConfig& cfg, TrainRun& run,
+                    storage::CheckedFile& metrics, CheckpointWriter& checkpoints) {
+  const int64_t steps = cfg.train.steps;
+  Progress progress(steps);
+  using clock = std::chrono::steady_clock;
+  const auto t0 = clock::now();
+  LoopEnd end;
+  for (int64_t s = run.start_step; s < steps; ++s) {
+    const auto ts = clock::now();
+    model::StepStats st = trainer.train_step(s);
+    const double dt = std::chrono::duration<double>(clock::now() - ts).count();
+    const double tps = double(cfg.train.batch_size * cfg.model.seq_len) / dt;
+    commit_step(run.journal.get(), s, trainer.micro_batches());
+    end.last_loss = st.loss;
+    const bool val = model::validate_after(cfg.train.eval_every, s, steps);
+    if (val) end.last_val = trainer.validate();
+    const runtime::Status written = metrics.write(metrics_line(st, tps, end.last_val, val));
+    if (!written.ok()) {
+      progress.finish();
+      checkpoints.finish();
+      throw RunFailed(written.message() + "; training stopped at step " + std::to_string(s + 1) +
+                      " (checkpoints and the journal are kept): free space, then run again "
+                      "with --resume");
+    }
+    progress.step(s, st.loss, st.lr, tps, std::chrono::duration<double>(clock::now() - t0).count());
+    if (val) {
+      char buf[96];
+      std::snprintf(buf, sizeof buf, "step %ld  val_loss %.4f nats/byte", long(s + 1),
+                    end.last_val);
+      progress.note(buf);
+    }
+    checkpoints.after_step(s, trainer);
+  }
+  progress.finish();
+  checkpoints.finish();
+  end.wall_s = std::chrono::duration<double>(clock::now() - t0).count();
+  return end;
+}
+
 void run_train(const TrainArgs& a) {
   std::vector<std::string> sets = a.sets;
   if (a.steps >= 0) sets.push_back("train.steps=" + std::to_string(a.steps));
   model::JobConfig cfg = model::load_config(a.config, sets);
-  model::Trainer trainer(cfg);
   if (a.print_params) {
+    model::Trainer trainer(cfg);
     print_params(trainer.table, cfg.optimizer, cfg.model);
     return;
   }
-  std::filesystem::create_directories(a.run_dir);
-  {
-    std::ofstream c(a.run_dir + "/config.json");
-    c << model::model_config_to_json(cfg.model, cfg.train.seed).dump(2) << "\n";
-  }
-  std::ofstream metrics(a.run_dir + "/metrics.jsonl");
-  if (!metrics) throw UsageError("cannot write " + a.run_dir + "/metrics.jsonl");
+  TrainRun run = open_train_run(a.run_dir, cfg, a.resume);
+  model::Trainer trainer(cfg);
+  if (a.resume) resume_train_run(a.run_dir, &run, &trainer);
+  if (!std::filesystem::exists(a.run_dir + "/config.json")) write_config_json(a.run_dir, cfg);
+  storage::CheckedFile metrics;
+  const runtime::Status opened =
+      metrics.open(a.run_dir + "/metrics.jsonl", a.resume, storage::StorageFaults::from_env());
+  if (!opened.ok()) throw RunFailed(opened.message());
   const int64_t steps = cfg.train.steps;
   std::fprintf(stderr,
                "troupe train: %s, %ld parameters, %ld steps of %ld×%ld tokens, %ld micro-batches "
@@ -82,41 +141,28 @@ void run_train(const TrainArgs& a) {
                a.config.c_str(), long(trainer.table.total()), long(steps),
                long(cfg.train.batch_size), long(cfg.model.seq_len), long(trainer.micro_batches()),
                trainer.threads(), (unsigned long)cfg.train.seed);
-  Progress progress(steps);
-  using clock = std::chrono::steady_clock;
-  const auto t0 = clock::now();
-  double last_val = 0, last_loss = 0;
-  for (int64_t s = 0; s < steps; ++s) {
-    const auto ts = clock::now();
-    model::StepStats st = trainer.train_step(s);
-    const double dt = std::chrono::duration<double>(clock::now() - ts).count();
-    const double tps = double(cfg.train.batch_size * cfg.model.seq_len) / dt;
-    last_loss = st.loss;
-    const bool val = model::validate_after(cfg.train.eval_every, s, steps);
-    if (val) last_val = trainer.validate();
-    write_metrics(metrics, st, tps, last_val, val);
-    progress.step(s, st.loss, st.lr, tps, std::chrono::duration<double>(clock::now() - t0).count());
-    if (val) {
-      char buf[96];
-      std::snprintf(buf, sizeof buf, "step %ld  val_loss %.4f nats/byte", long(s + 1), last_val);
-      progress.note(buf);
-    }
-  }
-  progress.finish();
-  const double wall = std::chrono::duration<double>(clock::now() - t0).count();
+  if (a.resume) std::fprintf(stderr, "resumed from %s\n", run.resumed_from.c_str());
+  CheckpointWriter checkpoints(a.run_dir, run.journal.get(), run.identity,
+                               cfg.checkpoint.every_steps, cfg.checkpoint.keep,
+                               storage::StorageFaults::from_env());
+  const LoopEnd end = train_steps(trainer, cfg, run, metrics, checkpoints);
+  const runtime::Status synced = metrics.sync();
+  if (!synced.ok()) throw RunFailed(synced.message());
   model::write_safetensors(
       a.run_dir + "/weights.safetensors",
       model::weights_to_safetensors(trainer.table, trainer.params.data(), cfg.model, cfg.train.seed,
                                     trainer.engram()));
+  const double tokens =
+      double((steps - std::min(run.start_step, steps)) * cfg.train.batch_size * cfg.model.seq_len);
+  const double wall = std::max(end.wall_s, 1e-9);
   std::printf(
       "summary: steps %ld  loss %.4f  val_loss %.4f  wall %s  %.0f tok/s  %.2f GFLOP/s  "
       "weights %016lx\n"
-      "run dir: %s (metrics.jsonl, weights.safetensors, config.json)\n",
-      long(steps), last_loss, last_val, format_duration(wall).c_str(),
-      double(steps * cfg.train.batch_size * cfg.model.seq_len) / wall,
-      double(steps * cfg.train.batch_size * cfg.model.seq_len) *
-          model::train_flops_per_token(cfg.model) / wall * 1e-9,
-      (unsigned long)trainer.weights_hash(), a.run_dir.c_str());
+      "%s\n"
+      "run dir: %s (metrics.jsonl, weights.safetensors, config.json, journal, checkpoints)\n",
+      long(steps), end.last_loss, end.last_val, format_duration(wall).c_str(), tokens / wall,
+      tokens * model::train_flops_per_token(cfg.model) / wall * 1e-9,
+      (unsigned long)trainer.weights_hash(), checkpoints.summary().c_str(), a.run_dir.c_str());
 }
 
 }  // namespace
@@ -129,6 +175,8 @@ void add_train_command(CLI::App& app) {
   cmd->add_option("--run-dir", args->run_dir, "directory for metrics.jsonl and weights");
   cmd->add_option("--steps", args->steps, "number of steps (overrides train.steps)")
       ->check(at_least(1, ""));
+  cmd->add_flag("--resume", args->resume,
+                "continue the run in --run-dir from its newest complete checkpoint");
   cmd->add_flag("--print-params", args->print_params,
                 "list every parameter with its shape and optimizer, then exit");
   cmd->callback([args] {

@@ -12,6 +12,12 @@ struct UsageError : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// A job or check that ran and failed (a write that failed mid-run, a ledger that does not
+// check): printed as one line, exit status 1. What was committed before it is kept.
+struct RunFailed : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
 // A CLI11 check for an integer option: "must be an integer of at least MIN (HINT), got X".
 inline CLI::Validator at_least(long min, const std::string& hint) {
   return CLI::Validator(
@@ -33,5 +39,6 @@ void add_eval_command(CLI::App& app);
 void add_dev_command(CLI::App& app);
 void add_node_command(CLI::App& app);
 void add_launch_command(CLI::App& app);
+void add_ledger_command(CLI::App& app);
 
 }  // namespace troupe::launch

@@ -27,6 +27,7 @@ int main(int argc, char** argv) {
   troupe::launch::add_dev_command(app);
   troupe::launch::add_launch_command(app);
   troupe::launch::add_node_command(app);
+  troupe::launch::add_ledger_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -37,6 +38,9 @@ int main(int argc, char** argv) {
     if (e.get_exit_code() == 0) return app.exit(e);
     std::fprintf(stderr, "troupe: error: %s (run with --help for usage)\n", e.what());
     return 2;
+  } catch (const troupe::launch::RunFailed& e) {
+    std::fprintf(stderr, "troupe: error: %s\n", e.what());
+    return 1;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "troupe: error: %s\n", e.what());
     return 2;

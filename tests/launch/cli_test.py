@@ -8,6 +8,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 
@@ -72,6 +73,7 @@ def bad_input_cases(troupe, work):
 
 def round_trip(troupe, work):
     run_dir = os.path.join(work, "run")
+    shutil.rmtree(run_dir, ignore_errors=True)  # a run directory holds one run (issue 12)
     res = run([troupe, "train", "--config", TINY, "--run-dir", run_dir, "--steps", "6",
                "--set", "train.eval_every=3", "--set", "data.val_rows_max=4"])
     if res.returncode != 0:
