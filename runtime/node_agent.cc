@@ -30,6 +30,9 @@ struct AgentState {
   std::chrono::steady_clock::time_point coordinator_heard, last_tick;
   JobSpec job;
   bool welcomed = false, exited = false;
+  // Views that overtook the Welcome (a Welcome with a payload, the manifest of a resumed
+  // job, goes by rendezvous; a View is small and eager): replayed once welcomed.
+  std::vector<ActorMessage> before_welcome;
   std::map<std::string, caf::actor> roles;  // "role.index" → actor
   std::set<std::string> view_nodes;         // the nodes of the last view
   DropLog drops{"node agent"};              // what it dropped (dispatch.h), said at exit
@@ -145,6 +148,9 @@ Verdict on_welcome(Self* self, const control::Welcome& w, ActorMessage& m) {
   return {};
 }
 
+// Views held until the Welcome: a few at most (each join before the placement is one).
+constexpr size_t views_before_welcome_max = 16;
+
 // Only the coordinator speaks to the agent, and only once it has welcomed this node.
 Verdict from_coordinator(const AgentState& s, const ActorMessage& m) {
   if (!s.welcomed) return drop(Drop::wrong_phase, "not welcomed yet");
@@ -159,6 +165,11 @@ std::shared_ptr<Dispatcher> agent_table(Self* self) {
     return on_welcome(self, w, m);
   });
   d->on<control::View>(view_type, [self](const control::View& v, ActorMessage& m) -> Verdict {
+    auto& s = self->state;
+    if (!s.welcomed && s.before_welcome.size() < views_before_welcome_max) {
+      s.before_welcome.push_back(m);
+      return {};
+    }
     if (Verdict no = from_coordinator(self->state, m)) return no;
     on_view(self, v);
     return {};
@@ -183,6 +194,10 @@ void on_message(Self* self, const Dispatcher& table, ActorMessage& m) {
   if (s.welcomed && node_of(m.from) == s.coordinator_node)
     s.coordinator_heard = std::chrono::steady_clock::now();
   if (Verdict dropped = table.dispatch(m)) s.drops.record(*dropped, m);
+  if (!s.welcomed || s.before_welcome.empty()) return;
+  std::vector<ActorMessage> held;
+  held.swap(s.before_welcome);
+  for (ActorMessage& h : held) on_message(self, table, h);
 }
 
 caf::behavior agent(Self* self, caf::actor router, NodeAgentOptions options) {

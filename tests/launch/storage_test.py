@@ -6,7 +6,7 @@ job must end with the weights of an undisturbed `troupe train` of the same confi
    another node count; `troupe ledger --check` passes.
 2. The kill loop: the job's process group is killed at a random moment, again and again
    (checkpoint writes included), each time resumed on 1-4 nodes; then it runs to the end.
-   STORAGE_KILLS (default 20) kills of a STORAGE_STEPS (20) step job; STORAGE_SEED replays a
+   STORAGE_KILLS (default 20) kills of a STORAGE_STEPS (80) step job; STORAGE_SEED replays a
    loop (its seed is printed).
 3. An owner and its buddy killed together: every survivor rolls back to the checkpoint.
 4. Faults at the disk seam (TROUPE_STORAGE_FAULT): a corrupt checkpoint (resume falls back
@@ -31,15 +31,16 @@ import time
 
 from launch_checks import TINY, check, failures, steps_done, wait_for
 
-STEPS = int(os.environ.get("STORAGE_STEPS", "20"))
+STEPS = 20
+LOOP_STEPS = int(os.environ.get("STORAGE_STEPS", "80"))  # the kill loop's job
 EVERY = 5
 COMMON = ["--set", "train.eval_every=0", "--set", f"checkpoint.every_steps={EVERY}"]
 
 
-def launch(troupe, run_dir, nodes, extra=(), env=None):
+def launch(troupe, run_dir, nodes, extra=(), env=None, steps=STEPS):
     """A job in its own process group (so that killpg takes the nodes with it)."""
     return subprocess.Popen([troupe, "launch", "--config", TINY, "--nodes", str(nodes),
-                             "--steps", str(STEPS), "--run-dir", run_dir, *COMMON, *extra],
+                             "--steps", str(steps), "--run-dir", run_dir, *COMMON, *extra],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True, env=env)
 
@@ -84,9 +85,9 @@ def ledger(troupe, run_dir):
     return res.returncode == 0, res.stdout.strip().splitlines()[-1:] or ["(no output)"]
 
 
-def plain_hash(troupe, work):
-    run_dir = os.path.join(work, "plain")
-    res = subprocess.run([troupe, "train", "--config", TINY, "--steps", str(STEPS), "--run-dir",
+def plain_hash(troupe, work, steps=STEPS):
+    run_dir = os.path.join(work, f"plain-{steps}")
+    res = subprocess.run([troupe, "train", "--config", TINY, "--steps", str(steps), "--run-dir",
                           run_dir, "--set", "train.eval_every=0"],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=600)
     h = re.search(r"weights ([0-9a-f]{16})", res.stdout)
@@ -110,19 +111,30 @@ def kill_and_resume(troupe, work, want):
     check("  troupe ledger --check", ok, line[0])
 
 
-def kill_loop(troupe, work, want, kills, seed):
-    print(f"kill loop: {kills} kills, STORAGE_SEED={seed}", flush=True)
+def newest_checkpoint(run_dir):
+    try:
+        steps = [int(d.split("-")[1]) for d in os.listdir(os.path.join(run_dir, "checkpoints"))]
+    except FileNotFoundError:
+        return None
+    return max(steps) if steps else None
+
+
+def kill_loop(troupe, work, kills, seed):
+    want = plain_hash(troupe, work, LOOP_STEPS)
+    print(f"kill loop: {kills} kills of a {LOOP_STEPS} step job (undisturbed: {want}), "
+          f"STORAGE_SEED={seed}", flush=True)
     rng = random.Random(seed)
     run_dir = os.path.join(work, "loop")
     for i in range(kills):
         nodes = rng.randint(1, 4)
-        delay = rng.uniform(0.5, 4.0)
-        p = launch(troupe, run_dir, nodes, ["--resume"] if i else [])
+        delay = rng.uniform(1.0, 6.0)  # a start takes 1-3 s: most kills land in training
+        p = launch(troupe, run_dir, nodes, ["--resume"] if i else [], steps=LOOP_STEPS)
         time.sleep(delay)  # a random moment of another process's run: nothing to await
         kill_job(p)
-        print(f"  kill {i + 1}: {nodes} node(s), after {delay:.2f} s, {steps_done(run_dir)} "
-              f"metric lines so far", flush=True)
-    code, h, out, err = finish(launch(troupe, run_dir, rng.randint(1, 4), ["--resume"]))
+        print(f"  kill {i + 1}: {nodes} node(s), after {delay:.2f} s; newest checkpoint "
+              f"directory: step {newest_checkpoint(run_dir)}", flush=True)
+    code, h, out, err = finish(launch(troupe, run_dir, rng.randint(1, 4), ["--resume"],
+                                      steps=LOOP_STEPS))
     check(f"kill loop ({kills} kills of the whole job): same weights", code == 0 and h == want,
           f"status {code}, {h} vs {want}: {last_line(err)}")
     ok, line = ledger(troupe, run_dir)
@@ -218,7 +230,7 @@ def main():
     a = ap.parse_args()
     shutil.rmtree(a.work, ignore_errors=True)
     os.makedirs(a.work)
-    want = plain_hash(a.troupe, a.work)
+    want = plain_hash(a.troupe, a.work) if a.only != "loop" else None
     print(f"undisturbed run: {want}", flush=True)
     seed = int(os.environ.get("STORAGE_SEED", random.SystemRandom().randrange(1 << 30)))
     kills = int(os.environ.get("STORAGE_KILLS", "20"))
@@ -230,7 +242,7 @@ def main():
         "sync": lambda: skipped_checkpoint(a.troupe, a.work, want, "sync", "sync"),
         "disk": lambda: disk_fills(a.troupe, a.work, want),
         "lock": lambda: one_job_per_dir(a.troupe, a.work),
-        "loop": lambda: kill_loop(a.troupe, a.work, want, kills, seed),
+        "loop": lambda: kill_loop(a.troupe, a.work, kills, seed),
     }
     for name, t in tests.items():
         if not a.only or name in a.only.split(","):
