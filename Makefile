@@ -22,7 +22,13 @@ DEMO_KILL_AT ?= 60
 demo: build
 	rm -rf runs/demo
 	$(BUILD)/troupe launch --config configs/tiny.toml --nodes $(DEMO_NODES) --run-dir runs/demo \
-	  --steps $(DEMO_STEPS) --kill-node-at $(DEMO_KILL_AT)
+	  --steps $(DEMO_STEPS) --kill-node-at $(DEMO_KILL_AT) --set checkpoint.every_steps=20
+
+# The demo's run directory continued from its newest checkpoint on two nodes: the same hash.
+.PHONY: demo-resume
+demo-resume: build
+	$(BUILD)/troupe launch --config configs/tiny.toml --nodes 2 --run-dir runs/demo \
+	  --steps $(DEMO_STEPS) --set checkpoint.every_steps=20 --resume
 
 test: build
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)

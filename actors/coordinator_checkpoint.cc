@@ -8,6 +8,10 @@
 // rolls every survivor back to the newest checkpoint that verifies.
 #include <fmt/format.h>
 
+#include <algorithm>
+#include <cstdlib>
+#include <filesystem>
+
 #include "actors/coordinator_state.h"
 #include "model/params.h"
 #include "storage/checkpoint.h"
@@ -26,6 +30,23 @@ void skip(Self* self, int64_t step, const std::string& why) {
   (void)s.commit_log->record({{"kind", "checkpoint_skipped"}, {"step", step}, {"why", why}});
 }
 
+// The directories of checkpoints older than the newest complete one that never became
+// complete (skipped, abandoned by a view change, cut by a kill): nothing refers to them.
+void delete_incomplete(Self* self, const std::vector<int64_t>& complete) {
+  const std::string root = self->state.opt.job.run_dir + "/checkpoints";
+  std::error_code ec;
+  std::vector<std::filesystem::path> stale;
+  for (const auto& e : std::filesystem::directory_iterator(root, ec)) {
+    const std::string name = e.path().filename().string();
+    if (!name.starts_with("step-")) continue;
+    const int64_t step = std::strtoll(name.c_str() + 5, nullptr, 10);
+    if (step < complete.back() &&
+        std::find(complete.begin(), complete.end(), step) == complete.end())
+      stale.push_back(e.path());
+  }
+  for (const auto& p : stale) std::filesystem::remove_all(p, ec);
+}
+
 // Keeps the newest `keep` complete checkpoints.
 void delete_old(Self* self) {
   auto& s = self->state;
@@ -37,6 +58,7 @@ void delete_old(Self* self) {
       event(self, "checkpoint",
             fmt::format("could not delete the checkpoint of step {}: {}", steps[i], st.message()));
   }
+  if (!steps.empty()) delete_incomplete(self, s.commit_log->checkpoints());
 }
 
 void complete(Self* self, int64_t step, PendingCheckpoint& p) {

@@ -97,6 +97,8 @@ struct WorkerState {
   std::thread checkpoint_writer;
   storage::StorageFaults storage_faults;
   double snapshot_seconds = 0;
+  std::shared_ptr<std::vector<model::StateTensor>> snapshot =  // reused from one to the next
+      std::make_shared<std::vector<model::StateTensor>>();
   std::optional<storage::Manifest> loaded;
   static inline const char* name = "worker";
   WorkerState() = default;

@@ -27,8 +27,9 @@ void maybe_checkpoint(Self* self, int64_t version) {
   if (every <= 0 || version % every != 0 || s.ctx.job.run_dir.empty()) return;
   if (s.checkpoint_writer.joinable()) s.checkpoint_writer.join();  // one in flight at most
   const auto t0 = std::chrono::steady_clock::now();
-  auto snap = std::make_shared<std::vector<model::StateTensor>>(
-      s.trainer->snapshot_state(s.owners[size_t(s.me)], s.me == 0));
+  // Into the last checkpoint's buffers: its write is done (joined above).
+  std::shared_ptr<std::vector<model::StateTensor>> snap = s.snapshot;
+  s.trainer->snapshot_state_into(s.owners[size_t(s.me)], s.me == 0, snap.get());
   s.snapshot_seconds +=
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   const std::string writer = fmt::format("e{}-w{}", s.epoch, s.me);
@@ -40,7 +41,6 @@ void maybe_checkpoint(Self* self, int64_t version) {
   s.checkpoint_writer = std::thread([snap, dir, writer, version, me, m = std::move(m),
                                      router = s.ctx.router, faults = s.storage_faults]() mutable {
     auto written = storage::write_shards(dir, writer, version, storage::shard_views(*snap), faults);
-    snap.reset();  // the copy is freed as soon as it is on disk
     train::CheckpointWritten w;
     w.set_step(version);
     w.set_worker(me);

@@ -173,8 +173,10 @@ void CheckpointWriter::start(int64_t step, const model::Trainer& trainer) {
     wait_s_ += seconds_since(t0);
   }
   const auto t0 = Clock::now();
-  auto snap = std::make_shared<const std::vector<model::StateTensor>>(
-      trainer.snapshot_state(model::FlatRange{0, trainer.table.total()}, /*engram=*/true));
+  // The last checkpoint's buffers are reused: its write is done (one in flight at most).
+  trainer.snapshot_state_into(model::FlatRange{0, trainer.table.total()}, /*engram=*/true,
+                              buffer_.get());
+  std::shared_ptr<const std::vector<model::StateTensor>> snap = buffer_;
   snapshot_s_ += seconds_since(t0);
   std::string dir = storage::checkpoint_dir(run_dir_, step) + "/train";
   in_flight_ =

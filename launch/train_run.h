@@ -83,6 +83,9 @@ class CheckpointWriter {
   const int64_t every_steps_, keep_;
   const storage::StorageFaults faults_;
   std::optional<InFlight> in_flight_;
+  // The snapshot's memory, reused from one checkpoint to the next.
+  std::shared_ptr<std::vector<model::StateTensor>> buffer_ =
+      std::make_shared<std::vector<model::StateTensor>>();
   int64_t written_ = 0, skipped_ = 0;
   double snapshot_s_ = 0, wait_s_ = 0;  // copying the state; waiting for the previous write
 };

@@ -408,28 +408,53 @@ std::vector<std::string> Trainer::state_names(FlatRange owned, bool engram) cons
 
 std::vector<StateTensor> Trainer::snapshot_state(FlatRange owned, bool engram) const {
   std::vector<StateTensor> out;
+  snapshot_state_into(owned, engram, &out);
+  return out;
+}
+
+namespace {
+// The next entry of a snapshot being refilled: its buffer is reused when there is one.
+StateTensor& next_entry(std::vector<StateTensor>* out, size_t* at, std::string name,
+                        std::vector<int64_t> shape, size_t floats) {
+  if (*at == out->size()) out->emplace_back();
+  StateTensor& t = (*out)[(*at)++];
+  t.name = std::move(name);
+  t.shape = std::move(shape);
+  t.data.resize(floats);
+  return t;
+}
+}  // namespace
+
+void Trainer::snapshot_state_into(FlatRange owned, bool engram,
+                                  std::vector<StateTensor>* out) const {
+  size_t at = 0;
   for (size_t t = 0; t < table.all().size(); ++t) {
     const ParamInfo& p = table.all()[t];
     if (!owned.covers(p)) continue;
     const float* w = params.data() + p.offset;
-    out.push_back({"param/" + p.name, p.shape, std::vector<float>(w, w + p.numel)});
+    StateTensor& pt = next_entry(out, &at, "param/" + p.name, p.shape, size_t(p.numel));
+    std::copy(w, w + p.numel, pt.data.begin());
     const int64_t n = optimizer_->state_floats_of(t);
     if (n == 0) continue;
-    StateTensor st{"optim/" + p.name, {n}, std::vector<float>(size_t(n))};
-    optimizer_->read_state(t, st.data.data());
-    out.push_back(std::move(st));
+    optimizer_->read_state(t, next_entry(out, &at, "optim/" + p.name, {n}, size_t(n)).data.data());
   }
-  if (!engram || !engram_) return out;
-  for (size_t t = 0; t < engram_->tables().size(); ++t) {
-    const EngramTableInfo& info = engram_->tables()[t];
-    const std::vector<int64_t> shape = {info.rows, info.dim};
-    const float* w = engram_->data(int64_t(t));
-    out.push_back({"engram/" + info.name + "/values", shape,
-                   std::vector<float>(w, w + info.rows * info.dim)});
-    out.push_back({"engram/" + info.name + "/m", shape, engram_->moment_m(int64_t(t))});
-    out.push_back({"engram/" + info.name + "/v", shape, engram_->moment_v(int64_t(t))});
+  if (engram && engram_) {
+    for (size_t t = 0; t < engram_->tables().size(); ++t) {
+      const EngramTableInfo& info = engram_->tables()[t];
+      const size_t n = size_t(info.rows * info.dim);
+      const std::vector<int64_t> shape = {info.rows, info.dim};
+      const float* w = engram_->data(int64_t(t));
+      std::copy(w, w + n,
+                next_entry(out, &at, "engram/" + info.name + "/values", shape, n).data.begin());
+      const auto& m = engram_->moment_m(int64_t(t));
+      const auto& v = engram_->moment_v(int64_t(t));
+      std::copy(m.begin(), m.end(),
+                next_entry(out, &at, "engram/" + info.name + "/m", shape, n).data.begin());
+      std::copy(v.begin(), v.end(),
+                next_entry(out, &at, "engram/" + info.name + "/v", shape, n).data.begin());
+    }
   }
-  return out;
+  out->resize(at);
 }
 
 namespace {

@@ -13,6 +13,7 @@
   door_test.py --troupe build/troupe --work DIR [--evictions N] [--seed S]
 """
 import argparse
+import functools
 import os
 import random
 import re
@@ -29,6 +30,7 @@ from launch_checks import TINY, check, children, failures, steps_done, wait_for
 CRASH = ("Assertion", "Caught signal", "killed by SIG", "core dumped")
 
 
+@functools.lru_cache(maxsize=None)  # one run directory per job: run each once
 def plain_hash(troupe, work, steps):
     res = subprocess.run([troupe, "train", "--config", TINY, "--steps", str(steps), "--set",
                           "train.eval_every=0", "--run-dir", os.path.join(work, f"plain-{steps}")],

@@ -18,6 +18,7 @@ where it cannot, and says what happened — never hangs.
   fault_test.py --troupe build/troupe --work DIR
 """
 import argparse
+import functools
 import json
 import os
 import re
@@ -47,6 +48,7 @@ def start_launch(troupe, run_dir, nodes, steps, extra=()):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
+@functools.lru_cache(maxsize=None)  # one run directory per job: run each once
 def plain_run(troupe, work, steps):
     """`troupe train` of the same job: the weights and loss lines a recovered run must match."""
     run_dir = os.path.join(work, f"plain-{steps}")

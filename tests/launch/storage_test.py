@@ -119,20 +119,39 @@ def newest_checkpoint(run_dir):
     return max(steps) if steps else None
 
 
+def checkpoint_cut(run_dir):
+    """Whether the newest checkpoint directory is one no coordinator recorded as complete:
+    the kill cut its write."""
+    step = newest_checkpoint(run_dir)
+    return step is not None and not checkpoint_done(run_dir, step)
+
+
 def kill_loop(troupe, work, kills, seed):
     want = plain_hash(troupe, work, LOOP_STEPS)
     print(f"kill loop: {kills} kills of a {LOOP_STEPS} step job (undisturbed: {want}), "
           f"STORAGE_SEED={seed}", flush=True)
     rng = random.Random(seed)
     run_dir = os.path.join(work, "loop")
+    nodes, cut = 0, 0
     for i in range(kills):
-        nodes = rng.randint(1, 4)
-        delay = rng.uniform(1.0, 6.0)  # a start takes 1-3 s: most kills land in training
+        nodes = rng.choice([n for n in range(1, 5) if n != nodes])  # another count each time
         p = launch(troupe, run_dir, nodes, ["--resume"] if i else [], steps=LOOP_STEPS)
-        time.sleep(delay)  # a random moment of another process's run: nothing to await
+        if i % 4 == 3:  # every 4th: as soon as a new checkpoint's files appear (mid-write)
+            before = newest_checkpoint(run_dir)
+            t0 = time.monotonic()
+            while newest_checkpoint(run_dir) == before and time.monotonic() - t0 < 20:
+                time.sleep(0.005)  # watching another process's files: nothing to await
+            when = f"as step {newest_checkpoint(run_dir)}'s files appeared"
+        else:
+            delay = rng.uniform(1.0, 6.0)  # a start takes 1-3 s: most kills land in training
+            time.sleep(delay)  # a random moment of another process's run: nothing to await
+            when = f"after {delay:.2f} s"
         kill_job(p)
-        print(f"  kill {i + 1}: {nodes} node(s), after {delay:.2f} s; newest checkpoint "
-              f"directory: step {newest_checkpoint(run_dir)}", flush=True)
+        cut += checkpoint_cut(run_dir)
+        print(f"  kill {i + 1}: {nodes} node(s), {when}; newest checkpoint directory: step "
+              f"{newest_checkpoint(run_dir)}{' (its write cut)' if checkpoint_cut(run_dir) else ''}",
+              flush=True)
+    print(f"  {cut} of {kills} kills cut a checkpoint's write", flush=True)
     code, h, out, err = finish(launch(troupe, run_dir, rng.randint(1, 4), ["--resume"],
                                       steps=LOOP_STEPS))
     check(f"kill loop ({kills} kills of the whole job): same weights", code == 0 and h == want,
