@@ -40,6 +40,7 @@ void maybe_checkpoint(Self* self, int64_t version) {
   const int64_t me = s.me;
   s.checkpoint_writer = std::thread([snap, dir, writer, version, me, m = std::move(m),
                                      router = s.ctx.router, faults = s.storage_faults]() mutable {
+    storage::lower_this_thread_priority();
     auto written = storage::write_shards(dir, writer, version, storage::shard_views(*snap), faults);
     train::CheckpointWritten w;
     w.set_step(version);

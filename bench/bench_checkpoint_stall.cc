@@ -8,17 +8,21 @@
 // whole runs (whose tok/s differ by 2x on a shared 2-core box).
 //
 //   bench_checkpoint_stall CONFIG DIR   DIR: the run directory (created, removed after)
+// BENCH_CKPT_NOISE=1 measures the noise floor (no checkpoint in either block);
+// TROUPE_STORAGE_FAULT=full@10,full@30,… splits the cost (those are snapshot, not written).
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "config/config_parse.h"
 #include "launch/train_run.h"
 #include "storage/checkpoint.h"
+#include "storage/faults.h"
 
 namespace {
 
@@ -45,12 +49,16 @@ int main(int argc, char** argv) {
   const int64_t every = env_int("BENCH_CKPT_EVERY", 10), pairs = env_int("BENCH_CKPT_PAIRS", 5);
   const std::string dir = argv[2];
   std::filesystem::remove_all(dir);
+  // BENCH_CKPT_THREADS: training threads (0: every core, as troupe train does).
   model::JobConfig cfg = model::load_config(
-      argv[1], {"train.steps=100000", "train.eval_every=0", "data.val_rows_max=4"});
+      argv[1], {"train.steps=100000", "train.eval_every=0", "data.val_rows_max=4",
+                "train.threads=" + std::to_string(env_int("BENCH_CKPT_THREADS", 0))});
   launch::TrainRun run = launch::open_train_run(dir, cfg, false);
   model::Trainer trainer(cfg);
   launch::CheckpointWriter writer(dir, run.journal.get(), run.identity, every, cfg.checkpoint.keep,
-                                  {});
+                                  storage::StorageFaults::from_env());
+  // BENCH_CKPT_NOISE=1: no checkpoint in either block of a pair: the ratio's own spread.
+  const bool noise = env_int("BENCH_CKPT_NOISE", 0) != 0;
   const int64_t mbs = trainer.micro_batches();
   int64_t s = 0;
   // Steps [s, s + every): a checkpoint after the first when `ckpt`, waited for at the end.
@@ -68,12 +76,12 @@ int main(int argc, char** argv) {
   const double tokens = double(every * cfg.train.batch_size * cfg.model.seq_len);
   std::vector<double> none, with, ratio;
   std::printf(
-      "bench-checkpoint (stall): tiny, blocks of %ld steps, a checkpoint in every "
-      "other block, %ld pairs\n",
-      long(every), long(pairs));
+      "bench-checkpoint (stall): tiny, %d training thread(s) on %u cores, blocks of %ld "
+      "steps, a checkpoint in every other block, %ld pairs\n",
+      trainer.threads(), std::thread::hardware_concurrency(), long(every), long(pairs));
   for (int64_t p = 0; p < pairs; ++p) {
     none.push_back(block(false));
-    with.push_back(block(true));
+    with.push_back(block(!noise));
     ratio.push_back(none.back() / with.back());
     std::printf("  pair %ld: none %.0f tok/s, with a checkpoint %.0f tok/s, ratio %.3f\n",
                 long(p + 1), tokens / none.back(), tokens / with.back(), ratio.back());

@@ -1,9 +1,5 @@
 #include "launch/train_run.h"
 
-#include <sys/resource.h>
-#include <sys/syscall.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <cstdio>
 #include <filesystem>
@@ -22,14 +18,6 @@ using Clock = std::chrono::steady_clock;
 
 double seconds_since(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
-}
-
-// The writer thread runs at a lower priority (nice +writer_nice on Linux, where nice is per
-// thread): on a box whose cores all train, the checkpoint takes the idle time, not the step's.
-constexpr int writer_nice = 10;
-
-void yield_to_training() {
-  ::setpriority(PRIO_PROCESS, static_cast<id_t>(::syscall(SYS_gettid)), writer_nice);
 }
 
 void append_or_stop(storage::Journal* journal, const nlohmann::json& record) {
@@ -181,7 +169,7 @@ void CheckpointWriter::start(int64_t step, const model::Trainer& trainer) {
   std::string dir = storage::checkpoint_dir(run_dir_, step) + "/train";
   in_flight_ =
       InFlight{step, std::async(std::launch::async, [snap, dir, step, f = faults_] {
-                 yield_to_training();
+                 storage::lower_this_thread_priority();
                  return storage::write_shards(dir, "train", step, storage::shard_views(*snap), f);
                })};
 }

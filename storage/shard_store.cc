@@ -5,6 +5,9 @@
 #include <rocksdb/db.h>
 #include <rocksdb/options.h>
 #include <rocksdb/sst_file_writer.h>
+#include <sched.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -195,6 +198,14 @@ Result<std::vector<ShardRecord>> write_shards(const std::string& dir, const std:
 
 std::string checkpoint_dir(const std::string& run_dir, int64_t step) {
   return fmt::format("{}/checkpoints/step-{:010d}", run_dir, step);
+}
+
+void lower_this_thread_priority() {
+  // SCHED_IDLE: the thread runs only on a core nothing else wants (no privilege needed).
+  // Where that is refused, nice +19, the weakest share CFS gives.
+  const sched_param none{};
+  if (::sched_setscheduler(0, SCHED_IDLE, &none) != 0)
+    ::setpriority(PRIO_PROCESS, static_cast<id_t>(::syscall(SYS_gettid)), 19);
 }
 
 }  // namespace troupe::storage

@@ -90,4 +90,8 @@ class CheckpointReader {
 // DIR/checkpoints/step-<S> (S zero-padded to 10 digits, so names sort by step).
 std::string checkpoint_dir(const std::string& run_dir, int64_t step);
 
+// Called by a checkpoint writer thread: it runs at a lower priority (nice +10; Linux's nice
+// is per thread), so on a box whose cores all train it takes their idle time, not the step's.
+void lower_this_thread_priority();
+
 }  // namespace troupe::storage
