@@ -132,7 +132,7 @@ def kill_loop(troupe, work, kills, seed):
           f"STORAGE_SEED={seed}", flush=True)
     rng = random.Random(seed)
     run_dir = os.path.join(work, "loop")
-    nodes, cut = 0, 0
+    nodes, cut = 0, set()
     for i in range(kills):
         nodes = rng.choice([n for n in range(1, 5) if n != nodes])  # another count each time
         p = launch(troupe, run_dir, nodes, ["--resume"] if i else [], steps=LOOP_STEPS)
@@ -147,11 +147,12 @@ def kill_loop(troupe, work, kills, seed):
             time.sleep(delay)  # a random moment of another process's run: nothing to await
             when = f"after {delay:.2f} s"
         kill_job(p)
-        cut += checkpoint_cut(run_dir)
+        if checkpoint_cut(run_dir):
+            cut.add(newest_checkpoint(run_dir))
         print(f"  kill {i + 1}: {nodes} node(s), {when}; newest checkpoint directory: step "
               f"{newest_checkpoint(run_dir)}{' (its write cut)' if checkpoint_cut(run_dir) else ''}",
               flush=True)
-    print(f"  {cut} of {kills} kills cut a checkpoint's write", flush=True)
+    print(f"  the kills cut the writes of {len(cut)} checkpoints: steps {sorted(cut)}", flush=True)
     code, h, out, err = finish(launch(troupe, run_dir, rng.randint(1, 4), ["--resume"],
                                       steps=LOOP_STEPS))
     check(f"kill loop ({kills} kills of the whole job): same weights", code == 0 and h == want,
