@@ -331,6 +331,14 @@ class LaunchJob {
   void print_summary(const actors::JobResult& r) const {
     const int64_t steps = cfg_.train.steps;
     const double wall = elapsed_s();
+    if (resume_ && resume_->step >= steps) {  // resumed from the last step's checkpoint
+      std::printf(
+          "summary: steps %ld  nodes %ld  resumed at step %ld: no step left to train  "
+          "weights %016lx\nrun dir: %s\n",
+          long(steps), long(a_.nodes), long(resume_->step), (unsigned long)r.weights_hash,
+          a_.run_dir.c_str());
+      return;
+    }
     std::printf(
         "summary: steps %ld  nodes %ld%s  loss %.4f  val_loss %.4f  wall %s  %.0f tok/s  "
         "weights %016lx\n"

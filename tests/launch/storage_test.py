@@ -14,7 +14,8 @@ job must end with the weights of an undisturbed `troupe train` of the same confi
    training goes on), metrics.jsonl hitting a full disk (the job stops at the first failed
    write naming the file; --resume after "freeing space" ends with the same weights).
 5. A run directory belongs to one job: a second launch is refused naming the holder's pid;
-   a directory holding a run is refused without --resume.
+   a directory holding a run is refused without --resume, and a resume under another model
+   config is refused naming the key.
 
   storage_test.py --troupe build/troupe --work DIR [--only NAME]
 """
@@ -240,6 +241,12 @@ def one_job_per_dir(troupe, work):
     check("a run directory holding a run is refused without --resume",
           c.returncode == 2 and "already holds a run" in c.stderr,
           f"status {c.returncode}: {last_line(c.stderr)}")
+    d = subprocess.run([troupe, "launch", "--config", TINY, "--nodes", "1", "--run-dir", run_dir,
+                        "--resume", *COMMON, "--set", "model.d_model=96"],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=60)
+    check("a resume under another model config is refused, naming the key",
+          d.returncode == 2 and "model.d_model" in d.stderr and "128" in d.stderr,
+          f"status {d.returncode}: {last_line(d.stderr)}")
 
 
 def main():
