@@ -9,8 +9,6 @@
 #include <fmt/format.h>
 
 #include <algorithm>
-#include <cstdlib>
-#include <filesystem>
 
 #include "actors/coordinator_state.h"
 #include "model/params.h"
@@ -30,23 +28,6 @@ void skip(Self* self, int64_t step, const std::string& why) {
   (void)s.commit_log->record({{"kind", "checkpoint_skipped"}, {"step", step}, {"why", why}});
 }
 
-// The directories of checkpoints older than the newest complete one that never became
-// complete (skipped, abandoned by a view change, cut by a kill): nothing refers to them.
-void delete_incomplete(Self* self, const std::vector<int64_t>& complete) {
-  const std::string root = self->state.opt.job.run_dir + "/checkpoints";
-  std::error_code ec;
-  std::vector<std::filesystem::path> stale;
-  for (const auto& e : std::filesystem::directory_iterator(root, ec)) {
-    const std::string name = e.path().filename().string();
-    if (!name.starts_with("step-")) continue;
-    const int64_t step = std::strtoll(name.c_str() + 5, nullptr, 10);
-    if (step < complete.back() &&
-        std::find(complete.begin(), complete.end(), step) == complete.end())
-      stale.push_back(e.path());
-  }
-  for (const auto& p : stale) std::filesystem::remove_all(p, ec);
-}
-
 // Keeps the newest `keep` complete checkpoints.
 void delete_old(Self* self) {
   auto& s = self->state;
@@ -58,7 +39,7 @@ void delete_old(Self* self) {
       event(self, "checkpoint",
             fmt::format("could not delete the checkpoint of step {}: {}", steps[i], st.message()));
   }
-  if (!steps.empty()) delete_incomplete(self, s.commit_log->checkpoints());
+  storage::remove_incomplete_checkpoints(s.opt.job.run_dir, s.commit_log->checkpoints());
 }
 
 void complete(Self* self, int64_t step, PendingCheckpoint& p) {
@@ -144,24 +125,10 @@ std::string share_lost(Self* self, int64_t old_workers, const std::vector<int64_
 
 runtime::Result<storage::Manifest> rollback_checkpoint(Self* self) {
   auto& s = self->state;
-  std::vector<int64_t> steps = s.commit_log->checkpoints();
-  std::string last_error = "no complete checkpoint (set checkpoint.every_steps)";
-  for (auto it = steps.rbegin(); it != steps.rend(); ++it) {
-    runtime::Result<storage::Manifest> m = s.commit_log->checkpoint(*it);
-    runtime::Status st = m.status();
-    if (st.ok() && !s.opt.job.run_dir.empty()) {
-      storage::CheckpointReader r(storage::checkpoint_dir(s.opt.job.run_dir, *it), *it,
-                                  m.value().shards);
-      st = r.verify_all();
-    }
-    if (st.ok()) return m;
-    last_error = st.message();
-    event(self, "checkpoint_corrupt",
-          fmt::format("the checkpoint of step {} is unusable: {}; falling back to the one "
-                      "before",
-                      *it, st.message()));
-  }
-  return runtime::Status(runtime::Code::invalid_argument, last_error);
+  const CommitLog& log = *s.commit_log;
+  return storage::newest_good_checkpoint(
+      s.opt.job.run_dir, log.checkpoints(), [&log](int64_t step) { return log.checkpoint(step); },
+      [self](const std::string& w) { event(self, "checkpoint_corrupt", w); });
 }
 
 }  // namespace troupe::actors::coordinator_impl

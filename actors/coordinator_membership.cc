@@ -127,11 +127,11 @@ bool plan_rollback(Self* self, const std::string& what, train::Recover* r, std::
   if (c.rollback_to < 0 && lost.empty()) return true;
   runtime::Result<storage::Manifest> m = rollback_checkpoint(self);
   if (!m.ok()) {
-    fail(self,
-         fmt::format("{}: {}: the optimizer state of its share is gone "
-                     "(fault_tolerance.buddy_copies = {}) and there is no checkpoint to "
-                     "roll back to: {}",
-                     what, lost, s.opt.config.fault_tolerance.buddy_copies, m.status().message()));
+    fail(self, fmt::format("{}: {}: the optimizer state of its share is gone "
+                           "(fault_tolerance.buddy_copies = {}) and there is no checkpoint to "
+                           "roll back to (checkpoint.every_steps = {}): {}",
+                           what, lost, s.opt.config.fault_tolerance.buddy_copies,
+                           s.opt.config.checkpoint.every_steps, m.status().message()));
     return false;
   }
   const int64_t step = m.value().step;

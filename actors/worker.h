@@ -134,11 +134,11 @@ void maybe_checkpoint(Self* self, int64_t version);
 // Loads checkpoint m into the trainer for this worker's share (owners planned already);
 // the version becomes m.step. Throws naming the shard that could not be read.
 void load_checkpoint(WorkerState& s, const storage::Manifest& m);
-// A lost owner's optimizer state of tensor `tensor` at `version`, read from the checkpoint
-// this worker loaded when that is the version (false otherwise): no buddy holds a copy of
-// the state a job resumed with until the first step is done.
-bool read_loaded_state(const WorkerState& s, size_t tensor, int64_t version,
-                       std::vector<float>* out);
+// The optimizer state of `tensors` (one run each, appended to *out) as the checkpoint this
+// worker loaded holds it: a lost owner's share at the version a job resumed with, before any
+// buddy holds a copy. Throws naming the shard that could not be read.
+void read_loaded_state(const WorkerState& s, const std::vector<size_t>& tensors,
+                       std::vector<std::vector<float>>* out);
 
 // worker_recovery.cc
 // After an update: the owned share's optimizer state to the buddies (the next workers).

@@ -71,18 +71,20 @@ void load_checkpoint(WorkerState& s, const storage::Manifest& m) {
   s.loaded = m;
 }
 
-bool read_loaded_state(const WorkerState& s, size_t tensor, int64_t version,
-                       std::vector<float>* out) {
-  if (!s.loaded || s.loaded->step != version) return false;
+void read_loaded_state(const WorkerState& s, const std::vector<size_t>& tensors,
+                       std::vector<std::vector<float>>* out) {
+  const int64_t version = s.loaded->step;
   storage::CheckpointReader reader(storage::checkpoint_dir(s.ctx.job.run_dir, version), version,
                                    s.loaded->shards);
-  const runtime::Status st = reader.read("optim/" + s.trainer->table.all()[tensor].name, out);
-  if (!st.ok())
-    throw std::runtime_error(
-        fmt::format("cannot read a lost owner's optimizer state from the "
-                    "checkpoint of step {}: {}",
-                    version, st.message()));
-  return true;
+  for (size_t t : tensors) {
+    const runtime::Status st =
+        reader.read("optim/" + s.trainer->table.all()[t].name, &out->emplace_back());
+    if (!st.ok())
+      throw std::runtime_error(
+          fmt::format("cannot read a lost owner's optimizer state from the "
+                      "checkpoint of step {}: {}",
+                      version, st.message()));
+  }
 }
 
 }  // namespace troupe::actors::worker_impl

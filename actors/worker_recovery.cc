@@ -188,10 +188,10 @@ Recovery gather_sources(WorkerState& s, const RecoveryBase& base, const Recovery
     }
     auto it = base.buddies.find(pred);
     if (it == base.buddies.end() && s.loaded && s.loaded->step == c) {  // resumed at c
-      for (size_t t : tensors) {
-        read_loaded_state(s, t, c, &rec.local.emplace_back());
-        rec.sources[t] = rec.local.back().data();
-      }
+      const size_t first = rec.local.size();
+      read_loaded_state(s, tensors, &rec.local);
+      for (size_t k = 0; k < tensors.size(); ++k)
+        rec.sources[tensors[k]] = rec.local[first + k].data();
       continue;
     }
     if (it == base.buddies.end())

@@ -4,7 +4,6 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
-#include <set>
 
 #include "launch/commands.h"
 #include "storage/checked_file.h"
@@ -234,17 +233,7 @@ void CheckpointWriter::delete_beyond_keep() {
                       " from the journal: " + st.message());
     fs::remove_all(storage::checkpoint_dir(run_dir_, steps[i]), ec);
   }
-  const std::set<std::string> kept = [&] {
-    std::set<std::string> k;
-    for (int64_t s : journal_->manifest_steps()) k.insert(storage::checkpoint_dir(run_dir_, s));
-    return k;
-  }();
-  const std::string newest = storage::checkpoint_dir(run_dir_, steps.back());
-  for (const auto& e : fs::directory_iterator(run_dir_ + "/checkpoints", ec)) {
-    const std::string p = e.path().string();
-    const bool step_dir = e.path().filename().string().rfind("step-", 0) == 0;
-    if (step_dir && p < newest && !kept.count(p)) fs::remove_all(p, ec);
-  }
+  storage::remove_incomplete_checkpoints(run_dir_, journal_->manifest_steps());
 }
 
 std::string CheckpointWriter::summary() const {

@@ -4,6 +4,8 @@
 #include <xxhash.h>
 
 #include <algorithm>
+#include <cstdlib>
+#include <filesystem>
 #include <iterator>
 #include <stdexcept>
 
@@ -100,13 +102,20 @@ std::vector<ShardData> shard_views(const std::vector<model::StateTensor>& snap) 
 
 Result<Manifest> newest_good_checkpoint(const std::string& run_dir, const Journal& j,
                                         const std::function<void(const std::string&)>& warn) {
-  std::vector<int64_t> steps = j.manifest_steps();
+  return newest_good_checkpoint(
+      run_dir, j.manifest_steps(), [&j](int64_t step) { return j.manifest(step); }, warn);
+}
+
+Result<Manifest> newest_good_checkpoint(
+    const std::string& run_dir, const std::vector<int64_t>& steps,
+    const std::function<runtime::Result<Manifest>(int64_t)>& manifest,
+    const std::function<void(const std::string&)>& warn) {
   if (steps.empty())
     return Status(Code::io_error, "no complete checkpoint in " + run_dir + "/journal");
   std::string last_error;
   int64_t last_step = 0;
   for (auto it = steps.rbegin(); it != steps.rend(); ++it) {
-    Result<Manifest> m = j.manifest(*it);
+    Result<Manifest> m = manifest(*it);
     Status s = m.status();
     if (s.ok()) {
       CheckpointReader reader(checkpoint_dir(run_dir, *it), *it, m.value().shards);
@@ -123,6 +132,22 @@ Result<Manifest> newest_good_checkpoint(const std::string& run_dir, const Journa
       Code::io_error,
       fmt::format("none of the {} checkpoints in {} verifies; the last error (step {}): {}",
                   steps.size(), run_dir, last_step, last_error));
+}
+
+void remove_incomplete_checkpoints(const std::string& run_dir,
+                                   const std::vector<int64_t>& complete) {
+  if (complete.empty()) return;
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  std::vector<fs::path> stale;
+  for (const auto& e : fs::directory_iterator(run_dir + "/checkpoints", ec)) {
+    const std::string name = e.path().filename().string();
+    if (!name.starts_with("step-")) continue;
+    const int64_t step = std::strtoll(name.c_str() + 5, nullptr, 10);
+    if (step < complete.back() && !std::binary_search(complete.begin(), complete.end(), step))
+      stale.push_back(e.path());
+  }
+  for (const fs::path& p : stale) fs::remove_all(p, ec);
 }
 
 }  // namespace troupe::storage

@@ -39,11 +39,23 @@ std::vector<ShardData> shard_views(const std::vector<model::StateTensor>& snap);
 runtime::Status load_checkpoint(const std::string& run_dir, const Manifest& m,
                                 model::FlatRange owned, model::Trainer* trainer);
 
+// Removes the directories under run_dir/checkpoints of checkpoints older than the newest
+// complete one (`complete`: ascending) that never completed (skipped, abandoned, cut by a
+// kill): files no manifest names. Best effort: what cannot be removed stays.
+void remove_incomplete_checkpoints(const std::string& run_dir,
+                                   const std::vector<int64_t>& complete);
+
 // The newest complete checkpoint of the journal whose every shard verifies, going back one
 // at a time past bad ones (each reported through `warn`, e.g. to events.jsonl). Errors:
 // none complete, or none verifies (naming the last error).
 runtime::Result<Manifest> newest_good_checkpoint(
     const std::string& run_dir, const Journal& j,
+    const std::function<void(const std::string&)>& warn);
+// The same over any list of complete checkpoints (ascending) and a way to read each one's
+// manifest: the coordinator's CommitLog, when it rolls back.
+runtime::Result<Manifest> newest_good_checkpoint(
+    const std::string& run_dir, const std::vector<int64_t>& steps,
+    const std::function<runtime::Result<Manifest>(int64_t)>& manifest,
     const std::function<void(const std::string&)>& warn);
 
 }  // namespace troupe::storage
