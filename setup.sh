@@ -9,8 +9,8 @@ packages=(
   libopenblas-dev libtomlplusplus-dev nlohmann-json3-dev libcli11-dev
   libspdlog-dev libfmt-dev libssl-dev libxxhash-dev
   libcaf-dev libucx-dev ucx-utils librocksdb-dev libboost-system-dev
-  libprotobuf-dev protobuf-compiler
-  python3 python3-torch python3-numpy
+  libprotobuf-dev protobuf-compiler prometheus-cpp-dev
+  python3 python3-torch python3-numpy python3-matplotlib python3-prometheus-client chromium
   fortunes fortunes-min
 )
 
