@@ -7,6 +7,7 @@
 
 #include <caf/all.hpp>
 #include <exception>
+#include <nlohmann/json.hpp>
 #include <utility>
 
 #include "actors/coordinator_state.h"
@@ -26,6 +27,8 @@ const char* phase_name(Phase p) {
       return "running";
     case Phase::recovering:
       return "recovering";
+    case Phase::resizing:
+      return "resizing";
     case Phase::finishing:
       return "finishing";
     case Phase::done:
@@ -59,8 +62,8 @@ namespace {
 void shutdown_nodes(Self* self, const std::string& reason) {
   control::Shutdown sd;
   sd.set_reason(reason);
-  for (const NodeInfo& n : self->state.core.nodes)
-    send_to(self, n.id + "/agent.0", runtime::shutdown_type, sd);
+  for (const NodeInfo* n : heard_nodes(self))
+    send_to(self, n->id + "/agent.0", runtime::shutdown_type, sd);
 }
 
 }  // namespace
@@ -94,6 +97,8 @@ namespace {
 
 using namespace coordinator_impl;
 using stop_atom = caf::atom_constant<caf::atom("stop")>;
+using control_atom = caf::atom_constant<caf::atom("control")>;
+using status_atom = caf::atom_constant<caf::atom("status")>;
 
 // The membership's messages, taken in every phase, and the core's by phase.
 void add_core_handlers(Self* self, Phase p, Dispatcher& d) {
@@ -112,7 +117,16 @@ void add_core_handlers(Self* self, Phase p, Dispatcher& d) {
     d.on<train::Ready>(ready_type, [self](const train::Ready& r, ActorMessage& m) {
       return on_ready(self, r, m);
     });
-  if (p == Phase::running || p == Phase::recovering || p == Phase::finishing)
+  if (p == Phase::running || p == Phase::recovering)  // newcomers on standby
+    d.on<train::Ready>(ready_type, [self](const train::Ready& r, ActorMessage& m) {
+      return on_standby_ready(self, r, m);
+    });
+  if (p == Phase::resizing)
+    d.on<train::Recovered>(recovered_type, [self](const train::Recovered& r, ActorMessage& m) {
+      return on_reshaped(self, r, m);
+    });
+  if (p == Phase::running || p == Phase::recovering || p == Phase::resizing ||
+      p == Phase::finishing)
     d.on<train::CheckpointWritten>(checkpoint_written_type,
                                    [self](const train::CheckpointWritten& w, ActorMessage& m) {
                                      return on_checkpoint_written(self, w, m);
@@ -125,8 +139,8 @@ void add_core_handlers(Self* self, Phase p, Dispatcher& d) {
 
 void on_message(Self* self, const Dispatcher& table, ActorMessage& m) {
   auto& s = self->state;
-  for (NodeInfo& n : s.core.nodes)
-    if (n.id == runtime::node_of(m.from)) n.last_heard = now(self);
+  for (NodeInfo* n : heard_nodes(self))
+    if (n->id == runtime::node_of(m.from)) n->last_heard = now(self);
   // A role's message from before the last view change: the step it belongs to was
   // aborted (the fabric drops these too, once the router has passed the new epoch on).
   const Verdict v = m.type >= runtime::control_types_end && m.epoch < s.core.epoch
@@ -148,6 +162,13 @@ caf::behavior phase_behavior(Self* self, Phase p) {
         lose_node(self, node, why, false);
       },
       [=](stop_atom, const std::string& why) { fail(self, why); },
+      [=](control_atom, const std::string& kind, int64_t nodes,
+          const std::string& node) -> caf::message {
+        int64_t start = 0;
+        const std::string why = on_control(self, kind, nodes, node, &start);
+        return caf::make_message(why, start);
+      },
+      [=](status_atom) { return status_json(self); },
   };
 }
 
@@ -211,6 +232,32 @@ caf::actor spawn_coordinator(runtime::Host& host, CoordinatorOptions options) {
 
 void request_stop(const caf::actor& coordinator, const std::string& why) {
   caf::anon_send(coordinator, stop_atom::value, why);
+}
+
+ControlAnswer ask_coordinator(caf::actor_system& system, const caf::actor& coordinator,
+                              const std::string& kind, int64_t nodes, const std::string& node) {
+  ControlAnswer a;
+  a.error = "the coordinator did not answer within 5 s";
+  caf::scoped_actor self{system};
+  self->request(coordinator, std::chrono::seconds(5), control_atom::value, kind, nodes, node)
+      .receive(
+          [&](const std::string& why, int64_t start) {
+            a.error = why;
+            a.start_nodes = start;
+          },
+          [&](const caf::error& e) { a.error = "the coordinator: " + system.render(e); });
+  return a;
+}
+
+std::string coordinator_status(caf::actor_system& system, const caf::actor& coordinator) {
+  std::string out;
+  caf::scoped_actor self{system};
+  self->request(coordinator, std::chrono::seconds(5), status_atom::value)
+      .receive([&](const std::string& json) { out = json; },
+               [&](const caf::error& e) {
+                 out = nlohmann::json{{"error", "the coordinator: " + system.render(e)}}.dump();
+               });
+  return out;
 }
 
 }  // namespace troupe::actors

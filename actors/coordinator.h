@@ -59,6 +59,8 @@ struct CoordinatorOptions {
   std::shared_ptr<CommitLog> commit_log;
   // A resumed job starts at this step (job.resume_manifest is its checkpoint); 0: fresh.
   int64_t resume_step = 0;
+  // A loss that would leave fewer nodes stops the job; scale and drain below it are refused.
+  int64_t min_nodes = 1;
 };
 
 // Spawns the coordinator as "coordinator.0" on the host's router.
@@ -70,5 +72,18 @@ caf::actor spawn_coordinator(caf::actor_system& system, caf::actor router,
 
 // Asks the coordinator to stop the job (Ctrl-C): nodes are shut down, on_done reports it.
 void request_stop(const caf::actor& coordinator, const std::string& why);
+
+// An operator's request (the control endpoint), answered by the coordinator: kind is
+// "scale" (nodes), "drain" (node), "replace" (one lost local node process is restarted),
+// "pause", "resume" or "checkpoint". Blocks up to 5 s; call it off the actor threads.
+struct ControlAnswer {
+  std::string error;        // empty: accepted; else why not (the request changed nothing)
+  int64_t start_nodes = 0;  // node processes the launcher starts for it (scale up, replace)
+};
+ControlAnswer ask_coordinator(caf::actor_system& system, const caf::actor& coordinator,
+                              const std::string& kind, int64_t nodes = 0,
+                              const std::string& node = "");
+// The job as the coordinator sees it (GET /status): JSON.
+std::string coordinator_status(caf::actor_system& system, const caf::actor& coordinator);
 
 }  // namespace troupe::actors

@@ -53,6 +53,7 @@ void complete(Self* self, int64_t step, PendingCheckpoint& p) {
   const size_t shards = m.shards.size();
   const runtime::Status st = s.commit_log->record_checkpoint(m);
   if (!st.ok()) return skip(self, step, "its manifest could not be recorded: " + st.message());
+  s.controls.last_checkpoint = step;
   event(self, "checkpoint",
         fmt::format("step {}: {} shards from {} workers, complete", step, shards,
                     s.core.workers.size()));
@@ -61,10 +62,11 @@ void complete(Self* self, int64_t step, PendingCheckpoint& p) {
 
 }  // namespace
 
-void expect_checkpoint(Self* self, int64_t version) {
+void expect_checkpoint(Self* self, int64_t version, bool forced) {
   auto& s = self->state;
   const int64_t every = s.opt.config.checkpoint.every_steps;
-  if (every <= 0 || version % every != 0 || s.opt.job.run_dir.empty()) return;
+  if (!forced && (every <= 0 || version % every != 0)) return;
+  if (s.opt.job.run_dir.empty()) return;
   PendingCheckpoint& p = s.checkpoints[version];
   p = PendingCheckpoint{};
   p.epoch = s.core.epoch;

@@ -49,14 +49,22 @@ void begin_step(Self* self, train::Kind kind) {
   to_all_workers(self, step_begin_type, b);
 }
 
-// The next training step, or the end of the job (Finish to every worker) after the last.
+}  // namespace
+
+// The next training step, or the end of the job (Finish to every worker) after the last. At
+// this step boundary the operator's requests take effect (pause, reshape, checkpoint).
 void start_or_finish(Self* self) {
   auto& s = self->state;
-  if (s.drv.step < s.opt.config.train.steps) return begin_step(self, train::TRAIN);
+  if (s.drv.step < s.opt.config.train.steps) {
+    if (hold_at_boundary(self)) return;
+    return begin_step(self, train::TRAIN);
+  }
   enter_phase(self, Phase::finishing);
   s.drv.finals.open(s.core.epoch, -1, worker_count(self));
   to_all_workers(self, finish_type, train::Finish{});
 }
+
+namespace {
 
 void finish_step(Self* self) {
   auto& s = self->state;

@@ -18,8 +18,6 @@
 
 namespace troupe::actors::coordinator_impl {
 
-namespace {
-
 // Every view change: a new epoch, recorded before anyone hears of it.
 void bump_epoch(Self* self) {
   auto& s = self->state;
@@ -36,22 +34,37 @@ void bump_epoch(Self* self) {
 
 void publish_view(Self* self) {
   auto& c = self->state.core;
+  const ReshapeState& rs = self->state.reshape;
   TROUPE_ASSERT(c.workers.size() == c.nodes.size() && c.role_index.size() == c.workers.size(),
                 "{} workers, {} nodes, {} role indices: one worker per node", c.workers.size(),
                 c.nodes.size(), c.role_index.size());
   control::View v;
   v.set_epoch(c.epoch);
-  for (const NodeInfo& n : c.nodes) {
+  std::vector<const NodeInfo*> listed;  // the members, then the reshape's leavers and joiners
+  for (const std::vector<NodeInfo>* list :
+       std::initializer_list<const std::vector<NodeInfo>*>{&c.nodes, &rs.leaving, &rs.joiners})
+    for (const NodeInfo& n : *list) listed.push_back(&n);
+  for (const NodeInfo* n : listed) {
     auto* e = v.add_nodes();
-    e->set_node_id(n.id), e->set_address(n.address);
+    e->set_node_id(n->id), e->set_address(n->address);
   }
   for (size_t i = 0; i < c.workers.size(); ++i) {
     auto* p = v.add_placement();
     p->set_role("worker"), p->set_index(c.role_index[i]), p->set_node_id(c.nodes[i].id);
   }
-  for (const NodeInfo& n : c.nodes) send_to(self, n.id + "/agent.0", runtime::view_type, v);
-  event(self, "view", fmt::format("epoch {}: {} nodes, one worker each", c.epoch, c.nodes.size()));
+  for (size_t i = 0; i < rs.standby.size() && !rs.active; ++i) {  // newcomers on standby
+    auto* p = v.add_placement();
+    p->set_role("worker"), p->set_index(rs.standby_index[i]), p->set_node_id(rs.joiners[i].id);
+  }
+  for (const NodeInfo* n : listed) send_to(self, n->id + "/agent.0", runtime::view_type, v);
+  event(self, "view",
+        fmt::format("epoch {}: {} nodes, one worker each{}", c.epoch, c.nodes.size(),
+                    rs.standby.empty() || rs.active
+                        ? std::string()
+                        : fmt::format(", {} newcomer(s) on standby", rs.standby.size())));
 }
+
+namespace {
 
 void refuse_join(Self* self, const control::Join& j, const ActorMessage& m) {
   auto& s = self->state;
@@ -64,7 +77,9 @@ void refuse_join(Self* self, const control::Join& j, const ActorMessage& m) {
         fmt::format("a node from {} (pid {}) after the job started", j.address(), j.pid()));
 }
 
-void welcome(Self* self, const NodeInfo& n) {
+}  // namespace
+
+void welcome(Self* self, const NodeInfo& n, bool running) {
   auto& s = self->state;
   control::Welcome w;
   w.set_node_id(n.id);
@@ -73,12 +88,16 @@ void welcome(Self* self, const NodeInfo& n) {
   w.set_config_name(s.opt.job.config_name);
   for (const auto& set : s.opt.job.config_sets) w.add_config_sets(set);
   w.set_run_dir(s.opt.job.run_dir);
-  w.set_resume(!s.opt.job.resume_manifest.empty());
+  // A node joining a running job takes its state from its peers, not from the checkpoint
+  // the job resumed from (which may be deleted by now).
+  w.set_resume(!running && !s.opt.job.resume_manifest.empty());
   ActorMessage r = make_message(s.self_address, n.id + "/agent.0", runtime::welcome_type, w);
   if (w.resume()) r.payloads.push_back(runtime::text_payload(s.opt.job.resume_manifest));
   r.peer = n.peer;
   self->send(s.router, std::move(r));
 }
+
+namespace {
 
 // Every node joined: worker i lives on node i as index i.
 void place_workers(Self* self) {
@@ -87,6 +106,7 @@ void place_workers(Self* self) {
     c.workers.push_back(runtime::make_address(c.nodes[i].id, "worker", int64_t(i)));
     c.role_index.push_back(int64_t(i));
   }
+  self->state.controls.next_worker_index = int64_t(c.nodes.size());
   c.ready.open(0, -1, int64_t(c.workers.size()));
   enter_phase(self, Phase::starting);
   bump_epoch(self);
@@ -97,7 +117,10 @@ void place_workers(Self* self) {
 
 void on_join(Self* self, const control::Join& j, const ActorMessage& m) {
   auto& s = self->state;
-  if (s.core.phase != Phase::joining) return refuse_join(self, j, m);
+  if (s.core.phase != Phase::joining) {
+    if (!admit_joiner(self, j, m)) refuse_join(self, j, m);
+    return;
+  }
   NodeInfo n;
   n.id = fmt::format("n{}", ++s.core.joins);  // never reused: a node lost while joining is gone
   n.address = j.address();
@@ -108,7 +131,7 @@ void on_join(Self* self, const control::Join& j, const ActorMessage& m) {
   self->send(s.router, runtime::address_atom::value, n.id, n.address);
   s.core.nodes.push_back(n);
   bump_epoch(self);
-  welcome(self, n);
+  welcome(self, n, false);
   event(self, "join",
         fmt::format("{} at {}, pid {} (epoch {})", n.id, n.address, n.pid, s.core.epoch));
   if (int64_t(s.core.nodes.size()) == s.opt.nodes) place_workers(self);
@@ -153,17 +176,18 @@ bool plan_rollback(Self* self, const std::string& what, train::Recover* r, std::
   return true;
 }
 
-// Node k is gone after the workers were placed: the survivors go back to the committed
-// version under a new epoch and take over its share. A further loss before they are done
-// restarts the recovery from the same view, without both.
+}  // namespace
+
 void recover_without(Self* self, size_t k, const std::string& what) {
   auto& c = self->state.core;
   const bool again = c.phase == Phase::recovering;
   if (!again) c.recovery_base = c.workers;  // the view the workers recover from
-  self->send(self->state.router, runtime::forget_atom::value, c.nodes[k].id);  // fenced
-  c.nodes.erase(c.nodes.begin() + int64_t(k));
-  c.workers.erase(c.workers.begin() + int64_t(k));
-  c.role_index.erase(c.role_index.begin() + int64_t(k));
+  if (k != std::string::npos) {
+    self->send(self->state.router, runtime::forget_atom::value, c.nodes[k].id);  // fenced
+    c.nodes.erase(c.nodes.begin() + int64_t(k));
+    c.workers.erase(c.workers.begin() + int64_t(k));
+    c.role_index.erase(c.role_index.begin() + int64_t(k));
+  }
   train::Recover r;
   r.set_version(committed_version(self));
   r.set_old_workers(int64_t(c.recovery_base.size()));
@@ -180,6 +204,7 @@ void recover_without(Self* self, size_t k, const std::string& what) {
   c.recovered.open(0, -1, int64_t(c.workers.size()));
   ++c.recoveries;
   c.recovery_started = now(self);
+  self->state.controls.last_recovery = what;
   event(self, "recover",
         fmt::format("{}; {} workers go back to step {} (epoch {}){}", what, c.workers.size(),
                     r.version(), c.epoch, again ? ", the recovery restarted without it" : ""));
@@ -187,6 +212,8 @@ void recover_without(Self* self, size_t k, const std::string& what) {
                  manifest.empty() ? std::vector<runtime::Payload>{}
                                   : std::vector<runtime::Payload>{runtime::text_payload(manifest)});
 }
+
+namespace {
 
 // Before every node joined, another node may take the lost one's place.
 void forget_joined(Self* self, size_t k, const std::string& why) {
@@ -214,6 +241,7 @@ void lose_node(Self* self, const std::string& node, const std::string& why, bool
   if (c.phase == Phase::done) return;
   size_t k = 0;
   while (k < c.nodes.size() && c.nodes[k].id != node) ++k;
+  if (lose_during_reshape(self, node, why, hung)) return;
   if (k == c.nodes.size()) return;  // not one of the job's nodes (any more): old news
   for (const auto& l : c.start_losses)
     if (l.node == node) return;  // known, recovered from once the others are ready
@@ -232,6 +260,9 @@ void lose_node(Self* self, const std::string& node, const std::string& why, bool
   }
   if (c.phase == Phase::joining) return forget_joined(self, k, why);
   if (c.workers.size() == 1) return fail(self, what + ": it was the last node");
+  if (int64_t(c.workers.size()) - 1 < s.opt.min_nodes)
+    return fail(self, fmt::format("{}: {} node(s) would remain, fewer than --min-nodes {}", what,
+                                  c.workers.size() - 1, s.opt.min_nodes));
   recover_without(self, k, what);
 }
 
@@ -313,7 +344,7 @@ void excuse_own_pause(Self* self, time_point t) {
   const auto gap = runtime::own_pause(s.core.last_tick, t, ms(ft.heartbeat_interval_ms),
                                       ms(ft.heartbeat_timeout_ms));
   if (gap <= duration::zero()) return;
-  for (NodeInfo& n : s.core.nodes) n.last_heard = std::max(n.last_heard, t);
+  for (NodeInfo* n : heard_nodes(self)) n->last_heard = std::max(n->last_heard, t);
   s.core.started += gap, s.core.recovery_started += gap;
   event(self, "paused",
         fmt::format("the coordinator did not run for {} ms: no node is declared dead "
@@ -355,9 +386,9 @@ void on_tick(Self* self) {
   const time_point t = now(self);
   excuse_own_pause(self, t);
   if (past_deadline(self, t)) return;
-  for (const NodeInfo& n : s.core.nodes)
-    if (t - n.last_heard > ms(ft.heartbeat_timeout_ms)) {
-      lose_node(self, n.id,
+  for (const NodeInfo* n : heard_nodes(self))
+    if (t - n->last_heard > ms(ft.heartbeat_timeout_ms)) {
+      lose_node(self, n->id,
                 fmt::format("missed heartbeats for {} ms: declared dead", ft.heartbeat_timeout_ms),
                 true);
       break;  // `nodes` changed
@@ -365,8 +396,8 @@ void on_tick(Self* self) {
   if (s.core.phase == Phase::done) return;
   control::Heartbeat hb;
   hb.set_sequence(++s.core.heartbeats);
-  for (const NodeInfo& n : s.core.nodes)
-    send_to(self, n.id + "/agent.0", runtime::heartbeat_type, hb);
+  for (const NodeInfo* n : heard_nodes(self))
+    send_to(self, n->id + "/agent.0", runtime::heartbeat_type, hb);
   self->delayed_send(self, ms(ft.heartbeat_interval_ms), runtime::tick_atom::value);
 }
 

@@ -7,6 +7,7 @@
 #include <chrono>
 #include <map>
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -32,8 +33,39 @@ struct NodeInfo {
 };
 
 // The lifecycle phases; each is a behaviour of its own (coordinator.cc, enter_phase).
-enum class Phase { joining, starting, running, recovering, finishing, done };
+enum class Phase { joining, starting, running, recovering, resizing, finishing, done };
 const char* phase_name(Phase p);
+
+// A change of the view that an operator asked for (coordinator_reshape.cc): scale up (the
+// joiners are admitted, their workers placed on standby once all are here, and they enter at
+// the next step boundary), scale down or drain (the leavers hand their state over at the next
+// step boundary). One at a time.
+struct ReshapeState {
+  std::string what;        // "scale 2 → 4", "drain n2": for events and /status
+  int64_t joiners_wanted = 0;
+  std::vector<NodeInfo> joiners;        // admitted, in the order they joined
+  std::vector<std::string> standby;     // their workers' addresses, once placed
+  std::vector<int64_t> standby_index;   // and role indices
+  std::set<std::string> standby_ready;  // standby workers that answered Ready
+  std::vector<std::string> draining;    // node ids that leave
+  bool active = false;                  // Reshape sent: the phase is resizing
+  std::vector<NodeInfo> old_nodes;      // the view before, should it be aborted
+  std::vector<std::string> old_workers;
+  std::vector<int64_t> old_role_index;
+  std::vector<NodeInfo> leaving;        // the old view's nodes that leave, until shut down
+  time_point asked, boundary;           // the request; the step boundary it began at
+  bool pending() const { return joiners_wanted > 0 || !draining.empty() || active; }
+};
+
+// The operator's controls (POST /pause, /resume, /checkpoint), and what the last
+// recovery and checkpoint were, for /status.
+struct Controls {
+  bool paused = false, parked = false;  // asked to pause; stopped at a step boundary
+  bool checkpoint_now = false;          // write one at the next step boundary
+  int64_t next_worker_index = 0;        // role indices are never reused
+  std::string last_recovery, last_reshape;
+  int64_t last_checkpoint = -1;
+};
 
 // The membership core: who is in the job, where the workers are placed, who is alive, and
 // the lifecycle phase. It knows nothing of steps or models.
@@ -95,6 +127,8 @@ struct CoordinatorState {
   std::string self_address = "n0/coordinator.0";
   std::shared_ptr<CommitLog> commit_log;
   Membership core;
+  ReshapeState reshape;
+  Controls controls;
   StepDriver drv;
   std::map<int64_t, PendingCheckpoint> checkpoints;  // by step, until complete or skipped
   DropLog drops{"n0/coordinator.0", type_name};
@@ -131,18 +165,46 @@ void on_join(Self* self, const control::Join& j, const ActorMessage& m);
 Verdict on_ready(Self* self, const train::Ready& r, const ActorMessage& m);
 Verdict on_recovered(Self* self, const train::Recovered& r, const ActorMessage& m);
 void lose_node(Self* self, const std::string& node, const std::string& why, bool hung);
+// The view with the reshape's joiners and leavers: published at the current epoch.
+void publish_view(Self* self);
+// The survivors of the view go back to the committed step under a new epoch; node k (an
+// index into nodes) is gone with it, or none (npos: a reshape aborted, every worker alive).
+void recover_without(Self* self, size_t k, const std::string& what);
+void bump_epoch(Self* self);
+void welcome(Self* self, const NodeInfo& n, bool running);
 void on_tick(Self* self);
 
 // coordinator_driver.cc: the training driver. The core calls start_training once every
 // worker is ready, resume_training after a recovery, and reads the version to recover to.
 void start_training(Self* self);
+// The next step, or the end of the job (after the last).
+void start_or_finish(Self* self);
 void resume_training(Self* self);
 int64_t committed_version(Self* self);
 void add_driver_handlers(Self* self, Phase p, Dispatcher& d);
 
+// coordinator_reshape.cc: scale, drain, pause, checkpoint on request; the step boundary.
+// At a step boundary, before the next step begins: true when the coordinator holds it
+// (paused, or a reshape begins); it starts the step itself later.
+bool hold_at_boundary(Self* self);
+// An operator's request: "" when accepted, else why not (a 400 for the endpoint). *start_nodes:
+// how many node processes the launcher should start for it.
+std::string on_control(Self* self, const std::string& kind, int64_t nodes,
+                       const std::string& node, int64_t* start_nodes);
+std::string status_json(Self* self);
+// A joining node while the job runs: admitted when a scale up waits for it.
+bool admit_joiner(Self* self, const control::Join& j, const ActorMessage& m);
+Verdict on_standby_ready(Self* self, const train::Ready& r, const ActorMessage& m);
+Verdict on_reshaped(Self* self, const train::Recovered& r, const ActorMessage& m);
+// Node `node` (a joiner, a leaver or a member during a reshape) is lost: true when the
+// reshape took care of it (aborted, the survivors recovering); false: not the reshape's.
+bool lose_during_reshape(Self* self, const std::string& node, const std::string& why, bool hung);
+// Every node the coordinator hears from: the view's, the joiners and the leavers.
+std::vector<NodeInfo*> heard_nodes(Self* self);
+
 // coordinator_checkpoint.cc: checkpoints, resume and the last fallback.
 // After the commit of step s: the checkpoint of s + 1 is expected when the job writes one.
-void expect_checkpoint(Self* self, int64_t version);
+void expect_checkpoint(Self* self, int64_t version, bool forced = false);
 // The view changed: the checkpoints being written by the old one are abandoned.
 void abandon_checkpoints(Self* self);
 Verdict on_checkpoint_written(Self* self, const train::CheckpointWritten& w, const ActorMessage& m);

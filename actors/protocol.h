@@ -33,6 +33,10 @@ enum TrainType : uint32_t {
   engram_slices_type,
   commit_type,
   checkpoint_written_type,
+  reshape_type,
+  replica_type,
+  fetch_again_type,
+  checkpoint_now_type,
   train_types_end,
 };
 

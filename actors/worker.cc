@@ -227,6 +227,7 @@ Verdict on_step_begin(Self* self, const train::StepBegin& b, const ActorMessage&
   if (b.step() != s.version)
     return drop(Drop::wrong_step, fmt::format("step {} at version {}", b.step(), s.version));
   s.recovery_base.reset();  // every worker recovered: the coordinator goes on
+  s.sent.clear();
   enter(s, b.step());
   s.begun = b.step();
   if (s.saved_for != b.step()) {  // the version before this step, until its Commit
@@ -383,7 +384,7 @@ Verdict admit_epoch(Self* self, ActorMessage& m, bool* held) {
   auto& s = self->state;
   *held = false;
   if (m.epoch < s.epoch) return drop(Drop::stale_epoch, fmt::format("{} < {}", m.epoch, s.epoch));
-  if (m.epoch == s.epoch || m.type == recover_type) return {};
+  if (m.epoch == s.epoch || m.type == recover_type || m.type == reshape_type) return {};
   if (s.early.size() >= early_messages_max)
     return drop(Drop::backlog_full, "too many messages from a newer epoch before its Recover");
   s.early.push_back(std::move(m));
@@ -396,12 +397,14 @@ void on_message(Self* self, const Dispatcher& table, ActorMessage& m) {
   bool held = false;
   Verdict v = admit_epoch(self, m, &held);
   if (!v && held) return;
+  if (!v && s.left && m.type != recover_type && m.type != fetch_again_type)
+    v = drop(Drop::wrong_phase, "this worker left the view (its node is shut down next)");
   if (!v) v = table.dispatch(m);
   if (v) {
     s.drops.record(*v, m);
     return;
   }
-  if (m.type != recover_type) return;
+  if (m.type != recover_type && m.type != reshape_type) return;
   std::vector<ActorMessage> early;  // now in this worker's epoch, or stale
   early.swap(s.early);
   for (ActorMessage& e : early) on_message(self, table, e);
@@ -426,6 +429,10 @@ std::shared_ptr<Dispatcher> worker_table(Self* self) {
   route<train::BuddyState>(self, *d, buddy_state_type, on_buddy_state);
   route<train::Recover>(self, *d, recover_type, on_recover);
   route<train::StateTransfer>(self, *d, state_transfer_type, on_state_transfer);
+  route<train::Reshape>(self, *d, reshape_type, on_reshape);
+  route<train::Replica>(self, *d, replica_type, on_replica);
+  route<train::FetchAgain>(self, *d, fetch_again_type, on_fetch_again);
+  route<train::CheckpointNow>(self, *d, checkpoint_now_type, on_checkpoint_now);
   route<train::Finish>(self, *d, finish_type, on_finish);
   return d;
 }
@@ -448,6 +455,7 @@ void start(Self* self) {
   s.peers = s.ctx.peers;
   plan(s, int64_t(s.peers.size()), s.ctx.index);
   s.storage_faults = storage::StorageFaults::from_env();
+  s.transfer_faults = TransferFaults::from_env();
   if (!s.ctx.job.resume_manifest.empty())  // every weight, and this share's optimizer state
     load_checkpoint(s,
                     storage::Manifest::from_json(nlohmann::json::parse(s.ctx.job.resume_manifest)));

@@ -13,6 +13,7 @@
 
 #include "actors/dispatch.h"
 #include "actors/protocol.h"
+#include "actors/transfer_faults.h"
 #include "runtime/roles.h"
 #include "storage/faults.h"
 #include "storage/journal.h"
@@ -55,7 +56,17 @@ struct Recovery {
   Receipts transfers;                      // StateTransfer, by the sender's new index
   Receipts buddies;  // the predecessors' copies of the new layout, once resharded
   bool resharded = false;
+  // A reshape's (worker_reshape.cc): the transfers come from the old view, by old index;
+  // a newcomer also waits for old worker 0's Replica (weights, Engram tables and moments).
+  bool reshape = false;
+  std::vector<std::string> old_workers;
+  bool need_replica = false;
+  std::vector<Payload> replica;
 };
+
+// What this worker sent in a recovery or a reshape, by (receiver, replica?), until the next
+// step begins: a receiver that finds a CRC32C wrong asks for it again (FetchAgain).
+using SentTransfers = std::map<std::pair<std::string, bool>, ActorMessage>;
 
 struct WorkerState {
   runtime::RoleContext ctx;
@@ -90,6 +101,11 @@ struct WorkerState {
   Receipts buddies;  // BuddyState of the step's update, by predecessor (the others waived)
   Receipts weights;  // Weights of the step, by owner (owners of nothing waived)
   Recovery recovery;
+  SentTransfers sent;
+  // Left the view in a reshape (scale down, drain): it sent its state and waits for its
+  // node's Shutdown; a Recover (the reshape aborted) takes it back.
+  bool left = false;
+  TransferFaults transfer_faults;  // chaos: corrupt the k-th transfer sent
   std::vector<ActorMessage> early;  // from a newer epoch, waiting for its Recover
   DropLog drops{"", type_name};
   // Checkpoints (worker_checkpoint.cc): the write in flight, the fault hook, the time spent
@@ -130,7 +146,9 @@ void open_buddies(const WorkerState& s, int64_t version, Receipts* round);
 // worker_checkpoint.cc
 // After the Commit that made `version` steps: this owner's share is copied and written on a
 // thread, and reported to the coordinator (CheckpointWritten), when the job checkpoints.
-void maybe_checkpoint(Self* self, int64_t version);
+void maybe_checkpoint(Self* self, int64_t version, bool forced = false);
+// An operator's checkpoint, between steps (POST /checkpoint).
+Verdict on_checkpoint_now(Self* self, const train::CheckpointNow& c, const ActorMessage& m);
 // Loads checkpoint m into the trainer for this worker's share (owners planned already);
 // the version becomes m.step. Throws naming the shard that could not be read.
 void load_checkpoint(WorkerState& s, const storage::Manifest& m);
@@ -141,6 +159,8 @@ void read_loaded_state(const WorkerState& s, const std::vector<size_t>& tensors,
                        std::vector<std::vector<float>>* out);
 
 // worker_recovery.cc
+// The tensors of `range` that have optimizer state, in table order, and their total floats.
+std::vector<size_t> state_tensors(const model::Trainer& t, FlatRange range, int64_t* floats);
 // After an update: the owned share's optimizer state to the buddies (the next workers).
 void send_buddy_copy(Self* self, int64_t version);
 // How many buddies each owner has among `workers` workers: buddy_copies, at most workers - 1.
@@ -148,5 +168,23 @@ int64_t buddy_count(const WorkerState& s, int64_t workers);
 Verdict on_buddy_state(Self* self, const train::BuddyState& b, const ActorMessage& m);
 Verdict on_recover(Self* self, const train::Recover& r, const ActorMessage& m);
 Verdict on_state_transfer(Self* self, const train::StateTransfer& t, const ActorMessage& m);
+// The view before a recovery or reshape: back to version c (the step in flight, if any, is
+// dropped), and the optimizer state this worker holds there (its own and its buddy copies).
+RecoveryBase base_of(WorkerState& s, int64_t c, int64_t old_n);
+// Once every transfer is in: reshard (or, for a reshape, take the new share), send the
+// buddies their copies; once theirs are in, answer Recovered.
+void finish_recovery(Self* self);
+// Sends a StateTransfer or Replica with its CRC32C set, kept for a FetchAgain; the chaos
+// hook may corrupt the bytes on the wire (not the kept copy).
+void send_checked(Self* self, const std::string& to, uint32_t type, ActorMessage m);
+// Whether payload p's bytes have CRC32C crc.
+bool crc_ok(const Payload& p, uint32_t crc);
+
+// worker_reshape.cc
+Verdict on_reshape(Self* self, const train::Reshape& r, const ActorMessage& m);
+Verdict on_replica(Self* self, const train::Replica& r, const ActorMessage& m);
+Verdict on_fetch_again(Self* self, const train::FetchAgain& f, const ActorMessage& m);
+// A reshape's transfers are in: a stayer reshards, a newcomer loads its whole state.
+void take_reshape_state(Self* self);
 
 }  // namespace troupe::actors::worker_impl

@@ -21,10 +21,11 @@ void report(caf::actor router, ActorMessage m) {
 
 }  // namespace
 
-void maybe_checkpoint(Self* self, int64_t version) {
+void maybe_checkpoint(Self* self, int64_t version, bool forced) {
   auto& s = self->state;
   const int64_t every = s.trainer->cfg.checkpoint.every_steps;
-  if (every <= 0 || version % every != 0 || s.ctx.job.run_dir.empty()) return;
+  if (!forced && (every <= 0 || version % every != 0)) return;
+  if (s.ctx.job.run_dir.empty()) return;
   if (s.checkpoint_writer.joinable()) s.checkpoint_writer.join();  // one in flight at most
   const auto t0 = std::chrono::steady_clock::now();
   // Into the last checkpoint's buffers: its write is done (joined above).
@@ -58,6 +59,19 @@ void maybe_checkpoint(Self* self, int64_t version) {
     if (written.ok()) m.payloads.push_back(runtime::text_payload(list.SerializeAsString()));
     report(router, std::move(m));
   });
+}
+
+Verdict on_checkpoint_now(Self* self, const train::CheckpointNow& c, const ActorMessage&) {
+  auto& s = self->state;
+  if (c.version() != s.version || c.version() != s.committed || s.recovery.active)
+    return drop(Drop::wrong_step, fmt::format("CheckpointNow of step {} at version {} ({} "
+                                              "committed)",
+                                              c.version(), s.version, s.committed));
+  const int64_t every = s.trainer->cfg.checkpoint.every_steps;
+  if (every > 0 && c.version() % every == 0)
+    return drop(Drop::duplicate, "that checkpoint is written already (every_steps)");
+  maybe_checkpoint(self, c.version(), true);
+  return {};
 }
 
 void load_checkpoint(WorkerState& s, const storage::Manifest& m) {

@@ -10,18 +10,17 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cstring>
 #include <stdexcept>
 
 #include "actors/invariant.h"
 #include "actors/recovery_plan.h"
 #include "actors/worker.h"
+#include "storage/crc32c.h"
 #include "train/dp_plan.h"
 
 namespace troupe::actors::worker_impl {
 
-namespace {
-
-// The tensors of `range` that have optimizer state, in table order, and their total floats.
 std::vector<size_t> state_tensors(const model::Trainer& t, FlatRange range, int64_t* floats) {
   std::vector<size_t> out;
   *floats = 0;
@@ -38,11 +37,15 @@ void finish_recovery(Self* self) {
   Recovery& r = s.recovery;
   if (!r.active) return;
   if (!r.resharded) {
-    if (!r.transfers.complete()) return;
-    s.trainer->reshard_optimizer(s.owners[size_t(s.me)], [&](size_t t) -> const float* {
-      auto it = r.sources.find(t);
-      return it == r.sources.end() ? nullptr : it->second;
-    });
+    if (!r.transfers.complete() || (r.need_replica && r.replica.empty())) return;
+    if (r.reshape) {
+      take_reshape_state(self);
+    } else {
+      s.trainer->reshard_optimizer(s.owners[size_t(s.me)], [&](size_t t) -> const float* {
+        auto it = r.sources.find(t);
+        return it == r.sources.end() ? nullptr : it->second;
+      });
+    }
     r.resharded = true;
     send_buddy_copy(self, r.version);
   }
@@ -55,7 +58,27 @@ void finish_recovery(Self* self) {
   reply(self, s.ctx.coordinator, recovered_type, done);
 }
 
-}  // namespace
+bool crc_ok(const Payload& p, uint32_t crc) {
+  return storage::crc32c(p.bytes.data(), p.bytes.size()) == crc;
+}
+
+void send_checked(Self* self, const std::string& to, uint32_t type, ActorMessage m) {
+  auto& s = self->state;
+  m.from = s.ctx.address, m.to = to, m.type = type;
+  m.epoch = s.epoch;
+  s.sent[{to, type == replica_type}] = m;
+  if (s.transfer_faults.next_corrupt() && !m.payloads.empty()) {
+    const Payload& p = m.payloads[0];
+    // One byte flipped; an empty transfer gets one stray byte instead.
+    std::vector<uint8_t> bad(std::max<size_t>(1, p.bytes.size()), 0);
+    if (!p.bytes.empty()) std::memcpy(bad.data(), p.bytes.data(), p.bytes.size());
+    bad[0] ^= 0x5a;
+    m.payloads[0] = owned_payload(std::move(bad));
+    fmt::print(stderr, "troupe {}: chaos: the {} to {} goes out corrupted\n", s.ctx.address,
+               type_name(type), to);
+  }
+  send_to(self, std::move(m));
+}
 
 int64_t buddy_count(const WorkerState& s, int64_t workers) {
   return std::min(s.buddy_copies, workers - 1);
@@ -115,10 +138,6 @@ Verdict on_buddy_state(Self* self, const train::BuddyState& b, const ActorMessag
   return {};
 }
 
-namespace {
-
-// The view before the first Recover of a recovery: back to version c (the step in flight, if
-// any, is dropped), and what this worker held in it.
 RecoveryBase base_of(WorkerState& s, int64_t c, int64_t old_n) {
   model::Trainer& tr = *s.trainer;
   if (old_n != s.workers)
@@ -144,8 +163,6 @@ RecoveryBase base_of(WorkerState& s, int64_t c, int64_t old_n) {
     if (key.first == c) b.buddies[key.second] = copy;
   return b;
 }
-
-}  // namespace
 
 namespace {
 
@@ -219,7 +236,13 @@ void send_transfers(Self* self, const RecoveryPlan& plan, const Recovery& rec) {
       const float* src = rec.sources.at(t);
       runs.insert(runs.end(), src, src + s.trainer->optimizer_state_floats_of(t));
     }
-    reply(self, s.peers[size_t(j)], state_transfer_type, st, {owned_payload(std::move(runs))});
+    const Payload p = owned_payload(std::move(runs));
+    st.set_crc32c(storage::crc32c(p.bytes.data(), p.bytes.size()));
+    st.set_sender(s.me);
+    ActorMessage m;
+    m.header = st.SerializeAsString();
+    m.payloads = {p};
+    send_checked(self, s.peers[size_t(j)], state_transfer_type, std::move(m));
   }
 }
 
@@ -291,6 +314,8 @@ Verdict on_recover(Self* self, const train::Recover& r, const ActorMessage& m) {
   if (std::string why = check_shape(s, r); !why.empty()) return drop(Drop::malformed, why);
   TROUPE_ASSERT(m.epoch >= s.epoch, "a Recover of epoch {} admitted at epoch {}", m.epoch, s.epoch);
   s.epoch = s.recover_epoch = m.epoch;  // from here on, even an error must reach the coordinator
+  s.left = false;                        // a reshape it was leaving is aborted
+  s.recovery = Recovery{};               // and so is one it was taking part in
   if (r.rollback()) return rollback(self, r, m);
   const int64_t c = r.version();
   if (!s.recovery_base) s.recovery_base = base_of(s, c, r.old_workers());
@@ -326,15 +351,35 @@ Verdict on_recover(Self* self, const train::Recover& r, const ActorMessage& m) {
   return {};
 }
 
+// The sender's index in the round of transfers: in a reshape its index in the old view
+// (every old worker sends), in a recovery its new index. -1: not one of the round's.
+int64_t transfer_sender(const WorkerState& s, const train::StateTransfer& t,
+                        const ActorMessage& m) {
+  const Recovery& r = s.recovery;
+  if (!r.reshape) return std::find(s.peers.begin(), s.peers.end(), m.from) - s.peers.begin();
+  if (t.sender() < 0 || t.sender() >= int64_t(r.old_workers.size()) ||
+      r.old_workers[size_t(t.sender())] != m.from)
+    return -1;
+  return t.sender();
+}
+
 Verdict on_state_transfer(Self* self, const train::StateTransfer& t, const ActorMessage& m) {
   auto& s = self->state;
   Recovery& r = s.recovery;
   if (!r.active || t.version() != r.version)
     return drop(Drop::wrong_phase, "state transfer outside a recovery");
   if (m.payloads.size() != 1) return drop(Drop::malformed, "state transfer without one payload");
-  const auto from = std::find(s.peers.begin(), s.peers.end(), m.from) - s.peers.begin();
+  const int64_t from = transfer_sender(s, t, m);
   if (Verdict v = drop_receipt(r.transfers.check(s.epoch, t.version(), from), "StateTransfer"))
     return v;
+  if (!crc_ok(m.payloads[0], t.crc32c())) {
+    fmt::print(stderr, "troupe {}: the state transfer from {} fails its CRC32C: fetching it again\n",
+               s.ctx.address, m.from);
+    train::FetchAgain f;
+    f.set_version(t.version());
+    reply(self, m.from, fetch_again_type, f);
+    return drop(Drop::malformed, "a state transfer with a wrong CRC32C (fetched again)");
+  }
   const model::Trainer& tr = *s.trainer;
   int64_t floats = 0;
   for (int64_t i : t.tensors()) {

@@ -58,7 +58,8 @@ std::vector<Section> build_sections() {
                            KEY(fault_tolerance, recover),
                            KEY(fault_tolerance, recovery_timeout_ms),
                            KEY(fault_tolerance, coordinator_timeout_ms),
-                           KEY(fault_tolerance, buddy_copies)}},
+                           KEY(fault_tolerance, buddy_copies),
+                           KEY(fault_tolerance, replace_lost)}},
   };
 }
 // clang-format on

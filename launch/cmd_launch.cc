@@ -7,6 +7,7 @@
 #include <csignal>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <future>
 #include <memory>
 #include <thread>
@@ -40,7 +41,31 @@ struct LaunchArgs {
   uint16_t port = 0;
   int64_t kill_node_at = -1;  // chaos: SIGKILL one local node process after this step
   bool resume = false;        // continue the run in run_dir from its newest checkpoint
+  int64_t min_nodes = 1, max_nodes = 64;
+  std::vector<std::string> scale_at;  // "STEP:N": scale to N node processes after STEP
 };
+
+// --scale-at STEP:N, checked.
+std::map<int64_t, int64_t> parse_scale_at(const LaunchArgs& a) {
+  std::map<int64_t, int64_t> out;
+  for (const std::string& item : a.scale_at) {
+    const size_t colon = item.find(':');
+    long step = -1, n = -1;
+    try {
+      size_t u1 = 0, u2 = 0;
+      step = std::stol(item.substr(0, colon), &u1);
+      n = std::stol(item.substr(colon + 1), &u2);
+      if (colon == std::string::npos || u1 != colon || colon + 1 + u2 != item.size()) step = -1;
+    } catch (const std::exception&) {
+      step = -1;
+    }
+    if (step < 1 || n < 1 || n > a.max_nodes)
+      throw UsageError("launch: --scale-at '" + item + "' is not STEP:N (STEP >= 1, 1 <= N <= " +
+                       "--max-nodes " + std::to_string(a.max_nodes) + ")");
+    out[step] = n;
+  }
+  return out;
+}
 
 std::string read_file(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
@@ -62,8 +87,14 @@ std::string job_secret(const std::string& path, bool create) {
 
 // --local-nodes defaulted and checked against --nodes and --kill-node-at.
 int64_t checked_local_nodes(const LaunchArgs& a) {
-  if (a.nodes < 1 || a.nodes > 64)
-    throw UsageError("launch: --nodes must be in [1, 64], got " + std::to_string(a.nodes));
+  if (a.max_nodes < 1 || a.max_nodes > 64)
+    throw UsageError("launch: --max-nodes must be in [1, 64], got " + std::to_string(a.max_nodes));
+  if (a.nodes < 1 || a.nodes > a.max_nodes)
+    throw UsageError("launch: --nodes must be in [1, --max-nodes " + std::to_string(a.max_nodes) +
+                     "], got " + std::to_string(a.nodes));
+  if (a.min_nodes < 1 || a.min_nodes > a.nodes)
+    throw UsageError("launch: --min-nodes must be in [1, --nodes " + std::to_string(a.nodes) +
+                     "], got " + std::to_string(a.min_nodes));
   const int64_t local = a.local_nodes < 0 ? a.nodes : a.local_nodes;
   if (local > a.nodes)
     throw UsageError("launch: --local-nodes " + std::to_string(local) + " is more than --nodes " +
@@ -116,6 +147,7 @@ class LaunchJob {
         sets_(job_sets(a)),
         cfg_(model::load_config(a.config, sets_)),
         step_tokens_(cfg_.train.batch_size * cfg_.model.seq_len),
+        scale_at_(parse_scale_at(a)),
         progress_(cfg_.train.steps) {
     if (a.kill_node_at > cfg_.train.steps)
       throw UsageError("launch: --kill-node-at " + std::to_string(a.kill_node_at) +
@@ -234,6 +266,8 @@ class LaunchJob {
     }
     if (r.stats.step + 1 == a_.kill_node_at)
       chaos_kill("after step " + std::to_string(a_.kill_node_at));
+    if (auto it = scale_at_.find(r.stats.step + 1); it != scale_at_.end())
+      scale_wanted_ = it->second;  // asked from the supervising thread: this is the coordinator's
   }
 
   // The first failed write stops the job at once, keeping what is committed (checkpoints,
@@ -264,6 +298,7 @@ class LaunchJob {
     co.config = cfg_;
     co.commit_log = std::make_shared<actors::JournalCommitLog>(co.job.run_dir, journal_);
     co.resume_step = resume_ ? resume_->step : 0;
+    co.min_nodes = a_.min_nodes;
     co.on_step = [this](const actors::StepReport& r) { on_step(r); };
     co.on_event = [this](const std::string& kind, const std::string& text) {
       on_event(kind, text);
@@ -289,19 +324,49 @@ class LaunchJob {
   }
 
   void start_nodes() {
-    int threads = a_.threads_per_node;
-    if (threads <= 0 && cfg_.train.threads <= 0)  // share the cores among the nodes
-      threads = std::max<int>(
+    threads_ = a_.threads_per_node;
+    if (threads_ <= 0 && cfg_.train.threads <= 0)  // share the cores among the nodes
+      threads_ = std::max<int>(
           1, int(std::thread::hardware_concurrency()) / int(std::max<int64_t>(local_, 1)));
-    for (int64_t i = 0; i < local_; ++i) {
-      std::vector<std::string> argv = {self_exe_path(),         "node",          "--join",
-                                       host_->listen_address(), "--secret-file", secret_file_,
-                                       "--supervised"};
-      if (threads > 0) argv.insert(argv.end(), {"--threads", std::to_string(threads)});
-      supervisor_.start(argv, a_.run_dir + "/node-" + std::to_string(i + 1) + ".log",
-                        "node " + std::to_string(i + 1));
-    }
+    for (int64_t i = 0; i < local_; ++i) start_node_process();
     if (a_.kill_node_at >= 0) victim_ = supervisor_.pid_of(int(local_ - 1));
+  }
+
+  // One more local node process (node-K.log, K counting every process started here).
+  void start_node_process() {
+    std::vector<std::string> argv = {self_exe_path(),         "node",          "--join",
+                                     host_->listen_address(), "--secret-file", secret_file_,
+                                     "--supervised"};
+    if (threads_ > 0) argv.insert(argv.end(), {"--threads", std::to_string(threads_)});
+    const std::string k = std::to_string(++started_);
+    supervisor_.start(argv, a_.run_dir + "/node-" + k + ".log", "node " + k);
+  }
+
+  // An operator's request to the coordinator; the node processes a scale up or a replacement
+  // needs are started here. Returns the refusal ("" when accepted). Not on the coordinator's
+  // thread (it waits for the coordinator's answer).
+  std::string ask(const std::string& kind, int64_t nodes = 0, const std::string& node = "") {
+    const actors::ControlAnswer a =
+        actors::ask_coordinator(host_->actor_system(), coordinator_, kind, nodes, node);
+    for (int64_t i = 0; a.error.empty() && i < a.start_nodes; ++i) start_node_process();
+    return a.error;
+  }
+
+  // A node process that exited after every node joined: a drained node (exit 0) left; a
+  // lost one is the coordinator's to recover from, and with replace_lost a fresh one joins.
+  void on_node_exit(const ChildExit& e, bool* stopping) {
+    if (e.exit_code == 0) return progress_.note("[exit] " + e.exited());
+    if (!cfg_.fault_tolerance.recover) {
+      if (!*stopping) actors::request_stop(coordinator_, e.exited() + "; see " + a_.run_dir +
+                                                             "/node-*.log");
+      *stopping = true;
+      return;
+    }
+    progress_.note("[exit] " + e.exited());
+    if (!cfg_.fault_tolerance.replace_lost || *stopping) return;
+    const std::string why = ask("replace");
+    progress_.note(why.empty() ? "[replace] a fresh node process joins in its place"
+                               : "[replace] not replaced: " + why);
   }
 
   // Until the coordinator is done: Ctrl-C asks it to stop; a node process that exits is the
@@ -317,12 +382,17 @@ class LaunchJob {
       for (const ChildExit& e : supervisor_.reap()) {
         pid_t pid = e.pid;
         victim_.compare_exchange_strong(pid, 0);  // ended by itself: nothing left to kill
-        if (joined_ && cfg_.fault_tolerance.recover) {
-          progress_.note("[exit] " + e.exited());
+        if (joined_) {
+          on_node_exit(e, &stopping);
         } else if (!stopping) {
           stopping = true;
           actors::request_stop(coordinator_, e.exited() + "; see " + a_.run_dir + "/node-*.log");
         }
+      }
+      if (const int64_t n = scale_wanted_.exchange(0); n > 0 && !stopping) {
+        const std::string why = ask("scale", n);
+        progress_.note(why.empty() ? "[scale] to " + std::to_string(n) + " nodes"
+                                   : "[scale] to " + std::to_string(n) + " refused: " + why);
       }
     }
     return result.get();
@@ -364,6 +434,7 @@ class LaunchJob {
   const std::vector<std::string> sets_;
   const model::JobConfig cfg_;
   const int64_t step_tokens_;
+  const std::map<int64_t, int64_t> scale_at_;  // step → nodes (--scale-at)
   const clock::time_point t0_ = clock::now();
   Progress progress_;
   std::string secret_file_, secret_;
@@ -381,6 +452,9 @@ class LaunchJob {
   // recover (or stop for); before, the job waits for it, so launch stops.
   std::atomic<bool> joined_ = false;
   std::atomic<pid_t> victim_ = 0;
+  std::atomic<int64_t> scale_wanted_ = 0;
+  int threads_ = 0;   // of each node process started here
+  int started_ = 0;   // node processes started here
   std::shared_ptr<std::promise<actors::JobResult>> done_ =
       std::make_shared<std::promise<actors::JobResult>>();
 };
@@ -418,6 +492,16 @@ void add_launch_command(CLI::App& app) {
   cmd->add_flag("--resume", args->resume,
                 "continue the run in --run-dir from its newest complete checkpoint, on any "
                 "number of nodes (the config must match the run's)");
+  cmd->add_option("--min-nodes", args->min_nodes,
+                  "a loss that leaves fewer node processes stops the job; scale and drain "
+                  "below it are refused (default 1)")
+      ->check(at_least(1, ""));
+  cmd->add_option("--max-nodes", args->max_nodes,
+                  "the most node processes a scale may ask for (default 64)")
+      ->check(at_least(1, ""));
+  cmd->add_option("--scale-at", args->scale_at,
+                  "STEP:N: scale to N node processes after STEP, as `troupe scale` would "
+                  "(repeatable; for tests and demos)");
   cmd->add_option("--kill-node-at", args->kill_node_at,
                   "chaos: kill -9 one node process after this step, 0: as the workers start "
                   "(the job recovers; see [fault_tolerance] recover)")

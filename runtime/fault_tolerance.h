@@ -20,6 +20,9 @@ struct FaultToleranceConfig {
   // How many following workers keep a copy of each owner's optimizer state: up to this many
   // neighbouring workers lost together are recovered from (more memory and traffic per step).
   int64_t buddy_copies = 1;
+  // troupe launch starts a fresh node process for each lost local one; it joins the running
+  // job as a new member (a new node id) by the scale-up path, at a step boundary.
+  bool replace_lost = false;
   bool operator==(const FaultToleranceConfig&) const = default;
 };
 
