@@ -53,7 +53,8 @@ std::string message_of(const runtime::HttpReply& reply) {
 
 void expect_ok(const runtime::HttpReply& reply, const std::string& what) {
   if (reply.status == 200) return;
-  throw RunFailed(what + " refused (HTTP " + std::to_string(reply.status) +
+  const char* outcome = reply.status >= 500 ? " failed" : " refused";
+  throw RunFailed(what + outcome + " (HTTP " + std::to_string(reply.status) +
                   "): " + message_of(reply));
 }
 
