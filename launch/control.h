@@ -86,7 +86,7 @@ class ControlEndpoint {
     start(run_dir, options.host, options.port, target, max_nodes);
   }
   // Stops serving (a request in the target finishes first) and removes the two files.
-  // Idempotent.
+  // Idempotent. Not from inside a ControlTarget call (the process aborts saying so).
   void stop();
 
   uint16_t port() const;

@@ -11,6 +11,7 @@
 #include <boost/beast/http.hpp>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <mutex>
 #include <optional>
 #include <thread>
@@ -300,6 +301,10 @@ uint16_t HttpServer::port() const {
 
 void HttpServer::stop() {
   if (!impl_->ioc) return;
+  if (std::this_thread::get_id() == impl_->thread.get_id()) {  // it would join itself
+    std::fprintf(stderr, "troupe: fatal: HttpServer::stop() called from its own handler\n");
+    std::abort();
+  }
   impl_->ioc->stop();
   if (impl_->thread.joinable()) impl_->thread.join();
   // Destroying the io_context destroys every pending handler, and with them the connections

@@ -96,7 +96,8 @@ class HttpServer {
   // The port listened on; 0 before start().
   uint16_t port() const;
   // Stops accepting, closes every connection and joins the thread. Idempotent. A handler
-  // running when stop() is called finishes first.
+  // running when stop() is called finishes first. Never from a handler (it would join its
+  // own thread: the process aborts saying so).
   void stop();
   HttpCounters counters() const;
 

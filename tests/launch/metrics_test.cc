@@ -103,6 +103,15 @@ TEST(JobMetrics, LabelValuesPastTheCapCountAsOther) {
                         "counter troupe_faults_total{kind=\"other\"} 8.0"});
 }
 
+TEST(JobMetrics, OddLabelValuesAreEscaped) {
+  JobMetrics m;
+  m.on_fault("quote\" backslash\\ newline\n");
+  const std::set<std::string> have = parsed_samples(m.text());
+  // parse_metrics.py prints the value the parser read back as a JSON string.
+  expect_samples(have,
+                 {R"(counter troupe_faults_total{kind="quote\" backslash\\ newline\n"} 1.0)"});
+}
+
 TEST(JobMetrics, UpdatesFromManyThreadsAllCount) {
   JobMetrics m;
   std::vector<std::thread> threads;

@@ -4,11 +4,14 @@ Prometheus's own tooling agrees with) and prints one line per sample, sorted:
 
   TYPE name{label="value",...} value
 
+(label values as JSON strings, so a quote or newline in one shows escaped).
+
 Exit 1, with the parser's words, when the text does not parse. Used by
 tests/launch/control_test.cc on GET /metrics and JobMetrics::text().
 
   parse_metrics.py FILE
 """
+import json
 import sys
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -23,7 +26,7 @@ def main(argv):
     try:
         for family in text_string_to_metric_families(text):
             for s in family.samples:
-                labels = ",".join(f'{k}="{v}"' for k, v in sorted(s.labels.items()))
+                labels = ",".join(f"{k}={json.dumps(v)}" for k, v in sorted(s.labels.items()))
                 lines.append(f"{family.type} {s.name}{{{labels}}} {s.value!r}")
     except Exception as e:  # the parser raises ValueError and friends
         print(f"parse_metrics: {argv[1]} does not parse: {type(e).__name__}: {e}",
