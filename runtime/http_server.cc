@@ -73,7 +73,7 @@ struct SharedState {
   std::mutex log_mu;
   std::array<std::chrono::steady_clock::time_point, refusal_kinds> last_log{};
 
-  void refuse(Refusal why) {
+  void count_refusal(Refusal why) {
     const size_t k = size_t(why);
     const uint64_t n = ++refused[k];
     const auto now = std::chrono::steady_clock::now();
@@ -107,23 +107,23 @@ class Session : public std::enable_shared_from_this<Session> {
   void on_read(beast::error_code ec, size_t) {
     if (ec == http::error::end_of_stream || ec == http::error::partial_message) return;
     if (ec == beast::error::timeout) {
-      if (parser_->got_some() || requests_ == 0) shared_->refuse(Refusal::timed_out);
+      if (parser_->got_some() || requests_ == 0) shared_->count_refusal(Refusal::timed_out);
       return;
     }
     if (ec == http::error::body_limit || ec == http::error::buffer_overflow) {
-      shared_->refuse(Refusal::too_large);
+      shared_->count_refusal(Refusal::too_large);
       return refuse(
           http::status::payload_too_large,
           fmt::format("request body over body_limit_bytes {}", shared_->options.body_limit_bytes));
     }
     if (ec == http::error::header_limit) {
-      shared_->refuse(Refusal::too_large);
+      shared_->count_refusal(Refusal::too_large);
       return refuse(http::status::request_header_fields_too_large,
                     fmt::format("request header over header_limit_bytes {}",
                                 shared_->options.header_limit_bytes));
     }
     if (ec.category() == http::make_error_code(http::error::bad_method).category()) {
-      shared_->refuse(Refusal::malformed);
+      shared_->count_refusal(Refusal::malformed);
       return refuse(http::status::bad_request, "malformed HTTP request: " + ec.message());
     }
     if (ec) return;  // reset, aborted by stop(): nothing to answer
@@ -143,7 +143,7 @@ class Session : public std::enable_shared_from_this<Session> {
         request.method == "GET" && std::find(o.public_paths.begin(), o.public_paths.end(),
                                              request.target) != o.public_paths.end();
     if (!is_public && !bearer_token_ok(std::string(req[http::field::authorization]), o.token)) {
-      shared_->refuse(Refusal::unauthorized);
+      shared_->count_refusal(Refusal::unauthorized);
       return refuse(http::status::unauthorized,
                     "missing or wrong bearer token: send `Authorization: Bearer <token>` with "
                     "the token of the run directory's control.token");
@@ -235,7 +235,7 @@ struct HttpServer::Impl {
         return;
       }
       if (shared->open_connections.load() >= shared->options.connections_max) {
-        shared->refuse(Refusal::over_connections);
+        shared->count_refusal(Refusal::over_connections);
         beast::error_code ignored;
         socket.close(ignored);
       } else {
