@@ -40,5 +40,7 @@ void add_dev_command(CLI::App& app);
 void add_node_command(CLI::App& app);
 void add_launch_command(CLI::App& app);
 void add_ledger_command(CLI::App& app);
+// status, scale, drain, pause, resume, checkpoint: clients of a job's control endpoint.
+void add_control_commands(CLI::App& app);
 
 }  // namespace troupe::launch

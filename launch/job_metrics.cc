@@ -1,0 +1,114 @@
+#include "launch/job_metrics.h"
+
+#include <prometheus/counter.h>
+#include <prometheus/family.h>
+#include <prometheus/gauge.h>
+#include <prometheus/histogram.h>
+#include <prometheus/registry.h>
+#include <prometheus/text_serializer.h>
+
+#include <algorithm>
+
+namespace troupe::launch {
+
+namespace {
+
+prometheus::Counter& counter(prometheus::Registry& r, const char* name, const char* help) {
+  return prometheus::BuildCounter().Name(name).Help(help).Register(r).Add({});
+}
+prometheus::Gauge& gauge(prometheus::Registry& r, const char* name, const char* help) {
+  return prometheus::BuildGauge().Name(name).Help(help).Register(r).Add({});
+}
+
+}  // namespace
+
+JobMetrics::JobMetrics() : registry_(std::make_shared<prometheus::Registry>()) {
+  prometheus::Registry& r = *registry_;
+  steps_ = &counter(r, "troupe_steps_total", "Training steps committed by this job");
+  tokens_per_s_ = &gauge(r, "troupe_tokens_per_second", "Throughput of the last step");
+  loss_ = &gauge(r, "troupe_loss", "Training loss of the last committed step");
+  epoch_ = &gauge(r, "troupe_epoch", "Epoch of the current membership view");
+  nodes_ = &gauge(r, "troupe_nodes", "Nodes in the current membership view");
+  committed_step_ = &gauge(r, "troupe_committed_step", "The last committed step");
+  faults_ = &prometheus::BuildCounter()
+                 .Name("troupe_faults_total")
+                 .Help("Faults seen by the coordinator, by kind")
+                 .Register(r);
+  recoveries_ = &counter(r, "troupe_recoveries_total", "Recoveries completed after a fault");
+  const std::vector<double> buckets(std::begin(recovery_seconds_buckets),
+                                    std::end(recovery_seconds_buckets));
+  recovery_seconds_ = &prometheus::BuildHistogram()
+                           .Name("troupe_recovery_seconds")
+                           .Help("Time from a fault to training again, in seconds")
+                           .Register(r)
+                           .Add({}, buckets);
+  dropped_ = &prometheus::BuildCounter()
+                  .Name("troupe_messages_dropped_total")
+                  .Help("Messages dropped by the runtime, by reason")
+                  .Register(r);
+  checkpoints_ = &counter(r, "troupe_checkpoints_total", "Checkpoints written");
+  checkpoint_stall_s_ = &counter(r, "troupe_checkpoint_stall_seconds_total",
+                                 "Training time lost waiting for checkpoints, in seconds");
+  checkpoint_last_stall_s_ = &gauge(r, "troupe_checkpoint_last_stall_seconds",
+                                    "Training time the last checkpoint cost, in seconds");
+}
+
+JobMetrics::~JobMetrics() = default;
+
+void JobMetrics::on_step(int64_t step, double loss, double tokens_per_s) {
+  steps_->Increment();
+  committed_step_->Set(double(step));
+  loss_->Set(loss);
+  tokens_per_s_->Set(tokens_per_s);
+}
+
+void JobMetrics::set_epoch(int64_t epoch) {
+  epoch_->Set(double(epoch));
+}
+
+void JobMetrics::set_nodes(int64_t nodes) {
+  nodes_->Set(double(nodes));
+}
+
+prometheus::Counter& JobMetrics::labelled(prometheus::Family<prometheus::Counter>& family,
+                                          const std::string& label, const std::string& value) {
+  // mu_ held by the caller.
+  std::set<std::string>& seen = label_values_[label];
+  std::string v = value.empty() ? "unknown" : value;
+  if (!seen.count(v)) {
+    if (seen.size() >= metric_label_values_max) v = label_value_overflow;
+    seen.insert(v);
+  }
+  return family.Add({{label, v}});
+}
+
+void JobMetrics::on_fault(const std::string& kind) {
+  std::lock_guard lock(mu_);
+  labelled(*faults_, "kind", kind).Increment();
+}
+
+void JobMetrics::on_recovery(double seconds) {
+  recoveries_->Increment();
+  recovery_seconds_->Observe(std::max(0.0, seconds));
+}
+
+void JobMetrics::set_dropped(const std::string& reason, uint64_t count) {
+  std::lock_guard lock(mu_);
+  uint64_t& last = dropped_last_[reason];
+  const uint64_t added = count >= last ? count - last : count;  // below: the source restarted
+  last = count;
+  labelled(*dropped_, "reason", reason).Increment(double(added));
+}
+
+void JobMetrics::on_checkpoint(double stall_s) {
+  const double s = std::max(0.0, stall_s);
+  checkpoints_->Increment();
+  checkpoint_stall_s_->Increment(s);
+  checkpoint_last_stall_s_->Set(s);
+}
+
+std::string JobMetrics::text() const {
+  return prometheus::TextSerializer().Serialize(registry_->Collect());
+}
+
+}  // namespace troupe::launch
