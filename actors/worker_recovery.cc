@@ -15,6 +15,7 @@
 #include "actors/invariant.h"
 #include "actors/recovery_plan.h"
 #include "actors/worker.h"
+#include "runtime/log.h"
 #include "train/dp_plan.h"
 
 namespace troupe::actors::worker_impl {
@@ -48,8 +49,8 @@ void finish_recovery(Self* self) {
   }
   if (!r.buddies.complete()) return;
   s.recovery = Recovery{};
-  fmt::print(stderr, "troupe {}: recovered: worker {} of {} at step {} (epoch {})\n", s.ctx.address,
-             s.me, s.workers, s.version, s.epoch);
+  log::info("{}: recovered: worker {} of {} at step {} (epoch {})", s.ctx.address, s.me, s.workers,
+            s.version, s.epoch);
   train::Recovered done;
   done.set_worker(s.me);
   reply(self, s.ctx.coordinator, recovered_type, done);
@@ -273,9 +274,8 @@ Verdict rollback(Self* self, const train::Recover& r, const ActorMessage& m) {
   open_buddies(s, man.step, &rec.buddies);
   s.recovery = std::move(rec);
   send_buddy_copy(self, man.step);
-  fmt::print(stderr,
-             "troupe {}: rolling back to the checkpoint of step {} (epoch {}): worker {} of {}\n",
-             s.ctx.address, man.step, s.epoch, s.me, s.workers);
+  log::info("{}: rolling back to the checkpoint of step {} (epoch {}): worker {} of {}",
+            s.ctx.address, man.step, s.epoch, s.me, s.workers);
   finish_recovery(self);
   return {};
 }
@@ -318,10 +318,10 @@ Verdict on_recover(Self* self, const train::Recover& r, const ActorMessage& m) {
   rec.transfers.waive(s.me);
   open_buddies(s, c, &rec.buddies);
   s.recovery = std::move(rec);
-  fmt::print(stderr,
-             "troupe {}: recovering to step {} (epoch {}): worker {} of {} was {} of {}; "
-             "waiting for {} state transfer(s)\n",
-             s.ctx.address, c, s.epoch, s.me, s.workers, base.me, base.workers, s.workers - 1);
+  log::info(
+      "{}: recovering to step {} (epoch {}): worker {} of {} was {} of {}; waiting for {} state "
+      "transfer(s)",
+      s.ctx.address, c, s.epoch, s.me, s.workers, base.me, base.workers, s.workers - 1);
   finish_recovery(self);
   return {};
 }
