@@ -57,5 +57,6 @@ void add_dev_command(CLI::App& app);
 void add_node_command(CLI::App& app);
 void add_launch_command(CLI::App& app);
 void add_ledger_command(CLI::App& app);
+void add_report_command(CLI::App& app);
 
 }  // namespace troupe::launch
