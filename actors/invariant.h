@@ -8,16 +8,16 @@
 
 #include <fmt/format.h>
 
-#include <cstdio>
 #include <cstdlib>
 #include <string_view>
+
+#include "runtime/log.h"
 
 namespace troupe::actors {
 
 [[noreturn]] inline void invariant_failed(std::string_view file, int line, std::string_view cond,
                                           const std::string& values) {
-  fmt::print(stderr, "troupe: invariant failed at {}:{}: {}: {}\n", file, line, cond, values);
-  std::fflush(stderr);
+  log::critical("invariant failed at {}:{}: {}: {}", file, line, cond, values);
   std::abort();
 }
 

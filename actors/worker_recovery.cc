@@ -16,6 +16,7 @@
 #include "actors/invariant.h"
 #include "actors/recovery_plan.h"
 #include "actors/worker.h"
+#include "runtime/log.h"
 #include "storage/crc32c.h"
 #include "train/dp_plan.h"
 
@@ -51,8 +52,8 @@ void finish_recovery(Self* self) {
   }
   if (!r.buddies.complete()) return;
   s.recovery = Recovery{};
-  fmt::print(stderr, "troupe {}: recovered: worker {} of {} at step {} (epoch {})\n", s.ctx.address,
-             s.me, s.workers, s.version, s.epoch);
+  log::info("{}: recovered: worker {} of {} at step {} (epoch {})", s.ctx.address, s.me, s.workers,
+            s.version, s.epoch);
   train::Recovered done;
   done.set_worker(s.me);
   reply(self, s.ctx.coordinator, recovered_type, done);
@@ -74,7 +75,7 @@ void send_checked(Self* self, const std::string& to, uint32_t type, ActorMessage
     if (!p.bytes.empty()) std::memcpy(bad.data(), p.bytes.data(), p.bytes.size());
     bad[0] ^= 0x5a;
     m.payloads[0] = owned_payload(std::move(bad));
-    fmt::print(stderr, "troupe {}: chaos: the {} to {} goes out corrupted\n", s.ctx.address,
+    log::warn("{}: chaos: the {} to {} goes out corrupted", s.ctx.address,
                type_name(type), to);
   }
   send_to(self, std::move(m));
@@ -296,9 +297,8 @@ Verdict rollback(Self* self, const train::Recover& r, const ActorMessage& m) {
   open_buddies(s, man.step, &rec.buddies);
   s.recovery = std::move(rec);
   send_buddy_copy(self, man.step);
-  fmt::print(stderr,
-             "troupe {}: rolling back to the checkpoint of step {} (epoch {}): worker {} of {}\n",
-             s.ctx.address, man.step, s.epoch, s.me, s.workers);
+  log::info("{}: rolling back to the checkpoint of step {} (epoch {}): worker {} of {}",
+            s.ctx.address, man.step, s.epoch, s.me, s.workers);
   finish_recovery(self);
   return {};
 }
@@ -343,10 +343,10 @@ Verdict on_recover(Self* self, const train::Recover& r, const ActorMessage& m) {
   rec.transfers.waive(s.me);
   open_buddies(s, c, &rec.buddies);
   s.recovery = std::move(rec);
-  fmt::print(stderr,
-             "troupe {}: recovering to step {} (epoch {}): worker {} of {} was {} of {}; "
-             "waiting for {} state transfer(s)\n",
-             s.ctx.address, c, s.epoch, s.me, s.workers, base.me, base.workers, s.workers - 1);
+  log::info(
+      "{}: recovering to step {} (epoch {}): worker {} of {} was {} of {}; waiting for {} state "
+      "transfer(s)",
+      s.ctx.address, c, s.epoch, s.me, s.workers, base.me, base.workers, s.workers - 1);
   finish_recovery(self);
   return {};
 }
@@ -373,7 +373,7 @@ Verdict on_state_transfer(Self* self, const train::StateTransfer& t, const Actor
   if (Verdict v = drop_receipt(r.transfers.check(s.epoch, t.version(), from), "StateTransfer"))
     return v;
   if (!crc_ok(m.payloads[0], t.crc32c())) {
-    fmt::print(stderr, "troupe {}: the state transfer from {} fails its CRC32C: fetching it again\n",
+    log::warn("{}: the state transfer from {} fails its CRC32C: fetching it again",
                s.ctx.address, m.from);
     train::FetchAgain f;
     f.set_version(t.version());

@@ -14,6 +14,7 @@
 #include <stdexcept>
 
 #include "actors/worker.h"
+#include "runtime/log.h"
 #include "storage/crc32c.h"
 #include "train/dp_plan.h"
 
@@ -81,7 +82,8 @@ void send_shares(Self* self, const train::Reshape& r, int64_t old_me, int64_t ne
 // coordinator starts only after every newcomer answered Recovered.
 void send_replicas(Self* self, const train::Reshape& r) {
   auto& s = self->state;
-  std::vector<Payload> payloads = {view_payload(s.trainer->params.data(), s.trainer->params.size())};
+  const std::vector<float>& params = s.trainer->params;
+  std::vector<Payload> payloads = {view_payload(params.data(), params.size())};
   if (auto* e = s.trainer->engram()) {
     auto* store = const_cast<model::InProcessEngramStore<float>*>(e);
     for (size_t t = 0; t < e->tables().size(); ++t) {
@@ -153,14 +155,13 @@ Verdict on_reshape(Self* self, const train::Reshape& r, const ActorMessage& m) {
   }
   if (new_me < 0) {
     s.left = true;
-    fmt::print(stderr,
-               "troupe {}: leaving the job at step {} (epoch {}): its state is handed over to "
-               "the {} workers that stay\n",
+    log::info("{}: leaving the job at step {} (epoch {}): its state is handed over to "
+               "the {} workers that stay",
                s.ctx.address, r.version(), s.epoch, r.workers_size());
     return {};
   }
   await_shares(self, r, old_me, new_me);
-  fmt::print(stderr, "troupe {}: reshaping at step {} (epoch {}): worker {} of {}, was {} of {}\n",
+  log::info("{}: reshaping at step {} (epoch {}): worker {} of {}, was {} of {}",
              s.ctx.address, r.version(), s.epoch, s.me, s.workers,
              old_me < 0 ? std::string("new") : std::to_string(old_me), r.old_workers_size());
   finish_recovery(self);
@@ -181,7 +182,7 @@ Verdict on_replica(Self* self, const train::Replica& rep, const ActorMessage& m)
     return drop(Drop::malformed, "a Replica with the wrong number of payloads");
   for (size_t i = 0; i < expected; ++i)
     if (!crc_ok(m.payloads[i], rep.crc32c(int(i)))) {
-      fmt::print(stderr, "troupe {}: the Replica from {} fails its CRC32C: fetching it again\n",
+      log::warn("{}: the Replica from {} fails its CRC32C: fetching it again",
                  s.ctx.address, m.from);
       train::FetchAgain f;
       f.set_version(rep.version());
@@ -200,7 +201,7 @@ Verdict on_fetch_again(Self* self, const train::FetchAgain& f, const ActorMessag
   if (it == s.sent.end()) return drop(Drop::wrong_phase, "FetchAgain of nothing sent to it");
   ActorMessage again = it->second;  // the kept copy: never the corrupted one
   if (again.epoch != s.epoch) return drop(Drop::stale_epoch, "FetchAgain of an older transfer");
-  fmt::print(stderr, "troupe {}: sending the {} to {} again\n", s.ctx.address,
+  log::warn("{}: sending the {} to {} again", s.ctx.address,
              type_name(again.type), m.from);
   send_to(self, std::move(again));
   return {};

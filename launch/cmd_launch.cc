@@ -338,6 +338,7 @@ class LaunchJob {
                                      host_->listen_address(), "--secret-file", secret_file_,
                                      "--supervised"};
     if (threads_ > 0) argv.insert(argv.end(), {"--threads", std::to_string(threads_)});
+    argv.insert(argv.end(), {"--log-level", log::level_name(log::level())});  // launch's own
     const std::string k = std::to_string(++started_);
     supervisor_.start(argv, a_.run_dir + "/node-" + k + ".log", "node " + k);
   }
@@ -506,7 +507,10 @@ void add_launch_command(CLI::App& app) {
                   "chaos: kill -9 one node process after this step, 0: as the workers start "
                   "(the job recovers; see [fault_tolerance] recover)")
       ->check(at_least(0, "0: as the workers start"));
-  cmd->callback([args] {
+  auto log_level = std::make_shared<std::string>("info");  // the nodes started here get it too
+  add_log_level_option(cmd, log_level.get());
+  cmd->callback([args, log_level] {
+    log::init_logging("coordinator", checked_log_level(*log_level));
     const int code = run_launch(*args);
     if (code != 0) std::exit(code);
   });

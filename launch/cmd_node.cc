@@ -3,10 +3,13 @@
 // coordinator places on it until the job ends, the coordinator is lost, or a signal.
 // The same command runs under `troupe launch` (127.0.0.1) and under a site launcher
 // (Slurm: one `srun` task per node).
+#include <unistd.h>
+
 #include <caf/all.hpp>
 #include <chrono>
 #include <csignal>
 #include <future>
+#include <string>
 
 #include "actors/roles.h"
 #include "config/config_parse.h"
@@ -24,9 +27,12 @@ struct NodeArgs {
   std::string join, secret_file, listen_host = "127.0.0.1";
   int threads = 0;
   bool supervised = false;
+  std::string log_level = "info";
 };
 
 int run_node(const NodeArgs& a) {
+  // Until the coordinator names this node in the handshake (node_agent.cc).
+  log::init_logging("node pid " + std::to_string(::getpid()), checked_log_level(a.log_level));
   if (a.join.find(':') == std::string::npos)
     throw UsageError("node: --join wants HOST:PORT (the coordinator's address), got '" + a.join +
                      "'");
@@ -60,13 +66,16 @@ int run_node(const NodeArgs& a) {
   caf::actor agent = runtime::spawn_node_agent(*host.value(), opt);
   while (result.wait_for(std::chrono::milliseconds(100)) != std::future_status::ready) {
     if (stop_requested()) {
-      std::fprintf(stderr, "troupe node: stopped by signal\n");
+      log::warn("stopped by signal");
       caf::anon_send_exit(agent, caf::exit_reason::user_shutdown);
       return 1;
     }
   }
   const auto [code, why] = result.get();
-  std::fprintf(stderr, "troupe node: %s%s\n", code == 0 ? "done: " : "error: ", why.c_str());
+  if (code == 0)
+    log::info("done: {}", why);
+  else
+    log::error("error: {}", why);
   return code;
 }
 
@@ -83,6 +92,7 @@ void add_node_command(CLI::App& app) {
       ->check(at_least(0, "0: the job's train.threads"));
   cmd->add_flag("--supervised", args->supervised,
                 "started by troupe launch: ignore SIGINT, the launcher stops the job");
+  add_log_level_option(cmd, &args->log_level);
   cmd->callback([args] {
     const int code = run_node(*args);
     if (code != 0) std::exit(code);

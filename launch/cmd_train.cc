@@ -27,6 +27,7 @@ struct TrainArgs {
   int64_t steps = -1;
   bool print_params = false;
   bool resume = false;
+  std::string log_level = "info";
 };
 
 // One line of --print-params: name, shape (AxB), update, parameters.
@@ -179,9 +180,11 @@ void add_train_command(CLI::App& app) {
                 "continue the run in --run-dir from its newest complete checkpoint");
   cmd->add_flag("--print-params", args->print_params,
                 "list every parameter with its shape and optimizer, then exit");
+  add_log_level_option(cmd, &args->log_level);
   cmd->callback([args] {
     if (args->run_dir.empty() && !args->print_params)
       throw UsageError("train: --run-dir is required (where metrics and weights go)");
+    log::init_logging("train", checked_log_level(args->log_level));
     run_train(*args);
   });
 }

@@ -5,6 +5,8 @@
 #include <stdexcept>
 #include <string>
 
+#include "runtime/log.h"
+
 namespace troupe::launch {
 
 // A user error (bad argument, file, config): printed as one line, exit status 2.
@@ -33,6 +35,21 @@ inline CLI::Validator at_least(long min, const std::string& hint) {
       "INT>=" + std::to_string(min));
 }
 
+// --log-level (trace, debug, info, warn, error, off; default info) into *level: which log
+// lines this process writes (runtime/log.h). Any other value is a CLI error that lists these.
+inline void add_log_level_option(CLI::App* cmd, std::string* level) {
+  cmd->add_option("--log-level", *level,
+                  "log lines to write: trace, debug, info (default), warn, error or off")
+      ->check(CLI::IsMember(log::level_names()));
+}
+// The level of a --log-level value that add_log_level_option checked.
+inline log::Level checked_log_level(const std::string& name) {
+  const std::optional<log::Level> level = log::parse_level(name);
+  if (!level)
+    throw UsageError("--log-level " + name + " is none of trace, debug, info, warn, error, off");
+  return *level;
+}
+
 void add_train_command(CLI::App& app);
 void add_export_command(CLI::App& app);
 void add_eval_command(CLI::App& app);
@@ -42,5 +59,6 @@ void add_launch_command(CLI::App& app);
 void add_ledger_command(CLI::App& app);
 // status, scale, drain, pause, resume, checkpoint: clients of a job's control endpoint.
 void add_control_commands(CLI::App& app);
+void add_report_command(CLI::App& app);
 
 }  // namespace troupe::launch

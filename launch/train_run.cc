@@ -6,6 +6,7 @@
 #include <fstream>
 
 #include "launch/commands.h"
+#include "runtime/log.h"
 #include "storage/checked_file.h"
 #include "storage/checkpoint.h"
 
@@ -98,11 +99,10 @@ void resume_train_run(const std::string& run_dir, TrainRun* run, model::Trainer*
   run->start_step = 0;
   run->resumed_from = "no checkpoint in the journal: from step 0";
   if (!run->journal->manifest_steps().empty()) {
-    auto m = storage::newest_good_checkpoint(run_dir, *run->journal, [](const std::string& w) {
-      std::fprintf(stderr, "[checkpoint] %s\n", w.c_str());
-    });
+    auto m = storage::newest_good_checkpoint(
+        run_dir, *run->journal, [](const std::string& w) { log::warn("[checkpoint] {}", w); });
     if (!m.ok()) {
-      std::fprintf(stderr, "[checkpoint] %s; starting from step 0\n", m.status().message().c_str());
+      log::warn("[checkpoint] {}; starting from step 0", m.status().message());
       run->resumed_from = "no checkpoint verifies: from step 0";
     } else {
       const runtime::Status st = storage::load_checkpoint(
@@ -205,13 +205,12 @@ void CheckpointWriter::committed(int64_t step, std::vector<storage::ShardRecord>
                     " to the journal: " + st.message() +
                     "; training stopped, what is committed is kept");
   ++written_;
-  std::fprintf(stderr, "[checkpoint] step %ld written: %zu shards\n", long(step), m.shards.size());
+  log::info("[checkpoint] step {} written: {} shards", step, m.shards.size());
   delete_beyond_keep();
 }
 
 void CheckpointWriter::skipped(int64_t step, const std::string& why) {
-  std::fprintf(stderr, "[checkpoint] step %ld skipped: %s; training goes on\n", long(step),
-               why.c_str());
+  log::warn("[checkpoint] step {} skipped: {}; training goes on", step, why);
   ++skipped_;
   append_or_stop(journal_, {{"kind", "checkpoint_skipped"}, {"step", step}, {"why", why}});
 }

@@ -15,6 +15,8 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "runtime/log.h"
+
 namespace troupe::runtime {
 
 namespace {
@@ -52,7 +54,7 @@ Result<std::string> read_at_most(int fd, size_t limit, const std::string& path) 
 
 void random_bytes(void* out, size_t n, const char* what) {
   if (RAND_bytes(static_cast<unsigned char*>(out), int(n)) != 1) {
-    std::fprintf(stderr, "troupe: fatal: OpenSSL RAND_bytes failed making %s\n", what);
+    log::critical("OpenSSL RAND_bytes failed making {}", what);
     std::abort();
   }
 }
@@ -150,7 +152,7 @@ std::string hmac_sha256(std::string_view key, std::string_view data) {
   if (HMAC(EVP_sha256(), key_bytes, int(key.size()), data_bytes, data.size(), out, &len) ==
           nullptr ||
       len != mac_bytes) {
-    std::fprintf(stderr, "troupe: fatal: OpenSSL HMAC-SHA256 failed\n");
+    log::critical("OpenSSL HMAC-SHA256 failed");
     std::abort();
   }
   return std::string(reinterpret_cast<const char*>(out), len);

@@ -17,6 +17,7 @@
 
 #include "runtime/auth.h"
 #include "runtime/control.pb.h"
+#include "runtime/log.h"
 
 namespace troupe::runtime {
 
@@ -319,16 +320,14 @@ void Bootstrap::Impl::count(Outcome o, const std::string& who, const std::string
   const auto now = std::chrono::steady_clock::now();
   if (n > 1 && now - last_log[i] < std::chrono::milliseconds(refusal_log_interval_ms)) return;
   last_log[i] = now;
-  fmt::print(stderr, "troupe fabric: handshake with {} failed: {} ({} {} so far)\n", who, why, n,
-             outcome_name(o));
+  log::warn("fabric: handshake with {} failed: {} ({} {} so far)", who, why, n, outcome_name(o));
 }
 
 void Bootstrap::Impl::accept_next() {
   acceptor->async_accept([this](error_code ec, tcp::socket socket) {
     if (ec == asio::error::operation_aborted) return;
     if (ec) {
-      fmt::print(stderr, "troupe fabric: accept failed: {}; retrying in {} ms\n", ec.message(),
-                 accept_retry_ms);
+      log::warn("fabric: accept failed: {}; retrying in {} ms", ec.message(), accept_retry_ms);
       accept_retry.expires_after(std::chrono::milliseconds(accept_retry_ms));
       accept_retry.async_wait([this](error_code e) {
         if (!e) accept_next();

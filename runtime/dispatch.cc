@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include "runtime/actor_message.h"
+#include "runtime/log.h"
 
 namespace troupe::runtime {
 
@@ -44,7 +45,7 @@ std::string DropLog::record(const Rejected& why, const ActorMessage& m) {
       "counted, not logged",
       names_(m.type), m.from.empty() ? "?" : m.from, m.epoch, drop_name(why.reason),
       why.detail.empty() ? "" : ": ", why.detail);
-  fmt::print(stderr, "troupe {}: {}\n", who_, line);
+  log::warn("{}: {}", who_, line);
   return line;
 }
 

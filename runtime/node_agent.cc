@@ -12,6 +12,7 @@
 #include "runtime/control.pb.h"
 #include "runtime/dispatch.h"
 #include "runtime/liveness.h"
+#include "runtime/log.h"
 #include "runtime/roles.h"
 #include "runtime/router.h"
 
@@ -121,6 +122,7 @@ Verdict on_welcome(Self* self, const control::Welcome& w, ActorMessage& m) {
   s.welcomed = true;
   s.node_id = w.node_id();
   s.drops.set_owner("node " + s.node_id);
+  log::set_log_node(s.node_id);
   s.coordinator_node = std::string(node_of(m.from));
   s.job.config_text = w.config_text();
   s.job.config_name = w.config_name();
@@ -143,7 +145,7 @@ Verdict on_welcome(Self* self, const control::Welcome& w, ActorMessage& m) {
   self->send(s.router, bind_atom::value, s.coordinator_node, m.peer);
   self->send(s.router, epoch_atom::value, w.epoch());
   s.epoch = w.epoch();
-  fmt::print(stderr, "troupe node {}: joined (epoch {})\n", s.node_id, s.epoch);
+  log::info("joined as node {} (epoch {})", s.node_id, s.epoch);
   self->send(self, tick_atom::value);
   return {};
 }
@@ -242,7 +244,7 @@ caf::behavior agent(Self* self, caf::actor router, NodeAgentOptions options) {
                         fmt::format("could not join {}: {}", s.options.coordinator_address, why));
         if (node.empty() || node == s.coordinator_node)
           return finish(self, 1, fmt::format("lost the coordinator: {}", why));
-        fmt::print(stderr, "troupe node {}: node {} is down: {}\n", s.node_id, node, why);
+        log::warn("node {} is down: {}", node, why);
       },
   };
 }

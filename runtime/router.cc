@@ -7,6 +7,7 @@
 #include <map>
 
 #include "runtime/control.pb.h"
+#include "runtime/log.h"
 
 namespace troupe::runtime {
 
@@ -53,8 +54,7 @@ void send_raw(Self* self, PeerId peer, const ActorMessage& m) {
       peer, e, spans, [keep = std::move(keep)](const Status&) mutable { keep.clear(); });
   if (!st.ok()) {
     ++self->state.counters.send_errors;
-    fmt::print(stderr, "troupe router {}: send to {} failed: {}\n", self->state.cfg.node_id, m.to,
-               st.to_string());
+    log::warn("router: send to {} failed: {}", m.to, st.to_string());
   } else {
     ++self->state.counters.sent_remote;
   }
@@ -85,8 +85,7 @@ void deliver_local(Self* self, ActorMessage&& m) {
   auto it = s.locals.find(local_part(m.to));
   if (it == s.locals.end()) {
     if (++s.counters.dropped_no_actor <= 5)
-      fmt::print(stderr, "troupe router {}: no actor '{}' here (message type {} from {})\n",
-                 s.cfg.node_id, m.to, m.type, m.from);
+      log::warn("router: no actor '{}' here (message type {} from {})", m.to, m.type, m.from);
     return;
   }
   ++s.counters.delivered_local;
@@ -112,24 +111,22 @@ void route(Self* self, ActorMessage&& m) {
   auto addr = s.address_of.find(node);
   if (addr == s.address_of.end()) {
     ++s.counters.send_errors;
-    fmt::print(stderr, "troupe router {}: no route to {} (node not in the view)\n", s.cfg.node_id,
-               m.to);
+    log::warn("router: no route to {} (node not in the view)", m.to);
     return;
   }
   const bool connecting = s.waiting.count(node) > 0;
   auto& queue = s.waiting[node];
   if (queue.size() >= waiting_messages_max) {
     if (++s.counters.send_errors <= 5)
-      fmt::print(stderr, "troupe router {}: {} messages wait for {}: dropping {} (type {})\n",
-                 s.cfg.node_id, queue.size(), node, m.to, m.type);
+      log::warn("router: {} messages wait for {}: dropping {} (type {})", queue.size(), node, m.to,
+                m.type);
     return;
   }
   queue.push_back(std::move(m));
   if (connecting) return;
   if (Result<PeerId> p = open(self, addr->second, node); !p.ok()) {
     ++s.counters.send_errors;
-    fmt::print(stderr, "troupe router {}: cannot connect to {} at {}: {}\n", s.cfg.node_id, node,
-               addr->second, p.status().to_string());
+    log::warn("router: cannot connect to {} at {}: {}", node, addr->second, p.status().to_string());
     s.waiting.erase(node);
   }
 }
@@ -167,14 +164,13 @@ void inbound(Self* self, ActorMessage&& m) {
   auto bound = s.node_of_peer.find(m.peer);
   if (bound == s.node_of_peer.end()) {
     if (++s.counters.dropped_unauthenticated <= 5)
-      fmt::print(stderr, "troupe router {}: dropped message type {} from unauthenticated peer {}\n",
-                 s.cfg.node_id, m.type, m.peer);
+      log::warn("router: dropped message type {} from unauthenticated peer {}", m.type, m.peer);
     return;
   }
   if (node_of(m.from) != bound->second) {
     if (++s.counters.dropped_spoofed <= 5)
-      fmt::print(stderr, "troupe router {}: dropped message from peer {} ({}) claiming to be {}\n",
-                 s.cfg.node_id, m.peer, bound->second, m.from);
+      log::warn("router: dropped message from peer {} ({}) claiming to be {}", m.peer,
+                bound->second, m.from);
     return;
   }
   deliver_local(self, std::move(m));

@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <future>
 
+#include "runtime/log.h"
 #include "runtime/ucx_fabric_impl.h"
 
 namespace troupe::runtime {
@@ -346,10 +347,10 @@ UcxFabric::~UcxFabric() {
     // asserts on them in ucp_worker_destroy. A fabric lives as long as its process: leave
     // the worker to the process's exit.
     if (impl_->unclosed_endpoints > 0) {
-      fmt::print(stderr,
-                 "troupe fabric: {} endpoint(s) did not close within {} ms (a peer that "
-                 "stopped answering); the UCX worker is left to process exit\n",
-                 impl_->unclosed_endpoints, close_flush_ms_max + close_force_ms_max);
+      log::warn(
+          "fabric: {} endpoint(s) did not close within {} ms (a peer that stopped answering); "
+          "the UCX worker is left to process exit",
+          impl_->unclosed_endpoints, close_flush_ms_max + close_force_ms_max);
     }
     return;
   }
@@ -381,7 +382,7 @@ Result<Message> UcxFabric::receive(std::chrono::milliseconds timeout) {
 void UcxFabric::set_epoch(uint64_t epoch) {
   const uint64_t old = impl_->epoch.exchange(epoch);
   if (epoch < old) {  // an invariant, not an input error: the epoch never goes back
-    fmt::print(stderr, "troupe fabric: epoch went back from {} to {}\n", old, epoch);
+    log::critical("fabric: epoch went back from {} to {}", old, epoch);
     std::abort();
   }
 }

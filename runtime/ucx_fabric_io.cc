@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "runtime/log.h"
 #include "runtime/ucx_fabric_impl.h"
 
 namespace troupe::runtime {
@@ -223,8 +224,8 @@ void UcxFabric::Impl::reject(PeerId peer, RejectReason reason) {
     return;
   }
   last_reject_log[i] = now;
-  fmt::print(stderr, "troupe fabric: rejecting message from peer {}: {} ({} so far)\n", peer,
-             reject_reason_name(reason), reject_counts[i]);
+  log::warn("fabric: rejecting message from peer {}: {} ({} so far)", peer,
+            reject_reason_name(reason), reject_counts[i]);
 }
 
 ucs_status_t UcxFabric::Impl::on_am(const void* header, size_t header_length, void* data,
@@ -355,8 +356,8 @@ void UcxFabric::Impl::finish_rndv(std::unique_ptr<RecvOp> op, ucs_status_t statu
     rndv_inflight_bytes.erase(op->message.peer);
   if (status != UCS_OK) {  // usually the sender died mid-transfer
     ++failed_rndv;
-    fmt::print(stderr, "troupe fabric: rendezvous receive from peer {} failed: {}\n",
-               op->message.peer, ucs_status_string(status));
+    log::warn("fabric: rendezvous receive from peer {} failed: {}", op->message.peer,
+              ucs_status_string(status));
     return;
   }
   deliver(std::move(op->message), op->payload_bytes);
@@ -383,10 +384,8 @@ void UcxFabric::Impl::deliver(Message&& message, uint64_t payload_bytes) {
     if (queue.size() >= recv_queue_messages_max) {
       const uint64_t n = counters.dropped_queue_full.fetch_add(1) + 1;
       if (n == 1 || n % 1000 == 0) {
-        fmt::print(stderr,
-                   "troupe fabric: dropping message from peer {}: receive queue full"
-                   " ({} so far)\n",
-                   message.peer, n);
+        log::warn("fabric: dropping message from peer {}: receive queue full ({} so far)",
+                  message.peer, n);
       }
       return;
     }

@@ -8,6 +8,7 @@
 #include <cstring>
 
 #include "runtime/auth.h"
+#include "runtime/log.h"
 #include "runtime/ucx_fabric_impl.h"
 
 namespace troupe::runtime {
@@ -167,7 +168,7 @@ void UcxFabric::Impl::fail_peer(PeerState* peer, const Status& why) {
   if (handlers.on_peer_down) {
     handlers.on_peer_down(peer->id, why);
   } else {
-    fmt::print(stderr, "troupe fabric: peer {} down: {}\n", peer->id, why.to_string());
+    log::warn("fabric: peer {} down: {}", peer->id, why.to_string());
   }
 }
 

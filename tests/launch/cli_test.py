@@ -56,6 +56,11 @@ def bad_input_cases(troupe, work):
                                "--run-dir", work + "/r"], "train.stepz")
     expect_error("bad --set value", [troupe, "train", "--config", TINY, "--set",
                                      "model.top_k=abc", "--run-dir", work + "/r"], "model.top_k")
+    for cmd in (["train", "--config", TINY, "--run-dir", work + "/r"],
+                ["launch", "--config", TINY, "--run-dir", work + "/r"],
+                ["node", "--join", "127.0.0.1:1", "--secret-file", work + "/s"]):
+        expect_error(f"bad --log-level of {cmd[0]}", [troupe, *cmd, "--log-level", "loud"],
+                     "--log-level", "loud", "warn")
     expect_error("export without run", [troupe, "export", "--run-dir", work + "/missing",
                                         "--out", work + "/x.safetensors"], "missing")
     garbage = write(os.path.join(work, "garbage.safetensors"), os.urandom(64), "wb")
@@ -106,6 +111,26 @@ def round_trip(troupe, work):
         failures.append(f"eval mismatch: troupe {ours} reference {theirs}")
 
 
+def log_levels(troupe, work):
+    """Log lines carry time, level and who (runtime/log.h); --log-level warn hides info lines
+    (a checkpoint written) and keeps the progress output."""
+    line = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}[+-]\d\d:\d\d \[info\] "
+                      r"\[train\] \[checkpoint\] step 2 written: \d+ shards$", re.M)
+    for level, want in (("info", True), ("warn", False)):
+        run_dir = os.path.join(work, f"log-{level}")
+        shutil.rmtree(run_dir, ignore_errors=True)
+        res = run([troupe, "train", "--config", TINY, "--run-dir", run_dir, "--steps", "2",
+                   "--set", "checkpoint.every_steps=2", "--set", "train.eval_every=0",
+                   "--log-level", level])
+        shown = bool(line.search(res.stderr))
+        ok = res.returncode == 0 and shown == want and "summary:" in res.stdout
+        print(f"{'ok ' if ok else 'BAD'} --log-level {level}: checkpoint line "
+              f"{'shown' if shown else 'hidden'}")
+        if not ok:
+            failures.append(f"--log-level {level}: status {res.returncode}, checkpoint line "
+                            f"shown {shown}, want {want}: {res.stderr[-400:]!r}")
+
+
 def print_params(troupe):
     """--print-params: every tensor with its update, the Engram tables included (SPEC §5)."""
     res = run([troupe, "train", "--config", TINY, "--print-params", "--set", "optimizer.name=muon"])
@@ -132,6 +157,7 @@ def main():
     os.makedirs(a.work, exist_ok=True)
     bad_input_cases(a.troupe, a.work)
     print_params(a.troupe)
+    log_levels(a.troupe, a.work)
     round_trip(a.troupe, a.work)
     for f in failures:
         print("FAIL:", f)

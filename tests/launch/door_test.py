@@ -113,7 +113,7 @@ def door(troupe, work, seed):
           f"{err.strip().splitlines()[-1:]}")
     everything = err + logs(run_dir)
     check("door: no process died", not any(c in everything for c in CRASH) and
-          logs(run_dir).count("troupe node: done:") == 2,
+          logs(run_dir).count("] done: ") == 2,
           [line for line in everything.splitlines() if any(c in line for c in CRASH)][:3])
     check("door: the attacks were seen and counted",
           "malformed" in err and "over the limit" in everything,
