@@ -37,8 +37,11 @@ const char* phase_name(Phase p) {
   return "?";
 }
 
-void event(Self* self, const std::string& kind, const std::string& text) {
-  if (self->state.opt.on_event) self->state.opt.on_event(kind, text);
+void event(Self* self, const std::string& kind, const std::string& text,
+           nlohmann::json fields) {
+  fields["epoch"] = self->state.core.epoch;
+  if (!fields.contains("step")) fields["step"] = self->state.drv.committed;
+  if (self->state.opt.on_event) self->state.opt.on_event(kind, text, fields);
 }
 
 void to_all_workers(Self* self, uint32_t type, const google::protobuf::Message& body,
@@ -78,7 +81,7 @@ void end_job(Self* self, JobResult result) {
     event(self, "dropped",
           fmt::format("messages dropped over the job (coordinator and workers): {}",
                       s.drops.summary()));
-  if (!result.ok) event(self, "job_failed", result.error);
+  if (!result.ok) event(self, "job_failed", result.error, {{"reason", result.error}});
   s.reported = true;
   if (s.opt.on_done) s.opt.on_done(result);
   self->quit();
@@ -148,7 +151,8 @@ void on_message(Self* self, const Dispatcher& table, ActorMessage& m) {
                         : table.dispatch(m);
   if (!v) return;
   const std::string first = s.drops.record(*v, m);
-  if (!first.empty()) event(self, "dropped", first);
+  if (!first.empty())
+    event(self, "dropped", first, {{"reason", runtime::drop_name(v->reason)}, {"from", m.from}});
 }
 
 caf::behavior phase_behavior(Self* self, Phase p) {

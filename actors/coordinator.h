@@ -15,6 +15,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
@@ -53,7 +54,10 @@ struct CoordinatorOptions {
   model::JobConfig config;
   // Called on the coordinator's thread; must not block for long.
   std::function<void(const StepReport&)> on_step;
-  std::function<void(const std::string& kind, const std::string& text)> on_event;
+  // kind, text, and typed fields (epoch, step, and by kind node, pid, reason, *_ms durations).
+  std::function<void(const std::string& kind, const std::string& text,
+                     const nlohmann::json& fields)>
+      on_event;
   std::function<void(const JobResult&)> on_done;  // exactly once, whatever happens
   // Where commits and view changes are recorded before they are announced (null: in memory).
   std::shared_ptr<CommitLog> commit_log;

@@ -24,7 +24,8 @@ void skip(Self* self, int64_t step, const std::string& why) {
   event(self, "checkpoint_skipped",
         fmt::format("the checkpoint of step {} is skipped: {}; training goes on, older "
                     "checkpoints are kept",
-                    step, why));
+                    step, why),
+        {{"step", step}, {"reason", why}});
   (void)s.commit_log->record({{"kind", "checkpoint_skipped"}, {"step", step}, {"why", why}});
 }
 
@@ -56,7 +57,8 @@ void complete(Self* self, int64_t step, PendingCheckpoint& p) {
   s.controls.last_checkpoint = step;
   event(self, "checkpoint",
         fmt::format("step {}: {} shards from {} workers, complete", step, shards,
-                    s.core.workers.size()));
+                    s.core.workers.size()),
+        {{"step", step}, {"shards", shards}, {"stall_ms", p.stall_ms}});
   delete_old(self);
 }
 
@@ -95,6 +97,7 @@ Verdict on_checkpoint_written(Self* self, const train::CheckpointWritten& w,
   if (Verdict v = drop_receipt(p.written.add(m.epoch, w.step(), w.worker()), "CheckpointWritten"))
     return v;
   if (!w.ok() && p.failed.empty()) p.failed = fmt::format("worker {}: {}", w.worker(), w.error());
+  p.stall_ms = std::max(p.stall_ms, w.snapshot_ms());
   for (const train::ShardEntry& e : list.shards())
     p.shards.push_back({e.name(), e.writer(), e.crc32c(), e.bytes()});
   if (!p.written.complete()) return {};

@@ -35,7 +35,7 @@ std::string scale(Self* self, int64_t n, int64_t* start_nodes) {
   } else {
     for (int64_t k = n; k < cur; ++k) rs.draining.push_back(s.core.nodes[size_t(k)].id);
   }
-  event(self, "scale_requested", rs.what);
+  event(self, "scale_requested", rs.what, {{"nodes", n}, {"from_nodes", cur}});
   return "";
 }
 
@@ -57,7 +57,7 @@ std::string drain(Self* self, const std::string& node) {
   rs.what = fmt::format("drain {}", node);
   rs.asked = now(self);
   rs.draining = {node};
-  event(self, "drain_requested", rs.what);
+  event(self, "drain_requested", rs.what, {{"node", node}});
   return "";
 }
 
@@ -99,7 +99,7 @@ std::string on_control(Self* self, const std::string& kind, int64_t nodes,
   if (kind == "resume") {
     if (!s.controls.paused) return "the job is not paused";
     s.controls.paused = false;
-    event(self, "resumed", fmt::format("training goes on at step {}", s.drv.step));
+    event(self, "training_resumed", fmt::format("training goes on at step {}", s.drv.step));
     if (std::exchange(s.controls.parked, false) && s.core.phase == Phase::running)
       start_or_finish(self);
     return "";

@@ -57,11 +57,14 @@ void publish_view(Self* self) {
     p->set_role("worker"), p->set_index(rs.standby_index[i]), p->set_node_id(rs.joiners[i].id);
   }
   for (const NodeInfo* n : listed) send_to(self, n->id + "/agent.0", runtime::view_type, v);
+  nlohmann::json ids = nlohmann::json::array();
+  for (const NodeInfo& n : c.nodes) ids.push_back(n.id);
   event(self, "view",
         fmt::format("epoch {}: {} nodes, one worker each{}", c.epoch, c.nodes.size(),
                     rs.standby.empty() || rs.active
                         ? std::string()
-                        : fmt::format(", {} newcomer(s) on standby", rs.standby.size())));
+                        : fmt::format(", {} newcomer(s) on standby", rs.standby.size())),
+        {{"nodes", ids}, {"standby", rs.active ? 0 : rs.standby.size()}});
 }
 
 namespace {
@@ -74,7 +77,8 @@ void refuse_join(Self* self, const control::Join& j, const ActorMessage& m) {
   r.peer = m.peer;
   self->send(s.router, std::move(r));
   event(self, "join_refused",
-        fmt::format("a node from {} (pid {}) after the job started", j.address(), j.pid()));
+        fmt::format("a node from {} (pid {}) after the job started", j.address(), j.pid()),
+        {{"pid", j.pid()}, {"address", j.address()}, {"reason", sd.reason()}});
 }
 
 }  // namespace
@@ -133,7 +137,8 @@ void on_join(Self* self, const control::Join& j, const ActorMessage& m) {
   bump_epoch(self);
   welcome(self, n, false);
   event(self, "join",
-        fmt::format("{} at {}, pid {} (epoch {})", n.id, n.address, n.pid, s.core.epoch));
+        fmt::format("{} at {}, pid {} (epoch {})", n.id, n.address, n.pid, s.core.epoch),
+        {{"node", n.id}, {"pid", n.pid}, {"address", n.address}});
   if (int64_t(s.core.nodes.size()) == s.opt.nodes) place_workers(self);
 }
 
@@ -167,7 +172,8 @@ bool plan_rollback(Self* self, const std::string& what, train::Recover* r, std::
     event(self, "rollback",
           fmt::format("an owner was lost with all its buddy copies: every survivor rolls back "
                       "to the checkpoint of step {} and replays from there (was at step {})",
-                      step, s.drv.committed));
+                      step, s.drv.committed),
+          {{"step", step}, {"from_step", s.drv.committed}});
   c.rollback_to = step;
   s.drv.step = s.drv.committed = step;
   r->set_version(step);
@@ -178,7 +184,7 @@ bool plan_rollback(Self* self, const std::string& what, train::Recover* r, std::
 
 }  // namespace
 
-void recover_without(Self* self, size_t k, const std::string& what) {
+void recover_without(Self* self, size_t k, const std::string& what, nlohmann::json fields) {
   auto& c = self->state.core;
   const bool again = c.phase == Phase::recovering;
   if (!again) c.recovery_base = c.workers;  // the view the workers recover from
@@ -207,7 +213,12 @@ void recover_without(Self* self, size_t k, const std::string& what) {
   self->state.controls.last_recovery = what;
   event(self, "recover",
         fmt::format("{}; {} workers go back to step {} (epoch {}){}", what, c.workers.size(),
-                    r.version(), c.epoch, again ? ", the recovery restarted without it" : ""));
+                    r.version(), c.epoch, again ? ", the recovery restarted without it" : ""),
+        [&] {
+          fields["step"] = r.version(), fields["reason"] = what;
+          fields["workers"] = c.workers.size();
+          return fields;
+        }());
   to_all_workers(self, recover_type, r,
                  manifest.empty() ? std::vector<runtime::Payload>{}
                                   : std::vector<runtime::Payload>{runtime::text_payload(manifest)});
@@ -220,12 +231,14 @@ void forget_joined(Self* self, size_t k, const std::string& why) {
   auto& c = self->state.core;
   const std::string left = fmt::format("node {} (pid {}) lost before the job started: {}",
                                        c.nodes[k].id, c.nodes[k].pid, why);
+  const nlohmann::json fields = {{"node", c.nodes[k].id}, {"pid", c.nodes[k].pid}, {"reason", why}};
   self->send(self->state.router, runtime::forget_atom::value, c.nodes[k].id);
   c.nodes.erase(c.nodes.begin() + int64_t(k));
   bump_epoch(self);
   event(self, "left",
         fmt::format("{}; waiting for {} more node(s) to join", left,
-                    self->state.opt.nodes - int64_t(c.nodes.size())));
+                    self->state.opt.nodes - int64_t(c.nodes.size())),
+        fields);
 }
 
 void try_start(Self* self);
@@ -263,7 +276,7 @@ void lose_node(Self* self, const std::string& node, const std::string& why, bool
   if (int64_t(c.workers.size()) - 1 < s.opt.min_nodes)
     return fail(self, fmt::format("{}: {} node(s) would remain, fewer than --min-nodes {}", what,
                                   c.workers.size() - 1, s.opt.min_nodes));
-  recover_without(self, k, what);
+  recover_without(self, k, what, {{"node", node}, {"pid", c.nodes[k].pid}, {"hung", hung}});
 }
 
 namespace {
@@ -326,10 +339,12 @@ Verdict on_recovered(Self* self, const train::Recovered& r, const ActorMessage& 
   if (!c.recovered.complete()) return {};
   c.rollback_to = -1;
   enter_phase(self, Phase::running);
-  event(
-      self, "recovered",
-      fmt::format("{} workers at step {} after {:.2f} s", c.workers.size(), committed_version(self),
-                  std::chrono::duration<double>(now(self) - c.recovery_started).count()));
+  const double took_ms =
+      std::chrono::duration<double, std::milli>(now(self) - c.recovery_started).count();
+  event(self, "recovered",
+        fmt::format("{} workers at step {} after {:.2f} s", c.workers.size(),
+                    committed_version(self), took_ms / 1000),
+        {{"duration_ms", took_ms}, {"workers", c.workers.size()}});
   resume_training(self);
   return {};
 }
@@ -346,10 +361,12 @@ void excuse_own_pause(Self* self, time_point t) {
   if (gap <= duration::zero()) return;
   for (NodeInfo* n : heard_nodes(self)) n->last_heard = std::max(n->last_heard, t);
   s.core.started += gap, s.core.recovery_started += gap;
-  event(self, "paused",
+  const int64_t gap_ms = std::chrono::duration_cast<ms>(gap).count();
+  event(self, "coordinator_paused",
         fmt::format("the coordinator did not run for {} ms: no node is declared dead "
                     "for that silence",
-                    std::chrono::duration_cast<ms>(gap).count()));
+                    gap_ms),
+        {{"duration_ms", gap_ms}});
 }
 
 // Fails the job when it did not start, or a recovery did not finish, in time.

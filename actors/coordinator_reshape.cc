@@ -52,7 +52,8 @@ void checkpoint_now(Self* self) {
   train::CheckpointNow c;
   c.set_version(version);
   to_all_workers(self, checkpoint_now_type, c);
-  event(self, "checkpoint_requested", fmt::format("writing the checkpoint of step {}", version));
+  event(self, "checkpoint_requested", fmt::format("writing the checkpoint of step {}", version),
+        {{"step", version}});
 }
 
 // Every joiner is here: their workers are placed, on standby until the reshape.
@@ -111,7 +112,9 @@ void begin_reshape(Self* self) {
   for (const std::string& w : to) send_to(self, w, reshape_type, r);
   event(self, "reshape",
         fmt::format("{} at step {} (epoch {}): {} → {} workers, {} leaving", rs.what, r.version(),
-                    c.epoch, rs.old_workers.size(), c.workers.size(), rs.leaving.size()));
+                    c.epoch, rs.old_workers.size(), c.workers.size(), rs.leaving.size()),
+        {{"step", r.version()}, {"workers", c.workers.size()}, {"leaving", rs.leaving.size()},
+         {"asked_ms", ms_since(self, rs.asked)}});
 }
 
 // A joiner lost before the reshape began: the scale is called off, the other joiners sent
@@ -127,7 +130,8 @@ void abort_standby(Self* self, const std::string& node, const std::string& why) 
   publish_view(self);
   event(self, "reshape_aborted",
         fmt::format("{}: joining node {} was lost ({}); the job goes on unchanged", what, node,
-                    why));
+                    why),
+        {{"node", node}, {"reason", why}});
 }
 
 // A node lost during the reshape: back to the old view, which recovers as from any loss.
@@ -147,7 +151,7 @@ void abort_active(Self* self, const std::string& node, const std::string& why) {
   rs = ReshapeState{};
   const size_t k = find_node(c.nodes, node);
   if (k != std::string::npos && c.workers.size() == 1) return fail(self, what);
-  recover_without(self, k, what);
+  recover_without(self, k, what, {{"node", node}, {"reshape_aborted", true}});
 }
 
 }  // namespace
@@ -164,7 +168,8 @@ bool hold_at_boundary(Self* self) {
   auto& s = self->state;
   if (s.controls.paused) {
     if (!s.controls.parked)
-      event(self, "paused", fmt::format("training paused at step {}", s.drv.step));
+      event(self, "training_paused", fmt::format("training paused at step {}", s.drv.step),
+            {{"step", s.drv.step}});
     s.controls.parked = true;
     if (s.controls.checkpoint_now) checkpoint_now(self);
     return true;
@@ -197,7 +202,8 @@ bool admit_joiner(Self* self, const control::Join& j, const ActorMessage& m) {
   welcome(self, n, true);
   event(self, "join",
         fmt::format("{} at {}, pid {}: joins the running job ({}; {} of {})", n.id, n.address,
-                    n.pid, rs.what, rs.joiners.size(), rs.joiners_wanted));
+                    n.pid, rs.what, rs.joiners.size(), rs.joiners_wanted),
+        {{"node", n.id}, {"pid", n.pid}, {"address", n.address}});
   if (int64_t(rs.joiners.size()) == rs.joiners_wanted) place_standby(self);
   return true;
 }
@@ -212,7 +218,8 @@ Verdict on_standby_ready(Self* self, const train::Ready& r, const ActorMessage& 
     event(self, "standby",
           fmt::format("{} newcomer(s) ready after {:.0f} ms; they enter at the next step "
                       "boundary",
-                      rs.standby_ready.size(), ms_since(self, rs.asked)));
+                      rs.standby_ready.size(), ms_since(self, rs.asked)),
+          {{"duration_ms", ms_since(self, rs.asked)}, {"newcomers", rs.standby_ready.size()}});
   return {};
 }
 
@@ -232,7 +239,11 @@ Verdict on_reshaped(Self* self, const train::Recovered& r, const ActorMessage& m
                   "request)",
                   rs.what, c.workers.size(), committed_version(self), ms_since(self, rs.boundary),
                   ms_since(self, rs.asked));
-  event(self, rs.leaving.empty() ? "scaled" : "drained", s.controls.last_reshape);
+  nlohmann::json left = nlohmann::json::array();
+  for (const NodeInfo& n : rs.leaving) left.push_back(n.id);
+  event(self, rs.leaving.empty() ? "scaled" : "drained", s.controls.last_reshape,
+        {{"pause_ms", ms_since(self, rs.boundary)}, {"duration_ms", ms_since(self, rs.asked)},
+         {"workers", c.workers.size()}, {"left", left}});
   rs = ReshapeState{};
   publish_view(self);
   enter_phase(self, Phase::running);

@@ -14,6 +14,7 @@
 #include "actors/coordinator.h"
 #include "actors/dispatch.h"
 #include "actors/protocol.h"
+#include <nlohmann/json.hpp>
 #include "runtime/control.pb.h"
 
 namespace troupe::actors::coordinator_impl {
@@ -119,6 +120,7 @@ struct PendingCheckpoint {
   Receipts written;  // CheckpointWritten, by worker index
   std::vector<storage::ShardRecord> shards;
   std::string failed;  // the first worker's error: the checkpoint is skipped
+  double stall_ms = 0;  // the longest copy-out of any worker: what training waited for it
 };
 
 struct CoordinatorState {
@@ -141,7 +143,10 @@ using Self = caf::stateful_actor<CoordinatorState>;
 inline time_point now(Self* self) {
   return self->clock().now();
 }
-void event(Self* self, const std::string& kind, const std::string& text);
+// An event for events.jsonl (on_event): its kind, the text for people, and typed fields for
+// machines (node, pid, reason, durations in ms); epoch and committed step are added here.
+void event(Self* self, const std::string& kind, const std::string& text,
+           nlohmann::json fields = nlohmann::json::object());
 
 template <class Proto>
 void send_to(Self* self, const std::string& to, uint32_t type, const Proto& body,
@@ -169,7 +174,8 @@ void lose_node(Self* self, const std::string& node, const std::string& why, bool
 void publish_view(Self* self);
 // The survivors of the view go back to the committed step under a new epoch; node k (an
 // index into nodes) is gone with it, or none (npos: a reshape aborted, every worker alive).
-void recover_without(Self* self, size_t k, const std::string& what);
+void recover_without(Self* self, size_t k, const std::string& what,
+                     nlohmann::json fields = nlohmann::json::object());
 void bump_epoch(Self* self);
 void welcome(Self* self, const NodeInfo& n, bool running);
 void on_tick(Self* self);

@@ -31,15 +31,16 @@ void maybe_checkpoint(Self* self, int64_t version, bool forced) {
   // Into the last checkpoint's buffers: its write is done (joined above).
   std::shared_ptr<std::vector<model::StateTensor>> snap = s.snapshot;
   s.trainer->snapshot_state_into(s.owners[size_t(s.me)], s.me == 0, snap.get());
-  s.snapshot_seconds +=
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const double snapshot_ms =
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  s.snapshot_seconds += snapshot_ms / 1000;
   const std::string writer = fmt::format("e{}-w{}", s.epoch, s.me);
   const std::string dir = storage::checkpoint_dir(s.ctx.job.run_dir, version) + "/" + writer;
   ActorMessage m = make_message(s.ctx.address, s.ctx.coordinator, checkpoint_written_type,
                                 train::CheckpointWritten{});
   m.epoch = s.epoch;
   const int64_t me = s.me;
-  s.checkpoint_writer = std::thread([snap, dir, writer, version, me, m = std::move(m),
+  s.checkpoint_writer = std::thread([snap, dir, writer, version, me, snapshot_ms, m = std::move(m),
                                      router = s.ctx.router, faults = s.storage_faults]() mutable {
     storage::lower_this_thread_priority();
     auto written = storage::write_shards(dir, writer, version, storage::shard_views(*snap), faults);
@@ -47,6 +48,7 @@ void maybe_checkpoint(Self* self, int64_t version, bool forced) {
     w.set_step(version);
     w.set_worker(me);
     w.set_ok(written.ok());
+    w.set_snapshot_ms(snapshot_ms);
     if (!written.ok()) w.set_error(written.status().message());
     train::ShardList list;
     if (written.ok())

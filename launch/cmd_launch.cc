@@ -17,6 +17,8 @@
 #include "actors/roles.h"
 #include "config/config_parse.h"
 #include "launch/commands.h"
+#include "launch/control.h"
+#include "launch/job_control.h"
 #include "launch/progress.h"
 #include "launch/run_files.h"
 #include "launch/supervisor.h"
@@ -43,6 +45,7 @@ struct LaunchArgs {
   bool resume = false;        // continue the run in run_dir from its newest checkpoint
   int64_t min_nodes = 1, max_nodes = 64;
   std::vector<std::string> scale_at;  // "STEP:N": scale to N node processes after STEP
+  ControlOptions control;             // --control-host, --control-port
 };
 
 // --scale-at STEP:N, checked.
@@ -163,9 +166,11 @@ class LaunchJob {
     install_stop_signals();
     host_ = start_host(a_, secret_);
     coordinator_ = actors::spawn_coordinator(*host_, coordinator_options());
+    endpoint_.start(a_.run_dir, a_.control, control_, a_.max_nodes);
     print_start();
     start_nodes();
     const actors::JobResult r = supervise();
+    endpoint_.stop();
     progress_.finish();
     // The nodes exit on the coordinator's Shutdown; what has not within 2 s (a hung node) is
     // stopped: SIGTERM, then SIGKILL after 1 s.
@@ -254,6 +259,8 @@ class LaunchJob {
 
   void on_step(const actors::StepReport& r) {
     const double tps = double(step_tokens_) / std::max(r.seconds, 1e-9);
+    control_.on_step(r.stats.step, r.stats.loss, tps, elapsed_s(),
+                     r.has_val ? &r.val_loss : nullptr);
     last_loss_ = r.stats.loss;
     if (r.has_val) last_val_ = r.val_loss;
     write_or_stop(metrics_, metrics_line(r.stats, tps, r.val_loss, r.has_val));
@@ -280,10 +287,17 @@ class LaunchJob {
     if (coordinator_) actors::request_stop(coordinator_, write_error_);
   }
 
-  void on_event(const std::string& kind, const std::string& text) {
-    write_or_stop(
-        events_,
-        nlohmann::json{{"t_s", elapsed_s()}, {"event", kind}, {"text", text}}.dump() + "\n");
+  // One line of events.jsonl: its kind (also as "event", the name earlier runs used), the
+  // text, and the typed fields (node, pid, step, epoch, reason, *_ms durations).
+  void on_event(const std::string& kind, const std::string& text,
+                const nlohmann::json& fields = nlohmann::json::object()) {
+    nlohmann::json line = {{"t_s", elapsed_s()}, {"kind", kind}, {"event", kind}, {"text", text}};
+    line.update(fields);
+    std::lock_guard lock(events_mu_);  // the coordinator's thread and the supervising one
+    if (line.contains("node") && line.contains("pid") && (kind == "join"))
+      node_of_pid_[line["pid"].get<int64_t>()] = line["node"].get<std::string>();
+    write_or_stop(events_, line.dump() + "\n");
+    control_.on_event(line);
     if (kind != "view") progress_.note("[" + kind + "] " + text);
     if (kind == "view") joined_ = true;
     if (kind == "view" && a_.kill_node_at == 0) chaos_kill("as the workers start");
@@ -300,8 +314,9 @@ class LaunchJob {
     co.resume_step = resume_ ? resume_->step : 0;
     co.min_nodes = a_.min_nodes;
     co.on_step = [this](const actors::StepReport& r) { on_step(r); };
-    co.on_event = [this](const std::string& kind, const std::string& text) {
-      on_event(kind, text);
+    co.on_event = [this](const std::string& kind, const std::string& text,
+                         const nlohmann::json& fields) {
+      on_event(kind, text, fields);
     };
     auto done = done_;
     co.on_done = [done](const actors::JobResult& r) { done->set_value(r); };
@@ -349,21 +364,35 @@ class LaunchJob {
   std::string ask(const std::string& kind, int64_t nodes = 0, const std::string& node = "") {
     const actors::ControlAnswer a =
         actors::ask_coordinator(host_->actor_system(), coordinator_, kind, nodes, node);
-    for (int64_t i = 0; a.error.empty() && i < a.start_nodes; ++i) start_node_process();
+    if (a.error.empty()) pending_starts_ += a.start_nodes;  // started by the supervising thread
     return a.error;
   }
 
   // A node process that exited after every node joined: a drained node (exit 0) left; a
   // lost one is the coordinator's to recover from, and with replace_lost a fresh one joins.
   void on_node_exit(const ChildExit& e, bool* stopping) {
-    if (e.exit_code == 0) return progress_.note("[exit] " + e.exited());
+    std::string id;
+    {
+      std::lock_guard lock(events_mu_);
+      if (auto it = node_of_pid_.find(int64_t(e.pid)); it != node_of_pid_.end()) id = it->second;
+    }
+    const std::string log = "node-" + e.name.substr(e.name.find(' ') + 1) + ".log";
+    on_event("node_exit",
+             id.empty() ? e.exited() + " (before it joined; log " + log + ")"
+                        : id + " (pid " + std::to_string(e.pid) + ", log " + log + ") exited (" +
+                              e.describe() + ")",
+             {{"node", id},
+              {"pid", e.pid},
+              {"reason", e.describe()},
+              {"exit_code", e.exit_code},
+              {"signal", e.signal}});
+    if (e.exit_code == 0) return;
     if (!cfg_.fault_tolerance.recover) {
       if (!*stopping) actors::request_stop(coordinator_, e.exited() + "; see " + a_.run_dir +
                                                              "/node-*.log");
       *stopping = true;
       return;
     }
-    progress_.note("[exit] " + e.exited());
     if (!cfg_.fault_tolerance.replace_lost || *stopping) return;
     const std::string why = ask("replace");
     progress_.note(why.empty() ? "[replace] a fresh node process joins in its place"
@@ -395,6 +424,9 @@ class LaunchJob {
         progress_.note(why.empty() ? "[scale] to " + std::to_string(n) + " nodes"
                                    : "[scale] to " + std::to_string(n) + " refused: " + why);
       }
+      // Here, on the thread that started the others: a child's death signal follows the
+      // thread that forked it (PR_SET_PDEATHSIG), and this one lives as long as the job.
+      for (int64_t k = pending_starts_.exchange(0); k > 0 && !stopping; --k) start_node_process();
     }
     return result.get();
   }
@@ -454,6 +486,16 @@ class LaunchJob {
   std::atomic<bool> joined_ = false;
   std::atomic<pid_t> victim_ = 0;
   std::atomic<int64_t> scale_wanted_ = 0;
+  std::atomic<int64_t> pending_starts_ = 0;  // node processes asked for, to start
+  std::mutex events_mu_;
+  std::map<int64_t, std::string> node_of_pid_;  // from the join events: pid → node id
+  JobControl control_{[this](const std::string& kind, int64_t n,
+                             const std::string& node) { return ask(kind, n, node); },
+                      [this] {
+                        return nlohmann::json::parse(actors::coordinator_status(
+                            host_->actor_system(), coordinator_));
+                      }};
+  ControlEndpoint endpoint_;
   int threads_ = 0;   // of each node process started here
   int started_ = 0;   // node processes started here
   std::shared_ptr<std::promise<actors::JobResult>> done_ =
@@ -500,6 +542,7 @@ void add_launch_command(CLI::App& app) {
   cmd->add_option("--max-nodes", args->max_nodes,
                   "the most node processes a scale may ask for (default 64)")
       ->check(at_least(1, ""));
+  add_control_options(cmd, &args->control);
   cmd->add_option("--scale-at", args->scale_at,
                   "STEP:N: scale to N node processes after STEP, as `troupe scale` would "
                   "(repeatable; for tests and demos)");

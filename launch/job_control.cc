@@ -1,0 +1,67 @@
+#include "launch/job_control.h"
+
+#include <utility>
+
+namespace troupe::launch {
+
+namespace {
+
+template <class T>
+void push_bounded(std::deque<T>* q, T item, size_t max) {
+  q->push_back(std::move(item));
+  while (q->size() > max) q->pop_front();
+}
+
+}  // namespace
+
+JobControl::JobControl(Ask ask, std::function<nlohmann::json()> status)
+    : ask_(std::move(ask)), status_(std::move(status)) {}
+
+void JobControl::on_step(int64_t step, double loss, double tokens_per_s, double t_s,
+                         const double* val_loss) {
+  metrics_.on_step(step, loss, tokens_per_s);
+  nlohmann::json s = {{"step", step}, {"loss", loss}, {"tokens_per_s", tokens_per_s}, {"t_s", t_s}};
+  if (val_loss) s["val_loss"] = *val_loss;
+  std::lock_guard lock(mu_);
+  tokens_per_s_ = tokens_per_s, loss_ = loss;
+  push_bounded(&steps_, std::move(s), history_steps_max);
+}
+
+void JobControl::on_event(const nlohmann::json& line) {
+  const std::string kind = line.value("kind", "");
+  if (kind == "view") {
+    metrics_.set_epoch(line.value("epoch", int64_t(0)));
+    if (line.contains("nodes") && line["nodes"].is_array())
+      metrics_.set_nodes(int64_t(line["nodes"].size()));
+  } else if (kind == "recover") {
+    metrics_.on_fault(line.value("hung", false) ? "node_hung" : "node_lost");
+  } else if (kind == "recovered") {
+    metrics_.on_recovery(line.value("duration_ms", 0.0) / 1000);
+  } else if (kind == "checkpoint" && line.contains("stall_ms")) {
+    metrics_.on_checkpoint(line.value("stall_ms", 0.0) / 1000);
+  } else if (kind == "dropped" && line.contains("reason")) {
+    metrics_.on_fault("message_dropped");
+  } else if (kind == "node_exit" && line.value("exit_code", -1) != 0) {
+    metrics_.on_fault(kind);  // a drained node exits 0: not a fault
+  } else if (kind == "checkpoint_corrupt" || kind == "checkpoint_skipped" ||
+             kind == "join_refused") {
+    metrics_.on_fault(kind);
+  }
+  std::lock_guard lock(mu_);
+  push_bounded(&events_, line, history_events_max);
+}
+
+nlohmann::json JobControl::status() {
+  nlohmann::json s = status_();
+  std::lock_guard lock(mu_);
+  s["tokens_per_s"] = tokens_per_s_;
+  s["loss"] = loss_;
+  return s;
+}
+
+nlohmann::json JobControl::history() {
+  std::lock_guard lock(mu_);
+  return {{"steps", nlohmann::json(steps_)}, {"events", nlohmann::json(events_)}};
+}
+
+}  // namespace troupe::launch

@@ -1,0 +1,241 @@
+#!/usr/bin/python3
+"""Elastic jobs under `troupe launch`, driven through the control endpoint (issue 13). Every
+job must end with the weights of an undisturbed `troupe train` of the same config:
+
+1. scale: 2 → 4 → 1 node processes through `troupe scale RUN_DIR N`; the leavers exit 0,
+   nothing is recovered from, nothing is redone.
+2. the endpoint on a live job: no token or a wrong one is 401, a malformed body or an
+   impossible request (N < 1, N above --max-nodes, draining an unknown node) is 400, and
+   none of them changes the job; GET /metrics parses with prometheus_client's text parser;
+   pause stops the steps, checkpoint writes one, resume goes on; then `troupe drain`.
+3. replace_lost: a node killed with -9 is recovered from and replaced by a fresh node
+   process that joins by the scale-up path, with every worker's second state transfer
+   corrupted on the wire (TROUPE_TRANSFER_FAULT): each is detected and fetched again.
+
+  elastic_test.py --troupe build/troupe --work DIR [--only NAME]
+"""
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+from launch_checks import TINY, check, failures, steps_done, wait_for
+
+STEPS = 40
+COMMON = ["--set", "train.eval_every=0"]
+
+
+def launch(troupe, run_dir, nodes, extra=(), env=None):
+    return subprocess.Popen([troupe, "launch", "--config", TINY, "--nodes", str(nodes),
+                             "--steps", str(STEPS), "--run-dir", run_dir, "--max-nodes", "4",
+                             *COMMON, *extra],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True, env=env)
+
+
+def finish(p, timeout=300):
+    out, err = p.communicate(timeout=timeout)
+    h = re.search(r"weights ([0-9a-f]{16})", out)
+    return p.returncode, (h.group(1) if h else None), out, err
+
+
+def events(run_dir):
+    try:
+        with open(os.path.join(run_dir, "events.jsonl")) as f:
+            return [json.loads(l) for l in f if l.strip()]
+    except (FileNotFoundError, json.JSONDecodeError):
+        return []
+
+
+def kinds(run_dir, kind):
+    return [e for e in events(run_dir) if e.get("kind") == kind]
+
+
+def troupe_cmd(troupe, *args):
+    r = subprocess.run([troupe, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                       text=True, timeout=60)
+    return r.returncode, r.stdout + r.stderr
+
+
+def endpoint(run_dir):
+    with open(os.path.join(run_dir, "control.json")) as f:
+        address = json.load(f)["address"]
+    with open(os.path.join(run_dir, "control.token")) as f:
+        return address, f.read().strip()
+
+
+def http(run_dir, method, path, body=None, token=None):
+    """(status, parsed JSON or text) of one request; token None: the run dir's."""
+    address, real = endpoint(run_dir)
+    headers = {"Content-Type": "application/json"}
+    if token != "":
+        headers["Authorization"] = "Bearer " + (real if token is None else token)
+    data = body.encode() if isinstance(body, str) else None
+    req = urllib.request.Request(address + path, data=data, headers=headers, method=method)
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            text = r.read().decode()
+            status = r.status
+    except urllib.error.HTTPError as e:
+        text, status = e.read().decode(), e.code
+    try:
+        return status, json.loads(text)
+    except json.JSONDecodeError:
+        return status, text
+
+
+def reference(troupe, work):
+    run = os.path.join(work, "ref")
+    r = subprocess.run([troupe, "train", "--config", TINY, "--steps", str(STEPS), "--run-dir",
+                        run, *COMMON], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                       text=True, timeout=600)
+    h = re.search(r"weights ([0-9a-f]{16})", r.stdout)
+    if r.returncode != 0 or not h:
+        sys.exit(f"the undisturbed troupe train failed: {r.stderr[-500:]}")
+    print(f"undisturbed: {h.group(1)}", flush=True)
+    return h.group(1)
+
+
+def wait_event(run_dir, kind, timeout_s=60, count=1):
+    wait_for(lambda: len(kinds(run_dir, kind)) >= count, timeout_s, f"{count} '{kind}' event(s)")
+
+
+def test_scale(troupe, work, ref):
+    run = os.path.join(work, "scale")
+    p = launch(troupe, run, 2)
+    wait_for(lambda: steps_done(run) >= 4, 120, "step 4")
+    rc, out = troupe_cmd(troupe, "scale", run, "4")
+    check("scale: troupe scale 4 is accepted", rc == 0, out.strip())
+    wait_event(run, "scaled")
+    at = steps_done(run)
+    wait_for(lambda: steps_done(run) >= at + 3, 120, "3 steps on 4 nodes")
+    rc, out = troupe_cmd(troupe, "scale", run, "1")
+    check("scale: troupe scale 1 is accepted", rc == 0, out.strip())
+    wait_event(run, "drained")
+    rc, h, out, err = finish(p)
+    check("scale: 2 → 4 → 1 ends with the undisturbed weights", rc == 0 and h == ref,
+          f"exit {rc}, weights {h} vs {ref}; {err.strip().splitlines()[-1:] if rc else ''}")
+    exits = kinds(run, "node_exit")
+    check("scale: the 3 leavers exit 0", sum(e.get("exit_code") == 0 for e in exits) >= 3,
+          [e["text"] for e in exits])
+    check("scale: nothing recovered, no step redone", not kinds(run, "recover"),
+          [e["text"] for e in kinds(run, "recover")])
+    for e in kinds(run, "scaled") + kinds(run, "drained"):
+        print(f"    {e['kind']}: paused {e['pause_ms']:.0f} ms, {e['duration_ms']:.0f} ms after "
+              "the request", flush=True)
+
+
+def endpoint_refusals(run):
+    status0 = http(run, "GET", "/status")[1]
+    for name, token in (("no token", ""), ("a wrong token", "0" * 64)):
+        code, _ = http(run, "POST", "/scale", '{"nodes": 1}', token=token)
+        check(f"endpoint: POST /scale with {name} is 401", code == 401, code)
+        code, _ = http(run, "GET", "/status", token=token)
+        check(f"endpoint: GET /status with {name} is 401", code == 401, code)
+    for body, why in (('{"nodes": "two"}', "a string"), ('{"nodes": 0}', "N < 1"),
+                      ('{"nodes": 5}', "N above --max-nodes 4"), ("{nodes", "malformed JSON"),
+                      ("{}", "no nodes")):
+        code, reply = http(run, "POST", "/scale", body)
+        check(f"endpoint: POST /scale with {why} is 400", code == 400, f"{code} {reply}")
+    code, reply = http(run, "POST", "/drain", '{"node": "n9"}')
+    check("endpoint: draining an unknown node is 400 naming it", code == 400 and "n9" in str(reply),
+          f"{code} {reply}")
+    status1 = http(run, "GET", "/status")[1]
+    same = [n["id"] for n in status0["nodes"]] == [n["id"] for n in status1["nodes"]]
+    check("endpoint: the refused requests changed nothing", same and not status1["reshape"]
+          and status1["epoch"] == status0["epoch"], f"{status0['epoch']} → {status1['epoch']}")
+
+
+def endpoint_metrics(run):
+    code, text = http(run, "GET", "/metrics")
+    try:
+        from prometheus_client.parser import text_string_to_metric_families
+        names = {f.name for f in text_string_to_metric_families(text)}
+        ok = {"troupe_steps", "troupe_nodes", "troupe_recovery_seconds"} <= names
+    except Exception as e:  # a parse error is the failure this checks for
+        names, ok = str(e), False
+    check("endpoint: GET /metrics parses with prometheus_client", code == 200 and ok, names)
+
+
+def pause_checkpoint_resume(troupe, run):
+    rc, out = troupe_cmd(troupe, "pause", run)
+    check("pause: accepted", rc == 0, out.strip())
+    wait_event(run, "training_paused")
+    held = steps_done(run)
+    time.sleep(1.0)  # the job must not move while paused: watched for a second
+    check("pause: no step while paused", steps_done(run) == held, f"{held} → {steps_done(run)}")
+    rc, out = troupe_cmd(troupe, "checkpoint", run)
+    check("checkpoint: accepted", rc == 0, out.strip())
+    wait_for(lambda: any(e.get("step") == held for e in kinds(run, "checkpoint")), 60,
+             f"the checkpoint of step {held}")
+    rc, out = troupe_cmd(troupe, "resume", run)
+    check("resume: accepted", rc == 0, out.strip())
+
+
+def test_endpoint(troupe, work, ref):
+    run = os.path.join(work, "endpoint")
+    p = launch(troupe, run, 3)
+    wait_for(lambda: steps_done(run) >= 3, 120, "step 3")
+    endpoint_refusals(run)
+    endpoint_metrics(run)
+    pause_checkpoint_resume(troupe, run)
+    rc, out = troupe_cmd(troupe, "drain", run, "n2")
+    check("drain: troupe drain n2 is accepted", rc == 0, out.strip())
+    wait_event(run, "drained")
+    rc, h, out, err = finish(p)
+    check("drain: ends with the undisturbed weights", rc == 0 and h == ref,
+          f"exit {rc}, weights {h} vs {ref}")
+    left = [e for e in kinds(run, "node_exit") if e.get("node") == "n2"]
+    check("drain: n2 exits 0, an event naming it", left and left[0]["exit_code"] == 0, left)
+
+
+def test_replace(troupe, work, ref):
+    run = os.path.join(work, "replace")
+    env = dict(os.environ, TROUPE_TRANSFER_FAULT="corrupt@2")
+    p = launch(troupe, run, 3, ["--kill-node-at", "8", "--set",
+                                "fault_tolerance.replace_lost=true"], env=env)
+    rc, h, out, err = finish(p)
+    check("replace: ends with the undisturbed weights", rc == 0 and h == ref,
+          f"exit {rc}, weights {h} vs {ref}; {err.strip().splitlines()[-1:] if rc else ''}")
+    joins = [e for e in kinds(run, "join") if "running job" in e["text"]]
+    check("replace: a fresh node joined the running job", len(joins) == 1,
+          [e["text"] for e in joins])
+    check("replace: it entered by a reshape", len(kinds(run, "scaled")) == 1,
+          [e["text"] for e in kinds(run, "scaled")])
+    logs = ""
+    for name in os.listdir(run):
+        if name.startswith("node-") and name.endswith(".log"):
+            with open(os.path.join(run, name)) as f:
+                logs += f.read()
+    check("replace: corrupted transfers were detected and fetched again",
+          "fails its CRC32C" in logs and "again" in logs, "no CRC32C failure in the node logs")
+
+
+TESTS = {"scale": test_scale, "endpoint": test_endpoint, "replace": test_replace}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--troupe", required=True)
+    ap.add_argument("--work", required=True)
+    ap.add_argument("--only", choices=sorted(TESTS))
+    a = ap.parse_args()
+    shutil.rmtree(a.work, ignore_errors=True)
+    os.makedirs(a.work)
+    ref = reference(a.troupe, a.work)
+    for name, test in TESTS.items():
+        if a.only in (None, name):
+            test(a.troupe, a.work, ref)
+    if failures:
+        sys.exit(f"{len(failures)} check(s) failed: " + "; ".join(failures))
+    print("elastic: all checks passed")
+
+
+if __name__ == "__main__":
+    main()
