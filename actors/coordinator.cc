@@ -238,6 +238,11 @@ void request_stop(const caf::actor& coordinator, const std::string& why) {
   caf::anon_send(coordinator, stop_atom::value, why);
 }
 
+void tell_node_lost(const caf::actor& coordinator, const std::string& node,
+                    const std::string& why) {
+  caf::anon_send(coordinator, runtime::node_down_atom::value, node, why);
+}
+
 ControlAnswer ask_coordinator(caf::actor_system& system, const caf::actor& coordinator,
                               const std::string& kind, int64_t nodes, const std::string& node) {
   ControlAnswer a;

@@ -76,6 +76,9 @@ caf::actor spawn_coordinator(caf::actor_system& system, caf::actor router,
 
 // Asks the coordinator to stop the job (Ctrl-C): nodes are shut down, on_done reports it.
 void request_stop(const caf::actor& coordinator, const std::string& why);
+// Tells the coordinator that node `node` is gone (its parent saw the process end): handled as
+// a loss found by the fabric; a node lost already is old news.
+void tell_node_lost(const caf::actor& coordinator, const std::string& node, const std::string& why);
 
 // An operator's request (the control endpoint), answered by the coordinator: kind is
 // "scale" (nodes), "drain" (node), "replace" (one lost local node process is restarted),

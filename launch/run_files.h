@@ -8,9 +8,10 @@
 namespace troupe::launch {
 
 // One metrics.jsonl line, "\n" included. Losses are written with every bit (JSON doubles of
-// the float values), so two runs' lines compare exactly.
+// the float values), so two runs' lines compare exactly. unix_ms (when >= 0): the wall clock
+// at the commit, for what measures time across processes (bench-recovery).
 inline std::string metrics_line(const model::StepStats& st, double tokens_per_s, double val_loss,
-                                bool has_val) {
+                                bool has_val, int64_t unix_ms = -1) {
   nlohmann::json j = {{"step", st.step},
                       {"loss", st.loss},
                       {"ce", st.ce},
@@ -20,6 +21,7 @@ inline std::string metrics_line(const model::StepStats& st, double tokens_per_s,
                       {"grad_norm", st.grad_norm},
                       {"tokens_per_s", tokens_per_s}};
   if (has_val) j["val_loss"] = val_loss;
+  if (unix_ms >= 0) j["unix_ms"] = unix_ms;
   return j.dump() + "\n";
 }
 
