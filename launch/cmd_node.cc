@@ -53,6 +53,8 @@ int run_node(const NodeArgs& a) {
   runtime::NodeAgentOptions opt;
   opt.coordinator_address = a.join;
   opt.role_threads = a.threads;
+  opt.listen_address = host.value()->listen_address();
+  opt.pid = uint32_t(::getpid());
   opt.read_fault_tolerance =
       [](const runtime::JobSpec& job) -> runtime::Result<runtime::FaultToleranceConfig> {
     try {

@@ -33,6 +33,7 @@ enum ControlType : uint32_t {
   shutdown_type,
   join_type,  // router → local coordinator: a peer passed the handshake as a new node
   node_error_type,
+  rejoin_type,  // node agent → a restarted coordinator: this node is back, with its roles
 };
 
 // Raw bytes that travel beside the header, uncopied between local actors. `keep` holds the

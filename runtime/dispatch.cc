@@ -10,8 +10,8 @@ namespace troupe::runtime {
 std::string_view control_type_name(uint32_t type) {
   static constexpr std::string_view names[] = {"?",        "Hello",   "Challenge", "Proof",
                                                "Verdict",  "Welcome", "View",      "Heartbeat",
-                                               "Shutdown", "Join",    "NodeError"};
-  if (type >= hello_type && type <= node_error_type) return names[type];
+                                               "Shutdown", "Join",    "NodeError", "Rejoin"};
+  if (type >= hello_type && type <= rejoin_type) return names[type];
   return "unknown";
 }
 

@@ -31,6 +31,9 @@ struct AgentState {
   std::chrono::steady_clock::time_point coordinator_heard, last_tick;
   JobSpec job;
   bool welcomed = false, exited = false;
+  // Lost the coordinator: trying to rejoin a restarted one (NodeAgentOptions::rejoin).
+  bool orphaned = false;
+  std::chrono::steady_clock::time_point orphaned_at, last_rejoin;
   // Views that overtook the Welcome (a Welcome with a payload, the manifest of a resumed
   // job, goes by rendezvous; a View is small and eager): replayed once welcomed.
   std::vector<ActorMessage> before_welcome;
@@ -193,13 +196,34 @@ std::shared_ptr<Dispatcher> agent_table(Self* self) {
 
 void on_message(Self* self, const Dispatcher& table, ActorMessage& m) {
   auto& s = self->state;
-  if (s.welcomed && node_of(m.from) == s.coordinator_node)
+  if (s.welcomed && node_of(m.from) == s.coordinator_node) {
     s.coordinator_heard = std::chrono::steady_clock::now();
+    if (std::exchange(s.orphaned, false))
+      log::info("rejoined the restarted coordinator after {} ms",
+                std::chrono::duration_cast<std::chrono::milliseconds>(s.coordinator_heard -
+                                                                      s.orphaned_at)
+                    .count());
+  }
   if (Verdict dropped = table.dispatch(m)) s.drops.record(*dropped, m);
   if (!s.welcomed || s.before_welcome.empty()) return;
   std::vector<ActorMessage> held;
   held.swap(s.before_welcome);
   for (ActorMessage& h : held) on_message(self, table, h);
+}
+
+// Reconnects to the coordinator's address (a restarted coordinator listens where the lost one
+// did) and says this node is back; the coordinator's first message ends the orphan state.
+void try_rejoin(Self* self) {
+  auto& s = self->state;
+  s.last_rejoin = steady::now();
+  self->send(s.router, forget_atom::value, s.coordinator_node);
+  self->send(s.router, address_atom::value, s.coordinator_node, s.options.coordinator_address);
+  control::Rejoin r;
+  r.set_node_id(s.node_id);
+  r.set_address(s.options.listen_address);
+  r.set_pid(s.options.pid);
+  r.set_epoch(s.epoch);
+  to_coordinator(self, rejoin_type, r);
 }
 
 caf::behavior agent(Self* self, caf::actor router, NodeAgentOptions options) {
@@ -224,6 +248,7 @@ caf::behavior agent(Self* self, caf::actor router, NodeAgentOptions options) {
                         fmt::format("the coordinator has sent nothing for {} ms (hung?): this "
                                     "node leaves (fault_tolerance.coordinator_timeout_ms)",
                                     s.coordinator_timeout.count()));
+        if (s.orphaned && now - s.last_rejoin >= s.options.rejoin_interval) try_rejoin(self);
         control::Heartbeat hb;
         hb.set_sequence(++s.heartbeats);
         to_coordinator(self, heartbeat_type, hb);
@@ -242,8 +267,17 @@ caf::behavior agent(Self* self, caf::actor router, NodeAgentOptions options) {
         if (!s.welcomed)
           return finish(self, 1,
                         fmt::format("could not join {}: {}", s.options.coordinator_address, why));
-        if (node.empty() || node == s.coordinator_node)
+        if ((node.empty() || node == s.coordinator_node) && s.orphaned) return;  // a try failed
+        if ((node.empty() || node == s.coordinator_node) && !s.options.rejoin)
           return finish(self, 1, fmt::format("lost the coordinator: {}", why));
+        if (node.empty() || node == s.coordinator_node) {
+          s.orphaned = true;
+          s.orphaned_at = steady::now();
+          log::warn("lost the coordinator ({}): its roles go on; rejoining a restarted one at {} "
+                    "for up to {} ms",
+                    why, s.options.coordinator_address, s.coordinator_timeout.count());
+          return try_rejoin(self);
+        }
         log::warn("node {} is down: {}", node, why);
       },
   };

@@ -2,7 +2,9 @@
 // (the router runs the handshake), learns its node id and the job from the Welcome,
 // heartbeats, follows the coordinator's View (epoch, node addresses, placement) and spawns
 // the roles placed on its node from the role registry (roles.h). It ends the process's
-// run, through on_exit, on Shutdown, on losing the coordinator, or when a role fails.
+// run, through on_exit, on Shutdown, on losing the coordinator for good (it waits
+// coordinator_timeout_ms for a restarted one, rejoining with its roles), or when a role
+// fails.
 #pragma once
 
 #include <caf/actor.hpp>
@@ -28,6 +30,13 @@ struct NodeAgentOptions {
   // answers): the node gives up with status 1 instead of waiting forever.
   std::chrono::milliseconds join_timeout{30000};
   int role_threads = 0;  // RoleContext::threads for the roles placed here
+  // A coordinator lost after the Welcome: the node keeps its roles and tries to rejoin a
+  // coordinator restarted at the same address (every rejoin_interval), up to the job's
+  // coordinator_timeout_ms; false: it leaves at once.
+  bool rejoin = true;
+  std::chrono::milliseconds rejoin_interval{200};
+  std::string listen_address;  // this node's, said in its Rejoin
+  uint32_t pid = 0;
   // Called once, from an actor thread: exit code (0: the job ended normally) and why.
   std::function<void(int code, const std::string& why)> on_exit;
 };
