@@ -1,7 +1,8 @@
 // The control endpoint's clients (launch/control.h): `troupe status|scale|drain|pause|resume|
 // checkpoint RUN_DIR ...` find a running job through RUN_DIR/control.json and control.token
 // and send it one request. Exit 0 when it was done, 1 when the job refused it or could not
-// be reached (its message printed), 2 on a usage error.
+// be reached (its message printed), 2 on a usage error. `troupe status RUN_DIR --page` prints
+// the URL of the operators' page instead of the status.
 #include <cstdio>
 #include <memory>
 
@@ -19,6 +20,7 @@ struct ClientArgs {
   std::string run_dir;
   int64_t nodes = 0;
   std::string node;
+  bool page = false;  // status --page: print the page's URL instead
   double timeout_s = double(runtime::http_call_timeout_ms) / 1000;
 };
 
@@ -58,9 +60,16 @@ void expect_ok(const runtime::HttpReply& reply, const std::string& what) {
                   "): " + message_of(reply));
 }
 
+// With --page, the URL of the operators' page (GET /) with the token in its fragment, once
+// the job answered: a browser never sends the fragment, so it reaches neither server nor logs.
 void run_status(const ClientArgs& args) {
   const runtime::HttpReply reply = call_job(args, "GET", "/status", "");
   expect_ok(reply, "status");
+  if (args.page) {
+    const ControlAccess access = read_control_access(args.run_dir);
+    std::printf("%s/#token=%s\n", access.address.c_str(), access.token.c_str());
+    return;
+  }
   const json body = json::parse(reply.body, nullptr, false);
   std::printf("%s\n", body.is_discarded() ? reply.body.c_str() : body.dump(2).c_str());
 }
@@ -86,9 +95,10 @@ CLI::App* add_client(CLI::App& app, const char* name, const char* help,
 
 void add_control_commands(CLI::App& app) {
   auto args = std::make_shared<ClientArgs>();
-  add_client(app, "status", "print a running job's status (JSON)", args)->callback([args] {
-    run_status(*args);
-  });
+  CLI::App* status = add_client(app, "status", "print a running job's status (JSON)", args);
+  status->add_flag("--page", args->page,
+                   "print the URL of the job's live page (with its token) instead");
+  status->callback([args] { run_status(*args); });
   CLI::App* scale = add_client(app, "scale", "ask a running job to train on N nodes", args);
   scale->add_option("nodes", args->nodes, "node count")->required()->check(at_least(1, "nodes"));
   scale->callback([args] { run_post(*args, "/scale", {{"nodes", args->nodes}}); });

@@ -6,11 +6,15 @@
 // With Engram, weights.safetensors holds the tables and the dumps hold each table's
 // gradient as a dense (R, D) tensor `grad.<table name>`: the touched rows' sums, zeros
 // elsewhere (so compare.py checks it row by row, untouched rows included).
+//   troupe dev page
+// prints the operators' page that GET / serves (launch/control.h), for tests of the page.
+#include <cstdio>
 #include <filesystem>
 
 #include "config/config_parse.h"
 #include "data/data.h"
 #include "launch/commands.h"
+#include "launch/control.h"
 #include "model/rng.h"
 #include "storage/weights_io.h"
 #include "train/trainer.h"
@@ -140,6 +144,12 @@ void add_dev_command(CLI::App& app) {
   grads->add_flag("--perturb", args->perturb, "move α, b, norms and biases off their init");
   grads->add_option("--threads", args->threads, "compute threads")->check(at_least(1, ""));
   grads->callback([args] { run_grads(*args); });
+  // What GET / serves, for tests/launch/page_test.py's stand-in endpoint.
+  dev->add_subcommand("page", "print the operators' page (launch/page/index.html) as built in")
+      ->callback([] {
+        const std::string_view page = control_page_html();
+        std::fwrite(page.data(), 1, page.size(), stdout);
+      });
 }
 
 }  // namespace troupe::launch

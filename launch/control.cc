@@ -10,6 +10,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <sstream>
 #include <variant>
 
@@ -23,6 +24,7 @@ namespace {
 
 constexpr const char* json_type = "application/json";
 constexpr const char* metrics_type = "text/plain; version=0.0.4; charset=utf-8";
+constexpr const char* html_type = "text/html; charset=utf-8";
 // How much of a wrong value an error quotes back.
 constexpr size_t quoted_value_chars_max = 64;
 
@@ -30,9 +32,9 @@ struct Route {
   const char* path;
   const char* method;
 };
-constexpr Route routes[] = {{"/status", "GET"},     {"/metrics", "GET"}, {"/scale", "POST"},
-                            {"/drain", "POST"},     {"/pause", "POST"},  {"/resume", "POST"},
-                            {"/checkpoint", "POST"}};
+constexpr Route routes[] = {{"/", "GET"},        {"/status", "GET"},  {"/metrics", "GET"},
+                            {"/history", "GET"}, {"/scale", "POST"},  {"/drain", "POST"},
+                            {"/pause", "POST"},  {"/resume", "POST"}, {"/checkpoint", "POST"}};
 
 runtime::HttpReply json_reply(int status, const json& body) {
   return {status, json_type, body.dump()};
@@ -119,13 +121,16 @@ runtime::HttpReply plain_post(const runtime::HttpRequest& req,
 runtime::HttpReply dispatch(const runtime::HttpRequest& req, ControlTarget& target,
                             int64_t max_nodes) {
   const std::string& p = req.target;
+  if (p == "/") return {200, html_type, std::string(control_page_html())};
   if (p == "/status") return json_reply(200, target.status());
   if (p == "/metrics") return {200, metrics_type, target.metrics_text()};
+  if (p == "/history") return json_reply(200, target.history());
   if (p == "/scale") return scale(req, target, max_nodes);
   if (p == "/drain") return drain(req, target);
   if (p == "/pause") return plain_post(req, &ControlTarget::pause, target);
   if (p == "/resume") return plain_post(req, &ControlTarget::resume, target);
-  return plain_post(req, &ControlTarget::checkpoint, target);  // the last of `routes`
+  if (p == "/checkpoint") return plain_post(req, &ControlTarget::checkpoint, target);
+  return error_reply(500, "control: route " + p + " has no handler");  // `routes` and this differ
 }
 
 }  // namespace
@@ -227,6 +232,7 @@ void ControlEndpoint::start(const std::string& run_dir, const std::string& host,
     throw UsageError("control: --control-port must be 0 to 65535, got " + std::to_string(port));
   runtime::HttpServerOptions options;
   options.token = random_token();
+  options.public_paths.assign(std::begin(control_public_paths), std::end(control_public_paths));
   auto server = std::make_unique<runtime::HttpServer>(options);
   const runtime::Status listening =
       server->start(host, uint16_t(port), [&target, max_nodes](const runtime::HttpRequest& r) {

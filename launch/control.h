@@ -3,17 +3,21 @@
 // client where it is and what token to send. It knows nothing of the coordinator: the
 // coordinator implements ControlTarget.
 //
+//   GET  /            200 text/html: the operators' page (launch/page/index.html); no token
 //   GET  /status      200 application/json: ControlTarget::status()
 //   GET  /metrics     200 text/plain; version=0.0.4: ControlTarget::metrics_text()
+//   GET  /history     200 application/json: ControlTarget::history()
 //   POST /scale       {"nodes": N}, 1 <= N <= max_nodes
 //   POST /drain       {"node": "n2"}
 //   POST /pause, /resume, /checkpoint   no body (or a JSON object, ignored)
 //
-// Every request needs `Authorization: Bearer <token>` (401 otherwise, and the target is not
-// called). A POST answers 200 {"ok":true,"message":...}; a body that is not what the route
-// wants 400 {"error":...} naming what was wrong, without calling the target; the target's
-// own refusal (ControlReply::status 4xx) {"ok":false,"error":...} with its status. An
-// unknown path is 404, a known one with the wrong method 405.
+// Every request but GET / needs `Authorization: Bearer <token>` (401 otherwise, and the target
+// is not called). The page holds no secret: its script takes the token from the URL's
+// fragment (`ADDRESS/#token=HEX`, which never reaches the server) and sends it itself.
+// A POST answers 200 {"ok":true,"message":...}; a body that is not what the route wants 400
+// {"error":...} naming what was wrong, without calling the target; the target's own refusal
+// (ControlReply::status 4xx) {"ok":false,"error":...} with its status. An unknown path is 404, a
+// known one with the wrong method 405.
 #pragma once
 
 #include <CLI/CLI.hpp>
@@ -21,6 +25,7 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <string_view>
 
 #include "runtime/http_server.h"
 
@@ -30,6 +35,16 @@ namespace troupe::launch {
 inline constexpr size_t drain_node_name_bytes_max = 64;
 // control.token: this many random bytes (OpenSSL RAND_bytes), written as hex.
 inline constexpr size_t control_token_random_bytes = 32;
+// GET /history: the page polls it every second, so it stays small (~150 KiB at most): 2000
+// steps draw a curve as fine as the page is wide, 500 events are more than a screen.
+inline constexpr size_t control_history_steps_max = 2000;
+inline constexpr size_t control_history_events_max = 500;
+
+// The paths served without the token (GET only): the page, which then sends it itself.
+inline constexpr const char* control_public_paths[] = {"/"};
+
+// The operators' page, launch/page/index.html as it was at build time.
+std::string_view control_page_html();
 
 struct ControlReply {
   int status = 200;  // 200 done or accepted; 400 when the request is impossible (unknown node)
@@ -43,6 +58,15 @@ class ControlTarget {
   virtual ~ControlTarget() = default;
   virtual nlohmann::json status() = 0;     // GET /status body
   virtual std::string metrics_text() = 0;  // GET /metrics body (Prometheus text)
+  // GET /history body: what the page draws its curves and timeline from, oldest first, at
+  // most the last control_history_steps_max steps and control_history_events_max events (the
+  // implementation drops older ones):
+  //   {"steps":  [{"step": 12, "loss": 3.1, "tokens_per_s": 5400.0, "t_s": 4.2,
+  //                "val_loss": 3.3 (only on steps that measured it)}, ...],
+  //    "events": [{"t_s": 4.5, "kind": "scale_requested", "text": "scale 2 → 3",
+  //                ...any other fields of the event (step, duration_ms, ...)}, ...]}
+  // t_s: seconds since the job started, as in metrics.jsonl and events.jsonl.
+  virtual nlohmann::json history() = 0;
   virtual ControlReply scale(int64_t nodes) = 0;
   virtual ControlReply drain(const std::string& node) = 0;
   virtual ControlReply pause() = 0;

@@ -24,7 +24,7 @@ void JobControl::on_step(int64_t step, double loss, double tokens_per_s, double 
   if (val_loss) s["val_loss"] = *val_loss;
   std::lock_guard lock(mu_);
   tokens_per_s_ = tokens_per_s, loss_ = loss;
-  push_bounded(&steps_, std::move(s), history_steps_max);
+  push_bounded(&steps_, std::move(s), control_history_steps_max);
 }
 
 void JobControl::on_event(const nlohmann::json& line) {
@@ -48,7 +48,7 @@ void JobControl::on_event(const nlohmann::json& line) {
     metrics_.on_fault(kind);
   }
   std::lock_guard lock(mu_);
-  push_bounded(&events_, line, history_events_max);
+  push_bounded(&events_, line, control_history_events_max);
 }
 
 nlohmann::json JobControl::status() {

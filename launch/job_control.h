@@ -17,9 +17,6 @@
 
 namespace troupe::launch {
 
-// What GET /history returns at most: the page draws curves and a timeline from it.
-inline constexpr size_t history_steps_max = 2000;
-inline constexpr size_t history_events_max = 500;
 
 class JobControl : public ControlTarget {
  public:
@@ -34,7 +31,7 @@ class JobControl : public ControlTarget {
 
   nlohmann::json status() override;
   std::string metrics_text() override { return metrics_.text(); }
-  nlohmann::json history();  // GET /history
+  nlohmann::json history() override;
   ControlReply scale(int64_t nodes) override { return reply(ask_("scale", nodes, "")); }
   ControlReply drain(const std::string& node) override { return reply(ask_("drain", 0, node)); }
   ControlReply pause() override { return reply(ask_("pause", 0, "")); }

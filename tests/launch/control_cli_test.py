@@ -1,7 +1,8 @@
 #!/usr/bin/python3
 """`troupe status|scale|drain|pause|resume|checkpoint RUN_DIR` against a stand-in endpoint
 (a Python HTTP server that checks the bearer token and answers like launch/control.h):
-what each sends, what it prints, and its exit status — 0 done, 1 refused or unreachable,
+what each sends, what it prints (`status --page`: the page's URL with the token in its
+fragment, once the job answered), and its exit status — 0 done, 1 refused or unreachable,
 2 a usage error (no endpoint files, bad arguments). The real endpoint's routes are
 tests/launch/control_test.cc; this is the commands around them.
 
@@ -102,6 +103,11 @@ def main():
 
     expect("status", run(t, "status", run_dir), 0, out_has='"step": 12',
            sent=("GET", "/status", ""))
+    url = f"http://127.0.0.1:{port}/#token={TOKEN}"
+    got = run(t, "status", run_dir, "--page")
+    expect("status --page", got, 0, out_has=url, sent=("GET", "/status", ""))
+    if got[1] != url:
+        failures.append(f"status --page: wanted exactly {url!r} on stdout, got {got[1]!r}")
     expect("scale", run(t, "scale", run_dir, "3"), 0, out_has="did scale",
            sent=("POST", "/scale", '{"nodes":3}'))
     expect("drain", run(t, "drain", run_dir, "n2"), 0, out_has="did drain",
@@ -123,6 +129,8 @@ def main():
     server.shutdown()
     server.server_close()
     expect("job gone", run(t, "status", run_dir, "--timeout-s", "5"), 1,
+           err_has="is the job still running?")
+    expect("job gone, --page", run(t, "status", run_dir, "--page", "--timeout-s", "5"), 1,
            err_has="is the job still running?")
     with open(os.path.join(run_dir, "control.json"), "w") as f:
         f.write("{not json")

@@ -8,8 +8,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <mutex>
 
 #include "launch/commands.h"
@@ -29,6 +31,11 @@ class FakeTarget : public ControlTarget {
   std::string metrics_text() override {
     record("metrics");
     return metrics;
+  }
+  json history() override {
+    record("history");
+    return {{"steps", {{{"step", 1}, {"loss", 3.5}, {"tokens_per_s", 900.0}, {"t_s", 0.4}}}},
+            {"events", {{{"t_s", 0.1}, {"kind", "start"}, {"text", "2 nodes"}}}}};
   }
   ControlReply scale(int64_t nodes) override {
     record("scale " + std::to_string(nodes));
@@ -125,8 +132,29 @@ TEST(Control, GoodRequestsReachTheTarget) {
   r = route(t, "GET", "/metrics");
   EXPECT_EQ(r.content_type, "text/plain; version=0.0.4; charset=utf-8");
   EXPECT_EQ(r.body, t.metrics);
+  r = route(t, "GET", "/history");
+  EXPECT_EQ(r.status, 200);
+  EXPECT_EQ(r.content_type, "application/json");
+  EXPECT_EQ(json::parse(r.body), t.history());
   EXPECT_EQ(t.calls(), (std::vector<std::string>{"scale 8", "drain n2", "pause", "resume", "status",
-                                                 "metrics"}));
+                                                 "metrics", "history", "history"}));
+}
+
+// GET / is the page as launch/page/index.html holds it now: the build embedded the current file.
+TEST(Control, PageIsTheSourceFileAndCallsNothing) {
+  FakeTarget t;
+  const runtime::HttpReply r = route(t, "GET", "/");
+  EXPECT_EQ(r.status, 200);
+  EXPECT_EQ(r.content_type, "text/html; charset=utf-8");
+  const char* source_dir = std::getenv("TROUPE_SOURCE_DIR");
+  ASSERT_NE(source_dir, nullptr) << "TROUPE_SOURCE_DIR is not set (tests/CMakeLists.txt sets it)";
+  std::ifstream in(std::string(source_dir) + "/launch/page/index.html", std::ios::binary);
+  ASSERT_TRUE(in) << "cannot open launch/page/index.html under " << source_dir;
+  const std::string source((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  EXPECT_EQ(r.body, source) << "the embedded page is not launch/page/index.html: rebuild";
+  EXPECT_NE(r.body.find("troupe status RUN_DIR --page"), std::string::npos);
+  EXPECT_EQ(route(t, "POST", "/").status, 405);
+  EXPECT_TRUE(t.calls().empty());
 }
 
 TEST(Control, TargetRefusalPassesThroughAndItsExceptionIs500) {
@@ -144,7 +172,8 @@ TEST(Control, UnknownPathIs404AndWrongMethod405) {
   FakeTarget t;
   runtime::HttpReply r = route(t, "GET", "/nodes");
   EXPECT_EQ(r.status, 404);
-  EXPECT_NE(r.body.find("no route /nodes; routes: GET /status, GET /metrics, POST /scale"),
+  EXPECT_NE(r.body.find("no route /nodes; routes: GET /, GET /status, GET /metrics, GET /history, "
+                        "POST /scale"),
             std::string::npos)
       << r.body;
   r = route(t, "GET", "/scale");
@@ -212,8 +241,15 @@ TEST_F(ControlEndpointTest, FilesLeadToItAndOnlyTheTokenGetsIn) {
     EXPECT_EQ(call("POST", "/pause", bad).status, 401);
     EXPECT_EQ(call("GET", "/status", bad).status, 401);
   }
+  EXPECT_EQ(call("GET", "/history", "").status, 401);
+  EXPECT_EQ(call("POST", "/", "").status, 401) << "only GET / is public";
   EXPECT_TRUE(t.calls().empty()) << "a 401 reached the target";
-  EXPECT_EQ(ep.counters().unauthorized, 6u);
+  EXPECT_EQ(ep.counters().unauthorized, 8u);
+  const runtime::HttpReply page = call("GET", "/", "");
+  EXPECT_EQ(page.status, 200) << "the page needs no token";
+  EXPECT_EQ(page.content_type, "text/html; charset=utf-8");
+  EXPECT_EQ(page.body, std::string(control_page_html()));
+  EXPECT_EQ(page.body.find(access.token), std::string::npos) << "the page holds the token";
   const runtime::HttpReply r = call("GET", "/status", access.token);
   EXPECT_EQ(r.status, 200);
   EXPECT_EQ(json::parse(r.body)["nodes"], 3);

@@ -135,6 +135,7 @@ class MetricsTarget : public ControlTarget {
   explicit MetricsTarget(JobMetrics& m) : m_(m) {}
   nlohmann::json status() override { return nlohmann::json::object(); }
   std::string metrics_text() override { return m_.text(); }
+  nlohmann::json history() override { return nlohmann::json::object(); }
   ControlReply scale(int64_t) override { return {400, "no"}; }
   ControlReply drain(const std::string&) override { return {400, "no"}; }
   ControlReply pause() override { return {400, "no"}; }
