@@ -37,8 +37,7 @@ const char* phase_name(Phase p) {
   return "?";
 }
 
-void event(Self* self, const std::string& kind, const std::string& text,
-           nlohmann::json fields) {
+void event(Self* self, const std::string& kind, const std::string& text, nlohmann::json fields) {
   fields["epoch"] = self->state.core.epoch;
   if (!fields.contains("step")) fields["step"] = self->state.drv.committed;
   if (self->state.opt.on_event) self->state.opt.on_event(kind, text, fields);

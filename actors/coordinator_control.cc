@@ -81,8 +81,8 @@ std::string replace(Self* self, int64_t* start_nodes) {
 
 }  // namespace
 
-std::string on_control(Self* self, const std::string& kind, int64_t nodes,
-                       const std::string& node, int64_t* start_nodes) {
+std::string on_control(Self* self, const std::string& kind, int64_t nodes, const std::string& node,
+                       int64_t* start_nodes) {
   auto& s = self->state;
   *start_nodes = 0;
   if (!job_running(s.core.phase))
@@ -118,23 +118,23 @@ std::string status_json(Self* self) {
   const auto t = now(self);
   nlohmann::json nodes = nlohmann::json::array();
   const auto add = [&](const NodeInfo& n, const std::string& state, const std::string& worker) {
-    nodes.push_back({{"id", n.id},
-                     {"host", n.address},
-                     {"pid", n.pid},
-                     {"role", "worker"},
-                     {"worker", worker},
-                     {"state", state},
-                     {"heartbeat_age_ms",
-                      std::chrono::duration_cast<std::chrono::milliseconds>(t - n.last_heard)
-                          .count()}});
+    nodes.push_back(
+        {{"id", n.id},
+         {"host", n.address},
+         {"pid", n.pid},
+         {"role", "worker"},
+         {"worker", worker},
+         {"state", state},
+         {"heartbeat_age_ms",
+          std::chrono::duration_cast<std::chrono::milliseconds>(t - n.last_heard).count()}});
   };
   const auto& c = s.core;
   const auto& rs = s.reshape;
   for (size_t i = 0; i < c.nodes.size(); ++i)
-    add(c.nodes[i], std::find(rs.draining.begin(), rs.draining.end(), c.nodes[i].id) !=
-                            rs.draining.end()
-                        ? "draining"
-                        : "active",
+    add(c.nodes[i],
+        std::find(rs.draining.begin(), rs.draining.end(), c.nodes[i].id) != rs.draining.end()
+            ? "draining"
+            : "active",
         i < c.workers.size() ? c.workers[i] : "");
   for (const NodeInfo& n : rs.leaving) add(n, "leaving", "");
   for (size_t j = 0; j < rs.joiners.size(); ++j)

@@ -113,7 +113,9 @@ void begin_reshape(Self* self) {
   event(self, "reshape",
         fmt::format("{} at step {} (epoch {}): {} → {} workers, {} leaving", rs.what, r.version(),
                     c.epoch, rs.old_workers.size(), c.workers.size(), rs.leaving.size()),
-        {{"step", r.version()}, {"workers", c.workers.size()}, {"leaving", rs.leaving.size()},
+        {{"step", r.version()},
+         {"workers", c.workers.size()},
+         {"leaving", rs.leaving.size()},
          {"asked_ms", ms_since(self, rs.asked)}});
 }
 
@@ -128,10 +130,10 @@ void abort_standby(Self* self, const std::string& node, const std::string& why) 
   }
   rs = ReshapeState{};
   publish_view(self);
-  event(self, "reshape_aborted",
-        fmt::format("{}: joining node {} was lost ({}); the job goes on unchanged", what, node,
-                    why),
-        {{"node", node}, {"reason", why}});
+  event(
+      self, "reshape_aborted",
+      fmt::format("{}: joining node {} was lost ({}); the job goes on unchanged", what, node, why),
+      {{"node", node}, {"reason", why}});
 }
 
 // A node lost during the reshape: back to the old view, which recovers as from any loss.
@@ -145,9 +147,10 @@ void abort_active(Self* self, const std::string& node, const std::string& why) {
       self->send(s.router, runtime::forget_atom::value, n.id);
     }
   c.nodes = rs.old_nodes, c.workers = rs.old_workers, c.role_index = rs.old_role_index;
-  const std::string what = fmt::format("node {} lost during {} at step {}: {}; the reshape is "
-                                       "aborted",
-                                       node, rs.what, committed_version(self), why);
+  const std::string what = fmt::format(
+      "node {} lost during {} at step {}: {}; the reshape is "
+      "aborted",
+      node, rs.what, committed_version(self), why);
   rs = ReshapeState{};
   const size_t k = find_node(c.nodes, node);
   if (k != std::string::npos && c.workers.size() == 1) return fail(self, what);
@@ -234,16 +237,18 @@ Verdict on_reshaped(Self* self, const train::Recovered& r, const ActorMessage& m
     shut_down(self, n, fmt::format("drained: {}; the job goes on without this node", rs.what));
     self->send(s.router, runtime::forget_atom::value, n.id);
   }
-  s.controls.last_reshape =
-      fmt::format("{}: {} workers at step {}; training paused {:.0f} ms ({:.0f} ms after the "
-                  "request)",
-                  rs.what, c.workers.size(), committed_version(self), ms_since(self, rs.boundary),
-                  ms_since(self, rs.asked));
+  s.controls.last_reshape = fmt::format(
+      "{}: {} workers at step {}; training paused {:.0f} ms ({:.0f} ms after the "
+      "request)",
+      rs.what, c.workers.size(), committed_version(self), ms_since(self, rs.boundary),
+      ms_since(self, rs.asked));
   nlohmann::json left = nlohmann::json::array();
   for (const NodeInfo& n : rs.leaving) left.push_back(n.id);
   event(self, rs.leaving.empty() ? "scaled" : "drained", s.controls.last_reshape,
-        {{"pause_ms", ms_since(self, rs.boundary)}, {"duration_ms", ms_since(self, rs.asked)},
-         {"workers", c.workers.size()}, {"left", left}});
+        {{"pause_ms", ms_since(self, rs.boundary)},
+         {"duration_ms", ms_since(self, rs.asked)},
+         {"workers", c.workers.size()},
+         {"left", left}});
   rs = ReshapeState{};
   publish_view(self);
   enter_phase(self, Phase::running);

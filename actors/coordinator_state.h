@@ -7,6 +7,7 @@
 #include <chrono>
 #include <map>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <set>
 #include <string>
 #include <vector>
@@ -14,7 +15,6 @@
 #include "actors/coordinator.h"
 #include "actors/dispatch.h"
 #include "actors/protocol.h"
-#include <nlohmann/json.hpp>
 #include "runtime/control.pb.h"
 
 namespace troupe::actors::coordinator_impl {
@@ -42,7 +42,7 @@ const char* phase_name(Phase p);
 // the next step boundary), scale down or drain (the leavers hand their state over at the next
 // step boundary). One at a time.
 struct ReshapeState {
-  std::string what;        // "scale 2 → 4", "drain n2": for events and /status
+  std::string what;  // "scale 2 → 4", "drain n2": for events and /status
   int64_t joiners_wanted = 0;
   std::vector<NodeInfo> joiners;        // admitted, in the order they joined
   std::vector<std::string> standby;     // their workers' addresses, once placed
@@ -53,8 +53,8 @@ struct ReshapeState {
   std::vector<NodeInfo> old_nodes;      // the view before, should it be aborted
   std::vector<std::string> old_workers;
   std::vector<int64_t> old_role_index;
-  std::vector<NodeInfo> leaving;        // the old view's nodes that leave, until shut down
-  time_point asked, boundary;           // the request; the step boundary it began at
+  std::vector<NodeInfo> leaving;  // the old view's nodes that leave, until shut down
+  time_point asked, boundary;     // the request; the step boundary it began at
   bool pending() const { return joiners_wanted > 0 || !draining.empty() || active; }
 };
 
@@ -119,7 +119,7 @@ struct PendingCheckpoint {
   uint64_t epoch = 0;
   Receipts written;  // CheckpointWritten, by worker index
   std::vector<storage::ShardRecord> shards;
-  std::string failed;  // the first worker's error: the checkpoint is skipped
+  std::string failed;   // the first worker's error: the checkpoint is skipped
   double stall_ms = 0;  // the longest copy-out of any worker: what training waited for it
 };
 
@@ -195,8 +195,8 @@ void add_driver_handlers(Self* self, Phase p, Dispatcher& d);
 bool hold_at_boundary(Self* self);
 // An operator's request: "" when accepted, else why not (a 400 for the endpoint). *start_nodes:
 // how many node processes the launcher should start for it.
-std::string on_control(Self* self, const std::string& kind, int64_t nodes,
-                       const std::string& node, int64_t* start_nodes);
+std::string on_control(Self* self, const std::string& kind, int64_t nodes, const std::string& node,
+                       int64_t* start_nodes);
 std::string status_json(Self* self);
 // A joining node while the job runs: admitted when a scale up waits for it.
 bool admit_joiner(Self* self, const control::Join& j, const ActorMessage& m);

@@ -105,7 +105,7 @@ struct WorkerState {
   // Left the view in a reshape (scale down, drain): it sent its state and waits for its
   // node's Shutdown; a Recover (the reshape aborted) takes it back.
   bool left = false;
-  TransferFaults transfer_faults;  // chaos: corrupt the k-th transfer sent
+  TransferFaults transfer_faults;   // chaos: corrupt the k-th transfer sent
   std::vector<ActorMessage> early;  // from a newer epoch, waiting for its Recover
   DropLog drops{"", type_name};
   // Checkpoints (worker_checkpoint.cc): the write in flight, the fault hook, the time spent

@@ -75,8 +75,7 @@ void send_checked(Self* self, const std::string& to, uint32_t type, ActorMessage
     if (!p.bytes.empty()) std::memcpy(bad.data(), p.bytes.data(), p.bytes.size());
     bad[0] ^= 0x5a;
     m.payloads[0] = owned_payload(std::move(bad));
-    log::warn("{}: chaos: the {} to {} goes out corrupted", s.ctx.address,
-               type_name(type), to);
+    log::warn("{}: chaos: the {} to {} goes out corrupted", s.ctx.address, type_name(type), to);
   }
   send_to(self, std::move(m));
 }
@@ -314,8 +313,8 @@ Verdict on_recover(Self* self, const train::Recover& r, const ActorMessage& m) {
   if (std::string why = check_shape(s, r); !why.empty()) return drop(Drop::malformed, why);
   TROUPE_ASSERT(m.epoch >= s.epoch, "a Recover of epoch {} admitted at epoch {}", m.epoch, s.epoch);
   s.epoch = s.recover_epoch = m.epoch;  // from here on, even an error must reach the coordinator
-  s.left = false;                        // a reshape it was leaving is aborted
-  s.recovery = Recovery{};               // and so is one it was taking part in
+  s.left = false;                       // a reshape it was leaving is aborted
+  s.recovery = Recovery{};              // and so is one it was taking part in
   if (r.rollback()) return rollback(self, r, m);
   const int64_t c = r.version();
   if (!s.recovery_base) s.recovery_base = base_of(s, c, r.old_workers());
@@ -373,8 +372,8 @@ Verdict on_state_transfer(Self* self, const train::StateTransfer& t, const Actor
   if (Verdict v = drop_receipt(r.transfers.check(s.epoch, t.version(), from), "StateTransfer"))
     return v;
   if (!crc_ok(m.payloads[0], t.crc32c())) {
-    log::warn("{}: the state transfer from {} fails its CRC32C: fetching it again",
-               s.ctx.address, m.from);
+    log::warn("{}: the state transfer from {} fails its CRC32C: fetching it again", s.ctx.address,
+              m.from);
     train::FetchAgain f;
     f.set_version(t.version());
     reply(self, m.from, fetch_again_type, f);

@@ -148,22 +148,23 @@ Verdict on_reshape(Self* self, const train::Reshape& r, const ActorMessage& m) {
   if (std::string why = check_reshape(s, r, old_me, new_me); !why.empty())
     return drop(Drop::malformed, why);
   s.epoch = s.recover_epoch = m.epoch;  // from here on, even an error must reach the coordinator
-  if (old_me >= 0) {  // should the reshape be aborted: a recovery from this view
+  if (old_me >= 0) {                    // should the reshape be aborted: a recovery from this view
     s.recovery_base = base_of(s, r.version(), r.old_workers_size());
     send_shares(self, r, old_me, new_me);
     if (old_me == 0) send_replicas(self, r);
   }
   if (new_me < 0) {
     s.left = true;
-    log::info("{}: leaving the job at step {} (epoch {}): its state is handed over to "
-               "the {} workers that stay",
-               s.ctx.address, r.version(), s.epoch, r.workers_size());
+    log::info(
+        "{}: leaving the job at step {} (epoch {}): its state is handed over to "
+        "the {} workers that stay",
+        s.ctx.address, r.version(), s.epoch, r.workers_size());
     return {};
   }
   await_shares(self, r, old_me, new_me);
-  log::info("{}: reshaping at step {} (epoch {}): worker {} of {}, was {} of {}",
-             s.ctx.address, r.version(), s.epoch, s.me, s.workers,
-             old_me < 0 ? std::string("new") : std::to_string(old_me), r.old_workers_size());
+  log::info("{}: reshaping at step {} (epoch {}): worker {} of {}, was {} of {}", s.ctx.address,
+            r.version(), s.epoch, s.me, s.workers,
+            old_me < 0 ? std::string("new") : std::to_string(old_me), r.old_workers_size());
   finish_recovery(self);
   return {};
 }
@@ -182,8 +183,8 @@ Verdict on_replica(Self* self, const train::Replica& rep, const ActorMessage& m)
     return drop(Drop::malformed, "a Replica with the wrong number of payloads");
   for (size_t i = 0; i < expected; ++i)
     if (!crc_ok(m.payloads[i], rep.crc32c(int(i)))) {
-      log::warn("{}: the Replica from {} fails its CRC32C: fetching it again",
-                 s.ctx.address, m.from);
+      log::warn("{}: the Replica from {} fails its CRC32C: fetching it again", s.ctx.address,
+                m.from);
       train::FetchAgain f;
       f.set_version(rep.version());
       f.set_replica(true);
@@ -201,8 +202,7 @@ Verdict on_fetch_again(Self* self, const train::FetchAgain& f, const ActorMessag
   if (it == s.sent.end()) return drop(Drop::wrong_phase, "FetchAgain of nothing sent to it");
   ActorMessage again = it->second;  // the kept copy: never the corrupted one
   if (again.epoch != s.epoch) return drop(Drop::stale_epoch, "FetchAgain of an older transfer");
-  log::warn("{}: sending the {} to {} again", s.ctx.address,
-             type_name(again.type), m.from);
+  log::warn("{}: sending the {} to {} again", s.ctx.address, type_name(again.type), m.from);
   send_to(self, std::move(again));
   return {};
 }
@@ -229,8 +229,10 @@ void take_reshape_state(Self* self) {
     for (size_t t = 0; t < e->tables().size(); ++t)
       for (size_t k = 0; k < 3; ++k) {
         const Payload* p = &r.replica[1 + 3 * t + k];
-        named["engram/" + e->tables()[t].name + "/" + (k == 0 ? "values" : k == 1 ? "m" : "v")] = {
-            p, 0, p->bytes.size() / sizeof(float)};
+        named["engram/" + e->tables()[t].name + "/" +
+              (k == 0   ? "values"
+               : k == 1 ? "m"
+                        : "v")] = {p, 0, p->bytes.size() / sizeof(float)};
       }
   tr.load_state(owned, [&](const std::string& name, std::vector<float>* out) {
     if (name.rfind("optim/", 0) == 0) {

@@ -7,8 +7,8 @@
 #include <csignal>
 #include <filesystem>
 #include <fstream>
-#include <map>
 #include <future>
+#include <map>
 #include <memory>
 #include <thread>
 
@@ -297,8 +297,11 @@ class LaunchJob {
   // text, and the typed fields (node, pid, step, epoch, reason, *_ms durations).
   void on_event(const std::string& kind, const std::string& text,
                 const nlohmann::json& fields = nlohmann::json::object()) {
-    nlohmann::json line = {{"t_s", elapsed_s()}, {"unix_ms", unix_ms_now()}, {"kind", kind},
-                           {"event", kind},      {"text", text}};
+    nlohmann::json line = {{"t_s", elapsed_s()},
+                           {"unix_ms", unix_ms_now()},
+                           {"kind", kind},
+                           {"event", kind},
+                           {"text", text}};
     line.update(fields);
     std::lock_guard lock(events_mu_);  // the coordinator's thread and the supervising one
     if (line.contains("node") && line.contains("pid") && (kind == "join"))
@@ -322,9 +325,7 @@ class LaunchJob {
     co.min_nodes = a_.min_nodes;
     co.on_step = [this](const actors::StepReport& r) { on_step(r); };
     co.on_event = [this](const std::string& kind, const std::string& text,
-                         const nlohmann::json& fields) {
-      on_event(kind, text, fields);
-    };
+                         const nlohmann::json& fields) { on_event(kind, text, fields); };
     auto done = done_;
     co.on_done = [done](const actors::JobResult& r) { done->set_value(r); };
     return co;
@@ -400,8 +401,8 @@ class LaunchJob {
       actors::tell_node_lost(coordinator_, id,
                              "its process ended (" + e.describe() + ", seen by troupe launch)");
     if (!cfg_.fault_tolerance.recover) {
-      if (!*stopping) actors::request_stop(coordinator_, e.exited() + "; see " + a_.run_dir +
-                                                             "/node-*.log");
+      if (!*stopping)
+        actors::request_stop(coordinator_, e.exited() + "; see " + a_.run_dir + "/node-*.log");
       *stopping = true;
       return;
     }
@@ -503,15 +504,16 @@ class LaunchJob {
   std::atomic<int64_t> pending_starts_ = 0;  // node processes asked for, to start
   std::mutex events_mu_;
   std::map<int64_t, std::string> node_of_pid_;  // from the join events: pid → node id
-  JobControl control_{[this](const std::string& kind, int64_t n,
-                             const std::string& node) { return ask(kind, n, node); },
+  JobControl control_{[this](const std::string& kind, int64_t n, const std::string& node) {
+                        return ask(kind, n, node);
+                      },
                       [this] {
-                        return nlohmann::json::parse(actors::coordinator_status(
-                            host_->actor_system(), coordinator_));
+                        return nlohmann::json::parse(
+                            actors::coordinator_status(host_->actor_system(), coordinator_));
                       }};
   ControlEndpoint endpoint_;
-  int threads_ = 0;   // of each node process started here
-  int started_ = 0;   // node processes started here
+  int threads_ = 0;  // of each node process started here
+  int started_ = 0;  // node processes started here
   std::shared_ptr<std::promise<actors::JobResult>> done_ =
       std::make_shared<std::promise<actors::JobResult>>();
 };

@@ -17,7 +17,6 @@
 
 namespace troupe::launch {
 
-
 class JobControl : public ControlTarget {
  public:
   // ask(kind, nodes, node): "" when the coordinator accepted, else why not. status(): the

@@ -199,10 +199,10 @@ void on_message(Self* self, const Dispatcher& table, ActorMessage& m) {
   if (s.welcomed && node_of(m.from) == s.coordinator_node) {
     s.coordinator_heard = std::chrono::steady_clock::now();
     if (std::exchange(s.orphaned, false))
-      log::info("rejoined the restarted coordinator after {} ms",
-                std::chrono::duration_cast<std::chrono::milliseconds>(s.coordinator_heard -
-                                                                      s.orphaned_at)
-                    .count());
+      log::info(
+          "rejoined the restarted coordinator after {} ms",
+          std::chrono::duration_cast<std::chrono::milliseconds>(s.coordinator_heard - s.orphaned_at)
+              .count());
   }
   if (Verdict dropped = table.dispatch(m)) s.drops.record(*dropped, m);
   if (!s.welcomed || s.before_welcome.empty()) return;
@@ -273,9 +273,10 @@ caf::behavior agent(Self* self, caf::actor router, NodeAgentOptions options) {
         if (node.empty() || node == s.coordinator_node) {
           s.orphaned = true;
           s.orphaned_at = steady::now();
-          log::warn("lost the coordinator ({}): its roles go on; rejoining a restarted one at {} "
-                    "for up to {} ms",
-                    why, s.options.coordinator_address, s.coordinator_timeout.count());
+          log::warn(
+              "lost the coordinator ({}): its roles go on; rejoining a restarted one at {} "
+              "for up to {} ms",
+              why, s.options.coordinator_address, s.coordinator_timeout.count());
           return try_rejoin(self);
         }
         log::warn("node {} is down: {}", node, why);
