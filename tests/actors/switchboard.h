@@ -140,7 +140,7 @@ class Conversation : public ::testing::Test {
       reports.push_back(r);
       if (on_step) on_step(r);
     };
-    o.on_event = [this](const std::string& k, const std::string& t) {
+    o.on_event = [this](const std::string& k, const std::string& t, const nlohmann::json&) {
       events.push_back({k, t});
       if (on_event_hook) on_event_hook(k);
     };
