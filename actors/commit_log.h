@@ -36,7 +36,10 @@ class CommitLog {
   virtual runtime::Status record_commit(const CommitRecord& r) = 0;
   // Call when the coordinator changes the view (bump_epoch), before publishing it.
   // Errors: as record_commit.
-  virtual runtime::Status record_view(uint64_t epoch, const std::vector<std::string>& nodes) = 0;
+  // `placement`: what a restarted coordinator rebuilds the view from ({"members": [{"id",
+  // "address", "pid", "worker"}]}).
+  virtual runtime::Status record_view(uint64_t epoch, const std::vector<std::string>& nodes,
+                                      const nlohmann::json& placement) = 0;
   // The last recorded commit, if any.
   virtual std::optional<CommitRecord> last_commit() const = 0;
 
@@ -60,7 +63,8 @@ class InMemoryCommitLog final : public CommitLog {
     commits_.push_back(r);
     return {};
   }
-  runtime::Status record_view(uint64_t epoch, const std::vector<std::string>& nodes) override {
+  runtime::Status record_view(uint64_t epoch, const std::vector<std::string>& nodes,
+                              const nlohmann::json&) override {
     views_.push_back({epoch, nodes});
     return {};
   }

@@ -33,6 +33,8 @@ const char* phase_name(Phase p) {
       return "finishing";
     case Phase::done:
       return "done";
+    case Phase::rejoining:
+      return "rejoining";
   }
   return "?";
 }
@@ -109,7 +111,14 @@ void add_core_handlers(Self* self, Phase p, Dispatcher& d) {
     return Verdict{};
   });
   d.on<control::Heartbeat>(runtime::heartbeat_type,
-                           [](const control::Heartbeat&, ActorMessage&) { return Verdict{}; });
+                           [self](const control::Heartbeat&, ActorMessage& m) {
+                             note_rejoined(self, std::string(runtime::node_of(m.from)), m);
+                             return Verdict{};
+                           });
+  d.on<control::Rejoin>(runtime::rejoin_type, [self](const control::Rejoin& r, ActorMessage& m) {
+    on_rejoin(self, r, m);
+    return Verdict{};
+  });
   d.on<control::NodeError>(runtime::node_error_type,
                            [self](const control::NodeError& e, ActorMessage&) {
                              fail(self, e.text());
@@ -210,6 +219,10 @@ caf::behavior coordinator(Self* self, caf::actor router, CoordinatorOptions opti
   self->send(router, runtime::register_atom::value, std::string("coordinator.0"), caf::actor(self));
   self->send(router, runtime::watch_atom::value, caf::actor(self));
   self->send(self, runtime::tick_atom::value);
+  if (s.opt.restart) {
+    begin_rejoin(self);
+    return phase_behavior(self, Phase::rejoining);
+  }
   return phase_behavior(self, Phase::joining);
 }
 

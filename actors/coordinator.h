@@ -16,10 +16,12 @@
 #include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "actors/commit_log.h"
+#include "actors/journal_log.h"
 #include "config/job_config.h"
 #include "runtime/host.h"
 #include "runtime/roles.h"
@@ -65,6 +67,10 @@ struct CoordinatorOptions {
   int64_t resume_step = 0;
   // A loss that would leave fewer nodes stops the job; scale and drain below it are refused.
   int64_t min_nodes = 1;
+  // A coordinator restarted after the last one died: the view and the committed step from
+  // the journal; it waits for the members to rejoin, then recovers them (no rollback when
+  // every one of them is back).
+  std::optional<RestartState> restart;
 };
 
 // Spawns the coordinator as "coordinator.0" on the host's router.

@@ -26,7 +26,13 @@ void bump_epoch(Self* self) {
   TROUPE_ASSERT(s.core.epoch > before, "epoch {} after {}", s.core.epoch, before);
   std::vector<std::string> ids;
   for (const NodeInfo& n : s.core.nodes) ids.push_back(n.id);
-  const runtime::Status st = s.commit_log->record_view(s.core.epoch, ids);
+  nlohmann::json members = nlohmann::json::array();
+  for (size_t i = 0; i < s.core.nodes.size() && i < s.core.workers.size(); ++i) {
+    const NodeInfo& n = s.core.nodes[i];
+    members.push_back(
+        {{"id", n.id}, {"address", n.address}, {"pid", n.pid}, {"worker", s.core.workers[i]}});
+  }
+  const runtime::Status st = s.commit_log->record_view(s.core.epoch, ids, {{"members", members}});
   if (!st.ok()) throw std::runtime_error("cannot record the view change: " + st.to_string());
   abandon_checkpoints(self);
   self->send(s.router, runtime::epoch_atom::value, s.core.epoch);
@@ -402,7 +408,7 @@ void on_tick(Self* self) {
   const auto& ft = s.opt.config.fault_tolerance;
   const time_point t = now(self);
   excuse_own_pause(self, t);
-  if (past_deadline(self, t)) return;
+  if (past_deadline(self, t) || rejoin_deadline(self, t)) return;
   for (const NodeInfo* n : heard_nodes(self))
     if (t - n->last_heard > ms(ft.heartbeat_timeout_ms)) {
       lose_node(self, n->id,

@@ -34,7 +34,7 @@ struct NodeInfo {
 };
 
 // The lifecycle phases; each is a behaviour of its own (coordinator.cc, enter_phase).
-enum class Phase { joining, starting, running, recovering, resizing, finishing, done };
+enum class Phase { joining, starting, running, recovering, resizing, finishing, done, rejoining };
 const char* phase_name(Phase p);
 
 // A change of the view that an operator asked for (coordinator_reshape.cc): scale up (the
@@ -95,6 +95,7 @@ struct Membership {
   // From the workers' Ready: what the start event reports.
   int64_t state_floats_max = 0, state_floats_total = 0, parameters = 0;
   uint64_t initial_hash = 0;
+  std::set<std::string> rejoined;  // a restarted coordinator: the members back (rejoining)
 };
 
 // The training driver: the step protocol on top of the membership.
@@ -207,6 +208,14 @@ Verdict on_reshaped(Self* self, const train::Recovered& r, const ActorMessage& m
 bool lose_during_reshape(Self* self, const std::string& node, const std::string& why, bool hung);
 // Every node the coordinator hears from: the view's, the joiners and the leavers.
 std::vector<NodeInfo*> heard_nodes(Self* self);
+
+// coordinator_restart.cc: a coordinator restarted from the journal (opt.restart).
+void begin_rejoin(Self* self);
+// A member's Rejoin, or any message from one, while rejoining.
+void note_rejoined(Self* self, const std::string& node, const ActorMessage& m);
+void on_rejoin(Self* self, const control::Rejoin& r, const ActorMessage& m);
+// The rejoin window passed: the members not back are lost.
+bool rejoin_deadline(Self* self, time_point t);
 
 // coordinator_checkpoint.cc: checkpoints, resume and the last fallback.
 // After the commit of step s: the checkpoint of s + 1 is expected when the job writes one.

@@ -22,9 +22,34 @@ runtime::Status JournalCommitLog::record_commit(const CommitRecord& r) {
   return st;
 }
 
-runtime::Status JournalCommitLog::record_view(uint64_t epoch,
-                                              const std::vector<std::string>& nodes) {
-  return journal_->append({{"kind", "view"}, {"epoch", epoch}, {"nodes", nodes}});
+runtime::Status JournalCommitLog::record_view(uint64_t epoch, const std::vector<std::string>& nodes,
+                                              const nlohmann::json& placement) {
+  nlohmann::json r = {{"kind", "view"}, {"epoch", epoch}, {"nodes", nodes}};
+  if (placement.contains("members")) r["members"] = placement["members"];
+  return journal_->append(r);
+}
+
+std::optional<RestartState> restart_state(const storage::Journal& journal) {
+  std::optional<RestartState> out;
+  int64_t committed = 0;
+  for (const nlohmann::json& r : journal.records()) {
+    const std::string kind = r.value("kind", "");
+    if (kind == "commit") committed = r.value("step", int64_t(-1)) + 1;
+    if (kind == "resume" || kind == "rollback") committed = r.value("step", int64_t(0));
+    if (kind == "view" && r.contains("members") && !r["members"].empty()) {
+      RestartState s;
+      s.epoch = r.value("epoch", uint64_t(0));
+      for (const nlohmann::json& m : r["members"])
+        s.members.push_back({m.value("id", ""), m.value("address", ""), m.value("pid", uint32_t(0)),
+                             m.value("worker", "")});
+      out = std::move(s);
+    }
+    if (kind == "view") {  // a view without workers (joining): no job to restart into yet
+      if (!r.contains("members") || r["members"].empty()) out.reset();
+    }
+  }
+  if (out) out->committed = committed;
+  return out;
 }
 
 runtime::Status JournalCommitLog::record_checkpoint(const storage::Manifest& m) {

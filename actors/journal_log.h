@@ -11,11 +11,27 @@
 
 namespace troupe::actors {
 
+// What a restarted coordinator rebuilds from the journal: the last view with workers (its
+// epoch and members) and the steps committed (a commit's step + 1; a resume's or rollback's
+// step). None when the job never placed its workers.
+struct RestartState {
+  struct Member {
+    std::string id, address;
+    uint32_t pid = 0;
+    std::string worker;  // its worker's address, "n3/worker.2"
+  };
+  uint64_t epoch = 0;
+  std::vector<Member> members;
+  int64_t committed = 0;
+};
+std::optional<RestartState> restart_state(const storage::Journal& journal);
+
 class JournalCommitLog final : public CommitLog {
  public:
   JournalCommitLog(std::string run_dir, std::shared_ptr<storage::Journal> journal);
   runtime::Status record_commit(const CommitRecord& r) override;
-  runtime::Status record_view(uint64_t epoch, const std::vector<std::string>& nodes) override;
+  runtime::Status record_view(uint64_t epoch, const std::vector<std::string>& nodes,
+                              const nlohmann::json& placement) override;
   std::optional<CommitRecord> last_commit() const override { return last_; }
   runtime::Status record_checkpoint(const storage::Manifest& m) override;
   runtime::Status delete_checkpoint(int64_t step) override;

@@ -10,6 +10,7 @@
 #include <future>
 #include <map>
 #include <memory>
+#include <sstream>
 #include <thread>
 
 #include "actors/coordinator.h"
@@ -19,6 +20,8 @@
 #include "launch/commands.h"
 #include "launch/control.h"
 #include "launch/job_control.h"
+#include "launch/launch_args.h"
+#include "launch/launcher_link.h"
 #include "launch/progress.h"
 #include "launch/run_files.h"
 #include "launch/supervisor.h"
@@ -32,21 +35,6 @@
 namespace troupe::launch {
 
 namespace {
-
-struct LaunchArgs {
-  std::string config, run_dir;
-  std::vector<std::string> sets;
-  int64_t nodes = 1, steps = -1;
-  int threads_per_node = 0;
-  int64_t local_nodes = -1;  // -1: all of --nodes
-  std::string listen_host = "127.0.0.1", secret_file;
-  uint16_t port = 0;
-  int64_t kill_node_at = -1;  // chaos: SIGKILL one local node process after this step
-  bool resume = false;        // continue the run in run_dir from its newest checkpoint
-  int64_t min_nodes = 1, max_nodes = 64;
-  std::vector<std::string> scale_at;  // "STEP:N": scale to N node processes after STEP
-  ControlOptions control;             // --control-host, --control-port
-};
 
 // --scale-at STEP:N, checked.
 std::map<int64_t, int64_t> parse_scale_at(const LaunchArgs& a) {
@@ -146,7 +134,7 @@ class LaunchJob {
  public:
   explicit LaunchJob(const LaunchArgs& a)
       : a_(a),
-        local_(checked_local_nodes(a)),
+        local_(a.as_coordinator ? 0 : checked_local_nodes(a)),
         sets_(job_sets(a)),
         cfg_(model::load_config(a.config, sets_)),
         step_tokens_(cfg_.train.batch_size * cfg_.model.seq_len),
@@ -165,6 +153,7 @@ class LaunchJob {
     actors::register_roles();
     install_stop_signals();
     host_ = start_host(a_, secret_);
+    if (a_.as_coordinator) tell_launcher();
     coordinator_ = actors::spawn_coordinator(*host_, coordinator_options());
     endpoint_.start(a_.run_dir, a_.control, control_, a_.max_nodes);
     print_start();
@@ -192,12 +181,14 @@ class LaunchJob {
   // The run directory is this job's for its life (flock); a directory holding a run is
   // refused unless --resume, which continues from its newest checkpoint that verifies.
   void open_run_dir() {
-    auto lock = storage::RunLock::acquire(a_.run_dir, "troupe launch");
-    if (!lock.ok()) throw UsageError("launch: " + lock.status().message());
-    lock_ = std::move(lock).value();
+    if (!a_.as_coordinator) {  // else the launcher holds the lock and checked the directory
+      auto lock = storage::RunLock::acquire(a_.run_dir, "troupe launch");
+      if (!lock.ok()) throw UsageError("launch: " + lock.status().message());
+      lock_ = std::move(lock).value();
+    }
     const bool has_run = std::filesystem::exists(a_.run_dir + "/journal") ||
                          std::filesystem::exists(a_.run_dir + "/config.json");
-    if (has_run && !a_.resume)
+    if (has_run && !a_.resume && !a_.as_coordinator)
       throw UsageError("launch: run directory " + a_.run_dir +
                        " already holds a run; pass --resume to continue it from its newest "
                        "checkpoint, or choose another --run-dir");
@@ -205,13 +196,40 @@ class LaunchJob {
     secret_ = job_secret(secret_file_, a_.secret_file.empty());
     open_journal();
     const storage::StorageFaults faults = storage::StorageFaults::from_env();
-    check_write(metrics_.open(a_.run_dir + "/metrics.jsonl", a_.resume, faults));
-    check_write(events_.open(a_.run_dir + "/events.jsonl", a_.resume, faults));
+    check_write(metrics_.open(a_.run_dir + "/metrics.jsonl", a_.resume || a_.restart, faults));
+    check_write(events_.open(a_.run_dir + "/events.jsonl", a_.resume || a_.restart, faults));
     storage::CheckedFile config;
     check_write(config.open(a_.run_dir + "/config.json", false, faults));
     check_write(
         config.write(model::model_config_to_json(cfg_.model, cfg_.train.seed).dump(2) + "\n"));
-    if (a_.resume) choose_checkpoint();
+    if (a_.restart) {
+      restart_ = actors::restart_state(*journal_);
+      if (!restart_)
+        throw UsageError("launch: the journal in " + a_.run_dir +
+                         " holds no placed view: nothing for a coordinator to restart into");
+    } else if (a_.resume) {
+      choose_checkpoint();
+    }
+  }
+
+  // The coordinator process tells its launcher where it listens (coordinator.json: a
+  // restarted one listens there again) and keeps a line to it (launcher_link.h).
+  void tell_launcher() {
+    const std::string tmp = a_.run_dir + "/coordinator.json.tmp";
+    std::ofstream(tmp)
+        << nlohmann::json{{"address", host_->listen_address()}, {"pid", ::getpid()}}.dump() << "\n";
+    std::filesystem::rename(tmp, a_.run_dir + "/coordinator.json");
+    link_.connect(a_.launcher_link);
+  }
+
+  // A line from the launcher: a node process ended ("exit PID CODE SIGNAL LOG TEXT").
+  void on_launcher_line(const std::string& line, bool* stopping) {
+    std::istringstream in(line);
+    std::string word, log;
+    ChildExit e;
+    if (!(in >> word >> e.pid >> e.exit_code >> e.signal >> log) || word != "exit") return;
+    e.name = "node " + log;
+    on_node_exit(e, stopping);
   }
 
   static void check_write(const runtime::Status& st) {
@@ -304,12 +322,17 @@ class LaunchJob {
                            {"text", text}};
     line.update(fields);
     std::lock_guard lock(events_mu_);  // the coordinator's thread and the supervising one
-    if (line.contains("node") && line.contains("pid") && (kind == "join"))
+    if (line.contains("node") && line.contains("pid") && (kind == "join")) {
       node_of_pid_[line["pid"].get<int64_t>()] = line["node"].get<std::string>();
+      // --kill-node-at with the nodes started by the launcher: the last of the first ones.
+      if (a_.as_coordinator && a_.kill_node_at >= 0 &&
+          line["node"] == "n" + std::to_string(a_.nodes))
+        victim_ = pid_t(line["pid"].get<int64_t>());
+    }
     write_or_stop(events_, line.dump() + "\n");
     control_.on_event(line);
     if (kind != "view") progress_.note("[" + kind + "] " + text);
-    if (kind == "view") joined_ = true;
+    if (kind == "view" || kind == "coordinator_restarted") joined_ = true;
     if (kind == "view" && a_.kill_node_at == 0) chaos_kill("as the workers start");
   }
 
@@ -322,6 +345,7 @@ class LaunchJob {
     co.config = cfg_;
     co.commit_log = std::make_shared<actors::JournalCommitLog>(co.job.run_dir, journal_);
     co.resume_step = resume_ ? resume_->step : 0;
+    if (restart_) co.restart = restart_, co.resume_step = restart_->committed;
     co.min_nodes = a_.min_nodes;
     co.on_step = [this](const actors::StepReport& r) { on_step(r); };
     co.on_event = [this](const std::string& kind, const std::string& text,
@@ -339,7 +363,7 @@ class LaunchJob {
                  long(cfg_.train.batch_size), long(cfg_.model.seq_len),
                  long(cfg_.train.batch_size / cfg_.train.micro_batch_rows),
                  host_->listen_address().c_str());
-    if (local_ < a_.nodes)
+    if (local_ < a_.nodes && !a_.as_coordinator)
       std::fprintf(stderr,
                    "troupe launch: waiting for %ld more node(s): troupe node --join %s "
                    "--secret-file %s\n",
@@ -357,6 +381,10 @@ class LaunchJob {
 
   // One more local node process (node-K.log, K counting every process started here).
   void start_node_process() {
+    if (a_.as_coordinator) {  // the launcher starts it: it outlives this process
+      link_.send("start 1");
+      return;
+    }
     std::vector<std::string> argv = {self_exe_path(),         "node",          "--join",
                                      host_->listen_address(), "--secret-file", secret_file_,
                                      "--supervised"};
@@ -424,6 +452,8 @@ class LaunchJob {
         stopping = true;
         actors::request_stop(coordinator_, "interrupted (SIGINT/SIGTERM)");
       }
+      if (a_.as_coordinator)
+        link_.poll([&](const std::string& line) { on_launcher_line(line, &stopping); });
       for (const ChildExit& e : supervisor_.reap()) {
         pid_t pid = e.pid;
         victim_.compare_exchange_strong(pid, 0);  // ended by itself: nothing left to kill
@@ -501,7 +531,9 @@ class LaunchJob {
   std::atomic<bool> joined_ = false;
   std::atomic<pid_t> victim_ = 0;
   std::atomic<int64_t> scale_wanted_ = 0;
-  std::atomic<int64_t> pending_starts_ = 0;  // node processes asked for, to start
+  std::atomic<int64_t> pending_starts_ = 0;      // node processes asked for, to start
+  std::optional<actors::RestartState> restart_;  // --restart: the journal's view and step
+  LauncherLink link_;                            // --as-coordinator: to the launcher
   std::mutex events_mu_;
   std::map<int64_t, std::string> node_of_pid_;  // from the join events: pid → node id
   JobControl control_{[this](const std::string& kind, int64_t n, const std::string& node) {
@@ -568,9 +600,18 @@ void add_launch_command(CLI::App& app) {
       ->check(at_least(0, "0: as the workers start"));
   auto log_level = std::make_shared<std::string>("info");  // the nodes started here get it too
   add_log_level_option(cmd, log_level.get());
+  cmd->add_flag("--coordinator-process", args->coordinator_process,
+                "run the coordinator in a process of its own, restarted from the journal when "
+                "it dies (the nodes wait for it and rejoin)");
+  cmd->add_flag("--as-coordinator", args->as_coordinator)->group("");  // launcher.cc's child
+  cmd->add_flag("--restart", args->restart)->group("");
+  cmd->add_option("--launcher-link", args->launcher_link)->group("");
   cmd->callback([args, log_level] {
     log::init_logging("coordinator", checked_log_level(*log_level));
-    const int code = run_launch(*args);
+    args->log_level = *log_level;
+    const int code = args->coordinator_process && !args->as_coordinator
+                         ? run_coordinator_process(*args)
+                         : run_launch(*args);
     if (code != 0) std::exit(code);
   });
 }

@@ -1,5 +1,7 @@
 #include "launch/job_control.h"
 
+#include <unistd.h>
+
 #include <utility>
 
 namespace troupe::launch {
@@ -55,6 +57,7 @@ nlohmann::json JobControl::status() {
   nlohmann::json s = status_();
   std::lock_guard lock(mu_);
   s["tokens_per_s"] = tokens_per_s_;
+  s["coordinator_pid"] = int64_t(::getpid());
   s["loss"] = loss_;
   return s;
 }

@@ -28,7 +28,10 @@ class SpyLog final : public CommitLog {
     commits.push_back(r);
     return {};
   }
-  runtime::Status record_view(uint64_t, const std::vector<std::string>&) override { return {}; }
+  runtime::Status record_view(uint64_t, const std::vector<std::string>&,
+                              const nlohmann::json&) override {
+    return {};
+  }
   std::optional<CommitRecord> last_commit() const override {
     if (commits.empty()) return std::nullopt;
     return commits.back();

@@ -11,6 +11,8 @@ job must end with the weights of an undisturbed `troupe train` of the same confi
 3. replace_lost: a node killed with -9 is recovered from and replaced by a fresh node
    process that joins by the scale-up path, with every worker's second state transfer
    corrupted on the wire (TROUPE_TRANSFER_FAULT): each is detected and fetched again.
+4. --coordinator-process: the coordinator process is killed with -9 mid-run; launch
+   restarts it from the journal, every node rejoins, nothing is rolled back.
 
   elastic_test.py --troupe build/troupe --work DIR [--only NAME]
 """
@@ -217,7 +219,27 @@ def test_replace(troupe, work, ref):
           "fails its CRC32C" in logs and "again" in logs, "no CRC32C failure in the node logs")
 
 
-TESTS = {"scale": test_scale, "endpoint": test_endpoint, "replace": test_replace}
+def test_coordinator(troupe, work, ref):
+    run = os.path.join(work, "coordinator")
+    p = launch(troupe, run, 3, ["--coordinator-process"])
+    wait_for(lambda: steps_done(run) >= 5, 120, "step 5")
+    with open(os.path.join(run, "coordinator.json")) as f:
+        pid = json.load(f)["pid"]
+    os.kill(pid, 9)
+    rc, h, out, err = finish(p)
+    check("coordinator: killed -9 mid-run, restarted: the undisturbed weights",
+          rc == 0 and h == ref, f"exit {rc}, weights {h} vs {ref}; {err.strip()[-300:]}")
+    check("coordinator: it restarted from the journal", len(kinds(run, "coordinator_restarted")) == 1,
+          [e["text"] for e in kinds(run, "coordinator_restarted")])
+    back = kinds(run, "rejoined")
+    check("coordinator: every node rejoined", back and not back[0].get("missing"),
+          [e["text"] for e in back])
+    check("coordinator: no rollback", not kinds(run, "rollback"),
+          [e["text"] for e in kinds(run, "rollback")])
+
+
+TESTS = {"scale": test_scale, "endpoint": test_endpoint, "replace": test_replace,
+         "coordinator": test_coordinator}
 
 
 def main():

@@ -1,0 +1,42 @@
+// `troupe launch`'s arguments, shared by the job (cmd_launch.cc: the coordinator, in this
+// process or in one of its own) and the supervisor of --coordinator-process (launcher.cc).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "launch/control.h"
+
+namespace troupe::launch {
+
+struct LaunchArgs {
+  std::string config, run_dir;
+  std::vector<std::string> sets;
+  int64_t nodes = 1, steps = -1;
+  int threads_per_node = 0;
+  int64_t local_nodes = -1;  // -1: all of --nodes
+  std::string listen_host = "127.0.0.1", secret_file;
+  uint16_t port = 0;
+  int64_t kill_node_at = -1;  // chaos: SIGKILL one local node process after this step
+  bool resume = false;        // continue the run in run_dir from its newest checkpoint
+  int64_t min_nodes = 1, max_nodes = 64;
+  std::vector<std::string> scale_at;  // "STEP:N": scale to N node processes after STEP
+  ControlOptions control;             // --control-host, --control-port
+  std::string log_level = "info";
+  // --coordinator-process: the coordinator runs in a process of its own, restarted from the
+  // journal when it dies (launcher.cc). Its process gets the hidden --as-coordinator (it
+  // starts no node itself: it asks the launcher over --launcher-link) and, once restarted,
+  // --restart.
+  bool coordinator_process = false, as_coordinator = false, restart = false;
+  std::string launcher_link;
+};
+
+// Runs the job with its coordinator in a process of its own (launcher.cc).
+int run_coordinator_process(const LaunchArgs& a);
+// The coordinator process's command line for `a` (restart: after the last one died, on the
+// port it listened on).
+std::vector<std::string> coordinator_argv(const LaunchArgs& a, const std::string& link,
+                                          bool restart, uint16_t port);
+
+}  // namespace troupe::launch

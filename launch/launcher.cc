@@ -1,0 +1,195 @@
+// `troupe launch --coordinator-process`: the supervisor of a job whose coordinator runs in a
+// process of its own (DESIGN §2, §8). It holds the run directory's lock, starts the
+// coordinator process (the same `troupe launch` with --as-coordinator: it prints the job's
+// progress and summary) and the local node processes, starts more when the coordinator asks
+// (scale up, replace_lost: launcher_link.h), tells it which node processes ended, and, when
+// the coordinator process dies, starts a new one with --restart on the same port: it rebuilds
+// the view and the committed step from the journal, the nodes (which keep their roles and
+// state) rejoin it, and the job goes on.
+#include <signal.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "launch/commands.h"
+#include "launch/launch_args.h"
+#include "launch/launcher_link.h"
+#include "launch/supervisor.h"
+#include "runtime/auth.h"
+#include "runtime/log.h"
+#include "storage/run_lock.h"
+
+namespace troupe::launch {
+
+namespace {
+
+// A coordinator that dies more often than this is not going to get better by restarting.
+constexpr int coordinator_restarts_max = 10;
+constexpr std::chrono::milliseconds coordinator_start_ms{30000};
+
+class Launcher {
+ public:
+  explicit Launcher(const LaunchArgs& a) : a_(a) {}
+
+  int run() {
+    open_run_dir();
+    link_.listen();
+    install_stop_signals();
+    start_coordinator(false);
+    const int64_t local = a_.local_nodes < 0 ? a_.nodes : a_.local_nodes;
+    threads_ = a_.threads_per_node > 0 ? a_.threads_per_node
+                                       : std::max<int>(1, int(std::thread::hardware_concurrency()) /
+                                                              int(std::max<int64_t>(local, 1)));
+    for (int64_t i = 0; i < local; ++i) start_node();
+    const int code = supervise();
+    supervisor_.wait_all(std::chrono::milliseconds(2000));
+    supervisor_.stop_all(std::chrono::milliseconds(1000));
+    return code;
+  }
+
+ private:
+  void open_run_dir() {
+    auto lock = storage::RunLock::acquire(a_.run_dir, "troupe launch");
+    if (!lock.ok()) throw UsageError("launch: " + lock.status().message());
+    lock_ = std::move(lock).value();
+    const bool has_run = std::filesystem::exists(a_.run_dir + "/journal") ||
+                         std::filesystem::exists(a_.run_dir + "/config.json");
+    if (has_run && !a_.resume)
+      throw UsageError("launch: run directory " + a_.run_dir +
+                       " already holds a run; pass --resume to continue it from its newest "
+                       "checkpoint, or choose another --run-dir");
+    secret_file_ = a_.secret_file.empty() ? a_.run_dir + "/secret" : a_.secret_file;
+    if (a_.secret_file.empty() && !std::filesystem::exists(secret_file_)) {
+      const runtime::Status st = runtime::write_new_secret(secret_file_);
+      if (!st.ok()) throw UsageError("launch: " + st.message());
+    }
+  }
+
+  // The coordinator process; waits until it says where it listens (coordinator.json).
+  void start_coordinator(bool restart) {
+    const std::string file = a_.run_dir + "/coordinator.json";
+    std::error_code ec;
+    std::filesystem::remove(file, ec);
+    LaunchArgs child = a_;
+    child.secret_file = secret_file_;
+    coordinator_ =
+        supervisor_.start(coordinator_argv(child, link_.name(), restart, port_), "", "coordinator");
+    const auto deadline = std::chrono::steady_clock::now() + coordinator_start_ms;
+    while (!std::filesystem::exists(file)) {
+      if (std::chrono::steady_clock::now() > deadline || supervisor_.pid_of(coordinator_) == 0)
+        return;  // it ended (reaped in supervise) or hangs: its exit says why
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));  // another process's file
+    }
+    std::ifstream in(file);
+    address_ = nlohmann::json::parse(in).value("address", "");
+    port_ = uint16_t(std::stoi(address_.substr(address_.rfind(':') + 1)));
+  }
+
+  void start_node() {
+    std::vector<std::string> argv = {self_exe_path(), "node",          "--join",
+                                     address_,        "--secret-file", secret_file_,
+                                     "--supervised",  "--threads",     std::to_string(threads_),
+                                     "--log-level",   a_.log_level};
+    const std::string k = std::to_string(++started_);
+    node_index_[supervisor_.start(argv, a_.run_dir + "/node-" + k + ".log", "node " + k)] = k;
+  }
+
+  // Until the coordinator process ends by itself: its exit status is the job's.
+  int supervise() {
+    bool interrupted = false;
+    for (;;) {
+      if (stop_requested() && !interrupted) {
+        interrupted = true;
+        if (const pid_t pid = supervisor_.pid_of(coordinator_); pid > 0) ::kill(pid, SIGINT);
+      }
+      link_.poll([&](const std::string& line) {
+        if (line.rfind("start ", 0) == 0)
+          for (int k = std::stoi(line.substr(6)); k > 0; --k) start_node();
+      });
+      for (const ChildExit& e : supervisor_.reap()) {
+        if (e.index != coordinator_) {
+          link_.send("exit " + std::to_string(e.pid) + " " + std::to_string(e.exit_code) + " " +
+                     std::to_string(e.signal) + " " + node_index_[e.index] + " " + e.describe());
+          continue;
+        }
+        if (e.signal == 0 || interrupted) return e.exit_code >= 0 ? e.exit_code : 1;
+        if (++restarts_ > coordinator_restarts_max || port_ == 0) {
+          std::fprintf(stderr, "troupe launch: the coordinator process %s; not restarted (%s)\n",
+                       e.describe().c_str(),
+                       port_ == 0 ? "it never listened" : "too many restarts");
+          return 1;
+        }
+        std::fprintf(stderr,
+                     "troupe launch: the coordinator process (pid %d) %s: restarting it from "
+                     "the journal on %s\n",
+                     int(e.pid), e.describe().c_str(), address_.c_str());
+        start_coordinator(true);
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));  // children are polled
+    }
+  }
+
+  const LaunchArgs& a_;
+  storage::RunLock lock_;
+  LauncherLink link_;
+  Supervisor supervisor_;
+  std::string secret_file_, address_;
+  uint16_t port_ = 0;
+  int coordinator_ = -1, started_ = 0, restarts_ = 0, threads_ = 1;
+  std::map<int, std::string> node_index_;  // supervisor index → K of node-K.log
+};
+
+}  // namespace
+
+std::vector<std::string> coordinator_argv(const LaunchArgs& a, const std::string& link,
+                                          bool restart, uint16_t port) {
+  std::vector<std::string> v = {self_exe_path(),
+                                "launch",
+                                "--config",
+                                a.config,
+                                "--run-dir",
+                                a.run_dir,
+                                "--nodes",
+                                std::to_string(a.nodes),
+                                "--secret-file",
+                                a.secret_file,
+                                "--listen-host",
+                                a.listen_host,
+                                "--min-nodes",
+                                std::to_string(a.min_nodes),
+                                "--max-nodes",
+                                std::to_string(a.max_nodes),
+                                "--control-host",
+                                a.control.host,
+                                "--control-port",
+                                std::to_string(a.control.port),
+                                "--log-level",
+                                a.log_level,
+                                "--as-coordinator",
+                                "--launcher-link",
+                                link};
+  for (const std::string& s : a.sets) v.insert(v.end(), {"--set", s});
+  for (const std::string& s : a.scale_at) v.insert(v.end(), {"--scale-at", s});
+  if (a.steps >= 0) v.insert(v.end(), {"--steps", std::to_string(a.steps)});
+  if (a.threads_per_node > 0)
+    v.insert(v.end(), {"--threads-per-node", std::to_string(a.threads_per_node)});
+  const uint16_t p = restart ? port : a.port;
+  if (p != 0) v.insert(v.end(), {"--port", std::to_string(p)});
+  if (restart) {
+    v.push_back("--restart");
+  } else {
+    if (a.resume) v.push_back("--resume");
+    if (a.kill_node_at >= 0) v.insert(v.end(), {"--kill-node-at", std::to_string(a.kill_node_at)});
+  }
+  return v;
+}
+
+int run_coordinator_process(const LaunchArgs& a) {
+  Launcher l(a);
+  return l.run();
+}
+
+}  // namespace troupe::launch

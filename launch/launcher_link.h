@@ -1,0 +1,36 @@
+// The line protocol between `troupe launch --coordinator-process` (the supervisor: it starts
+// and restarts the coordinator process and the local node processes) and its coordinator
+// process, over a Unix socket in the abstract namespace (no file to clean up):
+//   coordinator → launcher   "start K"                 start K more local node processes
+//   launcher → coordinator   "exit PID CODE SIGNAL LOG DESCRIPTION"   a node process ended
+// Non-blocking: poll() hands over the complete lines that arrived; send() writes one line.
+#pragma once
+
+#include <functional>
+#include <string>
+
+namespace troupe::launch {
+
+class LauncherLink {
+ public:
+  LauncherLink() = default;
+  ~LauncherLink();
+  LauncherLink(const LauncherLink&) = delete;
+  LauncherLink& operator=(const LauncherLink&) = delete;
+
+  // The launcher: listens on a fresh abstract name (name()); throws std::runtime_error.
+  void listen();
+  // The coordinator: connects to the launcher's name; throws std::runtime_error.
+  void connect(const std::string& name);
+  const std::string& name() const { return name_; }
+  // Accepts a (re)connected coordinator, reads what arrived; calls on_line per line.
+  void poll(const std::function<void(const std::string&)>& on_line);
+  // One line ("\n" added); false when no peer is connected or the write failed.
+  bool send(const std::string& line);
+
+ private:
+  int listen_fd_ = -1, fd_ = -1;
+  std::string name_, buffer_;
+};
+
+}  // namespace troupe::launch
