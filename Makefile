@@ -81,7 +81,7 @@ bench-checkpoint: build
 
 # Issue 13: detection and recovery times of kill -9 and SIGSTOP of a node, and the training
 # pause of `troupe scale` up and down, next to the step time of the same job. Not in CI.
-#   BENCH_RECOVERY_KILLS (20), _HANGS (5), _SCALES (5), _NODES (3), _HEARTBEAT (50/250),
+#   BENCH_RECOVERY_KILLS (20), _HANGS (5), _SCALES (5), _NODES (3), _HEARTBEAT (100/1000),
 #   _SEED (printed; replays the victims and moments). ~5 min on 2 cores.
 .PHONY: bench-recovery
 bench-recovery: build
