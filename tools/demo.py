@@ -164,6 +164,13 @@ def first_commit_after(metrics, unix_ms):
     return next((m for m in metrics if m["unix_ms"] >= unix_ms), None)
 
 
+def why_lost(reason):
+    """'node n2 (pid 7) lost at step 30: peer_down: its connection closed: End of file' →
+    'peer_down: its connection closed'."""
+    why = reason.split(": ", 1)[-1]
+    return ": ".join(why.split(": ")[:2])[:64]
+
+
 def happenings(events, metrics):
     """(event, at step, detected after ms, recovered/paused after ms, steps redone, note)."""
     rows = []
@@ -178,7 +185,7 @@ def happenings(events, metrics):
             rows.append((f"lost {e.get('node', '?')} (kill -9)", e.get("step", "?"),
                          f"{e['unix_ms'] - t:.0f}" if t else "?",
                          f"{nxt['unix_ms'] - t:.0f}" if t and nxt else "?",
-                         "0" if t else "?", (e.get("reason") or "")[:58]))
+                         "0" if t else "?", why_lost(e.get("reason") or "")))
         elif e["kind"] in ("scaled", "drained"):
             start = next((x for x in reversed(events[:i]) if x["kind"] == "reshape"), {})
             what = re.match(r"([^:]*)", e.get("text", "")).group(1)
