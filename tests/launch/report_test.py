@@ -1,7 +1,8 @@
 #!/usr/bin/python3
 """`troupe report RUN_DIR` (tools/report.py) on synthetic run directories: the PNGs exist,
 are PNG files and carry real plots; events of today's format, of the typed format and of
-unknown kinds are all drawn; bad input (no metrics.jsonl, an empty one, a line that is not
+unknown kinds are all drawn; a real run directory (a 2-node `troupe launch` of 20 steps that
+loses a node) is drawn too; bad input (no metrics.jsonl, an empty one, a line that is not
 JSON, no matplotlib, no tools/) fails with a message that names the file and the line.
 
   report_test.py --troupe build/troupe --work DIR
@@ -105,6 +106,24 @@ def good_runs(troupe, work):
     check("no events.jsonl: says so", "no events.jsonl" in res.stderr, res.stderr.strip())
 
 
+def launched_run(troupe, work):
+    """A real run directory: 2 node processes, 20 steps, one killed (-9) after step 8."""
+    run_dir = os.path.join(work, "launched")
+    shutil.rmtree(run_dir, ignore_errors=True)
+    tiny = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "configs",
+                        "tiny.toml")
+    r = subprocess.run([troupe, "launch", "--config", tiny, "--nodes", "2", "--steps", "20",
+                        "--kill-node-at", "8", "--run-dir", run_dir, "--set",
+                        "train.eval_every=0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                       text=True, timeout=240)
+    check("launched run: troupe launch exit 0", r.returncode == 0, r.stderr[-400:])
+    kinds = {json.loads(line).get("kind") for line in open(os.path.join(run_dir, "events.jsonl"))}
+    check("launched run: events.jsonl has the loss and the recovery",
+          {"recover", "recovered"} <= kinds, sorted(k for k in kinds if k))
+    check_pngs("launched run", report(troupe, run_dir), os.path.join(run_dir, "report"),
+               ["loss.png", "throughput.png", "events.png"])
+
+
 def bad_runs(troupe, work):
     empty = os.path.join(work, "empty")
     shutil.rmtree(empty, ignore_errors=True)
@@ -143,6 +162,7 @@ def main():
     a = ap.parse_args()
     os.makedirs(a.work, exist_ok=True)
     good_runs(a.troupe, a.work)
+    launched_run(a.troupe, a.work)
     bad_runs(a.troupe, a.work)
     for f in failures:
         print("FAIL:", f)

@@ -1,0 +1,491 @@
+#!/usr/bin/python3
+"""make bench-recovery (issue 13 item 7): how long a live `troupe launch` job of tiny takes to
+notice a fault and train again, next to its own step time measured in the same run.
+
+Three jobs (one per kind of disturbance, each run until its disturbances are done and then
+stopped with SIGINT; `--set train.eval_every=0`, no checkpoints):
+  kill   BENCH_RECOVERY_NODES (3) nodes, fault_tolerance.replace_lost=true, so that every
+         kill is followed by a fresh node process and the job keeps its node count. Each of
+         BENCH_RECOVERY_KILLS (20) rounds waits for a steady job (running, no reshape, all
+         nodes back, BENCH_RECOVERY_QUIET (3) steps committed since the last event), sleeps a
+         random time in [0, 1.5 steps), and sends SIGKILL to a random active node process.
+  hang   the same with SIGSTOP (BENCH_RECOVERY_HANGS, 5), detected by missed heartbeats only;
+         fault_tolerance.heartbeat_interval_ms/heartbeat_timeout_ms set to
+         BENCH_RECOVERY_HEARTBEAT (100/1000, the defaults: 50/250 evicts healthy nodes on
+         a loaded 2-core box, and an evicted node exits 0, which launch does not replace;
+         the bench then scales the job back up and says so). Once it is declared lost, SIGKILL, so that it
+         never comes back (and launch replaces it).
+  scale  NODES nodes, --max-nodes NODES+1; BENCH_RECOVERY_SCALES (5) times `troupe scale
+         RUN_DIR NODES+1` and back to NODES, each from a steady job.
+Then a coordinator restart, if this build has one (`troupe launch --coordinator-process`, or
+`coordinator_pid` in `troupe status`): kill -9 of the coordinator process, the gap between
+the metrics lines around it minus a step. Otherwise it says it was not measured.
+
+Figures (all wall clock, unix ms; events.jsonl and metrics.jsonl carry unix_ms):
+  detection  the kill (time.time() just before os.kill) → the `recover` event of that node;
+  recovery   the kill → the first metrics.jsonl line committed after the `recovered` event;
+  pause      scaled/drained's pause_ms (step boundary → every worker of the new view ready),
+             and as training sees it: the gap between the metrics lines around the reshape
+             minus one step;
+  step time  the anchor: the median gap between consecutive metrics lines of the same job
+             with no disturbance (an injection or an event other than a checkpoint) within
+             a step of either line.
+
+BENCH_RECOVERY_SEED=S replays the choices (victims, moments); the timings are the machine's.
+  run_bench_recovery.py BUILD_DIR
+"""
+import json
+import math
+import os
+import random
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = os.path.join(ROOT, "configs", "tiny.toml")
+JOB_STEPS = 1000000  # never reached: each job is stopped once its disturbances are done
+COMMON = ["--set", "train.eval_every=0", "--set", "checkpoint.every_steps=0"]
+# Kinds of events that are not disturbances of the step time: the checkpoint is off, the
+# rest are the job's start (before the first step) and its end.
+QUIET_KINDS = {"checkpoint", "start", "resume", "job_done", "done", "stop", "stopping"}
+DETECTION_TARGET_MS = 20
+RECOVERY_SLACK_MS = 200  # recovery target: one step + this
+RESHAPE_SLACK_MS = 500   # scale target: one step + this
+
+
+def env_int(name, default):
+    return int(os.environ.get(name, default))
+
+
+class Knobs:
+    def __init__(self):
+        self.kills = env_int("BENCH_RECOVERY_KILLS", 20)
+        self.hangs = env_int("BENCH_RECOVERY_HANGS", 5)
+        self.scales = env_int("BENCH_RECOVERY_SCALES", 5)
+        self.coordinator = env_int("BENCH_RECOVERY_COORDINATOR", 3)
+        self.nodes = env_int("BENCH_RECOVERY_NODES", 3)
+        self.quiet = env_int("BENCH_RECOVERY_QUIET", 3)
+        hb = os.environ.get("BENCH_RECOVERY_HEARTBEAT", "100/1000").split("/")
+        self.hb_interval_ms, self.hb_timeout_ms = int(hb[0]), int(hb[1])
+        self.seed = env_int("BENCH_RECOVERY_SEED", random.SystemRandom().randrange(1, 1 << 31))
+        self.wait_s = env_int("BENCH_RECOVERY_WAIT_S", 120)  # for any one thing to happen
+
+
+class BenchError(Exception):
+    pass
+
+
+def read_jsonl(path):
+    """The complete lines of a JSONL file that another process is appending to."""
+    try:
+        with open(path) as f:
+            text = f.read()
+    except FileNotFoundError:
+        return []
+    rows = []
+    for line in text.split("\n")[:-1]:  # the last piece may be a line being written
+        if line.strip():
+            rows.append(json.loads(line))
+    return rows
+
+
+def wait_for(pred, timeout_s, what):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        got = pred()
+        if got:
+            return got
+        time.sleep(0.02)  # another process's progress: polled
+    raise BenchError(f"timed out after {timeout_s} s waiting for {what}")
+
+
+def percentile(xs, p):
+    """Nearest-rank percentile of a non-empty list."""
+    s = sorted(xs)
+    return s[max(0, min(len(s), math.ceil(p / 100 * len(s))) - 1)]
+
+
+class Job:
+    """One `troupe launch` of tiny in its own session, with its run directory and endpoint."""
+
+    def __init__(self, troupe, run_dir, nodes, extra, wait_s):
+        shutil.rmtree(run_dir, ignore_errors=True)
+        os.makedirs(os.path.dirname(run_dir), exist_ok=True)
+        self.troupe, self.run_dir, self.wait_s = troupe, run_dir, wait_s
+        self.out = open(run_dir + ".out", "w")
+        self.p = subprocess.Popen(
+            [troupe, "launch", "--config", TINY, "--nodes", str(nodes), "--run-dir", run_dir,
+             "--steps", str(JOB_STEPS), *COMMON, *extra],
+            stdout=self.out, stderr=subprocess.STDOUT, start_new_session=True)
+        self.injections = []  # unix ms of every signal this bench sent
+        self.signalled = set()  # pids this bench sent a signal to
+        self.evicted = []  # node ids declared dead that the bench had not touched
+        self.top_up = False  # fault jobs: an eviction is followed by `troupe scale` back up
+        wait_for(lambda: all(os.path.exists(os.path.join(run_dir, f))
+                             for f in ("control.json", "control.token")) or self.dead(),
+                 wait_s, "the control endpoint")
+        if self.dead():
+            raise BenchError(f"troupe launch exited {self.p.returncode}; see {run_dir}.out")
+        with open(os.path.join(run_dir, "control.json")) as f:
+            self.address = json.load(f)["address"]
+        with open(os.path.join(run_dir, "control.token")) as f:
+            self.token = f.read().strip()
+
+    def dead(self):
+        return self.p.poll() is not None
+
+    def status(self):
+        req = urllib.request.Request(self.address + "/status",
+                                     headers={"Authorization": "Bearer " + self.token})
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return json.loads(r.read().decode())
+
+    def events(self):
+        return read_jsonl(os.path.join(self.run_dir, "events.jsonl"))
+
+    def metrics(self):
+        return read_jsonl(os.path.join(self.run_dir, "metrics.jsonl"))
+
+    def steady(self, nodes, quiet_steps):
+        """The status once the job runs on `nodes` active nodes, with no reshape, and has
+        committed quiet_steps steps since its last event and the last injection; else None."""
+        if self.dead():
+            raise BenchError(f"troupe launch exited {self.p.returncode}; see {self.run_dir}.out")
+        st = self.status()
+        active = [n for n in st["nodes"] if n["state"] == "active"]
+        if st["phase"] != "running" or st["reshape"]:
+            return None
+        if len(active) < nodes and self.top_up and self.unexpected_eviction():
+            troupe_scale(self.troupe, self.run_dir, nodes)
+            return None
+        if len(active) != nodes:
+            return None
+        if len(st["nodes"]) != nodes:  # a joiner or a leaver still around
+            return None
+        last = max([e["unix_ms"] for e in self.events() if e["kind"] not in QUIET_KINDS] +
+                   self.injections + [0])
+        after = [m for m in self.metrics() if m["unix_ms"] > last]
+        return st if len(after) >= quiet_steps else None
+
+    def wait_steady(self, nodes, quiet_steps):
+        return wait_for(lambda: self.steady(nodes, quiet_steps), self.wait_s,
+                        f"{self.run_dir} steady on {nodes} nodes")
+
+    def unexpected_eviction(self):
+        """A node declared dead (missed heartbeats on a loaded machine) that exited 0 by itself:
+        launch replaces only the node processes that die, so it is not replaced. Counted, and
+        True once for each, so that the caller scales the job back up."""
+        for e in self.events():
+            if (e["kind"] == "node_exit" and e.get("exit_code") == 0 and e.get("node") and
+                    e.get("pid") not in self.signalled and e["node"] not in self.evicted):
+                self.evicted.append(e["node"])
+                print(f"  (an eviction the bench did not cause: {e['node']}, exit 0; "
+                      "`troupe scale` back up)", flush=True)
+                return True
+        return False
+
+    def signal_node(self, pid, sig):
+        """Sends sig to a node process of this job: checked to be launch's child first."""
+        with open(f"/proc/{pid}/stat") as f:
+            ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        if ppid != self.p.pid:
+            raise BenchError(f"pid {pid} is not a node process of {self.run_dir} (parent {ppid})")
+        t = time.time() * 1000
+        os.kill(pid, sig)
+        self.injections.append(t)
+        self.signalled.add(pid)
+        return t
+
+    def stop(self):
+        if not self.dead():
+            os.killpg(self.p.pid, signal.SIGINT)  # the job's own Ctrl-C: it stops its nodes
+            try:
+                self.p.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.p.pid, signal.SIGKILL)
+                self.p.wait()
+        self.out.close()
+
+    def step_time_ms(self):
+        """The anchor: median gap between consecutive metrics lines with no disturbance within
+        a (provisional) step of either line."""
+        ms = [m["unix_ms"] for m in self.metrics()]
+        gaps = [(a, b) for a, b in zip(ms, ms[1:])]
+        if len(gaps) < 3:
+            raise BenchError(f"{self.run_dir}: too few steps to measure a step time")
+        rough = statistics.median(b - a for a, b in gaps)
+        marks = sorted([e["unix_ms"] for e in self.events() if e["kind"] not in QUIET_KINDS] +
+                       self.injections)
+        clean = [b - a for a, b in gaps
+                 if not any(a - rough <= d <= b + rough for d in marks)]
+        if len(clean) < 3:
+            raise BenchError(f"{self.run_dir}: fewer than 3 undisturbed steps")
+        return statistics.median(clean), len(clean)
+
+
+def first_metrics_after(metrics, unix_ms):
+    for m in metrics:
+        if m["unix_ms"] >= unix_ms:
+            return m
+    return None
+
+
+def last_metrics_before(metrics, unix_ms):
+    before = [m for m in metrics if m["unix_ms"] <= unix_ms]
+    return before[-1] if before else None
+
+
+def pick_victim(rng, st):
+    active = sorted((n for n in st["nodes"] if n["state"] == "active"), key=lambda n: n["id"])
+    return rng.choice(active)
+
+
+def one_fault(job, rng, knobs, step_ms, sig, hang):
+    """One kill or hang of a random active node at a random moment: (detection, recovery) ms."""
+    st = job.wait_steady(knobs.nodes, knobs.quiet)
+    victim = pick_victim(rng, st)
+    time.sleep(rng.uniform(0, 1.5 * step_ms) / 1000)
+    t = job.signal_node(victim["pid"], sig)
+    rec = wait_for(lambda: next((e for e in job.events() if e["kind"] == "recover" and
+                                 e.get("node") == victim["id"]), None),
+                   job.wait_s, f"the recover event of {victim['id']}")
+    if hang:
+        job.signal_node(victim["pid"], signal.SIGKILL)  # lost already: it must not come back
+    done = wait_for(lambda: next((e for e in job.events() if e["kind"] == "recovered" and
+                                  e["unix_ms"] >= rec["unix_ms"]), None),
+                    job.wait_s, "the recovered event")
+    nxt = wait_for(lambda: first_metrics_after(job.metrics(), done["unix_ms"]), job.wait_s,
+                   "the first step after the recovery")
+    return rec["unix_ms"] - t, nxt["unix_ms"] - t, victim["id"], rec.get("hung")
+
+
+def fault_job(troupe, work, knobs, rng, kind):
+    hang = kind == "hang"
+    count = knobs.hangs if hang else knobs.kills
+    extra = ["--set", "fault_tolerance.replace_lost=true"]
+    if hang:
+        extra += ["--set", f"fault_tolerance.heartbeat_interval_ms={knobs.hb_interval_ms}",
+                  "--set", f"fault_tolerance.heartbeat_timeout_ms={knobs.hb_timeout_ms}"]
+    job = Job(troupe, os.path.join(work, kind), knobs.nodes, extra, knobs.wait_s)
+    job.top_up = True
+    try:
+        job.wait_steady(knobs.nodes, knobs.quiet + 2)
+        rough, _ = job.step_time_ms()
+        rows = []
+        for i in range(count):
+            det, rec, node, hung = one_fault(job, rng, knobs, rough,
+                                             signal.SIGSTOP if hang else signal.SIGKILL, hang)
+            rows.append((det, rec))
+            print(f"  {kind} {i + 1:2d}/{count}: {node:4s} detected {det:6.0f} ms, training again "
+                  f"{rec:6.0f} ms after the {'SIGSTOP' if hang else 'kill'}"
+                  f"{'' if hung in (None, hang) else ' (hung=' + str(hung) + '!)'}", flush=True)
+        job.wait_steady(knobs.nodes, knobs.quiet + 4)  # undisturbed steps for the anchor
+        step_ms, clean = job.step_time_ms()
+    finally:
+        job.stop()
+    return rows, step_ms, clean, job.evicted
+
+
+def troupe_scale(troupe, run_dir, n):
+    r = subprocess.run([troupe, "scale", run_dir, str(n)], stdout=subprocess.PIPE,
+                       stderr=subprocess.STDOUT, text=True, timeout=60)
+    if r.returncode != 0:
+        raise BenchError(f"troupe scale {run_dir} {n}: {r.stdout.strip()}")
+
+
+def one_reshape(job, troupe, knobs, to_nodes, kind):
+    """One `troupe scale` from a steady job: (pause_ms, the metrics gap around it in ms)."""
+    job.wait_steady(knobs.nodes if kind == "scaled" else knobs.nodes + 1, knobs.quiet)
+    seen = len(job.events())
+    job.injections.append(time.time() * 1000)
+    troupe_scale(troupe, job.run_dir, to_nodes)
+    new = lambda k: next((e for e in job.events()[seen:] if e["kind"] == k), None)  # noqa: E731
+    done = wait_for(lambda: new(kind), job.wait_s, f"the {kind} event")
+    boundary = new("reshape")
+    if boundary is None:
+        raise BenchError(f"no reshape event before {kind}")
+    after = wait_for(lambda: first_metrics_after(job.metrics(), done["unix_ms"]), job.wait_s,
+                     "the first step after the reshape")
+    before = last_metrics_before(job.metrics(), boundary["unix_ms"])
+    return done["pause_ms"], after["unix_ms"] - before["unix_ms"]
+
+
+def scale_job(troupe, work, knobs):
+    job = Job(troupe, os.path.join(work, "scale"), knobs.nodes,
+              ["--max-nodes", str(knobs.nodes + 1)], knobs.wait_s)
+    up, down = [], []
+    try:
+        for i in range(knobs.scales):
+            for to, kind, rows in ((knobs.nodes + 1, "scaled", up), (knobs.nodes, "drained", down)):
+                pause, gap = one_reshape(job, troupe, knobs, to, kind)
+                rows.append((pause, gap))
+                print(f"  scale {i + 1}/{knobs.scales} → {to}: paused {pause:6.0f} ms "
+                      f"(pause_ms), metrics gap {gap:6.0f} ms", flush=True)
+        job.wait_steady(knobs.nodes, knobs.quiet + 4)  # undisturbed steps for the anchor
+        step_ms, clean = job.step_time_ms()
+    finally:
+        job.stop()
+    return up, down, step_ms, clean
+
+
+def coordinator_supported(troupe):
+    r = subprocess.run([troupe, "launch", "--help"], stdout=subprocess.PIPE,
+                       stderr=subprocess.STDOUT, text=True, timeout=30)
+    return "--coordinator-process" in r.stdout
+
+
+def coordinator_job(troupe, work, knobs):
+    """Gaps (ms) between the metrics lines around each kill -9 of the coordinator process, or
+    None when this build has no separate, restartable coordinator."""
+    if knobs.coordinator <= 0 or not coordinator_supported(troupe):
+        return None
+    job = Job(troupe, os.path.join(work, "coordinator"), knobs.nodes, ["--coordinator-process"],
+              knobs.wait_s)
+    gaps = []
+    try:
+        for i in range(knobs.coordinator):
+            st = job.wait_steady(knobs.nodes, knobs.quiet)
+            pid = st.get("coordinator_pid")
+            if not pid:
+                return None
+            seen = len(job.events())
+            t = time.time() * 1000
+            os.kill(int(pid), signal.SIGKILL)  # the coordinator of our own job (its status)
+            job.injections.append(t)
+            wait_for(lambda: any(e["kind"] == "coordinator_restarted" for e in job.events()[seen:]),
+                     job.wait_s, "the coordinator_restarted event")
+            after = wait_for(lambda: first_metrics_after(job.metrics(), t + 1), job.wait_s,
+                             "the first step after the coordinator restart")
+            before = last_metrics_before(job.metrics(), t)
+            gaps.append(after["unix_ms"] - before["unix_ms"])
+            print(f"  coordinator {i + 1}/{knobs.coordinator}: metrics gap {gaps[-1]:6.0f} ms",
+                  flush=True)
+        job.wait_steady(knobs.nodes, knobs.quiet + 4)
+        step_ms, _ = job.step_time_ms()
+    finally:
+        job.stop()
+    return gaps, step_ms
+
+
+def table(title, columns, step_ms):
+    """columns: [(name, values ms)]: n, min, median, p90, max and median ÷ step time."""
+    print(f"\n{title}")
+    print(f"  {'':40s} {'n':>3s} {'min':>7s} {'median':>7s} {'p90':>7s} {'max':>7s}  "
+          f"{'median/step':>11s}")
+    for name, xs in columns:
+        print(f"  {name:40s} {len(xs):3d} {min(xs):7.0f} {statistics.median(xs):7.0f} "
+              f"{percentile(xs, 90):7.0f} {max(xs):7.0f}  {statistics.median(xs) / step_ms:11.2f}")
+
+
+def verdict(ok):
+    return "holds" if ok else "MISSES"
+
+
+def main():
+    if len(sys.argv) != 2:
+        sys.exit(__doc__)
+    build = sys.argv[1]
+    troupe = os.path.abspath(os.path.join(build, "troupe"))
+    knobs = Knobs()
+    work = os.path.abspath(os.environ.get("BENCH_RECOVERY_DIR",
+                                          os.path.join(build, "bench-recovery.tmp")))
+    shutil.rmtree(work, ignore_errors=True)
+    os.makedirs(work)
+    rng = random.Random(knobs.seed)
+    print(f"bench-recovery: tiny on {knobs.nodes} node processes on 127.0.0.1, "
+          f"{knobs.kills} kills, {knobs.hangs} hangs, {knobs.scales} scales each way; "
+          f"{os.cpu_count()} cores, shared and noisy (load {os.getloadavg()[0]:.2f})\n"
+          f"seed {knobs.seed} (BENCH_RECOVERY_SEED={knobs.seed} replays the victims and moments; "
+          f"the timings are the machine's)", flush=True)
+    t0 = time.monotonic()
+    summary = []
+    try:
+        if knobs.kills > 0:
+            print("== kill -9 (replace_lost=true: a fresh node process takes each one's place)",
+                  flush=True)
+            rows, step_ms, clean, evicted = fault_job(troupe, work, knobs, rng, "kill")
+            if evicted:
+                summary.append(f"kill job: {len(evicted)} node(s) evicted by missed heartbeats "
+                               f"that the bench did not touch ({', '.join(evicted)})")
+            table(f"kill -9: {len(rows)} kills; step time {step_ms:.0f} ms (median of {clean} "
+                  "undisturbed steps, same job)",
+                  [("detection (kill → recover event)", [r[0] for r in rows]),
+                   ("recovery (kill → next committed step)", [r[1] for r in rows])], step_ms)
+            det = statistics.median(r[0] for r in rows)
+            rec = statistics.median(r[1] for r in rows)
+            summary.append(f"kill -9 detection: median {det:.0f} ms, step time {step_ms:.0f} ms, "
+                           f"ratio {det / step_ms:.3f}; target ≤ {DETECTION_TARGET_MS} ms: "
+                           f"{verdict(det <= DETECTION_TARGET_MS)}")
+            summary.append(f"kill -9 recovery: median {rec:.0f} ms, step time {step_ms:.0f} ms, "
+                           f"ratio {rec / step_ms:.2f}; target ≤ one step + {RECOVERY_SLACK_MS} "
+                           f"ms = {step_ms + RECOVERY_SLACK_MS:.0f} ms: "
+                           f"{verdict(rec <= step_ms + RECOVERY_SLACK_MS)}")
+        if knobs.hangs > 0:
+            print(f"\n== SIGSTOP (heartbeat every {knobs.hb_interval_ms} ms, declared dead after "
+                  f"{knobs.hb_timeout_ms} ms; then SIGKILL; replace_lost=true)", flush=True)
+            rows, step_ms, clean, evicted = fault_job(troupe, work, knobs, rng, "hang")
+            if evicted:
+                summary.append(f"hang job: {len(evicted)} node(s) evicted by missed heartbeats "
+                               f"that the bench did not touch ({', '.join(evicted)})")
+            table(f"SIGSTOP: {len(rows)} hangs; step time {step_ms:.0f} ms (median of {clean} "
+                  f"undisturbed steps), heartbeat_timeout_ms {knobs.hb_timeout_ms}",
+                  [("detection (stop → recover event)", [r[0] for r in rows]),
+                   ("recovery (stop → next committed step)", [r[1] for r in rows])], step_ms)
+            det = statistics.median(r[0] for r in rows)
+            rec = statistics.median(r[1] for r in rows)
+            summary.append(f"hang detection: median {det:.0f} ms, heartbeat timeout "
+                           f"{knobs.hb_timeout_ms} ms, ratio {det / knobs.hb_timeout_ms:.2f} "
+                           "(no target: a hang is seen only by missed heartbeats)")
+            summary.append(f"hang recovery: median {rec:.0f} ms, heartbeat timeout + step time "
+                           f"{knobs.hb_timeout_ms + step_ms:.0f} ms, ratio "
+                           f"{rec / (knobs.hb_timeout_ms + step_ms):.2f}; recovery after "
+                           f"detection {rec - det:.0f} ms vs one step + {RECOVERY_SLACK_MS} ms: "
+                           f"{verdict(rec - det <= step_ms + RECOVERY_SLACK_MS)}")
+        if knobs.scales > 0:
+            n = knobs.nodes
+            print(f"\n== troupe scale {n} → {n + 1} → {n}, {knobs.scales} times", flush=True)
+            up, down, step_ms, clean = scale_job(troupe, work, knobs)
+            table(f"scale: {len(up)} up, {len(down)} down; step time {step_ms:.0f} ms (median of "
+                  f"{clean} undisturbed steps, same job)",
+                  [(f"up {n}→{n + 1}: pause_ms", [r[0] for r in up]),
+                   (f"up {n}→{n + 1}: metrics gap − step", [r[1] - step_ms for r in up]),
+                   (f"down {n + 1}→{n}: pause_ms", [r[0] for r in down]),
+                   (f"down {n + 1}→{n}: metrics gap − step", [r[1] - step_ms for r in down])],
+                  step_ms)
+            for name, rows in (("scale up", up), ("scale down", down)):
+                pause = statistics.median(r[0] for r in rows)
+                seen = statistics.median(r[1] - step_ms for r in rows)
+                limit = step_ms + RESHAPE_SLACK_MS
+                summary.append(f"{name} pause: median pause_ms {pause:.0f} ms, as training sees "
+                               f"it (gap − step) {seen:.0f} ms, step time {step_ms:.0f} ms, "
+                               f"ratio {seen / step_ms:.2f}; target ≤ one step + "
+                               f"{RESHAPE_SLACK_MS} ms = {limit:.0f} ms: "
+                               f"{verdict(max(pause, seen) <= limit)}")
+        coord = coordinator_job(troupe, work, knobs)
+        if coord is None:
+            summary.append("coordinator restart: not measured (not implemented in this build)")
+        else:
+            gaps, step_ms = coord
+            seen = [g - step_ms for g in gaps]
+            table(f"coordinator kill -9: {len(gaps)}; step time {step_ms:.0f} ms",
+                  [("metrics gap − step", seen)], step_ms)
+            med = statistics.median(seen)
+            summary.append(f"coordinator restart pause (gap − step): median {med:.0f} ms, step "
+                           f"time {step_ms:.0f} ms, ratio {med / step_ms:.2f}")
+    except BenchError as e:
+        sys.exit(f"bench-recovery: {e} (run directories kept in {work})")
+    print(f"\nsummary (seed {knobs.seed}, {time.monotonic() - t0:.0f} s, load "
+          f"{os.getloadavg()[0]:.2f} on {os.cpu_count()} shared cores: noisy):")
+    for line in summary:
+        print("  " + line)
+    if not os.environ.get("BENCH_RECOVERY_KEEP"):
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
