@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -31,6 +32,11 @@ struct LaunchArgs {
   bool coordinator_process = false, as_coordinator = false, restart = false;
   std::string launcher_link;
 };
+
+// --scale-at STEP:N, checked (UsageError naming the bad item).
+std::map<int64_t, int64_t> parse_scale_at(const LaunchArgs& a);
+// --local-nodes defaulted and checked against --nodes, --min/max-nodes and --kill-node-at.
+int64_t checked_local_nodes(const LaunchArgs& a);
 
 // Runs the job with its coordinator in a process of its own (launcher.cc).
 int run_coordinator_process(const LaunchArgs& a);

@@ -6,8 +6,8 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 #include <cstring>
-#include <random>
 #include <stdexcept>
 
 namespace troupe::launch {
@@ -35,8 +35,9 @@ LauncherLink::~LauncherLink() {
 }
 
 void LauncherLink::listen() {
-  std::random_device::result_type salt = std::random_device{}();
-  name_ = "troupe-launch-" + std::to_string(::getpid()) + "-" + std::to_string(salt);
+  // Unique per process and start: the pid, and the clock for a reused pid.
+  const auto t = std::chrono::steady_clock::now().time_since_epoch().count();
+  name_ = "troupe-launch-" + std::to_string(::getpid()) + "-" + std::to_string(t);
   listen_fd_ = ::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (listen_fd_ < 0) throw os_error("launch: cannot open the coordinator link");
   socklen_t len = 0;

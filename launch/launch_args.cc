@@ -1,0 +1,53 @@
+#include "launch/launch_args.h"
+
+#include <map>
+#include <string>
+
+#include "launch/commands.h"
+
+namespace troupe::launch {
+
+// --scale-at STEP:N, checked.
+std::map<int64_t, int64_t> parse_scale_at(const LaunchArgs& a) {
+  std::map<int64_t, int64_t> out;
+  for (const std::string& item : a.scale_at) {
+    const size_t colon = item.find(':');
+    long step = -1, n = -1;
+    try {
+      size_t u1 = 0, u2 = 0;
+      step = std::stol(item.substr(0, colon), &u1);
+      n = std::stol(item.substr(colon + 1), &u2);
+      if (colon == std::string::npos || u1 != colon || colon + 1 + u2 != item.size()) step = -1;
+    } catch (const std::exception&) {
+      step = -1;
+    }
+    if (step < 1 || n < 1 || n > a.max_nodes)
+      throw UsageError("launch: --scale-at '" + item + "' is not STEP:N (STEP >= 1, 1 <= N <= " +
+                       "--max-nodes " + std::to_string(a.max_nodes) + ")");
+    out[step] = n;
+  }
+  return out;
+}
+
+// --local-nodes defaulted and checked against --nodes and --kill-node-at.
+int64_t checked_local_nodes(const LaunchArgs& a) {
+  if (a.max_nodes < 1 || a.max_nodes > 64)
+    throw UsageError("launch: --max-nodes must be in [1, 64], got " + std::to_string(a.max_nodes));
+  if (a.nodes < 1 || a.nodes > a.max_nodes)
+    throw UsageError("launch: --nodes must be in [1, --max-nodes " + std::to_string(a.max_nodes) +
+                     "], got " + std::to_string(a.nodes));
+  if (a.min_nodes < 1 || a.min_nodes > a.nodes)
+    throw UsageError("launch: --min-nodes must be in [1, --nodes " + std::to_string(a.nodes) +
+                     "], got " + std::to_string(a.min_nodes));
+  const int64_t local = a.local_nodes < 0 ? a.nodes : a.local_nodes;
+  if (local > a.nodes)
+    throw UsageError("launch: --local-nodes " + std::to_string(local) + " is more than --nodes " +
+                     std::to_string(a.nodes));
+  if (a.kill_node_at >= 0 && local < 2)
+    throw UsageError(
+        "launch: --kill-node-at needs at least 2 node processes started here "
+        "(one to kill, one to go on)");
+  return local;
+}
+
+}  // namespace troupe::launch
