@@ -372,8 +372,8 @@ class LaunchJob {
     const std::string log = "node-" + e.name.substr(e.name.find(' ') + 1) + ".log";
     on_event("node_exit",
              id.empty() ? e.exited() + " (before it joined; log " + log + ")"
-                        : id + " (pid " + std::to_string(e.pid) + ", log " + log + ") exited (" +
-                              e.describe() + ")",
+                        : id + " (pid " + std::to_string(e.pid) + ") exited (" + e.describe() +
+                              "; log " + log + ")",
              {{"node", id},
               {"pid", e.pid},
               {"reason", e.describe()},
