@@ -198,7 +198,7 @@ def coordinator_paused(troupe, work):
     want_hash, _ = plain_run(troupe, work, 12)
     h = re.search(r"weights ([0-9a-f]{16})", out)
     check("paused: no node declared dead, same weights",
-          p.returncode == 0 and "[paused]" in err and "lost" not in out and h and
+          p.returncode == 0 and "[coordinator_paused]" in err and "lost" not in out and h and
           h.group(1) == want_hash,
           f"status {p.returncode}, {[l for l in err.splitlines() if l.startswith('[')][-3:]}, "
           f"{h.group(1) if h else None} vs {want_hash}")
@@ -299,9 +299,20 @@ def launch_with_outside_nodes(troupe, work, name, nodes, extra=()):
                           "--local-nodes", "1", "--secret-file", secret, "--steps", "4", "--set",
                           "train.eval_every=0", "--run-dir", os.path.join(work, name), *extra],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    wait_for(lambda: len(children(p.pid)) == 1, 60, "the local node process")
-    with open(f"/proc/{children(p.pid)[0]}/cmdline") as f:
-        argv = f.read().split("\0")
+
+    def node_argv():  # the local node once it runs `troupe node` (not just forked)
+        for c in children(p.pid):
+            try:
+                with open(f"/proc/{c}/cmdline") as f:
+                    argv = f.read().split("\0")
+            except FileNotFoundError:
+                continue
+            if "--join" in argv:
+                return argv
+        return None
+
+    wait_for(lambda: node_argv() is not None, 60, "the local node process")
+    argv = node_argv()
     return p, [troupe, "node", "--join", argv[argv.index("--join") + 1], "--secret-file", secret]
 
 
