@@ -125,12 +125,8 @@ void place_workers(Self* self) {
 
 }  // namespace
 
-void on_join(Self* self, const control::Join& j, const ActorMessage& m) {
+NodeInfo admit_node(Self* self, const control::Join& j, const ActorMessage& m) {
   auto& s = self->state;
-  if (s.core.phase != Phase::joining) {
-    if (!admit_joiner(self, j, m)) refuse_join(self, j, m);
-    return;
-  }
   NodeInfo n;
   n.id = fmt::format("n{}", ++s.core.joins);  // never reused: a node lost while joining is gone
   n.address = j.address();
@@ -139,6 +135,16 @@ void on_join(Self* self, const control::Join& j, const ActorMessage& m) {
   n.last_heard = now(self);
   self->send(s.router, runtime::bind_atom::value, n.id, n.peer);
   self->send(s.router, runtime::address_atom::value, n.id, n.address);
+  return n;
+}
+
+void on_join(Self* self, const control::Join& j, const ActorMessage& m) {
+  auto& s = self->state;
+  if (s.core.phase != Phase::joining) {
+    if (!admit_joiner(self, j, m)) refuse_join(self, j, m);
+    return;
+  }
+  const NodeInfo n = admit_node(self, j, m);
   s.core.nodes.push_back(n);
   bump_epoch(self);
   welcome(self, n, false);

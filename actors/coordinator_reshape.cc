@@ -193,14 +193,7 @@ bool admit_joiner(Self* self, const control::Join& j, const ActorMessage& m) {
   if ((p != Phase::running && p != Phase::recovering) || rs.active ||
       int64_t(rs.joiners.size()) >= rs.joiners_wanted)
     return false;
-  NodeInfo n;
-  n.id = fmt::format("n{}", ++s.core.joins);
-  n.address = j.address();
-  n.pid = j.pid();
-  n.peer = m.peer;
-  n.last_heard = now(self);
-  self->send(s.router, runtime::bind_atom::value, n.id, n.peer);
-  self->send(s.router, runtime::address_atom::value, n.id, n.address);
+  const NodeInfo n = admit_node(self, j, m);
   rs.joiners.push_back(n);
   welcome(self, n, true);
   event(self, "join",

@@ -168,6 +168,8 @@ Verdict check_worker(Self* self, int64_t index, const ActorMessage& m);
 
 // coordinator_membership.cc: the core.
 void on_join(Self* self, const control::Join& j, const ActorMessage& m);
+// A joining node's NodeInfo under a fresh id (n1, n2, ...), bound and addressed in the router.
+NodeInfo admit_node(Self* self, const control::Join& j, const ActorMessage& m);
 Verdict on_ready(Self* self, const train::Ready& r, const ActorMessage& m);
 Verdict on_recovered(Self* self, const train::Recovered& r, const ActorMessage& m);
 void lose_node(Self* self, const std::string& node, const std::string& why, bool hung);
