@@ -39,6 +39,8 @@ struct StepReport {
 struct JobResult {
   bool ok = false;
   std::string error;  // why the job stopped, when !ok
+  // A restarted coordinator (CoordinatorOptions::restart) to which no node came back.
+  bool nothing_rejoined = false;
   int64_t steps_done = 0;
   uint64_t weights_hash = 0;
   int64_t recoveries = 0;      // nodes lost and recovered from

@@ -50,8 +50,13 @@ void finish_rejoin(Self* self) {
                     missing.empty() ? std::string() : "; lost: " + join(missing)),
         {{"duration_ms", std::chrono::duration<double, std::milli>(now(self) - c.started).count()},
          {"missing", missing}});
-  if (missing.size() == c.nodes.size())
-    return fail(self, "no node rejoined the restarted coordinator: nothing to go on with");
+  if (missing.size() == c.nodes.size()) {
+    JobResult r;
+    r.error = "no node rejoined the restarted coordinator: nothing to go on with";
+    r.steps_done = s.drv.step;
+    r.nothing_rejoined = true;
+    return end_job(self, std::move(r));
+  }
   enter_phase(self, Phase::running);
   if (missing.empty())
     return recover_without(self, std::string::npos,

@@ -44,7 +44,8 @@ std::optional<RestartState> restart_state(const storage::Journal& journal) {
                              m.value("worker", "")});
       out = std::move(s);
     }
-    if (kind == "view") {  // a view without workers (joining): no job to restart into yet
+    if (kind == "end") out.reset();  // the job ended: its nodes are gone
+    if (kind == "view") {            // a view without workers (joining): no job to restart into yet
       if (!r.contains("members") || r["members"].empty()) out.reset();
     }
   }

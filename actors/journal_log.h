@@ -13,7 +13,7 @@ namespace troupe::actors {
 
 // What a restarted coordinator rebuilds from the journal: the last view with workers (its
 // epoch and members) and the steps committed (a commit's step + 1; a resume's or rollback's
-// step). None when the job never placed its workers.
+// step). None when the job never placed its workers, or when it ended ("end": its nodes left).
 struct RestartState {
   struct Member {
     std::string id, address;

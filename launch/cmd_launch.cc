@@ -54,13 +54,6 @@ std::string job_secret(const std::string& path, bool create) {
   return secret.value();
 }
 
-// The --set list with --steps folded in (so the nodes read the same job).
-std::vector<std::string> job_sets(const LaunchArgs& a) {
-  std::vector<std::string> sets = a.sets;
-  if (a.steps >= 0) sets.push_back("train.steps=" + std::to_string(a.steps));
-  return sets;
-}
-
 std::unique_ptr<runtime::Host> start_host(const LaunchArgs& a, const std::string& secret) {
   runtime::HostOptions ho;
   ho.node_id = "n0";
@@ -93,16 +86,10 @@ class LaunchJob {
       : a_(a),
         local_(a.as_coordinator ? 0 : checked_local_nodes(a)),
         sets_(job_sets(a)),
-        cfg_(model::load_config(a.config, sets_)),
+        cfg_(checked_launch(a)),
         step_tokens_(cfg_.train.batch_size * cfg_.model.seq_len),
         scale_at_(parse_scale_at(a)),
-        progress_(cfg_.train.steps) {
-    if (a.kill_node_at > cfg_.train.steps)
-      throw UsageError("launch: --kill-node-at " + std::to_string(a.kill_node_at) +
-                       " is after the last step; give 0 (as the workers start) to " +
-                       std::to_string(cfg_.train.steps) +
-                       " (while the final weights are gathered)");
-  }
+        progress_(cfg_.train.steps) {}
 
   int run() {
     open_run_dir();
@@ -122,10 +109,12 @@ class LaunchJob {
     // stopped: SIGTERM, then SIGKILL after 1 s.
     supervisor_.wait_all(std::chrono::milliseconds(2000));
     supervisor_.stop_all(std::chrono::milliseconds(1000));
+    // The job's nodes are gone: a later --resume starts from a checkpoint, not a rejoin.
+    (void)journal_->append({{"kind", "end"}, {"ok", r.ok}, {"step", r.steps_done}});
     if (!r.ok) {
       std::fprintf(stderr, "troupe launch: the job stopped at step %ld: %s\n", long(r.steps_done),
                    r.error.c_str());
-      return 1;
+      return r.nothing_rejoined ? nothing_rejoined_exit : 1;
     }
     write_weights(a_.run_dir + "/weights.safetensors", cfg_, r);
     print_summary(r);
@@ -186,7 +175,7 @@ class LaunchJob {
     ChildExit e;
     if (!(in >> word >> e.pid >> e.exit_code >> e.signal >> log) || word != "exit") return;
     e.name = "node " + log;
-    on_node_exit(e, stopping);
+    on_child_exit(e, stopping);
   }
 
   static void check_write(const runtime::Status& st) {
@@ -320,11 +309,13 @@ class LaunchJob {
                  long(cfg_.train.batch_size), long(cfg_.model.seq_len),
                  long(cfg_.train.batch_size / cfg_.train.micro_batch_rows),
                  host_->listen_address().c_str());
-    if (local_ < a_.nodes && !a_.as_coordinator)
+    // The nodes started elsewhere (the launcher passes its --local-nodes on).
+    const int64_t here = a_.as_coordinator && a_.local_nodes >= 0 ? a_.local_nodes : local_;
+    if (here < a_.nodes && (!a_.as_coordinator || a_.local_nodes >= 0) && !a_.restart)
       std::fprintf(stderr,
                    "troupe launch: waiting for %ld more node(s): troupe node --join %s "
                    "--secret-file %s\n",
-                   long(a_.nodes - local_), host_->listen_address().c_str(), secret_file_.c_str());
+                   long(a_.nodes - here), host_->listen_address().c_str(), secret_file_.c_str());
   }
 
   void start_nodes() {
@@ -397,30 +388,34 @@ class LaunchJob {
                                : "[replace] not replaced: " + why);
   }
 
+  // A node process started here (or by the launcher) ended.
+  void on_child_exit(const ChildExit& e, bool* stopping) {
+    pid_t pid = e.pid;
+    victim_.compare_exchange_strong(pid, 0);  // ended by itself: nothing left to kill
+    if (joined_) return on_node_exit(e, stopping);
+    if (*stopping) return;
+    *stopping = true;
+    actors::request_stop(coordinator_, e.exited() + "; see " + a_.run_dir + "/node-*.log");
+  }
+
   // Until the coordinator is done: Ctrl-C asks it to stop; a node process that exits is the
   // coordinator's to recover from once every node joined, else it stops the job.
   actors::JobResult supervise() {
     std::future<actors::JobResult> result = done_->get_future();
     bool stopping = false;
-    // 5 ms: a local node process's death reaches the coordinator this fast (on_node_exit);
-    // a peer's UCX endpoint error takes 3.5-5.5 ms (DESIGN §3).
-    while (result.wait_for(std::chrono::milliseconds(5)) != std::future_status::ready) {
+    // A local node process's death (its pidfd) or the launcher's line about one wakes this
+    // loop at once (on_node_exit): the coordinator hears it before the fabric's endpoint
+    // error (3.5-5.5 ms, DESIGN §3) or the missed heartbeats.
+    while (result.wait_for(std::chrono::milliseconds(0)) != std::future_status::ready) {
+      supervisor_.wait_any(clock::now() + std::chrono::milliseconds(5),
+                           a_.as_coordinator ? link_.fds() : std::vector<int>{});
       if (stop_requested() && !stopping) {
         stopping = true;
         actors::request_stop(coordinator_, "interrupted (SIGINT/SIGTERM)");
       }
       if (a_.as_coordinator)
         link_.poll([&](const std::string& line) { on_launcher_line(line, &stopping); });
-      for (const ChildExit& e : supervisor_.reap()) {
-        pid_t pid = e.pid;
-        victim_.compare_exchange_strong(pid, 0);  // ended by itself: nothing left to kill
-        if (joined_) {
-          on_node_exit(e, &stopping);
-        } else if (!stopping) {
-          stopping = true;
-          actors::request_stop(coordinator_, e.exited() + "; see " + a_.run_dir + "/node-*.log");
-        }
-      }
+      for (const ChildExit& e : supervisor_.reap()) on_child_exit(e, &stopping);
       if (const int64_t n = scale_wanted_.exchange(0); n > 0 && !stopping) {
         const std::string why = ask("scale", n);
         progress_.note(why.empty() ? "[scale] to " + std::to_string(n) + " nodes"
@@ -558,8 +553,10 @@ void add_launch_command(CLI::App& app) {
   auto log_level = std::make_shared<std::string>("info");  // the nodes started here get it too
   add_log_level_option(cmd, log_level.get());
   cmd->add_flag("--coordinator-process", args->coordinator_process,
-                "run the coordinator in a process of its own, restarted from the journal when "
-                "it dies (the nodes wait for it and rejoin)");
+                "(the default) the coordinator runs in a process of its own, restarted from the "
+                "journal when it dies (the nodes wait for it and rejoin)");
+  cmd->add_flag("--coordinator-in-process{false}", args->coordinator_process,
+                "run the coordinator inside this process instead: not restarted when it dies");
   cmd->add_flag("--as-coordinator", args->as_coordinator)->group("");  // launcher.cc's child
   cmd->add_flag("--restart", args->restart)->group("");
   cmd->add_option("--launcher-link", args->launcher_link)->group("");

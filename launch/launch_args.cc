@@ -3,6 +3,7 @@
 #include <map>
 #include <string>
 
+#include "config/config_parse.h"
 #include "launch/commands.h"
 
 namespace troupe::launch {
@@ -48,6 +49,23 @@ int64_t checked_local_nodes(const LaunchArgs& a) {
         "launch: --kill-node-at needs at least 2 node processes started here "
         "(one to kill, one to go on)");
   return local;
+}
+
+std::vector<std::string> job_sets(const LaunchArgs& a) {
+  std::vector<std::string> sets = a.sets;
+  if (a.steps >= 0) sets.push_back("train.steps=" + std::to_string(a.steps));
+  return sets;
+}
+
+model::JobConfig checked_launch(const LaunchArgs& a) {
+  model::JobConfig cfg = model::load_config(a.config, job_sets(a));
+  parse_scale_at(a);
+  if (!a.as_coordinator) checked_local_nodes(a);
+  if (a.kill_node_at > cfg.train.steps)
+    throw UsageError("launch: --kill-node-at " + std::to_string(a.kill_node_at) +
+                     " is after the last step; give 0 (as the workers start) to " +
+                     std::to_string(cfg.train.steps) + " (while the final weights are gathered)");
+  return cfg;
 }
 
 }  // namespace troupe::launch

@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "config/job_config.h"
 #include "launch/control.h"
 
 namespace troupe::launch {
@@ -25,11 +26,11 @@ struct LaunchArgs {
   std::vector<std::string> scale_at;  // "STEP:N": scale to N node processes after STEP
   ControlOptions control;             // --control-host, --control-port
   std::string log_level = "info";
-  // --coordinator-process: the coordinator runs in a process of its own, restarted from the
-  // journal when it dies (launcher.cc). Its process gets the hidden --as-coordinator (it
-  // starts no node itself: it asks the launcher over --launcher-link) and, once restarted,
-  // --restart.
-  bool coordinator_process = false, as_coordinator = false, restart = false;
+  // The coordinator runs in a process of its own, restarted from the journal when it dies
+  // (launcher.cc; --coordinator-in-process: in `troupe launch` itself, not restarted). Its
+  // process gets the hidden --as-coordinator (it starts no node itself: it asks the launcher
+  // over --launcher-link) and, once restarted, --restart.
+  bool coordinator_process = true, as_coordinator = false, restart = false;
   std::string launcher_link;
 };
 
@@ -37,6 +38,17 @@ struct LaunchArgs {
 std::map<int64_t, int64_t> parse_scale_at(const LaunchArgs& a);
 // --local-nodes defaulted and checked against --nodes, --min/max-nodes and --kill-node-at.
 int64_t checked_local_nodes(const LaunchArgs& a);
+
+// The --set list with --steps folded in (so the nodes read the same job).
+std::vector<std::string> job_sets(const LaunchArgs& a);
+// Every check `troupe launch` makes before it starts anything (UsageError naming what is
+// wrong): the config with --set and --steps, --scale-at, --local-nodes, --kill-node-at.
+// Returns the job's config.
+model::JobConfig checked_launch(const LaunchArgs& a);
+
+// The exit status of a coordinator process restarted with --restart to which no node came
+// back: the launcher then starts the job from its newest checkpoint instead (--resume).
+constexpr int nothing_rejoined_exit = 75;
 
 // Runs the job with its coordinator in a process of its own (launcher.cc).
 int run_coordinator_process(const LaunchArgs& a);

@@ -1,11 +1,14 @@
-// `troupe launch --coordinator-process`: the supervisor of a job whose coordinator runs in a
-// process of its own (DESIGN §2, §8). It holds the run directory's lock, starts the
-// coordinator process (the same `troupe launch` with --as-coordinator: it prints the job's
-// progress and summary) and the local node processes, starts more when the coordinator asks
-// (scale up, replace_lost: launcher_link.h), tells it which node processes ended, and, when
-// the coordinator process dies, starts a new one with --restart on the same port: it rebuilds
-// the view and the committed step from the journal, the nodes (which keep their roles and
-// state) rejoin it, and the job goes on.
+// `troupe launch` (unless --coordinator-in-process): the supervisor of a job whose
+// coordinator runs in a process of its own (DESIGN §2, §8). It holds the run directory's
+// lock, starts the coordinator process (the same `troupe launch` with --as-coordinator: it
+// prints the job's progress and summary) and the local node processes, starts more when the
+// coordinator asks (scale up, replace_lost: launcher_link.h), tells it which node processes
+// ended, and, when the coordinator process dies, starts a new one with --restart on the same
+// port: it rebuilds the view and the committed step from the journal, the nodes (which keep
+// their roles and state) rejoin it, and the job goes on. When none comes back (they died
+// with it), the job goes on from its newest checkpoint on fresh nodes. `--resume
+// --local-nodes 0` is the same restart for a site's launcher whose nodes run elsewhere
+// (rejoinable below).
 #include <signal.h>
 
 #include <chrono>
@@ -14,12 +17,14 @@
 #include <nlohmann/json.hpp>
 #include <thread>
 
+#include "actors/journal_log.h"
 #include "launch/commands.h"
 #include "launch/launch_args.h"
 #include "launch/launcher_link.h"
 #include "launch/supervisor.h"
 #include "runtime/auth.h"
 #include "runtime/log.h"
+#include "storage/journal.h"
 #include "storage/run_lock.h"
 
 namespace troupe::launch {
@@ -35,15 +40,19 @@ class Launcher {
   explicit Launcher(const LaunchArgs& a) : a_(a) {}
 
   int run() {
+    const model::JobConfig cfg = checked_launch(a_);  // before anything starts
     open_run_dir();
     link_.listen();
     install_stop_signals();
-    start_coordinator(false);
-    const int64_t local = a_.local_nodes < 0 ? a_.nodes : a_.local_nodes;
-    threads_ = a_.threads_per_node > 0 ? a_.threads_per_node
-                                       : std::max<int>(1, int(std::thread::hardware_concurrency()) /
-                                                              int(std::max<int64_t>(local, 1)));
-    for (int64_t i = 0; i < local; ++i) start_node();
+    local_ = checked_local_nodes(a_);
+    threads_ = a_.threads_per_node;
+    if (threads_ <= 0 && cfg.train.threads <= 0)  // share the cores among the nodes
+      threads_ = std::max<int>(
+          1, int(std::thread::hardware_concurrency()) / int(std::max<int64_t>(local_, 1)));
+    restarting_ = a_.resume && local_ == 0 && rejoinable();
+    start_coordinator(restarting_);
+    if (!restarting_ && !address_.empty())
+      for (int64_t i = 0; i < local_; ++i) start_node();
     const int code = supervise();
     supervisor_.wait_all(std::chrono::milliseconds(2000));
     supervisor_.stop_all(std::chrono::milliseconds(1000));
@@ -51,6 +60,24 @@ class Launcher {
   }
 
  private:
+  // `--resume --local-nodes 0` (a site's launcher restarting the coordinator of a job whose
+  // nodes run elsewhere): when the journal holds a view of a job that did not end, its nodes
+  // may be waiting to rejoin, on the port it listened on (--port, else coordinator.json).
+  bool rejoinable() {
+    {
+      auto j = storage::Journal::open(a_.run_dir, true);
+      if (!j.ok() || !actors::restart_state(*j.value())) return false;
+    }  // closed: the coordinator process opens it
+    port_ = a_.port;
+    std::ifstream in(a_.run_dir + "/coordinator.json");
+    if (port_ == 0 && in) {
+      const std::string address = nlohmann::json::parse(in, nullptr, false).value("address", "");
+      if (const size_t colon = address.rfind(':'); colon != std::string::npos)
+        port_ = uint16_t(std::atoi(address.c_str() + colon + 1));
+    }
+    return port_ != 0;
+  }
+
   void open_run_dir() {
     auto lock = storage::RunLock::acquire(a_.run_dir, "troupe launch");
     if (!lock.ok()) throw UsageError("launch: " + lock.status().message());
@@ -75,6 +102,8 @@ class Launcher {
     std::filesystem::remove(file, ec);
     LaunchArgs child = a_;
     child.secret_file = secret_file_;
+    child.resume = a_.resume || resume_;
+    child.local_nodes = local_;
     coordinator_ =
         supervisor_.start(coordinator_argv(child, link_.name(), restart, port_), "", "coordinator");
     const auto deadline = std::chrono::steady_clock::now() + coordinator_start_ms;
@@ -91,8 +120,8 @@ class Launcher {
   void start_node() {
     std::vector<std::string> argv = {self_exe_path(), "node",          "--join",
                                      address_,        "--secret-file", secret_file_,
-                                     "--supervised",  "--threads",     std::to_string(threads_),
-                                     "--log-level",   a_.log_level};
+                                     "--supervised",  "--log-level",   a_.log_level};
+    if (threads_ > 0) argv.insert(argv.end(), {"--threads", std::to_string(threads_)});
     const std::string k = std::to_string(++started_);
     node_index_[supervisor_.start(argv, a_.run_dir + "/node-" + k + ".log", "node " + k)] = k;
   }
@@ -115,6 +144,17 @@ class Launcher {
                      std::to_string(e.signal) + " " + node_index_[e.index] + " " + e.describe());
           continue;
         }
+        if (e.exit_code == nothing_rejoined_exit && !interrupted) {
+          // Every node of the view is gone with the coordinator: from the newest checkpoint,
+          // on fresh nodes (those started here; elsewhere, the site starts them).
+          std::fprintf(stderr,
+                       "troupe launch: no node rejoined the restarted coordinator: the job "
+                       "goes on from its newest checkpoint\n");
+          resume_ = true;
+          start_coordinator(false);
+          for (int64_t i = 0; i < local_ && !address_.empty(); ++i) start_node();
+          continue;
+        }
         if (e.signal == 0 || interrupted) return e.exit_code >= 0 ? e.exit_code : 1;
         if (++restarts_ > coordinator_restarts_max || port_ == 0) {
           std::fprintf(stderr, "troupe launch: the coordinator process %s; not restarted (%s)\n",
@@ -128,7 +168,9 @@ class Launcher {
                      int(e.pid), e.describe().c_str(), address_.c_str());
         start_coordinator(true);
       }
-      std::this_thread::sleep_for(std::chrono::milliseconds(5));  // children are polled
+      // Woken at once by a child's end (pidfd) or a line from the coordinator.
+      supervisor_.wait_any(std::chrono::steady_clock::now() + std::chrono::milliseconds(50),
+                           link_.fds());
     }
   }
 
@@ -139,6 +181,9 @@ class Launcher {
   std::string secret_file_, address_;
   uint16_t port_ = 0;
   int coordinator_ = -1, started_ = 0, restarts_ = 0, threads_ = 1;
+  int64_t local_ = 0;        // node processes started here
+  bool restarting_ = false;  // the first coordinator process is a --restart (rejoinable)
+  bool resume_ = false;      // from a checkpoint: no node rejoined a restarted coordinator
   std::map<int, std::string> node_index_;  // supervisor index → K of node-K.log
 };
 
@@ -162,6 +207,8 @@ std::vector<std::string> coordinator_argv(const LaunchArgs& a, const std::string
                                 std::to_string(a.min_nodes),
                                 "--max-nodes",
                                 std::to_string(a.max_nodes),
+                                "--local-nodes",
+                                std::to_string(a.local_nodes < 0 ? a.nodes : a.local_nodes),
                                 "--control-host",
                                 a.control.host,
                                 "--control-port",
@@ -176,7 +223,7 @@ std::vector<std::string> coordinator_argv(const LaunchArgs& a, const std::string
   if (a.steps >= 0) v.insert(v.end(), {"--steps", std::to_string(a.steps)});
   if (a.threads_per_node > 0)
     v.insert(v.end(), {"--threads-per-node", std::to_string(a.threads_per_node)});
-  const uint16_t p = restart ? port : a.port;
+  const uint16_t p = port != 0 ? port : a.port;
   if (p != 0) v.insert(v.end(), {"--port", std::to_string(p)});
   if (restart) {
     v.push_back("--restart");

@@ -8,6 +8,7 @@
 
 #include <functional>
 #include <string>
+#include <vector>
 
 namespace troupe::launch {
 
@@ -23,6 +24,8 @@ class LauncherLink {
   // The coordinator: connects to the launcher's name; throws std::runtime_error.
   void connect(const std::string& name);
   const std::string& name() const { return name_; }
+  // What to poll() for: readable when a line or a (re)connecting coordinator arrives.
+  std::vector<int> fds() const { return {listen_fd_, fd_}; }
   // Accepts a (re)connected coordinator, reads what arrived; calls on_line per line.
   void poll(const std::function<void(const std::string&)>& on_line);
   // One line ("\n" added); false when no peer is connected or the write failed.

@@ -164,7 +164,8 @@ std::vector<ChildExit> Supervisor::reap() {
   return out;
 }
 
-void Supervisor::wait_any(std::chrono::steady_clock::time_point deadline) const {
+void Supervisor::wait_any(std::chrono::steady_clock::time_point deadline,
+                          const std::vector<int>& extra) const {
   using namespace std::chrono;
   const auto left = duration_cast<milliseconds>(deadline - steady_clock::now());
   if (left.count() <= 0) return;
@@ -172,6 +173,8 @@ void Supervisor::wait_any(std::chrono::steady_clock::time_point deadline) const 
   for (const Child& c : children_)
     if (c.pidfd >= 0) fds.push_back({c.pidfd, POLLIN, 0});
   if (fds.size() == children_.size()) {
+    for (int fd : extra)
+      if (fd >= 0) fds.push_back({fd, POLLIN, 0});
     ::poll(fds.data(), fds.size(), int(left.count()) + 1);  // +1: never wake just before
     return;
   }

@@ -54,6 +54,9 @@ class Supervisor {
   std::vector<ChildExit> stop_all(std::chrono::milliseconds grace);
   // The process id of the live child `index`; 0 once it has been reported ended.
   pid_t pid_of(int index) const;
+  // Waits until some child may have ended, one of `fds` is readable, or `deadline` passes.
+  void wait_any(std::chrono::steady_clock::time_point deadline,
+                const std::vector<int>& fds = {}) const;
   // Children started and not yet reported by reap, wait_all or stop_all.
   size_t live() const { return children_.size(); }
 
@@ -64,9 +67,6 @@ class Supervisor {
     pid_t pid;
     int pidfd;  // readable once the child ends (pidfd_open); -1 where unavailable
   };
-  // Waits until some child may have ended or `deadline` passes.
-  void wait_any(std::chrono::steady_clock::time_point deadline) const;
-
   std::vector<Child> children_;
   int started_ = 0;
 };

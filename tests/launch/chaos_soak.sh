@@ -71,7 +71,7 @@ for k in $(seq 1 "$RUNS"); do
               grep -o "\"$n at [^,]*, pid [0-9]*" "$rd/events.jsonl" | grep -o '[0-9]*$'
             done)
     else
-      pid=$(pgrep -P "$(pgrep -P $launch)" 2>/dev/null | sed -n "${victim}p")  # none: launch ended
+      pid=$(pgrep -f 'troupe node ' -P "$(pgrep -P $launch)" 2>/dev/null | sed -n "${victim}p")  # none: launch ended
     fi
     [ -n "$pid" ] && kill -"$sig" $pid
   fi

@@ -11,8 +11,10 @@ job must end with the weights of an undisturbed `troupe train` of the same confi
 3. replace_lost: a node killed with -9 is recovered from and replaced by a fresh node
    process that joins by the scale-up path, with every worker's second state transfer
    corrupted on the wire (TROUPE_TRANSFER_FAULT): each is detected and fetched again.
-4. --coordinator-process: the coordinator process is killed with -9 mid-run; launch
-   restarts it from the journal, every node rejoins, nothing is rolled back.
+4. coordinator: the coordinator process is killed with -9 mid-run; launch restarts it
+   from the journal, every node rejoins, nothing is rolled back.
+5. cluster: `launch --local-nodes 0` with the nodes started outside is killed -9 whole;
+   `launch --resume --local-nodes 0` restarts the coordinator and the nodes rejoin it.
 
   elastic_test.py --troupe build/troupe --work DIR [--only NAME]
 """
@@ -221,7 +223,7 @@ def test_replace(troupe, work, ref):
 
 def test_coordinator(troupe, work, ref):
     run = os.path.join(work, "coordinator")
-    p = launch(troupe, run, 3, ["--coordinator-process"])
+    p = launch(troupe, run, 3)  # the coordinator runs in a process of its own by default
     wait_for(lambda: steps_done(run) >= 5, 120, "step 5")
     with open(os.path.join(run, "coordinator.json")) as f:
         pid = json.load(f)["pid"]
@@ -238,8 +240,44 @@ def test_coordinator(troupe, work, ref):
           [e["text"] for e in kinds(run, "rollback")])
 
 
+def test_cluster(troupe, work, ref):
+    """The cluster form: the nodes run elsewhere (here, started by the test as srun would),
+    `troupe launch --local-nodes 0` is the coordinator. It is killed -9 mid-run with its
+    coordinator process; the site's launcher runs `troupe launch --resume --local-nodes 0`:
+    the journal holds a job that did not end, so it restarts the coordinator on the same
+    port, the waiting nodes rejoin, and nothing is rolled back."""
+    run = os.path.join(work, "cluster")
+    secret = os.path.join(work, "cluster.secret")
+    with open(secret, "w") as f:
+        f.write("cluster-test-secret-0123456789abcdef\n")
+    os.chmod(secret, 0o600)
+    outside = ["--local-nodes", "0", "--secret-file", secret]
+    p = launch(troupe, run, 3, outside)
+    wait_for(lambda: os.path.exists(os.path.join(run, "coordinator.json")), 60, "coordinator")
+    with open(os.path.join(run, "coordinator.json")) as f:
+        address = json.load(f)["address"]
+    nodes = []
+    for k in range(3):
+        with open(os.path.join(work, f"cluster-node-{k}.log"), "w") as log:
+            nodes.append(subprocess.Popen([troupe, "node", "--join", address, "--secret-file",
+                                           secret], stdout=log, stderr=log))
+    wait_for(lambda: steps_done(run) >= 5, 120, "step 5")
+    os.killpg(p.pid, 9)  # launch and its coordinator process; the nodes are not theirs
+    p.communicate()
+    again = launch(troupe, run, 3, outside + ["--resume"])
+    rc, h, out, err = finish(again)
+    codes = [n.wait(timeout=60) for n in nodes]
+    check("cluster: launch --resume --local-nodes 0 restarts it: the undisturbed weights",
+          rc == 0 and h == ref and codes == [0, 0, 0],
+          f"exit {rc}, nodes {codes}, weights {h} vs {ref}; {err.strip()[-300:]}")
+    back = kinds(run, "rejoined")
+    check("cluster: every node rejoined, no rollback",
+          back and not back[-1].get("missing") and not kinds(run, "rollback"),
+          [e["text"] for e in back + kinds(run, "rollback")])
+
+
 TESTS = {"scale": test_scale, "endpoint": test_endpoint, "replace": test_replace,
-         "coordinator": test_coordinator}
+         "coordinator": test_coordinator, "cluster": test_cluster}
 
 
 def main():

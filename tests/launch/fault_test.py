@@ -28,7 +28,8 @@ import subprocess
 import sys
 import time
 
-from launch_checks import TINY, check, children, failures, steps_done, wait_for
+from launch_checks import (TINY, check, children, coordinator_pid, failures, steps_done,
+                           wait_for)
 
 
 def alive(pid):
@@ -191,9 +192,10 @@ def coordinator_paused(troupe, work):
     run_dir = os.path.join(work, "paused")
     p = start_launch(troupe, run_dir, 3, 12)
     wait_for(lambda: steps_done(run_dir) >= 2, 120, "two steps")
-    os.kill(p.pid, signal.SIGSTOP)
+    coordinator = coordinator_pid(run_dir)
+    os.kill(coordinator, signal.SIGSTOP)
     time.sleep(2.5)  # the pause itself: 2.5 times the heartbeat timeout
-    os.kill(p.pid, signal.SIGCONT)
+    os.kill(coordinator, signal.SIGCONT)
     out, err = p.communicate(timeout=120)
     want_hash, _ = plain_run(troupe, work, 12)
     h = re.search(r"weights ([0-9a-f]{16})", out)
@@ -337,7 +339,7 @@ def coordinator_hung(troupe, work):
                                             ["--set", "fault_tolerance.coordinator_timeout_ms=1500"])
     node = subprocess.Popen(node_cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     wait_for(lambda: steps_done(os.path.join(work, "hung-coordinator")) >= 1, 120, "one step")
-    os.kill(p.pid, signal.SIGSTOP)
+    os.kill(coordinator_pid(os.path.join(work, "hung-coordinator")), signal.SIGSTOP)
     t0 = time.monotonic()
     try:
         _, err = node.communicate(timeout=30)

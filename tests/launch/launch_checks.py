@@ -1,5 +1,6 @@
 """What the tests of whole jobs share (tests/launch/*_test.py): the tiny config, one line
 per check with its failures kept for the exit status, and the child processes of launch, and waiting for a job's progress."""
+import json
 import os
 import subprocess
 import sys
@@ -17,8 +18,19 @@ def check(name, ok, detail):
 
 
 def children(pid):
-    out = subprocess.run(["pgrep", "-P", str(pid)], stdout=subprocess.PIPE, text=True).stdout
+    """The node processes launch `pid` started (not its coordinator process), oldest first."""
+    out = subprocess.run(["pgrep", "-f", "troupe node ", "-P", str(pid)], stdout=subprocess.PIPE,
+                         text=True).stdout
     return [int(x) for x in out.split()]
+
+
+def coordinator_pid(run_dir, timeout_s=60):
+    """The pid of the job's coordinator process (run_dir/coordinator.json, written once it
+    listens)."""
+    path = os.path.join(run_dir, "coordinator.json")
+    wait_for(lambda: os.path.exists(path), timeout_s, "the coordinator process")
+    with open(path) as f:
+        return json.load(f)["pid"]
 
 
 def steps_done(run_dir):
