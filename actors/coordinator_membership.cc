@@ -26,13 +26,20 @@ void bump_epoch(Self* self) {
   TROUPE_ASSERT(s.core.epoch > before, "epoch {} after {}", s.core.epoch, before);
   std::vector<std::string> ids;
   for (const NodeInfo& n : s.core.nodes) ids.push_back(n.id);
-  nlohmann::json members = nlohmann::json::array();
-  for (size_t i = 0; i < s.core.nodes.size() && i < s.core.workers.size(); ++i) {
-    const NodeInfo& n = s.core.nodes[i];
-    members.push_back(
-        {{"id", n.id}, {"address", n.address}, {"pid", n.pid}, {"worker", s.core.workers[i]}});
-  }
-  const runtime::Status st = s.commit_log->record_view(s.core.epoch, ids, {{"members", members}});
+  const auto list = [](const std::vector<NodeInfo>& nodes, const std::vector<std::string>& ws) {
+    nlohmann::json members = nlohmann::json::array();
+    for (size_t i = 0; i < nodes.size() && i < ws.size(); ++i)
+      members.push_back({{"id", nodes[i].id},
+                         {"address", nodes[i].address},
+                         {"pid", nodes[i].pid},
+                         {"worker", ws[i]}});
+    return members;
+  };
+  nlohmann::json placement = {{"members", list(s.core.nodes, s.core.workers)}};
+  // A reshape's view: until its "reshaped" record, a restarted coordinator goes back to the
+  // view before (journal_log.cc restart_state), as a reshape that loses a node does.
+  if (s.reshape.active) placement["old_members"] = list(s.reshape.old_nodes, s.reshape.old_workers);
+  const runtime::Status st = s.commit_log->record_view(s.core.epoch, ids, placement);
   if (!st.ok()) throw std::runtime_error("cannot record the view change: " + st.to_string());
   abandon_checkpoints(self);
   self->send(s.router, runtime::epoch_atom::value, s.core.epoch);

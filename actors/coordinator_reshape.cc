@@ -13,9 +13,12 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <csignal>
+#include <cstdlib>
 #include <nlohmann/json.hpp>
 
 #include "actors/coordinator_state.h"
+#include "runtime/log.h"
 #include "runtime/router.h"
 
 namespace troupe::actors::coordinator_impl {
@@ -34,6 +37,17 @@ size_t find_node(const std::vector<NodeInfo>& nodes, const std::string& id) {
   for (size_t k = 0; k < nodes.size(); ++k)
     if (nodes[k].id == id) return k;
   return std::string::npos;
+}
+
+// Chaos for tests: TROUPE_COORDINATOR_FAULT=kill@reshape kills the coordinator process
+// (SIGKILL) when the first worker of a reshape's new view has answered and the others have
+// not: the new view is journaled, the workers are between the two. Only a coordinator that
+// was not itself restarted does it.
+void chaos_kill_coordinator(Self* self, const std::string& at) {
+  const char* spec = std::getenv("TROUPE_COORDINATOR_FAULT");
+  if (spec == nullptr || spec != "kill@" + at || self->state.opt.restart) return;
+  log::warn("TROUPE_COORDINATOR_FAULT={}: the coordinator kills itself", spec);
+  ::raise(SIGKILL);
 }
 
 void shut_down(Self* self, const NodeInfo& n, const std::string& why) {
@@ -225,7 +239,16 @@ Verdict on_reshaped(Self* self, const train::Recovered& r, const ActorMessage& m
   auto& rs = s.reshape;
   if (Verdict v = check_worker(self, r.worker(), m)) return v;
   if (Verdict v = drop_receipt(c.recovered.add(0, -1, r.worker()), "Recovered")) return v;
-  if (!c.recovered.complete()) return {};
+  if (!c.recovered.complete()) {
+    chaos_kill_coordinator(self, "reshape");
+    return {};
+  }
+  // Done: a coordinator restarted from here on keeps the new view (journal_log.cc).
+  if (const runtime::Status st = s.commit_log->record({{"kind", "reshaped"}, {"epoch", c.epoch}});
+      !st.ok()) {
+    fail(self, "cannot record the reshape: " + st.to_string());
+    return {};
+  }
   for (const NodeInfo& n : rs.leaving) {
     shut_down(self, n, fmt::format("drained: {}; the job goes on without this node", rs.what));
     self->send(s.router, runtime::forget_atom::value, n.id);

@@ -91,14 +91,18 @@ void begin_rejoin(Self* self) {
     s.controls.next_worker_index = std::max(s.controls.next_worker_index, c.role_index.back() + 1);
     self->send(s.router, runtime::address_atom::value, m.id, m.address);
   }
+  c.joins = std::max(c.joins, r.max_node);  // a fenced newcomer's id is not given again
   s.drv.step = s.drv.committed = r.committed;
   c.phase = Phase::rejoining;
   event(self, "coordinator_restarted",
-        fmt::format("rebuilt from the journal: epoch {}, {} nodes, {} steps committed; waiting "
-                    "up to {} ms for the nodes to rejoin",
+        fmt::format("rebuilt from the journal: epoch {}, {} nodes, {} steps committed{}; "
+                    "waiting up to {} ms for the nodes to rejoin",
                     c.epoch, c.nodes.size(), r.committed,
+                    r.reshape_undone ? "; the reshape it died in is undone (its newcomers are "
+                                       "fenced, its leavers stay)"
+                                     : "",
                     std::chrono::duration_cast<ms>(rejoin_window(self)).count()),
-        {{"nodes", c.nodes.size()}, {"step", r.committed}});
+        {{"nodes", c.nodes.size()}, {"step", r.committed}, {"reshape_undone", r.reshape_undone}});
 }
 
 void note_rejoined(Self* self, const std::string& node, const ActorMessage&) {

@@ -25,31 +25,55 @@ runtime::Status JournalCommitLog::record_commit(const CommitRecord& r) {
 runtime::Status JournalCommitLog::record_view(uint64_t epoch, const std::vector<std::string>& nodes,
                                               const nlohmann::json& placement) {
   nlohmann::json r = {{"kind", "view"}, {"epoch", epoch}, {"nodes", nodes}};
-  if (placement.contains("members")) r["members"] = placement["members"];
+  for (const char* key : {"members", "old_members"})
+    if (placement.contains(key)) r[key] = placement[key];
   return journal_->append(r);
 }
 
+namespace {
+
+std::vector<RestartState::Member> members_of(const nlohmann::json& list) {
+  std::vector<RestartState::Member> out;
+  for (const nlohmann::json& m : list)
+    out.push_back({m.value("id", ""), m.value("address", ""), m.value("pid", uint32_t(0)),
+                   m.value("worker", "")});
+  return out;
+}
+
+int64_t node_number(const std::string& id) {  // "n12" → 12
+  return id.size() > 1 && id[0] == 'n' ? std::atoll(id.c_str() + 1) : 0;
+}
+
+}  // namespace
+
 std::optional<RestartState> restart_state(const storage::Journal& journal) {
   std::optional<RestartState> out;
-  int64_t committed = 0;
+  int64_t committed = 0, max_node = 0;
+  nlohmann::json before;  // an unfinished reshape's view before (old_members)
   for (const nlohmann::json& r : journal.records()) {
     const std::string kind = r.value("kind", "");
     if (kind == "commit") committed = r.value("step", int64_t(-1)) + 1;
     if (kind == "resume" || kind == "rollback") committed = r.value("step", int64_t(0));
-    if (kind == "view" && r.contains("members") && !r["members"].empty()) {
-      RestartState s;
-      s.epoch = r.value("epoch", uint64_t(0));
-      for (const nlohmann::json& m : r["members"])
-        s.members.push_back({m.value("id", ""), m.value("address", ""), m.value("pid", uint32_t(0)),
-                             m.value("worker", "")});
-      out = std::move(s);
-    }
+    if (kind == "reshaped" && r.value("epoch", uint64_t(0)) == (out ? out->epoch : 0)) before = {};
     if (kind == "end") out.reset();  // the job ended: its nodes are gone
-    if (kind == "view") {            // a view without workers (joining): no job to restart into yet
-      if (!r.contains("members") || r["members"].empty()) out.reset();
+    if (kind != "view") continue;
+    for (const char* key : {"members", "old_members"})
+      for (const RestartState::Member& m : members_of(r.value(key, nlohmann::json::array())))
+        max_node = std::max(max_node, node_number(m.id));
+    before = r.value("old_members", nlohmann::json());
+    if (!r.contains("members") || r["members"].empty()) {
+      out.reset();  // a view without workers (joining): no job to restart into yet
+      continue;
     }
+    out = RestartState{r.value("epoch", uint64_t(0)), members_of(r["members"]), 0};
   }
-  if (out) out->committed = committed;
+  if (!out) return out;
+  out->committed = committed;
+  out->max_node = max_node;
+  if (!before.is_null() && !before.empty()) {
+    out->members = members_of(before);  // back to the view before, as an aborted reshape does
+    out->reshape_undone = true;
+  }
   return out;
 }
 

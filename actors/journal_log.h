@@ -23,6 +23,10 @@ struct RestartState {
   uint64_t epoch = 0;
   std::vector<Member> members;
   int64_t committed = 0;
+  int64_t max_node = 0;  // the highest K of any node nK in a view: new nodes get higher ids
+  // The coordinator died during a reshape (a view with old_members and no "reshaped" record
+  // for it): members are those of the view before; the newcomers are fenced.
+  bool reshape_undone = false;
 };
 std::optional<RestartState> restart_state(const storage::Journal& journal);
 

@@ -15,6 +15,8 @@ job must end with the weights of an undisturbed `troupe train` of the same confi
    from the journal, every node rejoins, nothing is rolled back.
 5. cluster: `launch --local-nodes 0` with the nodes started outside is killed -9 whole;
    `launch --resume --local-nodes 0` restarts the coordinator and the nodes rejoin it.
+6. reshape-coordinator: the coordinator process dies mid-reshape; the restarted one undoes
+   the reshape (newcomer fenced) and the job ends bitwise.
 
   elastic_test.py --troupe build/troupe --work DIR [--only NAME]
 """
@@ -276,8 +278,30 @@ def test_cluster(troupe, work, ref):
           [e["text"] for e in back + kinds(run, "rollback")])
 
 
+def test_reshape_coordinator(troupe, work, ref):
+    """The coordinator process dies in the middle of a scale 2 → 3 (TROUPE_COORDINATOR_FAULT:
+    once the first worker of the new view answered): the restarted one undoes the reshape
+    from the journal (the newcomer is fenced, the two old nodes rejoin) and the job ends
+    bitwise on 2 nodes."""
+    run = os.path.join(work, "reshape-coordinator")
+    env = dict(os.environ, TROUPE_COORDINATOR_FAULT="kill@reshape")
+    p = launch(troupe, run, 2, ["--scale-at", "5:3"], env=env)
+    rc, h, out, err = finish(p)
+    check("reshape-coordinator: the undisturbed weights", rc == 0 and h == ref,
+          f"exit {rc}, weights {h} vs {ref}; {err.strip()[-300:]}")
+    restarted = kinds(run, "coordinator_restarted")
+    check("reshape-coordinator: restarted, the reshape undone",
+          len(restarted) == 1 and restarted[0].get("reshape_undone") is True,
+          [e["text"] for e in restarted])
+    back = kinds(run, "rejoined")
+    check("reshape-coordinator: both old nodes rejoined; the newcomer fenced",
+          back and not back[-1].get("missing") and kinds(run, "fenced"),
+          [e["text"] for e in back + kinds(run, "fenced")])
+
+
 TESTS = {"scale": test_scale, "endpoint": test_endpoint, "replace": test_replace,
-         "coordinator": test_coordinator, "cluster": test_cluster}
+         "coordinator": test_coordinator, "cluster": test_cluster,
+         "reshape-coordinator": test_reshape_coordinator}
 
 
 def main():
