@@ -12,6 +12,7 @@
 
 #include "actors/coordinator_state.h"
 #include "runtime/control.pb.h"
+#include "runtime/refusals.h"
 
 namespace troupe::actors {
 
@@ -163,6 +164,17 @@ void on_message(Self* self, const Dispatcher& table, ActorMessage& m) {
     event(self, "dropped", first, {{"reason", runtime::drop_name(v->reason)}, {"from", m.from}});
 }
 
+// A connection or message this process refused (the router's throttled report): an event
+// with its typed fields, so that a machine reading events.jsonl sees who knocked and why.
+void on_refused(Self* self, const runtime::ConnectionRefusal& r) {
+  nlohmann::json f = {{"cause", r.cause}, {"reason", r.reason}, {"peer_address", r.peer_address}};
+  if (!r.node.empty()) f["node"] = r.node;
+  if (r.pid != 0) f["pid"] = r.pid;
+  if (r.evicted_epoch != 0) f["evicted_epoch"] = r.evicted_epoch;
+  if (r.more != 0) f["more"] = r.more, f["window_ms"] = r.window_ms;
+  event(self, "connection_refused", runtime::refusal_text(r), f);
+}
+
 caf::behavior phase_behavior(Self* self, Phase p) {
   auto table = std::make_shared<Dispatcher>(type_name);
   add_core_handlers(self, p, *table);
@@ -174,6 +186,7 @@ caf::behavior phase_behavior(Self* self, Phase p) {
         lose_node(self, node, why, false);
       },
       [=](stop_atom, const std::string& why) { fail(self, why); },
+      [=](runtime::refused_atom, const runtime::ConnectionRefusal& r) { on_refused(self, r); },
       [=](control_atom, const std::string& kind, int64_t nodes,
           const std::string& node) -> caf::message {
         int64_t start = 0;
@@ -218,6 +231,7 @@ caf::behavior coordinator(Self* self, caf::actor router, CoordinatorOptions opti
   s.core.started = s.core.last_tick = now(self);
   self->send(router, runtime::register_atom::value, std::string("coordinator.0"), caf::actor(self));
   self->send(router, runtime::watch_atom::value, caf::actor(self));
+  self->send(router, runtime::refusals_atom::value, caf::actor(self));
   self->send(self, runtime::tick_atom::value);
   if (s.opt.restart) {
     begin_rejoin(self);

@@ -6,6 +6,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <optional>
 #include <stdexcept>
 #include <utility>
 
@@ -19,6 +20,17 @@
 namespace troupe::actors::coordinator_impl {
 
 // Every view change: a new epoch, recorded before anyone hears of it.
+void evict_node(Self* self, const NodeInfo& n, bool hung) {
+  auto& s = self->state;
+  if (hung) {  // it may wake up: tell it to leave (the new epoch fences it anyway)
+    control::Shutdown sd;
+    sd.set_reason("this node was declared lost; the job goes on without it");
+    sd.set_evicted_epoch(s.core.epoch);
+    send_to(self, n.id + "/agent.0", runtime::shutdown_type, sd);
+  }
+  self->send(s.router, runtime::evict_atom::value, n.id, s.core.epoch);
+}
+
 void bump_epoch(Self* self) {
   auto& s = self->state;
   const uint64_t before = s.core.epoch;
@@ -207,8 +219,9 @@ void recover_without(Self* self, size_t k, const std::string& what, nlohmann::js
   auto& c = self->state.core;
   const bool again = c.phase == Phase::recovering;
   if (!again) c.recovery_base = c.workers;  // the view the workers recover from
+  std::optional<NodeInfo> gone;
   if (k != std::string::npos) {
-    self->send(self->state.router, runtime::forget_atom::value, c.nodes[k].id);  // fenced
+    gone = c.nodes[k];
     c.nodes.erase(c.nodes.begin() + int64_t(k));
     c.workers.erase(c.workers.begin() + int64_t(k));
     c.role_index.erase(c.role_index.begin() + int64_t(k));
@@ -224,6 +237,7 @@ void recover_without(Self* self, size_t k, const std::string& what, nlohmann::js
   std::string manifest;
   if (!plan_rollback(self, what, &r, &manifest)) return;
   bump_epoch(self);
+  if (gone) evict_node(self, *gone, fields.value("hung", false));
   publish_view(self);
   enter_phase(self, Phase::recovering);
   c.recovered.open(0, -1, int64_t(c.workers.size()));
@@ -246,14 +260,15 @@ void recover_without(Self* self, size_t k, const std::string& what, nlohmann::js
 namespace {
 
 // Before every node joined, another node may take the lost one's place.
-void forget_joined(Self* self, size_t k, const std::string& why) {
+void forget_joined(Self* self, size_t k, const std::string& why, bool hung) {
   auto& c = self->state.core;
   const std::string left = fmt::format("node {} (pid {}) lost before the job started: {}",
                                        c.nodes[k].id, c.nodes[k].pid, why);
   const nlohmann::json fields = {{"node", c.nodes[k].id}, {"pid", c.nodes[k].pid}, {"reason", why}};
-  self->send(self->state.router, runtime::forget_atom::value, c.nodes[k].id);
+  const NodeInfo gone = c.nodes[k];
   c.nodes.erase(c.nodes.begin() + int64_t(k));
   bump_epoch(self);
+  evict_node(self, gone, hung);
   event(self, "left",
         fmt::format("{}; waiting for {} more node(s) to join", left,
                     self->state.opt.nodes - int64_t(c.nodes.size())),
@@ -285,12 +300,7 @@ void lose_node(Self* self, const std::string& node, const std::string& why, bool
     c.start_losses.push_back({node, why, hung});
     return try_start(self);
   }
-  if (hung) {  // it may wake up: tell it to leave (the new epoch fences it anyway)
-    control::Shutdown sd;
-    sd.set_reason("this node was declared lost; the job goes on without it");
-    send_to(self, node + "/agent.0", runtime::shutdown_type, sd);
-  }
-  if (c.phase == Phase::joining) return forget_joined(self, k, why);
+  if (c.phase == Phase::joining) return forget_joined(self, k, why, hung);
   if (c.workers.size() == 1) return fail(self, what + ": it was the last node");
   if (int64_t(c.workers.size()) - 1 < s.opt.min_nodes)
     return fail(self, fmt::format("{}: {} node(s) would remain, fewer than --min-nodes {}", what,

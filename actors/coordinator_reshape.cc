@@ -151,7 +151,7 @@ void abort_standby(Self* self, const std::string& node, const std::string& why) 
 }
 
 // A node lost during the reshape: back to the old view, which recovers as from any loss.
-void abort_active(Self* self, const std::string& node, const std::string& why) {
+void abort_active(Self* self, const std::string& node, const std::string& why, bool hung) {
   auto& s = self->state;
   auto& c = s.core;
   auto& rs = s.reshape;
@@ -168,7 +168,7 @@ void abort_active(Self* self, const std::string& node, const std::string& why) {
   rs = ReshapeState{};
   const size_t k = find_node(c.nodes, node);
   if (k != std::string::npos && c.workers.size() == 1) return fail(self, what);
-  recover_without(self, k, what, {{"node", node}, {"reshape_aborted", true}});
+  recover_without(self, k, what, {{"node", node}, {"reshape_aborted", true}, {"hung", hung}});
 }
 
 }  // namespace
@@ -272,7 +272,7 @@ Verdict on_reshaped(Self* self, const train::Recovered& r, const ActorMessage& m
   return {};
 }
 
-bool lose_during_reshape(Self* self, const std::string& node, const std::string& why, bool) {
+bool lose_during_reshape(Self* self, const std::string& node, const std::string& why, bool hung) {
   auto& s = self->state;
   auto& rs = s.reshape;
   if (!rs.pending()) return false;
@@ -280,7 +280,7 @@ bool lose_during_reshape(Self* self, const std::string& node, const std::string&
     if (find_node(rs.old_nodes, node) == std::string::npos &&
         find_node(s.core.nodes, node) == std::string::npos)
       return false;  // not one of the reshape's nodes
-    abort_active(self, node, why);
+    abort_active(self, node, why, hung);
     return true;
   }
   if (find_node(rs.joiners, node) != std::string::npos) {

@@ -123,8 +123,10 @@ void on_rejoin(Self* self, const control::Rejoin& r, const ActorMessage& m) {
     control::Shutdown sd;
     sd.set_reason("fenced: this node is not a member of the job's view (epoch " +
                   std::to_string(c.epoch) + ")");
+    sd.set_evicted_epoch(c.epoch);  // it was lost before: its launcher may replace it now
     send_to(self, r.node_id() + "/agent.0", runtime::shutdown_type, sd);
-    event(self, "fenced", sd.reason(), {{"node", r.node_id()}, {"pid", r.pid()}});
+    event(self, "fenced", sd.reason(),
+          {{"node", r.node_id()}, {"pid", r.pid()}, {"evicted_epoch", c.epoch}});
     return;
   }
   if (!r.address().empty()) it->address = r.address();

@@ -180,6 +180,10 @@ void publish_view(Self* self);
 void recover_without(Self* self, size_t k, const std::string& what,
                      nlohmann::json fields = nlohmann::json::object());
 void bump_epoch(Self* self);
+// Node n left the view of the current epoch as lost (call it after bump_epoch): the router
+// forgets it and refuses its late messages as an evicted node's; a hung one, which may wake
+// up, is told to leave with that epoch (it exits with exit_status_evicted, node_agent.h).
+void evict_node(Self* self, const NodeInfo& n, bool hung);
 void welcome(Self* self, const NodeInfo& n, bool running);
 void on_tick(Self* self);
 

@@ -22,6 +22,7 @@
 #include "launch/job_control.h"
 #include "launch/launch_args.h"
 #include "launch/launcher_link.h"
+#include "launch/node_exit.h"
 #include "launch/progress.h"
 #include "launch/run_files.h"
 #include "launch/supervisor.h"
@@ -174,7 +175,7 @@ class LaunchJob {
     std::string word, log;
     ChildExit e;
     if (!(in >> word >> e.pid >> e.exit_code >> e.signal >> log) || word != "exit") return;
-    e.name = "node " + log;
+    e.name = node_process_name(log);
     on_child_exit(e, stopping);
   }
 
@@ -222,9 +223,15 @@ class LaunchJob {
   void chaos_kill(const std::string& when) {
     const pid_t pid = victim_.exchange(0);
     if (pid <= 0) return;
-    progress_.note("[chaos] kill -9 node " + std::to_string(local_) + " (pid " +
-                   std::to_string(pid) + ") " + when);
+    progress_.note(
+        chaos_kill_text(node_of_pid(pid), node_process_name(std::to_string(local_)), pid, when));
     ::kill(pid, SIGKILL);
+  }
+
+  std::string node_of_pid(pid_t pid) {  // the node id its join gave it; "" before
+    std::lock_guard lock(events_mu_);
+    const auto it = node_of_pid_.find(int64_t(pid));
+    return it == node_of_pid_.end() ? "" : it->second;
   }
 
   void on_step(const actors::StepReport& r) {
@@ -267,16 +274,18 @@ class LaunchJob {
                            {"event", kind},
                            {"text", text}};
     line.update(fields);
-    std::lock_guard lock(events_mu_);  // the coordinator's thread and the supervising one
-    if (line.contains("node") && line.contains("pid") && (kind == "join")) {
-      node_of_pid_[line["pid"].get<int64_t>()] = line["node"].get<std::string>();
-      // --kill-node-at with the nodes started by the launcher: the last of the first ones.
-      if (a_.as_coordinator && a_.kill_node_at >= 0 &&
-          line["node"] == "n" + std::to_string(a_.nodes))
-        victim_ = pid_t(line["pid"].get<int64_t>());
+    {
+      std::lock_guard lock(events_mu_);  // the coordinator's thread and the supervising one
+      if (line.contains("node") && line.contains("pid") && (kind == "join")) {
+        node_of_pid_[line["pid"].get<int64_t>()] = line["node"].get<std::string>();
+        // --kill-node-at with the nodes started by the launcher: the last of the first ones.
+        if (a_.as_coordinator && a_.kill_node_at >= 0 &&
+            line["node"] == "n" + std::to_string(a_.nodes))
+          victim_ = pid_t(line["pid"].get<int64_t>());
+      }
+      write_or_stop(events_, line.dump() + "\n");
+      control_.on_event(line);
     }
-    write_or_stop(events_, line.dump() + "\n");
-    control_.on_event(line);
     if (kind != "view") progress_.note("[" + kind + "] " + text);
     if (kind == "view" || kind == "coordinator_restarted") joined_ = true;
     if (kind == "view" && a_.kill_node_at == 0) chaos_kill("as the workers start");
@@ -339,7 +348,7 @@ class LaunchJob {
     if (threads_ > 0) argv.insert(argv.end(), {"--threads", std::to_string(threads_)});
     argv.insert(argv.end(), {"--log-level", log::level_name(log::level())});  // launch's own
     const std::string k = std::to_string(++started_);
-    supervisor_.start(argv, a_.run_dir + "/node-" + k + ".log", "node " + k);
+    supervisor_.start(argv, a_.run_dir + "/node-" + k + ".log", node_process_name(k));
   }
 
   // An operator's request to the coordinator; the node processes a scale up or a replacement
@@ -353,24 +362,12 @@ class LaunchJob {
   }
 
   // A node process that exited after every node joined: a drained node (exit 0) left; a
-  // lost one is the coordinator's to recover from, and with replace_lost a fresh one joins.
+  // lost one (it died, or was evicted: node_exit.h) is the coordinator's to recover from, and
+  // with replace_lost a fresh one joins.
   void on_node_exit(const ChildExit& e, bool* stopping) {
-    std::string id;
-    {
-      std::lock_guard lock(events_mu_);
-      if (auto it = node_of_pid_.find(int64_t(e.pid)); it != node_of_pid_.end()) id = it->second;
-    }
-    const std::string log = "node-" + e.name.substr(e.name.find(' ') + 1) + ".log";
-    on_event("node_exit",
-             id.empty() ? e.exited() + " (before it joined; log " + log + ")"
-                        : id + " (pid " + std::to_string(e.pid) + ") exited (" + e.describe() +
-                              "; log " + log + ")",
-             {{"node", id},
-              {"pid", e.pid},
-              {"reason", e.describe()},
-              {"exit_code", e.exit_code},
-              {"signal", e.signal}});
-    if (e.exit_code == 0) return;
+    const std::string id = node_of_pid(e.pid);
+    on_event("node_exit", node_exit_text(e, id), node_exit_fields(e, id));
+    if (node_end(e) == NodeEnd::left) return;
     // The parent sees a local node process die first: the coordinator hears it now rather
     // than from the fabric or the missed heartbeats (a node it lost already is old news).
     if (!id.empty())
@@ -378,7 +375,7 @@ class LaunchJob {
                              "its process ended (" + e.describe() + ", seen by troupe launch)");
     if (!cfg_.fault_tolerance.recover) {
       if (!*stopping)
-        actors::request_stop(coordinator_, e.exited() + "; see " + a_.run_dir + "/node-*.log");
+        actors::request_stop(coordinator_, node_exit_text(e, id) + "; see " + a_.run_dir);
       *stopping = true;
       return;
     }

@@ -76,6 +76,8 @@ int run_node(const NodeArgs& a) {
   const auto [code, why] = result.get();
   if (code == 0)
     log::info("done: {}", why);
+  else if (code == runtime::exit_status_evicted)
+    log::warn("leaving, exit status {}: {}", code, why);  // a lost node: may be replaced
   else
     log::error("error: {}", why);
   return code;

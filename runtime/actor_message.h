@@ -89,6 +89,10 @@ using node_down_atom = caf::atom_constant<caf::atom("nodedown")>;  // to watcher
 using watch_atom = caf::atom_constant<caf::atom("watch")>;         // (actor)
 using counters_atom = caf::atom_constant<caf::atom("counters")>;   // → RouterCounters
 using tick_atom = caf::atom_constant<caf::atom("tick")>;           // timers
+// (actor): it receives (refused_atom, ConnectionRefusal) for every connection the door and
+// message the router refused, throttled per source and cause (refusals.h).
+using refusals_atom = caf::atom_constant<caf::atom("refusals")>;
+using refused_atom = caf::atom_constant<caf::atom("refused")>;
 
 struct RouterCounters {
   uint64_t delivered_local = 0, sent_remote = 0, received_remote = 0;
@@ -96,6 +100,7 @@ struct RouterCounters {
   // A message from a peer not bound to a node (admitted by the handshake, but not, or no
   // longer, a node of the view). Refused handshakes are the fabric's (FabricCounters).
   uint64_t dropped_unauthenticated = 0;
+  uint64_t dropped_evicted = 0;  // from a node the view dropped as lost (evict_atom)
   uint64_t dropped_spoofed = 0;  // `from` names another node than the admitted peer
   uint64_t send_errors = 0;
 };
@@ -105,3 +110,4 @@ struct RouterCounters {
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::runtime::ActorMessage)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::runtime::RouterCounters)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::runtime::PeerInfo)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::runtime::ConnectionRefusal)

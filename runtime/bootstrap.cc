@@ -48,6 +48,13 @@ const char* outcome_name(Outcome o) {
   return names[size_t(o)];
 }
 
+// The cause an event names (refusals.h); a refusal may say a finer one (Session::cause).
+const char* cause_of(Outcome o) {
+  constexpr const char* causes[outcome_count] = {"",          "wrong_secret", "malformed",
+                                                 "timed_out", "hung_up",      "over_limit"};
+  return causes[size_t(o)];
+}
+
 Code code_of(Outcome o) {
   return o == Outcome::timed_out ? Code::timeout : Code::peer_down;
 }
@@ -71,16 +78,21 @@ std::string endpoint_text(const tcp::socket& socket) {
 struct Session;
 
 struct Bootstrap::Impl {
-  Impl(BootstrapConfig c, AdmitFn admit, LostFn lost)
+  Impl(BootstrapConfig c, AdmitFn admit, LostFn lost, RefusedFn refused)
       : config(std::move(c)),
         on_admit(std::move(admit)),
         on_lost(std::move(lost)),
+        on_refused(std::move(refused)),
         work(asio::make_work_guard(io)),
         accept_retry(io) {}
 
   void accept_next();
   void on_accepted(tcp::socket socket);
   void count(Outcome o, const std::string& who, const std::string& why);
+  // A connection made to us ended unadmitted: on_refused hears of it, unless we stop.
+  void refused(ConnectionRefusal r) {
+    if (on_refused && !stopped) on_refused(r);
+  }
   Result<uint16_t> do_listen(uint16_t port);
   void do_connect(const std::string& host_port, std::string transport, ConnectDoneFn done);
   std::string node_id() const {
@@ -91,6 +103,7 @@ struct Bootstrap::Impl {
   BootstrapConfig config;
   AdmitFn on_admit;
   LostFn on_lost;
+  RefusedFn on_refused;
   asio::io_context io;  // first: destroyed after everything that uses it
   asio::executor_work_guard<asio::io_context::executor_type> work;
   std::unique_ptr<tcp::acceptor> acceptor;
@@ -121,7 +134,10 @@ struct Session : std::enable_shared_from_this<Session> {
     impl.count(o, who, why);
     if (accepted) {
       --impl.pending;
-      if (!our_address.empty()) impl.on_lost(our_address, why);
+      if (our_address.empty())
+        impl.refused({who, claimed, hello.pid(), cause.empty() ? cause_of(o) : cause, why});
+      else
+        impl.on_lost(our_address, why);
       return;
     }
     if (done) done(Status(code_of(o), fmt::format("{}: {}", who, why)));
@@ -158,6 +174,7 @@ struct Session : std::enable_shared_from_this<Session> {
   std::string in, out;
   std::string nonce;                     // ours: the other side must MAC it
   std::string claimed;                   // the name the connector claims (either side)
+  std::string cause;                     // acceptor: a finer cause than the outcome's
   control::Hello hello;                  // acceptor: the connector's
   std::string our_address;               // acceptor: what on_admit gave the peer
   std::string acceptor_node, transport;  // connector: who answered, our address
@@ -214,7 +231,8 @@ void write_frame(const SessionPtr& s, const std::string& body, std::function<voi
 
 // ---- the acceptor's side ----
 
-void refuse(const SessionPtr& s, const std::string& why) {
+void refuse(const SessionPtr& s, const std::string& why, const char* cause) {
+  s->cause = cause;
   control::Verdict v;
   v.set_admitted(false);
   v.set_reason(why);
@@ -227,13 +245,13 @@ void on_proof(const SessionPtr& s, const std::string& body) {
   if (p.mac().empty())
     return s->end(Outcome::refused, "wrong job secret (it found our challenge wrong)");
   if (!join_mac_ok(s->impl.config.secret, s->nonce, s->claimed, p.mac()))
-    return refuse(s, "wrong job secret");
+    return refuse(s, "wrong job secret", "wrong_secret");
   if (p.transport_address().empty())
     return s->end(Outcome::malformed, "a proof without a transport address");
   const Admitted peer{{s->claimed, s->hello.listen_address(), s->hello.pid(), true},
                       p.transport_address()};
   Result<std::string> ours = s->impl.on_admit(peer);
-  if (!ours.ok()) return refuse(s, "cannot admit it: " + ours.status().message());
+  if (!ours.ok()) return refuse(s, "cannot admit it: " + ours.status().message(), "not_admitted");
   s->our_address = ours.value();
   control::Verdict v;
   v.set_admitted(true);
@@ -345,9 +363,10 @@ void Bootstrap::Impl::on_accepted(tcp::socket socket) {
   if (pending >= config.pending_max) {
     error_code ignored;
     socket.close(ignored);
-    return count(Outcome::over_limit, who,
-                 fmt::format("handshakes_pending_max {} connections are in their handshake",
-                             config.pending_max));
+    const std::string why = fmt::format(
+        "handshakes_pending_max {} connections are in their handshake", config.pending_max);
+    count(Outcome::over_limit, who, why);
+    return refused({who, "", 0, cause_of(Outcome::over_limit), why});
   }
   ++pending;
   auto s = std::make_shared<Session>(*this, std::move(socket));
@@ -429,10 +448,11 @@ void Bootstrap::Impl::do_connect(const std::string& host_port, std::string trans
 Bootstrap::Bootstrap(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
 Result<std::unique_ptr<Bootstrap>> Bootstrap::create(BootstrapConfig config, AdmitFn on_admit,
-                                                     LostFn on_lost) {
+                                                     LostFn on_lost, RefusedFn on_refused) {
   if (config.secret.empty())
     return Status(Code::invalid_argument, "bootstrap: no job secret (load_secret gives one)");
-  auto impl = std::make_unique<Impl>(std::move(config), std::move(on_admit), std::move(on_lost));
+  auto impl = std::make_unique<Impl>(std::move(config), std::move(on_admit), std::move(on_lost),
+                                     std::move(on_refused));
   Impl* raw = impl.get();
   raw->thread = std::thread([raw] { raw->io.run(); });
   return std::unique_ptr<Bootstrap>(new Bootstrap(std::move(impl)));

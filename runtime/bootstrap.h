@@ -79,8 +79,11 @@ struct BootstrapConfig {
 class Bootstrap {
  public:
   // Starts the bootstrap's thread. Errors: invalid_argument for an empty secret.
+  // `on_refused` (may be empty) hears of every connection made to us that ended before it
+  // was admitted, on the bootstrap's thread, unthrottled (the caller throttles: refusals.h);
+  // not of those stop_handshakes() closes.
   static Result<std::unique_ptr<Bootstrap>> create(BootstrapConfig config, AdmitFn on_admit,
-                                                   LostFn on_lost);
+                                                   LostFn on_lost, RefusedFn on_refused = {});
   // Closes the listener and every connection and joins the thread: no callback runs after.
   // Peers see their connection to us close (on_lost there).
   ~Bootstrap();

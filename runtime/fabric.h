@@ -107,11 +107,31 @@ struct PeerInfo {
   bool accepted = false;       // it connected to us; false: we connected to it
 };
 
+// A connection, or a message, that this process refused, said so that an operator (or a
+// machine reading the coordinator's events.jsonl, kind connection_refused) sees who knocked
+// and why. The fabric reports the connections its door refused before admitting them; the
+// router adds the messages of admitted peers it drops for who they are (refusals.h).
+struct ConnectionRefusal {
+  std::string peer_address;  // where it came from, host:port ("" unknown)
+  std::string node;          // the node id it claimed or was bound to ("" none)
+  uint32_t pid = 0;          // its process id, as it said (0: not said)
+  // What refused it, for machines: one of refusal_causes (refusals.h).
+  std::string cause;
+  std::string reason;          // the details, for people
+  uint64_t evicted_epoch = 0;  // cause "evicted": the epoch whose view dropped the node
+  // A summary (RefusalThrottle): this many more were refused from the same source for the
+  // same cause within window_ms after the one reported; the other fields are the last one's.
+  uint64_t more = 0;
+  int64_t window_ms = 0;
+};
+
 // Called on the fabric's own thread; must not block (hand the message on and return).
 using ReceiveFn = std::function<void(Message&& message)>;
 using PeerDownFn = std::function<void(PeerId peer, const Status& why)>;
 // A peer passed the handshake: messages from it follow, never before this call.
 using PeerUpFn = std::function<void(PeerId peer, const PeerInfo& info)>;
+// A connection the door refused (it never reached the transport). Counted either way.
+using RefusedFn = std::function<void(const ConnectionRefusal& refusal)>;
 // Completion of one send: after it runs, the payload memory may be reused.
 using SendDoneFn = std::function<void(const Status& status)>;
 
@@ -119,6 +139,7 @@ struct FabricHandlers {
   ReceiveFn on_receive;     // empty: messages queue for receive()
   PeerDownFn on_peer_down;  // empty: peer loss is only counted
   PeerUpFn on_peer_up;      // empty: admission is only counted
+  RefusedFn on_refused;     // empty: refused connections are only counted and logged
 };
 
 class Fabric {

@@ -41,6 +41,9 @@ FabricHandlers router_handlers(const std::shared_ptr<caf::actor>& router_slot) {
   handlers.on_peer_up = [router_slot](PeerId peer, const PeerInfo& info) {
     caf::anon_send(*router_slot, peer_up_atom::value, peer, info);
   };
+  handlers.on_refused = [router_slot](const ConnectionRefusal& r) {
+    caf::anon_send(*router_slot, refused_atom::value, r);
+  };
   return handlers;
 }
 

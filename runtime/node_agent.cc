@@ -77,8 +77,8 @@ void on_view(Self* self, const control::View& view) {
     if (n.node_id() != s.node_id)
       self->send(s.router, address_atom::value, n.node_id(), n.address());
   }
-  for (const std::string& gone : s.view_nodes)  // dropped from the view: lost
-    if (!listed.count(gone)) self->send(s.router, forget_atom::value, gone);
+  for (const std::string& gone : s.view_nodes)  // dropped from the view: lost, or it left
+    if (!listed.count(gone)) self->send(s.router, evict_atom::value, gone, view.epoch());
   s.view_nodes = std::move(listed);
   std::map<std::string, std::vector<std::string>> peers;  // role → addresses by index
   for (const auto& p : view.placement()) {
@@ -164,6 +164,21 @@ Verdict from_coordinator(const AgentState& s, const ActorMessage& m) {
   return {};
 }
 
+// The coordinator ends this node: the job ended or it was drained (status 0), or it was
+// evicted (exit_status_evicted: the job went on without it). Before the Welcome, a
+// coordinator that refuses this node says so with a Shutdown: the only peer yet is the one
+// we joined.
+Verdict on_shutdown(Self* self, const control::Shutdown& sd, const ActorMessage& m) {
+  if (self->state.welcomed)
+    if (Verdict no = from_coordinator(self->state, m)) return no;
+  if (sd.evicted_epoch() == 0)
+    finish(self, 0, sd.reason());
+  else
+    finish(self, exit_status_evicted,
+           fmt::format("evicted at epoch {}: {}", sd.evicted_epoch(), sd.reason()));
+  return {};
+}
+
 std::shared_ptr<Dispatcher> agent_table(Self* self) {
   auto d = std::make_shared<Dispatcher>();
   d->on<control::Welcome>(welcome_type, [self](const control::Welcome& w, ActorMessage& m) {
@@ -184,12 +199,7 @@ std::shared_ptr<Dispatcher> agent_table(Self* self) {
   });
   d->on<control::Shutdown>(shutdown_type,
                            [self](const control::Shutdown& sd, ActorMessage& m) -> Verdict {
-                             // Before the Welcome, a coordinator that refuses this node says
-                             // so with a Shutdown: the only peer yet is the one we joined.
-                             if (self->state.welcomed)
-                               if (Verdict no = from_coordinator(self->state, m)) return no;
-                             finish(self, 0, sd.reason());
-                             return {};
+                             return on_shutdown(self, sd, m);
                            });
   return d;
 }

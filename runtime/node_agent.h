@@ -12,6 +12,7 @@
 #include <functional>
 #include <string>
 
+#include "runtime/exit_status.h"
 #include "runtime/fault_tolerance.h"
 #include "runtime/host.h"
 #include "runtime/roles.h"
@@ -37,7 +38,8 @@ struct NodeAgentOptions {
   std::chrono::milliseconds rejoin_interval{200};
   std::string listen_address;  // this node's, said in its Rejoin
   uint32_t pid = 0;
-  // Called once, from an actor thread: exit code (0: the job ended normally) and why.
+  // Called once, from an actor thread: exit code (0: the job ended normally or this node was
+  // drained; 1: an error; exit_status_evicted) and why.
   std::function<void(int code, const std::string& why)> on_exit;
 };
 

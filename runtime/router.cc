@@ -8,10 +8,19 @@
 
 #include "runtime/control.pb.h"
 #include "runtime/log.h"
+#include "runtime/refusals.h"
 
 namespace troupe::runtime {
 
 namespace {
+
+using flush_refusals_atom = caf::atom_constant<caf::atom("flushref")>;
+
+// A node the view evicted (evict_atom), remembered by the peer it was bound to.
+struct Evicted {
+  std::string node, address;
+  uint64_t epoch = 0;
+};
 
 // A connection we opened; the fabric runs its handshake (bootstrap.h).
 struct Outgoing {
@@ -29,6 +38,10 @@ struct RouterState {
   std::map<PeerId, Outgoing> outgoing;
   std::map<std::string, std::deque<ActorMessage>> waiting;  // node → messages until admitted
   std::vector<caf::actor> watchers;
+  std::map<PeerId, Evicted> evicted;  // at most evicted_peers_max, the newest (ids grow)
+  std::vector<caf::actor> refusal_watchers;
+  RefusalThrottle refusals;
+  bool refusal_flush_due = false;  // a flush_refusals_atom is on its way
   RouterCounters counters;
   static inline const char* name = "router";
 };
@@ -62,6 +75,50 @@ void send_raw(Self* self, PeerId peer, const ActorMessage& m) {
 
 void notify_down(Self* self, const std::string& node, const std::string& why) {
   for (const caf::actor& w : self->state.watchers) self->send(w, node_down_atom::value, node, why);
+}
+
+// The next summary of held refusals goes out when its window closes.
+void schedule_refusal_flush(Self* self) {
+  auto& s = self->state;
+  const auto next = s.refusals.next_flush();
+  if (!next || s.refusal_flush_due) return;
+  s.refusal_flush_due = true;
+  self->delayed_send(self, std::max(*next - self->clock().now(), caf::timespan::zero()),
+                     flush_refusals_atom::value);
+}
+
+void tell_refusals(Self* self, const std::vector<ConnectionRefusal>& list) {
+  for (const ConnectionRefusal& r : list)
+    for (const caf::actor& w : self->state.refusal_watchers) self->send(w, refused_atom::value, r);
+}
+
+// A refused connection or message, to the refusal watchers through the throttle.
+void report_refusal(Self* self, const ConnectionRefusal& r) {
+  tell_refusals(self, self->state.refusals.note(r, self->clock().now()));
+  schedule_refusal_flush(self);
+}
+
+void evict(Self* self, const std::string& node, uint64_t epoch) {
+  auto& s = self->state;
+  auto it = s.peer_of.find(node);
+  if (it == s.peer_of.end()) return;  // its endpoint is down already: nothing can come from it
+  const auto address = s.address_of.find(node);
+  s.evicted[it->second] = {node, address == s.address_of.end() ? "" : address->second, epoch};
+  while (s.evicted.size() > evicted_peers_max) s.evicted.erase(s.evicted.begin());
+}
+
+// The node is no longer one of the view's: unbound, its address and what waited for it gone.
+void forget(Self* self, const std::string& node) {
+  auto& s = self->state;
+  // The endpoint stays open (not Fabric::disconnect): force-closing one with sends pending
+  // to a hung peer over shared memory was followed, once in 30 chaos jobs, by other peers'
+  // messages never leaving this node (UCX 1.13; see fabric.h).
+  if (auto it = s.peer_of.find(node); it != s.peer_of.end()) {
+    s.node_of_peer.erase(it->second);
+    s.peer_of.erase(it);
+  }
+  s.address_of.erase(node);
+  s.waiting.erase(node);
 }
 
 void admit(Self* self, const std::string& node, PeerId peer) {
@@ -162,16 +219,29 @@ void inbound(Self* self, ActorMessage&& m) {
   auto& s = self->state;
   ++s.counters.received_remote;
   auto bound = s.node_of_peer.find(m.peer);
+  if (auto ev = s.evicted.find(m.peer); bound == s.node_of_peer.end() && ev != s.evicted.end()) {
+    const std::string why = fmt::format(
+        "evicted at epoch {}: the view dropped {} as lost (missed heartbeats, a dead endpoint "
+        "or fenced); its late messages change nothing",
+        ev->second.epoch, ev->second.node);
+    if (++s.counters.dropped_evicted <= 5)
+      log::warn("router: dropped message type {} from {}: {}", m.type, m.from, why);
+    return report_refusal(
+        self, {ev->second.address, ev->second.node, 0, "evicted", why, ev->second.epoch});
+  }
   if (bound == s.node_of_peer.end()) {
-    if (++s.counters.dropped_unauthenticated <= 5)
-      log::warn("router: dropped message type {} from unauthenticated peer {}", m.type, m.peer);
-    return;
+    const std::string why = fmt::format(
+        "peer {} passed the handshake but is bound to no node (not admitted as a node yet, or "
+        "it left the job); message type {} from '{}'",
+        m.peer, m.type, m.from);
+    if (++s.counters.dropped_unauthenticated <= 5) log::warn("router: dropped a message: {}", why);
+    return report_refusal(self, {"", "", 0, "unbound", why});
   }
   if (node_of(m.from) != bound->second) {
-    if (++s.counters.dropped_spoofed <= 5)
-      log::warn("router: dropped message from peer {} ({}) claiming to be {}", m.peer,
-                bound->second, m.from);
-    return;
+    const std::string why = fmt::format("peer {}, bound to {}, sent a message claiming to be {}",
+                                        m.peer, bound->second, m.from);
+    if (++s.counters.dropped_spoofed <= 5) log::warn("router: dropped a message: {}", why);
+    return report_refusal(self, {"", bound->second, 0, "spoofed", why});
   }
   deliver_local(self, std::move(m));
 }
@@ -199,23 +269,23 @@ caf::behavior router(Self* self, RouterConfig cfg) {
         self->state.cfg.fabric->set_epoch(epoch);
       },
       [=](watch_atom, const caf::actor& a) { self->state.watchers.push_back(a); },
+      [=](refusals_atom, const caf::actor& a) { self->state.refusal_watchers.push_back(a); },
+      [=](refused_atom, const ConnectionRefusal& r) { report_refusal(self, r); },
+      [=](flush_refusals_atom) {
+        self->state.refusal_flush_due = false;
+        tell_refusals(self, self->state.refusals.flush(self->clock().now()));
+        schedule_refusal_flush(self);
+      },
       [=](counters_atom) { return self->state.counters; },
       [=](connect_atom, const std::string& address) {
         if (Result<PeerId> p = open(self, address, ""); !p.ok())
           notify_down(self, "", "cannot connect to " + address + ": " + p.status().to_string());
       },
-      [=](forget_atom, const std::string& node) {
-        auto& s = self->state;
-        // The endpoint stays open (not Fabric::disconnect): force-closing one with sends
-        // pending to a hung peer over shared memory was followed, once in 30 chaos jobs,
-        // by other peers' messages never leaving this node (UCX 1.13; see fabric.h).
-        if (auto it = s.peer_of.find(node); it != s.peer_of.end()) {
-          s.node_of_peer.erase(it->second);
-          s.peer_of.erase(it);
-        }
-        s.address_of.erase(node);
-        s.waiting.erase(node);
+      [=](evict_atom, const std::string& node, uint64_t epoch) {
+        evict(self, node, epoch);
+        forget(self, node);
       },
+      [=](forget_atom, const std::string& node) { forget(self, node); },
       [=](peer_down_atom, PeerId peer, const std::string& why) {
         auto& s = self->state;
         std::string node;

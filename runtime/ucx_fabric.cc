@@ -327,7 +327,8 @@ Result<std::unique_ptr<UcxFabric>> UcxFabric::create(const UcxOptions& options,
   BootstrapConfig bc{options.secret, options.node_id, options.listen_host};
   auto bootstrap = Bootstrap::create(
       bc, [raw](const Admitted& peer) { return raw->admit(peer); },
-      [raw](const std::string& ours, const std::string& why) { raw->lost(ours, why); });
+      [raw](const std::string& ours, const std::string& why) { raw->lost(ours, why); },
+      raw->handlers.on_refused);
   if (!bootstrap.ok()) return bootstrap.status();  // the destructor stops the thread
   raw->bootstrap = std::move(bootstrap).value();
   return fabric;

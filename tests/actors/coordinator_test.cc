@@ -4,7 +4,8 @@
 // lost between Apply and StepDone sends the survivors back to the committed version; a
 // second loss restarts the recovery; malformed messages of every type are dropped and
 // counted while the job goes on; a throw ends the job through on_done; silence past the
-// heartbeat timeout is noticed on virtual time.
+// heartbeat timeout is noticed on virtual time, and the silent node is evicted with the
+// epoch; a refused connection is an event.
 #include <gtest/gtest.h>
 
 #include "coordinator_script.h"
@@ -213,6 +214,60 @@ TEST_F(CoordinatorScript, SilenceIsNoticedOnTheVirtualClock) {
   ASSERT_EQ(count_events("recover"), 1u);
   EXPECT_NE(events.back().second.find("node n2"), std::string::npos) << events.back().second;
   EXPECT_NE(events.back().second.find("missed heartbeats"), std::string::npos);
+}
+
+// A node evicted for its silence is told so with the epoch of the view that dropped it (it
+// exits with exit_status_evicted, and launch replaces it), and the router refuses its late
+// messages as an evicted node's from that epoch on.
+TEST_F(CoordinatorScript, ANodeEvictedForItsSilenceIsToldTheEpoch) {
+  const auto& ft = config.fault_tolerance;
+  const uint64_t before = net->epoch;
+  for (int64_t t = 0; t <= ft.heartbeat_timeout_ms + ft.heartbeat_interval_ms;
+       t += ft.heartbeat_interval_ms) {
+    for (const char* node : {"n1/agent.0", "n3/agent.0"})
+      to_coordinator(make_message(node, "", runtime::heartbeat_type, control::Heartbeat{}));
+    sched.clock().advance_time(std::chrono::milliseconds(ft.heartbeat_interval_ms));
+    run();
+  }
+  ASSERT_EQ(count_events("recover"), 1u);
+  ASSERT_EQ(net->evicted.size(), 1u);
+  EXPECT_EQ(net->evicted[0].first, "n2");
+  EXPECT_EQ(net->evicted[0].second, before + 1) << "the epoch of the view without it";
+  std::vector<control::Shutdown> told;
+  for (const ActorMessage& m : net->of_type(runtime::shutdown_type)) {
+    control::Shutdown sd;
+    ASSERT_TRUE(sd.ParseFromString(m.header));
+    if (m.to == "n2/agent.0") told.push_back(sd);
+  }
+  ASSERT_EQ(told.size(), 1u);
+  EXPECT_EQ(told[0].evicted_epoch(), before + 1);
+  EXPECT_NE(told[0].reason().find("declared lost"), std::string::npos) << told[0].reason();
+}
+
+// A node killed (its endpoint failed) cannot hear a Shutdown; it is evicted all the same.
+TEST_F(CoordinatorScript, AKilledNodeIsEvictedWithoutAShutdown) {
+  lose("n2");
+  ASSERT_EQ(net->evicted.size(), 1u);
+  EXPECT_EQ(net->evicted[0].first, "n2");
+  for (const ActorMessage& m : net->of_type(runtime::shutdown_type))
+    EXPECT_NE(m.to, "n2/agent.0") << "a dead node was sent a Shutdown";
+}
+
+// Every refusal the router reports is an event with typed fields.
+TEST_F(CoordinatorScript, ARefusedConnectionIsAnEvent) {
+  runtime::ConnectionRefusal r{"127.0.0.1:7001",     "n2", 0,  "evicted",
+                               "evicted at epoch 4", 4,    12, 1000};
+  caf::anon_send(coordinator, runtime::refused_atom::value, r);
+  run();
+  ASSERT_EQ(count_events("connection_refused"), 1u);
+  const nlohmann::json& f = event_fields.back();
+  EXPECT_EQ(f["cause"], "evicted");
+  EXPECT_EQ(f["node"], "n2");
+  EXPECT_EQ(f["peer_address"], "127.0.0.1:7001");
+  EXPECT_EQ(f["evicted_epoch"], 4);
+  EXPECT_EQ(f["more"], 12);
+  EXPECT_EQ(events.back().second,
+            "12 more refused from n2 in the last second (evicted: evicted at epoch 4)");
 }
 
 TEST_F(CoordinatorScript, ARecoveryPastItsTimeoutEndsTheJobNamingWhoIsLate) {

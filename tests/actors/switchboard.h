@@ -36,6 +36,7 @@ struct Net {
   std::map<std::string, caf::actor> actors;  // by local name: "coordinator.0", "worker.1"
   uint64_t epoch = 0;                        // the coordinator's, stamped on what it sends
   std::set<std::string> dead;                // nodes whose messages go nowhere
+  std::vector<std::pair<std::string, uint64_t>> evicted;  // (node, epoch) the router was told
   std::function<int(const ActorMessage&)> copies = [](const ActorMessage&) { return 1; };
   // Called for each delivered message after it went out (replays, kills at a given point).
   std::function<void(const ActorMessage&)> after;
@@ -69,6 +70,10 @@ inline caf::behavior switchboard(caf::event_based_actor* self, std::shared_ptr<N
       [=](runtime::bind_atom, const std::string&, runtime::PeerId) {},
       [=](runtime::address_atom, const std::string&, const std::string&) {},
       [=](runtime::forget_atom, const std::string&) {},
+      [=](runtime::evict_atom, const std::string& node, uint64_t epoch) {
+        net->evicted.push_back({node, epoch});
+      },
+      [=](runtime::refusals_atom, const caf::actor&) {},
   };
 }
 
@@ -111,6 +116,7 @@ class Conversation : public ::testing::Test {
   std::vector<std::string> sets;
   model::JobConfig config;
   std::vector<std::pair<std::string, std::string>> events;
+  std::vector<nlohmann::json> event_fields;  // events[i]'s typed fields
   std::vector<StepReport> reports;
   std::optional<JobResult> result;
   std::function<void(const StepReport&)> on_step;         // the test's own, after recording
@@ -140,8 +146,9 @@ class Conversation : public ::testing::Test {
       reports.push_back(r);
       if (on_step) on_step(r);
     };
-    o.on_event = [this](const std::string& k, const std::string& t, const nlohmann::json&) {
+    o.on_event = [this](const std::string& k, const std::string& t, const nlohmann::json& f) {
       events.push_back({k, t});
+      event_fields.push_back(f);
       if (on_event_hook) on_event_hook(k);
     };
     o.on_done = [this](const JobResult& r) {

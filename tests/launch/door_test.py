@@ -6,14 +6,18 @@
    bytes than it says; 100 000 random bytes; 200 connections at once; and a half-open
    connection held for the rest of the job. The job must end with the weights of an
    undisturbed `troupe train`, launch must exit 0, and no process may die by a signal.
+   The coordinator's refusals are events (connection_refused, with cause and peer
+   address), throttled: one per source and cause a second, and a summary of the rest.
 2. --evictions N (default 1): a node stopped (SIGSTOP) just past the heartbeat timeout,
-   then resumed, is declared lost and told to leave: it must exit 0, never by a signal
-   (UCX 1.13 used to abort it in ucp_ep_destroy_base). The job recovers as designed.
+   then resumed, is declared lost and told to leave: it must exit with status 3 (evicted,
+   runtime/exit_status.h), never by a signal (UCX 1.13 used to abort it in
+   ucp_ep_destroy_base), and be called evicted, never unauthenticated. The job recovers.
 
   door_test.py --troupe build/troupe --work DIR [--evictions N] [--seed S]
 """
 import argparse
 import functools
+import json
 import os
 import random
 import re
@@ -78,6 +82,11 @@ def attack(port, rng):
     return half_open
 
 
+def events(run_dir, kind):
+    with open(os.path.join(run_dir, "events.jsonl")) as f:
+        return [e for e in map(json.loads, f) if e.get("kind") == kind]
+
+
 def logs(run_dir):
     text = ""
     for name in sorted(os.listdir(run_dir)):
@@ -118,11 +127,24 @@ def door(troupe, work, seed):
     check("door: the attacks were seen and counted",
           "malformed" in err and "over the limit" in everything,
           [line for line in err.splitlines() if "handshake with" in line][:4])
+    refused = events(run_dir, "connection_refused")
+    causes = {e.get("cause") for e in refused}
+    summaries = [e for e in refused if e.get("more", 0) > 0]
+    check("door: each refusal at the coordinator is an event with its cause and address",
+          {"malformed", "over_limit"} <= causes and
+          all(e.get("peer_address", "").startswith("127.0.0.1:") for e in refused),
+          f"causes {sorted(c for c in causes if c)}")
+    # 200 connections at once and three garbage ones: a few events, not hundreds.
+    check("door: a peer that hammers is throttled, the rest summed up",
+          summaries and len(refused) < 40 and
+          all("more refused from 127.0.0.1 in the last second" in e["text"] for e in summaries),
+          f"{len(refused)} events, {sum(e['more'] for e in summaries)} more in "
+          f"{len(summaries)} summaries: {[e['text'] for e in summaries][:2]}")
 
 
 def evict(troupe, work, i, timeout_ms):
     """A node stopped just past the heartbeat timeout, then resumed: declared lost, it
-    leaves with status 0."""
+    leaves with status 3 (evicted)."""
     run_dir = os.path.join(work, f"evict-{i}")
     p = launch(troupe, run_dir, 3, 10)
     wait_for(lambda: steps_done(run_dir) >= 2, 120, "two steps")
@@ -132,12 +154,15 @@ def evict(troupe, work, i, timeout_ms):
     os.kill(victim, signal.SIGCONT)
     out, err = p.communicate(timeout=300)
     exits = [line for line in err.splitlines() if f"(pid {victim}) exited" in line]
-    check(f"evict {i}: the evicted node exits 0, not by a signal",
-          exits and "exit status 0" in exits[0] and not any(c in err for c in CRASH),
+    check(f"evict {i}: the evicted node exits 3 (evicted), not by a signal",
+          exits and "exit status 3: evicted" in exits[0] and not any(c in err for c in CRASH),
           exits or "no exit line for the evicted node")
+    said = [line for line in (err + logs(run_dir)).splitlines() if "unauthenticated" in line]
+    check(f"evict {i}: its late messages are refused as evicted, not unauthenticated", not said,
+          said[:2] or [e["text"] for e in events(run_dir, "connection_refused")][:2])
     check(f"evict {i}: the job ends well", p.returncode == 0 and "1 lost, recovered" in out,
           f"status {p.returncode}: {(out + err).strip().splitlines()[-1:]}")
-    return bool(exits and "exit status 0" in exits[0])
+    return bool(exits and "exit status 3" in exits[0])
 
 
 def main():
@@ -155,7 +180,7 @@ def main():
         door(a.troupe, a.work, a.seed)
     clean = sum(evict(a.troupe, a.work, i, 1000) for i in range(a.evictions))
     if a.evictions:
-        print(f"evictions: {clean} of {a.evictions} evicted nodes exited 0", flush=True)
+        print(f"evictions: {clean} of {a.evictions} evicted nodes exited 3", flush=True)
     if failures:
         sys.exit("FAILED:\n" + "\n".join(failures))
     print("ok")

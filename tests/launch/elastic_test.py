@@ -10,7 +10,11 @@ job must end with the weights of an undisturbed `troupe train` of the same confi
    pause stops the steps, checkpoint writes one, resume goes on; then `troupe drain`.
 3. replace_lost: a node killed with -9 is recovered from and replaced by a fresh node
    process that joins by the scale-up path, with every worker's second state transfer
-   corrupted on the wire (TROUPE_TRANSFER_FAULT): each is detected and fetched again.
+   corrupted on the wire (TROUPE_TRANSFER_FAULT): each is detected and fetched again. The
+   chaos line names the node as the coordinator does (n3), with its pid.
+   evict: a node stopped (SIGSTOP) is evicted for its missed heartbeats; resumed once the
+   others recovered, it exits with status 3 (evicted, not 0: it did not leave on purpose)
+   and is replaced like a killed one.
 4. coordinator: the coordinator process is killed with -9 mid-run; launch restarts it
    from the journal, every node rejoins, nothing is rolled back.
 5. cluster: `launch --local-nodes 0` with the nodes started outside is killed -9 whole;
@@ -25,6 +29,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -221,6 +226,39 @@ def test_replace(troupe, work, ref):
                 logs += f.read()
     check("replace: corrupted transfers were detected and fetched again",
           "fails its CRC32C" in logs and "again" in logs, "no CRC32C failure in the node logs")
+    chaos = re.search(r"\[chaos\] kill -9 (n\d+) \(pid (\d+)\) after step 8", err)
+    killed = [e for e in kinds(run, "node_exit") if chaos and e.get("node") == chaos.group(1)]
+    check("replace: the chaos line names the node id the events use, with its pid",
+          killed and killed[0]["pid"] == int(chaos.group(2)) and killed[0]["signal"] == 9,
+          [l for l in err.splitlines() if "[chaos]" in l] + [e["text"] for e in killed])
+
+
+def test_evict(troupe, work, ref):
+    run = os.path.join(work, "evict")
+    p = launch(troupe, run, 3, ["--set", "fault_tolerance.replace_lost=true"])
+    wait_for(lambda: steps_done(run) >= 3, 120, "step 3")
+    pid = next(e["pid"] for e in kinds(run, "join") if e.get("node") == "n2")
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        wait_event(run, "recovered")
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    rc, h, out, err = finish(p)
+    check("evict: ends with the undisturbed weights", rc == 0 and h == ref,
+          f"exit {rc}, weights {h} vs {ref}; {err.strip().splitlines()[-1:] if rc else ''}")
+    lost = [e for e in kinds(run, "recover") if e.get("node") == "n2"]
+    check("evict: n2 was declared lost for its missed heartbeats",
+          lost and lost[0].get("hung") is True, [e["text"] for e in lost])
+    exits = [e for e in kinds(run, "node_exit") if e.get("node") == "n2"]
+    check("evict: woken, n2 exits 3 (evicted), not 0", exits and exits[0]["exit_code"] == 3
+          and exits[0].get("evicted") is True, [e["text"] for e in exits])
+    joins = [e for e in kinds(run, "join") if "running job" in e["text"]]
+    check("evict: a fresh node replaced it by a reshape",
+          len(joins) == 1 and len(kinds(run, "scaled")) == 1, [e["text"] for e in joins])
+    for e in kinds(run, "connection_refused"):  # its late messages, if any came first
+        print(f"    {e['text']}", flush=True)
+        check("evict: its late messages are refused as evicted", e.get("cause") == "evicted" and
+              e.get("evicted_epoch") == lost[0]["epoch"], e)
 
 
 def test_coordinator(troupe, work, ref):
@@ -265,12 +303,13 @@ def test_cluster(troupe, work, ref):
                                            secret], stdout=log, stderr=log))
     wait_for(lambda: steps_done(run) >= 5, 120, "step 5")
     os.killpg(p.pid, 9)  # launch and its coordinator process; the nodes are not theirs
+    # (a node evicted under load before this exits 3: the job goes on without it)
     p.communicate()
     again = launch(troupe, run, 3, outside + ["--resume"])
     rc, h, out, err = finish(again)
     codes = [n.wait(timeout=60) for n in nodes]
     check("cluster: launch --resume --local-nodes 0 restarts it: the undisturbed weights",
-          rc == 0 and h == ref and codes == [0, 0, 0],
+          rc == 0 and h == ref and all(c in (0, 3) for c in codes),
           f"exit {rc}, nodes {codes}, weights {h} vs {ref}; {err.strip()[-300:]}")
     back = kinds(run, "rejoined")
     check("cluster: every node rejoined, no rollback",
@@ -300,7 +339,7 @@ def test_reshape_coordinator(troupe, work, ref):
 
 
 TESTS = {"scale": test_scale, "endpoint": test_endpoint, "replace": test_replace,
-         "coordinator": test_coordinator, "cluster": test_cluster,
+         "evict": test_evict, "coordinator": test_coordinator, "cluster": test_cluster,
          "reshape-coordinator": test_reshape_coordinator}
 
 

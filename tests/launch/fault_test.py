@@ -5,7 +5,8 @@ where it cannot, and says what happened — never hangs.
 1. kill -9 of one node process mid-run, and SIGSTOP (a hang, seen by the missed
    heartbeats: UCX never reports a stopped peer): the survivors recover and the job ends
    with the weights and loss lines of an undisturbed `troupe train`; no process is left.
-   A hung node that wakes up after it was declared lost is told to leave and changes nothing.
+   A hung node that wakes up after it was declared lost is told to leave (it exits 3,
+   evicted) and changes nothing.
    Two nodes killed together are recovered from together, unless they are an owner and its
    buddy: then the job stops, saying so. A coordinator paused (SIGSTOP) longer than the
    heartbeat timeout declares no node dead for the silence it could not observe; one hung
@@ -181,7 +182,13 @@ def hung_node_wakes_up(troupe, work):
     check("wake: the job ends well, same weights", p.returncode == 0 and h and
           h.group(1) == want_hash, f"status {p.returncode}, {h.group(1) if h else None} vs {want_hash}")
     check("wake: the woken node is told to leave", "declared lost" in logs,
-          [l for l in logs.splitlines() if "done:" in l])
+          [l for l in logs.splitlines() if "done:" in l or "leaving" in l])
+    with open(os.path.join(run_dir, "events.jsonl")) as f:
+        exits = [e for e in map(json.loads, f)
+                 if e.get("kind") == "node_exit" and e.get("pid") == nodes[1]]
+    check("wake: it exits 3 (evicted), an event saying so",
+          exits and exits[0]["exit_code"] == 3 and exits[0].get("evicted") is True,
+          [e["text"] for e in exits])
     check("wake: no node left", not any(alive(n) for n in nodes), f"{nodes}")
 
 

@@ -4,7 +4,10 @@
 // rejected and counted, and the node keeps admitting honest peers afterwards.
 #include "runtime/router.h"
 
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <caf/all.hpp>
@@ -126,6 +129,88 @@ TEST(Router, GarbageAndUnauthenticatedMessagesAreCountedAndTheNodeKeepsWorking) 
   // An honest node still joins.
   auto node = make_host("", good_secret);
   expect_join(*coordinator, *node, c_self);
+}
+
+// The next refusal a watcher hears of, or a failure.
+ConnectionRefusal next_refusal(caf::scoped_actor& watcher) {
+  ConnectionRefusal out;
+  watcher->receive([&](refused_atom, const ConnectionRefusal& r) { out = r; },
+                   caf::after(wait_for) >> [] { ADD_FAILURE() << "no refusal reported"; });
+  return out;
+}
+
+TEST(Router, ARefusedConnectionIsReportedToTheRefusalWatchers) {
+  auto coordinator = make_host("n0", good_secret);
+  caf::scoped_actor watcher{coordinator->actor_system()};
+  caf::anon_send(coordinator->router(), refusals_atom::value, caf::actor(watcher));
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  ASSERT_GE(fd, 0);
+  sockaddr_in to{};
+  to.sin_family = AF_INET;
+  to.sin_port = htons(port_of(*coordinator));
+  to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&to), sizeof to), 0);
+  const std::string garbage(64, '\xff');  // a frame longer than handshake_frame_bytes_max
+  ASSERT_EQ(::write(fd, garbage.data(), garbage.size()), ssize_t(garbage.size()));
+  const ConnectionRefusal r = next_refusal(watcher);
+  ::close(fd);
+  EXPECT_EQ(r.cause, "malformed");
+  EXPECT_EQ(r.peer_address.rfind("127.0.0.1:", 0), 0u) << r.peer_address;
+  EXPECT_NE(r.reason.find("handshake_frame_bytes_max"), std::string::npos) << r.reason;
+  EXPECT_EQ(r.more, 0u);
+}
+
+// A node the view evicted (missed heartbeats) that wakes up and sends again: its messages
+// are dropped as an evicted node's, naming the epoch, never as a stranger's.
+TEST(Router, AnEvictedNodesLateMessagesAreRefusedAsEvicted) {
+  auto coordinator = make_host("n0", good_secret);
+  auto node = make_host("", good_secret);
+  caf::scoped_actor c_self{coordinator->actor_system()};
+  caf::scoped_actor watcher{coordinator->actor_system()};
+  caf::anon_send(coordinator->router(), register_atom::value, std::string("coordinator.0"),
+                 caf::actor(c_self));
+  caf::anon_send(coordinator->router(), refusals_atom::value, caf::actor(watcher));
+  caf::anon_send(node->router(), connect_atom::value, coordinator->listen_address());
+  PeerId peer = peer_none;
+  c_self->receive([&](ActorMessage& m) { peer = m.peer; },
+                  caf::after(wait_for) >> [] { ADD_FAILURE() << "no join"; });
+  ASSERT_NE(peer, peer_none);
+  caf::anon_send(coordinator->router(), bind_atom::value, std::string("n1"), peer);
+  caf::anon_send(coordinator->router(), address_atom::value, std::string("n1"),
+                 node->listen_address());
+  caf::anon_send(node->router(), node_id_atom::value, std::string("n1"));
+  ActorMessage hb;
+  hb.from = "n1/agent.0", hb.to = "n0/coordinator.0", hb.type = heartbeat_type;
+  bool delivered = false;  // once the node has the verdict too (it routes to n0 from then)
+  for (auto until = std::chrono::steady_clock::now() + wait_for;
+       !delivered && std::chrono::steady_clock::now() < until;) {
+    caf::anon_send(node->router(), hb);
+    c_self->receive([&](ActorMessage&) { delivered = true; },
+                    caf::after(std::chrono::milliseconds(100)) >> [] {});
+  }
+  ASSERT_TRUE(delivered) << "a bound node's message must arrive";
+  for (bool more = true; more;) {  // the retries' copies, delivered before the eviction
+    more = false;
+    c_self->receive([&](ActorMessage&) { more = true; },
+                    caf::after(std::chrono::milliseconds(200)) >> [] {});
+  }
+  caf::anon_send(coordinator->router(), evict_atom::value, std::string("n1"), uint64_t{7});
+  counters(c_self, coordinator->router());  // the eviction is in effect from here
+  caf::anon_send(node->router(), hb);
+  const ConnectionRefusal r = next_refusal(watcher);
+  EXPECT_EQ(r.cause, "evicted");
+  EXPECT_EQ(r.node, "n1");
+  EXPECT_EQ(r.evicted_epoch, 7u);
+  EXPECT_EQ(r.peer_address, node->listen_address());
+  EXPECT_NE(r.reason.find("evicted at epoch 7"), std::string::npos) << r.reason;
+  EXPECT_EQ(r.reason.find("unauthenticated"), std::string::npos) << r.reason;
+  const RouterCounters c = counters(c_self, coordinator->router());
+  EXPECT_EQ(c.dropped_evicted, 1u);
+  EXPECT_EQ(c.dropped_unauthenticated, 0u);
+  delivered = false;
+  c_self->receive([&](ActorMessage&) { delivered = true; },
+                  caf::after(std::chrono::milliseconds(0)) >> [] {});
+  EXPECT_FALSE(delivered) << "an evicted node's message reached the coordinator";
 }
 
 TEST(Router, AddressesParse) {
