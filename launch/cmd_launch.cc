@@ -285,6 +285,10 @@ class LaunchJob {
       }
       write_or_stop(events_, line.dump() + "\n");
       control_.on_event(line);
+      // A hung node declared lost: under replace_lost its process, if started here, is
+      // ended (supervise) so that it is replaced; it would otherwise hold its place for good.
+      if (kind == "recover" && line.value("hung", false) && cfg_.fault_tolerance.replace_lost)
+        hung_pids_.push_back(pid_t(line.value("pid", int64_t(0))));
     }
     if (kind != "view") progress_.note("[" + kind + "] " + text);
     if (kind == "view" || kind == "coordinator_restarted") joined_ = true;
@@ -385,6 +389,24 @@ class LaunchJob {
                                : "[replace] not replaced: " + why);
   }
 
+  // SIGKILL to the hung nodes' processes started here (or by the launcher: it checks that
+  // the pid is its child, as signal_child does here); their ends are replaced (on_node_exit).
+  void end_hung_nodes() {
+    std::vector<pid_t> pids;
+    {
+      std::lock_guard lock(events_mu_);
+      pids.swap(hung_pids_);
+    }
+    for (const pid_t pid : pids) {
+      if (pid <= 0) continue;
+      const bool sent = a_.as_coordinator ? link_.send("kill " + std::to_string(pid))
+                                          : supervisor_.signal_child(pid, SIGKILL);
+      if (sent)
+        progress_.note("[replace] the hung node's process (pid " + std::to_string(pid) +
+                       ") is ended with SIGKILL, to be replaced");
+    }
+  }
+
   // A node process started here (or by the launcher) ended.
   void on_child_exit(const ChildExit& e, bool* stopping) {
     pid_t pid = e.pid;
@@ -413,6 +435,7 @@ class LaunchJob {
       if (a_.as_coordinator)
         link_.poll([&](const std::string& line) { on_launcher_line(line, &stopping); });
       for (const ChildExit& e : supervisor_.reap()) on_child_exit(e, &stopping);
+      end_hung_nodes();
       if (const int64_t n = scale_wanted_.exchange(0); n > 0 && !stopping) {
         const std::string why = ask("scale", n);
         progress_.note(why.empty() ? "[scale] to " + std::to_string(n) + " nodes"
@@ -485,6 +508,7 @@ class LaunchJob {
   LauncherLink link_;                            // --as-coordinator: to the launcher
   std::mutex events_mu_;
   std::map<int64_t, std::string> node_of_pid_;  // from the join events: pid → node id
+  std::vector<pid_t> hung_pids_;                // declared lost while hung (events_mu_)
   JobControl control_{[this](const std::string& kind, int64_t n, const std::string& node) {
                         return ask(kind, n, node);
                       },

@@ -137,6 +137,8 @@ class Launcher {
       link_.poll([&](const std::string& line) {
         if (line.rfind("start ", 0) == 0)
           for (int k = std::stoi(line.substr(6)); k > 0; --k) start_node();
+        if (line.rfind("kill ", 0) == 0)  // a hung node to replace, if it is ours
+          supervisor_.signal_child(pid_t(std::stol(line.substr(5))), SIGKILL);
       });
       for (const ChildExit& e : supervisor_.reap()) {
         if (e.index != coordinator_) {

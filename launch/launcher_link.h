@@ -2,6 +2,8 @@
 // and restarts the coordinator process and the local node processes) and its coordinator
 // process, over a Unix socket in the abstract namespace (no file to clean up):
 //   coordinator → launcher   "start K"                 start K more local node processes
+//   coordinator → launcher   "kill PID"                SIGKILL to that node process (hung),
+//                                                      when it is the launcher's child
 //   launcher → coordinator   "exit PID CODE SIGNAL LOG DESCRIPTION"   a node process ended
 // Non-blocking: poll() hands over the complete lines that arrived; send() writes one line.
 #pragma once

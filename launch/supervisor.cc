@@ -139,6 +139,12 @@ int Supervisor::start(const std::vector<std::string>& argv, const std::string& l
   return started_++;
 }
 
+bool Supervisor::signal_child(pid_t pid, int sig) const {
+  for (const Child& c : children_)  // not reaped: the pid cannot have been reused
+    if (c.pid == pid) return ::kill(pid, sig) == 0;
+  return false;
+}
+
 pid_t Supervisor::pid_of(int index) const {
   for (const Child& c : children_)
     if (c.index == index) return c.pid;

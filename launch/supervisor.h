@@ -52,6 +52,8 @@ class Supervisor {
   // SIGTERM to every live child, up to `grace` for them to end, then SIGKILL to the rest
   // and reap them. Returns how each ended. Idempotent: a second call returns nothing.
   std::vector<ChildExit> stop_all(std::chrono::milliseconds grace);
+  // Sends `sig` to `pid` when it is a live child; false when it is not (not ours, or ended).
+  bool signal_child(pid_t pid, int sig) const;
   // The process id of the live child `index`; 0 once it has been reported ended.
   pid_t pid_of(int index) const;
   // Waits until some child may have ended, one of `fds` is readable, or `deadline` passes.
