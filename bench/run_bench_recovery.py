@@ -12,13 +12,12 @@ stopped with SIGINT; `--set train.eval_every=0`, no checkpoints):
   hang   the same with SIGSTOP (BENCH_RECOVERY_HANGS, 5), detected by missed heartbeats only;
          fault_tolerance.heartbeat_interval_ms/heartbeat_timeout_ms set to
          BENCH_RECOVERY_HEARTBEAT (100/1000, the defaults: 50/250 evicts healthy nodes on
-         a loaded 2-core box, and an evicted node exits 0, which launch does not replace;
-         the bench then scales the job back up and says so). Once it is declared lost, SIGKILL, so that it
-         never comes back (and launch replaces it).
+         a loaded 2-core box; such evictions are counted and said, and launch replaces
+         them). Once it is declared lost, launch ends it (SIGKILL) and replaces it.
   scale  NODES nodes, --max-nodes NODES+1; BENCH_RECOVERY_SCALES (5) times `troupe scale
          RUN_DIR NODES+1` and back to NODES, each from a steady job.
-Then a coordinator restart, if this build has one (`troupe launch --coordinator-process`, or
-`coordinator_pid` in `troupe status`): kill -9 of the coordinator process, the gap between
+Then a coordinator restart (the coordinator runs in a process of its own, `coordinator_pid`
+in `troupe status`): kill -9 of the coordinator process, the gap between
 the metrics lines around it minus a step. Otherwise it says it was not measured.
 
 Figures (all wall clock, unix ms; events.jsonl and metrics.jsonl carry unix_ms):
@@ -125,7 +124,6 @@ class Job:
         self.injections = []  # unix ms of every signal this bench sent
         self.signalled = set()  # pids this bench sent a signal to
         self.evicted = []  # node ids declared dead that the bench had not touched
-        self.top_up = False  # fault jobs: an eviction is followed by `troupe scale` back up
         wait_for(lambda: all(os.path.exists(os.path.join(run_dir, f))
                              for f in ("control.json", "control.token")) or self.dead(),
                  wait_s, "the control endpoint")
@@ -160,8 +158,8 @@ class Job:
         active = [n for n in st["nodes"] if n["state"] == "active"]
         if st["phase"] != "running" or st["reshape"]:
             return None
-        if len(active) < nodes and self.top_up and self.unexpected_eviction():
-            troupe_scale(self.troupe, self.run_dir, nodes)
+        if len(active) < nodes:
+            self.unexpected_eviction()  # counted; launch replaces it (replace_lost)
             return None
         if len(active) != nodes:
             return None
@@ -177,17 +175,14 @@ class Job:
                         f"{self.run_dir} steady on {nodes} nodes")
 
     def unexpected_eviction(self):
-        """A node declared dead (missed heartbeats on a loaded machine) that exited 0 by itself:
-        launch replaces only the node processes that die, so it is not replaced. Counted, and
-        True once for each, so that the caller scales the job back up."""
+        """Nodes declared lost that the bench did not touch (missed heartbeats on a loaded
+        machine): launch replaces them (replace_lost); each is counted once and said."""
         for e in self.events():
-            if (e["kind"] == "node_exit" and e.get("exit_code") == 0 and e.get("node") and
-                    e.get("pid") not in self.signalled and e["node"] not in self.evicted):
+            if (e["kind"] == "recover" and e.get("node") and e.get("pid") not in self.signalled
+                    and e["node"] not in self.evicted):
                 self.evicted.append(e["node"])
-                print(f"  (an eviction the bench did not cause: {e['node']}, exit 0; "
-                      "`troupe scale` back up)", flush=True)
-                return True
-        return False
+                print(f"  (a node lost that the bench did not touch: {e['node']}: "
+                      f"{e.get('reason', '')})", flush=True)
 
     def signal_node(self, pid, sig):
         """Sends sig to a node process of this job: checked to be launch's child first."""
@@ -254,8 +249,7 @@ def one_fault(job, rng, knobs, step_ms, sig, hang):
     rec = wait_for(lambda: next((e for e in job.events() if e["kind"] == "recover" and
                                  e.get("node") == victim["id"]), None),
                    job.wait_s, f"the recover event of {victim['id']}")
-    if hang:
-        job.signal_node(victim["pid"], signal.SIGKILL)  # lost already: it must not come back
+    # hang: launch ends the stopped node once it is declared lost, and replaces it
     done = wait_for(lambda: next((e for e in job.events() if e["kind"] == "recovered" and
                                   e["unix_ms"] >= rec["unix_ms"]), None),
                     job.wait_s, "the recovered event")
@@ -272,7 +266,6 @@ def fault_job(troupe, work, knobs, rng, kind):
         extra += ["--set", f"fault_tolerance.heartbeat_interval_ms={knobs.hb_interval_ms}",
                   "--set", f"fault_tolerance.heartbeat_timeout_ms={knobs.hb_timeout_ms}"]
     job = Job(troupe, os.path.join(work, kind), knobs.nodes, extra, knobs.wait_s)
-    job.top_up = True
     try:
         job.wait_steady(knobs.nodes, knobs.quiet + 2)
         rough, _ = job.step_time_ms()

@@ -67,7 +67,10 @@ void send_raw(Self* self, PeerId peer, const ActorMessage& m) {
       peer, e, spans, [keep = std::move(keep)](const Status&) mutable { keep.clear(); });
   if (!st.ok()) {
     ++self->state.counters.send_errors;
-    log::warn("router: send to {} failed: {}", m.to, st.to_string());
+    if (st.code() == Code::closed)  // this process is shutting down: expected, not a fault
+      log::debug("router: send to {} failed: {}", m.to, st.to_string());
+    else
+      log::warn("router: send to {} failed: {}", m.to, st.to_string());
   } else {
     ++self->state.counters.sent_remote;
   }

@@ -142,7 +142,8 @@ def two_nodes_at_once(troupe, work, victims, recoverable, buddy_copies=1):
     for v in victims:
         os.kill(pids[v], signal.SIGKILL)
     out, err = p.communicate(timeout=120)
-    last = err.strip().splitlines()[-1] if err.strip() else "(no stderr)"
+    stopped = [l for l in err.splitlines() if "the job stopped" in l]
+    last = stopped[-1] if stopped else err.strip()[-300:] or "(no stderr)"
     if recoverable:
         want_hash, _ = plain_run(troupe, work, 12)
         h = re.search(r"weights ([0-9a-f]{16})", out)
