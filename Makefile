@@ -73,8 +73,9 @@ bench-dp: build
 chaos-soak: build
 	tests/launch/chaos_soak.sh $(BUILD)
 
-# Issue 12: tokens/s with a checkpoint every 10 steps next to none (stall %), and the store's
-# write bandwidth next to the disk's own write+fdatasync, both in the same run. ~4 min.
+# Issue 12: tokens/s with a checkpoint every 10 steps next to none (stall %) and the extra CPU
+# per checkpoint, the CPU of each phase of a checkpoint, and the store's write bandwidth next
+# to the disk's own write+fdatasync, all in the same run. ~6 min.
 .PHONY: bench-checkpoint
 bench-checkpoint: build
 	bench/run_bench_checkpoint.sh $(BUILD)

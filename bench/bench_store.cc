@@ -125,7 +125,7 @@ int main(int argc, char** argv) {
   const double s = bytes_mib / median(store), p = bytes_mib / median(plain);
   std::printf("store write: %.0f MiB in %zu shards of the tiny model's tensor sizes, in %s\n",
               bytes_mib, shards.size(), dir.c_str());
-  std::printf("  write_shards (RocksDB, synced)     %8.1f MiB/s (median of %ld)\n", s,
+  std::printf("  write_shards (shard file, synced)  %8.1f MiB/s (median of %ld)\n", s,
               long(repeats));
   std::printf("  write() + fdatasync, one file      %8.1f MiB/s (median of %ld): the disk\n", p,
               long(repeats));

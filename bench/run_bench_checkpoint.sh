@@ -6,7 +6,12 @@
 #      percentage (issue 12: <= 2%). Three readings: every core training (what troupe train
 #      does on this box), one core left to the writer (as on a node whose compute is not the
 #      CPU), and the noise floor (no checkpoint in either block).
-#  (b) the store's write bandwidth next to the disk's own sequential write + fdatasync
+#      Each reading also gives each block's process CPU and the extra CPU per checkpoint
+#      (less moved by other processes' load than tok/s), and the snapshot's and writer's CPU.
+#  (b) the CPU of each phase of one checkpoint (snapshot, CRC, the shard file's write) next
+#      to the CPU of the 10 steps it belongs to (bench_checkpoint_phases), with what the
+#      alternatives would cost (the RocksDB SST the store wrote before, buffered writes).
+#  (c) the store's write bandwidth next to the disk's own sequential write + fdatasync
 #      (bench_store: the same bytes, the same directory, the same run; issue 12: >= 50%).
 #   BENCH_CKPT_PAIRS (9)     block pairs per reading      BENCH_CKPT_EVERY (10)
 #   BENCH_STORE_MIB (256)    synthetic checkpoint size    BENCH_STORE_REPEATS (3)
@@ -31,5 +36,8 @@ stall() {  # label, then env assignments for the run
 stall "every core training" BENCH_CKPT_THREADS=0
 stall "one core left to the writer" BENCH_CKPT_THREADS=1
 stall "noise floor: no checkpoint in either block" BENCH_CKPT_THREADS=0 BENCH_CKPT_NOISE=1
+echo "== the CPU of each phase of a checkpoint"
+"$BUILD/bench/bench_checkpoint_phases" "$ROOT/configs/tiny.toml" "$WORK/phases" 2>/dev/null |
+  grep -v '^\['
 echo "== the store's write bandwidth"
 "$BUILD/bench/bench_store" "$WORK/store"

@@ -1,5 +1,7 @@
 #include "launch/train_run.h"
 
+#include <time.h>
+
 #include <algorithm>
 #include <cstdio>
 #include <filesystem>
@@ -15,6 +17,14 @@ namespace troupe::launch {
 namespace {
 
 using Clock = std::chrono::steady_clock;
+
+// CPU time of the calling thread (user and system), in seconds: what a checkpoint costs
+// the machine, which other processes' load barely moves (unlike wall time).
+double thread_cpu_seconds() {
+  timespec ts{};
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return double(ts.tv_sec) + 1e-9 * double(ts.tv_nsec);
+}
 
 double seconds_since(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
@@ -160,17 +170,22 @@ void CheckpointWriter::start(int64_t step, const model::Trainer& trainer) {
     wait_s_ += seconds_since(t0);
   }
   const auto t0 = Clock::now();
+  const double c0 = thread_cpu_seconds();
   // The last checkpoint's buffers are reused: its write is done (one in flight at most).
   trainer.snapshot_state_into(model::FlatRange{0, trainer.table.total()}, /*engram=*/true,
                               buffer_.get());
   std::shared_ptr<const std::vector<model::StateTensor>> snap = buffer_;
   snapshot_s_ += seconds_since(t0);
+  snapshot_cpu_s_ += thread_cpu_seconds() - c0;
   std::string dir = storage::checkpoint_dir(run_dir_, step) + "/train";
-  in_flight_ =
-      InFlight{step, std::async(std::launch::async, [snap, dir, step, f = faults_] {
-                 storage::lower_this_thread_priority();
-                 return storage::write_shards(dir, "train", step, storage::shard_views(*snap), f);
-               })};
+  in_flight_ = InFlight{step, std::async(std::launch::async, [this, snap, dir, step, f = faults_] {
+                          storage::lower_this_thread_priority();
+                          const double w0 = thread_cpu_seconds();
+                          Written w = storage::write_shards(dir, "train", step,
+                                                            storage::shard_views(*snap), f);
+                          write_cpu_s_.fetch_add(thread_cpu_seconds() - w0);
+                          return w;
+                        })};
 }
 
 void CheckpointWriter::complete(bool wait) {
@@ -241,9 +256,12 @@ std::string CheckpointWriter::summary() const {
   char buf[256];
   std::snprintf(buf, sizeof buf,
                 "checkpoints: every %ld steps, %ld written, %ld skipped; snapshot %.1f ms each "
-                "(%.1f ms in all), waits for the writer %.1f ms",
+                "(%.1f ms in all; CPU %.1f ms each), waits for the writer %.1f ms; the writer's "
+                "CPU %.1f ms each",
                 long(every_steps_), long(written_), long(skipped_),
-                taken ? snapshot_s_ * 1e3 / double(taken) : 0.0, snapshot_s_ * 1e3, wait_s_ * 1e3);
+                taken ? snapshot_s_ * 1e3 / double(taken) : 0.0, snapshot_s_ * 1e3,
+                taken ? snapshot_cpu_s_ * 1e3 / double(taken) : 0.0, wait_s_ * 1e3,
+                taken ? write_cpu_s_.load() * 1e3 / double(taken) : 0.0);
   return buf;
 }
 

@@ -1,13 +1,17 @@
 // The read side of shard_store.h: ShardReader (one writer's database) and CheckpointReader
 // (a checkpoint's shards by name, checked against its manifest).
+#include <fcntl.h>
 #include <fmt/format.h>
 #include <rocksdb/db.h>
 #include <rocksdb/options.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <cstring>
 #include <nlohmann/json.hpp>
 
 #include "storage/crc32c.h"
+#include "storage/shard_file.h"
 #include "storage/shard_store.h"
 
 namespace troupe::storage {
@@ -72,10 +76,40 @@ std::string check_header(const ParsedValue& p, const std::string& name, int64_t 
 
 }  // namespace
 
+// A shard file (shard_file.h), or a RocksDB database directory (checkpoints written before
+// the shard file: still read).
 struct ShardReader::Impl {
   std::string dir;
-  std::unique_ptr<rocksdb::DB> db;
+  std::unique_ptr<rocksdb::DB> db;  // a database directory
+  int fd = -1;                      // a shard file, and where its values lie
+  std::map<std::string, shard_file::Extent> index;
+  ~Impl() {
+    if (fd >= 0) ::close(fd);
+  }
+  // Shard `name`'s stored value into *value; "" or what went wrong ("not in the database").
+  std::string get(const std::string& name, std::string* value) const;
 };
+
+std::string ShardReader::Impl::get(const std::string& name, std::string* value) const {
+  if (db) {
+    rocksdb::ReadOptions ro;
+    ro.fill_cache = false;  // read once, whole
+    rocksdb::Status st = db->Get(ro, db->DefaultColumnFamily(), name, value);
+    return st.IsNotFound() ? "not in the database" : st.ok() ? "" : st.ToString();
+  }
+  const auto at = index.find(name);
+  if (at == index.end()) return "not in the database";
+  value->resize(at->second.size);
+  size_t done = 0;
+  while (done < value->size()) {
+    const ssize_t r =
+        ::pread(fd, value->data() + done, value->size() - done, off_t(at->second.offset + done));
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) return r < 0 ? std::strerror(errno) : "the file ends inside its value";
+    done += size_t(r);
+  }
+  return "";
+}
 
 ShardReader::ShardReader() : impl_(std::make_unique<Impl>()) {}
 ShardReader::~ShardReader() = default;
@@ -83,6 +117,17 @@ ShardReader::ShardReader(ShardReader&&) noexcept = default;
 ShardReader& ShardReader::operator=(ShardReader&&) noexcept = default;
 
 Result<ShardReader> ShardReader::open(const std::string& dir) {
+  struct stat info {};
+  if (::stat(dir.c_str(), &info) == 0 && S_ISREG(info.st_mode)) {  // a shard file
+    ShardReader r;
+    r.impl_->dir = dir;
+    r.impl_->fd = ::open(dir.c_str(), O_RDONLY | O_CLOEXEC);
+    if (r.impl_->fd < 0)
+      return Status(Code::io_error, "cannot open shard file " + dir + ": " + std::strerror(errno));
+    Status s = shard_file::read_index(r.impl_->fd, dir, uint64_t(info.st_size), &r.impl_->index);
+    if (!s.ok()) return s;
+    return r;
+  }
   rocksdb::Options o;
   o.create_if_missing = false;
   rocksdb::DB* db = nullptr;
@@ -100,12 +145,8 @@ Status ShardReader::read(const std::string& name, int64_t step, std::vector<floa
   auto fail = [&](const std::string& what) {
     return Status(Code::io_error, impl_->dir + ": shard " + name + ": " + what);
   };
-  rocksdb::ReadOptions ro;
-  ro.fill_cache = false;  // read once, whole
-  rocksdb::PinnableSlice value;
-  rocksdb::Status st = impl_->db->Get(ro, impl_->db->DefaultColumnFamily(), name, &value);
-  if (st.IsNotFound()) return fail("not in the database");
-  if (!st.ok()) return fail(st.ToString());
+  std::string value;
+  if (std::string err = impl_->get(name, &value); !err.empty()) return fail(err);
   ParsedValue p;
   std::vector<int64_t> dims;
   uint32_t header_crc = 0;
@@ -123,6 +164,10 @@ Status ShardReader::read(const std::string& name, int64_t step, std::vector<floa
 
 std::vector<std::string> ShardReader::names() const {
   std::vector<std::string> names;
+  if (!impl_->db) {
+    for (const auto& [name, extent] : impl_->index) names.push_back(name);
+    return names;  // a std::map: sorted
+  }
   std::unique_ptr<rocksdb::Iterator> it(impl_->db->NewIterator(rocksdb::ReadOptions()));
   for (it->SeekToFirst(); it->Valid(); it->Next()) names.push_back(it->key().ToString());
   return names;  // RocksDB's bytewise order: sorted

@@ -2,9 +2,6 @@
 
 #include <fcntl.h>
 #include <fmt/format.h>
-#include <rocksdb/db.h>
-#include <rocksdb/options.h>
-#include <rocksdb/sst_file_writer.h>
 #include <sched.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
@@ -18,6 +15,7 @@
 #include <set>
 
 #include "storage/crc32c.h"
+#include "storage/shard_file.h"
 
 namespace troupe::storage {
 
@@ -32,21 +30,6 @@ constexpr char kMagic[4] = {'T', 'R', 'S', 'H'};
 
 Status io_error(const std::string& what) {
   return Status(Code::io_error, what);
-}
-
-// The shards go into one SST file written directly (SstFileWriter), which the fresh database
-// then ingests: one sequential write and one sync, measured 2-5x the bandwidth of puts
-// through the memtable and a flush (no WAL either way). Not blob files, though they suit
-// big values written once: RocksDB opened read-only cannot Get a blob value
-// (facebook/rocksdb#12503, 7.8 included), and readers open read-only.
-rocksdb::Options options_for_shards() {
-  rocksdb::Options o;
-  o.create_if_missing = true;
-  o.error_if_exists = true;  // the dir was removed just before: someone else is writing it
-  o.compression = rocksdb::kNoCompression;  // float32 weights do not compress
-  o.disable_auto_compactions = true;        // written once, read whole: nothing to compact
-  o.keep_log_file_num = 1;
-  return o;
 }
 
 std::string header_json(const ShardData& s, int64_t step, uint32_t crc) {
@@ -87,19 +70,6 @@ Status check_names(const std::string& dir, const std::vector<ShardData>& shards)
   return Status();
 }
 
-// The stored value of one shard into *value (its CRC taken first, into rec); with corrupt,
-// one byte of the stored copy flipped after.
-void build_value(const ShardData& s, int64_t step, bool corrupt, ShardRecord* rec,
-                 std::string* value) {
-  size_t n = s.floats * sizeof(float);
-  rec->name = s.name;
-  rec->bytes = n;
-  rec->crc32c = crc32c(s.data, n);
-  *value = value_prefix(header_json(s, step, rec->crc32c));
-  value->append(reinterpret_cast<const char*>(s.data), n);
-  if (corrupt && n > 0) (*value)[value->size() - n / 2 - 1] ^= 0x01;
-}
-
 // The shard corrupt@S damages: the first with bytes to flip (shards.size(): none).
 size_t corrupt_index(const std::vector<ShardData>& shards, int64_t step,
                      const StorageFaults& faults) {
@@ -109,43 +79,60 @@ size_t corrupt_index(const std::vector<ShardData>& shards, int64_t step,
   return shards.size();
 }
 
-// Every shard, in key order as an SST requires, into the SST file `path`, synced.
-Status write_sst(const std::string& path, const std::string& dir, int64_t step,
-                 const std::vector<ShardData>& shards, size_t corrupt,
-                 std::vector<ShardRecord>* records) {
+std::string le_bytes(uint64_t v, int bytes) {
+  std::string out;
+  for (int i = 0; i < bytes; ++i) out.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
+  return out;
+}
+
+// One shard's value appended to *file (its CRC taken first, into rec); with corrupt, one
+// byte of the stored copy flipped after, while it is still staged.
+Status append_value(const ShardData& s, int64_t step, bool corrupt, shard_file::StagedFile* file,
+                    ShardRecord* rec) {
+  const size_t n = s.floats * sizeof(float);
+  rec->name = s.name;
+  rec->bytes = n;
+  rec->crc32c = crc32c(s.data, n);
+  const std::string prefix = value_prefix(header_json(s, step, rec->crc32c));
+  Status st = file->append(prefix.data(), prefix.size());
+  const size_t flip = n - n / 2 - 1;  // a raw byte near the middle
+  if (st.ok() && corrupt) st = file->append(s.data, flip + 1);
+  if (st.ok() && corrupt) {
+    char* b = file->staged_byte(file->size() - 1);
+    if (b != nullptr) *b ^= 0x01;
+  }
+  const size_t done = corrupt ? flip + 1 : 0;
+  if (st.ok()) st = file->append(reinterpret_cast<const char*>(s.data) + done, n - done);
+  return st;
+}
+
+// Every shard, in name order, into the shard file `path` (shard_file.h), synced.
+Status write_file(const std::string& path, int64_t step, const std::vector<ShardData>& shards,
+                  size_t corrupt, std::vector<ShardRecord>* records) {
   std::vector<size_t> order(shards.size());
   for (size_t i = 0; i < order.size(); ++i) order[i] = i;
   std::sort(order.begin(), order.end(),
             [&](size_t a, size_t b) { return shards[a].name < shards[b].name; });
-  rocksdb::SstFileWriter sst(rocksdb::EnvOptions(), options_for_shards());
-  rocksdb::Status st = sst.Open(path);
-  if (!st.ok()) return io_error("cannot create " + path + ": " + st.ToString());
-  std::string value;  // reused: one allocation of the largest shard
-  for (size_t i : order) {
-    build_value(shards[i], step, i == corrupt, &(*records)[i], &value);
-    st = sst.Put(shards[i].name, value);
-    if (!st.ok())
-      return io_error("cannot write shard " + shards[i].name + " to " + dir + ": " + st.ToString());
+  shard_file::StagedFile file;
+  Status st = file.open(path);
+  const std::string head =
+      std::string(shard_file::kFileMagic, 4) + le_bytes(shard_file::kVersion, 4);
+  if (st.ok()) st = file.append(head.data(), head.size());
+  nlohmann::json index = nlohmann::json::array();
+  for (size_t k = 0; st.ok() && k < order.size(); ++k) {
+    const size_t i = order[k];
+    const uint64_t offset = file.size();
+    st = append_value(shards[i], step, i == corrupt, &file, &(*records)[i]);
+    index.push_back({{"name", shards[i].name}, {"offset", offset}, {"size", file.size() - offset}});
   }
-  st = sst.Finish();  // writes the index and footer, then syncs the file
-  if (!st.ok()) return io_error("cannot sync shards to " + path + ": " + st.ToString());
-  return Status();
-}
-
-// The database at dir, created, given the SST file (moved in), closed.
-Status create_database(const std::string& dir, const std::string& sst_path, bool has_sst) {
-  rocksdb::DB* raw_db = nullptr;
-  rocksdb::Status st = rocksdb::DB::Open(options_for_shards(), dir, &raw_db);
-  if (!st.ok()) return io_error("cannot create shard database " + dir + ": " + st.ToString());
-  std::unique_ptr<rocksdb::DB> db(raw_db);
-  if (has_sst) {
-    rocksdb::IngestExternalFileOptions io;
-    io.move_files = true;  // a hard link, not a second copy of the bytes
-    st = db->IngestExternalFile({sst_path}, io);
-    if (!st.ok()) return io_error("cannot add the shards to " + dir + ": " + st.ToString());
-  }
-  st = db->Close();
-  if (!st.ok()) return io_error("cannot close shard database " + dir + ": " + st.ToString());
+  const std::string text = index.dump();
+  const std::string trailer = le_bytes(file.size(), 8) + le_bytes(text.size(), 4) +
+                              le_bytes(crc32c(text.data(), text.size()), 4) +
+                              std::string(shard_file::kTrailerMagic, 4);
+  if (st.ok()) st = file.append(text.data(), text.size());
+  if (st.ok()) st = file.append(trailer.data(), trailer.size());
+  if (st.ok()) st = file.finish();
+  if (!st.ok()) return io_error("cannot write checkpoint shards: " + st.message());
   return Status();
 }
 
@@ -160,7 +147,7 @@ Result<std::vector<ShardRecord>> write_shards(const std::string& dir, const std:
                                               const StorageFaults& faults) {
   if (Status s = check_names(dir, shards); !s.ok()) return s;
   std::error_code ec;
-  fs::remove_all(dir, ec);  // a retry after a crash: the old attempt was never in a manifest
+  fs::remove_all(dir, ec);  // a retry after a crash (or an old database there): never in a manifest
   if (ec) return io_error("cannot remove the old shards at " + dir + ": " + ec.message());
   if (faults.full_at(step))
     return io_error(
@@ -172,21 +159,13 @@ Result<std::vector<ShardRecord>> write_shards(const std::string& dir, const std:
   if (ec) return io_error("cannot create " + step_dir.string() + ": " + ec.message());
   std::vector<ShardRecord> records(shards.size());
   for (ShardRecord& r : records) r.writer = writer;
-  // Beside dir, not in it: RocksDB owns what is in its directory.
-  const std::string sst_path = dir + ".ingest.sst";
-  fs::remove(sst_path, ec);
-  Status s;
-  if (!shards.empty())
-    s = write_sst(sst_path, dir, step, shards, corrupt_index(shards, step, faults), &records);
+  Status s = write_file(dir, step, shards, corrupt_index(shards, step, faults), &records);
   if (s.ok() && faults.sync_fails_at(step))
     s =
         io_error(fmt::format("cannot sync checkpoint shards in {}: {} (injected by "
                              "TROUPE_STORAGE_FAULT sync@{})",
                              dir, std::strerror(EIO), step));
-  if (s.ok()) s = create_database(dir, sst_path, !shards.empty());
-  fs::remove(sst_path, ec);  // moved in (RocksDB removes it), or left by a failure
-  // The directory entries: the database's files, the database's, the step directory's.
-  if (s.ok()) s = sync_dir(dir);
+  // The directory entries: the file's, the step directory's.
   if (s.ok()) s = sync_dir(step_dir.string());
   if (s.ok()) s = sync_dir(parent_or_dot(step_dir).string());
   if (!s.ok()) {

@@ -1,14 +1,15 @@
 #pragma once
-// Checkpoint shards on RocksDB (docs/storage.md). One writer (a worker, or `troupe train`)
-// writes the shards it owns for checkpoint step S into a RocksDB database of its own,
-// DIR/checkpoints/step-<S>/<writer>/, created for that checkpoint and closed once it is
-// flushed and synced: no database is ever open for writing by two processes, and readers
-// open it read-only. Each shard is one value, key = the shard's name, value = a header and
-// the raw bytes:
+// Checkpoint shards (docs/storage.md). One writer (a worker, or `troupe train`) writes the
+// shards it owns for checkpoint step S into a shard file of its own (storage/shard_file.h),
+// DIR/checkpoints/step-<S>/<writer>, created for that checkpoint, written once and synced:
+// no file is ever written by two processes. Each shard is one value, found by the shard's
+// name through the file's index, value = a header and the raw bytes:
 //   u32 magic 'TRSH' | u32 header_len | header JSON | raw bytes
 //   header: {"name","dtype":"f32","shape":[...],"step":S,"crc32c":C,"bytes":N}
-// where C is the CRC32C of the raw bytes. A checkpoint exists only once its manifest
-// (storage/journal.h) lists every shard; the shards alone are never trusted.
+// where C is the CRC32C of the raw bytes (the value format of the RocksDB store that came
+// before, whose databases — a directory at that path — are still read). A checkpoint exists
+// only once its manifest (storage/journal.h) lists every shard; the shards alone are never
+// trusted.
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -31,23 +32,24 @@ struct ShardData {
 // What a manifest lists for a shard.
 struct ShardRecord {
   std::string name;
-  std::string writer;  // the directory name under step-<S>/ that holds it
+  std::string writer;  // the file name under step-<S>/ that holds it
   uint32_t crc32c = 0;
   uint64_t bytes = 0;
 };
 
-// Writes `shards` of checkpoint `step` into a fresh database at dir (created; an existing
-// one at dir is removed first: a retry after a crash). Syncs before returning ok. Honours
-// faults.full_at(step) (fails before the first put, "No space left on device (injected by
-// TROUPE_STORAGE_FAULT)"), faults.sync_fails_at(step) (fails at the sync, likewise) and
-// faults.corrupt_at(step) (one shard's bytes flipped after the CRC is taken; returns ok).
-// Errors name the dir, the shard and RocksDB's status. `writer` fills ShardRecord::writer.
+// Writes `shards` of checkpoint `step` into a fresh shard file at dir (an existing file or
+// database at dir is removed first: a retry after a crash). Syncs the file and the
+// directory entries before returning ok. Honours faults.full_at(step) (fails before
+// writing, "No space left on device (injected by TROUPE_STORAGE_FAULT)"),
+// faults.sync_fails_at(step) (fails at the sync, likewise) and faults.corrupt_at(step) (one
+// shard's bytes flipped after the CRC is taken; returns ok).
+// Errors name the dir (or the shard) and the cause. `writer` fills ShardRecord::writer.
 runtime::Result<std::vector<ShardRecord>> write_shards(const std::string& dir,
                                                        const std::string& writer, int64_t step,
                                                        const std::vector<ShardData>& shards,
                                                        const StorageFaults& faults = {});
 
-// A writer's database, opened read-only.
+// A writer's shard file (or database of the store before it), opened read-only.
 class ShardReader {
  public:
   ~ShardReader();

@@ -1,12 +1,18 @@
-// Checkpoint shards on RocksDB: round trips, every check a reader makes, the fault hook.
+// Checkpoint shards in shard files: round trips, every check a reader makes, the fault hook,
+// and databases of the RocksDB store before them, still read.
 #include "storage/shard_store.h"
 
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <rocksdb/db.h>
+#include <unistd.h>
 
 #include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
 
 #include "storage/crc32c.h"
+#include "storage/shard_file.h"
 #include "storage_test_dir.h"
 
 namespace troupe::storage {
@@ -32,16 +38,28 @@ uint32_t crc_of(const std::vector<float>& v) {
   return crc32c(v.data(), v.size() * sizeof(float));
 }
 
+// Flips one byte of the shard file `path` at `offset` (in place).
+void flip_byte_at(const std::string& path, uint64_t offset) {
+  std::fstream f(path, std::ios::in | std::ios::out | std::ios::binary);
+  ASSERT_TRUE(f.good());
+  f.seekg(std::streamoff(offset));
+  char c = 0;
+  f.get(c);
+  f.seekp(std::streamoff(offset));
+  f.put(static_cast<char>(c ^ 0x40));
+  ASSERT_TRUE(f.good());
+}
+
 // Rewrites one byte of shard `name`'s stored value in place, `from_end` bytes before its end.
-void flip_stored_byte(const std::string& dir, const std::string& name, size_t from_end) {
-  rocksdb::DB* raw = nullptr;
-  ASSERT_TRUE(rocksdb::DB::Open(rocksdb::Options(), dir, &raw).ok());
-  std::unique_ptr<rocksdb::DB> db(raw);
-  std::string v;
-  ASSERT_TRUE(db->Get(rocksdb::ReadOptions(), name, &v).ok());
-  v[v.size() - from_end] ^= 0x40;
-  ASSERT_TRUE(db->Put(rocksdb::WriteOptions(), name, v).ok());
-  ASSERT_TRUE(db->Close().ok());
+void flip_stored_byte(const std::string& path, const std::string& name, size_t from_end) {
+  const int fd = ::open(path.c_str(), O_RDONLY);
+  ASSERT_GE(fd, 0);
+  std::map<std::string, shard_file::Extent> index;
+  const runtime::Status s = shard_file::read_index(fd, path, fs::file_size(path), &index);
+  ::close(fd);
+  ASSERT_TRUE(s.ok()) << s.message();
+  ASSERT_EQ(index.count(name), 1u);
+  flip_byte_at(path, index[name].offset + index[name].size - from_end);
 }
 
 TEST(ShardStore, RoundTrip) {
@@ -71,7 +89,7 @@ TEST(ShardStore, RoundTrip) {
   EXPECT_EQ(shape, (std::vector<int64_t>{0, 4}));
 }
 
-TEST(ShardStore, RewriteReplacesTheOldDatabase) {
+TEST(ShardStore, RewriteReplacesTheOldFile) {
   std::string dir = fresh_test_dir() + "/w0";
   Tensors t;
   ASSERT_TRUE(write_shards(dir, "w0", 2, t.shards()).ok());
@@ -82,7 +100,7 @@ TEST(ShardStore, RewriteReplacesTheOldDatabase) {
   EXPECT_EQ(reader.value().names(), (std::vector<std::string>{"param/a"}));
 }
 
-TEST(ShardStore, NoShardsIsAnEmptyDatabase) {
+TEST(ShardStore, NoShardsIsAnEmptyFile) {
   std::string dir = fresh_test_dir() + "/w3";
   auto r = write_shards(dir, "w3", 2, {});
   ASSERT_TRUE(r.ok()) << r.status().message();
@@ -154,7 +172,6 @@ TEST(ShardStore, InjectedSyncFailureLeavesNothing) {
   EXPECT_NE(r.status().message().find("(injected by TROUPE_STORAGE_FAULT sync@7)"),
             std::string::npos);
   EXPECT_FALSE(fs::exists(dir));
-  EXPECT_FALSE(fs::exists(dir + ".ingest.sst"));
 }
 
 TEST(ShardStore, InjectedCorruptionIsCaughtByTheReader) {
@@ -208,6 +225,77 @@ TEST(CheckpointReader, VerifyAllFindsACorruptShard) {
   CheckpointReader reader(step_dir, 5, r.value());
   runtime::Status s = reader.verify_all();
   EXPECT_NE(s.message().find("shard param/a: CRC32C mismatch"), std::string::npos) << s.message();
+}
+
+// A file cut short (a crash mid-write that a manifest never named), or with its index
+// damaged, is refused as a whole, naming the file.
+TEST(ShardStore, ACutOrDamagedFileIsRefused) {
+  std::string path = fresh_test_dir() + "/w0";
+  Tensors t;
+  ASSERT_TRUE(write_shards(path, "w0", 4, t.shards()).ok());
+  const uint64_t size = fs::file_size(path);
+  flip_byte_at(path, size - shard_file::kTrailerBytes - 3);  // inside the index
+  auto damaged = ShardReader::open(path);
+  ASSERT_FALSE(damaged.ok());
+  EXPECT_EQ(damaged.status().message(),
+            path + ": not a readable shard file: its index fails its CRC32C");
+  fs::resize_file(path, size / 2);
+  auto cut = ShardReader::open(path);
+  ASSERT_FALSE(cut.ok());
+  EXPECT_NE(cut.status().message().find(path + ": not a readable shard file: no TRSF magic"),
+            std::string::npos)
+      << cut.status().message();
+}
+
+// Where O_DIRECT is refused (tmpfs), the file is written with plain writes, the same bytes.
+TEST(ShardStore, WritesWhereDirectIOIsRefused) {
+  if (!fs::is_directory("/dev/shm")) GTEST_SKIP() << "no /dev/shm";
+  const std::string path = "/dev/shm/troupe_shard_store_test_" + std::to_string(::getpid());
+  Tensors t;
+  auto recs = write_shards(path, "w0", 4, t.shards());
+  ASSERT_TRUE(recs.ok()) << recs.status().message();
+  auto reader = ShardReader::open(path);
+  ASSERT_TRUE(reader.ok()) << reader.status().message();
+  std::vector<float> out;
+  EXPECT_TRUE(reader.value().read("optim/b", 4, &out).ok());
+  EXPECT_EQ(out, t.b);
+  fs::remove(path);
+}
+
+// Checkpoints of the store before the shard file: a RocksDB database per writer, one value
+// per shard in the same value format. Still read, with every check.
+TEST(ShardStore, ReadsTheRocksDBStoreBeforeIt) {
+  const std::string base = fresh_test_dir(), dir = base + "/w0", file = base + "/file";
+  Tensors t;
+  auto recs = write_shards(file, "w0", 9, t.shards());
+  ASSERT_TRUE(recs.ok());
+  auto from_file = ShardReader::open(file);
+  ASSERT_TRUE(from_file.ok());
+  // The same values, as the old store held them (read back through the file's index).
+  const int fd = ::open(file.c_str(), O_RDONLY);
+  std::map<std::string, shard_file::Extent> index;
+  ASSERT_TRUE(shard_file::read_index(fd, file, fs::file_size(file), &index).ok());
+  rocksdb::Options o;
+  o.create_if_missing = true;
+  rocksdb::DB* raw = nullptr;
+  ASSERT_TRUE(rocksdb::DB::Open(o, dir, &raw).ok());
+  std::unique_ptr<rocksdb::DB> db(raw);
+  for (const auto& [name, x] : index) {
+    std::string v(x.size, '\0');
+    ASSERT_EQ(::pread(fd, v.data(), v.size(), off_t(x.offset)), ssize_t(v.size()));
+    ASSERT_TRUE(db->Put(rocksdb::WriteOptions(), name, v).ok());
+  }
+  ::close(fd);
+  ASSERT_TRUE(db->Close().ok());
+  db.reset();
+  auto reader = ShardReader::open(dir);
+  ASSERT_TRUE(reader.ok()) << reader.status().message();
+  EXPECT_EQ(reader.value().names(), from_file.value().names());
+  std::vector<float> out;
+  ASSERT_TRUE(reader.value().read("optim/b", 9, &out).ok());
+  EXPECT_EQ(out, t.b);
+  EXPECT_EQ(reader.value().read("param/a", 8, &out).message(),
+            dir + ": shard param/a: header is of step 9, not 8");
 }
 
 TEST(ShardStore, CheckpointDirSortsByStep) {
