@@ -305,7 +305,13 @@ void lose_node(Self* self, const std::string& node, const std::string& why, bool
   if (int64_t(c.workers.size()) - 1 < s.opt.min_nodes)
     return fail(self, fmt::format("{}: {} node(s) would remain, fewer than --min-nodes {}", what,
                                   c.workers.size() - 1, s.opt.min_nodes));
-  recover_without(self, k, what, {{"node", node}, {"pid", c.nodes[k].pid}, {"hung", hung}});
+  // When the coordinator knew (before the view change is journaled and the event written).
+  const int64_t known_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                               std::chrono::system_clock::now().time_since_epoch())
+                               .count();
+  recover_without(
+      self, k, what,
+      {{"node", node}, {"pid", c.nodes[k].pid}, {"hung", hung}, {"detected_unix_ms", known_ms}});
 }
 
 namespace {

@@ -21,7 +21,9 @@ in `troupe status`): kill -9 of the coordinator process, the gap between
 the metrics lines around it minus a step. Otherwise it says it was not measured.
 
 Figures (all wall clock, unix ms; events.jsonl and metrics.jsonl carry unix_ms):
-  detection  the kill (time.time() just before os.kill) → the `recover` event of that node;
+  detection  the kill (time.time() just before os.kill) → the coordinator knows: the
+             `detected_unix_ms` of that node's `recover` event (before the new view is
+             journaled and the event written; its unix_ms is later by that much);
   recovery   the kill → the first metrics.jsonl line committed after the `recovered` event;
   pause      scaled/drained's pause_ms (step boundary → every worker of the new view ready),
              and as training sees it: the gap between the metrics lines around the reshape
@@ -255,7 +257,8 @@ def one_fault(job, rng, knobs, step_ms, sig, hang):
                     job.wait_s, "the recovered event")
     nxt = wait_for(lambda: first_metrics_after(job.metrics(), done["unix_ms"]), job.wait_s,
                    "the first step after the recovery")
-    return rec["unix_ms"] - t, nxt["unix_ms"] - t, victim["id"], rec.get("hung")
+    known = rec.get("detected_unix_ms", rec["unix_ms"])  # the coordinator knew (before journaling)
+    return known - t, nxt["unix_ms"] - t, victim["id"], rec.get("hung")
 
 
 def fault_job(troupe, work, knobs, rng, kind):
@@ -407,7 +410,7 @@ def main():
                                f"that the bench did not touch ({', '.join(evicted)})")
             table(f"kill -9: {len(rows)} kills; step time {step_ms:.0f} ms (median of {clean} "
                   "undisturbed steps, same job)",
-                  [("detection (kill → recover event)", [r[0] for r in rows]),
+                  [("detection (kill → coordinator knows)", [r[0] for r in rows]),
                    ("recovery (kill → next committed step)", [r[1] for r in rows])], step_ms)
             det = statistics.median(r[0] for r in rows)
             rec = statistics.median(r[1] for r in rows)
@@ -427,7 +430,7 @@ def main():
                                f"that the bench did not touch ({', '.join(evicted)})")
             table(f"SIGSTOP: {len(rows)} hangs; step time {step_ms:.0f} ms (median of {clean} "
                   f"undisturbed steps), heartbeat_timeout_ms {knobs.hb_timeout_ms}",
-                  [("detection (stop → recover event)", [r[0] for r in rows]),
+                  [("detection (stop → coordinator knows)", [r[0] for r in rows]),
                    ("recovery (stop → next committed step)", [r[1] for r in rows])], step_ms)
             det = statistics.median(r[0] for r in rows)
             rec = statistics.median(r[1] for r in rows)

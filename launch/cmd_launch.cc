@@ -37,24 +37,6 @@ namespace troupe::launch {
 
 namespace {
 
-std::string read_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw UsageError("launch: cannot read " + path);
-  return std::string(std::istreambuf_iterator<char>(in), {});
-}
-
-// The job secret: --secret-file, or DIR/secret, created (0600) on the first launch of
-// this run directory.
-std::string job_secret(const std::string& path, bool create) {
-  if (create && !std::filesystem::exists(path)) {
-    runtime::Status st = runtime::write_new_secret(path);
-    if (!st.ok()) throw UsageError("launch: " + st.message());
-  }
-  runtime::Result<std::string> secret = runtime::load_secret(path);
-  if (!secret.ok()) throw UsageError("launch: " + secret.status().message());
-  return secret.value();
-}
-
 std::unique_ptr<runtime::Host> start_host(const LaunchArgs& a, const std::string& secret) {
   runtime::HostOptions ho;
   ho.node_id = "n0";
@@ -100,7 +82,9 @@ class LaunchJob {
     host_ = start_host(a_, secret_);
     if (a_.as_coordinator) tell_launcher();
     coordinator_ = actors::spawn_coordinator(*host_, coordinator_options());
-    endpoint_.start(a_.run_dir, a_.control, control_, a_.max_nodes);
+    ControlOptions control = a_.control;
+    control.keep_token = a_.restart;
+    endpoint_.start(a_.run_dir, control, control_, a_.max_nodes);
     print_start();
     start_nodes();
     const actors::JobResult r = supervise();
@@ -250,6 +234,7 @@ class LaunchJob {
     }
     if (r.stats.step + 1 == a_.kill_node_at)
       chaos_kill("after step " + std::to_string(a_.kill_node_at));
+    replace_due_ += replace_wanted_.exchange(0);
     if (auto it = scale_at_.find(r.stats.step + 1); it != scale_at_.end())
       scale_wanted_ = it->second;  // asked from the supervising thread: this is the coordinator's
   }
@@ -370,23 +355,23 @@ class LaunchJob {
   // with replace_lost a fresh one joins.
   void on_node_exit(const ChildExit& e, bool* stopping) {
     const std::string id = node_of_pid(e.pid);
-    on_event("node_exit", node_exit_text(e, id), node_exit_fields(e, id));
-    if (node_end(e) == NodeEnd::left) return;
-    // The parent sees a local node process die first: the coordinator hears it now rather
-    // than from the fabric or the missed heartbeats (a node it lost already is old news).
-    if (!id.empty())
+    // The parent sees a local node process die first: the coordinator hears it now (before
+    // the event is written) rather than from the fabric or the missed heartbeats (a node it
+    // lost already is old news).
+    if (!id.empty() && node_end(e) != NodeEnd::left)
       actors::tell_node_lost(coordinator_, id,
                              "its process ended (" + e.describe() + ", seen by troupe launch)");
+    on_event("node_exit", node_exit_text(e, id), node_exit_fields(e, id));
+    if (node_end(e) == NodeEnd::left) return;
     if (!cfg_.fault_tolerance.recover) {
       if (!*stopping)
         actors::request_stop(coordinator_, node_exit_text(e, id) + "; see " + a_.run_dir);
       *stopping = true;
       return;
     }
-    if (!cfg_.fault_tolerance.replace_lost || *stopping) return;
-    const std::string why = ask("replace");
-    progress_.note(why.empty() ? "[replace] a fresh node process joins in its place"
-                               : "[replace] not replaced: " + why);
+    // Asked once the survivors committed a step (on_step): a newcomer's start on this host
+    // would take the cores their redone step needs.
+    if (cfg_.fault_tolerance.replace_lost && !*stopping) ++replace_wanted_;
   }
 
   // SIGKILL to the hung nodes' processes started here (or by the launcher: it checks that
@@ -436,6 +421,11 @@ class LaunchJob {
         link_.poll([&](const std::string& line) { on_launcher_line(line, &stopping); });
       for (const ChildExit& e : supervisor_.reap()) on_child_exit(e, &stopping);
       end_hung_nodes();
+      for (int64_t k = replace_due_.exchange(0); k > 0 && !stopping; --k) {
+        const std::string why = ask("replace");
+        progress_.note(why.empty() ? "[replace] a fresh node process joins in its place"
+                                   : "[replace] not replaced: " + why);
+      }
       if (const int64_t n = scale_wanted_.exchange(0); n > 0 && !stopping) {
         const std::string why = ask("scale", n);
         progress_.note(why.empty() ? "[scale] to " + std::to_string(n) + " nodes"
@@ -503,7 +493,8 @@ class LaunchJob {
   std::atomic<bool> joined_ = false;
   std::atomic<pid_t> victim_ = 0;
   std::atomic<int64_t> scale_wanted_ = 0;
-  std::atomic<int64_t> pending_starts_ = 0;      // node processes asked for, to start
+  std::atomic<int64_t> pending_starts_ = 0;                    // node processes asked for, to start
+  std::atomic<int64_t> replace_wanted_ = 0, replace_due_ = 0;  // lost; to ask for (on_step)
   std::optional<actors::RestartState> restart_;  // --restart: the journal's view and step
   LauncherLink link_;                            // --as-coordinator: to the launcher
   std::mutex events_mu_;

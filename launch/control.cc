@@ -223,15 +223,26 @@ ControlEndpoint::~ControlEndpoint() {
   stop();
 }
 
-void ControlEndpoint::start(const std::string& run_dir, const std::string& host, int port,
+void ControlEndpoint::start(const std::string& run_dir, const ControlOptions& options,
                             ControlTarget& target, int64_t max_nodes) {
+  std::string token;
+  if (options.keep_token) {
+    std::ifstream in(run_dir + "/" + control_token_file);
+    std::getline(in, token);
+    if (token.size() != 2 * control_token_random_bytes) token.clear();  // none: a fresh one
+  }
+  start(run_dir, options.host, options.port, target, max_nodes, token);
+}
+
+void ControlEndpoint::start(const std::string& run_dir, const std::string& host, int port,
+                            ControlTarget& target, int64_t max_nodes, const std::string& token) {
   if (server_) throw UsageError("control: the endpoint was started twice");
   if (max_nodes < 1)
     throw UsageError("control: max_nodes must be at least 1, got " + std::to_string(max_nodes));
   if (port < 0 || port > 65535)
     throw UsageError("control: --control-port must be 0 to 65535, got " + std::to_string(port));
   runtime::HttpServerOptions options;
-  options.token = random_token();
+  options.token = token.empty() ? random_token() : token;
   options.public_paths.assign(std::begin(control_public_paths), std::end(control_public_paths));
   auto server = std::make_unique<runtime::HttpServer>(options);
   const runtime::Status listening =

@@ -83,6 +83,8 @@ runtime::HttpReply route_control(const runtime::HttpRequest& request, ControlTar
 struct ControlOptions {
   std::string host = "127.0.0.1";
   int port = 0;  // 0: a free port, written to control.json
+  // A restarted coordinator: the token in the run directory's control.token stays good.
+  bool keep_token = false;
 };
 void add_control_options(CLI::App* app, ControlOptions* options);
 
@@ -103,12 +105,11 @@ class ControlEndpoint {
   // atomically (a temporary file renamed over it). Throws UsageError when host:port cannot
   // be listened on (not an IP address, in use) or max_nodes < 1, RunFailed when a file cannot
   // be written (the endpoint is stopped again). Call once.
+  // token: "" for a fresh random one.
   void start(const std::string& run_dir, const std::string& host, int port, ControlTarget& target,
-             int64_t max_nodes);
+             int64_t max_nodes, const std::string& token = "");
   void start(const std::string& run_dir, const ControlOptions& options, ControlTarget& target,
-             int64_t max_nodes) {
-    start(run_dir, options.host, options.port, target, max_nodes);
-  }
+             int64_t max_nodes);
   // Stops serving (a request in the target finishes first) and removes the two files.
   // Idempotent. Not from inside a ControlTarget call (the process aborts saying so).
   void stop();

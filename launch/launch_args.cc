@@ -1,10 +1,13 @@
 #include "launch/launch_args.h"
 
+#include <filesystem>
+#include <fstream>
 #include <map>
 #include <string>
 
 #include "config/config_parse.h"
 #include "launch/commands.h"
+#include "runtime/auth.h"
 
 namespace troupe::launch {
 
@@ -66,6 +69,24 @@ model::JobConfig checked_launch(const LaunchArgs& a) {
                      " is after the last step; give 0 (as the workers start) to " +
                      std::to_string(cfg.train.steps) + " (while the final weights are gathered)");
   return cfg;
+}
+
+std::string read_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw UsageError("launch: cannot read " + path);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+// The job secret: --secret-file, or DIR/secret, created (0600) on the first launch of
+// this run directory.
+std::string job_secret(const std::string& path, bool create) {
+  if (create && !std::filesystem::exists(path)) {
+    runtime::Status st = runtime::write_new_secret(path);
+    if (!st.ok()) throw UsageError("launch: " + st.message());
+  }
+  runtime::Result<std::string> secret = runtime::load_secret(path);
+  if (!secret.ok()) throw UsageError("launch: " + secret.status().message());
+  return secret.value();
 }
 
 }  // namespace troupe::launch

@@ -46,6 +46,12 @@ std::vector<std::string> job_sets(const LaunchArgs& a);
 // Returns the job's config.
 model::JobConfig checked_launch(const LaunchArgs& a);
 
+// A file's bytes (UsageError naming it when it cannot be read).
+std::string read_file(const std::string& path);
+// The job secret: --secret-file, or DIR/secret, created (0600) on the first launch of this
+// run directory when `create`.
+std::string job_secret(const std::string& path, bool create);
+
 // The exit status of a coordinator process restarted with --restart to which no node came
 // back: the launcher then starts the job from its newest checkpoint instead (--resume).
 constexpr int nothing_rejoined_exit = 75;

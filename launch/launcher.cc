@@ -60,6 +60,17 @@ class Launcher {
   }
 
  private:
+  // The port of the "address" in a run directory's JSON file (coordinator.json,
+  // control.json); 0 when there is none.
+  static uint16_t port_in(const std::string& file) {
+    std::ifstream in(file);
+    if (!in) return 0;
+    const nlohmann::json j = nlohmann::json::parse(in, nullptr, false);
+    const std::string address = j.is_object() ? j.value("address", "") : "";
+    const size_t colon = address.rfind(':');
+    return colon == std::string::npos ? 0 : uint16_t(std::atoi(address.c_str() + colon + 1));
+  }
+
   // `--resume --local-nodes 0` (a site's launcher restarting the coordinator of a job whose
   // nodes run elsewhere): when the journal holds a view of a job that did not end, its nodes
   // may be waiting to rejoin, on the port it listened on (--port, else coordinator.json).
@@ -68,13 +79,7 @@ class Launcher {
       auto j = storage::Journal::open(a_.run_dir, true);
       if (!j.ok() || !actors::restart_state(*j.value())) return false;
     }  // closed: the coordinator process opens it
-    port_ = a_.port;
-    std::ifstream in(a_.run_dir + "/coordinator.json");
-    if (port_ == 0 && in) {
-      const std::string address = nlohmann::json::parse(in, nullptr, false).value("address", "");
-      if (const size_t colon = address.rfind(':'); colon != std::string::npos)
-        port_ = uint16_t(std::atoi(address.c_str() + colon + 1));
-    }
+    port_ = a_.port != 0 ? a_.port : port_in(a_.run_dir + "/coordinator.json");
     return port_ != 0;
   }
 
@@ -104,6 +109,10 @@ class Launcher {
     child.secret_file = secret_file_;
     child.resume = a_.resume || resume_;
     child.local_nodes = local_;
+    // A restarted coordinator serves the control endpoint where the last one did: the
+    // operator's URL, token and open pages stay good.
+    if (const uint16_t p = port_in(a_.run_dir + "/control.json"); restart && p != 0)
+      child.control.port = p;
     coordinator_ =
         supervisor_.start(coordinator_argv(child, link_.name(), restart, port_), "", "coordinator");
     const auto deadline = std::chrono::steady_clock::now() + coordinator_start_ms;
