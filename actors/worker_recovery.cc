@@ -309,6 +309,10 @@ Verdict rollback(Self* self, const train::Recover& r, const ActorMessage& m) {
 // restarts it from the same view (recovery_base).
 Verdict on_recover(Self* self, const train::Recover& r, const ActorMessage& m) {
   auto& s = self->state;
+  // On arrival, before any check: a recovery that never finishes then tells "never
+  // delivered" from "delivered and dropped" (docs/operations.md, known problems).
+  log::info("{}: a Recover to step {} (epoch {}) arrived at epoch {}", s.ctx.address, r.version(),
+            m.epoch, s.epoch);
   if (m.epoch <= s.recover_epoch) return drop(Drop::duplicate, "a Recover already taken");
   if (std::string why = check_shape(s, r); !why.empty()) return drop(Drop::malformed, why);
   TROUPE_ASSERT(m.epoch >= s.epoch, "a Recover of epoch {} admitted at epoch {}", m.epoch, s.epoch);
