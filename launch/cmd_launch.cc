@@ -112,18 +112,9 @@ class LaunchJob {
   // The run directory is this job's for its life (flock); a directory holding a run is
   // refused unless --resume, which continues from its newest checkpoint that verifies.
   void open_run_dir() {
-    if (!a_.as_coordinator) {  // else the launcher holds the lock and checked the directory
-      auto lock = storage::RunLock::acquire(a_.run_dir, "troupe launch");
-      if (!lock.ok()) throw UsageError("launch: " + lock.status().message());
-      lock_ = std::move(lock).value();
-    }
-    const bool has_run = std::filesystem::exists(a_.run_dir + "/journal") ||
-                         std::filesystem::exists(a_.run_dir + "/config.json");
-    if (has_run && !a_.resume && !a_.as_coordinator)
-      throw UsageError("launch: run directory " + a_.run_dir +
-                       " already holds a run; pass --resume to continue it from its newest "
-                       "checkpoint, or choose another --run-dir");
-    secret_file_ = a_.secret_file.empty() ? a_.run_dir + "/secret" : a_.secret_file;
+    // The launcher holds the lock and checked the directory for its coordinator process.
+    if (!a_.as_coordinator) lock_ = claim_run_dir(a_);
+    secret_file_ = job_secret_file(a_);
     secret_ = job_secret(secret_file_, a_.secret_file.empty());
     open_journal();
     const storage::StorageFaults faults = storage::StorageFaults::from_env();

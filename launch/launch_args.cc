@@ -71,6 +71,22 @@ model::JobConfig checked_launch(const LaunchArgs& a) {
   return cfg;
 }
 
+storage::RunLock claim_run_dir(const LaunchArgs& a) {
+  auto lock = storage::RunLock::acquire(a.run_dir, "troupe launch");
+  if (!lock.ok()) throw UsageError("launch: " + lock.status().message());
+  const bool has_run = std::filesystem::exists(a.run_dir + "/journal") ||
+                       std::filesystem::exists(a.run_dir + "/config.json");
+  if (has_run && !a.resume)
+    throw UsageError("launch: run directory " + a.run_dir +
+                     " already holds a run; pass --resume to continue it from its newest "
+                     "checkpoint, or choose another --run-dir");
+  return std::move(lock).value();
+}
+
+std::string job_secret_file(const LaunchArgs& a) {
+  return a.secret_file.empty() ? a.run_dir + "/secret" : a.secret_file;
+}
+
 std::string read_file(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) throw UsageError("launch: cannot read " + path);

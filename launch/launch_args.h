@@ -9,6 +9,7 @@
 
 #include "config/job_config.h"
 #include "launch/control.h"
+#include "storage/run_lock.h"
 
 namespace troupe::launch {
 
@@ -46,6 +47,11 @@ std::vector<std::string> job_sets(const LaunchArgs& a);
 // Returns the job's config.
 model::JobConfig checked_launch(const LaunchArgs& a);
 
+// The run directory, this job's for its life (flock); one that holds a run already is refused
+// unless --resume. UsageError saying which.
+storage::RunLock claim_run_dir(const LaunchArgs& a);
+// --secret-file, or RUN_DIR/secret.
+std::string job_secret_file(const LaunchArgs& a);
 // A file's bytes (UsageError naming it when it cannot be read).
 std::string read_file(const std::string& path);
 // The job secret: --secret-file, or DIR/secret, created (0600) on the first launch of this

@@ -62,11 +62,13 @@ class Launcher {
  private:
   // The port of the "address" in a run directory's JSON file (coordinator.json,
   // control.json); 0 when there is none.
-  static uint16_t port_in(const std::string& file) {
+  static uint16_t port_in(const std::string& file) { return port_of(address_in(file)); }
+  static std::string address_in(const std::string& file) {
     std::ifstream in(file);
-    if (!in) return 0;
     const nlohmann::json j = nlohmann::json::parse(in, nullptr, false);
-    const std::string address = j.is_object() ? j.value("address", "") : "";
+    return j.is_object() ? j.value("address", "") : "";
+  }
+  static uint16_t port_of(const std::string& address) {  // "host:port"; 0 without one
     const size_t colon = address.rfind(':');
     return colon == std::string::npos ? 0 : uint16_t(std::atoi(address.c_str() + colon + 1));
   }
@@ -84,20 +86,9 @@ class Launcher {
   }
 
   void open_run_dir() {
-    auto lock = storage::RunLock::acquire(a_.run_dir, "troupe launch");
-    if (!lock.ok()) throw UsageError("launch: " + lock.status().message());
-    lock_ = std::move(lock).value();
-    const bool has_run = std::filesystem::exists(a_.run_dir + "/journal") ||
-                         std::filesystem::exists(a_.run_dir + "/config.json");
-    if (has_run && !a_.resume)
-      throw UsageError("launch: run directory " + a_.run_dir +
-                       " already holds a run; pass --resume to continue it from its newest "
-                       "checkpoint, or choose another --run-dir");
-    secret_file_ = a_.secret_file.empty() ? a_.run_dir + "/secret" : a_.secret_file;
-    if (a_.secret_file.empty() && !std::filesystem::exists(secret_file_)) {
-      const runtime::Status st = runtime::write_new_secret(secret_file_);
-      if (!st.ok()) throw UsageError("launch: " + st.message());
-    }
+    lock_ = claim_run_dir(a_);
+    secret_file_ = job_secret_file(a_);
+    job_secret(secret_file_, a_.secret_file.empty());  // created here, read by the children
   }
 
   // The coordinator process; waits until it says where it listens (coordinator.json).
@@ -121,9 +112,8 @@ class Launcher {
         return;  // it ended (reaped in supervise) or hangs: its exit says why
       std::this_thread::sleep_for(std::chrono::milliseconds(5));  // another process's file
     }
-    std::ifstream in(file);
-    address_ = nlohmann::json::parse(in).value("address", "");
-    port_ = uint16_t(std::stoi(address_.substr(address_.rfind(':') + 1)));
+    address_ = address_in(file);
+    port_ = port_of(address_);
   }
 
   void start_node() {
