@@ -1,0 +1,276 @@
+#!/usr/bin/env python3
+"""make soak: one long job of tiny on 3 node processes (replace_lost, up to 5 nodes, a
+checkpoint every 50 steps) with a random fault every SOAK_FAULT_EVERY_S (30) seconds for
+SOAK_MINUTES (120) minutes, while the resident memory (VmRSS), open file descriptors and
+threads of every process of the job are sampled every SOAK_SAMPLE_S (5) seconds.
+
+  tools/soak.py BUILD_DIR
+
+Faults, drawn from SOAK_SEED (random; printed, and it replays the choices): kill -9 of a
+node, a hang (SIGSTOP; the coordinator declares it lost, launch kills and replaces it),
+scale up by one (`troupe scale`), drain one node (`troupe drain`), kill -9 of the
+coordinator process (launch restarts it from the journal). SOAK_FAULTS=kill,hang,up,drain,
+coordinator chooses among them. The first node (the anchor) is never a victim, so that one
+node process lives through the whole soak; so does `troupe launch`, and the coordinator
+when SOAK_FAULTS leaves out `coordinator`.
+
+Every fault must be followed by a steady job (running, every node back, 2 steps committed)
+within SOAK_RECOVER_S (120) seconds, else the soak stops and fails, naming the seed. At the
+end: samples.csv and soak.png (matplotlib) in SOAK_DIR (BUILD/soak), and a table of each
+process that lived through the measured window (after SOAK_WARMUP_MIN, 10, minutes): its
+RSS then and at the end (growth ≤ 1%), its file descriptors and threads (no growth).
+Exit 1 when a fault was not recovered or a bound was missed.
+"""
+import csv
+import os
+import random
+import signal
+import statistics
+import sys
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from job_driver import BenchError, Job, troupe_control, troupe_scale, wait_for  # noqa: E402
+
+KINDS = ("kill", "hang", "up", "drain", "coordinator")
+RSS_GROWTH_MAX_PCT = 1.0
+
+
+def env_num(name, default, kind=float):
+    try:
+        return kind(os.environ.get(name, default))
+    except ValueError:
+        sys.exit(f"soak: {name}={os.environ[name]!r} is not a number")
+
+
+def proc_sample(pid):
+    """(rss_kib, fds, threads) of a live process, or None once it is gone."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            fields = dict(line.split(":", 1) for line in f if ":" in line)
+        fds = len(os.listdir(f"/proc/{pid}/fd"))
+        return int(fields["VmRSS"].split()[0]), fds, int(fields["Threads"])
+    except (FileNotFoundError, ProcessLookupError, KeyError):
+        return None
+
+
+class Sampler(threading.Thread):
+    """Every period_s: one row per process of the job (launch, coordinator, each node)."""
+
+    def __init__(self, job, path, period_s):
+        super().__init__(daemon=True)
+        self.job, self.period_s, self.stop_flag = job, period_s, threading.Event()
+        self.rows = []
+        self.out = open(path, "w", newline="")
+        self.csv = csv.writer(self.out)
+        self.csv.writerow(["t_s", "role", "name", "pid", "members", "rss_kib", "fds", "threads"])
+        self.t0 = time.monotonic()
+
+    def processes(self):
+        """(members, [(role, name, pid)]): members is the number of active nodes."""
+        try:
+            st = self.job.status()
+        except OSError:
+            return None, []  # the coordinator is restarting: its endpoint is down for a moment
+        procs = [("launch", "launch", self.job.p.pid)]
+        if st.get("coordinator_pid"):
+            procs.append(("coordinator", "coordinator", int(st["coordinator_pid"])))
+        procs += [("node", n["id"], int(n["pid"])) for n in st["nodes"] if n.get("pid")]
+        return sum(n["state"] == "active" for n in st["nodes"]), procs
+
+    def run(self):
+        while not self.stop_flag.wait(self.period_s):
+            t = time.monotonic() - self.t0
+            members, procs = self.processes()
+            for role, name, pid in procs:
+                got = proc_sample(pid)
+                if got:
+                    row = (round(t, 1), role, name, pid, members, *got)
+                    self.rows.append(row)
+                    self.csv.writerow(row)
+            self.out.flush()
+
+    def finish(self):
+        self.stop_flag.set()
+        self.join()
+        self.out.close()
+
+
+def steady_nodes(job, nodes, recover_s):
+    job.wait_s = recover_s
+    return job.wait_steady(nodes, 2)
+
+
+def status_now(job):
+    try:
+        return job.status()
+    except OSError:
+        return None  # the coordinator is restarting
+
+
+def inject(job, troupe, rng, kinds, nodes, anchor, max_nodes):
+    """One random fault; returns (what, the node count the job must come back to)."""
+    st = wait_for(lambda: status_now(job), 60, "the job's status")
+    victims = sorted((n for n in st["nodes"] if n["state"] == "active" and n["id"] != anchor),
+                     key=lambda n: n["id"])
+    allowed = [k for k in kinds if not (k == "up" and nodes >= max_nodes) and
+               not (k == "drain" and nodes <= 2) and not (k in ("kill", "hang", "drain") and
+                                                          not victims)]
+    kind = rng.choice(allowed)
+    victim = rng.choice(victims) if victims else None
+    if kind == "kill":
+        job.signal_node(victim["pid"], signal.SIGKILL)
+        return f"kill -9 {victim['id']}", nodes
+    if kind == "hang":
+        job.signal_node(victim["pid"], signal.SIGSTOP)  # declared lost, killed, replaced
+        return f"SIGSTOP {victim['id']}", nodes
+    if kind == "up":
+        troupe_scale(troupe, job.run_dir, nodes + 1)
+        return f"scale {nodes} → {nodes + 1}", nodes + 1
+    if kind == "drain":
+        troupe_control(troupe, "drain", job.run_dir, victim["id"])
+        return f"drain {victim['id']}", nodes - 1
+    pid = int(st["coordinator_pid"])
+    os.kill(pid, signal.SIGKILL)  # the coordinator of our own job, as its status names it
+    job.injections.append(time.time() * 1000)
+    return f"kill -9 coordinator (pid {pid})", nodes
+
+
+def series_of(rows):
+    """{(role, name, pid): [(t, members, rss, fds, threads)]}"""
+    series = {}
+    for t, role, name, pid, members, rss, fds, threads in rows:
+        series.setdefault((role, name, pid), []).append((t, members, rss, fds, threads))
+    return series
+
+
+def growth(v, start_s, end_s):
+    """The growth of one process from the start to the end of the measured window, compared
+    at equal membership (a node's fds, threads and buffers follow its number of peers): for
+    each node count seen both in the first and in the last third of the window, the median
+    of each figure there: [(count, (rss, fds, threads) then, the same at the end, RSS %)]."""
+    third = (end_s - start_s) / 3
+    first = [r for r in v if start_s <= r[0] < start_s + third]
+    last = [r for r in v if r[0] >= end_s - third]
+    out = []
+    for m in sorted({r[1] for r in first} & {r[1] for r in last}):
+        a = [statistics.median(r[i] for r in first if r[1] == m) for i in (2, 3, 4)]
+        b = [statistics.median(r[i] for r in last if r[1] == m) for i in (2, 3, 4)]
+        out.append((m, a, b, 100.0 * (b[0] - a[0]) / a[0]))
+    return out
+
+
+def report(rows, warmup_s, end_s):
+    """Prints the table of the processes sampled from the warm-up to the end; returns False
+    when one grew (RSS > 1%, any fd or thread) or none lived that long."""
+    ok, shown = True, 0
+    print(f"\nprocesses that lived through the measured window ({warmup_s / 60:.1f} min → "
+          f"{end_s / 60:.1f} min), first third vs last third at equal node count:")
+    print(f"  {'process':28s} {'nodes':>5s} {'RSS then':>9s} {'RSS end':>9s} {'growth':>8s} "
+          f"{'fds':>9s} {'threads':>9s}")
+    for (role, name, pid), v in sorted(series_of(rows).items()):
+        if v[0][0] > warmup_s + 30 or v[-1][0] < end_s - 30:
+            continue  # started after the warm-up or gone before the end (killed, drained)
+        for m, a, b, pct in growth(v, warmup_s, end_s):
+            good = pct <= RSS_GROWTH_MAX_PCT and b[1] <= a[1] and b[2] <= a[2]
+            ok &= good
+            shown += 1
+            print(f"  {f'{role} {name} ({pid})':28s} {m:5d} {a[0] / 1024:7.1f}Mi "
+                  f"{b[0] / 1024:7.1f}Mi {pct:+7.2f}% {a[1]:4.0f}→{b[1]:<4.0f} "
+                  f"{a[2]:4.0f}→{b[2]:<4.0f}{'' if good else '  MISSES'}")
+    if not shown:
+        print("  none (the soak was shorter than its warm-up, or every process was replaced)")
+    return ok and shown > 0
+
+
+def plot(rows, path):
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("soak: no matplotlib (python3-matplotlib): no plot, samples.csv has the figures")
+        return
+    fig, axes = plt.subplots(3, 1, figsize=(10, 9), sharex=True)
+    series = {}
+    for t, role, name, pid, _, rss, fds, threads in rows:
+        series.setdefault(f"{role} {name} ({pid})", []).append((t / 60, rss / 1024, fds, threads))
+    for label, v in series.items():
+        if len(v) < 12:
+            continue  # short-lived nodes (killed, drained) would hide the long lines
+        for ax, i in zip(axes, (1, 2, 3)):
+            ax.plot([r[0] for r in v], [r[i] for r in v], label=label, linewidth=1)
+    for ax, name in zip(axes, ("RSS (MiB)", "open fds", "threads")):
+        ax.set_ylabel(name)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7, ncol=2)
+    axes[2].set_xlabel("minutes")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    print(f"soak: plot {path}")
+
+
+def main():
+    if len(sys.argv) != 2:
+        sys.exit(__doc__)
+    build = sys.argv[1]
+    troupe = os.path.abspath(os.path.join(build, "troupe"))
+    minutes = env_num("SOAK_MINUTES", 120)
+    every_s = env_num("SOAK_FAULT_EVERY_S", 30)
+    sample_s = env_num("SOAK_SAMPLE_S", 5)
+    warmup_s = 60 * env_num("SOAK_WARMUP_MIN", 10)
+    recover_s = env_num("SOAK_RECOVER_S", 120)
+    seed = env_num("SOAK_SEED", random.SystemRandom().randrange(1, 1 << 31), int)
+    kinds = os.environ.get("SOAK_FAULTS", ",".join(KINDS)).split(",")
+    bad = [k for k in kinds if k not in KINDS]
+    if bad or not kinds:
+        sys.exit(f"soak: SOAK_FAULTS names {bad or 'nothing'}; choose among {','.join(KINDS)}")
+    work = os.path.abspath(os.environ.get("SOAK_DIR", os.path.join(build, "soak")))
+    os.makedirs(work, exist_ok=True)
+    nodes, max_nodes = 3, 5
+    print(f"soak: {minutes:g} min of tiny on {nodes} node processes, a fault every {every_s:g} s "
+          f"from {kinds}; seed {seed} (SOAK_SEED={seed} replays the choices); samples every "
+          f"{sample_s:g} s; load {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores", flush=True)
+    rng = random.Random(seed)
+    job = Job(troupe, os.path.join(work, "run"), nodes,
+              ["--max-nodes", str(max_nodes), "--set", "fault_tolerance.replace_lost=true"],
+              recover_s, common=["--set", "train.eval_every=0", "--set",
+                                 "checkpoint.every_steps=50", "--set", "checkpoint.keep=2"])
+    sampler = Sampler(job, os.path.join(work, "samples.csv"), sample_s)
+    ok, recovered, faults = True, True, 0
+    try:
+        st = steady_nodes(job, nodes, recover_s)
+        anchor = min(n["id"] for n in st["nodes"])
+        print(f"soak: {anchor} is the anchor (never a victim)", flush=True)
+        sampler.start()
+        t_end = time.monotonic() + 60 * minutes
+        while time.monotonic() < t_end:
+            time.sleep(max(0.0, min(every_s, t_end - time.monotonic())))
+            if time.monotonic() >= t_end:
+                break
+            t0 = time.monotonic()
+            what, nodes = inject(job, troupe, rng, kinds, nodes, anchor, max_nodes)
+            steady_nodes(job, nodes, recover_s)
+            faults += 1
+            print(f"  {(time.monotonic() - sampler.t0) / 60:6.1f} min  fault {faults:3d}: "
+                  f"{what:34s} steady again after {time.monotonic() - t0:5.1f} s", flush=True)
+    except (BenchError, OSError) as e:
+        ok = recovered = False
+        print(f"soak: FAILED after {faults} faults: {e}\n  replay: SOAK_SEED={seed} "
+              f"SOAK_MINUTES={minutes:g} SOAK_FAULTS={','.join(kinds)} make soak "
+              f"(run directory kept: {job.run_dir})", flush=True)
+    finally:
+        end_s = time.monotonic() - sampler.t0
+        if sampler.is_alive():
+            sampler.finish()
+        job.stop()
+    ok &= report(sampler.rows, warmup_s, end_s)
+    plot(sampler.rows, os.path.join(work, "soak.png"))
+    print(f"soak: {faults} faults injected, {'each' if recovered else 'NOT each'} recovered; "
+          f"samples in {work}/samples.csv; {'PASS' if ok else 'FAIL'}")
+    sys.exit(0 if ok else 1)
+
+
+if __name__ == "__main__":
+    main()
