@@ -36,32 +36,15 @@ import time
 import urllib.error
 import urllib.request
 
-from launch_checks import TINY, check, failures, steps_done, wait_for
+from launch_checks import (TINY, check, events, failures, finish, launch_job, steps_done,
+                           wait_for)
 
 STEPS = 40
 COMMON = ["--set", "train.eval_every=0"]
 
 
 def launch(troupe, run_dir, nodes, extra=(), env=None):
-    return subprocess.Popen([troupe, "launch", "--config", TINY, "--nodes", str(nodes),
-                             "--steps", str(STEPS), "--run-dir", run_dir, "--max-nodes", "4",
-                             *COMMON, *extra],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True, env=env)
-
-
-def finish(p, timeout=300):
-    out, err = p.communicate(timeout=timeout)
-    h = re.search(r"weights ([0-9a-f]{16})", out)
-    return p.returncode, (h.group(1) if h else None), out, err
-
-
-def events(run_dir):
-    try:
-        with open(os.path.join(run_dir, "events.jsonl")) as f:
-            return [json.loads(l) for l in f if l.strip()]
-    except (FileNotFoundError, json.JSONDecodeError):
-        return []
+    return launch_job(troupe, run_dir, nodes, STEPS, ["--max-nodes", "4", *COMMON], extra, env)
 
 
 def kinds(run_dir, kind):

@@ -2,6 +2,7 @@
 per check with its failures kept for the exit status, and the child processes of launch, and waiting for a job's progress."""
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -50,3 +51,28 @@ def wait_for(pred, timeout_s, what):
             return True
         time.sleep(0.05)  # polling another process's progress: nothing to await
     sys.exit(f"timed out after {timeout_s} s waiting for {what}")
+
+
+def launch_job(troupe, run_dir, nodes, steps, settings, extra=(), env=None):
+    """`troupe launch` of tiny in its own process group (so that killpg takes the nodes with
+    it), its output piped; settings: the --set flags every job of the suite shares."""
+    return subprocess.Popen([troupe, "launch", "--config", TINY, "--nodes", str(nodes),
+                             "--steps", str(steps), "--run-dir", run_dir, *settings, *extra],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True, env=env)
+
+
+def finish(p, timeout=300):
+    """(exit status, the final weights hash or None, stdout, stderr) of a launched job."""
+    out, err = p.communicate(timeout=timeout)
+    h = re.search(r"weights ([0-9a-f]{16})", out)
+    return p.returncode, (h.group(1) if h else None), out, err
+
+
+def events(run_dir):
+    """The job's events.jsonl so far ([] before it exists)."""
+    try:
+        with open(os.path.join(run_dir, "events.jsonl")) as f:
+            return [json.loads(l) for l in f if l.strip()]
+    except (FileNotFoundError, json.JSONDecodeError):
+        return []

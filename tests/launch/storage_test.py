@@ -20,7 +20,6 @@ job must end with the weights of an undisturbed `troupe train` of the same confi
   storage_test.py --troupe build/troupe --work DIR [--only NAME]
 """
 import argparse
-import json
 import os
 import random
 import re
@@ -30,7 +29,8 @@ import subprocess
 import sys
 import time
 
-from launch_checks import TINY, check, failures, steps_done, wait_for
+from launch_checks import (TINY, check, events, failures, finish, launch_job, steps_done,
+                           wait_for)
 
 STEPS = 20
 LOOP_STEPS = int(os.environ.get("STORAGE_STEPS", "80"))  # the kill loop's job
@@ -39,17 +39,7 @@ COMMON = ["--set", "train.eval_every=0", "--set", f"checkpoint.every_steps={EVER
 
 
 def launch(troupe, run_dir, nodes, extra=(), env=None, steps=STEPS):
-    """A job in its own process group (so that killpg takes the nodes with it)."""
-    return subprocess.Popen([troupe, "launch", "--config", TINY, "--nodes", str(nodes),
-                             "--steps", str(steps), "--run-dir", run_dir, *COMMON, *extra],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True, env=env)
-
-
-def finish(p, timeout=300):
-    out, err = p.communicate(timeout=timeout)
-    h = re.search(r"weights ([0-9a-f]{16})", out)
-    return p.returncode, (h.group(1) if h else None), out, err
+    return launch_job(troupe, run_dir, nodes, steps, COMMON, extra, env)
 
 
 def last_line(err):
@@ -62,14 +52,6 @@ def kill_job(p):
     except ProcessLookupError:
         pass
     p.communicate()
-
-
-def events(run_dir):
-    try:
-        with open(os.path.join(run_dir, "events.jsonl")) as f:
-            return [json.loads(l) for l in f if l.strip()]
-    except (FileNotFoundError, json.JSONDecodeError):
-        return []
 
 
 def has_event(run_dir, kind, text=""):
