@@ -77,6 +77,15 @@ SOAK_MINUTES ?= 120
 soak: build
 	SOAK_MINUTES=$(SOAK_MINUTES) $(PYTHON) tools/soak.py $(BUILD)
 
+# Issue 14's deterministic simulation: SIM_SEEDS whole jobs on a simulated fabric and clock
+# (chaos/sim), one schedule per seed from SIM_FIRST_SEED, on 2 processes; prints schedules per
+# hour and every failing seed with the command that replays it.
+SIM_SEEDS ?= 1000
+SIM_FIRST_SEED ?= 1
+.PHONY: sim
+sim: build
+	$(BUILD)/troupe-sim --seeds $(SIM_SEEDS) --first-seed $(SIM_FIRST_SEED) --jobs 2
+
 .PHONY: chaos-soak
 chaos-soak: build
 	tests/launch/chaos_soak.sh $(BUILD)

@@ -3,11 +3,15 @@
 #include <fmt/format.h>
 
 #include <caf/all.hpp>
+#include <optional>
 
 namespace troupe::runtime {
 
 struct Host::Impl {
-  explicit Impl(int threads) : caf_system(configure(threads)) {}
+  explicit Impl(int threads) : own_system(std::in_place, configure(threads)) {
+    caf_system = &*own_system;
+  }
+  explicit Impl(caf::actor_system* shared) : caf_system(shared) {}
   caf::actor_system_config& configure(int threads) {
     config.set("scheduler.max-threads", threads);
     // Work sharing: idle scheduler threads block on a condition variable and wake when a
@@ -21,7 +25,8 @@ struct Host::Impl {
     return config;
   }
   caf::actor_system_config config;  // before system: the system keeps a reference
-  caf::actor_system caf_system;
+  std::optional<caf::actor_system> own_system;
+  caf::actor_system* caf_system = nullptr;  // own_system's, or HostOptions::system
   std::unique_ptr<Fabric> fabric;
   caf::actor router;
   std::string address;
@@ -61,7 +66,8 @@ Result<std::unique_ptr<Fabric>> make_ucx_fabric(const HostOptions& o, FabricHand
 
 Result<std::unique_ptr<Host>> Host::create(HostOptions options) {
   std::unique_ptr<Host> host(new Host);
-  host->impl_ = std::make_unique<Impl>(std::max(1, options.caf_threads));
+  host->impl_ = options.system ? std::make_unique<Impl>(options.system)
+                               : std::make_unique<Impl>(std::max(1, options.caf_threads));
   Impl& impl = *host->impl_;
   // The router handle is filled in below, before listen(): nothing can arrive earlier.
   auto router_slot = std::make_shared<caf::actor>();
@@ -75,7 +81,7 @@ Result<std::unique_ptr<Host>> Host::create(HostOptions options) {
   RouterConfig rc;
   rc.fabric = impl.fabric.get();
   rc.node_id = options.node_id;
-  impl.router = spawn_router(impl.caf_system, rc);
+  impl.router = spawn_router(*impl.caf_system, rc);
   *router_slot = impl.router;
   Result<uint16_t> port = impl.fabric->listen(options.port);
   if (!port.ok()) return port.status();
@@ -91,7 +97,7 @@ Host::~Host() {
 }
 
 caf::actor_system& Host::actor_system() {
-  return impl_->caf_system;
+  return *impl_->caf_system;
 }
 const caf::actor& Host::router() const {
   return impl_->router;

@@ -32,6 +32,10 @@ struct HostOptions {
   int caf_threads = 1;
   UcxOptions ucx;  // the default fabric's; secret, node_id, listen_host come from above
   FabricFactory fabric_factory;  // empty: a UcxFabric
+  // Another host's actor system to run on instead of one of its own (caf_threads unused): a
+  // simulation puts every process of a job on one deterministic scheduler (chaos/sim_job.h).
+  // It must outlive the host.
+  caf::actor_system* system = nullptr;
 };
 
 class Host {

@@ -143,7 +143,7 @@ Verdict on_welcome(Self* self, const control::Welcome& w, ActorMessage& m) {
     s.options.heartbeat_interval = std::chrono::milliseconds(ft.value().heartbeat_interval_ms);
     s.coordinator_timeout = std::chrono::milliseconds(ft.value().coordinator_timeout_ms);
   }
-  s.coordinator_heard = s.last_tick = std::chrono::steady_clock::now();
+  s.coordinator_heard = s.last_tick = self->clock().now();
   self->send(s.router, node_id_atom::value, s.node_id);
   self->send(s.router, bind_atom::value, s.coordinator_node, m.peer);
   self->send(s.router, epoch_atom::value, w.epoch());
@@ -207,7 +207,7 @@ std::shared_ptr<Dispatcher> agent_table(Self* self) {
 void on_message(Self* self, const Dispatcher& table, ActorMessage& m) {
   auto& s = self->state;
   if (s.welcomed && node_of(m.from) == s.coordinator_node) {
-    s.coordinator_heard = std::chrono::steady_clock::now();
+    s.coordinator_heard = self->clock().now();
     if (std::exchange(s.orphaned, false))
       log::info(
           "rejoined the restarted coordinator after {} ms",
@@ -225,7 +225,7 @@ void on_message(Self* self, const Dispatcher& table, ActorMessage& m) {
 // did) and says this node is back; the coordinator's first message ends the orphan state.
 void try_rejoin(Self* self) {
   auto& s = self->state;
-  s.last_rejoin = steady::now();
+  s.last_rejoin = self->clock().now();
   self->send(s.router, forget_atom::value, s.coordinator_node);
   self->send(s.router, address_atom::value, s.coordinator_node, s.options.coordinator_address);
   control::Rejoin r;
@@ -249,7 +249,7 @@ caf::behavior agent(Self* self, caf::actor router, NodeAgentOptions options) {
       [=](tick_atom) {
         auto& s = self->state;
         // This node's own pause is not the coordinator's silence.
-        const auto now = steady::now();
+        const auto now = self->clock().now();
         if (own_pause(s.last_tick, now, s.options.heartbeat_interval, s.coordinator_timeout) >
             steady::duration::zero())
           s.coordinator_heard = now;
@@ -282,7 +282,7 @@ caf::behavior agent(Self* self, caf::actor router, NodeAgentOptions options) {
           return finish(self, 1, fmt::format("lost the coordinator: {}", why));
         if (node.empty() || node == s.coordinator_node) {
           s.orphaned = true;
-          s.orphaned_at = steady::now();
+          s.orphaned_at = self->clock().now();
           log::warn(
               "lost the coordinator ({}): its roles go on; rejoining a restarted one at {} "
               "for up to {} ms",
