@@ -137,6 +137,8 @@ void parse_rule_key(const Reader& r, const std::string& key, const toml::node& v
     rule->after_ms = r.integer(v, key, 0, INT64_MAX / 2);
   else if (key == "for_ms")
     rule->for_ms = r.integer(v, key, 1, INT64_MAX / 2);
+  else if (key == "lasts_ms")
+    rule->lasts_ms = r.integer(v, key, 1, INT64_MAX / 2);
   else if (key == "probability")
     rule->probability = parse_probability(r, v);
   else if (key == "delay_ms")
@@ -151,7 +153,7 @@ void parse_rule_key(const Reader& r, const std::string& key, const toml::node& v
   } else {
     r.fail(&v, key,
            "unknown key in [[rule]]; accepted: action, from, to, types, steps, after_ms, "
-           "for_ms, probability, delay_ms, groups (partition), target (corrupt)");
+           "for_ms, lasts_ms, probability, delay_ms, groups (partition), target (corrupt)");
   }
 }
 
@@ -297,6 +299,7 @@ std::string describe(const FaultPlan& plan) {
     if (r.step_lo) s.append(fmt::format(" steps {}-{}", *r.step_lo, *r.step_hi));
     if (r.after_ms > 0 || r.for_ms) s.append(fmt::format(" from {} ms", r.after_ms));
     if (r.for_ms) s.append(fmt::format(" for {} ms", *r.for_ms));
+    if (r.lasts_ms) s.append(fmt::format(" lasting {} ms", *r.lasts_ms));
     if (r.probability < 1.0) s.append(fmt::format(" p={}", r.probability));
     if (r.delay_ms > 0) s.append(fmt::format(" {} ms", r.delay_ms));
     rules.push_back(std::move(s));

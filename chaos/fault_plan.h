@@ -40,8 +40,12 @@ struct FaultRule {
   std::vector<uint32_t> types;     // message types (actors/protocol.h); empty: any
   std::optional<int64_t> step_lo;  // inclusive step window; absent: any step
   std::optional<int64_t> step_hi;
-  int64_t after_ms = 0;                          // time window since the process started
-  std::optional<int64_t> for_ms;                 // absent: forever
+  int64_t after_ms = 0;           // time window since the process started
+  std::optional<int64_t> for_ms;  // absent: forever
+  // Optional: the rule acts for this long from the first message it acted on in this process
+  // (a fault that starts at a step and heals after a time: the processes' clocks do not line
+  // up, their steps do). Absent: as long as the other selectors say.
+  std::optional<int64_t> lasts_ms;
   double probability = 1.0;                      // per message
   int64_t delay_ms = 0;                          // delay, reorder, slow
   std::vector<std::vector<std::string>> groups;  // partition

@@ -146,6 +146,7 @@ FaultyFabric::FaultyFabric(std::unique_ptr<runtime::Fabric> inner, FaultPlan pla
   started_ = options_.now();
   node_key_ = hash_text("");
   noted_.assign(plan_.rules.size(), false);
+  first_acted_.assign(plan_.rules.size(), time_point{});
   if (!plan_.rules.empty()) timer_ = std::thread([this] { timer_loop(); });
 }
 
@@ -187,17 +188,22 @@ FaultyFabric::Match FaultyFabric::decide(PeerId peer, const Envelope& e, uint64_
   Match m;
   m.to = std::string(runtime::node_of(e.to));
   if (m.to.empty() || e.to.find('/') == std::string::npos) m.to = names_->get(peer);
+  const time_point window_now = options_.now();
   const int64_t since_ms =
-      std::chrono::duration_cast<std::chrono::milliseconds>(options_.now() - started_).count();
+      std::chrono::duration_cast<std::chrono::milliseconds>(window_now - started_).count();
   const int64_t step = options_.step();
   const uint64_t n = sent_[{m.to, e.type}]++;
   for (size_t i = 0; i < plan_.rules.size(); ++i) {
     const FaultRule& r = plan_.rules[i];
     if (!selects(r, node_id_, m.to, e.type, step, since_ms)) continue;
+    if (r.lasts_ms && first_acted_[i] != time_point{} &&
+        window_now - first_acted_[i] >= std::chrono::milliseconds(*r.lasts_ms))
+      continue;  // healed
     const uint64_t key = mix(mix(mix(mix(plan_.seed ^ node_key_) ^ i) ^ hash_text(m.to)) ^
                              (uint64_t(e.type) << 40 ^ n));
     if (unit(key) >= r.probability) continue;
     m.rule = &r, m.index = i, m.draw = mix(key);
+    if (first_acted_[i] == time_point{}) first_acted_[i] = window_now;
     // Held messages are due on the timer thread's clock, whatever clock the windows use.
     const time_point now = std::chrono::steady_clock::now();
     const auto delay = std::chrono::milliseconds(r.delay_ms);

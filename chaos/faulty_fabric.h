@@ -143,6 +143,8 @@ class FaultyFabric final : public runtime::Fabric {
   uint64_t held_seq_ = 0;
   int sending_held_ = 0;     // held messages the timer thread is handing on now
   std::vector<bool> noted_;  // per rule: its first action was logged
+  // Per rule: when it first acted (lasts_ms counts from there); time_point{} not yet.
+  std::vector<std::chrono::steady_clock::time_point> first_acted_;
   FaultCounters counts_;
   bool stop_ = false;
   std::thread timer_;

@@ -24,6 +24,7 @@ types = ["Recover", "Heartbeat"]
 steps = [10, 20]
 after_ms = 5
 for_ms = 5000
+lasts_ms = 700
 probability = 0.25
 
 [[rule]]
@@ -54,6 +55,7 @@ types = ["StateTransfer", "Replica"]
   EXPECT_EQ(*r.step_hi, 20);
   EXPECT_EQ(r.after_ms, 5);
   EXPECT_EQ(*r.for_ms, 5000);
+  EXPECT_EQ(*r.lasts_ms, 700);
   EXPECT_DOUBLE_EQ(r.probability, 0.25);
   EXPECT_EQ(p.rules[1].action, Action::partition);
   EXPECT_EQ(p.rules[1].groups.size(), 2u);
@@ -100,6 +102,7 @@ TEST(FaultPlan, RefusesBadPlansNamingLineKeyAndWhatIsAccepted) {
   expect_refused(head + "action = \"drop\"\nfrom = [\"node1\"]\n",
                  {":4:", "'from'", "node1", "n0, n1"});
   expect_refused(head + "action = \"drop\"\nfor_ms = 0\n", {":4:", "'for_ms'"});
+  expect_refused(head + "action = \"drop\"\nlasts_ms = \"1s\"\n", {":4:", "'lasts_ms'", "integer"});
   expect_refused(head + "action = \"delay\"\n", {"bad.toml:2:", "'delay_ms'", "delay needs"});
   expect_refused(head + "action = \"drop\"\ndelay_ms = 5\n", {":4:", "'delay_ms'", "only delay"});
   expect_refused(head + "action = \"delay\"\ndelay_ms = 999999\n", {":4:", "[1, 60000]"});

@@ -225,6 +225,24 @@ TEST(FaultyFabric, TimeWindowIsHalfOpen) {
   EXPECT_EQ(passed, (std::vector<std::string>{"0", "99", "150", "400"}));
 }
 
+TEST(FaultyFabric, LastsFromTheFirstMessageItActedOn) {
+  Rig r("[[rule]]\naction = \"drop\"\nsteps = [3, 9]\nlasts_ms = 100\n");
+  const auto start = r.clock;
+  const auto at = [&](int64_t step, int ms) {
+    r.step = step;
+    r.clock = start + std::chrono::milliseconds(ms);
+    EXPECT_TRUE(r.send("n2", grads, bytes16, std::to_string(ms)).ok());
+  };
+  at(2, 0);     // before its steps: passes, and does not start the clock
+  at(3, 1000);  // the first it acts on
+  at(3, 1099);  // dropped
+  at(4, 1100);  // healed
+  at(5, 5000);  // still healed
+  std::vector<std::string> passed;
+  for (const auto& m : r.log->sent) passed.push_back(m.envelope.header);
+  EXPECT_EQ(passed, (std::vector<std::string>{"0", "1100", "5000"}));
+}
+
 // Which of n messages a probability-p drop rule drops, for a seed and node id.
 std::vector<int> dropped_of(uint64_t seed, const std::string& node, int n, double p) {
   Rig r(fmt::format("seed = {}\n[[rule]]\naction = \"drop\"\nprobability = {}\n", seed, p), node);
