@@ -202,6 +202,25 @@ TEST(FaultyFabric, LinksAndTypesSelect) {
   EXPECT_EQ(other.log->size(), 1u);
 }
 
+TEST(FaultyFabric, AnAddressWithoutANodeIsNamedByThePeersHandshake) {
+  auto log = std::make_shared<FakeFabric::Log>();
+  auto names = std::make_shared<PeerNames>();
+  int ups = 0;
+  runtime::FabricHandlers handlers;
+  handlers.on_peer_up = [&](runtime::PeerId, const runtime::PeerInfo&) { ++ups; };
+  const runtime::FabricHandlers learning = PeerNames::learning(handlers, names);
+  learning.on_peer_up(5, runtime::PeerInfo{"n0", "", 0, false});
+  EXPECT_EQ(ups, 1);  // the Host's handler still runs
+  FaultyFabric f(std::make_unique<FakeFabric>(log),
+                 plan_of("[[rule]]\naction = \"drop\"\nto = [\"coordinator\"]\n"), names);
+  runtime::Envelope e;
+  e.to = "coordinator.0";  // no node part: the peer it goes to says who it is
+  ASSERT_TRUE(f.send(5, e, {}, {}).ok());
+  ASSERT_TRUE(f.send(6, e, {}, {}).ok());  // a peer that named no node: not n0
+  ASSERT_EQ(log->size(), 1u);
+  EXPECT_EQ(log->sent[0].peer, 6u);
+}
+
 TEST(FaultyFabric, StepWindowIsInclusive) {
   Rig r("[[rule]]\naction = \"drop\"\nsteps = [3, 4]\n");
   for (int64_t s : {2, 3, 4, 5}) {
