@@ -11,6 +11,7 @@
 
 #include "actors/coordinator_state.h"
 #include "actors/invariant.h"
+#include "runtime/step_hook.h"
 #include "train/dp_plan.h"
 #include "train/step_rules.h"
 
@@ -33,6 +34,7 @@ void begin_step(Self* self, train::Kind kind) {
   train::StepBegin b;
   b.set_step(d.step);
   b.set_kind(kind);
+  if (kind == train::TRAIN) runtime::set_current_step(d.step);  // runtime/step_hook.h
   if (kind == train::TRAIN) {
     d.pieces.clear();
     d.norm_parts.assign(size_t(W), {});

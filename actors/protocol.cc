@@ -33,6 +33,13 @@ std::string_view type_name(uint32_t type) {
   return runtime::control_type_name(type);
 }
 
+uint32_t type_of_name(std::string_view name) {
+  if (name == "unknown") return 0;  // type_name's word for the gaps
+  for (uint32_t t = 1; t < train_types_end; ++t)
+    if (type_name(t) == name) return t;
+  return 0;
+}
+
 bool unflatten_counts(const google::protobuf::RepeatedField<int64_t>& layers,
                       const runtime::Payload& payload, std::vector<std::vector<int64_t>>* out) {
   std::vector<int64_t> flat;

@@ -42,6 +42,9 @@ enum TrainType : uint32_t {
 
 // The name of a message type (control.proto's or train.proto's) for logs; "unknown" else.
 std::string_view type_name(uint32_t type);
+// The message type named `name` (as type_name writes it: "Recover", "Heartbeat"), or 0 when
+// no type has that name. Fault plans name types this way (chaos/fault_plan.h).
+uint32_t type_of_name(std::string_view name);
 
 template <class Proto>
 runtime::ActorMessage make_message(const std::string& from, const std::string& to, uint32_t type,

@@ -30,6 +30,7 @@
 #include "actors/roles.h"
 #include "config/config_parse.h"
 #include "runtime/control.pb.h"
+#include "runtime/step_hook.h"
 #include "train/dp_plan.h"
 #include "train/step_rules.h"
 
@@ -228,6 +229,7 @@ Verdict on_step_begin(Self* self, const train::StepBegin& b, const ActorMessage&
     return drop(Drop::wrong_step, fmt::format("step {} at version {}", b.step(), s.version));
   s.recovery_base.reset();  // every worker recovered: the coordinator goes on
   s.sent.clear();
+  runtime::set_current_step(b.step());  // a fault plan's steps window (runtime/step_hook.h)
   enter(s, b.step());
   s.begun = b.step();
   if (s.saved_for != b.step()) {  // the version before this step, until its Commit

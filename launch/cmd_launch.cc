@@ -16,6 +16,7 @@
 #include "actors/coordinator.h"
 #include "actors/journal_log.h"
 #include "actors/roles.h"
+#include "chaos/faulty_fabric.h"
 #include "config/config_parse.h"
 #include "launch/commands.h"
 #include "launch/control.h"
@@ -43,6 +44,8 @@ std::unique_ptr<runtime::Host> start_host(const LaunchArgs& a, const std::string
   ho.secret = secret;
   ho.listen_host = a.listen_host;
   ho.port = a.port;
+  runtime::Result<bool> faults = chaos::install_fabric_faults(&ho);  // TROUPE_FABRIC_FAULTS
+  if (!faults.ok()) throw UsageError("launch: " + faults.status().message());
   auto host = runtime::Host::create(ho);
   if (!host.ok())
     throw UsageError("launch: cannot start the runtime: " + host.status().to_string());

@@ -12,6 +12,7 @@
 #include <string>
 
 #include "actors/roles.h"
+#include "chaos/faulty_fabric.h"
 #include "config/config_parse.h"
 #include "launch/commands.h"
 #include "launch/supervisor.h"
@@ -46,6 +47,8 @@ int run_node(const NodeArgs& a) {
   runtime::HostOptions ho;
   ho.secret = secret.value();
   ho.listen_host = a.listen_host;
+  runtime::Result<bool> faults = chaos::install_fabric_faults(&ho);  // TROUPE_FABRIC_FAULTS
+  if (!faults.ok()) throw UsageError("node: " + faults.status().message());
   auto host = runtime::Host::create(ho);
   if (!host.ok()) throw UsageError("node: cannot start the runtime: " + host.status().to_string());
   auto done = std::make_shared<std::promise<std::pair<int, std::string>>>();

@@ -5,6 +5,7 @@
 #include <map>
 #include <string>
 
+#include "chaos/fault_plan.h"
 #include "config/config_parse.h"
 #include "launch/commands.h"
 #include "runtime/auth.h"
@@ -64,6 +65,9 @@ model::JobConfig checked_launch(const LaunchArgs& a) {
   model::JobConfig cfg = model::load_config(a.config, job_sets(a));
   parse_scale_at(a);
   if (!a.as_coordinator) checked_local_nodes(a);
+  // The fabric fault plan every process of the job reads: refused here, before any starts.
+  if (auto plan = chaos::fault_plan_from_env(); !plan.ok())
+    throw UsageError("launch: " + plan.status().message());
   if (a.kill_node_at > cfg.train.steps)
     throw UsageError("launch: --kill-node-at " + std::to_string(a.kill_node_at) +
                      " is after the last step; give 0 (as the workers start) to " +

@@ -52,6 +52,8 @@ FabricHandlers router_handlers(const std::shared_ptr<caf::actor>& router_slot) {
   return handlers;
 }
 
+}  // namespace
+
 Result<std::unique_ptr<Fabric>> make_ucx_fabric(const HostOptions& o, FabricHandlers handlers) {
   UcxOptions ucx = o.ucx;
   ucx.listen_host = o.listen_host;
@@ -61,8 +63,6 @@ Result<std::unique_ptr<Fabric>> make_ucx_fabric(const HostOptions& o, FabricHand
   if (!made.ok()) return made.status();
   return std::unique_ptr<Fabric>(std::move(made).value());
 }
-
-}  // namespace
 
 Result<std::unique_ptr<Host>> Host::create(HostOptions options) {
   std::unique_ptr<Host> host(new Host);

@@ -38,6 +38,11 @@ struct HostOptions {
   caf::actor_system* system = nullptr;
 };
 
+// The default fabric of a Host with these options: what a decorating factory wraps
+// (chaos/faulty_fabric.h). Errors as UcxFabric::create's.
+Result<std::unique_ptr<Fabric>> make_ucx_fabric(const HostOptions& options,
+                                                FabricHandlers handlers);
+
 class Host {
  public:
   // Errors: from the fabric (UCX missing, port taken, --listen-host not an address of

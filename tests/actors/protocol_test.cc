@@ -105,5 +105,19 @@ TEST(StepPieces, DuplicatesAndStrangersAreRefused) {
   EXPECT_EQ(check_new_pieces(have, nodes({{-1, 2}}).nodes(), 3, 8), "a piece outside the batch");
 }
 
+// Fault plans name message types (chaos/fault_plan.h): every name maps back to its type.
+TEST(TypeNames, EveryNameMapsBackToItsType) {
+  int named = 0;
+  for (uint32_t t = 1; t < train_types_end; ++t) {
+    if (type_name(t) == "unknown") continue;
+    EXPECT_EQ(type_of_name(type_name(t)), t) << type_name(t);
+    ++named;
+  }
+  EXPECT_EQ(named, int(runtime::rejoin_type) + int(train_types_end - step_begin_type));
+  EXPECT_EQ(type_of_name("Recover"), uint32_t(recover_type));
+  EXPECT_EQ(type_of_name("unknown"), 0u);
+  EXPECT_EQ(type_of_name("recover"), 0u);  // names are exact
+}
+
 }  // namespace
 }  // namespace troupe::actors
