@@ -43,7 +43,9 @@ void measure(const Fault& f, const FaultRecord& r, const std::vector<json>& ev, 
     if (seen < ev.size()) o.detected_ms = unix_ms(ev[seen]) - t;
   }
   size_t done = ev.size();
-  if (f.kind == FaultKind::scale) done = first_event(ev, 0, t, "scaled", any);
+  // A scale down ends as its leavers are drained: the coordinator writes `drained` for it.
+  if (f.kind == FaultKind::scale)
+    done = std::min(first_event(ev, 0, t, "scaled", any), first_event(ev, 0, t, "drained", any));
   if (f.kind == FaultKind::drain) done = first_event(ev, 0, t, "drained", any);
   if (seen < ev.size()) {
     done = first_event(ev, seen, t, "recovered", any);

@@ -19,7 +19,7 @@ namespace fs = std::filesystem;
 
 struct ChaosArgs {
   std::vector<std::string> files;
-  bool all = false;
+  bool all = false, fast = false;
   std::string scenarios_dir = "chaos/scenarios";
   int64_t seed = -1;
   std::string work_dir = "runs/chaos", cache_dir = "runs/chaos-cache";
@@ -67,7 +67,8 @@ std::string replay_of(const chaos::Scenario& s, uint64_t seed) {
 }
 
 void run_files(const ChaosArgs& a) {
-  const std::vector<chaos::Scenario> all = parse_all(scenario_files(a));
+  std::vector<chaos::Scenario> all = parse_all(scenario_files(a));
+  if (a.fast) std::erase_if(all, [](const chaos::Scenario& s) { return !s.fast; });
   if (all.empty()) throw UsageError("chaos run: no scenario given (FILE... or --all)");
   int failed = 0, skipped = 0;
   for (const chaos::Scenario& s : all) {
@@ -144,6 +145,7 @@ void add_chaos_command(CLI::App& app) {
   CLI::App* run = chaos->add_subcommand("run", "run scenario files (chaos/scenarios/*.toml)");
   run->add_option("files", a->files, "scenario files");
   run->add_flag("--all", a->all, "every scenario in --scenarios (those this build can run)");
+  run->add_flag("--fast", a->fast, "only the scenarios marked fast = true (CI)");
   run->add_option("--scenarios", a->scenarios_dir, "the folder --all reads (chaos/scenarios)");
   run->add_option("--seed", a->seed, "seed (overrides the scenario's)")->check(at_least(0, ""));
   add_common(run, a.get());
