@@ -89,8 +89,7 @@ std::vector<Verdict> check_faults(const Scenario& s, const std::vector<FaultOutc
       out.push_back({name + " injected", false, o.error});
       continue;
     }
-    const bool ends = f.recovers || f.kind == FaultKind::scale || f.kind == FaultKind::drain;
-    if (ends)
+    if (f.recovers)
       out.push_back({name + " recovered", o.recovered_ms.has_value(),
                      o.recovered_ms ? "after " + ms_text(o.recovered_ms)
                                     : "no recovered/scaled/drained event after it"});

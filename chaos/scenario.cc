@@ -130,6 +130,7 @@ Fault read_fault(const toml::table& t, const std::string& path, int64_t steps) {
   if (f.kind == FaultKind::fabric) f.rule = read_rule(r);
   f.recovers =
       r.boolean("recovers", f.kind == FaultKind::kill || f.kind == FaultKind::kill_coordinator ||
+                                f.kind == FaultKind::scale || f.kind == FaultKind::drain ||
                                 (f.kind == FaultKind::hang && f.for_ms >= hang_recovers_ms));
   return f;
 }

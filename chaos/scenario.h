@@ -62,8 +62,9 @@ struct Fault {
   int64_t nodes = 0;    // scale: the target node count
   std::string spec;     // storage, transfer: the environment variable's value
   FabricRule rule;      // fabric
-  // A recovery (events recover … recovered) must follow it. Default: true for kill and
-  // kill_coordinator, and for a hang of at least hang_recovers_ms; `recovers` overrides.
+  // A recovery (recover … recovered; scaled or drained for scale, drain) must follow it.
+  // Default: true for kill, kill_coordinator, scale, drain and a hang of at least
+  // hang_recovers_ms; `recovers = false` overrides (a reshape a later kill aborts).
   bool recovers = false;
   std::string describe() const;  // one line for the table: "kill n2 at step 4"
 };
