@@ -107,6 +107,48 @@ std::vector<Verdict> check_faults(const Scenario& s, const std::vector<FaultOutc
   return out;
 }
 
+namespace {
+
+bool has_event(const std::vector<json>& events, const std::string& kind, const std::string& text) {
+  for (const json& e : events)
+    if (e.value("kind", "") == kind && e.dump().find(text) != std::string::npos) return true;
+  return false;
+}
+
+// One item of a storage spec ("full@4") and whether the events show it.
+std::optional<Verdict> storage_item(const std::string& item, const std::vector<json>& events) {
+  const size_t at = item.find('@');
+  const std::string what = item.substr(0, at), step = item.substr(at + 1);
+  const std::string name = "storage fault " + item + " took effect";
+  if (what == "full" || what == "sync")
+    return Verdict{name, has_event(events, "checkpoint_skipped", "\"step\":" + step + ","),
+                   "a checkpoint_skipped event for step " + step};
+  if (what == "corrupt" && has_event(events, "rollback", ""))
+    return Verdict{name, has_event(events, "checkpoint_corrupt", "checkpoint of step " + step),
+                   "a checkpoint_corrupt event for step " + step + " (the job rolled back)"};
+  return std::nullopt;  // file-full, or a corrupt checkpoint never read: nothing to see
+}
+
+}  // namespace
+
+std::vector<Verdict> check_configured(const Scenario& s, const std::vector<json>& events) {
+  std::vector<Verdict> out;
+  for (const Fault& f : s.faults) {
+    if (f.kind == FaultKind::transfer) {
+      const auto drops = job_drops(events);
+      const auto it = drops.find("malformed");
+      out.push_back({"transfer fault " + f.spec + " caught", it != drops.end() && it->second > 0,
+                     fmt::format("malformed drops: {}", it == drops.end() ? 0 : it->second)});
+    }
+    if (f.kind != FaultKind::storage) continue;
+    std::istringstream items(f.spec);
+    std::string item;
+    while (std::getline(items, item, ','))
+      if (auto v = storage_item(item, events)) out.push_back(*v);
+  }
+  return out;
+}
+
 Verdict check_epochs(const std::vector<json>& journal) {
   int64_t view = -1, last_commit = -1;
   int64_t commits = 0;

@@ -34,6 +34,11 @@ struct Verdict {
 std::vector<FaultOutcome> fault_outcomes(const Scenario& s, const LiveRun& run);
 // Every fault injected, every expected recovery seen, each within the scenario's bounds.
 std::vector<Verdict> check_faults(const Scenario& s, const std::vector<FaultOutcome>& rows);
+// The faults configured before the job (storage, transfer) took effect, from its events:
+// full@S and sync@S each skipped the checkpoint of step S (checkpoint_skipped); a transfer
+// corrupt@K was caught (the job's drops count `malformed`). corrupt@S shows only when the
+// checkpoint is read (checkpoint_corrupt, on a rollback or resume): checked when it was.
+std::vector<Verdict> check_configured(const Scenario& s, const std::vector<nlohmann::json>& events);
 // Nothing from an old epoch was applied: in the journal, every commit carries the epoch of
 // the newest view journaled before it (a commit of an older epoch is a step of an aborted
 // view applied after the change), and commit epochs never decrease.

@@ -161,6 +161,7 @@ Report run_scenario(const Scenario& s, const RunOptions& o) {
   r.checks.push_back(journal.empty() ? Verdict{"no old epoch applied", false, "no journal"}
                                      : check_epochs(journal));
   for (Verdict& v : check_faults(s, r.faults)) r.checks.push_back(std::move(v));
+  for (Verdict& v : check_configured(s, live.events)) r.checks.push_back(std::move(v));
   r.drops = job_drops(live.events);
   r.steps_redone = steps_redone(journal);
   std::ofstream(run_dir + "/chaos-report.json") << report_json(r).dump(2) << "\n";

@@ -154,6 +154,22 @@ TEST(Check, FaultRowsComeFromTheEvents) {
             (std::map<std::string, int64_t>{{"stale_epoch", 3}, {"wrong_phase", 1}}));
 }
 
+TEST(Check, ConfiguredFaultsMustShowInTheEvents) {
+  const Scenario s =
+      parse_scenario_text(head +
+                              "[[fault]]\nkind = \"storage\"\nspec = \"full@4,corrupt@6\"\n"
+                              "[[fault]]\nkind = \"transfer\"\nspec = \"corrupt@1\"\n",
+                          path());
+  const std::vector<nlohmann::json> skipped = {
+      {{"kind", "checkpoint_skipped"}, {"step", 4}, {"unix_ms", 1}}};
+  std::vector<Verdict> v = check_configured(s, skipped);
+  ASSERT_EQ(v.size(), 2u);  // corrupt@6 was never read (no rollback): not checked
+  EXPECT_TRUE(v[0].ok);
+  EXPECT_FALSE(v[1].ok);  // no malformed drop: the corrupted transfer was not caught
+  v = check_configured(s, {{{"kind", "checkpoint_skipped"}, {"step", 8}, {"unix_ms", 1}}});
+  EXPECT_FALSE(v[0].ok);  // the skip of step 8 is not the one of step 4
+}
+
 TEST(Check, EveryScenarioFileParses) {
   int n = 0;
   for (const auto& e : std::filesystem::directory_iterator(source_dir() + "/chaos/scenarios")) {
