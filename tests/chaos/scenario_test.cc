@@ -185,6 +185,10 @@ TEST(Soak, TheSameSeedDrawsTheSameScenario) {
             drawn_scenario_text(7, 3, "configs/tiny.toml"));
   EXPECT_NE(drawn_scenario_text(7, 3, "configs/tiny.toml"),
             drawn_scenario_text(8, 3, "configs/tiny.toml"));
+  // Every drawn scenario is a valid one (its targets exist: the checks of any file apply).
+  const std::string tiny = source_dir() + "/configs/tiny.toml";
+  for (int64_t job = 1; job <= 200; ++job)
+    EXPECT_NO_THROW(parse_scenario_text(drawn_scenario_text(11, job, tiny), "drawn.toml")) << job;
 }
 
 }  // namespace
