@@ -60,5 +60,7 @@ void add_ledger_command(CLI::App& app);
 // status, scale, drain, pause, resume, checkpoint: clients of a job's control endpoint.
 void add_control_commands(CLI::App& app);
 void add_report_command(CLI::App& app);
+// chaos run, chaos soak: the chaos suite (chaos/runner.h).
+void add_chaos_command(CLI::App& app);
 
 }  // namespace troupe::launch

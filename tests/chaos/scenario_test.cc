@@ -1,0 +1,195 @@
+// Scenario files refused before anything starts (file, line, what), the fabric-fault plan
+// text, and the pure invariant checks over journal records and events.
+#include "chaos/scenario.h"
+
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <string>
+
+#include "chaos/check.h"
+#include "chaos/fabric_plan.h"
+#include "chaos/runner.h"
+
+namespace troupe::chaos {
+namespace {
+
+std::string source_dir() {
+  const char* d = std::getenv("TROUPE_SOURCE_DIR");
+  return d ? d : ".";
+}
+
+// A scenario file in the scenarios folder (its config path resolves like theirs).
+std::string path() {
+  return source_dir() + "/chaos/scenarios/test.toml";
+}
+
+const std::string head =
+    "description = \"t\"\nconfig = \"../../configs/tiny.toml\"\nsteps = 10\nnodes = 4\n";
+
+std::string error_of(const std::string& text) {
+  try {
+    parse_scenario_text(text, path());
+  } catch (const ScenarioError& e) {
+    return e.what();
+  }
+  return "accepted";
+}
+
+TEST(Scenario, ParsesAKillWithItsTriggerAndBounds) {
+  const Scenario s = parse_scenario_text(
+      head +
+          "[bounds]\ndetection_ms_max = 2000\n[[fault]]\nkind = \"kill\"\nnode = \"n2\"\n"
+          "at_step = 3\ndelay_ms = 50\n",
+      path());
+  ASSERT_EQ(s.faults.size(), 1u);
+  EXPECT_EQ(s.faults[0].kind, FaultKind::kill);
+  EXPECT_EQ(s.faults[0].when.at_step, 3);
+  EXPECT_TRUE(s.faults[0].recovers);
+  EXPECT_EQ(*s.bounds.detection_ms_max, 2000);
+  EXPECT_EQ(s.faults[0].describe(), "kill n2 at step 3 +50 ms");
+}
+
+TEST(Scenario, RefusesAnUnknownFaultKindNamingFileAndLine) {
+  const std::string e = error_of(head + "\n[[fault]]\nkind = \"explode\"\nat_step = 1\n");
+  EXPECT_NE(e.find("test.toml:7:"), std::string::npos) << e;
+  EXPECT_NE(e.find("unknown fault kind 'explode'"), std::string::npos) << e;
+}
+
+TEST(Scenario, RefusesANodeThatCannotExist) {
+  const std::string e = error_of(head + "[[fault]]\nkind = \"kill\"\nnode = \"n7\"\nat_step = 1\n");
+  EXPECT_NE(e.find("test.toml:5:"), std::string::npos) << e;
+  EXPECT_NE(e.find("node n7 cannot exist"), std::string::npos) << e;
+  // After a scale-up to 7 it can.
+  EXPECT_EQ(error_of(head + "[[fault]]\nkind = \"scale\"\nnodes = 7\nat_step = 1\n"
+                            "[[fault]]\nkind = \"kill\"\nnode = \"n7\"\nat_step = 2\n"),
+            "accepted");
+}
+
+TEST(Scenario, RefusesANodeAlreadyKilled) {
+  const std::string e = error_of(head +
+                                 "[[fault]]\nkind = \"kill\"\nnode = \"n2\"\nat_step = 1\n"
+                                 "[[fault]]\nkind = \"hang\"\nnode = \"n2\"\nat_step = 2\n"
+                                 "for_ms = 10\n");
+  EXPECT_NE(e.find("already gone"), std::string::npos) << e;
+}
+
+TEST(Scenario, RefusesBadFields) {
+  EXPECT_NE(error_of(head + "colour = 3\n").find("test.toml:5: unknown key 'colour'"),
+            std::string::npos);
+  EXPECT_NE(error_of(head + "[[fault]]\nkind = \"kill\"\nnode = \"n1\"\nat_step = 11\n")
+                .find("at_step in the [[fault]] of line 5: must be in [0, 10]"),
+            std::string::npos);
+  EXPECT_NE(error_of(head + "[[fault]]\nkind = \"kill\"\nnode = \"n1\"\n").find("exactly one"),
+            std::string::npos);
+  EXPECT_NE(error_of(head + "[[fault]]\nkind = \"hang\"\nnode = \"n1\"\nat_step = 1\n")
+                .find("needs for_ms"),
+            std::string::npos);
+  EXPECT_NE(error_of("steps = 1\n").find("description"), std::string::npos);
+  EXPECT_NE(error_of(head + "steps = [").find("TOML syntax error"), std::string::npos);
+}
+
+TEST(FabricPlan, WritesEachRuleInTheDecoratorsFormat) {
+  const Scenario s = parse_scenario_text(
+      head +
+          "[[fault]]\nkind = \"fabric\"\naction = \"partition\"\n"
+          "groups = [[\"n1\"], [\"n2\", \"n3\"]]\nsteps = [4, 6]\nfor_ms = 3000\n"
+          "[[fault]]\nkind = \"fabric\"\naction = \"delay\"\nfrom = [\"n1\"]\n"
+          "types = [\"Recover\"]\ndelay_ms = 50\nprobability = 0.5\n",
+      path());
+  EXPECT_EQ(fabric_plan_text(s, 42),
+            "# t (chaos scenario test)\nseed = 42\n"
+            "\n[[rule]]\naction = \"partition\"\nsteps = [4, 6]\nfor_ms = 3000\n"
+            "groups = [[\"n1\"], [\"n2\", \"n3\"]]\n"
+            "\n[[rule]]\naction = \"delay\"\nfrom = [\"n1\"]\ntypes = [\"Recover\"]\n"
+            "probability = 0.5\ndelay_ms = 50\n");
+  EXPECT_NE(missing_feature(parse_scenario_text(head + "needs = \"fabric-faults\"\n", path())), "");
+  EXPECT_EQ(fabric_plan_text(parse_scenario_text(head, path()), 1), "");
+}
+
+nlohmann::json view(int e) {
+  return {{"kind", "view"}, {"epoch", e}};
+}
+nlohmann::json commit(int step, int e) {
+  return {{"kind", "commit"}, {"step", step}, {"epoch", e}};
+}
+
+TEST(Check, EpochsOfCommitsFollowTheJournaledView) {
+  EXPECT_TRUE(check_epochs({view(4), commit(0, 4), commit(1, 4), view(5), commit(2, 5)}).ok);
+  // A commit of the aborted epoch after the view changed: a stale step applied.
+  const Verdict stale = check_epochs({view(4), commit(0, 4), view(5), commit(1, 4)});
+  EXPECT_FALSE(stale.ok);
+  EXPECT_NE(stale.detail.find("step 1 committed under epoch 4"), std::string::npos);
+  EXPECT_EQ(steps_redone({commit(0, 4), commit(1, 4), commit(1, 5), commit(2, 5)}), 1);
+}
+
+TEST(Check, FaultRowsComeFromTheEvents) {
+  Scenario s = parse_scenario_text(
+      head +
+          "[bounds]\ndetection_ms_max = 100\n[[fault]]\nkind = \"kill\"\nnode = \"n2\"\n"
+          "at_step = 3\n",
+      path());
+  LiveRun run;
+  run.faults = {{true, 1000, 42, ""}};
+  run.events = {
+      {{"kind", "recover"}, {"node", "n1"}, {"unix_ms", 900}},
+      {{"kind", "recover"}, {"node", "n2"}, {"unix_ms", 1300}, {"detected_unix_ms", 1250}},
+      {{"kind", "dropped"}, {"unix_ms", 1400}, {"text", "x"}},
+      {{"kind", "recovered"}, {"unix_ms", 2000}},
+      {{"kind", "dropped"},
+       {"unix_ms", 3000},
+       {"text",
+        "messages dropped over the job (coordinator and workers): stale_epoch 3, "
+        "wrong_phase 1"}}};
+  const std::vector<FaultOutcome> rows = fault_outcomes(s, run);
+  EXPECT_EQ(*rows[0].detected_ms, 250);
+  EXPECT_EQ(*rows[0].recovered_ms, 1000);
+  EXPECT_EQ(rows[0].drops_seen, 1);
+  const std::vector<Verdict> v = check_faults(s, rows);
+  ASSERT_EQ(v.size(), 2u);
+  EXPECT_TRUE(v[0].ok);   // recovered
+  EXPECT_FALSE(v[1].ok);  // 250 ms > the 100 ms bound
+  EXPECT_EQ(job_drops(run.events),
+            (std::map<std::string, int64_t>{{"stale_epoch", 3}, {"wrong_phase", 1}}));
+}
+
+TEST(Check, ConfiguredFaultsMustShowInTheEvents) {
+  const Scenario s =
+      parse_scenario_text(head +
+                              "[[fault]]\nkind = \"storage\"\nspec = \"full@4,corrupt@6\"\n"
+                              "[[fault]]\nkind = \"transfer\"\nspec = \"corrupt@1\"\n",
+                          path());
+  const std::vector<nlohmann::json> skipped = {
+      {{"kind", "checkpoint_skipped"}, {"step", 4}, {"unix_ms", 1}}};
+  std::vector<Verdict> v = check_configured(s, skipped);
+  ASSERT_EQ(v.size(), 2u);  // corrupt@6 was never read (no rollback): not checked
+  EXPECT_TRUE(v[0].ok);
+  EXPECT_FALSE(v[1].ok);  // no malformed drop: the corrupted transfer was not caught
+  v = check_configured(s, {{{"kind", "checkpoint_skipped"}, {"step", 8}, {"unix_ms", 1}}});
+  EXPECT_FALSE(v[0].ok);  // the skip of step 8 is not the one of step 4
+}
+
+TEST(Check, EveryScenarioFileParses) {
+  int n = 0;
+  for (const auto& e : std::filesystem::directory_iterator(source_dir() + "/chaos/scenarios")) {
+    if (e.path().extension() != ".toml") continue;
+    EXPECT_NO_THROW(parse_scenario(e.path().string())) << e.path();
+    ++n;
+  }
+  EXPECT_GE(n, 12);
+}
+
+TEST(Soak, TheSameSeedDrawsTheSameScenario) {
+  EXPECT_EQ(drawn_scenario_text(7, 3, "configs/tiny.toml"),
+            drawn_scenario_text(7, 3, "configs/tiny.toml"));
+  EXPECT_NE(drawn_scenario_text(7, 3, "configs/tiny.toml"),
+            drawn_scenario_text(8, 3, "configs/tiny.toml"));
+  // Every drawn scenario is a valid one (its targets exist: the checks of any file apply).
+  const std::string tiny = source_dir() + "/configs/tiny.toml";
+  for (int64_t job = 1; job <= 200; ++job)
+    EXPECT_NO_THROW(parse_scenario_text(drawn_scenario_text(11, job, tiny), "drawn.toml")) << job;
+}
+
+}  // namespace
+}  // namespace troupe::chaos
