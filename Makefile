@@ -95,3 +95,29 @@ bench-recovery: build
 chaos-storage: build
 	STORAGE_KILLS=$${STORAGE_KILLS:-200} STORAGE_STEPS=$${STORAGE_STEPS:-200} python3 tests/launch/storage_test.py \
 	  --troupe $(BUILD)/troupe --work $(BUILD)/chaos_storage --only loop
+
+# libFuzzer targets (tests/fuzz, docs/chaos.md "Fuzzing"), built with clang + ASan + UBSan in
+# FUZZ_BUILD. `make fuzz` runs each target FUZZ_SECONDS, one at a time, under nice -n 19;
+# `make fuzz-target T=NAME RUNS=N` runs one for N executions. Crashes: FUZZ_WORK/crashes.
+FUZZ_BUILD ?= build-fuzz
+FUZZ_WORK ?= $(FUZZ_BUILD)/fuzz-work
+FUZZ_TARGETS ?= wire control config safetensors shard http
+FUZZ_SECONDS ?= 60
+RUNS ?= 100000
+T ?=
+.PHONY: fuzz fuzz-build fuzz-target
+
+$(FUZZ_BUILD)/CMakeCache.txt:
+	cmake -S . -B $(FUZZ_BUILD) -DTROUPE_FUZZ=ON -DCMAKE_CXX_COMPILER=clang++ \
+	  -DCMAKE_BUILD_TYPE=Release
+
+fuzz-build: $(FUZZ_BUILD)/CMakeCache.txt
+	cmake --build $(FUZZ_BUILD) -j $(JOBS) --target $(addsuffix _fuzz,$(FUZZ_TARGETS))
+
+fuzz: fuzz-build
+	tests/fuzz/run_fuzz.sh $(FUZZ_BUILD) $(FUZZ_WORK) seconds $(FUZZ_SECONDS) $(FUZZ_TARGETS)
+
+fuzz-target: $(FUZZ_BUILD)/CMakeCache.txt
+	@test -n "$(T)" || { echo "make fuzz-target: say which, T=NAME (one of $(FUZZ_TARGETS))"; exit 2; }
+	cmake --build $(FUZZ_BUILD) -j $(JOBS) --target $(T)_fuzz
+	tests/fuzz/run_fuzz.sh $(FUZZ_BUILD) $(FUZZ_WORK) runs $(RUNS) $(T)
