@@ -363,7 +363,8 @@ std::optional<HttpReply> serve_request_bytes(std::string_view bytes,
   while (!ec && !parser.is_done() && used < bytes.size())
     used += parser.put(asio::buffer(bytes.data() + used, bytes.size() - used), ec);
   if (ec == http::error::need_more) ec = {};
-  if (!ec && !parser.is_done()) parser.put_eof(ec);  // the client hung up here
+  if (!ec && !parser.got_some()) return std::nullopt;  // no request at all: a hang-up
+  if (!ec && !parser.is_done()) parser.put_eof(ec);    // the client hung up inside one
   if (std::optional<Refused> r = read_refusal(ec, options))
     return HttpReply{int(r->status), "application/json", json_error(r->message)};
   if (ec) return std::nullopt;

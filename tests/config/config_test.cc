@@ -118,6 +118,20 @@ TEST(ConfigErrors, UnknownKeyNamesFileLineAndKnownKeys) {
   EXPECT_CONTAINS(file_error("[model.sub]\nx = 1\n"), "unknown key 'model.sub'");
 }
 
+// toml++ 3.3.0 asserted (aborting the process) on a table header without a name; found by
+// tests/fuzz/config_fuzz (corpus/config/crash-table-header-without-name).
+TEST(ConfigErrors, TableHeaderWithoutNameIsAnErrorNotAnAbort) {
+  for (const char* text : {"[ = 1\n", "[model]\nn_layers = 2\n[[ x]]\n[ \"\"\n[ =\n"}) {
+    const std::string msg = error_of([&] { config_from_text(text, "x.toml", {}); });
+    EXPECT_CONTAINS(msg, "x.toml");
+    EXPECT_CONTAINS(msg, "TOML syntax error");
+  }
+  EXPECT_CONTAINS(error_of([] { config_from_text("[ = 1\n", "x.toml", {}); }),
+                  "a table header or key without a name");
+  EXPECT_CONTAINS(error_of([] { config_from_sets({"model.n_layers=[ = 1"}); }),
+                  "--set model.n_layers=[ = 1");
+}
+
 TEST(ConfigErrors, UnknownSectionListsKnown) {
   std::string msg = file_error("[train]\nsteps = 3\n[modle]\nd_model = 3\n");
   EXPECT_CONTAINS(msg,
