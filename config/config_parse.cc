@@ -31,6 +31,7 @@ struct Failed : std::logic_error {
 #include <variant>
 
 #include "config/config_fields.h"
+#include "config/toml_text.h"
 
 namespace troupe::model {
 using namespace config_detail;
@@ -361,6 +362,11 @@ std::string one_line(std::string s) {
 // ---- The file ----------------------------------------------------------------------------
 
 toml::table parse_text(const std::string& text, const std::string& name) {
+  if (const int line = bare_non_ascii_line(text); line > 0)
+    throw ConfigError(
+        fmt::format("{}:{}: TOML syntax error: a character outside ASCII that is "
+                    "not inside a \"string\" or a # comment",
+                    name, line));
   try {
     return toml::parse(text, std::string_view(name));
   } catch (const toml::parse_error& e) {
@@ -463,8 +469,10 @@ void apply_set(JobConfig& cfg, const std::string& arg) {
   toml::table doc;
   bool parsed = false;
   try {
-    doc = toml::parse("v = " + text, std::string_view("--set"));
-    parsed = doc.size() == 1 && doc.contains("v");
+    if (bare_non_ascii_line("v = " + text) == 0) {  // toml_text.h: toml++ must not see it
+      doc = toml::parse("v = " + text, std::string_view("--set"));
+      parsed = doc.size() == 1 && doc.contains("v");
+    }
   } catch (const toml::parse_error&) {
   } catch (const toml_check::Failed&) {
   }
