@@ -5,7 +5,8 @@
 # corpus WORK_DIR/corpus/NAME that grows across runs; crashes, leaks and hangs are written to
 # WORK_DIR/crashes/NAME-*. Fuzzers run under nice -n 19 (the box is shared). Limits:
 # FUZZ_RSS_MB (2048) per process, FUZZ_TIMEOUT_S (10) per input; leaks are detected.
-# Prints one line per target: executions, exec/s, seconds, corpus size, cov and ft.
+# Prints one line per target: executions, exec/s (wall), seconds, the CPU seconds it got and
+# executions per CPU second (what it would do on a core of its own), corpus size, cov and ft.
 # Exits 1 when any target found a crash, a leak or a hang.
 set -uo pipefail
 
@@ -39,17 +40,21 @@ for name in "$@"; do
   [ -f "$here/$name.dict" ] && dict=(-dict="$here/$name.dict")
   log=$work/logs/$name.log
   start=$(date +%s)
-  nice -n 19 "$bin" "${limit[@]}" "${dict[@]}" -rss_limit_mb="$rss_mb" -timeout="$timeout_s" \
-    -detect_leaks=1 -print_final_stats=1 -artifact_prefix="$work/crashes/$name-" \
-    "$corpus" "$seeds" >"$log" 2>&1
+  times=$work/logs/$name.cpu
+  /usr/bin/time -f '%U %S' -o "$times" nice -n 19 "$bin" "${limit[@]}" "${dict[@]}" \
+    -rss_limit_mb="$rss_mb" -timeout="$timeout_s" -detect_leaks=1 -print_final_stats=1 \
+    -artifact_prefix="$work/crashes/$name-" "$corpus" "$seeds" >"$log" 2>&1
   rc=$?
+  cpu=$(awk '{printf "%.1f", $1 + $2}' "$times" 2>/dev/null)
   secs=$(($(date +%s) - start))
   stat() { sed -n "s/^stat::$1: *//p" "$log" | tail -1; }
   last=$(grep -E '^#[0-9]+' "$log" | tail -1)
   cov=$(sed -n 's/.* cov: \([0-9]*\).*/\1/p' <<<"$last")
   ft=$(sed -n 's/.* ft: \([0-9]*\).*/\1/p' <<<"$last")
-  printf '%-12s execs %-10s exec/s %-7s seconds %-6s corpus %-5s cov %-6s ft %-6s %s\n' \
-    "$name" "$(stat number_of_executed_units)" "$(stat average_exec_per_sec)" "$secs" \
+  execs=$(stat number_of_executed_units)
+  per_cpu=$(awk -v e="${execs:-0}" -v c="${cpu:-0}" 'BEGIN { printf "%d", c > 0 ? e / c : 0 }')
+  printf '%-11s execs %-9s exec/s %-6s seconds %-5s cpu_s %-5s execs/cpu_s %-6s corpus %-5s cov %-5s ft %-6s %s\n' \
+    "$name" "$execs" "$(stat average_exec_per_sec)" "$secs" "$cpu" "$per_cpu" \
     "$(find "$corpus" -type f | wc -l)" "$cov" "$ft" \
     "$([ $rc -eq 0 ] && echo ok || echo "FAILED (rc $rc), see $log")"
   if [ $rc -ne 0 ]; then
