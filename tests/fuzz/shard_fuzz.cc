@@ -53,7 +53,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       std::vector<int64_t> shape;
       if (!reader.value().read(name, step, &values, &shape).ok()) continue;
       int64_t numel = 1;
-      for (int64_t d : shape) numel *= d;
+      for (int64_t d : shape) {
+        FUZZ_CHECK(d >= 0 && (d == 0 || numel <= INT64_MAX / d), "a shard read has a real shape");
+        numel *= d;
+      }
       FUZZ_CHECK(numel >= 0 && uint64_t(numel) == values.size(), "a shard read has its shape");
     }
   } else {
