@@ -4,7 +4,8 @@
 # Each target starts from its seed corpus (tests/fuzz/corpus/NAME, read-only) and a work
 # corpus WORK_DIR/corpus/NAME that grows across runs; crashes, leaks and hangs are written to
 # WORK_DIR/crashes/NAME-*. Fuzzers run under nice -n 19 (the box is shared). Limits:
-# FUZZ_RSS_MB (2048) per process, FUZZ_TIMEOUT_S (10) per input; leaks are detected.
+# FUZZ_RSS_MB (2048) per process, FUZZ_TIMEOUT_S (60) per input, wall-clock: a starved process under
+# nice -n 19 on a loaded box can take seconds for a 10 ms input; leaks are detected.
 # Prints one line per target: executions, exec/s (wall), seconds, the CPU seconds it got and
 # executions per CPU second (what it would do on a core of its own), corpus size, cov and ft.
 # Exits 1 when any target found a crash, a leak or a hang.
@@ -18,7 +19,7 @@ build=$1 work=$2 mode=$3 amount=$4
 shift 4
 here=$(cd "$(dirname "$0")" && pwd)
 rss_mb=${FUZZ_RSS_MB:-2048}
-timeout_s=${FUZZ_TIMEOUT_S:-10}
+timeout_s=${FUZZ_TIMEOUT_S:-60}
 case $amount in '' | *[!0-9]*)
   echo "$0: N must be a whole number of ${mode}, got '$amount'" >&2
   exit 2 ;;
