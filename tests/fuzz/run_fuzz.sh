@@ -53,7 +53,7 @@ for name in "$@"; do
   cov=$(sed -n 's/.* cov: \([0-9]*\).*/\1/p' <<<"$last")
   ft=$(sed -n 's/.* ft: \([0-9]*\).*/\1/p' <<<"$last")
   execs=$(stat number_of_executed_units)
-  per_cpu=$(awk -v e="${execs:-0}" -v c="${cpu:-0}" 'BEGIN { printf "%d", c > 0 ? e / c : 0 }')
+  per_cpu=$(awk -v e="${execs:-0}" -v c="${cpu:-0}" 'BEGIN { printf "%d", (c > 0 ? e / c : 0) }')
   printf '%-11s execs %-9s exec/s %-6s seconds %-5s cpu_s %-5s execs/cpu_s %-6s corpus %-5s cov %-5s ft %-6s %s\n' \
     "$name" "$execs" "$(stat average_exec_per_sec)" "$secs" "$cpu" "$per_cpu" \
     "$(find "$corpus" -type f | wc -l)" "$cov" "$ft" \
