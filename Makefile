@@ -126,3 +126,29 @@ SOAK_CHAOS_MINUTES ?= 20
 .PHONY: chaos-random
 chaos-random: build
 	$(BUILD)/troupe chaos soak --minutes $(SOAK_CHAOS_MINUTES) --seed $(or $(CHAOS_SEED),1)
+
+# libFuzzer targets (tests/fuzz, docs/chaos.md "Fuzzing"), built with clang + ASan + UBSan in
+# FUZZ_BUILD. `make fuzz` runs each target FUZZ_SECONDS, one at a time, under nice -n 19;
+# `make fuzz-target T=NAME RUNS=N` runs one for N executions. Crashes: FUZZ_WORK/crashes.
+FUZZ_BUILD ?= build-fuzz
+FUZZ_WORK ?= $(FUZZ_BUILD)/fuzz-work
+FUZZ_TARGETS ?= wire control config safetensors shard http
+FUZZ_SECONDS ?= 60
+RUNS ?= 100000
+T ?=
+.PHONY: fuzz fuzz-build fuzz-target
+
+$(FUZZ_BUILD)/CMakeCache.txt:
+	cmake -S . -B $(FUZZ_BUILD) -DTROUPE_FUZZ=ON -DCMAKE_CXX_COMPILER=clang++ \
+	  -DCMAKE_BUILD_TYPE=Release
+
+fuzz-build: $(FUZZ_BUILD)/CMakeCache.txt
+	cmake --build $(FUZZ_BUILD) -j $(JOBS) --target $(addsuffix _fuzz,$(FUZZ_TARGETS))
+
+fuzz: fuzz-build
+	tests/fuzz/run_fuzz.sh $(FUZZ_BUILD) $(FUZZ_WORK) seconds $(FUZZ_SECONDS) $(FUZZ_TARGETS)
+
+fuzz-target: $(FUZZ_BUILD)/CMakeCache.txt
+	@test -n "$(T)" || { echo "make fuzz-target: say which, T=NAME (one of $(FUZZ_TARGETS))"; exit 2; }
+	cmake --build $(FUZZ_BUILD) -j $(JOBS) --target $(T)_fuzz
+	tests/fuzz/run_fuzz.sh $(FUZZ_BUILD) $(FUZZ_WORK) runs $(RUNS) $(T)

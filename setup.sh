@@ -10,6 +10,7 @@ packages=(
   libspdlog-dev libfmt-dev libssl-dev libxxhash-dev
   libcaf-dev libucx-dev ucx-utils librocksdb-dev libboost-system-dev
   libprotobuf-dev protobuf-compiler prometheus-cpp-dev
+  clang libclang-rt-14-dev time  # make fuzz: libFuzzer, ASan, UBSan; CPU seconds (tests/fuzz)
   python3 python3-torch python3-numpy python3-matplotlib python3-prometheus-client chromium
   fortunes fortunes-min
 )

@@ -3,6 +3,23 @@
 #include "config/config_parse.h"
 
 #include <fmt/format.h>
+
+#include <stdexcept>
+
+// toml++ 3.3.0 (Debian's) checks its parser's own assumptions with TOML_ASSERT, assert() by
+// default, and one of them fails on malformed input: a table header without a name
+// ("[ = 1", found by tests/fuzz/config_fuzz) aborted the process, since our builds keep
+// assert(). A failed check throws instead and becomes a ConfigError. (With NDEBUG toml++
+// turns these checks into __builtin_assume, undefined behaviour on such input: keep it off.)
+namespace troupe::model::toml_check {
+struct Failed : std::logic_error {
+  using logic_error::logic_error;
+};
+[[noreturn]] inline void fail(const char* check) {
+  throw Failed(check);
+}
+}  // namespace troupe::model::toml_check
+#define TOML_ASSERT(expr) ((expr) ? void(0) : ::troupe::model::toml_check::fail(#expr))
 #include <toml++/toml.h>
 
 #include <algorithm>
@@ -14,6 +31,7 @@
 #include <variant>
 
 #include "config/config_fields.h"
+#include "config/toml_text.h"
 
 namespace troupe::model {
 using namespace config_detail;
@@ -344,11 +362,21 @@ std::string one_line(std::string s) {
 // ---- The file ----------------------------------------------------------------------------
 
 toml::table parse_text(const std::string& text, const std::string& name) {
+  if (const int line = bare_non_ascii_line(text); line > 0)
+    throw ConfigError(
+        fmt::format("{}:{}: TOML syntax error: a character outside ASCII that is "
+                    "not inside a \"string\" or a # comment",
+                    name, line));
   try {
     return toml::parse(text, std::string_view(name));
   } catch (const toml::parse_error& e) {
     throw ConfigError(fmt::format("{}:{}: TOML syntax error: {}", name, e.source().begin.line,
                                   one_line(std::string(e.description()))));
+  } catch (const toml_check::Failed& e) {
+    throw ConfigError(
+        fmt::format("{}: TOML syntax error: a table header or key without a name "
+                    "(like '[ = 1'; the parser's check '{}' failed)",
+                    name, e.what()));
   }
 }
 
@@ -441,9 +469,12 @@ void apply_set(JobConfig& cfg, const std::string& arg) {
   toml::table doc;
   bool parsed = false;
   try {
-    doc = toml::parse("v = " + text, std::string_view("--set"));
-    parsed = doc.size() == 1 && doc.contains("v");
+    if (bare_non_ascii_line("v = " + text) == 0) {  // toml_text.h: toml++ must not see it
+      doc = toml::parse("v = " + text, std::string_view("--set"));
+      parsed = doc.size() == 1 && doc.contains("v");
+    }
   } catch (const toml::parse_error&) {
+  } catch (const toml_check::Failed&) {
   }
   json value;
   if (takes_name(ref) && !(parsed && doc["v"].is_string()))

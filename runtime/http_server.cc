@@ -60,6 +60,60 @@ std::string json_error(const std::string& message) {
   return "{\"error\":" + json_string(message) + "}";
 }
 
+constexpr const char* unauthorized_message =
+    "missing or wrong bearer token: send `Authorization: Bearer <token>` with the token of the "
+    "run directory's control.token";
+
+struct Refused {
+  Refusal why;
+  http::status status;
+  std::string message;
+};
+
+// What the server answers to a read that failed with `ec` (not a timeout): a refusal, or
+// nothing (a hang-up, a request cut short, a reset) when the connection is just closed.
+std::optional<Refused> read_refusal(beast::error_code ec, const HttpServerOptions& o) {
+  if (ec == http::error::body_limit || ec == http::error::buffer_overflow)
+    return Refused{Refusal::too_large, http::status::payload_too_large,
+                   fmt::format("request body over body_limit_bytes {}", o.body_limit_bytes)};
+  if (ec == http::error::header_limit)
+    return Refused{Refusal::too_large, http::status::request_header_fields_too_large,
+                   fmt::format("request header over header_limit_bytes {}", o.header_limit_bytes)};
+  if (ec == http::error::end_of_stream || ec == http::error::partial_message) return std::nullopt;
+  if (ec.category() == http::make_error_code(http::error::bad_method).category())
+    return Refused{Refusal::malformed, http::status::bad_request,
+                   "malformed HTTP request: " + ec.message()};
+  return std::nullopt;
+}
+
+HttpRequest to_request(const http::request<http::string_body>& req) {
+  HttpRequest request;
+  request.method = std::string(req.method_string());
+  const std::string target(req.target());
+  const size_t q = target.find('?');
+  request.target = target.substr(0, q);
+  if (q != std::string::npos) request.query = target.substr(q + 1);
+  request.body = req.body();
+  return request;
+}
+
+// Whether the request may reach the handler: a GET of a public path, or the right token.
+bool authorized(const HttpRequest& request, const http::request<http::string_body>& req,
+                const HttpServerOptions& o) {
+  const bool is_public = request.method == "GET" &&
+                         std::find(o.public_paths.begin(), o.public_paths.end(), request.target) !=
+                             o.public_paths.end();
+  return is_public || bearer_token_ok(std::string(req[http::field::authorization]), o.token);
+}
+
+HttpReply call_handler(const HttpHandler& handler, const HttpRequest& request) {
+  try {
+    return handler(request);
+  } catch (const std::exception& e) {
+    return {500, "application/json", json_error(std::string("internal error: ") + e.what())};
+  }
+}
+
 }  // namespace
 
 // What every connection needs; shared by them and the server, so it lives as long as the
@@ -110,21 +164,9 @@ class Session : public std::enable_shared_from_this<Session> {
       if (parser_->got_some() || requests_ == 0) shared_->count_refusal(Refusal::timed_out);
       return;
     }
-    if (ec == http::error::body_limit || ec == http::error::buffer_overflow) {
-      shared_->count_refusal(Refusal::too_large);
-      return refuse(
-          http::status::payload_too_large,
-          fmt::format("request body over body_limit_bytes {}", shared_->options.body_limit_bytes));
-    }
-    if (ec == http::error::header_limit) {
-      shared_->count_refusal(Refusal::too_large);
-      return refuse(http::status::request_header_fields_too_large,
-                    fmt::format("request header over header_limit_bytes {}",
-                                shared_->options.header_limit_bytes));
-    }
-    if (ec.category() == http::make_error_code(http::error::bad_method).category()) {
-      shared_->count_refusal(Refusal::malformed);
-      return refuse(http::status::bad_request, "malformed HTTP request: " + ec.message());
+    if (std::optional<Refused> r = read_refusal(ec, shared_->options)) {
+      shared_->count_refusal(r->why);
+      return refuse(r->status, r->message);
     }
     if (ec) return;  // reset, aborted by stop(): nothing to answer
     ++requests_;
@@ -132,29 +174,12 @@ class Session : public std::enable_shared_from_this<Session> {
   }
 
   void serve(const http::request<http::string_body>& req) {
-    HttpRequest request;
-    request.method = std::string(req.method_string());
-    const std::string target(req.target());
-    const size_t q = target.find('?');
-    request.target = target.substr(0, q);
-    if (q != std::string::npos) request.query = target.substr(q + 1);
-    const HttpServerOptions& o = shared_->options;
-    const bool is_public =
-        request.method == "GET" && std::find(o.public_paths.begin(), o.public_paths.end(),
-                                             request.target) != o.public_paths.end();
-    if (!is_public && !bearer_token_ok(std::string(req[http::field::authorization]), o.token)) {
+    const HttpRequest request = to_request(req);
+    if (!authorized(request, req, shared_->options)) {
       shared_->count_refusal(Refusal::unauthorized);
-      return refuse(http::status::unauthorized,
-                    "missing or wrong bearer token: send `Authorization: Bearer <token>` with "
-                    "the token of the run directory's control.token");
+      return refuse(http::status::unauthorized, unauthorized_message);
     }
-    request.body = req.body();
-    HttpReply reply;
-    try {
-      reply = shared_->handler(request);
-    } catch (const std::exception& e) {
-      reply = {500, "application/json", json_error(std::string("internal error: ") + e.what())};
-    }
+    HttpReply reply = call_handler(shared_->handler, request);
     ++shared_->served;
     auto res = make_response(reply.status, reply.content_type, std::move(reply.body));
     res.keep_alive(req.keep_alive());
@@ -324,6 +349,30 @@ HttpCounters HttpServer::counters() const {
   c.timed_out = s.refused[size_t(Refusal::timed_out)].load();
   c.over_connections = s.refused[size_t(Refusal::over_connections)].load();
   return c;
+}
+
+std::optional<HttpReply> serve_request_bytes(std::string_view bytes,
+                                             const HttpServerOptions& options,
+                                             const HttpHandler& handler) {
+  http::request_parser<http::string_body> parser;
+  parser.body_limit(options.body_limit_bytes);
+  parser.header_limit(uint32_t(options.header_limit_bytes));
+  parser.eager(true);
+  beast::error_code ec;
+  size_t used = 0;
+  while (!ec && !parser.is_done() && used < bytes.size())
+    used += parser.put(asio::buffer(bytes.data() + used, bytes.size() - used), ec);
+  if (ec == http::error::need_more) ec = {};
+  if (!ec && !parser.got_some()) return std::nullopt;  // no request at all: a hang-up
+  if (!ec && !parser.is_done()) parser.put_eof(ec);    // the client hung up inside one
+  if (std::optional<Refused> r = read_refusal(ec, options))
+    return HttpReply{int(r->status), "application/json", json_error(r->message)};
+  if (ec) return std::nullopt;
+  const HttpRequest request = to_request(parser.get());
+  if (!authorized(request, parser.get(), options))
+    return HttpReply{int(http::status::unauthorized), "application/json",
+                     json_error(unauthorized_message)};
+  return call_handler(handler, request);
 }
 
 bool bearer_token_ok(const std::string& authorization, const std::string& token) {

@@ -14,7 +14,9 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "runtime/status.h"
@@ -105,6 +107,15 @@ class HttpServer {
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };
+
+// The request path of the server without a socket (tests, tests/fuzz/http_fuzz.cc): `bytes`
+// read as one request under options' limits, refused or checked for the token exactly as
+// the server does, then given to `handler`. Returns the reply the server would send, or
+// nullopt where it would close the connection without one (the bytes end inside a request,
+// or hold none). Bytes after the first request are ignored.
+std::optional<HttpReply> serve_request_bytes(std::string_view bytes,
+                                             const HttpServerOptions& options,
+                                             const HttpHandler& handler);
 
 // Whether `authorization` (the header's value) is "Bearer <token>", compared in constant time
 // (for a given length) so a wrong token's timing tells nothing about the right one.

@@ -64,9 +64,13 @@ std::string check_header(const ParsedValue& p, const std::string& name, int64_t 
     *crc = h.at("crc32c").get<uint32_t>();
     if (bytes != p.raw_bytes)
       return fmt::format("header says {} bytes, the value holds {}", bytes, p.raw_bytes);
-    int64_t numel = 1;
-    for (int64_t d : *shape) numel *= d;
-    if (numel < 0 || static_cast<uint64_t>(numel) * sizeof(float) != bytes)
+    int64_t numel = 1;  // checked: a damaged shape must not overflow into a size that fits
+    for (int64_t d : *shape) {
+      if (d < 0 || (d > 0 && numel > INT64_MAX / d))
+        return "shape " + h.at("shape").dump() + " has a negative or too large dimension";
+      numel *= d;
+    }
+    if (bytes % sizeof(float) != 0 || static_cast<uint64_t>(numel) != bytes / sizeof(float))
       return fmt::format("shape has {} elements but the value holds {} bytes", numel, bytes);
   } catch (const nlohmann::json::exception& e) {
     return std::string("header field missing or malformed: ") + e.what();

@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "config/config_parse.h"
+#include "config/toml_text.h"
 
 namespace troupe::model {
 namespace {
@@ -116,6 +117,42 @@ TEST(ConfigErrors, UnknownKeyNamesFileLineAndKnownKeys) {
   EXPECT_CONTAINS(msg, "known keys: vocab_size, seq_len, d_model");
   EXPECT_EQ(msg.find('\n'), std::string::npos);
   EXPECT_CONTAINS(file_error("[model.sub]\nx = 1\n"), "unknown key 'model.sub'");
+}
+
+// toml++ 3.3.0 asserted (aborting the process) on a table header without a name; found by
+// tests/fuzz/config_fuzz (corpus/config/crash-table-header-without-name).
+TEST(ConfigErrors, TableHeaderWithoutNameIsAnErrorNotAnAbort) {
+  for (const char* text : {"[ = 1\n", "[model]\nn_layers = 2\n[[ x]]\n[ \"\"\n[ =\n"}) {
+    const std::string msg = error_of([&] { config_from_text(text, "x.toml", {}); });
+    EXPECT_CONTAINS(msg, "x.toml");
+    EXPECT_CONTAINS(msg, "TOML syntax error");
+  }
+  EXPECT_CONTAINS(error_of([] { config_from_text("[ = 1\n", "x.toml", {}); }),
+                  "a table header or key without a name");
+  EXPECT_CONTAINS(error_of([] { config_from_sets({"model.n_layers=[ = 1"}); }),
+                  "--set model.n_layers=[ = 1");
+}
+
+// toml++ 3.3.0 reaches __builtin_unreachable on 'é' and the like outside a string (found by
+// tests/fuzz/config_fuzz): refused first, naming the line; inside strings and comments fine.
+TEST(ConfigErrors, NonAsciiOutsideStringsIsRefusedBeforeToml) {
+  for (const char* text : {"x = 1 \xc3\xa9\n", "[model]\nn_layers = 2\n\xc3\xa9\n",
+                           "[model]\n\n\nn_layers =\xe3\x81\x82 2\n"}) {
+    const std::string msg = error_of([&] { config_from_text(text, "x.toml", {}); });
+    EXPECT_CONTAINS(msg, "a character outside ASCII that is not inside a \"string\"");
+  }
+  EXPECT_CONTAINS(
+      error_of([] { config_from_text("[model]\nn_layers = 2\n\xc3\xa9\n", "x.toml", {}); }),
+      "x.toml:3:");
+  // Strings of every kind, escapes, a multi-line string ending in extra quotes, a quoted key.
+  EXPECT_EQ(bare_non_ascii_line("a = \"\xc3\xa9\" # \xc3\xa9\nb = '\xc3\xa9'\n"
+                                "c = \"\"\"\n\xc3\xa9 \\\"\"\" \xc3\xa9\"\"\"\"\n"
+                                "d = '''\xc3\xa9'''\n\"k\xc3\xa9y\" = 1\n"),
+            0);
+  EXPECT_EQ(bare_non_ascii_line("a = \"x\"\n\nb = \"\"\"\n\"\"\"\"\" \xc3\xa9\n"), 4);
+  EXPECT_CONTAINS(config_to_toml(config_from_text("# caf\xc3\xa9\n[optimizer]\nname = \"adamw\"\n",
+                                                  "x.toml", {})),
+                  "adamw");
 }
 
 TEST(ConfigErrors, UnknownSectionListsKnown) {
