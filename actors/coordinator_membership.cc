@@ -31,7 +31,7 @@ void evict_node(Self* self, const NodeInfo& n, bool hung) {
   self->send(s.router, runtime::evict_atom::value, n.id, s.core.epoch);
 }
 
-void bump_epoch(Self* self) {
+void bump_epoch(Self* self, bool recovering) {
   auto& s = self->state;
   const uint64_t before = s.core.epoch;
   ++s.core.epoch;
@@ -51,6 +51,9 @@ void bump_epoch(Self* self) {
   // A reshape's view: until its "reshaped" record, a restarted coordinator goes back to the
   // view before (journal_log.cc restart_state), as a reshape that loses a node does.
   if (s.reshape.active) placement["old_members"] = list(s.reshape.old_nodes, s.reshape.old_workers);
+  // A recovery's view: until its "recovered" record (or a later commit), a restarted
+  // coordinator recovers from the same base, as the workers that took its Recover do.
+  if (recovering) placement["recovery_base"] = s.core.recovery_base;
   const runtime::Status st = s.commit_log->record_view(s.core.epoch, ids, placement);
   if (!st.ok()) throw std::runtime_error("cannot record the view change: " + st.to_string());
   abandon_checkpoints(self);
@@ -236,7 +239,7 @@ void recover_without(Self* self, size_t k, const std::string& what, nlohmann::js
   }
   std::string manifest;
   if (!plan_rollback(self, what, &r, &manifest)) return;
-  bump_epoch(self);
+  bump_epoch(self, true);
   if (gone) evict_node(self, *gone, fields.value("hung", false));
   publish_view(self);
   enter_phase(self, Phase::recovering);
@@ -373,6 +376,12 @@ Verdict on_recovered(Self* self, const train::Recovered& r, const ActorMessage& 
   if (Verdict v = drop_receipt(c.recovered.add(0, -1, r.worker()), "Recovered")) return v;
   if (!c.recovered.complete()) return {};
   c.rollback_to = -1;
+  if (const runtime::Status st =
+          self->state.commit_log->record({{"kind", "recovered"}, {"epoch", c.epoch}});
+      !st.ok()) {
+    fail(self, "cannot journal the end of the recovery: " + st.to_string());
+    return {};
+  }
   enter_phase(self, Phase::running);
   const double took_ms =
       std::chrono::duration<double, std::milli>(now(self) - c.recovery_started).count();

@@ -57,7 +57,13 @@ void finish_rejoin(Self* self) {
     r.nothing_rejoined = true;
     return end_job(self, std::move(r));
   }
-  enter_phase(self, Phase::running);
+  // A recovery the last coordinator died in goes on from its base (recover_without's
+  // "again"): its Recover names the workers as the survivors know them.
+  c.recovery_base = s.opt.restart->recovery_base;
+  if (c.recovery_base.empty())
+    enter_phase(self, Phase::running);
+  else
+    c.phase = Phase::recovering;
   if (missing.empty())
     return recover_without(self, std::string::npos,
                            "the coordinator restarted; every node rejoined",

@@ -179,7 +179,8 @@ void publish_view(Self* self);
 // index into nodes) is gone with it, or none (npos: a reshape aborted, every worker alive).
 void recover_without(Self* self, size_t k, const std::string& what,
                      nlohmann::json fields = nlohmann::json::object());
-void bump_epoch(Self* self);
+// recovering: the view of a recovery, journaled with the view it recovers from (its base).
+void bump_epoch(Self* self, bool recovering = false);
 // Node n left the view of the current epoch as lost (call it after bump_epoch): the router
 // forgets it and refuses its late messages as an evicted node's; a hung one, which may wake
 // up, is told to leave with that epoch (it exits with exit_status_evicted, node_agent.h).

@@ -25,7 +25,7 @@ runtime::Status JournalCommitLog::record_commit(const CommitRecord& r) {
 runtime::Status JournalCommitLog::record_view(uint64_t epoch, const std::vector<std::string>& nodes,
                                               const nlohmann::json& placement) {
   nlohmann::json r = {{"kind", "view"}, {"epoch", epoch}, {"nodes", nodes}};
-  for (const char* key : {"members", "old_members"})
+  for (const char* key : {"members", "old_members", "recovery_base"})
     if (placement.contains(key)) r[key] = placement[key];
   return journal_->append(r);
 }
@@ -50,9 +50,11 @@ std::optional<RestartState> restart_state(const storage::Journal& journal) {
   std::optional<RestartState> out;
   int64_t committed = 0, max_node = 0;
   nlohmann::json before;  // an unfinished reshape's view before (old_members)
+  nlohmann::json base;    // an unfinished recovery's base (recovery_base)
   for (const nlohmann::json& r : journal.records()) {
     const std::string kind = r.value("kind", "");
-    if (kind == "commit") committed = r.value("step", int64_t(-1)) + 1;
+    if (kind == "commit") committed = r.value("step", int64_t(-1)) + 1, base = {};
+    if (kind == "recovered" && r.value("epoch", uint64_t(0)) == (out ? out->epoch : 0)) base = {};
     if (kind == "resume" || kind == "rollback") committed = r.value("step", int64_t(0));
     if (kind == "reshaped" && r.value("epoch", uint64_t(0)) == (out ? out->epoch : 0)) before = {};
     if (kind == "end") out.reset();  // the job ended: its nodes are gone
@@ -61,15 +63,20 @@ std::optional<RestartState> restart_state(const storage::Journal& journal) {
       for (const RestartState::Member& m : members_of(r.value(key, nlohmann::json::array())))
         max_node = std::max(max_node, node_number(m.id));
     before = r.value("old_members", nlohmann::json());
+    base = r.value("recovery_base", nlohmann::json());
     if (!r.contains("members") || r["members"].empty()) {
       out.reset();  // a view without workers (joining): no job to restart into yet
       continue;
     }
-    out = RestartState{r.value("epoch", uint64_t(0)), members_of(r["members"]), 0};
+    out = RestartState{};
+    out->epoch = r.value("epoch", uint64_t(0));
+    out->members = members_of(r["members"]);
   }
   if (!out) return out;
   out->committed = committed;
   out->max_node = max_node;
+  if (base.is_array())
+    for (const nlohmann::json& w : base) out->recovery_base.push_back(w.get<std::string>());
   if (!before.is_null() && !before.empty()) {
     out->members = members_of(before);  // back to the view before, as an aborted reshape does
     out->reshape_undone = true;

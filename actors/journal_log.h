@@ -27,6 +27,10 @@ struct RestartState {
   // The coordinator died during a reshape (a view with old_members and no "reshaped" record
   // for it): members are those of the view before; the newcomers are fenced.
   bool reshape_undone = false;
+  // The coordinator died during a recovery (a view with recovery_base, no "recovered" record
+  // for it and no commit since): the workers of the view it recovers from. The restarted
+  // coordinator recovers from the same base, as the workers that took its Recover do.
+  std::vector<std::string> recovery_base;
 };
 std::optional<RestartState> restart_state(const storage::Journal& journal);
 

@@ -1,0 +1,88 @@
+// What a restarted coordinator rebuilds from the journal (actors/journal_log.h): the last
+// view, the committed steps, an unfinished reshape undone, and the base of an unfinished
+// recovery — which a coordinator killed during a recovery must recover from again, or the
+// survivors, who already took its Recover, refuse the new one (found by troupe chaos:
+// chaos/scenarios/coordinator_killed_in_recovery.toml).
+#include <gtest/gtest.h>
+
+#include <filesystem>
+
+#include "actors/journal_log.h"
+#include "storage/journal.h"
+
+namespace troupe::actors {
+namespace {
+
+class RestartState : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = std::filesystem::temp_directory_path() /
+           ("troupe-restart-" + std::to_string(::getpid()) + "-" +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    std::filesystem::remove_all(dir_);
+    std::filesystem::create_directories(dir_);
+    auto j = storage::Journal::open(dir_.string(), false);
+    ASSERT_TRUE(j.ok()) << j.status().to_string();
+    journal_ = std::move(j).value();
+    view(4, {"n1", "n2", "n3"}, {});
+    append({{"kind", "commit"}, {"step", 2}, {"epoch", 4}});
+  }
+  void TearDown() override {
+    journal_.reset();
+    std::filesystem::remove_all(dir_);
+  }
+  void append(const nlohmann::json& r) { ASSERT_TRUE(journal_->append(r).ok()); }
+  void view(uint64_t epoch, const std::vector<std::string>& nodes,
+            const std::vector<std::string>& base) {
+    nlohmann::json members = nlohmann::json::array();
+    for (size_t i = 0; i < nodes.size(); ++i)
+      members.push_back({{"id", nodes[i]},
+                         {"address", "127.0.0.1:1"},
+                         {"pid", 1},
+                         {"worker", nodes[i] + "/worker." + std::to_string(i)}});
+    nlohmann::json r = {{"kind", "view"}, {"epoch", epoch}, {"nodes", nodes}, {"members", members}};
+    if (!base.empty()) r["recovery_base"] = base;
+    append(r);
+  }
+  std::filesystem::path dir_;
+  std::unique_ptr<storage::Journal> journal_;
+};
+
+const std::vector<std::string> three = {"n1/worker.0", "n2/worker.1", "n3/worker.2"};
+
+TEST_F(RestartState, ARecoveryInProgressKeepsItsBase) {
+  view(5, {"n1", "n2"}, three);  // n3 lost: the survivors recover from the 3-worker view
+  const auto r = restart_state(*journal_);
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ(r->epoch, 5u);
+  EXPECT_EQ(r->members.size(), 2u);
+  EXPECT_EQ(r->committed, 3);
+  EXPECT_EQ(r->recovery_base, three);
+}
+
+TEST_F(RestartState, ARecoveredRecordEndsTheRecovery) {
+  view(5, {"n1", "n2"}, three);
+  append({{"kind", "recovered"}, {"epoch", 5}});
+  EXPECT_TRUE(restart_state(*journal_)->recovery_base.empty());
+}
+
+TEST_F(RestartState, ARecoveredRecordOfAnOlderViewDoesNot) {
+  append({{"kind", "recovered"}, {"epoch", 4}});
+  view(5, {"n1", "n2"}, three);
+  EXPECT_EQ(restart_state(*journal_)->recovery_base, three);
+}
+
+TEST_F(RestartState, ACommitAfterTheRecoveryEndsIt) {
+  view(5, {"n1", "n2"}, three);
+  append({{"kind", "commit"}, {"step", 3}, {"epoch", 5}});
+  const auto r = restart_state(*journal_);
+  EXPECT_TRUE(r->recovery_base.empty());
+  EXPECT_EQ(r->committed, 4);
+}
+
+TEST_F(RestartState, AViewWithoutABaseHasNone) {
+  EXPECT_TRUE(restart_state(*journal_)->recovery_base.empty());
+}
+
+}  // namespace
+}  // namespace troupe::actors
