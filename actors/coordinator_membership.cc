@@ -255,9 +255,12 @@ void recover_without(Self* self, size_t k, const std::string& what, nlohmann::js
           fields["workers"] = c.workers.size();
           return fields;
         }());
-  to_all_workers(self, recover_type, r,
-                 manifest.empty() ? std::vector<runtime::Payload>{}
-                                  : std::vector<runtime::Payload>{runtime::text_payload(manifest)});
+  std::vector<runtime::Payload> payloads;
+  if (!manifest.empty()) payloads.push_back(runtime::text_payload(manifest));
+  c.recover_message = make_message(self->state.self_address, "", recover_type, r);
+  c.recover_message.payloads = payloads;
+  c.recover_sent = now(self);
+  to_all_workers(self, recover_type, r, payloads);
 }
 
 namespace {
@@ -455,6 +458,14 @@ void on_tick(Self* self) {
       break;  // `nodes` changed
     }
   if (s.core.phase == Phase::done) return;
+  if (s.core.phase == Phase::recovering && t - s.core.recover_sent >= ms(recover_resend_ms)) {
+    s.core.recover_sent = t;
+    for (int64_t i : s.core.recovered.missing()) {
+      ActorMessage m = s.core.recover_message;
+      m.to = s.core.workers[size_t(i)];
+      self->send(s.router, std::move(m));
+    }
+  }
   control::Heartbeat hb;
   hb.set_sequence(++s.core.heartbeats);
   for (const NodeInfo* n : heard_nodes(self))

@@ -86,6 +86,12 @@ struct Membership {
   std::vector<StartLoss> start_losses;
   Receipts recovered;                      // Recovered, by new worker index
   std::vector<std::string> recovery_base;  // the workers of the view a recovery started from
+  // The Recover in flight and when it last went out: sent again every recover_resend_ms to
+  // the workers that have not answered, so that a Recover or a Recovered lost on the way (a
+  // dropped message, a stalled endpoint) costs a resend, not the job. A worker drops a second
+  // copy, answering Recovered again if it has recovered.
+  ActorMessage recover_message;
+  time_point recover_sent;
   // The recovery in flight is a rollback to the checkpoint of this step (-1: none): an
   // owner was lost with all its buddies. A further loss during it rolls back again.
   int64_t rollback_to = -1;
@@ -156,6 +162,7 @@ void send_to(Self* self, const std::string& to, uint32_t type, const Proto& body
   m.payloads = std::move(payloads);
   self->send(self->state.router, std::move(m));
 }
+inline constexpr int64_t recover_resend_ms = 1000;
 void to_all_workers(Self* self, uint32_t type, const google::protobuf::Message& body,
                     const std::vector<runtime::Payload>& payloads = {});
 // Stops the job with `why`: the nodes are shut down, on_done reports it.

@@ -313,6 +313,11 @@ Verdict on_recover(Self* self, const train::Recover& r, const ActorMessage& m) {
   // delivered" from "delivered and dropped" (docs/operations.md, known problems).
   log::info("{}: a Recover to step {} (epoch {}) arrived at epoch {}", s.ctx.address, r.version(),
             m.epoch, s.epoch);
+  if (m.epoch == s.recover_epoch && s.recovery_base && !s.recovery.active) {
+    train::Recovered again;  // the coordinator resends: its Recovered may have been lost
+    again.set_worker(s.me);
+    reply(self, s.ctx.coordinator, recovered_type, again);
+  }
   if (m.epoch <= s.recover_epoch) return drop(Drop::duplicate, "a Recover already taken");
   if (std::string why = check_shape(s, r); !why.empty()) return drop(Drop::malformed, why);
   TROUPE_ASSERT(m.epoch >= s.epoch, "a Recover of epoch {} admitted at epoch {}", m.epoch, s.epoch);
