@@ -4,12 +4,10 @@
 // (docs/chaos.md, "Fabric faults"). Empty when the scenario has no fabric fault.
 #include <string>
 
+#include "chaos/fault_plan.h"  // fabric_faults_env: the variable naming the plan file
 #include "chaos/scenario.h"
 
 namespace troupe::chaos {
-
-// The env variable naming the plan file, read by every node process.
-inline constexpr const char* fabric_faults_env = "TROUPE_FABRIC_FAULTS";
 
 // "seed = S" and one [[rule]] per fabric fault, in file order; "" without any.
 std::string fabric_plan_text(const Scenario& s, uint64_t seed);

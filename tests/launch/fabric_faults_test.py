@@ -27,25 +27,29 @@ import sys
 from launch_checks import TINY, check, failures
 
 STEPS = 5
+# The partition's job: long enough that it still runs when n1, cut off 5 s after the start,
+# gives up on the coordinator (coordinator_timeout_ms after it last heard it) on a quiet
+# machine too (tiny steps there take ~0.3 s; 5 steps ended before the cut).
+PARTITION_STEPS = 40
 COUNTS = re.compile(r"fabric faults injected \([^)]*\): (.*)$", re.M)
 
 
-def reference(troupe, work):
+def reference(troupe, work, steps=STEPS):
     """`troupe train` of the same job, undisturbed: the weights every faulted run must end with."""
-    res = subprocess.run([troupe, "train", "--config", TINY, "--steps", str(STEPS), "--set",
-                          "train.eval_every=0", "--run-dir", os.path.join(work, "plain")],
+    res = subprocess.run([troupe, "train", "--config", TINY, "--steps", str(steps), "--set",
+                          "train.eval_every=0", "--run-dir", os.path.join(work, f"plain{steps}")],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=300)
     h = re.search(r"weights ([0-9a-f]{16})", res.stdout)
     return h.group(1) if h else None
 
 
-def launch(troupe, work, name, plan, extra=()):
+def launch(troupe, work, name, plan, extra=(), steps=STEPS):
     run_dir = os.path.join(work, name)
     plan_file = os.path.join(work, name + ".toml")
     with open(plan_file, "w") as f:
         f.write(plan)
     env = dict(os.environ, TROUPE_FABRIC_FAULTS=plan_file)
-    res = subprocess.run([troupe, "launch", "--config", TINY, "--nodes", "3", "--steps", str(STEPS),
+    res = subprocess.run([troupe, "launch", "--config", TINY, "--nodes", "3", "--steps", str(steps),
                           "--set", "train.eval_every=0", "--run-dir", run_dir, *extra],
                          env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                          timeout=240)
@@ -75,7 +79,7 @@ def weights_of(res):
     return h.group(1) if h else None
 
 
-def common_checks(troupe, name, run_dir, res, want):
+def common_checks(troupe, name, run_dir, res, want, steps=STEPS):
     """The job ended with the reference's bits, each step committed once, every micro-batch
     consumed once (troupe ledger --check)."""
     last = (res.stdout + res.stderr).strip().splitlines()[-1:]
@@ -83,8 +87,8 @@ def common_checks(troupe, name, run_dir, res, want):
     check(f"{name}: same weights as an undisturbed run", weights_of(res) == want,
           f"{weights_of(res)} vs {want}")
     with open(os.path.join(run_dir, "metrics.jsonl")) as f:
-        steps = [json.loads(line)["step"] for line in f]
-    check(f"{name}: every step committed once", steps == list(range(STEPS)), f"{steps}")
+        committed = [json.loads(line)["step"] for line in f]
+    check(f"{name}: every step committed once", committed == list(range(steps)), f"{committed}")
     led = subprocess.run([troupe, "ledger", "--check", run_dir], stdout=subprocess.PIPE,
                          stderr=subprocess.STDOUT, text=True, timeout=60)
     check(f"{name}: ledger --check passes", led.returncode == 0, led.stdout.strip()[-200:])
@@ -146,14 +150,15 @@ for_ms = 2500
 """
 
 
-def partition(troupe, work, want):
+def partition(troupe, work):
     """A minority (n1) partitioned from the coordinator and the others, then healed."""
     name = "partition"
     # n1 waits for the coordinator longer than the partition lasts: it is still there, sending,
     # when the partition heals.
+    want = reference(troupe, work, PARTITION_STEPS)
     run_dir, res = launch(troupe, work, name, PARTITION,
-                          ["--set", "fault_tolerance.coordinator_timeout_ms=6000"])
-    common_checks(troupe, name, run_dir, res, want)
+                          ["--set", "fault_tolerance.coordinator_timeout_ms=6000"], PARTITION_STEPS)
+    common_checks(troupe, name, run_dir, res, want, PARTITION_STEPS)
     ev = events(run_dir)
     lost = [e for e in ev if e["kind"] == "recover"]
     check(f"{name}: the coordinator declared n1 lost by its missed heartbeats, once",
@@ -201,7 +206,7 @@ def main():
     want = reference(a.troupe, a.work)
     check("reference: an undisturbed run's weights", want is not None, f"{want}")
     disturbed(a.troupe, a.work, want)
-    partition(a.troupe, a.work, want)
+    partition(a.troupe, a.work)
     if failures:
         print(f"{len(failures)} check(s) failed:\n  " + "\n  ".join(failures))
         sys.exit(1)
