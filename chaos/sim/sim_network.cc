@@ -100,6 +100,23 @@ class SimFabric final : public runtime::Fabric {
   SimNetwork::Endpoint* ep_;
 };
 
+namespace {
+
+SimNetwork::Event peer_down_event(SimNetwork::Endpoint* to, PeerId peer, std::string why) {
+  SimNetwork::Event down;
+  down.kind = SimNetwork::Event::Kind::peer_down;
+  down.to = to;
+  down.peer = peer;
+  down.why = std::move(why);
+  return down;
+}
+
+}  // namespace
+
+void SimNetwork::enqueue(SimTime at, Event event) {
+  queue_.emplace(std::make_pair(at, seq_++), std::make_unique<Event>(std::move(event)));
+}
+
 SimNetwork::SimNetwork(SimNetworkOptions options, std::function<SimTime()> now)
     : options_(options), now_(std::move(now)), rng_(options.seed) {}
 
@@ -139,18 +156,17 @@ void SimNetwork::schedule(Event event, bool fifo) {
       t = std::max(t, up->second + std::chrono::nanoseconds(1));  // the handshake comes first
     last = std::max(last, t);
   }
-  queue_.emplace(std::make_pair(t, seq_++), std::make_unique<Event>(std::move(event)));
+  enqueue(t, std::move(event));
 }
 
 void SimNetwork::connect(Endpoint& from, uint16_t port, PeerId local) {
   auto it = by_port_.find(port);
   if (it == by_port_.end() || it->second->dead) {
-    Event down;
-    down.kind = Event::Kind::peer_down;
-    down.to = &from;
-    down.peer = local;
-    down.why = fmt::format("Connection refused (simulated: nothing listens at 127.0.0.1:{})", port);
-    return schedule(std::move(down), false);
+    return schedule(peer_down_event(&from, local,
+                                    fmt::format("Connection refused (simulated: nothing listens at "
+                                                "127.0.0.1:{})",
+                                                port)),
+                    false);
   }
   Endpoint& target = *it->second;
   const PeerId remote = target.next_peer++;
@@ -206,7 +222,7 @@ void SimNetwork::kill_at(uint16_t port, SimTime at) {
   Event e;
   e.kind = Event::Kind::kill;
   e.port = port;
-  queue_.emplace(std::make_pair(at, seq_++), std::make_unique<Event>(std::move(e)));
+  enqueue(at, std::move(e));
 }
 
 void SimNetwork::partition(std::set<std::string> nodes, SimTime from, SimTime until) {
@@ -216,7 +232,7 @@ void SimNetwork::partition(std::set<std::string> nodes, SimTime from, SimTime un
   Event e;
   e.kind = Event::Kind::cut;
   e.partition = partitions_.size() - 1;
-  queue_.emplace(std::make_pair(from + timeout, seq_++), std::make_unique<Event>(std::move(e)));
+  enqueue(from + timeout, std::move(e));
 }
 
 const SimNetwork::Partition* SimNetwork::partitioned(const std::string& a, const std::string& b,
@@ -235,12 +251,7 @@ void SimNetwork::cut(size_t partition) {
       if (peer.down || !peer.remote ||
           p.nodes.count(ep->node_id) == p.nodes.count(peer.remote->node_id))
         continue;
-      Event down;
-      down.kind = Event::Kind::peer_down;
-      down.to = ep.get();
-      down.peer = id;
-      down.why = "Connection timed out (simulated partition)";
-      queue_.emplace(std::make_pair(now_(), seq_++), std::make_unique<Event>(std::move(down)));
+      enqueue(now_(), peer_down_event(ep.get(), id, "Connection timed out (simulated partition)"));
     }
   }
 }
@@ -254,15 +265,11 @@ void SimNetwork::kill_now(uint16_t port) {
     if (ep->dead) continue;
     for (auto& [id, peer] : ep->peers) {
       if (peer.remote != gone || peer.down) continue;
-      Event down;
-      down.kind = Event::Kind::peer_down;
-      down.to = ep.get();
-      down.peer = id;
-      down.why = "Connection reset by remote peer (simulated kill -9)";
       // Drawn per peer, not FIFO: the error surfaces on its own (UCX's endpoint callback).
-      SimTime t = now_() + std::chrono::microseconds(
-                               draw_us(options_.peer_down_us_min, options_.peer_down_us_max));
-      queue_.emplace(std::make_pair(t, seq_++), std::make_unique<Event>(std::move(down)));
+      const SimTime t = now_() + std::chrono::microseconds(
+                                     draw_us(options_.peer_down_us_min, options_.peer_down_us_max));
+      enqueue(t,
+              peer_down_event(ep.get(), id, "Connection reset by remote peer (simulated kill -9)"));
     }
   }
 }
@@ -285,7 +292,7 @@ void SimNetwork::deliver_message(Event& e) {
   if (const Partition* p = partitioned(e.from->node_id, to.node_id, now_())) {
     ++counters_.held_partition;  // delivered when it heals, in the order it was sent
     const SimTime at = p->until + (now_() - p->from);
-    queue_.emplace(std::make_pair(at, seq_++), std::make_unique<Event>(std::move(e)));
+    enqueue(at, std::move(e));
     return;
   }
   const runtime::Envelope& env = e.envelope;

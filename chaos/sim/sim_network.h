@@ -90,7 +90,8 @@ class SimNetwork {
   friend class SimFabric;
   int64_t draw_us(int64_t lo, int64_t hi);
   bool chance(double p);
-  void schedule(Event event, bool fifo);
+  void schedule(Event event, bool fifo);  // after a drawn latency
+  void enqueue(SimTime at, Event event);  // at `at`, after what is already queued for it
   void connect(Endpoint& from, uint16_t port, runtime::PeerId local);
   void send(Endpoint& from, runtime::PeerId peer, const runtime::Envelope& envelope,
             std::span<const std::span<const std::byte>> payloads);
