@@ -33,6 +33,11 @@ struct Manifest {
   static Manifest from_json(const nlohmann::json& j);
 };
 
+// What RocksDB may hold in memory for a journal however long the job: two memtables of
+// kJournalMemtableBytes and a block cache (index, filter and data blocks) of kJournalCacheBytes.
+inline constexpr int64_t kJournalMemtableBytes = int64_t(1) << 20;
+inline constexpr int64_t kJournalCacheBytes = int64_t(1) << 20;
+
 class Journal {
  public:
   ~Journal();
@@ -53,6 +58,9 @@ class Journal {
   std::vector<int64_t> manifest_steps() const;  // ascending
   // Errors: "no checkpoint of step S in DIR/journal", or the parse error.
   runtime::Result<Manifest> manifest(int64_t step) const;
+
+  // Bytes RocksDB holds in memory for this journal now: memtables plus the block cache.
+  int64_t memory_bytes() const;
 
   runtime::Status put_meta(const std::string& name, const std::string& value);
   std::optional<std::string> meta(const std::string& name) const;

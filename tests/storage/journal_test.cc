@@ -166,5 +166,19 @@ TEST(Journal, SecondWriterIsRefusedSayingWhatToDo) {
       << second.status().message();
 }
 
+// The coordinator appends a record per step for the whole job: what RocksDB keeps in memory
+// for the journal must stay bounded (with its default 64 MiB memtable it grew all along).
+TEST(Journal, MemoryStaysBoundedAsTheJournalGrows) {
+  auto j = open_journal(fresh_test_dir());
+  const std::string ledger(4096, 'x');  // a commit with a long data ledger
+  const int records = 1536;             // 6 MiB in all: 3x what memory may hold
+  for (int i = 0; i < records; ++i)
+    ASSERT_TRUE(j->append({{"kind", "commit"}, {"step", i}, {"ledger", ledger}}).ok());
+  EXPECT_EQ(j->records().size(), size_t(records));  // reads every table through the cache
+  const int64_t bound = 2 * kJournalMemtableBytes + kJournalCacheBytes;
+  EXPECT_LE(j->memory_bytes(), bound);
+  EXPECT_GT(j->memory_bytes(), 0);
+}
+
 }  // namespace
 }  // namespace troupe::storage
