@@ -35,8 +35,10 @@ struct Manifest {
 
 // What RocksDB may hold in memory for a journal however long the job: two memtables of
 // kJournalMemtableBytes and a block cache (index, filter and data blocks) of kJournalCacheBytes.
-inline constexpr int64_t kJournalMemtableBytes = int64_t(1) << 20;
-inline constexpr int64_t kJournalCacheBytes = int64_t(1) << 20;
+// RocksDB's smallest memtable (64 KiB): freed memtables are unmapped, so the coordinator's RSS
+// saws by this much, ~0.15% of it, where a 1 MiB memtable made it saw by 2.5% each flush.
+inline constexpr int64_t kJournalMemtableBytes = int64_t(64) << 10;
+inline constexpr int64_t kJournalCacheBytes = int64_t(256) << 10;
 
 class Journal {
  public:

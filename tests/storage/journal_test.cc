@@ -171,7 +171,7 @@ TEST(Journal, SecondWriterIsRefusedSayingWhatToDo) {
 TEST(Journal, MemoryStaysBoundedAsTheJournalGrows) {
   auto j = open_journal(fresh_test_dir());
   const std::string ledger(4096, 'x');  // a commit with a long data ledger
-  const int records = 1536;             // 6 MiB in all: 3x what memory may hold
+  const int records = 256;              // 1 MiB in all: 2.5x what memory may hold
   for (int i = 0; i < records; ++i)
     ASSERT_TRUE(j->append({{"kind", "commit"}, {"step", i}, {"ledger", ledger}}).ok());
   EXPECT_EQ(j->records().size(), size_t(records));  // reads every table through the cache
