@@ -48,6 +48,8 @@ void begin_step(Self* self, train::Kind kind) {
     d.val_pieces.clear();
     d.val.open(s.core.epoch, d.step, W);
   }
+  d.in_flight = true;
+  d.begun = now(self);
   to_all_workers(self, step_begin_type, b);
 }
 
@@ -57,6 +59,7 @@ void begin_step(Self* self, train::Kind kind) {
 // this step boundary the operator's requests take effect (pause, reshape, checkpoint).
 void start_or_finish(Self* self) {
   auto& s = self->state;
+  s.drv.in_flight = false;
   if (s.drv.step < s.opt.config.train.steps) {
     if (hold_at_boundary(self)) return;
     return begin_step(self, train::TRAIN);
@@ -262,6 +265,59 @@ Verdict on_final(Self* self, const train::Final& f, const ActorMessage& m) {
 }
 
 }  // namespace
+
+namespace {
+
+constexpr int64_t kStepRedosMax = 3;  // a step stalled again after this many redos: stop
+
+// "Stats from n1/worker.0, n2/worker.1": the workers a round still waits for.
+std::string waiting_in(Self* self, const Receipts& round, const char* what) {
+  std::string out;
+  for (int64_t i : round.missing())
+    out +=
+        (out.empty() ? fmt::format("{} from ", what) : ", ") + self->state.core.workers[size_t(i)];
+  return out;
+}
+
+std::string waiting_for(Self* self) {
+  const auto& d = self->state.drv;
+  if (d.val.step() == d.step && !d.val.complete() && d.stats.complete() && d.done.complete())
+    return waiting_in(self, d.val, "validation Stats");
+  std::string out;
+  if (!d.apply_sent) {
+    out = waiting_in(self, d.stats, "Stats");
+    const std::string norms = waiting_in(self, d.norms, "NormParts");
+    out += out.empty() || norms.empty() ? norms : "; " + norms;
+  } else {
+    out = waiting_in(self, d.done, "StepDone");
+  }
+  return out.empty() ? "every report arrived" : "waiting for " + out;
+}
+
+}  // namespace
+
+// A step (train or validation) not committed within step_timeout_ms of its StepBegin: one of
+// its messages was lost (nothing in the fabric resends; the chaos suite's drops, a one-way
+// cut that healed). Every worker goes back to the committed step and redoes it by the
+// recovery path, with every node kept: the same bits as a run that lost nothing.
+void check_step_progress(Self* self, time_point t) {
+  auto& s = self->state;
+  auto& d = s.drv;
+  const int64_t limit_ms = s.opt.config.fault_tolerance.step_timeout_ms;
+  if (s.core.phase != Phase::running || !d.in_flight || t - d.begun <= ms(limit_ms)) return;
+  d.in_flight = false;
+  d.stalls = d.stalled_step == d.step ? d.stalls + 1 : 1;
+  d.stalled_step = d.step;
+  const std::string what =
+      fmt::format("step {} did not finish within step_timeout_ms = {} ({}): a message was lost",
+                  d.step, limit_ms, waiting_for(self));
+  if (d.stalls > kStepRedosMax)
+    return fail(self, fmt::format("{}; it was redone {} times and stalled each time: the loss "
+                                  "persists (a one-way cut?), or the step takes longer than "
+                                  "fault_tolerance.step_timeout_ms (raise it); the job stops",
+                                  what, kStepRedosMax));
+  recover_without(self, std::string::npos, what, {{"stalled_ms", limit_ms}});
+}
 
 void start_training(Self* self) {
   start_or_finish(self);

@@ -407,7 +407,7 @@ void excuse_own_pause(Self* self, time_point t) {
                                       ms(ft.heartbeat_timeout_ms));
   if (gap <= duration::zero()) return;
   for (NodeInfo* n : heard_nodes(self)) n->last_heard = std::max(n->last_heard, t);
-  s.core.started += gap, s.core.recovery_started += gap;
+  s.core.started += gap, s.core.recovery_started += gap, s.drv.begun += gap;
   const int64_t gap_ms = std::chrono::duration_cast<ms>(gap).count();
   event(self, "coordinator_paused",
         fmt::format("the coordinator did not run for {} ms: no node is declared dead "
@@ -458,6 +458,7 @@ void on_tick(Self* self) {
       break;  // `nodes` changed
     }
   if (s.core.phase == Phase::done) return;
+  check_step_progress(self, t);
   if (s.core.phase == Phase::recovering && t - s.core.recover_sent >= ms(recover_resend_ms)) {
     s.core.recover_sent = t;
     for (int64_t i : s.core.recovered.missing()) {

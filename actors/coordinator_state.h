@@ -116,6 +116,9 @@ struct StepDriver {
   std::vector<std::vector<double>> norm_parts;        // by worker (owner order = table order)
   std::vector<double> engram_sumsq;                   // by worker: each reduced all the tables
   time_point step_started;
+  bool in_flight = false;  // a StepBegin (train or validation) is out, its step not finished
+  time_point begun;        // when it went out (step_timeout_ms counts from here)
+  int64_t stalled_step = -1, stalls = 0;  // the step last redone for a stall, how many times
   StepReport report;
   JobResult result;
   std::map<std::string, std::vector<train::DropCount>> worker_drops;  // by address, from Final
@@ -183,7 +186,8 @@ void lose_node(Self* self, const std::string& node, const std::string& why, bool
 // The view with the reshape's joiners and leavers: published at the current epoch.
 void publish_view(Self* self);
 // The survivors of the view go back to the committed step under a new epoch; node k (an
-// index into nodes) is gone with it, or none (npos: a reshape aborted, every worker alive).
+// index into nodes) is gone with it, or none (npos: a reshape aborted, a
+// restarted coordinator, a stalled step: every worker alive).
 void recover_without(Self* self, size_t k, const std::string& what,
                      nlohmann::json fields = nlohmann::json::object());
 // recovering: the view of a recovery, journaled with the view it recovers from (its base).
@@ -201,6 +205,8 @@ void start_training(Self* self);
 // The next step, or the end of the job (after the last).
 void start_or_finish(Self* self);
 void resume_training(Self* self);
+// Every tick while running: a step stalled past step_timeout_ms is redone (recover_without).
+void check_step_progress(Self* self, time_point t);
 int64_t committed_version(Self* self);
 void add_driver_handlers(Self* self, Phase p, Dispatcher& d);
 

@@ -3,6 +3,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <fstream>
 #include <iterator>
 #include <set>
@@ -129,10 +130,38 @@ std::optional<Verdict> storage_item(const std::string& item, const std::vector<j
   return std::nullopt;  // file-full, or a corrupt checkpoint never read: nothing to see
 }
 
+// A drop rule that names only step messages: each such fault stalls a step, which the
+// coordinator redoes after step_timeout_ms (a "recover" event that says so).
+bool drops_step_messages(const Fault& f) {
+  static const std::set<std::string> step = {"StepBegin", "Stats",    "GradSlices",  "NormParts",
+                                             "Apply",     "StepDone", "EngramSlices"};
+  if (f.kind != FaultKind::fabric || f.rule.action != "drop" || f.rule.types.empty()) return false;
+  for (const std::string& t : f.rule.types)
+    if (!step.count(t)) return false;
+  return true;
+}
+
+// A partition took effect when a node of its smallest group was evicted (a recover for it).
+Verdict partition_item(const FabricRule& r, const std::vector<json>& events) {
+  const auto minority =
+      *std::min_element(r.groups.begin(), r.groups.end(),
+                        [](const auto& a, const auto& b) { return a.size() < b.size(); });
+  std::string names;
+  for (const std::string& n : minority) names += (names.empty() ? "" : ", ") + n;
+  bool evicted = false;
+  for (const json& e : events)
+    if (e.value("kind", "") == "recover" &&
+        std::count(minority.begin(), minority.end(), e.value("node", "")) > 0)
+      evicted = true;
+  return {"fabric partition took effect: the minority (" + names + ") was evicted", evicted,
+          evicted ? "a recover event for it" : "no recover event names a node of it"};
+}
+
 }  // namespace
 
 std::vector<Verdict> check_configured(const Scenario& s, const std::vector<json>& events) {
   std::vector<Verdict> out;
+  int64_t step_drops = 0;
   for (const Fault& f : s.faults) {
     if (f.kind == FaultKind::transfer) {
       const auto drops = job_drops(events);
@@ -140,11 +169,25 @@ std::vector<Verdict> check_configured(const Scenario& s, const std::vector<json>
       out.push_back({"transfer fault " + f.spec + " caught", it != drops.end() && it->second > 0,
                      fmt::format("malformed drops: {}", it == drops.end() ? 0 : it->second)});
     }
+    if (drops_step_messages(f)) ++step_drops;
+    if (f.kind == FaultKind::fabric && f.rule.action == "partition")
+      out.push_back(partition_item(f.rule, events));
     if (f.kind != FaultKind::storage) continue;
     std::istringstream items(f.spec);
     std::string item;
     while (std::getline(items, item, ','))
       if (auto v = storage_item(item, events)) out.push_back(*v);
+  }
+  if (step_drops > 0) {
+    int64_t redone = 0;
+    for (const json& e : events)
+      if (e.value("kind", "") == "recover" &&
+          e.value("text", "").find("step_timeout_ms") != std::string::npos)
+        ++redone;
+    out.push_back(
+        {fmt::format("{} dropped step message(s) each stalled a step, redone", step_drops),
+         redone >= step_drops,
+         fmt::format("{} recover event(s) for a step past step_timeout_ms", redone)});
   }
   return out;
 }

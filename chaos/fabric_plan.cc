@@ -21,6 +21,7 @@ std::string rule_text(const FabricRule& r) {
   if (r.steps) t += fmt::format("steps = [{}, {}]\n", r.steps->first, r.steps->second);
   if (r.after_ms) t += fmt::format("after_ms = {}\n", *r.after_ms);
   if (r.for_ms) t += fmt::format("for_ms = {}\n", *r.for_ms);
+  if (r.lasts_ms) t += fmt::format("lasts_ms = {}\n", *r.lasts_ms);
   if (r.probability) t += fmt::format("probability = {}\n", *r.probability);
   if (r.delay_ms) t += fmt::format("delay_ms = {}\n", *r.delay_ms);
   if (!r.groups.empty()) {

@@ -76,11 +76,12 @@ FabricRule read_rule(const TableReader& r) {
   if (r.has("steps") && (steps.size() != 2 || steps[0] < 0 || steps[1] < steps[0]))
     r.fail("steps", "must be [first, last], an inclusive window with 0 <= first <= last");
   if (r.has("steps")) f.steps = std::make_pair(steps[0], steps[1]);
-  for (const char* k : {"after_ms", "for_ms", "delay_ms"})
-    if (r.has(k)) {
-      const int64_t v = r.integer(k, 0, scenario_fault_ms_max, 0);
-      (std::string(k) == "after_ms" ? f.after_ms : k[0] == 'f' ? f.for_ms : f.delay_ms) = v;
-    }
+  const std::pair<const char*, std::optional<int64_t>*> times[] = {{"after_ms", &f.after_ms},
+                                                                   {"for_ms", &f.for_ms},
+                                                                   {"delay_ms", &f.delay_ms},
+                                                                   {"lasts_ms", &f.lasts_ms}};
+  for (const auto& [k, into] : times)
+    if (r.has(k)) *into = r.integer(k, 0, scenario_fault_ms_max, 0);
   if (r.has("probability")) f.probability = r.number("probability", 0.0, 1.0, 1.0);
   f.groups = r.string_lists("groups");
   if ((f.action == "partition") != !f.groups.empty())
@@ -96,11 +97,11 @@ Fault read_fault(const toml::table& t, const std::string& path, int64_t steps) {
   Fault f;
   f.line = t.source().begin.line;
   const std::string what = fmt::format("the [[fault]] of line {}", f.line);
-  TableReader r(
-      t, path, what,
-      {"kind",   "node",    "at_step", "at_ms",    "after_event", "event_count", "delay_ms",
-       "for_ms", "stop_ms", "run_ms",  "nodes",    "spec",        "action",      "from",
-       "to",     "types",   "steps",   "after_ms", "probability", "groups",      "recovers"});
+  TableReader r(t, path, what,
+                {"kind",        "node",   "at_step",  "at_ms",   "after_event", "event_count",
+                 "delay_ms",    "for_ms", "stop_ms",  "run_ms",  "nodes",       "spec",
+                 "action",      "from",   "to",       "types",   "steps",       "after_ms",
+                 "probability", "groups", "recovers", "lasts_ms"});
   const std::string kind = r.string("kind", "");
   const KindInfo* k = nullptr;
   for (const KindInfo& x : kinds)

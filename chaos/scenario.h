@@ -46,7 +46,7 @@ struct FabricRule {
   std::string action;  // drop | delay | duplicate | reorder | corrupt | partition | slow
   std::vector<std::string> from, to, types;
   std::optional<std::pair<int64_t, int64_t>> steps;  // inclusive window
-  std::optional<int64_t> after_ms, for_ms, delay_ms;
+  std::optional<int64_t> after_ms, for_ms, delay_ms, lasts_ms;
   std::optional<double> probability;
   std::vector<std::vector<std::string>> groups;  // partition only
 };

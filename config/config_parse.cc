@@ -75,6 +75,7 @@ std::vector<Section> build_sections() {
                            KEY(fault_tolerance, start_timeout_ms),
                            KEY(fault_tolerance, recover),
                            KEY(fault_tolerance, recovery_timeout_ms),
+                           KEY(fault_tolerance, step_timeout_ms),
                            KEY(fault_tolerance, coordinator_timeout_ms),
                            KEY(fault_tolerance, buddy_copies),
                            KEY(fault_tolerance, replace_lost)}},

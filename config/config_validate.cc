@@ -200,8 +200,9 @@ void validate_rest(Checker& c, const JobConfig& cfg) {
                               "train.micro_batch_rows = {}",
                               cfg.train.batch_size, cfg.train.micro_batch_rows));
 
-  for (const char* k : {"heartbeat_interval_ms", "heartbeat_timeout_ms", "start_timeout_ms",
-                        "recovery_timeout_ms", "coordinator_timeout_ms", "buddy_copies"})
+  for (const char* k :
+       {"heartbeat_interval_ms", "heartbeat_timeout_ms", "start_timeout_ms", "recovery_timeout_ms",
+        "step_timeout_ms", "coordinator_timeout_ms", "buddy_copies"})
     c.positive(std::string("fault_tolerance.") + k);
   const auto& ft = cfg.fault_tolerance;
   if (ft.heartbeat_timeout_ms < 2 * ft.heartbeat_interval_ms)

@@ -14,6 +14,10 @@ struct FaultToleranceConfig {
   // same bits as a run that lost nothing. false: the job stops instead.
   bool recover = true;
   int64_t recovery_timeout_ms = 30000;  // survivors not recovered within this: the job stops
+  // A step not committed this long after it began: one of its messages was lost (a dropped
+  // message, a one-way cut that healed). Every worker goes back to the committed step and
+  // redoes it, keeping every node, with the same bits. Set it above the slowest step.
+  int64_t step_timeout_ms = 30000;
   // A node that hears nothing from the coordinator this long (a hung coordinator; it sends
   // every node a heartbeat each heartbeat_interval_ms) leaves with an error: never a hang.
   int64_t coordinator_timeout_ms = 60000;

@@ -5,7 +5,8 @@
 // second loss restarts the recovery; malformed messages of every type are dropped and
 // counted while the job goes on; a throw ends the job through on_done; silence past the
 // heartbeat timeout is noticed on virtual time, and the silent node is evicted with the
-// epoch; a refused connection is an event.
+// epoch; a refused connection is an event; a step stalled by a lost message is redone after
+// step_timeout_ms with every node, and one that keeps stalling ends the job.
 #include <gtest/gtest.h>
 
 #include "coordinator_script.h"
@@ -284,6 +285,68 @@ TEST_F(CoordinatorScript, ARecoveryPastItsTimeoutEndsTheJobNamingWhoIsLate) {
   EXPECT_FALSE(result->ok);
   EXPECT_NE(result->error.find("did not finish within"), std::string::npos) << result->error;
   EXPECT_NE(result->error.find("waiting for n3/worker.2"), std::string::npos) << result->error;
+}
+
+class StepTimeout : public CoordinatorScript {
+ protected:
+  // Every node heartbeats for `for_ms` of virtual time (no one is lost for silence).
+  void all_alive_for(int64_t for_ms) {
+    const auto& ft = config.fault_tolerance;
+    for (int64_t t = 0; t < for_ms && !result; t += ft.heartbeat_interval_ms) {
+      for (const char* node : {"n1/agent.0", "n2/agent.0", "n3/agent.0"})
+        to_coordinator(make_message(node, "", runtime::heartbeat_type, control::Heartbeat{}));
+      sched.clock().advance_time(std::chrono::milliseconds(ft.heartbeat_interval_ms));
+      run();
+    }
+  }
+};
+
+// A lost StepDone (nothing resends a step message): past step_timeout_ms the coordinator
+// names what it waited for and sends every worker back to the committed step, every node
+// kept; the step is redone and commits.
+TEST_F(StepTimeout, AStalledStepIsRedoneWithEveryNodeKept) {
+  step(0);
+  for (int64_t i = 0; i < 3; ++i) stats(i, 1), norms(i, 1);
+  done(0, 1), done(1, 1);  // worker 2's StepDone is lost
+  const uint64_t before = net->epoch;
+  const int64_t limit_ms = config.fault_tolerance.step_timeout_ms;
+  all_alive_for(limit_ms - 2 * config.fault_tolerance.heartbeat_interval_ms);
+  EXPECT_EQ(count_events("recover"), 0u) << "redone before step_timeout_ms";
+  all_alive_for(4 * config.fault_tolerance.heartbeat_interval_ms);
+  ASSERT_EQ(count_events("recover"), 1u);
+  EXPECT_NE(events.back().second.find("waiting for StepDone from n3/worker.2"), std::string::npos)
+      << events.back().second;
+  EXPECT_GT(net->epoch, before);
+  EXPECT_TRUE(net->evicted.empty());
+  const auto recovers = net->of_type(recover_type);
+  ASSERT_EQ(recovers.size(), 3u);  // to every worker
+  train::Recover r;
+  ASSERT_TRUE(r.ParseFromString(recovers[0].header));
+  EXPECT_EQ(r.version(), 1);  // step 0 committed, step 1 not
+  EXPECT_EQ(r.workers_size(), 3);
+  EXPECT_EQ(r.old_workers(), 3);
+  for (int64_t i = 0; i < 3; ++i) recovered(i);
+  EXPECT_EQ(count_sent(step_begin_type), 3u + 3u + 3u);  // step 1 again, on all three
+  step(1);
+  EXPECT_EQ(log->commits.size(), 2u);
+  EXPECT_EQ(log->commits[1].workers, 3);
+}
+
+// A loss that persists: the step stalls again after every redo, and the job stops saying so
+// instead of redoing it for ever.
+TEST_F(StepTimeout, AStepThatKeepsStallingEndsTheJob) {
+  const int64_t limit_ms = config.fault_tolerance.step_timeout_ms;
+  for (int64_t redo = 0; redo < 4 && !result; ++redo) {
+    for (int64_t i = 0; i < 2; ++i) stats(i, 0), norms(i, 0);  // worker 2's reports are lost
+    all_alive_for(limit_ms + 2 * config.fault_tolerance.heartbeat_interval_ms);
+    for (int64_t i = 0; i < 3 && !result; ++i) recovered(i);
+  }
+  ASSERT_TRUE(result.has_value());
+  EXPECT_FALSE(result->ok);
+  EXPECT_NE(result->error.find("redone 3 times and stalled each time"), std::string::npos)
+      << result->error;
+  EXPECT_NE(result->error.find("Stats from n3/worker.2"), std::string::npos) << result->error;
+  EXPECT_EQ(count_events("recover"), 3u);
 }
 
 }  // namespace

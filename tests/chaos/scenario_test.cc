@@ -174,6 +174,30 @@ TEST(Check, ConfiguredFaultsMustShowInTheEvents) {
   EXPECT_FALSE(v[0].ok);  // the skip of step 8 is not the one of step 4
 }
 
+// A partition must evict a node of its smallest group, and each drop of step messages must
+// stall a step that the coordinator redoes (else the fault never acted: a vacuous pass).
+TEST(Check, PartitionsAndDroppedStepMessagesMustShowInTheEvents) {
+  const Scenario s = parse_scenario_text(
+      head +
+          "[[fault]]\nkind = \"fabric\"\naction = \"partition\"\n"
+          "groups = [[\"coordinator\", \"n1\", \"n2\"], [\"n3\"]]\nafter_ms = 4000\n"
+          "for_ms = 3000\n"
+          "[[fault]]\nkind = \"fabric\"\naction = \"drop\"\nfrom = [\"n1\"]\n"
+          "types = [\"GradSlices\"]\nsteps = [3, 3]\nlasts_ms = 400\n",
+      path());
+  EXPECT_NE(fabric_plan_text(s, 1).find("steps = [3, 3]\nlasts_ms = 400\n"), std::string::npos)
+      << fabric_plan_text(s, 1);
+  std::vector<Verdict> v = check_configured(s, {{{"kind", "recover"}, {"node", "n2"}}});
+  ASSERT_EQ(v.size(), 2u);
+  EXPECT_FALSE(v[0].ok) << "n2 is not of the minority";
+  EXPECT_FALSE(v[1].ok) << "no step was redone";
+  v = check_configured(
+      s, {{{"kind", "recover"}, {"node", "n3"}},
+          {{"kind", "recover"}, {"text", "step 3 did not finish within step_timeout_ms = 8000"}}});
+  EXPECT_TRUE(v[0].ok) << v[0].detail;
+  EXPECT_TRUE(v[1].ok) << v[1].detail;
+}
+
 TEST(Check, EveryScenarioFileParses) {
   int n = 0;
   for (const auto& e : std::filesystem::directory_iterator(source_dir() + "/chaos/scenarios")) {
