@@ -206,6 +206,7 @@ void commit_step(Self* self) {
   c.set_step(d.step);
   to_all_workers(self, commit_type, c);
   d.report.seconds = std::chrono::duration<double>(now(self) - d.step_started).count();
+  d.slowest_step_ms = std::max(d.slowest_step_ms, d.report.seconds * 1000);
   d.report.has_val = false;
   const auto& t = s.opt.config.train;
   if (model::validate_after(t.eval_every, d.step, t.steps))
@@ -269,6 +270,9 @@ Verdict on_final(Self* self, const train::Final& f, const ActorMessage& m) {
 namespace {
 
 constexpr int64_t kStepRedosMax = 3;  // a step stalled again after this many redos: stop
+// A step may take this many times the slowest committed one before it counts as stalled,
+// whatever step_timeout_ms says: a slow model or a loaded machine is not a lost message.
+constexpr int64_t kSlowestStepFactor = 4;
 
 // "Stats from n1/worker.0, n2/worker.1": the workers a round still waits for.
 std::string waiting_in(Self* self, const Receipts& round, const char* what) {
@@ -303,14 +307,16 @@ std::string waiting_for(Self* self) {
 void check_step_progress(Self* self, time_point t) {
   auto& s = self->state;
   auto& d = s.drv;
-  const int64_t limit_ms = s.opt.config.fault_tolerance.step_timeout_ms;
+  const int64_t set_ms = s.opt.config.fault_tolerance.step_timeout_ms;
+  const int64_t limit_ms = std::max(set_ms, int64_t(kSlowestStepFactor * d.slowest_step_ms));
   if (s.core.phase != Phase::running || !d.in_flight || t - d.begun <= ms(limit_ms)) return;
   d.in_flight = false;
   d.stalls = d.stalled_step == d.step ? d.stalls + 1 : 1;
   d.stalled_step = d.step;
-  const std::string what =
-      fmt::format("step {} did not finish within step_timeout_ms = {} ({}): a message was lost",
-                  d.step, limit_ms, waiting_for(self));
+  const std::string what = fmt::format(
+      "step {} did not finish within {} ms (step_timeout_ms = {}, or {} x the "
+      "slowest step so far, {:.0f} ms) ({}): a message was lost",
+      d.step, limit_ms, set_ms, kSlowestStepFactor, d.slowest_step_ms, waiting_for(self));
   if (d.stalls > kStepRedosMax)
     return fail(self, fmt::format("{}; it was redone {} times and stalled each time: the loss "
                                   "persists (a one-way cut?), or the step takes longer than "

@@ -119,6 +119,7 @@ struct StepDriver {
   bool in_flight = false;  // a StepBegin (train or validation) is out, its step not finished
   time_point begun;        // when it went out (step_timeout_ms counts from here)
   int64_t stalled_step = -1, stalls = 0;  // the step last redone for a stall, how many times
+  double slowest_step_ms = 0;             // the longest train step committed, begin to commit
   StepReport report;
   JobResult result;
   std::map<std::string, std::vector<train::DropCount>> worker_drops;  // by address, from Final

@@ -16,7 +16,8 @@ struct FaultToleranceConfig {
   int64_t recovery_timeout_ms = 30000;  // survivors not recovered within this: the job stops
   // A step not committed this long after it began: one of its messages was lost (a dropped
   // message, a one-way cut that healed). Every worker goes back to the committed step and
-  // redoes it, keeping every node, with the same bits. Set it above the slowest step.
+  // redoes it, keeping every node, with the same bits. The coordinator waits at least 4x
+  // the slowest step committed so far, whatever this says.
   int64_t step_timeout_ms = 30000;
   // A node that hears nothing from the coordinator this long (a hung coordinator; it sends
   // every node a heartbeat each heartbeat_interval_ms) leaves with an error: never a hang.

@@ -332,6 +332,22 @@ TEST_F(StepTimeout, AStalledStepIsRedoneWithEveryNodeKept) {
   EXPECT_EQ(log->commits[1].workers, 3);
 }
 
+// A job whose steps are slow is not redone for it: the coordinator waits at least 4x the
+// slowest committed step, whatever step_timeout_ms (30 s) says.
+TEST_F(StepTimeout, ASlowJobWaitsFourTimesItsSlowestStep) {
+  for (int64_t i = 0; i < 3; ++i) stats(i, 0), norms(i, 0);
+  all_alive_for(10000);  // step 0 takes 10 s
+  for (int64_t i = 0; i < 3; ++i) done(i, 0);
+  for (int64_t i = 0; i < 3; ++i) stats(i, 1), norms(i, 1);
+  done(0, 1), done(1, 1);  // worker 2's StepDone is lost
+  all_alive_for(35000);
+  EXPECT_EQ(count_events("recover"), 0u) << "redone past step_timeout_ms but before 4 x 10 s";
+  all_alive_for(6000);
+  ASSERT_EQ(count_events("recover"), 1u);
+  EXPECT_NE(events.back().second.find("within 40000 ms"), std::string::npos)
+      << events.back().second;
+}
+
 // A loss that persists: the step stalls again after every redo, and the job stops saying so
 // instead of redoing it for ever.
 TEST_F(StepTimeout, AStepThatKeepsStallingEndsTheJob) {
