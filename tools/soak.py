@@ -45,12 +45,15 @@ def env_num(name, default, kind=float):
 
 
 def proc_sample(pid):
-    """(rss_kib, fds, threads) of a live process, or None once it is gone."""
+    """(rss, anon, file, shmem (KiB), fds, threads) of a live process, or None once it is
+    gone. RSS = anon (heap, stacks) + file (the binary's and libraries' pages as they are
+    first run: clean, shared, reclaimable) + shmem (UCX's shared memory with its peers)."""
     try:
         with open(f"/proc/{pid}/status") as f:
             fields = dict(line.split(":", 1) for line in f if ":" in line)
         fds = len(os.listdir(f"/proc/{pid}/fd"))
-        return int(fields["VmRSS"].split()[0]), fds, int(fields["Threads"])
+        kib = [int(fields[k].split()[0]) for k in ("VmRSS", "RssAnon", "RssFile", "RssShmem")]
+        return (*kib, fds, int(fields["Threads"]))
     except (FileNotFoundError, ProcessLookupError, KeyError):
         return None
 
@@ -64,7 +67,8 @@ class Sampler(threading.Thread):
         self.rows = []
         self.out = open(path, "w", newline="")
         self.csv = csv.writer(self.out)
-        self.csv.writerow(["t_s", "role", "name", "pid", "members", "rss_kib", "fds", "threads"])
+        self.csv.writerow(["t_s", "role", "name", "pid", "members", "rss_kib", "anon_kib",
+                           "file_kib", "shmem_kib", "fds", "threads"])
         self.t0 = time.monotonic()
 
     def processes(self):
@@ -138,10 +142,10 @@ def inject(job, troupe, rng, kinds, nodes, anchor, max_nodes):
 
 
 def series_of(rows):
-    """{(role, name, pid): [(t, members, rss, fds, threads)]}"""
+    """{(role, name, pid): [(t, members, rss, anon, file, shmem, fds, threads)]}"""
     series = {}
-    for t, role, name, pid, members, rss, fds, threads in rows:
-        series.setdefault((role, name, pid), []).append((t, members, rss, fds, threads))
+    for t, role, name, pid, members, *figures in rows:
+        series.setdefault((role, name, pid), []).append((t, members, *figures))
     return series
 
 
@@ -149,14 +153,15 @@ def growth(v, start_s, end_s):
     """The growth of one process from the start to the end of the measured window, compared
     at equal membership (a node's fds, threads and buffers follow its number of peers): for
     each node count seen both in the first and in the last third of the window, the median
-    of each figure there: [(count, (rss, fds, threads) then, the same at the end, RSS %)]."""
+    of each figure there: [(count, (rss, anon, file, shmem, fds, threads) then, the same at
+    the end, RSS %)]."""
     third = (end_s - start_s) / 3
     first = [r for r in v if start_s <= r[0] < start_s + third]
     last = [r for r in v if r[0] >= end_s - third]
     out = []
     for m in sorted({r[1] for r in first} & {r[1] for r in last}):
-        a = [statistics.median(r[i] for r in first if r[1] == m) for i in (2, 3, 4)]
-        b = [statistics.median(r[i] for r in last if r[1] == m) for i in (2, 3, 4)]
+        a = [statistics.median(r[i] for r in first if r[1] == m) for i in range(2, 8)]
+        b = [statistics.median(r[i] for r in last if r[1] == m) for i in range(2, 8)]
         out.append((m, a, b, 100.0 * (b[0] - a[0]) / a[0]))
     return out
 
@@ -168,17 +173,18 @@ def report(rows, warmup_s, end_s):
     print(f"\nprocesses that lived through the measured window ({warmup_s / 60:.1f} min → "
           f"{end_s / 60:.1f} min), first third vs last third at equal node count:")
     print(f"  {'process':28s} {'nodes':>5s} {'RSS then':>9s} {'RSS end':>9s} {'growth':>8s} "
-          f"{'fds':>9s} {'threads':>9s}")
+          f"{'fds':>9s} {'threads':>9s}   of which anon / file / shmem (KiB, then → end)")
     for (role, name, pid), v in sorted(series_of(rows).items()):
         if v[0][0] > warmup_s + 30 or v[-1][0] < end_s - 30:
             continue  # started after the warm-up or gone before the end (killed, drained)
         for m, a, b, pct in growth(v, warmup_s, end_s):
-            good = pct <= RSS_GROWTH_MAX_PCT and b[1] <= a[1] and b[2] <= a[2]
+            good = pct <= RSS_GROWTH_MAX_PCT and b[4] <= a[4] and b[5] <= a[5]
             ok &= good
             shown += 1
+            parts = " / ".join(f"{a[i]:.0f}→{b[i]:.0f}" for i in (1, 2, 3))
             print(f"  {f'{role} {name} ({pid})':28s} {m:5d} {a[0] / 1024:7.1f}Mi "
-                  f"{b[0] / 1024:7.1f}Mi {pct:+7.2f}% {a[1]:4.0f}→{b[1]:<4.0f} "
-                  f"{a[2]:4.0f}→{b[2]:<4.0f}{'' if good else '  MISSES'}")
+                  f"{b[0] / 1024:7.1f}Mi {pct:+7.2f}% {a[4]:4.0f}→{b[4]:<4.0f} "
+                  f"{a[5]:4.0f}→{b[5]:<4.0f}   {parts}{'' if good else '  MISSES'}")
     if not shown:
         print("  none (the soak was shorter than its warm-up, or every process was replaced)")
     return ok and shown > 0
@@ -194,7 +200,7 @@ def plot(rows, path):
         return
     fig, axes = plt.subplots(3, 1, figsize=(10, 9), sharex=True)
     series = {}
-    for t, role, name, pid, _, rss, fds, threads in rows:
+    for t, role, name, pid, _, rss, _anon, _file, _shmem, fds, threads in rows:
         series.setdefault(f"{role} {name} ({pid})", []).append((t / 60, rss / 1024, fds, threads))
     for label, v in series.items():
         if len(v) < 12:
