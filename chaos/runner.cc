@@ -21,10 +21,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-// Whether this build's fabric reads TROUPE_FABRIC_FAULTS (chaos/faulty_fabric.h): a
-// scenario's `needs` names a feature a build may lack, refused by name rather than run as if
-// its faults had happened.
-constexpr bool fabric_faults_built = true;
 // How long the reference `troupe train` and `troupe ledger --check` may take.
 constexpr int64_t reference_timeout_s = 1800;
 constexpr int64_t ledger_timeout_s = 120;
@@ -122,15 +118,6 @@ std::vector<nlohmann::json> journal_records(const std::string& run_dir) {
 }
 
 }  // namespace
-
-std::string missing_feature(const Scenario& s) {
-  if (s.needs == "fabric-faults" && !fabric_faults_built)
-    return fmt::format(
-        "{} needs fabric-faults (a Fabric decorator that reads the plan named by "
-        "{}, issue 14 item 1), which this build lacks",
-        s.path, fabric_faults_env);
-  return "";
-}
 
 Report run_scenario(const Scenario& s, const RunOptions& o) {
   const uint64_t seed = o.seed.value_or(s.seed);

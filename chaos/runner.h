@@ -19,8 +19,6 @@ struct RunOptions {
   std::string replay;                          // the command that replays this run
 };
 
-// "" when this build can run s; else why not (a feature it needs is not built in).
-std::string missing_feature(const Scenario& s);
 // Runs s (the reference first, when not cached) and checks it. Throws std::runtime_error
 // only when a job cannot be started or the reference itself fails.
 Report run_scenario(const Scenario& s, const RunOptions& o);

@@ -200,9 +200,6 @@ void read_top(Scenario& s, const TableReader& r) {
   s.launch_args = r.strings("launch_args");
   s.timeout_s = r.integer("timeout_s", 10, scenario_timeout_s_max, 300);
   s.fast = r.boolean("fast", false);
-  s.needs = r.string("needs", "");
-  if (!s.needs.empty() && s.needs != "fabric-faults")
-    r.fail("needs", "the only feature a scenario may need is \"fabric-faults\"");
   s.seed = uint64_t(r.integer("seed", 0, INT64_MAX, 1));
 }
 
@@ -233,7 +230,7 @@ Scenario parse_scenario_text(const std::string& text, const std::string& path) {
   s.name = std::filesystem::path(path).stem().string();
   const TableReader r(root, path, "the scenario",
                       {"description", "config", "set", "steps", "nodes", "launch_args", "timeout_s",
-                       "fast", "needs", "seed", "fault", "bounds"});
+                       "fast", "seed", "fault", "bounds"});
   read_top(s, r);
   if (const toml::table* b = r.table("bounds")) {
     const TableReader br(*b, path, "[bounds]",

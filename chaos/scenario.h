@@ -82,7 +82,6 @@ struct Scenario {
   std::vector<std::string> launch_args;  // more `troupe launch` flags (e.g. --max-nodes 5)
   int64_t timeout_s = 0;                 // the job must end within this
   bool fast = false;                     // runs in CI (ctest chaos.scenarios_fast)
-  std::string needs;                     // a feature this build may lack ("fabric-faults")
   uint64_t seed = 1;                     // --seed overrides it
   std::vector<Fault> faults;
   Bounds bounds;

@@ -70,14 +70,8 @@ void run_files(const ChaosArgs& a) {
   std::vector<chaos::Scenario> all = parse_all(scenario_files(a));
   if (a.fast) std::erase_if(all, [](const chaos::Scenario& s) { return !s.fast; });
   if (all.empty()) throw UsageError("chaos run: no scenario given (FILE... or --all)");
-  int failed = 0, skipped = 0;
+  int failed = 0;
   for (const chaos::Scenario& s : all) {
-    if (const std::string why = chaos::missing_feature(s); !why.empty()) {
-      if (!a.all) throw UsageError("chaos run: " + why);
-      std::printf("chaos: SKIPPED %s: %s\n", s.name.c_str(), why.c_str());
-      ++skipped;
-      continue;
-    }
     chaos::RunOptions o = options(a);
     o.replay = replay_of(s, o.seed.value_or(s.seed));
     const chaos::Report r = chaos::run_scenario(s, o);
@@ -85,8 +79,8 @@ void run_files(const ChaosArgs& a) {
     std::fflush(stdout);
     failed += !r.ok();
   }
-  std::printf("chaos: %zu scenario(s): %zu passed, %d failed, %d skipped\n", all.size(),
-              all.size() - size_t(failed + skipped), failed, skipped);
+  std::printf("chaos: %zu scenario(s): %zu passed, %d failed\n", all.size(),
+              all.size() - size_t(failed), failed);
   if (failed > 0) throw RunFailed(fmt::format("chaos: {} scenario(s) failed", failed));
 }
 

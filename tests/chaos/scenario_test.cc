@@ -105,10 +105,9 @@ TEST(FabricPlan, WritesEachRuleInTheDecoratorsFormat) {
             "groups = [[\"n1\"], [\"n2\", \"n3\"]]\n"
             "\n[[rule]]\naction = \"delay\"\nfrom = [\"n1\"]\ntypes = [\"Recover\"]\n"
             "probability = 0.5\ndelay_ms = 50\n");
-  // The decorator reads what the runner writes (both are built now), and nothing is missing.
+  // The decorator reads what the runner writes.
   const auto plan = parse_fault_plan(fabric_plan_text(s, 42), "t.toml");
   EXPECT_TRUE(plan.ok()) << plan.status().to_string();
-  EXPECT_EQ(missing_feature(parse_scenario_text(head + "needs = \"fabric-faults\"\n", path())), "");
   EXPECT_EQ(fabric_plan_text(parse_scenario_text(head, path()), 1), "");
 }
 
