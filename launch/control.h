@@ -39,6 +39,8 @@ inline constexpr size_t control_token_random_bytes = 32;
 // steps draw a curve as fine as the page is wide, 500 events are more than a screen.
 inline constexpr size_t control_history_steps_max = 2000;
 inline constexpr size_t control_history_events_max = 500;
+// ... and their JSON lines take at most this many bytes (an event's line is ~200-500 bytes).
+inline constexpr size_t control_history_event_bytes_max = 160 * 1024;
 
 // The paths served without the token (GET only): the page, which then sends it itself.
 inline constexpr const char* control_public_paths[] = {"/"};

@@ -6,27 +6,16 @@
 
 namespace troupe::launch {
 
-namespace {
-
-template <class T>
-void push_bounded(std::deque<T>* q, T item, size_t max) {
-  q->push_back(std::move(item));
-  while (q->size() > max) q->pop_front();
-}
-
-}  // namespace
-
 JobControl::JobControl(Ask ask, std::function<nlohmann::json()> status)
     : ask_(std::move(ask)), status_(std::move(status)) {}
 
 void JobControl::on_step(int64_t step, double loss, double tokens_per_s, double t_s,
                          const double* val_loss) {
   metrics_.on_step(step, loss, tokens_per_s);
-  nlohmann::json s = {{"step", step}, {"loss", loss}, {"tokens_per_s", tokens_per_s}, {"t_s", t_s}};
-  if (val_loss) s["val_loss"] = *val_loss;
+  const StepPoint p{step, loss, tokens_per_s, t_s, val_loss ? *val_loss : 0, val_loss != nullptr};
   std::lock_guard lock(mu_);
   tokens_per_s_ = tokens_per_s, loss_ = loss;
-  push_bounded(&steps_, std::move(s), control_history_steps_max);
+  history_.add_step(p);
 }
 
 void JobControl::on_event(const nlohmann::json& line) {
@@ -50,7 +39,7 @@ void JobControl::on_event(const nlohmann::json& line) {
     metrics_.on_fault(kind);
   }
   std::lock_guard lock(mu_);
-  push_bounded(&events_, line, control_history_events_max);
+  history_.add_event(line);
 }
 
 nlohmann::json JobControl::status() {
@@ -64,7 +53,7 @@ nlohmann::json JobControl::status() {
 
 nlohmann::json JobControl::history() {
   std::lock_guard lock(mu_);
-  return {{"steps", nlohmann::json(steps_)}, {"events", nlohmann::json(events_)}};
+  return history_.to_json();
 }
 
 }  // namespace troupe::launch

@@ -6,13 +6,13 @@
 #pragma once
 
 #include <cstdint>
-#include <deque>
 #include <functional>
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <string>
 
 #include "launch/control.h"
+#include "launch/control_history.h"
 #include "launch/job_metrics.h"
 
 namespace troupe::launch {
@@ -48,7 +48,8 @@ class JobControl : public ControlTarget {
   std::function<nlohmann::json()> status_;
   JobMetrics metrics_;
   std::mutex mu_;
-  std::deque<nlohmann::json> steps_, events_;
+  ControlHistory history_{control_history_steps_max, control_history_events_max,
+                          control_history_event_bytes_max};
   double tokens_per_s_ = 0, loss_ = 0;
 };
 
