@@ -67,6 +67,13 @@ bench-fabric: build
 bench-dp: build
 	bench/run_bench_dp.sh $(BUILD)
 
+# Issue 15, the offline part of bench-eplb (the online rebalancer's part comes with its actor):
+# `troupe eplb`'s placement next to DeepSeek's eplb.py under torch, same run, on 61 layers x
+# 256 experts (R=288 G=8 N=4 P=32, Zipf loads): both times, their ratio, both balances.
+.PHONY: bench-eplb-offline
+bench-eplb-offline: build
+	$(PYTHON) bench/run_bench_eplb.py $(BUILD)
+
 # Random single faults (kill -9 or SIGSTOP of one node, at a random step) on 3-4 node
 # jobs; each must end with the undisturbed run's weights. CHAOS_RUNS (12), not in CI.
 # Issue 14's soak: one long job with a random fault (kill, hang, scale up, drain, coordinator

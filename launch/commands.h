@@ -57,6 +57,8 @@ void add_dev_command(CLI::App& app);
 void add_node_command(CLI::App& app);
 void add_launch_command(CLI::App& app);
 void add_ledger_command(CLI::App& app);
+// eplb: expert placement from loads, offline (train/eplb.h).
+void add_eplb_command(CLI::App& app);
 // status, scale, drain, pause, resume, checkpoint: clients of a job's control endpoint.
 void add_control_commands(CLI::App& app);
 void add_report_command(CLI::App& app);

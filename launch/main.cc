@@ -28,6 +28,7 @@ int main(int argc, char** argv) {
   troupe::launch::add_launch_command(app);
   troupe::launch::add_node_command(app);
   troupe::launch::add_ledger_command(app);
+  troupe::launch::add_eplb_command(app);
   troupe::launch::add_control_commands(app);
   troupe::launch::add_report_command(app);
   troupe::launch::add_chaos_command(app);
