@@ -10,6 +10,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <span>
 #include <string>
 #include <vector>
@@ -41,6 +42,11 @@ inline constexpr uint64_t message_bytes_max = uint64_t{1} << 30;
 // headers and caller buffers we pin; send() waits up to send_wait_ms_max for room.
 inline constexpr size_t inflight_messages_max = 1024;
 inline constexpr int64_t send_wait_ms_max = 1000;
+// Sends made on the fabric's own thread (a receive handler, FabricGuest::run) cannot wait
+// for room: only that thread makes room. They may go this far past the window before send()
+// refuses them (busy). The fabric lends itself to its guest only while the window has room,
+// so a guest goes past it by at most what it sends in one run.
+inline constexpr size_t inflight_overcommit_max = inflight_messages_max;
 // Delivered messages waiting in receive()'s queue (only when no receive handler is set).
 // Past this the consumer is not keeping up: messages are dropped and counted rather than
 // letting memory grow. It holds a full send window of four peers.
@@ -135,11 +141,30 @@ using RefusedFn = std::function<void(const ConnectionRefusal& refusal)>;
 // Completion of one send: after it runs, the payload memory may be reused.
 using SendDoneFn = std::function<void(const Status& status)>;
 
+// Work a fabric may run on its own thread between two polls of its transport: Host lends
+// the thread to the CAF scheduler (lent_scheduler.h), so that a received message reaches its
+// actor, and the actor's reply the transport, without waking another thread. The fabric
+// calls these on its own thread only, never from inside a transport callback.
+class FabricGuest {
+ public:
+  virtual ~FabricGuest() = default;
+  // Runs some ready work, a bounded amount (the fabric polls again after it); true if any.
+  // Sends it makes (Fabric::send on the fabric's thread) are never refused for a full
+  // window: the fabric lends itself only while the window has room.
+  virtual bool run() = 0;
+  // The thread polls, and calls run(), from now on: new work may wait for it.
+  virtual void step_in() = 0;
+  // The thread stops polling for a while (it sleeps, its send window is full, it closes):
+  // work ready now, and what comes later, goes to the guest's own threads.
+  virtual void step_aside() = 0;
+};
+
 struct FabricHandlers {
-  ReceiveFn on_receive;     // empty: messages queue for receive()
-  PeerDownFn on_peer_down;  // empty: peer loss is only counted
-  PeerUpFn on_peer_up;      // empty: admission is only counted
-  RefusedFn on_refused;     // empty: refused connections are only counted and logged
+  ReceiveFn on_receive;                // empty: messages queue for receive()
+  PeerDownFn on_peer_down;             // empty: peer loss is only counted
+  PeerUpFn on_peer_up;                 // empty: admission is only counted
+  RefusedFn on_refused;                // empty: refused connections are only counted and logged
+  std::shared_ptr<FabricGuest> guest;  // empty: the fabric's thread only moves messages
 };
 
 class Fabric {
@@ -166,7 +191,8 @@ class Fabric {
   // `done` runs (on the fabric's thread, or inline) when the payload memory may be
   // reused — the caller keeps it alive and unchanged until then. Errors: too_large or
   // invalid_argument (limits; nothing sent), unknown_peer, peer_down, busy (in-flight
-  // window full for send_wait_ms_max), closed. After an ok return, a transport failure
+  // window full for send_wait_ms_max; on the fabric's own thread, which never waits: past
+  // inflight_overcommit_max), closed. After an ok return, a transport failure
   // is reported to `done` only. May be called from any thread, including handlers.
   virtual Status send(PeerId peer, const Envelope& envelope,
                       std::span<const std::span<const std::byte>> payloads,

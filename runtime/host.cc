@@ -5,6 +5,8 @@
 #include <caf/all.hpp>
 #include <optional>
 
+#include "runtime/lent_scheduler.h"
+
 namespace troupe::runtime {
 
 struct Host::Impl {
@@ -17,10 +19,14 @@ struct Host::Impl {
     // Work sharing: idle scheduler threads block on a condition variable and wake when a
     // message arrives. The default work stealing polls with sleeps once idle, which put
     // 100-250 us on every hop of a message that arrives after a quiet spell (bench_actors).
-    if (const char* p = std::getenv("TROUPE_CAF_POLICY"))
+    // By default the fabric's thread is lent to it too (lent_scheduler.h); TROUPE_CAF_POLICY
+    // (sharing, stealing) picks one of CAF's own instead, for comparison.
+    if (const char* p = std::getenv("TROUPE_CAF_POLICY")) {
       config.set("scheduler.policy", caf::atom_from_string(p));
-    else
+    } else {
       config.set("scheduler.policy", caf::atom("sharing"));
+      use_lent_scheduler(config);
+    }
     config.set("logger.console", caf::atom("none"));
     return config;
   }
@@ -72,6 +78,7 @@ Result<std::unique_ptr<Host>> Host::create(HostOptions options) {
   // The router handle is filled in below, before listen(): nothing can arrive earlier.
   auto router_slot = std::make_shared<caf::actor>();
   FabricHandlers handlers = router_handlers(router_slot);
+  handlers.guest = make_scheduler_guest(*impl.caf_system);  // null on a simulation's system
   Result<std::unique_ptr<Fabric>> fabric = options.fabric_factory
                                                ? options.fabric_factory(handlers)
                                                : make_ucx_fabric(options, handlers);

@@ -174,8 +174,11 @@ void UcxFabric::Impl::progress_loop() {
   auto last_activity = clock::now();
   uint32_t idle_polls = 0;
   while (!stop.load(std::memory_order_relaxed)) {
+    // Lent to the guest while sends have room: a guest's sends here cannot wait for it.
+    lend(inflight.load(std::memory_order_relaxed) < inflight_messages_max);
     bool active = run_commands();
     active |= ucp_worker_progress(worker) != 0;
+    if (lent) active |= handlers.guest->run();
     if (!ready_peers.empty()) start_ready_peers();
     if (!lost_peers.empty()) fail_lost_peers();
     if (!local_sends.empty()) active |= start_local_sends();
@@ -197,15 +200,27 @@ void UcxFabric::Impl::progress_loop() {
     }
     // Completions stalled above inflight_wake_messages: a waiting sender has room anyway.
     if (window_waiters.load() > 0) wake_window_waiters();
+    lend(false);
     const auto asleep = clock::now();
     sleep_until_event();
     last_activity = clock::now();
     idle_polls = 0;
     spin = next_spin(options, spin, last_activity - asleep);
   }
+  lend(false);  // for good: what the guest has left goes to its own threads
   run_commands();
   start_local_sends();
   close_all();
+}
+
+void UcxFabric::Impl::lend(bool on) {
+  if (!handlers.guest || on == lent) return;
+  lent = on;
+  if (on) {
+    handlers.guest->step_in();
+  } else {
+    handlers.guest->step_aside();
+  }
 }
 
 // Frees the close requests that completed (the loop calls it while any are open).

@@ -132,6 +132,7 @@ struct UcxFabric::Impl {
   bool run_commands();
   bool start_local_sends();
   void sleep_until_event();
+  void lend(bool on);  // lends the thread to handlers.guest, or takes it back
   void close_all();
   // Runs fn on the progress thread (inline when already on it).
   void post(std::function<void()> fn);
@@ -175,6 +176,7 @@ struct UcxFabric::Impl {
 
   // ---- window accounting (any thread) ----
   bool take_window();
+  Status send_here(std::unique_ptr<SendOp> op);  // send() on the progress thread
   void release_inflight();
   Status check_peer_up(PeerId peer);
   void wake_window_waiters();
@@ -203,6 +205,7 @@ struct UcxFabric::Impl {
   // from inside a UCX callback.
   std::vector<std::unique_ptr<SendOp>> local_sends;
   std::atomic<bool> commands_pending{false};
+  bool lent = false;  // the thread runs handlers.guest's work between polls (lend)
 
   // Progress-thread only.
   std::map<PeerId, std::unique_ptr<PeerState>> peers;

@@ -96,8 +96,8 @@ Status UcxFabric::send(PeerId peer, const Envelope& envelope,
     }
   }
   op->nonempty_payloads = nonempty;
+  if (im.on_progress_thread()) return im.send_here(std::move(op));
   if (!im.take_window()) {
-    if (im.on_progress_thread()) return {Code::busy, "send: in-flight window full"};
     std::unique_lock<std::mutex> lock(im.window_mutex);
     im.window_waiters.fetch_add(1);
     const bool room = im.window_cv.wait_for(lock, std::chrono::milliseconds(send_wait_ms_max),
@@ -105,12 +105,29 @@ Status UcxFabric::send(PeerId peer, const Envelope& envelope,
     im.window_waiters.fetch_sub(1);
     if (!room) return {Code::busy, "send: in-flight window full for send_wait_ms_max"};
   }
-  if (im.on_progress_thread()) {
-    im.local_sends.push_back(std::move(op));
+  SendOp* raw = op.release();
+  im.post([raw] { raw->impl->post_send(std::unique_ptr<SendOp>(raw)); });
+  return {};
+}
+
+// A send made on the progress thread: from a receive handler, or from an actor that the
+// thread runs (FabricGuest). It cannot wait for room (only this thread makes room), so it
+// may go past the window (inflight_overcommit_max). It goes behind the commands already
+// queued: an actor that ran on another thread before it ran here queued its earlier sends
+// there, and a link keeps its order. Otherwise it starts once ucp_worker_progress returns.
+Status UcxFabric::Impl::send_here(std::unique_ptr<SendOp> op) {
+  size_t n = inflight.load();
+  do {
+    if (n >= inflight_messages_max + inflight_overcommit_max)
+      return {Code::busy, "send: in-flight window full, on the fabric's thread"};
+  } while (!inflight.compare_exchange_weak(n, n + 1));
+  if (!commands_pending.load()) {
+    local_sends.push_back(std::move(op));
     return {};
   }
   SendOp* raw = op.release();
-  im.post([raw] { raw->impl->post_send(std::unique_ptr<SendOp>(raw)); });
+  std::lock_guard<std::mutex> lock(command_mutex);
+  commands.push_back([raw] { raw->impl->post_send(std::unique_ptr<SendOp>(raw)); });
   return {};
 }
 

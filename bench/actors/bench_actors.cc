@@ -5,7 +5,9 @@
 //   bench_actors serve --port-file F
 //   bench_actors client --connect HOST:PORT [--lat-iters N]
 // The client prints "bw <bytes> <MiB/s> <iters>" per size and
-// "lat 8 <median one-way us> <mean one-way us> <iters>", like bench_fabric.
+// "lat 8 <median one-way us> <mean one-way us> <iters>", like bench_fabric: ping-pong between
+// two event-based actors, as roles talk. "lat_scoped 8 ..." is the same from a scoped_actor
+// (a thread outside CAF, which each reply has to wake): the bench's figure before issue 15.
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -81,6 +83,39 @@ caf::behavior echo(caf::event_based_actor* self, caf::actor router,
   }};
 }
 
+// Pings echo.0 `iters` times, one at a time, and hands the round trips (us) to `out`.
+caf::behavior pinger(caf::event_based_actor* self, caf::actor router, int64_t iters,
+                     std::shared_ptr<std::promise<std::vector<double>>> out) {
+  struct Run {
+    std::vector<double> rtt_us;
+    Clock::time_point sent;
+  };
+  auto run = std::make_shared<Run>();
+  run->rtt_us.reserve(size_t(iters));
+  self->send(router, rt::register_atom::value, std::string("pinger.0"), caf::actor(self));
+  auto ping = [=] {
+    run->sent = Clock::now();
+    self->send(router, message("n1/pinger.0", "n0/echo.0", kPing));
+  };
+  ping();  // after the registration: one sender, in order
+  return {[=](rt::ActorMessage& m) {
+    if (m.type != kPong) return;
+    run->rtt_us.push_back(
+        std::chrono::duration<double, std::micro>(Clock::now() - run->sent).count());
+    if (int64_t(run->rtt_us.size()) < iters) return ping();
+    out->set_value(std::move(run->rtt_us));
+    self->quit();
+  }};
+}
+
+// "NAME 8 <median one-way us> <mean one-way us> <iters>" from round trips.
+void print_latency(const char* name, std::vector<double> rtt_us) {
+  std::sort(rtt_us.begin(), rtt_us.end());
+  const double mean = std::accumulate(rtt_us.begin(), rtt_us.end(), 0.0) / double(rtt_us.size());
+  fmt::print("{} 8 {:.3f} {:.3f} {}\n", name, rtt_us[rtt_us.size() / 2] / 2, mean / 2,
+             rtt_us.size());
+}
+
 int serve(const std::string& port_file) {
   auto h = host("n0");
   auto quit = std::make_shared<std::promise<void>>();
@@ -129,17 +164,18 @@ int client(const std::string& address, int64_t lat_iters) {
     const double s = std::chrono::duration<double>(Clock::now() - t0).count();
     fmt::print("bw {} {:.1f} {}\n", size, double(size) * double(iters) / s / (1 << 20), iters);
   }
-  std::vector<double> one_way_us;
+  auto actor_rtts = std::make_shared<std::promise<std::vector<double>>>();
+  auto actor_done = actor_rtts->get_future();
+  h->actor_system().spawn(pinger, router, lat_iters, actor_rtts);
+  print_latency("lat", actor_done.get());
+  std::vector<double> rtt_us;
   for (int64_t i = 0; i < lat_iters; ++i) {
     const auto t0 = Clock::now();
     self->send(router, message("n1/driver.0", "n0/echo.0", kPing));
     await(kPong);
-    one_way_us.push_back(std::chrono::duration<double, std::micro>(Clock::now() - t0).count() / 2);
+    rtt_us.push_back(std::chrono::duration<double, std::micro>(Clock::now() - t0).count());
   }
-  std::sort(one_way_us.begin(), one_way_us.end());
-  const double mean =
-      std::accumulate(one_way_us.begin(), one_way_us.end(), 0.0) / double(one_way_us.size());
-  fmt::print("lat 8 {:.3f} {:.3f} {}\n", one_way_us[one_way_us.size() / 2], mean, lat_iters);
+  print_latency("lat_scoped", std::move(rtt_us));
   self->send(router, message("n1/driver.0", "n0/echo.0", kQuit));
   await(kAck);
   return 0;

@@ -143,8 +143,12 @@ for size in sizes:
 a = [ac.get(("lat", 8), [nan])[0] for ac in acts]
 t = [tr.get(("lat", 8), [nan])[0] for _, tr in runs]
 r = [x / y if y else nan for x, y in zip(a, t)]
-print(f"latency 8 B one-way through actors: {summary(a)[0]:.2f} us, {summary(r)[0]:.1f}x the "
-      f"fabric's (each hop: fabric thread -> router -> actor, CAF mailboxes)")
+sa = [ac.get(("lat_scoped", 8), [nan])[0] for ac in acts]
+print(f"latency 8 B one-way through actors: {summary(a)[0]:.2f} us (range {summary(a)[1]:.2f}-"
+      f"{summary(a)[2]:.2f}), {summary(r)[0]:.1f}x the fabric's (event-based actor to actor: "
+      f"router -> fabric -> router -> actor, on the fabric's thread where it is lent to CAF)")
+print(f"  from a scoped_actor (a thread outside CAF, woken per reply): {summary(sa)[0]:.2f} us "
+      f"(range {summary(sa)[1]:.2f}-{summary(sa)[2]:.2f})")
 print("per run (troupe/perftest): " + "; ".join(
     f"4 MiB {tr.get(('bw', 4 << 20), [nan])[0] / pt.get(('bw', 4 << 20), [nan] * 8)[5]:.2f}"
     f" lat {tr.get(('lat', 8), [nan])[0] / pt.get(('lat', 8), [nan] * 8)[1]:.2f}"
