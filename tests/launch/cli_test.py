@@ -9,29 +9,14 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import sys
+
+from launch_checks import expect_error, failures, run
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
 TINY = os.path.join(ROOT, "configs", "tiny.toml")
 REFERENCE = os.path.join(ROOT, "tests", "reference", "reference.py")
-failures = []
-
-
-def run(args):
-    return subprocess.run(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def expect_error(name, args, *needles):
-    res = run(args)
-    err = res.stderr.strip()
-    ok = res.returncode == 2 and len(err.splitlines()) == 1 and all(n in err for n in needles)
-    ok = ok and "terminate called" not in err and "Traceback" not in err
-    print(f"{'ok ' if ok else 'BAD'} {name}: status {res.returncode}: {err}")
-    if not ok:
-        failures.append(f"{name}: wanted status 2 and one line naming {needles}; got "
-                        f"{res.returncode}, stderr {res.stderr!r}")
 
 
 def write(path, data, mode="w"):

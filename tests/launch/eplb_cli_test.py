@@ -6,28 +6,16 @@ The placements themselves are checked against eplb.py in tests/reference/eplb_pa
   eplb_cli_test.py --troupe build/troupe --work DIR
 """
 import argparse
+import functools
 import json
 import os
-import subprocess
 import sys
 
-failures = []
+import launch_checks
+from launch_checks import failures, run
 
-
-def run(args):
-    return subprocess.run(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def expect_error(name, args, *needles):
-    res = run(args)
-    err = res.stderr.strip()
-    ok = res.returncode == 2 and len(err.splitlines()) == 1 and all(n in err for n in needles)
-    ok = ok and res.stdout == "" and "terminate called" not in err and "Traceback" not in err
-    print(f"{'ok ' if ok else 'BAD'} {name}: status {res.returncode}: {err}")
-    if not ok:
-        failures.append(f"{name}: wanted status 2 and one line naming {needles}; got "
-                        f"{res.returncode}, stderr {res.stderr!r}")
-
+# troupe eplb prints its JSON only when it succeeds: an error leaves stdout empty.
+expect_error = functools.partial(launch_checks.expect_error, stdout_empty=True)
 
 def write(work, name, text):
     path = os.path.join(work, name)

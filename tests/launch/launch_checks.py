@@ -18,6 +18,24 @@ def check(name, ok, detail):
         failures.append(f"{name}: {detail}")
 
 
+def run(args):
+    return subprocess.run(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def expect_error(name, args, *needles, stdout_empty=False):
+    """A command that must fail with status 2 and one line on stderr naming every needle
+    (and, with stdout_empty, print nothing on stdout), never a crash or a Python trace."""
+    res = run(args)
+    err = res.stderr.strip()
+    ok = res.returncode == 2 and len(err.splitlines()) == 1 and all(n in err for n in needles)
+    ok = ok and "terminate called" not in err and "Traceback" not in err
+    ok = ok and (res.stdout == "" or not stdout_empty)
+    print(f"{'ok ' if ok else 'BAD'} {name}: status {res.returncode}: {err}", flush=True)
+    if not ok:
+        failures.append(f"{name}: wanted status 2 and one line naming {needles}; got "
+                        f"{res.returncode}, stderr {res.stderr!r}")
+
+
 def children(pid):
     """The node processes launch `pid` started (not its coordinator process), oldest first."""
     out = subprocess.run(["pgrep", "-f", "troupe node ", "-P", str(pid)], stdout=subprocess.PIPE,
