@@ -253,6 +253,8 @@ void enter_phase(Self* self, Phase p) {
 
 caf::actor spawn_coordinator(caf::actor_system& system, caf::actor router,
                              CoordinatorOptions options) {
+  if (options.own_thread)
+    return system.spawn<caf::detached>(coordinator, std::move(router), std::move(options));
   return system.spawn(coordinator, std::move(router), std::move(options));
 }
 

@@ -73,6 +73,11 @@ struct CoordinatorOptions {
   // the journal; it waits for the members to rejoin, then recovers them (no rollback when
   // every one of them is back).
   std::optional<RestartState> restart;
+  // A thread of its own (a detached actor). Its synced journal writes and on_step/on_event
+  // then hold up only itself, never the fabric's thread that the process's other actors
+  // (the router that delivers heartbeats) run on (runtime/lent_scheduler.h). Real processes
+  // set it; a deterministic scheduler (the simulation, tests) needs it off.
+  bool own_thread = false;
 };
 
 // Spawns the coordinator as "coordinator.0" on the host's router.
