@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstring>
+#include <memory>
 #include <span>
 #include <string>
 #include <string_view>
@@ -55,10 +56,12 @@ runtime::ActorMessage make_message(const std::string& from, const std::string& t
   return m;
 }
 
-// A payload viewing memory the sender keeps alive by protocol (no copy, no owner).
+// A payload viewing memory of `owner` (no copy). The protocol keeps the bytes unchanged until
+// the send completes; `owner` keeps them alive that long even when the sender exits first (an
+// evicted node's worker ends with its GradSlices still in flight).
 template <class T>
-runtime::Payload view_payload(const T* data, size_t count) {
-  return {nullptr, std::as_bytes(std::span<const T>(data, count))};
+runtime::Payload view_payload(std::shared_ptr<const void> owner, const T* data, size_t count) {
+  return {std::move(owner), std::as_bytes(std::span<const T>(data, count))};
 }
 
 // A payload owning a copy (for small vectors built on the spot).

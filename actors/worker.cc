@@ -205,7 +205,8 @@ void send_grad_slices(Self* self, int64_t step, const std::vector<model::Piece<f
     for (size_t k = 0; k < pieces.size(); ++k) {
       train::Node* n = gs.add_nodes();
       n->set_lo(pieces[k].node.lo), n->set_hi(pieces[k].node.hi);
-      payloads.push_back(view_payload(s.trainer->piece_grad(k) + f.lo, size_t(f.hi - f.lo)));
+      payloads.push_back(
+          view_payload(s.trainer, s.trainer->piece_grad(k) + f.lo, size_t(f.hi - f.lo)));
     }
     if (o == s.me) {
       for (size_t k = 0; k < pieces.size(); ++k) {
@@ -321,7 +322,7 @@ Verdict on_apply(Self* self, const train::Apply& a, const ActorMessage& m) {
     for (int64_t o = 0; o < s.workers; ++o)
       if (o != s.me)
         reply(self, s.peers[size_t(o)], weights_type, w,
-              {view_payload(s.trainer->params.data() + f.lo, size_t(f.hi - f.lo))});
+              {view_payload(s.trainer, s.trainer->params.data() + f.lo, size_t(f.hi - f.lo))});
   }
   if (s.trainer->engram()) s.trainer->apply_engram(a.step(), a.clip_scale());
   send_buddy_copy(self, a.step() + 1);
@@ -370,11 +371,11 @@ Verdict on_finish(Self* self, const train::Finish&, const ActorMessage&) {
   }
   std::vector<Payload> payloads;
   if (s.me == 0) {
-    payloads.push_back(view_payload(s.trainer->params.data(), s.trainer->params.size()));
+    payloads.push_back(view_payload(s.trainer, s.trainer->params.data(), s.trainer->params.size()));
     if (const auto* e = s.trainer->engram())
       for (size_t t = 0; t < e->tables().size(); ++t)
-        payloads.push_back(
-            view_payload(e->data(int64_t(t)), size_t(e->tables()[t].rows * e->tables()[t].dim)));
+        payloads.push_back(view_payload(s.trainer, e->data(int64_t(t)),
+                                        size_t(e->tables()[t].rows * e->tables()[t].dim)));
   }
   reply(self, s.ctx.coordinator, final_type, f, std::move(payloads));
   return {};
@@ -451,7 +452,7 @@ void start(Self* self) {
   model::JobConfig cfg =
       model::config_from_text(s.ctx.job.config_text, s.ctx.job.config_name, s.ctx.job.config_sets);
   if (s.ctx.threads > 0) cfg.train.threads = s.ctx.threads;
-  s.trainer = std::make_unique<model::Trainer>(cfg);
+  s.trainer = std::make_shared<model::Trainer>(cfg);
   s.buddy_copies = cfg.fault_tolerance.buddy_copies;
   s.epoch = s.ctx.epoch;
   s.peers = s.ctx.peers;

@@ -70,7 +70,8 @@ using SentTransfers = std::map<std::pair<std::string, bool>, ActorMessage>;
 
 struct WorkerState {
   runtime::RoleContext ctx;
-  std::unique_ptr<model::Trainer> trainer;
+  // Shared with the fabric: payloads view its memory (view_payload) until their sends end.
+  std::shared_ptr<model::Trainer> trainer;
   int64_t buddy_copies = 1;        // [fault_tolerance] buddy_copies of the job
   uint64_t epoch = 0;              // the epoch it acts in; stamped on what it sends
   std::vector<std::string> peers;  // the workers, by current index

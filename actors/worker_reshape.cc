@@ -83,14 +83,14 @@ void send_shares(Self* self, const train::Reshape& r, int64_t old_me, int64_t ne
 void send_replicas(Self* self, const train::Reshape& r) {
   auto& s = self->state;
   const std::vector<float>& params = s.trainer->params;
-  std::vector<Payload> payloads = {view_payload(params.data(), params.size())};
+  std::vector<Payload> payloads = {view_payload(s.trainer, params.data(), params.size())};
   if (auto* e = s.trainer->engram()) {
     auto* store = const_cast<model::InProcessEngramStore<float>*>(e);
     for (size_t t = 0; t < e->tables().size(); ++t) {
       const size_t n = size_t(e->tables()[t].rows * e->tables()[t].dim);
-      payloads.push_back(view_payload(e->data(int64_t(t)), n));
-      payloads.push_back(view_payload(store->moment_m(int64_t(t)).data(), n));
-      payloads.push_back(view_payload(store->moment_v(int64_t(t)).data(), n));
+      payloads.push_back(view_payload(s.trainer, e->data(int64_t(t)), n));
+      payloads.push_back(view_payload(s.trainer, store->moment_m(int64_t(t)).data(), n));
+      payloads.push_back(view_payload(s.trainer, store->moment_v(int64_t(t)).data(), n));
     }
   }
   train::Replica rep;
