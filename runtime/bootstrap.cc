@@ -338,6 +338,10 @@ void Bootstrap::Impl::count(Outcome o, const std::string& who, const std::string
   const auto now = std::chrono::steady_clock::now();
   if (n > 1 && now - last_log[i] < std::chrono::milliseconds(refusal_log_interval_ms)) return;
   last_log[i] = now;
+  if (stopped) {  // this process is shutting down: an expected end, not a fault to report
+    log::debug("fabric: handshake with {} ended: {}", who, why);
+    return;
+  }
   log::warn("fabric: handshake with {} failed: {} ({} {} so far)", who, why, n, outcome_name(o));
 }
 
