@@ -4,6 +4,7 @@
 
 #include <caf/all.hpp>
 #include <optional>
+#include <string>
 
 #include "runtime/lent_scheduler.h"
 
@@ -19,13 +20,17 @@ struct Host::Impl {
     // Work sharing: idle scheduler threads block on a condition variable and wake when a
     // message arrives. The default work stealing polls with sleeps once idle, which put
     // 100-250 us on every hop of a message that arrives after a quiet spell (bench_actors).
-    // By default the fabric's thread is lent to it too (lent_scheduler.h); TROUPE_CAF_POLICY
-    // (sharing, stealing) picks one of CAF's own instead, for comparison.
-    if (const char* p = std::getenv("TROUPE_CAF_POLICY")) {
-      config.set("scheduler.policy", caf::atom_from_string(p));
-    } else {
+    // TROUPE_CAF_POLICY=lent lends the fabric's thread to it too (lent_scheduler.h): one-way
+    // actor latency 1.2-1.6 us instead of ~21 us, but not the default yet: on 2 cores at load
+    // ~14 it made nodes miss heartbeats (launch.door's evictions, run side by side: 2 of 3 jobs
+    // lost an untouched node with it, 0 of 3 without). `stealing` is CAF's default policy.
+    const char* p = std::getenv("TROUPE_CAF_POLICY");
+    const std::string policy = p != nullptr ? p : "sharing";
+    if (policy == "lent") {
       config.set("scheduler.policy", caf::atom("sharing"));
       use_lent_scheduler(config);
+    } else {
+      config.set("scheduler.policy", caf::atom_from_string(policy));
     }
     config.set("logger.console", caf::atom("none"));
     return config;
