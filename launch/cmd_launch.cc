@@ -2,6 +2,8 @@
 // §2). It runs the coordinator in this process, starts N `troupe node` processes on
 // 127.0.0.1, shows one progress line for the job, writes the run directory, and stops
 // everything on Ctrl-C, when a node dies, or when the job ends.
+#include <malloc.h>
+
 #include <atomic>
 #include <chrono>
 #include <csignal>
@@ -111,6 +113,11 @@ class LaunchJob {
 
  private:
   using clock = std::chrono::steady_clock;
+  // How often the coordinator's process hands free heap pages back to the system
+  // (malloc_trim). In a soak with a fault every 30 s, 70 min in, its heap held 2.8 MB in use
+  // but 5.9 MB from the system over 10 glibc arenas (one held 1.7 MB for 0.6 MB in use), and
+  // its RSS swung by ~0.5 MiB with them: more than the soak's 1% growth bound.
+  static constexpr int64_t heap_trim_interval_ms = 30000;
 
   // The run directory is this job's for its life (flock); a directory holding a run is
   // refused unless --resume, which continues from its newest checkpoint that verifies.
@@ -402,6 +409,7 @@ class LaunchJob {
   actors::JobResult supervise() {
     std::future<actors::JobResult> result = done_->get_future();
     bool stopping = false;
+    auto next_trim = clock::now() + std::chrono::milliseconds(heap_trim_interval_ms);
     // A local node process's death (its pidfd) or the launcher's line about one wakes this
     // loop at once (on_node_exit): the coordinator hears it before the fabric's endpoint
     // error (3.5-5.5 ms, DESIGN §3) or the missed heartbeats.
@@ -429,6 +437,10 @@ class LaunchJob {
       // Here, on the thread that started the others: a child's death signal follows the
       // thread that forked it (PR_SET_PDEATHSIG), and this one lives as long as the job.
       for (int64_t k = pending_starts_.exchange(0); k > 0 && !stopping; --k) start_node_process();
+      if (clock::now() >= next_trim) {
+        ::malloc_trim(0);
+        next_trim = clock::now() + std::chrono::milliseconds(heap_trim_interval_ms);
+      }
     }
     return result.get();
   }
