@@ -21,9 +21,8 @@ struct Host::Impl {
     // message arrives. The default work stealing polls with sleeps once idle, which put
     // 100-250 us on every hop of a message that arrives after a quiet spell (bench_actors).
     // TROUPE_CAF_POLICY=lent lends the fabric's thread to it too (lent_scheduler.h): one-way
-    // actor latency 1.2-1.6 us instead of ~21 us, but not the default yet: on 2 cores at load
-    // ~14 it made nodes miss heartbeats (launch.door's evictions, run side by side: 2 of 3 jobs
-    // lost an untouched node with it, 0 of 3 without). `stealing` is CAF's default policy.
+    // actor latency 1.2-1.6 us instead of ~21 us, but not the default until it is shown safe
+    // under CPU contention (docs/architecture.md, "Threads"). `stealing`: CAF's default.
     const char* p = std::getenv("TROUPE_CAF_POLICY");
     const std::string policy = p != nullptr ? p : "sharing";
     if (policy == "lent") {
