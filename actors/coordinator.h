@@ -75,8 +75,9 @@ struct CoordinatorOptions {
   std::optional<RestartState> restart;
   // A thread of its own (a detached actor). Its synced journal writes and on_step/on_event
   // then hold up only itself, never the fabric's thread that the process's other actors
-  // (the router that delivers heartbeats) run on (runtime/lent_scheduler.h). Real processes
-  // set it; a deterministic scheduler (the simulation, tests) needs it off.
+  // (the router that delivers heartbeats) run on (runtime/lent_scheduler.h). troupe launch
+  // sets it when the fabric's thread is lent; a deterministic scheduler (the simulation,
+  // tests) needs it off.
   bool own_thread = false;
 };
 

@@ -292,7 +292,7 @@ class LaunchJob {
     co.resume_step = resume_ ? resume_->step : 0;
     if (restart_) co.restart = restart_, co.resume_step = restart_->committed;
     co.min_nodes = a_.min_nodes;
-    co.own_thread = true;  // its fsyncs must not stall this process's fabric and router
+    co.own_thread = host_->fabric_thread_lent();  // its fsyncs must not stall the fabric
     co.on_step = [this](const actors::StepReport& r) { on_step(r); };
     co.on_event = [this](const std::string& kind, const std::string& text,
                          const nlohmann::json& fields) { on_event(kind, text, fields); };

@@ -36,6 +36,7 @@ struct Host::Impl {
   }
   caf::actor_system_config config;  // before system: the system keeps a reference
   std::optional<caf::actor_system> own_system;
+  bool fabric_thread_lent = false;
   caf::actor_system* caf_system = nullptr;  // own_system's, or HostOptions::system
   std::unique_ptr<Fabric> fabric;
   caf::actor router;
@@ -83,6 +84,7 @@ Result<std::unique_ptr<Host>> Host::create(HostOptions options) {
   auto router_slot = std::make_shared<caf::actor>();
   FabricHandlers handlers = router_handlers(router_slot);
   handlers.guest = make_scheduler_guest(*impl.caf_system);  // null on a simulation's system
+  impl.fabric_thread_lent = handlers.guest != nullptr;
   Result<std::unique_ptr<Fabric>> fabric = options.fabric_factory
                                                ? options.fabric_factory(handlers)
                                                : make_ucx_fabric(options, handlers);
@@ -113,6 +115,11 @@ caf::actor_system& Host::actor_system() {
 const caf::actor& Host::router() const {
   return impl_->router;
 }
+
+bool Host::fabric_thread_lent() const {
+  return impl_->fabric_thread_lent;
+}
+
 std::string Host::listen_address() const {
   return impl_->address;
 }
