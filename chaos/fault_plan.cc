@@ -1,7 +1,6 @@
 #include "chaos/fault_plan.h"
 
 #include <fmt/format.h>
-#include <toml++/toml.h>
 
 #include <algorithm>
 #include <cstdlib>
@@ -12,6 +11,7 @@
 #include <stdexcept>
 
 #include "actors/protocol.h"
+#include "config/toml.h"
 
 namespace troupe::chaos {
 
@@ -226,11 +226,6 @@ FaultPlan parse_table(const toml::table& root, const std::string& name) {
   return plan;
 }
 
-std::string one_line(std::string s) {
-  std::replace(s.begin(), s.end(), '\n', ' ');
-  return s;
-}
-
 std::string joined(const std::vector<std::string>& v, std::string_view sep) {
   std::string out;
   for (const std::string& x : v) {
@@ -250,9 +245,7 @@ runtime::Result<FaultPlan> parse_fault_plan(const std::string& text, const std::
   try {
     return parse_table(toml::parse(text, std::string_view(name)), name);
   } catch (const toml::parse_error& e) {
-    return runtime::Status(runtime::Code::invalid_argument,
-                           fmt::format("{}:{}: TOML syntax error: {}", name, e.source().begin.line,
-                                       one_line(std::string(e.description()))));
+    return runtime::Status(runtime::Code::invalid_argument, model::toml_error_text(e, name));
   } catch (const PlanError& e) {
     return runtime::Status(runtime::Code::invalid_argument, e.what());
   }

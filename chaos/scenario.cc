@@ -222,8 +222,7 @@ Scenario parse_scenario_text(const std::string& text, const std::string& path) {
   try {
     root = toml::parse(text, std::string_view(path));
   } catch (const toml::parse_error& e) {
-    throw ScenarioError(fmt::format("{}:{}: TOML syntax error: {}", path, e.source().begin.line,
-                                    std::string(e.description())));
+    throw ScenarioError(model::toml_error_text(e, path));
   }
   Scenario s;
   s.path = path;

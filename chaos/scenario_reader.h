@@ -1,13 +1,12 @@
 #pragma once
 // Typed reads of one TOML table of a scenario file, each error naming the file, the line
 // and the key (scenario.cc). Internal to chaos/.
-#include <toml++/toml.h>
-
 #include <cstdint>
 #include <string>
 #include <vector>
 
 #include "chaos/scenario.h"
+#include "config/toml.h"  // never <toml++/toml.h> itself: config/toml.h says why
 
 namespace troupe::chaos {
 

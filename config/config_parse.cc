@@ -4,33 +4,17 @@
 
 #include <fmt/format.h>
 
-#include <stdexcept>
-
-// toml++ 3.3.0 (Debian's) checks its parser's own assumptions with TOML_ASSERT, assert() by
-// default, and one of them fails on malformed input: a table header without a name
-// ("[ = 1", found by tests/fuzz/config_fuzz) aborted the process, since our builds keep
-// assert(). A failed check throws instead and becomes a ConfigError. (With NDEBUG toml++
-// turns these checks into __builtin_assume, undefined behaviour on such input: keep it off.)
-namespace troupe::model::toml_check {
-struct Failed : std::logic_error {
-  using logic_error::logic_error;
-};
-[[noreturn]] inline void fail(const char* check) {
-  throw Failed(check);
-}
-}  // namespace troupe::model::toml_check
-#define TOML_ASSERT(expr) ((expr) ? void(0) : ::troupe::model::toml_check::fail(#expr))
-#include <toml++/toml.h>
-
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <limits>
 #include <sstream>
+#include <stdexcept>
 #include <type_traits>
 #include <variant>
 
 #include "config/config_fields.h"
+#include "config/toml.h"
 #include "config/toml_text.h"
 
 namespace troupe::model {
@@ -355,11 +339,6 @@ std::string assign(const FieldRef& ref, const json& v) {
   return std::visit(Assign{v, got}, ref);
 }
 
-std::string one_line(std::string s) {
-  std::replace(s.begin(), s.end(), '\n', ' ');
-  return s;
-}
-
 // ---- The file ----------------------------------------------------------------------------
 
 toml::table parse_text(const std::string& text, const std::string& name) {
@@ -371,13 +350,7 @@ toml::table parse_text(const std::string& text, const std::string& name) {
   try {
     return toml::parse(text, std::string_view(name));
   } catch (const toml::parse_error& e) {
-    throw ConfigError(fmt::format("{}:{}: TOML syntax error: {}", name, e.source().begin.line,
-                                  one_line(std::string(e.description()))));
-  } catch (const toml_check::Failed& e) {
-    throw ConfigError(
-        fmt::format("{}: TOML syntax error: a table header or key without a name "
-                    "(like '[ = 1'; the parser's check '{}' failed)",
-                    name, e.what()));
+    throw ConfigError(toml_error_text(e, name));
   }
 }
 
@@ -470,12 +443,11 @@ void apply_set(JobConfig& cfg, const std::string& arg) {
   toml::table doc;
   bool parsed = false;
   try {
-    if (bare_non_ascii_line("v = " + text) == 0) {  // toml_text.h: toml++ must not see it
+    if (bare_non_ascii_line("v = " + text) == 0) {  // else the message below is clearer
       doc = toml::parse("v = " + text, std::string_view("--set"));
       parsed = doc.size() == 1 && doc.contains("v");
     }
   } catch (const toml::parse_error&) {
-  } catch (const toml_check::Failed&) {
   }
   json value;
   if (takes_name(ref) && !(parsed && doc["v"].is_string()))

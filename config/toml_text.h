@@ -1,10 +1,9 @@
 #pragma once
-// A check of a TOML text before toml++ parses it. toml++ 3.3.0 (Debian's) reaches
-// __builtin_unreachable (undefined behaviour) when it asks whether a character outside the
-// ASCII range is whitespace, for U+00A1..U+0499 and U+2CEE..U+30E7 ('é', 'ü', Cyrillic,
-// kana): any such character outside a string or comment, e.g. a stray 'é' after a value
-// (found by tests/fuzz/config_fuzz). TOML allows non-ASCII only in strings and comments, so
-// such a text is refused here, naming the line, before toml++ sees it.
+// A check of a TOML text before toml++ parses it: TOML allows characters outside ASCII only
+// in strings and comments, and a stray 'é' after a value is refused here with a message that
+// says so and names the line (toml++'s own would be about the value it could not read).
+// (This check once guarded against undefined behaviour in toml++ on such characters; it
+// could not, as toml++ reads past quotes after a bad value: config/toml.h fixes that now.)
 #include <string_view>
 
 namespace troupe::model {
