@@ -82,6 +82,24 @@ SwigluLayout SwigluLayout::from(const ParamTable& t, const std::string& prefix) 
   return L;
 }
 
+SwigluLayout compact_swiglu_layout(int64_t C, int64_t I) {
+  SwigluLayout L;
+  L.inter = I, L.gate = 0, L.up = I * C, L.down = 2 * I * C;
+  return L;
+}
+
+template <typename T>
+void expert_forward(const ModelConfig& cfg, const SwigluLayout& L, const T* params, const T* x,
+                    int64_t N, int64_t C, T* out, SwigluCache<T>& cache) {
+  swiglu_forward_from(cfg, L, params, x, N, C, out, cache, T(0));
+}
+
+template <typename T>
+void expert_backward(const ModelConfig& cfg, const SwigluLayout& L, const T* params, T* grads,
+                     const T* x, const T* dout, T* dx, const SwigluCache<T>& cache) {
+  swiglu_backward_from(cfg, L, params, grads, x, dout, dx, cache);
+}
+
 template <typename T>
 void swiglu_forward(const ModelConfig& cfg, const SwigluLayout& L, const T* params, const T* x,
                     int64_t N, int64_t C, T* out, SwigluCache<T>& cache, T beta) {
@@ -249,13 +267,15 @@ T moe_balance_loss(MoeCache<T>& c) {
 
 template <typename T>
 T moe_forward(const ModelConfig& cfg, const MoeLayout& L, const T* params, const T* x, int64_t R,
-              int64_t Tlen, T bal_weight, T* out, MoeCache<T>& c) {
+              int64_t Tlen, T bal_weight, T* out, MoeCache<T>& c, RoutedExperts<T>* routed,
+              int64_t layer) {
   const int64_t N = R * Tlen, C = cfg.d_model, E = cfg.n_routed_experts, K = cfg.top_k;
   c.R = R, c.Tlen = Tlen, c.N = N, c.C = C, c.E = E, c.K = K, c.bal_weight = bal_weight;
   c.x.assign(x, x + N * C);
   c.s.resize(N * E), c.top.resize(N * K), c.weight.resize(N * K), c.slot.resize(N * K);
   c.expert_begin.resize(E + 1), c.token_of.resize(N * K), c.counts.resize(E);
   c.xs.resize(N * K * C), c.ys.resize(N * K * C), c.f.resize(R * E), c.experts.resize(E);
+  c.routed = routed, c.layer = layer;
   moe_route(cfg, L, params, c);
   const T balance = N > 0 ? bal_weight * moe_balance_loss(c) : T(0);
 
@@ -266,11 +286,14 @@ T moe_forward(const ModelConfig& cfg, const MoeLayout& L, const T* params, const
     std::fill(out, out + N * C, T(0));
   for (int64_t row = 0; row < N * K; ++row)
     std::memcpy(&c.xs[row * C], &c.x[c.token_of[row] * C], sizeof(T) * C);
-  for (int64_t e = 0; e < E; ++e) {
-    const int64_t b = c.expert_begin[e], n = c.expert_begin[e + 1] - b;
-    swiglu_forward_from(cfg, L.experts[e], params, c.xs.data() + b * C, n, C, c.ys.data() + b * C,
-                        c.experts[e], T(0));
-  }
+  if (routed)
+    routed->forward(layer, c.expert_begin, C, c.xs.data(), c.ys.data());
+  else
+    for (int64_t e = 0; e < E; ++e) {
+      const int64_t b = c.expert_begin[e], n = c.expert_begin[e + 1] - b;
+      swiglu_forward_from(cfg, L.experts[e], params, c.xs.data() + b * C, n, C, c.ys.data() + b * C,
+                          c.experts[e], T(0));
+    }
   // out_t += g_{t,r} · y_{e_r}(u_t), r in ascending expert id.
   for (int64_t t = 0; t < N; ++t)
     for (int64_t r = 0; r < K; ++r) {
@@ -339,11 +362,14 @@ void moe_experts_backward(const ModelConfig& cfg, const MoeLayout& L, const T* p
       for (int64_t j = 0; j < C; ++j) dy[j] = g * d[j], dot += d[j] * y[j];
       dweight[t * K + r] = dot;
     }
-  for (int64_t e = 0; e < c.E; ++e) {
-    const int64_t b = c.expert_begin[e];
-    swiglu_backward_from(cfg, L.experts[e], params, grads, c.xs.data() + b * C,
-                         c.dys.data() + b * C, c.dxs.data() + b * C, c.experts[e]);
-  }
+  if (c.routed)
+    c.routed->backward(c.layer, c.expert_begin, C, c.dys.data(), c.dxs.data());
+  else
+    for (int64_t e = 0; e < c.E; ++e) {
+      const int64_t b = c.expert_begin[e];
+      swiglu_backward_from(cfg, L.experts[e], params, grads, c.xs.data() + b * C,
+                           c.dys.data() + b * C, c.dxs.data() + b * C, c.experts[e]);
+    }
   for (int64_t t = 0; t < N; ++t)
     for (int64_t r = 0; r < K; ++r) {
       const T* src = &c.dxs[c.slot[t * K + r] * C];
@@ -378,7 +404,11 @@ void moe_backward(const ModelConfig& cfg, const MoeLayout& L, const T* params, T
   template void swiglu_backward<T>(const ModelConfig&, const SwigluLayout&, const T*, T*,         \
                                    const T*, T*, const SwigluCache<T>&);                          \
   template T moe_forward<T>(const ModelConfig&, const MoeLayout&, const T*, const T*, int64_t,    \
-                            int64_t, T, T*, MoeCache<T>&);                                        \
+                            int64_t, T, T*, MoeCache<T>&, RoutedExperts<T>*, int64_t);            \
+  template void expert_forward<T>(const ModelConfig&, const SwigluLayout&, const T*, const T*,    \
+                                  int64_t, int64_t, T*, SwigluCache<T>&);                         \
+  template void expert_backward<T>(const ModelConfig&, const SwigluLayout&, const T*, T*,         \
+                                   const T*, const T*, T*, const SwigluCache<T>&);                \
   template void moe_backward<T>(const ModelConfig&, const MoeLayout&, const T*, T*, const T*, T*, \
                                 const MoeCache<T>&);                                              \
   template void moe_route_token<T>(const ModelConfig&, const T*, const T*, int32_t*, T*);         \

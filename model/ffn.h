@@ -10,6 +10,7 @@
 // computed alone or with others. Per-token results are combined in a fixed order: the
 // shared expert first, then the routed experts by ascending id.
 #include <cstdint>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -54,6 +55,19 @@ template <typename T>
 void swiglu_backward(const ModelConfig& cfg, const SwigluLayout& L, const T* params, T* grads,
                      const T* dout, T* dx, const SwigluCache<T>& cache);
 
+// One routed expert on the rows it was given, as moe_forward and moe_backward compute it:
+// what an expert_shard runs on its own copy of the weights (RoutedExperts below). The
+// backward restates the forward from x and the cache; dx +=, grads +=.
+template <typename T>
+void expert_forward(const ModelConfig& cfg, const SwigluLayout& L, const T* params, const T* x,
+                    int64_t N, int64_t C, T* out, SwigluCache<T>& cache);
+template <typename T>
+void expert_backward(const ModelConfig& cfg, const SwigluLayout& L, const T* params, T* grads,
+                     const T* x, const T* dout, T* dx, const SwigluCache<T>& cache);
+
+// The layout of one expert alone in a buffer of 3·I·C values: gate, up, down.
+SwigluLayout compact_swiglu_layout(int64_t C, int64_t I);
+
 // ---------------------------------------------------------------------------------------
 // MoE: out = SharedSwiGLU(u) + Σ_{i∈top(u)} g_i SwiGLU_i(u), s_i = σ(u·e_i),
 // top(u) group-limited by s + b, g_i = s_i / Σ_{j∈top} s_j · routed_scaling.
@@ -68,6 +82,24 @@ struct MoeLayout {
   // 1 ≤ topk_group ≤ G, 1 ≤ top_k ≤ topk_group·E/G, E ≤ moe_routed_experts_max) and
   // throws std::invalid_argument naming the key otherwise.
   static MoeLayout from(const ParamTable& t, const ModelConfig& cfg, const std::string& prefix);
+};
+
+// Where the routed experts of the MoE layers are computed when not here: the expert_shard
+// actors (issue 15). An implementation must give the bits that moe_forward and moe_backward
+// compute here: expert_forward of expert e on its rows, and expert_backward with dxs rows
+// starting at zero and expert e's weight gradient starting at zero for each call (it keeps
+// that gradient; moe_backward then neither reads nor writes the experts' weights or grads).
+template <typename T>
+class RoutedExperts {
+ public:
+  virtual ~RoutedExperts() = default;
+  // MoE block `layer`: rows [begin[e], begin[e+1]) of xs (rows, C) are expert e's tokens,
+  // in the order moe_forward gathered them. Fills the same rows of ys (rows, C).
+  virtual void forward(int64_t layer, std::span<const int64_t> begin, int64_t C, const T* xs,
+                       T* ys) = 0;
+  // dys (rows, C) -> dxs (rows, C), overwritten.
+  virtual void backward(int64_t layer, std::span<const int64_t> begin, int64_t C, const T* dys,
+                        T* dxs) = 0;
 };
 
 template <typename T>
@@ -90,14 +122,18 @@ struct MoeCache {
   mutable std::vector<T> dys, dxs;      // (N·K,C) backward scratch
   mutable std::vector<T> dweight;       // (N,K) backward scratch: dL/dg
   mutable std::vector<T> ds;            // (N,E) backward scratch: dL/ds, then dL/d(u·e)
+  RoutedExperts<T>* routed = nullptr;   // set by moe_forward: who computed the experts
+  int64_t layer = 0;                    // the block, for `routed`
 };
 
 // x (R·Tlen, C) -> out (R·Tlen, C) overwritten; rows of Tlen tokens are sequences.
 // Returns bal_weight · Σ_rows L_row, the sequence-wise balance loss (SPEC §3.3); the
 // backward adds its gradient as if the returned value were a term of the loss.
+// With `routed`, the routed experts are computed by it (as block `layer`), else here.
 template <typename T>
 T moe_forward(const ModelConfig& cfg, const MoeLayout& L, const T* params, const T* x, int64_t R,
-              int64_t Tlen, T bal_weight, T* out, MoeCache<T>& cache);
+              int64_t Tlen, T bal_weight, T* out, MoeCache<T>& cache,
+              RoutedExperts<T>* routed = nullptr, int64_t layer = 0);
 // dout (R·Tlen, C) -> dx +=, grads += (gate E and every expert; never the bias).
 template <typename T>
 void moe_backward(const ModelConfig& cfg, const MoeLayout& L, const T* params, T* grads,

@@ -10,6 +10,7 @@
 #include "model/batch.h"
 #include "model/config.h"
 #include "model/engram.h"
+#include "model/ffn.h"
 #include "model/params.h"
 
 namespace troupe::model {
@@ -52,6 +53,11 @@ class Model {
   LossParts<T> step(const T* params, T* grads, const Batch& mb, const LossScale& scale,
                     bool with_mtp, const EngramStore<T>* engram = nullptr,
                     EngramGrad<T>* engram_grad = nullptr);
+
+  // From now on the routed experts of every MoE block are computed by `routed` (not owned;
+  // nullptr: here again). Their weights and gradients in params and grads are then neither
+  // read nor written: they live where `routed` computes them (model/ffn.h RoutedExperts).
+  void set_routed_experts(RoutedExperts<T>* routed);
 
   // Tokens routed to each expert in the last step(), per layer (empty for dense layers).
   const std::vector<std::vector<int64_t>>& expert_counts() const { return counts_; }

@@ -1,0 +1,128 @@
+// Routed experts on expert shards, in one process (train/expert_slots.h): the loss and every
+// bit of the reduced gradient are the in-worker ones, for any placement (replicas included)
+// and any number of shards. The expert_shard actors carry exactly this over the fabric.
+#include "train/expert_slots.h"
+
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <random>
+
+#include "model/model.h"
+#include "tests/tiny_test_job.h"
+#include "train/trainer.h"
+
+namespace troupe::model {
+namespace {
+
+Batch random_batch(const ModelConfig& m, int64_t rows, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  Batch b;
+  b.rows = rows, b.seq_len = m.seq_len;
+  for (int64_t i = 0; i < rows * m.seq_len; ++i) {
+    b.inputs.push_back(int32_t(rng() % uint64_t(m.vocab_size)));
+    b.targets.push_back(int32_t(rng() % uint64_t(m.vocab_size)));
+  }
+  return b;
+}
+
+// Skewed loads: a few hot experts, so the placement replicates them.
+EplbPlacement skewed_placement(const ModelConfig& m, int64_t replicas, int64_t gpus) {
+  EplbProblem p;
+  for (int64_t l = 0; l < moe_layer_count(m); ++l) {
+    std::vector<double> load(size_t(m.n_routed_experts));
+    for (int64_t e = 0; e < m.n_routed_experts; ++e) load[size_t(e)] = double((e * 7 + l) % 5 + 1);
+    load[size_t(l % m.n_routed_experts)] *= 9;
+    p.loads.push_back(load);
+  }
+  p.replicas = replicas, p.groups = 1, p.nodes = 1, p.gpus = gpus;
+  return rebalance_experts(p);
+}
+
+struct Result {
+  LossParts<float> parts;
+  std::vector<float> grad;
+};
+
+// Micro-batches one by one, each gradient from zero, reduced in the canonical tree; with
+// shards, the experts' gradients are the shards' (write_reduced_grads).
+Result run(const ModelConfig& m, const ParamTable& table, const std::vector<float>& params,
+           const Batch& batch, int64_t mb_rows, LocalExpertShards<float>* shards) {
+  Model<float> model(m, table);
+  model.set_routed_experts(shards);
+  const LossScale scale = loss_scale_of(batch, true);
+  const int64_t n = batch.rows / mb_rows, P = table.total();
+  std::vector<std::vector<float>> grads(size_t(n), std::vector<float>(size_t(P), 0.f));
+  std::vector<float> ce, mtp, bal;
+  for (int64_t i = 0; i < n; ++i) {
+    if (shards) shards->set_micro_batch(i);
+    const LossParts<float> p = model.step(params.data(), grads[size_t(i)].data(),
+                                          batch.slice(i * mb_rows, mb_rows), scale, true);
+    ce.push_back(p.ce), mtp.push_back(p.mtp), bal.push_back(p.bal);
+  }
+  tree_reduce(grads, 0, n, P, 1);
+  Result r;
+  r.parts.ce = tree_sum(ce, 0, n), r.parts.mtp = tree_sum(mtp, 0, n);
+  r.parts.bal = tree_sum(bal, 0, n);
+  r.grad = std::move(grads[0]);
+  if (shards) shards->write_reduced_grads(n, r.grad.data());
+  return r;
+}
+
+bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
+  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
+}
+
+TEST(ExpertShards, SameBitsAsInWorkerForAnyPlacementAndShardCount) {
+  const JobConfig job = tests::tiny_test_job({"model.engram_layers=[]", "model.n_layers=3"});
+  const ModelConfig& m = job.model;
+  ASSERT_EQ(moe_layer_count(m), 2);
+  const ParamTable table(m);
+  std::vector<float> params(size_t(table.total()));
+  init_params(table, 7, params.data());
+  const Batch batch = random_batch(m, 12, 3);  // 6 micro-batches of 2 rows
+  const Result want = run(m, table, params, batch, 2, nullptr);
+  ASSERT_NE(want.parts.ce, 0.f);
+
+  for (auto [replicas, gpus, shards] :
+       {std::tuple{8, 1, 1}, {8, 2, 2}, {12, 3, 3}, {12, 3, 1}, {16, 4, 2}}) {
+    const EplbPlacement placement = skewed_placement(m, replicas, gpus);
+    LocalExpertShards<float> sh(m, table, placement, shards, params.data());
+    const Result got = run(m, table, params, batch, 2, &sh);
+    EXPECT_EQ(got.parts.ce, want.parts.ce) << replicas << " slots on " << shards << " shards";
+    EXPECT_EQ(got.parts.mtp, want.parts.mtp);
+    EXPECT_EQ(got.parts.bal, want.parts.bal);
+    EXPECT_TRUE(same_bits(got.grad, want.grad)) << replicas << " slots on " << shards << " shards";
+  }
+}
+
+TEST(ExpertShards, ReplicasTakeTurnsByMicroBatch) {
+  EplbPlacement p;
+  p.log2phy = {{{0, -1}, {1, 3}}};
+  p.logcnt = {{1, 2}};
+  EXPECT_EQ(replica_of(p, 0, 0, 5), 0);
+  EXPECT_EQ(replica_of(p, 0, 1, 0), 1);
+  EXPECT_EQ(replica_of(p, 0, 1, 1), 3);
+  EXPECT_EQ(replica_of(p, 0, 1, 4), 1);
+  EXPECT_THROW(replica_of(p, 0, 1, -1), std::invalid_argument);
+}
+
+TEST(ExpertShards, ASlotRefusesWhatItDoesNotHoldOrTwice) {
+  const JobConfig job = tests::tiny_test_job({"model.engram_layers=[]"});
+  ExpertSlots<float> s(job.model);
+  std::vector<float> w(size_t(s.expert_size()), 0.01f), x(size_t(job.model.d_model), 1.f), y(x);
+  EXPECT_THROW(s.forward(0, 0, 3, x.data(), 1, y.data()), std::logic_error);
+  EXPECT_THROW(s.set_weights(0, 3, std::span<const float>(w).first(5)), std::invalid_argument);
+  s.set_weights(0, 3, w);
+  s.forward(0, 0, 3, x.data(), 1, y.data());
+  EXPECT_THROW(s.forward(0, 0, 3, x.data(), 1, y.data()), std::logic_error);
+  EXPECT_EQ(s.grad(0, 0, 3), nullptr);
+  s.backward(0, 0, 3, y.data(), x.data());
+  ASSERT_NE(s.grad(0, 0, 3), nullptr);
+  EXPECT_THROW(s.backward(0, 0, 3, y.data(), x.data()), std::logic_error);
+  s.clear_step();
+  EXPECT_EQ(s.grad(0, 0, 3), nullptr);
+}
+
+}  // namespace
+}  // namespace troupe::model

@@ -1,0 +1,176 @@
+#include "train/expert_slots.h"
+
+#include <algorithm>
+#include <optional>
+#include <stdexcept>
+#include <string>
+
+#include "train/tree.h"
+
+namespace troupe::model {
+
+int64_t replica_of(const EplbPlacement& placement, int64_t moe_layer, int64_t expert, int64_t mb) {
+  const auto& slots = placement.log2phy.at(size_t(moe_layer)).at(size_t(expert));
+  const int64_t count = placement.logcnt.at(size_t(moe_layer)).at(size_t(expert));
+  if (count < 1 || mb < 0)
+    throw std::invalid_argument("replica_of: expert " + std::to_string(expert) + " of MoE layer " +
+                                std::to_string(moe_layer) + " has no replica, or mb < 0");
+  return slots.at(size_t(mb % count));
+}
+
+int64_t moe_layer_count(const ModelConfig& cfg) {
+  return cfg.ffn == Ffn::moe ? std::max<int64_t>(0, cfg.n_layers - cfg.first_k_dense) : 0;
+}
+
+// ---- ExpertSlots ------------------------------------------------------------------------
+
+template <typename T>
+ExpertSlots<T>::ExpertSlots(const ModelConfig& cfg)
+    : cfg_(cfg),
+      C_(cfg.d_model),
+      I_(cfg.moe_inter),
+      layout_(compact_swiglu_layout(cfg.d_model, cfg.moe_inter)) {}
+
+template <typename T>
+void ExpertSlots<T>::set_weights(int64_t moe_layer, int64_t slot, std::span<const T> w) {
+  if (int64_t(w.size()) != expert_size())
+    throw std::invalid_argument(
+        "expert slot weights: " + std::to_string(w.size()) +
+        " values, want 3·moe_inter·d_model = " + std::to_string(expert_size()));
+  weights_[{moe_layer, slot}].assign(w.begin(), w.end());
+}
+
+template <typename T>
+bool ExpertSlots<T>::holds(int64_t moe_layer, int64_t slot) const {
+  return weights_.count({moe_layer, slot}) > 0;
+}
+
+template <typename T>
+void ExpertSlots<T>::forward(int64_t mb, int64_t moe_layer, int64_t slot, const T* x, int64_t n,
+                             T* y) {
+  const auto w = weights_.find({moe_layer, slot});
+  if (w == weights_.end())
+    throw std::logic_error("expert slot " + std::to_string(slot) + " of MoE layer " +
+                           std::to_string(moe_layer) + " is not held by this shard");
+  auto [it, fresh] = work_.try_emplace({mb, moe_layer, slot});
+  if (!fresh)
+    throw std::logic_error("expert slot " + std::to_string(slot) + ": micro-batch " +
+                           std::to_string(mb) + " computed twice in one step");
+  Work& wk = it->second;
+  wk.n = n;
+  wk.x.assign(x, x + n * C_);
+  expert_forward(cfg_, layout_, w->second.data(), wk.x.data(), n, C_, y, wk.cache);
+}
+
+template <typename T>
+void ExpertSlots<T>::backward(int64_t mb, int64_t moe_layer, int64_t slot, const T* dy, T* dx) {
+  const auto it = work_.find({mb, moe_layer, slot});
+  if (it == work_.end() || it->second.backward_done)
+    throw std::logic_error("expert slot " + std::to_string(slot) + ": a backward of micro-batch " +
+                           std::to_string(mb) + " without its forward, or twice");
+  Work& wk = it->second;
+  std::fill(dx, dx + wk.n * C_, T(0));
+  wk.grad.assign(size_t(expert_size()), T(0));
+  expert_backward(cfg_, layout_, weights_.at({moe_layer, slot}).data(), wk.grad.data(), wk.x.data(),
+                  dy, dx, wk.cache);
+  wk.backward_done = true;
+}
+
+template <typename T>
+const std::vector<T>* ExpertSlots<T>::grad(int64_t mb, int64_t moe_layer, int64_t slot) const {
+  const auto it = work_.find({mb, moe_layer, slot});
+  return it != work_.end() && it->second.backward_done ? &it->second.grad : nullptr;
+}
+
+// ---- LocalExpertShards ------------------------------------------------------------------
+
+namespace {
+
+// The three matrices of expert e of a MoE layout, in compact order: gate, up, down.
+std::array<int64_t, 3> parts_of(const SwigluLayout& L) {
+  return {L.gate, L.up, L.down};
+}
+
+}  // namespace
+
+template <typename T>
+LocalExpertShards<T>::LocalExpertShards(const ModelConfig& cfg, const ParamTable& table,
+                                        const EplbPlacement& placement, int64_t shards,
+                                        const T* params)
+    : cfg_(cfg), placement_(placement) {
+  const int64_t layers = moe_layer_count(cfg);
+  if (int64_t(placement.phy2log.size()) != layers)
+    throw std::invalid_argument("the expert placement has " +
+                                std::to_string(placement.phy2log.size()) + " layers, the model " +
+                                std::to_string(layers) + " MoE layers");
+  const int64_t R = layers > 0 ? int64_t(placement.phy2log[0].size()) : 0;
+  if (shards < 1 || R % shards != 0)
+    throw std::invalid_argument("expert shards = " + std::to_string(shards) +
+                                " must divide the placement's " + std::to_string(R) + " slots");
+  slots_per_shard_ = R / shards;
+  shards_.assign(size_t(shards), ExpertSlots<T>(cfg));
+  const int64_t part = cfg.moe_inter * cfg.d_model;
+  std::vector<T> w(size_t(3 * part));
+  for (int64_t m = 0; m < layers; ++m) {
+    const std::string p = "model.layers." + std::to_string(m + cfg.first_k_dense) + ".mlp.";
+    layouts_.push_back(MoeLayout::from(table, cfg, p));
+    for (int64_t s = 0; s < R; ++s) {
+      const SwigluLayout& L = layouts_.back().experts.at(size_t(placement.phy2log[m][size_t(s)]));
+      const auto offs = parts_of(L);
+      for (size_t k = 0; k < 3; ++k)
+        std::copy(params + offs[k], params + offs[k] + part, w.begin() + int64_t(k) * part);
+      shard_of(s).set_weights(m, s, w);
+    }
+  }
+}
+
+template <typename T>
+void LocalExpertShards<T>::forward(int64_t layer, std::span<const int64_t> begin, int64_t C,
+                                   const T* xs, T* ys) {
+  const int64_t m = layer - cfg_.first_k_dense;
+  for (int64_t e = 0; e + 1 < int64_t(begin.size()); ++e) {
+    const int64_t slot = replica_of(placement_, m, e, mb_);
+    const int64_t b = begin[size_t(e)], n = begin[size_t(e) + 1] - b;
+    shard_of(slot).forward(mb_, m, slot, xs + b * C, n, ys + b * C);
+  }
+}
+
+template <typename T>
+void LocalExpertShards<T>::backward(int64_t layer, std::span<const int64_t> begin, int64_t C,
+                                    const T* dys, T* dxs) {
+  const int64_t m = layer - cfg_.first_k_dense;
+  for (int64_t e = 0; e + 1 < int64_t(begin.size()); ++e) {
+    const int64_t slot = replica_of(placement_, m, e, mb_);
+    const int64_t b = begin[size_t(e)];
+    shard_of(slot).backward(mb_, m, slot, dys + b * C, dxs + b * C);
+  }
+}
+
+template <typename T>
+void LocalExpertShards<T>::write_reduced_grads(int64_t n_mb, T* grads) const {
+  const int64_t part = cfg_.moe_inter * cfg_.d_model, size = 3 * part;
+  for (int64_t m = 0; m < int64_t(layouts_.size()); ++m)
+    for (int64_t e = 0; e < int64_t(layouts_[size_t(m)].experts.size()); ++e) {
+      const auto leaf = [&](int64_t lo, int64_t hi) -> std::optional<std::vector<T>> {
+        if (hi - lo != 1) return std::nullopt;
+        const int64_t slot = replica_of(placement_, m, e, lo);
+        const auto* g = shards_[size_t(slot / slots_per_shard_)].grad(lo, m, slot);
+        return g ? *g : std::vector<T>(size_t(size), T(0));
+      };
+      const auto merge = [](std::vector<T>& a, const std::vector<T>& b) {
+        for (size_t i = 0; i < a.size(); ++i) a[i] += b[i];
+      };
+      if (n_mb < 1) continue;
+      const std::vector<T> sum = tree_fold<std::vector<T>>(0, n_mb, leaf, merge);
+      const auto offs = parts_of(layouts_[size_t(m)].experts[size_t(e)]);
+      for (size_t k = 0; k < 3; ++k)
+        for (int64_t i = 0; i < part; ++i) grads[offs[k] + i] = sum[size_t(int64_t(k) * part + i)];
+    }
+}
+
+template class ExpertSlots<float>;
+template class ExpertSlots<double>;
+template class LocalExpertShards<float>;
+template class LocalExpertShards<double>;
+
+}  // namespace troupe::model

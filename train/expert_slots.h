@@ -1,0 +1,104 @@
+#pragma once
+// Routed experts on physical slots (issue 15), without the network: the state one
+// expert_shard holds (ExpertSlots), the rule that picks which replica computes a micro-batch's
+// tokens (replica_of), and an in-process RoutedExperts over several shards (LocalExpertShards)
+// with which the tests prove the bits before any message is sent.
+//
+// The determinism argument (DESIGN §5): a replica computes expert e's rows of micro-batch mb
+// with expert_forward/expert_backward on its own copy of e's weights (the same bits as
+// every replica's, since the owner sends one update to all), so its forward output and its
+// input gradient are the in-worker ones. It keeps e's weight gradient of that micro-batch
+// alone, starting from zero, as the in-worker backward does in the micro-batch's own buffer;
+// the owner of e sums those per-micro-batch gradients in the canonical tree over micro-batch
+// ids. Exactly one replica computes each (micro-batch, expert) pair, so the sum does not
+// depend on the placement, the number of shards or the replicas.
+#include <cstdint>
+#include <map>
+#include <span>
+#include <tuple>
+#include <vector>
+
+#include "model/config.h"
+#include "model/ffn.h"
+#include "model/params.h"
+#include "train/eplb.h"
+
+namespace troupe::model {
+
+// The physical slot whose replica computes micro-batch mb's tokens of logical expert
+// `expert` in MoE layer `moe_layer` (the placement's row): a pure function of the micro-batch
+// id and the placement, so every worker and every recovery picks the same one.
+int64_t replica_of(const EplbPlacement& placement, int64_t moe_layer, int64_t expert, int64_t mb);
+
+// The MoE layers of a config: block l is MoE layer l − first_k_dense.
+int64_t moe_layer_count(const ModelConfig& cfg);
+
+// What one expert shard holds: the weights of its physical slots (each 3·I·C values: gate,
+// up, down; see compact_swiglu_layout) and, during a step, each computed (micro-batch, MoE
+// layer, slot)'s inputs, forward cache and weight gradient.
+template <typename T>
+class ExpertSlots {
+ public:
+  explicit ExpertSlots(const ModelConfig& cfg);
+
+  // Sets (or replaces) the weights of a slot of a MoE layer: 3·I·C values.
+  void set_weights(int64_t moe_layer, int64_t slot, std::span<const T> w);
+  bool holds(int64_t moe_layer, int64_t slot) const;
+  // x (n,C) -> y (n,C) with the slot's weights; keeps x and the cache for the backward.
+  // Throws std::logic_error when the slot is not held or the pair was computed already.
+  void forward(int64_t mb, int64_t moe_layer, int64_t slot, const T* x, int64_t n, T* y);
+  // dy (n,C) -> dx (n,C), overwritten; the pair's weight gradient (from zero) is kept.
+  // Throws std::logic_error without the forward or after a backward of the same pair.
+  void backward(int64_t mb, int64_t moe_layer, int64_t slot, const T* dy, T* dx);
+  // The kept weight gradient of a pair (3·I·C), or nullptr when it had no backward here.
+  const std::vector<T>* grad(int64_t mb, int64_t moe_layer, int64_t slot) const;
+  // Forgets every pair (after the step's gradients were sent).
+  void clear_step() { work_.clear(); }
+  int64_t expert_size() const { return 3 * I_ * C_; }
+
+ private:
+  struct Work {
+    int64_t n = 0;
+    std::vector<T> x, grad;
+    SwigluCache<T> cache;
+    bool backward_done = false;
+  };
+  ModelConfig cfg_;
+  int64_t C_, I_;
+  SwigluLayout layout_;
+  std::map<std::pair<int64_t, int64_t>, std::vector<T>> weights_;  // (moe layer, slot)
+  std::map<std::tuple<int64_t, int64_t, int64_t>, Work> work_;     // (mb, moe layer, slot)
+};
+
+// Every slot of a placement spread over `shards` ExpertSlots in this process (slot s on shard
+// s / (R / shards)), as RoutedExperts of one Model: set_micro_batch before each step() call.
+template <typename T>
+class LocalExpertShards : public RoutedExperts<T> {
+ public:
+  // Copies each slot's logical expert weights out of params (the table's layout). R (the
+  // placement's slots per layer) must be a multiple of shards; throws std::invalid_argument.
+  LocalExpertShards(const ModelConfig& cfg, const ParamTable& table, const EplbPlacement& placement,
+                    int64_t shards, const T* params);
+
+  void set_micro_batch(int64_t mb) { mb_ = mb; }
+  void forward(int64_t layer, std::span<const int64_t> begin, int64_t C, const T* xs,
+               T* ys) override;
+  void backward(int64_t layer, std::span<const int64_t> begin, int64_t C, const T* dys,
+                T* dxs) override;
+
+  // Writes into grads (the table's layout) every expert's weight gradient summed over
+  // micro-batches [0, n_mb) in the canonical tree (a micro-batch that sent an expert no
+  // backward counts as zero). What the owners of the experts compute.
+  void write_reduced_grads(int64_t n_mb, T* grads) const;
+  const ExpertSlots<T>& shard(int64_t i) const { return shards_[size_t(i)]; }
+
+ private:
+  ExpertSlots<T>& shard_of(int64_t slot) { return shards_[size_t(slot / slots_per_shard_)]; }
+  ModelConfig cfg_;
+  EplbPlacement placement_;
+  std::vector<MoeLayout> layouts_;  // per MoE layer
+  std::vector<ExpertSlots<T>> shards_;
+  int64_t slots_per_shard_ = 0, mb_ = 0;
+};
+
+}  // namespace troupe::model
