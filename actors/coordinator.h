@@ -34,6 +34,8 @@ struct StepReport {
   double seconds = 0;  // wall time of the step, StepBegin to the last StepDone
   bool has_val = false;
   double val_loss = 0;
+  // Tokens routed to each expert in the step, per layer (empty for dense layers).
+  std::vector<std::vector<int64_t>> expert_counts;
 };
 
 struct JobResult {

@@ -134,6 +134,7 @@ void try_apply(Self* self) {
   const model::StepDecision dec = model::decide_step(s.opt.config, in);
   if (!dec.error.empty()) return fail(self, dec.error);
   d.report.stats = dec.stats;
+  d.report.expert_counts = dec.counts;
   d.apply_sent = true;
   train::Apply a;
   a.set_step(d.step);

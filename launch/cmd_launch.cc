@@ -223,6 +223,7 @@ class LaunchJob {
     const double tps = double(step_tokens_) / std::max(r.seconds, 1e-9);
     control_.on_step(r.stats.step, r.stats.loss, tps, elapsed_s(),
                      r.has_val ? &r.val_loss : nullptr);
+    control_.metrics().on_expert_load(r.expert_counts);
     last_loss_ = r.stats.loss;
     if (r.has_val) last_val_ = r.val_loss;
     write_or_stop(metrics_, metrics_line(r.stats, tps, r.val_loss, r.has_val, unix_ms_now()));

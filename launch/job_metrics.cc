@@ -51,6 +51,16 @@ JobMetrics::JobMetrics() : registry_(std::make_shared<prometheus::Registry>()) {
                                  "Training time lost waiting for checkpoints, in seconds");
   checkpoint_last_stall_s_ = &gauge(r, "troupe_checkpoint_last_stall_seconds",
                                     "Training time the last checkpoint cost, in seconds");
+  expert_tokens_ = &prometheus::BuildCounter()
+                        .Name("troupe_expert_tokens_total")
+                        .Help("Tokens routed to each expert of each MoE layer")
+                        .Register(r);
+  expert_imbalance_ = &prometheus::BuildGauge()
+                           .Name("troupe_expert_imbalance")
+                           .Help(
+                               "Max over mean of the tokens per expert of a MoE layer, "
+                               "last committed step (1: balanced)")
+                           .Register(r);
 }
 
 JobMetrics::~JobMetrics() = default;
@@ -105,6 +115,25 @@ void JobMetrics::on_checkpoint(double stall_s) {
   checkpoints_->Increment();
   checkpoint_stall_s_->Increment(s);
   checkpoint_last_stall_s_->Set(s);
+}
+
+void JobMetrics::on_expert_load(const std::vector<std::vector<int64_t>>& counts) {
+  size_t series = 0;
+  for (const auto& layer : counts) series += layer.size();
+  for (size_t l = 0; l < counts.size(); ++l) {
+    const std::vector<int64_t>& c = counts[l];
+    if (c.empty()) continue;
+    const std::string layer = std::to_string(l);
+    int64_t sum = 0, max = 0;
+    for (size_t e = 0; e < c.size(); ++e) {
+      sum += c[e], max = std::max(max, c[e]);
+      if (series <= expert_series_max)
+        expert_tokens_->Add({{"layer", layer}, {"expert", std::to_string(e)}})
+            .Increment(double(std::max<int64_t>(0, c[e])));
+    }
+    const double mean = double(sum) / double(c.size());
+    expert_imbalance_->Add({{"layer", layer}}).Set(sum > 0 ? double(max) / mean : 1.0);
+  }
 }
 
 std::string JobMetrics::text() const {

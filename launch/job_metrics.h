@@ -10,6 +10,7 @@
 #include <mutex>
 #include <set>
 #include <string>
+#include <vector>
 
 namespace prometheus {
 class Counter;
@@ -33,6 +34,11 @@ inline constexpr const char* label_value_overflow = "other";
 // rollback to a checkpoint on a busy cluster tens of seconds.
 inline constexpr double recovery_seconds_buckets[] = {0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
                                                       1,    2.5,   5,    10,  30};
+
+// troupe_expert_tokens_total has one series per (MoE layer, expert): DeepSeek-V3's 58 × 256
+// are 14,848. Up to this many the series are kept; past it only the per-layer imbalance is
+// (a scraper would otherwise keep tens of thousands of series per job).
+inline constexpr size_t expert_series_max = 16384;
 
 class JobMetrics {
  public:
@@ -59,6 +65,12 @@ class JobMetrics {
   // troupe_checkpoint_stall_seconds_total and sets troupe_checkpoint_last_stall_seconds.
   void on_checkpoint(double stall_s);
 
+  // A committed step's tokens per routed expert, per layer (empty for dense layers):
+  // troupe_expert_tokens_total{layer,expert} += count (up to expert_series_max series), and
+  // troupe_expert_imbalance{layer} = max/mean of the step's counts over the layer's experts
+  // (1 when the layer routed nothing): the routing imbalance that EPLB places against.
+  void on_expert_load(const std::vector<std::vector<int64_t>>& counts);
+
   // Every metric in the Prometheus text exposition format (version 0.0.4).
   std::string text() const;
   // The registry, for a caller with metrics of its own to add.
@@ -82,6 +94,8 @@ class JobMetrics {
   prometheus::Counter* checkpoints_;
   prometheus::Counter* checkpoint_stall_s_;
   prometheus::Gauge* checkpoint_last_stall_s_;
+  prometheus::Family<prometheus::Counter>* expert_tokens_;
+  prometheus::Family<prometheus::Gauge>* expert_imbalance_;
 
   std::mutex mu_;                                              // guards the two maps below
   std::map<std::string, std::set<std::string>> label_values_;  // label -> values seen

@@ -151,7 +151,8 @@ def endpoint_metrics(run):
     try:
         from prometheus_client.parser import text_string_to_metric_families
         names = {f.name for f in text_string_to_metric_families(text)}
-        ok = {"troupe_steps", "troupe_nodes", "troupe_recovery_seconds"} <= names
+        ok = {"troupe_steps", "troupe_nodes", "troupe_recovery_seconds", "troupe_expert_tokens",
+              "troupe_expert_imbalance"} <= names
     except Exception as e:  # a parse error is the failure this checks for
         names, ok = str(e), False
     check("endpoint: GET /metrics parses with prometheus_client", code == 200 and ok, names)

@@ -82,6 +82,27 @@ TEST(JobMetrics, EveryMetricParsesWithItsValue) {
        "gauge troupe_checkpoint_last_stall_seconds{} 0.25"});
 }
 
+TEST(JobMetrics, ExpertLoadPerLayer) {
+  JobMetrics m;
+  m.on_expert_load({{}, {3, 1, 0, 4}, {0, 0, 0, 0}});  // a dense layer, then two MoE layers
+  m.on_expert_load({{}, {1, 1, 1, 1}, {0, 0, 0, 0}});
+  const std::set<std::string> have = parsed_samples(m.text());
+  expect_samples(have, {"counter troupe_expert_tokens_total{expert=\"0\",layer=\"1\"} 4.0",
+                        "counter troupe_expert_tokens_total{expert=\"3\",layer=\"1\"} 5.0",
+                        "counter troupe_expert_tokens_total{expert=\"2\",layer=\"2\"} 0.0",
+                        "gauge troupe_expert_imbalance{layer=\"1\"} 1.0",
+                        "gauge troupe_expert_imbalance{layer=\"2\"} 1.0"});
+  m.on_expert_load({{}, {3, 1, 0, 4}, {0, 0, 0, 0}});
+  expect_samples(parsed_samples(m.text()), {"gauge troupe_expert_imbalance{layer=\"1\"} 2.0"});
+  for (const std::string& line : have) EXPECT_EQ(line.find("layer=\"0\""), std::string::npos);
+  // Past expert_series_max series, only the imbalance is kept.
+  JobMetrics big;
+  big.on_expert_load({std::vector<int64_t>(expert_series_max + 1, 2)});
+  const std::string text = big.text();
+  EXPECT_EQ(text.find("troupe_expert_tokens_total{"), std::string::npos);
+  EXPECT_NE(text.find("troupe_expert_imbalance{layer=\"0\"} 1"), std::string::npos);
+}
+
 TEST(JobMetrics, DroppedCountsAreRunningTotalsThatNeverGoBack) {
   JobMetrics m;
   m.set_dropped("full_queue", 5);
