@@ -453,7 +453,9 @@ void on_tick(Self* self) {
   for (const NodeInfo* n : heard_nodes(self))
     if (t - n->last_heard > ms(ft.heartbeat_timeout_ms)) {
       lose_node(self, n->id,
-                fmt::format("missed heartbeats for {} ms: declared dead", ft.heartbeat_timeout_ms),
+                fmt::format("missed heartbeats for {} ms (timeout {} ms): declared dead",
+                            std::chrono::duration_cast<ms>(t - n->last_heard).count(),
+                            ft.heartbeat_timeout_ms),
                 true);
       break;  // `nodes` changed
     }

@@ -28,7 +28,8 @@ struct AgentState {
   std::string node_id, coordinator_node;
   uint64_t epoch = 0, heartbeats = 0;
   std::chrono::milliseconds coordinator_timeout{0};  // from the Welcome; 0: never
-  std::chrono::steady_clock::time_point coordinator_heard, last_tick;
+  std::chrono::milliseconds heartbeat_timeout{0};    // from the Welcome; 0: not known
+  std::chrono::steady_clock::time_point coordinator_heard, last_tick, last_late_log;
   JobSpec job;
   bool welcomed = false, exited = false;
   // Lost the coordinator: trying to rejoin a restarted one (NodeAgentOptions::rejoin).
@@ -142,6 +143,7 @@ Verdict on_welcome(Self* self, const control::Welcome& w, ActorMessage& m) {
     }
     s.options.heartbeat_interval = std::chrono::milliseconds(ft.value().heartbeat_interval_ms);
     s.coordinator_timeout = std::chrono::milliseconds(ft.value().coordinator_timeout_ms);
+    s.heartbeat_timeout = std::chrono::milliseconds(ft.value().heartbeat_timeout_ms);
   }
   s.coordinator_heard = s.last_tick = self->clock().now();
   self->send(s.router, node_id_atom::value, s.node_id);
@@ -236,6 +238,24 @@ void try_rejoin(Self* self) {
   to_coordinator(self, rejoin_type, r);
 }
 
+// A heartbeat that leaves late (the process was not scheduled, or its scheduler's threads
+// were busy) is what makes a coordinator declare a live node dead: said in the node's log,
+// at most every 10 s, so that such a death can be told from a real hang afterwards.
+void log_late_tick(AgentState& s, steady::time_point now) {
+  const auto late = now - s.last_tick - s.options.heartbeat_interval;
+  const auto timeout = s.heartbeat_timeout;
+  if (!s.welcomed || timeout.count() == 0 || late < timeout / 4 ||
+      now - s.last_late_log < std::chrono::seconds(10))
+    return;
+  s.last_late_log = now;
+  log::warn(
+      "this node's heartbeat left {} ms late (every {} ms; the coordinator declares a "
+      "node dead after {} ms of silence): the process was not scheduled or its threads "
+      "were busy",
+      std::chrono::duration_cast<std::chrono::milliseconds>(late).count(),
+      s.options.heartbeat_interval.count(), timeout.count());
+}
+
 caf::behavior agent(Self* self, caf::actor router, NodeAgentOptions options) {
   self->state.options = std::move(options);
   self->state.router = router;
@@ -250,6 +270,7 @@ caf::behavior agent(Self* self, caf::actor router, NodeAgentOptions options) {
         auto& s = self->state;
         // This node's own pause is not the coordinator's silence.
         const auto now = self->clock().now();
+        log_late_tick(s, now);
         if (own_pause(s.last_tick, now, s.options.heartbeat_interval, s.coordinator_timeout) >
             steady::duration::zero())
           s.coordinator_heard = now;
