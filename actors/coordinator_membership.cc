@@ -440,6 +440,29 @@ bool past_deadline(Self* self, time_point t) {
   return true;
 }
 
+// The first node silent for longer than its timeout (all_silent_timeout_factor of them when no
+// node at all was heard for one), or null.
+const NodeInfo* silent_node(Self* self, time_point t) {
+  auto& s = self->state;
+  const ms timeout(s.opt.config.fault_tolerance.heartbeat_timeout_ms);
+  const std::vector<NodeInfo*> nodes = heard_nodes(self);
+  time_point latest{};
+  for (const NodeInfo* n : nodes) latest = std::max(latest, n->last_heard);
+  const bool all_silent = !nodes.empty() && t - latest > timeout;
+  if (all_silent && !s.core.all_silent)
+    event(self, "all_nodes_silent",
+          fmt::format("no node was heard for {} ms: the coordinator or the whole machine "
+                      "likely stalled; a node is declared dead after {} ms of silence now",
+                      std::chrono::duration_cast<ms>(t - latest).count(),
+                      all_silent_timeout_factor * timeout.count()),
+          {{"silent_ms", std::chrono::duration_cast<ms>(t - latest).count()}});
+  s.core.all_silent = all_silent;
+  const ms limit = all_silent ? all_silent_timeout_factor * timeout : timeout;
+  for (const NodeInfo* n : nodes)
+    if (t - n->last_heard > limit) return n;
+  return nullptr;
+}
+
 }  // namespace
 
 // Every heartbeat_interval_ms: liveness by silence, deadlines, and the heartbeats that tell
@@ -450,15 +473,15 @@ void on_tick(Self* self) {
   const time_point t = now(self);
   excuse_own_pause(self, t);
   if (past_deadline(self, t) || rejoin_deadline(self, t)) return;
-  for (const NodeInfo* n : heard_nodes(self))
-    if (t - n->last_heard > ms(ft.heartbeat_timeout_ms)) {
-      lose_node(self, n->id,
-                fmt::format("missed heartbeats for {} ms (timeout {} ms): declared dead",
-                            std::chrono::duration_cast<ms>(t - n->last_heard).count(),
-                            ft.heartbeat_timeout_ms),
-                true);
-      break;  // `nodes` changed
-    }
+  if (const NodeInfo* n = silent_node(self, t))
+    lose_node(self, n->id,
+              fmt::format("missed heartbeats for {} ms (timeout {} ms{}): declared dead",
+                          std::chrono::duration_cast<ms>(t - n->last_heard).count(),
+                          ft.heartbeat_timeout_ms,
+                          s.core.all_silent ? fmt::format(", every node silent: ×{}",
+                                                          all_silent_timeout_factor)
+                                            : ""),
+              true);
   if (s.core.phase == Phase::done) return;
   check_step_progress(self, t);
   if (s.core.phase == Phase::recovering && t - s.core.recover_sent >= ms(recover_resend_ms)) {

@@ -98,6 +98,7 @@ struct Membership {
   int64_t recoveries = 0;
   time_point started, last_tick, recovery_started;
   uint64_t heartbeats = 0;  // sent to the nodes, one per check (heartbeat_interval_ms)
+  bool all_silent = false;  // no node heard for heartbeat_timeout_ms (said once per episode)
   // From the workers' Ready: what the start event reports.
   int64_t state_floats_max = 0, state_floats_total = 0, parameters = 0;
   uint64_t initial_hash = 0;

@@ -217,6 +217,25 @@ TEST_F(CoordinatorScript, SilenceIsNoticedOnTheVirtualClock) {
   EXPECT_NE(events.back().second.find("missed heartbeats"), std::string::npos);
 }
 
+// Every node silent at once: more likely the coordinator's or the machine's stall than every
+// node dying together (issue 14's soak lost a whole job that way), so the coordinator waits
+// all_silent_timeout_factor timeouts before declaring a node dead, and says why once.
+TEST_F(CoordinatorScript, WhenEveryNodeIsSilentTheCoordinatorWaitsLonger) {
+  const auto& ft = config.fault_tolerance;
+  const int64_t patience = all_silent_timeout_factor * ft.heartbeat_timeout_ms;
+  for (int64_t t = ft.heartbeat_interval_ms; t <= patience; t += ft.heartbeat_interval_ms) {
+    sched.clock().advance_time(std::chrono::milliseconds(ft.heartbeat_interval_ms));
+    run();
+    EXPECT_EQ(count_events("recover"), 0u) << "at " << t << " ms";
+  }
+  EXPECT_EQ(count_events("all_nodes_silent"), 1u);
+  sched.clock().advance_time(std::chrono::milliseconds(ft.heartbeat_interval_ms));
+  run();
+  ASSERT_EQ(count_events("recover"), 1u);
+  EXPECT_NE(events.back().second.find("every node silent"), std::string::npos)
+      << events.back().second;
+}
+
 // A node evicted for its silence is told so with the epoch of the view that dropped it (it
 // exits with exit_status_evicted, and launch replaces it), and the router refuses its late
 // messages as an evicted node's from that epoch on.
