@@ -22,6 +22,7 @@
 #include "actors/worker.h"
 
 #include <fmt/format.h>
+#include <malloc.h>
 
 #include <algorithm>
 #include <cstring>
@@ -49,6 +50,12 @@ void plan(WorkerState& s, int64_t workers, int64_t me) {
     for (const TreeNode& p : model::tree_pieces(s.trainer->micro_batches(), r.lo, r.hi))
       s.step_pieces.push_back(p);
   s.total_pieces = int64_t(s.step_pieces.size());
+  // The memory sized for the old share goes back: the next checkpoint's snapshot starts
+  // afresh (one being written keeps its own), and the heap is trimmed, so that a node that
+  // once ran with few workers does not keep that share's memory for the rest of the job
+  // (worker_reshape.cc frees the old share's gradient buffers first).
+  s.snapshot = std::make_shared<std::vector<model::StateTensor>>();
+  ::malloc_trim(0);
   for (size_t t = 0; t < s.trainer->table.all().size(); ++t) {
     int64_t owners = 0;
     for (const FlatRange& f : s.owners) owners += f.covers(s.trainer->table.all()[t]) ? 1 : 0;

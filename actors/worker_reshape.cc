@@ -128,6 +128,8 @@ void await_shares(Self* self, const train::Reshape& r, int64_t old_me, int64_t n
     }
   }
   s.peers.assign(r.workers().begin(), r.workers().end());
+  // Between steps, the last step committed: none of its gradient slices is still on its way.
+  tr.release_grads();
   plan(s, r.workers_size(), new_me);
   enter(s, -1);
   s.begun = s.validated = -1;

@@ -69,6 +69,10 @@ class GradEngine {
   const std::vector<T>& piece_grad(size_t k) const;
   // Piece k's sparse Engram table gradient (with backward; empty tables without Engram).
   const EngramGrad<T>& piece_engram_grad(size_t k) const;
+  // Frees the per-micro-batch gradient buffers (kept from step to step, as many as the
+  // largest range computed): the next run allocates what it needs. Only when no piece_grad
+  // is still being read (a send in flight).
+  void release_grads() { std::vector<std::vector<T>>().swap(grads_); }
   const std::vector<T>& grad() const { return grads_.front(); }
   // The reduced sparse Engram table gradient (one entry per table; empty without Engram).
   const EngramGrad<T>& engram_grad() const { return egrads_.front(); }
@@ -142,6 +146,9 @@ class Trainer {
   // tree nodes tree_pieces(micro_batches(), range); piece_grad(k) is piece k's gradient.
   const std::vector<Piece<float>>& compute_range(int64_t step, TreeNode range);
   const float* piece_grad(size_t k) const { return engine_->piece_grad(k).data(); }
+  // After the share of micro-batches changed, between steps (no piece being sent): frees the
+  // gradient buffers of the old share (GradEngine::release_grads).
+  void release_grads() { engine_->release_grads(); }
   // The validation rows' micro-batches [range], forward only (pieces carry ce_sum, ce_count).
   const std::vector<Piece<float>>& validate_range(TreeNode range);
   int64_t val_micro_batches() const { return val_batch_.rows / cfg.train.micro_batch_rows; }
