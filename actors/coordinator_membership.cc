@@ -478,9 +478,9 @@ void on_tick(Self* self) {
               fmt::format("missed heartbeats for {} ms (timeout {} ms{}): declared dead",
                           std::chrono::duration_cast<ms>(t - n->last_heard).count(),
                           ft.heartbeat_timeout_ms,
-                          s.core.all_silent ? fmt::format(", every node silent: ×{}",
-                                                          all_silent_timeout_factor)
-                                            : ""),
+                          s.core.all_silent
+                              ? fmt::format(", every node silent: ×{}", all_silent_timeout_factor)
+                              : ""),
               true);
   if (s.core.phase == Phase::done) return;
   check_step_progress(self, t);
