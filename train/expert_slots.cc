@@ -125,25 +125,30 @@ LocalExpertShards<T>::LocalExpertShards(const ModelConfig& cfg, const ParamTable
 }
 
 template <typename T>
-void LocalExpertShards<T>::forward(int64_t layer, std::span<const int64_t> begin, int64_t C,
-                                   const T* xs, T* ys) {
+template <class F>
+void LocalExpertShards<T>::each_expert(int64_t layer, std::span<const int64_t> begin, F&& f) {
   const int64_t m = layer - cfg_.first_k_dense;
   for (int64_t e = 0; e + 1 < int64_t(begin.size()); ++e) {
     const int64_t slot = replica_of(placement_, m, e, mb_);
-    const int64_t b = begin[size_t(e)], n = begin[size_t(e) + 1] - b;
-    shard_of(slot).forward(mb_, m, slot, xs + b * C, n, ys + b * C);
+    const int64_t b = begin[size_t(e)];
+    f(shard_of(slot), m, slot, b, begin[size_t(e) + 1] - b);
   }
+}
+
+template <typename T>
+void LocalExpertShards<T>::forward(int64_t layer, std::span<const int64_t> begin, int64_t C,
+                                   const T* xs, T* ys) {
+  each_expert(layer, begin, [&](ExpertSlots<T>& sh, int64_t m, int64_t slot, int64_t b, int64_t n) {
+    sh.forward(mb_, m, slot, xs + b * C, n, ys + b * C);
+  });
 }
 
 template <typename T>
 void LocalExpertShards<T>::backward(int64_t layer, std::span<const int64_t> begin, int64_t C,
                                     const T* dys, T* dxs) {
-  const int64_t m = layer - cfg_.first_k_dense;
-  for (int64_t e = 0; e + 1 < int64_t(begin.size()); ++e) {
-    const int64_t slot = replica_of(placement_, m, e, mb_);
-    const int64_t b = begin[size_t(e)];
-    shard_of(slot).backward(mb_, m, slot, dys + b * C, dxs + b * C);
-  }
+  each_expert(layer, begin, [&](ExpertSlots<T>& sh, int64_t m, int64_t slot, int64_t b, int64_t) {
+    sh.backward(mb_, m, slot, dys + b * C, dxs + b * C);
+  });
 }
 
 template <typename T>

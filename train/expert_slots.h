@@ -94,6 +94,10 @@ class LocalExpertShards : public RoutedExperts<T> {
 
  private:
   ExpertSlots<T>& shard_of(int64_t slot) { return shards_[size_t(slot / slots_per_shard_)]; }
+  // f(shard, MoE layer, slot, first row, rows) for each expert of block `layer`, on the
+  // replica that computes the current micro-batch.
+  template <class F>
+  void each_expert(int64_t layer, std::span<const int64_t> begin, F&& f);
   ModelConfig cfg_;
   EplbPlacement placement_;
   std::vector<MoeLayout> layouts_;  // per MoE layer
