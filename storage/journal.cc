@@ -7,7 +7,11 @@
 #include <rocksdb/table.h>
 #include <rocksdb/write_batch.h>
 
+#include <optional>
 #include <stdexcept>
+#include <type_traits>
+
+#include "storage/json_number.h"
 
 namespace troupe::storage {
 
@@ -40,7 +44,13 @@ T field(const json& j, const char* key, const char* where = "manifest") {
   if (!j.is_object() || !j.contains(key))
     throw std::runtime_error(fmt::format("{}: field \"{}\" is missing", where, key));
   try {
-    return j.at(key).get<T>();
+    if constexpr (std::is_integral_v<T> && !std::is_same_v<T, bool>) {
+      if (const std::optional<T> v = json_integer<T>(j.at(key))) return *v;
+      throw std::runtime_error(fmt::format("{}: field \"{}\" is not an integer in range: {}", where,
+                                           key, j.at(key).dump()));
+    } else {
+      return j.at(key).get<T>();
+    }
   } catch (const json::exception& e) {
     throw std::runtime_error(
         fmt::format("{}: field \"{}\" is malformed: {}", where, key, e.what()));

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "storage/crc32c.h"
+#include "storage/json_number.h"
 
 namespace troupe::storage::shard_file {
 
@@ -191,7 +192,12 @@ Status read_index(int fd, const std::string& path, uint64_t file_bytes,
   if (crc32c(text.data(), n) != crc) return bad(path, "its index fails its CRC32C");
   try {
     for (const nlohmann::json& e : nlohmann::json::parse(text)) {
-      const Extent x{e.at("offset").get<uint64_t>(), e.at("size").get<uint64_t>()};
+      const auto offset = json_integer<uint64_t>(e.at("offset"));
+      const auto size = json_integer<uint64_t>(e.at("size"));
+      if (!offset || !size)
+        return bad(path,
+                   fmt::format("shard {} has no integer offset and size", e.at("name").dump()));
+      const Extent x{*offset, *size};
       if (x.offset < kFileHeaderBytes || x.size > at || x.offset > at - x.size)
         return bad(path, fmt::format("shard {} lies outside the values", e.at("name").dump()));
       (*index)[e.at("name").get<std::string>()] = x;

@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "storage/crc32c.h"
+#include "storage/json_number.h"
 #include "storage/shard_file.h"
 #include "storage/shard_store.h"
 
@@ -55,13 +56,20 @@ std::string check_header(const ParsedValue& p, const std::string& name, int64_t 
     const nlohmann::json& h = p.header;
     if (h.at("name").get<std::string>() != name)
       return "header names shard " + h.at("name").get<std::string>();
-    if (h.at("step").get<int64_t>() != step)
-      return fmt::format("header is of step {}, not {}", h.at("step").get<int64_t>(), step);
+    const auto header_step = json_integer<int64_t>(h.at("step"));
+    if (!header_step) return "header step " + h.at("step").dump() + " is not an integer";
+    if (*header_step != step)
+      return fmt::format("header is of step {}, not {}", *header_step, step);
     if (h.at("dtype").get<std::string>() != "f32")
       return "dtype " + h.at("dtype").get<std::string>() + ", expected f32";
-    uint64_t bytes = h.at("bytes").get<uint64_t>();
-    *shape = h.at("shape").get<std::vector<int64_t>>();
-    *crc = h.at("crc32c").get<uint32_t>();
+    const auto header_bytes = json_integer<uint64_t>(h.at("bytes"));
+    const auto header_shape = json_integers<int64_t>(h.at("shape"));
+    const auto header_crc = json_integer<uint32_t>(h.at("crc32c"));
+    if (!header_bytes || !header_shape || !header_crc)
+      return "header bytes, shape or crc32c is not an integer (list) in range: " + h.dump();
+    const uint64_t bytes = *header_bytes;
+    *shape = *header_shape;
+    *crc = *header_crc;
     if (bytes != p.raw_bytes)
       return fmt::format("header says {} bytes, the value holds {}", bytes, p.raw_bytes);
     int64_t numel = 1;  // checked: a damaged shape must not overflow into a size that fits
