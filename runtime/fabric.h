@@ -95,6 +95,9 @@ struct FabricCounters {
   uint64_t dropped_queue_full = 0;
   uint64_t send_failed = 0;  // sends whose completion reported an error
   uint64_t peers_down = 0;
+  // Not a counter: the peers whose state the fabric holds now, up or not yet freed. It
+  // returns to the live peers once departed ones are freed (a long job's churn leaves none).
+  uint64_t peers_held = 0;
   // The door (runtime/bootstrap.h): handshakes that admitted a peer, and every connection
   // closed before that, by reason.
   uint64_t handshakes_admitted = 0;

@@ -185,6 +185,7 @@ void UcxFabric::Impl::progress_loop() {
     if (!to_close.empty()) close_failed_endpoints();
     if (!rndv_waiting.empty()) start_waiting_rndv();
     if (!closing.empty()) reap_closed();
+    if (!retired.empty()) free_retired_peers();
     if (never_sleep) continue;
     if (active) {
       last_activity = clock::now();
@@ -420,6 +421,7 @@ FabricCounters UcxFabric::counters() const {
   out.dropped_queue_full = c.dropped_queue_full.load();
   out.send_failed = c.send_failed.load();
   out.peers_down = c.peers_down.load();
+  out.peers_held = c.peers_held.load();
   if (impl_->bootstrap) impl_->bootstrap->add_counters(&out);
   return out;
 }

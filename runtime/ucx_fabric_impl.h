@@ -78,6 +78,7 @@ struct PeerState {
   // UCX 1.13 crashes replaying an iov send queued during wire-up, so sends wait here
   // until a flush of the new endpoint completes (wire-up done), then go in order.
   bool ready = false;
+  bool flushing = false;  // that flush is in flight: its callback still holds this state
   std::deque<std::unique_ptr<SendOp>> waiting;
   // Whether on_peer_up has run for it. A peer we connected to may send before its Verdict
   // reaches us (it made its endpoint when it admitted us): what it sends waits here, in
@@ -120,7 +121,7 @@ struct RecvOp {
 struct AtomicCounters {
   std::atomic<uint64_t> sent_messages{0}, sent_bytes{0}, received_messages{0}, received_bytes{0},
       rejected_malformed{0}, rejected_oversized{0}, dropped_stale_epoch{0}, dropped_queue_full{0},
-      send_failed{0}, peers_down{0};
+      send_failed{0}, peers_down{0}, peers_held{0};
 };
 
 struct UcxFabric::Impl {
@@ -217,6 +218,12 @@ struct UcxFabric::Impl {
   // Force-close requests of failed endpoints, progressed to completion (and freed) by the
   // loop; close_all waits for those still running before the worker may be destroyed.
   std::vector<void*> closing;
+  // Peers whose endpoint is closed: their state is freed once no UCX callback can hold it
+  // any more (no close request open, no flush in flight). Only `peer_up` remembers them, so
+  // that a send to a departed peer still says peer_down. Without this, a long job's
+  // coordinator kept every departed node's state (the 2-hour soak's slow growth).
+  std::vector<PeerId> retired;
+  void free_retired_peers();
   // Peers whose bootstrap connection closed (token, why): failed after the worker has
   // delivered what they sent before they went, so that a Shutdown precedes the loss.
   std::vector<std::pair<uint64_t, std::string>> lost_peers;

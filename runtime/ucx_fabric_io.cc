@@ -40,6 +40,7 @@ void UcxFabric::Impl::flush_new_endpoint(PeerState* peer) {
   };
   p.user_data = peer;
   ucs_status_ptr_t r = ucp_ep_flush_nbx(peer->ep, &p);
+  peer->flushing = r != nullptr && !UCS_PTR_IS_ERR(r);
   if (r == nullptr) {
     on_endpoint_ready(peer, UCS_OK);
   } else if (UCS_PTR_IS_ERR(r)) {
@@ -50,7 +51,10 @@ void UcxFabric::Impl::flush_new_endpoint(PeerState* peer) {
 void UcxFabric::Impl::start_ready_peers() {
   std::vector<std::pair<PeerState*, ucs_status_t>> batch;
   batch.swap(ready_peers);
-  for (auto [peer, status] : batch) on_endpoint_ready(peer, status);
+  for (auto [peer, status] : batch) {
+    peer->flushing = false;
+    on_endpoint_ready(peer, status);
+  }
 }
 
 // The endpoint's wire-up is done (or it failed): release the sends that waited for it.
@@ -144,15 +148,14 @@ bool UcxFabric::Impl::take_window() {
 Status UcxFabric::Impl::check_peer_up(PeerId peer) {
   bool known = false;
   bool up = false;
-  if (on_progress_thread()) {  // the progress thread owns `peers`: no lock needed
-    auto it = peers.find(peer);
-    known = it != peers.end();
-    up = known && it->second->up;
-  } else {
+  if (auto it = peers.end(); on_progress_thread() && (it = peers.find(peer)) != peers.end()) {
+    known = true;  // the progress thread owns `peers`: no lock needed
+    up = it->second->up;
+  } else {  // elsewhere, or a departed peer whose state is freed (retired)
     std::lock_guard<std::mutex> lock(peer_mutex);
-    auto it = peer_up.find(peer);
-    known = it != peer_up.end();
-    up = known && it->second;
+    auto found = peer_up.find(peer);
+    known = found != peer_up.end();
+    up = known && found->second;
   }
   if (!known) return {Code::unknown_peer, fmt::format("send: peer {}", peer)};
   if (!up) return {Code::peer_down, fmt::format("send: peer {} is down", peer)};

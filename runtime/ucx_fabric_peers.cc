@@ -50,6 +50,7 @@ PeerState* UcxFabric::Impl::new_peer(const PeerInfo& info) {
   }
   PeerState* raw = state.get();
   peers[raw->id] = std::move(state);
+  counters.peers_held.store(peers.size());
   return raw;
 }
 
@@ -149,6 +150,7 @@ void UcxFabric::Impl::forget_peer(PeerState* peer) {
     peer_up.erase(peer->id);
   }
   peers.erase(peer->id);
+  counters.peers_held.store(peers.size());
 }
 
 // The peer is down: later sends fail, its endpoint closes after this progress round, and
@@ -193,7 +195,20 @@ void UcxFabric::Impl::close_failed_endpoints() {
       peer->ep = nullptr;
     }
     on_endpoint_ready(peer, UCS_ERR_CONNECTION_RESET);  // fails the sends still waiting
+    retired.push_back(peer->id);
   }
+}
+
+void UcxFabric::Impl::free_retired_peers() {
+  if (!closing.empty() || !ready_peers.empty()) return;  // a callback may still name one
+  std::erase_if(retired, [this](PeerId id) {
+    auto it = peers.find(id);
+    if (it == peers.end()) return true;
+    if (it->second->flushing) return false;
+    peers.erase(it);
+    return true;
+  });
+  counters.peers_held.store(peers.size());
 }
 
 // ---- UcxFabric: the calls about peers ----
