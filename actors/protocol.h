@@ -38,6 +38,11 @@ enum TrainType : uint32_t {
   replica_type,
   fetch_again_type,
   checkpoint_now_type,
+  expert_weights_type,
+  expert_forward_type,
+  expert_outputs_type,
+  expert_backward_type,
+  expert_grads_type,
   train_types_end,
 };
 

@@ -15,9 +15,16 @@ void register_worker_role();
 caf::actor spawn_worker(caf::actor_system& system, const runtime::RoleContext& ctx,
                         bool detached = true);
 
+// expert_shard (issue 15): routed experts on physical slots, for the workers. Registered
+// so that a view may place it; no job does yet.
+void register_expert_shard_role();
+caf::actor spawn_expert_shard(caf::actor_system& system, const runtime::RoleContext& ctx,
+                              bool detached = true);
+
 // Registers every role; call once at process start, before the node agent runs.
 inline void register_roles() {
   register_worker_role();
+  register_expert_shard_role();
 }
 
 }  // namespace troupe::actors

@@ -77,6 +77,20 @@ void ExpertSlots<T>::backward(int64_t mb, int64_t moe_layer, int64_t slot, const
 }
 
 template <typename T>
+typename ExpertSlots<T>::Stage ExpertSlots<T>::stage(int64_t mb, int64_t moe_layer,
+                                                     int64_t slot) const {
+  const auto it = work_.find({mb, moe_layer, slot});
+  if (it == work_.end()) return Stage::none;
+  return it->second.backward_done ? Stage::backward : Stage::forward;
+}
+
+template <typename T>
+int64_t ExpertSlots<T>::rows(int64_t mb, int64_t moe_layer, int64_t slot) const {
+  const auto it = work_.find({mb, moe_layer, slot});
+  return it == work_.end() ? -1 : it->second.n;
+}
+
+template <typename T>
 const std::vector<T>* ExpertSlots<T>::grad(int64_t mb, int64_t moe_layer, int64_t slot) const {
   const auto it = work_.find({mb, moe_layer, slot});
   return it != work_.end() && it->second.backward_done ? &it->second.grad : nullptr;

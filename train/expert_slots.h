@@ -50,6 +50,10 @@ class ExpertSlots {
   // dy (n,C) -> dx (n,C), overwritten; the pair's weight gradient (from zero) is kept.
   // Throws std::logic_error without the forward or after a backward of the same pair.
   void backward(int64_t mb, int64_t moe_layer, int64_t slot, const T* dy, T* dx);
+  // How far a pair got this step: nothing yet, its forward, or its backward too.
+  enum class Stage { none, forward, backward };
+  Stage stage(int64_t mb, int64_t moe_layer, int64_t slot) const;
+  int64_t rows(int64_t mb, int64_t moe_layer, int64_t slot) const;  // its forward's; -1: none
   // The kept weight gradient of a pair (3·I·C), or nullptr when it had no backward here.
   const std::vector<T>* grad(int64_t mb, int64_t moe_layer, int64_t slot) const;
   // Forgets every pair (after the step's gradients were sent).

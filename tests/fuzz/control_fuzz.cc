@@ -137,6 +137,11 @@ const runtime::Dispatcher& dispatcher(std::vector<uint32_t>* types) {
     add(replica_type, std::type_identity<train::Replica>{}, none);
     add(fetch_again_type, std::type_identity<train::FetchAgain>{}, none);
     add(checkpoint_now_type, std::type_identity<train::CheckpointNow>{}, none);
+    add(expert_weights_type, std::type_identity<train::ExpertWeights>{}, none);
+    add(expert_forward_type, std::type_identity<train::ExpertForward>{}, none);
+    add(expert_outputs_type, std::type_identity<train::ExpertOutputs>{}, none);
+    add(expert_backward_type, std::type_identity<train::ExpertBackward>{}, none);
+    add(expert_grads_type, std::type_identity<train::ExpertGrads>{}, none);
     return d;
   }();
   *types = all;
