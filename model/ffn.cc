@@ -268,14 +268,14 @@ T moe_balance_loss(MoeCache<T>& c) {
 template <typename T>
 T moe_forward(const ModelConfig& cfg, const MoeLayout& L, const T* params, const T* x, int64_t R,
               int64_t Tlen, T bal_weight, T* out, MoeCache<T>& c, RoutedExperts<T>* routed,
-              int64_t layer) {
+              int64_t layer, int64_t mb) {
   const int64_t N = R * Tlen, C = cfg.d_model, E = cfg.n_routed_experts, K = cfg.top_k;
   c.R = R, c.Tlen = Tlen, c.N = N, c.C = C, c.E = E, c.K = K, c.bal_weight = bal_weight;
   c.x.assign(x, x + N * C);
   c.s.resize(N * E), c.top.resize(N * K), c.weight.resize(N * K), c.slot.resize(N * K);
   c.expert_begin.resize(E + 1), c.token_of.resize(N * K), c.counts.resize(E);
   c.xs.resize(N * K * C), c.ys.resize(N * K * C), c.f.resize(R * E), c.experts.resize(E);
-  c.routed = routed, c.layer = layer;
+  c.routed = routed, c.layer = layer, c.mb = mb;
   moe_route(cfg, L, params, c);
   const T balance = N > 0 ? bal_weight * moe_balance_loss(c) : T(0);
 
@@ -287,7 +287,7 @@ T moe_forward(const ModelConfig& cfg, const MoeLayout& L, const T* params, const
   for (int64_t row = 0; row < N * K; ++row)
     std::memcpy(&c.xs[row * C], &c.x[c.token_of[row] * C], sizeof(T) * C);
   if (routed)
-    routed->forward(layer, c.expert_begin, C, c.xs.data(), c.ys.data());
+    routed->forward(layer, mb, c.expert_begin, C, c.xs.data(), c.ys.data());
   else
     for (int64_t e = 0; e < E; ++e) {
       const int64_t b = c.expert_begin[e], n = c.expert_begin[e + 1] - b;
@@ -363,7 +363,7 @@ void moe_experts_backward(const ModelConfig& cfg, const MoeLayout& L, const T* p
       dweight[t * K + r] = dot;
     }
   if (c.routed)
-    c.routed->backward(c.layer, c.expert_begin, C, c.dys.data(), c.dxs.data());
+    c.routed->backward(c.layer, c.mb, c.expert_begin, C, c.dys.data(), c.dxs.data(), grads);
   else
     for (int64_t e = 0; e < c.E; ++e) {
       const int64_t b = c.expert_begin[e];
@@ -404,7 +404,7 @@ void moe_backward(const ModelConfig& cfg, const MoeLayout& L, const T* params, T
   template void swiglu_backward<T>(const ModelConfig&, const SwigluLayout&, const T*, T*,         \
                                    const T*, T*, const SwigluCache<T>&);                          \
   template T moe_forward<T>(const ModelConfig&, const MoeLayout&, const T*, const T*, int64_t,    \
-                            int64_t, T, T*, MoeCache<T>&, RoutedExperts<T>*, int64_t);            \
+                            int64_t, T, T*, MoeCache<T>&, RoutedExperts<T>*, int64_t, int64_t);   \
   template void expert_forward<T>(const ModelConfig&, const SwigluLayout&, const T*, const T*,    \
                                   int64_t, int64_t, T*, SwigluCache<T>&);                         \
   template void expert_backward<T>(const ModelConfig&, const SwigluLayout&, const T*, T*,         \

@@ -93,13 +93,17 @@ template <typename T>
 class RoutedExperts {
  public:
   virtual ~RoutedExperts() = default;
-  // MoE block `layer`: rows [begin[e], begin[e+1]) of xs (rows, C) are expert e's tokens,
-  // in the order moe_forward gathered them. Fills the same rows of ys (rows, C).
-  virtual void forward(int64_t layer, std::span<const int64_t> begin, int64_t C, const T* xs,
-                       T* ys) = 0;
-  // dys (rows, C) -> dxs (rows, C), overwritten.
-  virtual void backward(int64_t layer, std::span<const int64_t> begin, int64_t C, const T* dys,
-                        T* dxs) = 0;
+  // MoE block `layer` of micro-batch `mb` (the logical id: which replica computes it may
+  // depend on it): rows [begin[e], begin[e+1]) of xs (rows, C) are expert e's tokens, in
+  // the order moe_forward gathered them. Fills the same rows of ys (rows, C). Called from
+  // several threads at once for different micro-batches.
+  virtual void forward(int64_t layer, int64_t mb, std::span<const int64_t> begin, int64_t C,
+                       const T* xs, T* ys) = 0;
+  // dys (rows, C) -> dxs (rows, C), overwritten. `grads` is the micro-batch's gradient (the
+  // table's layout): the experts' weight gradients may be added there, where moe_backward
+  // would have, or kept where the experts live.
+  virtual void backward(int64_t layer, int64_t mb, std::span<const int64_t> begin, int64_t C,
+                        const T* dys, T* dxs, T* grads) = 0;
 };
 
 template <typename T>
@@ -123,17 +127,18 @@ struct MoeCache {
   mutable std::vector<T> dweight;       // (N,K) backward scratch: dL/dg
   mutable std::vector<T> ds;            // (N,E) backward scratch: dL/ds, then dL/d(u·e)
   RoutedExperts<T>* routed = nullptr;   // set by moe_forward: who computed the experts
-  int64_t layer = 0;                    // the block, for `routed`
+  int64_t layer = 0, mb = 0;            // the block and the micro-batch, for `routed`
 };
 
 // x (R·Tlen, C) -> out (R·Tlen, C) overwritten; rows of Tlen tokens are sequences.
 // Returns bal_weight · Σ_rows L_row, the sequence-wise balance loss (SPEC §3.3); the
 // backward adds its gradient as if the returned value were a term of the loss.
-// With `routed`, the routed experts are computed by it (as block `layer`), else here.
+// With `routed`, the routed experts are computed by it (as block `layer` of micro-batch
+// `mb`), else here.
 template <typename T>
 T moe_forward(const ModelConfig& cfg, const MoeLayout& L, const T* params, const T* x, int64_t R,
               int64_t Tlen, T bal_weight, T* out, MoeCache<T>& cache,
-              RoutedExperts<T>* routed = nullptr, int64_t layer = 0);
+              RoutedExperts<T>* routed = nullptr, int64_t layer = 0, int64_t mb = 0);
 // dout (R·Tlen, C) -> dx +=, grads += (gate E and every expert; never the bias).
 template <typename T>
 void moe_backward(const ModelConfig& cfg, const MoeLayout& L, const T* params, T* grads,

@@ -102,6 +102,7 @@ struct Model<T>::Impl {
   const Batch* mb = nullptr;
   T bal_weight = 0;                          // seq_aux_alpha / global rows
   RoutedExperts<T>* routed = nullptr;        // set_routed_experts
+  int64_t micro_batch = 0;                   // set_micro_batch: its logical id, for `routed`
   T last_bal = 0;                            // balance loss of the current call
   std::vector<int32_t> pos;                  // (N) position ids, restarting per row
   std::vector<std::vector<T>> xs;            // 2L+1 stream tensors (N,S,C)
@@ -201,7 +202,8 @@ void Model<T>::Impl::sublayer_f_forward(const T* P, int64_t l, int which, const 
     mla_forward(cfg, b.mla, P, in, R, Tn, pos.data(), nullptr, out, b.mla_cache);
   } else if (b.moe) {
     // The balance loss is a mean over the global batch's rows: weight α / rows.
-    bal += moe_forward(cfg, b.moe_layout, P, in, R, Tn, bal_weight, out, b.moe_cache, routed, l);
+    bal += moe_forward(cfg, b.moe_layout, P, in, R, Tn, bal_weight, out, b.moe_cache, routed, l,
+                       micro_batch);
   } else {
     swiglu_forward(cfg, b.dense, P, in, N, C, out, b.dense_cache);
   }
@@ -443,6 +445,11 @@ Model<T>::~Model() = default;
 template <typename T>
 void Model<T>::set_routed_experts(RoutedExperts<T>* routed) {
   impl_->routed = routed;
+}
+
+template <typename T>
+void Model<T>::set_micro_batch(int64_t mb) {
+  impl_->micro_batch = mb;
 }
 
 template <typename T>

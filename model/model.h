@@ -58,6 +58,9 @@ class Model {
   // nullptr: here again). Their weights and gradients in params and grads are then neither
   // read nor written: they live where `routed` computes them (model/ffn.h RoutedExperts).
   void set_routed_experts(RoutedExperts<T>* routed);
+  // The logical id of the micro-batch the next step() computes, for `routed` (which replica
+  // computes its tokens may depend on it). 0 until set.
+  void set_micro_batch(int64_t mb);
 
   // Tokens routed to each expert in the last step(), per layer (empty for dense layers).
   const std::vector<std::vector<int64_t>>& expert_counts() const { return counts_; }

@@ -1,6 +1,7 @@
 #include "train/expert_slots.h"
 
 #include <algorithm>
+#include <array>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -20,6 +21,37 @@ int64_t replica_of(const EplbPlacement& placement, int64_t moe_layer, int64_t ex
 
 int64_t moe_layer_count(const ModelConfig& cfg) {
   return cfg.ffn == Ffn::moe ? std::max<int64_t>(0, cfg.n_layers - cfg.first_k_dense) : 0;
+}
+
+std::vector<MoeLayout> moe_layouts(const ModelConfig& cfg, const ParamTable& table) {
+  std::vector<MoeLayout> out;
+  for (int64_t m = 0; m < moe_layer_count(cfg); ++m)
+    out.push_back(MoeLayout::from(
+        table, cfg, "model.layers." + std::to_string(m + cfg.first_k_dense) + ".mlp."));
+  return out;
+}
+
+namespace {
+
+// The three matrices of an expert, in compact order: gate, up, down.
+std::array<int64_t, 3> parts_of(const SwigluLayout& L) {
+  return {L.gate, L.up, L.down};
+}
+
+}  // namespace
+
+template <typename T>
+void copy_expert_weights(const SwigluLayout& L, int64_t part, const T* params, T* compact) {
+  const auto offs = parts_of(L);
+  for (size_t k = 0; k < 3; ++k)
+    std::copy(params + offs[k], params + offs[k] + part, compact + int64_t(k) * part);
+}
+
+template <typename T>
+void add_expert_grads(const SwigluLayout& L, int64_t part, const T* compact, T* grads) {
+  const auto offs = parts_of(L);
+  for (size_t k = 0; k < 3; ++k)
+    for (int64_t i = 0; i < part; ++i) grads[offs[k] + i] += compact[int64_t(k) * part + i];
 }
 
 // ---- ExpertSlots ------------------------------------------------------------------------
@@ -98,15 +130,6 @@ const std::vector<T>* ExpertSlots<T>::grad(int64_t mb, int64_t moe_layer, int64_
 
 // ---- LocalExpertShards ------------------------------------------------------------------
 
-namespace {
-
-// The three matrices of expert e of a MoE layout, in compact order: gate, up, down.
-std::array<int64_t, 3> parts_of(const SwigluLayout& L) {
-  return {L.gate, L.up, L.down};
-}
-
-}  // namespace
-
 template <typename T>
 LocalExpertShards<T>::LocalExpertShards(const ModelConfig& cfg, const ParamTable& table,
                                         const EplbPlacement& placement, int64_t shards,
@@ -125,44 +148,44 @@ LocalExpertShards<T>::LocalExpertShards(const ModelConfig& cfg, const ParamTable
   shards_.assign(size_t(shards), ExpertSlots<T>(cfg));
   const int64_t part = cfg.moe_inter * cfg.d_model;
   std::vector<T> w(size_t(3 * part));
-  for (int64_t m = 0; m < layers; ++m) {
-    const std::string p = "model.layers." + std::to_string(m + cfg.first_k_dense) + ".mlp.";
-    layouts_.push_back(MoeLayout::from(table, cfg, p));
+  layouts_ = moe_layouts(cfg, table);
+  for (int64_t m = 0; m < layers; ++m)
     for (int64_t s = 0; s < R; ++s) {
-      const SwigluLayout& L = layouts_.back().experts.at(size_t(placement.phy2log[m][size_t(s)]));
-      const auto offs = parts_of(L);
-      for (size_t k = 0; k < 3; ++k)
-        std::copy(params + offs[k], params + offs[k] + part, w.begin() + int64_t(k) * part);
+      const SwigluLayout& L =
+          layouts_[size_t(m)].experts.at(size_t(placement.phy2log[m][size_t(s)]));
+      copy_expert_weights(L, part, params, w.data());
       shard_of(s).set_weights(m, s, w);
     }
-  }
 }
 
 template <typename T>
 template <class F>
-void LocalExpertShards<T>::each_expert(int64_t layer, std::span<const int64_t> begin, F&& f) {
+void LocalExpertShards<T>::each_expert(int64_t layer, int64_t mb, std::span<const int64_t> begin,
+                                       F&& f) {
   const int64_t m = layer - cfg_.first_k_dense;
   for (int64_t e = 0; e + 1 < int64_t(begin.size()); ++e) {
-    const int64_t slot = replica_of(placement_, m, e, mb_);
+    const int64_t slot = replica_of(placement_, m, e, mb);
     const int64_t b = begin[size_t(e)];
     f(shard_of(slot), m, slot, b, begin[size_t(e) + 1] - b);
   }
 }
 
 template <typename T>
-void LocalExpertShards<T>::forward(int64_t layer, std::span<const int64_t> begin, int64_t C,
-                                   const T* xs, T* ys) {
-  each_expert(layer, begin, [&](ExpertSlots<T>& sh, int64_t m, int64_t slot, int64_t b, int64_t n) {
-    sh.forward(mb_, m, slot, xs + b * C, n, ys + b * C);
-  });
+void LocalExpertShards<T>::forward(int64_t layer, int64_t mb, std::span<const int64_t> begin,
+                                   int64_t C, const T* xs, T* ys) {
+  each_expert(layer, mb, begin,
+              [&](ExpertSlots<T>& sh, int64_t m, int64_t slot, int64_t b, int64_t n) {
+                sh.forward(mb, m, slot, xs + b * C, n, ys + b * C);
+              });
 }
 
 template <typename T>
-void LocalExpertShards<T>::backward(int64_t layer, std::span<const int64_t> begin, int64_t C,
-                                    const T* dys, T* dxs) {
-  each_expert(layer, begin, [&](ExpertSlots<T>& sh, int64_t m, int64_t slot, int64_t b, int64_t) {
-    sh.backward(mb_, m, slot, dys + b * C, dxs + b * C);
-  });
+void LocalExpertShards<T>::backward(int64_t layer, int64_t mb, std::span<const int64_t> begin,
+                                    int64_t C, const T* dys, T* dxs, T*) {
+  each_expert(layer, mb, begin,
+              [&](ExpertSlots<T>& sh, int64_t m, int64_t slot, int64_t b, int64_t) {
+                sh.backward(mb, m, slot, dys + b * C, dxs + b * C);
+              });
 }
 
 template <typename T>
@@ -187,6 +210,10 @@ void LocalExpertShards<T>::write_reduced_grads(int64_t n_mb, T* grads) const {
     }
 }
 
+template void copy_expert_weights<float>(const SwigluLayout&, int64_t, const float*, float*);
+template void copy_expert_weights<double>(const SwigluLayout&, int64_t, const double*, double*);
+template void add_expert_grads<float>(const SwigluLayout&, int64_t, const float*, float*);
+template void add_expert_grads<double>(const SwigluLayout&, int64_t, const double*, double*);
 template class ExpertSlots<float>;
 template class ExpertSlots<double>;
 template class LocalExpertShards<float>;

@@ -33,6 +33,16 @@ int64_t replica_of(const EplbPlacement& placement, int64_t moe_layer, int64_t ex
 // The MoE layers of a config: block l is MoE layer l − first_k_dense.
 int64_t moe_layer_count(const ModelConfig& cfg);
 
+// The MoE layout of each MoE layer of a table (MoE layer m is block m + first_k_dense).
+std::vector<MoeLayout> moe_layouts(const ModelConfig& cfg, const ParamTable& table);
+// Expert L's weights copied out of params (the table's layout) in compact order (3·I·C:
+// gate, up, down), as a slot holds them; and a slot's weight gradient added back into grads
+// where the in-worker backward puts it.
+template <typename T>
+void copy_expert_weights(const SwigluLayout& L, int64_t part, const T* params, T* compact);
+template <typename T>
+void add_expert_grads(const SwigluLayout& L, int64_t part, const T* compact, T* grads);
+
 // What one expert shard holds: the weights of its physical slots (each 3·I·C values: gate,
 // up, down; see compact_swiglu_layout) and, during a step, each computed (micro-batch, MoE
 // layer, slot)'s inputs, forward cache and weight gradient.
@@ -75,7 +85,7 @@ class ExpertSlots {
 };
 
 // Every slot of a placement spread over `shards` ExpertSlots in this process (slot s on shard
-// s / (R / shards)), as RoutedExperts of one Model: set_micro_batch before each step() call.
+// s / (R / shards)), as RoutedExperts of one Model (Model::set_micro_batch before each step()).
 template <typename T>
 class LocalExpertShards : public RoutedExperts<T> {
  public:
@@ -84,11 +94,11 @@ class LocalExpertShards : public RoutedExperts<T> {
   LocalExpertShards(const ModelConfig& cfg, const ParamTable& table, const EplbPlacement& placement,
                     int64_t shards, const T* params);
 
-  void set_micro_batch(int64_t mb) { mb_ = mb; }
-  void forward(int64_t layer, std::span<const int64_t> begin, int64_t C, const T* xs,
+  void forward(int64_t layer, int64_t mb, std::span<const int64_t> begin, int64_t C, const T* xs,
                T* ys) override;
-  void backward(int64_t layer, std::span<const int64_t> begin, int64_t C, const T* dys,
-                T* dxs) override;
+  // Keeps the weight gradients on the shards (grads is not written): write_reduced_grads.
+  void backward(int64_t layer, int64_t mb, std::span<const int64_t> begin, int64_t C, const T* dys,
+                T* dxs, T* grads) override;
 
   // Writes into grads (the table's layout) every expert's weight gradient summed over
   // micro-batches [0, n_mb) in the canonical tree (a micro-batch that sent an expert no
@@ -101,12 +111,12 @@ class LocalExpertShards : public RoutedExperts<T> {
   // f(shard, MoE layer, slot, first row, rows) for each expert of block `layer`, on the
   // replica that computes the current micro-batch.
   template <class F>
-  void each_expert(int64_t layer, std::span<const int64_t> begin, F&& f);
+  void each_expert(int64_t layer, int64_t mb, std::span<const int64_t> begin, F&& f);
   ModelConfig cfg_;
   EplbPlacement placement_;
   std::vector<MoeLayout> layouts_;  // per MoE layer
   std::vector<ExpertSlots<T>> shards_;
-  int64_t slots_per_shard_ = 0, mb_ = 0;
+  int64_t slots_per_shard_ = 0;
 };
 
 }  // namespace troupe::model

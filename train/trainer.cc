@@ -66,6 +66,11 @@ LossParts<T> GradEngine<T>::run(const T* params, const Batch& batch, int64_t mb_
 }
 
 template <typename T>
+void GradEngine<T>::set_routed_experts(RoutedExperts<T>* routed) {
+  for (auto& m : workers_) m->set_routed_experts(routed);
+}
+
+template <typename T>
 const std::vector<T>& GradEngine<T>::piece_grad(size_t k) const {
   return grads_.at(size_t(pieces_.at(k).node.lo - range_lo_));
 }
@@ -103,6 +108,7 @@ const std::vector<Piece<T>>& GradEngine<T>::run_range(const T* params, const Bat
       std::fill(grads_[i].begin(), grads_[i].end(), T(0));
       g = grads_[i].data();
     }
+    workers_[w]->set_micro_batch(lo + i);
     parts[i] = workers_[w]->step(params, g, mb, scale, with_mtp, engram_,
                                  backward && engram_ ? &egrads_[i] : nullptr);
     counts[i] = workers_[w]->expert_counts();

@@ -67,6 +67,9 @@ class GradEngine {
   const std::vector<Piece<T>>& run_range(const T* params, const Batch& batch, int64_t mb_rows,
                                          int64_t lo, int64_t hi, bool backward, bool with_mtp);
   const std::vector<T>& piece_grad(size_t k) const;
+  // From now on the routed experts of every micro-batch are computed by `routed` (not owned;
+  // nullptr: in-process again), called from the engine's threads at once (model/ffn.h).
+  void set_routed_experts(RoutedExperts<T>* routed);
   // Piece k's sparse Engram table gradient (with backward; empty tables without Engram).
   const EngramGrad<T>& piece_engram_grad(size_t k) const;
   // Frees the per-micro-batch gradient buffers (kept from step to step, as many as the

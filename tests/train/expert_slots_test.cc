@@ -55,7 +55,7 @@ Result run(const ModelConfig& m, const ParamTable& table, const std::vector<floa
   std::vector<std::vector<float>> grads(size_t(n), std::vector<float>(size_t(P), 0.f));
   std::vector<float> ce, mtp, bal;
   for (int64_t i = 0; i < n; ++i) {
-    if (shards) shards->set_micro_batch(i);
+    model.set_micro_batch(i);
     const LossParts<float> p = model.step(params.data(), grads[size_t(i)].data(),
                                           batch.slice(i * mb_rows, mb_rows), scale, true);
     ce.push_back(p.ce), mtp.push_back(p.mtp), bal.push_back(p.bal);

@@ -1,0 +1,210 @@
+#include "actors/expert_client.h"
+
+#include <fmt/format.h>
+
+#include <atomic>
+#include <condition_variable>
+#include <cstring>
+#include <map>
+#include <mutex>
+#include <set>
+#include <stdexcept>
+
+#include "actors/protocol.h"
+#include "runtime/actor_message.h"
+#include "train/expert_slots.h"
+
+namespace troupe::actors {
+
+using runtime::ActorMessage;
+
+struct ExpertClient::Inbox {
+  std::mutex mu;
+  std::condition_variable cv;
+  std::set<uint64_t> waiting;                // asked, not answered: any other is dropped
+  std::map<uint64_t, ActorMessage> answers;  // by request id, until taken
+  std::atomic<uint64_t> next_request{1};
+};
+
+struct ExpertClient::Call {
+  std::string shard;
+  uint64_t request = 0;
+  std::vector<int64_t> experts, slots;  // in the request's order, each with rows
+  int64_t rows = 0;
+  ActorMessage answer;
+};
+
+namespace {
+
+template <class Answer>
+bool request_of(const ActorMessage& m, uint64_t* request) {
+  Answer a;
+  if (!a.ParseFromString(m.header)) return false;
+  *request = a.request();
+  return true;
+}
+
+// The client's mailbox: hands each awaited answer to the thread waiting for it. Answers
+// nobody waits for (of a request that timed out, or a duplicate) are dropped.
+caf::behavior inbox(caf::event_based_actor*, std::shared_ptr<ExpertClient::Inbox> in) {
+  return {[in](ActorMessage& m) {
+    uint64_t request = 0;
+    const bool known =
+        (m.type == expert_outputs_type && request_of<train::ExpertOutputs>(m, &request)) ||
+        (m.type == expert_grads_type && request_of<train::ExpertGrads>(m, &request));
+    if (!known) return;
+    std::lock_guard<std::mutex> lock(in->mu);
+    if (in->waiting.erase(request) == 0) return;
+    in->answers.emplace(request, std::move(m));
+    in->cv.notify_all();
+  }};
+}
+
+template <class Request>
+std::string header(const ExpertClient::Call& c, int64_t step, int64_t mb, int64_t moe_layer,
+                   std::span<const int64_t> begin) {
+  Request r;
+  r.set_step(step), r.set_mb(mb), r.set_moe_layer(moe_layer), r.set_request(c.request);
+  for (size_t i = 0; i < c.experts.size(); ++i) {
+    train::ExpertRows* e = r.add_slots();
+    const auto x = size_t(c.experts[i]);
+    e->set_slot(c.slots[i]), e->set_rows(begin[x + 1] - begin[x]);
+  }
+  return r.SerializeAsString();
+}
+
+// Payload p as floats, exactly `count` of them, or an error naming the shard.
+std::vector<float> floats(const runtime::Payload& p, int64_t count, const std::string& shard) {
+  std::vector<float> v;
+  if (!read_payload(p, &v) || int64_t(v.size()) != count)
+    throw std::runtime_error(
+        fmt::format("expert shard {} answered {} bytes where {} floats were due", shard,
+                    p.bytes.size(), count));
+  return v;
+}
+
+}  // namespace
+
+ExpertClient::ExpertClient(caf::actor_system& system, caf::actor router, std::string address,
+                           const model::ModelConfig& cfg, const model::ParamTable& table,
+                           ExpertRoute route, std::chrono::milliseconds answer_timeout_ms)
+    : router_(std::move(router)),
+      address_(std::move(address)),
+      cfg_(cfg),
+      layouts_(model::moe_layouts(cfg, table)),
+      route_(std::move(route)),
+      timeout_(answer_timeout_ms),
+      inbox_(std::make_shared<Inbox>()) {
+  inbox_actor_ = system.spawn(inbox, inbox_);
+  const std::string name = address_.substr(address_.find('/') + 1);
+  caf::anon_send(router_, runtime::register_atom::value, name, inbox_actor_);
+}
+
+ExpertClient::~ExpertClient() {
+  caf::anon_send_exit(inbox_actor_, caf::exit_reason::user_shutdown);
+}
+
+void ExpertClient::set_step(int64_t step, uint64_t epoch) {
+  step_ = step, epoch_ = epoch;
+}
+
+std::vector<ExpertClient::Call> ExpertClient::exchange(uint32_t type, int64_t layer, int64_t mb,
+                                                       std::span<const int64_t> begin, int64_t C,
+                                                       const float* rows) {
+  const int64_t m = layer - cfg_.first_k_dense;
+  std::vector<Call> calls;
+  std::map<std::string, size_t> index;  // shard → its call
+  for (int64_t e = 0; e + 1 < int64_t(begin.size()); ++e) {
+    if (begin[size_t(e) + 1] == begin[size_t(e)]) continue;  // no token: nothing to compute
+    const int64_t slot = model::replica_of(route_.placement, m, e, mb);
+    const std::string& shard = route_.shard_of_slot.at(size_t(slot));
+    auto [it, fresh] = index.try_emplace(shard, calls.size());
+    if (fresh) calls.push_back(Call{shard, 0, {}, {}, 0, {}});
+    Call& c = calls[it->second];
+    c.experts.push_back(e), c.slots.push_back(slot);
+    c.rows += begin[size_t(e) + 1] - begin[size_t(e)];
+  }
+  {
+    std::lock_guard<std::mutex> lock(inbox_->mu);
+    for (Call& c : calls) {
+      c.request = inbox_->next_request++;
+      inbox_->waiting.insert(c.request);
+    }
+  }
+  for (const Call& c : calls) {
+    std::vector<float> payload;
+    payload.reserve(size_t(c.rows * C));
+    for (int64_t e : c.experts)
+      payload.insert(payload.end(), rows + begin[size_t(e)] * C, rows + begin[size_t(e) + 1] * C);
+    ActorMessage msg;
+    msg.from = address_, msg.to = c.shard, msg.type = type, msg.epoch = epoch_;
+    msg.header = type == expert_forward_type
+                     ? header<train::ExpertForward>(c, step_, mb, m, begin)
+                     : header<train::ExpertBackward>(c, step_, mb, m, begin);
+    msg.payloads.push_back(owned_payload(std::move(payload)));
+    caf::anon_send(router_, std::move(msg));
+  }
+  std::unique_lock<std::mutex> lock(inbox_->mu);
+  const auto answered = [&] {
+    for (const Call& c : calls)
+      if (!inbox_->answers.count(c.request)) return false;
+    return true;
+  };
+  if (!inbox_->cv.wait_for(lock, timeout_, answered)) {
+    std::string missing;
+    for (const Call& c : calls) {
+      if (!inbox_->answers.count(c.request)) missing += (missing.empty() ? "" : ", ") + c.shard;
+      inbox_->waiting.erase(c.request);
+      inbox_->answers.erase(c.request);
+    }
+    throw std::runtime_error(fmt::format(
+        "expert shards {} did not answer {} of micro-batch {} (MoE layer {}) within {} ms", missing,
+        type_name(type), mb, m, timeout_.count()));
+  }
+  for (Call& c : calls) {
+    auto it = inbox_->answers.find(c.request);
+    c.answer = std::move(it->second);
+    inbox_->answers.erase(it);
+  }
+  return calls;
+}
+
+void ExpertClient::forward(int64_t layer, int64_t mb, std::span<const int64_t> begin, int64_t C,
+                           const float* xs, float* ys) {
+  for (const Call& c : exchange(expert_forward_type, layer, mb, begin, C, xs)) {
+    if (c.answer.payloads.size() != 1)
+      throw std::runtime_error(
+          fmt::format("expert shard {}: ExpertOutputs without its rows", c.shard));
+    const std::vector<float> y = floats(c.answer.payloads[0], c.rows * C, c.shard);
+    int64_t at = 0;
+    for (int64_t e : c.experts) {
+      const int64_t n = begin[size_t(e) + 1] - begin[size_t(e)];
+      std::memcpy(ys + begin[size_t(e)] * C, y.data() + at * C, sizeof(float) * size_t(n * C));
+      at += n;
+    }
+  }
+}
+
+void ExpertClient::backward(int64_t layer, int64_t mb, std::span<const int64_t> begin, int64_t C,
+                            const float* dys, float* dxs, float* grads) {
+  const model::MoeLayout& L = layouts_.at(size_t(layer - cfg_.first_k_dense));
+  const int64_t part = cfg_.moe_inter * cfg_.d_model;
+  for (int64_t r = 0; r < begin.back() * C; ++r) dxs[r] = 0.f;  // rows with no answer: none
+  for (const Call& c : exchange(expert_backward_type, layer, mb, begin, C, dys)) {
+    if (c.answer.payloads.size() != 1 + c.experts.size())
+      throw std::runtime_error(fmt::format("expert shard {}: ExpertGrads with {} payloads, not {}",
+                                           c.shard, c.answer.payloads.size(),
+                                           1 + c.experts.size()));
+    const std::vector<float> dx = floats(c.answer.payloads[0], c.rows * C, c.shard);
+    int64_t at = 0;
+    for (size_t i = 0; i < c.experts.size(); ++i) {
+      const int64_t e = c.experts[i], n = begin[size_t(e) + 1] - begin[size_t(e)];
+      std::memcpy(dxs + begin[size_t(e)] * C, dx.data() + at * C, sizeof(float) * size_t(n * C));
+      at += n;
+      const std::vector<float> g = floats(c.answer.payloads[1 + i], 3 * part, c.shard);
+      model::add_expert_grads(L.experts.at(size_t(e)), part, g.data(), grads);
+    }
+  }
+}
+
+}  // namespace troupe::actors

@@ -1,0 +1,73 @@
+// A worker's routed experts computed by expert_shard actors (issue 15, item 2): a
+// RoutedExperts (model/ffn.h) that sends each micro-batch's tokens of a MoE layer to the
+// shards holding the replicas replica_of picks (one ExpertForward per shard), waits for the
+// answers and puts the outputs in place; in backward it sends the output gradients, puts
+// the input gradients in place and adds each expert's weight gradient of the micro-batch
+// into the micro-batch's gradient, where the in-worker backward would have put it. So the
+// gradients, their tree reduction and everything after are bitwise the in-worker ones.
+//
+// The grad engine's threads call it at once (one micro-batch each). The answers go to an
+// actor of its own, registered with the router as `inbox_name`: the worker's mailbox is not
+// read while the worker computes. A shard that does not answer within answer_timeout_ms is
+// an error naming it (std::runtime_error), as is an answer that does not fit its request.
+#pragma once
+
+#include <caf/all.hpp>
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "model/ffn.h"
+#include "model/params.h"
+#include "train/eplb.h"
+
+namespace troupe::actors {
+
+struct ExpertRoute {
+  model::EplbPlacement placement;          // slots of each MoE layer
+  std::vector<std::string> shard_of_slot;  // slot s (every layer) → the shard's address
+};
+
+class ExpertClient : public model::RoutedExperts<float> {
+ public:
+  // address: this client's (e.g. "n1/expert_client.0"; the router delivers the answers
+  // addressed to it to the inbox actor, which registers under the part after the '/').
+  ExpertClient(caf::actor_system& system, caf::actor router, std::string address,
+               const model::ModelConfig& cfg, const model::ParamTable& table, ExpertRoute route,
+               std::chrono::milliseconds answer_timeout_ms);
+  ~ExpertClient() override;
+  ExpertClient(const ExpertClient&) = delete;
+  ExpertClient& operator=(const ExpertClient&) = delete;
+
+  // The step the next micro-batches belong to (the shards compute with its weights) and the
+  // epoch stamped on the requests. Not while a step computes.
+  void set_step(int64_t step, uint64_t epoch);
+
+  void forward(int64_t layer, int64_t mb, std::span<const int64_t> begin, int64_t C,
+               const float* xs, float* ys) override;
+  void backward(int64_t layer, int64_t mb, std::span<const int64_t> begin, int64_t C,
+                const float* dys, float* dxs, float* grads) override;
+
+  struct Inbox;  // answers by request id (expert_client.cc)
+  struct Call;   // one request to one shard
+
+ private:
+  // Sends one request per shard for block `layer`'s experts and waits for every answer.
+  std::vector<Call> exchange(uint32_t type, int64_t layer, int64_t mb,
+                             std::span<const int64_t> begin, int64_t C, const float* rows);
+
+  caf::actor router_;
+  std::string address_;
+  model::ModelConfig cfg_;
+  std::vector<model::MoeLayout> layouts_;
+  ExpertRoute route_;
+  std::chrono::milliseconds timeout_;
+  std::shared_ptr<Inbox> inbox_;
+  caf::actor inbox_actor_;
+  int64_t step_ = 0;
+  uint64_t epoch_ = 0;
+};
+
+}  // namespace troupe::actors

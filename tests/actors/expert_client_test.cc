@@ -1,0 +1,162 @@
+// A worker's routed experts on expert_shard actors (actors/expert_client.h), on CAF's real
+// threaded scheduler: a grad engine whose experts are computed by three shard actors, with
+// replicas, gives every bit of every piece's gradient and loss that the in-worker engine
+// gives; a shard that never answers is an error naming it, not a hang.
+#include "actors/expert_client.h"
+
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <random>
+
+#include "actors/roles.h"
+#include "tests/actors/switchboard.h"
+#include "tests/tiny_test_job.h"
+#include "train/expert_slots.h"
+#include "train/trainer.h"
+
+namespace troupe::actors::testing {
+namespace {
+
+using namespace std::chrono_literals;
+const std::vector<std::string> sets = {"model.engram_layers=[]", "model.n_layers=3"};
+
+model::Batch random_batch(const model::ModelConfig& m, int64_t rows, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  model::Batch b;
+  b.rows = rows, b.seq_len = m.seq_len;
+  for (int64_t i = 0; i < rows * m.seq_len; ++i) {
+    b.inputs.push_back(int32_t(rng() % uint64_t(m.vocab_size)));
+    b.targets.push_back(int32_t(rng() % uint64_t(m.vocab_size)));
+  }
+  return b;
+}
+
+// A few hot experts, so that some get replicas on other shards.
+model::EplbPlacement skewed_placement(const model::ModelConfig& m, int64_t replicas, int64_t gpus) {
+  model::EplbProblem p;
+  for (int64_t l = 0; l < model::moe_layer_count(m); ++l) {
+    std::vector<double> load(size_t(m.n_routed_experts), 1.0);
+    load[size_t(l % m.n_routed_experts)] = 20;
+    load[size_t((l + 3) % m.n_routed_experts)] = 9;
+    p.loads.push_back(load);
+  }
+  p.replicas = replicas, p.groups = 1, p.nodes = 1, p.gpus = gpus;
+  return model::rebalance_experts(p);
+}
+
+struct ThreadedSystem : caf::actor_system_config {
+  ThreadedSystem() {
+    set("scheduler.max-threads", 2);
+    set("logger.file-verbosity", caf::atom("quiet"));
+    set("logger.console-verbosity", caf::atom("quiet"));
+  }
+};
+
+class ExpertClientTest : public ::testing::Test {
+ protected:
+  model::JobConfig job = tests::tiny_test_job(sets);
+  const model::ModelConfig& m = job.model;
+  model::ParamTable table{m};
+  std::vector<float> params = std::vector<float>(size_t(table.total()));
+  ThreadedSystem cfg;
+  caf::actor_system sys{cfg};
+  std::shared_ptr<Net> net = std::make_shared<Net>();
+  caf::actor router = sys.spawn(switchboard, net);
+  std::vector<caf::actor> shards;
+
+  void SetUp() override { model::init_params(table, 7, params.data()); }
+  ~ExpertClientTest() override {
+    for (const auto& s : shards) caf::anon_send_exit(s, caf::exit_reason::user_shutdown);
+    caf::anon_send_exit(router, caf::exit_reason::user_shutdown);
+  }
+
+  std::string shard_address(int64_t i) const {
+    return "n" + std::to_string(i + 2) + "/expert_shard." + std::to_string(i);
+  }
+
+  // `count` shards, slot s on shard s / (R / count), each given its slots' weights (step 0)
+  // ahead of any request (straight to the shard: the router may not know it yet).
+  ExpertRoute place(const model::EplbPlacement& placement, int64_t count) {
+    ExpertRoute route{placement, {}};
+    const int64_t R = int64_t(placement.phy2log.at(0).size()), per = R / count;
+    for (int64_t s = 0; s < R; ++s) route.shard_of_slot.push_back(shard_address(s / per));
+    const auto layouts = model::moe_layouts(m, table);
+    const int64_t part = m.moe_inter * m.d_model;
+    for (int64_t i = 0; i < count; ++i) {
+      runtime::RoleContext ctx;
+      ctx.router = router;
+      ctx.address = shard_address(i);
+      ctx.index = i;
+      ctx.job = {repo_file("tests/configs/tiny_test.toml"), "tiny_test.toml", sets, "", ""};
+      ctx.epoch = 1;
+      shards.push_back(spawn_expert_shard(sys, ctx, false));
+      for (int64_t l = 0; l < int64_t(layouts.size()); ++l) {
+        train::ExpertWeights w;
+        w.set_version(0), w.set_moe_layer(l);
+        ActorMessage msg;
+        for (int64_t s = i * per; s < (i + 1) * per; ++s) {
+          w.add_slots(s);
+          std::vector<float> v(size_t(3 * part));
+          const auto e = size_t(placement.phy2log[size_t(l)][size_t(s)]);
+          model::copy_expert_weights(layouts[size_t(l)].experts[e], part, params.data(), v.data());
+          msg.payloads.push_back(owned_payload(std::move(v)));
+        }
+        msg.from = "n0/test.0", msg.to = shard_address(i), msg.type = expert_weights_type;
+        msg.header = w.SerializeAsString(), msg.epoch = 1;
+        caf::anon_send(shards.back(), std::move(msg));
+      }
+    }
+    return route;
+  }
+};
+
+TEST_F(ExpertClientTest, AGradEngineOnShardActorsHasTheInWorkerBits) {
+  const model::Batch batch = random_batch(m, 12, 3);  // 6 micro-batches of 2 rows
+  model::GradEngine<float> plain(m, table, 2);
+  const std::vector<model::Piece<float>> want =
+      plain.run_range(params.data(), batch, 2, 1, 6, true, true);
+  std::vector<std::vector<float>> want_grads;
+  for (size_t k = 0; k < want.size(); ++k) want_grads.push_back(plain.piece_grad(k));
+
+  ExpertClient client(sys, router, "n1/expert_client.0", m, table,
+                      place(skewed_placement(m, 12, 3), 3), 20000ms);
+  client.set_step(0, 1);
+  model::GradEngine<float> remote(m, table, 2);
+  remote.set_routed_experts(&client);
+  const std::vector<model::Piece<float>>& got =
+      remote.run_range(params.data(), batch, 2, 1, 6, true, true);
+  ASSERT_EQ(got.size(), want.size());
+  for (size_t k = 0; k < got.size(); ++k) {
+    EXPECT_EQ(got[k].parts.ce, want[k].parts.ce) << k;
+    EXPECT_EQ(got[k].parts.mtp, want[k].parts.mtp) << k;
+    EXPECT_EQ(got[k].parts.bal, want[k].parts.bal) << k;
+    EXPECT_EQ(got[k].counts, want[k].counts) << k;
+    const std::vector<float>& g = remote.piece_grad(k);
+    ASSERT_EQ(g.size(), want_grads[k].size());
+    EXPECT_EQ(std::memcmp(g.data(), want_grads[k].data(), g.size() * sizeof(float)), 0)
+        << "piece " << k << ": the gradient differs from the in-worker one";
+  }
+  size_t forwards = 0;
+  for (const ActorMessage& msg : net->sent) forwards += msg.type == expert_forward_type;
+  EXPECT_GT(forwards, 0u) << "no request went to a shard";
+}
+
+TEST_F(ExpertClientTest, AShardThatNeverAnswersIsAnErrorNamingIt) {
+  ExpertRoute route = place(skewed_placement(m, 8, 1), 1);
+  for (auto& s : route.shard_of_slot) s = "n9/expert_shard.9";  // nobody there
+  ExpertClient client(sys, router, "n1/expert_client.0", m, table, route, 200ms);
+  const int64_t C = m.d_model, E = m.n_routed_experts;
+  std::vector<int64_t> begin(size_t(E + 1));
+  for (int64_t e = 0; e <= E; ++e) begin[size_t(e)] = e;  // one row each
+  std::vector<float> xs(size_t(E * C), 0.5f), ys(xs.size());
+  try {
+    client.forward(m.first_k_dense, 0, begin, C, xs.data(), ys.data());
+    FAIL() << "no shard answered, yet forward returned";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("n9/expert_shard.9"), std::string::npos) << e.what();
+  }
+}
+
+}  // namespace
+}  // namespace troupe::actors::testing
