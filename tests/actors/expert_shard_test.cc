@@ -36,14 +36,8 @@ bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
   return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
 }
 
-class ExpertShard : public ::testing::Test {
+class ExpertShard : public ::testing::Test, protected TestBed {
  protected:
-  TestSystemConfig cfg;
-  caf::actor_system sys{cfg};
-  caf::scheduler::test_coordinator& sched =
-      dynamic_cast<caf::scheduler::test_coordinator&>(sys.scheduler());
-  std::shared_ptr<Net> net = std::make_shared<Net>();
-  caf::actor router = sys.spawn(switchboard, net);
   std::string config_text = repo_file("configs/tiny.toml");
   model::ModelConfig model = model::config_from_text(config_text, "tiny.toml", {}).model;
   ExpertSlots<float> local{model};  // the reference: the same slots in this process

@@ -101,15 +101,19 @@ struct TestSystemConfig : caf::actor_system_config {
   }
 };
 
-// One job: a coordinator, the switchboard, and (for whole-job tests) real workers.
-class Conversation : public ::testing::Test {
- protected:
+// The actor system on CAF's test coordinator, and the switchboard as its router.
+struct TestBed {
   TestSystemConfig cfg;
   caf::actor_system sys{cfg};
   caf::scheduler::test_coordinator& sched =
       dynamic_cast<caf::scheduler::test_coordinator&>(sys.scheduler());
   std::shared_ptr<Net> net = std::make_shared<Net>();
   caf::actor router = sys.spawn(switchboard, net);
+};
+
+// One job: a coordinator, the switchboard, and (for whole-job tests) real workers.
+class Conversation : public ::testing::Test, protected TestBed {
+ protected:
   caf::actor coordinator;
   std::vector<caf::actor> workers;
   std::string config_text = repo_file("configs/tiny.toml");
