@@ -288,7 +288,9 @@ void try_start(Self* self);
 // A node is lost (endpoint error, missed heartbeats). With recovery on, the survivors take
 // over; while the workers start, the loss waits until the others are ready. Else the job
 // stops with the reason.
-void lose_node(Self* self, const std::string& node, const std::string& why, bool hung) {
+// `node` is a copy: a caller's reference into the view (silent_node) would dangle once the
+// view changes below (an aborted reshape restores the old one).
+void lose_node(Self* self, const std::string node, const std::string& why, bool hung) {
   auto& s = self->state;
   auto& c = s.core;
   if (c.phase == Phase::done) return;

@@ -184,7 +184,7 @@ void on_join(Self* self, const control::Join& j, const ActorMessage& m);
 NodeInfo admit_node(Self* self, const control::Join& j, const ActorMessage& m);
 Verdict on_ready(Self* self, const train::Ready& r, const ActorMessage& m);
 Verdict on_recovered(Self* self, const train::Recovered& r, const ActorMessage& m);
-void lose_node(Self* self, const std::string& node, const std::string& why, bool hung);
+void lose_node(Self* self, std::string node, const std::string& why, bool hung);
 // The view with the reshape's joiners and leavers: published at the current epoch.
 void publish_view(Self* self);
 // The survivors of the view go back to the committed step under a new epoch; node k (an
