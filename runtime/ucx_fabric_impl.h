@@ -67,18 +67,26 @@ static_assert(inflight_wake_messages > 0 && inflight_wake_messages < inflight_me
 
 struct SendOp;
 
+// What UCX callbacks (endpoint errors, the wire-up flush) are given to name a peer: never a
+// PeerState, which is freed once the peer is gone, but this, which lives as long as the
+// fabric (16 bytes per peer ever made) and is looked up in `peers` by id.
+struct PeerHandle {
+  UcxFabric::Impl* impl = nullptr;
+  PeerId id = peer_none;
+};
+
 struct PeerState {
   UcxFabric::Impl* impl = nullptr;
   PeerId id = peer_none;
-  ucp_ep_h ep = nullptr;    // null while the handshake runs, and once closed
-  uint64_t send_token = 0;  // the peer's token for us: the head of our messages to it
-  uint64_t recv_token = 0;  // ours for it
+  const PeerHandle* handle = nullptr;  // for UCX callbacks
+  ucp_ep_h ep = nullptr;               // null while the handshake runs, and once closed
+  uint64_t send_token = 0;             // the peer's token for us: the head of our messages to it
+  uint64_t recv_token = 0;             // ours for it
   PeerInfo info;
   bool up = true;
   // UCX 1.13 crashes replaying an iov send queued during wire-up, so sends wait here
   // until a flush of the new endpoint completes (wire-up done), then go in order.
   bool ready = false;
-  bool flushing = false;  // that flush is in flight: its callback still holds this state
   std::deque<std::unique_ptr<SendOp>> waiting;
   // Whether on_peer_up has run for it. A peer we connected to may send before its Verdict
   // reaches us (it made its endpoint when it admitted us): what it sends waits here, in
@@ -172,7 +180,7 @@ struct UcxFabric::Impl {
   void deliver(Message&& message, uint64_t payload_bytes);
   void announce(PeerState* peer);
   void reject(PeerId peer, RejectReason reason);
-  void on_peer_error(PeerState* peer, ucs_status_t status);
+  void on_peer_error(PeerId peer, ucs_status_t status);  // an endpoint's error callback
   void close_failed_endpoints();
 
   // ---- window accounting (any thread) ----
@@ -210,18 +218,19 @@ struct UcxFabric::Impl {
 
   // Progress-thread only.
   std::map<PeerId, std::unique_ptr<PeerState>> peers;
+  std::deque<PeerHandle> handles;  // one per peer ever made (a deque: their addresses stay)
   std::unordered_map<uint64_t, PeerId> peer_by_token;  // recv_token → peer
   std::vector<PeerState*> to_close;
   // Peers whose new endpoint's flush completed (a UCX callback): their waiting sends start
   // after ucp_worker_progress returns, never from inside the callback.
-  std::vector<std::pair<PeerState*, ucs_status_t>> ready_peers;
+  std::vector<std::pair<PeerId, ucs_status_t>> ready_peers;
   // Force-close requests of failed endpoints, progressed to completion (and freed) by the
   // loop; close_all waits for those still running before the worker may be destroyed.
   std::vector<void*> closing;
-  // Peers whose endpoint is closed: their state is freed once no UCX callback can hold it
-  // any more (no close request open, no flush in flight). Only `peer_up` remembers them, so
-  // that a send to a departed peer still says peer_down. Without this, a long job's
-  // coordinator kept every departed node's state (the 2-hour soak's slow growth).
+  // Peers whose endpoint is closed: their state is freed once no close request is open and
+  // no wire-up completion is queued (UCX callbacks hold handles, never the state). Only
+  // `peer_up` and `handles` remember them, so that a send to a departed peer still says
+  // peer_down. Without this, a long job's coordinator kept every departed node's state.
   std::vector<PeerId> retired;
   void free_retired_peers();
   // Peers whose bootstrap connection closed (token, why): failed after the worker has

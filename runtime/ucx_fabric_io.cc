@@ -35,12 +35,11 @@ void UcxFabric::Impl::flush_new_endpoint(PeerState* peer) {
   p.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA;
   p.cb.send = [](void* request, ucs_status_t status, void* user_data) {
     ucp_request_free(request);
-    auto* state = static_cast<PeerState*>(user_data);
-    state->impl->ready_peers.emplace_back(state, status);  // started outside the callback
+    const auto* h = static_cast<const PeerHandle*>(user_data);
+    h->impl->ready_peers.emplace_back(h->id, status);  // started outside the callback
   };
-  p.user_data = peer;
+  p.user_data = const_cast<PeerHandle*>(peer->handle);
   ucs_status_ptr_t r = ucp_ep_flush_nbx(peer->ep, &p);
-  peer->flushing = r != nullptr && !UCS_PTR_IS_ERR(r);
   if (r == nullptr) {
     on_endpoint_ready(peer, UCS_OK);
   } else if (UCS_PTR_IS_ERR(r)) {
@@ -49,12 +48,10 @@ void UcxFabric::Impl::flush_new_endpoint(PeerState* peer) {
 }
 
 void UcxFabric::Impl::start_ready_peers() {
-  std::vector<std::pair<PeerState*, ucs_status_t>> batch;
+  std::vector<std::pair<PeerId, ucs_status_t>> batch;
   batch.swap(ready_peers);
-  for (auto [peer, status] : batch) {
-    peer->flushing = false;
-    on_endpoint_ready(peer, status);
-  }
+  for (auto [id, status] : batch)
+    if (auto it = peers.find(id); it != peers.end()) on_endpoint_ready(it->second.get(), status);
 }
 
 // The endpoint's wire-up is done (or it failed): release the sends that waited for it.

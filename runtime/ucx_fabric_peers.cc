@@ -19,10 +19,10 @@ void set_peer_error_handling(ucp_ep_params_t* p, PeerState* peer) {
   p->field_mask |= UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE | UCP_EP_PARAM_FIELD_ERR_HANDLER;
   p->err_mode = UCP_ERR_HANDLING_MODE_PEER;
   p->err_handler.cb = [](void* arg, ucp_ep_h, ucs_status_t status) {
-    auto* state = static_cast<PeerState*>(arg);
-    state->impl->on_peer_error(state, status);
+    const auto* h = static_cast<const PeerHandle*>(arg);
+    h->impl->on_peer_error(h->id, status);
   };
-  p->err_handler.arg = peer;
+  p->err_handler.arg = const_cast<PeerHandle*>(peer->handle);
 }
 
 uint64_t read_token(const std::string& bytes) {
@@ -39,6 +39,8 @@ PeerState* UcxFabric::Impl::new_peer(const PeerInfo& info) {
   auto state = std::make_unique<PeerState>();
   state->impl = this;
   state->id = next_peer++;
+  handles.push_back({this, state->id});
+  state->handle = &handles.back();
   state->info = info;
   do {
     state->recv_token = read_token(make_nonce());
@@ -174,8 +176,10 @@ void UcxFabric::Impl::fail_peer(PeerState* peer, const Status& why) {
   }
 }
 
-void UcxFabric::Impl::on_peer_error(PeerState* peer, ucs_status_t status) {
-  fail_peer(peer, Status(Code::peer_down, ucs_status_string(status)));
+void UcxFabric::Impl::on_peer_error(PeerId id, ucs_status_t status) {
+  auto it = peers.find(id);
+  if (it == peers.end()) return;  // freed: closed and gone already
+  fail_peer(it->second.get(), Status(Code::peer_down, ucs_status_string(status)));
 }
 
 // Failed endpoints are force-closed outside UCX callbacks, after ucp_worker_progress
@@ -200,14 +204,9 @@ void UcxFabric::Impl::close_failed_endpoints() {
 }
 
 void UcxFabric::Impl::free_retired_peers() {
-  if (!closing.empty() || !ready_peers.empty()) return;  // a callback may still name one
-  std::erase_if(retired, [this](PeerId id) {
-    auto it = peers.find(id);
-    if (it == peers.end()) return true;
-    if (it->second->flushing) return false;
-    peers.erase(it);
-    return true;
-  });
+  if (!closing.empty() || !ready_peers.empty()) return;  // let those settle first
+  for (PeerId id : retired) peers.erase(id);
+  retired.clear();
   counters.peers_held.store(peers.size());
 }
 
