@@ -61,8 +61,8 @@ caf::behavior inbox(caf::event_based_actor*, std::shared_ptr<ExpertClient::Inbox
 }
 
 template <class Request>
-std::string header(const ExpertClient::Call& c, int64_t step, int64_t mb, int64_t moe_layer,
-                   std::span<const int64_t> begin) {
+Request request_body(const ExpertClient::Call& c, int64_t step, int64_t mb, int64_t moe_layer,
+                     std::span<const int64_t> begin) {
   Request r;
   r.set_step(step), r.set_mb(mb), r.set_moe_layer(moe_layer), r.set_request(c.request);
   for (size_t i = 0; i < c.experts.size(); ++i) {
@@ -70,7 +70,7 @@ std::string header(const ExpertClient::Call& c, int64_t step, int64_t mb, int64_
     const auto x = size_t(c.experts[i]);
     e->set_slot(c.slots[i]), e->set_rows(begin[x + 1] - begin[x]);
   }
-  return r.SerializeAsString();
+  return r;
 }
 
 // Payload p as floats, exactly `count` of them, or an error naming the shard.
@@ -136,11 +136,13 @@ std::vector<ExpertClient::Call> ExpertClient::exchange(uint32_t type, int64_t la
     payload.reserve(size_t(c.rows * C));
     for (int64_t e : c.experts)
       payload.insert(payload.end(), rows + begin[size_t(e)] * C, rows + begin[size_t(e) + 1] * C);
-    ActorMessage msg;
-    msg.from = address_, msg.to = c.shard, msg.type = type, msg.epoch = epoch_;
-    msg.header = type == expert_forward_type
-                     ? header<train::ExpertForward>(c, step_, mb, m, begin)
-                     : header<train::ExpertBackward>(c, step_, mb, m, begin);
+    ActorMessage msg =
+        type == expert_forward_type
+            ? make_message(address_, c.shard, type,
+                           request_body<train::ExpertForward>(c, step_, mb, m, begin))
+            : make_message(address_, c.shard, type,
+                           request_body<train::ExpertBackward>(c, step_, mb, m, begin));
+    msg.epoch = epoch_;
     msg.payloads.push_back(owned_payload(std::move(payload)));
     caf::anon_send(router_, std::move(msg));
   }

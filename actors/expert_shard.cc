@@ -50,11 +50,10 @@ struct ShardState {
 };
 using Self = caf::stateful_actor<ShardState>;
 
-void reply(Self* self, const std::string& to, uint32_t type, const google::protobuf::Message& body,
+template <class Proto>
+void reply(Self* self, const std::string& to, uint32_t type, const Proto& body,
            std::vector<Payload> payloads) {
-  ActorMessage m;
-  m.from = self->state.ctx.address, m.to = to, m.type = type;
-  m.header = body.SerializeAsString();
+  ActorMessage m = make_message(self->state.ctx.address, to, type, body);
   m.epoch = self->state.epoch;
   m.payloads = std::move(payloads);
   self->send(self->state.ctx.router, std::move(m));

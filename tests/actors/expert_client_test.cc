@@ -6,12 +6,10 @@
 
 #include <gtest/gtest.h>
 
-#include <cstring>
-#include <random>
-
 #include "actors/roles.h"
 #include "tests/actors/switchboard.h"
 #include "tests/tiny_test_job.h"
+#include "tests/train/expert_test_data.h"
 #include "train/expert_slots.h"
 #include "train/trainer.h"
 
@@ -21,29 +19,8 @@ namespace {
 using namespace std::chrono_literals;
 const std::vector<std::string> sets = {"model.engram_layers=[]", "model.n_layers=3"};
 
-model::Batch random_batch(const model::ModelConfig& m, int64_t rows, uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  model::Batch b;
-  b.rows = rows, b.seq_len = m.seq_len;
-  for (int64_t i = 0; i < rows * m.seq_len; ++i) {
-    b.inputs.push_back(int32_t(rng() % uint64_t(m.vocab_size)));
-    b.targets.push_back(int32_t(rng() % uint64_t(m.vocab_size)));
-  }
-  return b;
-}
-
-// A few hot experts, so that some get replicas on other shards.
-model::EplbPlacement skewed_placement(const model::ModelConfig& m, int64_t replicas, int64_t gpus) {
-  model::EplbProblem p;
-  for (int64_t l = 0; l < model::moe_layer_count(m); ++l) {
-    std::vector<double> load(size_t(m.n_routed_experts), 1.0);
-    load[size_t(l % m.n_routed_experts)] = 20;
-    load[size_t((l + 3) % m.n_routed_experts)] = 9;
-    p.loads.push_back(load);
-  }
-  p.replicas = replicas, p.groups = 1, p.nodes = 1, p.gpus = gpus;
-  return model::rebalance_experts(p);
-}
+using tests::random_batch;
+using tests::skewed_placement;
 
 struct ThreadedSystem : caf::actor_system_config {
   ThreadedSystem() {
@@ -134,7 +111,7 @@ TEST_F(ExpertClientTest, AGradEngineOnShardActorsHasTheInWorkerBits) {
     EXPECT_EQ(got[k].counts, want[k].counts) << k;
     const std::vector<float>& g = remote.piece_grad(k);
     ASSERT_EQ(g.size(), want_grads[k].size());
-    EXPECT_EQ(std::memcmp(g.data(), want_grads[k].data(), g.size() * sizeof(float)), 0)
+    EXPECT_TRUE(tests::same_bits(g, want_grads[k]))
         << "piece " << k << ": the gradient differs from the in-worker one";
   }
   size_t forwards = 0;

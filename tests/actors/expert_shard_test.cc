@@ -4,11 +4,11 @@
 // forgets the step in flight, and bad requests are dropped without an answer or a crash.
 #include <gtest/gtest.h>
 
-#include <cstring>
 #include <random>
 
 #include "actors/roles.h"
 #include "tests/actors/switchboard.h"
+#include "tests/train/expert_test_data.h"
 #include "train/expert_slots.h"
 
 namespace troupe::actors::testing {
@@ -32,9 +32,7 @@ std::vector<float> floats_of(const runtime::Payload& p) {
   return v;
 }
 
-bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
-  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
-}
+using tests::same_bits;
 
 class ExpertShard : public ::testing::Test, protected TestBed {
  protected:

@@ -5,39 +5,17 @@
 
 #include <gtest/gtest.h>
 
-#include <cstring>
-#include <random>
-
 #include "model/model.h"
 #include "tests/tiny_test_job.h"
+#include "tests/train/expert_test_data.h"
 #include "train/trainer.h"
 
 namespace troupe::model {
 namespace {
 
-Batch random_batch(const ModelConfig& m, int64_t rows, uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  Batch b;
-  b.rows = rows, b.seq_len = m.seq_len;
-  for (int64_t i = 0; i < rows * m.seq_len; ++i) {
-    b.inputs.push_back(int32_t(rng() % uint64_t(m.vocab_size)));
-    b.targets.push_back(int32_t(rng() % uint64_t(m.vocab_size)));
-  }
-  return b;
-}
-
-// Skewed loads: a few hot experts, so the placement replicates them.
-EplbPlacement skewed_placement(const ModelConfig& m, int64_t replicas, int64_t gpus) {
-  EplbProblem p;
-  for (int64_t l = 0; l < moe_layer_count(m); ++l) {
-    std::vector<double> load(size_t(m.n_routed_experts));
-    for (int64_t e = 0; e < m.n_routed_experts; ++e) load[size_t(e)] = double((e * 7 + l) % 5 + 1);
-    load[size_t(l % m.n_routed_experts)] *= 9;
-    p.loads.push_back(load);
-  }
-  p.replicas = replicas, p.groups = 1, p.nodes = 1, p.gpus = gpus;
-  return rebalance_experts(p);
-}
+using tests::random_batch;
+using tests::same_bits;
+using tests::skewed_placement;
 
 struct Result {
   LossParts<float> parts;
@@ -67,10 +45,6 @@ Result run(const ModelConfig& m, const ParamTable& table, const std::vector<floa
   r.grad = std::move(grads[0]);
   if (shards) shards->write_reduced_grads(n, r.grad.data());
   return r;
-}
-
-bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
-  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
 }
 
 TEST(ExpertShards, SameBitsAsInWorkerForAnyPlacementAndShardCount) {

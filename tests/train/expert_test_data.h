@@ -1,0 +1,47 @@
+#pragma once
+// The inputs and the comparison of the expert-shard tests (tests/train/expert_slots_test.cc in one
+// process, tests/actors/expert_client_test.cc through actors, tests/actors/expert_shard_test.cc): a
+// random batch, a skewed placement, and bitwise equality.
+#include <cstdint>
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include "model/batch.h"
+#include "model/config.h"
+#include "train/eplb.h"
+#include "train/expert_slots.h"
+
+namespace troupe::tests {
+
+inline model::Batch random_batch(const model::ModelConfig& m, int64_t rows, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  model::Batch b;
+  b.rows = rows, b.seq_len = m.seq_len;
+  for (int64_t i = 0; i < rows * m.seq_len; ++i) {
+    b.inputs.push_back(int32_t(rng() % uint64_t(m.vocab_size)));
+    b.targets.push_back(int32_t(rng() % uint64_t(m.vocab_size)));
+  }
+  return b;
+}
+
+// Skewed loads: a few hot experts, so the placement replicates them.
+inline model::EplbPlacement skewed_placement(const model::ModelConfig& m, int64_t replicas,
+                                             int64_t gpus) {
+  model::EplbProblem p;
+  for (int64_t l = 0; l < model::moe_layer_count(m); ++l) {
+    std::vector<double> load(size_t(m.n_routed_experts));
+    for (int64_t e = 0; e < m.n_routed_experts; ++e) load[size_t(e)] = double((e * 7 + l) % 5 + 1);
+    load[size_t(l % m.n_routed_experts)] *= 9;
+    p.loads.push_back(load);
+  }
+  p.replicas = replicas, p.groups = 1, p.nodes = 1, p.gpus = gpus;
+  return model::rebalance_experts(p);
+}
+
+// Every bit equal.
+inline bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
+  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
+}
+
+}  // namespace troupe::tests
