@@ -76,7 +76,6 @@ struct PeerHandle {
 };
 
 struct PeerState {
-  UcxFabric::Impl* impl = nullptr;
   PeerId id = peer_none;
   const PeerHandle* handle = nullptr;  // for UCX callbacks
   ucp_ep_h ep = nullptr;               // null while the handshake runs, and once closed

@@ -37,7 +37,6 @@ uint64_t read_token(const std::string& bytes) {
 // A peer with no endpoint yet, and a fresh token that names it in its messages to us.
 PeerState* UcxFabric::Impl::new_peer(const PeerInfo& info) {
   auto state = std::make_unique<PeerState>();
-  state->impl = this;
   state->id = next_peer++;
   handles.push_back({this, state->id});
   state->handle = &handles.back();
