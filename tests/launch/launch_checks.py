@@ -5,6 +5,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -61,23 +62,49 @@ def steps_done(run_dir):
         return 0
 
 
-def wait_for(pred, timeout_s, what):
-    """Polls pred until it holds (True), or exits the test naming what never came."""
+def wait_for(pred, timeout_s, what, job=None):
+    """Polls pred until it holds (True), or exits the test naming what never came. With job
+    (a Job), it stops as soon as the job ends and shows the end of the job's stderr."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if pred():
             return True
+        if job is not None and job.poll() is not None:
+            sys.exit(f"the job ended (status {job.returncode}) before {what}:\n{job.tail()}")
         time.sleep(0.05)  # polling another process's progress: nothing to await
-    sys.exit(f"timed out after {timeout_s} s waiting for {what}")
+    tail = f":\n{job.tail()}" if job is not None else ""
+    sys.exit(f"timed out after {timeout_s} s waiting for {what}{tail}")
+
+
+class Job(subprocess.Popen):
+    """A child whose stdout and stderr go to files, not pipes: a test that polls the run
+    directory for minutes never reads the pipes, and a job that logs more than a pipe holds
+    (64 KiB) would block on its next write. communicate() returns both, as with pipes."""
+
+    def __init__(self, args, **kw):
+        self.out_file = tempfile.TemporaryFile("w+")
+        self.err_file = tempfile.TemporaryFile("w+")
+        super().__init__(args, stdout=self.out_file, stderr=self.err_file, text=True, **kw)
+
+    def communicate(self, input=None, timeout=None):
+        self.wait(timeout)
+        return self._read(self.out_file), self._read(self.err_file)
+
+    def tail(self, lines=40):
+        return "\n".join(self._read(self.err_file).splitlines()[-lines:])
+
+    @staticmethod
+    def _read(f):
+        f.flush()
+        f.seek(0)
+        return f.read()
 
 
 def launch_job(troupe, run_dir, nodes, steps, settings, extra=(), env=None):
     """`troupe launch` of tiny in its own process group (so that killpg takes the nodes with
     it), its output piped; settings: the --set flags every job of the suite shares."""
-    return subprocess.Popen([troupe, "launch", "--config", TINY, "--nodes", str(nodes),
-                             "--steps", str(steps), "--run-dir", run_dir, *settings, *extra],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True, env=env)
+    return Job([troupe, "launch", "--config", TINY, "--nodes", str(nodes), "--steps", str(steps),
+                "--run-dir", run_dir, *settings, *extra], start_new_session=True, env=env)
 
 
 def finish(p, timeout=300):

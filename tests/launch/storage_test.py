@@ -83,7 +83,7 @@ def kill_and_resume(troupe, work, want):
     run_dir = os.path.join(work, "resume")
     p = launch(troupe, run_dir, 2)
     wait_for(lambda: checkpoint_done(run_dir, EVERY) and steps_done(run_dir) >= EVERY + 3, 300,
-             "a complete checkpoint and three more steps")
+             "a complete checkpoint and three more steps", p)
     kill_job(p)
     code, h, out, err = finish(launch(troupe, run_dir, 3, ["--resume"]))
     check("kill -9 of the job at 2 nodes, --resume at 3: same weights",
@@ -148,7 +148,7 @@ def owner_and_buddy(troupe, work, want):
     run_dir = os.path.join(work, "rollback")
     p = launch(troupe, run_dir, 3)
     wait_for(lambda: checkpoint_done(run_dir, EVERY) and steps_done(run_dir) >= EVERY + 3, 300,
-             "a complete checkpoint and three more steps")
+             "a complete checkpoint and three more steps", p)
     pids = {}
     for e in events(run_dir):
         m = re.match(r"(n\d+) at \S+, pid (\d+)", e["text"])
@@ -174,7 +174,7 @@ def corrupt_checkpoint(troupe, work, want):
     run_dir = os.path.join(work, "corrupt")
     p = launch(troupe, run_dir, 2, env=with_fault(f"corrupt@{2 * EVERY}"))
     wait_for(lambda: checkpoint_done(run_dir, 2 * EVERY) and steps_done(run_dir) >= 2 * EVERY + 2,
-             300, "the corrupt checkpoint complete")
+             300, "the corrupt checkpoint complete", p)
     kill_job(p)
     code, h, out, err = finish(launch(troupe, run_dir, 2, ["--resume"]))
     check("a corrupt checkpoint: resume falls back to the one before, same weights",
@@ -209,7 +209,7 @@ def disk_fills(troupe, work, want):
 def one_job_per_dir(troupe, work):
     run_dir = os.path.join(work, "locked")
     a = launch(troupe, run_dir, 1)
-    wait_for(lambda: steps_done(run_dir) >= 1, 120, "the first job's first step")
+    wait_for(lambda: steps_done(run_dir) >= 1, 120, "the first job's first step", a)
     b = subprocess.run([troupe, "launch", "--config", TINY, "--nodes", "1", "--run-dir", run_dir,
                         "--resume", *COMMON], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                        text=True, timeout=60)
