@@ -76,19 +76,27 @@ void publish_view(Self* self) {
     auto* e = v.add_nodes();
     e->set_node_id(n->id), e->set_address(n->address);
   }
-  for (size_t i = 0; i < c.workers.size(); ++i) {
+  // `[parallel] experts = "shards"`: expert_shard.i beside worker.i (actors/worker_experts.cc),
+  // listed first: a node's agent spawns in this order, so the shard is registered before
+  // its worker can report Ready and other workers' requests reach it.
+  const bool shards = self->state.opt.config.parallel.experts == model::ExpertsAt::shards;
+  const auto place = [&](int64_t index, const std::string& node) {
+    if (shards) {
+      auto* p = v.add_placement();
+      p->set_role("expert_shard"), p->set_index(index), p->set_node_id(node);
+    }
     auto* p = v.add_placement();
-    p->set_role("worker"), p->set_index(c.role_index[i]), p->set_node_id(c.nodes[i].id);
-  }
-  for (size_t i = 0; i < rs.standby.size() && !rs.active; ++i) {  // newcomers on standby
-    auto* p = v.add_placement();
-    p->set_role("worker"), p->set_index(rs.standby_index[i]), p->set_node_id(rs.joiners[i].id);
-  }
+    p->set_role("worker"), p->set_index(index), p->set_node_id(node);
+  };
+  for (size_t i = 0; i < c.workers.size(); ++i) place(c.role_index[i], c.nodes[i].id);
+  for (size_t i = 0; i < rs.standby.size() && !rs.active; ++i)  // newcomers on standby
+    place(rs.standby_index[i], rs.joiners[i].id);
   for (const NodeInfo* n : listed) send_to(self, n->id + "/agent.0", runtime::view_type, v);
   nlohmann::json ids = nlohmann::json::array();
   for (const NodeInfo& n : c.nodes) ids.push_back(n.id);
   event(self, "view",
-        fmt::format("epoch {}: {} nodes, one worker each{}", c.epoch, c.nodes.size(),
+        fmt::format("epoch {}: {} nodes, one worker each{}{}", c.epoch, c.nodes.size(),
+                    shards ? " and an expert shard" : "",
                     rs.standby.empty() || rs.active
                         ? std::string()
                         : fmt::format(", {} newcomer(s) on standby", rs.standby.size())),

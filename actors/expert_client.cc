@@ -12,6 +12,7 @@
 
 #include "actors/protocol.h"
 #include "runtime/actor_message.h"
+#include "runtime/step_hook.h"
 #include "train/expert_slots.h"
 
 namespace troupe::actors {
@@ -35,6 +36,9 @@ struct ExpertClient::Call {
 };
 
 namespace {
+
+// How often a wait for the shards looks whether a view change made its step moot.
+constexpr std::chrono::milliseconds epoch_poll_ms{20};
 
 template <class Answer>
 bool request_of(const ActorMessage& m, uint64_t* request) {
@@ -104,8 +108,8 @@ ExpertClient::~ExpertClient() {
   caf::anon_send_exit(inbox_actor_, caf::exit_reason::user_shutdown);
 }
 
-void ExpertClient::set_step(int64_t step, uint64_t epoch) {
-  step_ = step, epoch_ = epoch;
+void ExpertClient::set_step(int64_t step, uint64_t epoch, bool evaluate) {
+  step_ = step, epoch_ = epoch, evaluate_ = evaluate;
 }
 
 std::vector<ExpertClient::Call> ExpertClient::exchange(uint32_t type, int64_t layer, int64_t mb,
@@ -136,12 +140,15 @@ std::vector<ExpertClient::Call> ExpertClient::exchange(uint32_t type, int64_t la
     payload.reserve(size_t(c.rows * C));
     for (int64_t e : c.experts)
       payload.insert(payload.end(), rows + begin[size_t(e)] * C, rows + begin[size_t(e) + 1] * C);
-    ActorMessage msg =
-        type == expert_forward_type
-            ? make_message(address_, c.shard, type,
-                           request_body<train::ExpertForward>(c, step_, mb, m, begin))
-            : make_message(address_, c.shard, type,
-                           request_body<train::ExpertBackward>(c, step_, mb, m, begin));
+    ActorMessage msg;
+    if (type == expert_forward_type) {
+      auto body = request_body<train::ExpertForward>(c, step_, mb, m, begin);
+      body.set_evaluate(evaluate_);
+      msg = make_message(address_, c.shard, type, body);
+    } else {
+      msg = make_message(address_, c.shard, type,
+                         request_body<train::ExpertBackward>(c, step_, mb, m, begin));
+    }
     msg.epoch = epoch_;
     msg.payloads.push_back(owned_payload(std::move(payload)));
     caf::anon_send(router_, std::move(msg));
@@ -152,13 +159,22 @@ std::vector<ExpertClient::Call> ExpertClient::exchange(uint32_t type, int64_t la
       if (!inbox_->answers.count(c.request)) return false;
     return true;
   };
-  if (!inbox_->cv.wait_for(lock, timeout_, answered)) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout_;
+  bool moot = false;
+  while (!answered() && std::chrono::steady_clock::now() < deadline) {
+    if ((moot = runtime::node_epoch() > epoch_)) break;
+    inbox_->cv.wait_for(lock, epoch_poll_ms);  // a view change wakes nobody: look again soon
+  }
+  if (!answered()) {
     std::string missing;
     for (const Call& c : calls) {
       if (!inbox_->answers.count(c.request)) missing += (missing.empty() ? "" : ", ") + c.shard;
       inbox_->waiting.erase(c.request);
       inbox_->answers.erase(c.request);
     }
+    if (moot)
+      throw StepAborted(fmt::format("epoch {} began while micro-batch {} waited for shards {}",
+                                    runtime::node_epoch(), mb, missing));
     throw std::runtime_error(fmt::format(
         "expert shards {} did not answer {} of micro-batch {} (MoE layer {}) within {} ms", missing,
         type_name(type), mb, m, timeout_.count()));

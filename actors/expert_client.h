@@ -10,12 +10,16 @@
 // actor of its own, registered with the router as `inbox_name`: the worker's mailbox is not
 // read while the worker computes. A shard that does not answer within answer_timeout_ms is
 // an error naming it (std::runtime_error), as is an answer that does not fit its request.
+// A view change while it waits (this node's agent heard of a newer epoch than the step's:
+// runtime::node_epoch) ends the wait with StepAborted: the step is moot, and a lost shard
+// would never answer.
 #pragma once
 
 #include <caf/all.hpp>
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -24,6 +28,12 @@
 #include "train/eplb.h"
 
 namespace troupe::actors {
+
+// The step's compute was cut short by a view change (the worker drops the step and takes
+// the Recover or Reshape that follows).
+struct StepAborted : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
 
 struct ExpertRoute {
   model::EplbPlacement placement;          // slots of each MoE layer
@@ -41,9 +51,13 @@ class ExpertClient : public model::RoutedExperts<float> {
   ExpertClient(const ExpertClient&) = delete;
   ExpertClient& operator=(const ExpertClient&) = delete;
 
-  // The step the next micro-batches belong to (the shards compute with its weights) and the
-  // epoch stamped on the requests. Not while a step computes.
-  void set_step(int64_t step, uint64_t epoch);
+  // The weights version the next micro-batches compute with (a train step's number; a
+  // validation's is the step after the one it follows), the epoch stamped on the requests,
+  // and whether no backward follows (validation). Not while a step computes.
+  void set_step(int64_t step, uint64_t epoch, bool evaluate = false);
+  // The placement and the shards, after a view change. Not while a step computes.
+  void set_route(ExpertRoute route) { route_ = std::move(route); }
+  const ExpertRoute& route() const { return route_; }
 
   void forward(int64_t layer, int64_t mb, std::span<const int64_t> begin, int64_t C,
                const float* xs, float* ys) override;
@@ -68,6 +82,7 @@ class ExpertClient : public model::RoutedExperts<float> {
   caf::actor inbox_actor_;
   int64_t step_ = 0;
   uint64_t epoch_ = 0;
+  bool evaluate_ = false;
 };
 
 }  // namespace troupe::actors

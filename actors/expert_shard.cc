@@ -5,15 +5,18 @@
 // pair once, its weight gradient from zero.
 //
 // Versions and epochs. A request of step s is computed with the weights of s train steps:
-// one that arrives before them is held (a worker may start the next step before an owner's
-// ExpertWeights reached this shard), one whose weights are already newer is of an aborted
-// step and dropped. A message of a newer epoch (a recovery, a reshape) starts it over: the
-// pairs of the step in flight and the held requests are forgotten; the weights stay. Bad
-// input (a slot not held here, rows that do not match the payload, a pair computed twice)
-// is dropped and counted; nothing a message says can crash the shard.
+// one that arrives before them is held (another worker may start the step before the
+// worker beside this shard sent it the step's ExpertWeights), one whose weights are already
+// newer is of an aborted step and dropped. A message of a newer epoch (a recovery, a
+// reshape) starts it over: the pairs of the step in flight, the held requests and the
+// slots' versions are forgotten (the weights are sent again in every epoch). A validation
+// forward (ExpertForward.evaluate) keeps nothing. Bad input (a backward of a slot not held
+// here, rows that do not match the payload, a pair computed twice) is dropped and counted;
+// nothing a message says can crash the shard.
 //
-// No job places this role yet: the coordinator's view has workers only, and workers compute
-// their routed experts in-process (docs/eplb.md, "Expert shards: what exists so far").
+// With `[parallel] experts = "shards"` the coordinator places expert_shard.i beside
+// worker.i, and worker i sends it the weights of its slots at every step
+// (actors/worker_experts.cc).
 #include <fmt/format.h>
 
 #include <caf/all.hpp>
@@ -24,6 +27,7 @@
 #include "actors/roles.h"
 #include "config/config_parse.h"
 #include "runtime/control.pb.h"
+#include "runtime/log.h"
 #include "train/expert_slots.h"
 
 namespace troupe::actors {
@@ -46,6 +50,7 @@ struct ShardState {
   std::map<std::pair<int64_t, int64_t>, int64_t> version;  // (MoE layer, slot) → train steps
   std::vector<ActorMessage> held;                          // forwards waiting for weights
   DropLog drops{"", type_name};
+  int64_t answered = 0;  // requests answered in this epoch (its first one is logged)
   static inline const char* name = "expert_shard";
 };
 using Self = caf::stateful_actor<ShardState>;
@@ -53,6 +58,9 @@ using Self = caf::stateful_actor<ShardState>;
 template <class Proto>
 void reply(Self* self, const std::string& to, uint32_t type, const Proto& body,
            std::vector<Payload> payloads) {
+  if (type != runtime::node_error_type && self->state.answered++ == 0)
+    log::info("{}: serving the experts of epoch {} (first answer: {} to {})",
+              self->state.ctx.address, self->state.epoch, type_name(type), to);
   ActorMessage m = make_message(self->state.ctx.address, to, type, body);
   m.epoch = self->state.epoch;
   m.payloads = std::move(payloads);
@@ -68,9 +76,7 @@ Verdict check_rows(const ShardState& s, const Request& r, const ActorMessage& m,
     return drop(Drop::malformed, "a negative step or micro-batch, or no slot");
   *rows = 0;
   for (const train::ExpertRows& e : r.slots()) {
-    if (!s.version.count({r.moe_layer(), e.slot()}))
-      return drop(Drop::malformed,
-                  fmt::format("slot {} of MoE layer {} is not held here", e.slot(), r.moe_layer()));
+    if (e.slot() < 0) return drop(Drop::malformed, fmt::format("slot {}", e.slot()));
     if (e.rows() < 0 || e.rows() > (int64_t(1) << 31))
       return drop(Drop::malformed, fmt::format("{} rows for slot {}", e.rows(), e.slot()));
     *rows += e.rows();
@@ -81,22 +87,42 @@ Verdict check_rows(const ShardState& s, const Request& r, const ActorMessage& m,
   return {};
 }
 
+// A validation forward: computed on the weights it asked for, nothing kept for a backward.
+Verdict evaluate(Self* self, const train::ExpertForward& f, const ActorMessage& m, int64_t rows) {
+  auto& s = self->state;
+  const int64_t C = s.cfg.d_model;
+  std::vector<float> x, y(size_t(rows * C));
+  read_payload(m.payloads[0], &x);
+  int64_t at = 0;
+  for (const train::ExpertRows& e : f.slots()) {
+    s.slots->evaluate(f.moe_layer(), e.slot(), x.data() + at * C, e.rows(), y.data() + at * C);
+    at += e.rows();
+  }
+  train::ExpertOutputs out;
+  out.set_step(f.step()), out.set_mb(f.mb()), out.set_moe_layer(f.moe_layer());
+  out.set_request(f.request());
+  reply(self, m.from, expert_outputs_type, out, {owned_payload(std::move(y))});
+  return {};
+}
+
 Verdict on_forward(Self* self, const train::ExpertForward& f, const ActorMessage& m) {
   auto& s = self->state;
   int64_t rows = 0;
   if (Verdict v = check_rows(s, f, m, &rows)) return v;
   for (const train::ExpertRows& e : f.slots()) {
-    const int64_t have = s.version.at({f.moe_layer(), e.slot()});
+    const auto it = s.version.find({f.moe_layer(), e.slot()});
+    const int64_t have = it == s.version.end() ? -1 : it->second;
     if (have > f.step())
       return drop(Drop::wrong_step, fmt::format("step {}: slot {} holds the weights of step {}",
                                                 f.step(), e.slot(), have));
-    if (have < f.step()) {  // its weights are on their way
+    if (have < f.step()) {  // its weights are on their way (this epoch's first, or newer)
       if (s.held.size() >= held_requests_max)
         return drop(Drop::backlog_full, "forwards waiting for weights");
       s.held.push_back(m);
       return {};
     }
   }
+  if (f.evaluate()) return evaluate(self, f, m, rows);
   if (f.step() < s.step) return drop(Drop::wrong_step, fmt::format("step {}", f.step()));
   if (f.step() > s.step) {
     s.slots->clear_step();
@@ -125,6 +151,10 @@ Verdict on_backward(Self* self, const train::ExpertBackward& b, const ActorMessa
   auto& s = self->state;
   int64_t rows = 0;
   if (Verdict v = check_rows(s, b, m, &rows)) return v;
+  for (const train::ExpertRows& e : b.slots())
+    if (!s.version.count({b.moe_layer(), e.slot()}))
+      return drop(Drop::malformed,
+                  fmt::format("slot {} of MoE layer {} is not held here", e.slot(), b.moe_layer()));
   if (b.step() != s.step)
     return drop(Drop::wrong_step, fmt::format("step {} while at step {}", b.step(), s.step));
   for (const train::ExpertRows& e : b.slots()) {
@@ -202,10 +232,14 @@ void on_message(Self* self, const Dispatcher& table, ActorMessage& m) {
     s.drops.record(*drop(Drop::stale_epoch, ""), m);
     return;
   }
-  if (m.epoch > s.epoch) {  // a new view: the step in flight and what waited for it are gone
-    s.epoch = m.epoch;
-    s.slots->clear_step();
+  if (m.epoch > s.epoch) {  // a new view: the step in flight and what waited for it are gone,
+    if (s.answered > 0)
+      log::info("{}: {} requests answered in epoch {}", s.ctx.address, s.answered, s.epoch);
+    s.answered = 0;
+    s.epoch = m.epoch;      // and the slots' weights count only once resent in this epoch
+    s.slots->clear_step();  // (the job may have rolled back, the placement changed)
     s.step = -1;
+    s.version.clear();
     for (const ActorMessage& h : s.held) s.drops.record(*drop(Drop::stale_epoch, "held"), h);
     s.held.clear();
   }

@@ -62,6 +62,7 @@ void plan(WorkerState& s, int64_t workers, int64_t me) {
     TROUPE_ASSERT(owners == 1, "tensor {} ({}) has {} owners among {} workers", t,
                   s.trainer->table.all()[t].name, owners, workers);
   }
+  route_experts(s);
 }
 
 void send_to(Self* self, ActorMessage m) {
@@ -197,7 +198,10 @@ Verdict on_validate(Self* self, const train::StepBegin& b) {
   s.recovery_base.reset();  // every worker recovered: the coordinator goes on
   const TreeNode r = s.val_ranges[size_t(s.me)];
   static const std::vector<model::Piece<float>> none;
-  send_stats(self, b, r.lo < r.hi ? s.trainer->validate_range(r) : none);
+  const std::vector<model::Piece<float>>* pieces = &none;
+  prepare_experts(self, b.step() + 1, true);
+  if (r.lo < r.hi && !computed(self, [&] { pieces = &s.trainer->validate_range(r); })) return {};
+  send_stats(self, b, *pieces);
   return {};
 }
 
@@ -246,7 +250,12 @@ Verdict on_step_begin(Self* self, const train::StepBegin& b, const ActorMessage&
   }
   const TreeNode r = s.ranges[size_t(s.me)];
   static const std::vector<model::Piece<float>> none;
-  const auto& pieces = r.lo < r.hi ? s.trainer->compute_range(b.step(), r) : none;
+  const std::vector<model::Piece<float>>* computed_pieces = &none;
+  prepare_experts(self, b.step(), false);
+  if (r.lo < r.hi &&
+      !computed(self, [&] { computed_pieces = &s.trainer->compute_range(b.step(), r); }))
+    return {};
+  const auto& pieces = *computed_pieces;
   send_stats(self, b, pieces);
   send_grad_slices(self, b.step(), pieces);
   if (s.trainer->engram() && !pieces.empty()) send_engram_pieces(self, b.step(), pieces);
@@ -464,6 +473,7 @@ void start(Self* self) {
   s.epoch = s.ctx.epoch;
   s.peers = s.ctx.peers;
   plan(s, int64_t(s.peers.size()), s.ctx.index);
+  start_experts(self, cfg);
   s.storage_faults = storage::StorageFaults::from_env();
   s.transfer_faults = TransferFaults::from_env();
   if (!s.ctx.job.resume_manifest.empty())  // every weight, and this share's optimizer state

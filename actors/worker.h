@@ -3,6 +3,7 @@
 #pragma once
 
 #include <caf/all.hpp>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -12,8 +13,10 @@
 #include <vector>
 
 #include "actors/dispatch.h"
+#include "actors/expert_client.h"
 #include "actors/protocol.h"
 #include "actors/transfer_faults.h"
+#include "config/job_config.h"
 #include "runtime/roles.h"
 #include "storage/faults.h"
 #include "storage/journal.h"
@@ -117,6 +120,9 @@ struct WorkerState {
   std::shared_ptr<std::vector<model::StateTensor>> snapshot =  // reused from one to the next
       std::make_shared<std::vector<model::StateTensor>>();
   std::optional<storage::Manifest> loaded;
+  // `[parallel] experts = "shards"`: the routed experts' client (worker_experts.cc); null
+  // when the worker computes them itself.
+  std::unique_ptr<ExpertClient> experts;
   static inline const char* name = "worker";
   WorkerState() = default;
   WorkerState(const WorkerState&) = delete;
@@ -143,6 +149,17 @@ void try_done(Self* self);
 void enter(WorkerState& s, int64_t step);
 // Opens a round of the BuddyStates of `version` from this worker's buddy_count predecessors.
 void open_buddies(const WorkerState& s, int64_t version, Receipts* round);
+
+// worker_experts.cc (`[parallel] experts = "shards"`; each a no-op without it)
+// The slots' placement on the shards beside `workers` (by view position).
+ExpertRoute shard_placement(const model::ModelConfig& cfg, const std::vector<std::string>& workers);
+void start_experts(Self* self, const model::JobConfig& cfg);  // at start, after plan
+void route_experts(WorkerState& s);                           // after a view change's plan
+// Before a step's (or a validation's) compute: the version the requests name, and this
+// worker's shard gets the weights of its slots.
+void prepare_experts(Self* self, int64_t version, bool evaluate);
+// Runs compute; false when a view change cut it short (StepAborted): the step is dropped.
+bool computed(Self* self, const std::function<void()>& compute);
 
 // worker_checkpoint.cc
 // After the Commit that made `version` steps: this owner's share is copied and written on a

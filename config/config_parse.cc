@@ -63,6 +63,7 @@ std::vector<Section> build_sections() {
                            KEY(fault_tolerance, coordinator_timeout_ms),
                            KEY(fault_tolerance, buddy_copies),
                            KEY(fault_tolerance, replace_lost)}},
+      {"parallel", {KEY(parallel, experts)}},
   };
 }
 // clang-format on
@@ -111,6 +112,11 @@ struct Registry<OptimizerKind> {
   static constexpr const auto& names = kOptimizerNames;
   static constexpr std::string_view what = "optimizer";
 };
+template <>
+struct Registry<ExpertsAt> {
+  static constexpr const auto& names = kExpertsAtNames;
+  static constexpr std::string_view what = "place for the experts";
+};
 
 template <class E>
 std::string name_of(E value) {
@@ -155,7 +161,7 @@ std::string known_sections_text() {
 // that it is not there yet: a user who read the design gets told, not puzzled.
 std::string unknown_section_text(const std::string& name) {
   static const std::vector<std::pair<std::string, std::string>> planned = {
-      {"parallel", "expert and pipeline parallelism"},
+      {"pipeline", "pipeline parallelism"},
       {"engram", "Engram shard actors (the model's engram_* keys are in [model])"},
       {"grpo", "GRPO rollouts"}};
   for (const auto& [section, what] : planned)
@@ -325,7 +331,7 @@ struct Assign {
     }
     return *p = std::move(out), "";
   }
-  template <class E>  // a registry's enum: Residual, Ffn, OptimizerKind
+  template <class E>  // a registry's enum: Residual, Ffn, OptimizerKind, ExpertsAt
   std::string operator()(E* p) const {
     static_assert(std::is_enum_v<E>);
     if (!v.is_string()) return "must be a string (in quotes)" + got;

@@ -217,6 +217,12 @@ void validate_rest(Checker& c, const JobConfig& cfg) {
                     "heartbeat_interval_ms = {} (one late heartbeat is not a hang)",
                     ft.coordinator_timeout_ms, ft.heartbeat_interval_ms));
 
+  if (cfg.parallel.experts == ExpertsAt::shards &&
+      (cfg.model.ffn != Ffn::moe || cfg.model.n_layers <= cfg.model.first_k_dense))
+    c.fail_across({"parallel.experts", "model.ffn"},
+                  "parallel.experts = \"shards\" needs routed experts: model.ffn = \"moe\" and "
+                  "n_layers > first_k_dense (or set parallel.experts = \"worker\")");
+
   c.non_negative("checkpoint.every_steps");
   c.positive("checkpoint.keep");
 

@@ -1,16 +1,36 @@
 #pragma once
 // A job's whole configuration: the training sections (train/train_config.h) and the
-// runtime's [fault_tolerance], as config/config_parse.h reads them from TOML and --set.
+// runtime's [fault_tolerance] and [parallel], as config/config_parse.h reads them from TOML and
+// --set.
+#include <array>
 #include <map>
 #include <string>
+#include <string_view>
+#include <utility>
 
 #include "runtime/fault_tolerance.h"
 #include "train/train_config.h"
 
 namespace troupe::model {
 
+// parallel.experts: where a MoE block's routed experts are computed (docs/eplb.md).
+enum class ExpertsAt {
+  worker,  // in every worker's own process, on its copy of the weights
+  shards,  // on expert_shard actors, one per node, each holding a share of the expert slots
+};
+inline constexpr std::array<std::pair<ExpertsAt, std::string_view>, 2> kExpertsAtNames = {
+    {{ExpertsAt::worker, "worker"}, {ExpertsAt::shards, "shards"}}};
+
+// [parallel]: how the job spreads its work over the nodes. Never changes what is computed:
+// every choice ends with the same bits.
+struct ParallelConfig {
+  ExpertsAt experts = ExpertsAt::worker;
+  bool operator==(const ParallelConfig&) const = default;
+};
+
 struct JobConfig : TrainJobConfig {
   runtime::FaultToleranceConfig fault_tolerance;  // [fault_tolerance]: noticing failures
+  ParallelConfig parallel;                        // [parallel]: where the work runs
   std::string source;                             // the file it was read from, for messages
   // Where each explicitly set key came from, for messages: "section.key" ->
   // "configs/x.toml:12" or "--set section.key=value". Keys absent here hold defaults.

@@ -127,6 +127,11 @@ void run_train(const TrainArgs& a) {
     print_params(trainer.table, cfg.optimizer, cfg.model);
     return;
   }
+  if (cfg.parallel.experts == model::ExpertsAt::shards)
+    throw UsageError(
+        "train: parallel.experts = \"shards\" puts the experts on expert_shard actors, which "
+        "one process has none of; run the job with `troupe launch`, or set "
+        "parallel.experts=worker");
   TrainRun run = open_train_run(a.run_dir, cfg, a.resume);
   model::Trainer trainer(cfg);
   if (a.resume) resume_train_run(a.run_dir, &run, &trainer);

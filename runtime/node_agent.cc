@@ -15,6 +15,7 @@
 #include "runtime/log.h"
 #include "runtime/roles.h"
 #include "runtime/router.h"
+#include "runtime/step_hook.h"
 
 namespace troupe::runtime {
 
@@ -72,6 +73,7 @@ void on_view(Self* self, const control::View& view) {
     s.epoch = view.epoch();
     self->send(s.router, epoch_atom::value, s.epoch);
   }
+  raise_node_epoch(s.epoch);
   std::set<std::string> listed;
   for (const auto& n : view.nodes()) {
     listed.insert(n.node_id());
@@ -150,6 +152,7 @@ Verdict on_welcome(Self* self, const control::Welcome& w, ActorMessage& m) {
   self->send(s.router, bind_atom::value, s.coordinator_node, m.peer);
   self->send(s.router, epoch_atom::value, w.epoch());
   s.epoch = w.epoch();
+  raise_node_epoch(s.epoch);
   log::info("joined as node {} (epoch {})", s.node_id, s.epoch);
   self->send(self, tick_atom::value);
   return {};

@@ -77,13 +77,28 @@ bool ExpertSlots<T>::holds(int64_t moe_layer, int64_t slot) const {
   return weights_.count({moe_layer, slot}) > 0;
 }
 
+namespace {
+template <typename Map>
+auto held_weights(const Map& weights, int64_t moe_layer, int64_t slot) {
+  const auto w = weights.find({moe_layer, slot});
+  if (w == weights.end())
+    throw std::logic_error("expert slot " + std::to_string(slot) + " of MoE layer " +
+                           std::to_string(moe_layer) + " is not held by this shard");
+  return w;
+}
+}  // namespace
+
+template <typename T>
+void ExpertSlots<T>::evaluate(int64_t moe_layer, int64_t slot, const T* x, int64_t n, T* y) const {
+  const auto w = held_weights(weights_, moe_layer, slot);
+  SwigluCache<T> cache;
+  expert_forward(cfg_, layout_, w->second.data(), x, n, C_, y, cache);
+}
+
 template <typename T>
 void ExpertSlots<T>::forward(int64_t mb, int64_t moe_layer, int64_t slot, const T* x, int64_t n,
                              T* y) {
-  const auto w = weights_.find({moe_layer, slot});
-  if (w == weights_.end())
-    throw std::logic_error("expert slot " + std::to_string(slot) + " of MoE layer " +
-                           std::to_string(moe_layer) + " is not held by this shard");
+  const auto w = held_weights(weights_, moe_layer, slot);
   auto [it, fresh] = work_.try_emplace({mb, moe_layer, slot});
   if (!fresh)
     throw std::logic_error("expert slot " + std::to_string(slot) + ": micro-batch " +

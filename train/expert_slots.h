@@ -57,6 +57,8 @@ class ExpertSlots {
   // x (n,C) -> y (n,C) with the slot's weights; keeps x and the cache for the backward.
   // Throws std::logic_error when the slot is not held or the pair was computed already.
   void forward(int64_t mb, int64_t moe_layer, int64_t slot, const T* x, int64_t n, T* y);
+  // The same y for a forward that no backward follows (validation): nothing is kept.
+  void evaluate(int64_t moe_layer, int64_t slot, const T* x, int64_t n, T* y) const;
   // dy (n,C) -> dx (n,C), overwritten; the pair's weight gradient (from zero) is kept.
   // Throws std::logic_error without the forward or after a backward of the same pair.
   void backward(int64_t mb, int64_t moe_layer, int64_t slot, const T* dy, T* dx);

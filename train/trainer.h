@@ -154,6 +154,9 @@ class Trainer {
   void release_grads() { engine_->release_grads(); }
   // The validation rows' micro-batches [range], forward only (pieces carry ce_sum, ce_count).
   const std::vector<Piece<float>>& validate_range(TreeNode range);
+  // From now on the routed experts of compute_range and validate_range are computed by
+  // `routed` (not owned; nullptr: in-process again). The bits stay (GradEngine's).
+  void set_routed_experts(RoutedExperts<float>* routed) { engine_->set_routed_experts(routed); }
   int64_t val_micro_batches() const { return val_batch_.rows / cfg.train.micro_batch_rows; }
   // Owners: sums, in tree order, the slices [owned.lo, owned.hi) of the pieces covering the
   // whole step (nodes in any order; slices[i] belongs to nodes[i]). Returns the owned

@@ -1,7 +1,8 @@
 // The expert_shard role on CAF's test coordinator (actors/expert_shard.cc): its answers are
 // bit for bit what ExpertSlots computes in-process (the bits ExpertShards.* prove equal to
 // the in-worker MoE block), a request waits for the weights of its step, a new epoch
-// forgets the step in flight, and bad requests are dropped without an answer or a crash.
+// forgets the step in flight and the weights' versions, a validation forward keeps nothing,
+// and bad requests are dropped without an answer or a crash.
 #include <gtest/gtest.h>
 
 #include <random>
@@ -175,12 +176,37 @@ TEST_F(ExpertShard, ANewEpochForgetsTheStepInFlight) {
   EXPECT_EQ(answers(expert_outputs_type).size(), 1u);
   forward(1, epoch);  // held: no weights of step 1 yet
   ++epoch;
-  forward(0, epoch);  // a recovery redoes step 0: computed again, the held one dropped
-  EXPECT_EQ(answers(expert_outputs_type).size(), 2u);
+  forward(0, epoch);  // a recovery redoes step 0: held until this epoch's weights come
+  EXPECT_EQ(answers(expert_outputs_type).size(), 1u) << "weights of the old epoch were used";
+  weights(0, {0}, 0, 51);  // computed again now, the request held in the old epoch dropped
+  ASSERT_EQ(answers(expert_outputs_type).size(), 2u);
   EXPECT_EQ(answers(expert_outputs_type)[1].epoch, epoch);
+  EXPECT_TRUE(same_bits(floats_of(answers(expert_outputs_type)[1].payloads.at(0)),
+                        floats_of(answers(expert_outputs_type)[0].payloads.at(0))));
   forward(0, epoch - 1);   // from the old view: stale
   weights(0, {0}, 1, 52);  // releases nothing: the held request went with its epoch
   EXPECT_EQ(answers(expert_outputs_type).size(), 2u);
+}
+
+// Validation forwards keep nothing: the train step's forward of the same pair, with the same
+// weights, is computed after them, and both are the in-process bits.
+TEST_F(ExpertShard, AValidationForwardKeepsNothing) {
+  weights(0, {0}, 2, 71);
+  const auto x = random_values(size_t(2 * C()), 10);
+  auto eval = request_of<train::ExpertForward>(2, 0, 0, {{0, 2}});
+  eval.set_evaluate(true);
+  send(expert_forward_type, eval, {owned_payload(x)});
+  send(expert_forward_type, eval, {owned_payload(x)});  // again: nothing of it was kept
+  send(expert_forward_type, request_of<train::ExpertForward>(2, 0, 0, {{0, 2}}),
+       {owned_payload(x)});
+  ASSERT_EQ(answers(expert_outputs_type).size(), 3u);
+  std::vector<float> y(x.size());
+  local.forward(0, 0, 0, x.data(), 2, y.data());
+  for (const ActorMessage& a : answers(expert_outputs_type))
+    EXPECT_TRUE(same_bits(floats_of(a.payloads.at(0)), y));
+  send(expert_backward_type, request_of<train::ExpertBackward>(2, 0, 0, {{0, 2}}),
+       {owned_payload(x)});
+  EXPECT_EQ(answers(expert_grads_type).size(), 1u) << "the train forward's pair backs";
 }
 
 TEST_F(ExpertShard, BadRequestsAreDroppedWithoutAnAnswer) {
@@ -188,9 +214,11 @@ TEST_F(ExpertShard, BadRequestsAreDroppedWithoutAnAnswer) {
   const auto row = [&](int64_t n) { return owned_payload(random_values(size_t(n * C()), 3)); };
   using F = train::ExpertForward;
   using B = train::ExpertBackward;
-  send(expert_forward_type, request_of<F>(0, 0, 0, {{2, 1}}), {row(1)});  // slot not held
-  send(expert_forward_type, request_of<F>(0, 0, 7, {{0, 1}}), {row(1)});  // no such layer
-  send(expert_forward_type, request_of<F>(0, 0, 0, {{0, 2}}), {row(1)});  // rows ≠ payload
+  send(expert_forward_type, request_of<F>(0, 0, 0, {{2, 1}}), {row(1)});   // held: no weights
+  send(expert_forward_type, request_of<F>(0, 0, 0, {{-2, 1}}), {row(1)});  // no such slot
+  send(expert_backward_type, request_of<B>(0, 0, 0, {{2, 1}}), {row(1)});  // slot not held
+  send(expert_forward_type, request_of<F>(0, 0, 7, {{0, 1}}), {row(1)});   // no such layer
+  send(expert_forward_type, request_of<F>(0, 0, 0, {{0, 2}}), {row(1)});   // rows ≠ payload
   send(expert_forward_type, request_of<F>(0, 0, 0, {{0, -1}, {1, 2}}), {row(1)});
   send(expert_forward_type, request_of<F>(0, 0, 0, {{0, 1}}), {});  // no payload
   send(expert_forward_type, request_of<F>(0, -1, 0, {{0, 1}}), {row(1)});

@@ -178,12 +178,26 @@ TEST(ConfigErrors, UnknownSectionListsKnown) {
   EXPECT_CONTAINS(msg,
                   "x.toml:3: unknown section [modle]; known sections: model, data, train, "
                   "optimizer, fp8");
-  EXPECT_CONTAINS(file_error("[parallel]\nexperts = 2\n"),
-                  "x.toml:1: section [parallel] is not implemented yet: troupe has no "
-                  "expert and pipeline parallelism so far; known sections: model");
+  EXPECT_CONTAINS(file_error("[pipeline]\nstages = 2\n"),
+                  "x.toml:1: section [pipeline] is not implemented yet: troupe has no "
+                  "pipeline parallelism so far; known sections: model");
   EXPECT_CONTAINS(set_error({"grpo.group=8"}), "section [grpo] is not implemented yet");
   EXPECT_CONTAINS(file_error("steps = 3\n"), "x.toml:1: key 'steps' is outside any section");
   EXPECT_CONTAINS(file_error("model = 3\n"), "x.toml:1: 'model' must be a section");
+}
+
+// [parallel] (issue 15): where the routed experts run, by name, and only where there are some.
+TEST(ConfigParallel, ExpertsByNameAndOnlyWithRoutedExperts) {
+  EXPECT_EQ(load_config(write_toml("[train]\nsteps = 3\n"), {}).parallel.experts,
+            ExpertsAt::worker);
+  EXPECT_EQ(load_config(write_toml("[parallel]\nexperts = \"shards\"\n"), {}).parallel.experts,
+            ExpertsAt::shards);
+  EXPECT_CONTAINS(file_error("[parallel]\nexperts = \"gpu\"\n"),
+                  "unknown place for the experts; known: worker, shards");
+  EXPECT_CONTAINS(file_error("[parallel]\nexperts = 2\n"), "must be a string");
+  EXPECT_CONTAINS(set_error({"parallel.experts=shards", "model.ffn=dense"}),
+                  "parallel.experts = \"shards\" needs routed experts");
+  EXPECT_CONTAINS(file_error("[parallel]\nexpert = \"shards\"\n"), "did you mean 'experts'?");
 }
 
 // [checkpoint] is a section now (issue 12): read, and its keys checked.

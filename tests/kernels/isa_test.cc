@@ -1,9 +1,16 @@
-// The instruction-set check that `troupe` runs before anything else.
+// The instruction-set check that `troupe` runs before anything else, and parallel_for.
 #include "kernels/cpu/isa.h"
 
 #include <gtest/gtest.h>
 
+#include <atomic>
+#include <chrono>
+#include <mutex>
+#include <stdexcept>
 #include <string>
+#include <thread>
+
+#include "kernels/cpu/parallel_for.h"
 
 namespace troupe::kernels {
 namespace {
@@ -29,6 +36,33 @@ TEST(Isa, NamesWhatTheCpuLacks) {
   char small[6];
   EXPECT_EQ(isa_missing(isa_avx | isa_avx2 | isa_fma, 0, small, sizeof small), 3);
   EXPECT_EQ(std::string(small), "avx a");
+}
+
+}  // namespace
+}  // namespace troupe::kernels
+
+namespace troupe::kernels {
+namespace {
+
+// A throwing item (an expert shard's answer cut short by a view change) reaches the caller
+// as its exception: never std::terminate from a pool thread, and no item starts after it.
+TEST(ParallelFor, AnItemThatThrowsEndsTheLoopOnTheCallingThread) {
+  std::atomic<int64_t> ran{0};
+  EXPECT_THROW(parallel_for(1000, 4,
+                            [&](int64_t i, int) {
+                              ++ran;
+                              if (i == 3) throw std::runtime_error("item 3");
+                              std::this_thread::sleep_for(std::chrono::milliseconds(1));
+                            }),
+               std::runtime_error);
+  EXPECT_LT(ran.load(), 1000);
+  int64_t sum = 0;  // and the loop is usable again
+  std::mutex mu;
+  parallel_for(100, 4, [&](int64_t i, int) {
+    std::lock_guard<std::mutex> lock(mu);
+    sum += i;
+  });
+  EXPECT_EQ(sum, 4950);
 }
 
 }  // namespace

@@ -1,0 +1,103 @@
+// A worker's routed experts on expert_shard actors (`[parallel] experts = "shards"`, issue
+// 15). The coordinator places expert_shard.i beside worker.i; the placement of the expert
+// slots is a pure function of the experts and the view's worker count (shard_placement), so
+// every worker and every recovery agrees on it without a message. Before each step (and each
+// validation) worker i sends its shard the weights of that shard's slots, cut from its own
+// copy of the weights (every worker holds the whole version the step computes with); the
+// shard holds the other workers' requests until they are in. The gradients come back into
+// the worker's pieces where the in-worker backward puts them, so the reduction, the update
+// and the bits are the in-worker ones (ExpertClientTest.*).
+//
+// What is not here yet: the shards hold weights only, no optimizer state (the owners keep
+// it), and the placement does not follow the routing load (the eplb_rebalancer).
+#include <fmt/format.h>
+
+#include "actors/expert_client.h"
+#include "actors/worker.h"
+#include "runtime/log.h"
+#include "train/eplb.h"
+#include "train/expert_slots.h"
+
+namespace troupe::actors::worker_impl {
+
+namespace {
+
+// The expert_shard beside a worker: "n2/worker.1" → "n2/expert_shard.1".
+std::string shard_beside(const std::string& worker) {
+  const size_t slash = worker.find('/');
+  const size_t dot = worker.rfind('.');
+  if (slash == std::string::npos || dot == std::string::npos || dot < slash)
+    throw std::invalid_argument("not a worker's address: " + worker);
+  return worker.substr(0, slash + 1) + "expert_shard" + worker.substr(dot);
+}
+
+}  // namespace
+
+ExpertRoute shard_placement(const model::ModelConfig& cfg,
+                            const std::vector<std::string>& workers) {
+  const auto W = int64_t(workers.size());
+  const int64_t E = cfg.n_routed_experts;
+  model::EplbProblem p;
+  p.loads.assign(size_t(model::moe_layer_count(cfg)), std::vector<double>(size_t(E), 1.0));
+  p.replicas = (E + W - 1) / W * W;  // every shard the same number of slots
+  p.groups = 1, p.nodes = 1, p.gpus = W;
+  ExpertRoute route;
+  route.placement = model::rebalance_experts(p);
+  const int64_t per = p.replicas / W;  // shard i holds slots [i·per, (i+1)·per)
+  for (int64_t slot = 0; slot < p.replicas; ++slot)
+    route.shard_of_slot.push_back(shard_beside(workers[size_t(slot / per)]));
+  return route;
+}
+
+void start_experts(Self* self, const model::JobConfig& cfg) {
+  auto& s = self->state;
+  if (cfg.parallel.experts != model::ExpertsAt::shards) return;
+  s.experts = std::make_unique<ExpertClient>(
+      self->system(), s.ctx.router, fmt::format("{}/expert_client.{}", s.ctx.node_id, s.ctx.index),
+      cfg.model, s.trainer->table, shard_placement(cfg.model, s.peers),
+      std::chrono::milliseconds(cfg.fault_tolerance.step_timeout_ms));
+  s.trainer->set_routed_experts(s.experts.get());
+}
+
+void route_experts(WorkerState& s) {
+  if (s.experts) s.experts->set_route(shard_placement(s.trainer->cfg.model, s.peers));
+}
+
+void prepare_experts(Self* self, int64_t version, bool evaluate) {
+  auto& s = self->state;
+  if (!s.experts) return;
+  s.experts->set_step(version, s.epoch, evaluate);
+  const model::ModelConfig& m = s.trainer->cfg.model;
+  const ExpertRoute& route = s.experts->route();
+  const auto per = int64_t(route.shard_of_slot.size()) / s.workers;
+  const int64_t part = m.moe_inter * m.d_model;
+  const std::vector<model::MoeLayout> layouts = model::moe_layouts(m, s.trainer->table);
+  for (size_t layer = 0; layer < layouts.size(); ++layer) {
+    train::ExpertWeights w;
+    w.set_version(version), w.set_moe_layer(int64_t(layer));
+    std::vector<Payload> payloads;
+    for (int64_t slot = s.me * per; slot < (s.me + 1) * per; ++slot) {
+      const int64_t e = route.placement.phy2log.at(layer).at(size_t(slot));
+      std::vector<float> compact(size_t(3 * part));
+      model::copy_expert_weights(layouts[layer].experts.at(size_t(e)), part,
+                                 s.trainer->params.data(), compact.data());
+      w.add_slots(slot);
+      payloads.push_back(owned_payload(std::move(compact)));
+    }
+    reply(self, route.shard_of_slot.at(size_t(s.me * per)), expert_weights_type, w,
+          std::move(payloads));
+  }
+}
+
+bool computed(Self* self, const std::function<void()>& compute) {
+  try {
+    compute();
+    return true;
+  } catch (const StepAborted& e) {
+    log::info("{}: step {} given up, a view change made it moot: {}", self->state.ctx.address,
+              self->state.step, e.what());
+    return false;
+  }
+}
+
+}  // namespace troupe::actors::worker_impl
