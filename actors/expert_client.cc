@@ -153,6 +153,14 @@ std::vector<ExpertClient::Call> ExpertClient::exchange(uint32_t type, int64_t la
     msg.payloads.push_back(owned_payload(std::move(payload)));
     caf::anon_send(router_, std::move(msg));
   }
+  await_answers(calls, type, mb, m);
+  return calls;
+}
+
+// Waits until every call is answered; throws StepAborted on a view change, else
+// std::runtime_error naming the shards that did not answer within the timeout.
+void ExpertClient::await_answers(std::vector<Call>& calls, uint32_t type, int64_t mb,
+                                 int64_t moe_layer) {
   std::unique_lock<std::mutex> lock(inbox_->mu);
   const auto answered = [&] {
     for (const Call& c : calls)
@@ -177,14 +185,13 @@ std::vector<ExpertClient::Call> ExpertClient::exchange(uint32_t type, int64_t la
                                     runtime::node_epoch(), mb, missing));
     throw std::runtime_error(fmt::format(
         "expert shards {} did not answer {} of micro-batch {} (MoE layer {}) within {} ms", missing,
-        type_name(type), mb, m, timeout_.count()));
+        type_name(type), mb, moe_layer, timeout_.count()));
   }
   for (Call& c : calls) {
     auto it = inbox_->answers.find(c.request);
     c.answer = std::move(it->second);
     inbox_->answers.erase(it);
   }
-  return calls;
 }
 
 void ExpertClient::forward(int64_t layer, int64_t mb, std::span<const int64_t> begin, int64_t C,

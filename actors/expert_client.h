@@ -71,6 +71,7 @@ class ExpertClient : public model::RoutedExperts<float> {
   // Sends one request per shard for block `layer`'s experts and waits for every answer.
   std::vector<Call> exchange(uint32_t type, int64_t layer, int64_t mb,
                              std::span<const int64_t> begin, int64_t C, const float* rows);
+  void await_answers(std::vector<Call>& calls, uint32_t type, int64_t mb, int64_t moe_layer);
 
   caf::actor router_;
   std::string address_;
