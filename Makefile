@@ -67,6 +67,12 @@ bench-fabric: build
 bench-dp: build
 	bench/run_bench_dp.sh $(BUILD)
 
+# Issue 15: tokens/s with the routed experts on expert_shard actors next to the same job with
+# them in the workers, 3 node processes each, same run (BENCH_EXPERTS_CONFIG, tiny).
+.PHONY: bench-experts
+bench-experts: build
+	bench/run_bench_experts.sh $(BUILD)
+
 # Issue 15, the offline part of bench-eplb (the online rebalancer's part comes with its actor):
 # `troupe eplb`'s placement next to DeepSeek's eplb.py under torch, same run, on 61 layers x
 # 256 experts (R=288 G=8 N=4 P=32, Zipf loads): both times, their ratio, both balances.

@@ -48,6 +48,7 @@ void begin_step(Self* self, train::Kind kind) {
     d.val_pieces.clear();
     d.val.open(s.core.epoch, d.step, W);
   }
+  place_experts(self, &b);
   d.in_flight = true;
   d.begun = now(self);
   to_all_workers(self, step_begin_type, b);
@@ -202,6 +203,7 @@ void commit_step(Self* self) {
     return fail(self,
                 fmt::format("cannot record the commit of step {}: {}", d.step, st.to_string()));
   d.committed = d.step + 1;
+  record_expert_counts(self, d.report.expert_counts);
   expect_checkpoint(self, d.committed);
   train::Commit c;
   c.set_step(d.step);

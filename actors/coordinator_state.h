@@ -5,6 +5,7 @@
 
 #include <caf/all.hpp>
 #include <chrono>
+#include <deque>
 #include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -126,6 +127,15 @@ struct StepDriver {
   std::map<std::string, std::vector<train::DropCount>> worker_drops;  // by address, from Final
 };
 
+// The expert slots' placement ([eplb], with parallel.experts = "shards";
+// coordinator_eplb.cc). Not journaled: a restarted coordinator starts uniform again.
+struct ExpertBalance {
+  std::deque<std::vector<std::vector<int64_t>>> window;  // counts (layer, expert) per step
+  std::vector<int64_t> phy2log;  // MoE layers × slots, row-major; empty: the uniform one
+  int64_t workers = 0;           // the view size phy2log was placed for
+  int64_t placed_at = -1;        // the step before which it was placed
+};
+
 // A checkpoint being written: each worker of the view reports its shards.
 struct PendingCheckpoint {
   uint64_t epoch = 0;
@@ -144,6 +154,7 @@ struct CoordinatorState {
   ReshapeState reshape;
   Controls controls;
   StepDriver drv;
+  ExpertBalance balance;
   std::map<int64_t, PendingCheckpoint> checkpoints;  // by step, until complete or skipped
   DropLog drops{"n0/coordinator.0", type_name};
   bool ending = false;    // end_job ran (the nodes were told to stop)
@@ -211,6 +222,13 @@ void resume_training(Self* self);
 void check_step_progress(Self* self, time_point t);
 int64_t committed_version(Self* self);
 void add_driver_handlers(Self* self, Phase p, Dispatcher& d);
+
+// coordinator_eplb.cc: the expert slots' placement follows the routing load.
+// After the commit of a step: its per-expert counts join the window.
+void record_expert_counts(Self* self, const std::vector<std::vector<int64_t>>& counts);
+// Into a StepBegin: the placement the step computes with, rebalanced first when [eplb]
+// says this step is due (an event names the imbalance before and after).
+void place_experts(Self* self, train::StepBegin* b);
 
 // coordinator_reshape.cc: scale, drain, pause, checkpoint on request; the step boundary.
 // At a step boundary, before the next step begins: true when the coordinator holds it

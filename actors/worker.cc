@@ -199,6 +199,7 @@ Verdict on_validate(Self* self, const train::StepBegin& b) {
   const TreeNode r = s.val_ranges[size_t(s.me)];
   static const std::vector<model::Piece<float>> none;
   const std::vector<model::Piece<float>>* pieces = &none;
+  if (Verdict v = take_placement(s, b)) return v;
   prepare_experts(self, b.step() + 1, true);
   if (r.lo < r.hi && !computed(self, [&] { pieces = &s.trainer->validate_range(r); })) return {};
   send_stats(self, b, *pieces);
@@ -239,6 +240,7 @@ Verdict on_step_begin(Self* self, const train::StepBegin& b, const ActorMessage&
   }
   if (b.step() != s.version)
     return drop(Drop::wrong_step, fmt::format("step {} at version {}", b.step(), s.version));
+  if (Verdict v = take_placement(s, b)) return v;
   s.recovery_base.reset();  // every worker recovered: the coordinator goes on
   s.sent.clear();
   runtime::set_current_step(b.step());  // a fault plan's steps window (runtime/step_hook.h)

@@ -155,6 +155,8 @@ void open_buddies(const WorkerState& s, int64_t version, Receipts* round);
 ExpertRoute shard_placement(const model::ModelConfig& cfg, const std::vector<std::string>& workers);
 void start_experts(Self* self, const model::JobConfig& cfg);  // at start, after plan
 void route_experts(WorkerState& s);                           // after a view change's plan
+// The placement a StepBegin carries (none: the uniform one); a bad one is dropped.
+Verdict take_placement(WorkerState& s, const train::StepBegin& b);
 // Before a step's (or a validation's) compute: the version the requests name, and this
 // worker's shard gets the weights of its slots.
 void prepare_experts(Self* self, int64_t version, bool evaluate);

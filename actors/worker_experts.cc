@@ -1,15 +1,17 @@
 // A worker's routed experts on expert_shard actors (`[parallel] experts = "shards"`, issue
-// 15). The coordinator places expert_shard.i beside worker.i; the placement of the expert
-// slots is a pure function of the experts and the view's worker count (shard_placement), so
-// every worker and every recovery agrees on it without a message. Before each step (and each
-// validation) worker i sends its shard the weights of that shard's slots, cut from its own
-// copy of the weights (every worker holds the whole version the step computes with); the
-// shard holds the other workers' requests until they are in. The gradients come back into
-// the worker's pieces where the in-worker backward puts them, so the reduction, the update
-// and the bits are the in-worker ones (ExpertClientTest.*).
+// 15). The coordinator places expert_shard.i beside worker.i. The placement of the expert
+// slots is the one the step's StepBegin carries (the coordinator's last rebalance, [eplb]),
+// or without one a pure function of the experts and the view's worker count
+// (shard_placement), so every worker and every recovery computes a step on the same one.
+// Before each step (and each validation) worker i sends its shard the weights of that shard's
+// slots, cut from its own copy of the weights (every worker holds the whole version the step
+// computes with); the shard holds the other workers' requests until they are in. The gradients come
+// back into the worker's pieces where the in-worker backward puts them, so the reduction, the
+// update and the bits are the in-worker ones (ExpertClientTest.*).
 //
 // What is not here yet: the shards hold weights only, no optimizer state (the owners keep
-// it), and the placement does not follow the routing load (the eplb_rebalancer).
+// it), and the rebalancing runs in the coordinator (actors/coordinator_eplb.cc), not an
+// eplb_rebalancer actor of its own.
 #include <fmt/format.h>
 
 #include "actors/expert_client.h"
@@ -31,22 +33,44 @@ std::string shard_beside(const std::string& worker) {
   return worker.substr(0, slash + 1) + "expert_shard" + worker.substr(dot);
 }
 
+ExpertRoute route_of(model::EplbPlacement placement, const std::vector<std::string>& workers) {
+  ExpertRoute route;
+  route.placement = std::move(placement);
+  const auto R = int64_t(route.placement.phy2log.at(0).size());
+  const int64_t per = R / int64_t(workers.size());  // shard i holds slots [i·per, (i+1)·per)
+  for (int64_t slot = 0; slot < R; ++slot)
+    route.shard_of_slot.push_back(shard_beside(workers[size_t(slot / per)]));
+  return route;
+}
+
 }  // namespace
 
 ExpertRoute shard_placement(const model::ModelConfig& cfg,
                             const std::vector<std::string>& workers) {
-  const auto W = int64_t(workers.size());
-  const int64_t E = cfg.n_routed_experts;
-  model::EplbProblem p;
-  p.loads.assign(size_t(model::moe_layer_count(cfg)), std::vector<double>(size_t(E), 1.0));
-  p.replicas = (E + W - 1) / W * W;  // every shard the same number of slots
-  p.groups = 1, p.nodes = 1, p.gpus = W;
-  ExpertRoute route;
-  route.placement = model::rebalance_experts(p);
-  const int64_t per = p.replicas / W;  // shard i holds slots [i·per, (i+1)·per)
-  for (int64_t slot = 0; slot < p.replicas; ++slot)
-    route.shard_of_slot.push_back(shard_beside(workers[size_t(slot / per)]));
-  return route;
+  return route_of(model::rebalance_experts(model::shard_problem(cfg, int64_t(workers.size()))),
+                  workers);
+}
+
+Verdict take_placement(WorkerState& s, const train::StepBegin& b) {
+  if (!s.experts) {
+    if (b.phy2log_size() > 0) return drop(Drop::malformed, "a placement, but no expert shards");
+    return {};
+  }
+  const model::ModelConfig& m = s.trainer->cfg.model;
+  if (b.phy2log_size() == 0) {
+    s.experts->set_route(shard_placement(m, s.peers));
+    return {};
+  }
+  model::EplbPlacement p;
+  const std::vector<int64_t> flat(b.phy2log().begin(), b.phy2log().end());
+  std::string why =
+      model::placement_from_phy2log(flat, model::moe_layer_count(m), m.n_routed_experts, &p);
+  const auto R = size_t(model::shard_slot_count(m.n_routed_experts, s.workers));
+  if (why.empty() && p.phy2log[0].size() != R)
+    why = fmt::format("{} slots per layer for {} shards", p.phy2log[0].size(), s.workers);
+  if (!why.empty()) return drop(Drop::malformed, "an expert placement: " + why);
+  s.experts->set_route(route_of(std::move(p), s.peers));
+  return {};
 }
 
 void start_experts(Self* self, const model::JobConfig& cfg) {

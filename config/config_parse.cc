@@ -64,6 +64,7 @@ std::vector<Section> build_sections() {
                            KEY(fault_tolerance, buddy_copies),
                            KEY(fault_tolerance, replace_lost)}},
       {"parallel", {KEY(parallel, experts)}},
+      {"eplb", {KEY(eplb, window_steps), KEY(eplb, rebalance_every_steps)}},
   };
 }
 // clang-format on

@@ -223,6 +223,14 @@ void validate_rest(Checker& c, const JobConfig& cfg) {
                   "parallel.experts = \"shards\" needs routed experts: model.ffn = \"moe\" and "
                   "n_layers > first_k_dense (or set parallel.experts = \"worker\")");
 
+  c.positive("eplb.window_steps");
+  c.non_negative("eplb.rebalance_every_steps");
+  if (cfg.eplb.rebalance_every_steps > 0 && cfg.parallel.experts != ExpertsAt::shards)
+    c.fail_across({"eplb.rebalance_every_steps", "parallel.experts"},
+                  fmt::format("eplb.rebalance_every_steps = {} places expert slots on shards; it "
+                              "needs parallel.experts = \"shards\" (or set it to 0)",
+                              cfg.eplb.rebalance_every_steps));
+
   c.non_negative("checkpoint.every_steps");
   c.positive("checkpoint.keep");
 

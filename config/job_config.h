@@ -28,9 +28,20 @@ struct ParallelConfig {
   bool operator==(const ParallelConfig&) const = default;
 };
 
+// [eplb]: the placement of the expert slots following the routing load (with
+// parallel.experts = "shards"). Never changes what is computed.
+struct EplbConfig {
+  // Committed steps whose per-expert token counts a rebalance places by.
+  int64_t window_steps = 10;
+  // A rebalance before every N-th step (0: never; the placement stays the uniform one).
+  int64_t rebalance_every_steps = 0;
+  bool operator==(const EplbConfig&) const = default;
+};
+
 struct JobConfig : TrainJobConfig {
   runtime::FaultToleranceConfig fault_tolerance;  // [fault_tolerance]: noticing failures
   ParallelConfig parallel;                        // [parallel]: where the work runs
+  EplbConfig eplb;                                // [eplb]: expert slots following the load
   std::string source;                             // the file it was read from, for messages
   // Where each explicitly set key came from, for messages: "section.key" ->
   // "configs/x.toml:12" or "--set section.key=value". Keys absent here hold defaults.

@@ -19,6 +19,56 @@ int64_t replica_of(const EplbPlacement& placement, int64_t moe_layer, int64_t ex
   return slots.at(size_t(mb % count));
 }
 
+int64_t shard_slot_count(int64_t experts, int64_t shards) {
+  return ((experts + shards - 1) / shards + 1) * shards;
+}
+
+EplbProblem shard_problem(const ModelConfig& cfg, int64_t shards,
+                          std::vector<std::vector<double>> loads) {
+  EplbProblem p;
+  p.loads = loads.empty() ? std::vector<std::vector<double>>(
+                                size_t(moe_layer_count(cfg)),
+                                std::vector<double>(size_t(cfg.n_routed_experts), 1.0))
+                          : std::move(loads);
+  p.replicas = shard_slot_count(cfg.n_routed_experts, shards);
+  p.groups = cfg.n_group, p.nodes = 1, p.gpus = shards;
+  return p;
+}
+
+std::string placement_from_phy2log(const std::vector<int64_t>& flat, int64_t layers,
+                                   int64_t experts, EplbPlacement* out) {
+  if (layers <= 0 || experts <= 0 || flat.size() % size_t(layers) != 0)
+    return std::to_string(flat.size()) + " slots for " + std::to_string(layers) + " MoE layers";
+  const auto R = int64_t(flat.size()) / layers;
+  EplbPlacement p;
+  p.phy2log.assign(size_t(layers), {});
+  p.logcnt.assign(size_t(layers), std::vector<int64_t>(size_t(experts), 0));
+  using Slots = std::vector<std::vector<int64_t>>;  // expert → its slots, of one layer
+  std::vector<Slots> slots(static_cast<size_t>(layers), Slots(static_cast<size_t>(experts)));
+  for (int64_t l = 0; l < layers; ++l)
+    for (int64_t r = 0; r < R; ++r) {
+      const int64_t e = flat[size_t(l * R + r)];
+      if (e < 0 || e >= experts)
+        return "slot " + std::to_string(r) + " holds expert " + std::to_string(e);
+      p.phy2log[size_t(l)].push_back(e);
+      ++p.logcnt[size_t(l)][size_t(e)];
+      slots[size_t(l)][size_t(e)].push_back(r);
+    }
+  int64_t most = 0;
+  for (int64_t l = 0; l < layers; ++l)
+    for (int64_t e = 0; e < experts; ++e) {
+      if (p.logcnt[size_t(l)][size_t(e)] == 0)
+        return "expert " + std::to_string(e) + " of MoE layer " + std::to_string(l) +
+               " has no slot";
+      most = std::max(most, p.logcnt[size_t(l)][size_t(e)]);
+    }
+  for (auto& layer : slots)
+    for (auto& s : layer) s.resize(size_t(most), -1);
+  p.log2phy = std::move(slots);
+  *out = std::move(p);
+  return "";
+}
+
 int64_t moe_layer_count(const ModelConfig& cfg) {
   return cfg.ffn == Ffn::moe ? std::max<int64_t>(0, cfg.n_layers - cfg.first_k_dense) : 0;
 }

@@ -30,6 +30,19 @@ namespace troupe::model {
 // id and the placement, so every worker and every recovery picks the same one.
 int64_t replica_of(const EplbPlacement& placement, int64_t moe_layer, int64_t expert, int64_t mb);
 
+// The slots of a MoE layer spread over `shards` expert shards: every expert once, rounded up
+// to a whole number per shard, plus one redundant slot per shard (for the hot experts'
+// replicas), as DeepSeek-V3 deploys them. Shard i holds slots [i·R/shards, (i+1)·R/shards).
+int64_t shard_slot_count(int64_t experts, int64_t shards);
+// The problem a job's placement solves: `loads` (MoE layers × experts, empty: uniform),
+// shard_slot_count slots, cfg.n_group groups on one node group of `shards` shards.
+EplbProblem shard_problem(const ModelConfig& cfg, int64_t shards,
+                          std::vector<std::vector<double>> loads = {});
+// The placement whose phy2log is `flat` (MoE layers × slots, row-major): logcnt and log2phy
+// (replicas in slot order) follow from it. "" and *out set, or what is wrong with it.
+std::string placement_from_phy2log(const std::vector<int64_t>& flat, int64_t layers,
+                                   int64_t experts, EplbPlacement* out);
+
 // The MoE layers of a config: block l is MoE layer l − first_k_dense.
 int64_t moe_layer_count(const ModelConfig& cfg);
 

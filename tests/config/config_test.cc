@@ -198,6 +198,15 @@ TEST(ConfigParallel, ExpertsByNameAndOnlyWithRoutedExperts) {
   EXPECT_CONTAINS(set_error({"parallel.experts=shards", "model.ffn=dense"}),
                   "parallel.experts = \"shards\" needs routed experts");
   EXPECT_CONTAINS(file_error("[parallel]\nexpert = \"shards\"\n"), "did you mean 'experts'?");
+  EXPECT_CONTAINS(set_error({"eplb.rebalance_every_steps=5"}),
+                  "eplb.rebalance_every_steps = 5 places expert slots on shards");
+  EXPECT_CONTAINS(set_error({"parallel.experts=shards", "eplb.window_steps=0"}),
+                  "eplb.window_steps");
+  EXPECT_EQ(load_config(write_toml("[parallel]\nexperts = \"shards\"\n[eplb]\n"
+                                   "rebalance_every_steps = 10\n"),
+                        {})
+                .eplb.rebalance_every_steps,
+            10);
 }
 
 // [checkpoint] is a section now (issue 12): read, and its keys checked.

@@ -1,8 +1,8 @@
 #!/usr/bin/python3
 """Routed experts on expert_shard actors (`[parallel] experts = "shards"`, issue 15): tiny on 3
 node processes must end with the weights and loss lines of the in-worker run, bit for bit,
-with validation on; and again when a node (its worker and its shard) is killed mid-run and
-the survivors recover. `troupe train` (one process, no shards) refuses the setting.
+with validation on; again with the slots re-placed by the load every 4 steps ([eplb]); and
+again when a node (its worker and its shard) is killed mid-run and the survivors recover. `troupe train` (one process, no shards) refuses the setting.
 
   experts_test.py --troupe build/troupe --work DIR [--steps 12]
 """
@@ -70,6 +70,24 @@ def on_shards(troupe, work, steps, want):
     check("  all three shards answered requests", len(served(run_dir)) == 3, served(run_dir))
 
 
+def rebalanced(troupe, work, steps, want):
+    run_dir = os.path.join(work, "shards-eplb")
+    job = Job([troupe, "launch", *common(steps), "--nodes", "3", "--run-dir", run_dir, *SHARDS,
+               "--set", "eplb.rebalance_every_steps=4", "--set", "eplb.window_steps=3"])
+    out, err = job.communicate(timeout=600)
+    h = weights_hash(out)
+    check("a rebalance every 4 steps: same weights", job.returncode == 0 and h == want[0],
+          f"status {job.returncode}, {h} vs {want[0]}: {err.strip().splitlines()[-3:]}")
+    check("  same loss lines", losses(run_dir) == want[1],
+          f"{len(losses(run_dir))} lines vs {len(want[1])}")
+    rb = [e for e in events(run_dir) if e["event"] == "rebalance"]
+    want_steps = [s for s in range(4, steps, 4)]
+    check(f"  rebalanced before steps {want_steps}, never less balanced than before",
+          [e["step"] for e in rb] == want_steps and
+          all(e["imbalance_after"] <= e["imbalance_before"] for e in rb),
+          [e["text"] for e in rb])
+
+
 def lose_a_node(troupe, work, steps, want):
     run_dir = os.path.join(work, "shards-kill")
     job = Job([troupe, "launch", *common(steps), "--nodes", "3", "--run-dir", run_dir, *SHARDS],
@@ -115,6 +133,7 @@ def main():
     want = in_worker(a.troupe, a.work, a.steps)
     print(f"in-worker run: weights {want[0]}, {len(want[1])} loss lines", flush=True)
     on_shards(a.troupe, a.work, a.steps, want)
+    rebalanced(a.troupe, a.work, a.steps, want)
     lose_a_node(a.troupe, a.work, a.steps, want)
     one_process_refuses(a.troupe, a.work)
     if failures:

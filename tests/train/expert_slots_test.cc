@@ -81,6 +81,34 @@ TEST(ExpertShards, ReplicasTakeTurnsByMicroBatch) {
   EXPECT_THROW(replica_of(p, 0, 1, -1), std::invalid_argument);
 }
 
+// A job's placement: one redundant slot per shard; a StepBegin's phy2log read back into the
+// placement it came from (the same replicas, in slot order), and bad ones named.
+TEST(ExpertShards, AJobsPlacementAndItsPhy2log) {
+  EXPECT_EQ(shard_slot_count(8, 3), 12);
+  EXPECT_EQ(shard_slot_count(8, 1), 9);
+  EXPECT_EQ(shard_slot_count(8, 16), 32);
+  const JobConfig job = tests::tiny_test_job({"model.engram_layers=[]"});
+  const EplbProblem uniform = shard_problem(job.model, 3);
+  EXPECT_EQ(uniform.replicas, 12);
+  const EplbPlacement p = rebalance_experts(uniform);
+  EXPECT_EQ(check_placement(uniform, p), "");
+  std::vector<int64_t> flat;
+  for (const auto& row : p.phy2log) flat.insert(flat.end(), row.begin(), row.end());
+  EplbPlacement back;
+  ASSERT_EQ(
+      placement_from_phy2log(flat, int64_t(p.phy2log.size()), job.model.n_routed_experts, &back),
+      "");
+  EXPECT_EQ(back.phy2log, p.phy2log);
+  EXPECT_EQ(back.logcnt, p.logcnt);
+  back.hierarchical = p.hierarchical;  // the policy that made it: not in a phy2log
+  EXPECT_EQ(check_placement(uniform, back), "");
+  std::vector<int64_t> lost(12, 0);  // every slot expert 0: the others have none
+  EXPECT_NE(placement_from_phy2log(lost, 1, 8, &back).find("has no slot"), std::string::npos);
+  lost[3] = 9;
+  EXPECT_NE(placement_from_phy2log(lost, 1, 8, &back).find("holds expert 9"), std::string::npos);
+  EXPECT_NE(placement_from_phy2log(lost, 5, 8, &back).find("for 5 MoE layers"), std::string::npos);
+}
+
 TEST(ExpertShards, ASlotRefusesWhatItDoesNotHoldOrTwice) {
   const JobConfig job = tests::tiny_test_job({"model.engram_layers=[]"});
   ExpertSlots<float> s(job.model);
