@@ -87,15 +87,22 @@ Verdict check_rows(const ShardState& s, const Request& r, const ActorMessage& m,
   return {};
 }
 
-// A validation forward: computed on the weights it asked for, nothing kept for a backward.
-Verdict evaluate(Self* self, const train::ExpertForward& f, const ActorMessage& m, int64_t rows) {
+// Computes a forward's rows and answers it. A validation forward (f.evaluate) keeps
+// nothing; a train step's keeps each pair's inputs and cache for its backward.
+Verdict answer_forward(Self* self, const train::ExpertForward& f, const ActorMessage& m,
+                       int64_t rows) {
   auto& s = self->state;
   const int64_t C = s.cfg.d_model;
   std::vector<float> x, y(size_t(rows * C));
-  read_payload(m.payloads[0], &x);
+  read_payload(m.payloads[0], &x);  // a copy: aligned, whatever the wire's bytes are
   int64_t at = 0;
   for (const train::ExpertRows& e : f.slots()) {
-    s.slots->evaluate(f.moe_layer(), e.slot(), x.data() + at * C, e.rows(), y.data() + at * C);
+    const float* in = x.data() + at * C;
+    float* out = y.data() + at * C;
+    if (f.evaluate())
+      s.slots->evaluate(f.moe_layer(), e.slot(), in, e.rows(), out);
+    else
+      s.slots->forward(f.mb(), f.moe_layer(), e.slot(), in, e.rows(), out);
     at += e.rows();
   }
   train::ExpertOutputs out;
@@ -122,7 +129,7 @@ Verdict on_forward(Self* self, const train::ExpertForward& f, const ActorMessage
       return {};
     }
   }
-  if (f.evaluate()) return evaluate(self, f, m, rows);
+  if (f.evaluate()) return answer_forward(self, f, m, rows);
   if (f.step() < s.step) return drop(Drop::wrong_step, fmt::format("step {}", f.step()));
   if (f.step() > s.step) {
     s.slots->clear_step();
@@ -131,20 +138,7 @@ Verdict on_forward(Self* self, const train::ExpertForward& f, const ActorMessage
   for (const train::ExpertRows& e : f.slots())
     if (s.slots->stage(f.mb(), f.moe_layer(), e.slot()) != Stage::none)
       return drop(Drop::duplicate, fmt::format("micro-batch {} of slot {}", f.mb(), e.slot()));
-  const int64_t C = s.cfg.d_model;
-  std::vector<float> x, y(size_t(rows * C));
-  read_payload(m.payloads[0], &x);  // a copy: aligned, whatever the wire's bytes are
-  int64_t at = 0;
-  for (const train::ExpertRows& e : f.slots()) {
-    s.slots->forward(f.mb(), f.moe_layer(), e.slot(), x.data() + at * C, e.rows(),
-                     y.data() + at * C);
-    at += e.rows();
-  }
-  train::ExpertOutputs out;
-  out.set_step(f.step()), out.set_mb(f.mb()), out.set_moe_layer(f.moe_layer());
-  out.set_request(f.request());
-  reply(self, m.from, expert_outputs_type, out, {owned_payload(std::move(y))});
-  return {};
+  return answer_forward(self, f, m, rows);
 }
 
 Verdict on_backward(Self* self, const train::ExpertBackward& b, const ActorMessage& m) {
