@@ -1,8 +1,8 @@
 #!/usr/bin/python3
 """Routed experts on expert_shard actors (`[parallel] experts = "shards"`, issue 15): tiny on 3
 node processes must end with the weights and loss lines of the in-worker run, bit for bit,
-with validation on; again with the slots re-placed by the load every 4 steps ([eplb]); and
-again when a node (its worker and its shard) is killed mid-run and the survivors recover. `troupe train` (one process, no shards) refuses the setting.
+with validation on; again with the slots re-placed by the load every 4 steps ([eplb]); again
+through a scale 3 → 4 → 2; and again when a node (its worker and its shard) is killed mid-run and the survivors recover. `troupe train` (one process, no shards) refuses the setting.
 
   experts_test.py --troupe build/troupe --work DIR [--steps 12]
 """
@@ -88,6 +88,23 @@ def rebalanced(troupe, work, steps, want):
           [e["text"] for e in rb])
 
 
+def rescaled(troupe, work, steps, want):
+    """Scale 3 → 4 → 2 while the slots are re-placed every 3 steps: each view gets shards of
+    its own size, the newcomers' shards included, and the bits stay."""
+    run_dir = os.path.join(work, "shards-scale")
+    job = Job([troupe, "launch", *common(steps), "--nodes", "3", "--max-nodes", "4",
+               "--run-dir", run_dir, *SHARDS, "--set", "eplb.rebalance_every_steps=3",
+               "--set", "eplb.window_steps=2", "--scale-at", "4:4", "--scale-at", "8:2"])
+    out, err = job.communicate(timeout=600)
+    h = weights_hash(out)
+    reshapes = [e["text"] for e in events(run_dir) if e["event"] == "reshape"]
+    check("scaled 3 -> 4 -> 2 with rebalances: same weights",
+          job.returncode == 0 and h == want[0] and len(reshapes) == 2,
+          f"status {job.returncode}, {h} vs {want[0]}, {reshapes}: {err.strip().splitlines()[-2:]}")
+    slots = [e["slots"] for e in events(run_dir) if e["event"] == "rebalance"]
+    check("  rebalanced in each view, slots sized to it", 12 in slots and 10 in slots, slots)
+
+
 def lose_a_node(troupe, work, steps, want):
     run_dir = os.path.join(work, "shards-kill")
     job = Job([troupe, "launch", *common(steps), "--nodes", "3", "--run-dir", run_dir, *SHARDS],
@@ -134,6 +151,7 @@ def main():
     print(f"in-worker run: weights {want[0]}, {len(want[1])} loss lines", flush=True)
     on_shards(a.troupe, a.work, a.steps, want)
     rebalanced(a.troupe, a.work, a.steps, want)
+    rescaled(a.troupe, a.work, a.steps, want)
     lose_a_node(a.troupe, a.work, a.steps, want)
     one_process_refuses(a.troupe, a.work)
     if failures:
