@@ -30,6 +30,8 @@ void JobControl::on_event(const nlohmann::json& line) {
     metrics_.on_recovery(line.value("duration_ms", 0.0) / 1000);
   } else if (kind == "checkpoint" && line.contains("stall_ms")) {
     metrics_.on_checkpoint(line.value("stall_ms", 0.0) / 1000);
+  } else if (kind == "rebalance") {
+    metrics_.on_rebalance(line.value("imbalance_before", 0.0), line.value("imbalance_after", 0.0));
   } else if (kind == "dropped" && line.contains("reason")) {
     metrics_.on_fault("message_dropped");
   } else if (kind == "node_exit" && line.value("exit_code", -1) != 0) {

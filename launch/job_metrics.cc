@@ -61,6 +61,13 @@ JobMetrics::JobMetrics() : registry_(std::make_shared<prometheus::Registry>()) {
                                "Max over mean of the tokens per expert of a MoE layer, "
                                "last committed step (1: balanced)")
                            .Register(r);
+  rebalances_ = &counter(r, "troupe_expert_rebalances_total", "Re-placements of the expert slots");
+  slot_imbalance_ = &prometheus::BuildGauge()
+                         .Name("troupe_expert_slot_imbalance")
+                         .Help(
+                             "Max over mean of the load per expert shard, mean over MoE layers, "
+                             "of the last rebalance's window under the placement before and after")
+                         .Register(r);
 }
 
 JobMetrics::~JobMetrics() = default;
@@ -134,6 +141,12 @@ void JobMetrics::on_expert_load(const std::vector<std::vector<int64_t>>& counts)
     const double mean = double(sum) / double(c.size());
     expert_imbalance_->Add({{"layer", layer}}).Set(sum > 0 ? double(max) / mean : 1.0);
   }
+}
+
+void JobMetrics::on_rebalance(double before, double after) {
+  rebalances_->Increment();
+  slot_imbalance_->Add({{"placement", "before"}}).Set(before);
+  slot_imbalance_->Add({{"placement", "after"}}).Set(after);
 }
 
 std::string JobMetrics::text() const {

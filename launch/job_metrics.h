@@ -70,6 +70,10 @@ class JobMetrics {
   // troupe_expert_imbalance{layer} = max/mean of the step's counts over the layer's experts
   // (1 when the layer routed nothing): the routing imbalance that EPLB places against.
   void on_expert_load(const std::vector<std::vector<int64_t>>& counts);
+  // The expert slots re-placed ([eplb]): troupe_expert_rebalances_total += 1 and
+  // troupe_expert_slot_imbalance{placement="before"|"after"} = max/mean load per shard of
+  // the window's loads under the old and the new placement.
+  void on_rebalance(double before, double after);
 
   // Every metric in the Prometheus text exposition format (version 0.0.4).
   std::string text() const;
@@ -96,6 +100,8 @@ class JobMetrics {
   prometheus::Gauge* checkpoint_last_stall_s_;
   prometheus::Family<prometheus::Counter>* expert_tokens_;
   prometheus::Family<prometheus::Gauge>* expert_imbalance_;
+  prometheus::Counter* rebalances_;
+  prometheus::Family<prometheus::Gauge>* slot_imbalance_;
 
   std::mutex mu_;                                              // guards the two maps below
   std::map<std::string, std::set<std::string>> label_values_;  // label -> values seen

@@ -103,6 +103,17 @@ TEST(JobMetrics, ExpertLoadPerLayer) {
   EXPECT_NE(text.find("troupe_expert_imbalance{layer=\"0\"} 1"), std::string::npos);
 }
 
+TEST(JobMetrics, RebalancesAndTheSlotImbalanceBeforeAndAfter) {
+  JobMetrics m;
+  expect_samples(parsed_samples(m.text()), {"counter troupe_expert_rebalances_total{} 0.0"});
+  m.on_rebalance(1.5, 1.25);
+  m.on_rebalance(1.75, 1.0);
+  expect_samples(parsed_samples(m.text()),
+                 {"counter troupe_expert_rebalances_total{} 2.0",
+                  "gauge troupe_expert_slot_imbalance{placement=\"before\"} 1.75",
+                  "gauge troupe_expert_slot_imbalance{placement=\"after\"} 1.0"});
+}
+
 TEST(JobMetrics, DroppedCountsAreRunningTotalsThatNeverGoBack) {
   JobMetrics m;
   m.set_dropped("full_queue", 5);
