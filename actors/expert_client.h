@@ -58,6 +58,8 @@ class ExpertClient : public model::RoutedExperts<float> {
   // The placement and the shards, after a view change. Not while a step computes.
   void set_route(ExpertRoute route) { route_ = std::move(route); }
   const ExpertRoute& route() const { return route_; }
+  // Each MoE layer's layout in the worker's parameter table.
+  const std::vector<model::MoeLayout>& layouts() const { return layouts_; }
 
   void forward(int64_t layer, int64_t mb, std::span<const int64_t> begin, int64_t C,
                const float* xs, float* ys) override;

@@ -123,6 +123,7 @@ struct WorkerState {
   // `[parallel] experts = "shards"`: the routed experts' client (worker_experts.cc); null
   // when the worker computes them itself.
   std::unique_ptr<ExpertClient> experts;
+  ExpertRoute uniform_route;  // the view's placement without a rebalance (route_experts)
   static inline const char* name = "worker";
   WorkerState() = default;
   WorkerState(const WorkerState&) = delete;

@@ -57,8 +57,8 @@ Verdict take_placement(WorkerState& s, const train::StepBegin& b) {
     return {};
   }
   const model::ModelConfig& m = s.trainer->cfg.model;
-  if (b.phy2log_size() == 0) {
-    s.experts->set_route(shard_placement(m, s.peers));
+  if (b.phy2log_size() == 0) {  // computed once per view, not per step (route_experts)
+    s.experts->set_route(s.uniform_route);
     return {};
   }
   model::EplbPlacement p;
@@ -76,15 +76,18 @@ Verdict take_placement(WorkerState& s, const train::StepBegin& b) {
 void start_experts(Self* self, const model::JobConfig& cfg) {
   auto& s = self->state;
   if (cfg.parallel.experts != model::ExpertsAt::shards) return;
+  s.uniform_route = shard_placement(cfg.model, s.peers);
   s.experts = std::make_unique<ExpertClient>(
       self->system(), s.ctx.router, fmt::format("{}/expert_client.{}", s.ctx.node_id, s.ctx.index),
-      cfg.model, s.trainer->table, shard_placement(cfg.model, s.peers),
+      cfg.model, s.trainer->table, s.uniform_route,
       std::chrono::milliseconds(cfg.fault_tolerance.step_timeout_ms));
   s.trainer->set_routed_experts(s.experts.get());
 }
 
 void route_experts(WorkerState& s) {
-  if (s.experts) s.experts->set_route(shard_placement(s.trainer->cfg.model, s.peers));
+  if (!s.experts) return;
+  s.uniform_route = shard_placement(s.trainer->cfg.model, s.peers);
+  s.experts->set_route(s.uniform_route);
 }
 
 void prepare_experts(Self* self, int64_t version, bool evaluate) {
@@ -95,7 +98,7 @@ void prepare_experts(Self* self, int64_t version, bool evaluate) {
   const ExpertRoute& route = s.experts->route();
   const auto per = int64_t(route.shard_of_slot.size()) / s.workers;
   const int64_t part = m.moe_inter * m.d_model;
-  const std::vector<model::MoeLayout> layouts = model::moe_layouts(m, s.trainer->table);
+  const std::vector<model::MoeLayout>& layouts = s.experts->layouts();
   for (size_t layer = 0; layer < layouts.size(); ++layer) {
     train::ExpertWeights w;
     w.set_version(version), w.set_moe_layer(int64_t(layer));
