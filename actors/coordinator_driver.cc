@@ -14,6 +14,7 @@
 #include "runtime/step_hook.h"
 #include "train/dp_plan.h"
 #include "train/step_rules.h"
+#include "train/trainer.h"
 
 namespace troupe::actors::coordinator_impl {
 
@@ -49,6 +50,7 @@ void begin_step(Self* self, train::Kind kind) {
     d.val.open(s.core.epoch, d.step, W);
   }
   place_experts(self, &b);
+  begin_engram_step(self, &b);
   d.in_flight = true;
   d.begun = now(self);
   to_all_workers(self, step_begin_type, b);
@@ -120,7 +122,10 @@ Verdict check_piece_nodes(Self* self, const train::Stats& st,
 void try_apply(Self* self) {
   auto& s = self->state;
   auto& d = s.drv;
+  double engram_sumsq = 0;
   if (d.apply_sent || !d.stats.complete() || !d.norms.complete()) return;
+  if (!engram_norms_ready(self, &engram_sumsq)) return;
+  if (engram_sharded(self)) d.engram_sumsq = {engram_sumsq};  // the shards' Σ, not the workers'
   std::vector<model::TreeNode> nodes;
   d.consumed.clear();
   for (const auto& p : d.pieces) {
@@ -142,7 +147,9 @@ void try_apply(Self* self) {
   a.set_clip_scale(dec.clip_scale);
   std::vector<int64_t> flat;
   flatten_counts(dec.counts, a.mutable_count_layers(), &flat);
-  to_all_workers(self, apply_type, a, {owned_payload(std::move(flat))});
+  const std::vector<runtime::Payload> payloads{owned_payload(std::move(flat))};
+  to_all_workers(self, apply_type, a, payloads);
+  apply_to_engram_shards(self, a, payloads);
 }
 
 void finish_validation(Self* self) {
@@ -259,6 +266,8 @@ Verdict on_final(Self* self, const train::Final& f, const ActorMessage& m) {
   d.finals.add(s.core.epoch, -1, f.worker());
   d.worker_drops[m.from] = {f.drops().begin(), f.drops().end()};
   if (!d.finals.complete()) return {};
+  if (engram_sharded(self))  // the workers agreed on the parameters; the tables are the shards'
+    d.result.weights_hash = model::weights_hash_of(d.result.weights, d.result.engram_tables);
   for (const auto& [from, drops] : d.worker_drops)
     for (const train::DropCount& c : drops) s.drops.add(c.reason(), c.count());
   d.result.ok = true;
@@ -352,6 +361,11 @@ void add_driver_handlers(Self* self, Phase p, Dispatcher& d) {
     });
     d.on<train::StepDone>(step_done_type, [self](const train::StepDone& sd, ActorMessage& m) {
       return on_step_done(self, sd, m);
+    });
+    d.on<train::EngramNorm>(engram_norm_type, [self](const train::EngramNorm& n, ActorMessage& m) {
+      Verdict v = on_engram_norm(self, n, m);
+      if (!v) try_apply(self);
+      return v;
     });
   }
   if (p == Phase::finishing)

@@ -88,6 +88,7 @@ void publish_view(Self* self) {
     auto* p = v.add_placement();
     p->set_role("worker"), p->set_index(index), p->set_node_id(node);
   };
+  if (!place_engram_shards(self, &v)) return;  // before the workers, as the expert shards
   for (size_t i = 0; i < c.workers.size(); ++i) place(c.role_index[i], c.nodes[i].id);
   for (size_t i = 0; i < rs.standby.size() && !rs.active; ++i)  // newcomers on standby
     place(rs.standby_index[i], rs.joiners[i].id);
@@ -342,9 +343,14 @@ std::string start_text(Self* self) {
       double(s.core.state_floats_max) * 4 / (1 << 20),
       double(s.core.state_floats_total) * 4 / (1 << 20),
       engram == 0 ? std::string()
-                  : fmt::format("; Engram tables ({} parameters) replicated: "
-                                "{:.2f} MiB per worker with their Adam moments",
-                                engram, double(engram) * 3 * 4 / (1 << 20)));
+      : engram_sharded(self)
+          ? fmt::format("; Engram tables ({} parameters) on {} engram_shard "
+                        "actors: {:.2f} MiB with their Adam moments, none "
+                        "in the workers",
+                        engram, s.engram.addresses.size(), double(engram) * 3 * 4 / (1 << 20))
+          : fmt::format("; Engram tables ({} parameters) replicated: "
+                        "{:.2f} MiB per worker with their Adam moments",
+                        engram, double(engram) * 3 * 4 / (1 << 20)));
 }
 
 // The job starts when every worker of the view is ready, but for one on a node lost while

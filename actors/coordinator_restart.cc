@@ -85,6 +85,11 @@ void begin_rejoin(Self* self) {
   auto& s = self->state;
   auto& c = s.core;
   const RestartState& r = *s.opt.restart;
+  if (engram_sharded(self))
+    return fail(self,
+                "a restarted coordinator cannot find a job's engram_shard actors yet (their "
+                "homes are not journaled; issue 16): restart it from a checkpoint with "
+                "engram.placement = \"replicated\"");
   c.epoch = r.epoch;
   self->send(s.router, runtime::epoch_atom::value, c.epoch);
   for (const RestartState::Member& m : r.members) {

@@ -136,6 +136,15 @@ struct ExpertBalance {
   int64_t placed_at = -1;        // the step before which it was placed
 };
 
+// The engram_shard actors ([engram] placement = "shards"; coordinator_engram.cc): each
+// stays on the node the job's first view put it on (its tables are nowhere else).
+struct EngramShards {
+  std::vector<std::string> homes;          // node id by shard; empty until the first view
+  std::vector<std::string> addresses;      // "n2/engram_shard.1" by shard
+  Receipts norms;                          // EngramNorm of the step, by shard
+  std::vector<std::vector<double>> parts;  // by shard: Σ g² per table (0: another's)
+};
+
 // A checkpoint being written: each worker of the view reports its shards.
 struct PendingCheckpoint {
   uint64_t epoch = 0;
@@ -155,6 +164,7 @@ struct CoordinatorState {
   Controls controls;
   StepDriver drv;
   ExpertBalance balance;
+  EngramShards engram;
   std::map<int64_t, PendingCheckpoint> checkpoints;  // by step, until complete or skipped
   DropLog drops{"n0/coordinator.0", type_name};
   bool ending = false;    // end_job ran (the nodes were told to stop)
@@ -229,6 +239,19 @@ void record_expert_counts(Self* self, const std::vector<std::vector<int64_t>>& c
 // Into a StepBegin: the placement the step computes with, rebalanced first when [eplb]
 // says this step is due (an event names the imbalance before and after).
 void place_experts(Self* self, train::StepBegin* b);
+
+// coordinator_engram.cc: the Engram tables on engram_shard actors (each a no-op without).
+bool engram_sharded(Self* self);
+// Into a view: engram_shard.k on its home node (chosen at the first view). False, the job
+// failed, when a home left the view: its tables are lost.
+bool place_engram_shards(Self* self, control::View* v);
+// Into a StepBegin: the shards' addresses; a train step opens the round of their norms.
+void begin_engram_step(Self* self, train::StepBegin* b);
+// Every shard's norm is in (or there are no shards): *sumsq, Σ g² over the tables.
+bool engram_norms_ready(Self* self, double* sumsq);
+void apply_to_engram_shards(Self* self, const train::Apply& a,
+                            const std::vector<runtime::Payload>& payloads);
+Verdict on_engram_norm(Self* self, const train::EngramNorm& n, const ActorMessage& m);
 
 // coordinator_reshape.cc: scale, drain, pause, checkpoint on request; the step boundary.
 // At a step boundary, before the next step begins: true when the coordinator holds it

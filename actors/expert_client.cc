@@ -2,30 +2,17 @@
 
 #include <fmt/format.h>
 
-#include <atomic>
-#include <condition_variable>
 #include <cstring>
 #include <map>
-#include <mutex>
-#include <set>
 #include <stdexcept>
 
 #include "actors/protocol.h"
 #include "runtime/actor_message.h"
-#include "runtime/step_hook.h"
 #include "train/expert_slots.h"
 
 namespace troupe::actors {
 
 using runtime::ActorMessage;
-
-struct ExpertClient::Inbox {
-  std::mutex mu;
-  std::condition_variable cv;
-  std::set<uint64_t> waiting;                // asked, not answered: any other is dropped
-  std::map<uint64_t, ActorMessage> answers;  // by request id, until taken
-  std::atomic<uint64_t> next_request{1};
-};
 
 struct ExpertClient::Call {
   std::string shard;
@@ -37,9 +24,6 @@ struct ExpertClient::Call {
 
 namespace {
 
-// How often a wait for the shards looks whether a view change made its step moot.
-constexpr std::chrono::milliseconds epoch_poll_ms{20};
-
 template <class Answer>
 bool request_of(const ActorMessage& m, uint64_t* request) {
   Answer a;
@@ -48,20 +32,9 @@ bool request_of(const ActorMessage& m, uint64_t* request) {
   return true;
 }
 
-// The client's mailbox: hands each awaited answer to the thread waiting for it. Answers
-// nobody waits for (of a request that timed out, or a duplicate) are dropped.
-caf::behavior inbox(caf::event_based_actor*, std::shared_ptr<ExpertClient::Inbox> in) {
-  return {[in](ActorMessage& m) {
-    uint64_t request = 0;
-    const bool known =
-        (m.type == expert_outputs_type && request_of<train::ExpertOutputs>(m, &request)) ||
-        (m.type == expert_grads_type && request_of<train::ExpertGrads>(m, &request));
-    if (!known) return;
-    std::lock_guard<std::mutex> lock(in->mu);
-    if (in->waiting.erase(request) == 0) return;
-    in->answers.emplace(request, std::move(m));
-    in->cv.notify_all();
-  }};
+bool answer_of(const ActorMessage& m, uint64_t* request) {
+  return (m.type == expert_outputs_type && request_of<train::ExpertOutputs>(m, request)) ||
+         (m.type == expert_grads_type && request_of<train::ExpertGrads>(m, request));
 }
 
 template <class Request>
@@ -92,21 +65,11 @@ std::vector<float> floats(const runtime::Payload& p, int64_t count, const std::s
 ExpertClient::ExpertClient(caf::actor_system& system, caf::actor router, std::string address,
                            const model::ModelConfig& cfg, const model::ParamTable& table,
                            ExpertRoute route, std::chrono::milliseconds answer_timeout_ms)
-    : router_(std::move(router)),
-      address_(std::move(address)),
+    : rpc_(system, std::move(router), std::move(address), answer_of),
       cfg_(cfg),
       layouts_(model::moe_layouts(cfg, table)),
       route_(std::move(route)),
-      timeout_(answer_timeout_ms),
-      inbox_(std::make_shared<Inbox>()) {
-  inbox_actor_ = system.spawn(inbox, inbox_);
-  const std::string name = address_.substr(address_.find('/') + 1);
-  caf::anon_send(router_, runtime::register_atom::value, name, inbox_actor_);
-}
-
-ExpertClient::~ExpertClient() {
-  caf::anon_send_exit(inbox_actor_, caf::exit_reason::user_shutdown);
-}
+      timeout_(answer_timeout_ms) {}
 
 void ExpertClient::set_step(int64_t step, uint64_t epoch, bool evaluate) {
   step_ = step, epoch_ = epoch, evaluate_ = evaluate;
@@ -128,13 +91,7 @@ std::vector<ExpertClient::Call> ExpertClient::exchange(uint32_t type, int64_t la
     c.experts.push_back(e), c.slots.push_back(slot);
     c.rows += begin[size_t(e) + 1] - begin[size_t(e)];
   }
-  {
-    std::lock_guard<std::mutex> lock(inbox_->mu);
-    for (Call& c : calls) {
-      c.request = inbox_->next_request++;
-      inbox_->waiting.insert(c.request);
-    }
-  }
+  for (Call& c : calls) c.request = rpc_.expect();
   for (const Call& c : calls) {
     std::vector<float> payload;
     payload.reserve(size_t(c.rows * C));
@@ -144,54 +101,22 @@ std::vector<ExpertClient::Call> ExpertClient::exchange(uint32_t type, int64_t la
     if (type == expert_forward_type) {
       auto body = request_body<train::ExpertForward>(c, step_, mb, m, begin);
       body.set_evaluate(evaluate_);
-      msg = make_message(address_, c.shard, type, body);
+      msg = make_message(rpc_.address(), c.shard, type, body);
     } else {
-      msg = make_message(address_, c.shard, type,
+      msg = make_message(rpc_.address(), c.shard, type,
                          request_body<train::ExpertBackward>(c, step_, mb, m, begin));
     }
-    msg.epoch = epoch_;
     msg.payloads.push_back(owned_payload(std::move(payload)));
-    caf::anon_send(router_, std::move(msg));
+    rpc_.send(std::move(msg), epoch_);
   }
-  await_answers(calls, type, mb, m);
+  std::vector<uint64_t> requests;
+  std::vector<std::string> shards;
+  for (const Call& c : calls) requests.push_back(c.request), shards.push_back(c.shard);
+  std::vector<ActorMessage> answers =
+      rpc_.await(requests, shards, epoch_, timeout_,
+                 fmt::format("{} of micro-batch {} (MoE layer {})", type_name(type), mb, m));
+  for (size_t i = 0; i < calls.size(); ++i) calls[i].answer = std::move(answers[i]);
   return calls;
-}
-
-// Waits until every call is answered; throws StepAborted on a view change, else
-// std::runtime_error naming the shards that did not answer within the timeout.
-void ExpertClient::await_answers(std::vector<Call>& calls, uint32_t type, int64_t mb,
-                                 int64_t moe_layer) {
-  std::unique_lock<std::mutex> lock(inbox_->mu);
-  const auto answered = [&] {
-    for (const Call& c : calls)
-      if (!inbox_->answers.count(c.request)) return false;
-    return true;
-  };
-  const auto deadline = std::chrono::steady_clock::now() + timeout_;
-  bool moot = false;
-  while (!answered() && std::chrono::steady_clock::now() < deadline) {
-    if ((moot = runtime::node_epoch() > epoch_)) break;
-    inbox_->cv.wait_for(lock, epoch_poll_ms);  // a view change wakes nobody: look again soon
-  }
-  if (!answered()) {
-    std::string missing;
-    for (const Call& c : calls) {
-      if (!inbox_->answers.count(c.request)) missing += (missing.empty() ? "" : ", ") + c.shard;
-      inbox_->waiting.erase(c.request);
-      inbox_->answers.erase(c.request);
-    }
-    if (moot)
-      throw StepAborted(fmt::format("epoch {} began while micro-batch {} waited for shards {}",
-                                    runtime::node_epoch(), mb, missing));
-    throw std::runtime_error(fmt::format(
-        "expert shards {} did not answer {} of micro-batch {} (MoE layer {}) within {} ms", missing,
-        type_name(type), mb, moe_layer, timeout_.count()));
-  }
-  for (Call& c : calls) {
-    auto it = inbox_->answers.find(c.request);
-    c.answer = std::move(it->second);
-    inbox_->answers.erase(it);
-  }
 }
 
 void ExpertClient::forward(int64_t layer, int64_t mb, std::span<const int64_t> begin, int64_t C,

@@ -6,13 +6,10 @@
 // into the micro-batch's gradient, where the in-worker backward would have put it. So the
 // gradients, their tree reduction and everything after are bitwise the in-worker ones.
 //
-// The grad engine's threads call it at once (one micro-batch each). The answers go to an
-// actor of its own, registered with the router as `inbox_name`: the worker's mailbox is not
-// read while the worker computes. A shard that does not answer within answer_timeout_ms is
-// an error naming it (std::runtime_error), as is an answer that does not fit its request.
-// A view change while it waits (this node's agent heard of a newer epoch than the step's:
-// runtime::node_epoch) ends the wait with StepAborted: the step is moot, and a lost shard
-// would never answer.
+// The grad engine's threads call it at once (one micro-batch each). Requests and answers
+// travel through a ShardRpc (actors/shard_rpc.h): a shard that does not answer within
+// answer_timeout_ms is an error naming it (std::runtime_error), as is an answer that does
+// not fit its request; a view change while it waits ends the wait with StepAborted.
 #pragma once
 
 #include <caf/all.hpp>
@@ -23,17 +20,12 @@
 #include <string>
 #include <vector>
 
+#include "actors/shard_rpc.h"
 #include "model/ffn.h"
 #include "model/params.h"
 #include "train/eplb.h"
 
 namespace troupe::actors {
-
-// The step's compute was cut short by a view change (the worker drops the step and takes
-// the Recover or Reshape that follows).
-struct StepAborted : std::runtime_error {
-  using std::runtime_error::runtime_error;
-};
 
 struct ExpertRoute {
   model::EplbPlacement placement;          // slots of each MoE layer
@@ -47,9 +39,6 @@ class ExpertClient : public model::RoutedExperts<float> {
   ExpertClient(caf::actor_system& system, caf::actor router, std::string address,
                const model::ModelConfig& cfg, const model::ParamTable& table, ExpertRoute route,
                std::chrono::milliseconds answer_timeout_ms);
-  ~ExpertClient() override;
-  ExpertClient(const ExpertClient&) = delete;
-  ExpertClient& operator=(const ExpertClient&) = delete;
 
   // The weights version the next micro-batches compute with (a train step's number; a
   // validation's is the step after the one it follows), the epoch stamped on the requests,
@@ -66,23 +55,17 @@ class ExpertClient : public model::RoutedExperts<float> {
   void backward(int64_t layer, int64_t mb, std::span<const int64_t> begin, int64_t C,
                 const float* dys, float* dxs, float* grads) override;
 
-  struct Inbox;  // answers by request id (expert_client.cc)
-  struct Call;   // one request to one shard
+  struct Call;  // one request to one shard
 
  private:
   // Sends one request per shard for block `layer`'s experts and waits for every answer.
   std::vector<Call> exchange(uint32_t type, int64_t layer, int64_t mb,
                              std::span<const int64_t> begin, int64_t C, const float* rows);
-  void await_answers(std::vector<Call>& calls, uint32_t type, int64_t mb, int64_t moe_layer);
-
-  caf::actor router_;
-  std::string address_;
+  ShardRpc rpc_;
   model::ModelConfig cfg_;
   std::vector<model::MoeLayout> layouts_;
   ExpertRoute route_;
   std::chrono::milliseconds timeout_;
-  std::shared_ptr<Inbox> inbox_;
-  caf::actor inbox_actor_;
   int64_t step_ = 0;
   uint64_t epoch_ = 0;
   bool evaluate_ = false;

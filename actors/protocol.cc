@@ -32,7 +32,12 @@ std::string_view type_name(uint32_t type) {
                                                "ExpertForward",
                                                "ExpertOutputs",
                                                "ExpertBackward",
-                                               "ExpertGrads"};
+                                               "ExpertGrads",
+                                               "EngramLookup",
+                                               "EngramRows",
+                                               "EngramNorm",
+                                               "EngramDump",
+                                               "EngramTables"};
   static_assert(std::size(train) == train_types_end - step_begin_type);
   if (type >= step_begin_type && type < train_types_end) return train[type - step_begin_type];
   return runtime::control_type_name(type);

@@ -43,6 +43,11 @@ enum TrainType : uint32_t {
   expert_outputs_type,
   expert_backward_type,
   expert_grads_type,
+  engram_lookup_type,
+  engram_rows_type,
+  engram_norm_type,
+  engram_dump_type,
+  engram_tables_type,
   train_types_end,
 };
 

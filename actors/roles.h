@@ -15,16 +15,21 @@ void register_worker_role();
 caf::actor spawn_worker(caf::actor_system& system, const runtime::RoleContext& ctx,
                         bool detached = true);
 
-// expert_shard (issue 15): routed experts on physical slots, for the workers. Registered
-// so that a view may place it; no job does yet.
+// expert_shard (issue 15): routed experts on physical slots, for the workers.
 void register_expert_shard_role();
 caf::actor spawn_expert_shard(caf::actor_system& system, const runtime::RoleContext& ctx,
+                              bool detached = true);
+
+// engram_shard (issue 16): whole Engram tables with their update, for the workers.
+void register_engram_shard_role();
+caf::actor spawn_engram_shard(caf::actor_system& system, const runtime::RoleContext& ctx,
                               bool detached = true);
 
 // Registers every role; call once at process start, before the node agent runs.
 inline void register_roles() {
   register_worker_role();
   register_expert_shard_role();
+  register_engram_shard_role();
 }
 
 }  // namespace troupe::actors

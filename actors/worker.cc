@@ -3,8 +3,9 @@
 // pieces' gradient slices to their owners, reduces and updates the tensors it owns, and
 // sends them to every other worker. Engram's tables have no owner: every worker holds all
 // of them, gets every piece's sparse table gradient (EngramSlices, owned copies), reduces
-// them in tree order and applies the same sparse Adam step. Runs detached (its own
-// thread): a step's compute blocks for as long as the model takes.
+// them in tree order and applies the same sparse Adam step — or, with `[engram] placement
+// = "shards"`, holds none and reads them from engram_shard actors (worker_engram.cc). Runs detached
+// (its own thread): a step's compute blocks for as long as the model takes.
 //
 // The version before a step is kept until the coordinator announces the step's Commit (or,
 // should the Commit be lost, until the next StepBegin, which implies it). Every message is
@@ -200,6 +201,7 @@ Verdict on_validate(Self* self, const train::StepBegin& b) {
   static const std::vector<model::Piece<float>> none;
   const std::vector<model::Piece<float>>* pieces = &none;
   if (Verdict v = take_placement(s, b)) return v;
+  if (Verdict v = take_engram_shards(s, b, b.step() + 1)) return v;
   prepare_experts(self, b.step() + 1, true);
   if (r.lo < r.hi && !computed(self, [&] { pieces = &s.trainer->validate_range(r); })) return {};
   send_stats(self, b, *pieces);
@@ -241,6 +243,7 @@ Verdict on_step_begin(Self* self, const train::StepBegin& b, const ActorMessage&
   if (b.step() != s.version)
     return drop(Drop::wrong_step, fmt::format("step {} at version {}", b.step(), s.version));
   if (Verdict v = take_placement(s, b)) return v;
+  if (Verdict v = take_engram_shards(s, b, b.step())) return v;
   s.recovery_base.reset();  // every worker recovered: the coordinator goes on
   s.sent.clear();
   runtime::set_current_step(b.step());  // a fault plan's steps window (runtime/step_hook.h)
@@ -261,6 +264,7 @@ Verdict on_step_begin(Self* self, const train::StepBegin& b, const ActorMessage&
   send_stats(self, b, pieces);
   send_grad_slices(self, b.step(), pieces);
   if (s.trainer->engram() && !pieces.empty()) send_engram_pieces(self, b.step(), pieces);
+  if (s.engram && !pieces.empty()) send_engram_to_shards(self, b.step(), pieces);
   try_reduce(self);
   return {};
 }
@@ -378,6 +382,15 @@ Verdict on_commit(Self* self, const train::Commit& c, const ActorMessage&) {
 Verdict on_finish(Self* self, const train::Finish&, const ActorMessage&) {
   auto& s = self->state;
   if (s.final_epoch == s.epoch) return drop(Drop::duplicate, "Final already sent in this epoch");
+  std::vector<Payload> payloads;
+  if (s.me == 0) {
+    payloads.push_back(view_payload(s.trainer, s.trainer->params.data(), s.trainer->params.size()));
+    if (const auto* e = s.trainer->engram())
+      for (size_t t = 0; t < e->tables().size(); ++t)
+        payloads.push_back(view_payload(s.trainer, e->data(int64_t(t)),
+                                        size_t(e->tables()[t].rows * e->tables()[t].dim)));
+    if (!final_engram_tables(self, &payloads)) return {};
+  }
   s.final_epoch = s.epoch;
   s.recovery_base.reset();
   train::Final f;
@@ -386,14 +399,6 @@ Verdict on_finish(Self* self, const train::Finish&, const ActorMessage&) {
   for (const auto& [reason, count] : s.drops.counts()) {
     train::DropCount* d = f.add_drops();
     d->set_reason(reason), d->set_count(count);
-  }
-  std::vector<Payload> payloads;
-  if (s.me == 0) {
-    payloads.push_back(view_payload(s.trainer, s.trainer->params.data(), s.trainer->params.size()));
-    if (const auto* e = s.trainer->engram())
-      for (size_t t = 0; t < e->tables().size(); ++t)
-        payloads.push_back(view_payload(s.trainer, e->data(int64_t(t)),
-                                        size_t(e->tables()[t].rows * e->tables()[t].dim)));
   }
   reply(self, s.ctx.coordinator, final_type, f, std::move(payloads));
   return {};
@@ -470,7 +475,9 @@ void start(Self* self) {
   model::JobConfig cfg =
       model::config_from_text(s.ctx.job.config_text, s.ctx.job.config_name, s.ctx.job.config_sets);
   if (s.ctx.threads > 0) cfg.train.threads = s.ctx.threads;
-  s.trainer = std::make_shared<model::Trainer>(cfg);
+  start_engram(self, cfg);
+  s.trainer = std::make_shared<model::Trainer>(cfg, s.engram.get());
+  hook_engram(s);
   s.buddy_copies = cfg.fault_tolerance.buddy_copies;
   s.epoch = s.ctx.epoch;
   s.peers = s.ctx.peers;

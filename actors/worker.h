@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "actors/dispatch.h"
+#include "actors/engram_client.h"
 #include "actors/expert_client.h"
 #include "actors/protocol.h"
 #include "actors/transfer_faults.h"
@@ -124,6 +125,10 @@ struct WorkerState {
   // when the worker computes them itself.
   std::unique_ptr<ExpertClient> experts;
   ExpertRoute uniform_route;  // the view's placement without a rebalance (route_experts)
+  // `[engram] placement = "shards"`: the tables' client (worker_engram.cc); null when the
+  // worker holds the tables itself. engram_version: the version the next compute reads.
+  std::unique_ptr<EngramClient> engram;
+  int64_t engram_version = 0;
   static inline const char* name = "worker";
   WorkerState() = default;
   WorkerState(const WorkerState&) = delete;
@@ -163,6 +168,19 @@ Verdict take_placement(WorkerState& s, const train::StepBegin& b);
 void prepare_experts(Self* self, int64_t version, bool evaluate);
 // Runs compute; false when a view change cut it short (StepAborted): the step is dropped.
 bool computed(Self* self, const std::function<void()>& compute);
+
+// worker_engram.cc (`[engram] placement = "shards"`; each a no-op without it)
+void start_engram(Self* self, const model::JobConfig& cfg);  // before the trainer is made
+void hook_engram(WorkerState& s);                            // after: the prefetch hook
+// The shards a StepBegin names, and the version the step (or validation) reads.
+Verdict take_engram_shards(WorkerState& s, const train::StepBegin& b, int64_t version);
+// The pieces' sparse gradients to the shards of their tables (instead of EngramSlices to
+// every worker).
+void send_engram_to_shards(Self* self, int64_t step,
+                           const std::vector<model::Piece<float>>& pieces);
+// Worker 0's Final: every table from the shards appended; false when a view change cut the
+// fetch short (the Final waits for the next Finish).
+bool final_engram_tables(Self* self, std::vector<Payload>* payloads);
 
 // worker_checkpoint.cc
 // After the Commit that made `version` steps: this owner's share is copied and written on a

@@ -65,6 +65,7 @@ std::vector<Section> build_sections() {
                            KEY(fault_tolerance, replace_lost)}},
       {"parallel", {KEY(parallel, experts)}},
       {"eplb", {KEY(eplb, window_steps), KEY(eplb, rebalance_every_steps)}},
+      {"engram", {KEY(engram, placement), KEY(engram, shards)}},
   };
 }
 // clang-format on
@@ -119,6 +120,12 @@ struct Registry<ExpertsAt> {
   static constexpr std::string_view what = "place for the experts";
 };
 
+template <>
+struct Registry<EngramAt> {
+  static constexpr const auto& names = kEngramAtNames;
+  static constexpr std::string_view what = "place for the Engram tables";
+};
+
 template <class E>
 std::string name_of(E value) {
   for (const auto& [e, name] : Registry<E>::names)
@@ -162,9 +169,7 @@ std::string known_sections_text() {
 // that it is not there yet: a user who read the design gets told, not puzzled.
 std::string unknown_section_text(const std::string& name) {
   static const std::vector<std::pair<std::string, std::string>> planned = {
-      {"pipeline", "pipeline parallelism"},
-      {"engram", "Engram shard actors (the model's engram_* keys are in [model])"},
-      {"grpo", "GRPO rollouts"}};
+      {"pipeline", "pipeline parallelism"}, {"grpo", "GRPO rollouts"}};
   for (const auto& [section, what] : planned)
     if (name == section)
       return fmt::format(
@@ -332,7 +337,7 @@ struct Assign {
     }
     return *p = std::move(out), "";
   }
-  template <class E>  // a registry's enum: Residual, Ffn, OptimizerKind, ExpertsAt
+  template <class E>  // a registry's enum: Residual, Ffn, OptimizerKind, ExpertsAt, EngramAt
   std::string operator()(E* p) const {
     static_assert(std::is_enum_v<E>);
     if (!v.is_string()) return "must be a string (in quotes)" + got;

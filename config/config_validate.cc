@@ -114,6 +114,28 @@ void validate_routing(Checker& c, const ModelConfig& m) {
 }
 
 // Engram's layers and n-gram orders (SPEC §4): in range and distinct.
+// [engram] (issue 16): shards hold whole tables, so there are at most as many as tables.
+void validate_engram_placement(Checker& c, const JobConfig& cfg) {
+  c.positive("engram.shards");
+  if (cfg.engram.placement != EngramAt::shards) return;
+  const int64_t tables = int64_t(cfg.model.engram_layers.size() * cfg.model.engram_orders.size()) *
+                         cfg.model.engram_heads;
+  if (tables == 0)
+    c.fail_across({"engram.placement", "model.engram_layers"},
+                  "engram.placement = \"shards\" needs Engram tables: set model.engram_layers "
+                  "(or engram.placement = \"replicated\")");
+  else if (cfg.engram.shards > tables)
+    c.fail_across({"engram.shards", "model.engram_layers"},
+                  fmt::format("engram.shards = {} is more than the model's {} Engram tables "
+                              "(layers × orders × heads): a shard holds whole tables",
+                              cfg.engram.shards, tables));
+  if (cfg.checkpoint.every_steps > 0)
+    c.fail_across({"checkpoint.every_steps", "engram.placement"},
+                  "checkpoints of Engram tables on engram_shard actors are not implemented yet "
+                  "(issue 16): set checkpoint.every_steps = 0 or engram.placement = "
+                  "\"replicated\"");
+}
+
 void validate_engram(Checker& c, const ModelConfig& m) {
   std::set<int64_t> seen;
   for (int64_t l : m.engram_layers) {
@@ -230,6 +252,8 @@ void validate_rest(Checker& c, const JobConfig& cfg) {
                   fmt::format("eplb.rebalance_every_steps = {} places expert slots on shards; it "
                               "needs parallel.experts = \"shards\" (or set it to 0)",
                               cfg.eplb.rebalance_every_steps));
+
+  validate_engram_placement(c, cfg);
 
   c.non_negative("checkpoint.every_steps");
   c.positive("checkpoint.keep");

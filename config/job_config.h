@@ -38,10 +38,27 @@ struct EplbConfig {
   bool operator==(const EplbConfig&) const = default;
 };
 
+// engram.placement: where the Engram tables and their Adam moments live (docs/engram.md).
+enum class EngramAt {
+  replicated,  // every worker holds every table and applies the same update
+  shards,      // engram_shard actors hold whole tables, engram.shards of them
+};
+inline constexpr std::array<std::pair<EngramAt, std::string_view>, 2> kEngramAtNames = {
+    {{EngramAt::replicated, "replicated"}, {EngramAt::shards, "shards"}}};
+
+// [engram]: where the Engram tables live (the model's engram_* keys are in [model]). Never
+// changes what is computed.
+struct EngramPlacement {
+  EngramAt placement = EngramAt::replicated;
+  int64_t shards = 2;  // engram_shard actors with "shards": table t on shard t mod shards
+  bool operator==(const EngramPlacement&) const = default;
+};
+
 struct JobConfig : TrainJobConfig {
   runtime::FaultToleranceConfig fault_tolerance;  // [fault_tolerance]: noticing failures
   ParallelConfig parallel;                        // [parallel]: where the work runs
   EplbConfig eplb;                                // [eplb]: expert slots following the load
+  EngramPlacement engram;                         // [engram]: where the Engram tables live
   std::string source;                             // the file it was read from, for messages
   // Where each explicitly set key came from, for messages: "section.key" ->
   // "configs/x.toml:12" or "--set section.key=value". Keys absent here hold defaults.

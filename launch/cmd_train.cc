@@ -132,6 +132,11 @@ void run_train(const TrainArgs& a) {
         "train: parallel.experts = \"shards\" puts the experts on expert_shard actors, which "
         "one process has none of; run the job with `troupe launch`, or set "
         "parallel.experts=worker");
+  if (cfg.engram.placement == model::EngramAt::shards && !cfg.model.engram_layers.empty())
+    throw UsageError(
+        "train: engram.placement = \"shards\" puts the Engram tables on engram_shard actors, "
+        "which one process has none of; run the job with `troupe launch`, or set "
+        "engram.placement=replicated");
   TrainRun run = open_train_run(a.run_dir, cfg, a.resume);
   model::Trainer trainer(cfg);
   if (a.resume) resume_train_run(a.run_dir, &run, &trainer);

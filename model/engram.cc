@@ -126,23 +126,35 @@ void sparse_rows_add(SparseRows<T>& a, const SparseRows<T>& b, int64_t dim) {
 }
 
 template <typename T>
+double engram_table_sumsq(const SparseRows<T>& rows) {
+  double part = 0;
+  for (T x : rows.values) part += double(x) * double(x);
+  return part;
+}
+
+template <typename T>
 double engram_grad_sumsq(const EngramGrad<T>& g) {
   double total = 0;
-  for (const SparseRows<T>& t : g) {
-    double part = 0;
-    for (T x : t.values) part += double(x) * double(x);
-    total += part;
-  }
+  for (const SparseRows<T>& t : g) total += engram_table_sumsq(t);
   return total;
 }
 
 template <typename T>
 InProcessEngramStore<T>::InProcessEngramStore(const ModelConfig& cfg, uint64_t seed)
+    : InProcessEngramStore(cfg, seed, std::vector<bool>(engram_tables(cfg).size(), true)) {}
+
+template <typename T>
+InProcessEngramStore<T>::InProcessEngramStore(const ModelConfig& cfg, uint64_t seed,
+                                              const std::vector<bool>& held)
     : info_(engram_tables(cfg)) {
-  for (const auto& t : info_) {
-    std::vector<T> w(size_t(t.rows * t.dim));
-    CounterRng rng(seed, purpose_of(t.name));
-    for (size_t i = 0; i < w.size(); ++i) w[i] = T(kTableInitStd * rng.normal(i));
+  if (held.size() != info_.size())
+    throw std::invalid_argument("engram store: " + std::to_string(held.size()) +
+                                " table flags given, the config has " +
+                                std::to_string(info_.size()) + " tables");
+  for (size_t i = 0; i < info_.size(); ++i) {
+    std::vector<T> w(held[i] ? size_t(info_[i].rows * info_[i].dim) : 0);
+    CounterRng rng(seed, purpose_of(info_[i].name));
+    for (size_t j = 0; j < w.size(); ++j) w[j] = T(kTableInitStd * rng.normal(j));
     values_.push_back(std::move(w));
     m_.emplace_back(values_.back().size(), T(0));
     v_.emplace_back(values_.back().size(), T(0));
@@ -167,6 +179,8 @@ InProcessEngramStore<T>::InProcessEngramStore(const ModelConfig& cfg,
 template <typename T>
 void InProcessEngramStore<T>::lookup(int64_t table, const int64_t* ids, int64_t n, T* out) const {
   const EngramTableInfo& info = info_.at(size_t(table));
+  if (n > 0 && !held(table))
+    throw std::out_of_range("engram table " + info.name + " is not held here");
   const T* w = values_[size_t(table)].data();
   for (int64_t i = 0; i < n; ++i) {
     if (ids[i] < 0 || ids[i] >= info.rows) throw std::out_of_range("engram row id out of range");
@@ -185,6 +199,8 @@ void InProcessEngramStore<T>::apply(const EngramGrad<T>& grad, const EngramAdamS
   for (size_t t = 0; t < info_.size(); ++t) {
     const int64_t D = info_[t].dim;
     const SparseRows<T>& g = grad[t];
+    if (!g.ids.empty() && !held(int64_t(t)))
+      throw std::out_of_range("engram gradient for table " + info_[t].name + ", not held here");
     for (size_t r = 0; r < g.ids.size(); ++r) {
       const int64_t base = g.ids[r] * D;
       if (g.ids[r] < 0 || g.ids[r] >= info_[t].rows)
@@ -213,6 +229,8 @@ EngramRowsBackup<T> InProcessEngramStore<T>::backup_rows(const EngramGrad<T>& gr
   for (size_t t = 0; t < info_.size(); ++t) {
     const int64_t D = info_[t].dim;
     b.ids[t] = grad[t].ids;
+    if (!grad[t].ids.empty() && !held(int64_t(t)))
+      throw std::out_of_range("engram rows of table " + info_[t].name + ", not held here");
     for (int64_t id : grad[t].ids) {
       if (id < 0 || id >= info_[t].rows)
         throw std::out_of_range("engram gradient row id out of range in " + info_[t].name);
@@ -453,6 +471,8 @@ void engram_backward(const ModelConfig& cfg, const EngramLayout& L, const T* P, 
 
 template void sparse_rows_add<float>(SparseRows<float>&, const SparseRows<float>&, int64_t);
 template void sparse_rows_add<double>(SparseRows<double>&, const SparseRows<double>&, int64_t);
+template double engram_table_sumsq<float>(const SparseRows<float>&);
+template double engram_table_sumsq<double>(const SparseRows<double>&);
 template double engram_grad_sumsq<float>(const EngramGrad<float>&);
 template double engram_grad_sumsq<double>(const EngramGrad<double>&);
 template class InProcessEngramStore<float>;

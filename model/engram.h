@@ -69,7 +69,10 @@ using EngramGrad = std::vector<SparseRows<T>>;
 // + right). The reduction step of the canonical tree (DESIGN §5).
 template <typename T>
 void sparse_rows_add(SparseRows<T>& a, const SparseRows<T>& b, int64_t dim);
-// Σ g² over every row of every table, in table order then ascending row order, in double.
+// Σ g² over one table's rows in ascending row order, in double (one sequential sum).
+template <typename T>
+double engram_table_sumsq(const SparseRows<T>& rows);
+// Σ g² over every row of every table: engram_table_sumsq of each, added in table order.
 template <typename T>
 double engram_grad_sumsq(const EngramGrad<T>& g);
 
@@ -111,10 +114,15 @@ class InProcessEngramStore final : public EngramStore<T> {
   // Fresh tables: entry i of a table is 0.02·normal(i) of CounterRng(seed, purpose_of(name)),
   // the same rule as the dense Normal parameters (params.cc).
   InProcessEngramStore(const ModelConfig& cfg, uint64_t seed);
+  // Only the tables t with held[t] (an engram_shard's share, actors/engram_shard.cc), made as
+  // above; the others hold nothing, and lookup or apply of a row of one throws
+  // std::out_of_range naming it.
+  InProcessEngramStore(const ModelConfig& cfg, uint64_t seed, const std::vector<bool>& held);
   // Tables given (one (R·D) vector per table, in engram_tables(cfg) order; e.g. loaded).
   InProcessEngramStore(const ModelConfig& cfg, std::vector<std::vector<T>> values);
 
   const std::vector<EngramTableInfo>& tables() const override { return info_; }
+  bool held(int64_t table) const { return !values_.at(size_t(table)).empty(); }
   void lookup(int64_t table, const int64_t* ids, int64_t n, T* out) const override;
   void apply(const EngramGrad<T>& grad, const EngramAdamStep& s) override;
   // The rows of `grad` as they are now; restore_rows puts them back (values and moments).

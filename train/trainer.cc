@@ -9,6 +9,7 @@
 #include <thread>
 
 #include "model/ffn.h"
+#include "train/engram_share.h"
 #include "train/tree.h"
 
 namespace troupe::model {
@@ -142,8 +143,6 @@ template class GradEngine<float>;
 template class GradEngine<double>;
 
 namespace {
-constexpr double kEngramLrMultiplier = 5.0;  // SPEC §4: tables train at lr × 5
-
 // The first val_rows_max rows of the unshuffled validation stream (0 = every row that ends
 // inside one pass over the validation documents), in whole micro-batches.
 Batch validation_rows(const TrainJobConfig& c, const std::vector<std::string>& docs) {
@@ -161,7 +160,7 @@ int resolve_threads(int64_t configured) {
 }
 }  // namespace
 
-Trainer::Trainer(const TrainJobConfig& c)
+Trainer::Trainer(const TrainJobConfig& c, const EngramStore<float>* engram_elsewhere)
     : cfg(c),
       table(c.model),
       params(static_cast<size_t>(table.total())),
@@ -172,10 +171,10 @@ Trainer::Trainer(const TrainJobConfig& c)
                                                  c.model.seq_len);
   val_batch_ = validation_rows(c, corpus_->val);
   init_params(table, c.train.seed, params.data());
-  if (!c.model.engram_layers.empty())
+  if (!c.model.engram_layers.empty() && !engram_elsewhere)
     engram_ = std::make_unique<InProcessEngramStore<float>>(c.model, c.train.seed);
-  engine_ =
-      std::make_unique<GradEngine<float>>(cfg.model, table, threads_, c.train.seed, engram_.get());
+  engine_ = std::make_unique<GradEngine<float>>(cfg.model, table, threads_, c.train.seed,
+                                                engram_ ? engram_.get() : engram_elsewhere);
 }
 
 Trainer::~Trainer() = default;
@@ -221,13 +220,8 @@ void Trainer::apply_bias_rule(const std::vector<std::vector<int64_t>>& counts, F
   }
 }
 
-// SPEC §4: sparse Adam on the touched rows, lr × 5, no weight decay.
 void Trainer::engram_adam(const EngramGrad<float>& grad, int64_t step, double scale) {
-  EngramAdamStep es;
-  es.lr = kEngramLrMultiplier * lr_at(cfg.train, step);
-  es.beta1 = cfg.optimizer.beta1, es.beta2 = cfg.optimizer.beta2, es.eps = cfg.optimizer.eps;
-  es.grad_scale = scale, es.step = step;
-  engram_->apply(grad, es);
+  engram_->apply(grad, engram_adam_step(cfg, step, scale));
 }
 
 void Trainer::keep_optimizer_state(FlatRange owned) {
@@ -268,13 +262,21 @@ void Trainer::reshard_optimizer(FlatRange owned,
   optimizer_stepped_ = true;
 }
 
+void Trainer::before_compute(const Batch& batch, TreeNode range) const {
+  if (!before_compute_) return;
+  const int64_t mb = cfg.train.micro_batch_rows;
+  before_compute_(batch.slice(range.lo * mb, (range.hi - range.lo) * mb));
+}
+
 const std::vector<Piece<float>>& Trainer::compute_range(int64_t step, TreeNode range) {
   const Batch batch = train_batch(*train_stream_, step, cfg.train.batch_size);
+  before_compute(batch, range);
   return engine_->run_range(params.data(), batch, cfg.train.micro_batch_rows, range.lo, range.hi,
                             true, cfg.model.mtp_depth > 0);
 }
 
 const std::vector<Piece<float>>& Trainer::validate_range(TreeNode range) {
+  before_compute(val_batch_, range);
   return engine_->run_range(params.data(), val_batch_, cfg.train.micro_batch_rows, range.lo,
                             range.hi, false, false);
 }
@@ -298,21 +300,6 @@ void combine_node(int64_t lo, int64_t hi, const std::vector<TreeNode>& nodes,
   float* right = tmp[depth].data();
   combine_node(mid, hi, nodes, slices, len, right, tmp, depth + 1);
   for (int64_t i = 0; i < len; ++i) dst[i] += right[i];
-}
-
-// Node [lo, hi) of the canonical tree, by value: the piece that is that node (find(lo, hi)
-// returns it, or null), else merge(left, right) of its two halves (tree_fold). `what` names
-// the caller in the error for a micro-batch no piece covers.
-template <class R, class Find, class Merge>
-R combine_in_tree(int64_t lo, int64_t hi, const Find& find, const Merge& merge, const char* what) {
-  const auto at = [&](int64_t a, int64_t b) -> std::optional<R> {
-    if (const R* r = find(a, b)) return *r;
-    if (b - a <= 1)
-      throw std::invalid_argument(std::string(what) + ": no piece covers micro-batch " +
-                                  std::to_string(a));
-    return std::nullopt;
-  };
-  return tree_fold<R>(lo, hi, at, merge);
 }
 
 LossParts<float> combine_parts(const std::vector<Piece<float>>& pieces, int64_t n) {
@@ -371,23 +358,7 @@ void Trainer::apply_owned(FlatRange owned, int64_t step, double scale,
 double Trainer::reduce_engram(const std::vector<TreeNode>& nodes,
                               const std::vector<const EngramGrad<float>*>& grads) {
   if (!engram_) throw std::logic_error("reduce_engram: the model has no Engram layer");
-  if (nodes.size() != grads.size())
-    throw std::invalid_argument("reduce_engram: one gradient per node");
-  for (const EngramGrad<float>* g : grads)
-    if (g == nullptr || g->size() != engram_->tables().size())
-      throw std::invalid_argument("reduce_engram: a gradient has the wrong number of tables");
-  // The sparse table gradients follow the tree as engram_tree_reduce does in one process.
-  const auto& info = engram_->tables();
-  const auto find = [&](int64_t lo, int64_t hi) -> const EngramGrad<float>* {
-    for (size_t i = 0; i < nodes.size(); ++i)
-      if (nodes[i].lo == lo && nodes[i].hi == hi) return grads[i];
-    return nullptr;
-  };
-  const auto merge = [&](EngramGrad<float>& a, const EngramGrad<float>& b) {
-    for (size_t t = 0; t < info.size(); ++t) sparse_rows_add(a[t], b[t], info[t].dim);
-  };
-  engram_grad_ =
-      combine_in_tree<EngramGrad<float>>(0, micro_batches(), find, merge, "reduce_engram");
+  engram_grad_ = reduce_engram_pieces(engram_->tables(), micro_batches(), nodes, grads);
   return engram_grad_sumsq(engram_grad_);
 }
 
@@ -510,6 +481,13 @@ double Trainer::validate() {
   LossParts<float> lp =
       engine_->run(params.data(), val_batch_, cfg.train.micro_batch_rows, false, false);
   return lp.ce_count > 0 ? double(lp.ce_sum) / double(lp.ce_count) : 0.0;
+}
+
+uint64_t weights_hash_of(const std::vector<float>& params,
+                         const std::vector<std::vector<float>>& tables) {
+  uint64_t h = XXH64(params.data(), params.size() * sizeof(float), 0);
+  for (const std::vector<float>& t : tables) h = XXH64(t.data(), t.size() * sizeof(float), h);
+  return h;
 }
 
 uint64_t Trainer::weights_hash() const {

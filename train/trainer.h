@@ -104,6 +104,10 @@ StepStats step_stats(const TrainConfig& t, int64_t step, const LossParts<float>&
 LossParts<float> combine_pieces(const std::vector<Piece<float>>& pieces, int64_t n,
                                 std::vector<std::vector<int64_t>>* counts);
 
+// Trainer::weights_hash of these parameters and Engram tables (in table order).
+uint64_t weights_hash_of(const std::vector<float>& params,
+                         const std::vector<std::vector<float>>& tables);
+
 class Trainer {
  public:
   // Members first, as a table of contents.
@@ -132,10 +136,15 @@ class Trainer {
   void engram_adam(const EngramGrad<float>& grad, int64_t step, double clip_scale);
 
   void apply_bias_rule(const std::vector<std::vector<int64_t>>& counts, FlatRange owned);
+  std::function<void(const Batch&)> before_compute_;
+  void before_compute(const Batch& batch, TreeNode range) const;
 
  public:
-  // Loads the corpus and initialises the weights from the job seed.
-  explicit Trainer(const TrainJobConfig& cfg);
+  // Loads the corpus and initialises the weights from the job seed. With Engram layers the
+  // tables are this trainer's own, or, given engram_elsewhere (not owned; it must outlive
+  // the trainer), read through it: engram() is then null, and the tables' reduction, update,
+  // checkpoint and hash are the holder's (data parallelism with engram_shard actors).
+  explicit Trainer(const TrainJobConfig& cfg, const EngramStore<float>* engram_elsewhere = nullptr);
   ~Trainer();
 
   // Runs step s (0-based) of the job: forward, backward, reduce, clip, update, rebalance.
@@ -157,6 +166,11 @@ class Trainer {
   // From now on the routed experts of compute_range and validate_range are computed by
   // `routed` (not owned; nullptr: in-process again). The bits stay (GradEngine's).
   void set_routed_experts(RoutedExperts<float>* routed) { engine_->set_routed_experts(routed); }
+  // Called by compute_range and validate_range with the range's rows before they compute
+  // (an Engram store elsewhere fetches the rows they read: actors/engram_client.h).
+  void set_before_compute(std::function<void(const Batch&)> hook) {
+    before_compute_ = std::move(hook);
+  }
   int64_t val_micro_batches() const { return val_batch_.rows / cfg.train.micro_batch_rows; }
   // Owners: sums, in tree order, the slices [owned.lo, owned.hi) of the pieces covering the
   // whole step (nodes in any order; slices[i] belongs to nodes[i]). Returns the owned

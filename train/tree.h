@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cstdint>
 #include <optional>
+#include <stdexcept>
+#include <string>
 #include <vector>
 
 #include "kernels/cpu/parallel_for.h"
@@ -55,6 +57,21 @@ R tree_fold(int64_t lo, int64_t hi, const At& at, const Merge& merge) {
   R left = tree_fold<R>(lo, mid, at, merge);
   merge(left, tree_fold<R>(mid, hi, at, merge));
   return left;
+}
+
+// Node [lo, hi) combined from pieces reduced elsewhere: find(lo, hi) gives the piece of
+// exactly that node (or null), else merge(left, right) of its two halves (tree_fold). `what`
+// names the caller in the error for a micro-batch no piece covers (std::invalid_argument).
+template <class R, class Find, class Merge>
+R combine_in_tree(int64_t lo, int64_t hi, const Find& find, const Merge& merge, const char* what) {
+  const auto at = [&](int64_t a, int64_t b) -> std::optional<R> {
+    if (const R* r = find(a, b)) return *r;
+    if (b - a <= 1)
+      throw std::invalid_argument(std::string(what) + ": no piece covers micro-batch " +
+                                  std::to_string(a));
+    return std::nullopt;
+  };
+  return tree_fold<R>(lo, hi, at, merge);
 }
 
 // Σ parts[lo..hi) in canonical tree order, for scalars.

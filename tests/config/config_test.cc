@@ -209,6 +209,27 @@ TEST(ConfigParallel, ExpertsByNameAndOnlyWithRoutedExperts) {
             10);
 }
 
+// [engram] (issue 16): where the tables live, by name; shards hold whole tables.
+TEST(ConfigEngram, PlacementByNameAndShardsBoundedByTheTables) {
+  const JobConfig d = load_config(write_toml("[train]\nsteps = 3\n"), {});
+  EXPECT_EQ(d.engram.placement, EngramAt::replicated);
+  EXPECT_EQ(d.engram.shards, 2);
+  const JobConfig c = load_config(write_toml("[engram]\nplacement = \"shards\"\nshards = 3\n"), {});
+  EXPECT_EQ(c.engram.placement, EngramAt::shards);
+  EXPECT_EQ(c.engram.shards, 3);
+  EXPECT_CONTAINS(file_error("[engram]\nplacement = \"disk\"\n"),
+                  "unknown place for the Engram tables; known: replicated, shards");
+  EXPECT_CONTAINS(set_error({"engram.shards=0"}),
+                  "--set engram.shards=0: must be a positive integer");
+  EXPECT_CONTAINS(set_error({"engram.placement=shards", "engram.shards=9"}),
+                  "engram.shards = 9 is more than the model's 8 Engram tables");
+  EXPECT_CONTAINS(set_error({"engram.placement=shards", "model.engram_layers=[]"}),
+                  "engram.placement = \"shards\" needs Engram tables");
+  EXPECT_CONTAINS(set_error({"engram.placement=shards", "checkpoint.every_steps=5"}),
+                  "checkpoints of Engram tables on engram_shard actors are not implemented yet");
+  EXPECT_CONTAINS(file_error("[engram]\nhost_cache_bytes = 5\n"), "unknown key");
+}
+
 // [checkpoint] is a section now (issue 12): read, and its keys checked.
 TEST(ConfigCheckpoint, ReadAndChecked) {
   EXPECT_CONTAINS(file_error("[checkpoint]\nevery_steps = -1\n"),

@@ -142,6 +142,11 @@ const runtime::Dispatcher& dispatcher(std::vector<uint32_t>* types) {
     add(expert_outputs_type, std::type_identity<train::ExpertOutputs>{}, none);
     add(expert_backward_type, std::type_identity<train::ExpertBackward>{}, none);
     add(expert_grads_type, std::type_identity<train::ExpertGrads>{}, none);
+    add(engram_lookup_type, std::type_identity<train::EngramLookup>{}, none);
+    add(engram_rows_type, std::type_identity<train::EngramRows>{}, none);
+    add(engram_norm_type, std::type_identity<train::EngramNorm>{}, none);
+    add(engram_dump_type, std::type_identity<train::EngramDump>{}, none);
+    add(engram_tables_type, std::type_identity<train::EngramTables>{}, none);
     return d;
   }();
   *types = all;

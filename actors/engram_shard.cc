@@ -1,0 +1,304 @@
+// The engram_shard role (issue 16, `[engram] placement = "shards"`): it holds whole Engram
+// tables (table t on shard t mod engram.shards) with their Adam moments, answers the
+// workers' prefetches (EngramLookup → EngramRows), gathers every piece's sparse gradient of
+// its tables (EngramSlices from the workers), reduces them in canonical tree order, sends
+// each table's Σ g² to the coordinator (EngramNorm) and applies the step's sparse Adam on
+// the coordinator's Apply — train::EngramShare, the trainer's bits on those tables.
+//
+// Versions and epochs. version = train steps applied. A lookup (or a dump) of a version not
+// reached yet is held until the Apply that reaches it; the gradients of a step come only
+// after its lookups were answered. A message of a newer epoch (a recovery, a reshape)
+// forgets the step being gathered and what was held; and when it asks for the version
+// before the last update, which was applied in an older epoch (the step was aborted after
+// this shard applied it, before the coordinator recorded its commit), the update is undone
+// first: the shard returns to the committed version as the workers do. Bad input is
+// dropped and counted; nothing a message says can crash the shard.
+//
+// The coordinator places engram_shard.k on a node at the job's first view and keeps it
+// there: its tables are nowhere else. A lost node that held one ends the job with an error
+// (no copies yet: actors/coordinator_engram.cc).
+#include <fmt/format.h>
+
+#include <caf/all.hpp>
+#include <memory>
+
+#include "actors/dispatch.h"
+#include "actors/protocol.h"
+#include "actors/roles.h"
+#include "config/config_parse.h"
+#include "runtime/control.pb.h"
+#include "runtime/log.h"
+#include "train/engram_share.h"
+#include "train/step_rules.h"
+
+namespace troupe::actors {
+namespace {
+
+using runtime::ActorMessage;
+using runtime::Payload;
+
+// Lookups and dumps held until their version: a step's lookups of every worker, at most.
+inline constexpr size_t held_requests_max = 4096;
+
+struct EngramShardState {
+  runtime::RoleContext ctx;
+  model::JobConfig cfg;
+  int64_t shards = 0, n_mb = 0;
+  std::unique_ptr<model::EngramShare> share;
+  uint64_t epoch = 0;
+  uint64_t update_epoch = 0;  // the epoch in which the last kept update was applied
+  int64_t step = -1;          // the step whose pieces are being gathered
+  std::vector<model::TreeNode> nodes;
+  std::vector<std::unique_ptr<model::EngramGrad<float>>> grads;
+  int64_t covered = 0;  // micro-batches the gathered pieces cover
+  std::vector<ActorMessage> held;
+  DropLog drops{"", type_name};
+  int64_t answered = 0;  // lookups answered in this epoch (the first is logged)
+  static inline const char* name = "engram_shard";
+};
+using Self = caf::stateful_actor<EngramShardState>;
+
+template <class Proto>
+void reply(Self* self, const std::string& to, uint32_t type, const Proto& body,
+           std::vector<Payload> payloads) {
+  ActorMessage m = make_message(self->state.ctx.address, to, type, body);
+  m.epoch = self->state.epoch;
+  m.payloads = std::move(payloads);
+  self->send(self->state.ctx.router, std::move(m));
+}
+
+void forget_step(EngramShardState& s) {
+  s.nodes.clear(), s.grads.clear();
+  s.covered = 0;
+  s.share->drop_reduced();
+}
+
+// A request for `version`: true when it can be answered now (after undoing an aborted
+// update it asks to go back before); false with *v unset when it waits; a drop else.
+bool ready_for(Self* self, int64_t version, const ActorMessage& m, Verdict* v) {
+  auto& s = self->state;
+  model::EngramShare& share = *s.share;
+  if (version == share.version()) return true;
+  if (version == share.version() - 1 && share.can_undo() && m.epoch > s.update_epoch) {
+    log::info("{}: back to version {}: step {} was aborted after this shard applied it",
+              s.ctx.address, version, version);
+    share.undo();
+    forget_step(s);
+    return true;
+  }
+  if (version > share.version()) {
+    if (s.held.size() >= held_requests_max)
+      *v = drop(Drop::backlog_full, "requests waiting for their version");
+    else
+      s.held.push_back(m);
+    return false;
+  }
+  *v = drop(Drop::wrong_step, fmt::format("version {} at version {}", version, share.version()));
+  return false;
+}
+
+Verdict on_lookup(Self* self, const train::EngramLookup& l, const ActorMessage& m) {
+  auto& s = self->state;
+  const auto& info = s.share->store().tables();
+  if (size_t(l.tables_size()) != m.payloads.size() || l.version() < 0)
+    return drop(Drop::malformed, "a lookup without one payload of ids per table");
+  std::vector<std::vector<int64_t>> ids(m.payloads.size());
+  for (int i = 0; i < l.tables_size(); ++i) {
+    const int64_t t = l.tables(i);
+    if (t < 0 || size_t(t) >= info.size() || !s.share->store().held(t))
+      return drop(Drop::malformed, fmt::format("table {} is not held here", t));
+    if (!read_payload(m.payloads[size_t(i)], &ids[size_t(i)]))
+      return drop(Drop::malformed, "ids that are not int64");
+    for (int64_t id : ids[size_t(i)])
+      if (id < 0 || id >= info[size_t(t)].rows)
+        return drop(Drop::malformed, fmt::format("row {} of table {}", id, info[size_t(t)].name));
+  }
+  Verdict v;
+  if (!ready_for(self, l.version(), m, &v)) return v;
+  std::vector<Payload> payloads;
+  for (int i = 0; i < l.tables_size(); ++i) {
+    const int64_t t = l.tables(i), D = info[size_t(t)].dim;
+    std::vector<float> rows(ids[size_t(i)].size() * size_t(D));
+    s.share->store().lookup(t, ids[size_t(i)].data(), int64_t(ids[size_t(i)].size()), rows.data());
+    payloads.push_back(owned_payload(std::move(rows)));
+  }
+  if (s.answered++ == 0)
+    log::info("{}: serving Engram tables of epoch {} at version {}", s.ctx.address, s.epoch,
+              l.version());
+  train::EngramRows r;
+  r.set_version(l.version()), r.set_request(l.request());
+  reply(self, m.from, engram_rows_type, r, std::move(payloads));
+  return {};
+}
+
+Verdict on_dump(Self* self, const train::EngramDump& d, const ActorMessage& m) {
+  auto& s = self->state;
+  Verdict v;
+  if (d.version() < 0) return drop(Drop::malformed, "a negative version");
+  if (!ready_for(self, d.version(), m, &v)) return v;
+  train::EngramTables out;
+  out.set_version(d.version()), out.set_request(d.request());
+  std::vector<Payload> payloads;
+  const auto& store = s.share->store();
+  for (size_t t = 0; t < store.tables().size(); ++t) {
+    if (!store.held(int64_t(t))) continue;
+    out.add_tables(int64_t(t));
+    const int64_t n = store.tables()[t].rows * store.tables()[t].dim;
+    payloads.push_back(
+        owned_payload(std::vector<float>(store.data(int64_t(t)), store.data(int64_t(t)) + n)));
+  }
+  reply(self, m.from, engram_tables_type, out, std::move(payloads));
+  return {};
+}
+
+// Every piece of the step is in: reduce, and the coordinator gets the tables' Σ g².
+void reduce_step(Self* self) {
+  auto& s = self->state;
+  std::vector<const model::EngramGrad<float>*> grads;
+  for (const auto& g : s.grads) grads.push_back(g.get());
+  std::vector<double> parts = s.share->reduce(s.nodes, grads);
+  s.nodes.clear(), s.grads.clear();
+  train::EngramNorm n;
+  n.set_step(s.step), n.set_shard(s.ctx.index);
+  reply(self, s.ctx.coordinator, engram_norm_type, n, {owned_payload(std::move(parts))});
+}
+
+Verdict on_slices(Self* self, const train::EngramSlices& es, const ActorMessage& m) {
+  auto& s = self->state;
+  Verdict v;
+  if (es.step() < 0) return drop(Drop::malformed, "a negative step");
+  if (!ready_for(self, es.step(), m, &v)) return v;
+  if (es.step() != s.step) forget_step(s), s.step = es.step();
+  if (s.share->reduced()) return drop(Drop::duplicate, "pieces of a step already reduced");
+  const std::string why = check_new_pieces(s.nodes, es.nodes(), s.n_mb, s.n_mb);
+  if (!why.empty())
+    return drop(why == "a piece received twice" ? Drop::duplicate : Drop::malformed, why);
+  const auto& info = s.share->store().tables();
+  std::vector<std::unique_ptr<model::EngramGrad<float>>> grads;
+  int64_t covered = 0;
+  for (int i = 0; i < es.nodes_size(); ++i) {
+    grads.push_back(std::make_unique<model::EngramGrad<float>>());
+    if (!read_engram_piece(es, m.payloads, i, info, grads.back().get()))
+      return drop(Drop::malformed, "Engram slices whose rows do not fit the tables");
+    for (size_t t = 0; t < info.size(); ++t)
+      if (!s.share->store().held(int64_t(t)) && !(*grads.back())[t].ids.empty())
+        return drop(Drop::malformed, fmt::format("rows of table {}, not held here", t));
+    covered += es.nodes(i).hi() - es.nodes(i).lo();
+  }
+  if (s.covered + covered > s.n_mb)
+    return drop(Drop::malformed, "pieces that cover more than the batch");
+  for (int i = 0; i < es.nodes_size(); ++i) {
+    s.nodes.push_back({es.nodes(i).lo(), es.nodes(i).hi()});
+    s.grads.push_back(std::move(grads[size_t(i)]));
+  }
+  s.covered += covered;
+  if (s.covered < s.n_mb) return {};
+  const std::string cover = model::check_cover(s.nodes, s.n_mb);
+  if (!cover.empty()) {
+    forget_step(s);
+    return drop(Drop::malformed, "the step's pieces: " + cover);
+  }
+  reduce_step(self);
+  return {};
+}
+
+Verdict on_apply(Self* self, const train::Apply& a, const ActorMessage& m) {
+  auto& s = self->state;
+  if (m.from != s.ctx.coordinator)
+    return drop(Drop::unknown_sender, "Apply not from the coordinator");
+  if (a.step() != s.share->version() || a.step() != s.step)
+    return drop(Drop::wrong_step,
+                fmt::format("Apply of step {} at version {}", a.step(), s.share->version()));
+  if (!s.share->reduced()) return drop(Drop::wrong_phase, "Apply before the step was reduced");
+  s.share->apply(a.step(), a.clip_scale());
+  s.update_epoch = m.epoch;
+  return {};
+}
+
+std::shared_ptr<Dispatcher> shard_table(Self* self) {
+  auto d = std::make_shared<Dispatcher>(type_name);
+  d->on<train::EngramLookup>(
+      engram_lookup_type, [self](const auto& l, ActorMessage& m) { return on_lookup(self, l, m); });
+  d->on<train::EngramSlices>(engram_slices_type, [self](const auto& es, ActorMessage& m) {
+    return on_slices(self, es, m);
+  });
+  d->on<train::Apply>(apply_type,
+                      [self](const auto& a, ActorMessage& m) { return on_apply(self, a, m); });
+  d->on<train::EngramDump>(engram_dump_type,
+                           [self](const auto& x, ActorMessage& m) { return on_dump(self, x, m); });
+  return d;
+}
+
+void on_message(Self* self, const Dispatcher& table, ActorMessage& m) {
+  auto& s = self->state;
+  if (m.epoch < s.epoch) {
+    s.drops.record(*drop(Drop::stale_epoch, ""), m);
+    return;
+  }
+  if (m.epoch > s.epoch) {  // a new view: the step being gathered and what waited are gone
+    if (s.answered > 0)
+      log::info("{}: {} lookups answered in epoch {}", s.ctx.address, s.answered, s.epoch);
+    s.answered = 0;
+    s.epoch = m.epoch;
+    forget_step(s);
+    s.step = -1;
+    for (const ActorMessage& h : s.held) s.drops.record(*drop(Drop::stale_epoch, "held"), h);
+    s.held.clear();
+  }
+  const int64_t version = s.share->version();
+  if (Verdict v = table.dispatch(m)) {
+    s.drops.record(*v, m);
+    return;
+  }
+  if (s.share->version() == version || s.held.empty()) return;
+  std::vector<ActorMessage> held;  // a new version: what waited for it is answered
+  held.swap(s.held);
+  for (ActorMessage& h : held) on_message(self, table, h);
+}
+
+caf::behavior engram_shard(Self* self, runtime::RoleContext ctx) {
+  auto& s = self->state;
+  s.ctx = std::move(ctx);
+  s.drops.set_owner(s.ctx.address);
+  self->send(s.ctx.router, runtime::register_atom::value,
+             fmt::format("engram_shard.{}", s.ctx.index), caf::actor(self));
+  try {
+    s.cfg = model::config_from_text(s.ctx.job.config_text, s.ctx.job.config_name,
+                                    s.ctx.job.config_sets);
+    s.shards = s.cfg.engram.shards;
+    if (s.cfg.engram.placement != model::EngramAt::shards || s.ctx.index >= s.shards)
+      throw std::invalid_argument(
+          fmt::format("engram_shard.{} in a job with {} Engram shards", s.ctx.index,
+                      s.cfg.engram.placement == model::EngramAt::shards ? s.shards : 0));
+    s.n_mb = s.cfg.train.batch_size / s.cfg.train.micro_batch_rows;
+    const auto tables = int64_t(model::engram_tables(s.cfg.model).size());
+    s.share = std::make_unique<model::EngramShare>(
+        s.cfg, model::engram_tables_of_shard(tables, s.shards, s.ctx.index));
+    s.epoch = s.ctx.epoch;
+  } catch (const std::exception& e) {
+    control::NodeError err;
+    err.set_text(fmt::format("{}: {}", s.ctx.address, e.what()));
+    reply(self, s.ctx.coordinator, runtime::node_error_type, err, {});
+    self->quit();
+    return {};
+  }
+  const std::shared_ptr<Dispatcher> table = shard_table(self);
+  return {[=](ActorMessage& m) { on_message(self, *table, m); }};
+}
+
+}  // namespace
+
+caf::actor spawn_engram_shard(caf::actor_system& system, const runtime::RoleContext& ctx,
+                              bool detached) {
+  return detached ? system.spawn<caf::detached>(engram_shard, ctx)
+                  : system.spawn(engram_shard, ctx);
+}
+
+void register_engram_shard_role() {
+  runtime::register_role("engram_shard",
+                         [](caf::actor_system& sys, const runtime::RoleContext& ctx) {
+                           return spawn_engram_shard(sys, ctx, true);
+                         });
+}
+
+}  // namespace troupe::actors

@@ -1,0 +1,81 @@
+// A worker's Engram tables on engram_shard actors (`[engram] placement = "shards"`, issue
+// 16). The worker holds no table: its trainer reads them through an EngramClient, which
+// prefetches the rows of each range before it computes (Trainer::set_before_compute); the
+// pieces' sparse gradients go to the shards holding their tables (each shard gets every
+// piece, with the rows of its tables alone) instead of to every other worker; the shards
+// reduce, report Σ g² to the coordinator and apply the step's Apply. Worker 0 fetches the
+// final tables from the shards for its Final. Each is a no-op without shards.
+#include <fmt/format.h>
+
+#include "actors/engram_client.h"
+#include "actors/worker.h"
+#include "runtime/log.h"
+#include "train/engram_share.h"
+
+namespace troupe::actors::worker_impl {
+
+void start_engram(Self* self, const model::JobConfig& cfg) {
+  auto& s = self->state;
+  if (cfg.engram.placement != model::EngramAt::shards || cfg.model.engram_layers.empty()) return;
+  s.engram = std::make_unique<EngramClient>(
+      self->system(), s.ctx.router, fmt::format("{}/engram_client.{}", s.ctx.node_id, s.ctx.index),
+      cfg.model, cfg.train.seed, cfg.engram.shards,
+      std::chrono::milliseconds(cfg.fault_tolerance.step_timeout_ms));
+}
+
+void hook_engram(WorkerState& s) {
+  if (!s.engram) return;
+  WorkerState* at = &s;
+  s.trainer->set_before_compute([at](const model::Batch& rows) {
+    at->engram->prefetch(rows, at->engram_version, at->epoch);
+  });
+}
+
+Verdict take_engram_shards(WorkerState& s, const train::StepBegin& b, int64_t version) {
+  if (!s.engram) {
+    if (b.engram_shards_size() > 0) return drop(Drop::malformed, "Engram shards, but none here");
+    return {};
+  }
+  const auto shards = int64_t(s.engram->shard_count());
+  if (b.engram_shards_size() != shards)
+    return drop(Drop::malformed, fmt::format("{} Engram shards for engram.shards = {}",
+                                             b.engram_shards_size(), shards));
+  s.engram->set_shards({b.engram_shards().begin(), b.engram_shards().end()});
+  s.engram_version = version;
+  return {};
+}
+
+void send_engram_to_shards(Self* self, int64_t step,
+                           const std::vector<model::Piece<float>>& pieces) {
+  auto& s = self->state;
+  const auto& info = s.engram->tables();
+  const int64_t K = int64_t(s.engram->shards().size());
+  for (int64_t k = 0; k < K; ++k) {
+    train::EngramSlices es;
+    es.set_step(step);
+    std::vector<Payload> payloads;
+    for (size_t p = 0; p < pieces.size(); ++p) {
+      model::EngramGrad<float> mine(info.size());
+      const model::EngramGrad<float>& g = s.trainer->piece_engram_grad(p);
+      for (size_t t = 0; t < info.size(); ++t)
+        if (model::engram_shard_of_table(int64_t(t), K) == k) mine[t] = g[t];
+      add_engram_piece(mine, pieces[p].node, &es, &payloads);
+    }
+    reply(self, s.engram->shards()[size_t(k)], engram_slices_type, es, std::move(payloads));
+  }
+}
+
+bool final_engram_tables(Self* self, std::vector<Payload>* payloads) {
+  auto& s = self->state;
+  if (!s.engram) return true;
+  try {
+    for (auto& t : s.engram->fetch_tables(s.version, s.epoch))
+      payloads->push_back(owned_payload(std::move(t)));
+    return true;
+  } catch (const StepAborted& e) {
+    log::info("{}: the final Engram tables wait for the next view: {}", s.ctx.address, e.what());
+    return false;
+  }
+}
+
+}  // namespace troupe::actors::worker_impl

@@ -1,0 +1,145 @@
+#!/usr/bin/python3
+"""Engram tables on engram_shard actors (`[engram] placement = "shards"`, issue 16): tiny on 3
+node processes must end with the weights and loss lines of the replicated run, bit for bit,
+with validation on, for 2 and 3 shards; again when a node is killed mid-run and the
+survivors recover; a node holding a shard killed stops the job with an error naming the shard
+(no copies yet). `troupe train` (one process, no shards) refuses the setting.
+
+  engram_test.py --troupe build/troupe --work DIR [--steps 12]
+"""
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+
+from launch_checks import TINY, Job, check, events, failures, steps_done, wait_for
+
+
+def shards(k):
+    return ["--set", "engram.placement=shards", "--set", f"engram.shards={k}"]
+
+
+def common(steps):
+    return ["--config", TINY, "--steps", str(steps), "--set", "train.eval_every=5"]
+
+
+FIELDS = ("step", "loss", "ce", "mtp", "bal", "lr", "grad_norm", "val_loss")  # not the times
+
+
+def losses(run_dir):
+    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
+        return [{k: j[k] for k in FIELDS if k in j} for j in map(json.loads, f)]
+
+
+def served(run_dir):
+    """Node logs' lines where an Engram shard answered its first lookup of an epoch."""
+    lines = []
+    for name in sorted(os.listdir(run_dir)):
+        if name.startswith("node-") and name.endswith(".log"):
+            with open(os.path.join(run_dir, name)) as f:
+                lines += [l.strip() for l in f if "engram_shard" in l and "serving" in l]
+    return lines
+
+
+def weights_hash(out):
+    m = re.search(r"weights ([0-9a-f]{16})", out)
+    return m.group(1) if m else None
+
+
+def node_pids(run_dir):
+    return {e["node"]: e["pid"] for e in events(run_dir) if e["event"] == "join"}
+
+
+def replicated(troupe, work, steps):
+    run_dir = os.path.join(work, "replicated")
+    res = subprocess.run([troupe, "launch", *common(steps), "--nodes", "3", "--run-dir", run_dir],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=600)
+    if res.returncode != 0 or not weights_hash(res.stdout):
+        raise SystemExit(f"the replicated run failed ({res.returncode}): {res.stderr[-2000:]}")
+    return weights_hash(res.stdout), losses(run_dir)
+
+
+def on_shards(troupe, work, steps, want, k):
+    run_dir = os.path.join(work, f"shards-{k}")
+    job = Job([troupe, "launch", *common(steps), "--nodes", "3", "--run-dir", run_dir, *shards(k)])
+    out, err = job.communicate(timeout=600)
+    h = weights_hash(out)
+    check(f"3 nodes, tables on {k} shards: same weights and tables as replicated",
+          job.returncode == 0 and h == want[0],
+          f"status {job.returncode}, {h} vs {want[0]}: {err.strip().splitlines()[-3:]}")
+    check("  same loss lines (loss, grad_norm, val_loss: every bit)", losses(run_dir) == want[1],
+          f"{len(losses(run_dir))} lines vs {len(want[1])}")
+    start = [e["text"] for e in events(run_dir) if e["event"] == "start"]
+    check("  the workers hold no table", start and "none in the workers" in start[0], start)
+    check(f"  all {k} shards answered lookups", len(served(run_dir)) == k, served(run_dir))
+
+
+def kill_node(troupe, work, steps, node):
+    """Kills node `node` after three steps; returns (job, out, err, run_dir)."""
+    run_dir = os.path.join(work, f"kill-{node}")
+    job = Job([troupe, "launch", *common(steps), "--nodes", "3", "--run-dir", run_dir,
+               *shards(2)], start_new_session=True)
+    wait_for(lambda: steps_done(run_dir) >= 3, 300, "three steps", job)
+    pid = node_pids(run_dir).get(node)
+    check(f"kill: {node} has a pid", pid is not None, node_pids(run_dir))
+    os.kill(pid, signal.SIGKILL)
+    try:
+        out, err = job.communicate(timeout=300)
+    except subprocess.TimeoutExpired:
+        os.killpg(job.pid, signal.SIGKILL)
+        out, err = job.communicate()
+        check("kill: the job ends", False, f"still running 300 s after the kill:\n{job.tail()}")
+    return job, out, err, run_dir
+
+
+def lose_a_worker_node(troupe, work, steps, want):
+    job, out, err, run_dir = kill_node(troupe, work, steps, "n3")  # the shards are on n1, n2
+    h = weights_hash(out)
+    check("a node without a shard killed: recovered, same weights and tables",
+          job.returncode == 0 and "1 lost, recovered" in out and h == want[0],
+          f"status {job.returncode}, {h} vs {want[0]}: {(out + err).strip().splitlines()[-3:]}")
+    check("  same loss lines", losses(run_dir) == want[1],
+          f"{len(losses(run_dir))} lines vs {len(want[1])}")
+
+
+def lose_a_shard_node(troupe, work, steps):
+    job, out, err, _ = kill_node(troupe, work, steps, "n2")  # engram_shard.1
+    check("a node holding a shard killed: the job stops, naming the shard",
+          job.returncode != 0 and "engram_shard.1" in out + err and "no copy" in out + err,
+          f"status {job.returncode}: {(out + err).strip().splitlines()[-3:]}")
+
+
+def one_process_refuses(troupe, work):
+    res = subprocess.run([troupe, "train", *common(2), "--run-dir", os.path.join(work, "train"),
+                          *shards(2)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         timeout=60)
+    check("troupe train refuses Engram shards, naming the key",
+          res.returncode == 2 and "engram.placement" in res.stderr and "troupe launch" in res.stderr,
+          f"status {res.returncode}: {res.stderr.strip()}")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--troupe", required=True)
+    ap.add_argument("--work", required=True)
+    ap.add_argument("--steps", type=int, default=12)
+    a = ap.parse_args()
+    shutil.rmtree(a.work, ignore_errors=True)
+    os.makedirs(a.work)
+    want = replicated(a.troupe, a.work, a.steps)
+    print(f"replicated run: weights {want[0]}, {len(want[1])} loss lines", flush=True)
+    on_shards(a.troupe, a.work, a.steps, want, 2)
+    on_shards(a.troupe, a.work, a.steps, want, 3)
+    lose_a_worker_node(a.troupe, a.work, a.steps, want)
+    lose_a_shard_node(a.troupe, a.work, a.steps)
+    one_process_refuses(a.troupe, a.work)
+    if failures:
+        raise SystemExit("FAILED:\n" + "\n".join(failures))
+    print("ok")
+
+
+if __name__ == "__main__":
+    main()

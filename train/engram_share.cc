@@ -1,0 +1,84 @@
+#include "train/engram_share.h"
+
+#include <stdexcept>
+#include <string>
+
+#include "train/schedule.h"
+
+namespace troupe::model {
+
+namespace {
+constexpr double kEngramLrMultiplier = 5.0;  // SPEC §4: tables train at lr × 5
+}  // namespace
+
+EngramAdamStep engram_adam_step(const TrainJobConfig& cfg, int64_t step, double clip_scale) {
+  EngramAdamStep es;
+  es.lr = kEngramLrMultiplier * lr_at(cfg.train, step);
+  es.beta1 = cfg.optimizer.beta1, es.beta2 = cfg.optimizer.beta2, es.eps = cfg.optimizer.eps;
+  es.grad_scale = clip_scale, es.step = step;
+  return es;
+}
+
+EngramGrad<float> reduce_engram_pieces(const std::vector<EngramTableInfo>& tables, int64_t n_mb,
+                                       const std::vector<TreeNode>& nodes,
+                                       const std::vector<const EngramGrad<float>*>& grads) {
+  if (nodes.size() != grads.size())
+    throw std::invalid_argument("reduce_engram_pieces: one gradient per node");
+  for (const EngramGrad<float>* g : grads)
+    if (g == nullptr || g->size() != tables.size())
+      throw std::invalid_argument(
+          "reduce_engram_pieces: a gradient has the wrong number of tables");
+  const auto find = [&](int64_t lo, int64_t hi) -> const EngramGrad<float>* {
+    for (size_t i = 0; i < nodes.size(); ++i)
+      if (nodes[i].lo == lo && nodes[i].hi == hi) return grads[i];
+    return nullptr;
+  };
+  const auto merge = [&](EngramGrad<float>& a, const EngramGrad<float>& b) {
+    for (size_t t = 0; t < tables.size(); ++t) sparse_rows_add(a[t], b[t], tables[t].dim);
+  };
+  return combine_in_tree<EngramGrad<float>>(0, n_mb, find, merge, "reduce_engram_pieces");
+}
+
+std::vector<bool> engram_tables_of_shard(int64_t tables, int64_t shards, int64_t shard) {
+  std::vector<bool> held(size_t(tables), false);
+  for (int64_t t = 0; t < tables; ++t) held[size_t(t)] = engram_shard_of_table(t, shards) == shard;
+  return held;
+}
+
+EngramShare::EngramShare(const TrainJobConfig& cfg, std::vector<bool> held)
+    : cfg_(cfg), held_(std::move(held)), store_(cfg.model, cfg.train.seed, held_) {}
+
+std::vector<double> EngramShare::reduce(const std::vector<TreeNode>& nodes,
+                                        const std::vector<const EngramGrad<float>*>& grads) {
+  const auto& info = store_.tables();
+  for (const EngramGrad<float>* g : grads)
+    for (size_t t = 0; g && t < g->size() && t < info.size(); ++t)
+      if (!held_[t] && !(*g)[t].ids.empty())
+        throw std::invalid_argument("rows of Engram table " + info[t].name +
+                                    ", which this shard does not hold");
+  const int64_t n_mb = cfg_.train.batch_size / cfg_.train.micro_batch_rows;
+  reduced_ = reduce_engram_pieces(info, n_mb, nodes, grads);
+  std::vector<double> parts(info.size(), 0.0);
+  for (size_t t = 0; t < info.size(); ++t) parts[t] = engram_table_sumsq((*reduced_)[t]);
+  return parts;
+}
+
+void EngramShare::apply(int64_t step, double clip_scale) {
+  if (!reduced_) throw std::logic_error("EngramShare::apply before reduce");
+  if (step != version_)
+    throw std::logic_error("EngramShare::apply of step " + std::to_string(step) + " at version " +
+                           std::to_string(version_));
+  backup_ = store_.backup_rows(*reduced_);
+  store_.apply(*reduced_, engram_adam_step(cfg_, step, clip_scale));
+  reduced_.reset();
+  ++version_;
+}
+
+void EngramShare::undo() {
+  if (!backup_) throw std::logic_error("EngramShare::undo without a kept update");
+  store_.restore_rows(*backup_);
+  backup_.reset();
+  --version_;
+}
+
+}  // namespace troupe::model

@@ -1,0 +1,66 @@
+#pragma once
+// The Engram update outside the trainer: its sparse Adam step, the tree reduction of the
+// pieces' sparse gradients, and EngramShare, an engram_shard's tables with their update
+// (actors/engram_shard.cc). A shard holds whole tables: each table's Σ g² is one sequential
+// sum over its rows (engram_table_sumsq), so the global norm summed table by table from the
+// shards' parts is bitwise the one process's (engram_grad_sumsq). Pure computation.
+#include <cstdint>
+#include <optional>
+#include <vector>
+
+#include "model/engram.h"
+#include "train/train_config.h"
+#include "train/tree.h"
+
+namespace troupe::model {
+
+// SPEC §4: sparse Adam on the touched rows at lr × 5, no weight decay, the optimizer's betas
+// and eps, the step's global clip scale.
+EngramAdamStep engram_adam_step(const TrainJobConfig& cfg, int64_t step, double clip_scale);
+
+// The pieces covering micro-batches [0, n_mb) (nodes in any order; grads[i] belongs to
+// nodes[i]) combined in canonical tree order, rowwise per table (sparse_rows_add): the bits
+// of one process's reduction. Throws std::invalid_argument naming what does not fit.
+EngramGrad<float> reduce_engram_pieces(const std::vector<EngramTableInfo>& tables, int64_t n_mb,
+                                       const std::vector<TreeNode>& nodes,
+                                       const std::vector<const EngramGrad<float>*>& grads);
+
+// The tables t with owner_of_table(t) == shard: table t belongs to shard t mod shards.
+std::vector<bool> engram_tables_of_shard(int64_t tables, int64_t shards, int64_t shard);
+inline int64_t engram_shard_of_table(int64_t table, int64_t shards) {
+  return table % shards;
+}
+
+// One shard's tables and their update. version() is the number of train steps applied; the
+// rows the last update changed are kept (as they were) until undo() or the next update, so
+// a step that a recovery aborts after this shard applied it can be taken back.
+class EngramShare {
+ public:
+  EngramShare(const TrainJobConfig& cfg, std::vector<bool> held);
+
+  const InProcessEngramStore<float>& store() const { return store_; }
+  InProcessEngramStore<float>& store() { return store_; }
+  int64_t version() const { return version_; }
+  // Reduces the step's pieces (rows of tables held here only: std::invalid_argument else)
+  // and returns each table's Σ g² (engram_table_sumsq; 0 for a table not held).
+  std::vector<double> reduce(const std::vector<TreeNode>& nodes,
+                             const std::vector<const EngramGrad<float>*>& grads);
+  bool reduced() const { return reduced_.has_value(); }
+  // Train step `step` (== version(); std::logic_error else, or without reduce) applied.
+  void apply(int64_t step, double clip_scale);
+  // Back to version() − 1 (std::logic_error when the last update is not kept).
+  void undo();
+  bool can_undo() const { return backup_.has_value(); }
+  // Forgets a reduction not applied (its step was aborted).
+  void drop_reduced() { reduced_.reset(); }
+
+ private:
+  TrainJobConfig cfg_;
+  std::vector<bool> held_;
+  InProcessEngramStore<float> store_;
+  int64_t version_ = 0;
+  std::optional<EngramGrad<float>> reduced_;
+  std::optional<EngramRowsBackup<float>> backup_;
+};
+
+}  // namespace troupe::model
