@@ -1,19 +1,94 @@
 // The coordinator's side of the Engram tables on engram_shard actors (`[engram] placement =
-// "shards"`, issue 16). engram_shard.k is placed at the job's first view on the node of
-// worker k mod W and stays there (its tables live nowhere else): every StepBegin names the
-// shards for the workers; a train step's Apply waits for every shard's EngramNorm (each
-// table's Σ g², taken from the shard holding it and added in table order: the one
-// process's engram_grad_sumsq) and goes to the shards too.
+// "shards"`, issue 16). Shard k's tables are held by 1 + fault_tolerance.buddy_copies
+// engram_shard.k actors on distinct nodes (at most one per node of the view), first placed
+// on the nodes of workers k, k + 1, … mod W; every holder gets every gradient of its tables
+// and applies every update, and the first answers the lookups. When a holder leaves the
+// view (lost, drained, scaled away) the shard gets a new holder on another node, and a
+// surviving holder is told to send it the tables of the committed version (EngramCopy →
+// EngramState, CRC32C-checked); until they are in, it holds what it is sent.
 //
-// Not here yet: copies of a shard's tables. A view without the node of a shard (a lost
-// node, a scale down or drain of it) ends the job with an error naming the shard, and a
-// restarted coordinator refuses a job with shards (coordinator_restart.cc).
+// Every StepBegin names the holders for the workers; a train step's Apply waits for every
+// holder's EngramNorm (each table's Σ g², taken from the first holder of its shard and
+// added in table order: the one process's engram_grad_sumsq; the copies must agree bit for
+// bit) and goes to the holders too. A shard that loses every holder ends the job; a
+// restarted coordinator refuses a job with shards (their holders are not journaled).
 #include <fmt/format.h>
+
+#include <algorithm>
+#include <cstring>
 
 #include "actors/coordinator_state.h"
 #include "train/engram_share.h"
 
 namespace troupe::actors::coordinator_impl {
+
+namespace {
+
+std::string holder_address(const std::string& node, size_t k) {
+  return fmt::format("{}/engram_shard.{}", node, k);
+}
+
+bool in_view(Self* self, const std::string& node) {
+  for (const NodeInfo& n : self->state.core.nodes)
+    if (n.id == node) return true;
+  return false;
+}
+
+// The first placement: shard k on the nodes of workers k, k + 1, ….
+void first_holders(Self* self, size_t copies) {
+  auto& s = self->state;
+  const auto& nodes = s.core.nodes;
+  for (int64_t k = 0; k < s.opt.config.engram.shards; ++k) {
+    s.engram.holders.emplace_back();
+    for (size_t c = 0; c < copies; ++c)
+      s.engram.holders.back().push_back(nodes[(size_t(k) + c) % nodes.size()].id);
+  }
+  std::string where;
+  for (size_t k = 0; k < s.engram.holders.size(); ++k) {
+    where += fmt::format("{}shard {} on", k ? ";" : "", k);
+    for (const std::string& n : s.engram.holders[k]) where += " " + n;
+  }
+  event(
+      self, "engram_shards",
+      fmt::format("{} Engram shards, {} holders each: {}", s.engram.holders.size(), copies, where));
+}
+
+// Holders that left the view are dropped and replaced; false: a shard has none left.
+bool replace_holders(Self* self, size_t copies) {
+  auto& s = self->state;
+  EngramShards& e = s.engram;
+  const auto& nodes = s.core.nodes;
+  for (auto it = e.awaiting.begin(); it != e.awaiting.end();)
+    it = in_view(self, it->second) ? std::next(it) : e.awaiting.erase(it);
+  for (size_t k = 0; k < e.holders.size(); ++k) {
+    std::vector<std::string>& h = e.holders[k];
+    std::vector<std::string> gone;
+    for (const std::string& n : h)
+      if (!in_view(self, n)) gone.push_back(n);
+    std::erase_if(h, [&](const std::string& n) { return !in_view(self, n); });
+    bool source = false;
+    for (const std::string& n : h) source = source || !e.awaiting.count({int64_t(k), n});
+    if (!source) {
+      fail(self, fmt::format("engram_shard.{} lost every holder of its Engram tables (the last "
+                             "on {}); more fault_tolerance.buddy_copies keep more copies",
+                             k, gone.empty() ? std::string("?") : gone.back()));
+      return false;
+    }
+    for (size_t i = 0; h.size() < copies && i < nodes.size(); ++i) {
+      const std::string& n = nodes[(k + h.size() + i) % nodes.size()].id;
+      if (std::find(h.begin(), h.end(), n) != h.end()) continue;
+      h.push_back(n);
+      e.awaiting.insert({int64_t(k), n});
+      event(self, "engram_copy",
+            fmt::format("engram_shard.{}: a new holder on {} (for {}), its tables from {}", k, n,
+                        gone.empty() ? std::string("a holder short") : gone.front(), h.front()),
+            {{"shard", k}, {"node", n}, {"from", h.front()}});
+    }
+  }
+  return true;
+}
+
+}  // namespace
 
 bool engram_sharded(Self* self) {
   const model::JobConfig& c = self->state.opt.config;
@@ -24,30 +99,32 @@ bool place_engram_shards(Self* self, control::View* v) {
   auto& s = self->state;
   if (!engram_sharded(self)) return true;
   EngramShards& e = s.engram;
-  const auto& nodes = s.core.nodes;
-  if (e.homes.empty()) {
-    for (int64_t k = 0; k < s.opt.config.engram.shards; ++k) {
-      const std::string& home = nodes.at(size_t(k) % nodes.size()).id;
-      e.homes.push_back(home);
-      e.addresses.push_back(fmt::format("{}/engram_shard.{}", home, k));
+  const size_t copies =
+      std::min(size_t(1 + s.opt.config.fault_tolerance.buddy_copies), s.core.nodes.size());
+  if (e.holders.empty())
+    first_holders(self, copies);
+  else if (!replace_holders(self, copies))
+    return false;
+  e.flat.clear(), e.flat_shard.clear();
+  for (size_t k = 0; k < e.holders.size(); ++k)
+    for (const std::string& n : e.holders[k]) {
+      e.flat.push_back(holder_address(n, k));
+      e.flat_shard.push_back(int64_t(k));
+      auto* p = v->add_placement();
+      p->set_role("engram_shard"), p->set_index(int64_t(k)), p->set_node_id(n);
     }
-    std::string where;
-    for (const std::string& h : e.homes) where += (where.empty() ? "" : ", ") + h;
-    event(self, "engram_shards",
-          fmt::format("{} Engram shards on nodes {}", e.homes.size(), where));
-  }
-  for (size_t k = 0; k < e.homes.size(); ++k) {
-    bool present = false;
-    for (const NodeInfo& n : nodes) present = present || n.id == e.homes[k];
-    if (!present) {
-      fail(self, fmt::format("node {} left the view with engram_shard.{} and its Engram tables, "
-                             "which have no copy elsewhere yet (issue 16); run with "
-                             "engram.placement = \"replicated\" to survive losing any node",
-                             e.homes[k], k));
-      return false;
-    }
-    auto* p = v->add_placement();
-    p->set_role("engram_shard"), p->set_index(int64_t(k)), p->set_node_id(e.homes[k]);
+  for (const auto& [k, node] : e.awaiting) {  // (again, after a further loss) from a survivor
+    const auto& h = e.holders[size_t(k)];
+    const auto src = std::find_if(h.begin(), h.end(), [&, k = k](const std::string& n) {
+      return !e.awaiting.count({k, n});
+    });
+    train::EngramCopy c;
+    c.set_version(committed_version(self));
+    c.set_to(holder_address(node, size_t(k)));
+    ActorMessage m =
+        make_message(s.self_address, holder_address(*src, size_t(k)), engram_copy_type, c);
+    m.epoch = s.core.epoch;
+    self->send(s.router, std::move(m));
   }
   return true;
 }
@@ -56,10 +133,16 @@ void begin_engram_step(Self* self, train::StepBegin* b) {
   auto& s = self->state;
   if (!engram_sharded(self)) return;
   EngramShards& e = s.engram;
-  for (const std::string& a : e.addresses) b->add_engram_shards(a);
+  for (size_t k = 0; k < e.holders.size(); ++k) {
+    b->add_engram_shards(holder_address(e.holders[k].front(), k));
+    for (size_t c = 1; c < e.holders[k].size(); ++c) {
+      b->add_engram_copies(holder_address(e.holders[k][c], k));
+      b->add_engram_copy_shards(int64_t(k));
+    }
+  }
   if (b->kind() != train::TRAIN) return;
-  e.norms.open(s.core.epoch, b->step(), int64_t(e.addresses.size()));
-  e.parts.assign(e.addresses.size(), {});
+  e.norms.open(s.core.epoch, b->step(), int64_t(e.flat.size()));
+  e.parts.assign(e.flat.size(), {});
 }
 
 bool engram_norms_ready(Self* self, double* sumsq) {
@@ -67,34 +150,48 @@ bool engram_norms_ready(Self* self, double* sumsq) {
   if (!engram_sharded(self)) return true;
   const EngramShards& e = self->state.engram;
   if (!e.norms.complete()) return false;
-  const auto K = int64_t(e.parts.size());
   const size_t tables = model::engram_tables(self->state.opt.config.model).size();
+  const auto K = int64_t(e.holders.size());
+  std::vector<size_t> first(size_t(K), e.flat.size());  // each shard's first holder
+  for (size_t i = e.flat.size(); i-- > 0;) first[size_t(e.flat_shard[i])] = i;
+  for (size_t i = 0; i < e.flat.size(); ++i)  // the copies reduced the same bits
+    if (std::memcmp(e.parts[i].data(), e.parts[first[size_t(e.flat_shard[i])]].data(),
+                    tables * sizeof(double)) != 0) {
+      fail(self, fmt::format("the holders of engram_shard.{} reduced different gradients ({} "
+                             "and {}): their tables diverged",
+                             e.flat_shard[i], e.flat[first[size_t(e.flat_shard[i])]], e.flat[i]));
+      return false;
+    }
   for (size_t t = 0; t < tables; ++t)  // table order, each from its shard
-    *sumsq += e.parts[size_t(model::engram_shard_of_table(int64_t(t), K))].at(t);
+    *sumsq += e.parts[first[size_t(model::engram_shard_of_table(int64_t(t), K))]].at(t);
   return true;
 }
 
 void apply_to_engram_shards(Self* self, const train::Apply& a,
                             const std::vector<runtime::Payload>& payloads) {
   if (!engram_sharded(self)) return;
-  for (const std::string& shard : self->state.engram.addresses)
-    send_to(self, shard, apply_type, a, payloads);
+  for (const std::string& holder : self->state.engram.flat)
+    send_to(self, holder, apply_type, a, payloads);
 }
 
 Verdict on_engram_norm(Self* self, const train::EngramNorm& n, const ActorMessage& m) {
   auto& s = self->state;
   EngramShards& e = s.engram;
-  if (!engram_sharded(self) || n.shard() < 0 || n.shard() >= int64_t(e.addresses.size()) ||
-      e.addresses[size_t(n.shard())] != m.from)
-    return drop(Drop::unknown_sender, fmt::format("Engram shard {} is not {}", n.shard(), m.from));
-  if (Verdict v = drop_receipt(e.norms.check(s.core.epoch, n.step(), n.shard()), "EngramNorm"))
-    return v;
+  const auto at = std::find(e.flat.begin(), e.flat.end(), m.from);
+  if (!engram_sharded(self) || at == e.flat.end() ||
+      e.flat_shard[size_t(at - e.flat.begin())] != n.shard())
+    return drop(Drop::unknown_sender,
+                fmt::format("{} does not hold Engram shard {}", m.from, n.shard()));
+  const auto i = int64_t(at - e.flat.begin());
+  if (Verdict v = drop_receipt(e.norms.check(s.core.epoch, n.step(), i), "EngramNorm")) return v;
   std::vector<double> parts;
   const size_t tables = model::engram_tables(s.opt.config.model).size();
   if (m.payloads.size() != 1 || !read_payload(m.payloads[0], &parts) || parts.size() != tables)
     return drop(Drop::malformed, "an EngramNorm without one double per table");
-  e.norms.add(s.core.epoch, n.step(), n.shard());
-  e.parts[size_t(n.shard())] = std::move(parts);
+  e.norms.add(s.core.epoch, n.step(), i);
+  e.parts[size_t(i)] = std::move(parts);
+  const std::string node(m.from.substr(0, m.from.find('/')));
+  e.awaiting.erase({n.shard(), node});  // it reduced a step: it has the tables
   return {};
 }
 

@@ -344,10 +344,12 @@ std::string start_text(Self* self) {
       double(s.core.state_floats_total) * 4 / (1 << 20),
       engram == 0 ? std::string()
       : engram_sharded(self)
-          ? fmt::format("; Engram tables ({} parameters) on {} engram_shard "
-                        "actors: {:.2f} MiB with their Adam moments, none "
-                        "in the workers",
-                        engram, s.engram.addresses.size(), double(engram) * 3 * 4 / (1 << 20))
+          ? fmt::format("; Engram tables ({} parameters) on {} engram_shard actors, {} "
+                        "holders each: {:.2f} MiB per copy with their Adam moments, none in "
+                        "the workers",
+                        engram, s.engram.holders.size(),
+                        s.engram.holders.empty() ? 0 : s.engram.holders[0].size(),
+                        double(engram) * 3 * 4 / (1 << 20))
           : fmt::format("; Engram tables ({} parameters) replicated: "
                         "{:.2f} MiB per worker with their Adam moments",
                         engram, double(engram) * 3 * 4 / (1 << 20)));

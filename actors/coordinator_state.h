@@ -136,13 +136,16 @@ struct ExpertBalance {
   int64_t placed_at = -1;        // the step before which it was placed
 };
 
-// The engram_shard actors ([engram] placement = "shards"; coordinator_engram.cc): each
-// stays on the node the job's first view put it on (its tables are nowhere else).
+// The engram_shard actors ([engram] placement = "shards"; coordinator_engram.cc). Each
+// shard's tables are held by 1 + buddy_copies actors on distinct nodes; the first answers
+// the lookups. A holder that leaves the view is replaced from a survivor.
 struct EngramShards {
-  std::vector<std::string> homes;          // node id by shard; empty until the first view
-  std::vector<std::string> addresses;      // "n2/engram_shard.1" by shard
-  Receipts norms;                          // EngramNorm of the step, by shard
-  std::vector<std::vector<double>> parts;  // by shard: Σ g² per table (0: another's)
+  std::vector<std::vector<std::string>> holders;       // node ids by shard; empty: no view yet
+  std::set<std::pair<int64_t, std::string>> awaiting;  // (shard, node): not sent its tables yet
+  std::vector<std::string> flat;                       // every holder's address, shard by shard
+  std::vector<int64_t> flat_shard;                     // the shard of flat[i]
+  Receipts norms;                                      // EngramNorm of the step, by flat index
+  std::vector<std::vector<double>> parts;  // by flat index: Σ g² per table (0: another's)
 };
 
 // A checkpoint being written: each worker of the view reports its shards.
@@ -242,8 +245,9 @@ void place_experts(Self* self, train::StepBegin* b);
 
 // coordinator_engram.cc: the Engram tables on engram_shard actors (each a no-op without).
 bool engram_sharded(Self* self);
-// Into a view: engram_shard.k on its home node (chosen at the first view). False, the job
-// failed, when a home left the view: its tables are lost.
+// Into a view: every holder of every shard; a holder that left the view is replaced and a
+// survivor told to send the new one its tables (EngramCopy). False, the job failed, when a
+// shard lost every holder.
 bool place_engram_shards(Self* self, control::View* v);
 // Into a StepBegin: the shards' addresses; a train step opens the round of their norms.
 void begin_engram_step(Self* self, train::StepBegin* b);

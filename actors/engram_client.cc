@@ -51,6 +51,17 @@ void EngramClient::set_shards(std::vector<std::string> addresses) {
     throw std::invalid_argument(
         fmt::format("{} Engram shard addresses for {} shards", addresses.size(), shard_count_));
   shards_ = std::move(addresses);
+  holders_.assign(shards_.size(), {});
+  for (size_t k = 0; k < shards_.size(); ++k) holders_[k].push_back(shards_[k]);
+}
+
+void EngramClient::set_copies(const std::vector<std::pair<int64_t, std::string>>& copies) {
+  for (const auto& [k, address] : copies) {
+    if (k < 0 || size_t(k) >= holders_.size())
+      throw std::invalid_argument(
+          fmt::format("a copy of Engram shard {} of {}", k, holders_.size()));
+    holders_[size_t(k)].push_back(address);
+  }
 }
 
 void EngramClient::prefetch(const model::Batch& rows, int64_t version, uint64_t epoch) {

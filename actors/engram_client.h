@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <mutex>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "actors/shard_rpc.h"
@@ -31,9 +32,14 @@ class EngramClient final : public model::EngramStore<float> {
                const model::ModelConfig& cfg, uint64_t seed, int64_t shards,
                std::chrono::milliseconds answer_timeout_ms);
 
-  // The shards' addresses by shard index (StepBegin.engram_shards). Not while computing.
+  // The shards' addresses by shard index (StepBegin.engram_shards): where the lookups go.
+  // Not while computing.
   void set_shards(std::vector<std::string> addresses);
   const std::vector<std::string>& shards() const { return shards_; }
+  // Every holder of shard k's tables (its lookup address first, then its copies): where the
+  // gradients go. From StepBegin.engram_copies.
+  void set_copies(const std::vector<std::pair<int64_t, std::string>>& copies);
+  const std::vector<std::string>& holders(int64_t k) const { return holders_.at(size_t(k)); }
   int64_t shard_count() const { return shard_count_; }
   // Sends the lookups for the rows `rows` read, to be answered with the tables after
   // `version` train steps, stamped with `epoch`. Not while computing.
@@ -57,6 +63,7 @@ class EngramClient final : public model::EngramStore<float> {
   std::chrono::milliseconds timeout_;
   std::vector<model::EngramTableInfo> info_;
   std::vector<std::string> shards_;
+  std::vector<std::vector<std::string>> holders_;  // by shard
   uint64_t epoch_ = 0;
   int64_t version_ = 0;
   // The last prefetch: by table, the ids asked (ascending) and, once arrived, their rows.

@@ -14,13 +14,15 @@
 // first: the shard returns to the committed version as the workers do. Bad input is
 // dropped and counted; nothing a message says can crash the shard.
 //
-// The coordinator places engram_shard.k on a node at the job's first view and keeps it
-// there: its tables are nowhere else. A lost node that held one ends the job with an error
-// (no copies yet: actors/coordinator_engram.cc).
+// Copies: every holder of a shard (actors/coordinator_engram.cc) gets the same messages but
+// the lookups, and so stays equal. A new holder (its predecessor's node left) starts at
+// version 0 and holds what it is sent until a survivor's EngramState (asked by the
+// coordinator's EngramCopy, at the committed version) makes it that version.
 #include <fmt/format.h>
 
 #include <caf/all.hpp>
 #include <memory>
+#include <utility>
 
 #include "actors/dispatch.h"
 #include "actors/protocol.h"
@@ -28,6 +30,7 @@
 #include "config/config_parse.h"
 #include "runtime/control.pb.h"
 #include "runtime/log.h"
+#include "storage/crc32c.h"
 #include "train/engram_share.h"
 #include "train/step_rules.h"
 
@@ -215,6 +218,61 @@ Verdict on_apply(Self* self, const train::Apply& a, const ActorMessage& m) {
   return {};
 }
 
+// The coordinator asks this holder to send a new holder of its tables the committed version.
+Verdict on_copy(Self* self, const train::EngramCopy& c, const ActorMessage& m) {
+  auto& s = self->state;
+  if (m.from != s.ctx.coordinator)
+    return drop(Drop::unknown_sender, "EngramCopy not from the coordinator");
+  if (c.version() < 0 || c.to().empty())
+    return drop(Drop::malformed, "a copy without version or address");
+  Verdict v;
+  if (!ready_for(self, c.version(), m, &v)) return v;
+  train::EngramState st;
+  st.set_version(c.version());
+  std::vector<Payload> payloads;
+  const auto& store = std::as_const(*s.share).store();
+  for (int64_t t : s.share->held_tables()) {
+    st.add_tables(t);
+    const size_t n = size_t(store.tables()[size_t(t)].rows * store.tables()[size_t(t)].dim);
+    for (const float* part : {static_cast<const float*>(store.data(t)), store.moment_m(t).data(),
+                              store.moment_v(t).data()}) {
+      payloads.push_back(owned_payload(std::vector<float>(part, part + n)));
+      st.add_crc32c(storage::crc32c(payloads.back().bytes.data(), payloads.back().bytes.size()));
+    }
+  }
+  log::info("{}: sending the tables of version {} to {}", s.ctx.address, c.version(), c.to());
+  reply(self, c.to(), engram_state_type, st, std::move(payloads));
+  return {};
+}
+
+// A new holder of these tables gets them from a survivor.
+Verdict on_state(Self* self, const train::EngramState& st, const ActorMessage& m) {
+  auto& s = self->state;
+  const std::vector<int64_t> held = s.share->held_tables();
+  if (st.version() < 0 || std::vector<int64_t>(st.tables().begin(), st.tables().end()) != held ||
+      m.payloads.size() != 3 * held.size() || size_t(st.crc32c_size()) != m.payloads.size())
+    return drop(Drop::malformed, "an EngramState that is not this shard's tables");
+  for (size_t j = 0; j < m.payloads.size(); ++j)
+    if (storage::crc32c(m.payloads[j].bytes.data(), m.payloads[j].bytes.size()) !=
+        st.crc32c(int(j)))
+      return drop(Drop::malformed, fmt::format("EngramState payload {} fails its CRC32C", j));
+  std::vector<std::vector<float>> parts[3];
+  for (size_t j = 0; j < m.payloads.size(); ++j) {
+    parts[j % 3].emplace_back();
+    if (!read_payload(m.payloads[j], &parts[j % 3].back()))
+      return drop(Drop::malformed, "an EngramState payload that is not floats");
+  }
+  try {
+    s.share->install(st.version(), parts[0], parts[1], parts[2]);
+  } catch (const std::invalid_argument& e) {
+    return drop(Drop::malformed, e.what());
+  }
+  forget_step(s);
+  s.step = -1;
+  log::info("{}: took the tables of version {} from {}", s.ctx.address, st.version(), m.from);
+  return {};
+}
+
 std::shared_ptr<Dispatcher> shard_table(Self* self) {
   auto d = std::make_shared<Dispatcher>(type_name);
   d->on<train::EngramLookup>(
@@ -226,6 +284,10 @@ std::shared_ptr<Dispatcher> shard_table(Self* self) {
                       [self](const auto& a, ActorMessage& m) { return on_apply(self, a, m); });
   d->on<train::EngramDump>(engram_dump_type,
                            [self](const auto& x, ActorMessage& m) { return on_dump(self, x, m); });
+  d->on<train::EngramCopy>(engram_copy_type,
+                           [self](const auto& c, ActorMessage& m) { return on_copy(self, c, m); });
+  d->on<train::EngramState>(
+      engram_state_type, [self](const auto& st, ActorMessage& m) { return on_state(self, st, m); });
   return d;
 }
 

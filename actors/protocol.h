@@ -48,6 +48,8 @@ enum TrainType : uint32_t {
   engram_norm_type,
   engram_dump_type,
   engram_tables_type,
+  engram_copy_type,
+  engram_state_type,
   train_types_end,
 };
 

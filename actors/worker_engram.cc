@@ -1,8 +1,8 @@
 // A worker's Engram tables on engram_shard actors (`[engram] placement = "shards"`, issue
 // 16). The worker holds no table: its trainer reads them through an EngramClient, which
 // prefetches the rows of each range before it computes (Trainer::set_before_compute); the
-// pieces' sparse gradients go to the shards holding their tables (each shard gets every
-// piece, with the rows of its tables alone) instead of to every other worker; the shards
+// pieces' sparse gradients go to every holder of their tables (each gets every piece, with
+// the rows of its shard's tables alone) instead of to every other worker; the shards
 // reduce, report Σ g² to the coordinator and apply the step's Apply. Worker 0 fetches the
 // final tables from the shards for its Final. Each is a no-op without shards.
 #include <fmt/format.h>
@@ -40,7 +40,17 @@ Verdict take_engram_shards(WorkerState& s, const train::StepBegin& b, int64_t ve
   if (b.engram_shards_size() != shards)
     return drop(Drop::malformed, fmt::format("{} Engram shards for engram.shards = {}",
                                              b.engram_shards_size(), shards));
+  if (b.engram_copies_size() != b.engram_copy_shards_size())
+    return drop(Drop::malformed, "Engram copies without their shards");
+  std::vector<std::pair<int64_t, std::string>> copies;
+  for (int i = 0; i < b.engram_copies_size(); ++i) {
+    if (b.engram_copy_shards(i) < 0 || b.engram_copy_shards(i) >= shards)
+      return drop(Drop::malformed,
+                  fmt::format("a copy of Engram shard {}", b.engram_copy_shards(i)));
+    copies.emplace_back(b.engram_copy_shards(i), b.engram_copies(i));
+  }
   s.engram->set_shards({b.engram_shards().begin(), b.engram_shards().end()});
+  s.engram->set_copies(copies);
   s.engram_version = version;
   return {};
 }
@@ -61,7 +71,8 @@ void send_engram_to_shards(Self* self, int64_t step,
         if (model::engram_shard_of_table(int64_t(t), K) == k) mine[t] = g[t];
       add_engram_piece(mine, pieces[p].node, &es, &payloads);
     }
-    reply(self, s.engram->shards()[size_t(k)], engram_slices_type, es, std::move(payloads));
+    for (const std::string& holder : s.engram->holders(k))
+      reply(self, holder, engram_slices_type, es, payloads);
   }
 }
 

@@ -1,5 +1,6 @@
 #include "train/engram_share.h"
 
+#include <algorithm>
 #include <stdexcept>
 #include <string>
 
@@ -79,6 +80,37 @@ void EngramShare::undo() {
   store_.restore_rows(*backup_);
   backup_.reset();
   --version_;
+}
+
+std::vector<int64_t> EngramShare::held_tables() const {
+  std::vector<int64_t> out;
+  for (size_t t = 0; t < held_.size(); ++t)
+    if (held_[t]) out.push_back(int64_t(t));
+  return out;
+}
+
+void EngramShare::install(int64_t version, const std::vector<std::vector<float>>& values,
+                          const std::vector<std::vector<float>>& m,
+                          const std::vector<std::vector<float>>& v) {
+  const std::vector<int64_t> held = held_tables();
+  if (values.size() != held.size() || m.size() != held.size() || v.size() != held.size())
+    throw std::invalid_argument("EngramShare::install: " + std::to_string(values.size()) +
+                                " tables for " + std::to_string(held.size()) + " held");
+  const auto& info = store_.tables();
+  for (size_t i = 0; i < held.size(); ++i) {
+    const auto n = size_t(info[size_t(held[i])].rows * info[size_t(held[i])].dim);
+    if (values[i].size() != n || m[i].size() != n || v[i].size() != n)
+      throw std::invalid_argument("EngramShare::install: table " + info[size_t(held[i])].name +
+                                  " of the wrong size");
+  }
+  for (size_t i = 0; i < held.size(); ++i) {
+    std::copy(values[i].begin(), values[i].end(), store_.data(held[i]));
+    store_.moment_m(held[i]) = m[i];
+    store_.moment_v(held[i]) = v[i];
+  }
+  version_ = version;
+  reduced_.reset();
+  backup_.reset();
 }
 
 }  // namespace troupe::model

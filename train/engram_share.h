@@ -53,6 +53,13 @@ class EngramShare {
   bool can_undo() const { return backup_.has_value(); }
   // Forgets a reduction not applied (its step was aborted).
   void drop_reduced() { reduced_.reset(); }
+  // Becomes `version` with the state another holder of the same tables sent: per table
+  // held, in table order, its values, m and v (std::invalid_argument naming a table of the
+  // wrong size, and nothing changes). No update is kept, no reduction pending.
+  void install(int64_t version, const std::vector<std::vector<float>>& values,
+               const std::vector<std::vector<float>>& m, const std::vector<std::vector<float>>& v);
+  // The held tables, in table order.
+  std::vector<int64_t> held_tables() const;
 
  private:
   TrainJobConfig cfg_;

@@ -80,6 +80,23 @@ void on(runtime::Dispatcher& d, uint32_t type, std::function<void(const Proto&, 
   });
 }
 
+// The shard roles' messages (issues 15, 16): decoded, no check beyond that.
+template <class Add, class None>
+void add_shard_messages(Add& add, const None& none) {
+  add(expert_weights_type, std::type_identity<train::ExpertWeights>{}, none);
+  add(expert_forward_type, std::type_identity<train::ExpertForward>{}, none);
+  add(expert_outputs_type, std::type_identity<train::ExpertOutputs>{}, none);
+  add(expert_backward_type, std::type_identity<train::ExpertBackward>{}, none);
+  add(expert_grads_type, std::type_identity<train::ExpertGrads>{}, none);
+  add(engram_lookup_type, std::type_identity<train::EngramLookup>{}, none);
+  add(engram_rows_type, std::type_identity<train::EngramRows>{}, none);
+  add(engram_norm_type, std::type_identity<train::EngramNorm>{}, none);
+  add(engram_dump_type, std::type_identity<train::EngramDump>{}, none);
+  add(engram_tables_type, std::type_identity<train::EngramTables>{}, none);
+  add(engram_copy_type, std::type_identity<train::EngramCopy>{}, none);
+  add(engram_state_type, std::type_identity<train::EngramState>{}, none);
+}
+
 // The messages by the number the first input byte picks (its value modulo the count).
 const runtime::Dispatcher& dispatcher(std::vector<uint32_t>* types) {
   static std::vector<uint32_t> all;
@@ -137,16 +154,7 @@ const runtime::Dispatcher& dispatcher(std::vector<uint32_t>* types) {
     add(replica_type, std::type_identity<train::Replica>{}, none);
     add(fetch_again_type, std::type_identity<train::FetchAgain>{}, none);
     add(checkpoint_now_type, std::type_identity<train::CheckpointNow>{}, none);
-    add(expert_weights_type, std::type_identity<train::ExpertWeights>{}, none);
-    add(expert_forward_type, std::type_identity<train::ExpertForward>{}, none);
-    add(expert_outputs_type, std::type_identity<train::ExpertOutputs>{}, none);
-    add(expert_backward_type, std::type_identity<train::ExpertBackward>{}, none);
-    add(expert_grads_type, std::type_identity<train::ExpertGrads>{}, none);
-    add(engram_lookup_type, std::type_identity<train::EngramLookup>{}, none);
-    add(engram_rows_type, std::type_identity<train::EngramRows>{}, none);
-    add(engram_norm_type, std::type_identity<train::EngramNorm>{}, none);
-    add(engram_dump_type, std::type_identity<train::EngramDump>{}, none);
-    add(engram_tables_type, std::type_identity<train::EngramTables>{}, none);
+    add_shard_messages(add, none);
     return d;
   }();
   *types = all;

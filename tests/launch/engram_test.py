@@ -1,11 +1,12 @@
 #!/usr/bin/python3
 """Engram tables on engram_shard actors (`[engram] placement = "shards"`, issue 16): tiny on 3
 node processes must end with the weights and loss lines of the replicated run, bit for bit,
-with validation on, for 2 and 3 shards; again when a node is killed mid-run and the
-survivors recover; a node holding a shard killed stops the job with an error naming the shard
-(no copies yet). `troupe train` (one process, no shards) refuses the setting.
+with validation on, for 2 and 3 shards (each held twice: fault_tolerance.buddy_copies = 1);
+again when a node without a shard is killed mid-run, and when a node holding shards is: the
+survivors send their new holders the tables; and through a scale 3 → 2 → 4. `troupe train`
+(one process) refuses shards.
 
-  engram_test.py --troupe build/troupe --work DIR [--steps 12]
+  engram_test.py --troupe build/troupe --work DIR [--steps 50]
 """
 import argparse
 import json
@@ -23,7 +24,7 @@ def shards(k):
 
 
 def common(steps):
-    return ["--config", TINY, "--steps", str(steps), "--set", "train.eval_every=5"]
+    return ["--config", TINY, "--steps", str(steps), "--set", "train.eval_every=10"]
 
 
 FIELDS = ("step", "loss", "ce", "mtp", "bal", "lr", "grad_norm", "val_loss")  # not the times
@@ -77,12 +78,14 @@ def on_shards(troupe, work, steps, want, k):
     check(f"  all {k} shards answered lookups", len(served(run_dir)) == k, served(run_dir))
 
 
-def kill_node(troupe, work, steps, node):
-    """Kills node `node` after three steps; returns (job, out, err, run_dir)."""
+def kill_node(troupe, work, steps, node, k):
+    """Kills node `node` after a third of the steps of a job with k shards; returns (job, out,
+    err, run_dir)."""
     run_dir = os.path.join(work, f"kill-{node}")
     job = Job([troupe, "launch", *common(steps), "--nodes", "3", "--run-dir", run_dir,
-               *shards(2)], start_new_session=True)
-    wait_for(lambda: steps_done(run_dir) >= 3, 300, "three steps", job)
+               *shards(k)], start_new_session=True)
+    at = max(3, steps // 3)
+    wait_for(lambda: steps_done(run_dir) >= at, 300, f"{at} steps", job)
     pid = node_pids(run_dir).get(node)
     check(f"kill: {node} has a pid", pid is not None, node_pids(run_dir))
     os.kill(pid, signal.SIGKILL)
@@ -96,20 +99,55 @@ def kill_node(troupe, work, steps, node):
 
 
 def lose_a_worker_node(troupe, work, steps, want):
-    job, out, err, run_dir = kill_node(troupe, work, steps, "n3")  # the shards are on n1, n2
+    job, out, err, run_dir = kill_node(troupe, work, steps, "n3", 1)  # shard 0 on n1, n2
     h = weights_hash(out)
-    check("a node without a shard killed: recovered, same weights and tables",
+    check("a node without a shard killed (1 shard on n1, n2): recovered, same weights",
           job.returncode == 0 and "1 lost, recovered" in out and h == want[0],
           f"status {job.returncode}, {h} vs {want[0]}: {(out + err).strip().splitlines()[-3:]}")
     check("  same loss lines", losses(run_dir) == want[1],
           f"{len(losses(run_dir))} lines vs {len(want[1])}")
 
 
-def lose_a_shard_node(troupe, work, steps):
-    job, out, err, _ = kill_node(troupe, work, steps, "n2")  # engram_shard.1
-    check("a node holding a shard killed: the job stops, naming the shard",
-          job.returncode != 0 and "engram_shard.1" in out + err and "no copy" in out + err,
-          f"status {job.returncode}: {(out + err).strip().splitlines()[-3:]}")
+def took_tables(run_dir):
+    lines = []
+    for name in sorted(os.listdir(run_dir)):
+        if name.startswith("node-") and name.endswith(".log"):
+            with open(os.path.join(run_dir, name)) as f:
+                lines += [l.strip() for l in f if "took the tables of version" in l]
+    return lines
+
+
+def lose_a_shard_node(troupe, work, steps, want):
+    """n2 holds shard 1 (its lookups) and a copy of shard 0: both get a new holder, sent the
+    tables by the survivor, and the job ends with the undisturbed bits."""
+    job, out, err, run_dir = kill_node(troupe, work, steps, "n2", 2)
+    h = weights_hash(out)
+    check("a node holding shards killed: recovered from the copies, same weights and tables",
+          job.returncode == 0 and "1 lost, recovered" in out and h == want[0],
+          f"status {job.returncode}, {h} vs {want[0]}: {(out + err).strip().splitlines()[-3:]}")
+    check("  same loss lines", losses(run_dir) == want[1],
+          f"{len(losses(run_dir))} lines vs {len(want[1])}")
+    copies = [e for e in events(run_dir) if e["event"] == "engram_copy"]
+    check("  both shards got a new holder", sorted(e["shard"] for e in copies) == [0, 1],
+          [e["text"] for e in copies])
+    check("  the new holders took the tables from the survivors", len(took_tables(run_dir)) == 2,
+          took_tables(run_dir))
+
+
+def rescaled(troupe, work, steps, want):
+    """Scale 3 → 2 → 4: the leaving node's holders are replaced from the survivors."""
+    run_dir = os.path.join(work, "scale")
+    job = Job([troupe, "launch", *common(steps), "--nodes", "3", "--max-nodes", "4",
+               "--run-dir", run_dir, *shards(2), "--scale-at", f"{steps // 4}:2",
+               "--scale-at", f"{steps // 2}:4"])
+    out, err = job.communicate(timeout=600)
+    h = weights_hash(out)
+    reshapes = [e["text"] for e in events(run_dir) if e["event"] == "reshape"]
+    copies = [e["text"] for e in events(run_dir) if e["event"] == "engram_copy"]
+    check("scaled 3 -> 2 -> 4: same weights and tables",
+          job.returncode == 0 and h == want[0] and len(reshapes) == 2,
+          f"status {job.returncode}, {h} vs {want[0]}, {reshapes}: {err.strip().splitlines()[-2:]}")
+    check("  the leaver's holder replaced from a survivor", len(copies) == 1, copies)
 
 
 def one_process_refuses(troupe, work):
@@ -125,7 +163,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--troupe", required=True)
     ap.add_argument("--work", required=True)
-    ap.add_argument("--steps", type=int, default=12)
+    ap.add_argument("--steps", type=int, default=50)
     a = ap.parse_args()
     shutil.rmtree(a.work, ignore_errors=True)
     os.makedirs(a.work)
@@ -134,7 +172,8 @@ def main():
     on_shards(a.troupe, a.work, a.steps, want, 2)
     on_shards(a.troupe, a.work, a.steps, want, 3)
     lose_a_worker_node(a.troupe, a.work, a.steps, want)
-    lose_a_shard_node(a.troupe, a.work, a.steps)
+    lose_a_shard_node(a.troupe, a.work, a.steps, want)
+    rescaled(a.troupe, a.work, a.steps, want)
     one_process_refuses(a.troupe, a.work)
     if failures:
         raise SystemExit("FAILED:\n" + "\n".join(failures))

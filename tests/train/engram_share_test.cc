@@ -124,6 +124,33 @@ TEST(EngramShare, UndoReturnsToTheVersionBefore) {
   EXPECT_EQ(sh.all_tables(), before);
 }
 
+TEST(EngramShare, InstallMakesANewHolderEqualToTheSurvivor) {
+  Shares sh(engram_job(), 2);
+  Trainer t(engram_job(), &sh);
+  for (int64_t s = 0; s < 2; ++s) sharded_step(t, sh, s);
+  const EngramShare& from = *sh.shares[1];
+  const auto T = int64_t(engram_tables(engram_job().model).size());
+  EngramShare fresh(engram_job(), engram_tables_of_shard(T, 2, 1));
+  std::vector<std::vector<float>> values, m, v;
+  for (int64_t tb : from.held_tables()) {
+    const auto n =
+        size_t(from.store().tables()[size_t(tb)].rows * from.store().tables()[size_t(tb)].dim);
+    values.emplace_back(from.store().data(tb), from.store().data(tb) + n);
+    m.push_back(from.store().moment_m(tb)), v.push_back(from.store().moment_v(tb));
+  }
+  EXPECT_THROW(fresh.install(2, {values[0]}, {m[0]}, {v[0]}), std::invalid_argument);
+  fresh.install(2, values, m, v);
+  EXPECT_EQ(fresh.version(), 2);
+  EXPECT_FALSE(fresh.can_undo());
+  for (int64_t tb : from.held_tables()) {
+    const auto n =
+        size_t(from.store().tables()[size_t(tb)].rows * from.store().tables()[size_t(tb)].dim);
+    EXPECT_EQ(std::vector<float>(fresh.store().data(tb), fresh.store().data(tb) + n),
+              std::vector<float>(from.store().data(tb), from.store().data(tb) + n));
+    EXPECT_EQ(fresh.store().moment_v(tb), from.store().moment_v(tb));
+  }
+}
+
 TEST(EngramShare, RefusesRowsOfTablesHeldElsewhereAndStepsOutOfOrder) {
   const JobConfig cfg = engram_job();
   const auto T = int64_t(engram_tables(cfg.model).size());
