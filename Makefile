@@ -68,10 +68,15 @@ bench-dp: build
 	bench/run_bench_dp.sh $(BUILD)
 
 # Issue 15: tokens/s with the routed experts on expert_shard actors next to the same job with
-# them in the workers, 3 node processes each, same run (BENCH_EXPERTS_CONFIG, tiny).
+# them in the workers, 3 node processes each, same run (CONFIG=, default tiny; bench/run_bench_placement.sh).
 .PHONY: bench-experts
 bench-experts: build
 	bench/run_bench_experts.sh $(BUILD)
+
+# Issue 16: the Engram tables on engram_shard actors next to replicated ones, same run.
+.PHONY: bench-engram
+bench-engram: build
+	bench/run_bench_engram.sh $(BUILD)
 
 # Issue 15, the offline part of bench-eplb (the online rebalancer's part comes with its actor):
 # `troupe eplb`'s placement next to DeepSeek's eplb.py under torch, same run, on 61 layers x

@@ -89,6 +89,7 @@ void EngramClient::prefetch(const model::Batch& rows, int64_t version, uint64_t 
     }
     first = end;
   }
+  ++prefetches_;
   request_.assign(size_t(shard_count_), 0);
   arrived_.assign(size_t(shard_count_), 0);
   for (int64_t k = 0; k < shard_count_; ++k) {
@@ -110,8 +111,12 @@ void EngramClient::prefetch(const model::Batch& rows, int64_t version, uint64_t 
 
 void EngramClient::receive(int64_t shard) const {
   const std::string& at = shards_[size_t(shard)];
+  const auto began = std::chrono::steady_clock::now();
   std::vector<ActorMessage> got = rpc_.await({request_[size_t(shard)]}, {at}, epoch_, timeout_,
                                              fmt::format("EngramLookup of version {}", version_));
+  waited_us_ += std::chrono::duration_cast<std::chrono::microseconds>(
+                    std::chrono::steady_clock::now() - began)
+                    .count();
   train::EngramRows r;
   if (!r.ParseFromString(got[0].header) || r.version() != version_)
     throw std::runtime_error(fmt::format("Engram shard {} answered another version", at));

@@ -44,6 +44,9 @@ class EngramClient final : public model::EngramStore<float> {
   // Sends the lookups for the rows `rows` read, to be answered with the tables after
   // `version` train steps, stamped with `epoch`. Not while computing.
   void prefetch(const model::Batch& rows, int64_t version, uint64_t epoch);
+  // What the forward passes waited for the prefetched rows, in all, and how many prefetches.
+  double waited_ms() const { return double(waited_us_) / 1000; }
+  int64_t prefetches() const { return prefetches_; }
   // Every table after `version` train steps, in table order (the job's final tables).
   std::vector<std::vector<float>> fetch_tables(int64_t version, uint64_t epoch);
 
@@ -72,6 +75,8 @@ class EngramClient final : public model::EngramStore<float> {
   std::vector<uint64_t> request_;      // by shard; 0: nothing asked
   mutable std::vector<char> arrived_;  // by shard
   mutable std::mutex mu_;
+  mutable int64_t waited_us_ = 0;  // under mu_
+  int64_t prefetches_ = 0;
 };
 
 }  // namespace troupe::actors

@@ -389,8 +389,8 @@ Verdict on_finish(Self* self, const train::Finish&, const ActorMessage&) {
       for (size_t t = 0; t < e->tables().size(); ++t)
         payloads.push_back(view_payload(s.trainer, e->data(int64_t(t)),
                                         size_t(e->tables()[t].rows * e->tables()[t].dim)));
-    if (!final_engram_tables(self, &payloads)) return {};
   }
+  if (!final_engram_tables(self, &payloads)) return {};
   s.final_epoch = s.epoch;
   s.recovery_base.reset();
   train::Final f;

@@ -178,8 +178,9 @@ Verdict take_engram_shards(WorkerState& s, const train::StepBegin& b, int64_t ve
 // every worker).
 void send_engram_to_shards(Self* self, int64_t step,
                            const std::vector<model::Piece<float>>& pieces);
-// Worker 0's Final: every table from the shards appended; false when a view change cut the
-// fetch short (the Final waits for the next Finish).
+// Every worker's Final: the time its forwards waited for Engram rows is logged; worker 0's
+// gets every table from the shards appended. False when a view change cut the fetch short
+// (the Final waits for the next Finish).
 bool final_engram_tables(Self* self, std::vector<Payload>* payloads);
 
 // worker_checkpoint.cc

@@ -7,6 +7,8 @@
 // final tables from the shards for its Final. Each is a no-op without shards.
 #include <fmt/format.h>
 
+#include <algorithm>
+
 #include "actors/engram_client.h"
 #include "actors/worker.h"
 #include "runtime/log.h"
@@ -79,6 +81,10 @@ void send_engram_to_shards(Self* self, int64_t step,
 bool final_engram_tables(Self* self, std::vector<Payload>* payloads) {
   auto& s = self->state;
   if (!s.engram) return true;
+  log::info("{}: Engram rows waited for {:.1f} ms in all over {} prefetches ({:.2f} ms each)",
+            s.ctx.address, s.engram->waited_ms(), s.engram->prefetches(),
+            s.engram->waited_ms() / double(std::max<int64_t>(1, s.engram->prefetches())));
+  if (s.me != 0) return true;
   try {
     for (auto& t : s.engram->fetch_tables(s.version, s.epoch))
       payloads->push_back(owned_payload(std::move(t)));
