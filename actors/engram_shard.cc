@@ -20,9 +20,10 @@
 // coordinator's EngramCopy, at the committed version) makes it that version.
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <caf/all.hpp>
+#include <filesystem>
 #include <memory>
-#include <utility>
 
 #include "actors/dispatch.h"
 #include "actors/protocol.h"
@@ -31,6 +32,7 @@
 #include "runtime/control.pb.h"
 #include "runtime/log.h"
 #include "storage/crc32c.h"
+#include "storage/engram_tier.h"
 #include "train/engram_share.h"
 #include "train/step_rules.h"
 
@@ -76,6 +78,35 @@ void forget_step(EngramShardState& s) {
   s.share->drop_reduced();
 }
 
+// With engram.host_cache_bytes: the tables in a host cache over RocksDB in the run directory
+// (one database per holder); else null (all in memory).
+std::unique_ptr<model::ShardTables> cold_tier(const EngramShardState& s,
+                                              const std::vector<bool>& held) {
+  if (s.cfg.engram.host_cache_bytes == 0) return nullptr;
+  if (s.ctx.job.run_dir.empty())
+    throw std::invalid_argument("engram.host_cache_bytes needs a run directory for the cold tier");
+  const std::string dir =
+      fmt::format("{}/engram/{}-shard{}", s.ctx.job.run_dir, s.ctx.node_id, s.ctx.index);
+  std::filesystem::create_directories(dir);
+  return std::make_unique<storage::TieredShardTables>(s.cfg.model, s.cfg.train.seed, held, dir,
+                                                      s.cfg.engram.host_cache_bytes);
+}
+
+// The cold tier's counts, when there is one (at the job's end: the final dump).
+void log_tier(const EngramShardState& s) {
+  const auto* tier = dynamic_cast<const storage::TieredShardTables*>(&s.share->tables());
+  if (!tier) return;
+  const auto& st = tier->stats();
+  log::info(
+      "{}: host cache {} of {} rows; {} hits, {} misses ({:.1f}%: {} from RocksDB, the "
+      "rest fresh), {:.1f} ms loading them; {} rows written back ({:.1f} MiB), {:.1f} MiB "
+      "read",
+      s.ctx.address, st.cached_rows, st.capacity_rows, st.hits, st.misses,
+      100.0 * double(st.misses) / double(std::max<int64_t>(1, st.hits + st.misses)), st.cold_reads,
+      st.miss_ms, st.rows_written, double(st.bytes_written) / (1 << 20),
+      double(st.bytes_read) / (1 << 20));
+}
+
 // A request for `version`: true when it can be answered now (after undoing an aborted
 // update it asks to go back before); false with *v unset when it waits; a drop else.
 bool ready_for(Self* self, int64_t version, const ActorMessage& m, Verdict* v) {
@@ -102,13 +133,13 @@ bool ready_for(Self* self, int64_t version, const ActorMessage& m, Verdict* v) {
 
 Verdict on_lookup(Self* self, const train::EngramLookup& l, const ActorMessage& m) {
   auto& s = self->state;
-  const auto& info = s.share->store().tables();
+  const auto& info = s.share->tables().tables();
   if (size_t(l.tables_size()) != m.payloads.size() || l.version() < 0)
     return drop(Drop::malformed, "a lookup without one payload of ids per table");
   std::vector<std::vector<int64_t>> ids(m.payloads.size());
   for (int i = 0; i < l.tables_size(); ++i) {
     const int64_t t = l.tables(i);
-    if (t < 0 || size_t(t) >= info.size() || !s.share->store().held(t))
+    if (t < 0 || size_t(t) >= info.size() || !s.share->tables().held(t))
       return drop(Drop::malformed, fmt::format("table {} is not held here", t));
     if (!read_payload(m.payloads[size_t(i)], &ids[size_t(i)]))
       return drop(Drop::malformed, "ids that are not int64");
@@ -122,7 +153,7 @@ Verdict on_lookup(Self* self, const train::EngramLookup& l, const ActorMessage& 
   for (int i = 0; i < l.tables_size(); ++i) {
     const int64_t t = l.tables(i), D = info[size_t(t)].dim;
     std::vector<float> rows(ids[size_t(i)].size() * size_t(D));
-    s.share->store().lookup(t, ids[size_t(i)].data(), int64_t(ids[size_t(i)].size()), rows.data());
+    s.share->tables().lookup(t, ids[size_t(i)].data(), int64_t(ids[size_t(i)].size()), rows.data());
     payloads.push_back(owned_payload(std::move(rows)));
   }
   if (s.answered++ == 0)
@@ -139,16 +170,13 @@ Verdict on_dump(Self* self, const train::EngramDump& d, const ActorMessage& m) {
   Verdict v;
   if (d.version() < 0) return drop(Drop::malformed, "a negative version");
   if (!ready_for(self, d.version(), m, &v)) return v;
+  log_tier(s);
   train::EngramTables out;
   out.set_version(d.version()), out.set_request(d.request());
   std::vector<Payload> payloads;
-  const auto& store = s.share->store();
-  for (size_t t = 0; t < store.tables().size(); ++t) {
-    if (!store.held(int64_t(t))) continue;
-    out.add_tables(int64_t(t));
-    const int64_t n = store.tables()[t].rows * store.tables()[t].dim;
-    payloads.push_back(
-        owned_payload(std::vector<float>(store.data(int64_t(t)), store.data(int64_t(t)) + n)));
+  for (int64_t t : s.share->held_tables()) {
+    out.add_tables(t);
+    payloads.push_back(owned_payload(s.share->tables().read_table(t, 0)));
   }
   reply(self, m.from, engram_tables_type, out, std::move(payloads));
   return {};
@@ -176,7 +204,7 @@ Verdict on_slices(Self* self, const train::EngramSlices& es, const ActorMessage&
   const std::string why = check_new_pieces(s.nodes, es.nodes(), s.n_mb, s.n_mb);
   if (!why.empty())
     return drop(why == "a piece received twice" ? Drop::duplicate : Drop::malformed, why);
-  const auto& info = s.share->store().tables();
+  const auto& info = s.share->tables().tables();
   std::vector<std::unique_ptr<model::EngramGrad<float>>> grads;
   int64_t covered = 0;
   for (int i = 0; i < es.nodes_size(); ++i) {
@@ -184,7 +212,7 @@ Verdict on_slices(Self* self, const train::EngramSlices& es, const ActorMessage&
     if (!read_engram_piece(es, m.payloads, i, info, grads.back().get()))
       return drop(Drop::malformed, "Engram slices whose rows do not fit the tables");
     for (size_t t = 0; t < info.size(); ++t)
-      if (!s.share->store().held(int64_t(t)) && !(*grads.back())[t].ids.empty())
+      if (!s.share->tables().held(int64_t(t)) && !(*grads.back())[t].ids.empty())
         return drop(Drop::malformed, fmt::format("rows of table {}, not held here", t));
     covered += es.nodes(i).hi() - es.nodes(i).lo();
   }
@@ -230,13 +258,10 @@ Verdict on_copy(Self* self, const train::EngramCopy& c, const ActorMessage& m) {
   train::EngramState st;
   st.set_version(c.version());
   std::vector<Payload> payloads;
-  const auto& store = std::as_const(*s.share).store();
   for (int64_t t : s.share->held_tables()) {
     st.add_tables(t);
-    const size_t n = size_t(store.tables()[size_t(t)].rows * store.tables()[size_t(t)].dim);
-    for (const float* part : {static_cast<const float*>(store.data(t)), store.moment_m(t).data(),
-                              store.moment_v(t).data()}) {
-      payloads.push_back(owned_payload(std::vector<float>(part, part + n)));
+    for (int part = 0; part < 3; ++part) {
+      payloads.push_back(owned_payload(s.share->tables().read_table(t, part)));
       st.add_crc32c(storage::crc32c(payloads.back().bytes.data(), payloads.back().bytes.size()));
     }
   }
@@ -334,8 +359,8 @@ caf::behavior engram_shard(Self* self, runtime::RoleContext ctx) {
                       s.cfg.engram.placement == model::EngramAt::shards ? s.shards : 0));
     s.n_mb = s.cfg.train.batch_size / s.cfg.train.micro_batch_rows;
     const auto tables = int64_t(model::engram_tables(s.cfg.model).size());
-    s.share = std::make_unique<model::EngramShare>(
-        s.cfg, model::engram_tables_of_shard(tables, s.shards, s.ctx.index));
+    const std::vector<bool> held = model::engram_tables_of_shard(tables, s.shards, s.ctx.index);
+    s.share = std::make_unique<model::EngramShare>(s.cfg, held, cold_tier(s, held));
     s.epoch = s.ctx.epoch;
   } catch (const std::exception& e) {
     control::NodeError err;

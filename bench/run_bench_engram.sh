@@ -1,11 +1,26 @@
 #!/usr/bin/env bash
 # make bench-engram (issue 16): tokens/s of a job whose Engram tables live on engram_shard
-# actors (`engram.placement=shards`, ENGRAM_SHARDS (2) shards, each held twice) next to the
-# same job with the tables replicated in every worker, in the same run
-# (bench/run_bench_placement.sh: NODES, STEPS, REPEATS, WARMUP, CONFIG), and how long the
-# forwards waited for the prefetched rows (each worker's log line).
+# actors (`engram.placement=shards`, ENGRAM_SHARDS (2) shards, each held twice) with each
+# holder's host cache bounded to ENGRAM_CACHE_PERCENT (10) % of its tables (the rest in the
+# RocksDB cold tier; 0: no bound, all in memory), next to the same job with the tables
+# replicated in every worker, in the same run (bench/run_bench_placement.sh: NODES, STEPS,
+# REPEATS, WARMUP, CONFIG), with how long the forwards waited for the prefetched rows and
+# the cold tier's hits and misses (the node logs' lines).
 set -euo pipefail
-exec env LOG_GREP="Engram rows waited" "$(dirname "$0")/run_bench_placement.sh" "${1:-build}" \
-  bench-engram "tables in every worker" "tables on engram shards" \
-  "--set engram.placement=shards --set engram.shards=${ENGRAM_SHARDS:-2}" \
-  "issue 16: within 3% with the host cache under 10%; no tiers yet"
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+BUILD=${1:-build}
+SHARDS=${ENGRAM_SHARDS:-2}
+PERCENT=${ENGRAM_CACHE_PERCENT:-10}
+CONFIG=${CONFIG:-$ROOT/configs/tiny.toml}
+# The table parameters (troupe's own count, from the config) → bytes per holder, × PERCENT.
+PARAMS=$("$BUILD/troupe" train --config "$CONFIG" --print-params 2>/dev/null |
+  awk '$3 == "engram-adam" { n += $4 } END { print n + 0 }')
+[ "$PARAMS" -gt 0 ] || { echo "bench-engram: cannot read the Engram table count" >&2; exit 1; }
+CACHE=$((PARAMS * 12 / SHARDS * PERCENT / 100))
+echo "bench-engram: $PARAMS table parameters, $SHARDS shards, host cache $CACHE bytes per holder" \
+  "($PERCENT% of its tables with their moments)"
+exec env LOG_GREP="Engram rows waited\|host cache" CONFIG="$CONFIG" \
+  "$ROOT/bench/run_bench_placement.sh" "$BUILD" bench-engram \
+  "tables in every worker" "shards, cache $PERCENT%" \
+  "--set engram.placement=shards --set engram.shards=$SHARDS --set engram.host_cache_bytes=$CACHE" \
+  "issue 16: within 3%"

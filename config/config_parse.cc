@@ -65,7 +65,7 @@ std::vector<Section> build_sections() {
                            KEY(fault_tolerance, replace_lost)}},
       {"parallel", {KEY(parallel, experts)}},
       {"eplb", {KEY(eplb, window_steps), KEY(eplb, rebalance_every_steps)}},
-      {"engram", {KEY(engram, placement), KEY(engram, shards)}},
+      {"engram", {KEY(engram, placement), KEY(engram, shards), KEY(engram, host_cache_bytes)}},
   };
 }
 // clang-format on

@@ -117,6 +117,11 @@ void validate_routing(Checker& c, const ModelConfig& m) {
 // [engram] (issue 16): shards hold whole tables, so there are at most as many as tables.
 void validate_engram_placement(Checker& c, const JobConfig& cfg) {
   c.positive("engram.shards");
+  c.non_negative("engram.host_cache_bytes");
+  if (cfg.engram.placement != EngramAt::shards && cfg.engram.host_cache_bytes > 0)
+    c.fail_across({"engram.host_cache_bytes", "engram.placement"},
+                  "engram.host_cache_bytes bounds the rows an engram_shard keeps in memory; it "
+                  "needs engram.placement = \"shards\" (or set it to 0)");
   if (cfg.engram.placement != EngramAt::shards) return;
   const int64_t tables = int64_t(cfg.model.engram_layers.size() * cfg.model.engram_orders.size()) *
                          cfg.model.engram_heads;

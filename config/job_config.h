@@ -51,6 +51,9 @@ inline constexpr std::array<std::pair<EngramAt, std::string_view>, 2> kEngramAtN
 struct EngramPlacement {
   EngramAt placement = EngramAt::replicated;
   int64_t shards = 2;  // engram_shard actors with "shards": table t on shard t mod shards
+  // With "shards": each holder's rows in host memory at most (with their moments), the rest
+  // in a RocksDB cold tier under the run directory; 0: every row in host memory.
+  int64_t host_cache_bytes = 0;
   bool operator==(const EngramPlacement&) const = default;
 };
 

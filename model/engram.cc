@@ -140,6 +140,13 @@ double engram_grad_sumsq(const EngramGrad<T>& g) {
 }
 
 template <typename T>
+void engram_initial_row(const EngramTableInfo& table, uint64_t seed, int64_t row, T* out) {
+  CounterRng rng(seed, purpose_of(table.name));
+  for (int64_t d = 0; d < table.dim; ++d)
+    out[d] = T(kTableInitStd * rng.normal(uint64_t(row * table.dim + d)));
+}
+
+template <typename T>
 InProcessEngramStore<T>::InProcessEngramStore(const ModelConfig& cfg, uint64_t seed)
     : InProcessEngramStore(cfg, seed, std::vector<bool>(engram_tables(cfg).size(), true)) {}
 
@@ -189,13 +196,27 @@ void InProcessEngramStore<T>::lookup(int64_t table, const int64_t* ids, int64_t 
 }
 
 template <typename T>
+EngramAdamRow<T> EngramAdamRow<T>::of(const EngramAdamStep& s) {
+  const double c1 = 1.0 - std::pow(s.beta1, double(s.step + 1));
+  const double c2 = 1.0 - std::pow(s.beta2, double(s.step + 1));
+  return {T(s.beta1), T(s.beta2), T(s.grad_scale), T(s.lr / c1), T(1.0 / c2), T(s.eps)};
+}
+
+template <typename T>
+void EngramAdamRow<T>::operator()(const T* g, T* w, T* m, T* v, int64_t D) const {
+  for (int64_t d = 0; d < D; ++d) {
+    const T gi = g[d] * scale;
+    m[d] = b1 * m[d] + (T(1) - b1) * gi;
+    v[d] = b2 * v[d] + (T(1) - b2) * gi * gi;
+    w[d] -= step_size * m[d] / (std::sqrt(v[d] * inv_c2) + eps);
+  }
+}
+
+template <typename T>
 void InProcessEngramStore<T>::apply(const EngramGrad<T>& grad, const EngramAdamStep& s) {
   if (grad.size() != info_.size())
     throw std::invalid_argument("engram store: gradient has the wrong number of tables");
-  const double c1 = 1.0 - std::pow(s.beta1, double(s.step + 1));
-  const double c2 = 1.0 - std::pow(s.beta2, double(s.step + 1));
-  const T b1 = T(s.beta1), b2 = T(s.beta2), scale = T(s.grad_scale);
-  const T step_size = T(s.lr / c1), inv_c2 = T(1.0 / c2), eps = T(s.eps);
+  const EngramAdamRow<T> adam = EngramAdamRow<T>::of(s);
   for (size_t t = 0; t < info_.size(); ++t) {
     const int64_t D = info_[t].dim;
     const SparseRows<T>& g = grad[t];
@@ -205,16 +226,8 @@ void InProcessEngramStore<T>::apply(const EngramGrad<T>& grad, const EngramAdamS
       const int64_t base = g.ids[r] * D;
       if (g.ids[r] < 0 || g.ids[r] >= info_[t].rows)
         throw std::out_of_range("engram gradient row id out of range in " + info_[t].name);
-      T* w = values_[t].data() + base;
-      T* m = m_[t].data() + base;
-      T* v = v_[t].data() + base;
-      const T* gr = g.values.data() + int64_t(r) * D;
-      for (int64_t d = 0; d < D; ++d) {
-        const T gi = gr[d] * scale;
-        m[d] = b1 * m[d] + (T(1) - b1) * gi;
-        v[d] = b2 * v[d] + (T(1) - b2) * gi * gi;
-        w[d] -= step_size * m[d] / (std::sqrt(v[d] * inv_c2) + eps);
-      }
+      adam(g.values.data() + int64_t(r) * D, values_[t].data() + base, m_[t].data() + base,
+           v_[t].data() + base, D);
     }
   }
 }
@@ -475,6 +488,10 @@ template double engram_table_sumsq<float>(const SparseRows<float>&);
 template double engram_table_sumsq<double>(const SparseRows<double>&);
 template double engram_grad_sumsq<float>(const EngramGrad<float>&);
 template double engram_grad_sumsq<double>(const EngramGrad<double>&);
+template void engram_initial_row<float>(const EngramTableInfo&, uint64_t, int64_t, float*);
+template void engram_initial_row<double>(const EngramTableInfo&, uint64_t, int64_t, double*);
+template struct EngramAdamRow<float>;
+template struct EngramAdamRow<double>;
 template class InProcessEngramStore<float>;
 template class InProcessEngramStore<double>;
 

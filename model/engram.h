@@ -45,6 +45,11 @@ std::vector<EngramTableInfo> engram_tables(const ModelConfig& cfg);
 // Σ rows·dim over the tables: the parameters outside the dense buffer.
 int64_t engram_table_params(const ModelConfig& cfg);
 
+// out (D) <- row `row` of a fresh table: entries row·D … row·D + D − 1 of the rule below
+// (InProcessEngramStore's), made on demand.
+template <typename T>
+void engram_initial_row(const EngramTableInfo& table, uint64_t seed, int64_t row, T* out);
+
 int64_t next_prime_at_least(int64_t n);
 uint64_t engram_compress(int32_t id);                                 // P(x)
 uint64_t engram_multiplier(uint64_t seed, int64_t layer, int64_t k);  // m_k
@@ -81,6 +86,15 @@ struct EngramAdamStep {
   double lr = 0, beta1 = 0.9, beta2 = 0.95, eps = 1e-8;
   double grad_scale = 1;  // global-norm clipping factor
   int64_t step = 0;       // the global 0-based step: bias correction uses step + 1
+};
+
+// One sparse Adam update of one row: w, m, v (D each) from its gradient g, with the step's
+// constants (EngramAdamRow::of). Every store updates its rows through it: the same bits.
+template <typename T>
+struct EngramAdamRow {
+  T b1, b2, scale, step_size, inv_c2, eps;
+  static EngramAdamRow of(const EngramAdamStep& s);
+  void operator()(const T* g, T* w, T* m, T* v, int64_t D) const;
 };
 
 // Where the tables live. This process's in-memory store below; a later issue puts them in

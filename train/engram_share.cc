@@ -46,12 +46,32 @@ std::vector<bool> engram_tables_of_shard(int64_t tables, int64_t shards, int64_t
   return held;
 }
 
-EngramShare::EngramShare(const TrainJobConfig& cfg, std::vector<bool> held)
-    : cfg_(cfg), held_(std::move(held)), store_(cfg.model, cfg.train.seed, held_) {}
+std::vector<float> MemoryShardTables::read_table(int64_t table, int part) {
+  if (!store_.held(table)) throw std::out_of_range("read_table: a table not held here");
+  const auto n = size_t(store_.tables()[size_t(table)].rows * store_.tables()[size_t(table)].dim);
+  if (part == 0) return {store_.data(table), store_.data(table) + n};
+  return part == 1 ? store_.moment_m(table) : store_.moment_v(table);
+}
+
+void MemoryShardTables::write_table(int64_t table, int part, const std::vector<float>& data) {
+  if (!store_.held(table)) throw std::out_of_range("write_table: a table not held here");
+  const auto n = size_t(store_.tables()[size_t(table)].rows * store_.tables()[size_t(table)].dim);
+  if (data.size() != n) throw std::invalid_argument("write_table: a table of the wrong size");
+  if (part == 0)
+    std::copy(data.begin(), data.end(), store_.data(table));
+  else
+    (part == 1 ? store_.moment_m(table) : store_.moment_v(table)) = data;
+}
+
+EngramShare::EngramShare(const TrainJobConfig& cfg, std::vector<bool> held,
+                         std::unique_ptr<ShardTables> tables)
+    : cfg_(cfg), held_(std::move(held)), tables_(std::move(tables)) {
+  if (!tables_) tables_ = std::make_unique<MemoryShardTables>(cfg.model, cfg.train.seed, held_);
+}
 
 std::vector<double> EngramShare::reduce(const std::vector<TreeNode>& nodes,
                                         const std::vector<const EngramGrad<float>*>& grads) {
-  const auto& info = store_.tables();
+  const auto& info = tables_->tables();
   for (const EngramGrad<float>* g : grads)
     for (size_t t = 0; g && t < g->size() && t < info.size(); ++t)
       if (!held_[t] && !(*g)[t].ids.empty())
@@ -69,15 +89,15 @@ void EngramShare::apply(int64_t step, double clip_scale) {
   if (step != version_)
     throw std::logic_error("EngramShare::apply of step " + std::to_string(step) + " at version " +
                            std::to_string(version_));
-  backup_ = store_.backup_rows(*reduced_);
-  store_.apply(*reduced_, engram_adam_step(cfg_, step, clip_scale));
+  backup_ = tables_->backup_rows(*reduced_);
+  tables_->apply(*reduced_, engram_adam_step(cfg_, step, clip_scale));
   reduced_.reset();
   ++version_;
 }
 
 void EngramShare::undo() {
   if (!backup_) throw std::logic_error("EngramShare::undo without a kept update");
-  store_.restore_rows(*backup_);
+  tables_->restore_rows(*backup_);
   backup_.reset();
   --version_;
 }
@@ -96,7 +116,7 @@ void EngramShare::install(int64_t version, const std::vector<std::vector<float>>
   if (values.size() != held.size() || m.size() != held.size() || v.size() != held.size())
     throw std::invalid_argument("EngramShare::install: " + std::to_string(values.size()) +
                                 " tables for " + std::to_string(held.size()) + " held");
-  const auto& info = store_.tables();
+  const auto& info = tables_->tables();
   for (size_t i = 0; i < held.size(); ++i) {
     const auto n = size_t(info[size_t(held[i])].rows * info[size_t(held[i])].dim);
     if (values[i].size() != n || m[i].size() != n || v[i].size() != n)
@@ -104,9 +124,9 @@ void EngramShare::install(int64_t version, const std::vector<std::vector<float>>
                                   " of the wrong size");
   }
   for (size_t i = 0; i < held.size(); ++i) {
-    std::copy(values[i].begin(), values[i].end(), store_.data(held[i]));
-    store_.moment_m(held[i]) = m[i];
-    store_.moment_v(held[i]) = v[i];
+    tables_->write_table(held[i], 0, values[i]);
+    tables_->write_table(held[i], 1, m[i]);
+    tables_->write_table(held[i], 2, v[i]);
   }
   version_ = version;
   reduced_.reset();

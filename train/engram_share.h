@@ -5,6 +5,7 @@
 // sum over its rows (engram_table_sumsq), so the global norm summed table by table from the
 // shards' parts is bitwise the one process's (engram_grad_sumsq). Pure computation.
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <vector>
 
@@ -31,15 +32,60 @@ inline int64_t engram_shard_of_table(int64_t table, int64_t shards) {
   return table % shards;
 }
 
+// Where a shard keeps its tables (those it holds; the others throw std::out_of_range): all
+// in host memory (MemoryShardTables), or a bounded host cache over a RocksDB cold tier
+// (storage/engram_tier.h). Rows are read and updated one at a time through the same
+// EngramAdamRow, so every kind gives the same bits.
+class ShardTables {
+ public:
+  virtual ~ShardTables() = default;
+  virtual const std::vector<EngramTableInfo>& tables() const = 0;
+  virtual bool held(int64_t table) const = 0;
+  // out (n, D) <- rows ids of `table` (a cold tier loads its misses).
+  virtual void lookup(int64_t table, const int64_t* ids, int64_t n, float* out) = 0;
+  virtual void apply(const EngramGrad<float>& grad, const EngramAdamStep& s) = 0;
+  virtual EngramRowsBackup<float> backup_rows(const EngramGrad<float>& grad) = 0;
+  virtual void restore_rows(const EngramRowsBackup<float>& b) = 0;
+  // A whole held table's values (part 0), m (1) or v (2); and the same set wholesale.
+  virtual std::vector<float> read_table(int64_t table, int part) = 0;
+  virtual void write_table(int64_t table, int part, const std::vector<float>& data) = 0;
+};
+
+// Every held table in host memory (InProcessEngramStore).
+class MemoryShardTables final : public ShardTables {
+ public:
+  MemoryShardTables(const ModelConfig& cfg, uint64_t seed, const std::vector<bool>& held)
+      : store_(cfg, seed, held) {}
+  const std::vector<EngramTableInfo>& tables() const override { return store_.tables(); }
+  bool held(int64_t table) const override { return store_.held(table); }
+  void lookup(int64_t table, const int64_t* ids, int64_t n, float* out) override {
+    store_.lookup(table, ids, n, out);
+  }
+  void apply(const EngramGrad<float>& grad, const EngramAdamStep& s) override {
+    store_.apply(grad, s);
+  }
+  EngramRowsBackup<float> backup_rows(const EngramGrad<float>& grad) override {
+    return store_.backup_rows(grad);
+  }
+  void restore_rows(const EngramRowsBackup<float>& b) override { store_.restore_rows(b); }
+  std::vector<float> read_table(int64_t table, int part) override;
+  void write_table(int64_t table, int part, const std::vector<float>& data) override;
+
+ private:
+  InProcessEngramStore<float> store_;
+};
+
 // One shard's tables and their update. version() is the number of train steps applied; the
 // rows the last update changed are kept (as they were) until undo() or the next update, so
 // a step that a recovery aborts after this shard applied it can be taken back.
 class EngramShare {
  public:
-  EngramShare(const TrainJobConfig& cfg, std::vector<bool> held);
+  // Tables in host memory, or in `tables` (holding the same tables as `held` says).
+  EngramShare(const TrainJobConfig& cfg, std::vector<bool> held,
+              std::unique_ptr<ShardTables> tables = nullptr);
 
-  const InProcessEngramStore<float>& store() const { return store_; }
-  InProcessEngramStore<float>& store() { return store_; }
+  ShardTables& tables() { return *tables_; }
+  const ShardTables& tables() const { return *tables_; }
   int64_t version() const { return version_; }
   // Reduces the step's pieces (rows of tables held here only: std::invalid_argument else)
   // and returns each table's Σ g² (engram_table_sumsq; 0 for a table not held).
@@ -64,7 +110,7 @@ class EngramShare {
  private:
   TrainJobConfig cfg_;
   std::vector<bool> held_;
-  InProcessEngramStore<float> store_;
+  std::unique_ptr<ShardTables> tables_;
   int64_t version_ = 0;
   std::optional<EngramGrad<float>> reduced_;
   std::optional<EngramRowsBackup<float>> backup_;

@@ -227,7 +227,12 @@ TEST(ConfigEngram, PlacementByNameAndShardsBoundedByTheTables) {
                   "engram.placement = \"shards\" needs Engram tables");
   EXPECT_CONTAINS(set_error({"engram.placement=shards", "checkpoint.every_steps=5"}),
                   "checkpoints of Engram tables on engram_shard actors are not implemented yet");
-  EXPECT_CONTAINS(file_error("[engram]\nhost_cache_bytes = 5\n"), "unknown key");
+  EXPECT_CONTAINS(set_error({"engram.host_cache_bytes=4096"}), "it needs engram.placement");
+  EXPECT_CONTAINS(set_error({"engram.host_cache_bytes=-1"}), "engram.host_cache_bytes");
+  EXPECT_EQ(
+      load_config(write_toml("[engram]\nplacement = \"shards\"\nhost_cache_bytes = 65536\n"), {})
+          .engram.host_cache_bytes,
+      65536);
 }
 
 // [checkpoint] is a section now (issue 12): read, and its keys checked.

@@ -1,7 +1,8 @@
 #!/usr/bin/python3
 """Engram tables on engram_shard actors (`[engram] placement = "shards"`, issue 16): tiny on 3
 node processes must end with the weights and loss lines of the replicated run, bit for bit,
-with validation on, for 2 and 3 shards (each held twice: fault_tolerance.buddy_copies = 1);
+with validation on, for 2 and 3 shards (each held twice: fault_tolerance.buddy_copies = 1)
+and with a host cache of ~5% over the RocksDB cold tier;
 again when a node without a shard is killed mid-run, and when a node holding shards is: the
 survivors send their new holders the tables; and through a scale 3 → 2 → 4. `troupe train`
 (one process) refuses shards.
@@ -76,6 +77,25 @@ def on_shards(troupe, work, steps, want, k):
     start = [e["text"] for e in events(run_dir) if e["event"] == "start"]
     check("  the workers hold no table", start and "none in the workers" in start[0], start)
     check(f"  all {k} shards answered lookups", len(served(run_dir)) == k, served(run_dir))
+
+
+def cold_tier(troupe, work, steps, want):
+    """Each holder's host cache bounded to ~5% of its tables: the rest in RocksDB."""
+    run_dir = os.path.join(work, "cold")
+    job = Job([troupe, "launch", *common(steps), "--nodes", "3", "--run-dir", run_dir, *shards(2),
+               "--set", "engram.host_cache_bytes=400000"])
+    out, err = job.communicate(timeout=600)
+    h = weights_hash(out)
+    check("a host cache of ~5% over the RocksDB cold tier: same weights and tables",
+          job.returncode == 0 and h == want[0],
+          f"status {job.returncode}, {h} vs {want[0]}: {err.strip().splitlines()[-3:]}")
+    tier = []
+    for name in sorted(os.listdir(run_dir)):
+        if name.startswith("node-") and name.endswith(".log"):
+            with open(os.path.join(run_dir, name)) as f:
+                tier += [l.strip() for l in f if "host cache" in l]
+    check("  the shards read rows back from RocksDB",
+          len(tier) == 2 and all(re.search(r"[1-9][0-9]* from RocksDB", l) for l in tier), tier)
 
 
 def kill_node(troupe, work, steps, node, k):
@@ -171,6 +191,7 @@ def main():
     print(f"replicated run: weights {want[0]}, {len(want[1])} loss lines", flush=True)
     on_shards(a.troupe, a.work, a.steps, want, 2)
     on_shards(a.troupe, a.work, a.steps, want, 3)
+    cold_tier(a.troupe, a.work, a.steps, want)
     lose_a_worker_node(a.troupe, a.work, a.steps, want)
     lose_a_shard_node(a.troupe, a.work, a.steps, want)
     rescaled(a.troupe, a.work, a.steps, want)

@@ -30,10 +30,10 @@ class Shares final : public EngramStore<float> {
       shares.push_back(std::make_unique<EngramShare>(cfg, engram_tables_of_shard(T, K, k)));
   }
   const std::vector<EngramTableInfo>& tables() const override {
-    return shares[0]->store().tables();
+    return shares[0]->tables().tables();
   }
   void lookup(int64_t table, const int64_t* ids, int64_t n, float* out) const override {
-    of(table).store().lookup(table, ids, n, out);
+    of(table).tables().lookup(table, ids, n, out);
   }
   void apply(const EngramGrad<float>&, const EngramAdamStep&) override { FAIL(); }
   EngramShare& of(int64_t table) const {
@@ -42,9 +42,7 @@ class Shares final : public EngramStore<float> {
   std::vector<std::vector<float>> all_tables() const {
     std::vector<std::vector<float>> out;
     for (size_t t = 0; t < tables().size(); ++t) {
-      const auto& info = tables()[t];
-      const float* d = of(int64_t(t)).store().data(int64_t(t));
-      out.emplace_back(d, d + info.rows * info.dim);
+      out.push_back(of(int64_t(t)).tables().read_table(int64_t(t), 0));
     }
     return out;
   }
@@ -128,27 +126,21 @@ TEST(EngramShare, InstallMakesANewHolderEqualToTheSurvivor) {
   Shares sh(engram_job(), 2);
   Trainer t(engram_job(), &sh);
   for (int64_t s = 0; s < 2; ++s) sharded_step(t, sh, s);
-  const EngramShare& from = *sh.shares[1];
+  EngramShare& from = *sh.shares[1];
   const auto T = int64_t(engram_tables(engram_job().model).size());
   EngramShare fresh(engram_job(), engram_tables_of_shard(T, 2, 1));
   std::vector<std::vector<float>> values, m, v;
   for (int64_t tb : from.held_tables()) {
-    const auto n =
-        size_t(from.store().tables()[size_t(tb)].rows * from.store().tables()[size_t(tb)].dim);
-    values.emplace_back(from.store().data(tb), from.store().data(tb) + n);
-    m.push_back(from.store().moment_m(tb)), v.push_back(from.store().moment_v(tb));
+    values.push_back(from.tables().read_table(tb, 0));
+    m.push_back(from.tables().read_table(tb, 1)), v.push_back(from.tables().read_table(tb, 2));
   }
   EXPECT_THROW(fresh.install(2, {values[0]}, {m[0]}, {v[0]}), std::invalid_argument);
   fresh.install(2, values, m, v);
   EXPECT_EQ(fresh.version(), 2);
   EXPECT_FALSE(fresh.can_undo());
-  for (int64_t tb : from.held_tables()) {
-    const auto n =
-        size_t(from.store().tables()[size_t(tb)].rows * from.store().tables()[size_t(tb)].dim);
-    EXPECT_EQ(std::vector<float>(fresh.store().data(tb), fresh.store().data(tb) + n),
-              std::vector<float>(from.store().data(tb), from.store().data(tb) + n));
-    EXPECT_EQ(fresh.store().moment_v(tb), from.store().moment_v(tb));
-  }
+  for (int64_t tb : from.held_tables())
+    for (int part = 0; part < 3; ++part)
+      EXPECT_EQ(fresh.tables().read_table(tb, part), from.tables().read_table(tb, part));
 }
 
 TEST(EngramShare, RefusesRowsOfTablesHeldElsewhereAndStepsOutOfOrder) {
@@ -163,7 +155,7 @@ TEST(EngramShare, RefusesRowsOfTablesHeldElsewhereAndStepsOutOfOrder) {
   EXPECT_THROW(s.apply(0, 1.0), std::logic_error);  // nothing reduced
   float row[64];
   const int64_t id = 3;
-  EXPECT_THROW(s.store().lookup(1, &id, 1, row), std::out_of_range);
+  EXPECT_THROW(s.tables().lookup(1, &id, 1, row), std::out_of_range);
   EngramGrad<float> none(static_cast<size_t>(T));
   s.reduce({{0, n}}, {&none});
   EXPECT_THROW(s.apply(1, 1.0), std::logic_error);  // version 0 takes step 0
