@@ -42,6 +42,11 @@ struct StepReport {
   double val_loss = 0;
   // Tokens routed to each expert in the step, per layer (empty for dense layers).
   std::vector<std::vector<int64_t>> expert_counts;
+  // The Engram shards' cold tiers in the step, summed over the holders (all 0 without).
+  struct EngramTier {
+    int64_t hits = 0, misses = 0, bytes_read = 0, bytes_written = 0;
+    double miss_ms = 0;
+  } engram_tier;
 };
 
 struct JobResult {

@@ -88,6 +88,19 @@ bool replace_holders(Self* self, size_t copies) {
   return true;
 }
 
+// A holder's running counts into the step's report: what grew since its last ones (all of
+// them when they went back: a new holder started over).
+void count_tier(CoordinatorState& s, const std::string& holder, const train::EngramTierCounts& c) {
+  train::EngramTierCounts& last = s.engram.tier_seen[holder];
+  if (c.hits() < last.hits() || c.misses() < last.misses()) last = train::EngramTierCounts();
+  StepReport::EngramTier& r = s.drv.report.engram_tier;
+  r.hits += c.hits() - last.hits(), r.misses += c.misses() - last.misses();
+  r.bytes_read += std::max<int64_t>(0, c.bytes_read() - last.bytes_read());
+  r.bytes_written += std::max<int64_t>(0, c.bytes_written() - last.bytes_written());
+  r.miss_ms += std::max(0.0, c.miss_ms() - last.miss_ms());
+  last = c;
+}
+
 }  // namespace
 
 bool engram_sharded(Self* self) {
@@ -143,6 +156,7 @@ void begin_engram_step(Self* self, train::StepBegin* b) {
   if (b->kind() != train::TRAIN) return;
   e.norms.open(s.core.epoch, b->step(), int64_t(e.flat.size()));
   e.parts.assign(e.flat.size(), {});
+  s.drv.report.engram_tier = {};
 }
 
 bool engram_norms_ready(Self* self, double* sumsq) {
@@ -190,6 +204,7 @@ Verdict on_engram_norm(Self* self, const train::EngramNorm& n, const ActorMessag
     return drop(Drop::malformed, "an EngramNorm without one double per table");
   e.norms.add(s.core.epoch, n.step(), i);
   e.parts[size_t(i)] = std::move(parts);
+  count_tier(s, m.from, n.tier());
   const std::string node(m.from.substr(0, m.from.find('/')));
   e.awaiting.erase({n.shard(), node});  // it reduced a step: it has the tables
   return {};

@@ -146,6 +146,7 @@ struct EngramShards {
   std::vector<int64_t> flat_shard;                     // the shard of flat[i]
   Receipts norms;                                      // EngramNorm of the step, by flat index
   std::vector<std::vector<double>> parts;  // by flat index: Σ g² per table (0: another's)
+  std::map<std::string, train::EngramTierCounts> tier_seen;  // by holder: its last counts
 };
 
 // A checkpoint being written: each worker of the view reports its shards.

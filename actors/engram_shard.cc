@@ -191,6 +191,13 @@ void reduce_step(Self* self) {
   s.nodes.clear(), s.grads.clear();
   train::EngramNorm n;
   n.set_step(s.step), n.set_shard(s.ctx.index);
+  if (const auto* tier = dynamic_cast<const storage::TieredShardTables*>(&s.share->tables())) {
+    const auto& st = tier->stats();
+    train::EngramTierCounts* c = n.mutable_tier();
+    c->set_hits(st.hits), c->set_misses(st.misses);
+    c->set_bytes_read(st.bytes_read), c->set_bytes_written(st.bytes_written);
+    c->set_miss_ms(st.miss_ms);
+  }
   reply(self, s.ctx.coordinator, engram_norm_type, n, {owned_payload(std::move(parts))});
 }
 

@@ -224,6 +224,9 @@ class LaunchJob {
     control_.on_step(r.stats.step, r.stats.loss, tps, elapsed_s(),
                      r.has_val ? &r.val_loss : nullptr);
     control_.metrics().on_expert_load(r.expert_counts);
+    const auto& t = r.engram_tier;
+    control_.metrics().on_engram_tier(t.hits, t.misses, t.bytes_read, t.bytes_written,
+                                      t.miss_ms / 1000);
     last_loss_ = r.stats.loss;
     if (r.has_val) last_val_ = r.val_loss;
     write_or_stop(metrics_, metrics_line(r.stats, tps, r.val_loss, r.has_val, unix_ms_now()));

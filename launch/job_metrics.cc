@@ -68,9 +68,41 @@ JobMetrics::JobMetrics() : registry_(std::make_shared<prometheus::Registry>()) {
                              "Max over mean of the load per expert shard, mean over MoE layers, "
                              "of the last rebalance's window under the placement before and after")
                          .Register(r);
+  register_engram(r);
 }
 
 JobMetrics::~JobMetrics() = default;
+
+void JobMetrics::register_engram(prometheus::Registry& r) {
+  engram_hits_ = &counter(r, "troupe_engram_cache_hits_total",
+                          "Engram rows the shards' host caches held when asked");
+  engram_misses_ = &counter(r, "troupe_engram_cache_misses_total",
+                            "Engram rows the shards loaded into their host caches");
+  engram_cold_bytes_ = &prometheus::BuildCounter()
+                            .Name("troupe_engram_cold_bytes_total")
+                            .Help("Bytes of Engram rows read from and written to the cold tier")
+                            .Register(r);
+  engram_miss_s_ = &counter(r, "troupe_engram_miss_seconds_total",
+                            "Time the Engram shards spent loading missed rows");
+  engram_hit_ratio_ = &prometheus::BuildGauge()
+                           .Name("troupe_engram_cache_hit_ratio")
+                           .Help("Hits over hits and misses of the last committed step")
+                           .Register(r)
+                           .Add({});
+}
+
+void JobMetrics::on_engram_tier(int64_t hits, int64_t misses, int64_t bytes_read,
+                                int64_t bytes_written, double miss_s) {
+  if (hits + misses <= 0) return;
+  engram_hits_->Increment(double(hits));
+  engram_misses_->Increment(double(misses));
+  engram_cold_bytes_->Add({{"direction", "read"}})
+      .Increment(double(std::max<int64_t>(0, bytes_read)));
+  engram_cold_bytes_->Add({{"direction", "written"}})
+      .Increment(double(std::max<int64_t>(0, bytes_written)));
+  engram_miss_s_->Increment(std::max(0.0, miss_s));
+  engram_hit_ratio_->Set(double(hits) / double(hits + misses));
+}
 
 void JobMetrics::on_step(int64_t step, double loss, double tokens_per_s) {
   steps_->Increment();

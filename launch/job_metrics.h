@@ -74,6 +74,13 @@ class JobMetrics {
   // troupe_expert_slot_imbalance{placement="before"|"after"} = max/mean load per shard of
   // the window's loads under the old and the new placement.
   void on_rebalance(double before, double after);
+  // A committed step's Engram cold tiers (engram.host_cache_bytes), summed over the holders:
+  // troupe_engram_cache_hits_total / _misses_total += hits / misses,
+  // troupe_engram_cold_bytes_total{direction="read"|"written"} += bytes,
+  // troupe_engram_miss_seconds_total += the time spent loading misses, and
+  // troupe_engram_cache_hit_ratio = the step's hits / (hits + misses) (0 before any).
+  void on_engram_tier(int64_t hits, int64_t misses, int64_t bytes_read, int64_t bytes_written,
+                      double miss_s);
 
   // Every metric in the Prometheus text exposition format (version 0.0.4).
   std::string text() const;
@@ -81,6 +88,7 @@ class JobMetrics {
   std::shared_ptr<prometheus::Registry> registry() const { return registry_; }
 
  private:
+  void register_engram(prometheus::Registry& r);
   prometheus::Counter& labelled(prometheus::Family<prometheus::Counter>& family,
                                 const std::string& label, const std::string& value);
 
@@ -98,6 +106,11 @@ class JobMetrics {
   prometheus::Counter* checkpoints_;
   prometheus::Counter* checkpoint_stall_s_;
   prometheus::Gauge* checkpoint_last_stall_s_;
+  prometheus::Counter* engram_hits_;
+  prometheus::Counter* engram_misses_;
+  prometheus::Family<prometheus::Counter>* engram_cold_bytes_;
+  prometheus::Counter* engram_miss_s_;
+  prometheus::Gauge* engram_hit_ratio_;
   prometheus::Family<prometheus::Counter>* expert_tokens_;
   prometheus::Family<prometheus::Gauge>* expert_imbalance_;
   prometheus::Counter* rebalances_;

@@ -114,6 +114,22 @@ TEST(JobMetrics, RebalancesAndTheSlotImbalanceBeforeAndAfter) {
                   "gauge troupe_expert_slot_imbalance{placement=\"after\"} 1.0"});
 }
 
+TEST(JobMetrics, EngramColdTierCountsAndTheLastStepsHitRatio) {
+  JobMetrics m;
+  m.on_engram_tier(0, 0, 0, 0, 0);  // no tier: nothing counted
+  expect_samples(parsed_samples(m.text()), {"counter troupe_engram_cache_hits_total{} 0.0",
+                                            "gauge troupe_engram_cache_hit_ratio{} 0.0"});
+  m.on_engram_tier(30, 10, 640, 320, 0.5);
+  m.on_engram_tier(9, 1, 64, 0, 0.25);
+  expect_samples(parsed_samples(m.text()),
+                 {"counter troupe_engram_cache_hits_total{} 39.0",
+                  "counter troupe_engram_cache_misses_total{} 11.0",
+                  "counter troupe_engram_cold_bytes_total{direction=\"read\"} 704.0",
+                  "counter troupe_engram_cold_bytes_total{direction=\"written\"} 320.0",
+                  "counter troupe_engram_miss_seconds_total{} 0.75",
+                  "gauge troupe_engram_cache_hit_ratio{} 0.9"});
+}
+
 TEST(JobMetrics, DroppedCountsAreRunningTotalsThatNeverGoBack) {
   JobMetrics m;
   m.set_dropped("full_queue", 5);
