@@ -69,7 +69,9 @@ void start_or_finish(Self* self) {
   }
   enter_phase(self, Phase::finishing);
   s.drv.finals.open(s.core.epoch, -1, worker_count(self));
-  to_all_workers(self, finish_type, train::Finish{});
+  train::Finish f;
+  name_engram_shards(self, f.mutable_engram_shards());
+  to_all_workers(self, finish_type, f);
 }
 
 namespace {

@@ -45,7 +45,7 @@ void first_holders(Self* self, size_t copies) {
   }
   std::string where;
   for (size_t k = 0; k < s.engram.holders.size(); ++k) {
-    where += fmt::format("{}shard {} on", k ? ";" : "", k);
+    where += fmt::format("{}shard {} on", k ? "; " : "", k);
     for (const std::string& n : s.engram.holders[k]) where += " " + n;
   }
   event(
@@ -142,12 +142,18 @@ bool place_engram_shards(Self* self, control::View* v) {
   return true;
 }
 
+void name_engram_shards(Self* self, google::protobuf::RepeatedPtrField<std::string>* into) {
+  const EngramShards& e = self->state.engram;
+  for (size_t k = 0; engram_sharded(self) && k < e.holders.size(); ++k)
+    *into->Add() = holder_address(e.holders[k].front(), k);
+}
+
 void begin_engram_step(Self* self, train::StepBegin* b) {
   auto& s = self->state;
   if (!engram_sharded(self)) return;
   EngramShards& e = s.engram;
+  name_engram_shards(self, b->mutable_engram_shards());
   for (size_t k = 0; k < e.holders.size(); ++k) {
-    b->add_engram_shards(holder_address(e.holders[k].front(), k));
     for (size_t c = 1; c < e.holders[k].size(); ++c) {
       b->add_engram_copies(holder_address(e.holders[k][c], k));
       b->add_engram_copy_shards(int64_t(k));

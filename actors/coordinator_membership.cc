@@ -196,6 +196,13 @@ bool plan_rollback(Self* self, const std::string& what, train::Recover* r, std::
   const std::vector<int64_t> survivors(r->old_index().begin(), r->old_index().end());
   const std::string lost = r->version() == 0 ? "" : share_lost(self, r->old_workers(), survivors);
   if (c.rollback_to < 0 && lost.empty()) return true;
+  if (engram_sharded(self)) {
+    fail(self, fmt::format("{}: {}: the optimizer state of its share is gone, and a rollback to "
+                           "a checkpoint does not take the engram_shard actors back yet (issue "
+                           "16); more fault_tolerance.buddy_copies keep more copies",
+                           what, lost));
+    return false;
+  }
   runtime::Result<storage::Manifest> m = rollback_checkpoint(self);
   if (!m.ok()) {
     fail(self, fmt::format("{}: {}: the optimizer state of its share is gone "

@@ -252,6 +252,8 @@ bool engram_sharded(Self* self);
 bool place_engram_shards(Self* self, control::View* v);
 // Into a StepBegin: the shards' addresses; a train step opens the round of their norms.
 void begin_engram_step(Self* self, train::StepBegin* b);
+// Each shard's lookup holder (StepBegin.engram_shards, Finish.engram_shards).
+void name_engram_shards(Self* self, google::protobuf::RepeatedPtrField<std::string>* into);
 // Every shard's norm is in (or there are no shards): *sumsq, Σ g² over the tables.
 bool engram_norms_ready(Self* self, double* sumsq);
 void apply_to_engram_shards(Self* self, const train::Apply& a,

@@ -157,37 +157,41 @@ void EngramClient::apply(const model::EngramGrad<float>&, const model::EngramAda
   throw std::logic_error("EngramClient::apply: the engram_shard actors update their tables");
 }
 
-std::vector<std::vector<float>> EngramClient::fetch_tables(int64_t version, uint64_t epoch) {
+std::vector<std::vector<float>> EngramClient::fetch_tables(int64_t version, uint64_t epoch,
+                                                           bool moments) {
+  const size_t parts = moments ? 3 : 1;
   std::vector<uint64_t> requests;
   for (int64_t k = 0; k < shard_count_; ++k) {
     train::EngramDump d;
-    d.set_version(version);
+    d.set_version(version), d.set_moments(moments);
     requests.push_back(rpc_.expect());
     d.set_request(requests.back());
     rpc_.send(make_message(rpc_.address(), shards_.at(size_t(k)), engram_dump_type, d), epoch);
   }
   std::vector<ActorMessage> got = rpc_.await(requests, shards_, epoch, timeout_,
                                              fmt::format("EngramDump of version {}", version));
-  std::vector<std::vector<float>> out(info_.size());
+  std::vector<std::vector<float>> out(info_.size() * parts);
   for (size_t k = 0; k < got.size(); ++k) {
     train::EngramTables t;
     if (!t.ParseFromString(got[k].header) || t.version() != version ||
-        size_t(t.tables_size()) != got[k].payloads.size())
+        size_t(t.tables_size()) * parts != got[k].payloads.size())
       throw std::runtime_error(fmt::format("Engram shard {} answered the dump amiss", shards_[k]));
     for (int i = 0; i < t.tables_size(); ++i) {
       const int64_t table = t.tables(i);
-      if (table < 0 || size_t(table) >= info_.size() ||
-          model::engram_shard_of_table(table, shard_count_) != int64_t(k) ||
-          !read_payload(got[k].payloads[size_t(i)], &out[size_t(table)]) ||
-          int64_t(out[size_t(table)].size()) !=
-              info_[size_t(table)].rows * info_[size_t(table)].dim)
-        throw std::runtime_error(fmt::format(
-            "Engram shard {} sent a table that is not its own or of the wrong size", shards_[k]));
+      const bool own = table >= 0 && size_t(table) < info_.size() &&
+                       model::engram_shard_of_table(table, shard_count_) == int64_t(k);
+      for (size_t p = 0; p < parts; ++p) {
+        std::vector<float>& into = out[size_t(own ? table : 0) * parts + p];
+        if (!own || !read_payload(got[k].payloads[size_t(i) * parts + p], &into) ||
+            int64_t(into.size()) != info_[size_t(table)].rows * info_[size_t(table)].dim)
+          throw std::runtime_error(fmt::format(
+              "Engram shard {} sent a table that is not its own or of the wrong size", shards_[k]));
+      }
     }
   }
-  for (size_t t = 0; t < info_.size(); ++t)
+  for (size_t t = 0; t < out.size(); ++t)
     if (out[t].empty())
-      throw std::runtime_error(fmt::format("no Engram shard sent table {}", info_[t].name));
+      throw std::runtime_error(fmt::format("no Engram shard sent table {}", info_[t / parts].name));
   return out;
 }
 

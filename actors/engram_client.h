@@ -47,8 +47,10 @@ class EngramClient final : public model::EngramStore<float> {
   // What the forward passes waited for the prefetched rows, in all, and how many prefetches.
   double waited_ms() const { return double(waited_us_) / 1000; }
   int64_t prefetches() const { return prefetches_; }
-  // Every table after `version` train steps, in table order (the job's final tables).
-  std::vector<std::vector<float>> fetch_tables(int64_t version, uint64_t epoch);
+  // Every table after `version` train steps, in table order (the job's final tables); with
+  // moments, each table's values, m and v (entry 3t + part).
+  std::vector<std::vector<float>> fetch_tables(int64_t version, uint64_t epoch,
+                                               bool moments = false);
 
   const std::vector<model::EngramTableInfo>& tables() const override { return info_; }
   // Rows of the last prefetch; an id it did not fetch throws std::out_of_range.

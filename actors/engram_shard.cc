@@ -31,8 +31,10 @@
 #include "config/config_parse.h"
 #include "runtime/control.pb.h"
 #include "runtime/log.h"
+#include "storage/checkpoint.h"
 #include "storage/crc32c.h"
 #include "storage/engram_tier.h"
+#include "storage/shard_store.h"
 #include "train/engram_share.h"
 #include "train/step_rules.h"
 
@@ -107,6 +109,28 @@ void log_tier(const EngramShardState& s) {
       double(st.bytes_read) / (1 << 20));
 }
 
+// A resumed job: the tables held, with their moments, from the checkpoint it resumes (worker
+// 0 wrote them there as a worker holding every table does). Throws naming what is missing.
+void load_tables(EngramShardState& s) {
+  const storage::Manifest m =
+      storage::Manifest::from_json(nlohmann::json::parse(s.ctx.job.resume_manifest));
+  storage::CheckpointReader reader(storage::checkpoint_dir(s.ctx.job.run_dir, m.step), m.step,
+                                   m.shards);
+  std::vector<std::vector<float>> parts[3];
+  static constexpr const char* names[] = {"values", "m", "v"};
+  for (int64_t t : s.share->held_tables())
+    for (int p = 0; p < 3; ++p) {
+      const std::string name =
+          "engram/" + s.share->tables().tables()[size_t(t)].name + "/" + names[p];
+      const runtime::Status st = reader.read(name, &parts[p].emplace_back());
+      if (!st.ok())
+        throw std::runtime_error(fmt::format("cannot load {} from the checkpoint of step {}: {}",
+                                             name, m.step, st.message()));
+    }
+  s.share->install(m.step, parts[0], parts[1], parts[2]);
+  log::info("{}: loaded its tables from the checkpoint of step {}", s.ctx.address, m.step);
+}
+
 // A request for `version`: true when it can be answered now (after undoing an aborted
 // update it asks to go back before); false with *v unset when it waits; a drop else.
 bool ready_for(Self* self, int64_t version, const ActorMessage& m, Verdict* v) {
@@ -170,13 +194,14 @@ Verdict on_dump(Self* self, const train::EngramDump& d, const ActorMessage& m) {
   Verdict v;
   if (d.version() < 0) return drop(Drop::malformed, "a negative version");
   if (!ready_for(self, d.version(), m, &v)) return v;
-  log_tier(s);
+  if (!d.moments()) log_tier(s);  // the job's end
   train::EngramTables out;
   out.set_version(d.version()), out.set_request(d.request());
   std::vector<Payload> payloads;
   for (int64_t t : s.share->held_tables()) {
     out.add_tables(t);
-    payloads.push_back(owned_payload(s.share->tables().read_table(t, 0)));
+    for (int part = 0; part < (d.moments() ? 3 : 1); ++part)
+      payloads.push_back(owned_payload(s.share->tables().read_table(t, part)));
   }
   reply(self, m.from, engram_tables_type, out, std::move(payloads));
   return {};
@@ -368,6 +393,7 @@ caf::behavior engram_shard(Self* self, runtime::RoleContext ctx) {
     const auto tables = int64_t(model::engram_tables(s.cfg.model).size());
     const std::vector<bool> held = model::engram_tables_of_shard(tables, s.shards, s.ctx.index);
     s.share = std::make_unique<model::EngramShare>(s.cfg, held, cold_tier(s, held));
+    if (!s.ctx.job.resume_manifest.empty()) load_tables(s);
     s.epoch = s.ctx.epoch;
   } catch (const std::exception& e) {
     control::NodeError err;

@@ -379,7 +379,7 @@ Verdict on_commit(Self* self, const train::Commit& c, const ActorMessage&) {
   return accept_commit(self, c.step());
 }
 
-Verdict on_finish(Self* self, const train::Finish&, const ActorMessage&) {
+Verdict on_finish(Self* self, const train::Finish& fin, const ActorMessage&) {
   auto& s = self->state;
   if (s.final_epoch == s.epoch) return drop(Drop::duplicate, "Final already sent in this epoch");
   std::vector<Payload> payloads;
@@ -390,7 +390,7 @@ Verdict on_finish(Self* self, const train::Finish&, const ActorMessage&) {
         payloads.push_back(view_payload(s.trainer, e->data(int64_t(t)),
                                         size_t(e->tables()[t].rows * e->tables()[t].dim)));
   }
-  if (!final_engram_tables(self, &payloads)) return {};
+  if (!final_engram_tables(self, fin, &payloads)) return {};
   s.final_epoch = s.epoch;
   s.recovery_base.reset();
   train::Final f;

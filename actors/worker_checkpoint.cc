@@ -31,6 +31,7 @@ void maybe_checkpoint(Self* self, int64_t version, bool forced) {
   // Into the last checkpoint's buffers: its write is done (joined above).
   std::shared_ptr<std::vector<model::StateTensor>> snap = s.snapshot;
   s.trainer->snapshot_state_into(s.owners[size_t(s.me)], s.me == 0, snap.get());
+  const std::string engram_error = snapshot_engram(s, version, snap.get());
   const double snapshot_ms =
       std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
   s.snapshot_seconds += snapshot_ms / 1000;
@@ -40,27 +41,32 @@ void maybe_checkpoint(Self* self, int64_t version, bool forced) {
                                 train::CheckpointWritten{});
   m.epoch = s.epoch;
   const int64_t me = s.me;
-  s.checkpoint_writer = std::thread([snap, dir, writer, version, me, snapshot_ms, m = std::move(m),
-                                     router = s.ctx.router, faults = s.storage_faults]() mutable {
-    storage::lower_this_thread_priority();
-    auto written = storage::write_shards(dir, writer, version, storage::shard_views(*snap), faults);
-    train::CheckpointWritten w;
-    w.set_step(version);
-    w.set_worker(me);
-    w.set_ok(written.ok());
-    w.set_snapshot_ms(snapshot_ms);
-    if (!written.ok()) w.set_error(written.status().message());
-    train::ShardList list;
-    if (written.ok())
-      for (const storage::ShardRecord& r : written.value()) {
-        train::ShardEntry* e = list.add_shards();
-        e->set_name(r.name), e->set_writer(r.writer), e->set_crc32c(r.crc32c);
-        e->set_bytes(r.bytes);
-      }
-    m.header = w.SerializeAsString();
-    if (written.ok()) m.payloads.push_back(runtime::text_payload(list.SerializeAsString()));
-    report(router, std::move(m));
-  });
+  s.checkpoint_writer =
+      std::thread([snap, dir, writer, version, me, snapshot_ms, m = std::move(m),
+                   router = s.ctx.router, faults = s.storage_faults, engram_error]() mutable {
+        storage::lower_this_thread_priority();
+        auto written =
+            engram_error.empty()
+                ? storage::write_shards(dir, writer, version, storage::shard_views(*snap), faults)
+                : runtime::Result<std::vector<storage::ShardRecord>>(runtime::Code::io_error,
+                                                                     engram_error);
+        train::CheckpointWritten w;
+        w.set_step(version);
+        w.set_worker(me);
+        w.set_ok(written.ok());
+        w.set_snapshot_ms(snapshot_ms);
+        if (!written.ok()) w.set_error(written.status().message());
+        train::ShardList list;
+        if (written.ok())
+          for (const storage::ShardRecord& r : written.value()) {
+            train::ShardEntry* e = list.add_shards();
+            e->set_name(r.name), e->set_writer(r.writer), e->set_crc32c(r.crc32c);
+            e->set_bytes(r.bytes);
+          }
+        m.header = w.SerializeAsString();
+        if (written.ok()) m.payloads.push_back(runtime::text_payload(list.SerializeAsString()));
+        report(router, std::move(m));
+      });
 }
 
 Verdict on_checkpoint_now(Self* self, const train::CheckpointNow& c, const ActorMessage&) {

@@ -78,9 +78,28 @@ void send_engram_to_shards(Self* self, int64_t step,
   }
 }
 
-bool final_engram_tables(Self* self, std::vector<Payload>* payloads) {
+std::string snapshot_engram(WorkerState& s, int64_t version, std::vector<model::StateTensor>* out) {
+  if (!s.engram || s.me != 0) return "";
+  static constexpr const char* parts[] = {"values", "m", "v"};
+  try {
+    std::vector<std::vector<float>> got = s.engram->fetch_tables(version, s.epoch, true);
+    const auto& info = s.engram->tables();
+    for (size_t t = 0; t < info.size(); ++t)
+      for (size_t p = 0; p < 3; ++p)
+        out->push_back({"engram/" + info[t].name + "/" + parts[p],
+                        {info[t].rows, info[t].dim},
+                        std::move(got[3 * t + p])});
+    return "";
+  } catch (const std::exception& e) {  // a view change, a shard that did not answer
+    return fmt::format("the Engram tables from the shards: {}", e.what());
+  }
+}
+
+bool final_engram_tables(Self* self, const train::Finish& f, std::vector<Payload>* payloads) {
   auto& s = self->state;
   if (!s.engram) return true;
+  if (f.engram_shards_size() > 0)
+    s.engram->set_shards({f.engram_shards().begin(), f.engram_shards().end()});
   log::info("{}: Engram rows waited for {:.1f} ms in all over {} prefetches ({:.2f} ms each)",
             s.ctx.address, s.engram->waited_ms(), s.engram->prefetches(),
             s.engram->waited_ms() / double(std::max<int64_t>(1, s.engram->prefetches())));

@@ -134,11 +134,6 @@ void validate_engram_placement(Checker& c, const JobConfig& cfg) {
                   fmt::format("engram.shards = {} is more than the model's {} Engram tables "
                               "(layers × orders × heads): a shard holds whole tables",
                               cfg.engram.shards, tables));
-  if (cfg.checkpoint.every_steps > 0)
-    c.fail_across({"checkpoint.every_steps", "engram.placement"},
-                  "checkpoints of Engram tables on engram_shard actors are not implemented yet "
-                  "(issue 16): set checkpoint.every_steps = 0 or engram.placement = "
-                  "\"replicated\"");
 }
 
 void validate_engram(Checker& c, const ModelConfig& m) {

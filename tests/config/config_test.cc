@@ -225,8 +225,11 @@ TEST(ConfigEngram, PlacementByNameAndShardsBoundedByTheTables) {
                   "engram.shards = 9 is more than the model's 8 Engram tables");
   EXPECT_CONTAINS(set_error({"engram.placement=shards", "model.engram_layers=[]"}),
                   "engram.placement = \"shards\" needs Engram tables");
-  EXPECT_CONTAINS(set_error({"engram.placement=shards", "checkpoint.every_steps=5"}),
-                  "checkpoints of Engram tables on engram_shard actors are not implemented yet");
+  EXPECT_EQ(load_config(write_toml("[engram]\nplacement = \"shards\"\n[checkpoint]\n"
+                                   "every_steps = 5\n"),
+                        {})
+                .checkpoint.every_steps,
+            5);
   EXPECT_CONTAINS(set_error({"engram.host_cache_bytes=4096"}), "it needs engram.placement");
   EXPECT_CONTAINS(set_error({"engram.host_cache_bytes=-1"}), "engram.host_cache_bytes");
   EXPECT_EQ(

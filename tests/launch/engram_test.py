@@ -4,8 +4,8 @@ node processes must end with the weights and loss lines of the replicated run, b
 with validation on, for 2 and 3 shards (each held twice: fault_tolerance.buddy_copies = 1)
 and with a host cache of ~5% over the RocksDB cold tier;
 again when a node without a shard is killed mid-run, and when a node holding shards is: the
-survivors send their new holders the tables; and through a scale 3 → 2 → 4. `troupe train`
-(one process) refuses shards.
+survivors send their new holders the tables; through a scale 3 → 2 → 4; and through a kill -9
+of the whole job after a checkpoint and a --resume. `troupe train` (one process) refuses shards.
 
   engram_test.py --troupe build/troupe --work DIR [--steps 50]
 """
@@ -170,6 +170,33 @@ def rescaled(troupe, work, steps, want):
     check("  the leaver's holder replaced from a survivor", len(copies) == 1, copies)
 
 
+def kill_and_resume(troupe, work, steps, want):
+    """Checkpoints every 10 steps (worker 0 writes the tables it gets from the shards); the
+    whole job killed after the first, --resume on 2 nodes: the shards load their tables."""
+    run_dir = os.path.join(work, "resume")
+    ckpt = ["--set", "checkpoint.every_steps=10"]
+    job = Job([troupe, "launch", *common(steps), "--nodes", "3", "--run-dir", run_dir, *shards(2),
+               *ckpt], start_new_session=True)
+    wait_for(lambda: any(e["event"] == "checkpoint" and "complete" in e["text"]
+                         for e in events(run_dir)) and steps_done(run_dir) >= 13, 300,
+             "a complete checkpoint and three more steps", job)
+    os.killpg(job.pid, signal.SIGKILL)
+    job.communicate()
+    again = Job([troupe, "launch", *common(steps), "--nodes", "2", "--run-dir", run_dir,
+                 *shards(2), *ckpt, "--resume"])
+    out, err = again.communicate(timeout=600)
+    h = weights_hash(out)
+    check("kill -9 of the job after a checkpoint, --resume on 2 nodes: same weights and tables",
+          again.returncode == 0 and h == want[0],
+          f"status {again.returncode}, {h} vs {want[0]}: {err.strip().splitlines()[-3:]}")
+    loaded = []
+    for name in sorted(os.listdir(run_dir)):
+        if name.startswith("node-") and name.endswith(".log"):
+            with open(os.path.join(run_dir, name)) as f:
+                loaded += [l.strip() for l in f if "loaded its tables from the checkpoint" in l]
+    check("  every holder loaded its tables from the checkpoint", len(loaded) == 4, loaded)
+
+
 def one_process_refuses(troupe, work):
     res = subprocess.run([troupe, "train", *common(2), "--run-dir", os.path.join(work, "train"),
                           *shards(2)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -195,6 +222,7 @@ def main():
     lose_a_worker_node(a.troupe, a.work, a.steps, want)
     lose_a_shard_node(a.troupe, a.work, a.steps, want)
     rescaled(a.troupe, a.work, a.steps, want)
+    kill_and_resume(a.troupe, a.work, a.steps, want)
     one_process_refuses(a.troupe, a.work)
     if failures:
         raise SystemExit("FAILED:\n" + "\n".join(failures))
