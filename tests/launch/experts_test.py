@@ -7,14 +7,13 @@ through a scale 3 → 4 → 2; and again when a node (its worker and its shard) 
   experts_test.py --troupe build/troupe --work DIR [--steps 12]
 """
 import argparse
-import json
 import os
-import re
 import shutil
 import signal
 import subprocess
 
-from launch_checks import (TINY, Job, check, children, events, failures, steps_done, wait_for)
+from launch_checks import (TINY, Job, check, children, events, failures, log_lines, losses,
+                           steps_done, wait_for, weights_hash)
 
 SHARDS = ["--set", "parallel.experts=shards"]
 
@@ -23,27 +22,9 @@ def common(steps):
     return ["--config", TINY, "--steps", str(steps), "--set", "train.eval_every=5"]
 
 
-FIELDS = ("step", "loss", "ce", "mtp", "bal", "lr", "grad_norm", "val_loss")  # not the times
-
-
-def losses(run_dir):
-    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
-        return [{k: j[k] for k in FIELDS if k in j} for j in map(json.loads, f)]
-
-
 def served(run_dir):
     """Node logs' lines where a shard answered its first request of an epoch."""
-    lines = []
-    for name in sorted(os.listdir(run_dir)):
-        if name.startswith("node-") and name.endswith(".log"):
-            with open(os.path.join(run_dir, name)) as f:
-                lines += [l.strip() for l in f if "expert_shard" in l and "serving" in l]
-    return lines
-
-
-def weights_hash(out):
-    m = re.search(r"weights ([0-9a-f]{16})", out)
-    return m.group(1) if m else None
+    return log_lines(run_dir, "expert_shard", "serving")
 
 
 def in_worker(troupe, work, steps):

@@ -53,6 +53,32 @@ def coordinator_pid(run_dir, timeout_s=60):
         return json.load(f)["pid"]
 
 
+# The loss lines of metrics.jsonl that must match bit for bit (not the times).
+LOSS_FIELDS = ("step", "loss", "ce", "mtp", "bal", "lr", "grad_norm", "val_loss")
+
+
+def losses(run_dir):
+    """Each step's loss line of the job in run_dir, without its times."""
+    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
+        return [{k: j[k] for k in LOSS_FIELDS if k in j} for j in map(json.loads, f)]
+
+
+def weights_hash(out):
+    """The final weights hash launch printed on stdout, or None."""
+    m = re.search(r"weights ([0-9a-f]{16})", out)
+    return m.group(1) if m else None
+
+
+def log_lines(run_dir, *words):
+    """The lines of the job's node logs that hold every one of `words`."""
+    lines = []
+    for name in sorted(os.listdir(run_dir)):
+        if name.startswith("node-") and name.endswith(".log"):
+            with open(os.path.join(run_dir, name)) as f:
+                lines += [l.strip() for l in f if all(w in l for w in words)]
+    return lines
+
+
 def steps_done(run_dir):
     """Steps the job in run_dir has logged so far."""
     try:
