@@ -143,6 +143,11 @@ void add_core_handlers(Self* self, Phase p, Dispatcher& d) {
                                    [self](const train::CheckpointWritten& w, ActorMessage& m) {
                                      return on_checkpoint_written(self, w, m);
                                    });
+  if (p == Phase::running)
+    d.on<train::EngramSwapped>(engram_swapped_type,
+                               [self](const train::EngramSwapped& w, ActorMessage& m) {
+                                 return on_engram_swapped(self, w, m);
+                               });
   if (p == Phase::recovering)
     d.on<train::Recovered>(recovered_type, [self](const train::Recovered& r, ActorMessage& m) {
       return on_recovered(self, r, m);

@@ -63,6 +63,14 @@ struct JobResult {
   std::map<std::string, uint64_t> dropped;
 };
 
+// A table set swapped between two steps (docs/engram.md "Table sets"): attach `name` (from
+// `path`, or "" for the set of that name kept in the run directory), or detach the set
+// attached last (back to the one under it).
+struct EngramOp {
+  bool attach = true;
+  std::string name, path;
+};
+
 struct CoordinatorOptions {
   int64_t nodes = 1;  // node processes to wait for; one worker is placed on each
   runtime::JobSpec job;
@@ -92,6 +100,9 @@ struct CoordinatorOptions {
   // sets it when the fabric's thread is lent; a deterministic scheduler (the simulation,
   // tests) needs it off.
   bool own_thread = false;
+  // Table sets swapped after the step count given (--engram-at), in order; ops asked through
+  // the control endpoint (kind "engram_attach"/"engram_detach") queue behind them.
+  std::map<int64_t, std::vector<EngramOp>> engram_at;
 };
 
 // Spawns the coordinator as "coordinator.0" on the host's router.
@@ -109,7 +120,8 @@ void tell_node_lost(const caf::actor& coordinator, const std::string& node, cons
 
 // An operator's request (the control endpoint), answered by the coordinator: kind is
 // "scale" (nodes), "drain" (node), "replace" (one lost local node process is restarted),
-// "pause", "resume" or "checkpoint". Blocks up to 5 s; call it off the actor threads.
+// "pause", "resume", "checkpoint", "engram_attach" (node: {"name": …, "path": …} as JSON
+// text) or "engram_detach". Blocks up to 5 s; call it off the actor threads.
 struct ControlAnswer {
   std::string error;        // empty: accepted; else why not (the request changed nothing)
   int64_t start_nodes = 0;  // node processes the launcher starts for it (scale up, replace)

@@ -110,6 +110,15 @@ std::string on_control(Self* self, const std::string& kind, int64_t nodes, const
     if (s.controls.parked) hold_at_boundary(self);  // paused: write it now
     return "";
   }
+  if (kind == "engram_detach") return ask_engram_op(self, EngramOp{false, "", ""});
+  if (kind == "engram_attach") {
+    const nlohmann::json a = nlohmann::json::parse(node, nullptr, false);
+    if (!a.is_object() || !a.value("name", nlohmann::json()).is_string() ||
+        !a.value("path", nlohmann::json("")).is_string())
+      return "engram attach: want {\"name\": NAME, \"path\": FILE (optional)}";
+    return ask_engram_op(
+        self, EngramOp{true, a["name"].get<std::string>(), a.value("path", std::string())});
+  }
   return fmt::format("unknown request '{}'", kind);
 }
 
@@ -151,7 +160,8 @@ std::string status_json(Self* self) {
                         {"recoveries", c.recoveries},
                         {"last_recovery", s.controls.last_recovery},
                         {"last_reshape", s.controls.last_reshape},
-                        {"last_checkpoint", s.controls.last_checkpoint}}
+                        {"last_checkpoint", s.controls.last_checkpoint},
+                        {"engram_sets", engram_sets_status(self)}}
       .dump();
 }
 

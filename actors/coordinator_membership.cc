@@ -57,6 +57,7 @@ void bump_epoch(Self* self, bool recovering) {
   const runtime::Status st = s.commit_log->record_view(s.core.epoch, ids, placement);
   if (!st.ok()) throw std::runtime_error("cannot record the view change: " + st.to_string());
   abandon_checkpoints(self);
+  abandon_engram_round(self);
   self->send(s.router, runtime::epoch_atom::value, s.core.epoch);
 }
 

@@ -197,7 +197,7 @@ bool hold_at_boundary(Self* self) {
     return true;
   }
   if (s.controls.checkpoint_now) checkpoint_now(self);
-  return false;
+  return engram_swap_due(self);
 }
 
 bool admit_joiner(Self* self, const control::Join& j, const ActorMessage& m) {

@@ -149,6 +149,23 @@ struct EngramShards {
   std::map<std::string, train::EngramTierCounts> tier_seen;  // by holder: its last counts
 };
 
+// Table sets swapped between steps (coordinator_engram_sets.cc): one op at a time, held at
+// a step boundary. Round SAVE: worker 0 writes the set attached now to the run directory;
+// round LOAD: every worker (and every Engram holder) loads the next one. A view change
+// sends the round again to the new view; a LOAD that fails anywhere is undone by loading
+// the saved set everywhere.
+struct EngramSets {
+  std::vector<std::string> stack = {"initial"};  // the attached set last; [0] the job's own
+  std::deque<EngramOp> queue;                    // asked, not done; front: in flight
+  uint64_t op = 0;                               // the front's id (EngramSwap.op)
+  bool started = false, sent = false;            // the front began; its round is out
+  train::EngramSwap::Round round = train::EngramSwap::SAVE;
+  std::set<std::string> waiting;  // who has not answered the round
+  uint64_t saved_hash = 0, loaded_hash = 0;
+  std::string failed;    // why the LOAD failed somewhere
+  bool undoing = false;  // the saved set is being loaded back everywhere
+};
+
 // A checkpoint being written: each worker of the view reports its shards.
 struct PendingCheckpoint {
   uint64_t epoch = 0;
@@ -169,6 +186,7 @@ struct CoordinatorState {
   StepDriver drv;
   ExpertBalance balance;
   EngramShards engram;
+  EngramSets engram_sets;
   std::map<int64_t, PendingCheckpoint> checkpoints;  // by step, until complete or skipped
   DropLog drops{"n0/coordinator.0", type_name};
   bool ending = false;    // end_job ran (the nodes were told to stop)
@@ -259,6 +277,16 @@ bool engram_norms_ready(Self* self, double* sumsq);
 void apply_to_engram_shards(Self* self, const train::Apply& a,
                             const std::vector<runtime::Payload>& payloads);
 Verdict on_engram_norm(Self* self, const train::EngramNorm& n, const ActorMessage& m);
+
+// coordinator_engram_sets.cc: table sets attached and detached between steps.
+// An operator's (or --engram-at's) op, checked and queued: "" or why it is refused.
+std::string ask_engram_op(Self* self, const EngramOp& op);
+// At a step boundary: true when a swap holds it (the last answer starts the step).
+bool engram_swap_due(Self* self);
+// The view changed: the round in flight goes again to the new view at the next boundary.
+void abandon_engram_round(Self* self);
+Verdict on_engram_swapped(Self* self, const train::EngramSwapped& w, const ActorMessage& m);
+nlohmann::json engram_sets_status(Self* self);
 
 // coordinator_reshape.cc: scale, drain, pause, checkpoint on request; the step boundary.
 // At a step boundary, before the next step begins: true when the coordinator holds it

@@ -33,6 +33,7 @@
 #include "runtime/log.h"
 #include "storage/checkpoint.h"
 #include "storage/crc32c.h"
+#include "storage/engram_set.h"
 #include "storage/engram_tier.h"
 #include "storage/shard_store.h"
 #include "train/engram_share.h"
@@ -330,6 +331,41 @@ Verdict on_state(Self* self, const train::EngramState& st, const ActorMessage& m
   return {};
 }
 
+// A table set attached or restored between two steps (the coordinator's EngramSwap LOAD at
+// the committed version): this holder's tables from the set file. A new holder still waiting
+// for its tables holds it until they are in (ready_for), so a survivor's older state never
+// lands over the set.
+Verdict on_swap(Self* self, const train::EngramSwap& w, const ActorMessage& m) {
+  auto& s = self->state;
+  if (m.from != s.ctx.coordinator)
+    return drop(Drop::unknown_sender, "EngramSwap not from the coordinator");
+  if (w.round() != train::EngramSwap::LOAD || w.version() < 0)
+    return drop(Drop::malformed, "an EngramSwap to a holder that is not a LOAD");
+  Verdict v;
+  if (!ready_for(self, w.version(), m, &v)) return v;
+  train::EngramSwapped out;
+  out.set_op(w.op());
+  out.set_round(w.round());
+  try {
+    const storage::EngramSet set =
+        storage::read_engram_set(w.path(), s.cfg.model, s.cfg.train.seed);
+    std::vector<std::vector<float>> parts[3];
+    for (int64_t t : s.share->held_tables())
+      for (size_t p = 0; p < 3; ++p) parts[p].push_back(set.tensors[size_t(3 * t) + p].data);
+    s.share->install(w.version(), parts[0], parts[1], parts[2]);
+    forget_step(s);
+    s.step = -1;
+    out.set_ok(true);
+    out.set_tables_hash(storage::engram_set_hash(set.tensors));
+    log::info("{}: table set {} loaded at version {}", s.ctx.address, w.name(), w.version());
+  } catch (const std::exception& e) {
+    out.set_ok(false);
+    out.set_error(e.what());
+  }
+  reply(self, m.from, engram_swapped_type, out, {});
+  return {};
+}
+
 std::shared_ptr<Dispatcher> shard_table(Self* self) {
   auto d = std::make_shared<Dispatcher>(type_name);
   d->on<train::EngramLookup>(
@@ -345,6 +381,8 @@ std::shared_ptr<Dispatcher> shard_table(Self* self) {
                            [self](const auto& c, ActorMessage& m) { return on_copy(self, c, m); });
   d->on<train::EngramState>(
       engram_state_type, [self](const auto& st, ActorMessage& m) { return on_state(self, st, m); });
+  d->on<train::EngramSwap>(engram_swap_type,
+                           [self](const auto& w, ActorMessage& m) { return on_swap(self, w, m); });
   return d;
 }
 

@@ -50,6 +50,8 @@ enum TrainType : uint32_t {
   engram_tables_type,
   engram_copy_type,
   engram_state_type,
+  engram_swap_type,
+  engram_swapped_type,
   train_types_end,
 };
 

@@ -459,6 +459,7 @@ std::shared_ptr<Dispatcher> worker_table(Self* self) {
   route<train::Replica>(self, *d, replica_type, on_replica);
   route<train::FetchAgain>(self, *d, fetch_again_type, on_fetch_again);
   route<train::CheckpointNow>(self, *d, checkpoint_now_type, on_checkpoint_now);
+  route<train::EngramSwap>(self, *d, engram_swap_type, on_engram_swap);
   route<train::Finish>(self, *d, finish_type, on_finish);
   return d;
 }

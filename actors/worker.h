@@ -186,6 +186,9 @@ std::string snapshot_engram(WorkerState& s, int64_t version, std::vector<model::
 // gets every table from the shards appended. False when a view change cut the fetch short
 // (the Final waits for the next Finish).
 bool final_engram_tables(Self* self, const train::Finish& f, std::vector<Payload>* payloads);
+// A table set swapped between steps (EngramSwap: SAVE by worker 0, LOAD by every worker that
+// holds the tables; storage/engram_set.h), answered with EngramSwapped.
+Verdict on_engram_swap(Self* self, const train::EngramSwap& w, const ActorMessage& m);
 
 // worker_checkpoint.cc
 // After the Commit that made `version` steps: this owner's share is copied and written on a

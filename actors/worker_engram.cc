@@ -8,10 +8,13 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <filesystem>
+#include <map>
 
 #include "actors/engram_client.h"
 #include "actors/worker.h"
 #include "runtime/log.h"
+#include "storage/engram_set.h"
 #include "train/engram_share.h"
 
 namespace troupe::actors::worker_impl {
@@ -112,6 +115,64 @@ bool final_engram_tables(Self* self, const train::Finish& f, std::vector<Payload
     log::info("{}: the final Engram tables wait for the next view: {}", s.ctx.address, e.what());
     return false;
   }
+}
+
+namespace {
+
+// SAVE: the job's tables and moments at the committed version as a set file; the hash.
+uint64_t save_engram_set(WorkerState& s, const train::EngramSwap& w) {
+  storage::EngramSet set{w.name(), w.version(), {}};
+  if (s.engram) {
+    s.engram->set_shards({w.engram_shards().begin(), w.engram_shards().end()});
+    const std::string error = snapshot_engram(s, w.version(), &set.tensors);
+    if (!error.empty()) throw std::runtime_error(error);
+  } else {
+    set.tensors = s.trainer->snapshot_state(model::FlatRange{0, 0}, true);
+  }
+  std::filesystem::create_directories(std::filesystem::path(w.path()).parent_path());
+  storage::write_engram_set(w.path(), set, s.trainer->cfg.model, s.trainer->cfg.train.seed);
+  return storage::engram_set_hash(set.tensors);
+}
+
+// LOAD into this worker's own tables (with shards the holders load; the worker holds none).
+uint64_t load_engram_set(WorkerState& s, const train::EngramSwap& w) {
+  const storage::EngramSet set =
+      storage::read_engram_set(w.path(), s.trainer->cfg.model, s.trainer->cfg.train.seed);
+  if (s.engram) return storage::engram_set_hash(set.tensors);
+  std::map<std::string, const std::vector<float>*> by_name;
+  for (const model::StateTensor& t : set.tensors) by_name[t.name] = &t.data;
+  s.trainer->load_engram_state([&](const std::string& name, std::vector<float>* out) {
+    auto it = by_name.find(name);
+    if (it == by_name.end()) throw std::runtime_error("the table set has no " + name);
+    *out = *it->second;
+  });
+  return storage::engram_set_hash(set.tensors);
+}
+
+}  // namespace
+
+Verdict on_engram_swap(Self* self, const train::EngramSwap& w, const ActorMessage& m) {
+  auto& s = self->state;
+  if (m.from != s.ctx.coordinator)
+    return drop(Drop::unknown_sender, "EngramSwap not from the coordinator");
+  if (w.version() != s.version || w.version() != s.committed || s.recovery.active)
+    return drop(Drop::wrong_step, fmt::format("EngramSwap at step {}, at version {} ({} committed)",
+                                              w.version(), s.version, s.committed));
+  if (w.round() == train::EngramSwap::SAVE && s.me != 0)
+    return drop(Drop::malformed, "an EngramSwap SAVE to a worker other than worker 0");
+  train::EngramSwapped out;
+  out.set_op(w.op());
+  out.set_round(w.round());
+  try {
+    out.set_tables_hash(w.round() == train::EngramSwap::SAVE ? save_engram_set(s, w)
+                                                             : load_engram_set(s, w));
+    out.set_ok(true);
+  } catch (const std::exception& e) {
+    out.set_ok(false);
+    out.set_error(e.what());
+  }
+  reply(self, s.ctx.coordinator, engram_swapped_type, out);
+  return {};
 }
 
 }  // namespace troupe::actors::worker_impl

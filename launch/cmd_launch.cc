@@ -296,6 +296,7 @@ class LaunchJob {
     co.resume_step = resume_ ? resume_->step : 0;
     if (restart_) co.restart = restart_, co.resume_step = restart_->committed;
     co.min_nodes = a_.min_nodes;
+    co.engram_at = parse_engram_at(a_.engram_at, "launch");
     co.own_thread = host_->fabric_thread_lent();  // its fsyncs must not stall the fabric
     co.on_step = [this](const actors::StepReport& r) { on_step(r); };
     co.on_event = [this](const std::string& kind, const std::string& text,
@@ -569,6 +570,9 @@ void add_launch_command(CLI::App& app) {
   cmd->add_option("--scale-at", args->scale_at,
                   "STEP:N: scale to N node processes after STEP, as `troupe scale` would "
                   "(repeatable; for tests and demos)");
+  cmd->add_option("--engram-at", args->engram_at,
+                  "STEP:attach:NAME[:PATH] or STEP:detach: swap the Engram table set after "
+                  "STEP steps, as POST /engram/attach|detach would (repeatable, in order)");
   cmd->add_option("--kill-node-at", args->kill_node_at,
                   "chaos: kill -9 one node process after this step, 0: as the workers start "
                   "(the job recovers; see [fault_tolerance] recover)")

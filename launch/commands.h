@@ -62,6 +62,8 @@ void add_eplb_command(CLI::App& app);
 // status, scale, drain, pause, resume, checkpoint: clients of a job's control endpoint.
 void add_control_commands(CLI::App& app);
 void add_report_command(CLI::App& app);
+// engram export, engram import: Engram table sets (storage/engram_set.h).
+void add_engram_command(CLI::App& app);
 // chaos run, chaos soak: the chaos suite (chaos/runner.h).
 void add_chaos_command(CLI::App& app);
 

@@ -32,9 +32,17 @@ struct Route {
   const char* path;
   const char* method;
 };
-constexpr Route routes[] = {{"/", "GET"},        {"/status", "GET"},  {"/metrics", "GET"},
-                            {"/history", "GET"}, {"/scale", "POST"},  {"/drain", "POST"},
-                            {"/pause", "POST"},  {"/resume", "POST"}, {"/checkpoint", "POST"}};
+constexpr Route routes[] = {{"/", "GET"},
+                            {"/status", "GET"},
+                            {"/metrics", "GET"},
+                            {"/history", "GET"},
+                            {"/scale", "POST"},
+                            {"/drain", "POST"},
+                            {"/pause", "POST"},
+                            {"/resume", "POST"},
+                            {"/checkpoint", "POST"},
+                            {"/engram/attach", "POST"},
+                            {"/engram/detach", "POST"}};
 
 runtime::HttpReply json_reply(int status, const json& body) {
   return {status, json_type, body.dump()};
@@ -110,6 +118,22 @@ runtime::HttpReply drain(const runtime::HttpRequest& req, ControlTarget& target)
   return target_reply(target.drain(node.get<std::string>()));
 }
 
+runtime::HttpReply engram_attach(const runtime::HttpRequest& req, ControlTarget& target) {
+  const char* want = "{\"name\": \"NAME\", \"path\": \"FILE\"} (path optional)";
+  auto parsed = body_object(req, want);
+  if (auto* refused = std::get_if<runtime::HttpReply>(&parsed)) return *refused;
+  const json& body = std::get<json>(parsed);
+  if (!body.contains("name"))
+    return error_reply(400,
+                       std::string("POST /engram/attach: missing field \"name\"; want ") + want);
+  for (const char* field : {"name", "path"})
+    if (body.contains(field) && !body[field].is_string())
+      return error_reply(400, std::string("POST /engram/attach: \"") + field +
+                                  "\" must be a string, got " + quoted(body[field]));
+  return target_reply(
+      target.engram_attach(body["name"].get<std::string>(), body.value("path", std::string())));
+}
+
 // A POST that takes no arguments: an empty body or any JSON object.
 runtime::HttpReply plain_post(const runtime::HttpRequest& req,
                               ControlReply (ControlTarget::*call)(), ControlTarget& target) {
@@ -130,6 +154,8 @@ runtime::HttpReply dispatch(const runtime::HttpRequest& req, ControlTarget& targ
   if (p == "/pause") return plain_post(req, &ControlTarget::pause, target);
   if (p == "/resume") return plain_post(req, &ControlTarget::resume, target);
   if (p == "/checkpoint") return plain_post(req, &ControlTarget::checkpoint, target);
+  if (p == "/engram/attach") return engram_attach(req, target);
+  if (p == "/engram/detach") return plain_post(req, &ControlTarget::engram_detach, target);
   return error_reply(500, "control: route " + p + " has no handler");  // `routes` and this differ
 }
 

@@ -74,6 +74,13 @@ class ControlTarget {
   virtual ControlReply pause() = 0;
   virtual ControlReply resume() = 0;
   virtual ControlReply checkpoint() = 0;
+  // POST /engram/attach and /engram/detach (docs/engram.md "Table sets"): path "" attaches
+  // the set of that name kept in the run directory.
+  virtual ControlReply engram_attach(const std::string& name, const std::string& path) {
+    (void)name, (void)path;
+    return {400, "this endpoint has no Engram table sets"};
+  }
+  virtual ControlReply engram_detach() { return {400, "this endpoint has no Engram table sets"}; }
 };
 
 // One request through the routes above (the token already checked by the server). Pure but

@@ -36,6 +36,10 @@ class JobControl : public ControlTarget {
   ControlReply pause() override { return reply(ask_("pause", 0, "")); }
   ControlReply resume() override { return reply(ask_("resume", 0, "")); }
   ControlReply checkpoint() override { return reply(ask_("checkpoint", 0, "")); }
+  ControlReply engram_attach(const std::string& name, const std::string& path) override {
+    return reply(ask_("engram_attach", 0, nlohmann::json{{"name", name}, {"path", path}}.dump()));
+  }
+  ControlReply engram_detach() override { return reply(ask_("engram_detach", 0, "")); }
 
   JobMetrics& metrics() { return metrics_; }
 

@@ -34,6 +34,36 @@ std::map<int64_t, int64_t> parse_scale_at(const LaunchArgs& a) {
   return out;
 }
 
+std::map<int64_t, std::vector<actors::EngramOp>> parse_engram_at(
+    const std::vector<std::string>& items, const std::string& command) {
+  std::map<int64_t, std::vector<actors::EngramOp>> out;
+  for (const std::string& item : items) {
+    const size_t c1 = item.find(':'), c2 = item.find(':', c1 + 1);
+    const size_t c3 = c2 == std::string::npos ? c2 : item.find(':', c2 + 1);
+    const std::string verb = item.substr(c1 + 1, c2 == std::string::npos ? c2 : c2 - c1 - 1);
+    long step = -1;
+    try {
+      size_t used = 0;
+      step = std::stol(item.substr(0, c1), &used);
+      if (c1 == std::string::npos || used != c1) step = -1;
+    } catch (const std::exception&) {
+      step = -1;
+    }
+    actors::EngramOp op{verb == "attach", "", ""};
+    if (op.attach && c2 != std::string::npos) {
+      op.name = item.substr(c2 + 1, c3 == std::string::npos ? c3 : c3 - c2 - 1);
+      if (c3 != std::string::npos) op.path = item.substr(c3 + 1);
+    }
+    const bool ok = step >= 0 && ((verb == "detach" && c2 == std::string::npos) ||
+                                  (op.attach && !op.name.empty()));
+    if (!ok)
+      throw UsageError(command + ": --engram-at '" + item +
+                       "' is not STEP:attach:NAME[:PATH] or STEP:detach (STEP >= 0)");
+    out[step].push_back(op);
+  }
+  return out;
+}
+
 // --local-nodes defaulted and checked against --nodes and --kill-node-at.
 int64_t checked_local_nodes(const LaunchArgs& a) {
   if (a.max_nodes < 1 || a.max_nodes > 64)
@@ -64,6 +94,7 @@ std::vector<std::string> job_sets(const LaunchArgs& a) {
 model::JobConfig checked_launch(const LaunchArgs& a) {
   model::JobConfig cfg = model::load_config(a.config, job_sets(a));
   parse_scale_at(a);
+  parse_engram_at(a.engram_at, "launch");
   if (!a.as_coordinator) checked_local_nodes(a);
   // The fabric fault plan every process of the job reads: refused here, before any starts.
   if (auto plan = chaos::fault_plan_from_env(); !plan.ok())

@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "actors/coordinator.h"
 #include "config/job_config.h"
 #include "launch/control.h"
 #include "storage/run_lock.h"
@@ -25,7 +26,9 @@ struct LaunchArgs {
   bool resume = false;        // continue the run in run_dir from its newest checkpoint
   int64_t min_nodes = 1, max_nodes = 64;
   std::vector<std::string> scale_at;  // "STEP:N": scale to N node processes after STEP
-  ControlOptions control;             // --control-host, --control-port
+  // "STEP:attach:NAME[:PATH]" or "STEP:detach": a table set swapped after STEP steps
+  std::vector<std::string> engram_at;
+  ControlOptions control;  // --control-host, --control-port
   std::string log_level = "info";
   // The coordinator runs in a process of its own, restarted from the journal when it dies
   // (launcher.cc; --coordinator-in-process: in `troupe launch` itself, not restarted). Its
@@ -37,6 +40,10 @@ struct LaunchArgs {
 
 // --scale-at STEP:N, checked (UsageError naming the bad item).
 std::map<int64_t, int64_t> parse_scale_at(const LaunchArgs& a);
+// --engram-at items, checked for their form (UsageError naming the bad item): by step count,
+// in the order given. The sets themselves are checked by the coordinator when they are due.
+std::map<int64_t, std::vector<actors::EngramOp>> parse_engram_at(
+    const std::vector<std::string>& items, const std::string& command);
 // --local-nodes defaulted and checked against --nodes, --min/max-nodes and --kill-node-at.
 int64_t checked_local_nodes(const LaunchArgs& a);
 

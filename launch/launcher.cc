@@ -221,6 +221,7 @@ std::vector<std::string> coordinator_argv(const LaunchArgs& a, const std::string
                                 link};
   for (const std::string& s : a.sets) v.insert(v.end(), {"--set", s});
   for (const std::string& s : a.scale_at) v.insert(v.end(), {"--scale-at", s});
+  for (const std::string& s : a.engram_at) v.insert(v.end(), {"--engram-at", s});
   if (a.steps >= 0) v.insert(v.end(), {"--steps", std::to_string(a.steps)});
   if (a.threads_per_node > 0)
     v.insert(v.end(), {"--threads-per-node", std::to_string(a.threads_per_node)});

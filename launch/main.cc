@@ -32,6 +32,7 @@ int main(int argc, char** argv) {
   troupe::launch::add_control_commands(app);
   troupe::launch::add_report_command(app);
   troupe::launch::add_chaos_command(app);
+  troupe::launch::add_engram_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

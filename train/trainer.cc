@@ -462,18 +462,25 @@ void Trainer::load_state(FlatRange owned,
     auto it = state.find(t);
     return it == state.end() ? nullptr : it->second.data();
   });
-  if (engram_) {
-    for (size_t t = 0; t < engram_->tables().size(); ++t) {
-      const EngramTableInfo& info = engram_->tables()[t];
-      const size_t n = size_t(info.rows * info.dim);
-      read_sized(read, "engram/" + info.name + "/values", n, &buf);
-      std::copy(buf.begin(), buf.end(), engram_->data(int64_t(t)));
-      read_sized(read, "engram/" + info.name + "/m", n, &engram_->moment_m(int64_t(t)));
-      read_sized(read, "engram/" + info.name + "/v", n, &engram_->moment_v(int64_t(t)));
-    }
-  }
+  if (engram_) load_engram_state(read);
   saved_params_.clear();
   saved_optimizer_.reset();
+}
+
+void Trainer::load_engram_state(
+    const std::function<void(const std::string&, std::vector<float>*)>& read) {
+  if (!engram_) throw std::logic_error("load_engram_state: this trainer holds no Engram table");
+  // Every table read before one is changed: a bad one leaves the tables as they were.
+  std::vector<std::vector<float>> got;
+  for (const EngramTableInfo& info : engram_->tables())
+    for (const char* part : {"/values", "/m", "/v"})
+      read_sized(read, "engram/" + info.name + part, size_t(info.rows * info.dim),
+                 &got.emplace_back());
+  for (size_t t = 0; t < engram_->tables().size(); ++t) {
+    std::copy(got[3 * t].begin(), got[3 * t].end(), engram_->data(int64_t(t)));
+    engram_->moment_m(int64_t(t)) = std::move(got[3 * t + 1]);
+    engram_->moment_v(int64_t(t)) = std::move(got[3 * t + 2]);
+  }
   engram_backup_.reset();
 }
 

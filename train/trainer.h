@@ -228,6 +228,11 @@ class Trainer {
   void load_state(FlatRange owned,
                   const std::function<void(const std::string&, std::vector<float>*)>& read);
 
+  // The Engram tables and moments alone, read(name, out) as load_state does (a table set
+  // attached between steps: storage/engram_set.h); all are read and checked before any is
+  // changed. The rows kept to undo the last Engram update are dropped.
+  void load_engram_state(const std::function<void(const std::string&, std::vector<float>*)>& read);
+
   int threads() const { return threads_; }
   // The Engram tables, or null when the config has no Engram layer.
   const InProcessEngramStore<float>* engram() const { return engram_.get(); }

@@ -95,6 +95,8 @@ void add_shard_messages(Add& add, const None& none) {
   add(engram_tables_type, std::type_identity<train::EngramTables>{}, none);
   add(engram_copy_type, std::type_identity<train::EngramCopy>{}, none);
   add(engram_state_type, std::type_identity<train::EngramState>{}, none);
+  add(engram_swap_type, std::type_identity<train::EngramSwap>{}, none);
+  add(engram_swapped_type, std::type_identity<train::EngramSwapped>{}, none);
 }
 
 // The messages by the number the first input byte picks (its value modulo the count).

@@ -33,10 +33,8 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 
-from launch_checks import (TINY, check, events, failures, finish, launch_job, steps_done,
+from launch_checks import (TINY, check, events, failures, finish, http, launch_job, steps_done,
                            wait_for)
 
 STEPS = 40
@@ -55,33 +53,6 @@ def troupe_cmd(troupe, *args):
     r = subprocess.run([troupe, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                        text=True, timeout=60)
     return r.returncode, r.stdout + r.stderr
-
-
-def endpoint(run_dir):
-    with open(os.path.join(run_dir, "control.json")) as f:
-        address = json.load(f)["address"]
-    with open(os.path.join(run_dir, "control.token")) as f:
-        return address, f.read().strip()
-
-
-def http(run_dir, method, path, body=None, token=None):
-    """(status, parsed JSON or text) of one request; token None: the run dir's."""
-    address, real = endpoint(run_dir)
-    headers = {"Content-Type": "application/json"}
-    if token != "":
-        headers["Authorization"] = "Bearer " + (real if token is None else token)
-    data = body.encode() if isinstance(body, str) else None
-    req = urllib.request.Request(address + path, data=data, headers=headers, method=method)
-    try:
-        with urllib.request.urlopen(req, timeout=10) as r:
-            text = r.read().decode()
-            status = r.status
-    except urllib.error.HTTPError as e:
-        text, status = e.read().decode(), e.code
-    try:
-        return status, json.loads(text)
-    except json.JSONDecodeError:
-        return status, text
 
 
 def reference(troupe, work):

@@ -7,6 +7,8 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TINY = os.path.join(HERE, "..", "..", "configs", "tiny.toml")
@@ -147,3 +149,31 @@ def events(run_dir):
             return [json.loads(l) for l in f if l.strip()]
     except (FileNotFoundError, json.JSONDecodeError):
         return []
+
+
+def endpoint(run_dir):
+    """(address, bearer token) of the job's control endpoint (run_dir/control.json)."""
+    with open(os.path.join(run_dir, "control.json")) as f:
+        address = json.load(f)["address"]
+    with open(os.path.join(run_dir, "control.token")) as f:
+        return address, f.read().strip()
+
+
+def http(run_dir, method, path, body=None, token=None):
+    """(status, parsed JSON or text) of one request; token None: the run dir's."""
+    address, real = endpoint(run_dir)
+    headers = {"Content-Type": "application/json"}
+    if token != "":
+        headers["Authorization"] = "Bearer " + (real if token is None else token)
+    data = body.encode() if isinstance(body, str) else None
+    req = urllib.request.Request(address + path, data=data, headers=headers, method=method)
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            text = r.read().decode()
+            status = r.status
+    except urllib.error.HTTPError as e:
+        text, status = e.read().decode(), e.code
+    try:
+        return status, json.loads(text)
+    except json.JSONDecodeError:
+        return status, text
