@@ -103,6 +103,9 @@ struct CoordinatorOptions {
   // Table sets swapped after the step count given (--engram-at), in order; ops asked through
   // the control endpoint (kind "engram_attach"/"engram_detach") queue behind them.
   std::map<int64_t, std::vector<EngramOp>> engram_at;
+  // The table sets attached when the job starts (resume, restart: engram_stack_at); empty:
+  // the job's own tables, "initial".
+  std::vector<std::string> engram_stack;
 };
 
 // Spawns the coordinator as "coordinator.0" on the host's router.

@@ -84,6 +84,29 @@ std::optional<RestartState> restart_state(const storage::Journal& journal) {
   return out;
 }
 
+std::vector<std::string> engram_stack_at(const storage::Journal& journal, int64_t step,
+                                         bool at_step) {
+  std::vector<std::pair<int64_t, nlohmann::json>> swaps;
+  for (const nlohmann::json& r : journal.records()) {
+    const std::string kind = r.value("kind", "");
+    if (kind == "resume" || kind == "rollback") {
+      const int64_t back = r.value("step", int64_t(0));
+      std::erase_if(swaps, [&](const auto& w) { return w.first >= back; });
+    }
+    if (kind == "engram_attach" || kind == "engram_detach")
+      swaps.emplace_back(r.value("step", int64_t(-1)), r);
+  }
+  std::vector<std::string> stack = {"initial"};
+  for (const auto& [at, r] : swaps) {
+    if (at > step || (at == step && !at_step)) continue;
+    if (r.value("kind", "") == "engram_attach")
+      stack.push_back(r.value("name", ""));
+    else if (stack.size() > 1)
+      stack.pop_back();
+  }
+  return stack;
+}
+
 runtime::Status JournalCommitLog::record_checkpoint(const storage::Manifest& m) {
   return journal_->put_manifest(m);
 }

@@ -33,6 +33,13 @@ struct RestartState {
   std::vector<std::string> recovery_base;
 };
 std::optional<RestartState> restart_state(const storage::Journal& journal);
+// The Engram table sets attached in the state of step `step` (bottom first, "initial" at
+// [0]), replayed from the journaled swaps: those before it, and with at_step those at it too
+// (a swap at step s runs after the commit of s, after its checkpoint was taken; a restarted
+// coordinator's workers kept it). Swaps that a later resume or rollback went back before are
+// not counted.
+std::vector<std::string> engram_stack_at(const storage::Journal& journal, int64_t step,
+                                         bool at_step);
 
 class JournalCommitLog final : public CommitLog {
  public:

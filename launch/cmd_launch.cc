@@ -42,8 +42,7 @@ namespace {
 
 std::unique_ptr<runtime::Host> start_host(const LaunchArgs& a, const std::string& secret) {
   runtime::HostOptions ho;
-  ho.node_id = "n0";
-  ho.secret = secret;
+  ho.node_id = "n0", ho.secret = secret;
   ho.listen_host = a.listen_host;
   ho.port = a.port;
   runtime::Result<bool> faults = chaos::install_fabric_faults(&ho);  // TROUPE_FABRIC_FAULTS
@@ -297,6 +296,7 @@ class LaunchJob {
     if (restart_) co.restart = restart_, co.resume_step = restart_->committed;
     co.min_nodes = a_.min_nodes;
     co.engram_at = parse_engram_at(a_.engram_at, "launch");
+    co.engram_stack = actors::engram_stack_at(*journal_, co.resume_step, bool(restart_));
     co.own_thread = host_->fabric_thread_lent();  // its fsyncs must not stall the fabric
     co.on_step = [this](const actors::StepReport& r) { on_step(r); };
     co.on_event = [this](const std::string& kind, const std::string& text,
@@ -571,8 +571,8 @@ void add_launch_command(CLI::App& app) {
                   "STEP:N: scale to N node processes after STEP, as `troupe scale` would "
                   "(repeatable; for tests and demos)");
   cmd->add_option("--engram-at", args->engram_at,
-                  "STEP:attach:NAME[:PATH] or STEP:detach: swap the Engram table set after "
-                  "STEP steps, as POST /engram/attach|detach would (repeatable, in order)");
+                  "STEP:attach:NAME[:PATH] or STEP:detach: swap Engram table sets after STEP "
+                  "steps, as POST /engram/attach|detach (repeatable)");
   cmd->add_option("--kill-node-at", args->kill_node_at,
                   "chaos: kill -9 one node process after this step, 0: as the workers start "
                   "(the job recovers; see [fault_tolerance] recover)")

@@ -69,6 +69,21 @@ def refusals(troupe, work, out):
         expect_error("export without a checkpoint", [troupe, "engram", "export", "--run-dir",
                                                      other, "--out", work + "/x.safetensors"],
                      "rows", "no good checkpoint")
+    plain = os.path.join(work, "plain")
+    if train(troupe, plain, 2, "model.engram_layers=[]", "checkpoint.every_steps=2"):
+        expect_error("export of a run without Engram", [troupe, "engram", "export", "--run-dir",
+                                                        plain, "--out", work + "/x.safetensors"],
+                     "plain", "no Engram tables")
+    run_dir = os.path.join(work, "run")
+    res = run([troupe, "engram", "export", "--run-dir", run_dir, "--step", "2", "--out",
+               work + "/s2.safetensors", "--name", "two"])
+    check("export --step 2", res.returncode == 0 and
+          res.stdout.startswith("exported table set two (step 2, 8 tables, hash "),
+          f"status {res.returncode}: {res.stdout.strip()}{res.stderr.strip()}")
+    expect_error("export of a step without a checkpoint", [troupe, "engram", "export",
+                                                           "--run-dir", run_dir, "--step", "3",
+                                                           "--out", work + "/x.safetensors"],
+                 "step 3", "complete checkpoints: 2, 4")
     expect_error("export from no run", [troupe, "engram", "export", "--run-dir",
                                         work + "/missing", "--out", work + "/x.safetensors"],
                  "missing")

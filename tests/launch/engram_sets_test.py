@@ -6,7 +6,9 @@
 2. attach X after 4 steps, detach after 7, re-attach X after 9 (--engram-at) on 2 node
    processes: the set each swap loads is the one an earlier swap saved (the hashes in the
    events); the same schedule on 3 node processes with the tables on 2 engram shards and a
-   node killed after step 8 ends with the same weights, loss lines and set hashes;
+   node killed after step 8 ends with the same weights, loss lines and set hashes, and so
+   does the job killed whole between the attach and the detach and resumed (on shards) from
+   its checkpoint, the attached set known from the journal;
 3. the control endpoint: an attach of a set made for another engram_table_rows is a 400
    naming the key, a detach with nothing attached a 400, and the job goes on; POST
    /engram/attach and /engram/detach swap while it runs.
@@ -17,6 +19,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 
@@ -104,6 +107,31 @@ def test_schedule(troupe, work, h0, x):
     check("shards + a kill: the same sets saved and loaded", swaps(b) == s, json.dumps(swaps(b)))
     recovered = [e for e in events(b) if e.get("kind") == "recovered"]
     check("shards + a kill: a recovery happened", len(recovered) >= 1, f"{len(recovered)}")
+    return ha, s
+
+
+def test_resume(troupe, work, x, ha, s):
+    """The schedule's job killed (kill -9 of the whole job) after the checkpoint of step 6,
+    between the attach and the detach; --resume on 3 nodes with shards: the journal gives back
+    that X is attached, the detach after step 7 loads the tables the first job saved."""
+    run = os.path.join(work, "resume")
+    sched = [a.format(x=x) for a in SCHEDULE]
+    ckpt = ["--set", "checkpoint.every_steps=3", "--set", "checkpoint.keep=10"]
+    job = launch(troupe, run, 2, sched + ckpt)
+    wait_for(lambda: any(e.get("kind") == "checkpoint" and e.get("step") == 6
+                         for e in events(run)) and steps_done(run) >= 7, 300,
+             "the checkpoint of step 6 and a step more", job)
+    os.killpg(job.pid, signal.SIGKILL)
+    job.communicate()
+    again = Job([troupe, "launch", "--config", TINY, "--nodes", "3", "--steps", str(STEPS),
+                 "--run-dir", run, *sched, *ckpt, "--resume", "--set", "engram.placement=shards",
+                 "--set", "engram.shards=2"], start_new_session=True)
+    h = finished(again, "the resumed schedule")
+    check("kill -9 between attach and detach, --resume on shards: the same weights", h == ha,
+          f"{h} vs {ha}")
+    after = [e for e in swaps(run) if e["step"] >= 7][-2:]
+    check("  the resumed job's swaps save and load the sets of the undisturbed one",
+          after == s[1:], json.dumps(after))
 
 
 def test_endpoint(troupe, work, x, y):
@@ -148,7 +176,8 @@ def main():
     os.makedirs(a.work, exist_ok=True)
     h0, x, y = make_sets(a.troupe, a.work)
     test_round_trip(a.troupe, a.work, h0, x)
-    test_schedule(a.troupe, a.work, h0, x)
+    ha, s = test_schedule(a.troupe, a.work, h0, x)
+    test_resume(a.troupe, a.work, x, ha, s)
     test_endpoint(a.troupe, a.work, x, y)
     if failures:
         sys.exit("FAILED:\n  " + "\n  ".join(failures))
