@@ -1,8 +1,9 @@
 // The control endpoint's clients (launch/control.h): `troupe status|scale|drain|pause|resume|
 // checkpoint RUN_DIR ...` find a running job through RUN_DIR/control.json and control.token
 // and send it one request. Exit 0 when it was done, 1 when the job refused it or could not
-// be reached (its message printed), 2 on a usage error. `troupe status RUN_DIR --page` prints
-// the URL of the operators' page instead of the status.
+// be reached (its message printed), 2 on a usage error. `troupe engram attach|detach RUN_DIR`
+// (issue 16) are clients of the same kind, added under `troupe engram`. `troupe status RUN_DIR
+// --page` prints the URL of the operators' page instead of the status.
 #include <cstdio>
 #include <memory>
 
@@ -20,7 +21,8 @@ struct ClientArgs {
   std::string run_dir;
   int64_t nodes = 0;
   std::string node;
-  bool page = false;  // status --page: print the page's URL instead
+  std::string set_name, set_path;  // engram attach
+  bool page = false;               // status --page: print the page's URL instead
   double timeout_s = double(runtime::http_call_timeout_ms) / 1000;
 };
 
@@ -113,6 +115,25 @@ void add_control_commands(CLI::App& app) {
   });
   add_client(app, "checkpoint", "ask a running job to write a checkpoint now", args)
       ->callback([args] { run_post(*args, "/checkpoint", nullptr); });
+}
+
+void add_engram_control_commands(CLI::App& engram) {
+  auto args = std::make_shared<ClientArgs>();
+  CLI::App* attach = add_client(
+      engram, "attach",
+      "ask a running job to use a table set between two steps (POST /engram/attach)", args);
+  attach->add_option("name", args->set_name, "the set's name (\"initial\": the job's own)")
+      ->required();
+  attach->add_option("--path", args->set_path,
+                     "the set's file (default: RUN_DIR/engram/sets/NAME.safetensors)");
+  attach->callback([args] {
+    json body = {{"name", args->set_name}};
+    if (!args->set_path.empty()) body["path"] = args->set_path;
+    run_post(*args, "/engram/attach", body);
+  });
+  add_client(engram, "detach",
+             "ask a running job to go back to the table set it had before its last attach", args)
+      ->callback([args] { run_post(*args, "/engram/detach", nullptr); });
 }
 
 }  // namespace troupe::launch

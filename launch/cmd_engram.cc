@@ -10,6 +10,7 @@
 
 #include "config/config_parse.h"
 #include "launch/commands.h"
+#include "launch/run_checkpoint.h"
 #include "model/engram.h"
 #include "storage/checkpoint.h"
 #include "storage/engram_set.h"
@@ -47,47 +48,6 @@ void require_tables(const std::string& cmd, const std::string& run_dir,
                      " has no Engram tables (its model.engram_layers is [])");
 }
 
-std::unique_ptr<storage::Journal> open_journal(const std::string& run_dir) {
-  if (!std::filesystem::exists(run_dir))
-    throw UsageError("engram export: " + run_dir + " not found; is it the --run-dir of a " +
-                     "troupe train or troupe launch run?");
-  if (!std::filesystem::exists(run_dir + "/journal"))
-    throw UsageError("engram export: " + run_dir + " has no journal, so no checkpoint; is it " +
-                     "the --run-dir of a troupe train or troupe launch run?");
-  auto j = storage::Journal::open(run_dir, /*read_only=*/true);
-  if (!j.ok()) throw UsageError("engram export: " + j.status().message());
-  return std::move(j.value());
-}
-
-std::string steps_list(const std::vector<int64_t>& steps) {
-  std::string s;
-  for (int64_t x : steps) s += (s.empty() ? "" : ", ") + std::to_string(x);
-  return s.empty() ? "none" : s;
-}
-
-// The manifest of the checkpoint to export: --step's, else the newest whose shards verify.
-storage::Manifest checkpoint_of(const EngramExportArgs& a, std::string* source) {
-  const std::unique_ptr<storage::Journal> journal = open_journal(a.run_dir);
-  if (a.step >= 0) {
-    const std::vector<int64_t> steps = journal->manifest_steps();
-    if (std::find(steps.begin(), steps.end(), a.step) == steps.end())
-      throw UsageError("engram export: no complete checkpoint of step " + std::to_string(a.step) +
-                       " in " + a.run_dir + "; complete checkpoints: " + steps_list(steps));
-    auto m = journal->manifest(a.step);
-    if (!m.ok()) throw UsageError("engram export: " + m.status().message());
-    *source = "the checkpoint of step " + std::to_string(a.step);
-    return m.value();
-  }
-  auto m = storage::newest_good_checkpoint(a.run_dir, *journal, [](const std::string& w) {
-    std::fprintf(stderr, "[checkpoint] %s\n", w.c_str());
-  });
-  if (!m.ok())
-    throw UsageError("engram export: " + a.run_dir +
-                     " has no good checkpoint to export from: " + m.status().message());
-  *source = "the checkpoint of step " + std::to_string(m.value().step) + " (the newest good one)";
-  return m.value();
-}
-
 // Every table's values, m and v of checkpoint m, in engram_tables order, each exactly the
 // size the manifest's model config gives it.
 std::vector<model::StateTensor> tables_of(const std::string& run_dir, const storage::Manifest& m,
@@ -113,7 +73,7 @@ void export_set(const EngramExportArgs& a) {
   const std::string name =
       checked_name("export", a.name, std::filesystem::path(a.out).stem().string(), "of --out");
   std::string source;
-  const storage::Manifest m = checkpoint_of(a, &source);
+  const storage::Manifest m = chosen_checkpoint("engram export", a.run_dir, a.step, &source);
   if (!m.job.contains("model") || !m.job["model"].contains("seed"))
     throw UsageError("engram export: the manifest of step " + std::to_string(m.step) +
                      " has no job.model (or job.model.seed)");
@@ -179,7 +139,8 @@ void import_set(const EngramImportArgs& a) {
 }  // namespace
 
 void add_engram_command(CLI::App& app) {
-  CLI::App* cmd = app.add_subcommand("engram", "move Engram table sets between run directories");
+  CLI::App* cmd = app.add_subcommand(
+      "engram", "move Engram table sets between run directories; swap a running job's");
   cmd->require_subcommand(1);
 
   auto e = std::make_shared<EngramExportArgs>();
@@ -205,6 +166,7 @@ void add_engram_command(CLI::App& app) {
   im->add_option("--name", i->name, "the name to keep it under (default: the set's own)");
   im->add_flag("--force", i->force, "replace a set of that name in the run directory");
   im->callback([i] { import_set(*i); });
+  add_engram_control_commands(*cmd);
 }
 
 }  // namespace troupe::launch

@@ -7,6 +7,7 @@
 
 #include "config/config_parse.h"
 #include "launch/commands.h"
+#include "launch/run_checkpoint.h"
 #include "model/params.h"
 #include "storage/checkpoint.h"
 #include "storage/journal.h"
@@ -21,15 +22,6 @@ struct ExportArgs {
   std::string run_dir, out;
   int64_t step = -1;  // -1: the finished run's weights, else the newest good checkpoint
 };
-
-std::unique_ptr<storage::Journal> open_journal(const std::string& run_dir) {
-  if (!std::filesystem::exists(run_dir + "/journal"))
-    throw UsageError("export: " + run_dir + " has no weights.safetensors and no journal; " +
-                     "is it the --run-dir of a troupe train or troupe launch run?");
-  auto j = storage::Journal::open(run_dir, /*read_only=*/true);
-  if (!j.ok()) throw UsageError("export: " + j.status().message());
-  return std::move(j.value());
-}
 
 // One shard of the checkpoint into out, exactly `floats` long.
 void read_shard(storage::CheckpointReader* reader, const std::string& name, int64_t floats,
@@ -65,12 +57,6 @@ model::LoadedWeights weights_of(const std::string& run_dir, const storage::Manif
   return w;
 }
 
-std::string steps_list(const std::vector<int64_t>& steps) {
-  std::string s;
-  for (int64_t x : steps) s += (s.empty() ? "" : ", ") + std::to_string(x);
-  return s.empty() ? "none" : s;
-}
-
 // The weights to export, and (through source) where they came from.
 model::LoadedWeights load_source(const ExportArgs& a, std::string* source) {
   const std::string finished = a.run_dir + "/weights.safetensors";
@@ -78,25 +64,11 @@ model::LoadedWeights load_source(const ExportArgs& a, std::string* source) {
     *source = finished + " (the finished run)";
     return model::load_weights(finished);
   }
-  const std::unique_ptr<storage::Journal> journal = open_journal(a.run_dir);
-  const std::vector<int64_t> steps = journal->manifest_steps();
-  if (a.step >= 0) {
-    if (std::find(steps.begin(), steps.end(), a.step) == steps.end())
-      throw UsageError("export: no complete checkpoint of step " + std::to_string(a.step) + " in " +
-                       a.run_dir + "; complete checkpoints: " + steps_list(steps));
-    auto m = journal->manifest(a.step);
-    if (!m.ok()) throw UsageError("export: " + m.status().message());
-    *source = "the checkpoint of step " + std::to_string(a.step);
-    return weights_of(a.run_dir, m.value());
-  }
-  auto m = storage::newest_good_checkpoint(a.run_dir, *journal, [](const std::string& w) {
-    std::fprintf(stderr, "[checkpoint] %s\n", w.c_str());
-  });
-  if (!m.ok())
+  if (a.step < 0 && !std::filesystem::exists(a.run_dir + "/journal"))
     throw UsageError("export: " + a.run_dir + " has no weights.safetensors (the run has not " +
-                     "finished) and no good checkpoint: " + m.status().message());
-  *source = "the checkpoint of step " + std::to_string(m.value().step) + " (the newest good one)";
-  return weights_of(a.run_dir, m.value());
+                     "finished) and no journal, so no checkpoint; is it the --run-dir of a " +
+                     "troupe train or troupe launch run?");
+  return weights_of(a.run_dir, chosen_checkpoint("export", a.run_dir, a.step, source));
 }
 
 }  // namespace

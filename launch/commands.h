@@ -64,6 +64,8 @@ void add_control_commands(CLI::App& app);
 void add_report_command(CLI::App& app);
 // engram export, engram import: Engram table sets (storage/engram_set.h).
 void add_engram_command(CLI::App& app);
+// engram attach, engram detach: clients of a running job's control endpoint (cmd_control.cc).
+void add_engram_control_commands(CLI::App& engram);
 // chaos run, chaos soak: the chaos suite (chaos/runner.h).
 void add_chaos_command(CLI::App& app);
 

@@ -1,11 +1,15 @@
 #include "storage/engram_tier.h"
 
 #include <fmt/format.h>
+#include <rocksdb/cache.h>
 #include <rocksdb/db.h>
 #include <rocksdb/options.h>
+#include <rocksdb/table.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
+#include <map>
 #include <stdexcept>
 
 namespace troupe::storage {
@@ -27,6 +31,24 @@ std::string key_bytes(uint64_t key) {  // big-endian: a table's rows sort togeth
   return out;
 }
 
+// RocksDB's own memory kept in proportion to the host cache: its write buffers (two) and its
+// block cache a quarter of host_cache_bytes each, 1 MiB at least (the default 64 MiB write
+// buffer would hold every row of a small shard in memory, and the tier would be one in name
+// only). Rows are floats: compressing them costs CPU and saves little.
+rocksdb::Options tier_options(int64_t host_cache_bytes) {
+  rocksdb::Options o;
+  o.create_if_missing = true;
+  const auto quarter = size_t(std::max<int64_t>(int64_t(1) << 20, host_cache_bytes / 4));
+  o.write_buffer_size = quarter;
+  o.max_write_buffer_number = 2;
+  o.max_background_jobs = 1;
+  o.compression = rocksdb::kNoCompression;
+  rocksdb::BlockBasedTableOptions t;
+  t.block_cache = rocksdb::NewLRUCache(quarter);
+  o.table_factory.reset(rocksdb::NewBlockBasedTableFactory(t));
+  return o;
+}
+
 }  // namespace
 
 TieredShardTables::TieredShardTables(const model::ModelConfig& cfg, uint64_t seed,
@@ -44,8 +66,7 @@ TieredShardTables::TieredShardTables(const model::ModelConfig& cfg, uint64_t see
     throw std::invalid_argument(
         fmt::format("engram.host_cache_bytes = {} holds no row ({} bytes each with its moments)",
                     host_cache_bytes, 3 * dim_ * int64_t(sizeof(float))));
-  rocksdb::Options o;
-  o.create_if_missing = true;
+  const rocksdb::Options o = tier_options(host_cache_bytes);
   rocksdb::DestroyDB(dir_, o);  // scratch: a new holder starts from the seed or a copy
   rocksdb::DB* db = nullptr;
   const rocksdb::Status st = rocksdb::DB::Open(o, dir_, &db);
@@ -79,14 +100,16 @@ void TieredShardTables::write_back(uint64_t key, const Row& r) {
   stats_.bytes_written += int64_t(value.size());
 }
 
+void TieredShardTables::evict_one() {
+  const uint64_t key = lru_.back();
+  const auto it = cache_.find(key);
+  if (it->second.dirty) write_back(key, it->second);
+  lru_.pop_back();
+  cache_.erase(it);
+}
+
 void TieredShardTables::evict_beyond_capacity() {
-  while (int64_t(cache_.size()) > stats_.capacity_rows) {
-    const uint64_t key = lru_.back();
-    const auto it = cache_.find(key);
-    if (it->second.dirty) write_back(key, it->second);
-    lru_.pop_back();
-    cache_.erase(it);
-  }
+  while (int64_t(cache_.size()) > stats_.capacity_rows) evict_one();
   stats_.cached_rows = int64_t(cache_.size());
 }
 
@@ -98,12 +121,24 @@ TieredShardTables::Row& TieredShardTables::row(int64_t table, int64_t id) {
     lru_.splice(lru_.begin(), lru_, it->second.lru);
     return it->second;
   }
-  ++stats_.misses;
   const auto began = std::chrono::steady_clock::now();
-  Row r;
-  r.wmv.assign(size_t(3 * dim_), 0.f);
   std::string value;
   const rocksdb::Status st = db_->db->Get(rocksdb::ReadOptions(), key_bytes(key), &value);
+  Row& out = insert(table, id, st, value);
+  stats_.miss_ms +=
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - began).count();
+  return out;
+}
+
+// A missed row into the cache, most recently used: from the cold tier's answer `st`/`value`
+// when it has the row, else fresh from the seed.
+TieredShardTables::Row& TieredShardTables::insert(int64_t table, int64_t id,
+                                                  const rocksdb::Status& st,
+                                                  const std::string& value) {
+  ++stats_.misses;
+  const uint64_t key = key_of(table, id);
+  Row r;
+  r.wmv.assign(size_t(3 * dim_), 0.f);
   if (st.ok() && value.size() == r.wmv.size() * sizeof(float)) {
     std::memcpy(r.wmv.data(), value.data(), value.size());
     ++stats_.cold_reads;
@@ -116,17 +151,51 @@ TieredShardTables::Row& TieredShardTables::row(int64_t table, int64_t id) {
   }
   lru_.push_front(key);
   r.lru = lru_.begin();
-  Row& out = cache_.emplace(key, std::move(r)).first->second;
+  return cache_.emplace(key, std::move(r)).first->second;
+}
+
+// The rows a lookup missed, read from the cold tier in one MultiGet (RocksDB batches the
+// reads of one block) after room is made for them; each copied to every place it goes.
+void TieredShardTables::fill_misses(int64_t table,
+                                    const std::map<int64_t, std::vector<int64_t>>& at, float* out) {
+  const auto began = std::chrono::steady_clock::now();
+  const auto wanted = int64_t(at.size());
+  while (!lru_.empty() &&
+         int64_t(cache_.size()) + std::min(wanted, stats_.capacity_rows) > stats_.capacity_rows)
+    evict_one();
+  std::vector<std::string> keys;
+  for (const auto& [id, places] : at) keys.push_back(key_bytes(key_of(table, id)));
+  const std::vector<rocksdb::Slice> slices(keys.begin(), keys.end());
+  std::vector<std::string> values;
+  const std::vector<rocksdb::Status> st =
+      db_->db->MultiGet(rocksdb::ReadOptions(), slices, &values);
+  size_t k = 0;
+  for (const auto& [id, places] : at) {
+    const Row& r = insert(table, id, st[k], values[k]);
+    for (int64_t i : places)
+      std::memcpy(out + i * dim_, r.wmv.data(), sizeof(float) * size_t(dim_));
+    ++k;
+    evict_beyond_capacity();
+  }
   stats_.miss_ms +=
       std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - began).count();
-  return out;
 }
 
 void TieredShardTables::lookup(int64_t table, const int64_t* ids, int64_t n, float* out) {
+  std::map<int64_t, std::vector<int64_t>> missed;  // row id -> the places it goes
   for (int64_t i = 0; i < n; ++i) {
-    std::memcpy(out + i * dim_, row(table, ids[i]).wmv.data(), sizeof(float) * size_t(dim_));
-    evict_beyond_capacity();
+    check(table, ids[i]);
+    const auto it = cache_.find(key_of(table, ids[i]));
+    if (it == cache_.end()) {
+      missed[ids[i]].push_back(i);
+      continue;
+    }
+    ++stats_.hits;
+    lru_.splice(lru_.begin(), lru_, it->second.lru);
+    std::memcpy(out + i * dim_, it->second.wmv.data(), sizeof(float) * size_t(dim_));
   }
+  if (!missed.empty()) fill_misses(table, missed, out);
+  stats_.cached_rows = int64_t(cache_.size());
 }
 
 void TieredShardTables::apply(const model::EngramGrad<float>& grad,

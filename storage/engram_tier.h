@@ -8,16 +8,23 @@
 // and an update changes the rows in the cache and marks them dirty. Beyond host_cache_bytes
 // the least recently used rows are written back (dirty ones) and dropped. Rows are updated
 // one at a time through EngramAdamRow: the bits of MemoryShardTables, whatever the cache
-// size. The database is scratch: made empty when the tier opens (the copies and the seed are
+// size. RocksDB's own buffers and block cache are bounded in proportion (a quarter of
+// host_cache_bytes each, 1 MiB at least), and a lookup's misses are read in one MultiGet.
+// The database is scratch: made empty when the tier opens (the copies and the seed are
 // what a lost one is rebuilt from), written without a WAL.
 #include <cstdint>
 #include <list>
+#include <map>
 #include <memory>
 #include <string>
 #include <unordered_map>
 #include <vector>
 
 #include "train/engram_share.h"
+
+namespace rocksdb {
+class Status;
+}
 
 namespace troupe::storage {
 
@@ -55,6 +62,9 @@ class TieredShardTables final : public model::ShardTables {
     std::list<uint64_t>::iterator lru;
   };
   Row& row(int64_t table, int64_t id);  // cached (loaded on a miss), most recently used
+  Row& insert(int64_t table, int64_t id, const rocksdb::Status& st, const std::string& value);
+  void fill_misses(int64_t table, const std::map<int64_t, std::vector<int64_t>>& at, float* out);
+  void evict_one();
   void evict_beyond_capacity();
   void write_back(uint64_t key, const Row& r);
   void check(int64_t table, int64_t id) const;

@@ -9,7 +9,7 @@
    node killed after step 8 ends with the same weights, loss lines and set hashes, and so
    does the job killed whole between the attach and the detach and resumed (on shards) from
    its checkpoint, the attached set known from the journal;
-3. the control endpoint: an attach of a set made for another engram_table_rows is a 400
+3. the control endpoint (and `troupe engram attach|detach`, its clients): an attach of a set made for another engram_table_rows is a 400
    naming the key, a detach with nothing attached a 400, and the job goes on; POST
    /engram/attach and /engram/detach swap while it runs.
 
@@ -144,13 +144,18 @@ def test_endpoint(troupe, work, x, y):
     err = str(body.get("error", "")) if isinstance(body, dict) else str(body)
     check("a set of another config: 400 naming the key", code == 400 and
           "engram_table_rows" in err and "20011" in err, f"{code} {err}")
+    r = subprocess.run([troupe, "engram", "attach", run, "Y", "--path", y],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=60)
+    check("troupe engram attach of that set: status 1, the key named", r.returncode == 1 and
+          "engram_table_rows" in r.stderr, f"{r.returncode} {r.stderr.strip()}")
     code, body = http(run, "POST", "/engram/detach")
     check("detach with nothing attached: 400", code == 400 and "no table set" in str(body),
           f"{code} {body}")
     code, body = http(run, "POST", "/engram/attach", json.dumps({"name": 5}))
     check("attach with a bad name field: 400", code == 400, f"{code} {body}")
-    code, body = http(run, "POST", "/engram/attach", json.dumps({"name": "X", "path": x}))
-    check("attach X: accepted", code == 200, f"{code} {body}")
+    r = subprocess.run([troupe, "engram", "attach", run, "X", "--path", x],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=60)
+    check("troupe engram attach X: accepted", r.returncode == 0, f"{r.returncode} {r.stderr}")
     http(run, "POST", "/resume")
     wait_for(lambda: len(swaps(run)) >= 1, 120, "the attach", job)
     code, body = http(run, "POST", "/engram/detach")

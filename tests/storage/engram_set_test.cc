@@ -19,10 +19,7 @@ namespace troupe::storage {
 namespace {
 
 model::JobConfig job() {
-  model::JobConfig cfg = tests::tiny_test_job({});
-  cfg.model.engram_layers = {1};
-  cfg.model.engram_table_rows = 211;
-  return cfg;
+  return tests::tiny_test_job({"model.engram_layers=[1]", "model.engram_table_rows=211"});
 }
 
 // Every table of a fresh store with its moments, m and v filled with values of their own

@@ -15,10 +15,7 @@ namespace troupe::storage {
 namespace {
 
 model::JobConfig job() {
-  model::JobConfig cfg = tests::tiny_test_job({});
-  cfg.model.engram_layers = {1};
-  cfg.model.engram_table_rows = 211;
-  return cfg;
+  return tests::tiny_test_job({"model.engram_layers=[1]", "model.engram_table_rows=211"});
 }
 
 // A directory of the test's own (storage_test_dir.h: removed when the test passes).
@@ -80,6 +77,30 @@ TEST(EngramTier, ACacheOfAFewRowsGivesTheBitsOfTablesInMemory) {
   EXPECT_LE(st.cached_rows, 50);
   EXPECT_GT(st.cold_reads, 0);  // rows came back from RocksDB
   EXPECT_GT(st.rows_written, 0);
+}
+
+// One lookup of more rows than the cache holds, ids repeated, some updated and evicted to
+// RocksDB: every place gets its row (the misses read in one MultiGet, duplicates once).
+TEST(EngramTier, ALookupLargerThanTheCacheFillsEveryPlace) {
+  const model::JobConfig cfg = job();
+  const auto info = model::engram_tables(cfg.model);
+  const std::vector<bool> held(info.size(), true);
+  model::MemoryShardTables mem(cfg.model, cfg.train.seed, held);
+  const int64_t row_bytes = 3 * cfg.model.engram_head_dim * 4;
+  TieredShardTables tier(cfg.model, cfg.train.seed, held, scratch("big"), 3 * row_bytes);
+  const model::EngramGrad<float> g = some_grad(info, held, 3);
+  model::EngramAdamStep s;
+  s.lr = 1e-2, s.step = 0, s.grad_scale = 1;
+  mem.apply(g, s), tier.apply(g, s);
+  const std::vector<int64_t> ids = {7, 3, 7, 0, 11, 3, 15, 200, 0, 7, 42, 3};
+  std::vector<float> a(ids.size() * size_t(info[0].dim)), b(a.size());
+  for (int64_t t = 0; t < int64_t(info.size()); ++t) {
+    mem.lookup(t, ids.data(), int64_t(ids.size()), a.data());
+    tier.lookup(t, ids.data(), int64_t(ids.size()), b.data());
+    EXPECT_EQ(a, b) << info[size_t(t)].name;
+  }
+  EXPECT_LE(tier.stats().cached_rows, 3);
+  EXPECT_GT(tier.stats().cold_reads, 0);
 }
 
 TEST(EngramTier, WriteTableThenReadBackAndRefusals) {
