@@ -148,10 +148,15 @@ void add_core_handlers(Self* self, Phase p, Dispatcher& d) {
                                [self](const train::EngramSwapped& w, ActorMessage& m) {
                                  return on_engram_swapped(self, w, m);
                                });
-  if (p == Phase::recovering)
+  if (p == Phase::recovering) {
     d.on<train::Recovered>(recovered_type, [self](const train::Recovered& r, ActorMessage& m) {
       return on_recovered(self, r, m);
     });
+    d.on<train::EngramSwapped>(engram_swapped_type,
+                               [self](const train::EngramSwapped& w, ActorMessage& m) {
+                                 return on_engram_rollback_loaded(self, w, m);
+                               });
+  }
 }
 
 void on_message(Self* self, const Dispatcher& table, ActorMessage& m) {

@@ -10,8 +10,10 @@
 // Every StepBegin names the holders for the workers; a train step's Apply waits for every
 // holder's EngramNorm (each table's Σ g², taken from the first holder of its shard and
 // added in table order: the one process's engram_grad_sumsq; the copies must agree bit for
-// bit) and goes to the holders too. A shard that loses every holder ends the job; a
-// restarted coordinator refuses a job with shards (their holders are not journaled).
+// bit) and goes to the holders too. A shard that loses every holder is brought back by a
+// rollback to the newest checkpoint, as an owner lost with all its buddies is
+// (coordinator_engram_rollback.cc); a restarted coordinator refuses a job with shards
+// (their holders are not journaled).
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -53,11 +55,15 @@ void first_holders(Self* self, size_t copies) {
       fmt::format("{} Engram shards, {} holders each: {}", s.engram.holders.size(), copies, where));
 }
 
-// Holders that left the view are dropped and replaced; false: a shard has none left.
+// Holders that left the view are dropped and replaced; false: a shard has none left. In a
+// rollback (every holder loads the checkpoint) and before the first commit (a new holder's
+// fresh tables are version 0's), a new holder waits for no copy.
 bool replace_holders(Self* self, size_t copies) {
   auto& s = self->state;
   EngramShards& e = s.engram;
   const auto& nodes = s.core.nodes;
+  const bool no_copy = s.core.rollback_to >= 0 || committed_version(self) == 0;
+  if (no_copy) e.awaiting.clear();
   for (auto it = e.awaiting.begin(); it != e.awaiting.end();)
     it = in_view(self, it->second) ? std::next(it) : e.awaiting.erase(it);
   for (size_t k = 0; k < e.holders.size(); ++k) {
@@ -68,7 +74,7 @@ bool replace_holders(Self* self, size_t copies) {
     std::erase_if(h, [&](const std::string& n) { return !in_view(self, n); });
     bool source = false;
     for (const std::string& n : h) source = source || !e.awaiting.count({int64_t(k), n});
-    if (!source) {
+    if (!source && !no_copy) {
       fail(self, fmt::format("engram_shard.{} lost every holder of its Engram tables (the last "
                              "on {}); more fault_tolerance.buddy_copies keep more copies",
                              k, gone.empty() ? std::string("?") : gone.back()));
@@ -78,11 +84,12 @@ bool replace_holders(Self* self, size_t copies) {
       const std::string& n = nodes[(k + h.size() + i) % nodes.size()].id;
       if (std::find(h.begin(), h.end(), n) != h.end()) continue;
       h.push_back(n);
-      e.awaiting.insert({int64_t(k), n});
+      const std::string from = no_copy ? std::string("the checkpoint or the seed") : h.front();
+      if (!no_copy) e.awaiting.insert({int64_t(k), n});
       event(self, "engram_copy",
             fmt::format("engram_shard.{}: a new holder on {} (for {}), its tables from {}", k, n,
-                        gone.empty() ? std::string("a holder short") : gone.front(), h.front()),
-            {{"shard", k}, {"node", n}, {"from", h.front()}});
+                        gone.empty() ? std::string("a holder short") : gone.front(), from),
+            {{"shard", k}, {"node", n}, {"from", from}});
     }
   }
   return true;

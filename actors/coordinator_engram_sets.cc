@@ -201,6 +201,7 @@ void abandon_engram_round(Self* self) {
 Verdict on_engram_swapped(Self* self, const train::EngramSwapped& w, const ActorMessage& m) {
   auto& s = self->state;
   EngramSets& e = s.engram_sets;
+  if (w.checkpoint()) return drop(Drop::duplicate, "a rollback's load confirmed again");
   if (e.queue.empty() || !e.sent || w.op() != e.op || w.round() != e.round)
     return drop(Drop::wrong_step, fmt::format("EngramSwapped of op {}", w.op()));
   if (!e.waiting.erase(m.from)) return drop(Drop::duplicate, "an EngramSwapped not waited for");

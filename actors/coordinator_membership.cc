@@ -196,20 +196,16 @@ bool plan_rollback(Self* self, const std::string& what, train::Recover* r, std::
   auto& c = s.core;
   const std::vector<int64_t> survivors(r->old_index().begin(), r->old_index().end());
   const std::string lost = r->version() == 0 ? "" : share_lost(self, r->old_workers(), survivors);
-  if (c.rollback_to < 0 && lost.empty()) return true;
-  if (engram_sharded(self)) {
-    fail(self, fmt::format("{}: {}: the optimizer state of its share is gone, and a rollback to "
-                           "a checkpoint does not take the engram_shard actors back yet (issue "
-                           "16); more fault_tolerance.buddy_copies keep more copies",
-                           what, lost));
-    return false;
-  }
+  const std::string tables = r->version() == 0 ? "" : engram_holders_lost(self);
+  if (c.rollback_to < 0 && lost.empty() && tables.empty()) return true;
+  const std::string gone = !lost.empty()     ? lost + ": the optimizer state of its share is gone"
+                           : !tables.empty() ? tables + ": its Engram tables are gone"
+                                             : "a rollback in flight";
   runtime::Result<storage::Manifest> m = rollback_checkpoint(self);
   if (!m.ok()) {
-    fail(self, fmt::format("{}: {}: the optimizer state of its share is gone "
-                           "(fault_tolerance.buddy_copies = {}) and there is no checkpoint to "
-                           "roll back to (checkpoint.every_steps = {}): {}",
-                           what, lost, s.opt.config.fault_tolerance.buddy_copies,
+    fail(self, fmt::format("{}: {} (fault_tolerance.buddy_copies = {}) and there is no "
+                           "checkpoint to roll back to (checkpoint.every_steps = {}): {}",
+                           what, gone, s.opt.config.fault_tolerance.buddy_copies,
                            s.opt.config.checkpoint.every_steps, m.status().message()));
     return false;
   }
@@ -220,11 +216,14 @@ bool plan_rollback(Self* self, const std::string& what, train::Recover* r, std::
     return false;
   }
   if (c.rollback_to < 0)
-    event(self, "rollback",
-          fmt::format("an owner was lost with all its buddy copies: every survivor rolls back "
-                      "to the checkpoint of step {} and replays from there (was at step {})",
-                      step, s.drv.committed),
-          {{"step", step}, {"from_step", s.drv.committed}});
+    event(
+        self, "rollback",
+        fmt::format("{}: every survivor rolls back to the checkpoint of step {} and replays "
+                    "from there (was at step {})",
+                    lost.empty() && !tables.empty() ? "an Engram shard was lost with every holder"
+                                                    : "an owner was lost with all its buddy copies",
+                    step, s.drv.committed),
+        {{"step", step}, {"from_step", s.drv.committed}});
   c.rollback_to = step;
   s.drv.step = s.drv.committed = step;
   r->set_version(step);
@@ -259,6 +258,7 @@ void recover_without(Self* self, size_t k, const std::string& what, nlohmann::js
   bump_epoch(self, true);
   if (gone) evict_node(self, *gone, fields.value("hung", false));
   publish_view(self);
+  send_engram_rollback(self, manifest);  // after the view: the new holders are placed
   enter_phase(self, Phase::recovering);
   c.recovered.open(0, -1, int64_t(c.workers.size()));
   ++c.recoveries;
@@ -403,13 +403,18 @@ Verdict on_recovered(Self* self, const train::Recovered& r, const ActorMessage& 
   auto& c = self->state.core;
   if (Verdict v = check_worker(self, r.worker(), m)) return v;
   if (Verdict v = drop_receipt(c.recovered.add(0, -1, r.worker()), "Recovered")) return v;
-  if (!c.recovered.complete()) return {};
+  if (c.recovered.complete() && engram_rollback_done(self)) finish_recovery(self);
+  return {};
+}
+
+void finish_recovery(Self* self) {
+  auto& c = self->state.core;
   c.rollback_to = -1;
   if (const runtime::Status st =
           self->state.commit_log->record({{"kind", "recovered"}, {"epoch", c.epoch}});
       !st.ok()) {
     fail(self, "cannot journal the end of the recovery: " + st.to_string());
-    return {};
+    return;
   }
   enter_phase(self, Phase::running);
   const double took_ms =
@@ -419,7 +424,6 @@ Verdict on_recovered(Self* self, const train::Recovered& r, const ActorMessage& 
                     committed_version(self), took_ms / 1000),
         {{"duration_ms", took_ms}, {"workers", c.workers.size()}});
   resume_training(self);
-  return {};
 }
 
 namespace {
@@ -510,6 +514,7 @@ void on_tick(Self* self) {
               true);
   if (s.core.phase == Phase::done) return;
   check_step_progress(self, t);
+  if (s.core.phase == Phase::recovering) resend_engram_rollback(self, t);
   if (s.core.phase == Phase::recovering && t - s.core.recover_sent >= ms(recover_resend_ms)) {
     s.core.recover_sent = t;
     for (int64_t i : s.core.recovered.missing()) {

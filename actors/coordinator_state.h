@@ -147,6 +147,11 @@ struct EngramShards {
   Receipts norms;                                      // EngramNorm of the step, by flat index
   std::vector<std::vector<double>> parts;  // by flat index: Σ g² per table (0: another's)
   std::map<std::string, train::EngramTierCounts> tier_seen;  // by holder: its last counts
+  // A rollback in flight (core.rollback_to >= 0): every holder loads its tables from the
+  // checkpoint (this manifest); the recovery ends when all of them and the workers are done.
+  std::string rollback_manifest;
+  std::set<std::string> rollback_waiting;  // holders that have not confirmed their load
+  time_point rollback_sent;
 };
 
 // Table sets swapped between steps (coordinator_engram_sets.cc): one op at a time, held at
@@ -227,6 +232,9 @@ void on_join(Self* self, const control::Join& j, const ActorMessage& m);
 NodeInfo admit_node(Self* self, const control::Join& j, const ActorMessage& m);
 Verdict on_ready(Self* self, const train::Ready& r, const ActorMessage& m);
 Verdict on_recovered(Self* self, const train::Recovered& r, const ActorMessage& m);
+// Every worker recovered (and, in a rollback, every Engram holder loaded): journaled, and
+// training goes on.
+void finish_recovery(Self* self);
 void lose_node(Self* self, std::string node, const std::string& why, bool hung);
 // The view with the reshape's joiners and leavers: published at the current epoch.
 void publish_view(Self* self);
@@ -277,6 +285,16 @@ bool engram_norms_ready(Self* self, double* sumsq);
 void apply_to_engram_shards(Self* self, const train::Apply& a,
                             const std::vector<runtime::Payload>& payloads);
 Verdict on_engram_norm(Self* self, const train::EngramNorm& n, const ActorMessage& m);
+// coordinator_engram_rollback.cc: a rollback takes the holders back to the checkpoint too.
+// "" or which shard lost every holder that had its tables (the view already without the
+// lost node): its tables are gone, and only a rollback brings them back.
+std::string engram_holders_lost(Self* self);
+// After the rollback's view went out: every holder told to load its tables from `manifest`;
+// every recover_resend_ms again to those that have not answered (on_tick).
+void send_engram_rollback(Self* self, const std::string& manifest);
+void resend_engram_rollback(Self* self, time_point t);
+bool engram_rollback_done(Self* self);
+Verdict on_engram_rollback_loaded(Self* self, const train::EngramSwapped& w, const ActorMessage& m);
 
 // coordinator_engram_sets.cc: table sets attached and detached between steps.
 // An operator's (or --engram-at's) op, checked and queued: "" or why it is refused.

@@ -110,11 +110,11 @@ void log_tier(const EngramShardState& s) {
       double(st.bytes_read) / (1 << 20));
 }
 
-// A resumed job: the tables held, with their moments, from the checkpoint it resumes (worker
-// 0 wrote them there as a worker holding every table does). Throws naming what is missing.
-void load_tables(EngramShardState& s) {
-  const storage::Manifest m =
-      storage::Manifest::from_json(nlohmann::json::parse(s.ctx.job.resume_manifest));
+// The tables held, with their moments, from checkpoint m (worker 0 wrote them there as a
+// worker holding every table does), at version m.step: a resumed job's, or a rollback's.
+// Throws naming what is missing.
+void load_tables(EngramShardState& s, const std::string& manifest) {
+  const storage::Manifest m = storage::Manifest::from_json(nlohmann::json::parse(manifest));
   storage::CheckpointReader reader(storage::checkpoint_dir(s.ctx.job.run_dir, m.step), m.step,
                                    m.shards);
   std::vector<std::vector<float>> parts[3];
@@ -331,6 +331,32 @@ Verdict on_state(Self* self, const train::EngramState& st, const ActorMessage& m
   return {};
 }
 
+// A rollback: this holder's tables from the checkpoint of step w.version(), whatever version
+// it is at (a newer one, or none yet: a new holder). Its epoch is the rollback's, so what
+// came before it (steps, a survivor's EngramState) is gone or stale. Answered either way; a
+// repeat (the coordinator resends until it hears) loads again.
+Verdict on_rollback(Self* self, const train::EngramSwap& w, const ActorMessage& m) {
+  auto& s = self->state;
+  if (m.payloads.size() != 1 || w.round() != train::EngramSwap::LOAD)
+    return drop(Drop::malformed, "a rollback LOAD without its manifest");
+  train::EngramSwapped out;
+  out.set_round(w.round()), out.set_checkpoint(true);
+  try {
+    load_tables(s, runtime::payload_text(m.payloads[0]));
+    if (s.share->version() != w.version())
+      throw std::runtime_error(fmt::format("the manifest is of step {}, the rollback to {}",
+                                           s.share->version(), w.version()));
+    forget_step(s);
+    s.step = -1;
+    out.set_ok(true);
+  } catch (const std::exception& e) {
+    out.set_ok(false);
+    out.set_error(e.what());
+  }
+  reply(self, m.from, engram_swapped_type, out, {});
+  return {};
+}
+
 // A table set attached or restored between two steps (the coordinator's EngramSwap LOAD at
 // the committed version): this holder's tables from the set file. A new holder still waiting
 // for its tables holds it until they are in (ready_for), so a survivor's older state never
@@ -339,6 +365,7 @@ Verdict on_swap(Self* self, const train::EngramSwap& w, const ActorMessage& m) {
   auto& s = self->state;
   if (m.from != s.ctx.coordinator)
     return drop(Drop::unknown_sender, "EngramSwap not from the coordinator");
+  if (w.checkpoint()) return on_rollback(self, w, m);
   if (w.round() != train::EngramSwap::LOAD || w.version() < 0)
     return drop(Drop::malformed, "an EngramSwap to a holder that is not a LOAD");
   Verdict v;
@@ -431,7 +458,7 @@ caf::behavior engram_shard(Self* self, runtime::RoleContext ctx) {
     const auto tables = int64_t(model::engram_tables(s.cfg.model).size());
     const std::vector<bool> held = model::engram_tables_of_shard(tables, s.shards, s.ctx.index);
     s.share = std::make_unique<model::EngramShare>(s.cfg, held, cold_tier(s, held));
-    if (!s.ctx.job.resume_manifest.empty()) load_tables(s);
+    if (!s.ctx.job.resume_manifest.empty()) load_tables(s, s.ctx.job.resume_manifest);
     s.epoch = s.ctx.epoch;
   } catch (const std::exception& e) {
     control::NodeError err;

@@ -4,7 +4,8 @@ node processes must end with the weights and loss lines of the replicated run, b
 with validation on. 50 steps (the issue's acceptance) for 2 shards (each held twice:
 fault_tolerance.buddy_copies = 1) and for a kill of a node holding shards (the survivors send
 their new holders the tables); 20 steps, against a replicated run of 20, for 3 shards, a host
-cache of ~5% over the RocksDB cold tier, a kill of a node without a holder, a scale
+cache of ~5% over the RocksDB cold tier, a kill of a node without a holder, a kill of
+both holders of a shard together (a rollback to the checkpoint, the holders too), a scale
 3 → 2 → 4, and a kill -9 of the whole job after a checkpoint and a --resume. `troupe train`
 (one process) refuses shards.
 
@@ -124,6 +125,38 @@ def lose_a_shard_node(troupe, work, steps, want):
           log_lines(run_dir, "took the tables of version"))
 
 
+def lose_every_holder(troupe, work, steps, want):
+    """n1 and n2 killed together: shard 0's both holders (and worker 0's owner with its buddy)
+    are gone, so the survivors roll back to the newest checkpoint, every holder (n3's, and
+    the new one of shard 0) loads its tables from it, and the job ends with the same bits."""
+    run_dir = os.path.join(work, "lose-holders")
+    job = Job([troupe, "launch", *common(steps), "--nodes", "3", "--run-dir", run_dir,
+               *shards(2), "--set", "checkpoint.every_steps=5"], start_new_session=True)
+    wait_for(lambda: any(e["event"] == "checkpoint" and "complete" in e["text"]
+                         for e in events(run_dir)) and steps_done(run_dir) >= 8, 300,
+             "a complete checkpoint and step 8", job)
+    pids = node_pids(run_dir)
+    for node in ("n1", "n2"):
+        try:
+            os.kill(pids[node], signal.SIGKILL)
+        except (KeyError, ProcessLookupError) as e:
+            check(f"every holder: {node} killed", False, f"{e!r}; pids {pids}")
+    try:
+        out, err = job.communicate(timeout=300)
+    except subprocess.TimeoutExpired:
+        os.killpg(job.pid, signal.SIGKILL)
+        out, err = job.communicate()
+    h = weights_hash(out)
+    check("both holders of a shard killed: rolled back to the checkpoint, same weights",
+          job.returncode == 0 and h == want[0],
+          f"status {job.returncode}, {h} vs {want[0]}: {(out + err).strip().splitlines()[-4:]}")
+    rollbacks = [e["text"] for e in events(run_dir) if e["event"] == "rollback"]
+    check("  a rollback event", len(rollbacks) >= 1, rollbacks)
+    loaded = log_lines(run_dir, "loaded its tables from the checkpoint")
+    check("  the surviving and the new holders loaded the checkpoint's tables", len(loaded) >= 2,
+          loaded)
+
+
 def rescaled(troupe, work, steps, want):
     """Scale 3 → 2 → 4: the leaving node's holders are replaced from the survivors."""
     run_dir = os.path.join(work, "scale")
@@ -190,6 +223,7 @@ def main():
     on_shards(a.troupe, a.work, a.short_steps, short, 3)
     cold_tier(a.troupe, a.work, a.short_steps, short)
     lose_a_worker_node(a.troupe, a.work, a.short_steps, short)
+    lose_every_holder(a.troupe, a.work, a.short_steps, short)
     rescaled(a.troupe, a.work, a.short_steps, short)
     kill_and_resume(a.troupe, a.work, a.short_steps, short)
     one_process_refuses(a.troupe, a.work)
