@@ -12,8 +12,8 @@
 // added in table order: the one process's engram_grad_sumsq; the copies must agree bit for
 // bit) and goes to the holders too. A shard that loses every holder is brought back by a
 // rollback to the newest checkpoint, as an owner lost with all its buddies is
-// (coordinator_engram_rollback.cc); a restarted coordinator refuses a job with shards
-// (their holders are not journaled).
+// (coordinator_engram_rollback.cc). Every placement is journaled ("engram_holders"): a
+// restarted coordinator takes the holders from there.
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -95,6 +95,19 @@ bool replace_holders(Self* self, size_t copies) {
   return true;
 }
 
+// The holders, journaled before any of them is told: a restarted coordinator finds them
+// there (journal_log.cc restart_state), with those still waiting for their tables.
+void journal_holders(Self* self) {
+  auto& s = self->state;
+  nlohmann::json awaiting = nlohmann::json::array();
+  for (const auto& [k, node] : s.engram.awaiting) awaiting.push_back({k, node});
+  const runtime::Status st = s.commit_log->record({{"kind", "engram_holders"},
+                                                   {"epoch", s.core.epoch},
+                                                   {"holders", s.engram.holders},
+                                                   {"awaiting", awaiting}});
+  if (!st.ok()) throw std::runtime_error("cannot record the Engram holders: " + st.to_string());
+}
+
 // A holder's running counts into the step's report: what grew since its last ones (all of
 // them when they went back: a new holder started over).
 void count_tier(CoordinatorState& s, const std::string& holder, const train::EngramTierCounts& c) {
@@ -125,6 +138,7 @@ bool place_engram_shards(Self* self, control::View* v) {
     first_holders(self, copies);
   else if (!replace_holders(self, copies))
     return false;
+  journal_holders(self);
   e.flat.clear(), e.flat_shard.clear();
   for (size_t k = 0; k < e.holders.size(); ++k)
     for (const std::string& n : e.holders[k]) {

@@ -85,11 +85,14 @@ void begin_rejoin(Self* self) {
   auto& s = self->state;
   auto& c = s.core;
   const RestartState& r = *s.opt.restart;
-  if (engram_sharded(self))
-    return fail(self,
-                "a restarted coordinator cannot find a job's engram_shard actors yet (their "
-                "homes are not journaled; issue 16): restart it from a checkpoint with "
-                "engram.placement = \"replicated\"");
+  if (engram_sharded(self)) {  // the holders as journaled; the recovery replaces the missing
+    if (r.engram_holders.empty())
+      return fail(self,
+                  "the journal names no engram_shard holders (a journal of an older troupe?): "
+                  "restart the job from its checkpoint with --resume");
+    s.engram.holders = r.engram_holders;
+    s.engram.awaiting = {r.engram_awaiting.begin(), r.engram_awaiting.end()};
+  }
   c.epoch = r.epoch;
   self->send(s.router, runtime::epoch_atom::value, c.epoch);
   for (const RestartState::Member& m : r.members) {

@@ -49,10 +49,12 @@ int64_t node_number(const std::string& id) {  // "n12" → 12
 std::optional<RestartState> restart_state(const storage::Journal& journal) {
   std::optional<RestartState> out;
   int64_t committed = 0, max_node = 0;
-  nlohmann::json before;  // an unfinished reshape's view before (old_members)
-  nlohmann::json base;    // an unfinished recovery's base (recovery_base)
+  nlohmann::json before;   // an unfinished reshape's view before (old_members)
+  nlohmann::json base;     // an unfinished recovery's base (recovery_base)
+  nlohmann::json holders;  // the last engram_holders record
   for (const nlohmann::json& r : journal.records()) {
     const std::string kind = r.value("kind", "");
+    if (kind == "engram_holders") holders = r;
     if (kind == "commit") committed = r.value("step", int64_t(-1)) + 1, base = {};
     if (kind == "recovered" && r.value("epoch", uint64_t(0)) == (out ? out->epoch : 0)) base = {};
     if (kind == "resume" || kind == "rollback") committed = r.value("step", int64_t(0));
@@ -77,6 +79,12 @@ std::optional<RestartState> restart_state(const storage::Journal& journal) {
   out->max_node = max_node;
   if (base.is_array())
     for (const nlohmann::json& w : base) out->recovery_base.push_back(w.get<std::string>());
+  if (holders.is_object()) {
+    out->engram_holders = holders.value("holders", nlohmann::json::array())
+                              .get<std::vector<std::vector<std::string>>>();
+    for (const nlohmann::json& a : holders.value("awaiting", nlohmann::json::array()))
+      out->engram_awaiting.emplace_back(a.at(0).get<int64_t>(), a.at(1).get<std::string>());
+  }
   if (!before.is_null() && !before.empty()) {
     out->members = members_of(before);  // back to the view before, as an aborted reshape does
     out->reshape_undone = true;

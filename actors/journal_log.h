@@ -31,6 +31,10 @@ struct RestartState {
   // for it and no commit since): the workers of the view it recovers from. The restarted
   // coordinator recovers from the same base, as the workers that took its Recover do.
   std::vector<std::string> recovery_base;
+  // `[engram] placement = "shards"` (issue 16): the holders of the last view, node ids by
+  // shard, and the (shard, node) pairs that had not been sent their tables yet.
+  std::vector<std::vector<std::string>> engram_holders;
+  std::vector<std::pair<int64_t, std::string>> engram_awaiting;
 };
 std::optional<RestartState> restart_state(const storage::Journal& journal);
 // The Engram table sets attached in the state of step `step` (bottom first, "initial" at

@@ -84,5 +84,33 @@ TEST_F(RestartState, AViewWithoutABaseHasNone) {
   EXPECT_TRUE(restart_state(*journal_)->recovery_base.empty());
 }
 
+// The Engram shards' holders (issue 16): the last placement, with those still waiting for
+// their tables; a job that ended has none to restart into.
+TEST_F(RestartState, TheLastEngramHoldersWithThoseAwaitingTheirTables) {
+  using Holders = std::vector<std::vector<std::string>>;
+  append({{"kind", "engram_holders"},
+          {"epoch", 4},
+          {"holders", Holders{{"n1", "n2"}, {"n2", "n3"}}},
+          {"awaiting", nlohmann::json::array()}});
+  view(5, {"n1", "n3"}, three);
+  const Holders holders = {{"n1", "n3"}, {"n3", "n1"}};
+  append({{"kind", "engram_holders"},
+          {"epoch", 5},
+          {"holders", holders},
+          {"awaiting", nlohmann::json::array(
+                           {nlohmann::json::array({0, "n3"}), nlohmann::json::array({1, "n1"})})}});
+  const auto r = restart_state(*journal_);
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ(r->engram_holders, holders);
+  const std::vector<std::pair<int64_t, std::string>> awaiting = {{0, "n3"}, {1, "n1"}};
+  EXPECT_EQ(r->engram_awaiting, awaiting);
+}
+
+TEST_F(RestartState, NoEngramHoldersWithoutAPlacement) {
+  const auto r = restart_state(*journal_);
+  ASSERT_TRUE(r.has_value());
+  EXPECT_TRUE(r->engram_holders.empty());
+}
+
 }  // namespace
 }  // namespace troupe::actors

@@ -5,7 +5,8 @@ with validation on. 50 steps (the issue's acceptance) for 2 shards (each held tw
 fault_tolerance.buddy_copies = 1) and for a kill of a node holding shards (the survivors send
 their new holders the tables); 20 steps, against a replicated run of 20, for 3 shards, a host
 cache of ~5% over the RocksDB cold tier, a kill of a node without a holder, a kill of
-both holders of a shard together (a rollback to the checkpoint, the holders too), a scale
+both holders of a shard together (a rollback to the checkpoint, the holders too), a kill -9
+of the coordinator process (restarted, it finds the holders in the journal), a scale
 3 → 2 → 4, and a kill -9 of the whole job after a checkpoint and a --resume. `troupe train`
 (one process) refuses shards.
 
@@ -18,8 +19,8 @@ import shutil
 import signal
 import subprocess
 
-from launch_checks import (TINY, Job, check, events, failures, log_lines, losses, steps_done,
-                           wait_for, weights_hash)
+from launch_checks import (TINY, Job, check, coordinator_pid, events, failures, log_lines, losses,
+                           steps_done, wait_for, weights_hash)
 
 
 def shards(k):
@@ -157,6 +158,26 @@ def lose_every_holder(troupe, work, steps, want):
           loaded)
 
 
+def coordinator_restarted(troupe, work, steps, want):
+    """The coordinator process killed -9 mid-run: launch restarts it, it finds the holders in
+    the journal, every node rejoins, and the job ends with the same bits, without a rollback."""
+    run_dir = os.path.join(work, "coordinator")
+    job = Job([troupe, "launch", *common(steps), "--nodes", "3", "--run-dir", run_dir,
+               *shards(2)])
+    wait_for(lambda: steps_done(run_dir) >= 5, 300, "step 5", job)
+    os.kill(coordinator_pid(run_dir), signal.SIGKILL)
+    out, err = job.communicate(timeout=300)
+    h = weights_hash(out)
+    check("the coordinator killed -9 and restarted: same weights and tables",
+          job.returncode == 0 and h == want[0],
+          f"status {job.returncode}, {h} vs {want[0]}: {(out + err).strip().splitlines()[-3:]}")
+    kinds = [e["event"] for e in events(run_dir)]
+    check("  it restarted from the journal, every node rejoined, no rollback",
+          kinds.count("coordinator_restarted") == 1 and "rollback" not in kinds and
+          "rejoined" in kinds, [e["text"] for e in events(run_dir)
+                                if e["event"] in ("coordinator_restarted", "rejoined", "rollback")])
+
+
 def rescaled(troupe, work, steps, want):
     """Scale 3 → 2 → 4: the leaving node's holders are replaced from the survivors."""
     run_dir = os.path.join(work, "scale")
@@ -224,6 +245,7 @@ def main():
     cold_tier(a.troupe, a.work, a.short_steps, short)
     lose_a_worker_node(a.troupe, a.work, a.short_steps, short)
     lose_every_holder(a.troupe, a.work, a.short_steps, short)
+    coordinator_restarted(a.troupe, a.work, a.short_steps, short)
     rescaled(a.troupe, a.work, a.short_steps, short)
     kill_and_resume(a.troupe, a.work, a.short_steps, short)
     one_process_refuses(a.troupe, a.work)
