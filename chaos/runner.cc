@@ -57,7 +57,11 @@ std::string reference_weights(const Scenario& s, const RunOptions& o) {
   fs::create_directories(o.cache_dir);
   std::vector<std::string> argv = {o.troupe, "train"};
   for (const std::string& a : job_args(s)) argv.push_back(a);
-  argv.insert(argv.end(), {"--run-dir", partial});
+  // Where the tables and experts live changes no bit (issues 15, 16), and one process holds
+  // them all: the reference trains them in place.
+  argv.insert(argv.end(), {"--set", "engram.placement=replicated", "--set",
+                           "engram.host_cache_bytes=0", "--set", "parallel.experts=worker",
+                           "--set", "eplb.rebalance_every_steps=0", "--run-dir", partial});
   std::printf("chaos: %s: training the undisturbed reference into %s\n", s.name.c_str(),
               dir.c_str());
   std::fflush(stdout);
