@@ -73,6 +73,14 @@ bench-dp: build
 bench-experts: build
 	bench/run_bench_experts.sh $(BUILD)
 
+# Issue 17, the planner's part: mixed-length packing's padding waste next to fixed-length
+# padding on the fortunes documents (SCHED_STEPS steps, several budgets). The scheduler's
+# part (asynchronous pulling with a slow worker) is not built yet and says so.
+SCHED_STEPS ?= 200
+.PHONY: bench-sched
+bench-sched: build
+	$(BUILD)/bench/bench_sched $(SCHED_STEPS)
+
 # Issue 16: the Engram tables on engram_shard actors next to replicated ones, same run.
 .PHONY: bench-engram
 bench-engram: build

@@ -60,8 +60,8 @@ std::string reference_weights(const Scenario& s, const RunOptions& o) {
   // Where the tables and experts live changes no bit (issues 15, 16), and one process holds
   // them all: the reference trains them in place.
   argv.insert(argv.end(), {"--set", "engram.placement=replicated", "--set",
-                           "engram.host_cache_bytes=0", "--set", "parallel.experts=worker",
-                           "--set", "eplb.rebalance_every_steps=0", "--run-dir", partial});
+                           "engram.host_cache_bytes=0", "--set", "parallel.experts=worker", "--set",
+                           "eplb.rebalance_every_steps=0", "--run-dir", partial});
   std::printf("chaos: %s: training the undisturbed reference into %s\n", s.name.c_str(),
               dir.c_str());
   std::fflush(stdout);
