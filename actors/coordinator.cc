@@ -238,7 +238,7 @@ caf::behavior coordinator(Self* self, caf::actor router, CoordinatorOptions opti
   s.commit_log = s.opt.commit_log ? s.opt.commit_log : std::make_shared<InMemoryCommitLog>();
   s.drv.n_mb = s.opt.config.train.batch_size / s.opt.config.train.micro_batch_rows;
   s.drv.step = s.drv.committed = s.opt.resume_step;
-  if (!s.opt.engram_stack.empty()) s.engram_sets.stack = s.opt.engram_stack;
+  if (!s.opt.engram_stack.empty()) s.engram_sets.stack = s.engram_sets.base = s.opt.engram_stack;
   s.core.started = s.core.last_tick = now(self);
   self->send(router, runtime::register_atom::value, std::string("coordinator.0"), caf::actor(self));
   self->send(router, runtime::watch_atom::value, caf::actor(self));

@@ -136,6 +136,7 @@ void loaded(Self* self) {
                                  {"saved_hash", hex(e.saved_hash)},
                                  {"loaded", e.stack.back()},
                                  {"loaded_hash", hex(e.loaded_hash)}};
+  e.done.push_back({step, op.attach, op.attach ? op.name : saved});
   nlohmann::json record = fields;
   record["kind"] = op.attach ? "engram_attach" : "engram_detach";
   (void)s.commit_log->record(record);
@@ -180,6 +181,7 @@ bool engram_swap_due(Self* self) {
       if (const std::string why = ask_engram_op(self, op); !why.empty())
         event(self, "engram_swap_failed", fmt::format("--engram-at {}: {}", it->first, why),
               {{"step", it->first}, {"reason", why}});
+    e.fired[it->first] = it->second;
     s.opt.engram_at.erase(it);
   }
   if (e.queue.empty()) return false;
@@ -195,6 +197,30 @@ bool engram_swap_due(Self* self) {
 void abandon_engram_round(Self* self) {
   EngramSets& e = self->state.engram_sets;
   e.sent = false;
+  e.waiting.clear();
+}
+
+void rewind_engram_sets(Self* self, int64_t step) {
+  auto& s = self->state;
+  EngramSets& e = s.engram_sets;
+  std::erase_if(e.done, [&](const EngramSets::Done& d) { return d.step >= step; });
+  e.stack = e.base;
+  for (const EngramSets::Done& d : e.done)
+    if (d.attach)
+      e.stack.push_back(d.name);
+    else if (e.stack.size() > 1)
+      e.stack.pop_back();
+  for (auto it = e.fired.lower_bound(step); it != e.fired.end(); it = e.fired.erase(it))
+    s.opt.engram_at[it->first] = it->second;
+  if (!e.queue.empty())
+    event(self, "engram_swap_failed",
+          fmt::format("the rollback to step {} dropped {} table set op(s) not yet done; those of "
+                      "--engram-at run again at their steps, others must be asked again",
+                      step, e.queue.size()),
+          {{"step", step}, {"reason", "rollback"}});
+  e.queue.clear();
+  e.started = e.sent = e.undoing = false;
+  e.failed.clear();
   e.waiting.clear();
 }
 

@@ -226,6 +226,7 @@ bool plan_rollback(Self* self, const std::string& what, train::Recover* r, std::
         {{"step", step}, {"from_step", s.drv.committed}});
   c.rollback_to = step;
   s.drv.step = s.drv.committed = step;
+  rewind_engram_sets(self, step);
   r->set_version(step);
   r->set_rollback(true);
   *manifest = m.value().to_json().dump();

@@ -169,6 +169,16 @@ struct EngramSets {
   uint64_t saved_hash = 0, loaded_hash = 0;
   std::string failed;    // why the LOAD failed somewhere
   bool undoing = false;  // the saved set is being loaded back everywhere
+  // What a rollback rewinds: the stack the job started with, the swaps done since (each at
+  // its step: after that many commits) and the --engram-at ops already asked, by step.
+  struct Done {
+    int64_t step = 0;
+    bool attach = true;
+    std::string name;
+  };
+  std::vector<std::string> base = {"initial"};
+  std::vector<Done> done;
+  std::map<int64_t, std::vector<EngramOp>> fired;
 };
 
 // A checkpoint being written: each worker of the view reports its shards.
@@ -303,6 +313,10 @@ std::string ask_engram_op(Self* self, const EngramOp& op);
 bool engram_swap_due(Self* self);
 // The view changed: the round in flight goes again to the new view at the next boundary.
 void abandon_engram_round(Self* self);
+// A rollback to the checkpoint of `step`: the stack as it was then, the swaps asked since
+// dropped (an event says so), and the --engram-at ops of `step` and later asked again when
+// the replay reaches them.
+void rewind_engram_sets(Self* self, int64_t step);
 Verdict on_engram_swapped(Self* self, const train::EngramSwapped& w, const ActorMessage& m);
 nlohmann::json engram_sets_status(Self* self);
 

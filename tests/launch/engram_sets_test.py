@@ -134,6 +134,34 @@ def test_resume(troupe, work, x, ha, s):
           after == s[1:], json.dumps(after))
 
 
+def node_pids(run_dir):
+    return {e["node"]: e["pid"] for e in events(run_dir) if e.get("event") == "join"}
+
+
+def test_rollback(troupe, work, x, ha, s):
+    """The schedule on 3 nodes, checkpoints every 3 steps; n1 and n2 (an owner with its buddy)
+    killed after step 5, past the attach at 4: the survivor rolls back to the checkpoint of
+    step 3, from before the attach, so X is attached again when the replay reaches step 4 —
+    and the job ends with the undisturbed schedule's weights."""
+    run = os.path.join(work, "rollback")
+    sched = [a.format(x=x) for a in SCHEDULE]
+    job = launch(troupe, run, 3, sched + ["--set", "checkpoint.every_steps=3"])
+    wait_for(lambda: steps_done(run) >= 5, 300, "5 steps", job)
+    pids = node_pids(run)
+    for node in ("n1", "n2"):
+        try:
+            os.kill(pids[node], signal.SIGKILL)
+        except (KeyError, ProcessLookupError) as e:
+            check(f"rollback: {node} killed", False, f"{e!r}; pids {pids}")
+    h = finished(job, "the schedule with a rollback")
+    rolled = [e["text"] for e in events(run) if e.get("event") == "rollback"]
+    check("a rollback to before the attach: the same weights", h == ha and len(rolled) == 1,
+          f"{h} vs {ha}; {rolled}")
+    after = [{k: v for k, v in e.items() if k != "step"} for e in swaps(run)][-3:]
+    check("  the replay attached, detached and re-attached the same sets",
+          after == [{k: v for k, v in e.items() if k != "step"} for e in s], json.dumps(after))
+
+
 def test_endpoint(troupe, work, x, y):
     run = os.path.join(work, "endpoint")
     job = launch(troupe, run, 2, ["--control-port", "0"], steps=40)
@@ -183,6 +211,7 @@ def main():
     test_round_trip(a.troupe, a.work, h0, x)
     ha, s = test_schedule(a.troupe, a.work, h0, x)
     test_resume(a.troupe, a.work, x, ha, s)
+    test_rollback(a.troupe, a.work, x, ha, s)
     test_endpoint(a.troupe, a.work, x, y)
     if failures:
         sys.exit("FAILED:\n  " + "\n  ".join(failures))
