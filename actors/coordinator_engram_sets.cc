@@ -48,8 +48,9 @@ std::string check_attach(Self* self, const EngramOp& op, const std::vector<std::
     return fmt::format("engram attach: no table set '{}' kept in this job ({}); give its \"path\"",
                        op.name, path);
   const model::JobConfig& cfg = self->state.opt.config;
-  try {  // the whole file, checked now: a bad one is refused while the job goes on
-    (void)storage::read_engram_set(path, cfg.model, cfg.train.seed);
+  try {  // its header, checked now: a bad one is refused while the job goes on (a LOAD that
+         // fails on its data later is undone everywhere)
+    (void)storage::check_engram_set(path, cfg.model, cfg.train.seed);
   } catch (const std::exception& e) {
     return std::string("engram attach: ") + e.what();
   }

@@ -89,7 +89,8 @@ std::vector<model::StateTensor> checked_tensors(const std::string& path,
     if (t.dtype != model::DType::F32 || t.shape != shape)
       fail(path, "tensor " + e.name + " is " + model::dtype_name(t.dtype) + " " +
                      shape_text(t.shape) + ", this job's table is F32 " + shape_text(shape));
-    out.push_back({e.name, shape, model::tensor_as_f32(t)});
+    out.push_back(
+        {e.name, shape, t.bytes.empty() ? std::vector<float>() : model::tensor_as_f32(t)});
   }
   std::string extra;
   for (const auto& [name, t] : f.tensors)
@@ -154,9 +155,10 @@ void write_engram_set(const std::string& path, const EngramSet& set, const model
   model::write_safetensors(path, f);
 }
 
-EngramSet read_engram_set(const std::string& path, const model::ModelConfig& cfg, uint64_t seed) {
-  // A SafetensorsError already reads "<path>: <what is wrong>": it passes through as it is.
-  const model::SafetensorsFile f = model::read_safetensors(path);
+namespace {
+
+EngramSet checked_set(const std::string& path, const model::SafetensorsFile& f,
+                      const model::ModelConfig& cfg, uint64_t seed) {
   const auto name = f.metadata.find(kNameKey);
   if (name == f.metadata.end())
     fail(path, std::string("not an Engram table set (no ") + kNameKey + " metadata)");
@@ -172,6 +174,17 @@ EngramSet read_engram_set(const std::string& path, const model::ModelConfig& cfg
   check_identity(path, config->second, engram_set_identity(cfg, seed));
   set.tensors = checked_tensors(path, f, cfg);
   return set;
+}
+
+}  // namespace
+
+EngramSet read_engram_set(const std::string& path, const model::ModelConfig& cfg, uint64_t seed) {
+  // A SafetensorsError already reads "<path>: <what is wrong>": it passes through as it is.
+  return checked_set(path, model::read_safetensors(path), cfg, seed);
+}
+
+EngramSet check_engram_set(const std::string& path, const model::ModelConfig& cfg, uint64_t seed) {
+  return checked_set(path, model::read_safetensors_header(path), cfg, seed);
 }
 
 uint64_t engram_set_hash(const std::vector<model::StateTensor>& tensors) {

@@ -46,6 +46,9 @@ void write_engram_set(const std::string& path, const EngramSet& set, const model
 // "<path>: <what is wrong>" — not a table set, a key of the config that differs ("made for
 // engram_table_rows = 20011, this job has 10007"), a table missing or of the wrong shape.
 EngramSet read_engram_set(const std::string& path, const model::ModelConfig& cfg, uint64_t seed);
+// The same checks on the file's header alone (its size checked, its data not read): what an
+// attach checks while the job runs. The tensors come back without their data.
+EngramSet check_engram_set(const std::string& path, const model::ModelConfig& cfg, uint64_t seed);
 
 // xxh64 over every tensor's bytes in order (values, m, v of each table): what the events
 // print so that a detach and re-attach can be seen to restore the same bits.

@@ -161,12 +161,12 @@ int64_t numel(const std::vector<int64_t>& shape) {
   return n;
 }
 
-SafetensorsFile parse_safetensors(std::span<const uint8_t> bytes, const std::string& label) {
-  uint64_t header_len = 0;
-  const json header = parse_header(label, bytes, &header_len);
-  const std::span<const uint8_t> data = bytes.subspan(8 + header_len);
-  const int64_t data_size = static_cast<int64_t>(data.size());
+namespace {
 
+// The tensors and metadata of a parsed header over `data_size` bytes of data; with `data`,
+// each tensor's bytes copied from it (else left empty).
+SafetensorsFile parse_layout(const std::string& label, const json& header, int64_t data_size,
+                             const std::span<const uint8_t>* data) {
   SafetensorsFile file;
   std::vector<Span> spans;
   for (const auto& [name, entry] : header.items()) {
@@ -180,7 +180,7 @@ SafetensorsFile parse_safetensors(std::span<const uint8_t> bytes, const std::str
       fail(label, fmt::format("tensor '{}': data_offsets end {} is past the end of the data "
                               "({} bytes): the file is truncated",
                               name, s.end, data_size));
-    t.bytes.assign(data.begin() + s.begin, data.begin() + s.end);
+    if (data) t.bytes.assign(data->begin() + s.begin, data->begin() + s.end);
     file.tensors.emplace(name, std::move(t));
     if (s.end > s.begin) spans.push_back(s);
   }
@@ -192,6 +192,38 @@ SafetensorsFile parse_safetensors(std::span<const uint8_t> bytes, const std::str
                               spans[i - 1].begin, spans[i - 1].end, spans[i].name, spans[i].begin,
                               spans[i].end));
   return file;
+}
+
+}  // namespace
+
+SafetensorsFile parse_safetensors(std::span<const uint8_t> bytes, const std::string& label) {
+  uint64_t header_len = 0;
+  const json header = parse_header(label, bytes, &header_len);
+  const std::span<const uint8_t> data = bytes.subspan(8 + header_len);
+  return parse_layout(label, header, static_cast<int64_t>(data.size()), &data);
+}
+
+SafetensorsFile read_safetensors_header(const std::string& path) {
+  std::ifstream in(path, std::ios::binary | std::ios::ate);
+  if (!in) fail(path, fmt::format("cannot open: {}", std::strerror(errno)));
+  const auto file_size = static_cast<uint64_t>(in.tellg());
+  in.seekg(0);
+  std::vector<uint8_t> bytes(std::min<uint64_t>(8, file_size));
+  in.read(reinterpret_cast<char*>(bytes.data()), std::streamsize(bytes.size()));
+  if (bytes.size() == 8) {
+    uint64_t n = 0;
+    std::memcpy(&n, bytes.data(), 8);
+    if (n <= header_bytes_max && n <= file_size - 8) {  // else parse_header says why
+      bytes.resize(8 + n);
+      in.read(reinterpret_cast<char*>(bytes.data() + 8), std::streamsize(n));
+    }
+  }
+  if (in.bad() || in.fail()) fail(path, "read error");
+  // A span the size of the file, for parse_header's checks; it reads the first 8 + N bytes.
+  uint64_t header_len = 0;
+  const json header =
+      parse_header(path, {bytes.data(), file_size < 8 ? bytes.size() : file_size}, &header_len);
+  return parse_layout(path, header, static_cast<int64_t>(file_size - 8 - header_len), nullptr);
 }
 
 SafetensorsFile read_safetensors(const std::string& path) {

@@ -44,6 +44,9 @@ void write_safetensors(const std::string& path, const SafetensorsFile& file);
 
 // Reads and validates a whole file. Throws SafetensorsError: "<path>: <what is wrong>".
 SafetensorsFile read_safetensors(const std::string& path);
+// The header alone (the metadata, every tensor's dtype and shape, its bytes left empty),
+// checked as read_safetensors checks it against the file's size; the data is not read.
+SafetensorsFile read_safetensors_header(const std::string& path);
 
 // The same on bytes in memory; `label` names them in errors.
 std::vector<uint8_t> serialize_safetensors(const SafetensorsFile& file);  // throws runtime_error

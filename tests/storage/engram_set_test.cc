@@ -212,5 +212,34 @@ TEST(EngramSet, PathIsUnderTheRunDirectory) {
   EXPECT_EQ(engram_set_path("runs/a", "warm"), "runs/a/engram/sets/warm.safetensors");
 }
 
+// What an attach checks while the job runs: the header alone. It names the same keys as a
+// full read, and a file cut short (its data truncated) is refused without reading the data.
+TEST(EngramSet, TheHeaderCheckSeesTheConfigAndATruncatedFile) {
+  const model::JobConfig cfg = job();
+  const std::string path = fresh_test_dir() + "/warm.safetensors";
+  write_engram_set(path, some_set(cfg), cfg.model, cfg.train.seed);
+  const EngramSet head = check_engram_set(path, cfg.model, cfg.train.seed);
+  EXPECT_EQ(head.name, "warm");
+  EXPECT_EQ(head.tensors.size(), 3 * model::engram_tables(cfg.model).size());
+  for (const auto& t : head.tensors) EXPECT_TRUE(t.data.empty()) << t.name;
+  model::JobConfig other = cfg;
+  other.model.engram_table_rows = 307;
+  try {
+    (void)check_engram_set(path, other.model, other.train.seed);
+    FAIL() << "another config accepted";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("engram_table_rows"), std::string::npos) << e.what();
+  }
+  std::filesystem::resize_file(path, std::filesystem::file_size(path) - 100);
+  try {
+    (void)check_engram_set(path, cfg.model, cfg.train.seed);
+    FAIL() << "a truncated file accepted";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("truncated"), std::string::npos) << e.what();
+  }
+  std::filesystem::resize_file(path, 5);
+  EXPECT_THROW((void)check_engram_set(path, cfg.model, cfg.train.seed), std::runtime_error);
+}
+
 }  // namespace
 }  // namespace troupe::storage
