@@ -90,6 +90,9 @@ struct CoordinatorOptions {
   int64_t resume_step = 0;
   // A loss that would leave fewer nodes stops the job; scale and drain below it are refused.
   int64_t min_nodes = 1;
+  // Memory nodes to wait for besides `nodes` (`troupe node --role engram`): they hold the
+  // Engram shards' holders and no worker (coordinator_engram.cc).
+  int64_t engram_nodes = 0;
   // A coordinator restarted after the last one died: the view and the committed step from
   // the journal; it waits for the members to rejoin, then recovers them (no rollback when
   // every one of them is back).

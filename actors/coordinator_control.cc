@@ -146,6 +146,7 @@ std::string status_json(Self* self) {
             : "active",
         i < c.workers.size() ? c.workers[i] : "");
   for (const NodeInfo& n : rs.leaving) add(n, "leaving", "");
+  for (const NodeInfo& n : c.memory) add(n, "memory", "");
   for (size_t j = 0; j < rs.joiners.size(); ++j)
     add(rs.joiners[j], j < rs.standby.size() ? "standby" : "joining",
         j < rs.standby.size() ? rs.standby[j] : "");

@@ -30,16 +30,27 @@ std::string holder_address(const std::string& node, size_t k) {
   return fmt::format("{}/engram_shard.{}", node, k);
 }
 
-bool in_view(Self* self, const std::string& node) {
-  for (const NodeInfo& n : self->state.core.nodes)
-    if (n.id == node) return true;
+}  // namespace
+
+bool engram_home_in_view(Self* self, const std::string& node) {
+  for (const auto* list : {&self->state.core.nodes, &self->state.core.memory})
+    for (const NodeInfo& n : *list)
+      if (n.id == node) return true;
   return false;
+}
+
+namespace {
+
+// Where holders live: the memory nodes while there are any, else the workers' nodes.
+const std::vector<NodeInfo>& homes(Self* self) {
+  const auto& c = self->state.core;
+  return c.memory.empty() ? c.nodes : c.memory;
 }
 
 // The first placement: shard k on the nodes of workers k, k + 1, ….
 void first_holders(Self* self, size_t copies) {
   auto& s = self->state;
-  const auto& nodes = s.core.nodes;
+  const auto& nodes = homes(self);
   for (int64_t k = 0; k < s.opt.config.engram.shards; ++k) {
     s.engram.holders.emplace_back();
     for (size_t c = 0; c < copies; ++c)
@@ -61,17 +72,17 @@ void first_holders(Self* self, size_t copies) {
 bool replace_holders(Self* self, size_t copies) {
   auto& s = self->state;
   EngramShards& e = s.engram;
-  const auto& nodes = s.core.nodes;
+  const auto& nodes = homes(self);
   const bool no_copy = s.core.rollback_to >= 0 || committed_version(self) == 0;
   if (no_copy) e.awaiting.clear();
   for (auto it = e.awaiting.begin(); it != e.awaiting.end();)
-    it = in_view(self, it->second) ? std::next(it) : e.awaiting.erase(it);
+    it = engram_home_in_view(self, it->second) ? std::next(it) : e.awaiting.erase(it);
   for (size_t k = 0; k < e.holders.size(); ++k) {
     std::vector<std::string>& h = e.holders[k];
     std::vector<std::string> gone;
     for (const std::string& n : h)
-      if (!in_view(self, n)) gone.push_back(n);
-    std::erase_if(h, [&](const std::string& n) { return !in_view(self, n); });
+      if (!engram_home_in_view(self, n)) gone.push_back(n);
+    std::erase_if(h, [&](const std::string& n) { return !engram_home_in_view(self, n); });
     bool source = false;
     for (const std::string& n : h) source = source || !e.awaiting.count({int64_t(k), n});
     if (!source && !no_copy) {
@@ -133,7 +144,7 @@ bool place_engram_shards(Self* self, control::View* v) {
   if (!engram_sharded(self)) return true;
   EngramShards& e = s.engram;
   const size_t copies =
-      std::min(size_t(1 + s.opt.config.fault_tolerance.buddy_copies), s.core.nodes.size());
+      std::min(size_t(1 + s.opt.config.fault_tolerance.buddy_copies), homes(self).size());
   if (e.holders.empty())
     first_holders(self, copies);
   else if (!replace_holders(self, copies))

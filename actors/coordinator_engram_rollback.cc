@@ -15,12 +15,6 @@ namespace troupe::actors::coordinator_impl {
 
 namespace {
 
-bool in_view(Self* self, const std::string& node) {
-  for (const NodeInfo& n : self->state.core.nodes)
-    if (n.id == node) return true;
-  return false;
-}
-
 void send_load(Self* self, const std::string& holder) {
   auto& s = self->state;
   train::EngramSwap w;
@@ -41,7 +35,7 @@ std::string engram_holders_lost(Self* self) {
   for (size_t k = 0; k < e.holders.size(); ++k) {
     bool kept = false;
     for (const std::string& n : e.holders[k])
-      kept = kept || (in_view(self, n) && !e.awaiting.count({int64_t(k), n}));
+      kept = kept || (engram_home_in_view(self, n) && !e.awaiting.count({int64_t(k), n}));
     if (!kept && !e.holders[k].empty())
       return fmt::format("engram_shard.{} lost every holder of its tables (the last on {})", k,
                          e.holders[k].back());

@@ -70,8 +70,8 @@ void publish_view(Self* self) {
   control::View v;
   v.set_epoch(c.epoch);
   std::vector<const NodeInfo*> listed;  // the members, then the reshape's leavers and joiners
-  for (const std::vector<NodeInfo>* list :
-       std::initializer_list<const std::vector<NodeInfo>*>{&c.nodes, &rs.leaving, &rs.joiners})
+  for (const std::vector<NodeInfo>* list : std::initializer_list<const std::vector<NodeInfo>*>{
+           &c.nodes, &c.memory, &rs.leaving, &rs.joiners})
     for (const NodeInfo& n : *list) listed.push_back(&n);
   for (const NodeInfo* n : listed) {
     auto* e = v.add_nodes();
@@ -110,7 +110,10 @@ namespace {
 void refuse_join(Self* self, const control::Join& j, const ActorMessage& m) {
   auto& s = self->state;
   control::Shutdown sd;
-  sd.set_reason(fmt::format("the job already has its {} nodes", s.opt.nodes));
+  sd.set_reason(
+      j.role() == "engram"
+          ? fmt::format("the job has its {} memory node(s), or has started", s.opt.engram_nodes)
+          : fmt::format("the job already has its {} nodes", s.opt.nodes));
   ActorMessage r = make_message(s.self_address, "agent.0", runtime::shutdown_type, sd);
   r.peer = m.peer;
   self->send(s.router, std::move(r));
@@ -172,18 +175,28 @@ NodeInfo admit_node(Self* self, const control::Join& j, const ActorMessage& m) {
 
 void on_join(Self* self, const control::Join& j, const ActorMessage& m) {
   auto& s = self->state;
-  if (s.core.phase != Phase::joining) {
+  const bool memory = j.role() == "engram";
+  if (memory &&
+      (s.core.phase != Phase::joining || int64_t(s.core.memory.size()) >= s.opt.engram_nodes)) {
+    refuse_join(self, j, m);  // memory nodes join before the job starts, as many as asked
+    return;
+  }
+  if (!memory && s.core.phase != Phase::joining) {
     if (!admit_joiner(self, j, m)) refuse_join(self, j, m);
     return;
   }
+  if (!memory && int64_t(s.core.nodes.size()) >= s.opt.nodes) return refuse_join(self, j, m);
   const NodeInfo n = admit_node(self, j, m);
-  s.core.nodes.push_back(n);
+  (memory ? s.core.memory : s.core.nodes).push_back(n);
   bump_epoch(self);
   welcome(self, n, false);
   event(self, "join",
-        fmt::format("{} at {}, pid {} (epoch {})", n.id, n.address, n.pid, s.core.epoch),
-        {{"node", n.id}, {"pid", n.pid}, {"address", n.address}});
-  if (int64_t(s.core.nodes.size()) == s.opt.nodes) place_workers(self);
+        fmt::format("{} at {}, pid {} (epoch {}){}", n.id, n.address, n.pid, s.core.epoch,
+                    memory ? ": a memory node (Engram shards)" : ""),
+        {{"node", n.id}, {"pid", n.pid}, {"address", n.address}, {"memory", memory}});
+  if (int64_t(s.core.nodes.size()) == s.opt.nodes &&
+      int64_t(s.core.memory.size()) == s.opt.engram_nodes)
+    place_workers(self);
 }
 
 namespace {
@@ -308,10 +321,38 @@ void try_start(Self* self);
 // stops with the reason.
 // `node` is a copy: a caller's reference into the view (silent_node) would dangle once the
 // view changes below (an aborted reshape restores the old one).
+namespace {
+
+// A memory node lost: its holders are replaced as any lost holder is (a new epoch, the
+// workers back to the committed step, a survivor's copy or a rollback). Before the job
+// started there is nothing to go on with. False: not a memory node.
+bool lose_memory_node(Self* self, const std::string& node, const std::string& why, bool hung) {
+  auto& c = self->state.core;
+  const auto it = std::find_if(c.memory.begin(), c.memory.end(),
+                               [&](const NodeInfo& n) { return n.id == node; });
+  if (it == c.memory.end()) return false;
+  const NodeInfo gone = *it;
+  const std::string what = fmt::format("memory node {} (pid {}) lost at step {}: {}", node,
+                                       gone.pid, self->state.drv.step, why);
+  if (c.phase == Phase::joining || c.phase == Phase::starting ||
+      !self->state.opt.config.fault_tolerance.recover) {
+    fail(self, what);
+    return true;
+  }
+  c.memory.erase(it);
+  evict_node(self, gone, hung);
+  recover_without(self, std::string::npos, what,
+                  {{"node", node}, {"pid", gone.pid}, {"hung", hung}, {"memory", true}});
+  return true;
+}
+
+}  // namespace
+
 void lose_node(Self* self, const std::string node, const std::string& why, bool hung) {
   auto& s = self->state;
   auto& c = s.core;
   if (c.phase == Phase::done) return;
+  if (lose_memory_node(self, node, why, hung)) return;
   size_t k = 0;
   while (k < c.nodes.size() && c.nodes[k].id != node) ++k;
   if (lose_during_reshape(self, node, why, hung)) return;

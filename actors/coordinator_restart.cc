@@ -85,6 +85,11 @@ void begin_rejoin(Self* self) {
   auto& s = self->state;
   auto& c = s.core;
   const RestartState& r = *s.opt.restart;
+  if (s.opt.engram_nodes > 0)
+    return fail(self,
+                "a restarted coordinator does not take memory nodes (--engram-nodes) back yet: "
+                "their holders are gone with them; restart the job from its checkpoint with "
+                "--resume");
   if (engram_sharded(self)) {  // the holders as journaled; the recovery replaces the missing
     if (r.engram_holders.empty())
       return fail(self,

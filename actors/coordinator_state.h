@@ -75,6 +75,7 @@ struct Membership {
   Phase phase = Phase::joining;
   uint64_t epoch = 0;
   std::vector<NodeInfo> nodes;
+  std::vector<NodeInfo> memory;      // memory nodes (Join.role "engram"): Engram holders only
   int64_t joins = 0;                 // nodes that ever joined: their ids are n1, n2, ...
   std::vector<std::string> workers;  // placement: addresses by index; worker i on nodes[i]
   std::vector<int64_t> role_index;   // worker i's role index (its name; kept across recoveries)
@@ -282,6 +283,8 @@ void place_experts(Self* self, train::StepBegin* b);
 
 // coordinator_engram.cc: the Engram tables on engram_shard actors (each a no-op without).
 bool engram_sharded(Self* self);
+// A node of the view (a worker's or a memory node) that may hold Engram shards.
+bool engram_home_in_view(Self* self, const std::string& node);
 // Into a view: every holder of every shard; a holder that left the view is replaced and a
 // survivor told to send the new one its tables (EngramCopy). False, the job failed, when a
 // shard lost every holder.

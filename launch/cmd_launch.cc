@@ -12,6 +12,7 @@
 #include <future>
 #include <map>
 #include <memory>
+#include <set>
 #include <sstream>
 #include <thread>
 
@@ -267,6 +268,7 @@ class LaunchJob {
       std::lock_guard lock(events_mu_);  // the coordinator's thread and the supervising one
       if (line.contains("node") && line.contains("pid") && (kind == "join")) {
         node_of_pid_[line["pid"].get<int64_t>()] = line["node"].get<std::string>();
+        if (line.value("memory", false)) memory_nodes_.insert(line["node"].get<std::string>());
         // --kill-node-at with the nodes started by the launcher: the last of the first ones.
         if (a_.as_coordinator && a_.kill_node_at >= 0 &&
             line["node"] == "n" + std::to_string(a_.nodes))
@@ -295,6 +297,7 @@ class LaunchJob {
     co.resume_step = resume_ ? resume_->step : 0;
     if (restart_) co.restart = restart_, co.resume_step = restart_->committed;
     co.min_nodes = a_.min_nodes;
+    co.engram_nodes = a_.engram_nodes;
     co.engram_at = parse_engram_at(a_.engram_at, "launch");
     co.engram_stack = actors::engram_stack_at(*journal_, co.resume_step, bool(restart_));
     co.own_thread = host_->fabric_thread_lent();  // its fsyncs must not stall the fabric
@@ -377,8 +380,10 @@ class LaunchJob {
       return;
     }
     // Asked once the survivors committed a step (on_step): a newcomer's start on this host
-    // would take the cores their redone step needs.
-    if (cfg_.fault_tolerance.replace_lost && !*stopping) ++replace_wanted_;
+    // would take the cores their redone step needs. A memory node is not replaced (yet).
+    std::lock_guard lock(events_mu_);
+    if (cfg_.fault_tolerance.replace_lost && !*stopping && !memory_nodes_.count(id))
+      ++replace_wanted_;
   }
 
   // SIGKILL to the hung nodes' processes started here (or by the launcher: it checks that
@@ -511,6 +516,7 @@ class LaunchJob {
   LauncherLink link_;                            // --as-coordinator: to the launcher
   std::mutex events_mu_;
   std::map<int64_t, std::string> node_of_pid_;  // from the join events: pid → node id
+  std::set<std::string> memory_nodes_;          // from the join events (events_mu_)
   std::vector<pid_t> hung_pids_;                // declared lost while hung (events_mu_)
   JobControl control_{[this](const std::string& kind, int64_t n, const std::string& node) {
                         return ask(kind, n, node);
@@ -567,16 +573,7 @@ void add_launch_command(CLI::App& app) {
                   "the most node processes a scale may ask for (default 64)")
       ->check(at_least(1, ""));
   add_control_options(cmd, &args->control);
-  cmd->add_option("--scale-at", args->scale_at,
-                  "STEP:N: scale to N node processes after STEP, as `troupe scale` would "
-                  "(repeatable; for tests and demos)");
-  cmd->add_option("--engram-at", args->engram_at,
-                  "STEP:attach:NAME[:PATH] or STEP:detach: swap Engram table sets after STEP "
-                  "steps, as POST /engram/attach|detach (repeatable)");
-  cmd->add_option("--kill-node-at", args->kill_node_at,
-                  "chaos: kill -9 one node process after this step, 0: as the workers start "
-                  "(the job recovers; see [fault_tolerance] recover)")
-      ->check(at_least(0, "0: as the workers start"));
+  add_plan_options(cmd, args.get());
   auto log_level = std::make_shared<std::string>("info");  // the nodes started here get it too
   add_log_level_option(cmd, log_level.get());
   cmd->add_flag("--coordinator-process", args->coordinator_process,

@@ -27,6 +27,7 @@ namespace {
 struct NodeArgs {
   std::string join, secret_file, listen_host = "127.0.0.1";
   int threads = 0;
+  std::string role = "worker";  // or "engram": a memory node (Engram shards only)
   bool supervised = false;
   std::string log_level = "info";
 };
@@ -47,6 +48,7 @@ int run_node(const NodeArgs& a) {
   runtime::HostOptions ho;
   ho.secret = secret.value();
   ho.listen_host = a.listen_host;
+  ho.role = a.role == "engram" ? "engram" : "";
   runtime::Result<bool> faults = chaos::install_fabric_faults(&ho);  // TROUPE_FABRIC_FAULTS
   if (!faults.ok()) throw UsageError("node: " + faults.status().message());
   auto host = runtime::Host::create(ho);
@@ -97,6 +99,11 @@ void add_node_command(CLI::App& app) {
                   "address other nodes reach this one at (default 127.0.0.1)");
   cmd->add_option("--threads", args->threads, "compute threads (default: the job's train.threads)")
       ->check(at_least(0, "0: the job's train.threads"));
+  cmd->add_option("--role", args->role,
+                  "worker: a worker (and the shards placed beside it); engram: a memory node "
+                  "that holds Engram shards only (engram.placement = \"shards\")")
+      ->check(CLI::IsMember({"worker", "engram"}))
+      ->capture_default_str();
   cmd->add_flag("--supervised", args->supervised,
                 "started by troupe launch: ignore SIGINT, the launcher stops the job");
   add_log_level_option(cmd, &args->log_level);

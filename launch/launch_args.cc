@@ -99,6 +99,14 @@ model::JobConfig checked_launch(const LaunchArgs& a) {
   // The fabric fault plan every process of the job reads: refused here, before any starts.
   if (auto plan = chaos::fault_plan_from_env(); !plan.ok())
     throw UsageError("launch: " + plan.status().message());
+  if (a.engram_nodes > 0 && cfg.engram.placement != model::EngramAt::shards)
+    throw UsageError("launch: --engram-nodes " + std::to_string(a.engram_nodes) +
+                     " starts memory nodes for Engram shards, and this job keeps its tables in "
+                     "the workers: add --set engram.placement=shards");
+  if (a.engram_nodes > 0 && !a.coordinator_process)
+    throw UsageError(
+        "launch: --engram-nodes needs the coordinator in a process of its own "
+        "(the default), not --coordinator-in-process");
   if (a.kill_node_at > cfg.train.steps)
     throw UsageError("launch: --kill-node-at " + std::to_string(a.kill_node_at) +
                      " is after the last step; give 0 (as the workers start) to " +
@@ -138,6 +146,23 @@ std::string job_secret(const std::string& path, bool create) {
   runtime::Result<std::string> secret = runtime::load_secret(path);
   if (!secret.ok()) throw UsageError("launch: " + secret.status().message());
   return secret.value();
+}
+
+void add_plan_options(CLI::App* cmd, LaunchArgs* args) {
+  cmd->add_option("--engram-nodes", args->engram_nodes,
+                  "memory nodes to start here besides --nodes: node processes holding the "
+                  "Engram shards only (troupe node --role engram; engram.placement = shards)")
+      ->check(CLI::Range(int64_t(0), engram_nodes_max));
+  cmd->add_option("--scale-at", args->scale_at,
+                  "STEP:N: scale to N node processes after STEP, as `troupe scale` would "
+                  "(repeatable; for tests and demos)");
+  cmd->add_option("--engram-at", args->engram_at,
+                  "STEP:attach:NAME[:PATH] or STEP:detach: swap Engram table sets after STEP "
+                  "steps, as POST /engram/attach|detach (repeatable)");
+  cmd->add_option("--kill-node-at", args->kill_node_at,
+                  "chaos: kill -9 one node process after this step, 0: as the workers start "
+                  "(the job recovers; see [fault_tolerance] recover)")
+      ->check(at_least(0, "0: as the workers start"));
 }
 
 }  // namespace troupe::launch

@@ -25,6 +25,7 @@ struct LaunchArgs {
   int64_t kill_node_at = -1;  // chaos: SIGKILL one local node process after this step
   bool resume = false;        // continue the run in run_dir from its newest checkpoint
   int64_t min_nodes = 1, max_nodes = 64;
+  int64_t engram_nodes = 0;           // memory nodes started here besides --nodes (--role engram)
   std::vector<std::string> scale_at;  // "STEP:N": scale to N node processes after STEP
   // "STEP:attach:NAME[:PATH]" or "STEP:detach": a table set swapped after STEP steps
   std::vector<std::string> engram_at;
@@ -44,6 +45,9 @@ std::map<int64_t, int64_t> parse_scale_at(const LaunchArgs& a);
 // in the order given. The sets themselves are checked by the coordinator when they are due.
 std::map<int64_t, std::vector<actors::EngramOp>> parse_engram_at(
     const std::vector<std::string>& items, const std::string& command);
+inline constexpr int64_t engram_nodes_max = 16;
+// --engram-nodes, --scale-at, --engram-at, --kill-node-at: what the job does besides training.
+void add_plan_options(CLI::App* cmd, LaunchArgs* args);
 // --local-nodes defaulted and checked against --nodes, --min/max-nodes and --kill-node-at.
 int64_t checked_local_nodes(const LaunchArgs& a);
 

@@ -51,8 +51,10 @@ class Launcher {
           1, int(std::thread::hardware_concurrency()) / int(std::max<int64_t>(local_, 1)));
     restarting_ = a_.resume && local_ == 0 && rejoinable();
     start_coordinator(restarting_);
-    if (!restarting_ && !address_.empty())
+    if (!restarting_ && !address_.empty()) {
       for (int64_t i = 0; i < local_; ++i) start_node();
+      for (int64_t i = 0; i < a_.engram_nodes; ++i) start_node("engram");
+    }
     const int code = supervise();
     supervisor_.wait_all(std::chrono::milliseconds(2000));
     supervisor_.stop_all(std::chrono::milliseconds(1000));
@@ -116,10 +118,18 @@ class Launcher {
     port_ = port_of(address_);
   }
 
-  void start_node() {
-    std::vector<std::string> argv = {self_exe_path(), "node",          "--join",
-                                     address_,        "--secret-file", secret_file_,
-                                     "--supervised",  "--log-level",   a_.log_level};
+  void start_node(const std::string& role = "worker") {
+    std::vector<std::string> argv = {self_exe_path(),
+                                     "node",
+                                     "--join",
+                                     address_,
+                                     "--secret-file",
+                                     secret_file_,
+                                     "--supervised",
+                                     "--log-level",
+                                     a_.log_level,
+                                     "--role",
+                                     role};
     if (threads_ > 0) argv.insert(argv.end(), {"--threads", std::to_string(threads_)});
     const std::string k = std::to_string(++started_);
     node_index_[supervisor_.start(argv, a_.run_dir + "/node-" + k + ".log", "node " + k)] = k;
@@ -223,6 +233,7 @@ std::vector<std::string> coordinator_argv(const LaunchArgs& a, const std::string
   for (const std::string& s : a.scale_at) v.insert(v.end(), {"--scale-at", s});
   for (const std::string& s : a.engram_at) v.insert(v.end(), {"--engram-at", s});
   if (a.steps >= 0) v.insert(v.end(), {"--steps", std::to_string(a.steps)});
+  if (a.engram_nodes > 0) v.insert(v.end(), {"--engram-nodes", std::to_string(a.engram_nodes)});
   if (a.threads_per_node > 0)
     v.insert(v.end(), {"--threads-per-node", std::to_string(a.threads_per_node)});
   const uint16_t p = port != 0 ? port : a.port;

@@ -248,8 +248,9 @@ void on_proof(const SessionPtr& s, const std::string& body) {
     return refuse(s, "wrong job secret", "wrong_secret");
   if (p.transport_address().empty())
     return s->end(Outcome::malformed, "a proof without a transport address");
-  const Admitted peer{{s->claimed, s->hello.listen_address(), s->hello.pid(), true},
-                      p.transport_address()};
+  const Admitted peer{
+      {s->claimed, s->hello.listen_address(), s->hello.pid(), true, s->hello.role()},
+      p.transport_address()};
   Result<std::string> ours = s->impl.on_admit(peer);
   if (!ours.ok()) return refuse(s, "cannot admit it: " + ours.status().message(), "not_admitted");
   s->our_address = ours.value();
@@ -286,7 +287,7 @@ void on_verdict(const SessionPtr& s, const std::string& body) {
     return s->end(Outcome::malformed, "a verdict without a transport address");
   ConnectDoneFn done = std::move(s->done);
   s->admitted(s->transport);
-  done(Admitted{{s->acceptor_node, s->who, 0, false}, v.transport_address()});
+  done(Admitted{{s->acceptor_node, s->who, 0, false, ""}, v.transport_address()});
 }
 
 void on_challenge(const SessionPtr& s, const std::string& body) {
@@ -322,6 +323,7 @@ void send_hello(const SessionPtr& s) {
     h.set_listen_address(s->impl.listen_address);
   }
   h.set_pid(uint32_t(getpid()));
+  h.set_role(s->impl.config.role);  // fixed at create: no lock
   write_frame(s, h.SerializeAsString(), [s](bool ok) {
     if (ok) read_frame(s, [s](const std::string& b) { on_challenge(s, b); });
   });

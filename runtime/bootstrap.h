@@ -74,6 +74,7 @@ struct BootstrapConfig {
   // The limits above; tests shorten them to see them act.
   int64_t deadline_ms = handshake_deadline_ms;
   size_t pending_max = handshakes_pending_max;
+  std::string role = {};  // said in our Hello: "" a worker node, "engram" a memory node
 };
 
 class Bootstrap {

@@ -114,6 +114,7 @@ struct PeerInfo {
   std::string listen_address;  // where it accepts connections, host:port ("" if none)
   uint32_t pid = 0;            // its process id, as it says (for operators)
   bool accepted = false;       // it connected to us; false: we connected to it
+  std::string role = {};       // as its Hello says: "" a worker node, "engram" a memory node
 };
 
 // A connection, or a message, that this process refused, said so that an operator (or a

@@ -70,6 +70,7 @@ Result<std::unique_ptr<Fabric>> make_ucx_fabric(const HostOptions& o, FabricHand
   ucx.listen_host = o.listen_host;
   ucx.secret = o.secret;
   ucx.node_id = o.node_id;
+  ucx.role = o.role;
   Result<std::unique_ptr<UcxFabric>> made = UcxFabric::create(ucx, std::move(handlers));
   if (!made.ok()) return made.status();
   return std::unique_ptr<Fabric>(std::move(made).value());

@@ -27,6 +27,7 @@ struct HostOptions {
   std::string secret;   // the job secret (load_secret)
   std::string listen_host = "127.0.0.1";
   uint16_t port = 0;  // 0: any free port
+  std::string role;   // said in handshakes: "" a worker node, "engram" a memory node
   // CAF scheduler threads. The model's compute runs on its own threads (detached actors),
   // so one scheduler thread is enough; DESIGN §3: keep CAF + UCX threads within the cores.
   int caf_threads = 1;

@@ -214,6 +214,7 @@ void peer_up(Self* self, PeerId peer, const PeerInfo& info) {
   control::Join j;
   j.set_address(info.listen_address);
   j.set_pid(info.pid);
+  j.set_role(info.role);
   join.header = j.SerializeAsString();
   deliver_local(self, std::move(join));
 }

@@ -341,6 +341,7 @@ Result<std::unique_ptr<UcxFabric>> UcxFabric::create(const UcxOptions& options,
   started_future.wait();
   std::unique_ptr<UcxFabric> fabric(new UcxFabric(std::move(impl)));
   BootstrapConfig bc{options.secret, options.node_id, options.listen_host};
+  bc.role = options.role;
   auto bootstrap = Bootstrap::create(
       bc, [raw](const Admitted& peer) { return raw->admit(peer); },
       [raw](const std::string& ours, const std::string& why) { raw->lost(ours, why); },

@@ -43,6 +43,7 @@ struct UcxOptions {
   std::string listen_host = "127.0.0.1";  // the address listen() binds (bootstrap.h)
   std::string secret;   // the job secret (load_secret): every peer proves it. Required.
   std::string node_id;  // claimed in handshakes; "" until the coordinator gives one
+  std::string role;     // said in handshakes (BootstrapConfig::role)
   // Received-payload buffers kept for reuse (see buffer_pool.h).
   size_t buffer_cache_bytes_max = size_t{512} << 20;
 };

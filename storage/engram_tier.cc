@@ -5,6 +5,7 @@
 #include <rocksdb/db.h>
 #include <rocksdb/options.h>
 #include <rocksdb/table.h>
+#include <rocksdb/write_batch.h>
 
 #include <algorithm>
 #include <chrono>
@@ -244,29 +245,103 @@ void TieredShardTables::restore_rows(const model::EngramRowsBackup<float>& b) {
     }
 }
 
+// A whole table part (a checkpoint, a copy to a new holder, the final weights): read past
+// the cache, which it neither fills nor churns — cached rows (the newest) from the cache,
+// the others from the cold tier a block of MultiGet at a time, never-updated ones fresh.
 std::vector<float> TieredShardTables::read_table(int64_t table, int part) {
   if (!held(table)) throw std::out_of_range("read_table: a table not held here");
+  if (part < 0 || part > 2) throw std::out_of_range("read_table: part is 0, 1 or 2");
   const int64_t R = info_[size_t(table)].rows;
   std::vector<float> out(size_t(R * dim_));
-  for (int64_t id = 0; id < R; ++id) {
-    const std::vector<float>& x = row(table, id).wmv;
-    std::copy(x.begin() + part * dim_, x.begin() + (part + 1) * dim_, out.begin() + id * dim_);
-    evict_beyond_capacity();
+  std::vector<float> fresh(size_t(3 * dim_));
+  const auto put = [&](int64_t id, const float* wmv) {
+    std::copy(wmv + part * dim_, wmv + (part + 1) * dim_, out.begin() + id * dim_);
+  };
+  constexpr int64_t block_rows = 4096;
+  for (int64_t lo = 0; lo < R; lo += block_rows) {
+    std::vector<int64_t> ids;
+    std::vector<std::string> keys;
+    for (int64_t id = lo; id < std::min(R, lo + block_rows); ++id) {
+      if (const auto it = cache_.find(key_of(table, id)); it != cache_.end()) {
+        put(id, it->second.wmv.data());
+        continue;
+      }
+      ids.push_back(id);
+      keys.push_back(key_bytes(key_of(table, id)));
+    }
+    const std::vector<rocksdb::Slice> slices(keys.begin(), keys.end());
+    std::vector<std::string> values;
+    const std::vector<rocksdb::Status> st =
+        db_->db->MultiGet(rocksdb::ReadOptions(), slices, &values);
+    for (size_t k = 0; k < ids.size(); ++k) {
+      if (st[k].ok() && values[k].size() == fresh.size() * sizeof(float)) {
+        std::memcpy(fresh.data(), values[k].data(), values[k].size());
+        stats_.bytes_read += int64_t(values[k].size());
+      } else if (st[k].IsNotFound()) {
+        std::fill(fresh.begin(), fresh.end(), 0.f);
+        model::engram_initial_row(info_[size_t(table)], seed_, ids[k], fresh.data());
+      } else {
+        throw std::runtime_error(
+            fmt::format("cannot read the Engram cold tier in {}: {}", dir_,
+                        st[k].ok() ? "a row of the wrong size" : st[k].ToString()));
+      }
+      put(ids[k], fresh.data());
+    }
   }
   return out;
 }
 
+// A whole table part written (a checkpoint or a set loaded, a copy from a survivor): cached
+// rows changed in place (dirty), the others read, changed and written to the cold tier a
+// block at a time (one MultiGet, one WriteBatch), without passing through the cache.
 void TieredShardTables::write_table(int64_t table, int part, const std::vector<float>& data) {
   if (!held(table)) throw std::out_of_range("write_table: a table not held here");
+  if (part < 0 || part > 2) throw std::out_of_range("write_table: part is 0, 1 or 2");
   const int64_t R = info_[size_t(table)].rows;
   if (int64_t(data.size()) != R * dim_)
     throw std::invalid_argument("write_table: a table of the wrong size");
-  for (int64_t id = 0; id < R; ++id) {
-    Row& x = row(table, id);
-    std::copy(data.begin() + id * dim_, data.begin() + (id + 1) * dim_,
-              x.wmv.begin() + part * dim_);
-    x.dirty = true;
-    evict_beyond_capacity();
+  std::vector<float> row(size_t(3 * dim_));
+  constexpr int64_t block_rows = 4096;
+  for (int64_t lo = 0; lo < R; lo += block_rows) {
+    std::vector<int64_t> ids;
+    std::vector<std::string> keys;
+    for (int64_t id = lo; id < std::min(R, lo + block_rows); ++id) {
+      if (const auto it = cache_.find(key_of(table, id)); it != cache_.end()) {
+        std::copy(data.begin() + id * dim_, data.begin() + (id + 1) * dim_,
+                  it->second.wmv.begin() + part * dim_);
+        it->second.dirty = true;
+        continue;
+      }
+      ids.push_back(id);
+      keys.push_back(key_bytes(key_of(table, id)));
+    }
+    const std::vector<rocksdb::Slice> slices(keys.begin(), keys.end());
+    std::vector<std::string> values;
+    const std::vector<rocksdb::Status> st =
+        db_->db->MultiGet(rocksdb::ReadOptions(), slices, &values);
+    rocksdb::WriteBatch batch;
+    for (size_t k = 0; k < ids.size(); ++k) {
+      if (st[k].ok() && values[k].size() == row.size() * sizeof(float)) {
+        std::memcpy(row.data(), values[k].data(), values[k].size());
+      } else if (st[k].IsNotFound()) {
+        std::fill(row.begin(), row.end(), 0.f);
+        model::engram_initial_row(info_[size_t(table)], seed_, ids[k], row.data());
+      } else {
+        throw std::runtime_error(
+            fmt::format("cannot read the Engram cold tier in {}: {}", dir_,
+                        st[k].ok() ? "a row of the wrong size" : st[k].ToString()));
+      }
+      std::copy(data.begin() + ids[k] * dim_, data.begin() + (ids[k] + 1) * dim_,
+                row.begin() + part * dim_);
+      batch.Put(slices[k], rocksdb::Slice(reinterpret_cast<const char*>(row.data()),
+                                          row.size() * sizeof(float)));
+      ++stats_.rows_written;
+      stats_.bytes_written += int64_t(row.size() * sizeof(float));
+    }
+    const rocksdb::Status w = db_->db->Write(db_->write, &batch);
+    if (!w.ok())
+      throw std::runtime_error(
+          fmt::format("cannot write the Engram cold tier in {}: {}", dir_, w.ToString()));
   }
 }
 

@@ -175,12 +175,12 @@ void SimNetwork::connect(Endpoint& from, uint16_t port, PeerId local) {
   Event up;  // the accepting side learns of the connection first, then its messages
   up.kind = Event::Kind::peer_up;
   up.from = &from, up.to = &target, up.peer = remote;
-  up.info = {from.node_id, from.address(), from.pid, true};
+  up.info = {from.node_id, from.address(), from.pid, true, ""};
   schedule(std::move(up), true);
   Event back;
   back.kind = Event::Kind::peer_up;
   back.from = &target, back.to = &from, back.peer = local;
-  back.info = {target.node_id, target.address(), target.pid, false};
+  back.info = {target.node_id, target.address(), target.pid, false, ""};
   schedule(std::move(back), true);
 }
 

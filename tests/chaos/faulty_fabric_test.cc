@@ -209,7 +209,7 @@ TEST(FaultyFabric, AnAddressWithoutANodeIsNamedByThePeersHandshake) {
   runtime::FabricHandlers handlers;
   handlers.on_peer_up = [&](runtime::PeerId, const runtime::PeerInfo&) { ++ups; };
   const runtime::FabricHandlers learning = PeerNames::learning(handlers, names);
-  learning.on_peer_up(5, runtime::PeerInfo{"n0", "", 0, false});
+  learning.on_peer_up(5, runtime::PeerInfo{"n0", "", 0, false, ""});
   EXPECT_EQ(ups, 1);  // the Host's handler still runs
   FaultyFabric f(std::make_unique<FakeFabric>(log),
                  plan_of("[[rule]]\naction = \"drop\"\nto = [\"coordinator\"]\n"), names);

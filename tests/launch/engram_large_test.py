@@ -33,8 +33,10 @@ def first_prime_from(n):
 
 
 def run(troupe, run_dir, steps, extra):
+    # A node gathering 20x tables under ctest -j2 missed tiny's 1 s heartbeat timeout in CI.
     job = Job([troupe, "launch", "--config", TINY, "--steps", str(steps), "--nodes", "2",
-               "--run-dir", run_dir, "--set", f"model.engram_table_rows={ROWS}", *extra])
+               "--run-dir", run_dir, "--set", f"model.engram_table_rows={ROWS}",
+               "--set", "fault_tolerance.heartbeat_timeout_ms=4000", *extra])
     out, err = job.communicate(timeout=900)
     return job.returncode, weights_hash(out), err
 
