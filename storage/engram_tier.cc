@@ -131,6 +131,25 @@ TieredShardTables::Row& TieredShardTables::row(int64_t table, int64_t id) {
   return out;
 }
 
+// Row `id` of `table` (values, m, v) into wmv from the cold tier's answer `st`/`value`: the
+// stored row (true; its bytes counted as read) or, not found, the fresh one from the seed
+// with zero moments (false). Any other answer throws naming the directory.
+bool TieredShardTables::decode(int64_t table, int64_t id, const rocksdb::Status& st,
+                               const std::string& value, float* wmv) {
+  const size_t bytes = size_t(3 * dim_) * sizeof(float);
+  if (st.ok() && value.size() == bytes) {
+    std::memcpy(wmv, value.data(), bytes);
+    stats_.bytes_read += int64_t(bytes);
+    return true;
+  }
+  if (!st.IsNotFound())
+    throw std::runtime_error(fmt::format("cannot read the Engram cold tier in {}: {}", dir_,
+                                         st.ok() ? "a row of the wrong size" : st.ToString()));
+  std::fill(wmv, wmv + 3 * dim_, 0.f);
+  model::engram_initial_row(info_[size_t(table)], seed_, id, wmv);
+  return false;
+}
+
 // A missed row into the cache, most recently used: from the cold tier's answer `st`/`value`
 // when it has the row, else fresh from the seed.
 TieredShardTables::Row& TieredShardTables::insert(int64_t table, int64_t id,
@@ -139,17 +158,8 @@ TieredShardTables::Row& TieredShardTables::insert(int64_t table, int64_t id,
   ++stats_.misses;
   const uint64_t key = key_of(table, id);
   Row r;
-  r.wmv.assign(size_t(3 * dim_), 0.f);
-  if (st.ok() && value.size() == r.wmv.size() * sizeof(float)) {
-    std::memcpy(r.wmv.data(), value.data(), value.size());
-    ++stats_.cold_reads;
-    stats_.bytes_read += int64_t(value.size());
-  } else if (st.IsNotFound()) {
-    model::engram_initial_row(info_[size_t(table)], seed_, id, r.wmv.data());
-  } else {
-    throw std::runtime_error(fmt::format("cannot read the Engram cold tier in {}: {}", dir_,
-                                         st.ok() ? "a row of the wrong size" : st.ToString()));
-  }
+  r.wmv.resize(size_t(3 * dim_));
+  if (decode(table, id, st, value, r.wmv.data())) ++stats_.cold_reads;
   lru_.push_front(key);
   r.lru = lru_.begin();
   return cache_.emplace(key, std::move(r)).first->second;
@@ -274,17 +284,7 @@ std::vector<float> TieredShardTables::read_table(int64_t table, int part) {
     const std::vector<rocksdb::Status> st =
         db_->db->MultiGet(rocksdb::ReadOptions(), slices, &values);
     for (size_t k = 0; k < ids.size(); ++k) {
-      if (st[k].ok() && values[k].size() == fresh.size() * sizeof(float)) {
-        std::memcpy(fresh.data(), values[k].data(), values[k].size());
-        stats_.bytes_read += int64_t(values[k].size());
-      } else if (st[k].IsNotFound()) {
-        std::fill(fresh.begin(), fresh.end(), 0.f);
-        model::engram_initial_row(info_[size_t(table)], seed_, ids[k], fresh.data());
-      } else {
-        throw std::runtime_error(
-            fmt::format("cannot read the Engram cold tier in {}: {}", dir_,
-                        st[k].ok() ? "a row of the wrong size" : st[k].ToString()));
-      }
+      decode(table, ids[k], st[k], values[k], fresh.data());
       put(ids[k], fresh.data());
     }
   }
@@ -321,16 +321,7 @@ void TieredShardTables::write_table(int64_t table, int part, const std::vector<f
         db_->db->MultiGet(rocksdb::ReadOptions(), slices, &values);
     rocksdb::WriteBatch batch;
     for (size_t k = 0; k < ids.size(); ++k) {
-      if (st[k].ok() && values[k].size() == row.size() * sizeof(float)) {
-        std::memcpy(row.data(), values[k].data(), values[k].size());
-      } else if (st[k].IsNotFound()) {
-        std::fill(row.begin(), row.end(), 0.f);
-        model::engram_initial_row(info_[size_t(table)], seed_, ids[k], row.data());
-      } else {
-        throw std::runtime_error(
-            fmt::format("cannot read the Engram cold tier in {}: {}", dir_,
-                        st[k].ok() ? "a row of the wrong size" : st[k].ToString()));
-      }
+      decode(table, ids[k], st[k], values[k], row.data());
       std::copy(data.begin() + ids[k] * dim_, data.begin() + (ids[k] + 1) * dim_,
                 row.begin() + part * dim_);
       batch.Put(slices[k], rocksdb::Slice(reinterpret_cast<const char*>(row.data()),

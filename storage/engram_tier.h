@@ -62,6 +62,8 @@ class TieredShardTables final : public model::ShardTables {
     std::list<uint64_t>::iterator lru;
   };
   Row& row(int64_t table, int64_t id);  // cached (loaded on a miss), most recently used
+  bool decode(int64_t table, int64_t id, const rocksdb::Status& st, const std::string& value,
+              float* wmv);
   Row& insert(int64_t table, int64_t id, const rocksdb::Status& st, const std::string& value);
   void fill_misses(int64_t table, const std::map<int64_t, std::vector<int64_t>>& at, float* out);
   void evict_one();
