@@ -5,7 +5,9 @@
 # RocksDB cold tier; 0: no bound, all in memory), next to the same job with the tables
 # replicated in every worker, in the same run (bench/run_bench_placement.sh: NODES, STEPS,
 # REPEATS, WARMUP, CONFIG), with how long the forwards waited for the prefetched rows and
-# the cold tier's hits and misses (the node logs' lines).
+# the cold tier's hits and misses (the node logs' lines); and next to the same shards with
+# every row in memory (no cold tier), which parts the cost of the tier from that of the
+# shards.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BUILD=${1:-build}
@@ -23,4 +25,5 @@ exec env LOG_GREP="Engram rows waited\|host cache" CONFIG="$CONFIG" \
   "$ROOT/bench/run_bench_placement.sh" "$BUILD" bench-engram \
   "tables in every worker" "shards, cache $PERCENT%" \
   "--set engram.placement=shards --set engram.shards=$SHARDS --set engram.host_cache_bytes=$CACHE" \
-  "issue 16: within 3%"
+  "issue 16: within 3%" \
+  "shards, all in memory" "--set engram.placement=shards --set engram.shards=$SHARDS"

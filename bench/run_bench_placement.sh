@@ -1,14 +1,18 @@
 #!/usr/bin/env bash
-# The A/B run under make bench-experts and make bench-engram: tokens/s of a job with a
-# placement setting (SETS) next to the same job without it, both on NODES (3) node processes
-# of `troupe launch`, alternately, REPEATS (2) times each, in the same run. Prints the median
-# per-step tokens/s of each (steps after WARMUP, validation off) and the ratio, checks both
-# end with the same weights, and prints the node-log lines matching LOG_GREP (if set) of the
-# last run with the setting.
-#   run_bench_placement.sh BUILD NAME "A label" "B label" "B --set args" "aim text"
+# The A/B(/C) run under make bench-experts and make bench-engram: tokens/s of a job with a
+# placement setting (B's SETS) next to the same job without it (A), and optionally next to a
+# third setting (C: e.g. the same placement with everything in memory), all on NODES (3)
+# node processes of `troupe launch`, in turn, REPEATS (2) times each, in the same run.
+# Prints the median per-step tokens/s of each (steps after WARMUP, validation off) and the
+# ratios B/A (and C/A, B/C), checks every run ends with the same weights, and prints the
+# node-log lines matching LOG_GREP (if set) of the last B (and C) run.
+#   run_bench_placement.sh BUILD NAME "A label" "B label" "B --set args" "aim text" \
+#     ["C label" "C --set args"]
 #   env: CONFIG (configs/tiny.toml) STEPS (40) NODES (3) REPEATS (2) WARMUP (5) LOG_GREP
 set -euo pipefail
-BUILD=$1 NAME=$2 A_LABEL=$3 B_LABEL=$4 B_SETS=$5 AIM=$6
+BUILD=$1 NAME=$2 AIM=$6
+labels=("$3" "$4") sets=("" "$5") arms=(a b)
+if [ $# -ge 8 ]; then labels+=("$7") sets+=("$8") arms+=(c); fi
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 CONFIG=${CONFIG:-$ROOT/configs/tiny.toml}
 NODES=${NODES:-3}
@@ -19,7 +23,6 @@ PY=/usr/bin/python3
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
 common=(--config "$CONFIG" --steps "$STEPS" --nodes "$NODES" --set train.eval_every=0)
-read -r -a b_sets <<<"$B_SETS"
 
 median_tps() {  # run dir → median tokens/s of the steps after the warm-up
   "$PY" - "$1" "$WARMUP" <<'PYEOF'
@@ -32,26 +35,40 @@ weights() { grep -o 'weights [0-9a-f]\{16\}' "$1" | tail -1; }
 
 echo "$NAME: $(basename "$CONFIG"), $NODES node processes, $STEPS steps, $REPEATS runs each," \
   "load $(cut -d' ' -f1 /proc/loadavg)"
-a=() b=()
+declare -A tps
 for r in $(seq "$REPEATS"); do
-  "$BUILD/troupe" launch "${common[@]}" --run-dir "$TMP/a$r" >"$TMP/a$r.out" 2>&1
-  a+=("$(median_tps "$TMP/a$r")")
-  "$BUILD/troupe" launch "${common[@]}" "${b_sets[@]}" --run-dir "$TMP/b$r" >"$TMP/b$r.out" 2>&1
-  b+=("$(median_tps "$TMP/b$r")")
-  echo "  run $r: $A_LABEL ${a[-1]} tok/s ($(weights "$TMP/a$r.out"))   $B_LABEL ${b[-1]} tok/s" \
-    "($(weights "$TMP/b$r.out"))"
-  if [ "$(weights "$TMP/a$r.out")" != "$(weights "$TMP/b$r.out")" ]; then
-    echo "$NAME: the two runs ended with different weights" >&2
-    exit 1
-  fi
+  line="  run $r:"
+  for i in "${!arms[@]}"; do
+    dir=$TMP/${arms[$i]}$r
+    read -r -a extra <<<"${sets[$i]}"
+    "$BUILD/troupe" launch "${common[@]}" "${extra[@]}" --run-dir "$dir" >"$dir.out" 2>&1
+    tps[${arms[$i]}]+="$(median_tps "$dir") "
+    line+="  ${labels[$i]} $(median_tps "$dir") tok/s ($(weights "$dir.out"))"
+    if [ "$(weights "$dir.out")" != "$(weights "$TMP/a$r.out")" ]; then
+      echo "$line" && echo "$NAME: ${labels[$i]} ended with other weights than ${labels[0]}" >&2
+      exit 1
+    fi
+  done
+  echo "$line"
 done
 if [ -n "${LOG_GREP:-}" ]; then
-  grep -h "$LOG_GREP" "$TMP/b$REPEATS"/node-*.log | sed 's/^[^]]*\] /  /' || true
+  for i in "${!arms[@]}"; do
+    [ "$i" -gt 0 ] || continue
+    echo "  ${labels[$i]}, run $REPEATS:"
+    grep -h "$LOG_GREP" "$TMP/${arms[$i]}$REPEATS"/node-*.log | sed 's/^[^]]*\] /    /' || true
+  done
 fi
-"$PY" - "${a[*]}" "${b[*]}" "$A_LABEL" "$B_LABEL" "$AIM" <<'PYEOF'
+"$PY" - "$AIM" "${labels[@]}" -- "${tps[a]}" "${tps[b]}" "${tps[c]:-}" <<'PYEOF'
 import statistics, sys
-a = statistics.median(map(float, sys.argv[1].split()))
-b = statistics.median(map(float, sys.argv[2].split()))
-print(f"{sys.argv[3]:<26}{a:9.1f} tok/s (median of runs)")
-print(f"{sys.argv[4]:<26}{b:9.1f} tok/s   ratio {b / a:.3f} ({sys.argv[5]})")
+aim, rest = sys.argv[1], sys.argv[2:]
+cut = rest.index("--")
+labels, runs = rest[:cut], rest[cut + 1:]
+med = [statistics.median(map(float, r.split())) for r in runs if r.strip()]
+print(f"{labels[0]:<28}{med[0]:9.1f} tok/s (median of runs)")
+if len(med) == 3:
+    print(f"{labels[2]:<28}{med[2]:9.1f} tok/s   ratio {med[2] / med[0]:.3f} to {labels[0]}")
+    print(f"{labels[1]:<28}{med[1]:9.1f} tok/s   ratio {med[1] / med[0]:.3f} to {labels[0]},"
+          f" {med[1] / med[2]:.3f} to {labels[2]} ({aim})")
+else:
+    print(f"{labels[1]:<28}{med[1]:9.1f} tok/s   ratio {med[1] / med[0]:.3f} ({aim})")
 PYEOF

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 #include <rocksdb/cache.h>
 #include <rocksdb/db.h>
+#include <rocksdb/filter_policy.h>
 #include <rocksdb/options.h>
 #include <rocksdb/table.h>
 #include <rocksdb/write_batch.h>
@@ -10,8 +11,9 @@
 #include <algorithm>
 #include <chrono>
 #include <cstring>
-#include <map>
+#include <functional>
 #include <stdexcept>
+#include <unordered_map>
 
 namespace troupe::storage {
 
@@ -46,6 +48,8 @@ rocksdb::Options tier_options(int64_t host_cache_bytes) {
   o.compression = rocksdb::kNoCompression;
   rocksdb::BlockBasedTableOptions t;
   t.block_cache = rocksdb::NewLRUCache(quarter);
+  t.filter_policy.reset(rocksdb::NewBloomFilterPolicy(10));  // a fresh row's miss reads no block
+  t.cache_index_and_filter_blocks = true;                    // inside the bound
   o.table_factory.reset(rocksdb::NewBlockBasedTableFactory(t));
   return o;
 }
@@ -90,45 +94,32 @@ void TieredShardTables::check(int64_t table, int64_t id) const {
     throw std::out_of_range("engram row id out of range in " + info_[size_t(table)].name);
 }
 
-void TieredShardTables::write_back(uint64_t key, const Row& r) {
-  const rocksdb::Slice value(reinterpret_cast<const char*>(r.wmv.data()),
-                             r.wmv.size() * sizeof(float));
-  const rocksdb::Status st = db_->db->Put(db_->write, key_bytes(key), value);
+// Room for n more rows: the least recently used rows dropped, the dirty ones written back in
+// one WriteBatch.
+void TieredShardTables::make_room(int64_t n) {
+  rocksdb::WriteBatch batch;
+  while (!lru_.empty() && int64_t(cache_.size()) + n > stats_.capacity_rows) {
+    const uint64_t key = lru_.back();
+    const auto it = cache_.find(key);
+    if (it->second.dirty) {
+      const std::vector<float>& wmv = it->second.wmv;
+      batch.Put(key_bytes(key), rocksdb::Slice(reinterpret_cast<const char*>(wmv.data()),
+                                               wmv.size() * sizeof(float)));
+      ++stats_.rows_written;
+      stats_.bytes_written += int64_t(wmv.size() * sizeof(float));
+    }
+    lru_.pop_back();
+    cache_.erase(it);
+  }
+  write(&batch);
+}
+
+void TieredShardTables::write(rocksdb::WriteBatch* batch) {
+  if (batch->Count() == 0) return;
+  const rocksdb::Status st = db_->db->Write(db_->write, batch);
   if (!st.ok())
     throw std::runtime_error(
         fmt::format("cannot write the Engram cold tier in {}: {}", dir_, st.ToString()));
-  ++stats_.rows_written;
-  stats_.bytes_written += int64_t(value.size());
-}
-
-void TieredShardTables::evict_one() {
-  const uint64_t key = lru_.back();
-  const auto it = cache_.find(key);
-  if (it->second.dirty) write_back(key, it->second);
-  lru_.pop_back();
-  cache_.erase(it);
-}
-
-void TieredShardTables::evict_beyond_capacity() {
-  while (int64_t(cache_.size()) > stats_.capacity_rows) evict_one();
-  stats_.cached_rows = int64_t(cache_.size());
-}
-
-TieredShardTables::Row& TieredShardTables::row(int64_t table, int64_t id) {
-  check(table, id);
-  const uint64_t key = key_of(table, id);
-  if (const auto it = cache_.find(key); it != cache_.end()) {
-    ++stats_.hits;
-    lru_.splice(lru_.begin(), lru_, it->second.lru);
-    return it->second;
-  }
-  const auto began = std::chrono::steady_clock::now();
-  std::string value;
-  const rocksdb::Status st = db_->db->Get(rocksdb::ReadOptions(), key_bytes(key), &value);
-  Row& out = insert(table, id, st, value);
-  stats_.miss_ms +=
-      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - began).count();
-  return out;
 }
 
 // Row `id` of `table` (values, m, v) into wmv from the cold tier's answer `st`/`value`: the
@@ -150,63 +141,79 @@ bool TieredShardTables::decode(int64_t table, int64_t id, const rocksdb::Status&
   return false;
 }
 
-// A missed row into the cache, most recently used: from the cold tier's answer `st`/`value`
-// when it has the row, else fresh from the seed.
-TieredShardTables::Row& TieredShardTables::insert(int64_t table, int64_t id,
-                                                  const rocksdb::Status& st,
-                                                  const std::string& value) {
-  ++stats_.misses;
-  const uint64_t key = key_of(table, id);
-  Row r;
-  r.wmv.resize(size_t(3 * dim_));
-  if (decode(table, id, st, value, r.wmv.data())) ++stats_.cold_reads;
-  lru_.push_front(key);
-  r.lru = lru_.begin();
-  return cache_.emplace(key, std::move(r)).first->second;
-}
-
-// The rows a lookup missed, read from the cold tier in one MultiGet (RocksDB batches the
-// reads of one block) after room is made for them; each copied to every place it goes.
-void TieredShardTables::fill_misses(int64_t table,
-                                    const std::map<int64_t, std::vector<int64_t>>& at, float* out) {
+// Rows `ids` of `table` (not cached, distinct) into the cache, most recently used: room made
+// for all of them first, then read in one MultiGet (RocksDB batches the reads of one block);
+// a row the cold tier does not have is the fresh one from the seed.
+std::vector<TieredShardTables::Row*> TieredShardTables::load(int64_t table,
+                                                             const std::vector<int64_t>& ids) {
   const auto began = std::chrono::steady_clock::now();
-  const auto wanted = int64_t(at.size());
-  while (!lru_.empty() &&
-         int64_t(cache_.size()) + std::min(wanted, stats_.capacity_rows) > stats_.capacity_rows)
-    evict_one();
+  make_room(int64_t(ids.size()));
   std::vector<std::string> keys;
-  for (const auto& [id, places] : at) keys.push_back(key_bytes(key_of(table, id)));
+  for (int64_t id : ids) keys.push_back(key_bytes(key_of(table, id)));
   const std::vector<rocksdb::Slice> slices(keys.begin(), keys.end());
   std::vector<std::string> values;
   const std::vector<rocksdb::Status> st =
       db_->db->MultiGet(rocksdb::ReadOptions(), slices, &values);
-  size_t k = 0;
-  for (const auto& [id, places] : at) {
-    const Row& r = insert(table, id, st[k], values[k]);
-    for (int64_t i : places)
-      std::memcpy(out + i * dim_, r.wmv.data(), sizeof(float) * size_t(dim_));
-    ++k;
-    evict_beyond_capacity();
+  std::vector<Row*> out;
+  for (size_t k = 0; k < ids.size(); ++k) {
+    ++stats_.misses;
+    Row r;
+    r.wmv.resize(size_t(3 * dim_));
+    if (decode(table, ids[k], st[k], values[k], r.wmv.data())) ++stats_.cold_reads;
+    lru_.push_front(key_of(table, ids[k]));
+    r.lru = lru_.begin();
+    out.push_back(&cache_.emplace(lru_.front(), std::move(r)).first->second);
   }
   stats_.miss_ms +=
       std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - began).count();
+  return out;
+}
+
+// f(k, row of ids[k]) for every k, the rows cached a chunk of at most the capacity at a time:
+// the chunk's cached rows made most recent (so making room for its misses, from the least
+// recent end, drops none of them), then its misses loaded together. `ids` are distinct.
+void TieredShardTables::for_rows(int64_t table, const std::vector<int64_t>& ids,
+                                 const std::function<void(size_t, Row&)>& f) {
+  for (int64_t id : ids) check(table, id);
+  const auto chunk = size_t(stats_.capacity_rows);
+  for (size_t lo = 0; lo < ids.size(); lo += chunk) {
+    const size_t hi = std::min(ids.size(), lo + chunk);
+    std::vector<Row*> rows(hi - lo, nullptr);
+    std::vector<int64_t> missed;
+    std::vector<size_t> missed_at;
+    for (size_t k = lo; k < hi; ++k) {
+      const auto it = cache_.find(key_of(table, ids[k]));
+      if (it == cache_.end()) {
+        missed.push_back(ids[k]), missed_at.push_back(k - lo);
+        continue;
+      }
+      ++stats_.hits;
+      lru_.splice(lru_.begin(), lru_, it->second.lru);
+      rows[k - lo] = &it->second;
+    }
+    if (!missed.empty()) {
+      const std::vector<Row*> loaded = load(table, missed);
+      for (size_t j = 0; j < loaded.size(); ++j) rows[missed_at[j]] = loaded[j];
+    }
+    for (size_t k = lo; k < hi; ++k) f(k, *rows[k - lo]);
+  }
+  stats_.cached_rows = int64_t(cache_.size());
 }
 
 void TieredShardTables::lookup(int64_t table, const int64_t* ids, int64_t n, float* out) {
-  std::map<int64_t, std::vector<int64_t>> missed;  // row id -> the places it goes
+  std::unordered_map<int64_t, size_t> index;  // row id -> its place in `distinct`
+  std::vector<int64_t> distinct;
+  std::vector<std::vector<int64_t>> places;  // of distinct[k]
   for (int64_t i = 0; i < n; ++i) {
     check(table, ids[i]);
-    const auto it = cache_.find(key_of(table, ids[i]));
-    if (it == cache_.end()) {
-      missed[ids[i]].push_back(i);
-      continue;
-    }
-    ++stats_.hits;
-    lru_.splice(lru_.begin(), lru_, it->second.lru);
-    std::memcpy(out + i * dim_, it->second.wmv.data(), sizeof(float) * size_t(dim_));
+    const auto [it, fresh] = index.try_emplace(ids[i], distinct.size());
+    if (fresh) distinct.push_back(ids[i]), places.emplace_back();
+    places[it->second].push_back(i);
   }
-  if (!missed.empty()) fill_misses(table, missed, out);
-  stats_.cached_rows = int64_t(cache_.size());
+  for_rows(table, distinct, [&](size_t k, Row& r) {
+    for (int64_t i : places[k])
+      std::memcpy(out + i * dim_, r.wmv.data(), sizeof(float) * size_t(dim_));
+  });
 }
 
 void TieredShardTables::apply(const model::EngramGrad<float>& grad,
@@ -215,13 +222,11 @@ void TieredShardTables::apply(const model::EngramGrad<float>& grad,
     throw std::invalid_argument("engram tier: gradient has the wrong number of tables");
   const model::EngramAdamRow<float> adam = model::EngramAdamRow<float>::of(s);
   for (size_t t = 0; t < info_.size(); ++t)
-    for (size_t r = 0; r < grad[t].ids.size(); ++r) {
-      Row& x = row(int64_t(t), grad[t].ids[r]);
+    for_rows(int64_t(t), grad[t].ids, [&](size_t r, Row& x) {
       adam(grad[t].values.data() + int64_t(r) * dim_, x.wmv.data(), x.wmv.data() + dim_,
            x.wmv.data() + 2 * dim_, dim_);
       x.dirty = true;
-      evict_beyond_capacity();
-    }
+    });
 }
 
 model::EngramRowsBackup<float> TieredShardTables::backup_rows(
@@ -231,28 +236,24 @@ model::EngramRowsBackup<float> TieredShardTables::backup_rows(
   b.m.resize(info_.size()), b.v.resize(info_.size());
   for (size_t t = 0; t < info_.size() && t < grad.size(); ++t) {
     b.ids[t] = grad[t].ids;
-    for (int64_t id : grad[t].ids) {
-      const std::vector<float>& x = row(int64_t(t), id).wmv;
-      b.values[t].insert(b.values[t].end(), x.begin(), x.begin() + dim_);
-      b.m[t].insert(b.m[t].end(), x.begin() + dim_, x.begin() + 2 * dim_);
-      b.v[t].insert(b.v[t].end(), x.begin() + 2 * dim_, x.end());
-      evict_beyond_capacity();
-    }
+    for_rows(int64_t(t), grad[t].ids, [&](size_t, Row& x) {
+      b.values[t].insert(b.values[t].end(), x.wmv.begin(), x.wmv.begin() + dim_);
+      b.m[t].insert(b.m[t].end(), x.wmv.begin() + dim_, x.wmv.begin() + 2 * dim_);
+      b.v[t].insert(b.v[t].end(), x.wmv.begin() + 2 * dim_, x.wmv.end());
+    });
   }
   return b;
 }
 
 void TieredShardTables::restore_rows(const model::EngramRowsBackup<float>& b) {
   for (size_t t = 0; t < b.ids.size() && t < info_.size(); ++t)
-    for (size_t r = 0; r < b.ids[t].size(); ++r) {
-      Row& x = row(int64_t(t), b.ids[t][r]);
+    for_rows(int64_t(t), b.ids[t], [&](size_t r, Row& x) {
       const auto at = int64_t(r) * dim_;
       std::copy(b.values[t].begin() + at, b.values[t].begin() + at + dim_, x.wmv.begin());
       std::copy(b.m[t].begin() + at, b.m[t].begin() + at + dim_, x.wmv.begin() + dim_);
       std::copy(b.v[t].begin() + at, b.v[t].begin() + at + dim_, x.wmv.begin() + 2 * dim_);
       x.dirty = true;
-      evict_beyond_capacity();
-    }
+    });
 }
 
 // A whole table part (a checkpoint, a copy to a new holder, the final weights): read past
@@ -329,10 +330,7 @@ void TieredShardTables::write_table(int64_t table, int part, const std::vector<f
       ++stats_.rows_written;
       stats_.bytes_written += int64_t(row.size() * sizeof(float));
     }
-    const rocksdb::Status w = db_->db->Write(db_->write, &batch);
-    if (!w.ok())
-      throw std::runtime_error(
-          fmt::format("cannot write the Engram cold tier in {}: {}", dir_, w.ToString()));
+    write(&batch);
   }
 }
 

@@ -9,12 +9,14 @@
 // the least recently used rows are written back (dirty ones) and dropped. Rows are updated
 // one at a time through EngramAdamRow: the bits of MemoryShardTables, whatever the cache
 // size. RocksDB's own buffers and block cache are bounded in proportion (a quarter of
-// host_cache_bytes each, 1 MiB at least), and a lookup's misses are read in one MultiGet.
+// host_cache_bytes each, 1 MiB at least; Bloom filters inside it). Every access — a lookup,
+// an update, a backup — takes its rows a cache-full at a time: the misses read in one
+// MultiGet after room is made, the dirty rows that made room written in one WriteBatch.
 // The database is scratch: made empty when the tier opens (the copies and the seed are
 // what a lost one is rebuilt from), written without a WAL.
 #include <cstdint>
+#include <functional>
 #include <list>
-#include <map>
 #include <memory>
 #include <string>
 #include <unordered_map>
@@ -24,7 +26,8 @@
 
 namespace rocksdb {
 class Status;
-}
+class WriteBatch;
+}  // namespace rocksdb
 
 namespace troupe::storage {
 
@@ -61,14 +64,13 @@ class TieredShardTables final : public model::ShardTables {
     bool dirty = false;
     std::list<uint64_t>::iterator lru;
   };
-  Row& row(int64_t table, int64_t id);  // cached (loaded on a miss), most recently used
+  void for_rows(int64_t table, const std::vector<int64_t>& ids,
+                const std::function<void(size_t, Row&)>& f);
+  std::vector<Row*> load(int64_t table, const std::vector<int64_t>& ids);
   bool decode(int64_t table, int64_t id, const rocksdb::Status& st, const std::string& value,
               float* wmv);
-  Row& insert(int64_t table, int64_t id, const rocksdb::Status& st, const std::string& value);
-  void fill_misses(int64_t table, const std::map<int64_t, std::vector<int64_t>>& at, float* out);
-  void evict_one();
-  void evict_beyond_capacity();
-  void write_back(uint64_t key, const Row& r);
+  void make_room(int64_t n);
+  void write(rocksdb::WriteBatch* batch);
   void check(int64_t table, int64_t id) const;
 
   std::vector<model::EngramTableInfo> info_;
