@@ -1,5 +1,6 @@
 // The coordinator's side of checkpoints (docs/storage.md). After the commit of every
-// every_steps-th step it expects one CheckpointWritten from each worker of the view; when
+// every_steps-th step it expects one CheckpointWritten from each worker of the view (and,
+// with Engram shards, from each shard's lookup holder, which it asks to write); when
 // all wrote their shards it records the manifest (CommitLog::record_checkpoint, synced in
 // the journal) and only then deletes the complete checkpoints beyond `keep`. A worker that
 // could not write (full disk, failed sync) makes that checkpoint skipped: the job goes on,
@@ -56,8 +57,10 @@ void complete(Self* self, int64_t step, PendingCheckpoint& p) {
   if (!st.ok()) return skip(self, step, "its manifest could not be recorded: " + st.message());
   s.controls.last_checkpoint = step;
   event(self, "checkpoint",
-        fmt::format("step {}: {} shards from {} workers, complete", step, shards,
-                    s.core.workers.size()),
+        fmt::format("step {}: {} shards from {} workers{}, complete", step, shards,
+                    s.core.workers.size(),
+                    p.engram_writers ? fmt::format(" and {} Engram holders", p.engram_writers)
+                                     : std::string()),
         {{"step", step}, {"shards", shards}, {"stall_ms", p.stall_ms}});
   delete_old(self);
 }
@@ -72,7 +75,8 @@ void expect_checkpoint(Self* self, int64_t version, bool forced) {
   PendingCheckpoint& p = s.checkpoints[version];
   p = PendingCheckpoint{};
   p.epoch = s.core.epoch;
-  p.written.open(s.core.epoch, version, int64_t(s.core.workers.size()));
+  p.engram_writers = ask_engram_checkpoint(self, version);
+  p.written.open(s.core.epoch, version, int64_t(s.core.workers.size()) + p.engram_writers);
 }
 
 void abandon_checkpoints(Self* self) {
@@ -85,7 +89,10 @@ void abandon_checkpoints(Self* self) {
 Verdict on_checkpoint_written(Self* self, const train::CheckpointWritten& w,
                               const ActorMessage& m) {
   auto& s = self->state;
-  if (Verdict v = check_worker(self, w.worker(), m)) return v;
+  if (Verdict v =
+          w.engram() ? check_engram_writer(self, w.worker(), m) : check_worker(self, w.worker(), m))
+    return v;
+  const int64_t writer = w.engram() ? int64_t(s.core.workers.size()) + w.worker() : w.worker();
   auto it = s.checkpoints.find(w.step());
   if (it == s.checkpoints.end())
     return drop(Drop::wrong_step, fmt::format("a checkpoint of step {} not expected", w.step()));
@@ -94,9 +101,11 @@ Verdict on_checkpoint_written(Self* self, const train::CheckpointWritten& w,
   if (w.ok() != (m.payloads.size() == 1) ||
       (w.ok() && !list.ParseFromString(runtime::payload_text(m.payloads[0]))))
     return drop(Drop::malformed, "a CheckpointWritten without its one shard list");
-  if (Verdict v = drop_receipt(p.written.add(m.epoch, w.step(), w.worker()), "CheckpointWritten"))
+  if (Verdict v = drop_receipt(p.written.add(m.epoch, w.step(), writer), "CheckpointWritten"))
     return v;
-  if (!w.ok() && p.failed.empty()) p.failed = fmt::format("worker {}: {}", w.worker(), w.error());
+  if (!w.ok() && p.failed.empty())
+    p.failed =
+        fmt::format("{} {}: {}", w.engram() ? "Engram shard" : "worker", w.worker(), w.error());
   p.stall_ms = std::max(p.stall_ms, w.snapshot_ms());
   for (const train::ShardEntry& e : list.shards())
     p.shards.push_back({e.name(), e.writer(), e.crc32c(), e.bytes()});

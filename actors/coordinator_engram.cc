@@ -226,6 +226,27 @@ void apply_to_engram_shards(Self* self, const train::Apply& a,
     send_to(self, holder, apply_type, a, payloads);
 }
 
+int64_t ask_engram_checkpoint(Self* self, int64_t version) {
+  auto& s = self->state;
+  if (!engram_sharded(self)) return 0;
+  for (size_t k = 0; k < s.engram.holders.size(); ++k) {
+    train::EngramDump d;
+    d.set_version(version), d.set_moments(true);
+    d.set_checkpoint_writer(fmt::format("e{}-engram{}", s.core.epoch, k));
+    send_to(self, holder_address(s.engram.holders[k].front(), k), engram_dump_type, d);
+  }
+  return int64_t(s.engram.holders.size());
+}
+
+Verdict check_engram_writer(Self* self, int64_t shard, const ActorMessage& m) {
+  const auto& h = self->state.engram.holders;
+  if (!engram_sharded(self) || shard < 0 || size_t(shard) >= h.size() ||
+      holder_address(h[size_t(shard)].front(), size_t(shard)) != m.from)
+    return drop(Drop::unknown_sender,
+                fmt::format("{} is not the lookup holder of Engram shard {}", m.from, shard));
+  return {};
+}
+
 Verdict on_engram_norm(Self* self, const train::EngramNorm& n, const ActorMessage& m) {
   auto& s = self->state;
   EngramShards& e = s.engram;

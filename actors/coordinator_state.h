@@ -185,10 +185,11 @@ struct EngramSets {
 // A checkpoint being written: each worker of the view reports its shards.
 struct PendingCheckpoint {
   uint64_t epoch = 0;
-  Receipts written;  // CheckpointWritten, by worker index
+  Receipts written;  // CheckpointWritten: by worker index, then W + Engram shard index
   std::vector<storage::ShardRecord> shards;
-  std::string failed;   // the first worker's error: the checkpoint is skipped
-  double stall_ms = 0;  // the longest copy-out of any worker: what training waited for it
+  std::string failed;          // the first worker's error: the checkpoint is skipped
+  double stall_ms = 0;         // the longest copy-out of any worker: what training waited for it
+  int64_t engram_writers = 0;  // Engram shards whose lookup holders write their tables
 };
 
 struct CoordinatorState {
@@ -298,6 +299,11 @@ bool engram_norms_ready(Self* self, double* sumsq);
 void apply_to_engram_shards(Self* self, const train::Apply& a,
                             const std::vector<runtime::Payload>& payloads);
 Verdict on_engram_norm(Self* self, const train::EngramNorm& n, const ActorMessage& m);
+// A checkpoint of `version` with shards: each shard's lookup holder is asked to write its
+// tables (as writer e<epoch>-engram<k>); how many were asked (0 without shards).
+int64_t ask_engram_checkpoint(Self* self, int64_t version);
+// A CheckpointWritten (engram) of shard `shard`: from its lookup holder, or dropped.
+Verdict check_engram_writer(Self* self, int64_t shard, const ActorMessage& m);
 // coordinator_engram_rollback.cc: a rollback takes the holders back to the checkpoint too.
 // "" or which shard lost every holder that had its tables (the view already without the
 // lost node): its tables are gone, and only a rollback brings them back.

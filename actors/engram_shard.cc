@@ -14,6 +14,11 @@
 // first: the shard returns to the committed version as the workers do. Bad input is
 // dropped and counted; nothing a message says can crash the shard.
 //
+// Checkpoints: the coordinator asks each shard's lookup holder (EngramDump with a
+// checkpoint_writer) to write its tables and moments into the checkpoint of a version, as a
+// worker writes its share (actors/checkpoint_writer.h): copied out at that version, written
+// by a thread of the holder's own, reported to the coordinator with CheckpointWritten.
+//
 // Copies: every holder of a shard (actors/coordinator_engram.cc) gets the same messages but
 // the lookups, and so stays equal. A new holder (its predecessor's node left) starts at
 // version 0 and holds what it is sent until a survivor's EngramState (asked by the
@@ -22,9 +27,12 @@
 
 #include <algorithm>
 #include <caf/all.hpp>
+#include <chrono>
 #include <filesystem>
 #include <memory>
+#include <thread>
 
+#include "actors/checkpoint_writer.h"
 #include "actors/dispatch.h"
 #include "actors/protocol.h"
 #include "actors/roles.h"
@@ -62,6 +70,11 @@ struct EngramShardState {
   std::vector<ActorMessage> held;
   DropLog drops{"", type_name};
   int64_t answered = 0;  // lookups answered in this epoch (the first is logged)
+  storage::StorageFaults storage_faults;
+  std::thread writer;  // the checkpoint being written (write_checkpoint), one at most
+  ~EngramShardState() {
+    if (writer.joinable()) writer.join();
+  }
   static inline const char* name = "engram_shard";
 };
 using Self = caf::stateful_actor<EngramShardState>;
@@ -190,11 +203,45 @@ Verdict on_lookup(Self* self, const train::EngramLookup& l, const ActorMessage& 
   return {};
 }
 
+// The checkpoint of version d.version(): this holder's tables and moments copied out now (the
+// next Apply changes them), written by a thread of its own while training goes on; the
+// coordinator hears CheckpointWritten (engram) with the shards, as from a worker.
+void write_checkpoint(Self* self, const train::EngramDump& d) {
+  auto& s = self->state;
+  if (s.writer.joinable()) s.writer.join();  // one in flight at most
+  const auto t0 = std::chrono::steady_clock::now();
+  auto snap = std::make_shared<std::vector<model::StateTensor>>();
+  static constexpr const char* parts[] = {"values", "m", "v"};
+  const auto& info = s.share->tables().tables();
+  for (int64_t t : s.share->held_tables())
+    for (int p = 0; p < 3; ++p)
+      snap->push_back({"engram/" + info[size_t(t)].name + "/" + parts[p],
+                       {info[size_t(t)].rows, info[size_t(t)].dim},
+                       s.share->tables().read_table(t, p)});
+  train::CheckpointWritten w;
+  w.set_step(d.version()), w.set_worker(s.ctx.index), w.set_engram(true);
+  w.set_snapshot_ms(
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+  ActorMessage m = make_message(s.ctx.address, s.ctx.coordinator, checkpoint_written_type,
+                                train::CheckpointWritten{});
+  m.epoch = s.epoch;
+  const std::string dir =
+      storage::checkpoint_dir(s.ctx.job.run_dir, d.version()) + "/" + d.checkpoint_writer();
+  s.writer = std::thread([snap, dir, writer = d.checkpoint_writer(), w, m = std::move(m),
+                          router = s.ctx.router, faults = s.storage_faults]() mutable {
+    write_and_report(*snap, dir, writer, std::move(w), std::move(m), router, faults, "");
+  });
+}
+
 Verdict on_dump(Self* self, const train::EngramDump& d, const ActorMessage& m) {
   auto& s = self->state;
   Verdict v;
   if (d.version() < 0) return drop(Drop::malformed, "a negative version");
+  if (!d.checkpoint_writer().empty() && (m.from != s.ctx.coordinator || s.ctx.job.run_dir.empty() ||
+                                         d.checkpoint_writer().find('/') != std::string::npos))
+    return drop(Drop::malformed, "a checkpoint write not from the coordinator, or not a name");
   if (!ready_for(self, d.version(), m, &v)) return v;
+  if (!d.checkpoint_writer().empty()) return write_checkpoint(self, d), Verdict{};
   if (!d.moments()) log_tier(s);  // the job's end
   train::EngramTables out;
   out.set_version(d.version()), out.set_request(d.request());
@@ -455,6 +502,7 @@ caf::behavior engram_shard(Self* self, runtime::RoleContext ctx) {
           fmt::format("engram_shard.{} in a job with {} Engram shards", s.ctx.index,
                       s.cfg.engram.placement == model::EngramAt::shards ? s.shards : 0));
     s.n_mb = s.cfg.train.batch_size / s.cfg.train.micro_batch_rows;
+    s.storage_faults = storage::StorageFaults::from_env();
     const auto tables = int64_t(model::engram_tables(s.cfg.model).size());
     const std::vector<bool> held = model::engram_tables_of_shard(tables, s.shards, s.ctx.index);
     s.share = std::make_unique<model::EngramShare>(s.cfg, held, cold_tier(s, held));

@@ -178,10 +178,6 @@ Verdict take_engram_shards(WorkerState& s, const train::StepBegin& b, int64_t ve
 // every worker).
 void send_engram_to_shards(Self* self, int64_t step,
                            const std::vector<model::Piece<float>>& pieces);
-// Worker 0's checkpoint: every Engram table with its moments from the shards, appended to
-// *out under the names a worker holding the tables writes ("engram/<table>/values|m|v").
-// "" when done (or not worker 0 / no shards), else why not.
-std::string snapshot_engram(WorkerState& s, int64_t version, std::vector<model::StateTensor>* out);
 // Every worker's Final: the time its forwards waited for Engram rows is logged; worker 0's
 // gets every table from the shards appended. False when a view change cut the fetch short
 // (the Final waits for the next Finish).

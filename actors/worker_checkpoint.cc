@@ -1,25 +1,19 @@
 // The worker's side of checkpoints (docs/storage.md). After the Commit of every
 // every_steps-th step each owner copies its share (weights and optimizer state; worker 0
-// also the Engram tables and moments, which every worker holds alike) and writes it on a
-// thread of its own while training goes on; it reports the shards to the coordinator,
-// which makes the checkpoint complete by recording its manifest. Resuming and rolling back
+// also the Engram tables and moments when every worker holds them alike — with Engram
+// shards their lookup holders write them) and writes it on a thread of its own while
+// training goes on; it reports the shards to the coordinator, which makes the checkpoint
+// complete by recording its manifest. Resuming and rolling back
 // load a checkpoint instead: every weight, and the optimizer state of the new share.
 #include <fmt/format.h>
 
 #include <chrono>
 
+#include "actors/checkpoint_writer.h"
 #include "actors/worker.h"
 #include "storage/checkpoint.h"
 
 namespace troupe::actors::worker_impl {
-
-namespace {
-
-void report(caf::actor router, ActorMessage m) {
-  caf::anon_send(router, std::move(m));
-}
-
-}  // namespace
 
 void maybe_checkpoint(Self* self, int64_t version, bool forced) {
   auto& s = self->state;
@@ -31,7 +25,6 @@ void maybe_checkpoint(Self* self, int64_t version, bool forced) {
   // Into the last checkpoint's buffers: its write is done (joined above).
   std::shared_ptr<std::vector<model::StateTensor>> snap = s.snapshot;
   s.trainer->snapshot_state_into(s.owners[size_t(s.me)], s.me == 0, snap.get());
-  const std::string engram_error = snapshot_engram(s, version, snap.get());
   const double snapshot_ms =
       std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
   s.snapshot_seconds += snapshot_ms / 1000;
@@ -40,33 +33,12 @@ void maybe_checkpoint(Self* self, int64_t version, bool forced) {
   ActorMessage m = make_message(s.ctx.address, s.ctx.coordinator, checkpoint_written_type,
                                 train::CheckpointWritten{});
   m.epoch = s.epoch;
-  const int64_t me = s.me;
-  s.checkpoint_writer =
-      std::thread([snap, dir, writer, version, me, snapshot_ms, m = std::move(m),
-                   router = s.ctx.router, faults = s.storage_faults, engram_error]() mutable {
-        storage::lower_this_thread_priority();
-        auto written =
-            engram_error.empty()
-                ? storage::write_shards(dir, writer, version, storage::shard_views(*snap), faults)
-                : runtime::Result<std::vector<storage::ShardRecord>>(runtime::Code::io_error,
-                                                                     engram_error);
-        train::CheckpointWritten w;
-        w.set_step(version);
-        w.set_worker(me);
-        w.set_ok(written.ok());
-        w.set_snapshot_ms(snapshot_ms);
-        if (!written.ok()) w.set_error(written.status().message());
-        train::ShardList list;
-        if (written.ok())
-          for (const storage::ShardRecord& r : written.value()) {
-            train::ShardEntry* e = list.add_shards();
-            e->set_name(r.name), e->set_writer(r.writer), e->set_crc32c(r.crc32c);
-            e->set_bytes(r.bytes);
-          }
-        m.header = w.SerializeAsString();
-        if (written.ok()) m.payloads.push_back(runtime::text_payload(list.SerializeAsString()));
-        report(router, std::move(m));
-      });
+  train::CheckpointWritten w;
+  w.set_step(version), w.set_worker(s.me), w.set_snapshot_ms(snapshot_ms);
+  s.checkpoint_writer = std::thread([snap, dir, writer, w, m = std::move(m), router = s.ctx.router,
+                                     faults = s.storage_faults]() mutable {
+    write_and_report(*snap, dir, writer, std::move(w), std::move(m), router, faults, "");
+  });
 }
 
 Verdict on_checkpoint_now(Self* self, const train::CheckpointNow& c, const ActorMessage&) {

@@ -81,6 +81,11 @@ void send_engram_to_shards(Self* self, int64_t step,
   }
 }
 
+namespace {
+
+// A table set saved by worker 0: every Engram table with its moments from the shards,
+// appended to *out under the names a worker holding the tables writes
+// ("engram/<table>/values|m|v"). "" when done (or not worker 0 / no shards), else why not.
 std::string snapshot_engram(WorkerState& s, int64_t version, std::vector<model::StateTensor>* out) {
   if (!s.engram || s.me != 0) return "";
   static constexpr const char* parts[] = {"values", "m", "v"};
@@ -97,6 +102,8 @@ std::string snapshot_engram(WorkerState& s, int64_t version, std::vector<model::
     return fmt::format("the Engram tables from the shards: {}", e.what());
   }
 }
+
+}  // namespace
 
 bool final_engram_tables(Self* self, const train::Finish& f, std::vector<Payload>* payloads) {
   auto& s = self->state;

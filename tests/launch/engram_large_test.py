@@ -1,9 +1,11 @@
 #!/usr/bin/python3
-"""Engram tables 20x tiny's (issue 16): tiny with model.engram_table_rows 20x larger trains on
-2 node processes with its tables on 2 shards (each held twice: 4 holders), each holder's host
-cache bounded to 4000 rows, so that the 4 caches together hold ~3% of the tables' values
-(1% with their moments; the issue asks for under 25%): the rest in RocksDB. The weights must equal a replicated run's of
-the same config, bit for bit, and the holders must have read rows back from RocksDB.
+"""Engram tables 20x tiny's (issue 16): tiny with model.engram_table_rows 20x larger trains
+with its tables on 2 shard nodes of their own (`--engram-nodes 2`: troupe node --role
+engram) beside 2 worker nodes; the 2 shards are each held twice (4 holders, one of each
+shard per memory node), each holder's host cache bounded to 4000 rows, so that the 4 caches
+together hold ~3% of the tables' values (1% with their moments; the issue asks for under
+25%): the rest in RocksDB. The weights must equal a replicated run's on the 2 worker nodes,
+bit for bit, and the holders must have read rows back from RocksDB.
 
   engram_large_test.py --troupe build/troupe --work DIR [--steps 6]
 """
@@ -12,7 +14,7 @@ import os
 import re
 import shutil
 
-from launch_checks import TINY, Job, check, failures, log_lines, weights_hash
+from launch_checks import TINY, Job, check, events, failures, log_lines, weights_hash
 
 ROWS = 200140        # 20x tiny's engram_table_rows (10007)
 TABLES = 8           # tiny: orders [2, 3] x 4 heads
@@ -55,11 +57,18 @@ def main():
     print(f"replicated run, tables 20x tiny's: weights {want}", flush=True)
     run_dir = os.path.join(a.work, "shards")
     status, got, err = run(a.troupe, run_dir, a.steps,
-                           ["--set", "engram.placement=shards", "--set", "engram.shards=2",
+                           ["--engram-nodes", "2",
+                            "--set", "engram.placement=shards", "--set", "engram.shards=2",
                             "--set", f"engram.host_cache_bytes={CACHE_BYTES}"])
-    check("tables 20x tiny's on 2 shards over RocksDB: the replicated run's weights and tables",
-          status == 0 and got == want,
+    check("tables 20x tiny's on 2 shard nodes over RocksDB: the replicated run's weights and "
+          "tables", status == 0 and got == want,
           f"status {status}, {got} vs {want}: {err.strip().splitlines()[-3:]}")
+    memory = [e["node"] for e in events(run_dir) if e["event"] == "join" and e.get("memory")]
+    placed = [e["text"] for e in events(run_dir) if e["event"] == "engram_shards"]
+    check("  2 memory nodes joined and hold every holder", len(memory) == 2 and placed and
+          all(n in placed[0] for n in memory) and
+          not any(f" {e['node']}" in placed[0] for e in events(run_dir)
+                  if e["event"] == "join" and not e.get("memory")), f"{memory}: {placed}")
     lines = log_lines(run_dir, "host cache", "from RocksDB")
     tiers = [tuple(map(int, m.groups())) for m in map(TIER.search, lines) if m]
     # The lookup holder of each shard logs its counts at the end; its copy has the same bound.

@@ -23,8 +23,8 @@ import signal
 import subprocess
 import sys
 
-from launch_checks import (TINY, Job, check, events, failures, http, losses, steps_done,
-                           wait_for, weights_hash)
+from launch_checks import (TINY, Job, check, events, failures, http, losses, node_pids,
+                           steps_done, wait_for, weights_hash)
 
 STEPS = 12
 SCHEDULE = ["--engram-at", "4:attach:X:{x}", "--engram-at", "7:detach", "--engram-at",
@@ -135,10 +135,6 @@ def test_resume(troupe, work, x, ha, s):
     after = [e for e in swaps(run) if e["step"] >= 7][-2:]
     check("  the resumed job's swaps save and load the sets of the undisturbed one",
           after == s[1:], json.dumps(after))
-
-
-def node_pids(run_dir):
-    return {e["node"]: e["pid"] for e in events(run_dir) if e.get("event") == "join"}
 
 
 def test_rollback(troupe, work, x, ha, s):

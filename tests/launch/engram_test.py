@@ -20,8 +20,8 @@ import shutil
 import signal
 import subprocess
 
-from launch_checks import (TINY, Job, check, coordinator_pid, events, failures, log_lines, losses,
-                           steps_done, wait_for, weights_hash)
+from launch_checks import (TINY, Job, check, coordinator_pid, end_of, events, failures, log_lines,
+                           losses, node_pids, steps_done, wait_for, weights_hash)
 
 
 def shards(k):
@@ -39,10 +39,6 @@ def common(steps):
 def served(run_dir):
     """Node logs' lines where an Engram shard answered its first lookup of an epoch."""
     return log_lines(run_dir, "engram_shard", "serving")
-
-
-def node_pids(run_dir):
-    return {e["node"]: e["pid"] for e in events(run_dir) if e["event"] == "join"}
 
 
 def replicated(troupe, work, steps):
@@ -95,12 +91,7 @@ def kill_node(troupe, work, steps, node, k):
     pid = node_pids(run_dir).get(node)
     check(f"kill: {node} has a pid", pid is not None, node_pids(run_dir))
     os.kill(pid, signal.SIGKILL)
-    try:
-        out, err = job.communicate(timeout=300)
-    except subprocess.TimeoutExpired:
-        os.killpg(job.pid, signal.SIGKILL)
-        out, err = job.communicate()
-        check("kill: the job ends", False, f"still running 300 s after the kill:\n{job.tail()}")
+    out, err = end_of(job)
     return job, out, err, run_dir
 
 
@@ -147,11 +138,7 @@ def lose_every_holder(troupe, work, steps, want):
             os.kill(pids[node], signal.SIGKILL)
         except (KeyError, ProcessLookupError) as e:
             check(f"every holder: {node} killed", False, f"{e!r}; pids {pids}")
-    try:
-        out, err = job.communicate(timeout=300)
-    except subprocess.TimeoutExpired:
-        os.killpg(job.pid, signal.SIGKILL)
-        out, err = job.communicate()
+    out, err = end_of(job)
     h = weights_hash(out)
     check("both holders of a shard killed: rolled back to the checkpoint, same weights",
           job.returncode == 0 and h == want[0],
@@ -199,11 +186,7 @@ def memory_nodes(troupe, work, steps, want):
           not any(f" {e['node']}" in placed[0] for e in events(run_dir)
                   if e["event"] == "join" and not e.get("memory")), f"{memory}: {placed}")
     os.kill(node_pids(run_dir)[memory[0]], signal.SIGKILL)
-    try:
-        out, err = job.communicate(timeout=300)
-    except subprocess.TimeoutExpired:
-        os.killpg(job.pid, signal.SIGKILL)
-        out, err = job.communicate()
+    out, err = end_of(job)
     h = weights_hash(out)
     check("memory nodes: one killed -9, its holders replaced: same weights and tables",
           job.returncode == 0 and h == want[0],
@@ -231,8 +214,9 @@ def rescaled(troupe, work, steps, want):
 
 
 def kill_and_resume(troupe, work, steps, want):
-    """Checkpoints every 10 steps (worker 0 writes the tables it gets from the shards); the
-    whole job killed after the first, --resume on 2 nodes: the shards load their tables."""
+    """Checkpoints every 10 steps (each shard's lookup holder writes its own tables beside the
+    workers' shares); the whole job killed after the first, --resume on 2 nodes: the shards
+    load their tables."""
     run_dir = os.path.join(work, "resume")
     ckpt = ["--set", "checkpoint.every_steps=10"]
     job = Job([troupe, "launch", *common(steps), "--nodes", "3", "--run-dir", run_dir, *shards(2),
@@ -242,6 +226,13 @@ def kill_and_resume(troupe, work, steps, want):
              "a complete checkpoint and three more steps", job)
     os.killpg(job.pid, signal.SIGKILL)
     job.communicate()
+    complete = [e["text"] for e in events(run_dir)
+                if e["event"] == "checkpoint" and "complete" in e["text"]]
+    writers = sorted(os.listdir(os.path.join(run_dir, "checkpoints", "step-0000000010")))
+    check("  the checkpoint's tables written by the 2 lookup holders",
+          "and 2 Engram holders" in complete[0] and
+          sum(w.endswith(("-engram0", "-engram1")) for w in writers) == 2,
+          f"{complete[:1]}; writers {writers}")
     again = Job([troupe, "launch", *common(steps), "--nodes", "2", "--run-dir", run_dir,
                  *shards(2), *ckpt, "--resume"])
     out, err = again.communicate(timeout=600)

@@ -3,6 +3,7 @@ per check with its failures kept for the exit status, and the child processes of
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -149,6 +150,24 @@ def events(run_dir):
             return [json.loads(l) for l in f if l.strip()]
     except (FileNotFoundError, json.JSONDecodeError):
         return []
+
+
+def node_pids(run_dir):
+    """{node id: pid} of every node that joined the job so far (its join events)."""
+    return {e["node"]: e["pid"] for e in events(run_dir) if e.get("event") == "join"}
+
+
+def end_of(job, timeout=300):
+    """(stdout, stderr) of a job (started with start_new_session) once it ends. Still
+    running after `timeout` s: killed with its process group, recorded as a failure with the
+    tail of its log."""
+    try:
+        return job.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(job.pid, signal.SIGKILL)
+        out, err = job.communicate()
+        check("the job ends", False, f"still running after {timeout} s:\n{job.tail()}")
+        return out, err
 
 
 def endpoint(run_dir):
