@@ -9,6 +9,7 @@
 #   run_bench_placement.sh BUILD NAME "A label" "B label" "B --set args" "aim text" \
 #     ["C label" "C --set args"]
 #   env: CONFIG (configs/tiny.toml) STEPS (40) NODES (3) REPEATS (2) WARMUP (5) LOG_GREP
+#        KEEP_RUNS (a directory: the runs a1 b1 c1 a2 … are kept there, else removed)
 set -euo pipefail
 BUILD=$1 NAME=$2 AIM=$6
 labels=("$3" "$4") sets=("" "$5") arms=(a b)
@@ -20,8 +21,11 @@ STEPS=${STEPS:-40}
 REPEATS=${REPEATS:-2}
 WARMUP=${WARMUP:-5}
 PY=/usr/bin/python3
-TMP=$(mktemp -d)
-trap 'rm -rf "$TMP"' EXIT
+if [ -n "${KEEP_RUNS:-}" ]; then  # the runs' directories stay there for the caller
+  TMP=$KEEP_RUNS && mkdir -p "$TMP"
+else
+  TMP=$(mktemp -d) && trap 'rm -rf "$TMP"' EXIT
+fi
 common=(--config "$CONFIG" --steps "$STEPS" --nodes "$NODES" --set train.eval_every=0)
 
 median_tps() {  # run dir → median tokens/s of the steps after the warm-up

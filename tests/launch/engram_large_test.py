@@ -14,7 +14,8 @@ import os
 import re
 import shutil
 
-from launch_checks import TINY, Job, check, events, failures, log_lines, weights_hash
+from launch_checks import (TINY, Job, check, failures, log_lines, memory_nodes_hold_the_shards,
+                           weights_hash)
 
 ROWS = 200140        # 20x tiny's engram_table_rows (10007)
 TABLES = 8           # tiny: orders [2, 3] x 4 heads
@@ -63,12 +64,8 @@ def main():
     check("tables 20x tiny's on 2 shard nodes over RocksDB: the replicated run's weights and "
           "tables", status == 0 and got == want,
           f"status {status}, {got} vs {want}: {err.strip().splitlines()[-3:]}")
-    memory = [e["node"] for e in events(run_dir) if e["event"] == "join" and e.get("memory")]
-    placed = [e["text"] for e in events(run_dir) if e["event"] == "engram_shards"]
-    check("  2 memory nodes joined and hold every holder", len(memory) == 2 and placed and
-          all(n in placed[0] for n in memory) and
-          not any(f" {e['node']}" in placed[0] for e in events(run_dir)
-                  if e["event"] == "join" and not e.get("memory")), f"{memory}: {placed}")
+    ok, memory, placed = memory_nodes_hold_the_shards(run_dir)
+    check("  2 memory nodes joined and hold every holder", ok, f"{memory}: {placed}")
     lines = log_lines(run_dir, "host cache", "from RocksDB")
     tiers = [tuple(map(int, m.groups())) for m in map(TIER.search, lines) if m]
     # The lookup holder of each shard logs its counts at the end; its copy has the same bound.

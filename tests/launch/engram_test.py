@@ -21,7 +21,8 @@ import signal
 import subprocess
 
 from launch_checks import (TINY, Job, check, coordinator_pid, end_of, events, failures, log_lines,
-                           losses, node_pids, steps_done, wait_for, weights_hash)
+                           losses, memory_nodes_hold_the_shards, node_pids, steps_done, wait_for,
+                           weights_hash)
 
 
 def shards(k):
@@ -179,12 +180,8 @@ def memory_nodes(troupe, work, steps, want):
                "--run-dir", run_dir, *shards(2)], start_new_session=True)
     at = max(3, steps // 3)
     wait_for(lambda: steps_done(run_dir) >= at, 300, f"{at} steps", job)
-    memory = [e["node"] for e in events(run_dir) if e["event"] == "join" and e.get("memory")]
-    placed = [e["text"] for e in events(run_dir) if e["event"] == "engram_shards"]
-    check("memory nodes: 2 joined, every holder on them", len(memory) == 2 and placed and
-          all(n in placed[0] for n in memory) and
-          not any(f" {e['node']}" in placed[0] for e in events(run_dir)
-                  if e["event"] == "join" and not e.get("memory")), f"{memory}: {placed}")
+    ok, memory, placed = memory_nodes_hold_the_shards(run_dir)
+    check("memory nodes: 2 joined, every holder on them", ok, f"{memory}: {placed}")
     os.kill(node_pids(run_dir)[memory[0]], signal.SIGKILL)
     out, err = end_of(job)
     h = weights_hash(out)

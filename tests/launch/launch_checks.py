@@ -157,6 +157,17 @@ def node_pids(run_dir):
     return {e["node"]: e["pid"] for e in events(run_dir) if e.get("event") == "join"}
 
 
+def memory_nodes_hold_the_shards(run_dir):
+    """(ok, the memory nodes that joined, the engram_shards placements' texts): ok when 2
+    memory nodes joined and the first placement names each of them and no worker's node."""
+    memory = [e["node"] for e in events(run_dir) if e["event"] == "join" and e.get("memory")]
+    placed = [e["text"] for e in events(run_dir) if e["event"] == "engram_shards"]
+    workers = [e["node"] for e in events(run_dir) if e["event"] == "join" and not e.get("memory")]
+    ok = (len(memory) == 2 and bool(placed) and all(n in placed[0] for n in memory) and
+          not any(f" {n}" in placed[0] for n in workers))
+    return ok, memory, placed
+
+
 def end_of(job, timeout=300):
     """(stdout, stderr) of a job (started with start_new_session) once it ends. Still
     running after `timeout` s: killed with its process group, recorded as a failure with the
