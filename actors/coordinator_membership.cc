@@ -48,6 +48,10 @@ void bump_epoch(Self* self, bool recovering) {
     return members;
   };
   nlohmann::json placement = {{"members", list(s.core.nodes, s.core.workers)}};
+  nlohmann::json memory = nlohmann::json::array();  // memory nodes: no worker
+  for (const NodeInfo& n : s.core.memory)
+    memory.push_back({{"id", n.id}, {"address", n.address}, {"pid", n.pid}});
+  if (!memory.empty()) placement["memory"] = memory;
   // A reshape's view: until its "reshaped" record, a restarted coordinator goes back to the
   // view before (journal_log.cc restart_state), as a reshape that loses a node does.
   if (s.reshape.active) placement["old_members"] = list(s.reshape.old_nodes, s.reshape.old_workers);

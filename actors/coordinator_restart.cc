@@ -5,7 +5,9 @@
 // came back returns to the committed step under a new epoch, as in any recovery: when all
 // are back nothing is rolled back; a member that does not come back within the window is a
 // lost node (its share from a buddy copy, or the last fallback). A node that is not a member
-// of the journal's view is fenced: told to shut down.
+// of the journal's view is fenced: told to shut down. Memory nodes (troupe node --role
+// engram) are journaled with each view and rejoin the same way; the Engram holders come
+// from the journal's engram_holders record.
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -32,6 +34,14 @@ std::string join(const std::vector<std::string>& ids) {
   return out;
 }
 
+// The journal's member (worker's node or memory node) `id`, or null.
+NodeInfo* member(Membership& c, const std::string& id) {
+  for (std::vector<NodeInfo>* list : {&c.nodes, &c.memory})
+    for (NodeInfo& n : *list)
+      if (n.id == id) return &n;
+  return nullptr;
+}
+
 duration rejoin_window(Self* self) {
   return ms(
       std::max<int64_t>(2000, 5 * self->state.opt.config.fault_tolerance.heartbeat_timeout_ms));
@@ -40,16 +50,28 @@ duration rejoin_window(Self* self) {
 void finish_rejoin(Self* self) {
   auto& s = self->state;
   auto& c = s.core;
-  std::vector<std::string> missing;
+  std::vector<std::string> missing, memory_lost;
   for (const NodeInfo& n : c.nodes)
     if (!c.rejoined.count(n.id)) missing.push_back(n.id);
+  // A memory node that did not come back is dropped here: the recovery below replaces its
+  // holders from the others (or fails, naming the shard, when a shard kept none).
+  std::erase_if(c.memory, [&](const NodeInfo& n) {
+    return !c.rejoined.count(n.id) && (memory_lost.push_back(n.id), true);
+  });
   event(self, "rejoined",
-        fmt::format("{} of {} nodes rejoined the restarted coordinator in {:.0f} ms{}",
-                    c.nodes.size() - missing.size(), c.nodes.size(),
-                    std::chrono::duration<double, std::milli>(now(self) - c.started).count(),
-                    missing.empty() ? std::string() : "; lost: " + join(missing)),
+        fmt::format(
+            "{} of {} nodes{} rejoined the restarted coordinator in {:.0f} ms{}{}",
+            c.nodes.size() - missing.size(), c.nodes.size(),
+            c.memory.size() + memory_lost.size() == 0
+                ? std::string()
+                : fmt::format(" and {} of {} memory nodes", c.memory.size(),
+                              c.memory.size() + memory_lost.size()),
+            std::chrono::duration<double, std::milli>(now(self) - c.started).count(),
+            missing.empty() ? std::string() : "; lost: " + join(missing),
+            memory_lost.empty() ? std::string() : "; memory nodes lost: " + join(memory_lost)),
         {{"duration_ms", std::chrono::duration<double, std::milli>(now(self) - c.started).count()},
-         {"missing", missing}});
+         {"missing", missing},
+         {"memory_missing", memory_lost}});
   if (missing.size() == c.nodes.size()) {
     JobResult r;
     r.error = "no node rejoined the restarted coordinator: nothing to go on with";
@@ -66,7 +88,9 @@ void finish_rejoin(Self* self) {
     c.phase = Phase::recovering;
   if (missing.empty())
     return recover_without(self, std::string::npos,
-                           "the coordinator restarted; every node rejoined",
+                           memory_lost.empty()
+                               ? "the coordinator restarted; every node rejoined"
+                               : "the coordinator restarted; every worker's node rejoined",
                            {{"coordinator_restart", true}});
   for (const std::string& id : missing) {
     size_t k = 0;
@@ -85,11 +109,6 @@ void begin_rejoin(Self* self) {
   auto& s = self->state;
   auto& c = s.core;
   const RestartState& r = *s.opt.restart;
-  if (s.opt.engram_nodes > 0)
-    return fail(self,
-                "a restarted coordinator does not take memory nodes (--engram-nodes) back yet: "
-                "their holders are gone with them; restart the job from its checkpoint with "
-                "--resume");
   if (engram_sharded(self)) {  // the holders as journaled; the recovery replaces the missing
     if (r.engram_holders.empty())
       return fail(self,
@@ -110,35 +129,41 @@ void begin_rejoin(Self* self) {
     s.controls.next_worker_index = std::max(s.controls.next_worker_index, c.role_index.back() + 1);
     self->send(s.router, runtime::address_atom::value, m.id, m.address);
   }
+  for (const RestartState::Member& m : r.memory) {  // they rejoin as the others do
+    NodeInfo n;
+    n.id = m.id, n.address = m.address, n.pid = m.pid, n.last_heard = now(self);
+    c.memory.push_back(n);
+    self->send(s.router, runtime::address_atom::value, m.id, m.address);
+  }
   c.joins = std::max(c.joins, r.max_node);  // a fenced newcomer's id is not given again
   s.drv.step = s.drv.committed = r.committed;
   c.phase = Phase::rejoining;
   event(self, "coordinator_restarted",
-        fmt::format("rebuilt from the journal: epoch {}, {} nodes, {} steps committed{}; "
-                    "waiting up to {} ms for the nodes to rejoin",
-                    c.epoch, c.nodes.size(), r.committed,
-                    r.reshape_undone ? "; the reshape it died in is undone (its newcomers are "
-                                       "fenced, its leavers stay)"
-                                     : "",
-                    std::chrono::duration_cast<ms>(rejoin_window(self)).count()),
+        fmt::format(
+            "rebuilt from the journal: epoch {}, {} nodes{}, {} steps committed{}; "
+            "waiting up to {} ms for the nodes to rejoin",
+            c.epoch, c.nodes.size(),
+            c.memory.empty() ? std::string() : fmt::format(" and {} memory nodes", c.memory.size()),
+            r.committed,
+            r.reshape_undone ? "; the reshape it died in is undone (its newcomers are "
+                               "fenced, its leavers stay)"
+                             : "",
+            std::chrono::duration_cast<ms>(rejoin_window(self)).count()),
         {{"nodes", c.nodes.size()}, {"step", r.committed}, {"reshape_undone", r.reshape_undone}});
 }
 
 void note_rejoined(Self* self, const std::string& node, const ActorMessage&) {
   auto& c = self->state.core;
-  if (c.phase != Phase::rejoining) return;
-  if (std::none_of(c.nodes.begin(), c.nodes.end(), [&](const NodeInfo& n) { return n.id == node; }))
-    return;
+  if (c.phase != Phase::rejoining || !member(c, node)) return;
   if (!c.rejoined.insert(node).second) return;
-  if (c.rejoined.size() == c.nodes.size()) finish_rejoin(self);
+  if (c.rejoined.size() == c.nodes.size() + c.memory.size()) finish_rejoin(self);
 }
 
 void on_rejoin(Self* self, const control::Rejoin& r, const ActorMessage& m) {
   auto& s = self->state;
   auto& c = s.core;
-  const auto it = std::find_if(c.nodes.begin(), c.nodes.end(),
-                               [&](const NodeInfo& n) { return n.id == r.node_id(); });
-  if (it == c.nodes.end()) {  // not a member of the view this coordinator restarted from
+  NodeInfo* it = member(c, r.node_id());
+  if (!it) {  // not a member of the view this coordinator restarted from
     control::Shutdown sd;
     sd.set_reason("fenced: this node is not a member of the job's view (epoch " +
                   std::to_string(c.epoch) + ")");

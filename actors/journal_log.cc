@@ -25,7 +25,7 @@ runtime::Status JournalCommitLog::record_commit(const CommitRecord& r) {
 runtime::Status JournalCommitLog::record_view(uint64_t epoch, const std::vector<std::string>& nodes,
                                               const nlohmann::json& placement) {
   nlohmann::json r = {{"kind", "view"}, {"epoch", epoch}, {"nodes", nodes}};
-  for (const char* key : {"members", "old_members", "recovery_base"})
+  for (const char* key : {"members", "old_members", "recovery_base", "memory"})
     if (placement.contains(key)) r[key] = placement[key];
   return journal_->append(r);
 }
@@ -61,7 +61,7 @@ std::optional<RestartState> restart_state(const storage::Journal& journal) {
     if (kind == "reshaped" && r.value("epoch", uint64_t(0)) == (out ? out->epoch : 0)) before = {};
     if (kind == "end") out.reset();  // the job ended: its nodes are gone
     if (kind != "view") continue;
-    for (const char* key : {"members", "old_members"})
+    for (const char* key : {"members", "old_members", "memory"})
       for (const RestartState::Member& m : members_of(r.value(key, nlohmann::json::array())))
         max_node = std::max(max_node, node_number(m.id));
     before = r.value("old_members", nlohmann::json());
@@ -73,6 +73,7 @@ std::optional<RestartState> restart_state(const storage::Journal& journal) {
     out = RestartState{};
     out->epoch = r.value("epoch", uint64_t(0));
     out->members = members_of(r["members"]);
+    out->memory = members_of(r.value("memory", nlohmann::json::array()));
   }
   if (!out) return out;
   out->committed = committed;

@@ -22,6 +22,7 @@ struct RestartState {
   };
   uint64_t epoch = 0;
   std::vector<Member> members;
+  std::vector<Member> memory;  // the memory nodes of that view (troupe node --role engram)
   int64_t committed = 0;
   int64_t max_node = 0;  // the highest K of any node nK in a view: new nodes get higher ids
   // The coordinator died during a reshape (a view with old_members and no "reshaped" record

@@ -106,6 +106,24 @@ TEST_F(RestartState, TheLastEngramHoldersWithThoseAwaitingTheirTables) {
   EXPECT_EQ(r->engram_awaiting, awaiting);
 }
 
+// Memory nodes (troupe node --role engram) are journaled with each view; the last view's,
+// and their ids count for the next new node's.
+TEST_F(RestartState, TheLastViewsMemoryNodes) {
+  EXPECT_TRUE(restart_state(*journal_)->memory.empty());
+  append({{"kind", "view"},
+          {"epoch", 5},
+          {"nodes", {"n1", "n2"}},
+          {"members", {{{"id", "n1"}, {"address", "a1"}, {"pid", 1}, {"worker", "n1/worker.0"}}}},
+          {"memory", {{{"id", "n7"}, {"address", "a7"}, {"pid", 7}}}}});
+  const auto r = restart_state(*journal_);
+  ASSERT_TRUE(r.has_value());
+  ASSERT_EQ(r->memory.size(), 1u);
+  EXPECT_EQ(r->memory[0].id, "n7");
+  EXPECT_EQ(r->memory[0].address, "a7");
+  EXPECT_EQ(r->memory[0].pid, 7u);
+  EXPECT_EQ(r->max_node, 7);
+}
+
 TEST_F(RestartState, NoEngramHoldersWithoutAPlacement) {
   const auto r = restart_state(*journal_);
   ASSERT_TRUE(r.has_value());

@@ -152,11 +152,13 @@ def lose_every_holder(troupe, work, steps, want):
 
 
 def coordinator_restarted(troupe, work, steps, want):
-    """The coordinator process killed -9 mid-run: launch restarts it, it finds the holders in
-    the journal, every node rejoins, and the job ends with the same bits, without a rollback."""
+    """The coordinator process killed -9 mid-run, the holders on 2 memory nodes: launch
+    restarts it, it finds the memory nodes in the journal's view and the holders in its
+    engram_holders record, every node rejoins, and the job ends with the same bits, without a
+    rollback. (Holders on the workers' nodes: chaos engram_coordinator_killed_in_recovery.)"""
     run_dir = os.path.join(work, "coordinator")
-    job = Job([troupe, "launch", *common(steps), "--nodes", "3", "--run-dir", run_dir,
-               *shards(2)])
+    job = Job([troupe, "launch", *common(steps), "--nodes", "2", "--engram-nodes", "2",
+               "--run-dir", run_dir, *shards(2)])
     wait_for(lambda: steps_done(run_dir) >= 5, 300, "step 5", job)
     os.kill(coordinator_pid(run_dir), signal.SIGKILL)
     out, err = job.communicate(timeout=300)
@@ -165,10 +167,13 @@ def coordinator_restarted(troupe, work, steps, want):
           job.returncode == 0 and h == want[0],
           f"status {job.returncode}, {h} vs {want[0]}: {(out + err).strip().splitlines()[-3:]}")
     kinds = [e["event"] for e in events(run_dir)]
-    check("  it restarted from the journal, every node rejoined, no rollback",
+    rejoined = [e for e in events(run_dir) if e["event"] == "rejoined"]
+    check("  it restarted from the journal, every node rejoined (memory nodes too), no rollback",
           kinds.count("coordinator_restarted") == 1 and "rollback" not in kinds and
-          "rejoined" in kinds, [e["text"] for e in events(run_dir)
-                                if e["event"] in ("coordinator_restarted", "rejoined", "rollback")])
+          len(rejoined) == 1 and not rejoined[0].get("missing") and
+          not rejoined[0].get("memory_missing"),
+          [e["text"] for e in events(run_dir)
+           if e["event"] in ("coordinator_restarted", "rejoined", "rollback")])
 
 
 def memory_nodes(troupe, work, steps, want):
