@@ -133,14 +133,16 @@ void welcome(Self* self, const NodeInfo& n, bool running) {
   control::Welcome w;
   w.set_node_id(n.id);
   w.set_epoch(s.core.epoch);
-  w.set_config_text(s.opt.job.config_text);
   w.set_config_name(s.opt.job.config_name);
-  for (const auto& set : s.opt.job.config_sets) w.add_config_sets(set);
   w.set_run_dir(s.opt.job.run_dir);
   // A node joining a running job takes its state from its peers, not from the checkpoint
   // the job resumed from (which may be deleted by now).
   w.set_resume(!running && !s.opt.job.resume_manifest.empty());
+  control::WelcomeJob job;  // a payload: a config file does not fit an envelope's bound
+  job.set_config_text(s.opt.job.config_text);
+  for (const auto& set : s.opt.job.config_sets) job.add_config_sets(set);
   ActorMessage r = make_message(s.self_address, n.id + "/agent.0", runtime::welcome_type, w);
+  r.payloads.push_back(runtime::text_payload(job.SerializeAsString()));
   if (w.resume()) r.payloads.push_back(runtime::text_payload(s.opt.job.resume_manifest));
   r.peer = n.peer;
   self->send(s.router, std::move(r));

@@ -125,18 +125,20 @@ void on_view(Self* self, const control::View& view) {
 Verdict on_welcome(Self* self, const control::Welcome& w, ActorMessage& m) {
   auto& s = self->state;
   if (s.welcomed) return drop(Drop::duplicate, "already welcomed");
+  control::WelcomeJob job;
+  if (m.payloads.size() != (w.resume() ? 2u : 1u) ||
+      !job.ParseFromString(payload_text(m.payloads[0])))
+    return drop(Drop::malformed, "a Welcome without its job (and manifest, when resumed)");
   s.welcomed = true;
   s.node_id = w.node_id();
   s.drops.set_owner("node " + s.node_id);
   log::set_log_node(s.node_id);
   s.coordinator_node = std::string(node_of(m.from));
-  s.job.config_text = w.config_text();
+  s.job.config_text = job.config_text();
   s.job.config_name = w.config_name();
-  s.job.config_sets.assign(w.config_sets().begin(), w.config_sets().end());
+  s.job.config_sets.assign(job.config_sets().begin(), job.config_sets().end());
   s.job.run_dir = w.run_dir();
-  if (w.resume() != (m.payloads.size() == 1))
-    return drop(Drop::malformed, "a Welcome whose resume flag does not match its payloads");
-  if (w.resume()) s.job.resume_manifest = payload_text(m.payloads[0]);
+  if (w.resume()) s.job.resume_manifest = payload_text(m.payloads[1]);
   if (s.options.read_fault_tolerance) {
     Result<FaultToleranceConfig> ft = s.options.read_fault_tolerance(s.job);
     if (!ft.ok()) {

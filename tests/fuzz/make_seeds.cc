@@ -63,9 +63,11 @@ void control_seeds() {
   h.set_claimed_node("n2"), h.set_nonce(std::string(32, 'x')), h.set_listen_address("::1:7000");
   put("control", "hello", control_input(0, h, {}));
   control::Welcome w;
-  w.set_node_id("n1"), w.set_epoch(2), w.set_config_text("[model]\nn_layers = 2\n");
-  w.add_config_sets("train.steps=3");
-  put("control", "welcome", control_input(4, w, {"{\"manifest\":1}"}));
+  w.set_node_id("n1"), w.set_epoch(2), w.set_resume(true);
+  control::WelcomeJob job;
+  job.set_config_text("[model]\nn_layers = 2\n");
+  job.add_config_sets("train.steps=3");
+  put("control", "welcome", control_input(4, w, {job.SerializeAsString(), "{\"manifest\":1}"}));
   control::View v;
   v.set_epoch(4);
   auto* n = v.add_nodes();
