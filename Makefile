@@ -81,6 +81,13 @@ SCHED_STEPS ?= 200
 bench-sched: build
 	$(BUILD)/bench/bench_sched $(SCHED_STEPS)
 
+# Issue 17, item 3: tokens/s of KV-cache decoding next to recomputing the full forward at every
+# step, GEN_NEW (128) new tokens on tiny, same run: both figures and their ratio (docs/generate.md).
+GEN_NEW ?= 128
+.PHONY: bench-generate
+bench-generate: build
+	$(BUILD)/bench/bench_generate $(GEN_NEW)
+
 # Issue 16: the Engram tables on engram_shard actors next to replicated ones, same run.
 .PHONY: bench-engram
 bench-engram: build

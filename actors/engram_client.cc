@@ -80,7 +80,7 @@ void EngramClient::prefetch(const model::Batch& rows, int64_t version, uint64_t 
     std::vector<int64_t> ids(layer.size() * size_t(N));
     if (N > 0)
       model::engram_row_ids(cfg_, seed_, info_[first].layer, layer, rows.inputs.data(), rows.rows,
-                            rows.seq_len, ids.data());
+                            rows.seq_len, ids.data(), rows.doc.empty() ? nullptr : rows.doc.data());
     for (size_t j = 0; j < layer.size(); ++j) {
       std::vector<int64_t>& t = ids_[first + j];
       t.assign(ids.begin() + int64_t(j) * N, ids.begin() + int64_t(j + 1) * N);

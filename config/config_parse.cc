@@ -46,10 +46,10 @@ std::vector<Section> build_sections() {
                  M(engram_orders), M(engram_heads), M(engram_head_dim), M(engram_table_rows),
                  M(engram_conv_kernel), M(engram_conv_dilation), M(residual), M(ffn)}},
       {"data", {KEY(data, corpus_dir), KEY(data, val_modulus), KEY(data, val_rows_max),
-                KEY(data, shuffle)}},
-      {"train", {T(steps), T(batch_size), T(micro_batch_rows), T(lr), T(warmup_steps),
-                 T(min_lr_ratio), T(weight_decay), T(grad_clip), T(seed), T(eval_every),
-                 T(threads)}},
+                KEY(data, shuffle), KEY(data, mode), KEY(data, max_doc_tokens)}},
+      {"train", {T(steps), T(batch_size), T(micro_batch_rows), T(tokens_per_microbatch), T(lr),
+                 T(warmup_steps), T(min_lr_ratio), T(weight_decay), T(grad_clip), T(seed),
+                 T(eval_every), T(threads)}},
       {"optimizer", {KEY(optimizer, name), KEY(optimizer, beta1), KEY(optimizer, beta2),
                      KEY(optimizer, eps)}},
       {"fp8", {KEY(fp8, enabled)}},
@@ -124,6 +124,12 @@ template <>
 struct Registry<EngramAt> {
   static constexpr const auto& names = kEngramAtNames;
   static constexpr std::string_view what = "place for the Engram tables";
+};
+
+template <>
+struct Registry<DataMode> {
+  static constexpr const auto& names = kDataModeNames;
+  static constexpr std::string_view what = "data mode";
 };
 
 template <class E>
@@ -337,7 +343,8 @@ struct Assign {
     }
     return *p = std::move(out), "";
   }
-  template <class E>  // a registry's enum: Residual, Ffn, OptimizerKind, ExpertsAt, EngramAt
+  // A registry's enum: Residual, Ffn, OptimizerKind, ExpertsAt, EngramAt, DataMode.
+  template <class E>
   std::string operator()(E* p) const {
     static_assert(std::is_enum_v<E>);
     if (!v.is_string()) return "must be a string (in quotes)" + got;

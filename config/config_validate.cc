@@ -200,6 +200,25 @@ void validate_model(Checker& c, const ModelConfig& m) {
   validate_engram(c, m);
 }
 
+// data.mode = "mixed" (data/mixed_batch.h): a document must fit one micro-batch.
+void validate_mixed(Checker& c, const JobConfig& cfg) {
+  c.non_negative("data.max_doc_tokens");
+  c.non_negative("train.tokens_per_microbatch");
+  if (cfg.data.mode != DataMode::mixed) return;
+  const int64_t doc = mixed_max_doc_tokens(cfg), budget = mixed_tokens_per_microbatch(cfg);
+  if (doc < 2)
+    c.fail("data.max_doc_tokens",
+           fmt::format("a cap of {} tokens leaves a document no target (BOS and one more token "
+                       "at least): set it to 2 or more, or 0 for model.seq_len",
+                       doc));
+  if (doc > budget)
+    c.fail_across({"data.max_doc_tokens", "train.tokens_per_microbatch"},
+                  fmt::format("data.max_doc_tokens = {} exceeds train.tokens_per_microbatch = {} "
+                              "(0 means micro_batch_rows · seq_len): a document must fit one "
+                              "micro-batch; raise the budget or lower the cap",
+                              doc, budget));
+}
+
 void validate_rest(Checker& c, const JobConfig& cfg) {
   if (cfg.data.corpus_dir.empty()) c.fail("data.corpus_dir", "must name a directory");
   if (cfg.data.val_modulus < 2)
@@ -221,6 +240,8 @@ void validate_rest(Checker& c, const JobConfig& cfg) {
                   fmt::format("train.batch_size = {} must be a multiple of "
                               "train.micro_batch_rows = {}",
                               cfg.train.batch_size, cfg.train.micro_batch_rows));
+
+  validate_mixed(c, cfg);
 
   for (const char* k :
        {"heartbeat_interval_ms", "heartbeat_timeout_ms", "start_timeout_ms", "recovery_timeout_ms",

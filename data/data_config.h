@@ -1,15 +1,31 @@
 #pragma once
 // [data]: which corpus and how it is split and shuffled. Parsed by config/.
+#include <array>
 #include <cstdint>
 #include <string>
+#include <string_view>
+#include <utility>
 
 namespace troupe::model {
+
+// data.mode: how documents become rows (SPEC-model.md §1).
+enum class DataMode {
+  packed,  // documents back to back in rows of seq_len, crossing rows (pretraining)
+  mixed,   // documents whole (≤ max_doc_tokens), one row of tokens_per_microbatch per
+           // micro-batch, document masking (data/mixed_batch.h)
+};
+inline constexpr std::array<std::pair<DataMode, std::string_view>, 2> kDataModeNames = {
+    {{DataMode::packed, "packed"}, {DataMode::mixed, "mixed"}}};
 
 struct DataConfig {                                      // [data]
   std::string corpus_dir = "/usr/share/games/fortunes";  // path: the fortunes files
   int64_t val_modulus = 20;   // a document is validation when xxh64(text,0) % val_modulus == 0
   int64_t val_rows_max = 64;  // rows of T evaluated at each validation (0 = all)
   bool shuffle = true;        // shuffle training documents, a new order each epoch
+  DataMode mode = DataMode::packed;
+  // mode = "mixed": tokens of a document at most (BOS text EOS, truncated): T_max; 0 = the
+  // model's seq_len.
+  int64_t max_doc_tokens = 0;
   bool operator==(const DataConfig&) const = default;
 };
 

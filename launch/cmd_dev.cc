@@ -13,6 +13,7 @@
 
 #include "config/config_parse.h"
 #include "data/data.h"
+#include "data/mixed_batch.h"
 #include "launch/commands.h"
 #include "launch/control.h"
 #include "model/rng.h"
@@ -27,8 +28,24 @@ struct DevArgs {
   std::string config, out;
   std::vector<std::string> sets;
   bool perturb = false;
+  bool documents = false;  // --documents: document ids from each row's BOS tokens
   int threads = 2;
 };
+
+// Document ids of a packed batch: a row's tokens up to its first BOS are document 0, each
+// BOS starts the next one (document masking, model/batch.h). Targets need no change: the
+// packed stream has no target across a document boundary (an EOS's BOS target is none).
+void split_documents(model::Batch& b) {
+  b.doc.assign(b.inputs.size(), 0);
+  for (int64_t r = 0; r < b.rows; ++r) {
+    int32_t id = 0;
+    for (int64_t t = 0; t < b.seq_len; ++t) {
+      const int64_t n = r * b.seq_len + t;
+      if (t > 0 && b.inputs[n] == model::kBos) ++id;
+      b.doc[n] = id;
+    }
+  }
+}
 
 bool ends_with(const std::string& s, const std::string& suffix) {
   return s.size() >= suffix.size() &&
@@ -72,8 +89,8 @@ void dump_grads(const model::JobConfig& cfg, const model::ParamTable& table,
   }
   const model::InProcessEngramStore<T> engram(cfg.model, std::move(tables));
   model::GradEngine<T> engine(cfg.model, table, threads, cfg.train.seed, &engram);
-  model::LossParts<T> lp =
-      engine.run(params.data(), batch, cfg.train.micro_batch_rows, true, cfg.model.mtp_depth > 0);
+  model::LossParts<T> lp = engine.run(params.data(), batch, model::train_micro_batch_rows(cfg),
+                                      true, cfg.model.mtp_depth > 0);
   model::SafetensorsFile f;
   auto scalar = [&](const std::string& name, double v) {
     f.tensors[name] = model::to_tensor_data(std::vector<double>{v}, {1});
@@ -108,6 +125,20 @@ void dump_grads(const model::JobConfig& cfg, const model::ParamTable& table,
   model::write_safetensors(path, f);
 }
 
+// Step 0's global batch, as the trainer builds it (packed rows, or the mixed-mode plan).
+model::Batch first_batch(const model::JobConfig& cfg, const model::Corpus& corpus) {
+  if (cfg.data.mode == model::DataMode::mixed) {
+    model::MixedPlanConfig pc;
+    pc.max_doc_tokens = model::mixed_max_doc_tokens(cfg);
+    pc.tokens_per_microbatch = model::mixed_tokens_per_microbatch(cfg);
+    pc.micro_batches_per_step = cfg.train.batch_size / cfg.train.micro_batch_rows;
+    const model::MixedPlanner planner(&corpus.train, cfg.train.seed, cfg.data.shuffle, pc);
+    return model::mixed_batch(planner, corpus.train, 0);
+  }
+  const model::PackedStream stream(&corpus.train, cfg.train.seed, true, cfg.model.seq_len);
+  return model::train_batch(stream, 0, cfg.train.batch_size);
+}
+
 void run_grads(const DevArgs& a) {
   model::JobConfig cfg = model::load_config(a.config, a.sets);
   model::ParamTable table(cfg.model);
@@ -116,8 +147,8 @@ void run_grads(const DevArgs& a) {
   if (a.perturb) perturb(table, cfg.train.seed, params.data());
   const model::InProcessEngramStore<float> engram(cfg.model, cfg.train.seed);
   model::Corpus corpus = model::load_fortunes(cfg.data.corpus_dir, cfg.data.val_modulus);
-  model::PackedStream stream(&corpus.train, cfg.train.seed, true, cfg.model.seq_len);
-  const model::Batch batch = model::train_batch(stream, 0, cfg.train.batch_size);
+  model::Batch batch = first_batch(cfg, corpus);
+  if (a.documents && batch.doc.empty()) split_documents(batch);
   std::filesystem::create_directories(a.out);
   model::write_safetensors(
       a.out + "/weights.safetensors",
@@ -125,6 +156,8 @@ void run_grads(const DevArgs& a) {
   model::SafetensorsFile b;
   b.tensors["inputs"] = model::to_tensor_data(batch.inputs, {batch.rows, batch.seq_len});
   b.tensors["targets"] = model::to_tensor_data(batch.targets, {batch.rows, batch.seq_len});
+  if (!batch.doc.empty())
+    b.tensors["doc"] = model::to_tensor_data(batch.doc, {batch.rows, batch.seq_len});
   model::write_safetensors(a.out + "/batch.safetensors", b);
   dump_grads<double>(cfg, table, params, engram, batch, a.threads, a.out + "/ours64.safetensors");
   dump_grads<float>(cfg, table, params, engram, batch, a.threads, a.out + "/ours32.safetensors");
@@ -142,6 +175,8 @@ void add_dev_command(CLI::App& app) {
   grads->add_option("--set", args->sets, "override one key: section.key=value (repeatable)");
   grads->add_option("--out", args->out, "output directory")->required();
   grads->add_flag("--perturb", args->perturb, "move α, b, norms and biases off their init");
+  grads->add_flag("--documents", args->documents,
+                  "document masking: each BOS of a row starts a document (positions restart)");
   grads->add_option("--threads", args->threads, "compute threads")->check(at_least(1, ""));
   grads->callback([args] { run_grads(*args); });
   // What GET / serves, for tests/launch/page_test.py's stand-in endpoint.

@@ -53,6 +53,8 @@ inline log::Level checked_log_level(const std::string& name) {
 void add_train_command(CLI::App& app);
 void add_export_command(CLI::App& app);
 void add_eval_command(CLI::App& app);
+// generate: a prompt's completion with the KV-cache decoder (model/generate.h).
+void add_generate_command(CLI::App& app);
 void add_dev_command(CLI::App& app);
 void add_node_command(CLI::App& app);
 void add_launch_command(CLI::App& app);

@@ -24,6 +24,7 @@ int main(int argc, char** argv) {
   troupe::launch::add_train_command(app);
   troupe::launch::add_export_command(app);
   troupe::launch::add_eval_command(app);
+  troupe::launch::add_generate_command(app);
   troupe::launch::add_dev_command(app);
   troupe::launch::add_launch_command(app);
   troupe::launch::add_node_command(app);

@@ -21,6 +21,7 @@ inline std::string metrics_line(const model::StepStats& st, double tokens_per_s,
                       {"grad_norm", st.grad_norm},
                       {"tokens_per_s", tokens_per_s}};
   if (has_val) j["val_loss"] = val_loss;
+  if (st.padding_waste >= 0) j["padding_waste"] = st.padding_waste;  // mixed mode
   if (unix_ms >= 0) j["unix_ms"] = unix_ms;
   return j.dump() + "\n";
 }

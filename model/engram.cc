@@ -7,6 +7,7 @@
 
 #include "kernels/cpu/gemm.h"
 #include "kernels/cpu/ops.h"
+#include "model/batch.h"
 #include "model/rng.h"
 
 namespace troupe::model {
@@ -69,8 +70,10 @@ uint64_t engram_multiplier(uint64_t seed, int64_t layer, int64_t k) {
 
 void engram_row_ids(const ModelConfig& cfg, uint64_t seed, int64_t layer,
                     const std::vector<EngramTableInfo>& tables, const int32_t* tokens, int64_t R,
-                    int64_t T, int64_t* ids) {
+                    int64_t T, int64_t* ids, const int32_t* doc) {
   const int64_t N = R * T, K = cfg.engram_heads;
+  std::vector<int32_t> first(static_cast<size_t>(N));
+  doc_first_positions(doc, R, T, first.data());
   int64_t max_order = 0;
   for (int64_t n : cfg.engram_orders) max_order = std::max(max_order, n);
   std::vector<uint64_t> mult(static_cast<size_t>(max_order));
@@ -81,7 +84,8 @@ void engram_row_ids(const ModelConfig& cfg, uint64_t seed, int64_t layer,
       for (int64_t t = 0; t < T; ++t) {
         uint64_t mix = 0;
         for (int64_t kk = 0; kk < order; ++kk) {
-          const uint64_t p = t - kk >= 0 ? engram_compress(tokens[r * T + t - kk]) : 256;
+          const bool inside = t - kk >= first[r * T + t];  // BOS before the document start
+          const uint64_t p = inside ? engram_compress(tokens[r * T + t - kk]) : 256;
           mix ^= p * mult[kk];
         }
         for (int64_t j = 0; j < K; ++j) {
@@ -301,36 +305,34 @@ EngramLayout EngramLayout::from(const ParamTable& t, const ModelConfig& cfg, uin
   return L;
 }
 
-namespace {
-
-// Depthwise causal conv over the time axis of z (R,T,C), channel c of stream m using
-// weight row w (C, Kc) at stride: y_t = Σ_i w[i]·z_{t−(Kc−1−i)·dil}, zero before the row.
 template <typename T>
-void conv_forward(const T* w, const T* z, T* y, int64_t R, int64_t Tn, int64_t C, int64_t Kc,
-                  int64_t dil) {
+void engram_conv_forward(const T* w, const T* z, T* y, int64_t R, int64_t Tn, int64_t C, int64_t Kc,
+                         int64_t dil, const int32_t* first) {
   for (int64_t r = 0; r < R; ++r)
     for (int64_t t = 0; t < Tn; ++t) {
       T* yr = y + (r * Tn + t) * C;
       for (int64_t c = 0; c < C; ++c) yr[c] = T(0);
       for (int64_t i = 0; i < Kc; ++i) {
         const int64_t src = t - (Kc - 1 - i) * dil;
-        if (src < 0) continue;
+        if (src < (first ? first[r * Tn + t] : 0)) continue;  // zero before the document
         const T* zr = z + (r * Tn + src) * C;
         for (int64_t c = 0; c < C; ++c) yr[c] += w[c * Kc + i] * zr[c];
       }
     }
 }
 
+namespace {
+
 // dy (R,T,C) -> dz += , dw (C,Kc) +=.
 template <typename T>
 void conv_backward(const T* w, const T* z, const T* dy, T* dz, T* dw, int64_t R, int64_t Tn,
-                   int64_t C, int64_t Kc, int64_t dil) {
+                   int64_t C, int64_t Kc, int64_t dil, const int32_t* first) {
   for (int64_t r = 0; r < R; ++r)
     for (int64_t t = 0; t < Tn; ++t) {
       const T* dyr = dy + (r * Tn + t) * C;
       for (int64_t i = 0; i < Kc; ++i) {
         const int64_t src = t - (Kc - 1 - i) * dil;
-        if (src < 0) continue;
+        if (src < first[r * Tn + t]) continue;
         const T* zr = z + (r * Tn + src) * C;
         T* dzr = dz + (r * Tn + src) * C;
         for (int64_t c = 0; c < C; ++c) {
@@ -346,14 +348,16 @@ void conv_backward(const T* w, const T* z, const T* dy, T* dz, T* dw, int64_t R,
 template <typename T>
 void engram_forward(const ModelConfig& cfg, const EngramLayout& L, const T* P,
                     const EngramStore<T>& store, const int32_t* tokens, int64_t R, int64_t Tn,
-                    const T* X, T* Xout, EngramCache<T>& c) {
+                    const T* X, T* Xout, EngramCache<T>& c, const int32_t* doc) {
   const int64_t N = R * Tn, C = cfg.d_model, S = engram_streams(cfg);
   const int64_t J = int64_t(L.tables.size()), D = cfg.engram_head_dim, M = J * D;
   const int64_t Kc = cfg.engram_conv_kernel, dil = cfg.engram_conv_dilation;
   const T eps = T(cfg.rms_norm_eps), inv_sqrt_c = T(1) / std::sqrt(T(C));
   c.R = R, c.Tn = Tn, c.N = N;
+  c.first.resize(size_t(N));
+  doc_first_positions(doc, R, Tn, c.first.data());
   c.ids.resize(size_t(J * N));
-  engram_row_ids(cfg, L.seed, L.layer, L.tables, tokens, R, Tn, c.ids.data());
+  engram_row_ids(cfg, L.seed, L.layer, L.tables, tokens, R, Tn, c.ids.data(), doc);
   // e_t = [rows of table 0 | table 1 | …] (orders outer, heads inner).
   c.e.resize(size_t(N * M));
   std::vector<T> rows(size_t(N * D));
@@ -384,7 +388,7 @@ void engram_forward(const ModelConfig& cfg, const EngramLayout& L, const T* P,
       for (int64_t ch = 0; ch < C; ++ch) vt[n * C + ch] = a * c.v[n * C + ch];
     }
     k::rmsnorm_forward(vt, P + L.norm_c[m], eps, cn, c.rc.data() + m * N, N, C);
-    conv_forward(P + L.conv + m * C * Kc, cn, cv, R, Tn, C, Kc, dil);
+    engram_conv_forward(P + L.conv + m * C * Kc, cn, cv, R, Tn, C, Kc, dil, c.first.data());
     for (int64_t n = 0; n < N; ++n) {
       const T* xin = X + (n * S + m) * C;
       T* xo = Xout + (n * S + m) * C;
@@ -449,7 +453,7 @@ void engram_backward(const ModelConfig& cfg, const EngramLayout& L, const T* P, 
     }
     std::fill(dcn.begin(), dcn.end(), T(0));
     conv_backward(P + L.conv + m * C * Kc, cn, dconv.data(), dcn.data(), G + L.conv + m * C * Kc,
-                  c.R, c.Tn, C, Kc, dil);
+                  c.R, c.Tn, C, Kc, dil, c.first.data());
     k::rmsnorm_backward(dcn.data(), vt, P + L.norm_c[m], c.rc.data() + m * N, dvt.data(),
                         G + L.norm_c[m], N, C);
     // ṽ_m = α_m v; α_m = σ(s), s = qn·kn / sqrt(C).
@@ -495,11 +499,13 @@ template struct EngramAdamRow<double>;
 template class InProcessEngramStore<float>;
 template class InProcessEngramStore<double>;
 
-#define TROUPE_ENGRAM_INSTANTIATE(T)                                                       \
-  template void engram_forward<T>(const ModelConfig&, const EngramLayout&, const T*,       \
-                                  const EngramStore<T>&, const int32_t*, int64_t, int64_t, \
-                                  const T*, T*, EngramCache<T>&);                          \
-  template void engram_backward<T>(const ModelConfig&, const EngramLayout&, const T*, T*,  \
+#define TROUPE_ENGRAM_INSTANTIATE(T)                                                               \
+  template void engram_forward<T>(const ModelConfig&, const EngramLayout&, const T*,               \
+                                  const EngramStore<T>&, const int32_t*, int64_t, int64_t,         \
+                                  const T*, T*, EngramCache<T>&, const int32_t*);                  \
+  template void engram_conv_forward<T>(const T*, const T*, T*, int64_t, int64_t, int64_t, int64_t, \
+                                       int64_t, const int32_t*);                                   \
+  template void engram_backward<T>(const ModelConfig&, const EngramLayout&, const T*, T*,          \
                                    const T*, T*, EngramGrad<T>&, EngramCache<T>&);
 TROUPE_ENGRAM_INSTANTIATE(float)
 TROUPE_ENGRAM_INSTANTIATE(double)

@@ -12,8 +12,10 @@
 //            x = (x ^ x>>27)·0x94D049BB133111EB; return x ^ x>>31 (model/rng.h).
 //            l is the 0-based block index, k the offset (0 = current token); shared by orders.
 //   mix_n    XOR over k = 0..n−1 of P(x_{t−k})·m_k (uint64), with P(x_{t−k}) = 256 (BOS) for
-//            t−k before the row start. A row is the document for Engram as it is for
-//            attention and RoPE (positions restart per row), in pretraining and in eval.
+//            t−k before the document start. Without document ids a row is the document for
+//            Engram as it is for attention and RoPE (positions restart per row), in
+//            pretraining and in eval; with them (Batch.doc, mixed-length mode) the document
+//            starts where its run of ids starts, and the conv reads zero before it too.
 //   row      mix_n mod R_{l,n,j}.
 //   sizes    distinct primes: the first prime ≥ engram_table_rows goes to the first table,
 //            each later (layer, order, head) — in that order — takes the next prime.
@@ -55,10 +57,11 @@ uint64_t engram_compress(int32_t id);                                 // P(x)
 uint64_t engram_multiplier(uint64_t seed, int64_t layer, int64_t k);  // m_k
 
 // ids (J, R·T) <- the row each table of layer `layer` reads at every position of the
-// micro-batch tokens (R, T). Tables in layer order: orders outer, heads inner.
+// micro-batch tokens (R, T). Tables in layer order: orders outer, heads inner. doc (R, T):
+// Batch.doc's document ids or null (model/batch.h).
 void engram_row_ids(const ModelConfig& cfg, uint64_t seed, int64_t layer,
                     const std::vector<EngramTableInfo>& layer_tables, const int32_t* tokens,
-                    int64_t R, int64_t T, int64_t* ids);
+                    int64_t R, int64_t T, int64_t* ids, const int32_t* doc = nullptr);
 
 // A sparse gradient of one table: ascending unique row ids and their rows (ids.size(), D).
 template <typename T>
@@ -173,17 +176,26 @@ struct EngramLayout {
 template <typename T>
 struct EngramCache {
   int64_t R = 0, Tn = 0, N = 0;
-  std::vector<int64_t> ids;  // (J, N)
-  std::vector<T> e, v;       // (N, M), (N, C)
+  std::vector<int64_t> ids;    // (J, N)
+  std::vector<int32_t> first;  // (N) offset in its row of the token's document start
+  std::vector<T> e, v;         // (N, M), (N, C)
   // Per stream m, each (S, N, C) or (S, N): contiguous stream copies and activations.
   std::vector<T> x, qn, rq, k, kn, rk, s, alpha, vt, cn, rc, conv;
 };
 
-// X (N,S,C) -> Xout (N,S,C) = X + Y; tokens (R,T) give the rows, read through `store`.
+// X (N,S,C) -> Xout (N,S,C) = X + Y; tokens (R,T) give the rows, read through `store`;
+// doc (R,T) the document ids or null (model/batch.h).
 template <typename T>
 void engram_forward(const ModelConfig& cfg, const EngramLayout& L, const T* params,
                     const EngramStore<T>& store, const int32_t* tokens, int64_t R, int64_t T_,
-                    const T* X, T* Xout, EngramCache<T>& cache);
+                    const T* X, T* Xout, EngramCache<T>& cache, const int32_t* doc = nullptr);
+// The module's depthwise causal conv over the time axis of z (R,T,C): channel c uses row c of
+// w (C,Kc), y_t = Σ_i w[c·Kc+i]·z_{t−(Kc−1−i)·dil}, zero before the row start (before
+// first[t], the offset of t's document start in its row, when first (R,T) is given); y (R,T,C)
+// overwritten. engram_forward runs it per stream; decoding runs it over kept history rows.
+template <typename T>
+void engram_conv_forward(const T* w, const T* z, T* y, int64_t R, int64_t T_, int64_t C, int64_t Kc,
+                         int64_t dil, const int32_t* first = nullptr);
 // dXout (N,S,C) -> dX (N,S,C) += (the residual path and the gate's read of X); dense
 // gradients += into grads; table gradients of this layer's tables are written (replaced)
 // into tgrad[first_table + j], rows summed in position order.

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstring>
 #include <stdexcept>
+#include <string>
 
 #include "kernels/cpu/gemm.h"
 #include "kernels/cpu/ops.h"
@@ -17,12 +18,17 @@ namespace k = troupe::kernels;
 LossScale loss_scale_of(const Batch& b, bool with_mtp) {
   LossScale s;
   s.rows = b.rows;
+  if (!b.doc.empty() && int64_t(b.doc.size()) != b.rows * b.seq_len)
+    throw std::invalid_argument("Batch.doc: " + std::to_string(b.doc.size()) + " ids for " +
+                                std::to_string(b.rows * b.seq_len) + " tokens");
   for (int64_t r = 0; r < b.rows; ++r) {
     for (int64_t t = 0; t < b.seq_len; ++t) {
-      bool valid = b.targets[r * b.seq_len + t] >= 0;
+      const int64_t n = r * b.seq_len + t;
+      bool valid = b.targets[n] >= 0;
       s.ce_targets += valid;
-      // MTP position t−1 predicts the target of position t (SPEC §3.4, §11).
-      if (with_mtp && t >= 1) s.mtp_targets += valid;
+      // MTP position t−1 predicts the target of position t (SPEC §3.4, §11), inside one
+      // document only.
+      if (with_mtp && t >= 1 && (b.doc.empty() || b.doc[n - 1] == b.doc[n])) s.mtp_targets += valid;
     }
   }
   return s;
@@ -67,7 +73,7 @@ struct Mtp {
   MlaCache<T> mla_cache;
   SwigluLayout mlp{};
   SwigluCache<T> mlp_cache;
-  std::vector<int32_t> pos, tok, tgt;              // (M)
+  std::vector<int32_t> pos, tok, tgt, doc;         // (M)
   std::vector<T> hsel, esel, a, b, ra, rb, cat;    // (M,C) x4, (M) x2, (M,2C)
   std::vector<T> hp, n1, r1, att, x1, n2, r2, x2;  // (M,C) / (M)
   std::vector<T> z, rz, logits;                    // (M,C), (M), (M,V)
@@ -104,7 +110,8 @@ struct Model<T>::Impl {
   RoutedExperts<T>* routed = nullptr;        // set_routed_experts
   int64_t micro_batch = 0;                   // set_micro_batch: its logical id, for `routed`
   T last_bal = 0;                            // balance loss of the current call
-  std::vector<int32_t> pos;                  // (N) position ids, restarting per row
+  std::vector<int32_t> pos;                  // (N) position ids, restarting per document
+  const int32_t* doc = nullptr;              // (N) the batch's document ids, or null
   std::vector<std::vector<T>> xs;            // 2L+1 stream tensors (N,S,C)
   std::vector<T> h, hn, hrstd, logits;       // (N,C) (N,C) (N) (N,V)
   std::vector<T> dlogits, dh, dhn, dX, dXn;  // backward buffers
@@ -175,7 +182,16 @@ void Model<T>::Impl::bind_sizes(const Batch& b) {
   Tn = b.seq_len;
   N = R * Tn;
   resize(pos, N);
-  for (int64_t n = 0; n < N; ++n) pos[n] = static_cast<int32_t>(n % Tn);
+  doc = nullptr;
+  if (!b.doc.empty()) {
+    if (int64_t(b.doc.size()) != N)
+      throw std::invalid_argument("Batch.doc: " + std::to_string(b.doc.size()) + " ids for " +
+                                  std::to_string(N) + " tokens");
+    doc = b.doc.data();
+  }
+  // Position = offset from the document start (the row start without doc ids).
+  doc_first_positions(doc, R, Tn, pos.data());
+  for (int64_t n = 0; n < N; ++n) pos[n] = static_cast<int32_t>(n % Tn) - pos[n];
   xs.resize(static_cast<size_t>(2 * L + 1));
   for (auto& x : xs) resize(x, N * S * C);
   for (auto& blk : blocks) {
@@ -199,7 +215,7 @@ void Model<T>::Impl::sublayer_f_forward(const T* P, int64_t l, int which, const 
                                         T& bal) {
   Block<T>& b = blocks[l];
   if (which == 0) {
-    mla_forward(cfg, b.mla, P, in, R, Tn, pos.data(), nullptr, out, b.mla_cache);
+    mla_forward(cfg, b.mla, P, in, R, Tn, pos.data(), doc, out, b.mla_cache);
   } else if (b.moe) {
     // The balance loss is a mean over the global batch's rows: weight α / rows.
     bal += moe_forward(cfg, b.moe_layout, P, in, R, Tn, bal_weight, out, b.moe_cache, routed, l,
@@ -286,7 +302,7 @@ LossParts<T> Model<T>::Impl::forward(const T* P, const LossScale& sc, bool with_
     Block<T>& blk = blocks[l];
     if (blk.engram)
       engram_forward(cfg, blk.engram_layout, P, *engram_store, b.inputs.data(), R, Tn,
-                     xs[2 * l].data(), blk.x_engram.data(), blk.engram_cache);
+                     xs[2 * l].data(), blk.x_engram.data(), blk.engram_cache, doc);
     stage_forward(P, l, 0);
     stage_forward(P, l, 1);
   }
@@ -313,7 +329,9 @@ LossParts<T> Model<T>::Impl::forward(const T* P, const LossScale& sc, bool with_
 }
 
 // MTP depth 1 (SPEC §3.4): position t of each row sees h_t and embed[tok_{t+1}] and
-// predicts the target of position t+1; a plain pre-norm block over T−1 positions.
+// predicts the target of position t+1; a plain pre-norm block over T−1 positions. With
+// document ids, MTP position t keeps t's document id and position, and has no target when
+// t+1 is in another document (nothing attends to it then: it is its document's last).
 template <typename T>
 void Model<T>::Impl::mtp_forward(const T* P, const LossScale& sc, bool need_grad,
                                  LossParts<T>& out) {
@@ -321,7 +339,7 @@ void Model<T>::Impl::mtp_forward(const T* P, const LossScale& sc, bool need_grad
   const int64_t Tm = Tn - 1, M = R * Tm;
   const T eps = T(cfg.rms_norm_eps);
   Mtp<T>& m = mtp;
-  resize(m.pos, M), resize(m.tok, M), resize(m.tgt, M);
+  resize(m.pos, M), resize(m.tok, M), resize(m.tgt, M), resize(m.doc, doc ? M : 0);
   for (auto* v : {&m.hsel, &m.esel, &m.a, &m.b, &m.hp, &m.n1, &m.att, &m.x1, &m.n2, &m.x2, &m.z})
     resize(*v, M * C);
   for (auto* v : {&m.ra, &m.rb, &m.r1, &m.r2, &m.rz}) resize(*v, M);
@@ -330,9 +348,13 @@ void Model<T>::Impl::mtp_forward(const T* P, const LossScale& sc, bool need_grad
   for (int64_t r = 0; r < R; ++r) {
     for (int64_t t = 0; t < Tm; ++t) {
       const int64_t i = r * Tm + t, src = r * Tn + t;
-      m.pos[i] = static_cast<int32_t>(t);
+      m.pos[i] = pos[src];
       m.tok[i] = b.inputs[src + 1];
       m.tgt[i] = b.targets[src + 1];
+      if (doc) {
+        m.doc[i] = doc[src];
+        if (doc[src + 1] != doc[src]) m.tgt[i] = kNoTarget;
+      }
       std::copy(h.data() + src * C, h.data() + (src + 1) * C, m.hsel.data() + i * C);
       const T* e = P + embed + int64_t(m.tok[i]) * C;
       std::copy(e, e + C, m.esel.data() + i * C);
@@ -346,7 +368,8 @@ void Model<T>::Impl::mtp_forward(const T* P, const LossScale& sc, bool need_grad
   }
   k::linear_forward(m.cat.data(), P + m.proj, m.hp.data(), M, 2 * C, C);
   k::rmsnorm_forward(m.hp.data(), P + m.ln1, eps, m.n1.data(), m.r1.data(), M, C);
-  mla_forward(cfg, m.mla, P, m.n1.data(), R, Tm, m.pos.data(), nullptr, m.att.data(), m.mla_cache);
+  mla_forward(cfg, m.mla, P, m.n1.data(), R, Tm, m.pos.data(), doc ? m.doc.data() : nullptr,
+              m.att.data(), m.mla_cache);
   for (int64_t i = 0; i < M * C; ++i) m.x1[i] = m.hp[i] + m.att[i];
   k::rmsnorm_forward(m.x1.data(), P + m.ln2, eps, m.n2.data(), m.r2.data(), M, C);
   swiglu_forward(cfg, m.mlp, P, m.n2.data(), M, C, m.x2.data(), m.mlp_cache);
@@ -450,6 +473,11 @@ void Model<T>::set_routed_experts(RoutedExperts<T>* routed) {
 template <typename T>
 void Model<T>::set_micro_batch(int64_t mb) {
   impl_->micro_batch = mb;
+}
+
+template <typename T>
+const std::vector<T>& Model<T>::logits() const {
+  return impl_->logits;
 }
 
 template <typename T>

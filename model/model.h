@@ -3,6 +3,15 @@
 // micro-batch. A Model owns the activation workspace of one micro-batch; the parameters
 // and gradients are flat buffers laid out by the ParamTable. Templated on the scalar:
 // float trains, double backs the reference-parity tests.
+//
+// Document masking (mixed-length mode, SPEC §1): a Batch with document ids (model/batch.h)
+// restarts RoPE positions at 0 per document, masks attention (main blocks and the MTP block)
+// to the query's document, hashes Engram n-grams with BOS before the document start, and
+// keeps Engram's conv from reading before it (zero, as before a row start). MTP position t
+// has no target when t+1 is in another document; loss_scale_of counts MTP targets alike.
+// Choices where the SPEC is open: MoE routing, expert counts and the balance loss see every
+// position of a row, padding included (a row is the "sequence" of §3.3); the MTP block's
+// position for t is t's position in its document.
 #include <cstdint>
 #include <memory>
 #include <vector>
@@ -61,6 +70,10 @@ class Model {
   // The logical id of the micro-batch the next step() computes, for `routed` (which replica
   // computes its tokens may depend on it). 0 until set.
   void set_micro_batch(int64_t mb);
+
+  // The main head's logits (rows·seq_len, V) of the last step(), at every position (valid
+  // target or not): what generation's recompute path reads (model/generate.h).
+  const std::vector<T>& logits() const;
 
   // Tokens routed to each expert in the last step(), per layer (empty for dense layers).
   const std::vector<std::vector<int64_t>>& expert_counts() const { return counts_; }

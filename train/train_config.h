@@ -12,12 +12,15 @@ struct TrainConfig {             // [train]
   int64_t steps = 600;           // steps: optimizer steps of the job
   int64_t batch_size = 16;       // global rows of T per step
   int64_t micro_batch_rows = 2;  // rows per logical micro-batch (the unit of determinism)
-  double lr = 3e-3;              // peak learning rate (AdamW and Muon), after warm-up
-  int64_t warmup_steps = 50;     // steps: linear warm-up from 0 to lr
-  double min_lr_ratio = 0.1;     // cosine decays to lr·min_lr_ratio
-  double weight_decay = 0.1;     // decoupled weight decay (per unit of lr)
-  double grad_clip = 1.0;        // L2 norm: global-norm gradient clipping threshold
-  uint64_t seed = 1234;          // the job seed: initialisation, data order, sampling
+  // data.mode = "mixed": tokens of a micro-batch (its one row); 0 = micro_batch_rows ·
+  // seq_len, the tokens of a packed micro-batch. Unused in packed mode.
+  int64_t tokens_per_microbatch = 0;
+  double lr = 3e-3;           // peak learning rate (AdamW and Muon), after warm-up
+  int64_t warmup_steps = 50;  // steps: linear warm-up from 0 to lr
+  double min_lr_ratio = 0.1;  // cosine decays to lr·min_lr_ratio
+  double weight_decay = 0.1;  // decoupled weight decay (per unit of lr)
+  double grad_clip = 1.0;     // L2 norm: global-norm gradient clipping threshold
+  uint64_t seed = 1234;       // the job seed: initialisation, data order, sampling
   // Steps between validations; 0 = none but the last (the last step always runs one).
   int64_t eval_every = 100;
   int64_t threads = 0;  // compute threads; 0 = all cores. Never changes results.
@@ -43,5 +46,21 @@ struct TrainJobConfig {
   // [checkpoint]: when the state is written; never changes what is computed.
   CheckpointConfig checkpoint;
 };
+
+// data.mode = "mixed": T_max, the tokens of a document at most (data.max_doc_tokens, 0 =
+// model.seq_len).
+inline int64_t mixed_max_doc_tokens(const TrainJobConfig& c) {
+  return c.data.max_doc_tokens > 0 ? c.data.max_doc_tokens : c.model.seq_len;
+}
+// data.mode = "mixed": the tokens of a micro-batch's one row (train.tokens_per_microbatch, 0 =
+// micro_batch_rows · seq_len).
+inline int64_t mixed_tokens_per_microbatch(const TrainJobConfig& c) {
+  return c.train.tokens_per_microbatch > 0 ? c.train.tokens_per_microbatch
+                                           : c.train.micro_batch_rows * c.model.seq_len;
+}
+// Rows of a training micro-batch: micro_batch_rows, or one in mixed mode.
+inline int64_t train_micro_batch_rows(const TrainJobConfig& c) {
+  return c.data.mode == DataMode::mixed ? 1 : c.train.micro_batch_rows;
+}
 
 }  // namespace troupe::model

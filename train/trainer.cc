@@ -8,6 +8,7 @@
 #include <stdexcept>
 #include <thread>
 
+#include "data/mixed_batch.h"
 #include "model/ffn.h"
 #include "train/engram_share.h"
 #include "train/tree.h"
@@ -169,6 +170,13 @@ Trainer::Trainer(const TrainJobConfig& c, const EngramStore<float>* engram_elsew
   corpus_ = std::make_unique<Corpus>(load_fortunes(c.data.corpus_dir, c.data.val_modulus));
   train_stream_ = std::make_unique<PackedStream>(&corpus_->train, c.train.seed, c.data.shuffle,
                                                  c.model.seq_len);
+  if (c.data.mode == DataMode::mixed) {
+    MixedPlanConfig pc;
+    pc.max_doc_tokens = mixed_max_doc_tokens(c);
+    pc.tokens_per_microbatch = mixed_tokens_per_microbatch(c);
+    pc.micro_batches_per_step = c.train.batch_size / c.train.micro_batch_rows;
+    planner_ = std::make_unique<MixedPlanner>(&corpus_->train, c.train.seed, c.data.shuffle, pc);
+  }
   val_batch_ = validation_rows(c, corpus_->val);
   init_params(table, c.train.seed, params.data());
   if (!c.model.engram_layers.empty() && !engram_elsewhere)
@@ -190,14 +198,24 @@ StepStats step_stats(const TrainConfig& t, int64_t step, const LossParts<float>&
   return st;
 }
 
+Batch Trainer::step_batch(int64_t step) const {
+  if (planner_) return mixed_batch(*planner_, corpus_->train, step);
+  return train_batch(*train_stream_, step, cfg.train.batch_size);
+}
+
+double Trainer::padding_waste(int64_t step) const {
+  return planner_ ? planner_->step(step).padding_waste() : 0.0;
+}
+
 StepStats Trainer::train_step(int64_t step) {
-  const Batch batch = train_batch(*train_stream_, step, cfg.train.batch_size);
-  LossParts<float> lp =
-      engine_->run(params.data(), batch, cfg.train.micro_batch_rows, true, cfg.model.mtp_depth > 0);
-  const StepStats st =
+  const Batch batch = step_batch(step);
+  LossParts<float> lp = engine_->run(params.data(), batch, train_micro_batch_rows(cfg), true,
+                                     cfg.model.mtp_depth > 0);
+  StepStats st =
       step_stats(cfg.train, step, lp,
                  global_norm_with_engram(cfg.model, global_grad_norm(table, engine_->grad().data()),
                                          engram_ ? engram_grad_sumsq(engine_->engram_grad()) : 0));
+  if (planner_) st.padding_waste = padding_waste(step);
   const double scale = clip_scale(cfg.train.grad_clip, st.grad_norm);
   optimizer_stepped_ = true;
   optimizer_->update(params.data(), engine_->grad().data(), st.lr, scale, step);
@@ -262,21 +280,21 @@ void Trainer::reshard_optimizer(FlatRange owned,
   optimizer_stepped_ = true;
 }
 
-void Trainer::before_compute(const Batch& batch, TreeNode range) const {
+void Trainer::before_compute(const Batch& batch, TreeNode range, int64_t mb) const {
   if (!before_compute_) return;
-  const int64_t mb = cfg.train.micro_batch_rows;
   before_compute_(batch.slice(range.lo * mb, (range.hi - range.lo) * mb));
 }
 
 const std::vector<Piece<float>>& Trainer::compute_range(int64_t step, TreeNode range) {
-  const Batch batch = train_batch(*train_stream_, step, cfg.train.batch_size);
-  before_compute(batch, range);
-  return engine_->run_range(params.data(), batch, cfg.train.micro_batch_rows, range.lo, range.hi,
-                            true, cfg.model.mtp_depth > 0);
+  const Batch batch = step_batch(step);
+  const int64_t mb = train_micro_batch_rows(cfg);
+  before_compute(batch, range, mb);
+  return engine_->run_range(params.data(), batch, mb, range.lo, range.hi, true,
+                            cfg.model.mtp_depth > 0);
 }
 
 const std::vector<Piece<float>>& Trainer::validate_range(TreeNode range) {
-  before_compute(val_batch_, range);
+  before_compute(val_batch_, range, cfg.train.micro_batch_rows);
   return engine_->run_range(params.data(), val_batch_, cfg.train.micro_batch_rows, range.lo,
                             range.hi, false, false);
 }

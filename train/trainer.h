@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "data/data.h"
+#include "data/mixed_plan.h"
 #include "model/config.h"
 #include "model/engram.h"
 #include "model/model.h"
@@ -28,6 +29,9 @@ struct StepStats {
   // tables' sparse gradient together: sqrt(‖dense‖² + Σ_tables Σ_rows ‖g_row‖²).
   double lr = 0, grad_norm = 0;
   int64_t tokens = 0;  // valid main-head targets of the step
+  // Mixed mode: the step's padding fraction of its micro-batches' tokens (StepPlan); -1 where
+  // it is not known (packed mode, and the coordinator, which holds no corpus).
+  double padding_waste = -1;
 };
 
 // The reduced contribution of one canonical-tree node [lo, hi) of micro-batches.
@@ -119,6 +123,7 @@ class Trainer {
   int threads_;
   std::unique_ptr<Corpus> corpus_;
   std::unique_ptr<PackedStream> train_stream_;
+  std::unique_ptr<MixedPlanner> planner_;  // data.mode = "mixed": the steps' plans
   Batch val_batch_;  // the validation rows: the same every time, so built once
   std::unique_ptr<InProcessEngramStore<float>> engram_;  // Engram tables (null without Engram)
   std::unique_ptr<GradEngine<float>> engine_;
@@ -137,7 +142,7 @@ class Trainer {
 
   void apply_bias_rule(const std::vector<std::vector<int64_t>>& counts, FlatRange owned);
   std::function<void(const Batch&)> before_compute_;
-  void before_compute(const Batch& batch, TreeNode range) const;
+  void before_compute(const Batch& batch, TreeNode range, int64_t mb_rows) const;
 
  public:
   // Loads the corpus and initialises the weights from the job seed. With Engram layers the
@@ -149,6 +154,12 @@ class Trainer {
 
   // Runs step s (0-based) of the job: forward, backward, reduce, clip, update, rebalance.
   StepStats train_step(int64_t step);
+  // The global batch of step s: rows of the packed stream, or in mixed mode the planner's
+  // plan (data/mixed_batch.h), one row of tokens_per_microbatch per micro-batch. A pure
+  // function of the config and s: every worker builds the same micro-batch for an id.
+  Batch step_batch(int64_t step) const;
+  // Mixed mode: 1 − tokens placed / (micro-batches · budget) of step s; 0 in packed mode.
+  double padding_waste(int64_t step) const;
   // Mean main-head cross-entropy (nats per byte) over the validation rows.
   double validate();
 

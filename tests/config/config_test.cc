@@ -427,6 +427,29 @@ TEST(Config, TroupeConfigJsonTextIsUnchanged) {
   EXPECT_EQ(model_config_from_json(nlohmann::json::parse(alt_json)), alt.model);
 }
 
+// Mixed-length mode's keys (issue 17): defaults, the name registry, and the refusals naming
+// the key.
+TEST(Config, MixedModeKeys) {
+  const JobConfig d = config_from_sets({});
+  EXPECT_EQ(d.data.mode, DataMode::packed);
+  const JobConfig m = config_from_sets({"data.mode=mixed"});
+  EXPECT_EQ(m.data.mode, DataMode::mixed);
+  EXPECT_EQ(mixed_max_doc_tokens(m), m.model.seq_len);  // 0: the model's seq_len
+  EXPECT_EQ(mixed_tokens_per_microbatch(m), m.train.micro_batch_rows * m.model.seq_len);
+  EXPECT_EQ(train_micro_batch_rows(m), 1);
+  EXPECT_CONTAINS(config_to_toml(m), "mode = \"mixed\"");
+  EXPECT_EQ(set_error({"data.mode=ragged"}),
+            "--set data.mode=ragged: unknown data mode; known: packed, mixed");
+  EXPECT_CONTAINS(set_error({"data.mode=mixed", "train.tokens_per_microbatch=64"}),
+                  "--set train.tokens_per_microbatch=64: data.max_doc_tokens = 128 exceeds "
+                  "train.tokens_per_microbatch = 64");
+  EXPECT_CONTAINS(set_error({"data.mode=mixed", "data.max_doc_tokens=1"}),
+                  "--set data.max_doc_tokens=1: a cap of 1 tokens");
+  EXPECT_CONTAINS(set_error({"train.tokens_per_microbatch=-3"}), "train.tokens_per_microbatch");
+  EXPECT_NO_THROW(config_from_sets({"data.mode=mixed", "engram.placement=shards"}));
+  EXPECT_NO_THROW(config_from_sets({"data.max_doc_tokens=1"}));  // packed: unused
+}
+
 // The registry keys take their names from a file, --set (quoted or a bare word) and JSON,
 // and write them back as the same names.
 TEST(Config, RegistryNamesEverywhere) {

@@ -68,12 +68,15 @@ def main():
     ap.add_argument("--work", required=True)
     ap.add_argument("--set", action="append", default=[])
     ap.add_argument("--eval-text", default="/usr/share/games/fortunes/paradoxum")
+    ap.add_argument("--documents", action="store_true",
+                    help="document masking: each BOS of a row starts a document")
     a = ap.parse_args()
     os.makedirs(a.work, exist_ok=True)
     sets = []
     for s in a.set + [f"train.seed={a.seed}"]:
         sets += ["--set", s]
-    run([a.troupe, "dev", "grads", "--config", a.config, *sets, "--out", a.work, "--perturb"])
+    docs = ["--documents"] if a.documents else []
+    run([a.troupe, "dev", "grads", "--config", a.config, *sets, "--out", a.work, "--perturb", *docs])
     w, b = os.path.join(a.work, "weights.safetensors"), os.path.join(a.work, "batch.safetensors")
     ref = os.path.join(a.work, "ref.safetensors")
     run([PY, os.path.join(HERE, "reference.py"), "grads", "--weights", w, "--batch", b,

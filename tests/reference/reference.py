@@ -211,10 +211,27 @@ def engram_d_mem(cfg):
     return len(cfg.engram_orders) * cfg.engram_heads * cfg.engram_head_dim
 
 
-def engram_row_ids(cfg, l, inputs):
-    """inputs (R, T) -> {table name: (R, T) int64 row ids} for layer l. A row is a document:
-    positions before the row start read BOS (256)."""
+def doc_first(doc, R, T):
+    """doc (R, T) document ids or None -> (R, T) long: the offset in its row of each token's
+    document start (0 without doc; documents are contiguous runs of one id)."""
+    if doc is None:
+        return torch.zeros(R, T, dtype=torch.long)
+    first = torch.zeros(R, T, dtype=torch.long)
+    for r in range(R):
+        start = 0
+        for t in range(1, T):
+            if int(doc[r, t]) != int(doc[r, t - 1]):
+                start = t
+            first[r, t] = start
+    return first
+
+
+def engram_row_ids(cfg, l, inputs, first=None):
+    """inputs (R, T) -> {table name: (R, T) int64 row ids} for layer l. A row is a document
+    (or, with `first` from doc_first, each run of one document id is): positions before the
+    document start read BOS (256)."""
     R, T = inputs.shape
+    fl = [[0] * T for _ in range(R)] if first is None else first.tolist()
     mult = [engram_multiplier(cfg.seed, l, k) for k in range(max(cfg.engram_orders))]
     toks = [[engram_compress(int(x)) for x in row] for row in inputs.tolist()]
     tabs = {(int(n.split(".")[-2]), int(n.split(".")[-1])): (n, rows)
@@ -226,7 +243,7 @@ def engram_row_ids(cfg, l, inputs):
             for t in range(T):
                 x = 0
                 for k in range(order):
-                    x ^= (toks[r][t - k] if t - k >= 0 else BOS) * mult[k]
+                    x ^= (toks[r][t - k] if t - k >= fl[r][t] else BOS) * mult[k]
                 mix[r][t] = x & U64
         for j in range(cfg.engram_heads):
             name, rows = tabs[(order, j)]
@@ -234,11 +251,12 @@ def engram_row_ids(cfg, l, inputs):
     return out
 
 
-def engram(P, l, cfg, inputs, X):
-    """X (R, T, S, C) streams at the block input -> X + Y (SPEC §4, §11)."""
+def engram(P, l, cfg, inputs, X, first=None):
+    """X (R, T, S, C) streams at the block input -> X + Y (SPEC §4, §11). With `first`
+    (doc_first), hashes and conv stop at the document start as they do at the row start."""
     R, T, S, C = X.shape
     p = f"model.layers.{l}.engram."
-    ids = engram_row_ids(cfg, l, inputs)
+    ids = engram_row_ids(cfg, l, inputs, first)
     e = torch.cat([P[n][ids[n]] for n, _, _ in engram_tables(cfg) if n in ids], dim=-1)  # (R,T,M)
     v = F.linear(e, P[p + "w_v"])
     eps, K, dil = cfg.rms_norm_eps, cfg.engram_conv_kernel, cfg.engram_conv_dilation
@@ -249,9 +267,19 @@ def engram(P, l, cfg, inputs, X):
         vts.append(torch.sigmoid(s / math.sqrt(C)).unsqueeze(-1) * v)
     vt = torch.stack(vts, 2)  # (R,T,S,C)
     z = torch.stack([rms_norm(vts[m], P[p + f"norm_c.{m}"], eps) for m in range(S)], 2)
-    zc = F.pad(z.reshape(R, T, S * C).transpose(1, 2), ((K - 1) * dil, 0))  # channel m·C + c
-    y = F.conv1d(zc, P[p + "conv"], dilation=dil, groups=S * C).transpose(1, 2).reshape(R, T, S, C)
-    return X + F.silu(y) + vt
+    if first is None:
+        zc = F.pad(z.reshape(R, T, S * C).transpose(1, 2), ((K - 1) * dil, 0))  # channel m·C + c
+        y = F.conv1d(zc, P[p + "conv"], dilation=dil, groups=S * C).transpose(1, 2)
+    else:  # y_t = Σ_i w[i]·z_{t−(K−1−i)·dil}, the tap zero when it falls before first[t]
+        zf, w = z.reshape(R, T, S * C), P[p + "conv"][:, 0, :]  # (R,T,SC), (SC,K)
+        y = torch.zeros_like(zf)
+        t = torch.arange(T)
+        for i in range(K):
+            sh = (K - 1 - i) * dil
+            zs = F.pad(zf, (0, 0, sh, 0))[:, :T]  # zs[:, t] = z[:, t − sh]
+            keep = ((t[None, :] - sh) >= first).to(zf.dtype).unsqueeze(-1)
+            y = y + w[:, i] * zs * keep
+    return X + F.silu(y.reshape(R, T, S, C)) + vt
 
 
 def is_trained(name):
@@ -319,15 +347,17 @@ def swiglu(P, p, x):
                     P[p + "down_proj.weight"])
 
 
-def mla(P, p, x, cfg, cos, sin):
-    """x (R, T, C) -> (R, T, C). Causal within each row; positions 0..T−1."""
+def mla(P, p, x, cfg, cos, sin, same=None):
+    """x (R, T, C) -> (R, T, C). Causal within each row; positions 0..T−1 with cos/sin (T, d),
+    or per token with cos/sin (R, T, d); `same` (R, T, T) bool: query and key in one
+    document (document masking), None: the whole row is one document."""
     R, T, _ = x.shape
     H, dn, dr, dv = cfg.n_heads, cfg.qk_nope_head_dim, cfg.qk_rope_head_dim, cfg.v_head_dim
     eps = cfg.rms_norm_eps
     c_q = rms_norm(F.linear(x, P[p + "q_a_proj.weight"]), P[p + "q_a_layernorm.weight"], eps)
     q = F.linear(c_q, P[p + "q_b_proj.weight"]).view(R, T, H, dn + dr).transpose(1, 2)  # (R,H,T,dq)
     q_nope, q_pe = q.split([dn, dr], dim=-1)
-    q_pe = apply_rope(q_pe, cos, sin)
+    q_pe = apply_rope(q_pe, cos, sin) if cos.dim() == 2 else apply_rope(q_pe, cos[:, None], sin[:, None])
     kv_a = F.linear(x, P[p + "kv_a_proj_with_mqa.weight"])
     c_kv, k_pe = kv_a.split([cfg.kv_lora_rank, dr], dim=-1)
     c_kv = rms_norm(c_kv, P[p + "kv_a_layernorm.weight"], eps)
@@ -338,6 +368,9 @@ def mla(P, p, x, cfg, cos, sin):
     k = torch.cat([k_nope, k_pe[:, None].expand(R, H, T, dr)], dim=-1)
     scores = torch.matmul(q, k.transpose(-1, -2)) * (1.0 / math.sqrt(dn + dr))
     mask = torch.ones(T, T, dtype=torch.bool).triu(1)
+    if same is not None:
+        mask = mask[None] | ~same  # (R,T,T)
+        mask = mask[:, None]  # (R,1,T,T) over heads
     scores = scores.masked_fill(mask, float("-inf"))
     prob = torch.softmax(scores, dim=-1)
     o = torch.matmul(prob, v).transpose(1, 2).reshape(R, T, H * dv)
@@ -451,15 +484,25 @@ def ce_sum(logits, targets):
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), t, ignore_index=-1, reduction="sum"), cnt
 
 
-def forward(P, cfg, inputs, targets, with_mtp=True, deterministic=True, forced=None):
+def forward(P, cfg, inputs, targets, with_mtp=True, deterministic=True, forced=None, doc=None):
     """inputs/targets (R, T) int. Returns dict with loss, ce, mtp_ce, bal, counts{l: (E,)},
-    topi{l: (N,k)}, ce_sum, n_valid. `forced` {l: topi} freezes the routing (for checks)."""
+    topi{l: (N,k)}, ce_sum, n_valid. `forced` {l: topi} freezes the routing (for checks).
+    doc (R, T) document ids or None (model/batch.h): with them, positions restart at 0 per
+    document, attention, Engram and MTP stay inside a document, and an MTP position whose
+    next token is in another document has no target."""
     inputs = inputs.long()
     R, T = inputs.shape
     eps = cfg.rms_norm_eps
     emb = P["model.embed_tokens.weight"]
     dtype = emb.dtype
     cos, sin = rope_tables(T, cfg.qk_rope_head_dim, cfg.rope_theta, dtype)
+    first, same = None, None
+    if doc is not None:
+        doc = doc.long()
+        first = doc_first(doc, R, T)
+        pos = torch.arange(T)[None, :] - first  # (R,T)
+        cos, sin = cos[pos], sin[pos]  # (R,T,d)
+        same = doc[:, :, None] == doc[:, None, :]  # (R,T,T)
     h0 = emb[inputs]  # (R,T,C)
     counts, topis, bal_terms = {}, {}, []
 
@@ -477,7 +520,8 @@ def forward(P, cfg, inputs, targets, with_mtp=True, deterministic=True, forced=N
 
     def make_attn(p):
         def attn(u):
-            return mla(P, p + "self_attn.", rms_norm(u, P[p + "input_layernorm.weight"], eps), cfg, cos, sin)
+            return mla(P, p + "self_attn.", rms_norm(u, P[p + "input_layernorm.weight"], eps), cfg, cos, sin,
+                       same)
         return attn
 
     if cfg.residual == "mhc":
@@ -485,7 +529,7 @@ def forward(P, cfg, inputs, targets, with_mtp=True, deterministic=True, forced=N
         for l in range(cfg.n_layers):
             p = f"model.layers.{l}."
             if l in cfg.engram_layers:
-                X = engram(P, l, cfg, inputs, X)
+                X = engram(P, l, cfg, inputs, X, first)
             X = mhc(P, p + "attn_hc.", X, make_attn(p), cfg)
             X = mhc(P, p + "mlp_hc.", X, make_ffn(l, p), cfg)
         h = X.sum(2)
@@ -494,7 +538,7 @@ def forward(P, cfg, inputs, targets, with_mtp=True, deterministic=True, forced=N
         for l in range(cfg.n_layers):
             p = f"model.layers.{l}."
             if l in cfg.engram_layers:
-                h = engram(P, l, cfg, inputs, h.unsqueeze(2)).squeeze(2)
+                h = engram(P, l, cfg, inputs, h.unsqueeze(2), first).squeeze(2)
             h = h + make_attn(p)(h)
             h = h + make_ffn(l, p)(h)
 
@@ -514,12 +558,18 @@ def forward(P, cfg, inputs, targets, with_mtp=True, deterministic=True, forced=N
         hn = rms_norm(h[:, :-1], P["mtp.norm_h.weight"], eps)
         en = rms_norm(emb[inputs[:, 1:]], P["mtp.norm_e.weight"], eps)
         x = F.linear(torch.cat([hn, en], dim=-1), P["mtp.proj.weight"])
-        c2, s2 = cos[:T - 1], sin[:T - 1]
-        x = x + mla(P, "mtp.block.self_attn.", rms_norm(x, P["mtp.block.input_layernorm.weight"], eps), cfg, c2, s2)
+        if doc is None:
+            c2, s2, same2, tgt2 = cos[:T - 1], sin[:T - 1], None, targets[:, 1:]
+        else:  # position t keeps t's document and position; no target across a boundary
+            c2, s2, same2 = cos[:, :T - 1], sin[:, :T - 1], same[:, :T - 1, :T - 1]
+            tgt2 = targets[:, 1:].masked_fill(doc[:, 1:] != doc[:, :-1], -1)
+        x = x + mla(P, "mtp.block.self_attn.", rms_norm(x, P["mtp.block.input_layernorm.weight"], eps), cfg, c2, s2,
+                    same2)
         x = x + swiglu(P, "mtp.block.mlp.", rms_norm(x, P["mtp.block.post_attention_layernorm.weight"], eps))
         mlogits = F.linear(rms_norm(x, P["model.norm.weight"], eps), head)
-        s_mtp, n_mtp = ce_sum(mlogits, targets[:, 1:])
+        s_mtp, n_mtp = ce_sum(mlogits, tgt2)
         mtp_ce = s_mtp / n_mtp if n_mtp else zero
+        res.update(mtp_sum=s_mtp, mtp_valid=n_mtp)
 
     bal = sum(bal_terms) / R if bal_terms else zero
     loss = ce + cfg.mtp_lambda * mtp_ce + bal
@@ -536,12 +586,12 @@ def load_weights(path, dtype=torch.float64):
     return P, cfg, meta
 
 
-def compute_grads(P, cfg, inputs, targets):
+def compute_grads(P, cfg, inputs, targets, doc=None):
     """FP64 loss and grads. Returns dict of output tensors (names as written by `grads`)."""
     leaves = {}
     for k, v in P.items():
         leaves[k] = v.detach().clone().requires_grad_(is_trained(k))
-    res = forward(leaves, cfg, inputs, targets)
+    res = forward(leaves, cfg, inputs, targets, doc=doc)
     names = [k for k in leaves if is_trained(k)]
     gs = torch.autograd.grad(res["loss"], [leaves[k] for k in names], allow_unused=True)
     out = {}
@@ -563,8 +613,11 @@ def cmd_grads(a):
         raise SystemExit(f"batch: inputs {tuple(inputs.shape)} / targets {tuple(targets.shape)} must be equal (R,T)")
     if int(inputs.min()) < 0 or int(inputs.max()) >= cfg.vocab_size:
         raise SystemExit("batch: input id out of range")
+    doc = B["doc"].long() if "doc" in B else None
+    if doc is not None and doc.shape != inputs.shape:
+        raise SystemExit(f"batch: doc {tuple(doc.shape)} must have the inputs' shape {tuple(inputs.shape)}")
     t0 = time.time()
-    out, _ = compute_grads(P, cfg, inputs, targets)
+    out, _ = compute_grads(P, cfg, inputs, targets, doc)
     safetensors_io.write(a.out, out, {"troupe_config": meta["troupe_config"]})
     print(json.dumps({"loss": float(out["loss"]), "ce": float(out["ce"]), "mtp_ce": float(out["mtp_ce"]),
                       "bal": float(out["bal"]), "seconds": round(time.time() - t0, 3)}))
@@ -1048,6 +1101,33 @@ def cmd_selftest(a):
     r = forward(P, cfg, inp, tgt)
     check(n == len(data) + 1 and inp[-1, -1] == EOS and abs(loss - float(r["ce"])) < 1e-12 and tgt[0, 0] == data[0]
           and inp[0, 0] == BOS, f"eval: {n} tokens, loss {loss:.6f} (chunked == one batch)")
+
+    # 4. document masking: a row of documents end to end (and padding) gives each document the
+    # logits and MTP loss it gets alone as a row (MoE routing is per token, so also with MoE)
+    for variant in ({"residual": "mhc", "ffn": "moe"}, dict(residual="plain", ffn="dense", **engram_sizes),
+                    dict(residual="mhc", ffn="moe", **engram_sizes)):
+        cd = dict(SELFTEST_CFG)
+        cd.update(variant)
+        cfg = Config(cd)
+        gen = torch.Generator().manual_seed(5)
+        P = selftest_weights(cfg, gen)
+        lens, T = [3, 7, 1, 5], 18  # 16 tokens of documents and 2 of padding
+        docs = [torch.randint(0, VOCAB, (1, n + 1), generator=gen) for n in lens]
+        inputs = torch.cat([d[:, :-1] for d in docs] + [torch.full((1, 2), EOS)], 1)
+        targets = torch.cat([d[:, 1:] for d in docs] + [torch.full((1, 2), -1)], 1)
+        doc = torch.cat([torch.full((1, n), i) for i, n in enumerate(lens)] + [torch.full((1, 2), 9)], 1)
+        r = forward(P, cfg, inputs, targets, doc=doc)
+        err, mtp_sum, at = 0.0, 0.0, 0
+        for d, n in zip(docs, lens):
+            one = forward(P, cfg, d[:, :-1], d[:, 1:])
+            err = max(err, float((one["logits"][0] - r["logits"][0, at:at + n]).abs().max()))
+            mtp_sum += float(one.get("mtp_sum", 0.0))
+            at += n
+        e_mtp = abs(mtp_sum - float(r["mtp_sum"]))
+        check(err < 1e-10 and e_mtp < 1e-9 and r["mtp_valid"] == sum(n - 1 for n in lens),
+              f"documents {variant.get('residual')}/{variant.get('ffn')}"
+              f"{'/engram' if cfg.engram_layers else ''}: a packed row of 4 documents == each alone "
+              f"(logits max err {err:.1e}, MTP CE sum err {e_mtp:.1e})")
 
     dt = time.time() - t_start
     print(f"selftest: {'PASS' if not failures else 'FAIL (%d)' % len(failures)} in {dt:.1f} s")

@@ -12,10 +12,14 @@
 namespace troupe::model {
 namespace {
 
-JobConfig small_job(const std::string& optimizer, bool engram = false) {
+JobConfig small_job(const std::string& optimizer, bool engram = false, bool mixed = false) {
   // 6 micro-batches: 5 workers get uneven shares.
   JobConfig cfg = tests::tiny_test_job(
       {"train.batch_size=12", "train.threads=1", "optimizer.name=" + optimizer});
+  if (mixed) {  // 6 micro-batches of one row of 64 tokens: whole documents up to 48 tokens
+    cfg.data.mode = DataMode::mixed;
+    cfg.data.max_doc_tokens = 48;
+  }
   if (engram) {
     cfg.model.engram_layers = {1};
     cfg.model.engram_table_rows = 211;  // small tables: the steps touch rows more than once
@@ -113,14 +117,15 @@ StepStats dp_step(std::vector<std::unique_ptr<Trainer>>& workers, int64_t step) 
   return d.stats;
 }
 
-void expect_dp_matches_single(const std::string& optimizer, bool engram = false) {
-  Trainer single(small_job(optimizer, engram));
+void expect_dp_matches_single(const std::string& optimizer, bool engram = false,
+                              bool mixed = false) {
+  Trainer single(small_job(optimizer, engram, mixed));
   std::vector<StepStats> ref;
   for (int64_t s = 0; s < 3; ++s) ref.push_back(single.train_step(s));
   for (int64_t W : {1, 2, 3, 4, 5}) {
     std::vector<std::unique_ptr<Trainer>> workers;
     for (int64_t w = 0; w < W; ++w)
-      workers.push_back(std::make_unique<Trainer>(small_job(optimizer, engram)));
+      workers.push_back(std::make_unique<Trainer>(small_job(optimizer, engram, mixed)));
     for (int64_t s = 0; s < 3; ++s) {
       const StepStats st = dp_step(workers, s);
       EXPECT_EQ(st.loss, ref[s].loss) << W << " workers, step " << s;
@@ -157,6 +162,12 @@ TEST(DataParallel, MissingPieceIsAnError) {
 
 TEST(DataParallel, EngramBitsMatchTrainStepForOneToFiveWorkers) {
   expect_dp_matches_single("adamw", true);
+}
+
+// Mixed-length mode (data/mixed_batch.h): every worker builds the same planned micro-batch
+// for an id, so any split gives train_step's bits.
+TEST(DataParallel, MixedModeBitsMatchTrainStepForOneToFiveWorkers) {
+  expect_dp_matches_single("muon", true, true);
 }
 
 // Recovery returns to the version before the step in flight: the dense weights, the
