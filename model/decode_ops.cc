@@ -15,21 +15,6 @@ namespace k = troupe::kernels;
 
 namespace {
 
-// The widths of one MLA layer (letters as in mla.h).
-struct MlaDims {
-  int64_t C, H, QL, KL, DN, DR, DQ, DV, DKV;
-  explicit MlaDims(const ModelConfig& c)
-      : C(c.d_model),
-        H(c.n_heads),
-        QL(c.q_lora_rank),
-        KL(c.kv_lora_rank),
-        DN(c.qk_nope_head_dim),
-        DR(c.qk_rope_head_dim),
-        DQ(c.qk_nope_head_dim + c.qk_rope_head_dim),
-        DV(c.v_head_dim),
-        DKV(c.qk_nope_head_dim + c.v_head_dim) {}
-};
-
 template <typename T>
 T* sized(std::vector<T>& v, int64_t n) {
   v.resize(static_cast<size_t>(n));

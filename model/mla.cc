@@ -13,21 +13,6 @@ namespace troupe::model {
 
 namespace {
 
-// The widths of one MLA block, from the config (letters as in mla.h).
-struct Dims {
-  int64_t C, H, QL, KL, DN, DR, DQ, DV, DKV;
-  explicit Dims(const ModelConfig& c)
-      : C(c.d_model),
-        H(c.n_heads),
-        QL(c.q_lora_rank),
-        KL(c.kv_lora_rank),
-        DN(c.qk_nope_head_dim),
-        DR(c.qk_rope_head_dim),
-        DQ(c.qk_nope_head_dim + c.qk_rope_head_dim),
-        DV(c.v_head_dim),
-        DKV(c.qk_nope_head_dim + c.v_head_dim) {}
-};
-
 void require(bool ok, const char* what) {
   if (!ok) throw std::invalid_argument(std::string("mla: ") + what);
 }
@@ -50,7 +35,7 @@ void key_first_positions(const int32_t* doc, int64_t Tlen, int32_t* first) {
 
 // kh (T,DQ) = [k_nope | k_pe] of one head, gathered from kv (stride H·DKV) and k_pe.
 template <typename T>
-void gather_keys(const Dims& d, int64_t Tlen, const T* kv, const T* k_pe, T* kh) {
+void gather_keys(const MlaDims& d, int64_t Tlen, const T* kv, const T* k_pe, T* kh) {
   for (int64_t t = 0; t < Tlen; ++t) {
     std::copy(kv + t * d.H * d.DKV, kv + t * d.H * d.DKV + d.DN, kh + t * d.DQ);
     std::copy(k_pe + t * d.DR, k_pe + (t + 1) * d.DR, kh + t * d.DQ + d.DN);
@@ -74,7 +59,7 @@ void softmax_query(T* p, int64_t Tlen, int64_t t, int64_t lo, const int32_t* doc
 // q (T,DQ) stride H·DQ, kv (T,[k_nope|v]) stride H·DKV, k_pe (T,DR) stride DR,
 // o (T,DV) stride H·DV (overwritten); probs (T,T) overwritten; kh (T,DQ) scratch.
 template <typename T>
-void attention_head_forward(const Dims& d, int64_t Tlen, const T* q, const T* kv, const T* k_pe,
+void attention_head_forward(const MlaDims& d, int64_t Tlen, const T* q, const T* kv, const T* k_pe,
                             const int32_t* doc, const int32_t* first, T* kh, T* probs, T* o) {
   using kernels::Trans;
   const int64_t qs = d.H * d.DQ, kvs = d.H * d.DKV, os = d.H * d.DV;
@@ -97,7 +82,7 @@ void attention_head_forward(const Dims& d, int64_t Tlen, const T* q, const T* kv
 // and dkv (T,[dk_nope|dv]) stride H·DKV; adds into dk_pe (T,DR), which all heads share
 // (heads add in order). kh, dkh (T,DQ) and dp, ds (T,T) are scratch.
 template <typename T>
-void attention_head_backward(const Dims& d, int64_t Tlen, const T* q, const T* kv, const T* k_pe,
+void attention_head_backward(const MlaDims& d, int64_t Tlen, const T* q, const T* kv, const T* k_pe,
                              const int32_t* first, const T* probs, const T* d_o, T* kh, T* dkh,
                              T* dp, T* ds, T* dq, T* dkv, T* dk_pe) {
   using kernels::Trans;
@@ -139,7 +124,7 @@ void attention_head_backward(const Dims& d, int64_t Tlen, const T* q, const T* k
 
 // Sizes every cache buffer for a call of N = R·T tokens (no reallocation when unchanged).
 template <typename T>
-void size_cache(const Dims& d, int64_t R, int64_t Tlen, MlaCache<T>& c) {
+void size_cache(const MlaDims& d, int64_t R, int64_t Tlen, MlaCache<T>& c) {
   const int64_t N = R * Tlen;
   c.R = R;
   c.Tlen = Tlen;
@@ -195,7 +180,7 @@ MlaLayout MlaLayout::from(const ParamTable& table, const std::string& prefix) {
 template <typename T>
 void mla_forward(const ModelConfig& cfg, const MlaLayout& L, const T* params, const T* u, int64_t R,
                  int64_t Tlen, const int32_t* pos, const int32_t* doc, T* out, MlaCache<T>& c) {
-  const Dims d(cfg);
+  const MlaDims d(cfg);
   require(R > 0 && Tlen > 0, "forward needs R > 0 and Tlen > 0");
   require(d.DR % 2 == 0, "qk_rope_head_dim must be even");
   const int64_t N = R * Tlen, QW = d.H * d.DQ, KVA = d.KL + d.DR;
@@ -241,7 +226,7 @@ void mla_forward(const ModelConfig& cfg, const MlaLayout& L, const T* params, co
 template <typename T>
 void mla_backward(const ModelConfig& cfg, const MlaLayout& L, const T* params, T* grads,
                   const T* dout, T* du, const MlaCache<T>& c) {
-  const Dims d(cfg);
+  const MlaDims d(cfg);
   const int64_t R = c.R, Tlen = c.Tlen, N = R * Tlen, QW = d.H * d.DQ, KVA = d.KL + d.DR;
   require(N > 0, "backward before forward");
   require(static_cast<int64_t>(c.q.size()) == N * QW &&

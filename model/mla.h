@@ -25,6 +25,21 @@
 
 namespace troupe::model {
 
+// The widths of one MLA block, from the config (letters as above; DKV = DN + DV).
+struct MlaDims {
+  int64_t C, H, QL, KL, DN, DR, DQ, DV, DKV;
+  explicit MlaDims(const ModelConfig& c)
+      : C(c.d_model),
+        H(c.n_heads),
+        QL(c.q_lora_rank),
+        KL(c.kv_lora_rank),
+        DN(c.qk_nope_head_dim),
+        DR(c.qk_rope_head_dim),
+        DQ(c.qk_nope_head_dim + c.qk_rope_head_dim),
+        DV(c.v_head_dim),
+        DKV(c.qk_nope_head_dim + c.v_head_dim) {}
+};
+
 // Offsets of one MLA block's tensors in the flat parameter buffer (the gradient buffer
 // has the same layout).
 struct MlaLayout {
