@@ -73,13 +73,13 @@ bench-dp: build
 bench-experts: build
 	bench/run_bench_experts.sh $(BUILD)
 
-# Issue 17, the planner's part: mixed-length packing's padding waste next to fixed-length
-# padding on the fortunes documents (SCHED_STEPS steps, several budgets). The scheduler's
-# part (asynchronous pulling with a slow worker) is not built yet and says so.
+# Issue 17: mixed-length packing's padding waste next to fixed-length padding on the fortunes
+# documents (SCHED_STEPS steps, several budgets), then tokens/s of pulled scheduling next to the
+# static split with one of 3 workers computing 2x slower, same run (docs/schedule.md).
 SCHED_STEPS ?= 200
 .PHONY: bench-sched
 bench-sched: build
-	$(BUILD)/bench/bench_sched $(SCHED_STEPS)
+	SCHED_STEPS=$(SCHED_STEPS) bench/run_bench_sched.sh $(BUILD)
 
 # Issue 17, item 3: tokens/s of KV-cache decoding next to recomputing the full forward at every
 # step, GEN_NEW (128) new tokens on tiny, same run: both figures and their ratio (docs/generate.md).

@@ -8,12 +8,9 @@ namespace troupe::actors {
 void write_and_report(const std::vector<model::StateTensor>& snap, const std::string& dir,
                       const std::string& writer, train::CheckpointWritten w,
                       runtime::ActorMessage m, caf::actor router,
-                      const storage::StorageFaults& faults, const std::string& error) {
+                      const storage::StorageFaults& faults) {
   storage::lower_this_thread_priority();
-  auto written =
-      error.empty()
-          ? storage::write_shards(dir, writer, w.step(), storage::shard_views(snap), faults)
-          : runtime::Result<std::vector<storage::ShardRecord>>(runtime::Code::io_error, error);
+  auto written = storage::write_shards(dir, writer, w.step(), storage::shard_views(snap), faults);
   w.set_ok(written.ok());
   if (!written.ok()) w.set_error(written.status().message());
   train::ShardList list;

@@ -17,11 +17,10 @@ namespace troupe::actors {
 // Writes `snap` as writer `writer`'s shards of the checkpoint of `version` under `dir` (at
 // a low thread priority), then sends the coordinator `m` (made by the caller: from, to,
 // epoch) with `w` (step, worker, engram and snapshot_ms set by the caller) completed with
-// the outcome, and the shard list as its payload when the write succeeded. A non-empty
-// `error` (the copy-out failed) is reported as the write's failure without writing.
+// the outcome, and the shard list as its payload when the write succeeded.
 void write_and_report(const std::vector<model::StateTensor>& snap, const std::string& dir,
                       const std::string& writer, train::CheckpointWritten w,
                       runtime::ActorMessage m, caf::actor router,
-                      const storage::StorageFaults& faults, const std::string& error);
+                      const storage::StorageFaults& faults);
 
 }  // namespace troupe::actors

@@ -45,6 +45,9 @@ void begin_step(Self* self, train::Kind kind) {
     d.done.open(s.core.epoch, d.step, W);
     d.apply_sent = false;
     d.step_started = now(self);
+    d.busy_ms.assign(size_t(W), 0.0);
+    d.padding_waste = -1;
+    if (pulling(self)) begin_pull(self, &b);
   } else {
     d.val_pieces.clear();
     d.val.open(s.core.epoch, d.step, W);
@@ -67,6 +70,7 @@ void start_or_finish(Self* self) {
     if (hold_at_boundary(self)) return;
     return begin_step(self, train::TRAIN);
   }
+  if (pulling(self)) report_pulls(self);
   enter_phase(self, Phase::finishing);
   s.drv.finals.open(s.core.epoch, -1, worker_count(self));
   train::Finish f;
@@ -105,6 +109,7 @@ Verdict check_piece_nodes(Self* self, const train::Stats& st,
   auto& d = self->state.drv;
   std::vector<model::TreeNode> nodes;
   for (const auto& p : got) nodes.push_back(p.node);
+  if (st.kind() == train::TRAIN && pulling(self)) return {};  // take_pulled_stats checks them
   if (st.kind() == train::TRAIN) {
     const model::TreeNode r = model::plan_ranges(d.n_mb, worker_count(self))[size_t(st.worker())];
     if (nodes != model::tree_pieces(d.n_mb, r.lo, r.hi))
@@ -125,7 +130,9 @@ void try_apply(Self* self) {
   auto& s = self->state;
   auto& d = s.drv;
   double engram_sumsq = 0;
-  if (d.apply_sent || !d.stats.complete() || !d.norms.complete()) return;
+  if (d.apply_sent || !(pulling(self) ? pull_complete(self) : d.stats.complete()) ||
+      !d.norms.complete())
+    return;
   if (!engram_norms_ready(self, &engram_sumsq)) return;
   if (engram_sharded(self)) d.engram_sumsq = {engram_sumsq};  // the shards' Σ, not the workers'
   std::vector<model::TreeNode> nodes;
@@ -142,6 +149,7 @@ void try_apply(Self* self) {
   const model::StepDecision dec = model::decide_step(s.opt.config, in);
   if (!dec.error.empty()) return fail(self, dec.error);
   d.report.stats = dec.stats;
+  d.report.stats.padding_waste = d.padding_waste;
   d.report.expert_counts = dec.counts;
   d.apply_sent = true;
   train::Apply a;
@@ -166,13 +174,29 @@ Verdict on_stats(Self* self, const train::Stats& st, const ActorMessage& m) {
   auto& d = s.drv;
   if (Verdict v = check_worker(self, st.worker(), m)) return v;
   const bool val = st.kind() == train::VALIDATE;
+  const bool pulled = !val && pulling(self);
   Receipts& round = val ? d.val : d.stats;
-  if (Verdict v = drop_receipt(round.check(s.core.epoch, st.step(), st.worker()), "Stats"))
-    return v;
+  if (!pulled) {
+    if (Verdict v = drop_receipt(round.check(s.core.epoch, st.step(), st.worker()), "Stats"))
+      return v;
+  }
   std::vector<model::Piece<float>> got;
   if (!read_pieces(m, st, &got)) return drop(Drop::malformed, "pieces that do not fit payloads");
   if (Verdict v = check_piece_nodes(self, st, got)) return v;
-  round.add(s.core.epoch, st.step(), st.worker());
+  if (pulled) {
+    if (Verdict v = take_pulled_stats(self, st, got)) return v;
+  } else {
+    round.add(s.core.epoch, st.step(), st.worker());
+  }
+  if (!val) {
+    d.busy_ms[size_t(st.worker())] += std::max(0.0, st.compute_ms());
+    if (st.padding_waste() >= 0) d.padding_waste = st.padding_waste();
+  }
+  if (pulled) {
+    d.pieces.push_back(std::move(got[0]));
+    try_apply(self);
+    return {};
+  }
   auto& into = val ? d.val_pieces : d.pieces;
   into.insert(into.end(), std::make_move_iterator(got.begin()), std::make_move_iterator(got.end()));
   if (!val)
@@ -218,6 +242,7 @@ void commit_step(Self* self) {
   c.set_step(d.step);
   to_all_workers(self, commit_type, c);
   d.report.seconds = std::chrono::duration<double>(now(self) - d.step_started).count();
+  d.report.stats.idle_fraction = model::idle_fraction(d.busy_ms, d.report.seconds);
   d.slowest_step_ms = std::max(d.slowest_step_ms, d.report.seconds * 1000);
   d.report.has_val = false;
   const auto& t = s.opt.config.train;
@@ -299,11 +324,12 @@ std::string waiting_in(Self* self, const Receipts& round, const char* what) {
 
 std::string waiting_for(Self* self) {
   const auto& d = self->state.drv;
-  if (d.val.step() == d.step && !d.val.complete() && d.stats.complete() && d.done.complete())
+  const bool stats_in = pulling(self) ? pull_complete(self) : d.stats.complete();
+  if (d.val.step() == d.step && !d.val.complete() && stats_in && d.done.complete())
     return waiting_in(self, d.val, "validation Stats");
   std::string out;
   if (!d.apply_sent) {
-    out = waiting_in(self, d.stats, "Stats");
+    out = pulling(self) ? pull_waiting(self) : waiting_in(self, d.stats, "Stats");
     const std::string norms = waiting_in(self, d.norms, "NormParts");
     out += out.empty() || norms.empty() ? norms : "; " + norms;
   } else {

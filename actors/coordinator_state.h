@@ -9,6 +9,7 @@
 #include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <set>
 #include <string>
 #include <vector>
@@ -107,6 +108,14 @@ struct Membership {
   std::set<std::string> rejoined;  // a restarted coordinator: the members back (rejoining)
 };
 
+// parallel.schedule = "pull" (coordinator_pull.cc): the train step's pieces as handed out.
+struct PullRound {
+  std::deque<model::TreeNode> queue;                // not handed out yet, in pull_order
+  std::vector<std::optional<model::TreeNode>> out;  // by worker: handed out, not reported
+  int64_t total = 0, reported = 0;                  // the step's pieces; their Stats in
+  std::map<std::string, int64_t> by_worker;         // pieces of committed-or-not steps, by address
+};
+
 // The training driver: the step protocol on top of the membership.
 struct StepDriver {
   int64_t n_mb = 0;
@@ -118,6 +127,9 @@ struct StepDriver {
   std::vector<std::pair<int64_t, int64_t>> consumed;  // the step's pieces: the data ledger
   std::vector<std::vector<double>> norm_parts;        // by worker (owner order = table order)
   std::vector<double> engram_sumsq;                   // by worker: each reduced all the tables
+  PullRound pull;
+  std::vector<double> busy_ms;  // by worker: the step's compute (Stats.compute_ms), for idle
+  double padding_waste = -1;    // the step's, from the workers' Stats (mixed mode)
   time_point step_started;
   bool in_flight = false;  // a StepBegin (train or validation) is out, its step not finished
   time_point begun;        // when it went out (step_timeout_ms counts from here)
@@ -274,6 +286,20 @@ void resume_training(Self* self);
 void check_step_progress(Self* self, time_point t);
 int64_t committed_version(Self* self);
 void add_driver_handlers(Self* self, Phase p, Dispatcher& d);
+
+// coordinator_pull.cc: parallel.schedule = "pull".
+bool pulling(Self* self);
+// Into a train StepBegin: each worker's first piece; the rest wait in the queue.
+void begin_pull(Self* self, train::StepBegin* b);
+// A worker's Stats of the piece it was handed (got: its one piece, which the caller keeps):
+// checked and counted, and the worker handed the next piece (Take), or told none is left.
+Verdict take_pulled_stats(Self* self, const train::Stats& st,
+                          const std::vector<model::Piece<float>>& got);
+bool pull_complete(Self* self);  // every piece of the step reported
+// "pieces from n1/worker.0 ([4, 6))": the handed-out pieces not reported yet.
+std::string pull_waiting(Self* self);
+// At the job's end: the pieces each worker computed, as the event "pulled".
+void report_pulls(Self* self);
 
 // coordinator_eplb.cc: the expert slots' placement follows the routing load.
 // After the commit of a step: its per-expert counts join the window.

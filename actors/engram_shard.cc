@@ -131,12 +131,11 @@ void load_tables(EngramShardState& s, const std::string& manifest) {
   storage::CheckpointReader reader(storage::checkpoint_dir(s.ctx.job.run_dir, m.step), m.step,
                                    m.shards);
   std::vector<std::vector<float>> parts[3];
-  static constexpr const char* names[] = {"values", "m", "v"};
   for (int64_t t : s.share->held_tables())
-    for (int p = 0; p < 3; ++p) {
+    for (model::EngramPart p : model::kEngramParts) {
       const std::string name =
-          "engram/" + s.share->tables().tables()[size_t(t)].name + "/" + names[p];
-      const runtime::Status st = reader.read(name, &parts[p].emplace_back());
+          model::engram_state_name(s.share->tables().tables()[size_t(t)].name, p);
+      const runtime::Status st = reader.read(name, &parts[int(p)].emplace_back());
       if (!st.ok())
         throw std::runtime_error(fmt::format("cannot load {} from the checkpoint of step {}: {}",
                                              name, m.step, st.message()));
@@ -211,13 +210,12 @@ void write_checkpoint(Self* self, const train::EngramDump& d) {
   if (s.writer.joinable()) s.writer.join();  // one in flight at most
   const auto t0 = std::chrono::steady_clock::now();
   auto snap = std::make_shared<std::vector<model::StateTensor>>();
-  static constexpr const char* parts[] = {"values", "m", "v"};
   const auto& info = s.share->tables().tables();
   for (int64_t t : s.share->held_tables())
-    for (int p = 0; p < 3; ++p)
-      snap->push_back({"engram/" + info[size_t(t)].name + "/" + parts[p],
+    for (model::EngramPart p : model::kEngramParts)
+      snap->push_back({model::engram_state_name(info[size_t(t)].name, p),
                        {info[size_t(t)].rows, info[size_t(t)].dim},
-                       s.share->tables().read_table(t, p)});
+                       s.share->tables().read_table(t, int(p))});
   train::CheckpointWritten w;
   w.set_step(d.version()), w.set_worker(s.ctx.index), w.set_engram(true);
   w.set_snapshot_ms(
@@ -229,7 +227,7 @@ void write_checkpoint(Self* self, const train::EngramDump& d) {
       storage::checkpoint_dir(s.ctx.job.run_dir, d.version()) + "/" + d.checkpoint_writer();
   s.writer = std::thread([snap, dir, writer = d.checkpoint_writer(), w, m = std::move(m),
                           router = s.ctx.router, faults = s.storage_faults]() mutable {
-    write_and_report(*snap, dir, writer, std::move(w), std::move(m), router, faults, "");
+    write_and_report(*snap, dir, writer, std::move(w), std::move(m), router, faults);
   });
 }
 

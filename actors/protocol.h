@@ -52,6 +52,7 @@ enum TrainType : uint32_t {
   engram_state_type,
   engram_swap_type,
   engram_swapped_type,
+  take_type,
   train_types_end,
 };
 

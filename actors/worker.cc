@@ -26,7 +26,9 @@
 #include <malloc.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstring>
+#include <thread>
 
 #include "actors/invariant.h"
 #include "actors/roles.h"
@@ -47,9 +49,13 @@ void plan(WorkerState& s, int64_t workers, int64_t me) {
   s.val_ranges = model::plan_ranges(s.trainer->val_micro_batches(), workers);
   s.owners = model::plan_owners(s.trainer->table, workers);
   s.step_pieces.clear();
-  for (const TreeNode& r : s.ranges)
-    for (const TreeNode& p : model::tree_pieces(s.trainer->micro_batches(), r.lo, r.hi))
-      s.step_pieces.push_back(p);
+  if (s.pull)
+    s.step_pieces =
+        model::plan_pull_pieces(s.trainer->micro_batches(), workers, s.pull_pieces_per_worker);
+  else
+    for (const TreeNode& r : s.ranges)
+      for (const TreeNode& p : model::tree_pieces(s.trainer->micro_batches(), r.lo, r.hi))
+        s.step_pieces.push_back(p);
   s.total_pieces = int64_t(s.step_pieces.size());
   // The memory sized for the old share goes back: the next checkpoint's snapshot starts
   // afresh (one being written keeps its own), and the heap is trimmed, so that a node that
@@ -138,15 +144,22 @@ void try_reduce(Self* self) {
   reply(self, s.ctx.coordinator, norm_parts_type, np, {owned_payload(std::move(parts))});
 }
 
-void send_stats(Self* self, const train::StepBegin& b,
-                const std::vector<model::Piece<float>>& pieces) {
+// Pieces [first, end) of `pieces` (and how long they took to compute) to the coordinator.
+void send_stats(Self* self, int64_t step, train::Kind kind,
+                const std::vector<model::Piece<float>>& pieces, size_t first = 0,
+                double compute_ms = 0) {
   auto& s = self->state;
   train::Stats st;
-  st.set_step(b.step());
-  st.set_kind(b.kind());
+  st.set_step(step);
+  st.set_kind(kind);
   st.set_worker(s.me);
+  st.set_compute_ms(compute_ms);
+  st.set_padding_waste(kind == train::TRAIN && s.trainer->cfg.data.mode == model::DataMode::mixed
+                           ? s.trainer->padding_waste(step)
+                           : -1);
   std::vector<Payload> payloads;
-  for (const auto& p : pieces) {
+  for (size_t k = first; k < pieces.size(); ++k) {
+    const auto& p = pieces[k];
     train::PieceStats* ps = st.add_pieces();
     ps->mutable_node()->set_lo(p.node.lo);
     ps->mutable_node()->set_hi(p.node.hi);
@@ -160,12 +173,13 @@ void send_stats(Self* self, const train::StepBegin& b,
 }
 
 // Engram: every worker gets every piece's sparse table gradient and reduces them all.
-void send_engram_pieces(Self* self, int64_t step, const std::vector<model::Piece<float>>& pieces) {
+void send_engram_pieces(Self* self, int64_t step, const std::vector<model::Piece<float>>& pieces,
+                        size_t first) {
   auto& s = self->state;
   train::EngramSlices es;
   es.set_step(step);
   std::vector<Payload> payloads;
-  for (size_t k = 0; k < pieces.size(); ++k) {
+  for (size_t k = first; k < pieces.size(); ++k) {
     add_engram_piece(s.trainer->piece_engram_grad(k), pieces[k].node, &es, &payloads);
     s.engram_nodes.push_back(pieces[k].node);
     s.engram_grads.push_back(&s.trainer->piece_engram_grad(k));
@@ -204,34 +218,65 @@ Verdict on_validate(Self* self, const train::StepBegin& b) {
   if (Verdict v = take_engram_shards(s, b, b.step() + 1)) return v;
   prepare_experts(self, b.step() + 1, true);
   if (r.lo < r.hi && !computed(self, [&] { pieces = &s.trainer->validate_range(r); })) return {};
-  send_stats(self, b, *pieces);
+  send_stats(self, b.step(), b.kind(), *pieces);
   return {};
 }
 
-void send_grad_slices(Self* self, int64_t step, const std::vector<model::Piece<float>>& pieces) {
+void send_grad_slices(Self* self, int64_t step, const std::vector<model::Piece<float>>& pieces,
+                      size_t first) {
   auto& s = self->state;
   for (int64_t o = 0; o < s.workers; ++o) {
     const FlatRange f = s.owners[size_t(o)];
-    if (f.hi <= f.lo || pieces.empty()) continue;
+    if (f.hi <= f.lo || pieces.size() <= first) continue;
     train::GradSlices gs;
     gs.set_step(step);
     std::vector<Payload> payloads;
-    for (size_t k = 0; k < pieces.size(); ++k) {
+    for (size_t k = first; k < pieces.size(); ++k) {
       train::Node* n = gs.add_nodes();
       n->set_lo(pieces[k].node.lo), n->set_hi(pieces[k].node.hi);
       payloads.push_back(
           view_payload(s.trainer, s.trainer->piece_grad(k) + f.lo, size_t(f.hi - f.lo)));
     }
     if (o == s.me) {
-      for (size_t k = 0; k < pieces.size(); ++k) {
+      for (size_t k = first; k < pieces.size(); ++k) {
         s.slice_nodes.push_back(pieces[k].node);
-        s.slice_payloads.push_back(payloads[k]);
+        s.slice_payloads.push_back(payloads[k - first]);
       }
     } else {
       reply(self, s.peers[size_t(o)], grad_slices_type, gs, std::move(payloads));
     }
   }
 }
+
+}  // namespace
+
+void worker_impl::compute_and_send(Self* self, int64_t step, TreeNode range) {
+  auto& s = self->state;
+  static const std::vector<model::Piece<float>> none;
+  const std::vector<model::Piece<float>>* pieces = &none;
+  const size_t first = s.pulled;
+  if (s.pull && range.lo >= range.hi) return try_reduce(self);  // no piece handed out to it
+  // The actor's clock: real time in a job, the simulated clock under chaos/sim (whose messages
+  // must not carry wall times: a seed replays them bit for bit).
+  const auto t0 = self->clock().now();
+  if (range.lo < range.hi &&
+      !computed(self, [&] { pieces = &s.trainer->compute_range(step, range, first > 0); }))
+    return;
+  s.pulled = pieces->size();
+  const auto took = [&] {
+    return std::chrono::duration<double, std::milli>(self->clock().now() - t0).count();
+  };
+  if (const double extra = s.compute_faults.extra_ms(s.me, took()); extra > 0)
+    std::this_thread::sleep_for(std::chrono::duration<double, std::milli>(extra));
+  const double ms = took();
+  send_stats(self, step, train::TRAIN, *pieces, first, ms);
+  send_grad_slices(self, step, *pieces, first);
+  if (s.trainer->engram() && pieces->size() > first) send_engram_pieces(self, step, *pieces, first);
+  if (s.engram && pieces->size() > first) send_engram_to_shards(self, step, *pieces, first);
+  try_reduce(self);
+}
+
+namespace {
 
 Verdict on_step_begin(Self* self, const train::StepBegin& b, const ActorMessage&) {
   auto& s = self->state;
@@ -253,20 +298,13 @@ Verdict on_step_begin(Self* self, const train::StepBegin& b, const ActorMessage&
     s.trainer->save_version();
     s.saved_for = b.step();
   }
-  const TreeNode r = s.ranges[size_t(s.me)];
-  static const std::vector<model::Piece<float>> none;
-  const std::vector<model::Piece<float>>* computed_pieces = &none;
   prepare_experts(self, b.step(), false);
-  if (r.lo < r.hi &&
-      !computed(self, [&] { computed_pieces = &s.trainer->compute_range(b.step(), r); }))
+  s.pulled = 0;
+  if (!s.pull) {
+    compute_and_send(self, b.step(), s.ranges[size_t(s.me)]);
     return {};
-  const auto& pieces = *computed_pieces;
-  send_stats(self, b, pieces);
-  send_grad_slices(self, b.step(), pieces);
-  if (s.trainer->engram() && !pieces.empty()) send_engram_pieces(self, b.step(), pieces);
-  if (s.engram && !pieces.empty()) send_engram_to_shards(self, b.step(), pieces);
-  try_reduce(self);
-  return {};
+  }
+  return begin_pulled(self, b);
 }
 
 // Pieces of a step (GradSlices, EngramSlices): of the step in flight or the next one, each
@@ -461,6 +499,7 @@ std::shared_ptr<Dispatcher> worker_table(Self* self) {
   route<train::CheckpointNow>(self, *d, checkpoint_now_type, on_checkpoint_now);
   route<train::EngramSwap>(self, *d, engram_swap_type, on_engram_swap);
   route<train::Finish>(self, *d, finish_type, on_finish);
+  route<train::Take>(self, *d, take_type, on_take);
   return d;
 }
 
@@ -480,12 +519,15 @@ void start(Self* self) {
   s.trainer = std::make_shared<model::Trainer>(cfg, s.engram.get());
   hook_engram(s);
   s.buddy_copies = cfg.fault_tolerance.buddy_copies;
+  s.pull = cfg.parallel.schedule == model::Schedule::pull;
+  s.pull_pieces_per_worker = cfg.parallel.pull_pieces_per_worker;
   s.epoch = s.ctx.epoch;
   s.peers = s.ctx.peers;
   plan(s, int64_t(s.peers.size()), s.ctx.index);
   start_experts(self, cfg);
   s.storage_faults = storage::StorageFaults::from_env();
   s.transfer_faults = TransferFaults::from_env();
+  s.compute_faults = ComputeFaults::from_env();
   if (!s.ctx.job.resume_manifest.empty())  // every weight, and this share's optimizer state
     load_checkpoint(s,
                     storage::Manifest::from_json(nlohmann::json::parse(s.ctx.job.resume_manifest)));

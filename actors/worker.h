@@ -12,6 +12,7 @@
 #include <utility>
 #include <vector>
 
+#include "actors/compute_faults.h"
 #include "actors/dispatch.h"
 #include "actors/engram_client.h"
 #include "actors/expert_client.h"
@@ -82,6 +83,12 @@ struct WorkerState {
   int64_t workers = 0, me = 0, total_pieces = 0;
   std::vector<TreeNode> ranges, val_ranges;
   std::vector<TreeNode> step_pieces;  // every worker's canonical pieces: a partition of the batch
+  // parallel.schedule = "pull": ranges are unused; step_pieces are plan_pull_pieces, handed
+  // out by the coordinator (StepBegin.pull_first, then Take). pulled: the pieces computed in
+  // the step begun so far (the engine's list, appended to).
+  bool pull = false;
+  int64_t pull_pieces_per_worker = 4;
+  size_t pulled = 0;
   std::vector<FlatRange> owners;
   int64_t version = 0;         // train steps applied to this worker's weights
   int64_t committed = 0;       // train steps the coordinator announced as committed (Commit)
@@ -111,6 +118,7 @@ struct WorkerState {
   // node's Shutdown; a Recover (the reshape aborted) takes it back.
   bool left = false;
   TransferFaults transfer_faults;   // chaos: corrupt the k-th transfer sent
+  ComputeFaults compute_faults;     // chaos: one worker computes slower
   std::vector<ActorMessage> early;  // from a newer epoch, waiting for its Recover
   DropLog drops{"", type_name};
   // Checkpoints (worker_checkpoint.cc): the write in flight, the fault hook, the time spent
@@ -156,6 +164,17 @@ void enter(WorkerState& s, int64_t step);
 // Opens a round of the BuddyStates of `version` from this worker's buddy_count predecessors.
 void open_buddies(const WorkerState& s, int64_t version, Receipts* round);
 
+// Computes micro-batches `range` of train step `step` (after the pieces pulled in it so far)
+// and sends what they give: the pieces' Stats, their gradient slices to the owners, their
+// Engram gradients. A static share sends Stats even when empty (the coordinator waits for
+// every worker's); a view change cutting the compute short sends nothing.
+void compute_and_send(Self* self, int64_t step, TreeNode range);
+
+// worker_pull.cc (`[parallel] schedule = "pull"`): the step begun computes the first piece the
+// StepBegin hands this worker; each Take, the next.
+Verdict begin_pulled(Self* self, const train::StepBegin& b);
+Verdict on_take(Self* self, const train::Take& t, const ActorMessage& m);
+
 // worker_experts.cc (`[parallel] experts = "shards"`; each a no-op without it)
 // The slots' placement on the shards beside `workers` (by view position).
 ExpertRoute shard_placement(const model::ModelConfig& cfg, const std::vector<std::string>& workers);
@@ -175,9 +194,9 @@ void hook_engram(WorkerState& s);                            // after: the prefe
 // The shards a StepBegin names, and the version the step (or validation) reads.
 Verdict take_engram_shards(WorkerState& s, const train::StepBegin& b, int64_t version);
 // The pieces' sparse gradients to the shards of their tables (instead of EngramSlices to
-// every worker).
-void send_engram_to_shards(Self* self, int64_t step,
-                           const std::vector<model::Piece<float>>& pieces);
+// every worker): pieces [first, end).
+void send_engram_to_shards(Self* self, int64_t step, const std::vector<model::Piece<float>>& pieces,
+                           size_t first);
 // Every worker's Final: the time its forwards waited for Engram rows is logged; worker 0's
 // gets every table from the shards appended. False when a view change cut the fetch short
 // (the Final waits for the next Finish).

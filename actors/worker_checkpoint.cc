@@ -37,7 +37,7 @@ void maybe_checkpoint(Self* self, int64_t version, bool forced) {
   w.set_step(version), w.set_worker(s.me), w.set_snapshot_ms(snapshot_ms);
   s.checkpoint_writer = std::thread([snap, dir, writer, w, m = std::move(m), router = s.ctx.router,
                                      faults = s.storage_faults]() mutable {
-    write_and_report(*snap, dir, writer, std::move(w), std::move(m), router, faults, "");
+    write_and_report(*snap, dir, writer, std::move(w), std::move(m), router, faults);
   });
 }
 

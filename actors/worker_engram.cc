@@ -60,8 +60,8 @@ Verdict take_engram_shards(WorkerState& s, const train::StepBegin& b, int64_t ve
   return {};
 }
 
-void send_engram_to_shards(Self* self, int64_t step,
-                           const std::vector<model::Piece<float>>& pieces) {
+void send_engram_to_shards(Self* self, int64_t step, const std::vector<model::Piece<float>>& pieces,
+                           size_t first) {
   auto& s = self->state;
   const auto& info = s.engram->tables();
   const int64_t K = int64_t(s.engram->shards().size());
@@ -69,7 +69,7 @@ void send_engram_to_shards(Self* self, int64_t step,
     train::EngramSlices es;
     es.set_step(step);
     std::vector<Payload> payloads;
-    for (size_t p = 0; p < pieces.size(); ++p) {
+    for (size_t p = first; p < pieces.size(); ++p) {
       model::EngramGrad<float> mine(info.size());
       const model::EngramGrad<float>& g = s.trainer->piece_engram_grad(p);
       for (size_t t = 0; t < info.size(); ++t)
@@ -88,15 +88,14 @@ namespace {
 // ("engram/<table>/values|m|v"). "" when done (or not worker 0 / no shards), else why not.
 std::string snapshot_engram(WorkerState& s, int64_t version, std::vector<model::StateTensor>* out) {
   if (!s.engram || s.me != 0) return "";
-  static constexpr const char* parts[] = {"values", "m", "v"};
   try {
     std::vector<std::vector<float>> got = s.engram->fetch_tables(version, s.epoch, true);
     const auto& info = s.engram->tables();
     for (size_t t = 0; t < info.size(); ++t)
-      for (size_t p = 0; p < 3; ++p)
-        out->push_back({"engram/" + info[t].name + "/" + parts[p],
+      for (model::EngramPart p : model::kEngramParts)
+        out->push_back({model::engram_state_name(info[t].name, p),
                         {info[t].rows, info[t].dim},
-                        std::move(got[3 * t + p])});
+                        std::move(got[3 * t + size_t(p)])});
     return "";
   } catch (const std::exception& e) {  // a view change, a shard that did not answer
     return fmt::format("the Engram tables from the shards: {}", e.what());

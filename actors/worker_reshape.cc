@@ -229,12 +229,10 @@ void take_reshape_state(Self* self) {
     named["param/" + p.name] = {&r.replica[0], size_t(p.offset), size_t(p.numel)};
   if (const auto* e = tr.engram())
     for (size_t t = 0; t < e->tables().size(); ++t)
-      for (size_t k = 0; k < 3; ++k) {
-        const Payload* p = &r.replica[1 + 3 * t + k];
-        named["engram/" + e->tables()[t].name + "/" +
-              (k == 0   ? "values"
-               : k == 1 ? "m"
-                        : "v")] = {p, 0, p->bytes.size() / sizeof(float)};
+      for (model::EngramPart k : model::kEngramParts) {
+        const Payload* p = &r.replica[1 + 3 * t + size_t(k)];
+        named[model::engram_state_name(e->tables()[t].name, k)] = {p, 0,
+                                                                   p->bytes.size() / sizeof(float)};
       }
   tr.load_state(owned, [&](const std::string& name, std::vector<float>* out) {
     if (name.rfind("optim/", 0) == 0) {

@@ -9,6 +9,7 @@
 #   run_bench_placement.sh BUILD NAME "A label" "B label" "B --set args" "aim text" \
 #     ["C label" "C --set args"]
 #   env: CONFIG (configs/tiny.toml) STEPS (40) NODES (3) REPEATS (2) WARMUP (5) LOG_GREP
+#        EXTRA_SETS ("--set k=v ..." on every arm)
 #        KEEP_RUNS (a directory: the runs a1 b1 c1 a2 … are kept there, else removed)
 set -euo pipefail
 BUILD=$1 NAME=$2 AIM=$6
@@ -26,7 +27,9 @@ if [ -n "${KEEP_RUNS:-}" ]; then  # the runs' directories stay there for the cal
 else
   TMP=$(mktemp -d) && trap 'rm -rf "$TMP"' EXIT
 fi
-common=(--config "$CONFIG" --steps "$STEPS" --nodes "$NODES" --set train.eval_every=0)
+read -r -a extra_sets <<<"${EXTRA_SETS:-}"
+common=(--config "$CONFIG" --steps "$STEPS" --nodes "$NODES" --set train.eval_every=0
+  ${extra_sets[@]+"${extra_sets[@]}"})
 
 median_tps() {  # run dir → median tokens/s of the steps after the warm-up
   "$PY" - "$1" "$WARMUP" <<'PYEOF'

@@ -45,8 +45,10 @@ std::vector<Section> build_sections() {
                  M(seq_aux_alpha), M(mtp_depth), M(mtp_lambda), M(engram_layers),
                  M(engram_orders), M(engram_heads), M(engram_head_dim), M(engram_table_rows),
                  M(engram_conv_kernel), M(engram_conv_dilation), M(residual), M(ffn)}},
-      {"data", {KEY(data, corpus_dir), KEY(data, val_modulus), KEY(data, val_rows_max),
-                KEY(data, shuffle), KEY(data, mode), KEY(data, max_doc_tokens)}},
+      {"data", {KEY(data, source), KEY(data, corpus_dir), KEY(data, val_modulus),
+                KEY(data, val_rows_max), KEY(data, shuffle), KEY(data, mode),
+                KEY(data, max_doc_tokens), KEY(data, arith_max_operand), KEY(data, arith_ops),
+                KEY(data, arith_documents)}},
       {"train", {T(steps), T(batch_size), T(micro_batch_rows), T(tokens_per_microbatch), T(lr),
                  T(warmup_steps), T(min_lr_ratio), T(weight_decay), T(grad_clip), T(seed),
                  T(eval_every), T(threads)}},
@@ -63,7 +65,8 @@ std::vector<Section> build_sections() {
                            KEY(fault_tolerance, coordinator_timeout_ms),
                            KEY(fault_tolerance, buddy_copies),
                            KEY(fault_tolerance, replace_lost)}},
-      {"parallel", {KEY(parallel, experts)}},
+      {"parallel",
+       {KEY(parallel, experts), KEY(parallel, schedule), KEY(parallel, pull_pieces_per_worker)}},
       {"eplb", {KEY(eplb, window_steps), KEY(eplb, rebalance_every_steps)}},
       {"engram", {KEY(engram, placement), KEY(engram, shards), KEY(engram, host_cache_bytes)}},
   };
@@ -121,11 +124,22 @@ struct Registry<ExpertsAt> {
 };
 
 template <>
+struct Registry<Schedule> {
+  static constexpr const auto& names = kScheduleNames;
+  static constexpr std::string_view what = "schedule";
+};
+
+template <>
 struct Registry<EngramAt> {
   static constexpr const auto& names = kEngramAtNames;
   static constexpr std::string_view what = "place for the Engram tables";
 };
 
+template <>
+struct Registry<DataSource> {
+  static constexpr const auto& names = kDataSourceNames;
+  static constexpr std::string_view what = "data source";
+};
 template <>
 struct Registry<DataMode> {
   static constexpr const auto& names = kDataModeNames;
@@ -343,7 +357,8 @@ struct Assign {
     }
     return *p = std::move(out), "";
   }
-  // A registry's enum: Residual, Ffn, OptimizerKind, ExpertsAt, EngramAt, DataMode.
+  // A registry's enum: Residual, Ffn, OptimizerKind, ExpertsAt, EngramAt, DataMode, Schedule,
+  // DataSource.
   template <class E>
   std::string operator()(E* p) const {
     static_assert(std::is_enum_v<E>);

@@ -219,8 +219,20 @@ void validate_mixed(Checker& c, const JobConfig& cfg) {
                               doc, budget));
 }
 
+// data.arith_*: the generated problems (data/arithmetic.h), checked whatever the source, so a
+// bad value fails when written, not when the source is switched later.
+void validate_arithmetic(Checker& c, const DataConfig& d) {
+  if (d.arith_max_operand < 0 || d.arith_max_operand > kArithOperandMax)
+    c.fail("data.arith_max_operand",
+           fmt::format("must be in [0, {}] (a product must fit 13 digits)", kArithOperandMax));
+  if (d.arith_ops.empty() || d.arith_ops.find_first_not_of("+*") != std::string::npos)
+    c.fail("data.arith_ops", "must hold operators only, at least one; known: '+', '*'");
+  c.positive("data.arith_documents");
+}
+
 void validate_rest(Checker& c, const JobConfig& cfg) {
   if (cfg.data.corpus_dir.empty()) c.fail("data.corpus_dir", "must name a directory");
+  validate_arithmetic(c, cfg.data);
   if (cfg.data.val_modulus < 2)
     c.fail("data.val_modulus",
            "must be an integer >= 2 (1 would put every document in "
@@ -265,6 +277,8 @@ void validate_rest(Checker& c, const JobConfig& cfg) {
     c.fail_across({"parallel.experts", "model.ffn"},
                   "parallel.experts = \"shards\" needs routed experts: model.ffn = \"moe\" and "
                   "n_layers > first_k_dense (or set parallel.experts = \"worker\")");
+
+  c.positive("parallel.pull_pieces_per_worker");
 
   c.positive("eplb.window_steps");
   c.non_negative("eplb.rebalance_every_steps");

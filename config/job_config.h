@@ -21,10 +21,23 @@ enum class ExpertsAt {
 inline constexpr std::array<std::pair<ExpertsAt, std::string_view>, 2> kExpertsAtNames = {
     {{ExpertsAt::worker, "worker"}, {ExpertsAt::shards, "shards"}}};
 
+// parallel.schedule: how a train step's micro-batches reach the workers (docs/schedule.md).
+enum class Schedule {
+  static_split,  // "static": each worker computes an equal contiguous share
+  pull,          // "pull": workers pull pieces (aligned tree nodes) from the coordinator
+};
+inline constexpr std::array<std::pair<Schedule, std::string_view>, 2> kScheduleNames = {
+    {{Schedule::static_split, "static"}, {Schedule::pull, "pull"}}};
+
 // [parallel]: how the job spreads its work over the nodes. Never changes what is computed:
 // every choice ends with the same bits.
 struct ParallelConfig {
   ExpertsAt experts = ExpertsAt::worker;
+  Schedule schedule = Schedule::static_split;
+  // schedule = "pull": the pieces a step is cut into, per worker of the view (at least; the
+  // pieces are aligned canonical-tree nodes of one power-of-two size, so a step has between
+  // this many and twice as many per worker, at most one per micro-batch).
+  int64_t pull_pieces_per_worker = 4;
   bool operator==(const ParallelConfig&) const = default;
 };
 

@@ -10,6 +10,7 @@
 #include <sstream>
 #include <stdexcept>
 
+#include "data/arithmetic.h"
 #include "model/rng.h"
 
 namespace troupe::model {
@@ -89,6 +90,11 @@ Corpus load_fortunes(const std::string& dir, int64_t val_modulus) {
     }
   }
   return corpus;
+}
+
+Corpus load_corpus(const DataConfig& d, uint64_t seed) {
+  if (d.source == DataSource::arithmetic) return arithmetic_corpus(d, seed);
+  return load_fortunes(d.corpus_dir, d.val_modulus);
 }
 
 // ---- PackedStream ----------------------------------------------------------------------

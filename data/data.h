@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "data/data_config.h"
 #include "model/batch.h"
 
 namespace troupe::model {
@@ -31,6 +32,10 @@ std::vector<std::string> split_fortunes(const std::string& bytes);
 // Every document of fortune_files(dir), in file order; a document goes to validation iff
 // XXH64(text, 0) % val_modulus == 0. Throws std::runtime_error naming the dir or file.
 Corpus load_fortunes(const std::string& dir, int64_t val_modulus);
+
+// The corpus data.source names: load_fortunes(corpus_dir, val_modulus), or
+// arithmetic_corpus(d, seed) (data/arithmetic.h). Throws as they do.
+Corpus load_corpus(const DataConfig& d, uint64_t seed);
 
 // Pretraining stream: documents packed back to back, BOS doc EOS BOS doc EOS …, cut into
 // rows of T. Row r: inputs = stream[r·T, r·T+T), targets = stream[r·T+1, r·T+T+1) with a

@@ -55,8 +55,8 @@ std::vector<model::StateTensor> tables_of(const std::string& run_dir, const stor
   storage::CheckpointReader reader(storage::checkpoint_dir(run_dir, m.step), m.step, m.shards);
   std::vector<model::StateTensor> out;
   for (const model::EngramTableInfo& t : model::engram_tables(cfg)) {
-    for (const char* part : {"values", "m", "v"}) {
-      model::StateTensor s{"engram/" + t.name + "/" + part, {t.rows, t.dim}, {}};
+    for (model::EngramPart part : model::kEngramParts) {
+      model::StateTensor s{model::engram_state_name(t.name, part), {t.rows, t.dim}, {}};
       const runtime::Status st = reader.read(s.name, &s.data);
       if (!st.ok()) throw UsageError("engram export: " + st.message());
       if (int64_t(s.data.size()) != t.rows * t.dim)

@@ -51,7 +51,8 @@ model::LoadedWeights weights_of(const std::string& run_dir, const storage::Manif
     std::copy(buf.begin(), buf.end(), w.params.begin() + p.offset);
   }
   for (const auto& t : model::engram_tables(w.model)) {
-    read_shard(&reader, "engram/" + t.name + "/values", t.rows * t.dim, &buf);
+    read_shard(&reader, model::engram_state_name(t.name, model::EngramPart::values), t.rows * t.dim,
+               &buf);
     w.engram_tables.push_back(buf);
   }
   return w;

@@ -118,6 +118,7 @@ struct Model<T>::Impl {
   std::vector<T> dnormed, du, df;
 
   const EngramStore<T>* engram_store = nullptr;  // per call
+  HeadLoss<T>* head_loss_fn = nullptr;           // per call: replaces the CE (or null)
 
   Impl(const ModelConfig& c, const ParamTable& t, uint64_t seed);
   void bind_sizes(const Batch& b);
@@ -126,6 +127,7 @@ struct Model<T>::Impl {
   void sublayer_f_forward(const T* P, int64_t l, int which, const T* in, T* out, T& bal);
   void sublayer_f_backward(const T* P, T* G, int64_t l, int which, const T* dout, T* din);
   LossParts<T> forward(const T* P, const LossScale& s, bool with_mtp, bool need_grad);
+  void head_loss(LossParts<T>& out, bool need_grad);
   void mtp_forward(const T* P, const LossScale& s, bool need_grad, LossParts<T>& out);
   void mtp_backward(const T* P, T* G);
   void backward(const T* P, T* G, bool with_mtp, EngramGrad<T>* egrad);
@@ -317,6 +319,10 @@ LossParts<T> Model<T>::Impl::forward(const T* P, const LossScale& sc, bool with_
   k::rmsnorm_forward(h.data(), P + final_norm, T(cfg.rms_norm_eps), hn.data(), hrstd.data(), N, C);
   k::linear_forward(hn.data(), P + head, logits.data(), N, C, V);
   LossParts<T> out;
+  if (head_loss_fn) {
+    head_loss(out, need_grad);
+    return out;
+  }
   T inv = sc.ce_targets > 0 ? T(1) / T(sc.ce_targets) : T(0);
   if (need_grad) zero(dlogits, N * V);
   out.ce_sum = k::cross_entropy(logits.data(), b.targets.data(), N, V, inv,
@@ -326,6 +332,14 @@ LossParts<T> Model<T>::Impl::forward(const T* P, const LossScale& sc, bool with_
   out.bal = last_bal;
   if (with_mtp && mtp_on && Tn >= 2) mtp_forward(P, sc, need_grad, out);
   return out;
+}
+
+// A HeadLoss in place of the main head's cross-entropy (Model::step's head).
+template <typename T>
+void Model<T>::Impl::head_loss(LossParts<T>& out, bool need_grad) {
+  if (need_grad) zero(dlogits, N * V);
+  out.head = head_loss_fn->apply(logits.data(), N, V, need_grad ? dlogits.data() : nullptr);
+  out.bal = last_bal;
 }
 
 // MTP depth 1 (SPEC §3.4): position t of each row sees h_t and embed[tok_{t+1}] and
@@ -482,9 +496,11 @@ const std::vector<T>& Model<T>::logits() const {
 
 template <typename T>
 LossParts<T> Model<T>::step(const T* params, T* grads, const Batch& mb, const LossScale& scale,
-                            bool with_mtp, const EngramStore<T>* engram,
-                            EngramGrad<T>* engram_grad) {
+                            bool with_mtp, const EngramStore<T>* engram, EngramGrad<T>* engram_grad,
+                            HeadLoss<T>* head) {
   Impl& m = *impl_;
+  if (head && with_mtp)
+    throw std::invalid_argument("Model::step: a head loss replaces CE; with_mtp must be false");
   if (!m.cfg.engram_layers.empty()) {
     if (!engram) throw std::invalid_argument("Model::step: Engram layers need an EngramStore");
     if (grads && !engram_grad)
@@ -495,6 +511,7 @@ LossParts<T> Model<T>::step(const T* params, T* grads, const Batch& mb, const Lo
     for (auto& g : *engram_grad) g.ids.clear(), g.values.clear();
   }
   m.engram_store = engram;
+  m.head_loss_fn = head;
   m.bind_sizes(mb);
   LossParts<T> out = m.forward(params, scale, with_mtp, grads != nullptr);
   counts_.assign(static_cast<size_t>(m.L), {});

@@ -42,7 +42,23 @@ struct LossParts {
   T bal = 0;             // Σ_rows,layers L_bal_row / rows
   T ce_sum = 0;          // raw Σ CE of the main head (for evaluation)
   int64_t ce_count = 0;  // valid main targets in this micro-batch
-  T total() const { return ce + mtp + bal; }
+  T head = 0;            // a HeadLoss's value, when one replaced CE (else 0)
+  // ce + mtp + bal (+ head, which adds an exact 0 on the cross-entropy path: same bits).
+  T total() const { return ce + mtp + bal + head; }
+};
+
+// A loss on the main head's logits that takes the place of cross-entropy in Model::step
+// (GRPO's: model/grpo_loss.h). The model runs its forward as usual, hands the logits of
+// every position of the micro-batch to apply(), and backpropagates the dlogits it writes;
+// the MoE balance loss stays (it trains the router whatever the head loss), MTP is off and
+// Batch.targets are not read.
+template <typename T>
+class HeadLoss {
+ public:
+  virtual ~HeadLoss() = default;
+  // logits (rows,V), rows = the micro-batch's rows·seq_len -> the loss. With dlogits non-null
+  // (rows,V, zero on entry), writes d loss / d logits there.
+  virtual T apply(const T* logits, int64_t rows, int64_t V, T* dlogits) = 0;
 };
 
 template <typename T>
@@ -59,9 +75,12 @@ class Model {
   // With Engram layers, `engram` supplies the table rows (required; throws without it) and,
   // with grads, engram_grad receives the micro-batch's sparse table gradient (one entry
   // per table of engram_tables(cfg), replaced, not accumulated; required with grads).
+  // head: a loss that replaces the main head's cross-entropy (LossParts::head; ce, ce_sum
+  // and ce_count stay 0); with it, with_mtp must be false (std::invalid_argument) and only
+  // scale.rows is read (the balance loss's mean).
   LossParts<T> step(const T* params, T* grads, const Batch& mb, const LossScale& scale,
                     bool with_mtp, const EngramStore<T>* engram = nullptr,
-                    EngramGrad<T>* engram_grad = nullptr);
+                    EngramGrad<T>* engram_grad = nullptr, HeadLoss<T>* head = nullptr);
 
   // From now on the routed experts of every MoE block are computed by `routed` (not owned;
   // nullptr: here again). Their weights and gradients in params and grads are then neither

@@ -73,6 +73,18 @@ json job_identity(const model::TrainJobConfig& cfg) {
   json data = {{"corpus_dir", cfg.data.corpus_dir},
                {"val_modulus", cfg.data.val_modulus},
                {"shuffle", cfg.data.shuffle}};
+  // Mixed mode's plan decides the rows (packed identities stay as they were before it).
+  if (cfg.data.mode == model::DataMode::mixed) {
+    data["mode"] = "mixed";
+    data["max_doc_tokens"] = model::mixed_max_doc_tokens(cfg);
+    train["tokens_per_microbatch"] = model::mixed_tokens_per_microbatch(cfg);
+  }
+  if (cfg.data.source == model::DataSource::arithmetic) {  // fortunes' identity as before
+    data["source"] = "arithmetic";
+    data["arith_max_operand"] = cfg.data.arith_max_operand;
+    data["arith_ops"] = cfg.data.arith_ops;
+    data["arith_documents"] = cfg.data.arith_documents;
+  }
   json optimizer = {
       {"name", optimizer_name(o.name)}, {"beta1", o.beta1}, {"beta2", o.beta2}, {"eps", o.eps}};
   // Not [checkpoint]: how often the state is saved changes no step's bits.

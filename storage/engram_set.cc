@@ -23,7 +23,6 @@ constexpr const char* kConfigKey = "troupe_engram_config";
 constexpr const char* kIdentityKeys[] = {
     "engram_layers",     "engram_orders", "engram_heads", "engram_head_dim",
     "engram_table_rows", "vocab_size",    "seed"};
-constexpr const char* kParts[] = {"values", "m", "v"};
 
 // A table's tensors as the config has them: engram_tables(cfg) order, values, m, v of each.
 struct Expected {
@@ -34,7 +33,8 @@ struct Expected {
 std::vector<Expected> expected_tensors(const model::ModelConfig& cfg) {
   std::vector<Expected> out;
   for (const model::EngramTableInfo& t : model::engram_tables(cfg))
-    for (const char* part : kParts) out.push_back({"engram/" + t.name + "/" + part, t.rows, t.dim});
+    for (model::EngramPart part : model::kEngramParts)
+      out.push_back({model::engram_state_name(t.name, part), t.rows, t.dim});
   return out;
 }
 

@@ -1,5 +1,6 @@
 #include "train/dp_plan.h"
 
+#include <algorithm>
 #include <stdexcept>
 
 namespace troupe::model {
@@ -14,6 +15,25 @@ std::vector<TreeNode> plan_ranges(int64_t n_mb, int64_t workers) {
     lo += size;
   }
   return out;
+}
+
+std::vector<TreeNode> plan_pull_pieces(int64_t n_mb, int64_t workers, int64_t per_worker) {
+  if (workers <= 0 || per_worker <= 0 || n_mb < 0)
+    throw std::invalid_argument("plan_pull_pieces: workers and per_worker must be >= 1");
+  int64_t g = 1;
+  while ((n_mb + 2 * g - 1) / (2 * g) >= per_worker * workers) g *= 2;
+  std::vector<TreeNode> out;
+  for (int64_t lo = 0; lo < n_mb; lo += g)
+    for (const TreeNode& p : tree_pieces(n_mb, lo, std::min(n_mb, lo + g))) out.push_back(p);
+  return out;
+}
+
+std::vector<TreeNode> pull_order(std::vector<TreeNode> pieces) {
+  std::stable_sort(pieces.begin(), pieces.end(), [](const TreeNode& a, const TreeNode& b) {
+    if (a.hi - a.lo != b.hi - b.lo) return a.hi - a.lo > b.hi - b.lo;
+    return a.lo < b.lo;
+  });
+  return pieces;
 }
 
 std::vector<FlatRange> plan_owners(const ParamTable& table, int64_t workers) {

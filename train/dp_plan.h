@@ -16,6 +16,17 @@ namespace troupe::model {
 // first n_mb % workers get one more). A worker beyond n_mb gets an empty range.
 std::vector<TreeNode> plan_ranges(int64_t n_mb, int64_t workers);
 
+// schedule = "pull" (docs/schedule.md): the pieces a train step is cut into, in id order.
+// Blocks of g micro-batches, g the largest power of two that leaves at least
+// per_worker · workers blocks (1 when there are fewer micro-batches), each block cut into
+// the canonical tree's maximal nodes inside it (a block is one node but maybe the last).
+// Any worker may compute any piece: the pieces partition [0, n_mb) into tree nodes.
+std::vector<TreeNode> plan_pull_pieces(int64_t n_mb, int64_t workers, int64_t per_worker);
+
+// The order pieces are handed out in: the most micro-batches first (a pulled step ends with
+// the small pieces, so no worker starts a long one last), ties by id.
+std::vector<TreeNode> pull_order(std::vector<TreeNode> pieces);
+
 // Contiguous runs of whole tensors in table order, one per worker, covering the table:
 // each run ends at the first tensor boundary at or past its share of the floats. A worker
 // may own nothing when tensors are few and large.

@@ -54,4 +54,12 @@ double validation_loss(const std::vector<Piece<float>>& pieces) {
   return lp.ce_count > 0 ? double(lp.ce_sum) / double(lp.ce_count) : 0.0;
 }
 
+double idle_fraction(const std::vector<double>& busy_ms, double wall_seconds) {
+  if (busy_ms.empty() || !(wall_seconds > 0)) return -1;
+  double busy = 0;
+  for (double b : busy_ms) busy += b;
+  const double idle = 1.0 - busy / (double(busy_ms.size()) * wall_seconds * 1000.0);
+  return std::clamp(idle, 0.0, 1.0);
+}
+
 }  // namespace troupe::model

@@ -44,6 +44,10 @@ struct StepDecision {
 // once (combine_pieces throws naming a missing piece).
 StepDecision decide_step(const TrainJobConfig& cfg, const StepReports& in);
 
+// The workers' idle share of a step (StepStats::idle_fraction): 1 − Σ busy_ms / (workers ·
+// wall), clamped to [0, 1]; -1 without workers or wall time.
+double idle_fraction(const std::vector<double>& busy_ms, double wall_seconds);
+
 // The validation loss (nats per byte) of the validation pieces, combined in tree order.
 double validation_loss(const std::vector<Piece<float>>& pieces);
 

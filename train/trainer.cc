@@ -74,60 +74,72 @@ void GradEngine<T>::set_routed_experts(RoutedExperts<T>* routed) {
 
 template <typename T>
 const std::vector<T>& GradEngine<T>::piece_grad(size_t k) const {
-  return grads_.at(size_t(pieces_.at(k).node.lo - range_lo_));
+  return grads_.at(piece_slot_.at(k));
 }
 
 template <typename T>
 const EngramGrad<T>& GradEngine<T>::piece_engram_grad(size_t k) const {
-  return egrads_.at(size_t(pieces_.at(k).node.lo - range_lo_));
+  return egrads_.at(piece_slot_.at(k));
 }
 
 template <typename T>
 const std::vector<Piece<T>>& GradEngine<T>::run_range(const T* params, const Batch& batch,
                                                       int64_t mb_rows, int64_t lo, int64_t hi,
-                                                      bool backward, bool with_mtp) {
+                                                      bool backward, bool with_mtp, bool append) {
   if (mb_rows <= 0 || batch.rows % mb_rows != 0)
     throw std::invalid_argument("batch rows must be a multiple of the micro-batch rows");
   const int64_t n_total = batch.rows / mb_rows;
   if (lo < 0 || hi > n_total || lo >= hi)
     throw std::invalid_argument("run_range: micro-batch range outside the batch");
   const int64_t n_mb = hi - lo;
-  range_lo_ = lo;
+  // This range's micro-batches use buffer slots [base, base + n_mb): after the last range's
+  // when appending (its pieces' buffers stay valid), from 0 otherwise. A step computes at most
+  // n_total micro-batches, so with that many reserved no slot moves while its pieces are read.
+  const int64_t base = append ? slots_used_ : 0;
+  slots_used_ = base + n_mb;
+  if (!append) {
+    grads_.reserve(size_t(n_total));
+    egrads_.reserve(size_t(n_total));
+    pieces_.clear();
+    piece_slot_.clear();
+  }
   const LossScale scale = loss_scale_of(batch, with_mtp);
   const int64_t P = table_.total();
   if (backward) {
-    if (grads_.size() < size_t(n_mb)) grads_.resize(size_t(n_mb));
-    for (auto& g : grads_) g.resize(static_cast<size_t>(P));
+    if (grads_.size() < size_t(slots_used_)) grads_.resize(size_t(slots_used_));
+    for (int64_t i = base; i < slots_used_; ++i) grads_[size_t(i)].resize(size_t(P));
   }
-  egrads_.resize(static_cast<size_t>(n_mb));
-  for (auto& g : egrads_) g.assign(engram_ ? engram_->tables().size() : 0, {});
+  if (egrads_.size() < size_t(slots_used_)) egrads_.resize(size_t(slots_used_));
+  for (int64_t i = base; i < slots_used_; ++i)
+    egrads_[size_t(i)].assign(engram_ ? engram_->tables().size() : 0, {});
   std::vector<LossParts<T>> parts(static_cast<size_t>(n_mb));
   std::vector<std::vector<std::vector<int64_t>>> counts(static_cast<size_t>(n_mb));
   parallel_for(n_mb, threads_, [&](int64_t i, int w) {
     const Batch mb = batch.slice((lo + i) * mb_rows, mb_rows);
     T* g = nullptr;
     if (backward) {
-      std::fill(grads_[i].begin(), grads_[i].end(), T(0));
-      g = grads_[i].data();
+      std::vector<T>& buf = grads_[size_t(base + i)];
+      std::fill(buf.begin(), buf.end(), T(0));
+      g = buf.data();
     }
     workers_[w]->set_micro_batch(lo + i);
     parts[i] = workers_[w]->step(params, g, mb, scale, with_mtp, engram_,
-                                 backward && engram_ ? &egrads_[i] : nullptr);
+                                 backward && engram_ ? &egrads_[size_t(base + i)] : nullptr);
     counts[i] = workers_[w]->expert_counts();
   });
-  pieces_.clear();
   // Scalars follow the same canonical tree as the gradients.
   std::vector<T> ce(n_mb), mtp(n_mb), bal(n_mb), ce_sum(n_mb);
   for (int64_t i = 0; i < n_mb; ++i) {
     ce[i] = parts[i].ce, mtp[i] = parts[i].mtp, bal[i] = parts[i].bal;
     ce_sum[i] = parts[i].ce_sum;
   }
-  // Buffers are indexed from the range start; a node's tree shape depends on its length
-  // alone, so reducing [node.lo − lo, node.hi − lo) gives the canonical node's bits.
+  // Scalars are indexed from the range start, buffers from its first slot; a node's tree
+  // shape depends on its length alone, so reducing either run gives the canonical node's bits.
   for (const TreeNode& node : tree_pieces(n_total, lo, hi)) {
     const int64_t a = node.lo - lo, b = node.hi - lo;
-    if (backward) tree_reduce(grads_, a, b, P, threads_);
-    if (backward && engram_) engram_tree_reduce(egrads_, a, b, *engram_, threads_);
+    if (backward) tree_reduce(grads_, base + a, base + b, P, threads_);
+    if (backward && engram_) engram_tree_reduce(egrads_, base + a, base + b, *engram_, threads_);
+    piece_slot_.push_back(size_t(base + a));
     Piece<T> piece;
     piece.node = node;
     for (int64_t i = a; i < b; ++i) piece.parts.ce_count += parts[i].ce_count;
@@ -167,7 +179,7 @@ Trainer::Trainer(const TrainJobConfig& c, const EngramStore<float>* engram_elsew
       params(static_cast<size_t>(table.total())),
       threads_(resolve_threads(c.train.threads)),
       optimizer_(std::in_place, table, c.optimizer, c.train.weight_decay, threads_) {
-  corpus_ = std::make_unique<Corpus>(load_fortunes(c.data.corpus_dir, c.data.val_modulus));
+  corpus_ = std::make_unique<Corpus>(load_corpus(c.data, c.train.seed));
   train_stream_ = std::make_unique<PackedStream>(&corpus_->train, c.train.seed, c.data.shuffle,
                                                  c.model.seq_len);
   if (c.data.mode == DataMode::mixed) {
@@ -285,12 +297,12 @@ void Trainer::before_compute(const Batch& batch, TreeNode range, int64_t mb) con
   before_compute_(batch.slice(range.lo * mb, (range.hi - range.lo) * mb));
 }
 
-const std::vector<Piece<float>>& Trainer::compute_range(int64_t step, TreeNode range) {
+const std::vector<Piece<float>>& Trainer::compute_range(int64_t step, TreeNode range, bool append) {
   const Batch batch = step_batch(step);
   const int64_t mb = train_micro_batch_rows(cfg);
   before_compute(batch, range, mb);
   return engine_->run_range(params.data(), batch, mb, range.lo, range.hi, true,
-                            cfg.model.mtp_depth > 0);
+                            cfg.model.mtp_depth > 0, append);
 }
 
 const std::vector<Piece<float>>& Trainer::validate_range(TreeNode range) {
@@ -396,8 +408,7 @@ std::vector<std::string> Trainer::state_names(FlatRange owned, bool engram) cons
   }
   if (engram && engram_)
     for (const auto& info : engram_->tables())
-      for (const char* part : {"/values", "/m", "/v"})
-        names.push_back("engram/" + info.name + part);
+      for (EngramPart part : kEngramParts) names.push_back(engram_state_name(info.name, part));
   return names;
 }
 
@@ -440,13 +451,16 @@ void Trainer::snapshot_state_into(FlatRange owned, bool engram,
       const std::vector<int64_t> shape = {info.rows, info.dim};
       const float* w = engram_->data(int64_t(t));
       std::copy(w, w + n,
-                next_entry(out, &at, "engram/" + info.name + "/values", shape, n).data.begin());
+                next_entry(out, &at, engram_state_name(info.name, EngramPart::values), shape, n)
+                    .data.begin());
       const auto& m = engram_->moment_m(int64_t(t));
       const auto& v = engram_->moment_v(int64_t(t));
-      std::copy(m.begin(), m.end(),
-                next_entry(out, &at, "engram/" + info.name + "/m", shape, n).data.begin());
-      std::copy(v.begin(), v.end(),
-                next_entry(out, &at, "engram/" + info.name + "/v", shape, n).data.begin());
+      std::copy(
+          m.begin(), m.end(),
+          next_entry(out, &at, engram_state_name(info.name, EngramPart::m), shape, n).data.begin());
+      std::copy(
+          v.begin(), v.end(),
+          next_entry(out, &at, engram_state_name(info.name, EngramPart::v), shape, n).data.begin());
     }
   }
   out->resize(at);
@@ -491,8 +505,8 @@ void Trainer::load_engram_state(
   // Every table read before one is changed: a bad one leaves the tables as they were.
   std::vector<std::vector<float>> got;
   for (const EngramTableInfo& info : engram_->tables())
-    for (const char* part : {"/values", "/m", "/v"})
-      read_sized(read, "engram/" + info.name + part, size_t(info.rows * info.dim),
+    for (EngramPart part : kEngramParts)
+      read_sized(read, engram_state_name(info.name, part), size_t(info.rows * info.dim),
                  &got.emplace_back());
   for (size_t t = 0; t < engram_->tables().size(); ++t) {
     std::copy(got[3 * t].begin(), got[3 * t].end(), engram_->data(int64_t(t)));

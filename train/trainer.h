@@ -32,6 +32,9 @@ struct StepStats {
   // Mixed mode: the step's padding fraction of its micro-batches' tokens (StepPlan); -1 where
   // it is not known (packed mode, and the coordinator, which holds no corpus).
   double padding_waste = -1;
+  // troupe launch: the workers' idle share of the step's wall time, 1 − Σ compute /
+  // (workers · wall), what a slow worker costs the others; -1 where not measured.
+  double idle_fraction = -1;
 };
 
 // The reduced contribution of one canonical-tree node [lo, hi) of micro-batches.
@@ -42,6 +45,15 @@ struct StateTensor {
   std::vector<int64_t> shape;
   std::vector<float> data;
 };
+
+// The parts of an Engram table's state, in the order every writer and reader keeps them.
+enum class EngramPart { values = 0, m = 1, v = 2 };
+constexpr EngramPart kEngramParts[] = {EngramPart::values, EngramPart::m, EngramPart::v};
+// "engram/<table>/values|m|v": the one spelling of a table part's state name.
+inline std::string engram_state_name(const std::string& table, EngramPart part) {
+  static constexpr const char* kNames[] = {"values", "m", "v"};
+  return "engram/" + table + "/" + kNames[int(part)];
+}
 
 template <typename T>
 struct Piece {
@@ -68,9 +80,14 @@ class GradEngine {
   // Data parallelism's half of run: computes only micro-batches [lo, hi) of the global
   // batch (the loss is still normalised by the whole batch) and reduces them into the
   // nodes tree_pieces(n, lo, hi). piece_grad(k) holds piece k's gradient (with backward).
+  // append: keep the pieces (and their buffers) of the runs since the last one without it and
+  // add this range's after them (a worker pulling piece after piece of one step); the
+  // returned list, and piece_grad's k, then count from the first of those runs.
   const std::vector<Piece<T>>& run_range(const T* params, const Batch& batch, int64_t mb_rows,
-                                         int64_t lo, int64_t hi, bool backward, bool with_mtp);
+                                         int64_t lo, int64_t hi, bool backward, bool with_mtp,
+                                         bool append = false);
   const std::vector<T>& piece_grad(size_t k) const;
+  const std::vector<Piece<T>>& pieces() const { return pieces_; }
   // From now on the routed experts of every micro-batch are computed by `routed` (not owned;
   // nullptr: in-process again), called from the engine's threads at once (model/ffn.h).
   void set_routed_experts(RoutedExperts<T>* routed);
@@ -91,11 +108,12 @@ class GradEngine {
   const ParamTable& table_;
   int threads_;
   std::vector<std::unique_ptr<Model<T>>> workers_;  // one activation workspace per thread
-  std::vector<std::vector<T>> grads_;  // one gradient buffer per micro-batch of the range
+  std::vector<std::vector<T>> grads_;  // one gradient buffer per micro-batch of the runs
   const EngramStore<T>* engram_ = nullptr;
   std::vector<EngramGrad<T>> egrads_;  // one sparse table gradient per micro-batch
-  int64_t range_lo_ = 0;               // the first micro-batch of the last run
+  int64_t slots_used_ = 0;             // buffers the runs since the last non-append one fill
   std::vector<Piece<T>> pieces_;
+  std::vector<size_t> piece_slot_;  // pieces_[k]'s reduced gradient: grads_[piece_slot_[k]]
 };
 
 // The stats of train step `step` from its combined loss parts and global gradient norm (the
@@ -167,8 +185,12 @@ class Trainer {
   // placement of micro-batches on workers and of tensors on owners gives train_step's bits.
   // Workers: the gradients of micro-batches [range] of step s, reduced into the canonical
   // tree nodes tree_pieces(micro_batches(), range); piece_grad(k) is piece k's gradient.
-  const std::vector<Piece<float>>& compute_range(int64_t step, TreeNode range);
+  // append: after the pieces computed for this step so far (schedule = "pull": one range
+  // per pulled piece), which stay; piece k then counts from the first of them.
+  const std::vector<Piece<float>>& compute_range(int64_t step, TreeNode range, bool append = false);
   const float* piece_grad(size_t k) const { return engine_->piece_grad(k).data(); }
+  // The pieces compute_range gave in this step so far (with append, all of them).
+  const std::vector<Piece<float>>& computed_pieces() const { return engine_->pieces(); }
   // After the share of micro-batches changed, between steps (no piece being sent): frees the
   // gradient buffers of the old share (GradEngine::release_grads).
   void release_grads() { engine_->release_grads(); }

@@ -4,6 +4,8 @@
 
 #include <gtest/gtest.h>
 
+#include "actors/compute_faults.h"
+
 namespace troupe::actors {
 namespace {
 
@@ -117,6 +119,17 @@ TEST(TypeNames, EveryNameMapsBackToItsType) {
   EXPECT_EQ(type_of_name("Recover"), uint32_t(recover_type));
   EXPECT_EQ(type_of_name("unknown"), 0u);
   EXPECT_EQ(type_of_name("recover"), 0u);  // names are exact
+}
+
+TEST(ComputeFaults, OneWorkerSlowedByAFactor) {
+  const ComputeFaults f = ComputeFaults::parse("worker.1:2.5");
+  EXPECT_EQ(f.worker, 1);
+  EXPECT_DOUBLE_EQ(f.extra_ms(1, 100), 150);
+  EXPECT_DOUBLE_EQ(f.extra_ms(0, 100), 0);
+  EXPECT_EQ(ComputeFaults::parse("").worker, -1);
+  for (const char* bad : {"worker.1", "worker.x:2", "worker.1:0.5", "n2:2", "worker.1:2x",
+                          "worker.-1:2", "worker.1:nan"})
+    EXPECT_THROW(ComputeFaults::parse(bad), std::invalid_argument) << bad;
 }
 
 }  // namespace

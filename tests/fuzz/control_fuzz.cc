@@ -97,6 +97,7 @@ void add_shard_messages(Add& add, const None& none) {
   add(engram_state_type, std::type_identity<train::EngramState>{}, none);
   add(engram_swap_type, std::type_identity<train::EngramSwap>{}, none);
   add(engram_swapped_type, std::type_identity<train::EngramSwapped>{}, none);
+  add(take_type, std::type_identity<train::Take>{}, none);
 }
 
 // The messages by the number the first input byte picks (its value modulo the count).

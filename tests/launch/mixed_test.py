@@ -24,9 +24,9 @@ MIXED = ["--set", "data.mode=mixed", "--set", "data.max_doc_tokens=96",
          "--set", "train.batch_size=8", "--set", "train.eval_every=0"]
 
 
-def job(troupe, cmd, config, run_dir, steps, extra=()):
+def job(troupe, cmd, run_dir, steps, extra=()):
     """(weights hash, loss lines) of one finished job; a failed job fails the test."""
-    res = subprocess.run([troupe, cmd, "--config", config, "--steps", str(steps),
+    res = subprocess.run([troupe, cmd, "--config", TINY, "--steps", str(steps),
                           "--run-dir", run_dir, *MIXED, *extra], stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True, timeout=300)
     if res.returncode != 0:
@@ -42,9 +42,7 @@ def main():
     a = ap.parse_args()
     shutil.rmtree(a.work, ignore_errors=True)
     os.makedirs(a.work)
-    config = TINY
-    want_hash, want_losses, _ = job(a.troupe, "train", config, os.path.join(a.work, "plain"),
-                                    a.steps)
+    want_hash, want_losses, _ = job(a.troupe, "train", os.path.join(a.work, "plain"), a.steps)
     check("plain troupe train", want_hash is not None and len(want_losses) == a.steps,
           f"weights {want_hash}, {len(want_losses)} loss lines, losses "
           f"{[round(l['loss'], 4) for l in want_losses]}")
@@ -54,7 +52,7 @@ def main():
                                              "--set", "engram.shards=2"])]
     for name, extra in runs:
         d = os.path.join(a.work, name.replace(" ", "_").replace(",", ""))
-        h, lines, out = job(a.troupe, "launch", config, d, a.steps, extra)
+        h, lines, out = job(a.troupe, "launch", d, a.steps, extra)
         check(f"{name}: same weights as troupe train", h == want_hash, f"{h} vs {want_hash}")
         check(f"{name}: same loss lines", lines == want_losses,
               f"{len(lines)} lines vs {len(want_losses)}")

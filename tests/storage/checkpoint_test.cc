@@ -40,6 +40,28 @@ TEST(JobIdentity, HoldsWhatDecidesTheBitsOnly) {
             "this config has \"muon\"");
 }
 
+TEST(JobIdentity, MixedModeAndArithmeticDataAreParts) {
+  model::TrainJobConfig packed;
+  const json id = job_identity(packed);
+  EXPECT_FALSE(id["data"].contains("mode"));  // a packed fortunes job's identity as before
+  EXPECT_FALSE(id["data"].contains("source"));
+  model::TrainJobConfig mixed = packed;
+  mixed.data.mode = model::DataMode::mixed;
+  EXPECT_EQ(identity_mismatch(id, job_identity(mixed)),
+            "data.max_doc_tokens: the run directory's checkpoints were written with no such key, "
+            "this config has " +
+                std::to_string(packed.model.seq_len));
+  model::TrainJobConfig budget = mixed;
+  budget.train.tokens_per_microbatch = 3 * packed.model.seq_len;
+  EXPECT_NE(identity_hash(job_identity(budget)), identity_hash(job_identity(mixed)));
+  model::TrainJobConfig arith = packed;
+  arith.data.source = model::DataSource::arithmetic;
+  EXPECT_NE(identity_hash(job_identity(arith)), identity_hash(id));
+  model::TrainJobConfig bigger = arith;
+  bigger.data.arith_max_operand = 99;
+  EXPECT_NE(identity_hash(job_identity(bigger)), identity_hash(job_identity(arith)));
+}
+
 TEST(JobIdentity, MismatchNamesTheFirstDifferingKey) {
   model::TrainJobConfig a, b;
   a.model.d_model = 64;

@@ -57,12 +57,56 @@ TEST(DpPlan, TreePiecesAreMaximalAlignedNodes) {
   EXPECT_TRUE(tree_pieces(6, 3, 3).empty());
 }
 
+TEST(DpPlan, PullPiecesAreAlignedNodesCoveringTheStep) {
+  EXPECT_EQ(plan_pull_pieces(8, 1, 4), (std::vector<TreeNode>{{0, 2}, {2, 4}, {4, 6}, {6, 8}}));
+  EXPECT_EQ(plan_pull_pieces(8, 3, 4).size(), 8u);  // fewer micro-batches than 12: one each
+  EXPECT_EQ(plan_pull_pieces(7, 1, 2), (std::vector<TreeNode>{{0, 4}, {4, 7}}));
+  EXPECT_EQ(plan_pull_pieces(7, 1, 3), (std::vector<TreeNode>{{0, 2}, {2, 4}, {4, 6}, {6, 7}}));
+  EXPECT_EQ(plan_pull_pieces(12, 1, 3), (std::vector<TreeNode>{{0, 4}, {4, 8}, {8, 12}}));
+  for (int64_t n : {1, 5, 6, 12, 16, 33})
+    for (int64_t w = 1; w <= 5; ++w) {
+      const auto p = plan_pull_pieces(n, w, 4);
+      EXPECT_EQ(check_cover(p, n), "") << n << " micro-batches, " << w << " workers";
+      EXPECT_GE(int64_t(p.size()), std::min(n, 4 * w)) << n << " micro-batches, " << w;
+      for (const TreeNode& node : p)  // a maximal node of itself: a canonical tree node
+        EXPECT_EQ(tree_pieces(n, node.lo, node.hi), std::vector<TreeNode>{node});
+    }
+  EXPECT_EQ(pull_order({{0, 4}, {4, 6}, {6, 7}, {8, 12}}),
+            (std::vector<TreeNode>{{0, 4}, {8, 12}, {4, 6}, {6, 7}}));
+  EXPECT_THROW(plan_pull_pieces(8, 0, 4), std::invalid_argument);
+  EXPECT_THROW(plan_pull_pieces(8, 2, 0), std::invalid_argument);
+}
+
+TEST(StepRules, IdleFractionIsTheWorkersShareOfTheWallNotComputing) {
+  EXPECT_DOUBLE_EQ(idle_fraction({500, 1000}, 1.0), 0.25);
+  EXPECT_DOUBLE_EQ(idle_fraction({1000, 1000}, 1.0), 0.0);
+  EXPECT_DOUBLE_EQ(idle_fraction({3000}, 1.0), 0.0);  // clamped: clocks of other processes
+  EXPECT_EQ(idle_fraction({}, 1.0), -1);
+  EXPECT_EQ(idle_fraction({100}, 0.0), -1);
+}
+
+// Which micro-batches each simulated worker computes: the static split's contiguous ranges,
+// or (pulled) the pull pieces in pull_order dealt round-robin, computed one after another.
+std::vector<std::vector<TreeNode>> assignment(int64_t n_mb, int64_t W, bool pulled) {
+  std::vector<std::vector<TreeNode>> out(static_cast<size_t>(W));
+  if (!pulled) {
+    const auto ranges = plan_ranges(n_mb, W);
+    for (int64_t w = 0; w < W; ++w)
+      if (ranges[w].lo < ranges[w].hi) out[w].push_back(ranges[w]);
+    return out;
+  }
+  const auto order = pull_order(plan_pull_pieces(n_mb, W, 2));
+  for (size_t i = 0; i < order.size(); ++i) out[(i * 7 + 3) % size_t(W)].push_back(order[i]);
+  return out;
+}
+
 // One step across W simulated workers, following the worker protocol; the step's decision
 // (loss, grad norm, clip scale, expert counts) is decide_step's, as the coordinator's is.
-StepStats dp_step(std::vector<std::unique_ptr<Trainer>>& workers, int64_t step) {
+StepStats dp_step(std::vector<std::unique_ptr<Trainer>>& workers, int64_t step,
+                  bool pulled = false) {
   const int64_t W = int64_t(workers.size());
   const Trainer& t0 = *workers[0];
-  const auto ranges = plan_ranges(t0.micro_batches(), W);
+  const auto shares = assignment(t0.micro_batches(), W, pulled);
   const auto owners = plan_owners(t0.table, W);
   StepReports reports;
   reports.step = step;
@@ -72,8 +116,12 @@ StepStats dp_step(std::vector<std::unique_ptr<Trainer>>& workers, int64_t step) 
   std::vector<std::vector<float>> grads;
   std::vector<EngramGrad<float>> egrads;
   for (int64_t w = 0; w < W; ++w) {
-    if (ranges[w].lo == ranges[w].hi) continue;
-    const auto& ps = workers[w]->compute_range(step, ranges[w]);
+    if (shares[w].empty()) continue;
+    // A pulling worker's earlier pieces must stay valid while it computes later ones: their
+    // gradients are read only after the last.
+    for (size_t i = 0; i < shares[w].size(); ++i)
+      workers[w]->compute_range(step, shares[w][i], i > 0);
+    const auto& ps = workers[w]->computed_pieces();
     for (size_t k = 0; k < ps.size(); ++k) {
       pieces.push_back(ps[k]);
       const float* g = workers[w]->piece_grad(k);
@@ -117,8 +165,8 @@ StepStats dp_step(std::vector<std::unique_ptr<Trainer>>& workers, int64_t step) 
   return d.stats;
 }
 
-void expect_dp_matches_single(const std::string& optimizer, bool engram = false,
-                              bool mixed = false) {
+void expect_dp_matches_single(const std::string& optimizer, bool engram = false, bool mixed = false,
+                              bool pulled = false) {
   Trainer single(small_job(optimizer, engram, mixed));
   std::vector<StepStats> ref;
   for (int64_t s = 0; s < 3; ++s) ref.push_back(single.train_step(s));
@@ -127,7 +175,7 @@ void expect_dp_matches_single(const std::string& optimizer, bool engram = false,
     for (int64_t w = 0; w < W; ++w)
       workers.push_back(std::make_unique<Trainer>(small_job(optimizer, engram, mixed)));
     for (int64_t s = 0; s < 3; ++s) {
-      const StepStats st = dp_step(workers, s);
+      const StepStats st = dp_step(workers, s, pulled);
       EXPECT_EQ(st.loss, ref[s].loss) << W << " workers, step " << s;
       EXPECT_EQ(st.grad_norm, ref[s].grad_norm) << W << " workers, step " << s;
     }
@@ -139,6 +187,11 @@ void expect_dp_matches_single(const std::string& optimizer, bool engram = false,
 TEST(DataParallel, AdamWBitsMatchTrainStepForOneToFiveWorkers) {
   expect_dp_matches_single("adamw");
 }
+TEST(DataParallel, PulledPiecesGiveTrainStepBitsForOneToFiveWorkers) {
+  expect_dp_matches_single("adamw", false, false, true);
+  expect_dp_matches_single("muon", true, true, true);  // Engram and mixed-length rows too
+}
+
 TEST(DataParallel, MuonBitsMatchTrainStepForOneToFiveWorkers) {
   expect_dp_matches_single("muon");
 }
