@@ -82,6 +82,15 @@ bench-sched: build
 	SCHED_STEPS=$(SCHED_STEPS) bench/run_bench_sched.sh $(BUILD)
 
 # Issue 17, item 3: tokens/s of KV-cache decoding next to recomputing the full forward at every
+# Issue 17's GRPO in one process (docs/grpo.md): configs/arith-sft.toml's supervised run, then
+# configs/grpo-tiny.toml's 200 GRPO steps from its weights (runs/arith-sft, runs/grpo-tiny,
+# both made afresh). The last lines are the reward curve: first and last 20 steps, 50-step blocks.
+.PHONY: grpo-demo
+grpo-demo: build
+	rm -rf runs/arith-sft runs/grpo-tiny
+	$(BUILD)/troupe train --config configs/arith-sft.toml --run-dir runs/arith-sft
+	$(BUILD)/troupe train --config configs/grpo-tiny.toml --run-dir runs/grpo-tiny
+
 # step, GEN_NEW (128) new tokens on tiny, same run: both figures and their ratio (docs/generate.md).
 GEN_NEW ?= 128
 .PHONY: bench-generate

@@ -69,6 +69,9 @@ std::vector<Section> build_sections() {
        {KEY(parallel, experts), KEY(parallel, schedule), KEY(parallel, pull_pieces_per_worker)}},
       {"eplb", {KEY(eplb, window_steps), KEY(eplb, rebalance_every_steps)}},
       {"engram", {KEY(engram, placement), KEY(engram, shards), KEY(engram, host_cache_bytes)}},
+      {"grpo", {KEY(grpo, enabled), KEY(grpo, prompts_per_step), KEY(grpo, group_size),
+                KEY(grpo, max_new_tokens), KEY(grpo, temperature), KEY(grpo, clip_eps),
+                KEY(grpo, kl_beta), KEY(grpo, init_weights)}},
   };
 }
 // clang-format on
@@ -189,7 +192,7 @@ std::string known_sections_text() {
 // that it is not there yet: a user who read the design gets told, not puzzled.
 std::string unknown_section_text(const std::string& name) {
   static const std::vector<std::pair<std::string, std::string>> planned = {
-      {"pipeline", "pipeline parallelism"}, {"grpo", "GRPO rollouts"}};
+      {"pipeline", "pipeline parallelism"}};
   for (const auto& [section, what] : planned)
     if (name == section)
       return fmt::format(

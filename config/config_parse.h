@@ -17,6 +17,8 @@
 
 namespace troupe::model {
 
+struct GrpoConfig;  // train/grpo.h
+
 struct ConfigError : std::runtime_error {
   using runtime_error::runtime_error;
 };
@@ -37,6 +39,9 @@ JobConfig config_from_sets(const std::vector<std::string>& sets);
 // Checks ranges, cross-key constraints, registry names and not-yet-implemented features.
 // Messages use cfg.origins for where a key was set. Throws ConfigError on the first problem.
 void validate(const JobConfig& cfg);
+
+// The GRPO runner's settings (train/grpo.h) from cfg's [grpo] section.
+GrpoConfig grpo_runner_config(const JobConfig& cfg);
 
 // The [model] section as JSON (SPEC §2 snake_case keys, every ModelConfig key) plus "seed":
 // what goes into the safetensors metadata under "troupe_config" (SPEC §9).

@@ -10,6 +10,7 @@
 
 #include "config/config_fields.h"
 #include "config/config_parse.h"
+#include "train/grpo.h"
 
 namespace troupe::model {
 using namespace config_detail;
@@ -298,6 +299,25 @@ void validate_rest(Checker& c, const JobConfig& cfg) {
   c.positive_real("optimizer.eps");
 }
 
+// [grpo]: each key's range always (a bad value fails when written, not when GRPO is switched
+// on later); the rules across sections (the longest sequence within seq_len, no Engram) only
+// for a job that runs GRPO.
+void validate_grpo(Checker& c, const JobConfig& cfg) {
+  c.positive("grpo.prompts_per_step");
+  if (cfg.grpo.group_size < 2)
+    c.fail("grpo.group_size", "must be 2 or more (an advantage compares a group's rewards)");
+  c.positive("grpo.max_new_tokens");
+  c.positive_real("grpo.temperature");
+  if (!(cfg.grpo.clip_eps > 0 && cfg.grpo.clip_eps < 1))
+    c.fail("grpo.clip_eps", "must be in (0, 1): the ratio is clipped to [1 - eps, 1 + eps]");
+  c.non_negative_real("grpo.kl_beta");
+  if (!cfg.grpo.enabled) return;
+  if (const std::string bad = check_grpo(grpo_runner_config(cfg), cfg); !bad.empty())
+    c.fail_across({"grpo.enabled", "grpo.max_new_tokens", "model.seq_len", "data.arith_max_operand",
+                   "model.engram_layers"},
+                  bad);
+}
+
 // Features the config can name but the code cannot run yet. One place, so that the issue
 // implementing a feature deletes its line here.
 // Nothing is pending at the moment (the parameters are unnamed until something is).
@@ -308,6 +328,18 @@ void validate(const JobConfig& cfg) {
   c.all_reals_finite();
   validate_model(c, cfg.model);
   validate_rest(c, cfg);
+  validate_grpo(c, cfg);
+}
+
+GrpoConfig grpo_runner_config(const JobConfig& cfg) {
+  GrpoConfig g;
+  g.prompts_per_step = cfg.grpo.prompts_per_step;
+  g.group_size = cfg.grpo.group_size;
+  g.max_new_tokens = cfg.grpo.max_new_tokens;
+  g.temperature = cfg.grpo.temperature;
+  g.loss.clip_eps = cfg.grpo.clip_eps;
+  g.loss.kl_beta = cfg.grpo.kl_beta;
+  return g;
 }
 
 }  // namespace troupe::model

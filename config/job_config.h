@@ -70,11 +70,28 @@ struct EngramPlacement {
   bool operator==(const EngramPlacement&) const = default;
 };
 
+// [grpo]: GRPO in one process (`troupe train`; docs/grpo.md, SPEC-model.md §7). A flat copy of
+// train/grpo.h's GrpoConfig (grpo_runner_config in config_parse.h makes one) plus what the
+// command needs: the key registry sets direct members only.
+struct GrpoJobConfig {
+  bool enabled = false;          // troupe train runs GRPO steps instead of supervised ones
+  int64_t prompts_per_step = 4;  // P: prompts per step, each with its own group
+  int64_t group_size = 8;        // G: completions per prompt
+  int64_t max_new_tokens = 16;   // tokens a completion has at most
+  double temperature = 1.0;      // sampling temperature of the rollouts
+  double clip_eps = 0.2;         // ε: ρ is clipped to [1−ε, 1+ε]
+  double kl_beta = 0.04;         // β: weight of the k3 KL estimate against π_ref
+  // The weights.safetensors the phase starts from (π_ref); "": the config's initialisation.
+  std::string init_weights;
+  bool operator==(const GrpoJobConfig&) const = default;
+};
+
 struct JobConfig : TrainJobConfig {
   runtime::FaultToleranceConfig fault_tolerance;  // [fault_tolerance]: noticing failures
   ParallelConfig parallel;                        // [parallel]: where the work runs
   EplbConfig eplb;                                // [eplb]: expert slots following the load
   EngramPlacement engram;                         // [engram]: where the Engram tables live
+  GrpoJobConfig grpo;                             // [grpo]: GRPO steps in one process
   std::string source;                             // the file it was read from, for messages
   // Where each explicitly set key came from, for messages: "section.key" ->
   // "configs/x.toml:12" or "--set section.key=value". Keys absent here hold defaults.
@@ -83,7 +100,7 @@ struct JobConfig : TrainJobConfig {
   // The settings alone (not source/origins): what determines the job's result.
   bool same_settings(const JobConfig& o) const {
     return model == o.model && data == o.data && train == o.train && optimizer == o.optimizer &&
-           fp8 == o.fp8 && fault_tolerance == o.fault_tolerance;
+           fp8 == o.fp8 && fault_tolerance == o.fault_tolerance && grpo == o.grpo;
   }
 };
 

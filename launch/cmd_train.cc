@@ -9,6 +9,7 @@
 #include "launch/commands.h"
 #include "launch/progress.h"
 #include "launch/run_files.h"
+#include "launch/train_grpo.h"
 #include "launch/train_run.h"
 #include "model/flops.h"
 #include "storage/checked_file.h"
@@ -62,14 +63,6 @@ void print_params(const model::ParamTable& table, const model::OptimizerConfig& 
     std::printf("group %-16s %ld parameters (sparse rows, lr x 5, no decay)\n", "engram-adam",
                 long(engram));
   std::printf("total %ld parameters\n", long(table.total() + engram));
-}
-
-// config.json: the model config and seed, for readers of the run directory.
-void write_config_json(const std::string& run_dir, const model::JobConfig& cfg) {
-  storage::CheckedFile f;
-  runtime::Status st = f.open(run_dir + "/config.json", /*append=*/false);
-  if (st.ok()) st = f.write(model::model_config_to_json(cfg.model, cfg.train.seed).dump(2) + "\n");
-  if (!st.ok()) throw RunFailed(st.message());
 }
 
 struct LoopEnd {
@@ -137,6 +130,7 @@ void run_train(const TrainArgs& a) {
         "train: engram.placement = \"shards\" puts the Engram tables on engram_shard actors, "
         "which one process has none of; run the job with `troupe launch`, or set "
         "engram.placement=replicated");
+  if (cfg.grpo.enabled) return run_grpo_train(cfg, a.config, a.run_dir, a.resume);
   TrainRun run = open_train_run(a.run_dir, cfg, a.resume);
   model::Trainer trainer(cfg);
   if (a.resume) resume_train_run(a.run_dir, &run, &trainer);

@@ -93,6 +93,11 @@ std::vector<std::string> job_sets(const LaunchArgs& a) {
 
 model::JobConfig checked_launch(const LaunchArgs& a) {
   model::JobConfig cfg = model::load_config(a.config, job_sets(a));
+  if (cfg.grpo.enabled)
+    throw UsageError(
+        "launch: grpo.enabled = true: GRPO under troupe launch (rollout actors) is not built "
+        "yet; run `troupe train --config " +
+        a.config + " --run-dir DIR` for in-process GRPO");
   parse_scale_at(a);
   parse_engram_at(a.engram_at, "launch");
   if (!a.as_coordinator) checked_local_nodes(a);

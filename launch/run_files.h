@@ -3,6 +3,10 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include "config/config_parse.h"
+#include "launch/commands.h"
+#include "storage/checked_file.h"
+#include "train/grpo.h"
 #include "train/trainer.h"
 
 namespace troupe::launch {
@@ -25,6 +29,30 @@ inline std::string metrics_line(const model::StepStats& st, double tokens_per_s,
   if (st.idle_fraction >= 0) j["idle_fraction"] = st.idle_fraction;  // troupe launch
   if (unix_ms >= 0) j["unix_ms"] = unix_ms;
   return j.dump() + "\n";
+}
+
+// One metrics.jsonl line of a GRPO step (troupe train with grpo.enabled), "\n" included: the
+// step's mean reward and the loss terms with every bit, as metrics_line writes losses.
+inline std::string grpo_metrics_line(const model::GrpoStepStats& st, double tokens_per_s) {
+  const nlohmann::json j = {{"step", st.step},
+                            {"reward", st.mean_reward},
+                            {"loss", st.loss},
+                            {"kl", st.kl},
+                            {"clipped_fraction", st.clipped_fraction},
+                            {"lr", st.lr},
+                            {"grad_norm", st.grad_norm},
+                            {"tokens", st.tokens},
+                            {"tokens_per_s", tokens_per_s}};
+  return j.dump() + "\n";
+}
+
+// config.json: the model config and seed, for readers of the run directory. RunFailed when it
+// cannot be written.
+inline void write_config_json(const std::string& run_dir, const model::JobConfig& cfg) {
+  storage::CheckedFile f;
+  runtime::Status st = f.open(run_dir + "/config.json", /*append=*/false);
+  if (st.ok()) st = f.write(model::model_config_to_json(cfg.model, cfg.train.seed).dump(2) + "\n");
+  if (!st.ok()) throw RunFailed(st.message());
 }
 
 }  // namespace troupe::launch

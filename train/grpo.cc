@@ -29,6 +29,10 @@ std::string check_grpo(const GrpoConfig& g, const TrainJobConfig& job) {
     return fmt::format("grpo max_new_tokens = {}: must be positive", g.max_new_tokens);
   if (!std::isfinite(g.temperature) || g.temperature <= 0)
     return fmt::format("grpo temperature = {}: must be finite and > 0", g.temperature);
+  if (!(g.loss.clip_eps > 0 && g.loss.clip_eps < 1))
+    return fmt::format("grpo clip_eps = {}: must be in (0, 1)", g.loss.clip_eps);
+  if (!std::isfinite(g.loss.kl_beta) || g.loss.kl_beta < 0)
+    return fmt::format("grpo kl_beta = {}: must be finite and >= 0", g.loss.kl_beta);
   if (const std::string bad = check_arithmetic(job.data); !bad.empty()) return bad;
   // A sequence feeds BOS + prompt + completion − 1 positions, and must fit one row.
   const int64_t need = 1 + longest_prompt(job.data) + g.max_new_tokens - 1;
