@@ -93,6 +93,9 @@ struct CoordinatorOptions {
   // Memory nodes to wait for besides `nodes` (`troupe node --role engram`): they hold the
   // Engram shards' holders and no worker (coordinator_engram.cc).
   int64_t engram_nodes = 0;
+  // Rollout nodes to wait for besides `nodes` (`troupe node --role rollout`): they sample the
+  // GRPO groups and run no worker (coordinator_rollout.cc).
+  int64_t rollout_nodes = 0;
   // A coordinator restarted after the last one died: the view and the committed step from
   // the journal; it waits for the members to rejoin, then recovers them (no rollback when
   // every one of them is back).

@@ -33,6 +33,7 @@ void begin_step(Self* self, train::Kind kind) {
   auto& d = s.drv;
   const int64_t W = worker_count(self);
   train::StepBegin b;
+  std::vector<runtime::Payload> payloads;  // GRPO: the step's rollouts
   b.set_step(d.step);
   b.set_kind(kind);
   if (kind == train::TRAIN) runtime::set_current_step(d.step);  // runtime/step_hook.h
@@ -48,6 +49,7 @@ void begin_step(Self* self, train::Kind kind) {
     d.busy_ms.assign(size_t(W), 0.0);
     d.padding_waste = -1;
     if (pulling(self)) begin_pull(self, &b);
+    add_rollouts(self, &b, &payloads);
   } else {
     d.val_pieces.clear();
     d.val.open(s.core.epoch, d.step, W);
@@ -56,7 +58,7 @@ void begin_step(Self* self, train::Kind kind) {
   begin_engram_step(self, &b);
   d.in_flight = true;
   d.begun = now(self);
-  to_all_workers(self, step_begin_type, b);
+  to_all_workers(self, step_begin_type, b, payloads);
 }
 
 }  // namespace
@@ -67,7 +69,7 @@ void start_or_finish(Self* self) {
   auto& s = self->state;
   s.drv.in_flight = false;
   if (s.drv.step < s.opt.config.train.steps) {
-    if (hold_at_boundary(self)) return;
+    if (hold_at_boundary(self) || !rollouts_ready(self)) return;
     return begin_step(self, train::TRAIN);
   }
   if (pulling(self)) report_pulls(self);
@@ -95,7 +97,7 @@ bool read_pieces(const ActorMessage& m, const train::Stats& st,
     model::Piece<float> p;
     p.node = {ps.node().lo(), ps.node().hi()};
     p.parts.ce = ps.ce(), p.parts.mtp = ps.mtp(), p.parts.bal = ps.bal();
-    p.parts.ce_sum = ps.ce_sum(), p.parts.ce_count = ps.ce_count();
+    p.parts.ce_sum = ps.ce_sum(), p.parts.ce_count = ps.ce_count(), p.parts.head = ps.head();
     if (!unflatten_counts(ps.count_layers(), m.payloads[size_t(i)], &p.counts)) return false;
     out->push_back(std::move(p));
   }
@@ -150,6 +152,7 @@ void try_apply(Self* self) {
   if (!dec.error.empty()) return fail(self, dec.error);
   d.report.stats = dec.stats;
   d.report.stats.padding_waste = d.padding_waste;
+  d.report.stats.reward = rollout_reward(self, d.step);
   d.report.expert_counts = dec.counts;
   d.apply_sent = true;
   train::Apply a;
@@ -236,6 +239,7 @@ void commit_step(Self* self) {
     return fail(self,
                 fmt::format("cannot record the commit of step {}: {}", d.step, st.to_string()));
   d.committed = d.step + 1;
+  rollouts_committed(self, d.step);
   record_expert_counts(self, d.report.expert_counts);
   expect_checkpoint(self, d.committed);
   train::Commit c;
@@ -366,6 +370,7 @@ void check_step_progress(Self* self, time_point t) {
 }
 
 void start_training(Self* self) {
+  deal_rollouts(self);
   start_or_finish(self);
 }
 
@@ -396,6 +401,11 @@ void add_driver_handlers(Self* self, Phase p, Dispatcher& d) {
       return v;
     });
   }
+  if (p == Phase::running || p == Phase::recovering)  // groups come whatever the workers do
+    d.on<train::RolloutAsk>(rollout_group_type,
+                            [self](const train::RolloutAsk& g, ActorMessage& m) {
+                              return on_rollout_group(self, g, m);
+                            });
   if (p == Phase::finishing)
     d.on<train::Final>(final_type, [self](const train::Final& f, ActorMessage& m) {
       return on_final(self, f, m);

@@ -75,7 +75,7 @@ void publish_view(Self* self) {
   v.set_epoch(c.epoch);
   std::vector<const NodeInfo*> listed;  // the members, then the reshape's leavers and joiners
   for (const std::vector<NodeInfo>* list : std::initializer_list<const std::vector<NodeInfo>*>{
-           &c.nodes, &c.memory, &rs.leaving, &rs.joiners})
+           &c.nodes, &c.memory, &c.rollout, &rs.leaving, &rs.joiners})
     for (const NodeInfo& n : *list) listed.push_back(&n);
   for (const NodeInfo* n : listed) {
     auto* e = v.add_nodes();
@@ -94,6 +94,7 @@ void publish_view(Self* self) {
     p->set_role("worker"), p->set_index(index), p->set_node_id(node);
   };
   if (!place_engram_shards(self, &v)) return;  // before the workers, as the expert shards
+  place_rollouts(self, &v);
   for (size_t i = 0; i < c.workers.size(); ++i) place(c.role_index[i], c.nodes[i].id);
   for (size_t i = 0; i < rs.standby.size() && !rs.active; ++i)  // newcomers on standby
     place(rs.standby_index[i], rs.joiners[i].id);
@@ -181,10 +182,11 @@ NodeInfo admit_node(Self* self, const control::Join& j, const ActorMessage& m) {
 
 void on_join(Self* self, const control::Join& j, const ActorMessage& m) {
   auto& s = self->state;
-  const bool memory = j.role() == "engram";
-  if (memory &&
-      (s.core.phase != Phase::joining || int64_t(s.core.memory.size()) >= s.opt.engram_nodes)) {
-    refuse_join(self, j, m);  // memory nodes join before the job starts, as many as asked
+  const bool memory = j.role() == "engram" || j.role() == "rollout";
+  std::vector<NodeInfo>& extra = j.role() == "rollout" ? s.core.rollout : s.core.memory;
+  const int64_t extra_wanted = j.role() == "rollout" ? s.opt.rollout_nodes : s.opt.engram_nodes;
+  if (memory && (s.core.phase != Phase::joining || int64_t(extra.size()) >= extra_wanted)) {
+    refuse_join(self, j, m);  // memory and rollout nodes join before the start, as many as asked
     return;
   }
   if (!memory && s.core.phase != Phase::joining) {
@@ -193,15 +195,22 @@ void on_join(Self* self, const control::Join& j, const ActorMessage& m) {
   }
   if (!memory && int64_t(s.core.nodes.size()) >= s.opt.nodes) return refuse_join(self, j, m);
   const NodeInfo n = admit_node(self, j, m);
-  (memory ? s.core.memory : s.core.nodes).push_back(n);
+  (memory ? extra : s.core.nodes).push_back(n);
   bump_epoch(self);
   welcome(self, n, false);
   event(self, "join",
         fmt::format("{} at {}, pid {} (epoch {}){}", n.id, n.address, n.pid, s.core.epoch,
-                    memory ? ": a memory node (Engram shards)" : ""),
-        {{"node", n.id}, {"pid", n.pid}, {"address", n.address}, {"memory", memory}});
+                    !memory                 ? ""
+                    : j.role() == "rollout" ? ": a rollout node (GRPO sampling)"
+                                            : ": a memory node (Engram shards)"),
+        {{"node", n.id},
+         {"pid", n.pid},
+         {"address", n.address},
+         {"memory", j.role() == "engram"},
+         {"rollout", j.role() == "rollout"}});
   if (int64_t(s.core.nodes.size()) == s.opt.nodes &&
-      int64_t(s.core.memory.size()) == s.opt.engram_nodes)
+      int64_t(s.core.memory.size()) == s.opt.engram_nodes &&
+      int64_t(s.core.rollout.size()) == s.opt.rollout_nodes)
     place_workers(self);
 }
 
@@ -358,7 +367,7 @@ void lose_node(Self* self, const std::string node, const std::string& why, bool 
   auto& s = self->state;
   auto& c = s.core;
   if (c.phase == Phase::done) return;
-  if (lose_memory_node(self, node, why, hung)) return;
+  if (lose_memory_node(self, node, why, hung) || lose_rollout_node(self, node, why, hung)) return;
   size_t k = 0;
   while (k < c.nodes.size() && c.nodes[k].id != node) ++k;
   if (lose_during_reshape(self, node, why, hung)) return;

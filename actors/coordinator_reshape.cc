@@ -176,7 +176,8 @@ void abort_active(Self* self, const std::string& node, const std::string& why, b
 std::vector<NodeInfo*> heard_nodes(Self* self) {
   auto& s = self->state;
   std::vector<NodeInfo*> out;
-  for (auto* list : {&s.core.nodes, &s.core.memory, &s.reshape.joiners, &s.reshape.leaving})
+  for (auto* list :
+       {&s.core.nodes, &s.core.memory, &s.core.rollout, &s.reshape.joiners, &s.reshape.leaving})
     for (NodeInfo& n : *list) out.push_back(&n);
   return out;
 }

@@ -77,6 +77,7 @@ struct Membership {
   uint64_t epoch = 0;
   std::vector<NodeInfo> nodes;
   std::vector<NodeInfo> memory;      // memory nodes (Join.role "engram"): Engram holders only
+  std::vector<NodeInfo> rollout;     // rollout nodes (Join.role "rollout"): GRPO sampling only
   int64_t joins = 0;                 // nodes that ever joined: their ids are n1, n2, ...
   std::vector<std::string> workers;  // placement: addresses by index; worker i on nodes[i]
   std::vector<int64_t> role_index;   // worker i's role index (its name; kept across recoveries)
@@ -204,6 +205,23 @@ struct PendingCheckpoint {
   int64_t engram_writers = 0;  // Engram shards whose lookup holders write their tables
 };
 
+// grpo.enabled (coordinator_rollout.cc): the rollout actors and the groups they sample.
+struct RolloutRound {
+  struct Actor {
+    std::string node, address;
+    std::set<std::pair<int64_t, int64_t>> asked;  // (step, prompt) handed out, not answered
+  };
+  std::vector<Actor> actors;  // the live ones, in their index order
+  bool placed = false;
+  // By step: each prompt's group once it came (steps not committed yet).
+  std::map<int64_t, std::vector<std::optional<train::RolloutGroup>>> groups;
+  std::deque<std::pair<int64_t, int64_t>> queue;  // (step, prompt) not handed out, in order
+  int64_t dealt = 0;                              // steps [0, dealt) were queued
+  bool waiting = false;  // the step's StepBegin waits for its rollouts (since wait_from)
+  time_point wait_from;
+  double wait_ms = 0;  // what training waited for rollouts, all steps
+};
+
 struct CoordinatorState {
   CoordinatorOptions opt;
   caf::actor router;
@@ -216,6 +234,7 @@ struct CoordinatorState {
   ExpertBalance balance;
   EngramShards engram;
   EngramSets engram_sets;
+  RolloutRound rollouts;
   std::map<int64_t, PendingCheckpoint> checkpoints;  // by step, until complete or skipped
   DropLog drops{"n0/coordinator.0", type_name};
   bool ending = false;    // end_job ran (the nodes were told to stop)
@@ -354,6 +373,26 @@ void abandon_engram_round(Self* self);
 void rewind_engram_sets(Self* self, int64_t step);
 Verdict on_engram_swapped(Self* self, const train::EngramSwapped& w, const ActorMessage& m);
 nlohmann::json engram_sets_status(Self* self);
+
+// coordinator_rollout.cc: GRPO's rollout actors (each a no-op without grpo.enabled).
+bool grpo_job(Self* self);
+// Into a view: rollout.k on each rollout node.
+void place_rollouts(Self* self, control::View* v);
+// Queues the prompts of the steps whose policy version is committed (lag 1; with
+// grpo.overlap = false, only the step after the last committed) and hands them out.
+void deal_rollouts(Self* self);
+// Whether step drv.step's groups are all in; if not, the step waits for them (the last one
+// to come starts it).
+bool rollouts_ready(Self* self);
+// Into a train StepBegin: the step's groups and the rollout actors.
+void add_rollouts(Self* self, train::StepBegin* b, std::vector<runtime::Payload>* payloads);
+// After the commit of `step`: its groups are dropped, the next steps dealt.
+void rollouts_committed(Self* self, int64_t step);
+// The step's mean reward over its completions (-1 without GRPO).
+double rollout_reward(Self* self, int64_t step);
+Verdict on_rollout_group(Self* self, const train::RolloutAsk& head, const ActorMessage& m);
+// A rollout node lost: its prompts go to the others. False: not a rollout node.
+bool lose_rollout_node(Self* self, const std::string& node, const std::string& why, bool hung);
 
 // coordinator_reshape.cc: scale, drain, pause, checkpoint on request; the step boundary.
 // At a step boundary, before the next step begins: true when the coordinator holds it

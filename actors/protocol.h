@@ -53,6 +53,8 @@ enum TrainType : uint32_t {
   engram_swap_type,
   engram_swapped_type,
   take_type,
+  rollout_ask_type,
+  rollout_group_type,
   train_types_end,
 };
 

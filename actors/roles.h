@@ -25,11 +25,17 @@ void register_engram_shard_role();
 caf::actor spawn_engram_shard(caf::actor_system& system, const runtime::RoleContext& ctx,
                               bool detached = true);
 
+// rollout (issue 17): GRPO groups sampled on the policy the owners stream to it.
+void register_rollout_role();
+caf::actor spawn_rollout(caf::actor_system& system, const runtime::RoleContext& ctx,
+                         bool detached = true);
+
 // Registers every role; call once at process start, before the node agent runs.
 inline void register_roles() {
   register_worker_role();
   register_expert_shard_role();
   register_engram_shard_role();
+  register_rollout_role();
 }
 
 }  // namespace troupe::actors

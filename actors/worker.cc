@@ -164,7 +164,7 @@ void send_stats(Self* self, int64_t step, train::Kind kind,
     ps->mutable_node()->set_lo(p.node.lo);
     ps->mutable_node()->set_hi(p.node.hi);
     ps->set_ce(p.parts.ce), ps->set_mtp(p.parts.mtp), ps->set_bal(p.parts.bal);
-    ps->set_ce_sum(p.parts.ce_sum), ps->set_ce_count(p.parts.ce_count);
+    ps->set_ce_sum(p.parts.ce_sum), ps->set_ce_count(p.parts.ce_count), ps->set_head(p.parts.head);
     std::vector<int64_t> flat;
     flatten_counts(p.counts, ps->mutable_count_layers(), &flat);
     payloads.push_back(owned_payload(std::move(flat)));
@@ -278,7 +278,7 @@ void worker_impl::compute_and_send(Self* self, int64_t step, TreeNode range) {
 
 namespace {
 
-Verdict on_step_begin(Self* self, const train::StepBegin& b, const ActorMessage&) {
+Verdict on_step_begin(Self* self, const train::StepBegin& b, const ActorMessage& m) {
   auto& s = self->state;
   if (b.kind() == train::VALIDATE) return on_validate(self, b);
   if (b.step() == s.begun) return drop(Drop::duplicate, "a step already begun");
@@ -289,6 +289,7 @@ Verdict on_step_begin(Self* self, const train::StepBegin& b, const ActorMessage&
     return drop(Drop::wrong_step, fmt::format("step {} at version {}", b.step(), s.version));
   if (Verdict v = take_placement(s, b)) return v;
   if (Verdict v = take_engram_shards(s, b, b.step())) return v;
+  if (Verdict v = take_rollouts(s, b, m)) return v;
   s.recovery_base.reset();  // every worker recovered: the coordinator goes on
   s.sent.clear();
   runtime::set_current_step(b.step());  // a fault plan's steps window (runtime/step_hook.h)
@@ -383,6 +384,7 @@ Verdict on_apply(Self* self, const train::Apply& a, const ActorMessage& m) {
       if (o != s.me)
         reply(self, s.peers[size_t(o)], weights_type, w,
               {view_payload(s.trainer, s.trainer->params.data() + f.lo, size_t(f.hi - f.lo))});
+    stream_to_rollouts(self, w);
   }
   if (s.trainer->engram()) s.trainer->apply_engram(a.step(), a.clip_scale());
   send_buddy_copy(self, a.step() + 1);
@@ -525,6 +527,7 @@ void start(Self* self) {
   s.peers = s.ctx.peers;
   plan(s, int64_t(s.peers.size()), s.ctx.index);
   start_experts(self, cfg);
+  start_grpo(s, cfg);
   s.storage_faults = storage::StorageFaults::from_env();
   s.transfer_faults = TransferFaults::from_env();
   s.compute_faults = ComputeFaults::from_env();

@@ -87,6 +87,11 @@ struct WorkerState {
   // out by the coordinator (StepBegin.pull_first, then Take). pulled: the pieces computed in
   // the step begun so far (the engine's list, appended to).
   bool pull = false;
+  // grpo.enabled (worker_grpo.cc): the loss's settings, and where the weights are streamed.
+  bool grpo = false;
+  int64_t grpo_group_size = 0;
+  model::GrpoLossConfig grpo_loss;
+  std::vector<std::string> rollout_actors;
   int64_t pull_pieces_per_worker = 4;
   size_t pulled = 0;
   std::vector<FlatRange> owners;
@@ -187,6 +192,13 @@ Verdict take_placement(WorkerState& s, const train::StepBegin& b);
 void prepare_experts(Self* self, int64_t version, bool evaluate);
 // Runs compute; false when a view change cut it short (StepAborted): the step is dropped.
 bool computed(Self* self, const std::function<void()>& compute);
+
+// worker_grpo.cc (grpo.enabled; each a no-op without it)
+void start_grpo(WorkerState& s, const model::JobConfig& cfg);  // after the trainer: π_ref
+// A train StepBegin's rollout groups, made the trainer's GRPO step; a bad one is dropped.
+Verdict take_rollouts(WorkerState& s, const train::StepBegin& b, const ActorMessage& m);
+// An owner's updated range, to every rollout actor the step's StepBegin named.
+void stream_to_rollouts(Self* self, const train::Weights& w);
 
 // worker_engram.cc (`[engram] placement = "shards"`; each a no-op without it)
 void start_engram(Self* self, const model::JobConfig& cfg);  // before the trainer is made

@@ -71,7 +71,7 @@ std::vector<Section> build_sections() {
       {"engram", {KEY(engram, placement), KEY(engram, shards), KEY(engram, host_cache_bytes)}},
       {"grpo", {KEY(grpo, enabled), KEY(grpo, prompts_per_step), KEY(grpo, group_size),
                 KEY(grpo, max_new_tokens), KEY(grpo, temperature), KEY(grpo, clip_eps),
-                KEY(grpo, kl_beta), KEY(grpo, init_weights)}},
+                KEY(grpo, kl_beta), KEY(grpo, init_weights), KEY(grpo, overlap)}},
   };
 }
 // clang-format on

@@ -83,6 +83,9 @@ struct GrpoJobConfig {
   double kl_beta = 0.04;         // β: weight of the k3 KL estimate against π_ref
   // The weights.safetensors the phase starts from (π_ref); "": the config's initialisation.
   std::string init_weights;
+  // troupe launch: rollout actors sample step s + 1 while the workers train step s (lag 1);
+  // false: only after step s committed (generate, then train). Same bits either way.
+  bool overlap = true;
   bool operator==(const GrpoJobConfig&) const = default;
 };
 

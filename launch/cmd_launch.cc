@@ -202,11 +202,10 @@ class LaunchJob {
 
   double elapsed_s() const { return std::chrono::duration<double>(clock::now() - t0_).count(); }
 
-  // Chaos: the last node process started here is killed from the coordinator's callback,
-  // before the next step (or the gathering of the final weights) begins. It is alive until
-  // then, so not reaped, so its pid cannot have been reused.
-  void chaos_kill(const std::string& when) {
-    const pid_t pid = victim_.exchange(0);
+  // Chaos: the last node (or rollout node) process started here is killed from the
+  // coordinator's callback before the next step; alive until then, its pid is not reused.
+  void chaos_kill(const std::string& when, std::atomic<pid_t>* victim = nullptr) {
+    const pid_t pid = (victim ? *victim : victim_).exchange(0);
     if (pid <= 0) return;
     progress_.note(
         chaos_kill_text(node_of_pid(pid), node_process_name(std::to_string(local_)), pid, when));
@@ -230,7 +229,7 @@ class LaunchJob {
     last_loss_ = r.stats.loss;
     if (r.has_val) last_val_ = r.val_loss;
     write_or_stop(metrics_, metrics_line(r.stats, tps, r.val_loss, r.has_val, unix_ms_now()));
-    progress_.step(r.stats.step, r.stats.loss, r.stats.lr, tps, elapsed_s());
+    progress_.step(r.stats.step, r.stats.loss, r.stats.lr, tps, elapsed_s(), r.stats.reward);
     if (r.has_val) {
       char buf[96];
       std::snprintf(buf, sizeof buf, "step %ld  val_loss %.4f nats/byte", long(r.stats.step + 1),
@@ -239,6 +238,7 @@ class LaunchJob {
     }
     if (r.stats.step + 1 == a_.kill_node_at)
       chaos_kill("after step " + std::to_string(a_.kill_node_at));
+    if (r.stats.step + 1 == a_.kill_rollout_at) chaos_kill("after a step", &rollout_victim_);
     replace_due_ += replace_wanted_.exchange(0);
     if (auto it = scale_at_.find(r.stats.step + 1); it != scale_at_.end())
       scale_wanted_ = it->second;  // asked from the supervising thread: this is the coordinator's
@@ -269,6 +269,7 @@ class LaunchJob {
       if (line.contains("node") && line.contains("pid") && (kind == "join")) {
         node_of_pid_[line["pid"].get<int64_t>()] = line["node"].get<std::string>();
         if (line.value("memory", false)) memory_nodes_.insert(line["node"].get<std::string>());
+        if (line.value("rollout", false)) rollout_victim_ = pid_t(line["pid"].get<int64_t>());
         // --kill-node-at with the nodes started by the launcher: the last of the first ones.
         if (a_.as_coordinator && a_.kill_node_at >= 0 &&
             line["node"] == "n" + std::to_string(a_.nodes))
@@ -298,6 +299,7 @@ class LaunchJob {
     if (restart_) co.restart = restart_, co.resume_step = restart_->committed;
     co.min_nodes = a_.min_nodes;
     co.engram_nodes = a_.engram_nodes;
+    co.rollout_nodes = a_.rollout_nodes;
     co.engram_at = parse_engram_at(a_.engram_at, "launch");
     co.engram_stack = actors::engram_stack_at(*journal_, co.resume_step, bool(restart_));
     co.own_thread = host_->fabric_thread_lent();  // its fsyncs must not stall the fabric
@@ -509,6 +511,7 @@ class LaunchJob {
   // recover (or stop for); before, the job waits for it, so launch stops.
   std::atomic<bool> joined_ = false;
   std::atomic<pid_t> victim_ = 0;
+  std::atomic<pid_t> rollout_victim_ = 0;  // --kill-rollout-at: the last rollout node to join
   std::atomic<int64_t> scale_wanted_ = 0;
   std::atomic<int64_t> pending_starts_ = 0;                    // node processes asked for, to start
   std::atomic<int64_t> replace_wanted_ = 0, replace_due_ = 0;  // lost; to ask for (on_step)

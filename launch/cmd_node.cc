@@ -27,7 +27,8 @@ namespace {
 struct NodeArgs {
   std::string join, secret_file, listen_host = "127.0.0.1";
   int threads = 0;
-  std::string role = "worker";  // or "engram": a memory node (Engram shards only)
+  // or "engram": a memory node (Engram shards only); "rollout": GRPO sampling only
+  std::string role = "worker";
   bool supervised = false;
   std::string log_level = "info";
 };
@@ -48,7 +49,7 @@ int run_node(const NodeArgs& a) {
   runtime::HostOptions ho;
   ho.secret = secret.value();
   ho.listen_host = a.listen_host;
-  ho.role = a.role == "engram" ? "engram" : "";
+  ho.role = a.role == "worker" ? "" : a.role;
   runtime::Result<bool> faults = chaos::install_fabric_faults(&ho);  // TROUPE_FABRIC_FAULTS
   if (!faults.ok()) throw UsageError("node: " + faults.status().message());
   auto host = runtime::Host::create(ho);
@@ -101,8 +102,9 @@ void add_node_command(CLI::App& app) {
       ->check(at_least(0, "0: the job's train.threads"));
   cmd->add_option("--role", args->role,
                   "worker: a worker (and the shards placed beside it); engram: a memory node "
-                  "that holds Engram shards only (engram.placement = \"shards\")")
-      ->check(CLI::IsMember({"worker", "engram"}))
+                  "that holds Engram shards only (engram.placement = \"shards\"); rollout: a "
+                  "node that samples GRPO groups only (grpo.enabled)")
+      ->check(CLI::IsMember({"worker", "engram", "rollout"}))
       ->capture_default_str();
   cmd->add_flag("--supervised", args->supervised,
                 "started by troupe launch: ignore SIGINT, the launcher stops the job");

@@ -93,11 +93,7 @@ std::vector<std::string> job_sets(const LaunchArgs& a) {
 
 model::JobConfig checked_launch(const LaunchArgs& a) {
   model::JobConfig cfg = model::load_config(a.config, job_sets(a));
-  if (cfg.grpo.enabled)
-    throw UsageError(
-        "launch: grpo.enabled = true: GRPO under troupe launch (rollout actors) is not built "
-        "yet; run `troupe train --config " +
-        a.config + " --run-dir DIR` for in-process GRPO");
+  checked_grpo_launch(a, cfg);
   parse_scale_at(a);
   parse_engram_at(a.engram_at, "launch");
   if (!a.as_coordinator) checked_local_nodes(a);
@@ -117,6 +113,33 @@ model::JobConfig checked_launch(const LaunchArgs& a) {
                      " is after the last step; give 0 (as the workers start) to " +
                      std::to_string(cfg.train.steps) + " (while the final weights are gathered)");
   return cfg;
+}
+
+void checked_grpo_launch(const LaunchArgs& a, const model::JobConfig& cfg) {
+  if (!cfg.grpo.enabled) {
+    if (a.rollout_nodes > 0 || a.kill_rollout_at >= 0)
+      throw UsageError(
+          "launch: --rollout-nodes and --kill-rollout-at are for GRPO jobs; this "
+          "one has grpo.enabled = false");
+    return;
+  }
+  if (a.rollout_nodes < 1)
+    throw UsageError(
+        "launch: grpo.enabled = true: the groups are sampled on rollout nodes; add "
+        "--rollout-nodes N (1 or more)");
+  if (!a.coordinator_process)
+    throw UsageError(
+        "launch: --rollout-nodes needs the coordinator in a process of its own "
+        "(the default), not --coordinator-in-process");
+  if (a.resume || cfg.checkpoint.every_steps > 0)
+    throw UsageError(
+        "launch: a GRPO job writes no checkpoints yet (π_old and π_ref are not in "
+        "them) and cannot be resumed: set checkpoint.every_steps=0 and start anew");
+  if (a.kill_rollout_at >= 0 && (a.rollout_nodes < 2 || a.kill_rollout_at >= cfg.train.steps))
+    throw UsageError(
+        "launch: --kill-rollout-at STEP needs --rollout-nodes 2 or more (one to "
+        "kill, one to go on) and a STEP before the last, " +
+        std::to_string(cfg.train.steps));
 }
 
 storage::RunLock claim_run_dir(const LaunchArgs& a) {
@@ -158,6 +181,14 @@ void add_plan_options(CLI::App* cmd, LaunchArgs* args) {
                   "memory nodes to start here besides --nodes: node processes holding the "
                   "Engram shards only (troupe node --role engram; engram.placement = shards)")
       ->check(CLI::Range(int64_t(0), engram_nodes_max));
+  cmd->add_option("--rollout-nodes", args->rollout_nodes,
+                  "GRPO (grpo.enabled): rollout nodes to start here besides --nodes, node "
+                  "processes that sample the groups only (troupe node --role rollout)")
+      ->check(CLI::Range(int64_t(0), engram_nodes_max));
+  cmd->add_option("--kill-rollout-at", args->kill_rollout_at,
+                  "chaos: kill -9 the last rollout node after this step (its prompts go to the "
+                  "others)")
+      ->check(at_least(0, "0: after the first step"));
   cmd->add_option("--scale-at", args->scale_at,
                   "STEP:N: scale to N node processes after STEP, as `troupe scale` would "
                   "(repeatable; for tests and demos)");

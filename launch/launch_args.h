@@ -26,6 +26,8 @@ struct LaunchArgs {
   bool resume = false;        // continue the run in run_dir from its newest checkpoint
   int64_t min_nodes = 1, max_nodes = 64;
   int64_t engram_nodes = 0;           // memory nodes started here besides --nodes (--role engram)
+  int64_t rollout_nodes = 0;          // GRPO rollout nodes started here (--role rollout)
+  int64_t kill_rollout_at = -1;       // chaos: SIGKILL the last rollout node after this step
   std::vector<std::string> scale_at;  // "STEP:N": scale to N node processes after STEP
   // "STEP:attach:NAME[:PATH]" or "STEP:detach": a table set swapped after STEP steps
   std::vector<std::string> engram_at;
@@ -50,6 +52,8 @@ inline constexpr int64_t engram_nodes_max = 16;
 void add_plan_options(CLI::App* cmd, LaunchArgs* args);
 // --local-nodes defaulted and checked against --nodes, --min/max-nodes and --kill-node-at.
 int64_t checked_local_nodes(const LaunchArgs& a);
+// grpo.enabled against --rollout-nodes, --kill-rollout-at, resume and checkpoints.
+void checked_grpo_launch(const LaunchArgs& a, const model::JobConfig& cfg);
 
 // The --set list with --steps folded in (so the nodes read the same job).
 std::vector<std::string> job_sets(const LaunchArgs& a);

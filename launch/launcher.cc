@@ -54,6 +54,7 @@ class Launcher {
     if (!restarting_ && !address_.empty()) {
       for (int64_t i = 0; i < local_; ++i) start_node();
       for (int64_t i = 0; i < a_.engram_nodes; ++i) start_node("engram");
+      for (int64_t i = 0; i < a_.rollout_nodes; ++i) start_node("rollout");
     }
     const int code = supervise();
     supervisor_.wait_all(std::chrono::milliseconds(2000));
@@ -234,6 +235,7 @@ std::vector<std::string> coordinator_argv(const LaunchArgs& a, const std::string
   for (const std::string& s : a.engram_at) v.insert(v.end(), {"--engram-at", s});
   if (a.steps >= 0) v.insert(v.end(), {"--steps", std::to_string(a.steps)});
   if (a.engram_nodes > 0) v.insert(v.end(), {"--engram-nodes", std::to_string(a.engram_nodes)});
+  if (a.rollout_nodes > 0) v.insert(v.end(), {"--rollout-nodes", std::to_string(a.rollout_nodes)});
   if (a.threads_per_node > 0)
     v.insert(v.end(), {"--threads-per-node", std::to_string(a.threads_per_node)});
   const uint16_t p = port != 0 ? port : a.port;
@@ -243,6 +245,8 @@ std::vector<std::string> coordinator_argv(const LaunchArgs& a, const std::string
   } else {
     if (a.resume) v.push_back("--resume");
     if (a.kill_node_at >= 0) v.insert(v.end(), {"--kill-node-at", std::to_string(a.kill_node_at)});
+    if (a.kill_rollout_at >= 0)
+      v.insert(v.end(), {"--kill-rollout-at", std::to_string(a.kill_rollout_at)});
   }
   return v;
 }

@@ -30,12 +30,16 @@ class Progress {
         every_(total_steps >= 20 ? total_steps / 20 : 1) {}
 
   // Called after each step with the loss, lr and the step's throughput.
-  void step(int64_t step, double loss, double lr, double tokens_per_s, double elapsed_s) {
+  // reward: a GRPO step's mean reward (-1: a supervised step, not shown).
+  void step(int64_t step, double loss, double lr, double tokens_per_s, double elapsed_s,
+            double reward = -1) {
     const int64_t done = step + 1;
     const double eta = elapsed_s / double(done) * double(total_ - done);
-    char line[256];
-    std::snprintf(line, sizeof line, "step %5ld/%ld  loss %.4f  lr %.2e  %8.0f tok/s  ETA %s",
-                  long(done), long(total_), loss, lr, tokens_per_s, format_duration(eta).c_str());
+    char line[256], r[32] = "";
+    if (reward >= 0) std::snprintf(r, sizeof r, "  reward %.3f", reward);
+    std::snprintf(line, sizeof line, "step %5ld/%ld  loss %.4f%s  lr %.2e  %8.0f tok/s  ETA %s",
+                  long(done), long(total_), loss, r, lr, tokens_per_s,
+                  format_duration(eta).c_str());
     if (tty_) {
       std::fprintf(stderr, "\r%-90s", line);
     } else if (done % every_ == 0 || done == total_ || done == 1) {

@@ -27,6 +27,7 @@ inline std::string metrics_line(const model::StepStats& st, double tokens_per_s,
   if (has_val) j["val_loss"] = val_loss;
   if (st.padding_waste >= 0) j["padding_waste"] = st.padding_waste;  // mixed mode
   if (st.idle_fraction >= 0) j["idle_fraction"] = st.idle_fraction;  // troupe launch
+  if (st.reward >= 0) j["reward"] = st.reward;                       // GRPO
   if (unix_ms >= 0) j["unix_ms"] = unix_ms;
   return j.dump() + "\n";
 }

@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <vector>
 
+#include "actors/grpo_weights.h"
 #include "config/config_parse.h"
 #include "launch/commands.h"
 #include "launch/progress.h"
@@ -18,48 +19,6 @@
 namespace troupe::launch {
 
 namespace {
-
-// The keys of [model] whose values differ between a and b, "key (file X, config Y)" each.
-std::string model_differences(const model::ModelConfig& file, const model::ModelConfig& job) {
-  const nlohmann::json f = model::model_config_to_json(file, 0);
-  const nlohmann::json j = model::model_config_to_json(job, 0);
-  std::string out;
-  for (const auto& [key, value] : j.items()) {
-    if (f.contains(key) && f[key] == value) continue;
-    if (!out.empty()) out += ", ";
-    out += "model." + key + " (file " + (f.contains(key) ? f[key].dump() : "none") + ", config " +
-           value.dump() + ")";
-  }
-  return out;
-}
-
-// grpo.init_weights into the trainer's parameters ("": the config's initialisation stays), or
-// a UsageError naming the file and what is wrong with it.
-void load_init_weights(const model::JobConfig& cfg, model::Trainer* trainer) {
-  const std::string& path = cfg.grpo.init_weights;
-  if (path.empty()) return;
-  const std::string where = "train: grpo.init_weights = \"" + path + "\"";
-  const char* hint =
-      "point it at the weights.safetensors a supervised `troupe train --run-dir D` wrote into "
-      "D (relative paths are from the working directory)";
-  std::error_code ec;
-  if (!std::filesystem::is_regular_file(path, ec))
-    throw UsageError(where + " is not a file: " + hint);
-  model::LoadedWeights w;
-  try {
-    w = model::load_weights(path);
-  } catch (const std::exception& e) {
-    throw UsageError(where + ": " + e.what() + "; " + hint);
-  }
-  if (!(w.model == cfg.model))
-    throw UsageError(where +
-                     " holds weights of another model: " + model_differences(w.model, cfg.model) +
-                     "; start from weights trained with this config's [model]");
-  if (w.params.size() != trainer->params.size())
-    throw UsageError(where + ": " + std::to_string(w.params.size()) +
-                     " parameters, the model has " + std::to_string(trainer->params.size()));
-  trainer->params = std::move(w.params);
-}
 
 void refuse_unsupported(const model::JobConfig& cfg, bool resume) {
   if (resume)
@@ -148,7 +107,11 @@ void run_grpo_train(const model::JobConfig& cfg, const std::string& config_path,
                     const std::string& run_dir, bool resume) {
   refuse_unsupported(cfg, resume);
   model::Trainer trainer(cfg);
-  load_init_weights(cfg, &trainer);  // before the run directory is taken: a bad file leaves none
+  try {  // before the run directory is taken: a bad file leaves none
+    trainer.params = actors::grpo_start_weights(cfg, trainer.table);
+  } catch (const std::invalid_argument& e) {
+    throw UsageError(std::string("train: ") + e.what());
+  }
   TrainRun run = open_train_run(run_dir, cfg, /*resume=*/false);
   write_config_json(run_dir, cfg);
   storage::CheckedFile metrics;

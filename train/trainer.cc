@@ -11,6 +11,7 @@
 #include "data/mixed_batch.h"
 #include "model/ffn.h"
 #include "train/engram_share.h"
+#include "train/grpo_step.h"
 #include "train/tree.h"
 
 namespace troupe::model {
@@ -105,10 +106,8 @@ const std::vector<Piece<T>>& GradEngine<T>::run_range(const T* params, const Bat
   }
   const LossScale scale = loss_scale_of(batch, with_mtp);
   const int64_t P = table_.total();
-  if (backward) {
-    if (grads_.size() < size_t(slots_used_)) grads_.resize(size_t(slots_used_));
-    for (int64_t i = base; i < slots_used_; ++i) grads_[size_t(i)].resize(size_t(P));
-  }
+  if (backward && grads_.size() < size_t(slots_used_)) grads_.resize(size_t(slots_used_));
+  for (int64_t i = base; backward && i < slots_used_; ++i) grads_[size_t(i)].resize(size_t(P));
   if (egrads_.size() < size_t(slots_used_)) egrads_.resize(size_t(slots_used_));
   for (int64_t i = base; i < slots_used_; ++i)
     egrads_[size_t(i)].assign(engram_ ? engram_->tables().size() : 0, {});
@@ -124,14 +123,15 @@ const std::vector<Piece<T>>& GradEngine<T>::run_range(const T* params, const Bat
     }
     workers_[w]->set_micro_batch(lo + i);
     parts[i] = workers_[w]->step(params, g, mb, scale, with_mtp, engram_,
-                                 backward && engram_ ? &egrads_[size_t(base + i)] : nullptr);
+                                 backward && engram_ ? &egrads_[size_t(base + i)] : nullptr,
+                                 head_of_ ? head_of_(lo + i) : nullptr);
     counts[i] = workers_[w]->expert_counts();
   });
   // Scalars follow the same canonical tree as the gradients.
-  std::vector<T> ce(n_mb), mtp(n_mb), bal(n_mb), ce_sum(n_mb);
+  std::vector<T> ce(n_mb), mtp(n_mb), bal(n_mb), ce_sum(n_mb), head(n_mb);
   for (int64_t i = 0; i < n_mb; ++i) {
     ce[i] = parts[i].ce, mtp[i] = parts[i].mtp, bal[i] = parts[i].bal;
-    ce_sum[i] = parts[i].ce_sum;
+    ce_sum[i] = parts[i].ce_sum, head[i] = parts[i].head;
   }
   // Scalars are indexed from the range start, buffers from its first slot; a node's tree
   // shape depends on its length alone, so reducing either run gives the canonical node's bits.
@@ -144,6 +144,7 @@ const std::vector<Piece<T>>& GradEngine<T>::run_range(const T* params, const Bat
     piece.node = node;
     for (int64_t i = a; i < b; ++i) piece.parts.ce_count += parts[i].ce_count;
     piece.parts.ce = tree_sum(ce, a, b), piece.parts.mtp = tree_sum(mtp, a, b);
+    piece.parts.head = tree_sum(head, a, b);
     piece.parts.bal = tree_sum(bal, a, b), piece.parts.ce_sum = tree_sum(ce_sum, a, b);
     piece.counts.assign(static_cast<size_t>(mcfg_.n_layers), {});
     for (int64_t i = a; i < b; ++i) add_counts(piece.counts, counts[i]);
@@ -220,9 +221,10 @@ double Trainer::padding_waste(int64_t step) const {
 }
 
 StepStats Trainer::train_step(int64_t step) {
-  const Batch batch = step_batch(step);
-  LossParts<float> lp = engine_->run(params.data(), batch, train_micro_batch_rows(cfg), true,
-                                     cfg.model.mtp_depth > 0);
+  LossParts<float> lp =
+      grpo_ ? compute_grpo_range(step, {0, micro_batches()}, false).front().parts
+            : engine_->run(params.data(), step_batch(step), train_micro_batch_rows(cfg), true,
+                           cfg.model.mtp_depth > 0);
   StepStats st =
       step_stats(cfg.train, step, lp,
                  global_norm_with_engram(cfg.model, global_grad_norm(table, engine_->grad().data()),
@@ -297,7 +299,43 @@ void Trainer::before_compute(const Batch& batch, TreeNode range, int64_t mb) con
   before_compute_(batch.slice(range.lo * mb, (range.hi - range.lo) * mb));
 }
 
+void Trainer::set_grpo_step(std::shared_ptr<const GrpoStep> g) {
+  if (!g || g->batch.rows != micro_batches() * g->mb_rows ||
+      g->tokens.size() != size_t(micro_batches()))
+    throw std::invalid_argument("set_grpo_step: a GRPO step of other micro-batches than the job's");
+  grpo_ = std::move(g);
+  heads_.clear();
+  heads_.resize(grpo_->tokens.size());
+}
+
+const GrpoHead<float>& Trainer::grpo_head(size_t m) const {
+  if (m >= heads_.size() || !heads_[m])
+    throw std::logic_error("grpo_head: micro-batch " + std::to_string(m) + " was not computed");
+  return *heads_[m];
+}
+
+const std::vector<Piece<float>>& Trainer::compute_grpo_range(int64_t step, TreeNode range,
+                                                             bool append) {
+  const GrpoStep& g = *grpo_;
+  if (g.step != step)
+    throw std::logic_error("GRPO step " + std::to_string(step) +
+                           " computed with the rollouts of step " + std::to_string(g.step));
+  for (int64_t m = range.lo; m < range.hi; ++m)
+    heads_[size_t(m)] =
+        std::make_unique<GrpoHead<float>>(g.loss, g.position[size_t(m)], g.tokens[size_t(m)]);
+  before_compute(g.batch, range, g.mb_rows);
+  engine_->set_head_losses(
+      [this](int64_t m) -> HeadLoss<float>* { return heads_[size_t(m)].get(); });
+  struct Unset {
+    GradEngine<float>* e;
+    ~Unset() { e->set_head_losses(nullptr); }
+  } unset{engine_.get()};
+  return engine_->run_range(params.data(), g.batch, g.mb_rows, range.lo, range.hi, true, false,
+                            append);
+}
+
 const std::vector<Piece<float>>& Trainer::compute_range(int64_t step, TreeNode range, bool append) {
+  if (grpo_) return compute_grpo_range(step, range, append);
   const Batch batch = step_batch(step);
   const int64_t mb = train_micro_batch_rows(cfg);
   before_compute(batch, range, mb);
@@ -341,6 +379,7 @@ LossParts<float> combine_parts(const std::vector<Piece<float>>& pieces, int64_t 
   const auto merge = [](LossParts<float>& a, const LossParts<float>& b) {
     a.ce = a.ce + b.ce, a.mtp = a.mtp + b.mtp, a.bal = a.bal + b.bal;
     a.ce_sum = a.ce_sum + b.ce_sum, a.ce_count = a.ce_count + b.ce_count;
+    a.head = a.head + b.head;
   };
   return combine_in_tree<LossParts<float>>(0, n, find, merge, "combine");
 }

@@ -13,6 +13,7 @@
 #include "data/mixed_plan.h"
 #include "model/config.h"
 #include "model/engram.h"
+#include "model/grpo_loss.h"
 #include "model/model.h"
 #include "model/params.h"
 #include "optim/optim.h"
@@ -21,6 +22,8 @@
 #include "train/tree.h"
 
 namespace troupe::model {
+
+struct GrpoStep;  // train/grpo_step.h
 
 struct StepStats {
   int64_t step = 0;
@@ -35,6 +38,8 @@ struct StepStats {
   // troupe launch: the workers' idle share of the step's wall time, 1 − Σ compute /
   // (workers · wall), what a slow worker costs the others; -1 where not measured.
   double idle_fraction = -1;
+  // GRPO: the mean reward of the step's completions; -1 for a supervised step.
+  double reward = -1;
 };
 
 // The reduced contribution of one canonical-tree node [lo, hi) of micro-batches.
@@ -91,6 +96,12 @@ class GradEngine {
   // From now on the routed experts of every micro-batch are computed by `routed` (not owned;
   // nullptr: in-process again), called from the engine's threads at once (model/ffn.h).
   void set_routed_experts(RoutedExperts<T>* routed);
+  // From now on micro-batch m's loss on the main head is head_of(m) (a HeadLoss replacing
+  // cross-entropy, e.g. GRPO's; called from the engine's threads at once, each m once per
+  // run; nullptr from it, or an empty function: cross-entropy).
+  void set_head_losses(std::function<HeadLoss<T>*(int64_t)> head_of) {
+    head_of_ = std::move(head_of);
+  }
   // Piece k's sparse Engram table gradient (with backward; empty tables without Engram).
   const EngramGrad<T>& piece_engram_grad(size_t k) const;
   // Frees the per-micro-batch gradient buffers (kept from step to step, as many as the
@@ -114,6 +125,7 @@ class GradEngine {
   int64_t slots_used_ = 0;             // buffers the runs since the last non-append one fill
   std::vector<Piece<T>> pieces_;
   std::vector<size_t> piece_slot_;  // pieces_[k]'s reduced gradient: grads_[piece_slot_[k]]
+  std::function<HeadLoss<T>*(int64_t)> head_of_;  // set_head_losses
 };
 
 // The stats of train step `step` from its combined loss parts and global gradient norm (the
@@ -160,6 +172,9 @@ class Trainer {
 
   void apply_bias_rule(const std::vector<std::vector<int64_t>>& counts, FlatRange owned);
   std::function<void(const Batch&)> before_compute_;
+  std::shared_ptr<const GrpoStep> grpo_;                 // set_grpo_step
+  std::vector<std::unique_ptr<GrpoHead<float>>> heads_;  // the GRPO step's, by micro-batch
+  const std::vector<Piece<float>>& compute_grpo_range(int64_t step, TreeNode range, bool append);
   void before_compute(const Batch& batch, TreeNode range, int64_t mb_rows) const;
 
  public:
@@ -176,6 +191,12 @@ class Trainer {
   // plan (data/mixed_batch.h), one row of tokens_per_microbatch per micro-batch. A pure
   // function of the config and s: every worker builds the same micro-batch for an id.
   Batch step_batch(int64_t step) const;
+  // GRPO (train/grpo_step.h): from now on the train steps are GRPO steps, and step
+  // `g->step` computes g's micro-batches with their GRPO head losses (compute_range and
+  // train_step of any other step throw std::logic_error: its rollouts are not here).
+  void set_grpo_step(std::shared_ptr<const GrpoStep> g);
+  // Micro-batch m's head loss after the GRPO step computed it (its KL and clipping).
+  const GrpoHead<float>& grpo_head(size_t m) const;
   // Mixed mode: 1 − tokens placed / (micro-batches · budget) of step s; 0 in packed mode.
   double padding_waste(int64_t step) const;
   // Mean main-head cross-entropy (nats per byte) over the validation rows.

@@ -3,7 +3,7 @@
 configs/arith-sft.toml, then two GRPO runs of configs/grpo-tiny.toml from its weights must
 finish, write a metrics line per step with the reward, and end with the same weights hash
 (bit for bit), moved away from the supervised weights. Each bad input (troupe launch of a GRPO
-job, init_weights missing, not weights, of another model, a bad [grpo] key, --resume) is one
+job without rollout nodes, rollout nodes for a supervised job, init_weights missing, not weights, of another model, a bad [grpo] key, --resume) is one
 line on stderr with status 2, and leaves no run directory behind.
 
   grpo_cli_test.py --troupe build/troupe --work DIR
@@ -67,9 +67,12 @@ def grpo_runs(troupe, work, init):
 def bad_inputs(troupe, work, init):
     d = os.path.join(work, "bad")
     base = [troupe, "train", "--config", GRPO, "--run-dir", d, "--steps", "1"]
-    expect_error("troupe launch refuses GRPO",
+    expect_error("troupe launch of GRPO without rollout nodes",
                  [troupe, "launch", "--config", GRPO, "--run-dir", d, "--nodes", "1"],
-                 "GRPO under troupe launch (rollout actors) is not built yet", "troupe train")
+                 "grpo.enabled = true", "--rollout-nodes N")
+    expect_error("rollout nodes for a supervised job",
+                 [troupe, "launch", "--config", SFT, "--run-dir", d, "--nodes", "1",
+                  "--rollout-nodes", "1"], "--rollout-nodes", "grpo.enabled = false")
     missing = os.path.join(work, "none.safetensors")
     expect_error("init_weights missing", base + ["--set", f"grpo.init_weights={missing}"],
                  "grpo.init_weights", "none.safetensors", "is not a file")
