@@ -77,6 +77,12 @@ bench-experts: build
 # documents (SCHED_STEPS steps, several budgets), then tokens/s of pulled scheduling next to the
 # static split with one of 3 workers computing 2x slower, same run (docs/schedule.md).
 SCHED_STEPS ?= 200
+# Issue 17: completion tokens/s of lag-1 asynchronous GRPO (rollout node sampling step s+1
+# while the worker trains step s) next to generate-then-train, same run, same bits.
+.PHONY: bench-grpo
+bench-grpo: build
+	bench/run_bench_grpo.sh $(BUILD)
+
 .PHONY: bench-sched
 bench-sched: build
 	SCHED_STEPS=$(SCHED_STEPS) bench/run_bench_sched.sh $(BUILD)

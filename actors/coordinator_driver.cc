@@ -152,7 +152,7 @@ void try_apply(Self* self) {
   if (!dec.error.empty()) return fail(self, dec.error);
   d.report.stats = dec.stats;
   d.report.stats.padding_waste = d.padding_waste;
-  d.report.stats.reward = rollout_reward(self, d.step);
+  rollout_stats(self, d.step, &d.report.stats);
   d.report.expert_counts = dec.counts;
   d.apply_sent = true;
   train::Apply a;
@@ -186,20 +186,19 @@ Verdict on_stats(Self* self, const train::Stats& st, const ActorMessage& m) {
   std::vector<model::Piece<float>> got;
   if (!read_pieces(m, st, &got)) return drop(Drop::malformed, "pieces that do not fit payloads");
   if (Verdict v = check_piece_nodes(self, st, got)) return v;
-  if (pulled) {
-    if (Verdict v = take_pulled_stats(self, st, got)) return v;
-  } else {
-    round.add(s.core.epoch, st.step(), st.worker());
-  }
-  if (!val) {
+  const auto count_busy = [&] {
     d.busy_ms[size_t(st.worker())] += std::max(0.0, st.compute_ms());
     if (st.padding_waste() >= 0) d.padding_waste = st.padding_waste();
-  }
+  };
   if (pulled) {
+    if (Verdict v = take_pulled_stats(self, st, got)) return v;
+    count_busy();
     d.pieces.push_back(std::move(got[0]));
     try_apply(self);
     return {};
   }
+  round.add(s.core.epoch, st.step(), st.worker());
+  if (!val) count_busy();
   auto& into = val ? d.val_pieces : d.pieces;
   into.insert(into.end(), std::make_move_iterator(got.begin()), std::make_move_iterator(got.end()));
   if (!val)

@@ -114,15 +114,19 @@ void rollouts_committed(Self* self, int64_t step) {
   deal_rollouts(self);
 }
 
-double rollout_reward(Self* self, int64_t step) {
+void rollout_stats(Self* self, int64_t step, model::StepStats* st) {
   const auto& r = self->state.rollouts;
   const auto it = r.groups.find(step);
-  if (!grpo_job(self) || it == r.groups.end()) return -1;
+  if (!grpo_job(self) || it == r.groups.end()) return;
   double sum = 0;
   int64_t n = 0;
-  for (const auto& g : it->second)
-    for (double x : g ? g->reward() : google::protobuf::RepeatedField<double>()) sum += x, ++n;
-  return n > 0 ? sum / double(n) : -1;
+  st->tokens = 0;
+  for (const auto& g : it->second) {
+    if (!g) continue;
+    for (double x : g->reward()) sum += x, ++n;
+    st->tokens += g->tokens_size();
+  }
+  st->reward = n > 0 ? sum / double(n) : -1;
 }
 
 Verdict on_rollout_group(Self* self, const train::RolloutAsk& head, const ActorMessage& m) {
@@ -158,6 +162,8 @@ Verdict on_rollout_group(Self* self, const train::RolloutAsk& head, const ActorM
     r.waiting = false;
     r.wait_ms += std::chrono::duration<double, std::milli>(now(self) - r.wait_from).count();
     start_or_finish(self);
+    // The step's time (tokens/s, idle fraction) counts from when it waited for its groups.
+    if (s.drv.in_flight && s.drv.step == g.step()) s.drv.step_started = r.wait_from;
   }
   return {};
 }

@@ -388,8 +388,8 @@ bool rollouts_ready(Self* self);
 void add_rollouts(Self* self, train::StepBegin* b, std::vector<runtime::Payload>* payloads);
 // After the commit of `step`: its groups are dropped, the next steps dealt.
 void rollouts_committed(Self* self, int64_t step);
-// The step's mean reward over its completions (-1 without GRPO).
-double rollout_reward(Self* self, int64_t step);
+// Into the step's stats: its mean reward and completion tokens (unchanged without GRPO).
+void rollout_stats(Self* self, int64_t step, model::StepStats* st);
 Verdict on_rollout_group(Self* self, const train::RolloutAsk& head, const ActorMessage& m);
 // A rollout node lost: its prompts go to the others. False: not a rollout node.
 bool lose_rollout_node(Self* self, const std::string& node, const std::string& why, bool hung);

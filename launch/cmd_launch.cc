@@ -41,19 +41,6 @@ namespace troupe::launch {
 
 namespace {
 
-std::unique_ptr<runtime::Host> start_host(const LaunchArgs& a, const std::string& secret) {
-  runtime::HostOptions ho;
-  ho.node_id = "n0", ho.secret = secret;
-  ho.listen_host = a.listen_host;
-  ho.port = a.port;
-  runtime::Result<bool> faults = chaos::install_fabric_faults(&ho);  // TROUPE_FABRIC_FAULTS
-  if (!faults.ok()) throw UsageError("launch: " + faults.status().message());
-  auto host = runtime::Host::create(ho);
-  if (!host.ok())
-    throw UsageError("launch: cannot start the runtime: " + host.status().to_string());
-  return std::move(host).value();
-}
-
 // The weights file of a finished job: worker 0's parameters and Engram tables.
 void write_weights(const std::string& path, const model::JobConfig& cfg,
                    const actors::JobResult& r) {
@@ -219,7 +206,10 @@ class LaunchJob {
   }
 
   void on_step(const actors::StepReport& r) {
-    const double tps = double(step_tokens_) / std::max(r.seconds, 1e-9);
+    // GRPO: the completion tokens the step trained on (the groups'), else the batch's.
+    const int64_t tokens = r.stats.reward >= 0 ? r.stats.tokens : step_tokens_;
+    tokens_done_ += tokens;
+    const double tps = double(tokens) / std::max(r.seconds, 1e-9);
     control_.on_step(r.stats.step, r.stats.loss, tps, elapsed_s(),
                      r.has_val ? &r.val_loss : nullptr);
     control_.metrics().on_expert_load(r.expert_counts);
@@ -475,8 +465,7 @@ class LaunchJob {
         "config.json)\n",
         long(steps), long(a_.nodes),
         r.recoveries > 0 ? (" (" + std::to_string(r.recoveries) + " lost, recovered)").c_str() : "",
-        last_loss_, last_val_, format_duration(wall).c_str(),
-        double((steps - (resume_ ? resume_->step : 0)) * step_tokens_) / wall,
+        last_loss_, last_val_, format_duration(wall).c_str(), double(tokens_done_) / wall,
         (unsigned long)r.weights_hash, a_.run_dir.c_str());
     // Messages the roles dropped (duplicates, stale epochs, malformed ...), by reason: the
     // job's result does not depend on them, but an operator should see that they happened.
@@ -493,6 +482,7 @@ class LaunchJob {
   const std::vector<std::string> sets_;
   const model::JobConfig cfg_;
   const int64_t step_tokens_;
+  int64_t tokens_done_ = 0;  // by this process (a resumed job's earlier steps are not here)
   const std::map<int64_t, int64_t> scale_at_;  // step → nodes (--scale-at)
   const clock::time_point t0_ = clock::now();
   Progress progress_;

@@ -6,9 +6,11 @@
 #include <string>
 
 #include "chaos/fault_plan.h"
+#include "chaos/faulty_fabric.h"
 #include "config/config_parse.h"
 #include "launch/commands.h"
 #include "runtime/auth.h"
+#include "runtime/host.h"
 
 namespace troupe::launch {
 
@@ -113,6 +115,19 @@ model::JobConfig checked_launch(const LaunchArgs& a) {
                      " is after the last step; give 0 (as the workers start) to " +
                      std::to_string(cfg.train.steps) + " (while the final weights are gathered)");
   return cfg;
+}
+
+std::unique_ptr<runtime::Host> start_host(const LaunchArgs& a, const std::string& secret) {
+  runtime::HostOptions ho;
+  ho.node_id = "n0", ho.secret = secret;
+  ho.listen_host = a.listen_host;
+  ho.port = a.port;
+  runtime::Result<bool> faults = chaos::install_fabric_faults(&ho);  // TROUPE_FABRIC_FAULTS
+  if (!faults.ok()) throw UsageError("launch: " + faults.status().message());
+  auto host = runtime::Host::create(ho);
+  if (!host.ok())
+    throw UsageError("launch: cannot start the runtime: " + host.status().to_string());
+  return std::move(host).value();
 }
 
 void checked_grpo_launch(const LaunchArgs& a, const model::JobConfig& cfg) {

@@ -4,12 +4,14 @@
 
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "actors/coordinator.h"
 #include "config/job_config.h"
 #include "launch/control.h"
+#include "runtime/host.h"
 #include "storage/run_lock.h"
 
 namespace troupe::launch {
@@ -52,6 +54,9 @@ inline constexpr int64_t engram_nodes_max = 16;
 void add_plan_options(CLI::App* cmd, LaunchArgs* args);
 // --local-nodes defaulted and checked against --nodes, --min/max-nodes and --kill-node-at.
 int64_t checked_local_nodes(const LaunchArgs& a);
+// The coordinator's runtime host (node n0) on --listen-host and --port, with the fabric
+// faults of TROUPE_FABRIC_FAULTS; a UsageError naming what failed.
+std::unique_ptr<runtime::Host> start_host(const LaunchArgs& a, const std::string& secret);
 // grpo.enabled against --rollout-nodes, --kill-rollout-at, resume and checkpoints.
 void checked_grpo_launch(const LaunchArgs& a, const model::JobConfig& cfg);
 

@@ -217,7 +217,9 @@ Batch Trainer::step_batch(int64_t step) const {
 }
 
 double Trainer::padding_waste(int64_t step) const {
-  return planner_ ? planner_->step(step).padding_waste() : 0.0;
+  if (!planner_) return 0.0;
+  if (waste_cache_.first != step) waste_cache_ = {step, planner_->step(step).padding_waste()};
+  return waste_cache_.second;
 }
 
 StepStats Trainer::train_step(int64_t step) {
@@ -336,7 +338,8 @@ const std::vector<Piece<float>>& Trainer::compute_grpo_range(int64_t step, TreeN
 
 const std::vector<Piece<float>>& Trainer::compute_range(int64_t step, TreeNode range, bool append) {
   if (grpo_) return compute_grpo_range(step, range, append);
-  const Batch batch = step_batch(step);
+  if (!batch_cache_ || batch_cache_->first != step) batch_cache_.emplace(step, step_batch(step));
+  const Batch& batch = batch_cache_->second;
   const int64_t mb = train_micro_batch_rows(cfg);
   before_compute(batch, range, mb);
   return engine_->run_range(params.data(), batch, mb, range.lo, range.hi, true,

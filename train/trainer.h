@@ -172,7 +172,11 @@ class Trainer {
 
   void apply_bias_rule(const std::vector<std::vector<int64_t>>& counts, FlatRange owned);
   std::function<void(const Batch&)> before_compute_;
-  std::shared_ptr<const GrpoStep> grpo_;                 // set_grpo_step
+  std::shared_ptr<const GrpoStep> grpo_;  // set_grpo_step
+  // The last step's batch and padding waste: a worker pulling piece after piece of a step
+  // builds them once (compute_range, padding_waste).
+  std::optional<std::pair<int64_t, Batch>> batch_cache_;
+  mutable std::pair<int64_t, double> waste_cache_{-1, 0.0};
   std::vector<std::unique_ptr<GrpoHead<float>>> heads_;  // the GRPO step's, by micro-batch
   const std::vector<Piece<float>>& compute_grpo_range(int64_t step, TreeNode range, bool append);
   void before_compute(const Batch& batch, TreeNode range, int64_t mb_rows) const;
