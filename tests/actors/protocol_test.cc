@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include "actors/compute_faults.h"
+#include "actors/rollout_wire.h"
 
 namespace troupe::actors {
 namespace {
@@ -108,6 +109,54 @@ TEST(StepPieces, DuplicatesAndStrangersAreRefused) {
 }
 
 // Fault plans name message types (chaos/fault_plan.h): every name maps back to its type.
+// A group travels bit for bit, and a group that does not add up is refused, naming why.
+TEST(RolloutGroup, RoundTripsAndRefusesWhatDoesNotFit) {
+  std::vector<model::Rollout> group(2);
+  for (int i = 0; i < 2; ++i) {
+    model::Rollout& r = group[size_t(i)];
+    r.prompt = 3, r.sample = i;
+    r.context = {256, 49, 43, 50, 61};
+    r.completion = i == 0 ? std::vector<int32_t>{51, 257} : std::vector<int32_t>{52, 53, 257};
+    r.reward = i == 0 ? 1.0 : 0.0;
+    r.advantage = i == 0 ? 0.99995 : -0.99995;
+    for (size_t t = 0; t < r.completion.size(); ++t) {
+      r.logp_old.push_back(-0.1f * float(t + 1) - 1e-7f);
+      r.logp_ref.push_back(-0.3f * float(t + 1));
+    }
+  }
+  train::RolloutGroup g;
+  actors::group_to_proto(group, 7, &g);
+  EXPECT_EQ(g.step(), 7);
+  EXPECT_EQ(g.prompt(), 3);
+  std::vector<model::Rollout> back;
+  ASSERT_EQ(actors::group_from_proto(g, 2, 258, &back), "");
+  ASSERT_EQ(back.size(), 2u);
+  for (size_t i = 0; i < 2; ++i) {
+    EXPECT_EQ(back[i].context, group[i].context);
+    EXPECT_EQ(back[i].completion, group[i].completion);
+    EXPECT_EQ(back[i].logp_old, group[i].logp_old);  // bit for bit
+    EXPECT_EQ(back[i].logp_ref, group[i].logp_ref);
+    EXPECT_EQ(back[i].advantage, group[i].advantage);
+    EXPECT_EQ(back[i].sample, int64_t(i));
+  }
+  const auto refused = [&](train::RolloutGroup bad, int64_t G, const char* why) {
+    std::vector<model::Rollout> out;
+    const std::string e = actors::group_from_proto(bad, G, 258, &out);
+    EXPECT_NE(e.find(why), std::string::npos) << e;
+    EXPECT_TRUE(out.empty());
+  };
+  refused(g, 3, "for a group of 3");
+  train::RolloutGroup b = g;
+  b.mutable_tokens()->RemoveLast();
+  refused(b, 2, "tokens");
+  b = g, b.set_tokens(0, 999);
+  refused(b, 2, "outside the vocabulary");
+  b = g, b.set_completion_len(0, 0);
+  refused(b, 2, "a completion of 0 tokens");
+  b = g, b.clear_context();
+  refused(b, 2, "no context");
+}
+
 TEST(TypeNames, EveryNameMapsBackToItsType) {
   int named = 0;
   for (uint32_t t = 1; t < train_types_end; ++t) {

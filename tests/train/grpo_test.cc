@@ -102,6 +102,44 @@ TEST(Grpo, RolloutsArePackedAsDocuments) {
   EXPECT_EQ(t, b.position.size());
 }
 
+// A step's groups in the job's micro-batches: prompt p in micro-batch ⌊p·M/P⌋, completion ids
+// and advantages counted over the step, every micro-batch the rows of the largest, and with
+// more micro-batches than prompts some hold only padding.
+TEST(Grpo, StepGroupsGoToTheJobsMicroBatches) {
+  Trainer trainer(grpo_job());
+  GrpoRunner grpo(trainer, small_grpo());
+  const std::vector<Rollout> rolls = grpo.rollouts(3);  // 2 prompts × 4 samples
+  const int64_t T = trainer.cfg.model.seq_len;
+  for (int64_t M : {2, 4}) {
+    const GrpoStep g = grpo_step_of(3, rolls, M, T, GrpoLossConfig{});
+    ASSERT_EQ(g.batch.rows, M * g.mb_rows);
+    ASSERT_EQ(g.tokens.size(), size_t(M));
+    std::vector<int64_t> holds;  // the micro-batch of each prompt, from the tokens' ids
+    for (int64_t m = 0; m < M; ++m) {
+      const GrpoTokens<float>& t = g.tokens[size_t(m)];
+      EXPECT_EQ(t.completions, 8);
+      ASSERT_EQ(t.advantage.size(), 8u);
+      for (size_t c = 0; c < 8; ++c) EXPECT_EQ(t.advantage[c], float(rolls[c].advantage));
+      ASSERT_EQ(t.logp_old.size(), t.token.size());
+      ASSERT_EQ(t.logp_ref.size(), t.token.size());
+      for (size_t k = 0; k < t.token.size(); ++k) {
+        const Rollout& r = rolls[size_t(t.completion[k])];
+        holds.push_back(r.prompt * 100 + m);
+        // The position (inside the micro-batch) reads the token before, in the step's batch.
+        const int64_t at = m * g.mb_rows * T + g.position[size_t(m)][k];
+        EXPECT_LT(g.position[size_t(m)][k], g.mb_rows * T);
+        EXPECT_EQ(g.batch.targets[size_t(at)], kNoTarget);
+      }
+      if (t.token.empty()) {  // only padding: no completion is here
+        for (int64_t i = m * g.mb_rows * T; i < (m + 1) * g.mb_rows * T; ++i)
+          EXPECT_EQ(g.batch.inputs[size_t(i)], kEos);
+      }
+    }
+    for (int64_t h : holds) EXPECT_EQ(h % 100, (h / 100) * M / 2) << "M = " << M;
+  }
+  EXPECT_THROW(grpo_step_of(3, {}, 2, T, GrpoLossConfig{}), std::invalid_argument);
+}
+
 TEST(Grpo, CheckNamesWhatDoesNotFit) {
   const JobConfig ok = grpo_job();
   EXPECT_EQ(check_grpo(small_grpo(), ok), "");
