@@ -165,11 +165,9 @@ void on_message(Self* self, const Dispatcher& table, ActorMessage& m) {
     if (n->id == runtime::node_of(m.from)) n->last_heard = now(self);
   // A role's message from before the last view change: the step it belongs to was
   // aborted (the fabric drops these too, once the router has passed the new epoch on).
-  // A rollout group is not: it is a pure function of (version, step, prompt).
-  const Verdict v =
-      m.type >= runtime::control_types_end && m.type != rollout_group_type && m.epoch < s.core.epoch
-          ? drop(Drop::stale_epoch, fmt::format("{} < {}", m.epoch, s.core.epoch))
-          : table.dispatch(m);
+  const Verdict v = m.type >= runtime::control_types_end && m.epoch < s.core.epoch
+                        ? drop(Drop::stale_epoch, fmt::format("{} < {}", m.epoch, s.core.epoch))
+                        : table.dispatch(m);
   if (!v) return;
   const std::string first = s.drops.record(*v, m);
   if (!first.empty())

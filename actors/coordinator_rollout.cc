@@ -9,7 +9,8 @@
 // A lost rollout node costs nothing but time: the prompts it held go back to the front of
 // the queue for the others (a group is a pure function of (version, step, prompt), so the
 // bits stay), and training is not disturbed (no new epoch). With no rollout node left the
-// job stops.
+// job stops. Asks and groups carry unfenced_epoch (protocol.h): a worker's loss (a new epoch)
+// drops none of them.
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -37,7 +38,7 @@ void hand_out(Self* self) {
     train::RolloutAsk ask;
     ask.set_step(step), ask.set_prompt(prompt);
     ActorMessage m = make_message(self->state.self_address, a->address, rollout_ask_type, ask);
-    m.epoch = self->state.core.epoch;
+    m.epoch = unfenced_epoch;
     self->send(self->state.router, std::move(m));
   }
 }

@@ -2,6 +2,7 @@
 // read ActorMessages. Types start at control_types_end: below it is the runtime's.
 #pragma once
 
+#include <cstdint>
 #include <cstring>
 #include <memory>
 #include <span>
@@ -57,6 +58,12 @@ enum TrainType : uint32_t {
   rollout_group_type,
   train_types_end,
 };
+
+// GRPO's rollout traffic (RolloutAsk, RolloutGroup, and the Weights streamed to rollout
+// actors) is not fenced by epochs: a group is a pure function of (version, step, prompt), and
+// a version's bits do not depend on the attempt of the step that made them. It carries this
+// epoch, which no fabric or role drops as stale, so that a view change never loses it.
+inline constexpr uint64_t unfenced_epoch = UINT64_MAX;
 
 // The name of a message type (control.proto's or train.proto's) for logs; "unknown" else.
 std::string_view type_name(uint32_t type);

@@ -12,8 +12,8 @@
 // whose version is not whole yet waits for it; the last three whole versions are kept.
 //
 // Epochs do not matter here: a group is a pure function of (version, step, prompt), so a
-// message of any epoch is taken. Bad input is dropped and counted; nothing a message says can
-// crash the actor.
+// message of any epoch is taken, and what it sends carries unfenced_epoch (protocol.h). Bad
+// input is dropped and counted; nothing a message says can crash the actor.
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -54,7 +54,6 @@ struct RolloutState {
   std::vector<float> ref;               // version 0, π_ref
   std::map<int64_t, Version> versions;  // 1, 2, …: streamed in
   std::deque<train::RolloutAsk> asks;   // waiting for their version
-  uint64_t epoch = 0;                   // the newest seen: stamped on what it sends
   int64_t sampled = 0;                  // groups sampled, for the log
   DropLog drops{"", type_name};
   static inline const char* name = "rollout";
@@ -97,7 +96,7 @@ void serve(Self* self) {
     train::RolloutGroup g;
     group_to_proto(group, it->step(), &g);
     ActorMessage m = make_message(s.ctx.address, s.ctx.coordinator, rollout_group_type, *it);
-    m.epoch = s.epoch;
+    m.epoch = unfenced_epoch;
     const std::string bytes = g.SerializeAsString();
     m.payloads.push_back(owned_payload(std::vector<char>(bytes.begin(), bytes.end())));
     self->send(s.ctx.router, std::move(m));
@@ -167,7 +166,6 @@ caf::behavior rollout(Self* self, runtime::RoleContext ctx) {
     s.ref = grpo_start_weights(*s.cfg, *s.table);
     s.sampler =
         std::make_unique<model::GrpoSampler>(*s.cfg, *s.table, model::grpo_runner_config(*s.cfg));
-    s.epoch = s.ctx.epoch;
   } catch (const std::exception& e) {
     fail(self, e.what());
     return {};
@@ -179,7 +177,6 @@ caf::behavior rollout(Self* self, runtime::RoleContext ctx) {
       weights_type, [self](const auto& w, ActorMessage& m) { return on_weights(self, w, m); });
   return {[=](ActorMessage& m) {
     auto& st = self->state;
-    st.epoch = std::max(st.epoch, m.epoch);
     try {
       if (Verdict v = table->dispatch(m)) st.drops.record(*v, m);
     } catch (const std::exception& e) {

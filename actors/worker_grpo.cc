@@ -51,9 +51,13 @@ Verdict take_rollouts(WorkerState& s, const train::StepBegin& b, const ActorMess
 
 void stream_to_rollouts(Self* self, const train::Weights& w) {
   auto& s = self->state;
-  for (const std::string& to : s.rollout_actors)
-    reply(self, to, weights_type, w,
-          {view_payload(s.trainer, s.trainer->params.data() + w.lo(), size_t(w.hi() - w.lo()))});
+  for (const std::string& to : s.rollout_actors) {
+    ActorMessage m = make_message(s.ctx.address, to, weights_type, w);
+    m.epoch = unfenced_epoch;  // a later view change must not drop it: it is not sent again
+    m.payloads = {
+        view_payload(s.trainer, s.trainer->params.data() + w.lo(), size_t(w.hi() - w.lo()))};
+    self->send(s.ctx.router, std::move(m));
+  }
 }
 
 }  // namespace troupe::actors::worker_impl

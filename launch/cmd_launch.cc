@@ -260,9 +260,10 @@ class LaunchJob {
         node_of_pid_[line["pid"].get<int64_t>()] = line["node"].get<std::string>();
         if (line.value("memory", false)) memory_nodes_.insert(line["node"].get<std::string>());
         if (line.value("rollout", false)) rollout_victim_ = pid_t(line["pid"].get<int64_t>());
-        // --kill-node-at with the nodes started by the launcher: the last of the first ones.
-        if (a_.as_coordinator && a_.kill_node_at >= 0 &&
-            line["node"] == "n" + std::to_string(a_.nodes))
+        // --kill-node-at with the nodes started by the launcher: the last of the first worker
+        // nodes (memory and rollout nodes join among them).
+        const bool worker = !line.value("memory", false) && !line.value("rollout", false);
+        if (a_.as_coordinator && a_.kill_node_at >= 0 && worker && ++worker_joins_ == a_.nodes)
           victim_ = pid_t(line["pid"].get<int64_t>());
       }
       write_or_stop(events_, line.dump() + "\n");
@@ -502,6 +503,7 @@ class LaunchJob {
   std::atomic<bool> joined_ = false;
   std::atomic<pid_t> victim_ = 0;
   std::atomic<pid_t> rollout_victim_ = 0;  // --kill-rollout-at: the last rollout node to join
+  int64_t worker_joins_ = 0;               // under events_mu_
   std::atomic<int64_t> scale_wanted_ = 0;
   std::atomic<int64_t> pending_starts_ = 0;                    // node processes asked for, to start
   std::atomic<int64_t> replace_wanted_ = 0, replace_due_ = 0;  // lost; to ask for (on_step)

@@ -5,6 +5,8 @@ a short supervised run, the same GRPO job ends with the same weights, bit for bi
   - launched on 1 worker node with 1 rollout node,
   - launched on 3 worker nodes with 3 rollout nodes, one of them killed after step 2 (its
     prompts go to the others),
+  - launched on 3 worker nodes with 2 rollout nodes, a worker node killed after step 3 (the
+    view changes while groups and streamed weights are on their way: none is dropped),
   - launched on 2 worker nodes with 2 rollout nodes and grpo.overlap = false (generate, then
     train).
 The launched runs write the mean reward on every metrics line and progress line, and the
@@ -73,6 +75,9 @@ def main():
     lost = [e for e in events(d3) if e.get("kind") == "rollout_lost"]
     check("the kill is a rollout_lost event", len(lost) == 1 and "[chaos] kill -9" in r3.stderr,
           str(lost)[:300])
+    hk, _, rk, _ = launch(a.troupe, a.work, "w3-r2-kill-worker", init, 3, 2, "--kill-node-at", "3")
+    check("3 worker nodes, one killed after step 3 (a new epoch while groups are in flight): "
+          "the same weights", hk == want and "lost, recovered" in rk.stdout, f"{hk} vs {want}")
     h2, _, _, _ = launch(a.troupe, a.work, "w2-r2-sync", init, 2, 2, "--set", "grpo.overlap=false")
     check("generate, then train (grpo.overlap = false): the same weights", h2 == want,
           f"{h2} vs {want}")
