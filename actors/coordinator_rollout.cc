@@ -61,14 +61,15 @@ void place_rollouts(Self* self, control::View* v) {
   if (!grpo_job(self)) return;
   if (!r.placed) {
     for (size_t k = 0; k < s.core.rollout.size(); ++k)
-      r.actors.push_back(
-          {s.core.rollout[k].id, fmt::format("{}/rollout.{}", s.core.rollout[k].id, k), {}});
+      r.actors.push_back({s.core.rollout[k].id,
+                          fmt::format("{}/rollout.{}", s.core.rollout[k].id, k),
+                          int64_t(k),
+                          {}});
     r.placed = true;
   }
   for (const auto& a : r.actors) {
     auto* p = v->add_placement();
-    const size_t dot = a.address.rfind('.');
-    p->set_role("rollout"), p->set_index(std::stoll(a.address.substr(dot + 1)));
+    p->set_role("rollout"), p->set_index(a.index);
     p->set_node_id(a.node);
   }
 }
@@ -161,7 +162,6 @@ Verdict on_rollout_group(Self* self, const train::RolloutAsk& head, const ActorM
   if (r.waiting && g.step() == s.drv.step && step_complete(r, g.step()) &&
       s.core.phase == Phase::running && !s.drv.in_flight) {
     r.waiting = false;
-    r.wait_ms += std::chrono::duration<double, std::milli>(now(self) - r.wait_from).count();
     start_or_finish(self);
     // The step's time (tokens/s, idle fraction) counts from when it waited for its groups.
     if (s.drv.in_flight && s.drv.step == g.step()) s.drv.step_started = r.wait_from;

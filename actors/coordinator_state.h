@@ -208,7 +208,8 @@ struct PendingCheckpoint {
 // grpo.enabled (coordinator_rollout.cc): the rollout actors and the groups they sample.
 struct RolloutRound {
   struct Actor {
-    std::string node, address;
+    std::string node, address;  // address: node/rollout.<index>
+    int64_t index = 0;
     std::set<std::pair<int64_t, int64_t>> asked;  // (step, prompt) handed out, not answered
   };
   std::vector<Actor> actors;  // the live ones, in their index order
@@ -219,7 +220,6 @@ struct RolloutRound {
   int64_t dealt = 0;                              // steps [0, dealt) were queued
   bool waiting = false;  // the step's StepBegin waits for its rollouts (since wait_from)
   time_point wait_from;
-  double wait_ms = 0;  // what training waited for rollouts, all steps
 };
 
 struct CoordinatorState {

@@ -48,13 +48,12 @@ struct Version {
 
 struct RolloutState {
   runtime::RoleContext ctx;
-  std::unique_ptr<model::JobConfig> cfg;  // stable: the sampler keeps references
-  std::unique_ptr<model::ParamTable> table;
+  model::JobConfig cfg;
+  std::unique_ptr<model::ParamTable> table;  // stable: the sampler reads through it
   std::unique_ptr<model::GrpoSampler> sampler;
   std::vector<float> ref;               // version 0, π_ref
   std::map<int64_t, Version> versions;  // 1, 2, …: streamed in
   std::deque<train::RolloutAsk> asks;   // waiting for their version
-  int64_t sampled = 0;                  // groups sampled, for the log
   DropLog drops{"", type_name};
   static inline const char* name = "rollout";
 };
@@ -100,15 +99,14 @@ void serve(Self* self) {
     const std::string bytes = g.SerializeAsString();
     m.payloads.push_back(owned_payload(std::vector<char>(bytes.begin(), bytes.end())));
     self->send(s.ctx.router, std::move(m));
-    ++s.sampled;
     it = s.asks.erase(it);
   }
 }
 
 Verdict on_ask(Self* self, const train::RolloutAsk& a) {
   auto& s = self->state;
-  if (a.step() < 0 || a.step() >= s.cfg->train.steps || a.prompt() < 0 ||
-      a.prompt() >= s.cfg->grpo.prompts_per_step)
+  if (a.step() < 0 || a.step() >= s.cfg.train.steps || a.prompt() < 0 ||
+      a.prompt() >= s.cfg.grpo.prompts_per_step)
     return drop(Drop::malformed,
                 fmt::format("step {} prompt {} outside the job", a.step(), a.prompt()));
   const int64_t v = model::grpo_policy_version(a.step());
@@ -157,15 +155,15 @@ caf::behavior rollout(Self* self, runtime::RoleContext ctx) {
   self->send(s.ctx.router, runtime::register_atom::value, fmt::format("rollout.{}", s.ctx.index),
              caf::actor(self));
   try {
-    s.cfg = std::make_unique<model::JobConfig>(model::config_from_text(
-        s.ctx.job.config_text, s.ctx.job.config_name, s.ctx.job.config_sets));
-    if (!s.cfg->grpo.enabled)
+    s.cfg = model::config_from_text(s.ctx.job.config_text, s.ctx.job.config_name,
+                                    s.ctx.job.config_sets);
+    if (!s.cfg.grpo.enabled)
       throw std::invalid_argument("a rollout actor in a job without [grpo] enabled = true");
-    if (s.ctx.threads > 0) s.cfg->train.threads = s.ctx.threads;
-    s.table = std::make_unique<model::ParamTable>(s.cfg->model);
-    s.ref = grpo_start_weights(*s.cfg, *s.table);
+    if (s.ctx.threads > 0) s.cfg.train.threads = s.ctx.threads;
+    s.table = std::make_unique<model::ParamTable>(s.cfg.model);
+    s.ref = grpo_start_weights(s.cfg, *s.table);
     s.sampler =
-        std::make_unique<model::GrpoSampler>(*s.cfg, *s.table, model::grpo_runner_config(*s.cfg));
+        std::make_unique<model::GrpoSampler>(s.cfg, *s.table, model::grpo_runner_config(s.cfg));
   } catch (const std::exception& e) {
     fail(self, e.what());
     return {};
