@@ -55,6 +55,7 @@ std::vector<Section> build_sections() {
       {"optimizer", {KEY(optimizer, name), KEY(optimizer, beta1), KEY(optimizer, beta2),
                      KEY(optimizer, eps)}},
       {"fp8", {KEY(fp8, enabled)}},
+      {"memory", {KEY(memory, recompute)}},
       {"checkpoint", {KEY(checkpoint, every_steps), KEY(checkpoint, keep)}},
       {"fault_tolerance", {KEY(fault_tolerance, heartbeat_interval_ms),
                            KEY(fault_tolerance, heartbeat_timeout_ms),
@@ -114,6 +115,11 @@ template <>
 struct Registry<Ffn> {
   static constexpr const auto& names = kFfnNames;
   static constexpr std::string_view what = "ffn";
+};
+template <>
+struct Registry<Recompute> {
+  static constexpr const auto& names = kRecomputeNames;
+  static constexpr std::string_view what = "recompute mode";
 };
 template <>
 struct Registry<OptimizerKind> {
@@ -361,7 +367,7 @@ struct Assign {
     return *p = std::move(out), "";
   }
   // A registry's enum: Residual, Ffn, OptimizerKind, ExpertsAt, EngramAt, DataMode, Schedule,
-  // DataSource.
+  // DataSource, Recompute.
   template <class E>
   std::string operator()(E* p) const {
     static_assert(std::is_enum_v<E>);
@@ -504,6 +510,7 @@ void apply_set(JobConfig& cfg, const std::string& arg) {
 JobConfig finish_config(JobConfig cfg, const std::vector<std::string>& sets) {
   for (const std::string& s : sets) apply_set(cfg, s);
   cfg.model.fp8 = cfg.fp8.enabled;  // the layers read the switch from their ModelConfig
+  cfg.model.recompute = cfg.memory.recompute;
   validate(cfg);
   return cfg;
 }

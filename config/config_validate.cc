@@ -231,6 +231,15 @@ void validate_arithmetic(Checker& c, const DataConfig& d) {
   c.positive("data.arith_documents");
 }
 
+// [memory]: "block" recompute re-runs a MoE block's forward, which expert shards refuse.
+void validate_memory(Checker& c, const JobConfig& cfg) {
+  if (cfg.parallel.experts == ExpertsAt::shards && cfg.memory.recompute == Recompute::block)
+    c.fail_across({"memory.recompute", "parallel.experts"},
+                  "memory.recompute = \"block\" re-runs each MoE block in its backward, and "
+                  "expert shards compute a micro-batch's experts once; use recompute = "
+                  "\"attention\" or \"none\" with parallel.experts = \"shards\"");
+}
+
 void validate_rest(Checker& c, const JobConfig& cfg) {
   if (cfg.data.corpus_dir.empty()) c.fail("data.corpus_dir", "must name a directory");
   validate_arithmetic(c, cfg.data);
@@ -290,6 +299,7 @@ void validate_rest(Checker& c, const JobConfig& cfg) {
                               cfg.eplb.rebalance_every_steps));
 
   validate_engram_placement(c, cfg);
+  validate_memory(c, cfg);
 
   c.non_negative("checkpoint.every_steps");
   c.positive("checkpoint.keep");

@@ -103,7 +103,8 @@ struct JobConfig : TrainJobConfig {
   // The settings alone (not source/origins): what determines the job's result.
   bool same_settings(const JobConfig& o) const {
     return model == o.model && data == o.data && train == o.train && optimizer == o.optimizer &&
-           fp8 == o.fp8 && fault_tolerance == o.fault_tolerance && grpo == o.grpo;
+           fp8 == o.fp8 && memory == o.memory && fault_tolerance == o.fault_tolerance &&
+           grpo == o.grpo;
   }
 };
 

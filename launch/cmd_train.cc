@@ -1,9 +1,13 @@
 // `troupe train`: trains a model in this process and writes the run directory (metrics,
 // weights, and with launch/train_run.h the journal and checkpoints; --resume continues).
+#include <fmt/format.h>
+#include <sys/resource.h>
+
 #include <algorithm>
 #include <chrono>
 #include <filesystem>
 #include <nlohmann/json.hpp>
+#include <string_view>
 
 #include "config/config_parse.h"
 #include "launch/commands.h"
@@ -111,6 +115,27 @@ LoopEnd train_steps(model::Trainer& trainer, const model::JobConfig& cfg, TrainR
   return end;
 }
 
+// "memory: peak RSS …": the process's high-water mark and what a step holds for its backward
+// (the accountant, per compute thread; memory.recompute chooses how much).
+std::string memory_summary(const model::Trainer& trainer, const model::JobConfig& cfg) {
+  std::string_view mode;
+  for (const auto& [m, name] : model::kRecomputeNames)
+    if (m == cfg.memory.recompute) mode = name;
+  rusage ru{};
+  getrusage(RUSAGE_SELF, &ru);
+  const model::HeldBytes h = trainer.held_bytes();
+  const auto mib = [](int64_t bytes) {
+    return fmt::format("{:.1f} MiB", double(bytes) / (1 << 20));
+  };
+  int64_t blocks = 0;
+  for (int64_t b : h.block) blocks += b;
+  return fmt::format(
+      "memory: peak RSS {}; held for backward {} per compute thread × {} (recompute = \"{}\": "
+      "blocks {}, shared {}, streams {}, rest {})",
+      mib(int64_t(ru.ru_maxrss) * 1024), mib(h.total()), trainer.threads(), mode, mib(blocks),
+      mib(h.shared), mib(h.streams), mib(h.rest));
+}
+
 void run_train(const TrainArgs& a) {
   std::vector<std::string> sets = a.sets;
   if (a.steps >= 0) sets.push_back("train.steps=" + std::to_string(a.steps));
@@ -163,11 +188,12 @@ void run_train(const TrainArgs& a) {
   std::printf(
       "summary: steps %ld  loss %.4f  val_loss %.4f  wall %s  %.0f tok/s  %.2f GFLOP/s  "
       "weights %016lx\n"
-      "%s\n"
+      "%s\n%s\n"
       "run dir: %s (metrics.jsonl, weights.safetensors, config.json, journal, checkpoints)\n",
       long(steps), end.last_loss, end.last_val, format_duration(wall).c_str(), tokens / wall,
       tokens * model::train_flops_per_token(cfg.model) / wall * 1e-9,
-      (unsigned long)trainer.weights_hash(), checkpoints.summary().c_str(), a.run_dir.c_str());
+      (unsigned long)trainer.weights_hash(), memory_summary(trainer, cfg).c_str(),
+      checkpoints.summary().c_str(), a.run_dir.c_str());
 }
 
 }  // namespace

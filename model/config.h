@@ -29,6 +29,16 @@ inline constexpr std::array<std::pair<Residual, std::string_view>, 2> kResidualN
 inline constexpr std::array<std::pair<Ffn, std::string_view>, 2> kFfnNames = {
     {{Ffn::moe, "moe"}, {Ffn::dense, "dense"}}};
 
+// memory.recompute: which activations a training step drops in forward and recomputes in
+// backward. Never changes a bit (the recomputation is the same forward on the same inputs).
+enum class Recompute {
+  none,       // every activation is kept for the backward
+  attention,  // each MLA sublayer's internals (q, kv, softmax probabilities) are recomputed
+  block,      // only the streams between blocks are kept; a block is re-run in its backward
+};
+inline constexpr std::array<std::pair<Recompute, std::string_view>, 3> kRecomputeNames = {
+    {{Recompute::none, "none"}, {Recompute::attention, "attention"}, {Recompute::block, "block"}}};
+
 struct ModelConfig {                 // [model]: SPEC-model.md §2
   int64_t vocab_size = 258;          // tokens, V: 256 bytes + BOS + EOS; at least 258
   int64_t seq_len = 128;             // tokens, T: tokens per row
@@ -69,6 +79,8 @@ struct ModelConfig {                 // [model]: SPEC-model.md §2
   // Set from [fp8] enabled by the config loader; not a [model] key (not in the [model]
   // section's JSON/TOML: a checkpoint's weights are FP32 masters, however they were trained).
   bool fp8 = false;
+  // Set from [memory] recompute by the config loader, likewise not a [model] key.
+  Recompute recompute = Recompute::none;
 
   int64_t qk_head_dim() const { return qk_nope_head_dim + qk_rope_head_dim; }
   bool is_moe_layer(int64_t l) const { return ffn == Ffn::moe && l >= first_k_dense; }
@@ -78,6 +90,11 @@ struct ModelConfig {                 // [model]: SPEC-model.md §2
 struct Fp8Config {       // [fp8]: SPEC-model.md §6
   bool enabled = false;  // FP8 (E4M3) GEMMs in every block Linear (1×128 / 128×128 tiles)
   bool operator==(const Fp8Config&) const = default;
+};
+
+struct MemoryConfig {                     // [memory]: what a step keeps in memory (docs/memory.md)
+  Recompute recompute = Recompute::none;  // registry (kRecomputeNames): none | attention | block
+  bool operator==(const MemoryConfig&) const = default;
 };
 
 }  // namespace troupe::model

@@ -7,9 +7,7 @@
 
 #include "kernels/cpu/gemm.h"
 #include "kernels/cpu/ops.h"
-#include "model/ffn.h"
-#include "model/mhc.h"
-#include "model/mla.h"
+#include "model/model_impl.h"
 
 namespace troupe::model {
 
@@ -34,105 +32,6 @@ LossScale loss_scale_of(const Batch& b, bool with_mtp) {
   return s;
 }
 
-namespace {
-
-// One pre-norm sublayer of a block, wrapped by mHC (or a plain residual).
-template <typename T>
-struct Sublayer {
-  bool hc = true;
-  MhcLayout hc_layout{};
-  MhcCache<T> hc_cache;
-  int64_t norm_w = 0;     // offset of the RMSNorm weight
-  std::vector<T> u;       // (N,C) sublayer input (before its RMSNorm)
-  std::vector<T> normed;  // (N,C)
-  std::vector<T> rstd;    // (N)
-  std::vector<T> f;       // (N,C) sublayer output F(normed)
-};
-
-template <typename T>
-struct Block {
-  Sublayer<T> attn, ffn;
-  MlaLayout mla{};
-  MlaCache<T> mla_cache;
-  bool moe = false;
-  MoeLayout moe_layout{};
-  MoeCache<T> moe_cache;
-  SwigluLayout dense{};
-  SwigluCache<T> dense_cache;
-  bool engram = false;  // step 2a: X <- X + Engram_l(X, tokens) before the attention mHC
-  EngramLayout engram_layout{};
-  EngramCache<T> engram_cache;
-  std::vector<T> x_engram;  // (N,S,C) the streams after Engram: the attention stage's input
-};
-
-// The MTP module's activations (SPEC §3.4), over M = R·(T−1) positions.
-template <typename T>
-struct Mtp {
-  int64_t norm_h = 0, norm_e = 0, proj = 0, ln1 = 0, ln2 = 0;
-  MlaLayout mla{};
-  MlaCache<T> mla_cache;
-  SwigluLayout mlp{};
-  SwigluCache<T> mlp_cache;
-  std::vector<int32_t> pos, tok, tgt, doc;         // (M)
-  std::vector<T> hsel, esel, a, b, ra, rb, cat;    // (M,C) x4, (M) x2, (M,2C)
-  std::vector<T> hp, n1, r1, att, x1, n2, r2, x2;  // (M,C) / (M)
-  std::vector<T> z, rz, logits;                    // (M,C), (M), (M,V)
-  // Backward buffers, reused across calls: (M,V), (M,C) x8, (M,2C).
-  std::vector<T> dlogits, dz, dx2, dx1, dn, dhp, da, db, dsel, dcat;
-};
-
-template <typename T>
-void resize(std::vector<T>& v, int64_t n) {
-  v.resize(static_cast<size_t>(n));
-}
-
-template <typename T>
-void zero(std::vector<T>& v, int64_t n) {
-  v.assign(static_cast<size_t>(n), T(0));
-}
-
-}  // namespace
-
-template <typename T>
-struct Model<T>::Impl {
-  const ModelConfig& cfg;
-  const ParamTable& table;
-  int64_t C, S, V, L;
-  int64_t embed, final_norm, head;
-  std::vector<Block<T>> blocks;
-  bool mtp_on;
-  Mtp<T> mtp;
-
-  // Per-call state.
-  int64_t R = 0, Tn = 0, N = 0;
-  const Batch* mb = nullptr;
-  T bal_weight = 0;                          // seq_aux_alpha / global rows
-  RoutedExperts<T>* routed = nullptr;        // set_routed_experts
-  int64_t micro_batch = 0;                   // set_micro_batch: its logical id, for `routed`
-  T last_bal = 0;                            // balance loss of the current call
-  std::vector<int32_t> pos;                  // (N) position ids, restarting per document
-  const int32_t* doc = nullptr;              // (N) the batch's document ids, or null
-  std::vector<std::vector<T>> xs;            // 2L+1 stream tensors (N,S,C)
-  std::vector<T> h, hn, hrstd, logits;       // (N,C) (N,C) (N) (N,V)
-  std::vector<T> dlogits, dh, dhn, dX, dXn;  // backward buffers
-  std::vector<T> dnormed, du, df;
-
-  const EngramStore<T>* engram_store = nullptr;  // per call
-  HeadLoss<T>* head_loss_fn = nullptr;           // per call: replaces the CE (or null)
-
-  Impl(const ModelConfig& c, const ParamTable& t, uint64_t seed);
-  void bind_sizes(const Batch& b);
-  void stage_forward(const T* P, int64_t l, int which);
-  void stage_backward(const T* P, T* G, int64_t l, int which, const T* dXout, T* dXin);
-  void sublayer_f_forward(const T* P, int64_t l, int which, const T* in, T* out, T& bal);
-  void sublayer_f_backward(const T* P, T* G, int64_t l, int which, const T* dout, T* din);
-  LossParts<T> forward(const T* P, const LossScale& s, bool with_mtp, bool need_grad);
-  void head_loss(LossParts<T>& out, bool need_grad);
-  void mtp_forward(const T* P, const LossScale& s, bool need_grad, LossParts<T>& out);
-  void mtp_backward(const T* P, T* G);
-  void backward(const T* P, T* G, bool with_mtp, EngramGrad<T>* egrad);
-};
-
 template <typename T>
 Model<T>::Impl::Impl(const ModelConfig& c, const ParamTable& t, uint64_t seed)
     : cfg(c),
@@ -145,10 +44,13 @@ Model<T>::Impl::Impl(const ModelConfig& c, const ParamTable& t, uint64_t seed)
       final_norm(t.offset("model.norm.weight")),
       head(t.offset("lm_head.weight")),
       blocks(static_cast<size_t>(c.n_layers)),
+      recompute(c.recompute),
+      acts(c.recompute == Recompute::block ? 1 : static_cast<size_t>(c.n_layers)),
+      counts(static_cast<size_t>(c.n_layers)),
       mtp_on(c.mtp_depth > 0) {
   for (int64_t l = 0; l < L; ++l) {
     const std::string p = "model.layers." + std::to_string(l) + ".";
-    Block<T>& b = blocks[l];
+    BlockLayout& b = blocks[l];
     b.attn.hc = b.ffn.hc = (c.residual == Residual::mhc);
     if (b.attn.hc) {
       b.attn.hc_layout = MhcLayout::from(t, p + "attn_hc.");
@@ -196,15 +98,17 @@ void Model<T>::Impl::bind_sizes(const Batch& b) {
   for (int64_t n = 0; n < N; ++n) pos[n] = static_cast<int32_t>(n % Tn) - pos[n];
   xs.resize(static_cast<size_t>(2 * L + 1));
   for (auto& x : xs) resize(x, N * S * C);
-  for (auto& blk : blocks) {
-    for (Sublayer<T>* s : {&blk.attn, &blk.ffn}) {
+  for (auto& a : acts) {
+    for (SublayerActs<T>* s : {&a.attn, &a.ffn}) {
       resize(s->u, N * C);
       resize(s->normed, N * C);
       resize(s->rstd, N);
       resize(s->f, N * C);
     }
-    if (blk.engram) resize(blk.x_engram, N * S * C);
   }
+  for (int64_t l = 0; l < L; ++l)
+    if (blocks[l].engram) resize(act(l).x_engram, N * S * C);
+  acts_of = mla_of = -1;
   resize(h, N * C);
   resize(hn, N * C);
   resize(hrstd, N);
@@ -215,48 +119,59 @@ void Model<T>::Impl::bind_sizes(const Batch& b) {
 template <typename T>
 void Model<T>::Impl::sublayer_f_forward(const T* P, int64_t l, int which, const T* in, T* out,
                                         T& bal) {
-  Block<T>& b = blocks[l];
+  const BlockLayout& b = blocks[l];
+  BlockActs<T>& a = act(l);
   if (which == 0) {
-    mla_forward(cfg, b.mla, P, in, R, Tn, pos.data(), doc, out, b.mla_cache);
+    mla_forward(cfg, b.mla, P, in, R, Tn, pos.data(), doc, out, mla_cache(l));
+    mla_of = l;
   } else if (b.moe) {
     // The balance loss is a mean over the global batch's rows: weight α / rows.
-    bal += moe_forward(cfg, b.moe_layout, P, in, R, Tn, bal_weight, out, b.moe_cache, routed, l,
+    bal += moe_forward(cfg, b.moe_layout, P, in, R, Tn, bal_weight, out, a.moe, routed, l,
                        micro_batch);
   } else {
-    swiglu_forward(cfg, b.dense, P, in, N, C, out, b.dense_cache);
+    swiglu_forward(cfg, b.dense, P, in, N, C, out, a.dense);
   }
 }
 
 template <typename T>
 void Model<T>::Impl::sublayer_f_backward(const T* P, T* G, int64_t l, int which, const T* dout,
                                          T* din) {
-  Block<T>& b = blocks[l];
-  if (which == 0)
-    mla_backward(cfg, b.mla, P, G, dout, din, b.mla_cache);
-  else if (b.moe)
-    moe_backward(cfg, b.moe_layout, P, G, dout, din, b.moe_cache);
-  else
-    swiglu_backward(cfg, b.dense, P, G, dout, din, b.dense_cache);
+  const BlockLayout& b = blocks[l];
+  BlockActs<T>& a = act(l);
+  if (which == 0) {
+    if (recompute == Recompute::attention && mla_of != l) {  // its internals again: same bits
+      mla_forward(cfg, b.mla, P, a.attn.normed.data(), R, Tn, pos.data(), doc, a.attn.f.data(),
+                  mla_redo);
+      mla_of = l;
+    }
+    mla_backward(cfg, b.mla, P, G, dout, din, mla_cache(l));
+  } else if (b.moe) {
+    moe_backward(cfg, b.moe_layout, P, G, dout, din, a.moe);
+  } else {
+    swiglu_backward(cfg, b.dense, P, G, dout, din, a.dense);
+  }
 }
 
 // X_out = mHC(X_in, F ∘ RMSNorm) for sublayer `which` of block l (SPEC §3 step 2b/2c).
 template <typename T>
 void Model<T>::Impl::stage_forward(const T* P, int64_t l, int which) {
-  Block<T>& b = blocks[l];
-  Sublayer<T>& s = which == 0 ? b.attn : b.ffn;
-  const T* X = (which == 0 && b.engram) ? b.x_engram.data() : xs[2 * l + which].data();
+  const BlockLayout& b = blocks[l];
+  const SublayerLayout& y = which == 0 ? b.attn : b.ffn;
+  BlockActs<T>& a = act(l);
+  SublayerActs<T>& s = which == 0 ? a.attn : a.ffn;
+  const T* X = (which == 0 && b.engram) ? a.x_engram.data() : xs[2 * l + which].data();
   T* Xout = xs[2 * l + which + 1].data();
-  if (s.hc)
-    mhc_pre_forward(cfg, s.hc_layout, P, X, N, s.u.data(), s.hc_cache);
+  if (y.hc)
+    mhc_pre_forward(cfg, y.hc_layout, P, X, N, s.u.data(), s.hc);
   else
     std::copy(X, X + N * C, s.u.begin());
-  k::rmsnorm_forward(s.u.data(), P + s.norm_w, T(cfg.rms_norm_eps), s.normed.data(), s.rstd.data(),
+  k::rmsnorm_forward(s.u.data(), P + y.norm_w, T(cfg.rms_norm_eps), s.normed.data(), s.rstd.data(),
                      N, C);
   T bal = 0;
   sublayer_f_forward(P, l, which, s.normed.data(), s.f.data(), bal);
   last_bal += bal;
-  if (s.hc) {
-    mhc_post_forward(cfg, s.hc_layout, P, X, s.f.data(), Xout, s.hc_cache);
+  if (y.hc) {
+    mhc_post_forward(cfg, y.hc_layout, P, X, s.f.data(), Xout, s.hc);
   } else {
     for (int64_t i = 0; i < N * C; ++i) Xout[i] = X[i] + s.f[i];
   }
@@ -266,12 +181,13 @@ void Model<T>::Impl::stage_forward(const T* P, int64_t l, int which) {
 template <typename T>
 void Model<T>::Impl::stage_backward(const T* P, T* G, int64_t l, int which, const T* dXout,
                                     T* dXin) {
-  Block<T>& b = blocks[l];
-  Sublayer<T>& s = which == 0 ? b.attn : b.ffn;
+  const BlockLayout& b = blocks[l];
+  const SublayerLayout& y = which == 0 ? b.attn : b.ffn;
+  SublayerActs<T>& s = which == 0 ? act(l).attn : act(l).ffn;
   std::fill(dXin, dXin + N * S * C, T(0));
   resize(df, N * C);
-  if (s.hc) {
-    mhc_post_backward(cfg, s.hc_layout, P, G, dXout, dXin, df.data(), s.hc_cache);
+  if (y.hc) {
+    mhc_post_backward(cfg, y.hc_layout, P, G, dXout, dXin, df.data(), s.hc);
   } else {
     std::copy(dXout, dXout + N * C, dXin);
     std::copy(dXout, dXout + N * C, df.begin());
@@ -279,13 +195,37 @@ void Model<T>::Impl::stage_backward(const T* P, T* G, int64_t l, int which, cons
   zero(dnormed, N * C);
   sublayer_f_backward(P, G, l, which, df.data(), dnormed.data());
   zero(du, N * C);
-  k::rmsnorm_backward(dnormed.data(), s.u.data(), P + s.norm_w, s.rstd.data(), du.data(),
-                      G + s.norm_w, N, C);
-  if (s.hc) {
-    mhc_pre_backward(cfg, s.hc_layout, P, G, du.data(), dXin, s.hc_cache);
+  k::rmsnorm_backward(dnormed.data(), s.u.data(), P + y.norm_w, s.rstd.data(), du.data(),
+                      G + y.norm_w, N, C);
+  if (y.hc) {
+    mhc_pre_backward(cfg, y.hc_layout, P, G, du.data(), dXin, s.hc);
   } else {
     for (int64_t i = 0; i < N * C; ++i) dXin[i] += du[i];
   }
+}
+
+// Block l: X_{2l} -> X_{2l+2} (Engram first where the block has it), its activations into
+// act(l).
+template <typename T>
+void Model<T>::Impl::block_forward(const T* P, int64_t l) {
+  const BlockLayout& b = blocks[l];
+  if (b.engram)
+    engram_forward(cfg, b.engram_layout, P, *engram_store, mb->inputs.data(), R, Tn,
+                   xs[2 * l].data(), act(l).x_engram.data(), act(l).engram, doc);
+  stage_forward(P, l, 0);
+  stage_forward(P, l, 1);
+  acts_of = l;
+}
+
+// recompute = "block": block l's activations again, from its input streams X_{2l}, which
+// the forward kept. The same calls on the same inputs give the same bits (the streams it
+// writes, X_{2l+1} and X_{2l+2}, included); the balance loss is not counted twice.
+template <typename T>
+void Model<T>::Impl::redo_block(const T* P, int64_t l) {
+  if (acts_of == l) return;
+  const T bal = last_bal;
+  block_forward(P, l);
+  last_bal = bal;
 }
 
 template <typename T>
@@ -301,12 +241,8 @@ LossParts<T> Model<T>::Impl::forward(const T* P, const LossScale& sc, bool with_
     for (int64_t s = 0; s < S; ++s) std::copy(e, e + C, X0 + (n * S + s) * C);
   }
   for (int64_t l = 0; l < L; ++l) {
-    Block<T>& blk = blocks[l];
-    if (blk.engram)
-      engram_forward(cfg, blk.engram_layout, P, *engram_store, b.inputs.data(), R, Tn,
-                     xs[2 * l].data(), blk.x_engram.data(), blk.engram_cache, doc);
-    stage_forward(P, l, 0);
-    stage_forward(P, l, 1);
+    block_forward(P, l);
+    counts[l] = blocks[l].moe ? act(l).moe.counts : std::vector<int64_t>{};
   }
   // h = Σ_streams X_L; logits = head · RMSNorm_final(h).
   const T* XL = xs[2 * L].data();
@@ -342,103 +278,6 @@ void Model<T>::Impl::head_loss(LossParts<T>& out, bool need_grad) {
   out.bal = last_bal;
 }
 
-// MTP depth 1 (SPEC §3.4): position t of each row sees h_t and embed[tok_{t+1}] and
-// predicts the target of position t+1; a plain pre-norm block over T−1 positions. With
-// document ids, MTP position t keeps t's document id and position, and has no target when
-// t+1 is in another document (nothing attends to it then: it is its document's last).
-template <typename T>
-void Model<T>::Impl::mtp_forward(const T* P, const LossScale& sc, bool need_grad,
-                                 LossParts<T>& out) {
-  const Batch& b = *mb;
-  const int64_t Tm = Tn - 1, M = R * Tm;
-  const T eps = T(cfg.rms_norm_eps);
-  Mtp<T>& m = mtp;
-  resize(m.pos, M), resize(m.tok, M), resize(m.tgt, M), resize(m.doc, doc ? M : 0);
-  for (auto* v : {&m.hsel, &m.esel, &m.a, &m.b, &m.hp, &m.n1, &m.att, &m.x1, &m.n2, &m.x2, &m.z})
-    resize(*v, M * C);
-  for (auto* v : {&m.ra, &m.rb, &m.r1, &m.r2, &m.rz}) resize(*v, M);
-  resize(m.cat, M * 2 * C);
-  resize(m.logits, M * V);
-  for (int64_t r = 0; r < R; ++r) {
-    for (int64_t t = 0; t < Tm; ++t) {
-      const int64_t i = r * Tm + t, src = r * Tn + t;
-      m.pos[i] = pos[src];
-      m.tok[i] = b.inputs[src + 1];
-      m.tgt[i] = b.targets[src + 1];
-      if (doc) {
-        m.doc[i] = doc[src];
-        if (doc[src + 1] != doc[src]) m.tgt[i] = kNoTarget;
-      }
-      std::copy(h.data() + src * C, h.data() + (src + 1) * C, m.hsel.data() + i * C);
-      const T* e = P + embed + int64_t(m.tok[i]) * C;
-      std::copy(e, e + C, m.esel.data() + i * C);
-    }
-  }
-  k::rmsnorm_forward(m.hsel.data(), P + m.norm_h, eps, m.a.data(), m.ra.data(), M, C);
-  k::rmsnorm_forward(m.esel.data(), P + m.norm_e, eps, m.b.data(), m.rb.data(), M, C);
-  for (int64_t i = 0; i < M; ++i) {
-    std::copy(m.a.data() + i * C, m.a.data() + (i + 1) * C, m.cat.data() + i * 2 * C);
-    std::copy(m.b.data() + i * C, m.b.data() + (i + 1) * C, m.cat.data() + i * 2 * C + C);
-  }
-  k::linear_forward(m.cat.data(), P + m.proj, m.hp.data(), M, 2 * C, C);
-  k::rmsnorm_forward(m.hp.data(), P + m.ln1, eps, m.n1.data(), m.r1.data(), M, C);
-  mla_forward(cfg, m.mla, P, m.n1.data(), R, Tm, m.pos.data(), doc ? m.doc.data() : nullptr,
-              m.att.data(), m.mla_cache);
-  for (int64_t i = 0; i < M * C; ++i) m.x1[i] = m.hp[i] + m.att[i];
-  k::rmsnorm_forward(m.x1.data(), P + m.ln2, eps, m.n2.data(), m.r2.data(), M, C);
-  swiglu_forward(cfg, m.mlp, P, m.n2.data(), M, C, m.x2.data(), m.mlp_cache);
-  for (int64_t i = 0; i < M * C; ++i) m.x2[i] += m.x1[i];
-  k::rmsnorm_forward(m.x2.data(), P + final_norm, eps, m.z.data(), m.rz.data(), M, C);
-  k::linear_forward(m.z.data(), P + head, m.logits.data(), M, C, V);
-  T w = sc.mtp_targets > 0 ? T(cfg.mtp_lambda) / T(sc.mtp_targets) : T(0);
-  if (need_grad) zero(m.dlogits, M * V);
-  T ce = k::cross_entropy(m.logits.data(), m.tgt.data(), M, V, w,
-                          need_grad ? m.dlogits.data() : nullptr);
-  out.mtp = ce * w;
-}
-
-// Backward of mtp_forward: accumulates into dh (N,C) and the parameter gradients.
-template <typename T>
-void Model<T>::Impl::mtp_backward(const T* P, T* G) {
-  Mtp<T>& m = mtp;
-  const int64_t Tm = Tn - 1, M = R * Tm;
-  zero(m.dz, M * C), zero(m.dx2, M * C), zero(m.dn, M * C);
-  k::linear_backward(m.dlogits.data(), m.z.data(), P + head, m.dz.data(), G + head, M, C, V);
-  k::rmsnorm_backward(m.dz.data(), m.x2.data(), P + final_norm, m.rz.data(), m.dx2.data(),
-                      G + final_norm, M, C);
-  // x2 = x1 + SwiGLU(n2): dx1 = dx2 + back through the FFN.
-  m.dx1 = m.dx2;
-  swiglu_backward(cfg, m.mlp, P, G, m.dx2.data(), m.dn.data(), m.mlp_cache);
-  k::rmsnorm_backward(m.dn.data(), m.x1.data(), P + m.ln2, m.r2.data(), m.dx1.data(), G + m.ln2, M,
-                      C);
-  // x1 = hp + MLA(n1).
-  m.dhp = m.dx1;
-  zero(m.dn, M * C);
-  mla_backward(cfg, m.mla, P, G, m.dx1.data(), m.dn.data(), m.mla_cache);
-  k::rmsnorm_backward(m.dn.data(), m.hp.data(), P + m.ln1, m.r1.data(), m.dhp.data(), G + m.ln1, M,
-                      C);
-  zero(m.dcat, M * 2 * C), resize(m.da, M * C), resize(m.db, M * C), zero(m.dsel, M * C);
-  k::linear_backward(m.dhp.data(), m.cat.data(), P + m.proj, m.dcat.data(), G + m.proj, M, 2 * C,
-                     C);
-  const T* dcat = m.dcat.data();
-  for (int64_t i = 0; i < M; ++i) {
-    std::copy(dcat + i * 2 * C, dcat + i * 2 * C + C, m.da.data() + i * C);
-    std::copy(dcat + i * 2 * C + C, dcat + (i + 1) * 2 * C, m.db.data() + i * C);
-  }
-  k::rmsnorm_backward(m.da.data(), m.hsel.data(), P + m.norm_h, m.ra.data(), m.dsel.data(),
-                      G + m.norm_h, M, C);
-  for (int64_t r = 0; r < R; ++r)
-    for (int64_t t = 0; t < Tm; ++t)
-      for (int64_t c = 0; c < C; ++c) dh[(r * Tn + t) * C + c] += m.dsel[(r * Tm + t) * C + c];
-  zero(m.dsel, M * C);
-  k::rmsnorm_backward(m.db.data(), m.esel.data(), P + m.norm_e, m.rb.data(), m.dsel.data(),
-                      G + m.norm_e, M, C);
-  for (int64_t i = 0; i < M; ++i) {
-    T* ge = G + embed + int64_t(m.tok[i]) * C;
-    for (int64_t c = 0; c < C; ++c) ge[c] += m.dsel[i * C + c];
-  }
-}
-
 template <typename T>
 void Model<T>::Impl::backward(const T* P, T* G, bool with_mtp, EngramGrad<T>* egrad) {
   zero(dh, N * C);
@@ -454,13 +293,14 @@ void Model<T>::Impl::backward(const T* P, T* G, bool with_mtp, EngramGrad<T>* eg
     for (int64_t s = 0; s < S; ++s)
       std::copy(dh.data() + n * C, dh.data() + (n + 1) * C, dX.data() + (n * S + s) * C);
   for (int64_t l = L - 1; l >= 0; --l) {
+    if (recompute == Recompute::block) redo_block(P, l);
     stage_backward(P, G, l, 1, dX.data(), dXn.data());
     stage_backward(P, G, l, 0, dXn.data(), dX.data());
     if (blocks[l].engram) {  // dX holds d(X after Engram); take it back to the block input
       std::copy(dX.begin(), dX.end(), dXn.begin());
       std::fill(dX.begin(), dX.end(), T(0));
       engram_backward(cfg, blocks[l].engram_layout, P, G, dXn.data(), dX.data(), *egrad,
-                      blocks[l].engram_cache);
+                      act(l).engram);
     }
   }
   // X0 = [h0; …; h0] with h0 = embed[tokens].
@@ -514,9 +354,7 @@ LossParts<T> Model<T>::step(const T* params, T* grads, const Batch& mb, const Lo
   m.head_loss_fn = head;
   m.bind_sizes(mb);
   LossParts<T> out = m.forward(params, scale, with_mtp, grads != nullptr);
-  counts_.assign(static_cast<size_t>(m.L), {});
-  for (int64_t l = 0; l < m.L; ++l)
-    if (m.blocks[l].moe) counts_[l] = m.blocks[l].moe_cache.counts;
+  counts_ = m.counts;
   if (grads) m.backward(params, grads, with_mtp, engram_grad);
   return out;
 }

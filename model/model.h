@@ -61,6 +61,16 @@ class HeadLoss {
   virtual T apply(const T* logits, int64_t rows, int64_t V, T* dlogits) = 0;
 };
 
+// What a training step keeps from its forward for its backward, in bytes (the memory
+// accountant; memory.recompute chooses how much). Buffers as allocated after a step.
+struct HeldBytes {
+  std::vector<int64_t> block;  // (L) each block's own activations, kept until its backward
+  int64_t shared = 0;   // one set every block reuses (recompute "block": all; "attention": MLA's)
+  int64_t streams = 0;  // the 2L+1 residual streams between sublayers, always kept
+  int64_t rest = 0;     // embeddings, head, logits, the MTP module and backward scratch
+  int64_t total() const;
+};
+
 template <typename T>
 class Model {
  public:
@@ -93,6 +103,9 @@ class Model {
   // The main head's logits (rows·seq_len, V) of the last step(), at every position (valid
   // target or not): what generation's recompute path reads (model/generate.h).
   const std::vector<T>& logits() const;
+
+  // The bytes this model's workspace holds for a backward, as sized by the last step().
+  HeldBytes held_bytes() const;
 
   // Tokens routed to each expert in the last step(), per layer (empty for dense layers).
   const std::vector<std::vector<int64_t>>& expert_counts() const { return counts_; }

@@ -43,6 +43,7 @@ struct TrainJobConfig {
   TrainConfig train;          // [train]: steps, batch, schedule
   OptimizerConfig optimizer;  // [optimizer]: which update and its constants
   Fp8Config fp8;              // [fp8]: FP8 GEMMs on or off
+  MemoryConfig memory;        // [memory]: activation recomputation; never changes a bit
   // [checkpoint]: when the state is written; never changes what is computed.
   CheckpointConfig checkpoint;
 };

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <vector>
@@ -20,6 +21,7 @@
 #include "train/schedule.h"
 #include "train/train_config.h"
 #include "train/tree.h"
+#include "train/tree_stream.h"
 
 namespace troupe::model {
 
@@ -68,6 +70,10 @@ struct Piece {
   std::vector<std::vector<int64_t>> counts;
 };
 
+// dst += src, per layer and expert (integers: order-free), growing dst as needed.
+void add_counts(std::vector<std::vector<int64_t>>& dst,
+                const std::vector<std::vector<int64_t>>& src);
+
 // Forward (+ backward) of a global batch split into logical micro-batches of mb_rows,
 // computed on a thread pool and reduced in the canonical tree over micro-batch ids. The
 // result depends on the batch and the weights alone, not on the thread count.
@@ -104,27 +110,46 @@ class GradEngine {
   }
   // Piece k's sparse Engram table gradient (with backward; empty tables without Engram).
   const EngramGrad<T>& piece_engram_grad(size_t k) const;
-  // Frees the per-micro-batch gradient buffers (kept from step to step, as many as the
-  // largest range computed): the next run allocates what it needs. Only when no piece_grad
-  // is still being read (a send in flight).
-  void release_grads() { std::vector<std::vector<T>>().swap(grads_); }
-  const std::vector<T>& grad() const { return grads_.front(); }
+  // Frees the gradient buffers (kept from step to step, as many as a run held at once): the
+  // next run allocates what it needs. Only when no piece_grad is still being read (a send in
+  // flight).
+  void release_grads() {
+    std::vector<std::vector<T>>().swap(grads_);
+    free_.clear();
+  }
+  const std::vector<T>& grad() const { return piece_grad(0); }
   // The reduced sparse Engram table gradient (one entry per table; empty without Engram).
   const EngramGrad<T>& engram_grad() const { return egrads_.front(); }
   // Tokens per expert per layer over the whole batch (integers: order-free).
   const std::vector<std::vector<int64_t>>& counts() const { return pieces_.front().counts; }
+  // What one micro-batch in flight holds for its backward (Model::held_bytes of the first
+  // thread's workspace, as the last run sized it); threads() of them are held at once.
+  HeldBytes held_bytes() const { return workers_.front()->held_bytes(); }
+  int threads() const { return threads_; }
 
  private:
   const ModelConfig& mcfg_;
   const ParamTable& table_;
   int threads_;
   std::vector<std::unique_ptr<Model<T>>> workers_;  // one activation workspace per thread
-  std::vector<std::vector<T>> grads_;  // one gradient buffer per micro-batch of the runs
+  // Gradient buffers: a micro-batch takes a free one, and the canonical tree's merges
+  // (TreeStream) give the right half's back, so about threads + log2(micro-batches) are
+  // allocated, not one per micro-batch. Never resized while a run computes.
+  std::vector<std::vector<T>> grads_;
+  std::vector<size_t> free_;  // slots of grads_ no piece holds, allocated ones last
+  std::mutex free_mu_;
+  size_t take_slot();
+  void give_slot(size_t slot);
+  void reserve_slots(int64_t n, bool append);
   const EngramStore<T>* engram_ = nullptr;
   std::vector<EngramGrad<T>> egrads_;  // one sparse table gradient per micro-batch
-  int64_t slots_used_ = 0;             // buffers the runs since the last non-append one fill
+  int64_t slots_used_ = 0;             // egrads_ the runs since the last non-append one fill
   std::vector<Piece<T>> pieces_;
-  std::vector<size_t> piece_slot_;  // pieces_[k]'s reduced gradient: grads_[piece_slot_[k]]
+  void add_pieces(const std::vector<TreeNode>& nodes, int64_t lo, int64_t base, bool backward,
+                  const TreeStream& stream, const std::vector<LossParts<T>>& parts,
+                  const std::vector<std::vector<std::vector<int64_t>>>& counts);
+  std::vector<size_t> piece_slot_;   // pieces_[k]'s reduced gradient: grads_[piece_slot_[k]]
+  std::vector<size_t> piece_eslot_;  // pieces_[k]'s sparse table gradient: egrads_[...]
   std::function<HeadLoss<T>*(int64_t)> head_of_;  // set_head_losses
 };
 
@@ -292,6 +317,8 @@ class Trainer {
   void load_engram_state(const std::function<void(const std::string&, std::vector<float>*)>& read);
 
   int threads() const { return threads_; }
+  // The memory accountant: what each compute thread holds for a backward (GradEngine).
+  HeldBytes held_bytes() const { return engine_->held_bytes(); }
   // The Engram tables, or null when the config has no Engram layer.
   const InProcessEngramStore<float>* engram() const { return engram_.get(); }
   int64_t micro_batches() const { return cfg.train.batch_size / cfg.train.micro_batch_rows; }
