@@ -83,6 +83,15 @@ SCHED_STEPS ?= 200
 bench-grpo: build
 	bench/run_bench_grpo.sh $(BUILD)
 
+# Issue 18: peak RSS and step time of each [memory] setting (recompute none | attention | block
+# | full, with and without optimizer offload) on configs/small.toml by alternating runs, as
+# ratios to recompute = "none" in the same run; every run's weights hash must be one
+# (ROUNDS, STEPS, THREADS, CONFIG; docs/memory.md).
+.PHONY: bench-memory
+bench-memory: build
+	MODES_EXTRA="full:memory.recompute=full;block+offload:memory.recompute=block,memory.offload_optimizer=true;full+offload:memory.recompute=full,memory.offload_optimizer=true" \
+	  $(PYTHON) bench/run_bench_memory.py $(BUILD)
+
 .PHONY: bench-sched
 bench-sched: build
 	SCHED_STEPS=$(SCHED_STEPS) bench/run_bench_sched.sh $(BUILD)

@@ -55,7 +55,7 @@ std::vector<Section> build_sections() {
       {"optimizer", {KEY(optimizer, name), KEY(optimizer, beta1), KEY(optimizer, beta2),
                      KEY(optimizer, eps)}},
       {"fp8", {KEY(fp8, enabled)}},
-      {"memory", {KEY(memory, recompute)}},
+      {"memory", {KEY(memory, recompute), KEY(memory, offload_optimizer)}},
       {"checkpoint", {KEY(checkpoint, every_steps), KEY(checkpoint, keep)}},
       {"fault_tolerance", {KEY(fault_tolerance, heartbeat_interval_ms),
                            KEY(fault_tolerance, heartbeat_timeout_ms),

@@ -231,13 +231,15 @@ void validate_arithmetic(Checker& c, const DataConfig& d) {
   c.positive("data.arith_documents");
 }
 
-// [memory]: "block" recompute re-runs a MoE block's forward, which expert shards refuse.
+// [memory]: "block" and "full" recompute re-run a MoE block's forward, which expert shards
+// refuse.
 void validate_memory(Checker& c, const JobConfig& cfg) {
-  if (cfg.parallel.experts == ExpertsAt::shards && cfg.memory.recompute == Recompute::block)
+  const Recompute r = cfg.memory.recompute;
+  if (cfg.parallel.experts == ExpertsAt::shards && (r == Recompute::block || r == Recompute::full))
     c.fail_across({"memory.recompute", "parallel.experts"},
-                  "memory.recompute = \"block\" re-runs each MoE block in its backward, and "
-                  "expert shards compute a micro-batch's experts once; use recompute = "
-                  "\"attention\" or \"none\" with parallel.experts = \"shards\"");
+                  "memory.recompute = \"block\" or \"full\" re-runs each MoE block in its "
+                  "backward, and expert shards compute a micro-batch's experts once; use "
+                  "recompute = \"attention\" or \"none\" with parallel.experts = \"shards\"");
 }
 
 void validate_rest(Checker& c, const JobConfig& cfg) {

@@ -130,7 +130,8 @@ std::string memory_summary(const model::Trainer& trainer, const model::JobConfig
   int64_t blocks = 0;
   for (int64_t b : h.block) blocks += b;
   return fmt::format(
-      "memory: peak RSS {}; held for backward {} per compute thread × {} (recompute = \"{}\": "
+      "memory: peak RSS {} (training); held for backward {} per compute thread × {} (recompute = "
+      "\"{}\": "
       "blocks {}, shared {}, streams {}, rest {})",
       mib(int64_t(ru.ru_maxrss) * 1024), mib(h.total()), trainer.threads(), mode, mib(blocks),
       mib(h.shared), mib(h.streams), mib(h.rest));
@@ -176,6 +177,8 @@ void run_train(const TrainArgs& a) {
                                cfg.checkpoint.every_steps, cfg.checkpoint.keep,
                                storage::StorageFaults::from_env());
   const LoopEnd end = train_steps(trainer, cfg, run, metrics, checkpoints);
+  // The training's peak, before writing the weights (which copies them).
+  const std::string memory = memory_summary(trainer, cfg);
   const runtime::Status synced = metrics.sync();
   if (!synced.ok()) throw RunFailed(synced.message());
   model::write_safetensors(
@@ -192,8 +195,8 @@ void run_train(const TrainArgs& a) {
       "run dir: %s (metrics.jsonl, weights.safetensors, config.json, journal, checkpoints)\n",
       long(steps), end.last_loss, end.last_val, format_duration(wall).c_str(), tokens / wall,
       tokens * model::train_flops_per_token(cfg.model) / wall * 1e-9,
-      (unsigned long)trainer.weights_hash(), memory_summary(trainer, cfg).c_str(),
-      checkpoints.summary().c_str(), a.run_dir.c_str());
+      (unsigned long)trainer.weights_hash(), memory.c_str(), checkpoints.summary().c_str(),
+      a.run_dir.c_str());
 }
 
 }  // namespace

@@ -34,10 +34,17 @@ inline constexpr std::array<std::pair<Ffn, std::string_view>, 2> kFfnNames = {
 enum class Recompute {
   none,       // every activation is kept for the backward
   attention,  // each MLA sublayer's internals (q, kv, softmax probabilities) are recomputed
-  block,      // only the streams between blocks are kept; a block is re-run in its backward
+  // The streams between blocks are kept, and each attention sublayer's internals and output
+  // (attention is the costly part of a block to recompute); the rest of a block (mHC's
+  // expanded streams and Sinkhorn, the norms, the FFN or MoE) is re-run in its backward.
+  block,
+  full,  // only the streams between blocks are kept; a whole block is re-run in its backward
 };
-inline constexpr std::array<std::pair<Recompute, std::string_view>, 3> kRecomputeNames = {
-    {{Recompute::none, "none"}, {Recompute::attention, "attention"}, {Recompute::block, "block"}}};
+inline constexpr std::array<std::pair<Recompute, std::string_view>, 4> kRecomputeNames = {
+    {{Recompute::none, "none"},
+     {Recompute::attention, "attention"},
+     {Recompute::block, "block"},
+     {Recompute::full, "full"}}};
 
 struct ModelConfig {                 // [model]: SPEC-model.md §2
   int64_t vocab_size = 258;          // tokens, V: 256 bytes + BOS + EOS; at least 258
@@ -92,8 +99,12 @@ struct Fp8Config {       // [fp8]: SPEC-model.md §6
   bool operator==(const Fp8Config&) const = default;
 };
 
-struct MemoryConfig {                     // [memory]: what a step keeps in memory (docs/memory.md)
-  Recompute recompute = Recompute::none;  // registry (kRecomputeNames): none | attention | block
+struct MemoryConfig {  // [memory]: what a step keeps in memory (docs/memory.md)
+  Recompute recompute =
+      Recompute::none;  // registry (kRecomputeNames): none | attention | block | full
+  // The optimizer state (AdamW moments, Muon momentum) in a file in $TMPDIR (default
+  // /var/tmp), mapped in for each update and let go after it (optim/state_buffer.h).
+  bool offload_optimizer = false;
   bool operator==(const MemoryConfig&) const = default;
 };
 

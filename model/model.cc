@@ -45,7 +45,11 @@ Model<T>::Impl::Impl(const ModelConfig& c, const ParamTable& t, uint64_t seed)
       head(t.offset("lm_head.weight")),
       blocks(static_cast<size_t>(c.n_layers)),
       recompute(c.recompute),
-      acts(c.recompute == Recompute::block ? 1 : static_cast<size_t>(c.n_layers)),
+      acts(c.recompute == Recompute::block || c.recompute == Recompute::full
+               ? 1
+               : static_cast<size_t>(c.n_layers)),
+      mla_keep(c.recompute == Recompute::block ? static_cast<size_t>(c.n_layers) : 0),
+      attn_out(mla_keep.size()),
       counts(static_cast<size_t>(c.n_layers)),
       mtp_on(c.mtp_depth > 0) {
   for (int64_t l = 0; l < L; ++l) {
@@ -122,8 +126,13 @@ void Model<T>::Impl::sublayer_f_forward(const T* P, int64_t l, int which, const 
   const BlockLayout& b = blocks[l];
   BlockActs<T>& a = act(l);
   if (which == 0) {
+    if (recompute == Recompute::block && redoing) {  // kept: the output of the first forward
+      std::copy(attn_out[l].begin(), attn_out[l].end(), out);
+      return;
+    }
     mla_forward(cfg, b.mla, P, in, R, Tn, pos.data(), doc, out, mla_cache(l));
     mla_of = l;
+    if (recompute == Recompute::block) attn_out[l].assign(out, out + N * C);
   } else if (b.moe) {
     // The balance loss is a mean over the global batch's rows: weight α / rows.
     bal += moe_forward(cfg, b.moe_layout, P, in, R, Tn, bal_weight, out, a.moe, routed, l,
@@ -144,7 +153,10 @@ void Model<T>::Impl::sublayer_f_backward(const T* P, T* G, int64_t l, int which,
                   mla_redo);
       mla_of = l;
     }
+    // "block": every block's kept internals share one backward scratch.
+    if (recompute == Recompute::block) std::swap(mla_keep[l].scratch, mla_scratch);
     mla_backward(cfg, b.mla, P, G, dout, din, mla_cache(l));
+    if (recompute == Recompute::block) std::swap(mla_keep[l].scratch, mla_scratch);
   } else if (b.moe) {
     moe_backward(cfg, b.moe_layout, P, G, dout, din, a.moe);
   } else {
@@ -224,7 +236,9 @@ template <typename T>
 void Model<T>::Impl::redo_block(const T* P, int64_t l) {
   if (acts_of == l) return;
   const T bal = last_bal;
+  redoing = true;
   block_forward(P, l);
+  redoing = false;
   last_bal = bal;
 }
 
@@ -293,7 +307,7 @@ void Model<T>::Impl::backward(const T* P, T* G, bool with_mtp, EngramGrad<T>* eg
     for (int64_t s = 0; s < S; ++s)
       std::copy(dh.data() + n * C, dh.data() + (n + 1) * C, dX.data() + (n * S + s) * C);
   for (int64_t l = L - 1; l >= 0; --l) {
-    if (recompute == Recompute::block) redo_block(P, l);
+    if (shared_acts()) redo_block(P, l);
     stage_backward(P, G, l, 1, dX.data(), dXn.data());
     stage_backward(P, G, l, 0, dXn.data(), dX.data());
     if (blocks[l].engram) {  // dX holds d(X after Engram); take it back to the block input

@@ -42,8 +42,8 @@ struct BlockLayout {
   EngramLayout engram_layout{};
 };
 
-// A block's activations. Under memory.recompute = "block" one set serves every block: a
-// block's backward first re-runs its forward into it (Impl::redo_block).
+// A block's activations. Under memory.recompute = "block" or "full" one set serves every
+// block: a block's backward first re-runs its forward into it (Impl::redo_block).
 template <typename T>
 struct BlockActs {
   SublayerActs<T> attn, ffn;
@@ -94,7 +94,13 @@ struct Model<T>::Impl {
   Recompute recompute;
   // The activations: one set per block, or one for all under recompute = "block".
   std::vector<BlockActs<T>> acts;
-  int64_t acts_of = -1;  // recompute = "block": the block whose activations acts[0] holds
+  int64_t acts_of = -1;  // recompute "block", "full": the block whose activations acts[0] holds
+  bool redoing = false;  // in redo_block
+  // recompute = "block": each block's attention internals and output, kept (mla_keep[l],
+  // attn_out[l]), and the one backward scratch they share.
+  std::vector<MlaCache<T>> mla_keep;
+  std::vector<std::vector<T>> attn_out;
+  MlaBackwardScratch<T> mla_scratch;
   // recompute = "attention": the MLA internals of block mla_of, the one set every block's
   // forward writes and its backward recomputes (sublayer_f_backward).
   MlaCache<T> mla_redo;
@@ -122,9 +128,11 @@ struct Model<T>::Impl {
 
   Impl(const ModelConfig& c, const ParamTable& t, uint64_t seed);
   void bind_sizes(const Batch& b);
-  BlockActs<T>& act(int64_t l) { return acts[recompute == Recompute::block ? 0 : l]; }
+  bool shared_acts() const { return recompute == Recompute::block || recompute == Recompute::full; }
+  BlockActs<T>& act(int64_t l) { return acts[shared_acts() ? 0 : l]; }
   MlaCache<T>& mla_cache(int64_t l) {
-    return recompute == Recompute::attention ? mla_redo : act(l).mla;
+    if (recompute == Recompute::attention) return mla_redo;
+    return recompute == Recompute::block ? mla_keep[l] : act(l).mla;
   }
   void block_forward(const T* P, int64_t l);
   void redo_block(const T* P, int64_t l);

@@ -24,12 +24,16 @@ int64_t bytes_of(const SwigluCache<T>& c) {
 }
 
 template <typename T>
+int64_t bytes_of(const MlaBackwardScratch<T>& d) {
+  return bytes(d.d_attn, d.dq, d.dkv, d.dk_pe, d.dc_q, d.dq_a, d.dc_kv, d.dkv_a, d.kh, d.dkh, d.dp,
+               d.ds);
+}
+
+template <typename T>
 int64_t bytes_of(const MlaCache<T>& c) {
-  const MlaBackwardScratch<T>& d = c.scratch;
   return bytes(c.u, c.pos, c.key_first, c.q_a, c.q_rstd, c.c_q, c.q, c.kv_a, c.kv_rstd, c.c_kv,
                c.k_pe, c.kv, c.probs, c.attn, c.kh) +
-         bytes(d.d_attn, d.dq, d.dkv, d.dk_pe, d.dc_q, d.dq_a, d.dc_kv, d.dkv_a, d.kh, d.dkh, d.dp,
-               d.ds);
+         bytes_of(c.scratch);
 }
 
 template <typename T>
@@ -77,11 +81,13 @@ HeldBytes Model<T>::held_bytes() const {
   const Impl& m = *impl_;
   HeldBytes out;
   out.block.assign(size_t(m.L), 0);
-  if (m.recompute == Recompute::block)
+  if (m.shared_acts())
     out.shared = bytes_of(m.acts[0]);
   else
     for (int64_t l = 0; l < m.L; ++l) out.block[l] = bytes_of(m.acts[l]);
-  out.shared += bytes_of(m.mla_redo);
+  for (size_t l = 0; l < m.mla_keep.size(); ++l)
+    out.block[l] += bytes_of(m.mla_keep[l]) + bytes(m.attn_out[l]);
+  out.shared += bytes_of(m.mla_redo) + bytes_of(m.mla_scratch);
   for (const std::vector<T>& x : m.xs) out.streams += bytes(x);
   out.rest = bytes(m.pos, m.h, m.hn, m.hrstd, m.logits, m.dlogits, m.dh, m.dhn, m.dX, m.dXn) +
              bytes(m.dnormed, m.du, m.df) + bytes_of(m.mtp);

@@ -54,12 +54,13 @@ void newton_schulz5(const float* m, int64_t rows, int64_t cols, float* out, int 
     for (int64_t j = 0; j < cols; ++j) out[i * cols + j] = X[tall ? j * rows + i : i * cols + j];
 }
 
-Muon::Muon(const ParamTable& table, MuonSettings settings, int threads, FlatRange state)
+Muon::Muon(const ParamTable& table, MuonSettings settings, int threads, FlatRange state,
+           bool offload)
     : table_(table),
       settings_(settings),
       threads_(std::max(1, threads)),
       slots_(table, state, [](const ParamInfo& p) { return p.group == OptGroup::Muon; }),
-      b_(static_cast<size_t>(slots_.floats()), 0.0f),
+      b_(slots_.floats(), offload),
       dir_(static_cast<size_t>(threads_)),
       ortho_(static_cast<size_t>(threads_)),
       scratch_(static_cast<size_t>(threads_)) {
@@ -81,11 +82,13 @@ Muon::Muon(const ParamTable& table, MuonSettings settings, int threads, FlatRang
 void Muon::read_state(size_t t, float* out) const {
   const float* b = b_.data() + slots_.at(table_, t);
   std::copy(b, b + table_.all()[t].numel, out);
+  b_.release(slots_.at(table_, t), table_.all()[t].numel);
 }
 
 void Muon::write_state(size_t t, const float* in) {
   float* b = b_.data() + slots_.at(table_, t);
   std::copy(in, in + table_.all()[t].numel, b);
+  b_.release(slots_.at(table_, t), table_.all()[t].numel);
 }
 
 void Muon::check_state(FlatRange owned) const {
@@ -104,6 +107,7 @@ void Muon::update(float* params, const float* grads, double lr, double grad_scal
                           if (owned.covers(p))
                             update_tensor(t, p, params, grads, scale, lr, weight_decay, worker);
                         });
+  b_.release(0, int64_t(b_.size()));
 }
 
 void Muon::update_tensor(size_t t, const ParamInfo& p, float* params, const float* grads,
@@ -112,12 +116,14 @@ void Muon::update_tensor(size_t t, const ParamInfo& p, float* params, const floa
   const float mu = float(settings_.momentum);
   const float* g = grads + p.offset;
   float* b = b_.data() + slots_.at(table_, t);
+  b_.fetch(slots_.at(table_, t), p.numel);
   float* dir = dir_[worker].data();
   for (int64_t i = 0; i < p.numel; ++i) {
     const float gi = g[i] * scale;
     b[i] = mu * b[i] + gi;    // B ← μB + G
     dir[i] = gi + mu * b[i];  // Nesterov: G + μB
   }
+  b_.release(slots_.at(table_, t), p.numel);
   float* o = ortho_[worker].data();
   newton_schulz5(dir, rows, cols, o, settings_.ns_steps, scratch_[worker]);
   const float step = float(lr * kMoonlightRms * std::sqrt(double(std::max(rows, cols))));

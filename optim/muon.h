@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "model/params.h"
+#include "optim/state_buffer.h"
 
 namespace troupe::model {
 
@@ -28,7 +29,9 @@ class Muon {
  public:
   // threads: tensors are updated in parallel, one tensor per work item; never changes bits.
   // state: the tensors whose momentum this one keeps (see StateSlots in params.h).
-  Muon(const ParamTable& table, MuonSettings settings, int threads, FlatRange state = {});
+  // offload: the momentum lives in a file (optim/state_buffer.h); never changes a bit.
+  Muon(const ParamTable& table, MuonSettings settings, int threads, FlatRange state = {},
+       bool offload = false);
   // Updates every OptGroup::Muon tensor of params (others untouched). grads are multiplied
   // by grad_scale (clipping) first; weight_decay is decoupled, applied as lr·wd·W.
   // Only the tensors inside `owned` are touched (a data-parallel owner's share); each must
@@ -51,7 +54,7 @@ class Muon {
   int threads_;
   std::vector<size_t> tensors_;  // the Muon tensors' indices in the table, in table order
   StateSlots slots_;             // where each tensor's momentum is kept, if here
-  std::vector<float> b_;         // the momentum B of the tensors kept here
+  StateBuffer b_;                // the momentum B of the tensors kept here
   // Per worker: the Nesterov direction, NS5's output and NS5's scratch.
   std::vector<std::vector<float>> dir_, ortho_, scratch_;
 };

@@ -13,7 +13,7 @@ OptGroup effective_group(OptGroup g, const OptimizerConfig& cfg) {
 }
 
 AdamW::AdamW(const ParamTable& table, const OptimizerConfig& cfg, double weight_decay,
-             FlatRange state)
+             FlatRange state, bool offload)
     : table_(table),
       cfg_(cfg),
       weight_decay_(weight_decay),
@@ -22,8 +22,8 @@ AdamW::AdamW(const ParamTable& table, const OptimizerConfig& cfg, double weight_
                const OptGroup g = effective_group(p.group, cfg);
                return g == OptGroup::AdamW || g == OptGroup::AdamWNoDecay;
              }),
-      m_(static_cast<size_t>(slots_.floats()), 0.0f),
-      v_(static_cast<size_t>(slots_.floats()), 0.0f) {}
+      m_(slots_.floats(), offload),
+      v_(slots_.floats(), offload) {}
 
 void AdamW::check_state(FlatRange owned) const {
   for (size_t t = 0; t < table_.all().size(); ++t) {
@@ -36,17 +36,19 @@ void AdamW::check_state(FlatRange owned) const {
 
 void AdamW::read_state(size_t i, float* out) const {
   const int64_t at = slots_.at(table_, i), n = table_.all()[i].numel;
-  std::copy(m_.begin() + at, m_.begin() + at + n, out);
-  std::copy(v_.begin() + at, v_.begin() + at + n, out + n);
+  std::copy(m_.data() + at, m_.data() + at + n, out);
+  std::copy(v_.data() + at, v_.data() + at + n, out + n);
+  m_.release(at, n), v_.release(at, n);
 }
 
 void AdamW::write_state(size_t i, const float* in) {
   const int64_t at = slots_.at(table_, i), n = table_.all()[i].numel;
-  std::copy(in, in + n, m_.begin() + at);
-  std::copy(in + n, in + 2 * n, v_.begin() + at);
+  std::copy(in, in + n, m_.data() + at);
+  std::copy(in + n, in + 2 * n, v_.data() + at);
+  m_.release(at, n), v_.release(at, n);
 }
 
-std::span<const float> AdamW::state(const std::vector<float>& s, size_t i) const {
+std::span<const float> AdamW::state(const StateBuffer& s, size_t i) const {
   if (!slots_.has(i)) return {};
   return {s.data() + slots_.at(table_, i), size_t(table_.all()[i].numel)};
 }
@@ -67,6 +69,7 @@ void AdamW::update(float* params, const float* grads, double lr, double grad_sca
     float* w = params + p.offset;
     float* m = m_.data() + slots_.at(table_, t);
     float* v = v_.data() + slots_.at(table_, t);
+    m_.fetch(slots_.at(table_, t), p.numel), v_.fetch(slots_.at(table_, t), p.numel);
     const float* g = grads + p.offset;
     for (int64_t i = 0; i < p.numel; ++i) {
       const float gi = g[i] * fscale;
@@ -75,16 +78,19 @@ void AdamW::update(float* params, const float* grads, double lr, double grad_sca
       const float denom = std::sqrt(v[i] * inv_c2) + eps;
       w[i] -= step_size * m[i] / denom + decay * w[i];
     }
+    m_.release(slots_.at(table_, t), p.numel), v_.release(slots_.at(table_, t), p.numel);
   }
+  m_.release(0, int64_t(m_.size())), v_.release(0, int64_t(v_.size()));
 }
 
 Optimizer::Optimizer(const ParamTable& table, const OptimizerConfig& cfg, double weight_decay,
-                     int threads, FlatRange state)
+                     int threads, FlatRange state, bool offload)
     : table_(table),
       cfg_(cfg),
       weight_decay_(weight_decay),
-      adamw_(table, cfg, weight_decay, state) {
-  if (cfg.name == OptimizerKind::muon) muon_.emplace(table, MuonSettings{}, threads, state);
+      adamw_(table, cfg, weight_decay, state, offload) {
+  if (cfg.name == OptimizerKind::muon)
+    muon_.emplace(table, MuonSettings{}, threads, state, offload);
 }
 
 void Optimizer::update(float* params, const float* grads, double lr, double grad_scale,

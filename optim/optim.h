@@ -9,6 +9,7 @@
 #include "model/params.h"
 #include "optim/muon.h"
 #include "optim/optim_config.h"
+#include "optim/state_buffer.h"
 
 namespace troupe::model {
 
@@ -18,8 +19,9 @@ OptGroup effective_group(OptGroup g, const OptimizerConfig& cfg);
 
 class AdamW {
  public:
+  // offload: the moments live in a file (optim/state_buffer.h); never changes a bit.
   AdamW(const ParamTable& table, const OptimizerConfig& cfg, double weight_decay,
-        FlatRange state = {});
+        FlatRange state = {}, bool offload = false);
   // One update of the tensors whose effective group is AdamW or AdamWNoDecay (others are
   // untouched): grads are multiplied by grad_scale (clipping) first. step is 0-based.
   // Only the tensors inside `owned` are touched (a data-parallel owner's share); each must
@@ -37,13 +39,13 @@ class AdamW {
   void write_state(size_t i, const float* in);
 
  private:
-  std::span<const float> state(const std::vector<float>& s, size_t i) const;
+  std::span<const float> state(const StateBuffer& s, size_t i) const;
 
   const ParamTable& table_;
   OptimizerConfig cfg_;
   double weight_decay_;
   StateSlots slots_;
-  std::vector<float> m_, v_;
+  StateBuffer m_, v_;
 };
 
 // The optimizer of a job: AdamW for every gradient-trained tensor under "adamw"; under
@@ -53,8 +55,9 @@ class Optimizer {
  public:
   // threads: Muon's parallelism over tensors; never changes results.
   // state: the tensors whose optimizer state this one keeps (a data-parallel owner's share).
+  // offload: that state lives in a file (memory.offload_optimizer; never changes a bit).
   Optimizer(const ParamTable& table, const OptimizerConfig& cfg, double weight_decay, int threads,
-            FlatRange state = {});
+            FlatRange state = {}, bool offload = false);
   // One step (0-based) at learning rate lr; grads are multiplied by grad_scale first.
   // Only the tensors inside `owned` are touched; the bits of each tensor's update do not
   // depend on which others are updated with it.

@@ -39,7 +39,8 @@ Trainer::Trainer(const TrainJobConfig& c, const EngramStore<float>* engram_elsew
       table(c.model),
       params(static_cast<size_t>(table.total())),
       threads_(resolve_threads(c.train.threads)),
-      optimizer_(std::in_place, table, c.optimizer, c.train.weight_decay, threads_) {
+      optimizer_(std::in_place, table, c.optimizer, c.train.weight_decay, threads_, FlatRange{},
+                 c.memory.offload_optimizer) {
   corpus_ = std::make_unique<Corpus>(load_corpus(c.data, c.train.seed));
   train_stream_ = std::make_unique<PackedStream>(&corpus_->train, c.train.seed, c.data.shuffle,
                                                  c.model.seq_len);
@@ -121,7 +122,8 @@ void Trainer::engram_adam(const EngramGrad<float>& grad, int64_t step, double sc
 void Trainer::keep_optimizer_state(FlatRange owned) {
   if (optimizer_stepped_)
     throw std::logic_error("keep_optimizer_state after a step would drop the optimizer's state");
-  optimizer_.emplace(table, cfg.optimizer, cfg.train.weight_decay, threads_, owned);
+  optimizer_.emplace(table, cfg.optimizer, cfg.train.weight_decay, threads_, owned,
+                     cfg.memory.offload_optimizer);
 }
 
 void Trainer::save_version() {
@@ -142,7 +144,8 @@ void Trainer::restore_version() {
 
 void Trainer::reshard_optimizer(FlatRange owned,
                                 const std::function<const float*(size_t)>& state_of) {
-  Optimizer next(table, cfg.optimizer, cfg.train.weight_decay, threads_, owned);
+  Optimizer next(table, cfg.optimizer, cfg.train.weight_decay, threads_, owned,
+                 cfg.memory.offload_optimizer);
   for (size_t t = 0; t < table.all().size(); ++t) {
     if (!owned.covers(table.all()[t]) || next.state_floats_of(t) == 0) continue;
     const float* in = state_of(t);

@@ -16,7 +16,8 @@
 namespace troupe::model {
 namespace {
 
-constexpr Recompute kModes[] = {Recompute::none, Recompute::attention, Recompute::block};
+constexpr Recompute kModes[] = {Recompute::none, Recompute::attention, Recompute::block,
+                                Recompute::full};
 
 // rows × T random tokens; with docs, each row two documents (split at `cut`).
 Batch random_batch(int64_t rows, int64_t T, uint64_t seed, bool docs, int64_t cut) {
@@ -91,6 +92,7 @@ TEST(Recompute, EveryModeGivesTheBitsOfNoneWithEveryPartOn) {
   EXPECT_FALSE(none.rows[0].empty());
   expect_same_bits(none, run(cfg, Recompute::attention), "attention");
   expect_same_bits(none, run(cfg, Recompute::block), "block");
+  expect_same_bits(none, run(cfg, Recompute::full), "full");
 }
 
 TEST(Recompute, EveryModeGivesTheBitsOfNoneWithFp8AndAPlainResidual) {
@@ -101,29 +103,35 @@ TEST(Recompute, EveryModeGivesTheBitsOfNoneWithFp8AndAPlainResidual) {
   const Outcome none = run(cfg, Recompute::none);
   expect_same_bits(none, run(cfg, Recompute::attention), "attention");
   expect_same_bits(none, run(cfg, Recompute::block), "block");
+  expect_same_bits(none, run(cfg, Recompute::full), "full");
 }
 
-// The accountant: "block" keeps no block's activations of its own, only one shared set;
-// "attention" keeps less per block than "none"; the streams are the same in every mode.
+// The accountant: "full" keeps no block's activations of its own, only one shared set;
+// "block" keeps each block's attention only; "attention" keeps less per block than "none";
+// the streams are the same in every mode.
 TEST(Recompute, TheAccountantSeesWhatEachModeKeeps) {
   ModelConfig cfg = small_model::small_config(true);
   cfg.n_layers = 4;
   const HeldBytes none = run(cfg, Recompute::none).held;
   const HeldBytes attn = run(cfg, Recompute::attention).held;
   const HeldBytes block = run(cfg, Recompute::block).held;
+  const HeldBytes full = run(cfg, Recompute::full).held;
   ASSERT_EQ(none.block.size(), 4u);
   for (size_t l = 0; l < 4; ++l) {
     EXPECT_GT(none.block[l], 0) << l;
     EXPECT_LT(attn.block[l], none.block[l]) << l;
-    EXPECT_EQ(block.block[l], 0) << l;
+    EXPECT_GT(block.block[l], 0) << l;
+    EXPECT_LT(block.block[l], none.block[l] / 2) << l;
+    EXPECT_EQ(full.block[l], 0) << l;
   }
   EXPECT_EQ(none.shared, 0);
   EXPECT_GT(attn.shared, 0);
-  EXPECT_EQ(none.streams, block.streams);
-  EXPECT_LT(block.total(), attn.total());
+  EXPECT_EQ(none.streams, full.streams);
+  EXPECT_LT(full.total(), block.total());
+  EXPECT_LT(block.total(), none.total());
   EXPECT_LT(attn.total(), none.total());
-  // "block"'s one set is about one block's worth: less than half of "none"'s four blocks.
-  EXPECT_LT(block.shared, (none.block[1] + none.block[2] + none.block[3]) / 2);
+  // "full"'s one set is about one block's worth: less than half of "none"'s four blocks.
+  EXPECT_LT(full.shared, (none.block[1] + none.block[2] + none.block[3]) / 2);
 }
 
 // Whole steps: the trainer with each mode ends with the weights of "none", 2 threads.
@@ -141,6 +149,21 @@ TEST(Recompute, TrainingStepsEndWithTheSameWeights) {
   }
   EXPECT_EQ(hash[Recompute::none], hash[Recompute::attention]);
   EXPECT_EQ(hash[Recompute::none], hash[Recompute::block]);
+  EXPECT_EQ(hash[Recompute::none], hash[Recompute::full]);
+}
+
+// The optimizer state offloaded (memory.offload_optimizer) with "block": the same weights.
+TEST(Recompute, OffloadedOptimizerStateWithBlockEndsWithTheSameWeights) {
+  uint64_t hash[2] = {0, 0};
+  for (int offload = 0; offload < 2; ++offload) {
+    JobConfig cfg = tests::tiny_test_job({"optimizer.name=muon"});
+    cfg.memory.offload_optimizer = offload == 1;
+    if (offload) cfg.memory.recompute = cfg.model.recompute = Recompute::block;
+    Trainer t(cfg);
+    for (int64_t s = 0; s < 2; ++s) t.train_step(s);
+    hash[offload] = t.weights_hash();
+  }
+  EXPECT_EQ(hash[0], hash[1]);
 }
 
 TEST(Recompute, TheConfigNamesTheModesAndRefusesBlockWithExpertShards) {
@@ -150,7 +173,8 @@ TEST(Recompute, TheConfigNamesTheModesAndRefusesBlockWithExpertShards) {
     config_from_sets({"memory.recompute=blocks"});
     FAIL() << "an unknown mode was taken";
   } catch (const ConfigError& e) {
-    EXPECT_NE(std::string(e.what()).find("none, attention, block"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("none, attention, block, full"), std::string::npos)
+        << e.what();
   }
   try {
     config_from_sets({"memory.recompute=block", "parallel.experts=shards"});
@@ -158,6 +182,7 @@ TEST(Recompute, TheConfigNamesTheModesAndRefusesBlockWithExpertShards) {
   } catch (const ConfigError& e) {
     EXPECT_NE(std::string(e.what()).find("memory.recompute"), std::string::npos) << e.what();
   }
+  EXPECT_THROW(config_from_sets({"memory.recompute=full", "parallel.experts=shards"}), ConfigError);
   EXPECT_NO_THROW(config_from_sets({"memory.recompute=attention", "parallel.experts=shards"}));
 }
 
