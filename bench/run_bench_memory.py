@@ -3,6 +3,7 @@
 (default configs/small.toml), by alternating runs in one go, next to recompute = "none" as
 ratios; and every run's weights hash, which must be one (recomputation changes no bit).
 
+Then FP8 next to FP32 (FP8=0 skips it), alternating the same way, as a step-time ratio.
 Each run is `troupe train --steps STEPS` (default 8) on THREADS (default 2) threads; its step
 time is the median over the steps after WARMUP (2) of the per-step tokens/s in metrics.jsonl;
 its peak RSS is the summary's (getrusage). ROUNDS (default 3) alternations; medians of those.
@@ -67,8 +68,24 @@ def main():
         hashes |= {x[3] for x in results[name]}
         print(f"{name:>16}  {rss:7.1f} MiB  {rss / base_rss:7.3f}x  {tps:7.0f}  "
               f"{base_tps / tps:16.3f}x")
-    print(f"weights: {'one hash, ' + hashes.pop() if len(hashes) == 1 else 'DIFFER: ' + str(hashes)}")
-    return 0 if len(hashes) <= 1 else 1
+    same = len(hashes) == 1
+    print(f"weights: {'one hash, ' + hashes.pop() if same else 'DIFFER: ' + str(hashes)}")
+    if os.environ.get("FP8", "1") != "0":
+        fp8(ROUNDS)
+    return 0 if same else 1
+
+
+def fp8(rounds):
+    """FP8 (emulated exactly, each weight quantised once per step and thread) next to FP32,
+    recompute = "none", alternating runs: issue 18's <= 1.3x."""
+    tps = {"fp32": [], "fp8": []}
+    for r in range(rounds):
+        for name, sets in (("fp32", []), ("fp8", ["fp8.enabled=true"])):
+            tps[name].append(run(sets)[2])
+            print(f"round {r + 1}/{rounds} {name:>16}: {tps[name][-1]:7.0f} tok/s", flush=True)
+    a, b = statistics.median(tps["fp32"]), statistics.median(tps["fp8"])
+    print(f"FP8 step time / FP32 step time: {a / b:.3f}x  (FP32 {a:.0f} tok/s, FP8 {b:.0f} tok/s; "
+          "issue 18: <= 1.3x)")
 
 
 if __name__ == "__main__":

@@ -1,11 +1,14 @@
 #include "kernels/cpu/fp8.h"
 
+#include <xxhash.h>
+
 #include <algorithm>
 #include <array>
 #include <bit>
 #include <cmath>
 #include <limits>
 #include <stdexcept>
+#include <unordered_map>
 #include <vector>
 
 #include "kernels/cpu/gemm.h"
@@ -267,12 +270,35 @@ std::vector<float> fake_quantized(const float* x, int64_t rows, int64_t cols, Fp
   return out;
 }
 
+// W (O,I) fake-quantised in 128×128 blocks, kept per thread by address: each compute
+// thread quantises a weight once per step, not at every call (forward, Dgrad, every
+// micro-batch, a recomputed forward). An entry is served only while the weight's bytes hash
+// (XXH3, 64 bits) to what they did when it was made: a changed weight is quantised again.
+// The entry is exactly what fake_quantized would return: the same bits.
+const std::vector<float>& quantized_weight(const float* W, int64_t O, int64_t I) {
+  struct Entry {
+    int64_t O = 0, I = 0;
+    uint64_t hash = 0;
+    std::vector<float> q;
+  };
+  thread_local std::unordered_map<const float*, Entry> cache;
+  if (cache.size() > 4096) cache.clear();  // weights of many models: start again
+  const uint64_t hash = XXH3_64bits(W, size_t(O * I) * sizeof(float));
+  Entry& e = cache[W];
+  if (e.q.empty() || e.O != O || e.I != I || e.hash != hash) {
+    e.O = O, e.I = I, e.hash = hash;
+    e.q.resize(size_t(O * I));
+    fp8_quantize_dequantize(W, O, I, Fp8Tiling::Blocks, Fp8Format::E4M3, e.q.data());
+  }
+  return e.q;
+}
+
 }  // namespace
 
 void fp8_linear_forward(const float* x, const float* W, float* y, int64_t R, int64_t I, int64_t O,
                         float beta) {
   const std::vector<float> xq = fake_quantized(x, R, I, Fp8Tiling::RowTiles);
-  const std::vector<float> wq = fake_quantized(W, O, I, Fp8Tiling::Blocks);
+  const std::vector<float>& wq = quantized_weight(W, O, I);
   linear_forward<float>(xq.data(), wq.data(), y, R, I, O, beta);
 }
 
@@ -280,7 +306,7 @@ void fp8_linear_backward(const float* dy, const float* x, const float* W, float*
                          int64_t R, int64_t I, int64_t O) {
   if (dx) {  // dx (R,I) += dy (R,O) · W (O,I), reduced over O
     const std::vector<float> dyq = fake_quantized(dy, R, O, Fp8Tiling::RowTiles);
-    const std::vector<float> wq = fake_quantized(W, O, I, Fp8Tiling::Blocks);
+    const std::vector<float>& wq = quantized_weight(W, O, I);
     gemm<float>(Trans::N, Trans::N, R, I, O, dyq.data(), O, wq.data(), I, 1.0f, dx, I);
   }
   if (dW) {  // dW (O,I) += dyᵀ (O,R) · x (R,I), reduced over R (tokens)

@@ -403,6 +403,35 @@ TEST(Fp8Linear, IsQuantiseDequantiseThenGemmWithTheV3Tilings) {
   EXPECT_EQ(dW, want_dW);
 }
 
+// A weight's quantisation is kept per thread by address (once per step, not per call): a
+// weight changed in place, or another shape at the same address, is quantised again, and a
+// kept one gives the bits of a fresh one.
+TEST(Fp8Linear, AKeptWeightQuantisationIsNeverStale) {
+  LinearData d = linear_data(20, 256, 128);
+  const int64_t R = d.R, I = d.I, O = d.O;
+  auto fresh_y = [&](const std::vector<float>& W, int64_t o, int64_t i) {
+    std::vector<float> wq(size_t(o * i)), xq(size_t(R * i)), y(size_t(R * o));
+    fp8_quantize_dequantize(W.data(), o, i, Fp8Tiling::Blocks, Fp8Format::E4M3, wq.data());
+    fp8_quantize_dequantize(d.x.data(), R, i, Fp8Tiling::RowTiles, Fp8Format::E4M3, xq.data());
+    linear_forward<float>(xq.data(), wq.data(), y.data(), R, i, o);
+    return y;
+  };
+  std::vector<float> y(size_t(R * O));
+  for (int call = 0; call < 2; ++call) {  // the second call is served from the kept entry
+    fp8_linear_forward(d.x.data(), d.W.data(), y.data(), R, I, O);
+    EXPECT_EQ(y, fresh_y(d.W, O, I)) << "call " << call;
+  }
+  d.W[5] *= 3.0f;  // an update in place: the kept entry must not be served
+  fp8_linear_forward(d.x.data(), d.W.data(), y.data(), R, I, O);
+  EXPECT_EQ(y, fresh_y(d.W, O, I));
+  // The same address read as (O/2, 2I): another shape, quantised afresh.
+  std::vector<float> y2(size_t(R * O / 2));
+  std::vector<float> x2(size_t(R * 2 * I), 0.5f);
+  std::swap(d.x, x2);
+  fp8_linear_forward(d.x.data(), d.W.data(), y2.data(), R, 2 * I, O / 2);
+  EXPECT_EQ(y2, fresh_y(d.W, O / 2, 2 * I));
+}
+
 TEST(Fp8Linear, FpropAndDgradRowsAreBitwiseIndependentOfTheOtherRows) {
   const LinearData d = linear_data(9, 260, 140);
   const int64_t R = d.R, I = d.I, O = d.O;
