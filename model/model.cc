@@ -344,6 +344,11 @@ void Model<T>::set_micro_batch(int64_t mb) {
 }
 
 template <typename T>
+const std::vector<std::vector<int64_t>>& Model<T>::expert_counts() const {
+  return impl_->counts;
+}
+
+template <typename T>
 const std::vector<T>& Model<T>::logits() const {
   return impl_->logits;
 }
@@ -368,7 +373,6 @@ LossParts<T> Model<T>::step(const T* params, T* grads, const Batch& mb, const Lo
   m.head_loss_fn = head;
   m.bind_sizes(mb);
   LossParts<T> out = m.forward(params, scale, with_mtp, grads != nullptr);
-  counts_ = m.counts;
   if (grads) m.backward(params, grads, with_mtp, engram_grad);
   return out;
 }

@@ -108,12 +108,11 @@ class Model {
   HeldBytes held_bytes() const;
 
   // Tokens routed to each expert in the last step(), per layer (empty for dense layers).
-  const std::vector<std::vector<int64_t>>& expert_counts() const { return counts_; }
+  const std::vector<std::vector<int64_t>>& expert_counts() const;
 
  private:
   struct Impl;
   std::unique_ptr<Impl> impl_;
-  std::vector<std::vector<int64_t>> counts_;
 };
 
 }  // namespace troupe::model

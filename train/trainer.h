@@ -125,7 +125,6 @@ class GradEngine {
   // What one micro-batch in flight holds for its backward (Model::held_bytes of the first
   // thread's workspace, as the last run sized it); threads() of them are held at once.
   HeldBytes held_bytes() const { return workers_.front()->held_bytes(); }
-  int threads() const { return threads_; }
 
  private:
   const ModelConfig& mcfg_;
