@@ -192,26 +192,62 @@ void gather_h_res(const MhcCache<T>& c, int64_t n, T* H) {
     for (int64_t j = 0; j < c.S; ++j) H[k * c.S + j] = c.h_res(n, k, j);
 }
 
-// proj (N,P) = x̂ (N,D) · [φ_pre; φ_post; φ_res]ᵀ, one GEMM per tensor.
+// Whether φ_post follows φ_pre and φ_res follows φ_post in the parameter buffer (the
+// table adds them in that order), so that [φ_pre; φ_post; φ_res] is one (P,D) matrix.
+inline bool phi_stacked(const MhcLayout& L, int64_t S, int64_t D) {
+  return L.phi_post == L.phi_pre + S * D && L.phi_res == L.phi_post + S * D;
+}
+
+// proj (N,P) = x̂ (N,D) · [φ_pre; φ_post; φ_res]ᵀ: one GEMM where the three are stacked,
+// else one per tensor. Either way each element is the same K-ordered chain (gemm.h).
 template <typename T>
 void project(const MhcLayout& L, const T* params, MhcCache<T>& c) {
   const int64_t S = c.S, D = c.S * c.C, P = c.P();
   const T* xh = c.xhat.data();
   T* pr = c.proj.data();
+  if (phi_stacked(L, S, D)) {
+    kernels::gemm<T>(Trans::N, Trans::T, c.N, P, D, xh, D, params + L.phi_pre, D, T(0), pr, P);
+    return;
+  }
   kernels::gemm<T>(Trans::N, Trans::T, c.N, S, D, xh, D, params + L.phi_pre, D, T(0), pr, P);
   kernels::gemm<T>(Trans::N, Trans::T, c.N, S, D, xh, D, params + L.phi_post, D, T(0), pr + S, P);
   kernels::gemm<T>(Trans::N, Trans::T, c.N, S * S, D, xh, D, params + L.phi_res, D, T(0),
                    pr + 2 * S, P);
 }
 
-// For the rows [off, off+rows) of proj: dφ (rows,D) += dprojᵀ · x̂, and
-// dx̂ (N,D) = beta·dx̂ + dproj · φ.
+// For the rows [off, off+rows) of proj: dφ (rows,D) += dprojᵀ · x̂.
 template <typename T>
-void projection_backward(const T* phi, T* dphi, int64_t off, int64_t rows, T beta, MhcCache<T>& c) {
+void phi_grad(T* dphi, int64_t off, int64_t rows, MhcCache<T>& c) {
   const int64_t D = c.S * c.C, P = c.P();
-  const T* dp = c.dproj.data() + off;
-  kernels::gemm<T>(Trans::T, Trans::N, rows, D, c.N, dp, P, c.xhat.data(), D, T(1), dphi, D);
-  kernels::gemm<T>(Trans::N, Trans::N, c.N, D, rows, dp, P, phi, D, beta, c.dxhat.data(), D);
+  kernels::gemm<T>(Trans::T, Trans::N, rows, D, c.N, c.dproj.data() + off, P, c.xhat.data(), D,
+                   T(1), dphi, D);
+}
+
+// dx̂ (N,D) = beta·dx̂ + Σ_k dproj[:, off+k] φ[k, :] over k < rows, each element one fma
+// chain over k ascending from zero, added to beta·dx̂ last: the bits of gemm.h's
+// C = beta·C + s, without its packing (rows is 4 or 16: too thin a K for tiles to pay).
+template <typename T>
+void xhat_grad(const T* phi, int64_t off, int64_t rows, bool beta, MhcCache<T>& c) {
+  const int64_t D = c.S * c.C, P = c.P();
+  for (int64_t n = 0; n < c.N; ++n) {
+    const T* dp = c.dproj.data() + n * P + off;
+    T* out = c.dxhat.data() + n * D;
+    constexpr int64_t kW = 64;  // columns whose chains run side by side
+    for (int64_t d0 = 0; d0 < D; d0 += kW) {
+      const int64_t w = std::min(kW, D - d0);
+      T s[kW];
+      for (int64_t i = 0; i < w; ++i) s[i] = 0;
+      for (int64_t k = 0; k < rows; ++k) {
+        const T a = dp[k];
+        const T* b = phi + k * D + d0;
+        for (int64_t i = 0; i < w; ++i) s[i] = std::fma(a, b[i], s[i]);
+      }
+      if (beta)
+        for (int64_t i = 0; i < w; ++i) out[d0 + i] = out[d0 + i] + s[i];
+      else
+        for (int64_t i = 0; i < w; ++i) out[d0 + i] = s[i];
+    }
+  }
 }
 
 // Token n: df = Σ_k H_post[k] dY_k (overwritten), dX_j += Σ_k H_res[k,j] dY_k.
@@ -366,9 +402,16 @@ void mhc_post_backward(const ModelConfig& cfg, const MhcLayout& L, const T* para
     dalpha_res += res_coefficient_backward(L, params, grads, dXout, block, cache);
   grads[L.alpha_post] += dalpha_post;
   grads[L.alpha_res] += dalpha_res;
-  // dφ_post, dφ_res += dprojᵀ x̂;  dx̂ = dproj_post φ_post + dproj_res φ_res
-  projection_backward(params + L.phi_post, grads + L.phi_post, S, S, T(0), cache);
-  projection_backward(params + L.phi_res, grads + L.phi_res, 2 * S, S * S, T(1), cache);
+  // dφ_post, dφ_res += dprojᵀ x̂ (one GEMM where they are stacked);
+  // dx̂ = dproj_post φ_post + dproj_res φ_res
+  if (phi_stacked(L, S, D)) {
+    phi_grad(grads + L.phi_post, S, S + S * S, cache);
+  } else {
+    phi_grad(grads + L.phi_post, S, S, cache);
+    phi_grad(grads + L.phi_res, 2 * S, S * S, cache);
+  }
+  xhat_grad(params + L.phi_post, S, S, false, cache);
+  xhat_grad(params + L.phi_res, 2 * S, S * S, true, cache);
   cache.stage = MhcCache<T>::Stage::PostBackward;
 }
 
@@ -399,7 +442,8 @@ void mhc_pre_backward(const ModelConfig& cfg, const MhcLayout& L, const T* param
     }
   }
   grads[L.alpha_pre] += dalpha_pre;
-  projection_backward(params + L.phi_pre, grads + L.phi_pre, 0, S, T(1), cache);
+  phi_grad(grads + L.phi_pre, 0, S, cache);
+  xhat_grad(params + L.phi_pre, 0, S, true, cache);
   // x̂ = RMSNorm(vec(X)): dX += rstd·dx̂ − X·rstd³/D·(dx̂·X)
   kernels::rmsnorm_backward<T>(cache.dxhat.data(), cache.x.data(), nullptr, cache.rstd.data(), dX,
                                nullptr, N, D);

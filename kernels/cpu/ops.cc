@@ -7,34 +7,70 @@
 
 namespace troupe::kernels {
 
+// RMSNorm's sums run over d in index order, one chain per row (the bits the model was
+// trained with). A lone chain is bound by the adder's latency, so rows go in groups of
+// kRowLanes whose chains interleave: each row's sum sees exactly the operations it would
+// alone, and the group runs them side by side (the l loops vectorise across rows).
+constexpr int64_t kRowLanes = 8;
+
+// ss[l] = Σ_d a_l[d]·b_l[d]·(w ? w[d] : 1), d ascending, for rows l of a group.
+template <typename T>
+void row_dots(const T* a, const T* b, const T* w, int64_t D, int64_t rows, T* ss) {
+  for (int64_t l = 0; l < rows; ++l) ss[l] = 0;
+  if (rows == kRowLanes && !w) {
+    for (int64_t d = 0; d < D; ++d)
+      for (int64_t l = 0; l < kRowLanes; ++l) ss[l] += a[l * D + d] * b[l * D + d];
+  } else if (rows == kRowLanes) {
+    for (int64_t d = 0; d < D; ++d)
+      for (int64_t l = 0; l < kRowLanes; ++l) ss[l] += a[l * D + d] * w[d] * b[l * D + d];
+  } else {
+    for (int64_t l = 0; l < rows; ++l)
+      for (int64_t d = 0; d < D; ++d) ss[l] += a[l * D + d] * (w ? w[d] : T(1)) * b[l * D + d];
+  }
+}
+
 template <typename T>
 void rmsnorm_forward(const T* x, const T* w, T eps, T* out, T* rstd, int64_t N, int64_t D) {
-  for (int64_t n = 0; n < N; ++n) {
-    const T* xr = x + n * D;
-    T ss = 0;
-    for (int64_t d = 0; d < D; ++d) ss += xr[d] * xr[d];
-    T r = T(1) / std::sqrt(ss / T(D) + eps);
-    rstd[n] = r;
-    T* o = out + n * D;
-    for (int64_t d = 0; d < D; ++d) o[d] = xr[d] * r * (w ? w[d] : T(1));
+  T ss[kRowLanes];
+  for (int64_t n0 = 0; n0 < N; n0 += kRowLanes) {
+    const int64_t rows = std::min(kRowLanes, N - n0);
+    row_dots<T>(x + n0 * D, x + n0 * D, nullptr, D, rows, ss);
+    for (int64_t l = 0; l < rows; ++l) {
+      const int64_t n = n0 + l;
+      const T* xr = x + n * D;
+      const T r = T(1) / std::sqrt(ss[l] / T(D) + eps);
+      rstd[n] = r;
+      T* o = out + n * D;
+      if (w)
+        for (int64_t d = 0; d < D; ++d) o[d] = xr[d] * r * w[d];
+      else
+        for (int64_t d = 0; d < D; ++d) o[d] = xr[d] * r;
+    }
   }
 }
 
 template <typename T>
 void rmsnorm_backward(const T* dout, const T* x, const T* w, const T* rstd, T* dx, T* dw, int64_t N,
                       int64_t D) {
-  for (int64_t n = 0; n < N; ++n) {
-    const T* xr = x + n * D;
-    const T* g = dout + n * D;
-    T r = rstd[n];
+  T dots[kRowLanes];
+  for (int64_t n0 = 0; n0 < N; n0 += kRowLanes) {
+    const int64_t rows = std::min(kRowLanes, N - n0);
     // out = x r w;  dL/dx = r (g w) − x r³/D Σ (g w x)
-    T dot = 0;
-    for (int64_t d = 0; d < D; ++d) dot += g[d] * (w ? w[d] : T(1)) * xr[d];
-    T c = dot * r * r * r / T(D);
-    T* dxr = dx + n * D;
-    for (int64_t d = 0; d < D; ++d) dxr[d] += g[d] * (w ? w[d] : T(1)) * r - xr[d] * c;
-    if (dw)
-      for (int64_t d = 0; d < D; ++d) dw[d] += g[d] * xr[d] * r;
+    row_dots<T>(dout + n0 * D, x + n0 * D, w, D, rows, dots);
+    for (int64_t l = 0; l < rows; ++l) {  // rows in order: dw sums over them ascending
+      const int64_t n = n0 + l;
+      const T* xr = x + n * D;
+      const T* g = dout + n * D;
+      const T r = rstd[n];
+      const T c = dots[l] * r * r * r / T(D);
+      T* dxr = dx + n * D;
+      if (w)
+        for (int64_t d = 0; d < D; ++d) dxr[d] += g[d] * w[d] * r - xr[d] * c;
+      else
+        for (int64_t d = 0; d < D; ++d) dxr[d] += g[d] * r - xr[d] * c;
+      if (dw)
+        for (int64_t d = 0; d < D; ++d) dw[d] += g[d] * xr[d] * r;
+    }
   }
 }
 

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <functional>
 #include <limits>
 #include <string>
@@ -89,6 +90,31 @@ TEST(OpsGrad, RmsNorm) {
                              weighted ? dw.data() : nullptr, N, D);
     expect_gradients_close(increment(dx), finite_difference(x, loss), "rmsnorm dx");
     if (weighted) expect_gradients_close(increment(dw), finite_difference(w, loss), "rmsnorm dw");
+  }
+}
+
+// Rows run in interleaved groups (ops.cc): a row's bits must be those of the same row
+// computed alone, forward and backward, for the rows of a full group and the tail.
+TEST(Ops, RmsNormRowGroupsMatchRowsAloneBitwise) {
+  const int64_t N = 11, D = 37;
+  const std::vector<float> x = random_values<float>(N * D, 5), w = random_values<float>(D, 6);
+  const std::vector<float> G = random_values<float>(N * D, 7);
+  for (bool weighted : {true, false}) {
+    SCOPED_TRACE(weighted ? "with weight" : "no weight");
+    const float* wp = weighted ? w.data() : nullptr;
+    std::vector<float> out(N * D), rstd(N), dx(N * D, 0.25f), dw(D, 0.5f);
+    rmsnorm_forward<float>(x.data(), wp, 1e-6f, out.data(), rstd.data(), N, D);
+    rmsnorm_backward<float>(G.data(), x.data(), wp, rstd.data(), dx.data(), dw.data(), N, D);
+    std::vector<float> out1(N * D), rstd1(N), dx1(N * D, 0.25f), dw1(D, 0.5f);
+    for (int64_t n = 0; n < N; ++n) {
+      rmsnorm_forward<float>(x.data() + n * D, wp, 1e-6f, out1.data() + n * D, &rstd1[n], 1, D);
+      rmsnorm_backward<float>(G.data() + n * D, x.data() + n * D, wp, &rstd1[n], dx1.data() + n * D,
+                              dw1.data(), 1, D);
+    }
+    EXPECT_EQ(0, std::memcmp(out.data(), out1.data(), out.size() * sizeof(float)));
+    EXPECT_EQ(0, std::memcmp(rstd.data(), rstd1.data(), rstd.size() * sizeof(float)));
+    EXPECT_EQ(0, std::memcmp(dx.data(), dx1.data(), dx.size() * sizeof(float)));
+    EXPECT_EQ(0, std::memcmp(dw.data(), dw1.data(), dw.size() * sizeof(float)));
   }
 }
 

@@ -279,6 +279,31 @@ TEST(Mhc, TokensAreIndependentBitwise) {
   }
 }
 
+// The table stacks φ_pre, φ_post, φ_res, and mhc.cc then runs one GEMM over all three; a
+// layout where φ_res lies elsewhere takes the per-tensor path. Both give the same bits.
+TEST(Mhc, StackedAndSeparatePhiGiveTheSameBits) {
+  const Problem p(mhc_config(4, 16, 5), 10, 41);
+  Problem q = p;
+  const ParamInfo& res = p.table.at(std::string(kPrefix) + "phi_res");
+  q.layout.phi_res = static_cast<int64_t>(q.params.size());
+  q.params.insert(q.params.end(), p.params.begin() + res.offset,
+                  p.params.begin() + res.offset + res.numel);
+  const Outputs<float> a = run<float>(p, true), b = run<float>(q, true);
+  auto same = [](const std::vector<float>& x, const std::vector<float>& y, int64_t n) {
+    return std::memcmp(x.data(), y.data(), size_t(n) * sizeof(float)) == 0;
+  };
+  EXPECT_TRUE(same(a.u, b.u, int64_t(a.u.size())));
+  EXPECT_TRUE(same(a.xout, b.xout, int64_t(a.xout.size())));
+  EXPECT_TRUE(same(a.dx, b.dx, int64_t(a.dx.size())));
+  for (const char* name : kTensors) {
+    const ParamInfo& info = p.table.at(std::string(kPrefix) + name);
+    const int64_t at = std::string(name) == "phi_res" ? q.layout.phi_res : info.offset;
+    EXPECT_EQ(0, std::memcmp(a.grads.data() + info.offset, b.grads.data() + at,
+                             size_t(info.numel) * sizeof(float)))
+        << name;
+  }
+}
+
 TEST(Mhc, BackwardAccumulatesIntoDxAndGrads) {
   Problem p(mhc_config(4, 8, 3), 5, 51);
   const Outputs<double> zero = run<double>(p, true), one = run<double>(p, true, 0, -1, 1.0);
