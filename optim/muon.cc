@@ -63,7 +63,8 @@ Muon::Muon(const ParamTable& table, MuonSettings settings, int threads, FlatRang
       b_(slots_.floats(), offload),
       dir_(static_cast<size_t>(threads_)),
       ortho_(static_cast<size_t>(threads_)),
-      scratch_(static_cast<size_t>(threads_)) {
+      scratch_(static_cast<size_t>(threads_)),
+      window_(static_cast<size_t>(threads_)) {
   int64_t numel_max = 0;
   for (size_t t = 0; t < table.all().size(); ++t) {
     const ParamInfo& p = table.all()[t];
@@ -80,15 +81,11 @@ Muon::Muon(const ParamTable& table, MuonSettings settings, int threads, FlatRang
 }
 
 void Muon::read_state(size_t t, float* out) const {
-  const float* b = b_.data() + slots_.at(table_, t);
-  std::copy(b, b + table_.all()[t].numel, out);
-  b_.release(slots_.at(table_, t), table_.all()[t].numel);
+  b_.read(slots_.at(table_, t), table_.all()[t].numel, out);
 }
 
 void Muon::write_state(size_t t, const float* in) {
-  float* b = b_.data() + slots_.at(table_, t);
-  std::copy(in, in + table_.all()[t].numel, b);
-  b_.release(slots_.at(table_, t), table_.all()[t].numel);
+  b_.write(slots_.at(table_, t), table_.all()[t].numel, in);
 }
 
 void Muon::check_state(FlatRange owned) const {
@@ -107,7 +104,6 @@ void Muon::update(float* params, const float* grads, double lr, double grad_scal
                           if (owned.covers(p))
                             update_tensor(t, p, params, grads, scale, lr, weight_decay, worker);
                         });
-  b_.release(0, int64_t(b_.size()));
 }
 
 void Muon::update_tensor(size_t t, const ParamInfo& p, float* params, const float* grads,
@@ -115,15 +111,15 @@ void Muon::update_tensor(size_t t, const ParamInfo& p, float* params, const floa
   const int64_t rows = p.shape[0], cols = p.shape[1];
   const float mu = float(settings_.momentum);
   const float* g = grads + p.offset;
-  float* b = b_.data() + slots_.at(table_, t);
-  b_.fetch(slots_.at(table_, t), p.numel);
+  const int64_t at = slots_.at(table_, t);
+  float* b = b_.fetch(at, p.numel, window_[worker]);
   float* dir = dir_[worker].data();
   for (int64_t i = 0; i < p.numel; ++i) {
     const float gi = g[i] * scale;
     b[i] = mu * b[i] + gi;    // B ← μB + G
     dir[i] = gi + mu * b[i];  // Nesterov: G + μB
   }
-  b_.release(slots_.at(table_, t), p.numel);
+  b_.store(at, p.numel, b);
   float* o = ortho_[worker].data();
   newton_schulz5(dir, rows, cols, o, settings_.ns_steps, scratch_[worker]);
   const float step = float(lr * kMoonlightRms * std::sqrt(double(std::max(rows, cols))));

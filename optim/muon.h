@@ -57,6 +57,7 @@ class Muon {
   StateBuffer b_;                // the momentum B of the tensors kept here
   // Per worker: the Nesterov direction, NS5's output and NS5's scratch.
   std::vector<std::vector<float>> dir_, ortho_, scratch_;
+  std::vector<std::vector<float>> window_;  // per worker: one tensor's B, when offloaded
 };
 
 }  // namespace troupe::model

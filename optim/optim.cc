@@ -36,21 +36,21 @@ void AdamW::check_state(FlatRange owned) const {
 
 void AdamW::read_state(size_t i, float* out) const {
   const int64_t at = slots_.at(table_, i), n = table_.all()[i].numel;
-  std::copy(m_.data() + at, m_.data() + at + n, out);
-  std::copy(v_.data() + at, v_.data() + at + n, out + n);
-  m_.release(at, n), v_.release(at, n);
+  m_.read(at, n, out);
+  v_.read(at, n, out + n);
 }
 
 void AdamW::write_state(size_t i, const float* in) {
   const int64_t at = slots_.at(table_, i), n = table_.all()[i].numel;
-  std::copy(in, in + n, m_.data() + at);
-  std::copy(in + n, in + 2 * n, v_.data() + at);
-  m_.release(at, n), v_.release(at, n);
+  m_.write(at, n, in);
+  v_.write(at, n, in + n);
 }
 
-std::span<const float> AdamW::state(const StateBuffer& s, size_t i) const {
+std::vector<float> AdamW::state(const StateBuffer& s, size_t i) const {
   if (!slots_.has(i)) return {};
-  return {s.data() + slots_.at(table_, i), size_t(table_.all()[i].numel)};
+  std::vector<float> out(size_t(table_.all()[i].numel));
+  s.read(slots_.at(table_, i), int64_t(out.size()), out.data());
+  return out;
 }
 
 void AdamW::update(float* params, const float* grads, double lr, double grad_scale, int64_t step,
@@ -67,9 +67,9 @@ void AdamW::update(float* params, const float* grads, double lr, double grad_sca
     if (group == OptGroup::Rule || group == OptGroup::Muon || !owned.covers(p)) continue;
     const float decay = group == OptGroup::AdamWNoDecay ? 0.0f : float(lr * weight_decay_);
     float* w = params + p.offset;
-    float* m = m_.data() + slots_.at(table_, t);
-    float* v = v_.data() + slots_.at(table_, t);
-    m_.fetch(slots_.at(table_, t), p.numel), v_.fetch(slots_.at(table_, t), p.numel);
+    const int64_t at = slots_.at(table_, t);
+    float* m = m_.fetch(at, p.numel, m_window_);
+    float* v = v_.fetch(at, p.numel, v_window_);
     const float* g = grads + p.offset;
     for (int64_t i = 0; i < p.numel; ++i) {
       const float gi = g[i] * fscale;
@@ -78,9 +78,8 @@ void AdamW::update(float* params, const float* grads, double lr, double grad_sca
       const float denom = std::sqrt(v[i] * inv_c2) + eps;
       w[i] -= step_size * m[i] / denom + decay * w[i];
     }
-    m_.release(slots_.at(table_, t), p.numel), v_.release(slots_.at(table_, t), p.numel);
+    m_.store(at, p.numel, m), v_.store(at, p.numel, v);
   }
-  m_.release(0, int64_t(m_.size())), v_.release(0, int64_t(v_.size()));
 }
 
 Optimizer::Optimizer(const ParamTable& table, const OptimizerConfig& cfg, double weight_decay,

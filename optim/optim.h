@@ -3,7 +3,6 @@
 // chosen by [optimizer] name. The schedule and clipping math are train/schedule.h.
 #include <cstdint>
 #include <optional>
-#include <span>
 #include <vector>
 
 #include "model/params.h"
@@ -31,21 +30,22 @@ class AdamW {
   // Throws std::logic_error naming a tensor inside `owned` whose state is not kept here.
   void check_state(FlatRange owned) const;
   // The moments of table tensor i (empty where it keeps none).
-  std::span<const float> m(size_t i) const { return state(m_, i); }
-  std::span<const float> v(size_t i) const { return state(v_, i); }
+  std::vector<float> m(size_t i) const { return state(m_, i); }
+  std::vector<float> v(size_t i) const { return state(v_, i); }
   int64_t state_floats() const { return 2 * slots_.floats(); }
   // Tensor i's state as one run: m, then v (2·numel floats). Throws where it is not kept.
   void read_state(size_t i, float* out) const;
   void write_state(size_t i, const float* in);
 
  private:
-  std::span<const float> state(const StateBuffer& s, size_t i) const;
+  std::vector<float> state(const StateBuffer& s, size_t i) const;
 
   const ParamTable& table_;
   OptimizerConfig cfg_;
   double weight_decay_;
   StateSlots slots_;
   StateBuffer m_, v_;
+  std::vector<float> m_window_, v_window_;  // one tensor's moments, when offloaded
 };
 
 // The optimizer of a job: AdamW for every gradient-trained tensor under "adamw"; under

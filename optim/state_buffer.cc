@@ -1,7 +1,6 @@
 #include "optim/state_buffer.h"
 
 #include <fcntl.h>
-#include <sys/mman.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -11,6 +10,7 @@
 #include <stdexcept>
 #include <string>
 #include <utility>
+#include <vector>
 
 namespace troupe::model {
 
@@ -38,30 +38,41 @@ int offload_file(int64_t bytes, std::string* dir_out) {
   return fd;
 }
 
+// All `bytes` at `offset`, looping over short transfers; fails naming the file error.
+void transfer(bool out, int fd, char* buf, int64_t bytes, int64_t offset) {
+  while (bytes > 0) {
+    const ssize_t got = out ? pwrite(fd, buf, size_t(bytes), off_t(offset))
+                            : pread(fd, buf, size_t(bytes), off_t(offset));
+    if (got < 0 && errno == EINTR) continue;
+    if (got <= 0) {
+      if (got == 0) errno = EIO;
+      fail(std::string(out ? "cannot write " : "cannot read ") + std::to_string(bytes) +
+           " bytes of the offload file at byte " + std::to_string(offset));
+    }
+    buf += got, bytes -= got, offset += got;
+  }
+}
+
 }  // namespace
 
 StateBuffer::StateBuffer(int64_t n, bool offload) : n_(n) {
   if (n <= 0) return;
-  const size_t bytes = size_t(n) * sizeof(float);
   if (!offload) {
     data_ = new float[size_t(n)]();
     return;
   }
   std::string dir;
-  fd_ = offload_file(int64_t(bytes), &dir);
-  void* p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd_, 0);
-  if (p == MAP_FAILED) {
-    close(fd_);
-    fd_ = -1;
-    fail("cannot map " + std::to_string(bytes) + " bytes of a file in " + dir);
-  }
-  data_ = static_cast<float*>(p);
+  fd_ = offload_file(n * int64_t(sizeof(float)), &dir);  // a sparse file reads as zeros
 }
 
 StateBuffer::StateBuffer(const StateBuffer& o) : StateBuffer(o.n_, o.offloaded()) {
-  if (n_ > 0) std::copy(o.data_, o.data_ + n_, data_);
-  release(0, n_);
-  o.release(0, o.n_);
+  std::vector<float> chunk;
+  constexpr int64_t kChunkFloats = int64_t(1) << 20;
+  for (int64_t at = 0; at < n_; at += kChunkFloats) {
+    const int64_t n = std::min(kChunkFloats, n_ - at);
+    const float* p = o.fetch(at, n, chunk);
+    write(at, n, p);
+  }
 }
 
 StateBuffer& StateBuffer::operator=(const StateBuffer& o) {
@@ -73,34 +84,39 @@ StateBuffer& StateBuffer::operator=(const StateBuffer& o) {
 }
 
 StateBuffer::~StateBuffer() {
-  if (!data_) return;
+  delete[] data_;
+  if (fd_ >= 0) close(fd_);
+}
+
+float* StateBuffer::fetch(int64_t at, int64_t n, std::vector<float>& window) const {
+  if (fd_ < 0) return data_ + at;
+  if (window.size() < size_t(n)) window.resize(size_t(n));
+  transfer(false, fd_, reinterpret_cast<char*>(window.data()), n * int64_t(sizeof(float)),
+           at * int64_t(sizeof(float)));
+  return window.data();
+}
+
+void StateBuffer::store(int64_t at, int64_t n, const float* p) const {
+  if (fd_ < 0 || n <= 0) return;
+  transfer(true, fd_, const_cast<char*>(reinterpret_cast<const char*>(p)),
+           n * int64_t(sizeof(float)), at * int64_t(sizeof(float)));
+}
+
+void StateBuffer::read(int64_t at, int64_t n, float* out) const {
   if (fd_ < 0) {
-    delete[] data_;
+    std::copy(data_ + at, data_ + at + n, out);
     return;
   }
-  munmap(data_, size_t(n_) * sizeof(float));
-  close(fd_);
+  transfer(false, fd_, reinterpret_cast<char*>(out), n * int64_t(sizeof(float)),
+           at * int64_t(sizeof(float)));
 }
 
-void StateBuffer::release(int64_t at, int64_t n) const {
-  if (fd_ < 0 || n <= 0) return;
-  // Whole pages only, inward: a page shared with a neighbour's floats stays (a later
-  // release of the neighbour, or of the whole buffer, takes it).
-  const uintptr_t page = uintptr_t(sysconf(_SC_PAGESIZE));
-  const uintptr_t lo = (reinterpret_cast<uintptr_t>(data_ + at) + page - 1) / page * page;
-  const uintptr_t hi = reinterpret_cast<uintptr_t>(data_ + at + n) / page * page;
-  if (hi > lo) madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_DONTNEED);
-}
-
-void StateBuffer::fetch(int64_t at, int64_t n) const {
-#ifndef MADV_POPULATE_WRITE
-  constexpr int MADV_POPULATE_WRITE = 23;  // Linux 5.14; older kernels refuse it: faults then
-#endif
-  if (fd_ < 0 || n <= 0) return;
-  const uintptr_t page = uintptr_t(sysconf(_SC_PAGESIZE));
-  const uintptr_t lo = reinterpret_cast<uintptr_t>(data_ + at) / page * page;
-  const uintptr_t hi = reinterpret_cast<uintptr_t>(data_ + at + n);
-  madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_POPULATE_WRITE);
+void StateBuffer::write(int64_t at, int64_t n, const float* in) {
+  if (fd_ < 0) {
+    std::copy(in, in + n, data_ + at);
+    return;
+  }
+  store(at, n, in);
 }
 
 void StateBuffer::swap(StateBuffer& o) noexcept {

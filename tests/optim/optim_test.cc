@@ -300,7 +300,7 @@ TEST(AdamW, FirstStepMovesByLrTimesGOverAbsGPlusEpsAndDecaysApart) {
   // The moments themselves: m = (1 − β1)·g, v = (1 − β2)·g².
   for (size_t t = 0; t < c.table.all().size(); ++t) {
     const ParamInfo& p = c.table.all()[t];
-    const std::span<const float> m = c.opt.adamw().m(t), v = c.opt.adamw().v(t);
+    const std::vector<float> m = c.opt.adamw().m(t), v = c.opt.adamw().v(t);
     if (p.group == OptGroup::Rule) {
       EXPECT_TRUE(m.empty() && v.empty()) << p.name << ": a Rule tensor keeps no moments";
       continue;

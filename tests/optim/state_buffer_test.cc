@@ -1,12 +1,13 @@
 // StateBuffer (optim/state_buffer.h): offloaded optimizer state keeps its values through
-// releases and copies, leaves the resident memory when released, and gives every update the
-// bits of the in-memory state.
+// stores and copies, stays out of the resident memory but for its window, and gives every
+// update the bits of the in-memory state.
 #include "optim/state_buffer.h"
 
 #include <gtest/gtest.h>
 
 #include <fstream>
 #include <string>
+#include <vector>
 
 #include "config/config_parse.h"
 #include "model/params.h"
@@ -24,37 +25,60 @@ int64_t rss_kib() {
   return -1;
 }
 
-TEST(StateBuffer, OffloadedValuesSurviveReleaseAndCopy) {
-  StateBuffer b(1 << 20, true);
+TEST(StateBuffer, OffloadedValuesSurviveStoreAndCopy) {
+  const int64_t n = 1 << 20;
+  StateBuffer b(n, true);
   ASSERT_TRUE(b.offloaded());
-  for (size_t i = 0; i < b.size(); ++i) EXPECT_EQ(b.data()[i], 0.0f) << i;
-  for (size_t i = 0; i < b.size(); ++i) b.data()[i] = float(i) * 0.5f;
-  b.release(0, int64_t(b.size()));
-  b.release(3, 5);  // inside one page: nothing
+  std::vector<float> window;
+  float* p = b.fetch(0, n, window);
+  for (int64_t i = 0; i < n; ++i) EXPECT_EQ(p[i], 0.0f) << i;
+  for (int64_t i = 0; i < n; ++i) p[i] = float(i) * 0.5f;
+  b.store(0, n, p);
+  std::vector<float> part(5);
+  b.read(3, 5, part.data());
+  EXPECT_EQ(part[4], 3.5f);
   StateBuffer c(b);
   ASSERT_TRUE(c.offloaded());
-  for (size_t i = 0; i < b.size(); i += 997) {
-    EXPECT_EQ(b.data()[i], float(i) * 0.5f) << i;
-    EXPECT_EQ(c.data()[i], float(i) * 0.5f) << i;
+  std::vector<float> wb, wc;
+  const float* pb = b.fetch(0, n, wb);
+  const float* pc = c.fetch(0, n, wc);
+  for (int64_t i = 0; i < n; i += 997) {
+    EXPECT_EQ(pb[i], float(i) * 0.5f) << i;
+    EXPECT_EQ(pc[i], float(i) * 0.5f) << i;
   }
-  c.data()[7] = -1.0f;
-  EXPECT_EQ(b.data()[7], 3.5f);  // a copy is a copy
+  const float minus_one = -1.0f;
+  c.write(7, 1, &minus_one);
+  b.read(7, 1, part.data());
+  EXPECT_EQ(part[0], 3.5f);  // a copy is a copy
   StateBuffer m(std::move(c));
-  EXPECT_EQ(m.data()[7], -1.0f);
+  m.read(7, 1, part.data());
+  EXPECT_EQ(part[0], -1.0f);
   EXPECT_FALSE(StateBuffer(4, false).offloaded());
 }
 
-TEST(StateBuffer, ReleasedPagesLeaveTheResidentMemory) {
+TEST(StateBuffer, OnlyTheWindowIsResident) {
   const int64_t n = 64 << 20 >> 2;  // 64 MiB of floats
   StateBuffer b(n, true);
   const int64_t before = rss_kib();
-  for (int64_t i = 0; i < n; ++i) b.data()[i] = 1.0f;
-  const int64_t touched = rss_kib();
-  b.release(0, n);
-  const int64_t released = rss_kib();
-  EXPECT_GT(touched - before, 60 << 10) << "touching 64 MiB raised the RSS by less";
-  EXPECT_LT(released - before, 4 << 10) << "released pages stayed resident";
-  EXPECT_EQ(b.data()[n - 1], 1.0f);
+  std::vector<float> window;
+  const int64_t chunk = 1 << 18;  // 1 MiB
+  for (int64_t at = 0; at < n; at += chunk) {
+    float* p = b.fetch(at, chunk, window);
+    for (int64_t i = 0; i < chunk; ++i) p[i] = 1.0f;
+    b.store(at, chunk, p);
+  }
+  const int64_t after = rss_kib();
+  EXPECT_LT(after - before, 4 << 10) << "offloaded state became resident";
+  float last = 0;
+  b.read(n - 1, 1, &last);
+  EXPECT_EQ(last, 1.0f);
+  const int64_t in_memory = rss_kib();
+  StateBuffer here(n, false);
+  std::vector<float> unused;
+  float* p = here.fetch(0, n, unused);
+  for (int64_t i = 0; i < n; ++i) p[i] = 1.0f;
+  EXPECT_GT(rss_kib() - in_memory, 60 << 10) << "touching 64 MiB raised the RSS by less";
+  EXPECT_TRUE(unused.empty());
 }
 
 // AdamW and Muon (both groups) over a tiny table, several steps: offloaded state, same bits.
