@@ -69,7 +69,6 @@ void prepare(MhcCache<T>& c, const ModelConfig& cfg, int64_t N) {
         ", sinkhorn_iters " + std::to_string(cfg.sinkhorn_iters));
   c.N = N, c.S = cfg.hc_mult, c.C = cfg.d_model, c.iters = cfg.sinkhorn_iters;
   const int64_t S = c.S, D = c.S * c.C, P = c.P(), lanes = c.blocks() * kMhcLanes;
-  c.x.resize(N * D);
   c.xhat.resize(N * D);
   c.rstd.resize(N);
   c.proj.resize(N * P);
@@ -77,7 +76,6 @@ void prepare(MhcCache<T>& c, const ModelConfig& cfg, int64_t N) {
   c.h_post.resize(N * S);
   c.sk_mat.resize(lanes * (2 * c.iters + 1) * S * S);
   c.sk_sum.resize(lanes * c.iters * 2 * S);
-  c.f.resize(N * c.C);
   c.dproj.resize(N * P);
   c.dxhat.resize(N * D);
 }
@@ -223,31 +221,12 @@ void phi_grad(T* dphi, int64_t off, int64_t rows, MhcCache<T>& c) {
                    T(1), dphi, D);
 }
 
-// dx̂ (N,D) = beta·dx̂ + Σ_k dproj[:, off+k] φ[k, :] over k < rows, each element one fma
-// chain over k ascending from zero, added to beta·dx̂ last: the bits of gemm.h's
-// C = beta·C + s, without its packing (rows is 4 or 16: too thin a K for tiles to pay).
+// dx̂ (N,D) = beta·dx̂ + dproj[:, off:off+rows] · φ (rows,D): a K of 4 or 16 (gemm.h).
 template <typename T>
 void xhat_grad(const T* phi, int64_t off, int64_t rows, bool beta, MhcCache<T>& c) {
   const int64_t D = c.S * c.C, P = c.P();
-  for (int64_t n = 0; n < c.N; ++n) {
-    const T* dp = c.dproj.data() + n * P + off;
-    T* out = c.dxhat.data() + n * D;
-    constexpr int64_t kW = 64;  // columns whose chains run side by side
-    for (int64_t d0 = 0; d0 < D; d0 += kW) {
-      const int64_t w = std::min(kW, D - d0);
-      T s[kW];
-      for (int64_t i = 0; i < w; ++i) s[i] = 0;
-      for (int64_t k = 0; k < rows; ++k) {
-        const T a = dp[k];
-        const T* b = phi + k * D + d0;
-        for (int64_t i = 0; i < w; ++i) s[i] = std::fma(a, b[i], s[i]);
-      }
-      if (beta)
-        for (int64_t i = 0; i < w; ++i) out[d0 + i] = out[d0 + i] + s[i];
-      else
-        for (int64_t i = 0; i < w; ++i) out[d0 + i] = s[i];
-    }
-  }
+  kernels::gemm_thin_k<T>(c.N, D, rows, c.dproj.data() + off, P, phi, D, beta ? T(1) : T(0),
+                          c.dxhat.data(), D);
 }
 
 // Token n: df = Σ_k H_post[k] dY_k (overwritten), dX_j += Σ_k H_res[k,j] dY_k.
@@ -267,7 +246,7 @@ template <typename T>
 T post_coefficient_backward(const MhcLayout& L, const T* params, T* grads, const T* dY, int64_t n,
                             MhcCache<T>& c) {
   const int64_t S = c.S, C = c.C, P = c.P();
-  const T* f = c.f.data() + n * C;
+  const T* f = c.f + n * C;
   const T* ho = c.h_post.data() + n * S;
   const T* pr = c.proj.data() + n * P;
   T* dp = c.dproj.data() + n * P;
@@ -293,7 +272,7 @@ T res_coefficient_backward(const MhcLayout& L, const T* params, T* grads, const 
   std::fill(d, d + SS * kL, T(0));
   for (int64_t l = 0; l < count; ++l) {
     const T* dY = dXout + (n0 + l) * D;
-    const T* x = c.x.data() + (n0 + l) * D;
+    const T* x = c.x + (n0 + l) * D;
     for (int64_t k = 0; k < S; ++k)
       for (int64_t j = 0; j < S; ++j) d[(k * S + j) * kL + l] = dot(dY + k * C, x + j * C, C);
   }
@@ -345,7 +324,7 @@ void mhc_pre_forward(const ModelConfig& cfg, const MhcLayout& L, const T* params
                      int64_t N, T* u, MhcCache<T>& cache) {
   prepare(cache, cfg, N);
   const int64_t S = cache.S, C = cache.C, D = S * C;
-  std::copy(X, X + N * D, cache.x.data());
+  cache.x = X;
   // x̂ = vec(X) / sqrt(mean(vec(X)²) + eps), no weight
   kernels::rmsnorm_forward<T>(X, nullptr, T(cfg.rms_norm_eps), cache.xhat.data(), cache.rstd.data(),
                               N, D);
@@ -369,7 +348,7 @@ void mhc_post_forward(const ModelConfig& cfg, const MhcLayout& /*L*/, const T* /
               "mhc_post_forward: expected right after mhc_pre_forward");
   check_dims(cfg, cache, "mhc_post_forward");
   const int64_t N = cache.N, S = cache.S, C = cache.C, D = S * C;
-  std::copy(f, f + N * C, cache.f.data());
+  cache.f = f;
   for (int64_t n = 0; n < N; ++n) {
     // X'_k = Σ_j H_res[k,j] X_j + H_post[k] · f
     const T* x = X + n * D;
@@ -402,14 +381,7 @@ void mhc_post_backward(const ModelConfig& cfg, const MhcLayout& L, const T* para
     dalpha_res += res_coefficient_backward(L, params, grads, dXout, block, cache);
   grads[L.alpha_post] += dalpha_post;
   grads[L.alpha_res] += dalpha_res;
-  // dφ_post, dφ_res += dprojᵀ x̂ (one GEMM where they are stacked);
-  // dx̂ = dproj_post φ_post + dproj_res φ_res
-  if (phi_stacked(L, S, D)) {
-    phi_grad(grads + L.phi_post, S, S + S * S, cache);
-  } else {
-    phi_grad(grads + L.phi_post, S, S, cache);
-    phi_grad(grads + L.phi_res, 2 * S, S * S, cache);
-  }
+  // dx̂ = dproj_post φ_post + dproj_res φ_res (dφ waits for mhc_pre_backward: one GEMM)
   xhat_grad(params + L.phi_post, S, S, false, cache);
   xhat_grad(params + L.phi_res, 2 * S, S * S, true, cache);
   cache.stage = MhcCache<T>::Stage::PostBackward;
@@ -427,7 +399,7 @@ void mhc_pre_backward(const ModelConfig& cfg, const MhcLayout& L, const T* param
   for (int64_t n = 0; n < N; ++n) {
     // u = Σ_j H_pre[j] X_j:  dX_j += H_pre[j] du;  dH_pre[j] = du · X_j
     const T* dun = du + n * C;
-    const T* x = cache.x.data() + n * D;
+    const T* x = cache.x + n * D;
     const T* hp = cache.h_pre.data() + n * S;
     const T* pr = cache.proj.data() + n * P;
     T* dx = dX + n * D;
@@ -442,11 +414,19 @@ void mhc_pre_backward(const ModelConfig& cfg, const MhcLayout& L, const T* param
     }
   }
   grads[L.alpha_pre] += dalpha_pre;
-  phi_grad(grads + L.phi_pre, 0, S, cache);
   xhat_grad(params + L.phi_pre, 0, S, true, cache);
+  // dφ += dprojᵀ x̂ for all three tensors: one GEMM where they are stacked. Each element is
+  // its own chain over the tokens, so doing post's and res's here changes no bit.
+  if (phi_stacked(L, S, D)) {
+    phi_grad(grads + L.phi_pre, 0, P, cache);
+  } else {
+    phi_grad(grads + L.phi_pre, 0, S, cache);
+    phi_grad(grads + L.phi_post, S, S, cache);
+    phi_grad(grads + L.phi_res, 2 * S, S * S, cache);
+  }
   // x̂ = RMSNorm(vec(X)): dX += rstd·dx̂ − X·rstd³/D·(dx̂·X)
-  kernels::rmsnorm_backward<T>(cache.dxhat.data(), cache.x.data(), nullptr, cache.rstd.data(), dX,
-                               nullptr, N, D);
+  kernels::rmsnorm_backward<T>(cache.dxhat.data(), cache.x, nullptr, cache.rstd.data(), dX, nullptr,
+                               N, D);
   cache.stage = MhcCache<T>::Stage::Empty;
 }
 

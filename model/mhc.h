@@ -23,8 +23,8 @@
 // mhc_pre_forward). mhc_pre_forward may be called at any time and starts over (a
 // forward without backward, as in evaluation, simply never runs the backward calls).
 //
-// Gradients: mhc_post_backward completes the gradients of φ_post, φ_res, α_post,
-// α_res, b_post, b_res; mhc_pre_backward those of φ_pre, α_pre, b_pre. All accumulate
+// Gradients: mhc_post_backward completes the gradients of α_post, α_res, b_post, b_res;
+// mhc_pre_backward those of α_pre, b_pre and all three φ (one GEMM). All accumulate
 // (+=) into `grads` (laid out like `params`), and dX is accumulated, never overwritten.
 //
 // Determinism: single-threaded; every sum runs in an order fixed by (S, C,
@@ -57,14 +57,16 @@ struct MhcLayout {
 };
 
 // What the backward needs, for one mHC instance and one call of N tokens. Owns its
-// buffers; they grow to the largest N seen and are reused without reallocation.
+// buffers (they grow to the largest N seen and are reused without reallocation), except
+// two it borrows: the streams X given to mhc_pre_forward and the f given to
+// mhc_post_forward, which the caller keeps, unchanged, until mhc_pre_backward returns.
 template <typename T>
 struct MhcCache {
   enum class Stage { Empty, PreForward, PostForward, PostBackward };
   Stage stage = Stage::Empty;
   int64_t N = 0, S = 0, C = 0, iters = 0;
 
-  std::vector<T> x;       // (N,S,C) the input streams
+  const T* x = nullptr;   // (N,S,C) the input streams (borrowed)
   std::vector<T> xhat;    // (N,S·C) RMSNorm of vec(X)
   std::vector<T> rstd;    // (N)
   std::vector<T> proj;    // (N,P) φ x̂, P = 2S + S²: [pre (S) | post (S) | res (S²)]
@@ -76,7 +78,7 @@ struct MhcCache {
                           //   the matrix after the row step and after the column step
   std::vector<T> sk_sum;  // (blocks, iters, 2, S, lanes): per round the row sums, then
                           //   the column sums
-  std::vector<T> f;       // (N,C) the sublayer output given to mhc_post_forward
+  const T* f = nullptr;   // (N,C) the sublayer output given to mhc_post_forward (borrowed)
   std::vector<T> dproj;   // (N,P) gradient w.r.t. φ x̂ (filled by the backward calls)
   std::vector<T> dxhat;   // (N,S·C) gradient w.r.t. x̂ (accumulated across both calls)
 
@@ -89,14 +91,15 @@ struct MhcCache {
   }
 };
 
-// X (N,S,C) -> u (N,C) overwritten; computes and caches x̂, H_pre, H_post, H_res.
+// X (N,S,C) -> u (N,C) overwritten; computes and caches x̂, H_pre, H_post, H_res, and
+// keeps X's address (see MhcCache).
 // Throws std::invalid_argument unless 1 <= hc_mult <= kStreamsMax and sinkhorn_iters >= 1.
 template <typename T>
 void mhc_pre_forward(const ModelConfig& cfg, const MhcLayout& L, const T* params, const T* X,
                      int64_t N, T* u, MhcCache<T>& cache);
 
 // X (N,S,C), f (N,C) -> Xout (N,S,C) overwritten. X is the tensor given to
-// mhc_pre_forward; Xout never aliases X.
+// mhc_pre_forward; Xout never aliases X. The cache keeps f's address (see MhcCache).
 template <typename T>
 void mhc_post_forward(const ModelConfig& cfg, const MhcLayout& L, const T* params, const T* X,
                       const T* f, T* Xout, MhcCache<T>& cache);

@@ -18,6 +18,13 @@ template <typename T>
 void gemm(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* B,
           int64_t ldb, T beta, T* C, int64_t ldc);
 
+// C (M,N) = beta·C + A (M,K) · B (K,N), both untransposed, beta 0 or 1, for a thin K (a few
+// dozen at most): the bits of gemm (each element one fma chain over k ascending from zero,
+// then beta·C + s) without its packing, which costs more than such a product.
+template <typename T>
+void gemm_thin_k(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* B, int64_t ldb,
+                 T beta, T* C, int64_t ldc);
+
 // y (R,O) = x (R,I) · Wᵀ, W (O,I): a bias-free Linear layer. beta=1 accumulates.
 template <typename T>
 void linear_forward(const T* x, const T* W, T* y, int64_t R, int64_t I, int64_t O, T beta = T(0)) {
