@@ -6,6 +6,7 @@
 
 #include "kernels/cpu/gemm.h"
 #include "kernels/cpu/ops.h"
+#include "model/mhc_rows.h"
 
 namespace troupe::model {
 
@@ -13,34 +14,25 @@ using kernels::Trans;
 
 namespace {
 
-// Dot product in 16 interleaved partial sums (lane = index mod 16), folded in halves:
-// the order depends on n alone, and the compiler vectorises it into 2 independent chains
-// (measured at n = 128: 8 lanes is latency-bound, 32 lanes pays for its longer fold).
+// Tokens whose dx̂ the backward forms at a time (kernels/cpu/ops.cc's RMSNorm row group).
+constexpr int64_t kXhatRows = 8;
+
+using mhc_rows::combine;
+using mhc_rows::dot;
+
+// out[j] = dot(a, rows[j], n) for j < m (m <= kStreamsMax + 1): one pass for tiny's and
+// small's 4 streams (5 rows with f), else one dot at a time; the same bits either way.
 template <typename T>
-T dot(const T* a, const T* b, int64_t n) {
-  constexpr int64_t W = 16;
-  T acc[W] = {};
-  int64_t c = 0;
-  for (; c + W <= n; c += W)
-    for (int64_t l = 0; l < W; ++l) acc[l] += a[c + l] * b[c + l];
-  for (int64_t l = 0; c + l < n; ++l) acc[l] += a[c + l] * b[c + l];
-  for (int64_t l = 0; l < 8; ++l) acc[l] += acc[l + 8];
-  for (int64_t l = 0; l < 4; ++l) acc[l] += acc[l + 4];
-  for (int64_t l = 0; l < 2; ++l) acc[l] += acc[l + 2];
-  return acc[0] + acc[1];
+void dots(const T* a, const T* const* rows, int64_t m, int64_t n, T* out) {
+  if (m == 4) return mhc_rows::dots<T, 4>(a, rows, n, out);
+  if (m == 5) return mhc_rows::dots<T, 5>(a, rows, n, out);
+  for (int64_t j = 0; j < m; ++j) out[j] = dot(a, rows[j], n);
 }
 
-// y (n) = (accumulate ? y : 0) + Σ_k coef[k·coef_stride] · rows[k] (n), k ascending for
-// every element; rows (K, n) contiguous.
+// Pointers to the S rows of C floats at x (a token's streams).
 template <typename T>
-void combine_rows(const T* coef, int64_t coef_stride, const T* rows, int64_t K, int64_t n, T* y,
-                  bool accumulate) {
-  if (!accumulate) std::fill(y, y + n, T(0));
-  for (int64_t k = 0; k < K; ++k) {
-    const T c = coef[k * coef_stride];
-    const T* r = rows + k * n;
-    for (int64_t i = 0; i < n; ++i) y[i] += c * r[i];
-  }
+void stream_rows(const T* x, int64_t S, int64_t C, const T** rows) {
+  for (int64_t j = 0; j < S; ++j) rows[j] = x + j * C;
 }
 
 template <typename T>
@@ -77,7 +69,7 @@ void prepare(MhcCache<T>& c, const ModelConfig& cfg, int64_t N) {
   c.sk_mat.resize(lanes * (2 * c.iters + 1) * S * S);
   c.sk_sum.resize(lanes * c.iters * 2 * S);
   c.dproj.resize(N * P);
-  c.dxhat.resize(N * D);
+  c.dxhat.resize(std::min(N, kXhatRows) * D);
 }
 
 constexpr int64_t kL = kMhcLanes;
@@ -221,38 +213,57 @@ void phi_grad(T* dphi, int64_t off, int64_t rows, MhcCache<T>& c) {
                    T(1), dphi, D);
 }
 
-// dx̂ (N,D) = beta·dx̂ + dproj[:, off:off+rows] · φ (rows,D): a K of 4 or 16 (gemm.h).
+// Tokens [n0, n0 + rows): dx̂ = (dproj_post φ_post + dproj_res φ_res) + dproj_pre φ_pre
+// (thin K: 4, S², 4; gemm.h), then through the RMSNorm: dX += rstd·dx̂ − X·rstd³/D·(dx̂·X).
+// Sums in the order the three products were once accumulated into a whole dx̂ buffer.
 template <typename T>
-void xhat_grad(const T* phi, int64_t off, int64_t rows, bool beta, MhcCache<T>& c) {
-  const int64_t D = c.S * c.C, P = c.P();
-  kernels::gemm_thin_k<T>(c.N, D, rows, c.dproj.data() + off, P, phi, D, beta ? T(1) : T(0),
-                          c.dxhat.data(), D);
+void xhat_backward(const MhcLayout& L, const T* params, int64_t n0, int64_t rows, T* dX,
+                   MhcCache<T>& c) {
+  const int64_t S = c.S, D = S * c.C, P = c.P();
+  const T* dp = c.dproj.data() + n0 * P;
+  const kernels::ThinTerm<T> terms[3] = {{dp + S, params + L.phi_post, S},
+                                         {dp + 2 * S, params + L.phi_res, S * S},
+                                         {dp, params + L.phi_pre, S}};
+  kernels::gemm_thin_k<T>(rows, D, terms, 3, P, D, T(0), c.dxhat.data(), D);
+  kernels::rmsnorm_backward<T>(c.dxhat.data(), c.x + n0 * D, nullptr, c.rstd.data() + n0,
+                               dX + n0 * D, nullptr, rows, D);
 }
 
-// Token n: df = Σ_k H_post[k] dY_k (overwritten), dX_j += Σ_k H_res[k,j] dY_k.
+// Token n: df = Σ_k H_post[k] dY_k (overwritten), dX_j += Σ_k H_res[k,j] dY_k; and the
+// dot products the coefficients' backward needs: res[k·S + j] = dY_k · X_j, post[k] = dY_k · f.
 template <typename T>
-void streams_post_backward(const T* dY, T* dx, T* df, int64_t n, const MhcCache<T>& c) {
+void streams_post_backward(const T* dY, T* dx, T* df, int64_t n, const MhcCache<T>& c, T* res,
+                           T* post) {
   const int64_t S = c.S, C = c.C;
   const T* ho = c.h_post.data() + n * S;
   T H[kStreamsMax * kStreamsMax];
   gather_h_res(c, n, H);
-  combine_rows(ho, 1, dY, S, C, df, false);
-  for (int64_t j = 0; j < S; ++j) combine_rows(H + j, S, dY, S, C, dx + j * C, true);
+  const T* rows[kStreamsMax + 1];
+  stream_rows(dY, S, C, rows);
+  combine(ho, 1, rows, S, C, df, false);
+  for (int64_t j = 0; j < S; ++j) combine(H + j, S, rows, S, C, dx + j * C, true);
+  stream_rows(c.x + n * S * C, S, C, rows);
+  rows[S] = c.f + n * C;
+  T out[kStreamsMax + 1];
+  for (int64_t k = 0; k < S; ++k) {
+    dots(dY + k * C, rows, S + 1, C, out);
+    for (int64_t j = 0; j < S; ++j) res[k * S + j] = out[j];
+    post[k] = out[S];
+  }
 }
 
-// Token n: H_post = 2σ(z) with dH_post[k] = dY_k · f, so dz = dH_post · H_post (1 − H_post/2);
-// writes dproj's post columns, accumulates db_post, returns the α_post term.
+// Token n: H_post = 2σ(z) with dH_post[k] = dY_k · f (given), so dz = dH_post · H_post (1 −
+// H_post/2); writes dproj's post columns, accumulates db_post, returns the α_post term.
 template <typename T>
-T post_coefficient_backward(const MhcLayout& L, const T* params, T* grads, const T* dY, int64_t n,
-                            MhcCache<T>& c) {
-  const int64_t S = c.S, C = c.C, P = c.P();
-  const T* f = c.f + n * C;
+T post_coefficient_backward(const MhcLayout& L, const T* params, T* grads, const T* dh_post,
+                            int64_t n, MhcCache<T>& c) {
+  const int64_t S = c.S, P = c.P();
   const T* ho = c.h_post.data() + n * S;
   const T* pr = c.proj.data() + n * P;
   T* dp = c.dproj.data() + n * P;
   T dalpha = 0;
   for (int64_t k = 0; k < S; ++k) {
-    const T dz = dot(dY + k * C, f, C) * ho[k] * (T(1) - ho[k] / T(2));
+    const T dz = dh_post[k] * ho[k] * (T(1) - ho[k] / T(2));
     dalpha += dz * pr[S + k];
     grads[L.b_post + k] += dz;
     dp[S + k] = params[L.alpha_post] * dz;
@@ -260,22 +271,14 @@ T post_coefficient_backward(const MhcLayout& L, const T* params, T* grads, const
   return dalpha;
 }
 
-// Block `block`: dH_res[k,j] = dY_k · X_j per token, through the Sinkhorn rounds to dH̃ =
-// α_res · proj_res + b_res; writes dproj's res columns, accumulates db_res, returns the
-// α_res term (tokens in order).
+// Block `block`: d (S,S,kL) holds dH_res[k,j] = dY_k · X_j of its tokens; through the
+// Sinkhorn rounds to dH̃ = α_res · proj_res + b_res; writes dproj's res columns, accumulates
+// db_res, returns the α_res term (tokens in order).
 template <typename T>
-T res_coefficient_backward(const MhcLayout& L, const T* params, T* grads, const T* dXout,
-                           int64_t block, MhcCache<T>& c) {
-  const int64_t S = c.S, SS = S * S, C = c.C, D = S * C, P = c.P();
+T res_coefficient_backward(const MhcLayout& L, const T* params, T* grads, T* d, int64_t block,
+                           MhcCache<T>& c) {
+  const int64_t S = c.S, SS = S * S, P = c.P();
   const int64_t n0 = block * kL, count = std::min(kL, c.N - n0);
-  T d[kStreamsMax * kStreamsMax * kL];
-  std::fill(d, d + SS * kL, T(0));
-  for (int64_t l = 0; l < count; ++l) {
-    const T* dY = dXout + (n0 + l) * D;
-    const T* x = c.x + (n0 + l) * D;
-    for (int64_t k = 0; k < S; ++k)
-      for (int64_t j = 0; j < S; ++j) d[(k * S + j) * kL + l] = dot(dY + k * C, x + j * C, C);
-  }
   sinkhorn_backward(c.sk_mat.data() + block * (2 * c.iters + 1) * SS * kL,
                     c.sk_sum.data() + block * c.iters * 2 * S * kL, S, c.iters, d);
   T dalpha = 0;
@@ -333,10 +336,9 @@ void mhc_pre_forward(const ModelConfig& cfg, const MhcLayout& L, const T* params
     coefficients_forward(L, params, block, cache);
   for (int64_t n = 0; n < N; ++n) {
     // u = Σ_j H_pre[j] X_j
-    const T* x = X + n * D;
-    const T* hp = cache.h_pre.data() + n * S;
-    T* un = u + n * C;
-    combine_rows(hp, 1, x, S, C, un, false);
+    const T* rows[kStreamsMax];
+    stream_rows(X + n * D, S, C, rows);
+    combine(cache.h_pre.data() + n * S, 1, rows, S, C, u + n * C, false);
   }
   cache.stage = MhcCache<T>::Stage::PreForward;
 }
@@ -351,15 +353,17 @@ void mhc_post_forward(const ModelConfig& cfg, const MhcLayout& /*L*/, const T* /
   cache.f = f;
   for (int64_t n = 0; n < N; ++n) {
     // X'_k = Σ_j H_res[k,j] X_j + H_post[k] · f
-    const T* x = X + n * D;
-    const T* fn = f + n * C;
     const T* ho = cache.h_post.data() + n * S;
     T H[kStreamsMax * kStreamsMax];
     gather_h_res(cache, n, H);
+    const T* rows[kStreamsMax + 1];  // X_0 … X_{S−1}, f
+    stream_rows(X + n * D, S, C, rows);
+    rows[S] = f + n * C;
     for (int64_t k = 0; k < S; ++k) {
-      T* y = Xout + n * D + k * C;
-      combine_rows(H + k * S, 1, x, S, C, y, false);
-      combine_rows(ho + k, 1, fn, 1, C, y, true);
+      T coef[kStreamsMax + 1];
+      for (int64_t j = 0; j < S; ++j) coef[j] = H[k * S + j];
+      coef[S] = ho[k];
+      combine(coef, 1, rows, S + 1, C, Xout + n * D + k * C, false);
     }
   }
   cache.stage = MhcCache<T>::Stage::PostForward;
@@ -373,17 +377,20 @@ void mhc_post_backward(const ModelConfig& cfg, const MhcLayout& L, const T* para
   check_dims(cfg, cache, "mhc_post_backward");
   const int64_t N = cache.N, S = cache.S, C = cache.C, D = S * C;
   T dalpha_post = 0, dalpha_res = 0;
-  for (int64_t n = 0; n < N; ++n) {
-    streams_post_backward(dXout + n * D, dX + n * D, df + n * C, n, cache);
-    dalpha_post += post_coefficient_backward(L, params, grads, dXout + n * D, n, cache);
+  const int64_t SS = S * S;
+  for (int64_t block = 0; block < cache.blocks(); ++block) {
+    T d[kStreamsMax * kStreamsMax * kL], res[kStreamsMax * kStreamsMax], post[kStreamsMax];
+    std::fill(d, d + SS * kL, T(0));
+    for (int64_t l = 0; l < kL && block * kL + l < N; ++l) {
+      const int64_t n = block * kL + l;
+      streams_post_backward(dXout + n * D, dX + n * D, df + n * C, n, cache, res, post);
+      dalpha_post += post_coefficient_backward(L, params, grads, post, n, cache);
+      for (int64_t e = 0; e < SS; ++e) d[e * kL + l] = res[e];
+    }
+    dalpha_res += res_coefficient_backward(L, params, grads, d, block, cache);
   }
-  for (int64_t block = 0; block < cache.blocks(); ++block)
-    dalpha_res += res_coefficient_backward(L, params, grads, dXout, block, cache);
   grads[L.alpha_post] += dalpha_post;
   grads[L.alpha_res] += dalpha_res;
-  // dx̂ = dproj_post φ_post + dproj_res φ_res (dφ waits for mhc_pre_backward: one GEMM)
-  xhat_grad(params + L.phi_post, S, S, false, cache);
-  xhat_grad(params + L.phi_res, 2 * S, S * S, true, cache);
   cache.stage = MhcCache<T>::Stage::PostBackward;
 }
 
@@ -404,17 +411,20 @@ void mhc_pre_backward(const ModelConfig& cfg, const MhcLayout& L, const T* param
     const T* pr = cache.proj.data() + n * P;
     T* dx = dX + n * D;
     T* dp = cache.dproj.data() + n * P;
+    const T* rows[kStreamsMax];
+    stream_rows(x, S, C, rows);
+    T dh[kStreamsMax];
+    dots(dun, rows, S, C, dh);
     for (int64_t j = 0; j < S; ++j) {
       for (int64_t i = 0; i < C; ++i) dx[j * C + i] += hp[j] * dun[i];
       // H_pre = σ(z): dz = dH_pre · H_pre (1 − H_pre)
-      const T dz = dot(dun, x + j * C, C) * hp[j] * (T(1) - hp[j]);
+      const T dz = dh[j] * hp[j] * (T(1) - hp[j]);
       dalpha_pre += dz * pr[j];
       grads[L.b_pre + j] += dz;
       dp[j] = a_pre * dz;
     }
   }
   grads[L.alpha_pre] += dalpha_pre;
-  xhat_grad(params + L.phi_pre, 0, S, true, cache);
   // dφ += dprojᵀ x̂ for all three tensors: one GEMM where they are stacked. Each element is
   // its own chain over the tokens, so doing post's and res's here changes no bit.
   if (phi_stacked(L, S, D)) {
@@ -424,9 +434,9 @@ void mhc_pre_backward(const ModelConfig& cfg, const MhcLayout& L, const T* param
     phi_grad(grads + L.phi_post, S, S, cache);
     phi_grad(grads + L.phi_res, 2 * S, S * S, cache);
   }
-  // x̂ = RMSNorm(vec(X)): dX += rstd·dx̂ − X·rstd³/D·(dx̂·X)
-  kernels::rmsnorm_backward<T>(cache.dxhat.data(), cache.x, nullptr, cache.rstd.data(), dX, nullptr,
-                               N, D);
+  // dx̂ and the RMSNorm's backward, a few tokens at a time (their dx̂ stays in L1).
+  for (int64_t n0 = 0; n0 < N; n0 += kXhatRows)
+    xhat_backward(L, params, n0, std::min(kXhatRows, N - n0), dX, cache);
   cache.stage = MhcCache<T>::Stage::Empty;
 }
 

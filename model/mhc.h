@@ -17,8 +17,9 @@
 //   forward : mhc_pre_forward → (caller: f = F(u)) → mhc_post_forward
 //   backward: mhc_post_backward → (caller: df → du through F) → mhc_pre_backward
 // Each call exactly once, in this order. The two backward calls share one RMSNorm: the
-// x̂-gradient is accumulated in the cache by mhc_post_backward and pushed through the
-// RMSNorm into dX by mhc_pre_backward, which must come last; a call out of order throws
+// coefficient gradients of mhc_post_backward wait in the cache until mhc_pre_backward
+// forms the x̂-gradient from all three and pushes it through the RMSNorm into dX; it must
+// come last. A call out of order throws
 // std::logic_error naming the expected call (the cache is then unusable until the next
 // mhc_pre_forward). mhc_pre_forward may be called at any time and starts over (a
 // forward without backward, as in evaluation, simply never runs the backward calls).
@@ -80,7 +81,7 @@ struct MhcCache {
                           //   the column sums
   const T* f = nullptr;   // (N,C) the sublayer output given to mhc_post_forward (borrowed)
   std::vector<T> dproj;   // (N,P) gradient w.r.t. φ x̂ (filled by the backward calls)
-  std::vector<T> dxhat;   // (N,S·C) gradient w.r.t. x̂ (accumulated across both calls)
+  std::vector<T> dxhat;   // (8,S·C) gradient w.r.t. x̂ of a few tokens at a time
 
   int64_t P() const { return 2 * S + S * S; }
   int64_t blocks() const { return (N + kMhcLanes - 1) / kMhcLanes; }

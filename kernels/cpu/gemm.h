@@ -18,12 +18,22 @@ template <typename T>
 void gemm(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* B,
           int64_t ldb, T beta, T* C, int64_t ldc);
 
-// C (M,N) = beta·C + A (M,K) · B (K,N), both untransposed, beta 0 or 1, for a thin K (a few
-// dozen at most): the bits of gemm (each element one fma chain over k ascending from zero,
-// then beta·C + s) without its packing, which costs more than such a product.
+// One term of gemm_thin_k: A (M,K) with row stride lda, B (K,N) with row stride ldb.
 template <typename T>
-void gemm_thin_k(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* B, int64_t ldb,
-                 T beta, T* C, int64_t ldc);
+struct ThinTerm {
+  const T* A;
+  const T* B;
+  int64_t K;
+};
+
+// C (M,N) = beta·C + s_0 + s_1 + … (added left to right), s_t = A_t · B_t untransposed, beta
+// 0 or 1, for thin K_t (a few dozen at most) and at most 4 terms. Each s_t has gemm's bits (one fma
+// chain over k ascending from zero), and the sum those of calling gemm once per term with beta = 1
+// after the first; without gemm's packing, which costs more than such a product, and writing C
+// once.
+template <typename T>
+void gemm_thin_k(int64_t M, int64_t N, const ThinTerm<T>* terms, int n_terms, int64_t lda,
+                 int64_t ldb, T beta, T* C, int64_t ldc);
 
 // y (R,O) = x (R,I) · Wᵀ, W (O,I): a bias-free Linear layer. beta=1 accumulates.
 template <typename T>

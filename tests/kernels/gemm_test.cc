@@ -319,5 +319,38 @@ TEST(Gemm, LinearHelpersMatchGemm) {
     }
 }
 
+// gemm_thin_k: the bits of one gemm call per term (beta 0 for the first unless beta = 1,
+// then 1), for whole register tiles and the ragged edges in rows and columns.
+template <typename T>
+void check_thin_k(int64_t M, int64_t N, bool beta) {
+  const int64_t Ks[3] = {4, 16, 3}, lda = 30, ldb = N + 3, ldc = N + 1;
+  const std::vector<T> A = random_values<T>(M * lda, 41);
+  std::vector<std::vector<T>> B;
+  std::vector<ThinTerm<T>> terms;
+  int64_t col = 0;
+  for (int t = 0; t < 3; ++t) {
+    B.push_back(random_values<T>(Ks[t] * ldb, 50 + t));
+    terms.push_back({A.data() + col, B.back().data(), Ks[t]});
+    col += Ks[t];
+  }
+  const std::vector<T> C0 = random_values<T>(M * ldc, 60);
+  std::vector<T> want = C0, got = C0;
+  for (int t = 0; t < 3; ++t)
+    gemm<T>(Trans::N, Trans::N, M, N, Ks[t], terms[t].A, lda, terms[t].B, ldb,
+            (t > 0 || beta) ? T(1) : T(0), want.data(), ldc);
+  gemm_thin_k<T>(M, N, terms.data(), 3, lda, ldb, beta ? T(1) : T(0), got.data(), ldc);
+  EXPECT_EQ(0, std::memcmp(want.data(), got.data(), want.size() * sizeof(T)))
+      << "M " << M << " N " << N << " beta " << beta;
+}
+
+TEST(Gemm, ThinKMatchesGemmPerTermBitwise) {
+  for (int64_t M : {1, 4, 7, 9})
+    for (int64_t N : {16, 37, 64})
+      for (bool beta : {false, true}) {
+        check_thin_k<float>(M, N, beta);
+        check_thin_k<double>(M, N, beta);
+      }
+}
+
 }  // namespace
 }  // namespace troupe::kernels

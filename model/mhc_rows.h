@@ -1,0 +1,97 @@
+#pragma once
+// mHC's per-token row kernels (internal to model/mhc.cc): dot products and weighted sums of
+// a token's stream rows. Each fixes an order of operations that depends on the row length
+// alone; the fused forms below run several of them in one pass over the rows without
+// changing any of those orders, so their bits are the unfused ones'.
+#include <cstdint>
+
+namespace troupe::model::mhc_rows {
+
+// Lanes of a dot product's partial sums: lane l sums the products at indices ≡ l (mod 16).
+constexpr int64_t kDotLanes = 16;
+
+// The partial sums of a dot product, folded in halves to one value.
+template <typename T>
+T fold(T (&acc)[kDotLanes]) {
+  for (int64_t l = 0; l < 8; ++l) acc[l] += acc[l + 8];
+  for (int64_t l = 0; l < 4; ++l) acc[l] += acc[l + 4];
+  for (int64_t l = 0; l < 2; ++l) acc[l] += acc[l + 2];
+  return acc[0] + acc[1];
+}
+
+// Dot product in 16 interleaved partial sums (lane = index mod 16), folded in halves:
+// the order depends on n alone, and the compiler vectorises it into 2 independent chains
+// (measured at n = 128: 8 lanes is latency-bound, 32 lanes pays for its longer fold).
+template <typename T>
+T dot(const T* a, const T* b, int64_t n) {
+  T acc[kDotLanes] = {};
+  int64_t c = 0;
+  for (; c + kDotLanes <= n; c += kDotLanes)
+    for (int64_t l = 0; l < kDotLanes; ++l) acc[l] += a[c + l] * b[c + l];
+  for (int64_t l = 0; c + l < n; ++l) acc[l] += a[c + l] * b[c + l];
+  return fold(acc);
+}
+
+// GCC vector types of 32 bytes (an AVX2 register): elementwise + and × with the IEEE bits
+// of the scalar operations (no contraction: the build passes -ffp-contract=off).
+template <typename T>
+struct Vec32 {
+  typedef T type __attribute__((vector_size(32)));
+  static constexpr int64_t lanes = int64_t(32 / sizeof(T));
+  static type load(const T* p) {
+    type v;
+    __builtin_memcpy(&v, p, sizeof v);
+    return v;
+  }
+  static void store(T* p, type v) { __builtin_memcpy(p, &v, sizeof v); }
+};
+
+// out[j] = dot(a, rows[j], n) for j < M, in one pass over a (the same bits: each lane's
+// sum sees the same products in the same order, and products commute).
+template <typename T, int M>
+void dots(const T* a, const T* const* rows, int64_t n, T* out) {
+  using V = Vec32<T>;
+  constexpr int64_t G = kDotLanes / V::lanes;  // vectors per partial-sum set
+  typename V::type acc[M][G] = {};
+  int64_t c = 0;
+  for (; c + kDotLanes <= n; c += kDotLanes)
+    for (int64_t g = 0; g < G; ++g) {
+      const typename V::type va = V::load(a + c + g * V::lanes);
+      for (int j = 0; j < M; ++j) acc[j][g] += va * V::load(rows[j] + c + g * V::lanes);
+    }
+  for (int j = 0; j < M; ++j) {
+    T sums[kDotLanes];
+    for (int64_t g = 0; g < G; ++g) V::store(sums + g * V::lanes, acc[j][g]);
+    for (int64_t l = 0; c + l < n; ++l) sums[l] += a[c + l] * rows[j][c + l];
+    out[j] = fold(sums);
+  }
+}
+
+// y (n) = (accumulate ? y : 0) + Σ_k coef[k·coef_stride] · rows[k] (n), k ascending for
+// every element: one pass over y, its sums in registers.
+template <typename T>
+void combine(const T* coef, int64_t coef_stride, const T* const* rows, int64_t K, int64_t n, T* y,
+             bool accumulate) {
+  using V = Vec32<T>;
+  constexpr int64_t W = 2 * V::lanes;
+  int64_t i0 = 0;
+  for (; i0 + W <= n; i0 += W) {
+    typename V::type a0 = {}, a1 = {};
+    if (accumulate) a0 = V::load(y + i0), a1 = V::load(y + i0 + V::lanes);
+    for (int64_t k = 0; k < K; ++k) {
+      const T c = coef[k * coef_stride];
+      const T* r = rows[k] + i0;
+      a0 += c * V::load(r);
+      a1 += c * V::load(r + V::lanes);
+    }
+    V::store(y + i0, a0);
+    V::store(y + i0 + V::lanes, a1);
+  }
+  for (int64_t i = i0; i < n; ++i) {
+    T acc = accumulate ? y[i] : T(0);
+    for (int64_t k = 0; k < K; ++k) acc += coef[k * coef_stride] * rows[k][i];
+    y[i] = acc;
+  }
+}
+
+}  // namespace troupe::model::mhc_rows
