@@ -87,6 +87,6 @@ int main(int argc, char** argv) {
   const bool quick = argc > 1 && std::strcmp(argv[1], "--quick") == 0;
   const int samples = quick ? 2 : 7;
   one_width(128, 256, samples);
-  if (argc > 2) one_width(256, 256, samples);
+  one_width(256, 256, samples);
   return 0;
 }

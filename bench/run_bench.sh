@@ -3,8 +3,11 @@
 #  1. GEMM: troupe's deterministic kernel vs OpenBLAS sgemm on the model's shapes; the
 #     emulated FP8 Linear vs the FP32 one on the same kind of shapes; tiny's MoE layer vs
 #     the Linears inside it.
-#  2. Training throughput of `troupe train` vs eager PyTorch (FP32, same threads) on the
-#     same config (Engram off: the eager peer has none), and troupe's achieved GFLOP/s next to the machine's sgemm peak.
+#  2. Training throughput of `troupe train` vs eager PyTorch (FP32, same threads) on tiny and
+#     small at 1 thread and all threads (Engram off: the eager peer has none); small's achieved
+#     GFLOP/s over 100 steps next to the machine's sgemm peak; mHC vs the plain residual next
+#     to mHC's share of the FLOPs (bench/run_bench_mhc.py). Env: BENCH_STEPS (tiny, 20),
+#     BENCH_STEPS_SMALL (6), BENCH_STEPS_PEAK (100), BENCH_THREAD_COUNTS ("1 nproc").
 set -euo pipefail
 BUILD=${1:-build}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -19,29 +22,52 @@ echo "== emulated FP8 Linear vs FP32 Linear (single thread) =="
 "$BUILD/bench/bench_fp8"
 echo "== MoE layer vs its Linears (single thread) =="
 "$BUILD/bench/bench_moe"
+echo "== mHC vs its projection GEMMs (single thread) =="
+"$BUILD/bench/bench_mhc"
 # The machine's sgemm peak with all threads (OpenBLAS, 2048³), measured just now.
 PEAK=$($PY -c "import re;m=re.search(r'(\d+) threads ([0-9.]+) GFLOP/s',open('$TMP/gemm.txt').read());print(m.group(2) if m else '')")
 
+# Steady-state GFLOP/s of a run: the median per-step tokens/s after 2 warm-up steps times a
+# token's matmul FLOPs (model/flops.h, via `troupe dev flops`).
+steady() {  # run_dir config -> "tok/s GFLOP/s"
+  local fpt
+  fpt=$("$BUILD/troupe" dev flops --config "$2" | $PY -c "import json,sys;print(json.load(sys.stdin)['train_flops_per_token'])")
+  $PY -c "
+import json,statistics
+v=[json.loads(l)['tokens_per_s'] for l in open('$1/metrics.jsonl')][2:]
+m=statistics.median(v);print(f'{m:.1f} {m*$fpt/1e9:.2f}')"
+}
+
 for cfg in tiny small; do
-  steps=${BENCH_STEPS:-20}
-  [ "$cfg" = small ] && steps=${BENCH_STEPS_SMALL:-6}
-  echo "== training throughput: $cfg, $steps steps, $THREADS threads =="
   # Both sides without Engram: the eager peer has none.
   sed -E 's/^engram_layers *=.*/engram_layers = []/' "$ROOT/configs/$cfg.toml" > "$TMP/$cfg.toml"
-  "$BUILD/troupe" train --config "$TMP/$cfg.toml" --run-dir "$TMP/$cfg" \
-      --steps "$steps" --set train.eval_every=0 --set "train.threads=$THREADS" \
-      --set data.val_rows_max=2 2>/dev/null | tee "$TMP/$cfg.txt"
-  # Steady-state throughput: the median of per-step tokens_per_s after 2 warm-up steps.
-  ours=$($PY -c "
-import json,statistics,sys
-v=[json.loads(l)['tokens_per_s'] for l in open('$TMP/$cfg/metrics.jsonl')][2:]
-print(f'{statistics.median(v):.1f}')")
-  gflops=$($PY -c "import re;t=open('$TMP/$cfg.txt').read();m=re.search(r'tok/s\s+([0-9.]+) GFLOP/s',t);print(m.group(1) if m else 'nan')")
-  theirs_json=$($PY "$ROOT/tests/reference/reference.py" train-bench --config "$TMP/$cfg.toml" \
-      --steps "$steps" --threads "$THREADS")
-  theirs=$($PY -c "import json;print(json.loads('''$theirs_json''')['tokens_per_s'])")
-  $PY -c "print(f'$cfg: troupe {float($ours):.0f} tok/s   eager PyTorch {float($theirs):.0f} tok/s   ratio {float($ours)/float($theirs):.2f}x')"
-  if [ -n "$PEAK" ]; then
-    $PY -c "print(f'$cfg: troupe {float($gflops):.1f} GFLOP/s (whole run)   sgemm peak {float($PEAK):.1f} GFLOP/s   ratio {float($gflops)/float($PEAK):.2f}')"
-  fi
+  steps=${BENCH_STEPS:-20}
+  [ "$cfg" = small ] && steps=${BENCH_STEPS_SMALL:-6}
+  for threads in ${BENCH_THREAD_COUNTS:-1 $THREADS}; do
+    echo "== training throughput: $cfg, $steps steps, $threads thread(s) =="
+    rm -rf "$TMP/$cfg"
+    "$BUILD/troupe" train --config "$TMP/$cfg.toml" --run-dir "$TMP/$cfg" \
+        --steps "$steps" --set train.eval_every=0 --set "train.threads=$threads" \
+        --set data.val_rows_max=2 2>/dev/null | grep -E "^summary|^memory" || true
+    read -r ours _ < <(steady "$TMP/$cfg" "$TMP/$cfg.toml")
+    theirs=$($PY "$ROOT/tests/reference/reference.py" train-bench --config "$TMP/$cfg.toml" \
+        --steps "$steps" --threads "$threads" | $PY -c "import json,sys;print(json.load(sys.stdin)['tokens_per_s'])")
+    $PY -c "print(f'$cfg, $threads thread(s): troupe {float($ours):.0f} tok/s   eager PyTorch {float($theirs):.0f} tok/s   ratio {float($ours)/float($theirs):.2f}x')"
+  done
 done
+
+# small's achieved GFLOP/s over a long run (issue 18: >= 100 steps) next to the sgemm peak of
+# all threads measured above, in this run.
+peak_steps=${BENCH_STEPS_PEAK:-100}
+echo "== small at $THREADS threads, $peak_steps steps: achieved GFLOP/s vs the sgemm peak =="
+rm -rf "$TMP/small"
+"$BUILD/troupe" train --config "$TMP/small.toml" --run-dir "$TMP/small" --steps "$peak_steps" \
+    --set train.eval_every=0 --set "train.threads=$THREADS" --set data.val_rows_max=2 \
+    2>/dev/null | grep -E "^summary" || true
+read -r tps gflops < <(steady "$TMP/small" "$TMP/small.toml")
+if [ -n "$PEAK" ]; then
+  $PY -c "print(f'small: troupe {float($gflops):.1f} GFLOP/s (median step, {float($tps):.0f} tok/s)   sgemm peak ($THREADS threads) {float($PEAK):.1f} GFLOP/s   ratio {float($gflops)/float($PEAK):.2f}')"
+fi
+
+echo "== mHC (n = 4) vs residual = plain, 1 thread, alternating runs =="
+$PY "$ROOT/bench/run_bench_mhc.py" "$BUILD"

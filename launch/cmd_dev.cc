@@ -6,6 +6,9 @@
 // With Engram, weights.safetensors holds the tables and the dumps hold each table's
 // gradient as a dense (R, D) tensor `grad.<table name>`: the touched rows' sums, zeros
 // elsewhere (so compare.py checks it row by row, untouched rows included).
+//   troupe dev flops --config C [--set k=v]
+// prints one JSON line: a training token's matmul FLOPs (model/flops.h, what GFLOP/s figures
+// count) and mHC's FLOPs (every operation), for make bench's mHC share.
 //   troupe dev page
 // prints the operators' page that GET / serves (launch/control.h), for tests of the page.
 #include <cstdio>
@@ -16,6 +19,7 @@
 #include "data/mixed_batch.h"
 #include "launch/commands.h"
 #include "launch/control.h"
+#include "model/flops.h"
 #include "model/rng.h"
 #include "storage/weights_io.h"
 #include "train/trainer.h"
@@ -164,6 +168,17 @@ void run_grads(const DevArgs& a) {
   std::printf("wrote %s/{weights,batch,ours64,ours32}.safetensors\n", a.out.c_str());
 }
 
+void run_flops(const DevArgs& a) {
+  const model::JobConfig cfg = model::load_config(a.config, a.sets);
+  model::ModelConfig plain = cfg.model;
+  plain.residual = model::Residual::plain;
+  std::printf(
+      "{\"train_flops_per_token\": %.0f, \"plain_flops_per_token\": %.0f, "
+      "\"mhc_flops_per_token\": %.0f}\n",
+      model::train_flops_per_token(cfg.model), model::train_flops_per_token(plain),
+      model::mhc_flops_per_token(cfg.model));
+}
+
 }  // namespace
 
 void add_dev_command(CLI::App& app) {
@@ -179,6 +194,10 @@ void add_dev_command(CLI::App& app) {
                   "document masking: each BOS of a row starts a document (positions restart)");
   grads->add_option("--threads", args->threads, "compute threads")->check(at_least(1, ""));
   grads->callback([args] { run_grads(*args); });
+  CLI::App* flops = dev->add_subcommand("flops", "a training token's FLOPs, mHC's apart (JSON)");
+  flops->add_option("--config", args->config, "job configuration (TOML)")->required();
+  flops->add_option("--set", args->sets, "override one key: section.key=value (repeatable)");
+  flops->callback([args] { run_flops(*args); });
   // What GET / serves, for tests/launch/page_test.py's stand-in endpoint.
   dev->add_subcommand("page", "print the operators' page (launch/page/index.html) as built in")
       ->callback([] {

@@ -1,6 +1,7 @@
 #pragma once
 // Matmul FLOPs of one training token (forward + backward = 3× forward), for the
-// achieved-GFLOP/s figure that benchmarks print next to the machine's sgemm peak.
+// achieved-GFLOP/s figure that benchmarks print next to the machine's sgemm peak; and every
+// arithmetic operation of mHC, for its share of a step's FLOPs (make bench).
 #include <cstdint>
 
 #include "model/config.h"
@@ -34,6 +35,30 @@ inline double train_flops_per_token(const ModelConfig& c) {
     fwd += 2.0 * 2 * C * C + mla_flops_fwd(c, keys) + 2.0 * 3.0 * C * c.dense_inter +
            2.0 * C * c.vocab_size;
   return 3.0 * fwd;
+}
+
+// Every floating-point operation of one mHC instance (model/mhc.h) on one training token,
+// forward and backward, counting a multiply, add, divide, exp or square root as one (a
+// sigmoid as four); 0 under residual = "plain". With n streams, C width, D = n·C, P = 2n + n²
+// coefficient rows and t Sinkhorn rounds:
+//   forward : RMSNorm 3D, projections 2PD, H_pre/H_post 12n, H̃ 2n², exp n², Sinkhorn 4tn²,
+//             u 2nC, X' 2n²C + 2nC
+//   backward: df and dX through H_res 2nC + 2n²C, dH_post and dH_res dots 2nC + 2n²C,
+//             coefficient terms 12n + 3n², Sinkhorn 8tn² + n², dφ and dx̂ 4PD, u 4nC, RMSNorm 5D
+inline double mhc_instance_flops(const ModelConfig& c) {
+  if (c.residual != Residual::mhc) return 0;
+  const double n = double(c.hc_mult), C = double(c.d_model), D = n * C, P = 2 * n + n * n;
+  const double t = double(c.sinkhorn_iters);
+  const double fwd = 3 * D + 2 * P * D + 12 * n + 3 * n * n + 4 * t * n * n + 2 * n * C +
+                     2 * n * n * C + 2 * n * C;
+  const double bwd = 2 * n * C + 2 * n * n * C + 2 * n * C + 2 * n * n * C + 12 * n + 3 * n * n +
+                     8 * t * n * n + n * n + 4 * P * D + 4 * n * C + 5 * D;
+  return fwd + bwd;
+}
+
+// mHC's FLOPs per training token: two instances per block.
+inline double mhc_flops_per_token(const ModelConfig& c) {
+  return 2.0 * double(c.n_layers) * mhc_instance_flops(c);
 }
 
 }  // namespace troupe::model
