@@ -233,7 +233,7 @@ void xhat_backward(const MhcLayout& L, const T* params, int64_t n0, int64_t rows
 // dot products the coefficients' backward needs: res[k·S + j] = dY_k · X_j, post[k] = dY_k · f.
 template <typename T>
 void streams_post_backward(const T* dY, T* dx, T* df, int64_t n, const MhcCache<T>& c, T* res,
-                           T* post) {
+                           T* post, bool accumulate_dx) {
   const int64_t S = c.S, C = c.C;
   const T* ho = c.h_post.data() + n * S;
   T H[kStreamsMax * kStreamsMax];
@@ -241,7 +241,7 @@ void streams_post_backward(const T* dY, T* dx, T* df, int64_t n, const MhcCache<
   const T* rows[kStreamsMax + 1];
   stream_rows(dY, S, C, rows);
   combine(ho, 1, rows, S, C, df, false);
-  for (int64_t j = 0; j < S; ++j) combine(H + j, S, rows, S, C, dx + j * C, true);
+  for (int64_t j = 0; j < S; ++j) combine(H + j, S, rows, S, C, dx + j * C, accumulate_dx);
   stream_rows(c.x + n * S * C, S, C, rows);
   rows[S] = c.f + n * C;
   T out[kStreamsMax + 1];
@@ -371,7 +371,7 @@ void mhc_post_forward(const ModelConfig& cfg, const MhcLayout& /*L*/, const T* /
 
 template <typename T>
 void mhc_post_backward(const ModelConfig& cfg, const MhcLayout& L, const T* params, T* grads,
-                       const T* dXout, T* dX, T* df, MhcCache<T>& cache) {
+                       const T* dXout, T* dX, T* df, MhcCache<T>& cache, bool accumulate_dx) {
   check_stage(cache, MhcCache<T>::Stage::PostForward,
               "mhc_post_backward: expected right after mhc_post_forward");
   check_dims(cfg, cache, "mhc_post_backward");
@@ -383,7 +383,8 @@ void mhc_post_backward(const ModelConfig& cfg, const MhcLayout& L, const T* para
     std::fill(d, d + SS * kL, T(0));
     for (int64_t l = 0; l < kL && block * kL + l < N; ++l) {
       const int64_t n = block * kL + l;
-      streams_post_backward(dXout + n * D, dX + n * D, df + n * C, n, cache, res, post);
+      streams_post_backward(dXout + n * D, dX + n * D, df + n * C, n, cache, res, post,
+                            accumulate_dx);
       dalpha_post += post_coefficient_backward(L, params, grads, post, n, cache);
       for (int64_t e = 0; e < SS; ++e) d[e * kL + l] = res[e];
     }
@@ -447,7 +448,7 @@ void mhc_pre_backward(const ModelConfig& cfg, const MhcLayout& L, const T* param
   template void mhc_post_forward<T>(const ModelConfig&, const MhcLayout&, const T*, const T*,      \
                                     const T*, T*, MhcCache<T>&);                                   \
   template void mhc_post_backward<T>(const ModelConfig&, const MhcLayout&, const T*, T*, const T*, \
-                                     T*, T*, MhcCache<T>&);                                        \
+                                     T*, T*, MhcCache<T>&, bool);                                  \
   template void mhc_pre_backward<T>(const ModelConfig&, const MhcLayout&, const T*, T*, const T*,  \
                                     T*, MhcCache<T>&);
 

@@ -105,12 +105,13 @@ template <typename T>
 void mhc_post_forward(const ModelConfig& cfg, const MhcLayout& L, const T* params, const T* X,
                       const T* f, T* Xout, MhcCache<T>& cache);
 
-// dXout (N,S,C) -> dX (N,S,C) += through Σ_j H_res[k,j] X_j (the x̂ part of H_post's and
+// dXout (N,S,C) -> dX (N,S,C) += (= where !accumulate_dx: dX may then hold anything, and gets
+// the bits of += onto zeros) through Σ_j H_res[k,j] X_j (the x̂ part of H_post's and
 // H_res's dependence on X is completed by mhc_pre_backward); df (N,C) OVERWRITTEN with
 // Σ_k H_post[k] dXout_k; grads += for φ_post, φ_res, α_post, α_res, b_post, b_res.
 template <typename T>
 void mhc_post_backward(const ModelConfig& cfg, const MhcLayout& L, const T* params, T* grads,
-                       const T* dXout, T* dX, T* df, MhcCache<T>& cache);
+                       const T* dXout, T* dX, T* df, MhcCache<T>& cache, bool accumulate_dx = true);
 
 // du (N,C) -> dX (N,S,C) += through u = Σ_j H_pre[j] X_j and, via the shared RMSNorm,
 // through H_pre's, H_post's and H_res's dependence on X; grads += for φ_pre, α_pre, b_pre.

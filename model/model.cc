@@ -196,10 +196,9 @@ void Model<T>::Impl::stage_backward(const T* P, T* G, int64_t l, int which, cons
   const BlockLayout& b = blocks[l];
   const SublayerLayout& y = which == 0 ? b.attn : b.ffn;
   SublayerActs<T>& s = which == 0 ? act(l).attn : act(l).ffn;
-  std::fill(dXin, dXin + N * S * C, T(0));
   resize(df, N * C);
-  if (y.hc) {
-    mhc_post_backward(cfg, y.hc_layout, P, G, dXout, dXin, df.data(), s.hc);
+  if (y.hc) {  // dXin: written, not accumulated (the bits of += onto zeros)
+    mhc_post_backward(cfg, y.hc_layout, P, G, dXout, dXin, df.data(), s.hc, false);
   } else {
     std::copy(dXout, dXout + N * C, dXin);
     std::copy(dXout, dXout + N * C, df.begin());

@@ -9,6 +9,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <limits>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -95,7 +96,8 @@ std::vector<T> cast(const std::vector<double>& v, int64_t begin = 0, int64_t cou
 // Forward (and backward when asked) over tokens [t0, t0 + n) of the problem; dX and the
 // gradients start at `init` (the backward accumulates into them).
 template <typename T>
-Outputs<T> run(const Problem& p, bool backward, int64_t t0 = 0, int64_t n = -1, T init = 0) {
+Outputs<T> run(const Problem& p, bool backward, int64_t t0 = 0, int64_t n = -1, T init = 0,
+               bool overwrite_dx = false) {
   if (n < 0) n = p.N;
   const int64_t C = p.C, D = p.D;
   const std::vector<T> params = cast<T>(p.params), X = cast<T>(p.x, t0 * D, n * D);
@@ -114,11 +116,11 @@ Outputs<T> run(const Problem& p, bool backward, int64_t t0 = 0, int64_t n = -1, 
   for (int64_t i = 0; i < n * D; ++i) o.loss += double(W[i]) * double(o.xout[i]);
   if (!backward) return o;
   o.df.assign(n * C, T(7));  // must be overwritten
-  o.dx.assign(n * D, init);
+  o.dx.assign(n * D, overwrite_dx ? std::numeric_limits<T>::quiet_NaN() : init);
   o.du.assign(n * C, T(0));
   o.grads.assign(params.size(), init);
   mhc_post_backward<T>(p.cfg, p.layout, params.data(), o.grads.data(), W.data(), o.dx.data(),
-                       o.df.data(), cache);
+                       o.df.data(), cache, !overwrite_dx);
   for (int64_t t = 0; t < n; ++t)  // du = Aᵀ (df ⊙ (1 − f²))
     for (int64_t i = 0; i < C; ++i) {
       const T g = o.df[t * C + i] * (T(1) - o.f[t * C + i] * o.f[t * C + i]);
@@ -314,6 +316,13 @@ TEST(Mhc, BackwardAccumulatesIntoDxAndGrads) {
       EXPECT_NEAR(one.grads[i], zero.grads[i] + 1, 1e-12) << name;
   }
   EXPECT_EQ(one.grads[0], 1.0);  // the embedding: not an mHC tensor, untouched
+}
+
+// The model's call: mhc_post_backward writes dX (here over NaN) with the bits of += onto zeros.
+TEST(Mhc, PostBackwardOverwritingDxGivesTheBitsOfAccumulatingOntoZeros) {
+  const Problem p(mhc_config(4, 32, 5), 11, 61);
+  const Outputs<float> acc = run<float>(p, true), over = run<float>(p, true, 0, -1, 0.0f, true);
+  EXPECT_EQ(0, std::memcmp(acc.dx.data(), over.dx.data(), acc.dx.size() * sizeof(float)));
 }
 
 TEST(Mhc, LayoutFollowsTheTable) {
