@@ -80,9 +80,11 @@ constexpr int64_t kL = kMhcLanes;
 // sums to sums[t][0]) and its column-normalised one to mats[2t+2] (column sums to
 // sums[t][1]). Every lane runs the scalar algorithm of its own token; the lane loops
 // are what the compiler vectorises.
-template <typename T>
-void sinkhorn_forward(const T* htilde, int64_t S, int64_t iters, T* mats, T* sums) {
-  const int64_t SS = S * S;
+// kS: the stream count as a constant (its loops then unroll into registers), or 0 to read
+// it from S at run time; the same operations either way.
+template <typename T, int64_t kS = 0>
+void sinkhorn_forward(const T* htilde, int64_t S_run, int64_t iters, T* mats, T* sums) {
+  const int64_t S = kS ? kS : S_run, SS = S * S;
   T w[kStreamsMax * kStreamsMax * kL], cs[kStreamsMax * kL], r[kL], mx[kL];
   for (int64_t l = 0; l < kL; ++l) mx[l] = htilde[l];
   for (int64_t e = 1; e < SS; ++e)
@@ -115,9 +117,9 @@ void sinkhorn_forward(const T* htilde, int64_t S, int64_t iters, T* mats, T* sum
 // One block, as sinkhorn_forward: d (S,S,kL), in dH_res, out dH̃ (overwritten). Undoes
 // the rounds in reverse from what the forward stored. It multiplies by reciprocals
 // (S divisions a step instead of S²), a choice of the backward alone.
-template <typename T>
-void sinkhorn_backward(const T* mats, const T* sums, int64_t S, int64_t iters, T* d) {
-  const int64_t SS = S * S;
+template <typename T, int64_t kS = 0>
+void sinkhorn_backward(const T* mats, const T* sums, int64_t S_run, int64_t iters, T* d) {
+  const int64_t S = kS ? kS : S_run, SS = S * S;
   T acc[kStreamsMax * kL], inv[kStreamsMax * kL];
   for (int64_t t = iters - 1; t >= 0; --t) {
     const T* a = mats + (2 * t + 1) * SS * kL;
@@ -171,8 +173,12 @@ void coefficients_forward(const MhcLayout& L, const T* params, int64_t block, Mh
     for (int64_t e = 0; e < SS; ++e)
       htilde[e * kL + l] = a_res * pr[2 * S + e] + params[L.b_res + e];
   }
-  sinkhorn_forward(htilde, S, c.iters, c.sk_mat.data() + block * (2 * c.iters + 1) * SS * kL,
-                   c.sk_sum.data() + block * c.iters * 2 * S * kL);
+  T* mats = c.sk_mat.data() + block * (2 * c.iters + 1) * SS * kL;
+  T* sums = c.sk_sum.data() + block * c.iters * 2 * S * kL;
+  if (S == 4)  // tiny's and small's streams
+    sinkhorn_forward<T, 4>(htilde, S, c.iters, mats, sums);
+  else
+    sinkhorn_forward<T>(htilde, S, c.iters, mats, sums);
 }
 
 // H (S,S) of token n, gathered from its lane.
@@ -279,8 +285,12 @@ T res_coefficient_backward(const MhcLayout& L, const T* params, T* grads, T* d, 
                            MhcCache<T>& c) {
   const int64_t S = c.S, SS = S * S, P = c.P();
   const int64_t n0 = block * kL, count = std::min(kL, c.N - n0);
-  sinkhorn_backward(c.sk_mat.data() + block * (2 * c.iters + 1) * SS * kL,
-                    c.sk_sum.data() + block * c.iters * 2 * S * kL, S, c.iters, d);
+  const T* mats = c.sk_mat.data() + block * (2 * c.iters + 1) * SS * kL;
+  const T* sums = c.sk_sum.data() + block * c.iters * 2 * S * kL;
+  if (S == 4)
+    sinkhorn_backward<T, 4>(mats, sums, S, c.iters, d);
+  else
+    sinkhorn_backward<T>(mats, sums, S, c.iters, d);
   T dalpha = 0;
   for (int64_t l = 0; l < count; ++l) {
     const T* pr = c.proj.data() + (n0 + l) * P + 2 * S;
