@@ -18,6 +18,9 @@ template <typename T>
 void gemm(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* B,
           int64_t ldb, T beta, T* C, int64_t ldc);
 
+// The most terms gemm_thin_k takes.
+inline constexpr int kThinTermsMax = 4;
+
 // One term of gemm_thin_k: A (M,K) with row stride lda, B (K,N) with row stride ldb.
 template <typename T>
 struct ThinTerm {
@@ -27,7 +30,8 @@ struct ThinTerm {
 };
 
 // C (M,N) = beta·C + s_0 + s_1 + … (added left to right), s_t = A_t · B_t untransposed, beta
-// 0 or 1, for thin K_t (a few dozen at most) and at most 4 terms. Each s_t has gemm's bits (one fma
+// 0 or 1, for thin K_t (a few dozen at most) and at most kThinTermsMax terms (more throw
+// std::invalid_argument). Each s_t has gemm's bits (one fma
 // chain over k ascending from zero), and the sum those of calling gemm once per term with beta = 1
 // after the first; without gemm's packing, which costs more than such a product, and writing C
 // once.

@@ -1,7 +1,7 @@
 // gemm_thin_k (gemm.h): C = beta·C + Σ_t A_t·B_t for K_t of a few dozen at most, without
-// packing. Register tile: kRows rows × 2 vectors of C; per k, two loads of B's row and one
-// broadcast of A per row feed 2·kRows independent FMA chains; the terms' sums are added in
-// registers, so C is written once.
+// packing. Register tile: up to kRows rows × up to kVecs vectors of C; per k, one load of B
+// per vector and one broadcast of A per row feed rows·vecs independent FMA chains. After
+// each term the tile of C (in L1) takes its sum: C = s_0, then C = C + s_t.
 #include <algorithm>
 #include <cmath>
 #include <stdexcept>
@@ -14,45 +14,59 @@ namespace {
 
 using detail::Simd;
 constexpr int64_t kRows = 4;
-constexpr int kTermsMax = 4;
+constexpr int64_t kVecs = 3;
 
-// Rows [0, rows) (rows <= kRows, a constant so that the loops unroll into registers) and columns
-// [0, 2·lanes) of C, offsets applied by the caller.
-template <typename T, int64_t rows>
+// Rows [0, rows) and vecs vectors of columns of C (offsets applied by the caller); both
+// constants, so that the loops unroll into registers.
+template <typename T, int64_t rows, int64_t vecs>
 void tile(const ThinTerm<T>* terms, int n_terms, int64_t lda, int64_t ldb, bool beta, int64_t col,
           T* C, int64_t ldc) {
   using V = Simd<T>;
   constexpr int W = V::lanes;
-  typename V::Vec total[rows][2], acc[rows][2];
-  for (int64_t r = 0; r < rows; ++r) total[r][0] = total[r][1] = V::zero();
   for (int t = 0; t < n_terms; ++t) {
     const T* A = terms[t].A;
     const T* B = terms[t].B + col;
-    for (int64_t r = 0; r < rows; ++r) acc[r][0] = acc[r][1] = V::zero();
+    typename V::Vec acc[rows][vecs];
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t v = 0; v < vecs; ++v) acc[r][v] = V::zero();
     for (int64_t k = 0; k < terms[t].K; ++k) {
-      const typename V::Vec b0 = V::load(B + k * ldb), b1 = V::load(B + k * ldb + W);
+      typename V::Vec b[vecs];
+      for (int64_t v = 0; v < vecs; ++v) b[v] = V::load(B + k * ldb + v * W);
       for (int64_t r = 0; r < rows; ++r) {
         const typename V::Vec a = V::broadcast(A + r * lda + k);
-        acc[r][0] = V::fma(a, b0, acc[r][0]);
-        acc[r][1] = V::fma(a, b1, acc[r][1]);
+        for (int64_t v = 0; v < vecs; ++v) acc[r][v] = V::fma(a, b[v], acc[r][v]);
       }
     }
-    for (int64_t r = 0; r < rows; ++r) {
-      if (t > 0) {
-        total[r][0] = V::add(total[r][0], acc[r][0]);
-        total[r][1] = V::add(total[r][1], acc[r][1]);
-      } else if (beta) {
-        total[r][0] = V::add(V::load(C + r * ldc), acc[r][0]);
-        total[r][1] = V::add(V::load(C + r * ldc + W), acc[r][1]);
-      } else {
-        total[r][0] = acc[r][0], total[r][1] = acc[r][1];
+    const bool add = t > 0 || beta;
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t v = 0; v < vecs; ++v) {
+        T* c = C + r * ldc + v * W;
+        V::store(c, add ? V::add(V::load(c), acc[r][v]) : acc[r][v]);
       }
+  }
+}
+
+// Rows [0, rows) (a constant) of C across all N columns: tiles of kVecs vectors, then the
+// leftover vectors one tile, then the columns past the last whole vector one by one.
+template <typename T, int64_t rows>
+void row_block(const ThinTerm<T>* terms, int n_terms, int64_t N, int64_t lda, int64_t ldb,
+               bool beta, T* C, int64_t ldc) {
+  constexpr int64_t W = Simd<T>::lanes;
+  int64_t j = 0;
+  for (; j + kVecs * W <= N; j += kVecs * W)
+    tile<T, rows, kVecs>(terms, n_terms, lda, ldb, beta, j, C + j, ldc);
+  for (; j + W <= N; j += W) tile<T, rows, 1>(terms, n_terms, lda, ldb, beta, j, C + j, ldc);
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t jj = j; jj < N; ++jj) {
+      T total = 0;
+      for (int t = 0; t < n_terms; ++t) {
+        T s = 0;
+        for (int64_t k = 0; k < terms[t].K; ++k)
+          s = std::fma(terms[t].A[r * lda + k], terms[t].B[k * ldb + jj], s);
+        total = t > 0 ? total + s : beta ? C[r * ldc + jj] + s : s;
+      }
+      C[r * ldc + jj] = total;
     }
-  }
-  for (int64_t r = 0; r < rows; ++r) {
-    V::store(C + r * ldc, total[r][0]);
-    V::store(C + r * ldc + W, total[r][1]);
-  }
 }
 
 }  // namespace
@@ -60,42 +74,29 @@ void tile(const ThinTerm<T>* terms, int n_terms, int64_t lda, int64_t ldb, bool 
 template <typename T>
 void gemm_thin_k(int64_t M, int64_t N, const ThinTerm<T>* terms, int n_terms, int64_t lda,
                  int64_t ldb, T beta, T* C, int64_t ldc) {
-  constexpr int64_t kCols = 2 * Simd<T>::lanes;
-  if (n_terms > kTermsMax) throw std::invalid_argument("gemm_thin_k: more than 4 terms");
+  if (n_terms > kThinTermsMax)
+    throw std::invalid_argument("gemm_thin_k: at most kThinTermsMax (4) terms");
   const bool accumulate = beta != T(0);
-  const int64_t n_tiled = N - N % kCols;
   for (int64_t i = 0; i < M; i += kRows) {
     const int64_t rows = std::min(kRows, M - i);
-    ThinTerm<T> at[kTermsMax];
-    for (int t = 0; t < n_terms; ++t) at[t] = {terms[t].A + i * lda, terms[t].B, terms[t].K};
-    for (int64_t j = 0; j < n_tiled; j += kCols) {
-      T* c = C + i * ldc + j;
-      switch (rows) {
-        case 4:
-          tile<T, 4>(at, n_terms, lda, ldb, accumulate, j, c, ldc);
-          break;
-        case 3:
-          tile<T, 3>(at, n_terms, lda, ldb, accumulate, j, c, ldc);
-          break;
-        case 2:
-          tile<T, 2>(at, n_terms, lda, ldb, accumulate, j, c, ldc);
-          break;
-        default:
-          tile<T, 1>(at, n_terms, lda, ldb, accumulate, j, c, ldc);
-          break;
-      }
+    ThinTerm<T> at[kThinTermsMax];
+    for (int t = 0; t < n_terms && t < kThinTermsMax; ++t)
+      at[t] = {terms[t].A + i * lda, terms[t].B, terms[t].K};
+    T* c = C + i * ldc;
+    switch (rows) {
+      case 4:
+        row_block<T, 4>(at, n_terms, N, lda, ldb, accumulate, c, ldc);
+        break;
+      case 3:
+        row_block<T, 3>(at, n_terms, N, lda, ldb, accumulate, c, ldc);
+        break;
+      case 2:
+        row_block<T, 2>(at, n_terms, N, lda, ldb, accumulate, c, ldc);
+        break;
+      default:
+        row_block<T, 1>(at, n_terms, N, lda, ldb, accumulate, c, ldc);
+        break;
     }
-    for (int64_t r = i; r < i + rows; ++r)  // the columns past the last whole tile
-      for (int64_t j = n_tiled; j < N; ++j) {
-        T total = 0;
-        for (int t = 0; t < n_terms; ++t) {
-          T s = 0;
-          for (int64_t k = 0; k < terms[t].K; ++k)
-            s = std::fma(terms[t].A[r * lda + k], terms[t].B[k * ldb + j], s);
-          total = t > 0 ? total + s : accumulate ? C[r * ldc + j] + s : s;
-        }
-        C[r * ldc + j] = total;
-      }
   }
 }
 
