@@ -60,14 +60,15 @@ void prepare(MhcCache<T>& c, const ModelConfig& cfg, int64_t N) {
         ", d_model >= 1, sinkhorn_iters >= 1, N >= 0; got hc_mult " + std::to_string(cfg.hc_mult) +
         ", sinkhorn_iters " + std::to_string(cfg.sinkhorn_iters));
   c.N = N, c.S = cfg.hc_mult, c.C = cfg.d_model, c.iters = cfg.sinkhorn_iters;
-  const int64_t S = c.S, D = c.S * c.C, P = c.P(), lanes = c.blocks() * kMhcLanes;
+  const int64_t S = c.S, D = c.S * c.C, P = c.P();
   c.xhat.resize(N * D);
   c.rstd.resize(N);
   c.proj.resize(N * P);
   c.h_pre.resize(N * S);
   c.h_post.resize(N * S);
-  c.sk_mat.resize(lanes * (2 * c.iters + 1) * S * S);
-  c.sk_sum.resize(lanes * c.iters * 2 * S);
+  c.h_res_.resize(N * S * S);
+  c.sk_mat.resize(kMhcLanes * (2 * c.iters + 1) * S * S);
+  c.sk_sum.resize(kMhcLanes * c.iters * 2 * S);
   c.dproj.resize(N * P);
   c.dxhat.resize(std::min(N, kXhatRows) * D);
 }
@@ -149,20 +150,32 @@ void sinkhorn_backward(const T* mats, const T* sums, int64_t S_run, int64_t iter
   for (int64_t e = 0; e < SS * kL; ++e) d[e] *= mats[e];
 }
 
-// Block `block`'s coefficients from its projections: H_pre, H_post and the Sinkhorn
-// sequence of H_res. Padding lanes get H̃ = 0.
+// Block `block`'s Sinkhorn rounds into the cache's scratch (sk_mat, sk_sum), from H̃ =
+// α_res · proj_res + b_res (padding lanes: H̃ = 0). The forward and the backward both run it.
 template <typename T>
-void coefficients_forward(const MhcLayout& L, const T* params, int64_t block, MhcCache<T>& c) {
+void sinkhorn_block(const MhcLayout& L, const T* params, int64_t block, MhcCache<T>& c) {
   const int64_t S = c.S, SS = S * S, P = c.P();
-  const T a_pre = params[L.alpha_pre], a_post = params[L.alpha_post];
   const T a_res = params[L.alpha_res];
   T htilde[kStreamsMax * kStreamsMax * kL];
   for (int64_t l = 0; l < kL; ++l) {
     const int64_t n = block * kL + l;
-    if (n >= c.N) {
-      for (int64_t e = 0; e < SS; ++e) htilde[e * kL + l] = 0;
-      continue;
-    }
+    for (int64_t e = 0; e < SS; ++e)
+      htilde[e * kL + l] = n < c.N ? a_res * c.proj[n * P + 2 * S + e] + params[L.b_res + e] : T(0);
+  }
+  if (S == 4)  // tiny's and small's streams
+    sinkhorn_forward<T, 4>(htilde, S, c.iters, c.sk_mat.data(), c.sk_sum.data());
+  else
+    sinkhorn_forward<T>(htilde, S, c.iters, c.sk_mat.data(), c.sk_sum.data());
+}
+
+// Block `block`'s coefficients from its projections: H_pre, H_post, and H_res (the last
+// matrix of its Sinkhorn rounds).
+template <typename T>
+void coefficients_forward(const MhcLayout& L, const T* params, int64_t block, MhcCache<T>& c) {
+  const int64_t S = c.S, SS = S * S, P = c.P();
+  const T a_pre = params[L.alpha_pre], a_post = params[L.alpha_post];
+  const int64_t n0 = block * kL, count = std::min(kL, c.N - n0);
+  for (int64_t n = n0; n < n0 + count; ++n) {
     const T* pr = c.proj.data() + n * P;
     T* hp = c.h_pre.data() + n * S;
     T* ho = c.h_post.data() + n * S;
@@ -170,22 +183,11 @@ void coefficients_forward(const MhcLayout& L, const T* params, int64_t block, Mh
       hp[i] = kernels::sigmoid<T>(a_pre * pr[i] + params[L.b_pre + i]);
       ho[i] = T(2) * kernels::sigmoid<T>(a_post * pr[S + i] + params[L.b_post + i]);
     }
-    for (int64_t e = 0; e < SS; ++e)
-      htilde[e * kL + l] = a_res * pr[2 * S + e] + params[L.b_res + e];
   }
-  T* mats = c.sk_mat.data() + block * (2 * c.iters + 1) * SS * kL;
-  T* sums = c.sk_sum.data() + block * c.iters * 2 * S * kL;
-  if (S == 4)  // tiny's and small's streams
-    sinkhorn_forward<T, 4>(htilde, S, c.iters, mats, sums);
-  else
-    sinkhorn_forward<T>(htilde, S, c.iters, mats, sums);
-}
-
-// H (S,S) of token n, gathered from its lane.
-template <typename T>
-void gather_h_res(const MhcCache<T>& c, int64_t n, T* H) {
-  for (int64_t k = 0; k < c.S; ++k)
-    for (int64_t j = 0; j < c.S; ++j) H[k * c.S + j] = c.h_res(n, k, j);
+  sinkhorn_block(L, params, block, c);
+  const T* last = c.sk_mat.data() + 2 * c.iters * SS * kL;
+  for (int64_t l = 0; l < count; ++l)
+    for (int64_t e = 0; e < SS; ++e) c.h_res_[(n0 + l) * SS + e] = last[e * kL + l];
 }
 
 // Whether φ_post follows φ_pre and φ_res follows φ_post in the parameter buffer (the
@@ -242,8 +244,7 @@ void streams_post_backward(const T* dY, T* dx, T* df, int64_t n, const MhcCache<
                            T* post, bool accumulate_dx) {
   const int64_t S = c.S, C = c.C;
   const T* ho = c.h_post.data() + n * S;
-  T H[kStreamsMax * kStreamsMax];
-  gather_h_res(c, n, H);
+  const T* H = c.h_res_.data() + n * S * S;
   const T* rows[kStreamsMax + 1];
   stream_rows(dY, S, C, rows);
   combine(ho, 1, rows, S, C, df, false);
@@ -285,12 +286,11 @@ T res_coefficient_backward(const MhcLayout& L, const T* params, T* grads, T* d, 
                            MhcCache<T>& c) {
   const int64_t S = c.S, SS = S * S, P = c.P();
   const int64_t n0 = block * kL, count = std::min(kL, c.N - n0);
-  const T* mats = c.sk_mat.data() + block * (2 * c.iters + 1) * SS * kL;
-  const T* sums = c.sk_sum.data() + block * c.iters * 2 * S * kL;
+  sinkhorn_block(L, params, block, c);  // the forward's rounds again: the same bits
   if (S == 4)
-    sinkhorn_backward<T, 4>(mats, sums, S, c.iters, d);
+    sinkhorn_backward<T, 4>(c.sk_mat.data(), c.sk_sum.data(), S, c.iters, d);
   else
-    sinkhorn_backward<T>(mats, sums, S, c.iters, d);
+    sinkhorn_backward<T>(c.sk_mat.data(), c.sk_sum.data(), S, c.iters, d);
   T dalpha = 0;
   for (int64_t l = 0; l < count; ++l) {
     const T* pr = c.proj.data() + (n0 + l) * P + 2 * S;
@@ -364,8 +364,7 @@ void mhc_post_forward(const ModelConfig& cfg, const MhcLayout& /*L*/, const T* /
   for (int64_t n = 0; n < N; ++n) {
     // X'_k = Σ_j H_res[k,j] X_j + H_post[k] · f
     const T* ho = cache.h_post.data() + n * S;
-    T H[kStreamsMax * kStreamsMax];
-    gather_h_res(cache, n, H);
+    const T* H = cache.h_res_.data() + n * S * S;
     const T* rows[kStreamsMax + 1];  // X_0 … X_{S−1}, f
     stream_rows(X + n * D, S, C, rows);
     rows[S] = f + n * C;

@@ -10,8 +10,11 @@
 //   H_res  = SinkhornKnopp(exp(H̃_res)), sinkhorn_iters rounds of (rows, then columns)
 //   u      = Σ_j H_pre[j] X_j                           → the wrapped sublayer f = F(u)
 //   X'_k   = Σ_j H_res[k,j] X_j + H_post[k] · f
-// The backward differentiates through every Sinkhorn round (each round's matrices are
-// kept in the cache); no implicit-function shortcut.
+// The backward differentiates through every Sinkhorn round; no implicit-function shortcut.
+// It re-runs the rounds of 8 tokens at a time from H̃ (the same operations, so the same
+// matrices) rather than keeping every round's matrices from the forward: 2·iters + 1
+// matrices per token would outweigh the streams, and reading them back costs more than
+// recomputing them.
 //
 // Call protocol, per layer and per micro-batch, with one MhcCache per mHC instance:
 //   forward : mhc_pre_forward → (caller: f = F(u)) → mhc_post_forward
@@ -73,12 +76,13 @@ struct MhcCache {
   std::vector<T> proj;    // (N,P) φ x̂, P = 2S + S²: [pre (S) | post (S) | res (S²)]
   std::vector<T> h_pre;   // (N,S)
   std::vector<T> h_post;  // (N,S)
-  // Sinkhorn, for blocks of kMhcLanes tokens (token n is lane n % kMhcLanes of block
-  // n / kMhcLanes; lanes past N are padding):
-  std::vector<T> sk_mat;  // (blocks, 2·iters+1, S, S, lanes): exp(H̃−max), then per round
-                          //   the matrix after the row step and after the column step
-  std::vector<T> sk_sum;  // (blocks, iters, 2, S, lanes): per round the row sums, then
-                          //   the column sums
+  std::vector<T> h_res_;  // (N,S,S) H_res, the last matrix of each token's Sinkhorn rounds
+  // One block of kMhcLanes tokens' Sinkhorn rounds (token n is lane n % kMhcLanes of block
+  // n / kMhcLanes; lanes past N are padding), scratch for the forward and the backward:
+  std::vector<T> sk_mat;  // (2·iters+1, S, S, lanes): exp(H̃−max), then per round the
+                          //   matrix after the row step and after the column step
+  std::vector<T> sk_sum;  // (iters, 2, S, lanes): per round the row sums, then the column
+                          //   sums
   const T* f = nullptr;   // (N,C) the sublayer output given to mhc_post_forward (borrowed)
   std::vector<T> dproj;   // (N,P) gradient w.r.t. φ x̂ (filled by the backward calls)
   std::vector<T> dxhat;   // (8,S·C) gradient w.r.t. x̂ of a few tokens at a time
@@ -86,10 +90,7 @@ struct MhcCache {
   int64_t P() const { return 2 * S + S * S; }
   int64_t blocks() const { return (N + kMhcLanes - 1) / kMhcLanes; }
   // H_res[k,j] of token n: the last matrix of its Sinkhorn sequence.
-  T h_res(int64_t n, int64_t k, int64_t j) const {
-    const int64_t block = n / kMhcLanes, lane = n % kMhcLanes;
-    return sk_mat[((block * (2 * iters + 1) + 2 * iters) * S * S + k * S + j) * kMhcLanes + lane];
-  }
+  T h_res(int64_t n, int64_t k, int64_t j) const { return h_res_[(n * S + k) * S + j]; }
 };
 
 // X (N,S,C) -> u (N,C) overwritten; computes and caches x̂, H_pre, H_post, H_res, and
