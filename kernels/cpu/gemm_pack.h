@@ -1,5 +1,6 @@
 #pragma once
-// Internal to gemm.cc: packing op(A) and op(B) into the microkernel's panel layouts.
+// Internal to kernels/cpu: packing op(A) and op(B) into the microkernel's panel layouts
+// (gemm.cc), and the in-register 8×8 transpose (also RMSNorm's row groups, ops.cc).
 //
 // A panel: kMr rows of op(A) over kc steps of k, k-major (panel[k*kMr + r]).
 // B panel: kNr columns of op(B) over kc steps of k, k-major (panel[k*kNr + c]).

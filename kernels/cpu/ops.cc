@@ -8,6 +8,8 @@
 #include <type_traits>
 #include <vector>
 
+#include "kernels/cpu/gemm_pack.h"
+
 namespace troupe::kernels {
 
 // RMSNorm's sums run over d in index order, one chain per row (the bits the model was
@@ -15,26 +17,6 @@ namespace troupe::kernels {
 // kRowLanes whose chains interleave: each row's sum sees exactly the operations it would
 // alone, and the group runs them side by side (the l loops vectorise across rows).
 constexpr int64_t kRowLanes = 8;
-
-// out[k] lane l = in[l] lane k: an 8×8 transpose of floats in registers.
-inline void transpose8(__m256 (&r)[8]) {
-  __m256 t[8];
-  for (int i = 0; i < 8; i += 2) {
-    t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
-    t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
-  }
-  __m256 u[8];
-  for (int i = 0; i < 8; i += 4) {
-    u[i] = _mm256_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(1, 0, 1, 0));
-    u[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(3, 2, 3, 2));
-    u[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(1, 0, 1, 0));
-    u[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(3, 2, 3, 2));
-  }
-  for (int i = 0; i < 4; ++i) {
-    r[i] = _mm256_permute2f128_ps(u[i], u[i + 4], 0x20);
-    r[i + 4] = _mm256_permute2f128_ps(u[i], u[i + 4], 0x31);
-  }
-}
 
 // A full group of 8 float rows: the products of 8 columns are formed row-wise (8 loads),
 // transposed so that a register holds one column across the rows, and added column after
@@ -49,7 +31,7 @@ inline void row_dots8(const float* a, const float* b, const float* w, int64_t D,
       if (w) va = _mm256_mul_ps(va, _mm256_loadu_ps(w + d));
       p[l] = _mm256_mul_ps(va, _mm256_loadu_ps(b + l * D + d));
     }
-    transpose8(p);
+    detail::transpose_8x8(p);
     for (int k = 0; k < 8; ++k) acc = _mm256_add_ps(acc, p[k]);
   }
   _mm256_storeu_ps(ss, acc);
