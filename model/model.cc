@@ -100,8 +100,12 @@ void Model<T>::Impl::bind_sizes(const Batch& b) {
   // Position = offset from the document start (the row start without doc ids).
   doc_first_positions(doc, R, Tn, pos.data());
   for (int64_t n = 0; n < N; ++n) pos[n] = static_cast<int32_t>(n % Tn) - pos[n];
+  // Under "block" and "full" a block's backward re-runs its forward, which writes X_2l+1
+  // again: the odd streams share xs[1] (stream()); the even ones are the kept block inputs.
   xs.resize(static_cast<size_t>(2 * L + 1));
-  for (auto& x : xs) resize(x, N * S * C);
+  const bool shared_odd = recompute == Recompute::block || recompute == Recompute::full;
+  for (size_t i = 0; i < xs.size(); ++i)
+    resize(xs[i], shared_odd && i % 2 == 1 && i > 1 ? 0 : N * S * C);
   for (auto& a : acts) {
     for (SublayerActs<T>* s : {&a.attn, &a.ffn}) {
       resize(s->u, N * C);
@@ -171,8 +175,8 @@ void Model<T>::Impl::stage_forward(const T* P, int64_t l, int which) {
   const SublayerLayout& y = which == 0 ? b.attn : b.ffn;
   BlockActs<T>& a = act(l);
   SublayerActs<T>& s = which == 0 ? a.attn : a.ffn;
-  const T* X = (which == 0 && b.engram) ? a.x_engram.data() : xs[2 * l + which].data();
-  T* Xout = xs[2 * l + which + 1].data();
+  const T* X = (which == 0 && b.engram) ? a.x_engram.data() : stream(2 * l + which);
+  T* Xout = stream(2 * l + which + 1);
   if (y.hc)
     mhc_pre_forward(cfg, y.hc_layout, P, X, N, s.u.data(), s.hc);
   else

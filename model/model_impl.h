@@ -112,13 +112,18 @@ struct Model<T>::Impl {
   // Per-call state.
   int64_t R = 0, Tn = 0, N = 0;
   const Batch* mb = nullptr;
-  T bal_weight = 0;                          // seq_aux_alpha / global rows
-  RoutedExperts<T>* routed = nullptr;        // set_routed_experts
-  int64_t micro_batch = 0;                   // set_micro_batch: its logical id, for `routed`
-  T last_bal = 0;                            // balance loss of the current call
-  std::vector<int32_t> pos;                  // (N) position ids, restarting per document
-  const int32_t* doc = nullptr;              // (N) the batch's document ids, or null
-  std::vector<std::vector<T>> xs;            // 2L+1 stream tensors (N,S,C)
+  T bal_weight = 0;                    // seq_aux_alpha / global rows
+  RoutedExperts<T>* routed = nullptr;  // set_routed_experts
+  int64_t micro_batch = 0;             // set_micro_batch: its logical id, for `routed`
+  T last_bal = 0;                      // balance loss of the current call
+  std::vector<int32_t> pos;            // (N) position ids, restarting per document
+  const int32_t* doc = nullptr;        // (N) the batch's document ids, or null
+  std::vector<std::vector<T>> xs;      // 2L+1 stream tensors (N,S,C)
+  // Stream tensor i: xs[i], but the odd ones share xs[1] under "block" and "full".
+  T* stream(int64_t i) {
+    const bool shared = recompute == Recompute::block || recompute == Recompute::full;
+    return xs[size_t(shared && i % 2 == 1 ? 1 : i)].data();
+  }
   std::vector<T> h, hn, hrstd, logits;       // (N,C) (N,C) (N) (N,V)
   std::vector<T> dlogits, dh, dhn, dX, dXn;  // backward buffers
   std::vector<T> dnormed, du, df;

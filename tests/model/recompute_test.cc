@@ -126,7 +126,11 @@ TEST(Recompute, TheAccountantSeesWhatEachModeKeeps) {
   }
   EXPECT_EQ(none.shared, 0);
   EXPECT_GT(attn.shared, 0);
-  EXPECT_EQ(none.streams, full.streams);
+  // The 2L + 1 = 9 stream tensors: all kept under "none" and "attention"; under "block" and
+  // "full" the L + 1 even ones (the blocks' inputs) and one shared by the odd ones.
+  EXPECT_EQ(attn.streams, none.streams);
+  EXPECT_EQ(full.streams * 9, none.streams * 6);
+  EXPECT_EQ(block.streams, full.streams);
   EXPECT_LT(full.total(), block.total());
   EXPECT_LT(block.total(), none.total());
   EXPECT_LT(attn.total(), none.total());
