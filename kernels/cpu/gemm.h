@@ -30,7 +30,7 @@ struct ThinTerm {
 };
 
 // C (M,N) = beta·C + s_0 + s_1 + … (added left to right), s_t = A_t · B_t untransposed, beta
-// 0 or 1, for thin K_t (a few dozen at most) and at most kThinTermsMax terms (more throw
+// 0 or 1, for thin K_t (a few dozen at most) and 1 to kThinTermsMax terms (else it throws
 // std::invalid_argument). Each s_t has gemm's bits (one fma
 // chain over k ascending from zero), and the sum those of calling gemm once per term with beta = 1
 // after the first; without gemm's packing, which costs more than such a product, and writing C

@@ -1,10 +1,13 @@
 // gemm_thin_k (gemm.h): C = beta·C + Σ_t A_t·B_t for K_t of a few dozen at most, without
 // packing. Register tile: up to kRows rows × up to kVecs vectors of C; per k, one load of B
 // per vector and one broadcast of A per row feed rows·vecs independent FMA chains. After
-// each term the tile of C (in L1) takes its sum: C = s_0, then C = C + s_t.
+// each term the tile of C (in L1) takes its sum: C = s_0, then C = C + s_t. Floats on an
+// AVX-512 build take the 8-row path below instead (its 32 registers hold the running total
+// too); the operations, and so the bits, are the same.
 #include <algorithm>
 #include <cmath>
 #include <stdexcept>
+#include <type_traits>
 
 #include "kernels/cpu/gemm.h"
 #include "kernels/cpu/gemm_kernel.h"
@@ -69,34 +72,94 @@ void row_block(const ThinTerm<T>* terms, int n_terms, int64_t N, int64_t lda, in
     }
 }
 
+#ifdef __AVX512F__
+// float with AVX-512: rows (≤ kRows512) × one 16-float vector of C, masked at the right edge.
+// Each term's sum runs in its own registers and is added to the running total there, in
+// the order above (C + s_0, then + s_1, …), so C is read at most once and written once and
+// B streams once per kRows512 rows.
+constexpr int64_t kRows512 = 8;
+
+template <int64_t rows>
+void tile512(const ThinTerm<float>* terms, int n_terms, int64_t lda, int64_t ldb, bool beta,
+             __mmask16 mask, float* C, int64_t ldc) {
+  __m512 total[rows];
+  for (int t = 0; t < n_terms; ++t) {
+    const float* A = terms[t].A;
+    const float* B = terms[t].B;
+    __m512 acc[rows];
+    for (int64_t r = 0; r < rows; ++r) acc[r] = _mm512_setzero_ps();
+    for (int64_t k = 0; k < terms[t].K; ++k) {
+      const __m512 b = _mm512_maskz_loadu_ps(mask, B + k * ldb);
+      for (int64_t r = 0; r < rows; ++r)
+        acc[r] = _mm512_fmadd_ps(_mm512_set1_ps(A[r * lda + k]), b, acc[r]);
+    }
+    for (int64_t r = 0; r < rows; ++r)
+      total[r] = t > 0  ? _mm512_add_ps(total[r], acc[r])
+                 : beta ? _mm512_add_ps(_mm512_maskz_loadu_ps(mask, C + r * ldc), acc[r])
+                        : acc[r];
+  }
+  for (int64_t r = 0; r < rows; ++r) _mm512_mask_storeu_ps(C + r * ldc, mask, total[r]);
+}
+
+// Rows [0, rows) of C across all N columns.
+template <int64_t rows>
+void row_block512(const ThinTerm<float>* terms, int n_terms, int64_t N, int64_t lda, int64_t ldb,
+                  bool beta, float* C, int64_t ldc) {
+  ThinTerm<float> at[kThinTermsMax];
+  for (int64_t j = 0; j < N; j += 16) {
+    const __mmask16 mask = N - j >= 16 ? __mmask16(0xffff) : __mmask16((1u << (N - j)) - 1);
+    for (int t = 0; t < n_terms; ++t) at[t] = {terms[t].A, terms[t].B + j, terms[t].K};
+    tile512<rows>(at, n_terms, lda, ldb, beta, mask, C + j, ldc);
+  }
+}
+
+template <int64_t rows = kRows512>
+void rows512(int64_t left, const ThinTerm<float>* terms, int n_terms, int64_t N, int64_t lda,
+             int64_t ldb, bool beta, float* C, int64_t ldc) {
+  if constexpr (rows > 1)
+    if (left < rows) return rows512<rows - 1>(left, terms, n_terms, N, lda, ldb, beta, C, ldc);
+  row_block512<rows>(terms, n_terms, N, lda, ldb, beta, C, ldc);
+}
+#endif
+
+// The portable path: kRows rows at a time.
+template <typename T>
+void thin_rows(int64_t rows, const ThinTerm<T>* at, int n_terms, int64_t N, int64_t lda,
+               int64_t ldb, bool accumulate, T* c, int64_t ldc) {
+  switch (rows) {
+    case 4:
+      return row_block<T, 4>(at, n_terms, N, lda, ldb, accumulate, c, ldc);
+    case 3:
+      return row_block<T, 3>(at, n_terms, N, lda, ldb, accumulate, c, ldc);
+    case 2:
+      return row_block<T, 2>(at, n_terms, N, lda, ldb, accumulate, c, ldc);
+    default:
+      return row_block<T, 1>(at, n_terms, N, lda, ldb, accumulate, c, ldc);
+  }
+}
+
 }  // namespace
 
 template <typename T>
 void gemm_thin_k(int64_t M, int64_t N, const ThinTerm<T>* terms, int n_terms, int64_t lda,
                  int64_t ldb, T beta, T* C, int64_t ldc) {
-  if (n_terms > kThinTermsMax)
-    throw std::invalid_argument("gemm_thin_k: at most kThinTermsMax (4) terms");
+  if (n_terms < 1 || n_terms > kThinTermsMax)
+    throw std::invalid_argument("gemm_thin_k: takes 1 to kThinTermsMax (4) terms");
   const bool accumulate = beta != T(0);
-  for (int64_t i = 0; i < M; i += kRows) {
-    const int64_t rows = std::min(kRows, M - i);
-    ThinTerm<T> at[kThinTermsMax];
-    for (int t = 0; t < n_terms && t < kThinTermsMax; ++t)
-      at[t] = {terms[t].A + i * lda, terms[t].B, terms[t].K};
-    T* c = C + i * ldc;
-    switch (rows) {
-      case 4:
-        row_block<T, 4>(at, n_terms, N, lda, ldb, accumulate, c, ldc);
-        break;
-      case 3:
-        row_block<T, 3>(at, n_terms, N, lda, ldb, accumulate, c, ldc);
-        break;
-      case 2:
-        row_block<T, 2>(at, n_terms, N, lda, ldb, accumulate, c, ldc);
-        break;
-      default:
-        row_block<T, 1>(at, n_terms, N, lda, ldb, accumulate, c, ldc);
-        break;
+#ifdef __AVX512F__
+  if constexpr (std::is_same_v<T, float>) {
+    for (int64_t i = 0; i < M; i += kRows512) {
+      ThinTerm<float> at[kThinTermsMax];
+      for (int t = 0; t < n_terms; ++t) at[t] = {terms[t].A + i * lda, terms[t].B, terms[t].K};
+      rows512(std::min(kRows512, M - i), at, n_terms, N, lda, ldb, accumulate, C + i * ldc, ldc);
     }
+    return;
+  }
+#endif
+  for (int64_t i = 0; i < M; i += kRows) {
+    ThinTerm<T> at[kThinTermsMax];
+    for (int t = 0; t < n_terms; ++t) at[t] = {terms[t].A + i * lda, terms[t].B, terms[t].K};
+    thin_rows<T>(std::min(kRows, M - i), at, n_terms, N, lda, ldb, accumulate, C + i * ldc, ldc);
   }
 }
 
