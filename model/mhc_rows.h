@@ -4,6 +4,7 @@
 // alone; the fused forms below run several of them in one pass over the rows without
 // changing any of those orders, so their bits are the unfused ones'.
 #include <cstdint>
+#include <type_traits>
 
 namespace troupe::model::mhc_rows {
 
@@ -46,10 +47,42 @@ struct Vec32 {
   static void store(T* p, type v) { __builtin_memcpy(p, &v, sizeof v); }
 };
 
+// Floats, n a multiple of kDotLanes: one 64-byte vector holds a dot's kDotLanes partial
+// sums (a zmm register on AVX-512, two ymm otherwise), folded in registers in fold's order.
+template <int M>
+void dots16(const float* a, const float* const* rows, int64_t n, float* out) {
+  typedef float v16 __attribute__((vector_size(64)));
+  typedef float v8 __attribute__((vector_size(32)));
+  typedef float v4 __attribute__((vector_size(16)));
+  v16 acc[M] = {};
+  for (int64_t c = 0; c < n; c += kDotLanes) {
+    v16 va;
+    __builtin_memcpy(&va, a + c, sizeof va);
+    for (int j = 0; j < M; ++j) {
+      v16 vr;
+      __builtin_memcpy(&vr, rows[j] + c, sizeof vr);
+      acc[j] += va * vr;
+    }
+  }
+  for (int j = 0; j < M; ++j) {
+    v8 lo8, hi8;
+    __builtin_memcpy(&lo8, &acc[j], sizeof lo8);
+    __builtin_memcpy(&hi8, reinterpret_cast<const char*>(&acc[j]) + sizeof lo8, sizeof hi8);
+    const v8 p = lo8 + hi8;  // lane l + lane l+8
+    v4 lo4, hi4;
+    __builtin_memcpy(&lo4, &p, sizeof lo4);
+    __builtin_memcpy(&hi4, reinterpret_cast<const char*>(&p) + sizeof lo4, sizeof hi4);
+    const v4 q = lo4 + hi4;  // + lane l+4
+    out[j] = (q[0] + q[2]) + (q[1] + q[3]);
+  }
+}
+
 // out[j] = dot(a, rows[j], n) for j < M, in one pass over a (the same bits: each lane's
 // sum sees the same products in the same order, and products commute).
 template <typename T, int M>
 void dots(const T* a, const T* const* rows, int64_t n, T* out) {
+  if constexpr (std::is_same_v<T, float>)
+    if (n % kDotLanes == 0) return dots16<M>(a, rows, n, out);
   using V = Vec32<T>;
   constexpr int64_t G = kDotLanes / V::lanes;  // vectors per partial-sum set
   typename V::type acc[M][G] = {};
