@@ -305,6 +305,35 @@ T res_coefficient_backward(const MhcLayout& L, const T* params, T* grads, T* d, 
   return dalpha;
 }
 
+// Tokens [n0, n0 + rows) of mhc_pre_backward through u = Σ_j H_pre[j] X_j: dX_j += H_pre[j]
+// du; dH_pre[j] = du · X_j into dproj's pre columns and db_pre; adds the α_pre terms to
+// dalpha, token after token (one running sum over all tokens, as before the grouping).
+template <typename T>
+void pre_coefficient_backward(const MhcLayout& L, const T* params, T* grads, const T* du,
+                              int64_t n0, int64_t rows, T* dX, T& dalpha, MhcCache<T>& c) {
+  const int64_t S = c.S, C = c.C, D = S * C, P = c.P();
+  const T a_pre = params[L.alpha_pre];
+  for (int64_t n = n0; n < n0 + rows; ++n) {
+    const T* dun = du + n * C;
+    const T* hp = c.h_pre.data() + n * S;
+    const T* pr = c.proj.data() + n * P;
+    T* dx = dX + n * D;
+    T* dp = c.dproj.data() + n * P;
+    const T* xrows[kStreamsMax];
+    stream_rows(c.x + n * D, S, C, xrows);
+    T dh[kStreamsMax];
+    dots(dun, xrows, S, C, dh);
+    for (int64_t j = 0; j < S; ++j) {
+      for (int64_t i = 0; i < C; ++i) dx[j * C + i] += hp[j] * dun[i];
+      // H_pre = σ(z): dz = dH_pre · H_pre (1 − H_pre)
+      const T dz = dh[j] * hp[j] * (T(1) - hp[j]);
+      dalpha += dz * pr[j];
+      grads[L.b_pre + j] += dz;
+      dp[j] = a_pre * dz;
+    }
+  }
+}
+
 }  // namespace
 
 MhcLayout MhcLayout::from(const ParamTable& table, const std::string& prefix) {
@@ -410,29 +439,14 @@ void mhc_pre_backward(const ModelConfig& cfg, const MhcLayout& L, const T* param
   check_stage(cache, MhcCache<T>::Stage::PostBackward,
               "mhc_pre_backward: expected right after mhc_post_backward");
   check_dims(cfg, cache, "mhc_pre_backward");
-  const int64_t N = cache.N, S = cache.S, C = cache.C, D = S * C, P = cache.P();
-  const T a_pre = params[L.alpha_pre];
+  const int64_t N = cache.N, S = cache.S, D = S * cache.C, P = cache.P();
+  // A few tokens at a time, while their X and dX rows stay in L1: the u part, then dx̂
+  // through the RMSNorm. Each dX element sees its += in the same order as token by token.
   T dalpha_pre = 0;
-  for (int64_t n = 0; n < N; ++n) {
-    // u = Σ_j H_pre[j] X_j:  dX_j += H_pre[j] du;  dH_pre[j] = du · X_j
-    const T* dun = du + n * C;
-    const T* x = cache.x + n * D;
-    const T* hp = cache.h_pre.data() + n * S;
-    const T* pr = cache.proj.data() + n * P;
-    T* dx = dX + n * D;
-    T* dp = cache.dproj.data() + n * P;
-    const T* rows[kStreamsMax];
-    stream_rows(x, S, C, rows);
-    T dh[kStreamsMax];
-    dots(dun, rows, S, C, dh);
-    for (int64_t j = 0; j < S; ++j) {
-      for (int64_t i = 0; i < C; ++i) dx[j * C + i] += hp[j] * dun[i];
-      // H_pre = σ(z): dz = dH_pre · H_pre (1 − H_pre)
-      const T dz = dh[j] * hp[j] * (T(1) - hp[j]);
-      dalpha_pre += dz * pr[j];
-      grads[L.b_pre + j] += dz;
-      dp[j] = a_pre * dz;
-    }
+  for (int64_t n0 = 0; n0 < N; n0 += kXhatRows) {
+    const int64_t rows = std::min(kXhatRows, N - n0);
+    pre_coefficient_backward(L, params, grads, du, n0, rows, dX, dalpha_pre, cache);
+    xhat_backward(L, params, n0, rows, dX, cache);
   }
   grads[L.alpha_pre] += dalpha_pre;
   // dφ += dprojᵀ x̂ for all three tensors: one GEMM where they are stacked. Each element is
@@ -444,9 +458,6 @@ void mhc_pre_backward(const ModelConfig& cfg, const MhcLayout& L, const T* param
     phi_grad(grads + L.phi_post, S, S, cache);
     phi_grad(grads + L.phi_res, 2 * S, S * S, cache);
   }
-  // dx̂ and the RMSNorm's backward, a few tokens at a time (their dx̂ stays in L1).
-  for (int64_t n0 = 0; n0 < N; n0 += kXhatRows)
-    xhat_backward(L, params, n0, std::min(kXhatRows, N - n0), dX, cache);
   cache.stage = MhcCache<T>::Stage::Empty;
 }
 
