@@ -29,6 +29,15 @@ void dots(const T* a, const T* const* rows, int64_t m, int64_t n, T* out) {
   for (int64_t j = 0; j < m; ++j) out[j] = dot(a, rows[j], n);
 }
 
+// Asks the caches for the n elements at p ahead of their use, a line at a time. The saved
+// streams X come back to the backward from far away (the sublayers ran in between): their
+// first reads, a token at a time, otherwise wait on memory.
+template <typename T>
+void prefetch(const T* p, int64_t n) {
+  constexpr int64_t kLineElems = 64 / int64_t(sizeof(T));
+  for (int64_t i = 0; i < n; i += kLineElems) __builtin_prefetch(p + i, 0, 3);
+}
+
 // Pointers to the S rows of C floats at x (a token's streams).
 template <typename T>
 void stream_rows(const T* x, int64_t S, int64_t C, const T** rows) {
@@ -61,8 +70,9 @@ void prepare(MhcCache<T>& c, const ModelConfig& cfg, int64_t N) {
         ", sinkhorn_iters " + std::to_string(cfg.sinkhorn_iters));
   c.N = N, c.S = cfg.hc_mult, c.C = cfg.d_model, c.iters = cfg.sinkhorn_iters;
   const int64_t S = c.S, D = c.S * c.C, P = c.P();
-  c.xhat.resize(N * D);
   c.rstd.resize(N);
+  c.xrows.resize(std::min(N, kXhatRows) * D);
+  c.phi_t.resize(D * P);
   c.proj.resize(N * P);
   c.h_pre.resize(N * S);
   c.h_post.resize(N * S);
@@ -71,6 +81,7 @@ void prepare(MhcCache<T>& c, const ModelConfig& cfg, int64_t N) {
   c.sk_sum.resize(kMhcLanes * c.iters * 2 * S);
   c.dproj.resize(N * P);
   c.dxhat.resize(std::min(N, kXhatRows) * D);
+  c.dphi.resize(P * D);
 }
 
 constexpr int64_t kL = kMhcLanes;
@@ -190,35 +201,35 @@ void coefficients_forward(const MhcLayout& L, const T* params, int64_t block, Mh
     for (int64_t e = 0; e < SS; ++e) c.h_res_[(n0 + l) * SS + e] = last[e * kL + l];
 }
 
-// Whether φ_post follows φ_pre and φ_res follows φ_post in the parameter buffer (the
-// table adds them in that order), so that [φ_pre; φ_post; φ_res] is one (P,D) matrix.
-inline bool phi_stacked(const MhcLayout& L, int64_t S, int64_t D) {
-  return L.phi_post == L.phi_pre + S * D && L.phi_res == L.phi_post + S * D;
+// Row p of [φ_pre; φ_post; φ_res] (P,D), wherever the three tensors lie.
+template <typename T>
+const T* phi_row(const MhcLayout& L, const T* params, int64_t S, int64_t D, int64_t p) {
+  if (p < S) return params + L.phi_pre + p * D;
+  if (p < 2 * S) return params + L.phi_post + (p - S) * D;
+  return params + L.phi_res + (p - 2 * S) * D;
 }
 
-// proj (N,P) = x̂ (N,D) · [φ_pre; φ_post; φ_res]ᵀ: one GEMM where the three are stacked,
-// else one per tensor. Either way each element is the same K-ordered chain (gemm.h).
+// phi_t (D,P) = [φ_pre; φ_post; φ_res]ᵀ, once per call: the forward's projection reads it
+// a row of P coefficients per element of x̂.
 template <typename T>
-void project(const MhcLayout& L, const T* params, MhcCache<T>& c) {
-  const int64_t S = c.S, D = c.S * c.C, P = c.P();
-  const T* xh = c.xhat.data();
-  T* pr = c.proj.data();
-  if (phi_stacked(L, S, D)) {
-    kernels::gemm<T>(Trans::N, Trans::T, c.N, P, D, xh, D, params + L.phi_pre, D, T(0), pr, P);
-    return;
+void transpose_phi(const MhcLayout& L, const T* params, MhcCache<T>& c) {
+  const int64_t S = c.S, D = S * c.C, P = c.P();
+  for (int64_t p = 0; p < P; ++p) {
+    const T* row = phi_row(L, params, S, D, p);
+    for (int64_t d = 0; d < D; ++d) c.phi_t[d * P + p] = row[d];
   }
-  kernels::gemm<T>(Trans::N, Trans::T, c.N, S, D, xh, D, params + L.phi_pre, D, T(0), pr, P);
-  kernels::gemm<T>(Trans::N, Trans::T, c.N, S, D, xh, D, params + L.phi_post, D, T(0), pr + S, P);
-  kernels::gemm<T>(Trans::N, Trans::T, c.N, S * S, D, xh, D, params + L.phi_res, D, T(0),
-                   pr + 2 * S, P);
 }
 
-// For the rows [off, off+rows) of proj: dφ (rows,D) += dprojᵀ · x̂.
+// x̂ of tokens [n0, n0 + rows) into xrows: vec(X)·rstd, the RMSNorm forward's own product.
 template <typename T>
-void phi_grad(T* dphi, int64_t off, int64_t rows, MhcCache<T>& c) {
-  const int64_t D = c.S * c.C, P = c.P();
-  kernels::gemm<T>(Trans::T, Trans::N, rows, D, c.N, c.dproj.data() + off, P, c.xhat.data(), D,
-                   T(1), dphi, D);
+void xhat_rows(int64_t n0, int64_t rows, MhcCache<T>& c) {
+  const int64_t D = c.S * c.C;
+  for (int64_t l = 0; l < rows; ++l) {
+    const T* x = c.x + (n0 + l) * D;
+    const T r = c.rstd[n0 + l];
+    T* o = c.xrows.data() + l * D;
+    for (int64_t d = 0; d < D; ++d) o[d] = x[d] * r;
+  }
 }
 
 // Tokens [n0, n0 + rows): dx̂ = (dproj_post φ_post + dproj_res φ_res) + dproj_pre φ_pre
@@ -235,6 +246,9 @@ void xhat_backward(const MhcLayout& L, const T* params, int64_t n0, int64_t rows
   kernels::gemm_thin_k<T>(rows, D, terms, 3, P, D, T(0), c.dxhat.data(), D);
   kernels::rmsnorm_backward<T>(c.dxhat.data(), c.x + n0 * D, nullptr, c.rstd.data() + n0,
                                dX + n0 * D, nullptr, rows, D);
+  // dφ's chains over the tokens go on through these ones (x̂ formed again: the same bits)
+  xhat_rows(n0, rows, c);
+  kernels::gemm_rows_tn_continue<T>(P, D, rows, dp, P, c.xrows.data(), D, c.dphi.data(), D);
 }
 
 // Token n: df = Σ_k H_post[k] dY_k (overwritten), dX_j += Σ_k H_res[k,j] dY_k; and the
@@ -314,6 +328,7 @@ void pre_coefficient_backward(const MhcLayout& L, const T* params, T* grads, con
   const int64_t S = c.S, C = c.C, D = S * C, P = c.P();
   const T a_pre = params[L.alpha_pre];
   for (int64_t n = n0; n < n0 + rows; ++n) {
+    if (n + kXhatRows < c.N) prefetch(c.x + (n + kXhatRows) * D, D);
     const T* dun = du + n * C;
     const T* hp = c.h_pre.data() + n * S;
     const T* pr = c.proj.data() + n * P;
@@ -367,17 +382,22 @@ void mhc_pre_forward(const ModelConfig& cfg, const MhcLayout& L, const T* params
   prepare(cache, cfg, N);
   const int64_t S = cache.S, C = cache.C, D = S * C;
   cache.x = X;
-  // x̂ = vec(X) / sqrt(mean(vec(X)²) + eps), no weight
-  kernels::rmsnorm_forward<T>(X, nullptr, T(cfg.rms_norm_eps), cache.xhat.data(), cache.rstd.data(),
-                              N, D);
-  project(L, params, cache);
-  for (int64_t block = 0; block < cache.blocks(); ++block)
+  const int64_t P = cache.P();
+  transpose_phi(L, params, cache);
+  // One block of tokens at a time, its X rows in L1 throughout: x̂ = vec(X) / sqrt(mean(vec(X)²)
+  // + eps) (no weight), proj = x̂ φᵀ (each element gemm's chain over D), the coefficients, u.
+  for (int64_t block = 0; block < cache.blocks(); ++block) {
+    const int64_t n0 = block * kMhcLanes, rows = std::min(kMhcLanes, N - n0);
+    kernels::rmsnorm_forward<T>(X + n0 * D, nullptr, T(cfg.rms_norm_eps), cache.xrows.data(),
+                                cache.rstd.data() + n0, rows, D);
+    kernels::gemm_rows_nn<T>(rows, P, D, cache.xrows.data(), D, cache.phi_t.data(), P, T(0),
+                             cache.proj.data() + n0 * P, P);
     coefficients_forward(L, params, block, cache);
-  for (int64_t n = 0; n < N; ++n) {
-    // u = Σ_j H_pre[j] X_j
-    const T* rows[kStreamsMax];
-    stream_rows(X + n * D, S, C, rows);
-    combine(cache.h_pre.data() + n * S, 1, rows, S, C, u + n * C, false);
+    for (int64_t n = n0; n < n0 + rows; ++n) {  // u = Σ_j H_pre[j] X_j
+      const T* xr[kStreamsMax];
+      stream_rows(X + n * D, S, C, xr);
+      combine(cache.h_pre.data() + n * S, 1, xr, S, C, u + n * C, false);
+    }
   }
   cache.stage = MhcCache<T>::Stage::PreForward;
 }
@@ -421,6 +441,7 @@ void mhc_post_backward(const ModelConfig& cfg, const MhcLayout& L, const T* para
     std::fill(d, d + SS * kL, T(0));
     for (int64_t l = 0; l < kL && block * kL + l < N; ++l) {
       const int64_t n = block * kL + l;
+      if (n + 1 < N) prefetch(cache.x + (n + 1) * D, D), prefetch(cache.f + (n + 1) * C, C);
       streams_post_backward(dXout + n * D, dX + n * D, df + n * C, n, cache, res, post,
                             accumulate_dx);
       dalpha_post += post_coefficient_backward(L, params, grads, post, n, cache);
@@ -443,20 +464,18 @@ void mhc_pre_backward(const ModelConfig& cfg, const MhcLayout& L, const T* param
   // A few tokens at a time, while their X and dX rows stay in L1: the u part, then dx̂
   // through the RMSNorm. Each dX element sees its += in the same order as token by token.
   T dalpha_pre = 0;
+  std::fill(cache.dphi.begin(), cache.dphi.begin() + P * D, T(0));
   for (int64_t n0 = 0; n0 < N; n0 += kXhatRows) {
     const int64_t rows = std::min(kXhatRows, N - n0);
     pre_coefficient_backward(L, params, grads, du, n0, rows, dX, dalpha_pre, cache);
     xhat_backward(L, params, n0, rows, dX, cache);
   }
   grads[L.alpha_pre] += dalpha_pre;
-  // dφ += dprojᵀ x̂ for all three tensors: one GEMM where they are stacked. Each element is
-  // its own chain over the tokens, so doing post's and res's here changes no bit.
-  if (phi_stacked(L, S, D)) {
-    phi_grad(grads + L.phi_pre, 0, P, cache);
-  } else {
-    phi_grad(grads + L.phi_pre, 0, S, cache);
-    phi_grad(grads + L.phi_post, S, S, cache);
-    phi_grad(grads + L.phi_res, 2 * S, S * S, cache);
+  // dφ += the sums over all tokens (gemm's bits with beta = 1), row by row of the stack.
+  for (int64_t p = 0; p < P; ++p) {
+    T* g = grads + (phi_row(L, params, S, D, p) - params);
+    const T* sum = cache.dphi.data() + p * D;
+    for (int64_t d = 0; d < D; ++d) g[d] += sum[d];
   }
   cache.stage = MhcCache<T>::Stage::Empty;
 }

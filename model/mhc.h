@@ -71,8 +71,9 @@ struct MhcCache {
   int64_t N = 0, S = 0, C = 0, iters = 0;
 
   const T* x = nullptr;   // (N,S,C) the input streams (borrowed)
-  std::vector<T> xhat;    // (N,S·C) RMSNorm of vec(X)
-  std::vector<T> rstd;    // (N)
+  std::vector<T> rstd;    // (N) x̂ = vec(X)·rstd, formed again where needed, never kept
+  std::vector<T> xrows;   // (8,S·C) x̂ of the few tokens a fused pass holds (scratch)
+  std::vector<T> phi_t;   // (S·C,P) [φ_pre; φ_post; φ_res]ᵀ for the forward's projection
   std::vector<T> proj;    // (N,P) φ x̂, P = 2S + S²: [pre (S) | post (S) | res (S²)]
   std::vector<T> h_pre;   // (N,S)
   std::vector<T> h_post;  // (N,S)
@@ -86,6 +87,7 @@ struct MhcCache {
   const T* f = nullptr;   // (N,C) the sublayer output given to mhc_post_forward (borrowed)
   std::vector<T> dproj;   // (N,P) gradient w.r.t. φ x̂ (filled by the backward calls)
   std::vector<T> dxhat;   // (8,S·C) gradient w.r.t. x̂ of a few tokens at a time
+  std::vector<T> dphi;    // (P,S·C) dφ's sums over the tokens so far, added to grads at the end
 
   int64_t P() const { return 2 * S + S * S; }
   int64_t blocks() const { return (N + kMhcLanes - 1) / kMhcLanes; }

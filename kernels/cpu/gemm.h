@@ -39,6 +39,21 @@ template <typename T>
 void gemm_thin_k(int64_t M, int64_t N, const ThinTerm<T>* terms, int n_terms, int64_t lda,
                  int64_t ldb, T beta, T* C, int64_t ldc);
 
+// C (M,N) = beta·C + A·B for A (M,K) and B (K,N) untransposed (row strides lda, ldb), any K:
+// the bits of gemm(Trans::N, Trans::N, …) without packing, for a few rows of a fused loop
+// (8 at a time; 24 columns a pass) where packing them would cost more than the product.
+template <typename T>
+void gemm_rows_nn(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* B, int64_t ldb,
+                  T beta, T* C, int64_t ldc);
+
+// C (M,N): every element's chain goes on over K more terms, C[i,j] = fma(A[k,i], B[k,j],
+// C[i,j]) for k ascending, A (K,M) and B (K,N) untransposed. Started from C = 0 and fed the
+// rows of K in pieces, in order, C ends as the s of gemm(Trans::T, Trans::N, …) over all of
+// them; adding it to a matrix then gives that gemm's bits with beta = 1.
+template <typename T>
+void gemm_rows_tn_continue(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* B,
+                           int64_t ldb, T* C, int64_t ldc);
+
 // y (R,O) = x (R,I) · Wᵀ, W (O,I): a bias-free Linear layer. beta=1 accumulates.
 template <typename T>
 void linear_forward(const T* x, const T* W, T* y, int64_t R, int64_t I, int64_t O, T beta = T(0)) {

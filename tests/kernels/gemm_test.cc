@@ -352,5 +352,58 @@ TEST(Gemm, ThinKMatchesGemmPerTermBitwise) {
       }
 }
 
+// gemm_rows_nn: the bits of gemm(Trans::N, Trans::N, …) for row counts below, at and past one
+// 8-row tile and columns ragged against its 24-column passes; K up to two of gemm's K blocks.
+template <typename T>
+void check_rows_nn(int64_t M, int64_t N, int64_t K, bool beta) {
+  const int64_t lda = K + 2, ldb = N + 3, ldc = N + 1;
+  const std::vector<T> A = random_values<T>(M * lda, 81), B = random_values<T>(K * ldb, 82);
+  const std::vector<T> C0 = random_values<T>(M * ldc, 83);
+  std::vector<T> want = C0, got = C0;
+  const T b = beta ? T(1) : T(0);
+  gemm<T>(Trans::N, Trans::N, M, N, K, A.data(), lda, B.data(), ldb, b, want.data(), ldc);
+  gemm_rows_nn<T>(M, N, K, A.data(), lda, B.data(), ldb, b, got.data(), ldc);
+  EXPECT_EQ(0, std::memcmp(want.data(), got.data(), want.size() * sizeof(T)))
+      << "M " << M << " N " << N << " K " << K << " beta " << beta;
+}
+
+TEST(Gemm, RowsNnMatchesGemmBitwise) {
+  for (int64_t M : {1, 3, 8, 11})
+    for (int64_t N : {5, 16, 20, 24, 40, 512})
+      for (int64_t K : {1, 9, 512})
+        for (bool beta : {false, true}) {
+          check_rows_nn<float>(M, N, K, beta);
+          check_rows_nn<double>(M, N, K, beta);
+        }
+}
+
+// gemm_rows_tn_continue fed K in uneven pieces from C = 0, then added to a matrix: the bits of
+// gemm(Trans::T, Trans::N, …) with beta = 1.
+template <typename T>
+void check_rows_tn(int64_t M, int64_t N) {
+  const int64_t K = 37, lda = M + 2, ldb = N + 3, ldc = N + 1;
+  const std::vector<T> A = random_values<T>(K * lda, 91), B = random_values<T>(K * ldb, 92);
+  const std::vector<T> C0 = random_values<T>(M * ldc, 93);
+  std::vector<T> want = C0, got = C0, carry(M * ldc, T(0));
+  gemm<T>(Trans::T, Trans::N, M, N, K, A.data(), lda, B.data(), ldb, T(1), want.data(), ldc);
+  for (int64_t k0 = 0, piece = 1; k0 < K; k0 += piece, piece += 3) {
+    const int64_t n = std::min(piece, K - k0);
+    gemm_rows_tn_continue<T>(M, N, n, A.data() + k0 * lda, lda, B.data() + k0 * ldb, ldb,
+                             carry.data(), ldc);
+  }
+  for (int64_t i = 0; i < M; ++i)
+    for (int64_t j = 0; j < N; ++j) got[i * ldc + j] += carry[i * ldc + j];
+  EXPECT_EQ(0, std::memcmp(want.data(), got.data(), want.size() * sizeof(T)))
+      << "M " << M << " N " << N;
+}
+
+TEST(Gemm, RowsTnContinueMatchesGemmBitwise) {
+  for (int64_t M : {1, 5, 8, 24, 30})
+    for (int64_t N : {7, 16, 32, 45, 512}) {
+      check_rows_tn<float>(M, N);
+      check_rows_tn<double>(M, N);
+    }
+}
+
 }  // namespace
 }  // namespace troupe::kernels
