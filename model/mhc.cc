@@ -77,6 +77,7 @@ void prepare(MhcCache<T>& c, const ModelConfig& cfg, int64_t N) {
   c.h_pre.resize(N * S);
   c.h_post.resize(N * S);
   c.h_res_.resize(N * S * S);
+  c.sk_exp.resize(c.blocks() * S * S * kMhcLanes);
   c.sk_mat.resize(kMhcLanes * (2 * c.iters + 1) * S * S);
   c.sk_sum.resize(kMhcLanes * c.iters * 2 * S);
   c.dproj.resize(N * P);
@@ -87,23 +88,18 @@ void prepare(MhcCache<T>& c, const ModelConfig& cfg, int64_t N) {
 constexpr int64_t kL = kMhcLanes;
 
 // One block of kL tokens, token-minor (element [..., l] belongs to lane l):
-// htilde (S,S,kL) -> mats (2·iters+1, S,S,kL), sums (iters, 2, S,kL). mats[0] =
-// exp(H̃ − max H̃) per token; round t writes its row-normalised matrix to mats[2t+1] (row
+// mats[0] (S,S,kL) = exp(H̃ − max H̃) per token, given -> mats (2·iters+1, S,S,kL), sums
+// (iters, 2, S,kL). Round t writes its row-normalised matrix to mats[2t+1] (row
 // sums to sums[t][0]) and its column-normalised one to mats[2t+2] (column sums to
 // sums[t][1]). Every lane runs the scalar algorithm of its own token; the lane loops
 // are what the compiler vectorises.
 // kS: the stream count as a constant (its loops then unroll into registers), or 0 to read
 // it from S at run time; the same operations either way.
 template <typename T, int64_t kS = 0>
-void sinkhorn_forward(const T* htilde, int64_t S_run, int64_t iters, T* mats, T* sums) {
+void sinkhorn_forward(int64_t S_run, int64_t iters, T* mats, T* sums) {
   const int64_t S = kS ? kS : S_run, SS = S * S;
-  T w[kStreamsMax * kStreamsMax * kL], cs[kStreamsMax * kL], r[kL], mx[kL];
-  for (int64_t l = 0; l < kL; ++l) mx[l] = htilde[l];
-  for (int64_t e = 1; e < SS; ++e)
-    for (int64_t l = 0; l < kL; ++l) mx[l] = std::max(mx[l], htilde[e * kL + l]);
-  for (int64_t e = 0; e < SS; ++e)
-    for (int64_t l = 0; l < kL; ++l) w[e * kL + l] = std::exp(htilde[e * kL + l] - mx[l]);
-  std::copy(w, w + SS * kL, mats);
+  T w[kStreamsMax * kStreamsMax * kL], cs[kStreamsMax * kL], r[kL];
+  std::copy(mats, mats + SS * kL, w);
   for (int64_t t = 0; t < iters; ++t) {
     T* rs = sums + 2 * t * S * kL;
     for (int64_t i = 0; i < S; ++i) {  // w ← diag(1/rs) w,  rs = w 1
@@ -161,22 +157,37 @@ void sinkhorn_backward(const T* mats, const T* sums, int64_t S_run, int64_t iter
   for (int64_t e = 0; e < SS * kL; ++e) d[e] *= mats[e];
 }
 
-// Block `block`'s Sinkhorn rounds into the cache's scratch (sk_mat, sk_sum), from H̃ =
-// α_res · proj_res + b_res (padding lanes: H̃ = 0). The forward and the backward both run it.
+// Block `block`'s Sinkhorn rounds into the cache's scratch (sk_mat, sk_sum). The forward
+// (`fresh`) starts them from H̃ = α_res · proj_res + b_res (padding lanes: H̃ = 0) and keeps
+// the block's exp(H̃ − max H̃) in sk_exp; the backward starts again from what it kept.
 template <typename T>
-void sinkhorn_block(const MhcLayout& L, const T* params, int64_t block, MhcCache<T>& c) {
+void sinkhorn_block(const MhcLayout& L, const T* params, int64_t block, bool fresh,
+                    MhcCache<T>& c) {
   const int64_t S = c.S, SS = S * S, P = c.P();
-  const T a_res = params[L.alpha_res];
-  T htilde[kStreamsMax * kStreamsMax * kL];
-  for (int64_t l = 0; l < kL; ++l) {
-    const int64_t n = block * kL + l;
+  T* m0 = c.sk_mat.data();
+  T* kept = c.sk_exp.data() + block * SS * kL;
+  if (fresh) {
+    const T a_res = params[L.alpha_res];
+    T htilde[kStreamsMax * kStreamsMax * kL], mx[kL];
+    for (int64_t l = 0; l < kL; ++l) {
+      const int64_t n = block * kL + l;
+      for (int64_t e = 0; e < SS; ++e)
+        htilde[e * kL + l] =
+            n < c.N ? a_res * c.proj[n * P + 2 * S + e] + params[L.b_res + e] : T(0);
+    }
+    for (int64_t l = 0; l < kL; ++l) mx[l] = htilde[l];
+    for (int64_t e = 1; e < SS; ++e)
+      for (int64_t l = 0; l < kL; ++l) mx[l] = std::max(mx[l], htilde[e * kL + l]);
     for (int64_t e = 0; e < SS; ++e)
-      htilde[e * kL + l] = n < c.N ? a_res * c.proj[n * P + 2 * S + e] + params[L.b_res + e] : T(0);
+      for (int64_t l = 0; l < kL; ++l) m0[e * kL + l] = std::exp(htilde[e * kL + l] - mx[l]);
+    std::copy(m0, m0 + SS * kL, kept);
+  } else {
+    std::copy(kept, kept + SS * kL, m0);
   }
   if (S == 4)  // tiny's and small's streams
-    sinkhorn_forward<T, 4>(htilde, S, c.iters, c.sk_mat.data(), c.sk_sum.data());
+    sinkhorn_forward<T, 4>(S, c.iters, c.sk_mat.data(), c.sk_sum.data());
   else
-    sinkhorn_forward<T>(htilde, S, c.iters, c.sk_mat.data(), c.sk_sum.data());
+    sinkhorn_forward<T>(S, c.iters, c.sk_mat.data(), c.sk_sum.data());
 }
 
 // Block `block`'s coefficients from its projections: H_pre, H_post, and H_res (the last
@@ -195,7 +206,7 @@ void coefficients_forward(const MhcLayout& L, const T* params, int64_t block, Mh
       ho[i] = T(2) * kernels::sigmoid<T>(a_post * pr[S + i] + params[L.b_post + i]);
     }
   }
-  sinkhorn_block(L, params, block, c);
+  sinkhorn_block(L, params, block, true, c);
   const T* last = c.sk_mat.data() + 2 * c.iters * SS * kL;
   for (int64_t l = 0; l < count; ++l)
     for (int64_t e = 0; e < SS; ++e) c.h_res_[(n0 + l) * SS + e] = last[e * kL + l];
@@ -300,7 +311,7 @@ T res_coefficient_backward(const MhcLayout& L, const T* params, T* grads, T* d, 
                            MhcCache<T>& c) {
   const int64_t S = c.S, SS = S * S, P = c.P();
   const int64_t n0 = block * kL, count = std::min(kL, c.N - n0);
-  sinkhorn_block(L, params, block, c);  // the forward's rounds again: the same bits
+  sinkhorn_block(L, params, block, false, c);  // the forward's rounds again: the same bits
   if (S == 4)
     sinkhorn_backward<T, 4>(c.sk_mat.data(), c.sk_sum.data(), S, c.iters, d);
   else
@@ -411,6 +422,7 @@ void mhc_post_forward(const ModelConfig& cfg, const MhcLayout& /*L*/, const T* /
   const int64_t N = cache.N, S = cache.S, C = cache.C, D = S * C;
   cache.f = f;
   for (int64_t n = 0; n < N; ++n) {
+    if (n + 1 < N) prefetch(X + (n + 1) * D, D), prefetch(f + (n + 1) * C, C);
     // X'_k = Σ_j H_res[k,j] X_j + H_post[k] · f
     const T* ho = cache.h_post.data() + n * S;
     const T* H = cache.h_res_.data() + n * S * S;
@@ -441,7 +453,9 @@ void mhc_post_backward(const ModelConfig& cfg, const MhcLayout& L, const T* para
     std::fill(d, d + SS * kL, T(0));
     for (int64_t l = 0; l < kL && block * kL + l < N; ++l) {
       const int64_t n = block * kL + l;
-      if (n + 1 < N) prefetch(cache.x + (n + 1) * D, D), prefetch(cache.f + (n + 1) * C, C);
+      if (n + 1 < N)
+        prefetch(cache.x + (n + 1) * D, D), prefetch(cache.f + (n + 1) * C, C),
+            prefetch(dXout + (n + 1) * D, D);
       streams_post_backward(dXout + n * D, dX + n * D, df + n * C, n, cache, res, post,
                             accumulate_dx);
       dalpha_post += post_coefficient_backward(L, params, grads, post, n, cache);

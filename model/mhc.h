@@ -80,6 +80,7 @@ struct MhcCache {
   std::vector<T> h_res_;  // (N,S,S) H_res, the last matrix of each token's Sinkhorn rounds
   // One block of kMhcLanes tokens' Sinkhorn rounds (token n is lane n % kMhcLanes of block
   // n / kMhcLanes; lanes past N are padding), scratch for the forward and the backward:
+  std::vector<T> sk_exp;  // (blocks, S, S, lanes) exp(H̃ − max H̃), where the rounds start
   std::vector<T> sk_mat;  // (2·iters+1, S, S, lanes): exp(H̃−max), then per round the
                           //   matrix after the row step and after the column step
   std::vector<T> sk_sum;  // (iters, 2, S, lanes): per round the row sums, then the column

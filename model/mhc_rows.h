@@ -106,8 +106,21 @@ template <typename T>
 void combine(const T* coef, int64_t coef_stride, const T* const* rows, int64_t K, int64_t n, T* y,
              bool accumulate) {
   using V = Vec32<T>;
-  constexpr int64_t W = 2 * V::lanes;
+  // Eight sums in flight: each element's chain of K adds is latency-bound alone.
+  constexpr int64_t kWide = 8, WW = kWide * V::lanes;
   int64_t i0 = 0;
+  for (; i0 + WW <= n; i0 += WW) {
+    typename V::type a[kWide];
+    for (int64_t g = 0; g < kWide; ++g)
+      a[g] = accumulate ? V::load(y + i0 + g * V::lanes) : typename V::type{};
+    for (int64_t k = 0; k < K; ++k) {
+      const T c = coef[k * coef_stride];
+      const T* r = rows[k] + i0;
+      for (int64_t g = 0; g < kWide; ++g) a[g] += c * V::load(r + g * V::lanes);
+    }
+    for (int64_t g = 0; g < kWide; ++g) V::store(y + i0 + g * V::lanes, a[g]);
+  }
+  constexpr int64_t W = 2 * V::lanes;
   for (; i0 + W <= n; i0 += W) {
     typename V::type a0 = {}, a1 = {};
     if (accumulate) a0 = V::load(y + i0), a1 = V::load(y + i0 + V::lanes);

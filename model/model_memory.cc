@@ -14,8 +14,8 @@ int64_t bytes(const V&... v) {
 
 template <typename T>
 int64_t bytes_of(const MhcCache<T>& c) {
-  return bytes(c.rstd, c.xrows, c.phi_t, c.proj, c.h_pre, c.h_post, c.h_res_, c.sk_mat, c.sk_sum,
-               c.dproj, c.dxhat, c.dphi);
+  return bytes(c.rstd, c.xrows, c.phi_t, c.proj, c.h_pre, c.h_post, c.h_res_, c.sk_exp, c.sk_mat,
+               c.sk_sum, c.dproj, c.dxhat, c.dphi);
 }
 
 template <typename T>
