@@ -16,6 +16,9 @@ namespace {
 
 // Tokens whose dx̂ the backward forms at a time (kernels/cpu/ops.cc's RMSNorm row group).
 constexpr int64_t kXhatRows = 8;
+// Tokens whose x̂ the backward gathers before dφ's chains go on through them: dφ (P, D) is
+// loaded and stored once per gathering.
+constexpr int64_t kPhiGradRows = 4 * kXhatRows;
 
 using mhc_rows::combine;
 using mhc_rows::dot;
@@ -71,7 +74,7 @@ void prepare(MhcCache<T>& c, const ModelConfig& cfg, int64_t N) {
   c.N = N, c.S = cfg.hc_mult, c.C = cfg.d_model, c.iters = cfg.sinkhorn_iters;
   const int64_t S = c.S, D = c.S * c.C, P = c.P();
   c.rstd.resize(N);
-  c.xrows.resize(std::min(N, kXhatRows) * D);
+  c.xrows.resize(std::min(N, kPhiGradRows) * D);
   c.phi_t.resize(D * P);
   c.proj.resize(N * P);
   c.h_pre.resize(N * S);
@@ -231,14 +234,15 @@ void transpose_phi(const MhcLayout& L, const T* params, MhcCache<T>& c) {
   }
 }
 
-// x̂ of tokens [n0, n0 + rows) into xrows: vec(X)·rstd, the RMSNorm forward's own product.
+// x̂ of tokens [n0, n0 + rows) into xrows from row `at` on: vec(X)·rstd, the RMSNorm
+// forward's own product.
 template <typename T>
-void xhat_rows(int64_t n0, int64_t rows, MhcCache<T>& c) {
+void xhat_rows(int64_t n0, int64_t rows, int64_t at, MhcCache<T>& c) {
   const int64_t D = c.S * c.C;
   for (int64_t l = 0; l < rows; ++l) {
     const T* x = c.x + (n0 + l) * D;
     const T r = c.rstd[n0 + l];
-    T* o = c.xrows.data() + l * D;
+    T* o = c.xrows.data() + (at + l) * D;
     for (int64_t d = 0; d < D; ++d) o[d] = x[d] * r;
   }
 }
@@ -257,9 +261,13 @@ void xhat_backward(const MhcLayout& L, const T* params, int64_t n0, int64_t rows
   kernels::gemm_thin_k<T>(rows, D, terms, 3, P, D, T(0), c.dxhat.data(), D);
   kernels::rmsnorm_backward<T>(c.dxhat.data(), c.x + n0 * D, nullptr, c.rstd.data() + n0,
                                dX + n0 * D, nullptr, rows, D);
-  // dφ's chains over the tokens go on through these ones (x̂ formed again: the same bits)
-  xhat_rows(n0, rows, c);
-  kernels::gemm_rows_tn_continue<T>(P, D, rows, dp, P, c.xrows.data(), D, c.dphi.data(), D);
+  // dφ's chains over the tokens go on through these ones (x̂ formed again: the same bits),
+  // gathered kPhiGradRows tokens at a time
+  const int64_t g0 = n0 / kPhiGradRows * kPhiGradRows;
+  xhat_rows(n0, rows, n0 - g0, c);
+  if (n0 + rows == std::min(g0 + kPhiGradRows, c.N))
+    kernels::gemm_rows_tn_continue<T>(P, D, n0 + rows - g0, c.dproj.data() + g0 * P, P,
+                                      c.xrows.data(), D, c.dphi.data(), D);
 }
 
 // Token n: df = Σ_k H_post[k] dY_k (overwritten), dX_j += Σ_k H_res[k,j] dY_k; and the
