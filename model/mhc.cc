@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <stdexcept>
+#include <type_traits>
 
 #include "kernels/cpu/gemm.h"
 #include "kernels/cpu/ops.h"
@@ -278,6 +279,10 @@ void streams_post_backward(const T* dY, T* dx, T* df, int64_t n, const MhcCache<
   const int64_t S = c.S, C = c.C;
   const T* ho = c.h_post.data() + n * S;
   const T* H = c.h_res_.data() + n * S * S;
+  if constexpr (std::is_same_v<T, float>)
+    if (S == 4 && C % mhc_rows::kDotLanes == 0)  // tiny's and small's streams: one pass
+      return mhc_rows::post_backward4(dY, c.x + n * S * C, c.f + n * C, ho, H, C, df, dx,
+                                      accumulate_dx, res, post);
   const T* rows[kStreamsMax + 1];
   stream_rows(dY, S, C, rows);
   combine(ho, 1, rows, S, C, df, false);

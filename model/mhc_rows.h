@@ -47,13 +47,34 @@ struct Vec32 {
   static void store(T* p, type v) { __builtin_memcpy(p, &v, sizeof v); }
 };
 
-// Floats, n a multiple of kDotLanes: one 64-byte vector holds a dot's kDotLanes partial
-// sums (a zmm register on AVX-512, two ymm otherwise), folded in registers in fold's order.
-template <int M>
-void dots16(const float* a, const float* const* rows, int64_t n, float* out) {
-  typedef float v16 __attribute__((vector_size(64)));
+// 16 floats: one dot product's kDotLanes partial sums (a zmm register on AVX-512, two ymm
+// otherwise).
+typedef float v16 __attribute__((vector_size(64)));
+
+inline v16 load16(const float* p) {
+  v16 v;
+  __builtin_memcpy(&v, p, sizeof v);
+  return v;
+}
+
+// fold() of the partial sums in a v16, in registers.
+inline float fold16(const v16& acc) {
   typedef float v8 __attribute__((vector_size(32)));
   typedef float v4 __attribute__((vector_size(16)));
+  v8 lo8, hi8;
+  __builtin_memcpy(&lo8, &acc, sizeof lo8);
+  __builtin_memcpy(&hi8, reinterpret_cast<const char*>(&acc) + sizeof lo8, sizeof hi8);
+  const v8 p = lo8 + hi8;  // lane l + lane l+8
+  v4 lo4, hi4;
+  __builtin_memcpy(&lo4, &p, sizeof lo4);
+  __builtin_memcpy(&hi4, reinterpret_cast<const char*>(&p) + sizeof lo4, sizeof hi4);
+  const v4 q = lo4 + hi4;  // + lane l+4
+  return (q[0] + q[2]) + (q[1] + q[3]);
+}
+
+// Floats, n a multiple of kDotLanes: dots with their partial sums in registers.
+template <int M>
+void dots16(const float* a, const float* const* rows, int64_t n, float* out) {
   v16 acc[M] = {};
   for (int64_t c = 0; c < n; c += kDotLanes) {
     v16 va;
@@ -64,17 +85,7 @@ void dots16(const float* a, const float* const* rows, int64_t n, float* out) {
       acc[j] += va * vr;
     }
   }
-  for (int j = 0; j < M; ++j) {
-    v8 lo8, hi8;
-    __builtin_memcpy(&lo8, &acc[j], sizeof lo8);
-    __builtin_memcpy(&hi8, reinterpret_cast<const char*>(&acc[j]) + sizeof lo8, sizeof hi8);
-    const v8 p = lo8 + hi8;  // lane l + lane l+8
-    v4 lo4, hi4;
-    __builtin_memcpy(&lo4, &p, sizeof lo4);
-    __builtin_memcpy(&hi4, reinterpret_cast<const char*>(&p) + sizeof lo4, sizeof hi4);
-    const v4 q = lo4 + hi4;  // + lane l+4
-    out[j] = (q[0] + q[2]) + (q[1] + q[3]);
-  }
+  for (int j = 0; j < M; ++j) out[j] = fold16(acc[j]);
 }
 
 // out[j] = dot(a, rows[j], n) for j < M, in one pass over a (the same bits: each lane's
@@ -137,6 +148,38 @@ void combine(const T* coef, int64_t coef_stride, const T* const* rows, int64_t K
     T acc = accumulate ? y[i] : T(0);
     for (int64_t k = 0; k < K; ++k) acc += coef[k * coef_stride] * rows[k][i];
     y[i] = acc;
+  }
+}
+
+// A token's streams through the post backward, 4 streams of n floats (n a multiple of
+// kDotLanes), in one pass over its rows dY (4,n), X (4,n) and f (n):
+//   df = Σ_k ho[k] dY_k,  dx_j = (accumulate ? dx_j : 0) + Σ_k H[k·4+j] dY_k   (combine's sums)
+//   res[k·4+j] = dY_k · X_j,  post[k] = dY_k · f                              (dot's sums)
+// each element and each dot in the order of the unfused kernels above, so with their bits.
+inline void post_backward4(const float* dY, const float* X, const float* f, const float* ho,
+                           const float* H, int64_t n, float* df, float* dx, bool accumulate,
+                           float* res, float* post) {
+  v16 acc[4][5] = {};
+  for (int64_t c = 0; c < n; c += kDotLanes) {
+    v16 y[4], x[4];
+    for (int k = 0; k < 4; ++k) y[k] = load16(dY + k * n + c), x[k] = load16(X + k * n + c);
+    const v16 fv = load16(f + c);
+    v16 g = {};
+    for (int k = 0; k < 4; ++k) g += ho[k] * y[k];
+    __builtin_memcpy(df + c, &g, sizeof g);
+    for (int j = 0; j < 4; ++j) {
+      v16 d = accumulate ? load16(dx + j * n + c) : v16{};
+      for (int k = 0; k < 4; ++k) d += H[k * 4 + j] * y[k];
+      __builtin_memcpy(dx + j * n + c, &d, sizeof d);
+    }
+    for (int k = 0; k < 4; ++k) {
+      for (int j = 0; j < 4; ++j) acc[k][j] += y[k] * x[j];
+      acc[k][4] += y[k] * fv;
+    }
+  }
+  for (int k = 0; k < 4; ++k) {
+    for (int j = 0; j < 4; ++j) res[k * 4 + j] = fold16(acc[k][j]);
+    post[k] = fold16(acc[k][4]);
   }
 }
 
