@@ -343,6 +343,20 @@ T res_coefficient_backward(const MhcLayout& L, const T* params, T* grads, T* d, 
   return dalpha;
 }
 
+// Token's streams through u = Σ_j H_pre[j] X_j: dX_j += H_pre[j] du, dH_pre[j] = du · X_j.
+template <typename T>
+void pre_streams_backward(const T* du, const T* x, const T* hp, int64_t S, int64_t C, T* dx,
+                          T* dh) {
+  if constexpr (std::is_same_v<T, float>)
+    if (S == 4 && C % mhc_rows::kDotLanes == 0)  // one pass, the same sums
+      return mhc_rows::pre_backward4(du, x, hp, C, dx, dh);
+  const T* xrows[kStreamsMax];
+  stream_rows(x, S, C, xrows);
+  dots(du, xrows, S, C, dh);
+  for (int64_t j = 0; j < S; ++j)
+    for (int64_t i = 0; i < C; ++i) dx[j * C + i] += hp[j] * du[i];
+}
+
 // Tokens [n0, n0 + rows) of mhc_pre_backward through u = Σ_j H_pre[j] X_j: dX_j += H_pre[j]
 // du; dH_pre[j] = du · X_j into dproj's pre columns and db_pre; adds the α_pre terms to
 // dalpha, token after token (one running sum over all tokens, as before the grouping).
@@ -352,18 +366,17 @@ void pre_coefficient_backward(const MhcLayout& L, const T* params, T* grads, con
   const int64_t S = c.S, C = c.C, D = S * C, P = c.P();
   const T a_pre = params[L.alpha_pre];
   for (int64_t n = n0; n < n0 + rows; ++n) {
-    if (n + kXhatRows < c.N) prefetch(c.x + (n + kXhatRows) * D, D);
+    if (n + kXhatRows < c.N)
+      prefetch(c.x + (n + kXhatRows) * D, D), prefetch(dX + (n + kXhatRows) * D, D),
+          prefetch(du + (n + kXhatRows) * C, C);
     const T* dun = du + n * C;
     const T* hp = c.h_pre.data() + n * S;
     const T* pr = c.proj.data() + n * P;
     T* dx = dX + n * D;
     T* dp = c.dproj.data() + n * P;
-    const T* xrows[kStreamsMax];
-    stream_rows(c.x + n * D, S, C, xrows);
     T dh[kStreamsMax];
-    dots(dun, xrows, S, C, dh);
+    pre_streams_backward(dun, c.x + n * D, hp, S, C, dx, dh);
     for (int64_t j = 0; j < S; ++j) {
-      for (int64_t i = 0; i < C; ++i) dx[j * C + i] += hp[j] * dun[i];
       // H_pre = σ(z): dz = dH_pre · H_pre (1 − H_pre)
       const T dz = dh[j] * hp[j] * (T(1) - hp[j]);
       dalpha += dz * pr[j];
