@@ -2,7 +2,8 @@
 """mHC (n = 4) next to residual = "plain" (issue 18): step time by alternating runs, next to
 mHC's share of the step's FLOPs, on tiny and small (Engram off, as in make bench).
 
-Each run is `troupe train --steps STEPS` on THREADS threads (default 1); its tokens/s is the
+Each run is `troupe train --steps STEPS` on THREADS threads (default 1) for each of CONFIGS
+(default "tiny small"); its tokens/s is the
 median of the per-step tokens/s after 2 warm-up steps; ROUNDS (default 3) alternations, medians
 of those. mHC's FLOPs count every operation (`troupe dev flops`, model/flops.h), the rest of
 the step its matmuls. Prints the overhead (mHC step time / plain step time − 1), the share
@@ -21,6 +22,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUILD = sys.argv[1] if len(sys.argv) > 1 else "build"
 THREADS = int(os.environ.get("THREADS", "1"))
 ROUNDS = int(os.environ.get("ROUNDS", "3"))
+CONFIGS = os.environ.get("CONFIGS", "tiny small").split()
 STEPS = {"tiny": int(os.environ.get("STEPS_TINY", "12")),
          "small": int(os.environ.get("STEPS_SMALL", "5"))}
 TROUPE = os.path.join(BUILD, "troupe")
@@ -45,7 +47,7 @@ def tokens_per_s(config, residual, steps):
 
 def main():
     with tempfile.TemporaryDirectory() as d:
-        for name in ("tiny", "small"):
+        for name in CONFIGS:
             config = config_without_engram(name, d)
             flops = json.loads(subprocess.run([TROUPE, "dev", "flops", "--config", config],
                                               check=True, capture_output=True, text=True).stdout)

@@ -33,15 +33,6 @@ void dots(const T* a, const T* const* rows, int64_t m, int64_t n, T* out) {
   for (int64_t j = 0; j < m; ++j) out[j] = dot(a, rows[j], n);
 }
 
-// Asks the caches for the n elements at p ahead of their use, a line at a time. The saved
-// streams X come back to the backward from far away (the sublayers ran in between): their
-// first reads, a token at a time, otherwise wait on memory.
-template <typename T>
-void prefetch(const T* p, int64_t n) {
-  constexpr int64_t kLineElems = 64 / int64_t(sizeof(T));
-  for (int64_t i = 0; i < n; i += kLineElems) __builtin_prefetch(p + i, 0, 3);
-}
-
 // Pointers to the S rows of C floats at x (a token's streams).
 template <typename T>
 void stream_rows(const T* x, int64_t S, int64_t C, const T** rows) {
@@ -366,9 +357,6 @@ void pre_coefficient_backward(const MhcLayout& L, const T* params, T* grads, con
   const int64_t S = c.S, C = c.C, D = S * C, P = c.P();
   const T a_pre = params[L.alpha_pre];
   for (int64_t n = n0; n < n0 + rows; ++n) {
-    if (n + kXhatRows < c.N)
-      prefetch(c.x + (n + kXhatRows) * D, D), prefetch(dX + (n + kXhatRows) * D, D),
-          prefetch(du + (n + kXhatRows) * C, C);
     const T* dun = du + n * C;
     const T* hp = c.h_pre.data() + n * S;
     const T* pr = c.proj.data() + n * P;
@@ -448,7 +436,6 @@ void mhc_post_forward(const ModelConfig& cfg, const MhcLayout& /*L*/, const T* /
   const int64_t N = cache.N, S = cache.S, C = cache.C, D = S * C;
   cache.f = f;
   for (int64_t n = 0; n < N; ++n) {
-    if (n + 1 < N) prefetch(X + (n + 1) * D, D), prefetch(f + (n + 1) * C, C);
     // X'_k = Σ_j H_res[k,j] X_j + H_post[k] · f
     const T* ho = cache.h_post.data() + n * S;
     const T* H = cache.h_res_.data() + n * S * S;
@@ -479,9 +466,6 @@ void mhc_post_backward(const ModelConfig& cfg, const MhcLayout& L, const T* para
     std::fill(d, d + SS * kL, T(0));
     for (int64_t l = 0; l < kL && block * kL + l < N; ++l) {
       const int64_t n = block * kL + l;
-      if (n + 1 < N)
-        prefetch(cache.x + (n + 1) * D, D), prefetch(cache.f + (n + 1) * C, C),
-            prefetch(dXout + (n + 1) * D, D);
       streams_post_backward(dXout + n * D, dX + n * D, df + n * C, n, cache, res, post,
                             accumulate_dx);
       dalpha_post += post_coefficient_backward(L, params, grads, post, n, cache);
