@@ -4,7 +4,7 @@ mHC's share of the step's FLOPs, on tiny and small (Engram off, as in make bench
 
 Each run is `troupe train --steps STEPS` on THREADS threads (default 1) for each of CONFIGS
 (default "tiny small"); its tokens/s is the
-median of the per-step tokens/s after 2 warm-up steps; ROUNDS (default 3) alternations, medians
+median of the per-step tokens/s after 2 warm-up steps; ROUNDS (default 5) alternations, medians
 of those. mHC's FLOPs count every operation (`troupe dev flops`, model/flops.h), the rest of
 the step its matmuls. Prints the overhead (mHC step time / plain step time − 1), the share
 (mHC FLOPs / all the mHC step's FLOPs) and their ratio, whose bound is 1.3.
@@ -21,10 +21,12 @@ import tempfile
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUILD = sys.argv[1] if len(sys.argv) > 1 else "build"
 THREADS = int(os.environ.get("THREADS", "1"))
-ROUNDS = int(os.environ.get("ROUNDS", "3"))
+ROUNDS = int(os.environ.get("ROUNDS", "5"))
 CONFIGS = os.environ.get("CONFIGS", "tiny small").split()
-STEPS = {"tiny": int(os.environ.get("STEPS_TINY", "12")),
-         "small": int(os.environ.get("STEPS_SMALL", "5"))}
+# Each run's median is over its steps after the first 2: fewer than 8 measured steps of small
+# swung the overhead by ±5 points on a 2-core machine.
+STEPS = {"tiny": int(os.environ.get("STEPS_TINY", "16")),
+         "small": int(os.environ.get("STEPS_SMALL", "10"))}
 TROUPE = os.path.join(BUILD, "troupe")
 
 

@@ -15,8 +15,8 @@ using kernels::Trans;
 
 namespace {
 
-// Tokens whose dx̂ the backward forms at a time (kernels/cpu/ops.cc's RMSNorm row group).
-constexpr int64_t kXhatRows = 8;
+// Tokens whose dx̂ the backward forms at a time: whole RMSNorm row groups.
+constexpr int64_t kXhatRows = kernels::kRmsNormRowGroup;
 // Tokens whose x̂ the backward gathers before dφ's chains go on through them: dφ (P, D) is
 // loaded and stored once per gathering.
 constexpr int64_t kPhiGradRows = 4 * kXhatRows;

@@ -45,9 +45,7 @@ Model<T>::Impl::Impl(const ModelConfig& c, const ParamTable& t, uint64_t seed)
       head(t.offset("lm_head.weight")),
       blocks(static_cast<size_t>(c.n_layers)),
       recompute(c.recompute),
-      acts(c.recompute == Recompute::block || c.recompute == Recompute::full
-               ? 1
-               : static_cast<size_t>(c.n_layers)),
+      acts(reruns_blocks(c.recompute) ? 1 : static_cast<size_t>(c.n_layers)),
       mla_keep(c.recompute == Recompute::block ? static_cast<size_t>(c.n_layers) : 0),
       attn_out(mla_keep.size()),
       counts(static_cast<size_t>(c.n_layers)),
@@ -103,7 +101,7 @@ void Model<T>::Impl::bind_sizes(const Batch& b) {
   // Under "block" and "full" a block's backward re-runs its forward, which writes X_2l+1
   // again: the odd streams share xs[1] (stream()); the even ones are the kept block inputs.
   xs.resize(static_cast<size_t>(2 * L + 1));
-  const bool shared_odd = recompute == Recompute::block || recompute == Recompute::full;
+  const bool shared_odd = reruns_blocks(recompute);
   for (size_t i = 0; i < xs.size(); ++i)
     resize(xs[i], shared_odd && i % 2 == 1 && i > 1 ? 0 : N * S * C);
   for (auto& a : acts) {

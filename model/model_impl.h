@@ -80,6 +80,12 @@ void zero(std::vector<T>& v, int64_t n) {
   v.assign(static_cast<size_t>(n), T(0));
 }
 
+// Whether a block's backward re-runs its forward: then the blocks share one set of
+// activations, and the odd stream tensors one buffer.
+inline bool reruns_blocks(Recompute r) {
+  return r == Recompute::block || r == Recompute::full;
+}
+
 }  // namespace model_detail
 
 using namespace model_detail;
@@ -120,10 +126,7 @@ struct Model<T>::Impl {
   const int32_t* doc = nullptr;        // (N) the batch's document ids, or null
   std::vector<std::vector<T>> xs;      // 2L+1 stream tensors (N,S,C)
   // Stream tensor i: xs[i], but the odd ones share xs[1] under "block" and "full".
-  T* stream(int64_t i) {
-    const bool shared = recompute == Recompute::block || recompute == Recompute::full;
-    return xs[size_t(shared && i % 2 == 1 ? 1 : i)].data();
-  }
+  T* stream(int64_t i) { return xs[size_t(reruns_blocks(recompute) && i % 2 == 1 ? 1 : i)].data(); }
   std::vector<T> h, hn, hrstd, logits;       // (N,C) (N,C) (N) (N,V)
   std::vector<T> dlogits, dh, dhn, dX, dXn;  // backward buffers
   std::vector<T> dnormed, du, df;
@@ -133,7 +136,7 @@ struct Model<T>::Impl {
 
   Impl(const ModelConfig& c, const ParamTable& t, uint64_t seed);
   void bind_sizes(const Batch& b);
-  bool shared_acts() const { return recompute == Recompute::block || recompute == Recompute::full; }
+  bool shared_acts() const { return reruns_blocks(recompute); }
   BlockActs<T>& act(int64_t l) { return acts[shared_acts() ? 0 : l]; }
   MlaCache<T>& mla_cache(int64_t l) {
     if (recompute == Recompute::attention) return mla_redo;

@@ -9,6 +9,7 @@
 #include <cstring>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -38,11 +39,17 @@ int offload_file(int64_t bytes, std::string* dir_out) {
   return fd;
 }
 
-// All `bytes` at `offset`, looping over short transfers; fails naming the file error.
-void transfer(bool out, int fd, char* buf, int64_t bytes, int64_t offset) {
+// All `bytes` at `offset`, looping over short transfers: written from a const buffer, read
+// into a mutable one; fails naming the file error.
+template <typename Byte>
+void transfer(int fd, Byte* buf, int64_t bytes, int64_t offset) {
+  constexpr bool out = std::is_const_v<Byte>;
   while (bytes > 0) {
-    const ssize_t got = out ? pwrite(fd, buf, size_t(bytes), off_t(offset))
-                            : pread(fd, buf, size_t(bytes), off_t(offset));
+    ssize_t got;
+    if constexpr (out)
+      got = pwrite(fd, buf, size_t(bytes), off_t(offset));
+    else
+      got = pread(fd, buf, size_t(bytes), off_t(offset));
     if (got < 0 && errno == EINTR) continue;
     if (got <= 0) {
       if (got == 0) errno = EIO;
@@ -91,15 +98,14 @@ StateBuffer::~StateBuffer() {
 float* StateBuffer::fetch(int64_t at, int64_t n, std::vector<float>& window) const {
   if (fd_ < 0) return data_ + at;
   if (window.size() < size_t(n)) window.resize(size_t(n));
-  transfer(false, fd_, reinterpret_cast<char*>(window.data()), n * int64_t(sizeof(float)),
-           at * int64_t(sizeof(float)));
+  read(at, n, window.data());
   return window.data();
 }
 
 void StateBuffer::store(int64_t at, int64_t n, const float* p) const {
   if (fd_ < 0 || n <= 0) return;
-  transfer(true, fd_, const_cast<char*>(reinterpret_cast<const char*>(p)),
-           n * int64_t(sizeof(float)), at * int64_t(sizeof(float)));
+  transfer(fd_, reinterpret_cast<const char*>(p), n * int64_t(sizeof(float)),
+           at * int64_t(sizeof(float)));
 }
 
 void StateBuffer::read(int64_t at, int64_t n, float* out) const {
@@ -107,7 +113,7 @@ void StateBuffer::read(int64_t at, int64_t n, float* out) const {
     std::copy(data_ + at, data_ + at + n, out);
     return;
   }
-  transfer(false, fd_, reinterpret_cast<char*>(out), n * int64_t(sizeof(float)),
+  transfer(fd_, reinterpret_cast<char*>(out), n * int64_t(sizeof(float)),
            at * int64_t(sizeof(float)));
 }
 

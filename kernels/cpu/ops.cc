@@ -16,7 +16,7 @@ namespace troupe::kernels {
 // trained with). A lone chain is bound by the adder's latency, so rows go in groups of
 // kRowLanes whose chains interleave: each row's sum sees exactly the operations it would
 // alone, and the group runs them side by side (the l loops vectorise across rows).
-constexpr int64_t kRowLanes = 8;
+constexpr int64_t kRowLanes = kRmsNormRowGroup;
 
 // A full group of 8 float rows: the products of 8 columns are formed row-wise (8 loads),
 // transposed so that a register holds one column across the rows, and added column after

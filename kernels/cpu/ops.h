@@ -6,6 +6,10 @@
 
 namespace troupe::kernels {
 
+// Rows whose sums the RMSNorms form side by side (each row's bits are its own): a caller
+// that hands them this many rows at a time gets whole groups.
+inline constexpr int64_t kRmsNormRowGroup = 8;
+
 // out (N,D) = x / sqrt(mean(x²) + eps) ⊙ w.  w may be null (no weight).
 // rstd (N) receives 1/sqrt(mean(x²)+eps) for the backward.
 template <typename T>
