@@ -270,10 +270,12 @@ void streams_post_backward(const T* dY, T* dx, T* df, int64_t n, const MhcCache<
   const int64_t S = c.S, C = c.C;
   const T* ho = c.h_post.data() + n * S;
   const T* H = c.h_res_.data() + n * S * S;
+#ifdef __AVX512F__
   if constexpr (std::is_same_v<T, float>)
     if (S == 4 && C % mhc_rows::kDotLanes == 0)  // tiny's and small's streams: one pass
       return mhc_rows::post_backward4(dY, c.x + n * S * C, c.f + n * C, ho, H, C, df, dx,
                                       accumulate_dx, res, post);
+#endif
   const T* rows[kStreamsMax + 1];
   stream_rows(dY, S, C, rows);
   combine(ho, 1, rows, S, C, df, false);
@@ -338,9 +340,11 @@ T res_coefficient_backward(const MhcLayout& L, const T* params, T* grads, T* d, 
 template <typename T>
 void pre_streams_backward(const T* du, const T* x, const T* hp, int64_t S, int64_t C, T* dx,
                           T* dh) {
+#ifdef __AVX512F__
   if constexpr (std::is_same_v<T, float>)
     if (S == 4 && C % mhc_rows::kDotLanes == 0)  // one pass, the same sums
       return mhc_rows::pre_backward4(du, x, hp, C, dx, dh);
+#endif
   const T* xrows[kStreamsMax];
   stream_rows(x, S, C, xrows);
   dots(du, xrows, S, C, dh);

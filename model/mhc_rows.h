@@ -47,6 +47,9 @@ struct Vec32 {
   static void store(T* p, type v) { __builtin_memcpy(p, &v, sizeof v); }
 };
 
+#ifdef __AVX512F__
+// (AVX-512 builds: a 64-byte vector is one register there, and passing one between functions
+// built without AVX-512 would change the ABI.)
 // 16 floats: one dot product's kDotLanes partial sums (a zmm register on AVX-512, two ymm
 // otherwise).
 typedef float v16 __attribute__((vector_size(64)));
@@ -87,13 +90,16 @@ void dots16(const float* a, const float* const* rows, int64_t n, float* out) {
   }
   for (int j = 0; j < M; ++j) out[j] = fold16(acc[j]);
 }
+#endif
 
 // out[j] = dot(a, rows[j], n) for j < M, in one pass over a (the same bits: each lane's
 // sum sees the same products in the same order, and products commute).
 template <typename T, int M>
 void dots(const T* a, const T* const* rows, int64_t n, T* out) {
+#ifdef __AVX512F__
   if constexpr (std::is_same_v<T, float>)
     if (n % kDotLanes == 0) return dots16<M>(a, rows, n, out);
+#endif
   using V = Vec32<T>;
   constexpr int64_t G = kDotLanes / V::lanes;  // vectors per partial-sum set
   typename V::type acc[M][G] = {};
@@ -151,6 +157,7 @@ void combine(const T* coef, int64_t coef_stride, const T* const* rows, int64_t K
   }
 }
 
+#ifdef __AVX512F__
 // A token's streams through the post backward, 4 streams of n floats (n a multiple of
 // kDotLanes), in one pass over its rows dY (4,n), X (4,n) and f (n):
 //   df = Σ_k ho[k] dY_k,  dx_j = (accumulate ? dx_j : 0) + Σ_k H[k·4+j] dY_k   (combine's sums)
@@ -199,5 +206,6 @@ inline void pre_backward4(const float* du, const float* X, const float* hp, int6
   }
   for (int j = 0; j < 4; ++j) dh[j] = fold16(acc[j]);
 }
+#endif
 
 }  // namespace troupe::model::mhc_rows

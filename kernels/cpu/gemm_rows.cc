@@ -1,7 +1,8 @@
 // gemm_rows_nn and gemm_rows_tn_continue (gemm.h): products over a few rows of a fused loop,
 // read straight from where they lie, with gemm's chains (one fma per k, k ascending). Floats
-// on an AVX-512 build take register tiles of up to 8 rows; elsewhere the loops below run the
-// same operations one element at a time.
+// on an AVX-512 build take register tiles of up to 8 rows; elsewhere (and for doubles) AVX2
+// tiles of up to 4 rows run the same operations, and columns past the last whole vector go
+// one element at a time.
 #include <algorithm>
 #include <cmath>
 #include <type_traits>
@@ -95,6 +96,83 @@ void rows_tn(int64_t left, int64_t N, int64_t K, const float* A, int64_t lda, co
 }
 #endif
 
+// The portable path (AVX2 registers, floats or doubles): rows (≤ kRowsSimd) × vecs vectors
+// of C a tile; the columns past the last whole vector one element at a time.
+constexpr int64_t kRowsSimd = 4;
+
+template <typename T, int64_t rows, int64_t vecs>
+void tile_nn_simd(int64_t K, const T* A, int64_t lda, const T* B, int64_t ldb, bool beta, T* C,
+                  int64_t ldc) {
+  using V = detail::Simd<T>;
+  typename V::Vec acc[rows][vecs];
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t v = 0; v < vecs; ++v) acc[r][v] = V::zero();
+  for (int64_t k = 0; k < K; ++k) {
+    typename V::Vec b[vecs];
+    for (int64_t v = 0; v < vecs; ++v) b[v] = V::load(B + k * ldb + v * V::lanes);
+    for (int64_t r = 0; r < rows; ++r) {
+      const typename V::Vec a = V::broadcast(A + r * lda + k);
+      for (int64_t v = 0; v < vecs; ++v) acc[r][v] = V::fma(a, b[v], acc[r][v]);
+    }
+  }
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t v = 0; v < vecs; ++v) {
+      T* c = C + r * ldc + v * V::lanes;
+      V::store(c, beta ? V::add(V::load(c), acc[r][v]) : acc[r][v]);
+    }
+}
+
+template <typename T, int64_t rows = kRowsSimd>
+void rows_nn_simd(int64_t left, int64_t N, int64_t K, const T* A, int64_t lda, const T* B,
+                  int64_t ldb, bool beta, T* C, int64_t ldc) {
+  if constexpr (rows > 1)
+    if (left < rows) return rows_nn_simd<T, rows - 1>(left, N, K, A, lda, B, ldb, beta, C, ldc);
+  constexpr int64_t W = detail::Simd<T>::lanes;
+  int64_t j = 0;
+  for (; j + 3 * W <= N; j += 3 * W)
+    tile_nn_simd<T, rows, 3>(K, A, lda, B + j, ldb, beta, C + j, ldc);
+  for (; j + W <= N; j += W) tile_nn_simd<T, rows, 1>(K, A, lda, B + j, ldb, beta, C + j, ldc);
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t jj = j; jj < N; ++jj) {
+      T s = 0;
+      for (int64_t k = 0; k < K; ++k) s = std::fma(A[r * lda + k], B[k * ldb + jj], s);
+      C[r * ldc + jj] = beta ? C[r * ldc + jj] + s : s;
+    }
+}
+
+template <typename T, int64_t rows, int64_t vecs>
+void tile_tn_simd(int64_t K, const T* A, int64_t lda, const T* B, int64_t ldb, T* C, int64_t ldc) {
+  using V = detail::Simd<T>;
+  typename V::Vec acc[rows][vecs];
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t v = 0; v < vecs; ++v) acc[r][v] = V::load(C + r * ldc + v * V::lanes);
+  for (int64_t k = 0; k < K; ++k) {
+    typename V::Vec b[vecs];
+    for (int64_t v = 0; v < vecs; ++v) b[v] = V::load(B + k * ldb + v * V::lanes);
+    for (int64_t r = 0; r < rows; ++r) {
+      const typename V::Vec a = V::broadcast(A + k * lda + r);
+      for (int64_t v = 0; v < vecs; ++v) acc[r][v] = V::fma(a, b[v], acc[r][v]);
+    }
+  }
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t v = 0; v < vecs; ++v) V::store(C + r * ldc + v * V::lanes, acc[r][v]);
+}
+
+template <typename T, int64_t rows = kRowsSimd>
+void rows_tn_simd(int64_t left, int64_t N, int64_t K, const T* A, int64_t lda, const T* B,
+                  int64_t ldb, T* C, int64_t ldc) {
+  if constexpr (rows > 1)
+    if (left < rows) return rows_tn_simd<T, rows - 1>(left, N, K, A, lda, B, ldb, C, ldc);
+  constexpr int64_t W = detail::Simd<T>::lanes;
+  int64_t j = 0;
+  for (; j + 2 * W <= N; j += 2 * W) tile_tn_simd<T, rows, 2>(K, A, lda, B + j, ldb, C + j, ldc);
+  for (; j + W <= N; j += W) tile_tn_simd<T, rows, 1>(K, A, lda, B + j, ldb, C + j, ldc);
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t jj = j; jj < N; ++jj)
+      for (int64_t k = 0; k < K; ++k)
+        C[r * ldc + jj] = std::fma(A[k * lda + r], B[k * ldb + jj], C[r * ldc + jj]);
+}
+
 }  // namespace
 
 template <typename T>
@@ -108,12 +186,9 @@ void gemm_rows_nn(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, cons
     return;
   }
 #endif
-  for (int64_t i = 0; i < M; ++i)
-    for (int64_t j = 0; j < N; ++j) {
-      T s = 0;
-      for (int64_t k = 0; k < K; ++k) s = std::fma(A[i * lda + k], B[k * ldb + j], s);
-      C[i * ldc + j] = beta != T(0) ? C[i * ldc + j] + s : s;
-    }
+  for (int64_t i = 0; i < M; i += kRowsSimd)
+    rows_nn_simd<T>(std::min(kRowsSimd, M - i), N, K, A + i * lda, lda, B, ldb, beta != T(0),
+                    C + i * ldc, ldc);
 }
 
 template <typename T>
@@ -126,10 +201,8 @@ void gemm_rows_tn_continue(int64_t M, int64_t N, int64_t K, const T* A, int64_t 
     return;
   }
 #endif
-  for (int64_t k = 0; k < K; ++k)
-    for (int64_t i = 0; i < M; ++i)
-      for (int64_t j = 0; j < N; ++j)
-        C[i * ldc + j] = std::fma(A[k * lda + i], B[k * ldb + j], C[i * ldc + j]);
+  for (int64_t i = 0; i < M; i += kRowsSimd)
+    rows_tn_simd<T>(std::min(kRowsSimd, M - i), N, K, A + i, lda, B, ldb, C + i * ldc, ldc);
 }
 
 #define TROUPE_GEMM_ROWS_INSTANTIATE(T)                                                          \
