@@ -3,7 +3,7 @@
 // one thread; each call's time next to its anchor from the same run: the deterministic GEMMs
 // of its coefficient projections (φ x̂ forward; dφ and dx̂ backward), the only matmul FLOPs
 // mHC has. The ratio is what the elementwise work (RMSNorm, Sinkhorn, stream mixing) costs
-// on top of them.
+// on top of them. Then the same call cold: 24 instances in turn, as a model's layers run.
 //
 // Usage: bench_mhc [--quick]
 #include <cstdint>
@@ -70,6 +70,41 @@ void one_width(int64_t C, int64_t N, int samples) {
     troupe::kernels::gemm<float>(Trans::N, Trans::N, N, D, P, dproj.data(), P, phi, D, 0.f,
                                  dxh.data(), D);
   });
+  // Cold: kColdInstances instances in turn, forward all then backward all in reverse, as a
+  // model's layers run, so each call finds its streams out of cache.
+  constexpr int kColdInstances = 24;
+  struct Instance {
+    std::vector<float> u, Xout, dX, df;
+    MhcCache<float> cache;
+  };
+  std::vector<Instance> cold(kColdInstances);
+  std::vector<std::vector<float>> Xs, fs, dYs;
+  for (int i = 0; i < kColdInstances; ++i) {
+    Xs.push_back(normal(N * D, 10 + i));
+    fs.push_back(normal(N * C, 40 + i));
+    dYs.push_back(normal(N * D, 70 + i));
+    cold[size_t(i)].u.resize(N * C), cold[size_t(i)].Xout.resize(N * D);
+    cold[size_t(i)].dX.resize(N * D), cold[size_t(i)].df.resize(N * C);
+  }
+  const double t_cold =
+      troupe::bench::best_seconds(
+          [&] {
+            for (int i = 0; i < kColdInstances; ++i) {
+              Instance& c = cold[size_t(i)];
+              mhc_pre_forward(cfg, L, params.data(), Xs[size_t(i)].data(), N, c.u.data(), c.cache);
+              mhc_post_forward(cfg, L, params.data(), Xs[size_t(i)].data(), fs[size_t(i)].data(),
+                               c.Xout.data(), c.cache);
+            }
+            for (int i = kColdInstances - 1; i >= 0; --i) {
+              Instance& c = cold[size_t(i)];
+              mhc_post_backward(cfg, L, params.data(), grads.data(), dYs[size_t(i)].data(),
+                                c.dX.data(), c.df.data(), c.cache, false);
+              mhc_pre_backward(cfg, L, params.data(), grads.data(), du.data(), c.dX.data(),
+                               c.cache);
+            }
+          },
+          std::max(2, samples / 2), 0.2) /
+      kColdInstances;
   const double us = 1e6;
   std::printf(
       "C %4lld, %lld tokens: pre_forward %7.1f us  post_forward %7.1f us  backward %7.1f "
@@ -79,6 +114,10 @@ void one_width(int64_t C, int64_t N, int samples) {
       "C %4lld: mHC forward+backward %7.1f us   its projection GEMMs %7.1f us   ratio "
       "%.2fx\n",
       (long long)C, t_fwd_bwd * us, (g_fwd + g_bwd) * us, t_fwd_bwd / (g_fwd + g_bwd));
+  std::printf(
+      "C %4lld: mHC forward+backward cold (%d instances in turn) %7.1f us per instance, "
+      "%.2fx the hot call\n",
+      (long long)C, kColdInstances, t_cold * us, t_cold / t_fwd_bwd);
 }
 
 }  // namespace
