@@ -23,6 +23,41 @@ using namespace troupe::model;
 using troupe::bench::normal;
 using troupe::kernels::Trans;
 
+// Instances the cold figure cycles through.
+constexpr int kColdInstances = 24;
+
+// One instance's forward+backward, cold: kColdInstances instances in turn, forward all then
+// backward all in reverse, as a model's layers run, so each call finds its streams out of
+// cache. Seconds per instance.
+double cold_seconds(const ModelConfig& cfg, const MhcLayout& L, const std::vector<float>& params,
+                    const std::vector<float>& du, int64_t N, int samples) {
+  const int64_t C = cfg.d_model, D = cfg.hc_mult * C;
+  struct Instance {
+    std::vector<float> X, f, dY, u, Xout, dX, df;
+    MhcCache<float> cache;
+  };
+  std::vector<Instance> in(kColdInstances);
+  for (int i = 0; i < kColdInstances; ++i) {
+    Instance& c = in[size_t(i)];
+    c.X = normal(N * D, 10 + i), c.f = normal(N * C, 40 + i), c.dY = normal(N * D, 70 + i);
+    c.u.resize(N * C), c.Xout.resize(N * D), c.dX.resize(N * D), c.df.resize(N * C);
+  }
+  std::vector<float> grads(params.size());
+  const float* P = params.data();
+  auto run = [&] {
+    for (Instance& c : in) {
+      mhc_pre_forward(cfg, L, P, c.X.data(), N, c.u.data(), c.cache);
+      mhc_post_forward(cfg, L, P, c.X.data(), c.f.data(), c.Xout.data(), c.cache);
+    }
+    for (auto c = in.rbegin(); c != in.rend(); ++c) {
+      mhc_post_backward(cfg, L, P, grads.data(), c->dY.data(), c->dX.data(), c->df.data(), c->cache,
+                        false);
+      mhc_pre_backward(cfg, L, P, grads.data(), du.data(), c->dX.data(), c->cache);
+    }
+  };
+  return troupe::bench::best_seconds(run, std::max(2, samples / 2), 0.2) / kColdInstances;
+}
+
 void one_width(int64_t C, int64_t N, int samples) {
   ModelConfig cfg;
   cfg.hc_mult = 4;
@@ -70,41 +105,7 @@ void one_width(int64_t C, int64_t N, int samples) {
     troupe::kernels::gemm<float>(Trans::N, Trans::N, N, D, P, dproj.data(), P, phi, D, 0.f,
                                  dxh.data(), D);
   });
-  // Cold: kColdInstances instances in turn, forward all then backward all in reverse, as a
-  // model's layers run, so each call finds its streams out of cache.
-  constexpr int kColdInstances = 24;
-  struct Instance {
-    std::vector<float> u, Xout, dX, df;
-    MhcCache<float> cache;
-  };
-  std::vector<Instance> cold(kColdInstances);
-  std::vector<std::vector<float>> Xs, fs, dYs;
-  for (int i = 0; i < kColdInstances; ++i) {
-    Xs.push_back(normal(N * D, 10 + i));
-    fs.push_back(normal(N * C, 40 + i));
-    dYs.push_back(normal(N * D, 70 + i));
-    cold[size_t(i)].u.resize(N * C), cold[size_t(i)].Xout.resize(N * D);
-    cold[size_t(i)].dX.resize(N * D), cold[size_t(i)].df.resize(N * C);
-  }
-  const double t_cold =
-      troupe::bench::best_seconds(
-          [&] {
-            for (int i = 0; i < kColdInstances; ++i) {
-              Instance& c = cold[size_t(i)];
-              mhc_pre_forward(cfg, L, params.data(), Xs[size_t(i)].data(), N, c.u.data(), c.cache);
-              mhc_post_forward(cfg, L, params.data(), Xs[size_t(i)].data(), fs[size_t(i)].data(),
-                               c.Xout.data(), c.cache);
-            }
-            for (int i = kColdInstances - 1; i >= 0; --i) {
-              Instance& c = cold[size_t(i)];
-              mhc_post_backward(cfg, L, params.data(), grads.data(), dYs[size_t(i)].data(),
-                                c.dX.data(), c.df.data(), c.cache, false);
-              mhc_pre_backward(cfg, L, params.data(), grads.data(), du.data(), c.dX.data(),
-                               c.cache);
-            }
-          },
-          std::max(2, samples / 2), 0.2) /
-      kColdInstances;
+  const double t_cold = cold_seconds(cfg, L, params, du, N, samples);
   const double us = 1e6;
   std::printf(
       "C %4lld, %lld tokens: pre_forward %7.1f us  post_forward %7.1f us  backward %7.1f "
