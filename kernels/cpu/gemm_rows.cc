@@ -100,25 +100,29 @@ void rows_tn(int64_t left, int64_t N, int64_t K, const float* A, int64_t lda, co
 // of C a tile; the columns past the last whole vector one element at a time.
 constexpr int64_t kRowsSimd = 4;
 
-template <typename T, int64_t rows, int64_t vecs>
-void tile_nn_simd(int64_t K, const T* A, int64_t lda, const T* B, int64_t ldb, bool beta, T* C,
-                  int64_t ldc) {
+// A tile of rows × vecs vectors. A's element (row r, step k) is A[r·a_r + k·a_k]. `cont`:
+// C's chains go on (gemm_rows_tn_continue); else they start from zero and C = s, or C + s
+// with beta (gemm_rows_nn).
+template <typename T, int64_t rows, int64_t vecs, bool cont>
+void tile_simd(int64_t K, const T* A, int64_t a_r, int64_t a_k, const T* B, int64_t ldb, bool beta,
+               T* C, int64_t ldc) {
   using V = detail::Simd<T>;
   typename V::Vec acc[rows][vecs];
   for (int64_t r = 0; r < rows; ++r)
-    for (int64_t v = 0; v < vecs; ++v) acc[r][v] = V::zero();
+    for (int64_t v = 0; v < vecs; ++v)
+      acc[r][v] = cont ? V::load(C + r * ldc + v * V::lanes) : V::zero();
   for (int64_t k = 0; k < K; ++k) {
     typename V::Vec b[vecs];
     for (int64_t v = 0; v < vecs; ++v) b[v] = V::load(B + k * ldb + v * V::lanes);
     for (int64_t r = 0; r < rows; ++r) {
-      const typename V::Vec a = V::broadcast(A + r * lda + k);
+      const typename V::Vec a = V::broadcast(A + r * a_r + k * a_k);
       for (int64_t v = 0; v < vecs; ++v) acc[r][v] = V::fma(a, b[v], acc[r][v]);
     }
   }
   for (int64_t r = 0; r < rows; ++r)
     for (int64_t v = 0; v < vecs; ++v) {
       T* c = C + r * ldc + v * V::lanes;
-      V::store(c, beta ? V::add(V::load(c), acc[r][v]) : acc[r][v]);
+      V::store(c, !cont && beta ? V::add(V::load(c), acc[r][v]) : acc[r][v]);
     }
 }
 
@@ -130,32 +134,15 @@ void rows_nn_simd(int64_t left, int64_t N, int64_t K, const T* A, int64_t lda, c
   constexpr int64_t W = detail::Simd<T>::lanes;
   int64_t j = 0;
   for (; j + 3 * W <= N; j += 3 * W)
-    tile_nn_simd<T, rows, 3>(K, A, lda, B + j, ldb, beta, C + j, ldc);
-  for (; j + W <= N; j += W) tile_nn_simd<T, rows, 1>(K, A, lda, B + j, ldb, beta, C + j, ldc);
+    tile_simd<T, rows, 3, false>(K, A, lda, 1, B + j, ldb, beta, C + j, ldc);
+  for (; j + W <= N; j += W)
+    tile_simd<T, rows, 1, false>(K, A, lda, 1, B + j, ldb, beta, C + j, ldc);
   for (int64_t r = 0; r < rows; ++r)
     for (int64_t jj = j; jj < N; ++jj) {
       T s = 0;
       for (int64_t k = 0; k < K; ++k) s = std::fma(A[r * lda + k], B[k * ldb + jj], s);
       C[r * ldc + jj] = beta ? C[r * ldc + jj] + s : s;
     }
-}
-
-template <typename T, int64_t rows, int64_t vecs>
-void tile_tn_simd(int64_t K, const T* A, int64_t lda, const T* B, int64_t ldb, T* C, int64_t ldc) {
-  using V = detail::Simd<T>;
-  typename V::Vec acc[rows][vecs];
-  for (int64_t r = 0; r < rows; ++r)
-    for (int64_t v = 0; v < vecs; ++v) acc[r][v] = V::load(C + r * ldc + v * V::lanes);
-  for (int64_t k = 0; k < K; ++k) {
-    typename V::Vec b[vecs];
-    for (int64_t v = 0; v < vecs; ++v) b[v] = V::load(B + k * ldb + v * V::lanes);
-    for (int64_t r = 0; r < rows; ++r) {
-      const typename V::Vec a = V::broadcast(A + k * lda + r);
-      for (int64_t v = 0; v < vecs; ++v) acc[r][v] = V::fma(a, b[v], acc[r][v]);
-    }
-  }
-  for (int64_t r = 0; r < rows; ++r)
-    for (int64_t v = 0; v < vecs; ++v) V::store(C + r * ldc + v * V::lanes, acc[r][v]);
 }
 
 template <typename T, int64_t rows = kRowsSimd>
@@ -165,8 +152,10 @@ void rows_tn_simd(int64_t left, int64_t N, int64_t K, const T* A, int64_t lda, c
     if (left < rows) return rows_tn_simd<T, rows - 1>(left, N, K, A, lda, B, ldb, C, ldc);
   constexpr int64_t W = detail::Simd<T>::lanes;
   int64_t j = 0;
-  for (; j + 2 * W <= N; j += 2 * W) tile_tn_simd<T, rows, 2>(K, A, lda, B + j, ldb, C + j, ldc);
-  for (; j + W <= N; j += W) tile_tn_simd<T, rows, 1>(K, A, lda, B + j, ldb, C + j, ldc);
+  for (; j + 2 * W <= N; j += 2 * W)
+    tile_simd<T, rows, 2, true>(K, A, 1, lda, B + j, ldb, false, C + j, ldc);
+  for (; j + W <= N; j += W)
+    tile_simd<T, rows, 1, true>(K, A, 1, lda, B + j, ldb, false, C + j, ldc);
   for (int64_t r = 0; r < rows; ++r)
     for (int64_t jj = j; jj < N; ++jj)
       for (int64_t k = 0; k < K; ++k)
