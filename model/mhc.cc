@@ -11,8 +11,6 @@
 
 namespace troupe::model {
 
-using kernels::Trans;
-
 namespace {
 
 // Tokens whose dx̂ the backward forms at a time: whole RMSNorm row groups.

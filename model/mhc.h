@@ -11,10 +11,10 @@
 //   u      = Σ_j H_pre[j] X_j                           → the wrapped sublayer f = F(u)
 //   X'_k   = Σ_j H_res[k,j] X_j + H_post[k] · f
 // The backward differentiates through every Sinkhorn round; no implicit-function shortcut.
-// It re-runs the rounds of 8 tokens at a time from H̃ (the same operations, so the same
-// matrices) rather than keeping every round's matrices from the forward: 2·iters + 1
-// matrices per token would outweigh the streams, and reading them back costs more than
-// recomputing them.
+// It re-runs the rounds of 8 tokens at a time from the exp(H̃ − max H̃) the forward kept
+// (the same operations, so the same matrices) rather than keeping every round's matrices from the
+// forward: 2·iters + 1 matrices per token would outweigh the streams, and reading them back costs
+// more than recomputing them.
 //
 // Call protocol, per layer and per micro-batch, with one MhcCache per mHC instance:
 //   forward : mhc_pre_forward → (caller: f = F(u)) → mhc_post_forward
@@ -28,8 +28,9 @@
 // forward without backward, as in evaluation, simply never runs the backward calls).
 //
 // Gradients: mhc_post_backward completes the gradients of α_post, α_res, b_post, b_res;
-// mhc_pre_backward those of α_pre, b_pre and all three φ (one GEMM). All accumulate
-// (+=) into `grads` (laid out like `params`), and dX is accumulated, never overwritten.
+// mhc_pre_backward those of α_pre, b_pre and all three φ (each element one chain over the
+// tokens, as one GEMM would). All accumulate (+=) into `grads` (laid out like `params`), and
+// dX is accumulated, never overwritten.
 //
 // Determinism: single-threaded; every sum runs in an order fixed by (S, C,
 // sinkhorn_iters) alone, so a token's outputs (u, X', dX, df) have the same bits however

@@ -50,8 +50,7 @@ struct Vec32 {
 #ifdef __AVX512F__
 // (AVX-512 builds: a 64-byte vector is one register there, and passing one between functions
 // built without AVX-512 would change the ABI.)
-// 16 floats: one dot product's kDotLanes partial sums (a zmm register on AVX-512, two ymm
-// otherwise).
+// 16 floats: one dot product's kDotLanes partial sums in one zmm register.
 typedef float v16 __attribute__((vector_size(64)));
 
 inline v16 load16(const float* p) {
@@ -80,13 +79,8 @@ template <int M>
 void dots16(const float* a, const float* const* rows, int64_t n, float* out) {
   v16 acc[M] = {};
   for (int64_t c = 0; c < n; c += kDotLanes) {
-    v16 va;
-    __builtin_memcpy(&va, a + c, sizeof va);
-    for (int j = 0; j < M; ++j) {
-      v16 vr;
-      __builtin_memcpy(&vr, rows[j] + c, sizeof vr);
-      acc[j] += va * vr;
-    }
+    const v16 va = load16(a + c);
+    for (int j = 0; j < M; ++j) acc[j] += va * load16(rows[j] + c);
   }
   for (int j = 0; j < M; ++j) out[j] = fold16(acc[j]);
 }
