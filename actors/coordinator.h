@@ -111,7 +111,7 @@ struct CoordinatorOptions {
   std::map<int64_t, std::vector<EngramOp>> engram_at;
   // The table sets attached when the job starts (resume, restart: engram_stack_at); empty:
   // the job's own tables, "initial".
-  std::vector<std::string> engram_stack;
+  std::vector<StackedSet> engram_stack;
 };
 
 // Spawns the coordinator as "coordinator.0" on the host's router.

@@ -174,10 +174,10 @@ struct EngramShards {
 // sends the round again to the new view; a LOAD that fails anywhere is undone by loading
 // the saved set everywhere.
 struct EngramSets {
-  std::vector<std::string> stack = {"initial"};  // the attached set last; [0] the job's own
-  std::deque<EngramOp> queue;                    // asked, not done; front: in flight
-  uint64_t op = 0;                               // the front's id (EngramSwap.op)
-  bool started = false, sent = false;            // the front began; its round is out
+  std::vector<StackedSet> stack = {{"initial"}};  // the attached set last; [0] the job's own
+  std::deque<EngramOp> queue;                     // asked, not done; front: in flight
+  uint64_t op = 0;                                // the front's id (EngramSwap.op)
+  bool started = false, sent = false;             // the front began; its round is out
   train::EngramSwap::Round round = train::EngramSwap::SAVE;
   std::set<std::string> waiting;  // who has not answered the round
   uint64_t saved_hash = 0, loaded_hash = 0;
@@ -189,8 +189,9 @@ struct EngramSets {
     int64_t step = 0;
     bool attach = true;
     std::string name;
+    uint64_t saved_hash = 0;  // an attach's: the set it covered, as saved
   };
-  std::vector<std::string> base = {"initial"};
+  std::vector<StackedSet> base = {{"initial"}};
   std::vector<Done> done;
   std::map<int64_t, std::vector<EngramOp>> fired;
 };

@@ -1,6 +1,8 @@
 #include "actors/journal_log.h"
 
+#include <charconv>
 #include <filesystem>
+#include <stdexcept>
 #include <system_error>
 
 #include "storage/shard_store.h"
@@ -93,8 +95,26 @@ std::optional<RestartState> restart_state(const storage::Journal& journal) {
   return out;
 }
 
-std::vector<std::string> engram_stack_at(const storage::Journal& journal, int64_t step,
-                                         bool at_step) {
+namespace {
+
+// A swap record's "saved_hash" (16 hex digits, as the events print it).
+uint64_t saved_hash_of(const nlohmann::json& r) {
+  const std::string h = r.value("saved_hash", "");
+  uint64_t v = 0;
+  const auto [end, ec] = std::from_chars(h.data(), h.data() + h.size(), v, 16);
+  if (h.empty() || ec != std::errc() || end != h.data() + h.size())
+    throw std::runtime_error("the journal's " + r.value("kind", "") + " record of step " +
+                             std::to_string(r.value("step", int64_t(-1))) +
+                             " has no valid saved_hash ('" + h +
+                             "'): the run directory is "
+                             "damaged; resume from another copy of it");
+  return v;
+}
+
+}  // namespace
+
+std::vector<StackedSet> engram_stack_at(const storage::Journal& journal, int64_t step,
+                                        bool at_step) {
   std::vector<std::pair<int64_t, nlohmann::json>> swaps;
   for (const nlohmann::json& r : journal.records()) {
     const std::string kind = r.value("kind", "");
@@ -105,13 +125,17 @@ std::vector<std::string> engram_stack_at(const storage::Journal& journal, int64_
     if (kind == "engram_attach" || kind == "engram_detach")
       swaps.emplace_back(r.value("step", int64_t(-1)), r);
   }
-  std::vector<std::string> stack = {"initial"};
+  std::vector<StackedSet> stack = {{"initial"}};
   for (const auto& [at, r] : swaps) {
     if (at > step || (at == step && !at_step)) continue;
-    if (r.value("kind", "") == "engram_attach")
-      stack.push_back(r.value("name", ""));
-    else if (stack.size() > 1)
+    if (r.value("kind", "") == "engram_attach") {
+      stack.back().saved_step = at;
+      stack.back().saved_hash = saved_hash_of(r);
+      stack.push_back({r.value("name", "")});
+    } else if (stack.size() > 1) {
       stack.pop_back();
+      stack.back().saved_step = -1;
+    }
   }
   return stack;
 }

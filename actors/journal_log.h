@@ -38,13 +38,22 @@ struct RestartState {
   std::vector<std::pair<int64_t, std::string>> engram_awaiting;
 };
 std::optional<RestartState> restart_state(const storage::Journal& journal);
+
+// A table set on a job's stack and, below the attached one, the version its covering attach
+// saved (storage/engram_saves.h): what a detach loads back, and the hash that load must give.
+struct StackedSet {
+  std::string name;
+  int64_t saved_step = -1;  // -1: the attached set, not saved
+  uint64_t saved_hash = 0;
+  bool operator==(const StackedSet&) const = default;
+};
 // The Engram table sets attached in the state of step `step` (bottom first, "initial" at
 // [0]), replayed from the journaled swaps: those before it, and with at_step those at it too
 // (a swap at step s runs after the commit of s, after its checkpoint was taken; a restarted
 // coordinator's workers kept it). Swaps that a later resume or rollback went back before are
 // not counted.
-std::vector<std::string> engram_stack_at(const storage::Journal& journal, int64_t step,
-                                         bool at_step);
+std::vector<StackedSet> engram_stack_at(const storage::Journal& journal, int64_t step,
+                                        bool at_step);
 
 class JournalCommitLog final : public CommitLog {
  public:

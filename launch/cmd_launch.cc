@@ -34,6 +34,7 @@
 #include "runtime/host.h"
 #include "storage/checked_file.h"
 #include "storage/checkpoint.h"
+#include "storage/engram_saves.h"
 #include "storage/run_lock.h"
 #include "storage/weights_io.h"
 
@@ -179,6 +180,11 @@ class LaunchJob {
                                : "no usable checkpoint (" + m.status().message() +
                                      "): the job starts from step 0");
     check_write(journal_->append({{"kind", "resume"}, {"step", step}}));
+    try {  // table sets the lost job saved from `step` on belong to a future that is gone
+      storage::drop_engram_saves_from(a_.run_dir, step);
+    } catch (const std::exception& e) {
+      throw UsageError("launch: cannot resume the run in " + a_.run_dir + ": " + e.what());
+    }
   }
 
   static int64_t unix_ms_now() {

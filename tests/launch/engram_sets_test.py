@@ -114,22 +114,33 @@ def test_schedule(troupe, work, h0, x):
 
 
 def test_resume(troupe, work, x, ha, s):
-    """The schedule's job killed (kill -9 of the whole job) after the checkpoint of step 6,
-    between the attach and the detach; --resume on 3 nodes with shards: the journal gives back
-    that X is attached, the detach after step 7 loads the tables the first job saved."""
+    """The schedule's job killed whole (kill -9) past the re-attach after step 9, and its
+    checkpoints after step 6 lost: --resume on 3 nodes with shards goes back to the checkpoint
+    of step 6, between the attach and the detach. The journal gives back that X is attached;
+    the detach after step 7 loads the tables the first job saved at the attach, not those its
+    re-attach after step 9 saved again under the same name — a future the resume dropped."""
     run = os.path.join(work, "resume")
     sched = [a.format(x=x) for a in SCHEDULE]
     ckpt = ["--set", "checkpoint.every_steps=3", "--set", "checkpoint.keep=10"]
     job = launch(troupe, run, 2, sched + ckpt)
-    wait_for(lambda: any(e.get("kind") == "checkpoint" and e.get("step") == 6
-                         for e in events(run)) and steps_done(run) >= 7, 300,
-             "the checkpoint of step 6 and a step more", job)
-    os.killpg(job.pid, signal.SIGKILL)
+    wait_for(lambda: job.poll() is not None or steps_done(run) >= 10, 300,
+             "step 10, past the re-attach")
+    if job.poll() is None:
+        os.killpg(job.pid, signal.SIGKILL)
     job.communicate()
+    check("the first job saved 'initial' again at the re-attach after step 9",
+          [e["saved"] for e in swaps(run) if e["step"] == 9] == ["initial"], json.dumps(swaps(run)))
+    ckpts = os.path.join(run, "checkpoints")
+    for d in os.listdir(ckpts):
+        if d.startswith("step-") and int(d[5:]) > 6:
+            shutil.rmtree(os.path.join(ckpts, d))
     again = Job([troupe, "launch", "--config", TINY, "--nodes", "3", "--steps", str(STEPS),
                  "--run-dir", run, *sched, *ckpt, "--resume", "--set", "engram.placement=shards",
                  "--set", "engram.shards=2"], start_new_session=True)
     h = finished(again, "the resumed schedule")
+    resumed = [e for e in events(run) if e.get("kind") == "resume"]
+    check("  the resume went back to the checkpoint of step 6",
+          resumed and "step 6" in resumed[-1].get("text", ""), json.dumps(resumed[-1:]))
     check("kill -9 between attach and detach, --resume on shards: the same weights", h == ha,
           f"{h} vs {ha}")
     after = [e for e in swaps(run) if e["step"] >= 7][-2:]
