@@ -164,14 +164,10 @@ void loaded(Self* self) {
     return next(self);
   }
   const std::string saved = e.stack.back().name;
-  if (op.attach) {
-    e.stack.back().saved_step = step;
-    e.stack.back().saved_hash = e.saved_hash;
-    e.stack.push_back({op.name});
-  } else {
-    e.stack.pop_back();
-    e.stack.back().saved_step = -1;
-  }
+  if (op.attach)
+    push_engram_set(&e.stack, op.name, step, e.saved_hash);
+  else
+    pop_engram_set(&e.stack);
   const nlohmann::json fields = {{"step", step},
                                  {"name", op.attach ? op.name : saved},
                                  {"saved", saved},
@@ -265,14 +261,10 @@ void rewind_engram_sets(Self* self, int64_t step) {
   std::erase_if(e.done, [&](const EngramSets::Done& d) { return d.step >= step; });
   e.stack = e.base;
   for (const EngramSets::Done& d : e.done)
-    if (d.attach) {
-      e.stack.back().saved_step = d.step;
-      e.stack.back().saved_hash = d.saved_hash;
-      e.stack.push_back({d.name});
-    } else if (e.stack.size() > 1) {
-      e.stack.pop_back();
-      e.stack.back().saved_step = -1;
-    }
+    if (d.attach)
+      push_engram_set(&e.stack, d.name, d.step, d.saved_hash);
+    else
+      pop_engram_set(&e.stack);
   try {  // the sets saved from `step` on were of a future that is gone
     storage::drop_engram_saves_from(run_dir(self), step);
   } catch (const std::exception& x) {

@@ -128,14 +128,10 @@ std::vector<StackedSet> engram_stack_at(const storage::Journal& journal, int64_t
   std::vector<StackedSet> stack = {{"initial"}};
   for (const auto& [at, r] : swaps) {
     if (at > step || (at == step && !at_step)) continue;
-    if (r.value("kind", "") == "engram_attach") {
-      stack.back().saved_step = at;
-      stack.back().saved_hash = saved_hash_of(r);
-      stack.push_back({r.value("name", "")});
-    } else if (stack.size() > 1) {
-      stack.pop_back();
-      stack.back().saved_step = -1;
-    }
+    if (r.value("kind", "") == "engram_attach")
+      push_engram_set(&stack, r.value("name", ""), at, saved_hash_of(r));
+    else
+      pop_engram_set(&stack);
   }
   return stack;
 }

@@ -4,8 +4,10 @@
 // files, never a manifest without its shards.
 #pragma once
 
+#include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "actors/commit_log.h"
 
@@ -47,6 +49,19 @@ struct StackedSet {
   uint64_t saved_hash = 0;
   bool operator==(const StackedSet&) const = default;
 };
+// An attach after `step` commits: the attached set saved (with `hash`), `name` on top.
+inline void push_engram_set(std::vector<StackedSet>* stack, const std::string& name, int64_t step,
+                            uint64_t hash) {
+  stack->back().saved_step = step;
+  stack->back().saved_hash = hash;
+  stack->push_back({name});
+}
+// A detach: the set under the attached one is attached again (not saved any more).
+inline void pop_engram_set(std::vector<StackedSet>* stack) {
+  if (stack->size() < 2) return;
+  stack->pop_back();
+  stack->back() = {stack->back().name};
+}
 // The Engram table sets attached in the state of step `step` (bottom first, "initial" at
 // [0]), replayed from the journaled swaps: those before it, and with at_step those at it too
 // (a swap at step s runs after the commit of s, after its checkpoint was taken; a restarted

@@ -130,5 +130,32 @@ TEST_F(RestartState, NoEngramHoldersWithoutAPlacement) {
   EXPECT_TRUE(r->engram_holders.empty());
 }
 
+// The table-set stack at a step, from the journaled swaps: below the attached set, the step
+// and hash of the version its attach saved (what the detach loads and checks); a resume back
+// before a swap forgets it; a record without a valid hash is refused, naming the record.
+TEST_F(RestartState, TheEngramStackKeepsWhereEachCoveredSetWasSaved) {
+  append(
+      {{"kind", "engram_attach"}, {"step", 4}, {"name", "X"}, {"saved_hash", "00000000000000ab"}});
+  append(
+      {{"kind", "engram_detach"}, {"step", 7}, {"name", "X"}, {"saved_hash", "00000000000000cd"}});
+  append(
+      {{"kind", "engram_attach"}, {"step", 9}, {"name", "X"}, {"saved_hash", "00000000000000ef"}});
+  using S = std::vector<StackedSet>;
+  EXPECT_EQ(engram_stack_at(*journal_, 4, false), (S{{"initial"}}));
+  EXPECT_EQ(engram_stack_at(*journal_, 6, false), (S{{"initial", 4, 0xab}, {"X"}}));
+  EXPECT_EQ(engram_stack_at(*journal_, 8, false), (S{{"initial"}}));
+  EXPECT_EQ(engram_stack_at(*journal_, 12, false), (S{{"initial", 9, 0xef}, {"X"}}));
+  append({{"kind", "resume"}, {"step", 6}});  // the swaps of 7 and 9 are a future gone
+  EXPECT_EQ(engram_stack_at(*journal_, 12, false), (S{{"initial", 4, 0xab}, {"X"}}));
+  append({{"kind", "engram_attach"}, {"step", 8}, {"name", "Y"}, {"saved_hash", "zz"}});
+  try {
+    (void)engram_stack_at(*journal_, 12, false);
+    FAIL() << "a swap record with a bad hash was taken";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("engram_attach record of step 8"), std::string::npos)
+        << e.what();
+  }
+}
+
 }  // namespace
 }  // namespace troupe::actors
