@@ -7,6 +7,7 @@
 #include <rocksdb/table.h>
 #include <rocksdb/write_batch.h>
 
+#include <mutex>
 #include <optional>
 #include <stdexcept>
 #include <type_traits>
@@ -107,7 +108,21 @@ struct Journal::Impl {
   std::string path;
   bool read_only = false;
   std::unique_ptr<rocksdb::DB> db;
+  // Writers on two threads (troupe train's loop and its checkpoint writer) take turns: each
+  // log record takes the next sequence number in the order the records are written.
+  std::mutex mu;
   uint64_t next_seq = kFirstSeq;
+
+  // `batch` with the log record `record` under the next sequence number, synced.
+  Status log_and_write(rocksdb::WriteBatch* batch, const std::string& record,
+                       const std::string& what, uint64_t* seq = nullptr) {
+    std::lock_guard<std::mutex> lock(mu);
+    batch->Put(log_key(next_seq), record);
+    if (Status s = write(batch, what); !s.ok()) return s;
+    if (seq != nullptr) *seq = next_seq;
+    ++next_seq;
+    return Status();
+  }
 
   Status write(rocksdb::WriteBatch* batch, const std::string& what) {
     if (read_only)
@@ -173,11 +188,7 @@ Status Journal::append(const json& record, uint64_t* seq) {
     return Status(Code::invalid_argument,
                   "journal record needs a string \"kind\": " + record.dump());
   rocksdb::WriteBatch batch;
-  batch.Put(log_key(impl_->next_seq), record.dump());
-  if (Status s = impl_->write(&batch, "append a record"); !s.ok()) return s;
-  if (seq != nullptr) *seq = impl_->next_seq;
-  ++impl_->next_seq;
-  return Status();
+  return impl_->log_and_write(&batch, record.dump(), "append a record", seq);
 }
 
 std::vector<json> Journal::records() const {
@@ -194,24 +205,16 @@ std::vector<json> Journal::records() const {
 Status Journal::put_manifest(const Manifest& m) {
   rocksdb::WriteBatch batch;
   batch.Put(manifest_key(m.step), m.to_json().dump());
-  batch.Put(log_key(impl_->next_seq), json{{"kind", "checkpoint"}, {"step", m.step}}.dump());
-  if (Status s = impl_->write(&batch, fmt::format("record the checkpoint of step {}", m.step));
-      !s.ok())
-    return s;
-  ++impl_->next_seq;
-  return Status();
+  return impl_->log_and_write(&batch, json{{"kind", "checkpoint"}, {"step", m.step}}.dump(),
+                              fmt::format("record the checkpoint of step {}", m.step));
 }
 
 Status Journal::delete_manifest(int64_t step) {
   if (Result<Manifest> m = manifest(step); !m.ok()) return m.status();
   rocksdb::WriteBatch batch;
   batch.Delete(manifest_key(step));
-  batch.Put(log_key(impl_->next_seq), json{{"kind", "checkpoint_deleted"}, {"step", step}}.dump());
-  if (Status s = impl_->write(&batch, fmt::format("delete the checkpoint of step {}", step));
-      !s.ok())
-    return s;
-  ++impl_->next_seq;
-  return Status();
+  return impl_->log_and_write(&batch, json{{"kind", "checkpoint_deleted"}, {"step", step}}.dump(),
+                              fmt::format("delete the checkpoint of step {}", step));
 }
 
 std::vector<int64_t> Journal::manifest_steps() const {
