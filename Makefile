@@ -149,7 +149,7 @@ chaos-soak: build
 
 # Issue 12: tokens/s with a checkpoint every 10 steps next to none (stall %) and the extra CPU
 # per checkpoint, the CPU of each phase of a checkpoint, and the store's write bandwidth next
-# to the disk's own write+fdatasync, all in the same run. ~6 min.
+# to the disk's own write+fdatasync, all in the same run. ~12 min.
 .PHONY: bench-checkpoint
 bench-checkpoint: build
 	bench/run_bench_checkpoint.sh $(BUILD)

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <stdexcept>
+#include <thread>
 
 #include "storage_test_dir.h"
 
@@ -118,6 +119,35 @@ TEST(Journal, ManifestsSurviveReopenAndDeletion) {
   ASSERT_EQ(r.size(), 4u);
   EXPECT_EQ(r[0], (json{{"kind", "checkpoint"}, {"step", 20}}));
   EXPECT_EQ(r[3], (json{{"kind", "checkpoint_deleted"}, {"step", 20}}));
+}
+
+// troupe train's loop appends its commits while its checkpoint writer records manifests and
+// deletes old ones (launch/train_run.cc): every record lands once, under a sequence number of
+// its own, each thread's in its order. Without the Journal's lock two writers took the same
+// sequence number and one record overwrote the other.
+TEST(Journal, TwoThreadsWritingLoseNoRecord) {
+  auto j = open_journal(fresh_test_dir());
+  constexpr int kCommits = 200, kManifests = 40;
+  std::thread writer([&] {
+    for (int s = 0; s < kManifests; ++s) {
+      ASSERT_TRUE(j->put_manifest(sample_manifest(s)).ok());
+      if (s > 0) {
+        ASSERT_TRUE(j->delete_manifest(s - 1).ok());
+      }
+    }
+  });
+  for (int s = 0; s < kCommits; ++s) ASSERT_TRUE(j->append({{"kind", "commit"}, {"step", s}}).ok());
+  writer.join();
+  int commits = 0, checkpoints = 0, deleted = 0;
+  for (const json& r : j->records()) {
+    const std::string kind = r["kind"];
+    int* seen = kind == "commit" ? &commits : kind == "checkpoint" ? &checkpoints : &deleted;
+    EXPECT_EQ(r["step"], (*seen)++) << r.dump();
+  }
+  EXPECT_EQ(commits, kCommits);
+  EXPECT_EQ(checkpoints, kManifests);
+  EXPECT_EQ(deleted, kManifests - 1);
+  EXPECT_EQ(j->manifest_steps(), (std::vector<int64_t>{kManifests - 1}));
 }
 
 TEST(Journal, Meta) {
