@@ -234,8 +234,12 @@ test-asan: $(ASAN_BUILD)/CMakeCache.txt
 	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1:suppressions=$(SAN_DIR)/ubsan.supp \
 	  ctest --output-on-failure -j $(JOBS) $(SAN_CTEST_ARGS)
 
+# UCX's memory hooks (libucm's madvise, called by glibc as a thread exits) take a lock that
+# TSan's interceptor is not ready for there: `troupe train` segfaulted at its first
+# thread's exit. The hooks only serve registered-memory caches, which shm and tcp do not use.
 test-tsan: $(TSAN_BUILD)/CMakeCache.txt
 	cmake --build $(TSAN_BUILD) -j $(JOBS)
 	cd $(TSAN_BUILD) && \
+	  UCX_MEM_MMAP_HOOK_MODE=none UCX_MEM_MALLOC_HOOKS=no \
 	  TSAN_OPTIONS=suppressions=$(SAN_DIR)/tsan.supp:halt_on_error=1:second_deadlock_stack=1 \
 	  ctest --output-on-failure -j $(JOBS) $(SAN_CTEST_ARGS)
