@@ -2,9 +2,12 @@
 
 #include <filesystem>
 #include <map>
+#include <set>
 #include <stdexcept>
 #include <system_error>
 #include <vector>
+
+#include "storage/engram_set.h"
 
 namespace troupe::storage {
 
@@ -14,10 +17,6 @@ namespace {
 
 fs::path saved_root(const std::string& run_dir) {
   return fs::path(run_dir) / "engram" / "saved";
-}
-
-fs::path published(const std::string& run_dir, const std::string& name) {
-  return fs::path(run_dir) / "engram" / "sets" / (name + ".safetensors");
 }
 
 [[noreturn]] void fail(const std::string& what, const std::error_code& ec) {
@@ -56,7 +55,7 @@ std::string engram_saved_path(const std::string& run_dir, int64_t step, const st
 
 void publish_engram_save(const std::string& run_dir, int64_t step, const std::string& name) {
   const fs::path from = engram_saved_path(run_dir, step, name);
-  const fs::path to = published(run_dir, name);
+  const fs::path to = engram_set_path(run_dir, name);
   const fs::path tmp = to.string() + ".link";
   std::error_code ec;
   fs::create_directories(to.parent_path(), ec);
@@ -74,19 +73,19 @@ void publish_engram_save(const std::string& run_dir, int64_t step, const std::st
 
 void drop_engram_saves_from(const std::string& run_dir, int64_t from_step) {
   std::map<int64_t, std::vector<std::string>> all = versions(run_dir);
-  std::map<std::string, bool> unpublished;  // names whose sets/ file was a dropped version
+  std::set<std::string> unpublished;  // names whose sets/ file was a dropped version
   for (auto it = all.lower_bound(from_step); it != all.end(); it = all.erase(it)) {
     for (const std::string& name : it->second) {
       std::error_code ec;
       const fs::path v = engram_saved_path(run_dir, it->first, name);
-      if (fs::equivalent(v, published(run_dir, name), ec)) unpublished[name] = true;
+      if (fs::equivalent(v, engram_set_path(run_dir, name), ec)) unpublished.insert(name);
     }
     std::error_code ec;
     const fs::path dir = saved_root(run_dir) / std::to_string(it->first);
     fs::remove_all(dir, ec);
     if (ec) fail("cannot remove " + dir.string(), ec);
   }
-  for (const auto& [name, _] : unpublished) {
+  for (const std::string& name : unpublished) {
     int64_t newest = -1;
     for (const auto& [step, names] : all)
       for (const std::string& n : names)
@@ -94,7 +93,7 @@ void drop_engram_saves_from(const std::string& run_dir, int64_t from_step) {
     if (newest >= 0)
       publish_engram_save(run_dir, newest, name);
     else
-      remove_file(published(run_dir, name));
+      remove_file(engram_set_path(run_dir, name));
   }
 }
 
