@@ -8,6 +8,7 @@
 #include <caf/all.hpp>
 #include <chrono>
 #include <csignal>
+#include <cstdlib>
 #include <future>
 #include <string>
 
@@ -36,6 +37,8 @@ struct NodeArgs {
 int run_node(const NodeArgs& a) {
   // Until the coordinator names this node in the handshake (node_agent.cc).
   log::init_logging("node pid " + std::to_string(::getpid()), checked_log_level(a.log_level));
+  const char* tunables = std::getenv("GLIBC_TUNABLES");
+  log::debug("heap: GLIBC_TUNABLES={}", tunables == nullptr ? "(unset)" : tunables);
   if (a.join.find(':') == std::string::npos)
     throw UsageError("node: --join wants HOST:PORT (the coordinator's address), got '" + a.join +
                      "'");

@@ -1,9 +1,11 @@
 // The `troupe` command. Subcommands live one per file in launch/.
 #include <cstdio>
 #include <exception>
+#include <string_view>
 
 #include "kernels/cpu/isa.h"
 #include "launch/commands.h"
+#include "launch/node_heap.h"
 
 int main(int argc, char** argv) {
   {  // before anything that -march=native compiled runs (as far as main can see to it)
@@ -19,6 +21,8 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
+  // A node's heap in 2 MiB pages (launch/node_heap.h): before anything starts a thread.
+  if (argc > 1 && std::string_view(argv[1]) == "node") troupe::launch::exec_with_node_heap(argv);
   CLI::App app{"troupe: an actor-based elastic training runtime for DeepSeek-V4-style models"};
   app.require_subcommand(1);
   troupe::launch::add_train_command(app);

@@ -9,9 +9,10 @@ import json
 import os
 import re
 import shutil
+import subprocess
 import sys
 
-from launch_checks import expect_error, failures, run
+from launch_checks import check, expect_error, failures, run
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
@@ -116,6 +117,25 @@ def log_levels(troupe, work):
                             f"shown {shown}, want {want}: {res.stderr[-400:]!r}")
 
 
+def node_heap(troupe, work):
+    """`troupe node` runs with its heap in 2 MiB pages (launch/node_heap.h): it executes itself
+    again with glibc's tunables set, keeping others' and leaving an operator's choice alone."""
+    cases = ((None, "glibc.malloc.hugetlb=1:glibc.malloc.arena_max=1"),
+             ("glibc.malloc.tcache_count=0",
+              "glibc.malloc.tcache_count=0:glibc.malloc.hugetlb=1:glibc.malloc.arena_max=1"),
+             ("glibc.malloc.hugetlb=0", "glibc.malloc.hugetlb=0"))
+    for before, want in cases:
+        env = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}
+        if before is not None:
+            env["GLIBC_TUNABLES"] = before
+        res = subprocess.run([troupe, "node", "--join", "127.0.0.1:1", "--secret-file",
+                              work + "/no-secret", "--log-level", "debug"], env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        seen = re.search(r"heap: GLIBC_TUNABLES=(\S+)", res.stderr)
+        check(f"node heap from GLIBC_TUNABLES={before}", res.returncode == 2 and seen is not None
+              and seen.group(1) == want, f"status {res.returncode}, {res.stderr[-300:]!r}")
+
+
 def print_params(troupe):
     """--print-params: every tensor with its update, the Engram tables included (SPEC §5)."""
     res = run([troupe, "train", "--config", TINY, "--print-params", "--set", "optimizer.name=muon"])
@@ -142,6 +162,7 @@ def main():
     os.makedirs(a.work, exist_ok=True)
     bad_input_cases(a.troupe, a.work)
     print_params(a.troupe)
+    node_heap(a.troupe, a.work)
     log_levels(a.troupe, a.work)
     round_trip(a.troupe, a.work)
     for f in failures:
