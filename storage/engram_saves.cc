@@ -30,12 +30,15 @@ std::map<int64_t, std::vector<std::string>> versions(const std::string& run_dir)
   std::error_code ec;
   const fs::path root = saved_root(run_dir);
   if (!fs::exists(root, ec)) return out;
+  // Each walk its own error code: a later successful walk must not clear an earlier failure.
   for (const fs::directory_entry& d : fs::directory_iterator(root, ec)) {
     const std::string s = d.path().filename().string();
     if (s.empty() || s.find_first_not_of("0123456789") != std::string::npos) continue;
     std::vector<std::string>& names = out[std::stoll(s)];
-    for (const fs::directory_entry& f : fs::directory_iterator(d.path(), ec))
+    std::error_code step_ec;
+    for (const fs::directory_entry& f : fs::directory_iterator(d.path(), step_ec))
       if (f.path().extension() == ".safetensors") names.push_back(f.path().stem().string());
+    if (step_ec) fail("cannot list " + d.path().string(), step_ec);
   }
   if (ec) fail("cannot list " + root.string(), ec);
   return out;
