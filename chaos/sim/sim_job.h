@@ -19,6 +19,8 @@ struct SimFault {
   int64_t after_step = 1;      // once this many steps are committed…
   int64_t after_messages = 0;  // …and this many more messages were delivered
   int64_t for_ms = 0;          // partition: how long node is cut off from every other process
+  // A kill, or a partition past the heartbeat timeout (it evicts): the node is lost.
+  bool loses_the_node() const { return kind == Kind::kill || for_ms > 900; }
 };
 
 struct SimPlan {
