@@ -68,7 +68,14 @@ TEST(StateBuffer, OnlyTheWindowIsResident) {
     b.store(at, chunk, p);
   }
   const int64_t after = rss_kib();
-  EXPECT_LT(after - before, 4 << 10) << "offloaded state became resident";
+  // Under TSan every touched byte has 4 of shadow: the 1 MiB window costs ~5 MiB more RSS.
+  // Either bound is far below the 64 MiB that resident state would add.
+#if defined(__SANITIZE_THREAD__)
+  const int64_t window_rss_kib_max = 12 << 10;
+#else
+  const int64_t window_rss_kib_max = 4 << 10;
+#endif
+  EXPECT_LT(after - before, window_rss_kib_max) << "offloaded state became resident";
   float last = 0;
   b.read(n - 1, 1, &last);
   EXPECT_EQ(last, 1.0f);

@@ -128,9 +128,11 @@ struct SendingGuest final : FabricGuest {
   std::thread::id fabric_thread;
   std::atomic<bool> in{false};
   bool run() override {
-    fabric_thread = std::this_thread::get_id();
     const uint64_t end = burst_end.load();
     if (next.load() >= end) return false;
+    // Only in a run that sends: its next.fetch_add orders this write before the test's read
+    // (TSan found the write in every idle run racing with it).
+    fabric_thread = std::this_thread::get_id();
     while (next.load() < end) {
       if (!fabric->send(peer, numbered(1, next.load()), {}).ok()) ++refused;
       next.fetch_add(1);

@@ -143,7 +143,11 @@ TEST(UcxFabric, SeveralPayloadsInOneMessageEagerAndRendezvous) {
   for (size_t big : {size_t{3000}, size_t{5} << 20}) {
     const auto a = pattern(13, 1), b = pattern(0, 2), c = pattern(big, 3), d = pattern(4097, 4);
     const std::span<const std::byte> payloads[] = {a, b, c, d};
-    ASSERT_TRUE(p.client->send(p.to_server, envelope(0, 1), payloads).ok());
+    std::promise<Status> sent;  // the payloads stay alive until done (Fabric::send)
+    ASSERT_TRUE(p.client
+                    ->send(p.to_server, envelope(0, 1), payloads,
+                           [&sent](const Status& st) { sent.set_value(st); })
+                    .ok());
     Message m = expect_message(*p.server);
     ASSERT_EQ(m.payloads.size(), 4u);
     expect_bytes_equal(m.payloads[0], a);
@@ -153,6 +157,9 @@ TEST(UcxFabric, SeveralPayloadsInOneMessageEagerAndRendezvous) {
     for (auto s : m.payloads) {
       EXPECT_EQ(reinterpret_cast<uintptr_t>(s.data()) % buffer_alignment_bytes, 0u);
     }
+    std::future<Status> done = sent.get_future();
+    ASSERT_EQ(done.wait_for(wait_ms), std::future_status::ready);
+    EXPECT_TRUE(done.get().ok());
   }
   ASSERT_TRUE(p.client->flush(wait_ms).ok());
 }
