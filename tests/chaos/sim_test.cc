@@ -87,9 +87,9 @@ TEST_F(Sim, AShortPartitionOnlyDelays) {
   EXPECT_EQ(o.weights_hash, reference_);
 }
 
-// Found by an hour of make sim (2026-12-05): a node killed after it joined and before the
-// others had, with no launcher to replace it, ended each job at the start timeout. Faults
-// that lose a node now wait for the job's start (chaos/sim/sim_job.cc, inject).
+// Found by 32 minutes of make sim (2026-12-05, 5,500 seeds): a node killed after it joined and
+// before the others had, with no launcher to replace it, ended each job at the start timeout.
+// Faults that lose a node now wait for the job's start (chaos/sim/sim_job.cc, inject).
 TEST_F(Sim, ALossDrawnBeforeTheStartWaitsForIt) {
   for (uint64_t s : {2001500, 2004158, 2005255}) {
     const SimPlan p = draw_plan(s);
