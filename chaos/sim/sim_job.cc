@@ -191,19 +191,23 @@ void Schedule::inject() {
   // Faults name node ids (n1… in the order the nodes joined), as the coordinator does.
   const std::string node = "n" + std::to_string(f.node);
   const uint16_t port = net_->port_of_node(node);
-  // Not joined yet, or a loss before every node joined: the fault waits for the job's start.
-  // A node lost then is only dropped, and the coordinator waits for another to take its
-  // place (README, "recovery"); the simulation has no launcher to start one, and without it
-  // the job rightly ends at the start timeout (seeds 2001500, 2004158, 2005255 did).
-  if (!started_ && (port == 0 || f.loses_the_node())) {
+  // Not joined yet, or a partition that evicts before every node joined: the fault waits for
+  // the job's start.
+  const bool kill = f.kind == SimFault::Kind::kill;
+  if (!started_ && (port == 0 || (!kill && f.loses_the_node()))) {
     --next_fault_;
     return;
   }
   if (port == 0) return;  // already gone
-  if (f.kind == SimFault::Kind::kill) {
+  if (kill) {
     // Its actors go on in this process but nothing reaches them or leaves them: a crashed
     // process, as its peers see it. They are ended with the rest at teardown.
     net_->kill_at(port, clock().current_time);
+    // Before the start the coordinator only drops a lost node and waits for another to take
+    // its place (README, "recovery"): the site's launcher starts one, a new process that
+    // joins under a new id. Without it the job ends at the start timeout (seeds 2001500,
+    // 2004158 and 2005255 did, when the simulation had no launcher).
+    if (!started_) start_node(int64_t(nodes_.size()) + 1);
     return;
   }
   net_->partition({node}, clock().current_time,

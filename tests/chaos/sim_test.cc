@@ -88,14 +88,16 @@ TEST_F(Sim, AShortPartitionOnlyDelays) {
 }
 
 // Found by 32 minutes of make sim (2026-12-05, 5,500 seeds): a node killed after it joined and
-// before the others had, with no launcher to replace it, ended each job at the start timeout.
-// Faults that lose a node now wait for the job's start (chaos/sim/sim_job.cc, inject).
-TEST_F(Sim, ALossDrawnBeforeTheStartWaitsForIt) {
+// before the others had ended each job at the start timeout, the coordinator waiting for a
+// replacement no launcher started. The simulation now starts one, as a site's launcher
+// would, and the job must end bitwise with it.
+TEST_F(Sim, ANodeKilledBeforeTheStartIsReplacedAndTheJobEndsBitwise) {
   for (uint64_t s : {2001500, 2004158, 2005255}) {
     const SimPlan p = draw_plan(s);
     const SimOutcome o = run(p);
     EXPECT_TRUE(o.ok) << "seed " << s << " (" << p.describe() << "): " << o.failure;
     EXPECT_EQ(o.weights_hash, reference_) << "seed " << s;
+    EXPECT_EQ(int64_t(o.exit_codes.size()), p.nodes + 1) << "seed " << s << ": one replacement";
   }
 }
 
