@@ -9,7 +9,6 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import sys
 
 from launch_checks import check, expect_error, failures, run
@@ -128,9 +127,8 @@ def node_heap(troupe, work):
         env = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}
         if before is not None:
             env["GLIBC_TUNABLES"] = before
-        res = subprocess.run([troupe, "node", "--join", "127.0.0.1:1", "--secret-file",
-                              work + "/no-secret", "--log-level", "debug"], env=env,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        res = run([troupe, "node", "--join", "127.0.0.1:1", "--secret-file", work + "/no-secret",
+                   "--log-level", "debug"], env=env)
         seen = re.search(r"heap: GLIBC_TUNABLES=(\S+)", res.stderr)
         check(f"node heap from GLIBC_TUNABLES={before}", res.returncode == 2 and seen is not None
               and seen.group(1) == want, f"status {res.returncode}, {res.stderr[-300:]!r}")

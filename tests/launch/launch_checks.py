@@ -22,8 +22,8 @@ def check(name, ok, detail):
         failures.append(f"{name}: {detail}")
 
 
-def run(args):
-    return subprocess.run(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+def run(args, env=None):
+    return subprocess.run(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 
 
 def expect_error(name, args, *needles, stdout_empty=False):
