@@ -73,32 +73,51 @@ void row_block(const ThinTerm<T>* terms, int n_terms, int64_t N, int64_t lda, in
 }
 
 #ifdef __AVX512F__
-// float with AVX-512: rows (≤ kRows512) × one 16-float vector of C, masked at the right edge.
+// float with AVX-512: rows (≤ kRows512) × vecs (1 or 2) 16-float vectors of C, masked at the
+// right edge.
 // Each term's sum runs in its own registers and is added to the running total there, in
 // the order above (C + s_0, then + s_1, …), so C is read at most once and written once and
 // B streams once per kRows512 rows.
 constexpr int64_t kRows512 = 8;
 
-template <int64_t rows>
+template <int64_t rows, int64_t vecs>
 void tile512(const ThinTerm<float>* terms, int n_terms, int64_t lda, int64_t ldb, bool beta,
-             __mmask16 mask, float* C, int64_t ldc) {
-  __m512 total[rows];
+             const __mmask16* mask, float* C, int64_t ldc) {
+  __m512 total[rows][vecs] = {};  // (set by term 0; zeros only quiet g++)
   for (int t = 0; t < n_terms; ++t) {
     const float* A = terms[t].A;
     const float* B = terms[t].B;
-    __m512 acc[rows];
-    for (int64_t r = 0; r < rows; ++r) acc[r] = _mm512_setzero_ps();
-    for (int64_t k = 0; k < terms[t].K; ++k) {
-      const __m512 b = _mm512_maskz_loadu_ps(mask, B + k * ldb);
-      for (int64_t r = 0; r < rows; ++r)
-        acc[r] = _mm512_fmadd_ps(_mm512_set1_ps(A[r * lda + k]), b, acc[r]);
-    }
+    __m512 acc[rows][vecs];
+#pragma GCC unroll 8
     for (int64_t r = 0; r < rows; ++r)
-      total[r] = t > 0  ? _mm512_add_ps(total[r], acc[r])
-                 : beta ? _mm512_add_ps(_mm512_maskz_loadu_ps(mask, C + r * ldc), acc[r])
-                        : acc[r];
+#pragma GCC unroll 2
+      for (int64_t v = 0; v < vecs; ++v) acc[r][v] = _mm512_setzero_ps();
+    for (int64_t k = 0; k < terms[t].K; ++k) {
+      __m512 b[vecs];
+#pragma GCC unroll 2
+      for (int64_t v = 0; v < vecs; ++v)
+        b[v] = _mm512_maskz_loadu_ps(mask[v], B + k * ldb + 16 * v);
+#pragma GCC unroll 8
+      for (int64_t r = 0; r < rows; ++r) {
+        const __m512 a = _mm512_set1_ps(A[r * lda + k]);
+#pragma GCC unroll 2
+        for (int64_t v = 0; v < vecs; ++v) acc[r][v] = _mm512_fmadd_ps(a, b[v], acc[r][v]);
+      }
+    }
+#pragma GCC unroll 8
+    for (int64_t r = 0; r < rows; ++r)
+#pragma GCC unroll 2
+      for (int64_t v = 0; v < vecs; ++v)
+        total[r][v] =
+            t > 0  ? _mm512_add_ps(total[r][v], acc[r][v])
+            : beta ? _mm512_add_ps(_mm512_maskz_loadu_ps(mask[v], C + r * ldc + 16 * v), acc[r][v])
+                   : acc[r][v];
   }
-  for (int64_t r = 0; r < rows; ++r) _mm512_mask_storeu_ps(C + r * ldc, mask, total[r]);
+#pragma GCC unroll 8
+  for (int64_t r = 0; r < rows; ++r)
+#pragma GCC unroll 2
+    for (int64_t v = 0; v < vecs; ++v)
+      _mm512_mask_storeu_ps(C + r * ldc + 16 * v, mask[v], total[r][v]);
 }
 
 // Rows [0, rows) of C across all N columns.
@@ -106,10 +125,16 @@ template <int64_t rows>
 void row_block512(const ThinTerm<float>* terms, int n_terms, int64_t N, int64_t lda, int64_t ldb,
                   bool beta, float* C, int64_t ldc) {
   ThinTerm<float> at[kThinTermsMax];
-  for (int64_t j = 0; j < N; j += 16) {
-    const __mmask16 mask = N - j >= 16 ? __mmask16(0xffff) : __mmask16((1u << (N - j)) - 1);
+  auto mask = [&](int64_t j) {
+    return N - j >= 16 ? __mmask16(0xffff) : N <= j ? __mmask16(0) : __mmask16((1u << (N - j)) - 1);
+  };
+  for (int64_t j = 0; j < N; j += 32) {  // two vectors of C a tile, the last one masked
+    const __mmask16 m[2] = {mask(j), mask(j + 16)};
     for (int t = 0; t < n_terms; ++t) at[t] = {terms[t].A, terms[t].B + j, terms[t].K};
-    tile512<rows>(at, n_terms, lda, ldb, beta, mask, C + j, ldc);
+    if (m[1])
+      tile512<rows, 2>(at, n_terms, lda, ldb, beta, m, C + j, ldc);
+    else
+      tile512<rows, 1>(at, n_terms, lda, ldb, beta, m, C + j, ldc);
   }
 }
 

@@ -345,7 +345,7 @@ void check_thin_k(int64_t M, int64_t N, bool beta) {
 
 TEST(Gemm, ThinKMatchesGemmPerTermBitwise) {
   for (int64_t M : {1, 4, 7, 9, 16})
-    for (int64_t N : {16, 37, 64, 512})
+    for (int64_t N : {16, 20, 37, 48, 64, 512})  // 20, 37: a ragged second or lone vector
       for (bool beta : {false, true}) {
         check_thin_k<float>(M, N, beta);
         check_thin_k<double>(M, N, beta);
