@@ -33,12 +33,12 @@ T dot(const T* a, const T* b, int64_t n) {
   return fold(acc);
 }
 
-// GCC vector types of 32 bytes (an AVX2 register): elementwise + and × with the IEEE bits
-// of the scalar operations (no contraction: the build passes -ffp-contract=off).
-template <typename T>
-struct Vec32 {
-  typedef T type __attribute__((vector_size(32)));
-  static constexpr int64_t lanes = int64_t(32 / sizeof(T));
+// GCC vector types of `bytes` bytes: elementwise + and × with the IEEE bits of the scalar
+// operations (no contraction: the build passes -ffp-contract=off), whatever the width.
+template <typename T, int bytes = 32>
+struct VecN {
+  typedef T type __attribute__((vector_size(bytes)));
+  static constexpr int64_t lanes = int64_t(bytes / sizeof(T));
   static type load(const T* p) {
     type v;
     __builtin_memcpy(&v, p, sizeof v);
@@ -46,6 +46,18 @@ struct Vec32 {
   }
   static void store(T* p, type v) { __builtin_memcpy(p, &v, sizeof v); }
 };
+// An AVX2 register.
+template <typename T>
+using Vec32 = VecN<T, 32>;
+// The widest register of the build, for elementwise loops: an AVX-512 register where there is
+// one (these are inlined into one translation unit, so the width never crosses an ABI).
+#ifdef __AVX512F__
+template <typename T>
+using VecWide = VecN<T, 64>;
+#else
+template <typename T>
+using VecWide = VecN<T, 32>;
+#endif
 
 #ifdef __AVX512F__
 // (AVX-512 builds: a 64-byte vector is one register there, and passing one between functions
@@ -116,7 +128,7 @@ void dots(const T* a, const T* const* rows, int64_t n, T* out) {
 template <typename T>
 void combine(const T* coef, int64_t coef_stride, const T* const* rows, int64_t K, int64_t n, T* y,
              bool accumulate) {
-  using V = Vec32<T>;
+  using V = VecWide<T>;
   // Eight sums in flight: each element's chain of K adds is latency-bound alone.
   constexpr int64_t kWide = 8, WW = kWide * V::lanes;
   int64_t i0 = 0;
