@@ -6,8 +6,10 @@
 #  2. Training throughput of `troupe train` vs eager PyTorch (FP32, same threads) on tiny and
 #     small at 1 thread and all threads (Engram off: the eager peer has none); small's achieved
 #     GFLOP/s over 100 steps next to the machine's sgemm peak; mHC vs the plain residual next
-#     to mHC's share of the FLOPs (bench/run_bench_mhc.py). Env: BENCH_STEPS (tiny, 20),
-#     BENCH_STEPS_SMALL (6), BENCH_STEPS_PEAK (100), BENCH_THREAD_COUNTS ("1 nproc").
+#     to mHC's share of the FLOPs (bench/run_bench_mhc.py: alternating runs; bench_mhc_step:
+#     alternating steps in one process). Env: BENCH_STEPS (tiny, 20), BENCH_STEPS_SMALL (6),
+#     BENCH_STEPS_PEAK (100), BENCH_THREAD_COUNTS ("1 nproc"), BENCH_MHC_STEPS (tiny, 40),
+#     BENCH_MHC_STEPS_SMALL (16).
 set -euo pipefail
 BUILD=${1:-build}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -71,3 +73,6 @@ fi
 
 echo "== mHC (n = 4) vs residual = plain, 1 thread, alternating runs =="
 $PY "$ROOT/bench/run_bench_mhc.py" "$BUILD"
+echo "== the same, alternating steps inside one process (drift falls on both alike) =="
+"$BUILD/bench/bench_mhc_step" --steps "${BENCH_MHC_STEPS:-40}" "$ROOT/configs/tiny.toml"
+"$BUILD/bench/bench_mhc_step" --steps "${BENCH_MHC_STEPS_SMALL:-16}" "$ROOT/configs/small.toml"
