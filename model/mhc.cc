@@ -441,6 +441,10 @@ void mhc_post_forward(const ModelConfig& cfg, const MhcLayout& /*L*/, const T* /
     // X'_k = Σ_j H_res[k,j] X_j + H_post[k] · f
     const T* ho = cache.h_post.data() + n * S;
     const T* H = cache.h_res_.data() + n * S * S;
+    if (S == 4) {  // tiny's and small's streams: one pass, the same sums
+      mhc_rows::mix4(X + n * D, f + n * C, H, ho, C, Xout + n * D);
+      continue;
+    }
     const T* rows[kStreamsMax + 1];  // X_0 … X_{S−1}, f
     stream_rows(X + n * D, S, C, rows);
     rows[S] = f + n * C;

@@ -163,6 +163,40 @@ void combine(const T* coef, int64_t coef_stride, const T* const* rows, int64_t K
   }
 }
 
+// A token's new streams, 4 of n elements: out_k = Σ_j H[k·4+j] X_j + ho[k] f, the sums of
+// combine() over the rows X_0 … X_3, f with the coefficients H[k·4+0 … 3], ho[k] (from zero,
+// rows in order), in one pass that reads each input row once for all four outputs.
+template <typename T>
+void mix4(const T* X, const T* f, const T* H, const T* ho, int64_t n, T* out) {
+  using V = VecWide<T>;
+  constexpr int64_t W = V::lanes;
+  int64_t i = 0;
+  for (; i + 2 * W <= n; i += 2 * W) {
+    typename V::type a[4][2] = {};
+#pragma GCC unroll 5
+    for (int j = 0; j <= 4; ++j) {
+      const T* r = j < 4 ? X + j * n + i : f + i;
+      const typename V::type r0 = V::load(r), r1 = V::load(r + W);
+#pragma GCC unroll 4
+      for (int k = 0; k < 4; ++k) {
+        const T c = j < 4 ? H[k * 4 + j] : ho[k];
+        a[k][0] += c * r0;
+        a[k][1] += c * r1;
+      }
+    }
+#pragma GCC unroll 4
+    for (int k = 0; k < 4; ++k)
+      V::store(out + k * n + i, a[k][0]), V::store(out + k * n + i + W, a[k][1]);
+  }
+  for (; i < n; ++i)
+    for (int k = 0; k < 4; ++k) {
+      T acc = 0;
+      for (int j = 0; j < 4; ++j) acc += H[k * 4 + j] * X[j * n + i];
+      acc += ho[k] * f[i];
+      out[k * n + i] = acc;
+    }
+}
+
 #ifdef __AVX512F__
 // A token's streams through the post backward, 4 streams of n floats (n a multiple of
 // kDotLanes), in one pass over its rows dY (4,n), X (4,n) and f (n):

@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "model/mhc_rows.h"
 #include "model/params.h"
 #include "model/rng.h"
 
@@ -347,6 +348,35 @@ TEST(Mhc, CallsOutOfOrderThrow) {
   EXPECT_THROW(mhc_post_forward<float>(p.cfg, p.layout, params.data(), X.data(), f.data(),
                                        xout.data(), cache),
                std::logic_error);  // the failed call above left the cache unusable
+}
+
+// The one-pass stream mix of four streams (post forward) has the bits of combine() per output
+// stream, at widths with and without a tail past its whole vectors, floats and doubles.
+template <typename T>
+void check_mix4(int64_t n) {
+  std::vector<T> X(4 * n), f(n), H(16), ho(4), want(4 * n), got(4 * n);
+  uint64_t i = 0;
+  for (T* v : {X.data(), f.data(), H.data(), ho.data()})
+    for (T* e = v; e < v + (v == X.data()   ? 4 * n
+                            : v == f.data() ? n
+                            : v == H.data() ? 16
+                                            : 4);
+         ++e)
+      *e = T(std::sin(double(++i) * 0.7));  // negative and positive, no pattern
+  const T* rows[5] = {X.data(), X.data() + n, X.data() + 2 * n, X.data() + 3 * n, f.data()};
+  for (int64_t k = 0; k < 4; ++k) {
+    const T coef[5] = {H[k * 4], H[k * 4 + 1], H[k * 4 + 2], H[k * 4 + 3], ho[k]};
+    mhc_rows::combine(coef, 1, rows, 5, n, want.data() + k * n, false);
+  }
+  mhc_rows::mix4(X.data(), f.data(), H.data(), ho.data(), n, got.data());
+  EXPECT_EQ(0, std::memcmp(want.data(), got.data(), want.size() * sizeof(T))) << "n " << n;
+}
+
+TEST(Mhc, MixOfFourStreamsHasTheBitsOfCombine) {
+  for (int64_t n : {1, 7, 32, 45, 128, 256}) {
+    check_mix4<float>(n);
+    check_mix4<double>(n);
+  }
 }
 
 }  // namespace
