@@ -356,13 +356,8 @@ template <typename T>
 void check_mix4(int64_t n) {
   std::vector<T> X(4 * n), f(n), H(16), ho(4), want(4 * n), got(4 * n);
   uint64_t i = 0;
-  for (T* v : {X.data(), f.data(), H.data(), ho.data()})
-    for (T* e = v; e < v + (v == X.data()   ? 4 * n
-                            : v == f.data() ? n
-                            : v == H.data() ? 16
-                                            : 4);
-         ++e)
-      *e = T(std::sin(double(++i) * 0.7));  // negative and positive, no pattern
+  for (std::vector<T>* v : {&X, &f, &H, &ho})
+    for (T& e : *v) e = T(std::sin(double(++i) * 0.7));  // negative and positive, no pattern
   const T* rows[5] = {X.data(), X.data() + n, X.data() + 2 * n, X.data() + 3 * n, f.data()};
   for (int64_t k = 0; k < 4; ++k) {
     const T coef[5] = {H[k * 4], H[k * 4 + 1], H[k * 4 + 2], H[k * 4 + 3], ho[k]};
