@@ -18,6 +18,11 @@ constexpr int64_t kXhatRows = kernels::kRmsNormRowGroup;
 // Tokens whose x̂ the backward gathers before dφ's chains go on through them: dφ (P, D) is
 // loaded and stored once per gathering.
 constexpr int64_t kPhiGradRows = 4 * kXhatRows;
+// Tokens whose α_res terms are summed apart before their sum joins α_res's gradient: the
+// Sinkhorn block of the days of 8 lanes. A constant of its own, so the bits do not depend
+// on kMhcLanes (16 lanes once summed in blocks of 16, which changed trained weights).
+constexpr int64_t kAlphaResGroup = 8;
+static_assert(kMhcLanes % kAlphaResGroup == 0, "α_res groups must tile a Sinkhorn block");
 
 using mhc_rows::combine;
 using mhc_rows::dot;
@@ -309,10 +314,10 @@ T post_coefficient_backward(const MhcLayout& L, const T* params, T* grads, const
 
 // Block `block`: d (S,S,kL) holds dH_res[k,j] = dY_k · X_j of its tokens; through the
 // Sinkhorn rounds to dH̃ = α_res · proj_res + b_res; writes dproj's res columns, accumulates
-// db_res, returns the α_res term (tokens in order).
+// db_res, adds the α_res terms to dalpha (tokens in order, kAlphaResGroup at a time).
 template <typename T>
-T res_coefficient_backward(const MhcLayout& L, const T* params, T* grads, T* d, int64_t block,
-                           MhcCache<T>& c) {
+void res_coefficient_backward(const MhcLayout& L, const T* params, T* grads, T* d, int64_t block,
+                              T& dalpha_res, MhcCache<T>& c) {
   const int64_t S = c.S, SS = S * S, P = c.P();
   const int64_t n0 = block * kL, count = std::min(kL, c.N - n0);
   sinkhorn_block(L, params, block, false, c);  // the forward's rounds again: the same bits
@@ -322,6 +327,7 @@ T res_coefficient_backward(const MhcLayout& L, const T* params, T* grads, T* d, 
     sinkhorn_backward<T>(c.sk_mat.data(), c.sk_sum.data(), S, c.iters, d);
   T dalpha = 0;
   for (int64_t l = 0; l < count; ++l) {
+    if (l > 0 && l % kAlphaResGroup == 0) dalpha_res += dalpha, dalpha = 0;
     const T* pr = c.proj.data() + (n0 + l) * P + 2 * S;
     T* dp = c.dproj.data() + (n0 + l) * P + 2 * S;
     for (int64_t e = 0; e < SS; ++e) {
@@ -331,7 +337,7 @@ T res_coefficient_backward(const MhcLayout& L, const T* params, T* grads, T* d, 
       dp[e] = params[L.alpha_res] * g;
     }
   }
-  return dalpha;
+  dalpha_res += dalpha;
 }
 
 // Token's streams through u = Σ_j H_pre[j] X_j: dX_j += H_pre[j] du, dH_pre[j] = du · X_j.
@@ -477,7 +483,7 @@ void mhc_post_backward(const ModelConfig& cfg, const MhcLayout& L, const T* para
       dalpha_post += post_coefficient_backward(L, params, grads, post, n, cache);
       for (int64_t e = 0; e < SS; ++e) d[e * kL + l] = res[e];
     }
-    dalpha_res += res_coefficient_backward(L, params, grads, d, block, cache);
+    res_coefficient_backward(L, params, grads, d, block, dalpha_res, cache);
   }
   grads[L.alpha_post] += dalpha_post;
   grads[L.alpha_res] += dalpha_res;

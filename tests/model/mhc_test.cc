@@ -374,5 +374,39 @@ TEST(Mhc, MixOfFourStreamsHasTheBitsOfCombine) {
   }
 }
 
+// α_res's gradient sums its tokens' terms g·proj_res in order, in groups of 8 tokens (a sum per
+// group, then the groups' sums): a definition of its own, whatever the Sinkhorn lane count.
+// 16 lanes once regrouped it (the demo's weights changed after 19 steps). Each token's g is
+// db_res of a loss that weighs that token alone.
+TEST(Mhc, AlphaResGradientSumsGroupsOfEightTokens) {
+  const Problem p(mhc_config(4, 32, 5), 44, 71);
+  const ParamInfo& b_res = p.table.at(std::string(kPrefix) + "b_res");
+  const int64_t alpha_res = p.table.at(std::string(kPrefix) + "alpha_res").offset, SS = 16;
+  MhcCache<float> cache;
+  const std::vector<float> params = cast<float>(p.params), X = cast<float>(p.x);
+  std::vector<float> u(p.N * p.C);
+  mhc_pre_forward<float>(p.cfg, p.layout, params.data(), X.data(), p.N, u.data(), cache);
+  std::vector<float> terms(p.N * SS);  // g_e · proj_res[e] of each token
+  for (int64_t n = 0; n < p.N; ++n) {
+    Problem one = p;
+    for (int64_t i = 0; i < p.N * p.D; ++i) one.w[i] = i / p.D == n ? p.w[i] : 0.0;
+    const Outputs<float> o = run<float>(one, true);
+    for (int64_t e = 0; e < SS; ++e)
+      terms[n * SS + e] = o.grads[b_res.offset + e] * cache.proj[n * cache.P() + 8 + e];
+  }
+  auto term_sum = [&](int64_t group) {
+    float total = 0, part = 0;
+    for (int64_t n = 0; n < p.N; ++n) {
+      for (int64_t e = 0; e < SS; ++e) part += terms[n * SS + e];
+      if ((n + 1) % group == 0 || n + 1 == p.N) total += part, part = 0;
+    }
+    return total;
+  };
+  const float got = run<float>(p, true).grads[alpha_res], want = term_sum(8);
+  EXPECT_EQ(0, std::memcmp(&got, &want, sizeof(float))) << got << " vs " << want;
+  const float by16 = term_sum(16), flat = term_sum(p.N);  // the test can tell them apart
+  EXPECT_TRUE(by16 != want || flat != want) << "inputs too tame to test the grouping";
+}
+
 }  // namespace
 }  // namespace troupe::model
