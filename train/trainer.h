@@ -2,6 +2,8 @@
 // Single-process training (the library the worker actors will call): the global batch of
 // each step is split into logical micro-batches, computed on a thread pool, and reduced
 // in the canonical tree — so the result is independent of the thread count (DESIGN §5).
+#include <algorithm>
+#include <condition_variable>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -118,6 +120,10 @@ class GradEngine {
     free_.clear();
   }
   const std::vector<T>& grad() const { return piece_grad(0); }
+  // The gradient buffers allocated: at most the largest cap of the runs so far (claim_leaf).
+  size_t grad_buffers() const {
+    return size_t(std::count_if(grads_.begin(), grads_.end(), [](auto& g) { return !g.empty(); }));
+  }
   // The reduced sparse Engram table gradient (one entry per table; empty without Engram).
   const EngramGrad<T>& engram_grad() const { return egrads_.front(); }
   // Tokens per expert per layer over the whole batch (integers: order-free).
@@ -132,12 +138,20 @@ class GradEngine {
   int threads_;
   std::vector<std::unique_ptr<Model<T>>> workers_;  // one activation workspace per thread
   // Gradient buffers: a micro-batch takes a free one, and the canonical tree's merges
-  // (TreeStream) give the right half's back, so about threads + log2(micro-batches) are
-  // allocated, not one per micro-batch. Never resized while a run computes.
+  // (TreeStream) give the right half's back, so log2(micro-batches) + threads − 1 at most are
+  // allocated (the claims' cap), not one per micro-batch. Never resized while a run computes.
   std::vector<std::vector<T>> grads_;
   std::vector<size_t> free_;  // slots of grads_ no piece holds, allocated ones last
   std::mutex free_mu_;
-  size_t take_slot();
+  std::condition_variable slot_freed_;
+  // A backward run claims its micro-batches in order, each with a slot, and holds at most
+  // slot_cap_ slots at once (start_claims): a fixed peak of buffers, whatever the order in
+  // which the threads finish.
+  int64_t next_leaf_ = 0, leaves_ = 0, held_ = 0, slot_cap_ = 0;
+  bool claims_stopped_ = false;
+  void start_claims(int64_t leaves, int64_t cap);
+  std::optional<std::pair<int64_t, size_t>> claim_leaf();
+  void stop_claims();
   void give_slot(size_t slot);
   void reserve_slots(int64_t n, bool append);
   const EngramStore<T>* engram_ = nullptr;

@@ -4,6 +4,7 @@
 // about threads + log2(micro-batches) gradient buffers instead of one per micro-batch. The
 // pairs merged, and their order within each node (left += right), are tree_fold's: the
 // same bits.
+#include <algorithm>
 #include <cstdint>
 #include <functional>
 #include <mutex>
@@ -52,6 +53,26 @@ class TreeStream {
       slot_[size_t(parent)] = into;
       node = parent;
     }
+  }
+
+  // The most nodes done and not yet merged while leaves arrive in id order, counted before
+  // each leaf starts: the buffers held when every thread waits for one (GradEngine's cap).
+  int64_t in_order_held_max() const {
+    std::vector<char> done(nodes_.size(), 0);
+    int64_t held = 0, most = 0;
+    for (const int leaf : leaf_) {
+      if (leaf < 0) continue;
+      most = std::max(most, held);
+      int node = leaf;
+      done[size_t(node)] = 1, ++held;
+      for (int parent = nodes_[size_t(node)].parent; parent >= 0;
+           node = parent, parent = nodes_[size_t(node)].parent) {
+        const Node& p = nodes_[size_t(parent)];
+        if (!done[size_t(p.left)] || !done[size_t(p.right)]) break;
+        done[size_t(parent)] = 1, --held;  // two halves become their parent
+      }
+    }
+    return most;
   }
 
   // The buffer holding piece k's fold once all its leaves arrived.

@@ -6,12 +6,16 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <numeric>
 #include <random>
 #include <thread>
 
 #include "model/rng.h"
+#include "tests/tiny_test_job.h"
+#include "tests/train/expert_test_data.h"
+#include "train/trainer.h"
 #include "train/tree.h"
 
 namespace troupe::model {
@@ -86,6 +90,39 @@ TEST(TreeStream, RefusesALeafTwiceAndAnUnfinishedPiece) {
   stream.arrive(0, 0, none);
   EXPECT_THROW(stream.arrive(0, 1, none), std::logic_error);
   EXPECT_THROW(stream.piece_slot(0), std::logic_error);
+}
+
+// The most nodes held while leaves arrive in order, before each starts: a binary counter's
+// set bits over the canonical tree, per piece, plus the pieces already done.
+TEST(TreeStream, InOrderHeldMaxCountsTheDoneNodesBeforeALeaf) {
+  const std::pair<int64_t, int64_t> want[] = {{1, 0}, {2, 1}, {3, 1},  {4, 2},  {5, 2},
+                                              {7, 2}, {8, 3}, {12, 3}, {16, 4}, {32, 5}};
+  for (auto [n, held] : want) EXPECT_EQ(TreeStream({{0, n}}).in_order_held_max(), held) << n;
+  // [1, 8) of 8: pieces [1,2), [2,4), [4,8); before leaf 7: [1,2), [2,4), [4,6), [6,7).
+  std::vector<TreeNode> rel;
+  for (const TreeNode& p : tree_pieces(8, 1, 8)) rel.push_back({p.lo - 1, p.hi - 1});
+  EXPECT_EQ(TreeStream(rel).in_order_held_max(), 4);
+}
+
+// 8 micro-batches on 2 threads hold at most 3 + 1 gradient buffers, even when micro-batch 3
+// is slow and the other thread could run on through 4, 5, 6 (which once took a fifth and a
+// sixth); the gradient keeps its bits.
+TEST(GradEngine, HoldsAtMostItsCapOfBuffersWhenAMicroBatchIsSlow) {
+  const JobConfig job = tests::tiny_test_job({"model.engram_layers=[]", "model.n_layers=2"});
+  const ParamTable table(job.model);
+  std::vector<float> params(size_t(table.total()));
+  init_params(table, 7, params.data());
+  const Batch batch = tests::random_batch(job.model, 8, 3);
+  GradEngine<float> even(job.model, table, 2), skewed(job.model, table, 2);
+  skewed.set_head_losses([](int64_t mb) -> HeadLoss<float>* {
+    if (mb == 3) std::this_thread::sleep_for(std::chrono::milliseconds(400));
+    return nullptr;  // cross-entropy
+  });
+  even.run(params.data(), batch, 1, true, true);
+  skewed.run(params.data(), batch, 1, true, true);
+  EXPECT_LE(even.grad_buffers(), 4u);
+  EXPECT_LE(skewed.grad_buffers(), 4u);
+  EXPECT_TRUE(even.grad() == skewed.grad());
 }
 
 }  // namespace
