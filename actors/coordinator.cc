@@ -297,6 +297,21 @@ ControlAnswer ask_coordinator(caf::actor_system& system, const caf::actor& coord
   return a;
 }
 
+void ask_coordinator_then(caf::actor_system& system, const caf::actor& coordinator,
+                          const std::string& kind, int64_t nodes, const std::string& node,
+                          std::function<void(const ControlAnswer&)> done) {
+  system.spawn([=](caf::event_based_actor* self) {
+    self->request(coordinator, std::chrono::seconds(5), control_atom::value, kind, nodes, node)
+        .then(
+            [=](const std::string& why, int64_t start) {
+              done(ControlAnswer{why, start});
+            },
+            [=](const caf::error& e) {
+              done(ControlAnswer{"the coordinator: " + self->system().render(e), 0});
+            });
+  });
+}
+
 std::string coordinator_status(caf::actor_system& system, const caf::actor& coordinator) {
   std::string out;
   caf::scoped_actor self{system};

@@ -138,6 +138,12 @@ struct ControlAnswer {
 ControlAnswer ask_coordinator(caf::actor_system& system, const caf::actor& coordinator,
                               const std::string& kind, int64_t nodes = 0,
                               const std::string& node = "");
+// The same request from an actor of its own: done(answer) runs on it once the coordinator
+// answers (or fails to, within 5 s). Never blocks: for a caller on the actor threads, or on
+// CAF's deterministic test scheduler (the simulation's launcher).
+void ask_coordinator_then(caf::actor_system& system, const caf::actor& coordinator,
+                          const std::string& kind, int64_t nodes, const std::string& node,
+                          std::function<void(const ControlAnswer&)> done);
 // The job as the coordinator sees it (GET /status): JSON.
 std::string coordinator_status(caf::actor_system& system, const caf::actor& coordinator);
 

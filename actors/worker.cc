@@ -111,6 +111,19 @@ void try_done(Self* self) {
   reply(self, s.ctx.coordinator, step_done_type, d);
 }
 
+Verdict accept_commit(Self* self, int64_t step) {
+  auto& s = self->state;
+  if (step + 1 <= s.committed) return drop(Drop::duplicate, "a step already committed");
+  if (step + 1 != s.version)
+    return drop(Drop::wrong_step,
+                fmt::format("a commit of step {} at version {}", step, s.version));
+  TROUPE_ASSERT(step + 1 > s.committed, "commit of step {} after {} committed", step, s.committed);
+  s.committed = step + 1;
+  if (s.saved_for == step) s.saved_for = -1;
+  maybe_checkpoint(self, step + 1);
+  return {};
+}
+
 }  // namespace worker_impl
 
 namespace {
@@ -186,21 +199,6 @@ void send_engram_pieces(Self* self, int64_t step, const std::vector<model::Piece
   }
   for (int64_t o = 0; o < s.workers; ++o)
     if (o != s.me) reply(self, s.peers[size_t(o)], engram_slices_type, es, payloads);
-}
-
-// The coordinator committed `step` (Commit, or implied by a later StepBegin or validation):
-// the version before it is released.
-Verdict accept_commit(Self* self, int64_t step) {
-  auto& s = self->state;
-  if (step + 1 <= s.committed) return drop(Drop::duplicate, "a step already committed");
-  if (step + 1 != s.version)
-    return drop(Drop::wrong_step,
-                fmt::format("a commit of step {} at version {}", step, s.version));
-  TROUPE_ASSERT(step + 1 > s.committed, "commit of step {} after {} committed", step, s.committed);
-  s.committed = step + 1;
-  if (s.saved_for == step) s.saved_for = -1;
-  maybe_checkpoint(self, step + 1);
-  return {};
 }
 
 Verdict on_validate(Self* self, const train::StepBegin& b) {

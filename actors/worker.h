@@ -156,6 +156,9 @@ using Self = caf::stateful_actor<WorkerState>;
 void plan(WorkerState& s, int64_t workers, int64_t me);
 
 void send_to(Self* self, ActorMessage m);  // stamps the worker's epoch
+// The coordinator committed `step` (Commit, or implied by a later StepBegin, validation or
+// Reshape): the version before it is released.
+Verdict accept_commit(Self* self, int64_t step);
 template <class Proto>
 void reply(Self* self, const std::string& to, uint32_t type, const Proto& body,
            std::vector<Payload> payloads = {}) {

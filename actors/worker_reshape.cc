@@ -29,9 +29,10 @@ int64_t index_of(const google::protobuf::RepeatedPtrField<std::string>& list,
 }
 
 // What a Reshape must say to be acted on: distinct workers in each view, this worker in one
-// of them, and, for an old worker, the view and the version it is at.
+// of them, and, for an old worker, the view and the version it is at; committed, or with the
+// commit of its last step still on its way (commit_in_flight: the Reshape implies it).
 std::string check_reshape(const WorkerState& s, const train::Reshape& r, int64_t old_me,
-                          int64_t new_me) {
+                          int64_t new_me, bool commit_in_flight) {
   if (r.workers_size() == 0 || r.old_workers_size() == 0) return "a Reshape with an empty view";
   for (const auto* list : {&r.workers(), &r.old_workers()})
     for (int i = 0; i < list->size(); ++i)
@@ -42,7 +43,7 @@ std::string check_reshape(const WorkerState& s, const train::Reshape& r, int64_t
       !std::equal(s.peers.begin(), s.peers.end(), r.old_workers().begin()))
     return fmt::format("a Reshape from a view of {} workers that is not this worker's",
                        r.old_workers_size());
-  if (r.version() != s.version || r.version() != s.committed)
+  if (r.version() != s.version || r.version() != s.committed + (commit_in_flight ? 1 : 0))
     return fmt::format("a Reshape at step {}, but this worker is at version {} ({} committed)",
                        r.version(), s.version, s.committed);
   return "";
@@ -147,8 +148,15 @@ Verdict on_reshape(Self* self, const train::Reshape& r, const ActorMessage& m) {
   if (m.epoch <= s.recover_epoch) return drop(Drop::duplicate, "a Reshape already taken");
   const int64_t old_me = index_of(r.old_workers(), s.ctx.address);
   const int64_t new_me = index_of(r.workers(), s.ctx.address);
-  if (std::string why = check_reshape(s, r, old_me, new_me); !why.empty())
+  // The coordinator sends a Reshape at version V once step V − 1 is committed, but the Commit
+  // may still be on its way (one lane can overtake another: the simulation's seed 534 dropped
+  // the Reshape and the job hung). As a StepBegin does, the Reshape implies it.
+  const bool commit_in_flight =
+      old_me >= 0 && r.version() == s.version && r.version() == s.committed + 1;
+  if (std::string why = check_reshape(s, r, old_me, new_me, commit_in_flight); !why.empty())
     return drop(Drop::malformed, why);
+  if (commit_in_flight)
+    if (Verdict v = accept_commit(self, r.version() - 1)) return v;
   s.epoch = s.recover_epoch = m.epoch;  // from here on, even an error must reach the coordinator
   if (old_me >= 0) {                    // should the reshape be aborted: a recovery from this view
     s.recovery_base = base_of(s, r.version(), r.old_workers_size());

@@ -105,6 +105,13 @@ class Schedule {
   std::optional<uint64_t> fault_armed_at_;  // delivered count when its step was committed
   std::vector<std::string> events_;
   bool started_ = false;  // every node joined and placed (the coordinator's start event)
+  // The site's launcher (launcher()): lost nodes to replace once a step after the loss is
+  // committed, the node processes the coordinator's answers asked for, a request in flight.
+  int64_t replace_wanted_ = 0, replace_after_ = 0, starts_wanted_ = 0, members_ = 0;
+  bool asking_ = false;
+  void launcher();
+  void ask(const std::string& kind, int64_t nodes, const std::string& node);
+  bool operator_fault(const SimFault& f);
 };
 
 std::unique_ptr<runtime::Host> Schedule::host(const std::string& node_id, uint32_t pid) {
@@ -133,6 +140,7 @@ void Schedule::start() {
   coordinator_ = actors::spawn_coordinator(*coordinator_host_, co);
   sched().run();
   for (int64_t k = 1; k <= plan_.nodes; ++k) start_node(k);
+  members_ = plan_.nodes;
 }
 
 void Schedule::start_node(int64_t k) {
@@ -151,6 +159,10 @@ void Schedule::start_node(int64_t k) {
   Node* np = &n;
   opt.on_exit = [this, np](int code, const std::string& why) {
     np->exit_code = code, np->exit_why = why;
+    if (code == runtime::exit_status_evicted && started_) {
+      --members_;
+      if (plan_.replace_lost) ++replace_wanted_, replace_after_ = committed_;
+    }
     // The process ends: its fabric goes with it (its peers see the endpoint fail).
     net_->kill_at(port_of(np->host->listen_address()), clock().current_time);
   };
@@ -177,7 +189,48 @@ bool Schedule::step_once(std::string* failure) {
   }
   sched().run();
   inject();
+  launcher();
   return !result_;
+}
+
+// An operator's request to the coordinator, answered on an actor of its own: an accepted one
+// has the launcher start the node processes it asks for, a refused one is only noted.
+void Schedule::ask(const std::string& kind, int64_t nodes, const std::string& node) {
+  asking_ = true;
+  actors::ask_coordinator_then(sys_, coordinator_, kind, nodes, node,
+                               [this, kind](const actors::ControlAnswer& a) {
+                                 asking_ = false;
+                                 if (!a.error.empty()) {
+                                   events_.push_back(kind + " refused: " + a.error);
+                                   if (kind == "replace") replace_after_ = committed_;
+                                   return;
+                                 }
+                                 if (kind == "replace") --replace_wanted_;
+                                 if (kind == "drain") --members_;
+                                 starts_wanted_ += a.start_nodes;
+                               });
+  sched().run();
+}
+
+// What a site's launcher does: starts the node processes asked for (new ids), and under
+// replace_lost asks to replace each node lost after the start once the survivors committed a
+// step (troupe launch does the same).
+void Schedule::launcher() {
+  for (; starts_wanted_ > 0; --starts_wanted_, ++members_) start_node(int64_t(nodes_.size()) + 1);
+  if (replace_wanted_ > 0 && !asking_ && committed_ > replace_after_) ask("replace", 0, "");
+}
+
+// scale_up and drain: an operator's, on a running job (they wait for the start); false for
+// the other kinds.
+bool Schedule::operator_fault(const SimFault& f) {
+  const bool up = f.kind == SimFault::Kind::scale_up;
+  if (!up && f.kind != SimFault::Kind::drain) return false;
+  if (!started_ || asking_) {
+    --next_fault_;
+    return true;
+  }
+  ask(up ? "scale" : "drain", up ? members_ + 1 : 0, up ? "" : "n" + std::to_string(f.node));
+  return true;
 }
 
 // The plan's next fault, once its step is committed and its count of messages delivered.
@@ -188,6 +241,7 @@ void Schedule::inject() {
   if (!fault_armed_at_) fault_armed_at_ = net_->counters().delivered;
   if (net_->counters().delivered < *fault_armed_at_ + uint64_t(f.after_messages)) return;
   ++next_fault_, fault_armed_at_.reset();
+  if (operator_fault(f)) return;
   // Faults name node ids (n1… in the order the nodes joined), as the coordinator does.
   const std::string node = "n" + std::to_string(f.node);
   const uint16_t port = net_->port_of_node(node);
@@ -203,6 +257,8 @@ void Schedule::inject() {
     // Its actors go on in this process but nothing reaches them or leaves them: a crashed
     // process, as its peers see it. They are ended with the rest at teardown.
     net_->kill_at(port, clock().current_time);
+    if (started_ && plan_.replace_lost) ++replace_wanted_, replace_after_ = committed_;
+    if (started_) --members_;
     // Before the start the coordinator only drops a lost node and waits for another to take
     // its place (README, "recovery"): the site's launcher starts one, a new process that
     // joins under a new id. Without it the job ends at the start timeout (seeds 2001500,
@@ -285,14 +341,52 @@ std::string SimPlan::describe() const {
   std::string out =
       fmt::format("{} nodes, {} steps, duplicate {:.2f}, reorder {:.2f}, spikes {:.2f}", nodes,
                   steps, duplicate_probability, reorder_probability, spike_probability);
-  for (const SimFault& f : faults)
-    out += f.kind == SimFault::Kind::kill
-               ? fmt::format("; kill n{} after step {} + {} messages", f.node, f.after_step,
-                             f.after_messages)
-               : fmt::format("; partition n{} for {} ms after step {} + {} messages", f.node,
-                             f.for_ms, f.after_step, f.after_messages);
+  if (replace_lost) out += ", replace_lost";
+  for (const SimFault& f : faults) {
+    const std::string when =
+        fmt::format("after step {} + {} messages", f.after_step, f.after_messages);
+    switch (f.kind) {
+      case SimFault::Kind::kill:
+        out += fmt::format("; kill n{} {}", f.node, when);
+        break;
+      case SimFault::Kind::partition:
+        out += fmt::format("; partition n{} for {} ms {}", f.node, f.for_ms, when);
+        break;
+      case SimFault::Kind::scale_up:
+        out += fmt::format("; scale up by one {}", when);
+        break;
+      case SimFault::Kind::drain:
+        out += fmt::format("; drain n{} {}", f.node, when);
+        break;
+    }
+  }
   return out;
 }
+
+namespace {
+
+// A third of the seeds: replace_lost, a scale-up or a drain, from draws of their own (the
+// draws of draw_plan, and so the other seeds' plans, stay as they were).
+void add_membership(SimPlan& p, int64_t kills) {
+  std::mt19937_64 rng(p.seed ^ 0x6d656d62657273ull);
+  auto pick = [&](int64_t lo, int64_t hi) { return lo + int64_t(rng() % uint64_t(hi - lo + 1)); };
+  if (pick(0, 2) != 0) return;
+  const int64_t what = pick(0, 2);
+  if (what == 0) {
+    p.replace_lost = true;
+    p.extra_sets.push_back("fault_tolerance.replace_lost=true");
+    return;
+  }
+  SimFault f;
+  f.kind = what == 1 ? SimFault::Kind::scale_up : SimFault::Kind::drain;
+  f.node = pick(1, p.nodes);
+  f.after_step = pick(1, p.steps - 2);
+  f.after_messages = pick(0, 60);
+  if (f.kind == SimFault::Kind::drain && p.nodes - kills < 2) return;  // one node stays
+  p.faults.push_back(f);
+}
+
+}  // namespace
 
 SimPlan draw_plan(uint64_t seed) {
   std::mt19937_64 rng(seed ^ 0x5eed5eed5eedull);
@@ -319,6 +413,7 @@ SimPlan draw_plan(uint64_t seed) {
   }
   // Two losses in one step lose a worker and its buddy: a second copy keeps the state.
   if (kills >= 2) p.extra_sets.push_back("fault_tolerance.buddy_copies=2");
+  add_membership(p, kills);
   return p;
 }
 

@@ -14,13 +14,17 @@
 namespace troupe::chaos {
 
 struct SimFault {
-  enum class Kind { kill, partition } kind = Kind::kill;
+  // scale_up: the operator's `troupe scale` to one node more, whose process the launcher
+  // starts; drain: `troupe scale`'s drain of `node` (it finishes its step and leaves).
+  enum class Kind { kill, partition, scale_up, drain } kind = Kind::kill;
   int64_t node = 1;            // n1…nN
   int64_t after_step = 1;      // once this many steps are committed…
   int64_t after_messages = 0;  // …and this many more messages were delivered
   int64_t for_ms = 0;          // partition: how long node is cut off from every other process
   // A kill, or a partition past the heartbeat timeout (it evicts): the node is lost.
-  bool loses_the_node() const { return kind == Kind::kill || for_ms > 900; }
+  bool loses_the_node() const {
+    return kind == Kind::kill || (kind == Kind::partition && for_ms > 900);
+  }
 };
 
 struct SimPlan {
@@ -29,11 +33,16 @@ struct SimPlan {
   int64_t steps = 4;
   double duplicate_probability = 0, reorder_probability = 0, spike_probability = 0.02;
   std::vector<SimFault> faults;
+  // [fault_tolerance] replace_lost: the launcher replaces a node lost after the start once
+  // the survivors committed a step (before the start it always does).
+  bool replace_lost = false;
   std::vector<std::string> extra_sets;  // on top of sim_job_sets (e.g. more buddy copies)
   std::string describe() const;         // one line, for a failing seed's report
 };
 
-// The plan seed names: 2-4 nodes; up to two faults (never every node killed).
+// The plan seed names: 2-4 nodes; up to two faults (never every node killed); for a third
+// of the seeds (their own draws, so the others' plans stay as they were) also replace_lost,
+// a scale-up or a drain.
 SimPlan draw_plan(uint64_t seed);
 
 struct SimOutcome {

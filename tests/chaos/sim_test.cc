@@ -3,6 +3,7 @@
 // reordered messages end with the weights of an undisturbed single-process run.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <fstream>
 #include <sstream>
@@ -97,7 +98,44 @@ TEST_F(Sim, ANodeKilledBeforeTheStartIsReplacedAndTheJobEndsBitwise) {
     const SimOutcome o = run(p);
     EXPECT_TRUE(o.ok) << "seed " << s << " (" << p.describe() << "): " << o.failure;
     EXPECT_EQ(o.weights_hash, reference_) << "seed " << s;
-    EXPECT_EQ(int64_t(o.exit_codes.size()), p.nodes + 1) << "seed " << s << ": one replacement";
+    EXPECT_GE(int64_t(o.exit_codes.size()), p.nodes + 1) << "seed " << s << ": a replacement";
+  }
+}
+
+// The launcher's part: a node killed after the start is replaced (replace_lost) once the
+// survivors committed a step; an operator scales the job up by one, or drains a node. Each
+// job ends bitwise.
+TEST_F(Sim, ReplacementsScaleUpsAndDrainsEndBitwise) {
+  SimPlan replace;
+  replace.seed = 15, replace.nodes = 3, replace.replace_lost = true;
+  replace.extra_sets.push_back("fault_tolerance.replace_lost=true");
+  replace.faults.push_back({SimFault::Kind::kill, 2, 1, 5, 0});
+  SimPlan up;
+  up.seed = 16, up.nodes = 2;
+  up.faults.push_back({SimFault::Kind::scale_up, 1, 1, 3, 0});
+  SimPlan drain;
+  drain.seed = 17, drain.nodes = 3;
+  drain.faults.push_back({SimFault::Kind::drain, 3, 1, 3, 0});
+  for (const SimPlan* p : {&replace, &up, &drain}) {
+    const SimOutcome o = run(*p);
+    EXPECT_TRUE(o.ok) << p->describe() << ": " << o.failure;
+    EXPECT_EQ(o.weights_hash, reference_) << p->describe();
+    const int64_t started = int64_t(o.exit_codes.size());
+    EXPECT_EQ(started, p == &drain ? 3 : p->nodes + 1) << p->describe();
+    const auto left = std::count(o.exit_codes.begin(), o.exit_codes.end(), 0);
+    EXPECT_EQ(left, p == &drain ? 1 : 0) << "only a drained node leaves before the end";
+  }
+}
+
+// Found by make sim once it drained, scaled and replaced (2026-12-05, seeds 1…1000): the
+// Commit of the step before a Reshape overtaken by the Reshape (reordered lanes, or a late
+// spike) made the old worker drop the Reshape as malformed, and each job hung until 600
+// simulated s. A Reshape now implies that commit, as a StepBegin does.
+TEST_F(Sim, AReshapeOvertakingItsCommitIsTaken) {
+  for (uint64_t s : {83, 334, 350, 369, 441, 455, 478, 488, 534, 561, 586, 635, 757, 955}) {
+    const SimPlan p = draw_plan(s);
+    const SimOutcome o = run(p);
+    EXPECT_TRUE(o.ok) << "seed " << s << " (" << p.describe() << "): " << o.failure;
   }
 }
 
