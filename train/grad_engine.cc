@@ -158,7 +158,11 @@ const std::vector<Piece<T>>& GradEngine<T>::run_range(const T* params, const Bat
   std::vector<TreeNode> rel;
   for (const TreeNode& node : nodes) rel.push_back({node.lo - lo, node.hi - lo});
   TreeStream stream(rel);
-  if (backward) reserve_slots(n_total, append);
+  if (backward) {
+    reserve_slots(n_total, append);
+    const int64_t spare = std::max<int64_t>(1, std::min<int64_t>(threads_, n_mb) - 1);
+    start_claims(n_mb, stream.in_order_held_max() + spare);  // why: docs/memory.md
+  }
   const auto merge = [&](size_t into, size_t from) {
     T* a = grads_[into].data();
     const T* b = grads_[from].data();
@@ -170,10 +174,6 @@ const std::vector<Piece<T>>& GradEngine<T>::run_range(const T* params, const Bat
     egrads_[size_t(i)].assign(engram_ ? engram_->tables().size() : 0, {});
   std::vector<LossParts<T>> parts(static_cast<size_t>(n_mb));
   std::vector<std::vector<std::vector<int64_t>>> counts(static_cast<size_t>(n_mb));
-  // The cap: what in-order arrivals hold, plus a slot for each thread but one (2 threads keep
-  // busy with one: a simulation of skewed finishing times lost under 0.2%; 4 threads need 3).
-  const int busy = int(std::min<int64_t>(threads_, n_mb));
-  start_claims(n_mb, stream.in_order_held_max() + std::max(1, busy - 1));
   parallel_for(n_mb, threads_, [&](int64_t item, int w) {
     int64_t i = item;
     T* g = nullptr;

@@ -110,6 +110,7 @@ class Schedule {
   int64_t replace_wanted_ = 0, replace_after_ = 0, starts_wanted_ = 0, members_ = 0;
   bool asking_ = false;
   void launcher();
+  void lost_after_start();
   void ask(const std::string& kind, int64_t nodes, const std::string& node);
   bool operator_fault(const SimFault& f);
 };
@@ -159,10 +160,7 @@ void Schedule::start_node(int64_t k) {
   Node* np = &n;
   opt.on_exit = [this, np](int code, const std::string& why) {
     np->exit_code = code, np->exit_why = why;
-    if (code == runtime::exit_status_evicted && started_) {
-      --members_;
-      if (plan_.replace_lost) ++replace_wanted_, replace_after_ = committed_;
-    }
+    if (code == runtime::exit_status_evicted && started_) lost_after_start();
     // The process ends: its fabric goes with it (its peers see the endpoint fail).
     net_->kill_at(port_of(np->host->listen_address()), clock().current_time);
   };
@@ -212,6 +210,13 @@ void Schedule::ask(const std::string& kind, int64_t nodes, const std::string& no
   sched().run();
 }
 
+// A node lost (killed, or evicted) once the job started: one member fewer, and under
+// replace_lost one to replace once a later step is committed.
+void Schedule::lost_after_start() {
+  --members_;
+  if (plan_.replace_lost) ++replace_wanted_, replace_after_ = committed_;
+}
+
 // What a site's launcher does: starts the node processes asked for (new ids), and under
 // replace_lost asks to replace each node lost after the start once the survivors committed a
 // step (troupe launch does the same).
@@ -257,8 +262,7 @@ void Schedule::inject() {
     // Its actors go on in this process but nothing reaches them or leaves them: a crashed
     // process, as its peers see it. They are ended with the rest at teardown.
     net_->kill_at(port, clock().current_time);
-    if (started_ && plan_.replace_lost) ++replace_wanted_, replace_after_ = committed_;
-    if (started_) --members_;
+    if (started_) lost_after_start();
     // Before the start the coordinator only drops a lost node and waits for another to take
     // its place (README, "recovery"): the site's launcher starts one, a new process that
     // joins under a new id. Without it the job ends at the start timeout (seeds 2001500,
