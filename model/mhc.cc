@@ -5,6 +5,7 @@
 #include <stdexcept>
 #include <type_traits>
 
+#include "kernels/cpu/expf.h"
 #include "kernels/cpu/gemm.h"
 #include "kernels/cpu/ops.h"
 #include "model/mhc_rows.h"
@@ -25,6 +26,14 @@ constexpr int64_t kAlphaResGroup = 8;
 static_assert(kMhcLanes % kAlphaResGroup == 0, "α_res groups must tile a Sinkhorn block");
 
 using mhc_rows::combine;
+
+// y = std::exp(x) elementwise, bit for bit: floats a vector at a time (kernels/cpu/expf.h).
+inline void exp_exact(const float* x, float* y, int64_t n) {
+  kernels::expf_exact(x, y, n);
+}
+inline void exp_exact(const double* x, double* y, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) y[i] = std::exp(x[i]);
+}
 using mhc_rows::dot;
 
 // out[j] = dot(a, rows[j], n) for j < m (m <= kStreamsMax + 1): one pass for tiny's and
@@ -92,8 +101,9 @@ constexpr int64_t kL = kMhcLanes;
 // sums[t][1]). Every lane runs the scalar algorithm of its own token; the lane loops
 // are what the compiler vectorises.
 // kS: the stream count as a constant (its loops then unroll into registers), or 0 to read
-// it from S at run time; the same operations either way.
-template <typename T, int64_t kS = 0>
+// it from S at run time; the same operations either way. kKeep = false (the forward's first
+// run, which needs only the last matrix): only mats[2·iters] is written, sums not at all.
+template <typename T, int64_t kS = 0, bool kKeep = true>
 void sinkhorn_forward(int64_t S_run, int64_t iters, T* mats, T* sums) {
   const int64_t S = kS ? kS : S_run, SS = S * S;
   T w[kStreamsMax * kStreamsMax * kL], cs[kStreamsMax * kL], r[kL];
@@ -107,16 +117,16 @@ void sinkhorn_forward(int64_t S_run, int64_t iters, T* mats, T* sums) {
         for (int64_t l = 0; l < kL; ++l) r[l] += row[j * kL + l];
       for (int64_t j = 0; j < S; ++j)
         for (int64_t l = 0; l < kL; ++l) row[j * kL + l] /= r[l];
-      std::copy(r, r + kL, rs + i * kL);
+      if constexpr (kKeep) std::copy(r, r + kL, rs + i * kL);
     }
-    std::copy(w, w + SS * kL, mats + (2 * t + 1) * SS * kL);
+    if constexpr (kKeep) std::copy(w, w + SS * kL, mats + (2 * t + 1) * SS * kL);
     std::fill(cs, cs + S * kL, T(0));  // w ← w diag(1/cs),  cs = 1ᵀ w
     for (int64_t i = 0; i < S; ++i)
       for (int64_t jl = 0; jl < S * kL; ++jl) cs[jl] += w[i * S * kL + jl];
     for (int64_t i = 0; i < S; ++i)
       for (int64_t jl = 0; jl < S * kL; ++jl) w[i * S * kL + jl] /= cs[jl];
-    std::copy(cs, cs + S * kL, rs + S * kL);
-    std::copy(w, w + SS * kL, mats + (2 * t + 2) * SS * kL);
+    if constexpr (kKeep) std::copy(cs, cs + S * kL, rs + S * kL);
+    if (kKeep || t == iters - 1) std::copy(w, w + SS * kL, mats + (2 * t + 2) * SS * kL);
   }
 }
 
@@ -177,15 +187,22 @@ void sinkhorn_block(const MhcLayout& L, const T* params, int64_t block, bool fre
     for (int64_t e = 1; e < SS; ++e)
       for (int64_t l = 0; l < kL; ++l) mx[l] = std::max(mx[l], htilde[e * kL + l]);
     for (int64_t e = 0; e < SS; ++e)
-      for (int64_t l = 0; l < kL; ++l) m0[e * kL + l] = std::exp(htilde[e * kL + l] - mx[l]);
+      for (int64_t l = 0; l < kL; ++l) htilde[e * kL + l] -= mx[l];
+    exp_exact(htilde, m0, SS * kL);  // std::exp's bits, a vector at a time
     std::copy(m0, m0 + SS * kL, kept);
   } else {
     std::copy(kept, kept + SS * kL, m0);
   }
-  if (S == 4)  // tiny's and small's streams
-    sinkhorn_forward<T, 4>(S, c.iters, c.sk_mat.data(), c.sk_sum.data());
+  T* mats = c.sk_mat.data();
+  T* sums = c.sk_sum.data();
+  if (S == 4 && fresh)  // tiny's and small's streams
+    sinkhorn_forward<T, 4, false>(S, c.iters, mats, sums);
+  else if (S == 4)
+    sinkhorn_forward<T, 4>(S, c.iters, mats, sums);
+  else if (fresh)
+    sinkhorn_forward<T, 0, false>(S, c.iters, mats, sums);
   else
-    sinkhorn_forward<T>(S, c.iters, c.sk_mat.data(), c.sk_sum.data());
+    sinkhorn_forward<T>(S, c.iters, mats, sums);
 }
 
 // Block `block`'s coefficients from its projections: H_pre, H_post, and H_res (the last
@@ -195,13 +212,25 @@ void coefficients_forward(const MhcLayout& L, const T* params, int64_t block, Mh
   const int64_t S = c.S, SS = S * S, P = c.P();
   const T a_pre = params[L.alpha_pre], a_post = params[L.alpha_post];
   const int64_t n0 = block * kL, count = std::min(kL, c.N - n0);
+  // σ(z) = 1 / (1 + exp(−z)), kernels::sigmoid's operations, with the block's exps at once:
+  // e holds −z of H_pre's and then H_post's arguments, token after token.
+  T e[2 * kL * kStreamsMax] = {};
   for (int64_t n = n0; n < n0 + count; ++n) {
     const T* pr = c.proj.data() + n * P;
+    T* en = e + (n - n0) * 2 * S;
+    for (int64_t i = 0; i < S; ++i) {
+      en[i] = -(a_pre * pr[i] + params[L.b_pre + i]);
+      en[S + i] = -(a_post * pr[S + i] + params[L.b_post + i]);
+    }
+  }
+  exp_exact(e, e, count * 2 * S);
+  for (int64_t n = n0; n < n0 + count; ++n) {
+    const T* en = e + (n - n0) * 2 * S;
     T* hp = c.h_pre.data() + n * S;
     T* ho = c.h_post.data() + n * S;
     for (int64_t i = 0; i < S; ++i) {
-      hp[i] = kernels::sigmoid<T>(a_pre * pr[i] + params[L.b_pre + i]);
-      ho[i] = T(2) * kernels::sigmoid<T>(a_post * pr[S + i] + params[L.b_post + i]);
+      hp[i] = T(1) / (T(1) + en[i]);
+      ho[i] = T(2) * (T(1) / (T(1) + en[S + i]));
     }
   }
   sinkhorn_block(L, params, block, true, c);
@@ -223,10 +252,11 @@ const T* phi_row(const MhcLayout& L, const T* params, int64_t S, int64_t D, int6
 template <typename T>
 void transpose_phi(const MhcLayout& L, const T* params, MhcCache<T>& c) {
   const int64_t S = c.S, D = S * c.C, P = c.P();
-  for (int64_t p = 0; p < P; ++p) {
-    const T* row = phi_row(L, params, S, D, p);
-    for (int64_t d = 0; d < D; ++d) c.phi_t[d * P + p] = row[d];
-  }
+  const T* rows[2 * kStreamsMax + kStreamsMax * kStreamsMax];
+  for (int64_t p = 0; p < P; ++p) rows[p] = phi_row(L, params, S, D, p);
+  T* out = c.phi_t.data();
+  for (int64_t d = 0; d < D; ++d, out += P)  // one row of phi_t at a time, written in order
+    for (int64_t p = 0; p < P; ++p) out[p] = rows[p][d];
 }
 
 // x̂ of tokens [n0, n0 + rows) into xrows from row `at` on: vec(X)·rstd, the RMSNorm

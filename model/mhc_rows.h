@@ -208,9 +208,8 @@ inline void post_backward4(const float* dY, const float* X, const float* f, cons
                            float* res, float* post) {
   v16 acc[4][5] = {};
   for (int64_t c = 0; c < n; c += kDotLanes) {
-    v16 y[4], x[4];
-    for (int k = 0; k < 4; ++k) y[k] = load16(dY + k * n + c), x[k] = load16(X + k * n + c);
-    const v16 fv = load16(f + c);
+    v16 y[4];
+    for (int k = 0; k < 4; ++k) y[k] = load16(dY + k * n + c);
     v16 g = {};
     for (int k = 0; k < 4; ++k) g += ho[k] * y[k];
     __builtin_memcpy(df + c, &g, sizeof g);
@@ -219,9 +218,11 @@ inline void post_backward4(const float* dY, const float* X, const float* f, cons
       for (int k = 0; k < 4; ++k) d += H[k * 4 + j] * y[k];
       __builtin_memcpy(dx + j * n + c, &d, sizeof d);
     }
-    for (int k = 0; k < 4; ++k) {
-      for (int j = 0; j < 4; ++j) acc[k][j] += y[k] * x[j];
-      acc[k][4] += y[k] * fv;
+    // One row of X (then f) at a time: 20 sums, 4 rows of dY and one more row fit the
+    // 32 registers, where all 9 rows at once made the compiler spill sums.
+    for (int j = 0; j < 5; ++j) {
+      const v16 r = load16(j < 4 ? X + j * n + c : f + c);
+      for (int k = 0; k < 4; ++k) acc[k][j] += y[k] * r;
     }
   }
   for (int k = 0; k < 4; ++k) {
