@@ -71,6 +71,10 @@ void publish_view(Self* self) {
   TROUPE_ASSERT(c.workers.size() == c.nodes.size() && c.role_index.size() == c.workers.size(),
                 "{} workers, {} nodes, {} role indices: one worker per node", c.workers.size(),
                 c.nodes.size(), c.role_index.size());
+  TROUPE_ASSERT(
+      rs.standby.size() <= rs.joiners.size() && rs.standby_index.size() == rs.standby.size(),
+      "{} standby workers ({} indices) for {} joiners: at most one each", rs.standby.size(),
+      rs.standby_index.size(), rs.joiners.size());
   control::View v;
   v.set_epoch(c.epoch);
   std::vector<const NodeInfo*> listed;  // the members, then the reshape's leavers and joiners

@@ -8,6 +8,7 @@
 
 #include <fmt/format.h>
 
+#include <cstdio>
 #include <cstdlib>
 #include <string_view>
 
@@ -18,6 +19,9 @@ namespace troupe::actors {
 [[noreturn]] inline void invariant_failed(std::string_view file, int line, std::string_view cond,
                                           const std::string& values) {
   log::critical("invariant failed at {}:{}: {}: {}", file, line, cond, values);
+  // A process whose log is off (troupe-sim, tests) still says why it aborts.
+  if (!log::detail::logger().should_log(spdlog::level::critical))
+    fmt::print(stderr, "invariant failed at {}:{}: {}: {}\n", file, line, cond, values);
   std::abort();
 }
 

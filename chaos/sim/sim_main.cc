@@ -10,6 +10,7 @@
 #include <chrono>
 #include <cstdio>
 #include <fstream>
+#include <set>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -68,6 +69,7 @@ int run_many(uint64_t first, uint64_t count, int jobs, const std::string& config
   }
   ::close(fds[1]);
   std::vector<uint64_t> failing;
+  std::set<uint64_t> reported;
   uint64_t done = 0;
   FILE* in = ::fdopen(fds[0], "r");
   char buf[128];
@@ -75,10 +77,28 @@ int run_many(uint64_t first, uint64_t count, int jobs, const std::string& config
     ++done;
     unsigned long long seed = 0;
     if (std::sscanf(buf, "FAIL %llu", &seed) == 1) failing.push_back(seed);
+    if (std::sscanf(buf, "%*s %llu", &seed) == 1) reported.insert(seed);
     if (done % 500 == 0) fmt::print("  {} of {} schedules\n", done, count), std::fflush(stdout);
   }
   std::fclose(in);
-  for (pid_t k : kids) ::waitpid(k, nullptr, 0);
+  for (int j = 0; j < jobs; ++j) {
+    int status = 0;
+    ::waitpid(kids[size_t(j)], &status, 0);
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 0) continue;
+    // A child runs its seeds in order: it died on the first one it did not report.
+    for (uint64_t s = first + uint64_t(j); s < first + count; s += uint64_t(jobs)) {
+      if (reported.count(s)) continue;
+      fmt::print(
+          "  seed {} ended its process ({}): replay with troupe-sim --seed {}, or with the "
+          "seeds its process ran before it: troupe-sim --seeds {} --first-seed {} --jobs {}\n",
+          s,
+          WIFSIGNALED(status) ? fmt::format("signal {}", WTERMSIG(status))
+                              : fmt::format("status {}", WEXITSTATUS(status)),
+          s, s - first + 1, first, jobs);
+      failing.push_back(s);
+      break;
+    }
+  }
   const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   fmt::print(
       "troupe-sim: {} schedules (seeds {}…{}) in {:.1f} s on {} processes: {:.0f} "
@@ -87,7 +107,8 @@ int run_many(uint64_t first, uint64_t count, int jobs, const std::string& config
   for (uint64_t f : failing)
     fmt::print("  failing seed {}: replay with troupe-sim --seed {}\n", f, f);
   if (done != count)
-    fmt::print("troupe-sim: {} schedules did not report (a crash?)\n", count - done);
+    fmt::print("troupe-sim: {} schedules did not run: a process ended early (above)\n",
+               count - done);
   return failing.empty() && done == count ? 0 : 1;
 }
 

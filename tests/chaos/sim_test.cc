@@ -139,6 +139,18 @@ TEST_F(Sim, AReshapeOvertakingItsCommitIsTaken) {
   }
 }
 
+// A second node lost while the first one's replacement waited on standby: the second
+// replacement's arrival placed the first one's worker again, and the view read a joiner past
+// the end (a crash or "basic_string: construction from null" once the memory was reused; the
+// view's check now fails the job at once). Found by an hour of troupe-sim from seed 2501.
+TEST_F(Sim, ASecondReplacementAskedWhileTheFirstWaitsOnStandbyIsPlacedAlone) {
+  for (uint64_t s : {3584, 3585}) {
+    const SimPlan p = draw_plan(s);
+    const SimOutcome o = run(p);
+    EXPECT_TRUE(o.ok) << "seed " << s << " (" << p.describe() << "): " << o.failure;
+  }
+}
+
 TEST_F(Sim, TheFirstSeedsAllPass) {
   for (uint64_t s = 1; s <= 24; ++s) {
     const SimPlan p = draw_plan(s);
