@@ -316,7 +316,7 @@ void SimNetwork::deliver_message(Event& e) {
   m.storage = pool_.get(std::max<size_t>(total, 1));
   size_t at = 0, off = 0;
   for (size_t s : e.sizes) {
-    std::memcpy(m.storage.data() + at, e.bytes.data() + off, s);
+    if (s > 0) std::memcpy(m.storage.data() + at, e.bytes.data() + off, s);  // empty: maybe null
     m.payloads.push_back({m.storage.data() + at, s});
     at += (s + 63) / 64 * 64, off += s;
   }
