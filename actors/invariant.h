@@ -20,7 +20,7 @@ namespace troupe::actors {
                                           const std::string& values) {
   log::critical("invariant failed at {}:{}: {}: {}", file, line, cond, values);
   // A process whose log is off (troupe-sim, tests) still says why it aborts.
-  if (!log::detail::logger().should_log(spdlog::level::critical))
+  if (log::level() > spdlog::level::critical)
     fmt::print(stderr, "invariant failed at {}:{}: {}: {}\n", file, line, cond, values);
   std::abort();
 }

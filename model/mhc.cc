@@ -26,6 +26,7 @@ constexpr int64_t kAlphaResGroup = 8;
 static_assert(kMhcLanes % kAlphaResGroup == 0, "α_res groups must tile a Sinkhorn block");
 
 using mhc_rows::combine;
+using mhc_rows::dot;
 
 // y = std::exp(x) elementwise, bit for bit: floats a vector at a time (kernels/cpu/expf.h).
 inline void exp_exact(const float* x, float* y, int64_t n) {
@@ -34,7 +35,6 @@ inline void exp_exact(const float* x, float* y, int64_t n) {
 inline void exp_exact(const double* x, double* y, int64_t n) {
   for (int64_t i = 0; i < n; ++i) y[i] = std::exp(x[i]);
 }
-using mhc_rows::dot;
 
 // out[j] = dot(a, rows[j], n) for j < m (m <= kStreamsMax + 1): one pass for tiny's and
 // small's 4 streams (5 rows with f), else one dot at a time; the same bits either way.

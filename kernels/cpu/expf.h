@@ -2,8 +2,8 @@
 // expf of many floats at once with the bits of the C library's own expf (glibc's, which on a
 // CPU with AVX2 and FMA is its __expf_fma), so a vectorised caller keeps the results of a
 // scalar std::exp loop bit for bit. The fast path reproduces glibc's algorithm (its table of
-// 2^(i/32), its three polynomial terms and the very FMAs its build fuses) four or eight lanes
-// at a time; any lane outside glibc's own fast range (|x| >= 88, inf, NaN) and any build or
+// 2^(i/32), its three polynomial terms and the very FMAs its build fuses) four lanes at a
+// time; any lane outside glibc's own fast range (|x| >= 88, inf, NaN) and any build or
 // machine where the fast path was not proven equal to std::exp takes std::exp instead.
 #include <cstdint>
 
