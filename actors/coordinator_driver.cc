@@ -69,7 +69,7 @@ void start_or_finish(Self* self) {
   auto& s = self->state;
   s.drv.in_flight = false;
   if (s.drv.step < s.opt.config.train.steps) {
-    if (hold_at_boundary(self) || !rollouts_ready(self)) return;
+    if (hold_at_boundary(self) || !rollouts_ready(self) || !placement_ready(self)) return;
     return begin_step(self, train::TRAIN);
   }
   if (pulling(self)) report_pulls(self);

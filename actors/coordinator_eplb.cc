@@ -1,90 +1,139 @@
 // The expert slots' placement follows the routing load (issue 15, item 3; [eplb], with
-// parallel.experts = "shards"). The coordinator already has every committed step's
-// per-expert token counts (the Apply's); it keeps the last eplb.window_steps of them, and
-// before every eplb.rebalance_every_steps-th step places the slots anew with the EPLB
-// algorithm (train/eplb.h: groups on one node group, hot experts replicated into the
-// redundant slots, replicas packed onto the shards). Every StepBegin carries the placement
-// its step computes with, so the workers agree on it through any recovery or coordinator
-// restart; a view of another size starts from the uniform placement again. The weights
-// follow by themselves: each worker sends its shard its slots' weights at every step.
-// No placement changes a bit of the result (ExpertShards.SameBitsAsInWorkerFor...).
+// parallel.experts = "shards"). The coordinator has every committed step's per-expert token
+// counts (the Apply's) and forwards them to the eplb_rebalancer actor (eplb_rebalancer.h),
+// which keeps the last eplb.window_steps. Before every eplb.rebalance_every_steps-th step the
+// coordinator asks it for a placement and holds the StepBegin until the answer: the EPLB
+// algorithm (train/eplb.h: expert groups packed onto parallel.node_groups node groups of
+// shards, hot experts replicated into the redundant slots, replicas packed onto the shards).
+// Every StepBegin carries the placement its step computes with, so the workers agree on it
+// through any recovery or coordinator restart; a view of another size starts from the
+// uniform placement again, and an answer asked in an older view is dropped and asked again.
+// The weights follow by themselves: each worker sends its shard its slots' weights at every
+// step. No placement changes a bit of the result (ExpertShards.SameBitsAsInWorkerFor...).
 #include <fmt/format.h>
 
 #include "actors/coordinator_state.h"
-#include "train/eplb.h"
-#include "train/expert_slots.h"
+#include "actors/eplb_rebalancer.h"
 
 namespace troupe::actors::coordinator_impl {
 
 namespace {
 
+constexpr size_t kEventLoadsMax = 4096;  // loads a rebalance event carries (layers × experts)
+
 bool on_shards(Self* self) {
   return self->state.opt.config.parallel.experts == model::ExpertsAt::shards;
 }
 
-// The window's token counts of each MoE layer's experts.
-std::vector<std::vector<double>> window_loads(const ExpertBalance& b, const model::ModelConfig& m) {
-  std::vector<std::vector<double>> loads(size_t(model::moe_layer_count(m)),
-                                         std::vector<double>(size_t(m.n_routed_experts), 0.0));
-  for (const auto& step : b.window)
-    for (size_t l = 0; l < loads.size(); ++l) {
-      const auto& c = step.at(size_t(m.first_k_dense) + l);
-      for (size_t e = 0; e < c.size() && e < loads[l].size(); ++e) loads[l][e] += double(c[e]);
-    }
-  return loads;
+int64_t view_size(Self* self) {
+  return int64_t(self->state.core.workers.size());
 }
 
-void rebalance(Self* self, int64_t step, int64_t W) {
+caf::actor rebalancer(Self* self) {
   auto& b = self->state.balance;
-  const model::ModelConfig& m = self->state.opt.config.model;
-  const model::EplbProblem problem = model::shard_problem(m, W, window_loads(b, m));
-  model::EplbPlacement now;
-  if (b.phy2log.empty()) {
-    now = model::rebalance_experts(model::shard_problem(m, W));
-  } else if (const std::string why = model::placement_from_phy2log(
-                 b.phy2log, model::moe_layer_count(m), m.n_routed_experts, &now);
-             !why.empty()) {
-    return fail(self, "the expert placement in use is invalid: " + why);
+  if (!b.rebalancer) {
+    const auto& cfg = self->state.opt.config;
+    b.rebalancer = spawn_eplb_rebalancer(self->system(), cfg.model, cfg.eplb.window_steps,
+                                         self->state.opt.own_thread);
+    self->attach_functor([r = b.rebalancer](const caf::error&) {
+      caf::anon_send_exit(r, caf::exit_reason::user_shutdown);
+    });
   }
-  const double before = model::placement_balance(problem, now);
-  const model::EplbPlacement next = model::rebalance_experts(problem);
-  const double after = model::placement_balance(problem, next);
+  return b.rebalancer;
+}
+
+// A placement is due before this step: a rebalance step not placed yet, with counts to go by.
+bool due(Self* self) {
+  const auto& s = self->state;
+  const int64_t every = s.opt.config.eplb.rebalance_every_steps, step = s.drv.step;
+  return on_shards(self) && every > 0 && step > 0 && step % every == 0 &&
+         s.balance.placed_at != step && s.balance.counted > 0;
+}
+
+// A view of another size than the placement's: uniform until the next rebalance.
+void follow_view_size(Self* self) {
+  auto& b = self->state.balance;
+  if (b.workers == view_size(self)) return;
   b.phy2log.clear();
-  for (const auto& row : next.phy2log) b.phy2log.insert(b.phy2log.end(), row.begin(), row.end());
-  b.placed_at = step;
+  b.placed_at = -1;
+  b.workers = view_size(self);
+}
+
+void take_answer(Self* self, const EplbAnswer& a) {
+  auto& s = self->state;
+  auto& b = s.balance;
+  if (a.epoch != s.core.epoch || a.step != s.drv.step || a.shards != view_size(self) ||
+      b.asked_epoch != a.epoch || b.asked_step != a.step) {
+    event(self, "rebalance_dropped",
+          fmt::format("the placement asked before step {} in epoch {} came after the view "
+                      "changed; it is asked again on the new view",
+                      a.step, a.epoch),
+          {{"step", a.step}, {"asked_epoch", a.epoch}});
+    return;
+  }
+  b.asked_step = -1;
+  if (!a.error.empty()) return fail(self, "the eplb_rebalancer: " + a.error);
+  b.phy2log = a.phy2log;
+  b.placed_at = a.step;
+  const double pause_ms = std::chrono::duration<double, std::milli>(now(self) - b.asked_at).count();
+  const bool fell_back = s.opt.config.parallel.node_groups != a.node_groups;
   event(self, "rebalance",
         fmt::format("before step {}: expert slot imbalance {:.3f} -> {:.3f} (max/mean load per "
-                    "shard, mean over layers, on {} steps' counts; {} slots on {} shards)",
-                    step, before, after, b.window.size(), problem.replicas, W),
-        {{"imbalance_before", before},
-         {"imbalance_after", after},
-         {"window_steps", b.window.size()},
-         {"slots", problem.replicas}});
+                    "shard, mean over layers, on {} steps' counts; {} slots on {} shards in {} "
+                    "node group(s){}; placed in {:.2f} ms, the step waited {:.2f} ms)",
+                    a.step, a.before, a.after, a.window_steps, a.slots, a.shards, a.node_groups,
+                    fell_back ? ", as parallel.node_groups does not divide them" : "", a.compute_ms,
+                    pause_ms),
+        {{"step", a.step},
+         {"imbalance_before", a.before},
+         {"imbalance_after", a.after},
+         {"imbalance_uniform", a.uniform},
+         {"window_steps", a.window_steps},
+         {"slots", a.slots},
+         {"shards", a.shards},
+         {"node_groups", a.node_groups},
+         {"expert_groups", a.expert_groups},
+         {"compute_ms", a.compute_ms},
+         {"pause_ms", pause_ms},
+         // The window's loads, for `make bench-eplb` to place them with eplb.py as well; a
+         // big model's would crowd the event ring out.
+         {"loads", a.loads.size() * size_t(a.slots) <= kEventLoadsMax ? nlohmann::json(a.loads)
+                                                                      : nlohmann::json()}});
+  if (s.core.phase == Phase::running && !s.drv.in_flight) start_or_finish(self);
 }
 
 }  // namespace
 
 void record_expert_counts(Self* self, const std::vector<std::vector<int64_t>>& counts) {
-  auto& b = self->state.balance;
-  if (!on_shards(self) || counts.empty()) return;
-  b.window.push_back(counts);
-  while (int64_t(b.window.size()) > self->state.opt.config.eplb.window_steps) b.window.pop_front();
+  if (!on_shards(self) || counts.empty() || self->state.opt.config.eplb.rebalance_every_steps <= 0)
+    return;
+  ++self->state.balance.counted;
+  self->send(rebalancer(self), eplb_counts_atom::value, EplbCounts{counts});
+}
+
+bool placement_ready(Self* self) {
+  auto& s = self->state;
+  auto& b = s.balance;
+  follow_view_size(self);
+  if (!due(self)) return true;
+  if (b.asked_epoch == s.core.epoch && b.asked_step == s.drv.step) return false;  // waiting
+  EplbAsk ask;
+  ask.step = s.drv.step, ask.epoch = s.core.epoch, ask.shards = view_size(self);
+  ask.node_groups = s.opt.config.parallel.node_groups;
+  ask.phy2log = b.phy2log;
+  b.asked_step = ask.step, b.asked_epoch = ask.epoch, b.asked_at = now(self);
+  self->request(rebalancer(self), caf::infinite, std::move(ask))
+      .then([self](const EplbAnswer& a) { take_answer(self, a); },
+            [self](const caf::error& e) {
+              fail(self, "the eplb_rebalancer did not answer: " + self->system().render(e));
+            });
+  return false;
 }
 
 void place_experts(Self* self, train::StepBegin* begin) {
-  auto& b = self->state.balance;
   if (!on_shards(self)) return;
-  const auto W = int64_t(self->state.core.workers.size());
-  if (b.workers != W) {  // placed for another view size: uniform until the next rebalance
-    b.phy2log.clear();
-    b.placed_at = -1;
-    b.workers = W;
-  }
-  const int64_t every = self->state.opt.config.eplb.rebalance_every_steps;
-  if (begin->kind() == train::TRAIN && every > 0 && begin->step() > 0 &&
-      begin->step() % every == 0 && b.placed_at != begin->step() && !b.window.empty())
-    rebalance(self, begin->step(), W);
-  for (int64_t v : b.phy2log) begin->add_phy2log(v);
+  follow_view_size(self);
+  for (int64_t v : self->state.balance.phy2log) begin->add_phy2log(v);
 }
 
 }  // namespace troupe::actors::coordinator_impl

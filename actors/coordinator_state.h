@@ -144,10 +144,14 @@ struct StepDriver {
 // The expert slots' placement ([eplb], with parallel.experts = "shards";
 // coordinator_eplb.cc). Not journaled: a restarted coordinator starts uniform again.
 struct ExpertBalance {
-  std::deque<std::vector<std::vector<int64_t>>> window;  // counts (layer, expert) per step
+  caf::actor rebalancer;         // the eplb_rebalancer (spawned with the first counts)
+  int64_t counted = 0;           // steps whose counts it was sent
   std::vector<int64_t> phy2log;  // MoE layers × slots, row-major; empty: the uniform one
   int64_t workers = 0;           // the view size phy2log was placed for
   int64_t placed_at = -1;        // the step before which it was placed
+  int64_t asked_step = -1;       // the placement asked for and not answered yet: its step,
+  uint64_t asked_epoch = 0;      // and the epoch it was asked in
+  time_point asked_at{};
 };
 
 // The engram_shard actors ([engram] placement = "shards"; coordinator_engram.cc). Each
@@ -322,10 +326,13 @@ std::string pull_waiting(Self* self);
 void report_pulls(Self* self);
 
 // coordinator_eplb.cc: the expert slots' placement follows the routing load.
-// After the commit of a step: its per-expert counts join the window.
+// After the commit of a step: its per-expert counts go to the eplb_rebalancer's window.
 void record_expert_counts(Self* self, const std::vector<std::vector<int64_t>>& counts);
-// Into a StepBegin: the placement the step computes with, rebalanced first when [eplb]
-// says this step is due (an event names the imbalance before and after).
+// Before a train step: true when its placement is ready. On a step [eplb] says is due it
+// asks the eplb_rebalancer and returns false; the answer (an event names the imbalance
+// before and after) starts the step.
+bool placement_ready(Self* self);
+// Into a StepBegin: the placement the step computes with.
 void place_experts(Self* self, train::StepBegin* b);
 
 // coordinator_engram.cc: the Engram tables on engram_shard actors (each a no-op without).

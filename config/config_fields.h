@@ -15,9 +15,10 @@ namespace troupe::model::config_detail {
 
 // A pointer to the field a key sets, one alternative per kind of value (the enums are the
 // registries: their names are in model/config.h, optim/optim_config.h, config/job_config.h).
-using FieldRef = std::variant<int64_t*, uint64_t*, double*, bool*, std::string*,
-                              std::vector<int64_t>*, Residual*, Ffn*, OptimizerKind*, ExpertsAt*,
-                              EngramAt*, DataMode*, Schedule*, DataSource*, Recompute*>;
+using FieldRef =
+    std::variant<int64_t*, uint64_t*, double*, bool*, std::string*, std::vector<int64_t>*,
+                 std::vector<double>*, Residual*, Ffn*, OptimizerKind*, ExpertsAt*, EngramAt*,
+                 DataMode*, Schedule*, DataSource*, Recompute*>;
 
 struct Field {
   std::string name;                         // the key inside its section

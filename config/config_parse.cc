@@ -42,7 +42,7 @@ std::vector<Section> build_sections() {
                  M(rope_theta), M(rms_norm_eps), M(hc_mult), M(sinkhorn_iters), M(first_k_dense),
                  M(dense_inter), M(n_routed_experts), M(n_shared_experts), M(moe_inter),
                  M(top_k), M(n_group), M(topk_group), M(routed_scaling), M(bias_update_speed),
-                 M(seq_aux_alpha), M(mtp_depth), M(mtp_lambda), M(engram_layers),
+                 M(gate_bias_init), M(seq_aux_alpha), M(mtp_depth), M(mtp_lambda), M(engram_layers),
                  M(engram_orders), M(engram_heads), M(engram_head_dim), M(engram_table_rows),
                  M(engram_conv_kernel), M(engram_conv_dilation), M(residual), M(ffn)}},
       {"data", {KEY(data, source), KEY(data, corpus_dir), KEY(data, val_modulus),
@@ -67,7 +67,8 @@ std::vector<Section> build_sections() {
                            KEY(fault_tolerance, buddy_copies),
                            KEY(fault_tolerance, replace_lost)}},
       {"parallel",
-       {KEY(parallel, experts), KEY(parallel, schedule), KEY(parallel, pull_pieces_per_worker)}},
+       {KEY(parallel, experts), KEY(parallel, schedule), KEY(parallel, pull_pieces_per_worker),
+        KEY(parallel, node_groups)}},
       {"eplb", {KEY(eplb, window_steps), KEY(eplb, rebalance_every_steps)}},
       {"engram", {KEY(engram, placement), KEY(engram, shards), KEY(engram, host_cache_bytes)}},
       {"grpo", {KEY(grpo, enabled), KEY(grpo, prompts_per_step), KEY(grpo, group_size),
@@ -357,12 +358,19 @@ struct Assign {
     return *p = v.get<std::string>(), "";
   }
   std::string operator()(std::vector<int64_t>* p) const {
-    const std::string want = "must be a list of integers like [1, 2]";
+    return list(p, "must be a list of integers like [1, 2]", is_int64);
+  }
+  std::string operator()(std::vector<double>* p) const {
+    return list(p, "must be a list of numbers like [0.5, 0.0]",
+                [](const json& x) { return x.is_number(); });
+  }
+  template <class X, class Ok>
+  std::string list(std::vector<X>* p, const std::string& want, Ok ok) const {
     if (!v.is_array()) return want + got;
-    std::vector<int64_t> out;
+    std::vector<X> out;
     for (const json& x : v) {
-      if (!is_int64(x)) return want;
-      out.push_back(x.get<int64_t>());
+      if (!ok(x)) return want;
+      out.push_back(x.get<X>());
     }
     return *p = std::move(out), "";
   }
@@ -540,6 +548,9 @@ nlohmann::json model_config_to_json(const ModelConfig& m, uint64_t seed) {
   view.model = m;
   nlohmann::json j = nlohmann::json::object();
   for (const Field& f : find_section("model")->fields) j[f.name] = field_json(f.ref(view));
+  // Written only when set, so that the text (and the hash) of every config from before the
+  // key existed stays what it was (Config.TroupeConfigJsonTextIsUnchanged).
+  if (m.gate_bias_init.empty()) j.erase("gate_bias_init");
   j["seed"] = seed;
   return j;
 }

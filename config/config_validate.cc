@@ -112,6 +112,17 @@ void validate_routing(Checker& c, const ModelConfig& m) {
                   fmt::format("model.top_k = {} must be at most topk_group·(n_routed_experts"
                               "/n_group) = {}·({}/{}) = {}; lower top_k or raise topk_group",
                               m.top_k, m.topk_group, m.n_routed_experts, m.n_group, reachable));
+  if (!m.gate_bias_init.empty() && int64_t(m.gate_bias_init.size()) != m.n_routed_experts)
+    c.fail_across({"model.gate_bias_init", "model.n_routed_experts"},
+                  fmt::format("model.gate_bias_init has {} values; it needs one per routed expert "
+                              "({}), or [] for zeros",
+                              m.gate_bias_init.size(), m.n_routed_experts));
+  for (double b : m.gate_bias_init)
+    if (!std::isfinite(b) || std::abs(b) > 1e3)
+      c.fail("model.gate_bias_init",
+             fmt::format("{} is not a bias a router can use: every value must be finite and "
+                         "within [-1000, 1000]",
+                         b));
 }
 
 // Engram's layers and n-gram orders (SPEC §4): in range and distinct.
@@ -242,6 +253,31 @@ void validate_memory(Checker& c, const JobConfig& cfg) {
                   "recompute = \"attention\" or \"none\" with parallel.experts = \"shards\"");
 }
 
+// [parallel] and [eplb]: the expert shards and what places them.
+void validate_parallel(Checker& c, const JobConfig& cfg) {
+  if (cfg.parallel.experts == ExpertsAt::shards &&
+      (cfg.model.ffn != Ffn::moe || cfg.model.n_layers <= cfg.model.first_k_dense))
+    c.fail_across({"parallel.experts", "model.ffn"},
+                  "parallel.experts = \"shards\" needs routed experts: model.ffn = \"moe\" and "
+                  "n_layers > first_k_dense (or set parallel.experts = \"worker\")");
+
+  c.positive("parallel.pull_pieces_per_worker");
+  c.positive("parallel.node_groups");
+  if (cfg.parallel.node_groups > 1 && cfg.parallel.experts != ExpertsAt::shards)
+    c.fail_across({"parallel.node_groups", "parallel.experts"},
+                  fmt::format("parallel.node_groups = {} groups the expert shards; it needs "
+                              "parallel.experts = \"shards\" (or set it to 1)",
+                              cfg.parallel.node_groups));
+
+  c.positive("eplb.window_steps");
+  c.non_negative("eplb.rebalance_every_steps");
+  if (cfg.eplb.rebalance_every_steps > 0 && cfg.parallel.experts != ExpertsAt::shards)
+    c.fail_across({"eplb.rebalance_every_steps", "parallel.experts"},
+                  fmt::format("eplb.rebalance_every_steps = {} places expert slots on shards; it "
+                              "needs parallel.experts = \"shards\" (or set it to 0)",
+                              cfg.eplb.rebalance_every_steps));
+}
+
 void validate_rest(Checker& c, const JobConfig& cfg) {
   if (cfg.data.corpus_dir.empty()) c.fail("data.corpus_dir", "must name a directory");
   validate_arithmetic(c, cfg.data);
@@ -284,22 +320,7 @@ void validate_rest(Checker& c, const JobConfig& cfg) {
                     "heartbeat_interval_ms = {} (one late heartbeat is not a hang)",
                     ft.coordinator_timeout_ms, ft.heartbeat_interval_ms));
 
-  if (cfg.parallel.experts == ExpertsAt::shards &&
-      (cfg.model.ffn != Ffn::moe || cfg.model.n_layers <= cfg.model.first_k_dense))
-    c.fail_across({"parallel.experts", "model.ffn"},
-                  "parallel.experts = \"shards\" needs routed experts: model.ffn = \"moe\" and "
-                  "n_layers > first_k_dense (or set parallel.experts = \"worker\")");
-
-  c.positive("parallel.pull_pieces_per_worker");
-
-  c.positive("eplb.window_steps");
-  c.non_negative("eplb.rebalance_every_steps");
-  if (cfg.eplb.rebalance_every_steps > 0 && cfg.parallel.experts != ExpertsAt::shards)
-    c.fail_across({"eplb.rebalance_every_steps", "parallel.experts"},
-                  fmt::format("eplb.rebalance_every_steps = {} places expert slots on shards; it "
-                              "needs parallel.experts = \"shards\" (or set it to 0)",
-                              cfg.eplb.rebalance_every_steps));
-
+  validate_parallel(c, cfg);
   validate_engram_placement(c, cfg);
   validate_memory(c, cfg);
 

@@ -38,6 +38,11 @@ struct ParallelConfig {
   // pieces are aligned canonical-tree nodes of one power-of-two size, so a step has between
   // this many and twice as many per worker, at most one per micro-batch).
   int64_t pull_pieces_per_worker = 4;
+  // experts = "shards": the shards form this many node groups (DeepSeek's EPLB "nodes"):
+  // shards [k·W/N, (k+1)·W/N) of the view's W are group k. A rebalance keeps an expert
+  // group's replicas inside one node group where N divides W and the expert groups; else it
+  // places globally. Never changes what is computed.
+  int64_t node_groups = 1;
   bool operator==(const ParallelConfig&) const = default;
 };
 

@@ -31,7 +31,8 @@ void JobControl::on_event(const nlohmann::json& line) {
   } else if (kind == "checkpoint" && line.contains("stall_ms")) {
     metrics_.on_checkpoint(line.value("stall_ms", 0.0) / 1000);
   } else if (kind == "rebalance") {
-    metrics_.on_rebalance(line.value("imbalance_before", 0.0), line.value("imbalance_after", 0.0));
+    metrics_.on_rebalance(line.value("imbalance_before", 0.0), line.value("imbalance_after", 0.0),
+                          line.value("pause_ms", 0.0) / 1000);
   } else if (kind == "dropped" && line.contains("reason")) {
     metrics_.on_fault("message_dropped");
   } else if (kind == "node_exit" && line.value("exit_code", -1) != 0) {

@@ -62,6 +62,8 @@ JobMetrics::JobMetrics() : registry_(std::make_shared<prometheus::Registry>()) {
                                "last committed step (1: balanced)")
                            .Register(r);
   rebalances_ = &counter(r, "troupe_expert_rebalances_total", "Re-placements of the expert slots");
+  rebalance_pause_ = &counter(r, "troupe_expert_rebalance_pause_seconds_total",
+                              "Time steps waited for the eplb_rebalancer's placement");
   slot_imbalance_ = &prometheus::BuildGauge()
                          .Name("troupe_expert_slot_imbalance")
                          .Help(
@@ -175,8 +177,9 @@ void JobMetrics::on_expert_load(const std::vector<std::vector<int64_t>>& counts)
   }
 }
 
-void JobMetrics::on_rebalance(double before, double after) {
+void JobMetrics::on_rebalance(double before, double after, double pause_s) {
   rebalances_->Increment();
+  rebalance_pause_->Increment(std::max(0.0, pause_s));
   slot_imbalance_->Add({{"placement", "before"}}).Set(before);
   slot_imbalance_->Add({{"placement", "after"}}).Set(after);
 }

@@ -72,8 +72,9 @@ class JobMetrics {
   void on_expert_load(const std::vector<std::vector<int64_t>>& counts);
   // The expert slots re-placed ([eplb]): troupe_expert_rebalances_total += 1 and
   // troupe_expert_slot_imbalance{placement="before"|"after"} = max/mean load per shard of
-  // the window's loads under the old and the new placement.
-  void on_rebalance(double before, double after);
+  // the window's loads under the old and the new placement;
+  // troupe_expert_rebalance_pause_seconds_total += the time the step waited for it.
+  void on_rebalance(double before, double after, double pause_s);
   // A committed step's Engram cold tiers (engram.host_cache_bytes), summed over the holders:
   // troupe_engram_cache_hits_total / _misses_total += hits / misses,
   // troupe_engram_cold_bytes_total{direction="read"|"written"} += bytes,
@@ -114,6 +115,7 @@ class JobMetrics {
   prometheus::Family<prometheus::Counter>* expert_tokens_;
   prometheus::Family<prometheus::Gauge>* expert_imbalance_;
   prometheus::Counter* rebalances_;
+  prometheus::Counter* rebalance_pause_;
   prometheus::Family<prometheus::Gauge>* slot_imbalance_;
 
   std::mutex mu_;                                              // guards the two maps below

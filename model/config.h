@@ -71,9 +71,12 @@ struct ModelConfig {                 // [model]: SPEC-model.md §2
   int64_t topk_group = 2;            // groups: groups kept per token
   double routed_scaling = 1.0;       // factor on the normalised routed weights g_i
   double bias_update_speed = 0.001;  // per step, γ: the auxiliary-loss-free bias update
-  double seq_aux_alpha = 0.0001;     // α: weight of the sequence-wise balance loss
-  int64_t mtp_depth = 1;             // modules: multi-token-prediction depth, 0 or 1
-  double mtp_lambda = 0.3;           // weight of the MTP loss
+  // The balancing bias every MoE layer starts from (E values; empty: zeros). A skewed one
+  // (with bias_update_speed = 0, say) makes the routing favour a few experts: EPLB's tests.
+  std::vector<double> gate_bias_init = {};
+  double seq_aux_alpha = 0.0001;                // α: weight of the sequence-wise balance loss
+  int64_t mtp_depth = 1;                        // modules: multi-token-prediction depth, 0 or 1
+  double mtp_lambda = 0.3;                      // weight of the MTP loss
   std::vector<int64_t> engram_layers = {1};     // block ids with an Engram module; [] = none
   std::vector<int64_t> engram_orders = {2, 3};  // n-gram orders n of the hashed n-grams
   int64_t engram_heads = 4;                     // heads, K: hash heads per order

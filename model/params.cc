@@ -15,15 +15,16 @@ constexpr double kMhcAlphaInit = 0.01;  // mHC paper: α_pre = α_post = α_res 
 }  // namespace
 
 void ParamTable::add(std::string name, std::vector<int64_t> shape, Init init, double value,
-                     OptGroup g) {
+                     OptGroup g, std::vector<double> values) {
   ParamInfo info;
   info.numel = 1;
   for (int64_t d : shape) info.numel *= d;
   info.name = std::move(name);
   info.shape = std::move(shape);
   info.offset = total_;
-  info.init = init;
+  info.init = values.empty() ? init : Init::Values;
   info.init_value = value;
+  info.init_values = std::move(values);
   info.group = g;
   total_ += info.numel;
   if (index_.count(info.name)) throw std::logic_error("duplicate parameter " + info.name);
@@ -102,7 +103,7 @@ ParamTable::ParamTable(const ModelConfig& c) {
     if (c.is_moe_layer(l)) {
       add(p + "mlp.gate.weight", {c.n_routed_experts, C}, Init::Normal, kInitStd, OptGroup::AdamW);
       add(p + "mlp.gate.e_score_correction_bias", {c.n_routed_experts}, Init::Zeros, 0,
-          OptGroup::Rule);
+          OptGroup::Rule, c.gate_bias_init);
       for (int64_t e = 0; e < c.n_routed_experts; ++e)
         swiglu(p + "mlp.experts." + std::to_string(e) + ".", c.moe_inter);
       if (c.n_shared_experts > 0)
@@ -142,6 +143,9 @@ void init_params(const ParamTable& table, uint64_t seed, T* params) {
           break;
         case Init::Constant:
           w[i] = T(info.init_value);
+          break;
+        case Init::Values:
+          w[i] = T(info.init_values.at(size_t(i)));
           break;
       }
     }

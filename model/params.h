@@ -13,7 +13,7 @@
 
 namespace troupe::model {
 
-enum class Init { Normal, Zeros, Ones, Constant };
+enum class Init { Normal, Zeros, Ones, Constant, Values };
 // How a tensor is updated. AdamW: decoupled weight decay applies. AdamWNoDecay: norms,
 // mHC α/b. Muon: block matrices (Muon under optimizer.name = "muon", else AdamW).
 // Rule: the balancing bias,
@@ -26,7 +26,8 @@ struct ParamInfo {
   int64_t offset = 0;
   int64_t numel = 0;
   Init init = Init::Normal;
-  double init_value = 0.0;  // std for Normal, value for Constant
+  double init_value = 0.0;          // std for Normal, value for Constant
+  std::vector<double> init_values;  // Values: one per element
   OptGroup group = OptGroup::AdamW;
 };
 
@@ -47,7 +48,9 @@ class ParamTable {
   int64_t offset(std::string_view name) const { return at(name).offset; }
 
  private:
-  void add(std::string name, std::vector<int64_t> shape, Init init, double value, OptGroup g);
+  // `values` (one per element), when given, is the tensor's initial value instead of `init`.
+  void add(std::string name, std::vector<int64_t> shape, Init init, double value, OptGroup g,
+           std::vector<double> values = {});
   std::vector<ParamInfo> params_;
   std::unordered_map<std::string, size_t> index_;
   int64_t total_ = 0;

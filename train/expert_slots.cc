@@ -24,14 +24,15 @@ int64_t shard_slot_count(int64_t experts, int64_t shards) {
 }
 
 EplbProblem shard_problem(const ModelConfig& cfg, int64_t shards,
-                          std::vector<std::vector<double>> loads) {
+                          std::vector<std::vector<double>> loads, int64_t node_groups) {
   EplbProblem p;
   p.loads = loads.empty() ? std::vector<std::vector<double>>(
                                 size_t(moe_layer_count(cfg)),
                                 std::vector<double>(size_t(cfg.n_routed_experts), 1.0))
                           : std::move(loads);
   p.replicas = shard_slot_count(cfg.n_routed_experts, shards);
-  p.groups = cfg.n_group, p.nodes = 1, p.gpus = shards;
+  p.groups = cfg.n_group, p.gpus = shards;
+  p.nodes = node_groups > 0 && shards % node_groups == 0 ? node_groups : 1;
   return p;
 }
 

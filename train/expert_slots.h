@@ -35,9 +35,10 @@ int64_t replica_of(const EplbPlacement& placement, int64_t moe_layer, int64_t ex
 // replicas), as DeepSeek-V3 deploys them. Shard i holds slots [i·R/shards, (i+1)·R/shards).
 int64_t shard_slot_count(int64_t experts, int64_t shards);
 // The problem a job's placement solves: `loads` (MoE layers × experts, empty: uniform),
-// shard_slot_count slots, cfg.n_group groups on one node group of `shards` shards.
+// shard_slot_count slots, cfg.n_group groups on `node_groups` node groups of `shards`
+// shards (parallel.node_groups; one group where it does not divide the shards).
 EplbProblem shard_problem(const ModelConfig& cfg, int64_t shards,
-                          std::vector<std::vector<double>> loads = {});
+                          std::vector<std::vector<double>> loads = {}, int64_t node_groups = 1);
 // The placement whose phy2log is `flat` (MoE layers × slots, row-major): logcnt and log2phy
 // (replicas in slot order) follow from it. "" and *out set, or what is wrong with it.
 std::string placement_from_phy2log(const std::vector<int64_t>& flat, int64_t layers,

@@ -307,6 +307,27 @@ TEST(ConfigErrors, CrossKeyRules) {
   EXPECT_CONTAINS(file_error("[model]\nfirst_k_dense = 5\n"), "at most model.n_layers = 4");
 }
 
+TEST(ConfigErrors, GateBiasInitAndNodeGroups) {
+  EXPECT_CONTAINS(file_error("[model]\ngate_bias_init = [0.5, 0.0]\n"),
+                  "x.toml:2: model.gate_bias_init has 2 values; it needs one per routed expert "
+                  "(8), or [] for zeros");
+  EXPECT_CONTAINS(file_error("[model]\ngate_bias_init = [1, 2, 3, 4, 5, 6, 7, nan]\n"),
+                  "nan is not a bias a router can use");
+  EXPECT_CONTAINS(file_error("[model]\ngate_bias_init = [\"a\"]\n"),
+                  "must be a list of numbers like [0.5, 0.0]");
+  EXPECT_EQ(
+      config_from_sets({"model.gate_bias_init=[1, 0, 0, 0, 0, 0, 0, 0.5]"}).model.gate_bias_init,
+      (std::vector<double>{1, 0, 0, 0, 0, 0, 0, 0.5}));
+  EXPECT_EQ(set_error({"parallel.node_groups=0"}),
+            "--set parallel.node_groups=0: must be a positive integer");
+  EXPECT_CONTAINS(set_error({"parallel.node_groups=2"}),
+                  "parallel.node_groups = 2 groups the expert shards; it needs "
+                  "parallel.experts = \"shards\"");
+  EXPECT_EQ(config_from_sets({"parallel.node_groups=2", "parallel.experts=\"shards\""})
+                .parallel.node_groups,
+            2);
+}
+
 TEST(ConfigErrors, RegistryNamesListKnown) {
   EXPECT_EQ(file_error("[model]\nresidual = \"hyper\"\n"),
             "x.toml:2: model.residual = \"hyper\": unknown residual; known: mhc, plain");
@@ -359,6 +380,7 @@ TEST(Config, JsonRoundTrip) {
   m.rope_theta = 12345.678;
   m.residual = Residual::plain;
   m.engram_orders = {2, 3, 5};
+  m.gate_bias_init = {0.5, 0, 0, 0, -0.25, 0, 0, 0.125};
   nlohmann::json j = model_config_to_json(m, 42);
   EXPECT_EQ(j["seed"], 42);
   EXPECT_EQ(j["d_model"], 256);
@@ -389,6 +411,7 @@ TEST(Config, JsonRoundTrip) {
 
 TEST(Config, TomlRoundTrip) {
   JobConfig cfg = config_from_sets({"train.lr=0.1", "model.rope_theta=1e5", "data.shuffle=false",
+                                    "model.gate_bias_init=[0.5, 0, 0, 0, 0, 0, 0, -1]",
                                     "data.corpus_dir=\"/a \\\"b\\\"\"", "train.seed=99"});
   JobConfig back = load_config(write_toml(config_to_toml(cfg)), {});
   EXPECT_TRUE(back.same_settings(cfg)) << config_to_toml(cfg);

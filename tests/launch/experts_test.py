@@ -67,23 +67,32 @@ def rebalanced(troupe, work, steps, want):
           [e["step"] for e in rb] == want_steps and
           all(e["imbalance_after"] <= e["imbalance_before"] for e in rb),
           [e["text"] for e in rb])
+    check("  each step waited for its placement, which the event carries with its loads",
+          all(e["pause_ms"] >= e["compute_ms"] >= 0 and len(e["loads"]) == 3 for e in rb),
+          [(e["pause_ms"], e["compute_ms"]) for e in rb])
 
 
 def rescaled(troupe, work, steps, want):
-    """Scale 3 → 4 → 2 while the slots are re-placed every 3 steps: each view gets shards of
-    its own size, the newcomers' shards included, and the bits stay."""
+    """Scale 3 → 4 → 2 while the slots are re-placed every 3 steps in 2 node groups: each view
+    gets shards of its own size, the newcomers' shards included, node groups where 2 divides
+    the shards (4 and 2, not 3), and the bits stay."""
     run_dir = os.path.join(work, "shards-scale")
     job = Job([troupe, "launch", *common(steps), "--nodes", "3", "--max-nodes", "4",
                "--run-dir", run_dir, *SHARDS, "--set", "eplb.rebalance_every_steps=3",
-               "--set", "eplb.window_steps=2", "--scale-at", "4:4", "--scale-at", "8:2"])
+               "--set", "eplb.window_steps=2", "--set", "parallel.node_groups=2",
+               "--scale-at", "4:4", "--scale-at", "8:2"])
     out, err = job.communicate(timeout=600)
     h = weights_hash(out)
     reshapes = [e["text"] for e in events(run_dir) if e["event"] == "reshape"]
     check("scaled 3 -> 4 -> 2 with rebalances: same weights",
           job.returncode == 0 and h == want[0] and len(reshapes) == 2,
           f"status {job.returncode}, {h} vs {want[0]}, {reshapes}: {err.strip().splitlines()[-2:]}")
-    slots = [e["slots"] for e in events(run_dir) if e["event"] == "rebalance"]
+    rb = [e for e in events(run_dir) if e["event"] == "rebalance"]
+    slots = [e["slots"] for e in rb]
     check("  rebalanced in each view, slots sized to it", 12 in slots and 10 in slots, slots)
+    groups = {(e["shards"], e["node_groups"]) for e in rb}
+    check("  in 2 node groups where 2 divides the shards, else 1",
+          all(g == (2 if w % 2 == 0 else 1) for w, g in groups) and (4, 2) in groups, groups)
 
 
 def lose_a_node(troupe, work, steps, want):

@@ -106,10 +106,11 @@ TEST(JobMetrics, ExpertLoadPerLayer) {
 TEST(JobMetrics, RebalancesAndTheSlotImbalanceBeforeAndAfter) {
   JobMetrics m;
   expect_samples(parsed_samples(m.text()), {"counter troupe_expert_rebalances_total{} 0.0"});
-  m.on_rebalance(1.5, 1.25);
-  m.on_rebalance(1.75, 1.0);
+  m.on_rebalance(1.5, 1.25, 0.25);
+  m.on_rebalance(1.75, 1.0, 0.5);
   expect_samples(parsed_samples(m.text()),
                  {"counter troupe_expert_rebalances_total{} 2.0",
+                  "counter troupe_expert_rebalance_pause_seconds_total{} 0.75",
                   "gauge troupe_expert_slot_imbalance{placement=\"before\"} 1.75",
                   "gauge troupe_expert_slot_imbalance{placement=\"after\"} 1.0"});
 }

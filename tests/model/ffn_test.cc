@@ -406,6 +406,32 @@ TEST(MoeBiasUpdate, SignRuleWithExactMean) {
   EXPECT_EQ(b3, (std::vector<float>{-0.5f, 0.5f}));
 }
 
+// model.gate_bias_init: every MoE layer's bias starts at it (zeros without it); the other
+// tensors are initialised as before.
+TEST(MoeBiasUpdate, GateBiasInitSetsEveryMoeLayersBias) {
+  ModelConfig plain;
+  ModelConfig skewed = plain;
+  skewed.gate_bias_init = {0.5, -0.25, 0, 0, 0.125, 0, 0, 1};
+  const ParamTable a(plain), b(skewed);
+  ASSERT_EQ(a.total(), b.total());
+  std::vector<float> wa(size_t(a.total())), wb(size_t(b.total()));
+  init_params(a, 3, wa.data());
+  init_params(b, 3, wb.data());
+  int biases = 0;
+  for (const ParamInfo& p : b.all()) {
+    const bool bias = p.name.find("e_score_correction_bias") != std::string::npos;
+    for (int64_t i = 0; i < p.numel; ++i) {
+      const float want = bias ? float(skewed.gate_bias_init[size_t(i)]) : wa[size_t(p.offset + i)];
+      ASSERT_EQ(wb[size_t(p.offset + i)], want) << p.name << "[" << i << "]";
+      if (bias) {
+        ASSERT_EQ(wa[size_t(p.offset + i)], 0.0f);
+      }
+    }
+    biases += bias;
+  }
+  EXPECT_EQ(biases, plain.n_layers - plain.first_k_dense);
+}
+
 // ------------------------------------------------------------------------------------
 // Batch invariance in FP32: row 0 alone == row 0 among others, bit for bit.
 

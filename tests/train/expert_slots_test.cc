@@ -109,6 +109,28 @@ TEST(ExpertShards, AJobsPlacementAndItsPhy2log) {
   EXPECT_NE(placement_from_phy2log(lost, 5, 8, &back).find("for 5 MoE layers"), std::string::npos);
 }
 
+// parallel.node_groups: the shards form node groups where the count divides them, and a
+// rebalance keeps each expert group's replicas inside one of them (tiny's 4 groups on 4
+// shards in 2 node groups); one group otherwise.
+TEST(ExpertShards, NodeGroupsHoldTheirExpertGroupsReplicas) {
+  const JobConfig job = tests::tiny_test_job({"model.engram_layers=[]"});
+  std::vector<std::vector<double>> skew(3, {90, 50, 3, 2, 30, 1, 4, 5});
+  const EplbProblem grouped = shard_problem(job.model, 4, skew, 2);
+  EXPECT_EQ(grouped.nodes, 2);
+  EXPECT_EQ(shard_problem(job.model, 3, skew, 2).nodes, 1);  // 2 does not divide 3 shards
+  EXPECT_EQ(shard_problem(job.model, 4, skew).nodes, 1);
+  const EplbPlacement p = rebalance_experts(grouped);
+  EXPECT_TRUE(p.hierarchical);
+  EXPECT_EQ(check_placement(grouped, p), "");  // names an expert group on two node groups
+  const int64_t per_node = grouped.replicas / grouped.nodes, group_size = 8 / 4;
+  for (const auto& row : p.phy2log)
+    for (int64_t r = 0; r < grouped.replicas; ++r)
+      for (int64_t q = 0; q < grouped.replicas; ++q)
+        if (row[size_t(r)] / group_size == row[size_t(q)] / group_size) {
+          EXPECT_EQ(r / per_node, q / per_node) << "slots " << r << " and " << q;
+        }
+}
+
 TEST(ExpertShards, ASlotRefusesWhatItDoesNotHoldOrTwice) {
   const JobConfig job = tests::tiny_test_job({"model.engram_layers=[]"});
   ExpertSlots<float> s(job.model);
