@@ -117,12 +117,19 @@ bench-generate: build
 bench-engram: build
 	bench/run_bench_engram.sh $(BUILD)
 
-# Issue 15, the offline part of bench-eplb (the online rebalancer's part comes with its actor):
+# Issue 15, the offline part of bench-eplb:
 # `troupe eplb`'s placement next to DeepSeek's eplb.py under torch, same run, on 61 layers x
 # 256 experts (R=288 G=8 N=4 P=32, Zipf loads): both times, their ratio, both balances.
 .PHONY: bench-eplb-offline
 bench-eplb-offline: build
 	$(PYTHON) bench/run_bench_eplb.py $(BUILD)
+
+# Issue 15's bench-eplb: the offline part, then the rebalancer in a job on skewed routing
+# (configs/skewed-experts.toml, 3 nodes): measured imbalance before and after, eplb.py's on
+# the same loads, the pause per rebalance, same weights as without rebalancing. ~2 min.
+.PHONY: bench-eplb
+bench-eplb: bench-eplb-offline
+	$(PYTHON) bench/run_bench_eplb_online.py $(BUILD)
 
 # Random single faults (kill -9 or SIGSTOP of one node, at a random step) on 3-4 node
 # jobs; each must end with the undisturbed run's weights. CHAOS_RUNS (12), not in CI.
