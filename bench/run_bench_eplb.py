@@ -42,12 +42,13 @@ def zipf_loads(seed, exponent):
     return out
 
 
-def balance(loads, phy2log, logcnt):
+def balance(loads, phy2log, logcnt, gpus=P):
+    """Mean over layers of max/mean load per GPU, each replica taking load/replicas."""
     per_layer = []
     for load, p2l, cnt in zip(loads, phy2log, logcnt):
         load, p2l, cnt = np.asarray(load), np.asarray(p2l), np.asarray(cnt)
-        gpu = (load[p2l] / cnt[p2l]).reshape(P, -1).sum(axis=1)
-        per_layer.append(gpu.max() / (load.sum() / P))
+        gpu = (load[p2l] / cnt[p2l]).reshape(gpus, -1).sum(axis=1)
+        per_layer.append(gpu.max() / (load.sum() / gpus))
     return float(np.mean(per_layer))
 
 

@@ -28,22 +28,9 @@ import subprocess
 import sys
 import tempfile
 
-import numpy as np
 import torch
 
-ROOT = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-sys.path.insert(0, os.path.join(ROOT, "tests", "reference"))
-import eplb_reference  # noqa: E402
-
-
-def balance(loads, phy2log, logcnt, gpus):
-    """Mean over layers of max/mean load per shard, each replica taking load/replicas."""
-    per_layer = []
-    for load, p2l, cnt in zip(loads, phy2log, logcnt):
-        load, p2l, cnt = np.asarray(load), np.asarray(p2l), np.asarray(cnt)
-        shard = (load[p2l] / cnt[p2l]).reshape(gpus, -1).sum(axis=1)
-        per_layer.append(shard.max() / (load.sum() / gpus))
-    return float(np.mean(per_layer))
+from run_bench_eplb import ROOT, balance, eplb_reference  # the offline part's (bench/)
 
 
 def launch(troupe, config, run_dir, nodes, steps, sets):

@@ -253,6 +253,16 @@ void validate_memory(Checker& c, const JobConfig& cfg) {
                   "recompute = \"attention\" or \"none\" with parallel.experts = \"shards\"");
 }
 
+// A key that means something only with expert shards: refused at another value than `off`
+// without them, saying what it `does`.
+void only_with_shards(Checker& c, const JobConfig& cfg, const std::string& key, int64_t value,
+                      int64_t off, const std::string& does) {
+  if (value == off || cfg.parallel.experts == ExpertsAt::shards) return;
+  c.fail_across({key, "parallel.experts"},
+                fmt::format("{} = {} {}; it needs parallel.experts = \"shards\" (or set it to {})",
+                            key, value, does, off));
+}
+
 // [parallel] and [eplb]: the expert shards and what places them.
 void validate_parallel(Checker& c, const JobConfig& cfg) {
   if (cfg.parallel.experts == ExpertsAt::shards &&
@@ -263,19 +273,13 @@ void validate_parallel(Checker& c, const JobConfig& cfg) {
 
   c.positive("parallel.pull_pieces_per_worker");
   c.positive("parallel.node_groups");
-  if (cfg.parallel.node_groups > 1 && cfg.parallel.experts != ExpertsAt::shards)
-    c.fail_across({"parallel.node_groups", "parallel.experts"},
-                  fmt::format("parallel.node_groups = {} groups the expert shards; it needs "
-                              "parallel.experts = \"shards\" (or set it to 1)",
-                              cfg.parallel.node_groups));
+  only_with_shards(c, cfg, "parallel.node_groups", cfg.parallel.node_groups, 1,
+                   "groups the expert shards");
 
   c.positive("eplb.window_steps");
   c.non_negative("eplb.rebalance_every_steps");
-  if (cfg.eplb.rebalance_every_steps > 0 && cfg.parallel.experts != ExpertsAt::shards)
-    c.fail_across({"eplb.rebalance_every_steps", "parallel.experts"},
-                  fmt::format("eplb.rebalance_every_steps = {} places expert slots on shards; it "
-                              "needs parallel.experts = \"shards\" (or set it to 0)",
-                              cfg.eplb.rebalance_every_steps));
+  only_with_shards(c, cfg, "eplb.rebalance_every_steps", cfg.eplb.rebalance_every_steps, 0,
+                   "places expert slots on shards");
 }
 
 void validate_rest(Checker& c, const JobConfig& cfg) {
