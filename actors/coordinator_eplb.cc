@@ -77,6 +77,7 @@ void take_answer(Self* self, const EplbAnswer& a) {
   b.placed_at = a.step;
   const double pause_ms = std::chrono::duration<double, std::milli>(now(self) - b.asked_at).count();
   const bool fell_back = s.opt.config.parallel.node_groups != a.node_groups;
+  const size_t loads = a.loads.empty() ? 0 : a.loads.size() * a.loads[0].size();
   event(self, "rebalance",
         fmt::format("before step {}: expert slot imbalance {:.3f} -> {:.3f} (max/mean load per "
                     "shard, mean over layers, on {} steps' counts; {} slots on {} shards in {} "
@@ -97,8 +98,7 @@ void take_answer(Self* self, const EplbAnswer& a) {
          {"pause_ms", pause_ms},
          // The window's loads, for `make bench-eplb` to place them with eplb.py as well; a
          // big model's would crowd the event ring out.
-         {"loads", a.loads.size() * size_t(a.slots) <= kEventLoadsMax ? nlohmann::json(a.loads)
-                                                                      : nlohmann::json()}});
+         {"loads", loads <= kEventLoadsMax ? nlohmann::json(a.loads) : nlohmann::json()}});
   if (s.core.phase == Phase::running && !s.drv.in_flight) start_or_finish(self);
 }
 
