@@ -10,8 +10,8 @@
 // update and the bits are the in-worker ones (ExpertClientTest.*).
 //
 // What is not here yet: the shards hold weights only, no optimizer state (the owners keep
-// it), and the rebalancing runs in the coordinator (actors/coordinator_eplb.cc), not an
-// eplb_rebalancer actor of its own.
+// it), so the weights go to the shards at every step rather than only when a rebalance
+// moves a slot (the placing itself is the eplb_rebalancer actor's: actors/eplb_rebalancer.h).
 #include <fmt/format.h>
 
 #include "actors/expert_client.h"

@@ -14,6 +14,9 @@ coordinator chooses among them. The first node (the anchor) is never a victim, s
 node process lives through the whole soak; so does `troupe launch`, and the coordinator
 when SOAK_FAULTS leaves out `coordinator`.
 
+A node silent for SOAK_HEARTBEAT_TIMEOUT_MS (3000; tiny's own is 1000) is declared dead: a
+few seconds keep a node that a busy 2-core box left without CPU from being taken for a hang.
+
 Every fault must be followed by a steady job (running, every node back, 2 steps committed)
 within SOAK_RECOVER_S (120) seconds, else the soak stops and fails, naming the seed. At the
 end: samples.csv and soak.png (matplotlib) in SOAK_DIR (BUILD/soak), and a table of each
@@ -227,6 +230,7 @@ def main():
     sample_s = env_num("SOAK_SAMPLE_S", 5)
     warmup_s = 60 * env_num("SOAK_WARMUP_MIN", 10)
     recover_s = env_num("SOAK_RECOVER_S", 120)
+    heartbeat_ms = env_num("SOAK_HEARTBEAT_TIMEOUT_MS", 3000, int)
     seed = env_num("SOAK_SEED", random.SystemRandom().randrange(1, 1 << 31), int)
     kinds = os.environ.get("SOAK_FAULTS", ",".join(KINDS)).split(",")
     bad = [k for k in kinds if k not in KINDS]
@@ -237,12 +241,14 @@ def main():
     nodes, max_nodes = 3, 5
     print(f"soak: {minutes:g} min of tiny on {nodes} node processes, a fault every {every_s:g} s "
           f"from {kinds}; seed {seed} (SOAK_SEED={seed} replays the choices); samples every "
-          f"{sample_s:g} s; load {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores", flush=True)
+          f"{sample_s:g} s; heartbeat timeout {heartbeat_ms} ms; load {os.getloadavg()[0]:.2f} on "
+          f"{os.cpu_count()} cores", flush=True)
     rng = random.Random(seed)
     job = Job(troupe, os.path.join(work, "run"), nodes,
               ["--max-nodes", str(max_nodes), "--set", "fault_tolerance.replace_lost=true"],
               recover_s, common=["--set", "train.eval_every=0", "--set",
-                                 "checkpoint.every_steps=50", "--set", "checkpoint.keep=2"])
+                                 "checkpoint.every_steps=50", "--set", "checkpoint.keep=2",
+                                 "--set", f"fault_tolerance.heartbeat_timeout_ms={heartbeat_ms}"])
     sampler = Sampler(job, os.path.join(work, "samples.csv"), sample_s)
     ok, recovered, faults = True, True, 0
     try:
