@@ -9,6 +9,7 @@
 // with it), the job goes on from its newest checkpoint on fresh nodes. `--resume
 // --local-nodes 0` is the same restart for a site's launcher whose nodes run elsewhere
 // (rejoinable below).
+#include <fmt/format.h>
 #include <signal.h>
 
 #include <chrono>
@@ -31,8 +32,10 @@ namespace troupe::launch {
 
 namespace {
 
-// A coordinator that dies more often than this is not going to get better by restarting.
+// A coordinator that died this often in a row, each time within coordinator_stable_ms of
+// its start, is not going to get better by restarting (RestartBudget).
 constexpr int coordinator_restarts_max = 10;
+constexpr std::chrono::milliseconds coordinator_stable_ms{60000};
 constexpr std::chrono::milliseconds coordinator_start_ms{30000};
 
 class Launcher {
@@ -109,6 +112,7 @@ class Launcher {
       child.control.port = p;
     coordinator_ =
         supervisor_.start(coordinator_argv(child, link_.name(), restart, port_), "", "coordinator");
+    restarts_.started(std::chrono::steady_clock::now());
     const auto deadline = std::chrono::steady_clock::now() + coordinator_start_ms;
     while (!std::filesystem::exists(file)) {
       if (std::chrono::steady_clock::now() > deadline || supervisor_.pid_of(coordinator_) == 0)
@@ -168,10 +172,13 @@ class Launcher {
           continue;
         }
         if (e.signal == 0 || interrupted) return e.exit_code >= 0 ? e.exit_code : 1;
-        if (++restarts_ > coordinator_restarts_max || port_ == 0) {
+        if (!restarts_.allow(std::chrono::steady_clock::now()) || port_ == 0) {
+          const std::string why =
+              port_ == 0 ? "it never listened"
+                         : fmt::format("it died {} times in a row, each within {} s of its start",
+                                       restarts_.in_a_row(), coordinator_stable_ms.count() / 1000);
           std::fprintf(stderr, "troupe launch: the coordinator process %s; not restarted (%s)\n",
-                       e.describe().c_str(),
-                       port_ == 0 ? "it never listened" : "too many restarts");
+                       e.describe().c_str(), why.c_str());
           return 1;
         }
         std::fprintf(stderr,
@@ -192,7 +199,8 @@ class Launcher {
   Supervisor supervisor_;
   std::string secret_file_, address_;
   uint16_t port_ = 0;
-  int coordinator_ = -1, started_ = 0, restarts_ = 0, threads_ = 1;
+  int coordinator_ = -1, started_ = 0, threads_ = 1;
+  RestartBudget restarts_{coordinator_restarts_max, coordinator_stable_ms};
   int64_t local_ = 0;        // node processes started here
   bool restarting_ = false;  // the first coordinator process is a --restart (rejoinable)
   bool resume_ = false;      // from a checkpoint: no node rejoined a restarted coordinator

@@ -73,6 +73,35 @@ class Supervisor {
   int started_ = 0;
 };
 
+// When to stop restarting a child that keeps dying (the coordinator process): after more
+// than `restarts_max` deaths in a row, each within `stable` of its start (a crash loop, as
+// systemd's start limit). A child that ran `stable` or longer before it died resets the
+// count, so a long job whose coordinator is killed now and then (a soak kills it every few
+// minutes) is restarted every time; one that cannot start is given up on. A plain count over
+// the whole job ended a soak at its 11th coordinator kill, 20 minutes in.
+class RestartBudget {
+ public:
+  using Clock = std::chrono::steady_clock;
+  RestartBudget(int restarts_max, Clock::duration stable)
+      : restarts_max_(restarts_max), stable_(stable) {}
+  void started(Clock::time_point t) { started_ = t; }
+  // The child died at `t`: true when it may be started again (call started() when it is).
+  bool allow(Clock::time_point t) {
+    if (t - started_ >= stable_) {
+      in_a_row_ = 0;
+      return true;
+    }
+    return ++in_a_row_ <= restarts_max_;
+  }
+  int in_a_row() const { return in_a_row_; }  // quick deaths in a row so far
+
+ private:
+  int restarts_max_;
+  Clock::duration stable_;
+  Clock::time_point started_{};
+  int in_a_row_ = 0;
+};
+
 // SIGINT and SIGTERM set a flag, and do nothing else, once installed. A second signal after
 // the first restores the default action and re-raises it: a stuck shutdown can still be
 // interrupted with a second Ctrl-C.

@@ -46,6 +46,8 @@ struct UcxOptions {
   std::string role;     // said in handshakes (BootstrapConfig::role)
   // Received-payload buffers kept for reuse (see buffer_pool.h).
   size_t buffer_cache_bytes_max = size_t{512} << 20;
+  // A kept buffer unused this long is freed (a recovery's burst does not stay resident).
+  int64_t buffer_cache_idle_ms = buffer_idle_ms_default.count();
 };
 
 class UcxFabric final : public Fabric {

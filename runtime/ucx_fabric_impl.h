@@ -132,7 +132,9 @@ struct AtomicCounters {
 };
 
 struct UcxFabric::Impl {
-  explicit Impl(const UcxOptions& o) : options(o), pool(o.buffer_cache_bytes_max) {}
+  explicit Impl(const UcxOptions& o)
+      : options(o),
+        pool(o.buffer_cache_bytes_max, std::chrono::milliseconds(o.buffer_cache_idle_ms)) {}
 
   // ---- setup and the progress loop (ucx_fabric.cc) ----
   Status init();

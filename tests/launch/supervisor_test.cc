@@ -248,3 +248,43 @@ TEST(SelfExePath, IsThisTestBinary) {
 
 }  // namespace
 }  // namespace troupe::launch
+
+namespace troupe::launch {
+namespace {
+
+TEST(RestartBudget, GivesUpOnACrashLoopOnly) {
+  using namespace std::chrono_literals;
+  const RestartBudget::Clock::time_point t0{};
+  RestartBudget b(3, 60s);
+  // Four deaths, each 5 s after its start: the fourth in a row is refused.
+  auto t = t0;
+  for (int i = 1; i <= 3; ++i) {
+    b.started(t);
+    t += 5s;
+    EXPECT_TRUE(b.allow(t)) << i;
+    EXPECT_EQ(b.in_a_row(), i);
+  }
+  b.started(t);
+  EXPECT_FALSE(b.allow(t + 5s));
+
+  // Killed every 90 s for as long as a soak lasts: always restarted.
+  RestartBudget soak(3, 60s);
+  t = t0;
+  for (int i = 0; i < 100; ++i) {
+    soak.started(t);
+    t += 90s;
+    EXPECT_TRUE(soak.allow(t)) << i;
+    EXPECT_EQ(soak.in_a_row(), 0);
+  }
+  // Quick deaths count again from there: a stable run in between starts the count over.
+  for (int i = 0; i < 3; ++i) {
+    soak.started(t);
+    t += 1s;
+    EXPECT_TRUE(soak.allow(t));
+  }
+  soak.started(t);
+  EXPECT_FALSE(soak.allow(t + 1s));
+}
+
+}  // namespace
+}  // namespace troupe::launch
