@@ -171,12 +171,13 @@ Result<std::unique_ptr<Journal>> Journal::open(const std::string& run_dir, bool 
                                  : rocksdb::DB::Open(o, impl.path, &db);
   if (!st.ok()) {
     std::string what = st.ToString();
-    std::string advice = what.find("lock") != std::string::npos
-                             ? "another process has it open for writing (a troupe job on " +
-                                   run_dir + "?); wait for it to end or choose another " +
-                                   "--run-dir: "
-                             : "";
-    return Status(Code::io_error, "cannot open journal " + impl.path + ": " + advice + what);
+    const bool locked = what.find("lock") != std::string::npos;
+    std::string advice = locked ? "another process has it open for writing (a troupe job on " +
+                                      run_dir + "?); wait for it to end or choose another " +
+                                      "--run-dir: "
+                                : "";
+    return Status(locked ? Code::busy : Code::io_error,
+                  "cannot open journal " + impl.path + ": " + advice + what);
   }
   impl.db.reset(db);
   impl.next_seq = impl.seq_after_last();

@@ -44,7 +44,7 @@ class Journal {
  public:
   ~Journal();
   // Opens (creates unless read_only) DIR/journal. Errors name the path and RocksDB's status
-  // (a second writer gets RocksDB's lock error, prefixed with what to do).
+  // (a second writer gets RocksDB's lock error, prefixed with what to do, as Code::busy).
   static runtime::Result<std::unique_ptr<Journal>> open(const std::string& run_dir, bool read_only);
 
   // Appends one record (an object with a string "kind"), synced. Returns its sequence
