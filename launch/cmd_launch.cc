@@ -42,9 +42,6 @@ namespace troupe::launch {
 
 namespace {
 
-// How long a coordinator waits for the journal's lock to be let go (see open_journal).
-constexpr std::chrono::milliseconds journal_lock_wait_ms{10000};
-
 // The weights file of a finished job: worker 0's parameters and Engram tables.
 void write_weights(const std::string& path, const model::JobConfig& cfg,
                    const actors::JobResult& r) {
@@ -160,18 +157,10 @@ class LaunchJob {
   }
 
   // The journal, and the job identity it holds: a resume under another config is refused.
-  // The run directory's lock is ours, so a journal still locked is held by the coordinator
-  // process of a job that was just killed: it dies with its launch (PR_SET_PDEATHSIG), a
-  // moment later. Waited for, up to journal_lock_wait_ms, rather than refused at once (a
-  // `--resume` right after a kill -9 of the job met it).
+  // The run directory's lock is ours: a journal still locked is held by the coordinator of a
+  // job just killed (a `--resume` right after kill -9), about to die with its launch.
   void open_journal() {
-    const auto deadline = std::chrono::steady_clock::now() + journal_lock_wait_ms;
-    auto j = storage::Journal::open(a_.run_dir, false);
-    while (!j.ok() && j.status().code() == runtime::Code::busy &&
-           std::chrono::steady_clock::now() < deadline) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));  // another process's exit
-      j = storage::Journal::open(a_.run_dir, false);
-    }
+    auto j = storage::Journal::open_waiting(a_.run_dir, std::chrono::milliseconds(10000));
     if (!j.ok()) throw UsageError("launch: " + j.status().message());
     journal_ = std::shared_ptr<storage::Journal>(std::move(j).value());
     const nlohmann::json identity = storage::job_identity(cfg_);

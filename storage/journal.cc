@@ -10,6 +10,7 @@
 #include <mutex>
 #include <optional>
 #include <stdexcept>
+#include <thread>
 #include <type_traits>
 
 #include "storage/json_number.h"
@@ -181,6 +182,18 @@ Result<std::unique_ptr<Journal>> Journal::open(const std::string& run_dir, bool 
   }
   impl.db.reset(db);
   impl.next_seq = impl.seq_after_last();
+  return j;
+}
+
+Result<std::unique_ptr<Journal>> Journal::open_waiting(const std::string& run_dir,
+                                                       std::chrono::milliseconds wait) {
+  const auto deadline = std::chrono::steady_clock::now() + wait;
+  auto j = open(run_dir, false);
+  while (!j.ok() && j.status().code() == Code::busy &&
+         std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));  // another process's exit
+    j = open(run_dir, false);
+  }
   return j;
 }
 

@@ -9,6 +9,7 @@
 // Keys:  log/<seq, 16 digits>  one record (JSON, "kind" field), in the order appended
 //        manifest/<step, 10 digits>  a complete checkpoint's manifest (JSON)
 //        meta/<name>  e.g. meta/job: the config keys a resume must match
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -46,6 +47,10 @@ class Journal {
   // Opens (creates unless read_only) DIR/journal. Errors name the path and RocksDB's status
   // (a second writer gets RocksDB's lock error, prefixed with what to do, as Code::busy).
   static runtime::Result<std::unique_ptr<Journal>> open(const std::string& run_dir, bool read_only);
+  // open(run_dir, false), tried again every 50 ms for up to `wait` while another process holds
+  // the lock: for a caller that knows the holder is on its way out.
+  static runtime::Result<std::unique_ptr<Journal>> open_waiting(const std::string& run_dir,
+                                                                std::chrono::milliseconds wait);
 
   // Appends one record (an object with a string "kind"), synced. Returns its sequence
   // number through `seq` when non-null.

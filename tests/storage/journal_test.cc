@@ -197,6 +197,21 @@ TEST(Journal, SecondWriterIsRefusedSayingWhatToDo) {
       << second.status().message();
 }
 
+// A coordinator started right after its job was killed finds the journal still locked by the
+// dying coordinator of that job: open_waiting waits for the lock, and only so long.
+TEST(Journal, OpenWaitingWaitsForTheHolderToLetGo) {
+  std::string dir = fresh_test_dir();
+  auto writer = open_journal(dir);
+  EXPECT_EQ(Journal::open_waiting(dir, std::chrono::milliseconds(100)).status().code(), Code::busy);
+  std::thread holder([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    writer.reset();  // the old coordinator's exit
+  });
+  auto j = Journal::open_waiting(dir, std::chrono::seconds(30));
+  holder.join();
+  EXPECT_TRUE(j.ok()) << j.status().message();
+}
+
 // The coordinator appends a record per step for the whole job: what RocksDB keeps in memory
 // for the journal must stay bounded (with its default 64 MiB memtable it grew all along).
 TEST(Journal, MemoryStaysBoundedAsTheJournalGrows) {
