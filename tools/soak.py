@@ -48,15 +48,18 @@ def env_num(name, default, kind=float):
 
 
 def proc_sample(pid):
-    """(rss, anon, file, shmem (KiB), fds, threads) of a live process, or None once it is
-    gone. RSS = anon (heap, stacks) + file (the binary's and libraries' pages as they are
-    first run: clean, shared, reclaimable) + shmem (UCX's shared memory with its peers)."""
+    """(rss, anon, file, shmem (KiB), fds, threads, data (KiB)) of a live process, or None
+    once it is gone. RSS = anon (heap, stacks) + file (the binary's and libraries' pages as
+    they are first run: clean, shared, reclaimable) + shmem (UCX's shared memory with its
+    peers). data (VmData) is the address space of the heap and anonymous mappings, resident
+    or not: RSS that grows within a flat VmData is trimmed heap filled in again (2 MiB at a
+    time on huge pages), bounded by it; a growing VmData is the heap itself spreading."""
     try:
         with open(f"/proc/{pid}/status") as f:
             fields = dict(line.split(":", 1) for line in f if ":" in line)
         fds = len(os.listdir(f"/proc/{pid}/fd"))
         kib = [int(fields[k].split()[0]) for k in ("VmRSS", "RssAnon", "RssFile", "RssShmem")]
-        return (*kib, fds, int(fields["Threads"]))
+        return (*kib, fds, int(fields["Threads"]), int(fields["VmData"].split()[0]))
     except (FileNotFoundError, ProcessLookupError, KeyError):
         return None
 
@@ -71,7 +74,7 @@ class Sampler(threading.Thread):
         self.out = open(path, "w", newline="")
         self.csv = csv.writer(self.out)
         self.csv.writerow(["t_s", "role", "name", "pid", "members", "rss_kib", "anon_kib",
-                           "file_kib", "shmem_kib", "fds", "threads"])
+                           "file_kib", "shmem_kib", "fds", "threads", "data_kib"])
         self.t0 = time.monotonic()
 
     def processes(self):
@@ -145,7 +148,7 @@ def inject(job, troupe, rng, kinds, nodes, anchor, max_nodes):
 
 
 def series_of(rows):
-    """{(role, name, pid): [(t, members, rss, anon, file, shmem, fds, threads)]}"""
+    """{(role, name, pid): [(t, members, rss, anon, file, shmem, fds, threads, data)]}"""
     series = {}
     for t, role, name, pid, members, *figures in rows:
         series.setdefault((role, name, pid), []).append((t, members, *figures))
@@ -156,15 +159,15 @@ def growth(v, start_s, end_s):
     """The growth of one process from the start to the end of the measured window, compared
     at equal membership (a node's fds, threads and buffers follow its number of peers): for
     each node count seen both in the first and in the last third of the window, the median
-    of each figure there: [(count, (rss, anon, file, shmem, fds, threads) then, the same at
-    the end, RSS %)]."""
+    of each figure there: [(count, (rss, anon, file, shmem, fds, threads, data) then, the
+    same at the end, RSS %)]."""
     third = (end_s - start_s) / 3
     first = [r for r in v if start_s <= r[0] < start_s + third]
     last = [r for r in v if r[0] >= end_s - third]
     out = []
     for m in sorted({r[1] for r in first} & {r[1] for r in last}):
-        a = [statistics.median(r[i] for r in first if r[1] == m) for i in range(2, 8)]
-        b = [statistics.median(r[i] for r in last if r[1] == m) for i in range(2, 8)]
+        a = [statistics.median(r[i] for r in first if r[1] == m) for i in range(2, 9)]
+        b = [statistics.median(r[i] for r in last if r[1] == m) for i in range(2, 9)]
         out.append((m, a, b, 100.0 * (b[0] - a[0]) / a[0]))
     return out
 
@@ -176,7 +179,7 @@ def report(rows, warmup_s, end_s):
     print(f"\nprocesses that lived through the measured window ({warmup_s / 60:.1f} min → "
           f"{end_s / 60:.1f} min), first third vs last third at equal node count:")
     print(f"  {'process':28s} {'nodes':>5s} {'RSS then':>9s} {'RSS end':>9s} {'growth':>8s} "
-          f"{'fds':>9s} {'threads':>9s}   of which anon / file / shmem (KiB, then → end)")
+          f"{'fds':>9s} {'threads':>9s}   of which anon / file / shmem; VmData (KiB, then → end)")
     for (role, name, pid), v in sorted(series_of(rows).items()):
         if v[0][0] > warmup_s + 30 or v[-1][0] < end_s - 30:
             continue  # started after the warm-up or gone before the end (killed, drained)
@@ -185,6 +188,7 @@ def report(rows, warmup_s, end_s):
             ok &= good
             shown += 1
             parts = " / ".join(f"{a[i]:.0f}→{b[i]:.0f}" for i in (1, 2, 3))
+            parts += f"; {a[6]:.0f}→{b[6]:.0f}"
             print(f"  {f'{role} {name} ({pid})':28s} {m:5d} {a[0] / 1024:7.1f}Mi "
                   f"{b[0] / 1024:7.1f}Mi {pct:+7.2f}% {a[4]:4.0f}→{b[4]:<4.0f} "
                   f"{a[5]:4.0f}→{b[5]:<4.0f}   {parts}{'' if good else '  MISSES'}")
@@ -203,7 +207,7 @@ def plot(rows, path):
         return
     fig, axes = plt.subplots(3, 1, figsize=(10, 9), sharex=True)
     series = {}
-    for t, role, name, pid, _, rss, _anon, _file, _shmem, fds, threads in rows:
+    for t, role, name, pid, _, rss, _anon, _file, _shmem, fds, threads, _data in rows:
         series.setdefault(f"{role} {name} ({pid})", []).append((t / 60, rss / 1024, fds, threads))
     for label, v in series.items():
         if len(v) < 12:

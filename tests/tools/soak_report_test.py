@@ -1,0 +1,83 @@
+#!/usr/bin/env python3
+"""tools/soak.py's verdict (growth, report) on synthetic samples whose growth is known."""
+import contextlib
+import io
+import os
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tools"))
+import soak  # noqa: E402
+
+failures = 0
+
+
+def check(name, ok, detail=""):
+    global failures
+    print(f"{'ok  ' if ok else 'FAIL'} {name}" + ("" if ok else f": {detail}"))
+    failures += 0 if ok else 1
+
+
+def rows_of(name, pid, start_s, end_s, members, rss_at, fds_at=lambda t: 20,
+            threads_at=lambda t: 10, data_kib=300_000):
+    """A row every 5 s: (t, role, name, pid, members, rss, anon, file, shmem, fds, threads,
+    data); rss_at(t, members) in KiB."""
+    out = []
+    for t in range(start_s, end_s + 1, 5):
+        m = members(t)
+        rss = rss_at(t, m)
+        out.append((float(t), "node", name, pid, m, rss, rss - 30_000, 28_000, 2_000,
+                    fds_at(t), threads_at(t), data_kib))
+    return out
+
+
+def verdict(rows, warmup_s=600, end_s=3600):
+    text = io.StringIO()
+    with contextlib.redirect_stdout(text):
+        ok = soak.report(rows, warmup_s, end_s)
+    return ok, text.getvalue()
+
+
+def main():
+    two_three = lambda t: 2 if (t // 60) % 2 else 3  # alternates every minute
+    # A node's RSS follows its share (more at 2 nodes than at 3), and does not grow.
+    flat = rows_of("n1", 11, 0, 3600, two_three, lambda t, m: 250_000 if m == 3 else 270_000)
+    ok, text = verdict(flat)
+    check("flat at each node count passes", ok, text)
+    check("both node counts in the table", " 2 " in text and " 3 " in text, text)
+    check("VmData shown", "300000→300000" in text, text)
+
+    # 2% more at 3 nodes by the last third: missed, though 2 nodes stayed flat.
+    grows = rows_of("n1", 11, 0, 3600, two_three,
+                    lambda t, m: (250_000 + (5_000 if t > 2800 else 0)) if m == 3 else 270_000)
+    ok, text = verdict(grows)
+    check("2% RSS growth at one node count fails", not ok and "MISSES" in text, text)
+
+    # The change of membership alone (a node's share) is no growth.
+    by_members = rows_of("n1", 11, 0, 3600, lambda t: 3 if t < 2000 else 2,
+                         lambda t, m: 250_000 if m == 3 else 270_000)
+    ok, text = verdict(by_members)
+    check("no node count in both thirds: nothing to compare, so no verdict", not ok, text)
+
+    fds = rows_of("n1", 11, 0, 3600, lambda t: 3, lambda t, m: 250_000,
+                  fds_at=lambda t: 20 if t < 2800 else 21)
+    ok, text = verdict(fds)
+    check("one more fd fails", not ok and "MISSES" in text, text)
+
+    threads = rows_of("n1", 11, 0, 3600, lambda t: 3, lambda t, m: 250_000,
+                      threads_at=lambda t: 10 if t < 2800 else 11)
+    ok, _ = verdict(threads)
+    check("one more thread fails", not ok)
+
+    # A node that joined after the warm-up (a replacement) is not judged; alone, no verdict.
+    late = rows_of("n9", 99, 1200, 3600, lambda t: 3, lambda t, m: 250_000 + 10 * t)
+    ok, text = verdict(late)
+    check("a process younger than the window is left out", not ok and "none" in text, text)
+    ok, text = verdict(flat + late)
+    check("... and does not fail the ones that lived through it", ok and "n9" not in text, text)
+
+    if failures:
+        sys.exit(f"{failures} failed")
+
+
+if __name__ == "__main__":
+    main()
