@@ -5,6 +5,7 @@ SOAK_MINUTES (120) minutes, while the resident memory (VmRSS), open file descrip
 threads of every process of the job are sampled every SOAK_SAMPLE_S (5) seconds.
 
   tools/soak.py BUILD_DIR
+  tools/soak.py --report SAMPLES_CSV   (the table again, from a soak's samples.csv)
 
 Faults, drawn from SOAK_SEED (random; printed, and it replays the choices): kill -9 of a
 node, a hang (SIGSTOP; the coordinator declares it lost, launch kills and replaces it),
@@ -21,7 +22,10 @@ Every fault must be followed by a steady job (running, every node back, 2 steps 
 within SOAK_RECOVER_S (120) seconds, else the soak stops and fails, naming the seed. At the
 end: samples.csv and soak.png (matplotlib) in SOAK_DIR (BUILD/soak), and a table of each
 process that lived through the measured window (after SOAK_WARMUP_MIN, 10, minutes): its
-RSS then and at the end (growth ≤ 1%), its file descriptors and threads (no growth).
+RSS then and at the end (growth ≤ 1%), its file descriptors and threads (no growth). Beside
+the growth, the spread of the medians of the window's six equal blocks at that node count:
+a node's RSS swings by tens of MiB with each trim and refill of its heap, and a growth below
+that spread is not told from noise by these samples.
 Exit 1 when a fault was not recovered or a bound was missed.
 """
 import csv
@@ -47,9 +51,33 @@ def env_num(name, default, kind=float):
         sys.exit(f"soak: {name}={os.environ[name]!r} is not a number")
 
 
-def proc_sample(pid):
-    """(rss, anon, file, shmem (KiB), fds, threads, data (KiB)) of a live process, or None
-    once it is gone. RSS = anon (heap, stacks) + file (the binary's and libraries' pages as
+def sysv_creators():
+    """{shmid: the pid that created it} of every SysV shared-memory segment (UCX's sysv
+    transport puts each worker's receive FIFO and buffers in them)."""
+    try:
+        with open("/proc/sysvipc/shm") as f:
+            next(f)
+            return {int(r[1]): int(r[4]) for r in (line.split() for line in f) if len(r) > 4}
+    except (OSError, StopIteration, ValueError):
+        return {}
+
+
+def orphan_segments(pid, creators):
+    """The SysV segments process pid has mapped whose creator has exited: a peer's FIFO and
+    buffers that UCX never let go of (its endpoint's discard waits for room in a FIFO that a
+    dead reader will never drain; docs/operations.md, "Known problems")."""
+    try:
+        with open(f"/proc/{pid}/maps") as f:
+            ids = {int(line.split()[4]) for line in f if "/SYSV" in line}
+    except (OSError, ValueError, IndexError):
+        return 0
+    return sum(1 for i in ids if i in creators and creators[i] != pid and
+               not os.path.exists(f"/proc/{creators[i]}"))
+
+
+def proc_sample(pid, creators=None):
+    """(rss, anon, file, shmem (KiB), fds, threads, data (KiB), orphan segments) of a live
+    process, or None once it is gone. RSS = anon (heap, stacks) + file (the binary's and libraries' pages as
     they are first run: clean, shared, reclaimable) + shmem (UCX's shared memory with its
     peers). data (VmData) is the address space of the heap and anonymous mappings, resident
     or not: RSS that grows within a flat VmData is trimmed heap filled in again (2 MiB at a
@@ -59,7 +87,8 @@ def proc_sample(pid):
             fields = dict(line.split(":", 1) for line in f if ":" in line)
         fds = len(os.listdir(f"/proc/{pid}/fd"))
         kib = [int(fields[k].split()[0]) for k in ("VmRSS", "RssAnon", "RssFile", "RssShmem")]
-        return (*kib, fds, int(fields["Threads"]), int(fields["VmData"].split()[0]))
+        return (*kib, fds, int(fields["Threads"]), int(fields["VmData"].split()[0]),
+                orphan_segments(pid, creators or {}))
     except (FileNotFoundError, ProcessLookupError, KeyError):
         return None
 
@@ -74,7 +103,8 @@ class Sampler(threading.Thread):
         self.out = open(path, "w", newline="")
         self.csv = csv.writer(self.out)
         self.csv.writerow(["t_s", "role", "name", "pid", "members", "rss_kib", "anon_kib",
-                           "file_kib", "shmem_kib", "fds", "threads", "data_kib"])
+                           "file_kib", "shmem_kib", "fds", "threads", "data_kib",
+                           "orphan_shm"])
         self.t0 = time.monotonic()
 
     def processes(self):
@@ -93,8 +123,9 @@ class Sampler(threading.Thread):
         while not self.stop_flag.wait(self.period_s):
             t = time.monotonic() - self.t0
             members, procs = self.processes()
+            creators = sysv_creators()
             for role, name, pid in procs:
-                got = proc_sample(pid)
+                got = proc_sample(pid, creators)
                 if got:
                     row = (round(t, 1), role, name, pid, members, *got)
                     self.rows.append(row)
@@ -148,7 +179,8 @@ def inject(job, troupe, rng, kinds, nodes, anchor, max_nodes):
 
 
 def series_of(rows):
-    """{(role, name, pid): [(t, members, rss, anon, file, shmem, fds, threads, data)]}"""
+    """{(role, name, pid): [(t, members, rss, anon, file, shmem, fds, threads, data,
+    orphan segments)]}"""
     series = {}
     for t, role, name, pid, members, *figures in rows:
         series.setdefault((role, name, pid), []).append((t, members, *figures))
@@ -159,17 +191,31 @@ def growth(v, start_s, end_s):
     """The growth of one process from the start to the end of the measured window, compared
     at equal membership (a node's fds, threads and buffers follow its number of peers): for
     each node count seen both in the first and in the last third of the window, the median
-    of each figure there: [(count, (rss, anon, file, shmem, fds, threads, data) then, the
-    same at the end, RSS %)]."""
+    of each figure there: [(count, (rss, anon, file, shmem, fds, threads, data, orphan
+    segments) then, the same at the end, RSS %)]."""
     third = (end_s - start_s) / 3
     first = [r for r in v if start_s <= r[0] < start_s + third]
     last = [r for r in v if r[0] >= end_s - third]
     out = []
     for m in sorted({r[1] for r in first} & {r[1] for r in last}):
-        a = [statistics.median(r[i] for r in first if r[1] == m) for i in range(2, 9)]
-        b = [statistics.median(r[i] for r in last if r[1] == m) for i in range(2, 9)]
+        a = [statistics.median(r[i] for r in first if r[1] == m) for i in range(2, 10)]
+        b = [statistics.median(r[i] for r in last if r[1] == m) for i in range(2, 10)]
         out.append((m, a, b, 100.0 * (b[0] - a[0]) / a[0]))
     return out
+
+
+def block_spread(v, m, start_s, end_s, first_rss):
+    """The range of the medians of the window's six blocks at node count m (those with 5
+    samples or more), as % of the first third's median RSS: the noise a growth is read
+    against."""
+    size = (end_s - start_s) / 6
+    medians = []
+    for k in range(6):
+        lo, hi = start_s + k * size, start_s + (k + 1) * size
+        block = [r[2] for r in v if r[1] == m and lo <= r[0] < hi]
+        if len(block) >= 5:
+            medians.append(statistics.median(block))
+    return 100.0 * (max(medians) - min(medians)) / first_rss if len(medians) > 1 else 0.0
 
 
 def report(rows, warmup_s, end_s):
@@ -179,7 +225,8 @@ def report(rows, warmup_s, end_s):
     print(f"\nprocesses that lived through the measured window ({warmup_s / 60:.1f} min → "
           f"{end_s / 60:.1f} min), first third vs last third at equal node count:")
     print(f"  {'process':28s} {'nodes':>5s} {'RSS then':>9s} {'RSS end':>9s} {'growth':>8s} "
-          f"{'fds':>9s} {'threads':>9s}   of which anon / file / shmem; VmData (KiB, then → end)")
+          f"{'spread':>7s} {'fds':>9s} {'threads':>9s}   of which anon / file / shmem; VmData (KiB, then → end); "
+          f"dead peers' SysV segments held")
     for (role, name, pid), v in sorted(series_of(rows).items()):
         if v[0][0] > warmup_s + 30 or v[-1][0] < end_s - 30:
             continue  # started after the warm-up or gone before the end (killed, drained)
@@ -188,9 +235,10 @@ def report(rows, warmup_s, end_s):
             ok &= good
             shown += 1
             parts = " / ".join(f"{a[i]:.0f}→{b[i]:.0f}" for i in (1, 2, 3))
-            parts += f"; {a[6]:.0f}→{b[6]:.0f}"
+            parts += f"; {a[6]:.0f}→{b[6]:.0f}; {a[7]:.0f}→{b[7]:.0f}"
             print(f"  {f'{role} {name} ({pid})':28s} {m:5d} {a[0] / 1024:7.1f}Mi "
-                  f"{b[0] / 1024:7.1f}Mi {pct:+7.2f}% {a[4]:4.0f}→{b[4]:<4.0f} "
+                  f"{b[0] / 1024:7.1f}Mi {pct:+7.2f}% "
+                  f"{block_spread(v, m, warmup_s, end_s, a[0]):6.1f}% {a[4]:4.0f}→{b[4]:<4.0f} "
                   f"{a[5]:4.0f}→{b[5]:<4.0f}   {parts}{'' if good else '  MISSES'}")
     if not shown:
         print("  none (the soak was shorter than its warm-up, or every process was replaced)")
@@ -207,7 +255,7 @@ def plot(rows, path):
         return
     fig, axes = plt.subplots(3, 1, figsize=(10, 9), sharex=True)
     series = {}
-    for t, role, name, pid, _, rss, _anon, _file, _shmem, fds, threads, _data in rows:
+    for t, role, name, pid, _, rss, _anon, _file, _shmem, fds, threads, *_ in rows:
         series.setdefault(f"{role} {name} ({pid})", []).append((t / 60, rss / 1024, fds, threads))
     for label, v in series.items():
         if len(v) < 12:
@@ -224,7 +272,26 @@ def plot(rows, path):
     print(f"soak: plot {path}")
 
 
+def report_file(path):
+    """--report: the table of a finished (or running) soak, from its samples.csv."""
+    rows = []
+    with open(path, newline="") as f:
+        for r in csv.DictReader(f):
+            rows.append((float(r["t_s"]), r["role"], r["name"], int(r["pid"]), int(r["members"]),
+                         *(int(r[k]) for k in ("rss_kib", "anon_kib", "file_kib", "shmem_kib",
+                                               "fds", "threads")),
+                         # older soaks recorded neither VmData nor orphan segments
+                         int(r.get("data_kib") or 0), int(r.get("orphan_shm") or 0)))
+    if not rows:
+        sys.exit(f"soak: {path} has no samples")
+    end_s = rows[-1][0]
+    warmup_s = 60 * env_num("SOAK_WARMUP_MIN", 10)
+    sys.exit(0 if report(rows, warmup_s, end_s) else 1)
+
+
 def main():
+    if len(sys.argv) == 3 and sys.argv[1] == "--report":
+        return report_file(sys.argv[2])
     if len(sys.argv) != 2:
         sys.exit(__doc__)
     build = sys.argv[1]

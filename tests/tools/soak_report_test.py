@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """tools/soak.py's verdict (growth, report) on synthetic samples whose growth is known."""
 import contextlib
+import ctypes
 import io
 import os
 import sys
@@ -18,15 +19,15 @@ def check(name, ok, detail=""):
 
 
 def rows_of(name, pid, start_s, end_s, members, rss_at, fds_at=lambda t: 20,
-            threads_at=lambda t: 10, data_kib=300_000):
+            threads_at=lambda t: 10, data_kib=300_000, orphans_at=lambda t: 0):
     """A row every 5 s: (t, role, name, pid, members, rss, anon, file, shmem, fds, threads,
-    data); rss_at(t, members) in KiB."""
+    data, orphan segments); rss_at(t, members) in KiB."""
     out = []
     for t in range(start_s, end_s + 1, 5):
         m = members(t)
         rss = rss_at(t, m)
         out.append((float(t), "node", name, pid, m, rss, rss - 30_000, 28_000, 2_000,
-                    fds_at(t), threads_at(t), data_kib))
+                    fds_at(t), threads_at(t), data_kib, orphans_at(t)))
     return out
 
 
@@ -37,14 +38,46 @@ def verdict(rows, warmup_s=600, end_s=3600):
     return ok, text.getvalue()
 
 
+def orphan_detection():
+    """A SysV segment made by a process that has exited and still mapped here counts; one
+    this process made does not."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.shmat.restype = ctypes.c_void_p
+    libc.shmat.argtypes = (ctypes.c_int, ctypes.c_void_p, ctypes.c_int)
+    libc.shmdt.argtypes = (ctypes.c_void_p,)
+    ipc_creat, ipc_rmid = 0o1000, 0
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:  # makes a segment and exits, as a peer's UCX worker would
+        os.write(write, str(libc.shmget(0, 4096, ipc_creat | 0o600)).encode())
+        os._exit(0)
+    os.waitpid(child, 0)
+    theirs = int(os.read(read, 32))
+    mine = libc.shmget(0, 4096, ipc_creat | 0o600)
+    check("segments made", theirs >= 0 and mine >= 0, f"{theirs} {mine}")
+    if theirs < 0 or mine < 0:
+        return
+    addrs = [libc.shmat(theirs, None, 0), libc.shmat(mine, None, 0)]
+    try:
+        n = soak.orphan_segments(os.getpid(), soak.sysv_creators())
+        check("a dead process's segment held here is counted, our own is not", n == 1, str(n))
+    finally:
+        for shmid, addr in zip((theirs, mine), addrs):
+            libc.shmdt(ctypes.c_void_p(addr))
+            libc.shmctl(shmid, ipc_rmid, None)
+    n = soak.orphan_segments(os.getpid(), soak.sysv_creators())
+    check("none once let go", n == 0, str(n))
+
+
 def main():
+    orphan_detection()
     two_three = lambda t: 2 if (t // 60) % 2 else 3  # alternates every minute
     # A node's RSS follows its share (more at 2 nodes than at 3), and does not grow.
     flat = rows_of("n1", 11, 0, 3600, two_three, lambda t, m: 250_000 if m == 3 else 270_000)
     ok, text = verdict(flat)
     check("flat at each node count passes", ok, text)
     check("both node counts in the table", " 2 " in text and " 3 " in text, text)
-    check("VmData shown", "300000→300000" in text, text)
+    check("VmData and dead peers' segments shown", "300000→300000; 0→0" in text, text)
 
     # 2% more at 3 nodes by the last third: missed, though 2 nodes stayed flat.
     grows = rows_of("n1", 11, 0, 3600, two_three,
