@@ -325,14 +325,21 @@ std::vector<StateTensor> Trainer::snapshot_state(FlatRange owned, bool engram) c
 }
 
 namespace {
-// The next entry of a snapshot being refilled: its buffer is reused when there is one.
-StateTensor& next_entry(std::vector<StateTensor>* out, size_t* at, std::string name,
+// A snapshot's buffers by tensor name, kept for the next one: a tensor still in the share
+// is copied into the memory of its last copy; the buffers of tensors the share lost are
+// freed. (By position, a buffer would keep the largest tensor that ever sat there: the heap
+// ratcheted up with each view change.)
+using SpareBuffers = std::map<std::string, std::vector<float>, std::less<>>;
+
+StateTensor& next_entry(std::vector<StateTensor>* out, SpareBuffers* spare, std::string name,
                         std::vector<int64_t> shape, size_t floats) {
-  if (*at == out->size()) out->emplace_back();
-  StateTensor& t = (*out)[(*at)++];
+  StateTensor& t = out->emplace_back();
+  if (auto it = spare->find(name); it != spare->end() && it->second.size() == floats)
+    t.data = std::move(it->second);
+  else
+    t.data.resize(floats);
   t.name = std::move(name);
   t.shape = std::move(shape);
-  t.data.resize(floats);
   return t;
 }
 
@@ -352,15 +359,18 @@ void Trainer::snapshot_state_into(FlatRange owned, bool engram,
   // Every entry sized first, then the copies run on the training threads: a snapshot holds
   // training between two steps, when they idle (issue 12's stall).
   std::vector<std::function<void()>> copies;
-  size_t at = 0;
+  SpareBuffers spare;
+  for (StateTensor& t : *out) spare.emplace(std::move(t.name), std::move(t.data));
+  out->clear();
+  out->reserve(spare.size());
   for (size_t t = 0; t < table.all().size(); ++t) {
     const ParamInfo& p = table.all()[t];
     if (!owned.covers(p)) continue;
-    StateTensor& pt = next_entry(out, &at, "param/" + p.name, p.shape, size_t(p.numel));
+    StateTensor& pt = next_entry(out, &spare, "param/" + p.name, p.shape, size_t(p.numel));
     add_copy(&copies, params.data() + p.offset, pt.data.data(), size_t(p.numel));
     const int64_t n = optimizer_->state_floats_of(t);
     if (n == 0) continue;
-    float* o = next_entry(out, &at, "optim/" + p.name, {n}, size_t(n)).data.data();
+    float* o = next_entry(out, &spare, "optim/" + p.name, {n}, size_t(n)).data.data();
     copies.push_back([this, t, o] { optimizer_->read_state(t, o); });
   }
   if (engram && engram_) {
@@ -372,12 +382,12 @@ void Trainer::snapshot_state_into(FlatRange owned, bool engram,
                               engram_->moment_v(int64_t(t)).data()};
       for (size_t k = 0; k < 3; ++k)
         add_copy(&copies, parts[k],
-                 next_entry(out, &at, engram_state_name(info.name, kEngramParts[k]), shape, n)
+                 next_entry(out, &spare, engram_state_name(info.name, kEngramParts[k]), shape, n)
                      .data.data(),
                  n);
     }
   }
-  out->resize(at);
+  spare.clear();  // the tensors the share lost: freed before the copies run
   parallel_for(int64_t(copies.size()), threads_, [&](int64_t i, int) { copies[size_t(i)](); });
 }
 

@@ -312,8 +312,9 @@ class Trainer {
   // its tensors' weights and optimizer state, and with `engram` every Engram table and its
   // moments. Taken between steps; training may go on while it is written.
   std::vector<StateTensor> snapshot_state(FlatRange owned, bool engram) const;
-  // The same into `out`, reusing its buffers (a checkpoint every N steps copies into the
-  // memory of the last one: no allocation, no page faults).
+  // The same into `out`, reusing its buffers by tensor name (a checkpoint every N steps
+  // copies into the memory of the last one: no allocation, no page faults while the share
+  // stays; a changed share frees what it lost and allocates what it gained).
   void snapshot_state_into(FlatRange owned, bool engram, std::vector<StateTensor>* out) const;
   // The shard names snapshot_state would give an owner of `owned` (with engram).
   std::vector<std::string> state_names(FlatRange owned, bool engram) const;

@@ -2,7 +2,9 @@
 // on to the bits of a run that never stopped, whoever owned which tensors.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <map>
+#include <utility>
 
 #include "tests/tiny_test_job.h"
 #include "train/dp_plan.h"
@@ -73,6 +75,33 @@ TEST(CheckpointState, MuonResumesBitwiseFromThreeOwners) {
 }
 TEST(CheckpointState, EngramTablesAndMomentsResumeBitwise) {
   resume_matches("adamw", true, 2);
+}
+
+// A worker refills one snapshot at every checkpoint (snapshot_state_into) while its share
+// changes with the view. The buffers must follow the share, not keep the largest tensor that
+// ever sat at each position: that ratchet grew the anchor node's heap through a soak.
+TEST(CheckpointState, SnapshotBuffersFollowTheShare) {
+  const JobConfig cfg = job("muon", true);
+  Trainer t(cfg);
+  std::vector<StateTensor> snap;
+  size_t worst = 0;
+  for (const auto& [workers, me] : std::vector<std::pair<int64_t, int64_t>>{
+           {3, 1}, {1, 0}, {2, 1}, {5, 4}, {4, 2}, {2, 0}, {3, 2}, {5, 0}, {3, 1}}) {
+    const FlatRange share = plan_owners(t.table, workers)[size_t(me)];
+    t.snapshot_state_into(share, me == 0, &snap);
+    const std::vector<StateTensor> fresh = t.snapshot_state(share, me == 0);
+    ASSERT_EQ(snap.size(), fresh.size());
+    size_t held = 0, needed = 0;
+    for (size_t i = 0; i < snap.size(); ++i) {
+      EXPECT_EQ(snap[i].name, fresh[i].name);
+      EXPECT_EQ(snap[i].data, fresh[i].data) << snap[i].name;
+      held += snap[i].data.capacity(), needed += fresh[i].data.size();
+    }
+    worst = std::max(worst, held - needed);
+    EXPECT_EQ(held, needed) << "share " << me << " of " << workers << ": " << held - needed
+                            << " floats held beyond the share";
+  }
+  EXPECT_EQ(worst, 0u);
 }
 
 TEST(CheckpointState, WrongSizeShardIsNamed) {
