@@ -98,6 +98,9 @@ struct FabricCounters {
   // Not a counter: the peers whose state the fabric holds now, up or not yet freed. It
   // returns to the live peers once departed ones are freed (a long job's churn leaves none).
   uint64_t peers_held = 0;
+  // Full FIFOs of exited shared-memory peers marked read so that UCX lets them go
+  // (runtime/dead_peer_fifos.h).
+  uint64_t dead_fifos_released = 0;
   // The door (runtime/bootstrap.h): handshakes that admitted a peer, and every connection
   // closed before that, by reason.
   uint64_t handshakes_admitted = 0;

@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <future>
 
+#include "runtime/dead_peer_fifos.h"
 #include "runtime/log.h"
 #include "runtime/ucx_fabric_impl.h"
 
@@ -186,6 +187,8 @@ void UcxFabric::Impl::progress_loop() {
     if (!rndv_waiting.empty()) start_waiting_rndv();
     if (!closing.empty()) reap_closed();
     if (!retired.empty()) free_retired_peers();
+    if (fifo_sweep_until != clock::time_point{} && ++fifo_sweep_polls % progress_clock_polls == 0)
+      sweep_dead_fifos();
     if (never_sleep) continue;
     if (active) {
       last_activity = clock::now();
@@ -222,6 +225,30 @@ void UcxFabric::Impl::lend(bool on) {
   } else {
     handlers.guest->step_aside();
   }
+}
+
+void UcxFabric::Impl::arm_fifo_sweep() {
+  if (!options.release_dead_peer_fifos) return;
+  const auto now = std::chrono::steady_clock::now();
+  fifo_sweep_until = now + fifo_sweep_window;
+  if (next_fifo_sweep == std::chrono::steady_clock::time_point{}) next_fifo_sweep = now;
+}
+
+void UcxFabric::Impl::sweep_dead_fifos() {
+  const auto now = std::chrono::steady_clock::now();
+  if (now < next_fifo_sweep) return;
+  if (now > fifo_sweep_until) {
+    fifo_sweep_until = next_fifo_sweep = {};
+    return;
+  }
+  next_fifo_sweep = now + fifo_sweep_interval;
+  const FifoSweep s = release_dead_peer_fifos();
+  if (s.released == 0) return;
+  counters.dead_fifos_released.fetch_add(uint64_t(s.released));
+  log::info(
+      "fabric: marked {} full FIFO(s) of exited peers read ({}), so that UCX 1.13 ends "
+      "their endpoints and unmaps them",
+      s.released, s.detail);
 }
 
 // Frees the close requests that completed (the loop calls it while any are open).
@@ -423,6 +450,7 @@ FabricCounters UcxFabric::counters() const {
   out.send_failed = c.send_failed.load();
   out.peers_down = c.peers_down.load();
   out.peers_held = c.peers_held.load();
+  out.dead_fifos_released = c.dead_fifos_released.load();
   if (impl_->bootstrap) impl_->bootstrap->add_counters(&out);
   return out;
 }

@@ -48,6 +48,9 @@ struct UcxOptions {
   size_t buffer_cache_bytes_max = size_t{512} << 20;
   // A kept buffer unused this long is freed (a recovery's burst does not stay resident).
   int64_t buffer_cache_idle_ms = buffer_idle_ms_default.count();
+  // Marks exited shared-memory peers' full FIFOs read, so that UCX 1.13 destroys their
+  // endpoints and unmaps their memory (dead_peer_fifos.h). false: UCX as it is (tests).
+  bool release_dead_peer_fifos = true;
 };
 
 class UcxFabric final : public Fabric {

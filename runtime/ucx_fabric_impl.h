@@ -41,6 +41,11 @@ inline constexpr uint32_t progress_idle_polls_min = 64;
 // reading the clock every 16 polls keeps the spin's idle test under 5% of its time.
 inline constexpr uint32_t progress_clock_polls = 16;
 static_assert(progress_idle_polls_min % progress_clock_polls == 0);
+// After a peer fails, this process's mappings are swept for exited peers' full FIFOs
+// (dead_peer_fifos.h) every fifo_sweep_interval for fifo_sweep_window: a hung peer is
+// declared down first and killed (by its launcher) later.
+inline constexpr std::chrono::milliseconds fifo_sweep_interval{2000};
+inline constexpr std::chrono::milliseconds fifo_sweep_window{180000};
 // How long the destructor lets endpoints flush (deliver what was sent: a Shutdown) before
 // it force-closes them. A peer that answers flushes in microseconds; one that stopped
 // answering (a hung node) never does.
@@ -128,7 +133,7 @@ struct RecvOp {
 struct AtomicCounters {
   std::atomic<uint64_t> sent_messages{0}, sent_bytes{0}, received_messages{0}, received_bytes{0},
       rejected_malformed{0}, rejected_oversized{0}, dropped_stale_epoch{0}, dropped_queue_full{0},
-      send_failed{0}, peers_down{0}, peers_held{0};
+      send_failed{0}, peers_down{0}, peers_held{0}, dead_fifos_released{0};
 };
 
 struct UcxFabric::Impl {
@@ -234,6 +239,12 @@ struct UcxFabric::Impl {
   // peer_down. Without this, a long job's coordinator kept every departed node's state.
   std::vector<PeerId> retired;
   void free_retired_peers();
+  // Until when, and when next, exited peers' full FIFOs are swept (UcxOptions::
+  // release_dead_peer_fifos); armed by a peer's failure.
+  std::chrono::steady_clock::time_point fifo_sweep_until{}, next_fifo_sweep{};
+  uint32_t fifo_sweep_polls = 0;
+  void arm_fifo_sweep();
+  void sweep_dead_fifos();
   // Peers whose bootstrap connection closed (token, why): failed after the worker has
   // delivered what they sent before they went, so that a Shutdown precedes the loss.
   std::vector<std::pair<uint64_t, std::string>> lost_peers;

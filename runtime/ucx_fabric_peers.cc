@@ -161,6 +161,7 @@ void UcxFabric::Impl::fail_peer(PeerState* peer, const Status& why) {
   peer->up = false;
   to_close.push_back(peer);
   counters.peers_down.fetch_add(1);
+  arm_fifo_sweep();
   {
     std::lock_guard<std::mutex> lock(peer_mutex);
     peer_up[peer->id] = false;
@@ -246,6 +247,7 @@ void UcxFabric::disconnect(PeerId id) {
     peer->up = false;
     ++im->fenced_peers;
     im->to_close.push_back(peer);
+    im->arm_fifo_sweep();
     im->counters.peers_down.fetch_add(1);
     {
       std::lock_guard<std::mutex> lock(im->peer_mutex);
