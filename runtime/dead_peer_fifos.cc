@@ -17,12 +17,12 @@ namespace troupe::runtime {
 
 namespace {
 
-// A SysV mapping of this process: its address range and segment id (maps' inode column).
-struct SysvMapping {
-  uintptr_t start = 0, end = 0;
-  int64_t shmid = -1;
-  bool writable = false;
-};
+// Gone for sure: no such process (a reused pid counts as alive, and its FIFO is left).
+bool exited(pid_t pid) {
+  return pid > 0 && ::kill(pid, 0) != 0 && errno == ESRCH;
+}
+
+}  // namespace
 
 std::vector<SysvMapping> sysv_mappings() {
   std::vector<SysvMapping> out;
@@ -44,7 +44,6 @@ std::vector<SysvMapping> sysv_mappings() {
   return out;
 }
 
-// shmid → the pid that created the segment (/proc/sysvipc/shm's cpid column).
 std::map<int64_t, pid_t> sysv_creators() {
   std::map<int64_t, pid_t> out;
   std::ifstream table("/proc/sysvipc/shm");
@@ -57,13 +56,6 @@ std::map<int64_t, pid_t> sysv_creators() {
   }
   return out;
 }
-
-// Gone for sure: no such process (a reused pid counts as alive, and its FIFO is left).
-bool exited(pid_t pid) {
-  return pid > 0 && ::kill(pid, 0) != 0 && errno == ESRCH;
-}
-
-}  // namespace
 
 bool ucx_layout_known() {
   unsigned major = 0, minor = 0, release = 0;

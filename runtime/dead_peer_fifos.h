@@ -17,8 +17,12 @@
 // flush then finds room, and UCX destroys the endpoint and detaches both segments itself.
 #pragma once
 
+#include <sys/types.h>
+
 #include <cstdint>
+#include <map>
 #include <string>
+#include <vector>
 
 namespace troupe::runtime {
 
@@ -42,6 +46,16 @@ struct FifoSweep {
 // Sweeps this process's SysV mappings (/proc/self/maps, /proc/sysvipc/shm) as described
 // above. Only for UCX 1.13, whose layout this is (ucx_layout_known); never throws.
 FifoSweep release_dead_peer_fifos();
+
+// A SysV mapping of this process (/proc/self/maps): its address range and segment id.
+struct SysvMapping {
+  uintptr_t start = 0, end = 0;
+  int64_t shmid = -1;
+  bool writable = false;
+};
+std::vector<SysvMapping> sysv_mappings();
+// shmid → the pid that created the segment (/proc/sysvipc/shm).
+std::map<int64_t, pid_t> sysv_creators();
 
 // Whether the linked UCX is 1.13.x (the layout above was read from it).
 bool ucx_layout_known();

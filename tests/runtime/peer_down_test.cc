@@ -16,10 +16,10 @@
 #include <iterator>
 #include <map>
 #include <set>
-#include <sstream>
 #include <string>
 #include <thread>
 
+#include "runtime/dead_peer_fifos.h"
 #include "runtime/ucx_fabric.h"
 
 namespace troupe::runtime {
@@ -113,27 +113,13 @@ TEST(UcxFabricPeerDown, KilledPeerSurfacesWithinBound) {
 
 // The SysV segments mapped in this process that `creator` made.
 int segments_of(pid_t creator) {
-  std::map<int64_t, pid_t> cpid;
-  std::ifstream table("/proc/sysvipc/shm");
-  std::string line;
-  std::getline(table, line);
-  while (std::getline(table, line)) {
-    std::istringstream in(line);
-    int64_t key = 0, id = 0, perms = 0, size = 0, pid = 0;
-    if (in >> key >> id >> perms >> size >> pid) cpid[id] = pid_t(pid);
-  }
+  const std::map<int64_t, pid_t> cpid = sysv_creators();
   std::set<int64_t> ids;
-  std::ifstream maps("/proc/self/maps");
-  while (std::getline(maps, line)) {
-    std::istringstream in(line);
-    std::string range, perms, offset, dev, path;
-    int64_t inode = 0;
-    if (in >> range >> perms >> offset >> dev >> inode >> path && path.rfind("/SYSV", 0) == 0)
-      ids.insert(inode);
+  for (const SysvMapping& m : sysv_mappings()) {
+    const auto it = cpid.find(m.shmid);
+    if (it != cpid.end() && it->second == creator) ids.insert(m.shmid);
   }
-  int n = 0;
-  for (int64_t id : ids) n += cpid.count(id) && cpid[id] == creator ? 1 : 0;
-  return n;
+  return int(ids.size());
 }
 
 // Whether process `pid` is stopped (SIGSTOP taken: state T).
@@ -144,28 +130,19 @@ bool stopped(pid_t pid) {
   return paren != std::string::npos && paren + 2 < text.size() && text[paren + 2] == 'T';
 }
 
-// The unread elements of `creator`'s FIFO as this process maps it (the control block of
-// UCX 1.13's uct_mm_fifo_ctl_t: head at 0, tail at 128, the owner's pid at 136), or -1.
+// The unread elements of `creator`'s FIFO as this process maps it (UCX 1.13's control
+// block: dead_peer_fifos.h), or -1.
 int64_t unread_in_fifo_of(pid_t creator) {
-  std::ifstream maps("/proc/self/maps");
-  std::string line;
-  while (std::getline(maps, line)) {
-    std::istringstream in(line);
-    std::string range, perms, offset, dev, path;
-    int64_t inode = 0;
-    if (!(in >> range >> perms >> offset >> dev >> inode >> path) || path.rfind("/SYSV", 0) != 0)
-      continue;
-    const uintptr_t start = std::stoull(range.substr(0, range.find('-')), nullptr, 16);
-    const uintptr_t end = std::stoull(range.substr(range.find('-') + 1), nullptr, 16);
-    if (end - start > (uintptr_t{1} << 20)) continue;  // receive buffers, not a FIFO
-    const auto* base = reinterpret_cast<const volatile unsigned char*>(start);
+  for (const SysvMapping& m : sysv_mappings()) {
+    if (m.end - m.start > mm_fifo_segment_bytes_max) continue;  // receive buffers
+    const auto* base = reinterpret_cast<const unsigned char*>(m.start);
     pid_t owner = 0;
-    std::memcpy(&owner, const_cast<const unsigned char*>(base) + 136, sizeof owner);
+    std::memcpy(&owner, base + mm_fifo_pid_offset, sizeof owner);
     if (owner != creator) continue;
     uint64_t head = 0, tail = 0;
-    std::memcpy(&head, const_cast<const unsigned char*>(base), 8);
-    std::memcpy(&tail, const_cast<const unsigned char*>(base) + 128, 8);
-    return int64_t((head & ~(uint64_t{1} << 63)) - tail);
+    std::memcpy(&head, base + mm_fifo_head_offset, 8);
+    std::memcpy(&tail, base + mm_fifo_tail_offset, 8);
+    return int64_t((head & ~mm_fifo_head_armed_bit) - tail);
   }
   return -1;
 }
