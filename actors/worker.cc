@@ -34,6 +34,7 @@
 #include "actors/roles.h"
 #include "config/config_parse.h"
 #include "runtime/control.pb.h"
+#include "runtime/log.h"
 #include "runtime/step_hook.h"
 #include "train/dp_plan.h"
 #include "train/step_rules.h"
@@ -63,6 +64,11 @@ void plan(WorkerState& s, int64_t workers, int64_t me) {
   // (worker_reshape.cc frees the old share's gradient buffers first).
   s.snapshot = std::make_shared<std::vector<model::StateTensor>>();
   ::malloc_trim(0);
+  // What the heap holds after the trim, once per view: the soak reads a node's live heap
+  // here (exact) where its RSS moves by whole huge pages (tools/soak.py).
+  const struct mallinfo2 heap = ::mallinfo2();
+  log::info("{}: heap after the trim at {} workers: {} KiB in use, {} KiB held, {} KiB mapped",
+            s.ctx.address, workers, heap.uordblks >> 10, heap.arena >> 10, heap.hblkhd >> 10);
   for (size_t t = 0; t < s.trainer->table.all().size(); ++t) {
     int64_t owners = 0;
     for (const FlatRange& f : s.owners) owners += f.covers(s.trainer->table.all()[t]) ? 1 : 0;

@@ -25,11 +25,18 @@ process that lived through the measured window (after SOAK_WARMUP_MIN, 10, minut
 RSS then and at the end (growth ≤ 1%), its file descriptors and threads (no growth). Beside
 the growth, the spread of the medians of the window's six equal blocks at that node count:
 a node's RSS swings by tens of MiB with each trim and refill of its heap, and a growth below
-that spread is not told from noise by these samples.
+that spread is not told from noise by these samples. File descriptors and threads are
+compared by their floor (the least in each third): one open for a moment is no leak. Last,
+the anchor's live heap as its worker logged it after each view change's trim (mallinfo2:
+exact, where RSS moves by whole huge pages), first third against last third.
 Exit 1 when a fault was not recovered or a bound was missed.
 """
 import csv
+import datetime
+import glob
+import json
 import os
+import re
 import random
 import signal
 import statistics
@@ -106,6 +113,7 @@ class Sampler(threading.Thread):
                            "file_kib", "shmem_kib", "fds", "threads", "data_kib",
                            "orphan_shm"])
         self.t0 = time.monotonic()
+        self.wall_t0 = time.time()  # the node logs' clock
 
     def processes(self):
         """(members, [(role, name, pid)]): members is the number of active nodes."""
@@ -178,6 +186,47 @@ def inject(job, troupe, rng, kinds, nodes, anchor, max_nodes):
     return f"kill -9 coordinator (pid {pid})", nodes
 
 
+HEAP_LINE = re.compile(r"^(\S+) \[info\] \[[^\]]*\] (\S+)/worker\.\d+: heap after the trim at "
+                       r"(\d+) workers: (\d+) KiB in use, (\d+) KiB held, (\d+) KiB mapped")
+
+
+def heap_lines(run_dir, node, wall_t0):
+    """The live heap a node's worker reported after each view change's trim (exact, where
+    RSS moves by whole huge pages): [(t_s since wall_t0, workers, in use, held, mapped KiB)]
+    from the job's node logs, in time order."""
+    out = []
+    for path in glob.glob(os.path.join(run_dir, "node-*.log")):
+        with open(path, errors="replace") as f:
+            for line in f:
+                m = HEAP_LINE.match(line)
+                if m and m.group(2) == node:
+                    t = datetime.datetime.fromisoformat(m.group(1)).timestamp() - wall_t0
+                    out.append((t, *(int(m.group(i)) for i in range(3, 7))))
+    return sorted(out)
+
+
+def heap_report(lines, warmup_s, end_s):
+    """Prints the live heap, first third vs last third of the window at equal worker count
+    (medians); returns the largest growth in % (None when no count is in both thirds)."""
+    third = (end_s - warmup_s) / 3
+    first = [x for x in lines if warmup_s <= x[0] < warmup_s + third]
+    last = [x for x in lines if x[0] >= end_s - third]
+    worst = None
+    print(f"live heap of the anchor after each view change's trim ({len(lines)} views; mallinfo2, "
+          f"KiB): first third vs last third at equal worker count")
+    for w in sorted({x[1] for x in first} & {x[1] for x in last}):
+        a = [statistics.median(x[i] for x in first if x[1] == w) for i in (2, 3, 4)]
+        b = [statistics.median(x[i] for x in last if x[1] == w) for i in (2, 3, 4)]
+        pct = 100.0 * (b[0] - a[0]) / a[0]
+        worst = pct if worst is None else max(worst, pct)
+        n_a, n_b = sum(x[1] == w for x in first), sum(x[1] == w for x in last)
+        print(f"  {w} workers ({n_a} → {n_b} views): in use {a[0]:.0f} → {b[0]:.0f} ({pct:+.2f}%), "
+              f"held {a[1]:.0f} → {b[1]:.0f}, mapped {a[2]:.0f} → {b[2]:.0f}")
+    if worst is None:
+        print("  no worker count in both thirds")
+    return worst
+
+
 def series_of(rows):
     """{(role, name, pid): [(t, members, rss, anon, file, shmem, fds, threads, data,
     orphan segments)]}"""
@@ -197,9 +246,12 @@ def growth(v, start_s, end_s):
     first = [r for r in v if start_s <= r[0] < start_s + third]
     last = [r for r in v if r[0] >= end_s - third]
     out = []
+    # fds and threads (6, 7) by their floor: a control request or a peer being replaced adds
+    # one for a moment (the coordinator's swing 37-42 within a minute), a leak raises the floor
+    pick = lambda i: min if i in (6, 7) else statistics.median  # noqa: E731
     for m in sorted({r[1] for r in first} & {r[1] for r in last}):
-        a = [statistics.median(r[i] for r in first if r[1] == m) for i in range(2, 10)]
-        b = [statistics.median(r[i] for r in last if r[1] == m) for i in range(2, 10)]
+        a = [pick(i)(r[i] for r in first if r[1] == m) for i in range(2, 10)]
+        b = [pick(i)(r[i] for r in last if r[1] == m) for i in range(2, 10)]
         out.append((m, a, b, 100.0 * (b[0] - a[0]) / a[0]))
     return out
 
@@ -286,7 +338,13 @@ def report_file(path):
         sys.exit(f"soak: {path} has no samples")
     end_s = rows[-1][0]
     warmup_s = 60 * env_num("SOAK_WARMUP_MIN", 10)
-    sys.exit(0 if report(rows, warmup_s, end_s) else 1)
+    ok = report(rows, warmup_s, end_s)
+    meta = os.path.join(os.path.dirname(os.path.abspath(path)), "soak.json")
+    if os.path.exists(meta):  # older soaks did not write it
+        with open(meta) as f:
+            m = json.load(f)
+        heap_report(heap_lines(m["run_dir"], m["anchor"], m["wall_t0"]), warmup_s, end_s)
+    sys.exit(0 if ok else 1)
 
 
 def main():
@@ -320,12 +378,15 @@ def main():
               recover_s, common=["--set", "train.eval_every=0", "--set",
                                  "checkpoint.every_steps=50", "--set", "checkpoint.keep=2",
                                  "--set", f"fault_tolerance.heartbeat_timeout_ms={heartbeat_ms}"])
-    sampler = Sampler(job, os.path.join(work, "samples.csv"), sample_s)
+    sampler, anchor = None, None
     ok, recovered, faults = True, True, 0
     try:
         st = steady_nodes(job, nodes, recover_s)
         anchor = min(n["id"] for n in st["nodes"])
         print(f"soak: {anchor} is the anchor (never a victim)", flush=True)
+        sampler = Sampler(job, os.path.join(work, "samples.csv"), sample_s)
+        with open(os.path.join(work, "soak.json"), "w") as f:
+            json.dump({"anchor": anchor, "wall_t0": sampler.wall_t0, "run_dir": job.run_dir}, f)
         sampler.start()
         t_end = time.monotonic() + 60 * minutes
         while time.monotonic() < t_end:
@@ -344,11 +405,14 @@ def main():
               f"SOAK_MINUTES={minutes:g} SOAK_FAULTS={','.join(kinds)} make soak "
               f"(run directory kept: {job.run_dir})", flush=True)
     finally:
-        end_s = time.monotonic() - sampler.t0
-        if sampler.is_alive():
+        end_s = time.monotonic() - sampler.t0 if sampler else 0.0
+        if sampler and sampler.is_alive():
             sampler.finish()
         job.stop()
+    if sampler is None:
+        sys.exit(f"soak: the job never became steady; see {job.run_dir}.out")
     ok &= report(sampler.rows, warmup_s, end_s)
+    heap_report(heap_lines(job.run_dir, anchor, sampler.wall_t0), warmup_s, end_s)
     plot(sampler.rows, os.path.join(work, "soak.png"))
     print(f"soak: {faults} faults injected, {'each' if recovered else 'NOT each'} recovered; "
           f"samples in {work}/samples.csv; {'PASS' if ok else 'FAIL'}")
