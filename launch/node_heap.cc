@@ -13,7 +13,8 @@ namespace troupe::launch {
 std::optional<std::string> node_heap_environment(const char* current) {
   const std::string_view now = current == nullptr ? std::string_view{} : current;
   if (now.find("glibc.malloc.hugetlb=") != std::string_view::npos ||
-      now.find("glibc.malloc.arena_max=") != std::string_view::npos)
+      now.find("glibc.malloc.arena_max=") != std::string_view::npos ||
+      now.find("glibc.malloc.mmap_threshold=") != std::string_view::npos)
     return std::nullopt;
   if (now.empty()) return std::string(node_heap_tunables);
   return std::string(now) + ":" + node_heap_tunables;

@@ -4,8 +4,13 @@
 // 2-core box, 2 MiB pages 1–10 ms. glibc's malloc puts its heap in transparent huge pages
 // only when told at exec time (GLIBC_TUNABLES, read before main), and only for its main
 // arena, so `troupe node` executes itself again once, same pid and arguments, with
-// glibc.malloc.hugetlb=1 (madvise its memory for THP) and glibc.malloc.arena_max=1 (one
-// arena: the main one). docs/operations.md, "A node's heap".
+// glibc.malloc.hugetlb=1 (madvise its memory for THP), glibc.malloc.arena_max=1 (one
+// arena: the main one) and glibc.malloc.mmap_threshold=1048576: a block of 1 MiB or more is
+// a mapping of its own, given back whole when freed. Left to itself, glibc raises that
+// threshold to the size of each mapped block freed (up to 32 MiB), so the tensors of a
+// later view come from the heap instead; its top, pinned by whatever lives above them,
+// then only grows, and khugepaged refills the trimmed holes below it in 2 MiB pages: a
+// node's RSS crept up with every change of view. docs/operations.md, "A node's heap".
 #pragma once
 
 #include <optional>
@@ -14,10 +19,11 @@
 namespace troupe::launch {
 
 // What a node adds to GLIBC_TUNABLES.
-inline constexpr const char* node_heap_tunables = "glibc.malloc.hugetlb=1:glibc.malloc.arena_max=1";
+inline constexpr const char* node_heap_tunables =
+    "glibc.malloc.hugetlb=1:glibc.malloc.arena_max=1:glibc.malloc.mmap_threshold=1048576";
 
 // The GLIBC_TUNABLES a node should run with, given the current value (nullptr: unset); none
-// when the current value already sets either tunable (the operator chose: hugetlb=0 turns
+// when the current value already sets one of these tunables (the operator chose: hugetlb=0 turns
 // this off) or already holds node_heap_tunables.
 std::optional<std::string> node_heap_environment(const char* current);
 

@@ -119,9 +119,9 @@ def log_levels(troupe, work):
 def node_heap(troupe, work):
     """`troupe node` runs with its heap in 2 MiB pages (launch/node_heap.h): it executes itself
     again with glibc's tunables set, keeping others' and leaving an operator's choice alone."""
-    cases = ((None, "glibc.malloc.hugetlb=1:glibc.malloc.arena_max=1"),
-             ("glibc.malloc.tcache_count=0",
-              "glibc.malloc.tcache_count=0:glibc.malloc.hugetlb=1:glibc.malloc.arena_max=1"),
+    added = "glibc.malloc.hugetlb=1:glibc.malloc.arena_max=1:glibc.malloc.mmap_threshold=1048576"
+    cases = ((None, added),
+             ("glibc.malloc.tcache_count=0", "glibc.malloc.tcache_count=0:" + added),
              ("glibc.malloc.hugetlb=0", "glibc.malloc.hugetlb=0"))
     for before, want in cases:
         env = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}
