@@ -5,6 +5,7 @@
 #include <caf/all.hpp>
 #include <optional>
 #include <string>
+#include <string_view>
 
 #include "runtime/lent_scheduler.h"
 
@@ -20,11 +21,11 @@ struct Host::Impl {
     // Work sharing: idle scheduler threads block on a condition variable and wake when a
     // message arrives. The default work stealing polls with sleeps once idle, which put
     // 100-250 us on every hop of a message that arrives after a quiet spell (bench_actors).
-    // TROUPE_CAF_POLICY=lent lends the fabric's thread to it too (lent_scheduler.h): one-way
-    // actor latency 1.2-1.6 us instead of ~21 us, but not the default until it is shown safe
-    // under CPU contention (docs/architecture.md, "Threads"). `stealing`: CAF's default.
+    // The default, `lent`, lends the fabric's thread to it too (lent_scheduler.h): one-way
+    // actor latency 1.2-1.6 us instead of ~21 us (docs/architecture.md, "Threads").
+    // TROUPE_CAF_POLICY=sharing is plain work sharing; `stealing`, CAF's default.
     const char* p = std::getenv("TROUPE_CAF_POLICY");
-    const std::string policy = p != nullptr ? p : "sharing";
+    const std::string policy = p != nullptr && *p != '\0' ? p : "lent";
     if (policy == "lent") {
       config.set("scheduler.policy", caf::atom("sharing"));
       use_lent_scheduler(config);
@@ -77,6 +78,13 @@ Result<std::unique_ptr<Fabric>> make_ucx_fabric(const HostOptions& o, FabricHand
 }
 
 Result<std::unique_ptr<Host>> Host::create(HostOptions options) {
+  const char* policy = std::getenv("TROUPE_CAF_POLICY");
+  const std::string_view chosen = policy == nullptr ? "" : policy;
+  if (!chosen.empty() && chosen != "lent" && chosen != "sharing" && chosen != "stealing")
+    return Status(Code::invalid_argument,
+                  fmt::format("TROUPE_CAF_POLICY={}: not a scheduler policy; use lent (the "
+                              "default), sharing or stealing, or unset it",
+                              chosen));
   std::unique_ptr<Host> host(new Host);
   host->impl_ = options.system ? std::make_unique<Impl>(options.system)
                                : std::make_unique<Impl>(std::max(1, options.caf_threads));

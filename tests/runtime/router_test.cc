@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include <caf/all.hpp>
+#include <cstdlib>
 
 #include "runtime/control.pb.h"
 #include "runtime/host.h"
@@ -211,6 +212,19 @@ TEST(Router, AnEvictedNodesLateMessagesAreRefusedAsEvicted) {
   c_self->receive([&](ActorMessage&) { delivered = true; },
                   caf::after(std::chrono::milliseconds(0)) >> [] {});
   EXPECT_FALSE(delivered) << "an evicted node's message reached the coordinator";
+}
+
+TEST(Router, AnUnknownSchedulerPolicyIsRefusedByName) {
+  ::setenv("TROUPE_CAF_POLICY", "fast", 1);
+  Result<std::unique_ptr<Host>> h = Host::create(HostOptions{});
+  ::unsetenv("TROUPE_CAF_POLICY");
+  ASSERT_FALSE(h.ok());
+  EXPECT_NE(h.status().to_string().find("TROUPE_CAF_POLICY=fast: not a scheduler policy"),
+            std::string::npos)
+      << h.status().to_string();
+  // unset, the default (lent) lends the fabric's thread
+  std::unique_ptr<Host> lent = test::make_host("n1", "s");
+  EXPECT_TRUE(lent->fabric_thread_lent());
 }
 
 TEST(Router, AddressesParse) {
