@@ -222,9 +222,11 @@ TEST(Router, AnUnknownSchedulerPolicyIsRefusedByName) {
   EXPECT_NE(h.status().to_string().find("TROUPE_CAF_POLICY=fast: not a scheduler policy"),
             std::string::npos)
       << h.status().to_string();
-  // unset, the default (lent) lends the fabric's thread
+  ::setenv("TROUPE_CAF_POLICY", "lent", 1);
   std::unique_ptr<Host> lent = test::make_host("n1", "s");
+  ::unsetenv("TROUPE_CAF_POLICY");
   EXPECT_TRUE(lent->fabric_thread_lent());
+  EXPECT_FALSE(test::make_host("n2", "s")->fabric_thread_lent());  // unset: work sharing
 }
 
 TEST(Router, AddressesParse) {
