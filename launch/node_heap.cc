@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
@@ -12,10 +13,15 @@ namespace troupe::launch {
 
 std::optional<std::string> node_heap_environment(const char* current) {
   const std::string_view now = current == nullptr ? std::string_view{} : current;
-  if (now.find("glibc.malloc.hugetlb=") != std::string_view::npos ||
-      now.find("glibc.malloc.arena_max=") != std::string_view::npos ||
-      now.find("glibc.malloc.mmap_threshold=") != std::string_view::npos)
-    return std::nullopt;
+  // Each of node_heap_tunables' names ("glibc.malloc.x=" up to its '='): one the current
+  // value already sets is the operator's choice.
+  const std::string_view ours = node_heap_tunables;
+  for (size_t at = 0; at < ours.size();) {
+    const size_t end = std::min(ours.find(':', at), ours.size());
+    const std::string_view name = ours.substr(at, ours.find('=', at) + 1 - at);
+    if (now.find(name) != std::string_view::npos) return std::nullopt;
+    at = end + 1;
+  }
   if (now.empty()) return std::string(node_heap_tunables);
   return std::string(now) + ":" + node_heap_tunables;
 }

@@ -5,11 +5,18 @@
 #include <caf/all.hpp>
 #include <optional>
 #include <string>
-#include <string_view>
 
 #include "runtime/lent_scheduler.h"
 
 namespace troupe::runtime {
+
+namespace {
+// TROUPE_CAF_POLICY; "sharing" when unset or empty.
+std::string caf_policy() {
+  const char* p = std::getenv("TROUPE_CAF_POLICY");
+  return p != nullptr && *p != '\0' ? p : "sharing";
+}
+}  // namespace
 
 struct Host::Impl {
   explicit Impl(int threads) : own_system(std::in_place, configure(threads)) {
@@ -24,8 +31,7 @@ struct Host::Impl {
     // TROUPE_CAF_POLICY=lent lends the fabric's thread to it too (lent_scheduler.h): one-way
     // actor latency 1.2-2.0 us instead of ~21 us, but not the default: made so, it hung two
     // CI jobs at their start (docs/architecture.md, "Threads"). `stealing`: CAF's default.
-    const char* p = std::getenv("TROUPE_CAF_POLICY");
-    const std::string policy = p != nullptr && *p != '\0' ? p : "sharing";
+    const std::string policy = caf_policy();
     if (policy == "lent") {
       config.set("scheduler.policy", caf::atom("sharing"));
       use_lent_scheduler(config);
@@ -78,13 +84,12 @@ Result<std::unique_ptr<Fabric>> make_ucx_fabric(const HostOptions& o, FabricHand
 }
 
 Result<std::unique_ptr<Host>> Host::create(HostOptions options) {
-  const char* policy = std::getenv("TROUPE_CAF_POLICY");
-  const std::string_view chosen = policy == nullptr ? "" : policy;
-  if (!chosen.empty() && chosen != "lent" && chosen != "sharing" && chosen != "stealing")
+  if (const std::string policy = caf_policy();
+      policy != "lent" && policy != "sharing" && policy != "stealing")
     return Status(Code::invalid_argument,
                   fmt::format("TROUPE_CAF_POLICY={}: not a scheduler policy; use sharing (the "
                               "default), lent or stealing, or unset it",
-                              chosen));
+                              policy));
   std::unique_ptr<Host> host(new Host);
   host->impl_ = options.system ? std::make_unique<Impl>(options.system)
                                : std::make_unique<Impl>(std::max(1, options.caf_threads));

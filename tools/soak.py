@@ -186,6 +186,13 @@ def inject(job, troupe, rng, kinds, nodes, anchor, max_nodes):
     return f"kill -9 coordinator (pid {pid})", nodes
 
 
+def thirds(rows, start_s, end_s):
+    """The rows (time first) of the first and of the last third of [start_s, end_s]."""
+    third = (end_s - start_s) / 3
+    return ([r for r in rows if start_s <= r[0] < start_s + third],
+            [r for r in rows if r[0] >= end_s - third])
+
+
 HEAP_LINE = re.compile(r"^(\S+) \[info\] \[[^\]]*\] (\S+)/worker\.\d+: heap after the trim at "
                        r"(\d+) workers: (\d+) KiB in use, (\d+) KiB held, (\d+) KiB mapped")
 
@@ -208,9 +215,7 @@ def heap_lines(run_dir, node, wall_t0):
 def heap_report(lines, warmup_s, end_s):
     """Prints the live heap, first third vs last third of the window at equal worker count
     (medians); returns the largest growth in % (None when no count is in both thirds)."""
-    third = (end_s - warmup_s) / 3
-    first = [x for x in lines if warmup_s <= x[0] < warmup_s + third]
-    last = [x for x in lines if x[0] >= end_s - third]
+    first, last = thirds(lines, warmup_s, end_s)
     worst = None
     print(f"live heap of the anchor after each view change's trim ({len(lines)} views; mallinfo2, "
           f"KiB): first third vs last third at equal worker count")
@@ -242,9 +247,7 @@ def growth(v, start_s, end_s):
     each node count seen both in the first and in the last third of the window, the median
     of each figure there: [(count, (rss, anon, file, shmem, fds, threads, data, orphan
     segments) then, the same at the end, RSS %)]."""
-    third = (end_s - start_s) / 3
-    first = [r for r in v if start_s <= r[0] < start_s + third]
-    last = [r for r in v if r[0] >= end_s - third]
+    first, last = thirds(v, start_s, end_s)
     out = []
     # fds and threads (6, 7) by their floor: a control request or a peer being replaced adds
     # one for a moment (the coordinator's swing 37-42 within a minute), a leak raises the floor
