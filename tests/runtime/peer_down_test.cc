@@ -104,31 +104,20 @@ pid_t spawn_child(int* read_fd) {
   return pid;
 }
 
-// An echo child, killed and reaped when this goes, and the port it reported (0: none).
-struct EchoChild {
-  pid_t pid = -1;
-  uint16_t port = 0;
-  EchoChild() {
-    int fd = -1;
-    pid = spawn_child(&fd);
-    if (pid <= 0) return;
-    pollfd pfd{fd, POLLIN, 0};
-    if (poll(&pfd, 1, 20000) != 1 || read(fd, &port, sizeof(port)) != ssize_t(sizeof(port)))
-      port = 0;
-    close(fd);
-  }
-  ~EchoChild() {
-    if (pid > 0) kill(pid, SIGKILL), waitpid(pid, nullptr, 0);
-  }
-};
-
 TEST(UcxFabricPeerDown, KilledPeerSurfacesWithinBound) {
   ASSERT_FALSE(child_started);
-  EchoChild echo;
-  ASSERT_GT(echo.pid, 0);
-  ASSERT_NE(echo.port, 0) << "child did not report its port";
-  const pid_t child = echo.pid;
-  const uint16_t port = echo.port;
+  int fd = -1;
+  const pid_t child = spawn_child(&fd);
+  ASSERT_GT(child, 0);
+  struct Reaper {
+    pid_t pid;
+    ~Reaper() { kill(pid, SIGKILL), waitpid(pid, nullptr, 0); }
+  } reaper{child};
+  pollfd pfd{fd, POLLIN, 0};
+  ASSERT_EQ(poll(&pfd, 1, 20000), 1) << "child did not report its port";
+  uint16_t port = 0;
+  ASSERT_EQ(read(fd, &port, sizeof(port)), static_cast<ssize_t>(sizeof(port)));
+  close(fd);
 
   std::promise<std::chrono::steady_clock::time_point> down;
   FabricHandlers h;
@@ -305,10 +294,18 @@ bool echo_heard_after_a_flooder_dies(UcxFabric& fabric, uint16_t port, PeerId ec
 
 TEST(UcxFabricPeerDown, APeerKilledMidWriteDoesNotStopOurReceives) {
   ASSERT_FALSE(child_started);
-  EchoChild echo;
-  ASSERT_GT(echo.pid, 0);
-  ASSERT_NE(echo.port, 0) << "child did not report its port";
-  const uint16_t echo_port = echo.port;
+  int fd = -1;
+  const pid_t echo = spawn_child(&fd);
+  ASSERT_GT(echo, 0);
+  struct Reaper {
+    pid_t pid;
+    ~Reaper() { kill(pid, SIGKILL), waitpid(pid, nullptr, 0); }
+  } echo_reaper{echo};
+  pollfd pfd{fd, POLLIN, 0};
+  ASSERT_EQ(poll(&pfd, 1, 20000), 1) << "child did not report its port";
+  uint16_t echo_port = 0;
+  ASSERT_EQ(read(fd, &echo_port, sizeof(echo_port)), static_cast<ssize_t>(sizeof(echo_port)));
+  close(fd);
   Tally t;
   FabricHandlers h;
   h.on_peer_down = [&](PeerId, const Status&) { t.downs.fetch_add(1); };
