@@ -53,8 +53,7 @@ struct SysvMapping {
   int64_t shmid = -1;
   bool writable = false;
 };
-// Another process's with `maps` = "/proc/PID/maps".
-std::vector<SysvMapping> sysv_mappings(const std::string& maps = "/proc/self/maps");
+std::vector<SysvMapping> sysv_mappings();
 // shmid → the pid that created the segment (/proc/sysvipc/shm).
 std::map<int64_t, pid_t> sysv_creators();
 
