@@ -116,6 +116,12 @@ def kill_at_the_edges(troupe, work, at):
           f"{h.group(1) if h else None} vs {want_hash}")
 
 
+def verdict(err):
+    """launch's last "the job stopped" line in `err`, or None."""
+    stopped = [l for l in err.splitlines() if "the job stopped" in l]
+    return stopped[-1] if stopped else None
+
+
 def join_pids(run_dir):
     """Node id (n1, n2, ...: worker 0, 1, ... in that order) to pid, from the join events."""
     pids = {}
@@ -142,8 +148,7 @@ def two_nodes_at_once(troupe, work, victims, recoverable, buddy_copies=1):
     for v in victims:
         os.kill(pids[v], signal.SIGKILL)
     out, err = p.communicate(timeout=120)
-    stopped = [l for l in err.splitlines() if "the job stopped" in l]
-    last = stopped[-1] if stopped else err.strip()[-300:] or "(no stderr)"
+    last = verdict(err) or err.strip()[-300:] or "(no stderr)"
     if recoverable:
         want_hash, _ = plain_run(troupe, work, 12)
         h = re.search(r"weights ([0-9a-f]{16})", out)
@@ -234,9 +239,7 @@ def kill_without_recovery(troupe, work):
     took = time.monotonic() - t0
     # launch's verdict, not the last line: the coordinator process may still log a late
     # warning after it (a handshake to the lost node refused: CI, 2026-12-06).
-    stopped = [l for l in err.splitlines() if "the job stopped" in l]
-    last = stopped[-1] if stopped else (err.strip().splitlines()[-1] if err.strip() else
-                                        "(no stderr)")
+    last = verdict(err) or (err.strip().splitlines()[-1] if err.strip() else "(no stderr)")
     check("norecover: exits 1 naming the lost node",
           p.returncode == 1 and re.search(r"node n[12] \(pid \d+\) lost|exited", last) is not None,
           f"status {p.returncode}: {last}")
