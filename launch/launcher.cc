@@ -115,8 +115,9 @@ class Launcher {
     restarts_.started(std::chrono::steady_clock::now());
     const auto deadline = std::chrono::steady_clock::now() + coordinator_start_ms;
     while (!std::filesystem::exists(file)) {
-      if (std::chrono::steady_clock::now() > deadline || supervisor_.pid_of(coordinator_) == 0)
-        return;  // it ended (reaped in supervise) or hangs: its exit says why
+      // It ended (supervise reaps it and says how) or hangs. pid_of would not see the end:
+      // a restarted coordinator that refused to start held launch here for 30 s.
+      if (std::chrono::steady_clock::now() > deadline || supervisor_.ended(coordinator_)) return;
       std::this_thread::sleep_for(std::chrono::milliseconds(5));  // another process's file
     }
     address_ = address_in(file);

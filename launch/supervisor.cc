@@ -151,6 +151,17 @@ pid_t Supervisor::pid_of(int index) const {
   return 0;
 }
 
+bool Supervisor::ended(int index) const {
+  for (const Child& c : children_) {
+    if (c.index != index) continue;
+    siginfo_t info{};
+    if (::waitid(P_PID, id_t(c.pid), &info, WEXITED | WNOHANG | WNOWAIT) != 0)
+      return errno == ECHILD;     // reaped by someone else: ended; EINTR: ask again later
+    return info.si_pid == c.pid;  // si_pid stays 0 while it runs (WNOHANG)
+  }
+  return true;  // reported ended already
+}
+
 std::vector<ChildExit> Supervisor::reap() {
   std::vector<ChildExit> out;
   for (size_t i = 0; i < children_.size();) {

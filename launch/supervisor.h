@@ -56,6 +56,10 @@ class Supervisor {
   bool signal_child(pid_t pid, int sig) const;
   // The process id of the live child `index`; 0 once it has been reported ended.
   pid_t pid_of(int index) const;
+  // True once child `index` has ended, reported or not: it looks without reaping, so reap()
+  // still says how it ended. (pid_of stays nonzero until reap: a loop waiting on something
+  // the child should do must ask this, or it waits its whole deadline for a dead child.)
+  bool ended(int index) const;
   // Waits until some child may have ended, one of `fds` is readable, or `deadline` passes.
   void wait_any(std::chrono::steady_clock::time_point deadline,
                 const std::vector<int>& fds = {}) const;

@@ -101,6 +101,25 @@ TEST_F(SupervisorTest, ReapDoesNotBlock) {
   EXPECT_EQ(sup.live(), 1u);
 }
 
+// launch waits for a (restarted) coordinator process to say where it listens; when that
+// process ends instead, the wait must see it at once, and reap() must still say how it ended.
+TEST_F(SupervisorTest, EndedSeesAnExitWithoutReapingIt) {
+  Supervisor sup;
+  const int runs = sup.start({"/bin/sleep", "30"}, "", "sleeper");
+  const int quits = sup.start({"/bin/sh", "-c", "exit 2"}, "", "quits");
+  const auto deadline = clock_type::now() + child_wait_ms;
+  while (!sup.ended(quits) && clock_type::now() < deadline) sup.wait_any(deadline);
+  EXPECT_TRUE(sup.ended(quits));
+  EXPECT_FALSE(sup.ended(runs));
+  EXPECT_NE(sup.pid_of(quits), 0);  // not reaped
+  const std::vector<ChildExit> exits = sup.reap();
+  ASSERT_EQ(exits.size(), 1u);
+  EXPECT_EQ(exits[0].index, quits);
+  EXPECT_EQ(exits[0].exit_code, 2);
+  EXPECT_TRUE(sup.ended(quits));  // reported: still ended
+  EXPECT_FALSE(sup.ended(runs));
+}
+
 TEST_F(SupervisorTest, StopAllTerminatesWithinGrace) {
   Supervisor sup;
   sup.start({"/bin/sleep", "30"}, "", "sleeper");
