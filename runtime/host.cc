@@ -3,10 +3,12 @@
 #include <fmt/format.h>
 
 #include <caf/all.hpp>
+#include <chrono>
 #include <optional>
 #include <string>
 
 #include "runtime/lent_scheduler.h"
+#include "runtime/log.h"
 
 namespace troupe::runtime {
 
@@ -48,6 +50,31 @@ struct Host::Impl {
   std::unique_ptr<Fabric> fabric;
   caf::actor router;
   std::string address;
+
+  // How long ~Host waits for the router to stop before it closes the fabric: the router's
+  // handlers take microseconds, but a loaded box may not run it at once.
+  static constexpr std::chrono::milliseconds router_stop_wait_ms{10000};
+  // The router calls the fabric (send, connect) from its handlers: it must be gone before the
+  // fabric is. An exit only queued did not suffice: a coordinator process SIGSEGVed in
+  // Bootstrap::connect on the router's thread while the main thread was already tearing the
+  // fabric down (launch.faults' norecover job, 1 run in ~60). On a simulation's system nothing
+  // runs unless the simulation drives it, and nothing runs beside this thread: no wait there.
+  void stop_router() {
+    if (!router) return;  // create() failed before it
+    if (!own_system) {
+      caf::anon_send_exit(router, caf::exit_reason::user_shutdown);
+      return;
+    }
+    caf::scoped_actor self{*caf_system};
+    self->monitor(router);
+    self->send_exit(router, caf::exit_reason::user_shutdown);
+    bool stopped = false;
+    self->receive([&](const caf::down_msg&) { stopped = true; },
+                  caf::after(router_stop_wait_ms) >> [] {});
+    if (!stopped)
+      log::warn("the router did not stop within {} ms; closing the fabric anyway",
+                router_stop_wait_ms.count());
+  }
 };
 
 namespace {
@@ -118,7 +145,7 @@ Result<std::unique_ptr<Host>> Host::create(HostOptions options) {
 
 Host::~Host() {
   if (!impl_) return;
-  caf::anon_send_exit(impl_->router, caf::exit_reason::user_shutdown);
+  impl_->stop_router();
   impl_->fabric.reset();  // closes endpoints; no handler runs after this
   impl_->router = nullptr;
 }
