@@ -5,6 +5,7 @@
 #include <caf/all.hpp>
 #include <deque>
 #include <map>
+#include <optional>
 
 #include "runtime/control.pb.h"
 #include "runtime/log.h"
@@ -15,6 +16,7 @@ namespace troupe::runtime {
 namespace {
 
 using flush_refusals_atom = caf::atom_constant<caf::atom("flushref")>;
+using sweep_unclaimed_atom = caf::atom_constant<caf::atom("sweepunc")>;
 
 // A node the view evicted (evict_atom), remembered by the peer it was bound to.
 struct Evicted {
@@ -28,6 +30,13 @@ struct Outgoing {
   std::string address;
 };
 
+// A message for a local name not registered yet (router.h, unclaimed_messages_max).
+struct Unclaimed {
+  caf::actor_clock::time_point deadline;
+  size_t bytes = 0;
+  ActorMessage m;
+};
+
 struct RouterState {
   RouterConfig cfg;
   uint64_t epoch = 0;
@@ -37,6 +46,9 @@ struct RouterState {
   std::map<std::string, std::string> address_of;  // node → host:port
   std::map<PeerId, Outgoing> outgoing;
   std::map<std::string, std::deque<ActorMessage>> waiting;  // node → messages until admitted
+  std::map<std::string, std::deque<Unclaimed>> unclaimed;   // local name → held, oldest first
+  size_t unclaimed_count = 0, unclaimed_bytes = 0;
+  bool unclaimed_sweep_due = false;  // a sweep_unclaimed_atom is on its way
   std::vector<caf::actor> watchers;
   std::map<PeerId, Evicted> evicted;  // at most evicted_peers_max, the newest (ids grow)
   std::vector<caf::actor> refusal_watchers;
@@ -140,16 +152,74 @@ Result<PeerId> open(Self* self, const std::string& address, const std::string& t
   return peer;
 }
 
+void drop_unclaimed(Self* self, const ActorMessage& m, const char* why) {
+  if (++self->state.counters.dropped_no_actor <= 5)
+    log::warn("router: no actor '{}' here (message type {} from {}): {}", m.to, m.type, m.from,
+              why);
+}
+
+// Held messages past their wait are dropped; the next sweep is due at the oldest left.
+void sweep_unclaimed(Self* self) {
+  auto& s = self->state;
+  s.unclaimed_sweep_due = false;
+  const auto now = self->clock().now();
+  std::optional<caf::actor_clock::time_point> next;
+  for (auto it = s.unclaimed.begin(); it != s.unclaimed.end();) {
+    auto& queue = it->second;
+    while (!queue.empty() && queue.front().deadline <= now) {
+      drop_unclaimed(self, queue.front().m, "nothing registered that name in time");
+      --s.unclaimed_count, s.unclaimed_bytes -= queue.front().bytes;
+      queue.pop_front();
+    }
+    if (queue.empty()) {
+      it = s.unclaimed.erase(it);
+      continue;
+    }
+    if (!next || queue.front().deadline < *next) next = queue.front().deadline;
+    ++it;
+  }
+  if (!next) return;
+  s.unclaimed_sweep_due = true;
+  self->delayed_send(self, *next - now, sweep_unclaimed_atom::value);
+}
+
+// Held until `name` registers: a role still starting (router.h).
+void hold_unclaimed(Self* self, std::string name, ActorMessage&& m) {
+  auto& s = self->state;
+  size_t bytes = m.header.size();
+  for (const Payload& p : m.payloads) bytes += p.bytes.size();
+  if (s.unclaimed_count >= unclaimed_messages_max ||
+      s.unclaimed_bytes + bytes > unclaimed_bytes_max)
+    return drop_unclaimed(self, m, "too many messages wait for names not registered yet");
+  ++s.unclaimed_count, s.unclaimed_bytes += bytes;
+  const auto deadline = self->clock().now() + s.cfg.unclaimed_wait_ms;
+  s.unclaimed[std::move(name)].push_back({deadline, bytes, std::move(m)});
+  if (s.unclaimed_sweep_due) return;
+  s.unclaimed_sweep_due = true;
+  self->delayed_send(self, s.cfg.unclaimed_wait_ms, sweep_unclaimed_atom::value);
+}
+
 void deliver_local(Self* self, ActorMessage&& m) {
   auto& s = self->state;
-  auto it = s.locals.find(local_part(m.to));
-  if (it == s.locals.end()) {
-    if (++s.counters.dropped_no_actor <= 5)
-      log::warn("router: no actor '{}' here (message type {} from {})", m.to, m.type, m.from);
-    return;
-  }
+  std::string name = local_part(m.to);
+  auto it = s.locals.find(name);
+  if (it == s.locals.end()) return hold_unclaimed(self, std::move(name), std::move(m));
   ++s.counters.delivered_local;
   self->send(it->second, std::move(m));
+}
+
+// `name` is registered: what waited for it goes first, in the order it came.
+void claim(Self* self, const std::string& name, const caf::actor& a) {
+  auto& s = self->state;
+  s.locals[name] = a;
+  auto it = s.unclaimed.find(name);
+  if (it == s.unclaimed.end()) return;
+  for (Unclaimed& u : it->second) {
+    --s.unclaimed_count, s.unclaimed_bytes -= u.bytes;
+    ++s.counters.held_unclaimed, ++s.counters.delivered_local;
+    self->send(a, std::move(u.m));
+  }
+  s.unclaimed.erase(it);
 }
 
 void route(Self* self, ActorMessage&& m) {
@@ -255,9 +325,8 @@ caf::behavior router(Self* self, RouterConfig cfg) {
   return {
       [=](ActorMessage& m) { route(self, std::move(m)); },
       [=](inbound_atom, ActorMessage& m) { inbound(self, std::move(m)); },
-      [=](register_atom, const std::string& name, const caf::actor& a) {
-        self->state.locals[name] = a;
-      },
+      [=](register_atom, const std::string& name, const caf::actor& a) { claim(self, name, a); },
+      [=](sweep_unclaimed_atom) { sweep_unclaimed(self); },
       [=](bind_atom, const std::string& node, PeerId peer) { admit(self, node, peer); },
       [=](address_atom, const std::string& node, const std::string& address) {
         self->state.address_of[node] = address;

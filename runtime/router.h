@@ -11,7 +11,8 @@
 //
 // Commands (actor_message.h atoms):
 //   ActorMessage                    route (local actor, bound peer, or msg.peer if set)
-//   (register_atom, name, actor)    local actor "role.index" receives ActorMessages
+//   (register_atom, name, actor)    local actor "role.index" receives ActorMessages, and
+//                                   first those held for it (unclaimed_messages_max)
 //   (bind_atom, node, peer)         the peer is that node (the coordinator admits joins)
 //   (address_atom, node, host:port) where to connect for that node
 //   (epoch_atom, epoch)             stamp outbound messages; older inbound ones are dropped
@@ -26,6 +27,7 @@
 
 #include <caf/actor.hpp>
 #include <caf/actor_system.hpp>
+#include <chrono>
 #include <string>
 
 #include "runtime/actor_message.h"
@@ -52,9 +54,19 @@ inline constexpr size_t evicted_peers_max = 1024;
 // are dropped and counted (send_errors) rather than growing without bound.
 inline constexpr size_t waiting_messages_max = 4096;
 
+// Messages for a local name no actor has registered yet: a role still starting (a rollout
+// registers from its own thread once its model is built) may be asked for work before it
+// can answer, and a message dropped then is never asked again. They are held, at most this
+// many and unclaimed_bytes_max of payload in all, and delivered in order when the name registers;
+// one not claimed within the wait (RouterConfig::unclaimed_wait_ms) is dropped and counted
+// (dropped_no_actor).
+inline constexpr size_t unclaimed_messages_max = 4096;
+inline constexpr size_t unclaimed_bytes_max = size_t{256} << 20;
+
 struct RouterConfig {
   Fabric* fabric = nullptr;  // outlives the router; it runs the handshakes
   std::string node_id;       // "" until the coordinator assigns one
+  std::chrono::milliseconds unclaimed_wait_ms{30000};  // see unclaimed_messages_max
 };
 
 // Spawns the router. The fabric's handlers must forward to it: see Host (host.h).

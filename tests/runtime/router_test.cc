@@ -12,6 +12,8 @@
 
 #include <caf/all.hpp>
 #include <cstdlib>
+#include <thread>
+#include <vector>
 
 #include "runtime/control.pb.h"
 #include "runtime/host.h"
@@ -212,6 +214,45 @@ TEST(Router, AnEvictedNodesLateMessagesAreRefusedAsEvicted) {
   c_self->receive([&](ActorMessage&) { delivered = true; },
                   caf::after(std::chrono::milliseconds(0)) >> [] {});
   EXPECT_FALSE(delivered) << "an evicted node's message reached the coordinator";
+}
+
+// A role still starting (a rollout registers from its own thread): what is sent to it
+// before it registers waits, in order, and is delivered when it does; what no one claims
+// within the wait is dropped and counted.
+TEST(Router, MessagesForANameNotRegisteredYetWaitForIt) {
+  auto host = make_host("n0", good_secret);
+  RouterConfig rc;
+  rc.fabric = &host->fabric();
+  rc.node_id = "n0";
+  rc.unclaimed_wait_ms = std::chrono::milliseconds(300);
+  caf::actor router = spawn_router(host->actor_system(), rc);
+  caf::scoped_actor self{host->actor_system()};
+  for (uint32_t type : {11u, 12u, 13u}) {
+    ActorMessage m;
+    m.from = "n0/coordinator.0", m.to = "n0/rollout.0", m.type = type;
+    caf::anon_send(router, m);
+  }
+  ActorMessage lost;
+  lost.from = "n0/coordinator.0", lost.to = "n0/nobody.0", lost.type = 14;
+  caf::anon_send(router, lost);
+  counters(self, router);  // all four are held from here
+  caf::anon_send(router, register_atom::value, std::string("rollout.0"), caf::actor(self));
+  std::vector<uint32_t> got;
+  for (int i = 0; i < 3; ++i)
+    self->receive([&](ActorMessage& m) { got.push_back(m.type); },
+                  caf::after(wait_for) >> [&] { ADD_FAILURE() << "a held message was lost"; });
+  EXPECT_EQ(got, (std::vector<uint32_t>{11, 12, 13}));
+  std::this_thread::sleep_for(std::chrono::milliseconds(600));  // past the wait
+  const RouterCounters c = counters(self, router);
+  EXPECT_EQ(c.held_unclaimed, 3u);
+  EXPECT_EQ(c.delivered_local, 3u);
+  EXPECT_EQ(c.dropped_no_actor, 1u) << "the message no one claimed must be dropped after the wait";
+  caf::anon_send(router, register_atom::value, std::string("nobody.0"), caf::actor(self));
+  bool late = false;
+  self->receive([&](ActorMessage&) { late = true; },
+                caf::after(std::chrono::milliseconds(200)) >> [] {});
+  EXPECT_FALSE(late) << "a message dropped after its wait was still delivered";
+  caf::anon_send_exit(router, caf::exit_reason::user_shutdown);
 }
 
 TEST(Router, AnUnknownSchedulerPolicyIsRefusedByName) {
