@@ -24,9 +24,9 @@ bool exited(pid_t pid) {
 
 }  // namespace
 
-std::vector<SysvMapping> sysv_mappings() {
+std::vector<SysvMapping> sysv_mappings(const std::string& path) {
   std::vector<SysvMapping> out;
-  std::ifstream maps("/proc/self/maps");
+  std::ifstream maps(path);
   std::string line;
   while (std::getline(maps, line)) {
     if (line.find("/SYSV") == std::string::npos) continue;

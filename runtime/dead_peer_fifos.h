@@ -53,7 +53,8 @@ struct SysvMapping {
   int64_t shmid = -1;
   bool writable = false;
 };
-std::vector<SysvMapping> sysv_mappings();
+// Another process's with `maps` = "/proc/PID/maps".
+std::vector<SysvMapping> sysv_mappings(const std::string& maps = "/proc/self/maps");
 // shmid → the pid that created the segment (/proc/sysvipc/shm).
 std::map<int64_t, pid_t> sysv_creators();
 

@@ -101,6 +101,9 @@ struct FabricCounters {
   // Full FIFOs of exited shared-memory peers marked read so that UCX lets them go
   // (runtime/dead_peer_fifos.h).
   uint64_t dead_fifos_released = 0;
+  // Slots of this process's receive FIFO that a writer died in the middle of, marked done
+  // so that the reader goes on (runtime/dead_writer_slots.h).
+  uint64_t dead_writer_slots_repaired = 0;
   // The door (runtime/bootstrap.h): handshakes that admitted a peer, and every connection
   // closed before that, by reason.
   uint64_t handshakes_admitted = 0;

@@ -228,19 +228,37 @@ void UcxFabric::Impl::lend(bool on) {
 }
 
 void UcxFabric::Impl::arm_fifo_sweep() {
-  if (!options.release_dead_peer_fifos) return;
+  if (!options.release_dead_peer_fifos && !options.repair_dead_writer_slots) return;
   const auto now = std::chrono::steady_clock::now();
   fifo_sweep_until = now + fifo_sweep_window;
   if (next_fifo_sweep == std::chrono::steady_clock::time_point{}) next_fifo_sweep = now;
 }
 
-void UcxFabric::Impl::sweep_dead_fifos() {
-  const auto now = std::chrono::steady_clock::now();
-  if (now < next_fifo_sweep) return;
-  if (now > fifo_sweep_until) {
-    fifo_sweep_until = next_fifo_sweep = {};
+void UcxFabric::Impl::check_dead_writer_slots(std::chrono::steady_clock::time_point now) {
+  if (!options.repair_dead_writer_slots || now < next_slot_check) return;
+  next_slot_check = now + dead_writer_check_interval;
+  const SlotRepair r = repair_dead_writer_slots(&unready_slots, dead_writer_stuck_ms_min, now);
+  if (r.repaired == 0) {
+    if (!r.detail.empty()) log::debug("fabric: a stuck receive slot waits: {}", r.detail);
     return;
   }
+  counters.dead_writer_slots_repaired.fetch_add(uint64_t(r.repaired));
+  log::warn(
+      "fabric: a peer died while writing into this process's shared-memory FIFO; marked "
+      "its slot done so that receives go on, where UCX 1.13 would wait at it forever ({}). "
+      "UCX warns of an active message with no handler: that is the slot",
+      r.detail);
+}
+
+void UcxFabric::Impl::sweep_dead_fifos() {
+  const auto now = std::chrono::steady_clock::now();
+  if (now > fifo_sweep_until) {
+    fifo_sweep_until = next_fifo_sweep = {};
+    unready_slots.clear();
+    return;
+  }
+  check_dead_writer_slots(now);
+  if (now < next_fifo_sweep || !options.release_dead_peer_fifos) return;
   next_fifo_sweep = now + fifo_sweep_interval;
   const FifoSweep s = release_dead_peer_fifos();
   if (s.released == 0) return;
@@ -451,6 +469,7 @@ FabricCounters UcxFabric::counters() const {
   out.peers_down = c.peers_down.load();
   out.peers_held = c.peers_held.load();
   out.dead_fifos_released = c.dead_fifos_released.load();
+  out.dead_writer_slots_repaired = c.dead_writer_slots_repaired.load();
   if (impl_->bootstrap) impl_->bootstrap->add_counters(&out);
   return out;
 }

@@ -51,6 +51,9 @@ struct UcxOptions {
   // Marks exited shared-memory peers' full FIFOs read, so that UCX 1.13 destroys their
   // endpoints and unmaps their memory (dead_peer_fifos.h). false: UCX as it is (tests).
   bool release_dead_peer_fifos = true;
+  // Marks a slot of our own receive FIFO that a writer died in the middle of as done, so
+  // that UCX 1.13 reads on (dead_writer_slots.h). false: UCX as it is (tests).
+  bool repair_dead_writer_slots = true;
 };
 
 class UcxFabric final : public Fabric {

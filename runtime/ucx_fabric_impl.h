@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "runtime/bootstrap.h"
+#include "runtime/dead_writer_slots.h"
 #include "runtime/ucx_fabric.h"
 #include "runtime/wire.h"
 
@@ -46,6 +47,16 @@ static_assert(progress_idle_polls_min % progress_clock_polls == 0);
 // declared down first and killed (by its launcher) later.
 inline constexpr std::chrono::milliseconds fifo_sweep_interval{2000};
 inline constexpr std::chrono::milliseconds fifo_sweep_window{180000};
+// In the same window, our own receive FIFOs are looked at this often for a slot that a
+// writer died in the middle of (dead_writer_slots.h), and one unready this long while no
+// process that maps the FIFO is stopped is repaired. A live writer fills a slot in
+// microseconds once it runs; the longest a runnable thread was seen waiting for a core here
+// is 1.6 s (docs/operations.md, "Late heartbeats"), and a writer that waited longer would
+// lose its message and, if it wrote its slot after a later writer did, that one's too. A
+// coordinator that hears no node at all waits three heartbeat timeouts (3 s at the least)
+// before it declares one dead, so the repair comes before that.
+inline constexpr std::chrono::milliseconds dead_writer_check_interval{250};
+inline constexpr std::chrono::milliseconds dead_writer_stuck_ms_min{2000};
 // How long the destructor lets endpoints flush (deliver what was sent: a Shutdown) before
 // it force-closes them. A peer that answers flushes in microseconds; one that stopped
 // answering (a hung node) never does.
@@ -133,7 +144,8 @@ struct RecvOp {
 struct AtomicCounters {
   std::atomic<uint64_t> sent_messages{0}, sent_bytes{0}, received_messages{0}, received_bytes{0},
       rejected_malformed{0}, rejected_oversized{0}, dropped_stale_epoch{0}, dropped_queue_full{0},
-      send_failed{0}, peers_down{0}, peers_held{0}, dead_fifos_released{0};
+      send_failed{0}, peers_down{0}, peers_held{0}, dead_fifos_released{0},
+      dead_writer_slots_repaired{0};
 };
 
 struct UcxFabric::Impl {
@@ -243,7 +255,10 @@ struct UcxFabric::Impl {
   // release_dead_peer_fifos); armed by a peer's failure.
   std::chrono::steady_clock::time_point fifo_sweep_until{}, next_fifo_sweep{};
   uint32_t fifo_sweep_polls = 0;
+  std::chrono::steady_clock::time_point next_slot_check{};
+  std::map<int64_t, UnreadySlot> unready_slots;  // repair_dead_writer_slots's memory
   void arm_fifo_sweep();
+  void check_dead_writer_slots(std::chrono::steady_clock::time_point now);
   void sweep_dead_fifos();
   // Peers whose bootstrap connection closed (token, why): failed after the worker has
   // delivered what they sent before they went, so that a Shutdown precedes the loss.
