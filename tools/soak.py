@@ -2,7 +2,9 @@
 """make soak: one long job of tiny on 3 node processes (replace_lost, up to 5 nodes, a
 checkpoint every 50 steps) with a random fault every SOAK_FAULT_EVERY_S (30) seconds for
 SOAK_MINUTES (120) minutes, while the resident memory (VmRSS), open file descriptors and
-threads of every process of the job are sampled every SOAK_SAMPLE_S (5) seconds.
+threads of every process of the job are sampled every SOAK_SAMPLE_S (5) seconds, and the
+anchor's /proc/PID/smaps is kept every SOAK_SMAPS_S (600) seconds in SOAK_DIR/smaps/
+(tools/smaps_diff.py A B: which mappings grew between two of them).
 
   tools/soak.py BUILD_DIR
   tools/soak.py --report SAMPLES_CSV   (the table again, from a soak's samples.csv)
@@ -103,9 +105,13 @@ def proc_sample(pid, creators=None):
 class Sampler(threading.Thread):
     """Every period_s: one row per process of the job (launch, coordinator, each node)."""
 
-    def __init__(self, job, path, period_s):
+    def __init__(self, job, path, period_s, anchor=None, smaps_s=0):
         super().__init__(daemon=True)
         self.job, self.period_s, self.stop_flag = job, period_s, threading.Event()
+        # every smaps_s (0: never), a copy of the anchor's /proc/PID/smaps in smaps/ beside
+        # samples.csv, named by time and node count: tools/smaps_diff.py says what grew
+        self.anchor, self.smaps_s, self.smaps_last = anchor, smaps_s, None
+        self.smaps_dir = os.path.join(os.path.dirname(path), "smaps")
         self.rows = []
         self.out = open(path, "w", newline="")
         self.csv = csv.writer(self.out)
@@ -133,12 +139,26 @@ class Sampler(threading.Thread):
             members, procs = self.processes()
             creators = sysv_creators()
             for role, name, pid in procs:
+                if name == self.anchor and self.smaps_s > 0 and (
+                        self.smaps_last is None or t - self.smaps_last >= self.smaps_s):
+                    self.smaps_last = t
+                    self.copy_smaps(pid, t, members)
                 got = proc_sample(pid, creators)
                 if got:
                     row = (round(t, 1), role, name, pid, members, *got)
                     self.rows.append(row)
                     self.csv.writerow(row)
             self.out.flush()
+
+    def copy_smaps(self, pid, t, members):
+        os.makedirs(self.smaps_dir, exist_ok=True)
+        try:
+            with open(f"/proc/{pid}/smaps") as f:
+                text = f.read()
+        except (FileNotFoundError, ProcessLookupError):
+            return
+        with open(os.path.join(self.smaps_dir, f"{int(t):06d}s-{members}nodes.smaps"), "w") as f:
+            f.write(text)
 
     def finish(self):
         self.stop_flag.set()
@@ -387,7 +407,8 @@ def main():
         st = steady_nodes(job, nodes, recover_s)
         anchor = min(n["id"] for n in st["nodes"])
         print(f"soak: {anchor} is the anchor (never a victim)", flush=True)
-        sampler = Sampler(job, os.path.join(work, "samples.csv"), sample_s)
+        sampler = Sampler(job, os.path.join(work, "samples.csv"), sample_s, anchor,
+                          env_num("SOAK_SMAPS_S", 600))
         with open(os.path.join(work, "soak.json"), "w") as f:
             json.dump({"anchor": anchor, "wall_t0": sampler.wall_t0, "run_dir": job.run_dir}, f)
         sampler.start()
