@@ -13,10 +13,10 @@
 namespace troupe::runtime {
 
 namespace {
-// TROUPE_CAF_POLICY; "sharing" when unset or empty.
+// TROUPE_CAF_POLICY; "lent" when unset or empty.
 std::string caf_policy() {
   const char* p = std::getenv("TROUPE_CAF_POLICY");
-  return p != nullptr && *p != '\0' ? p : "sharing";
+  return p != nullptr && *p != '\0' ? p : "lent";
 }
 }  // namespace
 
@@ -30,9 +30,9 @@ struct Host::Impl {
     // Work sharing: idle scheduler threads block on a condition variable and wake when a
     // message arrives. The default work stealing polls with sleeps once idle, which put
     // 100-250 us on every hop of a message that arrives after a quiet spell (bench_actors).
-    // TROUPE_CAF_POLICY=lent lends the fabric's thread to it too (lent_scheduler.h): one-way
-    // actor latency 1.2-2.0 us instead of ~21 us, but not the default: made so, it hung two
-    // CI jobs at their start (docs/architecture.md, "Threads"). `stealing`: CAF's default.
+    // The default, lent, lends the fabric's thread to it too (lent_scheduler.h): one-way
+    // actor latency 1.2-2.0 us instead of ~21 us (docs/architecture.md, "Threads").
+    // TROUPE_CAF_POLICY=sharing is plain work sharing; `stealing`, CAF's default.
     const std::string policy = caf_policy();
     if (policy == "lent") {
       config.set("scheduler.policy", caf::atom("sharing"));
@@ -114,8 +114,8 @@ Result<std::unique_ptr<Host>> Host::create(HostOptions options) {
   if (const std::string policy = caf_policy();
       policy != "lent" && policy != "sharing" && policy != "stealing")
     return Status(Code::invalid_argument,
-                  fmt::format("TROUPE_CAF_POLICY={}: not a scheduler policy; use sharing (the "
-                              "default), lent or stealing, or unset it",
+                  fmt::format("TROUPE_CAF_POLICY={}: not a scheduler policy; use lent (the "
+                              "default), sharing or stealing, or unset it",
                               policy));
   std::unique_ptr<Host> host(new Host);
   host->impl_ = options.system ? std::make_unique<Impl>(options.system)

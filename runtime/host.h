@@ -55,7 +55,7 @@ class Host {
 
   caf::actor_system& actor_system();
   const caf::actor& router() const;
-  // The fabric's thread runs this host's actors too (TROUPE_CAF_POLICY=lent): an actor that
+  // The fabric's thread runs this host's actors too (lent, the default policy): an actor that
   // blocks then holds up the transport, so blocking roles should get threads of their own.
   bool fabric_thread_lent() const;
   std::string listen_address() const;  // host:port

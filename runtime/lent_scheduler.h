@@ -1,5 +1,5 @@
-// A CAF scheduler a Host runs with TROUPE_CAF_POLICY=lent (not the default: see
-// docs/architecture.md, "Threads"): CAF's work sharing (one job queue, worker threads that
+// The CAF scheduler a Host runs by default (TROUPE_CAF_POLICY=sharing or =stealing picks
+// another; docs/architecture.md, "Threads"): CAF's work sharing (one job queue, worker threads that
 // block on it), plus the fabric's progress thread lent to it while that thread polls anyway
 // (FabricGuest, fabric.h). A message from the network then reaches its actor, and the
 // actor's reply reaches the transport, on the thread that received it: no other thread is

@@ -263,11 +263,11 @@ TEST(Router, AnUnknownSchedulerPolicyIsRefusedByName) {
   EXPECT_NE(h.status().to_string().find("TROUPE_CAF_POLICY=fast: not a scheduler policy"),
             std::string::npos)
       << h.status().to_string();
-  ::setenv("TROUPE_CAF_POLICY", "lent", 1);
-  std::unique_ptr<Host> lent = test::make_host("n1", "s");
+  ::setenv("TROUPE_CAF_POLICY", "sharing", 1);
+  std::unique_ptr<Host> sharing = test::make_host("n1", "s");
   ::unsetenv("TROUPE_CAF_POLICY");
-  EXPECT_TRUE(lent->fabric_thread_lent());
-  EXPECT_FALSE(test::make_host("n2", "s")->fabric_thread_lent());  // unset: work sharing
+  EXPECT_FALSE(sharing->fabric_thread_lent());
+  EXPECT_TRUE(test::make_host("n2", "s")->fabric_thread_lent());  // unset: lent, the default
 }
 
 TEST(Router, AddressesParse) {
