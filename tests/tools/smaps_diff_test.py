@@ -8,16 +8,11 @@ import os
 import sys
 import tempfile
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tools"))
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "..", "tools"))
+sys.path.insert(0, os.path.join(HERE, "..", "launch"))
 import smaps_diff  # noqa: E402
-
-failures = 0
-
-
-def check(name, ok, detail=""):
-    global failures
-    print(f"{'ok  ' if ok else 'FAIL'} {name}" + ("" if ok else f": {detail}"))
-    failures += 0 if ok else 1
+from launch_checks import check, failures  # noqa: E402
 
 
 def mapping(start, end, perms, name, rss, anon):
@@ -62,12 +57,15 @@ def main():
         text = out.getvalue()
         anon_line = next((l for l in text.splitlines() if l.startswith("anon ")), "")
         check("anon grew by 5000 + 512 KiB", "+5512" in anon_line, anon_line)
-        check("the heap did not grow", any(l.startswith("heap ") and " +0 " in l
-                                           for l in text.splitlines()), text)
-        check("the grown mapping is named", "+5000 KiB  anon  7f0000001000-7f0000801000" in text,
-              text)
-        check("the new mapping came", "anon   came      512 KiB  went        0 KiB" in text, text)
-    print("smaps_diff_test:", "ok" if failures == 0 else f"{failures} failure(s)")
+        lines = text.splitlines()
+        heap_line = next((l for l in lines if l.startswith("heap ")), "")
+        check("the heap did not grow", " +0 " in heap_line, heap_line)
+        grown = next((l for l in lines if "KiB  anon  " in l), "")
+        check("the grown mapping is named", "+5000 KiB  anon  7f0000001000-7f0000801000" in grown,
+              grown)
+        came = next((l for l in lines if "came" in l and "anon" in l), "")
+        check("the new mapping came", "anon   came      512 KiB  went        0 KiB" in came, came)
+    print("smaps_diff_test:", "ok" if not failures else f"{len(failures)} failure(s)")
     sys.exit(1 if failures else 0)
 
 
