@@ -547,6 +547,12 @@ const NodeInfo* silent_node(Self* self, time_point t) {
                       std::chrono::duration_cast<ms>(t - latest).count(),
                       all_silent_timeout_factor * timeout.count()),
           {{"silent_ms", std::chrono::duration_cast<ms>(t - latest).count()}});
+  // The silence ended: it was a stall of ours (a receive FIFO stopped by a writer killed
+  // mid-write, repaired after 2 s; the machine), and the other nodes' messages queued behind
+  // it arrive over the next moments. Each gets a fresh timeout from now, or the first node
+  // heard again would leave the rest declared dead at once (CI, kill0 under lent).
+  if (!all_silent && s.core.all_silent)
+    for (NodeInfo* n : nodes) n->last_heard = std::max(n->last_heard, t);
   s.core.all_silent = all_silent;
   const ms limit = all_silent ? all_silent_timeout_factor * timeout : timeout;
   for (const NodeInfo* n : nodes)

@@ -63,7 +63,22 @@ std::vector<pid_t> processes_mapping(int64_t shmid) {
   return out;
 }
 
-SlotRepair repair_dead_writer_slots(std::map<int64_t, UnreadySlot>* seen,
+std::set<int64_t> own_sysv_segments() {
+  std::set<int64_t> out;
+  try {
+    const std::map<int64_t, pid_t> creators = sysv_creators();
+    for (const SysvMapping& m : sysv_mappings()) {
+      const auto c = creators.find(m.shmid);
+      if (c != creators.end() && c->second == ::getpid() && m.writable) out.insert(m.shmid);
+    }
+  } catch (const std::exception&) {
+    // /proc unreadable or malformed: none known, so none is ever repaired
+  }
+  return out;
+}
+
+SlotRepair repair_dead_writer_slots(const std::set<int64_t>& fifos,
+                                    std::map<int64_t, UnreadySlot>* seen,
                                     std::chrono::milliseconds stuck_ms_min,
                                     std::chrono::steady_clock::time_point now) {
   SlotRepair out;
@@ -74,7 +89,8 @@ SlotRepair repair_dead_writer_slots(std::map<int64_t, UnreadySlot>* seen,
     std::map<int64_t, UnreadySlot> still;
     for (const SysvMapping& m : sysv_mappings()) {
       const auto c = creators.find(m.shmid);
-      if (c == creators.end() || c->second != ::getpid() || !m.writable) continue;
+      if (!fifos.contains(m.shmid) || c == creators.end() || c->second != ::getpid() || !m.writable)
+        continue;
       if (m.end - m.start > mm_fifo_segment_bytes_max || m.end - m.start < fifo_bytes) continue;
       auto* base = reinterpret_cast<std::byte*>(m.start);
       pid_t owner = 0;

@@ -25,6 +25,7 @@
 #include <chrono>
 #include <cstdint>
 #include <map>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -53,10 +54,17 @@ struct SlotRepair {
   std::string detail;    // what was repaired, or why a stuck slot was left, for the log
 };
 
-// Looks at this process's receive FIFOs as described above. `seen` carries the unready
-// slots between calls (keyed by segment id). Only for UCX 1.13 with its default FIFO
+// The SysV segments this process created and maps writable (no byte of them is read). A
+// fabric takes them before and after it makes its UCX worker: the new ones hold its receive
+// FIFO. Only those are looked at: another fabric of the same process (tests) unmaps its own
+// when it closes, and reading them then faulted (CI, 2026-12-06).
+std::set<int64_t> own_sysv_segments();
+
+// Looks at the receive FIFOs among `fifos` (shmids) as described above. `seen` carries the
+// unready slots between calls (keyed by segment id). Only for UCX 1.13 with its default FIFO
 // geometry; never throws.
-SlotRepair repair_dead_writer_slots(std::map<int64_t, UnreadySlot>* seen,
+SlotRepair repair_dead_writer_slots(const std::set<int64_t>& fifos,
+                                    std::map<int64_t, UnreadySlot>* seen,
                                     std::chrono::milliseconds stuck_ms_min,
                                     std::chrono::steady_clock::time_point now);
 

@@ -70,8 +70,11 @@ Status UcxFabric::Impl::init() {
   ucp_worker_params_t wp{};
   wp.field_mask = UCP_WORKER_PARAM_FIELD_THREAD_MODE;
   wp.thread_mode = UCS_THREAD_MODE_SERIALIZED;  // only the progress thread touches it
+  const std::set<int64_t> segments_before = own_sysv_segments();
   s = ucp_worker_create(context, &wp, &worker);
   if (s != UCS_OK) return ucx_error("ucp_worker_create", s);
+  for (int64_t id : own_sysv_segments())
+    if (!segments_before.contains(id)) own_fifo_segments.insert(id);
 
   ucp_worker_attr_t attr{};
   attr.field_mask = UCP_WORKER_ATTR_FIELD_MAX_AM_HEADER;
@@ -237,7 +240,8 @@ void UcxFabric::Impl::arm_fifo_sweep() {
 void UcxFabric::Impl::check_dead_writer_slots(std::chrono::steady_clock::time_point now) {
   if (!options.repair_dead_writer_slots || now < next_slot_check) return;
   next_slot_check = now + dead_writer_check_interval;
-  const SlotRepair r = repair_dead_writer_slots(&unready_slots, dead_writer_stuck_ms_min, now);
+  const SlotRepair r =
+      repair_dead_writer_slots(own_fifo_segments, &unready_slots, dead_writer_stuck_ms_min, now);
   if (r.repaired == 0) {
     if (!r.detail.empty()) log::debug("fabric: a stuck receive slot waits: {}", r.detail);
     return;

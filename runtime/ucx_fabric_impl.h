@@ -14,6 +14,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <thread>
 #include <unordered_map>
 #include <vector>
@@ -257,6 +258,7 @@ struct UcxFabric::Impl {
   uint32_t fifo_sweep_polls = 0;
   std::chrono::steady_clock::time_point next_slot_check{};
   std::map<int64_t, UnreadySlot> unready_slots;  // repair_dead_writer_slots's memory
+  std::set<int64_t> own_fifo_segments;  // made with our worker: its receive FIFO among them
   void arm_fifo_sweep();
   void check_dead_writer_slots(std::chrono::steady_clock::time_point now);
   void sweep_dead_fifos();

@@ -236,6 +236,38 @@ TEST_F(CoordinatorScript, WhenEveryNodeIsSilentTheCoordinatorWaitsLonger) {
       << events.back().second;
 }
 
+// When every node's silence ends with one node heard again, the others' messages are still
+// queued behind the stall: each gets a fresh timeout, and one still silent after it is
+// declared dead by the ordinary rule.
+TEST_F(CoordinatorScript, WhenEveryNodesSilenceEndsTheOthersGetAFreshTimeout) {
+  const auto& ft = config.fault_tolerance;
+  const auto tick = std::chrono::milliseconds(ft.heartbeat_interval_ms);
+  const auto n1_heard = [&] {
+    to_coordinator(make_message("n1/agent.0", "", runtime::heartbeat_type, control::Heartbeat{}));
+    sched.clock().advance_time(tick);
+    run();
+  };
+  for (int64_t t = ft.heartbeat_interval_ms; t <= 2 * ft.heartbeat_timeout_ms;
+       t += ft.heartbeat_interval_ms) {
+    sched.clock().advance_time(tick);
+    run();
+  }
+  ASSERT_EQ(count_events("all_nodes_silent"), 1u);
+  ASSERT_EQ(count_events("recover"), 0u);
+  for (int64_t t = ft.heartbeat_interval_ms; t <= ft.heartbeat_timeout_ms;
+       t += ft.heartbeat_interval_ms) {
+    n1_heard();
+    EXPECT_EQ(count_events("recover"), 0u) << t << " ms after n1 was heard again";
+  }
+  for (int64_t t = 0; t < 3 * ft.heartbeat_interval_ms && count_events("recover") == 0; t++)
+    n1_heard();
+  ASSERT_EQ(count_events("recover"), 1u);
+  EXPECT_EQ(events.back().second.find("every node silent"), std::string::npos)
+      << events.back().second;
+  EXPECT_NE(events.back().second.find("missed heartbeats"), std::string::npos)
+      << events.back().second;
+}
+
 // A node evicted for its silence is told so with the epoch of the view that dropped it (it
 // exits with exit_status_evicted, and launch replaces it), and the router refuses its late
 // messages as an evicted node's from that epoch on.

@@ -62,12 +62,12 @@ TEST(DeadWriterSlots, AStuckSlotIsMarkedReadyOnceItHasWaitedLongEnough) {
   OwnFifo fifo(100, 103, 110);  // round 1: ready slots show owner bit 1
   std::map<int64_t, UnreadySlot> seen;
   const auto t0 = clock::now();
-  SlotRepair r = repair_dead_writer_slots(&seen, std::chrono::milliseconds(1000), t0);
+  SlotRepair r = repair_dead_writer_slots({fifo.id()}, &seen, std::chrono::milliseconds(1000), t0);
   EXPECT_EQ(r.repaired, 0);
   EXPECT_FALSE(fifo.stuck_ready());
   ASSERT_EQ(seen.count(fifo.id()), 1u);
   EXPECT_EQ(seen[fifo.id()].index, 103u);
-  r = repair_dead_writer_slots(&seen, std::chrono::milliseconds(1000),
+  r = repair_dead_writer_slots({fifo.id()}, &seen, std::chrono::milliseconds(1000),
                                t0 + std::chrono::seconds(2));
   EXPECT_EQ(r.repaired, 1) << r.detail;
   EXPECT_TRUE(fifo.stuck_ready());
@@ -77,14 +77,27 @@ TEST(DeadWriterSlots, AStuckSlotIsMarkedReadyOnceItHasWaitedLongEnough) {
   EXPECT_NE(r.detail.find("slot 103"), std::string::npos) << r.detail;
 }
 
+// Only the FIFOs named are looked at (a fabric's own, found as it made its worker): another
+// fabric of the same process may unmap its segments at any time.
+TEST(DeadWriterSlots, OnlyTheNamedFifosAreLookedAt) {
+  OwnFifo fifo(100, 103, 110);
+  EXPECT_TRUE(own_sysv_segments().contains(fifo.id()));
+  std::map<int64_t, UnreadySlot> seen;
+  const SlotRepair r = repair_dead_writer_slots({fifo.id() + 1000000}, &seen,
+                                                std::chrono::milliseconds(0), clock::now());
+  EXPECT_EQ(r.repaired, 0) << r.detail;
+  EXPECT_FALSE(fifo.stuck_ready());
+  EXPECT_TRUE(seen.empty());
+}
+
 TEST(DeadWriterSlots, ASlotThatBecomesReadyOrMovesIsNotRepaired) {
   OwnFifo fifo(0, 5, 9);
   std::map<int64_t, UnreadySlot> seen;
   const auto t0 = clock::now();
-  repair_dead_writer_slots(&seen, std::chrono::milliseconds(1000), t0);
+  repair_dead_writer_slots({fifo.id()}, &seen, std::chrono::milliseconds(1000), t0);
   fifo.element(5)[0] = 0;  // its writer finished it: slot 6 is the one now (a fresh wait)
   fifo.element(6)[0] = 1;
-  const SlotRepair r = repair_dead_writer_slots(&seen, std::chrono::milliseconds(1000),
+  const SlotRepair r = repair_dead_writer_slots({fifo.id()}, &seen, std::chrono::milliseconds(1000),
                                                 t0 + std::chrono::seconds(2));
   EXPECT_EQ(r.repaired, 0) << r.detail;
   EXPECT_EQ(fifo.element(6)[0], 1);
@@ -107,13 +120,14 @@ TEST(DeadWriterSlots, NothingIsTouchedWhileAProcessThatMapsTheFifoIsStopped) {
   kill(child, SIGSTOP);
   waitpid(child, nullptr, WUNTRACED);
   std::map<int64_t, UnreadySlot> seen;
-  SlotRepair r = repair_dead_writer_slots(&seen, std::chrono::milliseconds(0), clock::now());
+  SlotRepair r =
+      repair_dead_writer_slots({fifo.id()}, &seen, std::chrono::milliseconds(0), clock::now());
   EXPECT_EQ(r.repaired, 0);
   EXPECT_NE(r.detail.find("pid " + std::to_string(child)), std::string::npos) << r.detail;
   EXPECT_FALSE(fifo.stuck_ready());
   kill(child, SIGKILL);  // dead now: it detached, and cannot finish the slot any more
   waitpid(child, nullptr, 0);
-  r = repair_dead_writer_slots(&seen, std::chrono::milliseconds(0), clock::now());
+  r = repair_dead_writer_slots({fifo.id()}, &seen, std::chrono::milliseconds(0), clock::now());
   EXPECT_EQ(r.repaired, 1) << r.detail;
   EXPECT_TRUE(fifo.stuck_ready());
 }
