@@ -84,13 +84,11 @@ SlotRepair repair_dead_writer_slots(const std::set<int64_t>& fifos,
   SlotRepair out;
   try {
     if (!ucx_layout_known() || fifo_geometry_overridden()) return out;
-    const std::map<int64_t, pid_t> creators = sysv_creators();
     const size_t fifo_bytes = mm_fifo_ctl_bytes + mm_fifo_elements * mm_fifo_element_bytes;
     std::map<int64_t, UnreadySlot> still;
     for (const SysvMapping& m : sysv_mappings()) {
-      const auto c = creators.find(m.shmid);
-      if (!fifos.contains(m.shmid) || c == creators.end() || c->second != ::getpid() || !m.writable)
-        continue;
+      // own_sysv_segments() chose them: made by this process, mapped writable
+      if (!fifos.contains(m.shmid) || !m.writable) continue;
       if (m.end - m.start > mm_fifo_segment_bytes_max || m.end - m.start < fifo_bytes) continue;
       auto* base = reinterpret_cast<std::byte*>(m.start);
       pid_t owner = 0;

@@ -57,7 +57,7 @@ struct Host::Impl {
   // The router calls the fabric (send, connect) from its handlers: it must be gone before the
   // fabric is. An exit only queued did not suffice: a coordinator process SIGSEGVed in
   // Bootstrap::connect on the router's thread while the main thread was already tearing the
-  // fabric down (launch.faults' norecover job, 1 run in ~60). On a simulation's system nothing
+  // fabric down (launch.faults' norecover job, 1 run in ~210). On a simulation's system nothing
   // runs unless the simulation drives it, and nothing runs beside this thread: no wait there.
   void stop_router() {
     if (!router) return;  // create() failed before it
