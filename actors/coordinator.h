@@ -29,10 +29,10 @@
 
 namespace troupe::actors {
 
-// When every node is silent at once, the stall is more likely this coordinator's or the whole
-// machine's (CPU starvation, a stalled VM) than every node dying together: a node is then
-// declared dead only after this many heartbeat_timeout_ms. A node silent while another is
-// heard is declared dead after one.
+// When every node is silent at once (none heard for half a heartbeat_timeout_ms), the stall is
+// more likely this coordinator's or the whole machine's (CPU starvation, a stalled VM) than
+// every node dying together: a node is then declared dead only after this many
+// heartbeat_timeout_ms. A node silent while another is heard is declared dead after one.
 inline constexpr int64_t all_silent_timeout_factor = 3;
 
 struct StepReport {

@@ -236,6 +236,31 @@ TEST_F(CoordinatorScript, WhenEveryNodeIsSilentTheCoordinatorWaitsLonger) {
       << events.back().second;
 }
 
+// The nodes fall silent one after another, heard last a heartbeat apart (CI, kill0 under lent:
+// the coordinator's receive FIFO stalled 13 ms into the job). The first one's timeout ran out
+// while the last one was still within its own, so it was declared dead by the ordinary rule
+// before every node counted as silent. No node heard for half a timeout already counts.
+TEST_F(CoordinatorScript, NodesFallingSilentOneByOneAreGivenTheLongerPatience) {
+  const auto& ft = config.fault_tolerance;
+  const auto tick = std::chrono::milliseconds(ft.heartbeat_interval_ms);
+  const auto heard = [&](std::initializer_list<const char*> nodes) {
+    for (const char* n : nodes)
+      to_coordinator(make_message(n, "", runtime::heartbeat_type, control::Heartbeat{}));
+    sched.clock().advance_time(tick);
+    run();
+  };
+  heard({"n1/agent.0", "n2/agent.0", "n3/agent.0"});
+  heard({"n2/agent.0", "n3/agent.0"});
+  heard({"n3/agent.0"});
+  const int64_t patience = all_silent_timeout_factor * ft.heartbeat_timeout_ms;
+  for (int64_t t = ft.heartbeat_interval_ms; t < patience - 2 * ft.heartbeat_interval_ms;
+       t += ft.heartbeat_interval_ms) {
+    heard({});
+    ASSERT_EQ(count_events("recover"), 0u) << t << " ms after the last node was heard";
+  }
+  EXPECT_EQ(count_events("all_nodes_silent"), 1u);
+}
+
 // When every node's silence ends with one node heard again, the others' messages are still
 // queued behind the stall: each gets a fresh timeout, and one still silent after it is
 // declared dead by the ordinary rule.
