@@ -337,7 +337,8 @@ void UcxFabric::Impl::close_endpoints(std::chrono::steady_clock::time_point flus
 
 // On the progress thread, at stop.
 void UcxFabric::Impl::close_all() {
-  for (auto& op : rndv_waiting) ucp_am_data_release(worker, op->data_desc);  // declines it
+  for (auto& [peer, waiting] : rndv_waiting)
+    for (auto& op : waiting) ucp_am_data_release(worker, op->data_desc);  // declines it
   rndv_waiting.clear();
   close_failed_endpoints();
   close_endpoints(std::chrono::steady_clock::now() + std::chrono::milliseconds(close_flush_ms_max));

@@ -265,7 +265,11 @@ struct UcxFabric::Impl {
   // Peers whose bootstrap connection closed (token, why): failed after the worker has
   // delivered what they sent before they went, so that a Shutdown precedes the loss.
   std::vector<std::pair<uint64_t, std::string>> lost_peers;
-  std::deque<std::unique_ptr<RecvOp>> rndv_waiting;
+  // Rendezvous receives not started yet, per sending peer in arrival order (a peer with no
+  // entry has none waiting). Per peer, so that a pass starts what fits in O(peers): one
+  // queue for all was scanned whole on every poll, thousands of entries when a peer streams
+  // 64 KiB messages (a tenth of the progress thread's time in bench_actors).
+  std::map<PeerId, std::deque<std::unique_ptr<RecvOp>>> rndv_waiting;
   std::vector<uint64_t> eager_offsets;  // deliver_eager's scratch, reused
   // Per sending peer: a peer that stops answering mid-transfer (a hung node) holds up its
   // own rendezvous receives, never the others'.

@@ -286,7 +286,7 @@ ucs_status_t UcxFabric::Impl::on_am(const void* header, size_t header_length, vo
   op->payload_sizes = std::move(frame.payload_bytes);
   op->storage_bytes = layout_payloads(op->payload_sizes, &op->payload_offsets);
   op->payload_bytes = length;
-  rndv_waiting.push_back(std::move(op));
+  rndv_waiting[peer].push_back(std::move(op));
   start_waiting_rndv();
   return UCS_INPROGRESS;
 }
@@ -314,21 +314,21 @@ void UcxFabric::Impl::deliver_eager(PeerId peer, Frame&& frame, const std::byte*
 // Fetches waiting rendezvous messages, each peer's oldest first, while that peer's
 // rndv_inflight_bytes_max allows (always at least one). Runs from the AM handler and from
 // the progress loop.
+// Each op is taken out before it starts, and the queues are looked up afresh after: a receive
+// that completes at once is delivered from inside start_rndv, and its handler may change them
+// (a disconnect declines that peer's waiting receives).
 void UcxFabric::Impl::start_waiting_rndv() {
-  std::vector<PeerId> held;  // peers with an earlier message still waiting: keep their order
-  for (auto it = rndv_waiting.begin(); it != rndv_waiting.end();) {
-    const PeerId peer = (*it)->message.peer;
-    const auto f = rndv_inflight_bytes.find(peer);  // no entry: nothing in flight
+  const auto fits = [this](const auto& entry) {
+    const auto f = rndv_inflight_bytes.find(entry.first);  // no entry: nothing in flight
     const uint64_t inflight = f == rndv_inflight_bytes.end() ? 0 : f->second;
-    const uint64_t bytes = (*it)->payload_bytes;
-    if (std::find(held.begin(), held.end(), peer) != held.end() ||
-        (inflight > 0 && inflight + bytes > rndv_inflight_bytes_max)) {
-      held.push_back(peer);
-      ++it;
-      continue;
-    }
-    std::unique_ptr<RecvOp> op = std::move(*it);
-    it = rndv_waiting.erase(it);
+    return inflight == 0 ||
+           inflight + entry.second.front()->payload_bytes <= rndv_inflight_bytes_max;
+  };
+  for (auto q = std::find_if(rndv_waiting.begin(), rndv_waiting.end(), fits);
+       q != rndv_waiting.end(); q = std::find_if(rndv_waiting.begin(), rndv_waiting.end(), fits)) {
+    std::unique_ptr<RecvOp> op = std::move(q->second.front());  // a peer's oldest first
+    q->second.pop_front();
+    if (q->second.empty()) rndv_waiting.erase(q);
     start_rndv(std::move(op));
   }
 }

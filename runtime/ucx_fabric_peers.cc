@@ -253,13 +253,9 @@ void UcxFabric::disconnect(PeerId id) {
       std::lock_guard<std::mutex> lock(im->peer_mutex);
       im->peer_up[id] = false;
     }
-    for (auto op = im->rndv_waiting.begin(); op != im->rndv_waiting.end();) {
-      if ((*op)->message.peer != id) {
-        ++op;
-        continue;
-      }
-      ucp_am_data_release(im->worker, (*op)->data_desc);  // declines it
-      op = im->rndv_waiting.erase(op);
+    if (auto q = im->rndv_waiting.find(id); q != im->rndv_waiting.end()) {
+      for (auto& op : q->second) ucp_am_data_release(im->worker, op->data_desc);  // declines it
+      im->rndv_waiting.erase(q);
     }
   });
 }

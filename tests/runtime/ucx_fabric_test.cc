@@ -18,6 +18,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <future>
+#include <map>
 #include <string>
 #include <thread>
 #include <vector>
@@ -162,6 +163,46 @@ TEST(UcxFabric, SeveralPayloadsInOneMessageEagerAndRendezvous) {
     EXPECT_TRUE(done.get().ok());
   }
   ASSERT_TRUE(p.client->flush(wait_ms).ok());
+}
+
+// Two peers stream rendezvous messages at once, far more than a peer's rendezvous window
+// (rndv_inflight_bytes_max) holds, so most of them wait on the receiver: each arrives whole,
+// and each peer's in the order it was sent.
+TEST(UcxFabric, RendezvousStreamsOfTwoPeersArriveWholeAndEachInOrder) {
+  auto server = make_fabric();
+  auto port = server->listen(0);
+  ASSERT_TRUE(port.ok()) << port.status().to_string();
+  constexpr uint32_t messages = 200;
+  constexpr size_t bytes = 96 << 10;  // above the eager limit: rendezvous
+  std::vector<std::unique_ptr<UcxFabric>> clients;
+  std::vector<std::thread> senders;
+  std::vector<std::vector<std::byte>> data;
+  for (uint64_t c = 0; c < 2; ++c) data.push_back(pattern(bytes, c + 7));
+  for (size_t c = 0; c < 2; ++c) clients.push_back(make_fabric());
+  for (size_t c = 0; c < 2; ++c) {
+    senders.emplace_back([&, c] {
+      auto peer = clients[c]->connect("127.0.0.1:" + std::to_string(port.value()));
+      ASSERT_TRUE(peer.ok()) << peer.status().to_string();
+      const std::span<const std::byte> payloads[] = {data[c]};
+      for (uint32_t i = 0; i < messages; ++i) {
+        Envelope e = envelope(0, 100, std::to_string(i));
+        e.from = "n" + std::to_string(c + 1) + "/test.0";
+        ASSERT_TRUE(clients[c]->send(peer.value(), e, payloads).ok()) << i;
+      }
+      ASSERT_TRUE(clients[c]->flush(wait_ms).ok());
+    });
+  }
+  std::map<std::string, uint32_t> next;
+  for (uint32_t i = 0; i < 2 * messages; ++i) {
+    Message m = expect_message(*server);
+    ASSERT_EQ(m.payloads.size(), 1u) << i;
+    const size_t c = m.envelope.from == "n1/test.0" ? 0 : 1;
+    expect_bytes_equal(m.payloads[0], data[c]);
+    EXPECT_EQ(m.envelope.header, std::to_string(next[m.envelope.from]++)) << m.envelope.from;
+  }
+  for (auto& t : senders) t.join();
+  EXPECT_EQ(next["n1/test.0"], messages);
+  EXPECT_EQ(next["n2/test.0"], messages);
 }
 
 TEST(UcxFabric, StaleEpochIsDroppedAndCounted) {
