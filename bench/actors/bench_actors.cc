@@ -13,12 +13,14 @@
 #include <algorithm>
 #include <caf/all.hpp>
 #include <chrono>
+#include <cstring>
 #include <fstream>
 #include <future>
 #include <numeric>
 #include <string>
 #include <vector>
 
+#include "runtime/buffer_pool.h"
 #include "runtime/host.h"
 
 namespace rt = troupe::runtime;
@@ -144,6 +146,12 @@ int client(const std::string& address, int64_t lat_iters) {
       std::exit(1);
     }
   };
+  // Sent from the memory bench_fabric sends from, the first bytes of one pooled buffer on
+  // huge pages: a node's tensors live in its heap on huge pages (launch/node_heap.h), and
+  // cma reads 4 KiB pages markedly slower (run_bench_fabric.sh).
+  rt::BufferPool send_pool(0);
+  auto buf = std::make_shared<rt::ByteBuffer>(send_pool.get(uint64_t(64) << 20));
+  std::memset(buf->data(), 1, buf->size());
   // Warm up the connection (handshake) and CAF.
   for (int i = 0; i < 1000; ++i) {
     self->send(router, message("n1/driver.0", "n0/echo.0", kPing));
@@ -152,11 +160,10 @@ int client(const std::string& address, int64_t lat_iters) {
   for (uint64_t size : {uint64_t(1) << 10, uint64_t(1) << 16, uint64_t(1) << 20, uint64_t(4) << 20,
                         uint64_t(64) << 20}) {
     int64_t iters = std::clamp<int64_t>(int64_t((uint64_t(2) << 30) / size), 32, 20000);
-    auto buf = std::make_shared<std::vector<std::byte>>(size, std::byte{1});
     const auto t0 = Clock::now();
     for (int64_t i = 0; i < iters; ++i) {
       rt::ActorMessage m = message("n1/driver.0", "n0/echo.0", kData);
-      m.payloads.push_back({buf, std::span<const std::byte>(buf->data(), buf->size())});
+      m.payloads.push_back({buf, std::span<const std::byte>(buf->data(), size)});
       self->send(router, std::move(m));
     }
     self->send(router, message("n1/driver.0", "n0/echo.0", kDone, std::to_string(iters)));
