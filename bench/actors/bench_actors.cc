@@ -3,7 +3,7 @@
 // processes' routers (CAF) and the UcxFabric. run_bench_fabric.sh prints these next to the
 // raw fabric and ucx_perftest, so the difference is the actor layer's cost.
 //   bench_actors serve --port-file F
-//   bench_actors client --connect HOST:PORT [--lat-iters N]
+//   bench_actors client --connect HOST:PORT [--lat-iters N] [--sizes B,B,...]
 // The client prints "bw <bytes> <MiB/s> <iters>" per size and
 // "lat 8 <median one-way us> <mean one-way us> <iters>", like bench_fabric: ping-pong between
 // two event-based actors, as roles talk. "lat_scoped 8 ..." is the same from a scoped_actor
@@ -17,6 +17,7 @@
 #include <fstream>
 #include <future>
 #include <numeric>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -131,7 +132,7 @@ int serve(const std::string& port_file) {
   return 0;
 }
 
-int client(const std::string& address, int64_t lat_iters) {
+int client(const std::string& address, int64_t lat_iters, const std::vector<uint64_t>& sizes) {
   auto h = host("n1");
   const caf::actor router = h->router();
   caf::anon_send(router, rt::address_atom::value, std::string("n0"), address);
@@ -150,15 +151,15 @@ int client(const std::string& address, int64_t lat_iters) {
   // huge pages: a node's tensors live in its heap on huge pages (launch/node_heap.h), and
   // cma reads 4 KiB pages markedly slower (run_bench_fabric.sh).
   rt::BufferPool send_pool(0);
-  auto buf = std::make_shared<rt::ByteBuffer>(send_pool.get(uint64_t(64) << 20));
+  auto buf = std::make_shared<rt::ByteBuffer>(
+      send_pool.get(sizes.empty() ? 1 : *std::max_element(sizes.begin(), sizes.end())));
   std::memset(buf->data(), 1, buf->size());
   // Warm up the connection (handshake) and CAF.
   for (int i = 0; i < 1000; ++i) {
     self->send(router, message("n1/driver.0", "n0/echo.0", kPing));
     await(kPong);
   }
-  for (uint64_t size : {uint64_t(1) << 10, uint64_t(1) << 16, uint64_t(1) << 20, uint64_t(4) << 20,
-                        uint64_t(64) << 20}) {
+  for (uint64_t size : sizes) {
     int64_t iters = std::clamp<int64_t>(int64_t((uint64_t(2) << 30) / size), 32, 20000);
     const auto t0 = Clock::now();
     for (int64_t i = 0; i < iters; ++i) {
@@ -199,10 +200,14 @@ int main(int argc, char** argv) {
   };
   if (!args.empty() && args[0] == "serve" && !opt("--port-file", "").empty())
     return serve(opt("--port-file", ""));
-  if (!args.empty() && args[0] == "client" && !opt("--connect", "").empty())
-    return client(opt("--connect", ""), std::stoll(opt("--lat-iters", "20000")));
+  if (!args.empty() && args[0] == "client" && !opt("--connect", "").empty()) {
+    std::vector<uint64_t> sizes;
+    std::stringstream list(opt("--sizes", "1024,65536,1048576,4194304,67108864"));
+    for (std::string item; std::getline(list, item, ',');) sizes.push_back(std::stoull(item));
+    return client(opt("--connect", ""), std::stoll(opt("--lat-iters", "20000")), sizes);
+  }
   fmt::print(stderr,
              "usage: bench_actors serve --port-file F | client --connect HOST:PORT "
-             "[--lat-iters N]\n");
+             "[--lat-iters N] [--sizes B,B,...]\n");
   return 2;
 }
