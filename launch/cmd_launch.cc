@@ -7,6 +7,8 @@
 #include <atomic>
 #include <chrono>
 #include <csignal>
+#include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <future>
@@ -92,11 +94,11 @@ class LaunchJob {
     if (!r.ok) {
       std::fprintf(stderr, "troupe launch: the job stopped at step %ld: %s\n", long(r.steps_done),
                    r.error.c_str());
-      return r.nothing_rejoined ? nothing_rejoined_exit : 1;
+      return verdict(r.nothing_rejoined ? nothing_rejoined_exit : 1);
     }
     write_weights(a_.run_dir + "/weights.safetensors", cfg_, r);
     print_summary(r);
-    return 0;
+    return verdict(0);
   }
 
  private:
@@ -130,6 +132,22 @@ class LaunchJob {
     } else if (a_.resume) {
       choose_checkpoint();
     }
+  }
+
+  // Tells the launcher the job's exit status before the teardown (launcher_link.h: a crash
+  // there is not restarted into a job that ended), with the summary flushed first.
+  int verdict(int code) {
+    std::fflush(stdout), std::fflush(stderr);
+    if (!a_.as_coordinator) return code;
+    (void)link_.send("ended " + std::to_string(code));
+    // Chaos for tests: TROUPE_COORDINATOR_FAULT=kill@end kills the first coordinator process
+    // (SIGKILL) right after its verdict, as a crash in its teardown would.
+    const char* spec = std::getenv("TROUPE_COORDINATOR_FAULT");
+    if (spec != nullptr && std::string(spec) == "kill@end" && !a_.restart) {
+      log::warn("TROUPE_COORDINATOR_FAULT={}: the coordinator kills itself", spec);
+      ::raise(SIGKILL);
+    }
+    return code;
   }
 
   // The coordinator process tells its launcher where it listens (coordinator.json: a

@@ -16,6 +16,7 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <thread>
 
 #include "actors/journal_log.h"
@@ -99,6 +100,7 @@ class Launcher {
 
   // The coordinator process; waits until it says where it listens (coordinator.json).
   void start_coordinator(bool restart) {
+    ended_.reset();
     const std::string file = a_.run_dir + "/coordinator.json";
     std::error_code ec;
     std::filesystem::remove(file, ec);
@@ -149,13 +151,18 @@ class Launcher {
         interrupted = true;
         if (const pid_t pid = supervisor_.pid_of(coordinator_); pid > 0) ::kill(pid, SIGINT);
       }
-      link_.poll([&](const std::string& line) {
-        if (line.rfind("start ", 0) == 0)
-          for (int k = std::stoi(line.substr(6)); k > 0; --k) start_node();
-        if (line.rfind("kill ", 0) == 0)  // a hung node to replace, if it is ours
-          supervisor_.signal_child(pid_t(std::stol(line.substr(5))), SIGKILL);
-      });
-      for (const ChildExit& e : supervisor_.reap()) {
+      link_.poll([&](const std::string& line) { on_line(line); });
+      for (ChildExit e : supervisor_.reap()) {
+        if (e.index == coordinator_) link_.poll([&](const std::string& line) { on_line(line); });
+        if (e.index == coordinator_ && e.signal != 0 && ended_) {
+          // Its verdict came before it died: what crashed was the teardown after the job's
+          // end, which a restart would only refuse ("no placed view") or repeat.
+          std::fprintf(stderr,
+                       "troupe launch: the coordinator process (pid %d) %s after the job ended "
+                       "with exit status %d: not restarted\n",
+                       int(e.pid), e.describe().c_str(), *ended_);
+          e.exit_code = *ended_, e.signal = 0;
+        }
         if (e.index != coordinator_) {
           link_.send("exit " + std::to_string(e.pid) + " " + std::to_string(e.exit_code) + " " +
                      std::to_string(e.signal) + " " + node_index_[e.index] + " " + e.describe());
@@ -194,6 +201,15 @@ class Launcher {
     }
   }
 
+  // A line of the coordinator process (launcher_link.h).
+  void on_line(const std::string& line) {
+    if (line.rfind("start ", 0) == 0)
+      for (int k = std::stoi(line.substr(6)); k > 0; --k) start_node();
+    if (line.rfind("kill ", 0) == 0)  // a hung node to replace, if it is ours
+      supervisor_.signal_child(pid_t(std::stol(line.substr(5))), SIGKILL);
+    if (line.rfind("ended ", 0) == 0) ended_ = std::stoi(line.substr(6));
+  }
+
   const LaunchArgs& a_;
   storage::RunLock lock_;
   LauncherLink link_;
@@ -202,9 +218,10 @@ class Launcher {
   uint16_t port_ = 0;
   int coordinator_ = -1, started_ = 0, threads_ = 1;
   RestartBudget restarts_{coordinator_restarts_max, coordinator_stable_ms};
-  int64_t local_ = 0;        // node processes started here
-  bool restarting_ = false;  // the first coordinator process is a --restart (rejoinable)
-  bool resume_ = false;      // from a checkpoint: no node rejoined a restarted coordinator
+  int64_t local_ = 0;         // node processes started here
+  bool restarting_ = false;   // the first coordinator process is a --restart (rejoinable)
+  bool resume_ = false;       // from a checkpoint: no node rejoined a restarted coordinator
+  std::optional<int> ended_;  // the running coordinator's verdict ("ended CODE"), once sent
   std::map<int, std::string> node_index_;  // supervisor index → K of node-K.log
 };
 

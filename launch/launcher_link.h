@@ -4,6 +4,10 @@
 //   coordinator → launcher   "start K"                 start K more local node processes
 //   coordinator → launcher   "kill PID"                SIGKILL to that node process (hung),
 //                                                      when it is the launcher's child
+//   coordinator → launcher   "ended CODE"              the job's verdict, its exit status:
+//                                                      what the process does after it is
+//                                                      teardown, and a death there (a signal)
+//                                                      is not restarted
 //   launcher → coordinator   "exit PID CODE SIGNAL LOG DESCRIPTION"   a node process ended
 // Non-blocking: poll() hands over the complete lines that arrived; send() writes one line.
 #pragma once

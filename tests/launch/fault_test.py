@@ -12,6 +12,8 @@ where it cannot, and says what happened — never hangs.
    heartbeat timeout declares no node dead for the silence it could not observe; one hung
    for good loses its nodes after fault_tolerance.coordinator_timeout_ms instead of hanging them.
    With fault_tolerance.recover = false the job stops within seconds, naming the node.
+   A coordinator process that dies after the job's verdict is not restarted: the verdict
+   stands.
 2. SIGINT to launch (Ctrl-C): exits 1 saying it was interrupted; no process left behind.
 3. A `troupe node` with the wrong job secret cannot join: it exits 1 saying it was refused,
    and the running job is undisturbed.
@@ -247,6 +249,24 @@ def kill_without_recovery(troupe, work):
     check("norecover: no node left", not any(alive(n) for n in nodes), f"{nodes}")
 
 
+def crash_after_the_end(troupe, work):
+    """The coordinator process dies after the job's verdict (its teardown crashed: stop 48's
+    SIGSEGV in ~Host): launch keeps that verdict and its summary instead of restarting the
+    coordinator into a job that ended (which refused, "no placed view", and exited 2)."""
+    run_dir = os.path.join(work, "crash-after-end")
+    env = dict(os.environ, TROUPE_COORDINATOR_FAULT="kill@end")
+    p = subprocess.run([troupe, "launch", "--config", TINY, "--nodes", "2", "--steps", "2",
+                        "--set", "train.eval_every=0", "--run-dir", run_dir],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                       timeout=300)
+    check("crash after the end: exits 0 with the summary",
+          p.returncode == 0 and "summary: steps 2" in p.stdout,
+          f"status {p.returncode}: {p.stdout[-300:]} {p.stderr[-500:]}")
+    check("crash after the end: says so, and does not restart the coordinator",
+          "after the job ended with exit status 0: not restarted" in p.stderr and
+          "restarting it from the journal" not in p.stderr, p.stderr[-500:])
+
+
 def interrupt(troupe, work):
     run_dir = os.path.join(work, "sigint")
     p = start_launch(troupe, run_dir, 2, 500)
@@ -418,6 +438,7 @@ def main():
     two_nodes_at_once(a.troupe, a.work, ["n2", "n3"], True, buddy_copies=2)
     coordinator_paused(a.troupe, a.work)
     kill_without_recovery(a.troupe, a.work)
+    crash_after_the_end(a.troupe, a.work)
     interrupt(a.troupe, a.work)
     wrong_secret(a.troupe, a.work)
     if failures:
