@@ -112,6 +112,13 @@ Status UcxFabric::Impl::init() {
   hp.arg = this;
   s = ucp_worker_set_am_recv_handler(worker, &hp);
   if (s != UCS_OK) return ucx_error("ucp_worker_set_am_recv_handler", s);
+  hp.id = fabric_batch_am_id;
+  hp.cb = [](void* arg, const void* header, size_t header_length, void* data, size_t length,
+             const ucp_am_recv_param_t* param) {
+    return static_cast<Impl*>(arg)->on_batch_am(header, header_length, data, length, param);
+  };
+  s = ucp_worker_set_am_recv_handler(worker, &hp);
+  if (s != UCS_OK) return ucx_error("ucp_worker_set_am_recv_handler (batches)", s);
   return {};
 }
 
@@ -122,7 +129,7 @@ void UcxFabric::Impl::post(std::function<void()> fn) {
   }
   {
     std::lock_guard<std::mutex> lock(command_mutex);
-    commands.push_back(std::move(fn));
+    commands.push_back({nullptr, std::move(fn)});
     commands_pending.store(true);
   }
   if (sleeping.load()) ucp_worker_signal(worker);
@@ -130,13 +137,21 @@ void UcxFabric::Impl::post(std::function<void()> fn) {
 
 bool UcxFabric::Impl::run_commands() {
   if (!commands_pending.load(std::memory_order_relaxed)) return false;
-  std::vector<std::function<void()>> batch;
+  std::vector<Command> batch;
   {
     std::lock_guard<std::mutex> lock(command_mutex);
     batch.swap(commands);
     commands_pending.store(false);
   }
-  for (auto& fn : batch) fn();
+  for (Command& c : batch) {
+    if (c.send != nullptr) {
+      post_send(std::unique_ptr<SendOp>(c.send));
+      continue;
+    }
+    flush_batches();  // the sends queued before a command go before it (a disconnect)
+    c.fn();
+  }
+  flush_batches();
   return !batch.empty();
 }
 
@@ -144,6 +159,7 @@ bool UcxFabric::Impl::start_local_sends() {
   std::vector<std::unique_ptr<SendOp>> batch;
   batch.swap(local_sends);  // a send's completion may queue more
   for (auto& op : batch) post_send(std::move(op));
+  flush_batches();
   return true;
 }
 
@@ -186,6 +202,7 @@ void UcxFabric::Impl::progress_loop() {
     if (!ready_peers.empty()) start_ready_peers();
     if (!lost_peers.empty()) fail_lost_peers();
     if (!local_sends.empty()) active |= start_local_sends();
+    if (!batched.empty()) flush_batches();
     if (!to_close.empty()) close_failed_endpoints();
     if (!rndv_waiting.empty()) start_waiting_rndv();
     if (!closing.empty()) reap_closed();

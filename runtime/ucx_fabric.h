@@ -54,6 +54,9 @@ struct UcxOptions {
   // Marks a slot of our own receive FIFO that a writer died in the middle of as done, so
   // that UCX 1.13 reads on (dead_writer_slots.h). false: UCX as it is (tests).
   bool repair_dead_writer_slots = true;
+  // Small messages to one peer started together go as one active message (ucx_fabric_impl.h,
+  // batch_bytes_max). false: each alone (bench_fabric --no-batch compares).
+  bool batch_small_messages = true;
 };
 
 class UcxFabric final : public Fabric {

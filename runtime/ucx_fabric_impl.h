@@ -19,6 +19,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "runtime/batch_wire.h"
 #include "runtime/bootstrap.h"
 #include "runtime/dead_writer_slots.h"
 #include "runtime/ucx_fabric.h"
@@ -26,8 +27,18 @@
 
 namespace troupe::runtime {
 
-// The one active-message id the fabric uses.
+// The active-message ids the fabric uses: one message, or a batch of small ones.
 inline constexpr unsigned fabric_am_id = 7;
+inline constexpr unsigned fabric_batch_am_id = 8;
+// Small messages to one peer that the progress thread starts together (a burst from the
+// command queue, or an actor's sends between two polls) go as one active message when
+// UcxOptions::batch_small_messages: each as [u32 frame bytes][u32 payload bytes][frame]
+// [payloads], the peer's token once in the header. A message of at most
+// batch_message_bytes_max (frame and payloads) goes into a batch, up to batch_bytes_max
+// in all: one element of UCX's shared-memory FIFO (8 KiB) with room to spare. A batch of
+// one goes as a message of its own. ucx_fabric_batch.cc.
+inline constexpr size_t batch_message_bytes_max = 2048;
+inline constexpr size_t batch_bytes_max = 7168;
 // Every active-message header starts with the token its receiver gave the sender in the
 // handshake (u64, little-endian): it names the sending peer, and a message without a known
 // token is rejected. Tokens are random, so no peer can pass as another.
@@ -110,11 +121,28 @@ struct PeerState {
   // message from a peer it has not been told of. At most early_messages_max.
   bool announced = false;
   std::deque<Message> early;
+  // Small sends started in this pass, sent as one batch when it ends (flush_batches).
+  std::vector<std::unique_ptr<SendOp>> batch;
+  size_t batch_bytes = 0;
 };
 // Messages held per peer until it is announced: a handshake's worth of a peer's first
 // messages (a Welcome, a View, heartbeats); more means the Verdict is lost, and the peer
 // fails on its handshake deadline anyway.
 inline constexpr size_t early_messages_max = 1024;
+
+// A batch of small sends in flight: its ops finish when it does.
+struct BatchOp {
+  UcxFabric::Impl* impl = nullptr;
+  std::vector<std::unique_ptr<SendOp>> ops;
+  std::string header;  // the peer's token; UCX 1.13: lives until the send completes
+  std::string data;
+};
+
+// A command for the progress thread: a send to start, or any other function.
+struct Command {
+  SendOp* send = nullptr;  // owned: post_send takes it
+  std::function<void()> fn;
+};
 
 struct SendOp {
   UcxFabric::Impl* impl = nullptr;
@@ -185,14 +213,25 @@ struct UcxFabric::Impl {
 
   // ---- the I/O paths, all on the progress thread (ucx_fabric_io.cc) ----
   void post_send(std::unique_ptr<SendOp> op);
-  void start_send(PeerState& peer, std::unique_ptr<SendOp> op);
+  void start_send(PeerState& peer, std::unique_ptr<SendOp> op);  // may hold it for a batch
+  void send_now(PeerState& peer, std::unique_ptr<SendOp> op);
   void flush_new_endpoint(PeerState* peer);
   void on_endpoint_ready(PeerState* peer, ucs_status_t status);
   void start_ready_peers();
   void finish_send(SendOp* op, ucs_status_t status);
   ucs_status_t on_am(const void* header, size_t header_length, void* data, size_t length,
                      const ucp_am_recv_param_t* param);
+  PeerId peer_of_header(const void* header, size_t header_length) const;
+  void accept_eager(PeerId peer, Frame&& frame, const std::byte* data, size_t length);
   void deliver_eager(PeerId peer, Frame&& frame, const std::byte* data, size_t length);
+
+  // ---- batches of small sends (ucx_fabric_batch.cc) ----
+  bool batchable(const SendOp& op) const;
+  void add_to_batch(PeerState& peer, std::unique_ptr<SendOp> op);
+  void flush_batch(PeerState& peer);
+  void flush_batches();  // every peer's: call after anything that may start sends
+  ucs_status_t on_batch_am(const void* header, size_t header_length, void* data, size_t length,
+                           const ucp_am_recv_param_t* param);
   void start_waiting_rndv();
   void start_rndv(std::unique_ptr<RecvOp> op);
   void finish_rndv(std::unique_ptr<RecvOp> op, ucs_status_t status);
@@ -224,7 +263,7 @@ struct UcxFabric::Impl {
   std::atomic<bool> sleeping{false};
 
   std::mutex command_mutex;
-  std::vector<std::function<void()>> commands;
+  std::vector<Command> commands;
   size_t unclosed_endpoints = 0;  // close_all: closes still running at close_force_ms_max
   size_t fenced_peers = 0;        // disconnect()ed while they may still be alive
   size_t failed_rndv = 0;         // rendezvous receives that ended in an error
@@ -240,6 +279,7 @@ struct UcxFabric::Impl {
   std::deque<PeerHandle> handles;  // one per peer ever made (a deque: their addresses stay)
   std::unordered_map<uint64_t, PeerId> peer_by_token;  // recv_token → peer
   std::vector<PeerState*> to_close;
+  std::vector<PeerId> batched;  // peers with a non-empty batch
   // Peers whose new endpoint's flush completed (a UCX callback): their waiting sends start
   // after ucp_worker_progress returns, never from inside the callback.
   std::vector<std::pair<PeerId, ucs_status_t>> ready_peers;

@@ -52,6 +52,7 @@ void UcxFabric::Impl::start_ready_peers() {
   batch.swap(ready_peers);
   for (auto [id, status] : batch)
     if (auto it = peers.find(id); it != peers.end()) on_endpoint_ready(it->second.get(), status);
+  flush_batches();
 }
 
 // The endpoint's wire-up is done (or it failed): release the sends that waited for it.
@@ -107,7 +108,12 @@ Status UcxFabric::send(PeerId peer, const Envelope& envelope,
     if (!room) return {Code::busy, "send: in-flight window full for send_wait_ms_max"};
   }
   SendOp* raw = op.release();
-  im.post([raw] { raw->impl->post_send(std::unique_ptr<SendOp>(raw)); });
+  {
+    std::lock_guard<std::mutex> lock(im.command_mutex);
+    im.commands.push_back({raw, {}});
+    im.commands_pending.store(true);
+  }
+  if (im.sleeping.load()) ucp_worker_signal(im.worker);
   return {};
 }
 
@@ -128,7 +134,7 @@ Status UcxFabric::Impl::send_here(std::unique_ptr<SendOp> op) {
   }
   SendOp* raw = op.release();
   std::lock_guard<std::mutex> lock(command_mutex);
-  commands.push_back([raw] { raw->impl->post_send(std::unique_ptr<SendOp>(raw)); });
+  commands.push_back({raw, {}});
   return {};
 }
 
@@ -173,6 +179,12 @@ void UcxFabric::Impl::post_send(std::unique_ptr<SendOp> op) {
 }
 
 void UcxFabric::Impl::start_send(PeerState& peer, std::unique_ptr<SendOp> op) {
+  if (batchable(*op)) return add_to_batch(peer, std::move(op));
+  flush_batch(peer);  // a peer's messages go in the order they were sent
+  send_now(peer, std::move(op));
+}
+
+void UcxFabric::Impl::send_now(PeerState& peer, std::unique_ptr<SendOp> op) {
   ucp_request_param_t p{};
   p.op_attr_mask =
       UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA | UCP_OP_ATTR_FIELD_DATATYPE;
@@ -245,16 +257,20 @@ void UcxFabric::Impl::reject(PeerId peer, RejectReason reason) {
             reject_reason_name(reason), reject_counts[i]);
 }
 
+// The peer whose token heads an active message's header, or peer_none.
+PeerId UcxFabric::Impl::peer_of_header(const void* header, size_t header_length) const {
+  if (header_length < am_token_bytes) return peer_none;
+  const auto* head = static_cast<const unsigned char*>(header);
+  uint64_t token = 0;
+  for (size_t i = 0; i < am_token_bytes; ++i) token |= uint64_t(head[i]) << (8 * i);
+  const auto it = peer_by_token.find(token);
+  return it == peer_by_token.end() ? peer_none : it->second;
+}
+
 ucs_status_t UcxFabric::Impl::on_am(const void* header, size_t header_length, void* data,
                                     size_t length, const ucp_am_recv_param_t* param) {
-  PeerId peer = peer_none;
+  const PeerId peer = peer_of_header(header, header_length);
   const auto* head = static_cast<const unsigned char*>(header);
-  if (header_length >= am_token_bytes) {
-    uint64_t token = 0;
-    for (size_t i = 0; i < am_token_bytes; ++i) token |= uint64_t(head[i]) << (8 * i);
-    auto it = peer_by_token.find(token);
-    if (it != peer_by_token.end()) peer = it->second;
-  }
   const bool rndv = (param->recv_attr & UCP_AM_RECV_ATTR_FLAG_RNDV) != 0;
   Frame frame;
   RejectReason reason = RejectReason::no_sender_endpoint;
@@ -267,15 +283,13 @@ ucs_status_t UcxFabric::Impl::on_am(const void* header, size_t header_length, vo
     reject(peer, reason);
     return UCS_OK;  // eager data is dropped; a rendezvous is declined
   }
-  if (frame.envelope.type >= control_types_end &&
-      frame.envelope.epoch < epoch.load(std::memory_order_relaxed)) {
-    // Counted, not logged: after a view change the messages of the aborted step that were
-    // still on their way arrive here, and dropping them is the point of the epoch.
-    counters.dropped_stale_epoch.fetch_add(1);
+  if (!rndv) {
+    accept_eager(peer, std::move(frame), static_cast<const std::byte*>(data), length);
     return UCS_OK;
   }
-  if (!rndv) {
-    deliver_eager(peer, std::move(frame), static_cast<const std::byte*>(data), length);
+  if (frame.envelope.type >= control_types_end &&
+      frame.envelope.epoch < epoch.load(std::memory_order_relaxed)) {
+    counters.dropped_stale_epoch.fetch_add(1);  // as accept_eager says
     return UCS_OK;
   }
   auto op = std::make_unique<RecvOp>();
@@ -289,6 +303,19 @@ ucs_status_t UcxFabric::Impl::on_am(const void* header, size_t header_length, vo
   rndv_waiting[peer].push_back(std::move(op));
   start_waiting_rndv();
   return UCS_INPROGRESS;
+}
+
+// An eager message that decoded: dropped when it is of an old epoch, else delivered.
+void UcxFabric::Impl::accept_eager(PeerId peer, Frame&& frame, const std::byte* data,
+                                   size_t length) {
+  if (frame.envelope.type >= control_types_end &&
+      frame.envelope.epoch < epoch.load(std::memory_order_relaxed)) {
+    // Counted, not logged: after a view change the messages of the aborted step that were
+    // still on their way arrive here, and dropping them is the point of the epoch.
+    counters.dropped_stale_epoch.fetch_add(1);
+    return;
+  }
+  deliver_eager(peer, std::move(frame), data, length);
 }
 
 // Copies an eager message's payloads out of UCX's buffer (valid only during the

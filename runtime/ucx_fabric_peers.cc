@@ -190,6 +190,7 @@ void UcxFabric::Impl::close_failed_endpoints() {
   batch.swap(to_close);
   for (PeerState* peer : batch) {
     peer_by_token.erase(peer->recv_token);
+    flush_batch(*peer);  // down: fails what it holds
     if (peer->ep != nullptr) {
       ucp_request_param_t p{};
       p.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS;

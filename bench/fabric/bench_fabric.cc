@@ -1,8 +1,9 @@
 // bench_fabric: troupe's UCX fabric between two node processes. Started twice by
 // bench/fabric/run_bench_fabric.sh (serve, then client); the script runs ucx_perftest on
 // the same transports in the same run and prints the ratios.
-//   bench_fabric serve --port-file F [--spin-us N]
-//   bench_fabric client --connect HOST:PORT [--spin-us N] [--lat-iters N] [--sizes B,B,...]
+//   bench_fabric serve --port-file F [--spin-us N] [--batch 0|1]
+//   bench_fabric client --connect HOST:PORT [--spin-us N] [--batch 0|1] [--lat-iters N]
+//                [--sizes B,B,...]   (--batch 0: small messages each alone, UcxOptions)
 // The client prints "bw <bytes> <MiB/s> <iters>" per size and
 // "lat 8 <median one-way us> <mean one-way us> <iters>".
 #include <fmt/format.h>
@@ -72,6 +73,7 @@ rt::UcxOptions options(int argc, char** argv) {
   rt::UcxOptions o;
   o.secret = "bench-fabric-secret-0123456789ab";  // both sides run this binary
   o.progress_spin_us = std::stoll(arg(argc, argv, "--spin-us", "100"));
+  o.batch_small_messages = arg(argc, argv, "--batch", "1") != "0";  // UcxOptions
   return o;
 }
 

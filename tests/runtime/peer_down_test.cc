@@ -214,6 +214,7 @@ int segments_left_by_a_hung_peer(bool release, std::chrono::milliseconds linger)
   h.on_peer_down = [&](PeerId, const Status&) { down.set_value(); };
   UcxOptions o = test_options();
   o.release_dead_peer_fifos = release;
+  o.batch_small_messages = false;  // one message per FIFO element: 64 sends fill it
   auto made = UcxFabric::create(o, std::move(h));
   EXPECT_TRUE(made.ok()) << made.status().to_string();
   if (!made.ok()) return -1;
