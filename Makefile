@@ -196,7 +196,7 @@ chaos-random: build
 # `make fuzz-target T=NAME RUNS=N` runs one for N executions. Crashes: FUZZ_WORK/crashes.
 FUZZ_BUILD ?= build-fuzz
 FUZZ_WORK ?= $(FUZZ_BUILD)/fuzz-work
-FUZZ_TARGETS ?= wire control config safetensors shard http
+FUZZ_TARGETS ?= wire batch control config safetensors shard http
 FUZZ_SECONDS ?= 60
 RUNS ?= 100000
 T ?=

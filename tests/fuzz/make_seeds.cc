@@ -10,6 +10,7 @@
 
 #include "actors/protocol.h"
 #include "config/config_parse.h"
+#include "runtime/batch_wire.h"
 #include "runtime/control.pb.h"
 #include "runtime/wire.h"
 #include "storage/safetensors.h"
@@ -48,6 +49,21 @@ void wire_seeds() {
   std::string frame;
   (void)runtime::encode_frame(runtime::Envelope{}, {}, &frame);
   put("wire", "empty-envelope", u64le(0) + frame);
+}
+
+void batch_seeds() {
+  std::string batch;
+  for (int i = 0; i < 3; ++i) {
+    runtime::Envelope e{uint64_t(i), "n1/worker.0", "n2/worker.1", uint32_t(40 + i), "h"};
+    std::vector<std::byte> payload(size_t(i) * 100);
+    std::vector<std::span<const std::byte>> p;
+    if (i > 0) p.emplace_back(payload);
+    std::string frame;
+    if (!runtime::encode_frame(e, p, &frame).ok()) throw std::runtime_error("encode_frame");
+    runtime::append_batch_record(
+        &batch, {reinterpret_cast<const std::byte*>(frame.data()), frame.size()}, p);
+    put("batch", "records-" + std::to_string(i + 1), batch);
+  }
 }
 
 template <class Proto>
@@ -180,6 +196,7 @@ int main(int argc, char** argv) {
   }
   troupe::out_root = argv[1];
   troupe::wire_seeds();
+  troupe::batch_seeds();
   troupe::control_seeds();
   troupe::config_seeds(argv[2]);
   troupe::safetensors_seeds();
