@@ -531,10 +531,9 @@ bool past_deadline(Self* self, time_point t) {
   return true;
 }
 
-// The first node silent for longer than its timeout (all_silent_timeout_factor of them while
-// no node at all was heard for half of one), or null. Half: the nodes fall silent a heartbeat
-// or so apart when it is the coordinator that stalls, so by the time the last one heard has
-// been silent for a whole timeout, the first one's has run out already (CI, kill0 under lent).
+// The first node silent for longer than its timeout, or null; all_silent_timeout_factor of
+// them while no node was heard for half of one (a stall of ours: nodes heard a heartbeat
+// apart before it would run out one by one, the first before all count as silent).
 const NodeInfo* silent_node(Self* self, time_point t) {
   auto& s = self->state;
   const ms timeout(s.opt.config.fault_tolerance.heartbeat_timeout_ms);
@@ -549,10 +548,8 @@ const NodeInfo* silent_node(Self* self, time_point t) {
                       std::chrono::duration_cast<ms>(t - latest).count(),
                       all_silent_timeout_factor * timeout.count()),
           {{"silent_ms", std::chrono::duration_cast<ms>(t - latest).count()}});
-  // The silence ended: it was a stall of ours (a receive FIFO stopped by a writer killed
-  // mid-write, repaired after 2 s; the machine), and the other nodes' messages queued behind
-  // it arrive over the next moments. Each gets a fresh timeout from now, or the first node
-  // heard again would leave the rest declared dead at once (CI, kill0 under lent).
+  // The silence (a stall of ours: a FIFO a killed writer stopped, the machine) ended: the
+  // others' messages queued behind it come next, so each node's timeout starts afresh.
   if (!all_silent && s.core.all_silent)
     for (NodeInfo* n : nodes) n->last_heard = std::max(n->last_heard, t);
   s.core.all_silent = all_silent;

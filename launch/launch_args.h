@@ -84,6 +84,9 @@ constexpr int nothing_rejoined_exit = 75;
 
 // Runs the job with its coordinator in a process of its own (launcher.cc).
 int run_coordinator_process(const LaunchArgs& a);
+// Runs the job's coordinator in this process: `troupe launch --coordinator-in-process`, or
+// the coordinator process that run_coordinator_process starts (cmd_launch.cc).
+int run_launch(const LaunchArgs& a);
 // The coordinator process's command line for `a` (restart: after the last one died, on the
 // port it listened on).
 std::vector<std::string> coordinator_argv(const LaunchArgs& a, const std::string& link,
