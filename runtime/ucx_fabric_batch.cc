@@ -1,9 +1,8 @@
 // Batches of small sends (ucx_fabric_impl.h, batch_bytes_max): the progress thread packs the
 // small messages it starts to one peer in one pass into one active message, and the
 // receiver unpacks them in order. Everything here runs on the progress thread.
-#include <cstring>
+#include <utility>
 
-#include "runtime/log.h"
 #include "runtime/ucx_fabric_impl.h"
 
 namespace troupe::runtime {
@@ -38,7 +37,7 @@ void UcxFabric::Impl::flush_batches() {
 
 void UcxFabric::Impl::flush_batch(PeerState& peer) {
   if (peer.batch.empty()) return;
-  peer.batch_bytes = 0;
+  const size_t total = std::exchange(peer.batch_bytes, 0);
   if (!peer.up || peer.ep == nullptr) {
     for (auto& op : peer.batch) finish_send(op.release(), UCS_ERR_CONNECTION_RESET);
     peer.batch.clear();
@@ -54,8 +53,6 @@ void UcxFabric::Impl::flush_batch(PeerState& peer) {
   batch->ops.swap(peer.batch);
   for (size_t i = 0; i < am_token_bytes; ++i)
     batch->header.push_back(char((peer.send_token >> (8 * i)) & 0xff));
-  size_t total = 0;
-  for (const auto& op : batch->ops) total += record_bytes(*op);
   batch->data.reserve(total);
   std::vector<std::span<const std::byte>> payloads;
   for (const auto& op : batch->ops) {
