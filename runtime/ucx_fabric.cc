@@ -371,9 +371,11 @@ bool UcxFabric::Impl::worker_destroyable() const {
          rndv_inflight_bytes.empty() && inflight.load() == 0;
 }
 
-void UcxFabric::Impl::release_inflight() {
-  const size_t left = inflight.fetch_sub(1) - 1;
-  if ((left == 0 || left == inflight_wake_messages) && window_waiters.load() > 0) {
+void UcxFabric::Impl::release_inflight(size_t messages) {
+  const size_t before = inflight.fetch_sub(messages);
+  const size_t left = before - messages;
+  const bool crossed = before > inflight_wake_messages && left <= inflight_wake_messages;
+  if ((left == 0 || crossed) && window_waiters.load() > 0) {
     wake_window_waiters();
   }
 }

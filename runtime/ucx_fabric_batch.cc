@@ -1,6 +1,7 @@
 // Batches of small sends (ucx_fabric_impl.h, batch_bytes_max): the progress thread packs the
 // small messages it starts to one peer in one pass into one active message, and the
 // receiver unpacks them in order. Everything here runs on the progress thread.
+#include <algorithm>
 #include <utility>
 
 #include "runtime/ucx_fabric_impl.h"
@@ -48,43 +49,76 @@ void UcxFabric::Impl::flush_batch(PeerState& peer) {
     peer.batch.clear();
     return send_now(peer, std::move(op));
   }
-  auto batch = std::make_unique<BatchOp>();
+  auto batch = std::make_unique<SendOp>();
   batch->impl = this;
-  batch->ops.swap(peer.batch);
-  for (size_t i = 0; i < am_token_bytes; ++i)
-    batch->header.push_back(char((peer.send_token >> (8 * i)) & 0xff));
-  batch->data.reserve(total);
+  batch->peer = peer.id;
+  batch->frame.assign(am_token_bytes, '\0');
+  batch->records.reserve(total);
   std::vector<std::span<const std::byte>> payloads;
-  for (const auto& op : batch->ops) {
+  for (const auto& op : peer.batch) {
     payloads.clear();
     if (op->nonempty_payloads == 1)
       payloads.emplace_back(static_cast<const std::byte*>(op->single.buffer), op->single.length);
     else
       for (const ucp_dt_iov_t& v : op->iov)
         payloads.emplace_back(static_cast<const std::byte*>(v.buffer), v.length);
-    append_batch_record(&batch->data, std::as_bytes(std::span(op->frame)).subspan(am_token_bytes),
-                        payloads);
+    append_batch_record(&batch->records,
+                        std::as_bytes(std::span(op->frame)).subspan(am_token_bytes), payloads);
+    batch->payload_bytes += op->payload_bytes;
+    ++batch->staged;
+    if (op->done) batch->dones.push_back(std::move(op->done));
   }
-  ucp_request_param_t p{};
-  p.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA |
-                   UCP_OP_ATTR_FIELD_DATATYPE | UCP_OP_ATTR_FIELD_FLAGS;
+  peer.batch.clear();  // each message keeps its slot of the window until the batch completes
+  send_staged(peer, std::move(batch));
+}
+
+void UcxFabric::Impl::send_staged(PeerState& peer, std::unique_ptr<SendOp> op) {
+  if (!peer.up || peer.ep == nullptr) return finish_send(op.release(), UCS_ERR_CONNECTION_RESET);
+  put_token(op->frame.data(), peer.send_token);
+  ucp_request_param_t p = send_params(op.get());
+  p.op_attr_mask |= UCP_OP_ATTR_FIELD_FLAGS;
   p.flags = UCP_AM_SEND_FLAG_EAGER;  // the receiver unpacks it in its callback
   p.datatype = ucp_dt_make_contig(1);
-  p.cb.send = [](void* request, ucs_status_t status, void* user_data) {
-    ucp_request_free(request);
-    std::unique_ptr<BatchOp> b(static_cast<BatchOp*>(user_data));
-    for (auto& op : b->ops) b->impl->finish_send(op.release(), status);
-  };
-  p.user_data = batch.get();
   ucs_status_ptr_t r =
-      ucp_am_send_nbx(peer.ep, fabric_batch_am_id, batch->header.data(), batch->header.size(),
-                      batch->data.data(), batch->data.size(), &p);
-  if (r != nullptr && !UCS_PTR_IS_ERR(r)) {
-    batch.release();  // the request's callback finishes it
-    return;
+      ucp_am_send_nbx(peer.ep, fabric_batch_am_id, op->frame.data(), op->frame.size(),
+                      op->records.data(), op->records.size(), &p);
+  finish_or_wait(std::move(op), r);
+}
+
+Status UcxFabric::Impl::stage_send(PeerId peer, std::span<const std::byte> frame,
+                                   std::span<const std::span<const std::byte>> payloads,
+                                   uint64_t payload_bytes, SendDoneFn done) {
+  const size_t bytes = batch_record_header_bytes + frame.size() + payload_bytes;
+  const auto append = [&](SendOp& op) {
+    append_batch_record(&op.records, frame, payloads);
+    op.payload_bytes += payload_bytes;
+    ++op.staged;
+    if (done) op.dones.push_back(std::move(done));
+  };
+  if (Status st = wait_for_window(); !st.ok()) return st;  // a slot per message, as unbatched
+  {
+    std::lock_guard<std::mutex> lock(command_mutex);
+    SendOp* last = commands.empty() ? nullptr : commands.back().send;
+    if (last != nullptr && last->staged > 0 && last->peer == peer &&
+        last->records.size() + bytes <= batch_bytes_max) {
+      append(*last);  // still queued: the progress thread has not taken it
+      return {};
+    }
   }
-  const ucs_status_t status = r == nullptr ? UCS_OK : UCS_PTR_STATUS(r);
-  for (auto& op : batch->ops) finish_send(op.release(), status);
+  auto op = std::make_unique<SendOp>();
+  op->impl = this;
+  op->peer = peer;
+  op->frame.assign(am_token_bytes, '\0');  // the peer's token, filled in at send_staged
+  op->records.reserve(std::min(batch_bytes_max, 4 * bytes));
+  append(*op);
+  SendOp* raw = op.release();
+  {
+    std::lock_guard<std::mutex> lock(command_mutex);
+    commands.push_back({raw, {}});
+    commands_pending.store(true);
+  }
+  if (sleeping.load()) ucp_worker_signal(worker);
+  return {};
 }
 
 // Unpacks a batch: each record is checked and delivered as a message of its own would be;

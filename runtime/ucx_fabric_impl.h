@@ -30,19 +30,36 @@ namespace troupe::runtime {
 // The active-message ids the fabric uses: one message, or a batch of small ones.
 inline constexpr unsigned fabric_am_id = 7;
 inline constexpr unsigned fabric_batch_am_id = 8;
-// Small messages to one peer that the progress thread starts together (a burst from the
-// command queue, or an actor's sends between two polls) go as one active message when
-// UcxOptions::batch_small_messages: each as [u32 frame bytes][u32 payload bytes][frame]
-// [payloads], the peer's token once in the header. A message of at most
-// batch_message_bytes_max (frame and payloads) goes into a batch, up to batch_bytes_max
-// in all: one element of UCX's shared-memory FIFO (8 KiB) with room to spare. A batch of
-// one goes as a message of its own. ucx_fabric_batch.cc.
+// Small messages to one peer go as one active message when UcxOptions::batch_small_messages:
+// each as [u32 frame bytes][u32 payload bytes][frame][payloads], the peer's token once in
+// the header. A message of at most batch_message_bytes_max (frame and payloads) goes into a
+// batch, up to batch_bytes_max in all: one element of UCX's shared-memory FIFO (8 KiB) with
+// room to spare. Two ways in (ucx_fabric_batch.cc):
+// - sent from another thread: the sending thread copies it into the batch at the tail of the
+//   command queue (stage_send), so the progress thread takes a burst as a few commands, and
+//   neither thread allocates per message. Measured (bench_fabric, 1 KiB, 2 loaded cores):
+//   handing each message over as a command of its own left 17% of the CPU idle in futex
+//   waits on malloc's arena lock (allocated by the sender, freed by the progress thread);
+// - sent on the progress thread (an actor it runs, a handler): the small messages to one
+//   peer started in one pass are packed when the pass ends (add_to_batch); a batch of one
+//   goes as a message of its own.
+// Either way a message holds its slot of the in-flight window until its batch completes.
 inline constexpr size_t batch_message_bytes_max = 2048;
 inline constexpr size_t batch_bytes_max = 7168;
 // Every active-message header starts with the token its receiver gave the sender in the
 // handshake (u64, little-endian): it names the sending peer, and a message without a known
 // token is rejected. Tokens are random, so no peer can pass as another.
 inline constexpr size_t am_token_bytes = 8;
+// Writes `token` at `out` (am_token_bytes, little-endian); reads one back.
+inline void put_token(char* out, uint64_t token) {
+  for (size_t i = 0; i < am_token_bytes; ++i) out[i] = char((token >> (8 * i)) & 0xff);
+}
+inline uint64_t get_token(const void* in) {
+  const auto* p = static_cast<const unsigned char*>(in);
+  uint64_t token = 0;
+  for (size_t i = 0; i < am_token_bytes; ++i) token |= uint64_t(p[i]) << (8 * i);
+  return token;
+}
 // How often a rejection reason may log: once per this interval, with a running count.
 inline constexpr int64_t reject_log_interval_ms = 1000;
 // The progress thread's longest sleep; it also wakes on UCX events and commands.
@@ -131,12 +148,6 @@ struct PeerState {
 inline constexpr size_t early_messages_max = 1024;
 
 // A batch of small sends in flight: its ops finish when it does.
-struct BatchOp {
-  UcxFabric::Impl* impl = nullptr;
-  std::vector<std::unique_ptr<SendOp>> ops;
-  std::string header;  // the peer's token; UCX 1.13: lives until the send completes
-  std::string data;
-};
 
 // A command for the progress thread: a send to start, or any other function.
 struct Command {
@@ -155,6 +166,13 @@ struct SendOp {
   std::vector<ucp_dt_iov_t> iov;  // the non-empty payloads, when more than one
   uint64_t payload_bytes = 0;
   SendDoneFn done;
+  // A batch staged by sending threads (UcxFabric::send of a small message from a thread other
+  // than the progress thread; stage_send): `frame` holds only the token, `records` the
+  // messages (batch_wire.h), `dones` the completions of those that have one. It goes as one
+  // fabric_batch_am_id message, and completes each of its messages with its status.
+  size_t staged = 0;  // messages in `records` (0: an ordinary send)
+  std::string records;
+  std::vector<SendDoneFn> dones;
 };
 
 // A rendezvous receive: announced by the sender, fetched when rndv_inflight_bytes_max
@@ -215,6 +233,8 @@ struct UcxFabric::Impl {
   void post_send(std::unique_ptr<SendOp> op);
   void start_send(PeerState& peer, std::unique_ptr<SendOp> op);  // may hold it for a batch
   void send_now(PeerState& peer, std::unique_ptr<SendOp> op);
+  ucp_request_param_t send_params(SendOp* op);
+  void finish_or_wait(std::unique_ptr<SendOp> op, ucs_status_ptr_t r);
   void flush_new_endpoint(PeerState* peer);
   void on_endpoint_ready(PeerState* peer, ucs_status_t status);
   void start_ready_peers();
@@ -226,6 +246,13 @@ struct UcxFabric::Impl {
   void deliver_eager(PeerId peer, Frame&& frame, const std::byte* data, size_t length);
 
   // ---- batches of small sends (ucx_fabric_batch.cc) ----
+  // send() of a small message on another thread: appended to the batch at the tail of the
+  // command queue when that is one to the same peer with room, else a new one (taking a
+  // window slot, waiting for it as send() does). The bytes are copied here.
+  Status stage_send(PeerId peer, std::span<const std::byte> frame,
+                    std::span<const std::span<const std::byte>> payloads, uint64_t payload_bytes,
+                    SendDoneFn done);
+  void send_staged(PeerState& peer, std::unique_ptr<SendOp> op);
   bool batchable(const SendOp& op) const;
   void add_to_batch(PeerState& peer, std::unique_ptr<SendOp> op);
   void flush_batch(PeerState& peer);
@@ -243,8 +270,9 @@ struct UcxFabric::Impl {
 
   // ---- window accounting (any thread) ----
   bool take_window();
+  Status wait_for_window();  // take_window, waiting up to send_wait_ms_max for room
   Status send_here(std::unique_ptr<SendOp> op);  // send() on the progress thread
-  void release_inflight();
+  void release_inflight(size_t messages = 1);
   Status check_peer_up(PeerId peer);
   void wake_window_waiters();
 

@@ -77,6 +77,18 @@ Status UcxFabric::send(PeerId peer, const Envelope& envelope,
   if (im.stop.load()) return {Code::closed, "send: fabric is shutting down"};
   Status st = im.check_peer_up(peer);
   if (!st.ok()) return st;
+  if (im.options.batch_small_messages && !im.on_progress_thread()) {
+    uint64_t bytes = 0;
+    for (const auto& p : payloads) bytes += p.size();
+    if (bytes <= batch_message_bytes_max) {  // else too large for a batch whatever its frame
+      thread_local std::string frame;        // its capacity is kept from send to send
+      st = encode_frame(envelope, payloads, &frame);
+      if (!st.ok()) return st;
+      if (batch_record_header_bytes + frame.size() + bytes <= batch_message_bytes_max)
+        return im.stage_send(peer, std::as_bytes(std::span(frame)), payloads, bytes,
+                             std::move(done));
+    }
+  }
   auto op = std::make_unique<SendOp>();
   st = encode_frame(envelope, payloads, &op->frame);
   if (!st.ok()) return st;
@@ -99,14 +111,7 @@ Status UcxFabric::send(PeerId peer, const Envelope& envelope,
   }
   op->nonempty_payloads = nonempty;
   if (im.on_progress_thread()) return im.send_here(std::move(op));
-  if (!im.take_window()) {
-    std::unique_lock<std::mutex> lock(im.window_mutex);
-    im.window_waiters.fetch_add(1);
-    const bool room = im.window_cv.wait_for(lock, std::chrono::milliseconds(send_wait_ms_max),
-                                            [&] { return im.take_window(); });
-    im.window_waiters.fetch_sub(1);
-    if (!room) return {Code::busy, "send: in-flight window full for send_wait_ms_max"};
-  }
+  if (st = im.wait_for_window(); !st.ok()) return st;
   SendOp* raw = op.release();
   {
     std::lock_guard<std::mutex> lock(im.command_mutex);
@@ -135,6 +140,17 @@ Status UcxFabric::Impl::send_here(std::unique_ptr<SendOp> op) {
   SendOp* raw = op.release();
   std::lock_guard<std::mutex> lock(command_mutex);
   commands.push_back({raw, {}});
+  return {};
+}
+
+Status UcxFabric::Impl::wait_for_window() {
+  if (take_window()) return {};
+  std::unique_lock<std::mutex> lock(window_mutex);
+  window_waiters.fetch_add(1);
+  const bool room = window_cv.wait_for(lock, std::chrono::milliseconds(send_wait_ms_max),
+                                       [&] { return take_window(); });
+  window_waiters.fetch_sub(1);
+  if (!room) return {Code::busy, "send: in-flight window full for send_wait_ms_max"};
   return {};
 }
 
@@ -179,12 +195,17 @@ void UcxFabric::Impl::post_send(std::unique_ptr<SendOp> op) {
 }
 
 void UcxFabric::Impl::start_send(PeerState& peer, std::unique_ptr<SendOp> op) {
+  if (op->staged > 0) {
+    flush_batch(peer);  // what this thread batched went into the queue before it
+    return send_staged(peer, std::move(op));
+  }
   if (batchable(*op)) return add_to_batch(peer, std::move(op));
   flush_batch(peer);  // a peer's messages go in the order they were sent
   send_now(peer, std::move(op));
 }
 
-void UcxFabric::Impl::send_now(PeerState& peer, std::unique_ptr<SendOp> op) {
+// The parameters of a send whose completion finishes `op` (finish_send).
+ucp_request_param_t UcxFabric::Impl::send_params(SendOp* op) {
   ucp_request_param_t p{};
   p.op_attr_mask =
       UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA | UCP_OP_ATTR_FIELD_DATATYPE;
@@ -193,9 +214,25 @@ void UcxFabric::Impl::send_now(PeerState& peer, std::unique_ptr<SendOp> op) {
     auto* sop = static_cast<SendOp*>(user_data);
     sop->impl->finish_send(sop, status);
   };
-  p.user_data = op.get();
-  for (size_t i = 0; i < am_token_bytes; ++i)
-    op->frame[i] = char((peer.send_token >> (8 * i)) & 0xff);
+  p.user_data = op;
+  return p;
+}
+
+// What ucp_am_send_nbx returned: done at once (finished here), or a request whose callback
+// finishes it.
+void UcxFabric::Impl::finish_or_wait(std::unique_ptr<SendOp> op, ucs_status_ptr_t r) {
+  if (r == nullptr) {
+    finish_send(op.release(), UCS_OK);
+  } else if (UCS_PTR_IS_ERR(r)) {
+    finish_send(op.release(), UCS_PTR_STATUS(r));
+  } else {
+    op.release();  // the request's callback finishes it
+  }
+}
+
+void UcxFabric::Impl::send_now(PeerState& peer, std::unique_ptr<SendOp> op) {
+  ucp_request_param_t p = send_params(op.get());
+  put_token(op->frame.data(), peer.send_token);
   const void* buffer = nullptr;
   size_t count = 0;
   if (op->nonempty_payloads == 1) {
@@ -211,30 +248,28 @@ void UcxFabric::Impl::send_now(PeerState& peer, std::unique_ptr<SendOp> op) {
   }
   ucs_status_ptr_t r =
       ucp_am_send_nbx(peer.ep, fabric_am_id, op->frame.data(), op->frame.size(), buffer, count, &p);
-  if (r == nullptr) {
-    finish_send(op.release(), UCS_OK);
-  } else if (UCS_PTR_IS_ERR(r)) {
-    finish_send(op.release(), UCS_PTR_STATUS(r));
-  } else {
-    op.release();  // the request's callback finishes it
-  }
+  finish_or_wait(std::move(op), r);
 }
 
 void UcxFabric::Impl::finish_send(SendOp* op, ucs_status_t status) {
   std::unique_ptr<SendOp> owned(op);
+  const uint64_t messages = std::max<uint64_t>(op->staged, 1);
   if (status == UCS_OK) {
-    counters.sent_messages.fetch_add(1, std::memory_order_relaxed);
+    counters.sent_messages.fetch_add(messages, std::memory_order_relaxed);
     counters.sent_bytes.fetch_add(op->payload_bytes, std::memory_order_relaxed);
   } else {
-    counters.send_failed.fetch_add(1, std::memory_order_relaxed);
+    counters.send_failed.fetch_add(messages, std::memory_order_relaxed);
   }
-  if (op->done) {
-    op->done(status == UCS_OK ? Status()
+  if (op->done || !op->dones.empty()) {
+    const Status result = status == UCS_OK
+                              ? Status()
                               : Status(Code::peer_down, fmt::format("send to peer {}: {}", op->peer,
-                                                                    ucs_status_string(status))));
+                                                                    ucs_status_string(status)));
+    if (op->done) op->done(result);
+    for (const SendDoneFn& done : op->dones) done(result);
   }
   owned.reset();
-  release_inflight();
+  release_inflight(messages);  // a slot per message
 }
 
 // ---- receive ----
@@ -260,10 +295,7 @@ void UcxFabric::Impl::reject(PeerId peer, RejectReason reason) {
 // The peer whose token heads an active message's header, or peer_none.
 PeerId UcxFabric::Impl::peer_of_header(const void* header, size_t header_length) const {
   if (header_length < am_token_bytes) return peer_none;
-  const auto* head = static_cast<const unsigned char*>(header);
-  uint64_t token = 0;
-  for (size_t i = 0; i < am_token_bytes; ++i) token |= uint64_t(head[i]) << (8 * i);
-  const auto it = peer_by_token.find(token);
+  const auto it = peer_by_token.find(get_token(header));
   return it == peer_by_token.end() ? peer_none : it->second;
 }
 

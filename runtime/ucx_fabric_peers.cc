@@ -26,10 +26,10 @@ void set_peer_error_handling(ucp_ep_params_t* p, PeerState* peer) {
 }
 
 uint64_t read_token(const std::string& bytes) {
-  uint64_t token = 0;
-  for (size_t i = 0; i < am_token_bytes && i < bytes.size(); ++i)
-    token |= uint64_t(static_cast<unsigned char>(bytes[i])) << (8 * i);
-  return token;
+  if (bytes.size() >= am_token_bytes) return get_token(bytes.data());
+  std::string padded = bytes;  // a short one reads as its bytes, zero-filled
+  padded.resize(am_token_bytes, '\0');
+  return get_token(padded.data());
 }
 
 }  // namespace
@@ -58,7 +58,7 @@ PeerState* UcxFabric::Impl::new_peer(const PeerInfo& info) {
 // What this fabric tells `peer` in the handshake: its token, then our worker address.
 std::string UcxFabric::Impl::transport_address(const PeerState& peer) const {
   std::string out(am_token_bytes, '\0');
-  for (size_t i = 0; i < am_token_bytes; ++i) out[i] = char((peer.recv_token >> (8 * i)) & 0xff);
+  put_token(out.data(), peer.recv_token);
   return out + worker_address;
 }
 

@@ -4,15 +4,18 @@
 //   bench_fabric serve --port-file F [--spin-us N] [--batch 0|1]
 //   bench_fabric client --connect HOST:PORT [--spin-us N] [--batch 0|1] [--lat-iters N]
 //                [--sizes B,B,...]   (--batch 0: small messages each alone, UcxOptions)
-// The client prints "bw <bytes> <MiB/s> <iters>" per size and
+// The client prints "bw <bytes> <MiB/s> <iters>" per size (sent from its main thread), the
+// same as "bwf" sent from the fabric's own thread (as an actor that thread runs sends), and
 // "lat 8 <median one-way us> <mean one-way us> <iters>".
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstring>
 #include <fstream>
+#include <memory>
 #include <mutex>
 #include <sstream>
 #include <string>
@@ -25,7 +28,7 @@ using Clock = std::chrono::steady_clock;
 
 namespace {
 
-enum : uint32_t { kData = 1, kAck = 2, kPing = 3, kPong = 4, kQuit = 5 };
+enum : uint32_t { kData = 1, kAck = 2, kPing = 3, kPong = 4, kQuit = 5, kKick = 6 };
 constexpr auto wait_ms_max = std::chrono::milliseconds(120000);  // a loaded box is slow
 
 // A counter that one thread bumps and another awaits.
@@ -113,8 +116,29 @@ int serve(int argc, char** argv) {
   return 0;
 }
 
+// Sends a stream from the fabric's own thread, as an actor the fabric's thread runs (the lent
+// scheduler) sends: the fabric calls run() between two polls while its window has room.
+struct StreamGuest : rt::FabricGuest {
+  rt::Fabric* fabric = nullptr;
+  rt::PeerId peer = rt::peer_none;
+  rt::Envelope env;
+  std::span<const std::byte> payload;
+  std::atomic<uint64_t> left{0};
+  bool run() override {
+    uint64_t n = left.load(std::memory_order_acquire);
+    if (n == 0) return false;
+    std::span<const std::byte> p[1] = {payload};
+    for (int i = 0; i < 64 && n > 0; ++i, --n) check(fabric->send(peer, env, p), "send data");
+    left.store(n, std::memory_order_release);
+    return true;
+  }
+  void step_in() override {}
+  void step_aside() override {}
+};
+
 struct Client {
   rt::Fabric* fabric = nullptr;
+  std::shared_ptr<StreamGuest> guest = std::make_shared<StreamGuest>();
   rt::PeerId peer = rt::peer_none;
   Counter acks;
   Counter pings_done;
@@ -141,12 +165,19 @@ struct Client {
       }
     }
   }
-  double bandwidth_mib_s(size_t bytes, uint64_t iters, const rt::ByteBuffer& buf) {
+  double bandwidth_mib_s(size_t bytes, uint64_t iters, const rt::ByteBuffer& buf,
+                         bool from_fabric_thread) {
     std::span<const std::byte> p[1] = {std::span<const std::byte>(buf.data(), bytes)};
     const rt::Envelope env = envelope(kData, u64_bytes(iters));
     const uint64_t target = acks.n + 1;
     const auto t0 = Clock::now();
-    for (uint64_t i = 0; i < iters; ++i) check(fabric->send(peer, env, p), "send data");
+    if (from_fabric_thread) {  // the guest sends them; a kick wakes the fabric's thread
+      guest->fabric = fabric, guest->peer = peer, guest->env = env, guest->payload = p[0];
+      guest->left.store(iters, std::memory_order_release);
+      check(fabric->send(peer, envelope(kKick), {}), "send kick");
+    } else {
+      for (uint64_t i = 0; i < iters; ++i) check(fabric->send(peer, env, p), "send data");
+    }
     if (!acks.wait_for(target)) check({rt::Code::timeout, "no ack"}, "bandwidth");
     const double s = std::chrono::duration<double>(Clock::now() - t0).count();
     return static_cast<double>(bytes) * static_cast<double>(iters) / s / (1 << 20);
@@ -166,6 +197,7 @@ int client(int argc, char** argv) {
   Client c;
   rt::FabricHandlers h;
   h.on_receive = [&c](rt::Message&& m) { c.on_receive(std::move(m)); };
+  h.guest = c.guest;
   auto made = rt::UcxFabric::create(options(argc, argv), std::move(h));
   check(made.status(), "create");
   auto* fabric = made.value().get();
@@ -187,8 +219,11 @@ int client(int argc, char** argv) {
   std::memset(buf.data(), 1, buf.size());
   for (size_t size : sizes) {
     const uint64_t iters = std::clamp<uint64_t>((uint64_t{2} << 30) / size, 32, 200000);
-    c.bandwidth_mib_s(size, std::max<uint64_t>(iters / 10, 8), buf);  // warm-up
-    fmt::print("bw {} {:.1f} {}\n", size, c.bandwidth_mib_s(size, iters, buf), iters);
+    for (bool fabric_thread : {false, true}) {
+      c.bandwidth_mib_s(size, std::max<uint64_t>(iters / 10, 8), buf, fabric_thread);  // warm-up
+      fmt::print("{} {} {:.1f} {}\n", fabric_thread ? "bwf" : "bw", size,
+                 c.bandwidth_mib_s(size, iters, buf, fabric_thread), iters);
+    }
   }
   c.latency(lat_iters / 10);
   c.latency(lat_iters);

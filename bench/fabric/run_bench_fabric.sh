@@ -124,6 +124,15 @@ for size in sizes:
     label = f"{size >> 20} MiB" if size >= 1 << 20 else f"{size >> 10} KiB"
     rm, rlo, rhi = summary(r)
     print(f"{label:>10} {summary(t)[0]:13.1f} {summary(p)[0]:15.1f} {rm:6.2f}  {rlo:.2f}-{rhi:.2f}")
+print("the same, sent from the fabric's own thread (as an actor that the lent scheduler runs there\n"
+      "sends; 2 threads like perftest's, where the rows above add the sending thread):")
+for size in sizes:
+    t = [tr.get(("bwf", size), [nan])[0] for _, tr in runs]
+    p = [pt.get(("bw", size), [nan] * 8)[5] for pt, _ in runs]
+    r = [a / b if b else nan for a, b in zip(t, p)]
+    label = f"{size >> 20} MiB" if size >= 1 << 20 else f"{size >> 10} KiB"
+    rm, rlo, rhi = summary(r)
+    print(f"{label:>10} {summary(t)[0]:13.1f} {summary(p)[0]:15.1f} {rm:6.2f}  {rlo:.2f}-{rhi:.2f}")
 t = [tr.get(("lat", 8), [nan])[0] for _, tr in runs]
 p = [pt.get(("lat", 8), [nan] * 8)[1] for pt, _ in runs]
 r = [a / b if b else nan for a, b in zip(t, p)]

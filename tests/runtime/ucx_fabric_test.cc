@@ -380,5 +380,38 @@ TEST(UcxFabric, ABurstOfSmallAndLargeMessagesArrivesWholeAndTheSmallOnesInOrder)
   }
 }
 
+// Small sends from a thread other than the fabric's are staged into batches on that thread
+// (stage_send): each completes once, with its own `done`, and counts as one message; a
+// message of two payloads keeps both.
+TEST(UcxFabric, SmallSendsStagedByTheCallerCompleteEachOnceAndCountAsMessages) {
+  Pair p = make_pair();
+  constexpr uint32_t messages = 2000;
+  std::atomic<uint32_t> done_ok{0}, done_failed{0};
+  std::vector<std::vector<std::byte>> data;  // kept until each send's done (the contract)
+  for (uint32_t i = 0; i < 2 * messages; ++i) data.push_back(pattern(5 + i % 700, i));
+  for (uint32_t i = 0; i < messages; ++i) {
+    const std::span<const std::byte> payloads[] = {data[i],
+                                                   std::span(data[i + messages]).first(i % 5)};
+    ASSERT_TRUE(p.client
+                    ->send(p.to_server, envelope(0, 100, std::to_string(i)), payloads,
+                           [&](const Status& st) { (st.ok() ? done_ok : done_failed)++; })
+                    .ok())
+        << i;
+  }
+  for (uint32_t i = 0; i < messages; ++i) {
+    Message m = expect_message(*p.server);
+    ASSERT_EQ(std::stoul(m.envelope.header), i);  // one sender thread: in order
+    ASSERT_EQ(m.payloads.size(), 2u);
+    expect_bytes_equal(m.payloads[0], data[i]);
+    expect_bytes_equal(m.payloads[1],
+                       {data[i + messages].begin(), data[i + messages].begin() + i % 5});
+  }
+  ASSERT_TRUE(p.client->flush(wait_ms).ok());
+  EXPECT_EQ(done_ok.load(), messages);
+  EXPECT_EQ(done_failed.load(), 0u);
+  EXPECT_EQ(p.client->counters().sent_messages, messages);
+  EXPECT_EQ(p.client->counters().send_failed, 0u);
+}
+
 }  // namespace
 }  // namespace troupe::runtime
