@@ -116,23 +116,20 @@ def summary(values):
         return nan, nan, nan
     return statistics.median(v), min(v), max(v)
 
+def bandwidth_rows(key):  # "bw": sent from the client's main thread; "bwf": its fabric's
+    for size in sizes:
+        t = [tr.get((key, size), [nan])[0] for _, tr in runs]
+        p = [pt.get(("bw", size), [nan] * 8)[5] for pt, _ in runs]
+        r = [a / b if b else nan for a, b in zip(t, p)]
+        label = f"{size >> 20} MiB" if size >= 1 << 20 else f"{size >> 10} KiB"
+        rm, rlo, rhi = summary(r)
+        print(f"{label:>10} {summary(t)[0]:13.1f} {summary(p)[0]:15.1f} {rm:6.2f}  {rlo:.2f}-{rhi:.2f}")
+
 print(f"{'bandwidth':>10} {'troupe MiB/s':>13} {'perftest MiB/s':>15} {'ratio':>6}  range")
-for size in sizes:
-    t = [tr.get(("bw", size), [nan])[0] for _, tr in runs]
-    p = [pt.get(("bw", size), [nan] * 8)[5] for pt, _ in runs]
-    r = [a / b if b else nan for a, b in zip(t, p)]
-    label = f"{size >> 20} MiB" if size >= 1 << 20 else f"{size >> 10} KiB"
-    rm, rlo, rhi = summary(r)
-    print(f"{label:>10} {summary(t)[0]:13.1f} {summary(p)[0]:15.1f} {rm:6.2f}  {rlo:.2f}-{rhi:.2f}")
+bandwidth_rows("bw")
 print("the same, sent from the fabric's own thread (as an actor that the lent scheduler runs there\n"
       "sends; 2 threads like perftest's, where the rows above add the sending thread):")
-for size in sizes:
-    t = [tr.get(("bwf", size), [nan])[0] for _, tr in runs]
-    p = [pt.get(("bw", size), [nan] * 8)[5] for pt, _ in runs]
-    r = [a / b if b else nan for a, b in zip(t, p)]
-    label = f"{size >> 20} MiB" if size >= 1 << 20 else f"{size >> 10} KiB"
-    rm, rlo, rhi = summary(r)
-    print(f"{label:>10} {summary(t)[0]:13.1f} {summary(p)[0]:15.1f} {rm:6.2f}  {rlo:.2f}-{rhi:.2f}")
+bandwidth_rows("bwf")
 t = [tr.get(("lat", 8), [nan])[0] for _, tr in runs]
 p = [pt.get(("lat", 8), [nan] * 8)[1] for pt, _ in runs]
 r = [a / b if b else nan for a, b in zip(t, p)]
