@@ -94,23 +94,23 @@ void Muon::check_state(FlatRange owned) const {
 }
 
 void Muon::update(float* params, const float* grads, double lr, double grad_scale,
-                  double weight_decay, FlatRange owned) {
+                  double weight_decay, FlatRange owned, int64_t base) {
   const float scale = float(grad_scale);
   check_state(owned);  // throws here, not inside a worker thread
-  kernels::parallel_for(static_cast<int64_t>(tensors_.size()), threads_,
-                        [&](int64_t i, int worker) {
-                          const size_t t = tensors_[size_t(i)];
-                          const ParamInfo& p = table_.all()[t];
-                          if (owned.covers(p))
-                            update_tensor(t, p, params, grads, scale, lr, weight_decay, worker);
-                        });
+  kernels::parallel_for(
+      static_cast<int64_t>(tensors_.size()), threads_, [&](int64_t i, int worker) {
+        const size_t t = tensors_[size_t(i)];
+        const ParamInfo& p = table_.all()[t];
+        if (owned.covers(p))
+          update_tensor(t, p, params + (p.offset - base), grads + (p.offset - base), scale, lr,
+                        weight_decay, worker);
+      });
 }
 
-void Muon::update_tensor(size_t t, const ParamInfo& p, float* params, const float* grads,
-                         float scale, double lr, double weight_decay, int worker) {
+void Muon::update_tensor(size_t t, const ParamInfo& p, float* w, const float* g, float scale,
+                         double lr, double weight_decay, int worker) {
   const int64_t rows = p.shape[0], cols = p.shape[1];
   const float mu = float(settings_.momentum);
-  const float* g = grads + p.offset;
   const int64_t at = slots_.at(table_, t);
   float* b = b_.fetch(at, p.numel, window_[worker]);
   float* dir = dir_[worker].data();
@@ -124,7 +124,6 @@ void Muon::update_tensor(size_t t, const ParamInfo& p, float* params, const floa
   newton_schulz5(dir, rows, cols, o, settings_.ns_steps, scratch_[worker]);
   const float step = float(lr * kMoonlightRms * std::sqrt(double(std::max(rows, cols))));
   const float decay = float(lr * weight_decay);
-  float* w = params + p.offset;
   for (int64_t i = 0; i < p.numel; ++i) w[i] -= step * o[i] + decay * w[i];
 }
 

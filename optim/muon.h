@@ -36,8 +36,9 @@ class Muon {
   // by grad_scale (clipping) first; weight_decay is decoupled, applied as lr·wd·W.
   // Only the tensors inside `owned` are touched (a data-parallel owner's share); each must
   // lie inside the state range (std::logic_error otherwise).
+  // params and grads hold the table's floats from offset `base` on (Optimizer::update).
   void update(float* params, const float* grads, double lr, double grad_scale, double weight_decay,
-              FlatRange owned = {});
+              FlatRange owned = {}, int64_t base = 0);
   // Throws std::logic_error naming a tensor inside `owned` whose state is not kept here.
   void check_state(FlatRange owned) const;
   int64_t state_floats() const { return slots_.floats(); }
@@ -46,8 +47,8 @@ class Muon {
   void write_state(size_t t, const float* in);
 
  private:
-  void update_tensor(size_t t, const ParamInfo& p, float* params, const float* grads, float scale,
-                     double lr, double weight_decay, int worker);
+  void update_tensor(size_t t, const ParamInfo& p, float* w, const float* g, float scale, double lr,
+                     double weight_decay, int worker);
 
   const ParamTable& table_;
   MuonSettings settings_;

@@ -54,7 +54,7 @@ std::vector<float> AdamW::state(const StateBuffer& s, size_t i) const {
 }
 
 void AdamW::update(float* params, const float* grads, double lr, double grad_scale, int64_t step,
-                   FlatRange owned) {
+                   FlatRange owned, int64_t base) {
   const double b1 = cfg_.beta1, b2 = cfg_.beta2;
   const double c1 = 1.0 - std::pow(b1, double(step + 1));
   const double c2 = 1.0 - std::pow(b2, double(step + 1));
@@ -66,11 +66,11 @@ void AdamW::update(float* params, const float* grads, double lr, double grad_sca
     const OptGroup group = effective_group(p.group, cfg_);
     if (group == OptGroup::Rule || group == OptGroup::Muon || !owned.covers(p)) continue;
     const float decay = group == OptGroup::AdamWNoDecay ? 0.0f : float(lr * weight_decay_);
-    float* w = params + p.offset;
+    float* w = params + (p.offset - base);
     const int64_t at = slots_.at(table_, t);
     float* m = m_.fetch(at, p.numel, m_window_);
     float* v = v_.fetch(at, p.numel, v_window_);
-    const float* g = grads + p.offset;
+    const float* g = grads + (p.offset - base);
     for (int64_t i = 0; i < p.numel; ++i) {
       const float gi = g[i] * fscale;
       m[i] = fb1 * m[i] + (1.0f - fb1) * gi;
@@ -93,11 +93,15 @@ Optimizer::Optimizer(const ParamTable& table, const OptimizerConfig& cfg, double
 }
 
 void Optimizer::update(float* params, const float* grads, double lr, double grad_scale,
-                       int64_t step, FlatRange owned) {
+                       int64_t step, FlatRange owned, int64_t base) {
+  if (base < 0 || owned.lo < base)
+    throw std::invalid_argument(
+        fmt::format("Optimizer::update: the owned range starts at {}, before the slice passed ({})",
+                    owned.lo, base));
   adamw_.check_state(owned);  // both before either changes anything
   if (muon_) muon_->check_state(owned);
-  adamw_.update(params, grads, lr, grad_scale, step, owned);
-  if (muon_) muon_->update(params, grads, lr, grad_scale, weight_decay_, owned);
+  adamw_.update(params, grads, lr, grad_scale, step, owned, base);
+  if (muon_) muon_->update(params, grads, lr, grad_scale, weight_decay_, owned, base);
 }
 
 int64_t Optimizer::state_floats_of(size_t t) const {

@@ -24,9 +24,10 @@ class AdamW {
   // One update of the tensors whose effective group is AdamW or AdamWNoDecay (others are
   // untouched): grads are multiplied by grad_scale (clipping) first. step is 0-based.
   // Only the tensors inside `owned` are touched (a data-parallel owner's share); each must
-  // lie inside the state range (std::logic_error otherwise).
+  // lie inside the state range (std::logic_error otherwise). params and grads hold the
+  // table's floats from offset `base` on (Optimizer::update).
   void update(float* params, const float* grads, double lr, double grad_scale, int64_t step,
-              FlatRange owned = {});
+              FlatRange owned = {}, int64_t base = 0);
   // Throws std::logic_error naming a tensor inside `owned` whose state is not kept here.
   void check_state(FlatRange owned) const;
   // The moments of table tensor i (empty where it keeps none).
@@ -60,9 +61,12 @@ class Optimizer {
             FlatRange state = {}, bool offload = false);
   // One step (0-based) at learning rate lr; grads are multiplied by grad_scale first.
   // Only the tensors inside `owned` are touched; the bits of each tensor's update do not
-  // depend on which others are updated with it.
+  // depend on which others are updated with it. params and grads hold the table's floats
+  // from offset `base` on (0: the whole table), so an owner of a slice [base, owned.hi)
+  // passes that slice alone (an expert's owner: OptimizerTest.AnExpertsOwnerUpdatesItsSlice
+  // AloneWithTheBitsOfTheWholeTable); owned.lo < base is std::invalid_argument.
   void update(float* params, const float* grads, double lr, double grad_scale, int64_t step,
-              FlatRange owned = {});
+              FlatRange owned = {}, int64_t base = 0);
   const AdamW& adamw() const { return adamw_; }
   const Muon* muon() const { return muon_ ? &*muon_ : nullptr; }  // null under "adamw"
   int64_t state_floats() const {

@@ -19,7 +19,8 @@ double lr_at(const TrainConfig& t, int64_t step) {
   return lo + (t.lr - lo) * 0.5 * (1.0 + std::cos(M_PI * progress));
 }
 
-std::vector<double> grad_norm_parts(const ParamTable& table, const float* grads, FlatRange owned) {
+std::vector<double> grad_norm_parts(const ParamTable& table, const float* grads, FlatRange owned,
+                                    int64_t base) {
   std::vector<double> parts;
   for (const ParamInfo& p : table.all()) {
     if (p.group == OptGroup::Rule || !owned.covers(p)) continue;
@@ -27,7 +28,7 @@ std::vector<double> grad_norm_parts(const ParamTable& table, const float* grads,
       const int64_t hi = std::min(p.numel, lo + kNormChunkElems);
       double part = 0;
       for (int64_t i = lo; i < hi; ++i) {
-        double g = grads[p.offset + i];
+        double g = grads[p.offset - base + i];
         part += g * g;
       }
       parts.push_back(part);

@@ -20,7 +20,9 @@ double global_grad_norm(const ParamTable& table, const float* grads);
 // The same sum split for data parallelism: the partial sums (one per fixed chunk) of the
 // gradient-trained tensors inside `owned`, in table order. Concatenating every owner's
 // parts in table order and passing them to grad_norm_from_parts gives global_grad_norm's bits.
-std::vector<double> grad_norm_parts(const ParamTable& table, const float* grads, FlatRange owned);
+// grads holds the table's floats from offset `base` on (an owner's slice: Optimizer::update).
+std::vector<double> grad_norm_parts(const ParamTable& table, const float* grads, FlatRange owned,
+                                    int64_t base = 0);
 double grad_norm_from_parts(const std::vector<double>& parts);
 
 // The step's global gradient norm from the dense norm and the Engram tables' Σ g²:

@@ -277,17 +277,17 @@ std::vector<double> Trainer::reduce_owned(FlatRange owned, const std::vector<Tre
     return grad_norm_parts(table, owned_grad_view_, owned);
   }
   owned_grad_view_ = nullptr;
-  owned_grad_.resize(static_cast<size_t>(table.total()));
-  combine_node(0, micro_batches(), nodes, slices, len, owned_grad_.data() + owned.lo, combine_tmp_,
-               0);
-  return grad_norm_parts(table, owned_grad_.data(), owned);
+  owned_grad_.resize(static_cast<size_t>(len));  // the owned slice alone, from owned.lo
+  combine_node(0, micro_batches(), nodes, slices, len, owned_grad_.data(), combine_tmp_, 0);
+  return grad_norm_parts(table, owned_grad_.data(), owned, owned.lo);
 }
 
 void Trainer::apply_owned(FlatRange owned, int64_t step, double scale,
                           const std::vector<std::vector<int64_t>>& counts) {
   const float* grads = owned_grad_view_ ? owned_grad_view_ : owned_grad_.data();
+  const int64_t base = owned_grad_view_ ? 0 : owned.lo;  // reduce_owned kept the slice alone
   optimizer_stepped_ = true;
-  optimizer_->update(params.data(), grads, lr_at(cfg.train, step), scale, step, owned);
+  optimizer_->update(params.data() + base, grads, lr_at(cfg.train, step), scale, step, owned, base);
   apply_bias_rule(counts, owned);
 }
 

@@ -454,6 +454,54 @@ TEST(ShardedState, StateMovedBetweenOwnersCarriesOnBitwise) {
   }
 }
 
+// What an expert's owner on an expert shard would run (docs/eplb.md, "The plan for the
+// shards' own experts"): an optimizer with the state of one routed expert alone, updating
+// that expert's weights as a slice of their own (gate, up and down lie together in the
+// table, as a shard's slot holds them) from that slice's gradient, gives the bits of one
+// optimizer of the whole table, step after step.
+TEST(ShardedState, AnExpertsOwnerUpdatesItsSliceAloneWithTheBitsOfTheWholeTable) {
+  for (const auto& [kind, name] : kOptimizerNames) {
+    SplitOptimizers o(kind, 7, 1);
+    std::vector<FlatRange> experts;
+    for (const ParamInfo& p : o.table.all()) {
+      const std::string_view n = p.name;
+      if (n.find(".mlp.experts.") == std::string_view::npos || !n.ends_with("gate_proj.weight"))
+        continue;
+      const std::string prefix(n.substr(0, n.size() - std::string_view("gate_proj.weight").size()));
+      const ParamInfo& down = o.table.at(prefix + "down_proj.weight");
+      experts.push_back({p.offset, down.offset + down.numel});
+    }
+    const ModelConfig mc = small_model();
+    ASSERT_EQ(int64_t(experts.size()), mc.n_routed_experts * (mc.n_layers - mc.first_k_dense));
+    std::vector<std::optional<Optimizer>> owner(experts.size());
+    std::vector<std::vector<float>> slice(experts.size());
+    for (size_t k = 0; k < experts.size(); ++k) {
+      owner[k].emplace(o.table, o.cfg, 0.1, 1, experts[k]);
+      slice[k].assign(o.whole.begin() + experts[k].lo, o.whole.begin() + experts[k].hi);
+    }
+    for (int step = 0; step < 3; ++step) {
+      const std::vector<float> g = random_matrix(o.table.total(), 500 + step, 0.05);
+      o.one->update(o.whole.data(), g.data(), 1e-3, 0.9, step);
+      for (size_t k = 0; k < experts.size(); ++k) {
+        const std::vector<float> gk(g.begin() + experts[k].lo, g.begin() + experts[k].hi);
+        owner[k]->update(slice[k].data(), gk.data(), 1e-3, 0.9, step, experts[k], experts[k].lo);
+      }
+    }
+    for (size_t k = 0; k < experts.size(); ++k) {
+      const std::vector<float> want(o.whole.begin() + experts[k].lo,
+                                    o.whole.begin() + experts[k].hi);
+      EXPECT_EQ(slice[k], want) << name << ", expert slice " << k;
+      EXPECT_EQ(owner[k]->state_floats(), kind == OptimizerKind::muon
+                                              ? experts[k].hi - experts[k].lo
+                                              : 2 * (experts[k].hi - experts[k].lo))
+          << name;
+    }
+    EXPECT_THROW(owner[0]->update(slice[0].data(), slice[0].data(), 1e-3, 1.0, 3, experts[0],
+                                  experts[0].lo + 1),
+                 std::invalid_argument);
+  }
+}
+
 TEST(ShardedState, UpdatingATensorWhoseStateIsElsewhereThrowsNamingIt) {
   const ParamTable table(small_model());
   const std::vector<FlatRange> owners = plan_owners(table, 2);
