@@ -276,6 +276,15 @@ void LocalExpertShards<T>::write_reduced_grads(int64_t n_mb, T* grads) const {
     }
 }
 
+template <typename T>
+void LocalExpertShards<T>::set_expert_weights(int64_t moe_layer, int64_t expert,
+                                              std::span<const T> w) {
+  const auto& slots = placement_.log2phy.at(size_t(moe_layer)).at(size_t(expert));
+  const int64_t count = placement_.logcnt.at(size_t(moe_layer)).at(size_t(expert));
+  for (int64_t r = 0; r < count; ++r)
+    shard_of(slots.at(size_t(r))).set_weights(moe_layer, slots[size_t(r)], w);
+}
+
 template void copy_expert_weights<float>(const SwigluLayout&, int64_t, const float*, float*);
 template void copy_expert_weights<double>(const SwigluLayout&, int64_t, const double*, double*);
 template void add_expert_grads<float>(const SwigluLayout&, int64_t, const float*, float*);

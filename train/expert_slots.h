@@ -120,6 +120,13 @@ class LocalExpertShards : public RoutedExperts<T> {
   // micro-batches [0, n_mb) in the canonical tree (a micro-batch that sent an expert no
   // backward counts as zero). What the owners of the experts compute.
   void write_reduced_grads(int64_t n_mb, T* grads) const;
+  // What an owner sends its expert's replicas after its update: expert `expert` of MoE layer
+  // `moe_layer` gets weights w (3·I·C: gate, up, down, the table's order) on every slot.
+  void set_expert_weights(int64_t moe_layer, int64_t expert, std::span<const T> w);
+  // Forgets every shard's step (the next step computes every pair afresh).
+  void clear_step() {
+    for (ExpertSlots<T>& s : shards_) s.clear_step();
+  }
   const ExpertSlots<T>& shard(int64_t i) const { return shards_[size_t(i)]; }
 
  private:

@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include "model/model.h"
+#include "optim/optim.h"
 #include "tests/tiny_test_job.h"
 #include "tests/train/expert_test_data.h"
 #include "train/trainer.h"
@@ -68,6 +69,75 @@ TEST(ExpertShards, SameBitsAsInWorkerForAnyPlacementAndShardCount) {
     EXPECT_EQ(got.parts.bal, want.parts.bal);
     EXPECT_TRUE(same_bits(got.grad, want.grad)) << replicas << " slots on " << shards << " shards";
   }
+}
+
+// Issue 15's plan (docs/eplb.md, "The plan for the shards' own experts") in one process:
+// each routed expert's owner keeps its weights and optimizer state, updates them from the
+// shards' reduced gradient and sends the result to every replica; the worker's optimizer
+// skips the routed experts. Three steps of Muon (momentum carried) train with the in-worker
+// bits: the same losses every step, the same weights at the end.
+TEST(ExpertShards, OwnersUpdatingTheirExpertsTrainWithTheInWorkerBits) {
+  const JobConfig job = tests::tiny_test_job({"model.engram_layers=[]", "model.n_layers=3"});
+  const ModelConfig& m = job.model;
+  const ParamTable table(m);
+  OptimizerConfig cfg;
+  cfg.name = OptimizerKind::muon;
+  std::vector<float> ref(size_t(table.total()));
+  init_params(table, 11, ref.data());
+  std::vector<float> worker = ref;  // its routed experts go stale: the owners hold them
+  // The routed experts' slices, and the runs of the table between them (the worker's).
+  const int64_t part = m.moe_inter * m.d_model;
+  const std::vector<MoeLayout> layouts = moe_layouts(m, table);
+  struct Owned {
+    int64_t layer, expert;
+    FlatRange range;
+    std::vector<float> w;
+    std::optional<Optimizer> opt;
+  };
+  std::vector<Owned> owners;
+  for (int64_t l = 0; l < int64_t(layouts.size()); ++l)
+    for (int64_t e = 0; e < m.n_routed_experts; ++e) {
+      const SwigluLayout& L = layouts[size_t(l)].experts[size_t(e)];
+      ASSERT_EQ(L.up, L.gate + part);  // gate, up, down together: a slot's order
+      ASSERT_EQ(L.down, L.up + part);
+      owners.push_back({l, e, {L.gate, L.gate + 3 * part}, {}, {}});
+    }
+  std::vector<FlatRange> rest;
+  int64_t at = 0;
+  for (const Owned& o : owners) {
+    if (o.range.lo > at) rest.push_back({at, o.range.lo});
+    at = o.range.hi;
+  }
+  rest.push_back({at, table.total()});
+  for (Owned& o : owners) {
+    o.w.assign(ref.begin() + o.range.lo, ref.begin() + o.range.hi);
+    o.opt.emplace(table, cfg, 0.1, 1, o.range);
+  }
+  Optimizer whole(table, cfg, 0.1, 1), worker_opt(table, cfg, 0.1, 1);
+  const EplbPlacement placement = skewed_placement(m, 12, 3);
+  LocalExpertShards<float> sh(m, table, placement, 3, worker.data());
+  for (int step = 0; step < 3; ++step) {
+    const Batch batch = random_batch(m, 12, 20 + uint64_t(step));
+    const Result want = run(m, table, ref, batch, 2, nullptr);
+    sh.clear_step();
+    const Result got = run(m, table, worker, batch, 2, &sh);
+    EXPECT_EQ(got.parts.ce, want.parts.ce) << "step " << step;
+    EXPECT_EQ(got.parts.bal, want.parts.bal) << "step " << step;
+    whole.update(ref.data(), want.grad.data(), 1e-3, 0.9, step);
+    for (const FlatRange& r : rest)
+      worker_opt.update(worker.data(), got.grad.data(), 1e-3, 0.9, step, r);
+    for (Owned& o : owners) {
+      o.opt->update(o.w.data(), got.grad.data() + o.range.lo, 1e-3, 0.9, step, o.range, o.range.lo);
+      sh.set_expert_weights(o.layer, o.expert, o.w);
+    }
+  }
+  for (const FlatRange& r : rest)
+    EXPECT_TRUE(same_bits({worker.begin() + r.lo, worker.begin() + r.hi},
+                          {ref.begin() + r.lo, ref.begin() + r.hi}))
+        << "the worker's tensors in [" << r.lo << ", " << r.hi << ")";
+  for (const Owned& o : owners)
+    EXPECT_TRUE(same_bits(o.w, {ref.begin() + o.range.lo, ref.begin() + o.range.hi}))
+        << "expert " << o.expert << " of MoE layer " << o.layer;
 }
 
 TEST(ExpertShards, ReplicasTakeTurnsByMicroBatch) {
