@@ -67,7 +67,8 @@ class BufferPool {
   // A buffer of exactly `bytes` size (capacity rounded up). Never fails short of
   // std::bad_alloc, which the caller's limit checks make unreachable in practice.
   ByteBuffer get(size_t bytes);
-  // Frees the cached buffers released before `now - idle_max`; returns their bytes.
+  // Frees the cached buffers released before `now - idle_max`; returns their bytes. Releases
+  // are stamped with a coarse clock: up to a kernel tick (≤ 10 ms) earlier than they happened.
   size_t release_idle(Clock::time_point now);
   size_t cached_bytes() const;
 

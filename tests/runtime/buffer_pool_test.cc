@@ -40,6 +40,9 @@ TEST(BufferPool, FreesOnlyTheBuffersIdleLongerThanItsLimit) {
   { ByteBuffer a = pool.get(4096); }  // released first: the older
   std::this_thread::sleep_for(100ms);
   const Clock::time_point before_b = Clock::now();
+  // The pool stamps releases with a coarse clock (a kernel tick, ≤ 10 ms, behind): released
+  // 50 ms after before_b, `b`'s stamp is after before_b.
+  std::this_thread::sleep_for(50ms);
   { ByteBuffer b = pool.get(100000); }  // another class, released after before_b
   EXPECT_EQ(pool.cached_bytes(), 4096u + 131072u);
   EXPECT_EQ(pool.release_idle(before_b), 0u);  // neither idled 2 s by then
