@@ -46,9 +46,8 @@ size_t class_of(size_t capacity) {
 BufferPool::Clock::time_point coarse_now() {
   timespec ts{};
   clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
-  return BufferPool::Clock::time_point(
-      std::chrono::duration_cast<BufferPool::Clock::duration>(
-          std::chrono::seconds(ts.tv_sec) + std::chrono::nanoseconds(ts.tv_nsec)));
+  return BufferPool::Clock::time_point(std::chrono::duration_cast<BufferPool::Clock::duration>(
+      std::chrono::seconds(ts.tv_sec) + std::chrono::nanoseconds(ts.tv_nsec)));
 }
 
 }  // namespace

@@ -466,12 +466,23 @@ Result<Message> UcxFabric::receive(std::chrono::milliseconds timeout) {
   return m;
 }
 
+// A new epoch is a view change: the buffers the old view's traffic left in the pool are
+// freed, so that what a node holds after it (the worker trims its heap there and logs what
+// is in use: the soak's reading) does not depend on which messages came before. A recovery's
+// transfers take fresh buffers; the idle limit would free these 10 s later anyway.
 void UcxFabric::set_epoch(uint64_t epoch) {
   const uint64_t old = impl_->epoch.exchange(epoch);
   if (epoch < old) {  // an invariant, not an input error: the epoch never goes back
     log::critical("fabric: epoch went back from {} to {}", old, epoch);
     std::abort();
   }
+  if (epoch == old) return;
+  const size_t freed = impl_->pool.release_idle(BufferPool::Clock::time_point::max());
+  log::info("fabric: epoch {}: freed {} KiB of cached receive buffers", epoch, freed >> 10);
+}
+
+size_t UcxFabric::cached_buffer_bytes() const {
+  return impl_->pool.cached_bytes();
 }
 
 uint64_t UcxFabric::epoch() const {

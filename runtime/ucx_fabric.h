@@ -80,6 +80,10 @@ class UcxFabric final : public Fabric {
   uint64_t epoch() const override;
   FabricCounters counters() const override;
 
+  // The received-payload buffers kept for reuse now, in bytes (buffer_pool.h). A new epoch
+  // frees them all (set_epoch).
+  size_t cached_buffer_bytes() const;
+
   // The transports UCX chose for this peer's endpoint (ucp_ep_print_info), for logs.
   std::string describe_peer(PeerId peer);
 

@@ -219,6 +219,23 @@ TEST(UcxFabric, StaleEpochIsDroppedAndCounted) {
   EXPECT_EQ(p.server->counters().received_messages, 2u);
 }
 
+// A view change frees the receive buffers the old view's messages left in the pool (the
+// soak reads what a node holds right after one).
+TEST(UcxFabric, ANewEpochFreesTheCachedReceiveBuffers) {
+  Pair p = make_pair();
+  const auto data = pattern(size_t{1} << 20, 7);  // eager or rendezvous: either is pooled
+  const std::span<const std::byte> payloads[] = {data};
+  for (uint64_t i = 0; i < 2; ++i) {
+    ASSERT_TRUE(p.client->send(p.to_server, envelope(i, control_types_end), payloads).ok());
+    { Message m = expect_message(*p.server); }  // released: its buffer stays in the pool
+    EXPECT_GE(p.server->cached_buffer_bytes(), data.size()) << "epoch " << i;
+    p.server->set_epoch(i);  // the same epoch again (0, as at the start) keeps them
+    EXPECT_GE(p.server->cached_buffer_bytes(), data.size()) << "epoch " << i;
+    p.server->set_epoch(i + 1);
+    EXPECT_EQ(p.server->cached_buffer_bytes(), 0u) << "epoch " << i + 1;
+  }
+}
+
 // A peer that stopped answering (here: its fabric thread stuck in a handler, as a SIGSTOPped
 // node's would be) keeps a rendezvous send pending forever; disconnect fences it: the send
 // completes with an error, later sends fail at once, and nothing waits on it any more.
