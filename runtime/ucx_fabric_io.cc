@@ -77,6 +77,7 @@ Status UcxFabric::send(PeerId peer, const Envelope& envelope,
   if (im.stop.load()) return {Code::closed, "send: fabric is shutting down"};
   Status st = im.check_peer_up(peer);
   if (!st.ok()) return st;
+  const std::string* encoded = nullptr;  // the frame, where the batch's test encoded it
   if (im.options.batch_small_messages && !im.on_progress_thread()) {
     uint64_t bytes = 0;
     for (const auto& p : payloads) bytes += p.size();
@@ -87,12 +88,19 @@ Status UcxFabric::send(PeerId peer, const Envelope& envelope,
       if (batch_record_header_bytes + frame.size() + bytes <= batch_message_bytes_max)
         return im.stage_send(peer, std::as_bytes(std::span(frame)), payloads, bytes,
                              std::move(done));
+      encoded = &frame;  // its frame pushed it over: it goes alone, with this frame
     }
   }
   auto op = std::make_unique<SendOp>();
-  st = encode_frame(envelope, payloads, &op->frame);
-  if (!st.ok()) return st;
-  op->frame.insert(0, am_token_bytes, '\0');  // the peer's token, filled in at start_send
+  if (encoded != nullptr) {
+    op->frame.reserve(am_token_bytes + encoded->size());
+    op->frame.assign(am_token_bytes, '\0');
+    op->frame += *encoded;
+  } else {
+    st = encode_frame(envelope, payloads, &op->frame);
+    if (!st.ok()) return st;
+    op->frame.insert(0, am_token_bytes, '\0');
+  }  // the peer's token is filled in at start_send
   op->impl = &im;
   op->peer = peer;
   op->done = std::move(done);
