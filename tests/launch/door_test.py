@@ -29,7 +29,7 @@ import subprocess
 import sys
 import time
 
-from launch_checks import TINY, check, children, failures, steps_done, wait_for
+from launch_checks import TINY, check, children, failures, scaled, steps_done, wait_for
 
 CRASH = ("Assertion", "Caught signal", "killed by SIG", "core dumped")
 
@@ -38,7 +38,8 @@ CRASH = ("Assertion", "Caught signal", "killed by SIG", "core dumped")
 def plain_hash(troupe, work, steps):
     res = subprocess.run([troupe, "train", "--config", TINY, "--steps", str(steps), "--set",
                           "train.eval_every=0", "--run-dir", os.path.join(work, f"plain-{steps}")],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=300)
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         timeout=scaled(300))
     m = re.search(r"weights ([0-9a-f]{16})", res.stdout)
     return m.group(1) if m else None
 
@@ -109,7 +110,7 @@ def door(troupe, work, seed):
     t0 = time.monotonic()
     held = [attack(coordinator, rng), attack(node, rng)]
     during = steps_done(run_dir) < steps
-    out, err = p.communicate(timeout=300)
+    out, err = p.communicate(timeout=scaled(300))
     for s in held:
         s.close()
     want = plain_hash(troupe, work, steps)
@@ -152,7 +153,7 @@ def evict(troupe, work, i, timeout_ms):
     os.kill(victim, signal.SIGSTOP)
     time.sleep(timeout_ms / 1000 * 1.3)  # just past the timeout: declared lost
     os.kill(victim, signal.SIGCONT)
-    out, err = p.communicate(timeout=300)
+    out, err = p.communicate(timeout=scaled(300))
     exits = [line for line in err.splitlines() if f"(pid {victim}) exited" in line]
     check(f"evict {i}: the evicted node exits 3 (evicted), not by a signal",
           exits and "exit status 3: evicted" in exits[0] and not any(c in err for c in CRASH),

@@ -16,12 +16,13 @@ import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TINY = os.path.join(HERE, "..", "..", "configs", "tiny.toml")
+TIMEOUT_SCALE = float(os.environ.get("TROUPE_TIMEOUT_SCALE", "1"))  # as launch_checks.scaled
 FIELDS = ("step", "loss", "ce", "mtp", "bal", "lr", "grad_norm", "val_loss")
 
 
 def run(args, timeout):
     res = subprocess.run(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                         timeout=timeout)
+                         timeout=timeout * TIMEOUT_SCALE)
     return res
 
 

@@ -34,8 +34,8 @@ import subprocess
 import sys
 import time
 
-from launch_checks import (TINY, check, events, failures, finish, http, launch_job, steps_done,
-                           wait_for)
+from launch_checks import (TINY, check, events, failures, finish, http, launch_job, scaled,
+                           steps_done, wait_for)
 
 STEPS = 40
 COMMON = ["--set", "train.eval_every=0"]
@@ -51,7 +51,7 @@ def kinds(run_dir, kind):
 
 def troupe_cmd(troupe, *args):
     r = subprocess.run([troupe, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                       text=True, timeout=60)
+                       text=True, timeout=scaled(60))
     return r.returncode, r.stdout + r.stderr
 
 
@@ -59,7 +59,7 @@ def reference(troupe, work):
     run = os.path.join(work, "ref")
     r = subprocess.run([troupe, "train", "--config", TINY, "--steps", str(STEPS), "--run-dir",
                         run, *COMMON], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                       text=True, timeout=600)
+                       text=True, timeout=scaled(600))
     h = re.search(r"weights ([0-9a-f]{16})", r.stdout)
     if r.returncode != 0 or not h:
         sys.exit(f"the undisturbed troupe train failed: {r.stderr[-500:]}")
@@ -264,7 +264,7 @@ def test_cluster(troupe, work, ref):
     p.communicate()
     again = launch(troupe, run, 3, outside + ["--resume"])
     rc, h, out, err = finish(again)
-    codes = [n.wait(timeout=60) for n in nodes]
+    codes = [n.wait(timeout=scaled(60)) for n in nodes]
     check("cluster: launch --resume --local-nodes 0 restarts it: the undisturbed weights",
           rc == 0 and h == ref and all(c in (0, 3) for c in codes),
           f"exit {rc}, nodes {codes}, weights {h} vs {ref}; {err.strip()[-300:]}")

@@ -15,7 +15,7 @@ import re
 import shutil
 
 from launch_checks import (TINY, Job, check, failures, log_lines, memory_nodes_hold_the_shards,
-                           weights_hash)
+                           scaled, weights_hash)
 
 ROWS = 200140        # 20x tiny's engram_table_rows (10007)
 TABLES = 8           # tiny: orders [2, 3] x 4 heads
@@ -40,7 +40,7 @@ def run(troupe, run_dir, steps, extra):
     job = Job([troupe, "launch", "--config", TINY, "--steps", str(steps), "--nodes", "2",
                "--run-dir", run_dir, "--set", f"model.engram_table_rows={ROWS}",
                "--set", "fault_tolerance.heartbeat_timeout_ms=4000", *extra])
-    out, err = job.communicate(timeout=900)
+    out, err = job.communicate(timeout=scaled(900))
     return job.returncode, weights_hash(out), err
 
 

@@ -23,7 +23,7 @@ import signal
 import subprocess
 import sys
 
-from launch_checks import (TINY, Job, check, events, failures, http, losses, node_pids,
+from launch_checks import (TINY, Job, check, events, failures, http, losses, node_pids, scaled,
                            steps_done, wait_for, weights_hash)
 
 STEPS = 12
@@ -33,7 +33,7 @@ SCHEDULE = ["--engram-at", "4:attach:X:{x}", "--engram-at", "7:detach", "--engra
 
 def run_ok(args, what):
     r = subprocess.run(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                       timeout=600)
+                       timeout=scaled(600))
     if r.returncode != 0:
         sys.exit(f"{what} failed (status {r.returncode}): {r.stderr[-800:]}")
     return r.stdout
@@ -49,7 +49,7 @@ def launch(troupe, run_dir, nodes, extra, steps=STEPS):
 
 
 def finished(job, what):
-    out, err = job.communicate(timeout=600)
+    out, err = job.communicate(timeout=scaled(600))
     if job.returncode != 0:
         sys.exit(f"{what} failed (status {job.returncode}): {err[-1500:]}")
     return weights_hash(out)
@@ -188,7 +188,8 @@ def test_endpoint(troupe, work, x, y):
     check("a set of another config: 400 naming the key", code == 400 and
           "engram_table_rows" in err and "20011" in err, f"{code} {err}")
     r = subprocess.run([troupe, "engram", "attach", run, "Y", "--path", y],
-                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=60)
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                       timeout=scaled(60))
     check("troupe engram attach of that set: status 1, the key named", r.returncode == 1 and
           "engram_table_rows" in r.stderr, f"{r.returncode} {r.stderr.strip()}")
     code, body = http(run, "POST", "/engram/detach")
@@ -197,7 +198,8 @@ def test_endpoint(troupe, work, x, y):
     code, body = http(run, "POST", "/engram/attach", json.dumps({"name": 5}))
     check("attach with a bad name field: 400", code == 400, f"{code} {body}")
     r = subprocess.run([troupe, "engram", "attach", run, "X", "--path", x],
-                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=60)
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                       timeout=scaled(60))
     check("troupe engram attach X: accepted", r.returncode == 0, f"{r.returncode} {r.stderr}")
     http(run, "POST", "/resume")
     wait_for(lambda: len(swaps(run)) >= 1, 120, "the attach", job)

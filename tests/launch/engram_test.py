@@ -21,8 +21,8 @@ import signal
 import subprocess
 
 from launch_checks import (TINY, Job, check, coordinator_pid, end_of, events, failures, log_lines,
-                           losses, memory_nodes_hold_the_shards, node_pids, steps_done, wait_for,
-                           weights_hash)
+                           losses, memory_nodes_hold_the_shards, node_pids, scaled, steps_done,
+                           wait_for, weights_hash)
 
 
 def shards(k):
@@ -45,7 +45,8 @@ def served(run_dir):
 def replicated(troupe, work, steps):
     run_dir = os.path.join(work, f"replicated-{steps}")
     res = subprocess.run([troupe, "launch", *common(steps), "--nodes", "3", "--run-dir", run_dir],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=600)
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         timeout=scaled(600))
     if res.returncode != 0 or not weights_hash(res.stdout):
         raise SystemExit(f"the replicated run failed ({res.returncode}): {res.stderr[-2000:]}")
     return weights_hash(res.stdout), losses(run_dir)
@@ -54,7 +55,7 @@ def replicated(troupe, work, steps):
 def on_shards(troupe, work, steps, want, k):
     run_dir = os.path.join(work, f"shards-{k}")
     job = Job([troupe, "launch", *common(steps), "--nodes", "3", "--run-dir", run_dir, *shards(k)])
-    out, err = job.communicate(timeout=600)
+    out, err = job.communicate(timeout=scaled(600))
     h = weights_hash(out)
     check(f"3 nodes, tables on {k} shards: same weights and tables as replicated",
           job.returncode == 0 and h == want[0],
@@ -71,7 +72,7 @@ def cold_tier(troupe, work, steps, want):
     run_dir = os.path.join(work, "cold")
     job = Job([troupe, "launch", *common(steps), "--nodes", "3", "--run-dir", run_dir, *shards(2),
                "--set", "engram.host_cache_bytes=400000"])
-    out, err = job.communicate(timeout=600)
+    out, err = job.communicate(timeout=scaled(600))
     h = weights_hash(out)
     check("a host cache of ~5% over the RocksDB cold tier: same weights and tables",
           job.returncode == 0 and h == want[0],
@@ -161,7 +162,7 @@ def coordinator_restarted(troupe, work, steps, want):
                "--run-dir", run_dir, *shards(2)])
     wait_for(lambda: steps_done(run_dir) >= 5, 300, "step 5", job)
     os.kill(coordinator_pid(run_dir), signal.SIGKILL)
-    out, err = job.communicate(timeout=300)
+    out, err = job.communicate(timeout=scaled(300))
     h = weights_hash(out)
     check("the coordinator killed -9 and restarted: same weights and tables",
           job.returncode == 0 and h == want[0],
@@ -205,7 +206,7 @@ def rescaled(troupe, work, steps, want):
     job = Job([troupe, "launch", *common(steps), "--nodes", "3", "--max-nodes", "4",
                "--run-dir", run_dir, *shards(2), "--scale-at", f"{steps // 4}:2",
                "--scale-at", f"{steps // 2}:4"])
-    out, err = job.communicate(timeout=600)
+    out, err = job.communicate(timeout=scaled(600))
     h = weights_hash(out)
     reshapes = [e["text"] for e in events(run_dir) if e["event"] == "reshape"]
     copies = [e["text"] for e in events(run_dir) if e["event"] == "engram_copy"]
@@ -237,7 +238,7 @@ def kill_and_resume(troupe, work, steps, want):
           f"{complete[:1]}; writers {writers}")
     again = Job([troupe, "launch", *common(steps), "--nodes", "2", "--run-dir", run_dir,
                  *shards(2), *ckpt, "--resume"])
-    out, err = again.communicate(timeout=600)
+    out, err = again.communicate(timeout=scaled(600))
     h = weights_hash(out)
     check("kill -9 of the job after a checkpoint, --resume on 2 nodes: same weights and tables",
           again.returncode == 0 and h == want[0],
@@ -249,7 +250,7 @@ def kill_and_resume(troupe, work, steps, want):
 def one_process_refuses(troupe, work):
     res = subprocess.run([troupe, "train", *common(2), "--run-dir", os.path.join(work, "train"),
                           *shards(2)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                         timeout=60)
+                         timeout=scaled(60))
     check("troupe train refuses Engram shards, naming the key",
           res.returncode == 2 and "engram.placement" in res.stderr and "troupe launch" in res.stderr,
           f"status {res.returncode}: {res.stderr.strip()}")
@@ -258,7 +259,8 @@ def one_process_refuses(troupe, work):
 def memory_nodes_refused(troupe, work):
     res = subprocess.run([troupe, "launch", *common(2), "--nodes", "2", "--engram-nodes", "2",
                           "--run-dir", os.path.join(work, "memory-refused")],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=60)
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         timeout=scaled(60))
     check("--engram-nodes without shards: refused, naming engram.placement",
           res.returncode == 2 and "engram.placement=shards" in res.stderr,
           f"status {res.returncode}: {res.stderr.strip()}")

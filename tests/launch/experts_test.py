@@ -12,7 +12,7 @@ import shutil
 import signal
 import subprocess
 
-from launch_checks import (TINY, Job, check, children, events, failures, log_lines, losses,
+from launch_checks import (TINY, Job, check, children, events, failures, log_lines, losses, scaled,
                            steps_done, wait_for, weights_hash)
 
 SHARDS = ["--set", "parallel.experts=shards"]
@@ -30,7 +30,8 @@ def served(run_dir):
 def in_worker(troupe, work, steps):
     run_dir = os.path.join(work, "worker")
     res = subprocess.run([troupe, "launch", *common(steps), "--nodes", "3", "--run-dir", run_dir],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=600)
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         timeout=scaled(600))
     if res.returncode != 0 or not weights_hash(res.stdout):
         raise SystemExit(f"the in-worker run failed ({res.returncode}): {res.stderr[-2000:]}")
     return weights_hash(res.stdout), losses(run_dir)
@@ -39,7 +40,7 @@ def in_worker(troupe, work, steps):
 def on_shards(troupe, work, steps, want):
     run_dir = os.path.join(work, "shards")
     job = Job([troupe, "launch", *common(steps), "--nodes", "3", "--run-dir", run_dir, *SHARDS])
-    out, err = job.communicate(timeout=600)
+    out, err = job.communicate(timeout=scaled(600))
     h = weights_hash(out)
     check("3 nodes, experts on shards: same weights as in the workers",
           job.returncode == 0 and h == want[0],
@@ -55,7 +56,7 @@ def rebalanced(troupe, work, steps, want):
     run_dir = os.path.join(work, "shards-eplb")
     job = Job([troupe, "launch", *common(steps), "--nodes", "3", "--run-dir", run_dir, *SHARDS,
                "--set", "eplb.rebalance_every_steps=4", "--set", "eplb.window_steps=3"])
-    out, err = job.communicate(timeout=600)
+    out, err = job.communicate(timeout=scaled(600))
     h = weights_hash(out)
     check("a rebalance every 4 steps: same weights", job.returncode == 0 and h == want[0],
           f"status {job.returncode}, {h} vs {want[0]}: {err.strip().splitlines()[-3:]}")
@@ -81,7 +82,7 @@ def rescaled(troupe, work, steps, want):
                "--run-dir", run_dir, *SHARDS, "--set", "eplb.rebalance_every_steps=3",
                "--set", "eplb.window_steps=2", "--set", "parallel.node_groups=2",
                "--scale-at", "4:4", "--scale-at", "8:2"])
-    out, err = job.communicate(timeout=600)
+    out, err = job.communicate(timeout=scaled(600))
     h = weights_hash(out)
     reshapes = [e["text"] for e in events(run_dir) if e["event"] == "reshape"]
     check("scaled 3 -> 4 -> 2 with rebalances: same weights",
@@ -104,7 +105,7 @@ def lose_a_node(troupe, work, steps, want):
     check("kill: three node processes", len(nodes) == 3, f"children {nodes}")
     os.kill(nodes[1], signal.SIGKILL)  # worker.1 and expert_shard.1
     try:
-        out, err = job.communicate(timeout=300)
+        out, err = job.communicate(timeout=scaled(300))
     except subprocess.TimeoutExpired:
         os.killpg(job.pid, signal.SIGKILL)
         out, err = job.communicate()
@@ -123,7 +124,7 @@ def lose_a_node(troupe, work, steps, want):
 def one_process_refuses(troupe, work):
     res = subprocess.run([troupe, "train", *common(2), "--run-dir", os.path.join(work, "train"),
                           *SHARDS], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                         timeout=60)
+                         timeout=scaled(60))
     check("troupe train refuses experts on shards, naming the key",
           res.returncode == 2 and "parallel.experts" in res.stderr and "troupe launch" in res.stderr,
           f"status {res.returncode}: {res.stderr.strip()}")

@@ -24,7 +24,7 @@ import shutil
 import subprocess
 import sys
 
-from launch_checks import TINY, check, failures
+from launch_checks import TINY, check, failures, scaled
 
 STEPS = 5
 # The partition's job: long enough that it still runs when n1, cut off 5 s after the start,
@@ -38,7 +38,8 @@ def reference(troupe, work, steps=STEPS):
     """`troupe train` of the same job, undisturbed: the weights every faulted run must end with."""
     res = subprocess.run([troupe, "train", "--config", TINY, "--steps", str(steps), "--set",
                           "train.eval_every=0", "--run-dir", os.path.join(work, f"plain{steps}")],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=300)
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         timeout=scaled(300))
     h = re.search(r"weights ([0-9a-f]{16})", res.stdout)
     return h.group(1) if h else None
 
@@ -52,7 +53,7 @@ def launch(troupe, work, name, plan, extra=(), steps=STEPS):
     res = subprocess.run([troupe, "launch", "--config", TINY, "--nodes", "3", "--steps", str(steps),
                           "--set", "train.eval_every=0", "--run-dir", run_dir, *extra],
                          env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                         timeout=240)
+                         timeout=scaled(240))
     return run_dir, res
 
 
@@ -90,7 +91,7 @@ def common_checks(troupe, name, run_dir, res, want, steps=STEPS):
         committed = [json.loads(line)["step"] for line in f]
     check(f"{name}: every step committed once", committed == list(range(steps)), f"{committed}")
     led = subprocess.run([troupe, "ledger", "--check", run_dir], stdout=subprocess.PIPE,
-                         stderr=subprocess.STDOUT, text=True, timeout=60)
+                         stderr=subprocess.STDOUT, text=True, timeout=scaled(60))
     check(f"{name}: ledger --check passes", led.returncode == 0, led.stdout.strip()[-200:])
 
 

@@ -31,7 +31,7 @@ import subprocess
 import sys
 import time
 
-from launch_checks import (TINY, check, children, coordinator_pid, failures, steps_done,
+from launch_checks import (TINY, check, children, coordinator_pid, failures, scaled, steps_done,
                            wait_for)
 
 
@@ -58,7 +58,8 @@ def plain_run(troupe, work, steps):
     run_dir = os.path.join(work, f"plain-{steps}")
     res = subprocess.run([troupe, "train", "--config", TINY, "--steps", str(steps), "--set",
                           "train.eval_every=0", "--run-dir", run_dir],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=300)
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         timeout=scaled(300))
     h = re.search(r"weights ([0-9a-f]{16})", res.stdout)
     return (h.group(1) if h else None), losses(run_dir)
 
@@ -79,7 +80,7 @@ def lose_a_node_and_recover(troupe, work, name, sig, needle):
     check(f"{name}: three node processes", len(nodes) == 3, f"children {nodes}")
     os.kill(nodes[1], sig)
     try:
-        out, err = p.communicate(timeout=120)
+        out, err = p.communicate(timeout=scaled(120))
     except subprocess.TimeoutExpired:
         os.kill(nodes[1], signal.SIGKILL)
         p.kill()
@@ -108,7 +109,8 @@ def kill_at_the_edges(troupe, work, at):
     res = subprocess.run([troupe, "launch", "--config", TINY, "--nodes", "3", "--steps",
                           str(steps), "--set", "train.eval_every=0", "--kill-node-at", str(at),
                           "--run-dir", os.path.join(work, name)],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=300)
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         timeout=scaled(300))
     want_hash, _ = plain_run(troupe, work, steps)
     h = re.search(r"weights ([0-9a-f]{16})", res.stdout)
     check(f"{name}: recovered at step {at}", res.returncode == 0 and
@@ -149,7 +151,7 @@ def two_nodes_at_once(troupe, work, victims, recoverable, buddy_copies=1):
     nodes = children(p.pid)
     for v in victims:
         os.kill(pids[v], signal.SIGKILL)
-    out, err = p.communicate(timeout=120)
+    out, err = p.communicate(timeout=scaled(120))
     last = verdict(err) or err.strip()[-300:] or "(no stderr)"
     if recoverable:
         want_hash, _ = plain_run(troupe, work, 12)
@@ -179,7 +181,7 @@ def hung_node_wakes_up(troupe, work):
             return '"recovered"' in f.read()
     wait_for(recovered, 60, "the recovery")
     os.kill(nodes[1], signal.SIGCONT)
-    out, err = p.communicate(timeout=120)
+    out, err = p.communicate(timeout=scaled(120))
     want_hash, _ = plain_run(troupe, work, steps)
     h = re.search(r"weights ([0-9a-f]{16})", out)
     logs = ""
@@ -211,7 +213,7 @@ def coordinator_paused(troupe, work):
     os.kill(coordinator, signal.SIGSTOP)
     time.sleep(2.5)  # the pause itself: 2.5 times the heartbeat timeout
     os.kill(coordinator, signal.SIGCONT)
-    out, err = p.communicate(timeout=120)
+    out, err = p.communicate(timeout=scaled(120))
     want_hash, _ = plain_run(troupe, work, 12)
     h = re.search(r"weights ([0-9a-f]{16})", out)
     check("paused: no node declared dead, same weights",
@@ -232,7 +234,7 @@ def kill_without_recovery(troupe, work):
     t0 = time.monotonic()
     os.kill(nodes[-1], signal.SIGKILL)
     try:
-        out, err = p.communicate(timeout=30)
+        out, err = p.communicate(timeout=scaled(30))
     except subprocess.TimeoutExpired:
         p.kill()
         out, err = p.communicate()
@@ -258,7 +260,7 @@ def crash_after_the_end(troupe, work):
     p = subprocess.run([troupe, "launch", "--config", TINY, "--nodes", "2", "--steps", "2",
                         "--set", "train.eval_every=0", "--run-dir", run_dir],
                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-                       timeout=300)
+                       timeout=scaled(300))
     check("crash after the end: exits 0 with the summary",
           p.returncode == 0 and "summary: steps 2" in p.stdout,
           f"status {p.returncode}: {p.stdout[-300:]} {p.stderr[-500:]}")
@@ -274,7 +276,7 @@ def interrupt(troupe, work):
     nodes = children(p.pid)
     p.send_signal(signal.SIGINT)
     try:
-        out, err = p.communicate(timeout=30)
+        out, err = p.communicate(timeout=scaled(30))
     except subprocess.TimeoutExpired:
         p.kill()
         p.communicate()
@@ -300,10 +302,11 @@ def wrong_secret(troupe, work):
         f.write("this-is-not-the-job-secret-0123456789\n")
     os.chmod(bad, 0o600)
     rogue = subprocess.run([troupe, "node", "--join", address, "--secret-file", bad],
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=30)
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           timeout=scaled(30))
     check("secret: rogue node refused", rogue.returncode == 1 and "secret" in rogue.stderr,
           f"status {rogue.returncode}, {rogue.stderr.strip().splitlines()[-1:]}")
-    out, err = p.communicate(timeout=300)
+    out, err = p.communicate(timeout=scaled(300))
     check("secret: the job finishes", p.returncode == 0, f"status {p.returncode}")
     check("secret: the coordinator logged the refusal", "wrong job secret" in err,
           "refusal in launch's stderr" if "wrong job secret" in err else err[-300:])
@@ -319,7 +322,8 @@ def refused_jobs(troupe, work):
     for name, extra, needle in cases:
         res = subprocess.run([troupe, "launch", "--config", TINY, "--run-dir",
                               os.path.join(work, "refused"), *extra],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=60)
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             timeout=scaled(60))
         err = res.stderr.strip()
         check(f"refused: {name}", res.returncode == 2 and needle in err and
               len(err.splitlines()) == 1, f"status {res.returncode}: {err}")
@@ -357,8 +361,8 @@ def external_node(troupe, work):
     """--local-nodes: one node started here, one joining from outside."""
     p, node_cmd = launch_with_outside_nodes(troupe, work, "external", 2)
     node = subprocess.Popen(node_cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    out, err = p.communicate(timeout=300)
-    node_out, node_err = node.communicate(timeout=60)
+    out, err = p.communicate(timeout=scaled(300))
+    node_out, node_err = node.communicate(timeout=scaled(60))
     want, _ = plain_run(troupe, work, 4)
     h = re.search(r"weights ([0-9a-f]{16})", out)
     check("external: the job ends, the node too", p.returncode == 0 and node.returncode == 0,
@@ -377,7 +381,7 @@ def coordinator_hung(troupe, work):
     os.kill(coordinator_pid(os.path.join(work, "hung-coordinator")), signal.SIGSTOP)
     t0 = time.monotonic()
     try:
-        _, err = node.communicate(timeout=30)
+        _, err = node.communicate(timeout=scaled(30))
         took = time.monotonic() - t0
         check("hung coordinator: the outside node leaves, saying why",
               node.returncode == 1 and "the coordinator has sent nothing for 1500 ms" in err and
@@ -406,9 +410,9 @@ def node_lost_while_joining(troupe, work):
     doomed.wait()
     wait_for(lambda: '"left"' in open(events).read(), 30, "the coordinator to notice")
     others = [subprocess.Popen(node_cmd, **quiet) for _ in range(2)]
-    out, err = p.communicate(timeout=300)
+    out, err = p.communicate(timeout=scaled(300))
     for o in others:
-        o.wait(timeout=60)
+        o.wait(timeout=scaled(60))
     want, _ = plain_run(troupe, work, 4)
     h = re.search(r"weights ([0-9a-f]{16})", out)
     check("joining: a node lost before the job starts is replaced",

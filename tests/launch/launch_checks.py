@@ -14,6 +14,15 @@ import urllib.request
 HERE = os.path.dirname(os.path.abspath(__file__))
 TINY = os.path.join(HERE, "..", "..", "configs", "tiny.toml")
 failures = []
+# Under a sanitizer a job runs 3-20 times slower: `make test-asan` and `make test-tsan` give
+# every test TROUPE_TIMEOUT_SCALE (tests/CMakeLists.txt), and every wait of these tests for a
+# job (not the job's own timeouts, which are what some tests check) is that much longer.
+TIMEOUT_SCALE = float(os.environ.get("TROUPE_TIMEOUT_SCALE", "1"))
+
+
+def scaled(seconds):
+    """A test's wait of `seconds` under this build's TROUPE_TIMEOUT_SCALE."""
+    return seconds * TIMEOUT_SCALE
 
 
 def check(name, ok, detail):
@@ -94,6 +103,7 @@ def steps_done(run_dir):
 def wait_for(pred, timeout_s, what, job=None):
     """Polls pred until it holds (True), or exits the test naming what never came. With job
     (a Job), it stops as soon as the job ends and shows the end of the job's stderr."""
+    timeout_s = scaled(timeout_s)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if pred():
@@ -138,7 +148,7 @@ def launch_job(troupe, run_dir, nodes, steps, settings, extra=(), env=None):
 
 def finish(p, timeout=300):
     """(exit status, the final weights hash or None, stdout, stderr) of a launched job."""
-    out, err = p.communicate(timeout=timeout)
+    out, err = p.communicate(timeout=scaled(timeout))
     h = re.search(r"weights ([0-9a-f]{16})", out)
     return p.returncode, (h.group(1) if h else None), out, err
 
@@ -173,11 +183,11 @@ def end_of(job, timeout=300):
     running after `timeout` s: killed with its process group, recorded as a failure with the
     tail of its log."""
     try:
-        return job.communicate(timeout=timeout)
+        return job.communicate(timeout=scaled(timeout))
     except subprocess.TimeoutExpired:
         os.killpg(job.pid, signal.SIGKILL)
         out, err = job.communicate()
-        check("the job ends", False, f"still running after {timeout} s:\n{job.tail()}")
+        check("the job ends", False, f"still running after {scaled(timeout)} s:\n{job.tail()}")
         return out, err
 
 
@@ -198,7 +208,7 @@ def http(run_dir, method, path, body=None, token=None):
     data = body.encode() if isinstance(body, str) else None
     req = urllib.request.Request(address + path, data=data, headers=headers, method=method)
     try:
-        with urllib.request.urlopen(req, timeout=10) as r:
+        with urllib.request.urlopen(req, timeout=scaled(10)) as r:
             text = r.read().decode()
             status = r.status
     except urllib.error.HTTPError as e:

@@ -15,7 +15,7 @@ import sys
 
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from launch_checks import TINY, check, failures, losses, weights_hash  # noqa: E402
+from launch_checks import TINY, check, failures, losses, scaled, weights_hash  # noqa: E402
 
 # 4 micro-batches a step, each one row of 256 tokens holding documents of at most 96. As --set
 # flags on tiny.toml itself: the config text and these travel to every node in the Welcome's
@@ -28,7 +28,7 @@ def job(troupe, cmd, run_dir, steps, extra=()):
     """(weights hash, loss lines) of one finished job; a failed job fails the test."""
     res = subprocess.run([troupe, cmd, "--config", TINY, "--steps", str(steps),
                           "--run-dir", run_dir, *MIXED, *extra], stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True, timeout=300)
+                         stderr=subprocess.PIPE, text=True, timeout=scaled(300))
     if res.returncode != 0:
         sys.exit(f"troupe {cmd} {' '.join(extra)} failed ({res.returncode}):\n{res.stderr[-3000:]}")
     return weights_hash(res.stdout), losses(run_dir), res.stdout

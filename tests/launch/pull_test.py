@@ -17,8 +17,8 @@ import sys
 
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from launch_checks import (TINY, check, events, failures, finish, launch_job, losses,  # noqa: E402
-                           weights_hash)
+from launch_checks import (TINY, # noqa: E402                            weights_hash, check,
+                           events, failures, finish, launch_job, losses, scaled)
 
 SETS = ["--set", "train.batch_size=32", "--set", "train.eval_every=0"]
 PULL = SETS + ["--set", "parallel.schedule=pull"]
@@ -35,7 +35,7 @@ def main():
     plain = os.path.join(a.work, "plain")
     res = subprocess.run([a.troupe, "train", "--config", TINY, "--steps", str(a.steps),
                           "--run-dir", plain, *SETS], stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True, timeout=300)
+                         stderr=subprocess.PIPE, text=True, timeout=scaled(300))
     want, want_losses = weights_hash(res.stdout), losses(plain)
     check("plain troupe train", res.returncode == 0 and want is not None,
           f"status {res.returncode}: {res.stderr[-2000:]}")

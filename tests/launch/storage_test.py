@@ -29,7 +29,7 @@ import subprocess
 import sys
 import time
 
-from launch_checks import (TINY, check, events, failures, finish, launch_job, steps_done,
+from launch_checks import (TINY, check, events, failures, finish, launch_job, scaled, steps_done,
                            wait_for)
 
 STEPS = 20
@@ -69,7 +69,7 @@ def checkpoint_done(run_dir, step):
 
 def ledger(troupe, run_dir):
     res = subprocess.run([troupe, "ledger", run_dir, "--check"], stdout=subprocess.PIPE,
-                         stderr=subprocess.STDOUT, text=True, timeout=60)
+                         stderr=subprocess.STDOUT, text=True, timeout=scaled(60))
     return res.returncode == 0, res.stdout.strip().splitlines()[-1:] or ["(no output)"]
 
 
@@ -77,7 +77,8 @@ def plain_hash(troupe, work, steps=STEPS):
     run_dir = os.path.join(work, f"plain-{steps}")
     res = subprocess.run([troupe, "train", "--config", TINY, "--steps", str(steps), "--run-dir",
                           run_dir, "--set", "train.eval_every=0"],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=600)
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         timeout=scaled(600))
     h = re.search(r"weights ([0-9a-f]{16})", res.stdout)
     if res.returncode != 0 or not h:
         sys.exit(f"the undisturbed run failed: {res.stderr[-500:]}")
@@ -217,20 +218,21 @@ def one_job_per_dir(troupe, work):
     wait_for(lambda: steps_done(run_dir) >= 1, 120, "the first job's first step", a)
     b = subprocess.run([troupe, "launch", "--config", TINY, "--nodes", "1", "--run-dir", run_dir,
                         "--resume", *COMMON], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                       text=True, timeout=60)
+                       text=True, timeout=scaled(60))
     check("a second job on a run directory in use is refused, naming the holder",
           b.returncode == 2 and f"in use by pid {a.pid}" in b.stderr, f"status {b.returncode}: "
           f"{last_line(b.stderr)}")
     kill_job(a)
     c = subprocess.run([troupe, "launch", "--config", TINY, "--nodes", "1", "--run-dir", run_dir,
                         *COMMON], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                       timeout=60)
+                       timeout=scaled(60))
     check("a run directory holding a run is refused without --resume",
           c.returncode == 2 and "already holds a run" in c.stderr,
           f"status {c.returncode}: {last_line(c.stderr)}")
     d = subprocess.run([troupe, "launch", "--config", TINY, "--nodes", "1", "--run-dir", run_dir,
                         "--resume", *COMMON, "--set", "model.d_model=96"],
-                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=60)
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                       timeout=scaled(60))
     check("a resume under another model config is refused, naming the key",
           d.returncode == 2 and "model.d_model" in d.stderr and "128" in d.stderr,
           f"status {d.returncode}: {last_line(d.stderr)}")

@@ -22,7 +22,7 @@ import signal
 import subprocess
 import sys
 
-from launch_checks import TINY, check, failures, steps_done, wait_for
+from launch_checks import TINY, check, failures, scaled, steps_done, wait_for
 
 STEPS = 15
 EVERY = 5
@@ -33,7 +33,7 @@ COMMON = ["--config", TINY, "--steps", str(STEPS), "--set", f"checkpoint.every_s
 def train(troupe, run_dir, *extra, env=None):
     return subprocess.run([troupe, "train", *COMMON, "--run-dir", run_dir, *extra],
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                          env=env, timeout=300)
+                          env=env, timeout=scaled(300))
 
 
 def start_train(troupe, run_dir, log):
