@@ -8,6 +8,7 @@
 #include <mutex>
 #include <new>
 #include <stdexcept>
+#include <utility>
 
 namespace troupe::runtime {
 
@@ -111,6 +112,15 @@ BufferPool::BufferPool(size_t cached_bytes_max, std::chrono::milliseconds idle_m
 size_t BufferPool::release_idle(Clock::time_point now) {
   std::lock_guard<std::mutex> lock(state_->mutex);
   return state_->release_idle(now);
+}
+
+size_t BufferPool::release_all() {
+  std::lock_guard<std::mutex> lock(state_->mutex);
+  for (auto& list : state_->free_by_class) {
+    for (const auto& c : list) std::free(c.data);
+    list.clear();
+  }
+  return std::exchange(state_->cached_bytes, 0);
 }
 
 size_t BufferPool::cached_bytes() const {

@@ -70,6 +70,9 @@ class BufferPool {
   // Frees the cached buffers released before `now - idle_max`; returns their bytes. Releases
   // are stamped with a coarse clock: up to a kernel tick (≤ 10 ms) earlier than they happened.
   size_t release_idle(Clock::time_point now);
+  // Frees every cached buffer, however recently released; returns their bytes. Buffers in
+  // use are not touched: they come back to the pool when released.
+  size_t release_all();
   size_t cached_bytes() const;
 
  private:

@@ -477,7 +477,7 @@ void UcxFabric::set_epoch(uint64_t epoch) {
     std::abort();
   }
   if (epoch == old) return;
-  const size_t freed = impl_->pool.release_idle(BufferPool::Clock::time_point::max());
+  const size_t freed = impl_->pool.release_all();
   log::info("fabric: epoch {}: freed {} KiB of cached receive buffers", epoch, freed >> 10);
 }
 

@@ -4,6 +4,8 @@
 
 #include <gtest/gtest.h>
 
+#include <cstddef>
+#include <cstring>
 #include <thread>
 
 namespace troupe::runtime {
@@ -51,6 +53,20 @@ TEST(BufferPool, FreesOnlyTheBuffersIdleLongerThanItsLimit) {
   EXPECT_EQ(pool.cached_bytes(), 131072u);
   EXPECT_EQ(pool.release_idle(Clock::now() + idle + 1ms), 131072u);
   EXPECT_EQ(pool.cached_bytes(), 0u);
+}
+
+TEST(BufferPool, ReleaseAllFreesEveryCachedBufferButNoneInUse) {
+  BufferPool pool(size_t{64} << 20);  // the default idle limit: nothing idles in this test
+  ByteBuffer held = pool.get(8192);
+  std::memset(held.data(), 7, held.size());
+  { ByteBuffer a = pool.get(4096), b = pool.get(size_t{3} << 20); }  // two classes, cached
+  EXPECT_EQ(pool.cached_bytes(), 4096u + (size_t{4} << 20));
+  EXPECT_EQ(pool.release_all(), 4096u + (size_t{4} << 20));
+  EXPECT_EQ(pool.cached_bytes(), 0u);
+  EXPECT_EQ(pool.release_all(), 0u);
+  EXPECT_EQ(std::to_integer<int>(held.data()[held.size() - 1]), 7);  // in use: untouched
+  held = ByteBuffer();  // released after the sweep: cached again
+  EXPECT_EQ(pool.cached_bytes(), 8192u);
 }
 
 TEST(BufferPool, UsingThePoolSweepsWhatIdled) {
