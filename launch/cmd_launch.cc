@@ -74,6 +74,8 @@ class LaunchJob {
     if (write_failed_) throw UsageError("launch: " + write_error_);
     actors::register_roles();
     install_stop_signals();
+    if (!a_.as_coordinator)  // else the launcher did, for it and the nodes (launcher.cc)
+      spare_oversubscribed_cores(local_ + a_.engram_nodes + a_.rollout_nodes + 1);
     host_ = start_host(a_, secret_);
     if (a_.as_coordinator) tell_launcher();
     coordinator_ = actors::spawn_coordinator(*host_, coordinator_options());

@@ -1,9 +1,11 @@
 #include "launch/launch_args.h"
 
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <map>
 #include <string>
+#include <thread>
 
 #include "chaos/fault_plan.h"
 #include "chaos/faulty_fabric.h"
@@ -11,6 +13,7 @@
 #include "launch/commands.h"
 #include "runtime/auth.h"
 #include "runtime/host.h"
+#include "runtime/log.h"
 
 namespace troupe::launch {
 
@@ -115,6 +118,21 @@ model::JobConfig checked_launch(const LaunchArgs& a) {
                      " is after the last step; give 0 (as the workers start) to " +
                      std::to_string(cfg.train.steps) + " (while the final weights are gathered)");
   return cfg;
+}
+
+void spare_oversubscribed_cores(int64_t processes) {
+  const auto cores = int64_t(std::thread::hardware_concurrency());
+  if (cores <= 0 || processes <= cores) return;
+  if (std::getenv("TROUPE_PROGRESS_SPIN_US") != nullptr ||
+      std::getenv("TROUPE_PROGRESS_SPIN_US_MAX") != nullptr)
+    return;  // the operator's choice
+  const std::string us = std::to_string(oversubscribed_spin_us);
+  ::setenv("TROUPE_PROGRESS_SPIN_US", us.c_str(), 1);
+  ::setenv("TROUPE_PROGRESS_SPIN_US_MAX", us.c_str(), 1);
+  log::info(
+      "launch: {} processes on {} cores: the fabrics' progress threads spin {} us at most "
+      "before they sleep (TROUPE_PROGRESS_SPIN_US and _MAX set this)",
+      processes, cores, us);
 }
 
 std::unique_ptr<runtime::Host> start_host(const LaunchArgs& a, const std::string& secret) {

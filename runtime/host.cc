@@ -3,7 +3,9 @@
 #include <fmt/format.h>
 
 #include <caf/all.hpp>
+#include <cerrno>
 #include <chrono>
+#include <cstdlib>
 #include <optional>
 #include <string>
 
@@ -17,6 +19,23 @@ namespace {
 std::string caf_policy() {
   const char* p = std::getenv("TROUPE_CAF_POLICY");
   return p != nullptr && *p != '\0' ? p : "lent";
+}
+
+// TROUPE_PROGRESS_SPIN_US / TROUPE_PROGRESS_SPIN_US_MAX over UcxOptions' progress_spin_us /
+// progress_spin_us_max (`troupe launch` sets both where its processes outnumber the cores:
+// launch/launch_args.h, spare_oversubscribed_cores). Unset or empty: `*us` stays.
+Status spin_from_env(const char* name, int64_t* us) {
+  const char* v = std::getenv(name);
+  if (v == nullptr || *v == '\0') return {};
+  char* end = nullptr;
+  errno = 0;
+  const long long n = std::strtoll(v, &end, 10);
+  if (errno != 0 || *end != '\0' || n < -1 || n > 1000000)
+    return Status(
+        Code::invalid_argument,
+        fmt::format("{}={}: give microseconds, -1 (never sleep) to 1000000, or unset it", name, v));
+  *us = n;
+  return {};
 }
 }  // namespace
 
@@ -101,6 +120,10 @@ FabricHandlers router_handlers(const std::shared_ptr<caf::actor>& router_slot) {
 
 Result<std::unique_ptr<Fabric>> make_ucx_fabric(const HostOptions& o, FabricHandlers handlers) {
   UcxOptions ucx = o.ucx;
+  if (Status st = spin_from_env("TROUPE_PROGRESS_SPIN_US", &ucx.progress_spin_us); !st.ok())
+    return st;
+  if (Status st = spin_from_env("TROUPE_PROGRESS_SPIN_US_MAX", &ucx.progress_spin_us_max); !st.ok())
+    return st;
   ucx.listen_host = o.listen_host;
   ucx.secret = o.secret;
   ucx.node_id = o.node_id;

@@ -352,8 +352,10 @@ def launch_with_outside_nodes(troupe, work, name, nodes, extra=()):
                 return argv
         return None
 
-    wait_for(lambda: node_argv() is not None, 60, "the local node process")
-    argv = node_argv()
+    found = []  # the argv seen: a second look may miss a node that restarts meanwhile
+    wait_for(lambda: found.append(node_argv()) or found[-1] is not None, 60,
+             "the local node process")
+    argv = found[-1]
     return p, [troupe, "node", "--join", argv[argv.index("--join") + 1], "--secret-file", secret]
 
 

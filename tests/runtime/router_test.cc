@@ -255,6 +255,28 @@ TEST(Router, MessagesForANameNotRegisteredYetWaitForIt) {
   caf::anon_send_exit(router, caf::exit_reason::user_shutdown);
 }
 
+TEST(Router, ABadProgressSpinIsRefusedByName) {
+  for (const char* name : {"TROUPE_PROGRESS_SPIN_US", "TROUPE_PROGRESS_SPIN_US_MAX"}) {
+    for (const char* bad : {"abc", "12x", "-5", "2000000"}) {
+      ::setenv(name, bad, 1);
+      HostOptions o;
+      o.secret = "s";
+      Result<std::unique_ptr<Host>> h = Host::create(o);
+      ::unsetenv(name);
+      ASSERT_FALSE(h.ok()) << name << "=" << bad;
+      EXPECT_NE(h.status().to_string().find(std::string(name) + "=" + bad + ": give microseconds"),
+                std::string::npos)
+          << h.status().to_string();
+    }
+  }
+  ::setenv("TROUPE_PROGRESS_SPIN_US", "20", 1);  // what troupe launch sets on a busy host
+  ::setenv("TROUPE_PROGRESS_SPIN_US_MAX", "20", 1);
+  std::unique_ptr<Host> h = test::make_host("n1", "s");
+  ::unsetenv("TROUPE_PROGRESS_SPIN_US");
+  ::unsetenv("TROUPE_PROGRESS_SPIN_US_MAX");
+  EXPECT_TRUE(h->fabric_thread_lent());
+}
+
 TEST(Router, AnUnknownSchedulerPolicyIsRefusedByName) {
   ::setenv("TROUPE_CAF_POLICY", "fast", 1);
   Result<std::unique_ptr<Host>> h = Host::create(HostOptions{});
