@@ -17,8 +17,8 @@ import sys
 
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from launch_checks import (TINY, # noqa: E402                            weights_hash, check,
-                           events, failures, finish, launch_job, losses, scaled)
+from launch_checks import (TINY, check, events, failures, finish, launch_job, losses,  # noqa: E402
+                           scaled, weights_hash)
 
 SETS = ["--set", "train.batch_size=32", "--set", "train.eval_every=0"]
 PULL = SETS + ["--set", "parallel.schedule=pull"]
