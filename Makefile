@@ -220,7 +220,8 @@ fuzz-target: $(FUZZ_BUILD)/CMakeCache.txt
 # Issue 14's sanitizer runs (docs/chaos.md "Sanitizers"): the whole tree and the whole test
 # suite built with g++ and ASan + UBSan (ASAN_BUILD) or TSan (TSAN_BUILD). The suppression
 # files in tests/sanitizers name third-party frames only, each with why. Leaks are checked.
-# SAN_CTEST_ARGS passes more to ctest (e.g. -R Journal to run a part).
+# SAN_CTEST_ARGS passes more to ctest (e.g. -R Journal to run a part). Their tests' timeouts
+# are TROUPE_TEST_TIMEOUT_SCALE times the plain build's (8 TSan, 3 ASan; tests/CMakeLists.txt).
 ASAN_BUILD ?= build-asan
 TSAN_BUILD ?= build-tsan
 SAN_CTEST_ARGS ?=
