@@ -98,6 +98,8 @@ struct RouterCounters {
   uint64_t delivered_local = 0, sent_remote = 0, received_remote = 0;
   uint64_t dropped_no_actor = 0;  // no local actor by that name registered in time
   uint64_t held_unclaimed = 0;    // held until their name registered (router.h), then delivered
+  // Of delivered_local: by the fabric thread straight to the actor (direct_inbound.h).
+  uint64_t delivered_direct = 0;
   // A message from a peer not bound to a node (admitted by the handshake, but not, or no
   // longer, a node of the view). Refused handshakes are the fabric's (FabricCounters).
   uint64_t dropped_unauthenticated = 0;

@@ -9,6 +9,7 @@
 #include <optional>
 #include <string>
 
+#include "runtime/direct_inbound.h"
 #include "runtime/lent_scheduler.h"
 #include "runtime/log.h"
 
@@ -98,20 +99,29 @@ struct Host::Impl {
 
 namespace {
 
-// The fabric's handlers run on its thread and only hand events to the router, in order.
-FabricHandlers router_handlers(const std::shared_ptr<caf::actor>& router_slot) {
+// The fabric's handlers run on its thread and hand events to the router, in order; a
+// message the router would only pass on goes straight to its actor (`direct`, when not null;
+// direct_inbound.h), and every other event is counted out to the router.
+FabricHandlers router_handlers(const std::shared_ptr<caf::actor>& router_slot,
+                               const std::shared_ptr<DirectInbound>& direct) {
+  auto to_router = [router_slot, direct](auto&&... xs) {
+    if (direct) direct->to_router();
+    caf::anon_send(*router_slot, std::forward<decltype(xs)>(xs)...);
+  };
   FabricHandlers handlers;
-  handlers.on_receive = [router_slot](Message&& m) {
-    caf::anon_send(*router_slot, inbound_atom::value, to_actor_message(std::move(m)));
+  handlers.on_receive = [to_router, direct](Message&& m) {
+    ActorMessage am = to_actor_message(std::move(m));
+    if (direct && direct->deliver(am)) return;
+    to_router(inbound_atom::value, std::move(am));
   };
-  handlers.on_peer_down = [router_slot](PeerId peer, const Status& why) {
-    caf::anon_send(*router_slot, peer_down_atom::value, peer, why.to_string());
+  handlers.on_peer_down = [to_router](PeerId peer, const Status& why) {
+    to_router(peer_down_atom::value, peer, why.to_string());
   };
-  handlers.on_peer_up = [router_slot](PeerId peer, const PeerInfo& info) {
-    caf::anon_send(*router_slot, peer_up_atom::value, peer, info);
+  handlers.on_peer_up = [to_router](PeerId peer, const PeerInfo& info) {
+    to_router(peer_up_atom::value, peer, info);
   };
-  handlers.on_refused = [router_slot](const ConnectionRefusal& r) {
-    caf::anon_send(*router_slot, refused_atom::value, r);
+  handlers.on_refused = [to_router](const ConnectionRefusal& r) {
+    to_router(refused_atom::value, r);
   };
   return handlers;
 }
@@ -146,7 +156,9 @@ Result<std::unique_ptr<Host>> Host::create(HostOptions options) {
   Impl& impl = *host->impl_;
   // The router handle is filled in below, before listen(): nothing can arrive earlier.
   auto router_slot = std::make_shared<caf::actor>();
-  FabricHandlers handlers = router_handlers(router_slot);
+  // Not on a simulation's system: its event trace is the router's (direct_inbound.h).
+  auto direct = options.system ? nullptr : std::make_shared<DirectInbound>();
+  FabricHandlers handlers = router_handlers(router_slot, direct);
   handlers.guest = make_scheduler_guest(*impl.caf_system);  // null on a simulation's system
   impl.fabric_thread_lent = handlers.guest != nullptr;
   Result<std::unique_ptr<Fabric>> fabric = options.fabric_factory
@@ -158,6 +170,7 @@ Result<std::unique_ptr<Host>> Host::create(HostOptions options) {
   RouterConfig rc;
   rc.fabric = impl.fabric.get();
   rc.node_id = options.node_id;
+  rc.direct = direct;
   impl.router = spawn_router(*impl.caf_system, rc);
   *router_slot = impl.router;
   Result<uint16_t> port = impl.fabric->listen(options.port);

@@ -2,12 +2,15 @@
 
 #include <fmt/format.h>
 
+#include <array>
 #include <caf/all.hpp>
 #include <deque>
 #include <map>
 #include <optional>
+#include <span>
 
 #include "runtime/control.pb.h"
+#include "runtime/direct_inbound.h"
 #include "runtime/log.h"
 #include "runtime/refusals.h"
 
@@ -60,29 +63,51 @@ struct RouterState {
 
 using Self = caf::stateful_actor<RouterState>;
 
+void unbind(RouterState& s, PeerId peer) {
+  s.node_of_peer.erase(peer);
+  if (s.cfg.direct) s.cfg.direct->unbind(peer);
+}
+
+// An event the fabric's thread handed the router (Host counts it out) is handled when this
+// goes out of scope, after what it changed was published (direct_inbound.h).
+struct FromFabric {
+  explicit FromFabric(Self* self) : direct(self->state.cfg.direct.get()) {}
+  ~FromFabric() {
+    if (direct) direct->handled();
+  }
+  FromFabric(const FromFabric&) = delete;
+  FromFabric& operator=(const FromFabric&) = delete;
+  DirectInbound* direct;
+};
+
 std::string local_part(const std::string& address) {
   const size_t slash = address.find('/');
   return slash == std::string::npos ? address : address.substr(slash + 1);
 }
 
-void send_raw(Self* self, PeerId peer, const ActorMessage& m) {
+// Sends `m`, consuming it: its strings move into the envelope and its payloads' owners into
+// the completion, so that a message costs no copy of its header and few allocations.
+void send_raw(Self* self, PeerId peer, ActorMessage&& m) {
   Envelope e;
   e.epoch = m.epoch != 0 ? m.epoch : self->state.epoch;  // a role's own stamp wins
-  e.from = m.from, e.to = m.to, e.type = m.type, e.header = m.header;
-  std::vector<std::span<const std::byte>> spans;
-  std::vector<std::shared_ptr<const void>> keep;
-  for (const Payload& p : m.payloads) {
-    spans.push_back(p.bytes);
-    if (p.keep) keep.push_back(p.keep);
-  }
+  e.from = std::move(m.from), e.to = std::move(m.to), e.type = m.type;
+  e.header = std::move(m.header);
+  constexpr size_t on_stack = 8;
+  std::array<std::span<const std::byte>, on_stack> few;
+  std::vector<std::span<const std::byte>> many;
+  if (m.payloads.size() > on_stack) many.reserve(m.payloads.size());
+  for (size_t i = 0; i < m.payloads.size(); ++i)
+    (m.payloads.size() > on_stack ? many.emplace_back() : few[i]) = m.payloads[i].bytes;
+  const std::span<const std::span<const std::byte>> spans =
+      m.payloads.size() > on_stack ? std::span(many) : std::span(few.data(), m.payloads.size());
   const Status st = self->state.cfg.fabric->send(
-      peer, e, spans, [keep = std::move(keep)](const Status&) mutable { keep.clear(); });
+      peer, e, spans, [keep = std::move(m.payloads)](const Status&) mutable { keep.clear(); });
   if (!st.ok()) {
     ++self->state.counters.send_errors;
     if (st.code() == Code::closed)  // this process is shutting down: expected, not a fault
-      log::debug("router: send to {} failed: {}", m.to, st.to_string());
+      log::debug("router: send to {} failed: {}", e.to, st.to_string());
     else
-      log::warn("router: send to {} failed: {}", m.to, st.to_string());
+      log::warn("router: send to {} failed: {}", e.to, st.to_string());
   } else {
     ++self->state.counters.sent_remote;
   }
@@ -129,7 +154,7 @@ void forget(Self* self, const std::string& node) {
   // to a hung peer over shared memory was followed, once in 30 chaos jobs, by other peers'
   // messages never leaving this node (UCX 1.13; see fabric.h).
   if (auto it = s.peer_of.find(node); it != s.peer_of.end()) {
-    s.node_of_peer.erase(it->second);
+    unbind(s, it->second);
     s.peer_of.erase(it);
   }
   s.address_of.erase(node);
@@ -140,9 +165,10 @@ void admit(Self* self, const std::string& node, PeerId peer) {
   auto& s = self->state;
   s.peer_of[node] = peer;
   s.node_of_peer[peer] = node;
+  if (s.cfg.direct) s.cfg.direct->bind(peer, node);
   auto it = s.waiting.find(node);
   if (it == s.waiting.end()) return;
-  for (const ActorMessage& m : it->second) send_raw(self, peer, m);
+  for (ActorMessage& m : it->second) send_raw(self, peer, std::move(m));
   s.waiting.erase(it);
 }
 
@@ -213,20 +239,24 @@ void claim(Self* self, const std::string& name, const caf::actor& a) {
   auto& s = self->state;
   s.locals[name] = a;
   auto it = s.unclaimed.find(name);
-  if (it == s.unclaimed.end()) return;
+  if (it == s.unclaimed.end()) {
+    if (s.cfg.direct) s.cfg.direct->register_name(name, a);
+    return;
+  }
   for (Unclaimed& u : it->second) {
     --s.unclaimed_count, s.unclaimed_bytes -= u.bytes;
     ++s.counters.held_unclaimed, ++s.counters.delivered_local;
     self->send(a, std::move(u.m));
   }
   s.unclaimed.erase(it);
+  if (s.cfg.direct) s.cfg.direct->register_name(name, a);  // after what waited (direct_inbound.h)
 }
 
 void route(Self* self, ActorMessage&& m) {
   auto& s = self->state;
   if (m.epoch == 0) m.epoch = s.epoch;  // a role may stamp its own (the epoch it acts in)
   if (m.peer != peer_none) {
-    send_raw(self, m.peer, m);
+    send_raw(self, m.peer, std::move(m));
     return;
   }
   const std::string node(node_of(m.to));
@@ -235,7 +265,7 @@ void route(Self* self, ActorMessage&& m) {
     return;
   }
   if (auto it = s.peer_of.find(node); it != s.peer_of.end()) {
-    send_raw(self, it->second, m);
+    send_raw(self, it->second, std::move(m));
     return;
   }
   auto addr = s.address_of.find(node);
@@ -320,11 +350,43 @@ void inbound(Self* self, ActorMessage&& m) {
   deliver_local(self, std::move(m));
 }
 
+// A peer's endpoint is gone: its node, if it was bound, is down for the watchers.
+void peer_down(Self* self, PeerId peer, const std::string& why) {
+  auto& s = self->state;
+  std::string node;
+  if (auto it = s.node_of_peer.find(peer); it != s.node_of_peer.end()) {
+    node = it->second;
+    s.peer_of.erase(node);
+    unbind(s, peer);
+  } else if (auto o = s.outgoing.find(peer); o != s.outgoing.end()) {
+    node = o->second.target;  // the handshake failed: `why` says how
+    s.waiting.erase(node);
+    s.outgoing.erase(o);
+  } else {
+    return;  // a peer that was never bound (a new node not admitted): no news
+  }
+  notify_down(self, node, why);
+}
+
+// The router's counters with what the fabric thread's shortcut delivered.
+RouterCounters counters_of(const RouterState& s) {
+  RouterCounters c = s.counters;
+  if (s.cfg.direct) {
+    c.delivered_direct = s.cfg.direct->delivered();
+    c.delivered_local += c.delivered_direct;
+    c.received_remote += c.delivered_direct;
+  }
+  return c;
+}
+
 caf::behavior router(Self* self, RouterConfig cfg) {
   self->state.cfg = std::move(cfg);
   return {
       [=](ActorMessage& m) { route(self, std::move(m)); },
-      [=](inbound_atom, ActorMessage& m) { inbound(self, std::move(m)); },
+      [=](inbound_atom, ActorMessage& m) {
+        FromFabric handled(self);
+        inbound(self, std::move(m));
+      },
       [=](register_atom, const std::string& name, const caf::actor& a) { claim(self, name, a); },
       [=](sweep_unclaimed_atom) { sweep_unclaimed(self); },
       [=](bind_atom, const std::string& node, PeerId peer) { admit(self, node, peer); },
@@ -335,7 +397,10 @@ caf::behavior router(Self* self, RouterConfig cfg) {
         self->state.cfg.node_id = id;
         self->state.cfg.fabric->set_node_id(id);  // claimed in its handshakes from now on
       },
-      [=](peer_up_atom, PeerId peer, const PeerInfo& info) { peer_up(self, peer, info); },
+      [=](peer_up_atom, PeerId peer, const PeerInfo& info) {
+        FromFabric handled(self);
+        peer_up(self, peer, info);
+      },
       [=](epoch_atom, uint64_t epoch) {
         if (epoch <= self->state.epoch) return;
         self->state.epoch = epoch;
@@ -343,13 +408,16 @@ caf::behavior router(Self* self, RouterConfig cfg) {
       },
       [=](watch_atom, const caf::actor& a) { self->state.watchers.push_back(a); },
       [=](refusals_atom, const caf::actor& a) { self->state.refusal_watchers.push_back(a); },
-      [=](refused_atom, const ConnectionRefusal& r) { report_refusal(self, r); },
+      [=](refused_atom, const ConnectionRefusal& r) {
+        FromFabric handled(self);
+        report_refusal(self, r);
+      },
       [=](flush_refusals_atom) {
         self->state.refusal_flush_due = false;
         tell_refusals(self, self->state.refusals.flush(self->clock().now()));
         schedule_refusal_flush(self);
       },
-      [=](counters_atom) { return self->state.counters; },
+      [=](counters_atom) { return counters_of(self->state); },
       [=](connect_atom, const std::string& address) {
         if (Result<PeerId> p = open(self, address, ""); !p.ok())
           notify_down(self, "", "cannot connect to " + address + ": " + p.status().to_string());
@@ -360,20 +428,8 @@ caf::behavior router(Self* self, RouterConfig cfg) {
       },
       [=](forget_atom, const std::string& node) { forget(self, node); },
       [=](peer_down_atom, PeerId peer, const std::string& why) {
-        auto& s = self->state;
-        std::string node;
-        if (auto it = s.node_of_peer.find(peer); it != s.node_of_peer.end()) {
-          node = it->second;
-          s.peer_of.erase(node);
-          s.node_of_peer.erase(it);
-        } else if (auto o = s.outgoing.find(peer); o != s.outgoing.end()) {
-          node = o->second.target;  // the handshake failed: `why` says how
-          s.waiting.erase(node);
-          s.outgoing.erase(o);
-        } else {
-          return;  // a peer that was never bound (a new node not admitted): no news
-        }
-        notify_down(self, node, why);
+        FromFabric handled(self);
+        peer_down(self, peer, why);
       },
   };
 }

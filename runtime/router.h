@@ -28,6 +28,7 @@
 #include <caf/actor.hpp>
 #include <caf/actor_system.hpp>
 #include <chrono>
+#include <memory>
 #include <string>
 
 #include "runtime/actor_message.h"
@@ -63,9 +64,14 @@ inline constexpr size_t waiting_messages_max = 4096;
 inline constexpr size_t unclaimed_messages_max = 4096;
 inline constexpr size_t unclaimed_bytes_max = size_t{256} << 20;
 
+class DirectInbound;
+
 struct RouterConfig {
   Fabric* fabric = nullptr;  // outlives the router; it runs the handshakes
-  std::string node_id;       // "" until the coordinator assigns one
+  // The fabric thread's shortcut to local actors that the router keeps current
+  // (direct_inbound.h); null: every message goes through the router.
+  std::shared_ptr<DirectInbound> direct;
+  std::string node_id;                                 // "" until the coordinator assigns one
   std::chrono::milliseconds unclaimed_wait_ms{30000};  // see unclaimed_messages_max
 };
 

@@ -59,6 +59,29 @@ void expect_join(Host& coordinator, Host& node, caf::scoped_actor& c_self) {
   EXPECT_TRUE(joined) << "no join delivered to the coordinator";
 }
 
+// `node` joins `coordinator` (whose coordinator.0 is c_self) as n1 and is bound; returns once
+// a heartbeat of n1's reached c_self, with `hb`, the heartbeat, for the test to send again.
+void join_as_n1(Host& coordinator, Host& node, caf::scoped_actor& c_self, ActorMessage* hb) {
+  caf::anon_send(node.router(), connect_atom::value, coordinator.listen_address());
+  PeerId peer = peer_none;
+  c_self->receive([&](ActorMessage& m) { peer = m.peer; },
+                  caf::after(wait_for) >> [] { ADD_FAILURE() << "no join"; });
+  ASSERT_NE(peer, peer_none);
+  caf::anon_send(coordinator.router(), bind_atom::value, std::string("n1"), peer);
+  caf::anon_send(coordinator.router(), address_atom::value, std::string("n1"),
+                 node.listen_address());
+  caf::anon_send(node.router(), node_id_atom::value, std::string("n1"));
+  hb->from = "n1/agent.0", hb->to = "n0/coordinator.0", hb->type = heartbeat_type;
+  bool delivered = false;  // once the node has the verdict too (it routes to n0 from then)
+  for (auto until = std::chrono::steady_clock::now() + wait_for;
+       !delivered && std::chrono::steady_clock::now() < until;) {
+    caf::anon_send(node.router(), *hb);
+    c_self->receive([&](ActorMessage&) { delivered = true; },
+                    caf::after(std::chrono::milliseconds(100)) >> [] {});
+  }
+  ASSERT_TRUE(delivered) << "a bound node's message must arrive";
+}
+
 TEST(Router, RightSecretJoins) {
   auto coordinator = make_host("n0", good_secret);
   auto node = make_host("", good_secret);
@@ -173,25 +196,9 @@ TEST(Router, AnEvictedNodesLateMessagesAreRefusedAsEvicted) {
   caf::anon_send(coordinator->router(), register_atom::value, std::string("coordinator.0"),
                  caf::actor(c_self));
   caf::anon_send(coordinator->router(), refusals_atom::value, caf::actor(watcher));
-  caf::anon_send(node->router(), connect_atom::value, coordinator->listen_address());
-  PeerId peer = peer_none;
-  c_self->receive([&](ActorMessage& m) { peer = m.peer; },
-                  caf::after(wait_for) >> [] { ADD_FAILURE() << "no join"; });
-  ASSERT_NE(peer, peer_none);
-  caf::anon_send(coordinator->router(), bind_atom::value, std::string("n1"), peer);
-  caf::anon_send(coordinator->router(), address_atom::value, std::string("n1"),
-                 node->listen_address());
-  caf::anon_send(node->router(), node_id_atom::value, std::string("n1"));
   ActorMessage hb;
-  hb.from = "n1/agent.0", hb.to = "n0/coordinator.0", hb.type = heartbeat_type;
-  bool delivered = false;  // once the node has the verdict too (it routes to n0 from then)
-  for (auto until = std::chrono::steady_clock::now() + wait_for;
-       !delivered && std::chrono::steady_clock::now() < until;) {
-    caf::anon_send(node->router(), hb);
-    c_self->receive([&](ActorMessage&) { delivered = true; },
-                    caf::after(std::chrono::milliseconds(100)) >> [] {});
-  }
-  ASSERT_TRUE(delivered) << "a bound node's message must arrive";
+  join_as_n1(*coordinator, *node, c_self, &hb);
+  if (testing::Test::HasFatalFailure()) return;
   for (bool more = true; more;) {  // the retries' copies, delivered before the eviction
     more = false;
     c_self->receive([&](ActorMessage&) { more = true; },
@@ -210,7 +217,7 @@ TEST(Router, AnEvictedNodesLateMessagesAreRefusedAsEvicted) {
   const RouterCounters c = counters(c_self, coordinator->router());
   EXPECT_EQ(c.dropped_evicted, 1u);
   EXPECT_EQ(c.dropped_unauthenticated, 0u);
-  delivered = false;
+  bool delivered = false;
   c_self->receive([&](ActorMessage&) { delivered = true; },
                   caf::after(std::chrono::milliseconds(0)) >> [] {});
   EXPECT_FALSE(delivered) << "an evicted node's message reached the coordinator";
@@ -253,6 +260,64 @@ TEST(Router, MessagesForANameNotRegisteredYetWaitForIt) {
                 caf::after(std::chrono::milliseconds(200)) >> [] {});
   EXPECT_FALSE(late) << "a message dropped after its wait was still delivered";
   caf::anon_send_exit(router, caf::exit_reason::user_shutdown);
+}
+
+// The fabric thread's shortcut past the router (direct_inbound.h): a bound node's messages
+// to a registered name go straight to the actor, and a name that registers while a node's
+// messages stream to it gets them all, in the order sent: those held for it first, none
+// overtaken by one that took the shortcut.
+TEST(Router, ANodesMessagesKeepTheirOrderWhenTheirNameRegistersMidStream) {
+  auto coordinator = make_host("n0", good_secret);
+  auto node = make_host("", good_secret);
+  caf::scoped_actor c_self{coordinator->actor_system()};
+  caf::anon_send(coordinator->router(), register_atom::value, std::string("coordinator.0"),
+                 caf::actor(c_self));
+  ActorMessage hb;
+  join_as_n1(*coordinator, *node, c_self, &hb);
+  if (testing::Test::HasFatalFailure()) return;
+  for (bool more = true; more;) {  // the retries' copies
+    more = false;
+    c_self->receive([&](ActorMessage&) { more = true; },
+                    caf::after(std::chrono::milliseconds(200)) >> [] {});
+  }
+  const uint64_t received_before = counters(c_self, coordinator->router()).received_remote;
+  // 1000 messages before the name registers (held), 3000 racing its registration, 100 after.
+  constexpr int before = 1000, racing = 3000, after = 100, count = before + racing + after;
+  auto send = [&](int from, int to) {
+    for (int i = from; i < to; ++i) {
+      ActorMessage m;
+      m.from = "n1/agent.0", m.to = "n0/late.0", m.type = 100, m.header = std::to_string(i);
+      caf::anon_send(node->router(), std::move(m));
+    }
+  };
+  send(0, before);
+  for (auto until = std::chrono::steady_clock::now() + wait_for;
+       counters(c_self, coordinator->router()).received_remote < received_before + before &&
+       std::chrono::steady_clock::now() < until;)
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  std::thread sender([&] { send(before, before + racing); });
+  caf::scoped_actor late{coordinator->actor_system()};
+  caf::anon_send(coordinator->router(), register_atom::value, std::string("late.0"),
+                 caf::actor(late));
+  std::vector<int> got;
+  auto take = [&](int n) {
+    for (int i = 0; i < n; ++i) {
+      bool ok = false;
+      late->receive([&](ActorMessage& m) { ok = true, got.push_back(std::stoi(m.header)); },
+                    caf::after(wait_for) >> [] {});
+      if (!ok) return;
+    }
+  };
+  take(before + racing);
+  sender.join();
+  send(before + racing, count);  // the router is idle now: these take the shortcut
+  take(after);
+  ASSERT_EQ(got.size(), size_t(count)) << "messages were lost";
+  for (int i = 0; i < count; ++i) ASSERT_EQ(got[size_t(i)], i) << "out of order at " << i;
+  const RouterCounters c = counters(c_self, coordinator->router());
+  EXPECT_GE(c.held_unclaimed, uint64_t(before));
+  EXPECT_GE(c.delivered_direct, uint64_t(after)) << "the shortcut was not taken";
+  EXPECT_EQ(c.dropped_no_actor, 0u);
 }
 
 TEST(Router, ABadProgressSpinIsRefusedByName) {
