@@ -75,7 +75,7 @@ class LaunchJob {
     actors::register_roles();
     install_stop_signals();
     if (!a_.as_coordinator)  // else the launcher did, for it and the nodes (launcher.cc)
-      spare_oversubscribed_cores(local_ + a_.engram_nodes + a_.rollout_nodes + 1);
+      spare_oversubscribed_cores(a_, local_);
     host_ = start_host(a_, secret_);
     if (a_.as_coordinator) tell_launcher();
     coordinator_ = actors::spawn_coordinator(*host_, coordinator_options());

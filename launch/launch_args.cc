@@ -120,7 +120,8 @@ model::JobConfig checked_launch(const LaunchArgs& a) {
   return cfg;
 }
 
-void spare_oversubscribed_cores(int64_t processes) {
+void spare_oversubscribed_cores(const LaunchArgs& a, int64_t local_nodes) {
+  const int64_t processes = local_nodes + a.engram_nodes + a.rollout_nodes + 1;
   const auto cores = int64_t(std::thread::hardware_concurrency());
   if (cores <= 0 || processes <= cores) return;
   if (std::getenv("TROUPE_PROGRESS_SPIN_US") != nullptr ||

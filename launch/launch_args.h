@@ -54,12 +54,13 @@ inline constexpr int64_t engram_nodes_max = 16;
 void add_plan_options(CLI::App* cmd, LaunchArgs* args);
 // --local-nodes defaulted and checked against --nodes, --min/max-nodes and --kill-node-at.
 int64_t checked_local_nodes(const LaunchArgs& a);
-// Where `processes` troupe processes (node processes and the coordinator) share fewer cores,
+// Where the troupe processes started on this host (its `local_nodes` node processes, the
+// Engram and rollout nodes, the coordinator) outnumber its cores,
 // the fabrics' progress threads spin 20 us at most before they sleep, instead of up to
 // 1 ms (runtime/ucx_fabric.h): a spinning thread takes the core that another process's
 // compute waits for. Sets TROUPE_PROGRESS_SPIN_US and _MAX for this process and the ones it
 // starts, unless either is set already; says so on the log.
-void spare_oversubscribed_cores(int64_t processes);
+void spare_oversubscribed_cores(const LaunchArgs& a, int64_t local_nodes);
 inline constexpr int64_t oversubscribed_spin_us = 20;
 // The coordinator's runtime host (node n0) on --listen-host and --port, with the fabric
 // faults of TROUPE_FABRIC_FAULTS; a UsageError naming what failed.

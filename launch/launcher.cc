@@ -49,7 +49,7 @@ class Launcher {
     link_.listen();
     install_stop_signals();
     local_ = checked_local_nodes(a_);
-    spare_oversubscribed_cores(local_ + a_.engram_nodes + a_.rollout_nodes + 1);
+    spare_oversubscribed_cores(a_, local_);
     threads_ = a_.threads_per_node;
     if (threads_ <= 0 && cfg.train.threads <= 0)  // share the cores among the nodes
       threads_ = std::max<int>(

@@ -15,14 +15,16 @@ import subprocess
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-TINY = os.path.join(HERE, "..", "..", "configs", "tiny.toml")
-TIMEOUT_SCALE = float(os.environ.get("TROUPE_TIMEOUT_SCALE", "1"))  # as launch_checks.scaled
+sys.dont_write_bytecode = True
+sys.path.insert(0, HERE)
+from launch_checks import TINY, scaled  # noqa: E402
+
 FIELDS = ("step", "loss", "ce", "mtp", "bal", "lr", "grad_norm", "val_loss")
 
 
 def run(args, timeout):
     res = subprocess.run(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                         timeout=timeout * TIMEOUT_SCALE)
+                         timeout=scaled(timeout))
     return res
 
 
