@@ -279,4 +279,10 @@ std::string Fault::describe() const {
   return what;
 }
 
+Scenario with_scaled_time_bounds(Scenario s, double scale) {
+  for (std::optional<int64_t>* b : {&s.bounds.detection_ms_max, &s.bounds.recovery_ms_max})
+    if (*b) **b = int64_t(double(**b) * scale);
+  return s;
+}
+
 }  // namespace troupe::chaos

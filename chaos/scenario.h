@@ -102,4 +102,9 @@ Scenario parse_scenario(const std::string& path);
 // relative config paths resolve against its folder.
 Scenario parse_scenario_text(const std::string& text, const std::string& path);
 
+// `s` with its time bounds (detection, recovery) times `scale` (≥ 1), for a build that runs
+// every process slower (sanitizers: `troupe chaos run --time-bounds-scale`); the bound on
+// steps redone stays.
+Scenario with_scaled_time_bounds(Scenario s, double scale);
+
 }  // namespace troupe::chaos

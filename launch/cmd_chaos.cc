@@ -26,7 +26,16 @@ struct ChaosArgs {
   double minutes = 10;
   int64_t job = -1;
   std::string config = "configs/tiny.toml";
+  // The scenarios' time bounds (detection, recovery) times this: a sanitizer build runs
+  // every process 5–20× slower (tests/CMakeLists.txt passes its timeout scale).
+  double time_bounds_scale = 1;
 };
+
+// What a replay must repeat besides the scenario and the seed.
+std::string scale_flag(const ChaosArgs& a) {
+  return a.time_bounds_scale == 1 ? ""
+                                  : fmt::format(" --time-bounds-scale {}", a.time_bounds_scale);
+}
 
 chaos::RunOptions options(const ChaosArgs& a) {
   chaos::RunOptions o;
@@ -62,19 +71,22 @@ std::vector<chaos::Scenario> parse_all(const std::vector<std::string>& files) {
   return out;
 }
 
-std::string replay_of(const chaos::Scenario& s, uint64_t seed) {
-  return fmt::format("{} chaos run {} --seed {}", chaos::self_exe(), s.path, seed);
+std::string replay_of(const ChaosArgs& a, const chaos::Scenario& s, uint64_t seed) {
+  return fmt::format("{} chaos run {} --seed {}{}", chaos::self_exe(), s.path, seed, scale_flag(a));
 }
 
 void run_files(const ChaosArgs& a) {
   std::vector<chaos::Scenario> all = parse_all(scenario_files(a));
   if (a.fast) std::erase_if(all, [](const chaos::Scenario& s) { return !s.fast; });
   if (all.empty()) throw UsageError("chaos run: no scenario given (FILE... or --all)");
+  if (a.time_bounds_scale != 1)
+    std::printf("chaos: time bounds x%g (--time-bounds-scale)\n", a.time_bounds_scale);
   int failed = 0;
   for (const chaos::Scenario& s : all) {
     chaos::RunOptions o = options(a);
-    o.replay = replay_of(s, o.seed.value_or(s.seed));
-    const chaos::Report r = chaos::run_scenario(s, o);
+    o.replay = replay_of(a, s, o.seed.value_or(s.seed));
+    const chaos::Report r =
+        chaos::run_scenario(chaos::with_scaled_time_bounds(s, a.time_bounds_scale), o);
     std::printf("%s", chaos::report_text(r).c_str());
     std::fflush(stdout);
     failed += !r.ok();
@@ -89,11 +101,12 @@ bool soak_job(const ChaosArgs& a, uint64_t seed, int64_t job) {
   fs::create_directories(a.work_dir);
   const std::string path = fmt::format("{}/soak-{}-{}.toml", a.work_dir, seed, job);
   std::ofstream(path) << chaos::drawn_scenario_text(seed, job, a.config);
-  const chaos::Scenario s = parse_all({path}).front();
+  const chaos::Scenario s =
+      chaos::with_scaled_time_bounds(parse_all({path}).front(), a.time_bounds_scale);
   chaos::RunOptions o = options(a);
   o.seed = seed;
-  o.replay = fmt::format("{} chaos soak --seed {} --job {} --config {}", chaos::self_exe(), seed,
-                         job, a.config);
+  o.replay = fmt::format("{} chaos soak --seed {} --job {} --config {}{}", chaos::self_exe(), seed,
+                         job, a.config, scale_flag(a));
   std::printf("chaos soak: seed %llu job %ld: %s\n", (unsigned long long)seed, long(job),
               s.faults.front().describe().c_str());
   const chaos::Report r = chaos::run_scenario(s, o);
@@ -128,6 +141,10 @@ void add_common(CLI::App* cmd, ChaosArgs* a) {
   cmd->add_option("--work", a->work_dir, "folder of the runs (default runs/chaos)");
   cmd->add_option("--cache", a->cache_dir,
                   "folder of the cached undisturbed references (default runs/chaos-cache)");
+  cmd->add_option("--time-bounds-scale", a->time_bounds_scale,
+                  "multiply the scenarios' detection and recovery bounds (ms) by this, for a "
+                  "build that runs slower (sanitizers); default 1")
+      ->check(CLI::Range(1.0, 1000.0));
 }
 
 }  // namespace

@@ -52,6 +52,22 @@ TEST(Scenario, ParsesAKillWithItsTriggerAndBounds) {
   EXPECT_EQ(s.faults[0].describe(), "kill n2 at step 3 +50 ms");
 }
 
+TEST(Scenario, TimeBoundsScaleAndStepsRedoneStay) {
+  const Scenario s = with_scaled_time_bounds(
+      parse_scenario_text(head + "[bounds]\ndetection_ms_max = 2000\nrecovery_ms_max = 5000\n"
+                                 "steps_redone_max = 3\n[[fault]]\nkind = \"kill\"\nnode = \"n2\"\n"
+                                 "at_step = 3\n",
+                          path()),
+      8);
+  EXPECT_EQ(*s.bounds.detection_ms_max, 16000);
+  EXPECT_EQ(*s.bounds.recovery_ms_max, 40000);
+  EXPECT_EQ(*s.bounds.steps_redone_max, 3);
+  const Scenario unbounded = parse_scenario_text(
+      head + "[[fault]]\nkind = \"kill\"\nnode = \"n2\"\nat_step = 3\n", path());
+  EXPECT_FALSE(with_scaled_time_bounds(unbounded, 8).bounds.recovery_ms_max)
+      << "an absent bound stays absent";
+}
+
 TEST(Scenario, RefusesAnUnknownFaultKindNamingFileAndLine) {
   const std::string e = error_of(head + "\n[[fault]]\nkind = \"explode\"\nat_step = 1\n");
   EXPECT_NE(e.find("test.toml:7:"), std::string::npos) << e;
