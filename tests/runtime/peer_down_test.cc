@@ -177,13 +177,15 @@ bool stopped(pid_t pid) {
 int64_t unread_in_fifo_of(pid_t creator) {
   for (const SysvMapping& m : sysv_mappings()) {
     if (m.end - m.start > mm_fifo_segment_bytes_max) continue;  // receive buffers
-    const auto* base = reinterpret_cast<const unsigned char*>(m.start);
+    auto* base = reinterpret_cast<unsigned char*>(m.start);
     pid_t owner = 0;
     std::memcpy(&owner, base + mm_fifo_pid_offset, sizeof owner);
     if (owner != creator) continue;
-    uint64_t head = 0, tail = 0;
-    std::memcpy(&head, base + mm_fifo_head_offset, 8);
-    std::memcpy(&tail, base + mm_fifo_tail_offset, 8);
+    // Atomic, as the fabric's sweep writes the tail (release_dead_peer_fifos) and UCX the head.
+    const uint64_t head =
+        std::atomic_ref<uint64_t>(*reinterpret_cast<uint64_t*>(base + mm_fifo_head_offset)).load();
+    const uint64_t tail =
+        std::atomic_ref<uint64_t>(*reinterpret_cast<uint64_t*>(base + mm_fifo_tail_offset)).load();
     return int64_t((head & ~mm_fifo_head_armed_bit) - tail);
   }
   return -1;
