@@ -63,6 +63,11 @@ struct RouterState {
 
 using Self = caf::stateful_actor<RouterState>;
 
+// node_of_peer and the fabric thread's copy of it (direct_inbound.h) change together.
+void bind(RouterState& s, PeerId peer, const std::string& node) {
+  s.node_of_peer[peer] = node;
+  if (s.cfg.direct) s.cfg.direct->bind(peer, node);
+}
 void unbind(RouterState& s, PeerId peer) {
   s.node_of_peer.erase(peer);
   if (s.cfg.direct) s.cfg.direct->unbind(peer);
@@ -164,8 +169,7 @@ void forget(Self* self, const std::string& node) {
 void admit(Self* self, const std::string& node, PeerId peer) {
   auto& s = self->state;
   s.peer_of[node] = peer;
-  s.node_of_peer[peer] = node;
-  if (s.cfg.direct) s.cfg.direct->bind(peer, node);
+  bind(s, peer, node);
   auto it = s.waiting.find(node);
   if (it == s.waiting.end()) return;
   for (ActorMessage& m : it->second) send_raw(self, peer, std::move(m));
@@ -238,17 +242,14 @@ void deliver_local(Self* self, ActorMessage&& m) {
 void claim(Self* self, const std::string& name, const caf::actor& a) {
   auto& s = self->state;
   s.locals[name] = a;
-  auto it = s.unclaimed.find(name);
-  if (it == s.unclaimed.end()) {
-    if (s.cfg.direct) s.cfg.direct->register_name(name, a);
-    return;
+  if (auto it = s.unclaimed.find(name); it != s.unclaimed.end()) {
+    for (Unclaimed& u : it->second) {
+      --s.unclaimed_count, s.unclaimed_bytes -= u.bytes;
+      ++s.counters.held_unclaimed, ++s.counters.delivered_local;
+      self->send(a, std::move(u.m));
+    }
+    s.unclaimed.erase(it);
   }
-  for (Unclaimed& u : it->second) {
-    --s.unclaimed_count, s.unclaimed_bytes -= u.bytes;
-    ++s.counters.held_unclaimed, ++s.counters.delivered_local;
-    self->send(a, std::move(u.m));
-  }
-  s.unclaimed.erase(it);
   if (s.cfg.direct) s.cfg.direct->register_name(name, a);  // after what waited (direct_inbound.h)
 }
 
