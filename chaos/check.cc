@@ -9,6 +9,8 @@
 #include <set>
 #include <sstream>
 
+#include "chaos/fault_plan.h"
+
 namespace troupe::chaos {
 
 namespace {
@@ -38,6 +40,14 @@ void measure(const Fault& f, const FaultRecord& r, const std::vector<json>& ev, 
   if (f.kind == FaultKind::kill || f.kind == FaultKind::hang || f.kind == FaultKind::slow) {
     seen = first_event(ev, 0, t, "recover",
                        [&](const json& e) { return e.value("node", "") == f.node; });
+    if (seen < ev.size()) o.detected_ms = ev[seen].value("detected_unix_ms", unix_ms(ev[seen])) - t;
+  } else if (f.triggered && f.rule.action == "partition") {  // the minority's eviction
+    const auto& g =
+        *std::min_element(f.rule.groups.begin(), f.rule.groups.end(),
+                          [](const auto& a, const auto& b) { return a.size() < b.size(); });
+    seen = first_event(ev, 0, t, "recover", [&](const json& e) {
+      return std::count(g.begin(), g.end(), e.value("node", "")) > 0;
+    });
     if (seen < ev.size()) o.detected_ms = ev[seen].value("detected_unix_ms", unix_ms(ev[seen])) - t;
   } else if (f.kind == FaultKind::kill_coordinator) {
     seen = first_event(ev, 0, t, "coordinator_restarted", any);
@@ -73,8 +83,7 @@ std::vector<FaultOutcome> fault_outcomes(const Scenario& s, const LiveRun& run) 
     o.fault = s.faults[i].describe();
     o.injected = run.faults[i].injected;
     o.error = run.faults[i].error;
-    if (o.injected && injected_live(s.faults[i].kind))
-      measure(s.faults[i], run.faults[i], run.events, o);
+    if (o.injected && s.faults[i].live()) measure(s.faults[i], run.faults[i], run.events, o);
     rows.push_back(o);
   }
   return rows;
@@ -188,6 +197,29 @@ std::vector<Verdict> check_configured(const Scenario& s, const std::vector<json>
         {fmt::format("{} dropped step message(s) each stalled a step, redone", step_drops),
          redone >= step_drops,
          fmt::format("{} recover event(s) for a step past step_timeout_ms", redone)});
+  }
+  return out;
+}
+
+std::vector<Verdict> check_fabric_rules_acted(const Scenario& s, const std::string& plan_path,
+                                              const std::string& logs) {
+  if (std::none_of(s.faults.begin(), s.faults.end(),
+                   [](const Fault& f) { return f.kind == FaultKind::fabric; }))
+    return {};
+  const auto plan = load_fault_plan(plan_path);  // the lines its rules are logged by
+  if (!plan.ok()) return {{"the fabric plan reads back", false, plan.status().to_string()}};
+  std::vector<Verdict> out;
+  size_t i = 0;
+  for (const Fault& f : s.faults) {
+    if (f.kind != FaultKind::fabric) continue;
+    const std::string needle =
+        fmt::format("fabric faults: rule at {}:{} (", plan_path, plan.value().rules.at(i++).line);
+    const bool acted = logs.find(needle) != std::string::npos;
+    out.push_back({fmt::format("fabric fault of line {} ({}) acted", f.line, f.rule.action), acted,
+                   acted ? "a process logged its first action"
+                         : fmt::format("no process logged \"{}...\": the rule matched no message "
+                                       "(see its from, to, types, steps and time window)",
+                                       needle)});
   }
   return out;
 }

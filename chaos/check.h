@@ -39,6 +39,13 @@ std::vector<Verdict> check_faults(const Scenario& s, const std::vector<FaultOutc
 // corrupt@K was caught (the job's drops count `malformed`). corrupt@S shows only when the
 // checkpoint is read (checkpoint_corrupt, on a rollback or resume): checked when it was.
 std::vector<Verdict> check_configured(const Scenario& s, const std::vector<nlohmann::json>& events);
+// Each fabric fault acted at least once (a rule that matched no message tested nothing):
+// some process of the job logged its rule's first action, "fabric faults: rule at
+// PLAN:LINE (action) first acts on ...", where PLAN is the plan file the job read (its
+// rules in the order of s's fabric faults) and LINE the [[rule]]'s line there. `logs`: the text of
+// the run's logs (node-K.log, the launch's stderr, where the coordinator's go).
+std::vector<Verdict> check_fabric_rules_acted(const Scenario& s, const std::string& plan_path,
+                                              const std::string& logs);
 // Nothing from an old epoch was applied: in the journal, every commit carries the epoch of
 // the newest view journaled before it (a commit of an older epoch is a step of an aborted
 // view applied after the change), and commit epochs never decrease.

@@ -13,7 +13,9 @@ std::string quoted_list(const std::vector<std::string>& v) {
   return out + "]";
 }
 
-std::string rule_text(const FabricRule& r) {
+}  // namespace
+
+std::string fabric_rule_text(const FabricRule& r) {
   std::string t = fmt::format("[[rule]]\naction = \"{}\"\n", r.action);
   if (!r.from.empty()) t += "from = " + quoted_list(r.from) + "\n";
   if (!r.to.empty()) t += "to = " + quoted_list(r.to) + "\n";
@@ -30,15 +32,23 @@ std::string rule_text(const FabricRule& r) {
       t += fmt::format("{}{}", i ? ", " : "", quoted_list(r.groups[i]));
     t += "]\n";
   }
+  if (!r.target.empty()) t += fmt::format("target = \"{}\"\n", r.target);
+  if (!r.switch_file.empty()) t += fmt::format("switch_file = \"{}\"\n", r.switch_file);
   return t;
 }
 
-}  // namespace
+std::string fabric_switch_file(const std::string& run_dir, size_t fault) {
+  return fmt::format("{}/chaos-fabric-switch-{}", run_dir, fault + 1);
+}
 
-std::string fabric_plan_text(const Scenario& s, uint64_t seed) {
+std::string fabric_plan_text(const Scenario& s, uint64_t seed, const std::string& run_dir) {
   std::string rules;
-  for (const Fault& f : s.faults)
-    if (f.kind == FaultKind::fabric) rules += fmt::format("\n{}", rule_text(f.rule));
+  for (size_t i = 0; i < s.faults.size(); ++i) {
+    if (s.faults[i].kind != FaultKind::fabric) continue;
+    FabricRule r = s.faults[i].rule;
+    if (s.faults[i].triggered) r.switch_file = fabric_switch_file(run_dir, i);
+    rules += fmt::format("\n{}", fabric_rule_text(r));
+  }
   if (rules.empty()) return "";
   return fmt::format("# {} (chaos scenario {})\nseed = {}\n", s.description, s.name, seed) + rules;
 }

@@ -9,7 +9,13 @@
 
 namespace troupe::chaos {
 
-// "seed = S" and one [[rule]] per fabric fault, in file order; "" without any.
-std::string fabric_plan_text(const Scenario& s, uint64_t seed);
+// "seed = S" and one [[rule]] per fabric fault, in file order; "" without any. A triggered
+// fault's rule acts while its switch file in run_dir exists (fabric_switch_file).
+std::string fabric_plan_text(const Scenario& s, uint64_t seed, const std::string& run_dir = ".");
+// The file that turns the triggered fabric fault s.faults[fault] on: the runner creates it
+// when the fault's trigger holds and removes it after its for_ms.
+std::string fabric_switch_file(const std::string& run_dir, size_t fault);
+// One fabric fault as its "[[rule]]" table.
+std::string fabric_rule_text(const FabricRule& r);
 
 }  // namespace troupe::chaos

@@ -150,10 +150,14 @@ void parse_rule_key(const Reader& r, const std::string& key, const toml::node& v
     if (t != "header" && t != "payload")
       r.fail(&v, key, fmt::format("unknown target '{}'; accepted: header, payload", t));
     rule->target = t == "header" ? CorruptTarget::header : CorruptTarget::payload;
+  } else if (key == "switch_file") {
+    rule->switch_file = r.text(v, key, "a file's path");
+    if (rule->switch_file.empty()) r.fail(&v, key, "wants a file's path, not \"\"");
   } else {
     r.fail(&v, key,
            "unknown key in [[rule]]; accepted: action, from, to, types, steps, after_ms, "
-           "for_ms, lasts_ms, probability, delay_ms, groups (partition), target (corrupt)");
+           "for_ms, lasts_ms, probability, delay_ms, groups (partition), target (corrupt), "
+           "switch_file");
   }
 }
 
@@ -295,6 +299,7 @@ std::string describe(const FaultPlan& plan) {
     if (r.lasts_ms) s.append(fmt::format(" lasting {} ms", *r.lasts_ms));
     if (r.probability < 1.0) s.append(fmt::format(" p={}", r.probability));
     if (r.delay_ms > 0) s.append(fmt::format(" {} ms", r.delay_ms));
+    if (!r.switch_file.empty()) s.append(fmt::format(" while {} exists", r.switch_file));
     rules.push_back(std::move(s));
   }
   return fmt::format("{}: seed {}, {} rule(s) ({})", plan.source, plan.seed, plan.rules.size(),

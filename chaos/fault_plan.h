@@ -50,7 +50,15 @@ struct FaultRule {
   int64_t delay_ms = 0;                          // delay, reorder, slow
   std::vector<std::vector<std::string>> groups;  // partition
   CorruptTarget target = CorruptTarget::header;  // corrupt
+  // Optional: the rule acts only while this file exists (checked at most every
+  // switch_poll_ms). `troupe chaos run` creates it when a fault's trigger holds (a step, a
+  // time, an event such as "reshape") and removes it after the fault's for_ms, so that every
+  // process of the job starts and ends the fault within a few ms of each other.
+  std::string switch_file;
 };
+
+// How stale a process's view of a rule's switch_file may be.
+inline constexpr int64_t switch_poll_ms = 5;
 
 struct FaultPlan {
   std::string source;  // the file it came from (for the log line naming it)

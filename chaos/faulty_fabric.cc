@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 #include <google/protobuf/unknown_field_set.h>
+#include <sys/stat.h>
 
 #include <algorithm>
 #include <atomic>
@@ -147,6 +148,7 @@ FaultyFabric::FaultyFabric(std::unique_ptr<runtime::Fabric> inner, FaultPlan pla
   node_key_ = hash_text("");
   noted_.assign(plan_.rules.size(), false);
   first_acted_.assign(plan_.rules.size(), time_point{});
+  switch_seen_.assign(plan_.rules.size(), {time_point{}, false});
   if (!plan_.rules.empty()) timer_ = std::thread([this] { timer_loop(); });
 }
 
@@ -196,6 +198,7 @@ FaultyFabric::Match FaultyFabric::decide(PeerId peer, const Envelope& e, uint64_
   for (size_t i = 0; i < plan_.rules.size(); ++i) {
     const FaultRule& r = plan_.rules[i];
     if (!selects(r, node_id_, m.to, e.type, step, since_ms)) continue;
+    if (!r.switch_file.empty() && !switched_on(i, window_now)) continue;
     if (r.lasts_ms && first_acted_[i] != time_point{} &&
         window_now - first_acted_[i] >= std::chrono::milliseconds(*r.lasts_ms))
       continue;  // healed
@@ -221,6 +224,16 @@ FaultyFabric::Match FaultyFabric::decide(PeerId peer, const Envelope& e, uint64_
     return m;
   }
   return m;
+}
+
+bool FaultyFabric::switched_on(size_t i, time_point now) {
+  auto& [seen_at, on] = switch_seen_[i];
+  if (seen_at == time_point{} || now - seen_at >= std::chrono::milliseconds(switch_poll_ms)) {
+    struct stat st {};
+    on = ::stat(plan_.rules[i].switch_file.c_str(), &st) == 0;
+    seen_at = now;
+  }
+  return on;
 }
 
 void FaultyFabric::note_first(size_t rule, const Envelope& e, const std::string& to) {

@@ -126,6 +126,8 @@ class FaultyFabric final : public runtime::Fabric {
                           runtime::SendDoneFn done, const FaultRule& rule, uint64_t draw);
   void timer_loop();
   void note_first(size_t rule, const runtime::Envelope& envelope, const std::string& to);
+  // Under mutex_: whether rule i's switch_file exists (looked at again after switch_poll_ms).
+  bool switched_on(size_t i, std::chrono::steady_clock::time_point now);
 
   std::unique_ptr<runtime::Fabric> inner_;
   const FaultPlan plan_;
@@ -145,6 +147,8 @@ class FaultyFabric final : public runtime::Fabric {
   std::vector<bool> noted_;  // per rule: its first action was logged
   // Per rule: when it first acted (lasts_ms counts from there); time_point{} not yet.
   std::vector<std::chrono::steady_clock::time_point> first_acted_;
+  // Per rule with a switch_file: when it was last looked at, and whether it existed then.
+  std::vector<std::pair<std::chrono::steady_clock::time_point, bool>> switch_seen_;
   FaultCounters counts_;
   bool stop_ = false;
   std::thread timer_;

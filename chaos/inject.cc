@@ -6,10 +6,12 @@
 #include <signal.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <fstream>
 #include <optional>
 #include <thread>
 
+#include "chaos/fabric_plan.h"
 #include "chaos/process.h"
 
 namespace troupe::chaos {
@@ -69,7 +71,7 @@ class Injector {
     launch_ = start_child(p_.argv, p_.run_dir + "/chaos-launch.out",
                           p_.run_dir + "/chaos-launch.err", p_.env);
     for (size_t i = 0; i < s_.faults.size(); ++i)
-      if (!injected_live(s_.faults[i].kind)) {  // in the job's environment from its start
+      if (!s_.faults[i].live()) {  // in the job's environment (or plan) from its start
         run_.faults[i].injected = true;
         run_.faults[i].injected_unix_ms = unix_ms_now();
         pending_[i].state = State::done;
@@ -165,6 +167,12 @@ class Injector {
       case FaultKind::scale:
       case FaultKind::drain:
         return start_control(i);
+      case FaultKind::fabric:  // triggered: every process's rule acts while the file exists
+        r.injected = bool(std::ofstream(fabric_switch_file(p_.run_dir, i)));
+        if (!r.injected) r.error = "cannot create " + fabric_switch_file(p_.run_dir, i);
+        p.state = r.injected ? State::active : State::done;
+        p.until = now + ms(f.for_ms);
+        return;
       default:
         return;  // configured before the job: nothing happens live
     }
@@ -195,6 +203,10 @@ class Injector {
     Pending& p = pending_[i];
     FaultRecord& r = run_.faults[i];
     if (p.cmd) return control_done(i);
+    if (f.kind == FaultKind::fabric) {
+      if (now >= p.until) switch_off(i);
+      return;
+    }
     if (now >= p.until) {
       send_signal(r.pid, SIGCONT);  // may be gone: the job evicted and ended it
       p.state = State::done;
@@ -204,6 +216,11 @@ class Injector {
     p.stopped = !p.stopped;
     send_signal(r.pid, p.stopped ? SIGSTOP : SIGCONT);
     p.next_toggle = now + ms(p.stopped ? f.stop_ms : f.run_ms);
+  }
+
+  void switch_off(size_t i) {
+    std::remove(fabric_switch_file(p_.run_dir, i).c_str());
+    pending_[i].state = State::done;
   }
 
   void control_done(size_t i) {
@@ -228,13 +245,13 @@ class Injector {
   void finish() {
     for (size_t i = 0; i < pending_.size(); ++i) {
       Pending& p = pending_[i];
+      if (p.state == State::active && s_.faults[i].kind == FaultKind::fabric) switch_off(i);
       if (p.state == State::active && !p.cmd) send_signal(run_.faults[i].pid, SIGCONT);
       if (p.cmd) {
         stop_child(*p.cmd, ms(2000));
         control_done(i);
       }
-      if (p.state != State::done && run_.faults[i].error.empty() &&
-          injected_live(s_.faults[i].kind))
+      if (p.state != State::done && run_.faults[i].error.empty() && s_.faults[i].live())
         run_.faults[i].error = p.state == State::waiting
                                    ? "its trigger never held before the job ended"
                                    : "the job ended before it fired (its node never joined?)";

@@ -95,7 +95,7 @@ LaunchPlan launch_plan(const Scenario& s, const RunOptions& o, const std::string
     p.env["TROUPE_STORAGE_FAULT"] = v;
   if (const std::string v = joined_specs(s, FaultKind::transfer); !v.empty())
     p.env["TROUPE_TRANSFER_FAULT"] = v;
-  if (const std::string plan = fabric_plan_text(s, seed); !plan.empty()) {
+  if (const std::string plan = fabric_plan_text(s, seed, run_dir); !plan.empty()) {
     const std::string path = fs::absolute(run_dir + "/chaos-fabric-faults.toml").string();
     std::ofstream(path) << plan;
     p.env[fabric_faults_env] = path;
@@ -113,6 +113,18 @@ Verdict check_ledger(const RunOptions& o, const std::string& run_dir) {
     if (!line.empty()) last = line;
   return {"ledger: every micro-batch exactly once", rc == 0,
           fmt::format("troupe ledger --check: status {}: {}", rc, last)};
+}
+
+// The text of every log of the run: the nodes' (node-K.log, the processes' stderr) and the
+// launch's stderr, where the coordinator process's goes.
+std::string run_logs(const std::string& run_dir) {
+  std::string text = file_bytes(run_dir + "/chaos-launch.err");
+  for (const auto& e : fs::directory_iterator(run_dir)) {
+    const std::string name = e.path().filename().string();
+    if (name.rfind("node-", 0) == 0 && e.path().extension() == ".log")
+      text += file_bytes(e.path().string());
+  }
+  return text;
 }
 
 std::vector<nlohmann::json> journal_records(const std::string& run_dir) {
@@ -152,6 +164,9 @@ Report run_scenario(const Scenario& s, const RunOptions& o) {
                                      : check_epochs(journal));
   for (Verdict& v : check_faults(s, r.faults)) r.checks.push_back(std::move(v));
   for (Verdict& v : check_configured(s, live.events)) r.checks.push_back(std::move(v));
+  if (const auto it = plan.env.find(fabric_faults_env); it != plan.env.end())
+    for (Verdict& v : check_fabric_rules_acted(s, it->second, run_logs(run_dir)))
+      r.checks.push_back(std::move(v));
   r.drops = job_drops(live.events);
   r.steps_redone = steps_redone(journal);
   std::ofstream(run_dir + "/chaos-report.json") << report_json(r).dump(2) << "\n";

@@ -10,6 +10,7 @@
 #include <set>
 #include <sstream>
 
+#include "chaos/fabric_plan.h"
 #include "chaos/scenario_reader.h"
 
 namespace troupe::chaos {
@@ -48,13 +49,14 @@ int64_t node_number(const std::string& id) {
   return k;
 }
 
-Trigger read_trigger(const TableReader& r, int64_t steps) {
+// A fabric fault's delay_ms is its rule's (how long a message is held), not the trigger's.
+Trigger read_trigger(const TableReader& r, int64_t steps, bool delay = true) {
   Trigger t;
   t.at_step = r.integer("at_step", 0, steps, -1);
   t.at_ms = r.integer("at_ms", 0, scenario_fault_ms_max, -1);
   t.after_event = r.string("after_event", "");
   t.event_count = r.integer("event_count", 1, 1000, 1);
-  t.delay_ms = r.integer("delay_ms", 0, scenario_fault_ms_max, 0);
+  if (delay) t.delay_ms = r.integer("delay_ms", 0, scenario_fault_ms_max, 0);
   const int given = (t.at_step >= 0) + (t.at_ms >= 0) + !t.after_event.empty();
   if (given != 1)
     r.fail("at_step",
@@ -90,7 +92,37 @@ FabricRule read_rule(const TableReader& r) {
            "partition has them");
   if ((f.action == "delay" || f.action == "slow") && !f.delay_ms)
     r.fail("delay_ms", "a " + f.action + " rule needs delay_ms");
+  f.target = r.string("target", "");
+  // What the decorator would refuse when the job starts (a type name it does not know, a
+  // corrupted payload that carries no CRC32C, ...) is refused here, before anything starts:
+  // its error "rule:LINE: key 'K': what" is told at the scenario's key K.
+  const auto plan = parse_fault_plan(fabric_rule_text(f), "rule");
+  if (!plan.ok()) {
+    const std::string text = plan.status().message();
+    const size_t k = text.find("key '"), end = k == std::string::npos ? k : text.find("': ", k);
+    if (end == std::string::npos) r.fail("action", text);
+    const std::string key = text.substr(k + 5, end - k - 5);
+    r.fail(r.has(key) ? key : "action", text.substr(end + 3));
+  }
   return f;
+}
+
+// A fabric fault: its rule, and a trigger when it has one (at_step, at_ms or after_event):
+// then it acts from the trigger for for_ms, in every process at once (a switch file).
+void read_fabric(const TableReader& r, int64_t steps, Fault& f) {
+  f.rule = read_rule(r);
+  f.triggered = r.has("at_step") || r.has("at_ms") || r.has("after_event");
+  if (!f.triggered) {
+    if (r.has("event_count")) r.fail("event_count", "only with after_event");
+    return;
+  }
+  f.when = read_trigger(r, steps, /*delay=*/false);
+  if (r.has("after_ms"))
+    r.fail("after_ms",
+           "a triggered fabric fault starts at its trigger: give for_ms (how long) alone");
+  if (!f.rule.for_ms) r.fail("at_step", "a triggered fabric fault needs for_ms (how long)");
+  f.for_ms = *f.rule.for_ms;
+  f.rule.for_ms.reset();  // the switch file's time, not a window since each process started
 }
 
 Fault read_fault(const toml::table& t, const std::string& path, int64_t steps) {
@@ -98,10 +130,10 @@ Fault read_fault(const toml::table& t, const std::string& path, int64_t steps) {
   f.line = t.source().begin.line;
   const std::string what = fmt::format("the [[fault]] of line {}", f.line);
   TableReader r(t, path, what,
-                {"kind",        "node",   "at_step",  "at_ms",   "after_event", "event_count",
-                 "delay_ms",    "for_ms", "stop_ms",  "run_ms",  "nodes",       "spec",
-                 "action",      "from",   "to",       "types",   "steps",       "after_ms",
-                 "probability", "groups", "recovers", "lasts_ms"});
+                {"kind",        "node",   "at_step",  "at_ms",    "after_event", "event_count",
+                 "delay_ms",    "for_ms", "stop_ms",  "run_ms",   "nodes",       "spec",
+                 "action",      "from",   "to",       "types",    "steps",       "after_ms",
+                 "probability", "groups", "recovers", "lasts_ms", "target"});
   const std::string kind = r.string("kind", "");
   const KindInfo* k = nullptr;
   for (const KindInfo& x : kinds)
@@ -128,11 +160,13 @@ Fault read_fault(const toml::table& t, const std::string& path, int64_t steps) {
   const bool env = f.kind == FaultKind::storage || f.kind == FaultKind::transfer;
   if (env != !f.spec.empty())
     r.fail("spec", env ? "this kind needs spec (e.g. \"full@4\", \"corrupt@1\")" : "not here");
-  if (f.kind == FaultKind::fabric) f.rule = read_rule(r);
-  f.recovers =
-      r.boolean("recovers", f.kind == FaultKind::kill || f.kind == FaultKind::kill_coordinator ||
-                                f.kind == FaultKind::scale || f.kind == FaultKind::drain ||
-                                (f.kind == FaultKind::hang && f.for_ms >= hang_recovers_ms));
+  if (f.kind == FaultKind::fabric) read_fabric(r, steps, f);
+  // A minority cut off past the heartbeat timeout is evicted, as a node hung that long.
+  const bool long_cut = f.triggered && f.rule.action == "partition" && f.for_ms >= hang_recovers_ms;
+  f.recovers = r.boolean(
+      "recovers", f.kind == FaultKind::kill || f.kind == FaultKind::kill_coordinator ||
+                      f.kind == FaultKind::scale || f.kind == FaultKind::drain ||
+                      (f.kind == FaultKind::hang && f.for_ms >= hang_recovers_ms) || long_cut);
   return f;
 }
 
@@ -262,6 +296,10 @@ Scenario parse_scenario(const std::string& path) {
   return parse_scenario_text(text.str(), path);
 }
 
+bool Fault::live() const {
+  return injected_live(kind) || triggered;
+}
+
 std::string Fault::describe() const {
   std::string what = fault_kind_name(kind);
   if (!node.empty()) what += " " + node;
@@ -270,7 +308,8 @@ std::string Fault::describe() const {
   if (kind == FaultKind::scale) what += fmt::format(" to {}", nodes);
   if (!spec.empty()) what += " " + spec;
   if (kind == FaultKind::fabric) what += " " + rule.action;
-  if (!injected_live(kind)) return what;
+  if (triggered) what += fmt::format(" {} ms", for_ms);
+  if (!live()) return what;
   if (when.at_step >= 0) what += fmt::format(" at step {}", when.at_step);
   if (when.at_ms >= 0) what += fmt::format(" at {} ms", when.at_ms);
   if (!when.after_event.empty())

@@ -49,6 +49,8 @@ struct FabricRule {
   std::optional<int64_t> after_ms, for_ms, delay_ms, lasts_ms;
   std::optional<double> probability;
   std::vector<std::vector<std::string>> groups;  // partition only
+  std::string target;                            // corrupt only: "header" or "payload"
+  std::string switch_file;  // a triggered fault's: the runner's file that turns it on
 };
 
 struct Fault {
@@ -56,7 +58,7 @@ struct Fault {
   uint32_t line = 0;  // of its [[fault]] table in the file
   Trigger when;
   std::string node;     // kill, hang, slow, drain: "nK"
-  int64_t for_ms = 0;   // hang, slow: how long
+  int64_t for_ms = 0;   // hang, slow, a triggered fabric fault: how long
   int64_t stop_ms = 0;  // slow: stopped this long per period
   int64_t run_ms = 0;   // slow: then running this long
   int64_t nodes = 0;    // scale: the target node count
@@ -66,6 +68,12 @@ struct Fault {
   // Default: true for kill, kill_coordinator, scale, drain and a hang of at least
   // hang_recovers_ms; `recovers = false` overrides (a reshape a later kill aborts).
   bool recovers = false;
+  // A fabric fault with a trigger (at_step, at_ms or after_event): its rule acts from when
+  // the trigger holds for for_ms, in every process at once (FabricRule::switch_file).
+  bool triggered = false;
+  // Injected while the job runs (a signal, a command, a triggered fabric fault), rather than
+  // configured before it starts.
+  bool live() const;
   std::string describe() const;  // one line for the table: "kill n2 at step 4"
 };
 

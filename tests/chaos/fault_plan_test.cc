@@ -30,6 +30,7 @@ probability = 0.25
 [[rule]]
 action = "partition"
 groups = [["n1"], ["n2", "n3", "n0"]]
+switch_file = "/run/chaos-fabric-switch-2"
 
 [[rule]]
 action = "slow"
@@ -59,10 +60,16 @@ types = ["StateTransfer", "Replica"]
   EXPECT_DOUBLE_EQ(r.probability, 0.25);
   EXPECT_EQ(p.rules[1].action, Action::partition);
   EXPECT_EQ(p.rules[1].groups.size(), 2u);
-  EXPECT_FALSE(p.rules[1].for_ms);  // forever
+  EXPECT_FALSE(p.rules[1].for_ms);  // forever, while its switch file exists
+  EXPECT_EQ(p.rules[1].switch_file, "/run/chaos-fabric-switch-2");
+  EXPECT_TRUE(p.rules[0].switch_file.empty());
   EXPECT_EQ(p.rules[2].delay_ms, 50);
   EXPECT_EQ(p.rules[3].target, CorruptTarget::payload);
-  EXPECT_NE(describe(p).find("partition [n1] | [n2,n3,n0]"), std::string::npos) << describe(p);
+  EXPECT_NE(describe(p).find("partition [n1] | [n2,n3,n0] while /run/chaos-fabric-switch-2 exists"),
+            std::string::npos)
+      << describe(p);
+  EXPECT_FALSE(
+      parse_fault_plan("[[rule]]\naction = \"drop\"\nswitch_file = \"\"\n", "p.toml").ok());
 }
 
 TEST(FaultPlan, DefaultsAndAnEmptyPlan) {

@@ -9,6 +9,8 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <cstdio>
+#include <fstream>
 #include <thread>
 
 #include "actors/protocol.h"
@@ -260,6 +262,33 @@ TEST(FaultyFabric, LastsFromTheFirstMessageItActedOn) {
   std::vector<std::string> passed;
   for (const auto& m : r.log->sent) passed.push_back(m.envelope.header);
   EXPECT_EQ(passed, (std::vector<std::string>{"0", "1100", "5000"}));
+}
+
+// A rule with a switch_file acts only while the file exists, as this process last saw it: it
+// looks again once switch_poll_ms passed on the plan's clock (what `troupe chaos run` uses
+// to start and end a fault in every process at once, at an event).
+TEST(FaultyFabric, ASwitchedRuleActsWhileItsFileExists) {
+  const std::string file = ::testing::TempDir() + "/troupe-switch-test";
+  std::remove(file.c_str());
+  Rig r(fmt::format("[[rule]]\naction = \"drop\"\nswitch_file = \"{}\"\n", file));
+  const auto start = r.clock;
+  std::vector<std::string> passed_when;
+  const auto at = [&](int ms) {
+    r.clock = start + std::chrono::milliseconds(ms);
+    EXPECT_TRUE(r.send("n2", grads, bytes16, std::to_string(ms)).ok());
+  };
+  at(0);                          // no file: passes
+  std::ofstream(file) << "on\n";  // switched on; seen at the next look
+  at(switch_poll_ms - 1);         // still the old look: passes
+  at(switch_poll_ms);             // looked again: dropped
+  at(2 * switch_poll_ms + 1);     // dropped
+  std::remove(file.c_str());
+  at(2 * switch_poll_ms + 2);  // not looked again yet: dropped
+  at(4 * switch_poll_ms);      // off
+  for (const auto& m : r.log->sent) passed_when.push_back(m.envelope.header);
+  EXPECT_EQ(passed_when, (std::vector<std::string>{"0", std::to_string(switch_poll_ms - 1),
+                                                   std::to_string(4 * switch_poll_ms)}));
+  EXPECT_EQ(r.fabric->fault_counters().dropped, 3u);
 }
 
 // Which of n messages a probability-p drop rule drops, for a seed and node id.

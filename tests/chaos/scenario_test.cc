@@ -6,6 +6,7 @@
 
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <string>
 
 #include "chaos/check.h"
@@ -125,6 +126,85 @@ TEST(FabricPlan, WritesEachRuleInTheDecoratorsFormat) {
   const auto plan = parse_fault_plan(fabric_plan_text(s, 42), "t.toml");
   EXPECT_TRUE(plan.ok()) << plan.status().to_string();
   EXPECT_EQ(fabric_plan_text(parse_scenario_text(head, path()), 1), "");
+}
+
+// What the decorator would refuse at the job's start is refused with the scenario: the file,
+// the line of the key and what is wrong. A corruption's target goes into the plan.
+TEST(Scenario, RefusesAFabricRuleTheDecoratorWouldRefuse) {
+  const std::string fabric = head + "[[fault]]\nkind = \"fabric\"\n";
+  std::string e = error_of(fabric + "action = \"drop\"\ntypes = [\"Recoverr\"]\n");
+  EXPECT_NE(e.find("test.toml:8: types in the [[fault]] of line 5:"), std::string::npos) << e;
+  EXPECT_NE(e.find("Recoverr"), std::string::npos) << e;
+  e = error_of(fabric + "action = \"corrupt\"\ntarget = \"payload\"\ntypes = [\"GradSlices\"]\n");
+  EXPECT_NE(e.find("test.toml:9: types in"), std::string::npos) << e;
+  EXPECT_NE(e.find("CRC32C"), std::string::npos) << e;
+  e = error_of(fabric + "action = \"drop\"\ntarget = \"header\"\n");
+  EXPECT_NE(e.find("test.toml:8: target in"), std::string::npos) << e;
+  e = error_of(fabric + "action = \"corrupt\"\ntarget = \"trailer\"\n");
+  EXPECT_NE(e.find("unknown target 'trailer'"), std::string::npos) << e;
+  const Scenario s = parse_scenario_text(
+      fabric + "action = \"corrupt\"\ntarget = \"payload\"\ntypes = [\"StateTransfer\"]\n", path());
+  EXPECT_NE(fabric_plan_text(s, 1).find("target = \"payload\"\n"), std::string::npos)
+      << fabric_plan_text(s, 1);
+}
+
+// A fabric fault with a trigger acts from it for for_ms in every process at once: its rule
+// acts while the runner's switch file exists, and its own time window stays open.
+TEST(Scenario, AFabricFaultAtAnEventIsSwitchedOnForItsTime) {
+  const std::string fabric = head +
+                             "[[fault]]\nkind = \"fabric\"\naction = \"partition\"\n"
+                             "groups = [[\"coordinator\", \"n1\"], [\"n2\"]]\n";
+  const Scenario s =
+      parse_scenario_text(fabric + "after_event = \"reshape\"\nfor_ms = 3000\n", path());
+  const Fault& f = s.faults[0];
+  EXPECT_TRUE(f.triggered);
+  EXPECT_TRUE(f.live());
+  EXPECT_EQ(f.when.after_event, "reshape");
+  EXPECT_EQ(f.for_ms, 3000);
+  EXPECT_FALSE(f.rule.for_ms);
+  EXPECT_TRUE(f.recovers) << "a minority cut off for 3 s is evicted";
+  EXPECT_EQ(f.describe(), "fabric partition 3000 ms after reshape #1");
+  const std::string plan = fabric_plan_text(s, 1, "/run");
+  EXPECT_NE(plan.find("switch_file = \"/run/chaos-fabric-switch-1\"\n"), std::string::npos) << plan;
+  EXPECT_EQ(plan.find("for_ms"), std::string::npos) << plan;
+  EXPECT_TRUE(parse_fault_plan(plan, "plan.toml").ok());
+  const Scenario untriggered = parse_scenario_text(fabric + "after_ms = 10\nfor_ms = 30\n", path());
+  EXPECT_FALSE(untriggered.faults[0].triggered);
+  EXPECT_FALSE(untriggered.faults[0].live());
+  EXPECT_EQ(*untriggered.faults[0].rule.for_ms, 30);
+  std::string e = error_of(fabric + "at_step = 2\n");
+  EXPECT_NE(e.find("needs for_ms"), std::string::npos) << e;
+  e = error_of(fabric + "at_step = 2\nfor_ms = 30\nafter_ms = 5\n");
+  EXPECT_NE(e.find("test.toml:11: after_ms in"), std::string::npos) << e;
+  e = error_of(fabric + "at_step = 2\nat_ms = 5\nfor_ms = 30\n");
+  EXPECT_NE(e.find("exactly one"), std::string::npos) << e;
+}
+
+// A fabric fault must have acted in some process (its rule's "first acts" line, in any log
+// of the run), else it tested nothing.
+TEST(Check, EachFabricRuleMustHaveActed) {
+  const Scenario s = parse_scenario_text(
+      head +
+          "[[fault]]\nkind = \"fabric\"\naction = \"duplicate\"\ntypes = [\"Weights\"]\n"
+          "[[fault]]\nkind = \"fabric\"\naction = \"delay\"\ntypes = [\"Stats\"]\n"
+          "delay_ms = 5\n",
+      path());
+  // The plan as the runner writes it: a comment, the seed, then each rule after a blank line
+  // (lines 4 and 8).
+  const std::string plan = ::testing::TempDir() + "/chaos-fabric-faults.toml";
+  std::ofstream(plan) << fabric_plan_text(s, 1);
+  const std::string logs = "2026-12-07 [info] [n2] fabric faults: rule at " + plan +
+                           ":4 (duplicate) first acts on a Weights from n2 to n1\n";
+  std::vector<Verdict> v = check_fabric_rules_acted(s, plan, logs);
+  ASSERT_EQ(v.size(), 2u);
+  EXPECT_TRUE(v[0].ok) << v[0].detail;
+  EXPECT_FALSE(v[1].ok) << "the delay never acted";
+  EXPECT_NE(v[1].detail.find("chaos-fabric-faults.toml:8 ("), std::string::npos) << v[1].detail;
+  const std::string other = ::testing::TempDir() + "/other-plan.toml";
+  std::ofstream(other) << fabric_plan_text(s, 1);
+  v = check_fabric_rules_acted(s, other, logs);
+  EXPECT_FALSE(v[0].ok) << "another plan's line is not this one's";
+  EXPECT_TRUE(check_fabric_rules_acted(parse_scenario_text(head, path()), plan, logs).empty());
 }
 
 nlohmann::json view(int e) {
