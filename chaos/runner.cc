@@ -192,11 +192,30 @@ std::string drawn_scenario_text(uint64_t seed, int64_t job, const std::string& c
       "\"fault_tolerance.replace_lost=true\"]\nsteps = {}\nnodes = {}\ntimeout_s = 300\n"
       "seed = {}\nlaunch_args = [\"--max-nodes\", \"6\"]\n",
       seed, job, fs::absolute(config).string(), steps, nodes, seed);
-  const char* kinds[] = {"kill", "hang", "slow", "kill_coordinator", "scale", "drain"};
-  const std::string kind = kinds[splitmix(x) % 6];
+  const char* kinds[] = {"kill",  "hang",  "slow",      "kill_coordinator",
+                         "scale", "drain", "partition", "messages"};
+  const std::string kind = kinds[splitmix(x) % 8];
   const std::string node = fmt::format("n{}", 1 + splitmix(x) % uint64_t(nodes));
-  t += fmt::format("\n[[fault]]\nkind = \"{}\"\nat_step = {}\ndelay_ms = {}\n", kind,
-                   2 + splitmix(x) % 8, splitmix(x) % 150);
+  const uint64_t step = 2 + splitmix(x) % 8, delay_ms = splitmix(x) % 150;
+  if (kind == "partition") {  // one node cut off from the coordinator and the rest for 3 s
+    std::string rest = "\"coordinator\"";
+    for (int64_t k = 1; k <= nodes; ++k)
+      if (fmt::format("n{}", k) != node) rest += fmt::format(", \"n{}\"", k);
+    return t + fmt::format(
+                   "\n[[fault]]\nkind = \"fabric\"\naction = \"partition\"\n"
+                   "groups = [[{}], [\"{}\"]]\nat_step = {}\nfor_ms = 3000\n",
+                   rest, node, step);
+  }
+  if (kind == "messages")  // the whole job: step messages sent twice or overtaken
+    return t + fmt::format(
+                   "\n[[fault]]\nkind = \"fabric\"\naction = \"duplicate\"\n"
+                   "types = [\"StepBegin\", \"GradSlices\", \"Apply\", \"Weights\"]\n"
+                   "probability = 0.3\n"
+                   "\n[[fault]]\nkind = \"fabric\"\naction = \"reorder\"\n"
+                   "types = [\"GradSlices\", \"Stats\", \"StepDone\"]\ndelay_ms = {}\n",
+                   10 + delay_ms % 40);
+  t += fmt::format("\n[[fault]]\nkind = \"{}\"\nat_step = {}\ndelay_ms = {}\n", kind, step,
+                   delay_ms);
   if (kind != "kill_coordinator" && kind != "scale") t += fmt::format("node = \"{}\"\n", node);
   if (kind == "hang") t += "for_ms = 4000\n";
   if (kind == "slow") t += "for_ms = 3000\n";

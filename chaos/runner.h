@@ -23,9 +23,10 @@ struct RunOptions {
 // only when a job cannot be started or the reference itself fails.
 Report run_scenario(const Scenario& s, const RunOptions& o);
 
-// Soak: job `job` of seed `seed` as scenario text: 3 or 4 nodes of `config`, one or two
-// faults (kill, hang, slow, kill_coordinator, scale, drain) at steps drawn from the seed
-// alone, so the same (seed, job) gives the same scenario.
+// Soak: job `job` of seed `seed` as scenario text: 3 or 4 nodes of `config` and a fault
+// (kill, hang, slow, kill_coordinator, scale, drain, a node partitioned at a step, or step
+// messages duplicated and reordered all job long) drawn from the seed alone, so the same
+// (seed, job) gives the same scenario.
 std::string drawn_scenario_text(uint64_t seed, int64_t job, const std::string& config);
 
 }  // namespace troupe::chaos

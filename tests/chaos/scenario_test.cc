@@ -310,8 +310,23 @@ TEST(Soak, TheSameSeedDrawsTheSameScenario) {
             drawn_scenario_text(8, 3, "configs/tiny.toml"));
   // Every drawn scenario is a valid one (its targets exist: the checks of any file apply).
   const std::string tiny = source_dir() + "/configs/tiny.toml";
-  for (int64_t job = 1; job <= 200; ++job)
-    EXPECT_NO_THROW(parse_scenario_text(drawn_scenario_text(11, job, tiny), "drawn.toml")) << job;
+  int partitions = 0, message_faults = 0;
+  for (int64_t job = 1; job <= 200; ++job) {
+    const std::string text = drawn_scenario_text(11, job, tiny);
+    EXPECT_NO_THROW(parse_scenario_text(text, "drawn.toml")) << job;
+    partitions += text.find("action = \"partition\"") != std::string::npos;
+    message_faults += text.find("action = \"duplicate\"") != std::string::npos;
+  }
+  EXPECT_GT(partitions, 5) << "a node partitioned at a step is one of the drawn faults";
+  EXPECT_GT(message_faults, 5) << "so are duplicated and overtaken step messages";
+  const Scenario cut = [&] {
+    for (int64_t job = 1;; ++job)
+      if (const std::string text = drawn_scenario_text(11, job, tiny);
+          text.find("partition") != std::string::npos)
+        return parse_scenario_text(text, "drawn.toml");
+  }();
+  EXPECT_TRUE(cut.faults.at(0).triggered);
+  EXPECT_TRUE(cut.faults.at(0).recovers) << "the cut-off node is evicted and replaced";
 }
 
 }  // namespace
