@@ -199,6 +199,9 @@ FaultyFabric::Match FaultyFabric::decide(PeerId peer, const Envelope& e, uint64_
     const FaultRule& r = plan_.rules[i];
     if (!selects(r, node_id_, m.to, e.type, step, since_ms)) continue;
     if (!r.switch_file.empty() && !switched_on(i, window_now)) continue;
+    // No payload byte to flip: not this rule's message (flipping its header instead would
+    // lose it, a fault the rule did not ask for).
+    if (r.action == Action::corrupt && r.target == CorruptTarget::payload && bytes == 0) continue;
     if (r.lasts_ms && first_acted_[i] != time_point{} &&
         window_now - first_acted_[i] >= std::chrono::milliseconds(*r.lasts_ms))
       continue;  // healed
@@ -360,9 +363,9 @@ Status FaultyFabric::corrupt(PeerId peer, const Envelope& envelope, Payloads pay
   std::vector<size_t> filled;
   for (size_t i = 0; i < spans.size(); ++i)
     if (!spans[i].empty()) filled.push_back(i);
-  if (rule.target == CorruptTarget::header || filled.empty()) {
+  if (rule.target == CorruptTarget::header) {
     e.header = corrupt_header(e.header, draw);
-  } else {
+  } else if (!filled.empty()) {  // decide() left messages without payload bytes alone
     const size_t which = filled[draw % filled.size()];
     copy = std::make_shared<std::vector<std::byte>>(spans[which].begin(), spans[which].end());
     const size_t at = size_t((draw >> 16) % copy->size());

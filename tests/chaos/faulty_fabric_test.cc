@@ -176,6 +176,13 @@ TEST(FaultyFabric, CorruptPayloadFlipsOneByteOfACopy) {
   EXPECT_EQ(differ, 1u);
   r.log->complete(0);
   EXPECT_EQ(r.done_calls, 1);
+  // A transfer without payload bytes has nothing to flip: it passes whole (its header
+  // flipped instead would make it a lost message, which its receiver cannot ask again).
+  ASSERT_TRUE(r.send("n2", actors::state_transfer_type, {}, "hdr").ok());
+  ASSERT_EQ(r.log->size(), 2u);
+  EXPECT_EQ(r.log->sent[1].envelope.header, "hdr");
+  EXPECT_EQ(r.fabric->fault_counters().corrupted, 1u);
+  EXPECT_EQ(r.fabric->fault_counters().passed, 1u);
 }
 
 TEST(FaultyFabric, PartitionDropsBetweenGroupsBothWays) {
