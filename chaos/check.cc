@@ -32,6 +32,12 @@ size_t first_event(const std::vector<json>& events, size_t start, int64_t from_m
   return events.size();
 }
 
+// A partition's smallest group: the nodes it cuts off, which the job must evict.
+const std::vector<std::string>& minority(const FabricRule& r) {
+  return *std::min_element(r.groups.begin(), r.groups.end(),
+                           [](const auto& a, const auto& b) { return a.size() < b.size(); });
+}
+
 // The event that shows the job saw the fault, and the one that shows it trains again.
 void measure(const Fault& f, const FaultRecord& r, const std::vector<json>& ev, FaultOutcome& o) {
   const int64_t t = r.injected_unix_ms;
@@ -42,9 +48,7 @@ void measure(const Fault& f, const FaultRecord& r, const std::vector<json>& ev, 
                        [&](const json& e) { return e.value("node", "") == f.node; });
     if (seen < ev.size()) o.detected_ms = ev[seen].value("detected_unix_ms", unix_ms(ev[seen])) - t;
   } else if (f.triggered && f.rule.action == "partition") {  // the minority's eviction
-    const auto& g =
-        *std::min_element(f.rule.groups.begin(), f.rule.groups.end(),
-                          [](const auto& a, const auto& b) { return a.size() < b.size(); });
+    const std::vector<std::string>& g = minority(f.rule);
     seen = first_event(ev, 0, t, "recover", [&](const json& e) {
       return std::count(g.begin(), g.end(), e.value("node", "")) > 0;
     });
@@ -152,15 +156,13 @@ bool drops_step_messages(const Fault& f) {
 
 // A partition took effect when a node of its smallest group was evicted (a recover for it).
 Verdict partition_item(const FabricRule& r, const std::vector<json>& events) {
-  const auto minority =
-      *std::min_element(r.groups.begin(), r.groups.end(),
-                        [](const auto& a, const auto& b) { return a.size() < b.size(); });
+  const std::vector<std::string>& cut = minority(r);
   std::string names;
-  for (const std::string& n : minority) names += (names.empty() ? "" : ", ") + n;
+  for (const std::string& n : cut) names += (names.empty() ? "" : ", ") + n;
   bool evicted = false;
   for (const json& e : events)
     if (e.value("kind", "") == "recover" &&
-        std::count(minority.begin(), minority.end(), e.value("node", "")) > 0)
+        std::count(cut.begin(), cut.end(), e.value("node", "")) > 0)
       evicted = true;
   return {"fabric partition took effect: the minority (" + names + ") was evicted", evicted,
           evicted ? "a recover event for it" : "no recover event names a node of it"};

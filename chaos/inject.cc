@@ -167,12 +167,14 @@ class Injector {
       case FaultKind::scale:
       case FaultKind::drain:
         return start_control(i);
-      case FaultKind::fabric:  // triggered: every process's rule acts while the file exists
-        r.injected = bool(std::ofstream(fabric_switch_file(p_.run_dir, i)));
-        if (!r.injected) r.error = "cannot create " + fabric_switch_file(p_.run_dir, i);
+      case FaultKind::fabric: {  // triggered: every process's rule acts while the file exists
+        const std::string file = fabric_switch_file(p_.run_dir, i);
+        r.injected = bool(std::ofstream(file));
+        if (!r.injected) r.error = "cannot create " + file;
         p.state = r.injected ? State::active : State::done;
         p.until = now + ms(f.for_ms);
         return;
+      }
       default:
         return;  // configured before the job: nothing happens live
     }
