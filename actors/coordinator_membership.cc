@@ -499,6 +499,7 @@ void excuse_own_pause(Self* self, time_point t) {
   if (gap <= duration::zero()) return;
   for (NodeInfo* n : heard_nodes(self)) n->last_heard = std::max(n->last_heard, t);
   s.core.started += gap, s.core.recovery_started += gap, s.drv.begun += gap;
+  s.reshape.boundary += gap;
   const int64_t gap_ms = std::chrono::duration_cast<ms>(gap).count();
   event(self, "coordinator_paused",
         fmt::format("the coordinator did not run for {} ms: no node is declared dead "
@@ -569,6 +570,8 @@ void on_tick(Self* self) {
   const time_point t = now(self);
   excuse_own_pause(self, t);
   if (past_deadline(self, t) || rejoin_deadline(self, t)) return;
+  reshape_past_deadline(self, t);  // aborted: the old view recovers, the ticks go on
+  if (s.core.phase == Phase::done) return;
   if (const NodeInfo* n = silent_node(self, t))
     lose_node(self, n->id,
               fmt::format("missed heartbeats for {} ms (timeout {} ms{}): declared dead",
@@ -581,14 +584,9 @@ void on_tick(Self* self) {
   if (s.core.phase == Phase::done) return;
   check_step_progress(self, t);
   if (s.core.phase == Phase::recovering) resend_engram_rollback(self, t);
-  if (s.core.phase == Phase::recovering && t - s.core.recover_sent >= ms(recover_resend_ms)) {
-    s.core.recover_sent = t;
-    for (int64_t i : s.core.recovered.missing()) {
-      ActorMessage m = s.core.recover_message;
-      m.to = s.core.workers[size_t(i)];
-      self->send(s.router, std::move(m));
-    }
-  }
+  if ((s.core.phase == Phase::recovering || s.core.phase == Phase::resizing) &&
+      t - s.core.recover_sent >= ms(recover_resend_ms))
+    resend_in_flight(self, t);
   control::Heartbeat hb;
   hb.set_sequence(++s.core.heartbeats);
   for (const NodeInfo* n : heard_nodes(self))

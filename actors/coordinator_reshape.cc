@@ -128,6 +128,8 @@ void begin_reshape(Self* self) {
   for (const std::string& w : rs.old_workers)
     if (!has(to, w)) to.push_back(w);
   for (const std::string& w : to) send_to(self, w, reshape_type, r);
+  c.recover_message = make_message(s.self_address, "", reshape_type, r);
+  c.recover_sent = now(self);
   event(self, "reshape",
         fmt::format("{} at step {} (epoch {}): {} → {} workers, {} leaving", rs.what, r.version(),
                     c.epoch, rs.old_workers.size(), c.workers.size(), rs.leaving.size()),
@@ -154,7 +156,8 @@ void abort_standby(Self* self, const std::string& node, const std::string& why) 
       {{"node", node}, {"reason", why}});
 }
 
-// A node lost during the reshape: back to the old view, which recovers as from any loss.
+// A node lost during the reshape (node: "" when none was, the reshape ran out of time):
+// back to the old view, which recovers as from any loss.
 void abort_active(Self* self, const std::string& node, const std::string& why, bool hung) {
   auto& s = self->state;
   auto& c = s.core;
@@ -164,11 +167,18 @@ void abort_active(Self* self, const std::string& node, const std::string& why, b
       if (n.id != node) shut_down(self, n, "the reshape this node joined for was aborted");
       self->send(s.router, runtime::forget_atom::value, n.id);
     }
-  c.nodes = rs.old_nodes, c.workers = rs.old_workers, c.role_index = rs.old_role_index;
-  const std::string what = fmt::format(
-      "node {} lost during {} at step {}: {}; the reshape is "
-      "aborted",
-      node, rs.what, committed_version(self), why);
+  // The old view's nodes as they are now: heard while the reshape ran (rs.old_nodes is the
+  // copy from its start; restoring it evicted every node for a silence it never had).
+  std::vector<NodeInfo> back = rs.old_nodes;
+  for (NodeInfo& n : back)
+    for (const std::vector<NodeInfo>* now : {&c.nodes, &rs.leaving})
+      if (const size_t k = find_node(*now, n.id); k != std::string::npos) n = (*now)[k];
+  c.nodes = std::move(back), c.workers = rs.old_workers, c.role_index = rs.old_role_index;
+  const std::string what =
+      node.empty() ? fmt::format("{} at step {}: {}; the reshape is aborted", rs.what,
+                                 committed_version(self), why)
+                   : fmt::format("node {} lost during {} at step {}: {}; the reshape is aborted",
+                                 node, rs.what, committed_version(self), why);
   rs = ReshapeState{};
   const size_t k = find_node(c.nodes, node);
   if (k != std::string::npos && c.workers.size() == 1) return fail(self, what);
@@ -275,6 +285,34 @@ Verdict on_reshaped(Self* self, const train::Recovered& r, const ActorMessage& m
   enter_phase(self, Phase::running);
   resume_training(self);
   return {};
+}
+
+void resend_in_flight(Self* self, time_point t) {
+  auto& c = self->state.core;
+  c.recover_sent = t;
+  std::vector<std::string> to;
+  for (int64_t i : c.recovered.missing()) to.push_back(c.workers[size_t(i)]);
+  if (c.phase == Phase::resizing)  // a leaver's may have been lost: it sends nothing
+    for (const std::string& w : self->state.reshape.old_workers)
+      if (!has(c.workers, w)) to.push_back(w);
+  for (const std::string& w : to) {
+    ActorMessage m = c.recover_message;
+    m.to = w;
+    self->send(self->state.router, std::move(m));
+  }
+}
+
+void reshape_past_deadline(Self* self, time_point t) {
+  auto& s = self->state;
+  const int64_t limit_ms = s.opt.config.fault_tolerance.recovery_timeout_ms;
+  if (s.core.phase != Phase::resizing || t - s.reshape.boundary <= ms(limit_ms)) return;
+  std::string waiting;
+  for (int64_t i : s.core.recovered.missing())
+    waiting += (waiting.empty() ? "" : ", ") + s.core.workers[size_t(i)];
+  abort_active(self, "",
+               fmt::format("not finished within recovery_timeout_ms ({} ms), waiting for {}",
+                           limit_ms, waiting),
+               false);
 }
 
 bool lose_during_reshape(Self* self, const std::string& node, const std::string& why, bool hung) {

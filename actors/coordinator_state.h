@@ -90,10 +90,11 @@ struct Membership {
   std::vector<StartLoss> start_losses;
   Receipts recovered;                      // Recovered, by new worker index
   std::vector<std::string> recovery_base;  // the workers of the view a recovery started from
-  // The Recover in flight and when it last went out: sent again every recover_resend_ms to
-  // the workers that have not answered, so that a Recover or a Recovered lost on the way (a
-  // dropped message, a stalled endpoint) costs a resend, not the job. A worker drops a second
-  // copy, answering Recovered again if it has recovered.
+  // The Recover (or Reshape) in flight and when it last went out: sent again every
+  // recover_resend_ms to the workers that have not answered, so that a Recover or a Recovered
+  // lost on the way (a dropped message, a stalled endpoint) costs a resend, not the job. A
+  // worker drops a second copy, answering Recovered again if it has recovered, or asking
+  // again for the transfers it still waits for (FetchAgain).
   ActorMessage recover_message;
   time_point recover_sent;
   // The recovery in flight is a rollback to the checkpoint of this step (-1: none): an
@@ -418,6 +419,13 @@ Verdict on_reshaped(Self* self, const train::Recovered& r, const ActorMessage& m
 // Node `node` (a joiner, a leaver or a member during a reshape) is lost: true when the
 // reshape took care of it (aborted, the survivors recovering); false: not the reshape's.
 bool lose_during_reshape(Self* self, const std::string& node, const std::string& why, bool hung);
+// Every recover_resend_ms while recovering or resizing: the Recover or Reshape in flight
+// again to the workers that have not answered, and a reshape's to the leavers (a lost
+// Recover, Reshape, transfer or Recovered costs a resend; worker_recovery.cc answer_resend).
+void resend_in_flight(Self* self, time_point t);
+// A reshape not finished within recovery_timeout_ms is aborted: the old view recovers (as
+// from a node lost during it) and the newcomers are sent home.
+void reshape_past_deadline(Self* self, time_point t);
 // Every node the coordinator hears from: the view's, the joiners and the leavers.
 std::vector<NodeInfo*> heard_nodes(Self* self);
 

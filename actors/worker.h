@@ -238,8 +238,15 @@ void read_loaded_state(const WorkerState& s, const std::vector<size_t>& tensors,
 // worker_recovery.cc
 // The tensors of `range` that have optimizer state, in table order, and their total floats.
 std::vector<size_t> state_tensors(const model::Trainer& t, FlatRange range, int64_t* floats);
-// After an update: the owned share's optimizer state to the buddies (the next workers).
-void send_buddy_copy(Self* self, int64_t version);
+// After an update: the owned share's optimizer state to the buddies (the next workers), or
+// to the one named `only`.
+void send_buddy_copy(Self* self, int64_t version, const std::string& only = "");
+// A buddy's FetchAgain of the copy sent at the end of a recovery or reshape: sent again while
+// nothing changed it (no step began since).
+Verdict send_buddy_copy_again(Self* self, const train::FetchAgain& f, const ActorMessage& m);
+// The coordinator sent the Recover or Reshape this worker took again: answered Recovered
+// again, or what it still waits for asked for again (FetchAgain).
+void answer_resend(Self* self);
 // How many buddies each owner has among `workers` workers: buddy_copies, at most workers - 1.
 int64_t buddy_count(const WorkerState& s, int64_t workers);
 Verdict on_buddy_state(Self* self, const train::BuddyState& b, const ActorMessage& m);

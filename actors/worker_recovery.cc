@@ -84,7 +84,7 @@ int64_t buddy_count(const WorkerState& s, int64_t workers) {
   return std::min(s.buddy_copies, workers - 1);
 }
 
-void send_buddy_copy(Self* self, int64_t version) {
+void send_buddy_copy(Self* self, int64_t version, const std::string& only) {
   auto& s = self->state;
   if (buddy_count(s, s.workers) == 0) return;
   int64_t floats = 0;
@@ -99,8 +99,61 @@ void send_buddy_copy(Self* self, int64_t version) {
   b.set_version(version);
   b.set_worker(s.me);
   const Payload copy = owned_payload(std::move(runs));
-  for (int64_t d = 1; d <= buddy_count(s, s.workers); ++d)
-    reply(self, s.peers[size_t((s.me + d) % s.workers)], buddy_state_type, b, {copy});
+  for (int64_t d = 1; d <= buddy_count(s, s.workers); ++d) {
+    const std::string& to = s.peers[size_t((s.me + d) % s.workers)];
+    if (only.empty() || to == only) reply(self, to, buddy_state_type, b, {copy});
+  }
+}
+
+namespace {
+
+// What this worker still waits for in the recovery or reshape in flight, asked for again
+// from its senders: the missing transfers, the Replica, the missing buddy copies. A sender
+// that has not sent it yet (its own Recover or Reshape lost too) drops the request; the
+// next resend asks again.
+void ask_again(Self* self) {
+  auto& s = self->state;
+  const Recovery& r = s.recovery;
+  if (!r.active) return;
+  std::string asked;
+  const auto ask = [&](const std::string& to, bool replica, bool buddy) {
+    train::FetchAgain f;
+    f.set_version(r.version);
+    f.set_replica(replica);
+    f.set_buddy(buddy);
+    reply(self, to, fetch_again_type, f);
+    const std::string what = replica ? "Replica" : buddy ? "BuddyState" : "StateTransfer";
+    asked += (asked.empty() ? "" : ", ") + what + " from " + to;
+  };
+  if (!r.resharded) {
+    for (int64_t i : r.transfers.missing())
+      ask(r.reshape ? r.old_workers[size_t(i)] : s.peers[size_t(i)], false, false);
+    if (r.need_replica && r.replica.empty()) ask(r.old_workers[0], true, false);
+  }
+  for (int64_t i : r.buddies.missing()) ask(s.peers[size_t(i)], false, true);
+  if (asked.empty()) return;
+  const std::string round = r.reshape ? "Reshape" : "Recover";
+  log::warn("{}: the {} of step {} came again and this worker still waits: asking again for {}",
+            s.ctx.address, round, r.version, asked);
+}
+
+}  // namespace
+
+Verdict send_buddy_copy_again(Self* self, const train::FetchAgain& f, const ActorMessage& m) {
+  auto& s = self->state;
+  const int64_t to = std::find(s.peers.begin(), s.peers.end(), m.from) - s.peers.begin();
+  const int64_t d = (to - s.me + s.workers) % s.workers;
+  if (to >= s.workers || d == 0 || d > buddy_count(s, s.workers))
+    return drop(Drop::unknown_sender, "FetchAgain of a buddy copy from a worker not a buddy");
+  // The copy of the recovery's layout: this worker resharded, and no step began since.
+  if (f.version() != s.version || s.step >= 0 || (s.recovery.active && !s.recovery.resharded))
+    return drop(Drop::wrong_phase, fmt::format("FetchAgain of the buddy copy of version {} at "
+                                               "version {}, step {}",
+                                               f.version(), s.version, s.step));
+  log::warn("{}: sending the BuddyState of version {} to {} again", s.ctx.address, f.version(),
+            m.from);
+  send_buddy_copy(self, f.version(), m.from);
+  return {};
 }
 
 Verdict on_buddy_state(Self* self, const train::BuddyState& b, const ActorMessage& m) {
@@ -304,6 +357,17 @@ Verdict rollback(Self* self, const train::Recover& r, const ActorMessage& m) {
 
 }  // namespace
 
+// The coordinator sent the Recover or Reshape this worker took again: it has not heard this
+// worker's Recovered. Recovered already, the worker answers again (that answer may have been
+// lost); still waiting, it asks again for what has not come (that may have been lost).
+void answer_resend(Self* self) {
+  auto& s = self->state;
+  if (s.recovery.active) return ask_again(self);
+  train::Recovered again;
+  again.set_worker(s.me);
+  reply(self, s.ctx.coordinator, recovered_type, again);
+}
+
 // A Recover under a new epoch: back to the committed version, renumber, and move the
 // optimizer state to its new owners as plan_recovery says. A further loss during a recovery
 // restarts it from the same view (recovery_base).
@@ -313,11 +377,7 @@ Verdict on_recover(Self* self, const train::Recover& r, const ActorMessage& m) {
   // delivered" from "delivered and dropped" (docs/operations.md, known problems).
   log::info("{}: a Recover to step {} (epoch {}) arrived at epoch {}", s.ctx.address, r.version(),
             m.epoch, s.epoch);
-  if (m.epoch == s.recover_epoch && s.recovery_base && !s.recovery.active) {
-    train::Recovered again;  // the coordinator resends: its Recovered may have been lost
-    again.set_worker(s.me);
-    reply(self, s.ctx.coordinator, recovered_type, again);
-  }
+  if (m.epoch == s.recover_epoch && s.recovery_base) answer_resend(self);
   if (m.epoch <= s.recover_epoch) return drop(Drop::duplicate, "a Recover already taken");
   if (std::string why = check_shape(s, r); !why.empty()) return drop(Drop::malformed, why);
   TROUPE_ASSERT(m.epoch >= s.epoch, "a Recover of epoch {} admitted at epoch {}", m.epoch, s.epoch);

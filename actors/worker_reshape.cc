@@ -145,9 +145,10 @@ void await_shares(Self* self, const train::Reshape& r, int64_t old_me, int64_t n
 
 Verdict on_reshape(Self* self, const train::Reshape& r, const ActorMessage& m) {
   auto& s = self->state;
-  if (m.epoch <= s.recover_epoch) return drop(Drop::duplicate, "a Reshape already taken");
   const int64_t old_me = index_of(r.old_workers(), s.ctx.address);
   const int64_t new_me = index_of(r.workers(), s.ctx.address);
+  if (m.epoch == s.recover_epoch && new_me >= 0) answer_resend(self);
+  if (m.epoch <= s.recover_epoch) return drop(Drop::duplicate, "a Reshape already taken");
   // The coordinator sends a Reshape at version V once step V − 1 is committed, but the Commit
   // may still be on its way (one lane can overtake another: the simulation's seed 534 dropped
   // the Reshape and the job hung). As a StepBegin does, the Reshape implies it.
@@ -208,6 +209,7 @@ Verdict on_replica(Self* self, const train::Replica& rep, const ActorMessage& m)
 
 Verdict on_fetch_again(Self* self, const train::FetchAgain& f, const ActorMessage& m) {
   auto& s = self->state;
+  if (f.buddy()) return send_buddy_copy_again(self, f, m);
   const auto it = s.sent.find({m.from, f.replica()});
   if (it == s.sent.end()) return drop(Drop::wrong_phase, "FetchAgain of nothing sent to it");
   ActorMessage again = it->second;  // the kept copy: never the corrupted one

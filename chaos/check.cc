@@ -189,6 +189,12 @@ std::vector<Verdict> check_configured(const Scenario& s, const std::vector<json>
     while (std::getline(items, item, ','))
       if (auto v = storage_item(item, events)) out.push_back(*v);
   }
+  for (const std::string& kind : s.expect_events) {
+    const auto n = std::count_if(events.begin(), events.end(),
+                                 [&](const json& e) { return e.value("kind", "") == kind; });
+    out.push_back({fmt::format("a {} event, as the scenario expects", kind), n > 0,
+                   fmt::format("{} in events.jsonl", n)});
+  }
   if (step_drops > 0) {
     int64_t redone = 0;
     for (const json& e : events)

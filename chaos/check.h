@@ -38,6 +38,7 @@ std::vector<Verdict> check_faults(const Scenario& s, const std::vector<FaultOutc
 // full@S and sync@S each skipped the checkpoint of step S (checkpoint_skipped); a transfer
 // corrupt@K was caught (the job's drops count `malformed`). corrupt@S shows only when the
 // checkpoint is read (checkpoint_corrupt, on a rollback or resume): checked when it was.
+// Each of the scenario's expect_events appears.
 std::vector<Verdict> check_configured(const Scenario& s, const std::vector<nlohmann::json>& events);
 // Each fabric fault acted at least once (a rule that matched no message tested nothing):
 // some process of the job logged its rule's first action, "fabric faults: rule at

@@ -222,6 +222,12 @@ void read_top(Scenario& s, const TableReader& r) {
   s.launch_args = r.strings("launch_args");
   s.timeout_s = r.integer("timeout_s", 10, scenario_timeout_s_max, 300);
   s.fast = r.boolean("fast", false);
+  s.expect_events = r.strings("expect_events");
+  for (const std::string& e : s.expect_events)
+    if (e.empty() || e.find_first_not_of("abcdefghijklmnopqrstuvwxyz_") != std::string::npos)
+      r.fail("expect_events", fmt::format("'{}' is not an event kind (as events.jsonl writes "
+                                          "them: \"recover\", \"scaled\")",
+                                          e));
   s.seed = uint64_t(r.integer("seed", 0, INT64_MAX, 1));
 }
 
@@ -251,7 +257,7 @@ Scenario parse_scenario_text(const std::string& text, const std::string& path) {
   s.name = std::filesystem::path(path).stem().string();
   const TableReader r(root, path, "the scenario",
                       {"description", "config", "set", "steps", "nodes", "launch_args", "timeout_s",
-                       "fast", "seed", "fault", "bounds"});
+                       "fast", "seed", "fault", "bounds", "expect_events"});
   read_top(s, r);
   if (const toml::table* b = r.table("bounds")) {
     const TableReader br(*b, path, "[bounds]",

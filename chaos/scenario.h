@@ -90,7 +90,10 @@ struct Scenario {
   std::vector<std::string> launch_args;  // more `troupe launch` flags (e.g. --max-nodes 5)
   int64_t timeout_s = 0;                 // the job must end within this
   bool fast = false;                     // runs in CI (ctest chaos.scenarios_fast)
-  uint64_t seed = 1;                     // --seed overrides it
+  // events.jsonl kinds that must each appear (e.g. "recover" where a reshape must be aborted):
+  // what the scenario is about happened, not only that the job ended well.
+  std::vector<std::string> expect_events;
+  uint64_t seed = 1;  // --seed overrides it
   std::vector<Fault> faults;
   Bounds bounds;
 };

@@ -247,6 +247,10 @@ void Schedule::inject() {
   if (net_->counters().delivered < *fault_armed_at_ + uint64_t(f.after_messages)) return;
   ++next_fault_, fault_armed_at_.reset();
   if (operator_fault(f)) return;
+  if (f.kind == SimFault::Kind::lose) {
+    net_->lose({f.types.begin(), f.types.end()}, f.lose_count);
+    return;
+  }
   // Faults name node ids (n1… in the order the nodes joined), as the coordinator does.
   const std::string node = "n" + std::to_string(f.node);
   const uint16_t port = net_->port_of_node(node);
@@ -303,7 +307,8 @@ SimOutcome Schedule::run(uint64_t reference_hash) {
   const SimCounters& c = net_->counters();
   out.steps_done = committed_;
   out.delivered = c.delivered;
-  out.dropped = c.dropped_dead + c.dropped_partition + c.dropped_stale_epoch;
+  out.dropped = c.dropped_dead + c.dropped_partition + c.dropped_stale_epoch + c.lost;
+  out.lost = c.lost;
   out.held = c.held_partition;
   if (result_) {
     out.recoveries = result_->recoveries;
@@ -362,6 +367,15 @@ std::string SimPlan::describe() const {
       case SimFault::Kind::drain:
         out += fmt::format("; drain n{} {}", f.node, when);
         break;
+      case SimFault::Kind::lose: {
+        std::string types;
+        for (uint32_t t : f.types) {
+          if (!types.empty()) types += ',';
+          types += std::to_string(t);
+        }
+        out += fmt::format("; lose {} message(s) of types {} {}", f.lose_count, types, when);
+        break;
+      }
     }
   }
   return out;

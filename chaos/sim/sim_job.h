@@ -16,11 +16,16 @@ namespace troupe::chaos {
 struct SimFault {
   // scale_up: the operator's `troupe scale` to one node more, whose process the launcher
   // starts; drain: `troupe scale`'s drain of `node` (it finishes its step and leaves).
-  enum class Kind { kill, partition, scale_up, drain } kind = Kind::kill;
-  int64_t node = 1;            // n1…nN
-  int64_t after_step = 1;      // once this many steps are committed…
-  int64_t after_messages = 0;  // …and this many more messages were delivered
-  int64_t for_ms = 0;          // partition: how long node is cut off from every other process
+  // lose: the next lose_count messages of one of `types` that any process sends are lost on
+  // the way (the decorator's drop: a reliable transport never does it alone). Never drawn
+  // by draw_plan: tests name it.
+  enum class Kind { kill, partition, scale_up, drain, lose } kind = Kind::kill;
+  int64_t node = 1;                  // n1…nN
+  int64_t after_step = 1;            // once this many steps are committed…
+  int64_t after_messages = 0;        // …and this many more messages were delivered
+  int64_t for_ms = 0;                // partition: how long node is cut off from every other process
+  int64_t lose_count = 0;            // lose: how many messages
+  std::vector<uint32_t> types = {};  // lose: of which types (actors/protocol.h)
   // A kill, or a partition past the heartbeat timeout (it evicts): the node is lost.
   bool loses_the_node() const {
     return kind == Kind::kill || (kind == Kind::partition && for_ms > 900);
@@ -54,6 +59,7 @@ struct SimOutcome {
   uint64_t weights_hash = 0;
   uint64_t delivered = 0, dropped = 0;
   uint64_t held = 0;  // messages a partition held until it healed (or its endpoints broke)
+  uint64_t lost = 0;  // messages a lose fault lost (also in dropped)
   double simulated_s = 0;
   // How each node process ended, by the order it was started (1…): its exit status (0: the
   // job ended or it was drained; 3: evicted) or -1 while it ran to the end of the schedule.

@@ -187,6 +187,10 @@ void SimNetwork::connect(Endpoint& from, uint16_t port, PeerId local) {
 void SimNetwork::send(Endpoint& from, PeerId peer, const runtime::Envelope& envelope,
                       std::span<const std::span<const std::byte>> payloads) {
   const Endpoint::Peer& p = from.peers.at(peer);
+  if (lose_left_ > 0 && lose_types_.count(envelope.type)) {
+    --lose_left_, ++counters_.lost;
+    return;
+  }
   Event e;
   e.kind = Event::Kind::message;
   e.from = &from, e.to = p.remote, e.peer = p.remote_id;
@@ -200,6 +204,11 @@ void SimNetwork::send(Endpoint& from, PeerId peer, const runtime::Envelope& enve
     schedule(Event(e), false);
   }
   schedule(std::move(e), !chance(options_.reorder_probability));
+}
+
+void SimNetwork::lose(std::set<uint32_t> types, int64_t count) {
+  lose_types_ = std::move(types);
+  lose_left_ = count;
 }
 
 std::optional<SimTime> SimNetwork::next_time() const {

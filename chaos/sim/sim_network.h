@@ -49,6 +49,7 @@ struct SimCounters {
   uint64_t held_partition = 0;       // held at a partition until it healed
   uint64_t dropped_partition = 0;    // lost with the endpoints a long partition broke
   uint64_t dropped_stale_epoch = 0;  // the receiver's fabric dropped it (older epoch)
+  uint64_t lost = 0;                 // lost on the way (lose())
 };
 
 class SimNetwork {
@@ -74,6 +75,8 @@ class SimNetwork {
   // Cuts `nodes` (node ids) off from every other process in [from, until): what crosses is
   // held until then, or lost with the endpoints if the cut outlasts endpoint_timeout_ms.
   void partition(std::set<std::string> nodes, SimTime from, SimTime until);
+  // The next `count` messages of one of `types` sent by any process are lost on the way.
+  void lose(std::set<uint32_t> types, int64_t count);
   bool dead(uint16_t port) const;
   // The listen port of the live process whose node id is `node_id` (0: none).
   uint16_t port_of_node(const std::string& node_id) const;
@@ -115,6 +118,8 @@ class SimNetwork {
     SimTime from, until;
   };
   std::vector<Partition> partitions_;
+  std::set<uint32_t> lose_types_;
+  int64_t lose_left_ = 0;
   uint64_t seq_ = 0;
   uint16_t next_port_ = 30001;
   uint64_t fingerprint_ = 1469598103934665603ull;

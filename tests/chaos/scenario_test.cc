@@ -293,6 +293,19 @@ TEST(Check, PartitionsAndDroppedStepMessagesMustShowInTheEvents) {
   EXPECT_TRUE(v[1].ok) << v[1].detail;
 }
 
+// A scenario names the events its point rests on (a reshape aborted: a recover with no node
+// lost); the job ending well without them is not a pass.
+TEST(Check, ExpectedEventsMustAppear) {
+  const Scenario s =
+      parse_scenario_text(head + "expect_events = [\"recover\", \"scaled\"]\n", path());
+  std::vector<Verdict> v = check_configured(s, {{{"kind", "recover"}}, {{"kind", "reshape"}}});
+  ASSERT_EQ(v.size(), 2u);
+  EXPECT_TRUE(v[0].ok) << v[0].detail;
+  EXPECT_FALSE(v[1].ok) << "no scaled event";
+  EXPECT_NE(error_of(head + "expect_events = [\"Recover now\"]\n").find("not an event kind"),
+            std::string::npos);
+}
+
 TEST(Check, EveryScenarioFileParses) {
   int n = 0;
   for (const auto& e : std::filesystem::directory_iterator(source_dir() + "/chaos/scenarios")) {

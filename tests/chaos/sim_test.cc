@@ -8,6 +8,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "actors/protocol.h"
 #include "chaos/sim/sim_job.h"
 
 namespace troupe::chaos {
@@ -149,6 +150,55 @@ TEST_F(Sim, ASecondReplacementAskedWhileTheFirstWaitsOnStandbyIsPlacedAlone) {
     const SimOutcome o = run(p);
     EXPECT_TRUE(o.ok) << "seed " << s << " (" << p.describe() << "): " << o.failure;
   }
+}
+
+// Transfers lost on the way (the chaos decorator's drop; stop 54 found a reshape stalled for
+// good by one): the coordinator sends its Reshape or Recover again every second to the
+// workers that have not answered, and each asks again (FetchAgain) for what it still waits
+// for. A scale-up losing its first transfers and Replica, and a recovery losing its first
+// transfers and buddy copies, each end bitwise.
+TEST_F(Sim, TransfersLostInAReshapeOrARecoveryAreAskedForAgain) {
+  const std::vector<uint32_t> reshape_types = {actors::state_transfer_type, actors::replica_type};
+  SimPlan up;
+  up.seed = 18, up.nodes = 2;
+  up.faults.push_back({SimFault::Kind::scale_up, 1, 0, 0, 0});  // the reshape comes at step 2
+  up.faults.push_back({SimFault::Kind::lose, 1, 0, 0, 0, 3, reshape_types});
+  SimPlan kill;
+  kill.seed = 19, kill.nodes = 3;
+  kill.faults.push_back({SimFault::Kind::kill, 3, 1, 5, 0});
+  kill.faults.push_back({SimFault::Kind::lose,
+                         1,
+                         1,
+                         0,
+                         0,
+                         3,
+                         {actors::state_transfer_type, actors::buddy_state_type}});
+  for (const SimPlan* p : {&up, &kill}) {
+    const SimOutcome o = run(*p);
+    EXPECT_TRUE(o.ok) << p->describe() << ": " << o.failure;
+    EXPECT_EQ(o.weights_hash, reference_) << p->describe();
+    EXPECT_EQ(o.recoveries, p == &kill ? 1 : 0) << p->describe();
+    EXPECT_GE(o.lost, 3u) << p->describe() << ": the transfers were lost";
+  }
+}
+
+// A reshape that cannot finish (its newcomer's Replica lost every time it is sent) is
+// aborted at recovery_timeout_ms: the old view recovers with no node lost, the newcomer is
+// sent home (exit 0), and the job ends bitwise. Before, a reshape had no deadline.
+TEST_F(Sim, AReshapePastItsDeadlineIsAbortedAndTheOldViewGoesOn) {
+  SimPlan p;
+  p.seed = 20, p.nodes = 2;
+  p.extra_sets.push_back("fault_tolerance.recovery_timeout_ms=3000");
+  p.faults.push_back({SimFault::Kind::scale_up, 1, 0, 0, 0});
+  p.faults.push_back({SimFault::Kind::lose, 1, 0, 0, 0, 1000, {actors::replica_type}});
+  const SimOutcome o = run(p);
+  EXPECT_TRUE(o.ok) << p.describe() << ": " << o.failure;
+  EXPECT_EQ(o.weights_hash, reference_);
+  EXPECT_EQ(o.recoveries, 1) << "the old view's recovery";
+  ASSERT_EQ(o.exit_codes.size(), 3u);
+  EXPECT_EQ(o.exit_codes[2], 0) << "the newcomer is sent home";
+  EXPECT_GE(o.lost, 3u) << "the Replica, sent again at each resend";
+  EXPECT_GE(o.simulated_s, 3.0) << "aborted at the deadline, not before";
 }
 
 TEST_F(Sim, TheFirstSeedsAllPass) {
