@@ -220,6 +220,14 @@ std::string drawn_scenario_text(uint64_t seed, int64_t job, const std::string& c
   if (kind == "hang") t += "for_ms = 4000\n";
   if (kind == "slow") t += "for_ms = 3000\n";
   if (kind == "scale") t += fmt::format("nodes = {}\n", nodes + 1);
+  // Half the kills and scales also lose the transfers of the recovery or reshape they
+  // start (for 300 ms from its event): they are asked for again. Drawn last, so the draws
+  // above are those of the seeds printed before it.
+  if ((kind == "kill" || kind == "scale") && splitmix(x) % 2 == 0)
+    t += fmt::format(
+        "\n[[fault]]\nkind = \"fabric\"\naction = \"drop\"\n"
+        "types = [\"StateTransfer\", \"Replica\"]\nafter_event = \"{}\"\nfor_ms = 300\n",
+        kind == "kill" ? "recover" : "reshape");
   return t;
 }
 

@@ -323,13 +323,15 @@ TEST(Soak, TheSameSeedDrawsTheSameScenario) {
             drawn_scenario_text(8, 3, "configs/tiny.toml"));
   // Every drawn scenario is a valid one (its targets exist: the checks of any file apply).
   const std::string tiny = source_dir() + "/configs/tiny.toml";
-  int partitions = 0, message_faults = 0;
+  int partitions = 0, message_faults = 0, transfers_lost = 0;
   for (int64_t job = 1; job <= 200; ++job) {
     const std::string text = drawn_scenario_text(11, job, tiny);
     EXPECT_NO_THROW(parse_scenario_text(text, "drawn.toml")) << job;
     partitions += text.find("action = \"partition\"") != std::string::npos;
     message_faults += text.find("action = \"duplicate\"") != std::string::npos;
+    transfers_lost += text.find("action = \"drop\"") != std::string::npos;
   }
+  EXPECT_GT(transfers_lost, 5) << "a kill's or a scale's transfers lost at its event";
   EXPECT_GT(partitions, 5) << "a node partitioned at a step is one of the drawn faults";
   EXPECT_GT(message_faults, 5) << "so are duplicated and overtaken step messages";
   const Scenario cut = [&] {
