@@ -81,10 +81,11 @@ void take_answer(Self* self, const EplbAnswer& a) {
   event(self, "rebalance",
         fmt::format("before step {}: expert slot imbalance {:.3f} -> {:.3f} (max/mean load per "
                     "shard, mean over layers, on {} steps' counts; {} slots on {} shards in {} "
-                    "node group(s){}; placed in {:.2f} ms, the step waited {:.2f} ms)",
+                    "node group(s){}; {} slot(s) given another expert, {:.1f} KiB of weights; "
+                    "placed in {:.2f} ms, the step waited {:.2f} ms)",
                     a.step, a.before, a.after, a.window_steps, a.slots, a.shards, a.node_groups,
-                    fell_back ? ", as parallel.node_groups does not divide them" : "", a.compute_ms,
-                    pause_ms),
+                    fell_back ? ", as parallel.node_groups does not divide them" : "",
+                    a.moved_slots, double(a.moved_bytes) / 1024, a.compute_ms, pause_ms),
         {{"step", a.step},
          {"imbalance_before", a.before},
          {"imbalance_after", a.after},
@@ -96,6 +97,8 @@ void take_answer(Self* self, const EplbAnswer& a) {
          {"expert_groups", a.expert_groups},
          {"compute_ms", a.compute_ms},
          {"pause_ms", pause_ms},
+         {"moved_slots", a.moved_slots},
+         {"moved_bytes", a.moved_bytes},
          // The window's loads, for `make bench-eplb` to place them with eplb.py as well; a
          // big model's would crowd the event ring out.
          {"loads", loads <= kEventLoadsMax ? nlohmann::json(a.loads) : nlohmann::json()}});

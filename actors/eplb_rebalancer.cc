@@ -8,6 +8,7 @@
 #include <exception>
 
 #include "train/eplb.h"
+#include "train/eplb_in_place.h"
 #include "train/expert_slots.h"
 
 namespace troupe::actors {
@@ -82,10 +83,14 @@ EplbAnswer place_expert_slots(const model::ModelConfig& m, const Window& window,
     a.before = model::placement_balance(problem, now);
     a.uniform = model::placement_balance(problem, uniform);
     const auto t0 = std::chrono::steady_clock::now();
-    const model::EplbPlacement next = model::rebalance_experts(problem);
+    // The new balance, moving as few slots as that allows (train/eplb_in_place.h).
+    const model::EplbPlacement next =
+        model::keep_in_place(model::rebalance_experts(problem), now, ask.shards, problem.nodes);
     a.compute_ms =
         std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
     a.after = model::placement_balance(problem, next);
+    a.moved_slots = model::moved_slots(next, now);
+    a.moved_bytes = a.moved_slots * 3 * m.moe_inter * m.d_model * int64_t(sizeof(float));
     for (const auto& row : next.phy2log) a.phy2log.insert(a.phy2log.end(), row.begin(), row.end());
     a.slots = problem.replicas, a.node_groups = problem.nodes, a.expert_groups = problem.groups;
     a.loads = problem.loads;

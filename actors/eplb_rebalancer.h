@@ -38,6 +38,10 @@ struct EplbAnswer {
   // use, the new one, and the uniform one (what the job would have without rebalancing).
   double before = 0, after = 0, uniform = 0;
   double compute_ms = 0;  // the placement's own time
+  // The slots the new placement gives another logical expert than the one in use, and the
+  // weights they must be sent (3·moe_inter·d_model floats each): what the rebalance moves.
+  // With the weights sent to every shard at every step they travel anyway (docs/eplb.md).
+  int64_t moved_slots = 0, moved_bytes = 0;
   int64_t slots = 0, node_groups = 1, expert_groups = 1, window_steps = 0;
   std::vector<std::vector<double>> loads;  // the window's, (MoE layer, expert)
   std::string error;                       // set: no placement (what went wrong)

@@ -25,14 +25,18 @@ void JobControl::on_event(const nlohmann::json& line) {
     if (line.contains("nodes") && line["nodes"].is_array())
       metrics_.set_nodes(int64_t(line["nodes"].size()));
   } else if (kind == "recover") {
-    metrics_.on_fault(line.value("hung", false) ? "node_hung" : "node_lost");
+    const bool no_node = line.value("node", "").empty() && line.value("reshape_aborted", false);
+    metrics_.on_fault(no_node                     ? "reshape_timeout"
+                      : line.value("hung", false) ? "node_hung"
+                                                  : "node_lost");
   } else if (kind == "recovered") {
     metrics_.on_recovery(line.value("duration_ms", 0.0) / 1000);
   } else if (kind == "checkpoint" && line.contains("stall_ms")) {
     metrics_.on_checkpoint(line.value("stall_ms", 0.0) / 1000);
   } else if (kind == "rebalance") {
     metrics_.on_rebalance(line.value("imbalance_before", 0.0), line.value("imbalance_after", 0.0),
-                          line.value("pause_ms", 0.0) / 1000);
+                          line.value("pause_ms", 0.0) / 1000,
+                          line.value("moved_bytes", int64_t(0)));
   } else if (kind == "dropped" && line.contains("reason")) {
     metrics_.on_fault("message_dropped");
   } else if (kind == "node_exit" && line.value("exit_code", -1) != 0) {

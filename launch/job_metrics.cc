@@ -64,6 +64,8 @@ JobMetrics::JobMetrics() : registry_(std::make_shared<prometheus::Registry>()) {
   rebalances_ = &counter(r, "troupe_expert_rebalances_total", "Re-placements of the expert slots");
   rebalance_pause_ = &counter(r, "troupe_expert_rebalance_pause_seconds_total",
                               "Time steps waited for the eplb_rebalancer's placement");
+  migration_bytes_ = &counter(r, "troupe_expert_migration_bytes_total",
+                              "Weights of the expert slots that rebalances gave another expert");
   slot_imbalance_ = &prometheus::BuildGauge()
                          .Name("troupe_expert_slot_imbalance")
                          .Help(
@@ -177,9 +179,10 @@ void JobMetrics::on_expert_load(const std::vector<std::vector<int64_t>>& counts)
   }
 }
 
-void JobMetrics::on_rebalance(double before, double after, double pause_s) {
+void JobMetrics::on_rebalance(double before, double after, double pause_s, int64_t moved_bytes) {
   rebalances_->Increment();
   rebalance_pause_->Increment(std::max(0.0, pause_s));
+  migration_bytes_->Increment(double(std::max<int64_t>(0, moved_bytes)));
   slot_imbalance_->Add({{"placement", "before"}}).Set(before);
   slot_imbalance_->Add({{"placement", "after"}}).Set(after);
 }

@@ -73,8 +73,9 @@ class JobMetrics {
   // The expert slots re-placed ([eplb]): troupe_expert_rebalances_total += 1 and
   // troupe_expert_slot_imbalance{placement="before"|"after"} = max/mean load per shard of
   // the window's loads under the old and the new placement;
-  // troupe_expert_rebalance_pause_seconds_total += the time the step waited for it.
-  void on_rebalance(double before, double after, double pause_s);
+  // troupe_expert_rebalance_pause_seconds_total += the time the step waited for it;
+  // troupe_expert_migration_bytes_total += the weights of the slots it gave another expert.
+  void on_rebalance(double before, double after, double pause_s, int64_t moved_bytes);
   // A committed step's Engram cold tiers (engram.host_cache_bytes), summed over the holders:
   // troupe_engram_cache_hits_total / _misses_total += hits / misses,
   // troupe_engram_cold_bytes_total{direction="read"|"written"} += bytes,
@@ -116,6 +117,7 @@ class JobMetrics {
   prometheus::Family<prometheus::Gauge>* expert_imbalance_;
   prometheus::Counter* rebalances_;
   prometheus::Counter* rebalance_pause_;
+  prometheus::Counter* migration_bytes_;
   prometheus::Family<prometheus::Gauge>* slot_imbalance_;
 
   std::mutex mu_;                                              // guards the two maps below

@@ -71,6 +71,30 @@ TEST(EplbRebalancer, PlacesTheWindowsLoadsAndKeepsOnlyTheWindow) {
   caf::anon_send_exit(r, caf::exit_reason::user_shutdown);
 }
 
+// What a rebalance moves: the slots the new placement gives another expert than the one in
+// use, and their weights (3·moe_inter·d_model floats each). Placing the same loads again
+// from the placement they produced moves nothing.
+TEST(EplbRebalancer, CountsTheSlotsAndBytesARebalanceMoves) {
+  const model::JobConfig job = tests::tiny_test_job({"model.engram_layers=[]"});
+  const model::ModelConfig& m = job.model;
+  const std::vector<Counts> window = {step_counts(m, 8)};
+  EplbAsk a;
+  a.shards = 3;
+  const EplbAnswer first = place_expert_slots(m, window, a);
+  ASSERT_EQ(first.error, "");
+  const model::EplbPlacement uniform = model::rebalance_experts(model::shard_problem(m, a.shards));
+  int64_t moved = 0, i = 0;
+  for (const auto& row : uniform.phy2log)
+    for (int64_t v : row) moved += first.phy2log[size_t(i++)] != v;
+  EXPECT_GT(moved, 0) << "the hot expert takes the redundant slots";
+  EXPECT_EQ(first.moved_slots, moved);
+  EXPECT_EQ(first.moved_bytes, moved * 3 * m.moe_inter * m.d_model * 4);
+  a.phy2log = first.phy2log;
+  const EplbAnswer again = place_expert_slots(m, window, a);
+  EXPECT_EQ(again.moved_slots, 0);
+  EXPECT_EQ(again.moved_bytes, 0);
+}
+
 TEST(EplbRebalancer, NodeGroupsAndBadAsksAreAnswered) {
   const model::JobConfig job = tests::tiny_test_job({"model.engram_layers=[]"});
   const model::ModelConfig& m = job.model;

@@ -106,11 +106,12 @@ TEST(JobMetrics, ExpertLoadPerLayer) {
 TEST(JobMetrics, RebalancesAndTheSlotImbalanceBeforeAndAfter) {
   JobMetrics m;
   expect_samples(parsed_samples(m.text()), {"counter troupe_expert_rebalances_total{} 0.0"});
-  m.on_rebalance(1.5, 1.25, 0.25);
-  m.on_rebalance(1.75, 1.0, 0.5);
+  m.on_rebalance(1.5, 1.25, 0.25, 4096);
+  m.on_rebalance(1.75, 1.0, 0.5, 0);
   expect_samples(parsed_samples(m.text()),
                  {"counter troupe_expert_rebalances_total{} 2.0",
                   "counter troupe_expert_rebalance_pause_seconds_total{} 0.75",
+                  "counter troupe_expert_migration_bytes_total{} 4096.0",
                   "gauge troupe_expert_slot_imbalance{placement=\"before\"} 1.75",
                   "gauge troupe_expert_slot_imbalance{placement=\"after\"} 1.0"});
 }
