@@ -90,7 +90,7 @@ def main():
           f"{os.getloadavg()[0]:.1f}")
     print("  max/mean slot load per shard (mean over MoE layers) of each window's counts under")
     print(f"  {'step':>4}  {'uniform':>7}  {'in use':>7}  {'new':>7}  {'eplb.py':>7}  "
-          f"{'placing':>8}  {'waited':>7}  {'step wall':>9}")
+          f"{'placing':>8}  {'waited':>7}  {'step wall':>9}  {'moved':>13}")
     ok = h_a == h_b
     for ev in evs:
         ref = published(ev)
@@ -98,7 +98,8 @@ def main():
         s = ev["step"]
         print(f"  {s:>4}  {ev['imbalance_uniform']:7.3f}  {ev['imbalance_before']:7.3f}  "
               f"{ev['imbalance_after']:7.3f}  {ref:7.3f}  {ev['compute_ms']:6.2f}ms  "
-              f"{ev['pause_ms']:5.2f}ms  {wall.get(s, float('nan')):7.0f}ms")
+              f"{ev['pause_ms']:5.2f}ms  {wall.get(s, float('nan')):7.0f}ms  "
+              f"{ev.get('moved_slots', 0):3d} slots {ev.get('moved_bytes', 0) / 2**20:5.2f} MiB")
     ran = evs[1:]  # windows that ran under a rebalanced placement
     print(f"  shape: {evs[0]['slots']} slots on {evs[0]['shards']} shards, "
           f"{evs[0]['expert_groups']} expert groups, {evs[0]['node_groups']} node group(s); "
