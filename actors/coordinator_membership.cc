@@ -524,11 +524,8 @@ bool past_deadline(Self* self, time_point t) {
   }
   if (c.phase != Phase::recovering || t - c.recovery_started <= ms(ft.recovery_timeout_ms))
     return false;
-  std::string waiting;
-  for (int64_t i : c.recovered.missing())
-    waiting += (waiting.empty() ? "" : ", ") + c.workers[size_t(i)];
   fail(self, fmt::format("the recovery at step {} did not finish within {} ms; waiting for {}",
-                         committed_version(self), ft.recovery_timeout_ms, waiting));
+                         committed_version(self), ft.recovery_timeout_ms, waiting_workers(self)));
   return true;
 }
 

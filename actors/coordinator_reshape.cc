@@ -287,6 +287,14 @@ Verdict on_reshaped(Self* self, const train::Recovered& r, const ActorMessage& m
   return {};
 }
 
+std::string waiting_workers(Self* self) {
+  const auto& c = self->state.core;
+  std::string waiting;
+  for (int64_t i : c.recovered.missing())
+    waiting += (waiting.empty() ? "" : ", ") + c.workers[size_t(i)];
+  return waiting;
+}
+
 void resend_in_flight(Self* self, time_point t) {
   auto& c = self->state.core;
   c.recover_sent = t;
@@ -306,12 +314,9 @@ void reshape_past_deadline(Self* self, time_point t) {
   auto& s = self->state;
   const int64_t limit_ms = s.opt.config.fault_tolerance.recovery_timeout_ms;
   if (s.core.phase != Phase::resizing || t - s.reshape.boundary <= ms(limit_ms)) return;
-  std::string waiting;
-  for (int64_t i : s.core.recovered.missing())
-    waiting += (waiting.empty() ? "" : ", ") + s.core.workers[size_t(i)];
   abort_active(self, "",
                fmt::format("not finished within recovery_timeout_ms ({} ms), waiting for {}",
-                           limit_ms, waiting),
+                           limit_ms, waiting_workers(self)),
                false);
 }
 

@@ -426,6 +426,8 @@ void resend_in_flight(Self* self, time_point t);
 // A reshape not finished within recovery_timeout_ms is aborted: the old view recovers (as
 // from a node lost during it) and the newcomers are sent home.
 void reshape_past_deadline(Self* self, time_point t);
+// The workers of the view that have not answered Recovered yet, "a, b" (for error texts).
+std::string waiting_workers(Self* self);
 // Every node the coordinator hears from: the view's, the joiners and the leavers.
 std::vector<NodeInfo*> heard_nodes(Self* self);
 
