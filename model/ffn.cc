@@ -24,45 +24,66 @@ void check_shape(const ParamTable& t, const std::string& name, std::vector<int64
     throw std::invalid_argument("parameter " + name + " has an unexpected shape for the FFN");
 }
 
-// The forward with x given separately, so MoE experts read their gathered inputs in place.
+// The forward of N rows into caller-given scratch (a, b, sig, h: N·I each), x given
+// separately, so that MoE experts read their gathered inputs in place and keep their rows
+// in one cache of the layer's sorted rows.
 // x (N,C) -> out (N,C) = beta·out + W2 (silu(W1 x) ⊙ W3 x)
 // cfg chooses the Linears' precision (model/linear.h).
+template <typename T>
+void swiglu_forward_rows(const ModelConfig& cfg, const SwigluLayout& L, const T* params, const T* x,
+                         int64_t N, int64_t C, T* out, T* a, T* b, T* sig, T* h, T beta) {
+  const int64_t I = L.inter;
+  linear_fwd(cfg, x, params + L.gate, a, N, C, I);  // a = W1 x
+  linear_fwd(cfg, x, params + L.up, b, N, C, I);    // b = W3 x
+  for (int64_t j = 0; j < N * I; ++j) {
+    sig[j] = k::sigmoid(a[j]);
+    h[j] = a[j] * sig[j] * b[j];  // silu(a) ⊙ b, silu(a) = a·σ(a)
+  }
+  linear_fwd(cfg, h, params + L.down, out, N, I, C, beta);  // out = W2 h
+}
+
 template <typename T>
 void swiglu_forward_from(const ModelConfig& cfg, const SwigluLayout& L, const T* params, const T* x,
                          int64_t N, int64_t C, T* out, SwigluCache<T>& c, T beta) {
   const int64_t I = L.inter;
   c.N = N, c.C = C, c.I = I;
   c.a.resize(N * I), c.b.resize(N * I), c.sig.resize(N * I), c.h.resize(N * I);
-  linear_fwd(cfg, x, params + L.gate, c.a.data(), N, C, I);  // a = W1 x
-  linear_fwd(cfg, x, params + L.up, c.b.data(), N, C, I);    // b = W3 x
-  for (int64_t j = 0; j < N * I; ++j) {
-    c.sig[j] = k::sigmoid(c.a[j]);
-    c.h[j] = c.a[j] * c.sig[j] * c.b[j];  // silu(a) ⊙ b, silu(a) = a·σ(a)
-  }
-  linear_fwd(cfg, c.h.data(), params + L.down, out, N, I, C, beta);  // out = W2 h
+  swiglu_forward_rows(cfg, L, params, x, N, C, out, c.a.data(), c.b.data(), c.sig.data(),
+                      c.h.data(), beta);
 }
 
-// dout (N,C), x (N,C) -> dx (N,C) +=, grads += ; restates swiglu_forward_from.
+// dout (N,C), x (N,C) -> dx (N,C) +=, grads += ; restates swiglu_forward_rows from its
+// scratch; da and db (N·I each) are the backward's own scratch.
 template <typename T>
-void swiglu_backward_from(const ModelConfig& cfg, const SwigluLayout& L, const T* params, T* grads,
-                          const T* x, const T* dout, T* dx, const SwigluCache<T>& c) {
-  const int64_t N = c.N, C = c.C, I = c.I;
+void swiglu_backward_rows(const ModelConfig& cfg, const SwigluLayout& L, const T* params, T* grads,
+                          const T* x, const T* dout, T* dx, int64_t N, int64_t C, const T* a_,
+                          const T* b_, const T* sig_, const T* h, T* da, T* db) {
+  const int64_t I = L.inter;
   if (N == 0) return;
-  c.da.resize(N * I), c.db.resize(N * I);
-  T* dh = c.da.data();  // dh is turned into da in place below
+  T* dh = da;  // dh is turned into da in place below
   // out = W2 h:  dh = dout·W2 (dh is scratch: zeroed, then accumulated), dW2 += doutᵀ h
   std::fill(dh, dh + N * I, T(0));
-  linear_bwd(cfg, dout, c.h.data(), params + L.down, dh, grads + L.down, N, I, C);
+  linear_bwd(cfg, dout, h, params + L.down, dh, grads + L.down, N, I, C);
   // h = silu(a) ⊙ b:  da = dh ⊙ b ⊙ silu'(a),  db = dh ⊙ silu(a)
   // (silu and silu' spelled out as in kernels/cpu/ops.cc, from the stored σ(a))
   for (int64_t j = 0; j < N * I; ++j) {
-    const T a = c.a[j], sig = c.sig[j], g = dh[j];
-    c.db[j] = g * (a * sig);
-    c.da[j] = g * c.b[j] * (sig * (T(1) + a * (T(1) - sig)));
+    const T a = a_[j], sig = sig_[j], g = dh[j];
+    db[j] = g * (a * sig);
+    da[j] = g * b_[j] * (sig * (T(1) + a * (T(1) - sig)));
   }
   // a = W1 x, b = W3 x
-  linear_bwd(cfg, c.da.data(), x, params + L.gate, dx, grads + L.gate, N, C, I);
-  linear_bwd(cfg, c.db.data(), x, params + L.up, dx, grads + L.up, N, C, I);
+  linear_bwd(cfg, da, x, params + L.gate, dx, grads + L.gate, N, C, I);
+  linear_bwd(cfg, db, x, params + L.up, dx, grads + L.up, N, C, I);
+}
+
+template <typename T>
+void swiglu_backward_from(const ModelConfig& cfg, const SwigluLayout& L, const T* params, T* grads,
+                          const T* x, const T* dout, T* dx, const SwigluCache<T>& c) {
+  const int64_t N = c.N, I = c.I;
+  if (N == 0) return;
+  c.da.resize(N * I), c.db.resize(N * I);
+  swiglu_backward_rows(cfg, L, params, grads, x, dout, dx, N, c.C, c.a.data(), c.b.data(),
+                       c.sig.data(), c.h.data(), c.da.data(), c.db.data());
 }
 
 }  // namespace
@@ -263,6 +284,41 @@ T moe_balance_loss(MoeCache<T>& c) {
   return total;
 }
 
+// The routed experts in this block, each on its sorted rows, ascending id. Their scratch
+// is one cache over the layer's N·K sorted rows (expert e's from row expert_begin[e]), so
+// it is as large as the micro-batch, whatever the routing: a cache per expert kept the
+// most rows each expert was ever routed (docs/operations.md, the soak's heap by site).
+template <typename T>
+void routed_experts_forward(const ModelConfig& cfg, const MoeLayout& L, const T* params,
+                            MoeCache<T>& c) {
+  SwigluCache<T>& r = c.experts;
+  const int64_t rows = c.N * c.K, C = c.C, I = cfg.moe_inter;
+  r.N = rows, r.C = C, r.I = I;
+  r.a.resize(rows * I), r.b.resize(rows * I), r.sig.resize(rows * I), r.h.resize(rows * I);
+  for (int64_t e = 0; e < c.E; ++e) {
+    const int64_t b = c.expert_begin[e], n = c.expert_begin[e + 1] - b;
+    if (L.experts[e].inter != I) throw std::logic_error("routed experts of unequal widths");
+    swiglu_forward_rows(cfg, L.experts[e], params, c.xs.data() + b * C, n, C, c.ys.data() + b * C,
+                        r.a.data() + b * I, r.b.data() + b * I, r.sig.data() + b * I,
+                        r.h.data() + b * I, T(0));
+  }
+}
+
+template <typename T>
+void routed_experts_backward(const ModelConfig& cfg, const MoeLayout& L, const T* params, T* grads,
+                             const MoeCache<T>& c) {
+  const SwigluCache<T>& r = c.experts;
+  const int64_t C = c.C, I = r.I;
+  r.da.resize(r.N * I), r.db.resize(r.N * I);
+  for (int64_t e = 0; e < c.E; ++e) {
+    const int64_t b = c.expert_begin[e], n = c.expert_begin[e + 1] - b;
+    swiglu_backward_rows(cfg, L.experts[e], params, grads, c.xs.data() + b * C,
+                         c.dys.data() + b * C, c.dxs.data() + b * C, n, C, r.a.data() + b * I,
+                         r.b.data() + b * I, r.sig.data() + b * I, r.h.data() + b * I,
+                         r.da.data() + b * I, r.db.data() + b * I);
+  }
+}
+
 }  // namespace
 
 template <typename T>
@@ -274,7 +330,7 @@ T moe_forward(const ModelConfig& cfg, const MoeLayout& L, const T* params, const
   c.x.assign(x, x + N * C);
   c.s.resize(N * E), c.top.resize(N * K), c.weight.resize(N * K), c.slot.resize(N * K);
   c.expert_begin.resize(E + 1), c.token_of.resize(N * K), c.counts.resize(E);
-  c.xs.resize(N * K * C), c.ys.resize(N * K * C), c.f.resize(R * E), c.experts.resize(E);
+  c.xs.resize(N * K * C), c.ys.resize(N * K * C), c.f.resize(R * E);
   c.routed = routed, c.layer = layer, c.mb = mb;
   moe_route(cfg, L, params, c);
   const T balance = N > 0 ? bal_weight * moe_balance_loss(c) : T(0);
@@ -289,11 +345,7 @@ T moe_forward(const ModelConfig& cfg, const MoeLayout& L, const T* params, const
   if (routed)
     routed->forward(layer, mb, c.expert_begin, C, c.xs.data(), c.ys.data());
   else
-    for (int64_t e = 0; e < E; ++e) {
-      const int64_t b = c.expert_begin[e], n = c.expert_begin[e + 1] - b;
-      swiglu_forward_from(cfg, L.experts[e], params, c.xs.data() + b * C, n, C, c.ys.data() + b * C,
-                          c.experts[e], T(0));
-    }
+    routed_experts_forward(cfg, L, params, c);
   // out_t += g_{t,r} · y_{e_r}(u_t), r in ascending expert id.
   for (int64_t t = 0; t < N; ++t)
     for (int64_t r = 0; r < K; ++r) {
@@ -365,11 +417,7 @@ void moe_experts_backward(const ModelConfig& cfg, const MoeLayout& L, const T* p
   if (c.routed)
     c.routed->backward(c.layer, c.mb, c.expert_begin, C, c.dys.data(), c.dxs.data(), grads);
   else
-    for (int64_t e = 0; e < c.E; ++e) {
-      const int64_t b = c.expert_begin[e];
-      swiglu_backward_from(cfg, L.experts[e], params, grads, c.xs.data() + b * C,
-                           c.dys.data() + b * C, c.dxs.data() + b * C, c.experts[e]);
-    }
+    routed_experts_backward(cfg, L, params, grads, c);
   for (int64_t t = 0; t < N; ++t)
     for (int64_t r = 0; r < K; ++r) {
       const T* src = &c.dxs[c.slot[t * K + r] * C];

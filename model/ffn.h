@@ -110,24 +110,24 @@ template <typename T>
 struct MoeCache {
   int64_t R = 0, Tlen = 0, N = 0, C = 0, E = 0, K = 0;
   T bal_weight = T(0);
-  std::vector<T> x;                     // (N,C) the input
-  std::vector<T> s;                     // (N,E) affinities σ(u·e_i)
-  std::vector<int32_t> top;             // (N,K) routed experts of each token, ascending id
-  std::vector<T> weight;                // (N,K) g of each routed expert
-  std::vector<int64_t> slot;            // (N,K) the token's row in the expert-sorted batch
-  std::vector<int64_t> expert_begin;    // (E+1) expert e owns sorted rows [begin[e], begin[e+1])
-  std::vector<int64_t> token_of;        // (N·K) token of each sorted row (ascending per expert)
-  std::vector<T> xs;                    // (N·K,C) inputs gathered in sorted-row order
-  std::vector<T> ys;                    // (N·K,C) routed expert outputs, sorted-row order
-  std::vector<T> f;                     // (R,E) balance-loss load f_i of each row
-  std::vector<int64_t> counts;          // (E) tokens routed to each expert in this call
-  SwigluCache<T> shared;                // shared expert (its x stays empty: it reads x above)
-  std::vector<SwigluCache<T>> experts;  // (E) routed experts (x empty: they read xs)
-  mutable std::vector<T> dys, dxs;      // (N·K,C) backward scratch
-  mutable std::vector<T> dweight;       // (N,K) backward scratch: dL/dg
-  mutable std::vector<T> ds;            // (N,E) backward scratch: dL/ds, then dL/d(u·e)
-  RoutedExperts<T>* routed = nullptr;   // set by moe_forward: who computed the experts
-  int64_t layer = 0, mb = 0;            // the block and the micro-batch, for `routed`
+  std::vector<T> x;                   // (N,C) the input
+  std::vector<T> s;                   // (N,E) affinities σ(u·e_i)
+  std::vector<int32_t> top;           // (N,K) routed experts of each token, ascending id
+  std::vector<T> weight;              // (N,K) g of each routed expert
+  std::vector<int64_t> slot;          // (N,K) the token's row in the expert-sorted batch
+  std::vector<int64_t> expert_begin;  // (E+1) expert e owns sorted rows [begin[e], begin[e+1])
+  std::vector<int64_t> token_of;      // (N·K) token of each sorted row (ascending per expert)
+  std::vector<T> xs;                  // (N·K,C) inputs gathered in sorted-row order
+  std::vector<T> ys;                  // (N·K,C) routed expert outputs, sorted-row order
+  std::vector<T> f;                   // (R,E) balance-loss load f_i of each row
+  std::vector<int64_t> counts;        // (E) tokens routed to each expert in this call
+  SwigluCache<T> shared;              // shared expert (its x stays empty: it reads x above)
+  SwigluCache<T> experts;           // routed experts, all N·K sorted rows (x empty: they read xs)
+  mutable std::vector<T> dys, dxs;  // (N·K,C) backward scratch
+  mutable std::vector<T> dweight;   // (N,K) backward scratch: dL/dg
+  mutable std::vector<T> ds;        // (N,E) backward scratch: dL/ds, then dL/d(u·e)
+  RoutedExperts<T>* routed = nullptr;  // set by moe_forward: who computed the experts
+  int64_t layer = 0, mb = 0;           // the block and the micro-batch, for `routed`
 };
 
 // x (R·Tlen, C) -> out (R·Tlen, C) overwritten; rows of Tlen tokens are sequences.
