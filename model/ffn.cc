@@ -24,66 +24,77 @@ void check_shape(const ParamTable& t, const std::string& name, std::vector<int64
     throw std::invalid_argument("parameter " + name + " has an unexpected shape for the FFN");
 }
 
-// The forward of N rows into caller-given scratch (a, b, sig, h: N·I each), x given
-// separately, so that MoE experts read their gathered inputs in place and keep their rows
-// in one cache of the layer's sorted rows.
-// x (N,C) -> out (N,C) = beta·out + W2 (silu(W1 x) ⊙ W3 x)
+// Sizes c's scratch for N rows of width I (the forward's; the backward's: size_backward).
+template <typename T>
+void size_rows(SwigluCache<T>& c, int64_t N, int64_t C, int64_t I) {
+  c.N = N, c.C = C, c.I = I;
+  c.a.resize(N * I), c.b.resize(N * I), c.sig.resize(N * I), c.h.resize(N * I);
+}
+
+template <typename T>
+void size_backward(const SwigluCache<T>& c) {
+  c.da.resize(c.N * c.I), c.db.resize(c.N * c.I);
+}
+
+// The forward of n rows into rows [first, first + n) of c's scratch (sized by size_rows),
+// x given separately, so that MoE experts read their gathered inputs in place and keep their
+// rows in one cache of the layer's sorted rows.
+// x (n,C) -> out (n,C) = beta·out + W2 (silu(W1 x) ⊙ W3 x)
 // cfg chooses the Linears' precision (model/linear.h).
 template <typename T>
-void swiglu_forward_rows(const ModelConfig& cfg, const SwigluLayout& L, const T* params, const T* x,
-                         int64_t N, int64_t C, T* out, T* a, T* b, T* sig, T* h, T beta) {
-  const int64_t I = L.inter;
-  linear_fwd(cfg, x, params + L.gate, a, N, C, I);  // a = W1 x
-  linear_fwd(cfg, x, params + L.up, b, N, C, I);    // b = W3 x
-  for (int64_t j = 0; j < N * I; ++j) {
+void swiglu_forward_at(const ModelConfig& cfg, const SwigluLayout& L, const T* params, const T* x,
+                       int64_t n, int64_t C, T* out, SwigluCache<T>& c, int64_t first, T beta) {
+  const int64_t I = L.inter, o = first * I;
+  T *a = c.a.data() + o, *b = c.b.data() + o, *sig = c.sig.data() + o, *h = c.h.data() + o;
+  linear_fwd(cfg, x, params + L.gate, a, n, C, I);  // a = W1 x
+  linear_fwd(cfg, x, params + L.up, b, n, C, I);    // b = W3 x
+  for (int64_t j = 0; j < n * I; ++j) {
     sig[j] = k::sigmoid(a[j]);
     h[j] = a[j] * sig[j] * b[j];  // silu(a) ⊙ b, silu(a) = a·σ(a)
   }
-  linear_fwd(cfg, h, params + L.down, out, N, I, C, beta);  // out = W2 h
+  linear_fwd(cfg, h, params + L.down, out, n, I, C, beta);  // out = W2 h
 }
 
 template <typename T>
 void swiglu_forward_from(const ModelConfig& cfg, const SwigluLayout& L, const T* params, const T* x,
                          int64_t N, int64_t C, T* out, SwigluCache<T>& c, T beta) {
-  const int64_t I = L.inter;
-  c.N = N, c.C = C, c.I = I;
-  c.a.resize(N * I), c.b.resize(N * I), c.sig.resize(N * I), c.h.resize(N * I);
-  swiglu_forward_rows(cfg, L, params, x, N, C, out, c.a.data(), c.b.data(), c.sig.data(),
-                      c.h.data(), beta);
+  size_rows(c, N, C, L.inter);
+  swiglu_forward_at(cfg, L, params, x, N, C, out, c, 0, beta);
 }
 
-// dout (N,C), x (N,C) -> dx (N,C) +=, grads += ; restates swiglu_forward_rows from its
-// scratch; da and db (N·I each) are the backward's own scratch.
+// dout (n,C), x (n,C) -> dx (n,C) +=, grads += ; restates swiglu_forward_at from rows
+// [first, first + n) of c's scratch (da and db sized by size_backward).
 template <typename T>
-void swiglu_backward_rows(const ModelConfig& cfg, const SwigluLayout& L, const T* params, T* grads,
-                          const T* x, const T* dout, T* dx, int64_t N, int64_t C, const T* a_,
-                          const T* b_, const T* sig_, const T* h, T* da, T* db) {
-  const int64_t I = L.inter;
-  if (N == 0) return;
+void swiglu_backward_at(const ModelConfig& cfg, const SwigluLayout& L, const T* params, T* grads,
+                        const T* x, const T* dout, T* dx, const SwigluCache<T>& c, int64_t first,
+                        int64_t n) {
+  if (n == 0) return;
+  const int64_t I = L.inter, C = c.C, o = first * I;
+  const T *a_ = c.a.data() + o, *b_ = c.b.data() + o, *sig_ = c.sig.data() + o;
+  const T* h = c.h.data() + o;
+  T *da = c.da.data() + o, *db = c.db.data() + o;
   T* dh = da;  // dh is turned into da in place below
   // out = W2 h:  dh = dout·W2 (dh is scratch: zeroed, then accumulated), dW2 += doutᵀ h
-  std::fill(dh, dh + N * I, T(0));
-  linear_bwd(cfg, dout, h, params + L.down, dh, grads + L.down, N, I, C);
+  std::fill(dh, dh + n * I, T(0));
+  linear_bwd(cfg, dout, h, params + L.down, dh, grads + L.down, n, I, C);
   // h = silu(a) ⊙ b:  da = dh ⊙ b ⊙ silu'(a),  db = dh ⊙ silu(a)
   // (silu and silu' spelled out as in kernels/cpu/ops.cc, from the stored σ(a))
-  for (int64_t j = 0; j < N * I; ++j) {
+  for (int64_t j = 0; j < n * I; ++j) {
     const T a = a_[j], sig = sig_[j], g = dh[j];
     db[j] = g * (a * sig);
     da[j] = g * b_[j] * (sig * (T(1) + a * (T(1) - sig)));
   }
   // a = W1 x, b = W3 x
-  linear_bwd(cfg, da, x, params + L.gate, dx, grads + L.gate, N, C, I);
-  linear_bwd(cfg, db, x, params + L.up, dx, grads + L.up, N, C, I);
+  linear_bwd(cfg, da, x, params + L.gate, dx, grads + L.gate, n, C, I);
+  linear_bwd(cfg, db, x, params + L.up, dx, grads + L.up, n, C, I);
 }
 
 template <typename T>
 void swiglu_backward_from(const ModelConfig& cfg, const SwigluLayout& L, const T* params, T* grads,
                           const T* x, const T* dout, T* dx, const SwigluCache<T>& c) {
-  const int64_t N = c.N, I = c.I;
-  if (N == 0) return;
-  c.da.resize(N * I), c.db.resize(N * I);
-  swiglu_backward_rows(cfg, L, params, grads, x, dout, dx, N, c.C, c.a.data(), c.b.data(),
-                       c.sig.data(), c.h.data(), c.da.data(), c.db.data());
+  if (c.N == 0) return;
+  size_backward(c);
+  swiglu_backward_at(cfg, L, params, grads, x, dout, dx, c, 0, c.N);
 }
 
 }  // namespace
@@ -291,31 +302,26 @@ T moe_balance_loss(MoeCache<T>& c) {
 template <typename T>
 void routed_experts_forward(const ModelConfig& cfg, const MoeLayout& L, const T* params,
                             MoeCache<T>& c) {
-  SwigluCache<T>& r = c.experts;
-  const int64_t rows = c.N * c.K, C = c.C, I = cfg.moe_inter;
-  r.N = rows, r.C = C, r.I = I;
-  r.a.resize(rows * I), r.b.resize(rows * I), r.sig.resize(rows * I), r.h.resize(rows * I);
+  const int64_t C = c.C;
+  size_rows(c.experts, c.N * c.K, C, cfg.moe_inter);
   for (int64_t e = 0; e < c.E; ++e) {
     const int64_t b = c.expert_begin[e], n = c.expert_begin[e + 1] - b;
-    if (L.experts[e].inter != I) throw std::logic_error("routed experts of unequal widths");
-    swiglu_forward_rows(cfg, L.experts[e], params, c.xs.data() + b * C, n, C, c.ys.data() + b * C,
-                        r.a.data() + b * I, r.b.data() + b * I, r.sig.data() + b * I,
-                        r.h.data() + b * I, T(0));
+    if (L.experts[e].inter != cfg.moe_inter)
+      throw std::logic_error("routed experts of unequal widths");
+    swiglu_forward_at(cfg, L.experts[e], params, c.xs.data() + b * C, n, C, c.ys.data() + b * C,
+                      c.experts, b, T(0));
   }
 }
 
 template <typename T>
 void routed_experts_backward(const ModelConfig& cfg, const MoeLayout& L, const T* params, T* grads,
                              const MoeCache<T>& c) {
-  const SwigluCache<T>& r = c.experts;
-  const int64_t C = c.C, I = r.I;
-  r.da.resize(r.N * I), r.db.resize(r.N * I);
+  const int64_t C = c.C;
+  size_backward(c.experts);
   for (int64_t e = 0; e < c.E; ++e) {
     const int64_t b = c.expert_begin[e], n = c.expert_begin[e + 1] - b;
-    swiglu_backward_rows(cfg, L.experts[e], params, grads, c.xs.data() + b * C,
-                         c.dys.data() + b * C, c.dxs.data() + b * C, n, C, r.a.data() + b * I,
-                         r.b.data() + b * I, r.sig.data() + b * I, r.h.data() + b * I,
-                         r.da.data() + b * I, r.db.data() + b * I);
+    swiglu_backward_at(cfg, L.experts[e], params, grads, c.xs.data() + b * C, c.dys.data() + b * C,
+                       c.dxs.data() + b * C, c.experts, b, n);
   }
 }
 

@@ -38,10 +38,9 @@ int64_t bytes_of(const MlaCache<T>& c) {
 
 template <typename T>
 int64_t bytes_of(const MoeCache<T>& c) {
-  int64_t n = bytes(c.x, c.s, c.top, c.weight, c.slot, c.expert_begin, c.token_of, c.xs, c.ys, c.f,
-                    c.counts, c.dys, c.dxs, c.dweight, c.ds) +
-              bytes_of(c.shared) + bytes_of(c.experts);
-  return n;
+  return bytes(c.x, c.s, c.top, c.weight, c.slot, c.expert_begin, c.token_of, c.xs, c.ys, c.f,
+               c.counts, c.dys, c.dxs, c.dweight, c.ds) +
+         bytes_of(c.shared) + bytes_of(c.experts);
 }
 
 template <typename T>
