@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <stdexcept>
+#include <string>
 
 namespace troupe::model {
 
@@ -41,6 +43,19 @@ double grad_norm_from_parts(const std::vector<double>& parts) {
   double total = 0;
   for (double part : parts) total += part;
   return std::sqrt(total);
+}
+
+double grad_norm_from_runs(std::vector<NormRun> runs) {
+  std::sort(runs.begin(), runs.end(),
+            [](const NormRun& a, const NormRun& b) { return a.offset < b.offset; });
+  std::vector<double> parts;
+  for (size_t i = 0; i < runs.size(); ++i) {
+    if (i > 0 && runs[i].offset == runs[i - 1].offset)
+      throw std::invalid_argument("grad_norm_from_runs: two runs start at offset " +
+                                  std::to_string(runs[i].offset));
+    parts.insert(parts.end(), runs[i].parts.begin(), runs[i].parts.end());
+  }
+  return grad_norm_from_parts(parts);
 }
 
 double global_grad_norm(const ParamTable& table, const float* grads) {

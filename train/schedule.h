@@ -24,6 +24,15 @@ double global_grad_norm(const ParamTable& table, const float* grads);
 std::vector<double> grad_norm_parts(const ParamTable& table, const float* grads, FlatRange owned,
                                     int64_t base = 0);
 double grad_norm_from_parts(const std::vector<double>& parts);
+// The same sum from runs of tensors held by different owners (the workers' ranges, the
+// routed experts' owners): each run's parts (grad_norm_parts of its tensors) keyed by the
+// table offset where it starts. The runs are concatenated in offset order, so any split of
+// the table gives global_grad_norm's bits. Two runs at one offset: std::invalid_argument.
+struct NormRun {
+  int64_t offset = 0;
+  std::vector<double> parts;
+};
+double grad_norm_from_runs(std::vector<NormRun> runs);
 
 // The step's global gradient norm from the dense norm and the Engram tables' Σ g²:
 // sqrt(dense² + engram_sumsq) when the model has Engram layers, the dense norm otherwise.

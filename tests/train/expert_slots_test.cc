@@ -15,38 +15,10 @@ namespace troupe::model {
 namespace {
 
 using tests::random_batch;
+using tests::Result;
+using tests::run;
 using tests::same_bits;
 using tests::skewed_placement;
-
-struct Result {
-  LossParts<float> parts;
-  std::vector<float> grad;
-};
-
-// Micro-batches one by one, each gradient from zero, reduced in the canonical tree; with
-// shards, the experts' gradients are the shards' (write_reduced_grads).
-Result run(const ModelConfig& m, const ParamTable& table, const std::vector<float>& params,
-           const Batch& batch, int64_t mb_rows, LocalExpertShards<float>* shards) {
-  Model<float> model(m, table);
-  model.set_routed_experts(shards);
-  const LossScale scale = loss_scale_of(batch, true);
-  const int64_t n = batch.rows / mb_rows, P = table.total();
-  std::vector<std::vector<float>> grads(size_t(n), std::vector<float>(size_t(P), 0.f));
-  std::vector<float> ce, mtp, bal;
-  for (int64_t i = 0; i < n; ++i) {
-    model.set_micro_batch(i);
-    const LossParts<float> p = model.step(params.data(), grads[size_t(i)].data(),
-                                          batch.slice(i * mb_rows, mb_rows), scale, true);
-    ce.push_back(p.ce), mtp.push_back(p.mtp), bal.push_back(p.bal);
-  }
-  tree_reduce(grads, 0, n, P, 1);
-  Result r;
-  r.parts.ce = tree_sum(ce, 0, n), r.parts.mtp = tree_sum(mtp, 0, n);
-  r.parts.bal = tree_sum(bal, 0, n);
-  r.grad = std::move(grads[0]);
-  if (shards) shards->write_reduced_grads(n, r.grad.data());
-  return r;
-}
 
 TEST(ExpertShards, SameBitsAsInWorkerForAnyPlacementAndShardCount) {
   const JobConfig job = tests::tiny_test_job({"model.engram_layers=[]", "model.n_layers=3"});

@@ -9,8 +9,11 @@
 
 #include "model/batch.h"
 #include "model/config.h"
+#include "model/model.h"
 #include "train/eplb.h"
 #include "train/expert_slots.h"
+#include "train/trainer.h"
+#include "train/tree.h"
 
 namespace troupe::tests {
 
@@ -37,6 +40,37 @@ inline model::EplbPlacement skewed_placement(const model::ModelConfig& m, int64_
   }
   p.replicas = replicas, p.groups = 1, p.nodes = 1, p.gpus = gpus;
   return model::rebalance_experts(p);
+}
+
+struct Result {
+  model::LossParts<float> parts;
+  std::vector<float> grad;
+};
+
+// Micro-batches one by one, each gradient from zero, reduced in the canonical tree; with
+// shards, the experts' gradients are the shards' (write_reduced_grads).
+inline Result run(const model::ModelConfig& m, const model::ParamTable& table,
+                  const std::vector<float>& params, const model::Batch& batch, int64_t mb_rows,
+                  model::LocalExpertShards<float>* shards) {
+  model::Model<float> model(m, table);
+  model.set_routed_experts(shards);
+  const model::LossScale scale = model::loss_scale_of(batch, true);
+  const int64_t n = batch.rows / mb_rows, P = table.total();
+  std::vector<std::vector<float>> grads(size_t(n), std::vector<float>(size_t(P), 0.f));
+  std::vector<float> ce, mtp, bal;
+  for (int64_t i = 0; i < n; ++i) {
+    model.set_micro_batch(i);
+    const model::LossParts<float> p = model.step(params.data(), grads[size_t(i)].data(),
+                                                 batch.slice(i * mb_rows, mb_rows), scale, true);
+    ce.push_back(p.ce), mtp.push_back(p.mtp), bal.push_back(p.bal);
+  }
+  model::tree_reduce(grads, 0, n, P, 1);
+  Result r;
+  r.parts.ce = model::tree_sum(ce, 0, n), r.parts.mtp = model::tree_sum(mtp, 0, n);
+  r.parts.bal = model::tree_sum(bal, 0, n);
+  r.grad = std::move(grads[0]);
+  if (shards) shards->write_reduced_grads(n, r.grad.data());
+  return r;
 }
 
 // Every bit equal.
