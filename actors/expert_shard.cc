@@ -17,13 +17,13 @@
 // With `[parallel] experts = "shards"` the coordinator places expert_shard.i beside
 // worker.i, and worker i sends it the weights of its slots at every step
 // (actors/worker_experts.cc).
+#include "actors/expert_shard.h"
+
 #include <fmt/format.h>
 
 #include <caf/all.hpp>
 #include <memory>
 
-#include "actors/dispatch.h"
-#include "actors/protocol.h"
 #include "actors/roles.h"
 #include "config/config_parse.h"
 #include "runtime/control.pb.h"
@@ -31,41 +31,8 @@
 #include "train/expert_slots.h"
 
 namespace troupe::actors {
+namespace expert_shard_impl {
 namespace {
-
-using runtime::ActorMessage;
-using runtime::Payload;
-using Stage = model::ExpertSlots<float>::Stage;
-
-// Requests held until their weights arrive: a step's forwards of every worker, at most.
-inline constexpr size_t held_requests_max = 4096;
-
-struct ShardState {
-  runtime::RoleContext ctx;
-  model::ModelConfig cfg;
-  std::unique_ptr<model::ExpertSlots<float>> slots;
-  int64_t moe_layers = 0;
-  uint64_t epoch = 0;
-  int64_t step = -1;                                       // the step whose pairs `slots` keeps
-  std::map<std::pair<int64_t, int64_t>, int64_t> version;  // (MoE layer, slot) → train steps
-  std::vector<ActorMessage> held;                          // forwards waiting for weights
-  DropLog drops{"", type_name};
-  int64_t answered = 0;  // requests answered in this epoch (its first one is logged)
-  static inline const char* name = "expert_shard";
-};
-using Self = caf::stateful_actor<ShardState>;
-
-template <class Proto>
-void reply(Self* self, const std::string& to, uint32_t type, const Proto& body,
-           std::vector<Payload> payloads) {
-  if (type != runtime::node_error_type && self->state.answered++ == 0)
-    log::info("{}: serving the experts of epoch {} (first answer: {} to {})",
-              self->state.ctx.address, self->state.epoch, type_name(type), to);
-  ActorMessage m = make_message(self->state.ctx.address, to, type, body);
-  m.epoch = self->state.epoch;
-  m.payloads = std::move(payloads);
-  self->send(self->state.ctx.router, std::move(m));
-}
 
 // The rows of a request: every slot held, in range, and payload 0 exactly their rows.
 template <class Request>
@@ -151,6 +118,12 @@ Verdict on_backward(Self* self, const train::ExpertBackward& b, const ActorMessa
                   fmt::format("slot {} of MoE layer {} is not held here", e.slot(), b.moe_layer()));
   if (b.step() != s.step)
     return drop(Drop::wrong_step, fmt::format("step {} while at step {}", b.step(), s.step));
+  for (const train::ExpertRows& e : b.slots())
+    if (!e.owner().empty() &&
+        (e.expert() < 0 || e.expert() >= s.cfg.n_routed_experts || b.mb() >= b.micro_batches()))
+      return drop(Drop::malformed, fmt::format("slot {}: expert {} of micro-batch {} of {} for "
+                                               "its owner",
+                                               e.slot(), e.expert(), b.mb(), b.micro_batches()));
   for (const train::ExpertRows& e : b.slots()) {
     const Stage st = s.slots->stage(b.mb(), b.moe_layer(), e.slot());
     if (st == Stage::backward)
@@ -167,7 +140,13 @@ Verdict on_backward(Self* self, const train::ExpertBackward& b, const ActorMessa
   int64_t at = 0;
   for (const train::ExpertRows& e : b.slots()) {
     s.slots->backward(b.mb(), b.moe_layer(), e.slot(), dy.data() + at * C, dx.data() + at * C);
-    payloads.push_back(owned_payload(*s.slots->grad(b.mb(), b.moe_layer(), e.slot())));
+    const std::vector<float>& g = *s.slots->grad(b.mb(), b.moe_layer(), e.slot());
+    if (e.owner().empty()) {
+      payloads.push_back(owned_payload(g));
+    } else {  // to its owner; the worker's payload stays empty
+      send_leaf(self, b, e, g);
+      payloads.emplace_back();
+    }
     at += e.rows();
   }
   payloads[0] = owned_payload(std::move(dx));
@@ -217,6 +196,7 @@ std::shared_ptr<Dispatcher> shard_table(Self* self) {
   d->on<train::ExpertBackward>(expert_backward_type, [self](const auto& b, ActorMessage& m) {
     return on_backward(self, b, m);
   });
+  add_owner_handlers(self, *d);
   return d;
 }
 
@@ -236,6 +216,7 @@ void on_message(Self* self, const Dispatcher& table, ActorMessage& m) {
     s.version.clear();
     for (const ActorMessage& h : s.held) s.drops.record(*drop(Drop::stale_epoch, "held"), h);
     s.held.clear();
+    owner_new_epoch(s);
   }
   if (Verdict v = table.dispatch(m)) {
     s.drops.record(*v, m);
@@ -254,9 +235,9 @@ caf::behavior expert_shard(Self* self, runtime::RoleContext ctx) {
   self->send(s.ctx.router, runtime::register_atom::value,
              fmt::format("expert_shard.{}", s.ctx.index), caf::actor(self));
   try {
-    s.cfg =
-        model::config_from_text(s.ctx.job.config_text, s.ctx.job.config_name, s.ctx.job.config_sets)
-            .model;
+    s.job = model::config_from_text(s.ctx.job.config_text, s.ctx.job.config_name,
+                                    s.ctx.job.config_sets);
+    s.cfg = s.job.model;
     s.moe_layers = model::moe_layer_count(s.cfg);
     s.slots = std::make_unique<model::ExpertSlots<float>>(s.cfg);
     s.epoch = s.ctx.epoch;
@@ -272,11 +253,12 @@ caf::behavior expert_shard(Self* self, runtime::RoleContext ctx) {
 }
 
 }  // namespace
+}  // namespace expert_shard_impl
 
 caf::actor spawn_expert_shard(caf::actor_system& system, const runtime::RoleContext& ctx,
                               bool detached) {
-  return detached ? system.spawn<caf::detached>(expert_shard, ctx)
-                  : system.spawn(expert_shard, ctx);
+  return detached ? system.spawn<caf::detached>(expert_shard_impl::expert_shard, ctx)
+                  : system.spawn(expert_shard_impl::expert_shard, ctx);
 }
 
 void register_expert_shard_role() {

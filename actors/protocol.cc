@@ -44,7 +44,12 @@ std::string_view type_name(uint32_t type) {
                                                "EngramSwapped",
                                                "Take",
                                                "RolloutAsk",
-                                               "RolloutGroup"};
+                                               "RolloutGroup",
+                                               "ExpertOwn",
+                                               "ExpertOwned",
+                                               "ExpertLeaf",
+                                               "ExpertRowsNote",
+                                               "ExpertNorm"};
   static_assert(std::size(train) == train_types_end - step_begin_type);
   if (type >= step_begin_type && type < train_types_end) return train[type - step_begin_type];
   return runtime::control_type_name(type);

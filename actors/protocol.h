@@ -56,6 +56,11 @@ enum TrainType : uint32_t {
   take_type,
   rollout_ask_type,
   rollout_group_type,
+  expert_own_type,
+  expert_owned_type,
+  expert_leaf_type,
+  expert_rows_note_type,
+  expert_norm_type,
   train_types_end,
 };
 

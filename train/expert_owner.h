@@ -74,7 +74,9 @@ class ExpertOwner {
 
   // A step of `micro_batches` micro-batches begins: the last step's leaves are forgotten.
   void begin_step(int64_t step, int64_t micro_batches);
-  int64_t step() const { return step_; }
+  int64_t step() const { return step_; }  // the last begun (-1: none yet)
+  bool in_step() const { return micro_batches_ > 0; }
+  int64_t micro_batches() const { return micro_batches_; }
   // Gives the step in flight up (a view change aborted it): its leaves go, nothing changes.
   void abandon_step();
   // Micro-batch mb routed rows to `routed` among this owner's experts (the others get a leaf
