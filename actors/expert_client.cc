@@ -71,8 +71,49 @@ ExpertClient::ExpertClient(caf::actor_system& system, caf::actor router, std::st
       route_(std::move(route)),
       timeout_(answer_timeout_ms) {}
 
+std::vector<std::vector<std::string>> first_replica_owners(const ExpertRoute& route) {
+  std::vector<std::vector<std::string>> owners;
+  for (const auto& layer : route.placement.log2phy) {
+    owners.emplace_back();
+    for (const auto& replicas : layer)
+      owners.back().push_back(route.shard_of_slot.at(size_t(replicas.at(0))));
+  }
+  return owners;
+}
+
 void ExpertClient::set_step(int64_t step, uint64_t epoch, bool evaluate) {
   step_ = step, epoch_ = epoch, evaluate_ = evaluate;
+  const std::lock_guard<std::mutex> lock(notes_mu_);
+  routed_.clear();
+}
+
+void ExpertClient::note_rows(int64_t mb, int64_t moe_layer, std::span<const int64_t> begin) {
+  std::map<std::string, train::ExpertRowsNote> notes;  // by owner
+  {
+    const std::lock_guard<std::mutex> lock(notes_mu_);
+    auto& layers = routed_[mb];
+    layers.resize(route_.owner_of.size());
+    auto& mine = layers.at(size_t(moe_layer));
+    mine.clear();
+    for (int64_t e = 0; e + 1 < int64_t(begin.size()); ++e)
+      if (begin[size_t(e) + 1] > begin[size_t(e)]) mine.push_back(e);
+    mine.push_back(-1);  // this layer's backward is done (a layer may route no row at all)
+    for (const auto& l : layers)
+      if (l.empty()) return;  // a MoE layer of mb still to back
+    for (const auto& owners : route_.owner_of)
+      for (const std::string& o : owners) notes[o];  // every owner hears of every micro-batch
+    for (size_t l = 0; l < layers.size(); ++l)
+      for (const int64_t e : layers[l]) {
+        if (e < 0) continue;
+        train::ExpertRowsNote& n = notes[route_.owner_of[l].at(size_t(e))];
+        n.add_moe_layers(int64_t(l)), n.add_experts(e);
+      }
+    routed_.erase(mb);
+  }
+  for (auto& [owner, n] : notes) {
+    n.set_step(step_), n.set_mb(mb), n.set_micro_batches(micro_batches_);
+    rpc_.send(make_message(rpc_.address(), owner, expert_rows_note_type, n), epoch_);
+  }
 }
 
 std::vector<ExpertClient::Call> ExpertClient::exchange(uint32_t type, int64_t layer, int64_t mb,
@@ -103,8 +144,16 @@ std::vector<ExpertClient::Call> ExpertClient::exchange(uint32_t type, int64_t la
       body.set_evaluate(evaluate_);
       msg = make_message(rpc_.address(), c.shard, type, body);
     } else {
-      msg = make_message(rpc_.address(), c.shard, type,
-                         request_body<train::ExpertBackward>(c, step_, mb, m, begin));
+      auto body = request_body<train::ExpertBackward>(c, step_, mb, m, begin);
+      if (!route_.owner_of.empty()) {
+        body.set_micro_batches(micro_batches_);
+        for (size_t i = 0; i < c.experts.size(); ++i) {
+          body.mutable_slots(int(i))->set_expert(c.experts[i]);
+          body.mutable_slots(int(i))->set_owner(
+              route_.owner_of.at(size_t(m)).at(size_t(c.experts[i])));
+        }
+      }
+      msg = make_message(rpc_.address(), c.shard, type, body);
     }
     msg.payloads.push_back(owned_payload(std::move(payload)));
     rpc_.send(std::move(msg), epoch_);
@@ -137,6 +186,8 @@ void ExpertClient::forward(int64_t layer, int64_t mb, std::span<const int64_t> b
 
 void ExpertClient::backward(int64_t layer, int64_t mb, std::span<const int64_t> begin, int64_t C,
                             const float* dys, float* dxs, float* grads) {
+  if (!route_.owner_of.empty() && micro_batches_ < 1)
+    throw std::logic_error("ExpertClient: experts with owners, but no micro-batch count");
   const model::MoeLayout& L = layouts_.at(size_t(layer - cfg_.first_k_dense));
   const int64_t part = cfg_.moe_inter * cfg_.d_model;
   for (int64_t r = 0; r < begin.back() * C; ++r) dxs[r] = 0.f;  // rows with no answer: none
@@ -151,10 +202,12 @@ void ExpertClient::backward(int64_t layer, int64_t mb, std::span<const int64_t> 
       const int64_t e = c.experts[i], n = begin[size_t(e) + 1] - begin[size_t(e)];
       std::memcpy(dxs + begin[size_t(e)] * C, dx.data() + at * C, sizeof(float) * size_t(n * C));
       at += n;
+      if (!route_.owner_of.empty()) continue;  // the weight gradient went to the owner
       const std::vector<float> g = floats(c.answer.payloads[1 + i], 3 * part, c.shard);
       model::add_expert_grads(L.experts.at(size_t(e)), part, g.data(), grads);
     }
   }
+  if (!route_.owner_of.empty()) note_rows(mb, layer - cfg_.first_k_dense, begin);
 }
 
 }  // namespace troupe::actors
