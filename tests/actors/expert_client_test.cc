@@ -90,6 +90,12 @@ class ExpertClientTest : public ::testing::Test {
         caf::anon_send(shards.back(), std::move(msg));
       }
     }
+    std::vector<std::string> names;
+    for (int64_t i = 0; i < count; ++i) {  // the part after the '/'
+      const std::string a = shard_address(i);
+      names.push_back(a.substr(a.find('/') + 1));
+    }
+    EXPECT_TRUE(wait_registered(sys, router, names)) << "the shards never registered";
     return route;
   }
 
@@ -183,7 +189,7 @@ TEST_F(ExpertClientTest, OwnersOnShardActorsReduceTheInWorkerExpertGradients) {
   const auto layouts = model::moe_layouts(m, table);
   const int64_t part = m.moe_inter * m.d_model;
   own_experts(route);
-  {  // every shard answered, so the router knows them all (they register as they start)
+  {  // every shard took its experts before the first request
     std::unique_lock<std::mutex> lock(heard->mu);
     ASSERT_TRUE(heard->cv.wait_for(lock, 20s, [&] { return heard->owned.size() == 3; }));
   }

@@ -9,6 +9,7 @@
 #include <gtest/gtest.h>
 
 #include <caf/all.hpp>
+#include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -18,6 +19,7 @@
 #include <set>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "actors/coordinator.h"
@@ -49,6 +51,9 @@ struct Net {
   }
 };
 
+// Asks a switchboard whether an actor registered under a name (true/false).
+using known_atom = caf::atom_constant<caf::atom("known")>;
+
 inline caf::behavior switchboard(caf::event_based_actor* self, std::shared_ptr<Net> net) {
   return {
       [=](ActorMessage& m) {
@@ -74,7 +79,27 @@ inline caf::behavior switchboard(caf::event_based_actor* self, std::shared_ptr<N
         net->evicted.push_back({node, epoch});
       },
       [=](runtime::refusals_atom, const caf::actor&) {},
+      [=](known_atom, const std::string& name) { return net->actors.count(name) > 0; },
   };
+}
+
+// On a threaded scheduler: waits until every name is registered with the switchboard
+// (roles register as they start, and what is routed to a name before that is lost); false
+// after `timeout`.
+inline bool wait_registered(caf::actor_system& sys, const caf::actor& switchboard,
+                            const std::vector<std::string>& names,
+                            std::chrono::milliseconds timeout = std::chrono::seconds(20)) {
+  caf::scoped_actor self{sys};
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  for (const std::string& name : names) {
+    for (bool known = false; !known;) {
+      if (std::chrono::steady_clock::now() > deadline) return false;
+      self->request(switchboard, caf::infinite, known_atom::value, name)
+          .receive([&](bool k) { known = k; }, [&](caf::error&) {});
+      if (!known) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+  }
+  return true;
 }
 
 inline std::string repo_file(const std::string& rel) {
