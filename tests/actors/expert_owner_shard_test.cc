@@ -17,25 +17,12 @@ namespace troupe::actors::testing {
 namespace {
 
 using model::ExpertId;
+using tests::random_values;
 using tests::same_bits;
 const std::string owner_address = "n2/expert_shard.0";
 const std::string replica_address = "n3/expert_shard.1";
 const std::string worker = "n1/worker.0";
 const std::string coordinator_address = "n0/coordinator.0";
-
-std::vector<float> random_values(size_t n, uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  std::normal_distribution<float> d(0.f, 0.5f);
-  std::vector<float> v(n);
-  for (float& x : v) x = d(rng);
-  return v;
-}
-
-std::vector<float> floats_of(const runtime::Payload& p) {
-  std::vector<float> v;
-  EXPECT_TRUE(read_payload(p, &v));
-  return v;
-}
 
 class ExpertOwnerShard : public ::testing::Test, protected TestBed {
  protected:

@@ -102,6 +102,13 @@ inline bool wait_registered(caf::actor_system& sys, const caf::actor& switchboar
   return true;
 }
 
+// A payload's floats (a failed expectation when it is not whole floats).
+inline std::vector<float> floats_of(const runtime::Payload& p) {
+  std::vector<float> v;
+  EXPECT_TRUE(read_payload(p, &v));
+  return v;
+}
+
 inline std::string repo_file(const std::string& rel) {
   namespace fs = std::filesystem;
   fs::path root = fs::current_path();

@@ -73,6 +73,15 @@ inline Result run(const model::ModelConfig& m, const model::ParamTable& table,
   return r;
 }
 
+// n values drawn from N(0, 0.5²) with a seed: rows, gradients, weights.
+inline std::vector<float> random_values(size_t n, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<float> d(0.f, 0.5f);
+  std::vector<float> v(n);
+  for (float& x : v) x = d(rng);
+  return v;
+}
+
 // Every bit equal.
 inline bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
   return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
