@@ -98,6 +98,11 @@ void add_shard_messages(Add& add, const None& none) {
   add(engram_swap_type, std::type_identity<train::EngramSwap>{}, none);
   add(engram_swapped_type, std::type_identity<train::EngramSwapped>{}, none);
   add(take_type, std::type_identity<train::Take>{}, none);
+  add(expert_own_type, std::type_identity<train::ExpertOwn>{}, none);
+  add(expert_owned_type, std::type_identity<train::ExpertOwned>{}, none);
+  add(expert_leaf_type, std::type_identity<train::ExpertLeaf>{}, none);
+  add(expert_rows_note_type, std::type_identity<train::ExpertRowsNote>{}, none);
+  add(expert_norm_type, std::type_identity<train::ExpertNorm>{}, none);
 }
 
 // The messages by the number the first input byte picks (its value modulo the count).
