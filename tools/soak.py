@@ -22,7 +22,8 @@ few seconds keep a node that a busy 2-core box left without CPU from being taken
 
 Every fault must be followed by a steady job (running, every node back, 2 steps committed)
 within SOAK_RECOVER_S (120) seconds, else the soak stops and fails, naming the seed. At the
-end: samples.csv and soak.png (matplotlib) in SOAK_DIR (BUILD/soak), and a table of each
+end: samples.csv, threads.log (each process's threads by name whenever its count changes)
+and soak.png (matplotlib) in SOAK_DIR (BUILD/soak), and a table of each
 process that lived through the measured window (after SOAK_WARMUP_MIN, 10, minutes): its
 RSS then and at the end (growth ≤ 1%), its file descriptors and threads (no growth). Beside
 the growth, the spread of the medians of the window's six equal blocks at that node count:
@@ -102,6 +103,19 @@ def proc_sample(pid, creators=None):
         return None
 
 
+def thread_names(pid):
+    """'name×count, …' of a process's threads (/proc/PID/task/*/comm), or '' once gone."""
+    names = {}
+    try:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{tid}/comm") as f:
+                n = f.read().strip()
+            names[n] = names.get(n, 0) + 1
+    except (FileNotFoundError, ProcessLookupError):
+        return ""
+    return ", ".join(f"{n}×{c}" if c > 1 else n for n, c in sorted(names.items()))
+
+
 class Sampler(threading.Thread):
     """Every period_s: one row per process of the job (launch, coordinator, each node)."""
 
@@ -120,6 +134,10 @@ class Sampler(threading.Thread):
                            "orphan_shm"])
         self.t0 = time.monotonic()
         self.wall_t0 = time.time()  # the node logs' clock
+        # a process's threads by name whenever its count changes (threads.log): which one
+        # a growing count is
+        self.threads_seen = {}
+        self.threads_log = open(os.path.join(os.path.dirname(path), "threads.log"), "w")
 
     def processes(self):
         """(members, [(role, name, pid)]): members is the number of active nodes."""
@@ -148,7 +166,16 @@ class Sampler(threading.Thread):
                     row = (round(t, 1), role, name, pid, members, *got)
                     self.rows.append(row)
                     self.csv.writerow(row)
+                    self.note_threads(t, name, pid, got[5])
             self.out.flush()
+            self.threads_log.flush()
+
+    def note_threads(self, t, name, pid, threads):
+        if self.threads_seen.get(pid) == threads:
+            return
+        self.threads_seen[pid] = threads
+        self.threads_log.write(f"{t:.1f} s {name} (pid {pid}): {threads} threads: "
+                               f"{thread_names(pid)}\n")
 
     def copy_smaps(self, pid, t, members):
         os.makedirs(self.smaps_dir, exist_ok=True)
@@ -164,6 +191,7 @@ class Sampler(threading.Thread):
         self.stop_flag.set()
         self.join()
         self.out.close()
+        self.threads_log.close()
 
 
 def steady_nodes(job, nodes, recover_s):

@@ -98,9 +98,25 @@ def heap_log():
               and "2 workers" in text.getvalue() and "+0.00%" in text.getvalue(), text.getvalue())
 
 
+def thread_names():
+    """A process's threads by name: this one's, with a thread it started."""
+    import threading
+    done = threading.Event()
+    t = threading.Thread(target=done.wait, name="soak-probe")
+    t.start()
+    try:
+        names = soak.thread_names(os.getpid())
+    finally:
+        done.set()
+        t.join()
+    check("two threads named", names.count("×2") == 1 or names.count(",") == 1, names)
+    check("a gone process has none", soak.thread_names(2 ** 22 + 7) == "")
+
+
 def main():
     orphan_detection()
     heap_log()
+    thread_names()
     two_three = lambda t: 2 if (t // 60) % 2 else 3  # alternates every minute
     # A node's RSS follows its share (more at 2 nodes than at 3), and does not grow.
     flat = rows_of("n1", 11, 0, 3600, two_three, lambda t, m: 250_000 if m == 3 else 270_000)
