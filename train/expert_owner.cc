@@ -15,21 +15,19 @@ std::string to_string(ExpertId id) {
 }
 
 ExpertOwner::ExpertOwner(const TrainJobConfig& cfg)
-    : cfg_(cfg), table_(cfg.model), part_(cfg.model.moe_inter * cfg.model.d_model) {}
-
-int64_t ExpertOwner::state_floats() const {
-  // Every expert's three tensors are of one group and shape: any owned one's would do, and
-  // expert 0 of the first MoE layer is always there.
-  const std::vector<MoeLayout> layouts = moe_layouts(cfg_.model, table_);
-  if (layouts.empty() || layouts[0].experts.empty()) return weight_floats();
-  const SwigluLayout& L = layouts[0].experts[0];
-  Optimizer probe(table_, cfg_.optimizer, cfg_.train.weight_decay, 1,
-                  FlatRange{L.gate, L.gate + 3 * part_});
-  int64_t n = weight_floats();
-  for (const int64_t off : {L.gate, L.up, L.down})
-    for (size_t t = 0; t < table_.all().size(); ++t)
-      if (table_.all()[t].offset == off) n += probe.state_floats_of(t);
-  return n;
+    : cfg_(cfg),
+      table_(cfg.model),
+      part_(cfg.model.moe_inter * cfg.model.d_model),
+      layouts_(moe_layouts(cfg.model, table_)) {
+  // Every expert's three tensors are of one group and shape: expert 0 of the first MoE
+  // layer's state size is every expert's.
+  state_floats_ = weight_floats();
+  if (layouts_.empty() || layouts_[0].experts.empty()) return;
+  const SwigluLayout& L = layouts_[0].experts[0];
+  const FlatRange range{L.gate, L.gate + 3 * part_};
+  const Optimizer probe(table_, cfg_.optimizer, cfg_.train.weight_decay, 1, range);
+  for (size_t t = 0; t < table_.all().size(); ++t)
+    if (range.covers(table_.all()[t])) state_floats_ += probe.state_floats_of(t);
 }
 
 ExpertOwner::Owned& ExpertOwner::make(ExpertId id) {
@@ -42,8 +40,7 @@ ExpertOwner::Owned& ExpertOwner::make(ExpertId id) {
   if (micro_batches_ > 0)
     throw std::logic_error(to_string(id) + ": owned in the middle of step " +
                            std::to_string(step_) + " (experts move between steps)");
-  const SwigluLayout L =
-      moe_layouts(cfg_.model, table_)[size_t(id.moe_layer)].experts[size_t(id.expert)];
+  const SwigluLayout& L = layouts_[size_t(id.moe_layer)].experts[size_t(id.expert)];
   if (L.up != L.gate + part_ || L.down != L.up + part_)
     throw std::logic_error(to_string(id) + ": gate, up and down do not lie together in the table");
   Owned& o = experts_[id];

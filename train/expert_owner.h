@@ -31,6 +31,7 @@
 #include <vector>
 
 #include "model/config.h"
+#include "model/ffn.h"
 #include "model/params.h"
 #include "optim/optim.h"
 #include "train/schedule.h"
@@ -57,7 +58,7 @@ class ExpertOwner {
   // Floats of an expert's weights (3·I·C: gate, up, down, as a slot holds them) and of its
   // whole state run (the weights, then each of its three tensors' optimizer state).
   int64_t weight_floats() const { return 3 * part_; }
-  int64_t state_floats() const;
+  int64_t state_floats() const { return state_floats_; }
 
   // Owns `id` from here on with weights w and a fresh optimizer state (a job's start).
   // std::invalid_argument on an expert outside the model, one owned already or a wrong size;
@@ -115,7 +116,9 @@ class ExpertOwner {
 
   TrainJobConfig cfg_;
   ParamTable table_;
-  int64_t part_ = 0;  // moe_inter · d_model
+  int64_t part_ = 0;                // moe_inter · d_model
+  std::vector<MoeLayout> layouts_;  // per MoE layer
+  int64_t state_floats_ = 0;        // an expert's state run
   std::map<ExpertId, Owned> experts_;
   int64_t step_ = -1, micro_batches_ = 0;
   std::vector<char> noted_;  // by micro-batch id
